@@ -1,0 +1,3 @@
+from moleseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Array resizing shared by the training pipeline, prediction and evaluation (no TensorFlow)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to ``size x size`` px (area averaging when shrinking, bilinear otherwise)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    shrinking = image.shape[0] > size or image.shape[1] > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def resize_mask_to(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a boolean mask to ``height x width`` px: area-average (or bilinear) then threshold at 0.5."""
+    if mask.shape == (height, width):
+        return mask
+    smaller = mask.shape[0] > height or mask.shape[1] > width
+    resized = cv2.resize(mask.astype(np.float32), (width, height),
+                         interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+    return resized >= 0.5
+
+
+def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of ``(h, w, C)`` float probabilities to ``(height, width, C)``."""
+    resized = cv2.resize(probabilities.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return resized[..., None] if resized.ndim == 2 else resized

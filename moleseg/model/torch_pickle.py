@@ -1,0 +1,153 @@
+"""Read PyTorch ``.pth`` state dicts into numpy arrays without importing torch.
+
+Two on-disk formats exist: the zip format (PyTorch >= 1.6: ``archive/data.pkl`` plus one file per
+storage) and the legacy format (a sequence of pickles followed by the raw storages). torchvision's
+``mobilenet_v2-b0353104.pth`` uses the legacy format. Both are handled here.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_STORAGE_DTYPES: dict[str, np.dtype] = {
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+class _StorageType:
+    def __init__(self, name: str) -> None:
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+class _Storage:
+    def __init__(self, dtype: np.dtype, numel: int | None) -> None:
+        self.dtype = dtype
+        self.numel = numel
+        self.data: np.ndarray | None = None
+
+
+class _LazyTensor:
+    def __init__(self, storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+    def to_numpy(self) -> np.ndarray:
+        flat = self.storage.data
+        if flat is None:
+            raise ValueError("tensor storage was never read")
+        if len(self.size) == 0:
+            return np.array(flat[self.offset])
+        item = flat.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            flat[self.offset:], shape=self.size, strides=tuple(s * item for s in self.stride)
+        )
+        return np.array(view)
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _LazyTensor:
+    return _LazyTensor(storage, offset, size, stride)
+
+
+def _rebuild_parameter(tensor: _LazyTensor, *_: Any) -> _LazyTensor:
+    return tensor
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, storages: dict[str, _Storage]) -> None:
+        super().__init__(file, encoding="utf-8")
+        self.storages = storages
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _rebuild_tensor
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return _rebuild_parameter
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+
+    def persistent_load(self, saved_id: Any) -> _Storage:
+        kind, storage_type, key, _location, numel = saved_id[:5]
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"unexpected persistent id {kind!r}")
+        key = str(key)
+        if key not in self.storages:
+            self.storages[key] = _Storage(storage_type.dtype, numel)
+        return self.storages[key]
+
+
+def _materialise(obj: Any) -> Any:
+    if isinstance(obj, _LazyTensor):
+        return obj.to_numpy()
+    if isinstance(obj, dict):
+        return OrderedDict((k, _materialise(v)) for k, v in obj.items())
+    return obj
+
+
+def _load_legacy(raw: bytes) -> Any:
+    stream = io.BytesIO(raw)
+    magic = pickle.load(stream)
+    if magic != _LEGACY_MAGIC:
+        raise ValueError("not a PyTorch weights file (bad magic number)")
+    pickle.load(stream)  # protocol version
+    pickle.load(stream)  # sys info
+    storages: dict[str, _Storage] = {}
+    result = _Unpickler(stream, storages).load()
+    keys = pickle.load(stream)
+    for key in keys:
+        storage = storages[str(key)]
+        (numel,) = struct.unpack("<q", stream.read(8))
+        nbytes = numel * storage.dtype.itemsize
+        storage.data = np.frombuffer(stream.read(nbytes), dtype=storage.dtype, count=numel)
+    return result
+
+
+def _load_zip(path: Path) -> Any:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pkl = next(n for n in names if n.endswith("data.pkl"))
+        prefix = pkl[: -len("data.pkl")]
+        storages: dict[str, _Storage] = {}
+        result = _Unpickler(io.BytesIO(archive.read(pkl)), storages).load()
+        for key, storage in storages.items():
+            storage.data = np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=storage.dtype)
+    return result
+
+
+def load_state_dict(path: str | Path) -> "OrderedDict[str, np.ndarray]":
+    """Load a PyTorch state dict as ``{name: numpy array}`` (float32 weights keep their dtype).
+
+    Raises
+    ------
+    ValueError
+        When the file is neither a zip nor a legacy PyTorch file, or holds objects other than tensors.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            result = _load_zip(path)
+        else:
+            result = _load_legacy(path.read_bytes())
+    except (pickle.UnpicklingError, EOFError, struct.error, KeyError, StopIteration) as error:
+        raise ValueError(f"{path.name}: cannot read PyTorch weights ({error})") from error
+    if isinstance(result, dict) and "state_dict" in result:
+        result = result["state_dict"]
+    return _materialise(result)

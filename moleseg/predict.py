@@ -1,0 +1,90 @@
+"""A loaded Keras network as a :class:`moleseg.segmenter.Segmenter`: any image size in, probabilities out.
+
+Each image is resized to the network's square input, predicted in batches (optionally with flips as
+test-time augmentation, averaged), and the probabilities are resized back to the image's own size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from moleseg.cleanup import CleanupSettings
+from moleseg.config import class_names
+from moleseg.data_common import resize_image, resize_probabilities
+
+
+class KerasSegmenter:
+    """A moleseg network with its metadata.
+
+    Parameters
+    ----------
+    model
+        Keras model mapping ``(B, S, S, 3)`` 0..255 RGB to ``(B, S, S, C)`` probabilities.
+    info
+        The model's ``moleseg.json`` (at least ``n_classes`` and ``input_size``).
+    test_time_augmentation
+        Average the predictions of the image and its left-right, up-down flips (3x the cost).
+    batch_size
+        Images per network call.
+    """
+
+    def __init__(self, model: keras.Model, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
+                 batch_size: int = 8) -> None:
+        self.model = model
+        self.info = dict(info)
+        self.n_classes = int(info.get("n_classes", model.output_shape[-1]))
+        self.class_names = tuple(info.get("class_names") or class_names(self.n_classes))
+        self.input_size = int(info.get("input_size", model.input_shape[1]))
+        self.info.setdefault("input_size", self.input_size)
+        self.name = str(info.get("name", "model"))
+        self.cleanup_defaults = CleanupSettings.from_dict(info.get("cleanup", {}))
+        if test_time_augmentation is None:
+            test_time_augmentation = bool(info.get("test_time_augmentation", False))
+        self.test_time_augmentation = test_time_augmentation
+        self.batch_size = batch_size
+        self._predict_fn = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
+        from moleseg.model.io import load_model_and_info
+
+        model, info = load_model_and_info(path)
+        info.setdefault("name", Path(path).stem)
+        info["path"] = str(path)
+        return cls(model, info, **kwargs)
+
+    def _network(self, batch: np.ndarray) -> np.ndarray:
+        if self._predict_fn is None:
+            import tensorflow as tf
+
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def predict(x):
+                return model(x, training=False)
+
+            self._predict_fn = predict
+        return np.asarray(self._predict_fn(batch))
+
+    def predict_network(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a ``(B, S, S, 3)`` float32 batch at the input size, with optional flips."""
+        probabilities = self._network(batch)
+        if self.test_time_augmentation:
+            probabilities = probabilities + self._network(batch[:, :, ::-1])[:, :, ::-1]
+            probabilities = probabilities + self._network(batch[:, ::-1])[:, ::-1]
+            probabilities = probabilities / 3.0
+        return probabilities
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``(H, W, C)`` float32 probabilities at each RGB uint8 image's own size."""
+        results: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = np.stack([resize_image(image, self.input_size) for image in chunk]).astype(np.float32)
+            for image, probabilities in zip(chunk, self.predict_network(batch)):
+                results.append(resize_probabilities(probabilities, image.shape[0], image.shape[1]))
+        return results

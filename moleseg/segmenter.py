@@ -1,0 +1,155 @@
+"""Segmenters: anything that turns RGB images into per-pixel class probabilities, and the one path
+from probabilities to a cleaned lesion (used by the app, the CLI, validation and evaluation alike).
+
+A segmenter is either the classical baseline (``"classical"``, no TensorFlow) or a moleseg ``.keras``
+model (TensorFlow is imported only when such a model is loaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from moleseg.cleanup import CleanupResult, CleanupSettings, cleanup
+from moleseg.config import CLEANUP_MAX_SIDE_PX
+from moleseg.data_common import resize_mask_to, resize_probabilities
+
+CLASSICAL = "classical"
+
+
+class Segmenter(Protocol):
+    """What every segmenter offers."""
+
+    name: str
+    n_classes: int
+    class_names: tuple[str, ...]
+    cleanup_defaults: CleanupSettings
+    info: dict[str, Any]
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``(H, W, C)`` float32 probabilities (summing to 1 per pixel) at each image's own size."""
+        ...
+
+
+@dataclass
+class Segmentation:
+    """One image's prediction after cleanup.
+
+    Attributes
+    ----------
+    labels : (H, W) uint8
+        Arg-max class per pixel (0/1/2 or 0/1).
+    probabilities : (H, W, C) float32
+    lesion, border, inside : (H, W) bool
+        The cleaned lesion, its border band and the lesion minus its border.
+    settings : CleanupSettings
+        The cleanup that produced them, in px of this image.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    lesion: np.ndarray
+    border: np.ndarray
+    inside: np.ndarray
+    settings: CleanupSettings
+
+
+def reference_size(segmenter: Segmenter) -> int | None:
+    """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size)."""
+    value = segmenter.info.get("input_size")
+    return int(value) if value else None
+
+
+def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
+                      settings: CleanupSettings | None = None) -> CleanupSettings:
+    """Cleanup settings for an image of ``image_shape``.
+
+    ``settings`` given by the user are used as they are (px of this image). Without them, the
+    segmenter's defaults, which are in px of its input size, are scaled by the image's longer side over
+    that input size (a 765 x 574 image seen by a 256 px network gets about 3x the radii), at least 1 px.
+    """
+    if settings is not None:
+        return settings
+    reference = reference_size(segmenter)
+    if not reference:
+        return segmenter.cleanup_defaults
+    return scale_settings(segmenter.cleanup_defaults, max(image_shape[0], image_shape[1]) / reference)
+
+
+def labels_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Arg-max class per pixel, ``(H, W)`` uint8."""
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def scale_settings(settings: CleanupSettings, factor: float) -> CleanupSettings:
+    """The same cleanup for an image resized by ``factor`` (radii scaled, at least 1 px when non-zero)."""
+    def scaled(radius_px: int) -> int:
+        return max(1, round(radius_px * factor)) if radius_px else 0
+
+    return dataclasses.replace(settings, closing_radius_px=scaled(settings.closing_radius_px),
+                               border_width_px=scaled(settings.border_width_px))
+
+
+def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None
+          ) -> Segmentation:
+    """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
+
+    ``settings`` are in px of the image. Images whose longer side exceeds
+    :data:`moleseg.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
+    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
+    """
+    labels = labels_from_probabilities(probabilities)
+    height, width = labels.shape
+    chosen = cleanup_for_image(segmenter, labels.shape, settings)
+    factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))
+    if factor < 1.0:
+        small_h, small_w = max(1, round(height * factor)), max(1, round(width * factor))
+        small_labels = labels_from_probabilities(resize_probabilities(probabilities, small_h, small_w))
+        small = cleanup(small_labels, segmenter.n_classes, scale_settings(chosen, factor))
+        lesion = resize_mask_to(small.lesion, height, width)
+        border = resize_mask_to(small.border, height, width) & lesion
+        result = CleanupResult(lesion=lesion, border=border, inside=lesion & ~border)
+    else:
+        result = cleanup(labels, segmenter.n_classes, chosen)
+    return Segmentation(labels=labels, probabilities=probabilities, lesion=result.lesion, border=result.border,
+                        inside=result.inside, settings=chosen)
+
+
+def segment(segmenter: Segmenter, image: np.ndarray, settings: CleanupSettings | None = None) -> Segmentation:
+    """Predict and clean one RGB uint8 image."""
+    return clean(segmenter, segmenter.predict_probabilities([image])[0], settings)
+
+
+def segment_many(segmenter: Segmenter, images: Sequence[np.ndarray], settings: CleanupSettings | None = None
+                 ) -> list[Segmentation]:
+    """Predict a batch of images through the network at once, then clean each."""
+    return [clean(segmenter, probabilities, settings) for probabilities in segmenter.predict_probabilities(images)]
+
+
+def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
+    """``"classical"`` (or ``"classical2"`` for the two-class baseline) or a path to a moleseg ``.keras`` file.
+
+    Raises
+    ------
+    moleseg.modelinfo.ModelFileError
+        When the file is missing or not a moleseg model.
+    """
+    text = str(spec)
+    if text in (CLASSICAL, "classical3"):
+        from moleseg.classical import ClassicalSegmenter
+
+        return ClassicalSegmenter(n_classes=3)
+    if text == "classical2":
+        from moleseg.classical import ClassicalSegmenter
+
+        return ClassicalSegmenter(n_classes=2)
+    from moleseg.modelinfo import read_model_info
+
+    read_model_info(text)  # a clear error for a wrong file, before TensorFlow is imported
+    from moleseg.predict import KerasSegmenter
+
+    return KerasSegmenter.from_file(text, test_time_augmentation=test_time_augmentation)
