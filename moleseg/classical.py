@@ -22,11 +22,14 @@ resized so that its longer side is ``working_side_px`` (256 px), and the mask is
    while a lesion that leaves the picture is still kept).
 
 Radii are in px of the working image. The defaults were chosen on PH2, ISIC 2017 and the seed
-training set (not on the seed test set); see ``docs`` for the measured F-measures.
+training set, not on the seed test set. Mean F-measure (``2 TP / (2 TP + FP + FN)`` per image) at
+the images' own size: seed/test 0.935 (30 images), seed/train 0.945, PH2 0.925 (100), ISIC 2017
+0.871 (36); about 15 ms for a 765 x 574 image on one CPU core.
 
 Two classes (cells, :func:`segment_foreground`): Otsu on the grey image at full resolution, the
 foreground being whichever side of the threshold has fewer pixels (objects are the minority), a
-small opening and hole filling; all components are kept.
+small opening and hole filling; all components are kept. Mean F-measure 0.745 on the 60 stained
+brightfield images of DSB 2018.
 
 :class:`ClassicalSegmenter` wraps both behind the :class:`moleseg.segmenter.Segmenter` protocol:
 it returns one-hot probabilities of the labels :func:`moleseg.targets.make_targets` makes from the
@@ -35,27 +38,31 @@ mask, so the standard cleanup gives the same lesion back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy import ndimage
 
 from moleseg import __version__
-from moleseg.config import CLASS_NAMES_2, CLASS_NAMES_3, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
+from moleseg.cleanup import CleanupSettings
+from moleseg.config import (
+    CLASS_NAMES_2,
+    CLASS_NAMES_3,
+    DEFAULT_BORDER_WIDTH_PX,
+    DEFAULT_SHAPE,
+)
 from moleseg.targets import make_targets
 
-if TYPE_CHECKING:
-    from moleseg.cleanup import CleanupSettings
-
 __all__ = [
-    "LESION_DEFAULTS",
     "FOREGROUND_DEFAULTS",
-    "otsu_threshold",
-    "segment_lesion",
-    "segment_foreground",
-    "one_hot",
+    "LESION_DEFAULTS",
     "ClassicalSegmenter",
+    "one_hot",
+    "otsu_threshold",
+    "segment_foreground",
+    "segment_lesion",
 ]
 
 #: Default keyword arguments of :func:`segment_lesion` (tuned on PH2 + ISIC 2017 + seed/train).
@@ -352,6 +359,9 @@ class ClassicalSegmenter:
         spells them.
     n_classes : int
     class_names : tuple of str
+    cleanup_defaults : CleanupSettings
+        Cleanup that returns the segmented mask: article rule, ``border_width_px``, largest component
+        for three classes (all components for two).
     info : dict
         ``name, version, description, classes, class_names, n_classes, border_width_px, parameters``.
     """
@@ -376,7 +386,12 @@ class ClassicalSegmenter:
         self.class_names: tuple[str, ...] = CLASS_NAMES_3 if n_classes == 3 else CLASS_NAMES_2
         self.border_width_px: int = int(border_width_px)
         self.parameters: dict[str, float] = {**defaults, **dict(parameters or {})}
-        self._cleanup_defaults: CleanupSettings | None = None
+        self.cleanup_defaults: CleanupSettings = CleanupSettings(
+            rule="article",
+            largest_component=self.n_classes == 3,
+            border_width_px=self.border_width_px,
+            shape=DEFAULT_SHAPE,
+        )
         if n_classes == 3:
             description = (
                 "Classical baseline: hair removal, blue channel, vignette exclusion, illumination plane, "
@@ -397,20 +412,6 @@ class ClassicalSegmenter:
             "border_width_px": self.border_width_px,
             "parameters": dict(self.parameters),
         }
-
-    @property
-    def cleanup_defaults(self) -> "CleanupSettings":
-        """Cleanup settings that return the segmented lesion (article rule; largest component for 3 classes)."""
-        if self._cleanup_defaults is None:
-            from moleseg.cleanup import CleanupSettings
-
-            self._cleanup_defaults = CleanupSettings(
-                rule="article",
-                largest_component=self.n_classes == 3,
-                border_width_px=self.border_width_px,
-                shape=DEFAULT_SHAPE,
-            )
-        return self._cleanup_defaults
 
     def segment_mask(self, image: np.ndarray) -> np.ndarray:
         """The binary lesion (3 classes) or foreground (2 classes) of one image, ``(H, W)`` bool."""

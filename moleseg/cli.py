@@ -9,14 +9,11 @@ is 2 if any file failed.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 EXIT_OK, EXIT_ERROR = 0, 2
 

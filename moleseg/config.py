@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 #: Largest image accepted by the reader, in pixels (width x height).
@@ -26,10 +27,23 @@ CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
-#: Folder of the project's shipped models.
-MODELS_DIR: Path = Path(__file__).resolve().parent.parent / "models"
-#: Folder where training runs are written by default (the app lists them in its model picker).
-RUNS_DIR: Path = Path(__file__).resolve().parent.parent / "runs"
+#: Folder of the project's shipped models (``MOLESEG_MODELS_DIR`` overrides it).
+MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR") or Path(__file__).resolve().parent.parent / "models")
+#: Folder where training runs are written by default (the app lists them in its model picker);
+#: ``MOLESEG_RUNS_DIR`` overrides it.
+RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR") or Path(__file__).resolve().parent.parent / "runs")
+
+
+def models_dir() -> Path:
+    """:data:`MODELS_DIR`, or ``MOLESEG_MODELS_DIR`` when it is set now (read at every call)."""
+    value = os.environ.get("MOLESEG_MODELS_DIR")
+    return Path(value) if value else MODELS_DIR
+
+
+def runs_dir() -> Path:
+    """:data:`RUNS_DIR`, or ``MOLESEG_RUNS_DIR`` when it is set now (read at every call)."""
+    value = os.environ.get("MOLESEG_RUNS_DIR")
+    return Path(value) if value else RUNS_DIR
 
 
 def class_names(n_classes: int) -> tuple[str, ...]:

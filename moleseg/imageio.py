@@ -46,6 +46,7 @@ on), unsupported pixel modes, and, for masks, empty or full masks unless ``allow
 from __future__ import annotations
 
 import io
+import logging
 import os
 import uuid
 import warnings
@@ -80,6 +81,8 @@ _DEFAULT_NAME = "image"
 _BIT_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16, 24, 32, 64)
 #: EXIF orientations that swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+#: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
+_MAX_SAMPLES_PER_PIXEL = 4
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -233,9 +236,13 @@ def _integer_to_uint8(values: np.ndarray) -> np.ndarray:
     if bits == 8:
         return values.astype(np.uint8)
     full_scale = float(2**bits - 1)
-    dtype = np.float32 if bits <= 16 else np.float64
-    scaled = values.astype(dtype) * dtype(255.0 / full_scale)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if bits <= 16:  # one table look-up per pixel
+        table = np.rint(np.arange(2**bits, dtype=np.float64) * (255.0 / full_scale))
+        return table.astype(np.uint8)[values]
+    scaled = values.astype(np.float64) * (255.0 / full_scale)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def _float_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -258,8 +265,12 @@ def _float_to_uint8(values: np.ndarray) -> np.ndarray:
     else:
         offset, scale = low, 0.0
     with np.errstate(invalid="ignore", over="ignore"):
-        scaled = (np.where(finite, values, offset) - offset) * scale
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        scaled = np.where(finite, values, offset)
+        scaled -= offset
+        scaled *= scale
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -344,18 +355,42 @@ def _tiff_axes_to_hwc(values: np.ndarray, axes: str, label: str) -> np.ndarray:
     return values
 
 
-def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
-    """Read the first page of a TIFF Pillow refused with ``tifffile``; errors keep ``reason``."""
+def _import_tifffile() -> Any:
+    """The ``tifffile`` module, or None when it is not installed.
+
+    tifffile logs every malformed tag it meets at ERROR level; a NullHandler on its logger keeps these
+    messages out of stderr when the application has not configured logging (they still reach any
+    handler the application installs).
+    """
     try:
         import tifffile
     except ImportError:
-        raise ImageReadError(label, reason) from None
+        return None
+    logger = logging.getLogger("tifffile")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return tifffile
+
+
+def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
+    """Read the first page of a TIFF Pillow refused with ``tifffile``; errors keep ``reason``."""
+    tifffile = _import_tifffile()
+    if tifffile is None:
+        raise ImageReadError(label, reason)
     try:
         fp.seek(0)
         with tifffile.TiffFile(fp) as tif:
             page = tif.pages[0]
             width, height = int(page.imagewidth), int(page.imagelength)
             _check_size(width, height, label, max_pixels)
+            elements = int(np.prod(page.shape, dtype=np.int64))
+            if elements > _MAX_SAMPLES_PER_PIXEL * width * height:
+                raise ImageReadError(
+                    label, f"unsupported TIFF layout (shape {tuple(page.shape)}, axes {page.axes})"
+                )
+            dtype = page.dtype
+            if dtype is None or np.dtype(dtype).kind not in "biuf":
+                raise ImageReadError(label, f"unsupported TIFF sample type {dtype}")
             values = page.asarray()
             axes = str(page.axes)
             photometric = int(page.photometric)
@@ -566,9 +601,10 @@ def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
     except Exception as exc:  # noqa: BLE001
         reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
         if is_tiff:
+            tifffile = _import_tifffile()
             try:
-                import tifffile
-
+                if tifffile is None:
+                    raise ImportError("tifffile is not installed")
                 fp.seek(0)
                 with tifffile.TiffFile(fp) as tif:
                     page = tif.pages[0]

@@ -11,7 +11,7 @@ so opacity 1 paints the colour exactly and opacity 0 leaves the image unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -20,20 +20,20 @@ from scipy import ndimage
 from moleseg.config import BACK, BORDER, INSIDE, class_names
 
 __all__ = [
-    "Color",
-    "FILL_COLOR",
+    "BACKGROUND_COLOR",
     "BORDER_COLOR",
     "CONTOUR_COLOR",
-    "BACKGROUND_COLOR",
+    "FILL_COLOR",
     "FOREGROUND_COLOR",
+    "Color",
     "blend",
-    "overlay",
-    "contour_overlay",
-    "outline",
-    "side_by_side",
     "class_colors",
     "class_map",
+    "contour_overlay",
     "legend",
+    "outline",
+    "overlay",
+    "side_by_side",
 ]
 
 Color = tuple[int, int, int]
@@ -93,7 +93,7 @@ def _color(color: Sequence[int], name: str) -> np.ndarray:
 
 def _opacity(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return float(value)

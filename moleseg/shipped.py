@@ -55,7 +55,7 @@ RECIPES: dict[str, dict] = {
             model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=320, n_classes=2,
                        separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
             weights="imagenet", border_width_px=2, shape="diamond", closing_radius_px=3,
-            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=30, batch_size=8,
+            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=20, batch_size=8,
             loss="dice_ce", class_weighting=False,
             augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
             translation_px=20.0, scale_range=0.15, colour=0.5, validation_split=0.2, test_split=0.0, seed=11,
@@ -65,7 +65,7 @@ RECIPES: dict[str, dict] = {
 }
 
 
-def split_folders(name: str, data_dir: Path) -> tuple[list[Path], list[Path]]:
+def split_folders(name: str, data_dir: Path, split_root: Path | None = None) -> tuple[list[Path], list[Path]]:
     """Training and test dataset folders (each with ``images/`` and ``masks/``) of a recipe.
 
     Folders named in the recipe's ``holdout`` are split by file with the recipe's seed into two
@@ -77,7 +77,7 @@ def split_folders(name: str, data_dir: Path) -> tuple[list[Path], list[Path]]:
 
     recipe = RECIPES[name]
     holdout = recipe.get("holdout", {})
-    split_root = RUNS_DIR / f"shipped-{name}-data"
+    split_root = split_root or RUNS_DIR / f"shipped-{name}-data"
     train_dirs, test_dirs = [], []
     for folder in recipe["train"]:
         if folder not in holdout:
@@ -113,7 +113,7 @@ def recipe_config(name: str, data_dir: Path, epochs: int | None = None):
                        **options)
 
 
-def evaluate_shipped(name: str, model_path: Path, data_dir: Path) -> dict:
+def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Path | None = None) -> dict:
     """Evaluate a shipped model and the classical baseline on its test sets."""
     from moleseg.evaluate import evaluate_pairs
     from moleseg.pairing import pair_folders
@@ -122,7 +122,7 @@ def evaluate_shipped(name: str, model_path: Path, data_dir: Path) -> dict:
     model = load_segmenter(model_path)
     baseline = load_segmenter(f"classical{model.n_classes}")
     results = {}
-    _, test_dirs = split_folders(name, data_dir)
+    _, test_dirs = split_folders(name, data_dir, split_root)
     for folder, test_dir in zip(RECIPES[name]["test"], test_dirs):
         pairs = pair_folders(test_dir / "images", test_dir / "masks").pairs
         summary, _, _ = evaluate_pairs(model, pairs)

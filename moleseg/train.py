@@ -167,15 +167,20 @@ def collect_pairs(images: Sequence[str], masks: Sequence[str], log: Callable[[st
     return pairs
 
 
-def auto_bn_momentum(total_steps: int) -> float:
-    """BatchNorm momentum whose moving statistics forget their start within half the training.
+def auto_bn_momentum(total_steps: int, steps_per_epoch: int | None = None) -> float:
+    """BatchNorm momentum whose moving statistics forget their initial values early enough.
 
-    ``momentum ** (total_steps / 2) = 0.01``, clipped to 0.5..0.99 (Keras' default is 0.99, which
-    needs ~460 steps to forget its initial values: a short training would predict garbage in inference).
+    The statistics must forget (down to 1 %) within ``min(total_steps / 2, max(3 epochs, 30 steps))``
+    steps: ``momentum ** steps = 0.01``, clipped to 0.5..0.99. Keras' default 0.99 needs ~460 steps,
+    so a short training would predict nothing in inference mode, and a long one would show a
+    meaningless validation FM for its first epochs.
     """
     if total_steps <= 0:
         return 0.99
-    return float(np.clip(0.01 ** (2.0 / total_steps), 0.5, 0.99))
+    window = total_steps / 2.0
+    if steps_per_epoch:
+        window = min(window, max(3.0 * steps_per_epoch, 30.0))
+    return float(np.clip(0.01 ** (1.0 / max(window, 1.0)), 0.5, 0.99))
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:
@@ -359,7 +364,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.bn_momentum == "auto":
-            config.model.bn_momentum = auto_bn_momentum(self.total_steps)
+            config.model.bn_momentum = auto_bn_momentum(self.total_steps, self.steps_per_epoch)
         else:
             config.model.bn_momentum = float(config.bn_momentum)
         gpus = tf.config.list_physical_devices("GPU")

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import require_shared
+
 from moleseg.classical import (
     ClassicalSegmenter,
     one_hot,
@@ -15,7 +15,14 @@ from moleseg.classical import (
     segment_foreground,
     segment_lesion,
 )
-from moleseg.config import BACK, BORDER, CLASS_NAMES_2, CLASS_NAMES_3, DEFAULT_BORDER_WIDTH_PX, INSIDE
+from moleseg.config import (
+    BACK,
+    BORDER,
+    CLASS_NAMES_2,
+    CLASS_NAMES_3,
+    DEFAULT_BORDER_WIDTH_PX,
+    INSIDE,
+)
 
 
 def f_measure(pred: np.ndarray, true: np.ndarray) -> float:
@@ -119,7 +126,7 @@ def test_segmenter_attributes():
 
 
 def test_predict_probabilities_shape_and_sum():
-    first, truth = synthetic_dermoscopy()
+    first, _ = synthetic_dermoscopy()
     second, _ = synthetic_dermoscopy(shape=(200, 300), centre=(100, 150), axes=(50, 70), seed=1)
     segmenter = ClassicalSegmenter()
     probabilities = segmenter.predict_probabilities([first, second])
