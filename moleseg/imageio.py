@@ -59,8 +59,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from moleseg.config import DEFAULT_MAX_PIXELS
 
 __all__ = [
-    "ImageReadError",
     "SUPPORTED_FORMATS",
+    "ImageReadError",
     "Source",
     "encode_png",
     "image_size",
@@ -148,7 +148,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             if hasattr(source, "seek"):
                 source.seek(0)
             data = source.read()
-        except Exception as exc:  # noqa: BLE001 - any failure of a foreign file object
+        except Exception as exc:  # any failure of a foreign file object
             raise ImageReadError(label, f"cannot read the file ({exc})") from exc
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"{label}: the file object must be opened in binary mode")
@@ -167,7 +167,7 @@ def _is_tiff(fp: IO[bytes]) -> bool:
         fp.seek(0)
         head = fp.read(4)
         fp.seek(0)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a file that cannot be probed is not a TIFF
         return False
     return head in _TIFF_MAGIC
 
@@ -396,7 +396,7 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
             photometric = int(page.photometric)
     except ImageReadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types on bad files
+    except Exception as exc:  # tifffile raises many types on bad files
         raise ImageReadError(label, f"{reason} (tifffile: {exc})") from exc
     values = _tiff_axes_to_hwc(np.asarray(values), axes, label)
     if values.dtype.kind not in "biuf":
@@ -443,7 +443,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
         img = _open_pil(fp, label)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error(label, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow plugins raise many types on bad headers
+    except Exception as exc:  # Pillow plugins raise many types on bad headers
         if isinstance(exc, UnidentifiedImageError):
             reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
         else:
@@ -454,7 +454,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
     with img:
         try:
             width, height = img.size
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ImageReadError(label, f"cannot read the image size ({exc})") from exc
         _check_size(width, height, label, max_pixels)
         try:
@@ -463,7 +463,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
             raise _bomb_error(label, exc) from exc
         except ImageReadError:
             raise
-        except Exception as exc:  # noqa: BLE001 - truncated / corrupt data, of any type
+        except Exception as exc:  # truncated / corrupt data, of any type
             reason = _corrupt_reason(exc)
             if is_tiff:
                 return _read_tiff_fallback(fp, label, max_pixels, reason)
@@ -478,7 +478,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
             colour, alpha = _pil_to_arrays(oriented, label)
         except ImageReadError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ImageReadError(
                 label, f"cannot convert pixel mode {oriented.mode!r} ({type(exc).__name__}: {exc})"
             ) from exc
@@ -598,29 +598,35 @@ def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
         img = _open_pil(fp, label)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb_error(label, exc) from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
-        if is_tiff:
-            tifffile = _import_tifffile()
-            try:
-                if tifffile is None:
-                    raise ImportError("tifffile is not installed")
-                fp.seek(0)
-                with tifffile.TiffFile(fp) as tif:
-                    page = tif.pages[0]
-                    return int(page.imagewidth), int(page.imagelength)
-            except Exception:  # noqa: BLE001
-                pass
-        raise ImageReadError(label, reason) from exc
+        size = _tiff_header_size(fp) if is_tiff else None
+        if size is None:
+            raise ImageReadError(label, reason) from exc
+        return size
     with img:
         try:
             width, height = (int(v) for v in img.size)
             orientation = _header_orientation(img)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ImageReadError(label, f"cannot read the image header ({exc})") from exc
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return width, height
+
+
+def _tiff_header_size(fp: IO[bytes]) -> tuple[int, int] | None:
+    """``(width, height)`` of a TIFF's first page read by tifffile; None when it cannot."""
+    tifffile = _import_tifffile()
+    if tifffile is None:
+        return None
+    try:
+        fp.seek(0)
+        with tifffile.TiffFile(fp) as tif:
+            page = tif.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    except Exception:  # noqa: BLE001 - tifffile raises many types on bad files
+        return None
 
 
 def _header_orientation(img: Image.Image) -> int:
@@ -630,7 +636,7 @@ def _header_orientation(img: Image.Image) -> int:
     try:
         value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
         return int(value)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation
         return 1
 
 

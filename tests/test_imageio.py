@@ -7,13 +7,14 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import require_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
-from conftest import require_shared
 
 from moleseg import imageio
 from moleseg.config import DEFAULT_MAX_PIXELS
@@ -481,7 +482,7 @@ def test_decompression_bomb_guard_stays_on_and_is_an_image_read_error(
 def test_unsupported_mode_is_refused() -> None:
     class Odd:
         mode = "BGR;15"
-        info: dict[str, object] = {}
+        info: ClassVar[dict[str, object]] = {}
 
     with pytest.raises(ImageReadError, match="unsupported pixel mode"):
         imageio._pil_to_arrays(Odd(), "x")  # type: ignore[arg-type]
