@@ -93,27 +93,43 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """How a mask becomes the network's labels, at the network input's resolution."""
+    """How a mask becomes the network's labels.
+
+    ``fit="resize"``: the whole image is resized to ``input_size`` (dermoscopy: the network sees the
+    whole lesion). ``fit="crop"``: the image keeps its own scale and the pipeline cuts random
+    ``input_size`` squares from it (cells: nuclei keep their size; prediction then uses tiles).
+    """
 
     input_size: int = 256
     n_classes: int = 3
     border_width_px: int = DEFAULT_BORDER_WIDTH_PX
     shape: str = DEFAULT_SHAPE
+    fit: str = "resize"
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pair and return ``(image uint8 (S, S, 3), labels uint8 (S, S))`` at the input size ``S``.
+    """Read one pair and return ``(image uint8 (S, S, 3), labels uint8 (S, S))`` at the input size ``S``
+    (with ``fit="crop"``: at the image's own size, padded to at least ``S``).
 
     A mask whose size differs from its image is resized to the image first (the pairing report has
     already said so).
     """
     image = read_image(pair.image)
     mask = read_mask(pair.mask, allow_empty=True)
-    mask = resize_mask_to(mask, targets.input_size, targets.input_size)
-    image = resize_image(image, targets.input_size)
+    if targets.fit == "crop":
+        mask = resize_mask_to(mask, image.shape[0], image.shape[1])
+        shortfall_y = max(0, targets.input_size - image.shape[0])
+        shortfall_x = max(0, targets.input_size - image.shape[1])
+        if shortfall_y or shortfall_x:  # smaller than one crop: mirror-pad at the bottom/right
+            padding = ((0, shortfall_y), (0, shortfall_x))
+            image = np.pad(image, padding + ((0, 0),), mode="reflect")
+            mask = np.pad(mask, padding, mode="reflect")
+    else:
+        mask = resize_mask_to(mask, targets.input_size, targets.input_size)
+        image = resize_image(image, targets.input_size)
     labels = make_targets(mask, classes=targets.n_classes, border_width_px=targets.border_width_px,
                           shape=targets.shape)
     return image, labels.astype(np.uint8)
@@ -276,7 +292,8 @@ def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig,
 
 def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: int,
                  augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
-                 cache: ExampleCache | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+                 cache: ExampleCache | None = None, drop_remainder: bool = False,
+                 crops_per_image: int = 1) -> tf.data.Dataset:
     """A batched dataset of ``(images float32 (B, S, S, 3) in 0..255, one-hot labels float32 (B, S, S, C))``.
 
     Files are read lazily in parallel (``num_parallel_calls=AUTOTUNE``) and prefetched. With
@@ -296,13 +313,24 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
 
     def load_tf(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, labels = tf.numpy_function(load, [index], [tf.uint8, tf.uint8], stateful=False)
+        if targets.fit == "crop":
+            image.set_shape((None, None, 3))
+            labels.set_shape((None, None))
+            crop_seed = tf.stack([index, tf.constant(seed, tf.int64)])
+            if shuffle:
+                crop_seed = crop_seed + tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+            stacked = tf.concat([image, labels[..., None]], axis=-1)
+            stacked = tf.image.stateless_random_crop(stacked, (size, size, 4), crop_seed)
+            image, labels = stacked[..., :3], stacked[..., 3]
         image.set_shape((size, size, 3))
         labels.set_shape((size, size))
         return image, labels
 
     dataset = tf.data.Dataset.range(len(paths))
+    if crops_per_image > 1:
+        dataset = dataset.repeat(crops_per_image)
     if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(paths) * max(1, crops_per_image), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if augment is not None and augment.enabled:
         counter = tf.data.Dataset.random(seed=seed).map(lambda x: tf.stack([x, x // 7]))

@@ -17,6 +17,28 @@ from moleseg.config import class_names
 from moleseg.data_common import resize_image, resize_probabilities
 
 
+INFERENCE_MODES: tuple[str, ...] = ("resize", "tiles")
+#: Overlap of neighbouring tiles, as a fraction of the tile side.
+TILE_OVERLAP = 0.25
+
+
+def tile_starts(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[int]:
+    """Start offsets (px) of tiles of side ``tile`` covering ``length`` px with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = max(1, int(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(tile: int) -> np.ndarray:
+    """``(tile, tile)`` weights, highest at the centre, positive at the edges (for blending tiles)."""
+    ramp = np.minimum(np.arange(tile) + 1, np.arange(tile)[::-1] + 1).astype(np.float32)
+    ramp = np.minimum(ramp / (tile / 4.0), 1.0)
+    return np.outer(ramp, ramp) + 1e-3
+
+
 class KerasSegmenter:
     """A moleseg network with its metadata.
 
@@ -30,6 +52,15 @@ class KerasSegmenter:
         Average the predictions of the image and its left-right, up-down flips (3x the cost).
     batch_size
         Images per network call.
+
+    Two ways to fit an image to the network, chosen by ``info["inference"]``:
+
+    ``"resize"`` (default, dermoscopy)
+        The whole image is resized to the square input: the network sees the whole lesion.
+    ``"tiles"`` (cells)
+        The image is cut at its own scale into overlapping squares of the input size (reflect-padded
+        when smaller), predicted in batches and blended with a smooth window: small objects such as
+        nuclei keep their size whatever the image size.
     """
 
     def __init__(self, model: keras.Model, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
@@ -46,6 +77,9 @@ class KerasSegmenter:
             test_time_augmentation = bool(info.get("test_time_augmentation", False))
         self.test_time_augmentation = test_time_augmentation
         self.batch_size = batch_size
+        self.inference = str(info.get("inference", "resize"))
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = None
 
     @classmethod
@@ -81,6 +115,8 @@ class KerasSegmenter:
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``(H, W, C)`` float32 probabilities at each RGB uint8 image's own size."""
+        if self.inference == "tiles":
+            return [self._predict_tiled(image) for image in images]
         results: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -88,3 +124,22 @@ class KerasSegmenter:
             for image, probabilities in zip(chunk, self.predict_network(batch)):
                 results.append(resize_probabilities(probabilities, image.shape[0], image.shape[1]))
         return results
+
+    def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities of one image predicted tile by tile at its own scale."""
+        size = self.input_size
+        height, width = image.shape[:2]
+        pad_y, pad_x = max(0, size - height), max(0, size - width)
+        padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="reflect") if pad_y or pad_x else image
+        full_h, full_w = padded.shape[:2]
+        window = blend_window(size)[..., None]
+        total = np.zeros((full_h, full_w, self.n_classes), np.float32)
+        weight = np.zeros((full_h, full_w, 1), np.float32)
+        corners = [(y, x) for y in tile_starts(full_h, size) for x in tile_starts(full_w, size)]
+        for start in range(0, len(corners), self.batch_size):
+            chunk = corners[start:start + self.batch_size]
+            batch = np.stack([padded[y:y + size, x:x + size] for y, x in chunk]).astype(np.float32)
+            for (y, x), probabilities in zip(chunk, self.predict_network(batch)):
+                total[y:y + size, x:x + size] += probabilities * window
+                weight[y:y + size, x:x + size] += window
+        return (total / weight)[:height, :width]

@@ -59,7 +59,10 @@ class Segmentation:
 
 
 def reference_size(segmenter: Segmenter) -> int | None:
-    """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size)."""
+    """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size);
+    None when they are in px of any image (tiled models see images at their own scale)."""
+    if segmenter.info.get("inference") == "tiles":
+        return None
     value = segmenter.info.get("input_size")
     return int(value) if value else None
 

@@ -92,6 +92,8 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: str = "auto"
     train_fm_images: int = 16
+    inference: str = "resize"
+    crops_per_image: int = 1
     cache_dir: str | None = None
     name: str | None = None
 
@@ -111,6 +113,8 @@ class TrainConfig:
             (len(self.test_images) == len(self.test_masks), "give test folders in pairs"),
             (self.strategy in ("auto", "default", "mirrored"), "strategy must be auto, default or mirrored"),
             (self.mixed_precision in ("auto", "on", "off"), "mixed precision must be auto, on or off"),
+            (self.inference in ("resize", "tiles"), "inference must be resize or tiles"),
+            (self.crops_per_image >= 1, "crops per image must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,7 +139,7 @@ class TrainConfig:
     def target_config(self) -> TargetConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
                             border_width_px=self.border_width_px if self.model.n_classes == 3 else 0,
-                            shape=self.shape)
+                            shape=self.shape, fit="crop" if self.inference == "tiles" else "resize")
 
 
 @dataclass
@@ -243,6 +247,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "shape": config.shape,
         "cleanup": default_cleanup(config, rule).to_dict(),
         "cleanup_variant": rule,
+        "inference": config.inference,
         "model": config.model.to_dict(),
         "training": {
             "images": list(config.images), "n_train": n_train, "n_validation": n_validation,
@@ -290,9 +295,9 @@ class _EpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs if logs is not None else {}
         trainer = self.trainer
-        trainer.current_epoch = epoch + 1
-        if trainer.cancelled:
+        if trainer.cancelled:  # an unfinished epoch: not saved, so not counted as done
             return
+        trainer.current_epoch = epoch + 1
         scores = trainer.validation_scores()
         logs.update(scores)
         row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
@@ -361,7 +366,7 @@ class Trainer:
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
-        self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        self.steps_per_epoch = math.ceil(len(train) * config.crops_per_image / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.bn_momentum == "auto":
             config.model.bn_momentum = auto_bn_momentum(self.total_steps, self.steps_per_epoch)
@@ -509,7 +514,7 @@ class Trainer:
         with self.strategy.scope():
             train = make_dataset(self.train_pairs, self.targets, batch_size=config.batch_size,
                                  augment=config.augment_config(), shuffle=True, seed=config.seed,
-                                 cache=self.cache)
+                                 cache=self.cache, crops_per_image=config.crops_per_image)
             validation = None
             if self.validation_pairs:
                 validation = make_dataset(self.validation_pairs, self.targets, batch_size=config.batch_size,
