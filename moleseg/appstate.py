@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -145,11 +145,21 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
     return choices
 
 
+#: File name of the shipped mole model, the app's default.
+DERMOSCOPY_MODEL = "dermoscopy.keras"
+
+
+def dermoscopy_model(models: str | Path | None = None) -> Path | None:
+    """The shipped dermoscopy model, when it is installed."""
+    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
+    return path if path.is_file() else None
+
+
 def default_model_spec(models: str | Path | None = None) -> str:
-    """The shipped dermoscopy model when it is installed, else the first shipped model, else the
-    classical baseline."""
-    shipped = shipped_models(models)
-    return str(shipped[0]) if shipped else CLASSICAL_SPECS[3]
+    """The shipped dermoscopy model when it is installed, else the classical baseline (a shipped cells
+    model is never the default of a mole app)."""
+    shipped = dermoscopy_model(models)
+    return str(shipped) if shipped else CLASSICAL_SPECS[3]
 
 
 def model_version(info: dict[str, Any]) -> str:
@@ -173,7 +183,8 @@ def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> li
             info = ClassicalSegmenter(n_classes=choice.n_classes or 3).info
         else:
             info = _info(Path(choice.spec))
-    rows: list[tuple[str, Any]] = [("name", info.get("name")), ("file", choice.spec if choice.kind != "classical" else "")]
+    rows: list[tuple[str, Any]] = [("name", info.get("name")),
+                                   ("file", choice.spec if choice.kind != "classical" else "")]
     rows.append(("classes", ", ".join(info.get("class_names") or [])))
     if info.get("description"):
         rows.append(("method", info["description"]))
@@ -184,9 +195,10 @@ def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> li
     rows.append(("version", model_version(info)))
     training = info.get("training") or {}
     if training:
-        rows.append(("trained on", f"{training.get('n_train')} images ({training.get('n_validation')} for validation), "
-                                   f"{training.get('epoch')} epochs, {training.get('solver')}, "
-                                   f"batch {training.get('batch_size')}, learning rate {training.get('learning_rate')}"))
+        rows.append(("trained on", f"{training.get('n_train')} images ({training.get('n_validation')} for "
+                                   f"validation), {training.get('epoch')} epochs, {training.get('solver')}, "
+                                   f"batch {training.get('batch_size')}, "
+                                   f"learning rate {training.get('learning_rate')}"))
     if isinstance(info.get("validation_fm"), (int, float)):
         rows.append(("validation FM", f"{info['validation_fm']:.4f}"))
     if info.get("cleanup"):
@@ -196,7 +208,7 @@ def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> li
                                          f"px of the {info.get('input_size')} px input"))
     if choice.status:
         rows.append(("training status", choice.status))
-    return [{"property": key, "value": "" if value is None else str(value)} for key, value in rows if value not in ("", None)]
+    return [{"property": key, "value": str(value)} for key, value in rows if value not in ("", None)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,7 +490,8 @@ def frequency_rows(frequencies: np.ndarray, n_classes: int, pixels: int | None =
     """Rows ``{"class", "fraction", "percent"[, "pixels"]}``."""
     rows = []
     for name, value in zip(class_names(n_classes), frequencies):
-        row: dict[str, Any] = {"class": name, "fraction": round(float(value), 6), "percent": f"{100 * float(value):.2f} %"}
+        row: dict[str, Any] = {"class": name, "fraction": round(float(value), 6),
+                               "percent": f"{100 * float(value):.2f} %"}
         if pixels:
             row["pixels"] = int(round(float(value) * pixels))
         rows.append(row)
@@ -610,6 +623,29 @@ def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[s
         thickness = max(1, round(max(image.shape[:2]) / 300))
         pictures.append((name, contour_overlay(picture, truth, color=(255, 0, 255), thickness_px=thickness)))
     return pictures
+
+
+def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseline: Segmenter | None = None,
+                           with_hd95: bool = True, worst_count: int = 4,
+                           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``segmenter`` (and ``baseline`` on the same pairs) and draw its worst images.
+
+    Returns ``{"name", "summary", "baseline" (summary or None), "failures" [(file, reason)],
+    "worst" [(image, FM)], "pictures" [(image, overlay)]}``; ``progress(done, total, what)``.
+    """
+    from moleseg.evaluate import evaluate_pairs
+
+    def report(what: str) -> Callable[[int, int, str], None] | None:
+        return (lambda done, total, name: progress(done, total, what)) if progress else None
+
+    summary, _, failures = evaluate_pairs(segmenter, pairs, with_hd95=with_hd95, progress=report(segmenter.name))
+    baseline_summary = None
+    if baseline is not None:
+        baseline_summary, _, _ = evaluate_pairs(baseline, pairs, with_hd95=with_hd95,
+                                                progress=report(f"baseline {baseline.name}"))
+    worst = worst_images(summary, worst_count) if summary.get("n") and worst_count > 0 else []
+    return {"name": segmenter.name, "summary": summary, "baseline": baseline_summary, "failures": failures.items,
+            "worst": worst, "pictures": worst_overlays(segmenter, pairs, [name for name, _ in worst])}
 
 
 def runs_table(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:

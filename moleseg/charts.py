@@ -54,7 +54,8 @@ def fm_per_image(rows: Sequence[tuple[str, float]], baseline: Sequence[tuple[str
         lookup = dict(baseline)
         figure.add_trace(go.Scatter(x=names, y=[lookup.get(name) for name in names], mode="markers",
                                     name=baseline_name, marker={"symbol": "x"}))
-    figure.update_layout(height=360, margin={"l": 40, "r": 10, "t": 30, "b": 40}, yaxis={"range": [0, 1.02],
-                         "title": "FM"}, xaxis={"title": "image (sorted by the model's FM)", "showticklabels": len(names) <= 40},
+    figure.update_layout(height=360, margin={"l": 40, "r": 10, "t": 30, "b": 40},
+                         yaxis={"range": [0, 1.02], "title": "FM"},
+                         xaxis={"title": "image (sorted by the model's FM)", "showticklabels": len(names) <= 40},
                          legend={"orientation": "h", "y": 1.1})
     return figure

@@ -148,7 +148,7 @@ def check_config(config: dict[str, Any]) -> list[str]:
     if bn != "auto" and not (isinstance(bn, (int, float)) and 0.0 < float(bn) < 1.0):
         problems.append(f"BatchNorm momentum must be 'auto' or in (0, 1), not {bn!r}")
 
-    images, masks = list(config.get("images") or []), list(config.get("masks") or [])
+    images = list(config.get("images") or [])
     if not images:
         problems.append("give at least one training dataset (an images folder and a masks folder)")
     for group in ("", "validation_", "test_"):
@@ -349,10 +349,15 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
     try:
         config = copy.deepcopy(config)
         config["name"] = config.get("name") or run_dir.name
+        if not config.get("cache_dir"):
+            from moleseg.session import training_cache_dir
+
+            config["cache_dir"] = training_cache_dir(_data_folders(config))
         write_json(run_dir / JOB_FILE, {"config": config, "runs_dir": str(runs), "requested": time.time()})
         write_json(run_dir / PROGRESS_FILE, {"status": "starting", "phase": "start", "message": "starting",
                                              "pid": None, "started": time.time(), "updated": time.time()})
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         with open(run_dir / LOG_FILE, "ab") as log:
             child = subprocess.Popen([python or sys.executable, "-m", "moleseg.jobs", str(run_dir)],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -364,6 +369,11 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
         release_lock(runs, os.getpid(), run_dir)
         raise
     return run_dir
+
+
+def _data_folders(config: dict[str, Any]) -> list[str]:
+    return [str(f) for key in ("images", "masks", "validation_images", "validation_masks", "test_images",
+                               "test_masks") for f in (config.get(key) or [])]
 
 
 def request_cancel(run_dir: str | Path) -> None:
@@ -524,7 +534,8 @@ class ProgressWriter:
         now = time.time()
         if phase != self.last_phase or phase in ("epoch", "done") or now - self.last_write >= self.interval_s:
             self.write(status="running", phase=phase, epoch=progress.epoch, epochs=progress.epochs,
-                       step=progress.step, steps=progress.steps, loss=progress.loss,
+                       step=progress.step, steps=progress.steps,
+                       loss=progress.loss if progress.loss is not None else self.state.get("loss"),
                        metrics=dict(progress.metrics or {}),
                        eta_seconds=progress.eta_seconds if phase == "train" else self.state.get("eta_seconds"),
                        message=progress.message or phase)
@@ -588,6 +599,9 @@ def run_job(run_dir: str | Path) -> int:
         status = 1
     finally:
         release_lock(runs, os.getpid(), run_dir)
+        from moleseg.session import release_after_training
+
+        release_after_training(_data_folders(job["config"]))
     return status
 
 

@@ -53,18 +53,15 @@ def temp_root() -> Path:
 
 def folder_in_use(path: str | Path) -> bool:
     """True when the running training (if any) reads files under ``path``."""
-    from moleseg.jobs import JOB_FILE, active_training
+    from moleseg.jobs import JOB_FILE, _data_folders, active_training
     from moleseg.runs import read_json
 
     holder = active_training()
     if not holder or not holder.get("run_dir"):
         return False
     job = read_json(Path(holder["run_dir"]) / JOB_FILE, {}) or {}
-    config = job.get("config") or {}
     root = Path(path).resolve()
-    folders = [f for key in ("images", "masks", "validation_images", "validation_masks", "test_images",
-                             "test_masks") for f in (config.get(key) or [])]
-    return any(Path(f).resolve().is_relative_to(root) for f in folders)
+    return any(Path(f).resolve().is_relative_to(root) for f in _data_folders(job.get("config") or {}))
 
 
 def remove_session_folder(path: str | Path) -> bool:
@@ -103,6 +100,32 @@ def remove_stale_folders(max_age_s: float = STALE_AFTER_S, root: str | Path | No
             if remove_session_folder(folder):
                 removed.append(folder)
     return removed
+
+
+def owning_session_folder(path: str | Path) -> Path | None:
+    """The session folder that ``path`` lies in, or None."""
+    for folder in [Path(path).resolve(), *Path(path).resolve().parents]:
+        if folder.name.startswith(SESSION_PREFIX):
+            return folder
+    return None
+
+
+def training_cache_dir(folders: list[str]) -> str | None:
+    """Where a training on uploaded data caches its resized examples: inside the session folder of the
+    data (so nothing derived from an upload is written elsewhere); None for data on the server."""
+    for folder in folders:
+        owner = owning_session_folder(folder)
+        if owner is not None:
+            return str(owner / "example-cache")
+    return None
+
+
+def release_after_training(folders: list[str]) -> None:
+    """Remove the session folders of ``folders`` whose session ended while the training used them."""
+    for folder in folders:
+        owner = owning_session_folder(folder)
+        if owner is not None and (owner / ENDED_MARKER).exists():
+            shutil.rmtree(owner, ignore_errors=True)
 
 
 class SessionFolder:

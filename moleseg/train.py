@@ -175,7 +175,7 @@ def auto_bn_momentum(total_steps: int, steps_per_epoch: int | None = None) -> fl
     """BatchNorm momentum whose moving statistics forget their initial values early enough.
 
     The statistics must forget (down to 1 %) within ``min(total_steps / 2, max(3 epochs, 30 steps))``
-    steps: ``momentum ** steps = 0.01``, clipped to 0.5..0.99. Keras' default 0.99 needs ~460 steps,
+    steps: ``momentum ** steps = 0.01``, clipped to 0.1..0.99. Keras' default 0.99 needs ~460 steps,
     so a short training would predict nothing in inference mode, and a long one would show a
     meaningless validation FM for its first epochs.
     """
@@ -184,7 +184,7 @@ def auto_bn_momentum(total_steps: int, steps_per_epoch: int | None = None) -> fl
     window = total_steps / 2.0
     if steps_per_epoch:
         window = min(window, max(3.0 * steps_per_epoch, 30.0))
-    return float(np.clip(0.01 ** (1.0 / max(window, 1.0)), 0.5, 0.99))
+    return float(np.clip(0.01 ** (1.0 / max(window, 1.0)), 0.1, 0.99))
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy:

@@ -27,6 +27,27 @@ MODEL_KEY = "moleseg_model"
 DATASET_KEY = "moleseg_dataset"
 
 
+def require_entrypoint() -> None:
+    """Make sure this page runs inside ``app.py``'s ``st.navigation``.
+
+    Streamlit keeps a legacy mode for apps with a ``pages/`` folder: until ``st.navigation`` has run
+    once in the server process, a page opened directly by URL (``/train`` as the server's first
+    request) is run alone, without ``app.py`` (no page config, no start-up housekeeping, the legacy
+    sidebar) -- and the server would stay in that mode. Called first thing by every page: it leaves
+    the legacy mode and reruns, so ``app.py`` runs and routes to this page (tests/test_app_browser.py).
+    """
+    from unittest.mock import Mock
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if isinstance(getattr(Runtime, "_instance", None), Mock):  # AppTest (a mock runtime) resets the mode
+        return                                                # before every run: a rerun would eat clicks
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_resource(show_spinner=False)
 def startup() -> dict[str, Any]:
     """Once per server process: remove session folders older than a day left by a crashed server."""
@@ -113,7 +134,7 @@ def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
 def no_model_notice() -> None:
     """An info box when no trained model is installed (the classical baseline is used), with a link
     to the Train page."""
-    if appstate.shipped_models():
+    if appstate.dermoscopy_model():
         return
     st.info("No trained model is installed (models/dermoscopy.keras is absent), so the app uses the "
             "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")

@@ -8,13 +8,15 @@ backbone       low-level tap (stride 4)              high-level tap (stride 16)
 mobilenetv2    ``features_3_out`` (24 ch)            ``features_17_out`` (320 ch, dilated)
 resnet18       ``conv2_block2_out`` (64 ch)          ``conv4_block2_out`` (256 ch)
 resnet50       ``conv2_block3_out`` (256 ch)         ``conv4_block6_out`` (1024 ch)
-xception       last layer at stride 4 (``add``)      last layer at stride 16 (``add_*``)
+xception       last layer at stride 4                last layer at stride 16
 inceptionresnetv2  last layer at stride ~4           last layer at stride ~16
 ============== ===================================== =====================================
 
 For Xception and InceptionResNetV2 (whose layer names are generated), the taps are found by the
 spatial size of each layer's output: the last layer at stride 4 and the last at stride 16. Their
 "valid" paddings give maps a few pixels smaller than input/4 and input/16; the DeepLab head resizes them.
+For Xception these are ``block3_sepconv2_bn`` and ``block13_sepconv2_bn`` (the last maps before the
+stride-8 and stride-32 poolings) when the input is at least 80 px.
 """
 
 from __future__ import annotations

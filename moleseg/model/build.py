@@ -87,8 +87,8 @@ def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.M
         The network's shape.
     weights
         ``"none"`` (random), ``"imagenet"`` (MobileNetV2: offline torchvision weights; others: Keras'
-        download, which needs internet) or a path to a ``.keras`` / ``.weights.h5`` file whose layers are
-        copied by name and shape (transfer learning from a moleseg model).
+        download, which needs internet) or a path to a ``.keras`` file whose layers are copied by name
+        and shape (transfer learning from a moleseg model).
     """
     weights = str(weights)
     pretrained = weights == "imagenet"

@@ -1,0 +1,160 @@
+"""Analyse: upload mole images, see the lesion and its border, measurements, and export them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from moleseg import appstate, ui
+from moleseg.cleanup import RULES, CleanupSettings
+from moleseg.config import IMAGE_EXTENSIONS
+from moleseg.imageio import encode_png
+from moleseg.pipeline import OverlayStyle
+from moleseg.render import legend
+from moleseg.targets import SHAPES
+
+ui.require_entrypoint()
+st.title("Analyse mole images")
+ui.no_model_notice()
+choice = ui.model_picker("analyse_model")
+ui.show_model_info(choice)
+
+limit = ui.upload_limit_mb()
+mode = st.radio("Upload", ["files", "a folder"], horizontal=True, key="analyse_mode",
+                help="Choose a folder to upload every image in it (and its sub-folders).")
+files = st.file_uploader(
+    "Mole images" if mode == "files" else "A folder of mole images",
+    type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
+    accept_multiple_files=True if mode == "files" else "directory",
+    key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
+    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP), up to {limit} MB per file. "
+         "Files stay in this session's memory and are not stored on the server.",
+)
+
+# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
+n_classes = choice.n_classes or 3
+with st.sidebar:
+    st.header("Border cleanup")
+    manual = st.toggle("Set the cleanup by hand", key="analyse_manual",
+                       help="Off: the model's own cleanup, its radii scaled to each image's size. "
+                            "On: the values below, in pixels of each image. Changing them re-runs only "
+                            "the cleanup, not the network.")
+    settings = None
+    if manual:
+        auto = st.session_state.get("analyse_auto_settings") or {}
+        ui.init_state("analyse_rule", auto.get("rule", "article"))
+        ui.init_state("analyse_closing", int(auto.get("closing_radius_px", 15)))
+        ui.init_state("analyse_border", int(auto.get("border_width_px", 4)))
+        ui.init_state("analyse_fill", bool(auto.get("fill_holes", True)))
+        ui.init_state("analyse_largest", bool(auto.get("largest_component", True)))
+        ui.init_state("analyse_shape", auto.get("shape", "diamond"))
+        rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
+                        help="article: INSIDE plus the closed BORDER band (the article's method). "
+                             "grow_inside: INSIDE grown outward by the border width (for models that draw "
+                             "the border too thick). Two-class models ignore it.")
+        closing_max = max(80, 2 * int(auto.get("closing_radius_px", 15)))  # big photos get big radii
+        border_max = max(40, 2 * int(auto.get("border_width_px", 4)))
+        closing = st.slider("Closing radius (px)", 0, closing_max, key="analyse_closing",
+                            help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
+        border = st.slider("Border width (px)", 0, border_max, key="analyse_border",
+                           help="Width of the border band drawn for the grow_inside rule and two-class models.")
+        shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
+        fill = st.checkbox("Fill holes", key="analyse_fill")
+        largest = st.checkbox("Keep the largest component only", key="analyse_largest")
+        settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
+                                   border_width_px=border, shape=shape)
+    st.header("Overlay")
+    left, right = st.columns(2)
+    fill_hex = left.color_picker("Lesion", appstate.rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+    border_hex = right.color_picker("Border", appstate.rgb_to_hex(OverlayStyle.border_color),
+                                    key="analyse_border_color")
+    fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity")
+    border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
+                               key="analyse_border_opacity")
+    st.header("Physical units")
+    pixel_size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
+                                 format="%.4f", key="analyse_pixel_size",
+                                 help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
+
+style = OverlayStyle(fill_color=appstate.hex_to_rgb(fill_hex), border_color=appstate.hex_to_rgb(border_hex),
+                     fill_opacity=fill_opacity, border_opacity=border_opacity)
+
+if not files:
+    st.info("Drop one or more mole images above to analyse them.")
+    st.stop()
+
+segmenter = ui.load_segmenter(choice)
+if segmenter is None:
+    st.stop()
+
+uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files]
+bar = st.progress(0.0, text="Analysing...")
+outcomes = appstate.analyse_uploads(
+    ui.analysis_store(), segmenter, choice.key, uploads, settings=settings,
+    pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
+    progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
+)
+bar.empty()
+st.session_state["analyse_outcomes"] = outcomes
+good = [o for o in outcomes if o.ok]
+if good and not manual:
+    st.session_state["analyse_auto_settings"] = good[0].analysis.segmentation.settings.to_dict()
+
+for outcome in outcomes:
+    if outcome.error:
+        st.error(outcome.error)
+if not good:
+    st.stop()
+
+model_info = segmenter.info
+version = appstate.model_version(model_info)
+created = datetime.now().astimezone()
+
+# ---- results --------------------------------------------------------------------------------------
+st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes) != 1 else ''})")
+if len(good) > 1:
+    rows = appstate.outcome_rows(good)
+    st.dataframe(rows, hide_index=True, width="stretch")
+    names = [o.name for o in good]
+    shown = st.selectbox("Show image", range(len(good)), format_func=lambda i: names[i], key="analyse_shown")
+    outcome = good[shown if shown is not None and shown < len(good) else 0]
+else:
+    outcome = good[0]
+
+analysis = outcome.analysis
+if analysis.error:
+    st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
+left, right = st.columns(2)
+left.image(analysis.overlay, caption=f"{outcome.name}: lesion and border ({segmenter.name})", width="stretch")
+right.image(analysis.class_picture, width="stretch",
+            caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+used = analysis.segmentation.settings
+st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
+           f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
+           f"{'only' if used.largest_component else 'off'}.")
+if analysis.measurements:
+    st.dataframe(appstate.measurement_table(analysis), hide_index=True, width="stretch",
+                 column_config={"meaning": st.column_config.TextColumn(width="large")})
+
+st.markdown("**Export this image**")
+one, two, three = st.columns(3)
+one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
+                    file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
+                    on_click="ignore")
+two.download_button("Lesion mask (PNG)",
+                    data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
+                    file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask", on_click="ignore")
+three.download_button("Report (PDF)",
+                      data=lambda o=outcome: o.analysis.pdf(o.name, model_version=version, created=created),
+                      file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
+                      on_click="ignore")
+
+st.markdown("**Export all images**")
+one, two = st.columns(2)
+one.download_button("Measurements of all images (CSV)", data=appstate.measurements_csv_bytes(outcomes, segmenter.name),
+                    file_name="measurements.csv", mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+two.download_button("Everything (ZIP: PNGs, PDF reports, CSV)",
+                    data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created),
+                    file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip", on_click="ignore")
+st.caption("Research software: not a medical device, not for diagnosis.")

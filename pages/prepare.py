@@ -1,0 +1,146 @@
+"""Prepare targets: pair images with masks and preview the BACK / BORDER / INSIDE training targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from moleseg import appstate, ui
+from moleseg.appstate import digest
+from moleseg.config import DEFAULT_BORDER_WIDTH_PX
+from moleseg.imageio import ImageReadError
+from moleseg.pairing import PairingError, pair_folders
+from moleseg.render import legend
+from moleseg.session import ArchiveError, dataset_folders, extract_zip, find_dataset
+from moleseg.targets import SHAPES
+
+ui.require_entrypoint()
+st.title("Prepare targets")
+st.markdown("A dataset is a folder of images and a folder of binary masks (lesion = white). Training turns "
+            "each mask into three classes: **BACK**, **BORDER** (a band inside the lesion's edge, as wide as "
+            "the structuring element) and **INSIDE**.")
+
+source = st.radio("Dataset", ["a folder on the server", "a ZIP upload"], horizontal=True, key="prepare_source")
+images_dir = masks_dir = None
+if source == "a folder on the server":
+    text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
+                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR'.")
+    if text.strip():
+        try:
+            images_dir, masks_dir = dataset_folders(text)
+        except ValueError as error:
+            st.error(str(error))
+else:
+    limit = ui.upload_limit_mb()
+    archive = st.file_uploader("Dataset ZIP", type=["zip"], key="prepare_zip",
+                               help=f"A ZIP holding images/ and masks/ (at any depth), up to {limit} MB. It is "
+                                    "unpacked into this session's temporary folder, removed when the session ends.")
+    if archive is not None:
+        data = archive.getvalue()
+        stored = st.session_state.get("prepare_zip_dataset") or {}
+        if stored.get("digest") != digest(data) or not Path(stored.get("images", "")).is_dir():
+            try:
+                target = ui.session_folder().fresh("dataset")
+                extraction = extract_zip(data, target)
+                found = find_dataset(target)
+                stored = {"digest": digest(data), "images": str(found[0]), "masks": str(found[1]),
+                          "skipped": len(extraction.skipped)}
+                st.session_state["prepare_zip_dataset"] = stored
+            except ArchiveError as error:
+                st.session_state.pop("prepare_zip_dataset", None)
+                stored = {}
+                st.error(f"{archive.name}: {error}")
+        if stored:
+            images_dir, masks_dir = Path(stored["images"]), Path(stored["masks"])
+            if stored.get("skipped"):
+                st.caption(f"{stored['skipped']} hidden file(s) or link(s) in the archive were skipped.")
+
+if images_dir is None:
+    st.info("Choose a dataset to see how its files pair up.")
+    st.stop()
+
+try:
+    report = pair_folders(images_dir, masks_dir)
+except OSError as error:
+    st.error(f"Cannot read the dataset: {ui.first_line(error)}")
+    st.stop()
+except PairingError as error:
+    st.error(str(error))
+    if error.report is not None:
+        st.code(error.report.summary(), language=None)
+    st.stop()
+
+st.session_state[ui.DATASET_KEY] = {"images": str(images_dir), "masks": str(masks_dir), "source": source}
+st.subheader("Pairing")
+st.caption(f"images: {images_dir}  \nmasks: {masks_dir}")
+counts = st.columns(4)
+counts[0].metric("Pairs", len(report.pairs))
+counts[1].metric("Unpaired images", len(report.unpaired_images))
+counts[2].metric("Unpaired masks", len(report.unpaired_masks))
+counts[3].metric("Size mismatches", len(report.size_mismatches))
+if report.rule_counts:
+    st.write("Paired by: " + ", ".join(f"**{rule}** ({count})" for rule, count in report.rule_counts.items()))
+for warning in report.warnings:
+    st.warning(warning)
+for conflict in report.conflicts:
+    st.warning(f"Ambiguous: {conflict}")
+if report.ok:
+    st.success("Every image has its mask and their sizes agree.")
+tables = appstate.pairing_rows(report)
+with st.expander(f"Pairs ({len(tables['pairs'])})"):
+    st.dataframe(tables["pairs"], hide_index=True, width="stretch")
+if tables["unpaired"]:
+    with st.expander(f"Unpaired files ({len(tables['unpaired'])})", expanded=True):
+        st.dataframe(tables["unpaired"], hide_index=True, width="stretch")
+if tables["mismatches"]:
+    with st.expander(f"Size mismatches ({len(tables['mismatches'])})", expanded=True):
+        st.caption("Training resizes such masks to their image; check that they really belong together.")
+        st.dataframe(tables["mismatches"], hide_index=True, width="stretch")
+st.page_link(ui.PAGE_FILES["train"], label="Train on this dataset", icon=":material/model_training:")
+
+st.subheader("Targets")
+names = [pair.image.name for pair in report.pairs]
+left, right = st.columns([2, 1])
+with right:
+    index = st.selectbox("Pair", range(len(names)), format_func=lambda i: names[i], key="prepare_pair")
+    classes = st.radio("Classes", [3, 2], horizontal=True, key="prepare_classes",
+                       format_func=lambda n: "3 (moles: back/border/inside)" if n == 3 else "2 (cells)")
+    shape = st.selectbox("Structuring element", SHAPES, key="prepare_shape")
+    width = st.slider("Border width (px)", 1, 30, DEFAULT_BORDER_WIDTH_PX, key="prepare_width",
+                      disabled=classes == 2, help="Radius of the structuring element that erodes the mask.")
+    edge = st.checkbox("Border along the image frame too", key="prepare_edge",
+                       help="Off (Matlab's imerode): a lesion leaving the picture has no border at the frame.")
+pair = report.pairs[index if index is not None and index < len(report.pairs) else 0]
+try:
+    preview = appstate.target_preview(pair.image, pair.mask, classes=classes, border_width_px=width, shape=shape,
+                                      border_at_image_edge=edge)
+except (ImageReadError, ValueError) as error:
+    st.error(str(error))
+    st.stop()
+with left:
+    a, b, c = st.columns(3)
+    a.image(preview.image, caption=pair.image.name, width="stretch")
+    b.image(preview.mask.astype("uint8") * 255, caption=pair.mask.name, width="stretch")
+    c.image(preview.picture, caption=" / ".join(name.upper() for name, _ in legend(classes)), width="stretch")
+if preview.resized_mask:
+    st.caption("This mask's size differs from its image's; it was resized to the image, as training does.")
+st.markdown("**Class frequencies of this pair**")
+st.dataframe(preview.frequency_rows(), hide_index=True)
+
+if st.button("Class frequencies of the whole dataset", key="prepare_all"):
+    bar = st.progress(0.0, text="Reading masks...")
+    share, read, errors = appstate.dataset_frequencies(
+        [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
+        border_at_image_edge=edge,
+        progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} masks"))
+    bar.empty()
+    st.session_state["prepare_dataset_frequencies"] = {"rows": appstate.frequency_rows(share, classes), "read": read,
+                                                        "errors": errors, "settings": (classes, width, shape, edge)}
+stored = st.session_state.get("prepare_dataset_frequencies")
+if stored and stored["settings"] == (classes, width, shape, edge):
+    st.markdown(f"**Class frequencies of the dataset** ({stored['read']} masks)")
+    st.dataframe(stored["rows"], hide_index=True)
+    for error in stored["errors"]:
+        st.error(error)
+    st.caption("Training weights each class by the inverse of its frequency (class weighting), as the article does.")

@@ -1,0 +1,141 @@
+"""The Analyse page: upload, overlay, measurements, cleanup sliders without re-prediction, bad files, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_helpers import app_test, isolate, mole_image, png_bytes, texts
+from conftest import require_shared
+
+PAGE = "pages/analyse.py"
+
+
+@pytest.fixture
+def at(monkeypatch, tmp_path):
+    isolate(monkeypatch, tmp_path)
+    test = app_test(PAGE)
+    assert not test.exception
+    test.selectbox(key="analyse_model").set_value("classical").run()
+    return test
+
+
+def upload(at, files, key="analyse_upload_files"):
+    at.file_uploader(key=key).set_value(files).run()
+    assert not at.exception
+    return at.session_state["analyse_outcomes"]
+
+
+def measurement_frames(at):
+    return [frame.value for frame in at.dataframe if "measurement" in frame.value.columns]
+
+
+def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
+    image, truth = mole_image()
+    outcomes = upload(at, ("mole.png", png_bytes(image), "image/png"))
+    assert not at.error
+    assert len(at.get("image")) == 2  # overlay and class map
+    analysis = outcomes[0].analysis
+    assert analysis.overlay.shape == image.shape and not np.array_equal(analysis.overlay, image)
+    lesion = analysis.segmentation.lesion
+    assert 2 * (lesion & truth).sum() / (lesion.sum() + truth.sum()) > 0.9  # the ellipse is found
+    table = measurement_frames(at)[0]
+    assert list(table.columns) == ["measurement", "value", "unit", "meaning"]
+    assert "Area" in set(table["measurement"])
+    assert {button.label for button in at.get("download_button")} >= {
+        "Overlay (PNG)", "Lesion mask (PNG)", "Report (PDF)", "Measurements of all images (CSV)"}
+
+
+def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at):
+    outcomes = upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    store = at.session_state["_moleseg_analysis_store"]
+    assert store.predictions == 1
+    before = outcomes[0].analysis.segmentation.border.copy()
+    at.toggle(key="analyse_manual").set_value(True).run()
+    assert at.slider(key="analyse_closing").value == 15  # starts from the automatic settings
+    at.slider(key="analyse_closing").set_value(1).run()
+    after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
+    assert after_closing.settings.closing_radius_px == 1
+    assert not np.array_equal(after_closing.border, before)
+    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    at.slider(key="analyse_border").set_value(12).run()
+    after_width = at.session_state["analyse_outcomes"][0].analysis.segmentation
+    assert after_width.border.sum() > 2 * before.sum()  # a 12 px band instead of 4 px
+    assert store.predictions == 1  # only the cleanup ran again
+    assert not at.exception
+
+
+def test_overlay_colours_and_pixel_size_apply(at):
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    at.color_picker(key="analyse_border_color").set_value("#ff0000").run()
+    at.number_input(key="analyse_pixel_size").set_value(0.05).run()
+    analysis = at.session_state["analyse_outcomes"][0].analysis
+    border = analysis.segmentation.border
+    assert (analysis.overlay[border] == [255, 0, 0]).all()
+    units = set(measurement_frames(at)[0]["unit"])
+    assert "mm" in units and "mm\u00b2" in units
+
+
+def test_bad_uploads_get_one_error_each_and_the_good_file_is_still_analysed(at):
+    good = png_bytes(mole_image()[0])
+    jpeg = io.BytesIO()
+    Image.fromarray(mole_image()[0]).save(jpeg, format="JPEG")
+    huge = io.BytesIO()
+    Image.new("1", (8000, 7000)).save(huge, format="PNG")  # 56 megapixels in 7 kB
+    files = [("notes.png", b"these are not pixels", "image/png"),
+             ("half.jpg", jpeg.getvalue()[: len(jpeg.getvalue()) // 2], "image/jpeg"),
+             ("huge.png", huge.getvalue(), "image/png"),
+             ("empty.png", b"", "image/png"),
+             ("mole.png", good, "image/png")]
+    outcomes = upload(at, files)
+    errors = texts(at.error)
+    assert len(errors) == 4
+    for name, error in zip(("notes.png", "half.jpg", "huge.png", "empty.png"), errors):
+        assert error.startswith(name)
+    assert "Traceback" not in " ".join(errors)
+    assert [o.ok for o in outcomes] == [False, False, False, False, True]
+    assert len(at.get("image")) == 2
+
+
+def test_exports_of_a_batch(at):
+    files = [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
+             ("b.png", png_bytes(mole_image(80, 80, seed=2)[0]), "image/png"),
+             ("bad.png", b"nope", "image/png")]
+    outcomes = upload(at, files)
+    assert at.selectbox(key="analyse_shown").options == ["a.png", "b.png"]
+    from moleseg import appstate
+
+    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle(outcomes, "classical", "0.1.0")))
+    names = set(bundle.namelist())
+    assert {"measurements.csv", "errors.txt", "a/a_overlay.png", "a/a_mask.png", "a/a_report.pdf",
+            "b/b_overlay.png"} <= names
+    assert bundle.read("a/a_report.pdf").startswith(b"%PDF")
+    rows = list(csv.DictReader(io.StringIO(bundle.read("measurements.csv").decode())))
+    assert [row["image"] for row in rows] == ["a.png", "b.png", "bad.png"]
+    assert float(rows[0]["area_px"]) > 0 and rows[2]["note"].startswith("bad.png")
+
+
+def test_a_folder_can_be_uploaded(at):
+    at.radio(key="analyse_mode").set_value("a folder").run()
+    uploader = at.file_uploader(key="analyse_upload_folder")
+    assert uploader.accept_directory
+    assert "200 MB" in uploader.help
+    outcomes = upload(at, [("moles/a.png", png_bytes(mole_image(seed=3)[0]), "image/png"),
+                           ("moles/b.png", png_bytes(mole_image(seed=4)[0]), "image/png")],
+                      key="analyse_upload_folder")
+    assert all(o.ok for o in outcomes) and len(outcomes) == 2
+
+
+def test_a_real_dermoscopy_image(at):
+    folder = require_shared("moles/ph2/images")
+    path = sorted(folder.glob("*.jpg"))[0]
+    outcomes = upload(at, (path.name, path.read_bytes(), "image/jpeg"))
+    assert not at.error
+    analysis = outcomes[0].analysis
+    assert analysis.overlay.shape[:2] == analysis.segmentation.lesion.shape
+    assert analysis.segmentation.lesion.any() and analysis.measurements

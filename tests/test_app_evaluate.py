@@ -1,0 +1,96 @@
+"""The Evaluate page: FM per image, the statistics table, worst images, and the comparison of runs."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from app_helpers import app_test, isolate, make_dataset, texts
+from moleseg import appstate
+from moleseg.runs import write_json
+
+PAGE = "pages/evaluate.py"
+
+
+def summary_frame(at):
+    return next(frame.value for frame in at.dataframe if "metric" in frame.value.columns)
+
+
+def test_the_classical_segmenter_on_a_small_set(monkeypatch, tmp_path):
+    isolate(monkeypatch, tmp_path)
+    dataset = make_dataset(tmp_path / "test", count=5, size=80)
+    at = app_test(PAGE)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
+    at.number_input(key="evaluate_worst").set_value(2).run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception and not at.error
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Images"] == "5" and float(metrics["Mean FM"]) > 0.9
+    table = summary_frame(at)
+    assert list(table["metric"]) == [appstate.METRIC_LABELS[key] for key in ("fm", "cm", "cr", "jaccard", "hd95",
+                                                                              "border_fm")]
+    assert {"classical mean", "classical std", "classical min", "classical max"} <= set(table.columns)
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("image")) == 2  # the two worst images with their overlays
+
+
+def test_a_missing_test_set_is_one_clear_error(monkeypatch, tmp_path):
+    isolate(monkeypatch, tmp_path)
+    at = app_test(PAGE)
+    at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception
+    assert texts(at.error) == [f"folder not found: {tmp_path / 'none'}"]
+
+
+def _fake_run(runs, name, solver, fm_mean, minutes):
+    run = runs / name
+    run.mkdir()
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:  # metadata only: listed without TensorFlow
+        archive.writestr("moleseg.json", json.dumps({"name": name, "n_classes": 3, "input_size": 256}))
+    write_json(run / "config.json", {"solver": solver, "batch_size": 8, "learning_rate": 0.001,
+                                     "augment": ["rotation"], "model": {"backbone": "mobilenetv2",
+                                                                        "architecture": "deeplabv3plus"}})
+    write_json(run / "state.json", {"epoch": 30, "best_val_fm": fm_mean, "status": "done",
+                                    "training_seconds": minutes * 60})
+    write_json(run / "evaluation.json", {"fm": {"mean": fm_mean, "std": 0.05, "min": 0.7, "max": 0.97}})
+
+
+def test_runs_are_compared_side_by_side(monkeypatch, tmp_path):
+    folders = isolate(monkeypatch, tmp_path)
+    _fake_run(folders["runs"], "adam-run", "adam", 0.91, 12)
+    _fake_run(folders["runs"], "sgdm-run", "sgdm", 0.88, 20)
+    at = app_test(PAGE)
+    assert not at.exception
+    assert any(label.startswith("run adam-run") for label in at.selectbox(key="evaluate_model").options)
+    table = next(frame.value for frame in at.dataframe if "solver" in frame.value.columns)
+    assert set(table["run"]) == {"adam-run", "sgdm-run"}
+    assert {"backbone", "epochs", "batch_size", "learning_rate", "augmentation", "test_fm_mean",
+            "training_minutes"} <= set(table.columns)
+    assert sorted(table["solver"]) == ["adam", "sgdm"]
+
+
+def test_summary_rows_put_the_baseline_beside_the_model():
+    summary = {"n": 2, "fm": {"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0}}
+    baseline = {"n": 2, "fm": {"mean": 0.7, "std": 0.1, "min": 0.6, "max": 0.8}}
+    rows = appstate.summary_rows(summary, baseline, model_name="net")
+    assert rows == [{"metric": appstate.METRIC_LABELS["fm"], "net mean": 0.9, "net std": 0.1, "net min": 0.8,
+                     "net max": 1.0, "classical mean": 0.7, "classical std": 0.1, "classical min": 0.6,
+                     "classical max": 0.8}]
+
+
+def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
+    from moleseg.classical import ClassicalSegmenter
+    from moleseg.pairing import pair_folders
+
+    dataset = make_dataset(tmp_path / "test", count=3, size=64)
+    pairs = pair_folders(dataset / "images", dataset / "masks").pairs
+    calls = []
+    result = appstate.evaluate_with_baseline(ClassicalSegmenter(), pairs, baseline=ClassicalSegmenter(),
+                                             with_hd95=False, worst_count=1,
+                                             progress=lambda done, total, what: calls.append(what))
+    assert result["summary"]["n"] == result["baseline"]["n"] == 3
+    assert result["summary"]["fm"] == result["baseline"]["fm"]
+    assert len(result["worst"]) == len(result["pictures"]) == 1
+    assert calls[0] == "classical" and calls[-1] == "baseline classical"

@@ -1,0 +1,74 @@
+"""The app's home page: what it does, which model, which device, links; and no TensorFlow at home."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+from app_helpers import APP, app_test, isolate, texts
+
+
+def test_home_shows_the_model_the_device_and_links_to_every_page(monkeypatch, tmp_path):
+    isolate(monkeypatch, tmp_path)
+    at = app_test()
+    assert not at.exception
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Model in use"] == "classical baseline"
+    assert metrics["Device"] in ("CPU", "GPU")
+    assert any("No trained model is installed" in text for text in texts(at.info))
+    links = {link.proto.page for link in at.get("page_link")}  # url paths of the pages
+    assert {"analyse", "prepare", "train", "evaluate"} <= links
+    assert any("not a medical device" in text for text in texts(at.warning))
+
+
+def test_home_names_an_installed_shipped_model(monkeypatch, tmp_path):
+    folders = isolate(monkeypatch, tmp_path)
+    with zipfile.ZipFile(folders["models"] / "dermoscopy.keras", "w") as archive:  # metadata only: no TF needed
+        archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 320}))
+    at = app_test()
+    assert not at.exception
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Model in use"] == "dermoscopy"
+    assert not any("No trained model is installed" in text for text in texts(at.info))
+
+
+def test_pages_without_a_network_never_import_tensorflow(tmp_path):
+    """Home, Analyse (classical), Prepare, Train and Evaluate load without importing TensorFlow (checked in a
+    fresh interpreter, since other tests of this process may have imported it)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(APP.parent / 'tests')!r})
+        from app_helpers import app_test, mole_image, png_bytes
+        at = app_test()
+        assert not at.exception, at.exception
+        for page in ("pages/prepare.py", "pages/train.py", "pages/evaluate.py", "pages/analyse.py"):
+            at.switch_page(page).run()
+            assert not at.exception, (page, at.exception)
+        at.selectbox(key="analyse_model").set_value("classical").run()
+        at.file_uploader(key="analyse_upload_files").set_value(("m.png", png_bytes(mole_image()[0]), "image/png")).run()
+        assert len(at.get("image")) >= 2 and not at.exception
+        print("TF" if any(name in sys.modules for name in ("tensorflow", "keras")) else "NO-TF")
+    """)
+    env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
+           "MOLESEG_TMPDIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env,
+                            cwd=APP.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "NO-TF"
+
+
+def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(monkeypatch, tmp_path):
+    folders = isolate(monkeypatch, tmp_path)
+    with zipfile.ZipFile(folders["models"] / "cells.keras", "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"name": "cells", "n_classes": 2, "input_size": 320}))
+    at = app_test()
+    assert {metric.label: metric.value for metric in at.metric}["Model in use"] == "classical baseline"
+    assert any("No trained model is installed" in text for text in texts(at.info))
+    at.switch_page("pages/analyse.py").run()
+    picker = at.selectbox(key="analyse_model")
+    assert picker.value == "classical"
+    assert "cells (shipped, cells, 2 classes)" in picker.options

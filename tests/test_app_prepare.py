@@ -1,0 +1,148 @@
+"""The Prepare page: pairing report, target preview and class frequencies; safe ZIP datasets; session folders."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_helpers import app_test, isolate, make_dataset, mole_image, texts
+from moleseg.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
+
+PAGE = "pages/prepare.py"
+
+
+@pytest.fixture
+def folders(monkeypatch, tmp_path):
+    return isolate(monkeypatch, tmp_path)
+
+
+def metrics(at):
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def frequency_frames(at):
+    return [frame.value for frame in at.dataframe if "class" in frame.value.columns]
+
+
+def zip_of(folder, prefix="dataset/"):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*.png")):
+            archive.write(path, prefix + path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(folders, tmp_path):
+    dataset = make_dataset(tmp_path / "moles", count=6)
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    assert not at.exception and not at.error
+    assert metrics(at) == {"Pairs": "6", "Unpaired images": "0", "Unpaired masks": "0", "Size mismatches": "0"}
+    pair_table = frequency_frames(at)[0]
+    assert list(pair_table["class"]) == ["back", "border", "inside"]
+    assert pair_table["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert (pair_table["fraction"] > 0).all()
+    assert len(at.get("image")) == 3  # image, mask, class map
+    at.button(key="prepare_all").click().run()
+    whole = frequency_frames(at)[-1]
+    assert "pixels" not in whole.columns and whole["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
+    # a wider border band takes pixels from INSIDE
+    at.slider(key="prepare_width").set_value(10).run()
+    wider = frequency_frames(at)[0]
+    assert wider["fraction"][1] > pair_table["fraction"][1]
+    at.radio(key="prepare_classes").set_value(2).run()
+    assert list(frequency_frames(at)[0]["class"]) == ["background", "foreground"]
+
+
+def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(folders, tmp_path):
+    dataset = make_dataset(tmp_path / "isic", count=4, mask_suffix="_segmentation")
+    Image.fromarray(mole_image(seed=9)[0]).save(dataset / "images" / "lonely.png")
+    Image.fromarray(np.zeros((50, 60), np.uint8)).save(dataset / "masks" / "m0_segmentation.png")  # wrong size
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(f"{dataset / 'images'} | {dataset / 'masks'}").run()
+    assert not at.exception
+    assert metrics(at) == {"Pairs": "4", "Unpaired images": "1", "Unpaired masks": "0", "Size mismatches": "1"}
+    assert any("mask suffix" in text for text in texts(at.markdown))
+
+
+def test_a_missing_folder_is_one_clear_error(folders, tmp_path):
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(tmp_path / "nowhere")).run()
+    assert not at.exception
+    assert texts(at.error) == [f"folder not found: {tmp_path / 'nowhere'}"]
+
+
+def test_an_uploaded_zip_is_unpacked_into_the_session_folder(folders, tmp_path):
+    data = zip_of(make_dataset(tmp_path / "moles", count=5))
+    at = app_test(PAGE)
+    at.radio(key="prepare_source").set_value("a ZIP upload").run()
+    at.file_uploader(key="prepare_zip").set_value(("moles.zip", data, "application/zip")).run()
+    assert not at.exception and not at.error
+    assert metrics(at)["Pairs"] == "5"
+    images = at.session_state["prepare_zip_dataset"]["images"]
+    assert images.startswith(str(folders["tmp"] / "moleseg-session-"))
+
+
+@pytest.mark.parametrize("member", ["../escape.png", "/etc/escape.png", "a/../../escape.png", "C:/escape.png"])
+def test_a_zip_slip_archive_is_refused(folders, tmp_path, member):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("dataset/images/a.png", b"x")
+        archive.writestr(member, b"x")
+    at = app_test(PAGE)
+    at.radio(key="prepare_source").set_value("a ZIP upload").run()
+    at.file_uploader(key="prepare_zip").set_value(("evil.zip", buffer.getvalue(), "application/zip")).run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert len(errors) == 1 and errors[0].startswith("evil.zip: unsafe path")
+    assert not list(tmp_path.rglob("escape.png"))
+
+
+def test_zip_bombs_and_lying_headers_are_refused(tmp_path):
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images/zeros.png", bytes(20_000_000))
+    with pytest.raises(ArchiveError, match="zip bomb"):
+        extract_zip(bomb.getvalue(), tmp_path / "a")
+    many = io.BytesIO()
+    with zipfile.ZipFile(many, "w") as archive:
+        for index in range(30):
+            archive.writestr(f"images/{index}.png", b"x")
+    with pytest.raises(ArchiveError, match="entries"):
+        extract_zip(many.getvalue(), tmp_path / "b", max_members=20)
+    with pytest.raises(ArchiveError, match="more than"):
+        extract_zip(many.getvalue(), tmp_path / "c", max_bytes=10)
+    # a member whose header understates its size: counted while unpacking, and the partial output is removed
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("images/a.png", b"y" * 100)
+    liar = bytearray(buffer.getvalue())
+    central = liar.rfind(b"PK\x01\x02")
+    liar[central + 24:central + 28] = (10).to_bytes(4, "little")  # uncompressed size in the central directory
+    with pytest.raises(ArchiveError):
+        extract_zip(bytes(liar), tmp_path / "d")
+    assert not list((tmp_path / "d").rglob("*.png"))
+    with pytest.raises(ArchiveError, match="not a readable ZIP"):
+        extract_zip(b"plain text", tmp_path / "e")
+
+
+def test_session_folders_are_removed_with_the_session_and_when_stale(tmp_path):
+    folder = SessionFolder(root=tmp_path)
+    path = folder.path
+    (folder.fresh("dataset") / "x.png").write_bytes(b"x")
+    del folder  # the session's state is dropped
+    import gc
+
+    gc.collect()
+    assert not path.exists()
+    old, fresh = SessionFolder(root=tmp_path), SessionFolder(root=tmp_path)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old.path, (day_ago, day_ago))
+    removed = remove_stale_folders(root=tmp_path)
+    assert removed == [old.path] and fresh.path.exists()

@@ -1,0 +1,235 @@
+"""The Train page and moleseg.jobs: every option, a background training with progress, one at a time,
+stale locks, cancel, and the new run in the model picker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app_helpers import app_test, isolate, make_dataset, texts
+from moleseg import jobs
+from moleseg.runs import write_json
+
+PAGE = "pages/train.py"
+
+
+@pytest.fixture
+def folders(monkeypatch, tmp_path):
+    return isolate(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def fake_runner():
+    """A process whose command line names moleseg.jobs (as a running trainer's does); killed afterwards."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "moleseg.jobs"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_every_training_option_has_a_widget_with_the_training_defaults(folders, tmp_path):
+    dataset = make_dataset(tmp_path / "moles", count=3)
+    at = app_test(PAGE)
+    at.text_area(key="train_datasets").set_value(str(dataset)).run()
+    assert not at.exception and not at.error
+    config = at.session_state["train_config"]
+    assert set(config) == set(jobs.TRAIN_DEFAULTS)
+    assert set(config["model"]) == set(jobs.MODEL_DEFAULTS)
+    expected = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    assert config == expected  # the widgets start at TrainConfig's defaults (no shipped model: imagenet)
+    assert {expander.label for expander in at.expander} >= {"Data", "Network", "Solver", "Augmentation", "Advanced"}
+    assert jobs.check_config(config) == []
+
+
+def test_a_new_training_fine_tunes_the_shipped_model_when_there_is_one(folders, tmp_path):
+    shipped = folders["models"] / "dermoscopy.keras"
+    with zipfile.ZipFile(shipped, "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3}))
+    at = app_test(PAGE)
+    assert at.session_state["train_config"]["weights"] == str(shipped)
+    at.radio(key="train_classes").set_value(2).run()  # no shipped cells model: ImageNet
+    assert at.session_state["train_config"]["weights"] == "imagenet"
+
+
+def test_bad_options_are_reported_before_anything_starts(folders, tmp_path):
+    at = app_test(PAGE)
+    at.text_area(key="train_datasets").set_value(str(tmp_path / "missing")).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert texts(at.error)[0] == f"folder not found: {tmp_path / 'missing'}"
+    assert not jobs.list_jobs(folders["runs"])
+    problems = jobs.check_config({**jobs.train_defaults(), "model": {**jobs.MODEL_DEFAULTS, "input_size": 100},
+                                  "solver": "lbfgs", "epochs": 0})
+    assert any("input size" in p for p in problems) and any("solver" in p for p in problems)
+    assert any("epochs" in p for p in problems) and any("training dataset" in p for p in problems)
+
+
+def test_only_one_training_runs_at_a_time(folders, tmp_path, fake_runner):
+    runs = folders["runs"]
+    write_json(runs / jobs.LOCK_NAME, {"pid": fake_runner.pid, "role": "trainer", "run_dir": str(runs / "other"),
+                                       "started": time.time()})
+    dataset = make_dataset(tmp_path / "moles", count=3)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: other \\(process {fake_runner.pid}"):
+        jobs.start_training(config, runs)
+    at = app_test(PAGE)
+    assert at.button(key="train_start").disabled
+    assert any("A training is running" in text for text in texts(at.info))
+    fake_runner.kill()
+    fake_runner.wait()
+    assert jobs.active_training(runs) is None  # its process is gone: the lock was stale
+    assert not (runs / jobs.LOCK_NAME).exists()
+
+
+def test_stale_and_foreign_locks_are_removed(folders):
+    runs = folders["runs"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(runs / jobs.LOCK_NAME, {"pid": dead.pid, "role": "trainer", "run_dir": "x", "started": 0})
+    assert jobs.active_training(runs) is None and not (runs / jobs.LOCK_NAME).exists()
+    write_json(runs / jobs.LOCK_NAME, {"pid": os.getpid(), "role": "trainer", "run_dir": "x"})  # not a runner
+    assert jobs.active_training(runs) is None
+    write_json(runs / jobs.LOCK_NAME, {"pid": os.getpid(), "role": "starting", "run_dir": "x"})  # the app, starting
+    assert jobs.active_training(runs) is not None
+    jobs.release_lock(runs, os.getpid())
+    assert jobs.active_training(runs) is None
+
+
+class _Event:
+    def __init__(self, phase, epoch=1, step=1, loss=0.5):
+        self.phase, self.epoch, self.epochs, self.step, self.steps = phase, epoch, 3, step, 4
+        self.loss, self.metrics, self.eta_seconds, self.message = loss, {"accuracy": 0.8}, 30.0, ""
+
+
+def test_progress_is_written_and_a_cancel_file_stops_the_training(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    writer = jobs.ProgressWriter(run, interval_s=0.0)
+    assert writer(_Event("train", epoch=2, step=2)) is False
+    status = jobs.read_job(run)
+    assert (status.status, status.epoch, status.step, status.loss) == ("running", 2, 2, 0.5)
+    assert status.fraction == pytest.approx((1 * 4 + 2) / 12)
+    assert writer(_Event("validate", loss=None)) is False
+    assert jobs.read_job(run).loss == 0.5  # the last loss stays on screen while validating
+    jobs.request_cancel(run)
+    assert writer(_Event("train", epoch=2, step=3)) is True
+    assert jobs.read_job(run).cancel_requested
+
+
+def test_a_runner_that_died_silently_is_reported(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_json(run / jobs.PROGRESS_FILE, {"status": "running", "pid": dead.pid, "started": time.time()})
+    status = jobs.read_job(run)
+    assert status.status == "died" and "job.log" in status.error
+
+
+@pytest.mark.slow
+def test_choices_match_the_training_modules():
+    from moleseg.data import AUGMENTATIONS
+    from moleseg.model.backbones import BACKBONES
+    from moleseg.model.build import ARCHITECTURES, ModelConfig
+    from moleseg.model.losses import LOSSES
+    from moleseg.train import SCHEDULES, SOLVERS, TrainConfig
+
+    assert (jobs.SOLVERS, jobs.SCHEDULES, jobs.LOSSES) == (SOLVERS, SCHEDULES, LOSSES)
+    assert (jobs.ARCHITECTURES, jobs.BACKBONES, jobs.AUGMENTATIONS) == (ARCHITECTURES, BACKBONES, AUGMENTATIONS)
+    defaults = TrainConfig(images=["a"], masks=["b"]).to_dict()
+    assert {**defaults, "images": [], "masks": []} == jobs.train_defaults()
+    assert ModelConfig().to_dict() == jobs.MODEL_DEFAULTS
+
+
+@pytest.mark.slow
+def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(folders, tmp_path):
+    dataset = make_dataset(tmp_path / "moles", count=8, size=64)
+    at = app_test(PAGE)
+    at.text_area(key="train_datasets").set_value(str(dataset))
+    at.selectbox(key="train_input_size").set_value(64)
+    at.selectbox(key="train_backbone").set_value("mobilenetv2")
+    at.number_input(key="train_epochs").set_value(2)
+    at.number_input(key="train_batch").set_value(4)
+    at.radio(key="train_weights").set_value("none")
+    at.multiselect(key="train_augment").set_value([])
+    at.checkbox(key="train_bn_auto").uncheck()
+    at.run()
+    # 4 steps in all: BatchNorm statistics must converge within them, or training rightly refuses the model
+    at.number_input(key="train_bn_value").set_value(0.1).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    run = Path(at.session_state["train_run"])
+    assert run.parent == folders["runs"] and (run / jobs.JOB_FILE).is_file()
+    assert jobs.active_training(folders["runs"])["run_dir"] == str(run)
+    seen: set[str] = set()
+    deadline = time.time() + 180
+    status = jobs.read_job(run)
+    while time.time() < deadline:
+        at.run()
+        status = jobs.read_job(run)
+        seen.add(status.status)
+        if not status.active:
+            break
+        time.sleep(3)
+    assert status.status == "done", jobs.log_tail(run)
+    at.run()
+    assert not at.exception and not at.error
+    assert any(label.startswith(f"run {run.name}") for label in at.selectbox(key="train_model").options)
+    assert len(at.get("plotly_chart")) == 1  # the loss / accuracy / FM curves
+    assert "running" in seen or "starting" in seen
+    assert status.result["best_epoch"] in (1, 2) and (run / "model.keras").is_file()
+    assert not (folders["runs"] / jobs.LOCK_NAME).exists()
+
+
+def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(folders, fake_runner):
+    from moleseg.session import (ENDED_MARKER, SessionFolder, release_after_training, remove_session_folder,
+                                 training_cache_dir)
+
+    session = SessionFolder(root=folders["tmp"])
+    dataset = make_dataset(session.fresh("dataset"), count=2)
+    images = str(dataset / "images")
+    assert training_cache_dir([images]) == str(session.path / "example-cache")  # derived data stays inside
+    assert training_cache_dir([str(folders["models"])]) is None
+    run = folders["runs"] / "run"
+    run.mkdir()
+    write_json(run / jobs.JOB_FILE, {"config": {"images": [images], "masks": [str(dataset / "masks")]}})
+    write_json(folders["runs"] / jobs.LOCK_NAME, {"pid": fake_runner.pid, "role": "trainer", "run_dir": str(run)})
+    assert remove_session_folder(session.path) is False  # the session ended, the training still reads
+    assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
+    fake_runner.kill()
+    fake_runner.wait()
+    release_after_training([images])  # what the runner does when it stops
+    assert not session.path.exists()
+
+
+@pytest.mark.slow
+def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(folders, tmp_path):
+    dataset = make_dataset(tmp_path / "moles", count=8, size=64)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")],
+              "model": {**jobs.MODEL_DEFAULTS, "input_size": 64}, "weights": "none", "epochs": 200, "batch_size": 2,
+              "augment": []}
+    run = jobs.start_training(config, folders["runs"], name="long")
+    with pytest.raises(jobs.TrainingBusy, match="Another training is running: long-"):
+        jobs.start_training(config, folders["runs"])
+    at = app_test(PAGE)
+    deadline = time.time() + 150
+    while time.time() < deadline and jobs.read_job(run).phase != "train":
+        time.sleep(2)
+    at.run()
+    assert at.button(key="train_start").disabled
+    at.button(key="train_cancel").click().run()
+    assert (run / jobs.CANCEL_FILE).exists()
+    while time.time() < deadline and jobs.read_job(run).active:
+        time.sleep(1)
+    status = jobs.read_job(run)
+    assert status.status == "cancelled", jobs.log_tail(run)
+    assert jobs.active_training(folders["runs"]) is None
+    at.run()
+    assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))

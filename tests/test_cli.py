@@ -1,0 +1,346 @@
+"""Tests of the ``moleseg`` command line, called in-process through ``moleseg.cli.main([...])``
+(plus one real subprocess for the console entry point)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from moleseg.cli import main
+from moleseg.imageio import write_png
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _lesion_images(folder: Path, n: int = 3, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
+    """Dark disks on light skin (images/) and their masks (masks/), same file names."""
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for index in range(n):
+        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2)
+        radius = rng.integers(size // 6, size // 4)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+        image = np.where(mask[..., None], np.array([80, 55, 40]), np.array([215, 185, 175]))
+        image = np.clip(image + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
+        write_png(images / f"{index:03d}.png", image)
+        write_png(masks / f"{index:03d}.png", mask)
+    return images, masks
+
+
+# -- console entry -------------------------------------------------------------------------------
+
+
+def test_python_m_moleseg_help():
+    result = subprocess.run([sys.executable, "-m", "moleseg", "--help"], capture_output=True, text=True,
+                            timeout=120, cwd=PROJECT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: moleseg")
+    for command in ("train", "evaluate", "predict", "score", "prepare", "info"):
+        assert command in result.stdout
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "usage: moleseg" in capsys.readouterr().err
+
+
+# -- prepare -------------------------------------------------------------------------------------
+
+
+def _diamond(radius: int) -> np.ndarray:
+    """Matlab's strel('diamond', radius): |i| + |j| <= radius."""
+    offsets = np.abs(np.arange(-radius, radius + 1))
+    return offsets[:, None] + offsets[None, :] <= radius
+
+
+def _hand_made_mask() -> np.ndarray:
+    mask = np.zeros((30, 40), bool)
+    mask[5:22, 0:18] = True  # touches the left edge of the frame
+    mask[10:14, 6:9] = False  # a hole
+    mask[3:27, 25] = True  # a one-pixel line (erodes away)
+    mask[15:25, 28:38] = True  # a square
+    mask[27, 2] = True  # a lone pixel
+    mask[24:30, 10:16] = True  # touches the bottom edge
+    return mask
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_prepare_diamond_equals_matlab_imerode(tmp_path, capsys, radius):
+    mask = _hand_made_mask()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "lesion.png", mask)
+    code = main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "labels"),
+                 "--border-width-px", str(radius), "--shape", "diamond"])
+    assert code == 0
+    labels = _read_png(tmp_path / "labels" / "lesion.png")
+    # Matlab: imerode pads a binary image with 1 outside the frame
+    inside = ndimage.binary_erosion(mask, structure=_diamond(radius), border_value=1)
+    expected = np.where(inside, 2, np.where(mask, 1, 0)).astype(np.uint8)
+    np.testing.assert_array_equal(labels, expected)
+    out = capsys.readouterr().out
+    counts = np.bincount(expected.ravel(), minlength=3) / expected.size
+    assert "1 label image(s) written" in out
+    assert f"back {counts[0]:.4f}, border {counts[1]:.4f}, inside {counts[2]:.4f}" in out
+
+
+def test_prepare_two_classes_and_image_edge_option(tmp_path):
+    mask = _hand_made_mask()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "m.png", mask)
+    assert main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "two"),
+                 "--border-width-px", "2", "--classes", "2", "--quiet"]) == 0
+    np.testing.assert_array_equal(_read_png(tmp_path / "two" / "m.png"), mask.astype(np.uint8))
+    assert main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "edge"),
+                 "--border-width-px", "1", "--border-at-image-edge", "--quiet"]) == 0
+    inside = ndimage.binary_erosion(mask, structure=_diamond(1), border_value=0)
+    np.testing.assert_array_equal(_read_png(tmp_path / "edge" / "m.png"),
+                                  np.where(inside, 2, np.where(mask, 1, 0)).astype(np.uint8))
+
+
+def test_prepare_reports_a_bad_file_and_exits_2(tmp_path, capsys):
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "good.png", _hand_made_mask())
+    (tmp_path / "masks" / "bad.png").write_bytes(b"not a png at all")
+    code = main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "labels"),
+                 "--border-width-px", "2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "skipped bad.png:" in err
+    assert _error_lines(err) == ["error: 1 file(s) could not be processed"]
+    assert (tmp_path / "labels" / "good.png").is_file()
+    assert not (tmp_path / "labels" / "bad.png").exists()
+
+
+# -- score ---------------------------------------------------------------------------------------
+
+
+def _brute_force_hd95(pred: np.ndarray, true: np.ndarray) -> float:
+    """Independent reference: contour = mask minus its erosion by a cross (outside is background);
+    all pairwise distances, both directions pooled, 95th percentile."""
+    def contour(mask):
+        return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1),
+                                              border_value=0)
+
+    a, b = np.argwhere(contour(pred)), np.argwhere(contour(true))
+    distances = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    return float(np.percentile(np.concatenate([distances.min(1), distances.min(0)]), 95))
+
+
+def test_score_json_with_hand_computed_values(tmp_path, capsys):
+    true_a = np.zeros((20, 20), bool)
+    true_a[2:12, 2:12] = True  # 100 px
+    pred_a = np.zeros((20, 20), bool)
+    pred_a[2:12, 4:14] = True  # shifted 2 px right: tp 80, fp 20, fn 20
+    true_b = np.zeros((20, 20), bool)
+    true_b[5:15, 6:16] = True
+    for folder, masks in (("pred", (pred_a, true_b)), ("true", (true_a, true_b))):
+        (tmp_path / folder).mkdir()
+        for name, mask in zip(("a.png", "b.png"), masks):
+            write_png(tmp_path / folder / name, mask)
+    code = main(["score", "--pred", str(tmp_path / "pred"), "--masks", str(tmp_path / "true"),
+                 "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert set(summary) == {"n", "fm", "cm", "cr", "jaccard", "hd95", "per_image"}
+    assert summary["n"] == 2
+    for key in ("fm", "cm", "cr", "jaccard", "hd95"):
+        assert set(summary[key]) == {"mean", "std", "min", "max"}
+    rows = {row["image"]: row for row in summary["per_image"]}
+    assert set(rows) == {"a.png", "b.png"}
+    for row in rows.values():
+        assert {"image", "fm", "cm", "cr", "jaccard", "hd95"} <= set(row)
+    a, b = rows["a.png"], rows["b.png"]
+    assert (a["tp"], a["fp"], a["fn"]) == (80, 20, 20)
+    assert a["cm"] == pytest.approx(0.8) and a["cr"] == pytest.approx(0.8) and a["fm"] == pytest.approx(0.8)
+    assert a["jaccard"] == pytest.approx(80 / 120)
+    assert a["hd95"] == pytest.approx(_brute_force_hd95(pred_a, true_a))
+    assert 0 < a["hd95"] <= 2.0  # no contour pixel is more than 2 px from the other contour
+    assert b["fm"] == b["cm"] == b["cr"] == b["jaccard"] == 1.0 and b["hd95"] == 0.0
+    assert summary["fm"] == pytest.approx({"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0})
+    assert summary["jaccard"]["mean"] == pytest.approx((80 / 120 + 1) / 2)
+    table = _read_csv(tmp_path / "s.csv")
+    assert [row["image"] for row in table] == ["a.png", "b.png"]
+    assert float(table[0]["fm"]) == pytest.approx(0.8)
+    out = capsys.readouterr().out
+    assert "(n = 2)" in out and "fm" in out
+
+
+def test_score_reports_a_bad_file(tmp_path, capsys):
+    mask = np.zeros((10, 10), bool)
+    mask[2:6, 2:6] = True
+    for folder in ("pred", "true"):
+        (tmp_path / folder).mkdir()
+        write_png(tmp_path / folder / "ok.png", mask)
+    (tmp_path / "pred" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    write_png(tmp_path / "true" / "broken.png", mask)
+    code = main(["score", "--pred", str(tmp_path / "pred"), "--masks", str(tmp_path / "true"),
+                 "--json", str(tmp_path / "s.json")])
+    assert code == 2
+    assert json.loads((tmp_path / "s.json").read_text())["n"] == 1
+    err = capsys.readouterr().err
+    assert "skipped broken.png" in err and _error_lines(err) == ["error: 1 file(s) could not be processed"]
+
+
+# -- evaluate and predict with the classical segmenter -------------------------------------------
+
+
+def test_evaluate_classical_writes_json_and_csv(tmp_path, capsys):
+    images, masks = _lesion_images(tmp_path / "set", n=3)
+    code = main(["evaluate", "--model", "classical", "--images", str(images), "--masks", str(masks),
+                 "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")])
+    assert code == 0
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert summary["n"] == 3 and summary["model"] == "classical"
+    assert {"fm", "cm", "cr", "jaccard", "hd95", "per_image", "border_fm"} <= set(summary)
+    assert "baseline" not in summary  # the classical segmenter is its own baseline
+    assert summary["fm"]["mean"] > 0.8, summary["fm"]  # dark disks on light skin are easy
+    table = _read_csv(tmp_path / "e.csv")
+    assert [row["image"] for row in table] == ["000.png", "001.png", "002.png"]
+    assert {"fm", "cm", "cr", "jaccard", "hd95", "tp", "fp", "fn", "border_fm"} <= set(table[0])
+    assert "(n = 3)" in capsys.readouterr().out
+
+
+def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
+    images, _ = _lesion_images(tmp_path / "set", n=2)
+    (images / "bad.png").write_bytes(b"this is not an image")
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--out", str(out), str(images)])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "skipped bad.png:" in captured.err
+    assert _error_lines(captured.err) == ["error: 1 file(s) could not be processed"]
+    assert "2 image(s) written" in captured.out
+    for stem in ("000", "001"):
+        overlay = _read_png(out / f"{stem}_overlay.png")
+        assert overlay.shape == (96, 96, 3)
+        mask = _read_png(out / f"{stem}_mask.png")
+        assert mask.shape == (96, 96) and set(np.unique(mask)) == {0, 255}
+        classes = _read_png(out / f"{stem}_classes.png")
+        assert classes.shape[:2] == (96, 96)
+    assert not list(out.glob("bad*"))
+    rows = _read_csv(out / "measurements.csv")
+    assert [row["image"] for row in rows] == ["000.png", "001.png"]
+    assert len(rows[0]) > 3 and all(float(rows[0][key]) >= 0 for key in rows[0] if key.startswith("area"))
+
+
+def test_predict_single_file_exits_0(tmp_path, capsys):
+    images, _ = _lesion_images(tmp_path / "set", n=1)
+    code = main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), "--quiet",
+                 str(images / "000.png")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv"]
+
+
+# -- errors: one line, exit 2 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["evaluate", "--model", "classical", "--images", "{tmp}/missing", "--masks", "{tmp}/missing"], "missing"),
+        (["score", "--pred", "{tmp}/missing", "--masks", "{tmp}"], "missing"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "{tmp}/missing.png"], "not found"),
+        (["predict", "--model", "{tmp}/wrong.keras", "--out", "{tmp}/out", "{tmp}"], "wrong.keras"),
+        (["predict", "--model", "{tmp}/absent.keras", "--out", "{tmp}/out", "{tmp}"], "absent.keras"),
+        (["evaluate", "--model", "{tmp}/wrong.keras", "--images", "{tmp}/set/images", "--masks", "{tmp}/set/masks"],
+         "wrong.keras"),
+        (["info", "{tmp}/wrong.keras"], "wrong.keras"),
+        (["prepare", "--masks", "{tmp}/missing", "--out", "{tmp}/o", "--border-width-px", "2"], "folder not found"),
+        (["train", "--images", "{tmp}/missing", "--masks", "{tmp}/missing", "--out", "{tmp}/run"],
+         "folder not found"),
+        (["train", "--out", "{tmp}/no_run", "--resume"], "nothing to resume"),
+        (["train", "--images", "{tmp}", "--masks", "{tmp}", "--out", "{tmp}/run", "--augment", "twist"],
+         "unknown augmentation"),
+        (["train", "--images", "{tmp}", "--masks", "{tmp}", "--out", "{tmp}/run", "--image-size", "100"],
+         "multiple of 16"),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(tmp_path, capsys, arguments, words):
+    (tmp_path / "wrong.keras").write_text("not a model")
+    write_png(tmp_path / "image.png", np.full((8, 8, 3), 100, np.uint8))
+    _lesion_images(tmp_path / "set", n=1, size=32)
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in arguments])
+    assert code == 2
+    err = capsys.readouterr().err
+    lines = _error_lines(err)
+    assert len(lines) == 1, err
+    assert words in lines[0]
+    assert "Traceback" not in err
+
+
+# -- train -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eager():
+    """Run tf.functions eagerly: no graph tracing, which costs tens of seconds on a busy CPU."""
+    tf = pytest.importorskip("tensorflow")
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+@pytest.mark.slow
+def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, eager):
+    import moleseg.train
+
+    # the CLI has no BatchNorm-momentum option; a 2-step run needs statistics that converge at once
+    # for the end-of-training BatchNorm check, and the example cache goes to a temporary folder
+    monkeypatch.setattr(moleseg.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
+    monkeypatch.setattr(moleseg.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    images, masks = _lesion_images(tmp_path / "set", n=8, size=64)
+    run = tmp_path / "run"
+    common = ["--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16", "--weights", "none",
+              "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
+    code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(run), "--epochs", "1",
+                 "--quiet", *common])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"best model: {run / 'model.keras'}" in out and "at epoch 1" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["backbone"] == "resnet18" and config["model"]["decoder_width"] == 16
+    assert config["augment"] == [] and config["name"] == "run" and config["epochs"] == 1
+
+    # a second training into the same folder is refused
+    code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(run), "--quiet", *common])
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err)[0].startswith(f"error: {run} already holds a run")
+
+    code = main(["train", "--out", str(run), "--resume", "--epochs", "2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "resuming after epoch 1" in captured.err  # log lines are echoed without --quiet
+    history = _read_csv(run / "history.csv")
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert json.loads((run / "state.json").read_text())["status"] == "done"
+    assert "resuming after epoch 1" in (run / "log.txt").read_text()

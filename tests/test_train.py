@@ -1,0 +1,431 @@
+"""Tests of moleseg.train: the loss falls, a training writes its run folder, resumes, cancels, checks its
+BatchNorm statistics, and runs under MirroredStrategy and mixed precision.
+
+Speed: networks are tiny (64 px, resnet18 with a 16-channel head, one or two steps per epoch). Graph
+tracing of a train step costs tens of seconds on a busy 2-core CPU, so only the plain training run and
+the MirroredStrategy run use graphs; the others run TensorFlow functions eagerly (``eager`` fixture),
+which exercises the same Python code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from conftest import require_shared  # noqa: E402
+from moleseg.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
+from moleseg.imageio import write_png  # noqa: E402
+from moleseg.model.build import ModelConfig, build_model  # noqa: E402
+from moleseg.model.losses import SegmentationLoss  # noqa: E402
+from moleseg.modelinfo import read_model_info  # noqa: E402
+from moleseg.pairing import pair_folders  # noqa: E402
+from moleseg.runs import read_history, read_json  # noqa: E402
+from moleseg.train import (Progress, TrainConfig, Trainer, TrainingCancelled, TrainingError,  # noqa: E402
+                           auto_bn_momentum, train)
+
+PROJECT = Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+def write_dataset(folder: Path, n: int = 8, size: int = SIZE, seed: int = 0) -> tuple[Path, Path]:
+    """``n`` synthetic dermoscopy-like pairs (dark disk on light skin): (images dir, masks dir)."""
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for index in range(n):
+        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2)
+        radius = rng.integers(size // 6, size // 3)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+        image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
+        image = np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
+        write_png(images / f"{index:03d}.png", image)
+        write_png(masks / f"{index:03d}.png", mask)
+    return images, masks
+
+
+def tiny_config(image_dir: Path, mask_dir: Path, cache: Path, **options) -> TrainConfig:
+    """A training of a few seconds. BatchNorm momentum 0.01: after one or two steps the moving statistics
+    are those of the last batch, so the end-of-training BatchNorm check cannot fail by chance."""
+    values = dict(
+        images=[str(image_dir)], masks=[str(mask_dir)],
+        model=ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=(1, 2, 3), dropout=0.0),
+        weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.25, train_fm_images=2,
+        cache_dir=str(cache), learning_rate=1e-3, bn_momentum=0.01,
+    )
+    values.update(options)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, Path]:
+    return write_dataset(tmp_path_factory.mktemp("synthetic"), n=8)
+
+
+@pytest.fixture
+def eager():
+    """Run tf.functions eagerly (no graph tracing) for the duration of a test."""
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)
+
+
+# -- small pieces --------------------------------------------------------------------------------
+
+
+def test_auto_bn_momentum():
+    assert auto_bn_momentum(0) == 0.99
+    assert auto_bn_momentum(-5) == 0.99
+    assert auto_bn_momentum(2) == 0.5  # 0.01 ** 1 = 0.01, clipped to 0.5
+    assert auto_bn_momentum(10) == 0.5  # 0.01 ** 0.2 = 0.398, clipped
+    value = auto_bn_momentum(100)
+    assert value == pytest.approx(0.01 ** (2 / 100))
+    assert value ** 50 == pytest.approx(0.01)  # forgets its start within half the training
+    assert auto_bn_momentum(460) == pytest.approx(0.01 ** (2 / 460))
+    assert auto_bn_momentum(10_000) == 0.99  # clipped to Keras' default
+    values = [auto_bn_momentum(steps) for steps in (10, 30, 100, 300, 1000, 3000)]
+    assert values == sorted(values)
+    # with the epoch length: forget within min(half the training, max(3 epochs, 30 steps))
+    assert auto_bn_momentum(1000, 10) == pytest.approx(0.01 ** (1 / 30))  # 30 steps > 3 epochs of 10
+    assert auto_bn_momentum(1000, 100) == pytest.approx(0.01 ** (1 / 300))  # 3 epochs of 100 steps
+    assert auto_bn_momentum(40, 100) == pytest.approx(0.01 ** (1 / 20))  # half the training is shorter
+    assert auto_bn_momentum(100_000, 2000) == 0.99
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (dict(solver="sgd"), "solver"),
+        (dict(schedule="linear"), "schedule"),
+        (dict(loss="bce"), "loss"),
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=0), "batch size"),
+        (dict(learning_rate=0.0), "learning rate"),
+        (dict(masks=[]), "pairs"),
+        (dict(strategy="tpu"), "strategy"),
+        (dict(mixed_precision="maybe"), "mixed precision"),
+        (dict(augment=["twist"]), "unknown augmentation"),
+    ],
+)
+def test_train_config_validation(options, words, tmp_path):
+    with pytest.raises(ValueError, match=words):
+        tiny_config(tmp_path / "i", tmp_path / "m", tmp_path / "c", **options)
+
+
+def test_train_config_round_trip(tmp_path):
+    config = tiny_config(tmp_path / "i", tmp_path / "m", tmp_path / "c", augment=["rotation", "scale"])
+    values = json.loads(json.dumps(config.to_dict()))
+    again = TrainConfig.from_dict({**values, "run_dir": "ignored"})
+    assert again == config
+    assert isinstance(again.model, ModelConfig)
+    assert again.augment_config().names() == ["rotation", "scale"]
+    assert again.target_config() == TargetConfig(input_size=SIZE, n_classes=3, border_width_px=4, shape="diamond")
+    two = tiny_config(tmp_path / "i", tmp_path / "m", tmp_path / "c",
+                      model=ModelConfig(input_size=SIZE, n_classes=2))
+    assert two.target_config().border_width_px == 0
+
+
+def test_missing_folders_are_a_training_error(tmp_path):
+    config = tiny_config(tmp_path / "nothing" / "images", tmp_path / "nothing" / "masks", tmp_path / "cache")
+    with pytest.raises(TrainingError, match="nothing"):
+        train(config, tmp_path / "run")
+
+
+def test_resume_without_a_run_is_a_training_error(tmp_path):
+    config = tiny_config(tmp_path / "i", tmp_path / "m", tmp_path / "c")
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config, tmp_path / "empty_run", resume=True)
+
+
+# -- the loss falls on real images ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_loss_falls_on_real_images():
+    root = require_shared("moles/seed/train")
+    pairs = [p for p in pair_folders(root / "images", root / "masks").pairs if not p.size_mismatch][:8]
+    targets = TargetConfig(input_size=SIZE, n_classes=3, border_width_px=1)
+    from moleseg.data import class_frequencies_of
+
+    weights = inverse_frequency_weights(class_frequencies_of(pairs, targets))
+    batches = [(x, y) for x, y in make_dataset(pairs, targets, batch_size=4)]
+    assert len(batches) == 2
+    model = build_model(ModelConfig(backbone="mobilenetv2", input_size=SIZE, aspp_rates=(1, 2, 3),
+                                    bn_momentum=auto_bn_momentum(10)), weights="imagenet")
+    loss_fn = SegmentationLoss("weighted_ce", weights)
+    optimizer = keras.optimizers.Adam(1e-3)
+    epoch_losses = []
+    for _ in range(5):  # 5 epochs of 2 steps, eager (no graph tracing)
+        losses = []
+        for images, labels in batches:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(labels, model(images, training=True))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            losses.append(float(loss))
+        epoch_losses.append(float(np.mean(losses)))
+    assert all(math.isfinite(v) for v in epoch_losses)
+    assert epoch_losses[-1] < epoch_losses[0], epoch_losses
+    assert epoch_losses[-1] < 0.9 * epoch_losses[0], f"loss barely moved: {epoch_losses}"
+
+
+# -- a whole training ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_writes_the_run_folder(tmp_path):
+    images, masks = write_dataset(tmp_path / "data", n=10, seed=1)
+    config = tiny_config(images, masks, tmp_path / "cache", test_split=0.2, name="tiny-run")
+    events: list[Progress] = []
+    run = tmp_path / "run"
+    evaluation = train(config, run, progress=lambda event: events.append(event))
+
+    for name in ("config.json", "history.csv", "model.keras", "last.keras", "state.json", "log.txt",
+                 "evaluation.json"):
+        assert (run / name).is_file(), name
+    saved = read_json(run / "config.json")
+    assert saved["epochs"] == 2 and saved["model"]["backbone"] == "resnet18" and saved["run_dir"] == str(run)
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    for row in history:
+        assert 0.0 <= row["val_fm"] <= 1.0 and 0.0 <= row["train_fm"] <= 1.0
+        assert row["loss"] > 0 and row["val_loss"] is not None
+        assert row["rule"] in ("article", "grow_inside")
+        assert row["learning_rate"] > 0
+    state = read_json(run / "state.json")
+    assert state["status"] == "done" and state["epoch"] == 2 and state["epochs"] == 2
+    assert 1 <= state["best_epoch"] <= 2
+    assert state["best_val_fm"] == pytest.approx(max(row["val_fm"] for row in history), abs=1e-5)
+
+    assert evaluation == read_json(run / "evaluation.json")
+    assert evaluation["best_epoch"] == state["best_epoch"]
+    assert evaluation["n"] == 2  # the 20 % test split of 10 pairs, evaluated at the end
+    assert set(evaluation["fm"]) == {"mean", "std", "min", "max"}
+    assert evaluation["baseline"]["n"] == 2
+
+    info = read_model_info(run / "model.keras")
+    assert info["name"] == "tiny-run" and info["n_classes"] == 3 and info["input_size"] == SIZE
+    assert info["training"]["epoch"] == state["best_epoch"]
+    assert info["training"]["n_train"] == 6 and info["training"]["n_validation"] == 2
+    assert info["cleanup_variant"] == state["best_rule"] and info["cleanup"]["rule"]
+    assert read_model_info(run / "last.keras") == {"epoch": 2, "checkpoint": True}
+
+    log = (run / "log.txt").read_text()
+    assert "pairs: 6 train, 2 validation, 2 test" in log
+    assert "epoch 2/2" in log and "BatchNorm check" in log and "done: best validation FM" in log
+    assert "1 replica(s)" in log and "precision float32" in log and "BatchNorm momentum 0.0100" in log
+
+    phases = {event.phase for event in events}
+    assert {"prepare", "train", "validate", "epoch", "evaluate", "done"} <= phases
+    steps = [e for e in events if e.phase == "train"]
+    assert len(steps) == 4 and steps[0].steps == 2 and steps[-1].epoch == 2  # 6 pairs / batch 4 = 2 steps
+    assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in steps)
+
+    from moleseg.segmenter import load_segmenter, segment
+
+    segmenter = load_segmenter(run / "model.keras")
+    image = np.full((50, 70, 3), 200, np.uint8)
+    result = segment(segmenter, image)
+    assert result.probabilities.shape == (50, 70, 3) and result.lesion.shape == (50, 70)
+
+
+@pytest.mark.slow
+def test_resume_continues_after_the_last_epoch(tmp_path, dataset, eager):
+    images, masks = dataset
+    run = tmp_path / "run"
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=1), run)
+    assert read_json(run / "state.json")["epoch"] == 1
+    assert len(read_history(run / "history.csv")) == 1
+
+    events: list[Progress] = []
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True, progress=events.append)
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    log = (run / "log.txt").read_text()
+    assert "resuming after epoch 1" in log
+    assert "epoch 2/2" in log
+    state = read_json(run / "state.json")
+    assert state["epoch"] == 2 and state["status"] == "done"
+    assert read_json(run / "config.json")["epochs"] == 2
+    trained = [e for e in events if e.phase == "train"]
+    assert trained and {e.epoch for e in trained} == {2}  # epoch 1 was not trained again
+
+    # resuming a finished run trains nothing more
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True)
+    assert len(read_history(run / "history.csv")) == 2
+    assert "nothing to train: 2 of 2 epochs done" in (run / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_cancel_from_the_progress_callback(tmp_path, dataset, eager):
+    images, masks = dataset
+    run = tmp_path / "run"
+
+    def cancel_in_epoch_2(event: Progress) -> bool:
+        return event.phase == "train" and event.epoch == 2
+
+    with pytest.raises(TrainingCancelled, match="cancelled after epoch 1"):
+        train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, progress=cancel_in_epoch_2)
+    state = read_json(run / "state.json")
+    assert state["status"] == "cancelled"
+    assert state["epoch"] == 1, "the cancelled (unfinished) epoch must not count as done"
+    assert len(read_history(run / "history.csv")) == 1
+    assert read_model_info(run / "last.keras")["epoch"] == 1
+    assert not (run / "evaluation.json").exists()
+    assert "cancelled after epoch 1" in (run / "log.txt").read_text()
+
+    # the cancelled run resumes where it stopped: epoch 2 is trained, not skipped
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True)
+    assert [row["epoch"] for row in read_history(run / "history.csv")] == [1.0, 2.0]
+    assert "resuming after epoch 1" in (run / "log.txt").read_text()
+
+
+def test_prepare_applies_the_automatic_bn_momentum(tmp_path, dataset):
+    images, masks = dataset
+    config = tiny_config(images, masks, tmp_path / "cache", bn_momentum="auto", epochs=30, batch_size=1)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.prepare(resume=False)
+    assert (len(trainer.train_pairs), len(trainer.validation_pairs)) == (6, 2)
+    assert trainer.total_steps == 6 * 30
+    expected = auto_bn_momentum(180, 6)
+    assert expected == pytest.approx(0.01 ** (1 / 30))  # 30 steps: shorter than half of 180, longer than 3 epochs
+    assert config.model.bn_momentum == pytest.approx(expected)
+    assert trainer.model.get_layer("conv1_bn").momentum == pytest.approx(expected)
+    assert trainer.model.get_layer("decoder_block1_bn").momentum == pytest.approx(expected)
+    assert f"BatchNorm momentum {expected:.4f}" in (tmp_path / "run" / "log.txt").read_text()
+    assert read_json(tmp_path / "run" / "config.json")["model"]["bn_momentum"] == pytest.approx(expected)
+
+
+# -- BatchNorm check -----------------------------------------------------------------------------
+
+
+def _grey_threshold_model(size: int) -> keras.Model:
+    """RGB -> grey -> BatchNorm -> fixed 1x1 classifier: INSIDE where the normalised grey is dark,
+    BACK where it is light, BORDER never; exact with batch statistics, wrong with garbage moving ones."""
+    inputs = keras.Input((size, size, 3))
+    grey = keras.layers.Conv2D(1, 1, use_bias=False, name="grey")(inputs)
+    normalised = keras.layers.BatchNormalization(name="bn")(grey)
+    logits = keras.layers.Conv2D(3, 1, name="logits")(normalised)
+    outputs = keras.layers.Activation("softmax")(logits)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("grey").set_weights([np.full((1, 1, 3, 1), 1 / 3, np.float32)])
+    model.get_layer("logits").set_weights([np.array([[[[5.0, 0.0, -5.0]]]], np.float32),
+                                           np.array([0.0, -1.0, 0.0], np.float32)])
+    return model
+
+
+def _bn_trainer(tmp_path: Path, model: keras.Model) -> Trainer:
+    images, masks = write_dataset(tmp_path / "bn_data", n=4, size=32, seed=3)
+    config = tiny_config(images, masks, tmp_path / "cache", batch_size=4)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.train_pairs = pair_folders(images, masks).pairs
+    trainer.validation_pairs = []
+    trainer.targets = TargetConfig(input_size=32, n_classes=3, border_width_px=1)
+    trainer.cache = None
+    trainer.model = model
+    return trainer
+
+
+def test_batchnorm_check_fails_on_garbage_moving_statistics(tmp_path):
+    model = _grey_threshold_model(32)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.zeros(1, np.float32))
+    bn.moving_variance.assign(np.full(1, 1e12, np.float32))  # normalised values ~0: nothing is lesion
+    trainer = _bn_trainer(tmp_path, model)
+    with pytest.raises(TrainingError, match="BatchNorm moving statistics have not converged"):
+        trainer.check_batchnorm()
+    assert float(bn.moving_variance.numpy()[0]) == pytest.approx(1e12)  # the check restored them
+    assert "BatchNorm check: FM 1.000 with batch statistics, 0.000 in inference mode" in \
+        (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_batchnorm_check_passes_with_converged_statistics(tmp_path):
+    model = _grey_threshold_model(32)
+    trainer = _bn_trainer(tmp_path, model)
+    images, _ = next(iter(make_dataset(trainer.train_pairs, trainer.targets, batch_size=4)))
+    grey = images.numpy().mean(axis=-1)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(np.array([grey.mean()], np.float32))
+    bn.moving_variance.assign(np.array([grey.var()], np.float32))
+    trainer.check_batchnorm()  # no error
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [grey.mean()], rtol=1e-6)
+    assert "1.000 in inference mode" in (tmp_path / "run" / "log.txt").read_text()
+
+
+# -- distribution and precision ------------------------------------------------------------------
+
+MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from moleseg.model.build import ModelConfig
+    from moleseg.train import TrainConfig, train
+
+    images, masks, cache, run = sys.argv[1:5]
+    config = TrainConfig(
+        images=[images], masks=[masks], weights="none", epochs=1, batch_size=4, augment=[],
+        model=ModelConfig(backbone="resnet18", input_size=64, decoder_width=16, aspp_rates=(1, 2, 3), dropout=0.0),
+        validation_split=0.25, train_fm_images=2, cache_dir=cache, strategy="mirrored",
+    )
+    print(len(tf.config.list_logical_devices("CPU")), "logical CPUs")
+    train(config, run)
+    """
+)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, dataset):
+    images, masks = dataset
+    run = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(images), str(masks), str(tmp_path / "cache"), str(run)],
+        capture_output=True, text=True, timeout=900, cwd=PROJECT, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 logical CPUs" in result.stdout
+    log = (run / "log.txt").read_text()
+    assert "strategy MirroredStrategy with 2 replica(s)" in log
+    assert read_json(run / "state.json")["status"] == "done"
+    assert len(read_history(run / "history.csv")) == 1
+
+
+@pytest.mark.slow
+def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
+    images, masks = dataset
+    run = tmp_path / "run"
+    try:
+        train(tiny_config(images, masks, tmp_path / "cache", epochs=1, mixed_precision="on"), run)
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    log = (run / "log.txt").read_text()
+    assert "precision mixed_float16" in log
+    assert read_json(run / "state.json")["status"] == "done"
+    history = read_history(run / "history.csv")
+    assert len(history) == 1 and math.isfinite(history[0]["loss"])
+    from moleseg.model.io import load_keras_model
+
+    model = load_keras_model(run / "model.keras")
+    assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
+    output = np.asarray(model(np.zeros((1, SIZE, SIZE, 3), np.float32), training=False))
+    assert output.dtype == np.float32
+    np.testing.assert_allclose(output.sum(axis=-1), 1.0, atol=1e-3)
