@@ -34,16 +34,19 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def _lesion_images(folder: Path, n: int = 3, size: int = 96, seed: int = 0) -> tuple[Path, Path]:
-    """Dark disks on light skin (images/) and their masks (masks/), same file names."""
+def _lesion_images(folder: Path, n: int = 3, size: int = 96, seed: int = 0, vary: bool = True
+                   ) -> tuple[Path, Path]:
+    """Dark disks on light skin (images/) and their masks (masks/), same file names. ``vary=False``:
+    the same disk in every image (only the noise differs), for trainings whose BatchNorm check must
+    compare batches with equal statistics (see tests/test_train.py)."""
     rng = np.random.default_rng(seed)
     images, masks = folder / "images", folder / "masks"
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[:size, :size]
     for index in range(n):
-        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2)
-        radius = rng.integers(size // 6, size // 4)
+        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2) if vary else (size * 7 // 16, size // 2)
+        radius = rng.integers(size // 6, size // 4) if vary else size // 5
         mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
         image = np.where(mask[..., None], np.array([80, 55, 40]), np.array([215, 185, 175]))
         image = np.clip(image + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
@@ -318,7 +321,7 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, e
     # for the end-of-training BatchNorm check, and the example cache goes to a temporary folder
     monkeypatch.setattr(moleseg.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
     monkeypatch.setattr(moleseg.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    images, masks = _lesion_images(tmp_path / "set", n=8, size=64)
+    images, masks = _lesion_images(tmp_path / "set", n=8, size=64, vary=False)
     run = tmp_path / "run"
     common = ["--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16", "--weights", "none",
               "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
