@@ -48,7 +48,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import IO, Any, Union
@@ -56,6 +55,7 @@ from typing import IO, Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from moleseg.atomic import atomic_write
 from moleseg.config import DEFAULT_MAX_PIXELS
 
 __all__ = [
@@ -730,20 +730,4 @@ def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
     array : numpy.ndarray
         As for :func:`encode_png`.
     """
-    data = encode_png(array)
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, encode_png(array))

@@ -54,7 +54,7 @@ _THREE_CLASS_COLORS: dict[int, Color] = {BACK: BACKGROUND_COLOR, BORDER: BORDER_
 _GAP_COLOR: Color = (255, 255, 255)
 
 
-def _rgb_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
     """``image`` as ``(H, W, 3) uint8``; an ``(H, W)`` uint8 or bool grey image is repeated to RGB."""
     array = np.asarray(image)
     if array.dtype == np.bool_ and array.ndim == 2:
@@ -115,7 +115,7 @@ def blend(image: np.ndarray, where: np.ndarray, color: Color, opacity: float) ->
         A new array; ``round((1 - opacity) * image + opacity * color)`` under ``where``, the image
         elsewhere.
     """
-    rgb = _rgb_image(image)
+    rgb = as_rgb(image)
     region = _mask(where, rgb.shape[:2], "where")
     paint = _color(color, "color")
     alpha = _opacity(opacity, "opacity")
@@ -159,7 +159,7 @@ def overlay(
     ValueError
         A mask whose H x W differs from the image's, a bad colour or opacity.
     """
-    rgb = _rgb_image(image)
+    rgb = as_rgb(image)
     shape = rgb.shape[:2]
     lesion_mask = _mask(lesion, shape, "lesion")
     border_mask = _mask(border, shape, "border") if border is not None else np.zeros(shape, dtype=bool)
@@ -231,7 +231,7 @@ def contour_overlay(
     -------
     (H, W, 3) uint8
     """
-    rgb = _rgb_image(image)
+    rgb = as_rgb(image)
     lesion_mask = _mask(lesion, rgb.shape[:2], "lesion")
     return blend(rgb, outline(lesion_mask, thickness_px), color, opacity)
 
@@ -260,8 +260,8 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap_px: int = 8) -> np.nda
     """
     if isinstance(gap_px, bool) or not isinstance(gap_px, (int, np.integer)) or gap_px < 0:
         raise ValueError(f"gap_px must be an integer >= 0, got {gap_px!r}")
-    first = _rgb_image(left, "left")
-    second = _rgb_image(right, "right")
+    first = as_rgb(left, "left")
+    second = as_rgb(right, "right")
     height = max(first.shape[0], second.shape[0])
     first = _resize_to_height(first, height)
     second = _resize_to_height(second, height)

@@ -9,19 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import uuid
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 import numpy as np
+
 from PIL import Image
 
 from moleseg import __version__
+from moleseg.atomic import atomic_write  # noqa: F401  (re-exported: report.atomic_write)
+from moleseg.render import as_rgb
 
 __all__ = [
     "DISCLAIMER",
@@ -182,24 +183,11 @@ def display_unit(key: str, unit: str) -> str:
     return unit
 
 
-def _rgb_uint8(array: np.ndarray, name: str) -> np.ndarray:
-    values = np.asarray(array)
-    if values.dtype == np.bool_ and values.ndim == 2:
-        values = values.astype(np.uint8) * np.uint8(255)
-    if values.dtype != np.uint8:
-        raise ValueError(f"{name} must be uint8 (0-255), got dtype {values.dtype}")
-    if values.ndim == 2:
-        values = np.repeat(values[..., None], 3, axis=2)
-    if values.ndim != 3 or values.shape[2] != 3 or values.shape[0] == 0 or values.shape[1] == 0:
-        raise ValueError(f"{name} must be an (H, W, 3) RGB or (H, W) grey array, got shape {values.shape}")
-    return values
-
-
 def _jpeg_reader(array: np.ndarray, name: str) -> tuple[Any, int, int]:
     """A reportlab ImageReader of the picture as a JPEG no larger than PDF_IMAGE_MAX_SIDE_PX."""
     from reportlab.lib.utils import ImageReader
 
-    picture = Image.fromarray(np.ascontiguousarray(_rgb_uint8(array, name)))
+    picture = Image.fromarray(np.ascontiguousarray(as_rgb(array, name)))
     if max(picture.size) > PDF_IMAGE_MAX_SIDE_PX:
         picture.thumbnail((PDF_IMAGE_MAX_SIDE_PX, PDF_IMAGE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -524,48 +512,4 @@ def zip_bundle(files: Mapping[str, bytes]) -> bytes:
 # Files
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder (``.<name>.<random>.tmp``), which is flushed
-    to disk and then moved over ``path`` with :func:`os.replace`. On any error the temporary file is
-    removed and ``path`` is left as it was. The folder must exist.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination; replaced if it exists.
-    data : bytes-like
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-
-    Raises
-    ------
-    TypeError
-        ``data`` is not bytes-like (checked before anything is written).
-    OSError
-        The folder is missing or not writable, the disk is full, ...
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    return target
 

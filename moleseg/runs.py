@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from moleseg.atomic import atomic_write
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "loss", "accuracy", "train_fm", "val_loss", "val_accuracy", "val_fm", "rule", "val_fm_article",
@@ -31,20 +31,9 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    """:func:`moleseg.atomic.atomic_write`, creating the folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)
 
 
 def write_json(path: str | Path, value: Any) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moleseg import report
+from moleseg import atomic, report
 from moleseg.measure import Measurement, measure_lesion, measurements_row
 from moleseg.report import (
     DISCLAIMER,
@@ -257,7 +257,7 @@ def test_atomic_write_keeps_the_old_file_when_replace_fails(tmp_path, monkeypatc
     def failing_replace(source, destination):
         raise OSError("simulated failure")
 
-    monkeypatch.setattr(report.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError, match="simulated"):
         atomic_write(target, b"new content")
     assert target.read_bytes() == b"old content"
@@ -273,7 +273,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
         real_fsync(descriptor)
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, b"new content that never lands")
     assert target.read_bytes() == b"old content"
