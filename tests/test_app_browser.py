@@ -1,21 +1,44 @@
 """The app served for real (``streamlit run``) and driven by chromium: every page renders through
-app.py's navigation, even when the server's first request opens a page directly."""
+app.py's navigation, even when the server's first request opens a page directly; and the Analyse page,
+with the project's own models, turns an uploaded dermoscopy image into an overlay and a one-page PDF
+report downloaded by the browser (its screenshot is kept in ``test-artifacts/``, and becomes the
+README's picture with ``MOLESEG_UPDATE_README_SCREENSHOT=1``)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from app_helpers import APP, mole_image, png_bytes
+from conftest import SHARED_DATA
 
 pytestmark = pytest.mark.browser
+
+ROOT = APP.parent
+#: Screenshots and server logs of these tests (gitignored; removed by ``make clean``).
+ARTIFACTS = ROOT / "test-artifacts"
+#: The README's picture of the Analyse page (rewritten only with MOLESEG_UPDATE_README_SCREENSHOT=1).
+README_SCREENSHOT = ROOT / "docs" / "analyse-page.png"
+#: The real dermoscopy image of the Analyse test (the synthetic mole stands in when it is absent).
+SHARED_IMAGE = "moles/ph2/images/IMD004.jpg"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+IMAGE_XOBJECT = re.compile(rb"<<((?:(?!>>).)*?/Subtype\s*/Image(?:(?!>>).)*?)>>\s*stream\r?\n(.*?)endstream", re.DOTALL)
 
 
 def _free_port() -> int:
@@ -24,53 +47,211 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _streamlit(env: dict[str, str], log_name: str, timeout: float = 60) -> Iterator[str]:
+    """``streamlit run app.py`` on a free local port, its output in ``test-artifacts/<log_name>.log``;
+    yields the URL once ``/_stcore/health`` answers ``ok``, and stops the server however the test ends."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{log_name}.log"
+    port = _free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.read().strip() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
+                                       f"{log_path}:\n{_tail(log_path)}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=20)
+
+
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
+    """The app with empty models and runs folders (the classical baseline)."""
     env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
            "MOLESEG_TMPDIR": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-                                "--server.headless", "true"], cwd=APP.parent, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if time.time() > deadline or process.poll() is not None:
-                    raise RuntimeError("streamlit did not start") from None
-                time.sleep(0.5)
+    with _streamlit(env, "streamlit-isolated") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
-def test_pages_render_through_the_navigation_even_when_opened_first(server, tmp_path):
+@pytest.fixture
+def project_server(tmp_path):
+    """The app with the project's own models folder (``models/``: the shipped network once trained);
+    runs and session files stay in ``tmp_path``."""
+    env = {**os.environ, "MOLESEG_RUNS_DIR": str(tmp_path / "runs"), "MOLESEG_TMPDIR": str(tmp_path)}
+    env.pop("MOLESEG_MODELS_DIR", None)
+    with _streamlit(env, "streamlit-project") as url:
+        yield url
+
+
+@pytest.fixture
+def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed")
+    with playwright.sync_playwright() as driver:
+        instance = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def _wait_for_images(page, count: int, timeout_ms: int = 30_000) -> None:
+    """Wait until the page shows ``count`` pictures (``st.image``), all loaded."""
+    page.wait_for_function(
+        "n => { const images = document.querySelectorAll('[data-testid=stImage] img');"
+        " return images.length === n && [...images].every(img => img.complete && img.naturalWidth > 0); }",
+        arg=count, timeout=timeout_ms)
+
+
+def test_pages_render_through_the_navigation_even_when_opened_first(server, browser, tmp_path):
     picture = tmp_path / "mole.png"
     picture.write_bytes(png_bytes(mole_image(160, 200)[0]))
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"{server}/train", timeout=60_000)  # the server's very first request opens a page
-        page.wait_for_selector("text=New training", timeout=60_000)
-        navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
-        assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation, not pages/
-        for path, heading in (("", "moleseg: mole border analysis"), ("prepare", "Prepare targets"),
-                              ("evaluate", "Evaluate"), ("analyse", "Analyse mole images")):
-            page.goto(f"{server}/{path}", timeout=60_000)
-            page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
-            assert page.locator("[data-testid=stException]").count() == 0
-        page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
-        page.wait_for_selector("text=Export this image", timeout=60_000)
-        assert page.locator("[data-testid=stImage]").count() == 2
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(f"{server}/train", timeout=60_000)  # the server's very first request opens a page
+    page.wait_for_selector("text=New training", timeout=60_000)
+    navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
+    assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation, not pages/
+    for path, heading in (("", "moleseg: mole border analysis"), ("prepare", "Prepare targets"),
+                          ("evaluate", "Evaluate"), ("analyse", "Analyse mole images")):
+        page.goto(f"{server}/{path}", timeout=60_000)
+        page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
         assert page.locator("[data-testid=stException]").count() == 0
-        browser.close()
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    page.wait_for_selector("text=Export this image", timeout=60_000)
+    _wait_for_images(page, 2)  # the pictures can show up a moment after the text below them
+    assert page.locator("[data-testid=stException]").count() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the Analyse page, end to end, with the project's models
+
+def _pdf_images(pdf: bytes) -> list[Image.Image]:
+    """The image XObjects of a reportlab PDF (JPEG, possibly ASCII85-wrapped), decoded."""
+    pictures = []
+    for header, stream in IMAGE_XOBJECT.findall(pdf):
+        data = stream.strip()
+        if b"/ASCII85Decode" in header:
+            data = base64.a85decode(data[:-2] if data.endswith(b"~>") else data)
+        assert b"/DCTDecode" in header, header
+        picture = Image.open(io.BytesIO(data))
+        picture.load()
+        pictures.append(picture)
+    return pictures
+
+
+def _wait_until_idle(page, timeout_ms: int = 60_000) -> None:
+    """Wait until the app has finished its run (no 'Running...' widget) and every picture is loaded."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=stStatusWidget]')"
+        " && [...document.querySelectorAll('[data-testid=stImage] img')]"
+        "      .every(img => img.complete && img.naturalWidth > 0)",
+        timeout=timeout_ms)
+
+
+def _content_height(page) -> int:
+    """Height of the page's content: Streamlit scrolls its main block, not the document."""
+    return int(page.evaluate(
+        "() => Math.max(document.documentElement.scrollHeight, ...[...document.querySelectorAll("
+        "'[data-testid=stMain], [data-testid=stAppViewContainer], section.main')].map(e => e.scrollHeight))"))
+
+
+def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server, browser, tmp_path):
+    started = time.monotonic()
+    shared = SHARED_DATA / SHARED_IMAGE
+    if shared.is_file():
+        picture = shared
+    else:  # no shared data: a synthetic mole, so the test still runs
+        picture = tmp_path / "mole.png"
+        picture.write_bytes(png_bytes(mole_image(300, 400, seed=7)[0]))
+    with Image.open(picture) as opened:
+        size = opened.size
+    shipped = (ROOT / "models" / "dermoscopy.keras").is_file()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{project_server}/analyse", timeout=60_000)
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    page.wait_for_selector("text=Export this image", timeout=80_000)
+    _wait_for_images(page, 2)
+    _wait_until_idle(page)
+    assert page.locator("[data-testid=stException]").count() == 0
+    assert page.locator("[data-testid=stAlert]:has-text('Cannot load')").count() == 0
+    images = page.locator("[data-testid=stImage]")
+    caption = images.first.inner_text()
+    assert f"{picture.name}: lesion and border" in caption
+    if shipped:  # the shipped network analysed it, not the classical fallback
+        assert "classical" not in caption.lower(), caption
+    assert page.locator("[data-testid=stDataFrame]").last.is_visible()  # the measurements table
+    overlay_box = images.first.bounding_box()
+    assert overlay_box and overlay_box["width"] > 200 and overlay_box["height"] > 100
+
+    # screenshots: the whole page (a viewport as tall as the content), and the README's first screen
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = min(_content_height(page) + 40, 4000)
+    page.set_viewport_size({"width": 1280, "height": height})
+    _wait_until_idle(page)
+    screenshot = ARTIFACTS / "analyse-page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    table_bottom = page.locator("[data-testid=stDataFrame]").last.bounding_box()
+    assert table_bottom is not None
+    readme_height = int(table_bottom["y"] + table_bottom["height"] + 24)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    with Image.open(screenshot) as shot:
+        assert shot.width == 1280 and shot.height >= readme_height
+        first_screen = shot.convert("RGB").crop((0, 0, shot.width, min(shot.height, readme_height)))
+    if os.environ.get("MOLESEG_UPDATE_README_SCREENSHOT") == "1" and picture == shared:
+        README_SCREENSHOT.parent.mkdir(exist_ok=True)
+        first_screen.save(README_SCREENSHOT, optimize=True)
+
+    # the PDF report, downloaded by the browser
+    with page.expect_download(timeout=60_000) as download_info:
+        page.locator("[data-testid=stDownloadButton] button:has-text('Report (PDF)')").click()
+    download = download_info.value
+    assert download.suggested_filename == f"{picture.stem}_report.pdf"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    pdf = saved.read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert len(PAGE_OBJECT.findall(pdf)) == 1
+    pictures = _pdf_images(pdf)
+    assert len(pictures) == 2  # the image and its overlay (a text-only report has none)
+    scale = min(1.0, 1200 / max(size))
+    expected = (round(size[0] * scale), round(size[1] * scale))
+    for embedded in pictures:
+        assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
+    assert len(pdf) > 10_000
+    assert page.locator("[data-testid=stException]").count() == 0
+    context.close()
+    assert time.monotonic() - started < 90
