@@ -279,7 +279,7 @@ def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipIn
                            "(names differing only in letter case?)") from error
     except (zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise ArchiveError(f"the archive is corrupt ({error})") from error
-    except NotImplementedError as error:
+    except RuntimeError as error:  # zipfile signals an unsupported compression method with a RuntimeError subclass
         raise ArchiveError(f"the archive uses an unsupported compression ({error})") from error
 
 
