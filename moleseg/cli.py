@@ -135,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             rotation_deg=args.rotation_deg, validation_split=args.validation_split, test_split=args.test_split,
             seed=args.seed, early_stopping_patience=args.early_stopping, strategy=args.strategy,
             mixed_precision=args.mixed_precision, name=args.name or run_dir.name,
+            inference=args.inference, crops_per_image=args.crops_per_image,
         )
     bar = ProgressBar(config.epochs, "training", args.quiet, unit="step")
 
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--decoder-width", type=int, default=128)
     train.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored"))
     train.add_argument("--mixed-precision", default="auto", choices=("auto", "on", "off"))
+    train.add_argument("--inference", default="resize", choices=("resize", "tiles"),
+                       help="resize whole images to the input (moles) or crop/tile at the image's own scale (cells)")
+    train.add_argument("--crops-per-image", type=int, default=1, help="random crops per image and epoch (tiles)")
     train.add_argument("--name", help="model name stored in the file (default: the run folder's name)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
 

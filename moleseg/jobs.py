@@ -78,7 +78,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "class_weighting": True, "augment": ["rotation", "reflection", "translation"], "rotation_deg": 180.0,
     "translation_px": 10.0, "scale_range": 0.1, "colour": 0.5, "validation_split": 0.15, "test_split": 0.0,
     "seed": 0, "early_stopping_patience": 0, "bn_momentum": "auto", "strategy": "auto", "mixed_precision": "auto",
-    "train_fm_images": 16, "cache_dir": None, "name": None,
+    "train_fm_images": 16, "cache_dir": None, "name": None, "inference": "resize", "crops_per_image": 1,
 }
 
 
