@@ -146,7 +146,11 @@ def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: 
     wall_seconds = time.time() - started
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
-    shutil.copyfile(run_dir / "model.keras", target)
+    # the run's best model carries its optimizer state (for resuming); the shipped file needs only the network
+    from moleseg.model.io import load_model_and_info, save_model
+
+    network, info = load_model_and_info(run_dir / "model.keras")
+    save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
         "name": name,
