@@ -135,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             rotation_deg=args.rotation_deg, validation_split=args.validation_split, test_split=args.test_split,
             seed=args.seed, early_stopping_patience=args.early_stopping, strategy=args.strategy,
             mixed_precision=args.mixed_precision, name=args.name or run_dir.name,
-            inference=args.inference, crops_per_image=args.crops_per_image,
+            inference=args.inference, crops_per_image=args.crops_per_image, crops_by_area=args.crops_by_area,
+            calibrate=not args.no_calibrate,
         )
     bar = ProgressBar(config.epochs, "training", args.quiet, unit="step")
 
@@ -356,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--inference", default="resize", choices=("resize", "tiles"),
                        help="resize whole images to the input (moles) or crop/tile at the image's own scale (cells)")
     train.add_argument("--crops-per-image", type=int, default=1, help="random crops per image and epoch (tiles)")
+    train.add_argument("--crops-by-area", action="store_true",
+                       help="tiles: crops per input-sized area of each image (up to 16), not per image")
+    train.add_argument("--no-calibrate", action="store_true",
+                       help="keep arg-max without flips instead of choosing them by validation FM after training")
     train.add_argument("--name", help="model name stored in the file (default: the run folder's name)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from moleseg.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.data_common import resize_image, resize_mask_to
-from moleseg.imageio import read_image, read_mask
+from moleseg.imageio import image_size, read_image, read_mask
 from moleseg.pairing import Pair
 from moleseg.targets import make_targets
 
@@ -290,15 +290,54 @@ def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig,
     return image, labels
 
 
+#: Most crops one image contributes per epoch when crops follow the image area.
+MAX_CROPS_PER_IMAGE = 16
+
+
+def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1, by_area: bool = False,
+                max_per_image: int = MAX_CROPS_PER_IMAGE) -> list[int]:
+    """How many random crops each pair contributes to one epoch.
+
+    Parameters
+    ----------
+    pairs
+        The training pairs.
+    input_size
+        Side of one crop, px.
+    crops_per_image
+        Crops per image (``by_area=False``), or per ``input_size``² of image area (``by_area=True``), >= 1.
+    by_area
+        Give a large image as many crops as it has crop-sized areas (rounded, at least 1, at most
+        ``max_per_image``), so a 1024 x 1024 field weighs as much as the sixteen 256 px fields it holds.
+        Sizes come from the file headers (no decoding).
+
+    Returns
+    -------
+    list of int
+        One count per pair, each in ``1..max(crops_per_image, max_per_image)``.
+    """
+    if crops_per_image < 1:
+        raise ValueError("crops per image must be at least 1")
+    if not by_area:
+        return [crops_per_image] * len(pairs)
+    counts = []
+    for pair in pairs:
+        width, height = image_size(pair.image)
+        areas = width * height / float(input_size * input_size)
+        counts.append(int(min(max(1, round(areas * crops_per_image)), max(crops_per_image, max_per_image))))
+    return counts
+
+
 def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: int,
                  augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
                  cache: ExampleCache | None = None, drop_remainder: bool = False,
-                 crops_per_image: int = 1) -> tf.data.Dataset:
+                 crops_per_image: int | Sequence[int] = 1) -> tf.data.Dataset:
     """A batched dataset of ``(images float32 (B, S, S, 3) in 0..255, one-hot labels float32 (B, S, S, C))``.
 
     Files are read lazily in parallel (``num_parallel_calls=AUTOTUNE``) and prefetched. With
     ``shuffle`` the order changes every epoch (seeded); augmentation draws a fresh transform per
-    example and epoch from ``seed``.
+    example and epoch from ``seed``. ``crops_per_image`` is one count for every pair or one per pair
+    (see :func:`crop_counts`); each occurrence of a pair in an epoch is a fresh random crop.
     """
     if not pairs:
         raise ValueError("no image/mask pairs to build a dataset from")
@@ -326,11 +365,15 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
         labels.set_shape((size, size))
         return image, labels
 
-    dataset = tf.data.Dataset.range(len(paths))
-    if crops_per_image > 1:
-        dataset = dataset.repeat(crops_per_image)
+    counts = [int(crops_per_image)] * len(paths) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
+    if len(counts) != len(paths) or min(counts) < 1:
+        raise ValueError("crops_per_image needs one count >= 1 per pair")
+    if max(counts) == 1:
+        dataset = tf.data.Dataset.range(len(paths))
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
     if shuffle:
-        dataset = dataset.shuffle(len(paths) * max(1, crops_per_image), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(sum(counts), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
     if augment is not None and augment.enabled:
         counter = tf.data.Dataset.random(seed=seed).map(lambda x: tf.stack([x, x // 7]))

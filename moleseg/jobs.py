@@ -79,6 +79,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "translation_px": 10.0, "scale_range": 0.1, "colour": 0.5, "validation_split": 0.15, "test_split": 0.0,
     "seed": 0, "early_stopping_patience": 0, "bn_momentum": "auto", "strategy": "auto", "mixed_precision": "auto",
     "train_fm_images": 16, "cache_dir": None, "name": None, "inference": "resize", "crops_per_image": 1,
+    "crops_by_area": False, "calibrate": True,
 }
 
 
@@ -100,6 +101,25 @@ def default_weights(n_classes: int, models: str | Path | None = None) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # checking a configuration without TensorFlow
+
+#: How images meet the network (``TrainConfig.inference``), with the Train page's labels.
+INFERENCE_FITS: dict[str, str] = {"resize": "resized whole", "tiles": "crops and tiles at their own scale"}
+
+
+def default_inference(n_classes: int, models: str | Path | None = None) -> str:
+    """``"resize"`` or ``"tiles"``: what the installed shipped model of ``n_classes`` uses (its
+    ``moleseg.json``), else tiles for two classes (cells) and resize for three (moles)."""
+    from moleseg.modelinfo import ModelFileError, read_model_info
+
+    shipped = Path(models or models_dir()) / SHIPPED_MODELS.get(int(n_classes), "")
+    try:
+        value = read_model_info(shipped).get("inference") if shipped.is_file() else None
+    except ModelFileError:
+        value = None
+    if value in INFERENCE_FITS:
+        return str(value)
+    return "tiles" if int(n_classes) == 2 else "resize"
+
 
 def check_config(config: dict[str, Any]) -> list[str]:
     """Problems of a training configuration, as messages for people (empty when it can start).
@@ -126,6 +146,10 @@ def check_config(config: dict[str, Any]) -> list[str]:
     choice(model.get("architecture"), ARCHITECTURES, "architecture")
     choice(model.get("backbone"), BACKBONES, "backbone")
     choice(model.get("n_classes"), (2, 3), "number of classes")
+    choice(config.get("inference", "resize"), tuple(INFERENCE_FITS), "inference")
+    crops = config.get("crops_per_image", 1)
+    if not isinstance(crops, int) or crops < 1:
+        problems.append(f"crops per image must be a whole number >= 1, not {crops!r}")
     for name in config.get("augment") or []:
         choice(name, AUGMENTATIONS, "augmentation")
     size = model.get("input_size")
@@ -420,7 +444,7 @@ class JobStatus:
             return 0.0
         steps = max(1, self.steps)
         done = max(0, self.epoch - 1) * steps + min(self.step, steps)
-        if self.phase in ("validate", "epoch"):
+        if self.phase in ("validate", "epoch", "calibrate", "evaluate"):
             done = self.epoch * steps
         return max(0.0, min(1.0, done / (self.epochs * steps)))
 

@@ -106,12 +106,12 @@ class KerasSegmenter:
 
     def predict_network(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a ``(B, S, S, 3)`` float32 batch at the input size, with optional flips."""
-        probabilities = self._network(batch)
-        if self.test_time_augmentation:
-            probabilities = probabilities + self._network(batch[:, :, ::-1])[:, :, ::-1]
-            probabilities = probabilities + self._network(batch[:, ::-1])[:, ::-1]
-            probabilities = probabilities / 3.0
-        return probabilities
+        if not self.test_time_augmentation:
+            return self._network(batch)
+        # one network call for the image and its two flips: faster on a CPU than three calls
+        count = batch.shape[0]
+        stacked = self._network(np.concatenate([batch, batch[:, :, ::-1], batch[:, ::-1]]))
+        return (stacked[:count] + stacked[count:2 * count][:, :, ::-1] + stacked[2 * count:][:, ::-1]) / 3.0
 
     def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """``(H, W, C)`` float32 probabilities at each RGB uint8 image's own size."""

@@ -42,7 +42,7 @@ class Segmentation:
     Attributes
     ----------
     labels : (H, W) uint8
-        Arg-max class per pixel (0/1/2 or 0/1).
+        Class per pixel (0/1/2 or 0/1): arg-max, or the model's lesion threshold.
     probabilities : (H, W, C) float32
     lesion, border, inside : (H, W) bool
         The cleaned lesion, its border band and the lesion minus its border.
@@ -83,9 +83,26 @@ def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
     return scale_settings(segmenter.cleanup_defaults, max(image_shape[0], image_shape[1]) / reference)
 
 
-def labels_from_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Arg-max class per pixel, ``(H, W)`` uint8."""
-    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float | None = None) -> np.ndarray:
+    """Class per pixel, ``(H, W)`` uint8, from ``(H, W, C)`` probabilities.
+
+    Without ``lesion_threshold``: the arg-max. With it (0..1): a pixel is lesion when its lesion
+    probability ``1 - P(BACK)`` reaches the threshold, and then takes the likelier of the lesion
+    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK.
+    """
+    if lesion_threshold is None:
+        return np.argmax(probabilities, axis=-1).astype(np.uint8)
+    if not 0.0 <= float(lesion_threshold) <= 1.0:
+        raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
+    lesion = (1.0 - probabilities[..., 0]) >= float(lesion_threshold)
+    lesion_class = 1 + np.argmax(probabilities[..., 1:], axis=-1)
+    return np.where(lesion, lesion_class, 0).astype(np.uint8)
+
+
+def model_threshold(segmenter: Segmenter) -> float | None:
+    """The lesion threshold a model was calibrated with (``moleseg.json``), or None for arg-max."""
+    value = segmenter.info.get("lesion_threshold")
+    return None if value is None else float(value)
 
 
 def scale_settings(settings: CleanupSettings, factor: float) -> CleanupSettings:
@@ -97,21 +114,26 @@ def scale_settings(settings: CleanupSettings, factor: float) -> CleanupSettings:
                                border_width_px=scaled(settings.border_width_px))
 
 
-def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None
-          ) -> Segmentation:
+_MODEL_THRESHOLD = object()
+
+
+def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
+          lesion_threshold: Any = _MODEL_THRESHOLD) -> Segmentation:
     """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
 
-    ``settings`` are in px of the image. Images whose longer side exceeds
+    ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
+    model's calibrated one (see :mod:`moleseg.calibrate`). Images whose longer side exceeds
     :data:`moleseg.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
     and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
     """
-    labels = labels_from_probabilities(probabilities)
+    threshold = model_threshold(segmenter) if lesion_threshold is _MODEL_THRESHOLD else lesion_threshold
+    labels = labels_from_probabilities(probabilities, threshold)
     height, width = labels.shape
     chosen = cleanup_for_image(segmenter, labels.shape, settings)
     factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))
     if factor < 1.0:
         small_h, small_w = max(1, round(height * factor)), max(1, round(width * factor))
-        small_labels = labels_from_probabilities(resize_probabilities(probabilities, small_h, small_w))
+        small_labels = labels_from_probabilities(resize_probabilities(probabilities, small_h, small_w), threshold)
         small = cleanup(small_labels, segmenter.n_classes, scale_settings(chosen, factor))
         lesion = resize_mask_to(small.lesion, height, width)
         border = resize_mask_to(small.border, height, width) & lesion

@@ -8,7 +8,7 @@ the chosen models in run folders under ``runs/shipped-<name>``, copies each best
 
 Usage::
 
-    python -m moleseg.shipped [--data DIR] [--only dermoscopy|cells] [--epochs N]
+    python -m moleseg.shipped [--data DIR] [--only dermoscopy|cells] [--epochs N] [--calibrate-only]
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ RECIPES: dict[str, dict] = {
             model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=256, n_classes=2,
                        separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
             weights="imagenet", border_width_px=2, shape="diamond", closing_radius_px=3,
-            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=16, batch_size=8,
+            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=40, batch_size=8,
             loss="dice_ce", class_weighting=False,
             augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
             translation_px=20.0, scale_range=0.15, colour=0.5, validation_split=0.2, test_split=0.0, seed=11,
-            inference="tiles", crops_per_image=2,
+            inference="tiles", crops_per_image=1, crops_by_area=True,
             name="cells",
         ),
     },
@@ -161,9 +161,37 @@ def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: 
         "wall_seconds": round(wall_seconds, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
         "evaluation": evaluation,
+        "calibration": {k: info.get(k) for k in ("test_time_augmentation", "lesion_threshold", "calibration")},
         "file_mib": round(target.stat().st_size / 2**20, 2),
     }
     write_json(MODELS_DIR / f"{name}.json", record)
+    return record
+
+
+def calibrate_shipped(name: str, data_dir: Path) -> dict:
+    """Choose an installed shipped model's flips and lesion threshold again, on its own training run's
+    validation split (never the test sets), then re-evaluate it and rewrite ``models/<name>.json``."""
+    from moleseg.calibrate import calibrate, calibrated_info
+    from moleseg.modelinfo import read_model_info, write_model_info
+    from moleseg.runs import read_json, write_json
+    from moleseg.segmenter import load_segmenter
+    from moleseg.train import TrainConfig, split_of
+
+    target = MODELS_DIR / f"{name}.keras"
+    record_path = MODELS_DIR / f"{name}.json"
+    record = read_json(record_path, {}) or {}
+    saved = record.get("config")
+    config = TrainConfig.from_dict(saved) if saved else recipe_config(name, data_dir)
+    split_folders(name, data_dir)  # the held-out symlink folders the config points at
+    _, validation, _ = split_of(config)
+    calibration = calibrate(load_segmenter(target, test_time_augmentation=False), validation,
+                            progress=lambda line: print(f"[{name}] {line}", flush=True))
+    print(f"[{name}] {calibration.summary()}", flush=True)
+    write_model_info(target, calibrated_info(read_model_info(target), calibration))
+    record.update({"name": name, "calibration": calibration.info_update(),
+                   "evaluation": evaluate_shipped(name, target, data_dir),
+                   "file_mib": round(target.stat().st_size / 2**20, 2)})
+    write_json(record_path, record)
     return record
 
 
@@ -173,13 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (for a quick check)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="no training: choose the installed models' flips and threshold again and re-evaluate")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"error: shared data folder {args.data} not found (use --data)", file=sys.stderr)
         return 2
     for name in args.only or list(RECIPES):
-        record = build_shipped(name, args.data, args.epochs, args.resume)
-        print(json.dumps({"name": name, "wall_seconds": record["wall_seconds"],
+        if args.calibrate_only:
+            record = calibrate_shipped(name, args.data)
+        else:
+            record = build_shipped(name, args.data, args.epochs, args.resume)
+        print(json.dumps({"name": name, "wall_seconds": record.get("wall_seconds"),
                           "fm": {k: v["model"]["fm"]["mean"] for k, v in record["evaluation"].items()}}))
     return 0
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 from moleseg import __version__
 from moleseg.cleanup import CleanupSettings
 from moleseg.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, class_names
-from moleseg.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of,
+from moleseg.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
                           inverse_frequency_weights, make_dataset, split_pairs)
 from moleseg.data_common import resize_mask_to
 from moleseg.evaluate import evaluate_pairs
@@ -94,6 +94,8 @@ class TrainConfig:
     train_fm_images: int = 16
     inference: str = "resize"
     crops_per_image: int = 1
+    crops_by_area: bool = False
+    calibrate: bool = True
     cache_dir: str | None = None
     name: str | None = None
 
@@ -169,6 +171,31 @@ def collect_pairs(images: Sequence[str], masks: Sequence[str], log: Callable[[st
         log(f"pairing {image_dir} + {mask_dir}: {report.summary()}")
         pairs.extend(report.pairs)
     return pairs
+
+
+def split_of(config: TrainConfig, log: Callable[[str], None] = lambda line: None
+             ) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """The ``(train, validation, test)`` pairs of a training, as its seed splits them (reproducible).
+
+    Raises
+    ------
+    TrainingError
+        When a folder cannot be paired or is too small to split.
+    """
+    try:
+        pairs = collect_pairs(config.images, config.masks, log)
+        if config.validation_images:
+            validation = collect_pairs(config.validation_images, config.validation_masks, log)
+            train, _, test = split_pairs(pairs, validation_fraction=0.0, test_fraction=config.test_split,
+                                         seed=config.seed) if config.test_split else (pairs, [], [])
+        else:
+            train, validation, test = split_pairs(pairs, validation_fraction=config.validation_split,
+                                                  test_fraction=config.test_split, seed=config.seed)
+        if config.test_images:
+            test = collect_pairs(config.test_images, config.test_masks, log)
+    except (PairingError, ValueError) as error:
+        raise TrainingError(str(error)) from error
+    return train, validation, test
 
 
 def auto_bn_momentum(total_steps: int, steps_per_epoch: int | None = None) -> float:
@@ -344,19 +371,7 @@ class Trainer:
         cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
         self.cache = ExampleCache(cache_dir)
         self.targets = config.target_config()
-        try:
-            pairs = collect_pairs(config.images, config.masks, self.log)
-            if config.validation_images:
-                validation = collect_pairs(config.validation_images, config.validation_masks, self.log)
-                train, _, test = split_pairs(pairs, validation_fraction=0.0, test_fraction=config.test_split,
-                                             seed=config.seed) if config.test_split else (pairs, [], [])
-            else:
-                train, validation, test = split_pairs(pairs, validation_fraction=config.validation_split,
-                                                      test_fraction=config.test_split, seed=config.seed)
-            if config.test_images:
-                test = collect_pairs(config.test_images, config.test_masks, self.log)
-        except PairingError as error:
-            raise TrainingError(str(error)) from error
+        train, validation, test = split_of(config, self.log)
         if not train:
             raise TrainingError("no training pairs left after the validation/test split")
         self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
@@ -366,7 +381,12 @@ class Trainer:
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
-        self.steps_per_epoch = math.ceil(len(train) * config.crops_per_image / config.batch_size)
+        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image,
+                                       by_area=config.crops_by_area and config.inference == "tiles")
+        if config.crops_by_area and config.inference == "tiles":
+            self.log(f"crops per epoch: {sum(self.crop_counts)} from {len(train)} images (by area, "
+                     f"{min(self.crop_counts)}..{max(self.crop_counts)} per image)")
+        self.steps_per_epoch = math.ceil(sum(self.crop_counts) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.bn_momentum == "auto":
             config.model.bn_momentum = auto_bn_momentum(self.total_steps, self.steps_per_epoch)
@@ -514,7 +534,7 @@ class Trainer:
         with self.strategy.scope():
             train = make_dataset(self.train_pairs, self.targets, batch_size=config.batch_size,
                                  augment=config.augment_config(), shuffle=True, seed=config.seed,
-                                 cache=self.cache, crops_per_image=config.crops_per_image)
+                                 cache=self.cache, crops_per_image=self.crop_counts)
             validation = None
             if self.validation_pairs:
                 validation = make_dataset(self.validation_pairs, self.targets, batch_size=config.batch_size,
@@ -531,6 +551,21 @@ class Trainer:
             self.log(f"cancelled after epoch {self.current_epoch}")
             raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
 
+    def calibrate_best(self) -> dict[str, Any]:
+        """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
+        from moleseg.calibrate import calibrate, calibrated_info
+        from moleseg.modelinfo import read_model_info, write_model_info
+        from moleseg.segmenter import load_segmenter
+
+        self.report(Progress("calibrate", self.current_epoch, self.config.epochs, 0, len(self.validation_pairs),
+                             message="choosing flips and lesion threshold by validation FM"))
+        path = self.run_dir / "model.keras"
+        best = load_segmenter(path, test_time_augmentation=False)
+        calibration = calibrate(best, self.validation_pairs, progress=self.log)
+        write_model_info(path, calibrated_info(read_model_info(path), calibration))
+        self.log(calibration.summary())
+        return calibration.info_update()
+
     def finish(self) -> dict:
         """Check the best model, evaluate it on the test split, write ``evaluation.json``."""
         from moleseg.segmenter import load_segmenter
@@ -540,6 +575,8 @@ class Trainer:
         self.check_batchnorm()
         evaluation: dict[str, Any] = {"best_epoch": self.best_epoch, "best_val_fm": self.best_val_fm,
                                       "rule": self.best_rule}
+        if self.config.calibrate and self.validation_pairs:
+            evaluation["calibration"] = self.calibrate_best()
         if self.test_pairs:
             self.report(Progress("evaluate", self.current_epoch, self.config.epochs, 0, len(self.test_pairs),
                                  message="evaluating the test split"))

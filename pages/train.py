@@ -121,6 +121,19 @@ with st.expander("Network"):
     aspp_text = a.text_input("ASPP dilation rates", ", ".join(map(str, model_defaults["aspp_rates"])),
                              key="train_aspp", help="Three rates at output stride 16 (the paper: 6, 12, 18).")
     separable = b.checkbox("Separable convolutions", model_defaults["separable"], key="train_separable")
+    a, b, c = st.columns(3)
+    fits = list(jobs.INFERENCE_FITS)
+    fit = a.selectbox("Images meet the network", fits, index=fits.index(jobs.default_inference(n_classes)),
+                      key=f"train_inference_{n_classes}", format_func=jobs.INFERENCE_FITS.get,
+                      help="Resize: the whole image is squeezed to the input (moles). Tiles: random crops at "
+                           "the image's own scale for training and overlapping tiles for prediction, so small "
+                           "objects such as nuclei keep their size (cells).")
+    crops = b.number_input("Crops per image and epoch", 1, 64, 1, key=f"train_crops_{n_classes}",
+                           disabled=fit != "tiles", help="With more crops from larger images: per input-sized area.")
+    crops_by_area = c.checkbox("More crops from larger images", fit == "tiles", key=f"train_crops_area_{n_classes}",
+                               disabled=fit != "tiles",
+                               help="One crop per input-sized area (up to 16), so a large field weighs as much "
+                                    "as the small fields it holds.")
     shipped = jobs.default_weights(n_classes)
     weight_options = (["shipped"] if shipped != "imagenet" else []) + ["imagenet", "none", "file"]
     weight_labels = {"shipped": f"fine-tune the shipped model ({Path(shipped).name})",
@@ -170,6 +183,10 @@ with st.expander("Advanced"):
     bn_value = b.number_input("BatchNorm momentum", 0.01, 0.999, 0.9, key="train_bn_value", disabled=auto_bn)
     fm_images = c.number_input("Training images scored per epoch", 0, 1000, defaults["train_fm_images"],
                                key="train_fm_images")
+    calibrate = st.checkbox("Choose flips and lesion threshold by validation FM after training", True,
+                            key="train_calibrate",
+                            help="Tries flip test-time augmentation and lesion probability thresholds on the "
+                                 "validation images and stores the best in the model (arg-max unless it gains).")
     a, b = st.columns(2)
     run_name = a.text_input("Run name", "", key="train_name", placeholder=f"{architecture}-{backbone}",
                             help="Start of the run folder's name (a date is appended) and the model's name.")
@@ -210,6 +227,8 @@ config = {
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
     "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,
+    "inference": fit, "crops_per_image": int(crops), "crops_by_area": bool(crops_by_area and fit == "tiles"),
+    "calibrate": bool(calibrate),
 }
 
 st.session_state["train_config"] = config  # what Start would train with (shown in tests and below)

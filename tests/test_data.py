@@ -16,8 +16,8 @@ from moleseg import data  # noqa: E402
 from conftest import require_shared  # noqa: E402
 from moleseg.config import BACK, BORDER, INSIDE  # noqa: E402
 from moleseg.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
-                          class_frequencies_of, inverse_frequency_weights, make_dataset, prepare_example,
-                          split_pairs)
+                          class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
+                          prepare_example, split_pairs)
 from moleseg.imageio import write_png  # noqa: E402
 from moleseg.pairing import Pair, pair_folders  # noqa: E402
 
@@ -339,6 +339,46 @@ def test_make_dataset_with_cache_reads_each_file_once(five_pairs, counting, tmp_
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 5
+
+
+def _sized_pairs(folder: Path, sizes: list[tuple[int, int]]) -> list[Pair]:
+    """One pair per ``(height, width)``: a dark square lesion at the top left corner."""
+    pairs = []
+    for index, (height, width) in enumerate(sizes):
+        mask = np.zeros((height, width), bool)
+        mask[: height // 2, : width // 2] = True
+        pairs.extend(_write_pairs(folder / str(index), [mask], seed=index))
+    return pairs
+
+
+def test_crop_counts_follow_the_image_area(tmp_path):
+    pairs = _sized_pairs(tmp_path, [(64, 64), (128, 128), (64, 80), (40, 30), (400, 400)])
+    assert crop_counts(pairs, 64) == [1, 1, 1, 1, 1]
+    assert crop_counts(pairs, 64, crops_per_image=3) == [3, 3, 3, 3, 3]
+    # areas in 64 px squares: 1, 4, 1.25, 0.29 (at least 1), 39 (at most 16)
+    assert crop_counts(pairs, 64, by_area=True) == [1, 4, 1, 1, 16]
+    assert crop_counts(pairs, 64, crops_per_image=2, by_area=True) == [2, 8, 2, 1, 16]
+    with pytest.raises(ValueError, match="at least 1"):
+        crop_counts(pairs, 64, crops_per_image=0)
+
+
+def test_crop_fit_cuts_squares_at_the_image_scale_and_repeats_by_count(tmp_path):
+    pairs = _sized_pairs(tmp_path, [(64, 96), (40, 30)])
+    targets = TargetConfig(input_size=32, n_classes=2, border_width_px=0, fit="crop")
+    image, labels = prepare_example(pairs[1], targets)
+    assert image.shape == (40, 32, 3) and labels.shape == (40, 32)  # padded up to one crop, not resized
+    dataset = make_dataset(pairs, targets, batch_size=4, shuffle=True, seed=3, crops_per_image=[3, 2])
+    batches = [(x.numpy(), y.numpy()) for x, y in dataset]  # one pass: each pass draws new crops
+    images = np.concatenate([x for x, _ in batches])
+    labels = np.concatenate([y for _, y in batches])
+    assert images.shape == (5, 32, 32, 3) and labels.shape == (5, 32, 32, 2)
+    # every crop keeps the scale: the lesion is dark (R 90) and labelled 1, the skin light (R 210) and 0
+    foreground = labels[..., 1] == 1
+    assert foreground.any() and (~foreground).any()
+    assert np.abs(images[..., 0][foreground] - 90).max() <= 8
+    assert np.abs(images[..., 0][~foreground] - 210).max() <= 8
+    with pytest.raises(ValueError, match="one count"):
+        make_dataset(pairs, targets, batch_size=2, crops_per_image=[1])
 
 
 def test_make_dataset_needs_pairs():

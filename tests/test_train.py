@@ -229,14 +229,22 @@ def test_train_writes_the_run_folder(tmp_path):
     assert info["training"]["n_train"] == 6 and info["training"]["n_validation"] == 2
     assert info["cleanup_variant"] == state["best_rule"] and info["cleanup"]["rule"]
     assert read_model_info(run / "last.keras") == {"epoch": 2, "checkpoint": True}
+    # flips and lesion threshold chosen on the 2 validation images and stored in the model
+    calibration = info["calibration"]
+    assert calibration["n_images"] == 2 and len(calibration["table"]) == 20  # 2 flip settings x 10 thresholds
+    chosen = [row for row in calibration["table"] if row["lesion_threshold"] == info["lesion_threshold"]
+              and row["test_time_augmentation"] == info["test_time_augmentation"]]
+    assert chosen and chosen[0]["fm"] == pytest.approx(calibration["fm"]) and calibration["fm"] >= calibration["baseline_fm"]
+    assert evaluation["calibration"]["lesion_threshold"] == info["lesion_threshold"]
 
     log = (run / "log.txt").read_text()
     assert "pairs: 6 train, 2 validation, 2 test" in log
     assert "epoch 2/2" in log and "BatchNorm check" in log and "done: best validation FM" in log
+    assert "decision: " in log and "2 images)" in log
     assert "1 replica(s)" in log and "precision float32" in log and "BatchNorm momentum 0.0100" in log
 
     phases = {event.phase for event in events}
-    assert {"prepare", "train", "validate", "epoch", "evaluate", "done"} <= phases
+    assert {"prepare", "train", "validate", "epoch", "calibrate", "evaluate", "done"} <= phases
     steps = [e for e in events if e.phase == "train"]
     assert len(steps) == 4 and steps[0].steps == 2 and steps[-1].epoch == 2  # 6 pairs / batch 4 = 2 steps
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in steps)

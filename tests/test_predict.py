@@ -1,0 +1,185 @@
+"""Tests of moleseg.predict (resize and tile inference, flips), of the lesion threshold in
+moleseg.segmenter and of the decision calibration in moleseg.calibrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moleseg.calibrate import calibrate, calibrated_info
+from moleseg.cleanup import CleanupSettings
+from moleseg.imageio import write_png
+from moleseg.pairing import Pair
+from moleseg.segmenter import clean, labels_from_probabilities
+
+# -- lesion threshold (no TensorFlow) --------------------------------------------------------------
+
+
+def test_labels_without_threshold_are_the_argmax():
+    probabilities = np.array([[[0.4, 0.35, 0.25], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]]], np.float32)
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities), [[0, 2, 1]])
+
+
+def test_three_class_threshold_by_hand():
+    # lesion probabilities 1 - P(BACK): 0.6, 0.8, 0.9, 0.3
+    probabilities = np.array([[[0.4, 0.35, 0.25], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3], [0.7, 0.1, 0.2]]], np.float32)
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5), [[1, 2, 1, 0]])
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.85), [[0, 0, 1, 0]])
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.25), [[1, 2, 1, 2]])
+
+
+def test_two_class_threshold_by_hand():
+    foreground = np.array([[0.1, 0.3, 0.45, 0.5, 0.9]], np.float32)
+    probabilities = np.stack([1 - foreground, foreground], axis=-1)
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.3), [[0, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5), [[0, 0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="0..1"):
+        labels_from_probabilities(probabilities, 1.5)
+
+
+class FixedSegmenter:
+    """Two classes, predicting given foreground probabilities; no cleanup beyond filling holes."""
+
+    n_classes = 2
+    class_names = ("background", "foreground")
+    name = "fixed"
+
+    def __init__(self, foregrounds: list[np.ndarray], info: dict | None = None) -> None:
+        self.foregrounds = foregrounds
+        self.info = info or {}
+        self.cleanup_defaults = CleanupSettings(closing_radius_px=0, fill_holes=False, largest_component=False)
+        self.calls = 0
+
+    def predict_probabilities(self, images):
+        self.calls += 1
+        return [np.stack([1 - f, f], axis=-1).astype(np.float32) for f in self.foregrounds[:len(images)]]
+
+
+def _ramp_case(tmp_path: Path, n: int = 3) -> tuple[list[Pair], list[np.ndarray]]:
+    """Images whose true mask is where a left-to-right probability ramp reaches 0.3."""
+    pairs, foregrounds = [], []
+    for index in range(n):
+        ramp = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))
+        mask = ramp >= 0.3
+        image_path, mask_path = tmp_path / f"{index}.png", tmp_path / f"{index}_mask.png"
+        write_png(image_path, np.full((30, 40, 3), 128, np.uint8))
+        write_png(mask_path, mask)
+        pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
+        foregrounds.append(ramp)
+    return pairs, foregrounds
+
+
+def test_clean_uses_the_model_threshold_unless_told_otherwise():
+    foreground = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))
+    segmenter = FixedSegmenter([foreground], {"lesion_threshold": 0.3})
+    probabilities = segmenter.predict_probabilities([None])[0]
+    assert clean(segmenter, probabilities).lesion.sum() == 30 * np.sum(foreground[0] >= 0.3)
+    assert clean(segmenter, probabilities, lesion_threshold=None).lesion.sum() == 30 * np.sum(foreground[0] > 0.5)
+
+
+def test_calibration_finds_the_threshold_of_the_truth(tmp_path):
+    pairs, foregrounds = _ramp_case(tmp_path)
+    segmenter = FixedSegmenter(foregrounds)
+    calibration = calibrate(segmenter, pairs, thresholds=(None, 0.3, 0.5, 0.7))
+    assert calibration.lesion_threshold == 0.3
+    assert calibration.fm == pytest.approx(1.0)
+    # arg-max marks the 20 columns with p > 0.5 (i/39 > 0.5), the truth the 28 with p >= 0.3
+    assert calibration.baseline_fm == pytest.approx(2 * 20 / (20 + 28), abs=1e-6)
+    assert calibration.test_time_augmentation is False  # this segmenter has no flips to try
+    assert segmenter.calls == 1  # one prediction, every threshold applied to it
+    assert [row["lesion_threshold"] for row in calibration.table] == [None, 0.3, 0.5, 0.7]
+    info = calibrated_info({"name": "m", "lesion_threshold": 0.9}, calibration)
+    assert info["name"] == "m" and info["lesion_threshold"] == 0.3 and info["calibration"]["n_images"] == 3
+
+
+def test_calibration_keeps_argmax_when_the_gain_is_below_min_gain(tmp_path):
+    pairs, foregrounds = _ramp_case(tmp_path, n=1)
+    calibration = calibrate(FixedSegmenter(foregrounds), pairs, thresholds=(None, 0.3), min_gain=1.0)
+    assert calibration.lesion_threshold is None and calibration.fm == calibration.baseline_fm
+
+
+def test_calibration_needs_pairs():
+    with pytest.raises(ValueError, match="at least one"):
+        calibrate(FixedSegmenter([]), [])
+
+
+# -- Keras inference --------------------------------------------------------------------------------
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from moleseg.predict import KerasSegmenter, blend_window, tile_starts  # noqa: E402
+
+
+@pytest.mark.parametrize("length, tile", [(1000, 256), (256, 256), (300, 256), (1024, 256), (100, 256)])
+def test_tile_starts_cover_the_length_with_overlap(length, tile):
+    starts = tile_starts(length, tile)
+    assert starts[0] == 0
+    assert starts[-1] == max(0, length - tile)
+    assert all(b - a <= tile * 0.75 for a, b in zip(starts, starts[1:]))  # at least 25 % overlap
+    assert starts == sorted(set(starts))
+
+
+def test_blend_window_is_positive_and_peaks_inside():
+    window = blend_window(64)
+    assert window.shape == (64, 64) and window.min() > 0
+    assert window[32, 32] == pytest.approx(window.max())
+    assert window[0, 0] < window[0, 32] < window[32, 32]
+
+
+def _pixelwise_model(n_classes: int) -> keras.Model:
+    """A 1x1 convolution + softmax: each pixel's probabilities depend on that pixel only."""
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(n_classes, 1, activation="softmax", kernel_initializer="glorot_uniform",
+                                  bias_initializer="zeros")(inputs / 255.0)
+    model = keras.Model(inputs, outputs)
+    model.layers[-1].set_weights([np.random.default_rng(0).normal(0, 3, (1, 1, 3, n_classes)).astype(np.float32),
+                                  np.zeros(n_classes, np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("height, width", [(300, 520), (90, 100), (64, 64)])
+def test_tiled_inference_of_a_pixelwise_model_equals_the_whole_image(height, width):
+    model = _pixelwise_model(2)
+    image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    segmenter = KerasSegmenter(model, {"n_classes": 2, "input_size": 64, "inference": "tiles"}, batch_size=4)
+    tiled = segmenter.predict_probabilities([image])[0]
+    whole = np.asarray(model(image[None].astype(np.float32)))[0]
+    assert tiled.shape == (height, width, 2)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def _position_model() -> keras.Model:
+    """A 5x5 convolution: its output changes when the image is flipped."""
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Conv2D(3, 5, padding="same", activation="softmax")(inputs / 255.0)
+    model = keras.Model(inputs, outputs)
+    kernel = np.random.default_rng(2).normal(0, 2, (5, 5, 3, 3)).astype(np.float32)
+    model.layers[-1].set_weights([kernel, np.zeros(3, np.float32)])
+    return model
+
+
+def test_flips_average_the_image_and_its_two_mirrors():
+    model = _position_model()
+    batch = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    segmenter = KerasSegmenter(model, {"n_classes": 3, "input_size": 32}, test_time_augmentation=True)
+
+    def run(x):
+        return np.asarray(model(x))
+
+    expected = (run(batch) + run(batch[:, :, ::-1])[:, :, ::-1] + run(batch[:, ::-1])[:, ::-1]) / 3.0
+    flipped = segmenter.predict_network(batch)
+    np.testing.assert_allclose(flipped, expected, atol=1e-5)
+    assert not np.allclose(flipped, run(batch), atol=1e-3)  # the flips do change this model's answer
+    np.testing.assert_allclose(flipped.sum(-1), 1.0, atol=1e-5)
+
+
+def test_model_info_switches_flips_on_and_the_caller_can_override():
+    model = _position_model()
+    assert KerasSegmenter(model, {"n_classes": 3, "test_time_augmentation": True}).test_time_augmentation
+    assert not KerasSegmenter(model, {"n_classes": 3, "test_time_augmentation": True},
+                              test_time_augmentation=False).test_time_augmentation
+    with pytest.raises(ValueError, match="inference mode"):
+        KerasSegmenter(model, {"n_classes": 3, "inference": "mosaic"})
