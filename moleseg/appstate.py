@@ -21,7 +21,7 @@ from moleseg.cleanup import CleanupSettings
 from moleseg.config import class_names, models_dir, runs_dir
 from moleseg.imageio import ImageReadError, read_image, read_mask
 from moleseg.pipeline import Analysis, OverlayStyle, analyse_images
-from moleseg.segmenter import Segmenter
+from moleseg.segmenter import MODEL_THRESHOLD, Segmenter
 
 #: Specs of the classical baselines, by number of classes.
 CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
@@ -86,6 +86,20 @@ class ModelChoice:
     @property
     def path(self) -> Path | None:
         return None if self.kind == "classical" else Path(self.spec)
+
+
+def model_lesion_threshold(choice: ModelChoice) -> float | None:
+    """The lesion probability threshold a model file was calibrated with (0..1), None for the arg-max
+    or when it cannot be read (read from its ``moleseg.json``, no TensorFlow)."""
+    from moleseg.modelinfo import ModelFileError, read_model_info
+
+    if choice.path is None:
+        return None
+    try:
+        value = read_model_info(choice.path).get("lesion_threshold")
+    except ModelFileError:
+        return None
+    return None if value is None else float(value)
 
 
 def _stamp(path: Path) -> int:
@@ -315,9 +329,11 @@ class AnalysisStore:
         self._entries.clear()
 
 
-def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle) -> tuple:
+def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle,
+            lesion_threshold: Any = MODEL_THRESHOLD) -> tuple:
     return (None if settings is None else tuple(sorted(settings.to_dict().items())), pixel_size_mm,
-            (tuple(style.fill_color), tuple(style.border_color), style.fill_opacity, style.border_opacity))
+            (tuple(style.fill_color), tuple(style.border_color), style.fill_opacity, style.border_opacity),
+            lesion_threshold)
 
 
 def unique_stems(names: Sequence[str]) -> list[str]:
@@ -342,7 +358,7 @@ def _failure(name: str, error: BaseException) -> str:
 
 def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, uploads: Sequence[Upload], *,
                     settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
-                    style: OverlayStyle | None = None,
+                    style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                     progress: Callable[[int, int, str], None] | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
@@ -351,7 +367,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     predictions whose cleanup, pixel size or style differ are re-cleaned, not re-predicted.
     """
     style = style or OverlayStyle()
-    params = _params(settings, pixel_size_mm, style)
+    params = _params(settings, pixel_size_mm, style, lesion_threshold)
     stems = unique_stems([u.name for u in uploads])
     outcomes = [ImageOutcome(name=u.name, stem=stem) for u, stem in zip(uploads, stems)]
     keys = [(model_key, u.key) for u in uploads]
@@ -370,13 +386,13 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
         chunk = todo[start:start + PREDICT_BATCH]
         try:
             analyses = analyse_images(segmenter, [image for _, image in chunk], settings=settings,
-                                      pixel_size_mm=pixel_size_mm, style=style)
+                                      pixel_size_mm=pixel_size_mm, style=style, lesion_threshold=lesion_threshold)
         except Exception:
             analyses = []
             for index, image in chunk:  # find the file that fails
                 try:
-                    analyses.append(analyse_images(segmenter, [image], settings=settings,
-                                                   pixel_size_mm=pixel_size_mm, style=style)[0])
+                    analyses.append(analyse_images(segmenter, [image], settings=settings, pixel_size_mm=pixel_size_mm,
+                                                   style=style, lesion_threshold=lesion_threshold)[0])
                 except Exception as error:
                     outcomes[index].error = _failure(uploads[index].name, error)
                     analyses.append(None)
@@ -396,7 +412,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             continue
         if entry.params != params:
             try:
-                analysis = entry.analysis.recleaned(segmenter, settings, pixel_size_mm=pixel_size_mm, style=style)
+                analysis = entry.analysis.recleaned(segmenter, settings, pixel_size_mm=pixel_size_mm, style=style,
+                                                    lesion_threshold=lesion_threshold)
             except Exception as error:
                 outcomes[index].error = _failure(uploads[index].name, error)
                 continue

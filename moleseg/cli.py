@@ -224,6 +224,19 @@ def _input_files(inputs: Sequence[str]) -> list[Path]:
     return files
 
 
+def _threshold(text: str) -> float | str | None:
+    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model``."""
+    if text in ("model", "argmax"):
+        return None if text == "argmax" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability, 'argmax' or 'model'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a lesion threshold must be in 0..1, not {value}")
+    return value
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.imageio import ImageReadError, read_image
     from moleseg.pipeline import analyse_images
@@ -245,7 +258,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     names.append(path)
                 except ImageReadError as error:
                     failures.append((path.name, str(error)))
-            for path, analysis in zip(names, analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm)):
+            analyses = analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm,
+                                      lesion_threshold=args.lesion_threshold)
+            for path, analysis in zip(names, analyses):
                 try:
                     analysis.write_files(out, path.stem)
                     rows.append({"image": path.name, **analysis.measurement_row})
@@ -381,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     predict.add_argument("--pixel-size-mm", type=float, help="mm per pixel, for physical units")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    predict.add_argument("--lesion-threshold", type=_threshold, default="model", metavar="P|argmax|model",
+                         help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
+                              "default 'model': the model's calibrated choice")
     predict.add_argument("--batch-size", type=int, default=4)
 
     score = add("score", "score predicted masks from any tool against true masks", cmd_score)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from moleseg.cleanup import CleanupSettings
 from moleseg.imageio import encode_png
 from moleseg.measure import Measurement, measure_lesion, measurements_row
 from moleseg.render import class_map, overlay
-from moleseg.segmenter import Segmentation, Segmenter, clean
+from moleseg.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
 
 @dataclass
@@ -61,9 +61,10 @@ class Analysis:
         return measurements_row(self.measurements) if self.measurements else {}
 
     def recleaned(self, segmenter: Segmenter, settings: CleanupSettings | None,
-                  pixel_size_mm: float | None = None, style: OverlayStyle | None = None) -> "Analysis":
-        """The same prediction cleaned with other settings (no network call)."""
-        segmentation = clean(segmenter, self.segmentation.probabilities, settings)
+                  pixel_size_mm: float | None = None, style: OverlayStyle | None = None, *,
+                  lesion_threshold: Any = MODEL_THRESHOLD) -> "Analysis":
+        """The same prediction cleaned with other settings or lesion threshold (no network call)."""
+        segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold)
         return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
 
     def files(self, stem: str) -> dict[str, bytes]:
@@ -105,10 +106,15 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
-                   pixel_size_mm: float | None = None, style: OverlayStyle | None = None) -> list[Analysis]:
-    """Predict a batch of RGB uint8 images at once, then clean, measure and draw each."""
+                   pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                   lesion_threshold: Any = MODEL_THRESHOLD) -> list[Analysis]:
+    """Predict a batch of RGB uint8 images at once, then clean, measure and draw each.
+
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own (see :mod:`moleseg.calibrate`).
+    """
     if not images:
         return []
     probabilities = segmenter.predict_probabilities(list(images))
-    return [_finish(image, clean(segmenter, p, settings), segmenter, pixel_size_mm, style or OverlayStyle())
+    return [_finish(image, clean(segmenter, p, settings, lesion_threshold=lesion_threshold), segmenter,
+                    pixel_size_mm, style or OverlayStyle())
             for image, p in zip(images, probabilities)]

@@ -48,6 +48,8 @@ class Segmentation:
         The cleaned lesion, its border band and the lesion minus its border.
     settings : CleanupSettings
         The cleanup that produced them, in px of this image.
+    lesion_threshold : float or None
+        The lesion probability threshold that made ``labels`` (0..1), None for the arg-max.
     """
 
     labels: np.ndarray
@@ -56,6 +58,7 @@ class Segmentation:
     border: np.ndarray
     inside: np.ndarray
     settings: CleanupSettings
+    lesion_threshold: float | None = None
 
 
 def reference_size(segmenter: Segmenter) -> int | None:
@@ -114,11 +117,12 @@ def scale_settings(settings: CleanupSettings, factor: float) -> CleanupSettings:
                                border_width_px=scaled(settings.border_width_px))
 
 
-_MODEL_THRESHOLD = object()
+#: Passed as ``lesion_threshold``: use the model's calibrated threshold (``moleseg.json``).
+MODEL_THRESHOLD: Any = "model"
 
 
 def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
-          lesion_threshold: Any = _MODEL_THRESHOLD) -> Segmentation:
+          lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
     """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
 
     ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
@@ -126,7 +130,7 @@ def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSett
     :data:`moleseg.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
     and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
     """
-    threshold = model_threshold(segmenter) if lesion_threshold is _MODEL_THRESHOLD else lesion_threshold
+    threshold = model_threshold(segmenter) if lesion_threshold == MODEL_THRESHOLD else lesion_threshold
     labels = labels_from_probabilities(probabilities, threshold)
     height, width = labels.shape
     chosen = cleanup_for_image(segmenter, labels.shape, settings)
@@ -141,18 +145,20 @@ def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSett
     else:
         result = cleanup(labels, segmenter.n_classes, chosen)
     return Segmentation(labels=labels, probabilities=probabilities, lesion=result.lesion, border=result.border,
-                        inside=result.inside, settings=chosen)
+                        inside=result.inside, settings=chosen, lesion_threshold=threshold)
 
 
-def segment(segmenter: Segmenter, image: np.ndarray, settings: CleanupSettings | None = None) -> Segmentation:
+def segment(segmenter: Segmenter, image: np.ndarray, settings: CleanupSettings | None = None, *,
+            lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
     """Predict and clean one RGB uint8 image."""
-    return clean(segmenter, segmenter.predict_probabilities([image])[0], settings)
+    return clean(segmenter, segmenter.predict_probabilities([image])[0], settings, lesion_threshold=lesion_threshold)
 
 
-def segment_many(segmenter: Segmenter, images: Sequence[np.ndarray], settings: CleanupSettings | None = None
-                 ) -> list[Segmentation]:
+def segment_many(segmenter: Segmenter, images: Sequence[np.ndarray], settings: CleanupSettings | None = None, *,
+                 lesion_threshold: Any = MODEL_THRESHOLD) -> list[Segmentation]:
     """Predict a batch of images through the network at once, then clean each."""
-    return [clean(segmenter, probabilities, settings) for probabilities in segmenter.predict_probabilities(images)]
+    return [clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
+            for probabilities in segmenter.predict_probabilities(images)]
 
 
 def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:

@@ -41,6 +41,7 @@ with st.sidebar:
                             "On: the values below, in pixels of each image. Changing them re-runs only "
                             "the cleanup, not the network.")
     settings = None
+    lesion_threshold = appstate.MODEL_THRESHOLD
     if manual:
         auto = st.session_state.get("analyse_auto_settings") or {}
         ui.init_state("analyse_rule", auto.get("rule", "article"))
@@ -64,6 +65,19 @@ with st.sidebar:
         largest = st.checkbox("Keep the largest component only", key="analyse_largest")
         settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
                                    border_width_px=border, shape=shape)
+        calibrated = appstate.model_lesion_threshold(choice)
+        use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
+                                    calibrated is not None, key=f"analyse_use_threshold_{choice.key}",
+                                    disabled=choice.kind == "classical",
+                                    help="A pixel is lesion when the network gives it at least this probability. "
+                                         "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
+                                         "lesion pixels; with three classes they become BORDER, which the "
+                                         "grow_inside rule does not use. The model's own value was chosen on its "
+                                         "validation images.")
+        threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95,
+                                    calibrated if calibrated is not None else 0.5, 0.05,
+                                    key=f"analyse_threshold_{choice.key}", disabled=not use_threshold)
+        lesion_threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
     st.header("Overlay")
     left, right = st.columns(2)
     fill_hex = left.color_picker("Lesion", appstate.rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
@@ -91,7 +105,7 @@ if segmenter is None:
 uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files]
 bar = st.progress(0.0, text="Analysing...")
 outcomes = appstate.analyse_uploads(
-    ui.analysis_store(), segmenter, choice.key, uploads, settings=settings,
+    ui.analysis_store(), segmenter, choice.key, uploads, settings=settings, lesion_threshold=lesion_threshold,
     pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
@@ -132,7 +146,9 @@ right.image(analysis.class_picture, width="stretch",
 used = analysis.segmentation.settings
 st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
            f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
-           f"{'only' if used.largest_component else 'off'}.")
+           f"{'only' if used.largest_component else 'off'}; "
+           + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
+              f"lesion where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
 if analysis.measurements:
     st.dataframe(appstate.measurement_table(analysis), hide_index=True, width="stretch",
                  column_config={"meaning": st.column_config.TextColumn(width="large")})

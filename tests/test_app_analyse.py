@@ -139,3 +139,43 @@ def test_a_real_dermoscopy_image(at):
     analysis = outcomes[0].analysis
     assert analysis.overlay.shape[:2] == analysis.segmentation.lesion.shape
     assert analysis.segmentation.lesion.any() and analysis.measurements
+
+
+def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_again(monkeypatch, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"
+    if not shipped.is_file():
+        pytest.skip("models/dermoscopy.keras is not installed")
+    folders = isolate(monkeypatch, tmp_path)
+    installed = folders["models"] / "dermoscopy.keras"
+    shutil.copy(shipped, installed)
+    at = app_test(PAGE, timeout=120)
+    at.selectbox(key="analyse_model").set_value(str(installed)).run()
+    # a mole whose edge fades into the skin over ~20 px: the network is unsure there
+    from scipy import ndimage
+
+    sharp = mole_image(160, 192)[0].astype(np.float64)
+    soft = np.stack([ndimage.gaussian_filter(sharp[..., c], 8) for c in range(3)], axis=-1)
+    outcomes = upload(at, ("mole.png", png_bytes(np.clip(soft, 0, 255).astype(np.uint8)), "image/png"))
+    store = at.session_state["_moleseg_analysis_store"]
+    model_area = outcomes[0].analysis.segmentation.lesion.sum()
+    assert store.predictions == 1 and model_area > 0
+    at.toggle(key="analyse_manual").set_value(True).run()
+    key = next(s.key for s in at.slider if (s.key or "").startswith("analyse_threshold_"))
+    calibrated = at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold
+    assert at.slider(key=key).value == pytest.approx(calibrated)  # the model's calibrated threshold
+    areas = {}
+    for value in (0.05, 0.95):
+        at.slider(key=key).set_value(value).run()
+        segmentation = at.session_state["analyse_outcomes"][0].analysis.segmentation
+        assert segmentation.lesion_threshold == pytest.approx(value)
+        areas[value] = segmentation.lesion.sum()
+    # higher: a tighter lesion; lower adds BORDER pixels, which this model's grow_inside rule does not use
+    assert areas[0.05] >= model_area > areas[0.95]
+    assert any(f"≥ 0.95" in caption for caption in texts(at.caption))
+    at.checkbox(key="analyse_use_" + key.removeprefix("analyse_")).set_value(False).run()
+    assert at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold is None
+    assert store.predictions == 1  # every change re-ran the cleanup only
+    assert not at.exception

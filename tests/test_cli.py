@@ -347,3 +347,25 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, e
     assert [row["epoch"] for row in history] == ["1", "2"]
     assert json.loads((run / "state.json").read_text())["status"] == "done"
     assert "resuming after epoch 1" in (run / "log.txt").read_text()
+
+
+def test_predict_lesion_threshold_option(tmp_path, capsys):
+    shipped = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"
+    if not shipped.is_file():
+        pytest.skip("models/dermoscopy.keras is not installed")
+    yy, xx = np.mgrid[:128, :160]
+    mole = ((yy - 64) / 36.0) ** 2 + ((xx - 80) / 48.0) ** 2 <= 1.0
+    soft = ndimage.gaussian_filter(mole.astype(np.float64), 8)[..., None]  # an edge fading over ~20 px
+    image = (np.array([215.0, 170.0, 150.0]) * (1 - soft) + np.array([95.0, 60.0, 45.0]) * soft).astype(np.uint8)
+    write_png(tmp_path / "mole.png", image)
+    areas = {}
+    for choice in ("argmax", "0.95"):
+        out = tmp_path / choice
+        assert main(["predict", "--model", str(shipped), "--out", str(out), "--quiet", "--lesion-threshold", choice,
+                     str(tmp_path / "mole.png")]) == 0
+        areas[choice] = int((_read_png(out / "mole_mask.png") > 0).sum())
+    assert areas["argmax"] > areas["0.95"] > 0  # a stricter threshold draws a tighter lesion
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", "--out", str(tmp_path / "x"), "--lesion-threshold", "1.5", str(tmp_path / "mole.png")])
+    assert stopped.value.code == 2
+    assert "must be in 0..1" in capsys.readouterr().err
