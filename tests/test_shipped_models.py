@@ -40,6 +40,11 @@ def test_model_file_is_small_and_self_describing(name: str) -> None:
     assert info["n_classes"] == (3 if name == "dermoscopy" else 2)
     assert info["input_size"] % 16 == 0
     assert set(info["cleanup"]) >= {"rule", "closing_radius_px", "border_width_px", "largest_component"}
+    # the decision was calibrated on validation images, and the chosen row is the best of its table
+    calibration = info["calibration"]
+    assert calibration["n_images"] > 0 and calibration["fm"] >= calibration["baseline_fm"]
+    assert calibration["fm"] == pytest.approx(max(row["fm"] for row in calibration["table"]), abs=0.002)
+    assert info["lesion_threshold"] is None or 0.0 < info["lesion_threshold"] < 1.0
 
 
 @pytest.mark.parametrize("name", SHIPPED)
