@@ -24,7 +24,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser"
 
-# Retrain both shipped models from ../shared/data (about an hour on 2 CPU cores); progress in logs/models.log.
+# Retrain both shipped models from ../shared/data (about 75 minutes on 2 CPU cores); progress in logs/models.log.
 models: setup
 	mkdir -p logs
 	$(PY) -m moleseg.shipped 2>&1 | tee logs/models.log
