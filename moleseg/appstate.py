@@ -188,6 +188,19 @@ def model_version(info: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def decision_text(info: dict[str, Any]) -> str:
+    """How a model turns probabilities into classes, for people: threshold or arg-max, flips, and the
+    validation FM that chose them (from its ``moleseg.json``)."""
+    threshold = info.get("lesion_threshold")
+    text = "most likely class" if threshold is None else f"lesion where its probability ≥ {float(threshold):.2f}"
+    text += ", with flip averaging" if info.get("test_time_augmentation") else ", no flips"
+    calibration = info.get("calibration") or {}
+    if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):
+        text += (f" (chosen on {calibration.get('n_images')} validation images: FM {calibration['fm']:.4f}, "
+                 f"arg-max without flips {calibration['baseline_fm']:.4f})")
+    return text
+
+
 def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """Rows ``{"property", "value"}`` describing a model (read without TensorFlow)."""
     if info is None:
@@ -220,6 +233,8 @@ def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> li
         rows.append(("cleanup defaults", f"rule {cleanup.get('rule')}, closing {cleanup.get('closing_radius_px')} px, "
                                          f"border {cleanup.get('border_width_px')} px ({cleanup.get('shape')}), "
                                          f"px of the {info.get('input_size')} px input"))
+    if model:
+        rows.append(("decision", decision_text(info)))
     if choice.status:
         rows.append(("training status", choice.status))
     return [{"property": key, "value": str(value)} for key, value in rows if value not in ("", None)]
