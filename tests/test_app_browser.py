@@ -222,6 +222,8 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     height = min(_content_height(page) + 40, 4000)
     page.set_viewport_size({"width": 1280, "height": height})
     _wait_until_idle(page)
+    for index in range(page.locator("[data-testid=stDownloadButton] button").count()):  # drawn, not placeholders
+        page.locator("[data-testid=stDownloadButton] button").nth(index).wait_for(state="visible", timeout=30_000)
     screenshot = ARTIFACTS / "analyse-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     table_bottom = page.locator("[data-testid=stDataFrame]").last.bounding_box()
