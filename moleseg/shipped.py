@@ -134,7 +134,6 @@ def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Pa
 
 def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: bool = False) -> dict:
     """Train one shipped model, install it in ``models/`` and write its numbers next to it."""
-    from moleseg.runs import write_json
     from moleseg.train import train
 
     config = recipe_config(name, data_dir, epochs)
@@ -143,7 +142,14 @@ def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: 
         shutil.rmtree(run_dir)
     started = time.time()
     train(config, run_dir, resume=resume, echo=lambda line: print(f"[{name}] {line}", flush=True))
-    wall_seconds = time.time() - started
+    return install_shipped(name, run_dir, config, time.time() - started, data_dir)
+
+
+def install_shipped(name: str, run_dir: Path, config, wall_seconds: float, data_dir: Path) -> dict:
+    """Copy a finished run's best model to ``models/<name>.keras`` (without optimizer state), evaluate it
+    and the classical baseline on the recipe's test sets and write ``models/<name>.json``."""
+    from moleseg.runs import write_json
+
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
     # the run's best model carries its optimizer state (for resuming); the shipped file needs only the network

@@ -443,3 +443,36 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
     output = np.asarray(model(np.zeros((1, SIZE, SIZE, 3), np.float32), training=False))
     assert output.dtype == np.float32
     np.testing.assert_allclose(output.sum(axis=-1), 1.0, atol=1e-3)
+
+
+def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
+    """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
+    ``--calibrate-only`` chooses the decision again from the run's validation split."""
+    from moleseg import shipped
+
+    data = tmp_path / "data"
+    write_dataset(data / "set", n=10, seed=2)
+    write_dataset(data / "test", n=3, seed=3)
+    recipe = {"train": ["set"], "test": ["test"], "options": dict(
+        model=dict(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=[1, 2, 3], dropout=0.0),
+        weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.3, train_fm_images=2,
+        cache_dir=str(tmp_path / "cache"), bn_momentum=0.01, seed=5, name="tiny")}
+    monkeypatch.setitem(shipped.RECIPES, "tiny", recipe)
+    monkeypatch.setattr(shipped, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(shipped, "RUNS_DIR", tmp_path / "runs")
+
+    record = shipped.build_shipped("tiny", data)
+    model = tmp_path / "models" / "tiny.keras"
+    assert model.is_file() and (tmp_path / "runs" / "shipped-tiny" / "model.keras").is_file()
+    assert model.stat().st_size < (tmp_path / "runs" / "shipped-tiny" / "model.keras").stat().st_size  # no optimizer
+    saved = json.loads((tmp_path / "models" / "tiny.json").read_text())
+    assert saved["evaluation"]["test"]["model"]["n"] == 3 and saved["evaluation"]["test"]["classical"]["n"] == 3
+    assert 0.0 <= saved["evaluation"]["test"]["model"]["fm"]["mean"] <= 1.0
+    assert saved["wall_seconds"] > 0 and saved["config"]["epochs"] == 2 == record["config"]["epochs"]
+    info = read_model_info(model)
+    assert info["calibration"]["n_images"] == 3  # 30 % of 10 pairs, chosen at the end of training
+    assert saved["calibration"]["lesion_threshold"] == info["lesion_threshold"]
+
+    again = shipped.calibrate_shipped("tiny", data)
+    assert again["calibration"]["calibration"]["table"] == info["calibration"]["table"]  # same split, same answer
+    assert again["wall_seconds"] == saved["wall_seconds"]  # the training's record is kept
