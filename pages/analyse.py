@@ -151,7 +151,10 @@ st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, bor
               f"lesion where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
 if analysis.measurements:
     st.dataframe(appstate.measurement_table(analysis), hide_index=True, width="stretch",
-                 column_config={"meaning": st.column_config.TextColumn(width="large")})
+                 column_config={"measurement": st.column_config.TextColumn(width="medium"),
+                                "value": st.column_config.TextColumn(width="small"),
+                                "unit": st.column_config.TextColumn(width="small"),
+                                "meaning": st.column_config.TextColumn(width=560)})
 
 st.markdown("**Export this image**")
 one, two, three = st.columns(3)
