@@ -91,14 +91,7 @@ class ModelChoice:
 def model_lesion_threshold(choice: ModelChoice) -> float | None:
     """The lesion probability threshold a model file was calibrated with (0..1), None for the arg-max
     or when it cannot be read (read from its ``moleseg.json``, no TensorFlow)."""
-    from moleseg.modelinfo import ModelFileError, read_model_info
-
-    if choice.path is None:
-        return None
-    try:
-        value = read_model_info(choice.path).get("lesion_threshold")
-    except ModelFileError:
-        return None
+    value = _info(choice.path).get("lesion_threshold") if choice.path is not None else None
     return None if value is None else float(value)
 
 
@@ -345,7 +338,7 @@ class AnalysisStore:
 
 
 def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle,
-            lesion_threshold: Any = MODEL_THRESHOLD) -> tuple:
+            lesion_threshold: Any) -> tuple:
     return (None if settings is None else tuple(sorted(settings.to_dict().items())), pixel_size_mm,
             (tuple(style.fill_color), tuple(style.border_color), style.fill_opacity, style.border_opacity),
             lesion_threshold)

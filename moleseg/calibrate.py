@@ -10,15 +10,15 @@ least ``min_gain`` mean FM (a few validation images should not pick noise). No T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from moleseg.data_common import resize_mask_to
-from moleseg.imageio import read_image, read_mask
+from moleseg.evaluate import read_pair
 from moleseg.metrics import scores
 from moleseg.pairing import Pair
-from moleseg.segmenter import Segmenter, clean
+from moleseg.segmenter import Segmenter, clean, load_segmenter
 
 #: Lesion probability thresholds tried (``None`` is the plain arg-max).
 DEFAULT_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -92,17 +92,14 @@ def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
     """
     if not pairs:
         raise ValueError("calibration needs at least one validation image")
-    images, masks = [], []
-    for pair in pairs:
-        image = read_image(pair.image)
-        images.append(image)
-        masks.append(resize_mask_to(read_mask(pair.mask, allow_empty=True), *image.shape[:2]))
-    flip_options = [False, True] if try_flips and hasattr(segmenter, "test_time_augmentation") else [False]
+    read = [read_pair(pair) for pair in pairs]
+    images, masks = [image for image, _ in read], [mask for _, mask in read]
+    can_flip = hasattr(segmenter, "test_time_augmentation")
     original = getattr(segmenter, "test_time_augmentation", False)
     table: list[dict[str, Any]] = []
     try:
-        for flips in flip_options:
-            if hasattr(segmenter, "test_time_augmentation"):
+        for flips in [False, True] if try_flips and can_flip else [False]:
+            if can_flip:
                 segmenter.test_time_augmentation = flips
             if progress:
                 progress(f"calibration: predicting {len(images)} images ({'with' if flips else 'without'} flips)")
@@ -111,7 +108,7 @@ def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
                 table.append({"test_time_augmentation": flips, "lesion_threshold": threshold,
                               "fm": _mean_fm(segmenter, probabilities, masks, threshold)})
     finally:
-        if hasattr(segmenter, "test_time_augmentation"):
+        if can_flip:
             segmenter.test_time_augmentation = original
     baseline = next(row for row in table if not row["test_time_augmentation"] and row["lesion_threshold"] is None)
     best = max(table, key=lambda row: row["fm"])
@@ -125,3 +122,14 @@ def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
 def calibrated_info(info: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
     """A copy of a model's ``moleseg.json`` with the calibration's decision in it."""
     return {**info, **calibration.info_update()}
+
+
+def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
+                         progress: Callable[[str], None] | None = None) -> Calibration:
+    """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
+    (its ``moleseg.json``, rewritten atomically)."""
+    from moleseg.modelinfo import read_model_info, write_model_info
+
+    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress)
+    write_model_info(path, calibrated_info(read_model_info(path), calibration))
+    return calibration

@@ -77,7 +77,8 @@ def _default_model() -> str:
 
 
 def _write_table(path: Path, rows: Sequence[dict]) -> None:
-    from moleseg.report import atomic_write, measurements_csv
+    from moleseg.atomic import atomic_write
+    from moleseg.report import measurements_csv
 
     atomic_write(path, measurements_csv(list(rows)))
 

@@ -368,10 +368,7 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
     counts = [int(crops_per_image)] * len(paths) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
     if len(counts) != len(paths) or min(counts) < 1:
         raise ValueError("crops_per_image needs one count >= 1 per pair")
-    if max(counts) == 1:
-        dataset = tf.data.Dataset.range(len(paths))
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
+    dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
     if shuffle:
         dataset = dataset.shuffle(sum(counts), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)

@@ -30,6 +30,20 @@ SUMMARY_KEYS: tuple[str, ...] = ("fm", "cm", "cr", "jaccard", "hd95")
 Progress = Callable[[int, int, str], None]
 
 
+def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """``(RGB uint8 image (H, W, 3), bool mask (H, W))`` of a pair, the mask resized to the image when
+    their sizes differ (nearest-area rule).
+
+    Raises
+    ------
+    moleseg.imageio.ImageReadError
+        An unreadable image or mask.
+    """
+    image = read_image(pair.image)
+    mask = read_mask(pair.mask, allow_empty=True)
+    return image, resize_mask_to(mask, image.shape[0], image.shape[1])
+
+
 @dataclass
 class ImageResult:
     """One evaluated image."""
@@ -104,13 +118,12 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
         for pair in chunk:
             name = Path(pair.image).name
             try:
-                image = read_image(pair.image)
-                mask = read_mask(pair.mask, allow_empty=True)
+                image, mask = read_pair(pair)
             except ImageReadError as error:
                 failures.items.append((name, str(error)))
                 continue
             images.append(image)
-            masks.append(resize_mask_to(mask, image.shape[0], image.shape[1]))
+            masks.append(mask)
             names.append(name)
         if images:
             for name, mask, segmentation in zip(names, masks, segment_many(segmenter, images, settings)):

@@ -77,12 +77,9 @@ class Analysis:
 
     def write_files(self, folder: str | Path, stem: str) -> list[Path]:
         """Write :meth:`files` into ``folder`` atomically; returns the paths."""
-        from moleseg.report import atomic_write
+        from moleseg.atomic import atomic_write
 
-        written = []
-        for name, data in self.files(stem).items():
-            written.append(atomic_write(Path(folder) / name, data) or Path(folder) / name)
-        return written
+        return [atomic_write(Path(folder) / name, data) for name, data in self.files(stem).items()]
 
     def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None) -> bytes:
         """A one-page PDF report of this image."""

@@ -1,7 +1,7 @@
 """Exports of an analysis: PNG pictures, a measurements CSV, a one-page PDF report and a ZIP bundle.
 
-Every function builds the file in memory and returns its bytes; :func:`atomic_write` puts bytes on
-disk without ever leaving a half-written file.
+Every function builds the file in memory and returns its bytes; :func:`moleseg.atomic.atomic_write` puts
+bytes on disk without ever leaving a half-written file.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 import numpy as np
-
 from PIL import Image
 
 from moleseg import __version__
-from moleseg.atomic import atomic_write  # noqa: F401  (re-exported: report.atomic_write)
 from moleseg.render import as_rgb
 
 __all__ = [
     "DISCLAIMER",
     "IMAGE_COLUMNS",
-    "atomic_write",
     "check_archive_name",
     "display_unit",
     "format_value",
@@ -506,10 +503,4 @@ def zip_bundle(files: Mapping[str, bytes]) -> bytes:
             info.external_attr = 0o644 << 16
             archive.writestr(info, content)
     return buffer.getvalue()
-
-
-# --------------------------------------------------------------------------------------------------
-# Files
-
-
 

@@ -177,10 +177,8 @@ def install_shipped(name: str, run_dir: Path, config, wall_seconds: float, data_
 def calibrate_shipped(name: str, data_dir: Path) -> dict:
     """Choose an installed shipped model's flips and lesion threshold again, on its own training run's
     validation split (never the test sets), then re-evaluate it and rewrite ``models/<name>.json``."""
-    from moleseg.calibrate import calibrate, calibrated_info
-    from moleseg.modelinfo import read_model_info, write_model_info
+    from moleseg.calibrate import calibrate_model_file
     from moleseg.runs import read_json, write_json
-    from moleseg.segmenter import load_segmenter
     from moleseg.train import TrainConfig, split_of
 
     target = MODELS_DIR / f"{name}.keras"
@@ -190,10 +188,8 @@ def calibrate_shipped(name: str, data_dir: Path) -> dict:
     config = TrainConfig.from_dict(saved) if saved else recipe_config(name, data_dir)
     split_folders(name, data_dir)  # the held-out symlink folders the config points at
     _, validation, _ = split_of(config)
-    calibration = calibrate(load_segmenter(target, test_time_augmentation=False), validation,
-                            progress=lambda line: print(f"[{name}] {line}", flush=True))
+    calibration = calibrate_model_file(target, validation, progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {calibration.summary()}", flush=True)
-    write_model_info(target, calibrated_info(read_model_info(target), calibration))
     record.update({"name": name, "calibration": calibration.info_update(),
                    "evaluation": evaluate_shipped(name, target, data_dir),
                    "file_mib": round(target.stat().st_size / 2**20, 2)})

@@ -22,9 +22,7 @@ from moleseg.cleanup import CleanupSettings
 from moleseg.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, class_names
 from moleseg.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
                           inverse_frequency_weights, make_dataset, split_pairs)
-from moleseg.data_common import resize_mask_to
-from moleseg.evaluate import evaluate_pairs
-from moleseg.imageio import read_image, read_mask
+from moleseg.evaluate import evaluate_pairs, read_pair
 from moleseg.metrics import scores
 from moleseg.model.build import ModelConfig, build_model, count_parameters
 from moleseg.model.io import save_model
@@ -381,9 +379,9 @@ class Trainer:
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
-        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image,
-                                       by_area=config.crops_by_area and config.inference == "tiles")
-        if config.crops_by_area and config.inference == "tiles":
+        by_area = config.crops_by_area and config.inference == "tiles"
+        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image, by_area=by_area)
+        if by_area:
             self.log(f"crops per epoch: {sum(self.crop_counts)} from {len(train)} images (by area, "
                      f"{min(self.crop_counts)}..{max(self.crop_counts)} per image)")
         self.steps_per_epoch = math.ceil(sum(self.crop_counts) / config.batch_size)
@@ -441,11 +439,8 @@ class Trainer:
         totals = {rule: [] for rule in rules}
         batch = self.config.batch_size
         for start in range(0, len(pairs), batch):
-            images, masks = [], []
-            for pair in pairs[start:start + batch]:
-                image = read_image(pair.image)
-                images.append(image)
-                masks.append(resize_mask_to(read_mask(pair.mask, allow_empty=True), *image.shape[:2]))
+            read = [read_pair(pair) for pair in pairs[start:start + batch]]
+            images, masks = [image for image, _ in read], [mask for _, mask in read]
             for mask, probabilities in zip(masks, segmenter.predict_probabilities(images)):
                 defaults = cleanup_for_image(segmenter, mask.shape)
                 for rule in rules:
@@ -553,16 +548,11 @@ class Trainer:
 
     def calibrate_best(self) -> dict[str, Any]:
         """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
-        from moleseg.calibrate import calibrate, calibrated_info
-        from moleseg.modelinfo import read_model_info, write_model_info
-        from moleseg.segmenter import load_segmenter
+        from moleseg.calibrate import calibrate_model_file
 
         self.report(Progress("calibrate", self.current_epoch, self.config.epochs, 0, len(self.validation_pairs),
                              message="choosing flips and lesion threshold by validation FM"))
-        path = self.run_dir / "model.keras"
-        best = load_segmenter(path, test_time_augmentation=False)
-        calibration = calibrate(best, self.validation_pairs, progress=self.log)
-        write_model_info(path, calibrated_info(read_model_info(path), calibration))
+        calibration = calibrate_model_file(self.run_dir / "model.keras", self.validation_pairs, progress=self.log)
         self.log(calibration.summary())
         return calibration.info_update()
 

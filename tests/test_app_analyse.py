@@ -174,7 +174,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
         areas[value] = segmentation.lesion.sum()
     # higher: a tighter lesion; lower adds BORDER pixels, which this model's grow_inside rule does not use
     assert areas[0.05] >= model_area > areas[0.95]
-    assert any(f"≥ 0.95" in caption for caption in texts(at.caption))
+    assert any("≥ 0.95" in caption for caption in texts(at.caption))
     at.checkbox(key="analyse_use_" + key.removeprefix("analyse_")).set_value(False).run()
     assert at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold is None
     assert store.predictions == 1  # every change re-ran the cleanup only

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moleseg import atomic, report
+from moleseg import atomic
+from moleseg.atomic import atomic_write
 from moleseg.measure import Measurement, measure_lesion, measurements_row
 from moleseg.report import (
     DISCLAIMER,
-    atomic_write,
     check_archive_name,
     display_unit,
     format_value,
