@@ -27,10 +27,10 @@ test-fast: setup
 # Retrain both shipped models from ../shared/data (about 75 minutes on 2 CPU cores); progress in logs/models.log.
 models: setup
 	mkdir -p logs
-	$(PY) -m moleseg.shipped 2>&1 | tee logs/models.log
+	$(PY) -m moleseg.network.shipped 2>&1 | tee logs/models.log
 
 bench: setup
-	$(PY) -m moleseg.bench
+	$(PY) -m moleseg.network.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from moleseg import __version__, appstate, ui
+from moleseg import __version__
+from moleseg.app import appstate, ui
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
 ui.startup()

@@ -56,7 +56,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
 # shared helpers
 
 def _pairs(images: str | Path, masks: str | Path, args: argparse.Namespace):
-    from moleseg.pairing import pair_folders
+    from moleseg.core.pairing import pair_folders
 
     report = pair_folders(images, masks)
     _say(args, report.summary())
@@ -64,21 +64,21 @@ def _pairs(images: str | Path, masks: str | Path, args: argparse.Namespace):
 
 
 def _load_segmenter(spec: str, tta: bool | None = None):
-    from moleseg.segmenter import load_segmenter
+    from moleseg.network.loading import load_segmenter
 
     return load_segmenter(spec, test_time_augmentation=tta)
 
 
 def _default_model() -> str:
-    from moleseg.config import MODELS_DIR
+    from moleseg.core.config import MODELS_DIR
 
     shipped = MODELS_DIR / "dermoscopy.keras"
     return str(shipped) if shipped.is_file() else "classical"
 
 
 def _write_table(path: Path, rows: Sequence[dict]) -> None:
-    from moleseg.atomic import atomic_write
-    from moleseg.report import measurements_csv
+    from moleseg.core.atomic import atomic_write
+    from moleseg.core.report import measurements_csv
 
     atomic_write(path, measurements_csv(list(rows)))
 
@@ -107,12 +107,12 @@ def _failures_exit(failures: list[tuple[str, str]]) -> int:
 # commands
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from moleseg.data import AugmentConfig
+    from moleseg.network.data import AugmentConfig
 
     augment = [a for a in (args.augment or "").split(",") if a.strip() and a.strip() != "none"]
     AugmentConfig.from_names(augment)
-    from moleseg.model.build import ModelConfig
-    from moleseg.train import TrainConfig, TrainingCancelled, train
+    from moleseg.network.model.build import ModelConfig
+    from moleseg.network.train import TrainConfig, TrainingCancelled, train
 
     run_dir = Path(args.out)
     if args.resume:
@@ -163,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from moleseg.evaluate import evaluate_pairs, results_table
+    from moleseg.engine.evaluate import evaluate_pairs, results_table
 
     pairs = _pairs(args.images, args.masks, args)
     segmenter = _load_segmenter(args.model, args.tta)
@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
     if args.json:
-        from moleseg.runs import write_json
+        from moleseg.engine.runs import write_json
 
         write_json(args.json, summary)
     if args.csv:
@@ -189,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from moleseg.evaluate import results_table, score_pairs
+    from moleseg.engine.evaluate import results_table, score_pairs
 
     pairs = _pairs(args.pred, args.masks, args)
     bar = ProgressBar(len(pairs), "scoring", args.quiet)
@@ -198,7 +198,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        from moleseg.runs import write_json
+        from moleseg.engine.runs import write_json
 
         write_json(args.json, summary)
     if args.csv:
@@ -209,7 +209,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _input_files(inputs: Sequence[str]) -> list[Path]:
-    from moleseg.pairing import list_images
+    from moleseg.core.pairing import list_images
 
     files: list[Path] = []
     for item in inputs:
@@ -239,8 +239,8 @@ def _threshold(text: str) -> float | str | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from moleseg.imageio import ImageReadError, read_image
-    from moleseg.pipeline import analyse_images
+    from moleseg.core.imageio import ImageReadError, read_image
+    from moleseg.engine.pipeline import analyse_images
 
     files = _input_files(args.inputs)
     segmenter = _load_segmenter(args.model or _default_model(), args.tta)
@@ -277,9 +277,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from moleseg.imageio import ImageReadError, read_mask, write_png
-    from moleseg.pairing import list_images
-    from moleseg.targets import class_frequencies, make_targets
+    from moleseg.core.imageio import ImageReadError, read_mask, write_png
+    from moleseg.core.pairing import list_images
+    from moleseg.core.targets import class_frequencies, make_targets
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
@@ -316,7 +316,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from moleseg.modelinfo import read_model_info
+    from moleseg.core.modelinfo import read_model_info
 
     print(json.dumps(read_model_info(args.model), indent=2))
     return EXIT_OK

@@ -6,13 +6,13 @@ from datetime import datetime
 
 import streamlit as st
 
-from moleseg import appstate, ui
-from moleseg.cleanup import RULES, CleanupSettings
-from moleseg.config import IMAGE_EXTENSIONS
-from moleseg.imageio import encode_png
-from moleseg.pipeline import OverlayStyle
-from moleseg.render import legend
-from moleseg.targets import SHAPES
+from moleseg.app import appstate, ui
+from moleseg.core.cleanup import RULES, CleanupSettings
+from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.imageio import encode_png
+from moleseg.engine.pipeline import OverlayStyle
+from moleseg.core.render import legend
+from moleseg.core.targets import SHAPES
 
 ui.require_entrypoint()
 st.title("Analyse mole images")

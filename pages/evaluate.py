@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from moleseg import appstate, charts, ui
-from moleseg.appstate import CLASSICAL_SPECS
-from moleseg.config import runs_dir
-from moleseg.pairing import PairingError, pair_folders
-from moleseg.runs import list_runs
-from moleseg.session import dataset_folders
+from moleseg.app import appstate, charts, ui
+from moleseg.app.appstate import CLASSICAL_SPECS
+from moleseg.core.config import runs_dir
+from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.engine.runs import list_runs
+from moleseg.engine.session import dataset_folders
 
 ui.require_entrypoint()
 st.title("Evaluate")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg import appstate, ui
-from moleseg.appstate import digest
-from moleseg.config import DEFAULT_BORDER_WIDTH_PX
-from moleseg.imageio import ImageReadError
-from moleseg.pairing import PairingError, pair_folders
-from moleseg.render import legend
-from moleseg.session import ArchiveError, dataset_folders, extract_zip, find_dataset
-from moleseg.targets import SHAPES
+from moleseg.app import appstate, ui
+from moleseg.app.appstate import digest
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
+from moleseg.core.imageio import ImageReadError
+from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.core.render import legend
+from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
+from moleseg.core.targets import SHAPES
 
 ui.require_entrypoint()
 st.title("Prepare targets")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg import charts, jobs, ui
-from moleseg.config import runs_dir
-from moleseg.runs import read_history, read_json
-from moleseg.session import dataset_list
-from moleseg.targets import SHAPES
+from moleseg.app import charts, ui
+from moleseg.engine import jobs
+from moleseg.core.config import runs_dir
+from moleseg.engine.runs import read_history, read_json
+from moleseg.engine.session import dataset_list
+from moleseg.core.targets import SHAPES
 
 ui.require_entrypoint()
 RUNS = runs_dir()

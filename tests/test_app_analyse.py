@@ -108,7 +108,7 @@ def test_exports_of_a_batch(at):
              ("bad.png", b"nope", "image/png")]
     outcomes = upload(at, files)
     assert at.selectbox(key="analyse_shown").options == ["a.png", "b.png"]
-    from moleseg import appstate
+    from moleseg.app import appstate
 
     bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle(outcomes, "classical", "0.1.0")))
     names = set(bundle.namelist())

@@ -6,8 +6,8 @@ import json
 import zipfile
 
 from app_helpers import app_test, isolate, make_dataset, texts
-from moleseg import appstate
-from moleseg.runs import write_json
+from moleseg.app import appstate
+from moleseg.engine.runs import write_json
 
 PAGE = "pages/evaluate.py"
 
@@ -81,8 +81,8 @@ def test_summary_rows_put_the_baseline_beside_the_model():
 
 
 def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
-    from moleseg.classical import ClassicalSegmenter
-    from moleseg.pairing import pair_folders
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.pairing import pair_folders
 
     dataset = make_dataset(tmp_path / "test", count=3, size=64)
     pairs = pair_folders(dataset / "images", dataset / "masks").pairs

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from app_helpers import app_test, isolate, make_dataset, mole_image, texts
-from moleseg.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
+from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
 PAGE = "pages/prepare.py"
 

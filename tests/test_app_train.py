@@ -1,4 +1,4 @@
-"""The Train page and moleseg.jobs: every option, a background training with progress, one at a time,
+"""The Train page and moleseg.engine.jobs: every option, a background training with progress, one at a time,
 stale locks, cancel, and the new run in the model picker."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from app_helpers import app_test, isolate, make_dataset, texts
-from moleseg import jobs
-from moleseg.runs import write_json
+from moleseg.engine import jobs
+from moleseg.engine.runs import write_json
 
 PAGE = "pages/train.py"
 
@@ -27,8 +27,8 @@ def folders(monkeypatch, tmp_path):
 
 @pytest.fixture
 def fake_runner():
-    """A process whose command line names moleseg.jobs (as a running trainer's does); killed afterwards."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "moleseg.jobs"])
+    """A process whose command line names moleseg.network.runner (as a running trainer's does); killed afterwards."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "moleseg.network.runner"])
     yield process
     process.kill()
     process.wait()
@@ -135,11 +135,11 @@ def test_a_runner_that_died_silently_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_choices_match_the_training_modules():
-    from moleseg.data import AUGMENTATIONS
-    from moleseg.model.backbones import BACKBONES
-    from moleseg.model.build import ARCHITECTURES, ModelConfig
-    from moleseg.model.losses import LOSSES
-    from moleseg.train import SCHEDULES, SOLVERS, TrainConfig
+    from moleseg.network.data import AUGMENTATIONS
+    from moleseg.network.model.backbones import BACKBONES
+    from moleseg.network.model.build import ARCHITECTURES, ModelConfig
+    from moleseg.network.model.losses import LOSSES
+    from moleseg.network.train import SCHEDULES, SOLVERS, TrainConfig
 
     assert (jobs.SOLVERS, jobs.SCHEDULES, jobs.LOSSES) == (SOLVERS, SCHEDULES, LOSSES)
     assert (jobs.ARCHITECTURES, jobs.BACKBONES, jobs.AUGMENTATIONS) == (ARCHITECTURES, BACKBONES, AUGMENTATIONS)
@@ -189,7 +189,7 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
 
 
 def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(folders, fake_runner):
-    from moleseg.session import (ENDED_MARKER, SessionFolder, release_after_training, remove_session_folder,
+    from moleseg.engine.session import (ENDED_MARKER, SessionFolder, release_after_training, remove_session_folder,
                                  training_cache_dir)
 
     session = SessionFolder(root=folders["tmp"])
@@ -201,7 +201,7 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(fol
     run.mkdir()
     write_json(run / jobs.JOB_FILE, {"config": {"images": [images], "masks": [str(dataset / "masks")]}})
     write_json(folders["runs"] / jobs.LOCK_NAME, {"pid": fake_runner.pid, "role": "trainer", "run_dir": str(run)})
-    assert remove_session_folder(session.path) is False  # the session ended, the training still reads
+    assert remove_session_folder(session.path, jobs.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
     fake_runner.kill()
     fake_runner.wait()

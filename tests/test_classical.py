@@ -1,4 +1,4 @@
-"""Tests of moleseg.classical: the threshold baseline segmenter (synthetic and real images)."""
+"""Tests of moleseg.core.classical: the threshold baseline segmenter (synthetic and real images)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from moleseg.classical import (
+from moleseg.core.classical import (
     ClassicalSegmenter,
     one_hot,
     otsu_threshold,
     segment_foreground,
     segment_lesion,
 )
-from moleseg.config import (
+from moleseg.core.config import (
     BACK,
     BORDER,
     CLASS_NAMES_2,
@@ -139,7 +139,7 @@ def test_predict_probabilities_shape_and_sum():
 
 
 def test_standard_cleanup_gives_the_lesion_back():
-    from moleseg.cleanup import cleanup
+    from moleseg.core.cleanup import cleanup
 
     image, _ = synthetic_dermoscopy()
     segmenter = ClassicalSegmenter()
@@ -187,7 +187,7 @@ def test_speed_of_a_ph2_sized_image():
 
 
 def _mean_f_measure(images_dir, masks_dir, mask_name) -> tuple[float, int]:
-    from moleseg.imageio import read_image, read_mask
+    from moleseg.core.imageio import read_image, read_mask
 
     values = []
     for image_path in sorted(images_dir.iterdir()):

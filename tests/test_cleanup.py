@@ -1,4 +1,4 @@
-"""Tests of moleseg.cleanup: the article rule, grow_inside, two classes, settings, invariants."""
+"""Tests of moleseg.core.cleanup: the article rule, grow_inside, two classes, settings, invariants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from moleseg.cleanup import (
+from moleseg.core.cleanup import (
     CleanupResult,
     CleanupSettings,
     cleanup,
@@ -18,9 +18,9 @@ from moleseg.cleanup import (
     fill_holes,
     keep_largest_component,
 )
-from moleseg.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, INSIDE
-from moleseg.metrics import hd95
-from moleseg.targets import make_targets
+from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, INSIDE
+from moleseg.core.metrics import hd95
+from moleseg.core.targets import make_targets
 
 
 def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

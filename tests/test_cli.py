@@ -16,7 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from moleseg.cli import main
-from moleseg.imageio import write_png
+from moleseg.core.imageio import write_png
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -315,12 +315,12 @@ def eager():
 
 @pytest.mark.slow
 def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, eager):
-    import moleseg.train
+    import moleseg.network.train
 
     # the CLI has no BatchNorm-momentum option; a 2-step run needs statistics that converge at once
     # for the end-of-training BatchNorm check, and the example cache goes to a temporary folder
-    monkeypatch.setattr(moleseg.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
-    monkeypatch.setattr(moleseg.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(moleseg.network.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
+    monkeypatch.setattr(moleseg.network.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     images, masks = _lesion_images(tmp_path / "set", n=8, size=64, vary=False)
     run = tmp_path / "run"
     common = ["--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16", "--weights", "none",

@@ -1,4 +1,4 @@
-"""Tests of moleseg.data: augmentation settings and alignment, class frequencies and weights, splits,
+"""Tests of moleseg.network.data: augmentation settings and alignment, class frequencies and weights, splits,
 the lazy tf.data pipeline and the on-disk example cache."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from scipy import ndimage
 
 tf = pytest.importorskip("tensorflow")
 
-from moleseg import data  # noqa: E402
+from moleseg.network import data  # noqa: E402
 from conftest import require_shared  # noqa: E402
-from moleseg.config import BACK, BORDER, INSIDE  # noqa: E402
-from moleseg.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
+from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
+from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
                           class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
                           prepare_example, split_pairs)
-from moleseg.imageio import write_png  # noqa: E402
-from moleseg.pairing import Pair, pair_folders  # noqa: E402
+from moleseg.core.imageio import write_png  # noqa: E402
+from moleseg.core.pairing import Pair, pair_folders  # noqa: E402
 
 
 def _pair(image: Path, mask: Path) -> Pair:
@@ -276,7 +276,7 @@ def five_pairs(tmp_path) -> list[Pair]:
 
 @pytest.fixture
 def counting(monkeypatch):
-    """Replace moleseg.data.prepare_example by a wrapper recording each file it prepares."""
+    """Replace moleseg.network.data.prepare_example by a wrapper recording each file it prepares."""
     calls: list[str] = []
     original = data.prepare_example
 

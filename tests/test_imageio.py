@@ -1,4 +1,4 @@
-"""moleseg.imageio: every conversion pinned with pixel values, every refusal, a fuzz test, real data."""
+"""moleseg.core.imageio: every conversion pinned with pixel values, every refusal, a fuzz test, real data."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from moleseg import imageio
-from moleseg.config import DEFAULT_MAX_PIXELS
-from moleseg.imageio import (
+from moleseg.core import imageio
+from moleseg.core.config import DEFAULT_MAX_PIXELS
+from moleseg.core.imageio import (
     ImageReadError,
     encode_png,
     image_size,

@@ -1,4 +1,4 @@
-"""Tests of moleseg.measure: shape and border measurements of a lesion mask."""
+"""Tests of moleseg.core.measure: shape and border measurements of a lesion mask."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from moleseg.config import BORDER
-from moleseg.measure import Measurement, asymmetry, fractal_dimension, measure_lesion, measurements_row
-from moleseg.targets import make_targets
+from moleseg.core.config import BORDER
+from moleseg.core.measure import Measurement, asymmetry, fractal_dimension, measure_lesion, measurements_row
+from moleseg.core.targets import make_targets
 
 
 def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of moleseg.metrics: the article's TP/FP/FN, CM, CR, FM, Jaccard, hd95 and summaries."""
+"""Tests of moleseg.core.metrics: the article's TP/FP/FN, CM, CR, FM, Jaccard, hd95 and summaries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from moleseg.metrics import confusion, contour, hd95, scores, summarise, summarise_scores
+from moleseg.core.metrics import confusion, contour, hd95, scores, summarise, summarise_scores
 
 
 def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of moleseg.model: every backbone and architecture builds at 64 px, the documented encoder taps,
+"""Tests of moleseg.network.model: every backbone and architecture builds at 64 px, the documented encoder taps,
 configuration errors, transfer learning, and save -> load round trips.
 
 Networks are called eagerly (``model(x, training=False)``) rather than through ``model.predict``, which
@@ -20,15 +20,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from moleseg.model import backbones  # noqa: E402
-from moleseg.model.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
-from moleseg.model.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
-from moleseg.modelinfo import ModelFileError, read_model_info  # noqa: E402
+from moleseg.network.model import backbones  # noqa: E402
+from moleseg.network.model.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
+from moleseg.network.model.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
+from moleseg.core.modelinfo import ModelFileError, read_model_info  # noqa: E402
 
 SIZE = 64
 BACKBONES = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
 
-#: The taps named in the moleseg.model.backbones docstring: (layer, channels) at stride 4 and 16.
+#: The taps named in the moleseg.network.model.backbones docstring: (layer, channels) at stride 4 and 16.
 NAMED_TAPS = {
     "mobilenetv2": (("features_3_out", 24), ("features_17_out", 320)),
     "resnet18": (("conv2_block2_out", 64), ("conv4_block2_out", 256)),
@@ -187,7 +187,7 @@ def test_segmentation_models_architectures_build(architecture):
     _require_segmentation_models()
     model = build_model(ModelConfig(architecture=architecture, backbone="mobilenetv2", input_size=SIZE),
                         weights="none")
-    assert os.environ["SM_FRAMEWORK"] == "tf.keras"  # set by moleseg.model.build before the import
+    assert os.environ["SM_FRAMEWORK"] == "tf.keras"  # set by moleseg.network.model.build before the import
     probabilities = _predict(model, _images())
     assert probabilities.shape == (1, SIZE, SIZE, 3)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
@@ -347,7 +347,7 @@ def test_numpy_half_does_not_import_tensorflow():
     """The app and CLI read model metadata, evaluate and clean without loading TensorFlow."""
     code = (
         "import sys\n"
-        "import moleseg.modelinfo, moleseg.segmenter, moleseg.evaluate, moleseg.pipeline, moleseg.cli\n"
+        "import moleseg.core.modelinfo, moleseg.engine.segmenter, moleseg.engine.evaluate, moleseg.engine.pipeline, moleseg.cli\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'))\n"
         "print(','.join(loaded))\n"
     )
@@ -361,7 +361,7 @@ def test_read_model_info_works_without_tensorflow(saved_model):
     _, path = saved_model
     code = (
         "import json, sys\n"
-        "from moleseg.modelinfo import read_model_info\n"
+        "from moleseg.core.modelinfo import read_model_info\n"
         f"info = read_model_info({str(path)!r})\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
         "print(json.dumps(info))\n"

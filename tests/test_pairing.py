@@ -1,4 +1,4 @@
-"""moleseg.pairing: every naming rule, every problem report, and the real data sets."""
+"""moleseg.core.pairing: every naming rule, every problem report, and the real data sets."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import require_shared
 
-from moleseg.imageio import encode_png
-from moleseg.pairing import (
+from moleseg.core.imageio import encode_png
+from moleseg.core.pairing import (
     RULE_SAME_NAME,
     RULE_SORTED,
     RULE_SUFFIX,

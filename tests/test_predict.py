@@ -1,5 +1,5 @@
-"""Tests of moleseg.predict (resize and tile inference, flips), of the lesion threshold in
-moleseg.segmenter and of the decision calibration in moleseg.calibrate."""
+"""Tests of moleseg.network.predict (resize and tile inference, flips), of the lesion threshold in
+moleseg.engine.segmenter and of the decision calibration in moleseg.engine.calibrate."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moleseg.calibrate import calibrate, calibrated_info
-from moleseg.cleanup import CleanupSettings
-from moleseg.imageio import write_png
-from moleseg.pairing import Pair
-from moleseg.segmenter import clean, labels_from_probabilities
+from moleseg.engine.calibrate import calibrate, calibrated_info
+from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.imageio import write_png
+from moleseg.core.pairing import Pair
+from moleseg.engine.segmenter import clean, labels_from_probabilities
 
 # -- lesion threshold (no TensorFlow) --------------------------------------------------------------
 
@@ -110,7 +110,7 @@ def test_calibration_needs_pairs():
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from moleseg.predict import KerasSegmenter, blend_window, tile_starts  # noqa: E402
+from moleseg.network.predict import KerasSegmenter, blend_window, tile_starts  # noqa: E402
 
 
 @pytest.mark.parametrize("length, tile", [(1000, 256), (256, 256), (300, 256), (1024, 256), (100, 256)])
@@ -186,7 +186,7 @@ def test_model_info_switches_flips_on_and_the_caller_can_override():
 
 
 def test_decision_text_says_threshold_flips_and_where_they_came_from():
-    from moleseg.appstate import decision_text
+    from moleseg.app.appstate import decision_text
 
     assert decision_text({}) == "most likely class, no flips"
     info = {"lesion_threshold": 0.65, "test_time_augmentation": True,

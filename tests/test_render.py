@@ -1,4 +1,4 @@
-"""Tests of moleseg.render: overlays, outlines, side-by-side panels and class maps."""
+"""Tests of moleseg.core.render: overlays, outlines, side-by-side panels and class maps."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from moleseg.cleanup import CleanupSettings, cleanup
-from moleseg.config import BACK, BORDER, INSIDE
-from moleseg.render import (
+from moleseg.core.cleanup import CleanupSettings, cleanup
+from moleseg.core.config import BACK, BORDER, INSIDE
+from moleseg.core.render import (
     BACKGROUND_COLOR,
     class_colors,
     class_map,
@@ -18,7 +18,7 @@ from moleseg.render import (
     overlay,
     side_by_side,
 )
-from moleseg.targets import make_targets
+from moleseg.core.targets import make_targets
 
 
 def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of moleseg.report: PNG, CSV, one-page PDF, ZIP bundle and atomic writes."""
+"""Tests of moleseg.core.report: PNG, CSV, one-page PDF, ZIP bundle and atomic writes."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from moleseg import atomic
-from moleseg.atomic import atomic_write
-from moleseg.measure import Measurement, measure_lesion, measurements_row
-from moleseg.report import (
+from moleseg.core import atomic
+from moleseg.core.atomic import atomic_write
+from moleseg.core.measure import Measurement, measure_lesion, measurements_row
+from moleseg.core.report import (
     DISCLAIMER,
     check_archive_name,
     display_unit,

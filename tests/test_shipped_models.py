@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_shared
-from moleseg.config import MODELS_DIR
+from moleseg.core.config import MODELS_DIR
 
 SHIPPED = ("dermoscopy", "cells")
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def _record(name: str) -> dict:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_model_file_is_small_and_self_describing(name: str) -> None:
-    from moleseg.modelinfo import read_model_info
+    from moleseg.core.modelinfo import read_model_info
 
     path = _model(name)
     assert path.stat().st_size <= 20 * 2**20
@@ -61,7 +61,7 @@ def test_card_quotes_the_recorded_numbers(name: str) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_fresh_evaluation_matches_card(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from moleseg.cli import main
-    from moleseg.shipped import split_folders
+    from moleseg.network.shipped import split_folders
 
     data = require_shared()
     record = _record(name)
@@ -86,9 +86,10 @@ def test_dermoscopy_meets_its_target_on_seed_test() -> None:
 
 def test_shipped_model_draws_a_real_lesion() -> None:
     """A real PH2 image at its own size: the lesion is found, with a border band inside it."""
-    from moleseg.imageio import read_image, read_mask
-    from moleseg.metrics import scores
-    from moleseg.segmenter import load_segmenter, segment
+    from moleseg.core.imageio import read_image, read_mask
+    from moleseg.core.metrics import scores
+    from moleseg.engine.segmenter import segment
+    from moleseg.network.loading import load_segmenter
 
     folder = require_shared("moles/ph2")
     image = read_image(folder / "images" / "IMD004.jpg")

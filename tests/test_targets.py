@@ -1,4 +1,4 @@
-"""Tests of moleseg.targets: structuring elements, erosion, three- and two-class targets."""
+"""Tests of moleseg.core.targets: structuring elements, erosion, three- and two-class targets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from moleseg.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, INSIDE
-from moleseg.targets import SHAPES, class_frequencies, dilate, erode, make_targets, structuring_element
+from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, INSIDE
+from moleseg.core.targets import SHAPES, class_frequencies, dilate, erode, make_targets, structuring_element
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""Tests of moleseg.train: the loss falls, a training writes its run folder, resumes, cancels, checks its
+"""Tests of moleseg.network.train: the loss falls, a training writes its run folder, resumes, cancels, checks its
 BatchNorm statistics, and runs under MirroredStrategy and mixed precision.
 
 Speed: networks are tiny (64 px, resnet18 with a 16-channel head, one or two steps per epoch). Graph
@@ -24,14 +24,14 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from conftest import require_shared  # noqa: E402
-from moleseg.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
-from moleseg.imageio import write_png  # noqa: E402
-from moleseg.model.build import ModelConfig, build_model  # noqa: E402
-from moleseg.model.losses import SegmentationLoss  # noqa: E402
-from moleseg.modelinfo import read_model_info  # noqa: E402
-from moleseg.pairing import pair_folders  # noqa: E402
-from moleseg.runs import read_history, read_json  # noqa: E402
-from moleseg.train import (Progress, TrainConfig, Trainer, TrainingCancelled, TrainingError,  # noqa: E402
+from moleseg.network.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
+from moleseg.core.imageio import write_png  # noqa: E402
+from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.model.losses import SegmentationLoss  # noqa: E402
+from moleseg.core.modelinfo import read_model_info  # noqa: E402
+from moleseg.core.pairing import pair_folders  # noqa: E402
+from moleseg.engine.runs import read_history, read_json  # noqa: E402
+from moleseg.network.train import (Progress, TrainConfig, Trainer, TrainingCancelled, TrainingError,  # noqa: E402
                            auto_bn_momentum, train)
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_loss_falls_on_real_images():
     root = require_shared("moles/seed/train")
     pairs = [p for p in pair_folders(root / "images", root / "masks").pairs if not p.size_mismatch][:8]
     targets = TargetConfig(input_size=SIZE, n_classes=3, border_width_px=1)
-    from moleseg.data import class_frequencies_of
+    from moleseg.network.data import class_frequencies_of
 
     weights = inverse_frequency_weights(class_frequencies_of(pairs, targets))
     batches = [(x, y) for x, y in make_dataset(pairs, targets, batch_size=4)]
@@ -249,7 +249,8 @@ def test_train_writes_the_run_folder(tmp_path):
     assert len(steps) == 4 and steps[0].steps == 2 and steps[-1].epoch == 2  # 6 pairs / batch 4 = 2 steps
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in steps)
 
-    from moleseg.segmenter import load_segmenter, segment
+    from moleseg.engine.segmenter import segment
+    from moleseg.network.loading import load_segmenter
 
     segmenter = load_segmenter(run / "model.keras")
     image = np.full((50, 70, 3), 200, np.uint8)
@@ -390,8 +391,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from moleseg.model.build import ModelConfig
-    from moleseg.train import TrainConfig, train
+    from moleseg.network.model.build import ModelConfig
+    from moleseg.network.train import TrainConfig, train
 
     images, masks, cache, run = sys.argv[1:5]
     config = TrainConfig(
@@ -436,7 +437,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
     assert read_json(run / "state.json")["status"] == "done"
     history = read_history(run / "history.csv")
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
-    from moleseg.model.io import load_keras_model
+    from moleseg.network.model.io import load_keras_model
 
     model = load_keras_model(run / "model.keras")
     assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
@@ -448,7 +449,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
-    from moleseg import shipped
+    from moleseg.network import shipped
 
     data = tmp_path / "data"
     write_dataset(data / "set", n=10, seed=2)

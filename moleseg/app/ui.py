@@ -1,0 +1,153 @@
+"""Streamlit glue shared by the app's pages: start-up housekeeping, the per-session folder and
+analysis cache, cached segmenters, the model picker and small notices. The computing lives in
+:mod:`moleseg.app.appstate`, :mod:`moleseg.engine.jobs` and the engine modules; no TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from moleseg.app import appstate
+from moleseg.app.appstate import AnalysisStore, ModelChoice
+from moleseg.engine.segmenter import Segmenter
+from moleseg.engine import jobs
+from moleseg.engine.session import SessionFolder, remove_stale_folders
+
+#: Page files, relative to ``app.py``.
+PAGE_FILES: dict[str, str] = {
+    "analyse": "pages/analyse.py",
+    "prepare": "pages/prepare.py",
+    "train": "pages/train.py",
+    "evaluate": "pages/evaluate.py",
+}
+#: Session-state key of the model chosen on any page (shared by the pickers).
+MODEL_KEY = "moleseg_model"
+#: Session-state key of the dataset chosen on the Prepare page (``{"images", "masks", "source"}``).
+DATASET_KEY = "moleseg_dataset"
+
+
+def require_entrypoint() -> None:
+    """Make sure this page runs inside ``app.py``'s ``st.navigation``.
+
+    Streamlit keeps a legacy mode for apps with a ``pages/`` folder: until ``st.navigation`` has run
+    once in the server process, a page opened directly by URL (``/train`` as the server's first
+    request) is run alone, without ``app.py`` (no page config, no start-up housekeeping, the legacy
+    sidebar) -- and the server would stay in that mode. Called first thing by every page: it leaves
+    the legacy mode and reruns, so ``app.py`` runs and routes to this page (tests/test_app_browser.py).
+    """
+    from unittest.mock import Mock
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if isinstance(getattr(Runtime, "_instance", None), Mock):  # AppTest (a mock runtime) resets the mode
+        return                                                # before every run: a rerun would eat clicks
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+@st.cache_resource(show_spinner=False)
+def startup() -> dict[str, Any]:
+    """Once per server process: remove session folders older than a day left by a crashed server."""
+    removed = remove_stale_folders(in_use=jobs.folder_in_use)
+    return {"stale_folders_removed": len(removed)}
+
+
+def session_folder() -> SessionFolder:
+    """This browser session's temporary folder (created on first use, removed with the session)."""
+    folder = st.session_state.get("_moleseg_session_folder")
+    if not isinstance(folder, SessionFolder) or folder.removed:
+        folder = SessionFolder(in_use=jobs.folder_in_use)
+        st.session_state["_moleseg_session_folder"] = folder
+    folder.touch()
+    return folder
+
+
+def analysis_store() -> AnalysisStore:
+    """This session's cache of predictions (so a slider change re-runs only the cleanup)."""
+    store = st.session_state.get("_moleseg_analysis_store")
+    if not isinstance(store, AnalysisStore):
+        store = AnalysisStore()
+        st.session_state["_moleseg_analysis_store"] = store
+    return store
+
+
+def upload_limit_mb() -> int:
+    """The server's upload limit per file, in MB (``server.maxUploadSize``)."""
+    try:
+        return int(st.get_option("server.maxUploadSize"))
+    except Exception:
+        return 200
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _cached_segmenter(spec: str, stamp: int) -> Segmenter:
+    from moleseg.network.loading import load_segmenter
+
+    return load_segmenter(spec)
+
+
+def load_segmenter(choice: ModelChoice) -> Segmenter | None:
+    """The segmenter of ``choice``, loaded once per server (``st.cache_resource``); shows an error and
+    returns None when it cannot be loaded."""
+    try:
+        return _cached_segmenter(choice.spec, choice.stamp)
+    except Exception as error:  # a corrupt or foreign file: say so, no stack trace
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        st.error(f"Cannot load the model {choice.label}: {text}")
+        return None
+
+
+def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
+                 help: str | None = None) -> ModelChoice:
+    """A select box of the shipped models, the classical baselines and the trained runs. The choice is
+    shared between pages."""
+    choices = appstate.model_choices()
+    if n_classes is not None:
+        choices = [c for c in choices if c.n_classes in (None, n_classes)] or choices
+    by_spec = {c.spec: c for c in choices}
+    specs = list(by_spec)
+    remembered = st.session_state.get(MODEL_KEY) or appstate.default_model_spec()
+    if remembered not in by_spec:
+        remembered = appstate.default_model_spec() if appstate.default_model_spec() in by_spec else specs[0]
+    if st.session_state.get(key) not in by_spec:
+        st.session_state.pop(key, None)
+        index = specs.index(remembered)
+    else:
+        index = specs.index(st.session_state[key])
+    spec = st.selectbox(label, specs, index=index, key=key, format_func=lambda s: by_spec[s].label,
+                        help=help or "Shipped models (models/*.keras), the classical baselines (no network) "
+                                     "and the models of your training runs.")
+    st.session_state[MODEL_KEY] = spec
+    return by_spec[spec]
+
+
+def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
+    """An expander with what the model is (read from its file without TensorFlow)."""
+    with st.expander(f"About this model: {choice.label}", expanded=expanded):
+        rows = appstate.model_details(choice)
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def no_model_notice() -> None:
+    """An info box when no trained model is installed (the classical baseline is used), with a link
+    to the Train page."""
+    if appstate.dermoscopy_model():
+        return
+    st.info("No trained model is installed (models/dermoscopy.keras is absent), so the app uses the "
+            "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
+    st.page_link(PAGE_FILES["train"], label="Train a model", icon=":material/model_training:")
+
+
+def init_state(key: str, value: Any) -> None:
+    """Give a widget's session-state key a starting value, once."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,55 @@
+"""Every default of moleseg, in one place, with its unit in its name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Largest image accepted by the reader, in pixels (width x height).
+DEFAULT_MAX_PIXELS: int = 50_000_000
+#: Width of the BORDER band of three-class targets, in pixels (radius of the structuring element).
+DEFAULT_BORDER_WIDTH_PX: int = 4
+#: Shape of the structuring element used to erode masks into BORDER / INSIDE.
+DEFAULT_SHAPE: str = "diamond"
+#: Radius of the disk that closes the cleaned border (the article: 15).
+DEFAULT_CLOSING_RADIUS_PX: int = 15
+
+#: Longer side in px above which cleanup runs on a resized copy (its radii scaled alike).
+CLEANUP_MAX_SIDE_PX: int = 1024
+
+#: Label values of three-class targets.
+BACK: int = 0
+BORDER: int = 1
+INSIDE: int = 2
+CLASS_NAMES_3: tuple[str, ...] = ("back", "border", "inside")
+CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
+
+#: File extensions read as images (lower case, with the dot).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+#: Folder of the project's shipped models (``MOLESEG_MODELS_DIR`` overrides it).
+MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR") or Path(__file__).resolve().parents[2] / "models")
+#: Folder where training runs are written by default (the app lists them in its model picker);
+#: ``MOLESEG_RUNS_DIR`` overrides it.
+RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs")
+
+
+def models_dir() -> Path:
+    """:data:`MODELS_DIR`, or ``MOLESEG_MODELS_DIR`` when it is set now (read at every call)."""
+    value = os.environ.get("MOLESEG_MODELS_DIR")
+    return Path(value) if value else MODELS_DIR
+
+
+def runs_dir() -> Path:
+    """:data:`RUNS_DIR`, or ``MOLESEG_RUNS_DIR`` when it is set now (read at every call)."""
+    value = os.environ.get("MOLESEG_RUNS_DIR")
+    return Path(value) if value else RUNS_DIR
+
+
+def class_names(n_classes: int) -> tuple[str, ...]:
+    """Names of the classes of a two- or three-class model."""
+    if n_classes == 3:
+        return CLASS_NAMES_3
+    if n_classes == 2:
+        return CLASS_NAMES_2
+    raise ValueError(f"moleseg models have 2 or 3 classes, not {n_classes}")

@@ -1,0 +1,733 @@
+"""Reading users' image and mask files into numpy arrays, and writing PNGs.
+
+Every reader takes a file's bytes or its path and returns a fresh, writable, C-contiguous array:
+
+- :func:`read_image` → ``(H, W, 3) uint8`` RGB, whatever the file holds (see below);
+- :func:`read_mask` → ``(H, W) bool`` foreground (lesion, cell) mask;
+- :func:`image_size` → ``(width, height)`` in pixels, from the file's header only.
+
+Anything that cannot be read becomes an :class:`ImageReadError` (a :class:`ValueError`) whose message is
+``"<file name>: <reason>"``; no other exception comes out of the readers for bad file content.
+
+Conversion rules (all documented here once; the tests pin each of them with pixel values)
+------------------------------------------------------------------------------------------
+- Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow. A TIFF that Pillow
+  cannot read (e.g. float RGB, planar layouts) is read with ``tifffile`` when it is installed. Multi-frame
+  files (GIF, APNG, multi-page TIFF, animated WebP) give their first frame.
+- EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a portrait phone photo stored as a
+  landscape bitmap with orientation 6 comes out portrait. A malformed EXIF block is ignored, not fatal.
+- Greyscale (``L``, ``1``) is copied to the three channels; ``1`` is 0 → 0, 1 → 255.
+- Palette (``P``, ``PA``) is looked up; a palette with transparency is treated as RGBA.
+- Transparency (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa`` / ``La``): images are composited over
+  **white** (``(255, 0, 0, 0)`` → ``(255, 255, 255)``); masks over **black** (transparent = not lesion).
+- ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``RGBX``: Pillow's conversion to RGB (no ICC colour management).
+- Integer greyscale wider than 8 bits (``I;16*``, ``I`` = 32-bit, tifffile's integer arrays): if no value
+  is negative, the values are scaled from the smallest usual bit depth that holds the image's maximum,
+  one of 8, 10, 12, 14, 16, 24, 32 or 64 bits, to 0..255 (``v * 255 / (2**bits - 1)``, rounded). So a
+  full-range 16-bit image maps 65535 → 255 and 32768 → 128, a 12-bit camera image in a 16-bit file maps
+  4095 → 255 (instead of coming out almost black), and 8-bit values stored in a 16-bit file stay as they
+  are. With negative values the image is stretched linearly from its minimum (→ 0) to its maximum (→ 255).
+  16-bit *colour* PNG/TIFF files are reduced to 8 bits by Pillow itself (high byte, ≈ ``v / 257``).
+- Float (``F``, tifffile float arrays): finite values in [0, 1] are multiplied by 255; values in
+  [0, 255] are kept; any other range is stretched linearly from minimum to maximum. NaN and ±inf → 0.
+- Masks: after the conversion to 8 bits (and compositing over black), a colour mask is reduced to the
+  per-pixel *maximum* of its channels (so a red-on-black mask works); the foreground is ``value > 127``
+  (JPEG masks are lossy: the noise around 0 and 255 falls on the right side). **0/1 masks**: when the
+  largest 8-bit value of the whole mask is 1 (a 0/1 label image, as Matlab and many tools write), the
+  foreground is ``value == 1``. Label images with more than two values (instance ids) are *not* masks.
+
+Refusals (``ImageReadError``): missing file, folder instead of file, empty file, not an image / not a
+supported format, truncated or corrupt data (the whole image is decoded; Pillow's
+``LOAD_TRUNCATED_IMAGES`` is never set), zero width or height, more pixels than ``max_pixels`` (checked
+from the header *before* decoding), images Pillow's decompression-bomb guard refuses (the guard stays
+on), unsupported pixel modes, and, for masks, empty or full masks unless ``allow_empty=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from moleseg.core.atomic import atomic_write
+from moleseg.core.config import DEFAULT_MAX_PIXELS
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "ImageReadError",
+    "Source",
+    "encode_png",
+    "image_size",
+    "read_image",
+    "read_mask",
+    "write_png",
+]
+
+#: What the readers accept: the file's bytes, its path, or an open binary file (e.g. a Streamlit upload).
+Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
+
+#: Pillow format names the readers open; every other format (EPS, PSD, ...) is refused.
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
+_FORMAT_HINT = "expected JPEG, PNG, BMP, TIFF, GIF or WebP"
+_TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_DEFAULT_NAME = "image"
+#: Bit depths tried, smallest first, when scaling integer images to 8 bits.
+_BIT_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16, 24, 32, 64)
+#: EXIF orientations that swap width and height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+#: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
+_MAX_SAMPLES_PER_PIXEL = 4
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image or a mask.
+
+    ``str(error)`` is ``"<file name>: <reason>"``; the two parts are also in :attr:`filename` and
+    :attr:`reason`.
+    """
+
+    def __init__(self, filename: str, reason: str | None = None) -> None:
+        message = filename if reason is None else f"{filename}: {reason}"
+        super().__init__(message)
+        self.filename = filename
+        self.reason = reason if reason is not None else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.filename, self.reason or None))
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening sources
+
+
+def _label(source: Any, name: str | None) -> str:
+    """File name used in error messages."""
+    if name:
+        return str(name)
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name or str(source)
+    source_name = getattr(source, "name", None)
+    if isinstance(source_name, str) and source_name:
+        return Path(source_name).name
+    return _DEFAULT_NAME
+
+
+def _open_binary(source: Any, label: str) -> IO[bytes]:
+    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            if path.is_dir():
+                raise ImageReadError(label, "is a folder, not an image file")
+            if not path.exists():
+                raise ImageReadError(label, f"file not found ({path})")
+            fp = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        except ImageReadError:
+            raise
+        except OSError as exc:
+            raise ImageReadError(label, f"cannot open the file ({exc.strerror or exc})") from exc
+        try:
+            empty = os.fstat(fp.fileno()).st_size == 0
+        except OSError:
+            empty = False
+        if empty:
+            fp.close()
+            raise ImageReadError(label, "empty file (0 bytes)")
+        return fp
+    elif hasattr(source, "read"):
+        try:
+            if hasattr(source, "seek"):
+                source.seek(0)
+            data = source.read()
+        except Exception as exc:  # any failure of a foreign file object
+            raise ImageReadError(label, f"cannot read the file ({exc})") from exc
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{label}: the file object must be opened in binary mode")
+        data = bytes(data)
+    else:
+        raise TypeError(
+            f"expected image bytes, a path or a binary file, not {type(source).__name__}"
+        )
+    if not data:
+        raise ImageReadError(label, "empty file (0 bytes)")
+    return io.BytesIO(data)
+
+
+def _is_tiff(fp: IO[bytes]) -> bool:
+    try:
+        fp.seek(0)
+        head = fp.read(4)
+        fp.seek(0)
+    except Exception:  # noqa: BLE001 - a file that cannot be probed is not a TIFF
+        return False
+    return head in _TIFF_MAGIC
+
+
+def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
+    """Refuse zero-sized images and images of more than ``max_pixels`` (or Pillow's bomb limit)."""
+    if width <= 0 or height <= 0:
+        raise ImageReadError(label, f"zero-sized image ({width} x {height} px)")
+    pixels = int(width) * int(height)
+    if pixels > max_pixels:
+        raise ImageReadError(
+            label,
+            f"image too large: {width} x {height} px = {pixels / 1e6:.1f} megapixels, "
+            f"the limit is {max_pixels / 1e6:g} megapixels",
+        )
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    if bomb_limit is not None and pixels > bomb_limit:
+        raise ImageReadError(
+            label,
+            f"image too large: {width} x {height} px is over Pillow's decompression-bomb limit "
+            f"of {bomb_limit} pixels",
+        )
+
+
+def _reader_warning_filters() -> None:
+    """Inside ``warnings.catch_warnings()``: bomb warnings become errors, Pillow's chatter is muted.
+
+    Pillow warns about malformed metadata ("Corrupt EXIF data", "Tag data larger than file", ...) of
+    files it then reads or refuses; the readers report refusals as :class:`ImageReadError` instead.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def _bomb_error(label: str, exc: BaseException) -> ImageReadError:
+    return ImageReadError(
+        label, f"image too large: refused by Pillow's decompression-bomb guard ({exc})"
+    )
+
+
+def _open_pil(fp: IO[bytes], label: str) -> Image.Image:
+    """``Image.open`` restricted to the :data:`SUPPORTED_FORMATS` Pillow has plugins for."""
+    Image.init()  # registers every plugin once (Image.open alone registers only a few, not MPO)
+    formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
+    return Image.open(fp, formats=formats)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scaling to 8 bits
+
+
+def _integer_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale an integer array to uint8 (see the module docstring for the rule)."""
+    if values.dtype == np.uint8:
+        return values
+    if values.size == 0:
+        return np.zeros(values.shape, np.uint8)
+    low = int(values.min())
+    high = int(values.max())
+    if low < 0:
+        if high == low:
+            return np.zeros(values.shape, np.uint8)
+        scaled = (values.astype(np.float64) - low) * (255.0 / (high - low))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    bits = next(b for b in _BIT_DEPTHS if high < 2**b)
+    if bits == 8:
+        return values.astype(np.uint8)
+    full_scale = float(2**bits - 1)
+    if bits <= 16:  # one table look-up per pixel
+        table = np.rint(np.arange(2**bits, dtype=np.float64) * (255.0 / full_scale))
+        return table.astype(np.uint8)[values]
+    scaled = values.astype(np.float64) * (255.0 / full_scale)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Scale a float array to uint8: [0, 1] × 255, [0, 255] kept, otherwise min-max; non-finite → 0."""
+    with np.errstate(invalid="ignore"):  # signalling NaNs warn when cast
+        values = values.astype(np.float64, copy=False)
+    finite = np.isfinite(values)
+    all_finite = bool(finite.all())
+    valid = values if all_finite else values[finite]
+    if valid.size == 0:
+        return np.zeros(values.shape, np.uint8)
+    low = float(valid.min())
+    high = float(valid.max())
+    if low >= 0.0 and high <= 1.0:
+        offset, scale = 0.0, 255.0
+    elif low >= 0.0 and high <= 255.0:
+        offset, scale = 0.0, 1.0
+    elif high > low:
+        offset, scale = low, 255.0 / (high - low)
+    else:
+        offset, scale = low, 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.where(finite, values, offset)
+        scaled -= offset
+        scaled *= scale
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """Any numeric array to uint8 by the module's rules (bool → 0/255)."""
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(values.dtype, np.integer):
+        return _integer_to_uint8(values)
+    if np.issubdtype(values.dtype, np.floating):
+        return _float_to_uint8(values)
+    raise TypeError(f"unsupported sample type {values.dtype}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding to (colour, alpha)
+
+#: A decoded file: 8-bit colour ``(H, W)`` grey or ``(H, W, 3)`` RGB, and 8-bit alpha ``(H, W)`` or None.
+_Decoded = tuple[np.ndarray, "np.ndarray | None"]
+
+
+def _unpremultiply(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Undo premultiplied alpha (Pillow's ``La`` / ``RGBa``)."""
+    a = alpha.astype(np.float32)
+    if colour.ndim == 3:
+        a = a[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        straight = np.where(a > 0, colour.astype(np.float32) * 255.0 / a, 0.0)
+    return np.clip(np.rint(straight), 0, 255).astype(np.uint8)
+
+
+def _pil_to_arrays(img: Image.Image, label: str) -> _Decoded:
+    """Convert a loaded Pillow image to 8-bit colour and optional alpha."""
+    mode = img.mode
+    if mode == "1":
+        return np.array(img, dtype=np.bool_).astype(np.uint8) * np.uint8(255), None
+    if mode in ("L", "RGB"):
+        return np.array(img, dtype=np.uint8), None
+    if mode in ("LA", "La"):
+        both = np.array(img, dtype=np.uint8)
+        grey, alpha = both[..., 0], both[..., 1]
+        if mode == "La":
+            grey = _unpremultiply(grey, alpha)
+        return np.ascontiguousarray(grey), np.ascontiguousarray(alpha)
+    if mode in ("RGBA", "RGBa"):
+        both = np.array(img, dtype=np.uint8)
+        rgb, alpha = both[..., :3], both[..., 3]
+        if mode == "RGBa":
+            rgb = _unpremultiply(rgb, alpha)
+        return np.ascontiguousarray(rgb), np.ascontiguousarray(alpha)
+    if mode in ("P", "PA"):
+        if mode == "PA" or "transparency" in img.info:
+            return _pil_to_arrays(img.convert("RGBA"), label)
+        return np.array(img.convert("RGB"), dtype=np.uint8), None
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return np.array(img.convert("RGB"), dtype=np.uint8), None
+    if mode.startswith("I;16") or mode == "I":
+        return _integer_to_uint8(np.array(img)), None
+    if mode == "F":
+        return _float_to_uint8(np.array(img)), None
+    raise ImageReadError(label, f"unsupported pixel mode {mode!r}")
+
+
+def _tiff_axes_to_hwc(values: np.ndarray, axes: str, label: str) -> np.ndarray:
+    """Reorder a tifffile page array to ``(H, W)`` or ``(H, W, C)``."""
+    if len(axes) != values.ndim:
+        axes = ""
+    if axes and "Y" in axes and "X" in axes:
+        keep = [axes.index("Y"), axes.index("X")]
+        if "S" in axes:
+            keep.append(axes.index("S"))
+        for axis, letter in enumerate(axes):
+            if axis not in keep and values.shape[axis] != 1:
+                raise ImageReadError(label, f"unsupported TIFF layout (axes {axes!r})")
+        values = values.transpose(keep + [i for i in range(values.ndim) if i not in keep])
+        values = values.reshape(values.shape[: len(keep)])
+    else:
+        values = np.squeeze(values)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    if values.ndim not in (2, 3):
+        raise ImageReadError(label, f"unsupported TIFF layout (shape {values.shape})")
+    return values
+
+
+def _import_tifffile() -> Any:
+    """The ``tifffile`` module, or None when it is not installed.
+
+    tifffile logs every malformed tag it meets at ERROR level; a NullHandler on its logger keeps these
+    messages out of stderr when the application has not configured logging (they still reach any
+    handler the application installs).
+    """
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    logger = logging.getLogger("tifffile")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+    return tifffile
+
+
+def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
+    """Read the first page of a TIFF Pillow refused with ``tifffile``; errors keep ``reason``."""
+    tifffile = _import_tifffile()
+    if tifffile is None:
+        raise ImageReadError(label, reason)
+    try:
+        fp.seek(0)
+        with tifffile.TiffFile(fp) as tif:
+            page = tif.pages[0]
+            width, height = int(page.imagewidth), int(page.imagelength)
+            _check_size(width, height, label, max_pixels)
+            elements = int(np.prod(page.shape, dtype=np.int64))
+            if elements > _MAX_SAMPLES_PER_PIXEL * width * height:
+                raise ImageReadError(
+                    label, f"unsupported TIFF layout (shape {tuple(page.shape)}, axes {page.axes})"
+                )
+            dtype = page.dtype
+            if dtype is None or np.dtype(dtype).kind not in "biuf":
+                raise ImageReadError(label, f"unsupported TIFF sample type {dtype}")
+            values = page.asarray()
+            axes = str(page.axes)
+            photometric = int(page.photometric)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types on bad files
+        raise ImageReadError(label, f"{reason} (tifffile: {exc})") from exc
+    values = _tiff_axes_to_hwc(np.asarray(values), axes, label)
+    if values.dtype.kind not in "biuf":
+        raise ImageReadError(label, f"unsupported TIFF sample type {values.dtype}")
+    values = _to_uint8(values)
+    if values.ndim == 2:
+        return values, None
+    channels = values.shape[2]
+    if photometric == 5 and channels >= 4:  # SEPARATED (CMYK)
+        cmyk = values[..., :4].astype(np.float32) / 255.0
+        rgb = 255.0 * (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:4])
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), None
+    if channels == 2:
+        return np.ascontiguousarray(values[..., 0]), np.ascontiguousarray(values[..., 1])
+    if channels == 3:
+        return np.ascontiguousarray(values), None
+    return np.ascontiguousarray(values[..., :3]), np.ascontiguousarray(values[..., 3])
+
+
+def _corrupt_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return f"truncated file: the image data ends early ({text})"
+    return f"corrupt image data ({type(exc).__name__}: {text})"
+
+
+def _decode(source: Any, name: str | None, max_pixels: int) -> _Decoded:
+    """Open, check and fully decode ``source``; every failure becomes :class:`ImageReadError`."""
+    label = _label(source, name)
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, not {max_pixels}")
+    fp = _open_binary(source, label)
+    try:
+        with warnings.catch_warnings():
+            _reader_warning_filters()
+            return _decode_open_file(fp, label, max_pixels)
+    finally:
+        fp.close()
+
+
+def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
+    is_tiff = _is_tiff(fp)
+    try:
+        img = _open_pil(fp, label)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(label, exc) from exc
+    except Exception as exc:  # Pillow plugins raise many types on bad headers
+        if isinstance(exc, UnidentifiedImageError):
+            reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
+        else:
+            reason = f"cannot read the image header ({type(exc).__name__}: {exc})"
+        if is_tiff:
+            return _read_tiff_fallback(fp, label, max_pixels, reason)
+        raise ImageReadError(label, reason) from exc
+    with img:
+        try:
+            width, height = img.size
+        except Exception as exc:
+            raise ImageReadError(label, f"cannot read the image size ({exc})") from exc
+        _check_size(width, height, label, max_pixels)
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _bomb_error(label, exc) from exc
+        except ImageReadError:
+            raise
+        except Exception as exc:  # truncated / corrupt data, of any type
+            reason = _corrupt_reason(exc)
+            if is_tiff:
+                return _read_tiff_fallback(fp, label, max_pixels, reason)
+            raise ImageReadError(label, reason) from exc
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - a malformed EXIF block must not refuse a good image
+            oriented = None
+        if oriented is None:
+            oriented = img
+        try:
+            colour, alpha = _pil_to_arrays(oriented, label)
+        except ImageReadError:
+            raise
+        except Exception as exc:
+            raise ImageReadError(
+                label, f"cannot convert pixel mode {oriented.mode!r} ({type(exc).__name__}: {exc})"
+            ) from exc
+    if colour.shape[0] == 0 or colour.shape[1] == 0:
+        raise ImageReadError(label, f"zero-sized image ({colour.shape[1]} x {colour.shape[0]} px)")
+    return colour, alpha
+
+
+# --------------------------------------------------------------------------------------------------
+# Public readers
+
+
+def read_image(
+    source: Source, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read an image file into an RGB array.
+
+    Parameters
+    ----------
+    source : bytes or str or os.PathLike or binary file
+        The file's content, its path, or an open binary file object (read from its start).
+    name : str, optional
+        File name used in error messages; default: the path's name, the file object's ``name``, or
+        ``"image"``.
+    max_pixels : int, optional
+        Largest accepted ``width * height`` in pixels, checked from the header before decoding;
+        default :data:`moleseg.core.config.DEFAULT_MAX_PIXELS` (50 megapixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3) uint8`` RGB, values 0..255, after EXIF orientation; transparent pixels composited over
+        white; greyscale copied to the three channels; deeper images scaled to 8 bits as described in the
+        module docstring.
+
+    Raises
+    ------
+    ImageReadError
+        The file is missing, a folder, empty, not a supported image, truncated or corrupt, zero-sized,
+        larger than ``max_pixels`` or in an unsupported pixel mode. The message is
+        ``"<file name>: <reason>"``.
+    """
+    colour, alpha = _decode(source, name, max_pixels)
+    if alpha is not None:
+        # Over white: out = c * a + 255 * (1 - a) = 255 - (255 - c) * a, with a in 0..255.
+        weight = alpha.astype(np.uint16)
+        if colour.ndim == 3:
+            weight = weight[..., None]
+        inverse = (255 - colour.astype(np.uint16)) * weight
+        colour = (255 - (inverse + 127) // 255).astype(np.uint8)
+    if colour.ndim == 2:
+        colour = np.repeat(colour[..., None], 3, axis=2)
+    return np.ascontiguousarray(colour, dtype=np.uint8)
+
+
+def read_mask(
+    source: Source,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Read a mask file into a boolean foreground array.
+
+    Parameters
+    ----------
+    source : bytes or str or os.PathLike or binary file
+        The file's content, its path, or an open binary file object.
+    name : str, optional
+        File name used in error messages (as in :func:`read_image`).
+    max_pixels : int, optional
+        Largest accepted ``width * height`` in pixels (default 50 megapixels).
+    allow_empty : bool, optional
+        Accept a degenerate mask: one with no foreground pixel (e.g. healthy skin) or with no background
+        pixel. Default False: such masks are refused, since they usually mean a wrong or inverted file.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W) bool``, True on the foreground. The file is converted to 8 bits as in
+        :func:`read_image` (transparency composited over *black*, colour reduced to the maximum of the
+        channels), then the foreground is ``value > 127``; a mask whose largest value is 1 (a 0/1 label
+        image) has foreground ``value == 1``.
+
+    Raises
+    ------
+    ImageReadError
+        As :func:`read_image`, plus an empty or full mask when ``allow_empty`` is False.
+    """
+    colour, alpha = _decode(source, name, max_pixels)
+    label = _label(source, name)
+    if alpha is not None:
+        weight = alpha.astype(np.uint16)
+        if colour.ndim == 3:
+            weight = weight[..., None]
+        colour = ((colour.astype(np.uint16) * weight + 127) // 255).astype(np.uint8)
+    values = colour.max(axis=2) if colour.ndim == 3 else colour
+    largest = int(values.max())
+    mask = values == 1 if largest == 1 else values > 127
+    if not allow_empty:
+        count = int(np.count_nonzero(mask))
+        if count == 0:
+            raise ImageReadError(
+                label,
+                f"empty mask: no foreground pixel (no value above 127; the largest value is {largest})",
+            )
+        if count == mask.size:
+            raise ImageReadError(
+                label, "full mask: every pixel is foreground (an image, or an inverted mask?)"
+            )
+    return np.ascontiguousarray(mask)
+
+
+def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
+    is_tiff = _is_tiff(fp)
+    try:
+        img = _open_pil(fp, label)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb_error(label, exc) from exc
+    except Exception as exc:
+        reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
+        size = _tiff_header_size(fp) if is_tiff else None
+        if size is None:
+            raise ImageReadError(label, reason) from exc
+        return size
+    with img:
+        try:
+            width, height = (int(v) for v in img.size)
+            orientation = _header_orientation(img)
+        except Exception as exc:
+            raise ImageReadError(label, f"cannot read the image header ({exc})") from exc
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return width, height
+
+
+def _tiff_header_size(fp: IO[bytes]) -> tuple[int, int] | None:
+    """``(width, height)`` of a TIFF's first page read by tifffile; None when it cannot."""
+    tifffile = _import_tifffile()
+    if tifffile is None:
+        return None
+    try:
+        fp.seek(0)
+        with tifffile.TiffFile(fp) as tif:
+            page = tif.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    except Exception:  # noqa: BLE001 - tifffile raises many types on bad files
+        return None
+
+
+def _header_orientation(img: Image.Image) -> int:
+    """EXIF orientation (1..8) from data already parsed with the header; 1 when absent or unreadable."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # PNG's getexif() would decode the whole image to look for a late eXIf chunk
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        return int(value)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation
+        return 1
+
+
+def image_size(path: Source) -> tuple[int, int]:
+    """Width and height of an image, from its header only (the pixels are not decoded).
+
+    Parameters
+    ----------
+    path : str or os.PathLike or bytes or binary file
+        The image file (bytes and file objects are accepted too).
+
+    Returns
+    -------
+    tuple of int
+        ``(width, height)`` in pixels, *after* EXIF orientation, i.e. the size :func:`read_image` returns
+        as ``(W, H)``.
+
+    Raises
+    ------
+    ImageReadError
+        Missing file, folder, empty file or not a supported image (header unreadable).
+    """
+    label = _label(path, None)
+    fp = _open_binary(path, label)
+    try:
+        with warnings.catch_warnings():
+            _reader_warning_filters()
+            return _header_size(fp, label)
+    finally:
+        fp.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encode an array as a lossless PNG.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        ``(H, W) bool`` (written as 8-bit grey 0/255), ``(H, W)`` or ``(H, W, 1) uint8`` grey,
+        ``(H, W, 2) uint8`` grey + alpha, ``(H, W, 3) uint8`` RGB, ``(H, W, 4) uint8`` RGBA, or
+        ``(H, W) uint16`` 16-bit grey. ``H, W >= 1``.
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+
+    Raises
+    ------
+    ValueError
+        Any other dtype or shape (convert floats to uint8 first).
+    """
+    values = np.asarray(array)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    if values.ndim not in (2, 3) or values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(f"cannot encode an array of shape {values.shape} as PNG")
+    if values.dtype == np.bool_:
+        if values.ndim != 2:
+            raise ValueError(f"a boolean mask must be (H, W), not {values.shape}")
+        values = values.astype(np.uint8) * np.uint8(255)
+    if values.dtype == np.uint16:
+        if values.ndim != 2:
+            raise ValueError(f"16-bit PNGs are written for (H, W) arrays only, not {values.shape}")
+        values = values.astype("<u2")
+    elif values.dtype != np.uint8:
+        raise ValueError(f"cannot encode dtype {values.dtype} as PNG (use uint8, uint16 or bool)")
+    if values.ndim == 3 and values.shape[2] not in (2, 3, 4):
+        raise ValueError(f"cannot encode {values.shape[2]} channels as PNG (use 1 to 4)")
+    img = Image.fromarray(np.ascontiguousarray(values))
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write an array as a PNG file atomically.
+
+    The PNG is encoded first (see :func:`encode_png`), written to a temporary file in the same folder,
+    flushed to disk, then moved over ``path`` with :func:`os.replace`; readers never see a partial file,
+    and the temporary file is removed if anything fails. The folder must exist.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; replaced if it exists.
+    array : numpy.ndarray
+        As for :func:`encode_png`.
+    """
+    atomic_write(path, encode_png(array))

@@ -1,0 +1,358 @@
+"""Border measurements of a lesion mask, for the report.
+
+Every measurement is a :class:`Measurement` with a machine key, a human label, a value, a unit
+and a one-line meaning. Lengths and areas are given in pixels and, when the pixel size is known
+(``pixel_size_mm``, millimetres per pixel), again in millimetres.
+
+Definitions
+-----------
+area
+    Number of lesion pixels (``px``); ``area * s**2`` in ``mm2``.
+perimeter
+    Crofton perimeter (``skimage.measure.perimeter_crofton``, 4 directions) of the lesion, every
+    component and hole included, the image frame counting as background. The chain length of the
+    pixel contour (``skimage.measure.perimeter`` or ``cv2.arcLength`` of ``cv2.findContours``
+    with ``CHAIN_APPROX_NONE``, which agree) over-estimates a circle's length by the staircase
+    factor, giving a digital disk a compactness of about 1.10; the Crofton estimate gives
+    1 +- 0.035 for radii 20 .. 200 px, so it is the one used. Crofton is unbiased on average
+    over edge orientations; a long straight edge at 0 or 45 degrees reads about 5 % short.
+equivalent_diameter
+    Diameter of the disk of the same area, ``sqrt(4 A / pi)``.
+major_axis, minor_axis
+    Lengths of the axes of the ellipse with the same second moments (``regionprops``
+    ``axis_major_length`` / ``axis_minor_length``; ``2a`` and ``2b`` for an ellipse of semi-axes
+    ``a``, ``b``), all components taken as one region.
+compactness
+    ``P**2 / (4 pi A)``: 1 for a disk, larger for elongated or ragged outlines.
+asymmetry_major, asymmetry_minor
+    ABCD-rule asymmetry: the lesion is mirrored about its major (resp. minor) principal axis
+    through the centroid; the value is ``1 - IoU(lesion, mirror)`` in [0, 1], 0 = symmetric.
+fractal_dimension
+    Box-counting dimension of the contour pixels (:func:`moleseg.core.metrics.contour`): the slope of
+    ``log N(s)`` against ``log(1 / s)`` for box sizes ``s = 2, 4, 8, ...`` up to a quarter of the
+    contour's extent. About 1 (0.94 .. 0.99 in practice) for a smooth outline, up to about
+    1.4 for a very ragged one. NaN when the lesion is less than 16 px across (fewer than two
+    box sizes).
+border_width_mean, border_width_std (only when ``border`` is given)
+    Local width of the border band at each band pixel: ``d_out + d_in - 1``, where ``d_out`` is
+    the Euclidean distance to the nearest non-lesion pixel and ``d_in`` the distance to the
+    nearest inside pixel (lesion minus band), both between pixel centres (distance transforms).
+    The mean and the population standard deviation over the band pixels are reported. For a
+    straight axis-aligned band ``w`` pixels thick the estimate is exactly ``w`` at every pixel;
+    on curved or diagonal bands it reads up to about 0.3 px low (the band of a disk eroded by a
+    digital disk of radius 6, 5.8 px thick on average over directions, reads 5.55 +- 0.28).
+    The band is clipped to the lesion first. An empty band has width 0; a lesion that is all
+    band (no inside), or that fills the whole image (no outer edge), has an undefined width,
+    reported as NaN.
+n_components
+    Number of 8-connected lesion components.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from skimage.measure import perimeter_crofton, regionprops
+
+from moleseg.core.metrics import contour
+from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
+
+__all__ = ["Measurement", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry"]
+
+#: Smallest box size used by the box-counting fractal dimension, in pixels.
+MIN_BOX_PX: int = 2
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured quantity of a lesion.
+
+    Attributes
+    ----------
+    key : str
+        Machine name, e.g. ``"area"``; several measurements may share a key in different units.
+    label : str
+        Human-readable name for tables, e.g. ``"Area"``.
+    value : float
+        The value (NaN when undefined, see the module docstring).
+    unit : str
+        ``"px"``, ``"mm"``, ``"mm2"`` or ``""`` for dimensionless values and counts.
+    meaning : str
+        One line explaining what the value says.
+    """
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    meaning: str
+
+    @property
+    def column(self) -> str:
+        """Flat column name: the key with the unit appended (``area_px``, ``compactness``)."""
+        return f"{self.key}_{self.unit}" if self.unit else self.key
+
+
+def fractal_dimension(lesion: np.ndarray) -> float:
+    """Box-counting dimension of the lesion contour (see the module docstring).
+
+    Returns
+    -------
+    float
+        About 1 for a smooth outline, larger (up to 2) for ragged ones; NaN when the lesion is
+        too small (extent below ``8 * MIN_BOX_PX`` px) for two box sizes.
+    """
+    outline = contour(lesion)
+    rows, cols = np.nonzero(outline)
+    if rows.size == 0:
+        return math.nan
+    rows = rows - rows.min()
+    cols = cols - cols.min()
+    extent = int(max(rows.max(), cols.max())) + 1
+    sizes = []
+    size = MIN_BOX_PX
+    while size <= extent / 4:
+        sizes.append(size)
+        size *= 2
+    if len(sizes) < 2:
+        return math.nan
+    counts = []
+    for size in sizes:
+        boxes = (rows // size) * (extent // size + 1) + (cols // size)
+        counts.append(np.unique(boxes).size)
+    slope = np.polyfit(np.log(1.0 / np.asarray(sizes, dtype=float)), np.log(np.asarray(counts, dtype=float)), 1)[0]
+    return float(slope)
+
+
+def _principal_axes(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid ``(x, y)`` and unit vectors of the major and minor principal axes."""
+    rows, cols = np.nonzero(crop)
+    points = np.stack([cols, rows], axis=1).astype(np.float64)
+    centroid = points.mean(axis=0)
+    centred = points - centroid
+    covariance = centred.T @ centred / len(points)
+    _, vectors = np.linalg.eigh(covariance)
+    return centroid, vectors[:, 1], vectors[:, 0]
+
+
+def _mirror_iou(canvas: np.ndarray, centroid: np.ndarray, direction: np.ndarray) -> float:
+    """IoU of a mask with its reflection about the line through ``centroid`` along ``direction``."""
+    ux, uy = direction
+    reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
+    matrix = np.hstack([reflection, (centroid - reflection @ centroid)[:, None]])
+    mirrored = cv2.warpAffine(
+        canvas.astype(np.uint8) * 255,
+        matrix,
+        (canvas.shape[1], canvas.shape[0]),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    ) >= 128
+    union = np.count_nonzero(canvas | mirrored)
+    return np.count_nonzero(canvas & mirrored) / union if union else 1.0
+
+
+def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
+    """ABCD-rule asymmetry about the major and the minor principal axis.
+
+    Returns
+    -------
+    tuple of float
+        ``(about_major, about_minor)``, each ``1 - IoU(lesion, mirror)`` in [0, 1];
+        0 = mirror-symmetric about that axis.
+
+    Raises
+    ------
+    ValueError
+        Empty lesion.
+    """
+    binary = as_binary_mask(lesion, "lesion")
+    box = bounding_box(binary)
+    if box is None:
+        raise ValueError("lesion mask is empty: asymmetry is undefined")
+    r0, r1, c0, c1 = box
+    crop = binary[r0:r1, c0:c1]
+    centroid, major, minor = _principal_axes(crop)
+    rows, cols = np.nonzero(crop)
+    reach = float(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))
+    # Pad so that the disk of radius `reach` around the centroid (which holds the mirror image)
+    # lies inside the canvas.
+    pad = int(math.ceil(reach)) + 2
+    canvas = np.pad(crop, pad, constant_values=False)
+    centre = centroid + pad
+    return float(1.0 - _mirror_iou(canvas, centre, major)), float(1.0 - _mirror_iou(canvas, centre, minor))
+
+
+def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray | None:
+    """Local band widths ``d_out + d_in - 1`` at the band pixels.
+
+    None when the width is undefined: no inside pixel, or no non-lesion pixel (the lesion fills
+    the whole image, so the band has no outer edge).
+    """
+    inner = lesion_crop & ~band_crop
+    if not inner.any() or lesion_crop.all():
+        return None
+    distance_out = ndimage.distance_transform_edt(lesion_crop)
+    distance_in = ndimage.distance_transform_edt(~inner)
+    return distance_out[band_crop] + distance_in[band_crop] - 1.0
+
+
+def measure_lesion(
+    lesion: np.ndarray,
+    *,
+    border: np.ndarray | None = None,
+    pixel_size_mm: float | None = None,
+) -> list[Measurement]:
+    """Measure the shape and the border of a lesion.
+
+    Parameters
+    ----------
+    lesion : (H, W) array
+        Lesion mask; non-zero / True is lesion. Must not be empty.
+    border : (H, W) array, optional
+        Predicted border band (e.g. ``CleanupResult.border``); adds the band's mean width and its
+        spread. Pixels outside the lesion are ignored.
+    pixel_size_mm : float, optional
+        Pixel size in millimetres per pixel (> 0); adds every length in ``mm`` and the area in
+        ``mm2``.
+
+    Returns
+    -------
+    list of Measurement
+        In a fixed order: area, perimeter, equivalent diameter, major and minor axis (each in px,
+        then in mm when ``pixel_size_mm`` is given), compactness, asymmetry about the major and
+        minor axis, fractal dimension, border width mean and std (px, mm; only with ``border``),
+        number of components. See the module docstring for every definition.
+
+    Raises
+    ------
+    ValueError
+        Empty lesion, masks of different sizes, or a pixel size that is not a positive number.
+    """
+    binary = as_binary_mask(lesion, "lesion")
+    box = bounding_box(binary)
+    if box is None:
+        raise ValueError("lesion mask is empty: there is nothing to measure")
+    band = None
+    if border is not None:
+        band = as_binary_mask(border, "border")
+        if band.shape != binary.shape:
+            raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
+        band = band & binary
+    scale = None
+    if pixel_size_mm is not None:
+        if isinstance(pixel_size_mm, bool) or not isinstance(pixel_size_mm, (int, float, np.integer, np.floating)):
+            raise ValueError(f"pixel_size_mm must be a number of millimetres per pixel, not {pixel_size_mm!r}")
+        scale = float(pixel_size_mm)
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"pixel_size_mm must be a positive finite number, not {pixel_size_mm!r}")
+
+    r0, r1, c0, c1 = box
+    crop = binary[r0:r1, c0:c1]
+    framed = np.pad(crop, 1, constant_values=False)  # the image frame counts as background
+
+    area = float(np.count_nonzero(crop))
+    perimeter = float(perimeter_crofton(framed, directions=4))
+    equivalent_diameter = math.sqrt(4.0 * area / math.pi)
+    region = regionprops(framed.astype(np.uint8))[0]
+    major_axis, minor_axis = float(region.axis_major_length), float(region.axis_minor_length)
+    compactness = perimeter * perimeter / (4.0 * math.pi * area)
+    asymmetry_major, asymmetry_minor = asymmetry(crop)
+    n_components = cv2.connectedComponents(framed.astype(np.uint8), connectivity=8)[0] - 1
+
+    measurements: list[Measurement] = []
+
+    def add_length(key: str, label: str, value_px: float, meaning: str, power: int = 1) -> None:
+        measurements.append(Measurement(key, label, value_px, "px", meaning))
+        if scale is not None:
+            unit = "mm2" if power == 2 else "mm"
+            measurements.append(Measurement(key, label, value_px * scale**power, unit, meaning))
+
+    add_length("area", "Area", area, "Surface of the lesion.", power=2)
+    add_length("perimeter", "Perimeter", perimeter, "Length of the lesion outline (Crofton estimate).")
+    add_length(
+        "equivalent_diameter", "Equivalent diameter", equivalent_diameter, "Diameter of the disk with the same area."
+    )
+    add_length("major_axis", "Major axis", major_axis, "Length of the long axis of the best-fitting ellipse.")
+    add_length("minor_axis", "Minor axis", minor_axis, "Length of the short axis of the best-fitting ellipse.")
+    measurements.append(
+        Measurement(
+            "compactness",
+            "Compactness index",
+            compactness,
+            "",
+            "P^2 / (4 pi A): 1 for a disk, larger when elongated or ragged.",
+        )
+    )
+    measurements.append(
+        Measurement(
+            "asymmetry_major",
+            "Asymmetry (major axis)",
+            asymmetry_major,
+            "",
+            "1 - overlap (IoU) with the mirror image about the major axis: 0 = symmetric.",
+        )
+    )
+    measurements.append(
+        Measurement(
+            "asymmetry_minor",
+            "Asymmetry (minor axis)",
+            asymmetry_minor,
+            "",
+            "1 - overlap (IoU) with the mirror image about the minor axis: 0 = symmetric.",
+        )
+    )
+    measurements.append(
+        Measurement(
+            "fractal_dimension",
+            "Border irregularity (fractal dimension)",
+            fractal_dimension(framed),
+            "",
+            "Box-counting dimension of the outline: about 1 when smooth, higher when ragged.",
+        )
+    )
+    if band is not None:
+        # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
+        # ring is background unless it is beyond the frame, where there is no lesion edge).
+        e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
+        widths = _border_widths(binary[e0:e1, f0:f1], band[e0:e1, f0:f1])
+        if widths is None:
+            width_mean = width_std = math.nan
+        elif widths.size == 0:
+            width_mean = width_std = 0.0
+        else:
+            width_mean, width_std = float(widths.mean()), float(widths.std(ddof=0))
+        add_length(
+            "border_width_mean", "Border width (mean)", width_mean, "Average thickness of the predicted border band."
+        )
+        add_length(
+            "border_width_std", "Border width (spread)", width_std, "Standard deviation of the border band's thickness."
+        )
+    measurements.append(
+        Measurement("n_components", "Lesion components", float(n_components), "", "Number of separate lesion regions.")
+    )
+    return measurements
+
+
+def measurements_row(measurements: list[Measurement]) -> dict[str, float]:
+    """Flatten measurements to ``{column: value}`` for a CSV row.
+
+    The column is the key with the unit appended (``area_px``, ``area_mm2``, ``perimeter_mm``);
+    dimensionless values keep their bare key (``compactness``, ``n_components``).
+
+    Raises
+    ------
+    ValueError
+        Two measurements with the same key and unit.
+    """
+    row: dict[str, float] = {}
+    for measurement in measurements:
+        column = measurement.column
+        if column in row:
+            raise ValueError(f"two measurements share the column {column!r}")
+        row[column] = float(measurement.value)
+    return row

@@ -1,0 +1,316 @@
+"""Pictures of a segmentation: translucent overlays, outlines, class maps, side-by-side panels.
+
+Every function returns a new ``(H, W, 3) uint8`` RGB array at the input image's own resolution
+(nothing is resized except by :func:`side_by_side`, which matches heights). Colours are RGB tuples of
+three integers 0-255; opacities are floats in ``[0, 1]``. A blended pixel is::
+
+    out = round((1 - opacity) * image + opacity * colour)      (per channel)
+
+so opacity 1 paints the colour exactly and opacity 0 leaves the image unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from moleseg.core.config import BACK, BORDER, INSIDE, class_names
+
+__all__ = [
+    "BACKGROUND_COLOR",
+    "BORDER_COLOR",
+    "CONTOUR_COLOR",
+    "FILL_COLOR",
+    "FOREGROUND_COLOR",
+    "Color",
+    "blend",
+    "class_colors",
+    "class_map",
+    "contour_overlay",
+    "legend",
+    "outline",
+    "overlay",
+    "side_by_side",
+]
+
+Color = tuple[int, int, int]
+
+#: Default translucent fill of the lesion (amber).
+FILL_COLOR: Color = (255, 200, 0)
+#: Default colour of the border band (cyan).
+BORDER_COLOR: Color = (0, 255, 255)
+#: Default colour of a drawn outline (cyan, visible on skin and on pigment).
+CONTOUR_COLOR: Color = (0, 255, 255)
+#: Class-map colour of BACK / two-class background (dark grey).
+BACKGROUND_COLOR: Color = (40, 40, 40)
+#: Class-map colour of the two-class foreground.
+FOREGROUND_COLOR: Color = (255, 200, 0)
+#: Class-map colours of the three classes, indexed by label (BACK, BORDER, INSIDE).
+_THREE_CLASS_COLORS: dict[int, Color] = {BACK: BACKGROUND_COLOR, BORDER: BORDER_COLOR, INSIDE: FILL_COLOR}
+#: Colour of the gap between side-by-side panels (white).
+_GAP_COLOR: Color = (255, 255, 255)
+
+
+def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """``image`` as ``(H, W, 3) uint8``; an ``(H, W)`` uint8 or bool grey image is repeated to RGB."""
+    array = np.asarray(image)
+    if array.dtype == np.bool_ and array.ndim == 2:
+        array = array.astype(np.uint8) * np.uint8(255)
+    if array.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8 (0-255), got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must be an (H, W, 3) RGB or (H, W) grey array, got shape {np.shape(image)}")
+    return array
+
+
+def _mask(mask: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
+    """``mask`` as ``(H, W)`` bool (non-zero is True); its H x W must equal ``shape``."""
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) mask, got shape {array.shape}")
+    if array.shape != tuple(shape):
+        raise ValueError(
+            f"{name} is {array.shape[0]}x{array.shape[1]} (H x W) but the image is {shape[0]}x{shape[1]}"
+        )
+    if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)):
+        raise ValueError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
+    return array.astype(bool)
+
+
+def _color(color: Sequence[int], name: str) -> np.ndarray:
+    values = np.asarray(color)
+    if values.shape != (3,) or not np.issubdtype(values.dtype, np.number) or np.any(values != np.round(values)):
+        raise ValueError(f"{name} must be an RGB tuple of three integers 0-255, got {color!r}")
+    if values.min() < 0 or values.max() > 255:
+        raise ValueError(f"{name} must have values 0-255, got {color!r}")
+    return values.astype(np.float64)
+
+
+def _opacity(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
+def blend(image: np.ndarray, where: np.ndarray, color: Color, opacity: float) -> np.ndarray:
+    """Paint ``color`` with ``opacity`` over the pixels of ``image`` where ``where`` is True.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8
+    where : (H, W) bool
+    color : RGB tuple, 0-255
+    opacity : float in [0, 1]
+
+    Returns
+    -------
+    (H, W, 3) uint8
+        A new array; ``round((1 - opacity) * image + opacity * color)`` under ``where``, the image
+        elsewhere.
+    """
+    rgb = as_rgb(image)
+    region = _mask(where, rgb.shape[:2], "where")
+    paint = _color(color, "color")
+    alpha = _opacity(opacity, "opacity")
+    result = rgb.copy()
+    if region.any() and alpha > 0:
+        mixed = (1.0 - alpha) * rgb[region].astype(np.float64) + alpha * paint
+        result[region] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return result
+
+
+def overlay(
+    image: np.ndarray,
+    lesion: np.ndarray,
+    border: np.ndarray | None,
+    *,
+    fill_color: Color = FILL_COLOR,
+    border_color: Color = BORDER_COLOR,
+    fill_opacity: float = 0.35,
+    border_opacity: float = 1.0,
+) -> np.ndarray:
+    """The image with the lesion filled translucently and its border band drawn on top.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 RGB (or (H, W) uint8 grey)
+    lesion : (H, W) bool
+        The lesion; filled with ``fill_color`` at ``fill_opacity`` (except under the border).
+    border : (H, W) bool or None
+        The border band (usually inside the lesion, e.g. :attr:`moleseg.core.cleanup.CleanupResult.border`);
+        painted with ``border_color`` at ``border_opacity``. None draws no border.
+    fill_color, border_color : RGB tuples, 0-255
+    fill_opacity, border_opacity : float in [0, 1]
+
+    Returns
+    -------
+    (H, W, 3) uint8
+        Pixels outside the lesion and the border are the image's own.
+
+    Raises
+    ------
+    ValueError
+        A mask whose H x W differs from the image's, a bad colour or opacity.
+    """
+    rgb = as_rgb(image)
+    shape = rgb.shape[:2]
+    lesion_mask = _mask(lesion, shape, "lesion")
+    border_mask = _mask(border, shape, "border") if border is not None else np.zeros(shape, dtype=bool)
+    _color(border_color, "border_color")
+    _opacity(border_opacity, "border_opacity")
+    result = blend(rgb, lesion_mask & ~border_mask, fill_color, fill_opacity)
+    return blend(result, border_mask, border_color, border_opacity)
+
+
+def outline(mask: np.ndarray, thickness_px: int = 2) -> np.ndarray:
+    """Inner outline of a mask: its pixels within ``thickness_px`` of the background.
+
+    Parameters
+    ----------
+    mask : (H, W) bool
+    thickness_px : int
+        Width of the outline in pixels (``>= 1``): mask pixels at a Euclidean distance of at most
+        ``thickness_px`` from the nearest background pixel. The outline lies inside the mask, so it
+        never covers background pixels; where the mask touches the image frame no outline is drawn (the
+        lesion continues outside the picture).
+
+    Returns
+    -------
+    (H, W) bool
+    """
+    if isinstance(thickness_px, bool) or not isinstance(thickness_px, (int, np.integer)) or thickness_px < 1:
+        raise ValueError(f"thickness_px must be an integer >= 1, got {thickness_px!r}")
+    binary = np.asarray(mask).astype(bool)
+    if binary.ndim != 2:
+        raise ValueError(f"mask must be a 2-D (H, W) array, got shape {binary.shape}")
+    if not binary.any():
+        return binary.copy()
+    radius = int(thickness_px)
+    rows, cols = np.nonzero(binary.any(axis=1))[0], np.nonzero(binary.any(axis=0))[0]
+    # Every background pixel within `radius` of the mask lies in its bounding box grown by `radius`.
+    top, bottom = max(0, rows[0] - radius), min(binary.shape[0], rows[-1] + radius + 1)
+    left, right = max(0, cols[0] - radius), min(binary.shape[1], cols[-1] + radius + 1)
+    crop = binary[top:bottom, left:right]
+    result = np.zeros_like(binary)
+    if crop.all():  # the mask fills the picture: no background, no outline
+        return result
+    # Euclidean distance to the nearest background pixel; outside the array is not background,
+    # so the image frame is not outlined.
+    distance = ndimage.distance_transform_edt(crop)
+    result[top:bottom, left:right] = crop & (distance <= radius)
+    return result
+
+
+def contour_overlay(
+    image: np.ndarray,
+    lesion: np.ndarray,
+    *,
+    color: Color = CONTOUR_COLOR,
+    thickness_px: int = 2,
+    opacity: float = 1.0,
+) -> np.ndarray:
+    """The image with only the lesion's outline drawn (see :func:`outline`).
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 RGB (or (H, W) uint8 grey)
+    lesion : (H, W) bool
+    color : RGB tuple, 0-255
+    thickness_px : int
+        Outline width in pixels (``>= 1``), drawn just inside the lesion.
+    opacity : float in [0, 1]
+
+    Returns
+    -------
+    (H, W, 3) uint8
+    """
+    rgb = as_rgb(image)
+    lesion_mask = _mask(lesion, rgb.shape[:2], "lesion")
+    return blend(rgb, outline(lesion_mask, thickness_px), color, opacity)
+
+
+def _resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
+    if image.shape[0] == height:
+        return image
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    interpolation = cv2.INTER_AREA if height < image.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap_px: int = 8) -> np.ndarray:
+    """Two images next to each other, the lower one enlarged to the taller one's height.
+
+    Parameters
+    ----------
+    left, right : (H, W, 3) uint8 RGB or (H, W) uint8 / bool grey
+    gap_px : int
+        Width (px, ``>= 0``) of the white gap between them.
+
+    Returns
+    -------
+    (max(H_left, H_right), W_left' + gap_px + W_right', 3) uint8
+        Aspect ratios are kept (the resized image's width rounds to the nearest pixel).
+    """
+    if isinstance(gap_px, bool) or not isinstance(gap_px, (int, np.integer)) or gap_px < 0:
+        raise ValueError(f"gap_px must be an integer >= 0, got {gap_px!r}")
+    first = as_rgb(left, "left")
+    second = as_rgb(right, "right")
+    height = max(first.shape[0], second.shape[0])
+    first = _resize_to_height(first, height)
+    second = _resize_to_height(second, height)
+    gap = np.empty((height, int(gap_px), 3), dtype=np.uint8)
+    gap[:] = _GAP_COLOR
+    return np.concatenate([first, gap, second], axis=1)
+
+
+def class_colors(n_classes: int) -> dict[int, Color]:
+    """Class-map colour of each label: three classes BACK dark grey, BORDER cyan, INSIDE amber;
+    two classes background dark grey, foreground amber."""
+    class_names(n_classes)  # validates n_classes
+    if n_classes == 3:
+        return dict(_THREE_CLASS_COLORS)
+    return {0: BACKGROUND_COLOR, 1: FOREGROUND_COLOR}
+
+
+def class_map(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Colour picture of a label image (see :func:`class_colors`).
+
+    Parameters
+    ----------
+    labels : (H, W) integer array
+        Values ``0 .. n_classes - 1``.
+    n_classes : {2, 3}
+
+    Returns
+    -------
+    (H, W, 3) uint8
+
+    Raises
+    ------
+    ValueError
+        Not a 2-D integer (or bool) array, or a label outside ``0 .. n_classes - 1``.
+    """
+    colors = class_colors(n_classes)
+    array = np.asarray(labels)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"labels must be a non-empty 2-D (H, W) array, got shape {array.shape}")
+    if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"labels must be integers, got dtype {array.dtype}")
+    values = array.astype(np.int64)
+    if values.min() < 0 or values.max() >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, found {values.min()}..{values.max()}")
+    palette = np.array([colors[label] for label in range(n_classes)], dtype=np.uint8)
+    return palette[values]
+
+
+def legend(n_classes: int) -> list[tuple[str, Color]]:
+    """``(class name, colour)`` of each class of :func:`class_map`, in label order."""
+    colors = class_colors(n_classes)
+    return [(name, colors[label]) for label, name in enumerate(class_names(n_classes))]

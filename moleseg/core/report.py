@@ -1,0 +1,506 @@
+"""Exports of an analysis: PNG pictures, a measurements CSV, a one-page PDF report and a ZIP bundle.
+
+Every function builds the file in memory and returns its bytes; :func:`moleseg.core.atomic.atomic_write` puts
+bytes on disk without ever leaving a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+from xml.sax.saxutils import escape
+
+import numpy as np
+from PIL import Image
+
+from moleseg import __version__
+from moleseg.core.render import as_rgb
+
+__all__ = [
+    "DISCLAIMER",
+    "IMAGE_COLUMNS",
+    "check_archive_name",
+    "display_unit",
+    "format_value",
+    "measurements_csv",
+    "pdf_report",
+    "png_bytes",
+    "zip_bundle",
+]
+
+#: The statement every report carries.
+DISCLAIMER: str = "Research software \u2014 not a medical device; not for diagnosis."
+#: Keys naming the image in a CSV row; the first one present becomes the first column.
+IMAGE_COLUMNS: tuple[str, ...] = ("image", "image_name", "name", "file")
+#: Longest side, in pixels, of the pictures embedded in the PDF (about 300 dpi at the printed size).
+PDF_IMAGE_MAX_SIDE_PX: int = 1200
+#: JPEG quality (1-95) of the pictures embedded in the PDF.
+PDF_JPEG_QUALITY: int = 92
+#: Height (pt) of the "Measurements" heading above the table, spacing included.
+_TABLE_HEADING_PT: float = 16.0
+#: Characters that make a spreadsheet read a text cell as a formula.
+_FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+class MeasurementLike(Protocol):
+    """What the PDF needs of a measurement (:class:`moleseg.core.measure.Measurement` fits)."""
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    meaning: str
+
+
+# --------------------------------------------------------------------------------------------------
+# PNG
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """Lossless PNG of an image or mask (see :func:`moleseg.core.imageio.encode_png` for the accepted arrays)."""
+    from moleseg.core.imageio import encode_png
+
+    return encode_png(array)
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: numbers as they are (``repr`` precision), text defused against spreadsheet formulas."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value.item() if isinstance(value, np.generic) else value
+    text = str(value)
+    if text.startswith(_FORMULA_PREFIXES):
+        try:
+            float(text)  # "-1.5" is a number written as text, not a formula
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def measurements_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """CSV of measurement rows, one row per image.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Column name -> value (e.g. ``{"image": "a.jpg", **measurements_row(...)}``). Rows may have
+        different keys.
+
+    Returns
+    -------
+    bytes
+        UTF-8 CSV (comma-separated, ``\\r\\n`` line ends, quoted when needed). The header is the union
+        of the keys in first-seen order, except that the image-name column (the first of
+        :data:`IMAGE_COLUMNS` present) comes first. Missing values are empty; floats are written
+        with full precision (``nan`` for NaN). Text starting with ``= + - @`` (and not a number) gets
+        a leading ``'`` so spreadsheets do not run it as a formula.
+
+    Raises
+    ------
+    TypeError
+        A row that is not a mapping or has a non-string key.
+    """
+    header: list[str] = []
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row {index} is a {type(row).__name__}, not a dict")
+        for key in row:
+            if not isinstance(key, str):
+                raise TypeError(f"row {index} has a non-string column name {key!r}")
+            if key not in seen:
+                seen.add(key)
+                header.append(key)
+    image_column = next((name for name in IMAGE_COLUMNS if name in seen), None)
+    if image_column is not None:
+        header.remove(image_column)
+        header.insert(0, image_column)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(key)) for key in header])
+    return buffer.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# PDF
+
+
+def format_value(value: Any) -> str:
+    """A measurement value for people: counts and large values without decimals, others to 3-4 figures.
+
+    ``None``/NaN -> ``"\u2014"``; infinities -> ``"inf"``/``"-inf"``; whole numbers -> ``"12,345"``;
+    ``|v| >= 1000`` -> no decimals; ``>= 100`` -> 1 decimal; ``>= 1`` -> 2 decimals; smaller -> 3
+    significant digits (``0.0123``).
+    """
+    if value is None:
+        return "\u2014"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return "\u2014"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    magnitude = abs(number)
+    if number.is_integer() and magnitude < 1e15:
+        return f"{int(number):,}"
+    if magnitude >= 1000:
+        return f"{number:,.0f}"
+    if magnitude >= 100:
+        return f"{number:.1f}"
+    if magnitude >= 1:
+        return f"{number:.2f}"
+    return f"{number:.3g}"
+
+
+def display_unit(key: str, unit: str) -> str:
+    """Unit as printed: ``mm2`` -> ``mm\u00b2``, ``px2`` -> ``px\u00b2``; an area in ``px`` is ``px\u00b2``."""
+    if unit in ("mm2", "px2"):
+        return unit[:-1] + "\u00b2"
+    if key == "area" and unit == "px":
+        return "px\u00b2"
+    return unit
+
+
+def _jpeg_reader(array: np.ndarray, name: str) -> tuple[Any, int, int]:
+    """A reportlab ImageReader of the picture as a JPEG no larger than PDF_IMAGE_MAX_SIDE_PX."""
+    from reportlab.lib.utils import ImageReader
+
+    picture = Image.fromarray(np.ascontiguousarray(as_rgb(array, name)))
+    if max(picture.size) > PDF_IMAGE_MAX_SIDE_PX:
+        picture.thumbnail((PDF_IMAGE_MAX_SIDE_PX, PDF_IMAGE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=PDF_JPEG_QUALITY, subsampling=0)
+    buffer.seek(0)
+    return ImageReader(buffer), picture.size[0], picture.size[1]
+
+
+def _shorten(text: str, max_characters: int = 90) -> str:
+    """``text`` cut in the middle with an ellipsis when longer than ``max_characters`` (fits one line)."""
+    if len(text) <= max_characters:
+        return text
+    keep = (max_characters - 1) // 2
+    return text[:keep] + "\u2026" + text[-keep:]
+
+
+def _format_created(created: datetime) -> str:
+    text = created.strftime("%Y-%m-%d %H:%M")
+    zone = created.tzname()
+    return f"{text} {zone}" if zone else text
+
+
+def pdf_report(
+    *,
+    image: np.ndarray,
+    overlay: np.ndarray,
+    measurements: Sequence[MeasurementLike],
+    image_name: str,
+    model_name: str,
+    model_version: str | None,
+    created: datetime | None = None,
+    notes: str | None = None,
+) -> bytes:
+    """A one-page A4 PDF report of one analysed image.
+
+    The page holds a title, the image name, model name and version and the date; the image and its
+    segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their longer
+    side, scaled to fit); the measurements table (label, value, unit, meaning in small type); the
+    notes when given; and the statement that this is research software, not a medical device and
+    not for diagnosis. Type shrinks when the table is long; measurements that still do not fit are
+    left out with a line saying how many (they are all in the CSV).
+
+    Parameters
+    ----------
+    image, overlay : (H, W, 3) uint8 RGB (or (H, W) uint8 grey)
+        The analysed image and its overlay (any sizes; each keeps its aspect ratio).
+    measurements : sequence of Measurement
+        Objects with ``key, label, value, unit, meaning`` (:class:`moleseg.core.measure.Measurement`).
+    image_name, model_name : str
+        Printed as given (names longer than 90 characters are shortened in the middle).
+    model_version : str or None
+    created : datetime, optional
+        Date printed on the report; now (local time zone) by default.
+    notes : str, optional
+        Free text printed under the table (long notes are shortened to fit the page).
+
+    Returns
+    -------
+    bytes
+        The PDF file (starts with ``%PDF``).
+
+    Raises
+    ------
+    ValueError
+        An image that is not uint8 RGB or grey.
+    """
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.pdfgen.canvas import Canvas
+    from reportlab.platypus import Paragraph
+
+    image_reader, image_width, image_height = _jpeg_reader(image, "image")
+    overlay_reader, overlay_width, overlay_height = _jpeg_reader(overlay, "overlay")
+    created = created or datetime.now().astimezone()
+    version_text = str(model_version) if model_version not in (None, "") else "unknown version"
+
+    page_width, page_height = A4
+    margin = 18 * mm
+    content_width = page_width - 2 * margin
+    buffer = io.BytesIO()
+    canvas = Canvas(buffer, pagesize=A4, pageCompression=1)
+    canvas.setTitle(f"moleseg report \u2014 {image_name}")
+    canvas.setAuthor("moleseg")
+    canvas.setSubject("Lesion border analysis")
+    canvas.setCreator(f"moleseg {__version__}")
+
+    # Title and identification
+    top = page_height - margin
+    canvas.setFont("Helvetica-Bold", 17)
+    canvas.drawString(margin, top - 17, "Lesion border analysis")
+    meta_style = ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5)
+    meta = Paragraph(
+        f"<b>Image:</b> {escape(_shorten(str(image_name)))}<br/>"
+        f"<b>Model:</b> {escape(_shorten(str(model_name)))} ({escape(_shorten(version_text))})<br/>"
+        f"<b>Date:</b> {escape(_format_created(created))}",
+        meta_style,
+    )
+    _, meta_height = meta.wrapOn(canvas, content_width, 100)
+    meta.drawOn(canvas, margin, top - 26 - meta_height)
+    cursor = top - 26 - meta_height - 10
+
+    # Disclaimer box at the foot of the page
+    disclaimer_height = 26
+    canvas.setStrokeColor(colors.HexColor("#b00020"))
+    canvas.setFillColor(colors.HexColor("#fdecee"))
+    canvas.rect(margin, margin, content_width, disclaimer_height, stroke=1, fill=1)
+    canvas.setFillColor(colors.HexColor("#b00020"))
+    canvas.setFont("Helvetica-Bold", 10.5)
+    canvas.drawCentredString(page_width / 2, margin + 9.5, DISCLAIMER)
+    canvas.setFillColor(colors.black)
+    footer_top = margin + disclaimer_height + 8
+
+    # Notes (above the disclaimer)
+    notes_height = 0.0
+    notes_paragraph = None
+    if notes and notes.strip():
+        notes_style = ParagraphStyle("notes", fontName="Helvetica", fontSize=8.5, leading=10.5)
+        text = notes.strip()
+        while True:
+            shown = text if len(text) == len(notes.strip()) else text.rstrip() + "\u2026"
+            notes_paragraph = Paragraph(
+                "<b>Notes:</b> " + escape(shown).replace("\n", "<br/>"), notes_style
+            )
+            _, notes_height = notes_paragraph.wrapOn(canvas, content_width, 1000)
+            if notes_height <= 90 or len(text) < 20:
+                break
+            text = text[: int(len(text) * 0.85)]
+        notes_height = min(notes_height, 90)
+        notes_paragraph.drawOn(canvas, margin, footer_top)
+        footer_top += notes_height + 8
+
+    # Pictures and table: shrink the pictures, then the type, until the table fits
+    gap = 12.0
+    panel_width = (content_width - gap) / 2
+    available = cursor - footer_top
+    rows_source = list(measurements)
+    layout = None
+    for picture_max_height, font_size in ((270, 9.0), (230, 9.0), (200, 8.5), (170, 8.0), (140, 7.5), (120, 7.0), (110, 6.5)):
+        table, table_height = _measurement_table(rows_source, font_size, content_width, canvas, max_height=None)
+        pictures_height = _pictures_height(
+            (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
+        ) + 14
+        if pictures_height + _TABLE_HEADING_PT + table_height <= available:
+            layout = (picture_max_height, table, table_height)
+            break
+    if layout is None:  # even the smallest type is too tall: leave the last rows out
+        picture_max_height, font_size = 110, 6.5
+        pictures_height = _pictures_height(
+            (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
+        ) + 14
+        table, table_height = _measurement_table(
+            rows_source, font_size, content_width, canvas, max_height=available - pictures_height - _TABLE_HEADING_PT
+        )
+        layout = (picture_max_height, table, table_height)
+    picture_max_height, table, table_height = layout
+
+    # Pictures with captions
+    drawn_height = _pictures_height(
+        (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
+    )
+    pictures_top = cursor - 14
+    canvas.setFont("Helvetica-Bold", 9)
+    panels = (
+        ("Image", image_reader, image_width, image_height),
+        ("Segmentation overlay", overlay_reader, overlay_width, overlay_height),
+    )
+    for column, (caption, reader, width, height) in enumerate(panels):
+        scale = min(panel_width / width, picture_max_height / height)
+        shown_width, shown_height = width * scale, height * scale
+        left = margin + column * (panel_width + gap) + (panel_width - shown_width) / 2
+        canvas.drawString(left, cursor - 9, caption)
+        canvas.drawImage(reader, left, pictures_top - shown_height, shown_width, shown_height)
+    cursor = pictures_top - drawn_height - 14
+
+    # Measurements table
+    canvas.setFont("Helvetica-Bold", 11)
+    canvas.drawString(margin, cursor - 8, "Measurements")
+    table.drawOn(canvas, margin, cursor - _TABLE_HEADING_PT - table_height)
+
+    canvas.setFont("Helvetica", 7)
+    canvas.setFillColor(colors.grey)
+    canvas.drawRightString(page_width - margin, margin - 10, f"moleseg {__version__}")
+    canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()
+
+
+def _pictures_height(first: tuple[int, int], second: tuple[int, int], panel_width: float, max_height: float) -> float:
+    """Height (pt) of the taller of two pictures scaled to fit ``panel_width`` x ``max_height``."""
+    return max(min(panel_width / width, max_height / height) * height for width, height in (first, second))
+
+
+def _measurement_table(
+    measurements: Sequence[MeasurementLike],
+    font_size: float,
+    width: float,
+    canvas: Any,
+    max_height: float | None,
+) -> tuple[Any, float]:
+    """The measurements table at ``font_size`` and its height (pt); with ``max_height``, only as many
+    rows as fit in it, followed by a line saying how many were left out."""
+    from reportlab.lib import colors
+    from reportlab.lib.styles import ParagraphStyle as style_class
+    from reportlab.platypus import Paragraph as paragraph_class
+    from reportlab.platypus import Table as table_class
+    from reportlab.platypus import TableStyle as table_style_class
+
+    body = style_class("cell", fontName="Helvetica", fontSize=font_size, leading=font_size * 1.2)
+    bold = style_class("head", parent=body, fontName="Helvetica-Bold")
+    small = style_class("meaning", parent=body, fontSize=font_size - 1.5, leading=(font_size - 1.5) * 1.2,
+                        textColor=colors.HexColor("#444444"))
+    number = style_class("number", parent=body, alignment=2)
+    column_widths = [width * 0.26, width * 0.13, width * 0.07, width * 0.54]
+
+    def build(count: int, left_out: int) -> tuple[Any, float]:
+        data = [[paragraph_class(text, bold) for text in ("Measurement", "Value", "Unit", "Meaning")]]
+        for measurement in measurements[:count]:
+            data.append([
+                paragraph_class(escape(str(measurement.label)), body),
+                paragraph_class(escape(format_value(measurement.value)), number),
+                paragraph_class(escape(display_unit(str(measurement.key), str(measurement.unit))), body),
+                paragraph_class(escape(str(measurement.meaning)), small),
+            ])
+        if left_out:
+            data.append([paragraph_class(f"\u2026 {left_out} more measurement(s) in the CSV export.", small), "", "", ""])
+        table = table_class(data, colWidths=column_widths, repeatRows=0)
+        commands = [
+            ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
+            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+            ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f4f7")]),
+        ]
+        if left_out:
+            commands.append(("SPAN", (0, -1), (-1, -1)))
+        table.setStyle(table_style_class(commands))
+        _, height = table.wrapOn(canvas, width, 10_000)
+        return table, height
+
+    total = len(measurements)
+    table, height = build(total, 0)
+    if max_height is None or height <= max_height:
+        return table, height
+    for count in range(total - 1, -1, -1):
+        table, height = build(count, total - count)
+        if height <= max_height:
+            break
+    return table, height
+
+
+# --------------------------------------------------------------------------------------------------
+# ZIP
+
+
+def check_archive_name(name: str) -> str:
+    """A safe relative archive path, or ValueError.
+
+    Refused: empty names, absolute paths (``/x``, ``C:x``), backslashes, ``.`` / ``..`` / empty
+    path components (``a//b``), control characters. The returned name uses ``/`` separators.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"archive member names must be non-empty strings, got {name!r}")
+    if any(ord(character) < 32 or ord(character) == 127 for character in name):
+        raise ValueError(f"archive member name {name!r} contains control characters")
+    if "\\" in name:
+        raise ValueError(f"archive member name {name!r} contains a backslash")
+    if name.startswith("/") or (len(name) >= 2 and name[1] == ":"):
+        raise ValueError(f"archive member name {name!r} is an absolute path")
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"archive member name {name!r} has an empty, '.' or '..' component")
+    return str(PurePosixPath(*parts))
+
+
+def zip_bundle(files: Mapping[str, bytes]) -> bytes:
+    """A deflated ZIP archive of ``{archive path: content}``.
+
+    Parameters
+    ----------
+    files : mapping of str to bytes
+        Relative paths inside the archive (``"masks/a.png"``), checked by :func:`check_archive_name`,
+        to the file contents. Names must also differ other than by letter case (they would overwrite
+        each other when extracted on Windows or macOS).
+
+    Returns
+    -------
+    bytes
+        The ZIP file; members are in the mapping's order, dated now.
+
+    Raises
+    ------
+    ValueError
+        An unsafe or duplicate name.
+    TypeError
+        A content that is not bytes-like.
+    """
+    checked: list[tuple[str, bytes]] = []
+    seen: dict[str, str] = {}
+    for name, content in files.items():
+        safe = check_archive_name(name)
+        folded = safe.casefold()
+        if folded in seen:
+            raise ValueError(f"archive member names {seen[folded]!r} and {name!r} collide")
+        seen[folded] = name
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise TypeError(f"content of {name!r} must be bytes, not {type(content).__name__}")
+        checked.append((safe, bytes(content)))
+    stamp = datetime.now().timetuple()[:6]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for name, content in checked:
+            info = zipfile.ZipInfo(name, date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, content)
+    return buffer.getvalue()
+

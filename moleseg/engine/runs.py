@@ -1,0 +1,156 @@
+"""Run folders: one per training, with atomic writes so a killed run leaves no corrupt file.
+
+Layout of a run folder::
+
+    config.json       every option of the training
+    history.csv       one row per epoch: loss, pixel accuracy, mean FM (train and validation)
+    model.keras       the best model by validation FM (moleseg metadata inside)
+    last.keras        the model after the last completed epoch, with its optimizer state (for --resume)
+    state.json        last completed epoch, best epoch and score, status
+    log.txt           human-readable log
+    evaluation.json   the test split's evaluation, written at the end
+
+No TensorFlow here: the app lists and compares runs without loading a network.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from moleseg.core.atomic import atomic_write
+
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "epoch", "loss", "accuracy", "train_fm", "val_loss", "val_accuracy", "val_fm", "rule", "val_fm_article",
+    "val_fm_grow_inside", "val_fm_largest", "val_fm_all_components", "learning_rate", "seconds",
+)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`moleseg.core.atomic.atomic_write`, creating the folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Atomically write ``value`` as indented JSON (NaN written as null)."""
+    return atomic_write_bytes(path, json.dumps(_finite(value), indent=2, sort_keys=False, default=str).encode())
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _finite(value.item())
+    return value
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """The JSON in ``path``, or ``default`` when the file is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def write_history(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Atomically rewrite ``history.csv`` from all epoch rows."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(HISTORY_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _format(row.get(key)) for key in HISTORY_COLUMNS})
+    return atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _format(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Rows of ``history.csv`` as floats (empty cells become None)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            rows.append({key: _parse(value) for key, value in row.items()})
+    return rows
+
+
+def _parse(value: str | None) -> float | str | None:
+    if value in ("", None):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+class RunLog:
+    """Appends timestamped lines to ``log.txt`` (and echoes them to an optional callable)."""
+
+    def __init__(self, path: str | Path, echo=None) -> None:
+        self.path = Path(path)
+        self.echo = echo
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as stream:
+            stream.write(line + "\n")
+        if self.echo:
+            self.echo(message)
+
+
+def list_runs(runs_dir: str | Path) -> list[Path]:
+    """Run folders under ``runs_dir`` that hold a best model, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = [p for p in runs_dir.iterdir() if (p / "model.keras").is_file()]
+    return sorted(found, key=lambda p: (p / "model.keras").stat().st_mtime, reverse=True)
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """One row of the article's comparison table: options against FM statistics and training time."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json", {}) or {}
+    state = read_json(run_dir / "state.json", {}) or {}
+    evaluation = read_json(run_dir / "evaluation.json", {}) or {}
+    model = config.get("model", {})
+    fm = evaluation.get("fm") or {}
+    return {
+        "run": run_dir.name,
+        "backbone": model.get("backbone"),
+        "architecture": model.get("architecture"),
+        "solver": config.get("solver"),
+        "epochs": state.get("epoch"),
+        "batch_size": config.get("batch_size"),
+        "learning_rate": config.get("learning_rate"),
+        "augmentation": ",".join(config.get("augment", [])) or "none",
+        "loss": config.get("loss"),
+        "input_size": model.get("input_size"),
+        "best_val_fm": state.get("best_val_fm"),
+        "test_fm_mean": fm.get("mean"),
+        "test_fm_std": fm.get("std"),
+        "test_fm_min": fm.get("min"),
+        "test_fm_max": fm.get("max"),
+        "training_minutes": round(state["training_seconds"] / 60, 1) if state.get("training_seconds") else None,
+        "status": state.get("status"),
+    }

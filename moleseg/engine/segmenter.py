@@ -1,0 +1,161 @@
+"""Segmenters: anything that turns RGB images into per-pixel class probabilities, and the one path
+from probabilities to a cleaned lesion (used by the app, the CLI, validation and evaluation alike).
+
+A segmenter is either the classical baseline (``"classical"``, no TensorFlow) or a moleseg ``.keras``
+model (TensorFlow is imported only when such a model is loaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from moleseg.core.cleanup import CleanupResult, CleanupSettings, cleanup
+from moleseg.core.config import CLEANUP_MAX_SIDE_PX
+from moleseg.core.resize import resize_mask_to, resize_probabilities
+
+CLASSICAL = "classical"
+
+
+class Segmenter(Protocol):
+    """What every segmenter offers."""
+
+    name: str
+    n_classes: int
+    class_names: tuple[str, ...]
+    cleanup_defaults: CleanupSettings
+    info: dict[str, Any]
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``(H, W, C)`` float32 probabilities (summing to 1 per pixel) at each image's own size."""
+        ...
+
+
+@dataclass
+class Segmentation:
+    """One image's prediction after cleanup.
+
+    Attributes
+    ----------
+    labels : (H, W) uint8
+        Class per pixel (0/1/2 or 0/1): arg-max, or the model's lesion threshold.
+    probabilities : (H, W, C) float32
+    lesion, border, inside : (H, W) bool
+        The cleaned lesion, its border band and the lesion minus its border.
+    settings : CleanupSettings
+        The cleanup that produced them, in px of this image.
+    lesion_threshold : float or None
+        The lesion probability threshold that made ``labels`` (0..1), None for the arg-max.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    lesion: np.ndarray
+    border: np.ndarray
+    inside: np.ndarray
+    settings: CleanupSettings
+    lesion_threshold: float | None = None
+
+
+def reference_size(segmenter: Segmenter) -> int | None:
+    """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size);
+    None when they are in px of any image (tiled models see images at their own scale)."""
+    if segmenter.info.get("inference") == "tiles":
+        return None
+    value = segmenter.info.get("input_size")
+    return int(value) if value else None
+
+
+def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
+                      settings: CleanupSettings | None = None) -> CleanupSettings:
+    """Cleanup settings for an image of ``image_shape``.
+
+    ``settings`` given by the user are used as they are (px of this image). Without them, the
+    segmenter's defaults, which are in px of its input size, are scaled by the image's longer side over
+    that input size (a 765 x 574 image seen by a 256 px network gets about 3x the radii), at least 1 px.
+    """
+    if settings is not None:
+        return settings
+    reference = reference_size(segmenter)
+    if not reference:
+        return segmenter.cleanup_defaults
+    return scale_settings(segmenter.cleanup_defaults, max(image_shape[0], image_shape[1]) / reference)
+
+
+def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float | None = None) -> np.ndarray:
+    """Class per pixel, ``(H, W)`` uint8, from ``(H, W, C)`` probabilities.
+
+    Without ``lesion_threshold``: the arg-max. With it (0..1): a pixel is lesion when its lesion
+    probability ``1 - P(BACK)`` reaches the threshold, and then takes the likelier of the lesion
+    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK.
+    """
+    if lesion_threshold is None:
+        return np.argmax(probabilities, axis=-1).astype(np.uint8)
+    if not 0.0 <= float(lesion_threshold) <= 1.0:
+        raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
+    lesion = (1.0 - probabilities[..., 0]) >= float(lesion_threshold)
+    lesion_class = 1 + np.argmax(probabilities[..., 1:], axis=-1)
+    return np.where(lesion, lesion_class, 0).astype(np.uint8)
+
+
+def model_threshold(segmenter: Segmenter) -> float | None:
+    """The lesion threshold a model was calibrated with (``moleseg.json``), or None for arg-max."""
+    value = segmenter.info.get("lesion_threshold")
+    return None if value is None else float(value)
+
+
+def scale_settings(settings: CleanupSettings, factor: float) -> CleanupSettings:
+    """The same cleanup for an image resized by ``factor`` (radii scaled, at least 1 px when non-zero)."""
+    def scaled(radius_px: int) -> int:
+        return max(1, round(radius_px * factor)) if radius_px else 0
+
+    return dataclasses.replace(settings, closing_radius_px=scaled(settings.closing_radius_px),
+                               border_width_px=scaled(settings.border_width_px))
+
+
+#: Passed as ``lesion_threshold``: use the model's calibrated threshold (``moleseg.json``).
+MODEL_THRESHOLD: Any = "model"
+
+
+def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
+          lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
+    """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
+
+    ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
+    model's calibrated one (see :mod:`moleseg.engine.calibrate`). Images whose longer side exceeds
+    :data:`moleseg.core.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
+    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
+    """
+    threshold = model_threshold(segmenter) if lesion_threshold == MODEL_THRESHOLD else lesion_threshold
+    labels = labels_from_probabilities(probabilities, threshold)
+    height, width = labels.shape
+    chosen = cleanup_for_image(segmenter, labels.shape, settings)
+    factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))
+    if factor < 1.0:
+        small_h, small_w = max(1, round(height * factor)), max(1, round(width * factor))
+        small_labels = labels_from_probabilities(resize_probabilities(probabilities, small_h, small_w), threshold)
+        small = cleanup(small_labels, segmenter.n_classes, scale_settings(chosen, factor))
+        lesion = resize_mask_to(small.lesion, height, width)
+        border = resize_mask_to(small.border, height, width) & lesion
+        result = CleanupResult(lesion=lesion, border=border, inside=lesion & ~border)
+    else:
+        result = cleanup(labels, segmenter.n_classes, chosen)
+    return Segmentation(labels=labels, probabilities=probabilities, lesion=result.lesion, border=result.border,
+                        inside=result.inside, settings=chosen, lesion_threshold=threshold)
+
+
+def segment(segmenter: Segmenter, image: np.ndarray, settings: CleanupSettings | None = None, *,
+            lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
+    """Predict and clean one RGB uint8 image."""
+    return clean(segmenter, segmenter.predict_probabilities([image])[0], settings, lesion_threshold=lesion_threshold)
+
+
+def segment_many(segmenter: Segmenter, images: Sequence[np.ndarray], settings: CleanupSettings | None = None, *,
+                 lesion_threshold: Any = MODEL_THRESHOLD) -> list[Segmentation]:
+    """Predict a batch of images through the network at once, then clean each."""
+    return [clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
+            for probabilities in segmenter.predict_probabilities(images)]

@@ -1,0 +1,335 @@
+"""Per-session temporary folders and safe extraction of uploaded dataset archives (no Streamlit, no TF).
+
+Everything a user uploads that must live on disk (an extracted dataset ZIP) goes into one folder per
+browser session, ``<tmp>/moleseg-session-XXXX``, made by :class:`SessionFolder`. The folder is removed
+when the session's state is garbage-collected or the server exits (``weakref.finalize``), and
+:func:`remove_stale_folders` (run when the app starts) removes folders older than a day that a
+crashed server left behind. A folder that a running training still reads is kept and removed later.
+
+:func:`extract_zip` guards against zip-slip (absolute paths, ``..``, drive letters, symbolic links),
+zip bombs (member count, total size, compression ratio, and sizes counted while extracting rather
+than trusted from the headers) and encrypted members.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import tempfile
+import time
+import weakref
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable
+
+#: Prefix of the per-session temporary folders.
+SESSION_PREFIX = "moleseg-session-"
+#: Session folders untouched for longer than this are removed at start-up, in seconds.
+STALE_AFTER_S: float = 24 * 3600.0
+#: Marker written into a session folder whose session ended while a training still used it.
+ENDED_MARKER = ".session-ended"
+
+#: Limits of an uploaded dataset archive.
+MAX_ARCHIVE_MEMBERS: int = 20_000
+MAX_ARCHIVE_BYTES: int = 4 * 1024**3
+#: Largest compression ratio of one member larger than :data:`RATIO_CHECK_MIN_BYTES`.
+MAX_COMPRESSION_RATIO: float = 200.0
+RATIO_CHECK_MIN_BYTES: int = 1024 * 1024
+_CHUNK = 1024 * 1024
+
+
+class ArchiveError(ValueError):
+    """An uploaded archive that is not a ZIP, is unsafe, too large, or holds no dataset."""
+
+
+def temp_root() -> Path:
+    """Where the session folders live (``MOLESEG_TMPDIR`` or the system temporary folder)."""
+    return Path(os.environ.get("MOLESEG_TMPDIR") or tempfile.gettempdir())
+
+
+def remove_session_folder(path: str | Path, in_use: Callable[[Path], bool] | None = None) -> bool:
+    """Remove a session folder unless a running training uses it (then mark it as ended and keep it).
+
+    Returns True when the folder is gone.
+    """
+    path = Path(path)
+    if not path.exists():
+        return True
+    try:
+        if in_use is not None and in_use(path):
+            (path / ENDED_MARKER).touch()
+            return False
+    except Exception:  # never let a bookkeeping error keep a session's files forever
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+    return not path.exists()
+
+
+def remove_stale_folders(max_age_s: float = STALE_AFTER_S, root: str | Path | None = None,
+                         in_use: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Remove session folders untouched for ``max_age_s`` (or ended and no longer used); returns them."""
+    root = Path(root) if root else temp_root()
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in root.iterdir() if p.name.startswith(SESSION_PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    now = time.time()
+    for folder in candidates:
+        try:
+            old = now - folder.stat().st_mtime > max_age_s
+        except OSError:
+            continue
+        if old or (folder / ENDED_MARKER).exists():
+            if remove_session_folder(folder, in_use):
+                removed.append(folder)
+    return removed
+
+
+def owning_session_folder(path: str | Path) -> Path | None:
+    """The session folder that ``path`` lies in, or None."""
+    for folder in [Path(path).resolve(), *Path(path).resolve().parents]:
+        if folder.name.startswith(SESSION_PREFIX):
+            return folder
+    return None
+
+
+def training_cache_dir(folders: list[str]) -> str | None:
+    """Where a training on uploaded data caches its resized examples: inside the session folder of the
+    data (so nothing derived from an upload is written elsewhere); None for data on the server."""
+    for folder in folders:
+        owner = owning_session_folder(folder)
+        if owner is not None:
+            return str(owner / "example-cache")
+    return None
+
+
+def release_after_training(folders: list[str]) -> None:
+    """Remove the session folders of ``folders`` whose session ended while the training used them."""
+    for folder in folders:
+        owner = owning_session_folder(folder)
+        if owner is not None and (owner / ENDED_MARKER).exists():
+            shutil.rmtree(owner, ignore_errors=True)
+
+
+class SessionFolder:
+    """A temporary folder for one browser session, removed when this object is garbage-collected
+    (the session ended) or the server exits, whichever comes first."""
+
+    def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None) -> None:
+        base = Path(root) if root else temp_root()
+        base.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
+        self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
+
+    def touch(self) -> Path:
+        """Mark the folder as in use (stale-folder removal looks at its modification time)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        os.utime(self.path)
+        return self.path
+
+    def fresh(self, name: str) -> Path:
+        """An empty sub-folder ``name`` (an earlier one of that name is removed first)."""
+        if not name or PurePosixPath(name).name != name or name in (".", ".."):
+            raise ValueError(f"bad sub-folder name {name!r}")
+        target = self.touch() / name
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir()
+        return target
+
+    def remove(self) -> None:
+        """Remove the folder now."""
+        self._finalizer()
+
+    @property
+    def removed(self) -> bool:
+        return not self._finalizer.alive
+
+
+# --------------------------------------------------------------------------------------------------
+# archives
+
+@dataclass
+class Extraction:
+    """Result of :func:`extract_zip`: the files written and the members skipped, with the reason."""
+
+    root: Path
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _member_parts(name: str) -> list[str]:
+    """The safe relative path components of an archive member name, or ArchiveError."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or (len(text) >= 2 and text[1] == ":"):
+        raise ArchiveError(f"unsafe path in the archive: {name!r} is absolute")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if any(part == ".." for part in parts):
+        raise ArchiveError(f"unsafe path in the archive: {name!r} leaves the folder")
+    if any(ord(c) < 32 for c in text):
+        raise ArchiveError(f"unsafe path in the archive: {name!r} has control characters")
+    return parts
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, *,
+                max_members: int = MAX_ARCHIVE_MEMBERS, max_bytes: int = MAX_ARCHIVE_BYTES,
+                max_ratio: float = MAX_COMPRESSION_RATIO) -> Extraction:
+    """Extract a ZIP archive into ``destination`` safely.
+
+    Folders, hidden files (``.x``, ``__MACOSX/``) and symbolic links are skipped (listed in
+    ``skipped``). Raises :class:`ArchiveError` -- before writing anything when the headers already
+    show it, else while extracting (the partial output is removed) -- for: not a ZIP, absolute or
+    ``..`` paths, more than ``max_members`` members, more than ``max_bytes`` uncompressed, a member
+    compressed more than ``max_ratio`` times, a member larger than its header says, encrypted members.
+    """
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        stream: BinaryIO | str | Path = io.BytesIO(bytes(source))
+    else:
+        stream = source
+    try:
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
+        raise ArchiveError(f"not a readable ZIP archive ({error})") from error
+    result = Extraction(root=root)
+    with archive:
+        members = archive.infolist()
+        if len(members) > max_members:
+            raise ArchiveError(f"the archive holds {len(members)} entries; at most {max_members} are accepted")
+        planned: list[tuple[zipfile.ZipInfo, Path]] = []
+        declared = 0
+        for info in members:
+            parts = _member_parts(info.filename)
+            if info.is_dir() or not parts:
+                continue
+            if _is_symlink(info):
+                result.skipped.append((info.filename, "symbolic link"))
+                continue
+            if any(part.startswith(".") or part == "__MACOSX" for part in parts):
+                result.skipped.append((info.filename, "hidden file"))
+                continue
+            if info.flag_bits & 0x1:
+                raise ArchiveError(f"{info.filename} is encrypted; upload an archive without a password")
+            if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > max_ratio * max(1, info.compress_size):
+                raise ArchiveError(f"{info.filename} is compressed {info.file_size / max(1, info.compress_size):.0f} "
+                                   "times: refused as a possible zip bomb")
+            declared += info.file_size
+            if declared > max_bytes:
+                raise ArchiveError(f"the archive would unpack to more than {max_bytes / 1024**3:.1f} GB")
+            target = root.joinpath(*parts)
+            if not target.resolve().is_relative_to(root):
+                raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+            planned.append((info, target))
+        created: list[Path] = []
+        try:
+            _extract_planned(archive, planned, root, created, max_bytes)
+        except BaseException:
+            for path in created:
+                path.unlink(missing_ok=True)
+            raise
+        result.files = created
+    return result
+
+
+def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipInfo, Path]], root: Path,
+                     created: list[Path], max_bytes: int) -> None:
+    """Write the planned members, counting the bytes really unpacked; every file made is in ``created``."""
+    written = 0
+    try:
+        for info, target in planned:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.parent.resolve().is_relative_to(root):
+                raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            handle = os.open(target, flags, 0o644)
+            created.append(target)
+            member_bytes = 0
+            with os.fdopen(handle, "wb") as out, archive.open(info) as data:
+                while chunk := data.read(_CHUNK):
+                    member_bytes += len(chunk)
+                    written += len(chunk)
+                    if member_bytes > info.file_size or written > max_bytes:
+                        raise ArchiveError(f"{info.filename} unpacks to more than its header says: refused")
+                    out.write(chunk)
+    except FileExistsError as error:
+        raise ArchiveError(f"the archive holds {Path(error.filename).name} twice "
+                           "(names differing only in letter case?)") from error
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise ArchiveError(f"the archive is corrupt ({error})") from error
+    except RuntimeError as error:  # zipfile signals an unsupported compression method with a RuntimeError subclass
+        raise ArchiveError(f"the archive uses an unsupported compression ({error})") from error
+
+
+def find_dataset(root: str | Path, max_depth: int = 3) -> tuple[Path, Path]:
+    """The ``images`` and ``masks`` folders of a dataset under ``root`` (names compared case-insensitively;
+    the shallowest folder holding both wins).
+
+    Raises
+    ------
+    ArchiveError
+        When no folder holds both.
+    """
+    root = Path(root)
+    level = [root]
+    for _ in range(max_depth + 1):
+        following: list[Path] = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
+            except OSError:
+                continue
+            names = {child.name.lower(): child for child in children}
+            if "images" in names and "masks" in names:
+                return names["images"], names["masks"]
+            following.extend(c for c in children if not c.name.startswith(".") and c.name != "__MACOSX")
+        level = following
+        if not level:
+            break
+    raise ArchiveError("no folder holding both images/ and masks/ was found")
+
+
+def dataset_folders(text: str) -> tuple[Path, Path]:
+    """``(images, masks)`` of a dataset given as a folder holding ``images/`` and ``masks/``, or as
+    ``IMAGES_DIR | MASKS_DIR``.
+
+    Raises
+    ------
+    ValueError
+        A missing folder, or a folder without ``images/`` and ``masks/``.
+    """
+    text = text.strip().strip('"').strip("'")
+    if "|" in text:
+        first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
+        images, masks = Path(first).expanduser(), Path(second).expanduser()
+        for folder in (images, masks):
+            if not folder.is_dir():
+                raise ValueError(f"folder not found: {folder}")
+        return images, masks
+    folder = Path(text).expanduser()
+    if not text or not folder.is_dir():
+        raise ValueError(f"folder not found: {text or '(empty)'}")
+    try:
+        return find_dataset(folder, max_depth=0)
+    except ArchiveError:
+        raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
+                         "to name them") from None
+
+
+def dataset_list(text: str) -> list[tuple[Path, Path]]:
+    """One :func:`dataset_folders` per non-empty line (lines starting with ``#`` are comments)."""
+    folders = []
+    for line in text.splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            folders.append(dataset_folders(line))
+    return folders

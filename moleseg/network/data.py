@@ -1,0 +1,386 @@
+"""The article's "datastore": a lazy ``tf.data`` pipeline of image/label pairs with affine augmentation.
+
+Files are read one at a time as the pipeline needs them (memory stays flat in the dataset size).
+Each example is read with :mod:`moleseg.core.imageio`, resized to the network's input size, turned into
+BACK/BORDER/INSIDE (or background/foreground) labels with :mod:`moleseg.core.targets`, optionally cached
+on disk (``.npz`` per pair, keyed by file identity and every preparation option), then augmented in
+TensorFlow with the same random affine transform for the image (bilinear) and the labels (nearest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
+from moleseg.core.resize import resize_image, resize_mask_to
+from moleseg.core.imageio import image_size, read_image, read_mask
+from moleseg.core.pairing import Pair
+from moleseg.core.targets import make_targets
+
+AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour")
+
+
+@dataclass
+class AugmentConfig:
+    """Random augmentation applied identically to image and labels.
+
+    Attributes
+    ----------
+    rotation_deg : float
+        Rotation drawn uniformly in ``[-rotation_deg, +rotation_deg]`` degrees (180 = any angle, the
+        article's 0-360 range); 0 disables it.
+    reflection : bool
+        Random left-right and up-down flips.
+    translation_px : float
+        Shift drawn uniformly in ``[-translation_px, +translation_px]`` px of the network input, per axis.
+    scale_range : float
+        Zoom factor drawn in ``[1 - scale_range, 1 + scale_range]``.
+    colour : float
+        Strength 0..1 of brightness / contrast / saturation / hue jitter (image only).
+    fill_mode : {"reflect", "constant", "nearest", "wrap"}
+        How pixels brought in from outside the image are filled (image and labels alike).
+    """
+
+    rotation_deg: float = 0.0
+    reflection: bool = False
+    translation_px: float = 0.0
+    scale_range: float = 0.0
+    colour: float = 0.0
+    fill_mode: str = "reflect"
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], *, translation_px: float = 10.0, rotation_deg: float = 180.0,
+                   scale_range: float = 0.1, colour: float = 0.5, fill_mode: str = "reflect") -> "AugmentConfig":
+        """Enable the named augmentations (see :data:`AUGMENTATIONS`) with the given ranges."""
+        names = {name.strip().lower() for name in names if name.strip()}
+        names = {"colour" if name == "color" else name for name in names}
+        unknown = names - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown augmentation {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+        return cls(
+            rotation_deg=rotation_deg if "rotation" in names else 0.0,
+            reflection="reflection" in names,
+            translation_px=translation_px if "translation" in names else 0.0,
+            scale_range=scale_range if "scale" in names else 0.0,
+            colour=colour if "colour" in names else 0.0,
+            fill_mode=fill_mode,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rotation_deg or self.reflection or self.translation_px or self.scale_range or self.colour)
+
+    def names(self) -> list[str]:
+        """The enabled augmentations' names."""
+        flags = {"rotation": self.rotation_deg, "reflection": self.reflection, "translation": self.translation_px,
+                 "scale": self.scale_range, "colour": self.colour}
+        return [name for name, value in flags.items() if value]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """How a mask becomes the network's labels.
+
+    ``fit="resize"``: the whole image is resized to ``input_size`` (dermoscopy: the network sees the
+    whole lesion). ``fit="crop"``: the image keeps its own scale and the pipeline cuts random
+    ``input_size`` squares from it (cells: nuclei keep their size; prediction then uses tiles).
+    """
+
+    input_size: int = 256
+    n_classes: int = 3
+    border_width_px: int = DEFAULT_BORDER_WIDTH_PX
+    shape: str = DEFAULT_SHAPE
+    fit: str = "resize"
+
+    def key(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair and return ``(image uint8 (S, S, 3), labels uint8 (S, S))`` at the input size ``S``
+    (with ``fit="crop"``: at the image's own size, padded to at least ``S``).
+
+    A mask whose size differs from its image is resized to the image first (the pairing report has
+    already said so).
+    """
+    image = read_image(pair.image)
+    mask = read_mask(pair.mask, allow_empty=True)
+    if targets.fit == "crop":
+        mask = resize_mask_to(mask, image.shape[0], image.shape[1])
+        shortfall_y = max(0, targets.input_size - image.shape[0])
+        shortfall_x = max(0, targets.input_size - image.shape[1])
+        if shortfall_y or shortfall_x:  # smaller than one crop: mirror-pad at the bottom/right
+            padding = ((0, shortfall_y), (0, shortfall_x))
+            image = np.pad(image, padding + ((0, 0),), mode="reflect")
+            mask = np.pad(mask, padding, mode="reflect")
+    else:
+        mask = resize_mask_to(mask, targets.input_size, targets.input_size)
+        image = resize_image(image, targets.input_size)
+    labels = make_targets(mask, classes=targets.n_classes, border_width_px=targets.border_width_px,
+                          shape=targets.shape)
+    return image, labels.astype(np.uint8)
+
+
+class ExampleCache:
+    """Prepared examples stored as ``.npz`` files in a folder, one per (pair, target options).
+
+    The key hashes the image and mask paths, sizes and modification times and the target options, so
+    a changed file or option is prepared again. Writes are atomic.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _key(self, pair: Pair, targets: TargetConfig) -> str:
+        parts = [targets.key()]
+        for path in (Path(pair.image), Path(pair.mask)):
+            stat = path.stat()
+            parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+        return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+    def get(self, pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The prepared example, computing and storing it when absent."""
+        path = self.folder / f"{self._key(pair, targets)}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as stored:
+                    return stored["image"], stored["labels"]
+            except (OSError, ValueError, KeyError):
+                path.unlink(missing_ok=True)
+        image, labels = prepare_example(pair, targets)
+        handle, temp_name = tempfile.mkstemp(dir=self.folder, suffix=".npz.tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, image=image, labels=labels)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return image, labels
+
+
+def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig,
+                         cache: ExampleCache | None = None) -> np.ndarray:
+    """Fraction of each class over all training labels, ``(n_classes,)`` summing to 1."""
+    counts = np.zeros(targets.n_classes, dtype=np.float64)
+    for pair in pairs:
+        _, labels = cache.get(pair, targets) if cache else prepare_example(pair, targets)
+        counts += np.bincount(labels.ravel(), minlength=targets.n_classes)[: targets.n_classes]
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("no labelled pixels in the training set")
+    return counts / total
+
+
+def inverse_frequency_weights(frequencies: np.ndarray) -> np.ndarray:
+    """The article's class weights ``1 / frequency``, normalised to sum to the number of classes.
+
+    A class absent from the training set (frequency 0) gets weight 0.
+    """
+    frequencies = np.asarray(frequencies, dtype=np.float64)
+    inverse = np.where(frequencies > 0, 1.0 / np.maximum(frequencies, 1e-12), 0.0)
+    return (inverse * len(frequencies) / inverse.sum()).astype(np.float32)
+
+
+def split_pairs(pairs: Sequence[Pair], *, validation_fraction: float, test_fraction: float = 0.0,
+                seed: int = 0) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """Split by file with a seeded shuffle into ``(train, validation, test)``.
+
+    Fractions are of the whole set, 0..1; each non-zero fraction gets at least one pair.
+    """
+    if not 0 <= validation_fraction < 1 or not 0 <= test_fraction < 1 or validation_fraction + test_fraction >= 1:
+        raise ValueError("validation and test fractions must be in [0, 1) and sum to less than 1")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    shuffled = [pairs[i] for i in order]
+    n_val = max(1, round(len(pairs) * validation_fraction)) if validation_fraction > 0 else 0
+    n_test = max(1, round(len(pairs) * test_fraction)) if test_fraction > 0 else 0
+    if n_val + n_test >= len(pairs):
+        raise ValueError(f"{len(pairs)} pairs are too few to split off validation and test sets")
+    test = shuffled[:n_test]
+    validation = shuffled[n_test:n_test + n_val]
+    train = shuffled[n_test + n_val:]
+    return train, validation, test
+
+
+# ---------------------------------------------------------------------------------------------------------
+# augmentation (TensorFlow ops)
+
+def _affine_matrix(size: int, augment: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Random output->input projective transform (8 numbers) for ImageProjectiveTransformV3."""
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    angle = tf.constant(0.0)
+    if augment.rotation_deg:
+        limit = math.radians(augment.rotation_deg)
+        angle = tf.random.stateless_uniform([], seeds[0], -limit, limit)
+    scale = tf.constant(1.0)
+    if augment.scale_range:
+        scale = tf.random.stateless_uniform([], seeds[1], 1.0 - augment.scale_range, 1.0 + augment.scale_range)
+    flip_x = tf.constant(1.0)
+    flip_y = tf.constant(1.0)
+    if augment.reflection:
+        flip_x = tf.where(tf.random.stateless_uniform([], seeds[2]) < 0.5, -1.0, 1.0)
+        flip_y = tf.where(tf.random.stateless_uniform([], seeds[3]) < 0.5, -1.0, 1.0)
+    shift_x = tf.constant(0.0)
+    shift_y = tf.constant(0.0)
+    if augment.translation_px:
+        shift_x = tf.random.stateless_uniform([], seeds[4], -augment.translation_px, augment.translation_px)
+        shift_y = tf.random.stateless_uniform([], seeds[5], -augment.translation_px, augment.translation_px)
+    centre = (size - 1) / 2.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # forward: out = centre + shift + scale * R * F * (in - centre); we need its inverse (out -> in).
+    a = cos * flip_x / scale
+    b = sin * flip_x / scale
+    c = -sin * flip_y / scale
+    d = cos * flip_y / scale
+    # inverse of M = scale * R * F is F * R^T / scale, R^T = [[cos, sin], [-sin, cos]]
+    ox = centre + shift_x
+    oy = centre + shift_y
+    a0, a1 = a, b
+    b0, b1 = c, d
+    a2 = centre - (a0 * ox + a1 * oy)
+    b2 = centre - (b0 * ox + b1 * oy)
+    return tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])
+
+
+def warp(image: tf.Tensor, transform: tf.Tensor, *, interpolation: str, fill_mode: str) -> tf.Tensor:
+    """Apply an 8-number projective transform to a ``(H, W, C)`` tensor (float32)."""
+    shape = tf.shape(image)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=shape[:2], fill_value=0.0,
+        interpolation=interpolation.upper(), fill_mode=fill_mode.upper(),
+    )[0]
+
+
+def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor
+                    ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment one example: the same affine warp for ``image`` (float32 (S, S, 3), bilinear) and
+    ``labels`` (int (S, S), nearest), then colour jitter on the image only."""
+    size = image.shape[0]
+    image = tf.cast(image, tf.float32)
+    if augment.rotation_deg or augment.reflection or augment.translation_px or augment.scale_range:
+        transform = _affine_matrix(size, augment, seed)
+        image = warp(image, transform, interpolation="bilinear", fill_mode=augment.fill_mode)
+        warped = warp(tf.cast(labels[..., None], tf.float32), transform, interpolation="nearest",
+                      fill_mode=augment.fill_mode)
+        labels = tf.cast(tf.round(warped[..., 0]), labels.dtype)
+    if augment.colour:
+        strength = augment.colour
+        seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 7), 4)
+        image = image / 255.0
+        image = tf.image.stateless_random_brightness(image, 0.15 * strength, seeds[0])
+        image = tf.image.stateless_random_contrast(image, 1 - 0.3 * strength, 1 + 0.3 * strength, seeds[1])
+        image = tf.image.stateless_random_saturation(image, 1 - 0.4 * strength, 1 + 0.4 * strength, seeds[2])
+        image = tf.image.stateless_random_hue(image, 0.05 * strength, seeds[3])
+        image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    return image, labels
+
+
+#: Most crops one image contributes per epoch when crops follow the image area.
+MAX_CROPS_PER_IMAGE = 16
+
+
+def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1, by_area: bool = False,
+                max_per_image: int = MAX_CROPS_PER_IMAGE) -> list[int]:
+    """How many random crops each pair contributes to one epoch.
+
+    Parameters
+    ----------
+    pairs
+        The training pairs.
+    input_size
+        Side of one crop, px.
+    crops_per_image
+        Crops per image (``by_area=False``), or per ``input_size``² of image area (``by_area=True``), >= 1.
+    by_area
+        Give a large image as many crops as it has crop-sized areas (rounded, at least 1, at most
+        ``max_per_image``), so a 1024 x 1024 field weighs as much as the sixteen 256 px fields it holds.
+        Sizes come from the file headers (no decoding).
+
+    Returns
+    -------
+    list of int
+        One count per pair, each in ``1..max(crops_per_image, max_per_image)``.
+    """
+    if crops_per_image < 1:
+        raise ValueError("crops per image must be at least 1")
+    if not by_area:
+        return [crops_per_image] * len(pairs)
+    counts = []
+    for pair in pairs:
+        width, height = image_size(pair.image)
+        areas = width * height / float(input_size * input_size)
+        counts.append(int(min(max(1, round(areas * crops_per_image)), max(crops_per_image, max_per_image))))
+    return counts
+
+
+def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: int,
+                 augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
+                 cache: ExampleCache | None = None, drop_remainder: bool = False,
+                 crops_per_image: int | Sequence[int] = 1) -> tf.data.Dataset:
+    """A batched dataset of ``(images float32 (B, S, S, 3) in 0..255, one-hot labels float32 (B, S, S, C))``.
+
+    Files are read lazily in parallel (``num_parallel_calls=AUTOTUNE``) and prefetched. With
+    ``shuffle`` the order changes every epoch (seeded); augmentation draws a fresh transform per
+    example and epoch from ``seed``. ``crops_per_image`` is one count for every pair or one per pair
+    (see :func:`crop_counts`); each occurrence of a pair in an epoch is a fresh random crop.
+    """
+    if not pairs:
+        raise ValueError("no image/mask pairs to build a dataset from")
+    paths = [(str(p.image), str(p.mask)) for p in pairs]
+    by_index = list(pairs)
+    size = targets.input_size
+
+    def load(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pair = by_index[int(index)]
+        image, labels = cache.get(pair, targets) if cache else prepare_example(pair, targets)
+        return image, labels
+
+    def load_tf(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, labels = tf.numpy_function(load, [index], [tf.uint8, tf.uint8], stateful=False)
+        if targets.fit == "crop":
+            image.set_shape((None, None, 3))
+            labels.set_shape((None, None))
+            crop_seed = tf.stack([index, tf.constant(seed, tf.int64)])
+            if shuffle:
+                crop_seed = crop_seed + tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+            stacked = tf.concat([image, labels[..., None]], axis=-1)
+            stacked = tf.image.stateless_random_crop(stacked, (size, size, 4), crop_seed)
+            image, labels = stacked[..., :3], stacked[..., 3]
+        image.set_shape((size, size, 3))
+        labels.set_shape((size, size))
+        return image, labels
+
+    counts = [int(crops_per_image)] * len(paths) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
+    if len(counts) != len(paths) or min(counts) < 1:
+        raise ValueError("crops_per_image needs one count >= 1 per pair")
+    dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
+    if shuffle:
+        dataset = dataset.shuffle(sum(counts), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    if augment is not None and augment.enabled:
+        counter = tf.data.Dataset.random(seed=seed).map(lambda x: tf.stack([x, x // 7]))
+        dataset = tf.data.Dataset.zip((dataset, counter)).map(
+            lambda example, example_seed: augment_example(example[0], example[1], augment, example_seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+
+    def finish(image: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(image, tf.float32), tf.one_hot(tf.cast(labels, tf.int32), targets.n_classes)
+
+    dataset = dataset.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

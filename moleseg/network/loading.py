@@ -1,0 +1,44 @@
+"""Loading segmenters from a name or a model file, and calibrating a model file in place.
+
+TensorFlow is imported only when a ``.keras`` model is loaded (:mod:`moleseg.network.predict`), so the
+command line and the app can list and describe models without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from moleseg.core.classical import ClassicalSegmenter
+from moleseg.core.modelinfo import read_model_info, write_model_info
+from moleseg.core.pairing import Pair
+from moleseg.engine.calibrate import Calibration, calibrate, calibrated_info
+from moleseg.engine.segmenter import CLASSICAL, Segmenter
+
+
+def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
+    """``"classical"`` (or ``"classical2"`` for the two-class baseline) or a path to a moleseg ``.keras`` file.
+
+    Raises
+    ------
+    moleseg.core.modelinfo.ModelFileError
+        When the file is missing or not a moleseg model.
+    """
+    text = str(spec)
+    if text in (CLASSICAL, "classical3"):
+        return ClassicalSegmenter(n_classes=3)
+    if text == "classical2":
+        return ClassicalSegmenter(n_classes=2)
+    read_model_info(text)  # a clear error for a wrong file, before TensorFlow is imported
+    from moleseg.network.predict import KerasSegmenter
+
+    return KerasSegmenter.from_file(text, test_time_augmentation=test_time_augmentation)
+
+
+def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
+                         progress: Callable[[str], None] | None = None) -> Calibration:
+    """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
+    (its ``moleseg.json``, rewritten atomically)."""
+    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress)
+    write_model_info(path, calibrated_info(read_model_info(path), calibration))
+    return calibration

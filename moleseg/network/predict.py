@@ -1,0 +1,145 @@
+"""A loaded Keras network as a :class:`moleseg.engine.segmenter.Segmenter`: any image size in, probabilities out.
+
+Each image is resized to the network's square input, predicted in batches (optionally with flips as
+test-time augmentation, averaged), and the probabilities are resized back to the image's own size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.config import class_names
+from moleseg.core.resize import resize_image, resize_probabilities
+
+
+INFERENCE_MODES: tuple[str, ...] = ("resize", "tiles")
+#: Overlap of neighbouring tiles, as a fraction of the tile side.
+TILE_OVERLAP = 0.25
+
+
+def tile_starts(length: int, tile: int, overlap: float = TILE_OVERLAP) -> list[int]:
+    """Start offsets (px) of tiles of side ``tile`` covering ``length`` px with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = max(1, int(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_window(tile: int) -> np.ndarray:
+    """``(tile, tile)`` weights, highest at the centre, positive at the edges (for blending tiles)."""
+    ramp = np.minimum(np.arange(tile) + 1, np.arange(tile)[::-1] + 1).astype(np.float32)
+    ramp = np.minimum(ramp / (tile / 4.0), 1.0)
+    return np.outer(ramp, ramp) + 1e-3
+
+
+class KerasSegmenter:
+    """A moleseg network with its metadata.
+
+    Parameters
+    ----------
+    model
+        Keras model mapping ``(B, S, S, 3)`` 0..255 RGB to ``(B, S, S, C)`` probabilities.
+    info
+        The model's ``moleseg.json`` (at least ``n_classes`` and ``input_size``).
+    test_time_augmentation
+        Average the predictions of the image and its left-right, up-down flips (3x the cost).
+    batch_size
+        Images per network call.
+
+    Two ways to fit an image to the network, chosen by ``info["inference"]``:
+
+    ``"resize"`` (default, dermoscopy)
+        The whole image is resized to the square input: the network sees the whole lesion.
+    ``"tiles"`` (cells)
+        The image is cut at its own scale into overlapping squares of the input size (reflect-padded
+        when smaller), predicted in batches and blended with a smooth window: small objects such as
+        nuclei keep their size whatever the image size.
+    """
+
+    def __init__(self, model: keras.Model, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
+                 batch_size: int = 8) -> None:
+        self.model = model
+        self.info = dict(info)
+        self.n_classes = int(info.get("n_classes", model.output_shape[-1]))
+        self.class_names = tuple(info.get("class_names") or class_names(self.n_classes))
+        self.input_size = int(info.get("input_size", model.input_shape[1]))
+        self.info.setdefault("input_size", self.input_size)
+        self.name = str(info.get("name", "model"))
+        self.cleanup_defaults = CleanupSettings.from_dict(info.get("cleanup", {}))
+        if test_time_augmentation is None:
+            test_time_augmentation = bool(info.get("test_time_augmentation", False))
+        self.test_time_augmentation = test_time_augmentation
+        self.batch_size = batch_size
+        self.inference = str(info.get("inference", "resize"))
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
+        self._predict_fn = None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
+        from moleseg.network.model.io import load_model_and_info
+
+        model, info = load_model_and_info(path)
+        info.setdefault("name", Path(path).stem)
+        info["path"] = str(path)
+        return cls(model, info, **kwargs)
+
+    def _network(self, batch: np.ndarray) -> np.ndarray:
+        if self._predict_fn is None:
+            import tensorflow as tf
+
+            model = self.model
+
+            @tf.function(reduce_retracing=True)
+            def predict(x):
+                return model(x, training=False)
+
+            self._predict_fn = predict
+        return np.asarray(self._predict_fn(batch))
+
+    def predict_network(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a ``(B, S, S, 3)`` float32 batch at the input size, with optional flips."""
+        if not self.test_time_augmentation:
+            return self._network(batch)
+        # one network call for the image and its two flips: faster on a CPU than three calls
+        count = batch.shape[0]
+        stacked = self._network(np.concatenate([batch, batch[:, :, ::-1], batch[:, ::-1]]))
+        return (stacked[:count] + stacked[count:2 * count][:, :, ::-1] + stacked[2 * count:][:, ::-1]) / 3.0
+
+    def predict_probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``(H, W, C)`` float32 probabilities at each RGB uint8 image's own size."""
+        if self.inference == "tiles":
+            return [self._predict_tiled(image) for image in images]
+        results: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = np.stack([resize_image(image, self.input_size) for image in chunk]).astype(np.float32)
+            for image, probabilities in zip(chunk, self.predict_network(batch)):
+                results.append(resize_probabilities(probabilities, image.shape[0], image.shape[1]))
+        return results
+
+    def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities of one image predicted tile by tile at its own scale."""
+        size = self.input_size
+        height, width = image.shape[:2]
+        pad_y, pad_x = max(0, size - height), max(0, size - width)
+        padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="reflect") if pad_y or pad_x else image
+        full_h, full_w = padded.shape[:2]
+        window = blend_window(size)[..., None]
+        total = np.zeros((full_h, full_w, self.n_classes), np.float32)
+        weight = np.zeros((full_h, full_w, 1), np.float32)
+        corners = [(y, x) for y in tile_starts(full_h, size) for x in tile_starts(full_w, size)]
+        for start in range(0, len(corners), self.batch_size):
+            chunk = corners[start:start + self.batch_size]
+            batch = np.stack([padded[y:y + size, x:x + size] for y, x in chunk]).astype(np.float32)
+            for (y, x), probabilities in zip(chunk, self.predict_network(batch)):
+                total[y:y + size, x:x + size] += probabilities * window
+                weight[y:y + size, x:x + size] += window
+        return (total / weight)[:height, :width]

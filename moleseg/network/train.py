@@ -1,0 +1,616 @@
+"""Training: the article's method (solver, epochs, mini-batch, learning rate, class-weighted loss,
+random affine augmentation) with validation FM through the real prediction + cleanup path, a run
+folder per training, checkpoints every epoch, resume, progress callbacks, and distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from moleseg import __version__
+from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, class_names
+from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
+                          inverse_frequency_weights, make_dataset, split_pairs)
+from moleseg.engine.evaluate import evaluate_pairs, read_pair
+from moleseg.core.metrics import scores
+from moleseg.network.model.build import ModelConfig, build_model, count_parameters
+from moleseg.network.model.io import save_model
+from moleseg.network.model.losses import LOSSES, SegmentationLoss
+from moleseg.core.pairing import Pair, PairingError, pair_folders
+from moleseg.network.predict import KerasSegmenter
+from moleseg.engine.runs import RunLog, read_json, write_history, write_json
+from moleseg.engine.segmenter import clean, cleanup_for_image
+
+SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
+#: Cleanup variants compared by validation FM every epoch; the best becomes the model's default.
+CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
+    3: {"article": {"rule": "article"}, "grow_inside": {"rule": "grow_inside"}},
+    2: {"largest": {"largest_component": True}, "all_components": {"largest_component": False}},
+}
+DEFAULT_CACHE_DIR = Path(os.environ.get("MOLESEG_CACHE", Path.home() / ".cache" / "moleseg"))
+
+
+class TrainingError(RuntimeError):
+    """Training could not start or produced an unusable model; the message says why."""
+
+
+class TrainingCancelled(RuntimeError):
+    """The progress callback asked to stop."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training (written to the run's ``config.json``).
+
+    Folders are given as parallel lists (several datasets can be combined). Fractions are 0..1,
+    learning rate is per step, sizes are px of the network input.
+    """
+
+    images: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
+    validation_images: list[str] = field(default_factory=list)
+    validation_masks: list[str] = field(default_factory=list)
+    test_images: list[str] = field(default_factory=list)
+    test_masks: list[str] = field(default_factory=list)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    weights: str = "imagenet"
+    border_width_px: int = DEFAULT_BORDER_WIDTH_PX
+    shape: str = DEFAULT_SHAPE
+    closing_radius_px: int = DEFAULT_CLOSING_RADIUS_PX
+    solver: str = "adam"
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    momentum: float = 0.9
+    loss: str = "weighted_ce"
+    class_weighting: bool = True
+    augment: list[str] = field(default_factory=lambda: ["rotation", "reflection", "translation"])
+    rotation_deg: float = 180.0
+    translation_px: float = 10.0
+    scale_range: float = 0.1
+    colour: float = 0.5
+    validation_split: float = 0.15
+    test_split: float = 0.0
+    seed: int = 0
+    early_stopping_patience: int = 0
+    bn_momentum: str | float = "auto"
+    strategy: str = "auto"
+    mixed_precision: str = "auto"
+    train_fm_images: int = 16
+    inference: str = "resize"
+    crops_per_image: int = 1
+    crops_by_area: bool = False
+    calibrate: bool = True
+    cache_dir: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        checks = [
+            (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
+            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}"),
+            (self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, not {self.batch_size}"),
+            (self.learning_rate > 0, f"learning rate must be positive, not {self.learning_rate}"),
+            (self.border_width_px >= 0, f"border width must be >= 0 px, not {self.border_width_px}"),
+            (len(self.images) == len(self.masks) and self.images, "give image and mask folders in pairs"),
+            (len(self.validation_images) == len(self.validation_masks), "give validation folders in pairs"),
+            (len(self.test_images) == len(self.test_masks), "give test folders in pairs"),
+            (self.strategy in ("auto", "default", "mirrored"), "strategy must be auto, default or mirrored"),
+            (self.mixed_precision in ("auto", "on", "off"), "mixed precision must be auto, on or off"),
+            (self.inference in ("resize", "tiles"), "inference must be resize or tiles"),
+            (self.crops_per_image >= 1, "crops per image must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        AugmentConfig.from_names(self.augment)  # validates names
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["model"] = self.model.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def augment_config(self) -> AugmentConfig:
+        return AugmentConfig.from_names(self.augment, translation_px=self.translation_px,
+                                        rotation_deg=self.rotation_deg, scale_range=self.scale_range,
+                                        colour=self.colour)
+
+    def target_config(self) -> TargetConfig:
+        return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
+                            border_width_px=self.border_width_px if self.model.n_classes == 3 else 0,
+                            shape=self.shape, fit="crop" if self.inference == "tiles" else "resize")
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives (after every step and every epoch)."""
+
+    phase: str  # "prepare", "train", "validate", "epoch", "evaluate", "done"
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    eta_seconds: float | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[Progress], bool | None]
+"""Called with progress; returning True asks training to stop (cancel)."""
+
+
+def collect_pairs(images: Sequence[str], masks: Sequence[str], log: Callable[[str], None]) -> list[Pair]:
+    """Pairs of every (images, masks) folder pair, with each pairing report logged."""
+    pairs: list[Pair] = []
+    for image_dir, mask_dir in zip(images, masks):
+        report = pair_folders(image_dir, mask_dir)
+        log(f"pairing {image_dir} + {mask_dir}: {report.summary()}")
+        pairs.extend(report.pairs)
+    return pairs
+
+
+def split_of(config: TrainConfig, log: Callable[[str], None] = lambda line: None
+             ) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """The ``(train, validation, test)`` pairs of a training, as its seed splits them (reproducible).
+
+    Raises
+    ------
+    TrainingError
+        When a folder cannot be paired or is too small to split.
+    """
+    try:
+        pairs = collect_pairs(config.images, config.masks, log)
+        if config.validation_images:
+            validation = collect_pairs(config.validation_images, config.validation_masks, log)
+            train, _, test = split_pairs(pairs, validation_fraction=0.0, test_fraction=config.test_split,
+                                         seed=config.seed) if config.test_split else (pairs, [], [])
+        else:
+            train, validation, test = split_pairs(pairs, validation_fraction=config.validation_split,
+                                                  test_fraction=config.test_split, seed=config.seed)
+        if config.test_images:
+            test = collect_pairs(config.test_images, config.test_masks, log)
+    except (PairingError, ValueError) as error:
+        raise TrainingError(str(error)) from error
+    return train, validation, test
+
+
+def auto_bn_momentum(total_steps: int, steps_per_epoch: int | None = None) -> float:
+    """BatchNorm momentum whose moving statistics forget their initial values early enough.
+
+    The statistics must forget (down to 1 %) within ``min(total_steps / 2, max(3 epochs, 30 steps))``
+    steps: ``momentum ** steps = 0.01``, clipped to 0.1..0.99. Keras' default 0.99 needs ~460 steps,
+    so a short training would predict nothing in inference mode, and a long one would show a
+    meaningless validation FM for its first epochs.
+    """
+    if total_steps <= 0:
+        return 0.99
+    window = total_steps / 2.0
+    if steps_per_epoch:
+        window = min(window, max(3.0 * steps_per_epoch, 30.0))
+    return float(np.clip(0.01 ** (1.0 / max(window, 1.0)), 0.1, 0.99))
+
+
+def choose_strategy(name: str) -> tf.distribute.Strategy:
+    """``mirrored`` over all GPUs (or all logical CPUs when there is no GPU), ``default`` one device,
+    ``auto`` mirrored when several GPUs exist, and ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG``
+    describes a cluster."""
+    if os.environ.get("TF_CONFIG") and name != "default":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The solver with its learning-rate schedule (the article: sgdm, rmsprop, adam)."""
+    rate: Any = config.learning_rate
+    if config.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, total_steps), alpha=0.01)
+    elif config.schedule == "piecewise":  # Matlab's "piecewise": drop by 10x at 1/2 and 3/4 of the steps
+        boundaries = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            boundaries, [config.learning_rate, config.learning_rate / 10, config.learning_rate / 100])
+    if config.solver == "sgdm":
+        return keras.optimizers.SGD(rate, momentum=config.momentum)
+    if config.solver == "rmsprop":
+        return keras.optimizers.RMSprop(rate)
+    return keras.optimizers.Adam(rate)
+
+
+def default_cleanup(config: TrainConfig, variant: str) -> CleanupSettings:
+    """Cleanup settings (px of the network input) of a training's model with one of its variants."""
+    n_classes = config.model.n_classes
+    base = CleanupSettings(rule="article", closing_radius_px=config.closing_radius_px, fill_holes=True,
+                           largest_component=True,
+                           border_width_px=config.border_width_px if n_classes == 3 else max(1, config.border_width_px),
+                           shape=config.shape)
+    return dataclasses.replace(base, **CLEANUP_VARIANTS[n_classes][variant])
+
+
+def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndarray | None,
+               n_train: int, n_validation: int, rule: str, epoch: int, val_fm: float | None,
+               extra: dict | None = None) -> dict[str, Any]:
+    """The ``moleseg.json`` stored with a model: everything needed to predict and describe it.
+
+    ``rule`` names the cleanup variant (see :data:`CLEANUP_VARIANTS`) chosen by validation FM.
+    """
+    n_classes = config.model.n_classes
+    info = {
+        "name": config.name or f"{config.model.architecture}-{config.model.backbone}",
+        "moleseg_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "n_classes": n_classes,
+        "class_names": list(class_names(n_classes)),
+        "input_size": config.model.input_size,
+        "border_width_px": config.border_width_px if n_classes == 3 else 0,
+        "shape": config.shape,
+        "cleanup": default_cleanup(config, rule).to_dict(),
+        "cleanup_variant": rule,
+        "inference": config.inference,
+        "model": config.model.to_dict(),
+        "training": {
+            "images": list(config.images), "n_train": n_train, "n_validation": n_validation,
+            "class_frequencies": [float(f) for f in frequencies],
+            "class_weights": None if weights is None else [float(w) for w in weights],
+            "solver": config.solver, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
+            "loss": config.loss, "augment": list(config.augment), "seed": config.seed, "epoch": epoch,
+            "weights": config.weights,
+        },
+        "validation_fm": val_fm,
+    }
+    if extra:
+        info.update(extra)
+    return info
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    """Validation FM through the app's own prediction + cleanup path, history, checkpoints, progress."""
+
+    def __init__(self, trainer: "Trainer") -> None:
+        super().__init__()
+        self.trainer = trainer
+        self.epoch_started = time.time()
+        self.train_started = time.time()
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch_started = time.time()
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        trainer = self.trainer
+        trainer.steps_done += 1
+        elapsed = time.time() - self.train_started
+        remaining_steps = trainer.total_steps - trainer.steps_done
+        eta = elapsed / max(1, trainer.steps_this_session) * remaining_steps
+        trainer.steps_this_session += 1
+        logs = logs or {}
+        stop = trainer.report(Progress("train", trainer.current_epoch + 1, trainer.config.epochs, batch + 1,
+                                       trainer.steps_per_epoch, loss=float(logs.get("loss", float("nan"))),
+                                       metrics={"accuracy": float(logs.get("accuracy", float("nan")))},
+                                       eta_seconds=eta))
+        if stop:
+            trainer.cancelled = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = logs if logs is not None else {}
+        trainer = self.trainer
+        if trainer.cancelled:  # an unfinished epoch: not saved, so not counted as done
+            return
+        trainer.current_epoch = epoch + 1
+        scores = trainer.validation_scores()
+        logs.update(scores)
+        row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+               "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+               "learning_rate": trainer.current_learning_rate(), "seconds": time.time() - self.epoch_started,
+               **scores}
+        trainer.end_epoch(row)
+
+
+class Trainer:
+    """Runs one training into one run folder. Use :func:`train` unless you need the pieces."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, progress: ProgressCallback | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log = RunLog(self.run_dir / "log.txt", echo=echo)
+        self.cancelled = False
+        self.history: list[dict] = []
+        self.current_epoch = 0
+        self.steps_done = 0
+        self.steps_this_session = 0
+        self.best_val_fm = -1.0
+        self.best_epoch = 0
+        self.best_rule = next(iter(CLEANUP_VARIANTS[config.model.n_classes]))
+        self.training_seconds = 0.0
+
+    # ----------------------------------------------------------------------------------------------
+    def report(self, progress: Progress) -> bool:
+        if self.progress is None:
+            return False
+        return bool(self.progress(progress))
+
+    def current_learning_rate(self) -> float:
+        optimizer = self.model.optimizer
+        rate = optimizer.learning_rate
+        return float(keras.ops.convert_to_numpy(rate))
+
+    # ----------------------------------------------------------------------------------------------
+    def prepare(self, resume: bool) -> None:
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
+        self.cache = ExampleCache(cache_dir)
+        self.targets = config.target_config()
+        train, validation, test = split_of(config, self.log)
+        if not train:
+            raise TrainingError("no training pairs left after the validation/test split")
+        self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
+        self.log(f"pairs: {len(train)} train, {len(validation)} validation, {len(test)} test")
+        self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
+        self.frequencies = class_frequencies_of(train, self.targets, self.cache)
+        self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
+        self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
+                 f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
+        by_area = config.crops_by_area and config.inference == "tiles"
+        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image, by_area=by_area)
+        if by_area:
+            self.log(f"crops per epoch: {sum(self.crop_counts)} from {len(train)} images (by area, "
+                     f"{min(self.crop_counts)}..{max(self.crop_counts)} per image)")
+        self.steps_per_epoch = math.ceil(sum(self.crop_counts) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        if config.bn_momentum == "auto":
+            config.model.bn_momentum = auto_bn_momentum(self.total_steps, self.steps_per_epoch)
+        else:
+            config.model.bn_momentum = float(config.bn_momentum)
+        gpus = tf.config.list_physical_devices("GPU")
+        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            keras.mixed_precision.set_global_policy("float32")
+        self.strategy = choose_strategy(config.strategy)
+        self.log(f"devices: {len(gpus)} GPU; strategy {type(self.strategy).__name__} with "
+                 f"{self.strategy.num_replicas_in_sync} replica(s); precision "
+                 f"{keras.mixed_precision.global_policy().name}; BatchNorm momentum {config.model.bn_momentum:.4f}")
+        state = read_json(self.run_dir / "state.json", {}) or {}
+        self.initial_epoch = 0
+        with self.strategy.scope():
+            if resume and (self.run_dir / "last.keras").is_file() and state.get("epoch"):
+                self.model = keras.saving.load_model(self.run_dir / "last.keras", compile=True)
+                self.initial_epoch = int(state["epoch"])
+                self.best_val_fm = float(state.get("best_val_fm", -1.0))
+                self.best_epoch = int(state.get("best_epoch", 0))
+                self.best_rule = state.get("best_rule", self.best_rule)
+                self.training_seconds = float(state.get("training_seconds", 0.0))
+                from moleseg.engine.runs import read_history
+
+                self.history = [row for row in read_history(self.run_dir / "history.csv")
+                                if row.get("epoch") and row["epoch"] <= self.initial_epoch]
+                self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
+                         f"at epoch {self.best_epoch})")
+            else:
+                self.model = build_model(config.model, weights=config.weights)
+                loss = SegmentationLoss(config.loss, self.class_weights)
+                self.model.compile(optimizer=make_optimizer(config, self.total_steps), loss=loss,
+                                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        self.current_epoch = self.initial_epoch
+        self.steps_done = self.initial_epoch * self.steps_per_epoch
+        self.log(f"model {config.model.architecture}/{config.model.backbone} {config.model.input_size}px, "
+                 f"{count_parameters(self.model):,} weights, encoder init {config.weights}")
+        write_json(self.run_dir / "config.json", {**config.to_dict(), "run_dir": str(self.run_dir)})
+
+    # ----------------------------------------------------------------------------------------------
+    def _segmenter(self, rule: str) -> KerasSegmenter:
+        info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
+                          n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
+                          rule=rule, epoch=self.current_epoch, val_fm=None)
+        return KerasSegmenter(self.model, info, batch_size=self.config.batch_size)
+
+    def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str]) -> dict[str, float]:
+        """Mean FM of ``pairs`` for each cleanup variant, predicting each image once (inference mode)."""
+        segmenter = self._segmenter(rules[0])
+        totals = {rule: [] for rule in rules}
+        batch = self.config.batch_size
+        for start in range(0, len(pairs), batch):
+            read = [read_pair(pair) for pair in pairs[start:start + batch]]
+            images, masks = [image for image, _ in read], [mask for _, mask in read]
+            for mask, probabilities in zip(masks, segmenter.predict_probabilities(images)):
+                defaults = cleanup_for_image(segmenter, mask.shape)
+                for rule in rules:
+                    variant = dataclasses.replace(defaults, **CLEANUP_VARIANTS[self.config.model.n_classes][rule])
+                    lesion = clean(segmenter, probabilities, variant).lesion
+                    totals[rule].append(float(scores(lesion, mask)["fm"]))
+        return {rule: float(np.mean(values)) if values else float("nan") for rule, values in totals.items()}
+
+    def validation_scores(self) -> dict[str, float]:
+        """Mean FM in inference mode at each image's own size, for each lesion rule (three classes)."""
+        self.report(Progress("validate", self.current_epoch, self.config.epochs, self.steps_per_epoch,
+                             self.steps_per_epoch, message="validation FM"))
+        rules = tuple(CLEANUP_VARIANTS[self.config.model.n_classes])
+        pairs = self.validation_pairs or self.train_pairs[: self.config.train_fm_images]
+        by_rule = self._mean_fm_by_rule(pairs, rules)
+        scores_row: dict = {f"val_fm_{rule}": value for rule, value in by_rule.items()}
+        best_rule = max(rules, key=lambda r: -1.0 if math.isnan(by_rule[r]) else by_rule[r])
+        scores_row["val_fm"] = by_rule[best_rule]
+        scores_row["rule"] = best_rule
+        subset = self.train_pairs[: self.config.train_fm_images]
+        scores_row["train_fm"] = self._mean_fm_by_rule(subset, (best_rule,))[best_rule] if subset else float("nan")
+        return scores_row
+
+    def end_epoch(self, row: dict) -> None:
+        """Write history, checkpoints and state after an epoch."""
+        self.history.append(row)
+        write_history(self.run_dir / "history.csv", self.history)
+        epoch = row["epoch"]
+        val_fm = row["val_fm"]
+        improved = not math.isnan(val_fm) and val_fm > self.best_val_fm
+        if improved:
+            self.best_val_fm, self.best_epoch, self.best_rule = val_fm, epoch, row["rule"]
+            info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
+                              n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
+                              rule=row["rule"], epoch=epoch, val_fm=val_fm)
+            save_model(self.model, self.run_dir / "model.keras", info)
+        save_model(self.model, self.run_dir / "last.keras", {"epoch": epoch, "checkpoint": True})
+        self.training_seconds += row["seconds"]
+        self._write_state("running")
+        self.log(f"epoch {epoch}/{self.config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
+                 f"train FM {row['train_fm']:.4f}, val FM {val_fm:.4f} ({row['rule']})"
+                 + (" *best*" if improved else ""))
+        self.report(Progress("epoch", epoch, self.config.epochs, self.steps_per_epoch, self.steps_per_epoch,
+                             loss=row["loss"], metrics={k: v for k, v in row.items() if isinstance(v, float)}))
+
+    def _write_state(self, status: str) -> None:
+        write_json(self.run_dir / "state.json", {
+            "epoch": self.current_epoch, "epochs": self.config.epochs, "best_epoch": self.best_epoch,
+            "best_val_fm": self.best_val_fm, "best_rule": self.best_rule, "status": status,
+            "training_seconds": self.training_seconds,
+        })
+
+    def check_batchnorm(self) -> None:
+        """Fail loudly when inference mode predicts nothing while batch statistics do (moving BatchNorm
+        statistics not converged): such a model would silently draw no lesion in the app."""
+        pairs = self.validation_pairs or self.train_pairs
+        dataset = make_dataset(pairs[: self.config.batch_size], self.targets, batch_size=self.config.batch_size,
+                               cache=self.cache)
+        images, labels = next(iter(dataset))
+        truth = np.argmax(labels.numpy(), axis=-1) > 0
+        saved = [w.numpy() for w in self.model.non_trainable_weights]
+        batch_mode = np.argmax(np.asarray(self.model(images, training=True)), axis=-1) > 0
+        for variable, value in zip(self.model.non_trainable_weights, saved):
+            variable.assign(value)
+        inference = np.argmax(np.asarray(self.model(images, training=False)), axis=-1) > 0
+
+        def fm(pred: np.ndarray) -> float:
+            tp = float(np.sum(pred & truth))
+            return 2 * tp / max(1.0, 2 * tp + float(np.sum(pred & ~truth)) + float(np.sum(~pred & truth)))
+
+        batch_fm, inference_fm = fm(batch_mode), fm(inference)
+        self.log(f"BatchNorm check: FM {batch_fm:.3f} with batch statistics, {inference_fm:.3f} in inference mode")
+        if batch_fm >= 0.5 and inference_fm < 0.5 * batch_fm:
+            raise TrainingError(
+                f"the model works with batch statistics (FM {batch_fm:.2f}) but not in inference mode "
+                f"(FM {inference_fm:.2f}): its BatchNorm moving statistics have not converged. Train for more "
+                "steps, or lower the BatchNorm momentum (bn_momentum)."
+            )
+
+    # ----------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        config = self.config
+        if self.initial_epoch >= config.epochs:
+            self.log(f"nothing to train: {self.initial_epoch} of {config.epochs} epochs done")
+            return
+        with self.strategy.scope():
+            train = make_dataset(self.train_pairs, self.targets, batch_size=config.batch_size,
+                                 augment=config.augment_config(), shuffle=True, seed=config.seed,
+                                 cache=self.cache, crops_per_image=self.crop_counts)
+            validation = None
+            if self.validation_pairs:
+                validation = make_dataset(self.validation_pairs, self.targets, batch_size=config.batch_size,
+                                          cache=self.cache)
+        callbacks: list[keras.callbacks.Callback] = [_EpochEnd(self)]
+        if config.early_stopping_patience > 0:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_fm", mode="max",
+                                                           patience=config.early_stopping_patience))
+        self._write_state("running")
+        self.model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=self.initial_epoch,
+                       callbacks=callbacks, verbose=0)
+        if self.cancelled:
+            self._write_state("cancelled")
+            self.log(f"cancelled after epoch {self.current_epoch}")
+            raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
+
+    def calibrate_best(self) -> dict[str, Any]:
+        """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
+        from moleseg.network.loading import calibrate_model_file
+
+        self.report(Progress("calibrate", self.current_epoch, self.config.epochs, 0, len(self.validation_pairs),
+                             message="choosing flips and lesion threshold by validation FM"))
+        calibration = calibrate_model_file(self.run_dir / "model.keras", self.validation_pairs, progress=self.log)
+        self.log(calibration.summary())
+        return calibration.info_update()
+
+    def finish(self) -> dict:
+        """Check the best model, evaluate it on the test split, write ``evaluation.json``."""
+        from moleseg.network.loading import load_segmenter
+
+        if self.best_epoch == 0:
+            raise TrainingError("no epoch produced a model (no validation FM)")
+        self.check_batchnorm()
+        evaluation: dict[str, Any] = {"best_epoch": self.best_epoch, "best_val_fm": self.best_val_fm,
+                                      "rule": self.best_rule}
+        if self.config.calibrate and self.validation_pairs:
+            evaluation["calibration"] = self.calibrate_best()
+        if self.test_pairs:
+            self.report(Progress("evaluate", self.current_epoch, self.config.epochs, 0, len(self.test_pairs),
+                                 message="evaluating the test split"))
+            best = load_segmenter(self.run_dir / "model.keras")
+            summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size)
+            baseline, _, _ = evaluate_pairs(load_segmenter(f"classical{self.config.model.n_classes}"),
+                                            self.test_pairs)
+            evaluation.update(summary)
+            evaluation["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
+            self.log(f"test FM {summary['fm']['mean']:.4f} (classical baseline {baseline['fm']['mean']:.4f})")
+        write_json(self.run_dir / "evaluation.json", evaluation)
+        self._write_state("done")
+        self.report(Progress("done", self.current_epoch, self.config.epochs, 0, 0,
+                             metrics={"best_val_fm": self.best_val_fm}, message="done"))
+        self.log(f"done: best validation FM {self.best_val_fm:.4f} at epoch {self.best_epoch} "
+                 f"({self.best_rule} rule), {self.training_seconds / 60:.1f} min of training")
+        return evaluation
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          progress: ProgressCallback | None = None, echo: Callable[[str], None] | None = None) -> dict:
+    """Train into ``run_dir`` and return the test evaluation (see :mod:`moleseg.engine.runs` for the files).
+
+    With ``resume``, the saved ``config.json`` of ``run_dir`` is used (only ``epochs`` may grow) and
+    training continues after the last completed epoch, with the optimizer's state.
+
+    Raises
+    ------
+    TrainingError
+        Bad data or a model that does not work in inference mode.
+    TrainingCancelled
+        When ``progress`` returned True.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        saved = read_json(run_dir / "config.json")
+        if saved is None:
+            raise TrainingError(f"{run_dir}: nothing to resume (no config.json)")
+        epochs = max(config.epochs, int(saved.get("epochs", 0)))
+        saved.pop("run_dir", None)
+        config = TrainConfig.from_dict({**saved, "epochs": epochs})
+    trainer = Trainer(config, run_dir, progress=progress, echo=echo)
+    trainer.prepare(resume)
+    started = time.time()
+    trainer.fit()
+    trainer.log(f"fit took {time.time() - started:.0f} s")
+    return trainer.finish()
