@@ -373,9 +373,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from moleseg.core.modelinfo import read_model_info
+    from moleseg.core.modelinfo import read_info
 
-    print(json.dumps(read_model_info(args.model), indent=2))
+    print(json.dumps(read_info(args.model).to_dict(), indent=2))
     return EXIT_OK
 
 

@@ -279,6 +279,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
             "loss": config.loss, "augment": list(config.augment), "seed": config.seed, "epoch": epoch,
             "weights": config.weights,
         },
+        "config": config.to_dict(),
         "validation_fm": val_fm,
     }
     if extra:
