@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from moleseg import __version__
+from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, class_names
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
@@ -602,6 +603,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     """
     run_dir = Path(run_dir)
     if resume:
+        remove_stale_temporaries(run_dir)  # left by a killed run's atomic writes
         saved = read_json(run_dir / "config.json")
         if saved is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no config.json)")
