@@ -112,16 +112,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     augment = [a for a in (args.augment or "").split(",") if a.strip() and a.strip() != "none"]
     AugmentConfig.from_names(augment)
     from moleseg.network.model.build import ModelConfig
+    from moleseg.engine.runs import RunFiles
     from moleseg.network.train import TrainConfig, TrainingCancelled, train
 
     run_dir = Path(args.out)
     if args.resume:
-        if not (run_dir / "config.json").is_file():
-            raise CommandError(f"{run_dir}: nothing to resume (no config.json in it)")
-        config = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
+        if not RunFiles(run_dir).config.is_file():
+            raise CommandError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
+        config = TrainConfig.from_dict({**json.loads(RunFiles(run_dir).config.read_text()),
                                         **({"epochs": args.epochs} if args.epochs else {})})
     else:
-        if (run_dir / "config.json").is_file():
+        if RunFiles(run_dir).config.is_file():
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
         for folder in (args.images or []) + (args.masks or []):
             if not Path(folder).is_dir():

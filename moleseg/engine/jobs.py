@@ -48,16 +48,16 @@ from filelock import FileLock, Timeout
 
 from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, models_dir,
                             runs_dir as default_runs_dir)
-from moleseg.engine.runs import read_json, write_json
+from moleseg.engine.runs import RunFiles, read_json, write_json
 from moleseg.engine.session import training_cache_dir
 
 #: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
 RUNNER_MODULE = "moleseg.network.runner"
 LOCK_NAME = ".training.lock"
-JOB_FILE = "job.json"
-PROGRESS_FILE = "progress.json"
-CANCEL_FILE = "cancel"
-LOG_FILE = "job.log"
+JOB_FILE = RunFiles.JOB
+PROGRESS_FILE = RunFiles.PROGRESS
+CANCEL_FILE = RunFiles.CANCEL
+LOG_FILE = RunFiles.JOB_LOG
 #: Shortest time between two writes of ``progress.json`` within one phase, in seconds.
 PROGRESS_INTERVAL_S: float = 0.5
 #: The lock's sidecar (pid, run folder, start time of the holder): information for messages, not the lock.
@@ -366,14 +366,14 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
     config["name"] = config.get("name") or run_dir.name
     if not config.get("cache_dir"):
         config["cache_dir"] = training_cache_dir(data_folders(config))
-    write_json(run_dir / JOB_FILE, {"config": config, "runs_dir": str(runs), "requested": time.time()})
-    write_json(run_dir / PROGRESS_FILE, {"status": "starting", "phase": "start", "message": "starting",
+    write_json(RunFiles(run_dir).job, {"config": config, "runs_dir": str(runs), "requested": time.time()})
+    write_json(RunFiles(run_dir).progress, {"status": "starting", "phase": "start", "message": "starting",
                                          "pid": None, "started": time.time(), "updated": time.time()})
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     ready_read, ready_write = os.pipe()
     try:
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(RunFiles(run_dir).job_log, "ab") as log:
             child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir),
                                       f"--ready-fd={ready_write}"],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -413,19 +413,19 @@ def folder_in_use(path: str | Path) -> bool:
     holder = active_training()
     if not holder or not holder.get("run_dir"):
         return False
-    job = read_json(Path(holder["run_dir"]) / JOB_FILE, {}) or {}
+    job = read_json(RunFiles(holder["run_dir"]).job, {}) or {}
     root = Path(path).resolve()
     return any(Path(f).resolve().is_relative_to(root) for f in data_folders(job.get("config") or {}))
 
 
 def request_cancel(run_dir: str | Path) -> None:
     """Ask the training of ``run_dir`` to stop after its current step (it keeps its best model)."""
-    path = Path(run_dir) / CANCEL_FILE
+    path = RunFiles(run_dir).cancel
     path.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
 
 def cancel_requested(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CANCEL_FILE).exists()
+    return RunFiles(run_dir).cancel.exists()
 
 
 @dataclass
@@ -476,7 +476,7 @@ class JobStatus:
 
 def _holds_lock(run_dir: Path) -> bool:
     """True when the training lock of ``run_dir``'s runs folder is held for ``run_dir``."""
-    job = read_json(run_dir / JOB_FILE, {}) or {}
+    job = read_json(RunFiles(run_dir).job, {}) or {}
     holder = active_training(job.get("runs_dir") or run_dir.parent)
     return bool(holder and holder.get("run_dir") and Path(holder["run_dir"]).resolve() == run_dir.resolve())
 
@@ -484,10 +484,10 @@ def _holds_lock(run_dir: Path) -> bool:
 def read_job(run_dir: str | Path) -> JobStatus:
     """The status of the training in ``run_dir``; a runner that died without saying so is ``died``."""
     run_dir = Path(run_dir)
-    progress = read_json(run_dir / PROGRESS_FILE)
+    progress = read_json(RunFiles(run_dir).progress)
     if not isinstance(progress, dict):
-        state = read_json(run_dir / "state.json", {}) or {}
-        status = state.get("status") or ("done" if (run_dir / "model.keras").is_file() else "unknown")
+        state = read_json(RunFiles(run_dir).state, {}) or {}
+        status = state.get("status") or ("done" if RunFiles(run_dir).model.is_file() else "unknown")
         return JobStatus(run_dir=run_dir, status="done" if status == "running" else status,
                          epoch=int(state.get("epoch") or 0), epochs=int(state.get("epochs") or 0))
     status = str(progress.get("status", "unknown"))
@@ -511,14 +511,14 @@ def list_jobs(runs: str | Path | None = None) -> list[Path]:
     runs = Path(runs or default_runs_dir())
     if not runs.is_dir():
         return []
-    found = [p for p in runs.iterdir() if (p / JOB_FILE).is_file()]
-    return sorted(found, key=lambda p: (p / JOB_FILE).stat().st_mtime, reverse=True)
+    found = [p for p in runs.iterdir() if RunFiles(p).job.is_file()]
+    return sorted(found, key=lambda p: RunFiles(p).job.stat().st_mtime, reverse=True)
 
 
 def log_tail(run_dir: str | Path, lines: int = 30) -> str:
     """The last ``lines`` lines of the run's ``log.txt`` and ``job.log``."""
     parts = []
-    for name in ("log.txt", LOG_FILE):
+    for name in (RunFiles.LOG, RunFiles.JOB_LOG):
         path = Path(run_dir) / name
         if path.is_file():
             with path.open("rb") as stream:
@@ -554,7 +554,7 @@ class ProgressWriter:
         self.run_dir = Path(run_dir)
         self.interval_s = interval_s
         self.started = time.time()
-        previous = read_json(self.run_dir / PROGRESS_FILE, {}) or {}
+        previous = read_json(RunFiles(self.run_dir).progress, {}) or {}
         if previous.get("started"):
             self.started = float(previous["started"])
         self.last_write = 0.0
@@ -564,7 +564,7 @@ class ProgressWriter:
     def write(self, **values: Any) -> None:
         self.state.update(values)
         self.state.update(pid=os.getpid(), started=self.started, updated=time.time())
-        write_json(self.run_dir / PROGRESS_FILE, self.state)
+        write_json(RunFiles(self.run_dir).progress, self.state)
         self.last_write = time.time()
 
     def __call__(self, progress: Any) -> bool:

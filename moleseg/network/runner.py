@@ -13,9 +13,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.engine.jobs import (BUSY_EXIT_STATUS, JOB_FILE, ProgressWriter, TrainingBusy, cancel_requested,
+from moleseg.engine.jobs import (BUSY_EXIT_STATUS, ProgressWriter, TrainingBusy, cancel_requested,
                                  data_folders, hold_training_lock)
-from moleseg.engine.runs import read_json
+from moleseg.engine.runs import RunFiles, read_json
 from moleseg.engine.session import release_after_training
 
 
@@ -25,13 +25,13 @@ def _first_line(error: BaseException) -> str:
 
 
 def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
-    """Train the job of ``run_dir`` (its ``job.json``) holding the training lock; returns the exit status
+    """Train the job of ``run_dir`` (its :attr:`moleseg.engine.runs.RunFiles.job`) holding the training lock; returns the exit status
     (0 done or cancelled, :data:`moleseg.engine.jobs.BUSY_EXIT_STATUS` when another training holds the lock).
     ``ready_fd``: the pipe told once the lock is held (:func:`moleseg.engine.jobs.start_training`)."""
     run_dir = Path(run_dir).resolve()
-    job = read_json(run_dir / JOB_FILE)
+    job = read_json(RunFiles(run_dir).job)
     if not isinstance(job, dict) or "config" not in job:
-        print(f"{run_dir}: no {JOB_FILE}", file=sys.stderr)
+        print(f"{run_dir}: no {RunFiles.JOB}", file=sys.stderr)
         return 2
     runs = Path(job.get("runs_dir") or run_dir.parent)
     try:
@@ -91,7 +91,7 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.network.runner",
                                      description="Train the job of a run folder (started by the app).")
-    parser.add_argument("run_dir", help="the run folder holding job.json")
+    parser.add_argument("run_dir", help=f"the run folder holding {RunFiles.JOB}")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="file descriptor told once the training lock is held")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -148,14 +148,14 @@ def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: 
 def install_shipped(name: str, run_dir: Path, config, wall_seconds: float, data_dir: Path) -> dict:
     """Copy a finished run's best model to ``models/<name>.keras`` (without optimizer state), evaluate it
     and the classical baseline on the recipe's test sets and write ``models/<name>.json``."""
-    from moleseg.engine.runs import write_json
+    from moleseg.engine.runs import RunFiles, write_json
 
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
     # the run's best model carries its optimizer state (for resuming); the shipped file needs only the network
     from moleseg.network.model.io import load_model_and_info, save_model
 
-    network, info = load_model_and_info(run_dir / "model.keras")
+    network, info = load_model_and_info(RunFiles(run_dir).model)
     save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
