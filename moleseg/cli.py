@@ -178,17 +178,18 @@ def train_config_of(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from moleseg.core import options
+    from moleseg.engine.runs import RunFiles
     from moleseg.network.train import TrainConfig, TrainingCancelled, train
 
     run_dir = Path(args.out)
     if args.resume:
-        if not (run_dir / "config.json").is_file():
-            raise CommandError(f"{run_dir}: nothing to resume (no config.json in it)")
+        if not RunFiles(run_dir).config.is_file():
+            raise CommandError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
         epochs = given_options(args).get("epochs")
-        config = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
+        config = TrainConfig.from_dict({**json.loads(RunFiles(run_dir).config.read_text()),
                                         **({"epochs": epochs} if epochs else {})})
     else:
-        if (run_dir / "config.json").is_file():
+        if RunFiles(run_dir).config.is_file():
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
         values = train_config_of(args)
         for pair in options.FOLDER_PAIRS:

@@ -9,7 +9,7 @@ import streamlit as st
 from moleseg.app import charts, ui
 from moleseg.engine import jobs
 from moleseg.core.config import runs_dir
-from moleseg.engine.runs import read_history, read_json
+from moleseg.engine.runs import RunFiles, read_history, read_json
 from moleseg.engine.session import dataset_list
 from moleseg.core import options
 from moleseg.core.targets import SHAPES
@@ -81,7 +81,7 @@ def progress_panel(run_dir: Path) -> None:
     cells[1].metric("Loss", f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "\u2014")
     cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds))
     cells[3].metric("Time left", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
-    history = read_history(run_dir / "history.csv")
+    history = read_history(RunFiles(run_dir).history)
     if history:
         st.plotly_chart(charts.training_curves(history), key=f"train_curves_{run_dir.name}")
     elif status.active:
@@ -99,7 +99,7 @@ def progress_panel(run_dir: Path) -> None:
                    if isinstance(fm, (int, float)) else "Training finished.")
     elif status.status == "cancelled":
         st.warning("Training cancelled." + (" The best model so far is in the model picker."
-                                            if (run_dir / "model.keras").is_file() else ""))
+                                            if RunFiles(run_dir).model.is_file() else ""))
     else:
         st.error(f"Training {status.status}: {status.error or 'see the log'}")
     if not status.active:
@@ -321,11 +321,11 @@ if finished:
     rows = []
     for run in finished[:50]:
         status = jobs.read_job(run)
-        state = read_json(run / "state.json", {}) or {}
+        state = read_json(RunFiles(run).state, {}) or {}
         fm = state.get("best_val_fm")
         rows.append({"run": run.name, "status": status.status,
                      "epochs": f"{state.get('epoch', 0)}/{status.epochs or '?'}",
                      "best validation FM": round(fm, 4) if isinstance(fm, (int, float)) and fm >= 0 else None,
-                     "model": "yes" if (run / "model.keras").is_file() else "no"})
+                     "model": "yes" if RunFiles(run).model.is_file() else "no"})
     with st.expander(f"Trainings started from the app ({len(finished)})"):
         st.dataframe(rows, hide_index=True, width="stretch")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,13 +26,55 @@ def folders(monkeypatch, tmp_path):
     return isolate(monkeypatch, tmp_path)
 
 
+FAKE_RUNNER = """
+import argparse, sys, time
+from pathlib import Path
+from moleseg.engine import jobs
+
+parser = argparse.ArgumentParser()
+parser.add_argument("run_dir")
+parser.add_argument("--ready-fd", type=int)
+args = parser.parse_args()
+run = Path(args.run_dir)
+try:
+    with jobs.hold_training_lock(run.parent, run, args.ready_fd):
+        jobs.ProgressWriter(run).write(status="running", phase="train", message="pretending to train")
+        while not jobs.cancel_requested(run):
+            time.sleep(0.05)
+except jobs.TrainingBusy:
+    sys.exit(jobs.BUSY_EXIT_STATUS)
+"""
+
+
 @pytest.fixture
-def fake_runner():
-    """A process whose command line names moleseg.network.runner (as a running trainer's does); killed afterwards."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "moleseg.network.runner"])
-    yield process
-    process.kill()
-    process.wait()
+def fake_training(folders, tmp_path):
+    """``start(config=None) -> (run_dir, pid)``: :func:`jobs.start_training` with an interpreter that runs a
+    runner holding the real training lock (no TensorFlow) until cancelled; its processes are killed afterwards."""
+    script = tmp_path / "fake_runner.py"
+    script.write_text(FAKE_RUNNER)
+    python = tmp_path / "fake-python"
+    root = Path(__file__).resolve().parents[1]
+    python.write_text(f'#!/bin/sh\nshift 2  # -m moleseg.network.runner\nPYTHONPATH="{root}" exec "{sys.executable}" '
+                      f'"{script}" "$@"\n')
+    python.chmod(0o755)
+    started: list[int] = []
+    dataset = make_dataset(tmp_path / "fake-moles", count=2)
+
+    def start(config=None):
+        config = config or {**jobs.train_defaults(), "images": [str(dataset / "images")],
+                            "masks": [str(dataset / "masks")]}
+        run = jobs.start_training(config, folders["runs"], name="fake", python=str(python))
+        pid = jobs.active_training(folders["runs"])["pid"]
+        started.append(pid)
+        return run, pid
+
+    yield start
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def test_every_training_option_has_a_widget_with_the_training_defaults(folders, tmp_path):
@@ -71,35 +114,51 @@ def test_bad_options_are_reported_before_anything_starts(folders, tmp_path):
     assert any("epochs" in p for p in problems) and any("training dataset" in p for p in problems)
 
 
-def test_only_one_training_runs_at_a_time(folders, tmp_path, fake_runner):
+def test_only_one_training_runs_at_a_time(folders, tmp_path, fake_training):
     runs = folders["runs"]
-    write_json(runs / jobs.LOCK_NAME, {"pid": fake_runner.pid, "role": "trainer", "run_dir": str(runs / "other"),
-                                       "started": time.time()})
+    run, pid = fake_training()
+    assert jobs.active_training(runs)["run_dir"] == str(run) and jobs.read_job(run).active
     dataset = make_dataset(tmp_path / "moles", count=3)
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
-    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: other \\(process {fake_runner.pid}"):
+    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: {run.name} \\(process {pid}"):
         jobs.start_training(config, runs)
+    assert jobs.list_jobs(runs) == [run]
     at = app_test(PAGE)
     assert at.button(key="train_start").disabled
     assert any("A training is running" in text for text in texts(at.info))
-    fake_runner.kill()
-    fake_runner.wait()
-    assert jobs.active_training(runs) is None  # its process is gone: the lock was stale
-    assert not (runs / jobs.LOCK_NAME).exists()
+    jobs.request_cancel(run)
+    os.waitpid(pid, 0)
+    assert jobs.active_training(runs) is None  # the runner ended: the kernel released its lock
 
 
-def test_stale_and_foreign_locks_are_removed(folders):
+def test_a_killed_training_releases_the_lock_and_the_next_one_starts(folders, fake_training):
     runs = folders["runs"]
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    write_json(runs / jobs.LOCK_NAME, {"pid": dead.pid, "role": "trainer", "run_dir": "x", "started": 0})
-    assert jobs.active_training(runs) is None and not (runs / jobs.LOCK_NAME).exists()
-    write_json(runs / jobs.LOCK_NAME, {"pid": os.getpid(), "role": "trainer", "run_dir": "x"})  # not a runner
+    first, pid = fake_training()
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
     assert jobs.active_training(runs) is None
-    write_json(runs / jobs.LOCK_NAME, {"pid": os.getpid(), "role": "starting", "run_dir": "x"})  # the app, starting
-    assert jobs.active_training(runs) is not None
-    jobs.release_lock(runs, os.getpid())
-    assert jobs.active_training(runs) is None
+    status = jobs.read_job(first)
+    assert status.status == "died" and jobs.LOG_FILE in status.error
+    second, second_pid = fake_training()
+    assert second != first and second_pid != pid
+    assert jobs.active_training(runs)["run_dir"] == str(second)
+    assert jobs.read_job(second).active
+
+
+def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(folders, fake_training, monkeypatch):
+    run, pid = fake_training()
+    real_active_training = jobs.active_training
+    checks = []
+
+    def not_yet(runs=None):  # the other start took the lock between this start's check and its runner
+        checks.append(runs)
+        return None if len(checks) == 1 else real_active_training(runs)
+
+    monkeypatch.setattr(jobs, "active_training", not_yet)
+    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: {run.name} \\(process {pid}"):
+        fake_training()
+    assert jobs.list_jobs(folders["runs"]) == [run]
+    assert real_active_training(folders["runs"])["run_dir"] == str(run)
 
 
 class _Event:
@@ -111,16 +170,18 @@ class _Event:
 def test_progress_is_written_and_a_cancel_file_stops_the_training(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    writer = jobs.ProgressWriter(run, interval_s=0.0)
-    assert writer(_Event("train", epoch=2, step=2)) is False
-    status = jobs.read_job(run)
-    assert (status.status, status.epoch, status.step, status.loss) == ("running", 2, 2, 0.5)
-    assert status.fraction == pytest.approx((1 * 4 + 2) / 12)
-    assert writer(_Event("validate", loss=None)) is False
-    assert jobs.read_job(run).loss == 0.5  # the last loss stays on screen while validating
-    jobs.request_cancel(run)
-    assert writer(_Event("train", epoch=2, step=3)) is True
-    assert jobs.read_job(run).cancel_requested
+    with jobs.hold_training_lock(tmp_path, run):  # as the runner does
+        writer = jobs.ProgressWriter(run, interval_s=0.0)
+        assert writer(_Event("train", epoch=2, step=2)) is False
+        status = jobs.read_job(run)
+        assert (status.status, status.epoch, status.step, status.loss) == ("running", 2, 2, 0.5)
+        assert status.fraction == pytest.approx((1 * 4 + 2) / 12)
+        assert writer(_Event("validate", loss=None)) is False
+        assert jobs.read_job(run).loss == 0.5  # the last loss stays on screen while validating
+        jobs.request_cancel(run)
+        assert writer(_Event("train", epoch=2, step=3)) is True
+        assert jobs.read_job(run).cancel_requested
+    assert jobs.read_job(run).status == "died"  # still 'running' in progress.json, but nobody holds the lock
 
 
 def test_a_runner_that_died_silently_is_reported(tmp_path):
@@ -187,10 +248,10 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert len(at.get("plotly_chart")) == 1  # the loss / accuracy / FM curves
     assert "running" in seen or "starting" in seen
     assert status.result["best_epoch"] in (1, 2) and (run / "model.keras").is_file()
-    assert not (folders["runs"] / jobs.LOCK_NAME).exists()
+    assert jobs.active_training(folders["runs"]) is None
 
 
-def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(folders, fake_runner):
+def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(folders, fake_training):
     from moleseg.engine.session import (ENDED_MARKER, SessionFolder, release_after_training, remove_session_folder,
                                  training_cache_dir)
 
@@ -199,14 +260,13 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(fol
     images = str(dataset / "images")
     assert training_cache_dir([images]) == str(session.path / "example-cache")  # derived data stays inside
     assert training_cache_dir([str(folders["models"])]) is None
-    run = folders["runs"] / "run"
-    run.mkdir()
-    write_json(run / jobs.JOB_FILE, {"config": {"images": [images], "masks": [str(dataset / "masks")]}})
-    write_json(folders["runs"] / jobs.LOCK_NAME, {"pid": fake_runner.pid, "role": "trainer", "run_dir": str(run)})
+    run, pid = fake_training({**jobs.train_defaults(), "images": [images], "masks": [str(dataset / "masks")]})
+    assert jobs.folder_in_use(session.path) and not jobs.folder_in_use(folders["models"])
     assert remove_session_folder(session.path, jobs.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
-    fake_runner.kill()
-    fake_runner.wait()
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert not jobs.folder_in_use(session.path)
     release_after_training([images])  # what the runner does when it stops
     assert not session.path.exists()
 

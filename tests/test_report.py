@@ -188,6 +188,20 @@ def test_pdf_stays_on_one_page_when_long(picture, measurements):
     assert _page_count(pdf) == 1
 
 
+def test_pdf_shrinks_before_it_leaves_measurements_out(picture, measurements):
+    def left_out(pdf: bytes) -> int:
+        found = re.search(rb"(\d+) more measurement", _page_text(pdf))
+        return int(found.group(1)) if found else 0
+
+    twice = pdf_report(image=picture, overlay=picture, measurements=measurements * 2, image_name="a",
+                       model_name="m", model_version="1")
+    assert _page_count(twice) == 1 and left_out(twice) == 0  # all rows there
+    many = measurements * 6
+    crowded = pdf_report(image=np.zeros((2000, 300, 3), np.uint8), overlay=picture, measurements=many,
+                         image_name="a", model_name="m", model_version="1", notes="a very long note " * 500)
+    assert _page_count(crowded) == 1 and 0 < left_out(crowded) < len(many)
+
+
 def test_pdf_accepts_grey_and_unicode(measurements):
     grey = np.full((50, 70), 128, np.uint8)
     pdf = pdf_report(image=grey, overlay=grey, measurements=measurements[:2], image_name="läsion 病変.png",
@@ -238,7 +252,7 @@ def test_zip_refuses_colliding_names_and_non_bytes():
 
 
 def _leftovers(folder) -> list[str]:
-    return [name for name in os.listdir(folder) if name.endswith(".tmp")]
+    return [name for name in os.listdir(folder) if name.startswith(atomic.TEMPORARY_PREFIX)]
 
 
 def test_atomic_write_writes_and_replaces(tmp_path):

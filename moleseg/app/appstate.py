@@ -124,7 +124,7 @@ def shipped_models(models: str | Path | None = None) -> list[Path]:
 
 def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
     """Shipped models, then the classical baselines, then the user's training runs (newest first)."""
-    from moleseg.engine.runs import list_runs, read_json
+    from moleseg.engine.runs import RunFiles, list_runs, read_json
 
     choices: list[ModelChoice] = []
     for path in shipped_models(models):
@@ -137,10 +137,11 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
     choices.append(ModelChoice(spec=CLASSICAL_SPECS[2], label="classical baseline (cells, 2 classes, no network)",
                                kind="classical", n_classes=2))
     for run in list_runs(runs or runs_dir()):
-        model = run / "model.keras"
+        files = RunFiles(run)
+        model = files.model
         info = _info(model)
-        state = read_json(run / "state.json", {}) or {}
-        progress = read_json(run / "progress.json", {}) or {}
+        state = read_json(files.state, {}) or {}
+        progress = read_json(files.progress, {}) or {}
         status = progress.get("status") or state.get("status")
         fm = state.get("best_val_fm")
         details = [f"{info.n_classes or '?'} classes"]

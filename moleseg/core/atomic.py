@@ -1,23 +1,78 @@
-"""Atomic file writes: readers see either the old file or the whole new one, never half of it."""
+"""Atomic file writes: readers see either the old file or the whole new one, never half of it.
+
+One helper for the whole package. The new content goes to a temporary file in the same folder, named
+``TEMPORARY_PREFIX + <random> + "." + <target name>`` (so it keeps the target's suffix, which e.g. Keras
+needs); the file is flushed and fsynced, moved over the target with :func:`os.replace`, and the folder is
+fsynced so that the rename survives a power cut too (where the system allows it). A killed writer can leave
+a temporary behind; :func:`remove_stale_temporaries` removes those when nobody writes in the folder.
+
+(The small PyPI helpers, e.g. ``fsync-replace``, write bytes or an open handle; Keras and :mod:`zipfile` need
+a path, which :func:`atomic_output` gives.)
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+#: Start of the name of every temporary file of :func:`atomic_output` (recognisable for cleanup).
+TEMPORARY_PREFIX = ".moleseg-tmp."
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; silently skipped where folders cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; when the body succeeds it replaces ``path`` atomically.
+
+    The body writes the whole file to the yielded path (any writer: bytes, Keras, zipfile). Afterwards it is
+    fsynced and moved over ``path``, and the folder is fsynced. On any error the temporary file is removed
+    and ``path`` is left as it was. The folder must exist.
+
+    Raises
+    ------
+    OSError
+        The folder is missing or not writable, the disk is full, the body wrote nothing, ...
+    """
+    target = Path(path)
+    temporary = target.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}.{target.name}")
+    try:
+        yield temporary
+        descriptor = os.open(temporary, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder (``.<name>.<random>.tmp``), which is flushed
-    to disk and then moved over ``path`` with :func:`os.replace`. On any error the temporary file is
-    removed and ``path`` is left as it was. The folder must exist.
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one
+    (:func:`atomic_output`).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Destination; replaced if it exists.
+        Destination; replaced if it exists. Its folder must exist.
     data : bytes-like
 
     Returns
@@ -34,20 +89,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
-    try:
+    with atomic_output(path) as temporary:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    return target
+    return Path(path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``folder`` and its sub-folders; returns them.
+
+    Call it only while nobody writes there (e.g. when a run folder is resumed).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.rglob(f"{TEMPORARY_PREFIX}*") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

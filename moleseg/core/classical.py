@@ -44,6 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from moleseg import __version__
 from moleseg.core.cleanup import CleanupSettings
@@ -121,24 +122,14 @@ def otsu_threshold(values: np.ndarray, n_bins: int = 256) -> float:
     Returns
     -------
     float
-        The bin centre maximising the between-class variance: values ``<=`` it form the lower
+        The bin centre maximising the between-class variance (:func:`skimage.filters.threshold_otsu` of
+        the values as float64, so integer images get ``n_bins`` bins too): values ``<=`` it form the lower
         class. Equal to the single value when all values are equal.
     """
     samples = np.asarray(values, dtype=np.float64).ravel()
     if samples.size == 0:
         raise ValueError("Otsu's threshold needs at least one value")
-    low, high = float(samples.min()), float(samples.max())
-    if high <= low:
-        return low
-    counts, edges = np.histogram(samples, bins=n_bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(counts)
-    weight_high = weight_low[-1] - weight_low
-    cumulative_sum = np.cumsum(counts * centres)
-    mean_low = cumulative_sum / np.maximum(weight_low, 1)
-    mean_high = (cumulative_sum[-1] - cumulative_sum) / np.maximum(weight_high, 1)
-    between_variance = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(centres[int(np.argmax(between_variance[:-1]))])
+    return float(threshold_otsu(samples, nbins=n_bins))
 
 
 def _remove_hair(image: np.ndarray, kernel_px: int, contrast: float) -> np.ndarray:

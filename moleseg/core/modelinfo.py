@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from moleseg.core import options
+
+from moleseg.core.atomic import atomic_output
 
 INFO_ENTRY = "moleseg.json"
 
@@ -157,19 +157,13 @@ def write_model_info(path: str | Path, info: dict[str, Any]) -> None:
     """Add or replace ``moleseg.json`` in an existing ``.keras`` file, atomically."""
     path = Path(path)
     payload = json.dumps(info, indent=2, sort_keys=True, default=_json_default).encode("utf-8")
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(path) as source, zipfile.ZipFile(temp_name, "w", zipfile.ZIP_STORED) as target:
-            for item in source.infolist():
-                if item.filename != INFO_ENTRY:
-                    with source.open(item) as data, target.open(item, "w") as out:
-                        shutil.copyfileobj(data, out)
-            target.writestr(INFO_ENTRY, payload)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary, zipfile.ZipFile(path) as source, \
+            zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as target:
+        for item in source.infolist():
+            if item.filename != INFO_ENTRY:
+                with source.open(item) as data, target.open(item, "w") as out:
+                    shutil.copyfileobj(data, out)
+        target.writestr(INFO_ENTRY, payload)
 
 
 def _json_default(value: Any) -> Any:

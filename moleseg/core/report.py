@@ -42,8 +42,12 @@ IMAGE_COLUMNS: tuple[str, ...] = ("image", "image_name", "name", "file")
 PDF_IMAGE_MAX_SIDE_PX: int = 1200
 #: JPEG quality (1-95) of the pictures embedded in the PDF.
 PDF_JPEG_QUALITY: int = 92
-#: Height (pt) of the "Measurements" heading above the table, spacing included.
-_TABLE_HEADING_PT: float = 16.0
+#: Largest height (pt) of each picture in the PDF before the page content shrinks to fit.
+PDF_PICTURE_MAX_HEIGHT_PT: float = 270.0
+#: Smallest scale the PDF's content may shrink to (0..1); measurements beyond it are left out (all are in the CSV).
+PDF_MIN_SCALE: float = 0.6
+#: Longest notes printed in the PDF, in characters (cut with an ellipsis).
+PDF_NOTES_MAX_CHARACTERS: int = 900
 #: Characters that make a spreadsheet read a text cell as a formula.
 _FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
@@ -180,9 +184,10 @@ def display_unit(key: str, unit: str) -> str:
     return unit
 
 
-def _jpeg_reader(array: np.ndarray, name: str) -> tuple[Any, int, int]:
-    """A reportlab ImageReader of the picture as a JPEG no larger than PDF_IMAGE_MAX_SIDE_PX."""
-    from reportlab.lib.utils import ImageReader
+def _picture(array: np.ndarray, name: str, max_width: float, max_height: float) -> Any:
+    """A reportlab Image flowable of the picture as a JPEG no larger than PDF_IMAGE_MAX_SIDE_PX, scaled to
+    fit ``max_width`` x ``max_height`` (pt) with its aspect ratio."""
+    from reportlab.platypus import Image as image_flowable
 
     picture = Image.fromarray(np.ascontiguousarray(as_rgb(array, name)))
     if max(picture.size) > PDF_IMAGE_MAX_SIDE_PX:
@@ -190,7 +195,9 @@ def _jpeg_reader(array: np.ndarray, name: str) -> tuple[Any, int, int]:
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=PDF_JPEG_QUALITY, subsampling=0)
     buffer.seek(0)
-    return ImageReader(buffer), picture.size[0], picture.size[1]
+    width, height = picture.size
+    scale = min(max_width / width, max_height / height)
+    return image_flowable(buffer, width=width * scale, height=height * scale)
 
 
 def _shorten(text: str, max_characters: int = 90) -> str:
@@ -224,8 +231,9 @@ def pdf_report(
     segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their longer
     side, scaled to fit); the measurements table (label, value, unit, meaning in small type); the
     notes when given; and the statement that this is research software, not a medical device and
-    not for diagnosis. Type shrinks when the table is long; measurements that still do not fit are
-    left out with a line saying how many (they are all in the CSV).
+    not for diagnosis. Laid out with reportlab's Platypus; everything under the heading shrinks together
+    (``KeepInFrame(mode="shrink")``) to fit the page, down to :data:`PDF_MIN_SCALE`; measurements that
+    still do not fit are left out with a line saying how many (they are all in the CSV).
 
     Parameters
     ----------
@@ -239,7 +247,7 @@ def pdf_report(
     created : datetime, optional
         Date printed on the report; now (local time zone) by default.
     notes : str, optional
-        Free text printed under the table (long notes are shortened to fit the page).
+        Free text printed under the table (longer than :data:`PDF_NOTES_MAX_CHARACTERS`: cut with an ellipsis).
 
     Returns
     -------
@@ -255,186 +263,119 @@ def pdf_report(
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.pdfgen.canvas import Canvas
-    from reportlab.platypus import Paragraph
+    from reportlab.platypus import KeepInFrame, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-    image_reader, image_width, image_height = _jpeg_reader(image, "image")
-    overlay_reader, overlay_width, overlay_height = _jpeg_reader(overlay, "overlay")
     created = created or datetime.now().astimezone()
     version_text = str(model_version) if model_version not in (None, "") else "unknown version"
-
-    page_width, page_height = A4
     margin = 18 * mm
-    content_width = page_width - 2 * margin
+    disclaimer_height = 26.0
     buffer = io.BytesIO()
-    canvas = Canvas(buffer, pagesize=A4, pageCompression=1)
-    canvas.setTitle(f"moleseg report \u2014 {image_name}")
-    canvas.setAuthor("moleseg")
-    canvas.setSubject("Lesion border analysis")
-    canvas.setCreator(f"moleseg {__version__}")
+    document = SimpleDocTemplate(
+        buffer, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
+        bottomMargin=margin + disclaimer_height + 4, title=f"moleseg report \u2014 {image_name}", author="moleseg",
+        subject="Lesion border analysis", creator=f"moleseg {__version__}", pageCompression=1,
+    )
+    padding = 6.0  # the frame's own padding on each side (reportlab's default)
+    width = document.width - 2 * padding
 
-    # Title and identification
-    top = page_height - margin
-    canvas.setFont("Helvetica-Bold", 17)
-    canvas.drawString(margin, top - 17, "Lesion border analysis")
-    meta_style = ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5)
+    def page_furniture(canvas: Any, doc: Any) -> None:
+        """The disclaimer box at the foot of the page and the version under it."""
+        page_width = A4[0]
+        canvas.saveState()
+        canvas.setStrokeColor(colors.HexColor("#b00020"))
+        canvas.setFillColor(colors.HexColor("#fdecee"))
+        canvas.rect(margin, margin, page_width - 2 * margin, disclaimer_height, stroke=1, fill=1)
+        canvas.setFillColor(colors.HexColor("#b00020"))
+        canvas.setFont("Helvetica-Bold", 10.5)
+        canvas.drawCentredString(page_width / 2, margin + 9.5, DISCLAIMER)
+        canvas.setFont("Helvetica", 7)
+        canvas.setFillColor(colors.grey)
+        canvas.drawRightString(page_width - margin, margin - 10, f"moleseg {__version__}")
+        canvas.restoreState()
+
+    title = Paragraph("Lesion border analysis", ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=17,
+                                                               leading=21, spaceAfter=5))
     meta = Paragraph(
         f"<b>Image:</b> {escape(_shorten(str(image_name)))}<br/>"
         f"<b>Model:</b> {escape(_shorten(str(model_name)))} ({escape(_shorten(version_text))})<br/>"
         f"<b>Date:</b> {escape(_format_created(created))}",
-        meta_style,
+        ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5, spaceAfter=10),
     )
-    _, meta_height = meta.wrapOn(canvas, content_width, 100)
-    meta.drawOn(canvas, margin, top - 26 - meta_height)
-    cursor = top - 26 - meta_height - 10
-
-    # Disclaimer box at the foot of the page
-    disclaimer_height = 26
-    canvas.setStrokeColor(colors.HexColor("#b00020"))
-    canvas.setFillColor(colors.HexColor("#fdecee"))
-    canvas.rect(margin, margin, content_width, disclaimer_height, stroke=1, fill=1)
-    canvas.setFillColor(colors.HexColor("#b00020"))
-    canvas.setFont("Helvetica-Bold", 10.5)
-    canvas.drawCentredString(page_width / 2, margin + 9.5, DISCLAIMER)
-    canvas.setFillColor(colors.black)
-    footer_top = margin + disclaimer_height + 8
-
-    # Notes (above the disclaimer)
-    notes_height = 0.0
-    notes_paragraph = None
-    if notes and notes.strip():
-        notes_style = ParagraphStyle("notes", fontName="Helvetica", fontSize=8.5, leading=10.5)
-        text = notes.strip()
-        while True:
-            shown = text if len(text) == len(notes.strip()) else text.rstrip() + "\u2026"
-            notes_paragraph = Paragraph(
-                "<b>Notes:</b> " + escape(shown).replace("\n", "<br/>"), notes_style
-            )
-            _, notes_height = notes_paragraph.wrapOn(canvas, content_width, 1000)
-            if notes_height <= 90 or len(text) < 20:
-                break
-            text = text[: int(len(text) * 0.85)]
-        notes_height = min(notes_height, 90)
-        notes_paragraph.drawOn(canvas, margin, footer_top)
-        footer_top += notes_height + 8
-
-    # Pictures and table: shrink the pictures, then the type, until the table fits
+    caption = ParagraphStyle("caption", fontName="Helvetica-Bold", fontSize=9, leading=11, alignment=1)
     gap = 12.0
-    panel_width = (content_width - gap) / 2
-    available = cursor - footer_top
-    rows_source = list(measurements)
-    layout = None
-    for picture_max_height, font_size in ((270, 9.0), (230, 9.0), (200, 8.5), (170, 8.0), (140, 7.5), (120, 7.0), (110, 6.5)):
-        table, table_height = _measurement_table(rows_source, font_size, content_width, canvas, max_height=None)
-        pictures_height = _pictures_height(
-            (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
-        ) + 14
-        if pictures_height + _TABLE_HEADING_PT + table_height <= available:
-            layout = (picture_max_height, table, table_height)
-            break
-    if layout is None:  # even the smallest type is too tall: leave the last rows out
-        picture_max_height, font_size = 110, 6.5
-        pictures_height = _pictures_height(
-            (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
-        ) + 14
-        table, table_height = _measurement_table(
-            rows_source, font_size, content_width, canvas, max_height=available - pictures_height - _TABLE_HEADING_PT
-        )
-        layout = (picture_max_height, table, table_height)
-    picture_max_height, table, table_height = layout
-
-    # Pictures with captions
-    drawn_height = _pictures_height(
-        (image_width, image_height), (overlay_width, overlay_height), panel_width, picture_max_height
+    panel_width = (width - gap) / 2
+    pictures = Table(
+        [[Paragraph("Image", caption), Paragraph("Segmentation overlay", caption)],
+         [_picture(image, "image", panel_width, PDF_PICTURE_MAX_HEIGHT_PT),
+          _picture(overlay, "overlay", panel_width, PDF_PICTURE_MAX_HEIGHT_PT)]],
+        colWidths=[panel_width + gap / 2] * 2,
+        style=TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                          ("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0)]),
     )
-    pictures_top = cursor - 14
-    canvas.setFont("Helvetica-Bold", 9)
-    panels = (
-        ("Image", image_reader, image_width, image_height),
-        ("Segmentation overlay", overlay_reader, overlay_width, overlay_height),
-    )
-    for column, (caption, reader, width, height) in enumerate(panels):
-        scale = min(panel_width / width, picture_max_height / height)
-        shown_width, shown_height = width * scale, height * scale
-        left = margin + column * (panel_width + gap) + (panel_width - shown_width) / 2
-        canvas.drawString(left, cursor - 9, caption)
-        canvas.drawImage(reader, left, pictures_top - shown_height, shown_width, shown_height)
-    cursor = pictures_top - drawn_height - 14
+    heading = Paragraph("Measurements", ParagraphStyle("heading", fontName="Helvetica-Bold", fontSize=11,
+                                                       leading=13, spaceBefore=12, spaceAfter=3))
+    tail: list[Any] = []
+    if notes and notes.strip():
+        text = notes.strip()
+        if len(text) > PDF_NOTES_MAX_CHARACTERS:
+            text = text[:PDF_NOTES_MAX_CHARACTERS].rstrip() + "\u2026"
+        tail.append(Spacer(1, 8))
+        tail.append(Paragraph("<b>Notes:</b> " + escape(text).replace("\n", "<br/>"),
+                              ParagraphStyle("notes", fontName="Helvetica", fontSize=8.5, leading=10.5)))
 
-    # Measurements table
-    canvas.setFont("Helvetica-Bold", 11)
-    canvas.drawString(margin, cursor - 8, "Measurements")
-    table.drawOn(canvas, margin, cursor - _TABLE_HEADING_PT - table_height)
+    def body(count: int) -> list[Any]:
+        return [pictures, heading, _measurement_table(measurements, count, width), *tail]
 
-    canvas.setFont("Helvetica", 7)
-    canvas.setFillColor(colors.grey)
-    canvas.drawRightString(page_width - margin, margin - 10, f"moleseg {__version__}")
-    canvas.showPage()
-    canvas.save()
+    # Everything under the identification shrinks together; below PDF_MIN_SCALE, leave the last rows out.
+    room = document.height - 2 * padding - sum(
+        flowable.wrap(width, document.height)[1] + flowable.getSpaceAfter() for flowable in (title, meta))
+    count = len(measurements)
+    while count > 0 and _natural_height(body(count), width) * PDF_MIN_SCALE > room:
+        count -= 1
+    document.build([title, meta, KeepInFrame(width, room, body(count), mode="shrink")],
+                   onFirstPage=page_furniture, onLaterPages=page_furniture)
     return buffer.getvalue()
 
 
-def _pictures_height(first: tuple[int, int], second: tuple[int, int], panel_width: float, max_height: float) -> float:
-    """Height (pt) of the taller of two pictures scaled to fit ``panel_width`` x ``max_height``."""
-    return max(min(panel_width / width, max_height / height) * height for width, height in (first, second))
+def _natural_height(flowables: Sequence[Any], width: float) -> float:
+    """Height (pt) of ``flowables`` stacked at their own size in a column ``width`` pt wide."""
+    return sum(f.wrap(width, 1e6)[1] + f.getSpaceBefore() + f.getSpaceAfter() for f in flowables)
 
 
-def _measurement_table(
-    measurements: Sequence[MeasurementLike],
-    font_size: float,
-    width: float,
-    canvas: Any,
-    max_height: float | None,
-) -> tuple[Any, float]:
-    """The measurements table at ``font_size`` and its height (pt); with ``max_height``, only as many
-    rows as fit in it, followed by a line saying how many were left out."""
+def _measurement_table(measurements: Sequence[MeasurementLike], count: int, width: float) -> Any:
+    """The table of the first ``count`` measurements, with a line saying how many more are in the CSV."""
     from reportlab.lib import colors
-    from reportlab.lib.styles import ParagraphStyle as style_class
-    from reportlab.platypus import Paragraph as paragraph_class
-    from reportlab.platypus import Table as table_class
-    from reportlab.platypus import TableStyle as table_style_class
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import Paragraph, Table, TableStyle
 
-    body = style_class("cell", fontName="Helvetica", fontSize=font_size, leading=font_size * 1.2)
-    bold = style_class("head", parent=body, fontName="Helvetica-Bold")
-    small = style_class("meaning", parent=body, fontSize=font_size - 1.5, leading=(font_size - 1.5) * 1.2,
-                        textColor=colors.HexColor("#444444"))
-    number = style_class("number", parent=body, alignment=2)
-    column_widths = [width * 0.26, width * 0.13, width * 0.07, width * 0.54]
-
-    def build(count: int, left_out: int) -> tuple[Any, float]:
-        data = [[paragraph_class(text, bold) for text in ("Measurement", "Value", "Unit", "Meaning")]]
-        for measurement in measurements[:count]:
-            data.append([
-                paragraph_class(escape(str(measurement.label)), body),
-                paragraph_class(escape(format_value(measurement.value)), number),
-                paragraph_class(escape(display_unit(str(measurement.key), str(measurement.unit))), body),
-                paragraph_class(escape(str(measurement.meaning)), small),
-            ])
-        if left_out:
-            data.append([paragraph_class(f"\u2026 {left_out} more measurement(s) in the CSV export.", small), "", "", ""])
-        table = table_class(data, colWidths=column_widths, repeatRows=0)
-        commands = [
-            ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
-            ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
-            ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-            ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
-            ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f4f7")]),
-        ]
-        if left_out:
-            commands.append(("SPAN", (0, -1), (-1, -1)))
-        table.setStyle(table_style_class(commands))
-        _, height = table.wrapOn(canvas, width, 10_000)
-        return table, height
-
-    total = len(measurements)
-    table, height = build(total, 0)
-    if max_height is None or height <= max_height:
-        return table, height
-    for count in range(total - 1, -1, -1):
-        table, height = build(count, total - count)
-        if height <= max_height:
-            break
-    return table, height
+    font_size = 9.0
+    body = ParagraphStyle("cell", fontName="Helvetica", fontSize=font_size, leading=font_size * 1.2)
+    bold = ParagraphStyle("head", parent=body, fontName="Helvetica-Bold")
+    small = ParagraphStyle("meaning", parent=body, fontSize=font_size - 1.5, leading=(font_size - 1.5) * 1.2,
+                           textColor=colors.HexColor("#444444"))
+    number = ParagraphStyle("number", parent=body, alignment=2)
+    data: list[list[Any]] = [[Paragraph(text, bold) for text in ("Measurement", "Value", "Unit", "Meaning")]]
+    for measurement in measurements[:count]:
+        data.append([
+            Paragraph(escape(str(measurement.label)), body),
+            Paragraph(escape(format_value(measurement.value)), number),
+            Paragraph(escape(display_unit(str(measurement.key), str(measurement.unit))), body),
+            Paragraph(escape(str(measurement.meaning)), small),
+        ])
+    left_out = len(measurements) - count
+    if left_out:
+        data.append([Paragraph(f"\u2026 {left_out} more measurement(s) in the CSV export.", small), "", "", ""])
+    commands: list[tuple[Any, ...]] = [
+        ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
+        ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f4f7")]),
+    ]
+    if left_out:
+        commands.append(("SPAN", (0, -1), (-1, -1)))
+    return Table(data, colWidths=[width * 0.26, width * 0.13, width * 0.07, width * 0.54],
+                 style=TableStyle(commands), hAlign="LEFT")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from numbers import Integral
 
 import cv2
 import numpy as np
+from skimage.morphology import diamond, disk, footprint_rectangle
 
 from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE, INSIDE
 
@@ -87,7 +88,7 @@ def structuring_element(shape: str, radius_px: int) -> np.ndarray:
     Parameters
     ----------
     shape : {"diamond", "disk", "square"}
-        ``"diamond"``: ``|dx| + |dy| <= r``, identical to Matlab ``strel('diamond', r)`` (the
+        :mod:`skimage.morphology` footprints. ``"diamond"``: ``|dx| + |dy| <= r``, identical to Matlab ``strel('diamond', r)`` (the
         article's choice). ``"disk"``: ``dx**2 + dy**2 <= r**2``, the exact Euclidean disk, which
         approximates Matlab ``strel('disk', r)`` (Matlab uses a periodic-line decomposition for
         speed; its footprint is slightly polygonal). ``"square"``: the full ``(2r+1) x (2r+1)``
@@ -107,14 +108,12 @@ def structuring_element(shape: str, radius_px: int) -> np.ndarray:
     """
     name = _check_shape(shape)
     radius = _check_radius(radius_px)
-    offsets = np.arange(-radius, radius + 1)
-    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
     if name == "diamond":
-        element = np.abs(dx) + np.abs(dy) <= radius
+        element = diamond(radius)
     elif name == "disk":
-        element = dx * dx + dy * dy <= radius * radius
+        element = disk(radius)
     else:
-        element = np.ones_like(dx, dtype=bool)
+        element = footprint_rectangle((2 * radius + 1, 2 * radius + 1))
     return element.astype(np.uint8)
 
 

@@ -10,7 +10,6 @@ least ``min_gain`` mean FM (a few validation images should not pick noise). No T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np

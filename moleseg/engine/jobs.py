@@ -1,53 +1,76 @@
 """Background trainings for the app: one at a time, each in its own process, surviving a browser refresh.
 
 The app calls :func:`start_training` with a :class:`moleseg.network.train.TrainConfig` dictionary. It creates a
-run folder under the runs folder, takes the lock ``<runs>/.training.lock`` and starts
-``python -m moleseg.network.runner RUN_DIR`` in a new session (so neither a browser refresh nor the end of the
-Streamlit session stops it). The runner trains with :func:`moleseg.network.train.train`, writing its progress
-to ``RUN_DIR/progress.json`` (atomically, at most every :data:`PROGRESS_INTERVAL_S` and at every
-phase change) and stopping when ``RUN_DIR/cancel`` appears (:func:`request_cancel`).
+run folder under the runs folder and starts ``python -m moleseg.network.runner RUN_DIR`` in a new session (so
+neither a browser refresh nor the end of the Streamlit session stops it). The runner trains with
+:func:`moleseg.network.train.train`, writing its progress to ``RUN_DIR/progress.json`` (atomically, at most every
+:data:`PROGRESS_INTERVAL_S` and at every phase change) and stopping when ``RUN_DIR/cancel`` appears
+(:func:`request_cancel`).
 
-Files of a job, besides those of :mod:`moleseg.engine.runs`::
+Files of a job, besides those of :mod:`moleseg.engine.runs` (names: :class:`moleseg.engine.runs.RunFiles`)::
 
     job.json       the TrainConfig dictionary, the runs folder, when it was asked for
     progress.json  status, phase, epoch/step, loss, metrics, ETA, runner pid, error (see JobStatus)
     cancel         present: please stop (checked after every training step)
     job.log        the runner's stdout and stderr
 
-A lock whose process is gone (killed, machine rebooted) is stale and is removed by the next
-:func:`active_training`. No TensorFlow at import: only the runner imports :mod:`moleseg.network.train`.
+The lock. ``<runs>/.training.lock`` is an ``flock`` (:class:`filelock.FileLock`) held by the runner process for
+its whole life; the kernel releases it when that process ends, however it ends (SIGKILL, reboot), so there are
+no stale locks, pids or timers. ``<runs>/.training.lock.json`` (the sidecar) says who holds it, for the
+"Another training is running" message only. :func:`active_training` tries the lock without waiting.
+
+The handover, without races: the app checks the lock (a quick answer for the usual case), then starts the
+runner with the writing end of a pipe. The runner takes the lock itself (:func:`hold_training_lock`, waiting
+at most :data:`RUNNER_LOCK_WAIT_S`), writes the sidecar and then one byte to the pipe; :func:`start_training`
+returns once it has read that byte, so after it returns the lock is held for the new run. Two apps starting at
+the same moment both start a runner, but only one runner gets the lock: the other exits with
+:data:`BUSY_EXIT_STATUS` and its app raises :class:`TrainingBusy` and removes the unused run folder. A runner
+that dies before taking the lock closes the pipe (end of file): its run is reported as died, with its
+``job.log``. No TensorFlow at import: only the runner imports :mod:`moleseg.network.train`, after taking the lock.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
-import signal
+import select
+import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
 
 from moleseg.core import options
 from moleseg.core.config import models_dir, runs_dir as default_runs_dir
-from moleseg.engine.runs import read_json, write_json
+from moleseg.engine.runs import RunFiles, read_json, write_json
 from moleseg.engine.session import training_cache_dir
 
 #: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
 RUNNER_MODULE = "moleseg.network.runner"
 LOCK_NAME = ".training.lock"
-JOB_FILE = "job.json"
-PROGRESS_FILE = "progress.json"
-CANCEL_FILE = "cancel"
-LOG_FILE = "job.log"
+JOB_FILE = RunFiles.JOB
+PROGRESS_FILE = RunFiles.PROGRESS
+CANCEL_FILE = RunFiles.CANCEL
+LOG_FILE = RunFiles.JOB_LOG
 #: Shortest time between two writes of ``progress.json`` within one phase, in seconds.
 PROGRESS_INTERVAL_S: float = 0.5
-#: A lock taken by the app but not yet handed to a runner is stale after this many seconds.
-STARTING_LOCK_TIMEOUT_S: float = 120.0
+#: The lock's sidecar (pid, run folder, start time of the holder): information for messages, not the lock.
+LOCK_INFO_NAME = LOCK_NAME + ".json"
+#: Longest wait of a new runner for the lock, in seconds (a probe by :func:`active_training` holds it for
+#: microseconds; a running training holds it for hours, and then the new runner gives up).
+RUNNER_LOCK_WAIT_S: float = 2.0
+#: Longest wait of :func:`start_training` for its runner to say it holds the lock, in seconds.
+HANDOVER_TIMEOUT_S: float = 60.0
+#: What the runner writes to its ready pipe once it holds the lock.
+READY_BYTE = b"L"
+#: Exit status of a runner that found the lock taken (``EX_TEMPFAIL``).
+BUSY_EXIT_STATUS = 75
 
 #: Status values of a job (``progress.json`` and :class:`JobStatus`).
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
@@ -145,75 +168,40 @@ def check_config(config: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# processes and the lock
-
-def pid_alive(pid: int | None) -> bool:
-    """True when process ``pid`` exists and is not a zombie (our own finished children are reaped)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def _is_runner(pid: int) -> bool:
-    """True when ``pid`` runs ``moleseg.network.runner`` (guards against a reused pid; True without /proc)."""
-    try:
-        return RUNNER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists() and pid_alive(pid)
-    except OSError:
-        return True
-
+# the lock
 
 def lock_path(runs: str | Path | None = None) -> Path:
+    """The lock file of the runs folder ``runs`` (default :func:`moleseg.core.config.runs_dir`)."""
     return Path(runs or default_runs_dir()) / LOCK_NAME
 
 
-def active_training(runs: str | Path | None = None) -> dict[str, Any] | None:
-    """The lock of the running training (``pid``, ``run_dir``, ``started``), or None.
+def lock_info_path(runs: str | Path | None = None) -> Path:
+    """The lock's sidecar: who holds it (``pid``, ``run_dir``, ``started``), for messages only."""
+    return Path(runs or default_runs_dir()) / LOCK_INFO_NAME
 
-    A stale lock (its process is gone, or it was taken by an app that never started the runner) is
-    removed.
+
+def training_lock(runs: str | Path | None = None) -> FileLock:
+    """The training lock of ``runs``: an ``flock`` on :data:`LOCK_NAME`, released by the kernel when its
+    holder's process ends, however it ends. The lock file itself stays (its content means nothing)."""
+    return FileLock(lock_path(runs), thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+
+
+def active_training(runs: str | Path | None = None) -> dict[str, Any] | None:
+    """Who holds the training lock (``pid``, ``run_dir``, ``started`` from its sidecar), or None when it is free.
+
+    Asks the kernel by trying the lock without waiting (and letting it go at once when that succeeds).
     """
-    path = lock_path(runs)
-    if not path.exists():
+    if not lock_path(runs).exists():
         return None
-    info = read_json(path)
+    lock = training_lock(runs)
     try:
-        age = time.time() - path.stat().st_mtime
-    except OSError:
-        return None
-    if not isinstance(info, dict):
-        if age < 10.0:  # being written
-            return {"pid": None, "run_dir": None, "role": "starting", "started": None}
-        alive = False
-    elif info.get("role") == "starting":
-        alive = pid_alive(info.get("pid")) and age < STARTING_LOCK_TIMEOUT_S
-    else:
-        alive = pid_alive(info.get("pid")) and _is_runner(int(info["pid"]))
-    if not alive:
-        path.unlink(missing_ok=True)
-        return None
-    return info
+        lock.acquire(blocking=False)
+    except Timeout:
+        info = read_json(lock_info_path(runs))
+        info = info if isinstance(info, dict) else {}
+        return {key: info.get(key) for key in ("pid", "run_dir", "started")}
+    lock.release()
+    return None
 
 
 def _busy_message(info: dict[str, Any]) -> str:
@@ -226,35 +214,41 @@ def _busy_message(info: dict[str, Any]) -> str:
             "wait for it to finish or cancel it.")
 
 
-def _take_lock(runs: Path, run_dir: Path) -> Path:
-    path = lock_path(runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = active_training(runs)
-            if holder is not None:
-                raise TrainingBusy(_busy_message(holder)) from None
-            continue
-        with os.fdopen(handle, "w") as stream:
-            json.dump({"pid": os.getpid(), "role": "starting", "run_dir": str(run_dir), "started": time.time()},
-                      stream)
-        return path
-    raise TrainingBusy("could not take the training lock; try again")
-
-
-def release_lock(runs: str | Path, pid: int, run_dir: str | Path | None = None) -> None:
-    """Remove the lock if ``pid`` holds it (or it is the app's ``starting`` lock of ``run_dir``)."""
-    path = lock_path(runs)
-    info = read_json(path)
-    if not isinstance(info, dict):
+def _signal_ready(ready_fd: int | None, message: bytes) -> None:
+    if ready_fd is None:
         return
-    ours = info.get("pid") == pid
-    starting = (info.get("role") == "starting" and run_dir is not None
-                and Path(str(info.get("run_dir"))) == Path(run_dir))
-    if ours or starting:
-        path.unlink(missing_ok=True)
+    try:
+        if message:
+            os.write(ready_fd, message)
+    finally:
+        os.close(ready_fd)
+
+
+@contextmanager
+def hold_training_lock(runs: str | Path, run_dir: str | Path, ready_fd: int | None = None) -> Iterator[None]:
+    """Hold the training lock of ``runs`` for ``run_dir`` while the body runs (the runner's whole life).
+
+    Waits at most :data:`RUNNER_LOCK_WAIT_S` for the lock, writes the sidecar, then writes
+    :data:`READY_BYTE` to ``ready_fd`` (the pipe of :func:`start_training`) and closes it.
+
+    Raises
+    ------
+    TrainingBusy
+        When another process holds the lock (``ready_fd`` is closed without a word).
+    """
+    lock = training_lock(runs)
+    try:
+        lock.acquire(timeout=RUNNER_LOCK_WAIT_S)
+    except Timeout:
+        _signal_ready(ready_fd, b"")
+        raise TrainingBusy(_busy_message(active_training(runs) or {})) from None
+    try:
+        write_json(lock_info_path(runs), {"pid": os.getpid(), "run_dir": str(run_dir), "started": time.time()})
+        _signal_ready(ready_fd, READY_BYTE)
+        yield
+    finally:
+        lock_info_path(runs).unlink(missing_ok=True)
+        lock.release()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,31 +309,44 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
     if holder is not None:
         raise TrainingBusy(_busy_message(holder))
     run_dir = new_run_dir(runs, name or config.get("name"))
+    config = copy.deepcopy(config)
+    config["name"] = config.get("name") or run_dir.name
+    if not config.get("cache_dir"):
+        config["cache_dir"] = training_cache_dir(data_folders(config))
+    write_json(RunFiles(run_dir).job, {"config": config, "runs_dir": str(runs), "requested": time.time()})
+    write_json(RunFiles(run_dir).progress, {"status": "starting", "phase": "start", "message": "starting",
+                                         "pid": None, "started": time.time(), "updated": time.time()})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    ready_read, ready_write = os.pipe()
     try:
-        lock = _take_lock(runs, run_dir)
-    except BaseException:
-        run_dir.rmdir()
-        raise
-    try:
-        config = copy.deepcopy(config)
-        config["name"] = config.get("name") or run_dir.name
-        if not config.get("cache_dir"):
-            config["cache_dir"] = training_cache_dir(data_folders(config))
-        write_json(run_dir / JOB_FILE, {"config": config, "runs_dir": str(runs), "requested": time.time()})
-        write_json(run_dir / PROGRESS_FILE, {"status": "starting", "phase": "start", "message": "starting",
-                                             "pid": None, "started": time.time(), "updated": time.time()})
-        env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-        with open(run_dir / LOG_FILE, "ab") as log:
-            child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir)],
+        with open(RunFiles(run_dir).job_log, "ab") as log:
+            child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir),
+                                      f"--ready-fd={ready_write}"],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, close_fds=True, env=env,
+                                     start_new_session=True, close_fds=True, pass_fds=(ready_write,), env=env,
                                      cwd=str(Path(__file__).resolve().parents[2]))
-        _CHILDREN.append(child)
-        write_json(lock, {"pid": child.pid, "role": "trainer", "run_dir": str(run_dir), "started": time.time()})
     except BaseException:
-        release_lock(runs, os.getpid(), run_dir)
+        os.close(ready_read)
+        shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        os.close(ready_write)  # the runner holds the only writing end now: its exit means end of file
+    _CHILDREN.append(child)
+    with os.fdopen(ready_read, "rb") as ready:
+        answered = select.select([ready], [], [], HANDOVER_TIMEOUT_S)[0]
+        answer = ready.read(len(READY_BYTE)) if answered else b""
+    if answer == READY_BYTE:
+        return run_dir
+    if not answered:  # alive but silent: stop it; read_job reports the run as died, job.log says why
+        child.kill()
+    try:
+        child.wait(timeout=HANDOVER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+    if child.returncode == BUSY_EXIT_STATUS:  # another start won the race for the lock
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise TrainingBusy(_busy_message(active_training(runs) or {}))
     return run_dir
 
 
@@ -348,24 +355,24 @@ def data_folders(config: dict[str, Any]) -> list[str]:
                                "test_masks") for f in (config.get(key) or [])]
 
 def folder_in_use(path: str | Path) -> bool:
-    """True when the running training (if any) reads files under ``path`` (a session folder's
+    """True when the training holding the lock (if any) reads files under ``path`` (a session folder's
     ``in_use`` check: :class:`moleseg.engine.session.SessionFolder`)."""
     holder = active_training()
     if not holder or not holder.get("run_dir"):
         return False
-    job = read_json(Path(holder["run_dir"]) / JOB_FILE, {}) or {}
+    job = read_json(RunFiles(holder["run_dir"]).job, {}) or {}
     root = Path(path).resolve()
     return any(Path(f).resolve().is_relative_to(root) for f in data_folders(job.get("config") or {}))
 
 
 def request_cancel(run_dir: str | Path) -> None:
     """Ask the training of ``run_dir`` to stop after its current step (it keeps its best model)."""
-    path = Path(run_dir) / CANCEL_FILE
+    path = RunFiles(run_dir).cancel
     path.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
 
 def cancel_requested(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CANCEL_FILE).exists()
+    return RunFiles(run_dir).cancel.exists()
 
 
 @dataclass
@@ -414,31 +421,27 @@ class JobStatus:
         return max(0.0, end - self.started)
 
 
+def _holds_lock(run_dir: Path) -> bool:
+    """True when the training lock of ``run_dir``'s runs folder is held for ``run_dir``."""
+    job = read_json(RunFiles(run_dir).job, {}) or {}
+    holder = active_training(job.get("runs_dir") or run_dir.parent)
+    return bool(holder and holder.get("run_dir") and Path(holder["run_dir"]).resolve() == run_dir.resolve())
+
+
 def read_job(run_dir: str | Path) -> JobStatus:
     """The status of the training in ``run_dir``; a runner that died without saying so is ``died``."""
     run_dir = Path(run_dir)
-    progress = read_json(run_dir / PROGRESS_FILE)
+    progress = read_json(RunFiles(run_dir).progress)
     if not isinstance(progress, dict):
-        state = read_json(run_dir / "state.json", {}) or {}
-        status = state.get("status") or ("done" if (run_dir / "model.keras").is_file() else "unknown")
+        state = read_json(RunFiles(run_dir).state, {}) or {}
+        status = state.get("status") or ("done" if RunFiles(run_dir).model.is_file() else "unknown")
         return JobStatus(run_dir=run_dir, status="done" if status == "running" else status,
                          epoch=int(state.get("epoch") or 0), epochs=int(state.get("epochs") or 0))
     status = str(progress.get("status", "unknown"))
     error = progress.get("error")
-    if status in ACTIVE_STATUSES:
-        pid = progress.get("pid")
-        if pid is None:
-            lock = read_json(lock_path(run_dir.parent))
-            if isinstance(lock, dict) and Path(str(lock.get("run_dir"))) == run_dir and lock.get("role") == "trainer":
-                pid = lock.get("pid")
-        started = float(progress.get("started") or 0)
-        if pid is None:
-            dead = time.time() - started > STARTING_LOCK_TIMEOUT_S
-        else:
-            dead = not pid_alive(int(pid))
-        if dead:
-            status = "died"
-            error = error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
+    if status in ACTIVE_STATUSES and not _holds_lock(run_dir):
+        status = "died"
+        error = error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
     return JobStatus(
         run_dir=run_dir, status=status, phase=str(progress.get("phase") or ""),
         epoch=int(progress.get("epoch") or 0), epochs=int(progress.get("epochs") or 0),
@@ -455,14 +458,14 @@ def list_jobs(runs: str | Path | None = None) -> list[Path]:
     runs = Path(runs or default_runs_dir())
     if not runs.is_dir():
         return []
-    found = [p for p in runs.iterdir() if (p / JOB_FILE).is_file()]
-    return sorted(found, key=lambda p: (p / JOB_FILE).stat().st_mtime, reverse=True)
+    found = [p for p in runs.iterdir() if RunFiles(p).job.is_file()]
+    return sorted(found, key=lambda p: RunFiles(p).job.stat().st_mtime, reverse=True)
 
 
 def log_tail(run_dir: str | Path, lines: int = 30) -> str:
     """The last ``lines`` lines of the run's ``log.txt`` and ``job.log``."""
     parts = []
-    for name in ("log.txt", LOG_FILE):
+    for name in (RunFiles.LOG, RunFiles.JOB_LOG):
         path = Path(run_dir) / name
         if path.is_file():
             with path.open("rb") as stream:
@@ -498,7 +501,7 @@ class ProgressWriter:
         self.run_dir = Path(run_dir)
         self.interval_s = interval_s
         self.started = time.time()
-        previous = read_json(self.run_dir / PROGRESS_FILE, {}) or {}
+        previous = read_json(RunFiles(self.run_dir).progress, {}) or {}
         if previous.get("started"):
             self.started = float(previous["started"])
         self.last_write = 0.0
@@ -508,7 +511,7 @@ class ProgressWriter:
     def write(self, **values: Any) -> None:
         self.state.update(values)
         self.state.update(pid=os.getpid(), started=self.started, updated=time.time())
-        write_json(self.run_dir / PROGRESS_FILE, self.state)
+        write_json(RunFiles(self.run_dir).progress, self.state)
         self.last_write = time.time()
 
     def __call__(self, progress: Any) -> bool:

@@ -1,6 +1,6 @@
 """Run folders: one per training, with atomic writes so a killed run leaves no corrupt file.
 
-Layout of a run folder::
+Layout of a run folder (names: :class:`RunFiles`, the one place for them)::
 
     config.json       every option of the training
     history.csv       one row per epoch: loss, pixel accuracy, mean FM (train and validation)
@@ -9,6 +9,7 @@ Layout of a run folder::
     state.json        last completed epoch, best epoch and score, status
     log.txt           human-readable log
     evaluation.json   the test split's evaluation, written at the end
+    job.json, progress.json, cancel, job.log   a training started by the app (moleseg.engine.jobs)
 
 No TensorFlow here: the app lists and compares runs without loading a network.
 """
@@ -19,10 +20,91 @@ import csv
 import io
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 from moleseg.core.atomic import atomic_write
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of the run folder ``run_dir``, by role: ``RunFiles(run).model`` is ``run / "model.keras"``.
+
+    The class constants are the file names (e.g. ``RunFiles.MODEL``), for code that needs a name alone.
+    """
+
+    run_dir: Path
+
+    CONFIG: ClassVar[str] = "config.json"
+    HISTORY: ClassVar[str] = "history.csv"
+    MODEL: ClassVar[str] = "model.keras"
+    LAST: ClassVar[str] = "last.keras"
+    STATE: ClassVar[str] = "state.json"
+    LOG: ClassVar[str] = "log.txt"
+    EVALUATION: ClassVar[str] = "evaluation.json"
+    JOB: ClassVar[str] = "job.json"
+    PROGRESS: ClassVar[str] = "progress.json"
+    CANCEL: ClassVar[str] = "cancel"
+    JOB_LOG: ClassVar[str] = "job.log"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    @property
+    def config(self) -> Path:
+        """Every option of the training (JSON)."""
+        return self.run_dir / self.CONFIG
+
+    @property
+    def history(self) -> Path:
+        """One row per epoch (CSV, :data:`HISTORY_COLUMNS`)."""
+        return self.run_dir / self.HISTORY
+
+    @property
+    def model(self) -> Path:
+        """The best model by validation FM."""
+        return self.run_dir / self.MODEL
+
+    @property
+    def last(self) -> Path:
+        """The model after the last completed epoch, with its optimizer state (for resuming)."""
+        return self.run_dir / self.LAST
+
+    @property
+    def state(self) -> Path:
+        """Last completed epoch, best epoch and score, status (JSON)."""
+        return self.run_dir / self.STATE
+
+    @property
+    def log(self) -> Path:
+        """The human-readable training log."""
+        return self.run_dir / self.LOG
+
+    @property
+    def evaluation(self) -> Path:
+        """The test split's evaluation (JSON)."""
+        return self.run_dir / self.EVALUATION
+
+    @property
+    def job(self) -> Path:
+        """The app's job: TrainConfig dictionary, runs folder, request time (JSON)."""
+        return self.run_dir / self.JOB
+
+    @property
+    def progress(self) -> Path:
+        """The background training's progress (JSON, :class:`moleseg.engine.jobs.JobStatus`)."""
+        return self.run_dir / self.PROGRESS
+
+    @property
+    def cancel(self) -> Path:
+        """Present: please stop the background training."""
+        return self.run_dir / self.CANCEL
+
+    @property
+    def job_log(self) -> Path:
+        """The runner's stdout and stderr."""
+        return self.run_dir / self.JOB_LOG
+
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "epoch", "loss", "accuracy", "train_fm", "val_loss", "val_accuracy", "val_fm", "rule", "val_fm_article",
@@ -123,16 +205,17 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    found = [p for p in runs_dir.iterdir() if (p / "model.keras").is_file()]
-    return sorted(found, key=lambda p: (p / "model.keras").stat().st_mtime, reverse=True)
+    found = [p for p in runs_dir.iterdir() if RunFiles(p).model.is_file()]
+    return sorted(found, key=lambda p: RunFiles(p).model.stat().st_mtime, reverse=True)
 
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """One row of the article's comparison table: options against FM statistics and training time."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json", {}) or {}
-    state = read_json(run_dir / "state.json", {}) or {}
-    evaluation = read_json(run_dir / "evaluation.json", {}) or {}
+    files = RunFiles(run_dir)
+    config = read_json(files.config, {}) or {}
+    state = read_json(files.state, {}) or {}
+    evaluation = read_json(files.evaluation, {}) or {}
     model = config.get("model", {})
     fm = evaluation.get("fm") or {}
     return {

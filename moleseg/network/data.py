@@ -13,8 +13,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from moleseg.core import options
+from moleseg.core.atomic import atomic_output
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.resize import resize_image, resize_mask_to
 from moleseg.core.imageio import image_size, read_image, read_mask
@@ -166,14 +165,8 @@ class ExampleCache:
             except (OSError, ValueError, KeyError):
                 path.unlink(missing_ok=True)
         image, labels = prepare_example(pair, targets)
-        handle, temp_name = tempfile.mkstemp(dir=self.folder, suffix=".npz.tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, image=image, labels=labels)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as temporary, temporary.open("xb") as stream:
+            np.savez(stream, image=image, labels=labels)
         return image, labels
 
 

@@ -1,19 +1,22 @@
-"""The training runner: ``python -m moleseg.network.runner RUN_DIR`` trains the job that
-:func:`moleseg.engine.jobs.start_training` wrote into ``RUN_DIR``, reporting to ``progress.json``."""
+"""The training runner: ``python -m moleseg.network.runner RUN_DIR [--ready-fd=N]`` trains the job that
+:func:`moleseg.engine.jobs.start_training` wrote into ``RUN_DIR``, reporting to ``progress.json``.
+
+It holds the training lock (:func:`moleseg.engine.jobs.hold_training_lock`) for its whole life and takes it
+before importing TensorFlow, so the app's wait for the handover is short."""
 
 from __future__ import annotations
 
-import os
+import argparse
 import signal
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.engine.jobs import JOB_FILE, ProgressWriter, data_folders, cancel_requested, release_lock
-from moleseg.engine.runs import read_json
+from moleseg.engine.jobs import (BUSY_EXIT_STATUS, ProgressWriter, TrainingBusy, cancel_requested,
+                                 data_folders, hold_training_lock)
+from moleseg.engine.runs import RunFiles, read_json
 from moleseg.engine.session import release_after_training
-from moleseg.network.train import TrainConfig, TrainingCancelled, TrainingError, train
 
 
 def _first_line(error: BaseException) -> str:
@@ -21,14 +24,28 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def run_job(run_dir: str | Path) -> int:
-    """Train the job of ``run_dir`` (its ``job.json``); returns the exit status (0 done or cancelled)."""
+def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
+    """Train the job of ``run_dir`` (its :attr:`moleseg.engine.runs.RunFiles.job`) holding the training lock; returns the exit status
+    (0 done or cancelled, :data:`moleseg.engine.jobs.BUSY_EXIT_STATUS` when another training holds the lock).
+    ``ready_fd``: the pipe told once the lock is held (:func:`moleseg.engine.jobs.start_training`)."""
     run_dir = Path(run_dir).resolve()
-    job = read_json(run_dir / JOB_FILE)
+    job = read_json(RunFiles(run_dir).job)
     if not isinstance(job, dict) or "config" not in job:
-        print(f"{run_dir}: no {JOB_FILE}", file=sys.stderr)
+        print(f"{run_dir}: no {RunFiles.JOB}", file=sys.stderr)
         return 2
     runs = Path(job.get("runs_dir") or run_dir.parent)
+    try:
+        with hold_training_lock(runs, run_dir, ready_fd):
+            try:
+                return _train_job(run_dir, job)
+            finally:
+                release_after_training(data_folders(job["config"]))
+    except TrainingBusy as error:
+        print(error, file=sys.stderr)
+        return BUSY_EXIT_STATUS
+
+
+def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
     writer = ProgressWriter(run_dir)
 
     def terminate(signum: int, frame: Any) -> None:
@@ -41,6 +58,8 @@ def run_job(run_dir: str | Path) -> int:
         if cancel_requested(run_dir):
             writer.write(status="cancelled", phase="cancelled", message="cancelled before it started")
             return 0
+        from moleseg.network.train import TrainConfig, TrainingCancelled, TrainingError, train
+
         config = TrainConfig.from_dict(job["config"])
         writer.write(status="running", phase="prepare", epochs=config.epochs, message="preparing the data")
         try:
@@ -66,18 +85,17 @@ def run_job(run_dir: str | Path) -> int:
             reason = f"{type(error).__name__}: {_first_line(error)}"
         writer.write(status="failed", phase="failed", error=reason, message="failed", eta_seconds=None)
         status = 1
-    finally:
-        release_lock(runs, os.getpid(), run_dir)
-        release_after_training(data_folders(job["config"]))
     return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m moleseg.network.runner RUN_DIR", file=sys.stderr)
-        return 2
-    return run_job(args[0])
+    parser = argparse.ArgumentParser(prog="python -m moleseg.network.runner",
+                                     description="Train the job of a run folder (started by the app).")
+    parser.add_argument("run_dir", help=f"the run folder holding {RunFiles.JOB}")
+    parser.add_argument("--ready-fd", type=int, default=None,
+                        help="file descriptor told once the training lock is held")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_job(args.run_dir, args.ready_fd)
 
 
 if __name__ == "__main__":

@@ -176,18 +176,18 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
     """Copy a finished run's best model to ``models/<name>.keras`` (without optimizer state), evaluate it
     and the classical baseline on the recipe's test sets and write ``models/<name>.json`` (with the run's
     ``config.json``)."""
-    from moleseg.engine.runs import read_json, write_json
+    from moleseg.engine.runs import RunFiles, read_json, write_json
 
-    saved = read_json(Path(run_dir) / "config.json")
+    saved = read_json(RunFiles(run_dir).config)
     if saved is None:
-        raise ValueError(f"{run_dir}: no finished training to install (no config.json)")
+        raise ValueError(f"{run_dir}: no finished training to install (no {RunFiles.CONFIG})")
 
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
     # the run's best model carries its optimizer state (for resuming); the shipped file needs only the network
     from moleseg.network.model.io import load_model_and_info, save_model
 
-    network, info = load_model_and_info(run_dir / "model.keras")
+    network, info = load_model_and_info(RunFiles(run_dir).model)
     save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from moleseg import __version__
+from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core import options
 from moleseg.core.config import class_names
@@ -30,7 +31,7 @@ from moleseg.network.model.io import save_model
 from moleseg.network.model.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter
-from moleseg.engine.runs import RunLog, read_json, write_history, write_json
+from moleseg.engine.runs import RunFiles, RunLog, read_json, write_history, write_json
 from moleseg.engine.segmenter import clean, cleanup_for_image
 
 SOLVERS: tuple[str, ...] = options.SOLVERS
@@ -337,8 +338,9 @@ class Trainer:
                  echo: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self.files = RunFiles(self.run_dir)
         self.progress = progress
-        self.log = RunLog(self.run_dir / "log.txt", echo=echo)
+        self.log = RunLog(self.files.log, echo=echo)
         self.cancelled = False
         self.history: list[dict] = []
         self.current_epoch = 0
@@ -397,11 +399,11 @@ class Trainer:
         self.log(f"devices: {len(gpus)} GPU; strategy {type(self.strategy).__name__} with "
                  f"{self.strategy.num_replicas_in_sync} replica(s); precision "
                  f"{keras.mixed_precision.global_policy().name}; BatchNorm momentum {config.model.bn_momentum:.4f}")
-        state = read_json(self.run_dir / "state.json", {}) or {}
+        state = read_json(self.files.state, {}) or {}
         self.initial_epoch = 0
         with self.strategy.scope():
-            if resume and (self.run_dir / "last.keras").is_file() and state.get("epoch"):
-                self.model = keras.saving.load_model(self.run_dir / "last.keras", compile=True)
+            if resume and self.files.last.is_file() and state.get("epoch"):
+                self.model = keras.saving.load_model(self.files.last, compile=True)
                 self.initial_epoch = int(state["epoch"])
                 self.best_val_fm = float(state.get("best_val_fm", -1.0))
                 self.best_epoch = int(state.get("best_epoch", 0))
@@ -409,7 +411,7 @@ class Trainer:
                 self.training_seconds = float(state.get("training_seconds", 0.0))
                 from moleseg.engine.runs import read_history
 
-                self.history = [row for row in read_history(self.run_dir / "history.csv")
+                self.history = [row for row in read_history(self.files.history)
                                 if row.get("epoch") and row["epoch"] <= self.initial_epoch]
                 self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
                          f"at epoch {self.best_epoch})")
@@ -422,7 +424,7 @@ class Trainer:
         self.steps_done = self.initial_epoch * self.steps_per_epoch
         self.log(f"model {config.model.architecture}/{config.model.backbone} {config.model.input_size}px, "
                  f"{count_parameters(self.model):,} weights, encoder init {config.weights}")
-        write_json(self.run_dir / "config.json", {**config.to_dict(), "run_dir": str(self.run_dir)})
+        write_json(self.files.config, {**config.to_dict(), "run_dir": str(self.run_dir)})
 
     # ----------------------------------------------------------------------------------------------
     def _segmenter(self, rule: str) -> KerasSegmenter:
@@ -465,7 +467,7 @@ class Trainer:
     def end_epoch(self, row: dict) -> None:
         """Write history, checkpoints and state after an epoch."""
         self.history.append(row)
-        write_history(self.run_dir / "history.csv", self.history)
+        write_history(self.files.history, self.history)
         epoch = row["epoch"]
         val_fm = row["val_fm"]
         improved = not math.isnan(val_fm) and val_fm > self.best_val_fm
@@ -474,8 +476,8 @@ class Trainer:
             info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
                               n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
                               rule=row["rule"], epoch=epoch, val_fm=val_fm)
-            save_model(self.model, self.run_dir / "model.keras", info)
-        save_model(self.model, self.run_dir / "last.keras", {"epoch": epoch, "checkpoint": True})
+            save_model(self.model, self.files.model, info)
+        save_model(self.model, self.files.last, {"epoch": epoch, "checkpoint": True})
         self.training_seconds += row["seconds"]
         self._write_state("running")
         self.log(f"epoch {epoch}/{self.config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
@@ -485,7 +487,7 @@ class Trainer:
                              loss=row["loss"], metrics={k: v for k, v in row.items() if isinstance(v, float)}))
 
     def _write_state(self, status: str) -> None:
-        write_json(self.run_dir / "state.json", {
+        write_json(self.files.state, {
             "epoch": self.current_epoch, "epochs": self.config.epochs, "best_epoch": self.best_epoch,
             "best_val_fm": self.best_val_fm, "best_rule": self.best_rule, "status": status,
             "training_seconds": self.training_seconds,
@@ -550,7 +552,7 @@ class Trainer:
 
         self.report(Progress("calibrate", self.current_epoch, self.config.epochs, 0, len(self.validation_pairs),
                              message="choosing flips and lesion threshold by validation FM"))
-        calibration = calibrate_model_file(self.run_dir / "model.keras", self.validation_pairs, progress=self.log)
+        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log)
         self.log(calibration.summary())
         return calibration.info_update()
 
@@ -568,14 +570,14 @@ class Trainer:
         if self.test_pairs:
             self.report(Progress("evaluate", self.current_epoch, self.config.epochs, 0, len(self.test_pairs),
                                  message="evaluating the test split"))
-            best = load_segmenter(self.run_dir / "model.keras")
+            best = load_segmenter(self.files.model)
             summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size)
             baseline, _, _ = evaluate_pairs(load_segmenter(f"classical{self.config.model.n_classes}"),
                                             self.test_pairs)
             evaluation.update(summary)
             evaluation["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
             self.log(f"test FM {summary['fm']['mean']:.4f} (classical baseline {baseline['fm']['mean']:.4f})")
-        write_json(self.run_dir / "evaluation.json", evaluation)
+        write_json(self.files.evaluation, evaluation)
         self._write_state("done")
         self.report(Progress("done", self.current_epoch, self.config.epochs, 0, 0,
                              metrics={"best_val_fm": self.best_val_fm}, message="done"))
@@ -600,9 +602,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     """
     run_dir = Path(run_dir)
     if resume:
-        saved = read_json(run_dir / "config.json")
+        remove_stale_temporaries(run_dir)  # left by a killed run's atomic writes
+        saved = read_json(RunFiles(run_dir).config)
         if saved is None:
-            raise TrainingError(f"{run_dir}: nothing to resume (no config.json)")
+            raise TrainingError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG})")
         epochs = max(config.epochs, int(saved.get("epochs", 0)))
         saved.pop("run_dir", None)
         config = TrainConfig.from_dict({**saved, "epochs": epochs})

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from moleseg.core.atomic import atomic_output
 from moleseg.core.modelinfo import ModelFileError, read_model_info, write_model_info
 
 
@@ -16,15 +15,9 @@ def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Pa
     """Write ``model`` and ``info`` to ``path`` atomically (a killed save leaves the old file intact)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(handle)
-    try:
-        model.save(temp_name, zipped=True)
-        write_model_info(temp_name, info)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        model.save(str(temporary), zipped=True)
+        write_model_info(temporary, info)
     return path
 
 
