@@ -200,12 +200,12 @@ def test_segmentation_models_architectures_build(architecture):
     "options, words",
     [
         (dict(input_size=100), "multiple of 16"),
-        (dict(input_size=16), "at least 32"),
-        (dict(n_classes=4), "n_classes"),
-        (dict(backbone="vgg16"), "unknown backbone"),
-        (dict(architecture="pspnet"), "unknown architecture"),
-        (dict(bn_momentum=1.0), "bn_momentum"),
-        (dict(bn_momentum=0.0), "bn_momentum"),
+        (dict(input_size=16), "input size .*32 <= value"),
+        (dict(n_classes=4), "n classes must be one of 3, 2, not 4"),
+        (dict(backbone="vgg16"), "backbone must be one of .*not 'vgg16'"),
+        (dict(architecture="pspnet"), "architecture must be one of .*not 'pspnet'"),
+        (dict(bn_momentum=1.0), r"bn momentum must be a number \(0 < value < 1\), not 1.0"),
+        (dict(bn_momentum=0.0), r"bn momentum .* not 0.0"),
     ],
 )
 def test_model_config_validation(options, words):
