@@ -381,13 +381,15 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
         write_json(run_dir / JOB_FILE, {"config": config, "runs_dir": str(runs), "requested": time.time()})
         write_json(run_dir / PROGRESS_FILE, {"status": "starting", "phase": "start", "message": "starting",
                                              "pid": None, "started": time.time(), "updated": time.time()})
+        # the child imports the same moleseg as this process, from any working folder (checkout or wheel)
+        package_parent = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
-               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         with open(run_dir / LOG_FILE, "ab") as log:
             child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir)],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, close_fds=True, env=env,
-                                     cwd=str(Path(__file__).resolve().parents[2]))
+                                     start_new_session=True, close_fds=True, env=env)
         _CHILDREN.append(child)
         write_json(lock, {"pid": child.pid, "role": "trainer", "run_dir": str(run_dir), "started": time.time()})
     except BaseException:
