@@ -421,6 +421,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
     np.testing.assert_allclose(output.sum(axis=-1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
