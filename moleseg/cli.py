@@ -73,9 +73,9 @@ def _load_segmenter(spec: str, tta: bool | None = None):
 
 
 def _default_model() -> str:
-    from moleseg.core.config import MODELS_DIR
+    from moleseg.core.config import models_dir
 
-    shipped = MODELS_DIR / "dermoscopy.keras"
+    shipped = models_dir() / "dermoscopy.keras"
     return str(shipped) if shipped.is_file() else "classical"
 
 

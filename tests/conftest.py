@@ -1,9 +1,11 @@
-"""Shared test fixtures and helpers. Append new fixtures below; keep each section small."""
+"""Shared test fixtures. Synthetic images and datasets are in tests/synthetic.py, the AppTest helpers in
+tests/app_helpers.py; append new fixtures below and keep each section small."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -15,15 +17,39 @@ SHARED_DATA: Path = Path(
 )
 
 
-def require_shared(subpath: str | os.PathLike[str] = "") -> Path:
-    """Path of ``SHARED_DATA / subpath``, or skip the calling test when it does not exist."""
-    path = SHARED_DATA / subpath
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}: real-data tests skipped")
-    return path
+@pytest.fixture
+def shared_data() -> Path:
+    """Root of the real data (it may be absent: see ``require_shared``)."""
+    return SHARED_DATA
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """Root of the real data (skips the test when absent)."""
-    return require_shared()
+def require_shared(shared_data: Path) -> Callable[..., Path]:
+    """``require_shared(subpath="")``: the path ``shared_data / subpath``, or skip the test when it does not
+    exist."""
+
+    def require(subpath: str | os.PathLike[str] = "") -> Path:
+        path = shared_data / subpath
+        if not path.exists():
+            pytest.skip(f"shared data not found at {path}: real-data tests skipped")
+        return path
+
+    return require
+
+
+# --------------------------------------------------------------------------------------------------
+# The app's folders
+
+
+@pytest.fixture
+def app_folders(monkeypatch, tmp_path: Path) -> dict[str, Path]:
+    """Point the app at empty models/runs folders and a private temporary folder (no shipped model: the app
+    falls back to the classical baseline, whatever is installed in the project); the folders by name."""
+    folders = {name: tmp_path / name for name in ("models", "runs", "tmp", "cache")}
+    for folder in folders.values():
+        folder.mkdir(exist_ok=True)
+    monkeypatch.setenv("MOLESEG_MODELS_DIR", str(folders["models"]))
+    monkeypatch.setenv("MOLESEG_RUNS_DIR", str(folders["runs"]))
+    monkeypatch.setenv("MOLESEG_TMPDIR", str(folders["tmp"]))
+    monkeypatch.setenv("MOLESEG_CACHE", str(folders["cache"]))
+    return folders

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, isolate, mole_image, png_bytes, texts
-from conftest import require_shared
+from app_helpers import app_test, texts
+from synthetic import mole_image, png_bytes
 
 PAGE = "pages/analyse.py"
 
 
 @pytest.fixture
-def at(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
+def at(app_folders, monkeypatch, tmp_path):
     test = app_test(PAGE)
     assert not test.exception
     test.selectbox(key="analyse_model").set_value("classical").run()
@@ -131,7 +130,7 @@ def test_a_folder_can_be_uploaded(at):
     assert all(o.ok for o in outcomes) and len(outcomes) == 2
 
 
-def test_a_real_dermoscopy_image(at):
+def test_a_real_dermoscopy_image(at, require_shared):
     folder = require_shared("moles/ph2/images")
     path = sorted(folder.glob("*.jpg"))[0]
     outcomes = upload(at, (path.name, path.read_bytes(), "image/jpeg"))
@@ -141,15 +140,14 @@ def test_a_real_dermoscopy_image(at):
     assert analysis.segmentation.lesion.any() and analysis.measurements
 
 
-def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_again(monkeypatch, tmp_path):
+def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_again(app_folders, monkeypatch, tmp_path):
     import shutil
     from pathlib import Path
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"
     if not shipped.is_file():
         pytest.skip("models/dermoscopy.keras is not installed")
-    folders = isolate(monkeypatch, tmp_path)
-    installed = folders["models"] / "dermoscopy.keras"
+    installed = app_folders["models"] / "dermoscopy.keras"
     shutil.copy(shipped, installed)
     at = app_test(PAGE, timeout=120)
     at.selectbox(key="analyse_model").set_value(str(installed)).run()

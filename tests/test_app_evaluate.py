@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import zipfile
 
-from app_helpers import app_test, isolate, make_dataset, texts
+from app_helpers import app_test, texts
+from synthetic import make_dataset
 from moleseg.app import appstate
 from moleseg.engine.runs import write_json
 
@@ -16,8 +17,7 @@ def summary_frame(at):
     return next(frame.value for frame in at.dataframe if "metric" in frame.value.columns)
 
 
-def test_the_classical_segmenter_on_a_small_set(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
+def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_path):
     dataset = make_dataset(tmp_path / "test", count=5, size=80)
     at = app_test(PAGE)
     at.selectbox(key="evaluate_model").set_value("classical").run()
@@ -35,8 +35,7 @@ def test_the_classical_segmenter_on_a_small_set(monkeypatch, tmp_path):
     assert len(at.get("image")) == 2  # the two worst images with their overlays
 
 
-def test_a_missing_test_set_is_one_clear_error(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
+def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_path):
     at = app_test(PAGE)
     at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
     at.button(key="evaluate_run").click().run()
@@ -57,10 +56,9 @@ def _fake_run(runs, name, solver, fm_mean, minutes):
     write_json(run / "evaluation.json", {"fm": {"mean": fm_mean, "std": 0.05, "min": 0.7, "max": 0.97}})
 
 
-def test_runs_are_compared_side_by_side(monkeypatch, tmp_path):
-    folders = isolate(monkeypatch, tmp_path)
-    _fake_run(folders["runs"], "adam-run", "adam", 0.91, 12)
-    _fake_run(folders["runs"], "sgdm-run", "sgdm", 0.88, 20)
+def test_runs_are_compared_side_by_side(app_folders, monkeypatch, tmp_path):
+    _fake_run(app_folders["runs"], "adam-run", "adam", 0.91, 12)
+    _fake_run(app_folders["runs"], "sgdm-run", "sgdm", 0.88, 20)
     at = app_test(PAGE)
     assert not at.exception
     assert any(label.startswith("run adam-run") for label in at.selectbox(key="evaluate_model").options)

@@ -9,11 +9,10 @@ import sys
 import textwrap
 import zipfile
 
-from app_helpers import APP, app_test, isolate, texts
+from app_helpers import APP, app_test, texts
 
 
-def test_home_shows_the_model_the_device_and_links_to_every_page(monkeypatch, tmp_path):
-    isolate(monkeypatch, tmp_path)
+def test_home_shows_the_model_the_device_and_links_to_every_page(app_folders, monkeypatch, tmp_path):
     at = app_test()
     assert not at.exception
     metrics = {metric.label: metric.value for metric in at.metric}
@@ -25,9 +24,8 @@ def test_home_shows_the_model_the_device_and_links_to_every_page(monkeypatch, tm
     assert any("not a medical device" in text for text in texts(at.warning))
 
 
-def test_home_names_an_installed_shipped_model(monkeypatch, tmp_path):
-    folders = isolate(monkeypatch, tmp_path)
-    with zipfile.ZipFile(folders["models"] / "dermoscopy.keras", "w") as archive:  # metadata only: no TF needed
+def test_home_names_an_installed_shipped_model(app_folders, monkeypatch, tmp_path):
+    with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:  # metadata only: no TF needed
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 320}))
     at = app_test()
     assert not at.exception
@@ -42,7 +40,8 @@ def test_pages_without_a_network_never_import_tensorflow(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(APP.parent / 'tests')!r})
-        from app_helpers import app_test, mole_image, png_bytes
+        from app_helpers import app_test
+        from synthetic import mole_image, png_bytes
         at = app_test()
         assert not at.exception, at.exception
         for page in ("pages/prepare.py", "pages/train.py", "pages/evaluate.py", "pages/analyse.py"):
@@ -61,9 +60,8 @@ def test_pages_without_a_network_never_import_tensorflow(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "NO-TF"
 
 
-def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(monkeypatch, tmp_path):
-    folders = isolate(monkeypatch, tmp_path)
-    with zipfile.ZipFile(folders["models"] / "cells.keras", "w") as archive:
+def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(app_folders, monkeypatch, tmp_path):
+    with zipfile.ZipFile(app_folders["models"] / "cells.keras", "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "cells", "n_classes": 2, "input_size": 320}))
     at = app_test()
     assert {metric.label: metric.value for metric in at.metric}["Model in use"] == "classical baseline"

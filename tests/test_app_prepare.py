@@ -11,15 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, isolate, make_dataset, mole_image, texts
+from app_helpers import app_test, texts
+from synthetic import make_dataset, mole_image
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
 PAGE = "pages/prepare.py"
-
-
-@pytest.fixture
-def folders(monkeypatch, tmp_path):
-    return isolate(monkeypatch, tmp_path)
 
 
 def metrics(at):
@@ -38,7 +34,7 @@ def zip_of(folder, prefix="dataset/"):
     return buffer.getvalue()
 
 
-def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(folders, tmp_path):
+def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "moles", count=6)
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(dataset)).run()
@@ -60,7 +56,7 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(folders, tmp_pat
     assert list(frequency_frames(at)[0]["class"]) == ["background", "foreground"]
 
 
-def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(folders, tmp_path):
+def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "isic", count=4, mask_suffix="_segmentation")
     Image.fromarray(mole_image(seed=9)[0]).save(dataset / "images" / "lonely.png")
     Image.fromarray(np.zeros((50, 60), np.uint8)).save(dataset / "masks" / "m0_segmentation.png")  # wrong size
@@ -71,14 +67,14 @@ def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(folde
     assert any("mask suffix" in text for text in texts(at.markdown))
 
 
-def test_a_missing_folder_is_one_clear_error(folders, tmp_path):
+def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(tmp_path / "nowhere")).run()
     assert not at.exception
     assert texts(at.error) == [f"folder not found: {tmp_path / 'nowhere'}"]
 
 
-def test_an_uploaded_zip_is_unpacked_into_the_session_folder(folders, tmp_path):
+def test_an_uploaded_zip_is_unpacked_into_the_session_folder(app_folders, tmp_path):
     data = zip_of(make_dataset(tmp_path / "moles", count=5))
     at = app_test(PAGE)
     at.radio(key="prepare_source").set_value("a ZIP upload").run()
@@ -86,11 +82,11 @@ def test_an_uploaded_zip_is_unpacked_into_the_session_folder(folders, tmp_path):
     assert not at.exception and not at.error
     assert metrics(at)["Pairs"] == "5"
     images = at.session_state["prepare_zip_dataset"]["images"]
-    assert images.startswith(str(folders["tmp"] / "moleseg-session-"))
+    assert images.startswith(str(app_folders["tmp"] / "moleseg-session-"))
 
 
 @pytest.mark.parametrize("member", ["../escape.png", "/etc/escape.png", "a/../../escape.png", "C:/escape.png"])
-def test_a_zip_slip_archive_is_refused(folders, tmp_path, member):
+def test_a_zip_slip_archive_is_refused(app_folders, tmp_path, member):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("dataset/images/a.png", b"x")

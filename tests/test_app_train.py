@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from app_helpers import app_test, isolate, make_dataset, texts
+from app_helpers import app_test, texts
+from synthetic import make_dataset
 from moleseg.engine import jobs
 from moleseg.engine.runs import write_json
 
 PAGE = "pages/train.py"
-
-
-@pytest.fixture
-def folders(monkeypatch, tmp_path):
-    return isolate(monkeypatch, tmp_path)
 
 
 FAKE_RUNNER = """
@@ -47,7 +43,7 @@ except jobs.TrainingBusy:
 
 
 @pytest.fixture
-def fake_training(folders, tmp_path):
+def fake_training(app_folders, tmp_path):
     """``start(config=None) -> (run_dir, pid)``: :func:`jobs.start_training` with an interpreter that runs a
     runner holding the real training lock (no TensorFlow) until cancelled; its processes are killed afterwards."""
     script = tmp_path / "fake_runner.py"
@@ -63,8 +59,8 @@ def fake_training(folders, tmp_path):
     def start(config=None):
         config = config or {**jobs.train_defaults(), "images": [str(dataset / "images")],
                             "masks": [str(dataset / "masks")]}
-        run = jobs.start_training(config, folders["runs"], name="fake", python=str(python))
-        pid = jobs.active_training(folders["runs"])["pid"]
+        run = jobs.start_training(config, app_folders["runs"], name="fake", python=str(python))
+        pid = jobs.active_training(app_folders["runs"])["pid"]
         started.append(pid)
         return run, pid
 
@@ -77,7 +73,7 @@ def fake_training(folders, tmp_path):
             pass
 
 
-def test_every_training_option_has_a_widget_with_the_training_defaults(folders, tmp_path):
+def test_every_training_option_has_a_widget_with_the_training_defaults(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "moles", count=3)
     at = app_test(PAGE)
     at.text_area(key="train_datasets").set_value(str(dataset)).run()
@@ -91,8 +87,8 @@ def test_every_training_option_has_a_widget_with_the_training_defaults(folders, 
     assert jobs.check_config(config) == []
 
 
-def test_a_new_training_fine_tunes_the_shipped_model_when_there_is_one(folders, tmp_path):
-    shipped = folders["models"] / "dermoscopy.keras"
+def test_a_new_training_fine_tunes_the_shipped_model_when_there_is_one(app_folders, tmp_path):
+    shipped = app_folders["models"] / "dermoscopy.keras"
     with zipfile.ZipFile(shipped, "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3}))
     at = app_test(PAGE)
@@ -101,21 +97,21 @@ def test_a_new_training_fine_tunes_the_shipped_model_when_there_is_one(folders, 
     assert at.session_state["train_config"]["weights"] == "imagenet"
 
 
-def test_bad_options_are_reported_before_anything_starts(folders, tmp_path):
+def test_bad_options_are_reported_before_anything_starts(app_folders, tmp_path):
     at = app_test(PAGE)
     at.text_area(key="train_datasets").set_value(str(tmp_path / "missing")).run()
     at.button(key="train_start").click().run()
     assert not at.exception
     assert texts(at.error)[0] == f"folder not found: {tmp_path / 'missing'}"
-    assert not jobs.list_jobs(folders["runs"])
+    assert not jobs.list_jobs(app_folders["runs"])
     problems = jobs.check_config({**jobs.train_defaults(), "model": {**jobs.MODEL_DEFAULTS, "input_size": 100},
                                   "solver": "lbfgs", "epochs": 0})
     assert any("input size" in p for p in problems) and any("solver" in p for p in problems)
     assert any("epochs" in p for p in problems) and any("training dataset" in p for p in problems)
 
 
-def test_only_one_training_runs_at_a_time(folders, tmp_path, fake_training):
-    runs = folders["runs"]
+def test_only_one_training_runs_at_a_time(app_folders, tmp_path, fake_training):
+    runs = app_folders["runs"]
     run, pid = fake_training()
     assert jobs.active_training(runs)["run_dir"] == str(run) and jobs.read_job(run).active
     dataset = make_dataset(tmp_path / "moles", count=3)
@@ -131,8 +127,8 @@ def test_only_one_training_runs_at_a_time(folders, tmp_path, fake_training):
     assert jobs.active_training(runs) is None  # the runner ended: the kernel released its lock
 
 
-def test_a_killed_training_releases_the_lock_and_the_next_one_starts(folders, fake_training):
-    runs = folders["runs"]
+def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders, fake_training):
+    runs = app_folders["runs"]
     first, pid = fake_training()
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -145,7 +141,7 @@ def test_a_killed_training_releases_the_lock_and_the_next_one_starts(folders, fa
     assert jobs.read_job(second).active
 
 
-def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(folders, fake_training, monkeypatch):
+def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(app_folders, fake_training, monkeypatch):
     run, pid = fake_training()
     real_active_training = jobs.active_training
     checks = []
@@ -157,8 +153,8 @@ def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(fold
     monkeypatch.setattr(jobs, "active_training", not_yet)
     with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: {run.name} \\(process {pid}"):
         fake_training()
-    assert jobs.list_jobs(folders["runs"]) == [run]
-    assert real_active_training(folders["runs"])["run_dir"] == str(run)
+    assert jobs.list_jobs(app_folders["runs"]) == [run]
+    assert real_active_training(app_folders["runs"])["run_dir"] == str(run)
 
 
 class _Event:
@@ -212,7 +208,7 @@ def test_choices_of_the_app_and_the_training_modules_are_the_schema_s():
 
 
 @pytest.mark.slow
-def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(folders, tmp_path):
+def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     at = app_test(PAGE)
     at.text_area(key="train_datasets").set_value(str(dataset))
@@ -229,8 +225,8 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     at.button(key="train_start").click().run()
     assert not at.exception and not at.error
     run = Path(at.session_state["train_run"])
-    assert run.parent == folders["runs"] and (run / jobs.JOB_FILE).is_file()
-    assert jobs.active_training(folders["runs"])["run_dir"] == str(run)
+    assert run.parent == app_folders["runs"] and (run / jobs.JOB_FILE).is_file()
+    assert jobs.active_training(app_folders["runs"])["run_dir"] == str(run)
     seen: set[str] = set()
     deadline = time.time() + 180
     status = jobs.read_job(run)
@@ -248,20 +244,20 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert len(at.get("plotly_chart")) == 1  # the loss / accuracy / FM curves
     assert "running" in seen or "starting" in seen
     assert status.result["best_epoch"] in (1, 2) and (run / "model.keras").is_file()
-    assert jobs.active_training(folders["runs"]) is None
+    assert jobs.active_training(app_folders["runs"]) is None
 
 
-def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(folders, fake_training):
+def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app_folders, fake_training):
     from moleseg.engine.session import (ENDED_MARKER, SessionFolder, release_after_training, remove_session_folder,
                                  training_cache_dir)
 
-    session = SessionFolder(root=folders["tmp"])
+    session = SessionFolder(root=app_folders["tmp"])
     dataset = make_dataset(session.fresh("dataset"), count=2)
     images = str(dataset / "images")
     assert training_cache_dir([images]) == str(session.path / "example-cache")  # derived data stays inside
-    assert training_cache_dir([str(folders["models"])]) is None
+    assert training_cache_dir([str(app_folders["models"])]) is None
     run, pid = fake_training({**jobs.train_defaults(), "images": [images], "masks": [str(dataset / "masks")]})
-    assert jobs.folder_in_use(session.path) and not jobs.folder_in_use(folders["models"])
+    assert jobs.folder_in_use(session.path) and not jobs.folder_in_use(app_folders["models"])
     assert remove_session_folder(session.path, jobs.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
     os.kill(pid, signal.SIGKILL)
@@ -272,14 +268,14 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(fol
 
 
 @pytest.mark.slow
-def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(folders, tmp_path):
+def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")],
               "model": {**jobs.MODEL_DEFAULTS, "input_size": 64}, "weights": "none", "epochs": 200, "batch_size": 2,
               "augment": []}
-    run = jobs.start_training(config, folders["runs"], name="long")
+    run = jobs.start_training(config, app_folders["runs"], name="long")
     with pytest.raises(jobs.TrainingBusy, match="Another training is running: long-"):
-        jobs.start_training(config, folders["runs"])
+        jobs.start_training(config, app_folders["runs"])
     at = app_test(PAGE)
     deadline = time.time() + 150
     while time.time() < deadline and jobs.read_job(run).phase != "train":
@@ -292,6 +288,6 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(f
         time.sleep(1)
     status = jobs.read_job(run)
     assert status.status == "cancelled", jobs.log_tail(run)
-    assert jobs.active_training(folders["runs"]) is None
+    assert jobs.active_training(app_folders["runs"]) is None
     at.run()
     assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from synthetic import disk
 from moleseg.core.cleanup import (
     CleanupResult,
     CleanupSettings,
@@ -21,11 +22,6 @@ from moleseg.core.cleanup import (
 from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, INSIDE
 from moleseg.core.metrics import hd95
 from moleseg.core.targets import make_targets
-
-
-def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
 def assert_consistent(result: CleanupResult, shape: tuple[int, int]) -> None:

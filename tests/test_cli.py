@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from synthetic import lesion_dataset
 from moleseg.cli import main
 from moleseg.core.imageio import write_png
 
@@ -32,27 +33,6 @@ def _read_csv(path: Path) -> list[dict]:
 
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def _lesion_images(folder: Path, n: int = 3, size: int = 96, seed: int = 0, vary: bool = True
-                   ) -> tuple[Path, Path]:
-    """Dark disks on light skin (images/) and their masks (masks/), same file names. ``vary=False``:
-    the same disk in every image (only the noise differs), for trainings whose BatchNorm check must
-    compare batches with equal statistics (see tests/test_train.py)."""
-    rng = np.random.default_rng(seed)
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[:size, :size]
-    for index in range(n):
-        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2) if vary else (size * 7 // 16, size // 2)
-        radius = rng.integers(size // 6, size // 4) if vary else size // 5
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
-        image = np.where(mask[..., None], np.array([80, 55, 40]), np.array([215, 185, 175]))
-        image = np.clip(image + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
-        write_png(images / f"{index:03d}.png", image)
-        write_png(masks / f"{index:03d}.png", mask)
-    return images, masks
 
 
 # -- console entry -------------------------------------------------------------------------------
@@ -215,7 +195,7 @@ def test_score_reports_a_bad_file(tmp_path, capsys):
 
 
 def test_evaluate_classical_writes_json_and_csv(tmp_path, capsys):
-    images, masks = _lesion_images(tmp_path / "set", n=3)
+    images, masks = lesion_dataset(tmp_path / "set", n=3, size=96, vary=True)
     code = main(["evaluate", "--model", "classical", "--images", str(images), "--masks", str(masks),
                  "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")])
     assert code == 0
@@ -231,7 +211,7 @@ def test_evaluate_classical_writes_json_and_csv(tmp_path, capsys):
 
 
 def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
-    images, _ = _lesion_images(tmp_path / "set", n=2)
+    images, _ = lesion_dataset(tmp_path / "set", n=2, size=96, vary=True)
     (images / "bad.png").write_bytes(b"this is not an image")
     out = tmp_path / "out"
     code = main(["predict", "--model", "classical", "--out", str(out), str(images)])
@@ -254,7 +234,7 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
 
 
 def test_predict_single_file_exits_0(tmp_path, capsys):
-    images, _ = _lesion_images(tmp_path / "set", n=1)
+    images, _ = lesion_dataset(tmp_path / "set", n=1, size=96, vary=True)
     code = main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), "--quiet",
                  str(images / "000.png")])
     assert code == 0
@@ -289,7 +269,7 @@ def test_predict_single_file_exits_0(tmp_path, capsys):
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys, arguments, words):
     (tmp_path / "wrong.keras").write_text("not a model")
     write_png(tmp_path / "image.png", np.full((8, 8, 3), 100, np.uint8))
-    _lesion_images(tmp_path / "set", n=1, size=32)
+    lesion_dataset(tmp_path / "set", n=1, size=32, vary=True)
     code = main([a.replace("{tmp}", str(tmp_path)) for a in arguments])
     assert code == 2
     err = capsys.readouterr().err
@@ -321,7 +301,7 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, e
     # for the end-of-training BatchNorm check, and the example cache goes to a temporary folder
     monkeypatch.setattr(moleseg.network.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
     monkeypatch.setattr(moleseg.network.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    images, masks = _lesion_images(tmp_path / "set", n=8, size=64, vary=False)
+    images, masks = lesion_dataset(tmp_path / "set", n=8, size=64)
     run = tmp_path / "run"
     common = ["--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16", "--weights", "none",
               "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]

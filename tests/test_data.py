@@ -12,8 +12,8 @@ from scipy import ndimage
 
 tf = pytest.importorskip("tensorflow")
 
+from synthetic import disk  # noqa: E402
 from moleseg.network import data  # noqa: E402
-from conftest import require_shared  # noqa: E402
 from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
                           class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
@@ -40,11 +40,6 @@ def _write_pairs(folder: Path, masks: list[np.ndarray], seed: int = 0) -> list[P
         write_png(mask_path, mask.astype(bool))
         pairs.append(_pair(image_path, mask_path))
     return pairs
-
-
-def _disk(size: int, centre: tuple[int, int], radius: float) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
 
 
 # -- AugmentConfig -------------------------------------------------------------------------------
@@ -78,7 +73,7 @@ SIZE = 96
 
 def _shape_mask() -> np.ndarray:
     """An asymmetric lesion (off-centre disk with a rectangular arm) so any warp moves it."""
-    mask = _disk(SIZE, (38, 54), 20)
+    mask = disk((SIZE, SIZE), (38, 54), 20)
     mask[50:80, 20:34] = True
     return mask
 
@@ -270,7 +265,7 @@ def test_split_pairs_refuses_too_few_pairs():
 
 @pytest.fixture
 def five_pairs(tmp_path) -> list[Pair]:
-    masks = [_disk(40, (12 + 3 * i, 20), 6 + i) for i in range(5)]  # 40 px files, resized to the input
+    masks = [disk((40, 40), (12 + 3 * i, 20), 6 + i) for i in range(5)]  # 40 px files, resized to the input
     return _write_pairs(tmp_path / "five", masks, seed=4)
 
 
@@ -427,7 +422,7 @@ def test_example_cache_hit_miss_and_invalidation(five_pairs, counting, tmp_path)
 # -- real data -----------------------------------------------------------------------------------
 
 
-def test_shared_seed_pairs_load_through_make_dataset():
+def test_shared_seed_pairs_load_through_make_dataset(require_shared):
     root = require_shared("moles/seed/train")
     report = pair_folders(root / "images", root / "masks")
     assert len(report.pairs) == 70

@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import require_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
@@ -886,7 +885,7 @@ SUBSETS = [
 
 
 @pytest.mark.parametrize("subset", SUBSETS)
-def test_real_data_every_image_and_mask_loads(subset: str) -> None:
+def test_real_data_every_image_and_mask_loads(subset: str, require_shared) -> None:
     root = require_shared(subset)
     images = sorted(p for p in (root / "images").iterdir() if not p.name.startswith("."))
     masks = sorted(p for p in (root / "masks").iterdir() if not p.name.startswith("."))
@@ -903,7 +902,7 @@ def test_real_data_every_image_and_mask_loads(subset: str) -> None:
         assert image_size(path) == (mask.shape[1], mask.shape[0])
 
 
-def test_real_data_seed_mask_is_jpeg_and_cell_mask_is_one_bit() -> None:
+def test_real_data_seed_mask_is_jpeg_and_cell_mask_is_one_bit(require_shared) -> None:
     seed = require_shared("moles/seed/train/masks/001.jpg")
     cell = require_shared("cells/seed/masks/gt_0_001.tiff")
     assert Image.open(seed).format == "JPEG"

@@ -8,24 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from synthetic import disk, ellipse
 from moleseg.core.config import BORDER
 from moleseg.core.measure import Measurement, asymmetry, fractal_dimension, measure_lesion, measurements_row
 from moleseg.core.targets import make_targets
-
-
-def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
-
-
-def ellipse(shape, centre, semi_axes, angle_deg=0.0) -> np.ndarray:
-    """Filled ellipse; ``semi_axes = (a, b)`` along the rotated x and y axes."""
-    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(float)
-    angle = math.radians(angle_deg)
-    x, y = cols - centre[1], rows - centre[0]
-    u = x * math.cos(angle) + y * math.sin(angle)
-    v = -x * math.sin(angle) + y * math.cos(angle)
-    return (u / semi_axes[0]) ** 2 + (v / semi_axes[1]) ** 2 <= 1.0
 
 
 def radial_polygon(radii: np.ndarray, mean_radius: float = 100.0) -> np.ndarray:

@@ -10,12 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from synthetic import disk
 from moleseg.core.metrics import confusion, contour, hd95, scores, summarise, summarise_scores
-
-
-def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
 def test_hand_worked_4x4_case():

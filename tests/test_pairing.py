@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
 
 from moleseg.core.imageio import encode_png
 from moleseg.core.pairing import (
@@ -314,7 +313,7 @@ REAL = {
 
 
 @pytest.mark.parametrize(("subset", "count"), list(REAL.items()))
-def test_real_data_pairs(subset: str, count: int) -> None:
+def test_real_data_pairs(subset: str, count: int, require_shared) -> None:
     root = require_shared(subset)
     report = pair_folders(root / "images", root / "masks")
     assert len(report.pairs) == count
@@ -335,7 +334,7 @@ def test_real_data_pairs(subset: str, count: int) -> None:
             assert pair.mask.stem == pair.image.stem
 
 
-def test_real_data_seed_064_mismatch_in_summary() -> None:
+def test_real_data_seed_064_mismatch_in_summary(require_shared) -> None:
     root = require_shared("moles/seed/train")
     report = pair_folders(root / "images", root / "masks")
     mismatch = report.size_mismatches[0]

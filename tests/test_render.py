@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from synthetic import disk
 from moleseg.core.cleanup import CleanupSettings, cleanup
 from moleseg.core.config import BACK, BORDER, INSIDE
 from moleseg.core.render import (
@@ -19,11 +20,6 @@ from moleseg.core.render import (
     side_by_side,
 )
 from moleseg.core.targets import make_targets
-
-
-def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synthetic import disk
 from moleseg.core import atomic
 from moleseg.core.atomic import atomic_write
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
@@ -31,11 +32,6 @@ from moleseg.core.report import (
 )
 
 PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-
-
-def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
 @pytest.fixture

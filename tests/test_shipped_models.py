@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_shared
 from moleseg.core.config import MODELS_DIR
 
 SHIPPED = ("dermoscopy", "cells")
@@ -59,7 +58,7 @@ def test_card_quotes_the_recorded_numbers(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_fresh_evaluation_matches_card(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_fresh_evaluation_matches_card(name: str, tmp_path: Path, capsys: pytest.CaptureFixture, require_shared) -> None:
     from moleseg.cli import main
     from moleseg.network.shipped import split_folders
 
@@ -84,7 +83,7 @@ def test_dermoscopy_meets_its_target_on_seed_test() -> None:
     assert result["model"]["fm"]["mean"] > result["classical"]["fm"]["mean"]
 
 
-def test_shipped_model_draws_a_real_lesion() -> None:
+def test_shipped_model_draws_a_real_lesion(require_shared) -> None:
     """A real PH2 image at its own size: the lesion is found, with a border band inside it."""
     from moleseg.core.imageio import read_image, read_mask
     from moleseg.core.metrics import scores

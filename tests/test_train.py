@@ -23,9 +23,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from conftest import require_shared  # noqa: E402
+from synthetic import lesion_dataset  # noqa: E402
 from moleseg.network.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
-from moleseg.core.imageio import write_png  # noqa: E402
 from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
 from moleseg.network.model.losses import SegmentationLoss  # noqa: E402
 from moleseg.core.modelinfo import read_model_info  # noqa: E402
@@ -38,33 +37,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 SIZE = 64
 
 
-def write_dataset(folder: Path, n: int = 8, size: int = SIZE, seed: int = 0, vary: bool = False
-                  ) -> tuple[Path, Path]:
-    """``n`` synthetic dermoscopy-like pairs (dark disk on light skin): (images dir, masks dir).
-
-    Without ``vary`` every pair has the same disk (only the noise differs): every batch then has the
-    same BatchNorm statistics, so the end-of-training BatchNorm check of a two-step training compares
-    like with like and cannot fail by chance (with disks of random sizes it sometimes does).
-    """
-    rng = np.random.default_rng(seed)
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True, exist_ok=True)
-    masks.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[:size, :size]
-    for index in range(n):
-        cy, cx = rng.integers(size * 3 // 8, size * 5 // 8, 2) if vary else (size * 7 // 16, size // 2)
-        radius = rng.integers(size // 6, size // 3) if vary else size * 7 // 32
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
-        image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
-        image = np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
-        write_png(images / f"{index:03d}.png", image)
-        write_png(masks / f"{index:03d}.png", mask)
-    return images, masks
-
-
 def tiny_config(image_dir: Path, mask_dir: Path, cache: Path, **options) -> TrainConfig:
     """A training of a few seconds. BatchNorm momentum 0.01: after one or two steps the moving statistics
-    are those of the last batch (see write_dataset for why that makes the BatchNorm check pass)."""
+    are those of the last batch (see lesion_dataset for why that makes the BatchNorm check pass)."""
     values = dict(
         images=[str(image_dir)], masks=[str(mask_dir)],
         model=ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=(1, 2, 3), dropout=0.0),
@@ -77,7 +52,7 @@ def tiny_config(image_dir: Path, mask_dir: Path, cache: Path, **options) -> Trai
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, Path]:
-    return write_dataset(tmp_path_factory.mktemp("synthetic"), n=8)
+    return lesion_dataset(tmp_path_factory.mktemp("synthetic"), n=8)
 
 
 @pytest.fixture
@@ -161,7 +136,7 @@ def test_resume_without_a_run_is_a_training_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_loss_falls_on_real_images():
+def test_loss_falls_on_real_images(require_shared):
     root = require_shared("moles/seed/train")
     pairs = [p for p in pair_folders(root / "images", root / "masks").pairs if not p.size_mismatch][:8]
     targets = TargetConfig(input_size=SIZE, n_classes=3, border_width_px=1)
@@ -194,7 +169,7 @@ def test_loss_falls_on_real_images():
 
 @pytest.mark.slow
 def test_train_writes_the_run_folder(tmp_path):
-    images, masks = write_dataset(tmp_path / "data", n=10, seed=1)
+    images, masks = lesion_dataset(tmp_path / "data", n=10, seed=1)
     config = tiny_config(images, masks, tmp_path / "cache", test_split=0.2, name="tiny-run")
     events: list[Progress] = []
     run = tmp_path / "run"
@@ -344,7 +319,7 @@ def _grey_threshold_model(size: int) -> keras.Model:
 
 
 def _bn_trainer(tmp_path: Path, model: keras.Model) -> Trainer:
-    images, masks = write_dataset(tmp_path / "bn_data", n=4, size=32, seed=3)
+    images, masks = lesion_dataset(tmp_path / "bn_data", n=4, size=32, seed=3)
     config = tiny_config(images, masks, tmp_path / "cache", batch_size=4)
     trainer = Trainer(config, tmp_path / "run")
     trainer.train_pairs = pair_folders(images, masks).pairs
@@ -446,14 +421,15 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
     np.testing.assert_allclose(output.sum(axis=-1), 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
     from moleseg.network import shipped
 
     data = tmp_path / "data"
-    write_dataset(data / "set", n=10, seed=2)
-    write_dataset(data / "test", n=3, seed=3)
+    lesion_dataset(data / "set", n=10, seed=2)
+    lesion_dataset(data / "test", n=3, seed=3)
     recipe = dict(images=["set/images"], masks=["set/masks"], recipe={"test": ["test"]},
                   model=dict(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=[1, 2, 3], dropout=0.0),
                   weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.3, train_fm_images=2,

@@ -27,11 +27,22 @@ CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
-#: Folder of the project's shipped models (``MOLESEG_MODELS_DIR`` overrides it).
-MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR") or Path(__file__).resolve().parents[2] / "models")
-#: Folder where training runs are written by default (the app lists them in its model picker);
-#: ``MOLESEG_RUNS_DIR`` overrides it.
-RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR") or Path(__file__).resolve().parents[2] / "runs")
+#: The ``moleseg`` package folder, and the folder holding it: the checkout's root, or ``site-packages``.
+_PACKAGE_DIR: Path = Path(__file__).resolve().parents[1]
+_PACKAGE_PARENT: Path = _PACKAGE_DIR.parent
+#: True when moleseg runs from a source checkout (``PYTHONPATH`` or ``pip install -e .``), not from a wheel.
+FROM_CHECKOUT: bool = (_PACKAGE_PARENT / "pyproject.toml").is_file()
+#: Where moleseg writes by default outside a checkout: ``$XDG_DATA_HOME/moleseg`` (``~/.local/share/moleseg``).
+USER_DATA_DIR: Path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "moleseg"
+
+#: Folder of the shipped models: the checkout's ``models/``, or ``moleseg/models`` inside an installed wheel
+#: (the wheel carries them as package data); ``MOLESEG_MODELS_DIR`` overrides it.
+MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
+                        or (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "models")
+#: Folder where training runs are written by default (the app lists them in its model picker): the
+#: checkout's ``runs/``, else ``USER_DATA_DIR/runs``; ``MOLESEG_RUNS_DIR`` overrides it.
+RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR")
+                      or (_PACKAGE_PARENT / "runs" if FROM_CHECKOUT else USER_DATA_DIR / "runs"))
 
 
 def models_dir() -> Path:

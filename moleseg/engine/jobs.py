@@ -320,12 +320,14 @@ def start_training(config: dict[str, Any], runs: str | Path | None = None, *, na
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     ready_read, ready_write = os.pipe()
     try:
+        # the child imports the same moleseg as this process, from any working folder (checkout or wheel)
+        package_parent = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
         with open(RunFiles(run_dir).job_log, "ab") as log:
             child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir),
                                       f"--ready-fd={ready_write}"],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, close_fds=True, pass_fds=(ready_write,), env=env,
-                                     cwd=str(Path(__file__).resolve().parents[2]))
+                                     start_new_session=True, close_fds=True, pass_fds=(ready_write,), env=env)
     except BaseException:
         os.close(ready_read)
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,16 @@
+"""Packages of the wheel: everything under moleseg/, plus the shipped models.
+
+The checkout keeps the models in the top-level ``models/`` folder; the wheel carries them as the package
+data folder ``moleseg/models`` (the ``.keras`` files, their ``.json`` records and ``.md`` cards), where
+:data:`moleseg.core.config.MODELS_DIR` finds them when moleseg is not run from a checkout. The rest of the
+metadata is in pyproject.toml.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    packages=find_packages(include=["moleseg", "moleseg.*"]) + ["moleseg.models"],
+    package_dir={"moleseg.models": "models"},
+    package_data={"moleseg.models": ["*.keras", "*.json", "*.md"]},
+    include_package_data=False,
+)

@@ -1,0 +1,112 @@
+"""Synthetic images, masks and datasets of the tests: the one copy of each maker (import it as a module:
+``from synthetic import disk``; the tests folder is on ``sys.path`` under pytest)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from moleseg.core.imageio import write_png
+
+#: Colours (RGB) of the app tests' moles.
+SKIN = (224, 172, 150)
+MOLE = (90, 55, 40)
+
+
+def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    """Boolean mask (H, W) of the pixels within ``radius`` px of ``centre`` (row, col)."""
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def ellipse(shape: tuple[int, int], centre: tuple[float, float], semi_axes: tuple[float, float],
+            angle_deg: float = 0.0) -> np.ndarray:
+    """Filled ellipse (H, W) bool around ``centre`` (row, col); ``semi_axes = (a, b)`` in px along the x and y
+    axes rotated by ``angle_deg``."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(float)
+    angle = math.radians(angle_deg)
+    x, y = cols - centre[1], rows - centre[0]
+    u = x * math.cos(angle) + y * math.sin(angle)
+    v = -x * math.sin(angle) + y * math.cos(angle)
+    return (u / semi_axes[0]) ** 2 + (v / semi_axes[1]) ** 2 <= 1.0
+
+
+def synthetic_dermoscopy(
+    shape: tuple[int, int] = (480, 640),
+    centre: tuple[float, float] = (250, 330),
+    axes: tuple[float, float] = (110, 160),
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A brown ellipse (``axes`` = semi-axes along rows, cols) on light skin, with a black round vignette in
+    the corners and mild noise: ``(image (H, W, 3) uint8, lesion (H, W) bool)``."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    image = np.empty((height, width, 3), dtype=np.float64)
+    image[:] = (225, 185, 165)  # light skin
+    lesion = ellipse(shape, centre, (axes[1], axes[0]))
+    image[lesion] = (120, 75, 55)  # brown pigment
+    rows, cols = np.ogrid[:height, :width]
+    radius = np.hypot((rows - height / 2) / (height / 2), (cols - width / 2) / (width / 2))
+    image[radius > 1.15] = (8, 8, 8)  # dermoscope vignette
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), lesion
+
+
+def mole_image(height: int = 96, width: int = 112, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A dark ellipse on skin colour with a little noise: ``(image (H, W, 3) uint8, mask (H, W) bool)``."""
+    rng = np.random.default_rng(seed)
+    cy = height / 2 + rng.uniform(-0.08, 0.08) * height
+    cx = width / 2 + rng.uniform(-0.08, 0.08) * width
+    ry, rx = height * rng.uniform(0.2, 0.3), width * rng.uniform(0.2, 0.3)
+    mask = ellipse((height, width), (cy, cx), (rx, ry))
+    image = np.empty((height, width, 3), dtype=np.float64)
+    image[:] = SKIN
+    image[mask] = MOLE
+    image += rng.normal(0.0, 5.0, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """``array`` encoded as a PNG file."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_dataset(folder: Path, count: int = 6, size: int = 96, mask_suffix: str = "") -> Path:
+    """``folder/images/m<i>.png`` (:func:`mole_image`) and ``folder/masks/m<i><mask_suffix>.png`` (0/255)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        image, mask = mole_image(size, size, seed=index)
+        Image.fromarray(image).save(folder / "images" / f"m{index}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"m{index}{mask_suffix}.png")
+    return folder
+
+
+def lesion_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, vary: bool = False
+                   ) -> tuple[Path, Path]:
+    """``n`` dermoscopy-like pairs (dark disk on light skin, ``size`` px square): ``folder/images/<i>.png``
+    and ``folder/masks/<i>.png``; returns (images dir, masks dir).
+
+    Without ``vary`` every pair has the same disk (only the noise differs): every batch then has the same
+    BatchNorm statistics, so the end-of-training BatchNorm check of a two-step training compares like with
+    like and cannot fail by chance (with disks of random sizes it sometimes does).
+    """
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for index in range(n):
+        centre = rng.integers(size * 3 // 8, size * 5 // 8, 2) if vary else (size * 7 // 16, size // 2)
+        radius = rng.integers(size // 6, size // 3) if vary else size * 7 // 32
+        mask = disk((size, size), centre, radius)
+        image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
+        image = np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
+        write_png(images / f"{index:03d}.png", image)
+        write_png(masks / f"{index:03d}.png", mask)
+    return images, masks
