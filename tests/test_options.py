@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
+from moleseg.cli import build_parser, train_config_of
 from moleseg.core import options
 from moleseg.core.modelinfo import ModelInfo
 
