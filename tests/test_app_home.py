@@ -10,6 +10,7 @@ import textwrap
 import zipfile
 
 from app_helpers import APP, app_test, isolate, texts
+from moleseg.app.ui import PAGE_FILES
 
 
 def test_home_shows_the_model_the_device_and_links_to_every_page(monkeypatch, tmp_path):
@@ -43,10 +44,11 @@ def test_pages_without_a_network_never_import_tensorflow(tmp_path):
         import sys
         sys.path.insert(0, {str(APP.parent / 'tests')!r})
         from app_helpers import app_test, mole_image, png_bytes
+        from moleseg.app.ui import PAGE_FILES
         at = app_test()
         assert not at.exception, at.exception
-        for page in ("pages/prepare.py", "pages/train.py", "pages/evaluate.py", "pages/analyse.py"):
-            at.switch_page(page).run()
+        for page in ("prepare", "train", "evaluate", "analyse"):
+            at.switch_page(PAGE_FILES[page]).run()
             assert not at.exception, (page, at.exception)
         at.selectbox(key="analyse_model").set_value("classical").run()
         at.file_uploader(key="analyse_upload_files").set_value(("m.png", png_bytes(mole_image()[0]), "image/png")).run()
@@ -68,7 +70,7 @@ def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(monkeypatch, 
     at = app_test()
     assert {metric.label: metric.value for metric in at.metric}["Model in use"] == "classical baseline"
     assert any("No trained model is installed" in text for text in texts(at.info))
-    at.switch_page("pages/analyse.py").run()
+    at.switch_page(PAGE_FILES["analyse"]).run()
     picker = at.selectbox(key="analyse_model")
     assert picker.value == "classical"
     assert "cells (shipped, cells, 2 classes)" in picker.options

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from app_helpers import app_test, isolate, make_dataset, texts
+from moleseg.app.ui import PAGE_FILES
 from moleseg.engine import jobs
 from moleseg.engine.runs import write_json
 
-PAGE = "pages/train.py"
+PAGE = PAGE_FILES["train"]
 
 
 @pytest.fixture

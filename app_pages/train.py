@@ -13,7 +13,6 @@ from moleseg.engine.runs import read_history, read_json
 from moleseg.engine.session import dataset_list
 from moleseg.core.targets import SHAPES
 
-ui.require_entrypoint()
 RUNS = runs_dir()
 defaults = jobs.train_defaults()
 model_defaults = defaults["model"]
