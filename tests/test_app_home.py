@@ -74,3 +74,21 @@ def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(monkeypatch, 
     picker = at.selectbox(key="analyse_model")
     assert picker.value == "classical"
     assert "cells (shipped, cells, 2 classes)" in picker.options
+
+
+def test_the_device_is_looked_up_once_per_server(monkeypatch, tmp_path):
+    from moleseg.app import appstate, ui
+
+    isolate(monkeypatch, tmp_path)
+    calls = []
+    monkeypatch.setattr(appstate, "device_summary", lambda: calls.append(1) or "GPU (Test card)")
+    ui.device_summary.clear()
+    try:
+        at = app_test()
+        at.run()
+        app_test()  # another session
+        assert {metric.label: metric.value for metric in at.metric}["Device"] == "GPU"
+        assert any("Device: GPU (Test card)" in text for text in texts(at.caption))
+        assert len(calls) == 1
+    finally:
+        ui.device_summary.clear()
