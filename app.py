@@ -32,8 +32,9 @@ def home() -> None:
     left, right = st.columns(2)
     left.metric("Model in use", current.label.split(" (")[0] if current else spec,
                 help=current.label if current else None)
-    right.metric("Device", appstate.device_summary().split(" (")[0], help=appstate.device_summary())
-    st.caption(f"Device: {appstate.device_summary()}. moleseg {__version__}.")
+    device = ui.device_summary()
+    right.metric("Device", device.split(" (")[0], help=device)
+    st.caption(f"Device: {device}. moleseg {__version__}.")
     ui.no_model_notice()
     st.subheader("Pages")
     st.page_link(ui.PAGE_FILES["analyse"], label="Analyse: upload mole images, see and export their borders",

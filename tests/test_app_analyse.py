@@ -12,8 +12,11 @@ from PIL import Image
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
+from moleseg.app import ui
+from moleseg.app.appstate import ANALYSIS_CACHE_BYTES
+from moleseg.app.ui import PAGE_FILES
 
-PAGE = "pages/analyse.py"
+PAGE = PAGE_FILES["analyse"]
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
 
 def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at):
     outcomes = upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
-    store = at.session_state["_moleseg_analysis_store"]
+    store = ui.analysis_store()
     assert store.predictions == 1
     before = outcomes[0].analysis.segmentation.border.copy()
     at.toggle(key="analyse_manual").set_value(True).run()
@@ -157,7 +160,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     sharp = mole_image(160, 192)[0].astype(np.float64)
     soft = np.stack([ndimage.gaussian_filter(sharp[..., c], 8) for c in range(3)], axis=-1)
     outcomes = upload(at, ("mole.png", png_bytes(np.clip(soft, 0, 255).astype(np.uint8)), "image/png"))
-    store = at.session_state["_moleseg_analysis_store"]
+    store = ui.analysis_store()
     model_area = outcomes[0].analysis.segmentation.lesion.sum()
     assert store.predictions == 1 and model_area > 0
     at.toggle(key="analyse_manual").set_value(True).run()
@@ -177,3 +180,35 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     assert at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold is None
     assert store.predictions == 1  # every change re-ran the cleanup only
     assert not at.exception
+
+
+def test_the_analysis_cache_keeps_within_its_byte_bound_evicting_the_oldest():
+    from moleseg.app.appstate import AnalysisStore
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images
+
+    analyses = analyse_images(ClassicalSegmenter(), [mole_image(48, 56, seed=seed)[0] for seed in range(4)])
+    probe = AnalysisStore()
+    probe.put(("m", "probe"), analyses[0], ())
+    size = probe.nbytes  # every analysis of these images has this size
+    assert size > 48 * 56 * 3
+    store = AnalysisStore(max_bytes=int(2.5 * size))  # room for two
+    for index, analysis in enumerate(analyses[:3]):
+        assert store.put(("m", str(index)), analysis, ())
+    assert len(store) == 2 and store.nbytes == 2 * size <= store.max_bytes
+    assert store.get(("m", "0")) is None  # the oldest went first
+    assert store.get(("m", "1")) is not None  # used now: "2" is the least recently used
+    store.put(("m", "3"), analyses[3], ())
+    assert store.get(("m", "2")) is None and store.get(("m", "1")) is not None
+    assert store.nbytes <= store.max_bytes
+    assert not AnalysisStore(max_bytes=size - 1).put(("m", "big"), analyses[0], ())  # alone over the bound
+
+
+def test_sessions_share_the_servers_analysis_cache(at):
+    picture = ("mole.png", png_bytes(mole_image(seed=3)[0]), "image/png")
+    upload(at, picture)
+    other = app_test(PAGE, empty_cache=False)  # a second browser session of the same server
+    other.selectbox(key="analyse_model").set_value("classical").run()
+    outcomes = upload(other, picture)
+    assert outcomes[0].analysis is not None and ui.analysis_store().predictions == 1
+    assert ui.analysis_store() is ui.analysis_store() and ui.analysis_store().max_bytes == ANALYSIS_CACHE_BYTES

@@ -141,7 +141,7 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     page.goto(f"{server}/train", timeout=60_000)  # the server's very first request opens a page
     page.wait_for_selector("text=New training", timeout=60_000)
     navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
-    assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation, not pages/
+    assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation
     for path, heading in (("", "moleseg: mole border analysis"), ("prepare", "Prepare targets"),
                           ("evaluate", "Evaluate"), ("analyse", "Analyse mole images")):
         page.goto(f"{server}/{path}", timeout=60_000)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
 
-from app_helpers import app_test, texts
+from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset
+from moleseg.app.ui import PAGE_FILES
 from moleseg.app import appstate
 from moleseg.engine.runs import write_json
 
-PAGE = "pages/evaluate.py"
+PAGE = PAGE_FILES["evaluate"]
 
 
 def summary_frame(at):
@@ -24,6 +26,7 @@ def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_pa
     at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
     at.number_input(key="evaluate_worst").set_value(2).run()
     at.button(key="evaluate_run").click().run()
+    run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))  # in the background
     assert not at.exception and not at.error
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["Images"] == "5" and float(metrics["Mean FM"]) > 0.9
@@ -33,6 +36,37 @@ def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_pa
     assert {"classical mean", "classical std", "classical min", "classical max"} <= set(table.columns)
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("image")) == 2  # the two worst images with their overlays
+
+
+def test_an_evaluation_survives_a_widget_touch_and_a_page_switch(app_folders, monkeypatch, tmp_path):
+    dataset = make_dataset(tmp_path / "test", count=3, size=64)
+    gate = threading.Event()  # holds the evaluation until the page has been touched and left
+    evaluate = appstate.evaluate_with_baseline
+    monkeypatch.setattr(appstate, "evaluate_with_baseline",
+                        lambda *args, **kwargs: gate.wait(30) and evaluate(*args, **kwargs))
+    at = app_test(PAGE)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
+    at.checkbox(key="evaluate_hd95").set_value(False).run()
+    at.button(key="evaluate_run").click().run()
+    assert len(at.get("progress")) == 1 and not at.metric  # running: a progress bar, no result yet
+    at.number_input(key="evaluate_worst").set_value(1).run()  # a widget touch
+    assert len(at.get("progress")) == 1 and not at.exception
+    at.switch_page(PAGE_FILES["prepare"]).run()
+    assert not at.get("progress")
+    at.switch_page(PAGE).run()
+    assert len(at.get("progress")) == 1
+    gate.set()
+    run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))
+    assert not at.get("progress") and not at.exception and not at.error
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.pairing import pair_folders
+
+    expected = evaluate(ClassicalSegmenter(), pair_folders(dataset / "images", dataset / "masks").pairs,
+                        with_hd95=False, worst_count=4)
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["Images"] == "3" and metrics["Mean FM"] == f"{expected['summary']['fm']['mean']:.4f}"
+    assert len(at.get("image")) == 3  # the worst images asked for when it started (4, of 3 pairs)
 
 
 def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ import textwrap
 import zipfile
 
 from app_helpers import APP, app_test, texts
+from moleseg.app.ui import PAGE_FILES
 
 
 def test_home_shows_the_model_the_device_and_links_to_every_page(app_folders, monkeypatch, tmp_path):
@@ -42,10 +43,12 @@ def test_pages_without_a_network_never_import_tensorflow(tmp_path):
         sys.path.insert(0, {str(APP.parent / 'tests')!r})
         from app_helpers import app_test
         from synthetic import mole_image, png_bytes
+        from app_helpers import app_test, mole_image, png_bytes
+        from moleseg.app.ui import PAGE_FILES
         at = app_test()
         assert not at.exception, at.exception
-        for page in ("pages/prepare.py", "pages/train.py", "pages/evaluate.py", "pages/analyse.py"):
-            at.switch_page(page).run()
+        for page in ("prepare", "train", "evaluate", "analyse"):
+            at.switch_page(PAGE_FILES[page]).run()
             assert not at.exception, (page, at.exception)
         at.selectbox(key="analyse_model").set_value("classical").run()
         at.file_uploader(key="analyse_upload_files").set_value(("m.png", png_bytes(mole_image()[0]), "image/png")).run()
@@ -66,7 +69,24 @@ def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(app_folders, 
     at = app_test()
     assert {metric.label: metric.value for metric in at.metric}["Model in use"] == "classical baseline"
     assert any("No trained model is installed" in text for text in texts(at.info))
-    at.switch_page("pages/analyse.py").run()
+    at.switch_page(PAGE_FILES["analyse"]).run()
     picker = at.selectbox(key="analyse_model")
     assert picker.value == "classical"
     assert "cells (shipped, cells, 2 classes)" in picker.options
+
+
+def test_the_device_is_looked_up_once_per_server(app_folders, monkeypatch):
+    from moleseg.app import appstate, ui
+
+    calls = []
+    monkeypatch.setattr(appstate, "device_summary", lambda: calls.append(1) or "GPU (Test card)")
+    ui.device_summary.clear()
+    try:
+        at = app_test()
+        at.run()
+        app_test()  # another session
+        assert {metric.label: metric.value for metric in at.metric}["Device"] == "GPU"
+        assert any("Device: GPU (Test card)" in text for text in texts(at.caption))
+        assert len(calls) == 1
+    finally:
+        ui.device_summary.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 import zipfile
 
@@ -11,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, texts
+from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
+from moleseg.app import appstate
+from moleseg.app.ui import PAGE_FILES
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
-PAGE = "pages/prepare.py"
+PAGE = PAGE_FILES["prepare"]
 
 
 def metrics(at):
@@ -46,6 +49,7 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
     assert (pair_table["fraction"] > 0).all()
     assert len(at.get("image")) == 3  # image, mask, class map
     at.button(key="prepare_all").click().run()
+    run_until(at, lambda at: len(frequency_frames(at)) == 2)  # the scan runs in the background
     whole = frequency_frames(at)[-1]
     assert "pixels" not in whole.columns and whole["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
     # a wider border band takes pixels from INSIDE
@@ -54,6 +58,31 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
     assert wider["fraction"][1] > pair_table["fraction"][1]
     at.radio(key="prepare_classes").set_value(2).run()
     assert list(frequency_frames(at)[0]["class"]) == ["background", "foreground"]
+
+
+def test_the_dataset_scan_survives_a_widget_touch_and_a_page_switch(app_folders, tmp_path, monkeypatch):
+    dataset = make_dataset(tmp_path / "moles", count=4, size=64)
+    gate = threading.Event()  # holds the scan until the page has been touched and left
+    scan = appstate.dataset_frequencies
+    monkeypatch.setattr(appstate, "dataset_frequencies", lambda *args, **kwargs: gate.wait(30) and scan(*args, **kwargs))
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    at.button(key="prepare_all").click().run()
+    assert len(at.get("progress")) == 1 and len(frequency_frames(at)) == 1  # running: a progress bar
+    at.selectbox(key="prepare_pair").set_value(2).run()  # a widget touch
+    assert len(at.get("progress")) == 1 and not at.exception
+    at.switch_page(PAGE_FILES["evaluate"]).run()
+    assert not at.get("progress")
+    at.switch_page(PAGE).run()  # back: the same dataset, the scan still running
+    assert at.text_input(key="prepare_folder").value == f"{dataset / 'images'} | {dataset / 'masks'}"
+    assert len(at.get("progress")) == 1
+    gate.set()
+    run_until(at, lambda at: len(frequency_frames(at)) == 2)
+    assert not at.get("progress") and not at.exception
+    share, read, errors = scan(sorted((dataset / "masks").glob("*.png")))
+    whole = frequency_frames(at)[-1]
+    assert read == 4 and not errors
+    assert list(whole["fraction"]) == [round(float(value), 6) for value in share]
 
 
 def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(app_folders, tmp_path):

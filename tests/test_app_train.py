@@ -16,10 +16,11 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import make_dataset
+from moleseg.app.ui import PAGE_FILES
 from moleseg.engine import jobs
 from moleseg.engine.runs import write_json
 
-PAGE = "pages/train.py"
+PAGE = PAGE_FILES["train"]
 
 
 FAKE_RUNNER = """

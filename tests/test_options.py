@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from moleseg.app.ui import PAGE_FILES
 from moleseg.cli import build_parser, train_config_of
 from moleseg.core import options
 from moleseg.core.modelinfo import ModelInfo
@@ -101,23 +102,22 @@ def test_older_flags_still_work(flags, name, value):
 
 
 def _page_widgets() -> dict[str, str]:
-    tree = ast.parse((ROOT / "pages" / "train.py").read_text())
+    tree = ast.parse((ROOT / PAGE_FILES["train"]).read_text())
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "WIDGETS":
             return ast.literal_eval(node.value)
-    raise AssertionError("pages/train.py has no WIDGETS mapping")
+    raise AssertionError(f"{PAGE_FILES['train']} has no WIDGETS mapping")
 
 
-def test_each_option_has_a_widget_on_the_train_page(monkeypatch, tmp_path):
-    from app_helpers import app_test, isolate
+def test_each_option_has_a_widget_on_the_train_page(app_folders):
+    from app_helpers import app_test
 
     widgets = _page_widgets()
     settable = [o.name for o in options.OPTIONS if o.settable]
     # model.bn_momentum is written by training from bn_momentum: neither a flag nor a widget
     assert [o.name for o in options.OPTIONS if not o.settable] == ["model.bn_momentum"]
     assert sorted(widgets) == sorted(settable)
-    isolate(monkeypatch, tmp_path)
-    at = app_test("pages/train.py")
+    at = app_test(PAGE_FILES["train"])
     assert not at.exception
     classes = options.default("model.n_classes")
     for name, key in widgets.items():

@@ -9,13 +9,14 @@ import hashlib
 import os
 import re
 import shutil
-from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from cachetools import LRUCache
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
@@ -23,10 +24,11 @@ from moleseg.core.imageio import ImageReadError, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
+from moleseg.engine.tasks import Progress
 
 #: Specs of the classical baselines, by number of classes.
 CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
-#: Budget of the per-session analysis cache (images, probabilities, masks), in bytes.
+#: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
 ANALYSIS_CACHE_BYTES: int = int(os.environ.get("MOLESEG_APP_CACHE_MB", "1024")) * 1024 * 1024
 #: Images predicted per network call on the Analyse page.
 PREDICT_BATCH: int = 4
@@ -294,8 +296,10 @@ class ImageOutcome:
         return self.analysis is not None
 
 
-@dataclass
-class _Entry:
+@dataclass(frozen=True)
+class CachedAnalysis:
+    """One entry of the :class:`AnalysisStore`: an analysis, the parameters it was cleaned with, its size."""
+
     analysis: Analysis
     params: tuple
     nbytes: int
@@ -307,43 +311,55 @@ def _analysis_bytes(analysis: Analysis) -> int:
 
 
 class AnalysisStore:
-    """Per-session cache of analyses keyed by (model key, file digest), least recently used evicted
-    beyond ``max_bytes``. It holds the network's probabilities, so moving a slider only re-runs the
-    cleanup (:meth:`moleseg.engine.pipeline.Analysis.recleaned`)."""
+    """The server's cache of analyses keyed by (model key, file digest), shared by all sessions and
+    thread-safe: least recently used entries are evicted so that their bytes stay within ``max_bytes``
+    (``cachetools.LRUCache`` sized by bytes). It holds the network's probabilities, so moving a slider
+    only re-runs the cleanup (:meth:`moleseg.engine.pipeline.Analysis.recleaned`)."""
 
     def __init__(self, max_bytes: int = ANALYSIS_CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
-        self.predictions = 0  # number of images sent through the segmenter (tests and diagnostics)
+        self._entries: LRUCache = LRUCache(maxsize=max_bytes, getsizeof=lambda entry: entry.nbytes)
+        self._lock = threading.Lock()
+        self.predictions = 0  # number of images sent through a segmenter (tests and diagnostics)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self._entries.maxsize)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
     @property
     def nbytes(self) -> int:
-        return sum(entry.nbytes for entry in self._entries.values())
+        """Bytes held now (never above ``max_bytes``)."""
+        with self._lock:
+            return int(self._entries.currsize)
 
-    def get(self, key: tuple[str, str]) -> _Entry | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-        return entry
+    def get(self, key: tuple[str, str]) -> CachedAnalysis | None:
+        """The entry of ``key`` (now the most recently used), or None."""
+        with self._lock:
+            return self._entries.get(key)
 
-    def put(self, key: tuple[str, str], analysis: Analysis, params: tuple, keep: Iterable[tuple[str, str]] = ()
-            ) -> None:
-        self._entries[key] = _Entry(analysis, params, _analysis_bytes(analysis))
-        self._entries.move_to_end(key)
-        protected = set(keep) | {key}
-        total = self.nbytes
-        for old in list(self._entries):
-            if total <= self.max_bytes:
-                break
-            if old in protected:
-                continue
-            total -= self._entries.pop(old).nbytes
+    def put(self, key: tuple[str, str], analysis: Analysis, params: tuple) -> bool:
+        """Keep ``analysis`` under ``key``, evicting the least recently used entries as needed; False
+        when it alone is larger than the whole budget (then it is not kept)."""
+        entry = CachedAnalysis(analysis, params, _analysis_bytes(analysis))
+        with self._lock:
+            try:
+                self._entries[key] = entry
+            except ValueError:  # larger than max_bytes
+                self._entries.pop(key, None)
+                return False
+        return True
+
+    def count_predictions(self, images: int) -> None:
+        with self._lock:
+            self.predictions += images
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
+            self.predictions = 0
 
 
 def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle,
@@ -389,8 +405,11 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     outcomes = [ImageOutcome(name=u.name, stem=stem) for u, stem in zip(uploads, stems)]
     keys = [(model_key, u.key) for u in uploads]
     todo: list[tuple[int, np.ndarray]] = []
+    cached: dict[int, CachedAnalysis] = {}  # held here: another session may evict them from the store
     for index, (upload, key) in enumerate(zip(uploads, keys)):
-        if store.get(key) is not None:
+        entry = store.get(key)
+        if entry is not None:
+            cached[index] = entry
             continue
         try:
             todo.append((index, read_image(upload.data, name=upload.name)))
@@ -398,6 +417,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             outcomes[index].error = _failure(upload.name, error)
         except Exception as error:  # a reader bug must not take the other files down
             outcomes[index].error = _failure(upload.name, error)
+    fresh: dict[int, Analysis] = {}  # predicted now: used even when the store cannot keep them
     done = 0
     for start in range(0, len(todo), PREDICT_BATCH):
         chunk = todo[start:start + PREDICT_BATCH]
@@ -413,30 +433,29 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                 except Exception as error:
                     outcomes[index].error = _failure(uploads[index].name, error)
                     analyses.append(None)
-        store.predictions += len(chunk)
+        store.count_predictions(len(chunk))
         for (index, _), analysis in zip(chunk, analyses):
             if analysis is not None:
-                store.put(keys[index], analysis, params, keep=keys)
+                fresh[index] = analysis
+                store.put(keys[index], analysis, params)
         done += len(chunk)
         if progress:
             progress(done, len(todo), uploads[chunk[-1][0]].name)
     for index, key in enumerate(keys):
-        if outcomes[index].error:
+        if outcomes[index].error or index in fresh:
+            outcomes[index].analysis = fresh.get(index)
             continue
-        entry = store.get(key)
-        if entry is None:  # evicted while this batch was predicted: the budget is too small for it
-            outcomes[index].error = f"{uploads[index].name}: not analysed (the app's memory budget is full)"
-            continue
+        entry = cached[index]
+        analysis = entry.analysis
         if entry.params != params:
             try:
-                analysis = entry.analysis.recleaned(segmenter, settings, pixel_size_mm=pixel_size_mm, style=style,
-                                                    lesion_threshold=lesion_threshold)
+                analysis = analysis.recleaned(segmenter, settings, pixel_size_mm=pixel_size_mm, style=style,
+                                              lesion_threshold=lesion_threshold)
             except Exception as error:
                 outcomes[index].error = _failure(uploads[index].name, error)
                 continue
-            store.put(key, analysis, params, keep=keys)
-            entry = store.get(key)
-        outcomes[index].analysis = entry.analysis if entry else None
+            store.put(key, analysis, params)
+        outcomes[index].analysis = analysis
     return outcomes
 
 
@@ -581,6 +600,29 @@ def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = 3, b
     return share, read, errors
 
 
+def frequencies_key(masks_dir: str | Path, *, classes: int, border_width_px: int, shape: str,
+                    border_at_image_edge: bool) -> tuple:
+    """The key of a dataset-wide class-frequency scan in the app's task registry."""
+    return ("frequencies", str(Path(masks_dir).resolve()), int(classes), int(border_width_px), str(shape),
+            bool(border_at_image_edge))
+
+
+def frequencies_task(mask_paths: Sequence[str | Path], *, classes: int, border_width_px: int, shape: str,
+                     border_at_image_edge: bool) -> Callable[[Progress], dict[str, Any]]:
+    """The work of a dataset-wide scan for :meth:`moleseg.engine.tasks.TaskRegistry.submit`:
+    ``{"rows" (frequency_rows), "read" (masks read), "errors" (read errors)}``."""
+    paths = list(mask_paths)
+
+    def work(progress: Progress) -> dict[str, Any]:
+        share, read, errors = dataset_frequencies(
+            paths, classes=classes, border_width_px=border_width_px, shape=shape,
+            border_at_image_edge=border_at_image_edge,
+            progress=lambda done, total: progress(done, total, f"{done}/{total} masks"))
+        return {"rows": frequency_rows(share, classes), "read": read, "errors": errors}
+
+    return work
+
+
 def pairing_rows(report: Any) -> dict[str, list[dict[str, Any]]]:
     """Tables of a :class:`moleseg.core.pairing.PairingReport`: ``pairs`` (with rule and sizes), ``unpaired``,
     ``mismatches``."""
@@ -680,6 +722,28 @@ def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseli
     worst = worst_images(summary, worst_count) if summary.get("n") and worst_count > 0 else []
     return {"name": segmenter.name, "summary": summary, "baseline": baseline_summary, "failures": failures.items,
             "worst": worst, "pictures": worst_overlays(segmenter, pairs, [name for name, _ in worst])}
+
+
+def evaluation_key(choice: ModelChoice, images_dir: str | Path, masks_dir: str | Path, *, with_baseline: bool,
+                   with_hd95: bool, worst_count: int) -> tuple:
+    """The key of an evaluation in the app's task registry: everything its result depends on."""
+    return ("evaluate", choice.key, str(Path(images_dir).resolve()), str(Path(masks_dir).resolve()),
+            bool(with_baseline), bool(with_hd95), int(worst_count))
+
+
+def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | None, with_hd95: bool,
+                    worst_count: int, model: str, folder: str) -> Callable[[Progress], dict[str, Any]]:
+    """The work of an evaluation for :meth:`moleseg.engine.tasks.TaskRegistry.submit`: the
+    :func:`evaluate_with_baseline` result of ``report``'s pairs (a :class:`moleseg.core.pairing.PairingReport`)
+    with ``model``, ``folder`` and the pairing summary added."""
+    def work(progress: Progress) -> dict[str, Any]:
+        result = evaluate_with_baseline(segmenter, report.pairs, baseline=baseline, with_hd95=with_hd95,
+                                        worst_count=worst_count,
+                                        progress=lambda done, total, what: progress(done, total,
+                                                                                    f"{what}: {done}/{total}"))
+        return {**result, "model": model, "folder": folder, "pairing": report.summary()}
+
+    return work
 
 
 def runs_table(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:

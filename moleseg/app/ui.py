@@ -1,10 +1,12 @@
-"""Streamlit glue shared by the app's pages: start-up housekeeping, the per-session folder and
-analysis cache, cached segmenters, the model picker and small notices. The computing lives in
-:mod:`moleseg.app.appstate`, :mod:`moleseg.engine.jobs` and the engine modules; no TensorFlow is imported here.
+"""Streamlit glue shared by the app's pages: start-up housekeeping, the per-session folder, the
+server's analysis cache and background tasks, cached segmenters, the model picker and small notices.
+The computing lives in :mod:`moleseg.app.appstate`, :mod:`moleseg.engine.jobs`, :mod:`moleseg.engine.tasks`
+and the engine modules; no TensorFlow is imported here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import streamlit as st
@@ -13,40 +15,22 @@ from moleseg.app import appstate
 from moleseg.app.appstate import AnalysisStore, ModelChoice
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import jobs
+from moleseg.engine.tasks import TaskRegistry
 from moleseg.engine.session import SessionFolder, remove_stale_folders
 
 #: Page files, relative to ``app.py``.
 PAGE_FILES: dict[str, str] = {
-    "analyse": "pages/analyse.py",
-    "prepare": "pages/prepare.py",
-    "train": "pages/train.py",
-    "evaluate": "pages/evaluate.py",
+    "analyse": "app_pages/analyse.py",
+    "prepare": "app_pages/prepare.py",
+    "train": "app_pages/train.py",
+    "evaluate": "app_pages/evaluate.py",
 }
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"
+#: Seconds between two looks at a running background task (:func:`follow_task`).
+TASK_POLL_SECONDS: float = 1.0
 #: Session-state key of the dataset chosen on the Prepare page (``{"images", "masks", "source"}``).
 DATASET_KEY = "moleseg_dataset"
-
-
-def require_entrypoint() -> None:
-    """Make sure this page runs inside ``app.py``'s ``st.navigation``.
-
-    Streamlit keeps a legacy mode for apps with a ``pages/`` folder: until ``st.navigation`` has run
-    once in the server process, a page opened directly by URL (``/train`` as the server's first
-    request) is run alone, without ``app.py`` (no page config, no start-up housekeeping, the legacy
-    sidebar) -- and the server would stay in that mode. Called first thing by every page: it leaves
-    the legacy mode and reruns, so ``app.py`` runs and routes to this page (tests/test_app_browser.py).
-    """
-    from unittest.mock import Mock
-
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if isinstance(getattr(Runtime, "_instance", None), Mock):  # AppTest (a mock runtime) resets the mode
-        return                                                # before every run: a rerun would eat clicks
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
 
 
 @st.cache_resource(show_spinner=False)
@@ -66,13 +50,49 @@ def session_folder() -> SessionFolder:
     return folder
 
 
+@st.cache_resource(show_spinner=False)
 def analysis_store() -> AnalysisStore:
-    """This session's cache of predictions (so a slider change re-runs only the cleanup)."""
-    store = st.session_state.get("_moleseg_analysis_store")
-    if not isinstance(store, AnalysisStore):
-        store = AnalysisStore()
-        st.session_state["_moleseg_analysis_store"] = store
-    return store
+    """The server's one cache of predictions, shared by every session and bounded by
+    :data:`moleseg.app.appstate.ANALYSIS_CACHE_BYTES` (so a slider change re-runs only the cleanup)."""
+    return AnalysisStore()
+
+
+@st.cache_resource(show_spinner=False)
+def task_registry() -> TaskRegistry:
+    """The server's background tasks (evaluations, dataset scans), keyed by their inputs."""
+    return TaskRegistry()
+
+
+@st.cache_resource(show_spinner=False)
+def device_summary() -> str:
+    """What the machine offers (GPU or CPU), looked up once per server."""
+    return appstate.device_summary()
+
+
+def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:
+    """Show the background task ``key`` of :func:`task_registry`: a progress bar polled every
+    ``TASK_POLL_SECONDS`` while it runs (a fragment: the rest of the page is not rerun), then
+    ``show_result(result)``, or ``failure`` with the error's first line. Nothing when there is no such task."""
+    task = task_registry().get(key)
+    if task is None:
+        return
+    polling = not task.finished
+
+    @st.fragment(run_every=TASK_POLL_SECONDS if polling else None)
+    def panel() -> None:
+        current = task_registry().get(key)
+        if current is None:
+            return
+        if not current.finished:
+            st.progress(current.fraction, text=current.text or "Starting...")
+        elif polling:  # it has just finished: a full run draws the result and stops the polling
+            st.rerun()
+        elif current.error is not None:
+            st.error(f"{failure}: {first_line(current.error)}")
+        else:
+            show_result(current.result)
+
+    panel()
 
 
 def upload_limit_mb() -> int:

@@ -14,7 +14,6 @@ from moleseg.engine.pipeline import OverlayStyle
 from moleseg.core.render import legend
 from moleseg.core.targets import SHAPES
 
-ui.require_entrypoint()
 st.title("Analyse mole images")
 ui.no_model_notice()
 choice = ui.model_picker("analyse_model")

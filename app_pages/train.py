@@ -14,7 +14,6 @@ from moleseg.engine.session import dataset_list
 from moleseg.core import options
 from moleseg.core.targets import SHAPES
 
-ui.require_entrypoint()
 #: The widget (its session-state key) of every settable training option of moleseg.core.options; the keys of
 #: the network-fit widgets get the number of classes appended. tests/test_options.py walks this mapping.
 WIDGETS: dict[str, str] = {

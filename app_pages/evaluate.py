@@ -12,7 +12,6 @@ from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
 
-ui.require_entrypoint()
 st.title("Evaluate")
 st.markdown("Scores a model's cleaned lesions against true masks, image by image at each image's own size: "
             "**FM** (F-measure, Dice), **CM** (completeness), **CR** (correctness), **Jaccard** and **HD95** "
@@ -31,6 +30,38 @@ with_baseline = a.checkbox("Classical baseline beside it", not is_classical, key
 with_hd95 = b.checkbox("HD95 (slower)", True, key="evaluate_hd95")
 worst_count = c.number_input("Worst images shown", 0, 20, 4, key="evaluate_worst")
 
+
+def show_evaluation(result: dict) -> None:
+    summary, baseline = result["summary"], result["baseline"]
+    st.subheader(f"{result['model']} on {result['folder']}")
+    st.caption(result["pairing"].splitlines()[0])
+    for name, reason in result["failures"]:
+        st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
+    if not summary.get("n"):
+        st.warning("No image could be evaluated.")
+        return
+    cells = st.columns(3)
+    cells[0].metric("Images", summary["n"])
+    cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
+    if baseline and baseline.get("n"):
+        cells[2].metric("Classical baseline mean FM", f"{baseline['fm']['mean']:.4f}",
+                        delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
+    st.plotly_chart(charts.fm_per_image(appstate.per_image_fm(summary),
+                                        appstate.per_image_fm(baseline) if baseline else None,
+                                        model_name=result["name"]), key="evaluate_fm_chart")
+    st.dataframe(appstate.summary_rows(summary, baseline, model_name=result["name"]), hide_index=True,
+                 width="stretch")
+    with st.expander("Every image"):
+        st.dataframe(summary["per_image"], hide_index=True, width="stretch")
+    if result["pictures"]:
+        st.markdown("**Worst images** (prediction filled, true lesion outlined in magenta)")
+        columns = st.columns(min(4, len(result["pictures"])))
+        fm = dict(result["worst"])
+        for index, (name, picture) in enumerate(result["pictures"]):
+            columns[index % len(columns)].image(picture, caption=f"{name}: FM {fm.get(name, float('nan')):.3f}",
+                                                width="stretch")
+
+
 if st.button("Evaluate", type="primary", key="evaluate_run"):
     try:
         images_dir, masks_dir = dataset_folders(folder)
@@ -44,49 +75,15 @@ if st.button("Evaluate", type="primary", key="evaluate_run"):
             baseline = ui.load_segmenter(appstate.ModelChoice(spec=CLASSICAL_SPECS[segmenter.n_classes],
                                                               label="classical baseline", kind="classical"))
         if segmenter is not None:
-            bar = st.progress(0.0, text="Evaluating...")
-            try:
-                result = appstate.evaluate_with_baseline(
-                    segmenter, report.pairs, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
-                    progress=lambda done, total, what: bar.progress(done / max(1, total),
-                                                                    text=f"{what}: {done}/{total}"))
-            except Exception as error:  # a model that fails on these images: one message, no stack trace
-                st.error(f"The evaluation failed: {ui.first_line(error)}")
-            else:
-                st.session_state["evaluate_result"] = {**result, "model": choice.label, "folder": folder,
-                                                       "pairing": report.summary()}
-            bar.empty()
+            key = appstate.evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
+                                          with_hd95=with_hd95, worst_count=int(worst_count))
+            ui.task_registry().submit(key, appstate.evaluation_task(
+                segmenter, report, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
+                model=choice.label, folder=folder), restart=True)
+            st.session_state["evaluate_task"] = key
 
-result = st.session_state.get("evaluate_result")
-if result:
-    summary, baseline = result["summary"], result["baseline"]
-    st.subheader(f"{result['model']} on {result['folder']}")
-    st.caption(result["pairing"].splitlines()[0])
-    for name, reason in result["failures"]:
-        st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
-    if not summary.get("n"):
-        st.warning("No image could be evaluated.")
-    else:
-        cells = st.columns(3)
-        cells[0].metric("Images", summary["n"])
-        cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
-        if baseline and baseline.get("n"):
-            cells[2].metric("Classical baseline mean FM", f"{baseline['fm']['mean']:.4f}",
-                            delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
-        st.plotly_chart(charts.fm_per_image(appstate.per_image_fm(summary),
-                                            appstate.per_image_fm(baseline) if baseline else None,
-                                            model_name=result["name"]), key="evaluate_fm_chart")
-        st.dataframe(appstate.summary_rows(summary, baseline, model_name=result["name"]), hide_index=True,
-                     width="stretch")
-        with st.expander("Every image"):
-            st.dataframe(summary["per_image"], hide_index=True, width="stretch")
-        if result["pictures"]:
-            st.markdown("**Worst images** (prediction filled, true lesion outlined in magenta)")
-            columns = st.columns(min(4, len(result["pictures"])))
-            fm = dict(result["worst"])
-            for index, (name, picture) in enumerate(result["pictures"]):
-                columns[index % len(columns)].image(picture, caption=f"{name}: FM {fm.get(name, float('nan')):.3f}",
-                                                    width="stretch")
+if "evaluate_task" in st.session_state:
+    ui.follow_task(st.session_state["evaluate_task"], show_evaluation, failure="The evaluation failed")
 
 st.subheader("Compare training runs")
 runs = list_runs(runs_dir())

@@ -15,7 +15,6 @@ from moleseg.core.render import legend
 from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
 from moleseg.core.targets import SHAPES
 
-ui.require_entrypoint()
 st.title("Prepare targets")
 st.markdown("A dataset is a folder of images and a folder of binary masks (lesion = white). Training turns "
             "each mask into three classes: **BACK**, **BORDER** (a band inside the lesion's edge, as wide as "
@@ -24,6 +23,9 @@ st.markdown("A dataset is a folder of images and a folder of binary masks (lesio
 source = st.radio("Dataset", ["a folder on the server", "a ZIP upload"], horizontal=True, key="prepare_source")
 images_dir = masks_dir = None
 if source == "a folder on the server":
+    prepared = st.session_state.get(ui.DATASET_KEY)
+    if prepared and prepared.get("source") == source:  # back from another page: the same dataset
+        ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
                          help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR'.")
     if text.strip():
@@ -128,19 +130,19 @@ if preview.resized_mask:
 st.markdown("**Class frequencies of this pair**")
 st.dataframe(preview.frequency_rows(), hide_index=True)
 
-if st.button("Class frequencies of the whole dataset", key="prepare_all"):
-    bar = st.progress(0.0, text="Reading masks...")
-    share, read, errors = appstate.dataset_frequencies(
-        [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
-        border_at_image_edge=edge,
-        progress=lambda done, total: bar.progress(done / total, text=f"{done}/{total} masks"))
-    bar.empty()
-    st.session_state["prepare_dataset_frequencies"] = {"rows": appstate.frequency_rows(share, classes), "read": read,
-                                                        "errors": errors, "settings": (classes, width, shape, edge)}
-stored = st.session_state.get("prepare_dataset_frequencies")
-if stored and stored["settings"] == (classes, width, shape, edge):
-    st.markdown(f"**Class frequencies of the dataset** ({stored['read']} masks)")
-    st.dataframe(stored["rows"], hide_index=True)
-    for error in stored["errors"]:
+
+def show_frequencies(scan: dict) -> None:
+    st.markdown(f"**Class frequencies of the dataset** ({scan['read']} masks)")
+    st.dataframe(scan["rows"], hide_index=True)
+    for error in scan["errors"]:
         st.error(error)
     st.caption("Training weights each class by the inverse of its frequency (class weighting), as the article does.")
+
+
+scan_key = appstate.frequencies_key(masks_dir, classes=classes, border_width_px=width, shape=shape,
+                                    border_at_image_edge=edge)
+if st.button("Class frequencies of the whole dataset", key="prepare_all"):
+    ui.task_registry().submit(scan_key, appstate.frequencies_task(
+        [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
+        border_at_image_edge=edge), restart=True)
+ui.follow_task(scan_key, show_frequencies, failure="The scan failed")

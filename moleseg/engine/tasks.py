@@ -1,0 +1,106 @@
+"""Background tasks of the app (an evaluation, a dataset-wide scan): run in worker threads, keyed by
+their inputs, kept in one registry per server so that their progress and result outlive the page's
+reruns and page changes. No Streamlit and no TensorFlow here (the app holds one :class:`TaskRegistry`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Worker threads of a registry: tasks beyond this wait their turn.
+TASK_WORKERS: int = 2
+#: Finished tasks a registry keeps, counted when a task is submitted (the oldest finished ones are dropped
+#: beyond it; running ones never are).
+FINISHED_TASKS_KEPT: int = 32
+
+#: ``progress(done, total, text)``: ``done`` of ``total`` steps, and what is being done.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Task:
+    """One background task: its key, its progress and, once finished, its result or its error."""
+
+    key: Hashable
+    future: Future = field(init=False, repr=False)
+    done_steps: int = 0
+    total_steps: int = 0
+    text: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.future.done()
+
+    @property
+    def fraction(self) -> float:
+        """Share of the work done, 0..1."""
+        return min(1.0, self.done_steps / self.total_steps) if self.total_steps > 0 else 0.0
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the task raised, None while it runs or when it succeeded."""
+        return self.future.exception() if self.future.done() else None
+
+    @property
+    def result(self) -> Any:
+        """What the task returned (None while it runs or when it failed)."""
+        return self.future.result() if self.future.done() and self.future.exception() is None else None
+
+    def report(self, done: int, total: int, text: str = "") -> None:
+        self.done_steps, self.total_steps, self.text = int(done), int(total), text
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the task has finished (or ``timeout`` seconds have passed)."""
+        try:
+            self.future.result(timeout=timeout)
+        except Exception:
+            pass
+
+
+class TaskRegistry:
+    """Tasks by key, run by a small thread pool. Submitting a key that is running joins that task;
+    a finished one is kept (``FINISHED_TASKS_KEPT`` at most) until it is submitted again with
+    ``restart=True``."""
+
+    def __init__(self, workers: int = TASK_WORKERS, finished_kept: int = FINISHED_TASKS_KEPT) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moleseg-task")
+        self._tasks: OrderedDict[Hashable, Task] = OrderedDict()
+        self._lock = threading.Lock()
+        self.finished_kept = finished_kept
+
+    def get(self, key: Hashable) -> Task | None:
+        with self._lock:
+            return self._tasks.get(key)
+
+    def submit(self, key: Hashable, work: Callable[[Progress], Any], *, restart: bool = False) -> Task:
+        """Run ``work(progress)`` in a worker thread under ``key``, unless a task of that key is
+        running (that one is returned) or finished and ``restart`` is false."""
+        with self._lock:
+            task = self._tasks.get(key)
+            if task is not None and (not task.finished or not restart):
+                return task
+            task = Task(key=key)
+            task.future = self._pool.submit(work, task.report)
+            self._tasks[key] = task
+            self._tasks.move_to_end(key)
+            self._forget_old()
+        return task
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._tasks)
+
+    def shutdown(self) -> None:
+        """Stop taking tasks and wait for the running ones."""
+        self._pool.shutdown(wait=True)
+
+    def _forget_old(self) -> None:
+        finished = [key for key, task in self._tasks.items() if task.finished]
+        for key in finished[:max(0, len(finished) - self.finished_kept)]:
+            del self._tasks[key]
+

@@ -1,0 +1,75 @@
+"""The app's background task registry (moleseg.engine.tasks): keyed by inputs, joined while running,
+results kept, failures kept as errors, old finished tasks forgotten."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from moleseg.engine.tasks import TaskRegistry
+
+
+@pytest.fixture
+def registry():
+    tasks = TaskRegistry(workers=2, finished_kept=2)
+    yield tasks
+    tasks.shutdown()
+
+
+def test_a_task_reports_progress_and_keeps_its_result(registry):
+    gate = threading.Event()
+
+    def work(progress):
+        progress(1, 4, "one of four")
+        gate.wait(30)
+        return 42
+
+    task = registry.submit(("sum", 1), work)
+    assert registry.submit(("sum", 1), lambda progress: 0) is task  # running: joined, not started twice
+    for _ in range(3000):
+        if task.text:
+            break
+        threading.Event().wait(0.01)
+    assert not task.finished and task.fraction == 0.25 and task.text == "one of four" and task.result is None
+    gate.set()
+    task.wait(30)
+    assert task.finished and task.result == 42 and task.error is None
+    assert registry.get(("sum", 1)) is task
+    assert registry.submit(("sum", 1), lambda progress: 7) is task  # finished, no restart: the same result
+    again = registry.submit(("sum", 1), lambda progress: 7, restart=True)
+    again.wait(30)
+    assert again is not task and again.result == 7 and registry.get(("sum", 1)) is again
+
+
+def test_a_failing_task_keeps_its_error(registry):
+    def work(progress):
+        raise ValueError("masks/m1.png: not an image")
+
+    task = registry.submit("bad", work)
+    task.wait(30)
+    assert task.finished and task.result is None
+    assert isinstance(task.error, ValueError) and str(task.error) == "masks/m1.png: not an image"
+
+
+def test_old_finished_tasks_are_forgotten_running_ones_kept(registry):
+    gate = threading.Event()
+    running = registry.submit("running", lambda progress: gate.wait(30))
+    for index in range(4):
+        registry.submit(index, lambda progress, index=index: index).wait(30)
+    registry.submit("last", lambda progress: None).wait(30)
+    assert registry.get("running") is running and not running.finished
+    gate.set()
+    assert registry.get(0) is None and registry.get(1) is None  # finished beyond the two kept
+    assert [registry.get(index).result for index in (2, 3)] == [2, 3]
+    assert registry.get("last").finished and len(registry) == 4
+
+
+def test_the_registry_imports_neither_streamlit_nor_tensorflow():
+    import subprocess
+
+    code = ("import sys, moleseg.engine.tasks; "
+            "print(sorted(m for m in ('streamlit', 'tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
