@@ -81,3 +81,16 @@ def _lesion_scene(*, radius_px: float = 60.0, angle_deg: float = 0.0, shift_px: 
 def lesion_scene():
     """Factory of synthetic lesion images: ``lesion_scene(radius_px=, angle_deg=, shift_px=, seed=)``."""
     return _lesion_scene
+
+
+# --------------------------------------------------------------------------------------------------
+# Saved records: every test gets its own data folder, never the user's
+
+@pytest.fixture(autouse=True)
+def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there)."""
+    from moleseg.core.config import DATA_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("moleseg-data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    return folder
