@@ -164,9 +164,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import evaluate_pairs, results_table
+    from moleseg.engine.overlap import training_overlap
 
     pairs = _pairs(args.images, args.masks, args)
     segmenter = _load_segmenter(args.model, args.tta)
+    overlap = training_overlap(segmenter.info, [pair.image for pair in pairs])
+    if overlap.warning():
+        print(f"warning: {overlap.warning()}", file=sys.stderr)
     bar = ProgressBar(len(pairs), f"evaluating {segmenter.name}", args.quiet)
     try:
         summary, results, failures = evaluate_pairs(segmenter, pairs, batch_size=args.batch_size,
@@ -178,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         baseline, _, _ = evaluate_pairs(_load_segmenter(f"classical{segmenter.n_classes}"), pairs)
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
+    summary["training_overlap"] = overlap.to_json()
     if args.json:
         from moleseg.engine.runs import write_json
 
@@ -185,6 +190,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.csv:
         _write_table(Path(args.csv), results_table(results))
     _print_summary(summary, baseline)
+    if overlap.known:
+        print(f"evaluated images the model was trained on: {overlap.count} of {overlap.total}")
+    if overlap.warning():
+        print(f"warning: {overlap.warning()}", file=sys.stderr)
     return _failures_exit(failures.items)
 
 

@@ -53,8 +53,12 @@ if st.button("Evaluate", type="primary", key="evaluate_run"):
             except Exception as error:  # a model that fails on these images: one message, no stack trace
                 st.error(f"The evaluation failed: {ui.first_line(error)}")
             else:
+                from moleseg.engine.overlap import training_overlap
+
+                overlap = training_overlap(segmenter.info, [pair.image for pair in report.pairs])
                 st.session_state["evaluate_result"] = {**result, "model": choice.label, "folder": folder,
-                                                       "pairing": report.summary()}
+                                                       "pairing": report.summary(),
+                                                       "training_overlap": overlap.warning()}
             bar.empty()
 
 result = st.session_state.get("evaluate_result")
@@ -62,6 +66,8 @@ if result:
     summary, baseline = result["summary"], result["baseline"]
     st.subheader(f"{result['model']} on {result['folder']}")
     st.caption(result["pairing"].splitlines()[0])
+    if result.get("training_overlap"):
+        st.warning(result["training_overlap"] + ".", icon=":material/warning:")
     for name, reason in result["failures"]:
         st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
     if not summary.get("n"):
