@@ -54,5 +54,7 @@ navigation = st.navigation([
     st.Page(ui.PAGE_FILES["prepare"], title="Prepare targets", icon=":material/layers:"),
     st.Page(ui.PAGE_FILES["train"], title="Train", icon=":material/model_training:"),
     st.Page(ui.PAGE_FILES["evaluate"], title="Evaluate", icon=":material/analytics:"),
+    st.Page(ui.PAGE_FILES["history"], title="History", icon=":material/history:"),
+    st.Page(ui.PAGE_FILES["compare"], title="Compare visits", icon=":material/compare:"),
 ])
 navigation.run()

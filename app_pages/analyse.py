@@ -176,3 +176,30 @@ two.download_button("Everything (ZIP: PNGs, PDF reports, CSV)",
                     data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created),
                     file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip", on_click="ignore")
 st.caption("Research software: not a medical device, not for diagnosis.")
+
+# ---- save to records (History page) ---------------------------------------------------------------
+with st.form("analyse_save_form", clear_on_submit=False):
+    st.markdown(f"**Save {outcome.name} to records** (the History page lists and reopens it)")
+    first, second = st.columns(2)
+    save_lesion = first.text_input("Patient / lesion identifier (optional)", key="analyse_save_lesion",
+                                   help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
+                                        "person unless you mean to store it.")
+    save_date = second.date_input("Visit date", key="analyse_save_date")
+    save_site = first.text_input("Body site (optional)", key="analyse_save_site")
+    save_notes = st.text_area("Notes (optional)", key="analyse_save_notes", height=68)
+    if st.form_submit_button("Save to records"):
+        from dataclasses import asdict
+
+        from moleseg.engine.records import Records
+
+        try:
+            saved_id = Records().save(
+                analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=save_lesion,
+                visit_date=save_date, body_site=save_site, notes=save_notes, image_name=outcome.name,
+                model_name=segmenter.name, model_version=version, cleanup=asdict(used),
+                lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
+                corrected=False)
+            st.session_state["analyse_saved_id"] = saved_id
+            st.success(f"Saved as record {saved_id}.")
+        except (OSError, ValueError) as error:
+            st.error(f"Could not save: {ui.first_line(error)}")

@@ -35,6 +35,8 @@ def show_evaluation(result: dict) -> None:
     summary, baseline = result["summary"], result["baseline"]
     st.subheader(f"{result['model']} on {result['folder']}")
     st.caption(result["pairing"].splitlines()[0])
+    if result.get("training_overlap"):
+        st.warning(result["training_overlap"] + ".", icon=":material/warning:")
     for name, reason in result["failures"]:
         st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
     if not summary.get("n"):

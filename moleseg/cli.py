@@ -222,9 +222,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import evaluate_pairs, results_table
+    from moleseg.engine.overlap import training_overlap
 
     pairs = _pairs(args.images, args.masks, args)
     segmenter = _load_segmenter(args.model, args.tta)
+    overlap = training_overlap(segmenter.info, [pair.image for pair in pairs])
+    if overlap.warning():
+        print(f"warning: {overlap.warning()}", file=sys.stderr)
     bar = ProgressBar(len(pairs), f"evaluating {segmenter.name}", args.quiet)
     try:
         summary, results, failures = evaluate_pairs(segmenter, pairs, batch_size=args.batch_size,
@@ -236,6 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         baseline, _, _ = evaluate_pairs(_load_segmenter(f"classical{segmenter.n_classes}"), pairs)
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
+    summary["training_overlap"] = overlap.to_json()
     if args.json:
         from moleseg.engine.runs import write_json
 
@@ -243,6 +248,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.csv:
         _write_table(Path(args.csv), results_table(results))
     _print_summary(summary, baseline)
+    if overlap.known:
+        print(f"evaluated images the model was trained on: {overlap.count} of {overlap.total}")
+    if overlap.warning():
+        print(f"warning: {overlap.warning()}", file=sys.stderr)
     return _failures_exit(failures.items)
 
 
@@ -373,6 +382,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return _failures_exit(failures)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from moleseg.core.atomic import atomic_write
+    from moleseg.core.imageio import ImageReadError, read_image
+    from moleseg.engine.compare import compare_visits
+    from moleseg.engine.runs import write_json
+
+    try:
+        before, after = read_image(args.before), read_image(args.after)
+    except ImageReadError as error:
+        raise CommandError(str(error)) from error
+    segmenter = _load_segmenter(args.model or _default_model())
+    comparison = compare_visits(segmenter, before, after, pixel_size_mm=args.pixel_size_mm,
+                                allow_scale=args.allow_scale)
+    summary = {"before": str(args.before), "after": str(args.after), **comparison.to_json()}
+    write_json(args.json, summary)
+    if args.pdf:
+        atomic_write(args.pdf, comparison.pdf(Path(args.before).name, Path(args.after).name))
+    for warning in comparison.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    registration = comparison.registration
+    print(f"rotation {registration.rotation_deg:.2f} deg, translation ({registration.translation_px[0]:.1f}, "
+          f"{registration.translation_px[1]:.1f}) px, registration quality {registration.quality:.2f}; "
+          f"area change {comparison.area_change_percent:+.2f} %")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import read_info
 
@@ -444,6 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--classes", type=int, choices=(3, 2), default=3)
     prepare.add_argument("--border-at-image-edge", action="store_true",
                          help="draw BORDER along the image frame too (Matlab's imerode does not)")
+
+    compare = add("compare", "align two visits of one lesion and report what changed", cmd_compare)
+    compare.add_argument("before", metavar="BEFORE", help="the earlier image")
+    compare.add_argument("after", metavar="AFTER", help="the later image")
+    compare.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
+    compare.add_argument("--pixel-size-mm", type=float, help="mm per pixel, for physical units")
+    compare.add_argument("--allow-scale", action="store_true",
+                         help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
+    compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
+    compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
 
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")

@@ -53,3 +53,27 @@ def app_folders(monkeypatch, tmp_path: Path) -> dict[str, Path]:
     monkeypatch.setenv("MOLESEG_TMPDIR", str(folders["tmp"]))
     monkeypatch.setenv("MOLESEG_CACHE", str(folders["cache"]))
     return folders
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic dermoscopy scenes (textured skin with a lesion), for registration and comparison tests
+
+@pytest.fixture
+def lesion_scene():
+    """Factory of synthetic lesion images: ``lesion_scene(radius_px=, angle_deg=, shift_px=, seed=)``."""
+    from synthetic import lesion_scene as make
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------------
+# Saved records: every test gets its own data folder, never the user's
+
+@pytest.fixture(autouse=True)
+def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there)."""
+    from moleseg.core.config import DATA_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("moleseg-data")
+    monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    return folder

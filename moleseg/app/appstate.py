@@ -23,6 +23,7 @@ from moleseg.core.config import class_names, models_dir, runs_dir
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
+from moleseg.engine.overlap import training_overlap
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 from moleseg.engine.tasks import Progress
 
@@ -741,7 +742,9 @@ def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | 
                                         worst_count=worst_count,
                                         progress=lambda done, total, what: progress(done, total,
                                                                                     f"{what}: {done}/{total}"))
-        return {**result, "model": model, "folder": folder, "pairing": report.summary()}
+        overlap = training_overlap(segmenter.info, [pair.image for pair in report.pairs])
+        return {**result, "model": model, "folder": folder, "pairing": report.summary(),
+                "training_overlap": overlap.warning()}
 
     return work
 

@@ -24,6 +24,8 @@ PAGE_FILES: dict[str, str] = {
     "prepare": "app_pages/prepare.py",
     "train": "app_pages/train.py",
     "evaluate": "app_pages/evaluate.py",
+    "history": "app_pages/history.py",
+    "compare": "app_pages/compare.py",
 }
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"

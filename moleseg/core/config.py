@@ -43,6 +43,19 @@ MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
 #: checkout's ``runs/``, else ``USER_DATA_DIR/runs``; ``MOLESEG_RUNS_DIR`` overrides it.
 RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR")
                       or (_PACKAGE_PARENT / "runs" if FROM_CHECKOUT else USER_DATA_DIR / "runs"))
+#: Environment variable naming the folder of the saved records (database and files).
+DATA_DIR_ENV: str = "MOLESEG_DATA_DIR"
+#: Folder of the saved records when :data:`DATA_DIR_ENV` is not set (the XDG user data folder).
+DEFAULT_DATA_DIR: Path = USER_DATA_DIR
+#: File name of the records database inside the data folder.
+RECORDS_DB_NAME: str = "records.sqlite"
+
+
+def data_dir() -> Path:
+    """Folder of the saved records: ``MOLESEG_DATA_DIR`` when set now (read at every call), else
+    :data:`DEFAULT_DATA_DIR`."""
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value) if value else DEFAULT_DATA_DIR
 
 
 def models_dir() -> Path:

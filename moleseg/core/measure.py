@@ -46,6 +46,11 @@ border_width_mean, border_width_std (only when ``border`` is given)
     reported as NaN.
 n_components
     Number of 8-connected lesion components.
+colour_<name>, colour_count, colour_variegation (only when ``image`` is given)
+    Share of the lesion (``%``) nearest to each of the six dermoscopic colours (white, red, light
+    brown, dark brown, blue-grey, black), the number of colours covering at least
+    :data:`moleseg.core.colour.PRESENT_MIN_SHARE` of it, and the normalised entropy of the shares
+    (0 = one colour .. 1 = six equal parts); method and references in :mod:`moleseg.core.colour`.
 """
 
 from __future__ import annotations
@@ -58,11 +63,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import perimeter_crofton, regionprops
 
+from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
 from moleseg.core.metrics import contour
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
-__all__ = ["Measurement", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry"]
+__all__ = ["Measurement", "colour_measurements", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry"]
 
+#: Column suffix of units that are not valid in a column name.
+UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
 #: Smallest box size used by the box-counting fractal dimension, in pixels.
 MIN_BOX_PX: int = 2
 
@@ -80,7 +88,7 @@ class Measurement:
     value : float
         The value (NaN when undefined, see the module docstring).
     unit : str
-        ``"px"``, ``"mm"``, ``"mm2"`` or ``""`` for dimensionless values and counts.
+        ``"px"``, ``"mm"``, ``"mm2"``, ``"%"`` or ``""`` for dimensionless values and counts.
     meaning : str
         One line explaining what the value says.
     """
@@ -93,8 +101,10 @@ class Measurement:
 
     @property
     def column(self) -> str:
-        """Flat column name: the key with the unit appended (``area_px``, ``compactness``)."""
-        return f"{self.key}_{self.unit}" if self.unit else self.key
+        """Flat column name: the key with the unit appended (``area_px``, ``colour_red_percent``,
+        ``compactness``)."""
+        suffix = UNIT_COLUMN_SUFFIX.get(self.unit, self.unit)
+        return f"{self.key}_{suffix}" if suffix else self.key
 
 
 def fractal_dimension(lesion: np.ndarray) -> float:
@@ -206,6 +216,7 @@ def measure_lesion(
     *,
     border: np.ndarray | None = None,
     pixel_size_mm: float | None = None,
+    image: np.ndarray | None = None,
 ) -> list[Measurement]:
     """Measure the shape and the border of a lesion.
 
@@ -219,6 +230,8 @@ def measure_lesion(
     pixel_size_mm : float, optional
         Pixel size in millimetres per pixel (> 0); adds every length in ``mm`` and the area in
         ``mm2``.
+    image : (H, W, 3) uint8, optional
+        The RGB image the lesion was found in; adds the colour measurements.
 
     Returns
     -------
@@ -226,12 +239,13 @@ def measure_lesion(
         In a fixed order: area, perimeter, equivalent diameter, major and minor axis (each in px,
         then in mm when ``pixel_size_mm`` is given), compactness, asymmetry about the major and
         minor axis, fractal dimension, border width mean and std (px, mm; only with ``border``),
-        number of components. See the module docstring for every definition.
+        number of components, then the share of each of the six colours, the colour count and the
+        colour variegation (only with ``image``). See the module docstring for every definition.
 
     Raises
     ------
     ValueError
-        Empty lesion, masks of different sizes, or a pixel size that is not a positive number.
+        Empty lesion, masks or image of different sizes, or a pixel size that is not a positive number.
     """
     binary = as_binary_mask(lesion, "lesion")
     box = bounding_box(binary)
@@ -334,6 +348,42 @@ def measure_lesion(
         )
     measurements.append(
         Measurement("n_components", "Lesion components", float(n_components), "", "Number of separate lesion regions.")
+    )
+    if image is not None:
+        measurements.extend(colour_measurements(image, binary))
+    return measurements
+
+
+def colour_measurements(image: np.ndarray, lesion: np.ndarray) -> list[Measurement]:
+    """The colour measurements of :func:`measure_lesion` (shares in %, count, variegation)."""
+    colours = lesion_colours(image, lesion)
+    measurements = [
+        Measurement(
+            "colour_" + name.replace(" ", "_").replace("-", "_"),
+            f"Colour: {name}",
+            100.0 * colours.shares[name],
+            "%",
+            f"Share of the lesion nearest to the reference {name} (CIELAB).",
+        )
+        for name in COLOUR_NAMES
+    ]
+    measurements.append(
+        Measurement(
+            "colour_count",
+            "Colours present",
+            float(colours.count),
+            "",
+            f"Number of the six dermoscopic colours covering at least {PRESENT_MIN_SHARE:.0%} of the lesion.",
+        )
+    )
+    measurements.append(
+        Measurement(
+            "colour_variegation",
+            "Colour variegation",
+            colours.variegation,
+            "",
+            "Entropy of the six colour shares: 0 = one colour, 1 = six equal parts.",
+        )
     )
     return measurements
 

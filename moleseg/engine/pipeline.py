@@ -96,7 +96,8 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
                         n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style)
     if segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
-        analysis.measurements = measure_lesion(segmentation.lesion, border=border, pixel_size_mm=pixel_size_mm)
+        analysis.measurements = measure_lesion(segmentation.lesion, border=border, pixel_size_mm=pixel_size_mm,
+                                               image=image)
     else:
         analysis.error = "no lesion found in this image"
     return analysis

@@ -1,0 +1,74 @@
+"""Compare: two visits of one lesion aligned, segmented and measured; what changed, as figures and a PDF."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from moleseg.app import ui
+from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.engine.compare import compare_visits
+
+ui.require_entrypoint()
+st.title("Compare two visits")
+st.caption("The later image is aligned on the earlier one by a rotation and a translation only: a contact "
+           "dermatoscope has a fixed magnification. Allow a scale change only when the two were taken at "
+           "different magnifications. Descriptive figures only; no diagnosis.")
+choice = ui.model_picker("compare_model")
+kinds = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
+left, right = st.columns(2)
+before_file = left.file_uploader("Before (earlier visit)", type=kinds, key="compare_before")
+after_file = right.file_uploader("After (later visit)", type=kinds, key="compare_after")
+one, two = st.columns(2)
+pixel_size = one.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
+                              format="%.4f", key="compare_pixel_size", help="0: pixels only.")
+allow_scale = two.checkbox("The magnification differs (allow a scale change)", key="compare_allow_scale")
+
+if not (before_file and after_file):
+    st.info("Upload the two images of the same lesion to compare them.")
+    st.stop()
+try:
+    before = read_image(before_file.getvalue(), name=before_file.name)
+    after = read_image(after_file.getvalue(), name=after_file.name)
+except ImageReadError as error:
+    st.error(str(error))
+    st.stop()
+segmenter = ui.load_segmenter(choice)
+if segmenter is None:
+    st.stop()
+try:
+    with st.spinner("Aligning and segmenting..."):
+        comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
+                                    allow_scale=allow_scale)
+except ValueError as error:
+    st.error(ui.first_line(error))
+    st.stop()
+st.session_state["compare_result"] = comparison
+
+for warning in comparison.warnings:
+    st.warning(warning)
+registration = comparison.registration
+a, b, c, d = st.columns(4)
+a.metric("Rotation", f"{registration.rotation_deg:.1f}°")
+b.metric("Translation", f"{registration.translation_px[0]:.0f}, {registration.translation_px[1]:.0f} px")
+c.metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
+d.metric("Area change", f"{comparison.area_change_percent:+.1f} %")
+view = st.radio("View", ["both borders over the aligned after image", "side by side"], horizontal=True,
+                key="compare_view")
+if view == "side by side":
+    st.image(comparison.side_by_side_picture(), width="stretch",
+             caption="Before (cyan border) and the aligned after image (magenta border)")
+else:
+    st.image(comparison.borders_picture(), width="stretch",
+             caption="Aligned after image: before border cyan, after border magenta")
+table = comparison.table()
+st.dataframe([dict(zip(table[0], row)) for row in table[1:]], hide_index=True, width="stretch")
+summary = {"before": before_file.name, "after": after_file.name, **comparison.to_json()}
+one, two = st.columns(2)
+one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), file_name="comparison.json",
+                    mime="application/json", key="compare_json", on_click="ignore")
+two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_file.name, after_file.name),
+                    file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
+st.caption("Research software: not a medical device, not for diagnosis.")

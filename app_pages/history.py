@@ -1,0 +1,77 @@
+"""History: the saved analyses, by lesion and visit; open one exactly as it was, export or delete it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from moleseg.app import followup, ui
+from moleseg.core.report import pdf_report
+from moleseg.engine.records import Records
+
+ui.require_entrypoint()
+st.title("History")
+st.caption("Analyses saved from the Analyse page, kept in a database on this computer "
+           "(set MOLESEG_DATA_DIR to choose its folder). Nothing identifies a person unless you typed it.")
+
+try:
+    records = Records()
+except ValueError as error:
+    st.error(f"Cannot open the records: {ui.first_line(error)}")
+    st.stop()
+
+lesions = records.lesions()
+if not lesions:
+    st.info("Nothing saved yet: analyse an image on the Analyse page and use **Save to records**.")
+    st.stop()
+
+st.subheader("Lesions")
+st.dataframe(followup.lesion_rows(lesions), hide_index=True, width="stretch")
+identifiers = [summary.lesion for summary in lesions]
+lesion = st.selectbox("Lesion", identifiers, format_func=followup.lesion_label, key="history_lesion")
+visits = records.records(lesion)
+st.subheader(f"Visits of {followup.lesion_label(lesion)}")
+st.dataframe(followup.visit_rows(visits), hide_index=True, width="stretch")
+by_id = {record.id: record for record in visits}
+chosen = st.selectbox("Open visit", list(by_id), format_func=lambda i: followup.visit_label(by_id[i]),
+                      key="history_visit")
+if chosen is None:
+    st.stop()
+
+try:
+    saved = records.open(chosen)
+except (KeyError, ValueError) as error:
+    st.error(f"Cannot open this record: {ui.first_line(error)}")
+    st.stop()
+record = saved.record
+left, right = st.columns(2)
+left.image(followup.saved_overlay(saved), caption=f"{record.image_name or 'image'}: saved border", width="stretch")
+right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
+settings = record.settings()
+st.markdown(
+    f"**Visit** {record.visit_date} · **body site** {record.body_site or '—'} · **saved** {record.saved_at}  \n"
+    f"**Model** {settings['model'] or '—'} ({settings['model_version'] or 'unknown version'}) · "
+    f"**threshold** {'most likely class' if settings['lesion_threshold'] is None else settings['lesion_threshold']}"
+    f" · **pixel size** {str(settings['pixel_size_mm']) + ' mm/px' if settings['pixel_size_mm'] else 'unknown'}"
+    f" · **corrected by hand** {'yes' if settings['corrected_by_hand'] else 'no'}  \n"
+    f"**Cleanup** {', '.join(f'{k} {v}' for k, v in settings['cleanup'].items()) or '—'}")
+if record.notes:
+    st.markdown(f"**Notes** {record.notes}")
+st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
+
+one, two = st.columns(2)
+one.download_button("Export this visit (ZIP)", data=lambda: records.export(chosen),
+                    file_name=f"record_{chosen}.zip", mime="application/zip", key="history_export", on_click="ignore")
+two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
+                    file_name=f"record_{chosen}_report.pdf",
+                    data=lambda: pdf_report(image=saved.image, overlay=followup.saved_overlay(saved),
+                                            measurements=record.measurements,
+                                            image_name=record.image_name or f"record {chosen}",
+                                            model_name=record.model_name, model_version=record.model_version,
+                                            notes=record.notes or None))
+with st.expander("Delete this visit"):
+    sure = st.checkbox("Yes, delete this visit and its image and mask files", key="history_delete_sure")
+    if st.button("Delete", key="history_delete", disabled=not sure, type="primary"):
+        records.delete(chosen)
+        st.session_state.pop("history_visit", None)
+        st.rerun()
+st.caption("Research software: not a medical device, not for diagnosis.")

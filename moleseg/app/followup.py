@@ -1,0 +1,58 @@
+"""Services of the History and Compare pages and of the Analyse page's "Save to records" form: tables
+of saved visits and of measurements, formatted for people. No Streamlit calls here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from moleseg.core.measure import Measurement
+from moleseg.core.render import contour_overlay
+from moleseg.core.report import display_unit, format_value
+from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
+
+__all__ = ["NO_IDENTIFIER", "lesion_label", "lesion_rows", "measurement_rows", "saved_overlay", "visit_label",
+           "visit_rows"]
+
+#: How analyses saved without a lesion identifier are listed.
+NO_IDENTIFIER: str = "(no identifier)"
+
+
+def lesion_label(lesion: str) -> str:
+    """The identifier as listed (``NO_IDENTIFIER`` for '')."""
+    return lesion or NO_IDENTIFIER
+
+
+def lesion_rows(lesions: Sequence[LesionSummary]) -> list[dict[str, Any]]:
+    """One row per lesion: identifier, number of visits, first and last visit."""
+    return [{"lesion": lesion_label(s.lesion), "visits": s.visits, "first visit": s.first_visit,
+             "last visit": s.last_visit} for s in lesions]
+
+
+def _value(record: Record, column: str) -> str:
+    found = next((m for m in record.measurements if m.column == column), None)
+    return format_value(found.value) if found else "\u2014"
+
+
+def visit_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One row per saved visit: id, date, body site, image, model, area (px and mm² when known), notes."""
+    return [{"id": r.id, "visit date": r.visit_date, "body site": r.body_site, "image": r.image_name,
+             "model": r.model_name, "area (px²)": _value(r, "area_px"), "area (mm²)": _value(r, "area_mm2"),
+             "corrected": "yes" if r.corrected else "no", "notes": r.notes} for r in records]
+
+
+def visit_label(record: Record) -> str:
+    """A one-line name of a visit for a select box."""
+    parts = [record.visit_date, record.image_name or f"record {record.id}", record.body_site]
+    return " \u00b7 ".join(part for part in parts if part)
+
+
+def measurement_rows(measurements: Sequence[Measurement]) -> list[dict[str, str]]:
+    """Rows ``{"measurement", "value", "unit", "meaning"}``, values formatted for people."""
+    return [{"measurement": m.label, "value": format_value(m.value), "unit": display_unit(m.key, m.unit),
+             "meaning": m.meaning} for m in measurements]
+
+
+def saved_overlay(saved: SavedAnalysis):
+    """The saved image with the saved lesion's outline, ``(H, W, 3)`` uint8."""
+    return contour_overlay(saved.image, saved.mask) if saved.mask.any() else saved.image

@@ -1,0 +1,156 @@
+"""Colours of a lesion: the six dermoscopic colours of the ABCD rule, their shares and a variegation score.
+
+Descriptive only: the colours are reported, no score of malignancy is derived from them.
+
+Method
+------
+The "C" of the ABCD rule of dermoscopy (Stolz et al., 1994) counts which of six colours a lesion shows:
+white, red, light brown, dark brown, blue-grey and black. Automatic versions of it compare each lesion
+pixel with one fixed reference colour per class; the reference values used here are those of Kasmi &
+Mokrani, "Classification of malignant melanoma and benign skin lesions: implementation of automatic
+ABCD rule", IET Image Processing 10(6), 2016, given in normalised RGB (0..1):
+
+==============  =================
+white           (1.0, 1.0, 1.0)
+red             (0.8, 0.2, 0.2)
+light brown     (0.6, 0.4, 0.0)
+dark brown      (0.2, 0.0, 0.0)
+blue-grey       (0.2, 0.6, 0.6)
+black           (0.0, 0.0, 0.0)
+==============  =================
+
+1. The image and the reference colours are converted to CIELAB (sRGB, D65 white,
+   :func:`skimage.color.rgb2lab`), where Euclidean distance (Delta E 1976) follows perceived colour
+   difference far better than in RGB.
+2. Every lesion pixel is given the reference colour nearest to it (smallest Delta E 1976); the share
+   of a colour is the fraction of lesion pixels given to it (the six shares sum to 1).
+3. A colour is **present** when its share is at least :data:`PRESENT_MIN_SHARE` (5 % of the lesion, the
+   threshold of Kasmi & Mokrani), so a few stray pixels (hair, glare, noise) do not count.
+4. The **colour count** is the number of present colours (0..6, the ABCD rule's C).
+5. The **colour variegation** is the normalised Shannon entropy of the six shares,
+   ``-sum(p log p) / log 6`` in [0, 1]: 0 when one colour covers the whole lesion, 1 when the six
+   cover equal parts. Unlike the count, it grows smoothly as a second colour takes over.
+
+The classification depends on the camera's colour rendering and the lighting: compare colours of the
+same lesion taken with the same device, not across devices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.color import rgb2lab
+
+from moleseg.core.targets import as_binary_mask
+
+__all__ = [
+    "COLOUR_NAMES",
+    "PRESENT_MIN_SHARE",
+    "REFERENCE_RGB",
+    "ColourResult",
+    "classify_colours",
+    "lesion_colours",
+]
+
+#: The six dermoscopic colours, in the order of the ABCD rule, with their reference values (normalised
+#: RGB 0..1, Kasmi & Mokrani 2016).
+REFERENCE_RGB: dict[str, tuple[float, float, float]] = {
+    "white": (1.0, 1.0, 1.0),
+    "red": (0.8, 0.2, 0.2),
+    "light brown": (0.6, 0.4, 0.0),
+    "dark brown": (0.2, 0.0, 0.0),
+    "blue-grey": (0.2, 0.6, 0.6),
+    "black": (0.0, 0.0, 0.0),
+}
+#: Names of the six colours, in order.
+COLOUR_NAMES: tuple[str, ...] = tuple(REFERENCE_RGB)
+#: Smallest share of the lesion (0..1) a colour must cover to count as present.
+PRESENT_MIN_SHARE: float = 0.05
+
+_REFERENCE_LAB: np.ndarray = rgb2lab(np.array([list(REFERENCE_RGB.values())], dtype=np.float64))[0]
+
+
+@dataclass(frozen=True)
+class ColourResult:
+    """Colours of one lesion.
+
+    Attributes
+    ----------
+    shares : dict of str to float
+        Fraction (0..1) of the lesion's pixels nearest to each of the six colours; they sum to 1.
+    present : tuple of str
+        The colours covering at least :data:`PRESENT_MIN_SHARE` of the lesion, in ABCD order.
+    variegation : float
+        Normalised Shannon entropy of the shares, 0 (one colour) .. 1 (six equal parts).
+    """
+
+    shares: dict[str, float]
+    present: tuple[str, ...]
+    variegation: float
+
+    @property
+    def count(self) -> int:
+        """Number of present colours (0..6)."""
+        return len(self.present)
+
+
+def classify_colours(image: np.ndarray) -> np.ndarray:
+    """Index (0..5, into :data:`COLOUR_NAMES`) of the reference colour nearest to each pixel in CIELAB.
+
+    Parameters
+    ----------
+    image : (H, W, 3) or (N, 3) uint8
+        RGB pixels.
+
+    Returns
+    -------
+    numpy.ndarray of uint8
+        The image's shape without its last axis.
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim < 2 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"colours need uint8 RGB pixels (..., 3), got {pixels.dtype} {pixels.shape}")
+    lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
+    distances = ((lab[:, None, :] - _REFERENCE_LAB[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(distances, axis=1).astype(np.uint8).reshape(pixels.shape[:-1])
+
+
+def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = PRESENT_MIN_SHARE) -> ColourResult:
+    """Shares of the six dermoscopic colours in a lesion, the present ones and the variegation.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8
+        RGB image.
+    lesion : (H, W) array
+        Lesion mask (non-zero = lesion); must not be empty.
+    min_share : float
+        Share (0..1) a colour must reach to be present; default :data:`PRESENT_MIN_SHARE`.
+
+    Raises
+    ------
+    ValueError
+        Not a uint8 RGB image, masks of another size, or an empty lesion.
+    """
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
+    binary = as_binary_mask(lesion, "lesion")
+    if binary.shape != rgb.shape[:2]:
+        raise ValueError(f"lesion mask {binary.shape} and image {rgb.shape[:2]} differ in size")
+    if not binary.any():
+        raise ValueError("lesion mask is empty: its colours are undefined")
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must be in [0, 1], not {min_share}")
+    # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels.
+    distinct, inverse = np.unique(rgb[binary], axis=0, return_inverse=True)
+    classes = classify_colours(distinct)[inverse.ravel()]
+    counts = np.bincount(classes, minlength=len(COLOUR_NAMES)).astype(np.float64)
+    fractions = counts / counts.sum()
+    shares = {name: float(share) for name, share in zip(COLOUR_NAMES, fractions)}
+    present = tuple(name for name in COLOUR_NAMES if shares[name] >= min_share and shares[name] > 0)
+    nonzero = fractions[fractions > 0]
+    variegation = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(COLOUR_NAMES)))
+    return ColourResult(shares=shares, present=present, variegation=max(0.0, variegation))

@@ -1,0 +1,90 @@
+"""Is an evaluation a test? The evaluated images that the model was trained on.
+
+A model file records its training image folders (``moleseg.json``: ``info["training"]["images"]``) and
+may record the SHA-256 of every training image (``info["training"]["image_sha256"]``). An evaluated
+image counts as seen in training when its resolved path is a file of one of those folders, or when its
+content (SHA-256) equals a training image's: a copy under another name or folder is caught too. Without
+recorded hashes, the content of the training folders that still exist is hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moleseg.core.pairing import list_images
+
+__all__ = ["TrainingOverlap", "file_sha256", "training_overlap"]
+
+#: Bytes read at a time when hashing a file.
+_CHUNK_BYTES = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingOverlap:
+    """Evaluated images the model was trained on.
+
+    Attributes
+    ----------
+    images : tuple of Path
+        The evaluated images found in the training data (same path or same content).
+    total : int
+        Number of evaluated images.
+    training_folders : tuple of str
+        The training folders the model file names.
+    known : bool
+        False when the model records no training data (nothing could be checked).
+    """
+
+    images: tuple[Path, ...]
+    total: int
+    training_folders: tuple[str, ...]
+    known: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+    def warning(self) -> str | None:
+        """A sentence for the user when some evaluated images were training images, else None."""
+        if not self.count:
+            return None
+        share = "all" if self.count == self.total else f"{self.count} of {self.total}"
+        return (f"{share} evaluated images were used to train this model (same file or same content): "
+                "the scores measure fit to the training data, not performance on new images")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total, "known": self.known,
+                "training_folders": list(self.training_folders), "images": [str(p) for p in self.images]}
+
+
+def training_overlap(info: Mapping[str, Any], images: Sequence[str | Path]) -> TrainingOverlap:
+    """Which of ``images`` the model described by ``info`` (its ``moleseg.json``) was trained on."""
+    training = info.get("training") or {}
+    folders = tuple(str(folder) for folder in training.get("images") or [])
+    recorded = set(training.get("image_sha256") or [])
+    if not folders and not recorded:
+        return TrainingOverlap(images=(), total=len(images), training_folders=(), known=False)
+    training_files: set[Path] = set()
+    for folder in folders:
+        if Path(folder).is_dir():
+            training_files.update(path.resolve() for path in list_images(folder))
+    hashes = recorded or {file_sha256(path) for path in training_files}
+    seen = []
+    for image in images:
+        path = Path(image)
+        if path.resolve() in training_files or (hashes and file_sha256(path) in hashes):
+            seen.append(path)
+    return TrainingOverlap(images=tuple(seen), total=len(images), training_folders=folders, known=True)

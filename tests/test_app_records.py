@@ -1,0 +1,96 @@
+"""The History and Compare pages and the Analyse page's "Save to records" form (AppTest)."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pytest
+
+from app_helpers import app_test, texts
+from synthetic import mole_image, png_bytes
+from moleseg.app.ui import PAGE_FILES
+from moleseg.core.measure import measure_lesion
+from moleseg.engine.records import Records
+
+
+@pytest.fixture
+def isolated(app_folders):
+    return app_folders
+
+
+def test_history_lists_a_saved_record_and_opens_it(isolated):
+    image, mask = mole_image(seed=3)
+    records = Records()
+    record_id = records.save(image, mask, measure_lesion(mask, image=image), lesion="back mole",
+                             visit_date="2026-02-03", body_site="back", notes="routine", image_name="m3.png",
+                             model_name="classical")
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    lesions = at.dataframe[0].value
+    assert list(lesions["lesion"]) == ["back mole"] and list(lesions["visits"]) == [1]
+    visits = at.dataframe[1].value
+    assert list(visits["id"]) == [record_id] and list(visits["image"]) == ["m3.png"]
+    assert at.selectbox(key="history_visit").value == record_id
+    assert len(at.get("image")) == 2
+    measurements = at.dataframe[2].value
+    assert "Area" in set(measurements["measurement"])
+    assert any("routine" in text for text in texts(at.markdown))
+
+
+def test_history_says_when_nothing_is_saved(isolated):
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    assert any("Nothing saved yet" in text for text in texts(at.info))
+
+
+def test_history_deletes_a_visit(isolated):
+    image, mask = mole_image(seed=1)
+    record_id = Records().save(image, mask, measure_lesion(mask), lesion="L")
+    at = app_test(PAGE_FILES["history"])
+    at.checkbox(key="history_delete_sure").check().run()
+    at.button(key="history_delete").click().run()
+    assert not at.exception
+    assert Records().records() == []
+    assert any("Nothing saved yet" in text for text in texts(at.info))
+    assert record_id not in [r.id for r in Records().records()]
+
+
+def test_analyse_saves_to_records(isolated):
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=2)
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at.text_input(key="analyse_save_lesion").input("arm 2")
+    at.date_input(key="analyse_save_date").set_value(datetime.date(2026, 5, 6))
+    at.text_area(key="analyse_save_notes").input("looks stable")
+    at.button[-1].click().run()  # the form's submit button is the page's last button
+    assert not at.exception
+    saved = Records().records()
+    assert len(saved) == 1
+    record = saved[0]
+    assert (record.lesion, record.visit_date, record.notes, record.image_name) == (
+        "arm 2", "2026-05-06", "looks stable", "mole.png")
+    assert record.model_name == "classical" and record.cleanup["rule"] == "article"
+    opened = Records().open(record.id)
+    assert np.array_equal(opened.image, image)
+    assert any("Saved as record" in text for text in texts(at.success))
+
+
+def test_compare_page_shows_the_figures(isolated, lesion_scene):
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=10.0, shift_px=(8.0, -4.0))
+    at = app_test(PAGE_FILES["compare"])
+    at.selectbox(key="compare_model").set_value("classical").run()
+    at.file_uploader(key="compare_before").set_value(("before.png", png_bytes(before), "image/png"))
+    at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(after), "image/png")).run()
+    assert not at.exception
+    assert not at.warning
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert float(metrics["Rotation"].rstrip("°")) == pytest.approx(10.0, abs=1.0)
+    assert abs(float(metrics["Area change"].split()[0])) < 3.0
+    assert len(at.get("image")) == 1
+    changes = at.dataframe[0].value
+    assert "Area" in set(changes["Measurement"])
+    comparison = at.session_state["compare_result"]
+    assert comparison.registration.ok

@@ -1,0 +1,119 @@
+"""Tests of the visit comparison: rigid registration, change figures, the CLI and the PDF."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from moleseg.cli import main
+from moleseg.core.classical import ClassicalSegmenter
+from moleseg.core.imageio import read_image, write_png
+from moleseg.core.registration import MIN_QUALITY, register
+from moleseg.engine.compare import compare_visits
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> ClassicalSegmenter:
+    return ClassicalSegmenter()
+
+
+@pytest.mark.parametrize("angle_deg, shift_px", [(10.0, (12.0, -7.0)), (-10.0, (-5.0, 9.0))])
+def test_rotated_and_shifted_copy_has_no_change(segmenter, lesion_scene, angle_deg, shift_px):
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=angle_deg, shift_px=shift_px)
+    comparison = compare_visits(segmenter, before, after)
+    summary = comparison.to_json()
+    assert summary["rotation_deg"] == pytest.approx(angle_deg, abs=1.0)
+    assert abs(summary["area_change_percent"]) < 3.0
+    assert summary["registration_quality"] >= MIN_QUALITY
+    assert summary["registration_ok"] is True
+    assert summary["warnings"] == []
+    assert summary["transform"] == "rigid"
+    assert summary["scale"] == pytest.approx(1.0, abs=1e-9)
+    # The after lesion drawn back in the before frame lies on the before lesion.
+    aligned, first = comparison.aligned_after_lesion, comparison.before.lesion
+    assert np.count_nonzero(aligned & first) / np.count_nonzero(aligned | first) > 0.95
+
+
+def test_grown_lesion_gives_the_known_growth(segmenter, lesion_scene):
+    before, true_before = lesion_scene(radius_px=60)
+    after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
+    expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)  # about 21 %
+    comparison = compare_visits(segmenter, before, after, pixel_size_mm=0.02)
+    assert expected > 15
+    assert comparison.area_change_percent == pytest.approx(expected, abs=3.0)
+    assert comparison.registration.ok
+    diameter = comparison.change("equivalent_diameter", "mm")
+    assert diameter.change == pytest.approx(0.02 * (np.sqrt(4 * true_after.sum() / np.pi)
+                                                    - np.sqrt(4 * true_before.sum() / np.pi)), rel=0.2)
+
+
+def test_unrelated_images_warn(segmenter, lesion_scene):
+    before, _ = lesion_scene(seed=0)
+    other, _ = lesion_scene(seed=7, radius_px=45)
+    comparison = compare_visits(segmenter, before, other)
+    assert comparison.registration.quality < MIN_QUALITY
+    assert not comparison.registration.ok
+    assert comparison.warnings and "alignment failed" in comparison.warnings[0]
+
+
+def test_plain_images_cannot_be_aligned():
+    plain = np.full((64, 64, 3), 200, np.uint8)
+    registration = register(plain, plain)
+    assert not registration.ok and registration.quality == 0.0
+    assert "texture" in registration.message or "matching points" in registration.message
+
+
+def test_scale_is_fitted_only_when_asked(lesion_scene):
+    before, _ = lesion_scene()
+    height, width = before.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, 1.1)
+    zoomed = cv2.warpAffine(before, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+    assert register(before, zoomed, allow_scale=True).scale == pytest.approx(1.1, abs=0.01)
+    assert register(before, zoomed).scale == pytest.approx(1.0, abs=1e-9)
+
+
+def test_cli_compare_writes_json_and_pdf(tmp_path, lesion_scene, capsys):
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=10.0, shift_px=(6.0, 6.0))
+    write_png(tmp_path / "before.png", before)
+    write_png(tmp_path / "after.png", after)
+    code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "after.png"), "--model", "classical",
+                 "--pixel-size-mm", "0.02", "--json", str(tmp_path / "c.json"), "--pdf", str(tmp_path / "c.pdf")])
+    assert code == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert summary["rotation_deg"] == pytest.approx(10.0, abs=1.0)
+    assert len(summary["translation_px"]) == 2
+    assert abs(summary["area_change_percent"]) < 3.0
+    assert 0 <= summary["registration_quality"] <= 1
+    assert any(c["key"] == "area" and c["unit"] == "mm2" for c in summary["changes"])
+    pdf = (tmp_path / "c.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 1
+    assert "area change" in capsys.readouterr().out
+
+
+def test_cli_compare_names_a_bad_file(tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    code = main(["compare", str(tmp_path / "broken.png"), str(tmp_path / "broken.png"), "--model", "classical",
+                 "--json", str(tmp_path / "c.json")])
+    assert code == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_real_image_rotated_copy(segmenter, shared_data):
+    images = sorted((shared_data / "moles" / "ph2" / "images").glob("*.jpg"))
+    if not images:
+        pytest.skip(f"no PH2 images in {shared_data / 'moles' / 'ph2' / 'images'}")
+    before = read_image(images[0])
+    height, width = before.shape[:2]
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 10.0, 1.0)
+    matrix[:, 2] += (15.0, -10.0)
+    after = cv2.warpAffine(before, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+    comparison = compare_visits(segmenter, before, after)
+    assert comparison.registration.ok
+    assert comparison.registration.rotation_deg == pytest.approx(10.0, abs=1.0)
+    assert abs(comparison.area_change_percent) < 3.0
