@@ -81,6 +81,24 @@ class Analysis:
 
         return [atomic_write(Path(folder) / name, data) for name, data in self.files(stem).items()]
 
+    @property
+    def cells(self) -> bool:
+        """True for two-class (cells) models: every object is a cell, not one lesion."""
+        return self.n_classes == 2
+
+    def outline_files(self, stem: str, formats: Sequence[str]) -> dict[str, bytes]:
+        """The lesion's outline (every object's in cells mode) in each of ``formats``
+        (:data:`moleseg.core.outlines.OUTLINE_FORMATS`); none when nothing was found."""
+        from moleseg.core.outlines import outline_files
+
+        return outline_files(self.segmentation.lesion, stem, formats, all_objects=self.cells)
+
+    def write_outlines(self, folder: str | Path, stem: str, formats: Sequence[str]) -> list[Path]:
+        """Write :meth:`outline_files` into ``folder`` atomically; returns the paths."""
+        from moleseg.core.atomic import atomic_write
+
+        return [atomic_write(Path(folder) / name, data) for name, data in self.outline_files(stem, formats).items()]
+
     def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None) -> bytes:
         """A one-page PDF report of this image."""
         from moleseg.core.report import pdf_report
