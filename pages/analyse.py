@@ -32,52 +32,73 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
-# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
-n_classes = choice.n_classes or 3
-with st.sidebar:
+uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []]
+analysed_before = st.session_state.get("analyse_auto_by_key") or {}
+shown_key = appstate.shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
+                                     analysed_before)
+plan = st.session_state.setdefault("analyse_cleanup_plan", appstate.CleanupPlan())
+
+
+def manual_cleanup_sidebar(n_classes: int) -> None:
+    """The manual cleanup widgets for the image in view (or for all images); records the choice in ``plan``."""
     st.header("Border cleanup")
     manual = st.toggle("Set the cleanup by hand", key="analyse_manual",
                        help="Off: the model's own cleanup, its radii scaled to each image's size. "
-                            "On: the values below, in pixels of each image. Changing them re-runs only "
-                            "the cleanup, not the network.")
-    settings = None
-    lesion_threshold = appstate.MODEL_THRESHOLD
-    if manual:
-        auto = st.session_state.get("analyse_auto_settings") or {}
-        ui.init_state("analyse_rule", auto.get("rule", "article"))
-        ui.init_state("analyse_closing", int(auto.get("closing_radius_px", 15)))
-        ui.init_state("analyse_border", int(auto.get("border_width_px", 4)))
-        ui.init_state("analyse_fill", bool(auto.get("fill_holes", True)))
-        ui.init_state("analyse_largest", bool(auto.get("largest_component", True)))
-        ui.init_state("analyse_shape", auto.get("shape", "diamond"))
-        rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
-                        help="article: INSIDE plus the closed BORDER band (the article's method). "
-                             "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                             "the border too thick). Two-class models ignore it.")
-        closing_max = max(80, 2 * int(auto.get("closing_radius_px", 15)))  # big photos get big radii
-        border_max = max(40, 2 * int(auto.get("border_width_px", 4)))
-        closing = st.slider("Closing radius (px)", 0, closing_max, key="analyse_closing",
-                            help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-        border = st.slider("Border width (px)", 0, border_max, key="analyse_border",
-                           help="Width of the border band drawn for the grow_inside rule and two-class models.")
-        shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
-        fill = st.checkbox("Fill holes", key="analyse_fill")
-        largest = st.checkbox("Keep the largest component only", key="analyse_largest")
-        settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
-                                   border_width_px=border, shape=shape)
-        calibrated = appstate.model_lesion_threshold(choice)
-        use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
-                                    calibrated is not None, key=f"analyse_use_threshold_{choice.key}",
-                                    disabled=choice.kind == "classical",
-                                    help="A pixel is lesion when the network gives it at least this probability. "
-                                         "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
-                                         "lesion pixels; with three classes they become BORDER, which the "
-                                         "grow_inside rule does not use. The model's own value was chosen on its "
-                                         "validation images.")
-        threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95,
-                                    calibrated if calibrated is not None else 0.5, 0.05,
-                                    key=f"analyse_threshold_{choice.key}", disabled=not use_threshold)
-        lesion_threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
+                            "On: the values below, in pixels of the image in view (or of every image). "
+                            "Changing them re-runs only the cleanup, not the network.")
+    if not manual:
+        plan.clear()
+        st.session_state.pop("analyse_widgets_for", None)
+        return
+    apply_all = st.checkbox("Apply to all images", key="analyse_apply_all",
+                            help="Off: these values change only the image in view; the others keep theirs "
+                                 "(the automatic cleanup unless you set one). On: every image gets them.")
+    auto = analysed_before.get(shown_key)
+    calibrated = appstate.model_lesion_threshold(choice)
+    threshold_key, use_key = f"analyse_threshold_{choice.key}", f"analyse_use_threshold_{choice.key}"
+    target = (choice.key, "all" if apply_all else shown_key)
+    if st.session_state.get("analyse_widgets_for") != target:  # another image in view: show its values
+        values = appstate.cleanup_widget_values(plan.for_image(shown_key) if shown_key else None, auto, calibrated)
+        for name in ("rule", "closing", "border", "fill", "largest", "shape"):
+            st.session_state[f"analyse_{name}"] = values[name]
+        st.session_state[use_key] = values["use_threshold"] and choice.kind != "classical"
+        st.session_state[threshold_key] = values["threshold"]
+        st.session_state["analyse_widgets_for"] = target
+    rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
+                    help="article: INSIDE plus the closed BORDER band (the article's method). "
+                         "grow_inside: INSIDE grown outward by the border width (for models that draw "
+                         "the border too thick). Two-class models ignore it.")
+    closing_max, border_max = appstate.cleanup_slider_limits(auto)  # big photos get big radii
+    closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
+                        key="analyse_closing",
+                        help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
+    border = st.slider("Border width (px)", 0, max(border_max, st.session_state["analyse_border"]),
+                       key="analyse_border",
+                       help="Width of the border band drawn for the grow_inside rule and two-class models.")
+    shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
+    fill = st.checkbox("Fill holes", key="analyse_fill")
+    largest = st.checkbox("Keep the largest component only", key="analyse_largest")
+    settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
+                               border_width_px=border, shape=shape)
+    use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
+                                key=use_key, disabled=choice.kind == "classical",
+                                help="A pixel is lesion when the network gives it at least this probability. "
+                                     "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
+                                     "lesion pixels; with three classes they become BORDER, which the "
+                                     "grow_inside rule does not use. The model's own value was chosen on its "
+                                     "validation images.")
+    threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key=threshold_key,
+                                disabled=not use_threshold)
+    threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
+    if shown_key:
+        plan.record(shown_key, appstate.CleanupChoice(settings, threshold), apply_all)
+    st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
+
+
+# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
+n_classes = choice.n_classes or 3
+with st.sidebar:
+    manual_cleanup_sidebar(n_classes)
     st.header("Overlay")
     left, right = st.columns(2)
     fill_hex = left.color_picker("Lesion", appstate.rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
@@ -102,18 +123,16 @@ segmenter = ui.load_segmenter(choice)
 if segmenter is None:
     st.stop()
 
-uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files]
 bar = st.progress(0.0, text="Analysing...")
 outcomes = appstate.analyse_uploads(
-    ui.analysis_store(), segmenter, choice.key, uploads, settings=settings, lesion_threshold=lesion_threshold,
+    ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
     pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
 bar.empty()
 st.session_state["analyse_outcomes"] = outcomes
 good = [o for o in outcomes if o.ok]
-if good and not manual:
-    st.session_state["analyse_auto_settings"] = good[0].analysis.segmentation.settings.to_dict()
+st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter, good)
 
 for outcome in outcomes:
     if outcome.error:
@@ -130,9 +149,11 @@ st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes
 if len(good) > 1:
     rows = appstate.outcome_rows(good)
     st.dataframe(rows, hide_index=True, width="stretch")
-    names = [o.name for o in good]
-    shown = st.selectbox("Show image", range(len(good)), format_func=lambda i: names[i], key="analyse_shown")
-    outcome = good[shown if shown is not None and shown < len(good) else 0]
+    names = {o.key: o.name for o in good}
+    if st.session_state.get("analyse_shown") not in names:
+        st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
+    shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
+    outcome = next(o for o in good if o.key == shown)
 else:
     outcome = good[0]
 

@@ -179,3 +179,37 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     assert at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold is None
     assert store.predictions == 1  # every change re-ran the cleanup only
     assert not at.exception
+
+
+def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at):
+    files = [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
+             ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")]
+    outcomes = upload(at, files)
+    before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
+    assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
+    at.toggle(key="analyse_manual").set_value(True).run()
+    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    at.slider(key="analyse_border").set_value(12).run()
+    assert not at.exception
+    after = {o.name: o.analysis.segmentation for o in at.session_state["analyse_outcomes"]}
+    assert after["a.png"].settings.border_width_px == 12 and after["a.png"].settings.rule == "grow_inside"
+    assert after["a.png"].lesion.sum() > before["a.png"].sum() + 100  # grown by 12 px
+    assert after["b.png"].settings.rule == "article"  # the other image keeps its automatic cleanup
+    np.testing.assert_array_equal(after["b.png"].lesion, before["b.png"])
+
+    at.selectbox(key="analyse_shown").set_value(outcomes[1].key).run()  # b.png in view: its own values
+    assert at.radio(key="analyse_rule").value == "article"
+    assert at.slider(key="analyse_border").value == outcomes[1].analysis.segmentation.settings.border_width_px
+    np.testing.assert_array_equal(at.session_state["analyse_outcomes"][1].analysis.segmentation.lesion,
+                                  before["b.png"])
+    at.selectbox(key="analyse_shown").set_value(outcomes[0].key).run()  # back to a.png: its manual values
+    assert at.slider(key="analyse_border").value == 12 and at.radio(key="analyse_rule").value == "grow_inside"
+
+    at.checkbox(key="analyse_apply_all").check().run()
+    both = [o.analysis.segmentation for o in at.session_state["analyse_outcomes"]]
+    assert [s.settings.border_width_px for s in both] == [12, 12]
+    assert both[1].lesion.sum() > before["b.png"].sum() + 100
+
+    at.toggle(key="analyse_manual").set_value(False).run()  # off: every image back to automatic
+    for outcome in at.session_state["analyse_outcomes"]:
+        np.testing.assert_array_equal(outcome.analysis.segmentation.lesion, before[outcome.name])
