@@ -564,8 +564,8 @@ def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "") -> list
         if outcome.error:
             row["note"] = outcome.error
         elif outcome.analysis is not None:
-            if outcome.analysis.error:
-                row["note"] = outcome.analysis.error
+            if outcome.analysis.notes:
+                row["note"] = outcome.analysis.notes
             row.update(outcome.analysis.measurement_row)
         rows.append(row)
     return rows
