@@ -10,6 +10,7 @@ from moleseg.app import appstate, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import IMAGE_EXTENSIONS
 from moleseg.core.imageio import encode_png
+from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle
 from moleseg.core.render import legend
 from moleseg.core.targets import SHAPES
@@ -95,6 +96,54 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
 
 
+#: Widest drawing canvas (screen px); larger images are shown scaled down and strokes scaled back up.
+CANVAS_MAX_WIDTH = 640
+
+
+def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
+    """Draw on the image in view to add to or remove from its lesion; undo; reset to the model's result."""
+    from PIL import Image
+    from streamlit_drawable_canvas import st_canvas
+
+    key = appstate.correction_key(choice.key, outcome.key)
+    edits = corrections.setdefault(key, Corrections())
+    with st.expander("Correct the border by hand", expanded=edits.any):
+        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                        help="polygon: click the corners, then click the first corner again to close it. "
+                             "brush: paint over the pixels.")
+        height, width = outcome.analysis.image.shape[:2]
+        canvas_width = min(CANVAS_MAX_WIDTH, width)
+        scale = width / canvas_width
+        canvas_height = max(1, round(height / scale))
+        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                              key="analyse_brush_width") if tool == "brush" else 1)
+        generation = st.session_state.get("analyse_canvas_generation", 0)
+        background = Image.fromarray(outcome.analysis.overlay).resize((canvas_width, canvas_height))
+        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                          height=canvas_height, width=canvas_width,
+                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                          key=f"analyse_canvas_{generation}")
+        strokes = appstate.canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        add, remove, undo, reset = st.columns(4)
+        action = None
+        if add.button("Add to the lesion", disabled=not strokes, key="analyse_draw_add"):
+            action = edits.push(strokes, add=True)
+        if remove.button("Remove from the lesion", disabled=not strokes, key="analyse_draw_remove"):
+            action = edits.push(strokes, add=False)
+        if undo.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
+            action = edits.undo()
+        if reset.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):
+            edits.reset()
+            action = True
+        if action:
+            st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
+            st.rerun()
+        st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
+                   "the corrected lesion and say so." if edits.any else
+                   "Draw a region, then add it to the lesion or remove it. Nothing changes until you click.")
+
+
 # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
 n_classes = choice.n_classes or 3
 with st.sidebar:
@@ -130,6 +179,8 @@ outcomes = appstate.analyse_uploads(
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
 bar.empty()
+corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
+outcomes = appstate.with_corrections(outcomes, corrections, choice.key)
 st.session_state["analyse_outcomes"] = outcomes
 good = [o for o in outcomes if o.ok]
 st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter, good)
@@ -161,9 +212,12 @@ analysis = outcome.analysis
 if analysis.error:
     st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
 left, right = st.columns(2)
-left.image(analysis.overlay, caption=f"{outcome.name}: lesion and border ({segmenter.name})", width="stretch")
+left.image(analysis.overlay, width="stretch",
+           caption=f"{outcome.name}: lesion and border ({segmenter.name}"
+                   + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+hand_correction_block(outcome)
 used = analysis.segmentation.settings
 st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
            f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "

@@ -213,3 +213,23 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     at.toggle(key="analyse_manual").set_value(False).run()  # off: every image back to automatic
     for outcome in at.session_state["analyse_outcomes"]:
         np.testing.assert_array_equal(outcome.analysis.segmentation.lesion, before[outcome.name])
+
+
+def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
+    from moleseg.app import appstate
+    from moleseg.engine.correction import Stroke
+
+    outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
+    area = outcomes[0].analysis.measurement_row["area_px"]
+    (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    at.run()
+    corrected = at.session_state["analyse_outcomes"][0].analysis
+    assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
+    assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
+    rows = list(csv.DictReader(io.StringIO(appstate.measurements_csv_bytes(at.session_state["analyse_outcomes"])
+                                           .decode())))
+    assert rows[0]["note"] == "lesion corrected by hand" and float(rows[0]["area_px"]) == area + 200
+    edits.undo()
+    at.run()
+    assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area

@@ -74,3 +74,19 @@ def test_a_corrected_analysis_has_its_own_band_measurements_and_says_so_in_every
     files = corrected.outline_files("mole", ["geojson"])
     assert json.loads(files["mole_outline.geojson"])["features"][0]["properties"]["corrected_by_hand"] is True
     assert analysis.corrected(Corrections()) is analysis
+
+
+def test_canvas_json_becomes_strokes_in_image_px():
+    from moleseg.app.appstate import canvas_strokes
+
+    data = {"objects": [
+        {"type": "Polygon", "points": [{"x": 10, "y": 10}, {"x": 20, "y": 10}, {"x": 20, "y": 30}]},
+        {"type": "path", "strokeWidth": 4, "path": [["M", 1, 2], ["Q", 3, 4, 5, 6], ["L", 7, 8]]},
+        {"type": "rect", "left": 2, "top": 3, "width": 4, "height": 5, "scaleX": 1, "scaleY": 2},
+        {"type": "circle", "left": 1, "top": 1, "radius": 3},
+    ]}
+    polygon, brush, rect = canvas_strokes(data, scale=2.0)
+    assert polygon == Stroke.of([[20, 20], [40, 20], [40, 60]])
+    assert brush == Stroke.of([[2, 4], [6, 8], [10, 12], [14, 16]], width_px=8)
+    assert rect == Stroke.of([[4, 6], [12, 6], [12, 26], [4, 26]])
+    assert canvas_strokes(None, 1.0) == [] and canvas_strokes({"objects": []}, 1.0) == []

@@ -5,6 +5,7 @@ cache, exports, target previews, evaluation tables. No Streamlit and no TensorFl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -13,13 +14,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
+from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
@@ -544,6 +546,60 @@ def cleanup_widget_values(choice: CleanupChoice | None, auto: AutoCleanup | None
     return {"rule": settings.rule, "closing": settings.closing_radius_px, "border": settings.border_width_px,
             "fill": settings.fill_holes, "largest": settings.largest_component, "shape": settings.shape,
             "use_threshold": threshold is not None, "threshold": 0.5 if threshold is None else float(threshold)}
+
+
+# --------------------------------------------------------------------------------------------------
+# correcting a lesion by hand
+
+def correction_key(model_key: str, upload_key: str) -> str:
+    """Key of one image's hand corrections: they belong to the model's result they were drawn on."""
+    return f"{model_key}|{upload_key}"
+
+
+def with_corrections(outcomes: Sequence[ImageOutcome], corrections: Mapping[str, Corrections], model_key: str
+                     ) -> list[ImageOutcome]:
+    """The outcomes with each image's hand corrections applied (:meth:`Analysis.corrected`)."""
+    result = []
+    for outcome in outcomes:
+        edits = corrections.get(correction_key(model_key, outcome.key))
+        if outcome.analysis is not None and edits is not None and edits.any:
+            outcome = dataclasses.replace(outcome, analysis=outcome.analysis.corrected(edits))
+        result.append(outcome)
+    return result
+
+
+def _path_points(path: Sequence[Sequence[Any]]) -> list[tuple[float, float]]:
+    points = []
+    for command in path:
+        numbers = [float(value) for value in command[1:] if isinstance(value, (int, float))]
+        points.extend(zip(numbers[0::2], numbers[1::2]))
+    return points
+
+
+def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[Stroke]:
+    """The strokes drawn on a ``streamlit-drawable-canvas`` (its ``json_data``), in image px.
+
+    ``scale``: image px per canvas px. Polygons (``points``) become filled polygons; free drawings
+    (``path``) become brush lines of their stroke width; rectangles become polygons. Other objects
+    are ignored.
+    """
+    strokes: list[Stroke] = []
+    for item in (json_data or {}).get("objects", []):
+        kind = str(item.get("type", "")).lower()
+        if kind in ("polygon", "polyline") and item.get("points"):
+            points = [(float(p["x"]), float(p["y"])) for p in item["points"]]
+            strokes.append(Stroke.of(np.array(points) * scale))
+        elif kind == "path" and item.get("path"):
+            points = _path_points(item["path"])
+            if points:
+                strokes.append(Stroke.of(np.array(points) * scale, float(item.get("strokeWidth", 1)) * scale))
+        elif kind == "rect":
+            left, top = float(item.get("left", 0)), float(item.get("top", 0))
+            width = float(item.get("width", 0)) * float(item.get("scaleX", 1))
+            height = float(item.get("height", 0)) * float(item.get("scaleY", 1))
+            corners = [(left, top), (left + width, top), (left + width, top + height), (left, top + height)]
+            strokes.append(Stroke.of(np.array(corners) * scale))
+    return strokes
 
 
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
