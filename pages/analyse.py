@@ -8,7 +8,7 @@ import streamlit as st
 
 from moleseg.app import appstate, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.config import IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle
@@ -144,6 +144,22 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
                    "Draw a region, then add it to the lesion or remove it. Nothing changes until you click.")
 
 
+def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
+    """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
+    with st.expander("Save to my dataset"):
+        folder = st.text_input("Dataset folder", str(corrections_dir()), key="analyse_dataset_folder",
+                               help="images/ and masks/ (same file names) plus provenance/ records: a folder "
+                                    "the Train and Evaluate pages read.")
+        status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
+        if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
+            try:
+                saved = appstate.save_to_dataset(outcome, folder, segmenter.name, choice.key)
+            except (OSError, ValueError) as error:
+                st.error(f"Could not save to {folder}: {ui.first_line(error)}")
+            else:
+                st.success(f"Saved {saved.image.name} and its mask in {folder}.")
+
+
 # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
 n_classes = choice.n_classes or 3
 with st.sidebar:
@@ -218,6 +234,7 @@ left.image(analysis.overlay, width="stretch",
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 hand_correction_block(outcome)
+save_to_dataset_block(outcome)
 used = analysis.segmentation.settings
 st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
            f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 import zipfile
 
@@ -233,3 +234,22 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     edits.undo()
     at.run()
     assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area
+
+
+def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
+    from moleseg.core.pairing import pair_folders
+    from moleseg.engine.correction import Stroke
+
+    upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
+    (edits,) = at.session_state["analyse_corrections"].values()
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    at.run()
+    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    at.button(key="analyse_dataset_save").click().run()
+    assert not at.exception and any("Saved a.png" in text for text in texts(at.success))
+    (pair,) = pair_folders(tmp_path / "mine" / "images", tmp_path / "mine" / "masks").pairs
+    saved = np.asarray(Image.open(pair.mask)) > 0
+    np.testing.assert_array_equal(saved, at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion)
+    assert saved[:10, :20].all()
+    record = json.loads((tmp_path / "mine" / "provenance" / "a.json").read_text())
+    assert record["status"] == "corrected by hand" and record["model"] == "classical"

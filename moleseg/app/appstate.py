@@ -602,6 +602,24 @@ def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[St
     return strokes
 
 
+def save_to_dataset(outcome: ImageOutcome, folder: str | Path, model_name: str, model_key: str = ""
+                    ) -> Any:
+    """Save the image in view and its lesion (corrected or as the model drew it) into the user's dataset
+    (:func:`moleseg.core.dataset.save_pair`), with the model, the cleanup and whether it was corrected."""
+    from moleseg.core.dataset import save_pair
+
+    analysis = outcome.analysis
+    if analysis is None:
+        raise ValueError(f"{outcome.name}: nothing to save (not analysed)")
+    segmentation = analysis.segmentation
+    provenance = {"source": outcome.name, "model": model_name, "model_key": model_key,
+                  "status": "corrected by hand" if analysis.corrected_by_hand else "accepted as is",
+                  "corrected_by_hand": analysis.corrected_by_hand,
+                  "cleanup": segmentation.settings.to_dict(), "lesion_threshold": segmentation.lesion_threshold}
+    return save_pair(folder, outcome.stem or Path(outcome.name).stem, analysis.image, segmentation.lesion,
+                     provenance)
+
+
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
     """Rows ``{"measurement", "value", "unit", "meaning"}`` of an analysis, values formatted for people."""
     from moleseg.core.report import display_unit, format_value
