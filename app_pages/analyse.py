@@ -8,8 +8,9 @@ import streamlit as st
 
 from moleseg.app import appstate, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.config import IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
+from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle
 from moleseg.core.render import legend
 from moleseg.core.targets import SHAPES
@@ -31,52 +32,137 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
-# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
-n_classes = choice.n_classes or 3
-with st.sidebar:
+uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []]
+analysed_before = st.session_state.get("analyse_auto_by_key") or {}
+shown_key = appstate.shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
+                                     analysed_before)
+plan = st.session_state.setdefault("analyse_cleanup_plan", appstate.CleanupPlan())
+
+
+def manual_cleanup_sidebar(n_classes: int) -> None:
+    """The manual cleanup widgets for the image in view (or for all images); records the choice in ``plan``."""
     st.header("Border cleanup")
     manual = st.toggle("Set the cleanup by hand", key="analyse_manual",
                        help="Off: the model's own cleanup, its radii scaled to each image's size. "
-                            "On: the values below, in pixels of each image. Changing them re-runs only "
-                            "the cleanup, not the network.")
-    settings = None
-    lesion_threshold = appstate.MODEL_THRESHOLD
-    if manual:
-        auto = st.session_state.get("analyse_auto_settings") or {}
-        ui.init_state("analyse_rule", auto.get("rule", "article"))
-        ui.init_state("analyse_closing", int(auto.get("closing_radius_px", 15)))
-        ui.init_state("analyse_border", int(auto.get("border_width_px", 4)))
-        ui.init_state("analyse_fill", bool(auto.get("fill_holes", True)))
-        ui.init_state("analyse_largest", bool(auto.get("largest_component", True)))
-        ui.init_state("analyse_shape", auto.get("shape", "diamond"))
-        rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
-                        help="article: INSIDE plus the closed BORDER band (the article's method). "
-                             "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                             "the border too thick). Two-class models ignore it.")
-        closing_max = max(80, 2 * int(auto.get("closing_radius_px", 15)))  # big photos get big radii
-        border_max = max(40, 2 * int(auto.get("border_width_px", 4)))
-        closing = st.slider("Closing radius (px)", 0, closing_max, key="analyse_closing",
-                            help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-        border = st.slider("Border width (px)", 0, border_max, key="analyse_border",
-                           help="Width of the border band drawn for the grow_inside rule and two-class models.")
-        shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
-        fill = st.checkbox("Fill holes", key="analyse_fill")
-        largest = st.checkbox("Keep the largest component only", key="analyse_largest")
-        settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
-                                   border_width_px=border, shape=shape)
-        calibrated = appstate.model_lesion_threshold(choice)
-        use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
-                                    calibrated is not None, key=f"analyse_use_threshold_{choice.key}",
-                                    disabled=choice.kind == "classical",
-                                    help="A pixel is lesion when the network gives it at least this probability. "
-                                         "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
-                                         "lesion pixels; with three classes they become BORDER, which the "
-                                         "grow_inside rule does not use. The model's own value was chosen on its "
-                                         "validation images.")
-        threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95,
-                                    calibrated if calibrated is not None else 0.5, 0.05,
-                                    key=f"analyse_threshold_{choice.key}", disabled=not use_threshold)
-        lesion_threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
+                            "On: the values below, in pixels of the image in view (or of every image). "
+                            "Changing them re-runs only the cleanup, not the network.")
+    if not manual:
+        plan.clear()
+        st.session_state.pop("analyse_widgets_for", None)
+        return
+    apply_all = st.checkbox("Apply to all images", key="analyse_apply_all",
+                            help="Off: these values change only the image in view; the others keep theirs "
+                                 "(the automatic cleanup unless you set one). On: every image gets them.")
+    auto = analysed_before.get(shown_key)
+    calibrated = appstate.model_lesion_threshold(choice)
+    threshold_key, use_key = f"analyse_threshold_{choice.key}", f"analyse_use_threshold_{choice.key}"
+    target = (choice.key, "all" if apply_all else shown_key)
+    if st.session_state.get("analyse_widgets_for") != target:  # another image in view: show its values
+        values = appstate.cleanup_widget_values(plan.for_image(shown_key) if shown_key else None, auto, calibrated)
+        for name in ("rule", "closing", "border", "fill", "largest", "shape"):
+            st.session_state[f"analyse_{name}"] = values[name]
+        st.session_state[use_key] = values["use_threshold"] and choice.kind != "classical"
+        st.session_state[threshold_key] = values["threshold"]
+        st.session_state["analyse_widgets_for"] = target
+    rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
+                    help="article: INSIDE plus the closed BORDER band (the article's method). "
+                         "grow_inside: INSIDE grown outward by the border width (for models that draw "
+                         "the border too thick). Two-class models ignore it.")
+    closing_max, border_max = appstate.cleanup_slider_limits(auto)  # big photos get big radii
+    closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
+                        key="analyse_closing",
+                        help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
+    border = st.slider("Border width (px)", 0, max(border_max, st.session_state["analyse_border"]),
+                       key="analyse_border",
+                       help="Width of the border band drawn for the grow_inside rule and two-class models.")
+    shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
+    fill = st.checkbox("Fill holes", key="analyse_fill")
+    largest = st.checkbox("Keep the largest component only", key="analyse_largest")
+    settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
+                               border_width_px=border, shape=shape)
+    use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
+                                key=use_key, disabled=choice.kind == "classical",
+                                help="A pixel is lesion when the network gives it at least this probability. "
+                                     "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
+                                     "lesion pixels; with three classes they become BORDER, which the "
+                                     "grow_inside rule does not use. The model's own value was chosen on its "
+                                     "validation images.")
+    threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key=threshold_key,
+                                disabled=not use_threshold)
+    threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
+    if shown_key:
+        plan.record(shown_key, appstate.CleanupChoice(settings, threshold), apply_all)
+    st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
+
+
+#: Widest drawing canvas (screen px); larger images are shown scaled down and strokes scaled back up.
+CANVAS_MAX_WIDTH = 640
+
+
+def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
+    """Draw on the image in view to add to or remove from its lesion; undo; reset to the model's result."""
+    from PIL import Image
+    from streamlit_drawable_canvas import st_canvas
+
+    key = appstate.correction_key(choice.key, outcome.key)
+    edits = corrections.setdefault(key, Corrections())
+    with st.expander("Correct the border by hand", expanded=edits.any):
+        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                        help="polygon: click the corners, then click the first corner again to close it. "
+                             "brush: paint over the pixels.")
+        height, width = outcome.analysis.image.shape[:2]
+        canvas_width = min(CANVAS_MAX_WIDTH, width)
+        scale = width / canvas_width
+        canvas_height = max(1, round(height / scale))
+        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                              key="analyse_brush_width") if tool == "brush" else 1)
+        generation = st.session_state.get("analyse_canvas_generation", 0)
+        background = Image.fromarray(outcome.analysis.overlay).resize((canvas_width, canvas_height))
+        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                          height=canvas_height, width=canvas_width,
+                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                          key=f"analyse_canvas_{generation}")
+        strokes = appstate.canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        add, remove, undo, reset = st.columns(4)
+        action = None
+        if add.button("Add to the lesion", disabled=not strokes, key="analyse_draw_add"):
+            action = edits.push(strokes, add=True)
+        if remove.button("Remove from the lesion", disabled=not strokes, key="analyse_draw_remove"):
+            action = edits.push(strokes, add=False)
+        if undo.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
+            action = edits.undo()
+        if reset.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):
+            edits.reset()
+            action = True
+        if action:
+            st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
+            st.rerun()
+        st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
+                   "the corrected lesion and say so." if edits.any else
+                   "Draw a region, then add it to the lesion or remove it. Nothing changes until you click.")
+
+
+def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
+    """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
+    with st.expander("Save to my dataset"):
+        folder = st.text_input("Dataset folder", str(corrections_dir()), key="analyse_dataset_folder",
+                               help="images/ and masks/ (same file names) plus provenance/ records: a folder "
+                                    "the Train and Evaluate pages read.")
+        status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
+        if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
+            try:
+                saved = appstate.save_to_dataset(outcome, folder, segmenter.name, choice.key)
+            except (OSError, ValueError) as error:
+                st.error(f"Could not save to {folder}: {ui.first_line(error)}")
+            else:
+                st.success(f"Saved {saved.image.name} and its mask in {folder}.")
+
+
+# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
+n_classes = choice.n_classes or 3
+with st.sidebar:
+    manual_cleanup_sidebar(n_classes)
     st.header("Overlay")
     left, right = st.columns(2)
     fill_hex = left.color_picker("Lesion", appstate.rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
@@ -101,18 +187,18 @@ segmenter = ui.load_segmenter(choice)
 if segmenter is None:
     st.stop()
 
-uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files]
 bar = st.progress(0.0, text="Analysing...")
 outcomes = appstate.analyse_uploads(
-    ui.analysis_store(), segmenter, choice.key, uploads, settings=settings, lesion_threshold=lesion_threshold,
+    ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
     pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
 bar.empty()
+corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
+outcomes = appstate.with_corrections(outcomes, corrections, choice.key)
 st.session_state["analyse_outcomes"] = outcomes
 good = [o for o in outcomes if o.ok]
-if good and not manual:
-    st.session_state["analyse_auto_settings"] = good[0].analysis.segmentation.settings.to_dict()
+st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter, good)
 
 for outcome in outcomes:
     if outcome.error:
@@ -129,9 +215,11 @@ st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes
 if len(good) > 1:
     rows = appstate.outcome_rows(good)
     st.dataframe(rows, hide_index=True, width="stretch")
-    names = [o.name for o in good]
-    shown = st.selectbox("Show image", range(len(good)), format_func=lambda i: names[i], key="analyse_shown")
-    outcome = good[shown if shown is not None and shown < len(good) else 0]
+    names = {o.key: o.name for o in good}
+    if st.session_state.get("analyse_shown") not in names:
+        st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
+    shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
+    outcome = next(o for o in good if o.key == shown)
 else:
     outcome = good[0]
 
@@ -139,9 +227,13 @@ analysis = outcome.analysis
 if analysis.error:
     st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
 left, right = st.columns(2)
-left.image(analysis.overlay, caption=f"{outcome.name}: lesion and border ({segmenter.name})", width="stretch")
+left.image(analysis.overlay, width="stretch",
+           caption=f"{outcome.name}: lesion and border ({segmenter.name}"
+                   + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+hand_correction_block(outcome)
+save_to_dataset_block(outcome)
 used = analysis.segmentation.settings
 st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
            f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "

@@ -305,6 +305,16 @@ def _threshold(text: str) -> float | str | None:
     return value
 
 
+def _outline_formats(text: str) -> tuple[str, ...]:
+    """``--outlines``: comma-separated names of :data:`moleseg.core.outlines.OUTLINE_FORMATS`."""
+    from moleseg.core.outlines import OutlineError, parse_formats
+
+    try:
+        return parse_formats(text)
+    except OutlineError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, read_image
     from moleseg.engine.pipeline import analyse_images
@@ -331,6 +341,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for path, analysis in zip(names, analyses):
                 try:
                     analysis.write_files(out, path.stem)
+                    if args.outlines:
+                        analysis.write_outlines(out, path.stem, args.outlines)
                     rows.append({"image": path.name, **analysis.measurement_row})
                 except ValueError as error:
                     failures.append((path.name, str(error)))
@@ -420,6 +432,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
+    from moleseg.core.outlines import OUTLINE_FORMATS
 
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
     parser.add_argument("--version", action="version", version=f"moleseg {__version__}")
@@ -464,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
                               "default 'model': the model's calibrated choice")
     predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--outlines", type=_outline_formats, default=(), metavar="FORMATS",
+                         help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
+                              "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
 
     score = add("score", "score predicted masks from any tool against true masks", cmd_score)
     score.add_argument("--pred", required=True, metavar="DIR")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 import zipfile
 
@@ -212,3 +213,76 @@ def test_sessions_share_the_servers_analysis_cache(at):
     outcomes = upload(other, picture)
     assert outcomes[0].analysis is not None and ui.analysis_store().predictions == 1
     assert ui.analysis_store() is ui.analysis_store() and ui.analysis_store().max_bytes == ANALYSIS_CACHE_BYTES
+
+
+def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at):
+    files = [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
+             ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")]
+    outcomes = upload(at, files)
+    before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
+    assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
+    at.toggle(key="analyse_manual").set_value(True).run()
+    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    at.slider(key="analyse_border").set_value(12).run()
+    assert not at.exception
+    after = {o.name: o.analysis.segmentation for o in at.session_state["analyse_outcomes"]}
+    assert after["a.png"].settings.border_width_px == 12 and after["a.png"].settings.rule == "grow_inside"
+    assert after["a.png"].lesion.sum() > before["a.png"].sum() + 100  # grown by 12 px
+    assert after["b.png"].settings.rule == "article"  # the other image keeps its automatic cleanup
+    np.testing.assert_array_equal(after["b.png"].lesion, before["b.png"])
+
+    at.selectbox(key="analyse_shown").set_value(outcomes[1].key).run()  # b.png in view: its own values
+    assert at.radio(key="analyse_rule").value == "article"
+    assert at.slider(key="analyse_border").value == outcomes[1].analysis.segmentation.settings.border_width_px
+    np.testing.assert_array_equal(at.session_state["analyse_outcomes"][1].analysis.segmentation.lesion,
+                                  before["b.png"])
+    at.selectbox(key="analyse_shown").set_value(outcomes[0].key).run()  # back to a.png: its manual values
+    assert at.slider(key="analyse_border").value == 12 and at.radio(key="analyse_rule").value == "grow_inside"
+
+    at.checkbox(key="analyse_apply_all").check().run()
+    both = [o.analysis.segmentation for o in at.session_state["analyse_outcomes"]]
+    assert [s.settings.border_width_px for s in both] == [12, 12]
+    assert both[1].lesion.sum() > before["b.png"].sum() + 100
+
+    at.toggle(key="analyse_manual").set_value(False).run()  # off: every image back to automatic
+    for outcome in at.session_state["analyse_outcomes"]:
+        np.testing.assert_array_equal(outcome.analysis.segmentation.lesion, before[outcome.name])
+
+
+def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
+    from moleseg.app import appstate
+    from moleseg.engine.correction import Stroke
+
+    outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
+    area = outcomes[0].analysis.measurement_row["area_px"]
+    (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    at.run()
+    corrected = at.session_state["analyse_outcomes"][0].analysis
+    assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
+    assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
+    rows = list(csv.DictReader(io.StringIO(appstate.measurements_csv_bytes(at.session_state["analyse_outcomes"])
+                                           .decode())))
+    assert rows[0]["note"] == "lesion corrected by hand" and float(rows[0]["area_px"]) == area + 200
+    edits.undo()
+    at.run()
+    assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area
+
+
+def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
+    from moleseg.core.pairing import pair_folders
+    from moleseg.engine.correction import Stroke
+
+    upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
+    (edits,) = at.session_state["analyse_corrections"].values()
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    at.run()
+    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    at.button(key="analyse_dataset_save").click().run()
+    assert not at.exception and any("Saved a.png" in text for text in texts(at.success))
+    (pair,) = pair_folders(tmp_path / "mine" / "images", tmp_path / "mine" / "masks").pairs
+    saved = np.asarray(Image.open(pair.mask)) > 0
+    np.testing.assert_array_equal(saved, at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion)
+    assert saved[:10, :20].all()
+    record = json.loads((tmp_path / "mine" / "provenance" / "a.json").read_text())
+    assert record["status"] == "corrected by hand" and record["model"] == "classical"

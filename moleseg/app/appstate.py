@@ -5,6 +5,7 @@ cache, exports, target previews, evaluation tables. No Streamlit and no TensorFl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -22,6 +23,7 @@ from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
+from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.overlap import training_overlap
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
@@ -291,6 +293,7 @@ class ImageOutcome:
     analysis: Analysis | None = None
     error: str | None = None
     stem: str = ""
+    key: str = ""  # the upload's digest (:attr:`Upload.key`)
 
     @property
     def ok(self) -> bool:
@@ -393,17 +396,23 @@ def _failure(name: str, error: BaseException) -> str:
 def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, uploads: Sequence[Upload], *,
                     settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
                     style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
+                    plan: "CleanupPlan | None" = None,
                     progress: Callable[[int, int, str], None] | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
     :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. Cached
     predictions whose cleanup, pixel size or style differ are re-cleaned, not re-predicted.
+    ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
+    and ``lesion_threshold``.
     """
     style = style or OverlayStyle()
-    params = _params(settings, pixel_size_mm, style, lesion_threshold)
+    default = CleanupChoice(settings, lesion_threshold)
+    choices = [(plan.for_image(u.key) if plan else None) or default for u in uploads]
+    image_params = [_params(c.settings, pixel_size_mm, style, c.lesion_threshold) for c in choices]
+    default_params = _params(settings, pixel_size_mm, style, lesion_threshold)
     stems = unique_stems([u.name for u in uploads])
-    outcomes = [ImageOutcome(name=u.name, stem=stem) for u, stem in zip(uploads, stems)]
+    outcomes = [ImageOutcome(name=u.name, stem=stem, key=u.key) for u, stem in zip(uploads, stems)]
     keys = [(model_key, u.key) for u in uploads]
     todo: list[tuple[int, np.ndarray]] = []
     cached: dict[int, CachedAnalysis] = {}  # held here: another session may evict them from the store
@@ -438,26 +447,208 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
         for (index, _), analysis in zip(chunk, analyses):
             if analysis is not None:
                 fresh[index] = analysis
-                store.put(keys[index], analysis, params)
+                store.put(keys[index], analysis, default_params)
         done += len(chunk)
         if progress:
             progress(done, len(todo), uploads[chunk[-1][0]].name)
     for index, key in enumerate(keys):
-        if outcomes[index].error or index in fresh:
-            outcomes[index].analysis = fresh.get(index)
+        if outcomes[index].error:
             continue
-        entry = cached[index]
-        analysis = entry.analysis
-        if entry.params != params:
+        if index in fresh:
+            analysis, cleaned_with = fresh[index], default_params
+        else:
+            analysis, cleaned_with = cached[index].analysis, cached[index].params
+        if cleaned_with != image_params[index]:  # this image's own cleanup (or new settings): re-clean only
+            choice = choices[index]
             try:
-                analysis = analysis.recleaned(segmenter, settings, pixel_size_mm=pixel_size_mm, style=style,
-                                              lesion_threshold=lesion_threshold)
+                analysis = analysis.recleaned(segmenter, choice.settings, pixel_size_mm=pixel_size_mm,
+                                              style=style, lesion_threshold=choice.lesion_threshold)
             except Exception as error:
                 outcomes[index].error = _failure(uploads[index].name, error)
                 continue
-            store.put(key, analysis, params)
+            store.put(key, analysis, image_params[index])
         outcomes[index].analysis = analysis
     return outcomes
+
+
+# --------------------------------------------------------------------------------------------------
+# per-image cleanup
+
+@dataclass(frozen=True)
+class CleanupChoice:
+    """One image's cleanup: ``settings`` in px of that image (None: the model's automatic cleanup)
+    and the lesion threshold (0..1, None for the arg-max, :data:`MODEL_THRESHOLD` for the model's)."""
+
+    settings: CleanupSettings | None = None
+    lesion_threshold: Any = MODEL_THRESHOLD
+
+
+class CleanupPlan:
+    """Which cleanup each image of the Analyse page gets, by upload key: its own manual choice,
+    the choice applied to all images, or (neither) the automatic one.
+
+    Manual settings apply to the image in view only, unless applied to all: then every image takes
+    them and earlier per-image choices are dropped. Unticking "apply to all" returns the other
+    images to the automatic cleanup.
+    """
+
+    def __init__(self) -> None:
+        self.by_image: dict[str, CleanupChoice] = {}
+        self.for_all: CleanupChoice | None = None
+
+    def record(self, image_key: str, choice: CleanupChoice, apply_to_all: bool = False) -> None:
+        """The user set ``choice`` while viewing ``image_key``."""
+        if apply_to_all:
+            self.for_all = choice
+            self.by_image = {}
+        else:
+            self.for_all = None
+            self.by_image[image_key] = choice
+
+    def for_image(self, image_key: str) -> CleanupChoice | None:
+        """The image's choice; None for the automatic cleanup."""
+        return self.for_all if self.for_all is not None else self.by_image.get(image_key)
+
+    def clear(self) -> None:
+        """Every image back to the automatic cleanup."""
+        self.by_image = {}
+        self.for_all = None
+
+
+@dataclass(frozen=True)
+class AutoCleanup:
+    """The automatic cleanup of one image (its radii scaled to the image) and the image's size (px)."""
+
+    settings: CleanupSettings
+    height: int
+    width: int
+
+
+def automatic_cleanups(segmenter: Segmenter, outcomes: Sequence[ImageOutcome]) -> dict[str, AutoCleanup]:
+    """The automatic cleanup of each analysed image, by upload key (what the manual sliders start from)."""
+    from moleseg.engine.segmenter import cleanup_for_image
+
+    result = {}
+    for outcome in outcomes:
+        if outcome.analysis is not None:
+            height, width = outcome.analysis.image.shape[:2]
+            result[outcome.key] = AutoCleanup(cleanup_for_image(segmenter, (height, width)), height, width)
+    return result
+
+
+#: Smallest maxima of the closing-radius and border-width sliders (px).
+CLOSING_SLIDER_MIN_MAX_PX: int = 80
+BORDER_SLIDER_MIN_MAX_PX: int = 40
+
+
+def cleanup_slider_limits(auto: AutoCleanup | None) -> tuple[int, int]:
+    """Maxima (px) of the closing-radius and border-width sliders for an image: twice its automatic value,
+    at least a tenth (closing) and a fiftieth (border) of its longer side, at least 80 and 40 px, at most
+    the cleanup's own limit (1000 px)."""
+    from moleseg.core.cleanup import MAX_RADIUS_PX
+
+    if auto is None:
+        return CLOSING_SLIDER_MIN_MAX_PX, BORDER_SLIDER_MIN_MAX_PX
+    side = max(auto.height, auto.width)
+    closing = max(CLOSING_SLIDER_MIN_MAX_PX, 2 * auto.settings.closing_radius_px, side // 10)
+    border = max(BORDER_SLIDER_MIN_MAX_PX, 2 * auto.settings.border_width_px, side // 50)
+    return min(closing, MAX_RADIUS_PX), min(border, MAX_RADIUS_PX)
+
+
+def shown_image_key(upload_keys: Sequence[str], selected: str | None, analysed_keys: Iterable[str] = ()
+                    ) -> str | None:
+    """The upload key of the image in view: the selected one when it is still uploaded, else the first
+    analysed upload of the last run, else the first upload (None without uploads)."""
+    if selected in upload_keys:
+        return selected
+    analysed = set(analysed_keys)
+    return next((key for key in upload_keys if key in analysed), upload_keys[0] if upload_keys else None)
+
+
+def cleanup_widget_values(choice: CleanupChoice | None, auto: AutoCleanup | None,
+                          calibrated_threshold: float | None) -> dict[str, Any]:
+    """Starting values of the manual cleanup widgets for an image: its recorded choice, else its automatic
+    cleanup. Keys: ``rule, closing, border, fill, largest, shape, use_threshold, threshold``."""
+    settings = (choice.settings if choice is not None and choice.settings is not None else
+                auto.settings if auto is not None else CleanupSettings())
+    threshold = choice.lesion_threshold if choice is not None else MODEL_THRESHOLD
+    if threshold == MODEL_THRESHOLD:
+        threshold = calibrated_threshold
+    return {"rule": settings.rule, "closing": settings.closing_radius_px, "border": settings.border_width_px,
+            "fill": settings.fill_holes, "largest": settings.largest_component, "shape": settings.shape,
+            "use_threshold": threshold is not None, "threshold": 0.5 if threshold is None else float(threshold)}
+
+
+# --------------------------------------------------------------------------------------------------
+# correcting a lesion by hand
+
+def correction_key(model_key: str, upload_key: str) -> str:
+    """Key of one image's hand corrections: they belong to the model's result they were drawn on."""
+    return f"{model_key}|{upload_key}"
+
+
+def with_corrections(outcomes: Sequence[ImageOutcome], corrections: Mapping[str, Corrections], model_key: str
+                     ) -> list[ImageOutcome]:
+    """The outcomes with each image's hand corrections applied (:meth:`Analysis.corrected`)."""
+    result = []
+    for outcome in outcomes:
+        edits = corrections.get(correction_key(model_key, outcome.key))
+        if outcome.analysis is not None and edits is not None and edits.any:
+            outcome = dataclasses.replace(outcome, analysis=outcome.analysis.corrected(edits))
+        result.append(outcome)
+    return result
+
+
+def _path_points(path: Sequence[Sequence[Any]]) -> list[tuple[float, float]]:
+    points = []
+    for command in path:
+        numbers = [float(value) for value in command[1:] if isinstance(value, (int, float))]
+        points.extend(zip(numbers[0::2], numbers[1::2]))
+    return points
+
+
+def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[Stroke]:
+    """The strokes drawn on a ``streamlit-drawable-canvas`` (its ``json_data``), in image px.
+
+    ``scale``: image px per canvas px. Polygons (``points``) become filled polygons; free drawings
+    (``path``) become brush lines of their stroke width; rectangles become polygons. Other objects
+    are ignored.
+    """
+    strokes: list[Stroke] = []
+    for item in (json_data or {}).get("objects", []):
+        kind = str(item.get("type", "")).lower()
+        if kind in ("polygon", "polyline") and item.get("points"):
+            points = [(float(p["x"]), float(p["y"])) for p in item["points"]]
+            strokes.append(Stroke.of(np.array(points) * scale))
+        elif kind == "path" and item.get("path"):
+            points = _path_points(item["path"])
+            if points:
+                strokes.append(Stroke.of(np.array(points) * scale, float(item.get("strokeWidth", 1)) * scale))
+        elif kind == "rect":
+            left, top = float(item.get("left", 0)), float(item.get("top", 0))
+            width = float(item.get("width", 0)) * float(item.get("scaleX", 1))
+            height = float(item.get("height", 0)) * float(item.get("scaleY", 1))
+            corners = [(left, top), (left + width, top), (left + width, top + height), (left, top + height)]
+            strokes.append(Stroke.of(np.array(corners) * scale))
+    return strokes
+
+
+def save_to_dataset(outcome: ImageOutcome, folder: str | Path, model_name: str, model_key: str = ""
+                    ) -> Any:
+    """Save the image in view and its lesion (corrected or as the model drew it) into the user's dataset
+    (:func:`moleseg.core.dataset.save_pair`), with the model, the cleanup and whether it was corrected."""
+    from moleseg.core.dataset import save_pair
+
+    analysis = outcome.analysis
+    if analysis is None:
+        raise ValueError(f"{outcome.name}: nothing to save (not analysed)")
+    segmentation = analysis.segmentation
+    provenance = {"source": outcome.name, "model": model_name, "model_key": model_key,
+                  "status": "corrected by hand" if analysis.corrected_by_hand else "accepted as is",
+                  "corrected_by_hand": analysis.corrected_by_hand,
+                  "cleanup": segmentation.settings.to_dict(), "lesion_threshold": segmentation.lesion_threshold}
+    return save_pair(folder, outcome.stem or Path(outcome.name).stem, analysis.image, segmentation.lesion,
+                     provenance)
 
 
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
@@ -478,8 +669,8 @@ def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "") -> list
         if outcome.error:
             row["note"] = outcome.error
         elif outcome.analysis is not None:
-            if outcome.analysis.error:
-                row["note"] = outcome.analysis.error
+            if outcome.analysis.notes:
+                row["note"] = outcome.analysis.notes
             row.update(outcome.analysis.measurement_row)
         rows.append(row)
     return rows

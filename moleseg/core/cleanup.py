@@ -262,8 +262,9 @@ def close_mask(mask: np.ndarray, radius_px: int, shape: str = "disk") -> np.ndar
     return result
 
 
-def _band(lesion: np.ndarray, settings: CleanupSettings) -> np.ndarray:
-    """The lesion minus its erosion (Matlab edge convention: no band along the frame)."""
+def border_band(lesion: np.ndarray, settings: CleanupSettings) -> np.ndarray:
+    """The lesion's border band: the lesion minus its erosion by ``settings.border_width_px`` (px, in
+    ``settings.shape``), Matlab edge convention: no band along the frame. ``(H, W)`` bool."""
     return lesion & ~erode(lesion, settings.border_width_px, settings.shape)
 
 
@@ -297,7 +298,7 @@ def _grow_inside_rule(labels: np.ndarray, settings: CleanupSettings) -> CleanupR
     lesion = dilate(inside, settings.border_width_px, settings.shape)
     if settings.fill_holes:
         lesion = fill_holes(lesion)
-    return _result(lesion, _band(lesion, settings))
+    return _result(lesion, border_band(lesion, settings))
 
 
 def _two_class_rule(labels: np.ndarray, settings: CleanupSettings) -> CleanupResult:
@@ -306,7 +307,7 @@ def _two_class_rule(labels: np.ndarray, settings: CleanupSettings) -> CleanupRes
         lesion = fill_holes(lesion)
     if settings.largest_component:
         lesion = keep_largest_component(lesion)
-    return _result(lesion, _band(lesion, settings))
+    return _result(lesion, border_band(lesion, settings))
 
 
 def cleanup(labels: np.ndarray, n_classes: int, settings: CleanupSettings | None = None) -> CleanupResult:

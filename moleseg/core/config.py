@@ -77,3 +77,14 @@ def class_names(n_classes: int) -> tuple[str, ...]:
     if n_classes == 2:
         return CLASS_NAMES_2
     raise ValueError(f"moleseg models have 2 or 3 classes, not {n_classes}")
+
+
+#: Folder of the user's own dataset of corrected (or accepted) lesions, ``images/`` + ``masks/``
+#: (``MOLESEG_CORRECTIONS_DIR`` overrides it).
+CORRECTIONS_DIR: Path = Path(__file__).resolve().parents[2] / "corrections"
+
+
+def corrections_dir() -> Path:
+    """:data:`CORRECTIONS_DIR`, or ``MOLESEG_CORRECTIONS_DIR`` when it is set now (read at every call)."""
+    value = os.environ.get("MOLESEG_CORRECTIONS_DIR")
+    return Path(value) if value else CORRECTIONS_DIR

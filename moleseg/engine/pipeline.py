@@ -7,6 +7,7 @@ No TensorFlow here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,11 +15,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.imageio import encode_png
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
 from moleseg.core.render import class_map, overlay
+from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
+
+
+#: What every export of a lesion corrected by hand says.
+CORRECTED_NOTE = "lesion corrected by hand"
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Analysis:
     style: OverlayStyle = field(default_factory=OverlayStyle)
     measurements: list[Measurement] = field(default_factory=list)
     error: str | None = None
+    corrected_by_hand: bool = False
 
     @property
     def overlay(self) -> np.ndarray:
@@ -67,6 +74,28 @@ class Analysis:
         segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold)
         return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
 
+    def corrected(self, corrections: Corrections) -> "Analysis":
+        """The analysis of the lesion corrected by hand (:mod:`moleseg.engine.correction`): the border band
+        redrawn with this cleanup's width and shape, measurements recomputed, ``corrected_by_hand`` set.
+        Without edits, this analysis itself."""
+        if not corrections.any:
+            return self
+        lesion = corrections.apply(self.segmentation.lesion)
+        border = border_band(lesion, self.segmentation.settings)
+        segmentation = dataclasses.replace(self.segmentation, lesion=lesion, border=border, inside=lesion & ~border)
+        analysis = Analysis(image=self.image, segmentation=segmentation, segmenter_name=self.segmenter_name,
+                            n_classes=self.n_classes, pixel_size_mm=self.pixel_size_mm, style=self.style,
+                            corrected_by_hand=True)
+        return _measured(analysis)
+
+    @property
+    def notes(self) -> str | None:
+        """What the exports say besides the measurements: no lesion found, corrected by hand."""
+        parts = [self.error] if self.error else []
+        if self.corrected_by_hand:
+            parts.append(CORRECTED_NOTE)
+        return "; ".join(parts) or None
+
     def files(self, stem: str) -> dict[str, bytes]:
         """``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values)."""
         return {
@@ -81,26 +110,49 @@ class Analysis:
 
         return [atomic_write(Path(folder) / name, data) for name, data in self.files(stem).items()]
 
+    @property
+    def cells(self) -> bool:
+        """True for two-class (cells) models: every object is a cell, not one lesion."""
+        return self.n_classes == 2
+
+    def outline_files(self, stem: str, formats: Sequence[str]) -> dict[str, bytes]:
+        """The lesion's outline (every object's in cells mode) in each of ``formats``
+        (:data:`moleseg.core.outlines.OUTLINE_FORMATS`); none when nothing was found."""
+        from moleseg.core.outlines import outline_files
+
+        return outline_files(self.segmentation.lesion, stem, formats, all_objects=self.cells,
+                             corrected_by_hand=self.corrected_by_hand)
+
+    def write_outlines(self, folder: str | Path, stem: str, formats: Sequence[str]) -> list[Path]:
+        """Write :meth:`outline_files` into ``folder`` atomically; returns the paths."""
+        from moleseg.core.atomic import atomic_write
+
+        return [atomic_write(Path(folder) / name, data) for name, data in self.outline_files(stem, formats).items()]
+
     def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None) -> bytes:
         """A one-page PDF report of this image."""
         from moleseg.core.report import pdf_report
 
         return pdf_report(image=self.image, overlay=self.overlay, measurements=self.measurements,
                           image_name=image_name, model_name=self.segmenter_name, model_version=model_version,
-                          created=created, notes=self.error)
+                          created=created, notes=self.notes)
+
+
+def _measured(analysis: Analysis) -> Analysis:
+    segmentation = analysis.segmentation
+    if segmentation.lesion.any():
+        border = segmentation.border if segmentation.border.any() else None
+        analysis.measurements = measure_lesion(segmentation.lesion, border=border,
+                                               pixel_size_mm=analysis.pixel_size_mm, image=analysis.image)
+    else:
+        analysis.error = "no lesion found in this image"
+    return analysis
 
 
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
             style: OverlayStyle) -> Analysis:
-    analysis = Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
-                        n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style)
-    if segmentation.lesion.any():
-        border = segmentation.border if segmentation.border.any() else None
-        analysis.measurements = measure_lesion(segmentation.lesion, border=border, pixel_size_mm=pixel_size_mm,
-                                               image=image)
-    else:
-        analysis.error = "no lesion found in this image"
-    return analysis
+    return _measured(Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
+                              n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style))
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,

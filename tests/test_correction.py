@@ -1,0 +1,92 @@
+"""Correcting a lesion by hand: strokes, add/remove, undo/reset, and the analysis that follows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moleseg.core.classical import ClassicalSegmenter
+from moleseg.engine.correction import Corrections, Edit, Stroke, apply_edit, replay, stroke_mask
+from moleseg.engine.pipeline import CORRECTED_NOTE, analyse_images
+
+SHAPE = (60, 80)
+
+
+def test_a_polygon_covers_the_pixels_whose_centres_are_inside():
+    square = Stroke.of([[10, 10], [30, 10], [30, 30], [10, 30]])  # pixel corners: cols/rows 10..29
+    mask = stroke_mask(square, SHAPE)
+    expected = np.zeros(SHAPE, bool)
+    expected[10:30, 10:30] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_a_brush_line_covers_its_width_and_points_outside_are_clipped():
+    line = Stroke.of([[5.5, 20.5], [200.5, 20.5]], width_px=5)  # along row 20, off the right edge
+    mask = stroke_mask(line, SHAPE)
+    assert mask[18:23, 10].all() and not mask[16, 10] and not mask[24, 10]
+    assert mask[20, SHAPE[1] - 1] and mask.sum() < 6 * SHAPE[1]
+    dot = stroke_mask(Stroke.of([[40.5, 40.5]], width_px=6), SHAPE)
+    assert dot[40, 40] and 20 <= dot.sum() <= 40
+
+
+def test_add_remove_undo_reset():
+    lesion = np.zeros(SHAPE, bool)
+    lesion[20:40, 20:40] = True
+    corrections = Corrections()
+    assert not corrections.push([Stroke.of([])], add=True)  # an empty drawing records nothing
+    assert corrections.push([Stroke.of([[40, 20], [60, 20], [60, 40], [40, 40]])], add=True)
+    assert corrections.apply(lesion).sum() == 400 + 400
+    assert corrections.push([Stroke.of([[20, 20], [30, 20], [30, 40], [20, 40]])], add=False)
+    corrected = corrections.apply(lesion)
+    assert corrected.sum() == 800 - 200 and not corrected[25, 25] and corrected[25, 45]
+    assert corrections.undo() and corrections.apply(lesion).sum() == 800
+    corrections.reset()
+    assert not corrections.any and not corrections.undo()
+    np.testing.assert_array_equal(corrections.apply(lesion), lesion)
+    edit = Edit((Stroke.of([[0, 0], [5, 0], [5, 5]]),), add=True)
+    np.testing.assert_array_equal(replay(lesion, [edit]), apply_edit(lesion, edit))
+
+
+def _mole() -> np.ndarray:
+    yy, xx = np.mgrid[:96, :112]
+    mask = ((yy - 48) / 25) ** 2 + ((xx - 56) / 30) ** 2 <= 1
+    return np.where(mask[..., None], np.array([90, 55, 40]), np.array([224, 172, 150])).astype(np.uint8)
+
+
+def test_a_corrected_analysis_has_its_own_band_measurements_and_says_so_in_every_export():
+    segmenter = ClassicalSegmenter(n_classes=3)
+    analysis = analyse_images(segmenter, [_mole()], pixel_size_mm=0.1)[0]
+    area = analysis.measurement_row["area_px"]
+    corrections = Corrections()
+    corrections.push([Stroke.of([[0, 0], [30, 0], [30, 20], [0, 20]])], add=True)  # a 30 x 20 px corner
+    corrected = analysis.corrected(corrections)
+    assert corrected.corrected_by_hand and not analysis.corrected_by_hand
+    assert corrected.measurement_row["area_px"] == area + 600
+    assert corrected.measurement_row["area_mm2"] == pytest.approx((area + 600) * 0.01)
+    assert corrected.measurement_row["n_components"] == 2
+    seg = corrected.segmentation
+    assert seg.border[0:20, 0:30].any() and not seg.border[10, 15]  # the new region has its own band
+    np.testing.assert_array_equal(seg.inside, seg.lesion & ~seg.border)
+    assert CORRECTED_NOTE in corrected.notes and analysis.notes is None
+    assert corrected.pdf("mole.png").startswith(b"%PDF")
+    files = corrected.outline_files("mole", ["geojson"])
+    assert json.loads(files["mole_outline.geojson"])["features"][0]["properties"]["corrected_by_hand"] is True
+    assert analysis.corrected(Corrections()) is analysis
+
+
+def test_canvas_json_becomes_strokes_in_image_px():
+    from moleseg.app.appstate import canvas_strokes
+
+    data = {"objects": [
+        {"type": "Polygon", "points": [{"x": 10, "y": 10}, {"x": 20, "y": 10}, {"x": 20, "y": 30}]},
+        {"type": "path", "strokeWidth": 4, "path": [["M", 1, 2], ["Q", 3, 4, 5, 6], ["L", 7, 8]]},
+        {"type": "rect", "left": 2, "top": 3, "width": 4, "height": 5, "scaleX": 1, "scaleY": 2},
+        {"type": "circle", "left": 1, "top": 1, "radius": 3},
+    ]}
+    polygon, brush, rect = canvas_strokes(data, scale=2.0)
+    assert polygon == Stroke.of([[20, 20], [40, 20], [40, 60]])
+    assert brush == Stroke.of([[2, 4], [6, 8], [10, 12], [14, 16]], width_px=8)
+    assert rect == Stroke.of([[4, 6], [12, 6], [12, 26], [4, 26]])
+    assert canvas_strokes(None, 1.0) == [] and canvas_strokes({"objects": []}, 1.0) == []
