@@ -53,5 +53,6 @@ navigation = st.navigation([
     st.Page(ui.PAGE_FILES["prepare"], title="Prepare targets", icon=":material/layers:"),
     st.Page(ui.PAGE_FILES["train"], title="Train", icon=":material/model_training:"),
     st.Page(ui.PAGE_FILES["evaluate"], title="Evaluate", icon=":material/analytics:"),
+    st.Page(ui.PAGE_FILES["study"], title="Study", icon=":material/science:"),
 ])
 navigation.run()

@@ -21,6 +21,7 @@ PAGE_FILES: dict[str, str] = {
     "prepare": "pages/prepare.py",
     "train": "pages/train.py",
     "evaluate": "pages/evaluate.py",
+    "study": "pages/study.py",
 }
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"

@@ -683,3 +683,44 @@ def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_
     with open(out / "study.log", "ab") as log:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
+
+
+#: The study files shipped with moleseg (a ``studies/`` folder beside the package's checkout).
+STUDIES_DIR: Path = Path(__file__).resolve().parents[2] / "studies"
+
+
+def study_files(folder: str | Path | None = None) -> list[Path]:
+    """The ``*.yaml`` study files of ``folder`` (default :data:`STUDIES_DIR`), sorted."""
+    folder = Path(folder) if folder else STUDIES_DIR
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def list_study_folders(root: str | Path) -> list[Path]:
+    """Study folders (holding ``plan.json``) directly under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / PLAN_JSON).is_file()]
+    return sorted(found, key=lambda p: (p / PLAN_JSON).stat().st_mtime, reverse=True)
+
+
+def table_for_display(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """``study.csv`` rows with numbers as numbers (so the app's table sorts them as numbers)."""
+    def number(text: Any) -> Any:
+        try:
+            return float(text) if text not in ("", None) else None
+        except (TypeError, ValueError):
+            return text
+    return [{key: (value if key in ("run", "factor", "setting") else number(value)) for key, value in row.items()}
+            for row in rows]
+
+
+def figures_of_folder(out: str | Path) -> list[Any]:
+    """The study's figures, read back from its folder (its plan names the study file)."""
+    out = Path(out)
+    plan_info = read_json(out / PLAN_JSON, {}) or {}
+    try:
+        study = load_study(plan_info.get("study", ""))
+    except StudyError:
+        return []
+    return study_figures(study, out, collect(study, out))
