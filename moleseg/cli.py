@@ -13,7 +13,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from moleseg.core.options import Option
 
 EXIT_OK, EXIT_ERROR = 0, 2
 
@@ -106,39 +109,93 @@ def _failures_exit(failures: list[tuple[str, str]]) -> int:
 # ------------------------------------------------------------------------------------------------------
 # commands
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from moleseg.network.data import AugmentConfig
+#: Prefix of the argparse destinations of the training options (``opt:model.input_size``).
+OPTION_DEST = "opt:"
 
-    augment = [a for a in (args.augment or "").split(",") if a.strip() and a.strip() != "none"]
-    AugmentConfig.from_names(augment)
-    from moleseg.network.model.build import ModelConfig
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per settable option of :mod:`moleseg.core.options` (and its older aliases), none with a
+    default: only the flags given land in the namespace (see :func:`given_options`)."""
+    from moleseg.core import options
+
+    groups = {name: parser.add_argument_group(f"{name} options") for name in options.GROUPS}
+    for item in options.OPTIONS:
+        if not item.settable:
+            continue
+        group = groups[item.group]
+        dest = OPTION_DEST + item.name
+        if item.kind == "bool":
+            group.add_argument(item.cli_flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=item.describe().replace("%", "%%"))
+            for alias in item.aliases:
+                group.add_argument(alias, dest=dest, action="store_false", default=argparse.SUPPRESS,
+                                   help=f"same as --no-{item.cli_flag[2:]}")
+        elif item.kind == "folders":
+            group.add_argument(item.cli_flag, *item.aliases, dest=dest, action="append", metavar="DIR",
+                               default=argparse.SUPPRESS, help=item.describe().replace("%", "%%") + "; repeat for several")
+        else:
+            group.add_argument(item.cli_flag, *item.aliases, dest=dest, type=_option_parser(item),
+                               choices=item.choices if item.kind == "choice" else None,
+                               metavar=None if item.kind == "choice" else item.kind.upper(),
+                               default=argparse.SUPPRESS, help=item.describe().replace("%", "%%"))
+
+
+def _option_parser(item: Option) -> Callable[[str], object]:
+    """``item.parse`` with its errors as argparse's (one usage line naming the option)."""
+
+    def parse(text: str) -> object:
+        try:
+            return item.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The training options given as flags, as a configuration dictionary (``model`` options nested)."""
+    from moleseg.core import options
+
+    values: dict = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(OPTION_DEST):
+            options.set_value(values, dest[len(OPTION_DEST):], value)
+    return values
+
+
+def train_config_of(args: argparse.Namespace) -> dict:
+    """The configuration dictionary of a new training: the defaults, overridden by ``--config FILE``
+    (its relative folders under ``--data-root``, by default the file's folder), overridden by the flags
+    given; ``name`` defaults to the run folder's name. Checked by ``TrainConfig``, not here."""
+    from moleseg.core import options
+
+    from_file = options.read_config_file(args.config, args.data_root) if args.config else {}
+    values = options.merged(from_file, given_options(args))
+    if values.get("name") is None:
+        values["name"] = Path(args.out).name
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from moleseg.core import options
     from moleseg.network.train import TrainConfig, TrainingCancelled, train
 
     run_dir = Path(args.out)
     if args.resume:
         if not (run_dir / "config.json").is_file():
             raise CommandError(f"{run_dir}: nothing to resume (no config.json in it)")
+        epochs = given_options(args).get("epochs")
         config = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
-                                        **({"epochs": args.epochs} if args.epochs else {})})
+                                        **({"epochs": epochs} if epochs else {})})
     else:
         if (run_dir / "config.json").is_file():
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
-        for folder in (args.images or []) + (args.masks or []):
-            if not Path(folder).is_dir():
-                raise CommandError(f"folder not found: {folder}")
-        model = ModelConfig(architecture=args.architecture, backbone=args.backbone, input_size=args.image_size,
-                            n_classes=args.classes, separable=not args.dense_head, decoder_width=args.decoder_width)
-        config = TrainConfig(
-            images=list(args.images or []), masks=list(args.masks or []), model=model, weights=args.weights,
-            border_width_px=args.border_width_px, shape=args.shape, solver=args.solver, epochs=args.epochs or 30,
-            batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule, loss=args.loss,
-            class_weighting=not args.no_class_weights, augment=augment, translation_px=args.translation_px,
-            rotation_deg=args.rotation_deg, validation_split=args.validation_split, test_split=args.test_split,
-            seed=args.seed, early_stopping_patience=args.early_stopping, strategy=args.strategy,
-            mixed_precision=args.mixed_precision, name=args.name or run_dir.name,
-            inference=args.inference, crops_per_image=args.crops_per_image, crops_by_area=args.crops_by_area,
-            calibrate=not args.no_calibrate,
-        )
+        values = train_config_of(args)
+        for pair in options.FOLDER_PAIRS:
+            for folder in (folder for key in pair for folder in values[key] or []):
+                if not Path(folder).is_dir():
+                    raise CommandError(f"folder not found: {folder}")
+        config = TrainConfig.from_dict(values)
     bar = ProgressBar(config.epochs, "training", args.quiet, unit="step")
 
     def progress(event) -> bool:
@@ -334,9 +391,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from moleseg.core.modelinfo import read_model_info
+    from moleseg.core.modelinfo import read_info
 
-    print(json.dumps(read_model_info(args.model), indent=2))
+    print(json.dumps(read_info(args.model).to_dict(), indent=2))
     return EXIT_OK
 
 
@@ -357,46 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     train = add("train", "train a network on image/mask folders into a run folder", cmd_train)
-    train.add_argument("--images", action="append", metavar="DIR", help="image folder (repeat to combine datasets)")
-    train.add_argument("--masks", action="append", metavar="DIR", help="mask folder, one per --images")
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to create (or resume)")
-    train.add_argument("--classes", type=int, choices=(3, 2), default=3, help="3: back/border/inside; 2: cells")
-    train.add_argument("--backbone", default="mobilenetv2",
-                       choices=("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2"))
-    train.add_argument("--architecture", default="deeplabv3plus", choices=("deeplabv3plus", "unet", "fpn", "linknet"))
-    train.add_argument("--weights", default="imagenet", help="none, imagenet or a .keras file to start from")
-    train.add_argument("--solver", default="adam", choices=("sgdm", "rmsprop", "adam"))
-    train.add_argument("--epochs", type=int, help="number of epochs (default 30)")
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--schedule", default="cosine", choices=("constant", "cosine", "piecewise"))
-    train.add_argument("--loss", default="weighted_ce", choices=("weighted_ce", "ce", "dice", "focal", "dice_ce"))
-    train.add_argument("--no-class-weights", action="store_true", help="no inverse-frequency class weights")
-    train.add_argument("--image-size", type=int, default=256, help="network input side in px, a multiple of 16")
-    train.add_argument("--border-width-px", type=int, default=4, help="BORDER band width (px of the input)")
-    train.add_argument("--shape", default="diamond", choices=("diamond", "disk", "square"))
-    train.add_argument("--augment", default="rotation,reflection,translation",
-                       help="comma list of rotation,reflection,translation,scale,colour (or none)")
-    train.add_argument("--translation-px", type=float, default=10.0, help="translation range, +- px")
-    train.add_argument("--rotation-deg", type=float, default=180.0, help="rotation range, +- degrees")
-    train.add_argument("--validation-split", type=float, default=0.15)
-    train.add_argument("--test-split", type=float, default=0.0)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS",
-                       help="stop after this many epochs without a better validation FM (0: off)")
-    train.add_argument("--dense-head", action="store_true", help="plain 3x3 convolutions instead of separable")
-    train.add_argument("--decoder-width", type=int, default=128)
-    train.add_argument("--strategy", default="auto", choices=("auto", "default", "mirrored"))
-    train.add_argument("--mixed-precision", default="auto", choices=("auto", "on", "off"))
-    train.add_argument("--inference", default="resize", choices=("resize", "tiles"),
-                       help="resize whole images to the input (moles) or crop/tile at the image's own scale (cells)")
-    train.add_argument("--crops-per-image", type=int, default=1, help="random crops per image and epoch (tiles)")
-    train.add_argument("--crops-by-area", action="store_true",
-                       help="tiles: crops per input-sized area of each image (up to 16), not per image")
-    train.add_argument("--no-calibrate", action="store_true",
-                       help="keep arg-max without flips instead of choosing them by validation FM after training")
-    train.add_argument("--name", help="model name stored in the file (default: the run folder's name)")
-    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    train.add_argument("--config", metavar="FILE",
+                       help="start from a configuration file (a run's config.json or a recipe in models/); "
+                            "flags given as well override its values")
+    train.add_argument("--data-root", metavar="DIR",
+                       help="folder that relative dataset folders of --config are under (default: the folder "
+                            "holding the file)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
+    add_option_flags(train)
 
     evaluate = add("evaluate", "score a model against true masks", cmd_evaluate)
     evaluate.add_argument("--model", required=True, help="a .keras file or 'classical'")

@@ -11,9 +11,48 @@ from moleseg.engine import jobs
 from moleseg.core.config import runs_dir
 from moleseg.engine.runs import read_history, read_json
 from moleseg.engine.session import dataset_list
+from moleseg.core import options
 from moleseg.core.targets import SHAPES
 
 ui.require_entrypoint()
+#: The widget (its session-state key) of every settable training option of moleseg.core.options; the keys of
+#: the network-fit widgets get the number of classes appended. tests/test_options.py walks this mapping.
+WIDGETS: dict[str, str] = {
+    "images": "train_datasets", "masks": "train_datasets", "validation_images": "train_validation",
+    "validation_masks": "train_validation", "test_images": "train_test", "test_masks": "train_test",
+    "model.architecture": "train_architecture", "model.backbone": "train_backbone",
+    "model.input_size": "train_input_size", "model.n_classes": "train_classes", "model.separable": "train_separable",
+    "model.decoder_width": "train_decoder_width", "model.aspp_rates": "train_aspp", "model.dropout": "train_dropout",
+    "weights": "train_weights", "border_width_px": "train_border_width", "shape": "train_shape",
+    "closing_radius_px": "train_closing", "solver": "train_solver", "epochs": "train_epochs",
+    "batch_size": "train_batch", "learning_rate": "train_lr", "schedule": "train_schedule",
+    "momentum": "train_momentum", "loss": "train_loss", "class_weighting": "train_weighting",
+    "augment": "train_augment", "rotation_deg": "train_rotation", "translation_px": "train_translation",
+    "scale_range": "train_scale", "colour": "train_colour", "validation_split": "train_validation_split",
+    "test_split": "train_test_split", "seed": "train_seed", "early_stopping_patience": "train_patience",
+    "bn_momentum": "train_bn_value", "strategy": "train_strategy", "mixed_precision": "train_precision",
+    "train_fm_images": "train_fm_images", "inference": "train_inference", "crops_per_image": "train_crops",
+    "crops_by_area": "train_crops_area", "calibrate": "train_calibrate", "cache_dir": "train_cache",
+    "name": "train_name",
+}
+
+
+def key(name: str) -> str:
+    """The widget key of option ``name``."""
+    return WIDGETS[name]
+
+
+def hint(name: str) -> str:
+    """The option's help line with its allowed values, unit and default."""
+    return options.option(name).describe()
+
+
+def low(name: str) -> float:
+    """The option's lower bound (the widgets' minimum)."""
+    value = options.option(name).low
+    return type(options.option(name).default)(value or 0)
+
+
 RUNS = runs_dir()
 defaults = jobs.train_defaults()
 model_defaults = defaults["model"]
@@ -84,54 +123,65 @@ if shown is not None and shown.is_dir():
 # ---- options ---------------------------------------------------------------------------------------
 st.subheader("New training")
 prepared = st.session_state.get(ui.DATASET_KEY)
-ui.init_state("train_datasets", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+ui.init_state(key("images"), f"{prepared['images']} | {prepared['masks']}" if prepared else "")
 with st.expander("Data", expanded=True):
     datasets_text = st.text_area(
-        "Training datasets", key="train_datasets", height=90,
+        "Training datasets", key=key("images"), height=90,
         placeholder="/data/moles (holding images/ and masks/)\n/data/other/images | /data/other/masks",
         help="One dataset per line: a folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'. "
              "Several datasets are combined. The Prepare page fills in the dataset chosen there.")
-    validation_text = st.text_area("Validation datasets (optional)", key="train_validation", height=68,
+    validation_text = st.text_area("Validation datasets (optional)", key=key("validation_images"), height=68,
                                    help="Empty: a random share of the training pairs is held out (below).")
-    test_text = st.text_area("Test datasets (optional)", key="train_test", height=68,
+    test_text = st.text_area("Test datasets (optional)", key=key("test_images"), height=68,
                              help="Evaluated once at the end with the best model (and the classical baseline).")
     a, b = st.columns(2)
-    validation_split = a.slider("Validation share", 0.0, 0.5, defaults["validation_split"], 0.05,
-                                key="train_validation_split", disabled=bool(validation_text.strip()))
-    test_split = b.slider("Test share", 0.0, 0.5, defaults["test_split"], 0.05, key="train_test_split")
+    validation_split = a.slider("Validation share", low("validation_split"), 0.5, defaults["validation_split"], 0.05,
+                                key=key("validation_split"), disabled=bool(validation_text.strip()),
+                                help=hint("validation_split"))
+    test_split = b.slider("Test share", low("test_split"), 0.5, defaults["test_split"], 0.05, key=key("test_split"),
+                          help=hint("test_split"))
     a, b, c = st.columns(3)
-    border_width = a.number_input("Border width (px of the input)", 0, 50, defaults["border_width_px"],
-                                  key="train_border_width", help="Width of the BORDER class of the targets.")
-    shape = b.selectbox("Structuring element", SHAPES, index=SHAPES.index(defaults["shape"]), key="train_shape")
-    closing = c.number_input("Closing radius (px of the input)", 0, 100, defaults["closing_radius_px"],
-                             key="train_closing", help="The model's default cleanup closing (the article: 15).")
+    border_width = a.number_input("Border width (px of the input)", low("border_width_px"), 50,
+                                  defaults["border_width_px"], key=key("border_width_px"), help=hint("border_width_px"))
+    shape = b.selectbox("Structuring element", SHAPES, index=SHAPES.index(defaults["shape"]), key=key("shape"),
+                        help=hint("shape"))
+    closing = c.number_input("Closing radius (px of the input)", low("closing_radius_px"), 100,
+                             defaults["closing_radius_px"], key=key("closing_radius_px"), help=hint("closing_radius_px"))
 
 with st.expander("Network"):
     a, b, c = st.columns(3)
-    n_classes = a.radio("Classes", [3, 2], key="train_classes", horizontal=True,
+    n_classes = a.radio("Classes", list(options.CLASS_COUNTS), key=key("model.n_classes"), horizontal=True,
                         format_func=lambda n: "3: back/border/inside" if n == 3 else "2: cells")
-    architecture = b.selectbox("Architecture", jobs.ARCHITECTURES, key="train_architecture")
-    backbone = c.selectbox("Backbone (encoder)", jobs.BACKBONES, key="train_backbone")
+    architecture = b.selectbox("Architecture", jobs.ARCHITECTURES, key=key("model.architecture"),
+                               help=hint("model.architecture"))
+    backbone = c.selectbox("Backbone (encoder)", jobs.BACKBONES, key=key("model.backbone"), help=hint("model.backbone"))
     a, b, c = st.columns(3)
-    sizes = [64, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512]
+    sizes = [size for size in (64, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512)
+             if not options.option("model.input_size").problems(size)]
     input_size = a.selectbox("Input size (px)", sizes, index=sizes.index(model_defaults["input_size"]),
-                             key="train_input_size", help="Images are resized to this square for the network.")
-    decoder_width = b.selectbox("Decoder width", [64, 128, 256], index=1, key="train_decoder_width")
-    dropout = c.slider("Dropout after ASPP", 0.0, 0.5, model_defaults["dropout"], 0.05, key="train_dropout")
+                             key=key("model.input_size"), help=hint("model.input_size"))
+    widths = [64, 128, 256]
+    decoder_width = b.selectbox("Decoder width", widths, index=widths.index(model_defaults["decoder_width"]),
+                                key=key("model.decoder_width"), help=hint("model.decoder_width"))
+    dropout = c.slider("Dropout after ASPP", low("model.dropout"), 0.5, model_defaults["dropout"], 0.05,
+                       key=key("model.dropout"), help=hint("model.dropout"))
     a, b = st.columns(2)
     aspp_text = a.text_input("ASPP dilation rates", ", ".join(map(str, model_defaults["aspp_rates"])),
-                             key="train_aspp", help="Three rates at output stride 16 (the paper: 6, 12, 18).")
-    separable = b.checkbox("Separable convolutions", model_defaults["separable"], key="train_separable")
+                             key=key("model.aspp_rates"), help=hint("model.aspp_rates"))
+    separable = b.checkbox("Separable convolutions", model_defaults["separable"], key=key("model.separable"),
+                           help=hint("model.separable"))
     a, b, c = st.columns(3)
     fits = list(jobs.INFERENCE_FITS)
     fit = a.selectbox("Images meet the network", fits, index=fits.index(jobs.default_inference(n_classes)),
-                      key=f"train_inference_{n_classes}", format_func=jobs.INFERENCE_FITS.get,
+                      key=f"{key('inference')}_{n_classes}", format_func=jobs.INFERENCE_FITS.get,
                       help="Resize: the whole image is squeezed to the input (moles). Tiles: random crops at "
                            "the image's own scale for training and overlapping tiles for prediction, so small "
                            "objects such as nuclei keep their size (cells).")
-    crops = b.number_input("Crops per image and epoch", 1, 64, 1, key=f"train_crops_{n_classes}",
-                           disabled=fit != "tiles", help="With more crops from larger images: per input-sized area.")
-    crops_by_area = c.checkbox("More crops from larger images", fit == "tiles", key=f"train_crops_area_{n_classes}",
+    crops = b.number_input("Crops per image and epoch", low("crops_per_image"), 64, defaults["crops_per_image"],
+                           key=f"{key('crops_per_image')}_{n_classes}", disabled=fit != "tiles",
+                           help=hint("crops_per_image"))
+    crops_by_area = c.checkbox("More crops from larger images", fit == "tiles",
+                               key=f"{key('crops_by_area')}_{n_classes}",
                                disabled=fit != "tiles",
                                help="One crop per input-sized area (up to 16), so a large field weighs as much "
                                     "as the small fields it holds.")
@@ -139,7 +189,7 @@ with st.expander("Network"):
     weight_options = (["shipped"] if shipped != "imagenet" else []) + ["imagenet", "none", "file"]
     weight_labels = {"shipped": f"fine-tune the shipped model ({Path(shipped).name})",
                      "imagenet": "ImageNet encoder", "none": "random (from scratch)", "file": "another .keras model"}
-    weights_choice = st.radio("Start from", weight_options, key="train_weights", format_func=weight_labels.get,
+    weights_choice = st.radio("Start from", weight_options, key=key("weights"), format_func=weight_labels.get,
                               help="Fine-tuning copies every layer whose name and shape match (same backbone).")
     weights_file = ""
     if weights_choice == "file":
@@ -147,51 +197,59 @@ with st.expander("Network"):
 
 with st.expander("Solver"):
     a, b, c = st.columns(3)
-    solver = a.selectbox("Solver", jobs.SOLVERS, index=jobs.SOLVERS.index(defaults["solver"]), key="train_solver")
-    epochs = b.number_input("Epochs", 1, 1000, defaults["epochs"], key="train_epochs")
-    batch_size = c.number_input("Mini-batch size", 1, 256, defaults["batch_size"], key="train_batch")
+    solver = a.selectbox("Solver", jobs.SOLVERS, index=jobs.SOLVERS.index(defaults["solver"]), key=key("solver"),
+                         help=hint("solver"))
+    epochs = b.number_input("Epochs", low("epochs"), 1000, defaults["epochs"], key=key("epochs"), help=hint("epochs"))
+    batch_size = c.number_input("Mini-batch size", low("batch_size"), 256, defaults["batch_size"], key=key("batch_size"),
+                                 help=hint("batch_size"))
     a, b, c = st.columns(3)
     learning_rate = a.number_input("Learning rate", 1e-6, 1.0, defaults["learning_rate"], format="%.6f",
-                                   step=1e-4, key="train_lr")
+                                   step=1e-4, key=key("learning_rate"), help=hint("learning_rate"))
     schedule = b.selectbox("Learning-rate schedule", jobs.SCHEDULES, index=jobs.SCHEDULES.index(defaults["schedule"]),
-                           key="train_schedule")
-    momentum = c.number_input("Momentum (sgdm)", 0.0, 0.999, defaults["momentum"], key="train_momentum",
-                              disabled=solver != "sgdm")
+                           key=key("schedule"), help=hint("schedule"))
+    momentum = c.number_input("Momentum (sgdm)", low("momentum"), 0.999, defaults["momentum"], key=key("momentum"),
+                              disabled=solver != "sgdm", help=hint("momentum"))
     a, b, c = st.columns(3)
-    loss = a.selectbox("Loss", jobs.LOSSES, index=jobs.LOSSES.index(defaults["loss"]), key="train_loss")
-    class_weighting = b.checkbox("Inverse-frequency class weights", defaults["class_weighting"], key="train_weighting")
-    patience = c.number_input("Early stopping (epochs, 0: off)", 0, 1000, defaults["early_stopping_patience"],
-                              key="train_patience")
+    loss = a.selectbox("Loss", jobs.LOSSES, index=jobs.LOSSES.index(defaults["loss"]), key=key("loss"), help=hint("loss"))
+    class_weighting = b.checkbox("Inverse-frequency class weights", defaults["class_weighting"],
+                                 key=key("class_weighting"), help=hint("class_weighting"))
+    patience = c.number_input("Early stopping (epochs, 0: off)", low("early_stopping_patience"), 1000,
+                              defaults["early_stopping_patience"], key=key("early_stopping_patience"),
+                              help=hint("early_stopping_patience"))
 
 with st.expander("Augmentation"):
-    augment = st.multiselect("Random transformations", jobs.AUGMENTATIONS, defaults["augment"], key="train_augment")
+    augment = st.multiselect("Random transformations", jobs.AUGMENTATIONS, defaults["augment"], key=key("augment"),
+                             help=hint("augment"))
     a, b = st.columns(2)
-    rotation = a.slider("Rotation range (+- degrees)", 0.0, 180.0, defaults["rotation_deg"], 5.0, key="train_rotation")
-    translation = b.number_input("Translation range (+- px)", 0.0, 200.0, defaults["translation_px"],
-                                 key="train_translation")
-    scale = a.slider("Scale range (+-)", 0.0, 0.5, defaults["scale_range"], 0.05, key="train_scale")
-    colour = b.slider("Colour jitter strength", 0.0, 1.0, defaults["colour"], 0.05, key="train_colour")
+    rotation = a.slider("Rotation range (+- degrees)", low("rotation_deg"), float(options.option("rotation_deg").high),
+                        defaults["rotation_deg"], 5.0, key=key("rotation_deg"), help=hint("rotation_deg"))
+    translation = b.number_input("Translation range (+- px)", low("translation_px"), 200.0, defaults["translation_px"],
+                                 key=key("translation_px"), help=hint("translation_px"))
+    scale = a.slider("Scale range (+-)", low("scale_range"), 0.5, defaults["scale_range"], 0.05, key=key("scale_range"),
+                     help=hint("scale_range"))
+    colour = b.slider("Colour jitter strength", low("colour"), float(options.option("colour").high), defaults["colour"],
+                      0.05, key=key("colour"), help=hint("colour"))
 
 with st.expander("Advanced"):
     a, b, c = st.columns(3)
-    seed = a.number_input("Random seed", 0, 2**31 - 1, defaults["seed"], key="train_seed")
-    strategy = b.selectbox("Distribution", jobs.STRATEGIES, key="train_strategy",
-                           help="auto: all GPUs when there are several; mirrored: all GPUs or CPUs.")
-    precision = c.selectbox("Mixed precision", jobs.PRECISIONS, key="train_precision", help="auto: on with a GPU.")
+    seed = a.number_input("Random seed", low("seed"), 2**31 - 1, defaults["seed"], key=key("seed"), help=hint("seed"))
+    strategy = b.selectbox("Distribution", jobs.STRATEGIES, key=key("strategy"), help=hint("strategy"))
+    precision = c.selectbox("Mixed precision", jobs.PRECISIONS, key=key("mixed_precision"), help=hint("mixed_precision"))
     a, b, c = st.columns(3)
     auto_bn = a.checkbox("BatchNorm momentum: automatic", True, key="train_bn_auto",
                          help="Chosen so the moving statistics converge within half the training steps.")
-    bn_value = b.number_input("BatchNorm momentum", 0.01, 0.999, 0.9, key="train_bn_value", disabled=auto_bn)
-    fm_images = c.number_input("Training images scored per epoch", 0, 1000, defaults["train_fm_images"],
-                               key="train_fm_images")
-    calibrate = st.checkbox("Choose flips and lesion threshold by validation FM after training", True,
-                            key="train_calibrate",
+    bn_value = b.number_input("BatchNorm momentum", 0.01, 0.999, 0.9, key=key("bn_momentum"), disabled=auto_bn,
+                              help=hint("bn_momentum"))
+    fm_images = c.number_input("Training images scored per epoch", low("train_fm_images"), 1000,
+                               defaults["train_fm_images"], key=key("train_fm_images"), help=hint("train_fm_images"))
+    calibrate = st.checkbox("Choose flips and lesion threshold by validation FM after training", defaults["calibrate"],
+                            key=key("calibrate"),
                             help="Tries flip test-time augmentation and lesion probability thresholds on the "
                                  "validation images and stores the best in the model (arg-max unless it gains).")
     a, b = st.columns(2)
-    run_name = a.text_input("Run name", "", key="train_name", placeholder=f"{architecture}-{backbone}",
+    run_name = a.text_input("Run name", "", key=key("name"), placeholder=f"{architecture}-{backbone}",
                             help="Start of the run folder's name (a date is appended) and the model's name.")
-    cache_dir = b.text_input("Example cache folder (optional)", "", key="train_cache",
+    cache_dir = b.text_input("Example cache folder (optional)", "", key=key("cache_dir"),
                              help="Where resized examples are cached between trainings (default ~/.cache/moleseg).")
 
 # ---- start -----------------------------------------------------------------------------------------

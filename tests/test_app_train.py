@@ -134,15 +134,17 @@ def test_a_runner_that_died_silently_is_reported(tmp_path):
 
 
 @pytest.mark.slow
-def test_choices_match_the_training_modules():
+def test_choices_of_the_app_and_the_training_modules_are_the_schema_s():
+    from moleseg.core import options
     from moleseg.network.data import AUGMENTATIONS
     from moleseg.network.model.backbones import BACKBONES
     from moleseg.network.model.build import ARCHITECTURES, ModelConfig
     from moleseg.network.model.losses import LOSSES
     from moleseg.network.train import SCHEDULES, SOLVERS, TrainConfig
 
-    assert (jobs.SOLVERS, jobs.SCHEDULES, jobs.LOSSES) == (SOLVERS, SCHEDULES, LOSSES)
-    assert (jobs.ARCHITECTURES, jobs.BACKBONES, jobs.AUGMENTATIONS) == (ARCHITECTURES, BACKBONES, AUGMENTATIONS)
+    for name, network in (("SOLVERS", SOLVERS), ("SCHEDULES", SCHEDULES), ("LOSSES", LOSSES),
+                          ("ARCHITECTURES", ARCHITECTURES), ("BACKBONES", BACKBONES), ("AUGMENTATIONS", AUGMENTATIONS)):
+        assert network is getattr(options, name) is getattr(jobs, name)  # one tuple, not copies
     defaults = TrainConfig(images=["a"], masks=["b"]).to_dict()
     assert {**defaults, "images": [], "masks": []} == jobs.train_defaults()
     assert ModelConfig().to_dict() == jobs.MODEL_DEFAULTS

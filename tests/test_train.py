@@ -454,11 +454,12 @@ def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch
     data = tmp_path / "data"
     write_dataset(data / "set", n=10, seed=2)
     write_dataset(data / "test", n=3, seed=3)
-    recipe = {"train": ["set"], "test": ["test"], "options": dict(
-        model=dict(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=[1, 2, 3], dropout=0.0),
-        weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.3, train_fm_images=2,
-        cache_dir=str(tmp_path / "cache"), bn_momentum=0.01, seed=5, name="tiny")}
-    monkeypatch.setitem(shipped.RECIPES, "tiny", recipe)
+    recipe = dict(images=["set/images"], masks=["set/masks"], recipe={"test": ["test"]},
+                  model=dict(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=[1, 2, 3], dropout=0.0),
+                  weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.3, train_fm_images=2,
+                  cache_dir=str(tmp_path / "cache"), bn_momentum=0.01, seed=5, name="tiny")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.config.json").write_text(json.dumps(recipe))
     monkeypatch.setattr(shipped, "MODELS_DIR", tmp_path / "models")
     monkeypatch.setattr(shipped, "RUNS_DIR", tmp_path / "runs")
 

@@ -13,13 +13,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
+from moleseg.core.modelinfo import ModelInfo
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
@@ -91,7 +92,7 @@ class ModelChoice:
 def model_lesion_threshold(choice: ModelChoice) -> float | None:
     """The lesion probability threshold a model file was calibrated with (0..1), None for the arg-max
     or when it cannot be read (read from its ``moleseg.json``, no TensorFlow)."""
-    value = _info(choice.path).get("lesion_threshold") if choice.path is not None else None
+    value = _info(choice.path).lesion_threshold if choice.path is not None else None
     return None if value is None else float(value)
 
 
@@ -102,13 +103,14 @@ def _stamp(path: Path) -> int:
         return 0
 
 
-def _info(path: Path) -> dict[str, Any]:
-    from moleseg.core.modelinfo import ModelFileError, read_model_info
+def _info(path: Path) -> ModelInfo:
+    """The model file's metadata; empty (the defaults) when it cannot be read."""
+    from moleseg.core.modelinfo import ModelFileError, read_info
 
     try:
-        return read_model_info(path)
+        return read_info(path)
     except ModelFileError:
-        return {}
+        return ModelInfo()
 
 
 def shipped_models(models: str | Path | None = None) -> list[Path]:
@@ -126,8 +128,7 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
 
     choices: list[ModelChoice] = []
     for path in shipped_models(models):
-        info = _info(path)
-        n_classes = info.get("n_classes")
+        n_classes = _info(path).n_classes
         kind_text = {3: "dermoscopy, 3 classes", 2: "cells, 2 classes"}.get(n_classes, "model")
         choices.append(ModelChoice(spec=str(path), label=f"{path.stem} (shipped, {kind_text})", kind="shipped",
                                    n_classes=n_classes, stamp=_stamp(path)))
@@ -142,13 +143,13 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         progress = read_json(run / "progress.json", {}) or {}
         status = progress.get("status") or state.get("status")
         fm = state.get("best_val_fm")
-        details = [f"{info.get('n_classes', '?')} classes"]
+        details = [f"{info.n_classes or '?'} classes"]
         if isinstance(fm, (int, float)) and fm >= 0:
             details.append(f"validation FM {fm:.3f}")
         if status and status != "done":
             details.append(str(status))
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({', '.join(details)})", kind="run",
-                                   n_classes=info.get("n_classes"), stamp=_stamp(model), status=status))
+                                   n_classes=info.n_classes, stamp=_stamp(model), status=status))
     return choices
 
 
@@ -169,32 +170,38 @@ def default_model_spec(models: str | Path | None = None) -> str:
     return str(shipped) if shipped else CLASSICAL_SPECS[3]
 
 
-def model_version(info: dict[str, Any]) -> str:
+def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
+    return info if isinstance(info, ModelInfo) else ModelInfo.from_dict(info)
+
+
+def model_version(info: ModelInfo | Mapping[str, Any]) -> str:
     """A short version text of a model for reports: its version, or its creation date and moleseg's."""
-    if info.get("version"):
-        return str(info["version"])
+    info = _record(info)
+    if info.version:
+        return str(info.version)
     parts = []
-    if info.get("created"):
-        parts.append(str(info["created"]))
-    if info.get("moleseg_version"):
-        parts.append(f"moleseg {info['moleseg_version']}")
+    if info.created:
+        parts.append(str(info.created))
+    if info.moleseg_version:
+        parts.append(f"moleseg {info.moleseg_version}")
     return ", ".join(parts)
 
 
-def decision_text(info: dict[str, Any]) -> str:
+def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
     """How a model turns probabilities into classes, for people: threshold or arg-max, flips, and the
     validation FM that chose them (from its ``moleseg.json``)."""
-    threshold = info.get("lesion_threshold")
+    info = _record(info)
+    threshold = info.lesion_threshold
     text = "most likely class" if threshold is None else f"lesion where its probability ≥ {float(threshold):.2f}"
-    text += ", with flip averaging" if info.get("test_time_augmentation") else ", no flips"
-    calibration = info.get("calibration") or {}
+    text += ", with flip averaging" if info.test_time_augmentation else ", no flips"
+    calibration = info.calibration
     if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):
         text += (f" (chosen on {calibration.get('n_images')} validation images: FM {calibration['fm']:.4f}, "
                  f"arg-max without flips {calibration['baseline_fm']:.4f})")
     return text
 
 
-def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> list[dict[str, str]]:
+def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | None = None) -> list[dict[str, str]]:
     """Rows ``{"property", "value"}`` describing a model (read without TensorFlow)."""
     if info is None:
         if choice.kind == "classical":
@@ -203,29 +210,30 @@ def model_details(choice: ModelChoice, info: dict[str, Any] | None = None) -> li
             info = ClassicalSegmenter(n_classes=choice.n_classes or 3).info
         else:
             info = _info(Path(choice.spec))
-    rows: list[tuple[str, Any]] = [("name", info.get("name")),
+    info = _record(info)
+    rows: list[tuple[str, Any]] = [("name", info.name),
                                    ("file", choice.spec if choice.kind != "classical" else "")]
-    rows.append(("classes", ", ".join(info.get("class_names") or [])))
-    if info.get("description"):
-        rows.append(("method", info["description"]))
-    model = info.get("model") or {}
+    rows.append(("classes", ", ".join(info.class_names)))
+    if info.description:
+        rows.append(("method", info.description))
+    model = info.model
     if model:
         rows.append(("network", f"{model.get('architecture')} / {model.get('backbone')}, "
-                                f"{info.get('input_size')} px input"))
+                                f"{info.input_size} px input"))
     rows.append(("version", model_version(info)))
-    training = info.get("training") or {}
+    training = info.training
     if training:
         rows.append(("trained on", f"{training.get('n_train')} images ({training.get('n_validation')} for "
                                    f"validation), {training.get('epoch')} epochs, {training.get('solver')}, "
                                    f"batch {training.get('batch_size')}, "
                                    f"learning rate {training.get('learning_rate')}"))
-    if isinstance(info.get("validation_fm"), (int, float)):
-        rows.append(("validation FM", f"{info['validation_fm']:.4f}"))
-    if info.get("cleanup"):
-        cleanup = info["cleanup"]
+    if isinstance(info.validation_fm, (int, float)):
+        rows.append(("validation FM", f"{info.validation_fm:.4f}"))
+    if info.cleanup:
+        cleanup = info.cleanup
         rows.append(("cleanup defaults", f"rule {cleanup.get('rule')}, closing {cleanup.get('closing_radius_px')} px, "
                                          f"border {cleanup.get('border_width_px')} px ({cleanup.get('shape')}), "
-                                         f"px of the {info.get('input_size')} px input"))
+                                         f"px of the {info.input_size} px input"))
     if model:
         rows.append(("decision", decision_text(info)))
     if choice.status:

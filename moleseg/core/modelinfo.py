@@ -8,13 +8,17 @@ training data summary and metrics. Keras ignores the extra entry when loading.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from moleseg.core import options
 
 INFO_ENTRY = "moleseg.json"
 
@@ -43,6 +47,110 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path.name}: not a .keras model file ({error})") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({error})") from error
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The ``moleseg.json`` of a model as a typed record (older files with missing keys load too).
+
+    Attributes
+    ----------
+    name : str
+    n_classes : int or None
+        2 or 3; None when the file does not say (the network's output decides).
+    class_names : tuple of str
+    input_size : int or None
+        Side of the network input in px.
+    inference : {"resize", "tiles"}
+    cleanup : dict
+        Default :class:`moleseg.core.cleanup.CleanupSettings` (px of the input), ``cleanup_variant`` its name.
+    model : dict
+        The ``model.*`` options (architecture, backbone...).
+    config : dict
+        The training configuration (every option of :mod:`moleseg.core.options`); for files written before
+        it was stored, rebuilt from the other keys over the defaults (see :attr:`train_config`).
+    training : dict
+        Summary of the training data and solver (n_train, n_validation, class frequencies, epoch...).
+    validation_fm, lesion_threshold : float or None
+    test_time_augmentation : bool
+    calibration : dict
+    extra : dict
+        Every other key of the file, kept as it is.
+    """
+
+    name: str = "model"
+    n_classes: int | None = None
+    class_names: tuple[str, ...] = ()
+    input_size: int | None = None
+    border_width_px: int | None = None
+    shape: str | None = None
+    inference: str = "resize"
+    cleanup: dict[str, Any] = field(default_factory=dict)
+    cleanup_variant: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    validation_fm: float | None = None
+    test_time_augmentation: bool = False
+    lesion_threshold: float | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    moleseg_version: str | None = None
+    version: str | None = None
+    description: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "ModelInfo":
+        """The record of a ``moleseg.json`` dictionary; missing keys take the defaults, None counts as missing."""
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {key: value for key, value in values.items() if key in names and value is not None}
+        if "class_names" in known:
+            known["class_names"] = tuple(known["class_names"])
+        if "n_classes" in known:
+            known["n_classes"] = int(known["n_classes"])
+        if "input_size" in known:
+            known["input_size"] = int(known["input_size"])
+        for key in ("cleanup", "model", "config", "training", "calibration"):
+            if key in known and not isinstance(known[key], Mapping):
+                known.pop(key)
+        known["test_time_augmentation"] = bool(known.get("test_time_augmentation", False))
+        return cls(**known, extra={key: value for key, value in values.items() if key not in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``moleseg.json`` dictionary (keys without a value left out, other keys kept)."""
+        values: dict[str, Any] = dict(self.extra)
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name == "extra" or value is None or (isinstance(value, (dict, tuple)) and not value):
+                continue
+            values[item.name] = list(value) if isinstance(value, tuple) else value
+        return values
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        """The training configuration: ``config`` when stored, else rebuilt from ``model``, the target
+        options and the ``training`` summary over the defaults of :mod:`moleseg.core.options`."""
+        if self.config:
+            return options.merged(self.config)
+        known = {"model": self.model, "inference": self.inference, "name": self.name}
+        if self.shape is not None:
+            known["shape"] = self.shape
+        if self.border_width_px is not None and self.n_classes == 3:
+            known["border_width_px"] = self.border_width_px
+        if isinstance(self.cleanup.get("closing_radius_px"), int):
+            known["closing_radius_px"] = self.cleanup["closing_radius_px"]
+        if self.n_classes is not None:
+            known["model"] = {**self.model, "n_classes": self.n_classes}
+        names = {o.name for o in options.top_level()}
+        known.update({key: value for key, value in self.training.items() if key in names})
+        return options.merged(known)
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a ``.keras`` file (see :func:`read_model_info` for the errors)."""
+    return ModelInfo.from_dict(read_model_info(path))
 
 
 def write_model_info(path: str | Path, info: dict[str, Any]) -> None:

@@ -30,10 +30,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, models_dir,
-                            runs_dir as default_runs_dir)
+from moleseg.core import options
+from moleseg.core.config import models_dir, runs_dir as default_runs_dir
 from moleseg.engine.runs import read_json, write_json
 from moleseg.engine.session import training_cache_dir
 
@@ -53,37 +53,22 @@ STARTING_LOCK_TIMEOUT_S: float = 120.0
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed", "died")
 
-# Choices of the training options, for the app's widgets (the TensorFlow modules hold the same tuples:
-# moleseg.network.train SOLVERS/SCHEDULES, moleseg.network.model.losses.LOSSES, moleseg.network.model.build.ARCHITECTURES,
-# moleseg.network.model.backbones.BACKBONES, moleseg.network.data.AUGMENTATIONS; tests/test_app_train.py checks them).
-SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
-SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
-LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce")
-ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
-BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
-AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour")
-STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored")
-PRECISIONS: tuple[str, ...] = ("auto", "on", "off")
+# Choices of the training options, for the app's widgets: those of moleseg.core.options (the one source).
+SOLVERS: tuple[str, ...] = options.SOLVERS
+SCHEDULES: tuple[str, ...] = options.SCHEDULES
+LOSSES: tuple[str, ...] = options.LOSSES
+ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
+BACKBONES: tuple[str, ...] = options.BACKBONES
+AUGMENTATIONS: tuple[str, ...] = options.AUGMENTATIONS
+STRATEGIES: tuple[str, ...] = options.STRATEGIES
+PRECISIONS: tuple[str, ...] = options.PRECISIONS
 #: Shipped model to fine-tune from, by number of classes (in the models folder).
 SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
 
+#: ``moleseg.network.train.TrainConfig`` defaults (``model`` as a dictionary), from :mod:`moleseg.core.options`.
+TRAIN_DEFAULTS: dict[str, Any] = options.defaults()
 #: ``moleseg.network.model.build.ModelConfig`` defaults.
-MODEL_DEFAULTS: dict[str, Any] = {
-    "architecture": "deeplabv3plus", "backbone": "mobilenetv2", "input_size": 256, "n_classes": 3,
-    "separable": True, "decoder_width": 128, "aspp_rates": [6, 12, 18], "bn_momentum": 0.99, "dropout": 0.1,
-}
-#: ``moleseg.network.train.TrainConfig`` defaults (``model`` as a dictionary).
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "images": [], "masks": [], "validation_images": [], "validation_masks": [], "test_images": [],
-    "test_masks": [], "model": MODEL_DEFAULTS, "weights": "imagenet", "border_width_px": DEFAULT_BORDER_WIDTH_PX,
-    "shape": DEFAULT_SHAPE, "closing_radius_px": DEFAULT_CLOSING_RADIUS_PX, "solver": "adam", "epochs": 30,
-    "batch_size": 8, "learning_rate": 1e-3, "schedule": "cosine", "momentum": 0.9, "loss": "weighted_ce",
-    "class_weighting": True, "augment": ["rotation", "reflection", "translation"], "rotation_deg": 180.0,
-    "translation_px": 10.0, "scale_range": 0.1, "colour": 0.5, "validation_split": 0.15, "test_split": 0.0,
-    "seed": 0, "early_stopping_patience": 0, "bn_momentum": "auto", "strategy": "auto", "mixed_precision": "auto",
-    "train_fm_images": 16, "cache_dir": None, "name": None, "inference": "resize", "crops_per_image": 1,
-    "crops_by_area": False, "calibrate": True,
-}
+MODEL_DEFAULTS: dict[str, Any] = TRAIN_DEFAULTS["model"]
 
 
 class TrainingBusy(RuntimeError):
@@ -106,7 +91,7 @@ def default_weights(n_classes: int, models: str | Path | None = None) -> str:
 # checking a configuration without TensorFlow
 
 #: How images meet the network (``TrainConfig.inference``), with the Train page's labels.
-INFERENCE_FITS: dict[str, str] = {"resize": "resized whole", "tiles": "crops and tiles at their own scale"}
+INFERENCE_FITS: dict[str, str] = dict(zip(options.INFERENCES, ("resized whole", "crops and tiles at their own scale")))
 
 
 def default_inference(n_classes: int, models: str | Path | None = None) -> str:
@@ -127,69 +112,31 @@ def default_inference(n_classes: int, models: str | Path | None = None) -> str:
 def check_config(config: dict[str, Any]) -> list[str]:
     """Problems of a training configuration, as messages for people (empty when it can start).
 
-    Checks the choices and ranges :class:`moleseg.network.train.TrainConfig` would check, that every folder
-    exists and that the training folders hold pairs, without importing TensorFlow.
+    Checks every option's kind, choice and range (:func:`moleseg.core.options.problems`, what
+    :class:`moleseg.network.train.TrainConfig` checks), that the weights file and every folder exist and
+    that the training folders hold pairs, without importing TensorFlow.
     """
     from moleseg.core.pairing import PairingError, pair_folders
-    from moleseg.core.targets import SHAPES
 
-    problems: list[str] = []
-    model = config.get("model") or {}
-
-    def choice(value: Any, allowed: Sequence[str], what: str) -> None:
-        if value not in allowed:
-            problems.append(f"{what} must be one of {', '.join(map(str, allowed))}, not {value!r}")
-
-    choice(config.get("solver"), SOLVERS, "solver")
-    choice(config.get("schedule"), SCHEDULES, "learning-rate schedule")
-    choice(config.get("loss"), LOSSES, "loss")
-    choice(config.get("shape"), SHAPES, "structuring-element shape")
-    choice(config.get("strategy"), STRATEGIES, "strategy")
-    choice(config.get("mixed_precision"), PRECISIONS, "mixed precision")
-    choice(model.get("architecture"), ARCHITECTURES, "architecture")
-    choice(model.get("backbone"), BACKBONES, "backbone")
-    choice(model.get("n_classes"), (2, 3), "number of classes")
-    choice(config.get("inference", "resize"), tuple(INFERENCE_FITS), "inference")
-    crops = config.get("crops_per_image", 1)
-    if not isinstance(crops, int) or crops < 1:
-        problems.append(f"crops per image must be a whole number >= 1, not {crops!r}")
-    for name in config.get("augment") or []:
-        choice(name, AUGMENTATIONS, "augmentation")
-    size = model.get("input_size")
-    if not isinstance(size, int) or size < 32 or size % 16:
-        problems.append(f"input size must be a multiple of 16 and at least 32 px, not {size}")
-    for key, low, what in (("epochs", 1, "epochs"), ("batch_size", 1, "batch size"),
-                           ("border_width_px", 0, "border width"), ("closing_radius_px", 0, "closing radius")):
-        value = config.get(key)
-        if not isinstance(value, int) or value < low:
-            problems.append(f"{what} must be a whole number >= {low}, not {value!r}")
-    if not (isinstance(config.get("learning_rate"), (int, float)) and config["learning_rate"] > 0):
-        problems.append(f"learning rate must be positive, not {config.get('learning_rate')!r}")
-    splits = [config.get("validation_split", 0.0), config.get("test_split", 0.0)]
-    if any(not 0.0 <= float(s) < 1.0 for s in splits) or sum(float(s) for s in splits) >= 0.9:
-        problems.append("validation and test fractions must be in 0..1 and leave at least 10% for training")
+    problems: list[str] = options.problems(config)
     weights = str(config.get("weights", "imagenet"))
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         problems.append(f"initial weights file not found: {weights}")
-    bn = config.get("bn_momentum", "auto")
-    if bn != "auto" and not (isinstance(bn, (int, float)) and 0.0 < float(bn) < 1.0):
-        problems.append(f"BatchNorm momentum must be 'auto' or in (0, 1), not {bn!r}")
 
     images = list(config.get("images") or [])
     if not images:
         problems.append("give at least one training dataset (an images folder and a masks folder)")
-    for group in ("", "validation_", "test_"):
-        group_images = list(config.get(f"{group}images") or [])
-        group_masks = list(config.get(f"{group}masks") or [])
+    for images_key, masks_key in options.FOLDER_PAIRS:
+        group_images = list(config.get(images_key) or [])
+        group_masks = list(config.get(masks_key) or [])
         if len(group_images) != len(group_masks):
-            problems.append(f"give {group.replace('_', ' ')}image and mask folders in pairs")
-            continue
+            continue  # reported by options.problems
         for image_dir, mask_dir in zip(group_images, group_masks):
             missing = [d for d in (image_dir, mask_dir) if not Path(d).is_dir()]
             if missing:
                 problems.extend(f"folder not found: {d}" for d in missing)
                 continue
-            if group == "":
+            if images_key == "images":
                 try:
                     pair_folders(image_dir, mask_dir)
                 except PairingError as error:

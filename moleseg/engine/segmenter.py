@@ -16,6 +16,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupResult, CleanupSettings, cleanup
 from moleseg.core.config import CLEANUP_MAX_SIDE_PX
+from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.resize import resize_mask_to, resize_probabilities
 
 CLASSICAL = "classical"
@@ -64,10 +65,10 @@ class Segmentation:
 def reference_size(segmenter: Segmenter) -> int | None:
     """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size);
     None when they are in px of any image (tiled models see images at their own scale)."""
-    if segmenter.info.get("inference") == "tiles":
+    info = ModelInfo.from_dict(segmenter.info)
+    if info.inference == "tiles":
         return None
-    value = segmenter.info.get("input_size")
-    return int(value) if value else None
+    return info.input_size or None
 
 
 def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
@@ -104,7 +105,7 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
 
 def model_threshold(segmenter: Segmenter) -> float | None:
     """The lesion threshold a model was calibrated with (``moleseg.json``), or None for arg-max."""
-    value = segmenter.info.get("lesion_threshold")
+    value = ModelInfo.from_dict(segmenter.info).lesion_threshold
     return None if value is None else float(value)
 
 

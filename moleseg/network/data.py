@@ -22,13 +22,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from moleseg.core import options
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.resize import resize_image, resize_mask_to
 from moleseg.core.imageio import image_size, read_image, read_mask
 from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
 
-AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour")
+AUGMENTATIONS: tuple[str, ...] = options.AUGMENTATIONS
 
 
 @dataclass
@@ -60,8 +61,10 @@ class AugmentConfig:
     fill_mode: str = "reflect"
 
     @classmethod
-    def from_names(cls, names: Iterable[str], *, translation_px: float = 10.0, rotation_deg: float = 180.0,
-                   scale_range: float = 0.1, colour: float = 0.5, fill_mode: str = "reflect") -> "AugmentConfig":
+    def from_names(cls, names: Iterable[str], *, translation_px: float = options.default("translation_px"),
+                   rotation_deg: float = options.default("rotation_deg"),
+                   scale_range: float = options.default("scale_range"), colour: float = options.default("colour"),
+                   fill_mode: str = "reflect") -> "AugmentConfig":
         """Enable the named augmentations (see :data:`AUGMENTATIONS`) with the given ranges."""
         names = {name.strip().lower() for name in names if name.strip()}
         names = {"colour" if name == "color" else name for name in names}

@@ -14,6 +14,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
+from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.resize import resize_image, resize_probabilities
 
 
@@ -67,17 +68,18 @@ class KerasSegmenter:
                  batch_size: int = 8) -> None:
         self.model = model
         self.info = dict(info)
-        self.n_classes = int(info.get("n_classes", model.output_shape[-1]))
-        self.class_names = tuple(info.get("class_names") or class_names(self.n_classes))
-        self.input_size = int(info.get("input_size", model.input_shape[1]))
+        record = ModelInfo.from_dict(info)
+        self.n_classes = record.n_classes or int(model.output_shape[-1])
+        self.class_names = record.class_names or class_names(self.n_classes)
+        self.input_size = record.input_size or int(model.input_shape[1])
         self.info.setdefault("input_size", self.input_size)
-        self.name = str(info.get("name", "model"))
-        self.cleanup_defaults = CleanupSettings.from_dict(info.get("cleanup", {}))
+        self.name = record.name
+        self.cleanup_defaults = CleanupSettings.from_dict(record.cleanup)
         if test_time_augmentation is None:
-            test_time_augmentation = bool(info.get("test_time_augmentation", False))
+            test_time_augmentation = record.test_time_augmentation
         self.test_time_augmentation = test_time_augmentation
         self.batch_size = batch_size
-        self.inference = str(info.get("inference", "resize"))
+        self.inference = record.inference
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = None

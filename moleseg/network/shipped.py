@@ -1,14 +1,26 @@
-"""Recipes of the models shipped in ``models/``: how ``make models`` retrains them from the shared data.
+"""The models shipped in ``models/``: how ``make models`` retrains them from the shared data.
 
-Each recipe is a :class:`moleseg.network.train.TrainConfig` over folders of the shared data set (default
-``../shared/data`` next to the project, or ``--data``), with a fixed seed. Running this module trains
-the chosen models in run folders under ``runs/shipped-<name>``, copies each best model to
-``models/<name>.keras``, evaluates it (and the classical baseline) on the shared test sets and writes
-``models/<name>.json`` with those numbers and the wall time; the model cards quote that file.
+Each shipped model has a recipe, ``models/<name>.config.json``: a training configuration (the options of
+:mod:`moleseg.core.options`, read by ``moleseg train --config``) whose dataset folders are relative to
+the shared data folder (``../shared/data`` next to the project, ``MOLESEG_SHARED_DATA`` or ``--data``),
+plus a ``recipe`` section that training ignores: ``test`` (folders evaluated after training, never trained
+on) and ``holdout`` (a share of a training folder held out, by file with the recipe's seed, as a test set).
+
+``make models`` does, for each recipe::
+
+    python -m moleseg.network.shipped --only NAME --print-data-root      # prints ROOT (held-out splits)
+    moleseg train --config models/NAME.config.json --data-root ROOT --out runs/shipped-NAME
+    python -m moleseg.network.shipped --only NAME --install runs/shipped-NAME --wall-seconds S
+
+The last step copies the best model to ``models/<name>.keras`` (without optimizer state), evaluates it
+and the classical baseline on the recipe's test sets and writes ``models/<name>.json`` with those numbers
+and the wall time; the model cards quote that file. ``--calibrate-only`` chooses the installed models'
+flips and threshold again; without ``--install``/``--print-data-root`` the module trains in-process.
 
 Usage::
 
-    python -m moleseg.network.shipped [--data DIR] [--only dermoscopy|cells] [--epochs N] [--calibrate-only]
+    python -m moleseg.network.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
+                                      [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only]
 """
 
 from __future__ import annotations
@@ -21,97 +33,112 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from moleseg.core import options
 from moleseg.core.config import MODELS_DIR, RUNS_DIR
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = Path(os.environ.get("MOLESEG_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
-
-#: Training folders (relative to the data folder) and test sets of each shipped model.
-#: ``moles/seed/test`` is never used for training or model selection.
-RECIPES: dict[str, dict] = {
-    "dermoscopy": {
-        "train": ["moles/seed/train", "moles/isic2017", "moles/ham10000", "moles/ph2"],
-        "test": ["moles/seed/test"],
-        "options": dict(
-            model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=320, n_classes=3,
-                       separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
-            weights="imagenet", border_width_px=4, shape="diamond", closing_radius_px=15,
-            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=30, batch_size=8,
-            loss="dice_ce", class_weighting=False,
-            augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
-            translation_px=20.0, scale_range=0.1, colour=0.5, validation_split=0.15, seed=7,
-            name="dermoscopy",
-        ),
-    },
-    "cells": {
-        # cells/seed is left out: one tracked cell is labelled per frame and the other cells are
-        # background, which teaches the network to ignore cells (see models/cells.md).
-        "train": ["cells/dsb2018_brightfield", "cells/dsb2018_fluo"],
-        "test": ["cells/dsb2018_brightfield"],
-        # a quarter of the brightfield images (seeded, by file) is held out of training as the test set
-        "holdout": {"cells/dsb2018_brightfield": 0.25},
-        "options": dict(
-            model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=256, n_classes=2,
-                       separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
-            weights="imagenet", border_width_px=2, shape="diamond", closing_radius_px=3,
-            solver="adam", learning_rate=1e-3, schedule="cosine", epochs=40, batch_size=8,
-            loss="dice_ce", class_weighting=False,
-            augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
-            translation_px=20.0, scale_range=0.15, colour=0.5, validation_split=0.2, test_split=0.0, seed=11,
-            inference="tiles", crops_per_image=1, crops_by_area=True,
-            name="cells",
-        ),
-    },
-}
+#: A recipe's file name is ``<name>`` + this, in the models folder.
+RECIPE_SUFFIX = ".config.json"
 
 
-def split_folders(name: str, data_dir: Path, split_root: Path | None = None) -> tuple[list[Path], list[Path]]:
-    """Training and test dataset folders (each with ``images/`` and ``masks/``) of a recipe.
+def recipe_path(name: str) -> Path:
+    """``models/<name>.config.json``."""
+    return MODELS_DIR / f"{name}{RECIPE_SUFFIX}"
 
-    Folders named in the recipe's ``holdout`` are split by file with the recipe's seed into two
-    folders of symbolic links under ``runs/shipped-<name>-data/`` (``train/<folder>`` and
-    ``test/<folder>``), so that the held-out images are never trained on.
+
+def recipe_names() -> list[str]:
+    """Names of the recipes in the models folder, sorted."""
+    return sorted(path.name[: -len(RECIPE_SUFFIX)] for path in MODELS_DIR.glob(f"*{RECIPE_SUFFIX}"))
+
+
+def read_recipe(name: str) -> dict[str, Any]:
+    """The recipe file as written (folders relative to the data folder, with its ``recipe`` section).
+
+    Raises
+    ------
+    ValueError
+        When the file is missing or not JSON (the message names it).
     """
+    path = recipe_path(name)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no recipe of a shipped model {name!r}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+
+
+def train_folders(name: str) -> list[str]:
+    """The recipe's training dataset folders (each with ``images/`` and ``masks/``), relative to the data."""
+    return [str(Path(images).parent) for images in read_recipe(name).get("images", [])]
+
+
+def training_root(name: str, data_dir: Path, split_root: Path | None = None) -> Path:
+    """The folder the recipe's training folders are relative to: ``data_dir``, or, when the recipe holds
+    out a share of a folder, ``runs/shipped-<name>-data/train``: there each held-out folder is split by
+    file with the recipe's seed into folders of symbolic links (``train/<folder>`` and ``test/<folder>``,
+    so the held-out images are never trained on) and every other folder is a link to ``data_dir``'s."""
     from moleseg.network.data import split_pairs
     from moleseg.core.pairing import pair_folders
 
-    recipe = RECIPES[name]
-    holdout = recipe.get("holdout", {})
+    recipe = read_recipe(name)
+    holdout = recipe.get("recipe", {}).get("holdout", {})
+    if not holdout:
+        return data_dir
     split_root = split_root or RUNS_DIR / f"shipped-{name}-data"
-    train_dirs, test_dirs = [], []
-    for folder in recipe["train"]:
+    for folder in train_folders(name):
+        target = split_root / "train" / folder
+        if target.is_symlink():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
         if folder not in holdout:
-            train_dirs.append(data_dir / folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to((data_dir / folder).resolve(), target_is_directory=True)
             continue
         pairs = pair_folders(data_dir / folder / "images", data_dir / folder / "masks").pairs
         kept, _, held = split_pairs(pairs, validation_fraction=0.0, test_fraction=holdout[folder],
-                                    seed=recipe["options"]["seed"])
+                                    seed=recipe.get("seed", options.default("seed")))
         for part, chosen in (("train", kept), ("test", held)):
-            target = split_root / part / folder
-            if target.exists():
-                shutil.rmtree(target)
+            destination = split_root / part / folder
+            if destination.exists():
+                shutil.rmtree(destination)
             for sub in ("images", "masks"):
-                (target / sub).mkdir(parents=True)
+                (destination / sub).mkdir(parents=True)
             for pair in chosen:
-                (target / "images" / Path(pair.image).name).symlink_to(Path(pair.image).resolve())
-                (target / "masks" / Path(pair.mask).name).symlink_to(Path(pair.mask).resolve())
-        train_dirs.append(split_root / "train" / folder)
-    for folder in recipe["test"]:
-        test_dirs.append(split_root / "test" / folder if folder in holdout else data_dir / folder)
-    return train_dirs, test_dirs
+                (destination / "images" / Path(pair.image).name).symlink_to(Path(pair.image).resolve())
+                (destination / "masks" / Path(pair.mask).name).symlink_to(Path(pair.mask).resolve())
+    return split_root / "train"
 
 
-def recipe_config(name: str, data_dir: Path, epochs: int | None = None):
-    """The TrainConfig of a shipped model over ``data_dir``."""
+def evaluation_folders(name: str, data_dir: Path, split_root: Path | None = None) -> list[Path]:
+    """The recipe's test dataset folders (held-out shares from :func:`training_root`'s split)."""
+    extras = read_recipe(name).get("recipe", {})
+    holdout = extras.get("holdout", {})
+    split_root = split_root or RUNS_DIR / f"shipped-{name}-data"
+    return [split_root / "test" / folder if folder in holdout else data_dir / folder for folder in extras.get("test", [])]
+
+
+def split_folders(name: str, data_dir: Path, split_root: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Training and test dataset folders (each with ``images/`` and ``masks/``) of a recipe, with the
+    held-out splits made (see :func:`training_root`)."""
+    root = training_root(name, data_dir, split_root)
+    return [root / folder for folder in train_folders(name)], evaluation_folders(name, data_dir, split_root)
+
+
+def recipe_config(name: str, data_dir: Path, epochs: int | None = None, split_root: Path | None = None):
+    """The TrainConfig of a shipped model over ``data_dir``: what ``moleseg train --config
+    models/<name>.config.json --data-root <training_root>`` trains."""
     from moleseg.network.train import TrainConfig
 
-    options = dict(RECIPES[name]["options"])
+    root = training_root(name, data_dir, split_root)
+    values = options.read_config_file(recipe_path(name), root)
     if epochs:
-        options["epochs"] = epochs
-    train_dirs, _ = split_folders(name, data_dir)
-    return TrainConfig(images=[str(d / "images") for d in train_dirs], masks=[str(d / "masks") for d in train_dirs],
-                       **options)
+        values["epochs"] = epochs
+    return TrainConfig.from_dict(values)
 
 
 def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Path | None = None) -> dict:
@@ -124,7 +151,7 @@ def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Pa
     baseline = load_segmenter(f"classical{model.n_classes}")
     results = {}
     _, test_dirs = split_folders(name, data_dir, split_root)
-    for folder, test_dir in zip(RECIPES[name]["test"], test_dirs):
+    for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
         pairs = pair_folders(test_dir / "images", test_dir / "masks").pairs
         summary, _, _ = evaluate_pairs(model, pairs)
         base, _, _ = evaluate_pairs(baseline, pairs)
@@ -142,13 +169,18 @@ def build_shipped(name: str, data_dir: Path, epochs: int | None = None, resume: 
         shutil.rmtree(run_dir)
     started = time.time()
     train(config, run_dir, resume=resume, echo=lambda line: print(f"[{name}] {line}", flush=True))
-    return install_shipped(name, run_dir, config, time.time() - started, data_dir)
+    return install_shipped(name, run_dir, time.time() - started, data_dir)
 
 
-def install_shipped(name: str, run_dir: Path, config, wall_seconds: float, data_dir: Path) -> dict:
+def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Path) -> dict:
     """Copy a finished run's best model to ``models/<name>.keras`` (without optimizer state), evaluate it
-    and the classical baseline on the recipe's test sets and write ``models/<name>.json``."""
-    from moleseg.engine.runs import write_json
+    and the classical baseline on the recipe's test sets and write ``models/<name>.json`` (with the run's
+    ``config.json``)."""
+    from moleseg.engine.runs import read_json, write_json
+
+    saved = read_json(Path(run_dir) / "config.json")
+    if saved is None:
+        raise ValueError(f"{run_dir}: no finished training to install (no config.json)")
 
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
@@ -160,10 +192,10 @@ def install_shipped(name: str, run_dir: Path, config, wall_seconds: float, data_
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
         "name": name,
-        "command": f"make models  (python -m moleseg.network.shipped --only {name})",
-        "train_folders": RECIPES[name]["train"],
-        "test_folders": RECIPES[name]["test"],
-        "config": config.to_dict(),
+        "command": f"make models  (moleseg train --config {recipe_path(name).name} ...)",
+        "train_folders": train_folders(name),
+        "test_folders": read_recipe(name).get("recipe", {}).get("test", []),
+        "config": {key: value for key, value in saved.items() if key != "run_dir"},
         "wall_seconds": round(wall_seconds, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
         "evaluation": evaluation,
@@ -186,7 +218,7 @@ def calibrate_shipped(name: str, data_dir: Path) -> dict:
     record = read_json(record_path, {}) or {}
     saved = record.get("config")
     config = TrainConfig.from_dict(saved) if saved else recipe_config(name, data_dir)
-    split_folders(name, data_dir)  # the held-out symlink folders the config points at
+    training_root(name, data_dir)  # the held-out symlink folders the config points at
     _, validation, _ = split_of(config)
     calibration = calibrate_model_file(target, validation, progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {calibration.summary()}", flush=True)
@@ -200,18 +232,33 @@ def calibrate_shipped(name: str, data_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.network.shipped", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="shared data folder")
-    parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="train only this model")
+    parser.add_argument("--only", choices=recipe_names(), action="append", help="only this model (repeatable)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (for a quick check)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
-    parser.add_argument("--calibrate-only", action="store_true",
-                        help="no training: choose the installed models' flips and threshold again and re-evaluate")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--print-data-root", action="store_true",
+                       help="only prepare the held-out splits and print the folder to give moleseg train --data-root")
+    steps.add_argument("--install", type=Path, metavar="RUN_DIR",
+                       help="no training: install, evaluate and record the finished run RUN_DIR")
+    steps.add_argument("--calibrate-only", action="store_true",
+                       help="no training: choose the installed models' flips and threshold again and re-evaluate")
+    parser.add_argument("--wall-seconds", type=float, default=0.0, help="with --install: the training's wall time")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"error: shared data folder {args.data} not found (use --data)", file=sys.stderr)
         return 2
-    for name in args.only or list(RECIPES):
+    names = args.only or recipe_names()
+    if args.install and len(names) != 1:
+        print("error: --install needs one --only NAME", file=sys.stderr)
+        return 2
+    for name in names:
+        if args.print_data_root:
+            print(training_root(name, args.data))
+            continue
         if args.calibrate_only:
             record = calibrate_shipped(name, args.data)
+        elif args.install:
+            record = install_shipped(name, args.install, args.wall_seconds, args.data)
         else:
             record = build_shipped(name, args.data, args.epochs, args.resume)
         print(json.dumps({"name": name, "wall_seconds": record.get("wall_seconds"),

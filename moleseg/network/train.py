@@ -19,21 +19,22 @@ import tensorflow as tf
 
 from moleseg import __version__
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, class_names
+from moleseg.core import options
+from moleseg.core.config import class_names
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
                           inverse_frequency_weights, make_dataset, split_pairs)
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.core.metrics import scores
 from moleseg.network.model.build import ModelConfig, build_model, count_parameters
 from moleseg.network.model.io import save_model
-from moleseg.network.model.losses import LOSSES, SegmentationLoss
+from moleseg.network.model.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter
 from moleseg.engine.runs import RunLog, read_json, write_history, write_json
 from moleseg.engine.segmenter import clean, cleanup_for_image
 
-SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
-SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
+SOLVERS: tuple[str, ...] = options.SOLVERS
+SCHEDULES: tuple[str, ...] = options.SCHEDULES
 #: Cleanup variants compared by validation FM every epoch; the best becomes the model's default.
 CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
     3: {"article": {"rule": "article"}, "grow_inside": {"rule": "grow_inside"}},
@@ -50,76 +51,72 @@ class TrainingCancelled(RuntimeError):
     """The progress callback asked to stop."""
 
 
+def _default(name: str) -> Any:
+    """A dataclass field whose default is the option ``name``'s in :mod:`moleseg.core.options`."""
+    value = options.default(name)
+    if isinstance(value, list):
+        return field(default_factory=lambda: options.default(name))
+    return value
+
+
 @dataclass
 class TrainConfig:
-    """Every option of a training (written to the run's ``config.json``).
+    """Every option of a training (written to the run's ``config.json``); the fields are the options of
+    :mod:`moleseg.core.options` (``model`` holds the ``model.*`` ones), with their defaults and checks.
 
     Folders are given as parallel lists (several datasets can be combined). Fractions are 0..1,
     learning rate is per step, sizes are px of the network input.
     """
 
-    images: list[str] = field(default_factory=list)
-    masks: list[str] = field(default_factory=list)
-    validation_images: list[str] = field(default_factory=list)
-    validation_masks: list[str] = field(default_factory=list)
-    test_images: list[str] = field(default_factory=list)
-    test_masks: list[str] = field(default_factory=list)
+    images: list[str] = _default("images")
+    masks: list[str] = _default("masks")
+    validation_images: list[str] = _default("validation_images")
+    validation_masks: list[str] = _default("validation_masks")
+    test_images: list[str] = _default("test_images")
+    test_masks: list[str] = _default("test_masks")
     model: ModelConfig = field(default_factory=ModelConfig)
-    weights: str = "imagenet"
-    border_width_px: int = DEFAULT_BORDER_WIDTH_PX
-    shape: str = DEFAULT_SHAPE
-    closing_radius_px: int = DEFAULT_CLOSING_RADIUS_PX
-    solver: str = "adam"
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
-    momentum: float = 0.9
-    loss: str = "weighted_ce"
-    class_weighting: bool = True
-    augment: list[str] = field(default_factory=lambda: ["rotation", "reflection", "translation"])
-    rotation_deg: float = 180.0
-    translation_px: float = 10.0
-    scale_range: float = 0.1
-    colour: float = 0.5
-    validation_split: float = 0.15
-    test_split: float = 0.0
-    seed: int = 0
-    early_stopping_patience: int = 0
-    bn_momentum: str | float = "auto"
-    strategy: str = "auto"
-    mixed_precision: str = "auto"
-    train_fm_images: int = 16
-    inference: str = "resize"
-    crops_per_image: int = 1
-    crops_by_area: bool = False
-    calibrate: bool = True
-    cache_dir: str | None = None
-    name: str | None = None
+    weights: str = _default("weights")
+    border_width_px: int = _default("border_width_px")
+    shape: str = _default("shape")
+    closing_radius_px: int = _default("closing_radius_px")
+    solver: str = _default("solver")
+    epochs: int = _default("epochs")
+    batch_size: int = _default("batch_size")
+    learning_rate: float = _default("learning_rate")
+    schedule: str = _default("schedule")
+    momentum: float = _default("momentum")
+    loss: str = _default("loss")
+    class_weighting: bool = _default("class_weighting")
+    augment: list[str] = _default("augment")
+    rotation_deg: float = _default("rotation_deg")
+    translation_px: float = _default("translation_px")
+    scale_range: float = _default("scale_range")
+    colour: float = _default("colour")
+    validation_split: float = _default("validation_split")
+    test_split: float = _default("test_split")
+    seed: int = _default("seed")
+    early_stopping_patience: int = _default("early_stopping_patience")
+    bn_momentum: str | float = _default("bn_momentum")
+    strategy: str = _default("strategy")
+    mixed_precision: str = _default("mixed_precision")
+    train_fm_images: int = _default("train_fm_images")
+    inference: str = _default("inference")
+    crops_per_image: int = _default("crops_per_image")
+    crops_by_area: bool = _default("crops_by_area")
+    calibrate: bool = _default("calibrate")
+    cache_dir: str | None = _default("cache_dir")
+    name: str | None = _default("name")
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
-        checks = [
-            (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}, not {self.solver!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
-            (self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}"),
-            (self.epochs >= 1, f"epochs must be at least 1, not {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, not {self.batch_size}"),
-            (self.learning_rate > 0, f"learning rate must be positive, not {self.learning_rate}"),
-            (self.border_width_px >= 0, f"border width must be >= 0 px, not {self.border_width_px}"),
-            (len(self.images) == len(self.masks) and self.images, "give image and mask folders in pairs"),
-            (len(self.validation_images) == len(self.validation_masks), "give validation folders in pairs"),
-            (len(self.test_images) == len(self.test_masks), "give test folders in pairs"),
-            (self.strategy in ("auto", "default", "mirrored"), "strategy must be auto, default or mirrored"),
-            (self.mixed_precision in ("auto", "on", "off"), "mixed precision must be auto, on or off"),
-            (self.inference in ("resize", "tiles"), "inference must be resize or tiles"),
-            (self.crops_per_image >= 1, "crops per image must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        AugmentConfig.from_names(self.augment)  # validates names
+        self.augment = [{"color": "colour"}.get(name.strip().lower(), name.strip().lower())
+                        for name in self.augment if name.strip()]
+        problems = options.problems(self.to_dict())  # the model's options were checked by ModelConfig
+        if not self.images:
+            problems.insert(0, "give image and mask folders in pairs (no training images folder)")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -282,6 +279,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
             "loss": config.loss, "augment": list(config.augment), "seed": config.seed, "epoch": epoch,
             "weights": config.weights,
         },
+        "config": config.to_dict(),
         "validation_fm": val_fm,
     }
     if extra:

@@ -26,9 +26,10 @@ from typing import Callable
 import keras
 from keras import layers
 
+from moleseg.core import options
 from moleseg.network.model import mobilenetv2
 
-BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
+BACKBONES: tuple[str, ...] = options.BACKBONES
 
 
 def _caffe_normalisation(name: str) -> layers.Layer:

@@ -15,9 +15,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from moleseg.core import options
 from moleseg.network.model import backbones, deeplab, mobilenetv2
 
-ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
+ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
 #: segmentation-models backbone names for our backbone names.
 _SM_BACKBONES = {"mobilenetv2": "mobilenetv2", "resnet18": "resnet18", "resnet50": "resnet50",
                  "inceptionresnetv2": "inceptionresnetv2", "xception": None}
@@ -25,7 +26,8 @@ _SM_BACKBONES = {"mobilenetv2": "mobilenetv2", "resnet18": "resnet18", "resnet50
 
 @dataclass
 class ModelConfig:
-    """Everything that defines a network's shape.
+    """Everything that defines a network's shape (the ``model.*`` options of :mod:`moleseg.core.options`,
+    whose defaults, choices and ranges these are).
 
     Attributes
     ----------
@@ -46,28 +48,22 @@ class ModelConfig:
         Dropout after ASPP, 0..1.
     """
 
-    architecture: str = "deeplabv3plus"
-    backbone: str = "mobilenetv2"
-    input_size: int = 256
-    n_classes: int = 3
-    separable: bool = True
-    decoder_width: int = 128
-    aspp_rates: tuple[int, ...] = (6, 12, 18)
-    bn_momentum: float = 0.99
-    dropout: float = 0.1
+    architecture: str = options.default("model.architecture")
+    backbone: str = options.default("model.backbone")
+    input_size: int = options.default("model.input_size")
+    n_classes: int = options.default("model.n_classes")
+    separable: bool = options.default("model.separable")
+    decoder_width: int = options.default("model.decoder_width")
+    aspp_rates: tuple[int, ...] = tuple(options.default("model.aspp_rates"))
+    bn_momentum: float = options.default("model.bn_momentum")
+    dropout: float = options.default("model.dropout")
 
     def __post_init__(self) -> None:
+        self.aspp_rates = tuple(self.aspp_rates)
+        problems = options.problems({"model": self.to_dict()}, [o.name for o in options.section("model")])
+        if problems:
+            raise ValueError("; ".join(problems))
         self.aspp_rates = tuple(int(rate) for rate in self.aspp_rates)
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-        if self.backbone not in backbones.BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(backbones.BACKBONES)}")
-        if self.input_size < 32 or self.input_size % 16:
-            raise ValueError(f"input size must be a multiple of 16 and at least 32 px, not {self.input_size}")
-        if self.n_classes not in (2, 3):
-            raise ValueError(f"n_classes must be 2 or 3, not {self.n_classes}")
-        if not 0.0 < self.bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum must be in (0, 1), not {self.bn_momentum}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "aspp_rates": list(self.aspp_rates)}

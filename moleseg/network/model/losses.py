@@ -11,7 +11,9 @@ from typing import Sequence
 import keras
 from keras import ops
 
-LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce")
+from moleseg.core import options
+
+LOSSES: tuple[str, ...] = options.LOSSES
 _EPSILON = 1e-6
 
 

@@ -1,0 +1,480 @@
+"""Every option of a training, declared once: model, data, augmentation, training, cleanup and run.
+
+Each :class:`Option` names one value of a training configuration (the dictionary of
+:class:`moleseg.network.train.TrainConfig`, ``config.json`` of a run; model options under ``model``),
+with its group, kind, allowed values or range, default, unit, help line and command-line flag.
+Everything else is derived from :data:`OPTIONS`: the dataclasses' defaults and checks, the choices of
+the network modules, :func:`moleseg.engine.jobs.check_config`, the flags of ``moleseg train`` and the
+widgets of the Train page. No TensorFlow here (numpy and the standard library only).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE
+from moleseg.core.targets import SHAPES
+
+GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
+#: Kinds of values: ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``), ``choices`` (a list of
+#: ``choices``), ``ints`` (a list of ``length`` whole numbers), ``folders`` (a list of folder paths),
+#: ``text`` (a string, or None when ``optional``), ``auto_float`` (``"auto"`` or a number).
+KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "choices", "ints", "folders", "text", "auto_float")
+
+SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
+LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce")
+ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
+BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
+AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour")
+STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored")
+PRECISIONS: tuple[str, ...] = ("auto", "on", "off")
+INFERENCES: tuple[str, ...] = ("resize", "tiles")
+CLASS_COUNTS: tuple[int, ...] = (3, 2)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option.
+
+    Attributes
+    ----------
+    name : str
+        Its key in the configuration dictionary; ``model.x`` is ``config["model"]["x"]``.
+    group : str
+        One of :data:`GROUPS`.
+    kind : str
+        One of :data:`KINDS`.
+    default : Any
+        The value when nothing is given.
+    help : str
+        One line for people.
+    choices : tuple
+        Allowed values (``choice``, ``choices``).
+    low, high : float or None
+        Numeric range (``int``, ``float``, ``auto_float`` and the items of ``ints``).
+    low_open, high_open : bool
+        The bound itself is excluded.
+    multiple_of : int or None
+        The value must be a multiple of this (``int``).
+    length : int or None
+        Number of items (``ints``).
+    optional : bool
+        None is allowed (``text``).
+    unit : str
+        Unit of a number ("px", "degrees", "epochs"...), empty when it has none.
+    flag : str or None
+        The ``moleseg train`` flag; default ``--`` and the last part of the name with dashes.
+    aliases : tuple of str
+        Older flags that mean the same (a ``bool``'s aliases switch it off, e.g. ``--dense-head``).
+    settable : bool
+        False for a value that training itself writes (no flag, no widget).
+    words : str
+        The option's name in messages when its key reads badly (default: the key with spaces).
+    """
+
+    name: str
+    group: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: int | None = None
+    length: int | None = None
+    optional: bool = False
+    unit: str = ""
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    settable: bool = True
+    words: str = ""
+
+    @property
+    def cli_flag(self) -> str:
+        """The ``moleseg train`` flag of this option."""
+        return self.flag or "--" + self.name.rsplit(".", 1)[-1].replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        """The name in words, for messages ("batch size", "input size")."""
+        return self.words or self.name.rsplit(".", 1)[-1].replace("_", " ")
+
+    def range_text(self) -> str:
+        """The allowed range in words, e.g. ``"0 <= value < 1"``, or ``""``."""
+        parts = []
+        if self.low is not None:
+            parts.append(f"{_number(self.low)} {'<' if self.low_open else '<='} ")
+        parts.append("value")
+        if self.high is not None:
+            parts.append(f" {'<' if self.high_open else '<='} {_number(self.high)}")
+        text = "".join(parts)
+        if self.multiple_of:
+            text += f", a multiple of {self.multiple_of}"
+        return "" if text == "value" else text
+
+    def describe(self) -> str:
+        """The help line with the allowed values, unit and default (for ``--help`` and widgets)."""
+        allowed = ", ".join(map(str, self.choices)) if self.choices else self.range_text()
+        if self.kind == "auto_float":
+            allowed = f"auto or {allowed}"
+        extra = [f"allowed: {allowed}"] if allowed else []
+        if self.unit:
+            extra.append(f"unit: {self.unit}")
+        default = ",".join(map(str, self.default)) if isinstance(self.default, (list, tuple)) else self.default
+        extra.append(f"default: {default if default not in ('', None, []) else 'none'}")
+        return f"{self.help} ({'; '.join(extra)})"
+
+    def problems(self, value: Any) -> list[str]:
+        """What is wrong with ``value`` for this option, in words naming the option (empty when fine)."""
+        what = self.label
+        if self.kind == "bool":
+            return [] if isinstance(value, (bool, np.bool_)) else [f"{what} must be true or false, not {value!r}"]
+        if self.kind == "choice":
+            if value in self.choices and not isinstance(value, bool):
+                return []
+            return [f"{what} must be one of {', '.join(map(str, self.choices))}, not {value!r}"]
+        if self.kind == "choices":
+            if not isinstance(value, (list, tuple)):
+                return [f"{what} must be a list of {', '.join(self.choices)}, not {value!r}"]
+            unknown = [item for item in value if item not in self.choices]
+            return [f"unknown {what} {', '.join(map(str, unknown))}; choose from {', '.join(self.choices)}"] \
+                if unknown else []
+        if self.kind == "folders":
+            if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value):
+                return []
+            return [f"{what} must be a list of folder paths, not {value!r}"]
+        if self.kind == "text":
+            if value is None and self.optional or isinstance(value, str):
+                return []
+            return [f"{what} must be text, not {value!r}"]
+        if self.kind == "ints":
+            if not isinstance(value, (list, tuple)) or (self.length and len(value) != self.length):
+                count = f"{self.length} " if self.length else ""
+                return [f"{what} must be {count}whole numbers, not {value!r}"]
+            return [problem for item in value for problem in self._number_problems(item, whole=True)][:1]
+        if self.kind == "auto_float":
+            return [] if value == "auto" else [p.replace(" must be ", " must be 'auto' or ", 1)
+                                               for p in self._number_problems(value, whole=False)]
+        return self._number_problems(value, whole=self.kind == "int")
+
+    def _number_problems(self, value: Any, *, whole: bool) -> list[str]:
+        what = self.label
+        kind = "a whole number" if whole else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+            return [f"{what} must be {kind}, not {value!r}"]
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        off_grid = bool(self.multiple_of) and value % self.multiple_of != 0
+        if too_low or too_high or off_grid:
+            unit = f", in {self.unit}" if self.unit else ""
+            return [f"{what} must be {kind} ({self.range_text()}{unit}), not {value!r}"]
+        return []
+
+    def parse(self, text: str) -> Any:
+        """The value of a command-line string (lists are comma-separated; ``none`` is an empty list).
+
+        Raises
+        ------
+        ValueError
+            When ``text`` is not a value of this option's kind (the message names the option).
+        """
+        text = text.strip()
+        try:
+            if self.kind == "int":
+                return int(text)
+            if self.kind == "float":
+                return float(text)
+            if self.kind == "auto_float":
+                return "auto" if text.lower() == "auto" else float(text)
+            if self.kind == "bool":
+                lowered = text.lower()
+                if lowered not in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+                    raise ValueError(text)
+                return lowered in ("true", "yes", "on", "1")
+            if self.kind == "ints":
+                return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+            if self.kind == "choices":
+                items = [part.strip().lower() for part in text.split(",") if part.strip()]
+                return [{"color": "colour"}.get(item, item) for item in items if item != "none"]
+            if self.kind == "choice" and self.choices and isinstance(self.choices[0], int):
+                return int(text)
+        except ValueError:
+            raise ValueError(f"{self.label}: {text!r} is not {_KIND_WORDS[self.kind]}") from None
+        return text
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "auto_float": "'auto' or a number",
+               "bool": "true or false", "ints": "a comma list of whole numbers", "choices": "a comma list",
+               "choice": "one of the choices"}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _option(name: str, group: str, kind: str, default: Any, help: str, **more: Any) -> Option:
+    return Option(name=name, group=group, kind=kind, default=default, help=help, **more)
+
+
+#: Every option, in the order of ``TrainConfig``'s fields (model options where ``model`` stands).
+OPTIONS: tuple[Option, ...] = (
+    # ---- data
+    _option("images", "data", "folders", [], "training image folders (repeat to combine datasets)"),
+    _option("masks", "data", "folders", [], "training mask folders, one per images folder"),
+    _option("validation_images", "data", "folders", [],
+            "validation image folders (none: a share of the training pairs is held out)"),
+    _option("validation_masks", "data", "folders", [], "validation mask folders, one per validation images folder"),
+    _option("test_images", "data", "folders", [], "test image folders, evaluated once at the end"),
+    _option("test_masks", "data", "folders", [], "test mask folders, one per test images folder"),
+    # ---- model
+    _option("model.architecture", "model", "choice", "deeplabv3plus", "network architecture",
+            choices=ARCHITECTURES),
+    _option("model.backbone", "model", "choice", "mobilenetv2", "encoder network", choices=BACKBONES),
+    _option("model.input_size", "model", "int", 256, "side of the square network input",
+            low=32, multiple_of=16, unit="px", aliases=("--image-size",)),
+    _option("model.n_classes", "model", "choice", 3, "3: back/border/inside (moles); 2: background/foreground "
+            "(cells)", choices=CLASS_COUNTS, flag="--classes"),
+    _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
+            aliases=("--dense-head",)),
+    _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",
+            low=1, unit="channels"),
+    _option("model.aspp_rates", "model", "ints", [6, 12, 18],
+            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3),
+    _option("model.bn_momentum", "model", "float", 0.99,
+            "BatchNorm momentum stored in the network (training sets it from bn_momentum)",
+            low=0.0, high=1.0, low_open=True, high_open=True, settable=False),
+    _option("model.dropout", "model", "float", 0.1, "dropout after ASPP", low=0.0, high=1.0, high_open=True),
+    _option("weights", "model", "text", "imagenet",
+            "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
+    # ---- data (targets)
+    _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
+            "width of the BORDER class of three-class targets", low=0, unit="px of the input"),
+    _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
+            choices=SHAPES),
+    # ---- cleanup
+    _option("closing_radius_px", "cleanup", "int", DEFAULT_CLOSING_RADIUS_PX,
+            "the model's default cleanup closing radius (the article: 15)", low=0, unit="px of the input"),
+    # ---- training
+    _option("solver", "training", "choice", "adam", "optimiser", choices=SOLVERS),
+    _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, unit="epochs"),
+    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images"),
+    _option("learning_rate", "training", "float", 1e-3, "initial learning rate", low=0.0, low_open=True,
+            unit="per step"),
+    _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES),
+    _option("momentum", "training", "float", 0.9, "momentum of the sgdm solver", low=0.0, high=1.0,
+            high_open=True),
+    _option("loss", "training", "choice", "weighted_ce", "loss function", choices=LOSSES),
+    _option("class_weighting", "training", "bool", True, "inverse-frequency class weights in the loss",
+            flag="--class-weights"),
+    # ---- augmentation
+    _option("augment", "augmentation", "choices", ["rotation", "reflection", "translation"],
+            "random transformations (comma list, or none)", choices=AUGMENTATIONS, words="augmentation"),
+    _option("rotation_deg", "augmentation", "float", 180.0, "rotation range, +-", low=0.0, high=180.0,
+            unit="degrees"),
+    _option("translation_px", "augmentation", "float", 10.0, "translation range per axis, +-", low=0.0,
+            unit="px of the input"),
+    _option("scale_range", "augmentation", "float", 0.1, "zoom range: factor in 1 +- this", low=0.0, high=1.0,
+            high_open=True),
+    _option("colour", "augmentation", "float", 0.5, "strength of brightness/contrast/saturation/hue jitter",
+            low=0.0, high=1.0),
+    # ---- data (splits)
+    _option("validation_split", "data", "float", 0.15, "share of the training pairs held out for validation",
+            low=0.0, high=1.0, high_open=True),
+    _option("test_split", "data", "float", 0.0, "share of the training pairs held out for the final test",
+            low=0.0, high=1.0, high_open=True),
+    # ---- training
+    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0),
+    _option("early_stopping_patience", "training", "int", 0,
+            "stop after this many epochs without a better validation FM (0: off)", low=0, unit="epochs",
+            aliases=("--early-stopping",)),
+    _option("bn_momentum", "training", "auto_float", "auto",
+            "BatchNorm momentum; auto: statistics converge within half the training", low=0.0, high=1.0,
+            low_open=True, high_open=True),
+    _option("strategy", "run", "choice", "auto", "distribution: auto (all GPUs when several), default (one "
+            "device), mirrored (all GPUs or CPUs)", choices=STRATEGIES),
+    _option("mixed_precision", "run", "choice", "auto", "float16 compute (auto: on with a GPU)",
+            choices=PRECISIONS),
+    _option("train_fm_images", "training", "int", 16, "training images scored (FM) after each epoch", low=0,
+            unit="images"),
+    _option("inference", "data", "choice", "resize", "resize whole images to the input (moles), or crops and "
+            "tiles at the image's own scale (cells)", choices=INFERENCES),
+    _option("crops_per_image", "data", "int", 1, "random crops per image and epoch (tiles)", low=1,
+            unit="crops"),
+    _option("crops_by_area", "data", "bool", False,
+            "tiles: crops per input-sized area of each image (up to 16), not per image"),
+    _option("calibrate", "training", "bool", True,
+            "after training, choose flips and the lesion threshold by validation FM"),
+    _option("cache_dir", "run", "text", None, "folder of cached prepared examples (default ~/.cache/moleseg)",
+            optional=True),
+    _option("name", "run", "text", None, "model name stored in the file (default: the run folder's name)",
+            optional=True),
+)
+
+OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+#: Folder options given in pairs: (images, masks).
+FOLDER_PAIRS: tuple[tuple[str, str], ...] = (("images", "masks"), ("validation_images", "validation_masks"),
+                                             ("test_images", "test_masks"))
+
+
+def option(name: str) -> Option:
+    """The option called ``name`` (``"solver"``, ``"model.input_size"``).
+
+    Raises
+    ------
+    KeyError
+        When there is no such option (the message lists none, the name is in it).
+    """
+    try:
+        return OPTION_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no training option {name!r}") from None
+
+
+def default(name: str) -> Any:
+    """A fresh copy of an option's default (lists are new lists)."""
+    return copy.deepcopy(option(name).default)
+
+
+def section(prefix: str) -> tuple[Option, ...]:
+    """The options inside ``prefix`` (``"model"``): their names start with ``prefix.``."""
+    return tuple(o for o in OPTIONS if o.name.startswith(prefix + "."))
+
+
+def top_level() -> tuple[Option, ...]:
+    """The options that are not inside a section."""
+    return tuple(o for o in OPTIONS if "." not in o.name)
+
+
+def defaults() -> dict[str, Any]:
+    """Every default as a configuration dictionary (model options under ``"model"``): ``TrainConfig().to_dict()``."""
+    values: dict[str, Any] = {}
+    for item in OPTIONS:
+        set_value(values, item.name, copy.deepcopy(item.default))
+    return values
+
+
+def get_value(config: Mapping[str, Any], name: str, fallback: Any = None) -> Any:
+    """``config``'s value of the option ``name`` (dotted names look inside sections)."""
+    node: Any = config
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return fallback
+        node = node[part]
+    return node
+
+
+def set_value(config: dict[str, Any], name: str, value: Any) -> None:
+    """Set the option ``name`` in ``config`` (creating sections as needed)."""
+    *sections, last = name.split(".")
+    node = config
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults overridden by each configuration in turn (only known options; sections merged)."""
+    values = defaults()
+    for config in configs:
+        for item in OPTIONS:
+            marker = object()
+            value = get_value(config, item.name, marker)
+            if value is not marker:
+                set_value(values, item.name, copy.deepcopy(value))
+    return values
+
+
+def problems(config: Mapping[str, Any], names: Iterable[str] | None = None) -> list[str]:
+    """What is wrong with a configuration dictionary, as messages that name the option.
+
+    Checks each option's kind, choices and range (``names``: only those options; a missing option
+    counts as its default), then the folder pairs (as many masks folders as images folders) and that the
+    validation and test shares leave at least 10 % for training. No file system access.
+    """
+    chosen = list(names) if names is not None else [o.name for o in OPTIONS]
+    found: list[str] = []
+    for name in chosen:
+        item = option(name)
+        found.extend(item.problems(get_value(config, name, item.default)))
+    if names is None:
+        for images, masks in FOLDER_PAIRS:
+            if len(get_value(config, images, []) or []) != len(get_value(config, masks, []) or []):
+                group = images.replace("images", "").replace("_", " ")
+                found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
+        splits = [get_value(config, name, 0.0) for name in ("validation_split", "test_split")]
+        if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= 0.9:
+            found.append("validation_split and test_split must leave at least 10% of the pairs for training")
+    return found
+
+
+def unknown_keys(config: Mapping[str, Any], ignore: Iterable[str] = ("run_dir", "recipe")) -> list[str]:
+    """Keys of ``config`` that name no option (``ignore``: keys written next to the options)."""
+    known = {o.name.split(".", 1)[0] for o in OPTIONS} | set(ignore)
+    found = [key for key in config if key not in known]
+    for prefix in {o.name.split(".", 1)[0] for o in OPTIONS if "." in o.name}:
+        inner = config.get(prefix)
+        if isinstance(inner, Mapping):
+            names = {o.name.split(".", 1)[1] for o in section(prefix)}
+            found.extend(f"{prefix}.{key}" for key in inner if key not in names)
+    return found
+
+
+#: Keys a configuration file may hold besides the options: ``run_dir`` (written into a run's
+#: ``config.json``) and ``recipe`` (a shipped model's test folders and held-out shares, see
+#: :mod:`moleseg.network.shipped`).
+EXTRA_KEYS: tuple[str, ...] = ("run_dir", "recipe")
+
+
+def resolve_folders(config: Mapping[str, Any], root: str | Path) -> dict[str, Any]:
+    """``config`` with every relative folder (the ``folders`` options, and ``weights`` and ``cache_dir``
+    when they are relative paths that exist under ``root``) made absolute under ``root``."""
+    root = Path(root)
+    values = copy.deepcopy(dict(config))
+    for item in OPTIONS:
+        if item.kind == "folders" and item.name in values:
+            values[item.name] = [str(folder) if Path(folder).is_absolute() else str(root / folder)
+                                 for folder in values[item.name] or []]
+    for name in ("weights", "cache_dir"):
+        value = values.get(name)
+        if isinstance(value, str) and value not in ("none", "imagenet") and not Path(value).is_absolute() \
+                and (root / value).exists():
+            values[name] = str(root / value)
+    return values
+
+
+def read_config_file(path: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
+    """The options of a configuration file (a run's ``config.json`` or a recipe in ``models/``).
+
+    Relative folders are taken under ``data_root``, by default the folder holding the file. Keys in
+    :data:`EXTRA_KEYS` are dropped; the values are not checked here (see :func:`problems`).
+
+    Raises
+    ------
+    ValueError
+        When the file is missing, not JSON, not an object, or holds keys that name no option
+        (the message names the file and the keys).
+    """
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON configuration file ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a configuration file holds one JSON object of options")
+    unknown = unknown_keys(values, EXTRA_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    values = {key: value for key, value in values.items() if key not in EXTRA_KEYS}
+    return resolve_folders(values, data_root if data_root is not None else path.parent)

@@ -1,0 +1,209 @@
+"""The one schema of training options (moleseg.core.options): every option reachable from the command line
+and the Train page, config files round-trip through ``moleseg train --config``, bad values are refused with a
+message naming the option, and the shipped recipes are the configurations shipped.py trained before."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from moleseg.cli import build_parser, given_options, train_config_of
+from moleseg.core import options
+from moleseg.core.modelinfo import ModelInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A value other than the default for each settable option, and its command-line text.
+OTHER_VALUES: dict[str, tuple[object, str]] = {
+    "images": (["/d/a/images"], "/d/a/images"), "masks": (["/d/a/masks"], "/d/a/masks"),
+    "validation_images": (["/d/v/images"], "/d/v/images"), "validation_masks": (["/d/v/masks"], "/d/v/masks"),
+    "test_images": (["/d/t/images"], "/d/t/images"), "test_masks": (["/d/t/masks"], "/d/t/masks"),
+    "model.architecture": ("unet", "unet"), "model.backbone": ("resnet18", "resnet18"),
+    "model.input_size": (320, "320"), "model.n_classes": (2, "2"), "model.separable": (False, None),
+    "model.decoder_width": (64, "64"), "model.aspp_rates": ([4, 8, 12], "4,8,12"), "model.dropout": (0.2, "0.2"),
+    "weights": ("none", "none"), "border_width_px": (2, "2"), "shape": ("disk", "disk"),
+    "closing_radius_px": (3, "3"), "solver": ("sgdm", "sgdm"), "epochs": (5, "5"), "batch_size": (4, "4"),
+    "learning_rate": (0.01, "0.01"), "schedule": ("piecewise", "piecewise"), "momentum": (0.8, "0.8"),
+    "loss": ("dice_ce", "dice_ce"), "class_weighting": (False, None),
+    "augment": (["scale", "colour"], "scale,color"), "rotation_deg": (90.0, "90"), "translation_px": (20.0, "20"),
+    "scale_range": (0.15, "0.15"), "colour": (0.25, "0.25"), "validation_split": (0.2, "0.2"),
+    "test_split": (0.1, "0.1"), "seed": (11, "11"), "early_stopping_patience": (3, "3"),
+    "bn_momentum": (0.5, "0.5"), "strategy": ("mirrored", "mirrored"), "mixed_precision": ("off", "off"),
+    "train_fm_images": (4, "4"), "inference": ("tiles", "tiles"), "crops_per_image": (2, "2"),
+    "crops_by_area": (True, None), "calibrate": (False, None), "cache_dir": ("/c", "/c"), "name": ("n", "n"),
+}
+#: The recipes shipped.py held before they became models/<name>.config.json (folders relative to the data).
+OLD_RECIPES = {
+    "dermoscopy": dict(
+        folders=["moles/seed/train", "moles/isic2017", "moles/ham10000", "moles/ph2"],
+        model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=320, n_classes=3,
+                   separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
+        weights="imagenet", border_width_px=4, shape="diamond", closing_radius_px=15, solver="adam",
+        learning_rate=1e-3, schedule="cosine", epochs=30, batch_size=8, loss="dice_ce", class_weighting=False,
+        augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
+        translation_px=20.0, scale_range=0.1, colour=0.5, validation_split=0.15, seed=7, name="dermoscopy"),
+    "cells": dict(
+        folders=["cells/dsb2018_brightfield", "cells/dsb2018_fluo"],
+        model=dict(architecture="deeplabv3plus", backbone="mobilenetv2", input_size=256, n_classes=2,
+                   separable=True, decoder_width=128, aspp_rates=[4, 8, 12], dropout=0.1),
+        weights="imagenet", border_width_px=2, shape="diamond", closing_radius_px=3, solver="adam",
+        learning_rate=1e-3, schedule="cosine", epochs=40, batch_size=8, loss="dice_ce", class_weighting=False,
+        augment=["rotation", "reflection", "translation", "scale", "colour"], rotation_deg=180.0,
+        translation_px=20.0, scale_range=0.15, colour=0.5, validation_split=0.2, test_split=0.0, seed=11,
+        inference="tiles", crops_per_image=1, crops_by_area=True, name="cells"),
+}
+
+
+def _parse(*arguments: str):
+    return build_parser().parse_args(["train", "--out", "/runs/r", *arguments])
+
+
+def _flags(item: options.Option, value: object, text: str | None) -> list[str]:
+    if item.kind == "bool":
+        return [item.cli_flag if value else f"--no-{item.cli_flag[2:]}"]
+    return [item.cli_flag, text]
+
+
+def test_every_option_has_a_distinct_other_value_and_the_defaults_are_valid():
+    settable = {o.name for o in options.OPTIONS if o.settable}
+    assert set(OTHER_VALUES) == settable
+    for name, (value, _) in OTHER_VALUES.items():
+        item = options.option(name)
+        assert value != item.default and item.problems(value) == [], name
+        assert item.problems(item.default) == [] and item.group in options.GROUPS and item.help, name
+    assert options.problems(options.defaults()) == []
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_each_option_is_reachable_from_the_command_line(name):
+    item = options.option(name)
+    value, text = OTHER_VALUES[name]
+    config = train_config_of(_parse(*_flags(item, value, text)))
+    assert options.get_value(config, name) == value
+    expected = options.defaults()
+    options.set_value(expected, name, value)
+    if name != "name":
+        expected["name"] = "r"  # the run folder's name when not given
+    assert config == expected  # nothing else moved
+
+
+@pytest.mark.parametrize("flags, name, value", [
+    (["--image-size", "64"], "model.input_size", 64), (["--dense-head"], "model.separable", False),
+    (["--no-class-weights"], "class_weighting", False), (["--early-stopping", "4"], "early_stopping_patience", 4),
+    (["--no-calibrate"], "calibrate", False), (["--crops-by-area"], "crops_by_area", True),
+    (["--classes", "2"], "model.n_classes", 2), (["--augment", "none"], "augment", []),
+    (["--bn-momentum", "auto"], "bn_momentum", "auto"),
+])
+def test_older_flags_still_work(flags, name, value):
+    assert options.get_value(train_config_of(_parse(*flags)), name) == value
+
+
+def _page_widgets() -> dict[str, str]:
+    tree = ast.parse((ROOT / "pages" / "train.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "WIDGETS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("pages/train.py has no WIDGETS mapping")
+
+
+def test_each_option_has_a_widget_on_the_train_page(monkeypatch, tmp_path):
+    from app_helpers import app_test, isolate
+
+    widgets = _page_widgets()
+    settable = [o.name for o in options.OPTIONS if o.settable]
+    # model.bn_momentum is written by training from bn_momentum: neither a flag nor a widget
+    assert [o.name for o in options.OPTIONS if not o.settable] == ["model.bn_momentum"]
+    assert sorted(widgets) == sorted(settable)
+    isolate(monkeypatch, tmp_path)
+    at = app_test("pages/train.py")
+    assert not at.exception
+    classes = options.default("model.n_classes")
+    for name, key in widgets.items():
+        assert key in at.session_state or f"{key}_{classes}" in at.session_state, f"{name}: no widget {key}"
+
+
+def test_a_config_round_trips_through_config_json_and_train_config(tmp_path):
+    pytest.importorskip("tensorflow")
+    from moleseg.network.train import TrainConfig
+
+    values = options.defaults()
+    for name, (value, _) in OTHER_VALUES.items():
+        options.set_value(values, name, value)
+    config = TrainConfig.from_dict(values)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**config.to_dict(), "run_dir": "/somewhere"}))
+    again = TrainConfig.from_dict(train_config_of(_parse("--config", str(path))))
+    assert again == config
+    # flags given explicitly override the file
+    overridden = train_config_of(_parse("--config", str(path), "--epochs", "9", "--image-size", "64"))
+    assert (overridden["epochs"], overridden["model"]["input_size"], overridden["seed"]) == (9, 64, 11)
+
+
+def test_relative_folders_of_a_config_file_are_under_the_data_root(tmp_path):
+    path = tmp_path / "recipes" / "r.config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"images": ["set/images", "/abs/images"], "masks": ["set/masks", "/abs/masks"]}))
+    config = train_config_of(_parse("--config", str(path)))
+    assert config["images"] == [str(path.parent / "set/images"), "/abs/images"]
+    config = train_config_of(_parse("--config", str(path), "--data-root", str(tmp_path / "data")))
+    assert config["masks"] == [str(tmp_path / "data" / "set/masks"), "/abs/masks"]
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("solver", "lbfgs", "solver must be one of sgdm, rmsprop, adam, not 'lbfgs'"),
+    ("model.input_size", 100, "input size must be a whole number (32 <= value, a multiple of 16, in px), not 100"),
+    ("epochs", 0, "epochs must be a whole number (1 <= value, in epochs), not 0"),
+    ("model.aspp_rates", [6, 12], "aspp rates must be 3 whole numbers, not [6, 12]"),
+    ("bn_momentum", 1.5, "bn momentum must be 'auto' or a number (0 < value < 1), not 1.5"),
+    ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour"),
+    ("colour", 2.0, "colour must be a number (0 <= value <= 1), not 2.0"),
+    ("crops_by_area", "yes", "crops by area must be true or false, not 'yes'"),
+])
+def test_invalid_values_are_refused_naming_the_option(name, value, words):
+    config = {**options.defaults(), "images": ["i"], "masks": ["m"]}
+    options.set_value(config, name, value)
+    assert options.problems(config) == [words]
+
+
+def test_the_command_line_refuses_bad_values_naming_the_option(tmp_path, capsys):
+    from moleseg.cli import main
+
+    assert main(["train", "--images", str(tmp_path), "--masks", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--dropout", "1.5"]) == 2
+    assert "dropout must be a number (0 <= value < 1), not 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse("--aspp-rates", "4,x")
+    assert "aspp rates: '4,x' is not a comma list of whole numbers" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"solvr": "adam"}))
+    with pytest.raises(ValueError, match="bad.json: unknown option"):
+        train_config_of(_parse("--config", str(bad)))
+
+
+@pytest.mark.parametrize("name", sorted(OLD_RECIPES))
+def test_the_recipe_files_are_the_configurations_shipped_py_trained(name, tmp_path):
+    old = dict(OLD_RECIPES[name])
+    folders = old.pop("folders")
+    config = train_config_of(_parse("--config", str(ROOT / "models" / f"{name}.config.json"),
+                                    "--data-root", str(tmp_path)))
+    expected = options.merged(old)
+    expected["images"] = [str(tmp_path / f / "images") for f in folders]
+    expected["masks"] = [str(tmp_path / f / "masks") for f in folders]
+    assert config == expected
+    assert config["model"]["aspp_rates"] == [4, 8, 12] and config["model"]["dropout"] == 0.1
+    assert config["scale_range"] == {"dermoscopy": 0.1, "cells": 0.15}[name]
+
+
+def test_model_info_reads_old_files_and_round_trips():
+    old = {"name": "m", "n_classes": 3, "input_size": 256, "model": {"backbone": "resnet18"},
+           "training": {"solver": "sgdm", "epoch": 4}, "checkpoint": False, "cleanup": {"closing_radius_px": 9}}
+    info = ModelInfo.from_dict(old)
+    assert (info.name, info.n_classes, info.inference, info.lesion_threshold) == ("m", 3, "resize", None)
+    assert info.to_dict() == {**old, "inference": "resize", "test_time_augmentation": False}  # others kept
+    config = info.train_config
+    assert (config["solver"], config["model"]["backbone"], config["closing_radius_px"]) == ("sgdm", "resnet18", 9)
+    assert config["epochs"] == options.default("epochs")
+    assert options.problems({**config, "images": ["i"], "masks": ["m"]}) == []
+    assert ModelInfo.from_dict({}).n_classes is None and ModelInfo.from_dict({"name": None}).name == "model"
