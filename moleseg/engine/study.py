@@ -49,7 +49,7 @@ import numpy as np
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.pairing import Pair, PairingError, pair_folders
-from moleseg.engine.jobs import check_config, train_defaults
+from moleseg.core import options
 from moleseg.engine.runs import read_history, read_json, write_json
 
 #: Designs a study file may ask for.
@@ -101,26 +101,6 @@ class Study:
 # --------------------------------------------------------------------------------------------------
 # reading and checking a study file
 
-def option_names(config: dict[str, Any]) -> set[str]:
-    """Dotted option names of a training configuration (``solver``, ``model.backbone``, ...)."""
-    names = set()
-    for key, value in config.items():
-        if isinstance(value, dict):
-            names.update(f"{key}.{inner}" for inner in value)
-        else:
-            names.add(key)
-    return names
-
-
-def set_option(config: dict[str, Any], name: str, value: Any) -> None:
-    """Set a dotted option name in a configuration dictionary (in place)."""
-    head, _, tail = name.partition(".")
-    if tail:
-        config.setdefault(head, {})[tail] = value
-    else:
-        config[head] = value
-
-
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in values.items():
@@ -139,12 +119,12 @@ def _settings_of(factor: str, values: Any, known: set[str], where: str) -> dict[
         return {_label(value): {factor: value} for value in values}
     if isinstance(values, dict):
         settings = {}
-        for label, options in values.items():
-            if not isinstance(options, dict):
+        for label, setting_options in values.items():
+            if not isinstance(setting_options, dict):
                 if factor not in known:
                     raise StudyError(f"{where}: unknown option {factor!r} in factors")
-                options = {factor: options}
-            flat = _flatten(options)
+                setting_options = {factor: setting_options}
+            flat = _flatten(setting_options)
             unknown = sorted(set(flat) - known)
             if unknown:
                 raise StudyError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} in factor {factor!r}, "
@@ -179,7 +159,7 @@ def load_study(path: str | Path, data_root: str | Path | None = None) -> Study:
         raise StudyError(f"{path}: not a valid YAML file ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict):
         raise StudyError(f"{path}: a study file is a mapping with data, base and factors")
-    known = option_names(train_defaults())
+    known = {item.name for item in options.OPTIONS}
     base = _flatten(document.get("base") or {})
     unknown = sorted(set(base) - known)
     if unknown:
@@ -204,9 +184,9 @@ def load_study(path: str | Path, data_root: str | Path | None = None) -> Study:
 
 def base_config(study: Study) -> dict[str, Any]:
     """The training defaults with the study's base options applied."""
-    config = train_defaults()
+    config = options.defaults()
     for name, value in study.base.items():
-        set_option(config, name, value)
+        options.set_value(config, name, value)
     return config
 
 
@@ -226,21 +206,21 @@ def plan(study: Study) -> list[PlannedRun]:
         names = list(study.factors)
         for combination in itertools.product(*(study.factors[name].items() for name in names)):
             overrides: dict[str, Any] = {}
-            for _, options in combination:
-                overrides.update(options)
+            for _, setting_options in combination:
+                overrides.update(setting_options)
             label = ", ".join(f"{name}={setting}" for name, (setting, _) in zip(names, combination))
             settings.append(("grid", label, overrides))
     else:
         settings.append(("", BASE_LABEL, {}))
         for name, choices in study.factors.items():
-            for label, options in choices.items():
-                settings.append((name, label, dict(options)))
+            for label, setting_options in choices.items():
+                settings.append((name, label, dict(setting_options)))
     runs: list[PlannedRun] = []
     seen: dict[str, str] = {}
     for factor, label, overrides in settings:
         config = copy.deepcopy(base)
         for option, value in overrides.items():
-            set_option(config, option, value)
+            options.set_value(config, option, value)
         key = json.dumps(config, sort_keys=True, default=str)
         if study.design != "grid" and factor and key in seen:
             continue  # the base setting's own value: its runs are the base runs
@@ -336,12 +316,11 @@ def with_data(config: dict[str, Any], parts: dict[str, dict[str, str]]) -> dict[
 
 
 def check_study(study: Study) -> list[str]:
-    """Problems of every planned configuration (choices and ranges; folders are checked when it runs)."""
+    """Problems of every planned configuration: each option's kind, choices and range (the schema of
+    :mod:`moleseg.core.options`); the data folders are checked by :func:`resolve_data`."""
     problems: list[str] = []
     for run in plan(study):
-        for problem in check_config({**run.config, "images": [], "masks": []}):
-            if problem.startswith("give at least one training dataset"):
-                continue  # the study's data are checked by resolve_data
+        for problem in options.problems(run.config, names=[item.name for item in options.OPTIONS]):
             message = f"{run.setting} ({run.factor}): {problem}"
             if message not in problems:
                 problems.append(message)
