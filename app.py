@@ -56,5 +56,6 @@ navigation = st.navigation([
     st.Page(ui.PAGE_FILES["evaluate"], title="Evaluate", icon=":material/analytics:"),
     st.Page(ui.PAGE_FILES["history"], title="History", icon=":material/history:"),
     st.Page(ui.PAGE_FILES["compare"], title="Compare visits", icon=":material/compare:"),
+    st.Page(ui.PAGE_FILES["study"], title="Study", icon=":material/science:"),
 ])
 navigation.run()

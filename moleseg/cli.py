@@ -420,6 +420,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from moleseg.engine.study import check_study, describe_plan, load_study, resolve_data, run_study
+
+    study = load_study(args.config, data_root=args.data_root)
+    problems = check_study(study)
+    if problems:
+        for problem in problems:
+            print(f"error: {args.config}: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    resolve_data(study, None)  # the data folders and the split rule, before anything trains
+    if args.dry_run:
+        print(describe_plan(study))
+        return EXIT_OK
+    rows = run_study(study, args.out, parallel=args.parallel, echo=lambda line: _say(args, line))
+    _say(args, f"{len(rows)} run(s) finished; results in {Path(args.out) / 'study.csv'}, study.html, verdicts.md")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import read_info
 
@@ -506,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
 
+    study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
+    study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
+    study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
+    study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
+    study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
+    study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
     return parser

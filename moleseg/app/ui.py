@@ -26,6 +26,7 @@ PAGE_FILES: dict[str, str] = {
     "evaluate": "app_pages/evaluate.py",
     "history": "app_pages/history.py",
     "compare": "app_pages/compare.py",
+    "study": "app_pages/study.py",
 }
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"

@@ -1,0 +1,29 @@
+"""The Study page opens a study folder: progress, verdicts, the runs' table and the plots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app_helpers import app_test
+from moleseg.app.ui import PAGE_FILES
+from moleseg.engine import study as studies
+from test_study import fake_run, write_study
+
+
+def test_the_study_page_shows_a_study_folder(app_folders, tmp_path):
+    folders = app_folders
+    path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm"]})
+    out = folders["runs"] / "study-s"
+    images = [f"i{k}.png" for k in range(8)]
+    fake_run(out, "base-seed0", {name: 0.7 + 0.01 * k for k, name in enumerate(images)})
+    fake_run(out, "solver=sgdm-seed0", {name: 0.5 + 0.01 * k for k, name in enumerate(images)})
+    studies.write_json(out / studies.PLAN_JSON, {"study": str(path), "runs": [{}, {}]})
+    studies.write_json(out / studies.PROGRESS_JSON, {"runs": 2, "done": 2, "status": "finished", "active": []})
+    studies.write_results(studies.load_study(path), out)
+    at = app_test(PAGE_FILES["study"])
+    assert not at.exception
+    assert at.text_input(key="study_folder").value == str(out)
+    assert any("lowered mean FM" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["setting"]) == ["base", "sgdm"] and np.isclose(table["fm_mean"].iloc[1], 0.535)
+    assert len(at.get("plotly_chart")) == 3

@@ -1,0 +1,178 @@
+"""moleseg study: the study file is checked before anything trains, the plan, the verdicts' statistics,
+the results files, and an interrupted study that resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from moleseg.cli import main
+from moleseg.engine import study as studies
+from moleseg.engine.runs import write_history, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_study(path: Path, **fields) -> Path:
+    document = {"name": "t", "data": {"train": {"images": "train/images", "masks": "train/masks"},
+                                      "test": {"images": "test/images", "masks": "test/masks"}},
+                "base": {"epochs": 1, "batch_size": 2, "model": {"input_size": 32}},
+                "factors": {"solver": ["sgdm", "adam"]}}
+    document.update(fields)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_bad_factor_name_is_refused_before_anything_trains(tmp_path, capsys):
+    path = write_study(tmp_path / "s.yaml", factors={"solverr": ["sgdm"]})
+    out = tmp_path / "out"
+    assert main(["study", "--config", str(path), "--out", str(out), "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown option 'solverr'" in error and str(path) in error
+    assert not out.exists()
+
+
+def test_a_bad_value_and_a_bad_option_in_a_setting_are_refused(tmp_path, capsys):
+    path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm", "newton"]})
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "newton" in capsys.readouterr().err
+    path = write_study(tmp_path / "s2.yaml", factors={"aug": {"one": {"augmentt": ["reflection"]}}})
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert "unknown option(s) 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
+
+
+def test_dry_run_lists_every_run(tmp_path, capsys):
+    for part in ("train", "test"):
+        (tmp_path / part / "images").mkdir(parents=True)
+        (tmp_path / part / "masks").mkdir(parents=True)
+    path = write_study(tmp_path / "s.yaml", repeats=2, factors={"solver": ["sgdm", "adam"],
+                                                                   "model.backbone": ["resnet18"]})
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    # base (adam) x 2 seeds, sgdm x 2, resnet18 x 2: "adam" equals the base and shares its runs
+    assert "6 run(s)" in text
+    assert "base-seed0" in text and "solver=sgdm-seed1" in text and "model.backbone=resnet18-seed0" in text
+    assert not (tmp_path / "o").exists()
+
+
+def test_grid_design_runs_every_combination(tmp_path):
+    path = write_study(tmp_path / "s.yaml", design="grid", factors={"solver": ["sgdm", "adam"],
+                                                                    "batch_size": [2, 4, 8]})
+    runs = studies.plan(studies.load_study(path))
+    assert len(runs) == 6
+    assert {(r.config["solver"], r.config["batch_size"]) for r in runs} == {
+        (s, b) for s in ("sgdm", "adam") for b in (2, 4, 8)}
+
+
+def test_split_by_group_keeps_each_sequence_in_one_part(tmp_path):
+    images, masks = tmp_path / "all" / "images", tmp_path / "all" / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    from PIL import Image
+    for sequence, count in (("frame_0", 3), ("b_frame_0", 2), ("b_frame_1", 2)):
+        for index in range(count):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / f"{sequence}_{index:03d}.png")
+            Image.fromarray(np.full((8, 8), 255, np.uint8)).save(masks / f"{sequence}_{index:03d}.png")
+    path = write_study(tmp_path / "s.yaml", data={
+        "images": "all/images", "masks": "all/masks",
+        "split": {"by": "group", "pattern": "^(b_frame_[0-9]+|frame_[0-9]+)_", "validation": ["b_frame_0"],
+                  "test": ["b_frame_1"]}})
+    parts = studies.resolve_data(studies.load_study(path), tmp_path / "out")
+    names = {part: sorted(p.name for p in Path(parts[part]["images"]).iterdir()) for part in parts}
+    assert names == {"train": ["frame_0_000.png", "frame_0_001.png", "frame_0_002.png"],
+                     "validation": ["b_frame_0_000.png", "b_frame_0_001.png"],
+                     "test": ["b_frame_1_000.png", "b_frame_1_001.png"]}
+    bad = write_study(tmp_path / "b.yaml", data={"images": "all/images", "masks": "all/masks",
+                                                  "split": {"by": "group", "pattern": "^(x)", "test": ["x"]}})
+    with pytest.raises(studies.StudyError, match="does not match"):
+        studies.resolve_data(studies.load_study(bad), None)
+
+
+def fake_run(out: Path, run_id: str, per_image: dict[str, float], seconds: float = 10.0) -> None:
+    run = out / studies.RUNS_SUBDIR / run_id
+    values = list(per_image.values())
+    write_json(run / "evaluation.json", {
+        "fm": {"mean": float(np.mean(values)), "max": max(values), "min": min(values), "std": float(np.std(values))},
+        "cm": {"mean": 0.9}, "cr": {"mean": 0.8}, "jaccard": {"mean": 0.7},
+        "per_image": [{"image": k, "fm": v} for k, v in per_image.items()]})
+    write_json(run / "state.json", {"epoch": 1, "training_seconds": seconds})
+    write_history(run / "history.csv", [{"epoch": 1, "val_fm": values[0]}])
+
+
+def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
+    path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm", "rmsprop"]})
+    study = studies.load_study(path)
+    out = tmp_path / "out"
+    images = [f"i{k}.png" for k in range(12)]
+    rng = np.random.default_rng(0)
+    base = {name: 0.6 + 0.02 * k for k, name in enumerate(images)}
+    fake_run(out, "base-seed0", base)
+    fake_run(out, "solver=sgdm-seed0", {name: value + 0.1 for name, value in base.items()})  # every image +0.1
+    fake_run(out, "solver=rmsprop-seed0", {name: value + rng.normal(0, 0.01) for name, value in base.items()})
+    write_json(out / studies.PLAN_JSON, {"runs": []})
+    rows = studies.write_results(study, out)
+    assert len(rows) == 3
+    found = {v["setting"]: v for v in studies.verdicts(study, rows)}
+    sgdm = found["sgdm"]
+    assert sgdm["difference"] == pytest.approx(0.1)
+    assert sgdm["p"] == pytest.approx(2 * 0.5 ** 12)  # exact two-sided Wilcoxon: all 12 differences positive
+    assert sgdm["significant"] and "raised mean FM from 0.7100 (base) to 0.8100" in sgdm["sentence"]
+    assert not found["rmsprop"]["significant"] and "within noise" in found["rmsprop"]["sentence"]
+    table = (out / studies.STUDY_CSV).read_text().splitlines()
+    assert table[0].split(",")[:5] == ["run", "factor", "setting", "seed", "solver"]
+    assert len(table) == 4
+    html = (out / studies.STUDY_HTML).read_text()
+    assert html.count("<script") >= 3 and "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
+    shown = studies.read_study_folder(out)
+    assert len(shown["rows"]) == 3 and "a real difference" in shown["verdicts"]
+
+
+def test_holm_correction_by_hand():
+    assert studies._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "train", count=6, size=48)
+    make_dataset(tmp_path / "test", count=2, size=48)
+    path = write_study(tmp_path / "s.yaml", base={
+        "epochs": 1, "batch_size": 2, "weights": "none", "calibrate": False, "validation_split": 0.34,
+        "model": {"input_size": 32, "decoder_width": 16}},
+        factors={"solver": ["sgdm", "adam"]})
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "moleseg", "study", "--config", str(path), "--out", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = out / studies.RUNS_SUBDIR / "base-seed0" / "evaluation.json"
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.exists(), "the first run did not finish"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the study and its training child, between/inside runs
+        process.wait()
+    stamp = first.stat().st_mtime_ns
+    second = out / studies.RUNS_SUBDIR / "solver=sgdm-seed0"
+    assert not studies.run_finished(second)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "base-seed0: finished earlier, skipped" in result.stdout
+    assert first.stat().st_mtime_ns == stamp
+    assert studies.run_finished(second)
+    rows = (out / studies.STUDY_CSV).read_text().splitlines()
+    assert len(rows) == 3
+    progress = json.loads((out / studies.PROGRESS_JSON).read_text())
+    assert progress["status"] == "finished" and progress["done"] == 2
