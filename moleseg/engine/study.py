@@ -362,7 +362,7 @@ def run_study(study: Study, out: str | Path, *, parallel: int = 1, echo: Callabl
     StudyError
         A bad study file, or data that cannot be split.
     """
-    out = Path(out)
+    out = Path(out).resolve()  # the runs' request files name absolute folders
     problems = check_study(study)
     if problems:
         raise StudyError(f"{study.path}: " + "; ".join(problems))
