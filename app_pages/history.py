@@ -8,7 +8,6 @@ from moleseg.app import followup, ui
 from moleseg.core.report import pdf_report
 from moleseg.engine.records import Records
 
-ui.require_entrypoint()
 st.title("History")
 st.caption("Analyses saved from the Analyse page, kept in a database on this computer "
            "(set MOLESEG_DATA_DIR to choose its folder). Nothing identifies a person unless you typed it.")
