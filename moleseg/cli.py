@@ -9,6 +9,7 @@ is 2 if any file failed.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -94,9 +95,16 @@ def _print_summary(summary: dict, baseline: dict | None = None) -> None:
         print(f"classical baseline FM: mean {fm['mean']:.4f}, min {fm['min']:.4f}, max {fm['max']:.4f}")
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _failures_exit(failures: list[tuple[str, str]]) -> int:
     for name, reason in failures:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
     if failures:
         print(f"error: {len(failures)} file(s) could not be processed", file=sys.stderr)
         return EXIT_ERROR
@@ -208,7 +216,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     return _failures_exit(failures.items)
 
 
-def _input_files(inputs: Sequence[str]) -> list[Path]:
+def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
+    """The image files of ``inputs`` (files and folders); a missing input is added to ``failures``."""
     from moleseg.core.pairing import list_images
 
     files: list[Path] = []
@@ -219,9 +228,12 @@ def _input_files(inputs: Sequence[str]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise CommandError(f"not found: {item}")
+            failures.append((item, f"{item}: not found"))
     if not files:
-        raise CommandError("no image files to process")
+        for name, reason in failures:
+            print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
+        raise CommandError("no image files to process" + (" (not found: " + ", ".join(
+            printable(name) for name, _ in failures) + ")" if failures else ""))
     return files
 
 
@@ -238,16 +250,33 @@ def _threshold(text: str) -> float | str | None:
     return value
 
 
+def _output_folder(path: str) -> Path:
+    """``--out`` of predict/prepare, created; CommandError when it is a file or cannot be created."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {printable(path)} is a file, not a folder: choose a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create the output folder {printable(path)} ({error.strerror or error})") from error
+    return out
+
+
+def _disk_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, read_image
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.pipeline import analyse_images, check_image_side, output_stems
 
-    files = _input_files(args.inputs)
-    segmenter = _load_segmenter(args.model or _default_model(), args.tta)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
+    files = _input_files(args.inputs, failures)
+    out = _output_folder(args.out)
+    segmenter = _load_segmenter(args.model or _default_model(), args.tta)
+    stems = dict(zip(files, output_stems(files)))
     rows: list[dict] = []
+    stopped: str | None = None
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -255,24 +284,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
             images, names = [], []
             for path in chunk:
                 try:
-                    images.append(read_image(path))
-                    names.append(path)
-                except ImageReadError as error:
-                    failures.append((path.name, str(error)))
+                    image = read_image(path)
+                    check_image_side(image)
+                except (ImageReadError, ValueError) as error:
+                    reason = str(error)
+                    failures.append((path.name, reason if isinstance(error, ImageReadError) else
+                                     f"{path.name}: {reason}"))
+                    continue
+                images.append(image)
+                names.append(path)
             analyses = analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm,
                                       lesion_threshold=args.lesion_threshold)
             for path, analysis in zip(names, analyses):
                 try:
-                    analysis.write_files(out, path.stem)
-                    rows.append({"image": path.name, **analysis.measurement_row})
+                    analysis.write_files(out, stems[path])
+                except OSError as error:
+                    if _disk_full(error):
+                        stopped = (f"the disk is full: {path.name} and the images after it were not written "
+                                   f"({error.strerror or error})")
+                        break
+                    failures.append((path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
+                    continue
                 except ValueError as error:
                     failures.append((path.name, str(error)))
+                    continue
+                if analysis.error:
+                    _say(args, f"{printable(path.name)}: {analysis.error}")
+                rows.append({"image": path.name, "source": str(path), "output": stems[path], **analysis.measurement_row})
             bar.update_to(start + len(chunk))
+            if stopped:
+                break
     finally:
         bar.close()
     if rows:
-        _write_table(out / "measurements.csv", rows)
-    print(f"{len(rows)} image(s) written to {out}")
+        try:
+            _write_table(out / "measurements.csv", rows)
+        except OSError as error:
+            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but measurements.csv "
+                               f"could not be written ({error.strerror or error})") from error
+    print(f"{len(rows)} image(s) written to {printable(str(out))}")
+    if stopped:
+        _failures_exit(failures)
+        raise CommandError(stopped)
     return _failures_exit(failures)
 
 
@@ -432,9 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except (CommandError, ValueError, OSError, RuntimeError) as error:
+        if isinstance(error, OSError) and error.filename and error.strerror:
+            message = f"{error.filename}: {error.strerror}"
+        else:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {printable(message)}", file=sys.stderr)
         return EXIT_ERROR
 
 

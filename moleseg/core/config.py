@@ -7,6 +7,8 @@ from pathlib import Path
 
 #: Largest image accepted by the reader, in pixels (width x height).
 DEFAULT_MAX_PIXELS: int = 50_000_000
+#: Smallest image side analysed, in pixels: smaller images are refused with "image too small".
+MIN_IMAGE_SIDE_PX: int = 32
 #: Width of the BORDER band of three-class targets, in pixels (radius of the structuring element).
 DEFAULT_BORDER_WIDTH_PX: int = 4
 #: Shape of the structuring element used to erode masks into BORDER / INSIDE.

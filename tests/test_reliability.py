@@ -1,0 +1,127 @@
+"""Reliability cases of issue 13: every bad input answered with one clear line, nothing lost, nothing
+half-written. Each test is one case a careful user found."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moleseg.cli import main, printable
+from moleseg.core.imageio import write_png
+from moleseg.engine.pipeline import output_stems
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+# -- predict: unique outputs, missing inputs, --out a file, full disk, control characters ----------
+
+
+def test_output_stems_are_unique_and_keep_the_sub_folder(tmp_path):
+    paths = [tmp_path / "a" / "IMD004.jpg", tmp_path / "a" / "IMD004.png", tmp_path / "b" / "IMD004.jpg",
+             tmp_path / "b" / "other.png", tmp_path / "a" / "imd004.JPG"]
+    assert output_stems(paths) == ["a/IMD004_jpg", "a/IMD004_png", "b/IMD004", "other", "a/imd004_jpg_2"]
+    assert output_stems([tmp_path / "x.png"]) == ["x"]
+    assert output_stems([]) == []
+
+
+def test_predict_same_stem_in_two_folders_and_two_formats_writes_every_image(tmp_path, capsys, lesion_set):
+    images, _ = lesion_set(tmp_path / "a", names=["IMD004.png"])
+    shutil.copy(images / "IMD004.png", images / "IMD004.bmp")  # same stem, other format (read by content)
+    other, _ = lesion_set(tmp_path / "b", names=["IMD004.png"])
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out),
+                 str(images / "IMD004.png"), str(images / "IMD004.bmp"), str(other / "IMD004.png")])
+    assert code == 0, capsys.readouterr().err
+    assert "3 image(s) written" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_overlay.png"))
+    assert written == ["a/images/IMD004_bmp_overlay.png", "a/images/IMD004_png_overlay.png",
+                       "b/images/IMD004_overlay.png"]
+    rows = _read_csv(out / "measurements.csv")
+    assert [row["source"] for row in rows] == [str(images / "IMD004.png"), str(images / "IMD004.bmp"),
+                                               str(other / "IMD004.png")]
+    assert [row["output"] for row in rows] == ["a/images/IMD004_png", "a/images/IMD004_bmp", "b/images/IMD004"]
+
+
+def test_predict_one_missing_path_does_not_abort_the_others(tmp_path, capsys, lesion_set):
+    images, _ = lesion_set(tmp_path / "set", n=2)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out),
+                 str(images / "000.png"), str(tmp_path / "gone.png"), str(images / "001.png")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert f"skipped {tmp_path / 'gone.png'}: {tmp_path / 'gone.png'}: not found" in captured.err
+    assert _error_lines(captured.err) == ["error: 1 file(s) could not be processed"]
+    assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png", "001.png"]
+
+
+def test_predict_out_an_existing_file_is_one_clear_line(tmp_path, capsys, lesion_set):
+    images, _ = lesion_set(tmp_path / "set", n=1)
+    (tmp_path / "taken").write_text("mine")
+    code = main(["predict", "--model", "classical", "--out", str(tmp_path / "taken"), str(images)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [f"error: --out {tmp_path / 'taken'} is a file, not a folder: choose a folder name"]
+    assert "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(tmp_path, capsys, monkeypatch,
+                                                                               lesion_set):
+    import moleseg.core.atomic as atomic
+
+    images, _ = lesion_set(tmp_path / "set", n=3)
+    real_write = atomic.atomic_write
+    calls = {"n": 0}
+
+    def filling_disk(path, data):
+        calls["n"] += 1
+        if calls["n"] == 5 and Path(path).name != "measurements.csv":  # second image, second file
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(atomic, "atomic_write", filling_disk)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--out", str(out), str(images)])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert _error_lines(captured.err) == [
+        "error: the disk is full: 001.png and the images after it were not written (No space left on device)"]
+    assert "1 image(s) written" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["000_classes.png", "000_mask.png", "000_overlay.png",
+                                                     "measurements.csv"]
+    assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
+
+
+def test_control_characters_in_file_names_are_printed_escaped(tmp_path, capsys):
+    name = "evil\x1b[2J\nname.png"
+    (tmp_path / name).write_bytes(b"not an image")
+    write_png(tmp_path / "ok.png", np.full((40, 40, 3), 200, np.uint8))
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"), str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "evil\\x1b[2J\\nname.png" in err
+    assert printable("café\tx") == "café\\tx"
+    assert printable("plain name.png") == "plain name.png"
+
+
+def test_predict_tiny_image_is_too_small_and_a_blank_one_says_no_lesion(tmp_path, capsys):
+    write_png(tmp_path / "dot.png", np.full((1, 1, 3), 120, np.uint8))
+    write_png(tmp_path / "skin.png", np.full((40, 40, 3), 200, np.uint8))
+    code = main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "skipped dot.png: dot.png: image too small: 1 x 1 px, at least 32 px per side are needed" in err
+    assert "skin.png: no lesion found in this image" in err
+    assert not list((tmp_path / "out").glob("dot*"))
