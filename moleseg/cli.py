@@ -102,6 +102,57 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def _checked_output(option: str, value: str) -> Path:
+    """The file of ``--json``/``--csv``, checked before any work: not a folder, in a writable folder."""
+    import tempfile
+
+    path = Path(value)
+    if path.is_dir():
+        raise CommandError(f"{option} {printable(value)} is a folder: give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {printable(value)}: the folder {printable(str(folder))} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".moleseg-write-check-"):
+            pass
+    except OSError as error:
+        raise CommandError(f"{option} {printable(value)}: cannot write into {printable(str(folder))} "
+                           f"({error.strerror or error})") from error
+    return path
+
+
+def _checked_outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """``{"json": path, "csv": path}`` of the given ``--json``/``--csv`` options, checked (see above)."""
+    return {key: _checked_output(f"--{key}", getattr(args, key)) for key in ("json", "csv") if getattr(args, key)}
+
+
+def _write_outputs(outputs: dict[str, Path], summary: dict, table: list[dict]) -> int:
+    """Write the checked ``--json``/``--csv`` files after the summary was printed; EXIT_ERROR if one fails."""
+    from moleseg.engine.runs import write_json
+
+    status = EXIT_OK
+    for key, path in outputs.items():
+        try:
+            if key == "json":
+                write_json(path, summary)
+            else:
+                _write_table(path, table)
+        except OSError as error:
+            print(f"error: --{key} {printable(str(path))} could not be written ({error.strerror or error}); "
+                  "the summary above is complete", file=sys.stderr)
+            status = EXIT_ERROR
+    return status
+
+
+def _print_mask_warnings(failures) -> None:
+    """One line per empty or full true mask, and how many there were."""
+    for name, text in failures.warnings:
+        print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
+    if failures.warnings:
+        print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true mask(s) were scored; "
+              "they pull the mean down", file=sys.stderr)
+
+
 def _failures_exit(failures: list[tuple[str, str]]) -> int:
     for name, reason in failures:
         print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
@@ -173,6 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import evaluate_pairs, results_table
 
+    outputs = _checked_outputs(args)
     pairs = _pairs(args.images, args.masks, args)
     segmenter = _load_segmenter(args.model, args.tta)
     bar = ProgressBar(len(pairs), f"evaluating {segmenter.name}", args.quiet)
@@ -186,34 +238,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         baseline, _, _ = evaluate_pairs(_load_segmenter(f"classical{segmenter.n_classes}"), pairs)
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
-    if args.json:
-        from moleseg.engine.runs import write_json
-
-        write_json(args.json, summary)
-    if args.csv:
-        _write_table(Path(args.csv), results_table(results))
     _print_summary(summary, baseline)
-    return _failures_exit(failures.items)
+    _print_mask_warnings(failures)
+    written = _write_outputs(outputs, summary, results_table(results))
+    return max(written, _failures_exit(failures.items))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import results_table, score_pairs
 
+    outputs = _checked_outputs(args)
     pairs = _pairs(args.pred, args.masks, args)
     bar = ProgressBar(len(pairs), "scoring", args.quiet)
     try:
         summary, results, failures = score_pairs(pairs, progress=lambda done, total, name: bar.update_to(done))
     finally:
         bar.close()
-    if args.json:
-        from moleseg.engine.runs import write_json
-
-        write_json(args.json, summary)
-    if args.csv:
-        _write_table(Path(args.csv), results_table(results))
     if summary["n"]:
         _print_summary(summary)
-    return _failures_exit(failures.items)
+    _print_mask_warnings(failures)
+    written = _write_outputs(outputs, summary, results_table(results))
+    return max(written, _failures_exit(failures.items))
 
 
 def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
@@ -310,7 +355,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     continue
                 if analysis.error:
                     _say(args, f"{printable(path.name)}: {analysis.error}")
-                rows.append({"image": path.name, "source": str(path), "output": stems[path], **analysis.measurement_row})
+                rows.append({"image": path.name, "source": str(path), "output": stems[path],
+                             **analysis.measurement_row})
             bar.update_to(start + len(chunk))
             if stopped:
                 break
@@ -330,7 +376,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from moleseg.core.imageio import ImageReadError, read_mask, write_png
+    from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
     from moleseg.core.pairing import list_images
     from moleseg.core.targets import class_frequencies, make_targets
 
@@ -339,9 +385,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise CommandError(f"folder not found: {args.masks}")
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args.out)
     failures: list[tuple[str, str]] = []
+    degenerate = {"empty": 0, "full": 0}
     totals = None
     bar = ProgressBar(len(masks), "preparing targets", args.quiet)
     try:
@@ -351,6 +397,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             except ImageReadError as error:
                 failures.append((path.name, str(error)))
                 continue
+            problem = mask_problem(mask)
+            if problem is not None:
+                degenerate["full" if mask.any() else "empty"] += 1
+                print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
             labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
                                   shape=args.shape, border_at_image_edge=args.border_at_image_edge)
             write_png(out / f"{path.stem}.png", labels.astype("uint8"))
@@ -365,6 +415,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(("back", "border", "inside") if args.classes == 3 else ("background", "foreground"),
                               share)))
+    if degenerate["empty"] or degenerate["full"]:
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+              file=sys.stderr)
     return _failures_exit(failures)
 
 

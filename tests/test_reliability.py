@@ -125,3 +125,130 @@ def test_predict_tiny_image_is_too_small_and_a_blank_one_says_no_lesion(tmp_path
     assert "skipped dot.png: dot.png: image too small: 1 x 1 px, at least 32 px per side are needed" in err
     assert "skin.png: no lesion found in this image" in err
     assert not list((tmp_path / "out").glob("dot*"))
+
+
+# -- evaluate / score: outputs checked first, summary never lost --------------------------------------
+
+
+@pytest.mark.parametrize("command", ["evaluate", "score"])
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_output_file_a_folder_is_refused_before_the_evaluation(tmp_path, capsys, monkeypatch, lesion_set, command,
+                                                               option):
+    import moleseg.engine.evaluate as evaluate
+
+    images, masks = lesion_set(tmp_path / "set", n=1)
+    monkeypatch.setattr(evaluate, "segment_many", lambda *a, **k: pytest.fail("evaluation started"))
+    monkeypatch.setattr(evaluate, "scores", lambda *a, **k: pytest.fail("scoring started"))
+    inputs = (["evaluate", "--model", "classical", "--images", str(images)] if command == "evaluate"
+              else ["score", "--pred", str(masks)])
+    code = main(inputs + ["--masks", str(masks), option, str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [f"error: {option} {tmp_path} is a folder: give a file name"]
+    code = main(inputs + ["--masks", str(masks), option, str(tmp_path / "no" / "such" / "r.json")])
+    assert code == 2
+    assert "does not exist" in _error_lines(capsys.readouterr().err)[0]
+
+
+def test_a_write_failing_at_the_end_still_prints_the_summary(tmp_path, capsys, monkeypatch, lesion_set):
+    import moleseg.engine.runs as runs
+
+    _, masks = lesion_set(tmp_path / "set", n=2)
+    pred = Path(shutil.copytree(masks, tmp_path / "pred"))
+
+    def failing(path, value):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(runs, "write_json", failing)
+    code = main(["score", "--pred", str(pred), "--masks", str(masks), "--json", str(tmp_path / "s.json"),
+                 "--csv", str(tmp_path / "s.csv")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "(n = 2)" in captured.out and "1.0000" in captured.out
+    assert _error_lines(captured.err) == [
+        f"error: --json {tmp_path / 's.json'} could not be written (Read-only file system); "
+        "the summary above is complete"]
+    assert len(_read_csv(tmp_path / "s.csv")) == 2
+    assert not list(tmp_path.glob(".moleseg-write-check-*"))
+
+
+# -- masks: empty/full warned and counted, label images refused ---------------------------------------
+
+
+def _degenerate_set(tmp_path: Path, lesion_set) -> tuple[Path, Path]:
+    images, masks = lesion_set(tmp_path / "set", n=3)
+    write_png(masks / "001.png", np.zeros((64, 64), bool))
+    write_png(masks / "002.png", np.ones((64, 64), bool))
+    return images, masks
+
+
+def test_evaluate_warns_about_empty_and_full_masks_and_counts_them(tmp_path, capsys, lesion_set):
+    images, masks = _degenerate_set(tmp_path, lesion_set)
+    code = main(["evaluate", "--model", "classical", "--images", str(images), "--masks", str(masks),
+                 "--json", str(tmp_path / "e.json")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: 001.png: empty mask: no foreground pixel (all black) (scored anyway: 001.png)" in err
+    assert "warning: 002.png: full mask: every pixel is foreground" in err
+    assert "warning: 1 empty and 1 full true mask(s) were scored" in err
+    import json
+
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert (summary["n"], summary["empty_masks"], summary["full_masks"]) == (3, 1, 1)
+
+
+def test_score_and_prepare_warn_about_empty_and_full_masks(tmp_path, capsys, lesion_set):
+    from moleseg.engine.evaluate import score_pairs
+    from moleseg.core.pairing import pair_folders
+
+    _, masks = _degenerate_set(tmp_path, lesion_set)
+    pred = Path(shutil.copytree(masks, tmp_path / "pred"))
+    summary, _, failures = score_pairs(pair_folders(pred, masks).pairs)
+    assert (summary["empty_masks"], summary["full_masks"]) == (1, 1)
+    assert [name for name, _ in failures.warnings] == ["001.png", "002.png"]
+    code = main(["prepare", "--masks", str(masks), "--out", str(tmp_path / "t"), "--border-width-px", "2"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: 001.png: empty mask" in err and "warning: 002.png: full mask" in err
+    assert "warning: 1 empty and 1 full mask(s) among them" in err
+
+
+def test_label_image_masks_are_refused_with_how_to_convert(tmp_path, capsys, lesion_set):
+    from moleseg.core.imageio import ImageReadError, read_mask
+
+    labels = np.zeros((40, 40), np.uint8)
+    labels[5:20, 5:20] = 1
+    labels[22:35, 22:35] = 2
+    with pytest.raises(ImageReadError, match=r"^l\.png: not a binary mask: a label image with values 0, 1, 2\. "
+                                             r"Convert it to a 0/255 mask"):
+        read_mask(_png_bytes(labels), name="l.png")
+    assert read_mask(_png_bytes(labels == 1)).sum() == 225  # a 0/1 mask is still a mask
+    images, masks = lesion_set(tmp_path / "set", n=2)
+    write_png(masks / "001.png", labels)
+    for command in (["evaluate", "--model", "classical", "--images", str(images), "--masks", str(masks)],
+                    ["prepare", "--masks", str(masks), "--out", str(tmp_path / "t"), "--border-width-px", "2"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "skipped 001.png: 001.png: not a binary mask" in err
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from moleseg.core.imageio import encode_png
+
+    return encode_png(array.astype(np.uint8))
+
+
+def test_training_warns_about_empty_and_full_masks(tmp_path, lesion_set):
+    pytest.importorskip("tensorflow")
+    from moleseg.core.pairing import pair_folders
+    from moleseg.network.data import TargetConfig, class_frequencies_of
+
+    images, masks = _degenerate_set(tmp_path, lesion_set)
+    lines: list[str] = []
+    frequencies = class_frequencies_of(pair_folders(images, masks).pairs, TargetConfig(input_size=32),
+                                       warn=lines.append)
+    assert frequencies.shape == (3,) and abs(frequencies.sum() - 1) < 1e-9
+    assert lines == ["warning: 001.png: empty mask: no foreground pixel (all black)",
+                     "warning: 002.png: full mask: every pixel is foreground (all white; an image, or an "
+                     "inverted mask?)",
+                     "warning: 1 empty and 1 full training mask(s)"]

@@ -34,13 +34,15 @@ Conversion rules (all documented here once; the tests pin each of them with pixe
   per-pixel *maximum* of its channels (so a red-on-black mask works); the foreground is ``value > 127``
   (JPEG masks are lossy: the noise around 0 and 255 falls on the right side). **0/1 masks**: when the
   largest 8-bit value of the whole mask is 1 (a 0/1 label image, as Matlab and many tools write), the
-  foreground is ``value == 1``. Label images with more than two values (instance ids) are *not* masks.
+  foreground is ``value == 1``. Label images with more than two values, all at most 127 (``{0, 1, 2}``:
+  classes or instance ids), are refused as "not a binary mask", with how to convert them.
 
 Refusals (``ImageReadError``): missing file, folder instead of file, empty file, not an image / not a
 supported format, truncated or corrupt data (the whole image is decoded; Pillow's
 ``LOAD_TRUNCATED_IMAGES`` is never set), zero width or height, more pixels than ``max_pixels`` (checked
 from the header *before* decoding), images Pillow's decompression-bomb guard refuses (the guard stays
-on), unsupported pixel modes, and, for masks, empty or full masks unless ``allow_empty=True``.
+on), unsupported pixel modes, and, for masks, label images (above), and empty or full masks unless
+``allow_empty=True`` (then callers warn with :func:`mask_problem`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ __all__ = [
     "Source",
     "encode_png",
     "image_size",
+    "mask_problem",
     "read_image",
     "read_mask",
     "write_png",
@@ -84,6 +87,10 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 #: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
 _MAX_SAMPLES_PER_PIXEL = 4
 _EXIF_ORIENTATION_TAG = 0x0112
+#: Mask values above this (8-bit) are foreground; masks whose largest value is lower are label images.
+_MASK_THRESHOLD = 127
+#: Label values listed in the "not a binary mask" message.
+_LABELS_SHOWN = 8
 
 
 class ImageReadError(ValueError):
@@ -566,7 +573,8 @@ def read_mask(
     Raises
     ------
     ImageReadError
-        As :func:`read_image`, plus an empty or full mask when ``allow_empty`` is False.
+        As :func:`read_image`, plus a label image with more than two values, all at most 127 ("not a
+        binary mask", with how to convert it), and an empty or full mask when ``allow_empty`` is False.
     """
     colour, alpha = _decode(source, name, max_pixels)
     label = _label(source, name)
@@ -577,19 +585,39 @@ def read_mask(
         colour = ((colour.astype(np.uint16) * weight + 127) // 255).astype(np.uint8)
     values = colour.max(axis=2) if colour.ndim == 3 else colour
     largest = int(values.max())
-    mask = values == 1 if largest == 1 else values > 127
-    if not allow_empty:
-        count = int(np.count_nonzero(mask))
-        if count == 0:
+    if 1 < largest <= _MASK_THRESHOLD:  # nothing above the threshold: a label image, not a 0/255 mask
+        present = np.unique(values)
+        if present.size > 2:
+            shown = ", ".join(str(int(v)) for v in present[:_LABELS_SHOWN])
+            more = ", ..." if present.size > _LABELS_SHOWN else ""
             raise ImageReadError(
                 label,
-                f"empty mask: no foreground pixel (no value above 127; the largest value is {largest})",
+                f"not a binary mask: a label image with values {shown}{more}. Convert it to a 0/255 mask "
+                "(255 where the lesion is), e.g. with Pillow: Image.fromarray(((np.asarray(Image.open(f)) == "
+                "LABEL) * 255).astype(np.uint8)).save(g)",
             )
-        if count == mask.size:
-            raise ImageReadError(
-                label, "full mask: every pixel is foreground (an image, or an inverted mask?)"
-            )
+    mask = values == 1 if largest == 1 else values > _MASK_THRESHOLD
+    if not allow_empty:
+        problem = mask_problem(mask)
+        if problem is not None and not mask.any():
+            problem += f" (no value above {_MASK_THRESHOLD}; the largest value is {largest})"
+        if problem is not None:
+            raise ImageReadError(label, problem)
     return np.ascontiguousarray(mask)
+
+
+def mask_problem(mask: np.ndarray) -> str | None:
+    """Why a read mask is suspicious, or None: ``"empty mask: ..."`` (no foreground pixel) or
+    ``"full mask: ..."`` (every pixel foreground; an image, or an inverted mask?).
+
+    Callers that accept such masks (``read_mask(..., allow_empty=True)``) warn with this text.
+    """
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return "empty mask: no foreground pixel (all black)"
+    if count == mask.size:
+        return "full mask: every pixel is foreground (all white; an image, or an inverted mask?)"
+    return None
 
 
 def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:

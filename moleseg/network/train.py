@@ -375,7 +375,7 @@ class Trainer:
         self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
         self.log(f"pairs: {len(train)} train, {len(validation)} validation, {len(test)} test")
         self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
-        self.frequencies = class_frequencies_of(train, self.targets, self.cache)
+        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
