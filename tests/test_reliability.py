@@ -252,3 +252,66 @@ def test_training_warns_about_empty_and_full_masks(tmp_path, lesion_set):
                      "warning: 002.png: full mask: every pixel is foreground (all white; an image, or an "
                      "inverted mask?)",
                      "warning: 1 empty and 1 full training mask(s)"]
+
+
+# -- images: too small, too large for the memory -------------------------------------------------------
+
+
+def _png_7000_square() -> bytes:
+    """A real 7000 x 7000 RGB PNG of one colour (about 150 kB)."""
+    import zlib
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 7000
+    row = b"\x00" + bytes((215, 185, 175)) * side
+    pixels = zlib.compress(row * side, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_a_7000_px_png_is_refused_from_its_header_before_decoding(monkeypatch):
+    from PIL import Image
+
+    from moleseg.core.config import DEFAULT_MAX_PIXELS
+    from moleseg.core.imageio import ImageReadError, read_image
+
+    data = _png_7000_square()
+    assert len(data) < 200_000 and 7000 * 7000 > DEFAULT_MAX_PIXELS
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("the pixels were decoded"))
+    with pytest.raises(ImageReadError, match=r"^big\.png: image too large: 7000 x 7000 px = 49\.0 megapixels, "
+                                             r"the limit is 25 megapixels"):
+        read_image(data, name="big.png")
+
+
+def test_the_pixel_limit_follows_the_available_memory(monkeypatch):
+    import moleseg.core.config as config
+    from moleseg.core.imageio import ImageReadError, read_image
+
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: 64 * 64 * config.ANALYSIS_BYTES_PER_PIXEL)
+    assert config.max_image_pixels() == 64 * 64
+    assert read_image(_png_bytes(np.zeros((64, 64), np.uint8))).shape == (64, 64, 3)
+    with pytest.raises(ImageReadError, match="65 x 64 px"):
+        read_image(_png_bytes(np.zeros((64, 65), np.uint8)))
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: None)
+    assert config.max_image_pixels() == config.DEFAULT_MAX_PIXELS
+    monkeypatch.setattr(config, "available_memory_bytes", lambda: 10**15)
+    assert config.max_image_pixels() == config.DEFAULT_MAX_PIXELS
+
+
+def test_analyse_images_refuses_a_tiny_image_before_predicting():
+    from moleseg.core.config import MIN_IMAGE_SIDE_PX
+    from moleseg.engine.pipeline import analyse_images
+
+    class NoNetwork:
+        name, n_classes = "none", 3
+
+        def predict_probabilities(self, images):
+            pytest.fail("predicted")
+
+    with pytest.raises(ValueError, match=r"^image too small: 1 x 1 px, at least 32 px per side are needed$"):
+        analyse_images(NoNetwork(), [np.zeros((1, 1, 3), np.uint8)])
+    with pytest.raises(ValueError, match="image too small"):
+        analyse_images(NoNetwork(), [np.zeros((MIN_IMAGE_SIDE_PX, MIN_IMAGE_SIDE_PX - 1, 3), np.uint8)])

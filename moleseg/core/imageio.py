@@ -58,7 +58,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.config import DEFAULT_MAX_PIXELS
+from moleseg.core.config import max_image_pixels
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -188,7 +188,8 @@ def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
         raise ImageReadError(
             label,
             f"image too large: {width} x {height} px = {pixels / 1e6:.1f} megapixels, "
-            f"the limit is {max_pixels / 1e6:g} megapixels",
+            f"the limit is {max_pixels / 1e6:g} megapixels (less on a machine short of memory); "
+            "downscale it first",
         )
     bomb_limit = Image.MAX_IMAGE_PIXELS
     if bomb_limit is not None and pixels > bomb_limit:
@@ -430,9 +431,11 @@ def _corrupt_reason(exc: BaseException) -> str:
     return f"corrupt image data ({type(exc).__name__}: {text})"
 
 
-def _decode(source: Any, name: str | None, max_pixels: int) -> _Decoded:
+def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
     """Open, check and fully decode ``source``; every failure becomes :class:`ImageReadError`."""
     label = _label(source, name)
+    if max_pixels is None:
+        max_pixels = max_image_pixels()
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, not {max_pixels}")
     fp = _open_binary(source, label)
@@ -499,7 +502,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
 
 
 def read_image(
-    source: Source, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Source, *, name: str | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
     """Read an image file into an RGB array.
 
@@ -512,7 +515,8 @@ def read_image(
         ``"image"``.
     max_pixels : int, optional
         Largest accepted ``width * height`` in pixels, checked from the header before decoding;
-        default :data:`moleseg.core.config.DEFAULT_MAX_PIXELS` (50 megapixels).
+        default :func:`moleseg.core.config.max_image_pixels` (25 megapixels, less when the available
+        memory could not analyse that many).
 
     Returns
     -------
@@ -545,7 +549,7 @@ def read_mask(
     source: Source,
     *,
     name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     allow_empty: bool = False,
 ) -> np.ndarray:
     """Read a mask file into a boolean foreground array.
@@ -557,7 +561,7 @@ def read_mask(
     name : str, optional
         File name used in error messages (as in :func:`read_image`).
     max_pixels : int, optional
-        Largest accepted ``width * height`` in pixels (default 50 megapixels).
+        Largest accepted ``width * height`` in pixels (default as in :func:`read_image`).
     allow_empty : bool, optional
         Accept a degenerate mask: one with no foreground pixel (e.g. healthy skin) or with no background
         pixel. Default False: such masks are refused, since they usually mean a wrong or inverted file.
