@@ -315,3 +315,78 @@ def test_analyse_images_refuses_a_tiny_image_before_predicting():
         analyse_images(NoNetwork(), [np.zeros((1, 1, 3), np.uint8)])
     with pytest.raises(ValueError, match="image too small"):
         analyse_images(NoNetwork(), [np.zeros((MIN_IMAGE_SIDE_PX, MIN_IMAGE_SIDE_PX - 1, 3), np.uint8)])
+
+
+# -- ZIP datasets: budgets over all members, odd names; only ArchiveError, naming the member ----------
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _extract_refused(data: bytes, folder: Path, *words: str) -> str:
+    from moleseg.engine.session import ArchiveError, extract_zip
+
+    with pytest.raises(ArchiveError) as error:
+        extract_zip(data, folder)
+    message = str(error.value)
+    for word in words:
+        assert word in message, message
+    assert not [p for p in folder.rglob("*") if p.is_file()]
+    return message
+
+
+def test_many_small_zero_members_are_refused_by_the_total_ratio(tmp_path):
+    data = _zip({f"images/{i:03d}.png": bytes(1024 * 1024) for i in range(300)})
+    assert len(data) < 400_000  # a 342 kB upload that would unpack to 315 MB
+    message = _extract_refused(data, tmp_path / "x", "compressed", "times together", "refused as a possible zip bomb")
+    assert "'images/" in message
+
+
+def test_the_total_size_budget_counts_every_member(tmp_path):
+    from moleseg.engine.session import ArchiveError, extract_zip
+
+    data = _zip({f"m/{i}.bin": bytes(range(256)) * 8 for i in range(5)})  # 5 x 2 kB
+    with pytest.raises(ArchiveError, match=r"would unpack to more than .* \(at 'm/2\.bin'\)"):
+        extract_zip(data, tmp_path / "w", max_bytes=5000)
+    assert not [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
+    assert len(extract_zip(data, tmp_path / "ok").files) == 5
+
+
+def test_invalid_utf8_name_flagged_utf8_is_an_archive_error_naming_it(tmp_path):
+    data = _zip({"images/badé.png": b"x"}).replace("badé".encode(), b"bad\xff\xfe")
+    assert data.count(b"bad\xff\xfe") == 2
+    _extract_refused(data, tmp_path / "x", "images/bad\\\\xff\\\\xfe.png", "not valid UTF-8")
+
+
+def test_a_300_character_name_is_an_archive_error_naming_it(tmp_path):
+    name = "images/" + "n" * 300 + ".png"
+    _extract_refused(_zip({name: b"x"}), tmp_path / "x", "'images/nnnn", "a name of 304 bytes; at most 255")
+
+
+def test_a_2100_level_path_is_an_archive_error_naming_it(tmp_path):
+    name = "/".join(["d"] * 2100) + "/x.png"
+    _extract_refused(_zip({name: b"x"}), tmp_path / "x", "'d/d/d/d", "nested 2101 folders deep; at most 32")
+
+
+def test_a_disk_error_while_extracting_is_an_archive_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import moleseg.engine.session as session
+
+    data = _zip({"images/a.png": b"a" * 10, "images/b.png": b"b" * 10})
+    real_open = session.os.open
+    calls = {"n": 0}
+
+    def full_disk(path, flags, mode=0o777):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(session.os, "open", full_disk)
+    _extract_refused(data, tmp_path / "x", "'images/b.png': cannot be written (No space left on device)")
