@@ -177,8 +177,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not (run_dir / "config.json").is_file():
             raise CommandError(f"{run_dir}: nothing to resume (no config.json in it)")
-        config = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
-                                        **({"epochs": args.epochs} if args.epochs else {})})
+        try:
+            saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:
+            raise CommandError(f"{run_dir / 'config.json'}: damaged, not a readable JSON file ({error}); "
+                               "the run cannot be resumed") from error
+        if not isinstance(saved, dict):
+            raise CommandError(f"{run_dir / 'config.json'}: damaged, not a training configuration")
+        config = TrainConfig.from_dict({**saved, **({"epochs": args.epochs} if args.epochs else {})})
     else:
         if (run_dir / "config.json").is_file():
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")

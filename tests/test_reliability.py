@@ -390,3 +390,64 @@ def test_a_disk_error_while_extracting_is_an_archive_error_and_leaves_nothing(tm
 
     monkeypatch.setattr(session.os, "open", full_disk)
     _extract_refused(data, tmp_path / "x", "'images/b.png': cannot be written (No space left on device)")
+
+
+# -- messages that misled -------------------------------------------------------------------------------
+
+
+def test_resume_with_a_truncated_last_keras_says_it_is_damaged(tmp_path, capsys, lesion_set):
+    pytest.importorskip("tensorflow")
+    import json
+
+    from moleseg.network.model.build import ModelConfig
+    from moleseg.network.train import TrainConfig
+
+    images, masks = lesion_set(tmp_path / "set", n=4, size=48)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(images=[str(images)], masks=[str(masks)], model=ModelConfig(input_size=32), epochs=2,
+                         batch_size=2, weights="none", validation_split=0.5)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    (run / "state.json").write_text(json.dumps({"epoch": 1, "best_val_fm": 0.5, "best_epoch": 1}))
+    whole = _zip({"model.weights.h5": np.random.default_rng(0).bytes(20_000)})
+    (run / "last.keras").write_bytes(whole[: len(whole) // 2])  # a copy cut in the middle
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert _error_lines(err) == ["error: last.keras: damaged or not a moleseg/Keras model file (a .keras file is a "
+                                 "complete ZIP archive; this one is not: truncated, or another kind of file)"]
+    assert "not found" not in err
+
+
+def test_resume_with_a_corrupt_config_json_names_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"epochs": 3, "images": [')
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {run / 'config.json'}: damaged, not a readable JSON file")
+
+
+def test_train_function_resume_with_a_corrupt_config_json_names_the_file(tmp_path):
+    pytest.importorskip("tensorflow")
+    from moleseg.network.train import TrainConfig, TrainingError, train
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(TrainingError, match=r"config\.json: damaged \(not valid JSON\)"):
+        train(TrainConfig(images=[str(tmp_path)], masks=[str(tmp_path)]), tmp_path, resume=True)
+
+
+def test_weights_that_are_not_a_model_and_a_2_class_model_for_3_classes_are_refused(tmp_path):
+    pytest.importorskip("tensorflow")
+    import json
+
+    from moleseg.core.modelinfo import ModelFileError
+    from moleseg.network.model.build import ModelConfig, build_model
+
+    (tmp_path / "notmodel.keras").write_text("hello")
+    with pytest.raises(ModelFileError, match=r"^notmodel\.keras: damaged or not a moleseg/Keras model file"):
+        build_model(ModelConfig(input_size=32), weights=tmp_path / "notmodel.keras")
+    two = tmp_path / "cells.keras"
+    two.write_bytes(_zip({"moleseg.json": json.dumps({"n_classes": 2}).encode()}))
+    with pytest.raises(ValueError, match=r"^cells\.keras is a 2-class model: it cannot start a 3-class training "
+                                         r"\(use --classes 2, or --weights imagenet or none\)$"):
+        build_model(ModelConfig(input_size=32, n_classes=3), weights=two)

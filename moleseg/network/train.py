@@ -25,7 +25,7 @@ from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, cla
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.core.metrics import scores
 from moleseg.network.model.build import ModelConfig, build_model, count_parameters
-from moleseg.network.model.io import save_model
+from moleseg.network.model.io import load_keras_model, save_model
 from moleseg.network.model.losses import LOSSES, SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter
@@ -403,7 +403,7 @@ class Trainer:
         self.initial_epoch = 0
         with self.strategy.scope():
             if resume and (self.run_dir / "last.keras").is_file() and state.get("epoch"):
-                self.model = keras.saving.load_model(self.run_dir / "last.keras", compile=True)
+                self.model = load_keras_model(self.run_dir / "last.keras", compile=True)
                 self.initial_epoch = int(state["epoch"])
                 self.best_val_fm = float(state.get("best_val_fm", -1.0))
                 self.best_epoch = int(state.get("best_epoch", 0))
@@ -603,6 +603,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     run_dir = Path(run_dir)
     if resume:
         saved = read_json(run_dir / "config.json")
+        if saved is None and (run_dir / "config.json").is_file():
+            raise TrainingError(f"{run_dir / 'config.json'}: damaged (not valid JSON); the run cannot be resumed")
         if saved is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no config.json)")
         epochs = max(config.epochs, int(saved.get("epochs", 0)))
