@@ -9,6 +9,7 @@ is 2 if any file failed.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -97,9 +98,67 @@ def _print_summary(summary: dict, baseline: dict | None = None) -> None:
         print(f"classical baseline FM: mean {fm['mean']:.4f}, min {fm['min']:.4f}, max {fm['max']:.4f}")
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _checked_output(option: str, value: str) -> Path:
+    """The file of ``--json``/``--csv``, checked before any work: not a folder, in a writable folder."""
+    import tempfile
+
+    path = Path(value)
+    if path.is_dir():
+        raise CommandError(f"{option} {printable(value)} is a folder: give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {printable(value)}: the folder {printable(str(folder))} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".moleseg-write-check-"):
+            pass
+    except OSError as error:
+        raise CommandError(f"{option} {printable(value)}: cannot write into {printable(str(folder))} "
+                           f"({error.strerror or error})") from error
+    return path
+
+
+def _checked_outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """``{"json": path, "csv": path}`` of the given ``--json``/``--csv`` options, checked (see above)."""
+    return {key: _checked_output(f"--{key}", getattr(args, key)) for key in ("json", "csv") if getattr(args, key)}
+
+
+def _write_outputs(outputs: dict[str, Path], summary: dict, table: list[dict]) -> int:
+    """Write the checked ``--json``/``--csv`` files after the summary was printed; EXIT_ERROR if one fails."""
+    from moleseg.engine.runs import write_json
+
+    status = EXIT_OK
+    for key, path in outputs.items():
+        try:
+            if key == "json":
+                write_json(path, summary)
+            else:
+                _write_table(path, table)
+        except OSError as error:
+            print(f"error: --{key} {printable(str(path))} could not be written ({error.strerror or error}); "
+                  "the summary above is complete", file=sys.stderr)
+            status = EXIT_ERROR
+    return status
+
+
+def _print_mask_warnings(failures) -> None:
+    """One line per empty or full true mask, and how many there were."""
+    for name, text in failures.warnings:
+        print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
+    if failures.warnings:
+        print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true mask(s) were scored; "
+              "they pull the mean down", file=sys.stderr)
+
+
 def _failures_exit(failures: list[tuple[str, str]]) -> int:
     for name, reason in failures:
-        print(f"skipped {name}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
     if failures:
         print(f"error: {len(failures)} file(s) could not be processed", file=sys.stderr)
         return EXIT_ERROR
@@ -185,9 +244,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not RunFiles(run_dir).config.is_file():
             raise CommandError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
+        try:
+            saved = json.loads(RunFiles(run_dir).config.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as error:
+            raise CommandError(f"{RunFiles(run_dir).config}: damaged, not a readable JSON file ({error}); "
+                               "the run cannot be resumed") from error
+        if not isinstance(saved, dict):
+            raise CommandError(f"{RunFiles(run_dir).config}: damaged, not a training configuration")
         epochs = given_options(args).get("epochs")
-        config = TrainConfig.from_dict({**json.loads(RunFiles(run_dir).config.read_text()),
-                                        **({"epochs": epochs} if epochs else {})})
+        config = TrainConfig.from_dict({**saved, **({"epochs": epochs} if epochs else {})})
     else:
         if RunFiles(run_dir).config.is_file():
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
@@ -224,6 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import evaluate_pairs, results_table
     from moleseg.engine.overlap import training_overlap
 
+    outputs = _checked_outputs(args)
     pairs = _pairs(args.images, args.masks, args)
     segmenter = _load_segmenter(args.model, args.tta)
     overlap = training_overlap(segmenter.info, [pair.image for pair in pairs])
@@ -241,41 +307,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
     summary["training_overlap"] = overlap.to_json()
-    if args.json:
-        from moleseg.engine.runs import write_json
-
-        write_json(args.json, summary)
-    if args.csv:
-        _write_table(Path(args.csv), results_table(results))
     _print_summary(summary, baseline)
+    _print_mask_warnings(failures)
     if overlap.known:
         print(f"evaluated images the model was trained on: {overlap.count} of {overlap.total}")
     if overlap.warning():
         print(f"warning: {overlap.warning()}", file=sys.stderr)
-    return _failures_exit(failures.items)
+    written = _write_outputs(outputs, summary, results_table(results))
+    return max(written, _failures_exit(failures.items))
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from moleseg.engine.evaluate import results_table, score_pairs
 
+    outputs = _checked_outputs(args)
     pairs = _pairs(args.pred, args.masks, args)
     bar = ProgressBar(len(pairs), "scoring", args.quiet)
     try:
         summary, results, failures = score_pairs(pairs, progress=lambda done, total, name: bar.update_to(done))
     finally:
         bar.close()
-    if args.json:
-        from moleseg.engine.runs import write_json
-
-        write_json(args.json, summary)
-    if args.csv:
-        _write_table(Path(args.csv), results_table(results))
     if summary["n"]:
         _print_summary(summary)
-    return _failures_exit(failures.items)
+    _print_mask_warnings(failures)
+    written = _write_outputs(outputs, summary, results_table(results))
+    return max(written, _failures_exit(failures.items))
 
 
-def _input_files(inputs: Sequence[str]) -> list[Path]:
+def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
+    """The image files of ``inputs`` (files and folders); a missing input is added to ``failures``."""
     from moleseg.core.pairing import list_images
 
     files: list[Path] = []
@@ -286,9 +346,12 @@ def _input_files(inputs: Sequence[str]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise CommandError(f"not found: {item}")
+            failures.append((item, f"{item}: not found"))
     if not files:
-        raise CommandError("no image files to process")
+        for name, reason in failures:
+            print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
+        raise CommandError("no image files to process" + (" (not found: " + ", ".join(
+            printable(name) for name, _ in failures) + ")" if failures else ""))
     return files
 
 
@@ -315,16 +378,33 @@ def _outline_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _output_folder(path: str) -> Path:
+    """``--out`` of predict/prepare, created; CommandError when it is a file or cannot be created."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {printable(path)} is a file, not a folder: choose a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create the output folder {printable(path)} ({error.strerror or error})") from error
+    return out
+
+
+def _disk_full(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, read_image
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.pipeline import analyse_images, check_image_side, output_stems
 
-    files = _input_files(args.inputs)
-    segmenter = _load_segmenter(args.model or _default_model(), args.tta)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
+    files = _input_files(args.inputs, failures)
+    out = _output_folder(args.out)
+    segmenter = _load_segmenter(args.model or _default_model(), args.tta)
+    stems = dict(zip(files, output_stems(files)))
     rows: list[dict] = []
+    stopped: str | None = None
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -332,31 +412,56 @@ def cmd_predict(args: argparse.Namespace) -> int:
             images, names = [], []
             for path in chunk:
                 try:
-                    images.append(read_image(path))
-                    names.append(path)
-                except ImageReadError as error:
-                    failures.append((path.name, str(error)))
+                    image = read_image(path)
+                    check_image_side(image)
+                except (ImageReadError, ValueError) as error:
+                    reason = str(error)
+                    failures.append((path.name, reason if isinstance(error, ImageReadError) else
+                                     f"{path.name}: {reason}"))
+                    continue
+                images.append(image)
+                names.append(path)
             analyses = analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm,
                                       lesion_threshold=args.lesion_threshold)
             for path, analysis in zip(names, analyses):
                 try:
-                    analysis.write_files(out, path.stem)
+                    analysis.write_files(out, stems[path])
                     if args.outlines:
-                        analysis.write_outlines(out, path.stem, args.outlines)
-                    rows.append({"image": path.name, **analysis.measurement_row})
+                        analysis.write_outlines(out, stems[path], args.outlines)
+                except OSError as error:
+                    if _disk_full(error):
+                        stopped = (f"the disk is full: {path.name} and the images after it were not written "
+                                   f"({error.strerror or error})")
+                        break
+                    failures.append((path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
+                    continue
                 except ValueError as error:
                     failures.append((path.name, str(error)))
+                    continue
+                if analysis.error:
+                    _say(args, f"{printable(path.name)}: {analysis.error}")
+                rows.append({"image": path.name, "source": str(path), "output": stems[path],
+                             **analysis.measurement_row})
             bar.update_to(start + len(chunk))
+            if stopped:
+                break
     finally:
         bar.close()
     if rows:
-        _write_table(out / "measurements.csv", rows)
-    print(f"{len(rows)} image(s) written to {out}")
+        try:
+            _write_table(out / "measurements.csv", rows)
+        except OSError as error:
+            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but measurements.csv "
+                               f"could not be written ({error.strerror or error})") from error
+    print(f"{len(rows)} image(s) written to {printable(str(out))}")
+    if stopped:
+        _failures_exit(failures)
+        raise CommandError(stopped)
     return _failures_exit(failures)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from moleseg.core.imageio import ImageReadError, read_mask, write_png
+    from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
     from moleseg.core.pairing import list_images
     from moleseg.core.targets import class_frequencies, make_targets
 
@@ -365,9 +470,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise CommandError(f"folder not found: {args.masks}")
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args.out)
     failures: list[tuple[str, str]] = []
+    degenerate = {"empty": 0, "full": 0}
     totals = None
     bar = ProgressBar(len(masks), "preparing targets", args.quiet)
     try:
@@ -377,6 +482,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             except ImageReadError as error:
                 failures.append((path.name, str(error)))
                 continue
+            problem = mask_problem(mask)
+            if problem is not None:
+                degenerate["full" if mask.any() else "empty"] += 1
+                print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
             labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
                                   shape=args.shape, border_at_image_edge=args.border_at_image_edge)
             write_png(out / f"{path.stem}.png", labels.astype("uint8"))
@@ -391,6 +500,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(("back", "border", "inside") if args.classes == 3 else ("background", "foreground"),
                               share)))
+    if degenerate["empty"] or degenerate["full"]:
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+              file=sys.stderr)
     return _failures_exit(failures)
 
 
@@ -545,9 +657,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except (CommandError, ValueError, OSError, RuntimeError) as error:
+        if isinstance(error, OSError) and error.filename and error.strerror:
+            message = f"{error.filename}: {error.strerror}"
+        else:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {printable(message)}", file=sys.stderr)
         return EXIT_ERROR
 
 

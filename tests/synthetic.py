@@ -88,10 +88,10 @@ def make_dataset(folder: Path, count: int = 6, size: int = 96, mask_suffix: str 
     return folder
 
 
-def lesion_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, vary: bool = False
-                   ) -> tuple[Path, Path]:
+def lesion_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, vary: bool = False,
+                   names: list[str] | None = None) -> tuple[Path, Path]:
     """``n`` dermoscopy-like pairs (dark disk on light skin, ``size`` px square): ``folder/images/<i>.png``
-    and ``folder/masks/<i>.png``; returns (images dir, masks dir).
+    and ``folder/masks/<i>.png`` (or the file ``names`` given); returns (images dir, masks dir).
 
     Without ``vary`` every pair has the same disk (only the noise differs): every batch then has the same
     BatchNorm statistics, so the end-of-training BatchNorm check of a two-step training compares like with
@@ -101,14 +101,14 @@ def lesion_dataset(folder: Path, n: int = 8, size: int = 64, seed: int = 0, vary
     images, masks = folder / "images", folder / "masks"
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
-    for index in range(n):
+    for index, name in enumerate(names or [f"{i:03d}.png" for i in range(n)]):
         centre = rng.integers(size * 3 // 8, size * 5 // 8, 2) if vary else (size * 7 // 16, size // 2)
         radius = rng.integers(size // 6, size // 3) if vary else size * 7 // 32
         mask = disk((size, size), centre, radius)
         image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
         image = np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
-        write_png(images / f"{index:03d}.png", image)
-        write_png(masks / f"{index:03d}.png", mask)
+        write_png(images / name, image)
+        write_png(masks / name, mask)
     return images, masks
 
 

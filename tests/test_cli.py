@@ -151,7 +151,8 @@ def test_score_json_with_hand_computed_values(tmp_path, capsys):
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
     assert code == 0
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert set(summary) == {"n", "fm", "cm", "cr", "jaccard", "hd95", "per_image"}
+    assert set(summary) == {"n", "fm", "cm", "cr", "jaccard", "hd95", "per_image", "empty_masks", "full_masks"}
+    assert (summary["empty_masks"], summary["full_masks"]) == (0, 0)
     assert summary["n"] == 2
     for key in ("fm", "cm", "cr", "jaccard", "hd95"):
         assert set(summary[key]) == {"mean", "std", "min", "max"}

@@ -450,7 +450,7 @@ def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:
     with pytest.raises(ImageReadError) as excinfo:
         read_image(data, name="big.png")
     assert reason(excinfo).startswith("image too large: 8000 x 7000 px = 56.0 megapixels")
-    assert "50 megapixels" in reason(excinfo)
+    assert f"the limit is {DEFAULT_MAX_PIXELS / 1e6:g} megapixels" in reason(excinfo)
     small = from_array(np.zeros((4, 4), np.uint8))
     with pytest.raises(ImageReadError, match="image too large"):
         read_image(small, max_pixels=15)

@@ -34,13 +34,15 @@ Conversion rules (all documented here once; the tests pin each of them with pixe
   per-pixel *maximum* of its channels (so a red-on-black mask works); the foreground is ``value > 127``
   (JPEG masks are lossy: the noise around 0 and 255 falls on the right side). **0/1 masks**: when the
   largest 8-bit value of the whole mask is 1 (a 0/1 label image, as Matlab and many tools write), the
-  foreground is ``value == 1``. Label images with more than two values (instance ids) are *not* masks.
+  foreground is ``value == 1``. Label images with more than two values, all at most 127 (``{0, 1, 2}``:
+  classes or instance ids), are refused as "not a binary mask", with how to convert them.
 
 Refusals (``ImageReadError``): missing file, folder instead of file, empty file, not an image / not a
 supported format, truncated or corrupt data (the whole image is decoded; Pillow's
 ``LOAD_TRUNCATED_IMAGES`` is never set), zero width or height, more pixels than ``max_pixels`` (checked
 from the header *before* decoding), images Pillow's decompression-bomb guard refuses (the guard stays
-on), unsupported pixel modes, and, for masks, empty or full masks unless ``allow_empty=True``.
+on), unsupported pixel modes, and, for masks, label images (above), and empty or full masks unless
+``allow_empty=True`` (then callers warn with :func:`mask_problem`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.config import DEFAULT_MAX_PIXELS
+from moleseg.core.config import max_image_pixels
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -64,6 +66,7 @@ __all__ = [
     "Source",
     "encode_png",
     "image_size",
+    "mask_problem",
     "read_image",
     "read_mask",
     "write_png",
@@ -84,6 +87,10 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 #: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
 _MAX_SAMPLES_PER_PIXEL = 4
 _EXIF_ORIENTATION_TAG = 0x0112
+#: Mask values above this (8-bit) are foreground; masks whose largest value is lower are label images.
+_MASK_THRESHOLD = 127
+#: Label values listed in the "not a binary mask" message.
+_LABELS_SHOWN = 8
 
 
 class ImageReadError(ValueError):
@@ -181,7 +188,8 @@ def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
         raise ImageReadError(
             label,
             f"image too large: {width} x {height} px = {pixels / 1e6:.1f} megapixels, "
-            f"the limit is {max_pixels / 1e6:g} megapixels",
+            f"the limit is {max_pixels / 1e6:g} megapixels (less on a machine short of memory); "
+            "downscale it first",
         )
     bomb_limit = Image.MAX_IMAGE_PIXELS
     if bomb_limit is not None and pixels > bomb_limit:
@@ -423,9 +431,11 @@ def _corrupt_reason(exc: BaseException) -> str:
     return f"corrupt image data ({type(exc).__name__}: {text})"
 
 
-def _decode(source: Any, name: str | None, max_pixels: int) -> _Decoded:
+def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
     """Open, check and fully decode ``source``; every failure becomes :class:`ImageReadError`."""
     label = _label(source, name)
+    if max_pixels is None:
+        max_pixels = max_image_pixels()
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, not {max_pixels}")
     fp = _open_binary(source, label)
@@ -492,7 +502,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
 
 
 def read_image(
-    source: Source, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Source, *, name: str | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
     """Read an image file into an RGB array.
 
@@ -505,7 +515,8 @@ def read_image(
         ``"image"``.
     max_pixels : int, optional
         Largest accepted ``width * height`` in pixels, checked from the header before decoding;
-        default :data:`moleseg.core.config.DEFAULT_MAX_PIXELS` (50 megapixels).
+        default :func:`moleseg.core.config.max_image_pixels` (25 megapixels, less when the available
+        memory could not analyse that many).
 
     Returns
     -------
@@ -538,7 +549,7 @@ def read_mask(
     source: Source,
     *,
     name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     allow_empty: bool = False,
 ) -> np.ndarray:
     """Read a mask file into a boolean foreground array.
@@ -550,7 +561,7 @@ def read_mask(
     name : str, optional
         File name used in error messages (as in :func:`read_image`).
     max_pixels : int, optional
-        Largest accepted ``width * height`` in pixels (default 50 megapixels).
+        Largest accepted ``width * height`` in pixels (default as in :func:`read_image`).
     allow_empty : bool, optional
         Accept a degenerate mask: one with no foreground pixel (e.g. healthy skin) or with no background
         pixel. Default False: such masks are refused, since they usually mean a wrong or inverted file.
@@ -566,7 +577,8 @@ def read_mask(
     Raises
     ------
     ImageReadError
-        As :func:`read_image`, plus an empty or full mask when ``allow_empty`` is False.
+        As :func:`read_image`, plus a label image with more than two values, all at most 127 ("not a
+        binary mask", with how to convert it), and an empty or full mask when ``allow_empty`` is False.
     """
     colour, alpha = _decode(source, name, max_pixels)
     label = _label(source, name)
@@ -577,19 +589,39 @@ def read_mask(
         colour = ((colour.astype(np.uint16) * weight + 127) // 255).astype(np.uint8)
     values = colour.max(axis=2) if colour.ndim == 3 else colour
     largest = int(values.max())
-    mask = values == 1 if largest == 1 else values > 127
-    if not allow_empty:
-        count = int(np.count_nonzero(mask))
-        if count == 0:
+    if 1 < largest <= _MASK_THRESHOLD:  # nothing above the threshold: a label image, not a 0/255 mask
+        present = np.unique(values)
+        if present.size > 2:
+            shown = ", ".join(str(int(v)) for v in present[:_LABELS_SHOWN])
+            more = ", ..." if present.size > _LABELS_SHOWN else ""
             raise ImageReadError(
                 label,
-                f"empty mask: no foreground pixel (no value above 127; the largest value is {largest})",
+                f"not a binary mask: a label image with values {shown}{more}. Convert it to a 0/255 mask "
+                "(255 where the lesion is), e.g. with Pillow: Image.fromarray(((np.asarray(Image.open(f)) == "
+                "LABEL) * 255).astype(np.uint8)).save(g)",
             )
-        if count == mask.size:
-            raise ImageReadError(
-                label, "full mask: every pixel is foreground (an image, or an inverted mask?)"
-            )
+    mask = values == 1 if largest == 1 else values > _MASK_THRESHOLD
+    if not allow_empty:
+        problem = mask_problem(mask)
+        if problem is not None and not mask.any():
+            problem += f" (no value above {_MASK_THRESHOLD}; the largest value is {largest})"
+        if problem is not None:
+            raise ImageReadError(label, problem)
     return np.ascontiguousarray(mask)
+
+
+def mask_problem(mask: np.ndarray) -> str | None:
+    """Why a read mask is suspicious, or None: ``"empty mask: ..."`` (no foreground pixel) or
+    ``"full mask: ..."`` (every pixel foreground; an image, or an inverted mask?).
+
+    Callers that accept such masks (``read_mask(..., allow_empty=True)``) warn with this text.
+    """
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return "empty mask: no foreground pixel (all black)"
+    if count == mask.size:
+        return "full mask: every pixel is foreground (all white; an image, or an inverted mask?)"
+    return None
 
 
 def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:

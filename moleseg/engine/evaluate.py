@@ -15,7 +15,7 @@ import numpy as np
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import BORDER
 from moleseg.core.resize import resize_mask_to
-from moleseg.core.imageio import ImageReadError, read_image, read_mask
+from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.metrics import scores, summarise
 from moleseg.core.pairing import Pair
 from moleseg.engine.segmenter import Segmentation, Segmenter, segment_many
@@ -56,9 +56,30 @@ class ImageResult:
 
 @dataclass
 class EvaluationFailures:
-    """Files that could not be evaluated, with the reason for each."""
+    """Files that could not be evaluated (``items``), and true masks scored but suspicious (``warnings``:
+    empty or full, see :func:`moleseg.core.imageio.mask_problem`), each ``(image name, message)``."""
 
     items: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    empty_masks: int = 0
+    full_masks: int = 0
+
+    def check_mask(self, image_name: str, mask_name: str, mask: np.ndarray) -> None:
+        """Count and warn about ``mask`` (the true mask of ``image_name``) when it is empty or full."""
+        problem = mask_problem(mask)
+        if problem is None:
+            return
+        self.warnings.append((image_name, f"{mask_name}: {problem}"))
+        if mask.any():
+            self.full_masks += 1
+        else:
+            self.empty_masks += 1
+
+    def count_masks(self, summary: dict) -> dict:
+        """``summary`` with ``empty_masks`` and ``full_masks``: how many true masks were empty / full."""
+        summary["empty_masks"] = self.empty_masks
+        summary["full_masks"] = self.full_masks
+        return summary
 
 
 def true_border_band(mask: np.ndarray, border_width_px: int, shape: str) -> np.ndarray:
@@ -104,7 +125,9 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
     """Predict every pair's image at its own resolution, clean it, and score it against its mask.
 
     A mask whose size differs from its image is resized to the image (nearest-area rule). Unreadable
-    files are reported in the failures and skipped; the others are still evaluated.
+    files are reported in the failures and skipped; the others are still evaluated. Empty or full true
+    masks are scored and listed in ``failures.warnings``; the summary counts them (``empty_masks``,
+    ``full_masks``).
 
     Returns
     -------
@@ -122,6 +145,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
             except ImageReadError as error:
                 failures.items.append((name, str(error)))
                 continue
+            failures.check_mask(name, Path(pair.mask).name, mask)
             images.append(image)
             masks.append(mask)
             names.append(name)
@@ -133,12 +157,15 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
                 results.append(result)
         if progress:
             progress(min(start + batch_size, len(pairs)), len(pairs), Path(chunk[-1].image).name)
-    return summarise_results(results, segmenter.n_classes), results, failures
+    return failures.count_masks(summarise_results(results, segmenter.n_classes)), results, failures
 
 
 def score_pairs(pairs: Sequence[Pair], *, progress: Progress | None = None
                 ) -> tuple[dict, list[ImageResult], EvaluationFailures]:
-    """Score predicted masks (the pairs' "images") against true masks, with no model (``moleseg score``)."""
+    """Score predicted masks (the pairs' "images") against true masks, with no model (``moleseg score``).
+
+    Empty or full *true* masks are warned about as in :func:`evaluate_pairs` (an empty prediction is not).
+    """
     failures = EvaluationFailures()
     results: list[ImageResult] = []
     for index, pair in enumerate(pairs, start=1):
@@ -149,11 +176,12 @@ def score_pairs(pairs: Sequence[Pair], *, progress: Progress | None = None
         except ImageReadError as error:
             failures.items.append((name, str(error)))
             continue
+        failures.check_mask(name, Path(pair.mask).name, true)
         true = resize_mask_to(true, predicted.shape[0], predicted.shape[1])
         results.append(ImageResult(image=name, scores=scores(predicted, true)))
         if progress:
             progress(index, len(pairs), name)
-    return summarise_results(results, 2), results, failures
+    return failures.count_masks(summarise_results(results, 2)), results, failures
 
 
 def results_table(results: Sequence[ImageResult]) -> list[dict]:

@@ -8,6 +8,8 @@ No TensorFlow here.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
+from moleseg.core.config import MIN_IMAGE_SIDE_PX
 from moleseg.core.imageio import encode_png
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
 from moleseg.core.render import class_map, overlay
@@ -105,10 +108,25 @@ class Analysis:
         }
 
     def write_files(self, folder: str | Path, stem: str) -> list[Path]:
-        """Write :meth:`files` into ``folder`` atomically; returns the paths."""
+        """Write :meth:`files` into ``folder`` atomically; returns the paths.
+
+        ``stem`` may hold sub-folders (``"a/IMD004"``, see :func:`output_stems`); they are created. All
+        or nothing: when one file cannot be written (e.g. ``OSError`` with ``errno.ENOSPC``, a full disk),
+        the files of this image already written are removed and the error is raised.
+        """
         from moleseg.core.atomic import atomic_write
 
-        return [atomic_write(Path(folder) / name, data) for name, data in self.files(stem).items()]
+        written: list[Path] = []
+        try:
+            for name, data in self.files(stem).items():
+                target = Path(folder) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written.append(atomic_write(target, data))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        return written
 
     @property
     def cells(self) -> bool:
@@ -149,6 +167,52 @@ def _measured(analysis: Analysis) -> Analysis:
     return analysis
 
 
+def output_stems(paths: Sequence[str | Path]) -> list[str]:
+    """Unique output stems for input files, in their order (POSIX-style, relative, no extension).
+
+    A file's stem alone (``IMD004``) when no other input has it; otherwise its path without extension
+    relative to the common folder of all inputs (``a/IMD004``, ``b/IMD004``), with the extension added
+    (``a/IMD004_jpg``, ``a/IMD004_png``) when that is still shared. Compared case-insensitively, so the
+    names are unique on case-insensitive file systems too.
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    if not resolved:
+        return []
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    by_stem = Counter(p.stem.casefold() for p in resolved)
+    relative = [p.relative_to(root).with_suffix("").as_posix() for p in resolved]
+    by_relative = Counter(r.casefold() for r in relative)
+    stems: list[str] = []
+    for path, rel in zip(resolved, relative):
+        if by_stem[path.stem.casefold()] == 1:
+            stems.append(path.stem)
+        elif by_relative[rel.casefold()] == 1:
+            stems.append(rel)
+        else:
+            stems.append(f"{rel}_{path.suffix.lstrip('.').lower()}")
+    seen: set[str] = set()
+    for index, stem in enumerate(stems):  # same name and extension in different case: number them
+        base, number = stem, 2
+        while stems[index].casefold() in seen:
+            stems[index], number = f"{base}_{number}", number + 1
+        seen.add(stems[index].casefold())
+    return stems
+
+
+def check_image_side(image: np.ndarray) -> None:
+    """Refuse an image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`.
+
+    Raises
+    ------
+    ValueError
+        ``"image too small: W x H px, at least N px per side are needed"``.
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE_PX:
+        raise ValueError(f"image too small: {width} x {height} px, at least {MIN_IMAGE_SIDE_PX} px per side "
+                         "are needed")
+
+
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
             style: OverlayStyle) -> Analysis:
     return _measured(Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
@@ -161,9 +225,13 @@ def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settin
     """Predict a batch of RGB uint8 images at once, then clean, measure and draw each.
 
     ``lesion_threshold``: 0..1, None for the arg-max, default the model's own (see :mod:`moleseg.engine.calibrate`).
+    Raises ValueError ("image too small") before predicting when an image has a side under
+    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`.
     """
     if not images:
         return []
+    for image in images:
+        check_image_side(image)
     probabilities = segmenter.predict_probabilities(list(images))
     return [_finish(image, clean(segmenter, p, settings, lesion_threshold=lesion_threshold), segmenter,
                     pixel_size_mm, style or OverlayStyle())

@@ -39,6 +39,12 @@ MAX_ARCHIVE_BYTES: int = 4 * 1024**3
 #: Largest compression ratio of one member larger than :data:`RATIO_CHECK_MIN_BYTES`.
 MAX_COMPRESSION_RATIO: float = 200.0
 RATIO_CHECK_MIN_BYTES: int = 1024 * 1024
+#: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
+MAX_MEMBER_NAME_BYTES: int = 255
+#: Deepest folder nesting of an archive member (``a/b/c.png`` is 3 levels).
+MAX_MEMBER_DEPTH: int = 32
+#: Characters of a member name quoted in a message (longer names are cut with "...").
+_NAME_SHOWN = 80
 _CHUNK = 1024 * 1024
 
 
@@ -163,16 +169,32 @@ class Extraction:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _shown(name: str) -> str:
+    """A member name for a message: quoted, cut to :data:`_NAME_SHOWN` characters."""
+    return repr(name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "...")
+
+
 def _member_parts(name: str) -> list[str]:
     """The safe relative path components of an archive member name, or ArchiveError."""
     text = name.replace("\\", "/")
     if text.startswith("/") or (len(text) >= 2 and text[1] == ":"):
-        raise ArchiveError(f"unsafe path in the archive: {name!r} is absolute")
+        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} is absolute")
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if any(part == ".." for part in parts):
-        raise ArchiveError(f"unsafe path in the archive: {name!r} leaves the folder")
-    if any(ord(c) < 32 for c in text):
-        raise ArchiveError(f"unsafe path in the archive: {name!r} has control characters")
+        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} leaves the folder")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} has control characters")
+    if len(parts) > MAX_MEMBER_DEPTH:
+        raise ArchiveError(f"{_shown(name)} is nested {len(parts)} folders deep; at most {MAX_MEMBER_DEPTH} "
+                           "are accepted")
+    for part in parts:
+        try:
+            size = len(part.encode("utf-8"))
+        except UnicodeEncodeError as error:  # lone surrogates
+            raise ArchiveError(f"{_shown(name)} is not a valid file name ({error.reason})") from error
+        if size > MAX_MEMBER_NAME_BYTES:
+            raise ArchiveError(f"{_shown(name)}: a name of {size} bytes; at most {MAX_MEMBER_NAME_BYTES} "
+                               "are accepted")
     return parts
 
 
@@ -188,8 +210,11 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
     Folders, hidden files (``.x``, ``__MACOSX/``) and symbolic links are skipped (listed in
     ``skipped``). Raises :class:`ArchiveError` -- before writing anything when the headers already
     show it, else while extracting (the partial output is removed) -- for: not a ZIP, absolute or
-    ``..`` paths, more than ``max_members`` members, more than ``max_bytes`` uncompressed, a member
-    compressed more than ``max_ratio`` times, a member larger than its header says, encrypted members.
+    ``..`` paths, more than ``max_members`` members, more than ``max_bytes`` uncompressed, a member or
+    the members together (above 1 MiB) compressed more than ``max_ratio`` times, a member larger than
+    its header says, encrypted members, names that are not valid UTF-8 though flagged so, names longer
+    than :data:`MAX_MEMBER_NAME_BYTES` or nested deeper than :data:`MAX_MEMBER_DEPTH`, and any other
+    failure (disk full, ...). The message names the member; no other exception escapes.
     """
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
@@ -200,54 +225,82 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
         stream = source
     try:
         archive = zipfile.ZipFile(stream)
+    except UnicodeDecodeError as error:
+        name = bytes(error.object).decode("utf-8", "backslashreplace")
+        raise ArchiveError(f"{_shown(name)}: the archive marks this name as UTF-8 but it is not valid UTF-8; "
+                           "re-create the archive with another tool") from error
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
         raise ArchiveError(f"not a readable ZIP archive ({error})") from error
+    except Exception as error:  # zipfile raises assorted types on malformed central directories
+        raise ArchiveError(f"not a readable ZIP archive ({type(error).__name__}: {error})") from error
     result = Extraction(root=root)
-    with archive:
-        members = archive.infolist()
-        if len(members) > max_members:
-            raise ArchiveError(f"the archive holds {len(members)} entries; at most {max_members} are accepted")
-        planned: list[tuple[zipfile.ZipInfo, Path]] = []
-        declared = 0
-        for info in members:
-            parts = _member_parts(info.filename)
-            if info.is_dir() or not parts:
-                continue
-            if _is_symlink(info):
-                result.skipped.append((info.filename, "symbolic link"))
-                continue
-            if any(part.startswith(".") or part == "__MACOSX" for part in parts):
-                result.skipped.append((info.filename, "hidden file"))
-                continue
-            if info.flag_bits & 0x1:
-                raise ArchiveError(f"{info.filename} is encrypted; upload an archive without a password")
-            if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > max_ratio * max(1, info.compress_size):
-                raise ArchiveError(f"{info.filename} is compressed {info.file_size / max(1, info.compress_size):.0f} "
-                                   "times: refused as a possible zip bomb")
-            declared += info.file_size
-            if declared > max_bytes:
-                raise ArchiveError(f"the archive would unpack to more than {max_bytes / 1024**3:.1f} GB")
-            target = root.joinpath(*parts)
-            if not target.resolve().is_relative_to(root):
-                raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
-            planned.append((info, target))
-        created: list[Path] = []
-        try:
-            _extract_planned(archive, planned, root, created, max_bytes)
-        except BaseException:
-            for path in created:
-                path.unlink(missing_ok=True)
-            raise
-        result.files = created
+    current = [""]  # the member being checked or written, for the last guard's message
+    try:
+        with archive:
+            _extract_all(archive, root, result, max_members, max_bytes, max_ratio, current)
+    except ArchiveError:
+        raise
+    except Exception as error:  # a last guard: every failure is an ArchiveError naming the member
+        where = f"{_shown(current[0])}: " if current[0] else ""
+        raise ArchiveError(f"{where}cannot be extracted ({type(error).__name__}: {error})") from error
     return result
 
 
+def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, max_members: int, max_bytes: int,
+                 max_ratio: float, current: list[str]) -> None:
+    """Check every member's header, then extract them into ``root`` (the body of :func:`extract_zip`);
+    ``current[0]`` is the member at hand."""
+    members = archive.infolist()
+    if len(members) > max_members:
+        raise ArchiveError(f"the archive holds {len(members)} entries; at most {max_members} are accepted")
+    planned: list[tuple[zipfile.ZipInfo, Path]] = []
+    declared = compressed = 0
+    for info in members:
+        current[0] = info.filename
+        parts = _member_parts(info.filename)
+        if info.is_dir() or not parts:
+            continue
+        if _is_symlink(info):
+            result.skipped.append((info.filename, "symbolic link"))
+            continue
+        if any(part.startswith(".") or part == "__MACOSX" for part in parts):
+            result.skipped.append((info.filename, "hidden file"))
+            continue
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{info.filename} is encrypted; upload an archive without a password")
+        if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > max_ratio * max(1, info.compress_size):
+            raise ArchiveError(f"{info.filename} is compressed {info.file_size / max(1, info.compress_size):.0f} "
+                               "times: refused as a possible zip bomb")
+        declared += info.file_size
+        compressed += info.compress_size
+        if declared > max_bytes:
+            raise ArchiveError(f"the archive would unpack to more than {max_bytes / 1024**3:.1f} GB "
+                               f"(at {_shown(info.filename)})")
+        if declared > RATIO_CHECK_MIN_BYTES and declared > max_ratio * max(1, compressed):
+            raise ArchiveError(f"the archive's members up to {_shown(info.filename)} are compressed "
+                               f"{declared / max(1, compressed):.0f} times together (at most {max_ratio:g}): "
+                               "refused as a possible zip bomb")
+        target = root.joinpath(*parts)
+        if not target.resolve().is_relative_to(root):
+            raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+        planned.append((info, target))
+    created: list[Path] = []
+    try:
+        _extract_planned(archive, planned, root, created, max_bytes, current)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
+    result.files = created
+
+
 def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipInfo, Path]], root: Path,
-                     created: list[Path], max_bytes: int) -> None:
+                     created: list[Path], max_bytes: int, current: list[str]) -> None:
     """Write the planned members, counting the bytes really unpacked; every file made is in ``created``."""
     written = 0
     try:
         for info, target in planned:
+            current[0] = info.filename
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.parent.resolve().is_relative_to(root):
                 raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
@@ -269,6 +322,8 @@ def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipIn
         raise ArchiveError(f"the archive is corrupt ({error})") from error
     except RuntimeError as error:  # zipfile signals an unsupported compression method with a RuntimeError subclass
         raise ArchiveError(f"the archive uses an unsupported compression ({error})") from error
+    except OSError as error:
+        raise ArchiveError(f"{_shown(current[0])}: cannot be written ({error.strerror or error})") from error
 
 
 def find_dataset(root: str | Path, max_depth: int = 3) -> tuple[Path, Path]:

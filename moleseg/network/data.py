@@ -15,16 +15,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from moleseg.core import options
 from moleseg.core.atomic import atomic_output
-from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
+from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.resize import resize_image, resize_mask_to
-from moleseg.core.imageio import image_size, read_image, read_mask
+from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
 
@@ -170,13 +170,26 @@ class ExampleCache:
         return image, labels
 
 
-def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig,
-                         cache: ExampleCache | None = None) -> np.ndarray:
-    """Fraction of each class over all training labels, ``(n_classes,)`` summing to 1."""
+def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig, cache: ExampleCache | None = None,
+                         warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """Fraction of each class over all training labels, ``(n_classes,)`` summing to 1.
+
+    ``warn`` gets one line per pair whose mask is empty (no lesion label) or full (no background label),
+    then how many there were; such pairs are still trained on.
+    """
     counts = np.zeros(targets.n_classes, dtype=np.float64)
+    degenerate = {"empty": 0, "full": 0}
     for pair in pairs:
         _, labels = cache.get(pair, targets) if cache else prepare_example(pair, targets)
-        counts += np.bincount(labels.ravel(), minlength=targets.n_classes)[: targets.n_classes]
+        per_class = np.bincount(labels.ravel(), minlength=targets.n_classes)[: targets.n_classes]
+        counts += per_class
+        problem = mask_problem(labels != BACK)
+        if problem is not None:
+            degenerate["full" if per_class[BACK] == 0 else "empty"] += 1
+            if warn:
+                warn(f"warning: {Path(pair.mask).name}: {problem}")
+    if warn and (degenerate["empty"] or degenerate["full"]):
+        warn(f"warning: {degenerate['empty']} empty and {degenerate['full']} full training mask(s)")
     total = counts.sum()
     if total == 0:
         raise ValueError("no labelled pixels in the training set")

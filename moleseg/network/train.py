@@ -27,7 +27,7 @@ from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, cla
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.core.metrics import scores
 from moleseg.network.model.build import ModelConfig, build_model, count_parameters
-from moleseg.network.model.io import save_model
+from moleseg.network.model.io import load_keras_model, save_model
 from moleseg.network.model.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter
@@ -375,7 +375,7 @@ class Trainer:
         self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
         self.log(f"pairs: {len(train)} train, {len(validation)} validation, {len(test)} test")
         self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
-        self.frequencies = class_frequencies_of(train, self.targets, self.cache)
+        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
@@ -403,7 +403,7 @@ class Trainer:
         self.initial_epoch = 0
         with self.strategy.scope():
             if resume and self.files.last.is_file() and state.get("epoch"):
-                self.model = keras.saving.load_model(self.files.last, compile=True)
+                self.model = load_keras_model(self.files.last, compile=True)
                 self.initial_epoch = int(state["epoch"])
                 self.best_val_fm = float(state.get("best_val_fm", -1.0))
                 self.best_epoch = int(state.get("best_epoch", 0))
@@ -604,6 +604,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if resume:
         remove_stale_temporaries(run_dir)  # left by a killed run's atomic writes
         saved = read_json(RunFiles(run_dir).config)
+        if saved is None and RunFiles(run_dir).config.is_file():
+            raise TrainingError(f"{RunFiles(run_dir).config}: damaged (not valid JSON); the run cannot be resumed")
         if saved is None:
             raise TrainingError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG})")
         epochs = max(config.epochs, int(saved.get("epochs", 0)))

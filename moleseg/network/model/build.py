@@ -101,7 +101,7 @@ def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.M
     else:
         model = _build_sm_model(config, pretrained)
     if weights not in ("none", "imagenet"):
-        copied = transfer_weights(model, weights)
+        copied = transfer_weights(model, weights, n_classes=config.n_classes)
         if copied == 0:
             raise ValueError(f"{Path(weights).name}: no layer matches this network (different backbone?)")
     return model
@@ -135,16 +135,29 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return found
 
 
-def transfer_weights(target: keras.Model, source_path: str | Path) -> int:
+def transfer_weights(target: keras.Model, source_path: str | Path, *, n_classes: int | None = None) -> int:
     """Copy weights from a saved model into ``target`` for layers with the same name and shapes.
 
-    Returns the number of layers copied. The classifier is skipped when the class count differs.
+    Returns the number of layers copied. The classifier is skipped when the class count differs, unless
+    ``n_classes`` is given: then a moleseg model of another class count is refused (ValueError) before
+    loading it, since fine-tuning it would silently start the classifier from scratch.
     """
     source_path = Path(source_path)
     if not source_path.is_file():
         raise FileNotFoundError(f"{source_path}: weights file not found")
     if source_path.suffix == ".keras":
-        from moleseg.network.model.io import load_keras_model
+        from moleseg.core.modelinfo import ModelFileError, read_model_info
+        from moleseg.network.model.io import check_keras_file, load_keras_model
+
+        check_keras_file(source_path)
+        try:
+            source_classes = read_model_info(source_path).get("n_classes")
+        except ModelFileError:  # a Keras model not written by moleseg: transfer by layer names
+            source_classes = None
+        if n_classes is not None and source_classes is not None and int(source_classes) != n_classes:
+            raise ValueError(f"{source_path.name} is a {source_classes}-class model: it cannot start a "
+                             f"{n_classes}-class training (use --classes {source_classes}, or --weights "
+                             "imagenet or none)")
 
         source = load_keras_model(source_path)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,36 @@ def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Pa
     return path
 
 
-def load_keras_model(path: str | Path) -> keras.Model:
-    """Load the network of a ``.keras`` file (for inference: not compiled).
+def check_keras_file(path: str | Path) -> Path:
+    """``path`` if it is an existing, complete ``.keras`` (ZIP) file.
 
     Raises
     ------
     ModelFileError
-        When the file is missing or Keras cannot read it.
+        Missing file; a file that is not a complete ZIP archive: damaged (a truncated copy or an
+        interrupted save) or not a moleseg/Keras model at all.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file is a "
+                             "complete ZIP archive; this one is not: truncated, or another kind of file)")
+    return path
+
+
+def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
+    """Load the network of a ``.keras`` file (default for inference: not compiled; ``compile=True`` to
+    resume training with the optimizer's state).
+
+    Raises
+    ------
+    ModelFileError
+        When the file is missing, damaged, not a Keras model, or Keras cannot read it.
+    """
+    path = check_keras_file(path)
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt or foreign file
         raise ModelFileError(f"{path.name}: cannot load this model ({type(error).__name__}: {error})") from error
 
