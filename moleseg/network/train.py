@@ -857,6 +857,12 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if not trainer.role.chief:
             return {"worker": trainer.role.index, "best_epoch": trainer.current_epoch, "best_val_fm": float("nan")}
         return trainer.finish()
+    except TrainingCancelled:
+        raise
+    except Exception:
+        if trainer.role.chief and trainer.run_dir.is_dir():
+            trainer._write_state("failed")  # the runs table and the app say "failed", not "running"
+        raise
     finally:
         if not trainer.role.chief:
             shutil.rmtree(trainer.run_dir, ignore_errors=True)
