@@ -240,8 +240,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moleseg.engine.runs import RunFiles
     from moleseg.network.train import TrainConfig, TrainingCancelled, train
 
+    chief = _join_cluster(args)
     run_dir = Path(args.out)
-    if args.resume:
+    if args.resume and chief:
         if not RunFiles(run_dir).config.is_file():
             raise CommandError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
         try:
@@ -254,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs = given_options(args).get("epochs")
         config = TrainConfig.from_dict({**saved, **({"epochs": epochs} if epochs else {})})
     else:
-        if RunFiles(run_dir).config.is_file():
+        if RunFiles(run_dir).config.is_file() and not args.resume:
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
         values = train_config_of(args)
         for pair in options.FOLDER_PAIRS:
@@ -278,11 +279,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     finally:
         bar.close()
+    if not chief:
+        print(f"worker {evaluation['worker']} done: the chief wrote the run folder")
+        return EXIT_OK
     print(f"best model: {run_dir / 'model.keras'} (validation FM {evaluation['best_val_fm']:.4f} "
           f"at epoch {evaluation['best_epoch']})")
     if evaluation.get("n"):
         _print_summary(evaluation, evaluation.get("baseline"))
     return EXIT_OK
+
+
+# -- multi-worker training: --workers / --worker-index ----------------------------------------------
+
+def _join_cluster(args: argparse.Namespace) -> bool:
+    """Set ``TF_CONFIG`` from ``--workers``/``--worker-index`` (a ``TF_CONFIG`` already set wins) and
+    say whether this process is the chief (it alone writes the run folder)."""
+    from moleseg.network.cluster import current_role, tf_config_for
+
+    if args.workers and not os.environ.get("TF_CONFIG"):
+        os.environ["TF_CONFIG"] = tf_config_for(args.workers.split(","), args.worker_index)
+    return current_role().chief
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers HOST:PORT,HOST:PORT`` and ``--worker-index I`` of ``moleseg train``."""
+    parser.add_argument("--workers", metavar="HOST:PORT,...",
+                        help="train on several machines: every worker's address, the same list on each (index 0 "
+                             "is the chief, which writes the run folder); a TF_CONFIG already set wins")
+    parser.add_argument("--worker-index", type=int, default=0, metavar="I",
+                        help="this machine's place in --workers (0 is the chief)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -585,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
     add_option_flags(train)
+    add_worker_arguments(train)
 
     evaluate = add("evaluate", "score a model against true masks", cmd_evaluate)
     evaluate.add_argument("--model", required=True, help="a .keras file or 'classical'")

@@ -356,6 +356,51 @@ def test_batchnorm_check_passes_with_converged_statistics(tmp_path):
     assert "1.000 in inference mode" in (tmp_path / "run" / "log.txt").read_text()
 
 
+def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path):
+    """A tiny dataset's model with lagging moving statistics ends usable: the end-of-training check replaces
+    them by the training images' statistics and stores the model again (no failure after the run)."""
+    from moleseg.network.model.io import load_keras_model, save_model
+
+    model = _grey_threshold_model(32)
+    bn = model.get_layer("bn")
+    bn.moving_variance.assign(np.full(1, 1e12, np.float32))
+    trainer = _bn_trainer(tmp_path, model)
+    save_model(model, tmp_path / "run" / "model.keras", {"name": "tiny"})
+    trainer.ensure_batchnorm()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "1 layers re-estimated from 4 training images" in log
+    assert "1.000 in inference mode" in log
+    saved = load_keras_model(tmp_path / "run" / "model.keras").get_layer("bn")
+    images, _ = next(iter(make_dataset(trainer.train_pairs, trainer.targets, batch_size=4)))
+    grey = images.numpy().mean(axis=-1)
+    np.testing.assert_allclose(saved.moving_mean.numpy(), [grey.mean()], rtol=1e-4)
+    np.testing.assert_allclose(saved.moving_variance.numpy(), [grey.var()], rtol=1e-3)
+    assert read_model_info(tmp_path / "run" / "model.keras")["name"] == "tiny"
+
+
+def test_loaded_batchnorm_statistics_are_frozen_on_small_datasets():
+    from moleseg.network.train import freeze_loaded_batchnorm
+
+    fresh = _grey_threshold_model(32)
+    assert freeze_loaded_batchnorm(fresh) == 0 and fresh.get_layer("bn").trainable
+    loaded = _grey_threshold_model(32)
+    loaded.get_layer("bn").moving_mean.assign(np.array([120.0], np.float32))
+    assert freeze_loaded_batchnorm(loaded) == 1 and not loaded.get_layer("bn").trainable
+
+
+def test_small_imagenet_training_freezes_the_encoder_statistics(tmp_path):
+    images, masks = lesion_dataset(tmp_path / "data", n=6, vary=True)
+    config = tiny_config(images, masks, tmp_path / "cache", model=ModelConfig(backbone="mobilenetv2", input_size=SIZE),
+                         weights="imagenet", validation_split=0.34)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.prepare(resume=False)
+    frozen = [layer for layer in trainer.model.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and not layer.trainable]
+    assert len(frozen) > 20  # MobileNetV2's encoder
+    assert all(float(np.max(np.abs(layer.moving_mean.numpy()))) > 0 for layer in frozen)
+    assert "4 training pairs <= 20" in (tmp_path / "run" / "log.txt").read_text()
+
+
 # -- distribution and precision ------------------------------------------------------------------
 
 MIRRORED_SCRIPT = textwrap.dedent(
@@ -365,15 +410,16 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.experimental.enable_op_determinism()
 
     from moleseg.network.model.build import ModelConfig
     from moleseg.network.train import TrainConfig, train
 
     images, masks, cache, run = sys.argv[1:5]
     config = TrainConfig(
-        images=[images], masks=[masks], weights="none", epochs=1, batch_size=4, augment=[],
+        images=[images], masks=[masks], weights="none", epochs=4, batch_size=4, augment=[], seed=0,
         model=ModelConfig(backbone="resnet18", input_size=64, decoder_width=16, aspp_rates=(1, 2, 3), dropout=0.0),
-        validation_split=0.25, train_fm_images=2, cache_dir=cache, strategy="mirrored",
+        validation_split=0.25, train_fm_images=2, cache_dir=cache, strategy="mirrored", calibrate=False,
     )
     print(len(tf.config.list_logical_devices("CPU")), "logical CPUs")
     train(config, run)
@@ -383,6 +429,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, dataset):
+    """Trains with 2 replicas (seeded, deterministic ops); the loss falls over 8 steps and the BatchNorm
+    moving statistics (auto momentum) have converged: the end-of-training check passes."""
     images, masks = dataset
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -395,7 +443,10 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, dataset):
     log = (run / "log.txt").read_text()
     assert "strategy MirroredStrategy with 2 replica(s)" in log
     assert read_json(run / "state.json")["status"] == "done"
-    assert len(read_history(run / "history.csv")) == 1
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert "BatchNorm check" in log
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core import options
 from moleseg.core.config import class_names
+from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
+                                     current_role, epoch_shard, write_seen)
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
                           inverse_frequency_weights, make_dataset, split_pairs)
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
@@ -41,6 +45,11 @@ CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
     3: {"article": {"rule": "article"}, "grow_inside": {"rule": "grow_inside"}},
     2: {"largest": {"largest_component": True}, "all_components": {"largest_component": False}},
 }
+#: At most this many training pairs is a small dataset: BatchNorm layers that start from loaded statistics
+#: (ImageNet or a model fine-tuned from) keep them and are frozen, since a few images cannot estimate better.
+SMALL_DATASET_PAIRS = 20
+#: Training images whose batch statistics replace unconverged BatchNorm moving statistics at the end.
+BATCHNORM_REESTIMATE_IMAGES = 32
 DEFAULT_CACHE_DIR = Path(os.environ.get("MOLESEG_CACHE", Path.home() / ".cache" / "moleseg"))
 
 
@@ -337,7 +346,11 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, progress: ProgressCallback | None = None,
                  echo: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.role: WorkerRole = current_role()
+        self.output_dir = Path(run_dir)
+        # Only the chief writes the run folder; other workers write to a temporary folder removed at the end.
+        self.run_dir = (self.output_dir if self.role.chief
+                        else Path(tempfile.mkdtemp(prefix=f"moleseg-worker{self.role.index}-")))
         self.files = RunFiles(self.run_dir)
         self.progress = progress
         self.log = RunLog(self.files.log, echo=echo)
@@ -366,6 +379,13 @@ class Trainer:
     def prepare(self, resume: bool) -> None:
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(config.seed)  # the same initial weights and dropout draws for one seed
+        gpus = tf.config.list_physical_devices("GPU")
+        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            keras.mixed_precision.set_global_policy("float32")
+        self.strategy = choose_strategy(config.strategy)
         cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
         self.cache = ExampleCache(cache_dir)
         self.targets = config.target_config()
@@ -385,46 +405,96 @@ class Trainer:
             self.log(f"crops per epoch: {sum(self.crop_counts)} from {len(train)} images (by area, "
                      f"{min(self.crop_counts)}..{max(self.crop_counts)} per image)")
         self.steps_per_epoch = math.ceil(sum(self.crop_counts) / config.batch_size)
+        if self.role.distributed:
+            self.steps_per_epoch = self._worker_steps_per_epoch()
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.bn_momentum == "auto":
             config.model.bn_momentum = auto_bn_momentum(self.total_steps, self.steps_per_epoch)
         else:
             config.model.bn_momentum = float(config.bn_momentum)
-        gpus = tf.config.list_physical_devices("GPU")
-        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
-            keras.mixed_precision.set_global_policy("float32")
-        self.strategy = choose_strategy(config.strategy)
         self.log(f"devices: {len(gpus)} GPU; strategy {type(self.strategy).__name__} with "
                  f"{self.strategy.num_replicas_in_sync} replica(s); precision "
                  f"{keras.mixed_precision.global_policy().name}; BatchNorm momentum {config.model.bn_momentum:.4f}")
         state = read_json(self.files.state, {}) or {}
         self.initial_epoch = 0
+        checkpoint = self.files.last
+        can_resume = resume and checkpoint.is_file() and bool(state.get("epoch"))
+        # The chief reads its checkpoint outside the strategy's scope: variables created in the scope are
+        # created together on every worker.
+        saved = (keras.saving.load_model(checkpoint, compile=True)
+                 if self.role.distributed and can_resume else None)
         with self.strategy.scope():
-            if resume and self.files.last.is_file() and state.get("epoch"):
+            if self.role.distributed:
+                self._prepare_workers(saved, state)
+            elif can_resume:
                 self.model = load_keras_model(self.files.last, compile=True)
-                self.initial_epoch = int(state["epoch"])
-                self.best_val_fm = float(state.get("best_val_fm", -1.0))
-                self.best_epoch = int(state.get("best_epoch", 0))
-                self.best_rule = state.get("best_rule", self.best_rule)
-                self.training_seconds = float(state.get("training_seconds", 0.0))
-                from moleseg.engine.runs import read_history
-
-                self.history = [row for row in read_history(self.files.history)
-                                if row.get("epoch") and row["epoch"] <= self.initial_epoch]
-                self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
-                         f"at epoch {self.best_epoch})")
+                self._resume_state(state)
             else:
-                self.model = build_model(config.model, weights=config.weights)
-                loss = SegmentationLoss(config.loss, self.class_weights)
-                self.model.compile(optimizer=make_optimizer(config, self.total_steps), loss=loss,
-                                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+                self._build_compiled()
         self.current_epoch = self.initial_epoch
         self.steps_done = self.initial_epoch * self.steps_per_epoch
         self.log(f"model {config.model.architecture}/{config.model.backbone} {config.model.input_size}px, "
                  f"{count_parameters(self.model):,} weights, encoder init {config.weights}")
         write_json(self.files.config, {**config.to_dict(), "run_dir": str(self.run_dir)})
+
+    def _build_compiled(self) -> keras.Model:
+        """A new model compiled with the training's solver, loss and accuracy metric (in the current scope)."""
+        config = self.config
+        self.model = build_model(config.model, weights=config.weights)
+        if config.weights != "none" and len(self.train_pairs) <= SMALL_DATASET_PAIRS:
+            frozen = freeze_loaded_batchnorm(self.model)
+            self.log(f"small dataset ({len(self.train_pairs)} training pairs <= {SMALL_DATASET_PAIRS}): {frozen} "
+                     "BatchNorm layers keep the statistics loaded with the weights (frozen)")
+        loss = SegmentationLoss(config.loss, self.class_weights)
+        self.model.compile(optimizer=make_optimizer(config, self.total_steps), loss=loss,
+                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        return self.model
+
+    def _resume_state(self, state: dict) -> None:
+        """Epoch, best score and history of the interrupted run (the chief's ``state.json``)."""
+        from moleseg.engine.runs import read_history
+
+        self.initial_epoch = int(state["epoch"])
+        self.best_val_fm = float(state.get("best_val_fm", -1.0))
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.best_rule = state.get("best_rule", self.best_rule)
+        self.training_seconds = float(state.get("training_seconds", 0.0))
+        self.history = [row for row in read_history(self.files.history)
+                        if row.get("epoch") and row["epoch"] <= self.initial_epoch]
+        self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
+                 f"at epoch {self.best_epoch})")
+
+    def _worker_steps_per_epoch(self) -> int:
+        """Steps of one epoch when several workers train: each worker reads its own equal share."""
+        role, replicas = self.role, self.strategy.num_replicas_in_sync
+        each = sum(self.crop_counts) // role.count
+        if each == 0:
+            raise TrainingError(f"{sum(self.crop_counts)} training example(s) cannot be shared by {role.count} "
+                                "workers: give at least one training image per worker")
+        per_worker = max(1, self.config.batch_size // replicas) * max(1, replicas // role.count)
+        return math.ceil(each / per_worker)
+
+    def _prepare_workers(self, saved: keras.Model | None, state: dict) -> None:
+        """Build the same model on every worker (variables are created in the same order everywhere, as
+        ``MultiWorkerMirroredStrategy`` needs), then give every worker the chief's weights, optimizer state
+        and epoch: after a restart, all resume from the chief's last checkpoint."""
+        model = self._build_compiled()
+        model.optimizer.build(model.trainable_variables)
+        resuming = saved is not None
+        if saved is not None:
+            model.set_weights(saved.get_weights())
+            for variable, value in zip(model.optimizer.variables, saved.optimizer.variables):
+                variable.assign(value)
+            self._resume_state(state)
+        variables = list(model.weights) + list(model.optimizer.variables)
+        values = [np.asarray(v.numpy()) for v in variables]
+        values.append(np.array([self.initial_epoch if resuming else 0], np.float32))
+        synced = broadcast_from_chief(self.strategy, values)
+        for variable, value in zip(variables, synced):
+            variable.assign(value)
+        self.initial_epoch = int(synced[-1][0])
+        if not self.role.chief and self.initial_epoch:
+            self.log(f"worker {self.role.index}: resuming after epoch {self.initial_epoch} from the chief's weights")
 
     # ----------------------------------------------------------------------------------------------
     def _segmenter(self, rule: str) -> KerasSegmenter:
@@ -493,6 +563,44 @@ class Trainer:
             "training_seconds": self.training_seconds,
         })
 
+    def batchnorm_images(self, limit: int) -> np.ndarray:
+        """Up to ``limit`` training images as one network input batch (no augmentation)."""
+        pairs = self.train_pairs[:limit]
+        images, _ = next(iter(make_dataset(pairs, self.targets, batch_size=len(pairs), cache=self.cache)))
+        return images.numpy()
+
+    def ensure_batchnorm(self) -> None:
+        """Check the best model in inference mode; when its BatchNorm moving statistics lag (few steps),
+        replace them by the statistics of the training images and store the model again.
+
+        Raises
+        ------
+        TrainingError
+            When the model still fails in inference mode, with what to change.
+        """
+        from moleseg.core.modelinfo import read_model_info
+
+        path = self.files.model
+        trained, self.model = self.model, load_keras_model(path)
+        try:
+            try:
+                self.check_batchnorm()
+            except TrainingError:
+                images = self.batchnorm_images(BATCHNORM_REESTIMATE_IMAGES)
+                count = reestimate_batchnorm(self.model, images)
+                self.log(f"BatchNorm moving statistics had not converged: {count} layers re-estimated from "
+                         f"{len(images)} training images")
+                try:
+                    self.check_batchnorm()
+                except TrainingError as error:
+                    raise TrainingError(
+                        "the model only works on the images it was trained with (its BatchNorm statistics do not "
+                        "fit new images): add more training images, or start from the shipped model or ImageNet "
+                        "weights") from error
+                save_model(self.model, path, read_model_info(path))
+        finally:
+            self.model = trained
+
     def check_batchnorm(self) -> None:
         """Fail loudly when inference mode predicts nothing while batch statistics do (moving BatchNorm
         statistics not converged): such a model would silently draw no lesion in the app."""
@@ -539,12 +647,106 @@ class Trainer:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_fm", mode="max",
                                                            patience=config.early_stopping_patience))
         self._write_state("running")
-        self.model.fit(train, validation_data=validation, epochs=config.epochs, initial_epoch=self.initial_epoch,
-                       callbacks=callbacks, verbose=0)
+        if self.role.distributed:
+            self._fit_workers(keras.callbacks.CallbackList(callbacks, model=self.model), validation)
+        else:
+            self.model.fit(train, validation_data=validation, epochs=config.epochs,
+                           initial_epoch=self.initial_epoch, callbacks=callbacks, verbose=0)
         if self.cancelled:
             self._write_state("cancelled")
             self.log(f"cancelled after epoch {self.current_epoch}")
             raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
+
+    def _worker_dataset(self, epoch: int, context: tf.distribute.InputContext) -> tf.data.Dataset:
+        """This worker's shard of ``epoch`` (its own files, in a seeded order; auto-sharding off)."""
+        config = self.config
+        shard = epoch_shard(self.crop_counts, epoch=epoch, seed=config.seed, role=self.role)
+        debug = os.environ.get(WORKER_DEBUG_ENV)
+        if debug:
+            write_seen(debug, self.role, epoch + 1, [self.train_pairs[i].image.name for i in shard])
+        unique, counts = np.unique(shard, return_counts=True)
+        order = np.random.default_rng([config.seed, epoch, self.role.index]).permutation(len(unique))
+        dataset = make_dataset([self.train_pairs[i] for i in unique[order]], self.targets,
+                               batch_size=max(1, config.batch_size // context.num_replicas_in_sync),
+                               augment=config.augment_config(), shuffle=True,
+                               seed=config.seed + 1000 * epoch + self.role.index, cache=self.cache,
+                               crops_per_image=counts[order])
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    def _fit_workers(self, callbacks: keras.callbacks.CallbackList, validation: tf.data.Dataset | None) -> None:
+        """The training loop of several workers, stepping with ``strategy.run`` (Keras 3's ``fit`` does not
+        run under ``MultiWorkerMirroredStrategy``), with the same callbacks as ``fit``. Every worker runs
+        the same steps; stopping (cancel, early stopping) is the chief's decision, shared by all."""
+        strategy, model, config = self.strategy, self.model, self.config
+        optimizer, loss_function = model.optimizer, model.loss
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                predictions = model(images, training=True)
+                loss = loss_function(labels, predictions)
+                if model.losses:
+                    loss = loss + tf.add_n(model.losses)
+                scaled = optimizer.scale_loss(loss / replicas)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(labels, -1), tf.argmax(predictions, -1)),
+                                              tf.float32))
+            return loss, accuracy
+
+        @tf.function(reduce_retracing=True)
+        def distributed_step(iterator) -> tuple[tf.Tensor, tf.Tensor]:
+            images, labels = next(iterator)
+            loss, accuracy = strategy.run(replica_step, args=(images, labels))
+            return (strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None),
+                    strategy.reduce(tf.distribute.ReduceOp.MEAN, accuracy, axis=None))
+
+        def validation_logs() -> dict[str, float]:
+            if validation is None:
+                return {}
+            losses, accuracies = [], []
+            for images, labels in validation:
+                predictions = model(images, training=False)
+                losses.append(float(loss_function(labels, predictions)))
+                accuracies.append(float(np.mean(np.argmax(labels, -1) == np.argmax(predictions, -1))))
+            return {"val_loss": float(np.mean(losses)), "val_accuracy": float(np.mean(accuracies))}
+
+        def chief_says(flag: bool) -> bool:
+            return bool(broadcast_from_chief(strategy, [np.array([float(flag)], np.float32)])[0][0])
+
+        model.stop_training = False
+        callbacks.on_train_begin()
+        for epoch in range(self.initial_epoch, config.epochs):
+            callbacks.on_epoch_begin(epoch)
+            iterator = iter(strategy.distribute_datasets_from_function(
+                lambda context, epoch=epoch: self._worker_dataset(epoch, context)))
+            losses, accuracies = [], []
+            for step in range(self.steps_per_epoch):
+                callbacks.on_train_batch_begin(step)
+                loss, accuracy = distributed_step(iterator)
+                losses.append(float(loss))
+                accuracies.append(float(accuracy))
+                callbacks.on_train_batch_end(step, {"loss": float(np.mean(losses)),
+                                                    "accuracy": float(np.mean(accuracies))})
+                if chief_says(self.cancelled):
+                    self.cancelled = True
+                    break
+            if self.cancelled:
+                break
+            statistics = model.non_trainable_weights  # BatchNorm moving statistics: each worker saw its own data
+            for variable, value in zip(statistics, average_over_workers(strategy, [v.numpy() for v in statistics])):
+                variable.assign(value)
+            logs = {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accuracies)), **validation_logs()}
+            callbacks.on_epoch_end(epoch, logs)
+            if chief_says(bool(model.stop_training)):
+                break
+        callbacks.on_train_end()
+        debug = os.environ.get(WORKER_DEBUG_ENV)
+        if debug:
+            np.savez(Path(debug) / f"worker{self.role.index}-weights.npz",
+                     *[np.asarray(w.numpy()) for w in model.weights])
 
     def calibrate_best(self) -> dict[str, Any]:
         """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
@@ -562,7 +764,7 @@ class Trainer:
 
         if self.best_epoch == 0:
             raise TrainingError("no epoch produced a model (no validation FM)")
-        self.check_batchnorm()
+        self.ensure_batchnorm()
         evaluation: dict[str, Any] = {"best_epoch": self.best_epoch, "best_val_fm": self.best_val_fm,
                                       "rule": self.best_rule}
         if self.config.calibrate and self.validation_pairs:
@@ -586,6 +788,44 @@ class Trainer:
         return evaluation
 
 
+def freeze_loaded_batchnorm(model: keras.Model) -> int:
+    """Freeze the BatchNorm layers whose moving statistics were loaded (not Keras' initial zeros and ones):
+    they then normalise with those statistics while training. Returns how many were frozen."""
+    frozen = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            mean, variance = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+            if np.any(mean != 0.0) or np.any(variance != 1.0):
+                layer.trainable = False
+                frozen += 1
+    return frozen
+
+
+def reestimate_batchnorm(model: keras.Model, images: np.ndarray) -> int:
+    """Set the moving statistics of every trainable BatchNorm layer to those of ``images`` (one batch in
+    training mode with momentum 0; the weights do not change). Returns how many layers were set."""
+    layers = [layer for layer in _all_layers(model)
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def _all_layers(model: keras.Layer) -> list[keras.Layer]:
+    """Every layer of ``model``, nested models included."""
+    found: list[keras.Layer] = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(_all_layers(layer))
+    return found
+
+
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           progress: ProgressCallback | None = None, echo: Callable[[str], None] | None = None) -> dict:
     """Train into ``run_dir`` and return the test evaluation (see :mod:`moleseg.engine.runs` for the files).
@@ -601,7 +841,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         When ``progress`` returned True.
     """
     run_dir = Path(run_dir)
-    if resume:
+    if resume and current_role().chief:  # other workers of a cluster take the chief's state when they start
         remove_stale_temporaries(run_dir)  # left by a killed run's atomic writes
         saved = read_json(RunFiles(run_dir).config)
         if saved is None and RunFiles(run_dir).config.is_file():
@@ -612,8 +852,20 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         saved.pop("run_dir", None)
         config = TrainConfig.from_dict({**saved, "epochs": epochs})
     trainer = Trainer(config, run_dir, progress=progress, echo=echo)
-    trainer.prepare(resume)
-    started = time.time()
-    trainer.fit()
-    trainer.log(f"fit took {time.time() - started:.0f} s")
-    return trainer.finish()
+    try:
+        trainer.prepare(resume)
+        started = time.time()
+        trainer.fit()
+        trainer.log(f"fit took {time.time() - started:.0f} s")
+        if not trainer.role.chief:
+            return {"worker": trainer.role.index, "best_epoch": trainer.current_epoch, "best_val_fm": float("nan")}
+        return trainer.finish()
+    except TrainingCancelled:
+        raise
+    except Exception:
+        if trainer.role.chief and trainer.run_dir.is_dir():
+            trainer._write_state("failed")  # the runs table and the app say "failed", not "running"
+        raise
+    finally:
+        if not trainer.role.chief:
+            shutil.rmtree(trainer.run_dir, ignore_errors=True)

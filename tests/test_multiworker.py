@@ -1,0 +1,153 @@
+"""Multi-worker training: two ``moleseg train`` processes on 127.0.0.1 train one model together
+(``MultiWorkerMirroredStrategy`` driven by moleseg's own step), each reading its own shard of the files;
+the chief alone writes the run folder; a killed pair of workers resumes from the chief's checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moleseg.core.imageio import write_png
+from moleseg.engine.runs import read_history, read_json
+from moleseg.network.cluster import WORKER_DEBUG_ENV, epoch_shard, role_from_tf_config, tf_config_for, WorkerRole
+
+PROJECT = Path(__file__).resolve().parents[1]
+SIZE = 64
+TIMEOUT_S = 600
+
+
+def write_pairs(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """``n`` tiny synthetic pairs (a dark disk of random size and place on light skin)."""
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    for index in range(n):
+        cy, cx = rng.integers(SIZE * 3 // 8, SIZE * 5 // 8, 2)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(SIZE // 6, SIZE // 3) ** 2
+        image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
+        write_png(images / f"{index:03d}.png", np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8))
+        write_png(masks / f"{index:03d}.png", mask)
+    return images, masks
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, resume: bool = False
+                  ) -> list[subprocess.Popen]:
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "MOLESEG_CACHE": str(tmp_path / f"cache{index}"), WORKER_DEBUG_ENV: str(tmp_path / "debug")}
+        env.pop("TF_CONFIG", None)
+        command = [sys.executable, "-m", "moleseg.cli", "train", "--images", str(images), "--masks", str(masks),
+                   "--out", str(tmp_path / f"w{index}"), "--backbone", "mobilenetv2", "--weights", "none",
+                   "--epochs", str(epochs), "--batch-size", "4", "--image-size", str(SIZE), "--quiet",
+                   "--validation-split", "0.25", "--workers", workers, "--worker-index", str(index)]
+        if resume:
+            command.append("--resume")
+        log = (tmp_path / f"worker{index}.log").open("a")
+        processes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return processes
+
+
+def wait_all(processes: list[subprocess.Popen], tmp_path: Path) -> list[int]:
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def worker_logs(tmp_path: Path) -> str:
+    return "\n".join((tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2))
+
+
+def test_roles_and_tf_config():
+    config = tf_config_for(["a:1", "b:2"], 1)
+    assert json.loads(config)["task"] == {"type": "worker", "index": 1}
+    assert role_from_tf_config(config) == WorkerRole(index=1, count=2, chief=False)
+    assert role_from_tf_config(tf_config_for(["a:1", "b:2"], 0)).chief
+    assert role_from_tf_config(None) == WorkerRole()
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        tf_config_for(["a", "b:2"], 0)
+    with pytest.raises(ValueError, match="0..1"):
+        tf_config_for(["a:1", "b:2"], 2)
+
+
+def test_epoch_shards_are_disjoint_equal_and_change_every_epoch():
+    counts = [1] * 7
+    shards = [epoch_shard(counts, epoch=0, seed=3, role=WorkerRole(i, 2, i == 0)) for i in range(2)]
+    assert [len(s) for s in shards] == [3, 3]
+    assert not set(shards[0]) & set(shards[1])
+    assert not np.array_equal(epoch_shard(counts, epoch=1, seed=3, role=WorkerRole(0, 2, True)), shards[0])
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_model(tmp_path):
+    images, masks = write_pairs(tmp_path / "data", n=8)
+    codes = wait_all(start_workers(tmp_path, images, masks, epochs=2), tmp_path)
+    assert codes == [0, 0], worker_logs(tmp_path)
+    chief = tmp_path / "w0"
+    for name in ("model.keras", "history.csv", "config.json", "last.keras", "state.json"):
+        assert (chief / name).is_file(), name
+    assert not (tmp_path / "w1").exists()  # the other worker writes nothing of its own
+    assert len(read_history(chief / "history.csv")) == 2
+    assert "with 2 replica(s)" in (chief / "log.txt").read_text()
+    weights = [np.load(tmp_path / "debug" / f"worker{i}-weights.npz") for i in range(2)]
+    assert len(weights[0].files) == len(weights[1].files) > 100
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    seen = collections.Counter()
+    for index in range(2):
+        for line in (tmp_path / "debug" / f"worker{index}-seen.tsv").read_text().splitlines():
+            epoch, worker, name = line.split("\t")
+            seen[(epoch, name)] += 1
+    assert seen and max(seen.values()) == 1  # no image read twice in one epoch, across both workers
+    assert {epoch for epoch, _ in seen} == {"1", "2"}
+    assert sum(1 for epoch, _ in seen if epoch == "1") == 6  # 6 training pairs, 3 per worker
+
+
+@pytest.mark.slow
+def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path):
+    images, masks = write_pairs(tmp_path / "data", n=8)
+    processes = start_workers(tmp_path, images, masks, epochs=3)
+    deadline = time.monotonic() + TIMEOUT_S
+    state_file = tmp_path / "w0" / "state.json"
+    while (read_json(state_file, {}) or {}).get("epoch", 0) < 1 and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in processes), worker_logs(tmp_path)
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGKILL)  # a worker dies; the chief cannot go on alone
+    processes[0].send_signal(signal.SIGKILL)
+    wait_all(processes, tmp_path)
+    done = read_json(state_file)["epoch"]
+    assert 1 <= done < 3
+    codes = wait_all(start_workers(tmp_path, images, masks, epochs=3, resume=True), tmp_path)
+    assert codes == [0, 0], worker_logs(tmp_path)
+    assert f"resuming after epoch {done}" in (tmp_path / "w0" / "log.txt").read_text()
+    assert [row["epoch"] for row in read_history(tmp_path / "w0" / "history.csv")] == [1, 2, 3]
+    assert read_json(state_file)["status"] == "done"
