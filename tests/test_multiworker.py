@@ -18,29 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moleseg.core.imageio import write_png
+from synthetic import lesion_dataset
 from moleseg.engine.runs import read_history, read_json
 from moleseg.network.cluster import WORKER_DEBUG_ENV, epoch_shard, role_from_tf_config, tf_config_for, WorkerRole
 
 PROJECT = Path(__file__).resolve().parents[1]
 SIZE = 64
 TIMEOUT_S = 600
-
-
-def write_pairs(folder: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
-    """``n`` tiny synthetic pairs (a dark disk of random size and place on light skin)."""
-    rng = np.random.default_rng(seed)
-    images, masks = folder / "images", folder / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir(parents=True)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    for index in range(n):
-        cy, cx = rng.integers(SIZE * 3 // 8, SIZE * 5 // 8, 2)
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(SIZE // 6, SIZE // 3) ** 2
-        image = np.where(mask[..., None], np.array([90, 60, 40]), np.array([210, 180, 170]))
-        write_png(images / f"{index:03d}.png", np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8))
-        write_png(masks / f"{index:03d}.png", mask)
-    return images, masks
 
 
 def free_ports(count: int) -> list[int]:
@@ -109,7 +93,7 @@ def test_epoch_shards_are_disjoint_equal_and_change_every_epoch():
 
 @pytest.mark.slow
 def test_two_workers_train_one_model(tmp_path):
-    images, masks = write_pairs(tmp_path / "data", n=8)
+    images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
     codes = wait_all(start_workers(tmp_path, images, masks, epochs=2), tmp_path)
     assert codes == [0, 0], worker_logs(tmp_path)
     chief = tmp_path / "w0"
@@ -134,7 +118,7 @@ def test_two_workers_train_one_model(tmp_path):
 
 @pytest.mark.slow
 def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path):
-    images, masks = write_pairs(tmp_path / "data", n=8)
+    images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
     processes = start_workers(tmp_path, images, masks, epochs=3)
     deadline = time.monotonic() + TIMEOUT_S
     state_file = tmp_path / "w0" / "state.json"
