@@ -325,6 +325,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
     rows: list[dict] = []
+    object_rows: list[dict] = []  # cells models: one row per cell / nucleus
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -343,7 +344,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     analysis.write_files(out, path.stem)
                     if args.outlines:
                         analysis.write_outlines(out, path.stem, args.outlines)
-                    rows.append({"image": path.name, **analysis.measurement_row})
+                    rows.append({"image": path.name, **analysis.rounded_row})
+                    object_rows.extend(analysis.object_rows(path.name))
                 except ValueError as error:
                     failures.append((path.name, str(error)))
             bar.update_to(start + len(chunk))
@@ -351,6 +353,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bar.close()
     if rows:
         _write_table(out / "measurements.csv", rows)
+    if object_rows:
+        _write_table(out / "objects.csv", object_rows)
     print(f"{len(rows)} image(s) written to {out}")
     return _failures_exit(failures)
 
