@@ -140,6 +140,7 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         if action:
             st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
             st.rerun()
+        st.caption(f"Now: {appstate.key_measurements(outcome.analysis)}")
         st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
                    f"the corrected {words['target']} and say so." if edits.any else
                    f"Draw a region, then add it to the {words['target']} or remove it. Nothing changes until you "

@@ -1056,24 +1056,27 @@ def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseli
 
 
 def evaluation_key(choice: ModelChoice, images_dir: str | Path, masks_dir: str | Path, *, with_baseline: bool,
-                   with_hd95: bool, worst_count: int) -> tuple:
-    """The key of an evaluation in the app's task registry: everything its result depends on."""
+                   with_hd95: bool, worst_count: int, compare: ModelChoice | None = None) -> tuple:
+    """The key of an evaluation in the app's task registry: everything its result depends on (``compare``:
+    the model scored beside it instead of the classical baseline)."""
     return ("evaluate", choice.key, str(Path(images_dir).resolve()), str(Path(masks_dir).resolve()),
-            bool(with_baseline), bool(with_hd95), int(worst_count))
+            bool(with_baseline), bool(with_hd95), int(worst_count), compare.key if compare else None)
 
 
 def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | None, with_hd95: bool,
-                    worst_count: int, model: str, folder: str) -> Callable[[Progress], dict[str, Any]]:
+                    worst_count: int, model: str, folder: str, baseline_name: str = "classical baseline"
+                    ) -> Callable[[Progress], dict[str, Any]]:
     """The work of an evaluation for :meth:`moleseg.engine.tasks.TaskRegistry.submit`: the
     :func:`evaluate_with_baseline` result of ``report``'s pairs (a :class:`moleseg.core.pairing.PairingReport`)
-    with ``model``, ``folder`` and the pairing summary added."""
+    with ``model``, ``folder``, ``baseline_name`` (the classical baseline, or the model compared with)
+    and the pairing summary added."""
     def work(progress: Progress) -> dict[str, Any]:
         result = evaluate_with_baseline(segmenter, report.pairs, baseline=baseline, with_hd95=with_hd95,
                                         worst_count=worst_count,
                                         progress=lambda done, total, what: progress(done, total,
                                                                                     f"{what}: {done}/{total}"))
         overlap = training_overlap(segmenter.info, [pair.image for pair in report.pairs])
-        return {**result, "model": model, "folder": folder, "pairing": report.summary(),
+        return {**result, "model": model, "folder": folder, "baseline_name": baseline_name, "pairing": report.summary(),
                 "training_overlap": overlap.warning()}
 
     return work
