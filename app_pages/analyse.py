@@ -1,4 +1,5 @@
-"""Analyse: upload mole images, see the lesion and its border, measurements, and export them."""
+"""Analyse: upload mole (or cell) images, see the lesion (or every cell) and its border, measurements, a
+grid and summary of many images, correct by hand, and export them."""
 
 from __future__ import annotations
 
@@ -6,25 +7,26 @@ from datetime import datetime
 
 import streamlit as st
 
-from moleseg.app import appstate, ui
+from moleseg.app import appstate, charts, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
-from moleseg.engine.pipeline import OverlayStyle
+from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
 from moleseg.core.targets import SHAPES
 
-st.title("Analyse mole images")
 ui.no_model_notice()
 choice = ui.model_picker("analyse_model")
+words = subject_words(choice.n_classes)  # cells models speak of cells and nuclei, not moles
+st.title(f"Analyse {words['images']}")
 ui.show_model_info(choice)
 
 limit = ui.upload_limit_mb()
 mode = st.radio("Upload", ["files", "a folder"], horizontal=True, key="analyse_mode",
                 help="Choose a folder to upload every image in it (and its sub-folders).")
 files = st.file_uploader(
-    "Mole images" if mode == "files" else "A folder of mole images",
+    words["images"].capitalize() if mode == "files" else f"A folder of {words['images']}",
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
@@ -100,7 +102,7 @@ CANVAS_MAX_WIDTH = 640
 
 
 def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
-    """Draw on the image in view to add to or remove from its lesion; undo; reset to the model's result."""
+    """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result."""
     from PIL import Image
     from streamlit_drawable_canvas import st_canvas
 
@@ -126,9 +128,9 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         strokes = appstate.canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         add, remove, undo, reset = st.columns(4)
         action = None
-        if add.button("Add to the lesion", disabled=not strokes, key="analyse_draw_add"):
+        if add.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
             action = edits.push(strokes, add=True)
-        if remove.button("Remove from the lesion", disabled=not strokes, key="analyse_draw_remove"):
+        if remove.button(f"Remove from the {words['target']}", disabled=not strokes, key="analyse_draw_remove"):
             action = edits.push(strokes, add=False)
         if undo.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
             action = edits.undo()
@@ -138,9 +140,11 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         if action:
             st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
             st.rerun()
+        st.caption(f"Now: {appstate.key_measurements(outcome.analysis)}")
         st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
-                   "the corrected lesion and say so." if edits.any else
-                   "Draw a region, then add it to the lesion or remove it. Nothing changes until you click.")
+                   f"the corrected {words['target']} and say so." if edits.any else
+                   f"Draw a region, then add it to the {words['target']} or remove it. Nothing changes until you "
+                   "click.")
 
 
 def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
@@ -180,7 +184,7 @@ style = OverlayStyle(fill_color=appstate.hex_to_rgb(fill_hex), border_color=apps
                      fill_opacity=fill_opacity, border_opacity=border_opacity)
 
 if not files:
-    st.info("Drop one or more mole images above to analyse them.")
+    st.info(f"Drop one or more {words['images']} above to analyse them.")
     st.stop()
 
 segmenter = ui.load_segmenter(choice)
@@ -212,9 +216,38 @@ created = datetime.now().astimezone()
 
 # ---- results --------------------------------------------------------------------------------------
 st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes) != 1 else ''})")
+
+
+def show_image(key: str) -> None:
+    """Callback of a thumbnail's button: that image in view below."""
+    st.session_state["analyse_shown"] = key
+
+
+def batch_view(good: list[appstate.ImageOutcome]) -> None:
+    """Many images at once: a grid of thumbnails with their overlays and key measurements, the table of
+    every measurement, and the batch summary."""
+    grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"])
+    with grid:
+        for start in range(0, len(good), appstate.GRID_COLUMNS):
+            cells = st.columns(appstate.GRID_COLUMNS)
+            for cell, item in zip(cells, good[start:start + appstate.GRID_COLUMNS]):
+                cell.image(appstate.thumbnail(item.analysis), width="stretch",
+                           caption=f"{item.name}: {appstate.key_measurements(item.analysis)}")
+                cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
+                            width="stretch")
+    with table:
+        st.dataframe(appstate.batch_table(good), hide_index=True, width="stretch", row_height=30)
+    with summary:
+        st.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
+                   "images where it is defined.")
+        st.dataframe(appstate.batch_summary(good), hide_index=True, width="stretch",
+                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                                    "images": st.column_config.NumberColumn("Images", width="small"),
+                                    "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median", "max": "Max"})
+
+
 if len(good) > 1:
-    rows = appstate.outcome_rows(good)
-    st.dataframe(rows, hide_index=True, width="stretch")
+    batch_view(good)
     names = {o.key: o.name for o in good}
     if st.session_state.get("analyse_shown") not in names:
         st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
@@ -228,7 +261,7 @@ if analysis.error:
     st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
 left, right = st.columns(2)
 left.image(analysis.overlay, width="stretch",
-           caption=f"{outcome.name}: lesion and border ({segmenter.name}"
+           caption=f"{outcome.name}: {words['many' if analysis.cells else 'one']} and border ({segmenter.name}"
                    + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
@@ -239,34 +272,49 @@ st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, bor
            f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
            f"{'only' if used.largest_component else 'off'}; "
            + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
-              f"lesion where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
+              f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
 if analysis.measurements:
     st.dataframe(appstate.measurement_table(analysis), hide_index=True, width="stretch",
-                 column_config={"measurement": st.column_config.TextColumn(width="medium"),
-                                "value": st.column_config.TextColumn(width="small"),
-                                "unit": st.column_config.TextColumn(width="small"),
-                                "meaning": st.column_config.TextColumn(width=560)})
+                 column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                                "value": st.column_config.TextColumn("Value", width="small"),
+                                "unit": st.column_config.TextColumn("Unit", width="small"),
+                                "meaning": st.column_config.TextColumn("Meaning", width=560)})
+if analysis.cells and analysis.objects:
+    area_unit = "mm²" if analysis.pixel_size_mm else "px²"
+    st.plotly_chart(charts.size_histogram(appstate.object_areas(analysis), area_unit,
+                                          f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
+                    key="analyse_size_histogram")
 
 st.markdown("**Export this image**")
 one, two, three = st.columns(3)
 one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
                     file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
                     on_click="ignore")
-two.download_button("Lesion mask (PNG)",
+two.download_button(f"{words['mask']} (PNG)",
                     data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
                     file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask", on_click="ignore")
 three.download_button("Report (PDF)",
                       data=lambda o=outcome: o.analysis.pdf(o.name, model_version=version, created=created),
                       file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
                       on_click="ignore")
+outlines = appstate.outline_downloads(outcome)
+for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
+    column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
+                           key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
+                           help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
+                                "in ImageJ / Fiji, the SVG in any drawing program.")
 
 st.markdown("**Export all images**")
-one, two = st.columns(2)
+objects_csv = appstate.objects_csv_bytes(outcomes)
+one, two, *rest = st.columns(3 if objects_csv else 2)
 one.download_button("Measurements of all images (CSV)", data=appstate.measurements_csv_bytes(outcomes, segmenter.name),
                     file_name="measurements.csv", mime="text/csv", key="analyse_dl_csv", on_click="ignore")
 two.download_button("Everything (ZIP: PNGs, PDF reports, CSV)",
                     data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created),
                     file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip", on_click="ignore")
+if objects_csv:
+    rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv", mime="text/csv",
+                            key="analyse_dl_objects", on_click="ignore")
 st.caption("Research software: not a medical device, not for diagnosis.")
 
 # ---- save to records (History page) ---------------------------------------------------------------

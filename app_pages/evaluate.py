@@ -1,5 +1,6 @@
 """Evaluate: score a model against true masks (FM, CM, CR, Jaccard, HD95), beside the classical
-baseline, show the worst images, and compare training runs side by side."""
+baseline or another model (e.g. the model before and after fine-tuning on the corrections), show the
+worst images, and compare training runs side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import streamlit as st
 
 from moleseg.app import appstate, charts, ui
 from moleseg.app.appstate import CLASSICAL_SPECS
-from moleseg.core.config import runs_dir
+from moleseg.core.config import corrections_dir, runs_dir
+from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
@@ -23,10 +25,21 @@ prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
                        help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'.")
+corrected = corrections_pairs(corrections_dir())
+if corrected:
+    st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
+              on_click=lambda: st.session_state.update(evaluate_folder=str(corrections_dir())),
+              help="The images saved from the Analyse page with their corrected masks.")
+others = {c.spec: c for c in appstate.model_choices() if c.spec != choice.spec and c.kind != "classical"}
+compare_spec = st.selectbox("Compare with", [""] + list(others), key="evaluate_compare",
+                            format_func=lambda spec: others[spec].label if spec else "no other model",
+                            help="Score another model on the same images beside it, e.g. the model before and "
+                                 "after fine-tuning on your corrections. It takes the classical baseline's place.")
+compare = others.get(compare_spec)
 a, b, c = st.columns(3)
 is_classical = choice.kind == "classical"
 with_baseline = a.checkbox("Classical baseline beside it", not is_classical, key="evaluate_baseline",
-                           disabled=is_classical)
+                           disabled=is_classical or compare is not None)
 with_hd95 = b.checkbox("HD95 (slower)", True, key="evaluate_hd95")
 worst_count = c.number_input("Worst images shown", 0, 20, 4, key="evaluate_worst")
 
@@ -45,14 +58,16 @@ def show_evaluation(result: dict) -> None:
     cells = st.columns(3)
     cells[0].metric("Images", summary["n"])
     cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
+    baseline_name = result.get("baseline_name", "classical baseline")
     if baseline and baseline.get("n"):
-        cells[2].metric("Classical baseline mean FM", f"{baseline['fm']['mean']:.4f}",
+        cells[2].metric(f"{baseline_name[:1].upper()}{baseline_name[1:]}: mean FM", f"{baseline['fm']['mean']:.4f}",
                         delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
     st.plotly_chart(charts.fm_per_image(appstate.per_image_fm(summary),
                                         appstate.per_image_fm(baseline) if baseline else None,
-                                        model_name=result["name"]), key="evaluate_fm_chart")
-    st.dataframe(appstate.summary_rows(summary, baseline, model_name=result["name"]), hide_index=True,
-                 width="stretch")
+                                        model_name=result["name"], baseline_name=baseline_name),
+                    key="evaluate_fm_chart")
+    st.dataframe(appstate.summary_rows(summary, baseline, model_name=result["name"],
+                                       baseline_name=baseline_name), hide_index=True, width="stretch")
     with st.expander("Every image"):
         st.dataframe(summary["per_image"], hide_index=True, width="stretch")
     if result["pictures"]:
@@ -72,16 +87,18 @@ if st.button("Evaluate", type="primary", key="evaluate_run"):
         st.error(str(error))
     else:
         segmenter = ui.load_segmenter(choice)
-        baseline = None
-        if segmenter is not None and with_baseline and not is_classical:
+        baseline, baseline_name = None, "classical baseline"
+        if segmenter is not None and compare is not None:
+            baseline, baseline_name = ui.load_segmenter(compare), compare.label
+        elif segmenter is not None and with_baseline and not is_classical:
             baseline = ui.load_segmenter(appstate.ModelChoice(spec=CLASSICAL_SPECS[segmenter.n_classes],
                                                               label="classical baseline", kind="classical"))
         if segmenter is not None:
             key = appstate.evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
-                                          with_hd95=with_hd95, worst_count=int(worst_count))
+                                          with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
             ui.task_registry().submit(key, appstate.evaluation_task(
                 segmenter, report, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
-                model=choice.label, folder=folder), restart=True)
+                model=choice.label, folder=folder, baseline_name=baseline_name), restart=True)
             st.session_state["evaluate_task"] = key
 
 if "evaluate_task" in st.session_state:

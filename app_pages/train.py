@@ -6,9 +6,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import charts, ui
+from moleseg.app import appstate, charts, ui
 from moleseg.engine import jobs
-from moleseg.core.config import runs_dir
+from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, runs_dir
+from moleseg.engine.finetune import corrections_pairs, finetune_config
 from moleseg.engine.runs import RunFiles, read_history, read_json
 from moleseg.engine.session import dataset_list
 from moleseg.core import options
@@ -118,6 +119,46 @@ if shown is None and jobs.list_jobs(RUNS):  # e.g. after a browser refresh: the 
 if shown is not None and shown.is_dir():
     active = jobs.read_job(shown).active
     st.fragment(run_every=2.0 if active else None)(progress_panel)(shown)
+
+# ---- fine-tuning on the corrections dataset ---------------------------------------------------------
+def finetune_section() -> None:
+    """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
+    st.subheader("Fine-tune on my corrections")
+    folder = st.text_input("Corrections dataset", str(corrections_dir()), key="train_finetune_folder",
+                           help="The folder the Analyse page's 'Save to my dataset' writes: images/ and masks/.")
+    count = corrections_pairs(folder)
+    if not count:
+        st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
+                   "dataset, then fine-tune the model on it here.")
+        return
+    models = [c for c in appstate.model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
+    if not models:
+        st.caption("No network model to fine-tune.")
+        return
+    specs = [c.spec for c in models]
+    current = st.session_state.get(ui.MODEL_KEY)
+    spec = st.selectbox("Model to fine-tune", specs, index=specs.index(current) if current in specs else 0,
+                        format_func={c.spec: c.label for c in models}.get, key="train_finetune_model",
+                        help="Starts from this model's weights and keeps its network, targets and cleanup.")
+    a, b = st.columns(2)
+    with_data = a.checkbox("Also the data it was trained on", key="train_finetune_with_data",
+                           help="Adds the training folders the model file records (those still on this "
+                                "machine), so that it does not forget them; slower.")
+    epochs = b.number_input("Epochs", 1, 200, FINETUNE_EPOCHS, key="train_finetune_epochs")
+    st.caption(f"{count} corrected image(s) in {folder}. The new model appears in every model picker; compare "
+               "it with the old one on the Evaluate page ('Compare with').")
+    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(jobs.active_training(RUNS))):
+        try:
+            config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs))
+            run_dir = jobs.start_training(config, RUNS, name=config["name"])
+        except (jobs.TrainingBusy, ValueError, OSError) as error:
+            st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
+        else:
+            st.session_state["train_run"] = str(run_dir)
+            st.rerun()
+
+
+finetune_section()
 
 # ---- options ---------------------------------------------------------------------------------------
 st.subheader("New training")

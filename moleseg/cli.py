@@ -430,6 +430,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     stems = dict(zip(files, output_stems(files)))
     rows: list[dict] = []
     stopped: str | None = None
+    object_rows: list[dict] = []  # cells models: one row per cell / nucleus
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -466,7 +467,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if analysis.error:
                     _say(args, f"{printable(path.name)}: {analysis.error}")
                 rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.measurement_row})
+                             **analysis.rounded_row})
+                object_rows.extend(analysis.object_rows(stems[path]))
             bar.update_to(start + len(chunk))
             if stopped:
                 break
@@ -475,6 +477,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if rows:
         try:
             _write_table(out / "measurements.csv", rows)
+            if object_rows:
+                _write_table(out / "objects.csv", object_rows)
         except OSError as error:
             raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but measurements.csv "
                                f"could not be written ({error.strerror or error})") from error

@@ -286,3 +286,57 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     assert saved[:10, :20].all()
     record = json.loads((tmp_path / "mine" / "provenance" / "a.json").read_text())
     assert record["status"] == "corrected by hand" and record["model"] == "classical"
+
+
+def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
+    from moleseg.app import appstate
+
+    files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
+             for name, seed in (("a", 1), ("b", 2), ("c", 5))]
+    outcomes = upload(at, files)
+    assert not at.exception
+    grid_buttons = [b for b in at.button if b.key and b.key.startswith("analyse_grid_")]
+    assert len(grid_buttons) == 3
+    assert appstate.key_measurements(outcomes[0].analysis).startswith("Area ")
+    assert appstate.thumbnail(outcomes[0].analysis, 56).shape[:2] == (48, 56)  # 96 x 112 halved
+    table = appstate.batch_table(outcomes)
+    headings = list(table[0])
+    assert headings[0] == "Image" and "Area (px\u00b2)" in headings and "Compactness index" in headings
+    assert not any("_" in heading for heading in headings)  # no machine keys shown
+    assert all(value not in ("None", "nan") for row in table for value in row.values())
+    summary = {row["measurement"]: row for row in appstate.batch_summary(outcomes)}
+    areas = [o.analysis.measurement_row["area_px"] for o in outcomes]
+    assert summary["Area (px\u00b2)"]["images"] == 3
+    assert float(summary["Area (px\u00b2)"]["mean"].replace(",", "")) == pytest.approx(np.mean(areas), abs=0.05)
+    assert float(summary["Area (px\u00b2)"]["sd"].replace(",", "")) == pytest.approx(np.std(areas), abs=0.05)
+    grid_buttons[1].click().run()
+    assert at.session_state["analyse_shown"] == outcomes[1].key
+    downloads = appstate.outline_downloads(outcomes[1])
+    assert [name for _, name, _, _ in downloads] == ["b_outline.geojson", "b_outline.roi", "b_outline.svg"]
+    assert json.loads(downloads[0][2])["type"] == "FeatureCollection"
+
+
+def test_cells_mode_counts_and_measures_every_object(at):
+    from moleseg.app import appstate
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images
+
+    rows, cols = np.mgrid[:160, :200]
+    image = np.full((160, 200, 3), 30, np.uint8)  # dark field, bright nuclei
+    for row, col, radius in ((40, 40, 15), (50, 130, 20), (120, 70, 18), (115, 160, 14)):
+        image[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2] = 220
+    analysis = analyse_images(ClassicalSegmenter(n_classes=2), [image])[0]
+    assert analysis.cells and len(analysis.objects) == 4
+    assert analysis.measurement_row["object_count"] == 4
+    assert "lesion" not in " ".join(m.label + m.meaning for m in analysis.measurements).lower()
+    outcome = appstate.ImageOutcome(name="nuclei.png", analysis=analysis, stem="nuclei", key="k")
+    objects = list(csv.DictReader(io.StringIO(appstate.objects_csv_bytes([outcome]).decode())))
+    assert [row["object"] for row in objects] == ["1", "2", "3", "4"]
+    assert "Cells / nuclei counted 4" in appstate.key_measurements(analysis)
+    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle([outcome], "classical2")))
+    assert "objects.csv" in bundle.namelist()
+    at.selectbox(key="analyse_model").set_value("classical2").run()
+    assert "cell images" in at.title[0].value
+    at.file_uploader(key="analyse_upload_files").set_value(("nuclei.png", png_bytes(image), "image/png")).run()
+    assert not at.exception
+    assert "Remove from the cells" in [button.label for button in at.button]

@@ -255,3 +255,49 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     assert len(pdf) > 10_000
     assert page.locator("[data-testid=stException]").count() == 0
     context.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# correcting a border by hand on the drawing canvas
+
+def _area_px(page) -> int:
+    """The lesion area the hand-correction block shows ("Now: Area 1,234 px² · ...")."""
+    text = page.locator("[data-testid=stCaptionContainer]:has-text('Now: Area')").first.inner_text()
+    match = re.search(r"Area ([\d,]+) px", text)
+    assert match, text
+    return int(match.group(1).replace(",", ""))
+
+
+def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follows(server, browser, tmp_path):
+    picture = tmp_path / "mole.png"
+    picture.write_bytes(png_bytes(mole_image(160, 200, seed=3)[0]))  # 200 px wide: canvas px = image px
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(f"{server}/analyse", timeout=60_000)
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    page.wait_for_selector("text=Export this image", timeout=60_000)
+    _wait_until_idle(page)
+    page.locator("[data-testid=stExpander] summary:has-text('Correct the border by hand')").click()
+    page.wait_for_selector("text=Now: Area", timeout=30_000)
+    before = _area_px(page)
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(state="visible", timeout=30_000)
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and round(box["width"]) == 200
+    corners = [(8, 8), (58, 8), (58, 38), (8, 38), (8, 8)]  # a 50 x 30 px corner, closed on its first vertex
+    for x, y in corners:
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        page.wait_for_timeout(150)
+    add = page.locator("button:has-text('Add to the lesion')")
+    page.wait_for_function("() => [...document.querySelectorAll('button')].some(b => "
+                           "b.innerText.includes('Add to the lesion') && !b.disabled)", timeout=30_000)
+    add.click()
+    page.wait_for_selector("text=1 hand edit(s)", timeout=60_000)
+    _wait_until_idle(page)
+    after = _area_px(page)
+    assert after - before == pytest.approx(50 * 30, rel=0.1), (before, after)  # the mole does not reach the corner
+    assert page.locator("[data-testid=stImage]").first.inner_text().endswith("corrected by hand)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "analyse-hand-correction.png"), full_page=True)
+    assert page.locator("[data-testid=stException]").count() == 0

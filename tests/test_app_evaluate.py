@@ -126,3 +126,26 @@ def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
     assert result["summary"]["fm"] == result["baseline"]["fm"]
     assert len(result["worst"]) == len(result["pictures"]) == 1
     assert calls[0] == "classical" and calls[-1] == "baseline classical"
+
+
+def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_folders, monkeypatch, tmp_path):
+    import numpy as np
+
+    from moleseg.core.dataset import save_pair
+
+    corrections = tmp_path / "corrections"
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(corrections))
+    mask = np.zeros((40, 50), bool)
+    mask[10:30, 10:40] = True
+    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask, {"status": "corrected by hand"})
+    with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 64}))
+    at = app_test(PAGE_FILES["evaluate"])
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.button(key="evaluate_use_corrections").click().run()
+    assert at.text_input(key="evaluate_folder").value == str(corrections)
+    compare = at.selectbox(key="evaluate_compare")
+    assert compare.options == ["no other model", "dermoscopy (shipped, dermoscopy, 3 classes)"]
+    compare.set_value(str(app_folders["models"] / "dermoscopy.keras")).run()
+    assert at.checkbox(key="evaluate_baseline").disabled
+    assert not at.exception

@@ -292,3 +292,27 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     assert jobs.active_training(app_folders["runs"]) is None
     at.run()
     assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))
+
+
+def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folders, monkeypatch, tmp_path):
+    import numpy as np
+
+    from moleseg.core.dataset import save_pair
+
+    corrections = tmp_path / "corrections"
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(corrections))
+    at = app_test(PAGE_FILES["train"])
+    assert not at.exception
+    assert any("No corrected image there yet" in text for text in texts(at.caption))
+    mask = np.zeros((40, 50), bool)
+    mask[10:30, 10:40] = True
+    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask, {"status": "corrected by hand"})
+    with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 64,
+                                                     "model": {"input_size": 64, "n_classes": 3}}))
+    at.run()
+    assert not at.exception
+    picker = at.selectbox(key="train_finetune_model")
+    assert picker.value == str(app_folders["models"] / "dermoscopy.keras")
+    assert any("1 corrected image(s)" in text for text in texts(at.caption))
+    assert at.button(key="train_finetune_start").label == "Fine-tune"

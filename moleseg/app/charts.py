@@ -1,4 +1,5 @@
-"""Plotly figures of the app: training curves (like Matlab's training-progress window) and FM per image."""
+"""Plotly figures of the app: training curves (like Matlab's training-progress window), FM per image and
+the size distribution of cells."""
 
 from __future__ import annotations
 
@@ -58,4 +59,15 @@ def fm_per_image(rows: Sequence[tuple[str, float]], baseline: Sequence[tuple[str
                          yaxis={"range": [0, 1.02], "title": "FM"},
                          xaxis={"title": "image (sorted by the model's FM)", "showticklabels": len(names) <= 40},
                          legend={"orientation": "h", "y": 1.1})
+    return figure
+
+
+def size_histogram(areas: Sequence[float], unit: str = "px\u00b2", title: str = ""):
+    """Histogram of the object areas of a cells image (count of objects per area bin)."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Histogram(x=list(areas), nbinsx=min(40, max(5, len(areas) // 3)), name="objects"))
+    figure.update_layout(height=300, margin={"l": 40, "r": 10, "t": 40 if title else 20, "b": 40},
+                         title=title or None, xaxis={"title": f"area ({unit})"},
+                         yaxis={"title": "cells / nuclei"}, bargap=0.05)
     return figure

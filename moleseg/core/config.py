@@ -115,3 +115,8 @@ def corrections_dir() -> Path:
     """:data:`CORRECTIONS_DIR`, or ``MOLESEG_CORRECTIONS_DIR`` when it is set now (read at every call)."""
     value = os.environ.get("MOLESEG_CORRECTIONS_DIR")
     return Path(value) if value else CORRECTIONS_DIR
+
+#: Fine-tuning a model on the corrections dataset: epochs and learning rate (per step; a tenth of a
+#: training from ImageNet, so that a few corrected images adjust the model without undoing it).
+FINETUNE_EPOCHS: int = 8
+FINETUNE_LEARNING_RATE: float = 1e-4

@@ -65,12 +65,21 @@ from skimage.measure import perimeter_crofton, regionprops
 
 from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
 from moleseg.core.metrics import contour
+from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
-__all__ = ["Measurement", "colour_measurements", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry"]
+__all__ = ["Measurement", "colour_measurements", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
+           "decimals"]
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
+#: Decimals written and shown, by unit: pixel lengths to 0.1 px, millimetres to 0.001 mm (1 µm; areas to
+#: 0.0001 mm², fine enough for nuclei), shares to 0.1 %. Pixel areas and counts are whole numbers; dimensionless ratios get :data:`RATIO_DECIMALS`.
+UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 4, "%": 1}
+#: Decimals of dimensionless ratios (compactness, asymmetry, fractal dimension, variegation).
+RATIO_DECIMALS: int = 3
+#: Keys whose values are counts (whole numbers), and ``area`` (a pixel area given in ``px``).
+WHOLE_NUMBER_KEYS: frozenset[str] = frozenset({"area", "n_components", "colour_count", "object_count"})
 #: Smallest box size used by the box-counting fractal dimension, in pixels.
 MIN_BOX_PX: int = 2
 
@@ -105,6 +114,43 @@ class Measurement:
         ``compactness``)."""
         suffix = UNIT_COLUMN_SUFFIX.get(self.unit, self.unit)
         return f"{self.key}_{suffix}" if suffix else self.key
+
+    @property
+    def decimals(self) -> int:
+        """Decimals this value is written and shown with (:func:`decimals`)."""
+        return decimals(self.key, self.unit)
+
+    @property
+    def rounded(self) -> float | int:
+        """The value rounded to :attr:`decimals` (an ``int`` when that is 0; NaN and infinities kept)."""
+        if not math.isfinite(self.value):
+            return float(self.value)
+        places = self.decimals
+        return int(round(self.value)) if places == 0 else round(float(self.value), places)
+
+    @property
+    def text(self) -> str:
+        """The value for people: :attr:`decimals` places, thousands separated, ``"—"`` when undefined."""
+        if not math.isfinite(self.value):
+            return "—"
+        return f"{self.rounded:,.{self.decimals}f}"
+
+    @property
+    def heading(self) -> str:
+        """A table heading with the unit: ``"Area (px²)"``, ``"Perimeter (mm)"``, ``"Compactness index"``."""
+        unit = display_unit(self.key, self.unit)
+        return f"{self.label} ({unit})" if unit else self.label
+
+
+def decimals(key: str, unit: str) -> int:
+    """Decimals of a measurement: 0 for counts and pixel areas, :data:`UNIT_DECIMALS` for lengths, areas
+    in mm² and shares, :data:`RATIO_DECIMALS` for dimensionless ratios."""
+    if unit == "px" and key in WHOLE_NUMBER_KEYS:
+        return 0
+    if unit in UNIT_DECIMALS:
+        return UNIT_DECIMALS[unit]
+    return 0 if key in WHOLE_NUMBER_KEYS else RATIO_DECIMALS
+
 
 
 def fractal_dimension(lesion: np.ndarray) -> float:
@@ -388,11 +434,13 @@ def colour_measurements(image: np.ndarray, lesion: np.ndarray) -> list[Measureme
     return measurements
 
 
-def measurements_row(measurements: list[Measurement]) -> dict[str, float]:
+def measurements_row(measurements: list[Measurement], *, rounded: bool = False) -> dict[str, float]:
     """Flatten measurements to ``{column: value}`` for a CSV row.
 
     The column is the key with the unit appended (``area_px``, ``area_mm2``, ``perimeter_mm``);
-    dimensionless values keep their bare key (``compactness``, ``n_components``).
+    dimensionless values keep their bare key (``compactness``, ``n_components``). With ``rounded``, each
+    value is :attr:`Measurement.rounded` (pixel areas and counts as integers, lengths to 0.1 px or
+    0.01 mm, ratios to 3 decimals), as the CSV exports write them.
 
     Raises
     ------
@@ -404,5 +452,5 @@ def measurements_row(measurements: list[Measurement]) -> dict[str, float]:
         column = measurement.column
         if column in row:
             raise ValueError(f"two measurements share the column {column!r}")
-        row[column] = float(measurement.value)
+        row[column] = measurement.rounded if rounded else float(measurement.value)
     return row

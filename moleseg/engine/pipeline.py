@@ -21,13 +21,29 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.config import MIN_IMAGE_SIDE_PX
 from moleseg.core.imageio import encode_png
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
+from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
 
+#: What the app and the exports call the segmented objects, by number of classes (3: moles, 2: cells).
+SUBJECT_WORDS: dict[int, dict[str, str]] = {
+    3: {"one": "lesion", "many": "lesions", "image": "mole image", "images": "mole images",
+        "none": "no lesion found in this image", "corrected": "lesion corrected by hand", "target": "lesion",
+        "mask": "Lesion mask"},
+    2: {"one": "cell or nucleus", "many": "cells and nuclei", "image": "cell image", "images": "cell images",
+        "none": "no cells or nuclei found in this image", "corrected": "cells corrected by hand", "target": "cells",
+        "mask": "Cells mask"},
+}
+
 #: What every export of a lesion corrected by hand says.
-CORRECTED_NOTE = "lesion corrected by hand"
+CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
+
+
+def subject_words(n_classes: int | None) -> dict[str, str]:
+    """How to speak of what a model segments (:data:`SUBJECT_WORDS`; moles unless it has two classes)."""
+    return SUBJECT_WORDS[2 if n_classes == 2 else 3]
 
 
 @dataclass
@@ -53,6 +69,7 @@ class Analysis:
     measurements: list[Measurement] = field(default_factory=list)
     error: str | None = None
     corrected_by_hand: bool = False
+    objects: list[CellObject] = field(default_factory=list)
 
     @property
     def overlay(self) -> np.ndarray:
@@ -68,7 +85,25 @@ class Analysis:
 
     @property
     def measurement_row(self) -> dict[str, float]:
+        """``{column: value}`` of the measurements, at full precision."""
         return measurements_row(self.measurements) if self.measurements else {}
+
+    @property
+    def rounded_row(self) -> dict[str, float]:
+        """``{column: value}`` of the measurements rounded as the CSV writes them."""
+        return measurements_row(self.measurements, rounded=True) if self.measurements else {}
+
+    def object_rows(self, image_name: str = "") -> list[dict[str, Any]]:
+        """One row per cell / nucleus (two-class models; empty otherwise), for ``objects.csv``
+        (:func:`moleseg.core.objects.object_rows`)."""
+        from moleseg.core.objects import object_rows
+
+        return object_rows(self.objects, image=image_name, pixel_size_mm=self.pixel_size_mm)
+
+    @property
+    def words(self) -> dict[str, str]:
+        """How this analysis speaks of what it found (:func:`subject_words`)."""
+        return subject_words(self.n_classes)
 
     def recleaned(self, segmenter: Segmenter, settings: CleanupSettings | None,
                   pixel_size_mm: float | None = None, style: OverlayStyle | None = None, *,
@@ -96,7 +131,7 @@ class Analysis:
         """What the exports say besides the measurements: no lesion found, corrected by hand."""
         parts = [self.error] if self.error else []
         if self.corrected_by_hand:
-            parts.append(CORRECTED_NOTE)
+            parts.append(self.words["corrected"])
         return "; ".join(parts) or None
 
     def files(self, stem: str) -> dict[str, bytes]:
@@ -157,13 +192,21 @@ class Analysis:
 
 
 def _measured(analysis: Analysis) -> Analysis:
+    """The analysis with its measurements: of the lesion (three classes), or of every object and the
+    field (two classes, :mod:`moleseg.core.objects`)."""
     segmentation = analysis.segmentation
-    if segmentation.lesion.any():
+    if analysis.cells:
+        analysis.objects = find_objects(segmentation.lesion)
+        analysis.measurements = field_measurements(analysis.objects, segmentation.lesion.size,
+                                                   pixel_size_mm=analysis.pixel_size_mm)
+        if not analysis.objects:
+            analysis.error = analysis.words["none"]
+    elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm, image=analysis.image)
     else:
-        analysis.error = "no lesion found in this image"
+        analysis.error = analysis.words["none"]
     return analysis
 
 
