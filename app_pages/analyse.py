@@ -13,6 +13,7 @@ from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle
 from moleseg.core.render import legend
+from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
 
 st.title("Analyse mole images")
@@ -247,6 +248,23 @@ if analysis.measurements:
                                 "unit": st.column_config.TextColumn(width="small"),
                                 "meaning": st.column_config.TextColumn(width=560)})
 
+# ---- the visit: printed on the reports, saved with the record ---------------------------------------
+visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
+if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
+    for name, value in appstate.visit_widget_values(visits.get(outcome.key)).items():
+        st.session_state[f"analyse_save_{name}"] = value
+    st.session_state["analyse_visit_for"] = outcome.key
+st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
+first, second = st.columns(2)
+visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
+                                help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
+                                     "person unless you mean to store it.")
+visit_date = second.date_input("Visit date", key="analyse_save_date")
+visit_site = first.text_input("Body site", key="analyse_save_site")
+visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
+visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
+visits[outcome.key] = visit
+
 st.markdown("**Export this image**")
 one, two, three = st.columns(3)
 one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
@@ -256,42 +274,41 @@ two.download_button("Lesion mask (PNG)",
                     data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
                     file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask", on_click="ignore")
 three.download_button("Report (PDF)",
-                      data=lambda o=outcome: o.analysis.pdf(o.name, model_version=version, created=created),
+                      data=lambda o=outcome, v=visit: o.analysis.pdf(o.name, model_version=version, created=created,
+                                                                     visit=v),
                       file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
                       on_click="ignore")
 
 st.markdown("**Export all images**")
-one, two = st.columns(2)
-one.download_button("Measurements of all images (CSV)", data=appstate.measurements_csv_bytes(outcomes, segmenter.name),
-                    file_name="measurements.csv", mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-two.download_button("Everything (ZIP: PNGs, PDF reports, CSV)",
-                    data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created),
-                    file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip", on_click="ignore")
+one, two, three = st.columns(3)
+one.download_button("Measurements of all images (CSV)",
+                    data=appstate.measurements_csv_bytes(outcomes, segmenter.name, visits),
+                    file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+two.download_button("Settings of the CSV (JSON)",
+                    data=lambda: appstate.measurements_sidecar_bytes(outcomes, version, visits, created),
+                    file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
+                    key="analyse_dl_sidecar", on_click="ignore",
+                    help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
+                         "visit, for each row of the CSV.")
+three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
+                      data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created, visits),
+                      file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
+                      on_click="ignore")
 st.caption("Research software: not a medical device, not for diagnosis.")
 
 # ---- save to records (History page) ---------------------------------------------------------------
-with st.form("analyse_save_form", clear_on_submit=False):
-    st.markdown(f"**Save {outcome.name} to records** (the History page lists and reopens it)")
-    first, second = st.columns(2)
-    save_lesion = first.text_input("Patient / lesion identifier (optional)", key="analyse_save_lesion",
-                                   help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
-                                        "person unless you mean to store it.")
-    save_date = second.date_input("Visit date", key="analyse_save_date")
-    save_site = first.text_input("Body site (optional)", key="analyse_save_site")
-    save_notes = st.text_area("Notes (optional)", key="analyse_save_notes", height=68)
-    if st.form_submit_button("Save to records"):
-        from dataclasses import asdict
+if st.button(f"Save {outcome.name} to records", key="analyse_save",
+             help="The History page lists and reopens it, with the visit above."):
+    from moleseg.engine.records import Records
 
-        from moleseg.engine.records import Records
-
-        try:
-            saved_id = Records().save(
-                analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=save_lesion,
-                visit_date=save_date, body_site=save_site, notes=save_notes, image_name=outcome.name,
-                model_name=segmenter.name, model_version=version, cleanup=asdict(used),
-                lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
-                corrected=False)
-            st.session_state["analyse_saved_id"] = saved_id
-            st.success(f"Saved as record {saved_id}.")
-        except (OSError, ValueError) as error:
-            st.error(f"Could not save: {ui.first_line(error)}")
+    try:
+        saved_id = Records().save(
+            analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+            visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
+            image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
+            lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
+            corrected=analysis.corrected_by_hand)
+        st.session_state["analyse_saved_id"] = saved_id
+        st.success(f"Saved as record {saved_id}.")
+    except (OSError, ValueError) as error:
+        st.error(f"Could not save: {ui.first_line(error)}")

@@ -11,7 +11,6 @@ from moleseg.core.config import IMAGE_EXTENSIONS
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.compare import compare_visits
 
-ui.require_entrypoint()
 st.title("Compare two visits")
 st.caption("The later image is aligned on the earlier one by a rotation and a translation only: a contact "
            "dermatoscope has a fixed magnification. Allow a scale change only when the two were taken at "

@@ -317,6 +317,8 @@ def _outline_formats(text: str) -> tuple[str, ...]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, read_image
+    from moleseg.core.modelinfo import ModelInfo
+    from moleseg.core.report import MEASUREMENTS_CSV, AnalysisSettings, settings_sidecar, sidecar_name
     from moleseg.engine.pipeline import analyse_images
 
     files = _input_files(args.inputs)
@@ -325,6 +327,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failures: list[tuple[str, str]] = []
     rows: list[dict] = []
+    settings: list[tuple[str, AnalysisSettings, None]] = []  # (image, settings, no visit): the CSV's sidecar
+    version = ModelInfo.from_dict(segmenter.info).version_text
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -344,13 +348,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     if args.outlines:
                         analysis.write_outlines(out, path.stem, args.outlines)
                     rows.append({"image": path.name, **analysis.measurement_row})
+                    settings.append((path.name, analysis.settings(version), None))
                 except ValueError as error:
                     failures.append((path.name, str(error)))
             bar.update_to(start + len(chunk))
     finally:
         bar.close()
     if rows:
-        _write_table(out / "measurements.csv", rows)
+        from moleseg.core.atomic import atomic_write
+
+        _write_table(out / MEASUREMENTS_CSV, rows)
+        atomic_write(out / sidecar_name(MEASUREMENTS_CSV), settings_sidecar(MEASUREMENTS_CSV, settings))
     print(f"{len(rows)} image(s) written to {out}")
     return _failures_exit(failures)
 

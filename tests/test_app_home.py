@@ -36,18 +36,17 @@ def test_home_names_an_installed_shipped_model(app_folders, monkeypatch, tmp_pat
 
 
 def test_pages_without_a_network_never_import_tensorflow(tmp_path):
-    """Home, Analyse (classical), Prepare, Train and Evaluate load without importing TensorFlow (checked in a
+    """Home, Analyse (classical), Prepare, Train, Evaluate, History and Compare load without importing TensorFlow (checked in a
     fresh interpreter, since other tests of this process may have imported it)."""
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(APP.parent / 'tests')!r})
         from app_helpers import app_test
         from synthetic import mole_image, png_bytes
-        from app_helpers import app_test, mole_image, png_bytes
         from moleseg.app.ui import PAGE_FILES
         at = app_test()
         assert not at.exception, at.exception
-        for page in ("prepare", "train", "evaluate", "analyse"):
+        for page in ("prepare", "train", "evaluate", "history", "compare", "analyse"):
             at.switch_page(PAGE_FILES[page]).run()
             assert not at.exception, (page, at.exception)
         at.selectbox(key="analyse_model").set_value("classical").run()

@@ -72,9 +72,13 @@ def test_analyse_saves_to_records(isolated):
     assert (record.lesion, record.visit_date, record.notes, record.image_name) == (
         "arm 2", "2026-05-06", "looks stable", "mole.png")
     assert record.model_name == "classical" and record.cleanup["rule"] == "article"
+    assert record.corrected is False and record.pixel_size_mm is None
     opened = Records().open(record.id)
     assert np.array_equal(opened.image, image)
     assert any("Saved as record" in text for text in texts(at.success))
+    outcome = at.session_state["analyse_outcomes"][0]
+    visit = at.session_state["analyse_visits"][outcome.key]  # what the image's PDF, CSV and sidecar print
+    assert (visit.lesion, visit.visit_date, visit.notes) == ("arm 2", "2026-05-06", "looks stable")
 
 
 def test_compare_page_shows_the_figures(isolated, lesion_scene):
