@@ -14,6 +14,7 @@ from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
+from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
 
 ui.no_model_notice()
@@ -285,6 +286,23 @@ if analysis.cells and analysis.objects:
                                           f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
                     key="analyse_size_histogram")
 
+# ---- the visit: printed on the reports, saved with the record ---------------------------------------
+visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
+if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
+    for name, value in appstate.visit_widget_values(visits.get(outcome.key)).items():
+        st.session_state[f"analyse_save_{name}"] = value
+    st.session_state["analyse_visit_for"] = outcome.key
+st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
+first, second = st.columns(2)
+visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
+                                help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
+                                     "person unless you mean to store it.")
+visit_date = second.date_input("Visit date", key="analyse_save_date")
+visit_site = first.text_input("Body site", key="analyse_save_site")
+visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
+visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
+visits[outcome.key] = visit
+
 st.markdown("**Export this image**")
 one, two, three = st.columns(3)
 one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
@@ -294,7 +312,8 @@ two.download_button(f"{words['mask']} (PNG)",
                     data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
                     file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask", on_click="ignore")
 three.download_button("Report (PDF)",
-                      data=lambda o=outcome: o.analysis.pdf(o.name, model_version=version, created=created),
+                      data=lambda o=outcome, v=visit: o.analysis.pdf(o.name, model_version=version, created=created,
+                                                                     visit=v),
                       file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
                       on_click="ignore")
 outlines = appstate.outline_downloads(outcome)
@@ -306,40 +325,38 @@ for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines
 
 st.markdown("**Export all images**")
 objects_csv = appstate.objects_csv_bytes(outcomes)
-one, two, *rest = st.columns(3 if objects_csv else 2)
-one.download_button("Measurements of all images (CSV)", data=appstate.measurements_csv_bytes(outcomes, segmenter.name),
-                    file_name="measurements.csv", mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-two.download_button("Everything (ZIP: PNGs, PDF reports, CSV)",
-                    data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created),
-                    file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip", on_click="ignore")
+one, two, three, *rest = st.columns(4 if objects_csv else 3)
+one.download_button("Measurements of all images (CSV)",
+                    data=appstate.measurements_csv_bytes(outcomes, segmenter.name, visits),
+                    file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+two.download_button("Settings of the CSV (JSON)",
+                    data=lambda: appstate.measurements_sidecar_bytes(outcomes, version, visits, created),
+                    file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
+                    key="analyse_dl_sidecar", on_click="ignore",
+                    help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
+                         "visit, for each row of the CSV.")
+three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
+                      data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created, visits),
+                      file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
+                      on_click="ignore")
 if objects_csv:
     rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv", mime="text/csv",
                             key="analyse_dl_objects", on_click="ignore")
 st.caption("Research software: not a medical device, not for diagnosis.")
 
 # ---- save to records (History page) ---------------------------------------------------------------
-with st.form("analyse_save_form", clear_on_submit=False):
-    st.markdown(f"**Save {outcome.name} to records** (the History page lists and reopens it)")
-    first, second = st.columns(2)
-    save_lesion = first.text_input("Patient / lesion identifier (optional)", key="analyse_save_lesion",
-                                   help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
-                                        "person unless you mean to store it.")
-    save_date = second.date_input("Visit date", key="analyse_save_date")
-    save_site = first.text_input("Body site (optional)", key="analyse_save_site")
-    save_notes = st.text_area("Notes (optional)", key="analyse_save_notes", height=68)
-    if st.form_submit_button("Save to records"):
-        from dataclasses import asdict
+if st.button(f"Save {outcome.name} to records", key="analyse_save",
+             help="The History page lists and reopens it, with the visit above."):
+    from moleseg.engine.records import Records
 
-        from moleseg.engine.records import Records
-
-        try:
-            saved_id = Records().save(
-                analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=save_lesion,
-                visit_date=save_date, body_site=save_site, notes=save_notes, image_name=outcome.name,
-                model_name=segmenter.name, model_version=version, cleanup=asdict(used),
-                lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
-                corrected=False)
-            st.session_state["analyse_saved_id"] = saved_id
-            st.success(f"Saved as record {saved_id}.")
-        except (OSError, ValueError) as error:
-            st.error(f"Could not save: {ui.first_line(error)}")
+    try:
+        saved_id = Records().save(
+            analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+            visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
+            image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
+            lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
+            corrected=analysis.corrected_by_hand)
+        st.session_state["analyse_saved_id"] = saved_id
+        st.success(f"Saved as record {saved_id}.")
+    except (OSError, ValueError) as error:
+        st.error(f"Could not save: {ui.first_line(error)}")

@@ -6,44 +6,81 @@ import json
 
 import streamlit as st
 
-from moleseg.app import ui
+from moleseg.app import followup, ui
 from moleseg.core.config import IMAGE_EXTENSIONS
 from moleseg.core.imageio import ImageReadError, read_image
-from moleseg.engine.compare import compare_visits
+from moleseg.engine.compare import compare_records, compare_visits
+from moleseg.engine.records import Records
 
 st.title("Compare two visits")
 st.caption("The later image is aligned on the earlier one by a rotation and a translation only: a contact "
            "dermatoscope has a fixed magnification. Allow a scale change only when the two were taken at "
            "different magnifications. Descriptive figures only; no diagnosis.")
-choice = ui.model_picker("compare_model")
-kinds = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
-left, right = st.columns(2)
-before_file = left.file_uploader("Before (earlier visit)", type=kinds, key="compare_before")
-after_file = right.file_uploader("After (later visit)", type=kinds, key="compare_after")
+source = st.radio("Visits", [followup.COMPARE_UPLOADS, followup.COMPARE_SAVED], horizontal=True,
+                  key="compare_source")
 one, two = st.columns(2)
 pixel_size = one.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
-                              format="%.4f", key="compare_pixel_size", help="0: pixels only.")
+                              format="%.4f", key="compare_pixel_size",
+                              help="0: pixels only (saved visits: the earlier record's pixel size).")
 allow_scale = two.checkbox("The magnification differs (allow a scale change)", key="compare_allow_scale")
 
-if not (before_file and after_file):
-    st.info("Upload the two images of the same lesion to compare them.")
-    st.stop()
-try:
-    before = read_image(before_file.getvalue(), name=before_file.name)
-    after = read_image(after_file.getvalue(), name=after_file.name)
-except ImageReadError as error:
-    st.error(str(error))
-    st.stop()
-segmenter = ui.load_segmenter(choice)
-if segmenter is None:
-    st.stop()
-try:
-    with st.spinner("Aligning and segmenting..."):
-        comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
-                                    allow_scale=allow_scale)
-except ValueError as error:
-    st.error(ui.first_line(error))
-    st.stop()
+if source == followup.COMPARE_SAVED:
+    try:
+        records = Records()
+    except ValueError as error:
+        st.error(f"Cannot open the records: {ui.first_line(error)}")
+        st.stop()
+    lesions = [summary.lesion for summary in records.lesions() if summary.visits >= 2]
+    if not lesions:
+        st.info("No lesion has two saved visits yet: save analyses on the Analyse page (the History page lists "
+                "them), or upload two images.")
+        st.stop()
+    lesion = st.selectbox("Lesion", lesions, format_func=followup.lesion_label, key="compare_lesion")
+    visits = {record.id: record for record in records.records(lesion)}
+    ids = list(visits)  # newest first
+    left, right = st.columns(2)
+    before_id = left.selectbox("Before (earlier visit)", ids, index=1, key="compare_before_record",
+                               format_func=lambda i: followup.visit_label(visits[i]))
+    after_id = right.selectbox("After (later visit)", ids, index=0, key="compare_after_record",
+                               format_func=lambda i: followup.visit_label(visits[i]))
+    if before_id == after_id:
+        st.info("Pick two different visits.")
+        st.stop()
+    try:
+        with st.spinner("Aligning..."):
+            comparison = compare_records(records.open(before_id), records.open(after_id), allow_scale=allow_scale,
+                                         pixel_size_mm=pixel_size or None)
+    except (KeyError, ValueError) as error:
+        st.error(ui.first_line(error))
+        st.stop()
+    before_name = followup.visit_label(visits[before_id])
+    after_name = followup.visit_label(visits[after_id])
+else:
+    choice = ui.model_picker("compare_model")
+    kinds = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
+    left, right = st.columns(2)
+    before_file = left.file_uploader("Before (earlier visit)", type=kinds, key="compare_before")
+    after_file = right.file_uploader("After (later visit)", type=kinds, key="compare_after")
+    if not (before_file and after_file):
+        st.info("Upload the two images of the same lesion to compare them.")
+        st.stop()
+    try:
+        before = read_image(before_file.getvalue(), name=before_file.name)
+        after = read_image(after_file.getvalue(), name=after_file.name)
+    except ImageReadError as error:
+        st.error(str(error))
+        st.stop()
+    segmenter = ui.load_segmenter(choice)
+    if segmenter is None:
+        st.stop()
+    try:
+        with st.spinner("Aligning and segmenting..."):
+            comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
+                                        allow_scale=allow_scale)
+    except ValueError as error:
+        st.error(ui.first_line(error))
+        st.stop()
+    before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison
 
 for warning in comparison.warnings:
@@ -54,9 +91,14 @@ a.metric("Rotation", f"{registration.rotation_deg:.1f}°")
 b.metric("Translation", f"{registration.translation_px[0]:.0f}, {registration.translation_px[1]:.0f} px")
 c.metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
 d.metric("Area change", f"{comparison.area_change_percent:+.1f} %")
-view = st.radio("View", ["both borders over the aligned after image", "side by side"], horizontal=True,
-                key="compare_view")
-if view == "side by side":
+view = st.radio("View", followup.COMPARE_VIEWS, horizontal=True, key="compare_view")
+if view == followup.VIEW_SWIPE:
+    position = st.slider("Before ← → after", 0, 100, 50, key="compare_swipe",
+                         help="Left of the line: the before image and its border (cyan); right of it: the "
+                              "aligned after image and its border (magenta).")
+    st.image(comparison.swipe_picture(position / 100), width="stretch",
+             caption="Before (cyan border) left of the line, aligned after image (magenta border) right of it")
+elif view == followup.VIEW_SIDE_BY_SIDE:
     st.image(comparison.side_by_side_picture(), width="stretch",
              caption="Before (cyan border) and the aligned after image (magenta border)")
 else:
@@ -64,10 +106,10 @@ else:
              caption="Aligned after image: before border cyan, after border magenta")
 table = comparison.table()
 st.dataframe([dict(zip(table[0], row)) for row in table[1:]], hide_index=True, width="stretch")
-summary = {"before": before_file.name, "after": after_file.name, **comparison.to_json()}
+summary = {"before": before_name, "after": after_name, **comparison.to_json()}
 one, two = st.columns(2)
 one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), file_name="comparison.json",
                     mime="application/json", key="compare_json", on_click="ignore")
-two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_file.name, after_file.name),
+two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_name, after_name),
                     file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
 st.caption("Research software: not a medical device, not for diagnosis.")

@@ -46,13 +46,8 @@ left, right = st.columns(2)
 left.image(followup.saved_overlay(saved), caption=f"{record.image_name or 'image'}: saved border", width="stretch")
 right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
 settings = record.settings()
-st.markdown(
-    f"**Visit** {record.visit_date} · **body site** {record.body_site or '—'} · **saved** {record.saved_at}  \n"
-    f"**Model** {settings['model'] or '—'} ({settings['model_version'] or 'unknown version'}) · "
-    f"**threshold** {'most likely class' if settings['lesion_threshold'] is None else settings['lesion_threshold']}"
-    f" · **pixel size** {str(settings['pixel_size_mm']) + ' mm/px' if settings['pixel_size_mm'] else 'unknown'}"
-    f" · **corrected by hand** {'yes' if settings['corrected_by_hand'] else 'no'}  \n"
-    f"**Cleanup** {', '.join(f'{k} {v}' for k, v in settings['cleanup'].items()) or '—'}")
+st.markdown(f"**Visit** {record.visit_date} · **body site** {record.body_site or '—'} · **saved** {record.saved_at}"
+            "  \n" + "  \n".join(f"**{label}** {text}" for label, text in settings.lines()))
 if record.notes:
     st.markdown(f"**Notes** {record.notes}")
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
@@ -65,8 +60,7 @@ two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="
                     data=lambda: pdf_report(image=saved.image, overlay=followup.saved_overlay(saved),
                                             measurements=record.measurements,
                                             image_name=record.image_name or f"record {chosen}",
-                                            model_name=record.model_name, model_version=record.model_version,
-                                            notes=record.notes or None))
+                                            settings=settings, visit=record.visit()))
 with st.expander("Delete this visit"):
     sure = st.checkbox("Yes, delete this visit and its image and mask files", key="history_delete_sure")
     if st.button("Delete", key="history_delete", disabled=not sure, type="primary"):

@@ -421,6 +421,8 @@ def _disk_full(error: OSError) -> bool:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, read_image
+    from moleseg.core.modelinfo import ModelInfo
+    from moleseg.core.report import MEASUREMENTS_CSV, AnalysisSettings, settings_sidecar, sidecar_name
     from moleseg.engine.pipeline import analyse_images, check_image_side, output_stems
 
     failures: list[tuple[str, str]] = []
@@ -431,6 +433,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows: list[dict] = []
     stopped: str | None = None
     object_rows: list[dict] = []  # cells models: one row per cell / nucleus
+    settings: list[tuple[str, AnalysisSettings, None]] = []  # (image, settings, no visit): the CSV's sidecar
+    version = ModelInfo.from_dict(segmenter.info).version_text
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         for start in range(0, len(files), args.batch_size):
@@ -469,18 +473,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 rows.append({"image": path.name, "source": str(path), "output": stems[path],
                              **analysis.rounded_row})
                 object_rows.extend(analysis.object_rows(stems[path]))
+                settings.append((path.name, analysis.settings(version), None))
             bar.update_to(start + len(chunk))
             if stopped:
                 break
     finally:
         bar.close()
     if rows:
+        from moleseg.core.atomic import atomic_write
+
         try:
-            _write_table(out / "measurements.csv", rows)
+            _write_table(out / MEASUREMENTS_CSV, rows)
+            atomic_write(out / sidecar_name(MEASUREMENTS_CSV), settings_sidecar(MEASUREMENTS_CSV, settings))
             if object_rows:
                 _write_table(out / "objects.csv", object_rows)
         except OSError as error:
-            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but measurements.csv "
+            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but {MEASUREMENTS_CSV} "
                                f"could not be written ({error.strerror or error})") from error
     print(f"{len(rows)} image(s) written to {printable(str(out))}")
     if stopped:

@@ -153,6 +153,42 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     assert page.locator("[data-testid=stException]").count() == 0
 
 
+def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, browser, tmp_path):
+    """Analyse an image, type its visit, save it to records; reload the browser page (a new session) and
+    find the saved visit on the History page, read back from the database."""
+    picture = tmp_path / "arm-mole.png"
+    picture.write_bytes(png_bytes(mole_image(160, 200, seed=5)[0]))
+    page = browser.new_page(viewport={"width": 1300, "height": 1400})
+    page.goto(f"{server}/analyse", timeout=60_000)
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    page.wait_for_selector("text=Export this image", timeout=60_000)
+    _wait_until_idle(page)
+    identifier = page.get_by_role("textbox", name="Patient / lesion identifier")
+    identifier.fill("browser arm 3")
+    identifier.press("Enter")
+    _wait_until_idle(page)
+    notes = page.get_by_role("textbox", name="Notes")
+    notes.fill("seen in the browser test")
+    notes.press("Tab")  # a text area commits when it loses focus
+    _wait_until_idle(page)
+    page.get_by_role("button", name="Save arm-mole.png to records", exact=True).click()
+    page.wait_for_selector("text=Saved as record", timeout=60_000)
+    assert page.locator("[data-testid=stException]").count() == 0
+
+    page.reload(timeout=60_000)  # a new session: nothing of the old one is left in memory
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
+    assert page.locator("text=Export this image").count() == 0
+    page.locator("[data-testid=stSidebarNav] a:has-text('History')").click()
+    page.wait_for_selector("h1:has-text('History')", timeout=60_000)
+    page.wait_for_selector("text=Visits of browser arm 3", timeout=60_000)
+    _wait_until_idle(page)
+    assert page.locator("text=seen in the browser test").count() >= 1  # the notes, read back
+    assert page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')").count() == 1
+    assert page.locator("[data-testid=stException]").count() == 0
+    page.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # the Analyse page, end to end, with the project's models
 

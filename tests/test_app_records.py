@@ -9,6 +9,7 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
+from moleseg.app import followup
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.engine.records import Records
@@ -72,9 +73,13 @@ def test_analyse_saves_to_records(isolated):
     assert (record.lesion, record.visit_date, record.notes, record.image_name) == (
         "arm 2", "2026-05-06", "looks stable", "mole.png")
     assert record.model_name == "classical" and record.cleanup["rule"] == "article"
+    assert record.corrected is False and record.pixel_size_mm is None
     opened = Records().open(record.id)
     assert np.array_equal(opened.image, image)
     assert any("Saved as record" in text for text in texts(at.success))
+    outcome = at.session_state["analyse_outcomes"][0]
+    visit = at.session_state["analyse_visits"][outcome.key]  # what the image's PDF, CSV and sidecar print
+    assert (visit.lesion, visit.visit_date, visit.notes) == ("arm 2", "2026-05-06", "looks stable")
 
 
 def test_compare_page_shows_the_figures(isolated, lesion_scene):
@@ -94,3 +99,29 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     assert "Area" in set(changes["Measurement"])
     comparison = at.session_state["compare_result"]
     assert comparison.registration.ok
+
+
+def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_scene):
+    before, true_before = lesion_scene(radius_px=60)
+    after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
+    records = Records()
+    january = records.save(before, true_before, measure_lesion(true_before), lesion="arm",
+                           visit_date="2026-01-01", image_name="jan.png", model_name="classical")
+    june = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+                 image_name="jun.png", model_name="classical")
+    records.save(before, true_before, measure_lesion(true_before), lesion="once")  # one visit: not offered
+    at = app_test(PAGE_FILES["compare"])
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception
+    assert at.selectbox(key="compare_lesion").options == ["arm"]
+    assert at.selectbox(key="compare_before_record").value == january  # the earlier visit first
+    assert at.selectbox(key="compare_after_record").value == june
+    comparison = at.session_state["compare_result"]
+    expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
+    assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)
+    at.radio(key="compare_view").set_value(followup.VIEW_SWIPE).run()
+    at.slider(key="compare_swipe").set_value(20).run()
+    assert not at.exception
+    assert len(at.get("image")) == 1
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)

@@ -232,6 +232,10 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
     rows = _read_csv(out / "measurements.csv")
     assert [row["image"] for row in rows] == ["000.png", "001.png"]
     assert len(rows[0]) > 3 and all(float(rows[0][key]) >= 0 for key in rows[0] if key.startswith("area"))
+    sidecar = json.loads((out / "measurements.settings.json").read_text())
+    assert [entry["image"] for entry in sidecar["images"]] == ["000.png", "001.png"]
+    assert sidecar["images"][0]["settings"]["model_name"] == "classical"
+    assert sidecar["images"][0]["settings"]["cleanup"]["rule"] == "article"
 
 
 def test_predict_single_file_exits_0(tmp_path, capsys):
@@ -240,7 +244,7 @@ def test_predict_single_file_exits_0(tmp_path, capsys):
                  str(images / "000.png")])
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv"]
+        "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv", "measurements.settings.json"]
 
 
 # -- errors: one line, exit 2 --------------------------------------------------------------------

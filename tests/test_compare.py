@@ -117,3 +117,45 @@ def test_real_image_rotated_copy(segmenter, shared_data):
     assert comparison.registration.ok
     assert comparison.registration.rotation_deg == pytest.approx(10.0, abs=1.0)
     assert abs(comparison.area_change_percent) < 3.0
+
+
+def test_swipe_shows_before_left_of_the_line_and_after_right(segmenter, lesion_scene):
+    from moleseg.core.render import swipe
+
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=10.0, shift_px=(8.0, -4.0))
+    comparison = compare_visits(segmenter, before, after)
+    picture = comparison.swipe_picture(0.5)
+    assert picture.shape == before.shape
+    left_half = comparison.side_by_side_picture()[:, : before.shape[1] // 2 - 2]
+    assert np.array_equal(picture[:, : before.shape[1] // 2 - 2], left_half)  # the before panel, border drawn
+    assert np.array_equal(comparison.swipe_picture(0.0)[:, 2:], comparison.side_by_side_picture()[:, -before.shape[1] + 2:])
+    a, b = np.zeros((4, 10, 3), np.uint8), np.full((4, 10, 3), 9, np.uint8)
+    wiped = swipe(a, b, 0.3, line_color=(200, 200, 200))
+    assert (wiped[:, :2] == 0).all() and (wiped[:, 4:] == 9).all() and (wiped[:, 2:4] == 200).all()
+    with pytest.raises(ValueError):
+        swipe(a, b[:, :5], 0.5)
+    with pytest.raises(ValueError):
+        swipe(a, b, 1.5)
+
+
+def test_two_saved_visits_compare_with_their_saved_lesions(tmp_path, segmenter, lesion_scene):
+    from moleseg.core.measure import measure_lesion
+    from moleseg.engine.compare import compare_records
+    from moleseg.engine.records import Records
+
+    before, true_before = lesion_scene(radius_px=60)
+    after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
+    records = Records(tmp_path)
+    first = records.save(before, true_before, measure_lesion(true_before), lesion="arm", visit_date="2026-01-01",
+                         model_name="classical", cleanup={"rule": "article"}, pixel_size_mm=0.02, corrected=True)
+    second = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+                          model_name="classical", cleanup={"rule": "article"}, pixel_size_mm=0.02)
+    comparison = compare_records(records.open(first), records.open(second))
+    expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
+    assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)  # the saved masks, as they were
+    assert comparison.registration.ok and comparison.registration.rotation_deg == pytest.approx(5.0, abs=1.0)
+    assert comparison.pixel_size_mm == 0.02 and comparison.change("area", "mm2") is not None
+    assert comparison.model_name == "saved borders (classical)" and comparison.warnings == []
+    third = records.save(after, true_after, measure_lesion(true_after), lesion="arm", pixel_size_mm=0.03)
+    assert "different pixel sizes" in compare_records(records.open(first), records.open(third)).warnings[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from app_helpers import make_dataset, mole_image, png_bytes
+from synthetic import make_dataset, mole_image, png_bytes
 from moleseg import cli
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.engine.overlap import file_sha256, training_overlap

@@ -22,6 +22,7 @@ from moleseg.core.atomic import atomic_write
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
 from moleseg.core.report import (
     DISCLAIMER,
+    AnalysisSettings,
     check_archive_name,
     display_unit,
     format_value,
@@ -131,8 +132,7 @@ def test_pdf_is_one_page_with_images(picture, measurements):
         overlay=picture[::-1],
         measurements=measurements,
         image_name="IMD004.jpg",
-        model_name="classical",
-        model_version="0.1.0",
+        settings=AnalysisSettings("classical", "0.1.0"),
         created=datetime(2024, 5, 6, 7, 8, tzinfo=timezone.utc),
         notes="Left forearm <b>&</b> follow-up.",
     )
@@ -162,7 +162,7 @@ def _page_text(pdf: bytes) -> bytes:
 
 def test_pdf_text_mentions_model_date_and_disclaimer(picture, measurements):
     pdf = pdf_report(image=picture, overlay=picture, measurements=measurements, image_name="mole-17.jpg",
-                     model_name="classical", model_version="9.9.1", created=datetime(2024, 5, 6, 7, 8))
+                     settings=AnalysisSettings("classical", "9.9.1"), created=datetime(2024, 5, 6, 7, 8))
     text = _page_text(pdf)
     for expected in (b"Lesion border analysis", b"mole-17.jpg", b"classical", b"9.9.1", b"2024-05-06 07:08",
                      b"Measurements", b"Compactness index", b"Research software",
@@ -177,8 +177,7 @@ def test_pdf_stays_on_one_page_when_long(picture, measurements):
         overlay=picture,
         measurements=many,
         image_name="x" * 300,
-        model_name="m",
-        model_version=None,
+        settings=AnalysisSettings("m", None),
         notes="a very long note " * 500,
     )
     assert _page_count(pdf) == 1
@@ -190,25 +189,25 @@ def test_pdf_shrinks_before_it_leaves_measurements_out(picture, measurements):
         return int(found.group(1)) if found else 0
 
     twice = pdf_report(image=picture, overlay=picture, measurements=measurements * 2, image_name="a",
-                       model_name="m", model_version="1")
+                       settings=AnalysisSettings("m", "1"))
     assert _page_count(twice) == 1 and left_out(twice) == 0  # all rows there
     many = measurements * 6
     crowded = pdf_report(image=np.zeros((2000, 300, 3), np.uint8), overlay=picture, measurements=many,
-                         image_name="a", model_name="m", model_version="1", notes="a very long note " * 500)
+                         image_name="a", settings=AnalysisSettings("m", "1"), notes="a very long note " * 500)
     assert _page_count(crowded) == 1 and 0 < left_out(crowded) < len(many)
 
 
 def test_pdf_accepts_grey_and_unicode(measurements):
     grey = np.full((50, 70), 128, np.uint8)
     pdf = pdf_report(image=grey, overlay=grey, measurements=measurements[:2], image_name="läsion 病変.png",
-                     model_name="classical", model_version="1")
+                     settings=AnalysisSettings("classical", "1"))
     assert _page_count(pdf) == 1
 
 
 def test_pdf_refuses_bad_images(measurements):
     with pytest.raises(ValueError):
         pdf_report(image=np.zeros((10, 10, 3), np.float32), overlay=np.zeros((10, 10, 3), np.uint8),
-                   measurements=measurements, image_name="a", model_name="m", model_version="1")
+                   measurements=measurements, image_name="a", settings=AnalysisSettings("m", "1"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -505,3 +505,34 @@ def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch
     again = shipped.calibrate_shipped("tiny", data)
     assert again["calibration"]["calibration"]["table"] == info["calibration"]["table"]  # same split, same answer
     assert again["wall_seconds"] == saved["wall_seconds"]  # the training's record is kept
+
+
+def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eager):
+    """The model file holds the SHA-256 of its training and validation images; evaluating a renamed copy of
+    one in another folder reports the overlap, and the held-out test split of the same folder does not."""
+    import hashlib
+    import shutil
+
+    from moleseg.engine.overlap import training_overlap
+    from moleseg.network.train import split_of
+
+    images, masks = lesion_dataset(tmp_path / "data", n=10, seed=2)
+    config = tiny_config(images, masks, tmp_path / "cache", epochs=1, test_split=0.2)
+    run = tmp_path / "run"
+    train(config, run)
+    info = read_model_info(run / "model.keras")
+    train_pairs, validation_pairs, test_pairs = split_of(config)
+    expected = sorted({hashlib.sha256(pair.image.read_bytes()).hexdigest()
+                       for pair in [*train_pairs, *validation_pairs]})
+    assert info["training"]["image_sha256"] == expected and len(expected) == 8
+    assert all(len(digest) == 64 for digest in expected)
+
+    elsewhere = tmp_path / "clinic"
+    elsewhere.mkdir()
+    copy = elsewhere / "visit-2026-05-06.png"
+    shutil.copy(train_pairs[0].image, copy)
+    new = elsewhere / "new.png"
+    shutil.copy(test_pairs[0].image, new)  # an unseen image (the test split), also renamed
+    overlap = training_overlap(info, [copy, new, test_pairs[1].image])
+    assert overlap.images == (copy,) and (overlap.count, overlap.total) == (1, 3)
+    assert overlap.warning().startswith("1 of 3 evaluated images were used to train this model")

@@ -23,6 +23,7 @@ from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.report import MEASUREMENTS_CSV, Visit
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.overlap import training_overlap
@@ -181,16 +182,8 @@ def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
 
 
 def model_version(info: ModelInfo | Mapping[str, Any]) -> str:
-    """A short version text of a model for reports: its version, or its creation date and moleseg's."""
-    info = _record(info)
-    if info.version:
-        return str(info.version)
-    parts = []
-    if info.created:
-        parts.append(str(info.created))
-    if info.moleseg_version:
-        parts.append(f"moleseg {info.moleseg_version}")
-    return ", ".join(parts)
+    """A short version text of a model for reports (:attr:`ModelInfo.version_text`)."""
+    return _record(info).version_text
 
 
 def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
@@ -660,14 +653,20 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
             for m in analysis.measurements]
 
 
-def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "") -> list[dict[str, Any]]:
-    """One CSV row per image: image, model, note, then every measurement column (machine names such as
-    ``area_px``, values rounded per quantity: :attr:`moleseg.engine.pipeline.Analysis.rounded_row`)."""
+def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
+                 visits: Mapping[str, Visit] | None = None) -> list[dict[str, Any]]:
+    """One CSV/table row per image: name, model, the patient/lesion identifier and visit date when
+    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, then every measurement column."""
     rows = []
     for outcome in outcomes:
         row: dict[str, Any] = {"image": outcome.name}
         if model_name:
             row["model"] = model_name
+        visit = (visits or {}).get(outcome.key)
+        if visit is not None and visit.lesion:
+            row["lesion"] = visit.lesion
+        if visit is not None and visit.visit_date:
+            row["visit_date"] = visit.visit_date
         if outcome.error:
             row["note"] = outcome.error
         elif outcome.analysis is not None:
@@ -812,38 +811,66 @@ def outline_downloads(outcome: ImageOutcome) -> list[tuple[str, str, bytes, str]
     return downloads
 
 
-def measurements_csv_bytes(outcomes: Sequence[ImageOutcome], model_name: str = "") -> bytes:
+def visit_widget_values(visit: Visit | None) -> dict[str, Any]:
+    """The Analyse page's visit widgets (``analyse_save_<name>``) for an image's visit: ``lesion``, ``date``
+    (a ``datetime.date``; today when none was given), ``site``, ``notes``."""
+    from datetime import date
+
+    visit = visit or Visit()
+    when = date.fromisoformat(visit.visit_date) if visit.visit_date else date.today()
+    return {"lesion": visit.lesion, "date": when, "site": visit.body_site, "notes": visit.notes}
+
+
+def measurements_csv_bytes(outcomes: Sequence[ImageOutcome], model_name: str = "",
+                           visits: Mapping[str, Visit] | None = None) -> bytes:
     """The measurements of every image as CSV (failed files included with their note)."""
     from moleseg.core.report import measurements_csv
 
-    return measurements_csv(outcome_rows(outcomes, model_name))
+    return measurements_csv(outcome_rows(outcomes, model_name, visits))
+
+
+def measurements_sidecar_bytes(outcomes: Sequence[ImageOutcome], model_version: str = "",
+                               visits: Mapping[str, Visit] | None = None, created: datetime | None = None,
+                               csv_name: str = MEASUREMENTS_CSV) -> bytes:
+    """The JSON sidecar of :func:`measurements_csv_bytes`: each row's settings and visit
+    (:func:`moleseg.core.report.settings_sidecar`)."""
+    from moleseg.core.report import settings_sidecar
+
+    entries = [(outcome.name, outcome.analysis.settings(model_version) if outcome.analysis is not None else None,
+                (visits or {}).get(outcome.key)) for outcome in outcomes]
+    return settings_sidecar(csv_name, entries, created=created)
 
 
 def outcome_files(outcome: ImageOutcome, model_version: str = "", created: datetime | None = None,
-                  with_pdf: bool = True) -> dict[str, bytes]:
+                  with_pdf: bool = True, visit: Visit | None = None) -> dict[str, bytes]:
     """``{file name: bytes}`` of one analysed image: overlay, mask and class PNGs and the PDF report."""
     if outcome.analysis is None:
         return {}
     files = dict(outcome.analysis.files(outcome.stem))
     if with_pdf:
         files[f"{outcome.stem}_report.pdf"] = outcome.analysis.pdf(outcome.name, model_version=model_version,
-                                                                   created=created)
+                                                                   created=created, visit=visit)
     return files
 
 
 def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_version: str = "",
-                 created: datetime | None = None) -> bytes:
-    """A ZIP of everything: ``<stem>/`` with each image's PNGs and PDF, ``measurements.csv``,
-    ``objects.csv`` (cells models: one row per cell / nucleus) and ``errors.txt`` when some files failed."""
-    from moleseg.core.report import zip_bundle
+                 created: datetime | None = None, visits: Mapping[str, Visit] | None = None) -> bytes:
+    """A ZIP of everything: ``<stem>/`` with each image's PNGs and PDF, ``measurements.csv`` and its
+    settings sidecar, ``objects.csv`` (cells models: one row per cell / nucleus) and ``errors.txt``
+    when some files failed. ``visits``: by :attr:`ImageOutcome.key`."""
+    from moleseg.core.report import sidecar_name, zip_bundle
 
     created = created or datetime.now().astimezone()
-    files: dict[str, bytes] = {"measurements.csv": measurements_csv_bytes(outcomes, model_name)}
+    visits = visits or {}
+    files: dict[str, bytes] = {
+        MEASUREMENTS_CSV: measurements_csv_bytes(outcomes, model_name, visits),
+        sidecar_name(MEASUREMENTS_CSV): measurements_sidecar_bytes(outcomes, model_version, visits, created),
+    }
     objects = objects_csv_bytes(outcomes)
     if objects:
         files["objects.csv"] = objects
     for outcome in outcomes:
-        for name, data in outcome_files(outcome, model_version, created).items():
+        for name, data in outcome_files(outcome, model_version, created, visit=visits.get(outcome.key)).items():
             files[f"{outcome.stem}/{name}"] = data
     errors = [outcome.error for outcome in outcomes if outcome.error]
     if errors:

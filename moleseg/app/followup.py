@@ -11,9 +11,18 @@ from moleseg.core.render import contour_overlay
 from moleseg.core.report import display_unit, format_value
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
-__all__ = ["NO_IDENTIFIER", "lesion_label", "lesion_rows", "measurement_rows", "saved_overlay", "visit_label",
+__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
+           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "lesion_label", "lesion_rows", "measurement_rows", "saved_overlay", "visit_label",
            "visit_rows"]
 
+#: Where the Compare page takes its two visits from.
+COMPARE_UPLOADS: str = "two uploaded images"
+COMPARE_SAVED: str = "two saved visits (History)"
+#: The Compare page's views of the aligned pair.
+VIEW_BORDERS: str = "both borders over the aligned after image"
+VIEW_SWIPE: str = "swipe"
+VIEW_SIDE_BY_SIDE: str = "side by side"
+COMPARE_VIEWS: tuple[str, ...] = (VIEW_BORDERS, VIEW_SWIPE, VIEW_SIDE_BY_SIDE)
 #: How analyses saved without a lesion identifier are listed.
 NO_IDENTIFIER: str = "(no identifier)"
 

@@ -129,6 +129,17 @@ class ModelInfo:
         return values
 
     @property
+    def version_text(self) -> str:
+        """A short version text for reports: the version, else the creation date and moleseg's version
+        ('' when the record has none of them)."""
+        if self.version:
+            return str(self.version)
+        parts = [str(self.created)] if self.created else []
+        if self.moleseg_version:
+            parts.append(f"moleseg {self.moleseg_version}")
+        return ", ".join(parts)
+
+    @property
     def train_config(self) -> dict[str, Any]:
         """The training configuration: ``config`` when stored, else rebuilt from ``model``, the target
         options and the ``training`` summary over the defaults of :mod:`moleseg.core.options`."""

@@ -33,7 +33,10 @@ __all__ = [
     "legend",
     "outline",
     "overlay",
+    "scale_bar_length_mm",
     "side_by_side",
+    "swipe",
+    "with_scale_bar",
 ]
 
 Color = tuple[int, int, int]
@@ -50,6 +53,10 @@ BACKGROUND_COLOR: Color = (40, 40, 40)
 FOREGROUND_COLOR: Color = (255, 200, 0)
 #: Class-map colours of the three classes, indexed by label (BACK, BORDER, INSIDE).
 _THREE_CLASS_COLORS: dict[int, Color] = {BACK: BACKGROUND_COLOR, BORDER: BORDER_COLOR, INSIDE: FILL_COLOR}
+#: Share of the image width a scale bar aims at (its length is the nice number of mm nearest below it).
+SCALE_BAR_WIDTH_SHARE: float = 0.2
+#: Lengths (mm, times a power of ten) a scale bar may have.
+_SCALE_BAR_STEPS: tuple[float, ...] = (1.0, 2.0, 5.0)
 #: Colour of the gap between side-by-side panels (white).
 _GAP_COLOR: Color = (255, 255, 255)
 
@@ -314,3 +321,73 @@ def legend(n_classes: int) -> list[tuple[str, Color]]:
     """``(class name, colour)`` of each class of :func:`class_map`, in label order."""
     colors = class_colors(n_classes)
     return [(name, colors[label]) for label, name in enumerate(class_names(n_classes))]
+
+
+def scale_bar_length_mm(width_px: int, pixel_size_mm: float) -> float:
+    """The scale bar's length for an image ``width_px`` wide: the largest 1, 2 or 5 times a power of ten
+    mm not longer than :data:`SCALE_BAR_WIDTH_SHARE` of the image's width (e.g. 1 mm for a 768 px image at
+    0.01 mm/px, where a fifth of the width is 1.54 mm; 2 mm at 0.015 mm/px, where it is 2.30 mm)."""
+    if not (isinstance(pixel_size_mm, (int, float, np.floating)) and np.isfinite(pixel_size_mm)
+            and pixel_size_mm > 0):
+        raise ValueError(f"pixel_size_mm must be a positive number of mm per pixel, got {pixel_size_mm!r}")
+    target_mm = width_px * SCALE_BAR_WIDTH_SHARE * float(pixel_size_mm)
+    power = 10.0 ** np.floor(np.log10(target_mm))
+    return max(step * power for step in _SCALE_BAR_STEPS if step * power <= target_mm * (1 + 1e-9))
+
+
+def with_scale_bar(image: np.ndarray, pixel_size_mm: float) -> np.ndarray:
+    """The image with a scale bar in its lower left corner: a white bar with a black edge, exactly
+    :func:`scale_bar_length_mm` long at ``pixel_size_mm`` (mm per px), labelled in mm above it.
+
+    Returns
+    -------
+    (H, W, 3) uint8
+        A new array; the input is not changed.
+    """
+    picture = as_rgb(image).copy()
+    height, width = picture.shape[:2]
+    length_mm = scale_bar_length_mm(width, pixel_size_mm)
+    length_px = max(1, round(length_mm / float(pixel_size_mm)))
+    unit = max(1, round(min(height, width) / 100))  # line widths and margins grow with the picture
+    left, bottom = 3 * unit, height - 3 * unit
+    thickness = max(2, 2 * unit)
+    top = bottom - thickness
+    cv2.rectangle(picture, (left - unit, top - unit), (left + length_px - 1 + unit, bottom + unit - 1),
+                  (0, 0, 0), thickness=-1)
+    cv2.rectangle(picture, (left, top), (left + length_px - 1, bottom - 1), (255, 255, 255), thickness=-1)
+    text = f"{length_mm:g} mm"
+    scale = 0.35 * unit
+    weight = max(1, unit // 2)
+    origin = (left, top - 2 * unit)
+    cv2.putText(picture, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), weight + 2 * unit, cv2.LINE_AA)
+    cv2.putText(picture, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), weight, cv2.LINE_AA)
+    return picture
+
+
+def swipe(left: np.ndarray, right: np.ndarray, position: float, line_color: Color = (255, 255, 255)) -> np.ndarray:
+    """A wipe between two pictures of the same size: ``left`` to the left of the column at ``position``
+    (0..1 of the width), ``right`` from it on, with a thin line (``line_color``, 2 px per 400 px of width,
+    at least 1) centred on the cut.
+
+    Returns
+    -------
+    (H, W, 3) uint8
+        ``position`` 0 gives ``right``, 1 gives ``left`` (with the line at the edge).
+
+    Raises
+    ------
+    ValueError
+        Pictures of different sizes, or a position outside 0..1.
+    """
+    first, second = as_rgb(left, "left"), as_rgb(right, "right")
+    if first.shape != second.shape:
+        raise ValueError(f"the two pictures differ in size: {first.shape[:2]} and {second.shape[:2]}")
+    if not 0.0 <= float(position) <= 1.0:
+        raise ValueError(f"position must be within 0..1, got {position!r}")
+    width = first.shape[1]
+    cut = int(round(float(position) * width))
+    picture = second.copy()
+    picture[:, :cut] = first[:, :cut]
+    half = max(1, width // 400)
+    picture[:, max(0, cut - half):min(width, cut + half)] = line_color
+    return picture

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import zipfile
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 from xml.sax.saxutils import escape
@@ -20,17 +22,25 @@ import numpy as np
 from PIL import Image
 
 from moleseg import __version__
-from moleseg.core.render import as_rgb
+from moleseg.core.render import as_rgb, with_scale_bar
 
 __all__ = [
     "DISCLAIMER",
     "IMAGE_COLUMNS",
+    "MEASUREMENTS_CSV",
+    "SIDECAR_SUFFIX",
+    "AnalysisSettings",
+    "MeasurementLine",
+    "Visit",
     "check_archive_name",
     "display_unit",
     "format_value",
+    "measurement_lines",
     "measurements_csv",
     "pdf_report",
     "png_bytes",
+    "settings_sidecar",
+    "sidecar_name",
     "zip_bundle",
 ]
 
@@ -48,6 +58,13 @@ PDF_PICTURE_MAX_HEIGHT_PT: float = 270.0
 PDF_MIN_SCALE: float = 0.6
 #: Longest notes printed in the PDF, in characters (cut with an ellipsis).
 PDF_NOTES_MAX_CHARACTERS: int = 900
+#: File name of the measurements CSV that ``moleseg predict`` and the Analyse page write.
+MEASUREMENTS_CSV: str = "measurements.csv"
+#: What replaces ``.csv`` in the name of a CSV's settings sidecar (``measurements.csv`` ->
+#: ``measurements.settings.json``).
+SIDECAR_SUFFIX: str = ".settings.json"
+#: Units of a measurement in physical units; its pixel twin has the same key and unit ``px``.
+PHYSICAL_UNITS: tuple[str, ...] = ("mm", "mm2")
 #: Characters that make a spreadsheet read a text cell as a formula.
 _FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
@@ -60,6 +77,101 @@ class MeasurementLike(Protocol):
     value: float
     unit: str
     meaning: str
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The settings that made an analysis: printed on its PDF, written in its CSV's sidecar, saved with its
+    record.
+
+    Attributes
+    ----------
+    model_name : str
+    model_version : str or None
+        None or '' when unknown.
+    cleanup : dict
+        The cleanup settings (:meth:`moleseg.core.cleanup.CleanupSettings.to_dict`), in px of the image.
+    lesion_threshold : float or None
+        The lesion probability threshold (0..1); None for the most likely class.
+    pixel_size_mm : float or None
+        Millimetres per pixel; None when unknown (pixels only, no scale bar).
+    corrected_by_hand : bool
+        Whether the border was corrected by hand after the model drew it.
+    """
+
+    model_name: str
+    model_version: str | None = None
+    cleanup: Mapping[str, Any] = field(default_factory=dict)
+    lesion_threshold: float | None = None
+    pixel_size_mm: float | None = None
+    corrected_by_hand: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (the field names as keys)."""
+        return {"model_name": self.model_name, "model_version": self.model_version or None,
+                "cleanup": dict(self.cleanup),
+                "lesion_threshold": None if self.lesion_threshold is None else float(self.lesion_threshold),
+                "pixel_size_mm": None if self.pixel_size_mm is None else float(self.pixel_size_mm),
+                "corrected_by_hand": bool(self.corrected_by_hand)}
+
+    def lines(self) -> list[tuple[str, str]]:
+        """``(label, text)`` pairs for people: model, cleanup, lesion threshold, pixel size, hand correction."""
+        cleanup = self.cleanup
+        if cleanup:
+            parts = [f"rule {cleanup['rule']}"] if "rule" in cleanup else []
+            if "closing_radius_px" in cleanup:
+                parts.append(f"closing {cleanup['closing_radius_px']} px")
+            if "border_width_px" in cleanup:
+                shape = f" ({cleanup['shape']})" if "shape" in cleanup else ""
+                parts.append(f"border {cleanup['border_width_px']} px{shape}")
+            if "fill_holes" in cleanup:
+                parts.append(f"fill holes {'on' if cleanup['fill_holes'] else 'off'}")
+            if "largest_component" in cleanup:
+                parts.append("largest component only" if cleanup["largest_component"] else "every component kept")
+            known = {"rule", "closing_radius_px", "border_width_px", "shape", "fill_holes", "largest_component"}
+            parts += [f"{key} {value}" for key, value in cleanup.items() if key not in known]
+            cleanup_text = ", ".join(parts)
+        else:
+            cleanup_text = "\u2014"
+        version = self.model_version or "unknown version"
+        return [
+            ("Model", f"{self.model_name} ({version})"),
+            ("Cleanup", cleanup_text),
+            ("Lesion threshold", "most likely class per pixel" if self.lesion_threshold is None
+             else f"lesion where its probability \u2265 {float(self.lesion_threshold):.2f}"),
+            ("Pixel size", "unknown (pixels only)" if not self.pixel_size_mm
+             else f"{float(self.pixel_size_mm):g} mm per px"),
+            ("Corrected by hand", "yes" if self.corrected_by_hand else "no"),
+        ]
+
+
+@dataclass(frozen=True)
+class Visit:
+    """Who and when: the optional patient/lesion identifier (free text), the visit date, body site and
+    notes. Every field may be empty; nothing identifies a person unless the user typed it."""
+
+    lesion: str = ""
+    visit_date: str = ""
+    body_site: str = ""
+    notes: str = ""
+
+    @classmethod
+    def of(cls, lesion: str | None = "", visit_date: date | str | None = None, body_site: str | None = "",
+           notes: str | None = "") -> "Visit":
+        """A visit from form values: ``None`` -> '', a date -> ISO ``YYYY-MM-DD``, text stripped."""
+        when = visit_date.isoformat()[:10] if isinstance(visit_date, date) else str(visit_date or "").strip()
+        return cls(lesion=str(lesion or "").strip(), visit_date=when, body_site=str(body_site or "").strip(),
+                   notes=str(notes or "").strip())
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain dict (the field names as keys)."""
+        return {"lesion": self.lesion, "visit_date": self.visit_date, "body_site": self.body_site,
+                "notes": self.notes}
+
+    def lines(self) -> list[tuple[str, str]]:
+        """``(label, text)`` pairs of the fields that are given (identifier, visit date, body site)."""
+        pairs = [("Patient / lesion", self.lesion), ("Visit date", self.visit_date), ("Body site", self.body_site)]
+        return [(label, text) for label, text in pairs if text]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,6 +252,45 @@ def measurements_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def sidecar_name(csv_name: str) -> str:
+    """The name of a CSV's settings sidecar: ``measurements.csv`` -> ``measurements.settings.json``."""
+    stem = csv_name[:-4] if csv_name.lower().endswith(".csv") else csv_name
+    return stem + SIDECAR_SUFFIX
+
+
+def settings_sidecar(csv_name: str, images: Sequence[tuple[str, AnalysisSettings | None, Visit | None]], *,
+                     created: datetime | None = None) -> bytes:
+    """The JSON sidecar of a measurements CSV: the settings (and visit) that made each of its rows.
+
+    Parameters
+    ----------
+    csv_name : str
+        The CSV's file name, recorded in the sidecar (``"measurements.csv"``).
+    images : sequence of (image name, AnalysisSettings or None, Visit or None)
+        One entry per CSV row, in the CSV's order (None: not analysed, e.g. an unreadable file).
+    created : datetime, optional
+        When the files were made; now (local time zone) by default.
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON, indented::
+
+            {"csv": "measurements.csv", "created": "2026-05-06T07:08:09+02:00", "moleseg_version": "...",
+             "disclaimer": "...", "images": [{"image": "a.jpg", "settings": {model_name, model_version, cleanup,
+             lesion_threshold, pixel_size_mm, corrected_by_hand} | null, "visit": {lesion, visit_date,
+             body_site, notes} | null}, ...]}
+    """
+    created = created or datetime.now().astimezone()
+    document = {
+        "csv": csv_name, "created": created.isoformat(timespec="seconds"), "moleseg_version": __version__,
+        "disclaimer": DISCLAIMER,
+        "images": [{"image": name, "settings": settings.to_dict() if settings is not None else None,
+                    "visit": visit.to_dict() if visit is not None else None} for name, settings, visit in images],
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
 # --------------------------------------------------------------------------------------------------
 # PDF
 
@@ -214,24 +365,66 @@ def _format_created(created: datetime) -> str:
     return f"{text} {zone}" if zone else text
 
 
+@dataclass(frozen=True)
+class MeasurementLine:
+    """One row of a report's measurements table: the value in its own unit (``px``, ``%`` or none) and, for
+    lengths and areas when the pixel size is known, the same measurement in mm beside it.
+
+    ``unit`` and ``unit_mm`` are as printed (:func:`display_unit`); ``value_mm`` is None when there is no
+    physical value.
+    """
+
+    key: str
+    label: str
+    value: float
+    unit: str
+    value_mm: float | None
+    unit_mm: str
+    meaning: str
+
+
+def measurement_lines(measurements: Sequence[MeasurementLike]) -> list[MeasurementLine]:
+    """The measurements one row per key, the ``mm``/``mm2`` value beside its ``px`` twin (not a second row).
+
+    A physical measurement whose key has no pixel value before it gets a row of its own, in mm.
+    """
+    lines: list[MeasurementLine] = []
+    by_key: dict[str, int] = {}
+    for measurement in measurements:
+        key, unit = str(measurement.key), str(measurement.unit)
+        index = by_key.get(key)
+        if unit in PHYSICAL_UNITS and index is not None and lines[index].value_mm is None:
+            lines[index] = replace(lines[index], value_mm=float(measurement.value), unit_mm=display_unit(key, unit))
+            continue
+        by_key[key] = len(lines)
+        lines.append(MeasurementLine(key=key, label=str(measurement.label), value=float(measurement.value),
+                                     unit=display_unit(key, unit), value_mm=None, unit_mm="",
+                                     meaning=str(measurement.meaning)))
+    return lines
+
+
 def pdf_report(
     *,
     image: np.ndarray,
     overlay: np.ndarray,
     measurements: Sequence[MeasurementLike],
     image_name: str,
-    model_name: str,
-    model_version: str | None,
+    settings: AnalysisSettings,
+    visit: Visit | None = None,
     created: datetime | None = None,
     notes: str | None = None,
 ) -> bytes:
-    """A one-page A4 PDF report of one analysed image.
+    """A one-page A4 PDF report of one analysed image, fit to be filed.
 
-    The page holds a title, the image name, model name and version and the date; the image and its
-    segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their longer
-    side, scaled to fit); the measurements table (label, value, unit, meaning in small type); the
-    notes when given; and the statement that this is research software, not a medical device and
-    not for diagnosis. Laid out with reportlab's Platypus; everything under the heading shrinks together
+    The page holds a title; the image name, the patient/lesion identifier, visit date and body site when
+    given, and the date the report was made; the settings that made the analysis (model and version,
+    cleanup, lesion threshold, pixel size, corrected by hand or not: :meth:`AnalysisSettings.lines`); the
+    image and its segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their
+    longer side, scaled to fit), the overlay with a scale bar when the pixel size is known; the
+    measurements table, one row per measurement with its pixel value and its mm value side by side
+    (:func:`measurement_lines`; the mm column only when some value has one); the notes (the visit's, then
+    ``notes``); and the statement that this is research software, not a medical device and not for
+    diagnosis. Laid out with reportlab's Platypus; everything under the heading shrinks together
     (``KeepInFrame(mode="shrink")``) to fit the page, down to :data:`PDF_MIN_SCALE`; measurements that
     still do not fit are left out with a line saying how many (they are all in the CSV).
 
@@ -241,13 +434,17 @@ def pdf_report(
         The analysed image and its overlay (any sizes; each keeps its aspect ratio).
     measurements : sequence of Measurement
         Objects with ``key, label, value, unit, meaning`` (:class:`moleseg.core.measure.Measurement`).
-    image_name, model_name : str
+    image_name : str
         Printed as given (names longer than 90 characters are shortened in the middle).
-    model_version : str or None
+    settings : AnalysisSettings
+        What made the analysis; its ``pixel_size_mm`` draws the scale bar.
+    visit : Visit, optional
+        Identifier, visit date, body site and notes, printed when given.
     created : datetime, optional
         Date printed on the report; now (local time zone) by default.
     notes : str, optional
-        Free text printed under the table (longer than :data:`PDF_NOTES_MAX_CHARACTERS`: cut with an ellipsis).
+        Further notes (e.g. "no lesion found"), printed after the visit's notes. Together cut at
+        :data:`PDF_NOTES_MAX_CHARACTERS` with an ellipsis.
 
     Returns
     -------
@@ -266,7 +463,7 @@ def pdf_report(
     from reportlab.platypus import KeepInFrame, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     created = created or datetime.now().astimezone()
-    version_text = str(model_version) if model_version not in (None, "") else "unknown version"
+    visit = visit or Visit()
     margin = 18 * mm
     disclaimer_height = 26.0
     buffer = io.BytesIO()
@@ -295,19 +492,30 @@ def pdf_report(
 
     title = Paragraph("Lesion border analysis", ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=17,
                                                                leading=21, spaceAfter=5))
-    meta = Paragraph(
-        f"<b>Image:</b> {escape(_shorten(str(image_name)))}<br/>"
-        f"<b>Model:</b> {escape(_shorten(str(model_name)))} ({escape(_shorten(version_text))})<br/>"
-        f"<b>Date:</b> {escape(_format_created(created))}",
-        ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5, spaceAfter=10),
-    )
+    identification = [("Image", str(image_name)), *visit.lines(), ("Report made", _format_created(created))]
+    meta_style = ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5)
+    settings_style = ParagraphStyle("settings", parent=meta_style, fontSize=8, leading=10)
+
+    def pairs(lines: Sequence[tuple[str, str]], style: ParagraphStyle) -> Any:
+        return Paragraph("<br/>".join(f"<b>{escape(label)}:</b> {escape(_shorten(text, 110))}"
+                                      for label, text in lines), style)
+
+    meta = Table([[pairs(identification, meta_style), pairs(settings.lines(), settings_style)]],
+                 colWidths=[width * 0.42, width * 0.58], hAlign="LEFT",
+                 style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                                   ("RIGHTPADDING", (0, 0), (-1, -1), 6), ("BOTTOMPADDING", (0, 0), (-1, -1), 8)]))
     caption = ParagraphStyle("caption", fontName="Helvetica-Bold", fontSize=9, leading=11, alignment=1)
     gap = 12.0
     panel_width = (width - gap) / 2
+    shown_overlay = overlay
+    overlay_caption = "Segmentation overlay"
+    if settings.pixel_size_mm:
+        shown_overlay = with_scale_bar(as_rgb(overlay, "overlay"), float(settings.pixel_size_mm))
+        overlay_caption += " (scale bar lower left)"
     pictures = Table(
-        [[Paragraph("Image", caption), Paragraph("Segmentation overlay", caption)],
+        [[Paragraph("Image", caption), Paragraph(overlay_caption, caption)],
          [_picture(image, "image", panel_width, PDF_PICTURE_MAX_HEIGHT_PT),
-          _picture(overlay, "overlay", panel_width, PDF_PICTURE_MAX_HEIGHT_PT)]],
+          _picture(shown_overlay, "overlay", panel_width, PDF_PICTURE_MAX_HEIGHT_PT)]],
         colWidths=[panel_width + gap / 2] * 2,
         style=TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP"),
                           ("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 0)]),
@@ -315,21 +523,22 @@ def pdf_report(
     heading = Paragraph("Measurements", ParagraphStyle("heading", fontName="Helvetica-Bold", fontSize=11,
                                                        leading=13, spaceBefore=12, spaceAfter=3))
     tail: list[Any] = []
-    if notes and notes.strip():
-        text = notes.strip()
+    text = "\n".join(part.strip() for part in (visit.notes, notes or "") if part and part.strip())
+    if text:
         if len(text) > PDF_NOTES_MAX_CHARACTERS:
             text = text[:PDF_NOTES_MAX_CHARACTERS].rstrip() + "\u2026"
         tail.append(Spacer(1, 8))
         tail.append(Paragraph("<b>Notes:</b> " + escape(text).replace("\n", "<br/>"),
                               ParagraphStyle("notes", fontName="Helvetica", fontSize=8.5, leading=10.5)))
+    lines = measurement_lines(measurements)
 
     def body(count: int) -> list[Any]:
-        return [pictures, heading, _measurement_table(measurements, count, width), *tail]
+        return [pictures, heading, _measurement_table(lines, count, width), *tail]
 
     # Everything under the identification shrinks together; below PDF_MIN_SCALE, leave the last rows out.
     room = document.height - 2 * padding - sum(
         flowable.wrap(width, document.height)[1] + flowable.getSpaceAfter() for flowable in (title, meta))
-    count = len(measurements)
+    count = len(lines)
     while count > 0 and _natural_height(body(count), width) * PDF_MIN_SCALE > room:
         count -= 1
     document.build([title, meta, KeepInFrame(width, room, body(count), mode="shrink")],
@@ -342,8 +551,9 @@ def _natural_height(flowables: Sequence[Any], width: float) -> float:
     return sum(f.wrap(width, 1e6)[1] + f.getSpaceBefore() + f.getSpaceAfter() for f in flowables)
 
 
-def _measurement_table(measurements: Sequence[MeasurementLike], count: int, width: float) -> Any:
-    """The table of the first ``count`` measurements, with a line saying how many more are in the CSV."""
+def _measurement_table(lines: Sequence[MeasurementLine], count: int, width: float) -> Any:
+    """The table of the first ``count`` measurement lines (value and unit, the mm value beside them when any
+    line has one), with a line saying how many more are in the CSV."""
     from reportlab.lib import colors
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.platypus import Paragraph, Table, TableStyle
@@ -351,20 +561,30 @@ def _measurement_table(measurements: Sequence[MeasurementLike], count: int, widt
     font_size = 9.0
     body = ParagraphStyle("cell", fontName="Helvetica", fontSize=font_size, leading=font_size * 1.2)
     bold = ParagraphStyle("head", parent=body, fontName="Helvetica-Bold")
+    bold_number = ParagraphStyle("head_number", parent=bold, alignment=2)
     small = ParagraphStyle("meaning", parent=body, fontSize=font_size - 1.5, leading=(font_size - 1.5) * 1.2,
                            textColor=colors.HexColor("#444444"))
     number = ParagraphStyle("number", parent=body, alignment=2)
-    data: list[list[Any]] = [[Paragraph(text, bold) for text in ("Measurement", "Value", "Unit", "Meaning")]]
-    for measurement in measurements[:count]:
-        data.append([
-            Paragraph(escape(str(measurement.label)), body),
-            Paragraph(escape(format_value(measurement.value)), number),
-            Paragraph(escape(display_unit(str(measurement.key), str(measurement.unit))), body),
-            Paragraph(escape(str(measurement.meaning)), small),
-        ])
-    left_out = len(measurements) - count
+    physical = any(line.value_mm is not None for line in lines)
+
+    def quantity(value: float | None, unit: str) -> str:
+        if value is None:
+            return ""
+        return escape(format_value(value) + (f" {unit}" if unit else ""))
+
+    head = [Paragraph("Measurement", bold), Paragraph("Value", bold_number)]
+    if physical:
+        head.append(Paragraph("In mm", bold_number))
+    data: list[list[Any]] = [[*head, Paragraph("Meaning", bold)]]
+    for line in lines[:count]:
+        row = [Paragraph(escape(line.label), body), Paragraph(quantity(line.value, line.unit), number)]
+        if physical:
+            row.append(Paragraph(quantity(line.value_mm, line.unit_mm), number))
+        data.append([*row, Paragraph(escape(line.meaning), small)])
+    left_out = len(lines) - count
     if left_out:
-        data.append([Paragraph(f"\u2026 {left_out} more measurement(s) in the CSV export.", small), "", "", ""])
+        data.append([Paragraph(f"\u2026 {left_out} more measurement(s) in the CSV export.", small)]
+                    + [""] * (len(head)))
     commands: list[tuple[Any, ...]] = [
         ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),
         ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
@@ -374,8 +594,8 @@ def _measurement_table(measurements: Sequence[MeasurementLike], count: int, widt
     ]
     if left_out:
         commands.append(("SPAN", (0, -1), (-1, -1)))
-    return Table(data, colWidths=[width * 0.26, width * 0.13, width * 0.07, width * 0.54],
-                 style=TableStyle(commands), hAlign="LEFT")
+    shares = [0.26, 0.14, 0.14, 0.46] if physical else [0.26, 0.16, 0.58]
+    return Table(data, colWidths=[width * share for share in shares], style=TableStyle(commands), hAlign="LEFT")
 
 
 # --------------------------------------------------------------------------------------------------

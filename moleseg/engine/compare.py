@@ -15,21 +15,24 @@ Descriptive only: no diagnosis is made from the changes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.comparison_report import comparison_pdf
 from moleseg.core.measure import Measurement, measure_lesion
 from moleseg.core.registration import Registration, register, warp_image, warp_mask
-from moleseg.core.render import contour_overlay, side_by_side
+from moleseg.core.render import contour_overlay, side_by_side, swipe
 from moleseg.core.report import display_unit, format_value
+from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment
 
-__all__ = ["BEFORE_COLOR", "AFTER_COLOR", "Comparison", "compare_visits"]
+__all__ = ["BEFORE_COLOR", "AFTER_COLOR", "Comparison", "LesionMasks", "compare_lesions", "compare_records",
+           "compare_visits"]
 
 #: Outline colours (RGB) of the before and after lesions in the comparison pictures.
 BEFORE_COLOR: tuple[int, int, int] = (0, 255, 255)
@@ -61,14 +64,23 @@ class Change:
         return 100.0 * self.change / abs(self.before)
 
 
+@dataclass(frozen=True)
+class LesionMasks:
+    """A lesion given as masks rather than segmented here (a saved record): ``(H, W)`` bool lesion and its
+    border band (None when there is none)."""
+
+    lesion: np.ndarray
+    border: np.ndarray | None = None
+
+
 @dataclass
 class Comparison:
     """Everything the Compare page, ``moleseg compare`` and the comparison PDF show."""
 
     before_image: np.ndarray
     after_image: np.ndarray
-    before: Segmentation
-    after: Segmentation
+    before: Segmentation | LesionMasks
+    after: Segmentation | LesionMasks
     registration: Registration
     changes: list[Change]
     pixel_size_mm: float | None = None
@@ -104,6 +116,13 @@ class Comparison:
         """Before (its border) and the aligned after image (its border) next to each other."""
         return side_by_side(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR),
                             contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR))
+
+    def swipe_picture(self, position: float) -> np.ndarray:
+        """A wipe across the aligned pair: the before image with its border (cyan) left of ``position`` (0..1 of
+        the width), the aligned after image with its border (magenta) from there on."""
+        return swipe(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR),
+                     contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR),
+                     position)
 
     def table(self) -> list[list[str]]:
         """Rows of text for people: a heading, then one row per measurement with px and mm side by side.
@@ -200,25 +219,74 @@ def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: 
     ValueError
         Not RGB uint8 images, or no lesion found in one of them (the message says which).
     """
-    registration = register(before_image, after_image, allow_scale=allow_scale)
     before = segment(segmenter, before_image, settings, lesion_threshold=lesion_threshold)
     after = segment(segmenter, after_image, settings, lesion_threshold=lesion_threshold)
+    return compare_lesions(before_image, before, after_image, after, pixel_size_mm=pixel_size_mm,
+                           allow_scale=allow_scale, model_name=segmenter.name)
+
+
+def compare_lesions(before_image: np.ndarray, before: Segmentation | LesionMasks, after_image: np.ndarray,
+                    after: Segmentation | LesionMasks, *, pixel_size_mm: float | None = None,
+                    allow_scale: bool = False, model_name: str = "", warnings: Sequence[str] = ()) -> Comparison:
+    """Align two visits whose lesions are already drawn and report every measurement's change (see
+    :func:`compare_visits`; ``warnings`` are added to the result's).
+
+    Raises
+    ------
+    ValueError
+        Not RGB uint8 images, or an empty lesion (the message says which).
+    """
     for name, result in (("before", before), ("after", after)):
         if not result.lesion.any():
             raise ValueError(f"no lesion found in the {name} image: nothing to compare")
+    registration = register(before_image, after_image, allow_scale=allow_scale)
     before_measurements = _measure(before_image, before.lesion, before.border, pixel_size_mm)
     if allow_scale:
         aligned_image = warp_image(after_image, registration, before_image.shape)
+        after_border = (warp_mask(after.border, registration, before_image.shape) if after.border is not None
+                        else None)
         after_measurements = _measure(aligned_image, warp_mask(after.lesion, registration, before_image.shape),
-                                      warp_mask(after.border, registration, before_image.shape), pixel_size_mm)
+                                      after_border, pixel_size_mm)
     else:
         after_measurements = _measure(after_image, after.lesion, after.border, pixel_size_mm)
     after_by_column = {m.column: m for m in after_measurements}
     changes = [Change(m.key, m.label, m.unit, float(m.value), float(after_by_column[m.column].value))
                for m in before_measurements if m.column in after_by_column]
-    warnings = []
+    notes = list(warnings)
     if not registration.ok:
-        warnings.append(registration.message + ": the changes below may compare different lesions or views")
+        notes.append(registration.message + ": the changes below may compare different lesions or views")
     return Comparison(before_image=before_image, after_image=after_image, before=before, after=after,
                       registration=registration, changes=changes, pixel_size_mm=pixel_size_mm,
-                      allow_scale=allow_scale, model_name=segmenter.name, warnings=warnings)
+                      allow_scale=allow_scale, model_name=model_name, warnings=notes)
+
+
+def _saved_masks(saved: SavedAnalysis) -> LesionMasks:
+    """The saved lesion and its border band, drawn with the record's own cleanup settings."""
+    settings = CleanupSettings.from_dict(saved.record.cleanup)
+    return LesionMasks(lesion=saved.mask, border=border_band(saved.mask, settings))
+
+
+def compare_records(before: SavedAnalysis, after: SavedAnalysis, *, allow_scale: bool = False,
+                    pixel_size_mm: float | None = None) -> Comparison:
+    """Compare two saved visits (:class:`moleseg.engine.records.Records`) with their lesions exactly as saved
+    (hand corrections included; nothing is segmented again).
+
+    ``pixel_size_mm``: default the before record's. When the two records were saved with different pixel
+    sizes the result warns (the magnification may differ: consider ``allow_scale``).
+
+    Raises
+    ------
+    ValueError
+        An empty saved lesion.
+    """
+    first, second = before.record, after.record
+    size = pixel_size_mm if pixel_size_mm else first.pixel_size_mm
+    warnings = []
+    if first.pixel_size_mm and second.pixel_size_mm and not math.isclose(first.pixel_size_mm, second.pixel_size_mm,
+                                                                          rel_tol=1e-6):
+        warnings.append(f"the two visits were saved with different pixel sizes ({first.pixel_size_mm:g} and "
+                        f"{second.pixel_size_mm:g} mm per px): the magnification may differ")
+    models = dict.fromkeys(name for name in (first.model_name, second.model_name) if name)
+    model_name = "saved borders" + (f" ({' / '.join(models)})" if models else "")
+    return compare_lesions(before.image, _saved_masks(before), after.image, _saved_masks(after), pixel_size_mm=size,
+                           allow_scale=allow_scale, model_name=model_name, warnings=warnings)

@@ -1,10 +1,12 @@
 """Is an evaluation a test? The evaluated images that the model was trained on.
 
-A model file records its training image folders (``moleseg.json``: ``info["training"]["images"]``) and
-may record the SHA-256 of every training image (``info["training"]["image_sha256"]``). An evaluated
-image counts as seen in training when its resolved path is a file of one of those folders, or when its
-content (SHA-256) equals a training image's: a copy under another name or folder is caught too. Without
-recorded hashes, the content of the training folders that still exist is hashed.
+A model file records its training image folders (``moleseg.json``: ``info["training"]["images"]``) and,
+since moleseg records them at training time, the SHA-256 of every image of its training and validation
+split (``info["training"]["image_sha256"]``). With recorded hashes, an evaluated image counts as seen in
+training when its content (SHA-256) equals one of them: a copy under another name or folder is caught,
+and the held-out test split of the same folder is not (it is a test). Without recorded hashes (older
+model files), an image counts when its resolved path is a file of one of the training folders, or when
+its content equals that of a file of those folders that still exist.
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def training_overlap(info: Mapping[str, Any], images: Sequence[str | Path]) -> T
     if not folders and not recorded:
         return TrainingOverlap(images=(), total=len(images), training_folders=(), known=False)
     training_files: set[Path] = set()
-    for folder in folders:
-        if Path(folder).is_dir():
-            training_files.update(path.resolve() for path in list_images(folder))
+    if not recorded:
+        for folder in folders:
+            if Path(folder).is_dir():
+                training_files.update(path.resolve() for path in list_images(folder))
     hashes = recorded or {file_sha256(path) for path in training_files}
     seen = []
     for image in images:

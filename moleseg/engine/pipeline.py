@@ -23,6 +23,7 @@ from moleseg.core.imageio import encode_png
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
+from moleseg.core.report import AnalysisSettings, Visit
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
@@ -182,12 +183,23 @@ class Analysis:
 
         return [atomic_write(Path(folder) / name, data) for name, data in self.outline_files(stem, formats).items()]
 
-    def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None) -> bytes:
-        """A one-page PDF report of this image."""
+    def settings(self, model_version: str | None = None) -> AnalysisSettings:
+        """The settings that made this analysis (model, cleanup, lesion threshold, pixel size, corrected by
+        hand), for its reports, its CSV's sidecar and its record."""
+        segmentation = self.segmentation
+        return AnalysisSettings(model_name=self.segmenter_name, model_version=model_version or None,
+                                cleanup=segmentation.settings.to_dict(),
+                                lesion_threshold=segmentation.lesion_threshold, pixel_size_mm=self.pixel_size_mm,
+                                corrected_by_hand=self.corrected_by_hand)
+
+    def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None,
+            visit: Visit | None = None) -> bytes:
+        """A one-page PDF report of this image with its settings (:meth:`settings`), the visit when given,
+        and a scale bar on the overlay when the pixel size is known."""
         from moleseg.core.report import pdf_report
 
         return pdf_report(image=self.image, overlay=self.overlay, measurements=self.measurements,
-                          image_name=image_name, model_name=self.segmenter_name, model_version=model_version,
+                          image_name=image_name, settings=self.settings(model_version), visit=visit,
                           created=created, notes=self.notes)
 
 

@@ -43,7 +43,7 @@ from moleseg.core.atomic import atomic_write
 from moleseg.core.config import RECORDS_DB_NAME, data_dir
 from moleseg.core.imageio import encode_png, read_image, read_mask
 from moleseg.core.measure import Measurement, measurements_row
-from moleseg.core.report import measurements_csv, zip_bundle
+from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -116,11 +116,15 @@ class Record:
     pixel_size_mm: float | None
     corrected: bool
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> AnalysisSettings:
         """The settings that made this analysis, for reports and exports."""
-        return {"model": self.model_name, "model_version": self.model_version, "cleanup": self.cleanup,
-                "lesion_threshold": self.lesion_threshold, "pixel_size_mm": self.pixel_size_mm,
-                "corrected_by_hand": self.corrected}
+        return AnalysisSettings(model_name=self.model_name, model_version=self.model_version or None,
+                                cleanup=self.cleanup, lesion_threshold=self.lesion_threshold,
+                                pixel_size_mm=self.pixel_size_mm, corrected_by_hand=self.corrected)
+
+    def visit(self) -> Visit:
+        """The identifier, visit date, body site and notes saved with this analysis."""
+        return Visit(lesion=self.lesion, visit_date=self.visit_date, body_site=self.body_site, notes=self.notes)
 
 
 @dataclass(frozen=True)
@@ -383,17 +387,20 @@ class Records:
         return removed
 
     def export(self, record_id: int) -> bytes:
-        """A ZIP of one saved analysis: image, mask, measurements CSV and a JSON of the record."""
+        """A ZIP of one saved analysis: image, mask, measurements CSV with its settings sidecar
+        (:func:`moleseg.core.report.settings_sidecar`) and a JSON of the record."""
         saved = self.open(record_id)
         record = saved.record
         stem = f"record_{record.id}"
         details = {key: value for key, value in asdict(record).items() if key != "measurements"}
         row = {"image": record.image_name or stem, "lesion": record.lesion, "visit_date": record.visit_date,
                **measurements_row(record.measurements)}
+        csv_name = f"{stem}_measurements.csv"
         return zip_bundle({
             f"{stem}_image.png": encode_png(saved.image),
             f"{stem}_mask.png": encode_png(saved.mask),
-            f"{stem}_measurements.csv": measurements_csv([row]),
+            csv_name: measurements_csv([row]),
+            sidecar_name(csv_name): settings_sidecar(csv_name, [(row["image"], record.settings(), record.visit())]),
             f"{stem}.json": json.dumps(details, indent=2, default=str).encode(),
         })
 

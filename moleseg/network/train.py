@@ -29,6 +29,7 @@ from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
                           inverse_frequency_weights, make_dataset, split_pairs)
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
+from moleseg.engine.overlap import file_sha256
 from moleseg.core.metrics import scores
 from moleseg.network.model.build import ModelConfig, build_model, count_parameters
 from moleseg.network.model.io import load_keras_model, save_model
@@ -262,10 +263,13 @@ def default_cleanup(config: TrainConfig, variant: str) -> CleanupSettings:
 
 def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndarray | None,
                n_train: int, n_validation: int, rule: str, epoch: int, val_fm: float | None,
-               extra: dict | None = None) -> dict[str, Any]:
+               image_sha256: Sequence[str] = (), extra: dict | None = None) -> dict[str, Any]:
     """The ``moleseg.json`` stored with a model: everything needed to predict and describe it.
 
     ``rule`` names the cleanup variant (see :data:`CLEANUP_VARIANTS`) chosen by validation FM.
+    ``image_sha256``: hex SHA-256 digests of the images that shaped the model (its training and validation
+    split; :func:`training_image_hashes`), stored sorted under ``info["training"]["image_sha256"]`` so that
+    :mod:`moleseg.engine.overlap` finds them under any name or folder.
     """
     n_classes = config.model.n_classes
     info = {
@@ -287,7 +291,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
             "class_weights": None if weights is None else [float(w) for w in weights],
             "solver": config.solver, "learning_rate": config.learning_rate, "batch_size": config.batch_size,
             "loss": config.loss, "augment": list(config.augment), "seed": config.seed, "epoch": epoch,
-            "weights": config.weights,
+            "weights": config.weights, "image_sha256": sorted(image_sha256),
         },
         "config": config.to_dict(),
         "validation_fm": val_fm,
@@ -295,6 +299,11 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
     if extra:
         info.update(extra)
     return info
+
+
+def training_image_hashes(pairs: Sequence[Pair]) -> list[str]:
+    """The distinct hex SHA-256 digests of the pairs' image files, sorted (64 characters each)."""
+    return sorted({file_sha256(pair.image) for pair in pairs})
 
 
 class _EpochEnd(keras.callbacks.Callback):
@@ -394,6 +403,7 @@ class Trainer:
             raise TrainingError("no training pairs left after the validation/test split")
         self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
         self.log(f"pairs: {len(train)} train, {len(validation)} validation, {len(test)} test")
+        self.image_sha256 = training_image_hashes([*train, *validation])  # not the test split: it stays a test
         self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
         self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
@@ -500,7 +510,7 @@ class Trainer:
     def _segmenter(self, rule: str) -> KerasSegmenter:
         info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
                           n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
-                          rule=rule, epoch=self.current_epoch, val_fm=None)
+                          rule=rule, epoch=self.current_epoch, val_fm=None, image_sha256=self.image_sha256)
         return KerasSegmenter(self.model, info, batch_size=self.config.batch_size)
 
     def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str]) -> dict[str, float]:
@@ -545,7 +555,7 @@ class Trainer:
             self.best_val_fm, self.best_epoch, self.best_rule = val_fm, epoch, row["rule"]
             info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
                               n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
-                              rule=row["rule"], epoch=epoch, val_fm=val_fm)
+                              rule=row["rule"], epoch=epoch, val_fm=val_fm, image_sha256=self.image_sha256)
             save_model(self.model, self.files.model, info)
         save_model(self.model, self.files.last, {"epoch": epoch, "checkpoint": True})
         self.training_seconds += row["seconds"]
