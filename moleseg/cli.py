@@ -466,7 +466,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if analysis.error:
                     _say(args, f"{printable(path.name)}: {analysis.error}")
                 rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.measurement_row})
+                             **analysis.flag_row, **analysis.measurement_row})
             bar.update_to(start + len(chunk))
             if stopped:
                 break

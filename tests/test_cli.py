@@ -232,6 +232,9 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
     rows = _read_csv(out / "measurements.csv")
     assert [row["image"] for row in rows] == ["000.png", "001.png"]
     assert len(rows[0]) > 3 and all(float(rows[0][key]) >= 0 for key in rows[0] if key.startswith("area"))
+    # the classical baseline is one-hot (no undecided pixel) and has no calibrated confidence threshold
+    assert [(row["confidence"], row["check_border"], row["beyond_picture"]) for row in rows] == \
+        [("1.0", "False", "False")] * 2
 
 
 def test_predict_single_file_exits_0(tmp_path, capsys):

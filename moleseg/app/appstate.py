@@ -660,7 +660,8 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
 
 
 def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "") -> list[dict[str, Any]]:
-    """One CSV/table row per image: name, model, note, then every measurement column."""
+    """One CSV/table row per image: name, model, note, the confidence and edge flags
+    (:attr:`moleseg.engine.pipeline.Analysis.flag_row`), then every measurement column."""
     rows = []
     for outcome in outcomes:
         row: dict[str, Any] = {"image": outcome.name}
@@ -671,6 +672,7 @@ def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "") -> list
         elif outcome.analysis is not None:
             if outcome.analysis.notes:
                 row["note"] = outcome.analysis.notes
+            row.update(outcome.analysis.flag_row)
             row.update(outcome.analysis.measurement_row)
         rows.append(row)
     return rows
