@@ -74,10 +74,11 @@ def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
     ``1 - U / A``, clipped at 0, where ``U`` counts the pixels whose lesion probability ``1 - P(BACK)``
     lies strictly inside ``undecided`` (the model hesitates there: they lie along an unsure border) and
     ``A`` is the area of the cleaned ``lesion`` (all objects in cells mode). ``U / A`` is about the share
-    of the area the border could still move over, so a low confidence goes with a low FM: on the
-    dermoscopy model's validation images it ranked FM best among the measures tried (the mean entropy
-    along the border band, the disagreement with the prediction of the mirrored image; see
-    ``models/dermoscopy.md``), and it needs no extra network call. An empty lesion has confidence 0.
+    of the area the border could still move over, so a low confidence goes with a low FM: on the shipped
+    models' validation images it ranked FM best among the measures tried (Spearman -0.59 for dermoscopy,
+    -0.90 for cells, against -0.03 / -0.19 for the mean entropy along the border band and -0.52 / -0.77
+    for the disagreement with the prediction of the mirrored image; see ``models/*.md``), and it needs no
+    extra network call. An empty lesion has confidence 0.
 
     Parameters
     ----------
