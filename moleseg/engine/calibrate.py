@@ -72,8 +72,9 @@ class Calibration:
     def summary(self) -> str:
         threshold = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
         flips = "with flips" if self.test_time_augmentation else "no flips"
-        return (f"decision: {threshold}, {flips}: validation FM {self.fm:.4f} "
+        text = (f"decision: {threshold}, {flips}: validation FM {self.fm:.4f} "
                 f"(arg-max, no flips {self.baseline_fm:.4f}, {self.n_images} images)")
+        return f"{text}; {self.confidence.summary()}" if self.confidence is not None else text
 
 
 def _mean_fm(segmenter: Segmenter, probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarray],

@@ -267,7 +267,6 @@ def calibrate_shipped(name: str, data_dir: Path) -> dict:
                    "evaluation": evaluate_shipped(name, target, data_dir),
                    "file_mib": round(target.stat().st_size / 2**20, 2)})
     if calibration.confidence is not None:
-        print(f"[{name}] {calibration.confidence.summary()}", flush=True)
         record["confidence"] = confidence_record(name, data_dir, **_threshold_and_validation(calibration.confidence))
     write_json(record_path, record)
     return record
