@@ -471,7 +471,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if analysis.error:
                     _say(args, f"{printable(path.name)}: {analysis.error}")
                 rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.rounded_row})
+                             **analysis.flag_row, **analysis.rounded_row})
                 object_rows.extend(analysis.object_rows(stems[path]))
                 settings.append((path.name, analysis.settings(version), None))
             bar.update_to(start + len(chunk))

@@ -236,6 +236,9 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
     assert [entry["image"] for entry in sidecar["images"]] == ["000.png", "001.png"]
     assert sidecar["images"][0]["settings"]["model_name"] == "classical"
     assert sidecar["images"][0]["settings"]["cleanup"]["rule"] == "article"
+    # the classical baseline is one-hot (no undecided pixel) and has no calibrated confidence threshold
+    assert [(row["confidence"], row["check_border"], row["beyond_picture"]) for row in rows] == \
+        [("1.0", "False", "False")] * 2
 
 
 def test_predict_single_file_exits_0(tmp_path, capsys):

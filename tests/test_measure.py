@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from synthetic import disk, ellipse
-from moleseg.core.config import BORDER
-from moleseg.core.measure import Measurement, asymmetry, fractal_dimension, measure_lesion, measurements_row
+from moleseg.core.config import BORDER, EDGE_OUTLINE_SHARE
+from moleseg.core.measure import (Measurement, asymmetry, edge_outline_share, extends_beyond_picture,
+                                  fractal_dimension, measure_lesion, measurements_row)
 from moleseg.core.targets import make_targets
 
 
@@ -199,3 +200,34 @@ def test_measurements_row_rejects_duplicate_columns():
     duplicate = [Measurement("area", "Area", 1.0, "px", "x"), Measurement("area", "Area", 2.0, "px", "x")]
     with pytest.raises(ValueError):
         measurements_row(duplicate)
+
+
+def test_edge_outline_share_of_a_disk_inside_the_picture_is_zero():
+    lesion = disk((64, 64), (32, 32), 20)
+    assert edge_outline_share(lesion) == 0.0
+    assert not extends_beyond_picture(lesion)
+
+
+def test_a_mask_filling_the_frame_lies_wholly_on_the_edge():
+    lesion = np.ones((40, 60), bool)
+    assert edge_outline_share(lesion) == 1.0
+    assert extends_beyond_picture(lesion)
+
+
+def test_edge_outline_share_counts_outline_pixels_on_the_frame():
+    lesion = np.zeros((20, 20), bool)
+    lesion[:10] = True  # the top half: outline = row 0, row 9 and both side columns of rows 1..8
+    # 56 outline pixels, of which row 0 (20), the side columns of rows 1..8 (16) and the two ends of row 9
+    assert edge_outline_share(lesion) == pytest.approx(38 / 56)
+    assert extends_beyond_picture(lesion)
+    assert not extends_beyond_picture(lesion, share=0.7)
+
+
+def test_a_disk_cut_by_one_edge_is_not_flagged():
+    lesion = disk((64, 64), (0, 32), 20)  # half a disk against the top edge
+    assert 0.2 < edge_outline_share(lesion) < EDGE_OUTLINE_SHARE
+    assert not extends_beyond_picture(lesion)
+
+
+def test_edge_outline_share_of_an_empty_mask_is_zero():
+    assert edge_outline_share(np.zeros((8, 8), bool)) == 0.0

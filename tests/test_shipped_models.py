@@ -7,6 +7,7 @@ number written in ``models/<name>.json`` and quoted in ``models/<name>.md`` (wit
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -44,6 +45,26 @@ def test_model_file_is_small_and_self_describing(name: str) -> None:
     assert calibration["n_images"] > 0 and calibration["fm"] >= calibration["baseline_fm"]
     assert calibration["fm"] == pytest.approx(max(row["fm"] for row in calibration["table"]), abs=0.002)
     assert info["lesion_threshold"] is None or 0.0 < info["lesion_threshold"] < 1.0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_confidence_threshold_is_stored_recorded_and_quoted(name: str) -> None:
+    from moleseg.core.config import DEFAULT_CHECK_SHARE
+    from moleseg.core.modelinfo import read_info
+
+    info = read_info(_model(name))
+    record = _record(name)["confidence"]
+    assert info.confidence_threshold == pytest.approx(record["threshold"])
+    validation = record["validation"]
+    marked = [row for row in validation["per_image"] if row["check_border"]]
+    # the share asked for, rounded up to whole images, and marked by the stored threshold
+    assert len(marked) == math.ceil(DEFAULT_CHECK_SHARE * validation["n_images"])
+    assert all(row["confidence"] < info.confidence_threshold for row in marked)
+    assert validation["n_bad_caught"] == sum(row["fm"] < validation["bad_fm"] for row in marked)
+    card = (MODELS_DIR / f"{name}.md").read_text()
+    assert f"{record['threshold']:.3f}" in card
+    assert f"{validation['n_bad_caught']} of the {validation['n_bad']}" in card or \
+        (validation["n_bad_caught"] == validation["n_bad"] == 2 and "**both** images" in card)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

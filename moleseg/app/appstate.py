@@ -656,7 +656,8 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
 def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
                  visits: Mapping[str, Visit] | None = None) -> list[dict[str, Any]]:
     """One CSV/table row per image: name, model, the patient/lesion identifier and visit date when
-    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, then every measurement column."""
+    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, the confidence and edge flags
+    (:attr:`moleseg.engine.pipeline.Analysis.flag_row`), then every measurement column."""
     rows = []
     for outcome in outcomes:
         row: dict[str, Any] = {"image": outcome.name}
@@ -672,6 +673,7 @@ def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
         elif outcome.analysis is not None:
             if outcome.analysis.notes:
                 row["note"] = outcome.analysis.notes
+            row.update(outcome.analysis.flag_row)
             row.update(outcome.analysis.rounded_row)
         rows.append(row)
     return rows

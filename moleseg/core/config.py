@@ -20,6 +20,18 @@ DEFAULT_SHAPE: str = "diamond"
 #: Radius of the disk that closes the cleaned border (the article: 15).
 DEFAULT_CLOSING_RADIUS_PX: int = 15
 
+#: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds)
+#: when at least this share (0..1) of its outline pixels lie on the image's edge.
+EDGE_OUTLINE_SHARE: float = 0.5
+#: Lesion probabilities (``1 - P(BACK)``, 0..1) between these two count as undecided pixels for the
+#: per-image confidence (see :func:`moleseg.engine.segmenter.border_confidence`).
+UNDECIDED_PROBABILITY_RANGE: tuple[float, float] = (0.2, 0.8)
+#: Share (0..1) of the validation images, the least confident, that the confidence threshold flags
+#: "check this border" (see :mod:`moleseg.engine.calibrate`).
+DEFAULT_CHECK_SHARE: float = 0.15
+#: An image whose FM is below this (0..1) counts as badly segmented when the confidence is calibrated.
+BAD_IMAGE_FM: float = 0.85
+
 #: Longer side in px above which cleanup runs on a resized copy (its radii scaled alike).
 CLEANUP_MAX_SIDE_PX: int = 1024
 

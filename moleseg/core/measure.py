@@ -63,13 +63,14 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import perimeter_crofton, regionprops
 
+from moleseg.core.config import EDGE_OUTLINE_SHARE
 from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
 from moleseg.core.metrics import contour
 from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
 __all__ = ["Measurement", "colour_measurements", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
-           "decimals"]
+           "decimals", "edge_outline_share", "extends_beyond_picture"]
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
@@ -454,3 +455,29 @@ def measurements_row(measurements: list[Measurement], *, rounded: bool = False) 
             raise ValueError(f"two measurements share the column {column!r}")
         row[column] = measurement.rounded if rounded else float(measurement.value)
     return row
+
+
+def edge_outline_share(lesion: np.ndarray) -> float:
+    """Share of the lesion's outline that lies on the image's edge, 0..1.
+
+    The outline is every lesion pixel with a 4-neighbour outside the lesion, the image frame counting as
+    outside (so a lesion pixel on the first or last row or column is always on the outline). The share is
+    the outline pixels on the frame over all outline pixels: 0 for a lesion clear of the edge, 1 for a
+    mask filling the whole image; an empty mask gives 0.
+    """
+    lesion = as_binary_mask(lesion)
+    if not lesion.any():
+        return 0.0
+    outline = lesion & ~ndimage.binary_erosion(lesion, structure=ndimage.generate_binary_structure(2, 1),
+                                               border_value=0)
+    on_edge = np.zeros_like(outline)
+    on_edge[[0, -1], :] = outline[[0, -1], :]
+    on_edge[:, [0, -1]] |= outline[:, [0, -1]]
+    return float(on_edge.sum() / outline.sum())
+
+
+def extends_beyond_picture(lesion: np.ndarray, share: float = EDGE_OUTLINE_SHARE) -> bool:
+    """True when at least ``share`` (0..1) of the lesion's outline lies on the image's edge
+    (:func:`edge_outline_share`): the lesion may extend beyond the picture, so its area and diameters are
+    lower bounds."""
+    return edge_outline_share(lesion) >= share

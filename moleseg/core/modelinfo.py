@@ -74,6 +74,11 @@ class ModelInfo:
     validation_fm, lesion_threshold : float or None
     test_time_augmentation : bool
     calibration : dict
+    confidence_threshold : float or None
+        Images whose border confidence (:func:`moleseg.engine.segmenter.border_confidence`, 0..1) is below
+        it are marked "check this border"; None: not calibrated (older files), nothing is marked.
+    confidence_calibration : dict
+        How that threshold was chosen (validation images, share flagged, bad images caught).
     extra : dict
         Every other key of the file, kept as it is.
     """
@@ -94,6 +99,8 @@ class ModelInfo:
     test_time_augmentation: bool = False
     lesion_threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)
+    confidence_threshold: float | None = None
+    confidence_calibration: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     moleseg_version: str | None = None
     version: str | None = None
@@ -112,7 +119,9 @@ class ModelInfo:
             known["n_classes"] = int(known["n_classes"])
         if "input_size" in known:
             known["input_size"] = int(known["input_size"])
-        for key in ("cleanup", "model", "config", "training", "calibration"):
+        if "confidence_threshold" in known:
+            known["confidence_threshold"] = float(known["confidence_threshold"])
+        for key in ("cleanup", "model", "config", "training", "calibration", "confidence_calibration"):
             if key in known and not isinstance(known[key], Mapping):
                 known.pop(key)
         known["test_time_augmentation"] = bool(known.get("test_time_augmentation", False))

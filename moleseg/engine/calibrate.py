@@ -1,5 +1,6 @@
 """How a trained model decides, chosen by validation FM: flip test-time augmentation on or off, and the
-lesion probability threshold instead of the arg-max.
+lesion probability threshold instead of the arg-max; and below which border confidence an image is marked
+"check this border" (:func:`calibrate_confidence`).
 
 Each validation image is predicted once per augmentation setting; every threshold is then applied to the
 same probabilities and cleaned through the app's own path (:func:`moleseg.engine.segmenter.clean`), so the
@@ -9,15 +10,18 @@ least ``min_gain`` mean FM (a few validation images should not pick noise). No T
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from moleseg.core.config import BAD_IMAGE_FM, DEFAULT_CHECK_SHARE, UNDECIDED_PROBABILITY_RANGE
 from moleseg.engine.evaluate import read_pair
 from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
-from moleseg.engine.segmenter import Segmenter, clean
+from moleseg.engine.segmenter import Segmenter, clean, segment
 
 #: Lesion probability thresholds tried (``None`` is the plain arg-max).
 DEFAULT_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -50,21 +54,27 @@ class Calibration:
     baseline_fm: float
     n_images: int
     table: list[dict[str, Any]] = field(default_factory=list)
+    confidence: "ConfidenceCalibration | None" = None
 
     def info_update(self) -> dict[str, Any]:
-        """The entries of a model's ``moleseg.json`` that carry this decision."""
-        return {
+        """The entries of a model's ``moleseg.json`` that carry this decision (and the confidence
+        threshold, when it was calibrated too)."""
+        values = {
             "test_time_augmentation": self.test_time_augmentation,
             "lesion_threshold": self.lesion_threshold,
             "calibration": {"fm": self.fm, "baseline_fm": self.baseline_fm, "n_images": self.n_images,
                             "table": self.table},
         }
+        if self.confidence is not None:
+            values.update(self.confidence.info_update())
+        return values
 
     def summary(self) -> str:
         threshold = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
         flips = "with flips" if self.test_time_augmentation else "no flips"
-        return (f"decision: {threshold}, {flips}: validation FM {self.fm:.4f} "
+        text = (f"decision: {threshold}, {flips}: validation FM {self.fm:.4f} "
                 f"(arg-max, no flips {self.baseline_fm:.4f}, {self.n_images} images)")
+        return f"{text}; {self.confidence.summary()}" if self.confidence is not None else text
 
 
 def _mean_fm(segmenter: Segmenter, probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarray],
@@ -121,3 +131,117 @@ def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
 def calibrated_info(info: dict[str, Any], calibration: Calibration) -> dict[str, Any]:
     """A copy of a model's ``moleseg.json`` with the calibration's decision in it."""
     return {**info, **calibration.info_update()}
+
+
+@dataclass
+class ConfidenceCalibration:
+    """The border confidence below which an image is marked "check this border", and what it catches.
+
+    Attributes
+    ----------
+    threshold : float
+        0..1: images whose :attr:`moleseg.engine.segmenter.Segmentation.confidence` is below it are marked.
+    share : float
+        Share of the calibration images marked (0..1; the asked share rounded up to whole images).
+    n_images, n_bad, n_bad_caught : int
+        Calibration images, those with FM below ``bad_fm``, and how many of these are marked.
+    bad_fm : float
+    n_worse_than_baseline : int or None
+        Images whose FM is more than ``baseline_margin`` below the baseline segmenter's (None without one).
+    per_image : list of dict
+        ``{"image", "fm", "confidence", "check_border"}`` (and ``"baseline_fm"``), least confident first.
+    """
+
+    threshold: float
+    share: float
+    n_images: int
+    n_bad: int
+    n_bad_caught: int
+    bad_fm: float = BAD_IMAGE_FM
+    n_worse_than_baseline: int | None = None
+    baseline_margin: float = 0.1
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    def info_update(self) -> dict[str, Any]:
+        """The entries of a model's ``moleseg.json`` that carry the confidence threshold."""
+        return {"confidence_threshold": self.threshold,
+                "confidence_calibration": {
+                    "method": "undecided area", "undecided_probability_range": list(UNDECIDED_PROBABILITY_RANGE),
+                    "share": self.share, "n_images": self.n_images, "bad_fm": self.bad_fm, "n_bad": self.n_bad,
+                    "n_bad_caught": self.n_bad_caught, "n_worse_than_baseline": self.n_worse_than_baseline,
+                    "baseline_margin": self.baseline_margin, "per_image": self.per_image}}
+
+    def summary(self) -> str:
+        return (f"confidence threshold {self.threshold:.3f}: marks {self.share:.0%} of {self.n_images} images, "
+                f"{self.n_bad_caught} of the {self.n_bad} with FM < {self.bad_fm:.2f}")
+
+
+def confidence_rows(segmenter: Segmenter, pairs: Sequence[Pair], *, baseline: Segmenter | None = None,
+                    progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """``{"image", "fm", "confidence"}`` (and ``"baseline_fm"``) of each pair, as the app segments it
+    (the model's own flips and lesion threshold)."""
+    rows = []
+    for index, pair in enumerate(pairs):
+        if progress:
+            progress(f"confidence: image {index + 1} of {len(pairs)}")
+        image, mask = read_pair(pair)
+        segmentation = segment(segmenter, image)
+        row: dict[str, Any] = {"image": Path(pair.image).name, "fm": float(scores(segmentation.lesion, mask)["fm"]),
+                               "confidence": segmentation.confidence}
+        if baseline is not None:
+            row["baseline_fm"] = float(scores(segment(baseline, image).lesion, mask)["fm"])
+        rows.append(row)
+    return rows
+
+
+def flag_summary(rows: Sequence[dict[str, Any]], threshold: float, *, bad_fm: float = BAD_IMAGE_FM,
+                 baseline_margin: float = 0.1) -> ConfidenceCalibration:
+    """What ``threshold`` marks among :func:`confidence_rows` (e.g. on a test set, after calibration)."""
+    marked = [dict(row, check_border=row["confidence"] < threshold)
+              for row in sorted(rows, key=lambda row: row["confidence"])]
+    bad = [row for row in marked if row["fm"] < bad_fm]
+    worse = (sum(row["baseline_fm"] - row["fm"] > baseline_margin for row in marked)
+             if marked and all("baseline_fm" in row for row in marked) else None)
+    return ConfidenceCalibration(threshold=threshold, share=sum(row["check_border"] for row in marked) / len(marked),
+                                 n_images=len(marked), n_bad=len(bad),
+                                 n_bad_caught=sum(row["check_border"] for row in bad), bad_fm=bad_fm,
+                                 n_worse_than_baseline=worse, baseline_margin=baseline_margin, per_image=marked)
+
+
+def confidence_threshold(confidences: Sequence[float], share: float = DEFAULT_CHECK_SHARE) -> float:
+    """The threshold that marks the ``share`` (0..1) least confident of ``confidences``, rounded up to
+    whole images: halfway between the last marked and the first unmarked value (above the largest when all
+    are marked).
+
+    Raises
+    ------
+    ValueError
+        With no values, or ``share`` outside 0..1.
+    """
+    if not confidences:
+        raise ValueError("the confidence threshold needs at least one validation image")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"the share of images to mark must be in (0, 1], not {share}")
+    ordered = sorted(float(value) for value in confidences)
+    count = max(1, math.ceil(share * len(ordered) - 1e-9))
+    if count >= len(ordered):
+        return ordered[-1] + 1e-6
+    return (ordered[count - 1] + ordered[count]) / 2.0
+
+
+def calibrate_confidence(segmenter: Segmenter, pairs: Sequence[Pair], *, share: float = DEFAULT_CHECK_SHARE,
+                         bad_fm: float = BAD_IMAGE_FM, baseline: Segmenter | None = None,
+                         progress: Callable[[str], None] | None = None) -> ConfidenceCalibration:
+    """Choose the confidence threshold that marks the ``share`` least confident of ``pairs`` (validation
+    images the model did not train on) and count the images with FM below ``bad_fm`` it marks.
+
+    Raises
+    ------
+    ValueError
+        With no pairs.
+    """
+    if not pairs:
+        raise ValueError("the confidence threshold needs at least one validation image")
+    rows = confidence_rows(segmenter, pairs, baseline=baseline, progress=progress)
+    threshold = confidence_threshold([row["confidence"] for row in rows], share)
+    return flag_summary(rows, threshold, bad_fm=bad_fm)

@@ -8,6 +8,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import MIN_IMAGE_SIDE_PX
+from moleseg.core.config import EDGE_OUTLINE_SHARE, MIN_IMAGE_SIDE_PX
 from moleseg.core.imageio import encode_png
-from moleseg.core.measure import Measurement, measure_lesion, measurements_row
+from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
+from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
 from moleseg.core.report import AnalysisSettings, Visit
@@ -45,6 +47,12 @@ CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
 def subject_words(n_classes: int | None) -> dict[str, str]:
     """How to speak of what a model segments (:data:`SUBJECT_WORDS`; moles unless it has two classes)."""
     return SUBJECT_WORDS[2 if n_classes == 2 else 3]
+#: What the exports say of an image the model is unsure of (``{confidence}``, ``{threshold}``: 0..1).
+CHECK_BORDER_NOTE = ("check this border: the model is unsure of it (confidence {confidence:.2f}, below its "
+                     "calibrated {threshold:.2f})")
+#: What the exports say of a lesion reaching the picture's edge (``{share}``: 0..1 of its outline).
+BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture ({share:.0%} of its outline on the image edge): "
+                       "its area and diameters are lower bounds")
 
 
 @dataclass
@@ -71,6 +79,53 @@ class Analysis:
     error: str | None = None
     corrected_by_hand: bool = False
     objects: list[CellObject] = field(default_factory=list)
+    confidence_threshold: float | None = None
+
+    @property
+    def confidence(self) -> float:
+        """How sure the model is of this border, 0..1 (:attr:`Segmentation.confidence`)."""
+        return self.segmentation.confidence
+
+    @property
+    def check_border(self) -> bool:
+        """True when the model's confidence is below its calibrated threshold (the model's ``moleseg.json``;
+        never without one) and the lesion was not corrected by hand."""
+        return (self.confidence_threshold is not None and not self.corrected_by_hand
+                and self.confidence < self.confidence_threshold)
+
+    @functools.cached_property
+    def edge_outline_share(self) -> float | None:
+        """Share of the lesion's outline on the image edge, 0..1 (None in cells mode, where every object
+        is a cell and cells cut by the frame are expected)."""
+        return None if self.cells else edge_outline_share(self.segmentation.lesion)
+
+    @property
+    def beyond_picture(self) -> bool:
+        """True when the lesion may extend beyond the picture (see
+        :func:`moleseg.core.measure.extends_beyond_picture`): its area and diameters are lower bounds."""
+        share = self.edge_outline_share
+        return share is not None and share >= EDGE_OUTLINE_SHARE
+
+    @property
+    def warnings(self) -> list[str]:
+        """The "check this border" and "may extend beyond the picture" texts that apply (the app shows
+        them; :attr:`notes` carries them into the PDF and CSV)."""
+        found = []
+        if self.check_border and not self.error:
+            found.append(CHECK_BORDER_NOTE.format(confidence=self.confidence, threshold=self.confidence_threshold))
+        if self.beyond_picture:
+            found.append(BEYOND_PICTURE_NOTE.format(share=self.edge_outline_share))
+        return found
+
+    @property
+    def flag_row(self) -> dict[str, Any]:
+        """The CSV columns of the two warnings: ``confidence`` (0..1), ``check_border``, and outside cells
+        mode ``edge_outline_share`` (0..1) and ``beyond_picture``."""
+        row: dict[str, Any] = {"confidence": round(self.confidence, 4), "check_border": self.check_border}
+        share = self.edge_outline_share
+        if share is not None:
+            row.update(edge_outline_share=round(share, 4), beyond_picture=self.beyond_picture)
+        return row
 
     @property
     def overlay(self) -> np.ndarray:
@@ -124,15 +179,17 @@ class Analysis:
         segmentation = dataclasses.replace(self.segmentation, lesion=lesion, border=border, inside=lesion & ~border)
         analysis = Analysis(image=self.image, segmentation=segmentation, segmenter_name=self.segmenter_name,
                             n_classes=self.n_classes, pixel_size_mm=self.pixel_size_mm, style=self.style,
-                            corrected_by_hand=True)
+                            corrected_by_hand=True, confidence_threshold=self.confidence_threshold)
         return _measured(analysis)
 
     @property
     def notes(self) -> str | None:
-        """What the exports say besides the measurements: no lesion found, corrected by hand."""
+        """What the exports say besides the measurements: no lesion found, corrected by hand, check this
+        border, may extend beyond the picture."""
         parts = [self.error] if self.error else []
         if self.corrected_by_hand:
             parts.append(self.words["corrected"])
+        parts.extend(self.warnings)
         return "; ".join(parts) or None
 
     def files(self, stem: str) -> dict[str, bytes]:
@@ -271,7 +328,8 @@ def check_image_side(image: np.ndarray) -> None:
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
             style: OverlayStyle) -> Analysis:
     return _measured(Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
-                              n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style))
+                              n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style,
+                              confidence_threshold=ModelInfo.from_dict(segmenter.info).confidence_threshold))
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,

@@ -8,13 +8,14 @@ model (TensorFlow is imported only when such a model is loaded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupResult, CleanupSettings, cleanup
-from moleseg.core.config import CLEANUP_MAX_SIDE_PX
+from moleseg.core.config import CLEANUP_MAX_SIDE_PX, UNDECIDED_PROBABILITY_RANGE
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.resize import resize_mask_to, resize_probabilities
 
@@ -59,6 +60,40 @@ class Segmentation:
     inside: np.ndarray
     settings: CleanupSettings
     lesion_threshold: float | None = None
+
+    @functools.cached_property
+    def confidence(self) -> float:
+        """How sure the model is of this border, 0..1 (:func:`border_confidence`)."""
+        return border_confidence(self.probabilities, self.lesion)
+
+
+def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
+                      undecided: tuple[float, float] = UNDECIDED_PROBABILITY_RANGE) -> float:
+    """How sure the model is of one image's border, 0..1 (1: every pixel decided).
+
+    ``1 - U / A``, clipped at 0, where ``U`` counts the pixels whose lesion probability ``1 - P(BACK)``
+    lies strictly inside ``undecided`` (the model hesitates there: they lie along an unsure border) and
+    ``A`` is the area of the cleaned ``lesion`` (all objects in cells mode). ``U / A`` is about the share
+    of the area the border could still move over, so a low confidence goes with a low FM: on the shipped
+    models' validation images it ranked FM best among the measures tried (Spearman -0.59 for dermoscopy,
+    -0.90 for cells, against -0.03 / -0.19 for the mean entropy along the border band and -0.52 / -0.77
+    for the disagreement with the prediction of the mirrored image; see ``models/*.md``), and it needs no
+    extra network call. An empty lesion has confidence 0.
+
+    Parameters
+    ----------
+    probabilities : (H, W, C) float
+        Class probabilities, class 0 the background.
+    lesion : (H, W) bool
+        The cleaned lesion of the same image.
+    """
+    area = int(np.count_nonzero(lesion))
+    if area == 0:
+        return 0.0
+    low, high = undecided
+    lesion_probability = 1.0 - probabilities[..., 0]
+    undecided_px = int(np.count_nonzero((lesion_probability > low) & (lesion_probability < high)))
+    return max(0.0, 1.0 - undecided_px / area)
 
 
 def reference_size(segmenter: Segmenter) -> int | None:

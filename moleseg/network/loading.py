@@ -12,7 +12,9 @@ from typing import Callable, Sequence
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
-from moleseg.engine.calibrate import Calibration, calibrate, calibrated_info
+from moleseg.core.config import DEFAULT_CHECK_SHARE
+from moleseg.engine.calibrate import (Calibration, ConfidenceCalibration, calibrate, calibrate_confidence,
+                                      calibrated_info)
 from moleseg.engine.segmenter import CLASSICAL, Segmenter
 
 
@@ -38,7 +40,21 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
                          progress: Callable[[str], None] | None = None) -> Calibration:
     """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
-    (its ``moleseg.json``, rewritten atomically)."""
+    (its ``moleseg.json``, rewritten atomically), then the confidence threshold of that decision
+    (:func:`calibrate_confidence_file`)."""
     calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress)
     write_model_info(path, calibrated_info(read_model_info(path), calibration))
+    calibration.confidence = calibrate_confidence_file(path, pairs, progress=progress)
     return calibration
+
+
+def calibrate_confidence_file(path: str | Path, pairs: Sequence[Pair], *, share: float = DEFAULT_CHECK_SHARE,
+                              progress: Callable[[str], None] | None = None) -> ConfidenceCalibration:
+    """Choose the confidence threshold of the moleseg ``.keras`` file at ``path`` on ``pairs`` (validation
+    images, segmented with the file's own decision; the classical baseline scored beside them) and store it
+    in the file's ``moleseg.json`` (rewritten atomically, no TensorFlow needed for that)."""
+    segmenter = load_segmenter(path)
+    baseline = ClassicalSegmenter(n_classes=segmenter.n_classes)
+    result = calibrate_confidence(segmenter, pairs, share=share, baseline=baseline, progress=progress)
+    write_model_info(path, {**read_model_info(path), **result.info_update()})
+    return result

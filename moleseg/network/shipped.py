@@ -15,12 +15,14 @@ on) and ``holdout`` (a share of a training folder held out, by file with the rec
 The last step copies the best model to ``models/<name>.keras`` (without optimizer state), evaluates it
 and the classical baseline on the recipe's test sets and writes ``models/<name>.json`` with those numbers
 and the wall time; the model cards quote that file. ``--calibrate-only`` chooses the installed models'
-flips and threshold again; without ``--install``/``--print-data-root`` the module trains in-process.
+flips, lesion threshold and confidence threshold again, ``--confidence-only`` only the confidence threshold
+(the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`); without ``--install``/``--print-data-root`` the module trains in-process.
 
 Usage::
 
     python -m moleseg.network.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
-                                      [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only]
+                                      [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only
+                                       | --confidence-only [--check-share SHARE]]
 """
 
 from __future__ import annotations
@@ -202,29 +204,89 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
         "calibration": {k: info.get(k) for k in ("test_time_augmentation", "lesion_threshold", "calibration")},
         "file_mib": round(target.stat().st_size / 2**20, 2),
     }
+    if info.get("confidence_threshold") is not None:  # calibrated at the end of training
+        record["confidence"] = confidence_record(name, data_dir, float(info["confidence_threshold"]),
+                                                 info.get("confidence_calibration") or {})
     write_json(MODELS_DIR / f"{name}.json", record)
     return record
 
 
+def validation_pairs(name: str, data_dir: Path) -> list:
+    """The validation split of a shipped model's training run (what it was calibrated on; never its test
+    sets): the split of the config saved in ``models/<name>.json`` when its folders exist on this machine,
+    else of the recipe over ``data_dir`` (same folders, fraction and seed, re-rooted here)."""
+    from moleseg.engine.runs import read_json
+    from moleseg.network.train import TrainConfig, split_of
+
+    saved = (read_json(MODELS_DIR / f"{name}.json", {}) or {}).get("config")
+    training_root(name, data_dir)  # the held-out symlink folders the config points at
+    config = TrainConfig.from_dict(saved) if saved else None
+    if config is None or not all(Path(folder).is_dir() for folder in [*config.images, *config.masks]):
+        config = recipe_config(name, data_dir)
+    _, validation, _ = split_of(config)
+    return validation
+
+
+def confidence_record(name: str, data_dir: Path, threshold: float, validation: dict) -> dict:
+    """The ``confidence`` entry of ``models/<name>.json``: the installed model's ``threshold`` with how it
+    was calibrated (``validation``, the model's ``confidence_calibration``) and what it marks on each of
+    the recipe's test sets (reported, never used to choose it)."""
+    from moleseg.core.pairing import pair_folders
+    from moleseg.engine.calibrate import confidence_rows, flag_summary
+    from moleseg.network.loading import load_segmenter
+
+    model = load_segmenter(MODELS_DIR / f"{name}.keras")
+    baseline = load_segmenter(f"classical{model.n_classes}")
+    tests = {}
+    _, test_dirs = split_folders(name, data_dir)
+    for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
+        rows = confidence_rows(model, pair_folders(test_dir / "images", test_dir / "masks").pairs, baseline=baseline)
+        tests[folder] = flag_summary(rows, threshold).info_update()["confidence_calibration"]
+    return {"threshold": threshold, "validation": validation, "test": tests}
+
+
+def _threshold_and_validation(result) -> dict:
+    info = result.info_update()
+    return {"threshold": info["confidence_threshold"], "validation": info["confidence_calibration"]}
+
+
 def calibrate_shipped(name: str, data_dir: Path) -> dict:
-    """Choose an installed shipped model's flips and lesion threshold again, on its own training run's
-    validation split (never the test sets), then re-evaluate it and rewrite ``models/<name>.json``."""
+    """Choose an installed shipped model's flips, lesion threshold and confidence threshold again, on its
+    own training run's validation split (never the test sets), then re-evaluate it and rewrite
+    ``models/<name>.json``."""
     from moleseg.network.loading import calibrate_model_file
     from moleseg.engine.runs import read_json, write_json
-    from moleseg.network.train import TrainConfig, split_of
 
     target = MODELS_DIR / f"{name}.keras"
     record_path = MODELS_DIR / f"{name}.json"
     record = read_json(record_path, {}) or {}
-    saved = record.get("config")
-    config = TrainConfig.from_dict(saved) if saved else recipe_config(name, data_dir)
-    training_root(name, data_dir)  # the held-out symlink folders the config points at
-    _, validation, _ = split_of(config)
-    calibration = calibrate_model_file(target, validation, progress=lambda line: print(f"[{name}] {line}", flush=True))
+    calibration = calibrate_model_file(target, validation_pairs(name, data_dir),
+                                       progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {calibration.summary()}", flush=True)
     record.update({"name": name, "calibration": calibration.info_update(),
                    "evaluation": evaluate_shipped(name, target, data_dir),
                    "file_mib": round(target.stat().st_size / 2**20, 2)})
+    if calibration.confidence is not None:
+        record["confidence"] = confidence_record(name, data_dir, **_threshold_and_validation(calibration.confidence))
+    write_json(record_path, record)
+    return record
+
+
+def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None = None) -> dict:
+    """Only choose an installed shipped model's confidence threshold again (its decision kept), on its
+    validation split, store it in ``models/<name>.keras`` and record it with what it marks on the test sets
+    in ``models/<name>.json``."""
+    from moleseg.core.config import DEFAULT_CHECK_SHARE
+    from moleseg.engine.runs import read_json, write_json
+    from moleseg.network.loading import calibrate_confidence_file
+
+    target = MODELS_DIR / f"{name}.keras"
+    record_path = MODELS_DIR / f"{name}.json"
+    record = read_json(record_path, {}) or {}
+    result = calibrate_confidence_file(target, validation_pairs(name, data_dir), share=share or DEFAULT_CHECK_SHARE,
+                                       progress=lambda line: print(f"[{name}] {line}", flush=True))
+    print(f"[{name}] {result.summary()}", flush=True)
+    record["confidence"] = confidence_record(name, data_dir, **_threshold_and_validation(result))
     write_json(record_path, record)
     return record
 
@@ -241,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     steps.add_argument("--install", type=Path, metavar="RUN_DIR",
                        help="no training: install, evaluate and record the finished run RUN_DIR")
     steps.add_argument("--calibrate-only", action="store_true",
-                       help="no training: choose the installed models' flips and threshold again and re-evaluate")
+                       help="no training: choose the installed models' flips, lesion and confidence thresholds "
+                            "again and re-evaluate")
+    steps.add_argument("--confidence-only", action="store_true",
+                       help="no training: choose only the installed models' confidence threshold again (the "
+                            "share of validation images marked 'check this border': --check-share)")
+    parser.add_argument("--check-share", type=float, default=None, metavar="SHARE",
+                        help="with --confidence-only: share (0..1) of the validation images to mark; "
+                             "default moleseg.core.config.DEFAULT_CHECK_SHARE")
     parser.add_argument("--wall-seconds", type=float, default=0.0, help="with --install: the training's wall time")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
@@ -254,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if args.print_data_root:
             print(training_root(name, args.data))
+            continue
+        if args.confidence_only:
+            record = calibrate_confidence_shipped(name, args.data, args.check_share)
+            print(json.dumps({"name": name, "confidence": {k: v for k, v in record["confidence"].items()
+                                                           if k == "threshold"}}))
             continue
         if args.calibrate_only:
             record = calibrate_shipped(name, args.data)

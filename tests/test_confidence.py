@@ -1,0 +1,166 @@
+"""Tests of the per-image border confidence (moleseg.engine.segmenter.border_confidence), its calibration
+(moleseg.engine.calibrate) and the "check this border" / "may extend beyond the picture" flags of an
+analysis (moleseg.engine.pipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic import disk
+from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.imageio import write_png
+from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.pairing import Pair
+from moleseg.engine.calibrate import calibrate_confidence, confidence_threshold, flag_summary
+from moleseg.engine.correction import Corrections, Stroke
+from moleseg.engine.pipeline import analyse_images
+from moleseg.engine.segmenter import border_confidence
+
+
+def _two_class(foreground: np.ndarray) -> np.ndarray:
+    return np.stack([1 - foreground, foreground], axis=-1).astype(np.float32)
+
+
+class RedChannelSegmenter:
+    """Two classes; the foreground probability of a pixel is its red value / 255 (no network)."""
+
+    n_classes = 2
+    class_names = ("background", "foreground")
+    name = "red"
+
+    def __init__(self, info: dict | None = None) -> None:
+        self.info = info or {}
+        self.cleanup_defaults = CleanupSettings(closing_radius_px=0, fill_holes=False, largest_component=False)
+
+    def predict_probabilities(self, images):
+        return [_two_class(image[..., 0].astype(np.float32) / 255.0) for image in images]
+
+
+def test_border_confidence_by_hand():
+    foreground = np.zeros((4, 5), np.float32)
+    foreground[:2] = 1.0            # 10 sure lesion pixels
+    foreground[2, :3] = 0.5         # 3 undecided pixels (0.2 < p < 0.8), not lesion after the arg-max
+    foreground[3, 0] = 0.9          # a sure lesion pixel: 11 lesion pixels
+    lesion = foreground > 0.5
+    assert border_confidence(_two_class(foreground), lesion) == pytest.approx(1 - 3 / 11)
+    assert border_confidence(_two_class(foreground), lesion, undecided=(0.4, 0.95)) == pytest.approx(1 - 4 / 11)
+
+
+def test_border_confidence_of_an_empty_or_all_undecided_lesion_is_zero():
+    foreground = np.full((6, 6), 0.45, np.float32)
+    assert border_confidence(_two_class(foreground), np.zeros((6, 6), bool)) == 0.0
+    lesion = np.zeros((6, 6), bool)
+    lesion[0, 0] = True  # 1 px of lesion, 36 undecided
+    assert border_confidence(_two_class(foreground), lesion) == 0.0
+
+
+def test_confidence_threshold_marks_the_least_confident_share():
+    values = [0.9, 0.1, 0.5, 0.3, 0.7]
+    assert confidence_threshold(values, 0.2) == pytest.approx(0.2)       # one image: 0.1
+    assert confidence_threshold(values, 0.3) == pytest.approx(0.4)       # 1.5 rounded up to 2: 0.1, 0.3
+    assert confidence_threshold(values, 1.0) > 0.9                       # every image
+    assert confidence_threshold([0.5] * 32 + [0.9], 0.15) == pytest.approx(0.5)  # ties stay together
+    with pytest.raises(ValueError, match="at least one"):
+        confidence_threshold([], 0.15)
+    with pytest.raises(ValueError, match="share"):
+        confidence_threshold(values, 0.0)
+
+
+def _pairs(tmp_path: Path) -> list[Pair]:
+    """Four 40 x 40 images of a disk: three drawn crisply (probability 1 inside, 0 outside), one blurred
+    so that a wide ring is undecided and the arg-max lesion is too small."""
+    truth = disk((40, 40), (20, 20), 12)
+    rows, cols = np.ogrid[:40, :40]
+    distance = np.sqrt((rows - 20) ** 2 + (cols - 20) ** 2)
+    blurred = np.clip((12 - distance) / 12 + 0.3, 0, 1)  # p = 0.5 at distance 9.6 px, not 12
+    pairs = []
+    for index, foreground in enumerate([truth.astype(float)] * 3 + [blurred]):
+        image = np.zeros((40, 40, 3), np.uint8)
+        image[..., 0] = np.round(foreground * 255).astype(np.uint8)
+        image_path, mask_path = tmp_path / f"{index}.png", tmp_path / f"{index}_mask.png"
+        write_png(image_path, image)
+        write_png(mask_path, truth)
+        pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
+    return pairs
+
+
+class TruthSegmenter(RedChannelSegmenter):
+    """Predicts the true disk of :func:`_pairs` whatever the image."""
+
+    def predict_probabilities(self, images):
+        return [_two_class(disk((40, 40), (20, 20), 12).astype(np.float32)) for _ in images]
+
+
+def test_calibration_marks_the_blurred_image_and_counts_it(tmp_path):
+    result = calibrate_confidence(RedChannelSegmenter(), _pairs(tmp_path), share=0.25, baseline=TruthSegmenter())
+    assert result.n_images == 4 and result.share == 0.25
+    assert result.n_bad == 1 and result.n_bad_caught == 1 and result.n_worse_than_baseline == 1
+    first = result.per_image[0]
+    assert first["image"] == "3.png" and first["check_border"] and first["fm"] < 0.85
+    assert first["confidence"] < result.threshold < 1.0
+    assert [row["confidence"] for row in result.per_image[1:]] == [1.0, 1.0, 1.0]
+    info = ModelInfo.from_dict({"name": "m", **result.info_update()})
+    assert info.confidence_threshold == pytest.approx(result.threshold)
+    assert info.confidence_calibration["n_bad_caught"] == 1
+    # the same threshold on other images (a test set) only reports
+    again = flag_summary(result.per_image[1:], result.threshold)
+    assert again.n_images == 3 and again.share == 0.0 and again.n_bad == 0
+
+
+def test_older_model_files_have_no_confidence_threshold():
+    info = ModelInfo.from_dict({"name": "old", "lesion_threshold": 0.5})
+    assert info.confidence_threshold is None and info.confidence_calibration == {}
+    assert "confidence_threshold" not in info.to_dict()
+    assert ModelInfo.from_dict({"confidence_threshold": "0.7"}).confidence_threshold == 0.7
+    assert ModelInfo.from_dict({"confidence_calibration": [1, 2]}).confidence_calibration == {}
+
+
+def _image(foreground: np.ndarray) -> np.ndarray:
+    image = np.zeros((*foreground.shape, 3), np.uint8)
+    image[..., 0] = np.round(foreground * 255).astype(np.uint8)
+    return image
+
+
+def test_an_unsure_analysis_says_check_this_border(tmp_path):
+    pairs = _pairs(tmp_path)
+    from moleseg.core.imageio import read_image
+
+    crisp, blurred = read_image(pairs[0].image), read_image(pairs[3].image)
+    segmenter = RedChannelSegmenter({"confidence_threshold": 0.9})
+    sure, unsure = analyse_images(segmenter, [crisp, blurred])
+    assert sure.confidence == 1.0 and not sure.check_border and sure.notes is None
+    assert unsure.check_border and unsure.confidence < 0.9
+    assert "check this border" in unsure.notes and "check this border" in unsure.warnings[0]
+    assert unsure.flag_row == {"confidence": round(unsure.confidence, 4), "check_border": True}  # cells mode
+    # corrected by hand: the user has looked at it
+    corrections = Corrections()
+    corrections.push([Stroke.of([(20, 20), (30, 20), (30, 30)])], add=True)
+    assert not unsure.corrected(corrections).check_border
+    # without a calibrated threshold nothing is marked
+    assert not analyse_images(RedChannelSegmenter(), [blurred])[0].check_border
+
+
+class ThreeClassRed(RedChannelSegmenter):
+    """Three classes: the red value / 255 is the INSIDE probability, BORDER is never predicted (a lesion
+    model, not cells mode)."""
+
+    n_classes = 3
+    class_names = ("back", "border", "inside")
+
+    def predict_probabilities(self, images):
+        lesion = [image[..., 0].astype(np.float32) / 255.0 for image in images]
+        return [np.stack([1 - p, np.zeros_like(p), p], axis=-1) for p in lesion]
+
+
+def test_a_lesion_filling_the_frame_may_extend_beyond_the_picture():
+    segmenter = ThreeClassRed()
+    segmenter.cleanup_defaults = CleanupSettings(rule="grow_inside", closing_radius_px=0, border_width_px=1)
+    filling, inside = analyse_images(segmenter, [_image(np.ones((40, 40))),
+                                                 _image(disk((40, 40), (20, 20), 10).astype(float))])
+    assert filling.beyond_picture and filling.edge_outline_share == 1.0
+    assert "may extend beyond the picture" in filling.notes and "lower bounds" in filling.notes
+    assert filling.flag_row["beyond_picture"] is True and filling.flag_row["edge_outline_share"] == 1.0
+    assert not inside.beyond_picture and inside.edge_outline_share == 0.0 and inside.notes is None
