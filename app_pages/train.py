@@ -68,18 +68,20 @@ def progress_panel(run_dir: Path) -> None:
     st.subheader(f"Training {run_dir.name}")
     if status.active:
         st.session_state["train_seen_active"] = str(run_dir)
-    text = {"starting": "starting (loading TensorFlow)...", "running": f"{status.phase}: {status.message}",
-            "done": "done", "cancelled": "cancelled", "failed": "failed", "died": "stopped unexpectedly"}.get(
-        status.status, status.status)
-    if status.epochs and status.status == "running":
-        text = (f"epoch {status.epoch}/{status.epochs}, step {status.step}/{status.steps}"
-                f" ({status.phase}); ETA {jobs.format_duration(status.eta_seconds)}")
-    st.progress(status.fraction, text=text)
+    state = read_json(RunFiles(run_dir).state, {}) or {}
+    if status.status == "starting":
+        st.progress(0.0, text="starting (loading TensorFlow)...")
+    elif status.active:  # the bar and ETA of the current phase: training steps, validation, calibration, test
+        st.progress(status.fraction, text=status.describe())
+    elif status.status == "done":
+        st.progress(1.0, text="done")
     cells = st.columns(4)
     cells[0].metric("Status", status.status)
     cells[1].metric("Loss", f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "\u2014")
-    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds))
-    cells[3].metric("Time left", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
+    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds if status.active
+                                                    else state.get("job_seconds", status.elapsed_seconds)),
+                    help="Wall time of the whole job: preparation, epochs, validation, calibration and test.")
+    cells[3].metric("Time left in this phase", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
     history = read_history(RunFiles(run_dir).history)
     if history:
         st.plotly_chart(charts.training_curves(history), key=f"train_curves_{run_dir.name}")
@@ -87,15 +89,16 @@ def progress_panel(run_dir: Path) -> None:
         st.caption("The curves appear after the first epoch.")
     if status.active:
         if status.cancel_requested:
-            st.info("Cancelling after the current step...")
+            st.info("Cancelling after the current step (or batch of images)...")
         else:
             st.button("Cancel training", key="train_cancel", on_click=jobs.request_cancel, args=(run_dir,),
                       help="Stops after the current step; the best model so far is kept.")
     elif status.status == "done":
         fm = status.result.get("best_val_fm")
-        st.success(f"Training finished: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
+        took = f" in {jobs.format_duration(state['job_seconds'])}" if state.get("job_seconds") else ""
+        st.success(f"Training finished{took}: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
                    "Its model is in the model picker below and on the Analyse and Evaluate pages."
-                   if isinstance(fm, (int, float)) else "Training finished.")
+                   if isinstance(fm, (int, float)) else f"Training finished{took}.")
     elif status.status == "cancelled":
         st.warning("Training cancelled." + (" The best model so far is in the model picker."
                                             if RunFiles(run_dir).model.is_file() else ""))
@@ -325,6 +328,7 @@ if finished:
         rows.append({"run": run.name, "status": status.status,
                      "epochs": f"{state.get('epoch', 0)}/{status.epochs or '?'}",
                      "best validation FM": round(fm, 4) if isinstance(fm, (int, float)) and fm >= 0 else None,
+                     "time": jobs.format_duration(state.get("job_seconds")),
                      "model": "yes" if RunFiles(run).model.is_file() else "no"})
     with st.expander(f"Trainings started from the app ({len(finished)})"):
         st.dataframe(rows, hide_index=True, width="stretch")

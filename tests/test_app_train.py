@@ -292,3 +292,88 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     assert jobs.active_training(app_folders["runs"]) is None
     at.run()
     assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))
+
+
+# -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------
+
+
+class _PhaseEvent:
+    def __init__(self, phase, step, steps, eta):
+        self.phase, self.epoch, self.epochs, self.step, self.steps = phase, 3, 3, step, steps
+        self.loss, self.metrics, self.eta_seconds, self.message = None, {}, eta, phase
+
+
+def test_calibration_and_test_evaluation_have_their_own_progress_and_eta(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with jobs.hold_training_lock(tmp_path, run):
+        writer = jobs.ProgressWriter(run, interval_s=0.0)
+        writer(_Event("train", epoch=3, step=4))
+        writer(_PhaseEvent("calibrate", 11, 44, 90.0))
+        status = jobs.read_job(run)
+        assert (status.phase, status.step, status.steps, status.eta_seconds) == ("calibrate", 11, 44, 90.0)
+        assert status.fraction == pytest.approx(0.25)  # of the calibration, not "all epochs done"
+        assert status.describe() == "calibrate: 11/44 image passes; ETA 1 min 30 s"
+        writer(_PhaseEvent("evaluate", 3, 4, 5.0))
+        status = jobs.read_job(run)
+        assert status.fraction == pytest.approx(0.75) and status.describe() == "evaluate: 3/4 image passes; ETA 5 s"
+        writer(_Event("train", epoch=2, step=2))
+        assert jobs.read_job(run).describe() == "epoch 2/3, step 2/4 (train); ETA 30 s"
+
+
+def _job_run(runs: Path, name: str, progress: dict, state: dict) -> Path:
+    run = runs / name
+    run.mkdir()
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:  # metadata only: listed without TensorFlow
+        archive.writestr("moleseg.json", json.dumps({"name": name, "n_classes": 3, "input_size": 64}))
+    write_json(run / jobs.JOB_FILE, {"config": jobs.train_defaults(), "runs_dir": str(runs), "requested": 1.0})
+    write_json(run / jobs.PROGRESS_FILE, {"started": 100.0, "updated": 160.0, "epochs": 3, "epoch": 3, "step": 4,
+                                          "steps": 4, **progress})
+    write_json(run / "state.json", {"epoch": 2, "epochs": 3, "best_val_fm": 0.8, "training_seconds": 30.0,
+                                    "job_seconds": 600.0, **state})
+    write_json(run / "config.json", {"solver": "adam", "model": {"input_size": 64}})
+    return run
+
+
+def test_failed_and_died_runs_say_so_on_the_train_and_evaluate_pages(app_folders):
+    runs = app_folders["runs"]
+    failed = _job_run(runs, "failed-run", {"status": "failed", "phase": "failed", "error": "out of memory"},
+                      {"status": "failed"})
+    _job_run(runs, "killed-run", {"status": "running", "phase": "train"}, {"status": "running"})
+    at = app_test(PAGE)
+    at.session_state["train_run"] = str(failed)
+    at.run()
+    assert not at.exception
+    assert not at.get("progress")  # no bar for a failed run, full or red
+    assert texts(at.error) == ["Training failed: out of memory"]
+    table = next(frame.value for frame in at.dataframe if "status" in frame.value.columns)
+    assert dict(zip(table["run"], table["status"])) == {"failed-run": "failed", "killed-run": "died"}
+    assert set(table["time"]) == {"10 min 00 s"}
+
+    at = app_test(PAGE_FILES["evaluate"])
+    assert not at.exception
+    table = next(frame.value for frame in at.dataframe if "solver" in frame.value.columns)
+    assert dict(zip(table["run"], table["status"])) == {"failed-run": "failed", "killed-run": "died"}
+    assert set(table["training_minutes"]) == {10.0}  # the whole job's wall time, not the epochs' 0.5 min
+
+
+def test_the_reported_training_time_is_the_whole_job_s(tmp_path):
+    from moleseg.engine.runs import run_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0, "job_seconds": 810.0})
+    assert run_summary(run)["training_minutes"] == 13.5
+    write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0})  # a run from before job_seconds
+    assert run_summary(run)["training_minutes"] == 1.0
+
+
+def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_training):
+    run, pid = fake_training()
+    jobs.request_cancel(run)
+    deadline = time.time() + 30
+    while time.time() < deadline and jobs.reap_children():  # what every look at the trainings does
+        time.sleep(0.05)
+    with pytest.raises(ProcessLookupError):  # a zombie would still have its process id
+        os.kill(pid, 0)
+    assert jobs.read_job(run).status == "died"  # the fake runner wrote no final status

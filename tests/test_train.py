@@ -220,6 +220,16 @@ def test_train_writes_the_run_folder(tmp_path):
 
     phases = {event.phase for event in events}
     assert {"prepare", "train", "validate", "epoch", "calibrate", "evaluate", "done"} <= phases
+    # calibration and test evaluation count their own work, with their own ETA
+    calibrating = [e for e in events if e.phase == "calibrate"]
+    assert {e.steps for e in calibrating} == {2 * 2 * 11}  # 2 images x 2 flip settings x (predict + 10 thresholds)
+    assert [e.step for e in calibrating][0] == 0 and calibrating[-1].step == 44
+    assert calibrating[-1].eta_seconds == 0.0
+    evaluating = [e for e in events if e.phase == "evaluate"]
+    assert {e.steps for e in evaluating} == {4} and evaluating[-1].step == 4  # 2 test images, model + baseline
+    validating = [e for e in events if e.phase == "validate"]
+    assert {e.steps for e in validating} == {2 + 2} and max(e.step for e in validating) == 4
+    assert state["job_seconds"] > state["training_seconds"] > 0  # the whole job, calibration and test included
     steps = [e for e in events if e.phase == "train"]
     assert len(steps) == 4 and steps[0].steps == 2 and steps[-1].epoch == 2  # 6 pairs / batch 4 = 2 steps
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in steps)
@@ -265,11 +275,17 @@ def test_cancel_from_the_progress_callback(tmp_path, dataset, eager):
     images, masks = dataset
     run = tmp_path / "run"
 
+    events: list[Progress] = []
+
     def cancel_in_epoch_2(event: Progress) -> bool:
+        events.append(event)
         return event.phase == "train" and event.epoch == 2
 
     with pytest.raises(TrainingCancelled, match="cancelled after epoch 1"):
         train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, progress=cancel_in_epoch_2)
+    cancelled_at = next(i for i, e in enumerate(events) if e.phase == "train" and e.epoch == 2)
+    assert events[cancelled_at].step == 1 and events[cancelled_at:] == [events[cancelled_at]]  # stopped at once
+    assert read_model_info(run / "model.keras")["training"]["epoch"] == 1  # the best model so far is kept
     state = read_json(run / "state.json")
     assert state["status"] == "cancelled"
     assert state["epoch"] == 1, "the cancelled (unfinished) epoch must not count as done"

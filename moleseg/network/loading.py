@@ -36,9 +36,12 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
 
 
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
-                         progress: Callable[[str], None] | None = None) -> Calibration:
+                         progress: Callable[[str], None] | None = None,
+                         step: Callable[[int, int], None] | None = None) -> Calibration:
     """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
-    (its ``moleseg.json``, rewritten atomically)."""
-    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress)
+    (its ``moleseg.json``, rewritten atomically). ``progress``: messages; ``step(done, total)``: see
+    :func:`moleseg.engine.calibrate.calibrate`."""
+    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress,
+                            step=step)
     write_model_info(path, calibrated_info(read_model_info(path), calibration))
     return calibration
