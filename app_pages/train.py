@@ -143,11 +143,12 @@ with st.expander("Data", expanded=True):
     test_split = b.slider("Test share", low("test_split"), 0.5, defaults["test_split"], 0.05, key=key("test_split"),
                           help=hint("test_split"))
     a, b, c = st.columns(3)
-    border_width = a.number_input("Border width (px of the input)", low("border_width_px"), 50,
+    reference = defaults["size_reference_px"]
+    border_width = a.number_input(f"Border width (px at a {reference} px input)", low("border_width_px"), 50,
                                   defaults["border_width_px"], key=key("border_width_px"), help=hint("border_width_px"))
     shape = b.selectbox("Structuring element", SHAPES, index=SHAPES.index(defaults["shape"]), key=key("shape"),
                         help=hint("shape"))
-    closing = c.number_input("Closing radius (px of the input)", low("closing_radius_px"), 100,
+    closing = c.number_input(f"Closing radius (px at a {reference} px input)", low("closing_radius_px"), 100,
                              defaults["closing_radius_px"], key=key("closing_radius_px"), help=hint("closing_radius_px"))
 
 with st.expander("Network"):
@@ -162,6 +163,9 @@ with st.expander("Network"):
              if not options.option("model.input_size").problems(size)]
     input_size = a.selectbox("Input size (px)", sizes, index=sizes.index(model_defaults["input_size"]),
                              key=key("model.input_size"), help=hint("model.input_size"))
+    a.caption(f"At {input_size} px: border {options.scaled_px(int(border_width), int(input_size), reference)} px, "
+              f"closing radius {options.scaled_px(int(closing), int(input_size), reference)} px "
+              f"(set at {reference} px in Data).")
     widths = [64, 128, 256]
     decoder_width = b.selectbox("Decoder width", widths, index=widths.index(model_defaults["decoder_width"]),
                                 key=key("model.decoder_width"), help=hint("model.decoder_width"))

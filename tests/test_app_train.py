@@ -377,3 +377,12 @@ def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_train
     with pytest.raises(ProcessLookupError):  # a zombie would still have its process id
         os.kill(pid, 0)
     assert jobs.read_job(run).status == "died"  # the fake runner wrote no final status
+
+
+def test_the_page_shows_the_border_and_closing_radius_at_the_chosen_input_size(app_folders):
+    at = app_test(PAGE)
+    assert any(text.startswith("At 256 px: border 4 px, closing radius 15 px") for text in texts(at.caption))
+    at.selectbox(key="train_input_size").set_value(64).run()
+    assert any(text.startswith("At 64 px: border 1 px, closing radius 4 px") for text in texts(at.caption))
+    config = at.session_state["train_config"]
+    assert (config["border_width_px"], config["closing_radius_px"], config["size_reference_px"]) == (4, 15, 256)

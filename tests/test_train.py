@@ -120,6 +120,35 @@ def test_train_config_round_trip(tmp_path):
     assert two.target_config().border_width_px == 0
 
 
+def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset):
+    from moleseg.network.train import default_cleanup, model_info
+
+    images, masks = dataset
+    config = tiny_config(images, masks, tmp_path / "cache", border_width_px=4, closing_radius_px=15)
+    assert config.size_reference_px == 256 and config.model.input_size == SIZE
+    assert (config.border_width_input_px, config.closing_radius_input_px) == (1, 4)  # 4 and 15 px at 256 px
+    assert config.target_config().border_width_px == 1
+    cleanup = default_cleanup(config, "article")
+    assert (cleanup.border_width_px, cleanup.closing_radius_px) == (1, 4)
+    info = model_info(config, frequencies=np.ones(3) / 3, weights=None, n_train=6, n_validation=2, rule="article",
+                      epoch=1, val_fm=0.5)
+    assert info["border_width_px"] == 1 and info["cleanup"]["closing_radius_px"] == 4  # moleseg.json: px of the input
+    # the targets of the training: a 1 px border band around the lesion of each 64 px example
+    from moleseg.core.config import BORDER
+    from moleseg.network.data import prepare_example
+
+    pair = pair_folders(images, masks).pairs[0]
+    _, labels = prepare_example(pair, config.target_config())
+    inside = labels > 0
+    band = labels == BORDER
+    eroded = np.zeros_like(inside)
+    eroded[1:-1, 1:-1] = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    assert band.any() and np.array_equal(band, inside & ~eroded)  # exactly the lesion's outermost pixel ring
+    # an older run's config.json (no size_reference_px) gave px of its own input: it means what it meant
+    older = {key: value for key, value in config.to_dict().items() if key != "size_reference_px"}
+    assert TrainConfig.from_dict(older).target_config().border_width_px == 4
+
+
 def test_missing_folders_are_a_training_error(tmp_path):
     config = tiny_config(tmp_path / "nothing" / "images", tmp_path / "nothing" / "masks", tmp_path / "cache")
     with pytest.raises(TrainingError, match="nothing"):

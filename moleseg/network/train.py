@@ -75,7 +75,9 @@ class TrainConfig:
     :mod:`moleseg.core.options` (``model`` holds the ``model.*`` ones), with their defaults and checks.
 
     Folders are given as parallel lists (several datasets can be combined). Fractions are 0..1,
-    learning rate is per step, sizes are px of the network input.
+    learning rate is per step; border width and closing radius are px at a ``size_reference_px`` input
+    (:attr:`border_width_input_px` and :attr:`closing_radius_input_px` are what they become at the input
+    size), the other sizes px of the network input.
     """
 
     images: list[str] = _default("images")
@@ -89,6 +91,7 @@ class TrainConfig:
     border_width_px: int = _default("border_width_px")
     shape: str = _default("shape")
     closing_radius_px: int = _default("closing_radius_px")
+    size_reference_px: int = _default("size_reference_px")
     solver: str = _default("solver")
     epochs: int = _default("epochs")
     batch_size: int = _default("batch_size")
@@ -135,8 +138,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """The configuration of a dictionary (unknown keys ignored); one stored without
+        ``size_reference_px`` keeps its meaning (:func:`moleseg.core.options.with_size_reference`)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = options.with_size_reference(values)
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def border_width_input_px(self) -> int:
+        """The border width in px of the network input (``border_width_px`` scaled to the input size)."""
+        return options.scaled_px(self.border_width_px, self.model.input_size, self.size_reference_px)
+
+    @property
+    def closing_radius_input_px(self) -> int:
+        """The closing radius in px of the network input (``closing_radius_px`` scaled to the input size)."""
+        return options.scaled_px(self.closing_radius_px, self.model.input_size, self.size_reference_px)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig.from_names(self.augment, translation_px=self.translation_px,
@@ -145,7 +161,7 @@ class TrainConfig:
 
     def target_config(self) -> TargetConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
-                            border_width_px=self.border_width_px if self.model.n_classes == 3 else 0,
+                            border_width_px=self.border_width_input_px if self.model.n_classes == 3 else 0,
                             shape=self.shape, fit="crop" if self.inference == "tiles" else "resize")
 
 
@@ -258,9 +274,9 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
 def default_cleanup(config: TrainConfig, variant: str) -> CleanupSettings:
     """Cleanup settings (px of the network input) of a training's model with one of its variants."""
     n_classes = config.model.n_classes
-    base = CleanupSettings(rule="article", closing_radius_px=config.closing_radius_px, fill_holes=True,
-                           largest_component=True,
-                           border_width_px=config.border_width_px if n_classes == 3 else max(1, config.border_width_px),
+    border = config.border_width_input_px
+    base = CleanupSettings(rule="article", closing_radius_px=config.closing_radius_input_px, fill_holes=True,
+                           largest_component=True, border_width_px=border if n_classes == 3 else max(1, border),
                            shape=config.shape)
     return dataclasses.replace(base, **CLEANUP_VARIANTS[n_classes][variant])
 
@@ -280,7 +296,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "n_classes": n_classes,
         "class_names": list(class_names(n_classes)),
         "input_size": config.model.input_size,
-        "border_width_px": config.border_width_px if n_classes == 3 else 0,
+        "border_width_px": config.border_width_input_px if n_classes == 3 else 0,  # px of the input
         "shape": config.shape,
         "cleanup": default_cleanup(config, rule).to_dict(),
         "cleanup_variant": rule,
