@@ -386,3 +386,33 @@ def test_the_page_shows_the_border_and_closing_radius_at_the_chosen_input_size(a
     assert any(text.startswith("At 64 px: border 1 px, closing radius 4 px") for text in texts(at.caption))
     config = at.session_state["train_config"]
     assert (config["border_width_px"], config["closing_radius_px"], config["size_reference_px"]) == (4, 15, 256)
+
+
+@pytest.mark.slow
+def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path):
+    """A clinician's handful of images with the page's defaults (ImageNet encoder, automatic BatchNorm
+    momentum): 10 pairs, 2 epochs at 64 px end with a usable model, not a failure after the run."""
+    dataset = make_dataset(tmp_path / "moles", count=10, size=64)
+    at = app_test(PAGE)
+    at.text_area(key="train_datasets").set_value(str(dataset))
+    at.selectbox(key="train_input_size").set_value(64)
+    at.number_input(key="train_epochs").set_value(2)
+    at.run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    run = Path(at.session_state["train_run"])
+    deadline = time.time() + 420
+    while time.time() < deadline and jobs.read_job(run).active:
+        time.sleep(3)
+    status = jobs.read_job(run)
+    assert status.status == "done", jobs.log_tail(run)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Training finished in " in text for text in texts(at.success))
+    assert (run / "model.keras").is_file() and status.result["best_epoch"] in (1, 2)
+    from moleseg.core.modelinfo import read_model_info
+
+    info = read_model_info(run / "model.keras")
+    assert info["input_size"] == 64 and info["border_width_px"] == 1  # 4 px at 256 px, at 64 px
+    assert info["training"]["n_train"] + info["training"]["n_validation"] == 10
+    assert "BatchNorm layers keep the statistics loaded" in (run / "log.txt").read_text()
