@@ -114,5 +114,5 @@ else:
     rows = appstate.runs_table([run for run in runs if run.name in picked])
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
-        st.caption("Test FM comes from each run's own test split (evaluation.json); training time is the sum of "
-                   "the epochs' times.")
+        st.caption("Test FM comes from each run's own test split (evaluation.json); training time is the wall "
+                   "time of the whole job: preparation, epochs, validation, calibration and the test evaluation.")

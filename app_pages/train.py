@@ -69,18 +69,20 @@ def progress_panel(run_dir: Path) -> None:
     st.subheader(f"Training {run_dir.name}")
     if status.active:
         st.session_state["train_seen_active"] = str(run_dir)
-    text = {"starting": "starting (loading TensorFlow)...", "running": f"{status.phase}: {status.message}",
-            "done": "done", "cancelled": "cancelled", "failed": "failed", "died": "stopped unexpectedly"}.get(
-        status.status, status.status)
-    if status.epochs and status.status == "running":
-        text = (f"epoch {status.epoch}/{status.epochs}, step {status.step}/{status.steps}"
-                f" ({status.phase}); ETA {jobs.format_duration(status.eta_seconds)}")
-    st.progress(status.fraction, text=text)
+    state = read_json(RunFiles(run_dir).state, {}) or {}
+    if status.status == "starting":
+        st.progress(0.0, text="starting (loading TensorFlow)...")
+    elif status.active:  # the bar and ETA of the current phase: training steps, validation, calibration, test
+        st.progress(status.fraction, text=status.describe())
+    elif status.status == "done":
+        st.progress(1.0, text="done")
     cells = st.columns(4)
     cells[0].metric("Status", status.status)
     cells[1].metric("Loss", f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "\u2014")
-    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds))
-    cells[3].metric("Time left", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
+    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds if status.active
+                                                    else state.get("job_seconds", status.elapsed_seconds)),
+                    help="Wall time of the whole job: preparation, epochs, validation, calibration and test.")
+    cells[3].metric("Time left in this phase", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
     history = read_history(RunFiles(run_dir).history)
     if history:
         st.plotly_chart(charts.training_curves(history), key=f"train_curves_{run_dir.name}")
@@ -88,15 +90,16 @@ def progress_panel(run_dir: Path) -> None:
         st.caption("The curves appear after the first epoch.")
     if status.active:
         if status.cancel_requested:
-            st.info("Cancelling after the current step...")
+            st.info("Cancelling after the current step (or batch of images)...")
         else:
             st.button("Cancel training", key="train_cancel", on_click=jobs.request_cancel, args=(run_dir,),
                       help="Stops after the current step; the best model so far is kept.")
     elif status.status == "done":
         fm = status.result.get("best_val_fm")
-        st.success(f"Training finished: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
+        took = f" in {jobs.format_duration(state['job_seconds'])}" if state.get("job_seconds") else ""
+        st.success(f"Training finished{took}: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
                    "Its model is in the model picker below and on the Analyse and Evaluate pages."
-                   if isinstance(fm, (int, float)) else "Training finished.")
+                   if isinstance(fm, (int, float)) else f"Training finished{took}.")
     elif status.status == "cancelled":
         st.warning("Training cancelled." + (" The best model so far is in the model picker."
                                             if RunFiles(run_dir).model.is_file() else ""))
@@ -181,11 +184,12 @@ with st.expander("Data", expanded=True):
     test_split = b.slider("Test share", low("test_split"), 0.5, defaults["test_split"], 0.05, key=key("test_split"),
                           help=hint("test_split"))
     a, b, c = st.columns(3)
-    border_width = a.number_input("Border width (px of the input)", low("border_width_px"), 50,
+    reference = defaults["size_reference_px"]
+    border_width = a.number_input(f"Border width (px at a {reference} px input)", low("border_width_px"), 50,
                                   defaults["border_width_px"], key=key("border_width_px"), help=hint("border_width_px"))
     shape = b.selectbox("Structuring element", SHAPES, index=SHAPES.index(defaults["shape"]), key=key("shape"),
                         help=hint("shape"))
-    closing = c.number_input("Closing radius (px of the input)", low("closing_radius_px"), 100,
+    closing = c.number_input(f"Closing radius (px at a {reference} px input)", low("closing_radius_px"), 100,
                              defaults["closing_radius_px"], key=key("closing_radius_px"), help=hint("closing_radius_px"))
 
 with st.expander("Network"):
@@ -200,6 +204,9 @@ with st.expander("Network"):
              if not options.option("model.input_size").problems(size)]
     input_size = a.selectbox("Input size (px)", sizes, index=sizes.index(model_defaults["input_size"]),
                              key=key("model.input_size"), help=hint("model.input_size"))
+    a.caption(f"At {input_size} px: border {options.scaled_px(int(border_width), int(input_size), reference)} px, "
+              f"closing radius {options.scaled_px(int(closing), int(input_size), reference)} px "
+              f"(set at {reference} px in Data).")
     widths = [64, 128, 256]
     decoder_width = b.selectbox("Decoder width", widths, index=widths.index(model_defaults["decoder_width"]),
                                 key=key("model.decoder_width"), help=hint("model.decoder_width"))
@@ -366,6 +373,7 @@ if finished:
         rows.append({"run": run.name, "status": status.status,
                      "epochs": f"{state.get('epoch', 0)}/{status.epochs or '?'}",
                      "best validation FM": round(fm, 4) if isinstance(fm, (int, float)) and fm >= 0 else None,
+                     "time": jobs.format_duration(state.get("job_seconds")),
                      "model": "yes" if RunFiles(run).model.is_file() else "no"})
     with st.expander(f"Trainings started from the app ({len(finished)})"):
         st.dataframe(rows, hide_index=True, width="stretch")

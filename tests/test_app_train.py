@@ -316,3 +316,127 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     assert picker.value == str(app_folders["models"] / "dermoscopy.keras")
     assert any("1 corrected image(s)" in text for text in texts(at.caption))
     assert at.button(key="train_finetune_start").label == "Fine-tune"
+
+
+# -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------
+
+
+class _PhaseEvent:
+    def __init__(self, phase, step, steps, eta):
+        self.phase, self.epoch, self.epochs, self.step, self.steps = phase, 3, 3, step, steps
+        self.loss, self.metrics, self.eta_seconds, self.message = None, {}, eta, phase
+
+
+def test_calibration_and_test_evaluation_have_their_own_progress_and_eta(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with jobs.hold_training_lock(tmp_path, run):
+        writer = jobs.ProgressWriter(run, interval_s=0.0)
+        writer(_Event("train", epoch=3, step=4))
+        writer(_PhaseEvent("calibrate", 11, 44, 90.0))
+        status = jobs.read_job(run)
+        assert (status.phase, status.step, status.steps, status.eta_seconds) == ("calibrate", 11, 44, 90.0)
+        assert status.fraction == pytest.approx(0.25)  # of the calibration, not "all epochs done"
+        assert status.describe() == "calibrate: 11/44 image passes; ETA 1 min 30 s"
+        writer(_PhaseEvent("evaluate", 3, 4, 5.0))
+        status = jobs.read_job(run)
+        assert status.fraction == pytest.approx(0.75) and status.describe() == "evaluate: 3/4 image passes; ETA 5 s"
+        writer(_Event("train", epoch=2, step=2))
+        assert jobs.read_job(run).describe() == "epoch 2/3, step 2/4 (train); ETA 30 s"
+
+
+def _job_run(runs: Path, name: str, progress: dict, state: dict) -> Path:
+    run = runs / name
+    run.mkdir()
+    with zipfile.ZipFile(run / "model.keras", "w") as archive:  # metadata only: listed without TensorFlow
+        archive.writestr("moleseg.json", json.dumps({"name": name, "n_classes": 3, "input_size": 64}))
+    write_json(run / jobs.JOB_FILE, {"config": jobs.train_defaults(), "runs_dir": str(runs), "requested": 1.0})
+    write_json(run / jobs.PROGRESS_FILE, {"started": 100.0, "updated": 160.0, "epochs": 3, "epoch": 3, "step": 4,
+                                          "steps": 4, **progress})
+    write_json(run / "state.json", {"epoch": 2, "epochs": 3, "best_val_fm": 0.8, "training_seconds": 30.0,
+                                    "job_seconds": 600.0, **state})
+    write_json(run / "config.json", {"solver": "adam", "model": {"input_size": 64}})
+    return run
+
+
+def test_failed_and_died_runs_say_so_on_the_train_and_evaluate_pages(app_folders):
+    runs = app_folders["runs"]
+    failed = _job_run(runs, "failed-run", {"status": "failed", "phase": "failed", "error": "out of memory"},
+                      {"status": "failed"})
+    _job_run(runs, "killed-run", {"status": "running", "phase": "train"}, {"status": "running"})
+    at = app_test(PAGE)
+    at.session_state["train_run"] = str(failed)
+    at.run()
+    assert not at.exception
+    assert not at.get("progress")  # no bar for a failed run, full or red
+    assert texts(at.error) == ["Training failed: out of memory"]
+    table = next(frame.value for frame in at.dataframe if "status" in frame.value.columns)
+    assert dict(zip(table["run"], table["status"])) == {"failed-run": "failed", "killed-run": "died"}
+    assert set(table["time"]) == {"10 min 00 s"}
+
+    at = app_test(PAGE_FILES["evaluate"])
+    assert not at.exception
+    table = next(frame.value for frame in at.dataframe if "solver" in frame.value.columns)
+    assert dict(zip(table["run"], table["status"])) == {"failed-run": "failed", "killed-run": "died"}
+    assert set(table["training_minutes"]) == {10.0}  # the whole job's wall time, not the epochs' 0.5 min
+
+
+def test_the_reported_training_time_is_the_whole_job_s(tmp_path):
+    from moleseg.engine.runs import run_summary
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0, "job_seconds": 810.0})
+    assert run_summary(run)["training_minutes"] == 13.5
+    write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0})  # a run from before job_seconds
+    assert run_summary(run)["training_minutes"] == 1.0
+
+
+def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_training):
+    run, pid = fake_training()
+    jobs.request_cancel(run)
+    deadline = time.time() + 30
+    while time.time() < deadline and jobs.reap_children():  # what every look at the trainings does
+        time.sleep(0.05)
+    with pytest.raises(ProcessLookupError):  # a zombie would still have its process id
+        os.kill(pid, 0)
+    assert jobs.read_job(run).status == "died"  # the fake runner wrote no final status
+
+
+def test_the_page_shows_the_border_and_closing_radius_at_the_chosen_input_size(app_folders):
+    at = app_test(PAGE)
+    assert any(text.startswith("At 256 px: border 4 px, closing radius 15 px") for text in texts(at.caption))
+    at.selectbox(key="train_input_size").set_value(64).run()
+    assert any(text.startswith("At 64 px: border 1 px, closing radius 4 px") for text in texts(at.caption))
+    config = at.session_state["train_config"]
+    assert (config["border_width_px"], config["closing_radius_px"], config["size_reference_px"]) == (4, 15, 256)
+
+
+@pytest.mark.slow
+def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path):
+    """A clinician's handful of images with the page's defaults (ImageNet encoder, automatic BatchNorm
+    momentum): 10 pairs, 2 epochs at 64 px end with a usable model, not a failure after the run."""
+    dataset = make_dataset(tmp_path / "moles", count=10, size=64)
+    at = app_test(PAGE)
+    at.text_area(key="train_datasets").set_value(str(dataset))
+    at.selectbox(key="train_input_size").set_value(64)
+    at.number_input(key="train_epochs").set_value(2)
+    at.run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    run = Path(at.session_state["train_run"])
+    deadline = time.time() + 420
+    while time.time() < deadline and jobs.read_job(run).active:
+        time.sleep(3)
+    status = jobs.read_job(run)
+    assert status.status == "done", jobs.log_tail(run)
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Training finished in " in text for text in texts(at.success))
+    assert (run / "model.keras").is_file() and status.result["best_epoch"] in (1, 2)
+    from moleseg.core.modelinfo import read_model_info
+
+    info = read_model_info(run / "model.keras")
+    assert info["input_size"] == 64 and info["border_width_px"] == 1  # 4 px at 256 px, at 64 px
+    assert info["training"]["n_train"] + info["training"]["n_validation"] == 10
+    assert "BatchNorm layers keep the statistics loaded" in (run / "log.txt").read_text()

@@ -114,8 +114,9 @@ def test_each_option_has_a_widget_on_the_train_page(app_folders):
 
     widgets = _page_widgets()
     settable = [o.name for o in options.OPTIONS if o.settable]
-    # model.bn_momentum is written by training from bn_momentum: neither a flag nor a widget
-    assert [o.name for o in options.OPTIONS if not o.settable] == ["model.bn_momentum"]
+    # model.bn_momentum is written by training from bn_momentum, size_reference_px is the unit of the px sizes
+    # (older configurations: their input size): neither a flag nor a widget
+    assert [o.name for o in options.OPTIONS if not o.settable] == ["model.bn_momentum", "size_reference_px"]
     assert sorted(widgets) == sorted(settable)
     at = app_test(PAGE_FILES["train"])
     assert not at.exception
@@ -188,7 +189,7 @@ def test_the_recipe_files_are_the_configurations_shipped_py_trained(name, tmp_pa
     folders = old.pop("folders")
     config = train_config_of(_parse("--config", str(ROOT / "models" / f"{name}.config.json"),
                                     "--data-root", str(tmp_path)))
-    expected = options.merged(old)
+    expected = options.merged(options.with_size_reference(old))  # sizes in px of the recipe's own input
     expected["images"] = [str(tmp_path / f / "images") for f in folders]
     expected["masks"] = [str(tmp_path / f / "masks") for f in folders]
     assert config == expected
@@ -207,3 +208,19 @@ def test_model_info_reads_old_files_and_round_trips():
     assert config["epochs"] == options.default("epochs")
     assert options.problems({**config, "images": ["i"], "masks": ["m"]}) == []
     assert ModelInfo.from_dict({}).n_classes is None and ModelInfo.from_dict({"name": None}).name == "model"
+
+
+def test_px_sizes_are_given_at_the_reference_input_and_scaled_to_the_actual_one(tmp_path):
+    assert options.default("size_reference_px") == 256
+    assert options.scaled_px(4, 64) == 1 and options.scaled_px(15, 64) == 4 and options.scaled_px(15, 512) == 30
+    assert options.scaled_px(0, 64) == 0 and options.scaled_px(1, 32) == 1  # zero stays zero, else at least 1 px
+    # an older configuration file (no size_reference_px) gave its sizes in px of its own input: same meaning
+    older = tmp_path / "config.json"
+    older.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "closing_radius_px": 15}))
+    values = options.read_config_file(older)
+    assert values["size_reference_px"] == 64
+    assert options.scaled_px(values["border_width_px"], 64, values["size_reference_px"]) == 4
+    newer = tmp_path / "new.json"
+    newer.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "size_reference_px": 256}))
+    assert options.read_config_file(newer)["size_reference_px"] == 256
+    assert "size_reference_px" not in options.with_size_reference({"solver": "adam"})  # no size: nothing to say

@@ -120,6 +120,35 @@ def test_train_config_round_trip(tmp_path):
     assert two.target_config().border_width_px == 0
 
 
+def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset):
+    from moleseg.network.train import default_cleanup, model_info
+
+    images, masks = dataset
+    config = tiny_config(images, masks, tmp_path / "cache", border_width_px=4, closing_radius_px=15)
+    assert config.size_reference_px == 256 and config.model.input_size == SIZE
+    assert (config.border_width_input_px, config.closing_radius_input_px) == (1, 4)  # 4 and 15 px at 256 px
+    assert config.target_config().border_width_px == 1
+    cleanup = default_cleanup(config, "article")
+    assert (cleanup.border_width_px, cleanup.closing_radius_px) == (1, 4)
+    info = model_info(config, frequencies=np.ones(3) / 3, weights=None, n_train=6, n_validation=2, rule="article",
+                      epoch=1, val_fm=0.5)
+    assert info["border_width_px"] == 1 and info["cleanup"]["closing_radius_px"] == 4  # moleseg.json: px of the input
+    # the targets of the training: a 1 px border band around the lesion of each 64 px example
+    from moleseg.core.config import BORDER
+    from moleseg.network.data import prepare_example
+
+    pair = pair_folders(images, masks).pairs[0]
+    _, labels = prepare_example(pair, config.target_config())
+    inside = labels > 0
+    band = labels == BORDER
+    eroded = np.zeros_like(inside)
+    eroded[1:-1, 1:-1] = inside[1:-1, 1:-1] & inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    assert band.any() and np.array_equal(band, inside & ~eroded)  # exactly the lesion's outermost pixel ring
+    # an older run's config.json (no size_reference_px) gave px of its own input: it means what it meant
+    older = {key: value for key, value in config.to_dict().items() if key != "size_reference_px"}
+    assert TrainConfig.from_dict(older).target_config().border_width_px == 4
+
+
 def test_missing_folders_are_a_training_error(tmp_path):
     config = tiny_config(tmp_path / "nothing" / "images", tmp_path / "nothing" / "masks", tmp_path / "cache")
     with pytest.raises(TrainingError, match="nothing"):
@@ -220,6 +249,16 @@ def test_train_writes_the_run_folder(tmp_path):
 
     phases = {event.phase for event in events}
     assert {"prepare", "train", "validate", "epoch", "calibrate", "evaluate", "done"} <= phases
+    # calibration and test evaluation count their own work, with their own ETA
+    calibrating = [e for e in events if e.phase == "calibrate"]
+    assert {e.steps for e in calibrating} == {2 * 2 * 11}  # 2 images x 2 flip settings x (predict + 10 thresholds)
+    assert [e.step for e in calibrating][0] == 0 and calibrating[-1].step == 44
+    assert calibrating[-1].eta_seconds == 0.0
+    evaluating = [e for e in events if e.phase == "evaluate"]
+    assert {e.steps for e in evaluating} == {4} and evaluating[-1].step == 4  # 2 test images, model + baseline
+    validating = [e for e in events if e.phase == "validate"]
+    assert {e.steps for e in validating} == {2 + 2} and max(e.step for e in validating) == 4
+    assert state["job_seconds"] > state["training_seconds"] > 0  # the whole job, calibration and test included
     steps = [e for e in events if e.phase == "train"]
     assert len(steps) == 4 and steps[0].steps == 2 and steps[-1].epoch == 2  # 6 pairs / batch 4 = 2 steps
     assert all(e.eta_seconds is not None and e.eta_seconds >= 0 for e in steps)
@@ -265,11 +304,17 @@ def test_cancel_from_the_progress_callback(tmp_path, dataset, eager):
     images, masks = dataset
     run = tmp_path / "run"
 
+    events: list[Progress] = []
+
     def cancel_in_epoch_2(event: Progress) -> bool:
+        events.append(event)
         return event.phase == "train" and event.epoch == 2
 
     with pytest.raises(TrainingCancelled, match="cancelled after epoch 1"):
         train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, progress=cancel_in_epoch_2)
+    cancelled_at = next(i for i, e in enumerate(events) if e.phase == "train" and e.epoch == 2)
+    assert events[cancelled_at].step == 1 and events[cancelled_at:] == [events[cancelled_at]]  # stopped at once
+    assert read_model_info(run / "model.keras")["training"]["epoch"] == 1  # the best model so far is kept
     state = read_json(run / "state.json")
     assert state["status"] == "cancelled"
     assert state["epoch"] == 1, "the cancelled (unfinished) epoch must not count as done"

@@ -1112,7 +1112,16 @@ def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | 
 
 
 def runs_table(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """The article's comparison table: one :func:`moleseg.engine.runs.run_summary` row per run."""
-    from moleseg.engine.runs import run_summary
+    """The article's comparison table: one :func:`moleseg.engine.runs.run_summary` row per run; the status
+    of a run started by the app is its job's (:func:`moleseg.engine.jobs.read_job`: ``failed`` or ``died``,
+    not the ``running`` a killed process leaves in ``state.json``)."""
+    from moleseg.engine.jobs import read_job
+    from moleseg.engine.runs import RunFiles, run_summary
 
-    return [run_summary(run) for run in run_dirs]
+    rows = []
+    for run in run_dirs:
+        row = run_summary(run)
+        if RunFiles(Path(run)).job.is_file():
+            row["status"] = read_job(run).status
+        rows.append(row)
+    return rows

@@ -13,6 +13,9 @@ DEFAULT_MAX_PIXELS: int = 25_000_000
 ANALYSIS_BYTES_PER_PIXEL: int = 50
 #: Smallest image side analysed, in pixels: smaller images are refused with "image too small".
 MIN_IMAGE_SIDE_PX: int = 32
+#: Network input side, in px, at which a training's px sizes (border width, closing radius) are given; they
+#: scale with the actual input size (:func:`moleseg.core.options.scaled_px`).
+SIZE_REFERENCE_PX: int = 256
 #: Width of the BORDER band of three-class targets, in pixels (radius of the structuring element).
 DEFAULT_BORDER_WIDTH_PX: int = 4
 #: Shape of the structuring element used to erode masks into BORDER / INSIDE.

@@ -153,7 +153,7 @@ class ModelInfo:
         """The training configuration: ``config`` when stored, else rebuilt from ``model``, the target
         options and the ``training`` summary over the defaults of :mod:`moleseg.core.options`."""
         if self.config:
-            return options.merged(self.config)
+            return options.merged(options.with_size_reference(self.config))
         known = {"model": self.model, "inference": self.inference, "name": self.name}
         if self.shape is not None:
             known["shape"] = self.shape
@@ -165,7 +165,7 @@ class ModelInfo:
             known["model"] = {**self.model, "n_classes": self.n_classes}
         names = {o.name for o in options.top_level()}
         known.update({key: value for key, value in self.training.items() if key in names})
-        return options.merged(known)
+        return options.merged(options.with_size_reference(known))  # moleseg.json's sizes: px of its input
 
 
 def read_info(path: str | Path) -> ModelInfo:

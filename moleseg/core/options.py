@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
@@ -258,12 +258,17 @@ OPTIONS: tuple[Option, ...] = (
             "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
-            "width of the BORDER class of three-class targets", low=0, unit="px of the input"),
+            "width of the BORDER class of three-class targets (scaled to the input size)", low=0,
+            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
     _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
             choices=SHAPES),
     # ---- cleanup
     _option("closing_radius_px", "cleanup", "int", DEFAULT_CLOSING_RADIUS_PX,
-            "the model's default cleanup closing radius (the article: 15)", low=0, unit="px of the input"),
+            "the model's default cleanup closing radius (the article: 15; scaled to the input size)", low=0,
+            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
+    _option("size_reference_px", "data", "int", SIZE_REFERENCE_PX,
+            "input size at which border_width_px and closing_radius_px are given (a configuration stored "
+            "without it gives them in px of its own input)", low=16, unit="px", settable=False),
     # ---- training
     _option("solver", "training", "choice", "adam", "optimiser", choices=SOLVERS),
     _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, unit="epochs"),
@@ -321,6 +326,24 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+#: Options in px at ``size_reference_px``, scaled to the network input by :func:`scaled_px`.
+SCALED_SIZES: tuple[str, ...] = ("border_width_px", "closing_radius_px")
+
+
+def scaled_px(value: int, input_size: int, reference: int = SIZE_REFERENCE_PX) -> int:
+    """A size given in px at a ``reference`` px input, in px of an ``input_size`` px input (rounded; at
+    least 1 px when non-zero). ``scaled_px(4, 64) == 1``, ``scaled_px(15, 64) == 4``."""
+    return max(1, round(value * input_size / reference)) if value else 0
+
+
+def with_size_reference(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration with ``size_reference_px`` made explicit: a configuration written before it
+    existed gave :data:`SCALED_SIZES` in px of its own input, so its reference is its input size (it
+    means what it meant). Configurations that hold it, or no size, are returned unchanged (a copy)."""
+    values = copy.deepcopy(dict(config))
+    if "size_reference_px" not in values and any(name in values for name in SCALED_SIZES):
+        values["size_reference_px"] = get_value(values, "model.input_size", default("model.input_size"))
+    return values
 #: Folder options given in pairs: (images, masks).
 FOLDER_PAIRS: tuple[tuple[str, str], ...] = (("images", "masks"), ("validation_images", "validation_masks"),
                                              ("test_images", "test_masks"))
@@ -456,7 +479,8 @@ def read_config_file(path: str | Path, data_root: str | Path | None = None) -> d
     """The options of a configuration file (a run's ``config.json`` or a recipe in ``models/``).
 
     Relative folders are taken under ``data_root``, by default the folder holding the file. Keys in
-    :data:`EXTRA_KEYS` are dropped; the values are not checked here (see :func:`problems`).
+    :data:`EXTRA_KEYS` are dropped; an older file's px sizes keep their meaning (:func:`with_size_reference`);
+    the values are not checked here (see :func:`problems`).
 
     Raises
     ------
@@ -476,5 +500,5 @@ def read_config_file(path: str | Path, data_root: str | Path | None = None) -> d
     unknown = unknown_keys(values, EXTRA_KEYS)
     if unknown:
         raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    values = {key: value for key, value in values.items() if key not in EXTRA_KEYS}
+    values = with_size_reference({key: value for key, value in values.items() if key not in EXTRA_KEYS})
     return resolve_folders(values, data_root if data_root is not None else path.parent)

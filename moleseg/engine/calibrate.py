@@ -27,6 +27,8 @@ from moleseg.engine.segmenter import Segmenter, clean, segment
 DEFAULT_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 #: Mean FM a setting must gain over plain arg-max without augmentation to be chosen.
 DEFAULT_MIN_GAIN = 0.002
+#: Images predicted at a time while calibrating (progress is told after each batch).
+CALIBRATION_BATCH = 8
 
 
 @dataclass
@@ -88,8 +90,13 @@ def _mean_fm(segmenter: Segmenter, probabilities: Sequence[np.ndarray], masks: S
 
 def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
               thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS, try_flips: bool = True,
-              min_gain: float = DEFAULT_MIN_GAIN, progress: Callable[[str], None] | None = None) -> Calibration:
+              min_gain: float = DEFAULT_MIN_GAIN, progress: Callable[[str], None] | None = None,
+              step: Callable[[int, int], None] | None = None) -> Calibration:
     """Choose flips and lesion threshold by mean FM over ``pairs`` (images the model did not train on).
+
+    ``progress(message)`` is told what is predicted; ``step(done, total)`` counts image passes (each
+    image predicted once per flip setting, then cleaned once per threshold), after every batch of
+    :data:`CALIBRATION_BATCH` images; an exception it raises (cancel) stops the calibration.
 
     ``segmenter`` must have a ``test_time_augmentation`` attribute when ``try_flips`` (Keras models);
     it is left as it was found.
@@ -106,16 +113,30 @@ def calibrate(segmenter: Segmenter, pairs: Sequence[Pair], *,
     can_flip = hasattr(segmenter, "test_time_augmentation")
     original = getattr(segmenter, "test_time_augmentation", False)
     table: list[dict[str, Any]] = []
+    settings = [False, True] if try_flips and can_flip else [False]
+    total = len(settings) * len(images) * (1 + len(thresholds))
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if step is not None:
+            step(done, total)
+
     try:
-        for flips in [False, True] if try_flips and can_flip else [False]:
+        for flips in settings:
             if can_flip:
                 segmenter.test_time_augmentation = flips
             if progress:
                 progress(f"calibration: predicting {len(images)} images ({'with' if flips else 'without'} flips)")
-            probabilities = segmenter.predict_probabilities(images)
+            probabilities: list[np.ndarray] = []
+            for start in range(0, len(images), CALIBRATION_BATCH):
+                probabilities.extend(segmenter.predict_probabilities(images[start:start + CALIBRATION_BATCH]))
+                advance(len(images[start:start + CALIBRATION_BATCH]))
             for threshold in thresholds:
                 table.append({"test_time_augmentation": flips, "lesion_threshold": threshold,
                               "fm": _mean_fm(segmenter, probabilities, masks, threshold)})
+                advance(len(images))
     finally:
         if can_flip:
             segmenter.test_time_augmentation = original

@@ -72,6 +72,11 @@ READY_BYTE = b"L"
 #: Exit status of a runner that found the lock taken (``EX_TEMPFAIL``).
 BUSY_EXIT_STATUS = 75
 
+#: Phases whose progress counts training steps; the others count their own work (:data:`PHASE_UNITS`).
+TRAINING_PHASES: tuple[str, ...] = ("train", "epoch")
+#: What ``step``/``steps`` count in the other phases.
+PHASE_UNITS: dict[str, str] = {"prepare": "pairs", "validate": "images", "calibrate": "image passes",
+                               "evaluate": "image passes"}
 #: Status values of a job (``progress.json`` and :class:`JobStatus`).
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed", "died")
@@ -191,6 +196,7 @@ def active_training(runs: str | Path | None = None) -> dict[str, Any] | None:
 
     Asks the kernel by trying the lock without waiting (and letting it go at once when that succeeds).
     """
+    reap_children()
     if not lock_path(runs).exists():
         return None
     lock = training_lock(runs)
@@ -254,7 +260,17 @@ def hold_training_lock(runs: str | Path, run_dir: str | Path, ready_fd: int | No
 # --------------------------------------------------------------------------------------------------
 # starting, cancelling, reading
 
+#: Runner processes started by this process, until :func:`reap_children` has collected their exit status.
 _CHILDREN: list[subprocess.Popen] = []
+
+
+def reap_children() -> int:
+    """Collect the exit status of every finished runner this process started (no zombie processes stay
+    behind); returns how many are still running. Called whenever the app looks at trainings."""
+    for child in list(_CHILDREN):
+        if child.poll() is not None:
+            _CHILDREN.remove(child)
+    return len(_CHILDREN)
 
 
 def safe_run_name(name: str | None) -> str:
@@ -368,7 +384,8 @@ def folder_in_use(path: str | Path) -> bool:
 
 
 def request_cancel(run_dir: str | Path) -> None:
-    """Ask the training of ``run_dir`` to stop after its current step (it keeps its best model)."""
+    """Ask the training of ``run_dir`` to stop after its current step, or its current batch of images while
+    validating, calibrating or evaluating (it keeps its best model)."""
     path = RunFiles(run_dir).cancel
     path.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
@@ -403,17 +420,36 @@ class JobStatus:
         return self.status in ACTIVE_STATUSES
 
     @property
+    def in_training_steps(self) -> bool:
+        """True while the progress counts training steps (``train``, ``epoch``); other phases
+        (``prepare``, ``validate``, ``calibrate``, ``evaluate``) count their own images."""
+        return self.phase in TRAINING_PHASES
+
+    @property
     def fraction(self) -> float:
-        """Share of the training steps done, 0..1 (1 when done)."""
+        """Share of the current phase done, 0..1: of all training steps while training, of the phase's own
+        images while validating, calibrating or evaluating (1 when done)."""
         if self.status == "done":
             return 1.0
+        if not self.in_training_steps:
+            return max(0.0, min(1.0, self.step / self.steps)) if self.steps else 0.0
         if not self.epochs:
             return 0.0
         steps = max(1, self.steps)
         done = max(0, self.epoch - 1) * steps + min(self.step, steps)
-        if self.phase in ("validate", "epoch", "calibrate", "evaluate"):
+        if self.phase == "epoch":
             done = self.epoch * steps
         return max(0.0, min(1.0, done / (self.epochs * steps)))
+
+    def describe(self) -> str:
+        """The progress in words: phase, step/total and the phase's ETA, e.g. ``"calibrate: 12/40 image
+        passes; ETA 30 s"`` or ``"epoch 2/5, step 3/10 (train); ETA 1 min 05 s"``."""
+        eta = f"; ETA {format_duration(self.eta_seconds)}"
+        if self.in_training_steps and self.epochs:
+            return f"epoch {self.epoch}/{self.epochs}, step {self.step}/{self.steps} ({self.phase}){eta}"
+        if self.steps:
+            return f"{self.phase}: {self.step}/{self.steps} {PHASE_UNITS.get(self.phase, 'steps')}{eta}"
+        return f"{self.phase}: {self.message}"
 
     @property
     def elapsed_seconds(self) -> float | None:
@@ -524,7 +560,7 @@ class ProgressWriter:
                        step=progress.step, steps=progress.steps,
                        loss=progress.loss if progress.loss is not None else self.state.get("loss"),
                        metrics=dict(progress.metrics or {}),
-                       eta_seconds=progress.eta_seconds if phase == "train" else self.state.get("eta_seconds"),
+                       eta_seconds=progress.eta_seconds,
                        message=progress.message or phase)
             self.last_phase = phase
         return cancel_requested(self.run_dir)

@@ -210,7 +210,8 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
-    """One row of the article's comparison table: options against FM statistics and training time."""
+    """One row of the article's comparison table: options against FM statistics and training time
+    (``training_minutes``: the wall time of the whole job, ``state.json``'s ``job_seconds``)."""
     run_dir = Path(run_dir)
     files = RunFiles(run_dir)
     config = read_json(files.config, {}) or {}
@@ -218,6 +219,9 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     evaluation = read_json(files.evaluation, {}) or {}
     model = config.get("model", {})
     fm = evaluation.get("fm") or {}
+    # the wall time of the whole job (epochs, validation, calibration, test evaluation); runs written before
+    # job_seconds existed have only the epochs' time
+    job_seconds = state.get("job_seconds") or state.get("training_seconds")
     return {
         "run": run_dir.name,
         "backbone": model.get("backbone"),
@@ -234,6 +238,6 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         "test_fm_std": fm.get("std"),
         "test_fm_min": fm.get("min"),
         "test_fm_max": fm.get("max"),
-        "training_minutes": round(state["training_seconds"] / 60, 1) if state.get("training_seconds") else None,
+        "training_minutes": round(job_seconds / 60, 1) if job_seconds else None,
         "status": state.get("status"),
     }

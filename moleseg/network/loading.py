@@ -38,11 +38,14 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
 
 
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
-                         progress: Callable[[str], None] | None = None) -> Calibration:
+                         progress: Callable[[str], None] | None = None,
+                         step: Callable[[int, int], None] | None = None) -> Calibration:
     """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
     (its ``moleseg.json``, rewritten atomically), then the confidence threshold of that decision
-    (:func:`calibrate_confidence_file`)."""
-    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress)
+    (:func:`calibrate_confidence_file`). ``progress``: messages; ``step(done, total)``: see
+    :func:`moleseg.engine.calibrate.calibrate`."""
+    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress,
+                            step=step)
     write_model_info(path, calibrated_info(read_model_info(path), calibration))
     calibration.confidence = calibrate_confidence_file(path, pairs, progress=progress)
     return calibration

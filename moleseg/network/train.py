@@ -76,7 +76,9 @@ class TrainConfig:
     :mod:`moleseg.core.options` (``model`` holds the ``model.*`` ones), with their defaults and checks.
 
     Folders are given as parallel lists (several datasets can be combined). Fractions are 0..1,
-    learning rate is per step, sizes are px of the network input.
+    learning rate is per step; border width and closing radius are px at a ``size_reference_px`` input
+    (:attr:`border_width_input_px` and :attr:`closing_radius_input_px` are what they become at the input
+    size), the other sizes px of the network input.
     """
 
     images: list[str] = _default("images")
@@ -90,6 +92,7 @@ class TrainConfig:
     border_width_px: int = _default("border_width_px")
     shape: str = _default("shape")
     closing_radius_px: int = _default("closing_radius_px")
+    size_reference_px: int = _default("size_reference_px")
     solver: str = _default("solver")
     epochs: int = _default("epochs")
     batch_size: int = _default("batch_size")
@@ -136,8 +139,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """The configuration of a dictionary (unknown keys ignored); one stored without
+        ``size_reference_px`` keeps its meaning (:func:`moleseg.core.options.with_size_reference`)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        values = options.with_size_reference(values)
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def border_width_input_px(self) -> int:
+        """The border width in px of the network input (``border_width_px`` scaled to the input size)."""
+        return options.scaled_px(self.border_width_px, self.model.input_size, self.size_reference_px)
+
+    @property
+    def closing_radius_input_px(self) -> int:
+        """The closing radius in px of the network input (``closing_radius_px`` scaled to the input size)."""
+        return options.scaled_px(self.closing_radius_px, self.model.input_size, self.size_reference_px)
 
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig.from_names(self.augment, translation_px=self.translation_px,
@@ -146,15 +162,20 @@ class TrainConfig:
 
     def target_config(self) -> TargetConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
-                            border_width_px=self.border_width_px if self.model.n_classes == 3 else 0,
+                            border_width_px=self.border_width_input_px if self.model.n_classes == 3 else 0,
                             shape=self.shape, fit="crop" if self.inference == "tiles" else "resize")
 
 
 @dataclass
 class Progress:
-    """What a progress callback receives (after every step and every epoch)."""
+    """What a progress callback receives (after every training step, validation/calibration/evaluation
+    image batch and epoch).
 
-    phase: str  # "prepare", "train", "validate", "epoch", "evaluate", "done"
+    ``step``/``steps`` and ``eta_seconds`` belong to the current phase: training steps of the epoch in
+    ``train``, images (or image passes) in ``validate``, ``calibrate`` and ``evaluate``.
+    """
+
+    phase: str  # "prepare", "train", "validate", "epoch", "calibrate", "evaluate", "done"
     epoch: int
     epochs: int
     step: int
@@ -254,9 +275,9 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
 def default_cleanup(config: TrainConfig, variant: str) -> CleanupSettings:
     """Cleanup settings (px of the network input) of a training's model with one of its variants."""
     n_classes = config.model.n_classes
-    base = CleanupSettings(rule="article", closing_radius_px=config.closing_radius_px, fill_holes=True,
-                           largest_component=True,
-                           border_width_px=config.border_width_px if n_classes == 3 else max(1, config.border_width_px),
+    border = config.border_width_input_px
+    base = CleanupSettings(rule="article", closing_radius_px=config.closing_radius_input_px, fill_holes=True,
+                           largest_component=True, border_width_px=border if n_classes == 3 else max(1, border),
                            shape=config.shape)
     return dataclasses.replace(base, **CLEANUP_VARIANTS[n_classes][variant])
 
@@ -279,7 +300,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "n_classes": n_classes,
         "class_names": list(class_names(n_classes)),
         "input_size": config.model.input_size,
-        "border_width_px": config.border_width_px if n_classes == 3 else 0,
+        "border_width_px": config.border_width_input_px if n_classes == 3 else 0,  # px of the input
         "shape": config.shape,
         "cleanup": default_cleanup(config, rule).to_dict(),
         "cleanup_variant": rule,
@@ -333,6 +354,8 @@ class _EpochEnd(keras.callbacks.Callback):
         if stop:
             trainer.cancelled = True
             self.model.stop_training = True
+            if not trainer.role.distributed:  # out of fit now: no validation pass of the unfinished epoch
+                raise TrainingCancelled(f"training cancelled after epoch {trainer.current_epoch}")
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs if logs is not None else {}
@@ -340,7 +363,11 @@ class _EpochEnd(keras.callbacks.Callback):
         if trainer.cancelled:  # an unfinished epoch: not saved, so not counted as done
             return
         trainer.current_epoch = epoch + 1
-        scores = trainer.validation_scores()
+        try:
+            scores = trainer.validation_scores()
+        except TrainingCancelled:
+            trainer.current_epoch = epoch  # its validation was cut short: the epoch is not saved
+            raise
         logs.update(scores)
         row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
@@ -372,12 +399,31 @@ class Trainer:
         self.best_epoch = 0
         self.best_rule = next(iter(CLEANUP_VARIANTS[config.model.n_classes]))
         self.training_seconds = 0.0
+        self.job_started = time.time()
+        self.earlier_job_seconds = 0.0  # wall time of the earlier sessions of a resumed run
 
     # ----------------------------------------------------------------------------------------------
     def report(self, progress: Progress) -> bool:
         if self.progress is None:
             return False
         return bool(self.progress(progress))
+
+    def phase_ticker(self, phase: str, total: int, message: str) -> Callable[[int], None]:
+        """A ``tick(done)`` for a phase of ``total`` units (images): reports ``done``/``total`` with the
+        phase's ETA, and raises :class:`TrainingCancelled` when the callback asks to stop (on one
+        worker; a worker of a cluster only notes it, the chief's decision stops them all)."""
+        started = time.time()
+        epoch, epochs = self.current_epoch, self.config.epochs
+
+        def tick(done: int) -> None:
+            eta = (time.time() - started) / done * max(0, total - done) if done else None
+            if self.report(Progress(phase, epoch, epochs, done, total, eta_seconds=eta, message=message)):
+                self.cancelled = True
+                if not self.role.distributed:
+                    raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
+
+        tick(0)
+        return tick
 
     def current_learning_rate(self) -> float:
         optimizer = self.model.optimizer
@@ -469,6 +515,7 @@ class Trainer:
         self.best_epoch = int(state.get("best_epoch", 0))
         self.best_rule = state.get("best_rule", self.best_rule)
         self.training_seconds = float(state.get("training_seconds", 0.0))
+        self.earlier_job_seconds = float(state.get("job_seconds") or 0.0)
         self.history = [row for row in read_history(self.files.history)
                         if row.get("epoch") and row["epoch"] <= self.initial_epoch]
         self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
@@ -513,8 +560,10 @@ class Trainer:
                           rule=rule, epoch=self.current_epoch, val_fm=None, image_sha256=self.image_sha256)
         return KerasSegmenter(self.model, info, batch_size=self.config.batch_size)
 
-    def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str]) -> dict[str, float]:
-        """Mean FM of ``pairs`` for each cleanup variant, predicting each image once (inference mode)."""
+    def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str],
+                         tick: Callable[[int], None] | None = None, done: int = 0) -> dict[str, float]:
+        """Mean FM of ``pairs`` for each cleanup variant, predicting each image once (inference mode);
+        ``tick(done + images scored so far)`` after each batch."""
         segmenter = self._segmenter(rules[0])
         totals = {rule: [] for rule in rules}
         batch = self.config.batch_size
@@ -527,21 +576,23 @@ class Trainer:
                     variant = dataclasses.replace(defaults, **CLEANUP_VARIANTS[self.config.model.n_classes][rule])
                     lesion = clean(segmenter, probabilities, variant).lesion
                     totals[rule].append(float(scores(lesion, mask)["fm"]))
+            if tick is not None:
+                tick(done + start + len(read))
         return {rule: float(np.mean(values)) if values else float("nan") for rule, values in totals.items()}
 
     def validation_scores(self) -> dict[str, float]:
         """Mean FM in inference mode at each image's own size, for each lesion rule (three classes)."""
-        self.report(Progress("validate", self.current_epoch, self.config.epochs, self.steps_per_epoch,
-                             self.steps_per_epoch, message="validation FM"))
         rules = tuple(CLEANUP_VARIANTS[self.config.model.n_classes])
         pairs = self.validation_pairs or self.train_pairs[: self.config.train_fm_images]
-        by_rule = self._mean_fm_by_rule(pairs, rules)
+        subset = self.train_pairs[: self.config.train_fm_images]
+        tick = self.phase_ticker("validate", len(pairs) + len(subset), "validation FM")
+        by_rule = self._mean_fm_by_rule(pairs, rules, tick)
         scores_row: dict = {f"val_fm_{rule}": value for rule, value in by_rule.items()}
         best_rule = max(rules, key=lambda r: -1.0 if math.isnan(by_rule[r]) else by_rule[r])
         scores_row["val_fm"] = by_rule[best_rule]
         scores_row["rule"] = best_rule
-        subset = self.train_pairs[: self.config.train_fm_images]
-        scores_row["train_fm"] = self._mean_fm_by_rule(subset, (best_rule,))[best_rule] if subset else float("nan")
+        scores_row["train_fm"] = (self._mean_fm_by_rule(subset, (best_rule,), tick, len(pairs))[best_rule]
+                                  if subset else float("nan"))
         return scores_row
 
     def end_epoch(self, row: dict) -> None:
@@ -566,11 +617,17 @@ class Trainer:
         self.report(Progress("epoch", epoch, self.config.epochs, self.steps_per_epoch, self.steps_per_epoch,
                              loss=row["loss"], metrics={k: v for k, v in row.items() if isinstance(v, float)}))
 
+    @property
+    def job_seconds(self) -> float:
+        """Wall time of the whole job so far, in seconds: preparation, epochs, validation, calibration and
+        test evaluation, over every session of a resumed run."""
+        return self.earlier_job_seconds + time.time() - self.job_started
+
     def _write_state(self, status: str) -> None:
         write_json(self.files.state, {
             "epoch": self.current_epoch, "epochs": self.config.epochs, "best_epoch": self.best_epoch,
             "best_val_fm": self.best_val_fm, "best_rule": self.best_rule, "status": status,
-            "training_seconds": self.training_seconds,
+            "training_seconds": self.training_seconds, "job_seconds": self.job_seconds,
         })
 
     def batchnorm_images(self, limit: int) -> np.ndarray:
@@ -660,11 +717,12 @@ class Trainer:
         if self.role.distributed:
             self._fit_workers(keras.callbacks.CallbackList(callbacks, model=self.model), validation)
         else:
-            self.model.fit(train, validation_data=validation, epochs=config.epochs,
-                           initial_epoch=self.initial_epoch, callbacks=callbacks, verbose=0)
+            try:
+                self.model.fit(train, validation_data=validation, epochs=config.epochs,
+                               initial_epoch=self.initial_epoch, callbacks=callbacks, verbose=0)
+            except TrainingCancelled:
+                self.cancelled = True
         if self.cancelled:
-            self._write_state("cancelled")
-            self.log(f"cancelled after epoch {self.current_epoch}")
             raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
 
     def _worker_dataset(self, epoch: int, context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -762,9 +820,15 @@ class Trainer:
         """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
         from moleseg.network.loading import calibrate_model_file
 
-        self.report(Progress("calibrate", self.current_epoch, self.config.epochs, 0, len(self.validation_pairs),
-                             message="choosing flips and lesion threshold by validation FM"))
-        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log)
+        tick: Callable[[int], None] | None = None
+
+        def step(done: int, total: int) -> None:
+            nonlocal tick
+            if tick is None:
+                tick = self.phase_ticker("calibrate", total, "choosing flips and lesion threshold by validation FM")
+            tick(done)
+
+        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log, step=step)
         self.log(calibration.summary())
         return calibration.info_update()
 
@@ -780,12 +844,13 @@ class Trainer:
         if self.config.calibrate and self.validation_pairs:
             evaluation["calibration"] = self.calibrate_best()
         if self.test_pairs:
-            self.report(Progress("evaluate", self.current_epoch, self.config.epochs, 0, len(self.test_pairs),
-                                 message="evaluating the test split"))
+            count = len(self.test_pairs)
+            tick = self.phase_ticker("evaluate", 2 * count, "evaluating the test split (model, then baseline)")
             best = load_segmenter(self.files.model)
-            summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size)
+            summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size,
+                                           progress=lambda done, total, name: tick(done))
             baseline, _, _ = evaluate_pairs(load_segmenter(f"classical{self.config.model.n_classes}"),
-                                            self.test_pairs)
+                                            self.test_pairs, progress=lambda done, total, name: tick(count + done))
             evaluation.update(summary)
             evaluation["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
             self.log(f"test FM {summary['fm']['mean']:.4f} (classical baseline {baseline['fm']['mean']:.4f})")
@@ -794,7 +859,8 @@ class Trainer:
         self.report(Progress("done", self.current_epoch, self.config.epochs, 0, 0,
                              metrics={"best_val_fm": self.best_val_fm}, message="done"))
         self.log(f"done: best validation FM {self.best_val_fm:.4f} at epoch {self.best_epoch} "
-                 f"({self.best_rule} rule), {self.training_seconds / 60:.1f} min of training")
+                 f"({self.best_rule} rule), {self.job_seconds / 60:.1f} min in all "
+                 f"({self.training_seconds / 60:.1f} min of epochs)")
         return evaluation
 
 
@@ -870,7 +936,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if not trainer.role.chief:
             return {"worker": trainer.role.index, "best_epoch": trainer.current_epoch, "best_val_fm": float("nan")}
         return trainer.finish()
-    except TrainingCancelled:
+    except TrainingCancelled as cancelled:
+        if trainer.role.chief and trainer.run_dir.is_dir():
+            trainer._write_state("cancelled")  # also when cancelled while validating, calibrating or evaluating
+            trainer.log(str(cancelled))
         raise
     except Exception:
         if trainer.role.chief and trainer.run_dir.is_dir():

@@ -1,0 +1,182 @@
+"""``make gpu-check``: does this machine train the shipped dermoscopy recipe on its GPU, fast enough?
+
+``python -m moleseg.network.gpu_check [--cpu] [--steps N] [--backend tensorflow]`` checks that the backend
+sees a GPU, trains the recipe's network (``models/dermoscopy.config.json``: architecture, backbone, input
+size, loss, solver, learning rate, batch size and augmentation; random initial weights) for ``--steps``
+steps with mixed precision on synthetic dermoscopy-like pairs, and prints the training images/s, the input
+pipeline's images/s alone (the same ``tf.data`` pipeline, no network) and the loss curve. It fails (exit
+status 1) when the loss does not fall or when the pipeline starves the accelerator (pipeline images/s below
+:data:`PIPELINE_MARGIN` times the training images/s). ``--cpu``: a few steps at a tiny input on the CPU,
+float32 (the self-test of this script). Exit status 2: it could not run (no GPU, bad recipe).
+
+Only the TensorFlow backend: the network modules' data pipeline and training step use ``tf.data`` and
+TensorFlow (see the project notes for what the JAX backend lacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from moleseg.core import options
+
+#: The recipe trained (relative to the project's ``models`` folder).
+RECIPE = Path(__file__).resolve().parents[2] / "models" / "dermoscopy.config.json"
+#: The pipeline must deliver at least this many times the images the training consumes.
+PIPELINE_MARGIN = 1.2
+#: Backends ``--backend`` accepts.
+BACKENDS: tuple[str, ...] = ("tensorflow",)
+#: Synthetic pairs written (the pipeline reads and augments them afresh every epoch).
+SYNTHETIC_PAIRS = 64
+#: ``--cpu``: input side in px, steps, batch size.
+CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 12, 4
+
+
+@dataclass
+class CheckResult:
+    """What the check measured: images/s of the training and of the pipeline alone, the loss curve
+    (mean loss of each block of steps), and the problems found (empty: passed)."""
+
+    device: str
+    train_images_per_s: float
+    pipeline_images_per_s: float
+    losses: list[float]
+    problems: list[str]
+
+    def report(self) -> str:
+        curve = ", ".join(f"{loss:.4f}" for loss in self.losses)
+        lines = [f"device: {self.device}",
+                 f"training: {self.train_images_per_s:.1f} images/s",
+                 f"input pipeline alone: {self.pipeline_images_per_s:.1f} images/s "
+                 f"({self.pipeline_images_per_s / max(self.train_images_per_s, 1e-9):.2f} x training; "
+                 f"{self.pipeline_images_per_s / max(1, os.cpu_count() or 1):.1f} images/s per core, "
+                 f"{os.cpu_count()} cores)",
+                 f"loss curve: {curve}"]
+        lines += [f"FAILED: {problem}" for problem in self.problems] or ["OK"]
+        return "\n".join(lines)
+
+
+def synthetic_pairs(folder: Path, count: int, size: int, seed: int = 0) -> list:
+    """``count`` dermoscopy-like pairs (a dark, noisy ellipse on textured skin, ``size`` px) written as PNG
+    under ``folder``; returns their :class:`moleseg.core.pairing.Pair` list."""
+    import cv2
+
+    from moleseg.core.pairing import pair_folders
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        skin = np.array([200, 160, 140], np.float32) + rng.normal(0, 12, (size, size, 3))
+        mask = np.zeros((size, size), np.uint8)
+        centre = tuple(int(v) for v in rng.uniform(0.35, 0.65, 2) * size)
+        axes = tuple(int(v) for v in rng.uniform(0.12, 0.3, 2) * size)
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        lesion = np.array([90, 60, 50], np.float32) + rng.normal(0, 15, (size, size, 3))
+        image = np.where(mask[..., None] > 0, lesion, skin).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / "images" / f"{index}.png"), image[..., ::-1])
+        cv2.imwrite(str(folder / "masks" / f"{index}.png"), mask * 255)
+    return pair_folders(folder / "images", folder / "masks").pairs
+
+
+def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blocks: int = 6) -> CheckResult:
+    """Train the recipe's network for ``steps`` steps and measure it (see the module's description).
+
+    Raises
+    ------
+    RuntimeError
+        When no GPU is seen (not ``cpu``).
+    ValueError
+        When the recipe cannot be read.
+    """
+    import keras
+    import tensorflow as tf
+
+    from moleseg.network.data import ExampleCache, make_dataset
+    from moleseg.network.model.build import ModelConfig, build_model
+    from moleseg.network.model.losses import SegmentationLoss
+    from moleseg.network.train import TrainConfig, make_optimizer
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not cpu and not gpus:
+        raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty): check the "
+                           "NVIDIA driver, CUDA libraries (pip install tensorflow[and-cuda]) and CUDA_VISIBLE_DEVICES")
+    values = options.read_config_file(recipe)
+    values.update(images=["synthetic"], masks=["synthetic"], weights="none")
+    if cpu:
+        values["model"] = {**values["model"], "input_size": CPU_INPUT}
+        values["batch_size"] = CPU_BATCH
+    config = TrainConfig.from_dict(values)
+    steps = steps or (CPU_STEPS if cpu else 300)
+    blocks = max(2, min(blocks, steps))
+    per_block = max(1, steps // blocks)
+    keras.mixed_precision.set_global_policy("float32" if cpu else "mixed_float16")
+    keras.utils.set_random_seed(config.seed)
+    device = "CPU (--cpu)" if cpu else ", ".join(d.name for d in gpus)
+    with tempfile.TemporaryDirectory(prefix="moleseg-gpu-check-") as folder:
+        pairs = synthetic_pairs(Path(folder) / "data", SYNTHETIC_PAIRS if not cpu else 8, config.model.input_size)
+        dataset = make_dataset(pairs, config.target_config(), batch_size=config.batch_size,
+                               augment=config.augment_config(), shuffle=True, seed=config.seed,
+                               cache=ExampleCache(Path(folder) / "cache"), drop_remainder=True).repeat()
+        # the pipeline alone: warm (files cached, tf.data autotuned), then timed
+        iterator = iter(dataset)
+        for _ in range(min(per_block, 4)):
+            next(iterator)
+        started = time.perf_counter()
+        pipeline_batches = max(per_block, 4)
+        for _ in range(pipeline_batches):
+            next(iterator)
+        pipeline_ips = pipeline_batches * config.batch_size / (time.perf_counter() - started)
+
+        model_config = ModelConfig.from_dict({**config.model.to_dict(), "bn_momentum": 0.9})
+        model = build_model(model_config, weights="none")
+        model.compile(optimizer=make_optimizer(config, steps), loss=SegmentationLoss(config.loss, None))
+        losses: list[float] = []
+        timed_seconds, timed_steps = 0.0, 0
+        for block in range(blocks):
+            started = time.perf_counter()
+            history = model.fit(dataset, steps_per_epoch=per_block, epochs=1, verbose=0)
+            if block > 0:  # the first block traces and compiles the step
+                timed_seconds += time.perf_counter() - started
+                timed_steps += per_block
+            losses.append(float(history.history["loss"][-1]))
+    train_ips = timed_steps * config.batch_size / max(timed_seconds, 1e-9)
+    problems = []
+    if not losses[-1] < losses[0]:
+        problems.append(f"the loss did not fall ({losses[0]:.4f} in the first block of {per_block} steps, "
+                        f"{losses[-1]:.4f} in the last)")
+    if pipeline_ips < PIPELINE_MARGIN * train_ips:
+        problems.append(f"the input pipeline starves the training: {pipeline_ips:.1f} images/s alone, below "
+                        f"{PIPELINE_MARGIN} x the {train_ips:.1f} images/s the training consumes")
+    return CheckResult(device=device, train_images_per_s=train_ips, pipeline_images_per_s=pipeline_ips,
+                       losses=losses, problems=problems)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moleseg.network.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help=f"a few steps at {CPU_INPUT} px on the CPU (self-test)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 300; --cpu: "
+                                                                f"{CPU_STEPS})")
+    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow", help="Keras backend")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="training recipe (a config.json)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ["KERAS_BACKEND"] = args.backend
+    try:
+        result = run_check(cpu=args.cpu, steps=args.steps, recipe=args.recipe)
+    except (RuntimeError, ValueError) as error:
+        print(f"gpu-check could not run: {error}", file=sys.stderr)
+        return 2
+    print(result.report(), flush=True)
+    return 1 if result.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""``make gpu-check`` (moleseg.network.gpu_check): its ``--cpu`` mode trains the recipe's network a few steps,
+prints the measurements, and passes; the checks themselves fail on a loss that does not fall or a slow pipeline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moleseg.network.gpu_check import PIPELINE_MARGIN, CheckResult, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_cpu_mode_trains_the_recipe_and_passes():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "moleseg.network.gpu_check", "--cpu"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert lines["device"] == "CPU (--cpu)"
+    train_ips = float(lines["training"].split()[0])
+    pipeline_ips = float(lines["input pipeline alone"].split()[0])
+    assert train_ips > 0 and pipeline_ips >= PIPELINE_MARGIN * train_ips
+    losses = [float(v) for v in lines["loss curve"].split(", ")]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    assert done.stdout.rstrip().endswith("OK")
+
+
+def test_the_report_names_each_failure():
+    result = CheckResult(device="GPU:0", train_images_per_s=100.0, pipeline_images_per_s=90.0,
+                         losses=[1.0, 1.1], problems=["the loss did not fall", "the input pipeline starves"])
+    text = result.report()
+    assert "training: 100.0 images/s" in text and "input pipeline alone: 90.0 images/s (0.90 x training" in text
+    assert text.splitlines()[-2:] == ["FAILED: the loss did not fall", "FAILED: the input pipeline starves"]
+
+
+def test_a_missing_recipe_is_a_clear_message(tmp_path, capsys):
+    assert main(["--cpu", "--recipe", str(tmp_path / "none.json")]) == 2
+    assert f"gpu-check could not run: {tmp_path / 'none.json'}: configuration file not found" in capsys.readouterr().err
