@@ -101,7 +101,7 @@ def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(t
         "error: the disk is full: 001.png and the images after it were not written (No space left on device)"]
     assert "1 image(s) written" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["000_classes.png", "000_mask.png", "000_overlay.png",
-                                                     "measurements.csv"]
+                                                     "measurements.csv", "measurements.settings.json"]
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
 
 

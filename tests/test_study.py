@@ -169,7 +169,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     assert not studies.run_finished(second)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "base-seed0: finished earlier, skipped" in result.stdout
+    assert "base-seed0: finished earlier, skipped" in result.stdout + result.stderr
     assert first.stat().st_mtime_ns == stamp
     assert studies.run_finished(second)
     rows = (out / studies.STUDY_CSV).read_text().splitlines()
