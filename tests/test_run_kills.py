@@ -52,17 +52,18 @@ def _epochs_done(run: Path) -> int:
 
 
 def _wait_and_kill(process: subprocess.Popen, run: Path, moment: tuple[str, float], rng: random.Random) -> str:
-    """SIGKILL ``process`` at ``moment``: ``("temporary", 0)`` as soon as any temporary file shows,
-    ``("checkpoint", 0)`` as soon as the temporary of a ``.keras`` file shows, ``("epoch", k)`` a random
+    """SIGKILL ``process`` at ``moment``: ``("temporary", 0)`` as soon as a new temporary file shows,
+    ``("checkpoint", 0)`` as soon as the temporary of a new ``.keras`` file shows, ``("epoch", k)`` a random
     0..2 s after the history holds ``k`` rows. Returns what was seen, or "finished" when the training ended
     first."""
     kind, value = moment
     start_rows = _epochs_done(run)
+    stale = set(_temporaries(run))  # left by the previous kill: the resume removes them once it starts
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return "finished"
-        names = _temporaries(run)
+        names = [name for name in _temporaries(run) if name not in stale]
         if kind == "temporary" and names:
             seen = f"temporary {names[0]}"
             break
@@ -108,7 +109,7 @@ def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stra
         seen.append(outcome)
         if outcome == "finished":
             break
-        left_behind += _temporaries(run)
+        left_behind += [name for name in _temporaries(run) if name not in left_behind]
         assert RunFiles(run).config.is_file(), log.read_text()[-3000:]
         process = _start(_command("--out", str(run), "--resume"), log)
     else:
