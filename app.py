@@ -12,6 +12,7 @@ from moleseg.app import appstate, ui
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
 ui.startup()
+ui.session_heartbeat()
 
 
 def home() -> None:

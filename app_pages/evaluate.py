@@ -52,6 +52,8 @@ def show_evaluation(result: dict) -> None:
         st.warning(result["training_overlap"] + ".", icon=":material/warning:")
     for name, reason in result["failures"]:
         st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
+    for warning in result.get("mask_warnings", []):
+        st.warning(warning, icon=":material/warning:")
     if not summary.get("n"):
         st.warning("No image could be evaluated.")
         return

@@ -125,6 +125,8 @@ with left:
     a.image(preview.image, caption=pair.image.name, width="stretch")
     b.image(preview.mask.astype("uint8") * 255, caption=pair.mask.name, width="stretch")
     c.image(preview.picture, caption=" / ".join(name.upper() for name, _ in legend(classes)), width="stretch")
+if preview.mask_problem:
+    st.warning(f"{pair.mask.name}: {preview.mask_problem}", icon=":material/warning:")
 if preview.resized_mask:
     st.caption("This mask's size differs from its image's; it was resized to the image, as training does.")
 st.markdown("**Class frequencies of this pair**")
@@ -136,6 +138,8 @@ def show_frequencies(scan: dict) -> None:
     st.dataframe(scan["rows"], hide_index=True)
     for error in scan["errors"]:
         st.error(error)
+    for warning in scan.get("warnings", []):
+        st.warning(warning, icon=":material/warning:")
     st.caption("Training weights each class by the inverse of its frequency (class weighting), as the article does.")
 
 

@@ -3,12 +3,76 @@ tests/synthetic.py, the isolated app folders are the ``app_folders`` fixture of 
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
+#: Screenshots and server logs of the tests that serve the app (gitignored; removed by ``make clean``).
+ARTIFACTS = APP.parent / "test-artifacts"
+#: Chromium's flags for the browser tests (the ``browser`` fixture of tests/conftest.py).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60
+                     ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run app.py`` on a free local port, its output in ``test-artifacts/<log_name>.log``;
+    yields ``(URL, server process)`` once ``/_stcore/health`` answers ``ok``, and stops the server however
+    the test ends."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / f"{log_name}.log"
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=APP.parent, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.read().strip() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
+                                       f"{log_path}:\n{tail(log_path)}")
+                time.sleep(0.5)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=20)
 
 
 def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = True):

@@ -77,3 +77,25 @@ def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
     folder = tmp_path_factory.mktemp("moleseg-data")
     monkeypatch.setenv(DATA_DIR_ENV, str(folder))
     return folder
+
+
+# --------------------------------------------------------------------------------------------------
+# A real chromium for the tests that drive the served app (marked ``browser``)
+
+@pytest.fixture
+def browser():
+    """A headless chromium (playwright); the test is skipped when playwright or chromium is missing."""
+    import shutil
+
+    from app_helpers import CHROMIUM_ARGS
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    with playwright.sync_playwright() as driver:
+        instance = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()

@@ -7,90 +7,25 @@ README's picture with ``MOLESEG_UPDATE_README_SCREENSHOT=1``)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from app_helpers import APP
+from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 
 pytestmark = pytest.mark.browser
 
 ROOT = APP.parent
-#: Screenshots and server logs of these tests (gitignored; removed by ``make clean``).
-ARTIFACTS = ROOT / "test-artifacts"
 #: The README's picture of the Analyse page (rewritten only with MOLESEG_UPDATE_README_SCREENSHOT=1).
 README_SCREENSHOT = ROOT / "docs" / "analyse-page.png"
 #: The real dermoscopy image of the Analyse test (the synthetic mole stands in when it is absent).
 SHARED_IMAGE = "moles/ph2/images/IMD004.jpg"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 IMAGE_XOBJECT = re.compile(rb"<<((?:(?!>>).)*?/Subtype\s*/Image(?:(?!>>).)*?)>>\s*stream\r?\n(.*?)endstream", re.DOTALL)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-@contextlib.contextmanager
-def _streamlit(env: dict[str, str], log_name: str, timeout: float = 60) -> Iterator[str]:
-    """``streamlit run app.py`` on a free local port, its output in ``test-artifacts/<log_name>.log``;
-    yields the URL once ``/_stcore/health`` answers ``ok``, and stops the server however the test ends."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"{log_name}.log"
-    port = _free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read().strip() == b"ok":
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
-                                       f"{log_path}:\n{_tail(log_path)}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=20)
 
 
 @pytest.fixture
@@ -98,7 +33,7 @@ def server(tmp_path):
     """The app with empty models and runs folders (the classical baseline)."""
     env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
            "MOLESEG_TMPDIR": str(tmp_path)}
-    with _streamlit(env, "streamlit-isolated") as url:
+    with streamlit_server(env, "streamlit-isolated") as (url, _):
         yield url
 
 
@@ -108,22 +43,8 @@ def project_server(tmp_path):
     runs and session files stay in ``tmp_path``."""
     env = {**os.environ, "MOLESEG_RUNS_DIR": str(tmp_path / "runs"), "MOLESEG_TMPDIR": str(tmp_path)}
     env.pop("MOLESEG_MODELS_DIR", None)
-    with _streamlit(env, "streamlit-project") as url:
+    with streamlit_server(env, "streamlit-project") as (url, _):
         yield url
-
-
-@pytest.fixture
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed")
-    with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def _wait_for_images(page, count: int, timeout_ms: int = 30_000) -> None:

@@ -268,6 +268,53 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert not session.path.exists()
 
 
+def test_the_sweep_removes_an_idle_session_folder_and_keeps_a_fresh_one_and_one_a_training_reads(
+        app_folders, fake_training):
+    from moleseg.core.config import SESSION_IDLE_TIMEOUT_S
+    from moleseg.engine.session import ENDED_MARKER, FolderSweeper, SessionFolder, release_after_training
+
+    root = app_folders["tmp"] / "swept"  # not the app's own folder, which the server's sweep may visit
+    idle, fresh, training = (SessionFolder(root=root) for _ in range(3))
+    (idle.fresh("dataset") / "patient.png").write_bytes(b"private")
+    dataset = make_dataset(training.fresh("dataset"), count=2)
+    fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]})
+    long_ago = time.time() - SESSION_IDLE_TIMEOUT_S - 1
+    for folder in (idle, training):  # their tabs were closed longer ago than the idle timeout
+        os.utime(folder.path, (long_ago, long_ago))
+    os.utime(fresh.path, (time.time() - SESSION_IDLE_TIMEOUT_S + 30,) * 2)  # touched by its heartbeat
+
+    sweeper = FolderSweeper(root=root, in_use=jobs.folder_in_use, interval_s=0.05)
+    try:
+        assert sweeper.start().running and sweeper.removed_count == 1  # the first sweep runs at once
+        assert not idle.path.exists() and fresh.path.is_dir() and (dataset / "images").is_dir()
+        assert (training.path / ENDED_MARKER).exists()  # removed when the training stops
+    finally:
+        sweeper.stop()
+    assert not sweeper.running
+    jobs.request_cancel(jobs.active_training(app_folders["runs"])["run_dir"])
+    release_after_training([str(dataset / "images")])
+    assert not training.path.exists()
+
+
+def test_the_app_starts_one_sweep_and_an_open_tab_keeps_its_folder(app_folders):
+    from moleseg.app import ui
+    from moleseg.core.config import SESSION_HEARTBEAT_S, SESSION_IDLE_TIMEOUT_S
+    from moleseg.engine.session import SessionFolder
+
+    assert SESSION_HEARTBEAT_S * 3 <= SESSION_IDLE_TIMEOUT_S  # a few missed beats do not lose an open tab's upload
+    at = app_test(PAGE_FILES["prepare"])
+    assert not at.exception and ui.SESSION_FOLDER_KEY not in at.session_state  # no upload, no folder
+    sweeper = ui.startup()
+    assert sweeper.running and sweeper.idle_s == SESSION_IDLE_TIMEOUT_S and ui.startup() is sweeper
+    folder = SessionFolder(root=app_folders["tmp"])
+    at.session_state[ui.SESSION_FOLDER_KEY] = folder
+    long_ago = time.time() - SESSION_IDLE_TIMEOUT_S - 1
+    os.utime(folder.path, (long_ago, long_ago))
+    at.run()  # the tab is still open: its heartbeat fragment touches the folder
+    assert not at.exception and time.time() - folder.path.stat().st_mtime < SESSION_HEARTBEAT_S
+    assert sweeper.sweep() == [] and folder.path.is_dir()
+
+
 @pytest.mark.slow
 def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)

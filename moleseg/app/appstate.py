@@ -21,7 +21,7 @@ from cachetools import LRUCache
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
-from moleseg.core.imageio import ImageReadError, read_image, read_mask
+from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import MEASUREMENTS_CSV, Visit
 from moleseg.engine.correction import Corrections, Stroke
@@ -895,6 +895,11 @@ class TargetPreview:
     n_classes: int
     resized_mask: bool = False
 
+    @property
+    def mask_problem(self) -> str | None:
+        """Why the mask is suspicious (empty or full, :func:`moleseg.core.imageio.mask_problem`), or None."""
+        return mask_problem(self.mask)
+
     def frequency_rows(self) -> list[dict[str, Any]]:
         return frequency_rows(self.frequencies, self.n_classes, self.labels.size)
 
@@ -935,11 +940,35 @@ def target_preview(image_path: str | Path, mask_path: str | Path, *, classes: in
                          frequencies=class_frequencies(labels, classes), n_classes=classes, resized_mask=resized)
 
 
+#: Mask names listed in one empty/full warning; more are counted ("and N more").
+MASK_NAMES_SHOWN = 10
+
+
+def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[str]:
+    """The app's warnings about empty and full masks (:func:`moleseg.core.imageio.mask_problem`):
+    ``"N empty mask(s) (...): a.png, b.png"`` and the same for full ones; none when both lists are empty."""
+    def names(items: Sequence[str]) -> str:
+        shown = ", ".join(items[:MASK_NAMES_SHOWN])
+        return shown + (f" and {len(items) - MASK_NAMES_SHOWN} more" if len(items) > MASK_NAMES_SHOWN else "")
+
+    lines = []
+    if empty:
+        lines.append(f"{len(empty)} empty mask(s) (no foreground pixel, all black; scored and trained as "
+                     f"'no lesion'): {names(empty)}")
+    if full:
+        lines.append(f"{len(full)} full mask(s) (every pixel foreground, all white: an image, or an inverted "
+                     f"mask?): {names(full)}")
+    return lines
+
+
 def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = 3, border_width_px: int = 4,
                         shape: str = "diamond", border_at_image_edge: bool = False,
-                        progress: Callable[[int, int], None] | None = None
+                        progress: Callable[[int, int], None] | None = None,
+                        degenerate: dict[str, list[str]] | None = None
                         ) -> tuple[np.ndarray, int, list[str]]:
-    """Class frequencies over all masks (pixel-weighted), the number of masks read, and read errors."""
+    """Class frequencies over all masks (pixel-weighted), the number of masks read, and read errors.
+    The names of empty and full masks are appended to ``degenerate["empty"]`` / ``degenerate["full"]``
+    when given."""
     from moleseg.core.targets import class_frequencies, make_targets
 
     totals = np.zeros(classes, dtype=np.float64)
@@ -950,6 +979,8 @@ def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = 3, b
         except ImageReadError as error:
             errors.append(str(error))
             continue
+        if degenerate is not None and mask_problem(mask) is not None:
+            degenerate.setdefault("full" if mask.any() else "empty", []).append(Path(path).name)
         labels = make_targets(mask, classes=classes, border_width_px=border_width_px, shape=shape,
                               border_at_image_edge=border_at_image_edge)
         totals += class_frequencies(labels, classes) * labels.size
@@ -970,15 +1001,18 @@ def frequencies_key(masks_dir: str | Path, *, classes: int, border_width_px: int
 def frequencies_task(mask_paths: Sequence[str | Path], *, classes: int, border_width_px: int, shape: str,
                      border_at_image_edge: bool) -> Callable[[Progress], dict[str, Any]]:
     """The work of a dataset-wide scan for :meth:`moleseg.engine.tasks.TaskRegistry.submit`:
-    ``{"rows" (frequency_rows), "read" (masks read), "errors" (read errors)}``."""
+    ``{"rows" (frequency_rows), "read" (masks read), "errors" (read errors), "warnings" (empty and full
+    masks, :func:`degenerate_mask_warnings`)}``."""
     paths = list(mask_paths)
 
     def work(progress: Progress) -> dict[str, Any]:
+        degenerate: dict[str, list[str]] = {}
         share, read, errors = dataset_frequencies(
             paths, classes=classes, border_width_px=border_width_px, shape=shape,
-            border_at_image_edge=border_at_image_edge,
+            border_at_image_edge=border_at_image_edge, degenerate=degenerate,
             progress=lambda done, total: progress(done, total, f"{done}/{total} masks"))
-        return {"rows": frequency_rows(share, classes), "read": read, "errors": errors}
+        return {"rows": frequency_rows(share, classes), "read": read, "errors": errors,
+                "warnings": degenerate_mask_warnings(degenerate.get("empty", []), degenerate.get("full", []))}
 
     return work
 
@@ -1067,7 +1101,7 @@ def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseli
     """Evaluate ``segmenter`` (and ``baseline`` on the same pairs) and draw its worst images.
 
     Returns ``{"name", "summary", "baseline" (summary or None), "failures" [(file, reason)],
-    "worst" [(image, FM)], "pictures" [(image, overlay)]}``; ``progress(done, total, what)``.
+    "mask_warnings" (empty and full true masks, :func:`degenerate_mask_warnings`), "worst" [(image, FM)], "pictures" [(image, overlay)]}``; ``progress(done, total, what)``.
     """
     from moleseg.engine.evaluate import evaluate_pairs
 
@@ -1081,7 +1115,7 @@ def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseli
                                                 progress=report(f"baseline {baseline.name}"))
     worst = worst_images(summary, worst_count) if summary.get("n") and worst_count > 0 else []
     return {"name": segmenter.name, "summary": summary, "baseline": baseline_summary, "failures": failures.items,
-            "worst": worst, "pictures": worst_overlays(segmenter, pairs, [name for name, _ in worst])}
+            "mask_warnings": degenerate_mask_warnings(failures.empty, failures.full), "worst": worst, "pictures": worst_overlays(segmenter, pairs, [name for name, _ in worst])}
 
 
 def evaluation_key(choice: ModelChoice, images_dir: str | Path, masks_dir: str | Path, *, with_baseline: bool,

@@ -13,10 +13,11 @@ import streamlit as st
 
 from moleseg.app import appstate
 from moleseg.app.appstate import AnalysisStore, ModelChoice
+from moleseg.core.config import SESSION_HEARTBEAT_S
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import jobs
 from moleseg.engine.tasks import TaskRegistry
-from moleseg.engine.session import SessionFolder, remove_stale_folders
+from moleseg.engine.session import FolderSweeper, SessionFolder
 
 #: Page files, relative to ``app.py``.
 PAGE_FILES: dict[str, str] = {
@@ -36,21 +37,42 @@ TASK_POLL_SECONDS: float = 1.0
 DATASET_KEY = "moleseg_dataset"
 
 
+#: Session-state key of this browser session's :class:`SessionFolder`.
+SESSION_FOLDER_KEY = "_moleseg_session_folder"
+
+
 @st.cache_resource(show_spinner=False)
-def startup() -> dict[str, Any]:
-    """Once per server process: remove session folders older than a day left by a crashed server."""
-    removed = remove_stale_folders(in_use=jobs.folder_in_use)
-    return {"stale_folders_removed": len(removed)}
+def startup() -> FolderSweeper:
+    """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
+    by a crashed server: the first sweep runs now)."""
+    return FolderSweeper(in_use=jobs.folder_in_use).start()
 
 
 def session_folder() -> SessionFolder:
-    """This browser session's temporary folder (created on first use, removed with the session)."""
-    folder = st.session_state.get("_moleseg_session_folder")
+    """This browser session's temporary folder (created on first use, removed with the session or by the
+    sweep of :func:`startup` once its tab has been closed for a while)."""
+    folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
         folder = SessionFolder(in_use=jobs.folder_in_use)
-        st.session_state["_moleseg_session_folder"] = folder
+        st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder
+
+
+def session_heartbeat() -> None:
+    """While this tab is open, touch its session folder every :data:`SESSION_HEARTBEAT_S` (a fragment that
+    draws nothing), so the idle sweep keeps it; nothing when the session has no folder."""
+    folder = st.session_state.get(SESSION_FOLDER_KEY)
+    if not isinstance(folder, SessionFolder) or folder.removed:
+        return
+
+    @st.fragment(run_every=SESSION_HEARTBEAT_S)
+    def beat() -> None:
+        current = st.session_state.get(SESSION_FOLDER_KEY)
+        if isinstance(current, SessionFolder) and not current.removed:
+            current.touch()
+
+    beat()
 
 
 @st.cache_resource(show_spinner=False)

@@ -38,6 +38,15 @@ BAD_IMAGE_FM: float = 0.85
 #: Longer side in px above which cleanup runs on a resized copy (its radii scaled alike).
 CLEANUP_MAX_SIDE_PX: int = 1024
 
+#: A session folder (uploads unpacked on the server) untouched for this long is removed by the app's sweep,
+#: in seconds. An open browser tab touches its folder every :data:`SESSION_HEARTBEAT_S`, so this is how long
+#: a folder outlives a closed tab (or a crashed server, at the next start).
+SESSION_IDLE_TIMEOUT_S: float = 10 * 60.0
+#: How often an open browser tab marks its session folder as in use, in seconds.
+SESSION_HEARTBEAT_S: float = 60.0
+#: How often the app's sweep looks for idle session folders, in seconds.
+SESSION_SWEEP_INTERVAL_S: float = 60.0
+
 #: Label values of three-class targets.
 BACK: int = 0
 BORDER: int = 1

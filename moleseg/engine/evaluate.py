@@ -61,8 +61,17 @@ class EvaluationFailures:
 
     items: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
-    empty_masks: int = 0
-    full_masks: int = 0
+    #: File names of the empty and of the full true masks.
+    empty: list[str] = field(default_factory=list)
+    full: list[str] = field(default_factory=list)
+
+    @property
+    def empty_masks(self) -> int:
+        return len(self.empty)
+
+    @property
+    def full_masks(self) -> int:
+        return len(self.full)
 
     def check_mask(self, image_name: str, mask_name: str, mask: np.ndarray) -> None:
         """Count and warn about ``mask`` (the true mask of ``image_name``) when it is empty or full."""
@@ -70,10 +79,7 @@ class EvaluationFailures:
         if problem is None:
             return
         self.warnings.append((image_name, f"{mask_name}: {problem}"))
-        if mask.any():
-            self.full_masks += 1
-        else:
-            self.empty_masks += 1
+        (self.full if mask.any() else self.empty).append(mask_name)
 
     def count_masks(self, summary: dict) -> dict:
         """``summary`` with ``empty_masks`` and ``full_masks``: how many true masks were empty / full."""

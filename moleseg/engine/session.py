@@ -1,10 +1,14 @@
 """Per-session temporary folders and safe extraction of uploaded dataset archives (no Streamlit, no TF).
 
 Everything a user uploads that must live on disk (an extracted dataset ZIP) goes into one folder per
-browser session, ``<tmp>/moleseg-session-XXXX``, made by :class:`SessionFolder`. The folder is removed
-when the session's state is garbage-collected or the server exits (``weakref.finalize``), and
-:func:`remove_stale_folders` (run when the app starts) removes folders older than a day that a
-crashed server left behind. A folder that a running training still reads is kept and removed later.
+browser session, ``<tmp>/moleseg-session-XXXX``, made by :class:`SessionFolder`. Streamlit has no public
+"session ended" hook (a closed tab's session is dropped after ``server.disconnectedSessionTTL``, and only
+when another session connects or disconnects), so the folder goes by whichever comes first: its session's
+state is garbage-collected or the server exits (``weakref.finalize``), or :class:`FolderSweeper` (a
+background thread of the app) finds it untouched for
+:data:`~moleseg.core.config.SESSION_IDLE_TIMEOUT_S` -- an open tab touches its folder every
+:data:`~moleseg.core.config.SESSION_HEARTBEAT_S`. A folder that a running training still reads is kept
+and removed when the training ends.
 
 :func:`extract_zip` guards against zip-slip (absolute paths, ``..``, drive letters, symbolic links),
 zip bombs (member count, total size, compression ratio, and sizes counted while extracting rather
@@ -18,6 +22,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import weakref
 import zipfile
@@ -26,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
+from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
-#: Session folders untouched for longer than this are removed at start-up, in seconds.
-STALE_AFTER_S: float = 24 * 3600.0
 #: Marker written into a session folder whose session ended while a training still used it.
 ENDED_MARKER = ".session-ended"
 
@@ -75,7 +80,7 @@ def remove_session_folder(path: str | Path, in_use: Callable[[Path], bool] | Non
     return not path.exists()
 
 
-def remove_stale_folders(max_age_s: float = STALE_AFTER_S, root: str | Path | None = None,
+def remove_stale_folders(max_age_s: float = SESSION_IDLE_TIMEOUT_S, root: str | Path | None = None,
                          in_use: Callable[[Path], bool] | None = None) -> list[Path]:
     """Remove session folders untouched for ``max_age_s`` (or ended and no longer used); returns them."""
     root = Path(root) if root else temp_root()
@@ -94,6 +99,61 @@ def remove_stale_folders(max_age_s: float = STALE_AFTER_S, root: str | Path | No
             if remove_session_folder(folder, in_use):
                 removed.append(folder)
     return removed
+
+
+class FolderSweeper:
+    """A daemon thread that runs :func:`remove_stale_folders` every ``interval_s`` seconds, removing the
+    session folders untouched for ``idle_s`` seconds (kept while ``in_use`` says a training reads them).
+
+    Parameters
+    ----------
+    idle_s : float
+        Idle time after which a folder is removed, seconds (> 0).
+    interval_s : float
+        Time between two sweeps, seconds (> 0).
+    root : str or Path, optional
+        Folder holding the session folders (default :func:`temp_root`).
+    in_use : callable, optional
+        True for a folder that must be kept for now.
+    """
+
+    def __init__(self, idle_s: float = SESSION_IDLE_TIMEOUT_S, interval_s: float = SESSION_SWEEP_INTERVAL_S,
+                 root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None) -> None:
+        if idle_s <= 0 or interval_s <= 0:
+            raise ValueError(f"idle_s and interval_s must be > 0, not {idle_s} and {interval_s}")
+        self.idle_s, self.interval_s, self.root, self.in_use = idle_s, interval_s, root, in_use
+        self.removed_count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="moleseg-session-sweeper", daemon=True)
+
+    def sweep(self) -> list[Path]:
+        """One sweep now; returns the folders removed (errors are swallowed: the next sweep retries)."""
+        try:
+            removed = remove_stale_folders(self.idle_s, self.root, self.in_use)
+        except Exception:
+            return []
+        self.removed_count += len(removed)
+        return removed
+
+    def start(self) -> "FolderSweeper":
+        """Sweep once now, then every ``interval_s`` in the background."""
+        self.sweep()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the background sweeps (waits for a sweep under way)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sweep()
 
 
 def owning_session_folder(path: str | Path) -> Path | None:

@@ -1,0 +1,112 @@
+"""One real server (``streamlit run``), several browser sessions at once: each session gets the result of
+its own image, and the server's peak memory (``VmHWM`` of ``/proc/<pid>/status``) stays bounded while
+50 images are analysed."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from app_helpers import streamlit_server
+from synthetic import mole_image, png_bytes
+
+pytestmark = pytest.mark.browser
+
+SESSIONS = 5
+#: Images each session analyses in the memory part (SESSIONS x this = 50).
+BATCH = 10
+#: Size of the memory part's images (width, height), px: a typical dermoscopy photograph's scale.
+BATCH_SIZE_PX = (1024, 768)
+#: Generous bound of the server's peak resident memory over the whole test, bytes (observed about
+#: 1.2 GB; see the README).
+PEAK_BOUND_BYTES = 2 * 1024**3
+
+
+def memory_bytes(pid: int) -> dict[str, int]:
+    """``VmRSS`` (now) and ``VmHWM`` (peak) of process ``pid``, bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def write_image(folder: Path, name: str, width: int, height: int, seed: int) -> Path:
+    path = folder / name
+    path.write_bytes(png_bytes(mole_image(height, width, seed=seed)[0]))
+    return path
+
+
+@pytest.fixture
+def served(tmp_path):
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to read the server's memory")
+    env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path / "models"), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
+           "MOLESEG_TMPDIR": str(tmp_path), "MOLESEG_DATA_DIR": str(tmp_path / "records")}
+    (tmp_path / "models").mkdir()
+    with streamlit_server(env, "streamlit-concurrency") as (url, process):
+        yield url, process
+
+
+def open_analyse(browser, url: str):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"{url}/analyse", timeout=90_000)
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=90_000)
+    return page
+
+
+def upload(page, paths: list[Path]) -> None:
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files([str(p) for p in paths])
+
+
+def test_five_sessions_at_once_each_get_their_own_result_and_memory_stays_bounded(served, browser, tmp_path):
+    url, server = served
+    images = tmp_path / "images"
+    images.mkdir()
+    pages = [open_analyse(browser, url) for _ in range(SESSIONS)]
+    start = memory_bytes(server.pid)
+    own = [write_image(images, f"patient{i}.png", 240 + 40 * i, 200, seed=i) for i in range(SESSIONS)]
+    for page, path in zip(pages, own):  # all five uploads are under way before any result is awaited
+        upload(page, [path])
+    for index, (page, path) in enumerate(zip(pages, own)):
+        page.wait_for_selector("text=Export this image", timeout=180_000)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                               ".some(img => img.complete && img.naturalWidth > 0)", timeout=60_000)
+        assert page.locator("[data-testid=stException]").count() == 0
+        caption = page.locator("[data-testid=stImage]").first.inner_text()
+        assert f"{path.name}: lesion and border" in caption
+        text = page.locator("[data-testid=stMain]").inner_text()
+        assert [other.name for other in own if other.name in text] == [path.name]
+        width = page.evaluate("() => document.querySelector('[data-testid=stImage] img').naturalWidth")
+        assert width == 240 + 40 * index  # the overlay of its own image, not another session's
+
+    print(f"{SESSIONS} sessions got their own results", flush=True)
+    batches = [[write_image(images, f"visit{s}_{j}.png", *BATCH_SIZE_PX, seed=100 + s * BATCH + j)
+                for j in range(BATCH)] for s in range(SESSIONS)]
+    for page, paths in zip(pages, batches):
+        upload(page, paths)
+    analysed = []
+    for page in pages:
+        heading = page.wait_for_selector(f"text=/Results \\(\\d+ of {BATCH} images\\)/", timeout=600_000)
+        analysed.append(int(re.search(r"\((\d+) of", heading.inner_text()).group(1)))
+        print(f"session {len(analysed)}: {analysed[-1]} of {BATCH} images analysed", flush=True)
+        assert page.locator("[data-testid=stException]").count() == 0
+    print(f"images with a lesion per session: {analysed}")
+    assert sum(analysed) >= SESSIONS * BATCH * 0.8
+    memory = memory_bytes(server.pid)
+    print(f"server memory: at start {start['VmHWM'] / 1e6:.0f} MB, peak over {SESSIONS} sessions and "
+          f"{SESSIONS + SESSIONS * BATCH} images {memory['VmHWM'] / 1e6:.0f} MB, now {memory['VmRSS'] / 1e6:.0f} MB")
+    assert memory["VmHWM"] < PEAK_BOUND_BYTES
+    assert server.poll() is None
+    for page in pages:
+        page.context.close()
+
+
+def test_the_memory_figure_of_the_readme_is_the_bound_of_the_test():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"peak server memory of about ([\d.]+) GB", readme)
+    assert match and float(match.group(1)) * 1e9 < PEAK_BOUND_BYTES

@@ -1,0 +1,75 @@
+"""Privacy: the served app listens on 127.0.0.1 only, sends no usage statistics, keeps XSRF protection and
+hides error details; no image content or file name reaches a log; the README says how to expose the app
+safely and that it is not a medical device."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import tomllib
+from pathlib import Path
+
+from app_helpers import app_test
+from synthetic import mole_image, png_bytes
+from moleseg.app.ui import PAGE_FILES
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Calls that write a log record or to the server's terminal.
+LOG_METHODS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "log"}
+
+
+def test_the_server_settings_keep_the_app_private():
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert settings["server"]["address"] == "127.0.0.1"
+    assert settings["server"]["enableXsrfProtection"] is True
+    assert settings["browser"]["gatherUsageStats"] is False
+    assert settings["client"]["showErrorDetails"] is False
+
+
+def _log_calls(path: Path) -> list[str]:
+    """``file:line call`` of every logging call and ``print`` in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        function = node.func
+        if isinstance(function, ast.Name) and function.id == "print":
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} print")
+        elif (isinstance(function, ast.Attribute) and function.attr in LOG_METHODS
+              and isinstance(function.value, (ast.Name, ast.Call))
+              and ast.unparse(function.value).split("(")[0].split(".")[-1] in ("logging", "logger", "log",
+                                                                                "getLogger", "_LOGGER")):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(function)}")
+    return found
+
+
+def test_the_server_code_writes_no_log_lines():
+    """The code the server runs (app.py, the pages, moleseg.app and moleseg.engine) logs nothing and prints
+    nothing: file names and results appear in the user's own browser only."""
+    files = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")),
+             *sorted((ROOT / "moleseg" / "app").glob("*.py")), *sorted((ROOT / "moleseg" / "engine").glob("*.py"))]
+    assert len(files) > 10
+    assert [call for path in files for call in _log_calls(path)] == []
+
+
+def test_analysing_an_image_puts_neither_its_name_nor_its_pixels_in_a_log(app_folders, caplog, capfd):
+    name = "Doe_Jane_1970-01-01.png"
+    data = png_bytes(mole_image()[0])
+    caplog.set_level(logging.DEBUG)
+    at = app_test(PAGE_FILES["analyse"])
+    at.file_uploader(key="analyse_upload_files").set_value((name, data, "image/png")).run()
+    assert not at.exception and [outcome.name for outcome in at.session_state["analyse_outcomes"]] == [name]
+    captured = capfd.readouterr()
+    for text in (caplog.text, captured.out, captured.err):
+        assert "Doe_Jane" not in text
+        assert data[:64].hex() not in text.replace(" ", "")
+
+
+def test_the_readme_says_how_to_expose_the_app_and_that_it_is_not_a_medical_device():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Privacy and exposing the app", 1)
+    assert len(section) == 2, "the README has no privacy section"
+    text = section[1].split("\n## ", 1)[0]
+    for needed in ("127.0.0.1", "reverse proxy", "TLS", "basic_auth", "oauth2-proxy", "not a medical device",
+                   "gatherUsageStats", "XSRF"):
+        assert needed in text, needed
