@@ -9,7 +9,6 @@ is 2 if any file failed.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -415,63 +414,23 @@ def _output_folder(path: str) -> Path:
     return out
 
 
-def _disk_full(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from moleseg.core.imageio import ImageReadError, read_image
-    from moleseg.engine.pipeline import analyse_images, check_image_side, output_stems
+    from moleseg.engine.pipeline import predict_files
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
     out = _output_folder(args.out)
     segmenter = _load_segmenter(args.model or _default_model(), args.tta)
-    stems = dict(zip(files, output_stems(files)))
-    rows: list[dict] = []
-    stopped: str | None = None
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
-        for start in range(0, len(files), args.batch_size):
-            chunk = files[start:start + args.batch_size]
-            images, names = [], []
-            for path in chunk:
-                try:
-                    image = read_image(path)
-                    check_image_side(image)
-                except (ImageReadError, ValueError) as error:
-                    reason = str(error)
-                    failures.append((path.name, reason if isinstance(error, ImageReadError) else
-                                     f"{path.name}: {reason}"))
-                    continue
-                images.append(image)
-                names.append(path)
-            analyses = analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm,
-                                      lesion_threshold=args.lesion_threshold)
-            for path, analysis in zip(names, analyses):
-                try:
-                    analysis.write_files(out, stems[path])
-                    if args.outlines:
-                        analysis.write_outlines(out, stems[path], args.outlines)
-                except OSError as error:
-                    if _disk_full(error):
-                        stopped = (f"the disk is full: {path.name} and the images after it were not written "
-                                   f"({error.strerror or error})")
-                        break
-                    failures.append((path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
-                    continue
-                except ValueError as error:
-                    failures.append((path.name, str(error)))
-                    continue
-                if analysis.error:
-                    _say(args, f"{printable(path.name)}: {analysis.error}")
-                rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.measurement_row})
-            bar.update_to(start + len(chunk))
-            if stopped:
-                break
+        outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
+                                lesion_threshold=args.lesion_threshold, outlines=args.outlines,
+                                progress=bar.update_to,
+                                note=lambda name, message: _say(args, f"{printable(name)}: {message}"))
     finally:
         bar.close()
+    rows, stopped = outcome.rows, outcome.stopped
+    failures.extend(outcome.failures)
     if rows:
         try:
             _write_table(out / "measurements.csv", rows)
