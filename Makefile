@@ -41,7 +41,7 @@ models: setup
 	done 2>&1 | tee logs/models.log; exit $${PIPESTATUS[0]}
 
 bench: setup
-	$(PY) -m moleseg.network.bench
+	$(PY) -m moleseg.cli bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -534,6 +534,22 @@ def cmd_study(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    outputs = _checked_outputs(args)
+    model = args.model or _default_model()
+    if model == "classical":
+        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    from moleseg.network.bench import BenchSettings, format_report, run_bench
+
+    settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
+    result = run_bench(model, images, settings, echo=lambda line: _say(args, line))
+    print(format_report(result))
+    return _write_outputs(outputs, result, [])
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import read_info
 
@@ -627,6 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
     study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
+    bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
+    bench.add_argument("--model", help="a .keras file (default: the shipped dermoscopy model)")
+    bench.add_argument("--images", metavar="DIR", help="real images for end-to-end and predict (default: synthetic)")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
+                       "figures not representative")
+    bench.set_defaults(csv=None)
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
     return parser
