@@ -3,6 +3,8 @@ and the cost counting of moleseg.network.bench checked by hand."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 
@@ -26,14 +28,32 @@ def tiny_model(tmp_path_factory):
     config = ModelConfig(backbone="mobilenetv2", input_size=SIZE, decoder_width=8, aspp_rates=(1, 2, 3))
     path = tmp_path_factory.mktemp("bench") / "tiny.keras"
     save_model(build_model(config, weights="none"), path,
-               {"name": "tiny", "n_classes": 3, "input_size": SIZE, "model": config.to_dict()})
+               {"name": "tiny", "n_classes": 3, "input_size": SIZE, "model": config.to_dict(),
+                # cleanup radii are in px of the input size: scaled 24x for a 765 px image, keep them small
+                "cleanup": {"closing_radius_px": 0, "border_width_px": 1}})
     return path
 
 
-def test_quick_bench_writes_every_key_with_sane_values(tiny_model, tmp_path, capsys):
-    report = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--quiet", "--model", str(tiny_model), "--json", str(report)]) == 0
-    result = json.loads(report.read_text())
+@pytest.fixture(scope="module")
+def quick_run(tiny_model, tmp_path_factory):
+    """One ``moleseg bench --quick`` on four small image files: (JSON result, printed table, image folder)."""
+    from moleseg.core.imageio import write_png
+    from moleseg.network.bench import synthetic_dermoscopy_image
+
+    folder = tmp_path_factory.mktemp("images")
+    for index in range(4):
+        write_png(folder / f"{index}.png", synthetic_dermoscopy_image(96, 72, seed=index))
+    report = folder.parent / "bench.json"
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        code = main(["bench", "--quick", "--quiet", "--model", str(tiny_model), "--images", str(folder),
+                     "--json", str(report)])
+    assert code == 0
+    return json.loads(report.read_text()), capture.getvalue(), folder
+
+
+def test_quick_bench_writes_every_key_with_sane_values(quick_run):
+    result, out, folder = quick_run
     for key in ("matmul_gflops", "memory_gbps", "end_to_end_ms", "predict_images_per_s", "cold_start_s",
                 "train_images_per_s", "peak_rss_mib"):
         assert result[key] > 0, key
@@ -49,29 +69,23 @@ def test_quick_bench_writes_every_key_with_sane_values(tiny_model, tmp_path, cap
     assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measurements",
                                      "overlay", "png_encode"}
     assert result["end_to_end_ms"] == pytest.approx(result["end_to_end"]["ms"])
-    assert result["synthetic_images"] is True and "synthetic" in result["images"]
-    assert result["predict"]["images"] == 3
+    assert result["synthetic_images"] is False and str(folder) in result["images"]
+    assert result["predict"]["images"] == 3  # the quick run's count, the first files of the folder
     assert result["train"]["input_size"] == SIZE and result["train"]["batch"] == 2
     assert len(result["load_average"]) == 3 and result["cpu_count"] >= 1
     assert set(result["targets"].values()) == {"quick run"}
-    out = capsys.readouterr().out
-    assert "network.ratio_to_floor" in out and "images: synthetic" in out
+    assert "network.ratio_to_floor" in out and "top layers by time" in out and "synthetic" not in out
 
 
-def test_bench_with_real_images_says_so(tiny_model, tmp_path, capsys):
-    from moleseg.core.imageio import write_png
-    from moleseg.network.bench import synthetic_dermoscopy_image
+def test_without_images_the_bench_writes_synthetic_ones_and_says_so(tmp_path):
+    from moleseg.core.imageio import read_image
+    from moleseg.network.bench import END_TO_END_SIZE, image_files
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for index in range(4):
-        write_png(folder / f"{index}.png", synthetic_dermoscopy_image(96, 72, seed=index))
-    report = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--quiet", "--model", str(tiny_model), "--images", str(folder),
-                 "--json", str(report)]) == 0
-    result = json.loads(report.read_text())
-    assert result["synthetic_images"] is False and result["predict"]["images"] == 3
-    assert str(folder) in result["images"]
+    files, described = image_files(None, 2, tmp_path)
+    assert "synthetic" in described and len(files) == 2
+    image = read_image(files[1])
+    assert image.shape == (END_TO_END_SIZE[1], END_TO_END_SIZE[0], 3)
+    assert not np.array_equal(image, read_image(files[0]))  # two different pictures
 
 
 def test_layer_costs_by_hand():
