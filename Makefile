@@ -41,7 +41,7 @@ models: setup
 	done 2>&1 | tee logs/models.log; exit $${PIPESTATUS[0]}
 
 bench: setup
-	$(PY) -m moleseg.network.bench
+	$(PY) -m moleseg.cli bench $(BENCH_ARGS)
 
 # On a Linux machine with an NVIDIA GPU: the backend sees it, the dermoscopy recipe trains with mixed precision
 # (300 steps, synthetic pairs), the loss falls and the input pipeline keeps up (at most 5 minutes).

@@ -9,7 +9,6 @@ is 2 if any file failed.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
@@ -415,70 +414,26 @@ def _output_folder(path: str) -> Path:
     return out
 
 
-def _disk_full(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from moleseg.core.imageio import ImageReadError, read_image
     from moleseg.core.modelinfo import ModelInfo
-    from moleseg.core.report import MEASUREMENTS_CSV, AnalysisSettings, settings_sidecar, sidecar_name
-    from moleseg.engine.pipeline import analyse_images, check_image_side, output_stems
+    from moleseg.core.report import MEASUREMENTS_CSV, settings_sidecar, sidecar_name
+    from moleseg.engine.pipeline import predict_files
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
     out = _output_folder(args.out)
     segmenter = _load_segmenter(args.model or _default_model(), args.tta)
-    stems = dict(zip(files, output_stems(files)))
-    rows: list[dict] = []
-    stopped: str | None = None
-    object_rows: list[dict] = []  # cells models: one row per cell / nucleus
-    settings: list[tuple[str, AnalysisSettings, None]] = []  # (image, settings, no visit): the CSV's sidecar
-    version = ModelInfo.from_dict(segmenter.info).version_text
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
-        for start in range(0, len(files), args.batch_size):
-            chunk = files[start:start + args.batch_size]
-            images, names = [], []
-            for path in chunk:
-                try:
-                    image = read_image(path)
-                    check_image_side(image)
-                except (ImageReadError, ValueError) as error:
-                    reason = str(error)
-                    failures.append((path.name, reason if isinstance(error, ImageReadError) else
-                                     f"{path.name}: {reason}"))
-                    continue
-                images.append(image)
-                names.append(path)
-            analyses = analyse_images(segmenter, images, pixel_size_mm=args.pixel_size_mm,
-                                      lesion_threshold=args.lesion_threshold)
-            for path, analysis in zip(names, analyses):
-                try:
-                    analysis.write_files(out, stems[path])
-                    if args.outlines:
-                        analysis.write_outlines(out, stems[path], args.outlines)
-                except OSError as error:
-                    if _disk_full(error):
-                        stopped = (f"the disk is full: {path.name} and the images after it were not written "
-                                   f"({error.strerror or error})")
-                        break
-                    failures.append((path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
-                    continue
-                except ValueError as error:
-                    failures.append((path.name, str(error)))
-                    continue
-                if analysis.error:
-                    _say(args, f"{printable(path.name)}: {analysis.error}")
-                rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.flag_row, **analysis.rounded_row})
-                object_rows.extend(analysis.object_rows(stems[path]))
-                settings.append((path.name, analysis.settings(version), None))
-            bar.update_to(start + len(chunk))
-            if stopped:
-                break
+        outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
+                                lesion_threshold=args.lesion_threshold, outlines=args.outlines,
+                                model_version=ModelInfo.from_dict(segmenter.info).version_text,
+                                progress=bar.update_to,
+                                note=lambda name, message: _say(args, f"{printable(name)}: {message}"))
     finally:
         bar.close()
+    rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
+    failures.extend(outcome.failures)
     if rows:
         from moleseg.core.atomic import atomic_write
 
@@ -587,6 +542,22 @@ def cmd_study(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    outputs = _checked_outputs(args)
+    model = args.model or _default_model()
+    if model == "classical":
+        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    from moleseg.network.bench import BenchSettings, format_report, run_bench
+
+    settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
+    result = run_bench(model, images, settings, echo=lambda line: _say(args, line))
+    print(format_report(result))
+    return _write_outputs(outputs, result, [])
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import read_info
 
@@ -680,6 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
     study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
+    bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
+    bench.add_argument("--model", help="a .keras file (default: the shipped dermoscopy model)")
+    bench.add_argument("--images", metavar="DIR", help="real images for end-to-end and predict (default: synthetic)")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
+                       "figures not representative")
+    bench.set_defaults(csv=None)
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
     return parser

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -200,26 +200,15 @@ class Analysis:
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
 
-    def write_files(self, folder: str | Path, stem: str) -> list[Path]:
-        """Write :meth:`files` into ``folder`` atomically; returns the paths.
+    def write_files(self, folder: str | Path, stem: str, files: dict[str, bytes] | None = None) -> list[Path]:
+        """Write :meth:`files` (or ``files`` already encoded from them) into ``folder`` atomically; returns
+        the paths.
 
         ``stem`` may hold sub-folders (``"a/IMD004"``, see :func:`output_stems`); they are created. All
         or nothing: when one file cannot be written (e.g. ``OSError`` with ``errno.ENOSPC``, a full disk),
         the files of this image already written are removed and the error is raised.
         """
-        from moleseg.core.atomic import atomic_write
-
-        written: list[Path] = []
-        try:
-            for name, data in self.files(stem).items():
-                target = Path(folder) / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written.append(atomic_write(target, data))
-        except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-            raise
-        return written
+        return write_all_or_nothing(folder, self.files(stem) if files is None else files)
 
     @property
     def cells(self) -> bool:
@@ -258,6 +247,24 @@ class Analysis:
         return pdf_report(image=self.image, overlay=self.overlay, measurements=self.measurements,
                           image_name=image_name, settings=self.settings(model_version), visit=visit,
                           created=created, notes=self.notes)
+
+
+def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
+    """Write ``{relative name: content}`` into ``folder`` atomically, creating sub-folders; when one file
+    cannot be written, the ones already written are removed and the error is raised."""
+    from moleseg.core.atomic import atomic_write
+
+    written: list[Path] = []
+    try:
+        for name, data in files.items():
+            target = Path(folder) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written.append(atomic_write(target, data))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _measured(analysis: Analysis) -> Analysis:
@@ -325,6 +332,12 @@ def check_image_side(image: np.ndarray) -> None:
                          "are needed")
 
 
+def finish_analysis(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
+                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None) -> Analysis:
+    """The :class:`Analysis` of an image whose prediction is cleaned already: measurements added."""
+    return _finish(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
+
+
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
             style: OverlayStyle) -> Analysis:
     return _measured(Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
@@ -349,3 +362,154 @@ def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settin
     return [_finish(image, clean(segmenter, p, settings, lesion_threshold=lesion_threshold), segmenter,
                     pixel_size_mm, style or OverlayStyle())
             for image, p in zip(images, probabilities)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# A list of files through the network, as ``moleseg predict`` runs it
+
+
+@dataclass
+class PredictOutcome:
+    """What :func:`predict_files` did.
+
+    Attributes
+    ----------
+    rows
+        One measurements row per image written (``image``, ``source``, ``output`` and the measurements).
+    failures
+        ``(file name, reason)`` of the files that were skipped, in input order.
+    stopped
+        Why the run stopped early (a full disk), or None.
+    object_rows
+        Two-class (cells) models: one row per cell / nucleus of the images written.
+    settings
+        ``(image, settings, None)`` of each row, for the CSV's settings sidecar
+        (:func:`moleseg.core.report.settings_sidecar`).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str | None = None
+    object_rows: list[dict[str, Any]] = field(default_factory=list)
+    settings: list[tuple[str, Any, None]] = field(default_factory=list)
+
+
+def _disk_full(error: OSError) -> bool:
+    import errno
+
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = 4,
+                  pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
+                  outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
+                  progress: Callable[[int], None] | None = None,
+                  note: Callable[[str, str], None] | None = None) -> PredictOutcome:
+    """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
+
+    A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
+    batch while the network predicts this one, and cleans, measures and encodes each image's PNGs once,
+    while this thread writes the previous batch's files in input order. Bad files are skipped (see
+    :attr:`PredictOutcome.failures`); on a full disk the run stops and no later image is written.
+
+    Parameters
+    ----------
+    batch_size
+        Images per network call (>= 1).
+    progress
+        Called with the number of files done (written or skipped) after each batch.
+    note
+        Called with ``(file name, message)`` for an image written with a note ("no lesion found").
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from moleseg.core.imageio import ImageReadError, read_image
+
+    stems = dict(zip(files, output_stems(files)))
+    outcome = PredictOutcome()
+    failures: list[tuple[int, str, str]] = []
+    batch_size = max(1, int(batch_size))
+    chunks = [list(range(start, min(start + batch_size, len(files)))) for start in range(0, len(files), batch_size)]
+
+    def decode(index: int) -> np.ndarray | None:
+        path = files[index]
+        try:
+            image = read_image(path)
+            check_image_side(image)
+            return image
+        except (ImageReadError, ValueError) as error:
+            reason = str(error)
+            failures.append((index, path.name, reason if isinstance(error, ImageReadError) else f"{path.name}: {reason}"))
+            return None
+
+    def finish(index: int, image: np.ndarray, probabilities: np.ndarray) -> tuple[Analysis, dict[str, bytes]] | None:
+        path = files[index]
+        segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
+        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, OverlayStyle())
+        encoded = analysis.files(stems[path])
+        try:
+            if outlines:
+                encoded.update(analysis.outline_files(stems[path], outlines))
+        except ValueError as error:
+            failures.append((index, path.name, str(error)))
+            return None
+        return analysis, encoded
+
+    def write(index: int, job: Future) -> bool:
+        """Write one finished image; False when the disk is full (the run stops)."""
+        result = job.result()
+        if result is None:
+            return True
+        path = files[index]
+        analysis, encoded = result
+        try:
+            write_all_or_nothing(out, encoded)
+        except OSError as error:
+            if _disk_full(error):
+                outcome.stopped = (f"the disk is full: {path.name} and the images after it were not written "
+                                   f"({error.strerror or error})")
+                return False
+            failures.append((index, path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
+            return True
+        if analysis.error and note is not None:
+            note(path.name, analysis.error)
+        outcome.rows.append({"image": path.name, "source": str(path), "output": stems[path],
+                             **analysis.flag_row, **analysis.rounded_row})
+        outcome.object_rows.extend(analysis.object_rows(stems[path]))
+        outcome.settings.append((path.name, analysis.settings(model_version), None))
+        return True
+
+    stop_index = len(files)
+
+    def write_all(jobs: list[tuple[int, Future]]) -> None:
+        nonlocal stop_index
+        for index, job in jobs:
+            if outcome.stopped:
+                job.cancel()
+            elif not write(index, job):
+                stop_index = index
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-predict") as pool:
+        decoding = [pool.submit(decode, index) for index in chunks[0]] if chunks else []
+        pending: list[tuple[int, Future]] = []
+        for number, chunk in enumerate(chunks):
+            decoded = [(index, job.result()) for index, job in zip(chunk, decoding)]
+            if number + 1 < len(chunks):  # the next batch decodes while the network runs
+                decoding = [pool.submit(decode, index) for index in chunks[number + 1]]
+            decoded = [(index, image) for index, image in decoded if image is not None]
+            probabilities = segmenter.predict_probabilities([image for _, image in decoded]) if decoded else []
+            previous = pending
+            pending = [(index, pool.submit(finish, index, image, p)) for (index, image), p in zip(decoded, probabilities)]
+            write_all(previous)  # the previous batch is written while this one is finished in the pool
+            if outcome.stopped:
+                break
+            if progress is not None and number > 0:
+                progress(chunks[number - 1][-1] + 1)
+        for job in decoding:
+            job.cancel()
+        write_all(pending)
+    if progress is not None and not outcome.stopped:
+        progress(len(files))
+    outcome.failures = [(name, reason) for index, name, reason in sorted(failures, key=lambda failure: failure[0])
+                        if index < stop_index]
+    return outcome

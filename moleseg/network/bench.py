@@ -1,273 +1,495 @@
-"""Speed benchmark of moleseg's networks and of the whole prediction path (``make bench``).
+"""``moleseg bench``: how close the machine, the network and the whole prediction path run to its limits.
 
-Usage::
+One process, one run; every timing is the median of ``repeats`` calls after ``warmup`` untimed ones. The
+JSON (see :func:`run_bench`) records the load average before and after and the CPU count: on a busy
+machine every figure is inflated, so compare runs taken at a similar, low load.
 
-    python -m moleseg.network.bench [--steps N] [--quick] [--backbones mobilenetv2,resnet50] [--json FILE]
+What is measured
+----------------
+* ``matmul_gflops``: a dense float32 matrix product (TensorFlow, 2048 x 2048; quick: 256), the
+  practical compute peak of this CPU; ``memory_gbps``: a STREAM-like copy of a 256 MiB float64 array
+  with numpy (bytes read + written per second; quick: 8 MiB), the practical memory bandwidth.
+* ``network``: the model as ``moleseg predict`` runs it (:meth:`KerasSegmenter.inference_function`:
+  BatchNormalization folded, fixed input signature) at batch 1, and the model as loaded (``ms_unfolded``).
+  FLOPs and bytes moved are counted per layer from the Keras layer shapes (convolution, depthwise,
+  dense: 2 FLOPs per multiply-add; element-wise layers: their few FLOPs per element; bytes: float32
+  inputs + outputs + weights). A layer's roofline floor is ``max(FLOPs / matmul peak, bytes / copy
+  bandwidth)``; the network's floor is the sum over its layers. Per-layer time: each layer of the
+  inference model is called on its real inputs (recorded from one forward pass), eagerly, as a median;
+  TF 2.21's profiler needs the TensorBoard plugin to read its trace, and timing ~220 sub-models would
+  trace ~220 graphs. An eager call adds ~0.1 ms of Python dispatch per layer, so ``per_layer_sum_ms``
+  exceeds ``ms``; the ranking of the top layers is what to read.
+* ``end_to_end_ms``: one 765 x 574 image file: decode, resize, network, resize back, cleanup,
+  measurements, overlay, PNG encode of the overlay, as ``stages`` {name: ms}.
+* ``predict_images_per_s``: a folder through :func:`moleseg.engine.pipeline.predict_files` (what
+  ``moleseg predict`` calls), files written to a temporary folder; model loaded already.
+* ``cold_start_s``: ``python -m moleseg.cli predict`` on one image in a new process, from its start to
+  its exit after writing the result (quick: with the classical model, which needs no TensorFlow).
+* ``train_images_per_s``: training steps of the model's architecture (its ``moleseg.json``) at 256 px,
+  batch 8 (quick: its own size, batch 2), random weights and a synthetic batch.
+* ``peak_rss_mib``: the maximum resident memory of this process (and of the cold-start child).
 
-What is measured (one table row per configuration):
-
-* **training images/s** -- DeepLabV3+ (3 classes, random weights, Adam, class-weighted cross-entropy)
-  on a synthetic batch of 8 images of 256 x 256 px; ``--steps`` timed steps after one warm-up step,
-  so graph tracing is excluded.
-* **inference ms/image** -- the same network built for 512 x 512 px inputs, batch 1, called as
-  :mod:`moleseg.network.predict` calls it (``model(x, training=False)`` inside a ``tf.function``); the mean of
-  ``--steps`` calls after one warm-up call.
-* Backbones **mobilenetv2** and **resnet50**, each with two heads: **dense** -- plain 3x3 convolutions
-  in ASPP and decoder with a decoder width of 256 (as keras.io's DeepLabV3+ example and the paper) --
-  and **separable** -- depthwise-separable 3x3 convolutions with width 128 (moleseg's default and the
-  shipped models' setting).
-* **end-to-end ms/image** -- :func:`moleseg.engine.segmenter.segment` (resize, network, resize back,
-  cleanup) on one synthetic 765 x 574 RGB image (PH2's size), with the shipped
-  ``models/dermoscopy.keras`` when it is present and with the classical segmenter; the first call
-  (which loads and traces) is excluded.
-* **peak RSS** -- the process' maximum resident memory after each row (``getrusage``), so the
-  last value is the peak of the whole benchmark.
-
-``--quick`` checks that everything runs in a minute or two: training at 64 px batch 2, inference at
-128 px, 2 timed steps. Its numbers are not representative. Run the full benchmark on an idle machine:
-other processes on the CPU slow every row.
+Without ``--images`` the images are synthetic dermoscopy-like pictures (the JSON says so).
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import json
+import inspect
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-#: (head name, separable convolutions, decoder width): see the module docstring.
-HEADS: tuple[tuple[str, bool, int], ...] = (("dense", False, 256), ("separable", True, 128))
-BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet50")
-#: Size of the end-to-end test image (width, height): a PH2 image.
+#: Size of the end-to-end and synthetic images (width, height): a PH2 image.
 END_TO_END_SIZE: tuple[int, int] = (765, 574)
+#: Layers listed in ``network.per_layer``.
+TOP_LAYERS = 15
+#: The issue's targets for the shipped dermoscopy model on a 2-core CPU: key -> (comparison, value).
+TARGETS: dict[str, tuple[str, float]] = {
+    "network.ratio_to_floor": ("<=", 2.0), "end_to_end_ms": ("<=", 45.0), "predict_images_per_s": (">=", 10.0),
+    "cold_start_s": ("<=", 4.0), "train_images_per_s": (">=", 12.0),
+}
 
 
 @dataclass
-class Settings:
-    train_size: int = 256
+class BenchSettings:
+    """Sizes and repeat counts of one benchmark run (``quick()``: seconds, not representative)."""
+
+    repeats: int = 10
+    warmup: int = 2
+    matmul_size: int = 2048
+    copy_mib: int = 256
+    train_size: int | None = 256  # None: the model's own input size
     train_batch: int = 8
-    infer_size: int = 512
-    steps: int = 10
-    end_to_end_repeats: int = 5
+    train_steps: int = 5
+    predict_images: int = 24
+    cold_start_model: str | None = None  # None: the benchmarked model
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls) -> "BenchSettings":
+        return cls(repeats=2, warmup=1, matmul_size=256, copy_mib=8, train_size=None, train_batch=2, train_steps=2,
+                   predict_images=3, cold_start_model="classical", quick=True)
 
 
-@dataclass
-class Row:
-    name: str
-    parameters: int | None = None
-    train_images_per_s: float | None = None
-    infer_ms: float | None = None
-    end_to_end_ms: float | None = None
-    peak_rss_mib: float = 0.0
-    note: str = ""
-
-
-def peak_rss_mib() -> float:
-    """Maximum resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Maximum resident set size so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(who).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _timed(function: Callable[[], object], repeats: int) -> float:
-    """Mean seconds of ``repeats`` calls after one untimed warm-up call."""
-    function()
-    started = time.perf_counter()
-    for _ in range(repeats):
+def median_seconds(function: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall seconds of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
         function()
-    return (time.perf_counter() - started) / max(1, repeats)
+    times = []
+    for _ in range(max(1, repeats)):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
 
 
-def _release() -> None:
-    import keras
-
-    keras.backend.clear_session()
-    gc.collect()
-
-
-def _train_throughput(config, batch: int, steps: int) -> tuple[float, int]:
-    """(images per second, parameter count) of training steps on a synthetic batch."""
-    import keras
-
-    from moleseg.network.model.build import build_model, count_parameters
-    from moleseg.network.model.losses import SegmentationLoss
-
-    rng = np.random.default_rng(0)
-    model = build_model(config, weights="none")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SegmentationLoss("weighted_ce", [0.2, 2.0, 0.8]))
-    size = config.input_size
-    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
-    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, (batch, size, size))]
-    seconds = _timed(lambda: model.train_on_batch(images, labels), steps)
-    return batch / seconds, count_parameters(model)
+def conditions() -> dict[str, Any]:
+    """Load average (1, 5, 15 min) and CPU count now."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"load_average": [round(v, 2) for v in os.getloadavg()], "cpu_count": os.cpu_count(),
+            "usable_cpus": usable}
 
 
-def _inference_latency(config, steps: int) -> float:
-    """Milliseconds per batch-1 call, as moleseg.network.predict calls the network."""
+# ------------------------------------------------------------------------------------------------------
+# machine limits
+
+def matmul_gflops(size: int, repeats: int, warmup: int) -> float:
+    """Dense float32 ``size x size`` matrix product in TensorFlow, GFLOP/s (2 size^3 FLOPs)."""
     import tensorflow as tf
 
-    from moleseg.network.model.build import build_model
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((size, size), np.float32))
+    b = tf.constant(rng.standard_normal((size, size), np.float32))
+    product = tf.function(lambda: tf.matmul(a, b))
+    seconds = median_seconds(lambda: product().numpy(), repeats, warmup)
+    return 2.0 * size**3 / seconds / 1e9
 
-    model = build_model(config, weights="none")
 
-    @tf.function(reduce_retracing=True)
-    def predict(x):
-        return model(x, training=False)
+def memory_gbps(mebibytes: int, repeats: int, warmup: int) -> float:
+    """STREAM-like copy ``b[:] = a`` of ``mebibytes`` MiB with numpy, GB/s counting bytes read + written."""
+    source = np.random.default_rng(0).standard_normal(mebibytes * 2**20 // 8)
+    target = np.empty_like(source)
+    seconds = median_seconds(lambda: np.copyto(target, source), repeats, warmup)
+    return 2.0 * source.nbytes / seconds / 1e9
 
-    size = config.input_size
+
+# ------------------------------------------------------------------------------------------------------
+# network: FLOPs and bytes per layer, roofline, per-layer time
+
+def _elements(shape: Any) -> int:
+    return int(np.prod([d for d in tuple(shape)[1:] if d is not None]))
+
+
+def _shapes(tensors: Any) -> list[tuple]:
+    return [tuple(t.shape) for t in (tensors if isinstance(tensors, (list, tuple)) else [tensors])]
+
+
+def layer_cost(layer: Any) -> tuple[float, float]:
+    """``(FLOPs, bytes moved)`` of one call of a Keras layer on one image, from its input/output shapes.
+
+    Convolutions and dense layers: 2 FLOPs per multiply-add, plus one per output for a bias;
+    BatchNormalization, Normalization, Rescaling: 2 per element; ReLU: 1 (ReLU6: 2); Add: 1 per extra
+    input element; bilinear resizing: 8 per output element; softmax: 5 per element; global pooling: 1 per
+    input element; padding, concatenation: copies, no FLOPs. Bytes: float32 inputs + output + weights;
+    none for layers that TensorFlow does not run (inputs, identities, dropout in inference).
+    """
+    import keras
+
+    kind = type(layer).__name__
+    if kind in ("InputLayer", "Identity", "Dropout", "PassThrough"):
+        return 0.0, 0.0
+    inputs = _shapes(layer.input)
+    output = _elements(layer.output.shape)
+    params = sum(int(np.prod(w.shape)) for w in layer.weights)
+    moved = 4.0 * (sum(_elements(s) for s in inputs) + output + params)
+    bias = output if getattr(layer, "use_bias", False) else 0
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw = layer.kernel_size
+        flops = 2.0 * output * kh * kw + bias
+    elif isinstance(layer, keras.layers.SeparableConv2D):
+        kh, kw = layer.kernel_size
+        channels = inputs[0][-1]
+        flops = 2.0 * _elements(inputs[0]) * kh * kw + 2.0 * output * channels + bias
+    elif isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        flops = 2.0 * output * kh * kw * inputs[0][-1] / layer.groups + bias
+    elif isinstance(layer, keras.layers.Dense):
+        flops = 2.0 * output * inputs[0][-1] + bias
+    elif isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Normalization, keras.layers.Rescaling)):
+        flops = 2.0 * output
+    elif isinstance(layer, keras.layers.ReLU):
+        flops = (2.0 if layer.max_value is not None else 1.0) * output
+    elif isinstance(layer, keras.layers.Add):
+        flops = float(output * (len(inputs) - 1))
+    elif isinstance(layer, (keras.layers.UpSampling2D, keras.layers.Resizing)):
+        flops = 8.0 * output if layer.interpolation == "bilinear" else 0.0
+    elif isinstance(layer, keras.layers.Activation):
+        flops = 5.0 * output if "softmax" in str(layer.get_config().get("activation")) else float(output)
+    elif isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+        flops = float(_elements(inputs[0]))
+    else:  # padding, concatenation, reshapes: memory only
+        flops = 0.0
+    return flops, moved
+
+
+def per_layer_times(model: Any, image: np.ndarray, repeats: int, warmup: int) -> dict[str, float]:
+    """Median ms of each layer of a functional model called eagerly on its real inputs for ``image``."""
+    import keras
+
+    recorder = keras.Model(model.inputs, [layer.output for layer in model.layers])
+    values = dict(zip((id(layer.output) for layer in model.layers), recorder(image, training=False)))
+    times: dict[str, float] = {}
+    for layer in model.layers:
+        nodes = layer._inbound_nodes  # Keras 3: how the layer was called, its symbolic arguments
+        if isinstance(layer, keras.layers.InputLayer) or len(nodes) != 1:
+            continue
+        args, kwargs = nodes[0].arguments.fill_in(values)
+        kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+        if "training" in inspect.signature(layer.call).parameters:
+            kwargs["training"] = False
+        call = lambda layer=layer, args=args, kwargs=kwargs: layer(*args, **kwargs)  # noqa: E731
+        times[layer.name] = 1000.0 * median_seconds(call, repeats, warmup)
+    return times
+
+
+def bench_network(segmenter: Any, peak_gflops: float, bandwidth_gbps: float, settings: BenchSettings
+                  ) -> dict[str, Any]:
+    """Network FLOPs, batch-1 ms (folded and as loaded), roofline floor, top layers (see the module doc)."""
+    import tensorflow as tf
+
+    from moleseg.network.model.inference import fold_batchnorm
+
+    size = segmenter.input_size
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-    return 1000.0 * _timed(lambda: predict(image).numpy(), steps)
+    compiled = segmenter.inference_function()
+    milliseconds = 1000.0 * median_seconds(lambda: compiled(image).numpy(), settings.repeats, settings.warmup)
+    model = segmenter.model
+    as_loaded = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(image.shape, tf.float32)])
+    unfolded_ms = 1000.0 * median_seconds(lambda: as_loaded(image).numpy(), settings.repeats, settings.warmup)
+
+    folded = fold_batchnorm(model)
+    times = per_layer_times(folded, image, settings.repeats, settings.warmup)
+    layers = []
+    for layer in folded.layers:
+        flops, moved = layer_cost(layer)
+        floor_ms = 1000.0 * max(flops / (peak_gflops * 1e9), moved / (bandwidth_gbps * 1e9))
+        layers.append({"name": layer.name, "type": type(layer).__name__, "ms": times.get(layer.name, 0.0),
+                       "gflops": flops / 1e9, "mbytes": moved / 1e6, "floor_ms": floor_ms,
+                       "bound": "compute" if flops / (peak_gflops * 1e9) >= moved / (bandwidth_gbps * 1e9) else "memory"})
+    floor = sum(layer["floor_ms"] for layer in layers)
+    ranked = sorted(layers, key=lambda layer: layer["ms"], reverse=True)[:TOP_LAYERS]
+    for layer in ranked:
+        layer["ratio_to_floor"] = layer["ms"] / layer["floor_ms"] if layer["floor_ms"] else None
+    original_flops = sum(layer_cost(layer)[0] for layer in model.layers)
+    return {
+        "input_size": size, "gflops": sum(layer["gflops"] for layer in layers), "gflops_as_loaded": original_flops / 1e9,
+        "mbytes": sum(layer["mbytes"] for layer in layers), "ms": milliseconds, "ms_unfolded": unfolded_ms,
+        "roofline_floor_ms": floor, "ratio_to_floor": milliseconds / floor if floor else None,
+        "per_layer_sum_ms": sum(times.values()), "per_layer": ranked,
+    }
 
 
-def bench_network(backbone: str, head: str, separable: bool, width: int, settings: Settings) -> Row:
-    """Training throughput and inference latency of one DeepLabV3+ configuration."""
-    from moleseg.network.model.build import ModelConfig
+# ------------------------------------------------------------------------------------------------------
+# images, end to end, predict, cold start, training
 
-    row = Row(name=f"{backbone} {head} (width {width})")
-    train_config = ModelConfig(backbone=backbone, input_size=settings.train_size, n_classes=3,
-                               separable=separable, decoder_width=width)
-    row.train_images_per_s, row.parameters = _train_throughput(train_config, settings.train_batch, settings.steps)
-    _release()
-    infer_config = ModelConfig(backbone=backbone, input_size=settings.infer_size, n_classes=3,
-                               separable=separable, decoder_width=width)
-    row.infer_ms = _inference_latency(infer_config, settings.steps)
-    _release()
-    row.peak_rss_mib = peak_rss_mib()
-    return row
-
-
-def synthetic_dermoscopy_image(width: int = END_TO_END_SIZE[0], height: int = END_TO_END_SIZE[1]) -> np.ndarray:
+def synthetic_dermoscopy_image(width: int = END_TO_END_SIZE[0], height: int = END_TO_END_SIZE[1], seed: int = 1
+                               ) -> np.ndarray:
     """A dark irregular lesion on pinkish skin with noise and a dark vignette, ``(height, width, 3)`` uint8."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    cy, cx = height / 2, width / 2
+    cy, cx = height * rng.uniform(0.4, 0.6), width * rng.uniform(0.4, 0.6)
     angle = np.arctan2(yy - cy, xx - cx)
-    radius = min(height, width) * (0.28 + 0.03 * np.sin(5 * angle))
+    radius = min(height, width) * (rng.uniform(0.2, 0.3) + 0.03 * np.sin(5 * angle + rng.uniform(0, 6)))
     lesion = np.hypot((yy - cy) * 1.1, xx - cx) < radius
     image = np.empty((height, width, 3), np.float32)
     image[:] = (215, 170, 160)
     image[lesion] = (110, 70, 55)
-    vignette = np.hypot((yy - cy) / height, (xx - cx) / width) > 0.62
-    image[vignette] *= 0.15
+    image[np.hypot((yy - height / 2) / height, (xx - width / 2) / width) > 0.62] *= 0.15
     image += rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def bench_end_to_end(spec: str | Path, name: str, repeats: int) -> Row:
-    """Predict + clean one 765 x 574 image with a segmenter (its first, loading call excluded)."""
-    from moleseg.engine.segmenter import segment
-    from moleseg.network.loading import load_segmenter
+def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Path], str]:
+    """``count`` image files: the first of ``folder`` (sorted), or synthetic 765 x 574 JPEGs written into
+    ``scratch``; and a description of them."""
+    from moleseg.core.pairing import list_images
 
-    row = Row(name=name)
-    segmenter = load_segmenter(spec)
-    image = synthetic_dermoscopy_image()
-    row.end_to_end_ms = 1000.0 * _timed(lambda: segment(segmenter, image), repeats)
-    row.peak_rss_mib = peak_rss_mib()
-    return row
+    if folder is not None:
+        files = list_images(folder)[:count]
+        if not files:
+            raise ValueError(f"{folder}: no images found")
+        return files, f"{len(files)} real image(s) from {folder}"
+    import cv2
 
-
-def _format(value: float | int | None, digits: int) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return f"{value / 1e6:.2f} M"
-    return f"{value:.{digits}f}"
-
-
-def format_table(rows: list[Row], settings: Settings) -> str:
-    headers = ("configuration", "parameters", f"train img/s ({settings.train_size}px, batch {settings.train_batch})",
-               f"infer ms/img ({settings.infer_size}px)", "end-to-end ms", "peak RSS MiB")
-    cells = [(r.name + (f"  [{r.note}]" if r.note else ""), _format(r.parameters, 0),
-              _format(r.train_images_per_s, 2), _format(r.infer_ms, 1), _format(r.end_to_end_ms, 1),
-              f"{r.peak_rss_mib:.0f}") for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "-|-".join("-" * w for w in widths)]
-    for cell in cells:
-        lines.append(" | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cell, widths))))
-    return "\n".join(lines)
+    scratch.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index in range(count):
+        path = scratch / f"synthetic_{index:03d}.jpg"
+        cv2.imwrite(str(path), synthetic_dermoscopy_image(seed=index)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        files.append(path)
+    return files, f"{count} synthetic {END_TO_END_SIZE[0]} x {END_TO_END_SIZE[1]} JPEG(s) (no --images given)"
 
 
-def machine_summary() -> str:
+def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
+    """Median ms of each stage of one image file's analysis and of their sum (repeat by repeat)."""
+    from moleseg.core.imageio import encode_png, read_image
+    from moleseg.core.measure import measure_lesion
+    from moleseg.core.render import overlay
+    from moleseg.core.resize import resize_image, resize_probabilities
+    from moleseg.engine.segmenter import clean
+
+    def once() -> dict[str, float]:
+        stages: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stages[name] = 1000.0 * (now - clock)
+            clock = now
+
+        image = read_image(path)
+        lap("decode")
+        if segmenter.inference == "resize" and not segmenter.test_time_augmentation:
+            batch = resize_image(image, segmenter.input_size)[None].astype(np.float32)
+            lap("resize_in")
+            small = segmenter.predict_network(batch)[0]
+            lap("network")
+            probabilities = resize_probabilities(small, image.shape[0], image.shape[1])
+            lap("resize_out")
+        else:
+            probabilities = segmenter.predict_probabilities([image])[0]
+            lap("network")
+        segmentation = clean(segmenter, probabilities)
+        lap("cleanup")
+        if segmentation.lesion.any():
+            measure_lesion(segmentation.lesion, border=segmentation.border, image=image)
+        lap("measurements")
+        picture = overlay(image, segmentation.lesion, segmentation.border)
+        lap("overlay")
+        encode_png(picture)
+        lap("png_encode")
+        return stages
+
+    for _ in range(settings.warmup):
+        once()
+    runs = [once() for _ in range(max(1, settings.repeats))]
+    return {"ms": float(np.median([sum(run.values()) for run in runs])),
+            "stages": {name: float(np.median([run[name] for run in runs])) for name in runs[0]},
+            "image": str(path), "size": list(END_TO_END_SIZE)}
+
+
+def bench_predict(segmenter: Any, files: list[Path], scratch: Path) -> dict[str, Any]:
+    """Images per second of :func:`moleseg.engine.pipeline.predict_files` (one untimed warm-up image)."""
+    from moleseg.engine.pipeline import predict_files
+
+    predict_files(segmenter, files[:1], scratch / "warmup")
+    started = time.perf_counter()
+    outcome = predict_files(segmenter, files, scratch / "predict")
+    seconds = time.perf_counter() - started
+    if outcome.failures or outcome.stopped:
+        raise RuntimeError(f"predict failed on the benchmark images: {outcome.failures or outcome.stopped}")
+    return {"images": len(files), "seconds": seconds, "images_per_s": len(files) / seconds}
+
+
+def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
+    """Wall seconds of ``python -m moleseg.cli predict --model MODEL IMAGE`` in a new process."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "moleseg.cli", "predict", "--quiet", "--model", model, "--out",
+               str(scratch / "cold"), str(image)]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"cold start failed: {result.stderr.strip()[-300:]}")
+    return seconds
+
+
+def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, Any]:
+    """Training images/s of the model's architecture on a synthetic batch (median step after warm-up)."""
+    import keras
+
+    from moleseg.network.model.build import ModelConfig, build_model
+    from moleseg.network.model.losses import SegmentationLoss
+
+    config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
+    model = build_model(config, weights="none")
+    weights = [1.0] * config.n_classes
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SegmentationLoss("weighted_ce", weights))
+    rng = np.random.default_rng(0)
+    size, batch = config.input_size, settings.train_batch
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    labels = np.eye(config.n_classes, dtype=np.float32)[rng.integers(0, config.n_classes, (batch, size, size))]
+    seconds = median_seconds(lambda: model.train_on_batch(images, labels), settings.train_steps, settings.warmup)
+    return {"input_size": size, "batch": batch, "architecture": f"{config.architecture} {config.backbone}",
+            "step_ms": 1000.0 * seconds, "images_per_s": batch / seconds}
+
+
+# ------------------------------------------------------------------------------------------------------
+# the whole run
+
+def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
+              echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every measurement of ``moleseg bench`` as one JSON-ready dict (keys: see the module doc)."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {len(gpus)} GPU, Python "
-            f"{platform.python_version()}, TensorFlow {tf.__version__}, load average "
-            f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    from moleseg.network.loading import load_segmenter
+
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model),
+                              "settings": asdict(settings), "before": conditions()}
+    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                         f"TensorFlow {tf.__version__}")
+    echo("machine limits ...")
+    result["matmul_gflops"] = matmul_gflops(settings.matmul_size, settings.repeats, settings.warmup)
+    result["memory_gbps"] = memory_gbps(settings.copy_mib, settings.repeats, settings.warmup)
+    echo("loading the model ...")
+    segmenter = load_segmenter(model, test_time_augmentation=False)
+    if not hasattr(segmenter, "inference_function"):
+        raise ValueError(f"{model}: moleseg bench measures a .keras network, not {segmenter.name}")
+    echo("network ...")
+    result["network"] = bench_network(segmenter, result["matmul_gflops"], result["memory_gbps"], settings)
+    with tempfile.TemporaryDirectory(prefix="moleseg-bench-") as folder:
+        scratch = Path(folder)
+        files, described = image_files(images, settings.predict_images, scratch / "images")
+        result["images"] = described
+        result["synthetic_images"] = images is None
+        echo("end to end ...")
+        result["end_to_end"] = bench_end_to_end(segmenter, files[0], settings)
+        result["end_to_end_ms"] = result["end_to_end"]["ms"]
+        result["stages"] = result["end_to_end"]["stages"]
+        echo(f"predict on {len(files)} image(s) ...")
+        result["predict"] = bench_predict(segmenter, files, scratch)
+        result["predict_images_per_s"] = result["predict"]["images_per_s"]
+        cold_model = settings.cold_start_model or str(model)
+        echo(f"cold start ({Path(cold_model).name}) ...")
+        result["cold_start_s"] = cold_start_seconds(cold_model, files[0], scratch)
+        result["cold_start_model"] = cold_model
+    echo("training ...")
+    result["train"] = bench_training(segmenter.info, settings)
+    result["train_images_per_s"] = result["train"]["images_per_s"]
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["cold_start_peak_rss_mib"] = peak_rss_mib(resource.RUSAGE_CHILDREN)
+    result["after"] = conditions()
+    result["load_average"] = result["after"]["load_average"]
+    result["cpu_count"] = result["after"]["cpu_count"]
+    result["targets"] = target_verdicts(result)
+    return result
 
 
-def run(settings: Settings, backbones: list[str], models_dir: Path, echo: Callable[[str], None] = print
-        ) -> list[Row]:
-    """Every row of the benchmark, echoing progress; a failing row is reported in its note."""
-    rows: list[Row] = []
-    for backbone in backbones:
-        for head, separable, width in HEADS:
-            echo(f"... {backbone} {head}")
-            try:
-                rows.append(bench_network(backbone, head, separable, width, settings))
-            except Exception as error:  # noqa: BLE001 -- keep benchmarking the other rows
-                rows.append(Row(name=f"{backbone} {head} (width {width})", peak_rss_mib=peak_rss_mib(),
-                                note=f"failed: {type(error).__name__}: {error}"[:120]))
-    shipped = models_dir / "dermoscopy.keras"
-    label = f"end to end: {models_dir.name}/dermoscopy.keras"
-    if shipped.is_file():
-        echo("... end to end, shipped dermoscopy model")
-        rows.append(bench_end_to_end(shipped, label, settings.end_to_end_repeats))
-    else:
-        rows.append(Row(name=label, peak_rss_mib=peak_rss_mib(), note="not present"))
-    echo("... end to end, classical")
-    rows.append(bench_end_to_end("classical", "end to end: classical", settings.end_to_end_repeats))
-    return rows
+def _lookup(result: dict[str, Any], key: str) -> Any:
+    value: Any = result
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moleseg.network.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, help="timed steps / calls per measurement (default 10, quick 2)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes (train 64 px batch 2, inference 128 px) to check that it runs")
-    parser.add_argument("--backbones", default=",".join(BACKBONES), help="comma list (default: %(default)s)")
-    parser.add_argument("--models-dir", type=Path, help="folder of the shipped models (default: models/)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from moleseg.core.config import models_dir
-
-    settings = Settings(train_size=64, train_batch=2, infer_size=128, steps=2, end_to_end_repeats=1) \
-        if args.quick else Settings()
-    if args.steps is not None:
-        if args.steps < 1:
-            parser.error("--steps must be at least 1")
-        settings.steps = args.steps
-        settings.end_to_end_repeats = args.steps if args.quick else max(1, min(args.steps, 5))
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    from moleseg.network.model.backbones import BACKBONES as KNOWN
-
-    unknown = [b for b in backbones if b not in KNOWN]
-    if unknown:
-        parser.error(f"unknown backbone {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
-    started = time.time()
-    echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    echo(f"moleseg benchmark{' (quick: sizes are not representative)' if args.quick else ''}: "
-         f"{settings.steps} timed step(s) per measurement")
-    rows = run(settings, backbones, args.models_dir or models_dir(), echo)
-    print(machine_summary())
-    print(format_table(rows, settings))
-    print(f"dense head: decoder width 256 (keras.io); separable head: width 128 (moleseg default). "
-          f"Total {time.time() - started:.0f} s, peak RSS {peak_rss_mib():.0f} MiB.")
-    if args.json:
-        args.json.write_text(json.dumps({"settings": asdict(settings), "machine": machine_summary(),
-                                         "rows": [asdict(r) for r in rows]}, indent=2))
-    return 1 if any(r.note.startswith("failed") for r in rows) else 0
+def busy(result: dict[str, Any]) -> bool:
+    """True when the 1-minute load average before or after exceeded half the CPUs: timings are inflated."""
+    cpus = result["after"]["cpu_count"] or 1
+    return max(result["before"]["load_average"][0], result["after"]["load_average"][0]) > 0.5 * cpus
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def target_verdicts(result: dict[str, Any]) -> dict[str, str]:
+    """``{key: "met" | "missed" | "not measured on an idle machine"}`` for :data:`TARGETS`."""
+    verdicts = {}
+    for key, (comparison, limit) in TARGETS.items():
+        value = _lookup(result, key)
+        if value is None:
+            verdicts[key] = "not measured"
+        elif busy(result) or result["settings"]["quick"]:
+            verdicts[key] = "not measured on an idle machine" if not result["settings"]["quick"] else "quick run"
+        else:
+            verdicts[key] = "met" if (value <= limit if comparison == "<=" else value >= limit) else "missed"
+    return verdicts
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The table ``moleseg bench`` prints."""
+    network = result["network"]
+    rows = [
+        ("matmul_gflops", f"{result['matmul_gflops']:.1f}", "GFLOP/s", f"float32 {result['settings']['matmul_size']}²"),
+        ("memory_gbps", f"{result['memory_gbps']:.1f}", "GB/s", "numpy copy, read + write"),
+        ("network.gflops", f"{network['gflops']:.2f}", "GFLOP", f"per image at {network['input_size']}²"),
+        ("network.ms", f"{network['ms']:.1f}", "ms", f"batch 1; as loaded (BN not folded) {network['ms_unfolded']:.1f}"),
+        ("network.roofline_floor_ms", f"{network['roofline_floor_ms']:.1f}", "ms", "sum of per-layer floors"),
+        ("network.ratio_to_floor", f"{network['ratio_to_floor']:.2f}", "x", ""),
+        ("end_to_end_ms", f"{result['end_to_end_ms']:.1f}", "ms",
+         ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())),
+        ("predict_images_per_s", f"{result['predict_images_per_s']:.2f}", "img/s", result["images"]),
+        ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"),
+        ("train_images_per_s", f"{result['train_images_per_s']:.2f}", "img/s",
+         f"{result['train']['architecture']} {result['train']['input_size']}² batch {result['train']['batch']}"),
+        ("peak_rss_mib", f"{result['peak_rss_mib']:.0f}", "MiB", f"cold-start child {result['cold_start_peak_rss_mib']:.0f}"),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"moleseg bench {result['date']}: {result['model']} on {result['machine']}",
+             f"load average {result['before']['load_average']} before, {result['after']['load_average']} after, "
+             f"{result['cpu_count']} CPUs" + ("  -- BUSY MACHINE: timings inflated" if busy(result) else "")]
+    for name, value, unit, note in rows:
+        verdict = result["targets"].get(name, "")
+        target = TARGETS.get(name)
+        goal = f"[target {target[0]} {target[1]:g}: {verdict}] " if target else ""
+        lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])} {unit.ljust(widths[2])}  {goal}{note}")
+    lines.append("top layers by time (ms, floor ms, bound):")
+    for layer in network["per_layer"][:TOP_LAYERS]:
+        lines.append(f"  {layer['name']:32s} {layer['type']:22s} {layer['ms']:7.2f} {layer['floor_ms']:7.3f} "
+                     f"{layer['bound']}")
+    if result["synthetic_images"]:
+        lines.append("images: synthetic (no --images given)")
+    return "\n".join(lines)

@@ -93,18 +93,27 @@ class KerasSegmenter:
         info["path"] = str(path)
         return cls(model, info, **kwargs)
 
-    def _network(self, batch: np.ndarray) -> np.ndarray:
+    def inference_function(self):
+        """The compiled prediction function: BatchNormalization folded into the convolutions
+        (:func:`moleseg.network.model.inference.fold_batchnorm`, same outputs within 1e-5) and a fixed
+        input signature ``(None, S, S, 3)`` float32, so no batch size or call traces the graph again."""
         if self._predict_fn is None:
             import tensorflow as tf
 
-            model = self.model
+            from moleseg.network.model.inference import fold_batchnorm
 
-            @tf.function(reduce_retracing=True)
+            model = fold_batchnorm(self.model)
+            signature = [tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32)]
+
+            @tf.function(input_signature=signature)
             def predict(x):
                 return model(x, training=False)
 
             self._predict_fn = predict
-        return np.asarray(self._predict_fn(batch))
+        return self._predict_fn
+
+    def _network(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.inference_function()(np.asarray(batch, np.float32)))
 
     def predict_network(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a ``(B, S, S, 3)`` float32 batch at the input size, with optional flips."""
