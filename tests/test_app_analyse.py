@@ -144,6 +144,7 @@ def test_a_real_dermoscopy_image(at, require_shared):
     assert analysis.segmentation.lesion.any() and analysis.measurements
 
 
+@pytest.mark.slow
 def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_again(app_folders, monkeypatch, tmp_path):
     import shutil
     from pathlib import Path
