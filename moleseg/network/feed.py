@@ -83,7 +83,11 @@ class ColourDraw:
 def warp_pair(image: np.ndarray, labels: np.ndarray, draw: AffineDraw, fill_mode: str = "reflect"
               ) -> tuple[np.ndarray, np.ndarray]:
     """Warp ``image`` ((S, S, 3), any dtype; returned float32 0..255, bilinear) and ``labels`` ((S, S) uint8,
-    nearest) by the same affine transform ``draw``; ``fill_mode`` is one of :data:`BORDER_MODES`."""
+    nearest) by the same affine transform ``draw``; ``fill_mode`` is one of :data:`BORDER_MODES`.
+
+    Matches TensorFlow's ``ImageProjectiveTransformV3`` to float round-off for "reflect" (the default),
+    "constant" and "nearest"; with "wrap" OpenCV interpolates across the seam where TensorFlow clamps, so
+    pixels sampled within 1 px of the wrapped edge differ."""
     if fill_mode not in BORDER_MODES:
         raise ValueError(f"unknown fill mode {fill_mode!r}; choose from {', '.join(BORDER_MODES)}")
     size = image.shape[0]
