@@ -45,7 +45,8 @@ bench: setup
 
 # On a Linux machine with an NVIDIA GPU: the backend sees it, the dermoscopy recipe trains with mixed precision
 # (300 steps, synthetic pairs), the loss falls and the input pipeline keeps up (at most 5 minutes).
-# GPU_CHECK_ARGS: e.g. --cpu (a few steps on the CPU) or --steps 500.
+# GPU_CHECK_ARGS: e.g. --cpu (a few steps on the CPU), --steps 500, or --backend jax (Keras on JAX, fed by the
+# numpy/OpenCV PairFeed instead of tf.data; a JAX GPU needs `pip install jax[cuda12]==0.10.2`).
 GPU_CHECK_ARGS ?=
 gpu-check: setup
 	timeout 300 $(PY) -m moleseg.network.gpu_check $(GPU_CHECK_ARGS)

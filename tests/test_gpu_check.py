@@ -3,6 +3,7 @@ prints the measurements, and passes; the checks themselves fail on a loss that d
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -16,13 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_the_cpu_mode_trains_the_recipe_and_passes():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-m", "moleseg.network.gpu_check", "--cpu"], capture_output=True,
-                          text=True, env=env, timeout=600)
+@pytest.mark.parametrize("backend", [
+    "tensorflow",
+    pytest.param("jax", marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                                 reason="jax is not installed (pip install -r requirements.txt)")),
+])
+def test_the_cpu_mode_trains_the_recipe_and_passes(backend):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    env.pop("KERAS_BACKEND", None)  # --backend sets it
+    done = subprocess.run([sys.executable, "-m", "moleseg.network.gpu_check", "--cpu", "--backend", backend],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
-    assert lines["device"] == "CPU (--cpu)"
+    assert lines["device"] == f"CPU (--cpu, {backend})"
     train_ips = float(lines["training"].split()[0])
     pipeline_ips = float(lines["input pipeline alone"].split()[0])
     assert train_ips > 0 and pipeline_ips >= PIPELINE_MARGIN * train_ips
@@ -37,6 +44,22 @@ def test_the_report_names_each_failure():
     text = result.report()
     assert "training: 100.0 images/s" in text and "input pipeline alone: 90.0 images/s (0.90 x training" in text
     assert text.splitlines()[-2:] == ["FAILED: the loss did not fall", "FAILED: the input pipeline starves"]
+
+
+def test_an_unknown_backend_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--cpu", "--backend", "torch"])
+    error = capsys.readouterr().err
+    assert "argument --backend: invalid choice: 'torch'" in error and "tensorflow" in error and "jax" in error
+
+
+def test_a_backend_other_than_the_running_one_is_a_clear_message(capsys, monkeypatch):
+    import keras
+
+    monkeypatch.setenv("KERAS_BACKEND", keras.backend.backend())  # main sets it; restored after the test
+    other = "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+    assert main(["--cpu", "--backend", other]) == 2
+    assert f"Keras already runs the {keras.backend.backend()} backend, not {other}" in capsys.readouterr().err
 
 
 def test_a_missing_recipe_is_a_clear_message(tmp_path, capsys):

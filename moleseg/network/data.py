@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -229,6 +229,33 @@ def split_pairs(pairs: Sequence[Pair], *, validation_fraction: float, test_fract
 # ---------------------------------------------------------------------------------------------------------
 # augmentation (TensorFlow ops)
 
+#: Colour jitter ranges at strength 1 (:attr:`AugmentConfig.colour` scales them): brightness delta (fraction of
+#: the 0..1 range), contrast and saturation factor ``1 ± value``, hue delta (fraction of the hue circle).
+COLOUR_JITTER: dict[str, float] = {"brightness": 0.15, "contrast": 0.3, "saturation": 0.4, "hue": 0.05}
+
+
+def inverse_affine(size: int, cos: Any, sin: Any, scale: Any, flip_x: Any, flip_y: Any, shift_x: Any,
+                   shift_y: Any) -> list[Any]:
+    """The output->input affine map ``[a0, a1, a2, b0, b1, b2]`` of the augmentation's warp.
+
+    The forward warp is ``out = centre + shift + scale * R(angle) * F * (in - centre)`` about the centre
+    of a ``size`` px square, ``F = diag(flip_x, flip_y)`` (each ±1), shift in px; the returned map gives
+    ``x_in = a0 x + a1 y + a2``, ``y_in = b0 x + b1 y + b2`` for an output pixel ``(x, y)``. Plain
+    arithmetic only, so the TensorFlow pipeline (tensors) and the numpy feed (floats) share it.
+    """
+    centre = (size - 1) / 2.0
+    # inverse of M = scale * R * F is F * R^T / scale, R^T = [[cos, sin], [-sin, cos]]
+    a0 = cos * flip_x / scale
+    a1 = sin * flip_x / scale
+    b0 = -sin * flip_y / scale
+    b1 = cos * flip_y / scale
+    ox = centre + shift_x
+    oy = centre + shift_y
+    a2 = centre - (a0 * ox + a1 * oy)
+    b2 = centre - (b0 * ox + b1 * oy)
+    return [a0, a1, a2, b0, b1, b2]
+
+
 def _affine_matrix(size: int, augment: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     """Random output->input projective transform (8 numbers) for ImageProjectiveTransformV3."""
     seeds = tf.random.experimental.stateless_split(seed, 6)
@@ -249,21 +276,8 @@ def _affine_matrix(size: int, augment: AugmentConfig, seed: tf.Tensor) -> tf.Ten
     if augment.translation_px:
         shift_x = tf.random.stateless_uniform([], seeds[4], -augment.translation_px, augment.translation_px)
         shift_y = tf.random.stateless_uniform([], seeds[5], -augment.translation_px, augment.translation_px)
-    centre = (size - 1) / 2.0
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    # forward: out = centre + shift + scale * R * F * (in - centre); we need its inverse (out -> in).
-    a = cos * flip_x / scale
-    b = sin * flip_x / scale
-    c = -sin * flip_y / scale
-    d = cos * flip_y / scale
-    # inverse of M = scale * R * F is F * R^T / scale, R^T = [[cos, sin], [-sin, cos]]
-    ox = centre + shift_x
-    oy = centre + shift_y
-    a0, a1 = a, b
-    b0, b1 = c, d
-    a2 = centre - (a0 * ox + a1 * oy)
-    b2 = centre - (b0 * ox + b1 * oy)
-    return tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])
+    return tf.stack([*inverse_affine(size, tf.cos(angle), tf.sin(angle), scale, flip_x, flip_y, shift_x, shift_y),
+                     0.0, 0.0])
 
 
 def warp(image: tf.Tensor, transform: tf.Tensor, *, interpolation: str, fill_mode: str) -> tf.Tensor:
@@ -291,10 +305,11 @@ def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig,
         strength = augment.colour
         seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 7), 4)
         image = image / 255.0
-        image = tf.image.stateless_random_brightness(image, 0.15 * strength, seeds[0])
-        image = tf.image.stateless_random_contrast(image, 1 - 0.3 * strength, 1 + 0.3 * strength, seeds[1])
-        image = tf.image.stateless_random_saturation(image, 1 - 0.4 * strength, 1 + 0.4 * strength, seeds[2])
-        image = tf.image.stateless_random_hue(image, 0.05 * strength, seeds[3])
+        contrast, saturation = COLOUR_JITTER["contrast"] * strength, COLOUR_JITTER["saturation"] * strength
+        image = tf.image.stateless_random_brightness(image, COLOUR_JITTER["brightness"] * strength, seeds[0])
+        image = tf.image.stateless_random_contrast(image, 1 - contrast, 1 + contrast, seeds[1])
+        image = tf.image.stateless_random_saturation(image, 1 - saturation, 1 + saturation, seeds[2])
+        image = tf.image.stateless_random_hue(image, COLOUR_JITTER["hue"] * strength, seeds[3])
         image = tf.clip_by_value(image, 0.0, 1.0) * 255.0
     return image, labels
 

@@ -1,39 +1,46 @@
 """``make gpu-check``: does this machine train the shipped dermoscopy recipe on its GPU, fast enough?
 
-``python -m moleseg.network.gpu_check [--cpu] [--steps N] [--backend tensorflow]`` checks that the backend
-sees a GPU, trains the recipe's network (``models/dermoscopy.config.json``: architecture, backbone, input
+``python -m moleseg.network.gpu_check [--cpu] [--steps N] [--backend tensorflow|jax]`` checks that the
+backend sees a GPU, trains the recipe's network (``models/dermoscopy.config.json``: architecture, backbone, input
 size, loss, solver, learning rate, batch size and augmentation; random initial weights) for ``--steps``
 steps with mixed precision on synthetic dermoscopy-like pairs, and prints the training images/s, the input
-pipeline's images/s alone (the same ``tf.data`` pipeline, no network) and the loss curve. It fails (exit
+pipeline's images/s alone (the same pipeline, no network) and the loss curve. It fails (exit
 status 1) when the loss does not fall or when the pipeline starves the accelerator (pipeline images/s below
 :data:`PIPELINE_MARGIN` times the training images/s). ``--cpu``: a few steps at a tiny input on the CPU,
 float32 (the self-test of this script). Exit status 2: it could not run (no GPU, bad recipe).
 
-Only the TensorFlow backend: the network modules' data pipeline and training step use ``tf.data`` and
-TensorFlow (see the project notes for what the JAX backend lacks).
+``--backend tensorflow`` feeds the training with the ``tf.data`` pipeline (:func:`moleseg.network.data.make_dataset`);
+``--backend jax`` with the backend-neutral :class:`moleseg.network.feed.PairFeed` (the same targets and
+augmentation in numpy/OpenCV, one thread per core) and Keras' own ``fit`` compiled by JAX. Keras picks its
+backend when first imported, so :func:`main` sets ``KERAS_BACKEND`` before importing it; in a process that
+has already imported Keras with another backend, run the check as ``python -m`` in a new process.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from moleseg.core import options
+
+if TYPE_CHECKING:
+    from moleseg.network.feed import PairFeed
 
 #: The recipe trained (relative to the project's ``models`` folder).
 RECIPE = Path(__file__).resolve().parents[2] / "models" / "dermoscopy.config.json"
 #: The pipeline must deliver at least this many times the images the training consumes.
 PIPELINE_MARGIN = 1.2
 #: Backends ``--backend`` accepts.
-BACKENDS: tuple[str, ...] = ("tensorflow",)
+BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
 #: Synthetic pairs written (the pipeline reads and augments them afresh every epoch).
 SYNTHETIC_PAIRS = 64
 #: ``--cpu``: input side in px, steps, batch size.
@@ -87,28 +94,50 @@ def synthetic_pairs(folder: Path, count: int, size: int, seed: int = 0) -> list:
     return pair_folders(folder / "images", folder / "masks").pairs
 
 
-def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blocks: int = 6) -> CheckResult:
+def accelerators(backend: str) -> list[str]:
+    """The GPUs the Keras backend sees (names), empty without one."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [device.name for device in tf.config.list_physical_devices("GPU")]
+    import keras
+
+    try:
+        return list(keras.distribution.list_devices("gpu"))
+    except RuntimeError:  # JAX: "Unknown backend: 'gpu' requested, but no platforms ... are present"
+        return []
+
+
+def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blocks: int = 6,
+              backend: str = "tensorflow") -> CheckResult:
     """Train the recipe's network for ``steps`` steps and measure it (see the module's description).
+
+    ``backend`` must be the Keras backend already selected (``KERAS_BACKEND`` before Keras is imported).
 
     Raises
     ------
     RuntimeError
-        When no GPU is seen (not ``cpu``).
+        When no GPU is seen (not ``cpu``), or Keras runs another backend than ``backend``.
     ValueError
         When the recipe cannot be read.
     """
     import keras
-    import tensorflow as tf
 
     from moleseg.network.data import ExampleCache, make_dataset
+    from moleseg.network.feed import PairFeed
     from moleseg.network.model.build import ModelConfig, build_model
     from moleseg.network.model.losses import SegmentationLoss
     from moleseg.network.train import TrainConfig, make_optimizer
 
-    gpus = tf.config.list_physical_devices("GPU")
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"Keras already runs the {keras.backend.backend()} backend, not {backend}: set "
+                           f"KERAS_BACKEND={backend} before Keras is imported (python -m moleseg.network.gpu_check)")
+    gpus = accelerators(backend)
     if not cpu and not gpus:
-        raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty): check the "
-                           "NVIDIA driver, CUDA libraries (pip install tensorflow[and-cuda]) and CUDA_VISIBLE_DEVICES")
+        advice = {"tensorflow": "CUDA libraries (pip install tensorflow[and-cuda])",
+                  "jax": "CUDA libraries (pip install jax[cuda12])"}[backend]
+        raise RuntimeError(f"the {backend} backend sees no GPU: check the NVIDIA driver, {advice} and "
+                           "CUDA_VISIBLE_DEVICES")
     values = options.read_config_file(recipe)
     values.update(images=["synthetic"], masks=["synthetic"], weights="none")
     if cpu:
@@ -120,21 +149,32 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     per_block = max(1, steps // blocks)
     keras.mixed_precision.set_global_policy("float32" if cpu else "mixed_float16")
     keras.utils.set_random_seed(config.seed)
-    device = "CPU (--cpu)" if cpu else ", ".join(d.name for d in gpus)
+    device = f"CPU (--cpu, {backend})" if cpu else f"{', '.join(gpus)} ({backend})"
     with tempfile.TemporaryDirectory(prefix="moleseg-gpu-check-") as folder:
         pairs = synthetic_pairs(Path(folder) / "data", SYNTHETIC_PAIRS if not cpu else 8, config.model.input_size)
-        dataset = make_dataset(pairs, config.target_config(), batch_size=config.batch_size,
-                               augment=config.augment_config(), shuffle=True, seed=config.seed,
-                               cache=ExampleCache(Path(folder) / "cache"), drop_remainder=True).repeat()
-        # the pipeline alone: warm (files cached, tf.data autotuned), then timed
-        iterator = iter(dataset)
-        for _ in range(min(per_block, 4)):
-            next(iterator)
-        started = time.perf_counter()
-        pipeline_batches = max(per_block, 4)
-        for _ in range(pipeline_batches):
-            next(iterator)
-        pipeline_ips = pipeline_batches * config.batch_size / (time.perf_counter() - started)
+        cache = ExampleCache(Path(folder) / "cache")
+        feed_options = dict(batch_size=config.batch_size, augment=config.augment_config(), shuffle=True,
+                            seed=config.seed, cache=cache, drop_remainder=True)
+        if backend == "tensorflow":
+            dataset = make_dataset(pairs, config.target_config(), **feed_options).repeat()
+            iterator = iter(dataset)
+            # the pipeline alone: warm (files cached, tf.data autotuned), then timed
+            for _ in range(min(per_block, 4)):
+                next(iterator)
+            started = time.perf_counter()
+            pipeline_batches = max(per_block, 4)
+            for _ in range(pipeline_batches):
+                next(iterator)
+            pipeline_ips = pipeline_batches * config.batch_size / (time.perf_counter() - started)
+        else:
+            workers = os.cpu_count() or 1
+            # one pass of the feed holds a block of steps (each repeat of a pair is a fresh augmentation)
+            repeats = math.ceil(per_block * config.batch_size / len(pairs))
+            dataset = PairFeed(pairs, config.target_config(), workers=workers, crops_per_image=repeats,
+                               **feed_options)
+            for pair in pairs:  # warm: files prepared and cached, as tf.data's are above
+                cache.get(pair, config.target_config())
+            pipeline_ips = feed_images_per_second(dataset, workers)
 
         model_config = ModelConfig.from_dict({**config.model.to_dict(), "bn_momentum": 0.9})
         model = build_model(model_config, weights="none")
@@ -143,7 +183,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
         timed_seconds, timed_steps = 0.0, 0
         for block in range(blocks):
             started = time.perf_counter()
-            history = model.fit(dataset, steps_per_epoch=per_block, epochs=1, verbose=0)
+            history = model.fit(dataset, steps_per_epoch=per_block, epochs=1, verbose=0, shuffle=False)
             if block > 0:  # the first block traces and compiles the step
                 timed_seconds += time.perf_counter() - started
                 timed_steps += per_block
@@ -160,6 +200,17 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
                        losses=losses, problems=problems)
 
 
+def feed_images_per_second(feed: "PairFeed", workers: int, batches: int = 8) -> float:
+    """Images/s of a :class:`moleseg.network.feed.PairFeed` alone, ``batches`` batches made by ``workers``
+    threads as ``fit`` does (one epoch's batches, cycling)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        made = list(pool.map(lambda index: len(feed[index % len(feed)][0]), range(batches)))
+    return sum(made) / (time.perf_counter() - started)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.network.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help=f"a few steps at {CPU_INPUT} px on the CPU (self-test)")
@@ -170,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     os.environ["KERAS_BACKEND"] = args.backend
     try:
-        result = run_check(cpu=args.cpu, steps=args.steps, recipe=args.recipe)
+        result = run_check(cpu=args.cpu, steps=args.steps, recipe=args.recipe, backend=args.backend)
     except (RuntimeError, ValueError) as error:
         print(f"gpu-check could not run: {error}", file=sys.stderr)
         return 2
