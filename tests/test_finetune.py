@@ -56,30 +56,34 @@ def test_the_configuration_starts_from_the_model_and_trains_on_the_corrections(t
 
 @pytest.mark.slow
 def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(require_shared, tmp_path):
-    """12 PH2 images: 8 'corrected' (their true masks saved as corrections), 4 held back. The shipped
-    dermoscopy model is fine-tuned on the 8 at its input size and scored on the 4 before and after."""
+    """A model trained briefly on the seed moles (64 px, two epochs) meets PH2: 12 PH2 images, 8 "corrected"
+    (their true masks saved as corrections), 4 held back. Fine-tuned on the 8, it scores higher on the 4.
+    (The shipped model was trained on all of PH2, so it has nothing left to learn from these images.)"""
+    from moleseg.core import options
     from moleseg.core.imageio import read_image, read_mask
     from moleseg.core.pairing import pair_folders
     from moleseg.engine.evaluate import evaluate_pairs
     from moleseg.network.loading import load_segmenter
     from moleseg.network.train import TrainConfig, train
 
-    model = MODELS / "dermoscopy.keras"
-    if not model.is_file():
-        pytest.skip(f"{model} is not built (make models)")
-    ph2 = require_shared("moles/ph2")
-    pairs = pair_folders(ph2 / "images", ph2 / "masks").pairs[:12]
+    seed, ph2 = require_shared("moles/seed/train"), require_shared("moles/ph2")
+    base = options.merged({"images": [str(seed / "images")], "masks": [str(seed / "masks")], "seed": 3,
+                           "model": {"input_size": 64, "backbone": "mobilenetv2"}, "weights": "imagenet",
+                           "epochs": 2, "batch_size": 8, "validation_split": 0.2, "calibrate": False,
+                           "train_fm_images": 0, "augment": ["reflection"]})
+    train(TrainConfig.from_dict(base), tmp_path / "base")
+    model = tmp_path / "base" / "model.keras"
     corrections, held = tmp_path / "corrections", tmp_path / "held"
-    for index, pair in enumerate(pairs):
+    for index, pair in enumerate(pair_folders(ph2 / "images", ph2 / "masks").pairs[:12]):
         save_pair(corrections if index < 8 else held, Path(pair.image).stem, read_image(pair.image),
                   read_mask(pair.mask) > 0, {"status": "corrected by hand"})
     held_pairs = pair_folders(held / "images", held / "masks").pairs
     before, _, _ = evaluate_pairs(load_segmenter(model), held_pairs, with_hd95=False)
 
-    config = finetune_config(model, corrections, epochs=4, learning_rate=1e-4)
-    config.update(batch_size=4, validation_split=0.15, calibrate=False, train_fm_images=0, seed=1)
+    config = finetune_config(model, corrections, epochs=6, learning_rate=1e-3)
+    config.update(batch_size=4, validation_split=0.25, calibrate=False, train_fm_images=0, seed=1)
     train(TrainConfig.from_dict(config), tmp_path / "run")
     after, _, _ = evaluate_pairs(load_segmenter(tmp_path / "run" / "model.keras"), held_pairs, with_hd95=False)
     print(f"held-back FM before {before['fm']['mean']:.4f}, after {after['fm']['mean']:.4f}")
     assert after["n"] == before["n"] == 4
-    assert after["fm"]["mean"] > before["fm"]["mean"]
+    assert after["fm"]["mean"] > before["fm"]["mean"] + 0.03  # measured here: 0.389 -> 0.478
