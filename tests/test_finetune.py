@@ -13,7 +13,6 @@ import pytest
 from moleseg.core.dataset import save_pair
 from moleseg.engine.finetune import corrections_pairs, finetune_config, training_folders
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _model_file(path: Path, trained_on: list[Path]) -> Path:
