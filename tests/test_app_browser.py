@@ -85,14 +85,15 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=60_000)
     _wait_until_idle(page)
+    notes = page.get_by_role("textbox", name="Notes")
+    notes.fill("seen in the browser test")
+    notes.press("Control+Enter")  # a text area commits on Ctrl+Enter (or when it loses focus)
+    _wait_until_idle(page)
     identifier = page.get_by_role("textbox", name="Patient / lesion identifier")
     identifier.fill("browser arm 3")
     identifier.press("Enter")
     _wait_until_idle(page)
-    notes = page.get_by_role("textbox", name="Notes")
-    notes.fill("seen in the browser test")
-    notes.press("Tab")  # a text area commits when it loses focus
-    _wait_until_idle(page)
+    assert notes.input_value() == "seen in the browser test"
     page.get_by_role("button", name="Save arm-mole.png to records", exact=True).click()
     page.wait_for_selector("text=Saved as record", timeout=60_000)
     assert page.locator("[data-testid=stException]").count() == 0
@@ -104,7 +105,7 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     page.wait_for_selector("h1:has-text('History')", timeout=60_000)
     page.wait_for_selector("text=Visits of browser arm 3", timeout=60_000)
     _wait_until_idle(page)
-    assert page.locator("text=seen in the browser test").count() >= 1  # the notes, read back
+    page.wait_for_selector("text=seen in the browser test", timeout=30_000)  # the notes, read back
     assert page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')").count() == 1
     assert page.locator("[data-testid=stException]").count() == 0
     page.close()

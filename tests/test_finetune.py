@@ -79,10 +79,10 @@ def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(req
     held_pairs = pair_folders(held / "images", held / "masks").pairs
     before, _, _ = evaluate_pairs(load_segmenter(model), held_pairs, with_hd95=False)
 
-    config = finetune_config(model, corrections, epochs=6, learning_rate=1e-3)
+    config = finetune_config(model, corrections, epochs=10, learning_rate=3e-4)
     config.update(batch_size=4, validation_split=0.25, calibrate=False, train_fm_images=0, seed=1)
     train(TrainConfig.from_dict(config), tmp_path / "run")
     after, _, _ = evaluate_pairs(load_segmenter(tmp_path / "run" / "model.keras"), held_pairs, with_hd95=False)
     print(f"held-back FM before {before['fm']['mean']:.4f}, after {after['fm']['mean']:.4f}")
     assert after["n"] == before["n"] == 4
-    assert after["fm"]["mean"] > before["fm"]["mean"] + 0.03  # measured here: 0.389 -> 0.478
+    assert after["fm"]["mean"] > before["fm"]["mean"] + 0.1  # measured here: 0.407 -> 0.784
