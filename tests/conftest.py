@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (a failure found once is found again, and CI is not
+# flaky); MOLESEG_FUZZ_EXAMPLES raises the example counts of tests/test_fuzz.py for long runs.
+settings.register_profile("moleseg", derandomize=True, print_blob=True)
+settings.load_profile("moleseg")
 
 # --------------------------------------------------------------------------------------------------
 # Real data (../shared/data next to the project; override with MOLESEG_SHARED_DATA)

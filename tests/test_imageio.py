@@ -863,7 +863,9 @@ def test_fuzz_odd_valid_images_always_read(
     try:
         mask = read_mask(data, name="odd")
     except ImageReadError as error:
-        assert error.reason.startswith(("empty mask", "full mask"))
+        assert error.reason.startswith(("empty mask", "full mask", "not a binary mask"))
+        if error.reason.startswith("not a binary mask"):  # a label image (a few values, all <= 127)
+            return
     else:
         assert mask.dtype == np.bool_ and mask.shape == out.shape[:2]
     assert read_mask(data, allow_empty=True).shape == out.shape[:2]
