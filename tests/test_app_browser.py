@@ -179,8 +179,10 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     height = min(_content_height(page) + 40, 4000)
     page.set_viewport_size({"width": 1280, "height": height})
     _wait_until_idle(page)
-    for index in range(page.locator("[data-testid=stDownloadButton] button").count()):  # drawn, not placeholders
-        page.locator("[data-testid=stDownloadButton] button").nth(index).wait_for(state="visible", timeout=30_000)
+    # the export buttons are drawn (not placeholders) before the screenshot
+    page.locator("[data-testid=stDownloadButton] button:has-text('Report (PDF)')").first.wait_for(
+        state="visible", timeout=30_000)
+    _wait_until_idle(page)
     screenshot = ARTIFACTS / "analyse-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     table_bottom = page.locator("[data-testid=stDataFrame]").last.bounding_box()
@@ -195,8 +197,10 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
         first_screen.save(README_SCREENSHOT, optimize=True)
 
     # the PDF report, downloaded by the browser
+    pdf_button = page.locator("[data-testid=stDownloadButton] button:has-text('Report (PDF)')")
+    _wait_until_idle(page)
     with page.expect_download(timeout=60_000) as download_info:
-        page.locator("[data-testid=stDownloadButton] button:has-text('Report (PDF)')").click()
+        pdf_button.click()
     download = download_info.value
     assert download.suggested_filename == f"{picture.stem}_report.pdf"
     saved = tmp_path / download.suggested_filename
@@ -241,15 +245,17 @@ def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follo
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for(state="visible", timeout=30_000)
     canvas.scroll_into_view_if_needed()
+    _wait_until_idle(page)
+    page.wait_for_timeout(1000)  # the drawing component attaches its mouse handlers after it is shown
     box = canvas.bounding_box()
     assert box and round(box["width"]) == 200
     corners = [(8, 8), (58, 8), (58, 38), (8, 38), (8, 8)]  # a 50 x 30 px corner, closed on its first vertex
     for x, y in corners:
         page.mouse.click(box["x"] + x, box["y"] + y)
-        page.wait_for_timeout(150)
+        page.wait_for_timeout(300)
     add = page.locator("button:has-text('Add to the lesion')")
     page.wait_for_function("() => [...document.querySelectorAll('button')].some(b => "
-                           "b.innerText.includes('Add to the lesion') && !b.disabled)", timeout=30_000)
+                           "b.innerText.includes('Add to the lesion') && !b.disabled)", timeout=60_000)
     add.click()
     page.wait_for_selector("text=1 hand edit(s)", timeout=60_000)
     _wait_until_idle(page)
