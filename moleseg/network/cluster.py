@@ -122,10 +122,16 @@ def broadcast_from_chief(strategy, values: Sequence[np.ndarray]) -> list[np.ndar
 
     per_replica = strategy.experimental_distribute_values_from_function(contribution)
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+    return _split(total, shapes, dtypes)
+
+
+def _split(flat: np.ndarray, shapes: Sequence[tuple], dtypes: Sequence[np.dtype]) -> list[np.ndarray]:
+    """The arrays of ``shapes`` and ``dtypes`` laid end to end in the vector ``flat`` (the inverse of
+    concatenating their ravelled values)."""
     out, start = [], 0
     for shape, dtype in zip(shapes, dtypes):
         size = int(np.prod(shape))
-        out.append(total[start:start + size].reshape(shape).astype(dtype))
+        out.append(flat[start:start + size].reshape(shape).astype(dtype))
         start += size
     return out
 
@@ -140,9 +146,4 @@ def average_over_workers(strategy, values: Sequence[np.ndarray]) -> list[np.ndar
     flat = np.concatenate([np.asarray(v, np.float32).ravel() for v in values]) if values else np.zeros(0, np.float32)
     per_replica = strategy.experimental_distribute_values_from_function(lambda context: tf.constant(flat))
     total = strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None).numpy()
-    out, start = [], 0
-    for shape, dtype in zip(shapes, dtypes):
-        size = int(np.prod(shape))
-        out.append(total[start:start + size].reshape(shape).astype(dtype))
-        start += size
-    return out
+    return _split(total, shapes, dtypes)
