@@ -28,7 +28,8 @@ WIDGETS: dict[str, str] = {
     "batch_size": "train_batch", "learning_rate": "train_lr", "schedule": "train_schedule",
     "momentum": "train_momentum", "loss": "train_loss", "class_weighting": "train_weighting",
     "augment": "train_augment", "rotation_deg": "train_rotation", "translation_px": "train_translation",
-    "scale_range": "train_scale", "colour": "train_colour", "validation_split": "train_validation_split",
+    "scale_range": "train_scale", "colour": "train_colour", "hard_case_share": "train_hard_cases",
+    "validation_split": "train_validation_split",
     "test_split": "train_test_split", "seed": "train_seed", "early_stopping_patience": "train_patience",
     "bn_momentum": "train_bn_value", "strategy": "train_strategy", "mixed_precision": "train_precision",
     "train_fm_images": "train_fm_images", "inference": "train_inference", "crops_per_image": "train_crops",
@@ -276,6 +277,9 @@ with st.expander("Augmentation"):
                      help=hint("scale_range"))
     colour = b.slider("Colour jitter strength", low("colour"), float(options.option("colour").high), defaults["colour"],
                       0.05, key=key("colour"), help=hint("colour"))
+    hard_cases = a.slider("Hard-case share (zoom_in, pink, vignette)", low("hard_case_share"),
+                          float(options.option("hard_case_share").high), defaults["hard_case_share"], 0.05,
+                          key=key("hard_case_share"), help=hint("hard_case_share"))
 
 with st.expander("Advanced"):
     a, b, c = st.columns(3)
@@ -328,7 +332,7 @@ config = {
     "solver": solver, "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
     "schedule": schedule, "momentum": float(momentum), "loss": loss, "class_weighting": bool(class_weighting),
     "augment": list(augment), "rotation_deg": float(rotation), "translation_px": float(translation),
-    "scale_range": float(scale), "colour": float(colour),
+    "scale_range": float(scale), "colour": float(colour), "hard_case_share": float(hard_cases),
     "validation_split": 0.0 if validation_sets else float(validation_split), "test_split": float(test_split),
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),

@@ -29,7 +29,7 @@ OTHER_VALUES: dict[str, tuple[object, str]] = {
     "learning_rate": (0.01, "0.01"), "schedule": ("piecewise", "piecewise"), "momentum": (0.8, "0.8"),
     "loss": ("dice_ce", "dice_ce"), "class_weighting": (False, None),
     "augment": (["scale", "colour"], "scale,color"), "rotation_deg": (90.0, "90"), "translation_px": (20.0, "20"),
-    "scale_range": (0.15, "0.15"), "colour": (0.25, "0.25"), "validation_split": (0.2, "0.2"),
+    "scale_range": (0.15, "0.15"), "colour": (0.25, "0.25"), "hard_case_share": (0.4, "0.4"), "validation_split": (0.2, "0.2"),
     "test_split": (0.1, "0.1"), "seed": (11, "11"), "early_stopping_patience": (3, "3"),
     "bn_momentum": (0.5, "0.5"), "strategy": ("mirrored", "mirrored"), "mixed_precision": ("off", "off"),
     "train_fm_images": (4, "4"), "inference": ("tiles", "tiles"), "crops_per_image": (2, "2"),
@@ -158,7 +158,7 @@ def test_relative_folders_of_a_config_file_are_under_the_data_root(tmp_path):
     ("epochs", 0, "epochs must be a whole number (1 <= value, in epochs), not 0"),
     ("model.aspp_rates", [6, 12], "aspp rates must be 3 whole numbers, not [6, 12]"),
     ("bn_momentum", 1.5, "bn momentum must be 'auto' or a number (0 < value < 1), not 1.5"),
-    ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour"),
+    ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour, zoom_in, pink, vignette"),
     ("colour", 2.0, "colour must be a number (0 <= value <= 1), not 2.0"),
     ("crops_by_area", "yes", "crops by area must be true or false, not 'yes'"),
 ])

@@ -23,6 +23,7 @@ import tensorflow as tf
 from moleseg.core import options
 from moleseg.core.atomic import atomic_output
 from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
+from moleseg.core.hardcases import HardCaseLabels, hard_cases
 from moleseg.core.resize import resize_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair
@@ -48,6 +49,8 @@ class AugmentConfig:
         Zoom factor drawn in ``[1 - scale_range, 1 + scale_range]``.
     colour : float
         Strength 0..1 of brightness / contrast / saturation / hue jitter (image only).
+    zoom_in, pink, vignette : float
+        Probability 0..1 per example of each hard case (see :func:`hard_cases`); 0 disables it.
     fill_mode : {"reflect", "constant", "nearest", "wrap"}
         How pixels brought in from outside the image are filled (image and labels alike).
     """
@@ -57,14 +60,19 @@ class AugmentConfig:
     translation_px: float = 0.0
     scale_range: float = 0.0
     colour: float = 0.0
+    zoom_in: float = 0.0
+    pink: float = 0.0
+    vignette: float = 0.0
     fill_mode: str = "reflect"
 
     @classmethod
     def from_names(cls, names: Iterable[str], *, translation_px: float = options.default("translation_px"),
                    rotation_deg: float = options.default("rotation_deg"),
                    scale_range: float = options.default("scale_range"), colour: float = options.default("colour"),
+                   hard_case_share: float = options.default("hard_case_share"),
                    fill_mode: str = "reflect") -> "AugmentConfig":
-        """Enable the named augmentations (see :data:`AUGMENTATIONS`) with the given ranges."""
+        """Enable the named augmentations (see :data:`AUGMENTATIONS`) with the given ranges; each named hard
+        case (:data:`moleseg.core.options.HARD_CASES`) is drawn with probability ``hard_case_share``."""
         names = {name.strip().lower() for name in names if name.strip()}
         names = {"colour" if name == "color" else name for name in names}
         unknown = names - set(AUGMENTATIONS)
@@ -76,17 +84,27 @@ class AugmentConfig:
             translation_px=translation_px if "translation" in names else 0.0,
             scale_range=scale_range if "scale" in names else 0.0,
             colour=colour if "colour" in names else 0.0,
+            zoom_in=hard_case_share if "zoom_in" in names else 0.0,
+            pink=hard_case_share if "pink" in names else 0.0,
+            vignette=hard_case_share if "vignette" in names else 0.0,
             fill_mode=fill_mode,
         )
 
     @property
     def enabled(self) -> bool:
-        return bool(self.rotation_deg or self.reflection or self.translation_px or self.scale_range or self.colour)
+        return bool(self.rotation_deg or self.reflection or self.translation_px or self.scale_range or self.colour
+                    or self.hard_cases)
+
+    @property
+    def hard_cases(self) -> bool:
+        """Whether any hard case (zoom_in, pink, vignette) is drawn."""
+        return bool(self.zoom_in or self.pink or self.vignette)
 
     def names(self) -> list[str]:
         """The enabled augmentations' names."""
         flags = {"rotation": self.rotation_deg, "reflection": self.reflection, "translation": self.translation_px,
-                 "scale": self.scale_range, "colour": self.colour}
+                 "scale": self.scale_range, "colour": self.colour, "zoom_in": self.zoom_in, "pink": self.pink,
+                 "vignette": self.vignette}
         return [name for name, value in flags.items() if value]
 
     def to_dict(self) -> dict:
@@ -110,6 +128,10 @@ class TargetConfig:
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def hard_case_labels(self) -> HardCaseLabels:
+        """How the hard-case zoom makes labels again (these targets' classes, BORDER width and shape)."""
+        return HardCaseLabels(n_classes=self.n_classes, border_width_px=self.border_width_px, shape=self.shape)
 
 
 def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -289,12 +311,35 @@ def warp(image: tf.Tensor, transform: tf.Tensor, *, interpolation: str, fill_mod
     )[0]
 
 
-def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor
-                    ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Augment one example: the same affine warp for ``image`` (float32 (S, S, 3), bilinear) and
-    ``labels`` (int (S, S), nearest), then colour jitter on the image only."""
+#: Extra seed word that separates the hard cases' random stream from the other augmentations'.
+HARD_CASE_STREAM = 16
+
+
+def hard_case_rng(seed: np.ndarray) -> np.random.Generator:
+    """The numpy generator of one example's hard cases, from its two-number augmentation seed."""
+    return np.random.default_rng([int(value) % 2**63 for value in np.ravel(seed)] + [HARD_CASE_STREAM])
+
+
+def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor,
+                    targets: TargetConfig | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment one example: the hard cases (:func:`moleseg.core.hardcases.hard_cases`, numpy, when
+    enabled; ``targets`` says how a zoom makes labels again), then the same affine warp for ``image``
+    (float32 (S, S, 3), bilinear) and ``labels`` (int (S, S), nearest), then colour jitter on the image only."""
     size = image.shape[0]
     image = tf.cast(image, tf.float32)
+    if augment.hard_cases:
+        how = (targets or TargetConfig(input_size=size)).hard_case_labels()
+
+        def apply(image_np: np.ndarray, labels_np: np.ndarray, seed_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return hard_cases(image_np, labels_np.astype(np.uint8), zoom_in_share=augment.zoom_in,
+                              pink_share=augment.pink, vignette_share=augment.vignette, how=how,
+                              rng=hard_case_rng(seed_np))
+
+        label_dtype = labels.dtype
+        image, labels = tf.numpy_function(apply, [image, tf.cast(labels, tf.uint8), seed], [tf.float32, tf.uint8],
+                                          stateful=False)
+        image.set_shape((size, size, 3))
+        labels = tf.cast(tf.ensure_shape(labels, (size, size)), label_dtype)
     if augment.rotation_deg or augment.reflection or augment.translation_px or augment.scale_range:
         transform = _affine_matrix(size, augment, seed)
         image = warp(image, transform, interpolation="bilinear", fill_mode=augment.fill_mode)
@@ -399,7 +444,7 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
     if augment is not None and augment.enabled:
         counter = tf.data.Dataset.random(seed=seed).map(lambda x: tf.stack([x, x // 7]))
         dataset = tf.data.Dataset.zip((dataset, counter)).map(
-            lambda example, example_seed: augment_example(example[0], example[1], augment, example_seed),
+            lambda example, example_seed: augment_example(example[0], example[1], augment, example_seed, targets),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 

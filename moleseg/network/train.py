@@ -106,6 +106,7 @@ class TrainConfig:
     translation_px: float = _default("translation_px")
     scale_range: float = _default("scale_range")
     colour: float = _default("colour")
+    hard_case_share: float = _default("hard_case_share")
     validation_split: float = _default("validation_split")
     test_split: float = _default("test_split")
     seed: int = _default("seed")
@@ -158,7 +159,7 @@ class TrainConfig:
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig.from_names(self.augment, translation_px=self.translation_px,
                                         rotation_deg=self.rotation_deg, scale_range=self.scale_range,
-                                        colour=self.colour)
+                                        colour=self.colour, hard_case_share=self.hard_case_share)
 
     def target_config(self) -> TargetConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
