@@ -102,8 +102,15 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
 CANVAS_MAX_WIDTH = 640
 
 
+@st.fragment
 def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
-    """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result."""
+    """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result.
+
+    A fragment: the drawing component sends its drawing when it is mounted and after every stroke, and that
+    reruns only this block. A whole-page run would give every deferred download button below a new file id
+    and drop the old ids once it ends, so a download clicked meanwhile (holding an old id) failed with
+    "Failed to generate file for download". Only an edit (add, remove, undo, reset) reruns the whole page,
+    since the overlay, the measurements and the exports follow it."""
     from PIL import Image
     from streamlit_drawable_canvas import st_canvas
 

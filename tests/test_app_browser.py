@@ -137,6 +137,23 @@ def _wait_until_idle(page, timeout_ms: int = 60_000) -> None:
         timeout=timeout_ms)
 
 
+def _record_whole_page_runs(page) -> list:
+    """Start recording the whole-page runs the page asks the server for (``BackMsg`` rerun requests without a
+    fragment id); returns the list the recording appends them to."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+
+    requests: list[BackMsg] = []
+
+    def sent(frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            message = BackMsg.FromString(frame)
+            if message.WhichOneof("type") == "rerun_script" and not message.rerun_script.fragment_id:
+                requests.append(message)
+
+    page.on("websocket", lambda socket: socket.on("framesent", sent))
+    return requests
+
+
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -157,10 +174,12 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
 
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
+    whole_page_runs = _record_whole_page_runs(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=80_000)
+    runs_with_the_exports = len(whole_page_runs)
     _wait_for_images(page, 2)
     _wait_until_idle(page)
     assert page.locator("[data-testid=stException]").count() == 0
@@ -202,6 +221,10 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     with page.expect_download(timeout=60_000) as download_info:
         pdf_button.click()
     download = download_info.value
+    # No whole-page run since the exports were drawn: each one gives every deferred download a new id and
+    # revokes the old ones when it ends, so a click meanwhile (the drawing component's first message came
+    # just after the idle check) failed with "Failed to generate file for download" and no download.
+    assert len(whole_page_runs) == runs_with_the_exports
     assert download.suggested_filename == f"{picture.stem}_report.pdf"
     saved = tmp_path / download.suggested_filename
     download.save_as(saved)
