@@ -81,6 +81,9 @@ UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 4, "%": 1}
 RATIO_DECIMALS: int = 3
 #: Keys whose values are counts (whole numbers), and ``area`` (a pixel area given in ``px``).
 WHOLE_NUMBER_KEYS: frozenset[str] = frozenset({"area", "n_components", "colour_count", "object_count"})
+#: Largest distance (px) whose float32 root from OpenCV still rounds back to its exact integer square
+#: (relative float32 error 2**-24 on the root: ``2 * d**2 * 2**-24 < 0.5``).
+EXACT_FLOAT32_DISTANCE_PX: float = 2048.0
 #: Smallest box size used by the box-counting fractal dimension, in pixels.
 MIN_BOX_PX: int = 2
 
@@ -253,9 +256,24 @@ def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray
     inner = lesion_crop & ~band_crop
     if not inner.any() or lesion_crop.all():
         return None
-    distance_out = ndimage.distance_transform_edt(lesion_crop)
-    distance_in = ndimage.distance_transform_edt(~inner)
-    return distance_out[band_crop] + distance_in[band_crop] - 1.0
+    distance_out = euclidean_distances(lesion_crop)[band_crop]
+    distance_in = euclidean_distances(~inner)[band_crop]
+    return distance_out + distance_in - 1.0
+
+
+def euclidean_distances(mask: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance (px, float64) of each pixel to the nearest False pixel of ``mask`` (0 on
+    False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and about 10x faster.
+
+    OpenCV's exact transform (``DIST_MASK_PRECISE``) returns float32 roots of integer squared distances;
+    up to :data:`EXACT_FLOAT32_DISTANCE_PX` the float32 root squared lies within 0.5 of that integer, so
+    rounding it and taking the float64 root gives the exact float64 distance. Farther distances (lesions
+    thousands of pixels across) are computed with scipy. ``mask`` must hold at least one False pixel.
+    """
+    approximate = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:
+        return ndimage.distance_transform_edt(mask)
+    return np.sqrt(np.rint(np.square(approximate, dtype=np.float64)))
 
 
 def measure_lesion(
