@@ -188,9 +188,9 @@ def fractal_dimension(lesion: np.ndarray) -> float:
     return float(slope)
 
 
-def _principal_axes(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroid ``(x, y)`` and unit vectors of the major and minor principal axes."""
-    rows, cols = np.nonzero(crop)
+def _principal_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid ``(x, y)`` and unit vectors of the major and minor principal axes of the pixels at
+    ``rows``, ``cols``."""
     points = np.stack([cols, rows], axis=1).astype(np.float64)
     centroid = points.mean(axis=0)
     centred = points - centroid
@@ -200,20 +200,22 @@ def _principal_axes(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _mirror_iou(canvas: np.ndarray, centroid: np.ndarray, direction: np.ndarray) -> float:
-    """IoU of a mask with its reflection about the line through ``centroid`` along ``direction``."""
+    """IoU of a mask (uint8, 0 / 255) with its reflection about the line through ``centroid`` along
+    ``direction``."""
     ux, uy = direction
     reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
     matrix = np.hstack([reflection, (centroid - reflection @ centroid)[:, None]])
     mirrored = cv2.warpAffine(
-        canvas.astype(np.uint8) * 255,
+        canvas,
         matrix,
         (canvas.shape[1], canvas.shape[0]),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     ) >= 128
-    union = np.count_nonzero(canvas | mirrored)
-    return np.count_nonzero(canvas & mirrored) / union if union else 1.0
+    inside = canvas > 0
+    union = np.count_nonzero(inside | mirrored)
+    return np.count_nonzero(inside & mirrored) / union if union else 1.0
 
 
 def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
@@ -236,13 +238,13 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
         raise ValueError("lesion mask is empty: asymmetry is undefined")
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    centroid, major, minor = _principal_axes(crop)
     rows, cols = np.nonzero(crop)
+    centroid, major, minor = _principal_axes(rows, cols)
     reach = float(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))
     # Pad so that the disk of radius `reach` around the centroid (which holds the mirror image)
     # lies inside the canvas.
     pad = int(math.ceil(reach)) + 2
-    canvas = np.pad(crop, pad, constant_values=False)
+    canvas = np.pad(crop.astype(np.uint8) * np.uint8(255), pad, constant_values=0)
     centre = centroid + pad
     return float(1.0 - _mirror_iou(canvas, centre, major)), float(1.0 - _mirror_iou(canvas, centre, minor))
 
