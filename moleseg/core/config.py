@@ -97,6 +97,13 @@ def models_dir() -> Path:
     return Path(value) if value else MODELS_DIR
 
 
+def cache_dir() -> Path:
+    """Folder of moleseg's caches (decoded training examples, compiled inference graphs): ``MOLESEG_CACHE``
+    when it is set now (read at every call), else ``~/.cache/moleseg``."""
+    value = os.environ.get("MOLESEG_CACHE")
+    return Path(value) if value else Path.home() / ".cache" / "moleseg"
+
+
 def runs_dir() -> Path:
     """:data:`RUNS_DIR`, or ``MOLESEG_RUNS_DIR`` when it is set now (read at every call)."""
     value = os.environ.get("MOLESEG_RUNS_DIR")
