@@ -104,7 +104,6 @@ CANVAS_MAX_WIDTH = 640
 
 def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
     """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result."""
-    from PIL import Image
     from streamlit_drawable_canvas import st_canvas
 
     key = appstate.correction_key(choice.key, outcome.key)
@@ -120,7 +119,7 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         generation = st.session_state.get("analyse_canvas_generation", 0)
-        background = Image.fromarray(outcome.analysis.overlay).resize((canvas_width, canvas_height))
+        background = appstate.canvas_background(outcome.analysis, canvas_width, canvas_height)
         drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
                           stroke_width=max(1, round(brush_px / scale)), background_image=background,
                           height=canvas_height, width=canvas_width,

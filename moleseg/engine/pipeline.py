@@ -127,17 +127,22 @@ class Analysis:
             row.update(edge_outline_share=round(share, 4), beyond_picture=self.beyond_picture)
         return row
 
-    @property
+    @functools.cached_property
     def overlay(self) -> np.ndarray:
-        """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8."""
+        """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8, drawn
+        once (an app page shows it, its canvas and its exports use it); read-only."""
         s = self.style
-        return overlay(self.image, self.segmentation.lesion, self.segmentation.border, fill_color=s.fill_color,
-                       border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity)
+        picture = overlay(self.image, self.segmentation.lesion, self.segmentation.border, fill_color=s.fill_color,
+                          border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity)
+        picture.setflags(write=False)
+        return picture
 
-    @property
+    @functools.cached_property
     def class_picture(self) -> np.ndarray:
-        """The predicted classes as colours, ``(H, W, 3)`` uint8."""
-        return class_map(self.segmentation.labels, self.n_classes)
+        """The predicted classes as colours, ``(H, W, 3)`` uint8, drawn once; read-only."""
+        picture = class_map(self.segmentation.labels, self.n_classes)
+        picture.setflags(write=False)
+        return picture
 
     @property
     def measurement_row(self) -> dict[str, float]:
