@@ -147,9 +147,9 @@ class KerasSegmenter:
             if self.source is not None and compiled.cache_enabled():
                 try:
                     compiled.save_cached_function(self.source, model, input_shape)
-                except OSError as error:
-                    warnings.warn(f"inference cache not written ({error}); the next start will be slower",
-                                  stacklevel=2)
+                except Exception as error:  # noqa: BLE001 -- a cache that cannot be written only costs time
+                    warnings.warn(f"inference cache not written ({type(error).__name__}: {error}); the next "
+                                  "start will be slower", stacklevel=2)
         return self._predict_fn
 
     def _network(self, batch: np.ndarray) -> np.ndarray:
