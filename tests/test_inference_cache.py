@@ -79,3 +79,16 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
     removed = compiled.prune(tmp_path, keep=2)
     assert sorted(path.name for path in removed) == ["entry0", "entry1", "entry2"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry3", "entry4", "not-an-entry"]
+
+
+def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
+    path = tiny_model_file(tmp_path)
+    batch = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    expected = KerasSegmenter.from_file(path).predict_network(batch)
+    entry = compiled.cached_entry(path)
+    (entry / "saved_model.pb").write_bytes(b"truncated")
+    segmenter = KerasSegmenter.from_file(path)
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        np.testing.assert_allclose(segmenter.predict_network(batch), expected, atol=1e-6)
+    assert compiled.cached_entry(path) is not None  # written again
+    np.testing.assert_allclose(KerasSegmenter.from_file(path).predict_network(batch), expected, atol=1e-6)

@@ -129,8 +129,13 @@ class KerasSegmenter:
 
             entry = compiled.cached_entry(self.source) if self.source is not None else None
             if entry is not None:
-                self._predict_fn = compiled.load_cached_function(entry)
-                return self._predict_fn
+                try:
+                    self._predict_fn = compiled.load_cached_function(entry)
+                    return self._predict_fn
+                except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
+                    warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
+                                  "rebuilding it from the model file", stacklevel=2)
+                    compiled.discard(entry)
             import tensorflow as tf
 
             from moleseg.network.model.inference import fold_batchnorm

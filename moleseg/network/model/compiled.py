@@ -126,6 +126,11 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
     return entry
 
 
+def discard(entry: Path) -> None:
+    """Remove a cache entry (a damaged one), ignoring errors: another process may be removing it too."""
+    shutil.rmtree(entry, ignore_errors=True)
+
+
 def prune(root: Path, keep: int = KEEP_ENTRIES) -> list[Path]:
     """Remove all but the ``keep`` most recently used complete entries under ``root``, and temporary
     folders older than an hour (left by killed saves); the removed paths."""
