@@ -111,3 +111,20 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
                 border_opacity=0.8),
         expected,
     )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_edge_outline_share_equals_the_scipy_erosion_formula(seed):
+    from moleseg.core.measure import edge_outline_share
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(1, 30, 2))) < rng.random()
+        if not mask.any():
+            assert edge_outline_share(mask) == 0.0
+            continue
+        outline = mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1),
+                                                 border_value=0)
+        frame = np.zeros_like(mask)
+        frame[[0, -1], :] = frame[:, [0, -1]] = True
+        assert edge_outline_share(mask) == (outline & frame).sum() / outline.sum()

@@ -488,8 +488,7 @@ def edge_outline_share(lesion: np.ndarray) -> float:
     lesion = as_binary_mask(lesion)
     if not lesion.any():
         return 0.0
-    outline = lesion & ~ndimage.binary_erosion(lesion, structure=ndimage.generate_binary_structure(2, 1),
-                                               border_value=0)
+    outline = contour(lesion)  # the lesion minus its erosion by a 3 x 3 cross, outside the frame background
     on_edge = np.zeros_like(outline)
     on_edge[[0, -1], :] = outline[[0, -1], :]
     on_edge[:, [0, -1]] |= outline[:, [0, -1]]
