@@ -128,3 +128,36 @@ def test_edge_outline_share_equals_the_scipy_erosion_formula(seed):
         frame = np.zeros_like(mask)
         frame[[0, -1], :] = frame[:, [0, -1]] = True
         assert edge_outline_share(mask) == (outline & frame).sum() / outline.sum()
+
+
+def full_canvas_asymmetry(lesion: np.ndarray) -> tuple[float, float]:
+    """The asymmetry as first written: the lesion's box padded by its reach on all four sides."""
+    import cv2
+
+    rows, cols = np.nonzero(lesion)
+    crop = lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    rows, cols = np.nonzero(crop)
+    points = np.stack([cols, rows], axis=1).astype(np.float64)
+    centroid = points.mean(axis=0)
+    vectors = np.linalg.eigh((points - centroid).T @ (points - centroid) / len(points))[1]
+    pad = int(np.ceil(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))) + 2
+    canvas = np.pad(crop, pad)
+    values = []
+    for ux, uy in (vectors[:, 1], vectors[:, 0]):
+        reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
+        centre = centroid + pad
+        matrix = np.hstack([reflection, (centre - reflection @ centre)[:, None]])
+        mirrored = cv2.warpAffine(canvas.astype(np.uint8) * 255, matrix, canvas.shape[::-1],
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0) >= 128
+        values.append(1.0 - np.count_nonzero(canvas & mirrored) / np.count_nonzero(canvas | mirrored))
+    return values[0], values[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
+    from moleseg.core.measure import asymmetry
+
+    for index in range(15):
+        lesion = random_blobs(10 * seed + index, (70, 90))
+        assert asymmetry(lesion) == full_canvas_asymmetry(lesion)

@@ -242,9 +242,13 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
     centroid, major, minor = _principal_axes(rows, cols)
     reach = float(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))
     # Pad so that the disk of radius `reach` around the centroid (which holds the mirror image)
-    # lies inside the canvas.
+    # lies inside the canvas. Below and right of that disk the canvas and the mirror are empty: the canvas
+    # ends there (the pixel grid, hence every interpolated value, stays the same as with a full pad).
     pad = int(math.ceil(reach)) + 2
-    canvas = np.pad(crop.astype(np.uint8) * np.uint8(255), pad, constant_values=0)
+    height, width = crop.shape
+    below = max(0, int(math.ceil(centroid[1] + reach)) + 2 - height)
+    right = max(0, int(math.ceil(centroid[0] + reach)) + 2 - width)
+    canvas = np.pad(crop.astype(np.uint8) * np.uint8(255), ((pad, below), (pad, right)), constant_values=0)
     centre = centroid + pad
     return float(1.0 - _mirror_iou(canvas, centre, major)), float(1.0 - _mirror_iou(canvas, centre, minor))
 
