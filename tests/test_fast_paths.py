@@ -161,3 +161,17 @@ def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
     for index in range(15):
         lesion = random_blobs(10 * seed + index, (70, 90))
         assert asymmetry(lesion) == full_canvas_asymmetry(lesion)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ellipse_axes_equal_regionprops(seed):
+    from skimage.measure import regionprops
+
+    from moleseg.core.measure import ellipse_axes
+
+    for index in range(15):
+        lesion = random_blobs(100 + 10 * seed + index, (70, 90))
+        region = regionprops(lesion.astype(np.uint8))[0]
+        major, minor = ellipse_axes(*np.nonzero(lesion))
+        assert major == pytest.approx(region.axis_major_length, rel=1e-12, abs=1e-12)
+        assert minor == pytest.approx(region.axis_minor_length, rel=1e-12, abs=1e-12)

@@ -20,8 +20,8 @@ equivalent_diameter
     Diameter of the disk of the same area, ``sqrt(4 A / pi)``.
 major_axis, minor_axis
     Lengths of the axes of the ellipse with the same second moments (``regionprops``
-    ``axis_major_length`` / ``axis_minor_length``; ``2a`` and ``2b`` for an ellipse of semi-axes
-    ``a``, ``b``), all components taken as one region.
+    ``axis_major_length`` / ``axis_minor_length``, computed by :func:`ellipse_axes`; ``2a`` and ``2b`` for
+    an ellipse of semi-axes ``a``, ``b``), all components taken as one region.
 compactness
     ``P**2 / (4 pi A)``: 1 for a disk, larger for elongated or ragged outlines.
 asymmetry_major, asymmetry_minor
@@ -61,7 +61,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy import ndimage
-from skimage.measure import perimeter_crofton, regionprops
+from skimage.measure import perimeter_crofton
 
 from moleseg.core.config import EDGE_OUTLINE_SHARE
 from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
@@ -69,7 +69,7 @@ from moleseg.core.metrics import contour
 from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
-__all__ = ["Measurement", "colour_measurements", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
+__all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
            "decimals", "edge_outline_share", "extends_beyond_picture"]
 
 #: Column suffix of units that are not valid in a column name.
@@ -186,6 +186,25 @@ def fractal_dimension(lesion: np.ndarray) -> float:
         counts.append(np.unique(boxes).size)
     slope = np.polyfit(np.log(1.0 / np.asarray(sizes, dtype=float)), np.log(np.asarray(counts, dtype=float)), 1)[0]
     return float(slope)
+
+
+def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
+    """Lengths (px) of the major and minor axes of the ellipse with the same second moments as the pixels
+    at ``rows``, ``cols``: ``regionprops``' ``axis_major_length`` / ``axis_minor_length`` of them taken as
+    one region (``4 sqrt(l)`` for the eigenvalues ``l`` of the inertia tensor, built the same way), from
+    the pixel list: scikit-image's moments of the whole box took 30 ms for a lesion filling a PH2 image.
+    Equal to ``regionprops`` within float64 round-off (~1e-15 relative)."""
+    r = rows.astype(np.float64)
+    c = cols.astype(np.float64)
+    dr, dc = r - r.mean(), c - c.mean()
+    count = float(r.size)
+    # element-wise sums, not BLAS dot products: OpenBLAS's threads stall for ~10 ms on a busy machine
+    mu_rr, mu_cc, mu_rc = float((dr * dr).sum()), float((dc * dc).sum()), float((dr * dc).sum())
+    # skimage.measure.inertia_tensor: diagonal i = (sum of the second moments - that of axis i) / mu00
+    tensor = np.array([[(mu_rr + mu_cc - mu_rr) / count, -mu_rc / count],
+                       [-mu_rc / count, (mu_rr + mu_cc - mu_cc) / count]])
+    eigenvalues = np.clip(np.linalg.eigvalsh(tensor), 0, None)  # ascending
+    return 4.0 * math.sqrt(eigenvalues[-1]), 4.0 * math.sqrt(eigenvalues[0])
 
 
 def _principal_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,8 +362,7 @@ def measure_lesion(
     area = float(np.count_nonzero(crop))
     perimeter = float(perimeter_crofton(framed, directions=4))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
-    region = regionprops(framed.astype(np.uint8))[0]
-    major_axis, minor_axis = float(region.axis_major_length), float(region.axis_minor_length)
+    major_axis, minor_axis = ellipse_axes(*np.nonzero(crop))
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
     asymmetry_major, asymmetry_minor = asymmetry(crop)
     n_components = cv2.connectedComponents(framed.astype(np.uint8), connectivity=8)[0] - 1
