@@ -111,7 +111,6 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
     and drop the old ids once it ends, so a download clicked meanwhile (holding an old id) failed with
     "Failed to generate file for download". Only an edit (add, remove, undo, reset) reruns the whole page,
     since the overlay, the measurements and the exports follow it."""
-    from PIL import Image
     from streamlit_drawable_canvas import st_canvas
 
     key = appstate.correction_key(choice.key, outcome.key)
@@ -127,7 +126,7 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         generation = st.session_state.get("analyse_canvas_generation", 0)
-        background = Image.fromarray(outcome.analysis.overlay).resize((canvas_width, canvas_height))
+        background = appstate.canvas_background(outcome.analysis, canvas_width, canvas_height)
         drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
                           stroke_width=max(1, round(brush_px / scale)), background_image=background,
                           height=canvas_height, width=canvas_width,

@@ -10,6 +10,12 @@ from typing import Callable
 import pytest
 from hypothesis import settings
 
+from moleseg.network.model.compiled import CACHE_ENV
+
+# Tests load many small throw-away models: none of them is written to the per-machine inference cache
+# (tests/test_inference_cache.py turns it on for itself, in a temporary folder).
+os.environ[CACHE_ENV] = "0"
+
 # Property tests draw the same examples on every run (a failure found once is found again, and CI is not
 # flaky); MOLESEG_FUZZ_EXAMPLES raises the example counts of tests/test_fuzz.py for long runs.
 settings.register_profile("moleseg", derandomize=True, print_blob=True)

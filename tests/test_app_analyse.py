@@ -341,3 +341,63 @@ def test_cells_mode_counts_and_measures_every_object(at):
     at.file_uploader(key="analyse_upload_files").set_value(("nuclei.png", png_bytes(image), "image/png")).run()
     assert not at.exception
     assert "Remove from the cells" in [button.label for button in at.button]
+
+
+class CountingSegmenter:
+    """The classical segmenter, counting its network calls (``predict_probabilities``) and images."""
+
+    def __init__(self) -> None:
+        from moleseg.core.classical import ClassicalSegmenter
+
+        self.inner = ClassicalSegmenter()
+        self.calls = self.images = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_probabilities(self, images):
+        self.calls += 1
+        self.images += len(images)
+        return self.inner.predict_probabilities(images)
+
+
+def test_a_cleanup_change_reuses_the_cached_probabilities_without_calling_the_network():
+    from moleseg.app.appstate import AnalysisStore, CleanupChoice, CleanupPlan, Upload, analyse_uploads
+    from moleseg.core.cleanup import CleanupSettings
+
+    segmenter = CountingSegmenter()
+    store = AnalysisStore()
+    uploads = [Upload("a.png", png_bytes(mole_image(seed=1)[0])), Upload("b.png", png_bytes(mole_image(seed=2)[0]))]
+    first = analyse_uploads(store, segmenter, "m", uploads)
+    assert (segmenter.calls, segmenter.images) == (1, 2)  # one batch of two images
+    plan = CleanupPlan()
+    for closing, rule, threshold in ((1, "article", None), (9, "grow_inside", None), (9, "grow_inside", 0.3)):
+        plan.record(uploads[0].key, CleanupChoice(CleanupSettings(rule=rule, closing_radius_px=closing,
+                                                                  border_width_px=7), threshold))
+        outcomes = analyse_uploads(store, segmenter, "m", uploads, plan=plan)
+        segmentation = outcomes[0].analysis.segmentation
+        assert segmentation.settings.closing_radius_px == closing and segmentation.settings.rule == rule
+        assert segmentation.lesion_threshold == threshold
+        assert segmentation.probabilities is first[0].analysis.segmentation.probabilities  # the cached ones
+        assert outcomes[1].analysis is first[1].analysis  # the other image is untouched
+    assert not np.array_equal(outcomes[0].analysis.segmentation.border, first[0].analysis.segmentation.border)
+    assert (segmenter.calls, segmenter.images) == (1, 2)  # the network never ran again
+
+
+def test_the_canvas_background_is_the_overlay_at_the_canvas_size_as_jpeg():
+    from moleseg.app.appstate import canvas_background
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.imageio import read_image
+    from moleseg.engine.pipeline import analyse_images
+
+    analysis = analyse_images(ClassicalSegmenter(), [mole_image(96, 112)[0]])[0]
+    assert analysis.overlay is analysis.overlay and not analysis.overlay.flags.writeable  # drawn once
+    background = read_image(canvas_background(analysis, 56, 48), name="canvas.jpg")
+    assert background.shape == (48, 56, 3)
+    def shrunk(picture):
+        return picture.reshape(48, 2, 56, 2, 3).mean(axis=(1, 3))
+
+    assert np.abs(background - shrunk(analysis.overlay)).mean() < 10
+    lesion = shrunk(np.repeat(analysis.segmentation.lesion[..., None], 3, axis=2)).min(axis=2) == 1
+    error = np.abs(background - shrunk(analysis.overlay))[lesion].mean()
+    assert error < 0.5 * np.abs(background - shrunk(analysis.image))[lesion].mean()  # the overlay, not the photo

@@ -913,3 +913,19 @@ def test_real_data_seed_mask_is_jpeg_and_cell_mask_is_one_bit(require_shared) ->
     values = np.asarray(Image.open(seed))
     np.testing.assert_array_equal(mask, values > 127)
     np.testing.assert_array_equal(read_mask(cell), np.asarray(Image.open(cell)))
+
+
+def test_encode_jpeg_is_a_close_lossy_copy_and_refuses_masks():
+    from moleseg.core.imageio import encode_jpeg
+
+    rows, cols = np.mgrid[:60, :80]
+    image = np.stack([rows * 4, cols * 3, (rows + cols) * 2], axis=-1).astype(np.uint8)  # smooth gradients
+    data = encode_jpeg(image, quality=90)
+    assert data[:3] == b"\xff\xd8\xff"
+    decoded = read_image(data, name="x.jpg")
+    assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image).mean() < 2
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32)):
+        with pytest.raises(ValueError, match="uint8 RGB"):
+            encode_jpeg(bad)
+    with pytest.raises(ValueError, match="quality"):
+        encode_jpeg(image, quality=0)

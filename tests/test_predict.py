@@ -105,6 +105,27 @@ def test_calibration_needs_pairs():
         calibrate(FixedSegmenter([]), [])
 
 
+def test_predict_files_writes_in_input_order_and_reports_progress_up_to_the_end(tmp_path):
+    from synthetic import lesion_dataset
+
+    from moleseg.core.atomic import TEMPORARY_PREFIX
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import predict_files
+
+    images, _ = lesion_dataset(tmp_path / "set", n=7)
+    files = sorted(images.iterdir())
+    (images / "broken.png").write_bytes(b"not an image")
+    files.insert(3, images / "broken.png")
+    reported: list[int] = []
+    outcome = predict_files(ClassicalSegmenter(), files, tmp_path / "out", batch_size=2, workers=3,
+                            progress=reported.append)
+    assert [row["image"] for row in outcome.rows] == [path.name for path in files if path.name != "broken.png"]
+    assert [name for name, _ in outcome.failures] == ["broken.png"]
+    assert reported == sorted(reported) and reported[-1] == len(files) and len(reported) == len(set(reported))
+    assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 7
+    assert not list((tmp_path / "out").glob(TEMPORARY_PREFIX + "*"))
+
+
 # -- Keras inference --------------------------------------------------------------------------------
 
 tf = pytest.importorskip("tensorflow")

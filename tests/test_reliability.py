@@ -86,11 +86,11 @@ def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(t
     real_write = atomic.atomic_write
     calls = {"n": 0}
 
-    def filling_disk(path, data):
+    def filling_disk(path, data, **options):
         calls["n"] += 1
         if calls["n"] == 5 and Path(path).name != "measurements.csv":  # second image, second file
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_write(path, data)
+        return real_write(path, data, **options)
 
     monkeypatch.setattr(atomic, "atomic_write", filling_disk)
     out = tmp_path / "out"

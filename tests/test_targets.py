@@ -65,6 +65,18 @@ def test_square_and_radius_zero():
         np.testing.assert_array_equal(structuring_element(shape, 0), np.ones((1, 1), np.uint8))
 
 
+@pytest.mark.parametrize("radius", range(0, 40, 3))
+def test_structuring_elements_equal_scikit_images_footprints(radius):
+    from skimage.morphology import diamond, disk, footprint_rectangle
+
+    side = 2 * radius + 1
+    for shape, footprint in (("diamond", diamond(radius)), ("disk", disk(radius)),
+                             ("square", footprint_rectangle((side, side)))):
+        element = structuring_element(shape, radius)
+        assert element.dtype == np.uint8
+        np.testing.assert_array_equal(element, footprint.astype(np.uint8), err_msg=f"{shape} {radius}")
+
+
 @pytest.mark.parametrize("shape, radius", [("triangle", 2), ("diamond", -1), ("disk", 1.5), ("square", True)])
 def test_structuring_element_rejects_bad_arguments(shape, radius):
     with pytest.raises(ValueError):

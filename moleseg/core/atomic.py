@@ -37,12 +37,13 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], *, sync_folder: bool = True) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the body succeeds it replaces ``path`` atomically.
 
     The body writes the whole file to the yielded path (any writer: bytes, Keras, zipfile). Afterwards it is
     fsynced and moved over ``path``, and the folder is fsynced. On any error the temporary file is removed
-    and ``path`` is left as it was. The folder must exist.
+    and ``path`` is left as it was. The folder must exist. ``sync_folder=False`` leaves the folder's fsync to
+    the caller (:func:`fsync_folder`), who writes several files into it and syncs it once after the last.
 
     Raises
     ------
@@ -62,10 +63,17 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_folder(target.parent)
+    if sync_folder:
+        _fsync_folder(target.parent)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (the renames of :func:`atomic_output` with ``sync_folder=False``) to disk;
+    a no-op where folders cannot be fsynced (Windows)."""
+    _fsync_folder(Path(folder))
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync_folder: bool = True) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one
     (:func:`atomic_output`).
 
@@ -74,6 +82,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     path : str or os.PathLike
         Destination; replaced if it exists. Its folder must exist.
     data : bytes-like
+    sync_folder : bool
+        False: the folder is not fsynced after the rename (see :func:`atomic_output`).
 
     Returns
     -------
@@ -89,7 +99,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"atomic_write needs bytes, not {type(data).__name__}")
-    with atomic_output(path) as temporary:
+    with atomic_output(path, sync_folder=sync_folder) as temporary:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)

@@ -54,10 +54,10 @@ INSIDE: int = 2
 CLASS_NAMES_3: tuple[str, ...] = ("back", "border", "inside")
 CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 
-#: File extensions read as images (lower case, with the dot).
 #: zlib level (0..9) of the PNGs moleseg writes: 1 encodes a 765 x 574 overlay about 5x faster than
 #: Pillow's default 6, for files about 4 % larger (masks and class maps compress well at any level).
 PNG_COMPRESSION_LEVEL = 1
+#: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 #: The ``moleseg`` package folder, and the folder holding it: the checkout's root, or ``site-packages``.
@@ -95,6 +95,13 @@ def models_dir() -> Path:
     """:data:`MODELS_DIR`, or ``MOLESEG_MODELS_DIR`` when it is set now (read at every call)."""
     value = os.environ.get("MOLESEG_MODELS_DIR")
     return Path(value) if value else MODELS_DIR
+
+
+def cache_dir() -> Path:
+    """Folder of moleseg's caches (decoded training examples, compiled inference graphs): ``MOLESEG_CACHE``
+    when it is set now (read at every call), else ``~/.cache/moleseg``."""
+    value = os.environ.get("MOLESEG_CACHE")
+    return Path(value) if value else Path.home() / ".cache" / "moleseg"
 
 
 def runs_dir() -> Path:

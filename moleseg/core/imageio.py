@@ -64,6 +64,7 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "ImageReadError",
     "Source",
+    "encode_jpeg",
     "encode_png",
     "image_size",
     "mask_problem",
@@ -747,7 +748,14 @@ def encode_png(array: np.ndarray) -> bytes:
 
         if values.ndim == 3:
             values = cv2.cvtColor(values, cv2.COLOR_RGB2BGR if values.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(values), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL])
+            # Photographs: the SUB filter and Huffman coding only encode a 765 x 574 overlay ~1.5x faster
+            # than libpng's adaptive filters with full deflate, for a file ~8 % larger.
+            tuning = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+                      cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+        else:  # masks and class maps: long runs of equal values, run-length deflate is fast and small
+            tuning = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(values),
+                                   [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL, *tuning])
         if not ok:
             raise ValueError(f"OpenCV could not encode an array of shape {values.shape} as PNG")
         return encoded.tobytes()
@@ -755,6 +763,28 @@ def encode_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG", compress_level=PNG_COMPRESSION_LEVEL)
     return buffer.getvalue()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 RGB image as a JPEG (lossy: for pictures shown on screen, such as a
+    drawing canvas's background, never for masks or exports), ``quality`` 1..100.
+
+    Raises
+    ------
+    ValueError
+        Not an ``(H, W, 3)`` uint8 array, or a quality outside 1..100.
+    """
+    import cv2
+
+    values = np.asarray(image)
+    if values.dtype != np.uint8 or values.ndim != 3 or values.shape[2] != 3 or 0 in values.shape:
+        raise ValueError(f"a JPEG is encoded from an (H, W, 3) uint8 RGB image, not {values.dtype} {values.shape}")
+    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be an integer 1..100, not {quality!r}")
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(values, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode an array of shape {values.shape} as JPEG")
+    return encoded.tobytes()
 
 
 def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -16,7 +16,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import roifile
 
 from moleseg.core.targets import as_binary_mask
 
@@ -113,6 +112,8 @@ def to_geojson(polygons: Sequence[np.ndarray], *, name: str = LESION_NAME,
 
 def imagej_roi(ring: np.ndarray, name: str = LESION_NAME) -> bytes:
     """One polygon as an ImageJ ``.roi`` file (a polygon ROI with subpixel coordinates)."""
+    import roifile  # only this format needs it: imported on first use
+
     roi = roifile.ImagejRoi.frompoints(np.asarray(ring, dtype=np.float32), name=name)
     roi.roitype = roifile.ROI_TYPE.POLYGON
     return roi.tobytes()

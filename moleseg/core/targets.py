@@ -30,7 +30,6 @@ from numbers import Integral
 
 import cv2
 import numpy as np
-from skimage.morphology import diamond, disk, footprint_rectangle
 
 from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE, INSIDE
 
@@ -88,7 +87,9 @@ def structuring_element(shape: str, radius_px: int) -> np.ndarray:
     Parameters
     ----------
     shape : {"diamond", "disk", "square"}
-        :mod:`skimage.morphology` footprints. ``"diamond"``: ``|dx| + |dy| <= r``, identical to Matlab ``strel('diamond', r)`` (the
+        The footprints of :mod:`skimage.morphology` (``diamond``, ``disk``, ``footprint_rectangle``; computed
+        here from their formulas, which a test checks against them, so that cleaning a prediction does not
+        import scikit-image's morphology). ``"diamond"``: ``|dx| + |dy| <= r``, identical to Matlab ``strel('diamond', r)`` (the
         article's choice). ``"disk"``: ``dx**2 + dy**2 <= r**2``, the exact Euclidean disk, which
         approximates Matlab ``strel('disk', r)`` (Matlab uses a periodic-line decomposition for
         speed; its footprint is slightly polygonal). ``"square"``: the full ``(2r+1) x (2r+1)``
@@ -108,12 +109,13 @@ def structuring_element(shape: str, radius_px: int) -> np.ndarray:
     """
     name = _check_shape(shape)
     radius = _check_radius(radius_px)
+    dy, dx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
     if name == "diamond":
-        element = diamond(radius)
+        element = np.abs(dx) + np.abs(dy) <= radius
     elif name == "disk":
-        element = disk(radius)
+        element = dx * dx + dy * dy <= radius * radius
     else:
-        element = footprint_rectangle((2 * radius + 1, 2 * radius + 1))
+        element = np.ones((2 * radius + 1, 2 * radius + 1), dtype=bool)
     return element.astype(np.uint8)
 
 

@@ -127,17 +127,22 @@ class Analysis:
             row.update(edge_outline_share=round(share, 4), beyond_picture=self.beyond_picture)
         return row
 
-    @property
+    @functools.cached_property
     def overlay(self) -> np.ndarray:
-        """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8."""
+        """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8, drawn
+        once (an app page shows it, its canvas and its exports use it); read-only."""
         s = self.style
-        return overlay(self.image, self.segmentation.lesion, self.segmentation.border, fill_color=s.fill_color,
-                       border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity)
+        picture = overlay(self.image, self.segmentation.lesion, self.segmentation.border, fill_color=s.fill_color,
+                          border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity)
+        picture.setflags(write=False)
+        return picture
 
-    @property
+    @functools.cached_property
     def class_picture(self) -> np.ndarray:
-        """The predicted classes as colours, ``(H, W, 3)`` uint8."""
-        return class_map(self.segmentation.labels, self.n_classes)
+        """The predicted classes as colours, ``(H, W, 3)`` uint8, drawn once; read-only."""
+        picture = class_map(self.segmentation.labels, self.n_classes)
+        picture.setflags(write=False)
+        return picture
 
     @property
     def measurement_row(self) -> dict[str, float]:
@@ -252,18 +257,20 @@ class Analysis:
 def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
     """Write ``{relative name: content}`` into ``folder`` atomically, creating sub-folders; when one file
     cannot be written, the ones already written are removed and the error is raised."""
-    from moleseg.core.atomic import atomic_write
+    from moleseg.core.atomic import atomic_write, fsync_folder
 
     written: list[Path] = []
     try:
         for name, data in files.items():
             target = Path(folder) / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            written.append(atomic_write(target, data))
+            written.append(atomic_write(target, data, sync_folder=False))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    for parent in dict.fromkeys(path.parent for path in written):  # each folder once, after its last rename
+        fsync_folder(parent)
     return written
 
 
@@ -400,6 +407,17 @@ def _disk_full(error: OSError) -> bool:
     return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
+@dataclass
+class Finished:
+    """One image of :func:`predict_files` ready to write: its CSV row, cell rows, settings, note and files."""
+
+    row: dict[str, Any]
+    object_rows: list[dict[str, Any]]
+    settings: AnalysisSettings
+    error: str | None
+    encoded: dict[str, bytes]
+
+
 def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = 4,
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
@@ -409,7 +427,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
 
     A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
     batch while the network predicts this one, and cleans, measures and encodes each image's PNGs once,
-    while this thread writes the previous batch's files in input order. Bad files are skipped (see
+    while a writer thread writes the previous batch's files in input order (one folder fsync per image). Bad files are skipped (see
     :attr:`PredictOutcome.failures`); on a full disk the run stops and no later image is written.
 
     Parameters
@@ -442,7 +460,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
             failures.append((index, path.name, reason if isinstance(error, ImageReadError) else f"{path.name}: {reason}"))
             return None
 
-    def finish(index: int, image: np.ndarray, probabilities: np.ndarray) -> tuple[Analysis, dict[str, bytes]] | None:
+    def finish(index: int, image: np.ndarray, probabilities: np.ndarray) -> Finished | None:
         path = files[index]
         segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
         analysis = _finish(image, segmentation, segmenter, pixel_size_mm, OverlayStyle())
@@ -453,17 +471,19 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         except ValueError as error:
             failures.append((index, path.name, str(error)))
             return None
-        return analysis, encoded
+        row = {"image": path.name, "source": str(path), "output": stems[path], **analysis.flag_row,
+               **analysis.rounded_row}
+        return Finished(row, analysis.object_rows(stems[path]), analysis.settings(model_version), analysis.error,
+                        encoded)
 
     def write(index: int, job: Future) -> bool:
         """Write one finished image; False when the disk is full (the run stops)."""
-        result = job.result()
-        if result is None:
+        finished = job.result()
+        if finished is None:
             return True
         path = files[index]
-        analysis, encoded = result
         try:
-            write_all_or_nothing(out, encoded)
+            write_all_or_nothing(out, finished.encoded)
         except OSError as error:
             if _disk_full(error):
                 outcome.stopped = (f"the disk is full: {path.name} and the images after it were not written "
@@ -471,12 +491,11 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                 return False
             failures.append((index, path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
             return True
-        if analysis.error and note is not None:
-            note(path.name, analysis.error)
-        outcome.rows.append({"image": path.name, "source": str(path), "output": stems[path],
-                             **analysis.flag_row, **analysis.rounded_row})
-        outcome.object_rows.extend(analysis.object_rows(stems[path]))
-        outcome.settings.append((path.name, analysis.settings(model_version), None))
+        if finished.error and note is not None:
+            note(path.name, finished.error)
+        outcome.rows.append(finished.row)
+        outcome.object_rows.extend(finished.object_rows)
+        outcome.settings.append((path.name, finished.settings, None))
         return True
 
     stop_index = len(files)
@@ -489,25 +508,40 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
             elif not write(index, job):
                 stop_index = index
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-predict") as pool:
+    # One writer thread writes the batches in input order (fsync waits for the disk) while this thread
+    # runs the network on the next batch; the pool decodes, cleans, measures and encodes.
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-predict") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-write") as writer:
         decoding = [pool.submit(decode, index) for index in chunks[0]] if chunks else []
         pending: list[tuple[int, Future]] = []
+        written: list[tuple[int, Future]] = []  # (files done when it is written, the write of a batch)
         for number, chunk in enumerate(chunks):
             decoded = [(index, job.result()) for index, job in zip(chunk, decoding)]
             if number + 1 < len(chunks):  # the next batch decodes while the network runs
                 decoding = [pool.submit(decode, index) for index in chunks[number + 1]]
             decoded = [(index, image) for index, image in decoded if image is not None]
             probabilities = segmenter.predict_probabilities([image for _, image in decoded]) if decoded else []
-            previous = pending
+            if number > 0:
+                written.append((chunks[number - 1][-1] + 1, writer.submit(write_all, pending)))
             pending = [(index, pool.submit(finish, index, image, p)) for (index, image), p in zip(decoded, probabilities)]
-            write_all(previous)  # the previous batch is written while this one is finished in the pool
+            while written and written[0][1].done():  # report the batches written meanwhile
+                done, job = written.pop(0)
+                job.result()
+                if progress is not None:
+                    progress(done)
             if outcome.stopped:
                 break
-            if progress is not None and number > 0:
-                progress(chunks[number - 1][-1] + 1)
         for job in decoding:
             job.cancel()
-        write_all(pending)
+        if not outcome.stopped:
+            written.append((len(files), writer.submit(write_all, pending)))
+        else:
+            for _, job in pending:
+                job.cancel()
+        for done, job in written:
+            job.result()
+            if progress is not None and done < len(files):
+                progress(done)
     if progress is not None and not outcome.stopped:
         progress(len(files))
     outcome.failures = [(name, reason) for index, name, reason in sorted(failures, key=lambda failure: failure[0])

@@ -24,7 +24,9 @@ What is measured
 * ``predict_images_per_s``: a folder through :func:`moleseg.engine.pipeline.predict_files` (what
   ``moleseg predict`` calls), files written to a temporary folder; model loaded already.
 * ``cold_start_s``: ``python -m moleseg.cli predict`` on one image in a new process, from its start to
-  its exit after writing the result (quick: with the classical model, which needs no TensorFlow).
+  its exit after writing the result (quick: with the classical model, which needs no TensorFlow);
+  ``cold_start_cached_graph``: whether the model's inference graph was in the per-machine cache (the
+  benchmark's own prediction puts it there, as a user's first prediction does).
 * ``train_images_per_s``: training steps of the model's architecture (its ``moleseg.json``) at 256 px,
   batch 8 (quick: its own size, batch 2), random weights and a synthetic batch.
 * ``peak_rss_mib``: the maximum resident memory of this process (and of the cold-start child).
@@ -361,6 +363,14 @@ def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
     return seconds
 
 
+def cached_inference_graph(model: str) -> bool:
+    """True when ``model`` is a ``.keras`` file whose inference graph is in the per-machine cache
+    (:mod:`moleseg.network.model.compiled`): its cold start then skips rebuilding the Keras model."""
+    from moleseg.network.model.compiled import cached_entry
+
+    return Path(model).suffix == ".keras" and Path(model).is_file() and cached_entry(model) is not None
+
+
 def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, Any]:
     """Training images/s of the model's architecture on a synthetic batch (median step after warm-up)."""
     import keras
@@ -420,6 +430,7 @@ def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
         echo(f"cold start ({Path(cold_model).name}) ...")
         result["cold_start_s"] = cold_start_seconds(cold_model, files[0], scratch)
         result["cold_start_model"] = cold_model
+        result["cold_start_cached_graph"] = cached_inference_graph(cold_model)
     echo("training ...")
     result["train"] = bench_training(segmenter.info, settings)
     result["train_images_per_s"] = result["train"]["images_per_s"]
@@ -472,7 +483,8 @@ def format_report(result: dict[str, Any]) -> str:
         ("end_to_end_ms", f"{result['end_to_end_ms']:.1f}", "ms",
          ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())),
         ("predict_images_per_s", f"{result['predict_images_per_s']:.2f}", "img/s", result["images"]),
-        ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"),
+        ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"
+         + (", cached inference graph" if result.get("cold_start_cached_graph") else "")),
         ("train_images_per_s", f"{result['train_images_per_s']:.2f}", "img/s",
          f"{result['train']['architecture']} {result['train']['input_size']}² batch {result['train']['batch']}"),
         ("peak_rss_mib", f"{result['peak_rss_mib']:.0f}", "MiB", f"cold-start child {result['cold_start_peak_rss_mib']:.0f}"),

@@ -6,6 +6,7 @@ test-time augmentation, averaged), and the probabilities are resized back to the
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
-from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.modelinfo import ModelInfo, read_model_info
 from moleseg.core.resize import resize_image, resize_probabilities
 
 
@@ -64,14 +65,17 @@ class KerasSegmenter:
         nuclei keep their size whatever the image size.
     """
 
-    def __init__(self, model: keras.Model, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
-                 batch_size: int = 8) -> None:
-        self.model = model
+    def __init__(self, model: keras.Model | None, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
+                 batch_size: int = 8, source: str | Path | None = None) -> None:
+        if model is None and source is None:
+            raise ValueError("a KerasSegmenter needs a model or the .keras file it comes from")
+        self._model = model
+        self.source = None if source is None else Path(source)
         self.info = dict(info)
         record = ModelInfo.from_dict(info)
-        self.n_classes = record.n_classes or int(model.output_shape[-1])
+        self.n_classes = record.n_classes or int(self.model.output_shape[-1])
         self.class_names = record.class_names or class_names(self.n_classes)
-        self.input_size = record.input_size or int(model.input_shape[1])
+        self.input_size = record.input_size or int(self.model.input_shape[1])
         self.info.setdefault("input_size", self.input_size)
         self.name = record.name
         self.cleanup_defaults = CleanupSettings.from_dict(record.cleanup)
@@ -86,30 +90,71 @@ class KerasSegmenter:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
-        from moleseg.network.model.io import load_model_and_info
+        """The segmenter of a moleseg ``.keras`` file. When its inference graph is cached already
+        (:mod:`moleseg.network.model.compiled`) and ``moleseg.json`` gives the classes and input size, the
+        Keras model is only loaded if :attr:`model` is asked for; otherwise it is loaded now, so a damaged
+        file is reported here (:class:`moleseg.core.modelinfo.ModelFileError`)."""
+        from moleseg.network.model.compiled import cached_entry
+        from moleseg.network.model.io import check_keras_file, load_model_and_info
 
-        model, info = load_model_and_info(path)
+        record = ModelInfo.from_dict(read_model_info(check_keras_file(path)))
+        model = None
+        if not (record.n_classes and record.input_size and cached_entry(path) is not None):
+            model, info = load_model_and_info(path)
+        else:
+            info = read_model_info(path)
         info.setdefault("name", Path(path).stem)
         info["path"] = str(path)
-        return cls(model, info, **kwargs)
+        return cls(model, info, source=path, **kwargs)
+
+    @property
+    def model(self) -> keras.Model:
+        """The Keras network (loaded from :attr:`source` on first use when the segmenter was made without it)."""
+        if self._model is None:
+            from moleseg.network.model.io import load_keras_model
+
+            self._model = load_keras_model(self.source)
+        return self._model
 
     def inference_function(self):
         """The compiled prediction function: BatchNormalization folded into the convolutions
         (:func:`moleseg.network.model.inference.fold_batchnorm`, same outputs within 1e-5) and a fixed
-        input signature ``(None, S, S, 3)`` float32, so no batch size or call traces the graph again."""
+        input signature ``(None, S, S, 3)`` float32, so no batch size or call traces the graph again.
+
+        For a segmenter read from a file, the function is loaded from the per-machine cache of
+        :mod:`moleseg.network.model.compiled` when it is there, and saved into it otherwise (a cache that
+        cannot be written only costs the next process its start-up time)."""
         if self._predict_fn is None:
+            from moleseg.network.model import compiled
+
+            entry = compiled.cached_entry(self.source) if self.source is not None else None
+            if entry is not None:
+                try:
+                    self._predict_fn = compiled.load_cached_function(entry)
+                    return self._predict_fn
+                except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
+                    warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
+                                  "rebuilding it from the model file", stacklevel=2)
+                    compiled.discard(entry)
             import tensorflow as tf
 
             from moleseg.network.model.inference import fold_batchnorm
 
             model = fold_batchnorm(self.model)
-            signature = [tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32)]
+            input_shape = tuple(self.model.input_shape[1:])
+            signature = [tf.TensorSpec((None, *input_shape), tf.float32)]
 
             @tf.function(input_signature=signature)
             def predict(x):
                 return model(x, training=False)
 
             self._predict_fn = predict
+            if self.source is not None and compiled.cache_enabled():
+                try:
+                    compiled.save_cached_function(self.source, model, input_shape)
+                except Exception as error:  # noqa: BLE001 -- a cache that cannot be written only costs time
+                    warnings.warn(f"inference cache not written ({type(error).__name__}: {error}); the next "
+                                  "start will be slower", stacklevel=2)
         return self._predict_fn
 
     def _network(self, batch: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from moleseg import __version__
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core import options
-from moleseg.core.config import class_names
+from moleseg.core.config import cache_dir, class_names
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      current_role, epoch_shard, write_seen)
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
@@ -51,7 +51,7 @@ CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
 SMALL_DATASET_PAIRS = 20
 #: Training images whose batch statistics replace unconverged BatchNorm moving statistics at the end.
 BATCHNORM_REESTIMATE_IMAGES = 32
-DEFAULT_CACHE_DIR = Path(os.environ.get("MOLESEG_CACHE", Path.home() / ".cache" / "moleseg"))
+DEFAULT_CACHE_DIR = cache_dir()
 
 
 class TrainingError(RuntimeError):

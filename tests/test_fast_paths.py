@@ -1,0 +1,177 @@
+"""The fast paths of issue 11 (measurements, colours, labels, overlay) give the values of the plain
+formulas they replaced: pinned on a real PH2 lesion and compared with the reference computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from moleseg.core.cleanup import CleanupSettings, border_band
+from moleseg.core.colour import COLOUR_NAMES, classify_colours, lesion_colours, packed_rgb, unpacked_rgb
+from moleseg.core.imageio import read_image, read_mask
+from moleseg.core.measure import euclidean_distances, measure_lesion, measurements_row
+from moleseg.core.render import blend, overlay
+from moleseg.engine.segmenter import class_argmax, labels_from_probabilities
+
+#: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as computed
+#: before the fast paths (regionprops / scipy distance transforms / per-row unique colours), 2026-11-30.
+IMD004_ROW: dict[str, float] = {
+    "area_px": 85382.0, "area_mm2": 8.5382, "perimeter_px": 1241.7616987549554, "perimeter_mm": 12.417616987549554,
+    "equivalent_diameter_px": 329.7146323846997, "equivalent_diameter_mm": 3.2971463238469974,
+    "major_axis_px": 347.66581999089016, "major_axis_mm": 3.4766581999089015,
+    "minor_axis_px": 320.73221734823034, "minor_axis_mm": 3.2073221734823036,
+    "compactness": 1.4371441547985415, "asymmetry_major": 0.20734434214808362,
+    "asymmetry_minor": 0.10757228187993839, "fractal_dimension": 1.0006005362691572,
+    "border_width_mean_px": 8.743440827128929, "border_width_mean_mm": 0.08743440827128929,
+    "border_width_std_px": 1.0410359143238384, "border_width_std_mm": 0.010410359143238384,
+    "n_components": 1.0, "colour_white_percent": 3.8111077276240892, "colour_red_percent": 0.06207397343702419,
+    "colour_light_brown_percent": 27.045513105806844, "colour_dark_brown_percent": 68.87985758122322,
+    "colour_blue_grey_percent": 0.20144761190883323, "colour_black_percent": 0.0, "colour_count": 2.0,
+    "colour_variegation": 0.4197303932895798,
+}
+
+
+def test_measurements_of_a_real_lesion_are_unchanged(require_shared):
+    folder = require_shared("moles/ph2")
+    image = read_image(folder / "images" / "IMD004.jpg")
+    lesion = read_mask(folder / "masks" / "IMD004_lesion.png")
+    band = border_band(lesion, CleanupSettings(border_width_px=10, shape="diamond"))
+    row = measurements_row(measure_lesion(lesion, border=band, image=image, pixel_size_mm=0.01))
+    assert row.keys() == IMD004_ROW.keys()
+    for column, value in IMD004_ROW.items():
+        assert row[column] == pytest.approx(value, rel=1e-12, abs=1e-12), column
+
+
+def random_blobs(seed: int, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
+    """A few overlapping disks with pin holes, some touching the frame."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, bool)
+    for _ in range(5):
+        centre = rng.integers(0, shape)
+        mask |= np.hypot(rows - centre[0], cols - centre[1]) < rng.integers(5, 60)
+    mask[rng.random(shape) < 0.01] = False
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_euclidean_distances_equal_scipy_exactly(seed):
+    mask = random_blobs(seed)
+    np.testing.assert_array_equal(euclidean_distances(mask), ndimage.distance_transform_edt(mask))
+
+
+def test_packed_colours_round_trip():
+    pixels = np.random.default_rng(0).integers(0, 256, (500, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(unpacked_rgb(packed_rgb(pixels)), pixels)
+    assert packed_rgb(np.array([[1, 2, 3]], np.uint8))[0] == 65536 + 2 * 256 + 3
+
+
+def test_lesion_colours_equal_classifying_every_pixel():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (60, 80, 3)).astype(np.uint8)
+    image[:30] = image[0, 0]  # many repeated colours, as in real lesions
+    lesion = random_blobs(2, (60, 80))
+    counts = np.bincount(classify_colours(image[lesion]), minlength=len(COLOUR_NAMES))
+    shares = lesion_colours(image, lesion).shares
+    for name, count in zip(COLOUR_NAMES, counts):
+        assert shares[name] == pytest.approx(count / lesion.sum(), rel=1e-15, abs=0.0)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 4])
+def test_labels_equal_numpy_argmax_with_ties(classes):
+    rng = np.random.default_rng(classes)
+    probabilities = rng.random((40, 50, classes)).astype(np.float32)
+    probabilities[::3, ::2, -1] = probabilities[::3, ::2, 0]  # ties go to the first class
+    probabilities[1::4, :, 1] = probabilities[1::4, :, -1]
+    np.testing.assert_array_equal(class_argmax(probabilities, 0), np.argmax(probabilities, axis=-1))
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities), np.argmax(probabilities, axis=-1))
+    expected = np.where(1.0 - probabilities[..., 0] >= 0.4, 1 + np.argmax(probabilities[..., 1:], axis=-1), 0)
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.4), expected)
+
+
+def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int, int], opacity: float) -> np.ndarray:
+    result = image.copy()
+    mixed = (1.0 - opacity) * image[where].astype(np.float64) + opacity * np.asarray(color, np.float64)
+    result[where] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return result
+
+
+@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.5, 1.0])
+def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (120, 160, 3)).astype(np.uint8)
+    lesion = random_blobs(4)
+    border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
+    np.testing.assert_array_equal(blend(image, lesion, (10, 200, 30), opacity),
+                                  reference_blend(image, lesion, (10, 200, 30), opacity))
+    expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border, (255, 0, 0), 0.8)
+    np.testing.assert_array_equal(
+        overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 0),
+                border_opacity=0.8),
+        expected,
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_edge_outline_share_equals_the_scipy_erosion_formula(seed):
+    from moleseg.core.measure import edge_outline_share
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(1, 30, 2))) < rng.random()
+        if not mask.any():
+            assert edge_outline_share(mask) == 0.0
+            continue
+        outline = mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1),
+                                                 border_value=0)
+        frame = np.zeros_like(mask)
+        frame[[0, -1], :] = frame[:, [0, -1]] = True
+        assert edge_outline_share(mask) == (outline & frame).sum() / outline.sum()
+
+
+def full_canvas_asymmetry(lesion: np.ndarray) -> tuple[float, float]:
+    """The asymmetry as first written: the lesion's box padded by its reach on all four sides."""
+    import cv2
+
+    rows, cols = np.nonzero(lesion)
+    crop = lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    rows, cols = np.nonzero(crop)
+    points = np.stack([cols, rows], axis=1).astype(np.float64)
+    centroid = points.mean(axis=0)
+    vectors = np.linalg.eigh((points - centroid).T @ (points - centroid) / len(points))[1]
+    pad = int(np.ceil(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))) + 2
+    canvas = np.pad(crop, pad)
+    values = []
+    for ux, uy in (vectors[:, 1], vectors[:, 0]):
+        reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
+        centre = centroid + pad
+        matrix = np.hstack([reflection, (centre - reflection @ centre)[:, None]])
+        mirrored = cv2.warpAffine(canvas.astype(np.uint8) * 255, matrix, canvas.shape[::-1],
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0) >= 128
+        values.append(1.0 - np.count_nonzero(canvas & mirrored) / np.count_nonzero(canvas | mirrored))
+    return values[0], values[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
+    from moleseg.core.measure import asymmetry
+
+    for index in range(15):
+        lesion = random_blobs(10 * seed + index, (70, 90))
+        assert asymmetry(lesion) == full_canvas_asymmetry(lesion)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ellipse_axes_equal_regionprops(seed):
+    from skimage.measure import regionprops
+
+    from moleseg.core.measure import ellipse_axes
+
+    for index in range(15):
+        lesion = random_blobs(100 + 10 * seed + index, (70, 90))
+        region = regionprops(lesion.astype(np.uint8))[0]
+        major, minor = ellipse_axes(*np.nonzero(lesion))
+        assert major == pytest.approx(region.axis_major_length, rel=1e-12, abs=1e-12)
+        assert minor == pytest.approx(region.axis_minor_length, rel=1e-12, abs=1e-12)

@@ -1,0 +1,94 @@
+"""The per-machine cache of inference graphs (moleseg.network.model.compiled): a second process loads the
+cached graph instead of rebuilding the Keras model, with the same probabilities."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from moleseg.core.modelinfo import read_model_info, write_model_info  # noqa: E402
+from moleseg.network.model import compiled  # noqa: E402
+from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.model.io import save_model  # noqa: E402
+from moleseg.network.predict import KerasSegmenter  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    """The inference cache turned on, in a temporary folder."""
+    monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(compiled.CACHE_ENV, "1")
+    return tmp_path / "cache" / "inference"
+
+
+def tiny_model_file(folder, seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    config = ModelConfig(backbone="mobilenetv2", input_size=SIZE, decoder_width=8, aspp_rates=(1, 2, 3))
+    path = folder / f"tiny{seed}.keras"
+    save_model(build_model(config, weights="none"), path, {"name": "tiny", "n_classes": 3, "input_size": SIZE})
+    return path
+
+
+def test_second_load_uses_the_cached_graph_without_keras(cache, tmp_path):
+    path = tiny_model_file(tmp_path)
+    batch = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    first = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    assert first._model is not None and compiled.cached_entry(path) is None
+    expected = first.predict_network(batch)
+    entry = compiled.cached_entry(path)
+    assert entry is not None and entry.parent == cache
+
+    second = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    assert second._model is None  # the Keras model is not rebuilt
+    np.testing.assert_allclose(second.predict_network(batch), expected, atol=1e-6)
+    assert second._model is None
+    assert second.model.output_shape[-1] == 3  # still there when asked for
+
+
+def test_the_key_ignores_moleseg_json_but_not_the_weights(cache, tmp_path):
+    path = tiny_model_file(tmp_path, seed=0)
+    digest = compiled.network_digest(path)
+    write_model_info(path, {**read_model_info(path), "lesion_threshold": 0.4})  # as calibration does
+    assert compiled.network_digest(path) == digest
+    assert compiled.network_digest(tiny_model_file(tmp_path, seed=1)) != digest
+
+
+def test_turned_off_nothing_is_written(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(compiled.CACHE_ENV, "0")
+    path = tiny_model_file(tmp_path)
+    KerasSegmenter.from_file(path).predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_prune_keeps_the_most_recently_used(tmp_path):
+    for index in range(5):
+        entry = tmp_path / f"entry{index}"
+        entry.mkdir()
+        (entry / compiled.COMPLETE_MARKER).write_text("x")
+        os.utime(entry / compiled.COMPLETE_MARKER, (1000 + index, 1000 + index))
+    (tmp_path / "not-an-entry").mkdir()
+    removed = compiled.prune(tmp_path, keep=2)
+    assert sorted(path.name for path in removed) == ["entry0", "entry1", "entry2"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["entry3", "entry4", "not-an-entry"]
+
+
+def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
+    path = tiny_model_file(tmp_path)
+    batch = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    expected = KerasSegmenter.from_file(path).predict_network(batch)
+    entry = compiled.cached_entry(path)
+    (entry / "saved_model.pb").write_bytes(b"truncated")
+    segmenter = KerasSegmenter.from_file(path)
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        np.testing.assert_allclose(segmenter.predict_network(batch), expected, atol=1e-6)
+    assert compiled.cached_entry(path) is not None  # written again
+    np.testing.assert_allclose(KerasSegmenter.from_file(path).predict_network(batch), expected, atol=1e-6)
