@@ -10,7 +10,7 @@ from typing import Callable
 import pytest
 from hypothesis import settings
 
-from moleseg.network.model.compiled import CACHE_ENV
+from moleseg.network.compiled import CACHE_ENV
 
 # Tests load many small throw-away models: none of them is written to the per-machine inference cache
 # (tests/test_inference_cache.py turns it on for itself, in a temporary folder).

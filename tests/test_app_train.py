@@ -195,9 +195,9 @@ def test_a_runner_that_died_silently_is_reported(tmp_path):
 def test_choices_of_the_app_and_the_training_modules_are_the_schema_s():
     from moleseg.core import options
     from moleseg.network.data import AUGMENTATIONS
-    from moleseg.network.model.backbones import BACKBONES
-    from moleseg.network.model.build import ARCHITECTURES, ModelConfig
-    from moleseg.network.model.losses import LOSSES
+    from moleseg.network.backbones import BACKBONES
+    from moleseg.network.build import ARCHITECTURES, ModelConfig
+    from moleseg.network.losses import LOSSES
     from moleseg.network.train import SCHEDULES, SOLVERS, TrainConfig
 
     for name, network in (("SOLVERS", SOLVERS), ("SCHEDULES", SCHEDULES), ("LOSSES", LOSSES),

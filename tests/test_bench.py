@@ -17,8 +17,8 @@ import keras  # noqa: E402
 
 from moleseg.cli import main  # noqa: E402
 from moleseg.network.bench import TOP_LAYERS, layer_cost  # noqa: E402
-from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.model.io import save_model  # noqa: E402
+from moleseg.network.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.io import save_model  # noqa: E402
 
 SIZE = 32
 

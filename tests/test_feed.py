@@ -152,8 +152,8 @@ import keras
 from moleseg.core.pairing import pair_folders
 from moleseg.network.data import AugmentConfig, TargetConfig
 from moleseg.network.feed import PairFeed
-from moleseg.network.model.build import ModelConfig, build_model
-from moleseg.network.model.losses import SegmentationLoss
+from moleseg.network.build import ModelConfig, build_model
+from moleseg.network.losses import SegmentationLoss
 keras.utils.set_random_seed(0)
 pairs = pair_folders(sys.argv[1], sys.argv[2]).pairs
 feed = PairFeed(pairs, TargetConfig(input_size=32, n_classes=3, border_width_px=2), batch_size=4, shuffle=True,

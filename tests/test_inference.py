@@ -1,4 +1,4 @@
-"""Tests of moleseg.network.model.inference (BatchNormalization folded for prediction) and of the
+"""Tests of moleseg.network.inference (BatchNormalization folded for prediction) and of the
 prediction function of moleseg.network.predict (one trace for every batch size)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ pytest.importorskip("tensorflow")
 
 import keras  # noqa: E402
 
-from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.model.inference import fold_batchnorm, foldable_pairs  # noqa: E402
+from moleseg.network.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.inference import fold_batchnorm, foldable_pairs  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
 
 SIZE = 64

@@ -1,4 +1,4 @@
-"""The per-machine cache of inference graphs (moleseg.network.model.compiled): a second process loads the
+"""The per-machine cache of inference graphs (moleseg.network.compiled): a second process loads the
 cached graph instead of rebuilding the Keras model, with the same probabilities."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from moleseg.core.modelinfo import read_model_info, write_model_info  # noqa: E402
-from moleseg.network.model import compiled  # noqa: E402
-from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.model.io import save_model  # noqa: E402
+from moleseg.network import compiled  # noqa: E402
+from moleseg.network.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.io import save_model  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
 
 SIZE = 32

@@ -1,4 +1,4 @@
-"""Tests of moleseg.network.model: every backbone and architecture builds at 64 px, the documented encoder taps,
+"""Tests of moleseg.network (build, backbones, deeplab): every backbone and architecture builds at 64 px, the documented encoder taps,
 configuration errors, transfer learning, and save -> load round trips.
 
 Networks are called eagerly (``model(x, training=False)``) rather than through ``model.predict``, which
@@ -20,15 +20,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from moleseg.network.model import backbones  # noqa: E402
-from moleseg.network.model.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
-from moleseg.network.model.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
+from moleseg.network import backbones  # noqa: E402
+from moleseg.network.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
+from moleseg.network.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
 from moleseg.core.modelinfo import ModelFileError, read_model_info  # noqa: E402
 
 SIZE = 64
 BACKBONES = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
 
-#: The taps named in the moleseg.network.model.backbones docstring: (layer, channels) at stride 4 and 16.
+#: The taps named in the moleseg.network.backbones docstring: (layer, channels) at stride 4 and 16.
 NAMED_TAPS = {
     "mobilenetv2": (("features_3_out", 24), ("features_17_out", 320)),
     "resnet18": (("conv2_block2_out", 64), ("conv4_block2_out", 256)),
@@ -187,7 +187,7 @@ def test_segmentation_models_architectures_build(architecture):
     _require_segmentation_models()
     model = build_model(ModelConfig(architecture=architecture, backbone="mobilenetv2", input_size=SIZE),
                         weights="none")
-    assert os.environ["SM_FRAMEWORK"] == "tf.keras"  # set by moleseg.network.model.build before the import
+    assert os.environ["SM_FRAMEWORK"] == "tf.keras"  # set by moleseg.network.build before the import
     probabilities = _predict(model, _images())
     assert probabilities.shape == (1, SIZE, SIZE, 3)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)

@@ -400,7 +400,7 @@ def test_resume_with_a_truncated_last_keras_says_it_is_damaged(tmp_path, capsys)
     pytest.importorskip("tensorflow")
     import json
 
-    from moleseg.network.model.build import ModelConfig
+    from moleseg.network.build import ModelConfig
     from moleseg.network.train import TrainConfig
 
     images, masks = lesion_dataset(tmp_path / "set", n=4, size=48)
@@ -442,7 +442,7 @@ def test_weights_that_are_not_a_model_and_a_2_class_model_for_3_classes_are_refu
     import json
 
     from moleseg.core.modelinfo import ModelFileError
-    from moleseg.network.model.build import ModelConfig, build_model
+    from moleseg.network.build import ModelConfig, build_model
 
     (tmp_path / "notmodel.keras").write_text("hello")
     with pytest.raises(ModelFileError, match=r"^notmodel\.keras: damaged or not a moleseg/Keras model file"):

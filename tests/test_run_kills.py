@@ -128,7 +128,7 @@ def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stra
     assert state["status"] == "done" and state["epoch"] == EPOCHS and 1 <= state["best_epoch"] <= EPOCHS
     assert "resuming after epoch" in files.log.read_text()
 
-    from moleseg.network.model.io import load_keras_model
+    from moleseg.network.io import load_keras_model
 
     for path in (files.model, files.last):
         model = load_keras_model(path)

@@ -25,8 +25,8 @@ import keras  # noqa: E402
 
 from synthetic import lesion_dataset  # noqa: E402
 from moleseg.network.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
-from moleseg.network.model.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.model.losses import SegmentationLoss  # noqa: E402
+from moleseg.network.build import ModelConfig, build_model  # noqa: E402
+from moleseg.network.losses import SegmentationLoss  # noqa: E402
 from moleseg.core.modelinfo import read_model_info  # noqa: E402
 from moleseg.core.pairing import pair_folders  # noqa: E402
 from moleseg.engine.runs import read_history, read_json  # noqa: E402
@@ -405,7 +405,7 @@ def test_batchnorm_check_passes_with_converged_statistics(tmp_path):
 def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path):
     """A tiny dataset's model with lagging moving statistics ends usable: the end-of-training check replaces
     them by the training images' statistics and stores the model again (no failure after the run)."""
-    from moleseg.network.model.io import load_keras_model, save_model
+    from moleseg.network.io import load_keras_model, save_model
 
     model = _grey_threshold_model(32)
     bn = model.get_layer("bn")
@@ -458,7 +458,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
 
-    from moleseg.network.model.build import ModelConfig
+    from moleseg.network.build import ModelConfig
     from moleseg.network.train import TrainConfig, train
 
     images, masks, cache, run = sys.argv[1:5]
@@ -509,7 +509,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
     assert read_json(run / "state.json")["status"] == "done"
     history = read_history(run / "history.csv")
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
-    from moleseg.network.model.io import load_keras_model
+    from moleseg.network.io import load_keras_model
 
     model = load_keras_model(run / "model.keras")
     assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"

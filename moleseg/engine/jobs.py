@@ -95,7 +95,7 @@ SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
 
 #: ``moleseg.network.train.TrainConfig`` defaults (``model`` as a dictionary), from :mod:`moleseg.core.options`.
 TRAIN_DEFAULTS: dict[str, Any] = options.defaults()
-#: ``moleseg.network.model.build.ModelConfig`` defaults.
+#: ``moleseg.network.build.ModelConfig`` defaults.
 MODEL_DEFAULTS: dict[str, Any] = TRAIN_DEFAULTS["model"]
 
 

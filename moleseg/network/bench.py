@@ -214,7 +214,7 @@ def bench_network(segmenter: Any, peak_gflops: float, bandwidth_gbps: float, set
     """Network FLOPs, batch-1 ms (folded and as loaded), roofline floor, top layers (see the module doc)."""
     import tensorflow as tf
 
-    from moleseg.network.model.inference import fold_batchnorm
+    from moleseg.network.inference import fold_batchnorm
 
     size = segmenter.input_size
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
@@ -365,8 +365,8 @@ def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
 
 def cached_inference_graph(model: str) -> bool:
     """True when ``model`` is a ``.keras`` file whose inference graph is in the per-machine cache
-    (:mod:`moleseg.network.model.compiled`): its cold start then skips rebuilding the Keras model."""
-    from moleseg.network.model.compiled import cached_entry
+    (:mod:`moleseg.network.compiled`): its cold start then skips rebuilding the Keras model."""
+    from moleseg.network.compiled import cached_entry
 
     return Path(model).suffix == ".keras" and Path(model).is_file() and cached_entry(model) is not None
 
@@ -375,8 +375,8 @@ def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, A
     """Training images/s of the model's architecture on a synthetic batch (median step after warm-up)."""
     import keras
 
-    from moleseg.network.model.build import ModelConfig, build_model
-    from moleseg.network.model.losses import SegmentationLoss
+    from moleseg.network.build import ModelConfig, build_model
+    from moleseg.network.losses import SegmentationLoss
 
     config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
     model = build_model(config, weights="none")

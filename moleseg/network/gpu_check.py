@@ -125,8 +125,8 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
 
     from moleseg.network.data import ExampleCache, make_dataset
     from moleseg.network.feed import PairFeed
-    from moleseg.network.model.build import ModelConfig, build_model
-    from moleseg.network.model.losses import SegmentationLoss
+    from moleseg.network.build import ModelConfig, build_model
+    from moleseg.network.losses import SegmentationLoss
     from moleseg.network.train import TrainConfig, make_optimizer
 
     if keras.backend.backend() != backend:

@@ -91,11 +91,11 @@ class KerasSegmenter:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
         """The segmenter of a moleseg ``.keras`` file. When its inference graph is cached already
-        (:mod:`moleseg.network.model.compiled`) and ``moleseg.json`` gives the classes and input size, the
+        (:mod:`moleseg.network.compiled`) and ``moleseg.json`` gives the classes and input size, the
         Keras model is only loaded if :attr:`model` is asked for; otherwise it is loaded now, so a damaged
         file is reported here (:class:`moleseg.core.modelinfo.ModelFileError`)."""
-        from moleseg.network.model.compiled import cached_entry
-        from moleseg.network.model.io import check_keras_file, load_model_and_info
+        from moleseg.network.compiled import cached_entry
+        from moleseg.network.io import check_keras_file, load_model_and_info
 
         record = ModelInfo.from_dict(read_model_info(check_keras_file(path)))
         model = None
@@ -111,21 +111,21 @@ class KerasSegmenter:
     def model(self) -> keras.Model:
         """The Keras network (loaded from :attr:`source` on first use when the segmenter was made without it)."""
         if self._model is None:
-            from moleseg.network.model.io import load_keras_model
+            from moleseg.network.io import load_keras_model
 
             self._model = load_keras_model(self.source)
         return self._model
 
     def inference_function(self):
         """The compiled prediction function: BatchNormalization folded into the convolutions
-        (:func:`moleseg.network.model.inference.fold_batchnorm`, same outputs within 1e-5) and a fixed
+        (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) and a fixed
         input signature ``(None, S, S, 3)`` float32, so no batch size or call traces the graph again.
 
         For a segmenter read from a file, the function is loaded from the per-machine cache of
-        :mod:`moleseg.network.model.compiled` when it is there, and saved into it otherwise (a cache that
+        :mod:`moleseg.network.compiled` when it is there, and saved into it otherwise (a cache that
         cannot be written only costs the next process its start-up time)."""
         if self._predict_fn is None:
-            from moleseg.network.model import compiled
+            from moleseg.network import compiled
 
             entry = compiled.cached_entry(self.source) if self.source is not None else None
             if entry is not None:
@@ -138,7 +138,7 @@ class KerasSegmenter:
                     compiled.discard(entry)
             import tensorflow as tf
 
-            from moleseg.network.model.inference import fold_batchnorm
+            from moleseg.network.inference import fold_batchnorm
 
             model = fold_batchnorm(self.model)
             input_shape = tuple(self.model.input_shape[1:])

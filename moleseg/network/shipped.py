@@ -187,7 +187,7 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     target = MODELS_DIR / f"{name}.keras"
     # the run's best model carries its optimizer state (for resuming); the shipped file needs only the network
-    from moleseg.network.model.io import load_model_and_info, save_model
+    from moleseg.network.io import load_model_and_info, save_model
 
     network, info = load_model_and_info(RunFiles(run_dir).model)
     save_model(network, target, info)

@@ -31,9 +31,9 @@ from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, cla
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.engine.overlap import file_sha256
 from moleseg.core.metrics import scores
-from moleseg.network.model.build import ModelConfig, build_model, count_parameters
-from moleseg.network.model.io import load_keras_model, save_model
-from moleseg.network.model.losses import SegmentationLoss
+from moleseg.network.build import ModelConfig, build_model, count_parameters
+from moleseg.network.io import load_keras_model, save_model
+from moleseg.network.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter
 from moleseg.engine.runs import RunFiles, RunLog, read_json, write_history, write_json

@@ -27,7 +27,7 @@ import keras
 from keras import layers
 
 from moleseg.core import options
-from moleseg.network.model import mobilenetv2
+from moleseg.network import mobilenetv2
 
 BACKBONES: tuple[str, ...] = options.BACKBONES
 

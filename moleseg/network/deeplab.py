@@ -75,6 +75,6 @@ def deeplabv3plus_head(inputs, low, high, *, n_classes: int, decoder_width: int 
 
 
 def build_deeplabv3plus(encoder_inputs, taps: dict, *, n_classes: int, **head_options) -> keras.Model:
-    """A DeepLabV3+ ``keras.Model`` from an encoder's input and taps (see :mod:`moleseg.network.model.backbones`)."""
+    """A DeepLabV3+ ``keras.Model`` from an encoder's input and taps (see :mod:`moleseg.network.backbones`)."""
     outputs = deeplabv3plus_head(encoder_inputs, taps["low"], taps["high"], n_classes=n_classes, **head_options)
     return keras.Model(encoder_inputs, outputs, name="deeplabv3plus")

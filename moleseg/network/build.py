@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from moleseg.core import options
-from moleseg.network.model import backbones, deeplab, mobilenetv2
+from moleseg.network import backbones, deeplab, mobilenetv2
 
 ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
 #: segmentation-models backbone names for our backbone names.
@@ -147,7 +147,7 @@ def transfer_weights(target: keras.Model, source_path: str | Path, *, n_classes:
         raise FileNotFoundError(f"{source_path}: weights file not found")
     if source_path.suffix == ".keras":
         from moleseg.core.modelinfo import ModelFileError, read_model_info
-        from moleseg.network.model.io import check_keras_file, load_keras_model
+        from moleseg.network.io import check_keras_file, load_keras_model
 
         check_keras_file(source_path)
         try:

@@ -1,7 +1,7 @@
 """A per-machine cache of the inference graph of a ``.keras`` file, so that a new process starts fast.
 
 Loading a ``.keras`` file rebuilds every Keras layer from its config (about 1 s of CPU for the shipped
-dermoscopy model), folding its BatchNormalization (:func:`moleseg.network.model.inference.fold_batchnorm`)
+dermoscopy model), folding its BatchNormalization (:func:`moleseg.network.inference.fold_batchnorm`)
 and tracing the prediction function cost about 1 s more: together most of ``moleseg predict``'s start-up
 after importing TensorFlow. The first time a network is predicted with, its folded prediction function
 (fixed input signature ``(None, S, S, 3)`` float32) is saved as a TensorFlow SavedModel under

@@ -145,7 +145,7 @@ def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) ->
     Layers are matched by name (``features_<i>_...``, ``classifier``); layers missing from the model
     (e.g. the classifier of an encoder) are skipped. Returns the number of layers filled.
     """
-    from moleseg.network.model.torch_pickle import load_state_dict
+    from moleseg.network.torch_pickle import load_state_dict
 
     state = load_state_dict(path or imagenet_weights_path())
     by_name = {layer.name: layer for layer in model.layers}
