@@ -277,7 +277,7 @@ with st.expander("Augmentation"):
                      help=hint("scale_range"))
     colour = b.slider("Colour jitter strength", low("colour"), float(options.option("colour").high), defaults["colour"],
                       0.05, key=key("colour"), help=hint("colour"))
-    hard_cases = a.slider("Hard-case share (zoom_in, pink, vignette)", low("hard_case_share"),
+    hard_cases = a.slider(f"Hard-case share ({', '.join(options.HARD_CASES)})", low("hard_case_share"),
                           float(options.option("hard_case_share").high), defaults["hard_case_share"], 0.05,
                           key=key("hard_case_share"), help=hint("hard_case_share"))
 
