@@ -55,9 +55,15 @@ def test_the_configuration_starts_from_the_model_and_trains_on_the_corrections(t
 
 @pytest.mark.slow
 def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(require_shared, tmp_path):
-    """A model trained briefly on the seed moles (64 px, two epochs) meets PH2: 12 PH2 images, 8 "corrected"
-    (their true masks saved as corrections), 4 held back. Fine-tuned on the 8, it scores higher on the 4.
-    (The shipped model was trained on all of PH2, so it has nothing left to learn from these images.)"""
+    """A model trained briefly on the seed moles (64 px, two epochs) meets PH2: 32 PH2 images, 24 "corrected"
+    (their true masks saved as corrections), 8 held back. Fine-tuned on the 24, it scores higher on the 8.
+    (The shipped model was trained on all of PH2, so it has nothing left to learn from these images.)
+
+    The two-epoch base is on the steep part of its learning curve, so its held-back FM depends on the
+    machine's float rounding and the load (measured 0.41-0.68 across runs and machines); with 8
+    corrections the fine-tuned FM did too (0.68-0.82), and one CI run saw only +0.03. With 24 corrections
+    the fine-tuned model reached 0.76-0.83 from bases at 0.47-0.62 (three seeds, this machine under load),
+    so the margins below hold with room on either side."""
     from moleseg.core import options
     from moleseg.core.imageio import read_image, read_mask
     from moleseg.core.pairing import pair_folders
@@ -73,8 +79,8 @@ def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(req
     train(TrainConfig.from_dict(base), tmp_path / "base")
     model = tmp_path / "base" / "model.keras"
     corrections, held = tmp_path / "corrections", tmp_path / "held"
-    for index, pair in enumerate(pair_folders(ph2 / "images", ph2 / "masks").pairs[:12]):
-        save_pair(corrections if index < 8 else held, Path(pair.image).stem, read_image(pair.image),
+    for index, pair in enumerate(pair_folders(ph2 / "images", ph2 / "masks").pairs[:32]):
+        save_pair(corrections if index < 24 else held, Path(pair.image).stem, read_image(pair.image),
                   read_mask(pair.mask) > 0, {"status": "corrected by hand"})
     held_pairs = pair_folders(held / "images", held / "masks").pairs
     before, _, _ = evaluate_pairs(load_segmenter(model), held_pairs, with_hd95=False)
@@ -84,5 +90,6 @@ def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(req
     train(TrainConfig.from_dict(config), tmp_path / "run")
     after, _, _ = evaluate_pairs(load_segmenter(tmp_path / "run" / "model.keras"), held_pairs, with_hd95=False)
     print(f"held-back FM before {before['fm']['mean']:.4f}, after {after['fm']['mean']:.4f}")
-    assert after["n"] == before["n"] == 4
-    assert after["fm"]["mean"] > before["fm"]["mean"] + 0.1  # measured here: 0.407 -> 0.784
+    assert after["n"] == before["n"] == 8
+    assert after["fm"]["mean"] > 0.7  # measured: 0.76-0.83
+    assert after["fm"]["mean"] > before["fm"]["mean"] + 0.05  # measured: +0.21 to +0.32

@@ -76,3 +76,21 @@ def test_prediction_is_traced_once_for_every_batch_size(network):
         batch = rng.uniform(0, 255, (count, SIZE, SIZE, 3)).astype(np.float32)
         np.testing.assert_allclose(segmenter.predict_network(batch), network(batch, training=False).numpy(), atol=1e-4)
     assert segmenter.inference_function().experimental_get_tracing_count() == 1
+
+
+def test_the_live_prediction_function_follows_new_weights_without_a_new_trace():
+    """Training's validation passes predict with one function for every epoch: after the weights change it
+    gives the model's new probabilities, and it was traced once for all calls and batch sizes."""
+    from moleseg.network.predict import live_prediction_function
+
+    config = ModelConfig(backbone="mobilenetv2", input_size=32, decoder_width=16, aspp_rates=(2, 4, 6))
+    model = build_model(config, weights="none")
+    predict = live_prediction_function(model)
+    images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    first = predict(images).numpy()
+    np.testing.assert_allclose(first, model(images, training=False).numpy(), atol=1e-5)
+    _randomised_batchnorm(model, seed=3)
+    second = predict(images[:1]).numpy()
+    np.testing.assert_allclose(second, model(images[:1], training=False).numpy(), atol=1e-5)
+    assert np.abs(second - first[:1]).max() > 1e-3  # the new weights changed what it predicts
+    assert predict.experimental_get_tracing_count() == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -54,6 +54,11 @@ class KerasSegmenter:
         Average the predictions of the image and its left-right, up-down flips (3x the cost).
     batch_size
         Images per network call.
+    source
+        The ``.keras`` file the model comes from (the per-machine inference cache is keyed on it).
+    predict_function
+        An already traced prediction function to use instead of building one
+        (:func:`live_prediction_function`, for training's validation passes).
 
     Two ways to fit an image to the network, chosen by ``info["inference"]``:
 
@@ -66,7 +71,8 @@ class KerasSegmenter:
     """
 
     def __init__(self, model: keras.Model | None, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
-                 batch_size: int = 8, source: str | Path | None = None) -> None:
+                 batch_size: int = 8, source: str | Path | None = None,
+                 predict_function: Callable[[np.ndarray], Any] | None = None) -> None:
         if model is None and source is None:
             raise ValueError("a KerasSegmenter needs a model or the .keras file it comes from")
         self._model = model
@@ -86,7 +92,7 @@ class KerasSegmenter:
         self.inference = record.inference
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
-        self._predict_fn = None
+        self._predict_fn = predict_function
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
@@ -199,3 +205,19 @@ class KerasSegmenter:
                 total[y:y + size, x:x + size] += probabilities * window
                 weight[y:y + size, x:x + size] += window
         return (total / weight)[:height, :width]
+
+
+def live_prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
+    """A prediction function that follows ``model``'s weights as they change (training's validation
+    passes): traced once for a fixed ``(None, S, S, 3)`` float32 signature, with no BatchNorm folding (a
+    folded copy is a snapshot of the weights, and folding plus a new trace cost seconds every epoch).
+    Pass it as ``KerasSegmenter(..., predict_function=)``."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)]
+
+    @tf.function(input_signature=signature)
+    def predict(x):
+        return model(x, training=False)
+
+    return predict

@@ -35,7 +35,7 @@ from moleseg.network.build import ModelConfig, build_model, count_parameters
 from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
-from moleseg.network.predict import KerasSegmenter
+from moleseg.network.predict import KerasSegmenter, live_prediction_function
 from moleseg.engine.runs import RunFiles, RunLog, read_json, write_history, write_json
 from moleseg.engine.segmenter import clean, cleanup_for_image
 
@@ -402,6 +402,7 @@ class Trainer:
         self.training_seconds = 0.0
         self.job_started = time.time()
         self.earlier_job_seconds = 0.0  # wall time of the earlier sessions of a resumed run
+        self._validation_function: tuple[keras.Model, Callable[[np.ndarray], Any]] | None = None
 
     # ----------------------------------------------------------------------------------------------
     def report(self, progress: Progress) -> bool:
@@ -559,7 +560,11 @@ class Trainer:
         info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
                           n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
                           rule=rule, epoch=self.current_epoch, val_fm=None, image_sha256=self.image_sha256)
-        return KerasSegmenter(self.model, info, batch_size=self.config.batch_size)
+        # traced once per model object; it follows the weights from epoch to epoch
+        if self._validation_function is None or self._validation_function[0] is not self.model:
+            self._validation_function = (self.model, live_prediction_function(self.model))
+        return KerasSegmenter(self.model, info, batch_size=self.config.batch_size,
+                              predict_function=self._validation_function[1])
 
     def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str],
                          tick: Callable[[int], None] | None = None, done: int = 0) -> dict[str, float]:
