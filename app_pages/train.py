@@ -29,7 +29,7 @@ WIDGETS: dict[str, str] = {
     "momentum": "train_momentum", "loss": "train_loss", "class_weighting": "train_weighting",
     "augment": "train_augment", "rotation_deg": "train_rotation", "translation_px": "train_translation",
     "scale_range": "train_scale", "colour": "train_colour", "hard_case_share": "train_hard_cases",
-    "validation_split": "train_validation_split",
+    "validation_split": "train_validation_split", "validation_fold": "train_validation_fold",
     "test_split": "train_test_split", "seed": "train_seed", "early_stopping_patience": "train_patience",
     "bn_momentum": "train_bn_value", "strategy": "train_strategy", "mixed_precision": "train_precision",
     "train_fm_images": "train_fm_images", "inference": "train_inference", "crops_per_image": "train_crops",
@@ -178,10 +178,13 @@ with st.expander("Data", expanded=True):
                                    help="Empty: a random share of the training pairs is held out (below).")
     test_text = st.text_area("Test datasets (optional)", key=key("test_images"), height=68,
                              help="Evaluated once at the end with the best model (and the classical baseline).")
-    a, b = st.columns(2)
+    a, f, b = st.columns(3)
     validation_split = a.slider("Validation share", low("validation_split"), 0.5, defaults["validation_split"], 0.05,
                                 key=key("validation_split"), disabled=bool(validation_text.strip()),
                                 help=hint("validation_split"))
+    validation_fold = f.number_input("Validation fold", low("validation_fold"), None, defaults["validation_fold"],
+                                     key=key("validation_fold"), disabled=bool(validation_text.strip()),
+                                     help=hint("validation_fold"))
     test_split = b.slider("Test share", low("test_split"), 0.5, defaults["test_split"], 0.05, key=key("test_split"),
                           help=hint("test_split"))
     a, b, c = st.columns(3)
@@ -334,6 +337,7 @@ config = {
     "augment": list(augment), "rotation_deg": float(rotation), "translation_px": float(translation),
     "scale_range": float(scale), "colour": float(colour), "hard_case_share": float(hard_cases),
     "validation_split": 0.0 if validation_sets else float(validation_split), "test_split": float(test_split),
+    "validation_fold": 0 if validation_sets else int(validation_fold),
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
     "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,

@@ -242,6 +242,31 @@ def test_split_pairs_is_deterministic_and_disjoint():
     assert any({p.image for p in other} != {p.image for p in validation} for other in others)
 
 
+def test_validation_folds_cover_the_pairs_once_and_keep_the_test_set():
+    """k-fold cross-validation: 22 pairs, test 2 (10 %), validation blocks of 4 (20 %): folds 0..4 hold
+    disjoint validation sets covering 20 pairs, each fold trains on the other 16, and fold 0 is the split
+    of a training without folds (the first 4 pairs after the test set in the seeded shuffle)."""
+    pairs = _fake_pairs(22)
+    order = np.random.default_rng(3).permutation(22)
+    folds = [split_pairs(pairs, validation_fraction=0.2, test_fraction=0.1, seed=3, fold=k) for k in range(5)]
+    test_names = [p.image.name for p in folds[0][2]]
+    assert test_names == [f"img{i:02d}.jpg" for i in order[:2]]
+    assert [p.image.name for p in folds[0][1]] == [f"img{i:02d}.jpg" for i in order[2:6]]
+    validated: list[str] = []
+    for train, validation, test in folds:
+        assert [p.image.name for p in test] == test_names
+        assert (len(train), len(validation)) == (16, 4)
+        names = {p.image.name for p in train + validation + test}
+        assert len(names) == 22
+        validated += [p.image.name for p in validation]
+    assert len(validated) == len(set(validated)) == 20  # disjoint, and every non-test pair once
+    assert set(validated) == {f"img{i:02d}.jpg" for i in order[2:]}
+    with pytest.raises(ValueError, match=r"validation fold 5 does not exist: .*folds 0\.\.4"):
+        split_pairs(pairs, validation_fraction=0.2, test_fraction=0.1, seed=3, fold=5)
+    with pytest.raises(ValueError, match="0 or more"):
+        split_pairs(pairs, validation_fraction=0.2, seed=3, fold=-1)
+
+
 def test_split_pairs_small_fractions_get_one_pair_and_zero_gets_none():
     train, validation, test = split_pairs(_fake_pairs(5), validation_fraction=0.01, seed=0)
     assert (len(train), len(validation), len(test)) == (4, 1, 0)

@@ -30,7 +30,7 @@ OTHER_VALUES: dict[str, tuple[object, str]] = {
     "loss": ("dice_ce", "dice_ce"), "class_weighting": (False, None),
     "augment": (["scale", "colour"], "scale,color"), "rotation_deg": (90.0, "90"), "translation_px": (20.0, "20"),
     "scale_range": (0.15, "0.15"), "colour": (0.25, "0.25"), "hard_case_share": (0.4, "0.4"), "validation_split": (0.2, "0.2"),
-    "test_split": (0.1, "0.1"), "seed": (11, "11"), "early_stopping_patience": (3, "3"),
+    "test_split": (0.1, "0.1"), "validation_fold": (2, "2"), "seed": (11, "11"), "early_stopping_patience": (3, "3"),
     "bn_momentum": (0.5, "0.5"), "strategy": ("mirrored", "mirrored"), "mixed_precision": ("off", "off"),
     "train_fm_images": (4, "4"), "inference": ("tiles", "tiles"), "crops_per_image": (2, "2"),
     "crops_by_area": (True, None), "calibrate": (False, None), "cache_dir": ("/c", "/c"), "name": ("n", "n"),

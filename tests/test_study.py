@@ -3,6 +3,8 @@ the results files, and an interrupted study that resumes where it stopped."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -64,6 +66,17 @@ def test_dry_run_lists_every_run(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_validation_fold_factor_plans_k_fold_cross_validation(tmp_path):
+    """validation_split 0.2 in the base and validation_fold 1..4 as a factor: five trainings, one per fold
+    (the base is fold 0), each an ordinary run with its fold in its configuration."""
+    path = write_study(tmp_path / "s.yaml", base={"epochs": 1, "validation_split": 0.2},
+                       factors={"validation_fold": [1, 2, 3, 4]})
+    runs = studies.plan(studies.load_study(path))
+    assert [run.run_id for run in runs] == ["base-seed0"] + [f"validation_fold={k}-seed0" for k in range(1, 5)]
+    assert [run.config.get("validation_fold", 0) for run in runs] == [0, 1, 2, 3, 4]
+    assert {run.config["validation_split"] for run in runs} == {0.2}
+
+
 def test_grid_design_runs_every_combination(tmp_path):
     path = write_study(tmp_path / "s.yaml", design="grid", factors={"solver": ["sgdm", "adam"],
                                                                     "batch_size": [2, 4, 8]})
@@ -102,7 +115,7 @@ def fake_run(out: Path, run_id: str, per_image: dict[str, float], seconds: float
     values = list(per_image.values())
     write_json(run / "evaluation.json", {
         "fm": {"mean": float(np.mean(values)), "max": max(values), "min": min(values), "std": float(np.std(values))},
-        "cm": {"mean": 0.9}, "cr": {"mean": 0.8}, "jaccard": {"mean": 0.7},
+        "cm": {"mean": 0.9}, "cr": {"mean": 0.8}, "jaccard": {"mean": 0.7}, "best_val_fm": values[0],
         "per_image": [{"image": k, "fm": v} for k, v in per_image.items()]})
     write_json(run / "state.json", {"epoch": 1, "training_seconds": seconds})
     write_history(run / "history.csv", [{"epoch": 1, "val_fm": values[0]}])
@@ -130,6 +143,8 @@ def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     table = (out / studies.STUDY_CSV).read_text().splitlines()
     assert table[0].split(",")[:5] == ["run", "factor", "setting", "seed", "solver"]
     assert len(table) == 4
+    by_run = {row["run"]: row for row in csv.DictReader(io.StringIO("\n".join(table)))}
+    assert float(by_run["solver=sgdm-seed0"]["best_val_fm"]) == pytest.approx(0.7)  # its first image, per fake_run
     html = (out / studies.STUDY_HTML).read_text()
     assert html.count("<script") >= 3 and "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
     shown = studies.read_study_folder(out)

@@ -304,6 +304,10 @@ OPTIONS: tuple[Option, ...] = (
             low=0.0, high=1.0, high_open=True),
     _option("test_split", "data", "float", 0.0, "share of the training pairs held out for the final test",
             low=0.0, high=1.0, high_open=True),
+    _option("validation_fold", "data", "int", 0,
+            "which block of the seeded shuffle is the validation set (0: the first); with a validation share of "
+            "1/k, folds 0..k-1 validate on k different blocks that cover the pairs once: k-fold cross-validation, "
+            "e.g. as a study factor", low=0),
     # ---- training
     _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0),
     _option("early_stopping_patience", "training", "int", 0,

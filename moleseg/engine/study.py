@@ -20,6 +20,11 @@ A study file (YAML) names the data, a base training configuration, the factors t
         reflection only: {augment: [reflection]}
         all: {augment: [rotation, reflection, translation]}
 
+k-fold cross-validation is a factor like any other: ``base: {validation_split: 0.2}`` and
+``factors: {validation_fold: [1, 2, 3, 4]}`` train on five folds (the base is fold 0), and ``study.csv``'s
+``best_val_fm`` column gives each fold's validation FM (a grid of a recipe factor by ``validation_fold``
+compares recipes fold by fold).
+
 Option names are those of a training's ``config.json`` (``model.backbone`` for the network's options);
 they are checked before anything trains. Every run is an ordinary run folder ``OUT/runs/<run id>``
 trained by ``moleseg train --config``; a run whose ``evaluation.json`` exists is skipped, so an
@@ -424,7 +429,8 @@ def _progress(out: Path, runs: Sequence[PlannedRun], done: int, active: list[str
 # results
 
 def collect(study: Study, out: str | Path) -> list[dict[str, Any]]:
-    """One row per finished run: the varied options, seed, time, epochs, test FM/CM/CR/Jaccard, per-image FM."""
+    """One row per finished run: the varied options, seed, time, epochs, best validation FM, test
+    FM/CM/CR/Jaccard, per-image FM."""
     out = Path(out)
     varied = sorted({option for run in plan(study) for option in run.overrides})
     rows = []
@@ -440,6 +446,7 @@ def collect(study: Study, out: str | Path) -> list[dict[str, Any]]:
                     for option in varied})
         row["training_s"] = state.get("job_seconds", state.get("training_seconds"))
         row["epochs_run"] = state.get("epoch")
+        row["best_val_fm"] = evaluation.get("best_val_fm")  # what k-fold cross-validation compares
         for metric in CSV_METRICS:
             summary = evaluation.get(metric) or {}
             row[f"{metric}_mean"] = summary.get("mean")

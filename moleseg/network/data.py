@@ -229,22 +229,39 @@ def inverse_frequency_weights(frequencies: np.ndarray) -> np.ndarray:
 
 
 def split_pairs(pairs: Sequence[Pair], *, validation_fraction: float, test_fraction: float = 0.0,
-                seed: int = 0) -> tuple[list[Pair], list[Pair], list[Pair]]:
+                seed: int = 0, fold: int = 0) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """Split by file with a seeded shuffle into ``(train, validation, test)``.
 
-    Fractions are of the whole set, 0..1; each non-zero fraction gets at least one pair.
+    Fractions are of the whole set, 0..1; each non-zero fraction gets at least one pair. The test set is
+    the first block of the shuffle; the validation set is block ``fold`` (0, 1, ...) of the rest, each
+    block ``validation_fraction`` of the whole set, so the folds of one seed are disjoint and, with a
+    fraction of 1/k, folds 0..k-1 cover the pairs after the test set (k-fold cross-validation; a
+    remainder of fewer pairs than a block is never validated). The test set is the same for every fold.
+
+    Raises
+    ------
+    ValueError
+        Fractions out of range, too few pairs, or a fold past the last whole block.
     """
     if not 0 <= validation_fraction < 1 or not 0 <= test_fraction < 1 or validation_fraction + test_fraction >= 1:
         raise ValueError("validation and test fractions must be in [0, 1) and sum to less than 1")
+    if fold < 0:
+        raise ValueError(f"the validation fold must be 0 or more, not {fold}")
     order = np.random.default_rng(seed).permutation(len(pairs))
     shuffled = [pairs[i] for i in order]
     n_val = max(1, round(len(pairs) * validation_fraction)) if validation_fraction > 0 else 0
     n_test = max(1, round(len(pairs) * test_fraction)) if test_fraction > 0 else 0
     if n_val + n_test >= len(pairs):
         raise ValueError(f"{len(pairs)} pairs are too few to split off validation and test sets")
+    folds = (len(pairs) - n_test) // n_val if n_val else 1
+    if fold >= folds:
+        raise ValueError(f"validation fold {fold} does not exist: {len(pairs) - n_test} pairs after the test set "
+                         f"make {folds} validation block(s) of {n_val} (folds 0..{folds - 1})")
+    rest = shuffled[n_test:]
+    start = fold * n_val
     test = shuffled[:n_test]
-    validation = shuffled[n_test:n_test + n_val]
-    train = shuffled[n_test + n_val:]
+    validation = rest[start:start + n_val]
+    train = rest[:start] + rest[start + n_val:]
     return train, validation, test
 
 

@@ -109,6 +109,7 @@ class TrainConfig:
     hard_case_share: float = _default("hard_case_share")
     validation_split: float = _default("validation_split")
     test_split: float = _default("test_split")
+    validation_fold: int = _default("validation_fold")
     seed: int = _default("seed")
     early_stopping_patience: int = _default("early_stopping_patience")
     bn_momentum: str | float = _default("bn_momentum")
@@ -218,7 +219,8 @@ def split_of(config: TrainConfig, log: Callable[[str], None] = lambda line: None
                                          seed=config.seed) if config.test_split else (pairs, [], [])
         else:
             train, validation, test = split_pairs(pairs, validation_fraction=config.validation_split,
-                                                  test_fraction=config.test_split, seed=config.seed)
+                                                  test_fraction=config.test_split, seed=config.seed,
+                                                  fold=config.validation_fold)
         if config.test_images:
             test = collect_pairs(config.test_images, config.test_masks, log)
     except (PairingError, ValueError) as error:
@@ -450,7 +452,9 @@ class Trainer:
         if not train:
             raise TrainingError("no training pairs left after the validation/test split")
         self.train_pairs, self.validation_pairs, self.test_pairs = train, validation, test
-        self.log(f"pairs: {len(train)} train, {len(validation)} validation, {len(test)} test")
+        fold = (f" (fold {config.validation_fold})" if config.validation_fold and not config.validation_images
+                else "")
+        self.log(f"pairs: {len(train)} train, {len(validation)} validation{fold}, {len(test)} test")
         self.image_sha256 = training_image_hashes([*train, *validation])  # not the test split: it stays a test
         self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
         self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
