@@ -68,6 +68,8 @@ RUNS_SUBDIR, SPLIT_SUBDIR = "runs", "data"
 SIGNIFICANCE_LEVEL: float = 0.05
 #: Label of the base setting in tables and verdicts.
 BASE_LABEL = "base"
+#: The option whose values are cross-validation folds: a study that varies it gets a per-recipe summary.
+FOLD_OPTION = "validation_fold"
 #: Metrics of the test split copied into ``study.csv`` (mean, and for FM also max/min/std).
 CSV_METRICS: tuple[str, ...] = ("fm", "cm", "cr", "jaccard")
 
@@ -522,6 +524,66 @@ def verdicts(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any
     return results
 
 
+def _recipe_label(study: Study, row: dict[str, Any]) -> str:
+    """A run's setting without its fold: ``recipe=plain`` of the grid cell ``recipe=plain, validation_fold=2``;
+    the base for the base and the fold factor's own runs of a one-at-a-time study."""
+    if study.design == "grid":
+        parts = [part for part in row["setting"].split(", ") if not part.startswith(f"{FOLD_OPTION}=")]
+        return ", ".join(parts) or BASE_LABEL
+    return BASE_LABEL if row["factor"] in (BASE_LABEL, FOLD_OPTION) else f"{row['factor']}={row['setting']}"
+
+
+def cross_validation(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipe (the varied options other than :data:`FOLD_OPTION`), the best validation FM over its folds
+    (and seeds), best recipe first, each compared with the best one fold by fold (mean difference and a
+    paired Wilcoxon signed-rank test over the folds). Empty when the study does not vary the fold.
+
+    Returns
+    -------
+    list of dict
+        ``recipe``, ``folds`` (runs), ``val_fm`` / ``val_fm_std`` / ``val_fm_min`` (0..1), ``test_fm`` (mean
+        FM of the test set, 0..1), and against the best recipe ``difference``, ``p`` and ``sentence``.
+    """
+    from scipy.stats import wilcoxon
+
+    varied = sorted({option for run in plan(study) for option in run.overrides})
+    if FOLD_OPTION not in varied:
+        return []
+    default_fold = options.option(FOLD_OPTION).default
+    recipes: dict[str, dict[tuple[Any, Any], dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("best_val_fm") is None:
+            continue
+        label = _recipe_label(study, row)
+        fold = row.get(FOLD_OPTION)
+        recipes.setdefault(label, {})[(default_fold if fold is None else fold, row["seed"])] = row
+    summaries = []
+    for label, runs in recipes.items():
+        values = [float(run["best_val_fm"]) for run in runs.values()]
+        summaries.append({"recipe": label, "folds": len(values), "val_fm": float(np.mean(values)),
+                          "val_fm_std": float(np.std(values)), "val_fm_min": float(np.min(values)),
+                          "test_fm": float(np.mean([run["fm_mean"] for run in runs.values()]))})
+    summaries.sort(key=lambda item: -item["val_fm"])
+    for summary in summaries:
+        best = summaries[0]
+        keys = sorted(set(recipes[summary["recipe"]]) & set(recipes[best["recipe"]]), key=str)
+        a = np.array([float(recipes[summary["recipe"]][key]["best_val_fm"]) for key in keys])
+        b = np.array([float(recipes[best["recipe"]][key]["best_val_fm"]) for key in keys])
+        summary["difference"] = float((a - b).mean()) if len(keys) else float("nan")
+        summary["p"] = (float(wilcoxon(a, b, zero_method="zsplit").pvalue) if len(keys) >= 2 and np.any(a - b)
+                        else 1.0)
+        text = (f"{summary['recipe']}: validation FM {summary['val_fm']:.4f} ± {summary['val_fm_std']:.4f} over "
+                f"{summary['folds']} fold(s) (worst {summary['val_fm_min']:.4f}; test FM {summary['test_fm']:.4f})")
+        if summary is not best:
+            verdict = "a real difference" if summary["p"] < SIGNIFICANCE_LEVEL else "within noise"
+            text += (f", {summary['difference']:+.4f} against {best['recipe']} fold by fold over {len(keys)} "
+                     f"fold(s), Wilcoxon p = {summary['p']:.3g}: {verdict}")
+            if len(keys) < 6:
+                text += " (fewer than 6 folds cannot reach p < 0.05 with this test)"
+        summary["sentence"] = text
+    return summaries
+
+
 def write_results(study: Study, out: str | Path) -> list[dict[str, Any]]:
     """Write ``study.csv``, ``verdicts.md`` and ``study.html`` from the finished runs; returns the rows."""
     out = Path(out)
@@ -552,6 +614,10 @@ def verdicts_markdown(study: Study, rows: Sequence[dict[str, Any]], found: Seque
                      f"{np.mean([r['fm_std'] for r in group]):.4f} | "
                      f"{np.mean([r['training_s'] or 0 for r in group]):.0f} |")
     lines += ["", "## Verdicts", ""] + [f"- {v['sentence']}" for v in found]
+    folds = cross_validation(study, rows)
+    if folds:
+        lines += ["", "## Cross-validation (best validation FM per fold; choose the recipe here, not on the test set)",
+                  ""] + [f"- {summary['sentence']}" for summary in folds]
     if rows:
         best = max(_groups(rows).items(), key=lambda item: np.mean([r["fm_mean"] for r in item[1]]))
         lines += ["", f"Highest mean FM: {best[0][0]} = {best[0][1]} "
@@ -603,6 +669,11 @@ def study_html(study: Study, out: str | Path, rows: Sequence[dict[str, Any]], fo
              f"<h1>Study {html.escape(study.name)}</h1><ul>"]
     parts += [f"<li>{html.escape(v['sentence'])}</li>" for v in found]
     parts.append("</ul>")
+    folds = cross_validation(study, rows)
+    if folds:
+        parts.append("<h2>Cross-validation</h2><ul>")
+        parts += [f"<li>{html.escape(summary['sentence'])}</li>" for summary in folds]
+        parts.append("</ul>")
     for index, figure in enumerate(study_figures(study, out, rows)):
         parts.append(figure.to_html(full_html=False, include_plotlyjs=index == 0))
     parts.append("</body></html>")
