@@ -337,7 +337,7 @@ config = {
     "augment": list(augment), "rotation_deg": float(rotation), "translation_px": float(translation),
     "scale_range": float(scale), "colour": float(colour), "hard_case_share": float(hard_cases),
     "validation_split": 0.0 if validation_sets else float(validation_split), "test_split": float(test_split),
-    "validation_fold": 0 if validation_sets else int(validation_fold),
+    "validation_fold": defaults["validation_fold"] if validation_sets else int(validation_fold),
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
     "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,

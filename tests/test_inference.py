@@ -81,11 +81,11 @@ def test_prediction_is_traced_once_for_every_batch_size(network):
 def test_the_live_prediction_function_follows_new_weights_without_a_new_trace():
     """Training's validation passes predict with one function for every epoch: after the weights change it
     gives the model's new probabilities, and it was traced once for all calls and batch sizes."""
-    from moleseg.network.predict import live_prediction_function
+    from moleseg.network.predict import prediction_function
 
     config = ModelConfig(backbone="mobilenetv2", input_size=32, decoder_width=16, aspp_rates=(2, 4, 6))
     model = build_model(config, weights="none")
-    predict = live_prediction_function(model)
+    predict = prediction_function(model)
     images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     first = predict(images).numpy()
     np.testing.assert_allclose(first, model(images, training=False).numpy(), atol=1e-5)

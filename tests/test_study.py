@@ -96,7 +96,7 @@ def test_cross_validation_summarises_each_recipe_over_its_folds(tmp_path):
     assert summary[0]["val_fm"] == pytest.approx(0.87) and summary[0]["folds"] == 3
     assert summary[1]["val_fm"] == pytest.approx(0.82) and summary[1]["val_fm_min"] == pytest.approx(0.80)
     assert summary[1]["difference"] == pytest.approx(-0.05) and summary[1]["p"] == pytest.approx(0.25)
-    assert "within noise" in summary[1]["sentence"] and "fewer than 6 folds" in summary[1]["sentence"]
+    assert "within noise" in summary[1]["sentence"] and "3 folds cannot reach p < 0.05" in summary[1]["sentence"]
     assert "## Cross-validation" in (out / studies.VERDICTS_MD).read_text()
     assert studies.cross_validation(studies.load_study(write_study(tmp_path / "t.yaml")), rows) == []
 

@@ -564,8 +564,8 @@ def cross_validation(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[
                           "val_fm_std": float(np.std(values)), "val_fm_min": float(np.min(values)),
                           "test_fm": float(np.mean([run["fm_mean"] for run in runs.values()]))})
     summaries.sort(key=lambda item: -item["val_fm"])
+    best = summaries[0] if summaries else None
     for summary in summaries:
-        best = summaries[0]
         keys = sorted(set(recipes[summary["recipe"]]) & set(recipes[best["recipe"]]), key=str)
         a = np.array([float(recipes[summary["recipe"]][key]["best_val_fm"]) for key in keys])
         b = np.array([float(recipes[best["recipe"]][key]["best_val_fm"]) for key in keys])
@@ -578,8 +578,8 @@ def cross_validation(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[
             verdict = "a real difference" if summary["p"] < SIGNIFICANCE_LEVEL else "within noise"
             text += (f", {summary['difference']:+.4f} against {best['recipe']} fold by fold over {len(keys)} "
                      f"fold(s), Wilcoxon p = {summary['p']:.3g}: {verdict}")
-            if len(keys) < 6:
-                text += " (fewer than 6 folds cannot reach p < 0.05 with this test)"
+            if 2 * 0.5 ** len(keys) >= SIGNIFICANCE_LEVEL:  # the exact test's smallest two-sided p
+                text += f" ({len(keys)} folds cannot reach p < {SIGNIFICANCE_LEVEL} with this test)"
         summary["sentence"] = text
     return summaries
 

@@ -58,7 +58,7 @@ class KerasSegmenter:
         The ``.keras`` file the model comes from (the per-machine inference cache is keyed on it).
     predict_function
         An already traced prediction function to use instead of building one
-        (:func:`live_prediction_function`, for training's validation passes).
+        (:func:`prediction_function` of the live model, for training's validation passes).
 
     Two ways to fit an image to the network, chosen by ``info["inference"]``:
 
@@ -142,19 +142,11 @@ class KerasSegmenter:
                     warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
                                   "rebuilding it from the model file", stacklevel=2)
                     compiled.discard(entry)
-            import tensorflow as tf
-
             from moleseg.network.inference import fold_batchnorm
 
             model = fold_batchnorm(self.model)
             input_shape = tuple(self.model.input_shape[1:])
-            signature = [tf.TensorSpec((None, *input_shape), tf.float32)]
-
-            @tf.function(input_signature=signature)
-            def predict(x):
-                return model(x, training=False)
-
-            self._predict_fn = predict
+            self._predict_fn = prediction_function(model)
             if self.source is not None and compiled.cache_enabled():
                 try:
                     compiled.save_cached_function(self.source, model, input_shape)
@@ -207,11 +199,12 @@ class KerasSegmenter:
         return (total / weight)[:height, :width]
 
 
-def live_prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
-    """A prediction function that follows ``model``'s weights as they change (training's validation
-    passes): traced once for a fixed ``(None, S, S, 3)`` float32 signature, with no BatchNorm folding (a
-    folded copy is a snapshot of the weights, and folding plus a new trace cost seconds every epoch).
-    Pass it as ``KerasSegmenter(..., predict_function=)``."""
+def prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
+    """``model`` in inference mode as a ``tf.function`` traced once for a fixed ``(None, S, S, 3)`` float32
+    signature, so no batch size traces it again. It reads ``model``'s variables, so it follows their
+    changes: :meth:`KerasSegmenter.inference_function` gives it a BatchNorm-folded copy (a snapshot), and
+    training's validation gives it the live model, traced once for every epoch (a folded copy per epoch
+    would cost a fold and a trace each time; pass it as ``KerasSegmenter(..., predict_function=)``)."""
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)]

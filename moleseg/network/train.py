@@ -35,7 +35,7 @@ from moleseg.network.build import ModelConfig, build_model, count_parameters
 from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
-from moleseg.network.predict import KerasSegmenter, live_prediction_function
+from moleseg.network.predict import KerasSegmenter, prediction_function
 from moleseg.engine.runs import RunFiles, RunLog, read_json, write_history, write_json
 from moleseg.engine.segmenter import clean, cleanup_for_image
 
@@ -566,7 +566,7 @@ class Trainer:
                           rule=rule, epoch=self.current_epoch, val_fm=None, image_sha256=self.image_sha256)
         # traced once per model object; it follows the weights from epoch to epoch
         if self._validation_function is None or self._validation_function[0] is not self.model:
-            self._validation_function = (self.model, live_prediction_function(self.model))
+            self._validation_function = (self.model, prediction_function(self.model))
         return KerasSegmenter(self.model, info, batch_size=self.config.batch_size,
                               predict_function=self._validation_function[1])
 
