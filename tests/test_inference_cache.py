@@ -1,5 +1,6 @@
 """The per-machine cache of inference graphs (moleseg.network.compiled): a second process loads the
-cached graph instead of rebuilding the Keras model, with the same probabilities."""
+cached graph instead of rebuilding the Keras model, with the same probabilities. These tests pin the
+TensorFlow runtime (its SavedModel entries); the ONNX entries are tested in test_onnx_runtime.py."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ SIZE = 32
 
 @pytest.fixture
 def cache(monkeypatch, tmp_path):
-    """The inference cache turned on, in a temporary folder."""
+    """The inference cache turned on, in a temporary folder, with the TensorFlow runtime."""
     monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(compiled.CACHE_ENV, "1")
+    monkeypatch.setenv(compiled.RUNTIME_ENV, "tensorflow")
     return tmp_path / "cache" / "inference"
 
 

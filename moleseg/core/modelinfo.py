@@ -27,6 +27,24 @@ class ModelFileError(ValueError):
     """A model file that is missing, not a ``.keras`` archive, or has no moleseg metadata."""
 
 
+def check_keras_file(path: str | Path) -> Path:
+    """``path`` if it is an existing, complete ``.keras`` (ZIP) file.
+
+    Raises
+    ------
+    ModelFileError
+        Missing file; a file that is not a complete ZIP archive: damaged (a truncated copy or an
+        interrupted save) or not a moleseg/Keras model at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file is a "
+                             "complete ZIP archive; this one is not: truncated, or another kind of file)")
+    return path
+
+
 def read_model_info(path: str | Path) -> dict[str, Any]:
     """Return the ``moleseg.json`` dictionary of a ``.keras`` file.
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from concurrent.futures import Executor
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -345,11 +346,31 @@ def finish_analysis(image: np.ndarray, segmentation: Segmentation, segmenter: Se
     return _finish(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
 
 
+def _unmeasured(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
+                style: OverlayStyle) -> Analysis:
+    return Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
+                    n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style,
+                    confidence_threshold=ModelInfo.from_dict(segmenter.info).confidence_threshold)
+
+
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
             style: OverlayStyle) -> Analysis:
-    return _measured(Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
-                              n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style,
-                              confidence_threshold=ModelInfo.from_dict(segmenter.info).confidence_threshold))
+    return _measured(_unmeasured(image, segmentation, segmenter, pixel_size_mm, style))
+
+
+def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, stem: str,
+                       drawer: Executor, *, pixel_size_mm: float | None = None,
+                       style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
+    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
+    the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
+    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL)."""
+    analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
+    encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
+    try:
+        _measured(analysis)
+    finally:
+        encoded = encoding.result()
+    return analysis, encoded
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
@@ -463,8 +484,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     def finish(index: int, image: np.ndarray, probabilities: np.ndarray) -> Finished | None:
         path = files[index]
         segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
-        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, OverlayStyle())
-        encoded = analysis.files(stems[path])
+        analysis, encoded = measure_and_encode(image, segmentation, segmenter, stems[path], drawer,
+                                               pixel_size_mm=pixel_size_mm)
         try:
             if outlines:
                 encoded.update(analysis.outline_files(stems[path], outlines))
@@ -511,7 +532,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     # One writer thread writes the batches in input order (fsync waits for the disk) while this thread
     # runs the network on the next batch; the pool decodes, cleans, measures and encodes.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-predict") as pool, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-write") as writer:
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-write") as writer, \
+            ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-draw") as drawer:
         decoding = [pool.submit(decode, index) for index in chunks[0]] if chunks else []
         pending: list[tuple[int, Future]] = []
         written: list[tuple[int, Future]] = []  # (files done when it is written, the write of a batch)

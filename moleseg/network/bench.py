@@ -19,8 +19,14 @@ What is measured
   TF 2.21's profiler needs the TensorBoard plugin to read its trace, and timing ~220 sub-models would
   trace ~220 graphs. An eager call adds ~0.1 ms of Python dispatch per layer, so ``per_layer_sum_ms``
   exceeds ``ms``; the ranking of the top layers is what to read.
-* ``end_to_end_ms``: one 765 x 574 image file: decode, resize, network, resize back, cleanup,
-  measurements, overlay, PNG encode of the overlay, as ``stages`` {name: ms}.
+* ``runtimes``: the folded network in TensorFlow, ONNX Runtime (what ``moleseg predict`` uses when its
+  converted file matched TensorFlow: ``runtime``), and, when installed, OpenVINO (reading the same ONNX
+  file), LiteRT (a TFLite conversion at batch 1) and the peer segmentation_models_pytorch
+  DeepLabV3Plus(mobilenet_v2) at the same input size and thread count: batch-1 ms, ms per image at batch
+  8, the largest probability difference from TensorFlow on the same real images.
+* ``end_to_end_ms``: one 765 x 574 image file as ``moleseg predict`` analyses it: decode, resize,
+  network, resize back, cleanup, then measurements beside the overlay and its PNGs (two threads), as
+  ``stages`` {name: ms}; ``end_to_end.parts``: measurements, overlay and the overlay's PNG, one by one.
 * ``predict_images_per_s``: a folder through :func:`moleseg.engine.pipeline.predict_files` (what
   ``moleseg predict`` calls), files written to a temporary folder; model loaded already.
 * ``cold_start_s``: ``python -m moleseg.cli predict`` on one image in a new process, from its start to
@@ -36,6 +42,7 @@ Without ``--images`` the images are synthetic dermoscopy-like pictures (the JSON
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import platform
@@ -219,7 +226,7 @@ def bench_network(segmenter: Any, peak_gflops: float, bandwidth_gbps: float, set
     size = segmenter.input_size
     image = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     compiled = segmenter.inference_function()
-    milliseconds = 1000.0 * median_seconds(lambda: compiled(image).numpy(), settings.repeats, settings.warmup)
+    milliseconds = 1000.0 * median_seconds(lambda: np.asarray(compiled(image)), settings.repeats, settings.warmup)
     model = segmenter.model
     as_loaded = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(image.shape, tf.float32)])
     unfolded_ms = 1000.0 * median_seconds(lambda: as_loaded(image).numpy(), settings.repeats, settings.warmup)
@@ -244,6 +251,118 @@ def bench_network(segmenter: Any, peak_gflops: float, bandwidth_gbps: float, set
         "roofline_floor_ms": floor, "ratio_to_floor": milliseconds / floor if floor else None,
         "per_layer_sum_ms": sum(times.values()), "per_layer": ranked,
     }
+
+
+# ------------------------------------------------------------------------------------------------------
+# the same network in other runtimes
+
+#: Runtimes :func:`bench_runtimes` tries beside TensorFlow: name -> (modules it imports, how to install
+#: them; None: a dependency of moleseg). Only ONNX Runtime is in ``requirements.txt``; the others are
+#: optional and measured when installed.
+OTHER_RUNTIMES: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "onnxruntime": (("onnxruntime",), None),
+    "openvino": (("openvino",), "pip install openvino"),
+    "litert": (("ai_edge_litert",), "pip install ai-edge-litert"),
+    "smp_pytorch_peer": (("segmentation_models_pytorch", "torch"), "pip install torch segmentation-models-pytorch"),
+}
+
+
+def runtime_function(name: str, folded: Any, onnx_path: Path, n_classes: int, size: int
+                       ) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` function running the folded network in runtime ``name``
+    (for ``smp_pytorch_peer``: segmentation_models_pytorch's DeepLabV3Plus(mobilenet_v2), random weights,
+    NCHW, the peer the issue compares against -- its outputs are not ours)."""
+    threads = os.cpu_count() or 1
+    if name == "onnxruntime":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return lambda batch: session.run(None, {session.get_inputs()[0].name: batch})[0]
+    if name == "openvino":
+        import openvino
+
+        core = openvino.Core()
+        network = core.compile_model(core.read_model(str(onnx_path)), "CPU",
+                                     {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+        return lambda batch: np.asarray(network(batch)[0])
+    if name == "litert":
+        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        single = tf.function(lambda images: folded(images, training=False),
+                             input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([single.get_concrete_function()], folded)
+        interpreter = Interpreter(model_content=converter.convert(), num_threads=threads)
+        interpreter.allocate_tensors()
+        source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+        def run_litert(batch: np.ndarray) -> np.ndarray:
+            outputs = []
+            for image in batch:  # converted for batch 1
+                interpreter.set_tensor(source, image[None])
+                interpreter.invoke()
+                outputs.append(interpreter.get_tensor(target)[0].copy())
+            return np.stack(outputs)
+        return run_litert
+    if name == "smp_pytorch_peer":
+        import segmentation_models_pytorch
+        import torch
+
+        torch.set_num_threads(threads)
+        peer = segmentation_models_pytorch.DeepLabV3Plus("mobilenet_v2", encoder_weights=None, classes=n_classes).eval()
+
+        def run_peer(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return peer(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))).numpy()
+        return run_peer
+    raise ValueError(f"unknown runtime {name!r}")
+
+
+def bench_runtimes(segmenter: Any, files: list[Path], scratch: Path, settings: BenchSettings) -> dict[str, Any]:
+    """The folded network in TensorFlow and in each of :data:`OTHER_RUNTIMES` on the same real images
+    (resized to the input): batch-1 median ms, ms per image at batch 8, and the largest probability
+    difference from TensorFlow (the issue's bar for adopting a runtime: 1e-4). A runtime that is not
+    installed or fails gets ``{"missing": how to install}`` or ``{"error": ...}``."""
+    from moleseg.core.imageio import read_image
+    from moleseg.core.resize import resize_image
+    from moleseg.network.inference import fold_batchnorm
+    from moleseg.network.onnx_export import largest_difference, onnx_bytes
+    from moleseg.network.predict import prediction_function
+
+    size = segmenter.input_size
+    batch = np.stack([resize_image(read_image(path), size) for path in (files * 8)[:8]]).astype(np.float32)
+    folded = fold_batchnorm(segmenter.model)
+    functions: dict[str, Callable[[np.ndarray], Any]] = {"tensorflow": prediction_function(folded)}
+    rows: dict[str, Any] = {}
+    onnx_path = scratch / "network.onnx"
+    try:
+        onnx_path.write_bytes(onnx_bytes(folded, (size, size, 3)))
+    except Exception as error:  # noqa: BLE001 -- reported as the row, the other runtimes still run
+        rows["onnxruntime"] = rows["openvino"] = {"error": f"ONNX conversion: {type(error).__name__}: {error}"}
+    for name, (modules, install) in OTHER_RUNTIMES.items():
+        if name in rows:
+            continue
+        if any(importlib.util.find_spec(module) is None for module in modules):
+            rows[name] = {"missing": install or "reinstall moleseg's requirements"}
+            continue
+        try:
+            functions[name] = runtime_function(name, folded, onnx_path, segmenter.n_classes, size)
+        except Exception as error:  # noqa: BLE001 -- a runtime that cannot load this network is a result
+            rows[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+    reference = np.asarray(functions["tensorflow"](batch))
+    for name, function in functions.items():
+        try:
+            outputs = np.asarray(function(batch))
+            single = 1000.0 * median_seconds(lambda: function(batch[:1]), settings.repeats, settings.warmup)
+            eight = 1000.0 * median_seconds(lambda: function(batch), max(1, settings.repeats // 4), 1) / len(batch)
+        except Exception as error:  # noqa: BLE001
+            rows[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+            continue
+        rows[name] = {"ms_batch1": single, "ms_per_image_batch8": eight,
+                      "max_abs_difference": None if name == "smp_pytorch_peer" else largest_difference(outputs, reference)}
+    return {"images": len(batch), "input_size": size, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -288,51 +407,64 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
-    """Median ms of each stage of one image file's analysis and of their sum (repeat by repeat)."""
+    """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
+    (repeat by repeat). After the cleanup, measuring and drawing + encoding the PNGs run side by side
+    (:func:`moleseg.engine.pipeline.measure_and_encode`): stage ``measure_and_encode``; ``parts`` gives
+    the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from moleseg.core.imageio import encode_png, read_image
     from moleseg.core.measure import measure_lesion
     from moleseg.core.render import overlay
     from moleseg.core.resize import resize_image, resize_probabilities
+    from moleseg.engine.pipeline import measure_and_encode
     from moleseg.engine.segmenter import clean
 
-    def once() -> dict[str, float]:
+    def once(drawer: ThreadPoolExecutor) -> tuple[dict[str, float], dict[str, float]]:
         stages: dict[str, float] = {}
         clock = time.perf_counter()
 
-        def lap(name: str) -> None:
+        def lap(name: str, laps: dict[str, float]) -> None:
             nonlocal clock
             now = time.perf_counter()
-            stages[name] = 1000.0 * (now - clock)
+            laps[name] = 1000.0 * (now - clock)
             clock = now
 
         image = read_image(path)
-        lap("decode")
+        lap("decode", stages)
         if segmenter.inference == "resize" and not segmenter.test_time_augmentation:
             batch = resize_image(image, segmenter.input_size)[None].astype(np.float32)
-            lap("resize_in")
+            lap("resize_in", stages)
             small = segmenter.predict_network(batch)[0]
-            lap("network")
+            lap("network", stages)
             probabilities = resize_probabilities(small, image.shape[0], image.shape[1])
-            lap("resize_out")
+            lap("resize_out", stages)
         else:
             probabilities = segmenter.predict_probabilities([image])[0]
-            lap("network")
+            lap("network", stages)
         segmentation = clean(segmenter, probabilities)
-        lap("cleanup")
+        lap("cleanup", stages)
+        measure_and_encode(image, segmentation, segmenter, path.stem, drawer)
+        lap("measure_and_encode", stages)
+        parts: dict[str, float] = {}
         if segmentation.lesion.any():
             measure_lesion(segmentation.lesion, border=segmentation.border, image=image)
-        lap("measurements")
+        lap("measurements", parts)
         picture = overlay(image, segmentation.lesion, segmentation.border)
-        lap("overlay")
+        lap("overlay", parts)
         encode_png(picture)
-        lap("png_encode")
-        return stages
+        lap("png_encode", parts)
+        return stages, parts
 
-    for _ in range(settings.warmup):
-        once()
-    runs = [once() for _ in range(max(1, settings.repeats))]
-    return {"ms": float(np.median([sum(run.values()) for run in runs])),
-            "stages": {name: float(np.median([run[name] for run in runs])) for name in runs[0]},
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-bench-draw") as drawer:
+        for _ in range(settings.warmup):
+            once(drawer)
+        runs = [once(drawer) for _ in range(max(1, settings.repeats))]
+    stages = [stage for stage, _ in runs]
+    parts = [part for _, part in runs]
+    return {"ms": float(np.median([sum(run.values()) for run in stages])),
+            "stages": {name: float(np.median([run[name] for run in stages])) for name in stages[0]},
+            "parts": {name: float(np.median([run[name] for run in parts])) for name in parts[0]},
             "image": str(path), "size": list(END_TO_END_SIZE)}
 
 
@@ -363,12 +495,17 @@ def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
     return seconds
 
 
+def runtime_in_use(segmenter: Any) -> str:
+    """The runtime ``moleseg predict`` ran the benchmarked network with: ``onnxruntime`` or ``tensorflow``."""
+    return "onnxruntime" if hasattr(segmenter.inference_function(), "session") else "tensorflow"
+
+
 def cached_inference_graph(model: str) -> bool:
     """True when ``model`` is a ``.keras`` file whose inference graph is in the per-machine cache
     (:mod:`moleseg.network.compiled`): its cold start then skips rebuilding the Keras model."""
-    from moleseg.network.compiled import cached_entry
+    from moleseg.network.compiled import any_cached
 
-    return Path(model).suffix == ".keras" and Path(model).is_file() and cached_entry(model) is not None
+    return Path(model).suffix == ".keras" and Path(model).is_file() and any_cached(model)
 
 
 def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, Any]:
@@ -419,6 +556,9 @@ def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
         files, described = image_files(images, settings.predict_images, scratch / "images")
         result["images"] = described
         result["synthetic_images"] = images is None
+        echo("runtimes ...")
+        result["runtimes"] = bench_runtimes(segmenter, files, scratch, settings)
+        result["runtime"] = runtime_in_use(segmenter)
         echo("end to end ...")
         result["end_to_end"] = bench_end_to_end(segmenter, files[0], settings)
         result["end_to_end_ms"] = result["end_to_end"]["ms"]
@@ -481,7 +621,8 @@ def format_report(result: dict[str, Any]) -> str:
         ("network.roofline_floor_ms", f"{network['roofline_floor_ms']:.1f}", "ms", "sum of per-layer floors"),
         ("network.ratio_to_floor", f"{network['ratio_to_floor']:.2f}", "x", ""),
         ("end_to_end_ms", f"{result['end_to_end_ms']:.1f}", "ms",
-         ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())),
+         ", ".join(f"{k} {v:.1f}" for k, v in result["stages"].items())
+         + " (one by one: " + ", ".join(f"{k} {v:.1f}" for k, v in result["end_to_end"]["parts"].items()) + ")"),
         ("predict_images_per_s", f"{result['predict_images_per_s']:.2f}", "img/s", result["images"]),
         ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"
          + (", cached inference graph" if result.get("cold_start_cached_graph") else "")),
@@ -498,6 +639,14 @@ def format_report(result: dict[str, Any]) -> str:
         target = TARGETS.get(name)
         goal = f"[target {target[0]} {target[1]:g}: {verdict}] " if target else ""
         lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])} {unit.ljust(widths[2])}  {goal}{note}")
+    lines.append(f"runtimes (same {result['runtimes']['images']} images at {result['runtimes']['input_size']}²; "
+                 f"predict uses {result['runtime']}): batch-1 ms, ms/image at batch 8, max |difference| from TF")
+    for name, row in result["runtimes"]["rows"].items():
+        if "ms_batch1" in row:
+            difference = "-" if row["max_abs_difference"] is None else f"{row['max_abs_difference']:.1e}"
+            lines.append(f"  {name:18s} {row['ms_batch1']:7.1f} {row['ms_per_image_batch8']:7.1f}  {difference}")
+        else:
+            lines.append(f"  {name:18s} {row.get('missing') and 'not installed: ' + row['missing'] or row.get('error')}")
     lines.append("top layers by time (ms, floor ms, bound):")
     for layer in network["per_layer"][:TOP_LAYERS]:
         lines.append(f"  {layer['name']:32s} {layer['type']:22s} {layer['ms']:7.2f} {layer['floor_ms']:7.3f} "

@@ -146,8 +146,8 @@ def transfer_weights(target: keras.Model, source_path: str | Path, *, n_classes:
     if not source_path.is_file():
         raise FileNotFoundError(f"{source_path}: weights file not found")
     if source_path.suffix == ".keras":
-        from moleseg.core.modelinfo import ModelFileError, read_model_info
-        from moleseg.network.io import check_keras_file, load_keras_model
+        from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info
+        from moleseg.network.io import load_keras_model
 
         check_keras_file(source_path)
         try:

@@ -1,5 +1,16 @@
 """A per-machine cache of the inference graph of a ``.keras`` file, so that a new process starts fast.
 
+Two kinds of entry, one folder each under :func:`inference_cache_root`:
+
+* an **ONNX** file of the folded network (:data:`ONNX_FILE`), run with ONNX Runtime, the default runtime
+  for prediction (:data:`RUNTIME_ENV`): a new process then predicts without importing TensorFlow at all
+  (importing it alone takes ~2.3 s), and the network runs faster on a CPU (``docs/performance.md``). The
+  file is converted from the folded Keras model once per machine (``tf2onnx``, ~3 s) and kept only when
+  ONNX Runtime's probabilities on a probe batch are within :data:`moleseg.network.onnx_export.ONNX_TOLERANCE`
+  of TensorFlow's; otherwise the entry records why (:data:`UNUSABLE_FILE`) and TensorFlow predicts.
+* a TensorFlow **SavedModel** of the folded prediction function, used when the runtime is TensorFlow or
+  the ONNX file cannot be made or used.
+
 Loading a ``.keras`` file rebuilds every Keras layer from its config (about 1 s of CPU for the shipped
 dermoscopy model), folding its BatchNormalization (:func:`moleseg.network.inference.fold_batchnorm`)
 and tracing the prediction function cost about 1 s more: together most of ``moleseg predict``'s start-up
@@ -18,6 +29,7 @@ so a killed save leaves no half entry; only the :data:`KEEP_ENTRIES` most recent
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import time
@@ -39,6 +51,17 @@ KEEP_ENTRIES: int = 8
 CACHE_ENV: str = "MOLESEG_INFERENCE_CACHE"
 #: Marker file written last into an entry: an entry without it is incomplete and ignored.
 COMPLETE_MARKER: str = "complete"
+#: Changes whenever the ONNX conversion changes: old ONNX entries are then ignored.
+ONNX_FORMAT: str = "folded-onnx-1"
+#: The network's file inside an ONNX entry.
+ONNX_FILE: str = "network.onnx"
+#: Written instead of :data:`ONNX_FILE` when the conversion failed or did not match TensorFlow: its text
+#: says why, and TensorFlow predicts this network on this machine without trying again.
+UNUSABLE_FILE: str = "unusable.txt"
+#: Environment variable choosing the prediction runtime (read at every call): one of :data:`RUNTIMES`.
+RUNTIME_ENV: str = "MOLESEG_RUNTIME"
+#: Prediction runtimes, the default first. Training always runs in TensorFlow.
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "tensorflow")
 
 
 def inference_cache_root() -> Path:
@@ -51,12 +74,36 @@ def cache_enabled() -> bool:
     return os.environ.get(CACHE_ENV, "1") != "0"
 
 
-def network_digest(path: str | Path) -> str:
-    """Hex digest of a ``.keras`` file's network (every archive entry but ``moleseg.json``: name, CRC-32,
-    size) with the TensorFlow version and :data:`CACHE_FORMAT`."""
-    import tensorflow as tf
+def inference_runtime() -> str:
+    """The prediction runtime :data:`RUNTIME_ENV` names now, else the first of :data:`RUNTIMES`.
 
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{tf.__version__}".encode())
+    Raises
+    ------
+    ValueError
+        An unknown runtime name (the message lists the known ones).
+    """
+    value = os.environ.get(RUNTIME_ENV, "").strip().lower() or RUNTIMES[0]
+    if value not in RUNTIMES:
+        raise ValueError(f"{RUNTIME_ENV}={value!r} is not a prediction runtime; choose one of {', '.join(RUNTIMES)}")
+    return value
+
+
+def onnx_wanted() -> bool:
+    """True when networks should be predicted with ONNX Runtime: it is the runtime chosen, it is installed,
+    and the cache (where the converted file lives) is on."""
+    return (inference_runtime() == "onnxruntime" and cache_enabled()
+            and importlib.util.find_spec("onnxruntime") is not None)
+
+
+def onnx_convertible() -> bool:
+    """True when this machine can convert a network to ONNX (``tf2onnx`` and ``onnx`` installed)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("tf2onnx", "onnx"))
+
+
+def _archive_digest(path: str | Path, prefix: str) -> str:
+    """Hex digest of ``prefix`` and a ``.keras`` file's network entries (every archive entry but
+    ``moleseg.json``: name, CRC-32, size; read from the ZIP directory)."""
+    digest = hashlib.sha256(prefix.encode())
     with zipfile.ZipFile(path) as archive:
         for entry in sorted(archive.infolist(), key=lambda item: item.filename):
             if entry.filename != INFO_ENTRY:
@@ -64,15 +111,57 @@ def network_digest(path: str | Path) -> str:
     return digest.hexdigest()[:32]
 
 
-def cached_entry(path: str | Path) -> Path | None:
-    """The complete cache entry of the network in ``path``, or None (none yet, or the cache is off)."""
-    if not cache_enabled():
-        return None
-    entry = inference_cache_root() / network_digest(path)
+def network_digest(path: str | Path) -> str:
+    """Key of a ``.keras`` file's SavedModel entry: its network entries, the TensorFlow version and
+    :data:`CACHE_FORMAT`."""
+    import tensorflow as tf
+
+    return _archive_digest(path, f"{CACHE_FORMAT}|{tf.__version__}")
+
+
+def onnx_digest(path: str | Path) -> str:
+    """Key of a ``.keras`` file's ONNX entry, computed without TensorFlow: its network entries, the ONNX
+    Runtime version (which checked the file against TensorFlow) and :data:`ONNX_FORMAT`."""
+    import onnxruntime
+
+    return _archive_digest(path, f"{ONNX_FORMAT}|{onnxruntime.__version__}")
+
+
+def _complete(entry: Path) -> Path | None:
+    """``entry`` when it is complete (marked most recently used: kept longest), else None."""
     if not (entry / COMPLETE_MARKER).is_file():
         return None
-    os.utime(entry / COMPLETE_MARKER)  # most recently used: kept longest
+    os.utime(entry / COMPLETE_MARKER)
     return entry
+
+
+def cached_entry(path: str | Path) -> Path | None:
+    """The complete SavedModel entry of the network in ``path``, or None (none yet, or the cache is off)."""
+    if not cache_enabled():
+        return None
+    return _complete(inference_cache_root() / network_digest(path))
+
+
+def cached_onnx(path: str | Path) -> Path | None:
+    """The complete ONNX entry of the network in ``path`` (usable or not: see :func:`onnx_usable`), or None
+    (none yet, ONNX Runtime not wanted or not installed)."""
+    if not onnx_wanted():
+        return None
+    return _complete(inference_cache_root() / onnx_digest(path))
+
+
+def onnx_usable(entry: Path) -> bool:
+    """True when an ONNX entry holds a network that matched TensorFlow (not an :data:`UNUSABLE_FILE`)."""
+    return (entry / ONNX_FILE).is_file()
+
+
+def any_cached(path: str | Path) -> bool:
+    """True when a new process can predict the network in ``path`` without rebuilding its Keras model:
+    a usable ONNX entry (no TensorFlow then) or a SavedModel entry."""
+    onnx_entry = cached_onnx(path)
+    if onnx_entry is not None and onnx_usable(onnx_entry):
+        return True
+    return cached_entry(path) is not None
 
 
 def load_cached_function(entry: Path) -> Callable[[Any], Any]:
@@ -108,14 +197,22 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
     module.network_variables = [weight.value for weight in model.weights]
     module.predict = tf.function(lambda images: model(images, training=False),
                                  input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
+    return _write_entry(path, network_digest(path), lambda folder: tf.saved_model.save(module, str(folder)))
+
+
+def _write_entry(path: str | Path, digest: str, fill: Callable[[Path], None]) -> Path:
+    """Write the cache entry ``digest`` of the network in ``path``: ``fill(folder)`` writes its files into a
+    temporary folder, which is marked complete and renamed into place (a killed write leaves no half
+    entry; when another process wrote the entry meanwhile, the first is kept); then older entries are
+    pruned. Returns the entry."""
     root = inference_cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    entry = root / network_digest(path)
+    entry = root / digest
     temporary = root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}"
     try:
-        tf.saved_model.save(module, str(temporary))
+        fill(temporary)
         (temporary / COMPLETE_MARKER).write_text(f"{Path(path).name}\n")
-        if entry.exists():  # another process saved the same network meanwhile: keep the first
+        if entry.exists():
             shutil.rmtree(temporary)
         else:
             os.replace(temporary, entry)
@@ -124,6 +221,67 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
         raise
     prune(root)
     return entry
+
+
+def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
+    """ONNX Runtime running an entry's network: ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` numpy.
+
+    Raises
+    ------
+    FileNotFoundError
+        The entry records an unusable conversion.
+    Exception
+        Whatever ONNX Runtime raises for a damaged file.
+    """
+    import onnxruntime
+
+    if not onnx_usable(entry):
+        raise FileNotFoundError(f"{entry}: no usable ONNX network ({(entry / UNUSABLE_FILE).read_text().strip()})")
+    session_options = onnxruntime.SessionOptions()
+    session_options.log_severity_level = 3  # errors only: not the optimiser's notes on folded constants
+    session = onnxruntime.InferenceSession(str(entry / ONNX_FILE), session_options,
+                                           providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def predict(images: Any) -> Any:
+        return session.run(None, {input_name: images})[0]
+
+    predict.session = session
+    return predict
+
+
+def save_onnx(path: str | Path, model: Any, input_shape: tuple[int, ...],
+              reference: Callable[[Any], Any]) -> Path:
+    """Convert ``model`` (the folded inference model of the network in ``path``) to ONNX and store it as
+    an ONNX entry if ONNX Runtime's probabilities on a probe batch are within
+    :data:`moleseg.network.onnx_export.ONNX_TOLERANCE` of ``reference``'s (TensorFlow's prediction
+    function); a failed conversion or a mismatch is stored as :data:`UNUSABLE_FILE` instead. Returns the
+    entry (complete either way).
+
+    Raises
+    ------
+    OSError
+        The cache folder cannot be written, or the cache is off.
+    """
+    from moleseg.network.onnx_export import ONNX_TOLERANCE, largest_difference, onnx_bytes, probe_batch
+
+    if not cache_enabled():
+        raise OSError(f"the inference cache is off ({CACHE_ENV}=0)")
+
+    def fill(folder: Path) -> None:
+        folder.mkdir()
+        try:
+            (folder / ONNX_FILE).write_bytes(onnx_bytes(model, input_shape))
+            probe = probe_batch(input_shape)
+            difference = largest_difference(load_onnx_function(folder)(probe), reference(probe))
+            if not difference <= ONNX_TOLERANCE:
+                raise ValueError(f"probabilities differ from TensorFlow's by {difference:.2g} "
+                                 f"(more than {ONNX_TOLERANCE:g})")
+        except Exception as error:  # noqa: BLE001 -- any conversion failure: TensorFlow predicts instead
+            (folder / ONNX_FILE).unlink(missing_ok=True)
+            (folder / UNUSABLE_FILE).write_text(f"{type(error).__name__}: {error}\n")
+
+    return _write_entry(path, onnx_digest(path), fill)
 
 
 def discard(entry: Path) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
 from moleseg.core.atomic import atomic_output
-from moleseg.core.modelinfo import ModelFileError, read_model_info, write_model_info
+from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
 
 
 def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Path:
@@ -19,24 +18,6 @@ def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Pa
     with atomic_output(path) as temporary:
         model.save(str(temporary), zipped=True)
         write_model_info(temporary, info)
-    return path
-
-
-def check_keras_file(path: str | Path) -> Path:
-    """``path`` if it is an existing, complete ``.keras`` (ZIP) file.
-
-    Raises
-    ------
-    ModelFileError
-        Missing file; a file that is not a complete ZIP archive: damaged (a truncated copy or an
-        interrupted save) or not a moleseg/Keras model at all.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file is a "
-                             "complete ZIP archive; this one is not: truncated, or another kind of file)")
     return path
 
 

@@ -2,21 +2,28 @@
 
 Each image is resized to the network's square input, predicted in batches (optionally with flips as
 test-time augmentation, averaged), and the probabilities are resized back to the image's own size.
+
+Importing this module does not import TensorFlow: a network whose converted ONNX file is in the
+per-machine cache (:mod:`moleseg.network.compiled`) is predicted with ONNX Runtime, and TensorFlow is only
+imported when the Keras model itself is needed (first prediction on a machine, training, the TensorFlow
+runtime).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import keras
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
-from moleseg.core.modelinfo import ModelInfo, read_model_info
+from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
 from moleseg.core.resize import resize_image, resize_probabilities
+
+if TYPE_CHECKING:  # Keras (and TensorFlow) are imported only when a network must be built or traced
+    import keras
 
 
 INFERENCE_MODES: tuple[str, ...] = ("resize", "tiles")
@@ -97,15 +104,16 @@ class KerasSegmenter:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
         """The segmenter of a moleseg ``.keras`` file. When its inference graph is cached already
-        (:mod:`moleseg.network.compiled`) and ``moleseg.json`` gives the classes and input size, the
-        Keras model is only loaded if :attr:`model` is asked for; otherwise it is loaded now, so a damaged
-        file is reported here (:class:`moleseg.core.modelinfo.ModelFileError`)."""
-        from moleseg.network.compiled import cached_entry
-        from moleseg.network.io import check_keras_file, load_model_and_info
+        (:func:`moleseg.network.compiled.any_cached`) and ``moleseg.json`` gives the classes and input size,
+        the Keras model is only loaded if :attr:`model` is asked for; otherwise it is loaded now, so a
+        damaged file is reported here (:class:`moleseg.core.modelinfo.ModelFileError`)."""
+        from moleseg.network.compiled import any_cached
 
         record = ModelInfo.from_dict(read_model_info(check_keras_file(path)))
         model = None
-        if not (record.n_classes and record.input_size and cached_entry(path) is not None):
+        if not (record.n_classes and record.input_size and any_cached(path)):
+            from moleseg.network.io import load_model_and_info
+
             model, info = load_model_and_info(path)
         else:
             info = read_model_info(path)
@@ -122,38 +130,73 @@ class KerasSegmenter:
             self._model = load_keras_model(self.source)
         return self._model
 
-    def inference_function(self):
-        """The compiled prediction function: BatchNormalization folded into the convolutions
-        (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) and a fixed
-        input signature ``(None, S, S, 3)`` float32, so no batch size or call traces the graph again.
+    def inference_function(self) -> Callable[[np.ndarray], Any]:
+        """The compiled prediction function, ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` probabilities.
 
-        For a segmenter read from a file, the function is loaded from the per-machine cache of
-        :mod:`moleseg.network.compiled` when it is there, and saved into it otherwise (a cache that
-        cannot be written only costs the next process its start-up time)."""
+        For a segmenter read from a file, in this order: the network's ONNX file from the per-machine cache
+        of :mod:`moleseg.network.compiled`, run by ONNX Runtime (the default runtime; no TensorFlow); its
+        cached TensorFlow SavedModel; else the Keras model with BatchNormalization folded into the
+        convolutions (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) in a
+        ``tf.function`` with a fixed input signature ``(None, S, S, 3)``, so no batch size traces it again
+        -- which is then converted to ONNX (used from now on if it matches TensorFlow) or saved as a
+        SavedModel for the next process. A damaged cache entry is rebuilt; a cache that cannot be written
+        only costs the next process its start-up time."""
         if self._predict_fn is None:
-            from moleseg.network import compiled
-
-            entry = compiled.cached_entry(self.source) if self.source is not None else None
-            if entry is not None:
-                try:
-                    self._predict_fn = compiled.load_cached_function(entry)
-                    return self._predict_fn
-                except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
-                    warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
-                                  "rebuilding it from the model file", stacklevel=2)
-                    compiled.discard(entry)
-            from moleseg.network.inference import fold_batchnorm
-
-            model = fold_batchnorm(self.model)
-            input_shape = tuple(self.model.input_shape[1:])
-            self._predict_fn = prediction_function(model)
-            if self.source is not None and compiled.cache_enabled():
-                try:
-                    compiled.save_cached_function(self.source, model, input_shape)
-                except Exception as error:  # noqa: BLE001 -- a cache that cannot be written only costs time
-                    warnings.warn(f"inference cache not written ({type(error).__name__}: {error}); the next "
-                                  "start will be slower", stacklevel=2)
+            self._predict_fn = self._cached_function() or self._built_function()
         return self._predict_fn
+
+    def _cached_function(self) -> Callable[[np.ndarray], Any] | None:
+        """The prediction function from the per-machine cache, or None."""
+        if self.source is None:
+            return None
+        from moleseg.network import compiled
+
+        onnx_entry = compiled.cached_onnx(self.source)
+        candidates = []
+        if onnx_entry is not None and compiled.onnx_usable(onnx_entry):
+            candidates.append((onnx_entry, compiled.load_onnx_function))
+        if onnx_entry is None or not compiled.onnx_usable(onnx_entry):
+            saved_entry = compiled.cached_entry(self.source)
+            if saved_entry is not None and (onnx_entry is not None or not self._convert_to_onnx()):
+                candidates.append((saved_entry, compiled.load_cached_function))
+        for entry, load in candidates:
+            try:
+                return load(entry)
+            except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
+                warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
+                              "rebuilding it from the model file", stacklevel=3)
+                compiled.discard(entry)
+        return None
+
+    def _convert_to_onnx(self) -> bool:
+        """True when this network should be converted to ONNX now (wanted, convertible, read from a file)."""
+        from moleseg.network import compiled
+
+        return self.source is not None and compiled.onnx_wanted() and compiled.onnx_convertible()
+
+    def _built_function(self) -> Callable[[np.ndarray], Any]:
+        """The folded Keras model's traced prediction function, cached for later processes (ONNX or
+        SavedModel); the ONNX Runtime function when the conversion matched TensorFlow."""
+        from moleseg.network import compiled
+        from moleseg.network.inference import fold_batchnorm
+
+        model = fold_batchnorm(self.model)
+        input_shape = tuple(self.model.input_shape[1:])
+        function = prediction_function(model)
+        if self.source is None or not compiled.cache_enabled():
+            return function
+        try:
+            if self._convert_to_onnx():
+                entry = compiled.save_onnx(self.source, model, input_shape, function)
+                if compiled.onnx_usable(entry):
+                    return compiled.load_onnx_function(entry)
+                warnings.warn(f"{self.source.name}: predicting with TensorFlow, the ONNX conversion is not used "
+                              f"({(entry / compiled.UNUSABLE_FILE).read_text().strip()})", stacklevel=3)
+            compiled.save_cached_function(self.source, model, input_shape)
+        except Exception as error:  # noqa: BLE001 -- a cache that cannot be written only costs time
+            warnings.warn(f"inference cache not written ({type(error).__name__}: {error}); the next "
+                          "start will be slower", stacklevel=3)
+        return function
 
     def _network(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.inference_function()(np.asarray(batch, np.float32)))

@@ -1,0 +1,163 @@
+"""Prediction with ONNX Runtime (moleseg.network.compiled, moleseg.network.onnx_export): the folded network
+is converted once per machine, used only when it matches TensorFlow, and a later process predicts with
+it without importing TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (requirements.txt has it)")
+pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (requirements.txt has it)")
+
+from moleseg.network import compiled, onnx_export  # noqa: E402
+from moleseg.network.predict import KerasSegmenter  # noqa: E402
+from test_inference_cache import SIZE, tiny_model_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def onnx_cache(monkeypatch, tmp_path):
+    """The inference cache on, in a temporary folder, with the default runtime (ONNX Runtime)."""
+    monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(compiled.CACHE_ENV, "1")
+    monkeypatch.delenv(compiled.RUNTIME_ENV, raising=False)
+    return tmp_path / "cache" / "inference"
+
+
+def batch_of(seed: int, count: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def tensorflow_probabilities(path: Path, batch: np.ndarray, monkeypatch) -> np.ndarray:
+    with monkeypatch.context() as patch:
+        patch.setenv(compiled.CACHE_ENV, "0")
+        return KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch)
+
+
+def test_the_runtime_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(compiled.RUNTIME_ENV, raising=False)
+    assert compiled.inference_runtime() == "onnxruntime"
+    monkeypatch.setenv(compiled.RUNTIME_ENV, " TensorFlow ")
+    assert compiled.inference_runtime() == "tensorflow"
+    monkeypatch.setenv(compiled.RUNTIME_ENV, "tflite")
+    with pytest.raises(ValueError, match="MOLESEG_RUNTIME='tflite'.*onnxruntime, tensorflow"):
+        compiled.inference_runtime()
+
+
+def test_probe_batch_and_difference():
+    probe = onnx_export.probe_batch((20, 30, 3))
+    assert probe.shape == (2, 20, 30, 3) and probe.dtype == np.float32
+    assert 0 <= probe.min() and probe.max() <= 255
+    blob = probe[1, ..., 0]
+    assert blob[10, 15] == pytest.approx(70.0) and blob[0, 0] == pytest.approx(220.0)  # dark centre, light corner
+    assert onnx_export.largest_difference(np.array([0.5, 0.25]), np.array([0.5, 0.75])) == 0.5
+    assert onnx_export.largest_difference(np.array([np.nan]), np.array([0.0])) == float("inf")
+    assert onnx_export.largest_difference(np.zeros(2), np.zeros(3)) == float("inf")
+
+
+def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path)
+    batch = batch_of(0, count=3)
+    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    probabilities = segmenter.predict_network(batch)
+    assert hasattr(segmenter.inference_function(), "session")  # ONNX Runtime from now on
+    assert probabilities.shape == (3, SIZE, SIZE, 3)
+    assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
+    entry = compiled.cached_onnx(path)
+    assert entry is not None and entry.parent == onnx_cache and (entry / compiled.ONNX_FILE).is_file()
+    assert compiled.cached_entry(path) is None  # no SavedModel needed beside it
+
+
+def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path)
+    batch = batch_of(1)
+    KerasSegmenter.from_file(path).predict_network(batch[:1])  # converts, as a user's first prediction does
+    np.save(tmp_path / "batch.npy", batch)
+    script = (
+        "import sys, json, numpy as np\n"
+        "from moleseg.network.loading import load_segmenter\n"
+        f"segmenter = load_segmenter({str(path)!r}, test_time_augmentation=False)\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, segmenter.predict_network(np.load({str(tmp_path / 'batch.npy')!r})))\n"
+        "print(json.dumps(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    assert np.abs(np.load(tmp_path / "out.npy") - expected).max() <= onnx_export.ONNX_TOLERANCE
+
+
+def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path)
+    batch = batch_of(2)
+    monkeypatch.setattr(onnx_export, "largest_difference", lambda first, second: 0.5)
+    with pytest.warns(UserWarning, match="predicting with TensorFlow.*differ from TensorFlow's by 0.5"):
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        probabilities = segmenter.predict_network(batch)
+    assert not hasattr(segmenter.inference_function(), "session")
+    entry = compiled.cached_onnx(path)
+    assert not compiled.onnx_usable(entry) and "0.5" in (entry / compiled.UNUSABLE_FILE).read_text()
+    assert compiled.cached_entry(path) is not None  # the SavedModel serves the next process
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(onnx_export, "onnx_bytes", no_second_conversion)
+    again = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    np.testing.assert_allclose(again.predict_network(batch), probabilities, atol=1e-6)
+    assert again._model is None  # from the SavedModel entry, Keras model not rebuilt
+
+
+def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path)
+    batch = batch_of(3)
+    KerasSegmenter.from_file(path).predict_network(batch)
+    entry = compiled.cached_onnx(path)
+    (entry / compiled.ONNX_FILE).write_bytes(b"truncated")
+    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        probabilities = segmenter.predict_network(batch)
+    assert hasattr(segmenter.inference_function(), "session")
+    assert np.abs(probabilities - tensorflow_probabilities(path, batch, monkeypatch)).max() <= onnx_export.ONNX_TOLERANCE
+
+
+def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv(compiled.RUNTIME_ENV, "tensorflow")
+    path = tiny_model_file(tmp_path)
+    segmenter = KerasSegmenter.from_file(path)
+    segmenter.predict_network(batch_of(4, count=1))
+    assert not hasattr(segmenter.inference_function(), "session")
+    assert compiled.cached_entry(path) is not None
+    monkeypatch.delenv(compiled.RUNTIME_ENV)
+    assert compiled.cached_onnx(path) is None
+
+
+@pytest.mark.parametrize("model_name, images", [("dermoscopy", "moles/ph2/images"),
+                                                ("cells", "cells/dsb2018_brightfield/images")])
+def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx_cache, require_shared, monkeypatch):
+    from moleseg.core.imageio import read_image
+    from moleseg.core.resize import resize_image
+
+    path = ROOT / "models" / f"{model_name}.keras"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    folder = require_shared(images)
+    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    size = segmenter.input_size
+    # the first crop of the input size (cells are predicted in tiles at their own scale) or the resized image
+    pictures = [read_image(file) for file in sorted(folder.iterdir())[:4]]
+    batch = np.stack([picture[:size, :size] if segmenter.inference == "tiles" and min(picture.shape[:2]) >= size
+                      else resize_image(picture, size) for picture in pictures]).astype(np.float32)
+    probabilities = segmenter.predict_network(batch)
+    assert hasattr(segmenter.inference_function(), "session")
+    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
+    assert (probabilities.argmax(-1) == expected.argmax(-1)).mean() > 0.9999
