@@ -126,6 +126,31 @@ def test_predict_files_writes_in_input_order_and_reports_progress_up_to_the_end(
     assert not list((tmp_path / "out").glob(TEMPORARY_PREFIX + "*"))
 
 
+@pytest.mark.parametrize("n_classes", [3, 2])
+def test_measuring_beside_encoding_gives_what_one_after_the_other_gives(tmp_path, n_classes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from synthetic import lesion_dataset
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.imageio import read_image
+    from moleseg.engine.pipeline import finish_analysis, measure_and_encode
+    from moleseg.engine.segmenter import segment
+
+    images, _ = lesion_dataset(tmp_path / "set", n=1)
+    image = read_image(next(images.iterdir()))
+    segmenter = ClassicalSegmenter(n_classes=n_classes)
+    segmentation = segment(segmenter, image)
+    assert segmentation.lesion.any()
+    expected = finish_analysis(image, segmentation, segmenter, pixel_size_mm=0.02)
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        analysis, files = measure_and_encode(image, segmentation, segmenter, "a", drawer, pixel_size_mm=0.02)
+    assert list(analysis.measurement_row) == list(expected.measurement_row) and analysis.measurement_row
+    np.testing.assert_equal(list(analysis.measurement_row.values()), list(expected.measurement_row.values()))
+    assert analysis.object_rows("a") == expected.object_rows("a")
+    assert files == expected.files("a") and set(files) == {"a_overlay.png", "a_mask.png", "a_classes.png"}
+
+
 # -- Keras inference --------------------------------------------------------------------------------
 
 tf = pytest.importorskip("tensorflow")

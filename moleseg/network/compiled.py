@@ -239,8 +239,9 @@ def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
         raise FileNotFoundError(f"{entry}: no usable ONNX network ({(entry / UNUSABLE_FILE).read_text().strip()})")
     session_options = onnxruntime.SessionOptions()
     session_options.log_severity_level = 3  # errors only: not the optimiser's notes on folded constants
-    session = onnxruntime.InferenceSession(str(entry / ONNX_FILE), session_options,
-                                           providers=["CPUExecutionProvider"])
+    available = onnxruntime.get_available_providers()  # a GPU build of ONNX Runtime runs on the GPU
+    providers = [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
+    session = onnxruntime.InferenceSession(str(entry / ONNX_FILE), session_options, providers=providers)
     input_name = session.get_inputs()[0].name
 
     def predict(images: Any) -> Any:
