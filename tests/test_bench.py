@@ -79,6 +79,10 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
     assert result["synthetic_images"] is False and str(folder) in result["images"]
     assert result["predict"]["images"] == 3  # the quick run's count, the first files of the folder
     assert result["train"]["input_size"] == SIZE and result["train"]["batch"] == 2
+    # the input pipeline on the three image files (with elliptical masks) and training fed by it
+    train = result["train"]
+    assert train["pipeline_images"] == 3 and train["input_images_per_s"] > 0 and train["fed_images_per_s"] > 0
+    assert 0.0 <= train["input_bound_share"] <= 1.0 and "input-bound share" in out
     assert len(result["load_average"]) == 3 and result["cpu_count"] >= 1
     assert set(result["targets"].values()) == {"quick run"}
     assert "network.ratio_to_floor" in out and "top layers by time" in out and "synthetic" not in out

@@ -34,7 +34,9 @@ What is measured
   ``cold_start_cached_graph``: whether the model's inference graph was in the per-machine cache (the
   benchmark's own prediction puts it there, as a user's first prediction does).
 * ``train_images_per_s``: training steps of the model's architecture (its ``moleseg.json``) at 256 px,
-  batch 8 (quick: its own size, batch 2), random weights and a synthetic batch.
+  batch 8 (quick: its own size, batch 2), random weights and a synthetic batch; ``train`` also has the
+  input pipeline's own rate on the benchmark's image files (with elliptical masks, the model's recorded
+  augmentation), the rate of training fed by it, and the input-bound share of the step time.
 * ``peak_rss_mib``: the maximum resident memory of this process (and of the cold-start child).
 
 Without ``--images`` the images are synthetic dermoscopy-like pictures (the JSON says so).
@@ -508,11 +510,36 @@ def cached_inference_graph(model: str) -> bool:
     return Path(model).suffix == ".keras" and Path(model).is_file() and any_cached(model)
 
 
-def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, Any]:
-    """Training images/s of the model's architecture on a synthetic batch (median step after warm-up)."""
+def training_pairs(files: list[Path], scratch: Path) -> list[Any]:
+    """The benchmark's image files as training pairs, each with an elliptical lesion mask (PNG) written to
+    ``scratch``: the input pipeline's cost does not depend on where the lesion is."""
+    import cv2
+
+    from moleseg.core.imageio import read_image, write_png
+    from moleseg.core.pairing import Pair
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for path in files:
+        height, width = read_image(path).shape[:2]
+        mask = np.zeros((height, width), np.uint8)
+        cv2.ellipse(mask, (width // 2, height // 2), (width // 4, height // 3), 20.0, 0.0, 360.0, 255, -1)
+        write_png(scratch / f"{path.stem}.png", mask)
+        pairs.append(Pair(image=path, mask=scratch / f"{path.stem}.png", rule="same name"))
+    return pairs
+
+
+def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[Any] | None = None) -> dict[str, Any]:
+    """Training images/s of the model's architecture on a synthetic in-memory batch (median step after
+    warm-up), and with ``pairs``: the input pipeline alone (``make_dataset`` as training builds it: lazy
+    decoding, the augmentations the model records, at the default ranges) and training fed by it (``fit`` steps). The pipeline
+    runs in parallel with the steps (prefetch), so ``input_bound_share`` = 1 - fed rate / in-memory rate
+    is the share of step time lost to the input."""
     import keras
 
     from moleseg.network.build import ModelConfig, build_model
+    from moleseg.core import options
+    from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset
     from moleseg.network.losses import SegmentationLoss
 
     config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
@@ -524,8 +551,34 @@ def bench_training(info: dict[str, Any], settings: BenchSettings) -> dict[str, A
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     labels = np.eye(config.n_classes, dtype=np.float32)[rng.integers(0, config.n_classes, (batch, size, size))]
     seconds = median_seconds(lambda: model.train_on_batch(images, labels), settings.train_steps, settings.warmup)
-    return {"input_size": size, "batch": batch, "architecture": f"{config.architecture} {config.backbone}",
-            "step_ms": 1000.0 * seconds, "images_per_s": batch / seconds}
+    result = {"input_size": size, "batch": batch, "architecture": f"{config.architecture} {config.backbone}",
+              "step_ms": 1000.0 * seconds, "images_per_s": batch / seconds}
+    if not pairs:
+        return result
+    augment_names = info.get("training", {}).get("augment") or options.default("augment")
+    augment = AugmentConfig.from_names(augment_names)
+    targets = TargetConfig(input_size=size, n_classes=config.n_classes)
+    steps = max(2, 2 * settings.train_steps)
+    examples = steps * batch
+
+    def feed() -> Any:
+        return make_dataset(pairs, targets, batch_size=batch, augment=augment, shuffle=True, seed=1).repeat()
+
+    iterator = iter(feed())
+    next(iterator)  # warm-up: the pipeline's threads and first reads
+    started = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    input_rate = examples / (time.perf_counter() - started)
+    dataset = feed()
+    model.fit(dataset, steps_per_epoch=settings.warmup + 1, epochs=1, verbose=0)
+    started = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    fed_rate = examples / (time.perf_counter() - started)
+    result.update(input_images_per_s=input_rate, fed_images_per_s=fed_rate,
+                  input_bound_share=max(0.0, 1.0 - fed_rate / result["images_per_s"]),
+                  augment=list(augment_names), pipeline_images=len(pairs))
+    return result
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -571,8 +624,8 @@ def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
         result["cold_start_s"] = cold_start_seconds(cold_model, files[0], scratch)
         result["cold_start_model"] = cold_model
         result["cold_start_cached_graph"] = cached_inference_graph(cold_model)
-    echo("training ...")
-    result["train"] = bench_training(segmenter.info, settings)
+        echo("training ...")
+        result["train"] = bench_training(segmenter.info, settings, training_pairs(files, scratch / "masks"))
     result["train_images_per_s"] = result["train"]["images_per_s"]
     result["peak_rss_mib"] = peak_rss_mib()
     result["cold_start_peak_rss_mib"] = peak_rss_mib(resource.RUSAGE_CHILDREN)
@@ -627,7 +680,10 @@ def format_report(result: dict[str, Any]) -> str:
         ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"
          + (", cached inference graph" if result.get("cold_start_cached_graph") else "")),
         ("train_images_per_s", f"{result['train_images_per_s']:.2f}", "img/s",
-         f"{result['train']['architecture']} {result['train']['input_size']}² batch {result['train']['batch']}"),
+         f"{result['train']['architecture']} {result['train']['input_size']}² batch {result['train']['batch']}"
+         + (f"; input pipeline alone {result['train']['input_images_per_s']:.1f} img/s, training fed by it "
+            f"{result['train']['fed_images_per_s']:.2f} img/s (input-bound share "
+            f"{100 * result['train']['input_bound_share']:.0f} %)" if "input_images_per_s" in result["train"] else "")),
         ("peak_rss_mib", f"{result['peak_rss_mib']:.0f}", "MiB", f"cold-start child {result['cold_start_peak_rss_mib']:.0f}"),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
