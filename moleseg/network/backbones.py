@@ -28,6 +28,7 @@ from keras import layers
 
 from moleseg.core import options
 from moleseg.network import mobilenetv2
+from moleseg.network.batchnorm import FusedBatchNormalization
 
 BACKBONES: tuple[str, ...] = options.BACKBONES
 
@@ -47,16 +48,16 @@ def _basic_block(x, filters: int, stride: int, name: str, bn_momentum: float):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
-        shortcut = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_0_bn")(shortcut)
+        shortcut = FusedBatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_0_bn")(shortcut)
     if stride == 2:
         y = layers.ZeroPadding2D(1, name=f"{name}_1_pad")(x)
         y = layers.Conv2D(filters, 3, strides=2, use_bias=False, name=f"{name}_1_conv")(y)
     else:
         y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_1_conv")(x)
-    y = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_1_bn")(y)
+    y = FusedBatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_1_bn")(y)
     y = layers.ReLU(name=f"{name}_1_relu")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
-    y = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_2_bn")(y)
+    y = FusedBatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_2_bn")(y)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -68,7 +69,7 @@ def build_resnet18_encoder(inputs, *, bn_momentum: float = 0.99) -> dict:
     """
     x = layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name="conv1_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, epsilon=1e-5, name="conv1_bn")(x)
     x = layers.ReLU(name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -13,18 +13,20 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from moleseg.network.batchnorm import FusedBatchNormalization
+
 
 def _conv_block(x, filters: int, kernel: int, name: str, *, rate: int = 1, separable: bool = False,
                 bn_momentum: float = 0.99):
     if separable and kernel > 1:
         x = layers.DepthwiseConv2D(kernel, padding="same", dilation_rate=rate, use_bias=False,
                                    name=f"{name}_depthwise")(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_depthwise_bn")(x)
+        x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_depthwise_bn")(x)
         x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
         x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pointwise")(x)
     else:
         x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=rate, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -39,7 +41,7 @@ def aspp(x, *, width: int, rates: tuple[int, ...], separable: bool, bn_momentum:
     height, width_px = x.shape[1], x.shape[2]
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="aspp_pool")(x)
     pooled = layers.Conv2D(width, 1, use_bias=False, name="aspp_pool_conv")(pooled)
-    pooled = layers.BatchNormalization(momentum=bn_momentum, name="aspp_pool_bn")(pooled)
+    pooled = FusedBatchNormalization(momentum=bn_momentum, name="aspp_pool_bn")(pooled)
     pooled = layers.ReLU(name="aspp_pool_relu")(pooled)
     pooled = layers.UpSampling2D((height, width_px), interpolation="nearest", name="aspp_pool_upsample")(pooled)
     branches = [pooled, _conv_block(x, width, 1, "aspp_1x1", bn_momentum=bn_momentum)]
@@ -64,7 +66,7 @@ def deeplabv3plus_head(inputs, low, high, *, n_classes: int, decoder_width: int 
              bn_momentum=bn_momentum, dropout=dropout)
     y = layers.UpSampling2D(4, interpolation="bilinear", name="decoder_upsample")(y)
     low = layers.Conv2D(48, 1, use_bias=False, name="decoder_low_conv")(low)
-    low = layers.BatchNormalization(momentum=bn_momentum, name="decoder_low_bn")(low)
+    low = FusedBatchNormalization(momentum=bn_momentum, name="decoder_low_bn")(low)
     low = layers.ReLU(name="decoder_low_relu")(low)
     y = layers.Concatenate(name="decoder_concat")([y, low])
     y = _conv_block(y, decoder_width, 3, "decoder_block1", separable=separable, bn_momentum=bn_momentum)

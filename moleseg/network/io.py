@@ -9,6 +9,7 @@ import keras
 
 from moleseg.core.atomic import atomic_output
 from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
+from moleseg.network import batchnorm  # noqa: F401 -- registers FusedBatchNormalization for loading
 
 
 def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Path:

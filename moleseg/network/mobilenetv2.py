@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from moleseg.network.batchnorm import FusedBatchNormalization
+
 #: (expansion t, output channels c, repeats n, first stride s): torchvision's inverted residual setting.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
@@ -27,8 +29,8 @@ LOW_LEVEL_TAP = "features_3_out"  # 24 channels at stride 4
 HIGH_LEVEL_TAP = "features_17_out"  # 320 channels at the output stride
 
 
-def _bn(name: str, momentum: float) -> layers.BatchNormalization:
-    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
+def _bn(name: str, momentum: float) -> FusedBatchNormalization:
+    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
 
 
 def _conv_bn_relu(x, filters: int, kernel: int, stride: int, name: str, momentum: float, depthwise: bool = False,
