@@ -9,7 +9,7 @@ import keras
 
 from moleseg.core.atomic import atomic_output
 from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
-from moleseg.network import batchnorm  # noqa: F401 -- registers FusedBatchNormalization for loading
+from moleseg.network.batchnorm import FusedBatchNormalization
 
 
 def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Path:
@@ -33,7 +33,8 @@ def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
     """
     path = check_keras_file(path)
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True,
+                                       custom_objects={"moleseg>FusedBatchNormalization": FusedBatchNormalization})
     except Exception as error:  # Keras raises many types for a corrupt or foreign file
         raise ModelFileError(f"{path.name}: cannot load this model ({type(error).__name__}: {error})") from error
 
