@@ -1,4 +1,4 @@
-"""Tests of moleseg.core.hardcases (zoom_in, pink, vignette) and of their use in both training feeds."""
+"""Tests of moleseg.core.hardcases (zoom_in, pink, vignette, halo) and of their use in both training feeds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from synthetic import disk
 from moleseg.core.config import BACK, BORDER, INSIDE
-from moleseg.core.hardcases import MAX_ZOOM, PINK_RGB, HardCaseLabels, hard_cases, pink, vignette, zoom_in
+from moleseg.core.hardcases import (HALO_STRENGTH, MAX_ZOOM, PINK_RGB, HardCaseLabels, halo, hard_cases, pink, vignette,
+                                    zoom_in)
 from moleseg.core.targets import make_targets
 
 SIDE = 64
@@ -71,6 +72,30 @@ def test_vignette_darkens_the_corners_not_the_centre():
         assert np.allclose(shaded[28:36, 28:36], 150.0)
         corners = shaded[[0, 0, -1, -1], [0, -1, 0, -1]].mean()
         assert corners < 0.9 * 150.0
+
+
+def test_halo_paints_a_fading_pigmented_ring_on_the_skin_only():
+    image, labels = _mole(12)
+    ringed = halo(image, labels, np.random.default_rng(5))
+    lesion = labels != BACK
+    assert np.array_equal(ringed[lesion], image[lesion])  # the lesion is untouched (labels are not changed)
+    distance = np.hypot(*np.mgrid[0:SIDE, 0:SIDE] - np.array([30, 34])[:, None, None])
+    just_outside = (distance > 13) & (distance < 14)
+    far = distance > 12 * (1 + 0.45) + 3  # beyond the widest ring (0.45 of the 12 px radius)
+    # next to the lesion the skin moved towards half skin, half brown, by at most HALO_STRENGTH[1]
+    step = (image[just_outside] - ringed[just_outside]).mean(axis=0) / ((SKIN - BROWN) / 2)
+    assert np.all(step > 0.1) and np.all(step <= HALO_STRENGTH[1] + 1e-6)
+    assert np.array_equal(ringed[far], image[far])
+    assert np.array_equal(halo(image, np.zeros_like(labels), np.random.default_rng(5)), image)
+
+
+def test_halo_does_not_change_what_the_other_cases_draw():
+    image, labels = _mole(14)
+    shares = dict(zoom_in_share=1.0, pink_share=0.0, vignette_share=0.0, how=HOW)
+    plain = hard_cases(image, labels, **shares, rng=np.random.default_rng(9))
+    with_halo = hard_cases(image, labels, **shares, halo_share=1.0, rng=np.random.default_rng(9))
+    assert np.array_equal(with_halo[1], plain[1])  # the same zoom, the same labels
+    assert not np.array_equal(with_halo[0], plain[0])  # and a halo painted on its skin
 
 
 def test_hard_cases_at_share_zero_change_nothing_and_are_reproducible():

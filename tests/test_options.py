@@ -158,7 +158,7 @@ def test_relative_folders_of_a_config_file_are_under_the_data_root(tmp_path):
     ("epochs", 0, "epochs must be a whole number (1 <= value, in epochs), not 0"),
     ("model.aspp_rates", [6, 12], "aspp rates must be 3 whole numbers, not [6, 12]"),
     ("bn_momentum", 1.5, "bn momentum must be 'auto' or a number (0 < value < 1), not 1.5"),
-    ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour, zoom_in, pink, vignette"),
+    ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour, zoom_in, pink, vignette, halo"),
     ("colour", 2.0, "colour must be a number (0 <= value <= 1), not 2.0"),
     ("crops_by_area", "yes", "crops by area must be true or false, not 'yes'"),
 ])

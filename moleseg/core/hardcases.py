@@ -1,6 +1,6 @@
 """Hard-case augmentation: make the rare dermoscopy images a network gets wrong common in training.
 
-Three cases, each drawn per example with its own probability (the ``hard_case_share`` option):
+Four cases, each drawn per example with its own probability (the ``hard_case_share`` option):
 
 * **zoom_in**: the lesion is zoomed about its centre until its bounding box is wider and taller than the
   frame, so it touches the frame on every side (a lesion filling the whole field); the labels are made
@@ -9,6 +9,8 @@ Three cases, each drawn per example with its own probability (the ``hard_case_sh
   towards a pale pink made from the surrounding skin (an amelanotic, partly pigmented lesion).
 * **vignette**: a dark circular lens vignette over the frame's outer part (the labels do not change: a
   lesion under the vignette is still lesion).
+* **halo**: a faint brownish ring painted on the skin around the lesion, labelled skin (the labels do not
+  change): the counterpart of pink, for faint lesions whose pale pigmented halo is not lesion.
 
 Pure numpy/OpenCV on one ``input_size`` square; the ``tf.data`` pipeline and the numpy feed both call
 :func:`hard_cases`, so the two paths agree given the same random generator.
@@ -35,6 +37,10 @@ PINK_STRENGTH = (0.35, 0.75)
 #: Vignette radius (fraction of the side; the corners are at 0.71) and darkness (0: none, 1: black) ranges.
 VIGNETTE_RADIUS = (0.42, 0.68)
 VIGNETTE_DARKNESS = (0.6, 0.95)
+#: Halo ring width as a fraction of the lesion's equivalent radius, and how far the ring is blended towards
+#: the halo colour (half skin, half the lesion's mean colour) at the lesion's edge, drawn in these ranges.
+HALO_WIDTH = (0.15, 0.45)
+HALO_STRENGTH = (0.25, 0.6)
 
 
 @dataclass(frozen=True)
@@ -148,10 +154,37 @@ def vignette(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (image * shade[..., None]).astype(np.float32)
 
 
+def halo(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paint a faint pigmented halo on the skin around the lesion; the labels stay (the ring is skin).
+
+    The ring fades linearly from the lesion's edge to a width drawn in :data:`HALO_WIDTH` times the
+    lesion's equivalent radius; at the edge the skin is blended towards ``(skin + lesion mean) / 2`` with
+    a strength drawn in :data:`HALO_STRENGTH`. The skin colour is the median of the bright background pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S, S, 3)`` float32 0..255; the input itself when there is no lesion or no background.
+    """
+    lesion = labels != BACK
+    width_share = rng.uniform(*HALO_WIDTH)
+    strength = rng.uniform(*HALO_STRENGTH)
+    if not lesion.any() or lesion.all():
+        return image
+    background = image[~lesion]
+    brightness = background.mean(axis=1)
+    skin = np.median(background[brightness >= np.median(brightness)], axis=0)
+    colour = 0.5 * skin + 0.5 * image[lesion].mean(axis=0)
+    ring_px = max(2.0, width_share * np.sqrt(lesion.sum() / np.pi))
+    outside_px = cv2.distanceTransform((~lesion).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    alpha = (strength * np.clip(1.0 - (outside_px - 1.0) / ring_px, 0.0, 1.0) * ~lesion)[..., None]
+    return (image * (1.0 - alpha) + colour.astype(np.float32) * alpha).astype(np.float32)
+
+
 def hard_cases(image: np.ndarray, labels: np.ndarray, *, zoom_in_share: float, pink_share: float,
-               vignette_share: float, how: HardCaseLabels, rng: np.random.Generator
+               vignette_share: float, how: HardCaseLabels, rng: np.random.Generator, halo_share: float = 0.0
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply each hard case with its probability, in the order zoom_in, pink, vignette.
+    """Apply each hard case with its probability, in the order zoom_in, pink, halo, vignette.
 
     Parameters
     ----------
@@ -159,12 +192,13 @@ def hard_cases(image: np.ndarray, labels: np.ndarray, *, zoom_in_share: float, p
         ``(S, S, 3)``, any dtype, 0..255.
     labels
         ``(S, S)`` uint8 classes.
-    zoom_in_share, pink_share, vignette_share
+    zoom_in_share, pink_share, vignette_share, halo_share
         Probability 0..1 of each case.
     how
         How labels are made again after a zoom.
     rng
-        Random generator; the same number of draws is taken whichever cases happen.
+        Random generator; the same number of draws is taken whichever cases happen (halo draws from a
+        fourth child generator, so the first three cases are what they were before it existed).
 
     Returns
     -------
@@ -172,11 +206,14 @@ def hard_cases(image: np.ndarray, labels: np.ndarray, *, zoom_in_share: float, p
     """
     draws = rng.uniform(0.0, 1.0, 3)
     case_rngs = rng.spawn(3)
+    halo_rng = rng.spawn(1)[0]
     image = image.astype(np.float32)
     if draws[0] < zoom_in_share:
         image, labels = zoom_in(image, labels, how, case_rngs[0])
     if draws[1] < pink_share:
         image = pink(image, labels, case_rngs[1])
+    if halo_rng.uniform() < halo_share:
+        image = halo(image, labels, halo_rng)
     if draws[2] < vignette_share:
         image = vignette(image, case_rngs[2])
     return image, np.ascontiguousarray(labels, dtype=np.uint8)

@@ -33,10 +33,9 @@ SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
 LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce")
 ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
 BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
-AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour", "zoom_in", "pink",
-                                  "vignette")
 #: The augmentations that make a rare hard case common (each drawn with probability ``hard_case_share``).
-HARD_CASES: tuple[str, ...] = ("zoom_in", "pink", "vignette")
+HARD_CASES: tuple[str, ...] = ("zoom_in", "pink", "vignette", "halo")
+AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour", *HARD_CASES)
 STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored")
 PRECISIONS: tuple[str, ...] = ("auto", "on", "off")
 INFERENCES: tuple[str, ...] = ("resize", "tiles")
@@ -298,7 +297,8 @@ OPTIONS: tuple[Option, ...] = (
     _option("hard_case_share", "augmentation", "float", 0.25,
             "probability per example of each hard case named in augment: zoom_in (the lesion fills the frame and "
             "touches it on all sides), pink (part or all of the lesion turned pale pink, amelanotic), vignette "
-            "(a dark circular lens vignette)", low=0.0, high=1.0),
+            "(a dark circular lens vignette), halo (a faint pigmented ring on the skin around the lesion, "
+            "labelled skin)", low=0.0, high=1.0),
     # ---- data (splits)
     _option("validation_split", "data", "float", 0.15, "share of the training pairs held out for validation",
             low=0.0, high=1.0, high_open=True),

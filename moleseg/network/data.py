@@ -30,6 +30,7 @@ from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
 
 AUGMENTATIONS: tuple[str, ...] = options.AUGMENTATIONS
+HARD_CASES: tuple[str, ...] = options.HARD_CASES
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AugmentConfig:
         Zoom factor drawn in ``[1 - scale_range, 1 + scale_range]``.
     colour : float
         Strength 0..1 of brightness / contrast / saturation / hue jitter (image only).
-    zoom_in, pink, vignette : float
+    zoom_in, pink, vignette, halo : float
         Probability 0..1 per example of each hard case (see :func:`hard_cases`); 0 disables it.
     fill_mode : {"reflect", "constant", "nearest", "wrap"}
         How pixels brought in from outside the image are filled (image and labels alike).
@@ -63,6 +64,7 @@ class AugmentConfig:
     zoom_in: float = 0.0
     pink: float = 0.0
     vignette: float = 0.0
+    halo: float = 0.0
     fill_mode: str = "reflect"
 
     @classmethod
@@ -84,9 +86,7 @@ class AugmentConfig:
             translation_px=translation_px if "translation" in names else 0.0,
             scale_range=scale_range if "scale" in names else 0.0,
             colour=colour if "colour" in names else 0.0,
-            zoom_in=hard_case_share if "zoom_in" in names else 0.0,
-            pink=hard_case_share if "pink" in names else 0.0,
-            vignette=hard_case_share if "vignette" in names else 0.0,
+            **{case: hard_case_share if case in names else 0.0 for case in HARD_CASES},
             fill_mode=fill_mode,
         )
 
@@ -97,14 +97,18 @@ class AugmentConfig:
 
     @property
     def hard_cases(self) -> bool:
-        """Whether any hard case (zoom_in, pink, vignette) is drawn."""
-        return bool(self.zoom_in or self.pink or self.vignette)
+        """Whether any hard case (:data:`moleseg.core.options.HARD_CASES`) is drawn."""
+        return any(self.hard_case_shares().values())
+
+    def hard_case_shares(self) -> dict[str, float]:
+        """``{"<case>_share": probability}`` of each hard case, the keyword arguments of :func:`hard_cases`."""
+        return {f"{case}_share": getattr(self, case) for case in HARD_CASES}
 
     def names(self) -> list[str]:
         """The enabled augmentations' names."""
         flags = {"rotation": self.rotation_deg, "reflection": self.reflection, "translation": self.translation_px,
-                 "scale": self.scale_range, "colour": self.colour, "zoom_in": self.zoom_in, "pink": self.pink,
-                 "vignette": self.vignette}
+                 "scale": self.scale_range, "colour": self.colour,
+                 **{case: getattr(self, case) for case in HARD_CASES}}
         return [name for name, value in flags.items() if value]
 
     def to_dict(self) -> dict:
@@ -348,8 +352,7 @@ def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig,
         how = (targets or TargetConfig(input_size=size)).hard_case_labels()
 
         def apply(image_np: np.ndarray, labels_np: np.ndarray, seed_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return hard_cases(image_np, labels_np.astype(np.uint8), zoom_in_share=augment.zoom_in,
-                              pink_share=augment.pink, vignette_share=augment.vignette, how=how,
+            return hard_cases(image_np, labels_np.astype(np.uint8), **augment.hard_case_shares(), how=how,
                               rng=hard_case_rng(seed_np))
 
         label_dtype = labels.dtype

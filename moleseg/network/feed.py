@@ -179,8 +179,8 @@ class PairFeed(keras.utils.PyDataset):
         if self.augment is not None:
             augment = self.augment
             if augment.hard_cases:
-                image, labels = hard_cases(image, labels, zoom_in_share=augment.zoom_in, pink_share=augment.pink,
-                                           vignette_share=augment.vignette, how=self.targets.hard_case_labels(),
+                image, labels = hard_cases(image, labels, **augment.hard_case_shares(),
+                                           how=self.targets.hard_case_labels(),
                                            rng=hard_case_rng(np.array([self.seed, epoch, int(position)])))
             if augment.rotation_deg or augment.reflection or augment.translation_px or augment.scale_range:
                 image, labels = warp_pair(image, labels, AffineDraw.draw(augment, rng), augment.fill_mode)
