@@ -99,12 +99,19 @@ def zoom_in(image: np.ndarray, labels: np.ndarray, how: HardCaseLabels, rng: np.
     return zoomed, zoomed_labels.astype(np.uint8)
 
 
+def skin_colour(image: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """RGB (0..255) of the skin: the median of the brighter half of the pixels outside ``lesion`` (not empty)."""
+    background = image[~lesion]
+    brightness = background.mean(axis=1)
+    return np.median(background[brightness >= np.median(brightness)], axis=0)
+
+
 def pink(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Turn part or all of the lesion pale pink (amelanotic).
 
     Half the time the whole lesion, otherwise the part on one side of a random line through its centre
     (soft edge); blended towards ``(skin + pink) / 2`` with a strength in :data:`PINK_STRENGTH`, so some
-    texture stays. The skin colour is the median of the bright background pixels.
+    texture stays (skin: :func:`skin_colour`).
 
     Returns
     -------
@@ -118,10 +125,7 @@ def pink(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.
     offset = rng.uniform(-0.2, 0.2)
     if not lesion.any() or lesion.all():
         return image
-    background = image[~lesion]
-    brightness = background.mean(axis=1)
-    skin = np.median(background[brightness >= np.median(brightness)], axis=0)
-    pale = 0.5 * skin + 0.5 * np.asarray(PINK_RGB)
+    pale = 0.5 * skin_colour(image, lesion) + 0.5 * np.asarray(PINK_RGB)
     side = image.shape[0]
     weight = cv2.GaussianBlur(lesion.astype(np.float32), (0, 0), max(1.0, side / 100.0))
     if not whole:
@@ -159,7 +163,7 @@ def halo(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.
 
     The ring fades linearly from the lesion's edge to a width drawn in :data:`HALO_WIDTH` times the
     lesion's equivalent radius; at the edge the skin is blended towards ``(skin + lesion mean) / 2`` with
-    a strength drawn in :data:`HALO_STRENGTH`. The skin colour is the median of the bright background pixels.
+    a strength drawn in :data:`HALO_STRENGTH` (skin: :func:`skin_colour`).
 
     Returns
     -------
@@ -171,10 +175,7 @@ def halo(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.
     strength = rng.uniform(*HALO_STRENGTH)
     if not lesion.any() or lesion.all():
         return image
-    background = image[~lesion]
-    brightness = background.mean(axis=1)
-    skin = np.median(background[brightness >= np.median(brightness)], axis=0)
-    colour = 0.5 * skin + 0.5 * image[lesion].mean(axis=0)
+    colour = 0.5 * skin_colour(image, lesion) + 0.5 * image[lesion].mean(axis=0)
     ring_px = max(2.0, width_share * np.sqrt(lesion.sum() / np.pi))
     outside_px = cv2.distanceTransform((~lesion).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     alpha = (strength * np.clip(1.0 - (outside_px - 1.0) / ring_px, 0.0, 1.0) * ~lesion)[..., None]
