@@ -83,7 +83,7 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
     train = result["train"]
     assert train["pipeline_images"] == 3 and train["input_images_per_s"] > 0 and train["fed_images_per_s"] > 0
     assert 0.0 <= train["input_bound_share"] <= 1.0 and "input-bound share" in out
-    assert len(result["load_average"]) == 3 and result["cpu_count"] >= 1
+    assert len(result["load_average"]) == 3 and result["cpu_count"] >= 1 and 0.0 <= result["others_cpu_share"] <= 1.0
     assert set(result["targets"].values()) == {"quick run"}
     assert "network.ratio_to_floor" in out and "top layers by time" in out and "synthetic" not in out
 
@@ -140,3 +140,22 @@ def test_help_and_numpy_commands_never_import_tensorflow(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout
+
+
+def test_busy_counts_other_processes_cpu_not_the_benchmarks_own():
+    from moleseg.network.bench import busy, others_cpu_share
+
+    def run(load_before, machine_cpu_s, own_cpu_s, load_after=1.9):
+        before = {"load_average": [load_before, 0, 0], "cpu_count": 2, "wall_s": 0.0, "machine_cpu_s": 0.0,
+                  "own_cpu_s": 0.0}
+        after = {"load_average": [load_after, 0, 0], "cpu_count": 2, "wall_s": 100.0,
+                 "machine_cpu_s": machine_cpu_s, "own_cpu_s": own_cpu_s}
+        return {"before": before, "after": after}
+
+    quiet = run(0.2, machine_cpu_s=150.0, own_cpu_s=140.0)  # others: 10 of 200 CPU seconds
+    assert others_cpu_share(quiet) == pytest.approx(0.05) and not busy(quiet)  # its own load after does not count
+    shared = run(0.2, machine_cpu_s=190.0, own_cpu_s=140.0)  # others: 50 of 200
+    assert others_cpu_share(shared) == pytest.approx(0.25) and busy(shared)
+    assert busy(run(1.5, machine_cpu_s=150.0, own_cpu_s=140.0))  # loaded before the start
+    unknown = run(0.2, machine_cpu_s=None, own_cpu_s=140.0)
+    assert others_cpu_share(unknown) is None and busy(unknown)  # counters missing: the load-average rule

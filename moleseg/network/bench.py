@@ -1,7 +1,8 @@
 """``moleseg bench``: how close the machine, the network and the whole prediction path run to its limits.
 
 One process, one run; every timing is the median of ``repeats`` calls after ``warmup`` untimed ones. The
-JSON (see :func:`run_bench`) records the load average before and after and the CPU count: on a busy
+JSON (see :func:`run_bench`) records the load average before and after, the CPU count and the share of
+the CPU time other processes took during the run (``others_cpu_share``, from ``/proc/stat``): on a busy
 machine every figure is inflated, so compare runs taken at a similar, low load.
 
 What is measured
@@ -109,11 +110,44 @@ def median_seconds(function: Callable[[], object], repeats: int, warmup: int) ->
     return float(np.median(times))
 
 
+#: Share of the machine's CPU time (0..1) that other processes may take during a run still called idle.
+OTHERS_IDLE_SHARE = 0.1
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy since boot (``/proc/stat``: all but idle and iowait,
+    steal included); None where there is no ``/proc/stat``."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds used by this process and its finished children (the cold-start runs)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def conditions() -> dict[str, Any]:
-    """Load average (1, 5, 15 min) and CPU count now."""
+    """Load average (1, 5, 15 min), CPU count, and the CPU-time counters :func:`busy` compares now."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"load_average": [round(v, 2) for v in os.getloadavg()], "cpu_count": os.cpu_count(),
-            "usable_cpus": usable}
+            "usable_cpus": usable, "wall_s": time.monotonic(), "machine_cpu_s": busy_cpu_seconds(),
+            "own_cpu_s": own_cpu_seconds()}
+
+
+def others_cpu_share(result: dict[str, Any]) -> float | None:
+    """Share 0..1 of the machine's CPU time between the run's start and end that other processes used (the
+    machine's busy time minus the benchmark's own); None when not measurable."""
+    before, after = result["before"], result["after"]
+    if before.get("machine_cpu_s") is None or after.get("machine_cpu_s") is None:
+        return None
+    capacity = (after["wall_s"] - before["wall_s"]) * (after["cpu_count"] or 1)
+    others = (after["machine_cpu_s"] - before["machine_cpu_s"]) - (after["own_cpu_s"] - before["own_cpu_s"])
+    return max(0.0, others / capacity) if capacity > 0 else None
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -630,6 +664,7 @@ def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
     result["peak_rss_mib"] = peak_rss_mib()
     result["cold_start_peak_rss_mib"] = peak_rss_mib(resource.RUSAGE_CHILDREN)
     result["after"] = conditions()
+    result["others_cpu_share"] = others_cpu_share(result)
     result["load_average"] = result["after"]["load_average"]
     result["cpu_count"] = result["after"]["cpu_count"]
     result["targets"] = target_verdicts(result)
@@ -644,9 +679,15 @@ def _lookup(result: dict[str, Any], key: str) -> Any:
 
 
 def busy(result: dict[str, Any]) -> bool:
-    """True when the 1-minute load average before or after exceeded half the CPUs: timings are inflated."""
+    """True when timings are inflated by other work: the 1-minute load average before the run exceeded half
+    the CPUs, or other processes took more than :data:`OTHERS_IDLE_SHARE` of the CPU time during it (the
+    load average after the run counts the benchmark itself, so it is used only when the CPU counters
+    are missing)."""
     cpus = result["after"]["cpu_count"] or 1
-    return max(result["before"]["load_average"][0], result["after"]["load_average"][0]) > 0.5 * cpus
+    others = others_cpu_share(result)
+    if others is None:
+        return max(result["before"]["load_average"][0], result["after"]["load_average"][0]) > 0.5 * cpus
+    return result["before"]["load_average"][0] > 0.5 * cpus or others > OTHERS_IDLE_SHARE
 
 
 def target_verdicts(result: dict[str, Any]) -> dict[str, str]:
@@ -689,7 +730,9 @@ def format_report(result: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"moleseg bench {result['date']}: {result['model']} on {result['machine']}",
              f"load average {result['before']['load_average']} before, {result['after']['load_average']} after, "
-             f"{result['cpu_count']} CPUs" + ("  -- BUSY MACHINE: timings inflated" if busy(result) else "")]
+             f"{result['cpu_count']} CPUs; other processes took "
+             + ("an unknown share" if result.get("others_cpu_share") is None else f"{100 * result['others_cpu_share']:.0f} %")
+             + " of the CPU time" + ("  -- BUSY MACHINE: timings inflated" if busy(result) else "")]
     for name, value, unit, note in rows:
         verdict = result["targets"].get(name, "")
         target = TARGETS.get(name)
