@@ -309,12 +309,10 @@ def runtime_function(name: str, folded: Any, onnx_path: Path, n_classes: int, si
     (for ``smp_pytorch_peer``: segmentation_models_pytorch's DeepLabV3Plus(mobilenet_v2), random weights,
     NCHW, the peer the issue compares against -- its outputs are not ours)."""
     threads = os.cpu_count() or 1
-    if name == "onnxruntime":
-        import onnxruntime
+    if name == "onnxruntime":  # as moleseg predicts with it
+        from moleseg.network.compiled import onnx_session
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(onnx_path)
         return lambda batch: session.run(None, {session.get_inputs()[0].name: batch})[0]
     if name == "openvino":
         import openvino

@@ -223,8 +223,24 @@ def _write_entry(path: str | Path, digest: str, fill: Callable[[Path], None]) ->
     return entry
 
 
+def onnx_session(file: Path) -> Any:
+    """An ONNX Runtime session for the ONNX file ``file``: CUDA when ONNX Runtime's GPU build is installed,
+    else the CPU; errors-only logging; worker threads that sleep instead of spinning between runs (on a
+    2-core CPU spinning threads took the cores the measuring and PNG-encoding threads needed after each
+    network call: end to end 59.7 -> 45.7 ms, ``docs/performance.md``)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: not the optimiser's notes on folded constants
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    available = onnxruntime.get_available_providers()
+    providers = [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
+    return onnxruntime.InferenceSession(str(file), options, providers=providers)
+
+
 def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
-    """ONNX Runtime running an entry's network: ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` numpy.
+    """ONNX Runtime running an entry's network (:func:`onnx_session`): ``(B, S, S, 3)`` float32 ->
+    ``(B, S, S, C)`` numpy.
 
     Raises
     ------
@@ -233,15 +249,9 @@ def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
     Exception
         Whatever ONNX Runtime raises for a damaged file.
     """
-    import onnxruntime
-
     if not onnx_usable(entry):
         raise FileNotFoundError(f"{entry}: no usable ONNX network ({(entry / UNUSABLE_FILE).read_text().strip()})")
-    session_options = onnxruntime.SessionOptions()
-    session_options.log_severity_level = 3  # errors only: not the optimiser's notes on folded constants
-    available = onnxruntime.get_available_providers()  # a GPU build of ONNX Runtime runs on the GPU
-    providers = [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
-    session = onnxruntime.InferenceSession(str(entry / ONNX_FILE), session_options, providers=providers)
+    session = onnx_session(entry / ONNX_FILE)
     input_name = session.get_inputs()[0].name
 
     def predict(images: Any) -> Any:
