@@ -4,6 +4,11 @@ everything else (inference, saving, folding) Keras' own."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,6 +61,43 @@ def test_training_step_equals_keras(epsilon):
     np.testing.assert_allclose(fused.moving_mean, 0.1 * values.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(fused.moving_variance, 0.9 + 0.1 * values.var(axis=0), rtol=1e-5)
     np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-6)
+
+
+def test_one_value_per_channel_keeps_the_moving_statistics_finite():
+    # a one-image batch through a 1x1 map (the ASPP's pooled branch)
+    inputs = tf.constant(np.random.default_rng(4).normal(0.0, 1.0, (1, 1, 1, 3)).astype(np.float32))
+    plain, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
+    for layer in (plain, fused):
+        layer(inputs, training=True)
+    assert np.isfinite(fused.moving_variance.numpy()).all()
+    np.testing.assert_allclose(fused.moving_variance, plain.moving_variance, rtol=1e-6)  # 0.99 * 1 + 0.01 * 0
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5, atol=1e-7)
+
+
+REPLICAS_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from moleseg.network.batchnorm import FusedBatchNormalization
+for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        layer = FusedBatchNormalization()
+        layer.build((2, 4, 4, 3))
+    step = tf.function(lambda x: strategy.run(lambda y: layer(y, training=True), args=(x,)))
+    graph = step.get_concrete_function(tf.TensorSpec((2, 4, 4, 3), tf.float32)).graph
+    fused = "FusedBatchNormV3" in {op.type for function in [graph, *graph._functions.values()]
+                                   for op in (function.get_operations() if hasattr(function, "get_operations")
+                                              else function.graph.get_operations())}
+    print(len(devices), "replicas:", "fused" if fused else "keras")
+"""
+
+
+def test_several_replicas_use_keras_own_training_step():
+    result = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["1 replicas: fused", "2 replicas: keras"]
 
 
 def test_the_fused_kernel_runs_in_training_only():
