@@ -86,9 +86,7 @@ for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
         layer.build((2, 4, 4, 3))
     step = tf.function(lambda x: strategy.run(lambda y: layer(y, training=True), args=(x,)))
     graph = step.get_concrete_function(tf.TensorSpec((2, 4, 4, 3), tf.float32)).graph
-    fused = "FusedBatchNormV3" in {op.type for function in [graph, *graph._functions.values()]
-                                   for op in (function.get_operations() if hasattr(function, "get_operations")
-                                              else function.graph.get_operations())}
+    fused = "FusedBatchNormV3" in {operation.type for operation in graph.get_operations()}
     print(len(devices), "replicas:", "fused" if fused else "keras")
 """
 

@@ -152,21 +152,19 @@ class KerasSegmenter:
         from moleseg.network import compiled
 
         onnx_entry = compiled.cached_onnx(self.source)
-        candidates = []
         if onnx_entry is not None and compiled.onnx_usable(onnx_entry):
-            candidates.append((onnx_entry, compiled.load_onnx_function))
-        if onnx_entry is None or not compiled.onnx_usable(onnx_entry):
-            saved_entry = compiled.cached_entry(self.source)
-            if saved_entry is not None and (onnx_entry is not None or not self._convert_to_onnx()):
-                candidates.append((saved_entry, compiled.load_cached_function))
-        for entry, load in candidates:
-            try:
-                return load(entry)
-            except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
-                warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
-                              "rebuilding it from the model file", stacklevel=3)
-                compiled.discard(entry)
-        return None
+            entry, load = onnx_entry, compiled.load_onnx_function
+        else:  # the SavedModel, unless the network is about to be converted (no ONNX entry yet)
+            entry, load = compiled.cached_entry(self.source), compiled.load_cached_function
+            if entry is None or (onnx_entry is None and self._convert_to_onnx()):
+                return None
+        try:
+            return load(entry)
+        except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
+            warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
+                          "rebuilding it from the model file", stacklevel=3)
+            compiled.discard(entry)
+            return None
 
     def _convert_to_onnx(self) -> bool:
         """True when this network should be converted to ONNX now (wanted, convertible, read from a file)."""
