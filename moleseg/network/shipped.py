@@ -16,13 +16,15 @@ The last step copies the best model to ``models/<name>.keras`` (without optimize
 and the classical baseline on the recipe's test sets and writes ``models/<name>.json`` with those numbers
 and the wall time; the model cards quote that file. ``--calibrate-only`` chooses the installed models'
 flips, lesion threshold and confidence threshold again, ``--confidence-only`` only the confidence threshold
-(the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`); without ``--install``/``--print-data-root`` the module trains in-process.
+(the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`); ``--crossval``
+scores the recipe by k-fold cross-validation from finished fold runs (:func:`crossvalidate_shipped`); without ``--install``/``--print-data-root`` the module trains in-process.
 
 Usage::
 
     python -m moleseg.network.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
                                       [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only
-                                       | --confidence-only [--check-share SHARE]]
+                                       | --confidence-only [--check-share SHARE]
+                                       | --crossval RUN_DIR [RUN_DIR ...]]
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
     from moleseg.network.io import load_model_and_info, save_model
 
     network, info = load_model_and_info(RunFiles(run_dir).model)
+    crossval = (read_json(MODELS_DIR / f"{name}.json", {}) or {}).get("crossval")
+    if not info.get("training", {}).get("n_validation") and crossval:
+        # trained on every pair (no validation split): the recipe's cross-fitted decision (--crossval)
+        info = {**info, **crossval["decision"]}
     save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
@@ -204,6 +210,8 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
         "calibration": {k: info.get(k) for k in ("test_time_augmentation", "lesion_threshold", "calibration")},
         "file_mib": round(target.stat().st_size / 2**20, 2),
     }
+    if crossval:
+        record["crossval"] = crossval
     if info.get("confidence_threshold") is not None:  # calibrated at the end of training
         record["confidence"] = confidence_record(name, data_dir, float(info["confidence_threshold"]),
                                                  info.get("confidence_calibration") or {})
@@ -291,6 +299,39 @@ def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None 
     return record
 
 
+def crossvalidate_shipped(name: str, run_dirs: list[Path], share: float | None = None) -> dict:
+    """k-fold cross-validation of a shipped model's recipe from finished fold runs (``moleseg train
+    --config models/<name>.config.json --validation-split 1/k --validation-fold i``, i = 0..k-1): every
+    shared image predicted by the fold model that did not train on it, at its own size, against the
+    classical baseline (:func:`moleseg.engine.crossval.cross_validate`). Recorded under ``crossval`` in
+    ``models/<name>.json``; the installed model is not changed."""
+    from moleseg.core.config import DEFAULT_CHECK_SHARE
+    from moleseg.engine.crossval import Fold, cross_validate
+    from moleseg.engine.runs import RunFiles, read_json, write_json
+    from moleseg.network.loading import load_segmenter
+    from moleseg.network.train import TrainConfig, split_of
+
+    folds = []
+    for run_dir in run_dirs:
+        files = RunFiles(run_dir)
+        config = TrainConfig.from_dict(read_json(files.config, {}) or {})
+        if not files.model.is_file():
+            raise FileNotFoundError(f"{run_dir}: no {RunFiles.MODEL} (is the fold run finished?)")
+        folds.append(Fold(name=f"fold {config.validation_fold}", pairs=split_of(config)[1],
+                          segmenter=load_segmenter(files.model, test_time_augmentation=False)))
+    result = cross_validate(folds, baseline=load_segmenter(f"classical{folds[0].segmenter.n_classes}"),
+                            share=share or DEFAULT_CHECK_SHARE,
+                            progress=lambda line: print(f"[{name}] {line}", flush=True))
+    print(f"[{name}] {result.summary()}", flush=True)
+    record_path = MODELS_DIR / f"{name}.json"
+    record = read_json(record_path, {}) or {}
+    record["crossval"] = {**result.to_dict(), "runs": [str(Path(run_dir)) for run_dir in run_dirs],
+                          "command": f"python -m moleseg.network.shipped --only {name} --crossval "
+                                     + " ".join(str(run_dir) for run_dir in run_dirs)}
+    write_json(record_path, record)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.network.shipped", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="shared data folder")
@@ -308,8 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     steps.add_argument("--confidence-only", action="store_true",
                        help="no training: choose only the installed models' confidence threshold again (the "
                             "share of validation images marked 'check this border': --check-share)")
+    steps.add_argument("--crossval", type=Path, nargs="+", metavar="RUN_DIR",
+                       help="no training: k-fold cross-validation from the finished fold runs RUN_DIR... (out-of-fold "
+                            "FM, lesion and confidence thresholds chosen on every image, images losing to the "
+                            "classical baseline), recorded under 'crossval' in models/NAME.json")
     parser.add_argument("--check-share", type=float, default=None, metavar="SHARE",
-                        help="with --confidence-only: share (0..1) of the validation images to mark; "
+                        help="with --confidence-only or --crossval: share (0..1) of the validation images to mark; "
                              "default moleseg.core.config.DEFAULT_CHECK_SHARE")
     parser.add_argument("--wall-seconds", type=float, default=0.0, help="with --install: the training's wall time")
     args = parser.parse_args(argv)
@@ -317,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: shared data folder {args.data} not found (use --data)", file=sys.stderr)
         return 2
     names = args.only or recipe_names()
-    if args.install and len(names) != 1:
-        print("error: --install needs one --only NAME", file=sys.stderr)
+    if (args.install or args.crossval) and len(names) != 1:
+        print(f"error: {'--install' if args.install else '--crossval'} needs one --only NAME", file=sys.stderr)
         return 2
     for name in names:
         if args.print_data_root:
@@ -328,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
             record = calibrate_confidence_shipped(name, args.data, args.check_share)
             print(json.dumps({"name": name, "confidence": {k: v for k, v in record["confidence"].items()
                                                            if k == "threshold"}}))
+            continue
+        if args.crossval:
+            crossval = crossvalidate_shipped(name, args.crossval, args.check_share)["crossval"]
+            print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
             continue
         if args.calibrate_only:
             record = calibrate_shipped(name, args.data)

@@ -621,8 +621,9 @@ class Trainer:
         save_model(self.model, self.files.last, {"epoch": epoch, "checkpoint": True})
         self.training_seconds += row["seconds"]
         self._write_state("running")
+        chosen_by = "val FM" if self.validation_pairs else "val FM (no validation split: training images)"
         self.log(f"epoch {epoch}/{self.config.epochs}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
-                 f"train FM {row['train_fm']:.4f}, val FM {val_fm:.4f} ({row['rule']})"
+                 f"train FM {row['train_fm']:.4f}, {chosen_by} {val_fm:.4f} ({row['rule']})"
                  + (" *best*" if improved else ""))
         self.report(Progress("epoch", epoch, self.config.epochs, self.steps_per_epoch, self.steps_per_epoch,
                              loss=row["loss"], metrics={k: v for k, v in row.items() if isinstance(v, float)}))
@@ -868,7 +869,10 @@ class Trainer:
         self._write_state("done")
         self.report(Progress("done", self.current_epoch, self.config.epochs, 0, 0,
                              metrics={"best_val_fm": self.best_val_fm}, message="done"))
-        self.log(f"done: best validation FM {self.best_val_fm:.4f} at epoch {self.best_epoch} "
+        chosen_by = ("validation FM" if self.validation_pairs
+                     else f"FM of {min(len(self.train_pairs), self.config.train_fm_images)} training images "
+                          "(no validation split)")
+        self.log(f"done: best {chosen_by} {self.best_val_fm:.4f} at epoch {self.best_epoch} "
                  f"({self.best_rule} rule), {self.job_seconds / 60:.1f} min in all "
                  f"({self.training_seconds / 60:.1f} min of epochs)")
         return evaluation

@@ -1,0 +1,187 @@
+"""k-fold cross-validation read out of fold models: every image is predicted by the one model that did
+not train on it ("out of fold"), at its own size, cleaned through the app's own path
+(:func:`moleseg.engine.segmenter.clean`) and scored against its mask and, optionally, a baseline
+segmenter (the classical one).
+
+With k folds that cover the pairs once, this scores a *recipe* on every pair instead of one validation
+split: the lesion threshold and the "check this border" confidence threshold are then chosen on all the
+out-of-fold images together (cross-fitted), so a model trained with the same recipe can carry them.
+No TensorFlow here: the caller loads the fold models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from moleseg.core.config import BAD_IMAGE_FM, DEFAULT_CHECK_SHARE
+from moleseg.core.metrics import scores, summarise
+from moleseg.core.pairing import Pair
+from moleseg.engine.calibrate import (CALIBRATION_BATCH, DEFAULT_MIN_GAIN, DEFAULT_THRESHOLDS, Calibration,
+                                      ConfidenceCalibration, confidence_threshold, flag_summary)
+from moleseg.engine.evaluate import read_pair
+from moleseg.engine.segmenter import Segmenter, clean, segment
+
+
+@dataclass
+class Fold:
+    """One fold model and the pairs it did not train on (its validation block)."""
+
+    name: str
+    segmenter: Segmenter
+    pairs: Sequence[Pair]
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold figures of a recipe.
+
+    Attributes
+    ----------
+    lesion_threshold : float or None
+        The decision chosen on all out-of-fold images (None: arg-max), 0..1.
+    fm : dict
+        ``mean, std, min, max`` out-of-fold FM (0..1) of that decision over every image.
+    threshold_table : list of dict
+        ``{"lesion_threshold", "fm", "min_fm"}`` for every candidate decision.
+    folds : list of dict
+        ``{"fold", "n_images", "fm"}`` (``fm`` a :func:`moleseg.core.metrics.summarise` dict) per fold.
+    per_image : list of dict
+        ``{"image", "fold", "fm", "cm", "cr", "confidence"}`` (and ``"baseline_fm"``), in fold order.
+    confidence : ConfidenceCalibration
+        The confidence threshold chosen on all out-of-fold images and what it marks.
+    """
+
+    lesion_threshold: float | None
+    fm: dict[str, float]
+    threshold_table: list[dict[str, Any]]
+    folds: list[dict[str, Any]]
+    per_image: list[dict[str, Any]]
+    confidence: ConfidenceCalibration
+    baseline_fm: dict[str, float] | None = None
+    n_worse_than_baseline: int | None = None
+    baseline_margin: float = 0.1
+
+    @property
+    def n_images(self) -> int:
+        return len(self.per_image)
+
+    def decision(self) -> dict[str, Any]:
+        """The entries of a model's ``moleseg.json`` that carry this cross-fitted decision (no flips, the
+        lesion threshold, the confidence threshold): what a model trained on every pair with the same
+        recipe, which has no validation split of its own, is installed with."""
+        argmax = next(entry for entry in self.threshold_table if entry["lesion_threshold"] is None)
+        calibration = Calibration(
+            test_time_augmentation=False, lesion_threshold=self.lesion_threshold, fm=self.fm["mean"],
+            baseline_fm=argmax["fm"], n_images=self.n_images, confidence=self.confidence,
+            table=[{"test_time_augmentation": False, **entry} for entry in self.threshold_table])
+        info = calibration.info_update()
+        info["calibration"]["method"] = f"{len(self.folds)}-fold cross-validation, out of fold"
+        info["confidence_calibration"]["method"] += f" ({len(self.folds)}-fold cross-validation, out of fold)"
+        return info
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON record (what ``models/<name>.json`` keeps under ``crossval``; ``decision`` is
+        :meth:`decision`)."""
+        return {"n_folds": len(self.folds), "n_images": self.n_images, "lesion_threshold": self.lesion_threshold,
+                "fm": self.fm, "baseline_fm": self.baseline_fm, "n_worse_than_baseline": self.n_worse_than_baseline,
+                "baseline_margin": self.baseline_margin, "folds": self.folds, "threshold_table": self.threshold_table,
+                "confidence": {"threshold": self.confidence.threshold,
+                               **self.confidence.info_update()["confidence_calibration"]},
+                "per_image": self.per_image, "decision": self.decision()}
+
+    def summary(self) -> str:
+        decision = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
+        folds = ", ".join(f"{fold['fm']['mean']:.4f}" for fold in self.folds)
+        text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold ({decision}): "
+                f"FM {self.fm['mean']:.4f} ± {self.fm['std']:.4f} (min {self.fm['min']:.4f}); folds {folds}")
+        if self.baseline_fm is not None:
+            text += (f"; baseline {self.baseline_fm['mean']:.4f} (min {self.baseline_fm['min']:.4f}), "
+                     f"{self.n_worse_than_baseline} images more than {self.baseline_margin:.2f} FM below it")
+        return f"{text}; {self.confidence.summary()}"
+
+
+def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segmenter | None,
+               progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    """Per image of one fold: FM, CM, CR and confidence under every threshold (``_by_threshold``) and the
+    baseline's FM; each batch's probabilities are dropped once scored (full-size maps are large)."""
+    rows = []
+    for start in range(0, len(fold.pairs), CALIBRATION_BATCH):
+        chunk = fold.pairs[start:start + CALIBRATION_BATCH]
+        if progress:
+            progress(f"{fold.name}: images {start + 1}-{start + len(chunk)} of {len(fold.pairs)}")
+        read = [read_pair(pair) for pair in chunk]
+        probabilities = fold.segmenter.predict_probabilities([image for image, _ in read])
+        for pair, (image, mask), probability in zip(chunk, read, probabilities):
+            row: dict[str, Any] = {"image": Path(pair.image).name, "fold": fold.name, "_by_threshold": {}}
+            for threshold in thresholds:
+                segmentation = clean(fold.segmenter, probability, lesion_threshold=threshold)
+                values = scores(segmentation.lesion, mask)
+                row["_by_threshold"][threshold] = {"fm": float(values["fm"]), "cm": float(values["cm"]),
+                                                   "cr": float(values["cr"]), "confidence": segmentation.confidence}
+            if baseline is not None:
+                row["baseline_fm"] = float(scores(segment(baseline, image).lesion, mask)["fm"])
+            rows.append(row)
+    return rows
+
+
+def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS,
+                   baseline: Segmenter | None = None, share: float = DEFAULT_CHECK_SHARE,
+                   bad_fm: float = BAD_IMAGE_FM, baseline_margin: float = 0.1, min_gain: float = DEFAULT_MIN_GAIN,
+                   progress: Callable[[str], None] | None = None) -> CrossValidation:
+    """Score every fold model on its own validation pairs and choose the decision on all of them.
+
+    The lesion threshold replaces the arg-max only when it gains at least ``min_gain`` mean FM over all
+    out-of-fold images (as :func:`moleseg.engine.calibrate.calibrate` does on one split); the confidence
+    threshold marks the ``share`` (0..1) least confident of them under that decision.
+
+    Raises
+    ------
+    ValueError
+        With no folds, a fold without pairs, or an image in two folds (the folds must not overlap).
+    """
+    if not folds:
+        raise ValueError("cross-validation needs at least one fold")
+    if any(not fold.pairs for fold in folds):
+        raise ValueError(f"fold {next(fold.name for fold in folds if not fold.pairs)} has no validation pairs")
+    seen: dict[str, str] = {}
+    for fold in folds:
+        for pair in fold.pairs:
+            key = str(Path(pair.image).resolve())
+            if key in seen:
+                raise ValueError(f"{Path(pair.image).name} is in both {seen[key]} and {fold.name}: "
+                                 "out-of-fold figures need folds that do not overlap")
+            seen[key] = fold.name
+    if None not in thresholds:
+        thresholds = (None, *thresholds)
+    rows = [row for fold in folds for row in _fold_rows(fold, thresholds, baseline, progress)]
+    table = []
+    for threshold in thresholds:
+        values = [row["_by_threshold"][threshold]["fm"] for row in rows]
+        table.append({"lesion_threshold": threshold, "fm": float(np.mean(values)), "min_fm": float(np.min(values))})
+    argmax = next(entry for entry in table if entry["lesion_threshold"] is None)
+    best = max(table, key=lambda entry: entry["fm"])
+    if best["fm"] - argmax["fm"] < min_gain:
+        best = argmax
+    chosen = best["lesion_threshold"]
+    per_image = []
+    for row in rows:
+        picked = row["_by_threshold"][chosen]
+        entry = {"image": row["image"], "fold": row["fold"], **picked}
+        if "baseline_fm" in row:
+            entry["baseline_fm"] = row["baseline_fm"]
+        per_image.append(entry)
+    threshold = confidence_threshold([row["confidence"] for row in per_image], share)
+    flags = flag_summary(per_image, threshold, bad_fm=bad_fm, baseline_margin=baseline_margin)
+    fold_figures = [{"fold": fold.name, "n_images": len(fold.pairs),
+                     "fm": summarise(row["fm"] for row in per_image if row["fold"] == fold.name)} for fold in folds]
+    with_baseline = baseline is not None
+    return CrossValidation(
+        lesion_threshold=chosen, fm=summarise(row["fm"] for row in per_image), threshold_table=table,
+        folds=fold_figures, per_image=per_image, confidence=flags,
+        baseline_fm=summarise(row["baseline_fm"] for row in per_image) if with_baseline else None,
+        n_worse_than_baseline=flags.n_worse_than_baseline if with_baseline else None,
+        baseline_margin=baseline_margin)

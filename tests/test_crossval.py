@@ -1,0 +1,86 @@
+"""Tests of k-fold cross-validation read out of fold models (moleseg.engine.crossval) and of its step in the
+shipped models' tool (``python -m moleseg.network.shipped --crossval``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthetic import disk
+from moleseg.core.metrics import scores
+from moleseg.core.modelinfo import ModelInfo
+from moleseg.engine.crossval import Fold, cross_validate
+from test_confidence import RedChannelSegmenter, TruthSegmenter, _pairs  # four disks, the last blurred
+
+RADIUS_PX = 12
+
+
+def _blurred() -> np.ndarray:
+    """The last image of ``_pairs``: a blurred disk, probability 0.5 at 9.6 px from the centre and 0.3 at
+    12 px (the truth)."""
+    rows, cols = np.ogrid[:40, :40]
+    distance = np.sqrt((rows - 20) ** 2 + (cols - 20) ** 2)
+    return np.clip((RADIUS_PX - distance) / RADIUS_PX + 0.3, 0, 1)
+
+
+def test_out_of_fold_figures_by_hand(tmp_path):
+    pairs = _pairs(tmp_path)
+    folds = [Fold("fold 0", RedChannelSegmenter(), pairs[:2]), Fold("fold 1", RedChannelSegmenter(), pairs[2:])]
+    result = cross_validate(folds, thresholds=(0.3, 0.5), baseline=TruthSegmenter(), share=0.25)
+
+    truth = disk((40, 40), (20, 20), RADIUS_PX)
+    red = np.round(_blurred() * 255) / 255
+    blurred_argmax = float(scores(red > 0.5, truth)["fm"])       # class 1 wins only above 0.5
+    blurred_at_03 = float(scores(red >= 0.3, truth)["fm"])
+    assert blurred_argmax < 0.85 < 0.95 < blurred_at_03
+    table = {row["lesion_threshold"]: row for row in result.threshold_table}
+    assert set(table) == {None, 0.3, 0.5}                         # arg-max is always a candidate
+    assert table[None]["fm"] == pytest.approx((3 + blurred_argmax) / 4)
+    assert table[None]["min_fm"] == pytest.approx(blurred_argmax)
+    assert table[0.3]["fm"] == pytest.approx((3 + blurred_at_03) / 4)
+    assert result.lesion_threshold == 0.3 and result.fm["mean"] == pytest.approx(table[0.3]["fm"])
+
+    assert [row["fold"] for row in result.per_image] == ["fold 0"] * 2 + ["fold 1"] * 2
+    assert [fold["n_images"] for fold in result.folds] == [2, 2]
+    assert result.folds[0]["fm"]["mean"] == pytest.approx(1.0)
+    assert result.folds[1]["fm"]["mean"] == pytest.approx((1 + blurred_at_03) / 2)
+    assert result.baseline_fm["mean"] == pytest.approx(1.0) and result.n_worse_than_baseline == 0
+    # the least confident quarter is the blurred image, which is not bad any more at threshold 0.3
+    first = result.confidence.per_image[0]
+    assert first["image"] == "3.png" and first["check_border"] and result.confidence.share == 0.25
+    assert result.confidence.n_bad == 0
+    record = result.to_dict()
+    assert record["n_folds"] == 2 and record["n_images"] == 4 and record["confidence"]["threshold"] == pytest.approx(
+        result.confidence.threshold)
+    assert "2-fold cross-validation, 4 images out of fold (threshold 0.30)" in result.summary()
+    # what a model trained on every pair is installed with
+    info = ModelInfo.from_dict({"name": "all pairs", **record["decision"]})
+    assert info.lesion_threshold == 0.3 and info.test_time_augmentation is False
+    assert info.confidence_threshold == pytest.approx(result.confidence.threshold)
+    assert record["decision"]["calibration"]["method"] == "2-fold cross-validation, out of fold"
+    assert record["decision"]["calibration"]["baseline_fm"] == pytest.approx(table[None]["fm"])
+
+
+def test_arg_max_stays_without_a_real_gain(tmp_path):
+    crisp = _pairs(tmp_path)[:3]
+    result = cross_validate([Fold("a", RedChannelSegmenter(), crisp[:1]), Fold("b", RedChannelSegmenter(), crisp[1:])],
+                            thresholds=(0.3, 0.5))
+    assert result.lesion_threshold is None and result.fm["mean"] == pytest.approx(1.0)
+    assert result.baseline_fm is None and result.n_worse_than_baseline is None
+
+
+def test_folds_must_not_overlap_nor_be_empty(tmp_path):
+    pairs = _pairs(tmp_path)
+    with pytest.raises(ValueError, match="1.png is in both a and b"):
+        cross_validate([Fold("a", RedChannelSegmenter(), pairs[:2]), Fold("b", RedChannelSegmenter(), pairs[1:])])
+    with pytest.raises(ValueError, match="fold b has no validation pairs"):
+        cross_validate([Fold("a", RedChannelSegmenter(), pairs), Fold("b", RedChannelSegmenter(), [])])
+    with pytest.raises(ValueError, match="at least one fold"):
+        cross_validate([])
+
+
+def test_the_shipped_tool_needs_one_model_for_crossval(tmp_path, capsys):
+    from moleseg.network.shipped import main
+
+    assert main(["--data", str(tmp_path), "--crossval", str(tmp_path / "run")]) == 2
+    assert "--crossval needs one --only NAME" in capsys.readouterr().err
