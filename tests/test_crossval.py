@@ -84,3 +84,13 @@ def test_the_shipped_tool_needs_one_model_for_crossval(tmp_path, capsys):
 
     assert main(["--data", str(tmp_path), "--crossval", str(tmp_path / "run")]) == 2
     assert "--crossval needs one --only NAME" in capsys.readouterr().err
+
+
+def test_the_shipped_tool_names_a_run_that_is_not_finished(tmp_path, capsys):
+    from moleseg.network.shipped import main
+
+    (tmp_path / "fold0").mkdir()
+    assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(tmp_path / "fold0")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'fold0'}: not a finished training run (no config.json or model.keras)" in error
+    assert "Traceback" not in error

@@ -193,9 +193,12 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
 
     network, info = load_model_and_info(RunFiles(run_dir).model)
     crossval = (read_json(MODELS_DIR / f"{name}.json", {}) or {}).get("crossval")
-    if not info.get("training", {}).get("n_validation") and crossval:
-        # trained on every pair (no validation split): the recipe's cross-fitted decision (--crossval)
-        info = {**info, **crossval["decision"]}
+    if not info.get("training", {}).get("n_validation"):
+        if crossval:  # trained on every pair (no validation split): the recipe's cross-fitted decision
+            info = {**info, **crossval["decision"]}
+        else:
+            print(f"[{name}] warning: {run_dir} has no validation split and models/{name}.json no cross-validation "
+                  "(make crossval): installed with the arg-max and no confidence threshold", file=sys.stderr)
     save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
@@ -314,9 +317,10 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], share: float | None =
     folds = []
     for run_dir in run_dirs:
         files = RunFiles(run_dir)
-        config = TrainConfig.from_dict(read_json(files.config, {}) or {})
-        if not files.model.is_file():
-            raise FileNotFoundError(f"{run_dir}: no {RunFiles.MODEL} (is the fold run finished?)")
+        saved = read_json(files.config)
+        if saved is None or not files.model.is_file():
+            raise ValueError(f"{run_dir}: not a finished training run (no {RunFiles.CONFIG} or {RunFiles.MODEL})")
+        config = TrainConfig.from_dict(saved)
         folds.append(Fold(name=f"fold {config.validation_fold}", pairs=split_of(config)[1],
                           segmenter=load_segmenter(files.model, test_time_augmentation=False)))
     result = cross_validate(folds, baseline=load_segmenter(f"classical{folds[0].segmenter.n_classes}"),
@@ -375,7 +379,14 @@ def main(argv: list[str] | None = None) -> int:
                                                            if k == "threshold"}}))
             continue
         if args.crossval:
-            crossval = crossvalidate_shipped(name, args.crossval, args.check_share)["crossval"]
+            from moleseg.core.modelinfo import ModelFileError
+            from moleseg.network.train import TrainingError
+
+            try:
+                crossval = crossvalidate_shipped(name, args.crossval, args.check_share)["crossval"]
+            except (ValueError, TrainingError, ModelFileError) as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
             print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
             continue
         if args.calibrate_only:
