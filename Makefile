@@ -54,7 +54,7 @@ crossval: setup
 	    rm -rf runs/crossval-$$name-$$fold; \
 	    $(PY) -m moleseg train --config models/$$name.config.json --data-root $$root \
 	      --out runs/crossval-$$name-$$fold --validation-split $$($(PY) -c "print(1 / $(FOLDS))") \
-	      --validation-fold $$fold; \
+	      --validation-fold $$fold --no-calibrate; \
 	    runs="$$runs runs/crossval-$$name-$$fold"; \
 	  done; \
 	  $(PY) -m moleseg.network.shipped --data $(DATA) --only $$name --crossval $$runs; \

@@ -3,6 +3,9 @@ shipped models' tool (``python -m moleseg.network.shipped --crossval``)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,7 +52,9 @@ def test_out_of_fold_figures_by_hand(tmp_path):
     first = result.confidence.per_image[0]
     assert first["image"] == "3.png" and first["check_border"] and result.confidence.share == 0.25
     assert result.confidence.n_bad == 0
+    assert [row["check_border"] for row in result.per_image] == [False, False, False, True]
     record = result.to_dict()
+    assert "per_image" not in record["confidence"] and "per_image" not in record["decision"]["confidence_calibration"]
     assert record["n_folds"] == 2 and record["n_images"] == 4 and record["confidence"]["threshold"] == pytest.approx(
         result.confidence.threshold)
     assert "2-fold cross-validation, 4 images out of fold (threshold 0.30)" in result.summary()
@@ -67,6 +72,14 @@ def test_arg_max_stays_without_a_real_gain(tmp_path):
                             thresholds=(0.3, 0.5))
     assert result.lesion_threshold is None and result.fm["mean"] == pytest.approx(1.0)
     assert result.baseline_fm is None and result.n_worse_than_baseline is None
+
+
+def test_images_no_fold_validated_are_named(tmp_path):
+    pairs = _pairs(tmp_path)
+    result = cross_validate([Fold("a", RedChannelSegmenter(), pairs[:2]), Fold("b", RedChannelSegmenter(), pairs[2:3])],
+                            thresholds=(0.5,), all_pairs=pairs)
+    assert result.not_validated == ["3.png"] and result.n_images == 3
+    assert "3 images out of fold (1 not validated)" in result.summary()
 
 
 def test_folds_must_not_overlap_nor_be_empty(tmp_path):
@@ -94,3 +107,25 @@ def test_the_shipped_tool_names_a_run_that_is_not_finished(tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"{tmp_path / 'fold0'}: not a finished training run (no config.json or model.keras)" in error
     assert "Traceback" not in error
+
+
+def _fold_run(folder: Path, config: dict) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.keras").write_bytes(b"not read: the options are checked first")
+    return folder
+
+
+def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
+    from moleseg.network.shipped import main, recipe_config, recipe_options
+
+    recipe = recipe_config("dermoscopy", tmp_path).to_dict()
+    fold = {**recipe, "validation_split": 0.2, "validation_fold": 0, "run_dir": "elsewhere", "calibrate": False}
+    assert recipe_options(fold) == recipe_options(recipe)           # the split and the run may differ
+    other = _fold_run(tmp_path / "other", {**fold, "learning_rate": recipe["learning_rate"] / 10})
+    assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(other)]) == 2
+    assert f"{other}: not a fold of the dermoscopy recipe (learning_rate differ from dermoscopy.config.json)" \
+        in capsys.readouterr().err
+    first, again = _fold_run(tmp_path / "a", fold), _fold_run(tmp_path / "b", fold)
+    assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(first), str(again)]) == 2
+    assert f"{again}: a second run of validation fold 0" in capsys.readouterr().err

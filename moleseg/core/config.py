@@ -34,6 +34,8 @@ UNDECIDED_PROBABILITY_RANGE: tuple[float, float] = (0.2, 0.8)
 DEFAULT_CHECK_SHARE: float = 0.15
 #: An image whose FM is below this (0..1) counts as badly segmented when the confidence is calibrated.
 BAD_IMAGE_FM: float = 0.85
+#: An image loses to the classical baseline when its FM is more than this (0..1) below the baseline's.
+BASELINE_MARGIN: float = 0.1
 
 #: Longer side in px above which cleanup runs on a resized copy (its radii scaled alike).
 CLEANUP_MAX_SIDE_PX: int = 1024

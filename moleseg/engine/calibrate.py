@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from moleseg.core.config import BAD_IMAGE_FM, DEFAULT_CHECK_SHARE, UNDECIDED_PROBABILITY_RANGE
+from moleseg.core.config import BAD_IMAGE_FM, BASELINE_MARGIN, DEFAULT_CHECK_SHARE, UNDECIDED_PROBABILITY_RANGE
 from moleseg.engine.evaluate import read_pair
 from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
@@ -180,7 +180,7 @@ class ConfidenceCalibration:
     n_bad_caught: int
     bad_fm: float = BAD_IMAGE_FM
     n_worse_than_baseline: int | None = None
-    baseline_margin: float = 0.1
+    baseline_margin: float = BASELINE_MARGIN
     per_image: list[dict[str, Any]] = field(default_factory=list)
 
     def info_update(self) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def confidence_rows(segmenter: Segmenter, pairs: Sequence[Pair], *, baseline: Se
 
 
 def flag_summary(rows: Sequence[dict[str, Any]], threshold: float, *, bad_fm: float = BAD_IMAGE_FM,
-                 baseline_margin: float = 0.1) -> ConfidenceCalibration:
+                 baseline_margin: float = BASELINE_MARGIN) -> ConfidenceCalibration:
     """What ``threshold`` marks among :func:`confidence_rows` (e.g. on a test set, after calibration)."""
     marked = [dict(row, check_border=row["confidence"] < threshold)
               for row in sorted(rows, key=lambda row: row["confidence"])]

@@ -5,19 +5,20 @@ segmenter (the classical one).
 
 With k folds that cover the pairs once, this scores a *recipe* on every pair instead of one validation
 split: the lesion threshold and the "check this border" confidence threshold are then chosen on all the
-out-of-fold images together (cross-fitted), so a model trained with the same recipe can carry them.
-No TensorFlow here: the caller loads the fold models.
+out-of-fold images together (cross-fitted), so a model trained with the same recipe can carry them. The
+figures are slightly optimistic: each fold chose its best epoch and cleanup rule on the images it is then
+scored on. No TensorFlow here: the caller loads the fold models.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from moleseg.core.config import BAD_IMAGE_FM, DEFAULT_CHECK_SHARE
+from moleseg.core.config import BAD_IMAGE_FM, BASELINE_MARGIN, DEFAULT_CHECK_SHARE
 from moleseg.core.metrics import scores, summarise
 from moleseg.core.pairing import Pair
 from moleseg.engine.calibrate import (CALIBRATION_BATCH, DEFAULT_MIN_GAIN, DEFAULT_THRESHOLDS, Calibration,
@@ -50,9 +51,15 @@ class CrossValidation:
     folds : list of dict
         ``{"fold", "n_images", "fm"}`` (``fm`` a :func:`moleseg.core.metrics.summarise` dict) per fold.
     per_image : list of dict
-        ``{"image", "fold", "fm", "cm", "cr", "confidence"}`` (and ``"baseline_fm"``), in fold order.
+        ``{"image", "fold", "fm", "cm", "cr", "confidence", "check_border"}`` (and ``"baseline_fm"``),
+        in fold order.
     confidence : ConfidenceCalibration
         The confidence threshold chosen on all out-of-fold images and what it marks.
+    cleanup : dict
+        ``{"cleanup", "cleanup_variant"}`` of the fold models' ``moleseg.json`` when they all chose the
+        same cleanup rule, else empty (``rules`` lists each fold's).
+    not_validated : list of str
+        Images of ``all_pairs`` that no fold validated (a remainder smaller than a fold's block).
     """
 
     lesion_threshold: float | None
@@ -63,7 +70,10 @@ class CrossValidation:
     confidence: ConfidenceCalibration
     baseline_fm: dict[str, float] | None = None
     n_worse_than_baseline: int | None = None
-    baseline_margin: float = 0.1
+    baseline_margin: float = BASELINE_MARGIN
+    cleanup: dict[str, Any] = field(default_factory=dict)
+    rules: list[str | None] = field(default_factory=list)
+    not_validated: list[str] = field(default_factory=list)
 
     @property
     def n_images(self) -> int:
@@ -71,8 +81,9 @@ class CrossValidation:
 
     def decision(self) -> dict[str, Any]:
         """The entries of a model's ``moleseg.json`` that carry this cross-fitted decision (no flips, the
-        lesion threshold, the confidence threshold): what a model trained on every pair with the same
-        recipe, which has no validation split of its own, is installed with."""
+        lesion threshold, the confidence threshold and, when the folds agree, the cleanup rule): what a
+        model trained on every pair with the same recipe, which has no validation split of its own, is
+        installed with."""
         argmax = next(entry for entry in self.threshold_table if entry["lesion_threshold"] is None)
         calibration = Calibration(
             test_time_augmentation=False, lesion_threshold=self.lesion_threshold, fm=self.fm["mean"],
@@ -81,7 +92,8 @@ class CrossValidation:
         info = calibration.info_update()
         info["calibration"]["method"] = f"{len(self.folds)}-fold cross-validation, out of fold"
         info["confidence_calibration"]["method"] += f" ({len(self.folds)}-fold cross-validation, out of fold)"
-        return info
+        del info["confidence_calibration"]["per_image"]  # kept once, in the record's per_image
+        return {**info, **self.cleanup}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON record (what ``models/<name>.json`` keeps under ``crossval``; ``decision`` is
@@ -89,14 +101,18 @@ class CrossValidation:
         return {"n_folds": len(self.folds), "n_images": self.n_images, "lesion_threshold": self.lesion_threshold,
                 "fm": self.fm, "baseline_fm": self.baseline_fm, "n_worse_than_baseline": self.n_worse_than_baseline,
                 "baseline_margin": self.baseline_margin, "folds": self.folds, "threshold_table": self.threshold_table,
+                "rules": self.rules, "not_validated": self.not_validated,
                 "confidence": {"threshold": self.confidence.threshold,
-                               **self.confidence.info_update()["confidence_calibration"]},
+                               **{key: value for key, value in self.confidence.info_update()["confidence_calibration"].items()
+                                  if key != "per_image"}},
                 "per_image": self.per_image, "decision": self.decision()}
 
     def summary(self) -> str:
         decision = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
         folds = ", ".join(f"{fold['fm']['mean']:.4f}" for fold in self.folds)
-        text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold ({decision}): "
+        text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold"
+                + (f" ({len(self.not_validated)} not validated)" if self.not_validated else "")
+                + f" ({decision}): "
                 f"FM {self.fm['mean']:.4f} ± {self.fm['std']:.4f} (min {self.fm['min']:.4f}); folds {folds}")
         if self.baseline_fm is not None:
             text += (f"; baseline {self.baseline_fm['mean']:.4f} (min {self.baseline_fm['min']:.4f}), "
@@ -130,21 +146,26 @@ def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segment
 
 def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS,
                    baseline: Segmenter | None = None, share: float = DEFAULT_CHECK_SHARE,
-                   bad_fm: float = BAD_IMAGE_FM, baseline_margin: float = 0.1, min_gain: float = DEFAULT_MIN_GAIN,
+                   bad_fm: float = BAD_IMAGE_FM, baseline_margin: float = BASELINE_MARGIN,
+                   min_gain: float = DEFAULT_MIN_GAIN, all_pairs: Sequence[Pair] = (),
                    progress: Callable[[str], None] | None = None) -> CrossValidation:
     """Score every fold model on its own validation pairs and choose the decision on all of them.
 
     The lesion threshold replaces the arg-max only when it gains at least ``min_gain`` mean FM over all
     out-of-fold images (as :func:`moleseg.engine.calibrate.calibrate` does on one split); the confidence
-    threshold marks the ``share`` (0..1) least confident of them under that decision.
+    threshold marks the ``share`` (0..1) least confident of them under that decision. ``all_pairs``
+    (optional): every pair of the recipe, to name those no fold validated.
 
     Raises
     ------
     ValueError
-        With no folds, a fold without pairs, or an image in two folds (the folds must not overlap).
+        With no folds, a fold without pairs, an image in two folds (the folds must not overlap), or
+        fold models with different numbers of classes.
     """
     if not folds:
         raise ValueError("cross-validation needs at least one fold")
+    if len({fold.segmenter.n_classes for fold in folds}) > 1:
+        raise ValueError("the fold models have different numbers of classes: not folds of one recipe")
     if any(not fold.pairs for fold in folds):
         raise ValueError(f"fold {next(fold.name for fold in folds if not fold.pairs)} has no validation pairs")
     seen: dict[str, str] = {}
@@ -176,6 +197,11 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         per_image.append(entry)
     threshold = confidence_threshold([row["confidence"] for row in per_image], share)
     flags = flag_summary(per_image, threshold, bad_fm=bad_fm, baseline_margin=baseline_margin)
+    for entry in per_image:
+        entry["check_border"] = entry["confidence"] < threshold
+    rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
+    cleanup = ({key: folds[0].segmenter.info[key] for key in ("cleanup", "cleanup_variant")}
+               if len(set(rules)) == 1 and "cleanup" in folds[0].segmenter.info else {})
     fold_figures = [{"fold": fold.name, "n_images": len(fold.pairs),
                      "fm": summarise(row["fm"] for row in per_image if row["fold"] == fold.name)} for fold in folds]
     with_baseline = baseline is not None
@@ -184,4 +210,5 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         folds=fold_figures, per_image=per_image, confidence=flags,
         baseline_fm=summarise(row["baseline_fm"] for row in per_image) if with_baseline else None,
         n_worse_than_baseline=flags.n_worse_than_baseline if with_baseline else None,
-        baseline_margin=baseline_margin)
+        baseline_margin=baseline_margin, cleanup=cleanup, rules=rules,
+        not_validated=[Path(pair.image).name for pair in all_pairs if str(Path(pair.image).resolve()) not in seen])

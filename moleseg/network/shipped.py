@@ -46,6 +46,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = Path(os.environ.get("MOLESEG_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 #: A recipe's file name is ``<name>`` + this, in the models folder.
 RECIPE_SUFFIX = ".config.json"
+#: Training options that may differ between the fold runs of one cross-validation and the model then trained
+#: on every pair (the split, where and how the run went); every other option is the recipe's and must agree.
+NOT_RECIPE_OPTIONS = ("validation_split", "validation_fold", "run_dir", "calibrate", "cache_dir", "strategy",
+                      "mixed_precision")
 
 
 def recipe_path(name: str) -> Path:
@@ -193,12 +197,15 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
 
     network, info = load_model_and_info(RunFiles(run_dir).model)
     crossval = (read_json(MODELS_DIR / f"{name}.json", {}) or {}).get("crossval")
+    if crossval and crossval.get("config") != recipe_options(saved):
+        crossval = None  # of another recipe: neither applied nor kept
     if not info.get("training", {}).get("n_validation"):
         if crossval:  # trained on every pair (no validation split): the recipe's cross-fitted decision
             info = {**info, **crossval["decision"]}
         else:
             print(f"[{name}] warning: {run_dir} has no validation split and models/{name}.json no cross-validation "
-                  "(make crossval): installed with the arg-max and no confidence threshold", file=sys.stderr)
+                  "of this recipe (make crossval): installed with the arg-max and no confidence threshold",
+                  file=sys.stderr)
     save_model(network, target, info)
     evaluation = evaluate_shipped(name, target, data_dir)
     record = {
@@ -235,6 +242,9 @@ def validation_pairs(name: str, data_dir: Path) -> list:
     if config is None or not all(Path(folder).is_dir() for folder in [*config.images, *config.masks]):
         config = recipe_config(name, data_dir)
     _, validation, _ = split_of(config)
+    if not validation:
+        raise ValueError(f"models/{name}.keras was trained on every pair (no validation split): its decision and "
+                         "confidence threshold come from the recipe's cross-validation (make crossval)")
     return validation
 
 
@@ -294,7 +304,7 @@ def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None 
     target = MODELS_DIR / f"{name}.keras"
     record_path = MODELS_DIR / f"{name}.json"
     record = read_json(record_path, {}) or {}
-    result = calibrate_confidence_file(target, validation_pairs(name, data_dir), share=share or DEFAULT_CHECK_SHARE,
+    result = calibrate_confidence_file(target, validation_pairs(name, data_dir), share=DEFAULT_CHECK_SHARE if share is None else share,
                                        progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {result.summary()}", flush=True)
     record["confidence"] = confidence_record(name, data_dir, **_threshold_and_validation(result))
@@ -302,38 +312,93 @@ def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None 
     return record
 
 
-def crossvalidate_shipped(name: str, run_dirs: list[Path], share: float | None = None) -> dict:
+def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A training's options (``config.json``) without :data:`NOT_RECIPE_OPTIONS`, dataset folders as
+    absolute paths, in JSON form: equal for two trainings of one recipe."""
+    values = json.loads(json.dumps({key: value for key, value in config.items() if key not in NOT_RECIPE_OPTIONS}))
+    for key in ("images", "masks", "validation_images", "validation_masks", "test_images", "test_masks"):
+        if isinstance(values.get(key), list):
+            values[key] = [str(Path(folder).resolve()) for folder in values[key]]
+    return values
+
+
+def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share: float | None = None) -> dict:
     """k-fold cross-validation of a shipped model's recipe from finished fold runs (``moleseg train
     --config models/<name>.config.json --validation-split 1/k --validation-fold i``, i = 0..k-1): every
     shared image predicted by the fold model that did not train on it, at its own size, against the
     classical baseline (:func:`moleseg.engine.crossval.cross_validate`). Recorded under ``crossval`` in
-    ``models/<name>.json``; the installed model is not changed."""
+    ``models/<name>.json``; the installed model is not changed.
+
+    Raises
+    ------
+    ValueError
+        A folder that is not a finished run, runs of another recipe (options other than
+        :data:`NOT_RECIPE_OPTIONS` differ from ``models/<name>.config.json`` over ``data_dir``), or two runs
+        of one fold.
+    """
     from moleseg.core.config import DEFAULT_CHECK_SHARE
     from moleseg.engine.crossval import Fold, cross_validate
     from moleseg.engine.runs import RunFiles, read_json, write_json
     from moleseg.network.loading import load_segmenter
     from moleseg.network.train import TrainConfig, split_of
 
-    folds = []
+    recipe = recipe_options(recipe_config(name, data_dir).to_dict())
+    configs: dict[Path, TrainConfig] = {}
     for run_dir in run_dirs:
         files = RunFiles(run_dir)
         saved = read_json(files.config)
         if saved is None or not files.model.is_file():
             raise ValueError(f"{run_dir}: not a finished training run (no {RunFiles.CONFIG} or {RunFiles.MODEL})")
+        options_here = recipe_options(saved)
+        differing = sorted(key for key in set(recipe) | set(options_here) if recipe.get(key) != options_here.get(key))
+        if differing:
+            raise ValueError(f"{run_dir}: not a fold of the {name} recipe ({', '.join(differing)} differ from "
+                             f"{recipe_path(name).name})")
         config = TrainConfig.from_dict(saved)
-        folds.append(Fold(name=f"fold {config.validation_fold}", pairs=split_of(config)[1],
-                          segmenter=load_segmenter(files.model, test_time_augmentation=False)))
+        if any(other.validation_fold == config.validation_fold for other in configs.values()):
+            raise ValueError(f"{run_dir}: a second run of validation fold {config.validation_fold}")
+        configs[Path(run_dir)] = config
+    folds, every_pair = [], []
+    for run_dir, config in configs.items():
+        train, validation, test = split_of(config)
+        every_pair = every_pair or [*train, *validation, *test]
+        folds.append(Fold(name=run_dir.name, pairs=validation,
+                          segmenter=load_segmenter(RunFiles(run_dir).model, test_time_augmentation=False)))
     result = cross_validate(folds, baseline=load_segmenter(f"classical{folds[0].segmenter.n_classes}"),
-                            share=share or DEFAULT_CHECK_SHARE,
+                            share=DEFAULT_CHECK_SHARE if share is None else share, all_pairs=every_pair,
                             progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {result.summary()}", flush=True)
     record_path = MODELS_DIR / f"{name}.json"
     record = read_json(record_path, {}) or {}
-    record["crossval"] = {**result.to_dict(), "runs": [str(Path(run_dir)) for run_dir in run_dirs],
+    record["crossval"] = {**result.to_dict(), "config": recipe, "runs": [str(Path(run_dir)) for run_dir in run_dirs],
                           "command": f"python -m moleseg.network.shipped --only {name} --crossval "
                                      + " ".join(str(run_dir) for run_dir in run_dirs)}
     write_json(record_path, record)
     return record
+
+
+def _step(args: argparse.Namespace, name: str) -> None:
+    """One step of :func:`main` for one recipe; prints its one-line JSON result."""
+    if args.print_data_root:
+        print(training_root(name, args.data))
+        return
+    if args.confidence_only:
+        record = calibrate_confidence_shipped(name, args.data, args.check_share)
+        print(json.dumps({"name": name, "confidence": {k: v for k, v in record["confidence"].items()
+                                                       if k == "threshold"}}))
+        return
+    if args.crossval:
+        crossval = crossvalidate_shipped(name, args.crossval, args.data, args.check_share)["crossval"]
+        print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
+        return
+    if args.calibrate_only:
+        record = calibrate_shipped(name, args.data)
+    elif args.install:
+        record = install_shipped(name, args.install, args.wall_seconds, args.data)
+    else:
+        record = build_shipped(name, args.data, args.epochs, args.resume)
+    print(json.dumps({"name": name, "wall_seconds": record.get("wall_seconds"),
+                      "fm": {k: v["model"]["fm"]["mean"] for k, v in record["evaluation"].items()}}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,33 +435,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {'--install' if args.install else '--crossval'} needs one --only NAME", file=sys.stderr)
         return 2
     for name in names:
-        if args.print_data_root:
-            print(training_root(name, args.data))
-            continue
-        if args.confidence_only:
-            record = calibrate_confidence_shipped(name, args.data, args.check_share)
-            print(json.dumps({"name": name, "confidence": {k: v for k, v in record["confidence"].items()
-                                                           if k == "threshold"}}))
-            continue
-        if args.crossval:
-            from moleseg.core.modelinfo import ModelFileError
+        try:
+            _step(args, name)
+        except ValueError as error:  # a wrong folder, file or recipe (ModelFileError, PairingError too)
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except RuntimeError as error:
             from moleseg.network.train import TrainingError
 
-            try:
-                crossval = crossvalidate_shipped(name, args.crossval, args.check_share)["crossval"]
-            except (ValueError, TrainingError, ModelFileError) as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
-            print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
-            continue
-        if args.calibrate_only:
-            record = calibrate_shipped(name, args.data)
-        elif args.install:
-            record = install_shipped(name, args.install, args.wall_seconds, args.data)
-        else:
-            record = build_shipped(name, args.data, args.epochs, args.resume)
-        print(json.dumps({"name": name, "wall_seconds": record.get("wall_seconds"),
-                          "fm": {k: v["model"]["fm"]["mean"] for k, v in record["evaluation"].items()}}))
+            if not isinstance(error, TrainingError):
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 
