@@ -129,3 +129,50 @@ def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
     first, again = _fold_run(tmp_path / "a", fold), _fold_run(tmp_path / "b", fold)
     assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(first), str(again)]) == 2
     assert f"{again}: a second run of validation fold 0" in capsys.readouterr().err
+
+
+def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp_path, monkeypatch, capsys):
+    """``--install`` of a run without a validation split takes the lesion and confidence thresholds (and the
+    cleanup rule) recorded by ``--crossval`` for the same recipe; for another recipe it warns and keeps none."""
+    pytest.importorskip("tensorflow")
+    import shutil
+
+    from moleseg.core.modelinfo import read_info
+    from moleseg.network import shipped
+    from moleseg.network.build import ModelConfig, build_model
+    from moleseg.network.io import save_model
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(shipped.recipe_path("dermoscopy"), models)
+    monkeypatch.setattr(shipped, "MODELS_DIR", models)
+    monkeypatch.setattr(shipped, "evaluate_shipped", lambda *args, **kwargs: {})
+    monkeypatch.setattr(shipped, "confidence_record",
+                        lambda name, data_dir, threshold, validation: {"threshold": threshold, "validation": validation})
+    run = tmp_path / "all-pairs"
+    run.mkdir()
+    config = {**shipped.recipe_config("dermoscopy", tmp_path).to_dict(), "validation_split": 0.0, "run_dir": str(run)}
+    (run / "config.json").write_text(json.dumps(config))
+    network = ModelConfig(backbone="mobilenetv2", input_size=32, decoder_width=8, aspp_rates=(1, 2, 3))
+    save_model(build_model(network, weights="none"), run / "model.keras",
+               {"name": "dermoscopy", "n_classes": 3, "input_size": 32, "model": network.to_dict(),
+                "cleanup": {"rule": "article"}, "cleanup_variant": "article", "training": {"n_validation": 0}})
+    decision = {"test_time_augmentation": False, "lesion_threshold": 0.6, "confidence_threshold": 0.8,
+                "calibration": {"fm": 0.95, "n_images": 210}, "confidence_calibration": {"n_images": 210},
+                "cleanup": {"rule": "grow_inside"}, "cleanup_variant": "grow_inside"}
+    crossval = {"config": shipped.recipe_options(config), "decision": decision}
+    (models / "dermoscopy.json").write_text(json.dumps({"crossval": crossval}))
+
+    record = shipped.install_shipped("dermoscopy", run, 60.0, tmp_path)
+    info = read_info(models / "dermoscopy.keras")
+    assert info.lesion_threshold == 0.6 and info.confidence_threshold == 0.8
+    assert info.cleanup["rule"] == "grow_inside" and record["crossval"] == crossval
+    assert record["confidence"] == {"threshold": 0.8, "validation": {"n_images": 210}}
+
+    other = {**crossval, "config": {**crossval["config"], "epochs": 1}}
+    (models / "dermoscopy.json").write_text(json.dumps({"crossval": other}))
+    capsys.readouterr()
+    record = shipped.install_shipped("dermoscopy", run, 60.0, tmp_path)
+    assert "no cross-validation of this recipe (make crossval)" in capsys.readouterr().err
+    info = read_info(models / "dermoscopy.keras")
+    assert info.lesion_threshold is None and info.confidence_threshold is None and "crossval" not in record
