@@ -120,7 +120,8 @@ def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
     from moleseg.network.shipped import main, recipe_config, recipe_options
 
     recipe = recipe_config("dermoscopy", tmp_path).to_dict()
-    fold = {**recipe, "validation_split": 0.2, "validation_fold": 0, "run_dir": "elsewhere", "calibrate": False}
+    fold = {**recipe, "validation_split": 0.2, "validation_fold": 0, "run_dir": "elsewhere", "calibrate": False,
+            "model": {**recipe["model"], "bn_momentum": 0.9326}}  # derived from the steps at training time
     assert recipe_options(fold) == recipe_options(recipe)           # the split and the run may differ
     other = _fold_run(tmp_path / "other", {**fold, "learning_rate": recipe["learning_rate"] / 10})
     assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(other)]) == 2

@@ -313,9 +313,12 @@ def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None 
 
 
 def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
-    """A training's options (``config.json``) without :data:`NOT_RECIPE_OPTIONS`, dataset folders as
-    absolute paths, in JSON form: equal for two trainings of one recipe."""
+    """A training's options (``config.json``) without :data:`NOT_RECIPE_OPTIONS` and without the BatchNorm
+    momentum a training derives from its step count, dataset folders as absolute paths, in JSON form: equal
+    for two trainings of one recipe."""
     values = json.loads(json.dumps({key: value for key, value in config.items() if key not in NOT_RECIPE_OPTIONS}))
+    if isinstance(values.get("model"), dict):  # set at training time from the option bn_momentum and the steps
+        values["model"].pop("bn_momentum", None)
     for key in ("images", "masks", "validation_images", "validation_masks", "test_images", "test_masks"):
         if isinstance(values.get(key), list):
             values[key] = [str(Path(folder).resolve()) for folder in values[key]]
