@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from synthetic import disk
+from moleseg.core.imageio import write_png
 from moleseg.core.metrics import scores
 from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.pairing import Pair
 from moleseg.engine.crossval import Fold, cross_validate
 from test_confidence import RedChannelSegmenter, TruthSegmenter, _pairs  # four disks, the last blurred
 
@@ -36,8 +38,9 @@ def test_out_of_fold_figures_by_hand(tmp_path):
     blurred_argmax = float(scores(red > 0.5, truth)["fm"])       # class 1 wins only above 0.5
     blurred_at_03 = float(scores(red >= 0.3, truth)["fm"])
     assert blurred_argmax < 0.85 < 0.95 < blurred_at_03
-    table = {row["lesion_threshold"]: row for row in result.threshold_table}
-    assert set(table) == {None, 0.3, 0.5}                         # arg-max is always a candidate
+    assert {(row["cleanup_variant"], row["lesion_threshold"]) for row in result.decision_table} == {
+        (variant, threshold) for variant in (None, "largest", "all_components") for threshold in (None, 0.3, 0.5)}
+    table = {row["lesion_threshold"]: row for row in result.decision_table if row["cleanup_variant"] is None}
     assert table[None]["fm"] == pytest.approx((3 + blurred_argmax) / 4)
     assert table[None]["min_fm"] == pytest.approx(blurred_argmax)
     assert table[0.3]["fm"] == pytest.approx((3 + blurred_at_03) / 4)
@@ -57,7 +60,7 @@ def test_out_of_fold_figures_by_hand(tmp_path):
     assert "per_image" not in record["confidence"] and "per_image" not in record["decision"]["confidence_calibration"]
     assert record["n_folds"] == 2 and record["n_images"] == 4 and record["confidence"]["threshold"] == pytest.approx(
         result.confidence.threshold)
-    assert "2-fold cross-validation, 4 images out of fold (threshold 0.30)" in result.summary()
+    assert "2-fold cross-validation, 4 images out of fold (threshold 0.30, each fold its own cleanup)" in result.summary()
     # what a model trained on every pair is installed with
     info = ModelInfo.from_dict({"name": "all pairs", **record["decision"]})
     assert info.lesion_threshold == 0.3 and info.test_time_augmentation is False
@@ -72,6 +75,30 @@ def test_arg_max_stays_without_a_real_gain(tmp_path):
                             thresholds=(0.3, 0.5))
     assert result.lesion_threshold is None and result.fm["mean"] == pytest.approx(1.0)
     assert result.baseline_fm is None and result.n_worse_than_baseline is None
+
+
+def test_a_cleanup_variant_that_gains_out_of_fold_goes_into_the_decision(tmp_path):
+    """Each image holds the true disk and a 3 x 3 px speck of false lesion: the fold models keep every
+    component (their own rule), the "largest" variant drops the speck and wins."""
+    truth = disk((40, 40), (20, 20), RADIUS_PX)
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[..., 0] = truth * 255
+    image[1:4, 1:4, 0] = 255
+    pairs = []
+    for index in range(2):
+        image_path, mask_path = tmp_path / f"{index}.png", tmp_path / f"{index}_mask.png"
+        write_png(image_path, image)
+        write_png(mask_path, truth)
+        pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
+    result = cross_validate([Fold("a", RedChannelSegmenter(), pairs[:1]), Fold("b", RedChannelSegmenter(), pairs[1:])],
+                            thresholds=(0.5,))
+    table = {(row["cleanup_variant"], row["lesion_threshold"]): row["fm"] for row in result.decision_table}
+    with_speck = float(scores(image[..., 0] > 127, truth)["fm"])
+    assert table[None, None] == pytest.approx(with_speck) and table["all_components", None] == pytest.approx(with_speck)
+    assert table["largest", None] == pytest.approx(1.0)
+    assert result.lesion_threshold is None and result.cleanup["cleanup_variant"] == "largest"
+    assert result.cleanup["cleanup"]["largest_component"] is True
+    assert result.decision()["cleanup"] == result.cleanup["cleanup"] and "largest cleanup" in result.summary()
 
 
 def test_images_no_fold_validated_are_named(tmp_path):

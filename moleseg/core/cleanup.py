@@ -59,6 +59,7 @@ from moleseg.core.targets import (
 
 __all__ = [
     "RULES",
+    "CLEANUP_VARIANTS",
     "CleanupSettings",
     "CleanupResult",
     "cleanup",
@@ -69,6 +70,12 @@ __all__ = [
 
 #: Lesion rules understood by :func:`cleanup`.
 RULES: tuple[str, ...] = ("article", "grow_inside")
+#: Cleanup variants, by number of classes, that training compares by validation FM every epoch (the best
+#: becomes the model's default) and cross-validation compares out of fold: changes to a model's settings.
+CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
+    3: {"article": {"rule": "article"}, "grow_inside": {"rule": "grow_inside"}},
+    2: {"largest": {"largest_component": True}, "all_components": {"largest_component": False}},
+}
 #: Largest structuring-element radius accepted by the settings, in pixels.
 MAX_RADIUS_PX: int = 1000
 

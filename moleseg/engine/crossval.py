@@ -12,19 +12,21 @@ scored on. No TensorFlow here: the caller loads the fold models.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from moleseg.core.cleanup import CLEANUP_VARIANTS
 from moleseg.core.config import BAD_IMAGE_FM, BASELINE_MARGIN, DEFAULT_CHECK_SHARE
 from moleseg.core.metrics import scores, summarise
 from moleseg.core.pairing import Pair
 from moleseg.engine.calibrate import (CALIBRATION_BATCH, DEFAULT_MIN_GAIN, DEFAULT_THRESHOLDS, Calibration,
                                       ConfidenceCalibration, confidence_threshold, flag_summary)
 from moleseg.engine.evaluate import read_pair
-from moleseg.engine.segmenter import Segmenter, clean, segment
+from moleseg.engine.segmenter import Segmenter, clean, cleanup_for_image, segment
 
 
 @dataclass
@@ -46,8 +48,9 @@ class CrossValidation:
         The decision chosen on all out-of-fold images (None: arg-max), 0..1.
     fm : dict
         ``mean, std, min, max`` out-of-fold FM (0..1) of that decision over every image.
-    threshold_table : list of dict
-        ``{"lesion_threshold", "fm", "min_fm"}`` for every candidate decision.
+    decision_table : list of dict
+        ``{"cleanup_variant", "lesion_threshold", "fm", "min_fm"}`` for every candidate decision
+        (``cleanup_variant`` None: each fold model's own rule).
     folds : list of dict
         ``{"fold", "n_images", "fm"}`` (``fm`` a :func:`moleseg.core.metrics.summarise` dict) per fold.
     per_image : list of dict
@@ -56,15 +59,15 @@ class CrossValidation:
     confidence : ConfidenceCalibration
         The confidence threshold chosen on all out-of-fold images and what it marks.
     cleanup : dict
-        ``{"cleanup", "cleanup_variant"}`` of the fold models' ``moleseg.json`` when they all chose the
-        same cleanup rule, else empty (``rules`` lists each fold's).
+        ``{"cleanup", "cleanup_variant"}`` of the chosen variant, or of the fold models' ``moleseg.json``
+        when their own rules won and agree; else empty (``rules`` lists each fold's).
     not_validated : list of str
         Images of ``all_pairs`` that no fold validated (a remainder smaller than a fold's block).
     """
 
     lesion_threshold: float | None
     fm: dict[str, float]
-    threshold_table: list[dict[str, Any]]
+    decision_table: list[dict[str, Any]]
     folds: list[dict[str, Any]]
     per_image: list[dict[str, Any]]
     confidence: ConfidenceCalibration
@@ -84,11 +87,11 @@ class CrossValidation:
         lesion threshold, the confidence threshold and, when the folds agree, the cleanup rule): what a
         model trained on every pair with the same recipe, which has no validation split of its own, is
         installed with."""
-        argmax = next(entry for entry in self.threshold_table if entry["lesion_threshold"] is None)
+        argmax = own_argmax(self.decision_table)
         calibration = Calibration(
             test_time_augmentation=False, lesion_threshold=self.lesion_threshold, fm=self.fm["mean"],
             baseline_fm=argmax["fm"], n_images=self.n_images, confidence=self.confidence,
-            table=[{"test_time_augmentation": False, **entry} for entry in self.threshold_table])
+            table=[{"test_time_augmentation": False, **entry} for entry in self.decision_table])
         info = calibration.info_update()
         info["calibration"]["method"] = f"{len(self.folds)}-fold cross-validation, out of fold"
         info["confidence_calibration"]["method"] += f" ({len(self.folds)}-fold cross-validation, out of fold)"
@@ -100,7 +103,7 @@ class CrossValidation:
         :meth:`decision`)."""
         return {"n_folds": len(self.folds), "n_images": self.n_images, "lesion_threshold": self.lesion_threshold,
                 "fm": self.fm, "baseline_fm": self.baseline_fm, "n_worse_than_baseline": self.n_worse_than_baseline,
-                "baseline_margin": self.baseline_margin, "folds": self.folds, "threshold_table": self.threshold_table,
+                "baseline_margin": self.baseline_margin, "folds": self.folds, "decision_table": self.decision_table,
                 "rules": self.rules, "not_validated": self.not_validated,
                 "confidence": {"threshold": self.confidence.threshold,
                                **{key: value for key, value in self.confidence.info_update()["confidence_calibration"].items()
@@ -109,6 +112,7 @@ class CrossValidation:
 
     def summary(self) -> str:
         decision = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
+        decision += f", {self.cleanup.get('cleanup_variant') or 'each fold its own'} cleanup"
         folds = ", ".join(f"{fold['fm']['mean']:.4f}" for fold in self.folds)
         text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold"
                 + (f" ({len(self.not_validated)} not validated)" if self.not_validated else "")
@@ -120,10 +124,22 @@ class CrossValidation:
         return f"{text}; {self.confidence.summary()}"
 
 
+#: The cleanup candidate "each fold model's own rule" (what its training chose) in the decision table.
+OWN_RULE = None
+
+
+def own_argmax(table: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The entry of a decision table for each fold's own cleanup rule with the arg-max: what the fold
+    models do as trained."""
+    return next(entry for entry in table if entry["cleanup_variant"] is OWN_RULE and entry["lesion_threshold"] is None)
+
+
 def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segmenter | None,
                progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    """Per image of one fold: FM, CM, CR and confidence under every threshold (``_by_threshold``) and the
-    baseline's FM; each batch's probabilities are dropped once scored (full-size maps are large)."""
+    """Per image of one fold: FM, CM, CR and confidence under every cleanup variant (the fold's own rule,
+    then :data:`moleseg.core.cleanup.CLEANUP_VARIANTS`) and threshold (``_by[(variant, threshold)]``) and
+    the baseline's FM; each batch's probabilities are dropped once scored (full-size maps are large)."""
+    variants = CLEANUP_VARIANTS.get(fold.segmenter.n_classes, {})
     rows = []
     for start in range(0, len(fold.pairs), CALIBRATION_BATCH):
         chunk = fold.pairs[start:start + CALIBRATION_BATCH]
@@ -132,12 +148,15 @@ def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segment
         read = [read_pair(pair) for pair in chunk]
         probabilities = fold.segmenter.predict_probabilities([image for image, _ in read])
         for pair, (image, mask), probability in zip(chunk, read, probabilities):
-            row: dict[str, Any] = {"image": Path(pair.image).name, "fold": fold.name, "_by_threshold": {}}
-            for threshold in thresholds:
-                segmentation = clean(fold.segmenter, probability, lesion_threshold=threshold)
-                values = scores(segmentation.lesion, mask)
-                row["_by_threshold"][threshold] = {"fm": float(values["fm"]), "cm": float(values["cm"]),
-                                                   "cr": float(values["cr"]), "confidence": segmentation.confidence}
+            row: dict[str, Any] = {"image": Path(pair.image).name, "fold": fold.name, "_by": {}}
+            own = cleanup_for_image(fold.segmenter, mask.shape)
+            settings = {OWN_RULE: own, **{name: dataclasses.replace(own, **change) for name, change in variants.items()}}
+            for variant, chosen in settings.items():
+                for threshold in thresholds:
+                    segmentation = clean(fold.segmenter, probability, chosen, lesion_threshold=threshold)
+                    values = scores(segmentation.lesion, mask)
+                    row["_by"][variant, threshold] = {"fm": float(values["fm"]), "cm": float(values["cm"]),
+                                                      "cr": float(values["cr"]), "confidence": segmentation.confidence}
             if baseline is not None:
                 row["baseline_fm"] = float(scores(segment(baseline, image).lesion, mask)["fm"])
             rows.append(row)
@@ -151,8 +170,10 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
                    progress: Callable[[str], None] | None = None) -> CrossValidation:
     """Score every fold model on its own validation pairs and choose the decision on all of them.
 
-    The lesion threshold replaces the arg-max only when it gains at least ``min_gain`` mean FM over all
-    out-of-fold images (as :func:`moleseg.engine.calibrate.calibrate` does on one split); the confidence
+    Candidates are every cleanup variant (each fold's own rule, or one of
+    :data:`moleseg.core.cleanup.CLEANUP_VARIANTS` for all) with every lesion threshold; one replaces the
+    folds' own rule with the arg-max only when it gains at least ``min_gain`` mean FM over all out-of-fold
+    images (as :func:`moleseg.engine.calibrate.calibrate` does on one split); the confidence
     threshold marks the ``share`` (0..1) least confident of them under that decision. ``all_pairs``
     (optional): every pair of the recipe, to name those no fold validated.
 
@@ -180,17 +201,17 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         thresholds = (None, *thresholds)
     rows = [row for fold in folds for row in _fold_rows(fold, thresholds, baseline, progress)]
     table = []
-    for threshold in thresholds:
-        values = [row["_by_threshold"][threshold]["fm"] for row in rows]
-        table.append({"lesion_threshold": threshold, "fm": float(np.mean(values)), "min_fm": float(np.min(values))})
-    argmax = next(entry for entry in table if entry["lesion_threshold"] is None)
+    for variant, threshold in rows[0]["_by"]:
+        values = [row["_by"][variant, threshold]["fm"] for row in rows]
+        table.append({"cleanup_variant": variant, "lesion_threshold": threshold, "fm": float(np.mean(values)),
+                      "min_fm": float(np.min(values))})
     best = max(table, key=lambda entry: entry["fm"])
-    if best["fm"] - argmax["fm"] < min_gain:
-        best = argmax
-    chosen = best["lesion_threshold"]
+    if best["fm"] - own_argmax(table)["fm"] < min_gain:
+        best = own_argmax(table)
+    chosen = best["cleanup_variant"], best["lesion_threshold"]
     per_image = []
     for row in rows:
-        picked = row["_by_threshold"][chosen]
+        picked = row["_by"][chosen]
         entry = {"image": row["image"], "fold": row["fold"], **picked}
         if "baseline_fm" in row:
             entry["baseline_fm"] = row["baseline_fm"]
@@ -200,13 +221,19 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
     for entry in per_image:
         entry["check_border"] = entry["confidence"] < threshold
     rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
-    cleanup = ({key: folds[0].segmenter.info[key] for key in ("cleanup", "cleanup_variant")}
-               if len(set(rules)) == 1 and "cleanup" in folds[0].segmenter.info else {})
+    if chosen[0] is not OWN_RULE:
+        change = CLEANUP_VARIANTS[folds[0].segmenter.n_classes][chosen[0]]
+        cleanup = {"cleanup": dataclasses.replace(folds[0].segmenter.cleanup_defaults, **change).to_dict(),
+                   "cleanup_variant": chosen[0]}
+    elif len(set(rules)) == 1 and "cleanup" in folds[0].segmenter.info:
+        cleanup = {key: folds[0].segmenter.info[key] for key in ("cleanup", "cleanup_variant")}
+    else:
+        cleanup = {}
     fold_figures = [{"fold": fold.name, "n_images": len(fold.pairs),
                      "fm": summarise(row["fm"] for row in per_image if row["fold"] == fold.name)} for fold in folds]
     with_baseline = baseline is not None
     return CrossValidation(
-        lesion_threshold=chosen, fm=summarise(row["fm"] for row in per_image), threshold_table=table,
+        lesion_threshold=chosen[1], fm=summarise(row["fm"] for row in per_image), decision_table=table,
         folds=fold_figures, per_image=per_image, confidence=flags,
         baseline_fm=summarise(row["baseline_fm"] for row in per_image) if with_baseline else None,
         n_worse_than_baseline=flags.n_worse_than_baseline if with_baseline else None,

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from moleseg import __version__
 from moleseg.core.atomic import remove_stale_temporaries
-from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core import options
 from moleseg.core.config import cache_dir, class_names
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
@@ -41,11 +41,6 @@ from moleseg.engine.segmenter import clean, cleanup_for_image
 
 SOLVERS: tuple[str, ...] = options.SOLVERS
 SCHEDULES: tuple[str, ...] = options.SCHEDULES
-#: Cleanup variants compared by validation FM every epoch; the best becomes the model's default.
-CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
-    3: {"article": {"rule": "article"}, "grow_inside": {"rule": "grow_inside"}},
-    2: {"largest": {"largest_component": True}, "all_components": {"largest_component": False}},
-}
 #: At most this many training pairs is a small dataset: BatchNorm layers that start from loaded statistics
 #: (ImageNet or a model fine-tuned from) keep them and are frozen, since a few images cannot estimate better.
 SMALL_DATASET_PAIRS = 20
