@@ -239,3 +239,7 @@ def test_decision_text_says_threshold_flips_and_where_they_came_from():
             "calibration": {"fm": 0.94671, "baseline_fm": 0.94454, "n_images": 32}}
     assert decision_text(info) == ("lesion where its probability ≥ 0.65, with flip averaging (chosen on 32 "
                                    "validation images: FM 0.9467, arg-max without flips 0.9445)")
+    crossval = {"lesion_threshold": None, "calibration": {"fm": 0.95, "baseline_fm": 0.95, "n_images": 210,
+                                                          "method": "5-fold cross-validation, out of fold"}}
+    assert decision_text(crossval) == ("most likely class, no flips (chosen on 210 validation images (5-fold "
+                                       "cross-validation, out of fold): FM 0.9500, arg-max without flips 0.9500)")

@@ -195,7 +195,9 @@ def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
     text += ", with flip averaging" if info.test_time_augmentation else ", no flips"
     calibration = info.calibration
     if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):
-        text += (f" (chosen on {calibration.get('n_images')} validation images: FM {calibration['fm']:.4f}, "
+        method = calibration.get("method")  # e.g. "5-fold cross-validation, out of fold"
+        images = f"{calibration.get('n_images')} validation images" + (f" ({method})" if method else "")
+        text += (f" (chosen on {images}: FM {calibration['fm']:.4f}, "
                  f"arg-max without flips {calibration['baseline_fm']:.4f})")
     return text
 
