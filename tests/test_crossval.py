@@ -60,7 +60,7 @@ def test_out_of_fold_figures_by_hand(tmp_path):
     assert "per_image" not in record["confidence"] and "per_image" not in record["decision"]["confidence_calibration"]
     assert record["n_folds"] == 2 and record["n_images"] == 4 and record["confidence"]["threshold"] == pytest.approx(
         result.confidence.threshold)
-    assert "2-fold cross-validation, 4 images out of fold (threshold 0.30, each fold its own cleanup)" in result.summary()
+    assert "2-fold cross-validation, 4 images out of fold (threshold 0.30, largest cleanup)" in result.summary()
     # what a model trained on every pair is installed with
     info = ModelInfo.from_dict({"name": "all pairs", **record["decision"]})
     assert info.lesion_threshold == 0.3 and info.test_time_augmentation is False
@@ -79,7 +79,7 @@ def test_arg_max_stays_without_a_real_gain(tmp_path):
 
 def test_a_cleanup_variant_that_gains_out_of_fold_goes_into_the_decision(tmp_path):
     """Each image holds the true disk and a 3 x 3 px speck of false lesion: the fold models keep every
-    component (their own rule), the "largest" variant drops the speck and wins."""
+    component (the rule their training chose), the "largest" variant drops the speck and wins."""
     truth = disk((40, 40), (20, 20), RADIUS_PX)
     image = np.zeros((40, 40, 3), np.uint8)
     image[..., 0] = truth * 255
@@ -90,8 +90,10 @@ def test_a_cleanup_variant_that_gains_out_of_fold_goes_into_the_decision(tmp_pat
         write_png(image_path, image)
         write_png(mask_path, truth)
         pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
-    result = cross_validate([Fold("a", RedChannelSegmenter(), pairs[:1]), Fold("b", RedChannelSegmenter(), pairs[1:])],
-                            thresholds=(0.5,))
+    trained = {"cleanup_variant": "all_components"}  # the rule both fold trainings chose
+    result = cross_validate([Fold("a", RedChannelSegmenter(trained), pairs[:1]),
+                             Fold("b", RedChannelSegmenter(trained), pairs[1:])], thresholds=(0.5,))
+    assert result.compared_with["cleanup_variant"] == "all_components" and result.rules == ["all_components"] * 2
     table = {(row["cleanup_variant"], row["lesion_threshold"]): row["fm"] for row in result.decision_table}
     with_speck = float(scores(image[..., 0] > 127, truth)["fm"])
     assert table[None, None] == pytest.approx(with_speck) and table["all_components", None] == pytest.approx(with_speck)

@@ -59,8 +59,12 @@ class CrossValidation:
     confidence : ConfidenceCalibration
         The confidence threshold chosen on all out-of-fold images and what it marks.
     cleanup : dict
-        ``{"cleanup", "cleanup_variant"}`` of the chosen variant, or of the fold models' ``moleseg.json``
-        when their own rules won and agree; else empty (``rules`` lists each fold's).
+        ``{"cleanup", "cleanup_variant"}`` of the chosen variant (or, for models without named variants,
+        of the fold models' ``moleseg.json`` when their rules agree; else empty). ``rules`` lists the rule
+        each fold's training chose.
+    compared_with : dict
+        The decision-table entry the chosen one had to beat by ``min_gain``: the arg-max with the cleanup
+        variant most folds chose.
     not_validated : list of str
         Images of ``all_pairs`` that no fold validated (a remainder smaller than a fold's block).
     """
@@ -77,6 +81,7 @@ class CrossValidation:
     cleanup: dict[str, Any] = field(default_factory=dict)
     rules: list[str | None] = field(default_factory=list)
     not_validated: list[str] = field(default_factory=list)
+    compared_with: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_images(self) -> int:
@@ -87,7 +92,7 @@ class CrossValidation:
         lesion threshold, the confidence threshold and, when the folds agree, the cleanup rule): what a
         model trained on every pair with the same recipe, which has no validation split of its own, is
         installed with."""
-        argmax = own_argmax(self.decision_table)
+        argmax = self.compared_with or own_argmax(self.decision_table)
         calibration = Calibration(
             test_time_augmentation=False, lesion_threshold=self.lesion_threshold, fm=self.fm["mean"],
             baseline_fm=argmax["fm"], n_images=self.n_images, confidence=self.confidence,
@@ -104,7 +109,7 @@ class CrossValidation:
         return {"n_folds": len(self.folds), "n_images": self.n_images, "lesion_threshold": self.lesion_threshold,
                 "fm": self.fm, "baseline_fm": self.baseline_fm, "n_worse_than_baseline": self.n_worse_than_baseline,
                 "baseline_margin": self.baseline_margin, "folds": self.folds, "decision_table": self.decision_table,
-                "rules": self.rules, "not_validated": self.not_validated,
+                "rules": self.rules, "not_validated": self.not_validated, "compared_with": self.compared_with,
                 "confidence": {"threshold": self.confidence.threshold,
                                **{key: value for key, value in self.confidence.info_update()["confidence_calibration"].items()
                                   if key != "per_image"}},
@@ -132,6 +137,26 @@ def own_argmax(table: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The entry of a decision table for each fold's own cleanup rule with the arg-max: what the fold
     models do as trained."""
     return next(entry for entry in table if entry["cleanup_variant"] is OWN_RULE and entry["lesion_threshold"] is None)
+
+
+def _choose(table: Sequence[dict[str, Any]], rules: Sequence[str | None], min_gain: float
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(chosen entry, the entry it had to beat)`` of a decision table: the best entry of a named cleanup
+    variant (one rule for a new model; each fold's own rule is only a reference), replacing the arg-max
+    with the variant most folds chose (the first in the table on a tie) only when it gains ``min_gain``.
+    Without named variants in the table, each fold's own rule with the best threshold likewise."""
+    named = [entry for entry in table if entry["cleanup_variant"] is not OWN_RULE]
+    if not named:
+        return _best_over(table, own_argmax(table), min_gain), own_argmax(table)
+    variants = list(dict.fromkeys(entry["cleanup_variant"] for entry in named))
+    usual = max(variants, key=lambda variant: (rules.count(variant), -variants.index(variant)))
+    fallback = next(entry for entry in named if entry["cleanup_variant"] == usual and entry["lesion_threshold"] is None)
+    return _best_over(named, fallback, min_gain), fallback
+
+
+def _best_over(entries: Sequence[dict[str, Any]], fallback: dict[str, Any], min_gain: float) -> dict[str, Any]:
+    best = max(entries, key=lambda entry: entry["fm"])
+    return best if best["fm"] - fallback["fm"] >= min_gain else fallback
 
 
 def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segmenter | None,
@@ -170,10 +195,11 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
                    progress: Callable[[str], None] | None = None) -> CrossValidation:
     """Score every fold model on its own validation pairs and choose the decision on all of them.
 
-    Candidates are every cleanup variant (each fold's own rule, or one of
-    :data:`moleseg.core.cleanup.CLEANUP_VARIANTS` for all) with every lesion threshold; one replaces the
-    folds' own rule with the arg-max only when it gains at least ``min_gain`` mean FM over all out-of-fold
-    images (as :func:`moleseg.engine.calibrate.calibrate` does on one split); the confidence
+    Candidates are every cleanup variant of :data:`moleseg.core.cleanup.CLEANUP_VARIANTS` (one rule for
+    all, as a model trained on every pair will apply it; each fold's own rule is scored for reference) with
+    every lesion threshold; the best replaces the arg-max with the rule most folds chose only when it gains
+    at least ``min_gain`` mean FM over all out-of-fold images (as :func:`moleseg.engine.calibrate.calibrate`
+    does on one split); the confidence
     threshold marks the ``share`` (0..1) least confident of them under that decision. ``all_pairs``
     (optional): every pair of the recipe, to name those no fold validated.
 
@@ -205,9 +231,8 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         values = [row["_by"][variant, threshold]["fm"] for row in rows]
         table.append({"cleanup_variant": variant, "lesion_threshold": threshold, "fm": float(np.mean(values)),
                       "min_fm": float(np.min(values))})
-    best = max(table, key=lambda entry: entry["fm"])
-    if best["fm"] - own_argmax(table)["fm"] < min_gain:
-        best = own_argmax(table)
+    rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
+    best, compared_with = _choose(table, rules, min_gain)
     chosen = best["cleanup_variant"], best["lesion_threshold"]
     per_image = []
     for row in rows:
@@ -220,7 +245,6 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
     flags = flag_summary(per_image, threshold, bad_fm=bad_fm, baseline_margin=baseline_margin)
     for entry in per_image:
         entry["check_border"] = entry["confidence"] < threshold
-    rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
     if chosen[0] is not OWN_RULE:
         change = CLEANUP_VARIANTS[folds[0].segmenter.n_classes][chosen[0]]
         cleanup = {"cleanup": dataclasses.replace(folds[0].segmenter.cleanup_defaults, **change).to_dict(),
@@ -237,5 +261,5 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         folds=fold_figures, per_image=per_image, confidence=flags,
         baseline_fm=summarise(row["baseline_fm"] for row in per_image) if with_baseline else None,
         n_worse_than_baseline=flags.n_worse_than_baseline if with_baseline else None,
-        baseline_margin=baseline_margin, cleanup=cleanup, rules=rules,
+        baseline_margin=baseline_margin, cleanup=cleanup, rules=rules, compared_with=compared_with,
         not_validated=[Path(pair.image).name for pair in all_pairs if str(Path(pair.image).resolve()) not in seen])
