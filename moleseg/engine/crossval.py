@@ -89,7 +89,7 @@ class CrossValidation:
 
     def decision(self) -> dict[str, Any]:
         """The entries of a model's ``moleseg.json`` that carry this cross-fitted decision (no flips, the
-        lesion threshold, the confidence threshold and, when the folds agree, the cleanup rule): what a
+        lesion threshold, the confidence threshold and the chosen cleanup rule, see :attr:`cleanup`): what a
         model trained on every pair with the same recipe, which has no validation split of its own, is
         installed with."""
         argmax = self.compared_with or own_argmax(self.decision_table)
