@@ -59,9 +59,8 @@ class CrossValidation:
     confidence : ConfidenceCalibration
         The confidence threshold chosen on all out-of-fold images and what it marks.
     cleanup : dict
-        ``{"cleanup", "cleanup_variant"}`` of the chosen variant (or, for models without named variants,
-        of the fold models' ``moleseg.json`` when their rules agree; else empty). ``rules`` lists the rule
-        each fold's training chose.
+        ``{"cleanup", "cleanup_variant"}`` of the chosen variant. ``rules`` lists the rule each fold's
+        training chose.
     compared_with : dict
         The decision-table entry the chosen one had to beat by ``min_gain``: the arg-max with the cleanup
         variant most folds chose.
@@ -92,10 +91,9 @@ class CrossValidation:
         lesion threshold, the confidence threshold and the chosen cleanup rule, see :attr:`cleanup`): what a
         model trained on every pair with the same recipe, which has no validation split of its own, is
         installed with."""
-        argmax = self.compared_with or own_argmax(self.decision_table)
         calibration = Calibration(
             test_time_augmentation=False, lesion_threshold=self.lesion_threshold, fm=self.fm["mean"],
-            baseline_fm=argmax["fm"], n_images=self.n_images, confidence=self.confidence,
+            baseline_fm=self.compared_with["fm"], n_images=self.n_images, confidence=self.confidence,
             table=[{"test_time_augmentation": False, **entry} for entry in self.decision_table])
         info = calibration.info_update()
         info["calibration"]["method"] = f"{len(self.folds)}-fold cross-validation, out of fold"
@@ -117,7 +115,7 @@ class CrossValidation:
 
     def summary(self) -> str:
         decision = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
-        decision += f", {self.cleanup.get('cleanup_variant') or 'each fold its own'} cleanup"
+        decision += f", {self.cleanup['cleanup_variant']} cleanup"
         folds = ", ".join(f"{fold['fm']['mean']:.4f}" for fold in self.folds)
         text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold"
                 + (f" ({len(self.not_validated)} not validated)" if self.not_validated else "")
@@ -133,30 +131,15 @@ class CrossValidation:
 OWN_RULE = None
 
 
-def own_argmax(table: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The entry of a decision table for each fold's own cleanup rule with the arg-max: what the fold
-    models do as trained."""
-    return next(entry for entry in table if entry["cleanup_variant"] is OWN_RULE and entry["lesion_threshold"] is None)
-
-
-def _choose(table: Sequence[dict[str, Any]], rules: Sequence[str | None], min_gain: float
-            ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _choose(table: Sequence[dict[str, Any]], variants: Sequence[str], rules: Sequence[str | None],
+            min_gain: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(chosen entry, the entry it had to beat)`` of a decision table: the best entry of a named cleanup
     variant (one rule for a new model; each fold's own rule is only a reference), replacing the arg-max
-    with the variant most folds chose (the first in the table on a tie) only when it gains ``min_gain``.
-    Without named variants in the table, each fold's own rule with the best threshold likewise."""
-    named = [entry for entry in table if entry["cleanup_variant"] is not OWN_RULE]
-    if not named:
-        return _best_over(table, own_argmax(table), min_gain), own_argmax(table)
-    variants = list(dict.fromkeys(entry["cleanup_variant"] for entry in named))
+    with the variant most folds chose (the first of ``variants`` on a tie) only when it gains ``min_gain``."""
     usual = max(variants, key=lambda variant: (rules.count(variant), -variants.index(variant)))
-    fallback = next(entry for entry in named if entry["cleanup_variant"] == usual and entry["lesion_threshold"] is None)
-    return _best_over(named, fallback, min_gain), fallback
-
-
-def _best_over(entries: Sequence[dict[str, Any]], fallback: dict[str, Any], min_gain: float) -> dict[str, Any]:
-    best = max(entries, key=lambda entry: entry["fm"])
-    return best if best["fm"] - fallback["fm"] >= min_gain else fallback
+    fallback = next(entry for entry in table if entry["cleanup_variant"] == usual and entry["lesion_threshold"] is None)
+    best = max((entry for entry in table if entry["cleanup_variant"] is not OWN_RULE), key=lambda entry: entry["fm"])
+    return (best if best["fm"] - fallback["fm"] >= min_gain else fallback), fallback
 
 
 def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segmenter | None,
@@ -164,7 +147,7 @@ def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segment
     """Per image of one fold: FM, CM, CR and confidence under every cleanup variant (the fold's own rule,
     then :data:`moleseg.core.cleanup.CLEANUP_VARIANTS`) and threshold (``_by[(variant, threshold)]``) and
     the baseline's FM; each batch's probabilities are dropped once scored (full-size maps are large)."""
-    variants = CLEANUP_VARIANTS.get(fold.segmenter.n_classes, {})
+    variants = CLEANUP_VARIANTS[fold.segmenter.n_classes]
     rows = []
     for start in range(0, len(fold.pairs), CALIBRATION_BATCH):
         chunk = fold.pairs[start:start + CALIBRATION_BATCH]
@@ -207,12 +190,15 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
     ------
     ValueError
         With no folds, a fold without pairs, an image in two folds (the folds must not overlap), or
-        fold models with different numbers of classes.
+        fold models with different numbers of classes or one without cleanup variants.
     """
     if not folds:
         raise ValueError("cross-validation needs at least one fold")
     if len({fold.segmenter.n_classes for fold in folds}) > 1:
         raise ValueError("the fold models have different numbers of classes: not folds of one recipe")
+    n_classes = folds[0].segmenter.n_classes
+    if n_classes not in CLEANUP_VARIANTS:
+        raise ValueError(f"no cleanup variants to compare for {n_classes} classes")
     if any(not fold.pairs for fold in folds):
         raise ValueError(f"fold {next(fold.name for fold in folds if not fold.pairs)} has no validation pairs")
     seen: dict[str, str] = {}
@@ -232,7 +218,7 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
         table.append({"cleanup_variant": variant, "lesion_threshold": threshold, "fm": float(np.mean(values)),
                       "min_fm": float(np.min(values))})
     rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
-    best, compared_with = _choose(table, rules, min_gain)
+    best, compared_with = _choose(table, list(CLEANUP_VARIANTS[n_classes]), rules, min_gain)
     chosen = best["cleanup_variant"], best["lesion_threshold"]
     per_image = []
     for row in rows:
@@ -245,14 +231,9 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
     flags = flag_summary(per_image, threshold, bad_fm=bad_fm, baseline_margin=baseline_margin)
     for entry in per_image:
         entry["check_border"] = entry["confidence"] < threshold
-    if chosen[0] is not OWN_RULE:
-        change = CLEANUP_VARIANTS[folds[0].segmenter.n_classes][chosen[0]]
-        cleanup = {"cleanup": dataclasses.replace(folds[0].segmenter.cleanup_defaults, **change).to_dict(),
-                   "cleanup_variant": chosen[0]}
-    elif len(set(rules)) == 1 and "cleanup" in folds[0].segmenter.info:
-        cleanup = {key: folds[0].segmenter.info[key] for key in ("cleanup", "cleanup_variant")}
-    else:
-        cleanup = {}
+    change = CLEANUP_VARIANTS[n_classes][chosen[0]]
+    cleanup = {"cleanup": dataclasses.replace(folds[0].segmenter.cleanup_defaults, **change).to_dict(),
+               "cleanup_variant": chosen[0]}
     fold_figures = [{"fold": fold.name, "n_images": len(fold.pairs),
                      "fm": summarise(row["fm"] for row in per_image if row["fold"] == fold.name)} for fold in folds]
     with_baseline = baseline is not None

@@ -319,7 +319,7 @@ def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     values = json.loads(json.dumps({key: value for key, value in config.items() if key not in NOT_RECIPE_OPTIONS}))
     if isinstance(values.get("model"), dict):  # set at training time from the option bn_momentum and the steps
         values["model"].pop("bn_momentum", None)
-    for key in ("images", "masks", "validation_images", "validation_masks", "test_images", "test_masks"):
+    for key in (name for pair in options.FOLDER_PAIRS for name in pair):
         if isinstance(values.get(key), list):
             values[key] = [str(Path(folder).resolve()) for folder in values[key]]
     return values

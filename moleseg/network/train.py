@@ -585,11 +585,17 @@ class Trainer:
                 tick(done + start + len(read))
         return {rule: float(np.mean(values)) if values else float("nan") for rule, values in totals.items()}
 
+    @property
+    def train_fm_pairs(self) -> list[Pair]:
+        """The training pairs scored after each epoch (``train_fm_images`` of them); the epoch is chosen on
+        them when there is no validation split."""
+        return self.train_pairs[: self.config.train_fm_images]
+
     def validation_scores(self) -> dict[str, float]:
         """Mean FM in inference mode at each image's own size, for each lesion rule (three classes)."""
         rules = tuple(CLEANUP_VARIANTS[self.config.model.n_classes])
-        pairs = self.validation_pairs or self.train_pairs[: self.config.train_fm_images]
-        subset = self.train_pairs[: self.config.train_fm_images]
+        subset = self.train_fm_pairs
+        pairs = self.validation_pairs or subset
         tick = self.phase_ticker("validate", len(pairs) + len(subset), "validation FM")
         by_rule = self._mean_fm_by_rule(pairs, rules, tick)
         scores_row: dict = {f"val_fm_{rule}": value for rule, value in by_rule.items()}
@@ -865,7 +871,7 @@ class Trainer:
         self.report(Progress("done", self.current_epoch, self.config.epochs, 0, 0,
                              metrics={"best_val_fm": self.best_val_fm}, message="done"))
         chosen_by = ("validation FM" if self.validation_pairs
-                     else f"FM of {min(len(self.train_pairs), self.config.train_fm_images)} training images "
+                     else f"FM of {len(self.train_fm_pairs)} training images "
                           "(no validation split)")
         self.log(f"done: best {chosen_by} {self.best_val_fm:.4f} at epoch {self.best_epoch} "
                  f"({self.best_rule} rule), {self.job_seconds / 60:.1f} min in all "
