@@ -30,7 +30,7 @@ KINDS: tuple[str, ...] = ("int", "float", "bool", "choice", "choices", "ints", "
 
 SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
-LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce")
+LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce", "lovasz", "lovasz_ce")
 ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
 BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
 #: The augmentations that make a rare hard case common (each drawn with probability ``hard_case_share``).

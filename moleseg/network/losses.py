@@ -1,4 +1,5 @@
-"""Pixel-classification losses: weighted cross-entropy (the article's), Dice, focal, Dice + cross-entropy.
+"""Pixel-classification losses: weighted cross-entropy (the article's), Dice, focal, Dice + cross-entropy,
+Lovász-softmax (a surrogate of the per-image Jaccard index, Berman et al., CVPR 2018) alone or + cross-entropy.
 
 All take one-hot targets ``(B, H, W, C)`` and softmax probabilities of the same shape, and are
 registered Keras objects so a compiled model (with its optimizer state) saves and resumes.
@@ -25,7 +26,10 @@ class SegmentationLoss(keras.losses.Loss):
     ----------
     kind
         ``weighted_ce`` (cross-entropy weighted per class, the article's), ``ce``, ``dice`` (soft Dice
-        over the classes present), ``focal`` (gamma 2, class-weighted), ``dice_ce`` (sum of the two).
+        over the classes present), ``focal`` (gamma 2, class-weighted), ``dice_ce`` (sum of the two),
+        ``lovasz`` (Lovász-softmax: the convex extension of 1 - Jaccard per class present, averaged per
+        image; 0 for a perfect and 1 for an entirely wrong one-hot prediction), ``lovasz_ce`` (Lovász +
+        cross-entropy, weighted when class weights are given).
     class_weights
         Weight per class (e.g. inverse frequency); ``None`` means 1 for every class.
     """
@@ -62,6 +66,24 @@ class SegmentationLoss(keras.losses.Loss):
         focal = -ops.sum(y_true * ops.power(1.0 - y_pred, gamma) * ops.log(y_pred), axis=-1)
         return ops.mean(focal * self._weights(y_true), axis=(1, 2))
 
+    def _lovasz(self, y_true, y_pred):
+        # per image and class: pixel errors |target - probability| sorted in decreasing order, dotted with
+        # the gradient of the Lovász extension of the Jaccard loss at that order (Berman et al., Alg. 1)
+        n_classes = y_true.shape[-1]
+        n_pixels = y_true.shape[1] * y_true.shape[2]
+        target = ops.reshape(ops.transpose(y_true, (0, 3, 1, 2)), (-1, n_classes, n_pixels))
+        errors = ops.abs(target - ops.reshape(ops.transpose(y_pred, (0, 3, 1, 2)), (-1, n_classes, n_pixels)))
+        errors_sorted, order = ops.top_k(errors, k=n_pixels, sorted=True)
+        target_sorted = ops.take_along_axis(target, order, axis=-1)
+        total = ops.sum(target_sorted, axis=-1, keepdims=True)
+        intersection = total - ops.cumsum(target_sorted, axis=-1)
+        union = total + ops.cumsum(1.0 - target_sorted, axis=-1)
+        jaccard = 1.0 - intersection / union
+        gradient = ops.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
+        per_class = ops.sum(errors_sorted * ops.stop_gradient(gradient), axis=-1)
+        present = ops.cast(total[..., 0] > 0, per_class.dtype)
+        return ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
+
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
@@ -73,6 +95,11 @@ class SegmentationLoss(keras.losses.Loss):
             return self._dice(y_true, y_pred)
         if self.kind == "focal":
             return self._focal(y_true, y_pred)
+        if self.kind == "lovasz":
+            return self._lovasz(y_true, y_pred)
+        if self.kind == "lovasz_ce":
+            return self._lovasz(y_true, y_pred) + self._cross_entropy(y_true, y_pred,
+                                                                      weighted=self.class_weights is not None)
         return self._dice(y_true, y_pred) + self._cross_entropy(y_true, y_pred, weighted=self.class_weights is not None)
 
     def get_config(self) -> dict:
