@@ -52,6 +52,19 @@ def test_a_bad_value_and_a_bad_option_in_a_setting_are_refused(tmp_path, capsys)
     assert "unknown option(s) 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_study_file_names_known_options_and_values(path):
+    study = studies.load_study(path)
+    assert studies.check_study(study) == []
+    assert len(studies.plan(study)) > 1
+
+
+def test_a_study_value_outside_the_option_choices_is_named(tmp_path):
+    study = studies.load_study(write_study(tmp_path / "s.yaml", factors={"loss": ["lovasz_ce", "lovasz_xx"]}))
+    (problem,) = studies.check_study(study)
+    assert "lovasz_xx" in problem and "loss must be one of" in problem
+
+
 def test_dry_run_lists_every_run(tmp_path, capsys):
     for part in ("train", "test"):
         (tmp_path / part / "images").mkdir(parents=True)
