@@ -105,7 +105,10 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     page.wait_for_selector("h1:has-text('History')", timeout=60_000)
     page.wait_for_selector("text=Visits of browser arm 3", timeout=60_000)
     _wait_until_idle(page)
-    page.wait_for_selector("text=seen in the browser test", timeout=30_000)  # the notes, read back
+    # the notes, read back in the visit's text (the visits table holds them too, in a grid cell that is never
+    # "visible" to the browser: a bare text selector may pick that one first and wait for nothing)
+    page.wait_for_selector("[data-testid=stMarkdownContainer]:has-text('Notes seen in the browser test')",
+                           timeout=30_000)
     assert page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')").count() == 1
     assert page.locator("[data-testid=stException]").count() == 0
     page.close()
