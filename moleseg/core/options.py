@@ -282,8 +282,8 @@ OPTIONS: tuple[Option, ...] = (
             high_open=True),
     _option("loss", "training", "choice", "weighted_ce",
             "loss function (weighted_ce: cross-entropy weighted per class, the article's; lovasz: Lovász-softmax, "
-            "a surrogate of each image's Jaccard index; its sort of every pixel's error adds about 0.3 s per batch of "
-            "eight 320 px images on a 2-core CPU; *_ce: plus cross-entropy)",
+            "a surrogate of each image's Jaccard index, slower per step as it sorts every pixel's error; "
+            "*_ce: plus cross-entropy)",
             choices=LOSSES),
     _option("class_weighting", "training", "bool", True, "inverse-frequency class weights in the loss",
             flag="--class-weights"),

@@ -91,16 +91,12 @@ class SegmentationLoss(keras.losses.Loss):
             return self._cross_entropy(y_true, y_pred, weighted=True)
         if self.kind == "ce":
             return self._cross_entropy(y_true, y_pred, weighted=False)
-        if self.kind == "dice":
-            return self._dice(y_true, y_pred)
         if self.kind == "focal":
             return self._focal(y_true, y_pred)
-        if self.kind == "lovasz":
-            return self._lovasz(y_true, y_pred)
-        if self.kind == "lovasz_ce":
-            return self._lovasz(y_true, y_pred) + self._cross_entropy(y_true, y_pred,
-                                                                      weighted=self.class_weights is not None)
-        return self._dice(y_true, y_pred) + self._cross_entropy(y_true, y_pred, weighted=self.class_weights is not None)
+        region = self._lovasz if self.kind.startswith("lovasz") else self._dice
+        if not self.kind.endswith("_ce"):
+            return region(y_true, y_pred)
+        return region(y_true, y_pred) + self._cross_entropy(y_true, y_pred, weighted=self.class_weights is not None)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kind": self.kind, "class_weights": self.class_weights}
