@@ -85,15 +85,16 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=60_000)
     _wait_until_idle(page)
+    note_text = "seen in the browser test"
     notes = page.get_by_role("textbox", name="Notes")
-    notes.fill("seen in the browser test")
+    notes.fill(note_text)
     notes.press("Control+Enter")  # a text area commits on Ctrl+Enter (or when it loses focus)
     _wait_until_idle(page)
     identifier = page.get_by_role("textbox", name="Patient / lesion identifier")
     identifier.fill("browser arm 3")
     identifier.press("Enter")
     _wait_until_idle(page)
-    assert notes.input_value() == "seen in the browser test"
+    assert notes.input_value() == note_text
     page.get_by_role("button", name="Save arm-mole.png to records", exact=True).click()
     page.wait_for_selector("text=Saved as record", timeout=60_000)
     assert page.locator("[data-testid=stException]").count() == 0
@@ -107,8 +108,7 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     _wait_until_idle(page)
     # the notes, read back in the visit's text (the visits table holds them too, in a grid cell that is never
     # "visible" to the browser: a bare text selector may pick that one first and wait for nothing)
-    page.wait_for_selector("[data-testid=stMarkdownContainer]:has-text('Notes seen in the browser test')",
-                           timeout=30_000)
+    page.wait_for_selector(f"[data-testid=stMarkdownContainer]:has-text('Notes {note_text}')", timeout=30_000)
     assert page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')").count() == 1
     assert page.locator("[data-testid=stException]").count() == 0
     page.close()
