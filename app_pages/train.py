@@ -33,7 +33,7 @@ WIDGETS: dict[str, str] = {
     "test_split": "train_test_split", "seed": "train_seed", "early_stopping_patience": "train_patience",
     "bn_momentum": "train_bn_value", "strategy": "train_strategy", "mixed_precision": "train_precision",
     "train_fm_images": "train_fm_images", "inference": "train_inference", "crops_per_image": "train_crops",
-    "crops_by_area": "train_crops_area", "calibrate": "train_calibrate", "cache_dir": "train_cache",
+    "crops_by_area": "train_crops_area", "tile_scale": "train_tile_scale", "calibrate": "train_calibrate", "cache_dir": "train_cache",
     "name": "train_name",
 }
 
@@ -52,6 +52,11 @@ def low(name: str) -> float:
     """The option's lower bound (the widgets' minimum)."""
     value = options.option(name).low
     return type(options.option(name).default)(value or 0)
+
+
+def high(name: str) -> float:
+    """The option's upper bound (the widgets' maximum)."""
+    return type(options.option(name).default)(options.option(name).high)
 
 
 RUNS = runs_dir()
@@ -236,6 +241,9 @@ with st.expander("Network"):
                                disabled=fit != "tiles",
                                help="One crop per input-sized area (up to 16), so a large field weighs as much "
                                     "as the small fields it holds.")
+    tile_scale = c.number_input("Enlarge images before tiling (x)", low("tile_scale"), high("tile_scale"),
+                                jobs.default_tile_scale(n_classes), 0.25, key=f"{key('tile_scale')}_{n_classes}",
+                                disabled=fit != "tiles", help=hint("tile_scale"))
     shipped = jobs.default_weights(n_classes)
     weight_options = (["shipped"] if shipped != "imagenet" else []) + ["imagenet", "none", "file"]
     weight_labels = {"shipped": f"fine-tune the shipped model ({Path(shipped).name})",
@@ -342,6 +350,7 @@ config = {
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
     "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,
     "inference": fit, "crops_per_image": int(crops), "crops_by_area": bool(crops_by_area and fit == "tiles"),
+    "tile_scale": float(tile_scale) if fit == "tiles" else defaults["tile_scale"],
     "calibrate": bool(calibrate),
 }
 

@@ -378,8 +378,23 @@ def test_crop_counts_follow_the_image_area(tmp_path):
     # areas in 64 px squares: 1, 4, 1.25, 0.29 (at least 1), 39 (at most 16)
     assert crop_counts(pairs, 64, by_area=True) == [1, 4, 1, 1, 16]
     assert crop_counts(pairs, 64, crops_per_image=2, by_area=True) == [2, 8, 2, 1, 16]
+    # enlarged 2x before cropping: four times the area (1 -> 4, 4 -> 16, 1.25 -> 5, 0.29 -> 1.17); halved: a quarter
+    assert crop_counts(pairs, 64, by_area=True, scale=2.0) == [4, 16, 5, 1, 16]
+    assert crop_counts(pairs, 64, by_area=True, scale=0.5) == [1, 1, 1, 1, 10]
     with pytest.raises(ValueError, match="at least 1"):
         crop_counts(pairs, 64, crops_per_image=0)
+
+
+def test_crop_fit_enlarges_image_and_mask_by_the_tile_scale(tmp_path):
+    pairs = _sized_pairs(tmp_path, [(64, 96)])
+    plain = prepare_example(pairs[0], TargetConfig(input_size=32, n_classes=2, border_width_px=0, fit="crop"))
+    image, labels = prepare_example(pairs[0], TargetConfig(input_size=32, n_classes=2, border_width_px=0,
+                                                            fit="crop", scale=2.0))
+    assert plain[0].shape == (64, 96, 3) and image.shape == (128, 192, 3) and labels.shape == (128, 192)
+    # the lesion (top-left quarter, 32 x 48 px) is 64 x 96 px at twice the size, still the top-left quarter
+    assert plain[1].sum() == 32 * 48 and labels.sum() == 64 * 96
+    assert labels[:64, :96].all() and not labels[64:].any() and not labels[:, 96:].any()
+    assert TargetConfig(fit="crop", scale=2.0).key() != TargetConfig(fit="crop").key()  # cached apart
 
 
 def test_crop_fit_cuts_squares_at_the_image_scale_and_repeats_by_count(tmp_path):

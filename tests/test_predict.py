@@ -197,6 +197,31 @@ def test_tiled_inference_of_a_pixelwise_model_equals_the_whole_image(height, wid
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+def test_tile_scale_predicts_the_enlarged_image_and_resizes_back():
+    """With ``tile_scale`` 2 a model sees the image at twice its size: a per-pixel model's probabilities,
+    resized back, equal those of the image itself away from the interpolated edges between regions."""
+    model = _pixelwise_model(2)
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, :30] = (200, 40, 40)
+    image[:, 30:] = (30, 60, 220)
+    info = {"n_classes": 2, "input_size": 32, "inference": "tiles", "tile_scale": 2.0}
+    segmenter = KerasSegmenter(model, info, batch_size=4)
+    assert segmenter.tile_scale == 2.0
+    seen: list[tuple[int, ...]] = []
+    network = segmenter._network
+    segmenter._network = lambda batch: (seen.append(batch.shape), network(batch))[1]
+    scaled = segmenter.predict_probabilities([image])[0]
+    assert scaled.shape == (40, 60, 2)
+    # 80 x 120 px at the network: 3 x 5 tiles of 32 px (starts 0, 24, 48 and 0, 24, 48, 72, 88), not 2 x 3
+    assert tile_starts(80, 32) == [0, 24, 48] and tile_starts(120, 32) == [0, 24, 48, 72, 88]
+    assert sum(shape[0] for shape in seen) == 15
+    whole = np.asarray(model(image[None].astype(np.float32)))[0]
+    np.testing.assert_allclose(scaled[:, :28], whole[:, :28], atol=1e-5)
+    np.testing.assert_allclose(scaled[:, 32:], whole[:, 32:], atol=1e-5)
+    with pytest.raises(ValueError, match="tile scale must be a number"):
+        KerasSegmenter(model, {**info, "tile_scale": 9.0})
+
+
 def _position_model() -> keras.Model:
     """A 5x5 convolution: its output changes when the image is flipped."""
     inputs = keras.Input((32, 32, 3))
@@ -243,3 +268,18 @@ def test_decision_text_says_threshold_flips_and_where_they_came_from():
                                                           "method": "5-fold cross-validation, out of fold"}}
     assert decision_text(crossval) == ("most likely class, no flips (chosen on 210 validation images (5-fold "
                                        "cross-validation, out of fold): FM 0.9500, arg-max without flips 0.9500)")
+
+
+def test_model_details_say_how_images_meet_the_network():
+    from moleseg.app.appstate import ModelChoice, model_details
+
+    choice = ModelChoice(spec="cells.keras", label="cells", kind="shipped", n_classes=2)
+    base = {"name": "cells", "n_classes": 2, "input_size": 256, "model": {"architecture": "deeplabv3plus",
+                                                                          "backbone": "mobilenetv2"}}
+
+    def images_row(info: dict) -> list[str]:
+        return [row["value"] for row in model_details(choice, info) if row["property"] == "images"]
+
+    assert images_row({**base, "inference": "tiles", "tile_scale": 2.0}) == ["cut into 256 px tiles enlarged 2x"]
+    assert images_row({**base, "inference": "tiles"}) == ["cut into 256 px tiles at their own size"]
+    assert images_row({**base, "inference": "resize"}) == []

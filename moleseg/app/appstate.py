@@ -221,6 +221,9 @@ def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | Non
     if model:
         rows.append(("network", f"{model.get('architecture')} / {model.get('backbone')}, "
                                 f"{info.input_size} px input"))
+    if info.inference == "tiles":
+        scale = "at their own size" if info.tile_scale == 1.0 else f"enlarged {info.tile_scale:g}x"
+        rows.append(("images", f"cut into {info.input_size} px tiles {scale}"))
     rows.append(("version", model_version(info)))
     training = info.training
     if training:

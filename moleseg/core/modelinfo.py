@@ -80,6 +80,9 @@ class ModelInfo:
     input_size : int or None
         Side of the network input in px.
     inference : {"resize", "tiles"}
+    tile_scale : float
+        With ``"tiles"``: the factor images are resized by before tiling (the ``tile_scale`` option; 1 = their
+        own size); the probabilities are resized back.
     cleanup : dict
         Default :class:`moleseg.core.cleanup.CleanupSettings` (px of the input), ``cleanup_variant`` its name.
     model : dict
@@ -108,6 +111,7 @@ class ModelInfo:
     border_width_px: int | None = None
     shape: str | None = None
     inference: str = "resize"
+    tile_scale: float = 1.0
     cleanup: dict[str, Any] = field(default_factory=dict)
     cleanup_variant: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +143,8 @@ class ModelInfo:
             known["input_size"] = int(known["input_size"])
         if "confidence_threshold" in known:
             known["confidence_threshold"] = float(known["confidence_threshold"])
+        if "tile_scale" in known:
+            known["tile_scale"] = float(known["tile_scale"])
         for key in ("cleanup", "model", "config", "training", "calibration", "confidence_calibration"):
             if key in known and not isinstance(known[key], Mapping):
                 known.pop(key)

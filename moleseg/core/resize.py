@@ -29,3 +29,18 @@ def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> 
     """Bilinear resize of ``(h, w, C)`` float probabilities to ``(height, width, C)``."""
     resized = cv2.resize(probabilities.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     return resized[..., None] if resized.ndim == 2 else resized
+
+
+def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(height, width)`` in px times ``scale`` (> 0), rounded, at least 1 px each."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """An ``(H, W[, C])`` image resized by ``scale`` (> 0; 1 returns it unchanged): bilinear when enlarging,
+    area averaging when shrinking, as :func:`resize_image`."""
+    if scale == 1.0:
+        return image
+    height, width = scaled_shape(image.shape[0], image.shape[1], scale)
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)

@@ -122,19 +122,34 @@ def default_weights(n_classes: int, models: str | Path | None = None) -> str:
 INFERENCE_FITS: dict[str, str] = dict(zip(options.INFERENCES, ("resized whole", "crops and tiles at their own scale")))
 
 
-def default_inference(n_classes: int, models: str | Path | None = None) -> str:
-    """``"resize"`` or ``"tiles"``: what the installed shipped model of ``n_classes`` uses (its
-    ``moleseg.json``), else tiles for two classes (cells) and resize for three (moles)."""
+def _shipped_info(n_classes: int, models: str | Path | None = None) -> dict[str, Any]:
+    """The ``moleseg.json`` of the installed shipped model of ``n_classes`` ({} when none can be read)."""
     from moleseg.core.modelinfo import ModelFileError, read_model_info
 
     shipped = Path(models or models_dir()) / SHIPPED_MODELS.get(int(n_classes), "")
     try:
-        value = read_model_info(shipped).get("inference") if shipped.is_file() else None
+        return dict(read_model_info(shipped)) if shipped.is_file() else {}
     except ModelFileError:
-        value = None
+        return {}
+
+
+def default_inference(n_classes: int, models: str | Path | None = None) -> str:
+    """``"resize"`` or ``"tiles"``: what the installed shipped model of ``n_classes`` uses (its
+    ``moleseg.json``), else tiles for two classes (cells) and resize for three (moles)."""
+    value = _shipped_info(n_classes, models).get("inference")
     if value in INFERENCE_FITS:
         return str(value)
     return "tiles" if int(n_classes) == 2 else "resize"
+
+
+def default_tile_scale(n_classes: int, models: str | Path | None = None) -> float:
+    """The tile scale (``tile_scale``) the installed shipped model of ``n_classes`` was trained at, so that
+    fine-tuning it keeps its scale; the option's default when it does not say or says something invalid."""
+    value = _shipped_info(n_classes, models).get("tile_scale")
+    item = options.option("tile_scale")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not item.problems(float(value)):
+        return float(value)
+    return float(item.default)
 
 
 def check_config(config: dict[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ from moleseg.core import options
 from moleseg.core.atomic import atomic_output
 from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
-from moleseg.core.resize import resize_image, resize_mask_to
+from moleseg.core.resize import rescale_image, resize_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
@@ -120,8 +120,9 @@ class TargetConfig:
     """How a mask becomes the network's labels.
 
     ``fit="resize"``: the whole image is resized to ``input_size`` (dermoscopy: the network sees the
-    whole lesion). ``fit="crop"``: the image keeps its own scale and the pipeline cuts random
-    ``input_size`` squares from it (cells: nuclei keep their size; prediction then uses tiles).
+    whole lesion). ``fit="crop"``: the image keeps its own scale, times ``scale`` (the ``tile_scale``
+    option; 1 = its own size), and the pipeline cuts random ``input_size`` squares from it (cells: nuclei
+    keep their size; prediction then uses tiles at the same scale).
     """
 
     input_size: int = 256
@@ -129,6 +130,7 @@ class TargetConfig:
     border_width_px: int = DEFAULT_BORDER_WIDTH_PX
     shape: str = DEFAULT_SHAPE
     fit: str = "resize"
+    scale: float = 1.0
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -140,7 +142,7 @@ class TargetConfig:
 
 def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair and return ``(image uint8 (S, S, 3), labels uint8 (S, S))`` at the input size ``S``
-    (with ``fit="crop"``: at the image's own size, padded to at least ``S``).
+    (with ``fit="crop"``: at the image's own size times ``targets.scale``, padded to at least ``S``).
 
     A mask whose size differs from its image is resized to the image first (the pairing report has
     already said so).
@@ -148,6 +150,7 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
     image = read_image(pair.image)
     mask = read_mask(pair.mask, allow_empty=True)
     if targets.fit == "crop":
+        image = rescale_image(image, targets.scale)
         mask = resize_mask_to(mask, image.shape[0], image.shape[1])
         shortfall_y = max(0, targets.input_size - image.shape[0])
         shortfall_x = max(0, targets.input_size - image.shape[1])
@@ -384,7 +387,7 @@ MAX_CROPS_PER_IMAGE = 16
 
 
 def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1, by_area: bool = False,
-                max_per_image: int = MAX_CROPS_PER_IMAGE) -> list[int]:
+                max_per_image: int = MAX_CROPS_PER_IMAGE, scale: float = 1.0) -> list[int]:
     """How many random crops each pair contributes to one epoch.
 
     Parameters
@@ -399,6 +402,11 @@ def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1
         Give a large image as many crops as it has crop-sized areas (rounded, at least 1, at most
         ``max_per_image``), so a 1024 x 1024 field weighs as much as the sixteen 256 px fields it holds.
         Sizes come from the file headers (no decoding).
+    max_per_image
+        Most crops of one image with ``by_area``.
+    scale
+        Factor the images are resized by before cropping (``TargetConfig.scale``): their area counts
+        ``scale``² times.
 
     Returns
     -------
@@ -412,7 +420,7 @@ def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1
     counts = []
     for pair in pairs:
         width, height = image_size(pair.image)
-        areas = width * height / float(input_size * input_size)
+        areas = width * height * scale * scale / float(input_size * input_size)
         counts.append(int(min(max(1, round(areas * crops_per_image)), max(crops_per_image, max_per_image))))
     return counts
 

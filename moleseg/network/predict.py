@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from moleseg.core import options
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
 from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
-from moleseg.core.resize import resize_image, resize_probabilities
+from moleseg.core.resize import rescale_image, resize_image, resize_probabilities
 
 if TYPE_CHECKING:  # Keras (and TensorFlow) are imported only when a network must be built or traced
     import keras
@@ -72,9 +73,10 @@ class KerasSegmenter:
     ``"resize"`` (default, dermoscopy)
         The whole image is resized to the square input: the network sees the whole lesion.
     ``"tiles"`` (cells)
-        The image is cut at its own scale into overlapping squares of the input size (reflect-padded
-        when smaller), predicted in batches and blended with a smooth window: small objects such as
-        nuclei keep their size whatever the image size.
+        The image is cut at its own scale (times ``info["tile_scale"]``, the scale the model was trained at)
+        into overlapping squares of the input size (reflect-padded when smaller), predicted in batches and
+        blended with a smooth window, and the probabilities resized back to the image's size: small
+        objects such as nuclei keep their size whatever the image size.
     """
 
     def __init__(self, model: keras.Model | None, info: dict[str, Any], *, test_time_augmentation: bool | None = None,
@@ -97,6 +99,10 @@ class KerasSegmenter:
         self.test_time_augmentation = test_time_augmentation
         self.batch_size = batch_size
         self.inference = record.inference
+        self.tile_scale = float(record.tile_scale)
+        scale_problems = options.option("tile_scale").problems(self.tile_scale)
+        if scale_problems:
+            raise ValueError(f"the model file's {'; '.join(scale_problems)}")
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = predict_function
@@ -221,7 +227,15 @@ class KerasSegmenter:
         return results
 
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities of one image predicted tile by tile at its own scale."""
+        """Probabilities of one image predicted tile by tile at its own scale times :attr:`tile_scale`,
+        resized back to the image's size."""
+        if self.tile_scale != 1.0:
+            probabilities = self._predict_tiles_at_scale(rescale_image(image, self.tile_scale))
+            return resize_probabilities(probabilities, image.shape[0], image.shape[1])
+        return self._predict_tiles_at_scale(image)
+
+    def _predict_tiles_at_scale(self, image: np.ndarray) -> np.ndarray:
+        """Probabilities of one image predicted tile by tile as it is."""
         size = self.input_size
         height, width = image.shape[:2]
         pad_y, pad_x = max(0, size - height), max(0, size - width)

@@ -114,6 +114,7 @@ class TrainConfig:
     inference: str = _default("inference")
     crops_per_image: int = _default("crops_per_image")
     crops_by_area: bool = _default("crops_by_area")
+    tile_scale: float = _default("tile_scale")
     calibrate: bool = _default("calibrate")
     cache_dir: str | None = _default("cache_dir")
     name: str | None = _default("name")
@@ -160,7 +161,8 @@ class TrainConfig:
     def target_config(self) -> TargetConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
                             border_width_px=self.border_width_input_px if self.model.n_classes == 3 else 0,
-                            shape=self.shape, fit="crop" if self.inference == "tiles" else "resize")
+                            shape=self.shape, fit="crop" if self.inference == "tiles" else "resize",
+                            scale=self.tile_scale if self.inference == "tiles" else 1.0)
 
 
 @dataclass
@@ -303,6 +305,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "cleanup": default_cleanup(config, rule).to_dict(),
         "cleanup_variant": rule,
         "inference": config.inference,
+        "tile_scale": config.tile_scale if config.inference == "tiles" else 1.0,
         "model": config.model.to_dict(),
         "training": {
             "images": list(config.images), "n_train": n_train, "n_validation": n_validation,
@@ -457,7 +460,8 @@ class Trainer:
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
         by_area = config.crops_by_area and config.inference == "tiles"
-        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image, by_area=by_area)
+        self.crop_counts = crop_counts(train, config.model.input_size, config.crops_per_image, by_area=by_area,
+                                       scale=self.targets.scale)
         if by_area:
             self.log(f"crops per epoch: {sum(self.crop_counts)} from {len(train)} images (by area, "
                      f"{min(self.crop_counts)}..{max(self.crop_counts)} per image)")
