@@ -33,7 +33,8 @@ WIDGETS: dict[str, str] = {
     "test_split": "train_test_split", "seed": "train_seed", "early_stopping_patience": "train_patience",
     "bn_momentum": "train_bn_value", "strategy": "train_strategy", "mixed_precision": "train_precision",
     "train_fm_images": "train_fm_images", "inference": "train_inference", "crops_per_image": "train_crops",
-    "crops_by_area": "train_crops_area", "tile_scale": "train_tile_scale", "calibrate": "train_calibrate", "cache_dir": "train_cache",
+    "crops_by_area": "train_crops_area", "tile_scale": "train_tile_scale",
+    "colour_constancy": "train_colour_constancy", "calibrate": "train_calibrate", "cache_dir": "train_cache",
     "name": "train_name",
 }
 
@@ -242,8 +243,13 @@ with st.expander("Network"):
                                help="One crop per input-sized area (up to 16), so a large field weighs as much "
                                     "as the small fields it holds.")
     tile_scale = c.number_input("Enlarge images before tiling (x)", low("tile_scale"), high("tile_scale"),
-                                jobs.default_tile_scale(n_classes), 0.25, key=f"{key('tile_scale')}_{n_classes}",
-                                disabled=fit != "tiles", help=hint("tile_scale"))
+                                jobs.shipped_default("tile_scale", n_classes), 0.25,
+                                key=f"{key('tile_scale')}_{n_classes}", disabled=fit != "tiles",
+                                help=hint("tile_scale"))
+    constancies = list(options.option("colour_constancy").choices)
+    colour_constancy = a.selectbox("Colour correction", constancies,
+                                   index=constancies.index(jobs.shipped_default("colour_constancy", n_classes)),
+                                   key=f"{key('colour_constancy')}_{n_classes}", help=hint("colour_constancy"))
     shipped = jobs.default_weights(n_classes)
     weight_options = (["shipped"] if shipped != "imagenet" else []) + ["imagenet", "none", "file"]
     weight_labels = {"shipped": f"fine-tune the shipped model ({Path(shipped).name})",
@@ -351,6 +357,7 @@ config = {
     "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,
     "inference": fit, "crops_per_image": int(crops), "crops_by_area": bool(crops_by_area and fit == "tiles"),
     "tile_scale": float(tile_scale) if fit == "tiles" else defaults["tile_scale"],
+    "colour_constancy": colour_constancy,
     "calibrate": bool(calibrate),
 }
 

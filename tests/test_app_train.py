@@ -489,17 +489,22 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tm
     assert "BatchNorm layers keep the statistics loaded" in (run / "log.txt").read_text()
 
 
-def test_new_trainings_default_to_the_shipped_model_s_fit_and_tile_scale(tmp_path):
+def test_new_trainings_default_to_the_shipped_model_s_image_preparation(tmp_path):
     from moleseg.core.modelinfo import INFO_ENTRY
 
     def shipped(name: str, info: dict) -> None:
         with zipfile.ZipFile(tmp_path / name, "w") as archive:
             archive.writestr(INFO_ENTRY, json.dumps(info))
 
-    shipped("cells.keras", {"n_classes": 2, "inference": "tiles", "tile_scale": 2.0})
-    shipped("dermoscopy.keras", {"n_classes": 3, "inference": "resize", "tile_scale": "big"})
-    assert (jobs.default_inference(2, tmp_path), jobs.default_tile_scale(2, tmp_path)) == ("tiles", 2.0)
-    assert (jobs.default_inference(3, tmp_path), jobs.default_tile_scale(3, tmp_path)) == ("resize", 1.0)
-    (tmp_path / "cells.keras").write_bytes(b"not a zip")  # damaged: the option's defaults, no error
-    assert (jobs.default_inference(2, tmp_path), jobs.default_tile_scale(2, tmp_path)) == ("tiles", 1.0)
-    assert jobs.default_tile_scale(2, tmp_path / "nowhere") == 1.0
+    def defaults(n_classes: int, models: Path = tmp_path) -> tuple:
+        return (jobs.default_inference(n_classes, models), jobs.shipped_default("tile_scale", n_classes, models),
+                jobs.shipped_default("colour_constancy", n_classes, models))
+
+    shipped("cells.keras", {"n_classes": 2, "inference": "tiles", "tile_scale": 2})
+    shipped("dermoscopy.keras", {"n_classes": 3, "inference": "resize", "tile_scale": "big",
+                                 "colour_constancy": "shades_of_grey"})
+    assert defaults(2) == ("tiles", 2.0, "none")
+    assert defaults(3) == ("resize", 1.0, "shades_of_grey")
+    (tmp_path / "cells.keras").write_bytes(b"not a zip")  # damaged: the options' defaults, no error
+    assert defaults(2) == ("tiles", 1.0, "none")
+    assert defaults(2, tmp_path / "nowhere") == ("tiles", 1.0, "none")

@@ -385,6 +385,21 @@ def test_crop_counts_follow_the_image_area(tmp_path):
         crop_counts(pairs, 64, crops_per_image=0)
 
 
+def test_colour_constancy_is_applied_to_the_prepared_image_only(tmp_path):
+    from moleseg.core.constancy import shades_of_grey
+    from moleseg.core.imageio import read_image
+    from moleseg.core.resize import resize_image
+
+    pairs = _sized_pairs(tmp_path, [(64, 96)])
+    plain = prepare_example(pairs[0], TargetConfig(input_size=32))
+    image, labels = prepare_example(pairs[0], TargetConfig(input_size=32, colour_constancy="shades_of_grey"))
+    np.testing.assert_array_equal(image, shades_of_grey(resize_image(read_image(pairs[0].image), 32)))
+    assert not np.array_equal(image, plain[0])
+    np.testing.assert_array_equal(labels, plain[1])
+    cropped, _ = prepare_example(pairs[0], TargetConfig(input_size=32, fit="crop", colour_constancy="shades_of_grey"))
+    np.testing.assert_array_equal(cropped, shades_of_grey(read_image(pairs[0].image)))  # whole, at its own size
+
+
 def test_crop_fit_enlarges_image_and_mask_by_the_tile_scale(tmp_path):
     pairs = _sized_pairs(tmp_path, [(64, 96)])
     plain = prepare_example(pairs[0], TargetConfig(input_size=32, n_classes=2, border_width_px=0, fit="crop"))

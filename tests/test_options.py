@@ -33,7 +33,7 @@ OTHER_VALUES: dict[str, tuple[object, str]] = {
     "test_split": (0.1, "0.1"), "validation_fold": (2, "2"), "seed": (11, "11"), "early_stopping_patience": (3, "3"),
     "bn_momentum": (0.5, "0.5"), "strategy": ("mirrored", "mirrored"), "mixed_precision": ("off", "off"),
     "train_fm_images": (4, "4"), "inference": ("tiles", "tiles"), "crops_per_image": (2, "2"),
-    "crops_by_area": (True, None), "tile_scale": (2.0, "2"), "calibrate": (False, None), "cache_dir": ("/c", "/c"), "name": ("n", "n"),
+    "crops_by_area": (True, None), "tile_scale": (2.0, "2"), "colour_constancy": ("shades_of_grey", "shades_of_grey"), "calibrate": (False, None), "cache_dir": ("/c", "/c"), "name": ("n", "n"),
 }
 #: The recipes shipped.py held before they became models/<name>.config.json (folders relative to the data).
 OLD_RECIPES = {
@@ -210,7 +210,7 @@ def test_model_info_reads_old_files_and_round_trips():
     info = ModelInfo.from_dict(old)
     assert (info.name, info.n_classes, info.inference, info.tile_scale, info.lesion_threshold) == \
         ("m", 3, "resize", 1.0, None)
-    assert info.to_dict() == {**old, "inference": "resize", "tile_scale": 1.0,
+    assert info.to_dict() == {**old, "inference": "resize", "tile_scale": 1.0, "colour_constancy": "none",
                               "test_time_augmentation": False}  # others kept
     assert ModelInfo.from_dict({**old, "tile_scale": 2}).tile_scale == 2.0
     config = info.train_config

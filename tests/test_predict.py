@@ -222,6 +222,31 @@ def test_tile_scale_predicts_the_enlarged_image_and_resizes_back():
         KerasSegmenter(model, {**info, "tile_scale": 9.0})
 
 
+def test_colour_constancy_corrects_what_the_network_sees():
+    from moleseg.core.constancy import shades_of_grey
+    from moleseg.core.resize import resize_image
+
+    model = _pixelwise_model(3)
+    image = np.random.default_rng(4).integers(0, 200, (50, 70, 3)).astype(np.uint8)
+    image[..., 2] //= 2  # a cast towards red and green
+    info = {"n_classes": 3, "input_size": 32, "colour_constancy": "shades_of_grey"}
+    segmenter = KerasSegmenter(model, info)
+    seen = shades_of_grey(resize_image(image, 32))
+    np.testing.assert_array_equal(segmenter.network_input(image), seen)
+    expected = np.asarray(model(seen[None].astype(np.float32)))[0]
+    small = segmenter.predict_network(seen[None].astype(np.float32))[0]
+    np.testing.assert_allclose(small, expected, atol=1e-5)
+    plain = KerasSegmenter(model, {**info, "colour_constancy": "none"})
+    assert not np.allclose(plain.predict_probabilities([image])[0], segmenter.predict_probabilities([image])[0],
+                           atol=1e-3)
+    tiled = KerasSegmenter(_pixelwise_model(2), {"n_classes": 2, "input_size": 32, "inference": "tiles",
+                                                 "colour_constancy": "shades_of_grey"})
+    whole = np.asarray(tiled.model(shades_of_grey(image)[None].astype(np.float32)))[0]
+    np.testing.assert_allclose(tiled.predict_probabilities([image])[0], whole, atol=1e-5)  # corrected whole
+    with pytest.raises(ValueError, match="colour constancy must be one of"):
+        KerasSegmenter(model, {**info, "colour_constancy": "sepia"})
+
+
 def _position_model() -> keras.Model:
     """A 5x5 convolution: its output changes when the image is flipped."""
     inputs = keras.Input((32, 32, 3))

@@ -83,6 +83,8 @@ class ModelInfo:
     tile_scale : float
         With ``"tiles"``: the factor images are resized by before tiling (the ``tile_scale`` option; 1 = their
         own size); the probabilities are resized back.
+    colour_constancy : str
+        The colour correction applied to images before the network (the ``colour_constancy`` option).
     cleanup : dict
         Default :class:`moleseg.core.cleanup.CleanupSettings` (px of the input), ``cleanup_variant`` its name.
     model : dict
@@ -112,6 +114,7 @@ class ModelInfo:
     shape: str | None = None
     inference: str = "resize"
     tile_scale: float = 1.0
+    colour_constancy: str = "none"
     cleanup: dict[str, Any] = field(default_factory=dict)
     cleanup_variant: str | None = None
     model: dict[str, Any] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
 
@@ -332,6 +333,10 @@ OPTIONS: tuple[Option, ...] = (
             unit="crops"),
     _option("crops_by_area", "data", "bool", False,
             "tiles: crops per input-sized area of each image (up to 16), not per image"),
+    _option("colour_constancy", "data", "choice", "none",
+            "remove the light's colour cast from every image before the network, in training and prediction "
+            "(shades_of_grey: Finlayson & Trezzi 2004, p = 6 as Barata et al. 2015 chose for dermoscopy; applied "
+            "to the image as the network gets it: resized, or whole before tiling)", choices=COLOUR_CONSTANCY_METHODS),
     _option("tile_scale", "data", "float", 1.0,
             "tiles: images enlarged (or shrunk) by this factor before training crops and prediction tiles, and "
             "the probabilities resized back: small objects such as nuclei get more network pixels (x2: 4x the "

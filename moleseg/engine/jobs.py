@@ -142,14 +142,17 @@ def default_inference(n_classes: int, models: str | Path | None = None) -> str:
     return "tiles" if int(n_classes) == 2 else "resize"
 
 
-def default_tile_scale(n_classes: int, models: str | Path | None = None) -> float:
-    """The tile scale (``tile_scale``) the installed shipped model of ``n_classes`` was trained at, so that
-    fine-tuning it keeps its scale; the option's default when it does not say or says something invalid."""
-    value = _shipped_info(n_classes, models).get("tile_scale")
-    item = options.option("tile_scale")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not item.problems(float(value)):
-        return float(value)
-    return float(item.default)
+def shipped_default(name: str, n_classes: int, models: str | Path | None = None) -> Any:
+    """Option ``name``'s value in the installed shipped model of ``n_classes`` (its ``moleseg.json`` keeps
+    ``tile_scale`` and ``colour_constancy`` at the top), so that fine-tuning it keeps how its images are
+    prepared; the option's default when the model does not say or says something invalid."""
+    item = options.option(name)
+    value = _shipped_info(n_classes, models).get(name)
+    if isinstance(item.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if value is None or item.problems(value):
+        return item.default
+    return value
 
 
 def check_config(config: dict[str, Any]) -> list[str]:

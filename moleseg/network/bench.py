@@ -450,7 +450,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     from moleseg.core.imageio import encode_png, read_image
     from moleseg.core.measure import measure_lesion
     from moleseg.core.render import overlay
-    from moleseg.core.resize import resize_image, resize_probabilities
+    from moleseg.core.resize import resize_probabilities
     from moleseg.engine.pipeline import measure_and_encode
     from moleseg.engine.segmenter import clean
 
@@ -467,7 +467,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         image = read_image(path)
         lap("decode", stages)
         if segmenter.inference == "resize" and not segmenter.test_time_augmentation:
-            batch = resize_image(image, segmenter.input_size)[None].astype(np.float32)
+            batch = segmenter.network_input(image)[None].astype(np.float32)
             lap("resize_in", stages)
             small = segmenter.predict_network(batch)[0]
             lap("network", stages)

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from moleseg.core import options
 from moleseg.core.atomic import atomic_output
+from moleseg.core.constancy import correct_colour
 from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
 from moleseg.core.resize import rescale_image, resize_image, resize_mask_to
@@ -122,7 +123,8 @@ class TargetConfig:
     ``fit="resize"``: the whole image is resized to ``input_size`` (dermoscopy: the network sees the
     whole lesion). ``fit="crop"``: the image keeps its own scale, times ``scale`` (the ``tile_scale``
     option; 1 = its own size), and the pipeline cuts random ``input_size`` squares from it (cells: nuclei
-    keep their size; prediction then uses tiles at the same scale).
+    keep their size; prediction then uses tiles at the same scale). ``colour_constancy`` (the option of
+    that name) is applied to the image as the network gets it: resized, or whole before cropping.
     """
 
     input_size: int = 256
@@ -131,6 +133,7 @@ class TargetConfig:
     shape: str = DEFAULT_SHAPE
     fit: str = "resize"
     scale: float = 1.0
+    colour_constancy: str = "none"
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -150,7 +153,7 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
     image = read_image(pair.image)
     mask = read_mask(pair.mask, allow_empty=True)
     if targets.fit == "crop":
-        image = rescale_image(image, targets.scale)
+        image = correct_colour(rescale_image(image, targets.scale), targets.colour_constancy)
         mask = resize_mask_to(mask, image.shape[0], image.shape[1])
         shortfall_y = max(0, targets.input_size - image.shape[0])
         shortfall_x = max(0, targets.input_size - image.shape[1])
@@ -160,7 +163,7 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
             mask = np.pad(mask, padding, mode="reflect")
     else:
         mask = resize_mask_to(mask, targets.input_size, targets.input_size)
-        image = resize_image(image, targets.input_size)
+        image = correct_colour(resize_image(image, targets.input_size), targets.colour_constancy)
     labels = make_targets(mask, classes=targets.n_classes, border_width_px=targets.border_width_px,
                           shape=targets.shape)
     return image, labels.astype(np.uint8)

@@ -20,6 +20,7 @@ import numpy as np
 from moleseg.core import options
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
+from moleseg.core.constancy import correct_colour
 from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
 from moleseg.core.resize import rescale_image, resize_image, resize_probabilities
 
@@ -100,9 +101,11 @@ class KerasSegmenter:
         self.batch_size = batch_size
         self.inference = record.inference
         self.tile_scale = float(record.tile_scale)
-        scale_problems = options.option("tile_scale").problems(self.tile_scale)
-        if scale_problems:
-            raise ValueError(f"the model file's {'; '.join(scale_problems)}")
+        self.colour_constancy = record.colour_constancy
+        problems = [*options.option("tile_scale").problems(self.tile_scale),
+                    *options.option("colour_constancy").problems(self.colour_constancy)]
+        if problems:
+            raise ValueError(f"the model file's {'; '.join(problems)}")
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = predict_function
@@ -221,18 +224,24 @@ class KerasSegmenter:
         results: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = np.stack([resize_image(image, self.input_size) for image in chunk]).astype(np.float32)
+            batch = np.stack([self.network_input(image) for image in chunk]).astype(np.float32)
             for image, probabilities in zip(chunk, self.predict_network(batch)):
                 results.append(resize_probabilities(probabilities, image.shape[0], image.shape[1]))
         return results
 
+    def network_input(self, image: np.ndarray) -> np.ndarray:
+        """An RGB uint8 image as the network sees it in ``"resize"`` mode: resized to the input size, then
+        colour-corrected as the model was trained (``colour_constancy``)."""
+        return correct_colour(resize_image(image, self.input_size), self.colour_constancy)
+
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
-        """Probabilities of one image predicted tile by tile at its own scale times :attr:`tile_scale`,
-        resized back to the image's size."""
-        if self.tile_scale != 1.0:
-            probabilities = self._predict_tiles_at_scale(rescale_image(image, self.tile_scale))
+        """Probabilities of one image predicted tile by tile at its own scale times :attr:`tile_scale`
+        (colour-corrected whole, as the model was trained), resized back to the image's size."""
+        network_image = correct_colour(rescale_image(image, self.tile_scale), self.colour_constancy)
+        probabilities = self._predict_tiles_at_scale(network_image)
+        if network_image.shape[:2] != image.shape[:2]:
             return resize_probabilities(probabilities, image.shape[0], image.shape[1])
-        return self._predict_tiles_at_scale(image)
+        return probabilities
 
     def _predict_tiles_at_scale(self, image: np.ndarray) -> np.ndarray:
         """Probabilities of one image predicted tile by tile as it is."""

@@ -114,6 +114,7 @@ class TrainConfig:
     inference: str = _default("inference")
     crops_per_image: int = _default("crops_per_image")
     crops_by_area: bool = _default("crops_by_area")
+    colour_constancy: str = _default("colour_constancy")
     tile_scale: float = _default("tile_scale")
     calibrate: bool = _default("calibrate")
     cache_dir: str | None = _default("cache_dir")
@@ -162,7 +163,8 @@ class TrainConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
                             border_width_px=self.border_width_input_px if self.model.n_classes == 3 else 0,
                             shape=self.shape, fit="crop" if self.inference == "tiles" else "resize",
-                            scale=self.tile_scale if self.inference == "tiles" else 1.0)
+                            scale=self.tile_scale if self.inference == "tiles" else 1.0,
+                            colour_constancy=self.colour_constancy)
 
 
 @dataclass
@@ -306,6 +308,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "cleanup_variant": rule,
         "inference": config.inference,
         "tile_scale": config.tile_scale if config.inference == "tiles" else 1.0,
+        "colour_constancy": config.colour_constancy,
         "model": config.model.to_dict(),
         "training": {
             "images": list(config.images), "n_train": n_train, "n_validation": n_validation,
