@@ -125,3 +125,27 @@ def test_both_feeds_apply_the_same_hard_cases():
     assert tf_labels.dtype == tf.uint8 and tf_labels.shape == (SIDE, SIDE)
     assert np.array_equal(tf_labels.numpy(), np_labels)
     assert np.allclose(tf_image.numpy(), np_image)
+
+
+def test_with_colour_constancy_a_hard_case_is_corrected_on_its_own_in_both_feeds():
+    """With shades of grey, the picture a hard case makes (here a zoom_in close-up of a mole on reddish skin)
+    is corrected on its own statistics, as prediction corrects a real close-up; both feeds call
+    ``apply_hard_cases``."""
+    tf = pytest.importorskip("tensorflow")
+    from moleseg.core.constancy import shades_of_grey
+    from moleseg.network.data import AugmentConfig, TargetConfig, apply_hard_cases, augment_example, hard_case_rng
+
+    image, labels = _mole(14)
+    augment = AugmentConfig.from_names(["zoom_in"], hard_case_share=1.0)
+    targets = TargetConfig(input_size=SIDE, n_classes=3, border_width_px=2, shape="diamond",
+                           colour_constancy="shades_of_grey")
+    seed = np.array([3, 9], dtype=np.int64)
+    plain, plain_labels = hard_cases(image, labels, zoom_in_share=1, pink_share=0, vignette_share=0,
+                          how=targets.hard_case_labels(), rng=hard_case_rng(seed))
+    corrected, corrected_labels = apply_hard_cases(image, labels, augment, targets, hard_case_rng(seed))
+    np.testing.assert_array_equal(corrected, shades_of_grey(np.clip(np.rint(plain), 0, 255).astype(np.uint8)))
+    np.testing.assert_array_equal(corrected_labels, plain_labels)
+    assert np.abs(corrected - plain).max() > 20  # the reddish cast is removed
+    tf_image, tf_labels = augment_example(tf.constant(image), tf.constant(labels), augment, tf.constant(seed), targets)
+    np.testing.assert_array_equal(tf_image.numpy(), corrected)
+    np.testing.assert_array_equal(tf_labels.numpy(), corrected_labels)

@@ -13,7 +13,7 @@ import pytest
 from moleseg.app.ui import PAGE_FILES
 from moleseg.cli import build_parser, train_config_of
 from moleseg.core import options
-from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.modelinfo import ModelFileError, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 #: A value other than the default for each settable option, and its command-line text.
@@ -213,6 +213,16 @@ def test_model_info_reads_old_files_and_round_trips():
     assert info.to_dict() == {**old, "inference": "resize", "tile_scale": 1.0, "colour_constancy": "none",
                               "test_time_augmentation": False}  # others kept
     assert ModelInfo.from_dict({**old, "tile_scale": 2}).tile_scale == 2.0
+    # a file without its training configuration (the shipped ones): fine-tuning keeps how images were prepared
+    prepared = ModelInfo.from_dict({**old, "inference": "tiles", "tile_scale": 2, "colour_constancy": "shades_of_grey"})
+    assert (prepared.train_config["tile_scale"], prepared.train_config["colour_constancy"]) == (2.0, "shades_of_grey")
+    for field, bad, reason in (("tile_scale", "big", "must be a number, not 'big'"),
+                               ("tile_scale", float("nan"), "must be a number, not nan"),
+                               ("tile_scale", 9, r"tile scale must be a number \(0.25 <= value <= 4"),
+                               ("input_size", [2], r"must be a number, not \[2\]"),
+                               ("colour_constancy", "retinex", "colour constancy must be one of")):
+        with pytest.raises(ModelFileError, match=reason):
+            ModelInfo.from_dict({**old, field: bad})
     config = info.train_config
     assert (config["solver"], config["model"]["backbone"], config["closing_radius_px"]) == ("sgdm", "resnet18", 9)
     assert config["epochs"] == options.default("epochs")

@@ -222,6 +222,27 @@ def test_tile_scale_predicts_the_enlarged_image_and_resizes_back():
         KerasSegmenter(model, {**info, "tile_scale": 9.0})
 
 
+def test_cleanup_sizes_follow_the_tile_scale():
+    """A tiled model's cleanup defaults are in px of the image as the network saw it (enlarged by the tile
+    scale); its probabilities come back at the image's own size, so the radii shrink by that factor. A
+    resizing model's defaults scale with the image's longer side over the input size."""
+    from moleseg.engine.segmenter import cleanup_for_image, cleanup_scale
+
+    model = _pixelwise_model(3)
+    tiled = KerasSegmenter(model, {"n_classes": 3, "input_size": 32, "inference": "tiles", "tile_scale": 2.0,
+                                   "cleanup": {"closing_radius_px": 6, "border_width_px": 4}})
+    assert cleanup_scale(tiled, (100, 80)) == 0.5
+    settings = cleanup_for_image(tiled, (100, 80))
+    assert (settings.closing_radius_px, settings.border_width_px) == (3, 2)
+    plain = KerasSegmenter(model, {"n_classes": 3, "input_size": 32, "inference": "tiles",
+                                   "cleanup": {"closing_radius_px": 6, "border_width_px": 4}})
+    assert cleanup_for_image(plain, (100, 80)) is plain.cleanup_defaults
+    resizing = KerasSegmenter(model, {"n_classes": 3, "input_size": 32, "cleanup": {"closing_radius_px": 6,
+                                                                                  "border_width_px": 4}})
+    assert cleanup_scale(resizing, (100, 80)) == 100 / 32
+    assert cleanup_for_image(resizing, (100, 80)).closing_radius_px == round(6 * 100 / 32)
+
+
 def test_colour_constancy_corrects_what_the_network_sees():
     from moleseg.core.constancy import shades_of_grey
     from moleseg.core.resize import resize_image

@@ -100,6 +100,7 @@ def test_auto_bn_momentum():
         (dict(strategy="tpu"), "strategy"),
         (dict(mixed_precision="maybe"), "mixed precision"),
         (dict(augment=["twist"]), "unknown augmentation"),
+        (dict(tile_scale=2.0, inference="resize"), "tile scale 2 needs inference 'tiles'"),
     ],
 )
 def test_train_config_validation(options, words, tmp_path):

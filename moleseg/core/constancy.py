@@ -16,6 +16,9 @@ import numpy as np
 SHADES_OF_GREY_POWER = 6.0
 #: The ``colour_constancy`` option's methods: ``"none"`` leaves images as they are.
 COLOUR_CONSTANCY_METHODS: tuple[str, ...] = ("none", "shades_of_grey")
+#: Largest gain (x) one channel may get: a channel with almost no light (a fluorescence image's empty
+#: channel, a pure-red picture) is brightened at most this much instead of turning its noise into colour.
+MAX_CHANNEL_GAIN = 4.0
 
 
 def illuminant(image: np.ndarray, power: float = SHADES_OF_GREY_POWER) -> np.ndarray:
@@ -52,11 +55,24 @@ def illuminant(image: np.ndarray, power: float = SHADES_OF_GREY_POWER) -> np.nda
 def shades_of_grey(image: np.ndarray, power: float = SHADES_OF_GREY_POWER) -> np.ndarray:
     """``image`` (RGB uint8 ``(H, W, 3)``) with its light's colour cast removed (uint8, same shape).
 
-    Each channel is divided by its share of the :func:`illuminant` times ``sqrt(3)``: a grey light
-    (equal channels) leaves the image as it is; values above 255 are clipped.
+    Each channel is divided by its share of the :func:`illuminant` times ``sqrt(3)`` (at most
+    :data:`MAX_CHANNEL_GAIN` times brighter): a grey light (equal channels) leaves the image as it is;
+    values above 255 are clipped.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8
+        RGB, 0..255.
+    power : float
+        Minkowski norm ``p >= 1`` of the light's estimate.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8.
     """
-    gains = 1.0 / (illuminant(image, power) * np.sqrt(3.0))
-    gains = np.minimum(gains, 1.0 / (np.sqrt(3.0) * 1e-3))  # a channel of zeros stays zero, not inf
+    share = illuminant(image, power) * np.sqrt(3.0)  # 1 per channel under a grey light
+    gains = 1.0 / np.maximum(share, 1.0 / MAX_CHANNEL_GAIN)
     corrected = image.astype(np.float32) * gains.astype(np.float32)
     return np.clip(np.rint(corrected), 0, 255).astype(np.uint8)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -113,8 +114,8 @@ class ModelInfo:
     border_width_px: int | None = None
     shape: str | None = None
     inference: str = "resize"
-    tile_scale: float = 1.0
-    colour_constancy: str = "none"
+    tile_scale: float = options.default("tile_scale")
+    colour_constancy: str = options.default("colour_constancy")
     cleanup: dict[str, Any] = field(default_factory=dict)
     cleanup_variant: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
@@ -140,14 +141,14 @@ class ModelInfo:
         known = {key: value for key, value in values.items() if key in names and value is not None}
         if "class_names" in known:
             known["class_names"] = tuple(known["class_names"])
-        if "n_classes" in known:
-            known["n_classes"] = int(known["n_classes"])
-        if "input_size" in known:
-            known["input_size"] = int(known["input_size"])
-        if "confidence_threshold" in known:
-            known["confidence_threshold"] = float(known["confidence_threshold"])
-        if "tile_scale" in known:
-            known["tile_scale"] = float(known["tile_scale"])
+        for key, kind in (("n_classes", int), ("input_size", int), ("confidence_threshold", float),
+                          ("tile_scale", float)):
+            if key in known:
+                known[key] = _number(key, known[key], kind)
+        for key in ("tile_scale", "colour_constancy"):  # options the network's input depends on
+            problems = options.option(key).problems(known[key]) if key in known else []
+            if problems:
+                raise ModelFileError(f"its {INFO_ENTRY}: {problems[0]}")
         for key in ("cleanup", "model", "config", "training", "calibration", "confidence_calibration"):
             if key in known and not isinstance(known[key], Mapping):
                 known.pop(key)
@@ -181,7 +182,8 @@ class ModelInfo:
         options and the ``training`` summary over the defaults of :mod:`moleseg.core.options`."""
         if self.config:
             return options.merged(options.with_size_reference(self.config))
-        known = {"model": self.model, "inference": self.inference, "name": self.name}
+        known = {"model": self.model, "inference": self.inference, "name": self.name, "tile_scale": self.tile_scale,
+                 "colour_constancy": self.colour_constancy}
         if self.shape is not None:
             known["shape"] = self.shape
         if self.border_width_px is not None and self.n_classes == 3:
@@ -195,9 +197,31 @@ class ModelInfo:
         return options.merged(options.with_size_reference(known))  # moleseg.json's sizes: px of its input
 
 
+def _number(key: str, value: Any, kind: type) -> int | float:
+    """``value`` of the ``moleseg.json`` field ``key`` as ``kind`` (int or float), finite.
+
+    Raises
+    ------
+    ModelFileError
+        When it is not a number (the message names the field and the value).
+    """
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if isinstance(value, bool) or number is None or not math.isfinite(number):
+        raise ModelFileError(f"its {INFO_ENTRY} field {key!r} must be a number, not {value!r}")
+    return number
+
+
 def read_info(path: str | Path) -> ModelInfo:
-    """The :class:`ModelInfo` of a ``.keras`` file (see :func:`read_model_info` for the errors)."""
-    return ModelInfo.from_dict(read_model_info(path))
+    """The :class:`ModelInfo` of a ``.keras`` file (see :func:`read_model_info` for the errors; a field
+    that is not a number, or out of its option's range, too)."""
+    values = read_model_info(path)
+    try:
+        return ModelInfo.from_dict(values)
+    except ModelFileError as error:
+        raise ModelFileError(f"{Path(path).name}: {error}") from None
 
 
 def write_model_info(path: str | Path, info: dict[str, Any]) -> None:

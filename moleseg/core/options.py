@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS
+from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
 
@@ -173,7 +174,8 @@ class Option:
     def _number_problems(self, value: Any, *, whole: bool) -> list[str]:
         what = self.label
         kind = "a whole number" if whole else "a number"
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)
+                or not math.isfinite(value)):
             return [f"{what} must be {kind}, not {value!r}"]
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
@@ -335,8 +337,9 @@ OPTIONS: tuple[Option, ...] = (
             "tiles: crops per input-sized area of each image (up to 16), not per image"),
     _option("colour_constancy", "data", "choice", "none",
             "remove the light's colour cast from every image before the network, in training and prediction "
-            "(shades_of_grey: Finlayson & Trezzi 2004, p = 6 as Barata et al. 2015 chose for dermoscopy; applied "
-            "to the image as the network gets it: resized, or whole before tiling)", choices=COLOUR_CONSTANCY_METHODS),
+            f"(shades_of_grey: Finlayson & Trezzi 2004, p = {SHADES_OF_GREY_POWER:g} as Barata et al. 2015 chose for "
+            "dermoscopy; applied to the image as the network gets it: resized, or whole before tiling)",
+            choices=COLOUR_CONSTANCY_METHODS),
     _option("tile_scale", "data", "float", 1.0,
             "tiles: images enlarged (or shrunk) by this factor before training crops and prediction tiles, and "
             "the probabilities resized back: small objects such as nuclei get more network pixels (x2: 4x the "

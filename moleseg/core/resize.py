@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from moleseg.core.constancy import correct_colour
+
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Resize an RGB uint8 image to ``size x size`` px (area averaging when shrinking, bilinear otherwise)."""
@@ -37,10 +39,20 @@ def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
-    """An ``(H, W[, C])`` image resized by ``scale`` (> 0; 1 returns it unchanged): bilinear when enlarging,
-    area averaging when shrinking, as :func:`resize_image`."""
+    """An ``(H, W[, C])`` image resized by ``scale`` (> 0; 1 returns the same array object): bilinear when
+    enlarging, area averaging when shrinking, as :func:`resize_image`."""
     if scale == 1.0:
         return image
     height, width = scaled_shape(image.shape[0], image.shape[1], scale)
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def network_image(image: np.ndarray, colour_constancy: str, *, input_size: int | None = None,
+                  scale: float = 1.0) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` image as a network gets it, in training and prediction alike: resized to
+    ``input_size`` x ``input_size`` px, or with ``input_size`` None (tiles and crops) to its own size times
+    ``scale`` (> 0); then corrected by the ``colour_constancy`` method
+    (:func:`moleseg.core.constancy.correct_colour`; ``"none"`` leaves it)."""
+    resized = rescale_image(image, scale) if input_size is None else resize_image(image, input_size)
+    return correct_colour(resized, colour_constancy)

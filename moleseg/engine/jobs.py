@@ -32,6 +32,7 @@ that dies before taking the lock closes the pipe (end of file): its run is repor
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import select
@@ -39,10 +40,11 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from filelock import FileLock, Timeout
 
@@ -123,14 +125,24 @@ INFERENCE_FITS: dict[str, str] = dict(zip(options.INFERENCES, ("resized whole", 
 
 
 def _shipped_info(n_classes: int, models: str | Path | None = None) -> dict[str, Any]:
-    """The ``moleseg.json`` of the installed shipped model of ``n_classes`` ({} when none can be read)."""
-    from moleseg.core.modelinfo import ModelFileError, read_model_info
-
+    """The ``moleseg.json`` of the installed shipped model of ``n_classes`` ({} when none can be read;
+    read once per version of the file: the Train page asks on every rerun)."""
     shipped = Path(models or models_dir()) / SHIPPED_MODELS.get(int(n_classes), "")
     try:
-        return dict(read_model_info(shipped)) if shipped.is_file() else {}
-    except ModelFileError:
+        return dict(_read_info_once(str(shipped), shipped.stat().st_mtime_ns)) if shipped.is_file() else {}
+    except OSError:
         return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_info_once(path: str, modified_ns: int) -> Mapping[str, Any]:
+    """``moleseg.json`` of the model file at ``path`` as of ``modified_ns`` ({} when unreadable)."""
+    from moleseg.core.modelinfo import ModelFileError, read_model_info
+
+    try:
+        return types.MappingProxyType(dict(read_model_info(path)))
+    except ModelFileError:
+        return types.MappingProxyType({})
 
 
 def default_inference(n_classes: int, models: str | Path | None = None) -> str:

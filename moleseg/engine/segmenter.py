@@ -96,13 +96,20 @@ def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
     return max(0.0, 1.0 - undecided_px / area)
 
 
-def reference_size(segmenter: Segmenter) -> int | None:
-    """Side in px of the images the segmenter's cleanup defaults were set for (a model's input size);
-    None when they are in px of any image (tiled models see images at their own scale)."""
+def cleanup_scale(segmenter: Segmenter, image_shape: tuple[int, ...]) -> float:
+    """Factor from the px the segmenter's cleanup defaults were set in to px of an image of ``image_shape``.
+
+    A resizing model's defaults are in px of its input: the image's longer side over the input size (a
+    765 x 574 image seen by a 256 px network: about 3). A tiled model sees the image at its own size times
+    ``tile_scale`` and its probabilities come back at the image's size: 1 / ``tile_scale``. 1 when the
+    record says neither (the classical segmenters: px of any image).
+    """
     info = ModelInfo.from_dict(segmenter.info)
     if info.inference == "tiles":
-        return None
-    return info.input_size or None
+        return 1.0 / info.tile_scale
+    if not info.input_size:
+        return 1.0
+    return max(image_shape[0], image_shape[1]) / info.input_size
 
 
 def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
@@ -110,15 +117,14 @@ def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
     """Cleanup settings for an image of ``image_shape``.
 
     ``settings`` given by the user are used as they are (px of this image). Without them, the
-    segmenter's defaults, which are in px of its input size, are scaled by the image's longer side over
-    that input size (a 765 x 574 image seen by a 256 px network gets about 3x the radii), at least 1 px.
+    segmenter's defaults scaled by :func:`cleanup_scale`, at least 1 px.
     """
     if settings is not None:
         return settings
-    reference = reference_size(segmenter)
-    if not reference:
+    factor = cleanup_scale(segmenter, image_shape)
+    if factor == 1.0:
         return segmenter.cleanup_defaults
-    return scale_settings(segmenter.cleanup_defaults, max(image_shape[0], image_shape[1]) / reference)
+    return scale_settings(segmenter.cleanup_defaults, factor)
 
 
 def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float | None = None) -> np.ndarray:

@@ -356,17 +356,16 @@ def runtime_function(name: str, folded: Any, onnx_path: Path, n_classes: int, si
 
 def bench_runtimes(segmenter: Any, files: list[Path], scratch: Path, settings: BenchSettings) -> dict[str, Any]:
     """The folded network in TensorFlow and in each of :data:`OTHER_RUNTIMES` on the same real images
-    (resized to the input): batch-1 median ms, ms per image at batch 8, and the largest probability
+    (as the network gets them: :meth:`KerasSegmenter.network_input`): batch-1 median ms, ms per image at batch 8, and the largest probability
     difference from TensorFlow (the issue's bar for adopting a runtime: 1e-4). A runtime that is not
     installed or fails gets ``{"missing": how to install}`` or ``{"error": ...}``."""
     from moleseg.core.imageio import read_image
-    from moleseg.core.resize import resize_image
     from moleseg.network.inference import fold_batchnorm
     from moleseg.network.onnx_export import largest_difference, onnx_bytes
     from moleseg.network.predict import prediction_function
 
     size = segmenter.input_size
-    batch = np.stack([resize_image(read_image(path), size) for path in (files * 8)[:8]]).astype(np.float32)
+    batch = np.stack([segmenter.network_input(read_image(path)) for path in (files * 8)[:8]]).astype(np.float32)
     folded = fold_batchnorm(segmenter.model)
     functions: dict[str, Callable[[np.ndarray], Any]] = {"tensorflow": prediction_function(folded)}
     rows: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from moleseg.core.atomic import atomic_output
 from moleseg.core.constancy import correct_colour
 from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
-from moleseg.core.resize import rescale_image, resize_image, resize_mask_to
+from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
@@ -153,7 +153,7 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
     image = read_image(pair.image)
     mask = read_mask(pair.mask, allow_empty=True)
     if targets.fit == "crop":
-        image = correct_colour(rescale_image(image, targets.scale), targets.colour_constancy)
+        image = network_image(image, targets.colour_constancy, scale=targets.scale)
         mask = resize_mask_to(mask, image.shape[0], image.shape[1])
         shortfall_y = max(0, targets.input_size - image.shape[0])
         shortfall_x = max(0, targets.input_size - image.shape[1])
@@ -163,7 +163,7 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
             mask = np.pad(mask, padding, mode="reflect")
     else:
         mask = resize_mask_to(mask, targets.input_size, targets.input_size)
-        image = correct_colour(resize_image(image, targets.input_size), targets.colour_constancy)
+        image = network_image(image, targets.colour_constancy, input_size=targets.input_size)
     labels = make_targets(mask, classes=targets.n_classes, border_width_px=targets.border_width_px,
                           shape=targets.shape)
     return image, labels.astype(np.uint8)
@@ -347,19 +347,36 @@ def hard_case_rng(seed: np.ndarray) -> np.random.Generator:
     return np.random.default_rng([int(value) % 2**63 for value in np.ravel(seed)] + [HARD_CASE_STREAM])
 
 
+def apply_hard_cases(image: np.ndarray, labels: np.ndarray, augment: AugmentConfig, targets: TargetConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The hard cases of ``augment`` (:func:`moleseg.core.hardcases.hard_cases`) on one example, as both
+    training feeds apply them; with colour constancy the result is corrected again on its own statistics,
+    as such a picture (a close-up, a vignette) is at prediction — near the identity when no case was drawn.
+
+    Returns
+    -------
+    (image float32 (S, S, 3) 0..255, labels uint8 (S, S))
+    """
+    image, labels = hard_cases(image, labels, **augment.hard_case_shares(), how=targets.hard_case_labels(), rng=rng)
+    if targets.colour_constancy != "none":
+        as_read = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        image = correct_colour(as_read, targets.colour_constancy).astype(np.float32)
+    return image, labels
+
+
 def augment_example(image: tf.Tensor, labels: tf.Tensor, augment: AugmentConfig, seed: tf.Tensor,
                     targets: TargetConfig | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one example: the hard cases (:func:`moleseg.core.hardcases.hard_cases`, numpy, when
-    enabled; ``targets`` says how a zoom makes labels again), then the same affine warp for ``image``
+    enabled; ``targets`` says how a zoom makes labels again and, with colour constancy, the picture is
+    corrected again after them), then the same affine warp for ``image``
     (float32 (S, S, 3), bilinear) and ``labels`` (int (S, S), nearest), then colour jitter on the image only."""
     size = image.shape[0]
     image = tf.cast(image, tf.float32)
     if augment.hard_cases:
-        how = (targets or TargetConfig(input_size=size)).hard_case_labels()
+        targets = targets or TargetConfig(input_size=size)
 
         def apply(image_np: np.ndarray, labels_np: np.ndarray, seed_np: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return hard_cases(image_np, labels_np.astype(np.uint8), **augment.hard_case_shares(), how=how,
-                              rng=hard_case_rng(seed_np))
+            return apply_hard_cases(image_np, labels_np.astype(np.uint8), augment, targets, hard_case_rng(seed_np))
 
         label_dtype = labels.dtype
         image, labels = tf.numpy_function(apply, [image, tf.cast(labels, tf.uint8), seed], [tf.float32, tf.uint8],

@@ -21,9 +21,8 @@ import keras
 import numpy as np
 
 from moleseg.core.pairing import Pair
-from moleseg.core.hardcases import hard_cases
-from moleseg.network.data import (COLOUR_JITTER, AugmentConfig, ExampleCache, TargetConfig, hard_case_rng,
-                                  inverse_affine, prepare_example)
+from moleseg.network.data import (COLOUR_JITTER, AugmentConfig, ExampleCache, TargetConfig, apply_hard_cases,
+                                  hard_case_rng, inverse_affine, prepare_example)
 
 #: :attr:`AugmentConfig.fill_mode` as OpenCV border modes (TensorFlow's "reflect" repeats the edge pixel).
 BORDER_MODES: dict[str, int] = {"reflect": cv2.BORDER_REFLECT, "constant": cv2.BORDER_CONSTANT,
@@ -179,9 +178,8 @@ class PairFeed(keras.utils.PyDataset):
         if self.augment is not None:
             augment = self.augment
             if augment.hard_cases:
-                image, labels = hard_cases(image, labels, **augment.hard_case_shares(),
-                                           how=self.targets.hard_case_labels(),
-                                           rng=hard_case_rng(np.array([self.seed, epoch, int(position)])))
+                image, labels = apply_hard_cases(image, labels, augment, self.targets,
+                                                 hard_case_rng(np.array([self.seed, epoch, int(position)])))
             if augment.rotation_deg or augment.reflection or augment.translation_px or augment.scale_range:
                 image, labels = warp_pair(image, labels, AffineDraw.draw(augment, rng), augment.fill_mode)
             if augment.colour:

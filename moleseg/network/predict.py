@@ -20,9 +20,8 @@ import numpy as np
 from moleseg.core import options
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
-from moleseg.core.constancy import correct_colour
 from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
-from moleseg.core.resize import rescale_image, resize_image, resize_probabilities
+from moleseg.core.resize import network_image, resize_probabilities
 
 if TYPE_CHECKING:  # Keras (and TensorFlow) are imported only when a network must be built or traced
     import keras
@@ -232,14 +231,14 @@ class KerasSegmenter:
     def network_input(self, image: np.ndarray) -> np.ndarray:
         """An RGB uint8 image as the network sees it in ``"resize"`` mode: resized to the input size, then
         colour-corrected as the model was trained (``colour_constancy``)."""
-        return correct_colour(resize_image(image, self.input_size), self.colour_constancy)
+        return network_image(image, self.colour_constancy, input_size=self.input_size)
 
     def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
         """Probabilities of one image predicted tile by tile at its own scale times :attr:`tile_scale`
         (colour-corrected whole, as the model was trained), resized back to the image's size."""
-        network_image = correct_colour(rescale_image(image, self.tile_scale), self.colour_constancy)
-        probabilities = self._predict_tiles_at_scale(network_image)
-        if network_image.shape[:2] != image.shape[:2]:
+        seen = network_image(image, self.colour_constancy, scale=self.tile_scale)
+        probabilities = self._predict_tiles_at_scale(seen)
+        if seen.shape[:2] != image.shape[:2]:
             return resize_probabilities(probabilities, image.shape[0], image.shape[1])
         return probabilities
 

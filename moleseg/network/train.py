@@ -128,6 +128,9 @@ class TrainConfig:
         problems = options.problems(self.to_dict())  # the model's options were checked by ModelConfig
         if not self.images:
             problems.insert(0, "give image and mask folders in pairs (no training images folder)")
+        if self.tile_scale != 1.0 and self.inference != "tiles":
+            problems.append(f"tile scale {self.tile_scale:g} needs inference 'tiles' (with '{self.inference}' "
+                            "every image is resized to the input size)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -163,7 +166,7 @@ class TrainConfig:
         return TargetConfig(input_size=self.model.input_size, n_classes=self.model.n_classes,
                             border_width_px=self.border_width_input_px if self.model.n_classes == 3 else 0,
                             shape=self.shape, fit="crop" if self.inference == "tiles" else "resize",
-                            scale=self.tile_scale if self.inference == "tiles" else 1.0,
+                            scale=self.tile_scale,
                             colour_constancy=self.colour_constancy)
 
 
@@ -307,7 +310,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         "cleanup": default_cleanup(config, rule).to_dict(),
         "cleanup_variant": rule,
         "inference": config.inference,
-        "tile_scale": config.tile_scale if config.inference == "tiles" else 1.0,
+        "tile_scale": config.tile_scale,
         "colour_constancy": config.colour_constancy,
         "model": config.model.to_dict(),
         "training": {
