@@ -132,8 +132,8 @@ class TargetConfig:
     border_width_px: int = DEFAULT_BORDER_WIDTH_PX
     shape: str = DEFAULT_SHAPE
     fit: str = "resize"
-    scale: float = 1.0
-    colour_constancy: str = "none"
+    scale: float = options.default("tile_scale")
+    colour_constancy: str = options.default("colour_constancy")
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

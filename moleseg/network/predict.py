@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from moleseg.core import options
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
 from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
@@ -99,12 +98,8 @@ class KerasSegmenter:
         self.test_time_augmentation = test_time_augmentation
         self.batch_size = batch_size
         self.inference = record.inference
-        self.tile_scale = float(record.tile_scale)
+        self.tile_scale = float(record.tile_scale)  # both checked by ModelInfo.from_dict (ModelFileError)
         self.colour_constancy = record.colour_constancy
-        problems = [*options.option("tile_scale").problems(self.tile_scale),
-                    *options.option("colour_constancy").problems(self.colour_constancy)]
-        if problems:
-            raise ValueError(f"the model file's {'; '.join(problems)}")
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = predict_function
