@@ -441,6 +441,16 @@ def _outline_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _check_out_not_an_input(out: str, inputs: Sequence[str]) -> None:
+    """Refuse a ``predict --out`` that is one of the input folders (its ``<stem>_mask.png`` results would
+    replace files there and be read as images by the next run)."""
+    target = Path(out).resolve()
+    if any(Path(item).is_dir() and Path(item).resolve() == target for item in inputs):
+        raise CommandError(f"--out {printable(out)} is also an input folder: its results would mix with the images "
+                           "there (a true <name>_mask.png replaced, the results read as images by the next run); "
+                           "choose another folder")
+
+
 def _output_folder(path: str) -> Path:
     """``--out`` of predict/prepare, created; CommandError when it is a file, cannot be created or cannot be
     written into (one line before any image, not one failure per image)."""
@@ -462,6 +472,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
+    _check_out_not_an_input(args.out, args.inputs)
     segmenter = _load_segmenter(args.model or _default_model(), args.tta)  # before --out: no empty folder left
     out = _output_folder(args.out)
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)

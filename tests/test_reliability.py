@@ -546,3 +546,15 @@ def test_evaluate_pairs_refuses_a_batch_size_under_1(tmp_path):
     images, masks = lesion_dataset(tmp_path / "set", n=2)
     with pytest.raises(ValueError, match="batch size must be at least 1, not -1"):
         evaluate_pairs(ClassicalSegmenter(), pair_folders(images, masks).pairs, batch_size=-1)
+
+
+def test_predict_out_an_input_folder_is_refused_before_its_results_mix_with_the_images(tmp_path, capsys):
+    images, masks = lesion_dataset(tmp_path / "set", n=2)
+    shutil.copy(masks / "000.png", images / "000_mask.png")  # a dataset kept in one folder: the true mask
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(images), str(images)])
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --out {images} is also an input folder: its results would mix with the images there (a true "
+        "<name>_mask.png replaced, the results read as images by the next run); choose another folder"]
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
