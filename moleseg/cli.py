@@ -441,14 +441,12 @@ def _outline_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _check_out_not_an_input(out: str, inputs: Sequence[str]) -> None:
-    """Refuse a ``predict --out`` that is one of the input folders (its ``<stem>_mask.png`` results would
-    replace files there and be read as images by the next run)."""
+def _check_out_not_an_input(out: str, inputs: Sequence[str], harm: str) -> None:
+    """Refuse an ``--out`` that is one of the input folders of predict/prepare; ``harm`` says what writing
+    there would do."""
     target = Path(out).resolve()
     if any(Path(item).is_dir() and Path(item).resolve() == target for item in inputs):
-        raise CommandError(f"--out {printable(out)} is also an input folder: its results would mix with the images "
-                           "there (a true <name>_mask.png replaced, the results read as images by the next run); "
-                           "choose another folder")
+        raise CommandError(f"--out {printable(out)} is also an input folder: {harm}; choose another folder")
 
 
 def _output_folder(path: str) -> Path:
@@ -472,7 +470,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
-    _check_out_not_an_input(args.out, args.inputs)
+    _check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
+                            "<name>_mask.png replaced, the results read as images by the next run)")
     segmenter = _load_segmenter(args.model or _default_model(), args.tta)  # before --out: no empty folder left
     out = _output_folder(args.out)
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
@@ -508,13 +507,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
     from moleseg.core.pairing import list_images
     from moleseg.core.targets import class_frequencies, make_targets
+    from moleseg.engine.pipeline import output_stems
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
         raise CommandError(f"folder not found: {args.masks}")
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
+    _check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")
     out = _output_folder(args.out)
+    stems = dict(zip(masks, output_stems(masks)))  # m.png and m.tif: m_png.png and m_tif.png
     failures: list[tuple[str, str]] = []
     degenerate = {"empty": 0, "full": 0}
     totals = None
@@ -532,7 +534,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
             labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
                                   shape=args.shape, border_at_image_edge=args.border_at_image_edge)
-            write_png(out / f"{path.stem}.png", labels.astype("uint8"))
+            write_png(out / f"{stems[path]}.png", labels.astype("uint8"))
             frequencies = class_frequencies(labels, args.classes) * labels.size
             totals = frequencies if totals is None else totals + frequencies
             bar.update_to(index)
