@@ -370,7 +370,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
-    """The image files of ``inputs`` (files and folders); a missing input is added to ``failures``."""
+    """The image files of ``inputs`` (files and folders), each file once (a file given again, or also through
+    its folder, is not segmented twice); a missing input is added to ``failures``."""
     from moleseg.core.pairing import list_images
 
     files: list[Path] = []
@@ -382,6 +383,10 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
             files.append(path)
         else:
             failures.append((item, f"{item}: not found"))
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    files = list(unique.values())
     if not files:
         for name, reason in failures:
             print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)

@@ -558,3 +558,15 @@ def test_predict_out_an_input_folder_is_refused_before_its_results_mix_with_the_
         f"error: --out {images} is also an input folder: its results would mix with the images there (a true "
         "<name>_mask.png replaced, the results read as images by the next run); choose another folder"]
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_predict_an_image_given_twice_is_segmented_once(tmp_path, capsys):
+    images, _ = lesion_dataset(tmp_path / "set", n=2)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out), str(images / "000.png"),
+                 str(images / "000.png"), str(images)])  # the file, again, and its folder
+    assert code == 0, capsys.readouterr().err
+    assert "2 image(s) written" in capsys.readouterr().out
+    rows = _read_csv(out / "measurements.csv")
+    assert [(row["image"], row["output"]) for row in rows] == [("000.png", "000"), ("001.png", "001")]
+    assert sorted(p.name for p in out.glob("*_overlay.png")) == ["000_overlay.png", "001_overlay.png"]
