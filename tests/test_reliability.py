@@ -570,3 +570,14 @@ def test_predict_an_image_given_twice_is_segmented_once(tmp_path, capsys):
     rows = _read_csv(out / "measurements.csv")
     assert [(row["image"], row["output"]) for row in rows] == [("000.png", "000"), ("001.png", "001")]
     assert sorted(p.name for p in out.glob("*_overlay.png")) == ["000_overlay.png", "001_overlay.png"]
+
+
+@pytest.mark.parametrize("command", ["info", "predict"])
+def test_a_folder_given_as_the_model_is_named_a_folder_not_missing(tmp_path, capsys, command):
+    images, _ = lesion_dataset(tmp_path / "set", n=1)
+    run = tmp_path / "run"
+    run.mkdir()  # e.g. a run folder instead of its model.keras
+    arguments = ["info", str(run)] if command == "info" else [
+        "predict", "--model", str(run), "--out", str(tmp_path / "out"), str(images)]
+    assert main(arguments) == 2
+    assert _error_lines(capsys.readouterr().err) == [f"error: {run}: a folder, not a .keras model file"]
