@@ -106,21 +106,32 @@ def printable(text: str) -> str:
 
 def _checked_output(option: str, value: str) -> Path:
     """The file of ``--json``/``--csv``, checked before any work: not a folder, in a writable folder."""
-    import tempfile
-
     path = Path(value)
     if path.is_dir():
         raise CommandError(f"{option} {printable(value)} is a folder: give a file name")
     folder = path.parent
     if not folder.is_dir():
         raise CommandError(f"{option} {printable(value)}: the folder {printable(str(folder))} does not exist")
+    _check_writable(folder, f"{option} {printable(value)}")
+    return path
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse ``folder`` when no file can be created in it (probed with a temporary file, removed).
+
+    Raises
+    ------
+    CommandError
+        ``"<what>: cannot write into <folder> (<reason>)"``.
+    """
+    import tempfile
+
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".moleseg-write-check-"):
             pass
     except OSError as error:
-        raise CommandError(f"{option} {printable(value)}: cannot write into {printable(str(folder))} "
+        raise CommandError(f"{what}: cannot write into {printable(str(folder))} "
                            f"({error.strerror or error})") from error
-    return path
 
 
 def _checked_outputs(args: argparse.Namespace) -> dict[str, Path]:
@@ -359,7 +370,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
-    """The image files of ``inputs`` (files and folders); a missing input is added to ``failures``."""
+    """The image files of ``inputs`` (files and folders), each file once (a file given again, or also through
+    its folder, is not segmented twice); a missing input is added to ``failures``."""
     from moleseg.core.pairing import list_images
 
     files: list[Path] = []
@@ -371,6 +383,10 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
             files.append(path)
         else:
             failures.append((item, f"{item}: not found"))
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    files = list(unique.values())
     if not files:
         for name, reason in failures:
             print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
@@ -392,6 +408,34 @@ def _threshold(text: str) -> float | str | None:
     return value
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= low`` (``--batch-size``, ``--border-width-px``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def _pixel_size(text: str) -> float:
+    """``--pixel-size-mm``: a positive, finite number of millimetres per pixel."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of mm per pixel") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a pixel size must be a positive number of mm per pixel, not {text}")
+    return value
+
+
 def _outline_formats(text: str) -> tuple[str, ...]:
     """``--outlines``: comma-separated names of :data:`moleseg.core.outlines.OUTLINE_FORMATS`."""
     from moleseg.core.outlines import OutlineError, parse_formats
@@ -402,8 +446,17 @@ def _outline_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _check_out_not_an_input(out: str, inputs: Sequence[str], harm: str) -> None:
+    """Refuse an ``--out`` that is one of the input folders of predict/prepare; ``harm`` says what writing
+    there would do."""
+    target = Path(out).resolve()
+    if any(Path(item).is_dir() and Path(item).resolve() == target for item in inputs):
+        raise CommandError(f"--out {printable(out)} is also an input folder: {harm}; choose another folder")
+
+
 def _output_folder(path: str) -> Path:
-    """``--out`` of predict/prepare, created; CommandError when it is a file or cannot be created."""
+    """``--out`` of predict/prepare, created; CommandError when it is a file, cannot be created or cannot be
+    written into (one line before any image, not one failure per image)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {printable(path)} is a file, not a folder: choose a folder name")
@@ -411,6 +464,7 @@ def _output_folder(path: str) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CommandError(f"cannot create the output folder {printable(path)} ({error.strerror or error})") from error
+    _check_writable(out, f"--out {printable(path)}")
     return out
 
 
@@ -421,8 +475,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
+    _check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
+                            "<name>_mask.png replaced, the results read as images by the next run)")
+    segmenter = _load_segmenter(args.model or _default_model(), args.tta)  # before --out: no empty folder left
     out = _output_folder(args.out)
-    segmenter = _load_segmenter(args.model or _default_model(), args.tta)
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:
         outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
@@ -456,13 +512,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
     from moleseg.core.pairing import list_images
     from moleseg.core.targets import class_frequencies, make_targets
+    from moleseg.engine.pipeline import output_stems
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
         raise CommandError(f"folder not found: {args.masks}")
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
+    _check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")
     out = _output_folder(args.out)
+    stems = dict(zip(masks, output_stems(masks)))  # m.png and m.tif: m_png.png and m_tif.png
     failures: list[tuple[str, str]] = []
     degenerate = {"empty": 0, "full": 0}
     totals = None
@@ -480,7 +539,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                 print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
             labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
                                   shape=args.shape, border_at_image_edge=args.border_at_image_edge)
-            write_png(out / f"{path.stem}.png", labels.astype("uint8"))
+            write_png(out / f"{stems[path]}.png", labels.astype("uint8"))
             frequencies = class_frequencies(labels, args.classes) * labels.size
             totals = frequencies if totals is None else totals + frequencies
             bar.update_to(index)
@@ -504,6 +563,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from moleseg.engine.compare import compare_visits
     from moleseg.engine.runs import write_json
 
+    json_path = _checked_output("--json", args.json)
+    pdf_path = _checked_output("--pdf", args.pdf) if args.pdf else None
     try:
         before, after = read_image(args.before), read_image(args.after)
     except ImageReadError as error:
@@ -512,9 +573,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare_visits(segmenter, before, after, pixel_size_mm=args.pixel_size_mm,
                                 allow_scale=args.allow_scale)
     summary = {"before": str(args.before), "after": str(args.after), **comparison.to_json()}
-    write_json(args.json, summary)
-    if args.pdf:
-        atomic_write(args.pdf, comparison.pdf(Path(args.before).name, Path(args.after).name))
+    write_json(json_path, summary)
+    if pdf_path is not None:
+        atomic_write(pdf_path, comparison.pdf(Path(args.before).name, Path(args.after).name))
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     registration = comparison.registration
@@ -603,19 +664,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", metavar="FILE")
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="flip test-time augmentation (default: the model's own setting)")
-    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--batch-size", type=_int_at_least(1), default=4)
     evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
 
     predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
     predict.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
     predict.add_argument("--out", required=True, metavar="DIR")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    predict.add_argument("--pixel-size-mm", type=float, help="mm per pixel, for physical units")
+    predict.add_argument("--pixel-size-mm", type=_pixel_size, help="mm per pixel, for physical units")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     predict.add_argument("--lesion-threshold", type=_threshold, default="model", metavar="P|argmax|model",
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
                               "default 'model': the model's calibrated choice")
-    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=4)
     predict.add_argument("--outlines", type=_outline_formats, default=(), metavar="FORMATS",
                          help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
                               "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
@@ -629,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = add("prepare", "write BACK/BORDER/INSIDE label images from masks", cmd_prepare)
     prepare.add_argument("--masks", required=True, metavar="DIR")
     prepare.add_argument("--out", required=True, metavar="DIR")
-    prepare.add_argument("--border-width-px", type=int, required=True)
+    prepare.add_argument("--border-width-px", type=_int_at_least(0), required=True)
     prepare.add_argument("--shape", default="diamond", choices=("diamond", "disk", "square"))
     prepare.add_argument("--classes", type=int, choices=(3, 2), default=3)
     prepare.add_argument("--border-at-image-edge", action="store_true",
@@ -639,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("before", metavar="BEFORE", help="the earlier image")
     compare.add_argument("after", metavar="AFTER", help="the later image")
     compare.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
-    compare.add_argument("--pixel-size-mm", type=float, help="mm per pixel, for physical units")
+    compare.add_argument("--pixel-size-mm", type=_pixel_size, help="mm per pixel, for physical units")
     compare.add_argument("--allow-scale", action="store_true",
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")

@@ -357,3 +357,33 @@ def test_predict_lesion_threshold_option(tmp_path, capsys):
         main(["predict", "--out", str(tmp_path / "x"), "--lesion-threshold", "1.5", str(tmp_path / "mole.png")])
     assert stopped.value.code == 2
     assert "must be in 0..1" in capsys.readouterr().err
+
+
+# -- prepare: never over its own masks, one label image per mask ------------------------------------
+
+
+def test_prepare_out_the_masks_folder_is_refused_and_the_masks_stay(tmp_path, capsys):
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "m.png", _hand_made_mask())
+    before = (tmp_path / "masks" / "m.png").read_bytes()
+    code = main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "masks"),
+                 "--border-width-px", "2"])
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --out {tmp_path / 'masks'} is also an input folder: the label images would replace the masks "
+        "of the same name; choose another folder"]
+    assert [p.name for p in (tmp_path / "masks").iterdir()] == ["m.png"]
+    assert (tmp_path / "masks" / "m.png").read_bytes() == before
+
+
+def test_prepare_two_masks_with_one_stem_get_one_label_image_each(tmp_path, capsys):
+    mask = _hand_made_mask()
+    (tmp_path / "masks").mkdir()
+    write_png(tmp_path / "masks" / "m.png", mask)
+    Image.fromarray(~mask).save(tmp_path / "masks" / "m.tif")  # another mask, same stem
+    code = main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "labels"),
+                 "--border-width-px", "1", "--classes", "2", "--quiet"])
+    assert code == 0
+    assert "2 label image(s) written" in capsys.readouterr().out
+    np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_png.png"), mask.astype(np.uint8))
+    np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_tif.png"), (~mask).astype(np.uint8))

@@ -159,3 +159,30 @@ def test_two_saved_visits_compare_with_their_saved_lesions(tmp_path, segmenter, 
     assert comparison.model_name == "saved borders (classical)" and comparison.warnings == []
     third = records.save(after, true_after, measure_lesion(true_after), lesion="arm", pixel_size_mm=0.03)
     assert "different pixel sizes" in compare_records(records.open(first), records.open(third)).warnings[0]
+
+
+def test_a_thin_strip_or_a_dot_is_too_small_to_compare(segmenter, lesion_scene):
+    before, _ = lesion_scene()
+    strip = np.ascontiguousarray(before[:20])  # full width, 20 px high: refused as predict refuses it
+    with pytest.raises(ValueError, match=r"^the after image: image too small: \d+ x 20 px, at least 32 px"):
+        compare_visits(segmenter, before, strip)
+    with pytest.raises(ValueError, match=r"^the before image: image too small: 3 x 3 px"):
+        compare_visits(segmenter, np.zeros((3, 3, 3), np.uint8), before)
+
+
+@pytest.mark.parametrize("option", ["--json", "--pdf"])
+def test_cli_compare_checks_its_output_files_before_the_work(tmp_path, lesion_scene, capsys, monkeypatch, option):
+    import moleseg.engine.compare as compare
+
+    before, _ = lesion_scene()
+    write_png(tmp_path / "before.png", before)
+    monkeypatch.setattr(compare, "segment", lambda *a, **k: pytest.fail("segmented"))
+    outputs = {"--json": str(tmp_path / "c.json"), "--pdf": str(tmp_path / "c.pdf")}
+    outputs[option] = str(tmp_path)  # a folder
+    code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "before.png"), "--model", "classical",
+                 *(item for pair in outputs.items() for item in pair)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {option} {tmp_path} is a folder: give a file name"]
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "c.pdf").exists()

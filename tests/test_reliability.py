@@ -452,3 +452,132 @@ def test_weights_that_are_not_a_model_and_a_2_class_model_for_3_classes_are_refu
     with pytest.raises(ValueError, match=r"^cells\.keras is a 2-class model: it cannot start a 3-class training "
                                          r"\(use --classes 2, or --weights imagenet or none\)$"):
         build_model(ModelConfig(input_size=32, n_classes=3), weights=two)
+
+
+# -- output folders and numeric options checked before any work (review h1) ---------------------------
+
+
+def _unwritable(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` refuse new files as a read-only folder does (even for root, who ignores chmod)."""
+    import os
+
+    real = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and Path(path).resolve().parent == folder.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.parametrize("command", ["predict", "prepare"])
+def test_a_read_only_output_folder_is_one_line_before_any_image(tmp_path, capsys, monkeypatch, command):
+    images, masks = lesion_dataset(tmp_path / "set", n=3)
+    out = tmp_path / "locked"
+    out.mkdir()
+    _unwritable(monkeypatch, out)
+    arguments = (["predict", "--model", "classical", "--out", str(out), str(images)] if command == "predict"
+                 else ["prepare", "--masks", str(masks), "--out", str(out), "--border-width-px", "2"])
+    code = main(arguments)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [f"error: --out {out}: cannot write into {out} (Permission denied)"]
+    assert "skipped" not in err and ".moleseg-tmp" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_predict_with_a_model_that_cannot_load_leaves_no_output_folder(tmp_path, capsys):
+    images, _ = lesion_dataset(tmp_path / "set", n=1)
+    code = main(["predict", "--model", str(tmp_path / "absent.keras"), "--out", str(tmp_path / "out"), str(images)])
+    assert code == 2
+    assert "absent.keras" in _error_lines(capsys.readouterr().err)[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["evaluate", "--model", "classical", "--images", "{set}/images", "--masks", "{set}/masks", "--batch-size",
+          "-1"], "argument --batch-size: must be at least 1, not -1"),
+        (["evaluate", "--model", "classical", "--images", "{set}/images", "--masks", "{set}/masks", "--batch-size",
+          "0"], "argument --batch-size: must be at least 1, not 0"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "--batch-size", "0", "{set}/images"],
+         "argument --batch-size: must be at least 1, not 0"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "0", "{set}/images"],
+         "argument --pixel-size-mm: a pixel size must be a positive number of mm per pixel, not 0"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "nan", "{set}/images"],
+         "argument --pixel-size-mm: a pixel size must be a positive number of mm per pixel, not nan"),
+        (["prepare", "--masks", "{set}/masks", "--out", "{tmp}/out", "--border-width-px", "-3"],
+         "argument --border-width-px: must be at least 0, not -3"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_naming_the_option_and_write_nothing(tmp_path, capsys, arguments, words):
+    lesion_dataset(tmp_path / "set", n=2)
+    with pytest.raises(SystemExit) as stopped:
+        main([a.replace("{tmp}", str(tmp_path)).replace("{set}", str(tmp_path / "set")) for a in arguments])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_skips_an_image_too_small_to_predict_as_predict_does(tmp_path, capsys):
+    images, masks = lesion_dataset(tmp_path / "set", n=2)
+    write_png(images / "strip.png", np.full((20, 400, 3), 200, np.uint8))
+    strip = np.zeros((20, 400), bool)
+    strip[5:15, 100:300] = True
+    write_png(masks / "strip.png", strip)
+    code = main(["evaluate", "--model", "classical", "--images", str(images), "--masks", str(masks),
+                 "--csv", str(tmp_path / "e.csv")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "(n = 2)" in captured.out
+    assert "skipped strip.png: strip.png: image too small: 400 x 20 px, at least 32 px per side are needed" \
+        in captured.err
+    assert [row["image"] for row in _read_csv(tmp_path / "e.csv")] == ["000.png", "001.png"]
+
+
+def test_evaluate_pairs_refuses_a_batch_size_under_1(tmp_path):
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.pairing import pair_folders
+    from moleseg.engine.evaluate import evaluate_pairs
+
+    images, masks = lesion_dataset(tmp_path / "set", n=2)
+    with pytest.raises(ValueError, match="batch size must be at least 1, not -1"):
+        evaluate_pairs(ClassicalSegmenter(), pair_folders(images, masks).pairs, batch_size=-1)
+
+
+def test_predict_out_an_input_folder_is_refused_before_its_results_mix_with_the_images(tmp_path, capsys):
+    images, masks = lesion_dataset(tmp_path / "set", n=2)
+    shutil.copy(masks / "000.png", images / "000_mask.png")  # a dataset kept in one folder: the true mask
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(images), str(images)])
+    assert code == 2
+    assert _error_lines(capsys.readouterr().err) == [
+        f"error: --out {images} is also an input folder: its results would mix with the images there (a true "
+        "<name>_mask.png replaced, the results read as images by the next run); choose another folder"]
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_predict_an_image_given_twice_is_segmented_once(tmp_path, capsys):
+    images, _ = lesion_dataset(tmp_path / "set", n=2)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out), str(images / "000.png"),
+                 str(images / "000.png"), str(images)])  # the file, again, and its folder
+    assert code == 0, capsys.readouterr().err
+    assert "2 image(s) written" in capsys.readouterr().out
+    rows = _read_csv(out / "measurements.csv")
+    assert [(row["image"], row["output"]) for row in rows] == [("000.png", "000"), ("001.png", "001")]
+    assert sorted(p.name for p in out.glob("*_overlay.png")) == ["000_overlay.png", "001_overlay.png"]
+
+
+@pytest.mark.parametrize("command", ["info", "predict"])
+def test_a_folder_given_as_the_model_is_named_a_folder_not_missing(tmp_path, capsys, command):
+    images, _ = lesion_dataset(tmp_path / "set", n=1)
+    run = tmp_path / "run"
+    run.mkdir()  # e.g. a run folder instead of its model.keras
+    arguments = ["info", str(run)] if command == "info" else [
+        "predict", "--model", str(run), "--out", str(tmp_path / "out"), str(images)]
+    assert main(arguments) == 2
+    assert _error_lines(capsys.readouterr().err) == [f"error: {run}: a folder, not a .keras model file"]

@@ -28,6 +28,16 @@ class ModelFileError(ValueError):
     """A model file that is missing, not a ``.keras`` archive, or has no moleseg metadata."""
 
 
+def _existing_file(path: str | Path) -> Path:
+    """``path`` as a Path if it is a file; ModelFileError for a folder or a missing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: a folder, not a .keras model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    return path
+
+
 def check_keras_file(path: str | Path) -> Path:
     """``path`` if it is an existing, complete ``.keras`` (ZIP) file.
 
@@ -37,9 +47,7 @@ def check_keras_file(path: str | Path) -> Path:
         Missing file; a file that is not a complete ZIP archive: damaged (a truncated copy or an
         interrupted save) or not a moleseg/Keras model at all.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
+    path = _existing_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file is a "
                              "complete ZIP archive; this one is not: truncated, or another kind of file)")
@@ -54,9 +62,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     ModelFileError
         When the file is missing, not a zip archive, or was not written by moleseg.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
+    path = _existing_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             if INFO_ENTRY not in archive.namelist():

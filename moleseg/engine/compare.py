@@ -28,6 +28,7 @@ from moleseg.core.measure import Measurement, measure_lesion
 from moleseg.core.registration import Registration, register, warp_image, warp_mask
 from moleseg.core.render import contour_overlay, side_by_side, swipe
 from moleseg.core.report import display_unit, format_value
+from moleseg.engine.pipeline import check_image_side
 from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment
 
@@ -217,8 +218,14 @@ def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: 
     Raises
     ------
     ValueError
-        Not RGB uint8 images, or no lesion found in one of them (the message says which).
+        Not RGB uint8 images, an image too small (a side under
+        :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`), or no lesion found in one of them (the message says which).
     """
+    for which, image in (("before", before_image), ("after", after_image)):
+        try:
+            check_image_side(np.asarray(image))
+        except ValueError as error:
+            raise ValueError(f"the {which} image: {error}") from None
     before = segment(segmenter, before_image, settings, lesion_threshold=lesion_threshold)
     after = segment(segmenter, after_image, settings, lesion_threshold=lesion_threshold)
     return compare_lesions(before_image, before, after_image, after, pixel_size_mm=pixel_size_mm,

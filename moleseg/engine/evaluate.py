@@ -18,6 +18,7 @@ from moleseg.core.resize import resize_mask_to
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.metrics import scores, summarise
 from moleseg.core.pairing import Pair
+from moleseg.engine.pipeline import check_image_side
 from moleseg.engine.segmenter import Segmentation, Segmenter, segment_many
 from moleseg.core.targets import make_targets
 
@@ -131,14 +132,22 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
     """Predict every pair's image at its own resolution, clean it, and score it against its mask.
 
     A mask whose size differs from its image is resized to the image (nearest-area rule). Unreadable
-    files are reported in the failures and skipped; the others are still evaluated. Empty or full true
-    masks are scored and listed in ``failures.warnings``; the summary counts them (``empty_masks``,
-    ``full_masks``).
+    files and images too small to predict (a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`, as
+    ``moleseg predict`` refuses them) are reported in the failures and skipped; the others are still
+    evaluated. Empty or full true masks are scored and listed in ``failures.warnings``; the summary counts
+    them (``empty_masks``, ``full_masks``).
 
     Returns
     -------
     (summary JSON, per-image results, failures)
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` under 1.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, not {batch_size}")
     failures = EvaluationFailures()
     results: list[ImageResult] = []
     for start in range(0, len(pairs), batch_size):
@@ -148,8 +157,12 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: Cle
             name = Path(pair.image).name
             try:
                 image, mask = read_pair(pair)
+                check_image_side(image)
             except ImageReadError as error:
                 failures.items.append((name, str(error)))
+                continue
+            except ValueError as error:
+                failures.items.append((name, f"{name}: {error}"))
                 continue
             failures.check_mask(name, Path(pair.mask).name, mask)
             images.append(image)
