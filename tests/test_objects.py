@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from moleseg.core.measure import Measurement, measure_lesion, measurements_row
+from moleseg.core.measure import UNIT_DECIMALS, Measurement, measure_lesion, measurements_row
 from moleseg.core.objects import field_measurements, find_objects, object_rows
 from moleseg.core.report import measurements_csv
 
@@ -68,7 +68,7 @@ def test_object_rows_are_rounded_per_quantity():
     for row in rows:
         assert isinstance(row["area_px2"], int)
         assert row["equivalent_diameter_px"] == round(row["equivalent_diameter_px"], 1)
-        assert row["area_mm2"] == round(row["area_mm2"], 4) and row["perimeter_mm"] == round(row["perimeter_mm"], 3)
+        assert row["area_mm2"] == round(row["area_mm2"], 6) and row["perimeter_mm"] == round(row["perimeter_mm"], 3)
 
 
 def test_rounded_measurements_in_the_csv_have_no_long_floats():
@@ -84,7 +84,7 @@ def test_rounded_measurements_in_the_csv_have_no_long_floats():
     for column, value in parsed.items():
         if column != "image" and value != "nan":
             decimals = len(value.split(".")[1]) if "." in value else 0
-            assert decimals <= 4, (column, value)
+            assert decimals <= max(UNIT_DECIMALS.values()), (column, value)
     assert "." not in parsed["area_px"]
 
 
@@ -94,3 +94,12 @@ def test_headings_and_texts_are_for_people():
     assert Measurement("perimeter", "Perimeter", 12.3456, "mm", "").text == "12.346"
     assert Measurement("compactness", "Compactness index", 1.23456, "", "").heading == "Compactness index"
     assert Measurement("compactness", "Compactness index", float("nan"), "", "").text == "\u2014"
+
+
+def test_a_nucleus_area_in_mm2_is_not_rounded_away():
+    # a nucleus of radius 3 px at 1 µm per pixel: 29 px² = 29 µm² = 0.000029 mm² (written as 0.0 at 0.0001 mm²)
+    mask = _field([(20, 20, 3)], shape=(40, 40))
+    rows = object_rows(find_objects(mask), image="nuclei.png", pixel_size_mm=0.001)
+    area_px2 = int(mask.sum())
+    assert rows[0]["area_px2"] == area_px2
+    assert rows[0]["area_mm2"] == pytest.approx(area_px2 * 1e-6) and rows[0]["area_mm2"] > 0

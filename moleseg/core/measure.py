@@ -74,9 +74,10 @@ __all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
-#: Decimals written and shown, by unit: pixel lengths to 0.1 px, millimetres to 0.001 mm (1 µm; areas to
-#: 0.0001 mm², fine enough for nuclei), shares to 0.1 %. Pixel areas and counts are whole numbers; dimensionless ratios get :data:`RATIO_DECIMALS`.
-UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 4, "%": 1}
+#: Decimals written and shown, by unit: pixel lengths to 0.1 px, millimetres to 0.001 mm (1 µm) and areas to
+#: 0.000001 mm² (1 µm²: a 6 µm nucleus is about 28 µm², which 0.0001 mm² would write as 0), shares to 0.1 %.
+#: Pixel areas and counts are whole numbers; dimensionless ratios get :data:`RATIO_DECIMALS`.
+UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 6, "%": 1}
 #: Decimals of dimensionless ratios (compactness, asymmetry, fractal dimension, variegation).
 RATIO_DECIMALS: int = 3
 #: Keys whose values are counts (whole numbers), and ``area`` (a pixel area given in ``px``).
