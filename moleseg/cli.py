@@ -166,9 +166,15 @@ def _print_mask_warnings(failures) -> None:
               "they pull the mean down", file=sys.stderr)
 
 
+def _skipped_line(name: str, reason: str) -> str:
+    """``skipped <name>: <reason>``, the name written once when the reason already starts with it."""
+    text = reason if reason.startswith(f"{name}:") else f"{name}: {reason}"
+    return f"skipped {printable(text)}"
+
+
 def _failures_exit(failures: list[tuple[str, str]]) -> int:
     for name, reason in failures:
-        print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
+        print(_skipped_line(name, reason), file=sys.stderr)
     if failures:
         print(f"error: {len(failures)} file(s) could not be processed", file=sys.stderr)
         return EXIT_ERROR
@@ -265,6 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs = given_options(args).get("epochs")
         config = TrainConfig.from_dict({**saved, **({"epochs": epochs} if epochs else {})})
     else:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CommandError(f"--out {printable(str(run_dir))} is a file, not a folder: choose a folder name for the run")
         if RunFiles(run_dir).config.is_file() and not args.resume:
             raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
         values = train_config_of(args)
@@ -389,7 +397,7 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
     files = list(unique.values())
     if not files:
         for name, reason in failures:
-            print(f"skipped {printable(name)}: {printable(reason)}", file=sys.stderr)
+            print(_skipped_line(name, reason), file=sys.stderr)
         raise CommandError("no image files to process" + (" (not found: " + ", ".join(
             printable(name) for name, _ in failures) + ")" if failures else ""))
     return files
@@ -516,7 +524,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
-        raise CommandError(f"folder not found: {args.masks}")
+        raise CommandError(f"--masks {printable(args.masks)} is a file, not a folder of masks" if Path(args.masks).exists()
+                           else f"folder not found: {args.masks}")
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
     _check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")
