@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthetic import lesion_dataset
+from synthetic import lesion_dataset, mole_image
 
 from moleseg.cli import main, printable
 from moleseg.core.imageio import write_png
@@ -126,6 +126,17 @@ def test_predict_tiny_image_is_too_small_and_a_blank_one_says_no_lesion(tmp_path
     assert "skipped dot.png: image too small: 1 x 1 px, at least 32 px per side are needed" in err
     assert "skin.png: no lesion found in this image" in err
     assert not list((tmp_path / "out").glob("dot*"))
+
+
+def test_predict_csv_row_of_an_image_without_lesion_says_why_in_its_note(tmp_path):
+    image, mask = mole_image(96, 112)
+    write_png(tmp_path / "mole.png", image)
+    write_png(tmp_path / "skin.png", np.full((40, 40, 3), 200, np.uint8))
+    assert main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"), str(tmp_path)]) == 0
+    rows = {row["image"]: row for row in _read_csv(tmp_path / "out" / "measurements.csv")}
+    assert rows["skin.png"]["note"] == "no lesion found in this image" and rows["skin.png"]["area_px"] == ""
+    assert rows["mole.png"]["note"] == ""
+    assert abs(int(rows["mole.png"]["area_px"]) - int(mask.sum())) < 0.1 * mask.sum()
 
 
 # -- evaluate / score: outputs checked first, summary never lost --------------------------------------

@@ -492,8 +492,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         except ValueError as error:
             failures.append((index, path.name, str(error)))
             return None
-        row = {"image": path.name, "source": str(path), "output": stems[path], **analysis.flag_row,
-               **analysis.rounded_row}
+        row = {"image": path.name, "source": str(path), "output": stems[path],
+               **({"note": analysis.notes} if analysis.notes else {}), **analysis.flag_row, **analysis.rounded_row}
         return Finished(row, analysis.object_rows(stems[path]), analysis.settings(model_version), analysis.error,
                         encoded)
 
