@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from moleseg.core.options import Option
 
 EXIT_OK, EXIT_ERROR = 0, 2
+#: Exit status when the reader of standard output went away (``moleseg info m.keras | head``): 128 + SIGPIPE,
+#: as a Unix tool killed by it.
+EXIT_BROKEN_PIPE = 141
 
 
 class CommandError(Exception):
@@ -743,6 +746,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader closed the pipe: stop quietly; what is left unwritten goes to os.devnull, so the flush at
+        # exit raises nothing either (the Python documentation's recipe for SIGPIPE)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no real file behind sys.stdout (io.UnsupportedOperation is both)
+            pass
+        return EXIT_BROKEN_PIPE
     except (CommandError, ValueError, OSError, RuntimeError) as error:
         if isinstance(error, OSError) and error.filename and error.strerror:
             message = f"{error.filename}: {error.strerror}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -391,3 +393,17 @@ def test_prepare_two_masks_with_one_stem_get_one_label_image_each(tmp_path, caps
     assert "2 label image(s) written" in capsys.readouterr().out
     np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_png.png"), mask.astype(np.uint8))
     np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_tif.png"), (~mask).astype(np.uint8))
+
+
+def test_a_closed_pipe_stops_quietly_without_a_traceback(tmp_path):
+    # `moleseg score ... | head -0`: the reader is gone before the first line is written
+    _, masks = lesion_dataset(tmp_path, n=2, size=32)
+    shutil.copytree(masks, tmp_path / "pred")
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, "w") as stdout:
+        result = subprocess.run([sys.executable, "-m", "moleseg", "score", "--pred", str(tmp_path / "pred"),
+                                 "--masks", str(masks)], stdout=stdout, stderr=subprocess.PIPE,
+                                text=True, timeout=120, cwd=PROJECT)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr and "error:" not in result.stderr
