@@ -21,7 +21,7 @@ from moleseg.core.imageio import write_png
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: What the wheel is built from (the rest of the checkout is not needed).
-SOURCES = ("moleseg", "models", "pyproject.toml", "setup.py", "README.md")
+SOURCES = ("moleseg", "models", "studies", "pyproject.toml", "setup.py", "README.md")
 
 
 def _run(command: list[str | Path], **options) -> subprocess.CompletedProcess:
@@ -58,11 +58,17 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import moleseg, moleseg.core.config as c; print(moleseg.__file__); print(c.models_dir())"],
-                 cwd=elsewhere, env=env).stdout.split()
+    env["XDG_DATA_HOME"] = str(tmp_path / "user-data")  # the user's data folder of an installed moleseg
+    env.pop("MOLESEG_CORRECTIONS_DIR", None)
+    where = _run([python, "-c", "import moleseg, moleseg.core.config as c, moleseg.engine.study as s; "
+                  "print(moleseg.__file__); print(c.models_dir()); print(c.corrections_dir()); "
+                  "print(','.join(p.name for p in s.study_files()))"], cwd=elsewhere, env=env).stdout.split()
     package_file, models = Path(where[0]), Path(where[1])
     assert package_file.is_relative_to(fresh_packages), package_file
     assert models == package_file.parent / "models"
+    # corrections go to the user's data folder, not beside site-packages; the shipped studies come along
+    assert Path(where[2]) == tmp_path / "user-data" / "moleseg" / "corrections"
+    assert where[3].split(",") == sorted(p.name for p in (PROJECT / "studies").glob("*.yaml"))
     assert {p.name for p in models.iterdir()} >= {"dermoscopy.keras", "dermoscopy.json", "cells.keras", "cells.json"}
 
     command = fresh / "bin" / "moleseg"

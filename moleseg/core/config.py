@@ -74,6 +74,9 @@ USER_DATA_DIR: Path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".lo
 #: (the wheel carries them as package data); ``MOLESEG_MODELS_DIR`` overrides it.
 MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
                         or (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "models")
+#: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
+#: wheel (package data, as the models).
+STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
 #: Folder where training runs are written by default (the app lists them in its model picker): the
 #: checkout's ``runs/``, else ``USER_DATA_DIR/runs``; ``MOLESEG_RUNS_DIR`` overrides it.
 RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR")
@@ -142,9 +145,10 @@ def class_names(n_classes: int) -> tuple[str, ...]:
     raise ValueError(f"moleseg models have 2 or 3 classes, not {n_classes}")
 
 
-#: Folder of the user's own dataset of corrected (or accepted) lesions, ``images/`` + ``masks/``
-#: (``MOLESEG_CORRECTIONS_DIR`` overrides it).
-CORRECTIONS_DIR: Path = Path(__file__).resolve().parents[2] / "corrections"
+#: Folder of the user's own dataset of corrected (or accepted) lesions, ``images/`` + ``masks/``: the
+#: checkout's ``corrections/``, else ``USER_DATA_DIR/corrections`` (not beside an installed package, where
+#: site-packages' parent may not be writable); ``MOLESEG_CORRECTIONS_DIR`` overrides it.
+CORRECTIONS_DIR: Path = _PACKAGE_PARENT / "corrections" if FROM_CHECKOUT else USER_DATA_DIR / "corrections"
 
 
 def corrections_dir() -> Path:

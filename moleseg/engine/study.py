@@ -53,6 +53,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.atomic import atomic_write
+from moleseg.core.config import STUDIES_DIR
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.core import options
 from moleseg.engine.runs import read_history, read_json, write_json
@@ -742,12 +743,8 @@ def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_
                                 start_new_session=True, close_fds=True)
 
 
-#: The study files shipped with moleseg (a ``studies/`` folder beside the package's checkout).
-STUDIES_DIR: Path = Path(__file__).resolve().parents[2] / "studies"
-
-
 def study_files(folder: str | Path | None = None) -> list[Path]:
-    """The ``*.yaml`` study files of ``folder`` (default :data:`STUDIES_DIR`), sorted."""
+    """The ``*.yaml`` study files of ``folder`` (default :data:`moleseg.core.config.STUDIES_DIR`), sorted."""
     folder = Path(folder) if folder else STUDIES_DIR
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
