@@ -35,7 +35,7 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
-uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []]
+uploads, repeats = appstate.distinct_uploads([appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []])
 analysed_before = st.session_state.get("analyse_auto_by_key") or {}
 shown_key = appstate.shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
                                      analysed_before)
@@ -214,6 +214,8 @@ st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter,
 for outcome in outcomes:
     if outcome.error:
         st.error(outcome.error)
+for repeat in repeats:
+    st.info(repeat)
 if not good:
     st.stop()
 

@@ -123,6 +123,16 @@ def test_exports_of_a_batch(at):
     assert float(rows[0]["area_px"]) > 0 and rows[2]["note"].startswith("bad.png")
 
 
+def test_the_same_image_uploaded_twice_is_analysed_once_with_a_note(at):
+    """Dropping one photo twice (or a copy under another name) gave two grid buttons with one key
+    (StreamlitDuplicateElementKey); the repeat is now left out and named."""
+    image = png_bytes(mole_image(seed=1)[0])
+    outcomes = upload(at, [("a.png", image, "image/png"), ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png"),
+                           ("a copy.png", image, "image/png")])
+    assert [o.name for o in outcomes] == ["a.png", "b.png"]
+    assert any(text.startswith("a copy.png is the same image as a.png") for text in texts(at.info))
+
+
 def test_a_folder_can_be_uploaded(at):
     at.radio(key="analyse_mode").set_value("a folder").run()
     uploader = at.file_uploader(key="analyse_upload_folder")

@@ -283,6 +283,18 @@ class Upload:
             self.key = digest(self.data)
 
 
+def distinct_uploads(uploads: Sequence[Upload]) -> tuple[list[Upload], list[str]]:
+    """The uploads with every repeat of an earlier file's content left out (its analysis, cleanup, visit and
+    hand edits are kept by content, :attr:`Upload.key`), and one note per repeat naming the file it repeats."""
+    kept: dict[str, Upload] = {}
+    notes = []
+    for upload in uploads:
+        first = kept.setdefault(upload.key, upload)
+        if first is not upload:
+            notes.append(f"{upload.name} is the same image as {first.name}: analysed once, as {first.name}.")
+    return list(kept.values()), notes
+
+
 @dataclass
 class ImageOutcome:
     """One uploaded file on the Analyse page: its analysis, or why there is none."""
