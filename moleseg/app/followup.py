@@ -8,7 +8,7 @@ from typing import Any
 
 from moleseg.core.measure import Measurement
 from moleseg.core.render import contour_overlay
-from moleseg.core.report import display_unit, format_value
+from moleseg.core.report import display_unit
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
@@ -40,7 +40,7 @@ def lesion_rows(lesions: Sequence[LesionSummary]) -> list[dict[str, Any]]:
 
 def _value(record: Record, column: str) -> str:
     found = next((m for m in record.measurements if m.column == column), None)
-    return format_value(found.value) if found else "\u2014"
+    return found.text if found else "\u2014"
 
 
 def visit_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
@@ -57,8 +57,9 @@ def visit_label(record: Record) -> str:
 
 
 def measurement_rows(measurements: Sequence[Measurement]) -> list[dict[str, str]]:
-    """Rows ``{"measurement", "value", "unit", "meaning"}``, values formatted for people."""
-    return [{"measurement": m.label, "value": format_value(m.value), "unit": display_unit(m.key, m.unit),
+    """Rows ``{"measurement", "value", "unit", "meaning"}``, values rounded per quantity as on the Analyse page
+    (:attr:`moleseg.core.measure.Measurement.text`)."""
+    return [{"measurement": m.label, "value": m.text, "unit": display_unit(m.key, m.unit),
              "meaning": m.meaning} for m in measurements]
 
 
