@@ -301,6 +301,8 @@ if analysis.cells and analysis.objects:
 
 # ---- the visit: printed on the reports, saved with the record ---------------------------------------
 visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
+for other in good:  # the images not yet in view: the visit their fields would show (today's date)
+    visits.setdefault(other.key, appstate.default_visit())
 if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
     for name, value in appstate.visit_widget_values(visits.get(outcome.key)).items():
         st.session_state[f"analyse_save_{name}"] = value

@@ -845,13 +845,20 @@ def outline_downloads(outcome: ImageOutcome) -> list[tuple[str, str, bytes, str]
     return downloads
 
 
+def default_visit() -> Visit:
+    """The visit of an image nothing was typed for: today's date, as its visit fields show it."""
+    from datetime import date
+
+    return Visit.of(visit_date=date.today())
+
+
 def visit_widget_values(visit: Visit | None) -> dict[str, Any]:
     """The Analyse page's visit widgets (``analyse_save_<name>``) for an image's visit: ``lesion``, ``date``
-    (a ``datetime.date``; today when none was given), ``site``, ``notes``."""
+    (a ``datetime.date``; today when none was given, :func:`default_visit`), ``site``, ``notes``."""
     from datetime import date
 
     visit = visit or Visit()
-    when = date.fromisoformat(visit.visit_date) if visit.visit_date else date.today()
+    when = date.fromisoformat(visit.visit_date or default_visit().visit_date)
     return {"lesion": visit.lesion, "date": when, "site": visit.body_site, "notes": visit.notes}
 
 
