@@ -131,6 +131,8 @@ def test_the_same_image_uploaded_twice_is_analysed_once_with_a_note(at):
                            ("a copy.png", image, "image/png")])
     assert [o.name for o in outcomes] == ["a.png", "b.png"]
     assert any(text.startswith("a copy.png is the same image as a.png") for text in texts(at.info))
+    upload(at, [("a.png", image, "image/png"), ("a.png", image, "image/png")])
+    assert "a.png was uploaded twice: analysed once." in texts(at.info)
 
 
 def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):

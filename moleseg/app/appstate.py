@@ -291,7 +291,8 @@ def distinct_uploads(uploads: Sequence[Upload]) -> tuple[list[Upload], list[str]
     for upload in uploads:
         first = kept.setdefault(upload.key, upload)
         if first is not upload:
-            notes.append(f"{upload.name} is the same image as {first.name}: analysed once, as {first.name}.")
+            notes.append(f"{upload.name} was uploaded twice: analysed once." if upload.name == first.name else
+                         f"{upload.name} is the same image as {first.name}: analysed once, as {first.name}.")
     return list(kept.values()), notes
 
 
