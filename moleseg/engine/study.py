@@ -360,6 +360,22 @@ def thread_environment(parallel: int) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def check_out_folder(study: Study, out: str | Path) -> None:
+    """Refuse an ``out`` folder holding another study's runs (its ``plan.json`` names another study): their
+    finished runs of the same ids would be skipped as this study's and reported as its results.
+
+    Raises
+    ------
+    StudyError
+        ``out`` holds the runs of a study of another name.
+    """
+    plan_info = read_json(Path(out) / PLAN_JSON, {}) or {}
+    other = plan_info.get("name")
+    if other is not None and other != study.name:
+        raise StudyError(f"{out} holds the runs of study {other!r} ({plan_info.get('study')}); choose another "
+                         f"folder for study {study.name!r}")
+
+
 def run_study(study: Study, out: str | Path, *, parallel: int = 1, echo: Callable[[str], None] = print,
               python: str | None = None) -> list[dict[str, Any]]:
     """Train every unfinished run (``parallel`` at a time), then write the results; returns the rows.
@@ -373,6 +389,7 @@ def run_study(study: Study, out: str | Path, *, parallel: int = 1, echo: Callabl
     problems = check_study(study)
     if problems:
         raise StudyError(f"{study.path}: " + "; ".join(problems))
+    check_out_folder(study, out)
     out.mkdir(parents=True, exist_ok=True)
     parts = resolve_data(study, out)
     runs = plan(study)
@@ -730,6 +747,7 @@ def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))
+    check_out_folder(study, out)
     resolve_data(study, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
