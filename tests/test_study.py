@@ -202,6 +202,23 @@ def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(
     studies.check_out_folder(studies.load_study(path), out)  # the same study: resumed
 
 
+def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
+    """Clicking 'Start the study' twice started two moleseg study processes on one folder, and both trained
+    the same run folders at once."""
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert not studies.study_running(out)
+    with studies.hold_study_lock(out):  # as the running study process does
+        assert studies.study_running(out)
+        with pytest.raises(studies.StudyError, match="already running"):
+            studies.start_study(path, out)
+        with pytest.raises(studies.StudyError, match="already running"):
+            studies.run_study(studies.load_study(path), out)
+    assert not studies.study_running(out)
+    assert not (out / studies.RUNS_SUBDIR).exists()
+
+
 def test_holm_correction_by_hand():
     assert studies._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
