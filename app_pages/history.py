@@ -62,7 +62,8 @@ two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="
                                             image_name=record.image_name or f"record {chosen}",
                                             settings=settings, visit=record.visit()))
 with st.expander("Delete this visit"):
-    sure = st.checkbox("Yes, delete this visit and its image and mask files", key="history_delete_sure")
+    sure = st.checkbox("Yes, delete this visit and its image and mask files",  # asked again for each visit
+                       key=f"history_delete_sure_{chosen}")
     if st.button("Delete", key="history_delete", disabled=not sure, type="primary"):
         records.delete(chosen)
         st.session_state.pop("history_visit", None)
