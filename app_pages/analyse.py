@@ -9,7 +9,7 @@ import streamlit as st
 
 from moleseg.app import appstate, charts, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import IMAGE_EXTENSIONS, corrections_dir
+from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
@@ -312,7 +312,7 @@ first, second = st.columns(2)
 visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
                                 help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
                                      "person unless you mean to store it.")
-visit_date = second.date_input("Visit date", key="analyse_save_date")
+visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
 visit_site = first.text_input("Body site", key="analyse_save_site")
 visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
 visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)

@@ -150,6 +150,17 @@ def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
     assert [row["visit_date"] for row in rows] == [datetime.date.today().isoformat()] * 2
 
 
+def test_a_visit_date_of_an_old_photograph_can_be_given(at):
+    """The date field took only the ten years before today (Streamlit's default range): the visit of a
+    2012 archive photograph could not be dated."""
+    import datetime
+
+    upload(at, ("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"))
+    at.date_input(key="analyse_save_date").set_value(datetime.date(2012, 5, 1)).run()
+    outcome = at.session_state["analyse_outcomes"][0]
+    assert at.session_state["analyse_visits"][outcome.key].visit_date == "2012-05-01"
+
+
 def test_a_folder_can_be_uploaded(at):
     at.radio(key="analyse_mode").set_value("a folder").run()
     uploader = at.file_uploader(key="analyse_upload_folder")
