@@ -75,6 +75,31 @@ def test_the_next_visit_shown_after_a_delete_asks_again_before_it_is_deleted(iso
     assert not at.exception and at.button(key="history_delete").disabled  # the next visit: asked again
 
 
+def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_too(isolated):
+    """The Analyse page and its PDF flag a lesion cut by the frame (its area is a lower bound); the same
+    visit reopened on the History page, and the PDF exported there, did not."""
+    import io
+
+    import pypdf
+
+    from moleseg.core.report import pdf_report
+
+    image, _ = mole_image(seed=3)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[:, : image.shape[1] // 2] = True  # the left half: most of its outline on the frame
+    record_id = Records().save(image, mask, measure_lesion(mask, image=image), lesion="edge")
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    assert any("may extend beyond the picture" in text for text in texts(at.warning))
+    saved = Records().open(record_id)
+    pdf = pdf_report(image=saved.image, overlay=followup.saved_overlay(saved), measurements=saved.record.measurements,
+                     image_name="edge.png", settings=saved.record.settings(), notes=followup.saved_notes(saved))
+    assert "may extend beyond the picture" in pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    inside = np.zeros(image.shape[:2], bool)
+    inside[20:60, 30:90] = True
+    assert followup.saved_notes(Records().open(Records().save(image, inside, measure_lesion(inside)))) is None
+
+
 def test_analyse_saves_to_records(isolated):
     at = app_test(PAGE_FILES["analyse"])
     at.selectbox(key="analyse_model").set_value("classical").run()
