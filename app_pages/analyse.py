@@ -9,7 +9,7 @@ import streamlit as st
 
 from moleseg.app import appstate, charts, ui
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import IMAGE_EXTENSIONS, corrections_dir
+from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
@@ -35,7 +35,7 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
-uploads = [appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []]
+uploads, repeats = appstate.distinct_uploads([appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []])
 analysed_before = st.session_state.get("analyse_auto_by_key") or {}
 shown_key = appstate.shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
                                      analysed_before)
@@ -214,6 +214,8 @@ st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter,
 for outcome in outcomes:
     if outcome.error:
         st.error(outcome.error)
+for repeat in repeats:
+    st.info(repeat)
 if not good:
     st.stop()
 
@@ -299,6 +301,8 @@ if analysis.cells and analysis.objects:
 
 # ---- the visit: printed on the reports, saved with the record ---------------------------------------
 visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
+for other in good:  # the images not yet in view: the visit their fields would show (today's date)
+    visits.setdefault(other.key, appstate.default_visit())
 if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
     for name, value in appstate.visit_widget_values(visits.get(outcome.key)).items():
         st.session_state[f"analyse_save_{name}"] = value
@@ -308,7 +312,7 @@ first, second = st.columns(2)
 visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
                                 help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
                                      "person unless you mean to store it.")
-visit_date = second.date_input("Visit date", key="analyse_save_date")
+visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
 visit_site = first.text_input("Body site", key="analyse_save_site")
 visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
 visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)

@@ -50,6 +50,9 @@ st.markdown(f"**Visit** {record.visit_date} · **body site** {record.body_site o
             "  \n" + "  \n".join(f"**{label}** {text}" for label, text in settings.lines()))
 if record.notes:
     st.markdown(f"**Notes** {record.notes}")
+flags = followup.saved_notes(saved)
+if flags:
+    st.warning(flags[0].upper() + flags[1:] + ".")
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
 one, two = st.columns(2)
@@ -60,9 +63,10 @@ two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="
                     data=lambda: pdf_report(image=saved.image, overlay=followup.saved_overlay(saved),
                                             measurements=record.measurements,
                                             image_name=record.image_name or f"record {chosen}",
-                                            settings=settings, visit=record.visit()))
+                                            settings=settings, visit=record.visit(), notes=flags))
 with st.expander("Delete this visit"):
-    sure = st.checkbox("Yes, delete this visit and its image and mask files", key="history_delete_sure")
+    sure = st.checkbox("Yes, delete this visit and its image and mask files",  # asked again for each visit
+                       key=f"history_delete_sure_{chosen}")
     if st.button("Delete", key="history_delete", disabled=not sure, type="primary"):
         records.delete(chosen)
         st.session_state.pop("history_visit", None)

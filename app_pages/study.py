@@ -23,7 +23,9 @@ with st.expander("Start a study", expanded=False):
     choice = st.selectbox("Study file", [str(p) for p in shipped] + ["other..."], key="study_file",
                           help="YAML: data, base options, factors, repeats (see the shipped files in studies/).")
     path = st.text_input("Path of the study file", key="study_file_other") if choice == "other..." else choice
-    name = st.text_input("Study folder name", value=Path(path or "study").stem, key="study_name")
+    file_stem = Path(path or "study").stem
+    name = st.text_input("Study folder name", key="study_name", placeholder=file_stem,
+                         help="Empty: the study file's name.").strip() or file_stem
     parallel = st.number_input("Trainings at once", 1, 8, 1, key="study_parallel",
                                help="The machine's cores are split between them.")
     if st.button("Start the study", type="primary", key="study_start", disabled=not path):

@@ -123,6 +123,44 @@ def test_exports_of_a_batch(at):
     assert float(rows[0]["area_px"]) > 0 and rows[2]["note"].startswith("bad.png")
 
 
+def test_the_same_image_uploaded_twice_is_analysed_once_with_a_note(at):
+    """Dropping one photo twice (or a copy under another name) gave two grid buttons with one key
+    (StreamlitDuplicateElementKey); the repeat is now left out and named."""
+    image = png_bytes(mole_image(seed=1)[0])
+    outcomes = upload(at, [("a.png", image, "image/png"), ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png"),
+                           ("a copy.png", image, "image/png")])
+    assert [o.name for o in outcomes] == ["a.png", "b.png"]
+    assert any(text.startswith("a copy.png is the same image as a.png") for text in texts(at.info))
+    upload(at, [("a.png", image, "image/png"), ("a.png", image, "image/png")])
+    assert "a.png was uploaded twice: analysed once." in texts(at.info)
+
+
+def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
+    """The visit date field shows today for every image, but only the images once in view had it in the
+    CSV, the sidecar and the ZIP's reports: the rows of one batch differed by what the user had looked at."""
+    import datetime
+
+    from moleseg.app import appstate
+
+    outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
+                           ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")])
+    assert at.date_input(key="analyse_save_date").value == datetime.date.today()
+    rows = list(csv.DictReader(io.StringIO(appstate.measurements_csv_bytes(
+        outcomes, "classical", at.session_state["analyse_visits"]).decode())))
+    assert [row["visit_date"] for row in rows] == [datetime.date.today().isoformat()] * 2
+
+
+def test_a_visit_date_of_an_old_photograph_can_be_given(at):
+    """The date field took only the ten years before today (Streamlit's default range): the visit of a
+    2012 archive photograph could not be dated."""
+    import datetime
+
+    upload(at, ("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"))
+    at.date_input(key="analyse_save_date").set_value(datetime.date(2012, 5, 1)).run()
+    outcome = at.session_state["analyse_outcomes"][0]
+    assert at.session_state["analyse_visits"][outcome.key].visit_date == "2012-05-01"
+
+
 def test_a_folder_can_be_uploaded(at):
     at.radio(key="analyse_mode").set_value("a folder").run()
     uploader = at.file_uploader(key="analyse_upload_folder")

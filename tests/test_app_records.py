@@ -49,12 +49,55 @@ def test_history_deletes_a_visit(isolated):
     image, mask = mole_image(seed=1)
     record_id = Records().save(image, mask, measure_lesion(mask), lesion="L")
     at = app_test(PAGE_FILES["history"])
-    at.checkbox(key="history_delete_sure").check().run()
+    at.checkbox(key=f"history_delete_sure_{record_id}").check().run()
     at.button(key="history_delete").click().run()
     assert not at.exception
     assert Records().records() == []
     assert any("Nothing saved yet" in text for text in texts(at.info))
     assert record_id not in [r.id for r in Records().records()]
+
+
+def test_the_next_visit_shown_after_a_delete_asks_again_before_it_is_deleted(isolated):
+    """The 'Yes, delete' box stayed ticked for the visit shown next (after a delete, or another visit
+    chosen): one more click on Delete removed it unasked."""
+    image, mask = mole_image(seed=1)
+    first, second, third = (Records().save(image, mask, measure_lesion(mask), lesion="L",
+                                           visit_date=f"2026-0{month}-01") for month in (1, 2, 3))
+    at = app_test(PAGE_FILES["history"])
+    assert at.selectbox(key="history_visit").value == third
+    at.checkbox(key=f"history_delete_sure_{third}").check().run()
+    at.selectbox(key="history_visit").set_value(second).run()
+    assert at.button(key="history_delete").disabled
+    at.selectbox(key="history_visit").set_value(third).run()
+    at.checkbox(key=f"history_delete_sure_{third}").check().run()
+    at.button(key="history_delete").click().run()
+    assert [r.id for r in Records().records()] == [second, first]
+    assert not at.exception and at.button(key="history_delete").disabled  # the next visit: asked again
+
+
+def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_too(isolated):
+    """The Analyse page and its PDF flag a lesion cut by the frame (its area is a lower bound); the same
+    visit reopened on the History page, and the PDF exported there, did not."""
+    import io
+
+    import pypdf
+
+    from moleseg.core.report import pdf_report
+
+    image, _ = mole_image(seed=3)
+    mask = np.zeros(image.shape[:2], bool)
+    mask[:, : image.shape[1] // 2] = True  # the left half: most of its outline on the frame
+    record_id = Records().save(image, mask, measure_lesion(mask, image=image), lesion="edge")
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    assert any("may extend beyond the picture" in text for text in texts(at.warning))
+    saved = Records().open(record_id)
+    pdf = pdf_report(image=saved.image, overlay=followup.saved_overlay(saved), measurements=saved.record.measurements,
+                     image_name="edge.png", settings=saved.record.settings(), notes=followup.saved_notes(saved))
+    assert "may extend beyond the picture" in pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    inside = np.zeros(image.shape[:2], bool)
+    inside[20:60, 30:90] = True
+    assert followup.saved_notes(Records().open(Records().save(image, inside, measure_lesion(inside)))) is None
 
 
 def test_analyse_saves_to_records(isolated):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from app_helpers import app_test
@@ -27,3 +29,19 @@ def test_the_study_page_shows_a_study_folder(app_folders, tmp_path):
     table = at.dataframe[0].value
     assert list(table["setting"]) == ["base", "sgdm"] and np.isclose(table["fm_mean"].iloc[1], 0.535)
     assert len(at.get("plotly_chart")) == 3
+
+
+def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders, monkeypatch):
+    """The folder name was filled in from the first study file shown and stayed so when another file was
+    chosen: that study's runs went into the first file's folder (study-cells-gpu for cells.yaml)."""
+    started = []
+    monkeypatch.setattr(studies, "start_study", lambda config, out, parallel=1: started.append((config, out)))
+    at = app_test(PAGE_FILES["study"])
+    files = [str(path) for path in studies.study_files()]
+    at.selectbox(key="study_file").set_value(files[1]).run()
+    at.button(key="study_start").click().run()
+    assert not at.exception
+    assert started[-1] == (files[1], app_folders["runs"] / f"study-{Path(files[1]).stem}")
+    at.text_input(key="study_name").input("my study").run()
+    at.button(key="study_start").click().run()
+    assert started[-1][1] == app_folders["runs"] / "study-my-study"

@@ -69,8 +69,25 @@ def test_pdf_puts_px_and_mm_side_by_side_in_one_row(lesion_and_image):
     lines = pdf_text(pdf).splitlines()
     assert sum(line.strip() == "Area" for line in lines) == 1  # one row, not one per unit
     row = lines[lines.index("Area") + 1: lines.index("Area") + 3]
-    assert [cell.strip() for cell in row] == [f"{int(area_px):,} px\u00b2", f"{area_px * 0.05 ** 2:.2f} mm\u00b2"]
+    assert [cell.strip() for cell in row] == [f"{int(area_px):,} px\u00b2", f"{area_px * 0.05 ** 2:.4f} mm\u00b2"]
     assert "In mm" in lines[lines.index("Measurements") + 1: lines.index("Area")][2]
+
+
+def test_pdf_and_history_show_each_value_as_the_analyse_page_and_the_csv_do(lesion_and_image):
+    """The PDF and the History table printed values to 3-4 figures (compactness 1.23, a colour share
+    0.00164 %) where the Analyse page and the CSV round per quantity (1.233, 0.0 %): the same lesion read
+    differently on paper and on screen."""
+    from moleseg.app import followup
+
+    lesion, image = lesion_and_image
+    measurements = measure_lesion(lesion, pixel_size_mm=0.05, image=image)
+    text = pdf_text(pdf_report(image=image, overlay=image, measurements=measurements, image_name="a.png",
+                               settings=SETTINGS))
+    lines = [line.strip() for line in text.splitlines()]
+    assert [row["value"] for row in followup.measurement_rows(measurements)] == [m.text for m in measurements]
+    for m in measurements:
+        if m.unit in ("mm", "mm2") or m.key in ("compactness", "asymmetry_major", "fractal_dimension"):
+            assert any(line.startswith(m.text) for line in lines), (m.label, m.text)
 
 
 def test_measurement_lines_pair_each_length_with_its_mm_value():

@@ -188,6 +188,37 @@ def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     assert len(shown["rows"]) == 3 and "a real difference" in shown["verdicts"]
 
 
+def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(tmp_path):
+    """Its finished runs of the same ids (base-seed0, solver=sgdm-seed0) were skipped as this study's and their
+    scores reported as this study's results."""
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    write_json(out / studies.PLAN_JSON, {"study": "/elsewhere/other.yaml", "name": "other", "runs": []})
+    for start in (studies.run_study, studies.start_study):
+        with pytest.raises(studies.StudyError, match="holds the runs of study 'other'"):
+            start(studies.load_study(path) if start is studies.run_study else path, out)
+    assert not (out / studies.RUNS_SUBDIR).exists()
+    write_json(out / studies.PLAN_JSON, {"study": str(path), "name": "t", "runs": []})
+    studies.check_out_folder(studies.load_study(path), out)  # the same study: resumed
+
+
+def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
+    """Clicking 'Start the study' twice started two moleseg study processes on one folder, and both trained
+    the same run folders at once."""
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert not studies.study_running(out)
+    with studies.hold_study_lock(out):  # as the running study process does
+        assert studies.study_running(out)
+        with pytest.raises(studies.StudyError, match="already running"):
+            studies.start_study(path, out)
+        with pytest.raises(studies.StudyError, match="already running"):
+            studies.run_study(studies.load_study(path), out)
+    assert not studies.study_running(out)
+    assert not (out / studies.RUNS_SUBDIR).exists()
+
+
 def test_holm_correction_by_hand():
     assert studies._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 

@@ -283,6 +283,19 @@ class Upload:
             self.key = digest(self.data)
 
 
+def distinct_uploads(uploads: Sequence[Upload]) -> tuple[list[Upload], list[str]]:
+    """The uploads with every repeat of an earlier file's content left out (its analysis, cleanup, visit and
+    hand edits are kept by content, :attr:`Upload.key`), and one note per repeat naming the file it repeats."""
+    kept: dict[str, Upload] = {}
+    notes = []
+    for upload in uploads:
+        first = kept.setdefault(upload.key, upload)
+        if first is not upload:
+            notes.append(f"{upload.name} was uploaded twice: analysed once." if upload.name == first.name else
+                         f"{upload.name} is the same image as {first.name}: analysed once, as {first.name}.")
+    return list(kept.values()), notes
+
+
 @dataclass
 class ImageOutcome:
     """One uploaded file on the Analyse page: its analysis, or why there is none."""
@@ -833,13 +846,20 @@ def outline_downloads(outcome: ImageOutcome) -> list[tuple[str, str, bytes, str]
     return downloads
 
 
+def default_visit() -> Visit:
+    """The visit of an image nothing was typed for: today's date, as its visit fields show it."""
+    from datetime import date
+
+    return Visit.of(visit_date=date.today())
+
+
 def visit_widget_values(visit: Visit | None) -> dict[str, Any]:
     """The Analyse page's visit widgets (``analyse_save_<name>``) for an image's visit: ``lesion``, ``date``
-    (a ``datetime.date``; today when none was given), ``site``, ``notes``."""
+    (a ``datetime.date``; today when none was given, :func:`default_visit`), ``site``, ``notes``."""
     from datetime import date
 
     visit = visit or Visit()
-    when = date.fromisoformat(visit.visit_date) if visit.visit_date else date.today()
+    when = date.fromisoformat(visit.visit_date or default_visit().visit_date)
     return {"lesion": visit.lesion, "date": when, "site": visit.body_site, "notes": visit.notes}
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from moleseg.core.measure import Measurement
+from moleseg.core.config import EDGE_OUTLINE_SHARE
+from moleseg.core.measure import Measurement, edge_outline_share
 from moleseg.core.render import contour_overlay
-from moleseg.core.report import display_unit, format_value
+from moleseg.core.report import display_unit
+from moleseg.engine.pipeline import BEYOND_PICTURE_NOTE
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "lesion_label", "lesion_rows", "measurement_rows", "saved_overlay", "visit_label",
+           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "lesion_label", "lesion_rows", "measurement_rows", "saved_notes", "saved_overlay", "visit_label",
            "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
@@ -40,7 +42,7 @@ def lesion_rows(lesions: Sequence[LesionSummary]) -> list[dict[str, Any]]:
 
 def _value(record: Record, column: str) -> str:
     found = next((m for m in record.measurements if m.column == column), None)
-    return format_value(found.value) if found else "\u2014"
+    return found.text if found else "\u2014"
 
 
 def visit_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
@@ -57,9 +59,19 @@ def visit_label(record: Record) -> str:
 
 
 def measurement_rows(measurements: Sequence[Measurement]) -> list[dict[str, str]]:
-    """Rows ``{"measurement", "value", "unit", "meaning"}``, values formatted for people."""
-    return [{"measurement": m.label, "value": format_value(m.value), "unit": display_unit(m.key, m.unit),
+    """Rows ``{"measurement", "value", "unit", "meaning"}``, values rounded per quantity as on the Analyse page
+    (:attr:`moleseg.core.measure.Measurement.text`)."""
+    return [{"measurement": m.label, "value": m.text, "unit": display_unit(m.key, m.unit),
              "meaning": m.meaning} for m in measurements]
+
+
+def saved_notes(saved: SavedAnalysis) -> str | None:
+    """What the saved visit's report says besides its measurements, as the Analyse page's did: the lesion may
+    extend beyond the picture (read again from the saved mask; not for cells, cut by the frame as expected)."""
+    if any(m.key == "object_count" for m in saved.record.measurements):
+        return None
+    share = edge_outline_share(saved.mask)
+    return BEYOND_PICTURE_NOTE.format(share=share) if share >= EDGE_OUTLINE_SHARE else None
 
 
 def saved_overlay(saved: SavedAnalysis):

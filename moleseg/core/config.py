@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 #: Largest image accepted by the reader, in pixels (width x height), checked from the file's header
@@ -13,6 +14,8 @@ DEFAULT_MAX_PIXELS: int = 25_000_000
 ANALYSIS_BYTES_PER_PIXEL: int = 50
 #: Smallest image side analysed, in pixels: smaller images are refused with "image too small".
 MIN_IMAGE_SIDE_PX: int = 32
+#: Earliest visit date the Analyse page takes (archive photographs; Streamlit's own range is ten years).
+EARLIEST_VISIT_DATE: date = date(1950, 1, 1)
 #: Network input side, in px, at which a training's px sizes (border width, closing radius) are given; they
 #: scale with the actual input size (:func:`moleseg.core.options.scaled_px`).
 SIZE_REFERENCE_PX: int = 256

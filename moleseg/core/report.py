@@ -70,13 +70,15 @@ _FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
 
 class MeasurementLike(Protocol):
-    """What the PDF needs of a measurement (:class:`moleseg.core.measure.Measurement` fits)."""
+    """What the PDF needs of a measurement (:class:`moleseg.core.measure.Measurement` fits); ``text`` is the
+    value as the Analyse page and the CSV give it (rounded per quantity)."""
 
     key: str
     label: str
     value: float
     unit: str
     meaning: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ class MeasurementLine:
     lengths and areas when the pixel size is known, the same measurement in mm beside it.
 
     ``unit`` and ``unit_mm`` are as printed (:func:`display_unit`); ``value_mm`` is None when there is no
-    physical value.
+    physical value. ``text`` and ``text_mm`` are the values as printed (the measurement's own rounding).
     """
 
     key: str
@@ -381,6 +383,8 @@ class MeasurementLine:
     value_mm: float | None
     unit_mm: str
     meaning: str
+    text: str = ""
+    text_mm: str = ""
 
 
 def measurement_lines(measurements: Sequence[MeasurementLike]) -> list[MeasurementLine]:
@@ -394,12 +398,13 @@ def measurement_lines(measurements: Sequence[MeasurementLike]) -> list[Measureme
         key, unit = str(measurement.key), str(measurement.unit)
         index = by_key.get(key)
         if unit in PHYSICAL_UNITS and index is not None and lines[index].value_mm is None:
-            lines[index] = replace(lines[index], value_mm=float(measurement.value), unit_mm=display_unit(key, unit))
+            lines[index] = replace(lines[index], value_mm=float(measurement.value), unit_mm=display_unit(key, unit),
+                                   text_mm=str(measurement.text))
             continue
         by_key[key] = len(lines)
         lines.append(MeasurementLine(key=key, label=str(measurement.label), value=float(measurement.value),
                                      unit=display_unit(key, unit), value_mm=None, unit_mm="",
-                                     meaning=str(measurement.meaning)))
+                                     meaning=str(measurement.meaning), text=str(measurement.text)))
     return lines
 
 
@@ -567,19 +572,17 @@ def _measurement_table(lines: Sequence[MeasurementLine], count: int, width: floa
     number = ParagraphStyle("number", parent=body, alignment=2)
     physical = any(line.value_mm is not None for line in lines)
 
-    def quantity(value: float | None, unit: str) -> str:
-        if value is None:
-            return ""
-        return escape(format_value(value) + (f" {unit}" if unit else ""))
+    def quantity(text: str, unit: str) -> str:
+        return escape(text + (f" {unit}" if unit else "")) if text else ""
 
     head = [Paragraph("Measurement", bold), Paragraph("Value", bold_number)]
     if physical:
         head.append(Paragraph("In mm", bold_number))
     data: list[list[Any]] = [[*head, Paragraph("Meaning", bold)]]
     for line in lines[:count]:
-        row = [Paragraph(escape(line.label), body), Paragraph(quantity(line.value, line.unit), number)]
+        row = [Paragraph(escape(line.label), body), Paragraph(quantity(line.text, line.unit), number)]
         if physical:
-            row.append(Paragraph(quantity(line.value_mm, line.unit_mm), number))
+            row.append(Paragraph(quantity(line.text_mm, line.unit_mm), number))
         data.append([*row, Paragraph(escape(line.meaning), small)])
     left_out = len(lines) - count
     if left_out:

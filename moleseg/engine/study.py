@@ -46,11 +46,13 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import STUDIES_DIR
@@ -63,6 +65,8 @@ DESIGNS: tuple[str, ...] = ("one-at-a-time", "grid")
 #: Files written into a study's output folder.
 STUDY_CSV, STUDY_HTML, VERDICTS_MD, PLAN_JSON, PROGRESS_JSON = (
     "study.csv", "study.html", "verdicts.md", "plan.json", "progress.json")
+#: The lock file of a study folder (:func:`study_lock`).
+STUDY_LOCK = "study.lock"
 #: Sub-folders of a study's output folder: run folders, and the split's file links.
 RUNS_SUBDIR, SPLIT_SUBDIR = "runs", "data"
 #: Two-sided significance level of the verdicts (after Holm's correction over all comparisons).
@@ -361,6 +365,65 @@ def thread_environment(parallel: int) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def study_lock(out: str | Path) -> FileLock:
+    """The lock of a study folder: an ``flock`` on :data:`STUDY_LOCK`, held by its ``moleseg study`` process
+    while it runs and released by the kernel when that process ends, however it ends."""
+    return FileLock(Path(out) / STUDY_LOCK, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+
+
+def study_running(out: str | Path) -> bool:
+    """Whether a ``moleseg study`` process runs in ``out`` (its lock tried without waiting, let go at once)."""
+    if not (Path(out) / STUDY_LOCK).exists():
+        return False
+    lock = study_lock(out)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _running_error(out: str | Path) -> StudyError:
+    return StudyError(f"{out}: a study is already running there; wait for it to finish")
+
+
+@contextmanager
+def hold_study_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``out``'s study lock while the body runs.
+
+    Raises
+    ------
+    StudyError
+        Another process holds it: a study is already running in ``out``.
+    """
+    lock = study_lock(out)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise _running_error(out) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_out_folder(study: Study, out: str | Path) -> None:
+    """Refuse an ``out`` folder holding another study's runs (its ``plan.json`` names another study): their
+    finished runs of the same ids would be skipped as this study's and reported as its results.
+
+    Raises
+    ------
+    StudyError
+        ``out`` holds the runs of a study of another name.
+    """
+    plan_info = read_json(Path(out) / PLAN_JSON, {}) or {}
+    other = plan_info.get("name")
+    if other is not None and other != study.name:
+        raise StudyError(f"{out} holds the runs of study {other!r} ({plan_info.get('study')}); choose another "
+                         f"folder for study {study.name!r}")
+
+
 def run_study(study: Study, out: str | Path, *, parallel: int = 1, echo: Callable[[str], None] = print,
               python: str | None = None) -> list[dict[str, Any]]:
     """Train every unfinished run (``parallel`` at a time), then write the results; returns the rows.
@@ -368,57 +431,59 @@ def run_study(study: Study, out: str | Path, *, parallel: int = 1, echo: Callabl
     Raises
     ------
     StudyError
-        A bad study file, or data that cannot be split.
+        A bad study file, data that cannot be split, or a study already running in ``out``.
     """
     out = Path(out).resolve()  # the runs' request files name absolute folders
     problems = check_study(study)
     if problems:
         raise StudyError(f"{study.path}: " + "; ".join(problems))
+    check_out_folder(study, out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = resolve_data(study, out)
-    runs = plan(study)
-    write_json(out / PLAN_JSON, {"study": str(study.path), "name": study.name, "runs": [
-        {"run_id": r.run_id, "factor": r.factor, "setting": r.setting, "seed": r.seed, "overrides": r.overrides}
-        for r in runs]})
-    pending = []
-    for run in runs:
-        run_dir = out / RUNS_SUBDIR / run.run_id
-        if run_finished(run_dir):
-            echo(f"{run.run_id}: finished earlier, skipped")
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "request.json", {**with_data(run.config, parts), "name": run.run_id})
-        pending.append(run_dir)
-    done = len(runs) - len(pending)
-    _progress(out, runs, done, [], started=time.time())
-    started = time.time()
-    active: list[tuple[Path, subprocess.Popen]] = []
-    queue = list(pending)
-    failed: list[str] = []
-    env = thread_environment(parallel)
-    while queue or active:
-        while queue and len(active) < max(1, parallel):
-            run_dir = queue.pop(0)
-            echo(f"{run_dir.name}: training")
-            with open(run_dir / "study-train.log", "ab") as log:
-                active.append((run_dir, subprocess.Popen(train_command(run_dir, python), stdout=log,
-                                                         stderr=subprocess.STDOUT, env=env)))
-        time.sleep(0.5)
-        for item in list(active):
-            run_dir, process = item
-            if process.poll() is None:
+    with hold_study_lock(out):
+        parts = resolve_data(study, out)
+        runs = plan(study)
+        write_json(out / PLAN_JSON, {"study": str(study.path), "name": study.name, "runs": [
+            {"run_id": r.run_id, "factor": r.factor, "setting": r.setting, "seed": r.seed, "overrides": r.overrides}
+            for r in runs]})
+        pending = []
+        for run in runs:
+            run_dir = out / RUNS_SUBDIR / run.run_id
+            if run_finished(run_dir):
+                echo(f"{run.run_id}: finished earlier, skipped")
                 continue
-            active.remove(item)
-            if process.returncode == 0 and run_finished(run_dir):
-                done += 1
-                echo(f"{run_dir.name}: done ({done}/{len(runs)})")
-            else:
-                failed.append(run_dir.name)
-                echo(f"{run_dir.name}: failed (exit {process.returncode}); see {run_dir / 'study-train.log'}")
-        _progress(out, runs, done, [r.name for r, _ in active], started=started, failed=failed)
-    rows = write_results(study, out)
-    _progress(out, runs, done, [], started=started, failed=failed, finished=True)
-    return rows
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "request.json", {**with_data(run.config, parts), "name": run.run_id})
+            pending.append(run_dir)
+        done = len(runs) - len(pending)
+        _progress(out, runs, done, [], started=time.time())
+        started = time.time()
+        active: list[tuple[Path, subprocess.Popen]] = []
+        queue = list(pending)
+        failed: list[str] = []
+        env = thread_environment(parallel)
+        while queue or active:
+            while queue and len(active) < max(1, parallel):
+                run_dir = queue.pop(0)
+                echo(f"{run_dir.name}: training")
+                with open(run_dir / "study-train.log", "ab") as log:
+                    active.append((run_dir, subprocess.Popen(train_command(run_dir, python), stdout=log,
+                                                             stderr=subprocess.STDOUT, env=env)))
+            time.sleep(0.5)
+            for item in list(active):
+                run_dir, process = item
+                if process.poll() is None:
+                    continue
+                active.remove(item)
+                if process.returncode == 0 and run_finished(run_dir):
+                    done += 1
+                    echo(f"{run_dir.name}: done ({done}/{len(runs)})")
+                else:
+                    failed.append(run_dir.name)
+                    echo(f"{run_dir.name}: failed (exit {process.returncode}); see {run_dir / 'study-train.log'}")
+            _progress(out, runs, done, [r.name for r, _ in active], started=started, failed=failed)
+        rows = write_results(study, out)
+        _progress(out, runs, done, [], started=started, failed=failed, finished=True)
+        return rows
 
 
 def _progress(out: Path, runs: Sequence[PlannedRun], done: int, active: list[str], *, started: float,
@@ -731,6 +796,9 @@ def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))
+    check_out_folder(study, out)
+    if study_running(out):
+        raise _running_error(out)
     resolve_data(study, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
