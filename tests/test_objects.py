@@ -84,7 +84,7 @@ def test_rounded_measurements_in_the_csv_have_no_long_floats():
     for column, value in parsed.items():
         if column != "image" and value != "nan":
             decimals = len(value.split(".")[1]) if "." in value else 0
-            assert decimals <= max(UNIT_DECIMALS.values()), (column, value)
+            assert decimals <= max(UNIT_DECIMALS.values()), (column, value)  # a lesion's area: not a small one
     assert "." not in parsed["area_px"]
 
 
@@ -103,3 +103,9 @@ def test_a_nucleus_area_in_mm2_is_not_rounded_away():
     area_px2 = int(mask.sum())
     assert rows[0]["area_px2"] == area_px2
     assert rows[0]["area_mm2"] == pytest.approx(area_px2 * 1e-6) and rows[0]["area_mm2"] > 0
+
+
+def test_a_lesion_area_keeps_four_decimals_and_a_nucleus_six():
+    assert Measurement("area", "Area", 42.02204, "mm2", "").text == "42.0220"
+    assert Measurement("area", "Area", 0.0000284, "mm2", "").text == "0.000028"
+    assert Measurement("area", "Area", 0.0000284, "mm2", "").rounded == 0.000028

@@ -74,10 +74,14 @@ __all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
-#: Decimals written and shown, by unit: pixel lengths to 0.1 px, millimetres to 0.001 mm (1 µm) and areas to
-#: 0.000001 mm² (1 µm²: a 6 µm nucleus is about 28 µm², which 0.0001 mm² would write as 0), shares to 0.1 %.
-#: Pixel areas and counts are whole numbers; dimensionless ratios get :data:`RATIO_DECIMALS`.
-UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 6, "%": 1}
+#: Decimals written and shown, by unit: pixel lengths to 0.1 px, millimetres to 0.001 mm (1 µm), areas to
+#: 0.0001 mm² (small ones finer: :data:`SMALL_AREA_MM2`), shares to 0.1 %. Pixel areas and counts are whole
+#: numbers; dimensionless ratios get :data:`RATIO_DECIMALS`.
+UNIT_DECIMALS: dict[str, int] = {"px": 1, "px2": 0, "mm": 3, "mm2": 4, "%": 1}
+#: Areas under this many mm² (cells, nuclei: a 6 µm nucleus is about 0.000028 mm², which 0.0001 mm² would write
+#: as 0) get :data:`SMALL_AREA_DECIMALS`: 0.000001 mm² = 1 µm², as lengths are given to 1 µm.
+SMALL_AREA_MM2: float = 0.01
+SMALL_AREA_DECIMALS: int = 6
 #: Decimals of dimensionless ratios (compactness, asymmetry, fractal dimension, variegation).
 RATIO_DECIMALS: int = 3
 #: Keys whose values are counts (whole numbers), and ``area`` (a pixel area given in ``px``).
@@ -123,7 +127,7 @@ class Measurement:
     @property
     def decimals(self) -> int:
         """Decimals this value is written and shown with (:func:`decimals`)."""
-        return decimals(self.key, self.unit)
+        return decimals(self.key, self.unit, self.value)
 
     @property
     def rounded(self) -> float | int:
@@ -147,11 +151,14 @@ class Measurement:
         return f"{self.label} ({unit})" if unit else self.label
 
 
-def decimals(key: str, unit: str) -> int:
+def decimals(key: str, unit: str, value: float = math.nan) -> int:
     """Decimals of a measurement: 0 for counts and pixel areas, :data:`UNIT_DECIMALS` for lengths, areas
-    in mm² and shares, :data:`RATIO_DECIMALS` for dimensionless ratios."""
+    in mm² and shares (:data:`SMALL_AREA_DECIMALS` for an area ``value`` under :data:`SMALL_AREA_MM2` mm²),
+    :data:`RATIO_DECIMALS` for dimensionless ratios."""
     if unit == "px" and key in WHOLE_NUMBER_KEYS:
         return 0
+    if unit == "mm2" and abs(value) < SMALL_AREA_MM2:
+        return SMALL_AREA_DECIMALS
     if unit in UNIT_DECIMALS:
         return UNIT_DECIMALS[unit]
     return 0 if key in WHOLE_NUMBER_KEYS else RATIO_DECIMALS

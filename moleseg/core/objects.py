@@ -124,7 +124,7 @@ def object_rows(objects: Sequence[CellObject], *, image: str = "", pixel_size_mm
     """One CSV row per object: ``image`` (when given), ``object``, ``area_px2``, ``equivalent_diameter_px``,
     ``perimeter_px``, ``centroid_x_px``, ``centroid_y_px`` and, with ``pixel_size_mm``, ``area_mm2``,
     ``equivalent_diameter_mm``, ``perimeter_mm``; rounded like every measurement
-    (:func:`moleseg.core.measure.decimals`: px areas whole, px lengths 0.1, mm 0.001, mm² 0.000001)."""
+    (:func:`moleseg.core.measure.decimals`: px areas whole, px lengths 0.1, mm 0.001, mm² 0.0001, under 0.01 mm² 0.000001)."""
     rows = []
     for item in objects:
         row: dict[str, Any] = {"image": image} if image else {}
