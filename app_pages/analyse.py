@@ -167,7 +167,7 @@ def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {ui.first_line(error)}")
             else:
-                st.success(f"Saved {saved.image.name} and its mask in {folder}.")
+                st.success(appstate.dataset_save_message(outcome.name, saved, folder))
 
 
 # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
