@@ -82,8 +82,6 @@ def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_t
 
     import pypdf
 
-    from moleseg.core.report import pdf_report
-
     image, _ = mole_image(seed=3)
     mask = np.zeros(image.shape[:2], bool)
     mask[:, : image.shape[1] // 2] = True  # the left half: most of its outline on the frame
@@ -92,12 +90,27 @@ def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_t
     assert not at.exception
     assert any("may extend beyond the picture" in text for text in texts(at.warning))
     saved = Records().open(record_id)
-    pdf = pdf_report(image=saved.image, overlay=followup.saved_overlay(saved), measurements=saved.record.measurements,
-                     image_name="edge.png", settings=saved.record.settings(), notes=followup.saved_notes(saved))
-    assert "may extend beyond the picture" in pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "edge.png"))).pages[0].extract_text()
+    assert "may extend beyond the picture" in text and "Lesion border analysis" in text
     inside = np.zeros(image.shape[:2], bool)
     inside[20:60, 30:90] = True
     assert followup.saved_notes(Records().open(Records().save(image, inside, measure_lesion(inside)))) is None
+
+
+def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
+    import io
+
+    import pypdf
+
+    from moleseg.core.objects import field_measurements, find_objects
+
+    image, _ = mole_image(seed=4)
+    cells = np.zeros(image.shape[:2], bool)
+    cells[10:20, 10:20] = cells[40:52, 60:70] = True
+    saved = Records().open(Records().save(image, cells, field_measurements(find_objects(cells), cells.size)))
+    assert followup.saved_n_classes(saved) == 2
+    text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "field.png"))).pages[0].extract_text()
+    assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
 
 
 def test_analyse_saves_to_records(isolated):
@@ -168,3 +181,4 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     assert len(at.get("image")) == 1
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)
+
