@@ -182,3 +182,37 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)
 
+
+def test_compare_warns_when_before_is_dated_after_after_and_compares_in_date_order(isolated, lesion_scene):
+    before, true_before = lesion_scene(radius_px=60)
+    after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
+    records = Records()
+    january = records.save(before, true_before, measure_lesion(true_before), lesion="arm",
+                           visit_date="2026-01-01", image_name="jan.png")
+    june = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+                        image_name="jun.png")
+    at = app_test(PAGE_FILES["compare"])
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.warning
+    at.selectbox(key="compare_before_record").set_value(june).run()
+    at.selectbox(key="compare_after_record").set_value(january).run()
+    assert not at.exception
+    assert any("Before (2026-06-01) is dated after" in text for text in texts(at.warning))
+    grown = 100.0 * (true_after.sum() / true_before.sum() - 1.0)  # January to June, not the other way
+    assert at.session_state["compare_result"].area_change_percent == pytest.approx(grown, abs=0.01)
+
+
+def test_compare_does_not_pair_visits_saved_without_an_identifier_unless_asked(isolated, lesion_scene):
+    image, lesion = lesion_scene(radius_px=60)
+    other, other_lesion = lesion_scene(radius_px=40)
+    records = Records()
+    records.save(image, lesion, measure_lesion(lesion), visit_date="2026-01-01")  # no identifier
+    records.save(other, other_lesion, measure_lesion(other_lesion), visit_date="2026-02-01")  # another mole?
+    at = app_test(PAGE_FILES["compare"])
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and "compare_result" not in at.session_state
+    assert any("No lesion has two saved visits" in text for text in texts(at.info))
+    at.checkbox(key="compare_unidentified").check().run()  # the user says they show one lesion
+    assert at.selectbox(key="compare_lesion").options == [followup.NO_IDENTIFIER]
+    assert any("without a lesion identifier" in text for text in texts(at.warning))
+    assert "compare_result" in at.session_state

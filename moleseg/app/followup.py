@@ -14,8 +14,8 @@ from moleseg.engine.pipeline import BEYOND_PICTURE_NOTE
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "lesion_label", "lesion_rows", "measurement_rows", "saved_n_classes", "saved_notes",
-           "saved_overlay", "saved_report", "visit_label", "visit_rows"]
+           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows", "measurement_rows", "saved_n_classes", "saved_notes",
+           "saved_overlay", "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -32,6 +32,29 @@ NO_IDENTIFIER: str = "(no identifier)"
 def lesion_label(lesion: str) -> str:
     """The identifier as listed (``NO_IDENTIFIER`` for '')."""
     return lesion or NO_IDENTIFIER
+
+
+def unidentified_visits(lesions: Sequence[LesionSummary]) -> int:
+    """How many visits were saved without a lesion identifier (:meth:`Records.lesions` gathers them under '')."""
+    return sum(summary.visits for summary in lesions if not summary.lesion)
+
+
+def comparable_lesions(lesions: Sequence[LesionSummary], *, unidentified: bool = False) -> list[str]:
+    """Identifiers of the lesions with two saved visits or more, the Compare page's choices. The visits saved
+    without an identifier may show different lesions: '' (listed as :data:`NO_IDENTIFIER`) is offered only
+    when ``unidentified`` (the user says they show one lesion)."""
+    return [summary.lesion for summary in lesions
+            if summary.visits >= 2 and (summary.lesion or unidentified)]
+
+
+def in_visit_order(before: Record, after: Record) -> tuple[Record, Record, str | None]:
+    """``(earlier, later, note)``: the two visits picked as before and after, the earlier visit date first;
+    ``note`` says so when they were picked the other way round (None when in order or on the same date)."""
+    if before.visit_date <= after.visit_date:
+        return before, after, None
+    return after, before, (f"The visit picked as Before ({before.visit_date}) is dated after the one picked as "
+                           f"After ({after.visit_date}): they are compared in date order, "
+                           f"{after.visit_date} before {before.visit_date}.")
 
 
 def lesion_rows(lesions: Sequence[LesionSummary]) -> list[dict[str, Any]]:
