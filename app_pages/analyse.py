@@ -275,7 +275,7 @@ left.image(analysis.overlay, width="stretch",
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
-    st.warning(warning[0].upper() + warning[1:] + ".")
+    st.warning(ui.sentence(warning))
 if analysis.confidence_threshold is not None and not analysis.error:
     st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, the "
                f"model's least confident share on its validation images, are marked \"{analysis.words['check']}\").")

@@ -93,8 +93,8 @@ else:
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison
 
-for warning in comparison.warnings:
-    st.warning(warning)
+for warning in comparison.warnings:  # "alignment failed: ...", different pixel sizes
+    st.warning(ui.sentence(warning))
 registration = comparison.registration
 a, b, c, d = st.columns(4)
 a.metric("Rotation", f"{registration.rotation_deg:.1f}°")

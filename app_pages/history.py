@@ -51,7 +51,7 @@ if record.notes:
     st.markdown(f"**Notes** {record.notes}")
 flags = followup.saved_notes(saved)
 if flags:
-    st.warning(flags[0].upper() + flags[1:] + ".")
+    st.warning(ui.sentence(flags))
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
 one, two = st.columns(2)

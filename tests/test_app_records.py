@@ -157,6 +157,18 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     assert comparison.registration.ok
 
 
+def test_compare_warnings_are_sentences(isolated, lesion_scene):
+    before, _ = lesion_scene(seed=0)
+    other, _ = lesion_scene(seed=7, radius_px=45)  # unrelated: the alignment fails
+    at = app_test(PAGE_FILES["compare"])
+    at.selectbox(key="compare_model").set_value("classical").run()
+    at.file_uploader(key="compare_before").set_value(("before.png", png_bytes(before), "image/png"))
+    at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(other), "image/png")).run()
+    assert not at.exception
+    (warning,) = texts(at.warning)
+    assert warning.startswith("Alignment failed") and warning.endswith(".")
+
+
 def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_scene):
     before, true_before = lesion_scene(radius_px=60)
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
@@ -175,6 +187,9 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     comparison = at.session_state["compare_result"]
     expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
     assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)
+    changes = {row["Measurement"]: row for row in at.dataframe[0].value.to_dict("records")}
+    saved = {m.label: m.text for m in records.record(january).measurements if m.unit == ""}
+    assert changes["Compactness index"]["Before"] == saved["Compactness index"]  # as Analyse and History show it
     at.radio(key="compare_view").set_value(followup.VIEW_SWIPE).run()
     at.slider(key="compare_swipe").set_value(20).run()
     assert not at.exception
