@@ -167,7 +167,7 @@ def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {ui.first_line(error)}")
             else:
-                st.success(f"Saved {saved.image.name} and its mask in {folder}.")
+                st.success(appstate.dataset_save_message(outcome.name, saved, folder))
 
 
 # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
@@ -274,11 +274,11 @@ left.image(analysis.overlay, width="stretch",
                    + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
-for warning in analysis.warnings:  # "check this border", "may extend beyond the picture"
-    st.warning(warning[0].upper() + warning[1:] + ".")
+for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
+    st.warning(ui.sentence(warning))
 if analysis.confidence_threshold is not None and not analysis.error:
-    st.caption(f"Border confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, "
-               "the model's least confident share on its validation images, are marked \"check this border\").")
+    st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, the "
+               f"model's least confident share on its validation images, are marked \"{analysis.words['check']}\").")
 hand_correction_block(outcome)
 save_to_dataset_block(outcome)
 used = analysis.segmentation.settings

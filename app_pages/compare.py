@@ -30,12 +30,20 @@ if source == followup.COMPARE_SAVED:
     except ValueError as error:
         st.error(f"Cannot open the records: {ui.first_line(error)}")
         st.stop()
-    lesions = [summary.lesion for summary in records.lesions() if summary.visits >= 2]
+    summaries = records.lesions()
+    unidentified = followup.unidentified_visits(summaries)
+    offer_unidentified = unidentified >= 2 and st.checkbox(
+        f"Also offer the {unidentified} visits saved without a lesion identifier", key="compare_unidentified",
+        help="They may show different lesions: pick two only when you know they show the same one.")
+    lesions = followup.comparable_lesions(summaries, unidentified=offer_unidentified)
     if not lesions:
-        st.info("No lesion has two saved visits yet: save analyses on the Analyse page (the History page lists "
-                "them), or upload two images.")
+        st.info("No lesion has two saved visits yet: save analyses on the Analyse page with a lesion identifier "
+                "(the History page lists them), or upload two images.")
         st.stop()
     lesion = st.selectbox("Lesion", lesions, format_func=followup.lesion_label, key="compare_lesion")
+    if not lesion:
+        st.warning("These visits were saved without a lesion identifier: make sure Before and After show the "
+                   "same lesion.")
     visits = {record.id: record for record in records.records(lesion)}
     ids = list(visits)  # newest first
     left, right = st.columns(2)
@@ -46,15 +54,17 @@ if source == followup.COMPARE_SAVED:
     if before_id == after_id:
         st.info("Pick two different visits.")
         st.stop()
+    earlier, later, order_note = followup.in_visit_order(visits[before_id], visits[after_id])
+    if order_note:
+        st.warning(order_note)
     try:
         with st.spinner("Aligning..."):
-            comparison = compare_records(records.open(before_id), records.open(after_id), allow_scale=allow_scale,
+            comparison = compare_records(records.open(earlier.id), records.open(later.id), allow_scale=allow_scale,
                                          pixel_size_mm=pixel_size or None)
     except (KeyError, ValueError) as error:
         st.error(ui.first_line(error))
         st.stop()
-    before_name = followup.visit_label(visits[before_id])
-    after_name = followup.visit_label(visits[after_id])
+    before_name, after_name = followup.visit_label(earlier), followup.visit_label(later)
 else:
     choice = ui.model_picker("compare_model")
     kinds = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
@@ -83,8 +93,8 @@ else:
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison
 
-for warning in comparison.warnings:
-    st.warning(warning)
+for warning in comparison.warnings:  # "alignment failed: ...", different pixel sizes
+    st.warning(ui.sentence(warning))
 registration = comparison.registration
 a, b, c, d = st.columns(4)
 a.metric("Rotation", f"{registration.rotation_deg:.1f}°")

@@ -49,7 +49,7 @@ def show_evaluation(result: dict) -> None:
     st.subheader(f"{result['model']} on {result['folder']}")
     st.caption(result["pairing"].splitlines()[0])
     if result.get("training_overlap"):
-        st.warning(result["training_overlap"] + ".", icon=":material/warning:")
+        st.warning(ui.sentence(result["training_overlap"]), icon=":material/warning:")
     for name, reason in result["failures"]:
         st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
     for warning in result.get("mask_warnings", []):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import followup, ui
-from moleseg.core.report import pdf_report
 from moleseg.engine.records import Records
 
 st.title("History")
@@ -52,7 +51,7 @@ if record.notes:
     st.markdown(f"**Notes** {record.notes}")
 flags = followup.saved_notes(saved)
 if flags:
-    st.warning(flags[0].upper() + flags[1:] + ".")
+    st.warning(ui.sentence(flags))
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
 one, two = st.columns(2)
@@ -60,10 +59,7 @@ one.download_button("Export this visit (ZIP)", data=lambda: records.export(chose
                     file_name=f"record_{chosen}.zip", mime="application/zip", key="history_export", on_click="ignore")
 two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
                     file_name=f"record_{chosen}_report.pdf",
-                    data=lambda: pdf_report(image=saved.image, overlay=followup.saved_overlay(saved),
-                                            measurements=record.measurements,
-                                            image_name=record.image_name or f"record {chosen}",
-                                            settings=settings, visit=record.visit(), notes=flags))
+                    data=lambda: followup.saved_report(saved, record.image_name or f"record {chosen}"))
 with st.expander("Delete this visit"):
     sure = st.checkbox("Yes, delete this visit and its image and mask files",  # asked again for each visit
                        key=f"history_delete_sure_{chosen}")

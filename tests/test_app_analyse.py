@@ -327,6 +327,26 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     assert record["status"] == "corrected by hand" and record["model"] == "classical"
 
 
+def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path):
+    from moleseg.core.pairing import pair_folders
+    from moleseg.engine.correction import Stroke
+
+    upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
+    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    at.button(key="analyse_dataset_save").click().run()  # as the model drew it
+    (edits,) = at.session_state["analyse_corrections"].values()
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    at.run()
+    at.button(key="analyse_dataset_save").click().run()  # the corrected border of the same image
+    assert not at.exception
+    assert "a.png was already in your dataset: its mask was replaced" in " ".join(texts(at.success))
+    (pair,) = pair_folders(tmp_path / "mine" / "images", tmp_path / "mine" / "masks").pairs  # no a_2.png
+    saved = np.asarray(Image.open(pair.mask)) > 0
+    np.testing.assert_array_equal(saved, at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion)
+    assert saved[:10, :20].all()
+    assert json.loads((tmp_path / "mine" / "provenance" / "a.json").read_text())["status"] == "corrected by hand"
+
+
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
     from moleseg.app import appstate
 

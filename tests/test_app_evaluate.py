@@ -38,6 +38,21 @@ def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_pa
     assert len(at.get("image")) == 2  # the two worst images with their overlays
 
 
+def test_the_training_overlap_warning_is_a_sentence(app_folders, monkeypatch, tmp_path):
+    from moleseg.engine.overlap import TrainingOverlap
+
+    dataset = make_dataset(tmp_path / "test", count=2, size=60)
+    monkeypatch.setattr(appstate, "training_overlap", lambda info, images: TrainingOverlap(
+        tuple(images), len(images), ("train/images",), True))  # every image was a training image
+    at = app_test(PAGE)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
+    at.button(key="evaluate_run").click().run()
+    run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))
+    (warning,) = [text for text in texts(at.warning) if "used to train" in text]
+    assert warning.startswith("All evaluated images were used to train this model") and warning.endswith(".")
+
+
 def test_an_evaluation_survives_a_widget_touch_and_a_page_switch(app_folders, monkeypatch, tmp_path):
     dataset = make_dataset(tmp_path / "test", count=3, size=64)
     gate = threading.Event()  # holds the evaluation until the page has been touched and left

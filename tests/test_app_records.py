@@ -82,8 +82,6 @@ def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_t
 
     import pypdf
 
-    from moleseg.core.report import pdf_report
-
     image, _ = mole_image(seed=3)
     mask = np.zeros(image.shape[:2], bool)
     mask[:, : image.shape[1] // 2] = True  # the left half: most of its outline on the frame
@@ -92,12 +90,27 @@ def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_t
     assert not at.exception
     assert any("may extend beyond the picture" in text for text in texts(at.warning))
     saved = Records().open(record_id)
-    pdf = pdf_report(image=saved.image, overlay=followup.saved_overlay(saved), measurements=saved.record.measurements,
-                     image_name="edge.png", settings=saved.record.settings(), notes=followup.saved_notes(saved))
-    assert "may extend beyond the picture" in pypdf.PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+    text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "edge.png"))).pages[0].extract_text()
+    assert "may extend beyond the picture" in text and "Lesion border analysis" in text
     inside = np.zeros(image.shape[:2], bool)
     inside[20:60, 30:90] = True
     assert followup.saved_notes(Records().open(Records().save(image, inside, measure_lesion(inside)))) is None
+
+
+def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
+    import io
+
+    import pypdf
+
+    from moleseg.core.objects import field_measurements, find_objects
+
+    image, _ = mole_image(seed=4)
+    cells = np.zeros(image.shape[:2], bool)
+    cells[10:20, 10:20] = cells[40:52, 60:70] = True
+    saved = Records().open(Records().save(image, cells, field_measurements(find_objects(cells), cells.size)))
+    assert followup.saved_n_classes(saved) == 2
+    text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "field.png"))).pages[0].extract_text()
+    assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
 
 
 def test_analyse_saves_to_records(isolated):
@@ -144,6 +157,18 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     assert comparison.registration.ok
 
 
+def test_compare_warnings_are_sentences(isolated, lesion_scene):
+    before, _ = lesion_scene(seed=0)
+    other, _ = lesion_scene(seed=7, radius_px=45)  # unrelated: the alignment fails
+    at = app_test(PAGE_FILES["compare"])
+    at.selectbox(key="compare_model").set_value("classical").run()
+    at.file_uploader(key="compare_before").set_value(("before.png", png_bytes(before), "image/png"))
+    at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(other), "image/png")).run()
+    assert not at.exception
+    (warning,) = texts(at.warning)
+    assert warning.startswith("Alignment failed") and warning.endswith(".")
+
+
 def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_scene):
     before, true_before = lesion_scene(radius_px=60)
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
@@ -162,9 +187,47 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     comparison = at.session_state["compare_result"]
     expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
     assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)
+    changes = {row["Measurement"]: row for row in at.dataframe[0].value.to_dict("records")}
+    saved = {m.label: m.text for m in records.record(january).measurements if m.unit == ""}
+    assert changes["Compactness index"]["Before"] == saved["Compactness index"]  # as Analyse and History show it
     at.radio(key="compare_view").set_value(followup.VIEW_SWIPE).run()
     at.slider(key="compare_swipe").set_value(20).run()
     assert not at.exception
     assert len(at.get("image")) == 1
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)
+
+
+def test_compare_warns_when_before_is_dated_after_after_and_compares_in_date_order(isolated, lesion_scene):
+    before, true_before = lesion_scene(radius_px=60)
+    after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
+    records = Records()
+    january = records.save(before, true_before, measure_lesion(true_before), lesion="arm",
+                           visit_date="2026-01-01", image_name="jan.png")
+    june = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+                        image_name="jun.png")
+    at = app_test(PAGE_FILES["compare"])
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.warning
+    at.selectbox(key="compare_before_record").set_value(june).run()
+    at.selectbox(key="compare_after_record").set_value(january).run()
+    assert not at.exception
+    assert any("Before (2026-06-01) is dated after" in text for text in texts(at.warning))
+    grown = 100.0 * (true_after.sum() / true_before.sum() - 1.0)  # January to June, not the other way
+    assert at.session_state["compare_result"].area_change_percent == pytest.approx(grown, abs=0.01)
+
+
+def test_compare_does_not_pair_visits_saved_without_an_identifier_unless_asked(isolated, lesion_scene):
+    image, lesion = lesion_scene(radius_px=60)
+    other, other_lesion = lesion_scene(radius_px=40)
+    records = Records()
+    records.save(image, lesion, measure_lesion(lesion), visit_date="2026-01-01")  # no identifier
+    records.save(other, other_lesion, measure_lesion(other_lesion), visit_date="2026-02-01")  # another mole?
+    at = app_test(PAGE_FILES["compare"])
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and "compare_result" not in at.session_state
+    assert any("No lesion has two saved visits" in text for text in texts(at.info))
+    at.checkbox(key="compare_unidentified").check().run()  # the user says they show one lesion
+    assert at.selectbox(key="compare_lesion").options == [followup.NO_IDENTIFIER]
+    assert any("without a lesion identifier" in text for text in texts(at.warning))
+    assert "compare_result" in at.session_state

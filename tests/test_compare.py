@@ -186,3 +186,16 @@ def test_cli_compare_checks_its_output_files_before_the_work(tmp_path, lesion_sc
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: {option} {tmp_path} is a folder: give a file name"]
     assert not (tmp_path / "c.json").exists() and not (tmp_path / "c.pdf").exists()
+
+
+def test_the_changes_are_rounded_per_measurement_as_on_the_analyse_page():
+    from moleseg.core.measure import Measurement
+    from moleseg.engine.compare import Change
+
+    compactness = Change("compactness", "Compactness index", "", 1.23349, 1.3)
+    assert compactness.texts() == (Measurement("compactness", "", 1.23349, "", "").text, "1.300", "0.067", "5.4")
+    assert compactness.texts()[0] == "1.233"  # not 3 significant figures (1.23)
+    area = Change("area", "Area", "mm2", 0.004, 0.0125)  # a small area's 6 decimals, as in the CSV and PDF
+    assert area.texts()[:3] == ("0.004000", "0.0125", "0.008500")
+    assert Change("area", "Area", "px", 12345.0, 12000.0).texts()[:3] == ("12,345", "12,000", "-345")
+    assert Change("perimeter", "Perimeter", "mm", 1.0, 1.0).texts()[2] == "0.000"  # never "-0.000"

@@ -133,7 +133,11 @@ def test_an_unsure_analysis_says_check_this_border(tmp_path):
     sure, unsure = analyse_images(segmenter, [crisp, blurred])
     assert sure.confidence == 1.0 and not sure.check_border and sure.notes is None
     assert unsure.check_border and unsure.confidence < 0.9
-    assert "check this border" in unsure.notes and "check this border" in unsure.warnings[0]
+    # cells mode speaks of a segmentation, its PDF of cells (the model's task, not the dermoscopy wording)
+    assert "check this segmentation" in unsure.notes and unsure.warnings[0].startswith("check this segmentation:")
+    assert "border" not in unsure.notes
+    pdf = unsure.pdf("cells.png")
+    assert b"Cell segmentation analysis" in pdf and b"Lesion border analysis" not in pdf  # the PDF's subject
     assert unsure.flag_row == {"confidence": round(unsure.confidence, 4), "check_border": True}  # cells mode
     # corrected by hand: the user has looked at it
     corrections = Corrections()
@@ -164,3 +168,13 @@ def test_a_lesion_filling_the_frame_may_extend_beyond_the_picture():
     assert "may extend beyond the picture" in filling.notes and "lower bounds" in filling.notes
     assert filling.flag_row["beyond_picture"] is True and filling.flag_row["edge_outline_share"] == 1.0
     assert not inside.beyond_picture and inside.edge_outline_share == 0.0 and inside.notes is None
+
+
+def test_an_unsure_lesion_says_check_this_border_and_its_pdf_is_a_lesion_report(tmp_path):
+    from moleseg.core.imageio import read_image
+
+    segmenter = ThreeClassRed({"confidence_threshold": 0.9})
+    segmenter.cleanup_defaults = CleanupSettings(rule="grow_inside", closing_radius_px=0, border_width_px=1)
+    (unsure,) = analyse_images(segmenter, [read_image(_pairs(tmp_path)[3].image)])
+    assert unsure.check_border and unsure.warnings[0].startswith("check this border:")
+    assert b"Lesion border analysis" in unsure.pdf("mole.png")

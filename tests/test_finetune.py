@@ -29,8 +29,8 @@ def test_the_configuration_starts_from_the_model_and_trains_on_the_corrections(t
     image = np.full((40, 50, 3), 200, np.uint8)
     mask = np.zeros((40, 50), bool)
     mask[10:30, 12:40] = True
-    for stem in ("a", "b"):
-        save_pair(corrections, stem, image, mask, {"status": "corrected by hand"})
+    for stem, shade in (("a", 0), ("b", 10)):  # two images (the same pixels twice would be one entry)
+        save_pair(corrections, stem, image + shade, mask, {"status": "corrected by hand"})
     assert corrections_pairs(corrections) == 2 and corrections_pairs(tmp_path / "nowhere") == 0
     old = tmp_path / "old" / "images"
     (old.parent / "masks").mkdir(parents=True)

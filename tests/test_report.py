@@ -170,6 +170,16 @@ def test_pdf_text_mentions_model_date_and_disclaimer(picture, measurements):
         assert expected in text, expected
 
 
+def test_a_cells_report_is_titled_for_cells(picture, measurements):
+    pdf = pdf_report(image=picture, overlay=picture, measurements=measurements, image_name="field-3.png",
+                     settings=AnalysisSettings("cells", None), n_classes=2)
+    text = _page_text(pdf)
+    assert b"Cell segmentation analysis" in text and b"Lesion border analysis" not in text
+    assert b"Lesion border analysis" in _page_text(pdf_report(image=picture, overlay=picture, measurements=measurements,
+                                                              image_name="m.png", settings=AnalysisSettings("m", None),
+                                                              n_classes=3))
+
+
 def test_pdf_stays_on_one_page_when_long(picture, measurements):
     many = measurements * 6
     pdf = pdf_report(

@@ -21,6 +21,7 @@ from cachetools import LRUCache
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names, models_dir, runs_dir
+from moleseg.core.dataset import SavedPair, save_pair
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import MEASUREMENTS_CSV, Visit
@@ -646,11 +647,10 @@ def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[St
 
 
 def save_to_dataset(outcome: ImageOutcome, folder: str | Path, model_name: str, model_key: str = ""
-                    ) -> Any:
+                    ) -> SavedPair:
     """Save the image in view and its lesion (corrected or as the model drew it) into the user's dataset
-    (:func:`moleseg.core.dataset.save_pair`), with the model, the cleanup and whether it was corrected."""
-    from moleseg.core.dataset import save_pair
-
+    (:func:`moleseg.core.dataset.save_pair`), with the model, the cleanup and whether it was corrected.
+    An image already there (same pixels) keeps its entry, whose mask is replaced (``replaced``)."""
     analysis = outcome.analysis
     if analysis is None:
         raise ValueError(f"{outcome.name}: nothing to save (not analysed)")
@@ -661,6 +661,16 @@ def save_to_dataset(outcome: ImageOutcome, folder: str | Path, model_name: str, 
                   "cleanup": segmentation.settings.to_dict(), "lesion_threshold": segmentation.lesion_threshold}
     return save_pair(folder, outcome.stem or Path(outcome.name).stem, analysis.image, segmentation.lesion,
                      provenance)
+
+
+def dataset_save_message(name: str, saved: SavedPair, folder: str | Path) -> str:
+    """What the page says after :func:`save_to_dataset` saved the image ``name`` as ``saved``
+    (:class:`moleseg.core.dataset.SavedPair`) in ``folder``: a new pair, or the mask of the same image
+    already in the dataset replaced (with the entry's file name when it differs from ``name``)."""
+    if saved.replaced:
+        entry = "" if saved.image.name == name else f" (as {saved.image.name})"
+        return f"{name} was already in your dataset{entry}: its mask was replaced in {folder}."
+    return f"Saved {saved.image.name} and its mask in {folder}."
 
 
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:

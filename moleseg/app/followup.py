@@ -9,13 +9,13 @@ from typing import Any
 from moleseg.core.config import EDGE_OUTLINE_SHARE
 from moleseg.core.measure import Measurement, edge_outline_share
 from moleseg.core.render import contour_overlay
-from moleseg.core.report import display_unit
+from moleseg.core.report import display_unit, pdf_report
 from moleseg.engine.pipeline import BEYOND_PICTURE_NOTE
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "lesion_label", "lesion_rows", "measurement_rows", "saved_notes", "saved_overlay", "visit_label",
-           "visit_rows"]
+           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows", "measurement_rows", "saved_n_classes", "saved_notes",
+           "saved_overlay", "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -32,6 +32,29 @@ NO_IDENTIFIER: str = "(no identifier)"
 def lesion_label(lesion: str) -> str:
     """The identifier as listed (``NO_IDENTIFIER`` for '')."""
     return lesion or NO_IDENTIFIER
+
+
+def unidentified_visits(lesions: Sequence[LesionSummary]) -> int:
+    """How many visits were saved without a lesion identifier (:meth:`Records.lesions` gathers them under '')."""
+    return sum(summary.visits for summary in lesions if not summary.lesion)
+
+
+def comparable_lesions(lesions: Sequence[LesionSummary], *, unidentified: bool = False) -> list[str]:
+    """Identifiers of the lesions with two saved visits or more, the Compare page's choices. The visits saved
+    without an identifier may show different lesions: '' (listed as :data:`NO_IDENTIFIER`) is offered only
+    when ``unidentified`` (the user says they show one lesion)."""
+    return [summary.lesion for summary in lesions
+            if summary.visits >= 2 and (summary.lesion or unidentified)]
+
+
+def in_visit_order(before: Record, after: Record) -> tuple[Record, Record, str | None]:
+    """``(earlier, later, note)``: the two visits picked as before and after, the earlier visit date first;
+    ``note`` says so when they were picked the other way round (None when in order or on the same date)."""
+    if before.visit_date <= after.visit_date:
+        return before, after, None
+    return after, before, (f"The visit picked as Before ({before.visit_date}) is dated after the one picked as "
+                           f"After ({after.visit_date}): they are compared in date order, "
+                           f"{after.visit_date} before {before.visit_date}.")
 
 
 def lesion_rows(lesions: Sequence[LesionSummary]) -> list[dict[str, Any]]:
@@ -65,10 +88,16 @@ def measurement_rows(measurements: Sequence[Measurement]) -> list[dict[str, str]
              "meaning": m.meaning} for m in measurements]
 
 
+def saved_n_classes(saved: SavedAnalysis) -> int:
+    """The number of classes of the model that made a saved visit: 2 (cells) when its measurements count
+    objects, 3 (a mole's lesion and border) otherwise."""
+    return 2 if any(m.key == "object_count" for m in saved.record.measurements) else 3
+
+
 def saved_notes(saved: SavedAnalysis) -> str | None:
     """What the saved visit's report says besides its measurements, as the Analyse page's did: the lesion may
     extend beyond the picture (read again from the saved mask; not for cells, cut by the frame as expected)."""
-    if any(m.key == "object_count" for m in saved.record.measurements):
+    if saved_n_classes(saved) == 2:
         return None
     share = edge_outline_share(saved.mask)
     return BEYOND_PICTURE_NOTE.format(share=share) if share >= EDGE_OUTLINE_SHARE else None
@@ -77,3 +106,12 @@ def saved_notes(saved: SavedAnalysis) -> str | None:
 def saved_overlay(saved: SavedAnalysis):
     """The saved image with the saved lesion's outline, ``(H, W, 3)`` uint8."""
     return contour_overlay(saved.image, saved.mask) if saved.mask.any() else saved.image
+
+
+def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
+    """The one-page PDF report of a saved visit (:func:`moleseg.core.report.pdf_report`): its settings, visit,
+    notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`)."""
+    record = saved.record
+    return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,
+                      image_name=image_name, settings=record.settings(), visit=record.visit(),
+                      notes=saved_notes(saved), n_classes=saved_n_classes(saved))

@@ -193,6 +193,15 @@ def init_state(key: str, value: Any) -> None:
         st.session_state[key] = value
 
 
+def sentence(note: str) -> str:
+    """A note of the exports (a lower-case clause, as :attr:`moleseg.engine.pipeline.Analysis.notes` joins
+    them) written as a sentence for a page: capital first letter, full stop at the end."""
+    text = note.strip()
+    if not text:
+        return text
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -3,12 +3,17 @@ read them.
 
 Layout: ``<folder>/images/<stem>.png``, ``<folder>/masks/<stem>.png`` (0/255, same name: the pairing
 rule :func:`moleseg.core.pairing.pair_folders` reads first) and ``<folder>/provenance/<stem>.json``
-(model, settings, corrected by hand or accepted as is, date). Every file is written atomically, the
-provenance last, so a pair is complete whenever its record exists.
+(model, settings, corrected by hand or accepted as is, date, the image's content hash). Every file is
+written atomically, the provenance last, so a pair is complete whenever its record exists.
+
+One entry per image: saving an image whose pixels are already in the dataset (:func:`image_sha256` of the
+decoded image, whatever its file name) replaces that entry's mask and record instead of adding a second,
+conflicting pair; a different image under a taken name gets a new name (``_2``, ``_3`` ...).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -19,18 +24,61 @@ from typing import Any, Mapping
 import numpy as np
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.imageio import encode_png
+from moleseg.core.imageio import ImageReadError, encode_png, read_image
 
 IMAGES, MASKS, PROVENANCE = "images", "masks", "provenance"
+#: Key of the image's content hash (:func:`image_sha256`) in a provenance record.
+HASH_KEY = "image_sha256"
 
 
 @dataclass(frozen=True)
 class SavedPair:
-    """The files of one saved pair."""
+    """The files of one saved pair; ``replaced``: the image was already in the dataset (same pixels) and
+    only its mask and record were written again."""
 
     image: Path
     mask: Path
     provenance: Path
+    replaced: bool = False
+
+
+def image_sha256(image: np.ndarray) -> str:
+    """Hex SHA-256 of an image's pixels (shape, dtype and values): equal for the same picture decoded from
+    any file name or format that keeps the pixels."""
+    values = np.ascontiguousarray(image)
+    digest = hashlib.sha256(f"{values.shape}|{values.dtype.str}|".encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _recorded_hash(root: Path, stem: str) -> str | None:
+    try:
+        value = json.loads((root / PROVENANCE / f"{stem}.json").read_text(encoding="utf-8")).get(HASH_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def find_image(folder: str | Path, sha256: str) -> str | None:
+    """Stem of the dataset's entry whose image has content hash ``sha256`` (:func:`image_sha256`), or None.
+
+    The hash recorded in the entry's provenance is used when there is one; images saved without it (older
+    saves, files copied in by hand) are decoded and hashed. Unreadable images are skipped.
+    """
+    images = Path(folder) / IMAGES
+    if not images.is_dir():
+        return None
+    root = images.parent
+    for path in sorted(images.glob("*.png")):
+        recorded = _recorded_hash(root, path.stem)
+        if recorded is None:
+            try:
+                recorded = image_sha256(read_image(path))
+            except ImageReadError:
+                continue
+        if recorded == sha256:
+            return path.stem
+    return None
 
 
 def _free_stem(folder: Path, stem: str) -> str:
@@ -46,9 +94,11 @@ def save_pair(folder: str | Path, stem: str, image: np.ndarray, lesion: np.ndarr
               provenance: Mapping[str, Any], *, created: datetime | None = None) -> SavedPair:
     """Save an RGB image and its lesion mask as a pair of the dataset in ``folder`` (created if missing).
 
-    ``stem`` names the files (made safe; ``_2``, ``_3`` ... when taken: nothing is overwritten).
-    ``provenance`` (JSON-serialisable) is stored with ``saved`` (ISO date), ``image``, ``mask`` and the
-    mask's size added.
+    An image already in the dataset (same pixels, :func:`find_image`, whatever its name) keeps its entry:
+    its mask and record are replaced atomically and the result says ``replaced``. Otherwise ``stem`` names
+    the new files (made safe; ``_2``, ``_3`` ... when taken by another image: nothing is overwritten).
+    ``provenance`` (JSON-serialisable) is stored with ``saved`` (ISO date), ``image``, ``mask``, the
+    mask's size and the image's content hash (:data:`HASH_KEY`) added.
 
     Raises
     ------
@@ -66,12 +116,17 @@ def save_pair(folder: str | Path, stem: str, image: np.ndarray, lesion: np.ndarr
     root = Path(folder)
     for sub in (IMAGES, MASKS, PROVENANCE):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    stem = _free_stem(root, stem)
-    image_path = atomic_write(root / IMAGES / f"{stem}.png", encode_png(image))
+    sha256 = image_sha256(image)
+    existing = find_image(root, sha256)
+    if existing is None:
+        stem = _free_stem(root, stem)
+        image_path = atomic_write(root / IMAGES / f"{stem}.png", encode_png(image))
+    else:
+        stem, image_path = existing, root / IMAGES / f"{existing}.png"  # the same pixels: kept as they are
     mask_path = atomic_write(root / MASKS / f"{stem}.png", encode_png(mask.astype(np.uint8) * 255))
     record = {**provenance, "image": f"{IMAGES}/{image_path.name}", "mask": f"{MASKS}/{mask_path.name}",
-              "size": [int(mask.shape[1]), int(mask.shape[0])],
+              "size": [int(mask.shape[1]), int(mask.shape[0])], HASH_KEY: sha256,
               "saved": (created or datetime.now().astimezone()).isoformat(timespec="seconds")}
     provenance_path = atomic_write(root / PROVENANCE / f"{stem}.json",
                                    (json.dumps(record, indent=1, default=str) + "\n").encode("utf-8"))
-    return SavedPair(image_path, mask_path, provenance_path)
+    return SavedPair(image_path, mask_path, provenance_path, replaced=existing is not None)

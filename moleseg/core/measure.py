@@ -70,7 +70,7 @@ from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
 __all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
-           "decimals", "edge_outline_share", "extends_beyond_picture"]
+           "decimals", "edge_outline_share", "extends_beyond_picture", "value_text"]
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
@@ -139,16 +139,25 @@ class Measurement:
 
     @property
     def text(self) -> str:
-        """The value for people: :attr:`decimals` places, thousands separated, ``"—"`` when undefined."""
-        if not math.isfinite(self.value):
-            return "—"
-        return f"{self.rounded:,.{self.decimals}f}"
+        """The value for people: :attr:`decimals` places, thousands separated, ``"—"`` when undefined
+        (:func:`value_text`)."""
+        return value_text(self.key, self.unit, self.value)
 
     @property
     def heading(self) -> str:
         """A table heading with the unit: ``"Area (px²)"``, ``"Perimeter (mm)"``, ``"Compactness index"``."""
         unit = display_unit(self.key, self.unit)
         return f"{self.label} ({unit})" if unit else self.label
+
+
+def value_text(key: str, unit: str, value: float, places: int | None = None) -> str:
+    """A value of measurement ``key`` in ``unit`` for people, as the Analyse page, the CSV, the PDF and the
+    Compare page write it: ``places`` decimals (default :func:`decimals`), thousands separated, ``"—"`` when
+    undefined (NaN, infinite)."""
+    if not math.isfinite(value):
+        return "—"
+    places = decimals(key, unit, value) if places is None else places
+    return f"{round(float(value), places) + 0.0:,.{places}f}"  # + 0.0: no "-0.000"
 
 
 def decimals(key: str, unit: str, value: float = math.nan) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_COLUMNS",
     "MEASUREMENTS_CSV",
     "SIDECAR_SUFFIX",
+    "SUBJECT_WORDS",
     "AnalysisSettings",
     "MeasurementLine",
     "Visit",
@@ -41,11 +42,28 @@ __all__ = [
     "png_bytes",
     "settings_sidecar",
     "sidecar_name",
+    "subject_words",
     "zip_bundle",
 ]
 
 #: The statement every report carries.
 DISCLAIMER: str = "Research software \u2014 not a medical device; not for diagnosis."
+#: What the app and the exports call the segmented objects, by number of classes (3: moles, 2: cells): the
+#: PDF's title (``report``), the low-confidence warning (``check``), ...
+SUBJECT_WORDS: dict[int, dict[str, str]] = {
+    3: {"one": "lesion", "many": "lesions", "image": "mole image", "images": "mole images",
+        "none": "no lesion found in this image", "corrected": "lesion corrected by hand", "target": "lesion",
+        "mask": "Lesion mask", "report": "Lesion border analysis", "check": "check this border"},
+    2: {"one": "cell or nucleus", "many": "cells and nuclei", "image": "cell image", "images": "cell images",
+        "none": "no cells or nuclei found in this image", "corrected": "cells corrected by hand", "target": "cells",
+        "mask": "Cells mask", "report": "Cell segmentation analysis", "check": "check this segmentation"},
+}
+
+
+def subject_words(n_classes: int | None) -> dict[str, str]:
+    """How to speak of what a model segments (:data:`SUBJECT_WORDS`; moles unless it has two classes)."""
+    return SUBJECT_WORDS[2 if n_classes == 2 else 3]
+
 #: Keys naming the image in a CSV row; the first one present becomes the first column.
 IMAGE_COLUMNS: tuple[str, ...] = ("image", "image_name", "name", "file")
 #: Longest side, in pixels, of the pictures embedded in the PDF (about 300 dpi at the printed size).
@@ -418,10 +436,11 @@ def pdf_report(
     visit: Visit | None = None,
     created: datetime | None = None,
     notes: str | None = None,
+    n_classes: int | None = None,
 ) -> bytes:
     """A one-page A4 PDF report of one analysed image, fit to be filed.
 
-    The page holds a title; the image name, the patient/lesion identifier, visit date and body site when
+    The page holds a title (the model's task: ``subject_words(n_classes)["report"]``); the image name, the patient/lesion identifier, visit date and body site when
     given, and the date the report was made; the settings that made the analysis (model and version,
     cleanup, lesion threshold, pixel size, corrected by hand or not: :meth:`AnalysisSettings.lines`); the
     image and its segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their
@@ -450,6 +469,9 @@ def pdf_report(
     notes : str, optional
         Further notes (e.g. "no lesion found"), printed after the visit's notes. Together cut at
         :data:`PDF_NOTES_MAX_CHARACTERS` with an ellipsis.
+    n_classes : int, optional
+        The model's number of classes: 2 (cells) titles the page "Cell segmentation analysis", any other
+        (default: moles) "Lesion border analysis" (:func:`subject_words`).
 
     Returns
     -------
@@ -469,13 +491,14 @@ def pdf_report(
 
     created = created or datetime.now().astimezone()
     visit = visit or Visit()
+    heading = subject_words(n_classes)["report"]
     margin = 18 * mm
     disclaimer_height = 26.0
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
         buffer, pagesize=A4, leftMargin=margin, rightMargin=margin, topMargin=margin,
         bottomMargin=margin + disclaimer_height + 4, title=f"moleseg report \u2014 {image_name}", author="moleseg",
-        subject="Lesion border analysis", creator=f"moleseg {__version__}", pageCompression=1,
+        subject=heading, creator=f"moleseg {__version__}", pageCompression=1,
     )
     padding = 6.0  # the frame's own padding on each side (reportlab's default)
     width = document.width - 2 * padding
@@ -495,8 +518,8 @@ def pdf_report(
         canvas.drawRightString(page_width - margin, margin - 10, f"moleseg {__version__}")
         canvas.restoreState()
 
-    title = Paragraph("Lesion border analysis", ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=17,
-                                                               leading=21, spaceAfter=5))
+    title = Paragraph(escape(heading), ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=17, leading=21,
+                                                      spaceAfter=5))
     identification = [("Image", str(image_name)), *visit.lines(), ("Report made", _format_created(created))]
     meta_style = ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5)
     settings_style = ParagraphStyle("settings", parent=meta_style, fontSize=8, leading=10)

@@ -24,10 +24,10 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.comparison_report import comparison_pdf
-from moleseg.core.measure import Measurement, measure_lesion
+from moleseg.core.measure import Measurement, decimals, measure_lesion, value_text
 from moleseg.core.registration import Registration, register, warp_image, warp_mask
 from moleseg.core.render import contour_overlay, side_by_side, swipe
-from moleseg.core.report import display_unit, format_value
+from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import check_image_side
 from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment
@@ -63,6 +63,14 @@ class Change:
         if not math.isfinite(self.before) or self.before == 0:
             return math.nan
         return 100.0 * self.change / abs(self.before)
+
+    def texts(self) -> tuple[str, str, str, str]:
+        """Before, after, change and change % for people, rounded per measurement as the Analyse page, the
+        CSV and the PDF write it (:func:`moleseg.core.measure.value_text`); the change to the finer of the
+        two visits' decimals, the change % as a share (0.1 %)."""
+        places = max(decimals(self.key, self.unit, self.before), decimals(self.key, self.unit, self.after))
+        return (value_text(self.key, self.unit, self.before), value_text(self.key, self.unit, self.after),
+                value_text(self.key, self.unit, self.change, places), value_text("change", "%", self.change_percent))
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,8 @@ class Comparison:
                      position)
 
     def table(self) -> list[list[str]]:
-        """Rows of text for people: a heading, then one row per measurement with px and mm side by side.
+        """Rows of text for people: a heading, then one row per measurement with px and mm side by side,
+        each value rounded as the Analyse page shows it (:meth:`Change.texts`).
 
         Columns: measurement, before, after, change, change in % (of the px value).
         """
@@ -135,13 +144,12 @@ class Comparison:
         for key in keys:
             group = [c for c in self.changes if c.key == key]
 
-            def cells(value_of) -> str:
-                parts = [f"{format_value(value_of(c))} {display_unit(c.key, c.unit)}".strip() for c in group]
+            def cells(column: int) -> str:
+                parts = [f"{c.texts()[column]} {display_unit(c.key, c.unit)}".strip() for c in group]
                 return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
 
             first = group[0]
-            rows.append([first.label, cells(lambda c: c.before), cells(lambda c: c.after),
-                         cells(lambda c: c.change), format_value(first.change_percent)])
+            rows.append([first.label, cells(0), cells(1), cells(2), first.texts()[3]])
         return rows
 
     def header(self, before_name: str = "before", after_name: str = "after") -> list[tuple[str, str]]:

@@ -26,30 +26,16 @@ from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
-from moleseg.core.report import AnalysisSettings, Visit
+from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
 
-#: What the app and the exports call the segmented objects, by number of classes (3: moles, 2: cells).
-SUBJECT_WORDS: dict[int, dict[str, str]] = {
-    3: {"one": "lesion", "many": "lesions", "image": "mole image", "images": "mole images",
-        "none": "no lesion found in this image", "corrected": "lesion corrected by hand", "target": "lesion",
-        "mask": "Lesion mask"},
-    2: {"one": "cell or nucleus", "many": "cells and nuclei", "image": "cell image", "images": "cell images",
-        "none": "no cells or nuclei found in this image", "corrected": "cells corrected by hand", "target": "cells",
-        "mask": "Cells mask"},
-}
-
 #: What every export of a lesion corrected by hand says.
 CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
-
-
-def subject_words(n_classes: int | None) -> dict[str, str]:
-    """How to speak of what a model segments (:data:`SUBJECT_WORDS`; moles unless it has two classes)."""
-    return SUBJECT_WORDS[2 if n_classes == 2 else 3]
-#: What the exports say of an image the model is unsure of (``{confidence}``, ``{threshold}``: 0..1).
-CHECK_BORDER_NOTE = ("check this border: the model is unsure of it (confidence {confidence:.2f}, below its "
+#: What the exports say of an image the model is unsure of (``{check}``: the model's words, "check this border"
+#: or "check this segmentation", :data:`moleseg.core.report.SUBJECT_WORDS`; ``{confidence}``, ``{threshold}``: 0..1).
+CHECK_BORDER_NOTE = ("{check}: the model is unsure of it (confidence {confidence:.2f}, below its "
                      "calibrated {threshold:.2f})")
 #: What the exports say of a lesion reaching the picture's edge (``{share}``: 0..1 of its outline).
 BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture ({share:.0%} of its outline on the image edge): "
@@ -109,11 +95,12 @@ class Analysis:
 
     @property
     def warnings(self) -> list[str]:
-        """The "check this border" and "may extend beyond the picture" texts that apply (the app shows
-        them; :attr:`notes` carries them into the PDF and CSV)."""
+        """The "check this border" ("check this segmentation" in cells mode) and "may extend beyond the
+        picture" texts that apply (the app shows them; :attr:`notes` carries them into the PDF and CSV)."""
         found = []
         if self.check_border and not self.error:
-            found.append(CHECK_BORDER_NOTE.format(confidence=self.confidence, threshold=self.confidence_threshold))
+            found.append(CHECK_BORDER_NOTE.format(check=self.words["check"], confidence=self.confidence,
+                                                  threshold=self.confidence_threshold))
         if self.beyond_picture:
             found.append(BEYOND_PICTURE_NOTE.format(share=self.edge_outline_share))
         return found
@@ -247,12 +234,13 @@ class Analysis:
     def pdf(self, image_name: str, model_version: str = "", created: datetime | None = None,
             visit: Visit | None = None) -> bytes:
         """A one-page PDF report of this image with its settings (:meth:`settings`), the visit when given,
-        and a scale bar on the overlay when the pixel size is known."""
+        and a scale bar on the overlay when the pixel size is known; titled for the model's task (moles or
+        cells)."""
         from moleseg.core.report import pdf_report
 
         return pdf_report(image=self.image, overlay=self.overlay, measurements=self.measurements,
                           image_name=image_name, settings=self.settings(model_version), visit=visit,
-                          created=created, notes=self.notes)
+                          created=created, notes=self.notes, n_classes=self.n_classes)
 
 
 def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
