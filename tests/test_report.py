@@ -25,7 +25,6 @@ from moleseg.core.report import (
     AnalysisSettings,
     check_archive_name,
     display_unit,
-    format_value,
     measurements_csv,
     pdf_report,
     png_bytes,
@@ -108,15 +107,7 @@ def test_csv_edge_cases():
 # PDF
 
 
-def test_format_value_and_units():
-    assert format_value(106033.0) == "106,033"
-    assert format_value(1234.56) == "1,235"
-    assert format_value(367.42) == "367.4"
-    assert format_value(7.3512) == "7.35"
-    assert format_value(0.012345) == "0.0123"
-    assert format_value(float("nan")) == "\u2014"
-    assert format_value(None) == "\u2014"
-    assert format_value(3) == "3"
+def test_display_units():
     assert display_unit("area", "mm2") == "mm\u00b2"
     assert display_unit("area", "px") == "px\u00b2"
     assert display_unit("perimeter", "px") == "px"

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from moleseg.core.config import EDGE_OUTLINE_SHARE
 from moleseg.core.measure import Measurement, edge_outline_share
 from moleseg.core.render import contour_overlay
 from moleseg.core.report import display_unit, pdf_report
-from moleseg.engine.pipeline import BEYOND_PICTURE_NOTE
+from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
@@ -97,10 +96,7 @@ def saved_n_classes(saved: SavedAnalysis) -> int:
 def saved_notes(saved: SavedAnalysis) -> str | None:
     """What the saved visit's report says besides its measurements, as the Analyse page's did: the lesion may
     extend beyond the picture (read again from the saved mask; not for cells, cut by the frame as expected)."""
-    if saved_n_classes(saved) == 2:
-        return None
-    share = edge_outline_share(saved.mask)
-    return BEYOND_PICTURE_NOTE.format(share=share) if share >= EDGE_OUTLINE_SHARE else None
+    return None if saved_n_classes(saved) == 2 else beyond_picture_note(edge_outline_share(saved.mask))
 
 
 def saved_overlay(saved: SavedAnalysis):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,6 @@ __all__ = [
     "Visit",
     "check_archive_name",
     "display_unit",
-    "format_value",
     "measurement_lines",
     "measurements_csv",
     "pdf_report",
@@ -313,37 +311,6 @@ def settings_sidecar(csv_name: str, images: Sequence[tuple[str, AnalysisSettings
 
 # --------------------------------------------------------------------------------------------------
 # PDF
-
-
-def format_value(value: Any) -> str:
-    """A measurement value for people: counts and large values without decimals, others to 3-4 figures.
-
-    ``None``/NaN -> ``"\u2014"``; infinities -> ``"inf"``/``"-inf"``; whole numbers -> ``"12,345"``;
-    ``|v| >= 1000`` -> no decimals; ``>= 100`` -> 1 decimal; ``>= 1`` -> 2 decimals; smaller -> 3
-    significant digits (``0.0123``).
-    """
-    if value is None:
-        return "\u2014"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(number):
-        return "\u2014"
-    if math.isinf(number):
-        return "inf" if number > 0 else "-inf"
-    magnitude = abs(number)
-    if number.is_integer() and magnitude < 1e15:
-        return f"{int(number):,}"
-    if magnitude >= 1000:
-        return f"{number:,.0f}"
-    if magnitude >= 100:
-        return f"{number:.1f}"
-    if magnitude >= 1:
-        return f"{number:.2f}"
-    return f"{number:.3g}"
 
 
 def display_unit(key: str, unit: str) -> str:

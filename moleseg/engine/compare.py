@@ -142,14 +142,14 @@ class Comparison:
         rows = [["Measurement", "Before", "After", "Change", "Change %"]]
         keys = list(dict.fromkeys(c.key for c in self.changes))
         for key in keys:
-            group = [c for c in self.changes if c.key == key]
+            group = [(c, c.texts()) for c in self.changes if c.key == key]
 
             def cells(column: int) -> str:
-                parts = [f"{c.texts()[column]} {display_unit(c.key, c.unit)}".strip() for c in group]
+                parts = [f"{texts[column]} {display_unit(c.key, c.unit)}".strip() for c, texts in group]
                 return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
 
-            first = group[0]
-            rows.append([first.label, cells(0), cells(1), cells(2), first.texts()[3]])
+            first, first_texts = group[0]
+            rows.append([first.label, cells(0), cells(1), cells(2), first_texts[3]])
         return rows
 
     def header(self, before_name: str = "before", after_name: str = "after") -> list[tuple[str, str]]:

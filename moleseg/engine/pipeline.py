@@ -42,6 +42,15 @@ BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture ({share:.0%} of
                        "its area and diameters are lower bounds")
 
 
+def beyond_picture_note(share: float | None) -> str | None:
+    """:data:`BEYOND_PICTURE_NOTE` for a lesion with ``share`` (0..1) of its outline on the image edge, when that
+    is at least :data:`moleseg.core.config.EDGE_OUTLINE_SHARE`; None otherwise or when ``share`` is None (cells
+    mode: cells cut by the frame are expected)."""
+    if share is None or share < EDGE_OUTLINE_SHARE:
+        return None
+    return BEYOND_PICTURE_NOTE.format(share=share)
+
+
 @dataclass
 class OverlayStyle:
     """Colours (RGB 0..255) and opacities (0..1) of the overlay."""
@@ -90,8 +99,7 @@ class Analysis:
     def beyond_picture(self) -> bool:
         """True when the lesion may extend beyond the picture (see
         :func:`moleseg.core.measure.extends_beyond_picture`): its area and diameters are lower bounds."""
-        share = self.edge_outline_share
-        return share is not None and share >= EDGE_OUTLINE_SHARE
+        return beyond_picture_note(self.edge_outline_share) is not None
 
     @property
     def warnings(self) -> list[str]:
@@ -101,9 +109,8 @@ class Analysis:
         if self.check_border and not self.error:
             found.append(CHECK_BORDER_NOTE.format(check=self.words["check"], confidence=self.confidence,
                                                   threshold=self.confidence_threshold))
-        if self.beyond_picture:
-            found.append(BEYOND_PICTURE_NOTE.format(share=self.edge_outline_share))
-        return found
+        beyond = beyond_picture_note(self.edge_outline_share)
+        return found + ([beyond] if beyond else [])
 
     @property
     def flag_row(self) -> dict[str, Any]:
