@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from synthetic import disk, mole_image
-from moleseg.app import appstate
+from moleseg.app.analysis import ImageOutcome
+from moleseg.app.results import batch_bundle
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.measure import measure_lesion
 from moleseg.core.render import scale_bar_length_mm, with_scale_bar
@@ -152,8 +153,8 @@ def test_batch_bundle_has_the_csv_its_sidecar_and_the_visit(lesion_and_image):
     _, image = lesion_and_image
     segmenter = ClassicalSegmenter()
     analysis = analyse_images(segmenter, [image], pixel_size_mm=0.04, lesion_threshold=None)[0]
-    outcome = appstate.ImageOutcome(name="mole.png", analysis=analysis, stem="mole", key="k1")
-    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle([outcome], segmenter.name, "0.3", visits={"k1": VISIT})))
+    outcome = ImageOutcome(name="mole.png", analysis=analysis, stem="mole", key="k1")
+    bundle = zipfile.ZipFile(io.BytesIO(batch_bundle([outcome], segmenter.name, "0.3", visits={"k1": VISIT})))
     rows = list(csv.DictReader(io.StringIO(bundle.read("measurements.csv").decode(), newline="")))
     assert rows[0]["lesion"] == "left shoulder 1" and rows[0]["visit_date"] == "2026-05-06"
     sidecar = json.loads(bundle.read("measurements.settings.json"))
