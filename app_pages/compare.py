@@ -8,6 +8,7 @@ import streamlit as st
 
 from moleseg.app import followup, ui
 from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.compare import compare_records, compare_visits
 from moleseg.engine.records import Records
@@ -28,7 +29,7 @@ if source == followup.COMPARE_SAVED:
     try:
         records = Records()
     except ValueError as error:
-        st.error(f"Cannot open the records: {ui.first_line(error)}")
+        st.error(f"Cannot open the records: {first_line(error)}")
         st.stop()
     summaries = records.lesions()
     unidentified = followup.unidentified_visits(summaries)
@@ -62,7 +63,7 @@ if source == followup.COMPARE_SAVED:
             comparison = compare_records(records.open(earlier.id), records.open(later.id), allow_scale=allow_scale,
                                          pixel_size_mm=pixel_size or None)
     except (KeyError, ValueError) as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     before_name, after_name = followup.visit_label(earlier), followup.visit_label(later)
 else:
@@ -88,7 +89,7 @@ else:
             comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
                                         allow_scale=allow_scale)
     except ValueError as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison

@@ -6,6 +6,7 @@ import streamlit as st
 
 from moleseg.app import followup, ui
 from moleseg.engine.records import Records
+from moleseg.core.errors import first_line
 
 st.title("History")
 st.caption("Analyses saved from the Analyse page, kept in a database on this computer "
@@ -14,7 +15,7 @@ st.caption("Analyses saved from the Analyse page, kept in a database on this com
 try:
     records = Records()
 except ValueError as error:
-    st.error(f"Cannot open the records: {ui.first_line(error)}")
+    st.error(f"Cannot open the records: {first_line(error)}")
     st.stop()
 
 lesions = records.lesions()
@@ -38,7 +39,7 @@ if chosen is None:
 try:
     saved = records.open(chosen)
 except (KeyError, ValueError) as error:
-    st.error(f"Cannot open this record: {ui.first_line(error)}")
+    st.error(f"Cannot open this record: {first_line(error)}")
     st.stop()
 record = saved.record
 left, right = st.columns(2)

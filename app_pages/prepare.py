@@ -10,6 +10,7 @@ from moleseg.app import ui
 from moleseg.app.analysis import digest
 from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
+from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
@@ -66,7 +67,7 @@ if images_dir is None:
 try:
     report = pair_folders(images_dir, masks_dir)
 except OSError as error:
-    st.error(f"Cannot read the dataset: {ui.first_line(error)}")
+    st.error(f"Cannot read the dataset: {first_line(error)}")
     st.stop()
 except PairingError as error:
     st.error(str(error))

@@ -14,6 +14,7 @@ from moleseg.engine.finetune import corrections_pairs, finetune_config
 from moleseg.engine.runs import RunFiles, read_history, read_json
 from moleseg.engine.session import dataset_list
 from moleseg.core import options
+from moleseg.core.errors import first_line
 from moleseg.core.targets import SHAPES
 
 #: The widget (its session-state key) of every settable training option of moleseg.core.options; the keys of
@@ -163,7 +164,7 @@ def finetune_section() -> None:
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs))
             run_dir = jobs.start_training(config, RUNS, name=config["name"])
         except (jobs.TrainingBusy, ValueError, OSError) as error:
-            st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
+            st.error(first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
             st.rerun()
@@ -378,7 +379,7 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
         try:
             run_dir = jobs.start_training(config, RUNS, name=run_name.strip() or f"{architecture}-{backbone}")
         except (jobs.TrainingBusy, ValueError, OSError) as error:
-            st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
+            st.error(first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
             st.rerun()

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from moleseg.core.errors import first_line
+
 if TYPE_CHECKING:
     from moleseg.core.options import Option
 
@@ -520,7 +522,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
+    from moleseg.core.imageio import ImageReadError, mask_problem, read_mask
+    from moleseg.core.imagewrite import write_png
     from moleseg.core.pairing import list_images
     from moleseg.core.targets import class_frequencies, make_targets
     from moleseg.engine.pipeline import output_stems
@@ -623,7 +626,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise CommandError(f"--images {printable(args.images)}: not a folder")
-    from moleseg.network.bench import BenchSettings, format_report, run_bench
+    from moleseg.tools.bench import format_report, run_bench
+    from moleseg.tools.bench_machine import BenchSettings
 
     settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
     result = run_bench(model, images, settings, echo=lambda line: _say(args, line))
@@ -761,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, OSError) and error.filename and error.strerror:
             message = f"{error.filename}: {error.strerror}"
         else:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = first_line(error)
         print(f"error: {printable(message)}", file=sys.stderr)
         return EXIT_ERROR
 

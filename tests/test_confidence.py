@@ -11,7 +11,7 @@ import pytest
 
 from synthetic import disk
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.pairing import Pair
 from moleseg.engine.calibrate import calibrate_confidence, confidence_threshold, flag_summary

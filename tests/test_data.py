@@ -18,7 +18,7 @@ from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
                           class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
                           prepare_example, split_pairs)
-from moleseg.core.imageio import write_png  # noqa: E402
+from moleseg.core.imagewrite import write_png  # noqa: E402
 from moleseg.core.pairing import Pair, pair_folders  # noqa: E402
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from synthetic import mole_image
 
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: What the wheel is built from (the rest of the checkout is not needed).

@@ -523,7 +523,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
-    from moleseg.network import shipped
+    from moleseg.tools import shipped
 
     data = tmp_path / "data"
     lesion_dataset(data / "set", n=10, seed=2)

@@ -52,7 +52,7 @@ def device_summary() -> str:
 class ModelChoice:
     """One entry of the model picker.
 
-    ``spec`` is what :func:`moleseg.engine.segmenter.load_segmenter` takes; ``stamp`` changes when the file
+    ``spec`` is what :func:`moleseg.network.loading.load_segmenter` takes; ``stamp`` changes when the file
     changes (so caches keyed by ``key`` see a retrained model).
     """
 

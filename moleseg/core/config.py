@@ -59,8 +59,8 @@ INSIDE: int = 2
 CLASS_NAMES_3: tuple[str, ...] = ("back", "border", "inside")
 CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 
-#: zlib level (0..9) of the PNGs moleseg writes: 1 encodes a 765 x 574 overlay about 5x faster than
-#: Pillow's default 6, for files about 4 % larger (masks and class maps compress well at any level).
+#: zlib level (0..9) of the PNGs moleseg writes: 1 encodes an overlay several times faster than Pillow's
+#: default 6 for slightly larger files (masks and class maps compress well at any level; ``docs/performance.md``).
 PNG_COMPRESSION_LEVEL = 1
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")

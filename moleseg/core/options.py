@@ -481,7 +481,7 @@ def unknown_keys(config: Mapping[str, Any], ignore: Iterable[str] = ("run_dir", 
 
 #: Keys a configuration file may hold besides the options: ``run_dir`` (written into a run's
 #: ``config.json``) and ``recipe`` (a shipped model's test folders and held-out shares, see
-#: :mod:`moleseg.network.shipped`).
+#: :mod:`moleseg.tools.shipped`).
 EXTRA_KEYS: tuple[str, ...] = ("run_dir", "recipe")
 
 

@@ -56,6 +56,7 @@ from filelock import FileLock, Timeout
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import STUDIES_DIR
+from moleseg.core.errors import first_line
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.core import options
 from moleseg.engine.runs import read_history, read_json, write_json
@@ -168,7 +169,7 @@ def load_study(path: str | Path, data_root: str | Path | None = None) -> Study:
     except OSError as error:
         raise StudyError(f"{path}: cannot read the study file ({error.strerror or error})") from None
     except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not a valid YAML file ({str(error).splitlines()[0]})") from None
+        raise StudyError(f"{path}: not a valid YAML file ({first_line(error)})") from None
     if not isinstance(document, dict):
         raise StudyError(f"{path}: a study file is a mapping with data, base and factors")
     known = {item.name for item in options.OPTIONS}

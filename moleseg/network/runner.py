@@ -15,13 +15,10 @@ from typing import Any, Sequence
 
 from moleseg.engine.jobs import (BUSY_EXIT_STATUS, ProgressWriter, TrainingBusy, cancel_requested,
                                  data_folders, hold_training_lock)
+from moleseg.core.errors import first_line
 from moleseg.engine.runs import RunFiles, read_json
 from moleseg.engine.session import release_after_training
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
@@ -65,11 +62,11 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
         try:
             evaluation = train(config, run_dir, progress=writer, echo=lambda line: print(line, flush=True))
         except TrainingCancelled as error:
-            writer.write(status="cancelled", phase="cancelled", message=_first_line(error), eta_seconds=None)
+            writer.write(status="cancelled", phase="cancelled", message=first_line(error), eta_seconds=None)
             status = 0
         except (TrainingError, ValueError, OSError, RuntimeError) as error:
             traceback.print_exc()
-            writer.write(status="failed", phase="failed", error=_first_line(error), message="failed",
+            writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
                          eta_seconds=None)
         else:
             result = {key: evaluation.get(key) for key in ("best_epoch", "best_val_fm", "rule", "n")}
@@ -82,7 +79,7 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
             reason = "the training process was stopped (signal or interrupt)"
         else:
-            reason = f"{type(error).__name__}: {_first_line(error)}"
+            reason = f"{type(error).__name__}: {first_line(error)}"
         writer.write(status="failed", phase="failed", error=reason, message="failed", eta_seconds=None)
         status = 1
     return status
