@@ -8,9 +8,10 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg import __version__
-from moleseg.app import appstate, ui
+from moleseg.app import appstate, gate, ui
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
+gate.admit()
 ui.startup()
 ui.session_heartbeat()
 

@@ -83,6 +83,8 @@ MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
+#: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
+APP_FILE: Path = _PACKAGE_PARENT / "app.py"
 #: Environment variable naming the app's own data folder (records, runs, "My dataset").
 DATA_DIR_ENV: str = settings.ENV_PREFIX + "DATA_DIR"
 #: Sub-folder of the data folder holding the training runs (the app lists them in its model picker).
@@ -111,6 +113,16 @@ def cache_dir() -> Path:
     when it is set now (read at every call), else ``~/.cache/moleseg``."""
     value = os.environ.get("MOLESEG_CACHE")
     return Path(value) if value else Path.home() / ".cache" / "moleseg"
+
+
+#: Sub-folder of :func:`cache_dir` holding the resized training examples; a named cache of the Train page
+#: is a sub-folder of it.
+EXAMPLES_CACHE_NAME: str = "examples"
+
+
+def example_cache_dir() -> Path:
+    """Folder of the cached training examples: :data:`EXAMPLES_CACHE_NAME` in :func:`cache_dir`."""
+    return cache_dir() / EXAMPLES_CACHE_NAME
 
 
 def runs_dir() -> Path:
