@@ -143,3 +143,18 @@ def test_the_data_folders_default_to_the_settings_data_dir_never_the_program_fol
     finally:
         monkeypatch.undo()
         load_settings.cache_clear()
+
+
+def test_the_readme_security_section_documents_every_key_the_modes_and_a_worked_example():
+    import tomllib
+
+    from moleseg.core.settings import IDENTITY_SOURCES, KEYS, MODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    for needed in [*(f"| `{key}` |" for key in KEYS), *MODES, *IDENTITY_SOURCES, "MOLESEG_CONFIG", "Caddy",
+                   "trusted", "not inside the data folders this server offers"]:
+        assert needed in section, needed
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert sorted(tomllib.loads(example)) == sorted(KEYS)  # the worked example sets every key
+    assert "make run" in readme.split("\n## ", 1)[0] and "make test" in readme.split("\n## ", 1)[0]
