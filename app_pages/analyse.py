@@ -168,9 +168,9 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
 def save_to_dataset_block(outcome: ImageOutcome) -> None:
     """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
     with st.expander("Save to my dataset"):
-        folder = st.text_input("Dataset folder", str(corrections_dir()), key="analyse_dataset_folder",
-                               help="images/ and masks/ (same file names) plus provenance/ records: a folder "
-                                    "the Train and Evaluate pages read.")
+        folder = corrections_dir()
+        st.caption(f"Saved into {folder}: images/ and masks/ (same file names) plus provenance/ records, the "
+                   "dataset the Train and Evaluate pages offer as yours.")
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
             try:
