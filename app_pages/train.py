@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, serverpaths, ui
+from moleseg.app import charts, serverpaths, ui
+from moleseg.app.models import model_choices
 from moleseg.engine import jobs
 from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, example_cache_dir, runs_dir
 from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
@@ -142,7 +143,7 @@ def finetune_section() -> None:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
                    "dataset, then fine-tune the model on it here.")
         return
-    models = [c for c in appstate.model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
+    models = [c for c in model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
     if not models:
         st.caption("No network model to fine-tune.")
         return
