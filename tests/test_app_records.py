@@ -342,6 +342,10 @@ def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated,
     at.switch_page(PAGE_FILES["history"]).run()
     assert texts(at.error) == [f"Cannot open this record: no saved analysis with id {theirs}."]
     assert not at.get("image") and not at.dataframe
+    Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg")  # bob's second visit
+    at.switch_page(PAGE_FILES["compare"]).run()
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and any("No lesion has two saved visits" in text for text in texts(at.info))
 
 
 # --------------------------------------------------------------------------------------------------
