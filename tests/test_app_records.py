@@ -266,6 +266,7 @@ def test_personal_mode_has_one_user_who_reaches_every_record():
     ({"X-Forwarded-Email": "carol@clinic.example", "X-Moleseg-Proxy-Secret": SECRET}, "10.0.0.5",
      User("carol@clinic.example")),
     (FROM_PROXY, "10.0.0.6", NOT_THROUGH_PROXY),  # not the proxy's address
+    (FROM_PROXY, "127.0.0.1", User("alice")),
     ({"X-Forwarded-User": "alice"}, None, NOT_THROUGH_PROXY),  # straight to the port: no secret
     ({**FROM_PROXY, "X-Moleseg-Proxy-Secret": SECRET[:-1] + "x"}, None, NOT_THROUGH_PROXY),
     ({"X-Moleseg-Proxy-Secret": SECRET, "X-Forwarded-User": "  "}, "10.0.0.5", NOT_SIGNED_IN),
@@ -273,6 +274,13 @@ def test_personal_mode_has_one_user_who_reaches_every_record():
 def test_in_shared_mode_the_user_header_is_believed_only_from_the_proxy_with_its_secret(headers, address,
                                                                                         expected):
     assert resolve_user(SHARED, headers, address) == expected
+
+
+def test_a_loopback_peer_is_a_proxy_only_when_a_loopback_address_is_trusted():
+    only_ipv6 = replace(SHARED, trusted_proxies=(ipaddress.ip_network("::1"),))
+    assert resolve_user(only_ipv6, FROM_PROXY, None) == User("alice")
+    remote_only = replace(SHARED, trusted_proxies=(ipaddress.ip_network("10.0.0.5"),))
+    assert resolve_user(remote_only, FROM_PROXY, None) == NOT_THROUGH_PROXY
 
 
 def test_with_streamlit_login_the_user_is_the_logged_in_e_mail():

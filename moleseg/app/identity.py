@@ -6,7 +6,7 @@ Personal mode has one user, the account that runs the server; they reach every r
 only when both hold:
 
 * the connection comes from one of the settings' ``trusted_proxies``, as Streamlit reports its address
-  (``st.context.ip_address``: None for a loopback peer, read here as ``127.0.0.1``); and
+  (``st.context.ip_address``: None for a loopback peer, read here as ``127.0.0.1`` or ``::1``); and
 * it carries the settings' ``proxy_secret`` in the ``proxy_secret_header``, which only the proxy sets.
 
 The second check is needed because Streamlit's server (uvicorn, with its default ``proxy_headers``) replaces
@@ -30,10 +30,10 @@ from moleseg.core.settings import ServerSettings, load_settings
 from moleseg.engine.records import User
 
 __all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "sees_everyone",
-           "LOOPBACK_PEER"]
+           "LOOPBACK_PEERS"]
 
-#: The peer address of a loopback connection (``st.context.ip_address`` reports None for it).
-LOOPBACK_PEER: str = "127.0.0.1"
+#: The peer addresses of a loopback connection (``st.context.ip_address`` reports None for both).
+LOOPBACK_PEERS: tuple[str, ...] = ("127.0.0.1", "::1")
 #: Name of the one user of personal mode when the server's account has no name.
 FALLBACK_PERSONAL_USER: str = "local"
 
@@ -83,7 +83,8 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     if settings.identity == "streamlit-oidc":
         return _named(oidc_email.strip(), settings) if oidc_email and oidc_email.strip() else NOT_SIGNED_IN
     secret = headers.get(settings.proxy_secret_header) or ""
-    if not (settings.proxy_trusted(ip_address or LOOPBACK_PEER) and settings.proxy_secret
+    from_proxy = any(settings.proxy_trusted(peer) for peer in ((ip_address,) if ip_address else LOOPBACK_PEERS))
+    if not (from_proxy and settings.proxy_secret
             and hmac.compare_digest(secret.encode(), settings.proxy_secret.encode())):
         return NOT_THROUGH_PROXY
     name = next((value.strip() for header in settings.user_headers
