@@ -30,7 +30,7 @@ def test_a_shared_deployment_from_a_toml_file_with_the_environment_winning(tmp_p
     file.write_text(f'mode = "shared"\nport = 8600\ndata_roots = ["{roots[0]}", "{tmp_path / "link"}"]\n'
                     f'data_dir = "/srv/moleseg"\nallowed_hosts = ["Moles.Clinic.example."]\n'
                     'identity = "proxy-header"\ntrusted_proxies = ["10.0.0.0/24", "127.0.0.1"]\n'
-                    'admin_users = ["dr.who@clinic.example"]\n')
+                    'admin_users = ["dr.who@clinic.example"]\nproxy_secret = "a-long-random-secret"\n')
     settings = read_settings({"MOLESEG_CONFIG": str(file), "MOLESEG_PORT": "9000",
                               "MOLESEG_USER_HEADERS": "X-Forwarded-Email"})
     assert settings.mode == "shared" and settings.shared
@@ -41,6 +41,8 @@ def test_a_shared_deployment_from_a_toml_file_with_the_environment_winning(tmp_p
     assert settings.identity == "proxy-header" and settings.user_headers == ("X-Forwarded-Email",)
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("127.0.0.1/32"))
     assert settings.admin_users == frozenset({"dr.who@clinic.example"})
+    assert settings.proxy_secret == "a-long-random-secret" and "a-long-random-secret" not in repr(settings)
+    assert settings.proxy_secret_header == "X-Moleseg-Proxy-Secret"
     assert settings.proxy_trusted("10.0.0.7") and settings.proxy_trusted("127.0.0.1")
     assert not settings.proxy_trusted("10.0.1.7") and not settings.proxy_trusted(None)
     assert not settings.proxy_trusted("not an address")
@@ -83,6 +85,8 @@ def test_the_proxy_header_is_believed_only_from_configured_proxies():
                        "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "10.0.0.300"})
     assert refused.value.problems == [
         "trusted_proxies holds IP addresses or networks (CIDR), not '10.0.0.300'.",
+        "identity proxy-header needs proxy_secret: a random value of at least 16 characters that the reverse "
+        "proxy adds in proxy_secret_header (anyone on this machine can reach the app's port without the proxy).",
     ]
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_IDENTITY": "proxy-header", "MOLESEG_USER_HEADERS": " , "})
@@ -90,6 +94,8 @@ def test_the_proxy_header_is_believed_only_from_configured_proxies():
         "identity proxy-header needs at least one of user_headers.",
         "identity proxy-header needs trusted_proxies: the address(es) of the reverse proxy, the only peers whose "
         "user header is believed.",
+        "identity proxy-header needs proxy_secret: a random value of at least 16 characters that the reverse "
+        "proxy adds in proxy_secret_header (anyone on this machine can reach the app's port without the proxy).",
     ]
 
 
@@ -117,7 +123,7 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
         read_settings({"MOLESEG_CONFIG": str(file)})
     assert refused.value.problems == [
         f"{file} has unknown key(s) roots; the keys are mode, address, port, data_roots, data_dir, allowed_hosts, "
-        "identity, user_headers, trusted_proxies, admin_users.",
+        "identity, user_headers, trusted_proxies, admin_users, proxy_secret, proxy_secret_header.",
         f"port must be a whole number in {file}.",
         f"admin_users must be a list of strings in {file}.",
     ]
