@@ -65,6 +65,7 @@ def test_serve_passes_the_settings_to_streamlit(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("MOLESEG_")}
     env.update({"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.clinic.example",
                 "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1", "MOLESEG_PORT": "8600",
+                "MOLESEG_PROXY_SECRET": "a long random secret value",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(APP.parent), os.environ.get("PYTHONPATH")]))})
     result = subprocess.run([sys.executable, "-m", "moleseg", "serve", "--print-command"], capture_output=True,
                             text=True, env=env, timeout=120)
@@ -75,6 +76,7 @@ def test_serve_passes_the_settings_to_streamlit(tmp_path):
         "--server.allowedHosts=moles.clinic.example", "--server.enableXsrfProtection=true",
         "--server.enableCORS=true"]
     env.pop("MOLESEG_IDENTITY")
+    env.pop("MOLESEG_PROXY_SECRET")
     result = subprocess.run([sys.executable, "-m", "moleseg", "serve"], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 2 and result.stdout == ""
