@@ -8,10 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg import __version__
-from moleseg.app import ui
+from moleseg.app import gate, ui
 from moleseg.app.models import default_model_spec, model_choices
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
+gate.admit()
 ui.startup()
 ui.session_heartbeat()
 

@@ -169,9 +169,9 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
 def save_to_dataset_block(outcome: ImageOutcome) -> None:
     """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
     with st.expander("Save to my dataset"):
-        folder = st.text_input("Dataset folder", str(corrections_dir()), key="analyse_dataset_folder",
-                               help="images/ and masks/ (same file names) plus provenance/ records: a folder "
-                                    "the Train and Evaluate pages read.")
+        folder = corrections_dir()
+        st.caption(f"Saved into {folder}: images/ and masks/ (same file names) plus provenance/ records, the "
+                   "dataset the Train and Evaluate pages offer as yours.")
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
             try:
@@ -374,11 +374,16 @@ st.caption("Research software: not a medical device, not for diagnosis.")
 # ---- save to records (History page) ---------------------------------------------------------------
 if st.button(f"Save {outcome.name} to records", key="analyse_save",
              help="The History page lists and reopens it, with the visit above."):
+    from moleseg.app.identity import Refusal, current_user
     from moleseg.engine.records import Records
 
+    user = current_user()
+    if isinstance(user, Refusal):
+        st.error(f"Could not save: {user.message}")
+        st.stop()
     try:
         saved_id = Records().save(
-            analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+            user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
             visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
             image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
             lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,

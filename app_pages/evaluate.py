@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from moleseg.app import charts, ui
+from moleseg.app import charts, serverpaths, ui
 from moleseg.app.evaluation import evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows
 from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
 from moleseg.core.config import corrections_dir, runs_dir
@@ -24,8 +24,13 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+roots = serverpaths.dataset_roots()
+if not serverpaths.data_roots():
+    st.info(serverpaths.NO_ROOTS_NOTICE)
+serverpaths.folder_picker("evaluate_folder", roots)
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
-                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'.")
+                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside the folders "
+                            "this server offers (or your own dataset).")
 corrected = corrections_pairs(corrections_dir())
 if corrected:
     st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
@@ -84,7 +89,7 @@ def show_evaluation(result: dict) -> None:
 
 if st.button("Evaluate", type="primary", key="evaluate_run"):
     try:
-        images_dir, masks_dir = dataset_folders(folder)
+        images_dir, masks_dir = dataset_folders(folder, roots)
         report = pair_folders(images_dir, masks_dir)
     except (ValueError, PairingError, OSError) as error:
         st.error(str(error))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import ui
+from moleseg.app import serverpaths, ui
 from moleseg.app.analysis import digest
 from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
@@ -28,11 +28,16 @@ if source == "a folder on the server":
     prepared = st.session_state.get(ui.DATASET_KEY)
     if prepared and prepared.get("source") == source:  # back from another page: the same dataset
         ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
+    roots = serverpaths.dataset_roots()
+    if not serverpaths.data_roots():
+        st.info(serverpaths.NO_ROOTS_NOTICE)
+    serverpaths.folder_picker("prepare_folder", roots)
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
-                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR'.")
+                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', "
+                              "inside the folders this server offers.")
     if text.strip():
         try:
-            images_dir, masks_dir = dataset_folders(text)
+            images_dir, masks_dir = dataset_folders(text, roots)
         except ValueError as error:
             st.error(str(error))
 else:

@@ -308,7 +308,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area
 
 
-def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
+def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path, monkeypatch):
     from moleseg.core.pairing import pair_folders
     from moleseg.engine.correction import Stroke
 
@@ -316,7 +316,7 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     (edits,) = at.session_state["analyse_corrections"].values()
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
     at.run()
-    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()
     assert not at.exception and any("Saved a.png" in text for text in texts(at.success))
     (pair,) = pair_folders(tmp_path / "mine" / "images", tmp_path / "mine" / "masks").pairs
@@ -327,12 +327,12 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     assert record["status"] == "corrected by hand" and record["model"] == "classical"
 
 
-def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path):
+def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path, monkeypatch):
     from moleseg.core.pairing import pair_folders
     from moleseg.engine.correction import Stroke
 
     upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
-    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()  # as the model drew it
     (edits,) = at.session_state["analyse_corrections"].values()
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)

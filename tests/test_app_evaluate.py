@@ -89,7 +89,7 @@ def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_pat
     at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
     at.button(key="evaluate_run").click().run()
     assert not at.exception
-    assert texts(at.error) == [f"folder not found: {tmp_path / 'none'}"]
+    assert texts(at.error) == [f"{tmp_path / 'none'} is not inside the data folders this server offers"]
 
 
 def _fake_run(runs, name, solver, fm_mean, minutes):

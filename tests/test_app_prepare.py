@@ -100,7 +100,7 @@ def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(tmp_path / "nowhere")).run()
     assert not at.exception
-    assert texts(at.error) == [f"folder not found: {tmp_path / 'nowhere'}"]
+    assert texts(at.error) == [f"{tmp_path / 'nowhere'} is not inside the data folders this server offers"]
 
 
 def test_an_uploaded_zip_is_unpacked_into_the_session_folder(app_folders, tmp_path):

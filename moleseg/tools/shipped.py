@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.core import options
-from moleseg.core.config import MODELS_DIR, RUNS_DIR
-from moleseg.tools import SHARED_DATA_DIR
+from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
+from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
+#: The checkout's runs folder, where ``make models`` and ``make crossval`` write the recipes' runs.
+RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
 #: A recipe's file name is ``<name>`` + this, in the models folder.
 RECIPE_SUFFIX = ".config.json"
 #: Training options that may differ between the fold runs of one cross-validation and the model then trained
