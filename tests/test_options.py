@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from moleseg.app.ui import PAGE_FILES
-from moleseg.cli import build_parser, train_config_of
+from moleseg.cli import build_parser
+from moleseg.cli.training import train_config_of
 from moleseg.core import options
 from moleseg.core.modelinfo import ModelFileError, ModelInfo
 

@@ -14,7 +14,8 @@ import pytest
 
 from synthetic import lesion_dataset, mole_image
 
-from moleseg.cli import main, printable
+from moleseg.cli import main
+from moleseg.cli.common import printable
 from moleseg.core.imagewrite import write_png
 from moleseg.engine.pipeline import output_stems
 

@@ -80,6 +80,8 @@ USER_DATA_DIR: Path = settings.user_data_dir()
 #: (the wheel carries them as package data); ``MOLESEG_MODELS_DIR`` overrides it.
 MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
                         or (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "models")
+#: File name of the shipped mole model in the models folder: the default model of the app and the CLI.
+DERMOSCOPY_MODEL: str = "dermoscopy.keras"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
