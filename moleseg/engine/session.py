@@ -27,6 +27,7 @@ import time
 import weakref
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
@@ -34,6 +35,7 @@ from typing import BinaryIO, Callable
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.roots import resolve_inside_roots
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
@@ -387,26 +389,34 @@ def find_dataset(root: str | Path, max_depth: int = 3) -> tuple[Path, Path]:
     raise ArchiveError("no folder holding both images/ and masks/ was found")
 
 
-def dataset_folders(text: str) -> tuple[Path, Path]:
+def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Path, Path]:
     """``(images, masks)`` of a dataset given as a folder holding ``images/`` and ``masks/``, or as
     ``IMAGES_DIR | MASKS_DIR``.
+
+    With ``roots`` (a path typed by a browser user), each folder must lie inside one of them
+    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved); without (the
+    operator's command line), ``~`` is expanded.
 
     Raises
     ------
     ValueError
-        A missing folder, or a folder without ``images/`` and ``masks/``.
+        A missing folder (or one outside ``roots``: :class:`~moleseg.core.roots.OutsideRootsError`), or a
+        folder without ``images/`` and ``masks/``.
     """
+
+    def folder_of(part: str) -> Path:
+        if roots is not None:
+            return resolve_inside_roots(part, roots)
+        folder = Path(part).expanduser()
+        if not part or not folder.is_dir():
+            raise ValueError(f"folder not found: {part or '(empty)'}")
+        return folder
+
     text = text.strip().strip('"').strip("'")
     if "|" in text:
         first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
-        images, masks = Path(first).expanduser(), Path(second).expanduser()
-        for folder in (images, masks):
-            if not folder.is_dir():
-                raise ValueError(f"folder not found: {folder}")
-        return images, masks
-    folder = Path(text).expanduser()
-    if not text or not folder.is_dir():
-        raise ValueError(f"folder not found: {text or '(empty)'}")
+        return folder_of(first), folder_of(second)
+    folder = folder_of(text)
     try:
         return find_dataset(folder, max_depth=0)
     except ArchiveError:
@@ -414,10 +424,10 @@ def dataset_folders(text: str) -> tuple[Path, Path]:
                          "to name them") from None
 
 
-def dataset_list(text: str) -> list[tuple[Path, Path]]:
+def dataset_list(text: str, roots: Sequence[Path] | None = None) -> list[tuple[Path, Path]]:
     """One :func:`dataset_folders` per non-empty line (lines starting with ``#`` are comments)."""
     folders = []
     for line in text.splitlines():
         if line.strip() and not line.strip().startswith("#"):
-            folders.append(dataset_folders(line))
+            folders.append(dataset_folders(line, roots))
     return folders
