@@ -597,19 +597,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from moleseg.engine.study import check_study, describe_plan, load_study, resolve_data, run_study
+    from moleseg.engine.studyplan import describe_plan
+    from moleseg.engine.studyrun import checked_study, run_study
+    from moleseg.studyreport import write_html
 
-    study = load_study(args.config, data_root=args.data_root)
-    problems = check_study(study)
-    if problems:
-        for problem in problems:
-            print(f"error: {args.config}: {problem}", file=sys.stderr)
-        return EXIT_ERROR
-    resolve_data(study, None)  # the data folders and the split rule, before anything trains
+    study = checked_study(args.config, data_root=args.data_root)  # the file, every run and the data split
     if args.dry_run:
         print(describe_plan(study))
         return EXIT_OK
-    rows = run_study(study, args.out, parallel=args.parallel, echo=lambda line: _say(args, line))
+    rows = run_study(study, args.out, echo=lambda line: _say(args, line))
+    write_html(study, args.out, rows)
     _say(args, f"{len(rows)} run(s) finished; results in {Path(args.out) / 'study.csv'}, study.html, verdicts.md")
     return EXIT_OK
 
@@ -726,7 +723,6 @@ def build_parser() -> argparse.ArgumentParser:
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
     study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
-    study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
     study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
     bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
