@@ -8,8 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from moleseg import studyreport
-from moleseg.app import ui
-from moleseg.core.config import runs_dir
+from moleseg.app import serverpaths, ui
+from moleseg.core.config import STUDIES_DIR, runs_dir
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import studyrun
 from moleseg.engine.launch import safe_run_name
 from moleseg.engine.studyplan import StudyError, study_files
@@ -25,14 +26,23 @@ with st.expander("Start a study", expanded=False):
     shipped = study_files()
     choice = st.selectbox("Study file", [str(p) for p in shipped] + ["other..."], key="study_file",
                           help="YAML: data, base options, factors, repeats (see the shipped files in studies/).")
-    path = st.text_input("Path of the study file", key="study_file_other") if choice == "other..." else choice
+    path = choice
+    if choice == "other...":
+        typed = st.text_input("Path of the study file", key="study_file_other",
+                              help="A YAML file inside the shipped studies folder or the folders this server offers.")
+        try:
+            path = str(resolve_inside_roots(typed, serverpaths.study_file_roots(STUDIES_DIR), file=True))
+        except OutsideRootsError as error:
+            path = ""
+            if typed.strip():
+                st.error(str(error))
     file_stem = Path(path or "study").stem
     name = st.text_input("Study folder name", key="study_name", placeholder=file_stem,
                          help="Empty: the study file's name.").strip() or file_stem
     if st.button("Start the study", type="primary", key="study_start", disabled=not path):
         out = runs_dir() / f"study-{safe_run_name(name)}"
         try:
-            studyrun.start_study(path, out)
+            studyrun.start_study(path, out, roots=serverpaths.dataset_roots())
         except (StudyError, OSError) as error:
             st.error(str(error))
         else:
@@ -42,7 +52,15 @@ with st.expander("Start a study", expanded=False):
 
 folders = studyrun.list_study_folders(runs_dir())
 ui.init_state("study_folder", str(folders[0]) if folders else "")
-folder = st.text_input("Study folder", key="study_folder", help="A folder written by moleseg study.")
+serverpaths.path_picker("study_folder", [str(found) for found in folders], label="Studies in the app's runs")
+folder_text = st.text_input("Study folder", key="study_folder",
+                            help=f"A folder written by moleseg study, inside the app's runs ({runs_dir()}).")
+folder = ""
+if folder_text.strip():
+    try:
+        folder = str(resolve_inside_roots(folder_text, (runs_dir(),)))
+    except OutsideRootsError as error:
+        st.error(str(error))
 
 
 @st.fragment(run_every=2.0)
@@ -69,5 +87,6 @@ def show(folder_text: str) -> None:
         if page:
             st.download_button("Download study.html", page.encode(), file_name=studyreport.STUDY_HTML,
                                mime="text/html", key="study_html")
+
 
 show(folder)

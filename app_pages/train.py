@@ -6,9 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, trainstatus, ui
+from moleseg.app import charts, serverpaths, trainstatus, ui
+from moleseg.app.models import model_choices
 from moleseg.engine import jobs, launch, trainlock
-from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, runs_dir
+from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, example_cache_dir, runs_dir
+from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine.finetune import corrections_pairs, finetune_config
 from moleseg.engine.runs import RunFiles, read_history
 from moleseg.engine.session import dataset_list
@@ -61,6 +63,7 @@ def high(name: str) -> float:
 
 
 RUNS = runs_dir()
+EXAMPLE_CACHES = example_cache_dir()
 defaults = jobs.train_defaults()
 model_defaults = defaults["model"]
 
@@ -126,14 +129,13 @@ if shown_run is not None and shown_run.is_dir():
 def finetune_section() -> None:
     """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
     st.subheader("Fine-tune on my corrections")
-    folder = st.text_input("Corrections dataset", str(corrections_dir()), key="train_finetune_folder",
-                           help="The folder the Analyse page's 'Save to my dataset' writes: images/ and masks/.")
+    folder = corrections_dir()
     count = corrections_pairs(folder)
     if not count:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
                    "dataset, then fine-tune the model on it here.")
         return
-    models = [c for c in appstate.model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
+    models = [c for c in model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
     if not models:
         st.caption("No network model to fine-tune.")
         return
@@ -166,12 +168,16 @@ finetune_section()
 st.subheader("New training")
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state(key("images"), f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+roots = serverpaths.dataset_roots()
 with st.expander("Data", expanded=True):
+    if not serverpaths.data_roots():
+        st.info(serverpaths.NO_ROOTS_NOTICE)
+    serverpaths.folder_picker(key("images"), roots, join=True)
     datasets_text = st.text_area(
         "Training datasets", key=key("images"), height=90,
         placeholder="/data/moles (holding images/ and masks/)\n/data/other/images | /data/other/masks",
-        help="One dataset per line: a folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'. "
-             "Several datasets are combined. The Prepare page fills in the dataset chosen there.")
+        help="One dataset per line: a folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside "
+             "the folders this server offers (or your own dataset). Several datasets are combined. The Prepare page fills in the dataset chosen there.")
     validation_text = st.text_area("Validation datasets (optional)", key=key("validation_images"), height=68,
                                    help="Empty: a random share of the training pairs is held out (below).")
     test_text = st.text_area("Test datasets (optional)", key=key("test_images"), height=68,
@@ -250,7 +256,8 @@ with st.expander("Network"):
                               help="Fine-tuning copies every layer whose name and shape match (same backbone).")
     weights_file = ""
     if weights_choice == "file":
-        weights_file = st.text_input("Model file to start from", key="train_weights_file")
+        weights_file = st.text_input("Model file to start from", key="train_weights_file",
+                                     help="A .keras file inside the folders this server offers, or in a run.")
 
 with st.expander("Solver"):
     a, b, c = st.columns(3)
@@ -309,15 +316,16 @@ with st.expander("Advanced"):
     a, b = st.columns(2)
     run_name = a.text_input("Run name", "", key=key("name"), placeholder=f"{architecture}-{backbone}",
                             help="Start of the run folder's name (a date is appended) and the model's name.")
-    cache_dir = b.text_input("Example cache folder (optional)", "", key=key("cache_dir"),
-                             help="Where resized examples are cached between trainings (default ~/.cache/moleseg).")
+    cache_name = b.text_input("Example cache name (optional)", "", key=key("cache_dir"),
+                              help="A name for the resized examples cached between trainings, kept in the app's "
+                                   f"cache folder ({EXAMPLE_CACHES}); empty: the shared cache there.")
 
 # ---- start -----------------------------------------------------------------------------------------
 problems: list[str] = []
 try:
-    train_sets = dataset_list(datasets_text)
-    validation_sets = dataset_list(validation_text)
-    test_sets = dataset_list(test_text)
+    train_sets = dataset_list(datasets_text, roots)
+    validation_sets = dataset_list(validation_text, roots)
+    test_sets = dataset_list(test_text, roots)
 except ValueError as error:
     problems.append(str(error))
     train_sets, validation_sets, test_sets = [], [], []
@@ -328,7 +336,18 @@ except ValueError:
 if len(aspp_rates) != 3 or min(aspp_rates, default=0) < 1:
     problems.append("ASPP dilation rates: give three whole numbers, e.g. 6, 12, 18")
 
-weights = {"shipped": shipped, "imagenet": "imagenet", "none": "none", "file": weights_file.strip()}[weights_choice]
+weights = {"shipped": shipped, "imagenet": "imagenet", "none": "none", "file": ""}[weights_choice]
+if weights_choice == "file":
+    try:
+        weights = str(resolve_inside_roots(weights_file, serverpaths.model_file_roots(), file=True))
+    except OutsideRootsError as error:
+        problems.append(f"Model file to start from: {error}")
+cache_folder = None
+if cache_name.strip():
+    try:
+        cache_folder = str(resolve_inside_folder(cache_name, EXAMPLE_CACHES))
+    except OutsideRootsError:
+        problems.append(f"Example cache name: {cache_name.strip()!r} is not a plain name (no folders, not hidden)")
 config = {
     **defaults,
     "images": [str(i) for i, _ in train_sets], "masks": [str(m) for _, m in train_sets],
@@ -346,7 +365,7 @@ config = {
     "validation_fold": defaults["validation_fold"] if validation_sets else int(validation_fold),
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
-    "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,
+    "cache_dir": cache_folder, "name": run_name.strip() or None,
     "inference": fit, "crops_per_image": int(crops), "crops_by_area": bool(crops_by_area and fit == "tiles"),
     "tile_scale": float(tile_scale) if fit == "tiles" else defaults["tile_scale"],
     "colour_constancy": colour_constancy,

@@ -427,6 +427,16 @@ def _link_pairs(pairs: Sequence[Pair], folder: Path) -> dict[str, str]:
     return {"images": str(folder / "images"), "masks": str(folder / "masks")}
 
 
+def data_folders(study: Study) -> list[Path]:
+    """The resolved folders a study reads its images and masks from (``data.images``/``masks``, or those of
+    ``data.train``, ``validation`` and ``test``), before anything in them is read."""
+    data = study.data
+    named = ([data.get("images"), data.get("masks")] if "split" in data else
+             [data[part].get(sub) for part in ("train", "validation", "test") if isinstance(data.get(part), dict)
+              for sub in ("images", "masks")])
+    return [(study.data_root / str(value)).resolve() for value in named if value is not None]
+
+
 def resolve_data(study: Study, out: Path | None) -> dict[str, dict[str, str]]:
     """``{"train"|"validation"|"test": {"images": dir, "masks": dir}}`` of a study.
 

@@ -24,10 +24,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
-from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, load_study, plan, resolve_data,
-                                      with_data)
+from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
+                                      resolve_data, with_data)
 from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, collect, run_finished, write_results
 
 #: Module run as ``python -m STUDY_MODULE --config FILE --out DIR`` for a study started by the app.
@@ -265,8 +266,11 @@ def check_out_folder(study: Study, out: str | Path) -> None:
                          f"folder for study {study.name!r}")
 
 
-def checked_study(config: str | Path, data_root: str | Path | None = None) -> Study:
-    """The study file ``config`` read and every planned configuration checked, its data split checked.
+def checked_study(config: str | Path, data_root: str | Path | None = None,
+                  roots: Sequence[Path] | None = None) -> Study:
+    """The study file ``config`` read and every planned configuration checked, its data split checked. With
+    ``roots`` (a study started by a browser user), every data folder must lie inside them
+    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read.
 
     Raises
     ------
@@ -274,6 +278,11 @@ def checked_study(config: str | Path, data_root: str | Path | None = None) -> St
         The first problem of the file, or every problem of its configurations (one per ``;``).
     """
     study = load_study(config, data_root)
+    for folder in data_folders(study) if roots is not None else []:
+        try:
+            resolve_inside_roots(folder, roots)
+        except OutsideRootsError as error:
+            raise StudyError(f"{config}: data folder {error}") from None
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))
@@ -345,16 +354,17 @@ def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
 
 
 def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | None = None,
-                python: str | None = None) -> subprocess.Popen:
+                python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
     """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
-    refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`.
+    refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
+    see :func:`checked_study`.
 
     Raises
     ------
     StudyError
         The study file is bad, or a study runs in ``out`` (checked here first, so the app can say so at once).
     """
-    study = checked_study(config, data_root)
+    study = checked_study(config, data_root, roots)
     check_out_folder(study, out)
     if study_running(out):
         raise _running_error(out)

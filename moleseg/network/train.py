@@ -23,7 +23,7 @@ from moleseg import __version__
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core import options
-from moleseg.core.config import cache_dir, class_names
+from moleseg.core.config import EXAMPLES_CACHE_NAME, cache_dir, class_names
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      current_role, epoch_shard, write_seen)
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
@@ -449,7 +449,7 @@ class Trainer:
         else:
             keras.mixed_precision.set_global_policy("float32")
         self.strategy = choose_strategy(config.strategy)
-        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
+        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / EXAMPLES_CACHE_NAME
         self.cache = ExampleCache(cache_dir)
         self.targets = config.target_config()
         train, validation, test = split_of(config, self.log)
