@@ -68,6 +68,7 @@ def fake_training(app_folders, tmp_path):
         started.append(pid)
         return run, pid
 
+    start.python = python
     yield start
     for pid in started:
         try:
@@ -574,3 +575,25 @@ def test_a_waiting_start_begins_when_the_other_training_ends(app_folders, tmp_pa
     assert holder.origin == "study"
     launch.request_cancel(holder.run_dir)
     os.kill(holder.pid, signal.SIGKILL)
+
+
+def test_a_killed_terminal_leaves_no_training_behind(app_folders, tmp_path, fake_training):
+    """``moleseg train`` (a followed start) killed with SIGKILL: its training process dies with it and the lock
+    is free for the next one (the training would otherwise go on, unseen, holding the lock)."""
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from moleseg.engine import launch; launch.start_training("
+        f"{config!r}, {str(tmp_path / 'run')!r}, origin='terminal', wait=True, python={str(fake_training.python)!r})")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    deadline = time.time() + 60
+    while time.time() < deadline and trainlock.active_training() is None:
+        time.sleep(0.05)
+    holder = trainlock.active_training()
+    assert holder.run_dir == tmp_path / "run" and holder.origin == "terminal" and holder.pid != parent.pid
+    parent.kill()
+    parent.wait()
+    while time.time() < deadline and trainlock.active_training() is not None:
+        time.sleep(0.05)
+    assert trainlock.active_training() is None
+    assert jobs.read_job(tmp_path / "run").status == "died"

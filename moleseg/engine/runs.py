@@ -256,8 +256,13 @@ def field_of(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise RunRecordError(f"{path}: damaged, {name} is {value!r}, not a {' or '.join(k.__name__ for k in kinds)}")
+        raise RunRecordError(f"{path}: damaged, {name} is {value!r}, not {' or '.join(KIND_WORDS[k] for k in kinds)}")
     return value
+
+
+#: The words of a record field's kind, for messages.
+KIND_WORDS: dict[type, str] = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+                               dict: "a mapping", list: "a list"}
 
 
 #: Values of :attr:`RunState.status`.
