@@ -285,11 +285,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.close()
     if status.status != "done":
         raise CommandError(f"the training {status.status}: {status.error or status.message} (see {run_dir / 'job.log'})")
-    if "worker" in status.result:
-        print(f"worker {status.result['worker']} done: the chief wrote the run folder")
+    if status.result.worker is not None:
+        print(f"worker {status.result.worker} done: the chief wrote the run folder")
         return EXIT_OK
-    print(f"best model: {run_dir / 'model.keras'} (validation FM {status.result['best_val_fm']:.4f} "
-          f"at epoch {status.result['best_epoch']})")
+    print(f"best model: {run_dir / 'model.keras'} (validation FM {status.result.best_val_fm:.4f} "
+          f"at epoch {status.result.best_epoch})")
     _print_test_summary(run_dir)
     return EXIT_OK
 

@@ -250,7 +250,7 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert any(label.startswith(f"run {run.name}") for label in at.selectbox(key="train_model").options)
     assert len(at.get("plotly_chart")) == 1  # the loss / accuracy / FM curves
     assert "running" in seen or "starting" in seen
-    assert status.result["best_epoch"] in (1, 2) and (run / "model.keras").is_file()
+    assert status.result.best_epoch in (1, 2) and (run / "model.keras").is_file()
     assert trainlock.active_training() is None
 
 
@@ -486,7 +486,7 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tm
     at.run()
     assert not at.exception and not at.error
     assert any("Training finished in " in text for text in texts(at.success))
-    assert (run / "model.keras").is_file() and status.result["best_epoch"] in (1, 2)
+    assert (run / "model.keras").is_file() and status.result.best_epoch in (1, 2)
     from moleseg.core.modelinfo import read_model_info
 
     info = read_model_info(run / "model.keras")
@@ -587,8 +587,8 @@ def test_a_killed_terminal_leaves_no_training_behind(app_folders, tmp_path, fake
         f"{config!r}, {str(tmp_path / 'run')!r}, origin='terminal', wait=True, python={str(fake_training.python)!r})")],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     deadline = time.time() + 60
-    while time.time() < deadline and trainlock.active_training() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and (trainlock.active_training() or trainlock.TrainingHolder()).run_dir is None:
+        time.sleep(0.05)  # the lock taken, its sidecar written
     holder = trainlock.active_training()
     assert holder.run_dir == tmp_path / "run" and holder.origin == "terminal" and holder.pid != parent.pid
     parent.kill()

@@ -57,8 +57,8 @@ class TrainingView:
         """The sentence of a finished training: its time, best validation FM and epoch when known."""
         took = (f" in {jobs.format_duration(self.state.job_seconds)}"
                 if self.state is not None and self.state.job_seconds else "")
-        fm, epoch = self.status.result.get("best_val_fm"), self.status.result.get("best_epoch")
-        if isinstance(fm, (int, float)):
+        fm, epoch = self.status.result.best_val_fm, self.status.result.best_epoch
+        if fm is not None:
             return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}. Its model is in the "
                     "model picker below and on the Analyse and Evaluate pages.")
         return f"Training finished{took}."
@@ -70,7 +70,7 @@ def view(run_dir: str | Path) -> TrainingView:
     holder = trainlock.active_training()
     started_by = ""
     if holder is not None and holder.run_dir is not None and holder.run_dir == Path(run_dir).resolve():
-        started_by = trainlock.ORIGINS.get(holder.origin, "")
+        started_by = trainlock.ORIGINS[holder.origin] if holder.origin else ""
     try:
         state, problem = read_state(run_dir), ""
     except RunRecordError as error:

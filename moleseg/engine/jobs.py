@@ -225,6 +225,24 @@ def cancel_requested(run_dir: str | Path) -> bool:
     return RunFiles(run_dir).cancel.exists()
 
 
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished training reports in its ``progress.json``: the best model's epoch, validation FM (0..1)
+    and cleanup rule, the test images' count and mean FM (0..1), or the worker index of a cluster's worker."""
+
+    best_epoch: int | None = None
+    best_val_fm: float | None = None
+    rule: str | None = None
+    n: int | None = None
+    test_fm_mean: float | None = None
+    worker: int | None = None
+
+
+#: Kinds of :class:`JobResult`'s fields.
+RESULT_FIELDS: dict[str, type] = {"best_epoch": int, "best_val_fm": float, "rule": str, "n": int,
+                                  "test_fm_mean": float, "worker": int}
+
+
 #: The fields of ``progress.json`` and their kinds (:class:`JobStatus` holds them).
 PROGRESS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "status": str, "phase": str, "epoch": int, "epochs": int, "step": int, "steps": int, "loss": float,
@@ -251,7 +269,7 @@ class JobStatus:
     error: str | None = None
     started: float | None = None
     updated: float | None = None
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JobResult = field(default_factory=JobResult)
     pid: int | None = None
     cancel_requested: bool = False
 
@@ -318,6 +336,8 @@ def _progress_record(run_dir: Path) -> dict[str, Any] | None:
     if record is None:
         return None
     values = {name: field_of(record, name, kind, None, path) for name, kind in PROGRESS_FIELDS.items()}
+    result = values["result"] or {}
+    values["result"] = JobResult(**{name: field_of(result, name, kind, None, path) for name, kind in RESULT_FIELDS.items()})
     values["status"] = status = values["status"] or "unknown"
     if status not in ACTIVE_STATUSES + FINAL_STATUSES + ("unknown",):
         raise RunRecordError(f"{path}: damaged, status {status!r} is not one of "
@@ -407,6 +427,8 @@ class ProgressWriter:
         unknown = set(values) - set(PROGRESS_FIELDS)
         if unknown:
             raise ValueError(f"not fields of {PROGRESS_FILE}: {', '.join(sorted(unknown))}")
+        if isinstance(values.get("result"), JobResult):
+            values = {**values, "result": asdict(values["result"])}
         self.state.update({"pid": os.getpid(), **values, "started": self.started, "updated": time.time()})
         write_json(RunFiles(self.run_dir).progress, self.state)
         self.last_write = time.time()

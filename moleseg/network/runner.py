@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.engine.jobs import JobRequest, ProgressWriter, cancel_requested, data_folders, read_request
+from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
 from moleseg.engine.runs import RunFiles, RunRecordError
 from moleseg.engine.session import release_after_training
 from moleseg.engine.trainlock import BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, hold_training_lock
@@ -85,10 +85,9 @@ def _train_job(run_dir: Path, job: JobRequest) -> int:
             writer.write(status="failed", phase="failed", error=_first_line(error), message="failed",
                          eta_seconds=None)
         else:
-            result = {key: evaluation[key] for key in ("best_epoch", "best_val_fm", "rule", "n", "worker")
-                      if key in evaluation}
-            if "fm" in evaluation:
-                result["test_fm_mean"] = evaluation["fm"]["mean"]
+            result = JobResult(**{key: evaluation[key] for key in ("best_epoch", "best_val_fm", "rule", "n", "worker")
+                                  if key in evaluation},
+                               test_fm_mean=evaluation["fm"]["mean"] if "fm" in evaluation else None)
             writer.write(status="done", phase="done", message="done", result=result, eta_seconds=0)
             status = 0
     except BaseException as error:  # import errors, SIGTERM, anything unexpected: say so in progress.json
