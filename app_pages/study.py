@@ -73,9 +73,7 @@ def show(folder_text: str) -> None:
     except StudyError as error:
         st.warning(str(error))
         return
-    progress = shown.progress
-    st.progress(progress.fraction, text=progress.describe() if progress.runs
-                else f"0/{shown.total_runs} runs finished ({progress.status})")
+    st.progress(shown.progress.fraction, text=shown.describe())
     if shown.verdicts:
         st.markdown(shown.verdicts)
     if shown.rows:

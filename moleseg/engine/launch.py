@@ -7,17 +7,17 @@ request says so), writes its progress to ``progress.json`` (:class:`moleseg.engi
 when ``cancel`` appears (:func:`request_cancel`). With ``wait=True`` the caller follows it to the end (the CLI and
 studies); otherwise it returns once the child holds the lock (the app: a browser refresh does not stop it).
 
-The lock. One per user of the machine: ``<data folder>/training.lock`` (:func:`lock_path`), an ``flock``
-(:class:`filelock.FileLock`) held by the child for its whole life, so the kernel releases it when that process
-ends, however it ends. Its sidecar ``training.lock.json`` (:class:`TrainingHolder`) says which run holds it, who
-started it and the child's pid, for messages and for the Train page. :func:`active_training` tries the lock
-without waiting.
+The lock (:mod:`moleseg.engine.trainlock`): one per user of the machine, held by the child for its whole
+life; whoever finds it taken gets one sentence naming the run, who started it and the pid
+(:meth:`moleseg.engine.trainlock.TrainingHolder.sentence`), or waits with ``wait_for_lock``.
 
 The handover, without races: the caller checks the lock (a quick answer for the usual case), then starts the
-child with the writing end of a pipe. The child takes the lock (waiting at most :data:`RUNNER_LOCK_WAIT_S`),
+child with the writing end of a pipe. The child takes the lock (waiting at most
+:data:`moleseg.engine.trainlock.RUNNER_LOCK_WAIT_S`),
 writes the sidecar and then one byte to the pipe; :func:`start_training` goes on once it has read that byte.
-Of two starts at the same moment only one child gets the lock: the other exits with :data:`BUSY_EXIT_STATUS`
-and its caller raises :class:`TrainingBusy` (or tries again when it waits for the lock). A child that dies
+Of two starts at the same moment only one child gets the lock: the other exits with
+:data:`moleseg.engine.trainlock.BUSY_EXIT_STATUS` and its caller raises
+:class:`moleseg.engine.trainlock.TrainingBusy` (or tries again when it waits for the lock). A child that dies
 before taking the lock closes the pipe: its run is reported as died, with its ``job.log``. A child followed
 with ``wait=True`` dies with its caller (``PR_SET_PDEATHSIG``), so a killed ``moleseg train`` leaves no training
 behind. No TensorFlow here.

@@ -29,7 +29,7 @@ from moleseg.engine.launch import start_training
 from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
 from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
                                       resolve_data, with_data)
-from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, collect, run_finished, write_results
+from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
 
 #: Module run as ``python -m STUDY_MODULE --config FILE --out DIR`` for a study started by the app.
 STUDY_MODULE = "moleseg.engine.studyrun"
@@ -166,6 +166,13 @@ class StudyFolder:
     def total_runs(self) -> int:
         """Runs of the study (its progress's count, else its plan's)."""
         return self.progress.runs or len(self.plan.runs)
+
+    def describe(self) -> str:
+        """The progress in words (:meth:`StudyProgress.describe`; ``"0/N runs finished (not started)"`` before
+        the study writes any)."""
+        if self.progress.runs:
+            return self.progress.describe()
+        return f"0/{self.total_runs} runs finished ({self.progress.status})"
 
 
 def read_study_folder(out: str | Path) -> StudyFolder:
