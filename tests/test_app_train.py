@@ -519,14 +519,17 @@ def test_new_trainings_default_to_the_shipped_model_s_image_preparation(tmp_path
 # -- one lock for the app, a terminal and a study ----------------------------------------------------------------
 
 
-def test_a_terminal_s_training_shows_on_the_train_page_which_refuses_a_second(app_folders, tmp_path, fake_training):
-    """``moleseg train`` in a terminal took no lock: the page offered to start a second training beside it."""
-    run, pid = fake_training(origin="terminal", run_dir=tmp_path / "elsewhere" / "terminal-run")
+@pytest.mark.parametrize(("origin", "words"), [("terminal", "a terminal"), ("study", "a study")])
+def test_a_terminal_s_or_a_study_s_training_shows_on_the_train_page_which_refuses_a_second(
+        app_folders, tmp_path, fake_training, origin, words):
+    """``moleseg train`` in a terminal and a study's trainings took no lock the app could see: the page offered
+    to start a second training beside them."""
+    run, pid = fake_training(origin=origin, run_dir=tmp_path / "elsewhere" / "their-run")
     at = app_test(PAGE)
     assert not at.exception
-    assert [header.value for header in at.subheader][0] == "Training terminal-run (started by a terminal)"
+    assert [header.value for header in at.subheader][0] == f"Training their-run (started by {words})"
     assert at.button(key="train_start").disabled and at.button(key="train_cancel")
-    assert any(text.startswith(f"Another training is running in terminal-run (started by a terminal, pid {pid}")
+    assert any(text.startswith(f"Another training is running in their-run (started by {words}, pid {pid}")
                for text in texts(at.info))
     launch.request_cancel(run)
     os.waitpid(pid, 0)
