@@ -278,7 +278,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     echo = None if args.quiet else (lambda line: bar.bar.write(line, file=sys.stderr))
     try:
         status = start_training(config, run_dir, resume=resume, wait=True, origin="terminal",
-                                wait_for_lock=args.wait, on_progress=progress, echo=echo)
+                                wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress, echo=echo)
     except TrainingBusy as error:
         raise CommandError(f"{error} (or give --wait to start when it ends)") from None
     finally:

@@ -176,7 +176,7 @@ def _wait_for_lock(say: Callable[[str], None] | None) -> None:
 
 
 def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume: bool = False,
-                   wait: bool = False, origin: str = "app", wait_for_lock: bool = False,
+                   wait: bool = False, origin: str = "app", wait_for_lock: bool = False, cluster_worker: bool = False,
                    on_progress: Callable[[JobStatus], None] | None = None,
                    echo: Callable[[str], None] | None = None, python: str | None = None) -> JobStatus:
     """Start a training of ``config`` in ``run_dir`` (or resume the one there) in its own process.
@@ -197,6 +197,9 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         Who starts it (a key of :data:`ORIGINS`), shown to whoever finds the lock taken.
     wait_for_lock
         When another training runs, wait for it to end instead of raising :class:`TrainingBusy`.
+    cluster_worker
+        A worker of a multi-worker training other than the chief (``TF_CONFIG``): it joins the chief's training
+        and takes no lock (the chief holds it).
     python
         Interpreter of the child (default: this one).
 
@@ -230,9 +233,9 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         config["cache_dir"] = training_cache_dir(data_folders(config))
     created = not run_dir.exists()
     while True:
-        if wait_for_lock:
+        if wait_for_lock and not cluster_worker:
             _wait_for_lock(echo)
-        elif (holder := active_training()) is not None:
+        elif not cluster_worker and (holder := active_training()) is not None:
             raise TrainingBusy(holder.sentence())
         run_dir.mkdir(parents=True, exist_ok=True)
         JobRequest(config=config, resume=resume, origin=origin, requested=time.time()).write(run_dir)
