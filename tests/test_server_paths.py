@@ -263,3 +263,35 @@ def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path,
     assert not (tmp_path / "out").exists()
     study = studyplan.load_study(file)
     assert studyplan.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
+
+
+def test_a_zip_dataset_of_this_session_is_evaluated_but_not_another_sessions(app_folders, tmp_path,
+                                                                               tmp_path_factory, monkeypatch):
+    import zipfile
+    from io import BytesIO
+
+    from moleseg.engine.session import SessionFolder
+
+    sessions = tmp_path_factory.mktemp("sessions")  # the temporary folder, outside the data roots
+    monkeypatch.setenv("MOLESEG_TMPDIR", str(sessions))
+    dataset = make_dataset(tmp_path_factory.mktemp("upload") / "moles", count=2, size=64)
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(dataset.rglob("*.png")):
+            archive.write(path, path.relative_to(dataset.parent).as_posix())
+    at = app_test(PAGE_FILES["prepare"])
+    at.radio(key="prepare_source").set_value("a ZIP upload").run()
+    at.file_uploader(key="prepare_zip").set_value(("moles.zip", buffer.getvalue(), "application/zip")).run()
+    assert not at.exception and not at.error
+    images = at.session_state["prepare_zip_dataset"]["images"]
+    assert images.startswith(str(sessions))
+    at.switch_page(PAGE_FILES["evaluate"]).run()
+    assert at.text_input(key="evaluate_folder").value.startswith(images)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception and not at.error
+    other = SessionFolder(root=sessions)
+    make_dataset(other.path / "dataset", count=2, size=64)
+    at.text_input(key="evaluate_folder").set_value(str(other.path / "dataset")).run()
+    at.button(key="evaluate_run").click().run()
+    assert texts(at.error) == [refusal(other.path / "dataset")]
