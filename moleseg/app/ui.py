@@ -17,7 +17,7 @@ from moleseg.app.models import ModelChoice
 from moleseg.core.config import SESSION_HEARTBEAT_S
 from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
-from moleseg.engine import jobs
+from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
@@ -47,7 +47,7 @@ SESSION_FOLDER_KEY = "_moleseg_session_folder"
 def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
     by a crashed server: the first sweep runs now)."""
-    return FolderSweeper(in_use=jobs.folder_in_use).start()
+    return FolderSweeper(in_use=launch.folder_in_use).start()
 
 
 def session_folder() -> SessionFolder:
@@ -55,7 +55,7 @@ def session_folder() -> SessionFolder:
     sweep of :func:`startup` once its tab has been closed for a while)."""
     folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
-        folder = SessionFolder(in_use=jobs.folder_in_use)
+        folder = SessionFolder(in_use=launch.folder_in_use)
         st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder

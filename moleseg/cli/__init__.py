@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "holding the file)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
+    train.add_argument("--wait", action="store_true",
+                       help="when another training runs (the app's, a study's, another terminal's), start once it "
+                            "ends instead of refusing")
     add_option_flags(train)
     add_worker_arguments(train)
 
@@ -150,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
     study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
-    study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
     study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
     bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
