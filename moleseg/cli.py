@@ -257,7 +257,8 @@ def train_config_of(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from moleseg.core import options
     from moleseg.engine.runs import RunFiles
-    from moleseg.network.train import TrainConfig, TrainingCancelled, train
+    from moleseg.core.trainconfig import TrainConfig
+    from moleseg.network.train import TrainingCancelled, train
 
     chief = _join_cluster(args)
     run_dir = Path(args.out)
@@ -522,6 +523,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, mask_problem, read_mask, write_png
     from moleseg.core.pairing import list_images
+    from moleseg.core.config import class_names
     from moleseg.core.targets import class_frequencies, make_targets
     from moleseg.engine.pipeline import output_stems
 
@@ -561,8 +563,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         share = totals / totals.sum()
         print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
               + ", ".join(f"{name} {value:.4f}" for name, value in
-                          zip(("back", "border", "inside") if args.classes == 3 else ("background", "foreground"),
-                              share)))
+                          zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
         print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
               file=sys.stderr)
@@ -644,7 +645,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
     from moleseg.core import options
+    from moleseg.core.config import DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE
     from moleseg.core.outlines import OUTLINE_FORMATS
+    from moleseg.core.targets import SHAPES
 
     at_least_one_image = _int_at_least(int(options.option("batch_size").low))  # a batch holds an image or more
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
@@ -678,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", metavar="FILE")
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="flip test-time augmentation (default: the model's own setting)")
-    evaluate.add_argument("--batch-size", type=at_least_one_image, default=4)
+    evaluate.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
     evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
 
     predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
@@ -690,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--lesion-threshold", type=_threshold, default="model", metavar="P|argmax|model",
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
                               "default 'model': the model's calibrated choice")
-    predict.add_argument("--batch-size", type=at_least_one_image, default=4)
+    predict.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
     predict.add_argument("--outlines", type=_outline_formats, default=(), metavar="FORMATS",
                          help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
                               "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
@@ -706,8 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, metavar="DIR")
     prepare.add_argument("--border-width-px", type=_int_at_least(int(options.option("border_width_px").low)),
                          required=True)
-    prepare.add_argument("--shape", default="diamond", choices=("diamond", "disk", "square"))
-    prepare.add_argument("--classes", type=int, choices=(3, 2), default=3)
+    prepare.add_argument("--shape", default=DEFAULT_SHAPE, choices=SHAPES)
+    prepare.add_argument("--classes", type=int, choices=options.CLASS_COUNTS, default=DEFAULT_CLASS_COUNT)
     prepare.add_argument("--border-at-image-edge", action="store_true",
                          help="draw BORDER along the image frame too (Matlab's imerode does not)")
 

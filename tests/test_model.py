@@ -20,15 +20,17 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from moleseg.core import backbones as registry  # noqa: E402
+from moleseg.core.backbones import BACKBONES  # noqa: E402
+from moleseg.core.trainconfig import ModelConfig  # noqa: E402
 from moleseg.network import backbones  # noqa: E402
-from moleseg.network.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
+from moleseg.network.build import build_model, count_parameters, transfer_weights  # noqa: E402
 from moleseg.network.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
 from moleseg.core.modelinfo import ModelFileError, read_model_info  # noqa: E402
 
 SIZE = 64
-BACKBONES = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
 
-#: The taps named in the moleseg.network.backbones docstring: (layer, channels) at stride 4 and 16.
+#: The taps of the registry (moleseg.core.backbones): (layer, channels) at stride 4 and 16.
 NAMED_TAPS = {
     "mobilenetv2": (("features_3_out", 24), ("features_17_out", 320)),
     "resnet18": (("conv2_block2_out", 64), ("conv4_block2_out", 256)),
@@ -68,6 +70,20 @@ def built():
 
 
 # -- every backbone ------------------------------------------------------------------------------
+
+
+def test_the_registry_and_the_builders_name_the_same_backbones():
+    """A backbone is one registry entry (moleseg.core.backbones) and one builder (moleseg.network.backbones);
+    the model.backbone option offers exactly those."""
+    from moleseg.core import options
+
+    assert BACKBONES == ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
+    assert list(backbones.BUILDERS) == list(BACKBONES) == list(options.option("model.backbone").choices)
+    assert {entry.preprocessing for entry in registry.REGISTRY} <= set(backbones.NORMALISATIONS)
+    for name, ((low, _), (high, _)) in NAMED_TAPS.items():
+        assert (registry.backbone(name).low_tap, registry.backbone(name).high_tap) == (low, high)
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; choose one of mobilenetv2, resnet18"):
+        registry.backbone("vgg16")
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -217,7 +233,11 @@ def test_model_config_round_trip():
     config = ModelConfig(backbone="resnet18", input_size=96, n_classes=2, aspp_rates=[3, 6, 9], decoder_width=64)
     assert config.aspp_rates == (3, 6, 9)
     values = json.loads(json.dumps(config.to_dict()))
-    assert ModelConfig.from_dict({**values, "unknown_key": 1}) == config
+    assert ModelConfig.from_dict(values) == config
+    with pytest.raises(ValueError, match="^unknown model option[(]s[)] unknown_key; known: architecture, backbone, "
+                                         "input_size, n_classes, separable, decoder_width, aspp_rates, bn_momentum, "
+                                         "dropout$"):
+        ModelConfig.from_dict({**values, "unknown_key": 1})
 
 
 def test_imagenet_weights_for_resnet18_is_a_clear_error():

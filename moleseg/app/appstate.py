@@ -20,7 +20,8 @@ import numpy as np
 from cachetools import LRUCache
 
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.config import class_names, models_dir, runs_dir
+from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, class_names, models_dir,
+                                  runs_dir)
 from moleseg.core.dataset import SavedPair, save_pair
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.modelinfo import ModelInfo
@@ -966,8 +967,9 @@ def frequency_rows(frequencies: np.ndarray, n_classes: int, pixels: int | None =
     return rows
 
 
-def target_preview(image_path: str | Path, mask_path: str | Path, *, classes: int = 3, border_width_px: int = 4,
-                   shape: str = "diamond", border_at_image_edge: bool = False) -> TargetPreview:
+def target_preview(image_path: str | Path, mask_path: str | Path, *, classes: int = DEFAULT_CLASS_COUNT,
+                   border_width_px: int = DEFAULT_BORDER_WIDTH_PX, shape: str = DEFAULT_SHAPE,
+                   border_at_image_edge: bool = False) -> TargetPreview:
     """Targets of one pair as training would make them (the mask resized to the image when they differ).
 
     Raises
@@ -1011,8 +1013,9 @@ def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[
     return lines
 
 
-def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = 3, border_width_px: int = 4,
-                        shape: str = "diamond", border_at_image_edge: bool = False,
+def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = DEFAULT_CLASS_COUNT,
+                        border_width_px: int = DEFAULT_BORDER_WIDTH_PX, shape: str = DEFAULT_SHAPE,
+                        border_at_image_edge: bool = False,
                         progress: Callable[[int, int], None] | None = None,
                         degenerate: dict[str, list[str]] | None = None
                         ) -> tuple[np.ndarray, int, list[str]]:

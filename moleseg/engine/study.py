@@ -328,11 +328,11 @@ def with_data(config: dict[str, Any], parts: dict[str, dict[str, str]]) -> dict[
 
 
 def check_study(study: Study) -> list[str]:
-    """Problems of every planned configuration: each option's kind, choices and range (the schema of
-    :mod:`moleseg.core.options`); the data folders are checked by :func:`resolve_data`."""
+    """Problems of every planned configuration: each option and every rule between options
+    (:func:`moleseg.core.options.problems`); the data folders are checked by :func:`resolve_data`."""
     problems: list[str] = []
     for run in plan(study):
-        for problem in options.problems(run.config, names=[item.name for item in options.OPTIONS]):
+        for problem in options.problems(run.config, data=False):
             message = f"{run.setting} ({run.factor}): {problem}"
             if message not in problems:
                 problems.append(message)
