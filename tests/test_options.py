@@ -159,7 +159,7 @@ def test_one_schema_entry_is_a_flag_a_widget_a_config_key_and_a_study_factor(mon
     at = app_test(PAGE_FILES["train"])
     assert not at.exception
     widget = at.number_input(key="train_warmup_epochs")
-    assert (widget.min, widget.max, widget.value, widget.label) == (0, 10, 2, "Warmup epochs (epochs)")
+    assert (widget.min, widget.max, widget.value, widget.label) == (0, 10, 2, "Warmup epochs")
     widget.set_value(7).run()
     assert at.session_state["train_config"]["warmup_epochs"] == 7
 

@@ -25,6 +25,8 @@ KEY_PREFIX = "train_"
 #: (how its images are prepared); their keys end with the class count, so a new count starts them afresh.
 SHIPPED_PREPARATION: tuple[str, ...] = ("inference", "crops_per_image", "crops_by_area", "tile_scale",
                                         "colour_constancy")
+#: What a datasets text area shows while empty.
+DATASET_PLACEHOLDER = "/data/moles (holding images/ and masks/)\n/data/other/images | /data/other/masks"
 #: Widgets per row in an expander.
 COLUMNS = 3
 #: How the weights option's choices are offered (a shipped model to fine-tune, ImageNet, random, a file).
@@ -40,9 +42,10 @@ def widget_key(item: Option, n_classes: int | None = None) -> str:
 
 
 def title(item: Option) -> str:
-    """The widget's label: the option's name in words, capitalised, with its unit."""
-    words = item.label[0].upper() + item.label[1:]
-    return f"{words} ({item.unit})" if item.unit else words
+    """The widget's label: the option's title (or name in words, capitalised), with its unit unless the
+    words already name it ("Epochs", not "Epochs (epochs)")."""
+    words = item.title or item.label[0].upper() + item.label[1:]
+    return f"{words} ({item.unit})" if item.unit and item.unit not in words.lower() else words
 
 
 def starting_values(n_classes: int) -> dict[str, Any]:
@@ -83,13 +86,13 @@ def _number_widget(item: Option, place: Any, start: Any, key: str, disabled: boo
 def _choice_widget(item: Option, place: Any, start: Any, key: str, disabled: bool) -> Any:
     choices = list(item.choices)
     words = {n: f"{n}: {'/'.join(class_names(n))}" for n in options.CLASS_COUNTS} \
-        if item.name == "model.n_classes" else {}
+        if item.name == "model.n_classes" else jobs.INFERENCE_FITS if item.name == "inference" else {}
     if item.widget == "radio":
         return place.radio(title(item), choices, index=choices.index(start), key=key, horizontal=True,
                            format_func=lambda value: words.get(value, str(value)), disabled=disabled,
                            help=item.describe())
     return place.selectbox(title(item), choices, index=choices.index(start), key=key, disabled=disabled,
-                           help=item.describe())
+                           format_func=lambda value: words.get(value, str(value)), help=item.describe())
 
 
 def _auto_widget(item: Option, place: Any, start: Any, key: str, disabled: bool) -> Any:
@@ -149,7 +152,7 @@ def _dataset_widgets(config: dict[str, Any], found: list[str]) -> None:
         part = images.removesuffix("images").replace("_", " ").strip()
         label = f"{part.capitalize()} datasets (optional)" if part else "Training datasets"
         text = st.text_area(label, key=widget_key(item), height=90 if not part else 68,
-                            placeholder="/data/moles (holding images/ and masks/)\n/data/other/images | /data/other/masks",
+                            placeholder=DATASET_PLACEHOLDER,
                             help=f"{item.help}. One dataset per line: a folder holding images/ and masks/, or "
                                  "'IMAGES_DIR | MASKS_DIR'; several are combined.")
         try:

@@ -94,6 +94,8 @@ class Option:
         False for a value that training itself writes (no flag, no widget).
     words : str
         The option's name in messages when its key reads badly (default: the key with spaces).
+    title : str
+        The widget's label when the name in words reads badly (default: :attr:`label`, capitalised).
     widget : str
         The Train page's widget, one of :data:`WIDGETS` (empty: number inputs for numbers, select boxes
         for choices, check boxes for yes/no...).
@@ -124,6 +126,7 @@ class Option:
     aliases: tuple[str, ...] = ()
     settable: bool = True
     words: str = ""
+    title: str = ""
     widget: str = ""
     step: float | None = None
     format: str = ""
@@ -273,110 +276,117 @@ OPTIONS: tuple[Option, ...] = (
     _option("model.input_size", "model", "int", 256, "side of the square network input",
             low=32, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
     _option("model.n_classes", "model", "choice", 3, "3: back/border/inside (moles); 2: background/foreground "
-            "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio"),
+            "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio", title="Classes"),
     _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
-            aliases=("--dense-head",)),
+            aliases=("--dense-head",), title="Separable convolutions"),
     _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",
             low=1, unit="channels"),
     _option("model.aspp_rates", "model", "ints", [6, 12, 18],
-            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3),
+            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3,
+            title="ASPP dilation rates"),
     _option("model.bn_momentum", "model", "float", 0.99,
             "BatchNorm momentum stored in the network (training sets it from bn_momentum)",
             low=0.0, high=1.0, low_open=True, high_open=True, settable=False),
     _option("model.dropout", "model", "float", 0.1, "dropout after ASPP", low=0.0, high=1.0, high_open=True,
-            widget="slider", step=0.05),
+            widget="slider", step=0.05, title="Dropout after ASPP"),
     _option("weights", "model", "text", "imagenet",
             "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
             "width of the BORDER class of three-class targets (scaled to the input size)", low=0,
-            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
+            unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Border width"),
     _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
-            choices=SHAPES),
+            choices=SHAPES, title="Structuring element"),
     # ---- cleanup
     _option("closing_radius_px", "cleanup", "int", DEFAULT_CLOSING_RADIUS_PX,
             "the model's default cleanup closing radius (the article: 15; scaled to the input size)", low=0,
-            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
+            unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Closing radius"),
     _option("size_reference_px", "data", "int", SIZE_REFERENCE_PX,
             "input size at which border_width_px and closing_radius_px are given (a configuration stored "
             "without it gives them in px of its own input)", low=16, unit="px", settable=False),
     # ---- training
     _option("solver", "training", "choice", "adam", "optimiser", choices=SOLVERS),
     _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, unit="epochs"),
-    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images"),
+    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images", title="Mini-batch size"),
     _option("learning_rate", "training", "float", 1e-3, "initial learning rate", low=0.0, low_open=True,
             unit="per step", step=1e-4, format="%.6f"),
-    _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES),
+    _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES,
+            title="Learning-rate schedule"),
     _option("momentum", "training", "float", 0.9, "momentum of the sgdm solver", low=0.0, high=1.0,
-            high_open=True, needs=("solver", "sgdm")),
+            high_open=True, needs=("solver", "sgdm"), title="Momentum (sgdm)"),
     _option("loss", "training", "choice", "weighted_ce",
             "loss function (weighted_ce: cross-entropy weighted per class, the article's; lovasz: Lovász-softmax, "
             "a surrogate of each image's Jaccard index, slower per step as it sorts every pixel's error; "
             "*_ce: plus cross-entropy)",
             choices=LOSSES),
     _option("class_weighting", "training", "bool", True, "inverse-frequency class weights in the loss",
-            flag="--class-weights"),
+            flag="--class-weights", title="Inverse-frequency class weights"),
     # ---- augmentation
     _option("augment", "augmentation", "choices", ["rotation", "reflection", "translation"],
-            "random transformations (comma list, or none)", choices=AUGMENTATIONS, words="augmentation"),
+            "random transformations (comma list, or none)", choices=AUGMENTATIONS, words="augmentation",
+            title="Random transformations"),
     _option("rotation_deg", "augmentation", "float", 180.0, "rotation range, +-", low=0.0, high=180.0,
-            unit="degrees", widget="slider", step=5.0),
+            unit="degrees", widget="slider", step=5.0, title="Rotation range (+-)"),
     _option("translation_px", "augmentation", "float", 10.0, "translation range per axis, +-", low=0.0,
-            unit="px of the input"),
+            unit="px of the input", title="Translation range (+-)"),
     _option("scale_range", "augmentation", "float", 0.1, "zoom range: factor in 1 +- this", low=0.0, high=1.0,
-            high_open=True, widget="slider", step=0.05),
+            high_open=True, widget="slider", step=0.05, title="Scale range (+-)"),
     _option("colour", "augmentation", "float", 0.5, "strength of brightness/contrast/saturation/hue jitter",
-            low=0.0, high=1.0, widget="slider", step=0.05),
+            low=0.0, high=1.0, widget="slider", step=0.05, title="Colour jitter strength"),
     _option("hard_case_share", "augmentation", "float", 0.25,
             "probability per example of each hard case named in augment: zoom_in (the lesion fills the frame and "
             "touches it on all sides), pink (part or all of the lesion turned pale pink, amelanotic), vignette "
             "(a dark circular lens vignette), halo (a faint pigmented ring on the skin around the lesion, "
-            "labelled skin)", low=0.0, high=1.0, widget="slider", step=0.05),
+            "labelled skin)", low=0.0, high=1.0, widget="slider", step=0.05, title="Hard-case share"),
     # ---- data (splits)
     _option("validation_split", "data", "float", 0.15, "share of the training pairs held out for validation",
-            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05, needs=("validation_images", [])),
+            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05, needs=("validation_images", []),
+            title="Validation share"),
     _option("test_split", "data", "float", 0.0, "share of the training pairs held out for the final test",
-            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05),
+            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05, title="Test share"),
     _option("validation_fold", "data", "int", 0,
             "which block of the seeded shuffle is the validation set (0: the first); with a validation share of "
             "1/k, folds 0..k-1 validate on k different blocks that cover the pairs once: k-fold cross-validation, "
             "e.g. as a study factor", low=0, needs=("validation_images", [])),
     # ---- training
-    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0),
+    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0,
+            title="Random seed"),
     _option("early_stopping_patience", "training", "int", 0,
             "stop after this many epochs without a better validation FM (0: off)", low=0, unit="epochs",
-            aliases=("--early-stopping",)),
+            aliases=("--early-stopping",), title="Early stopping patience"),
     _option("bn_momentum", "training", "auto_float", "auto",
             "BatchNorm momentum; auto: statistics converge within half the training", low=0.0, high=1.0,
-            low_open=True, high_open=True),
+            low_open=True, high_open=True, title="BatchNorm momentum"),
     _option("strategy", "run", "choice", "auto", "distribution: auto (all GPUs when several), default (one "
-            "device), mirrored (all GPUs or CPUs)", choices=STRATEGIES),
+            "device), mirrored (all GPUs or CPUs)", choices=STRATEGIES, title="Distribution"),
     _option("mixed_precision", "run", "choice", "auto", "float16 compute (auto: on with a GPU)",
             choices=PRECISIONS),
     _option("train_fm_images", "training", "int", 16, "training images scored (FM) after each epoch", low=0,
-            unit="images"),
+            unit="images", title="Training images scored per epoch"),
     _option("inference", "data", "choice", "resize", "resize whole images to the input (moles), or crops and "
-            "tiles at the image's own scale (cells)", choices=INFERENCES),
+            "tiles at the image's own scale (cells)", choices=INFERENCES, title="Images meet the network"),
     _option("crops_per_image", "data", "int", 1, "random crops per image and epoch (tiles)", low=1,
-            unit="crops", needs=("inference", "tiles")),
+            unit="crops", needs=("inference", "tiles"), title="Crops per image and epoch"),
     _option("crops_by_area", "data", "bool", False,
-            "tiles: crops per input-sized area of each image (up to 16), not per image", needs=("inference", "tiles")),
+            "tiles: crops per input-sized area of each image (up to 16), not per image",
+            needs=("inference", "tiles"), title="More crops from larger images"),
     _option("colour_constancy", "data", "choice", "none",
             "remove the light's colour cast from every image before the network, in training and prediction "
             f"(shades_of_grey: Finlayson & Trezzi 2004, p = {SHADES_OF_GREY_POWER:g} as Barata et al. 2015 chose for "
             "dermoscopy; applied to the image as the network gets it: resized, or whole before tiling)",
-            choices=COLOUR_CONSTANCY_METHODS),
+            choices=COLOUR_CONSTANCY_METHODS, title="Colour correction"),
     _option("tile_scale", "data", "float", 1.0,
             "tiles: images enlarged (or shrunk) by this factor before training crops and prediction tiles, and "
             "the probabilities resized back: small objects such as nuclei get more network pixels (x2: 4x the "
             "crops and tiles)", low=0.25, high=4.0, unit="x the image's own size", step=0.25,
-            needs=("inference", "tiles")),
+            needs=("inference", "tiles"), title="Enlarge images before tiling"),
     _option("calibrate", "training", "bool", True,
-            "after training, choose flips and the lesion threshold by validation FM"),
+            "after training, choose flips and the lesion threshold by validation FM",
+            title="Choose flips and lesion threshold after training"),
     _option("cache_dir", "run", "text", None, "folder of cached prepared examples (default ~/.cache/moleseg)",
-            optional=True),
+            optional=True, title="Example cache folder"),
     _option("name", "run", "text", None, "model name stored in the file (default: the run folder's name)",
-            optional=True),
+            optional=True, title="Run name"),
 )
 
 #: Options in px at ``size_reference_px``, scaled to the network input by :func:`scaled_px`.
@@ -509,7 +519,8 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
     if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= MAX_HELD_OUT_SHARE:
         found.append(f"validation_split and test_split must leave at least {1 - MAX_HELD_OUT_SHARE:.0%} of the "
                      "pairs for training")
-    scale, inference = get_value(config, "tile_scale", default("tile_scale")), get_value(config, "inference", default("inference"))
+    scale = get_value(config, "tile_scale", default("tile_scale"))
+    inference = get_value(config, "inference", default("inference"))
     if isinstance(scale, numbers.Real) and scale != 1.0 and inference != "tiles":
         found.append(f"tile scale {scale:g} needs inference 'tiles' (with '{inference}' every image is resized "
                      "to the input size)")
