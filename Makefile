@@ -16,8 +16,9 @@ $(STAMP): requirements.txt pyproject.toml setup.py
 
 setup: $(STAMP)
 
+# Starts the app with the server's settings (personal mode: 127.0.0.1 only; see the README's Security section).
 run: setup
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1
+	$(PY) -m moleseg serve
 
 test: setup
 	$(PY) -m pytest

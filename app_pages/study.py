@@ -7,9 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import ui
+from moleseg.app import serverpaths, ui
 from moleseg.engine.jobs import safe_run_name
-from moleseg.core.config import runs_dir
+from moleseg.core.config import STUDIES_DIR, runs_dir
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import study as studies
 
 st.title("Study")
@@ -22,7 +23,16 @@ with st.expander("Start a study", expanded=False):
     shipped = studies.study_files()
     choice = st.selectbox("Study file", [str(p) for p in shipped] + ["other..."], key="study_file",
                           help="YAML: data, base options, factors, repeats (see the shipped files in studies/).")
-    path = st.text_input("Path of the study file", key="study_file_other") if choice == "other..." else choice
+    path = choice
+    if choice == "other...":
+        typed = st.text_input("Path of the study file", key="study_file_other",
+                              help="A YAML file inside the shipped studies folder or the folders this server offers.")
+        try:
+            path = str(resolve_inside_roots(typed, serverpaths.study_file_roots(STUDIES_DIR), file=True))
+        except OutsideRootsError as error:
+            path = ""
+            if typed.strip():
+                st.error(str(error))
     file_stem = Path(path or "study").stem
     name = st.text_input("Study folder name", key="study_name", placeholder=file_stem,
                          help="Empty: the study file's name.").strip() or file_stem
@@ -31,7 +41,7 @@ with st.expander("Start a study", expanded=False):
     if st.button("Start the study", type="primary", key="study_start", disabled=not path):
         out = runs_dir() / f"study-{safe_run_name(name)}"
         try:
-            studies.start_study(path, out, parallel=int(parallel))
+            studies.start_study(path, out, parallel=int(parallel), roots=serverpaths.dataset_roots())
         except (studies.StudyError, OSError) as error:
             st.error(str(error))
         else:
@@ -40,7 +50,15 @@ with st.expander("Start a study", expanded=False):
 
 folders = studies.list_study_folders(runs_dir())
 ui.init_state("study_folder", str(folders[0]) if folders else "")
-folder = st.text_input("Study folder", key="study_folder", help="A folder written by moleseg study.")
+serverpaths.path_picker("study_folder", [str(found) for found in folders], label="Studies in the app's runs")
+folder_text = st.text_input("Study folder", key="study_folder",
+                            help=f"A folder written by moleseg study, inside the app's runs ({runs_dir()}).")
+folder = ""
+if folder_text.strip():
+    try:
+        folder = str(resolve_inside_roots(folder_text, (runs_dir(),)))
+    except OutsideRootsError as error:
+        st.error(str(error))
 
 
 @st.fragment(run_every=2.0)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, trainform, ui
+from moleseg.app import charts, trainform, ui
+from moleseg.app.models import model_choices
 from moleseg.engine import jobs
 from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, runs_dir
 from moleseg.engine.finetune import corrections_pairs, finetune_config
@@ -85,14 +86,13 @@ if shown is not None and shown.is_dir():
 def finetune_section() -> None:
     """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
     st.subheader("Fine-tune on my corrections")
-    folder = st.text_input("Corrections dataset", str(corrections_dir()), key="train_finetune_folder",
-                           help="The folder the Analyse page's 'Save to my dataset' writes: images/ and masks/.")
+    folder = corrections_dir()
     count = corrections_pairs(folder)
     if not count:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
                    "dataset, then fine-tune the model on it here.")
         return
-    models = [c for c in appstate.model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
+    models = [c for c in model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
     if not models:
         st.caption("No network model to fine-tune.")
         return

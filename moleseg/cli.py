@@ -1,4 +1,4 @@
-"""The ``moleseg`` command line: ``train``, ``evaluate``, ``predict``, ``score``, ``prepare``, ``info``.
+"""The ``moleseg`` command line: ``train``, ``evaluate``, ``predict``, ``score``, ``prepare``, ``info``, ``serve``.
 
 Only argument parsing and messages live here; every computation is a call into the package.
 TensorFlow is imported only by the commands that run a network. Errors print one line and exit 2;
@@ -632,6 +632,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _write_outputs(outputs, result, [])
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from moleseg.core.config import APP_FILE
+    from moleseg.core.settings import load_settings
+
+    settings = load_settings()
+    if not APP_FILE.is_file():
+        raise CommandError(f"moleseg serve runs the app of a source checkout: {APP_FILE} not found")
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *settings.streamlit_flags()]
+    if args.print_command:
+        print(" ".join(command))
+        return EXIT_OK
+    _say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
+               f"host names {', '.join(settings.allowed_hosts)}")
+    sys.stdout.flush()
+    os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
+    os.execv(sys.executable, command)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import read_info
 
@@ -737,6 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
                        "figures not representative")
     bench.set_defaults(csv=None)
+    serve = add("serve", "start the app with the server's settings (MOLESEG_* variables, MOLESEG_CONFIG file: "
+                         "mode, address, port, allowed host names)", cmd_serve)
+    serve.add_argument("--print-command", action="store_true", help="print the streamlit command, start nothing")
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
     return parser

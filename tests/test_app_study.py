@@ -35,7 +35,7 @@ def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders,
     """The folder name was filled in from the first study file shown and stayed so when another file was
     chosen: that study's runs went into the first file's folder (study-cells-gpu for cells.yaml)."""
     started = []
-    monkeypatch.setattr(studies, "start_study", lambda config, out, parallel=1: started.append((config, out)))
+    monkeypatch.setattr(studies, "start_study", lambda config, out, parallel=1, roots=None: started.append((config, out)))
     at = app_test(PAGE_FILES["study"])
     files = [str(path) for path in studies.study_files()]
     at.selectbox(key="study_file").set_value(files[1]).run()

@@ -103,7 +103,7 @@ def test_bad_options_are_reported_before_anything_starts(app_folders, tmp_path):
     at.text_area(key="train_images").set_value(str(tmp_path / "missing")).run()
     at.button(key="train_start").click().run()
     assert not at.exception
-    assert texts(at.error)[0] == f"folder not found: {tmp_path / 'missing'}"
+    assert texts(at.error)[0] == f"{tmp_path / 'missing'} is not inside the data folders this server offers"
     assert not jobs.list_jobs(app_folders["runs"])
     problems = jobs.check_config({**jobs.train_defaults(), "model": {**jobs.MODEL_DEFAULTS, "input_size": 100},
                                   "solver": "lbfgs", "epochs": 0})

@@ -10,9 +10,11 @@ from typing import Any
 
 import streamlit as st
 
+from moleseg.app import serverpaths
 from moleseg.core import options
-from moleseg.core.config import class_names
+from moleseg.core.config import class_names, example_cache_dir
 from moleseg.core.options import Option
+from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine import jobs
 from moleseg.engine.session import dataset_list
 
@@ -107,17 +109,39 @@ def _auto_widget(item: Option, place: Any, start: Any, key: str, disabled: bool)
     return "auto" if automatic else float(value)
 
 
-def _weights_widget(item: Option, start: str, key: str) -> str:
-    """Where the network starts: the shipped model (when installed), ImageNet, random or a model file."""
+def _weights_widget(item: Option, start: str, key: str, found: list[str]) -> str:
+    """Where the network starts: the shipped model (when installed), ImageNet, random or a model file inside
+    the folders this server offers (a browser user names no other file)."""
     labels = dict(WEIGHT_LABELS)
     if start not in ("imagenet", "none"):
         labels = {start: f"fine-tune the shipped model ({Path(start).name})", **labels}
     choice = st.radio("Start from", list(labels), key=key, format_func=labels.get,
                       help=f"{item.describe()}. Fine-tuning copies every layer whose name and shape match "
                            "(same backbone).")
-    if choice == "file":
-        return st.text_input("Model file to start from", key=f"{key}_file").strip()
-    return choice
+    if choice != "file":
+        return choice
+    text = st.text_input("Model file to start from", key=f"{key}_file",
+                         help="A .keras file inside the folders this server offers, or in a run.")
+    try:
+        return str(resolve_inside_roots(text, serverpaths.model_file_roots(), file=True))
+    except OutsideRootsError as error:
+        found.append(f"Model file to start from: {error}")
+        return ""
+
+
+def _cache_widget(place: Any, key: str, found: list[str]) -> str | None:
+    """The example cache: a plain name of a folder in the app's cache folder (empty: the shared cache)."""
+    folder = example_cache_dir()
+    name = place.text_input("Example cache name (optional)", "", key=key,
+                            help=f"A name for the resized examples cached between trainings, kept in the app's "
+                                 f"cache folder ({folder}); empty: the shared cache there.").strip()
+    if not name:
+        return None
+    try:
+        return str(resolve_inside_folder(name, folder))
+    except OutsideRootsError:
+        found.append(f"Example cache name: {name!r} is not a plain name (no folders, not hidden)")
+        return None
 
 
 def option_widget(item: Option, place: Any, start: Any, key: str, disabled: bool = False) -> tuple[Any, list[str]]:
@@ -146,17 +170,25 @@ def option_widget(item: Option, place: Any, start: Any, key: str, disabled: bool
 
 
 def _dataset_widgets(config: dict[str, Any], found: list[str]) -> None:
-    """One text area per folder pair of the schema (training, validation, test): a dataset per line."""
+    """One text area per folder pair of the schema (training, validation, test): a dataset per line, inside
+    the folders this server offers (a picker fills in the training datasets)."""
+    roots = serverpaths.dataset_roots()
+    if not serverpaths.data_roots():
+        st.info(serverpaths.NO_ROOTS_NOTICE)
     for images, masks in options.FOLDER_PAIRS:
         item = options.option(images)
         part = images.removesuffix("images").replace("_", " ").strip()
         label = f"{part.capitalize()} datasets (optional)" if part else "Training datasets"
+        if not part:
+            serverpaths.folder_picker(widget_key(item), roots, join=True)
         text = st.text_area(label, key=widget_key(item), height=90 if not part else 68,
                             placeholder=DATASET_PLACEHOLDER,
                             help=f"{item.help}. One dataset per line: a folder holding images/ and masks/, or "
-                                 "'IMAGES_DIR | MASKS_DIR'; several are combined.")
+                                 "'IMAGES_DIR | MASKS_DIR', inside the folders this server offers (or your own "
+                                 "dataset); several are combined. The Prepare page fills in the dataset chosen "
+                                 "there.")
         try:
-            pairs = dataset_list(text)
+            pairs = dataset_list(text, roots)
         except ValueError as error:
             found.append(str(error))
             pairs = []
@@ -202,7 +234,10 @@ def option_form(prepared: dict[str, str] | None = None) -> tuple[dict[str, Any],
                 key = widget_key(item, n_classes)
                 initial = options.get_value(start, item.name)
                 if item.name == "weights":
-                    value = _weights_widget(item, initial, key)
+                    value = _weights_widget(item, initial, key, found)
+                elif item.name == "cache_dir":
+                    value = _cache_widget(columns[placed % COLUMNS], key, found)
+                    placed += 1
                 else:
                     matters = options.needed(item, config)
                     value, problems = option_widget(item, columns[placed % COLUMNS], initial, key,

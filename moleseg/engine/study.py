@@ -57,6 +57,7 @@ from filelock import FileLock, Timeout
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.pairing import Pair, PairingError, pair_folders
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.core import options
 from moleseg.engine.runs import read_history, read_json, write_json
 
@@ -264,6 +265,16 @@ def _link_pairs(pairs: Sequence[Pair], folder: Path) -> dict[str, str]:
             if not target.exists():
                 os.symlink(source.resolve(), target)
     return {"images": str(folder / "images"), "masks": str(folder / "masks")}
+
+
+def data_folders(study: Study) -> list[Path]:
+    """The resolved folders a study reads its images and masks from (``data.images``/``masks``, or those of
+    ``data.train``, ``validation`` and ``test``), before anything in them is read."""
+    data = study.data
+    named = ([data.get("images"), data.get("masks")] if "split" in data else
+             [data[part].get(sub) for part in ("train", "validation", "test") if isinstance(data.get(part), dict)
+              for sub in ("images", "masks")])
+    return [(study.data_root / str(value)).resolve() for value in named if value is not None]
 
 
 def resolve_data(study: Study, out: Path | None) -> dict[str, dict[str, str]]:
@@ -783,9 +794,11 @@ def describe_plan(study: Study) -> str:
 
 
 def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_root: str | Path | None = None,
-                python: str | None = None) -> subprocess.Popen:
+                python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
     """Run ``moleseg study`` in the background (its own session: a browser refresh does not stop it),
-    logging to ``OUT/study.log``; progress is in ``OUT/progress.json`` (:func:`read_study_folder`).
+    logging to ``OUT/study.log``; progress is in ``OUT/progress.json`` (:func:`read_study_folder`). With
+    ``roots`` (a study started by a browser user), every data folder must lie inside them
+    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read.
 
     Raises
     ------
@@ -793,6 +806,11 @@ def start_study(config: str | Path, out: str | Path, *, parallel: int = 1, data_
         The study file is bad (checked here first, so the app can say so at once).
     """
     study = load_study(config, data_root)
+    for folder in data_folders(study) if roots is not None else []:
+        try:
+            resolve_inside_roots(folder, roots)
+        except OutsideRootsError as error:
+            raise StudyError(f"{config}: data folder {error}") from None
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
-from moleseg.core.config import cache_dir
+from moleseg.core.config import EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
@@ -162,7 +162,7 @@ class Trainer:
         else:
             keras.mixed_precision.set_global_policy("float32")
         self.strategy = choose_strategy(config.strategy)
-        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
+        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / EXAMPLES_CACHE_NAME
         self.cache = ExampleCache(cache_dir)
         self.targets = target_config(config)
         train, validation, test = split_of(config, self.log)
