@@ -282,3 +282,24 @@ def test_px_sizes_are_given_at_the_reference_input_and_scaled_to_the_actual_one(
     newer.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "size_reference_px": 256}))
     assert options.read_config_file(newer)["size_reference_px"] == 256
     assert "size_reference_px" not in options.with_size_reference({"solver": "adam"})  # no size: nothing to say
+
+
+def test_the_typed_configuration_is_the_schema_s_and_refuses_unknown_keys():
+    from moleseg.core.trainconfig import ModelConfig, TrainConfig
+
+    config = TrainConfig(images=["i"], masks=["m"], augment=[" Color", "rotation", ""], rotation_deg=90,
+                         model={"aspp_rates": [4, 8, 12]})
+    assert (config.augment, config.rotation_deg, config.model.aspp_rates) == (["colour", "rotation"], 90.0, (4, 8, 12))
+    assert config.to_dict()["model"]["aspp_rates"] == [4, 8, 12] and isinstance(config.model, ModelConfig)
+    assert TrainConfig.from_dict({**config.to_dict(), "run_dir": "/r", "recipe": {}}) == config
+    known = ", ".join(o.name for o in options.top_level())
+    with pytest.raises(ValueError, match=f"^unknown option[(]s[)] solvr; known: {known}, model$"):
+        TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "solvr": "adam"})
+    with pytest.raises(ValueError, match="^unknown model option[(]s[)] depth; known: architecture, "):
+        TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "model": {"depth": 3}})
+    with pytest.raises(AttributeError, match="TrainConfig has no option 'solvr'"):
+        config.solvr  # noqa: B018
+    # one message per broken rule, the same wherever the configuration is checked
+    with pytest.raises(ValueError, match="^give at least one training dataset .*; tile scale 2 needs inference "
+                                         "'tiles' [(]with 'resize' every image is resized to the input size[)]$"):
+        TrainConfig(tile_scale=2.0)

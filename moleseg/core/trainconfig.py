@@ -40,10 +40,13 @@ def _plain(value: Any) -> Any:
 
 
 class _Options:
-    """Attributes from a group of schema options, with equality, ``to_dict`` and a readable repr."""
+    """Attributes from a group of schema options, with equality, ``to_dict`` and a readable repr: the options
+    of the section :attr:`SECTION`, or the top-level ones when it is empty."""
+
+    SECTION: str = ""
 
     def _schema(self) -> tuple[Option, ...]:
-        raise TypeError(f"{type(self).__name__} names no options")
+        return options.section(self.SECTION) if self.SECTION else options.top_level()
 
     @staticmethod
     def _key(item: Option) -> str:
@@ -69,6 +72,10 @@ class _Options:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for a name that is no option (each option is an attribute set from the schema)."""
+        raise AttributeError(f"{type(self).__name__} has no option {name!r}")
+
 
 class ModelConfig(_Options):
     """Everything that defines a network's shape: one attribute per ``model.*`` option of
@@ -83,14 +90,13 @@ class ModelConfig(_Options):
         kind, choices or range (one message per option, joined by "; ").
     """
 
+    SECTION = MODEL_SECTION
+
     def __init__(self, **values: Any) -> None:
         self._fill(values, "model option(s)")
         found = [problem for item in self._schema() for problem in item.problems(getattr(self, self._key(item)))]
         if found:
             raise ValueError("; ".join(found))
-
-    def _schema(self) -> tuple[Option, ...]:
-        return options.section(MODEL_SECTION)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -123,9 +129,6 @@ class TrainConfig(_Options):
         if found:
             raise ValueError("; ".join(found))
 
-    def _schema(self) -> tuple[Option, ...]:
-        return options.top_level()
-
     def to_dict(self) -> dict[str, Any]:
         """Every option as a configuration dictionary, ``model`` options under ``"model"``."""
         values = super().to_dict()
@@ -151,7 +154,3 @@ class TrainConfig(_Options):
     def closing_radius_input_px(self) -> int:
         """The closing radius in px of the network input (``closing_radius_px`` scaled to the input size)."""
         return options.scaled_px(self.closing_radius_px, self.model.input_size, self.size_reference_px)
-
-    def __getattr__(self, name: str) -> Any:
-        """Only reached for a name that is no option (each option is an attribute set from the schema)."""
-        raise AttributeError(f"{type(self).__name__} has no option {name!r}")
