@@ -74,6 +74,7 @@ def test_every_option_has_a_distinct_other_value_and_the_defaults_are_valid():
         item = options.option(name)
         assert value != item.default and item.problems(value) == [], name
         assert item.problems(item.default) == [] and item.group in options.GROUPS and item.help, name
+        assert item.widget in options.WIDGETS and (item.widget != "slider" or None not in (item.low, item.high)), name
     assert options.problems(options.defaults(), data=False) == []
     assert options.problems(options.defaults()) == [
         "give at least one training dataset (an images folder and a masks folder)"]
@@ -134,7 +135,7 @@ def test_one_schema_entry_is_a_flag_a_widget_a_config_key_and_a_study_factor(mon
                                                                              capsys):
     from app_helpers import app_test
     from moleseg.core.trainconfig import TrainConfig
-    from moleseg.engine.study import check_study, load_study
+    from moleseg.engine.studyplan import check_study, load_study
 
     monkeypatch.setattr(options, "OPTIONS", (*options.OPTIONS, WARMUP))
     # a flag of moleseg train, with the schema's range in its help and its parse errors

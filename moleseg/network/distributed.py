@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
+from moleseg.engine.runs import RunState
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      epoch_shard, write_seen)
 from moleseg.network.data import ExampleCache, TargetConfig, make_dataset
@@ -41,7 +42,7 @@ class Trainer(Protocol):
     def build_compiled(self) -> keras.Model:
         """A new compiled model in the current strategy scope (also set as ``model``)."""
 
-    def resume_state(self, state: dict) -> None:
+    def resume_state(self, state: RunState) -> None:
         """Take epoch, best score and history of the interrupted run's ``state.json``."""
 
 
@@ -71,7 +72,7 @@ def worker_steps_per_epoch(trainer: Trainer) -> int:
     return math.ceil(each / per_worker)
 
 
-def prepare_workers(trainer: Trainer, saved: keras.Model | None, state: dict) -> None:
+def prepare_workers(trainer: Trainer, saved: keras.Model | None, state: RunState) -> None:
     """Build the same model on every worker (variables are created in the same order everywhere, as
     ``MultiWorkerMirroredStrategy`` needs), then give every worker the chief's weights, optimizer state
     and epoch: after a restart, all resume from the chief's last checkpoint."""
