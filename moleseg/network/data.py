@@ -31,7 +31,6 @@ from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
 
 
-
 @dataclass
 class AugmentConfig:
     """Random augmentation applied identically to image and labels.
