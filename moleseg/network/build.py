@@ -21,7 +21,7 @@ from moleseg.network import backbones, deeplab, mobilenetv2
 ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
 #: segmentation-models backbone names for our backbone names.
 _SM_BACKBONES = {"mobilenetv2": "mobilenetv2", "resnet18": "resnet18", "resnet50": "resnet50",
-                 "inceptionresnetv2": "inceptionresnetv2", "xception": None}
+                 "inceptionresnetv2": "inceptionresnetv2", "xception": None, "vgg16_hed": None}
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ModelConfig:
     Attributes
     ----------
     architecture : {"deeplabv3plus", "unet", "fpn", "linknet"}
-    backbone : {"mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2"}
+    backbone : {"mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2", "vgg16_hed"}
     input_size : int
         Side of the square network input in px, a multiple of 16 (images are resized to it).
     n_classes : {2, 3}
