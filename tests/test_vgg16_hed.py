@@ -90,3 +90,22 @@ def test_deeplab_with_vgg16_hed_builds_with_frozen_first_blocks():
 def test_random_vgg16_hed_is_all_trainable():
     model = build_model(ModelConfig(backbone="vgg16_hed", input_size=32), weights="none")
     assert all(model.get_layer(name).trainable for block in range(1, 6) for name in vgg16_hed.conv_names(block))
+
+
+@pytest.mark.slow
+def test_unet_on_the_five_blocks_builds_and_predicts():
+    model = build_model(ModelConfig(architecture="unet", backbone="vgg16_hed", input_size=32, n_classes=2,
+                                    decoder_width=32), weights="imagenet")
+    assert tuple(model.output_shape) == (None, 32, 32, 2)
+    # stage s upsamples to the stride of block 5 - s and concatenates it: 512 + 512, then 32 + 256, ...
+    assert [model.get_layer(f"unet_stage{s}_concat").output.shape[1:] for s in (1, 2, 3, 4)] == [
+        (4, 4, 1024), (8, 8, 288), (16, 16, 144), (32, 32, 72)]
+    assert [model.get_layer(f"unet_stage{s}_conv2").filters for s in (1, 2, 3, 4)] == [32, 16, 8, 4]
+    probabilities = np.asarray(model(np.full((1, 32, 32, 3), 90.0, np.float32), training=False))
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
+    assert not model.get_layer("block2_conv1").trainable and model.get_layer("block4_conv1").trainable
+
+
+def test_unet_decoder_too_narrow_is_a_clear_error():
+    with pytest.raises(ValueError, match="halves decoder_width 3 times: it must be at least 8, not 4"):
+        build_model(ModelConfig(architecture="unet", backbone="vgg16_hed", input_size=32, decoder_width=4))

@@ -16,8 +16,8 @@ block   output layer      stride   channels
 5       ``block5_conv3``  16       512
 ======= ================= ======== ========
 
-DeepLabV3+ taps block 3 (stride 4, "low") and block 5 (stride 16, "high": no dilation needed); the U-Net
-decoder uses all five. The package feeds BGR values minus the VGG mean; here the input stays RGB in 0..255,
+DeepLabV3+ taps block 3 (stride 4, "low") and block 5 (stride 16, "high": no dilation needed);
+:func:`build_unet` puts a U-Net decoder on all five. The package feeds BGR values minus the VGG mean; here the input stays RGB in 0..255,
 :func:`normalisation_layer` subtracts the same mean in RGB order and the first kernel's input channels are
 flipped when the weights are read, which computes the same activations. With the pretrained weights the
 first :data:`FROZEN_BLOCKS` blocks keep them while training (their edge filters are general, and a frozen
@@ -30,7 +30,10 @@ import importlib.resources
 import inspect
 from pathlib import Path
 
+import keras
 from keras import layers
+
+from moleseg.network.batchnorm import FusedBatchNormalization
 
 #: The five VGG16 blocks: the number of 3x3 convolutions and their channels.
 BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -122,3 +125,42 @@ def load_hed_weights(convolutions: dict[str, layers.Conv2D]) -> None:
                 kernel = kernel[:, :, ::-1, :]
             convolutions[layer.name].set_weights([kernel, bias])
 
+
+
+def build_unet(input_size: int, *, n_classes: int, decoder_width: int, pretrained: bool = False,
+               bn_momentum: float = 0.99) -> keras.Model:
+    """U-Net (Ronneberger et al. 2015) on the five blocks: from block 5 (stride 16) up to block 1 (stride 1).
+
+    Each decoder stage upsamples 2x (bilinear), concatenates the block of that stride and applies two 3x3
+    convolutions with BatchNorm and ReLU, of ``decoder_width``, 1/2, 1/4 and 1/8 of it channels; a 1x1
+    classifier gives softmax probabilities (float32) at the input size.
+
+    Parameters
+    ----------
+    input_size
+        Side of the square RGB 0..255 input in px, a multiple of 16.
+    n_classes
+        Output classes (2 or 3).
+    decoder_width
+        Channels of the first (deepest) decoder stage, at least 8.
+    pretrained, bn_momentum
+        As for :func:`build_encoder`; BatchNorm momentum of the decoder.
+    """
+    halvings = len(BLOCKS) - 2
+    if decoder_width < 2 ** halvings:
+        raise ValueError(f"the vgg16_hed U-Net halves decoder_width {halvings} times: it must be at least "
+                         f"{2 ** halvings}, not {decoder_width}")
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    blocks = build_encoder(inputs, pretrained=pretrained)["blocks"]
+    y = blocks[-1]
+    for stage, skip in enumerate(reversed(blocks[:-1]), start=1):
+        y = layers.UpSampling2D(2, interpolation="bilinear", name=f"unet_stage{stage}_upsample")(y)
+        y = layers.Concatenate(name=f"unet_stage{stage}_concat")([y, skip])
+        for index in (1, 2):
+            y = layers.Conv2D(decoder_width // 2 ** (stage - 1), 3, padding="same", use_bias=False,
+                              name=f"unet_stage{stage}_conv{index}")(y)
+            y = FusedBatchNormalization(momentum=bn_momentum, name=f"unet_stage{stage}_bn{index}")(y)
+            y = layers.ReLU(name=f"unet_stage{stage}_relu{index}")(y)
+    y = layers.Conv2D(n_classes, 1, name="classifier")(y)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(y)
+    return keras.Model(inputs, outputs, name="unet")
