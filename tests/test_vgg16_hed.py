@@ -109,3 +109,18 @@ def test_unet_on_the_five_blocks_builds_and_predicts():
 def test_unet_decoder_too_narrow_is_a_clear_error():
     with pytest.raises(ValueError, match="halves decoder_width 3 times: it must be at least 8, not 4"):
         build_model(ModelConfig(architecture="unet", backbone="vgg16_hed", input_size=32, decoder_width=4))
+
+
+@pytest.mark.slow
+def test_saved_vgg16_hed_model_loads_with_its_weights_and_frozen_blocks(tmp_path):
+    from moleseg.network.io import load_keras_model, save_model
+
+    config = ModelConfig(backbone="vgg16_hed", input_size=32, n_classes=2)
+    model = build_model(config, weights="imagenet")
+    path = save_model(model, tmp_path / "vgg16_hed.keras", {"name": "vgg16_hed", "model": config.to_dict()})
+    loaded = load_keras_model(path)
+    images = np.random.default_rng(5).uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), np.asarray(model(images, training=False)),
+                               atol=1e-5)
+    assert [loaded.get_layer(f"block{block}_conv1").trainable for block in range(1, 6)] == [
+        False, False, False, True, True]
