@@ -373,11 +373,16 @@ st.caption("Research software: not a medical device, not for diagnosis.")
 # ---- save to records (History page) ---------------------------------------------------------------
 if st.button(f"Save {outcome.name} to records", key="analyse_save",
              help="The History page lists and reopens it, with the visit above."):
+    from moleseg.app.identity import Refusal, current_user
     from moleseg.engine.records import Records
 
+    user = current_user()
+    if isinstance(user, Refusal):
+        st.error(f"Could not save: {user.message}")
+        st.stop()
     try:
         saved_id = Records().save(
-            analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+            user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
             visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
             image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
             lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,

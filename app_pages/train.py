@@ -6,13 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import charts, serverpaths, ui
+from moleseg.app import charts, serverpaths, trainstatus, ui
 from moleseg.app.models import model_choices
-from moleseg.engine import jobs
+from moleseg.engine import jobs, launch, trainlock
 from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, example_cache_dir, runs_dir
 from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine.finetune import corrections_pairs, finetune_config
-from moleseg.engine.runs import RunFiles, read_history, read_json
+from moleseg.engine.runs import RunFiles, read_history
 from moleseg.engine.session import dataset_list
 from moleseg.core import options
 from moleseg.core.targets import SHAPES
@@ -75,22 +75,23 @@ st.markdown("Trains DeepLabV3+ on your images and masks in a background process:
 
 # ---- progress of the running (or last) training ----------------------------------------------------
 def progress_panel(run_dir: Path) -> None:
-    status = jobs.read_job(run_dir)
-    st.subheader(f"Training {run_dir.name}")
+    shown = trainstatus.view(run_dir)
+    status = shown.status
+    st.subheader(shown.heading)
     if status.active:
         st.session_state["train_seen_active"] = str(run_dir)
-    state = read_json(RunFiles(run_dir).state, {}) or {}
     if status.status == "starting":
         st.progress(0.0, text="starting (loading TensorFlow)...")
     elif status.active:  # the bar and ETA of the current phase: training steps, validation, calibration, test
         st.progress(status.fraction, text=status.describe())
     elif status.status == "done":
         st.progress(1.0, text="done")
+    if shown.problem:
+        st.warning(shown.problem)
     cells = st.columns(4)
     cells[0].metric("Status", status.status)
-    cells[1].metric("Loss", f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "\u2014")
-    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds if status.active
-                                                    else state.get("job_seconds", status.elapsed_seconds)),
+    cells[1].metric("Loss", f"{status.loss:.4f}" if status.loss is not None else "\u2014")
+    cells[2].metric("Elapsed", jobs.format_duration(shown.elapsed_seconds),
                     help="Wall time of the whole job: preparation, epochs, validation, calibration and test.")
     cells[3].metric("Time left in this phase", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
     history = read_history(RunFiles(run_dir).history)
@@ -102,14 +103,10 @@ def progress_panel(run_dir: Path) -> None:
         if status.cancel_requested:
             st.info("Cancelling after the current step (or batch of images)...")
         else:
-            st.button("Cancel training", key="train_cancel", on_click=jobs.request_cancel, args=(run_dir,),
+            st.button("Cancel training", key="train_cancel", on_click=launch.request_cancel, args=(run_dir,),
                       help="Stops after the current step; the best model so far is kept.")
     elif status.status == "done":
-        fm = status.result.get("best_val_fm")
-        took = f" in {jobs.format_duration(state['job_seconds'])}" if state.get("job_seconds") else ""
-        st.success(f"Training finished{took}: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
-                   "Its model is in the model picker below and on the Analyse and Evaluate pages."
-                   if isinstance(fm, (int, float)) else f"Training finished{took}.")
+        st.success(shown.finished_text())
     elif status.status == "cancelled":
         st.warning("Training cancelled." + (" The best model so far is in the model picker."
                                             if RunFiles(run_dir).model.is_file() else ""))
@@ -123,15 +120,10 @@ def progress_panel(run_dir: Path) -> None:
             st.rerun(scope="app")  # refresh the model picker
 
 
-holder = jobs.active_training(RUNS)
-shown = Path(holder["run_dir"]) if holder and holder.get("run_dir") else None
-if shown is None and st.session_state.get("train_run"):
-    shown = Path(st.session_state["train_run"])
-if shown is None and jobs.list_jobs(RUNS):  # e.g. after a browser refresh: the last training and its outcome
-    shown = jobs.list_jobs(RUNS)[0]
-if shown is not None and shown.is_dir():
-    active = jobs.read_job(shown).active
-    st.fragment(run_every=2.0 if active else None)(progress_panel)(shown)
+shown_run = trainstatus.run_to_show(RUNS, st.session_state.get("train_run"))
+if shown_run is not None and shown_run.is_dir():
+    active = jobs.read_job(shown_run).active
+    st.fragment(run_every=2.0 if active else None)(progress_panel)(shown_run)
 
 # ---- fine-tuning on the corrections dataset ---------------------------------------------------------
 def finetune_section() -> None:
@@ -159,11 +151,11 @@ def finetune_section() -> None:
     epochs = b.number_input("Epochs", 1, 200, FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{count} corrected image(s) in {folder}. The new model appears in every model picker; compare "
                "it with the old one on the Evaluate page ('Compare with').")
-    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(jobs.active_training(RUNS))):
+    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(trainstatus.running())):
         try:
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs))
-            run_dir = jobs.start_training(config, RUNS, name=config["name"])
-        except (jobs.TrainingBusy, ValueError, OSError) as error:
+            run_dir = trainstatus.start(config, RUNS, config["name"])
+        except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
@@ -384,9 +376,9 @@ st.session_state["train_config"] = config  # what Start would train with (shown 
 with st.expander("Configuration (JSON)"):
     st.json(config, expanded=False)
 
-busy = jobs.active_training(RUNS)
+busy = trainstatus.busy_sentence()
 if busy:
-    st.info("A training is running; start the next one when it has finished (or cancel it above).")
+    st.info(f"{busy} Only one training runs at a time: start the next one when it has finished.")
 if st.button("Start training", type="primary", key="train_start", disabled=bool(busy)):
     problems = problems or jobs.check_config(config)
     if problems:
@@ -394,8 +386,8 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
             st.error(problem)
     else:
         try:
-            run_dir = jobs.start_training(config, RUNS, name=run_name.strip() or f"{architecture}-{backbone}")
-        except (jobs.TrainingBusy, ValueError, OSError) as error:
+            run_dir = trainstatus.start(config, RUNS, run_name.strip() or f"{architecture}-{backbone}")
+        except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
@@ -406,17 +398,7 @@ st.subheader("Trained models")
 choice = ui.model_picker("train_model", label="Model picker",
                          help="The same list as on the Analyse and Evaluate pages; your runs are at the end.")
 ui.show_model_info(choice)
-finished = jobs.list_jobs(RUNS)
+finished = trainstatus.runs_table(RUNS)
 if finished:
-    rows = []
-    for run in finished[:50]:
-        status = jobs.read_job(run)
-        state = read_json(RunFiles(run).state, {}) or {}
-        fm = state.get("best_val_fm")
-        rows.append({"run": run.name, "status": status.status,
-                     "epochs": f"{state.get('epoch', 0)}/{status.epochs or '?'}",
-                     "best validation FM": round(fm, 4) if isinstance(fm, (int, float)) and fm >= 0 else None,
-                     "time": jobs.format_duration(state.get("job_seconds")),
-                     "model": "yes" if RunFiles(run).model.is_file() else "no"})
     with st.expander(f"Trainings started from the app ({len(finished)})"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(finished, hide_index=True, width="stretch")

@@ -17,7 +17,7 @@ from moleseg.core.config import STUDIES_DIR
 from moleseg.core.roots import (MAX_LISTED_FOLDERS, OutsideRootsError, folders_inside, resolve_inside_folder,
                                 resolve_inside_roots)
 from moleseg.core.settings import load_settings
-from moleseg.engine import study as studies
+from moleseg.engine import studyplan, studyrun
 
 
 def refusal(path: object) -> str:
@@ -219,11 +219,11 @@ def test_the_example_cache_is_a_name_inside_the_apps_cache_folder(app_folders, t
 def test_study_files_only_from_the_shipped_studies_or_the_roots(app_folders, monkeypatch, tmp_path, outside):
     started = []
 
-    def start(config, out, parallel=1, roots=None):
+    def start(config, out, roots=None):
         started.append((config, out, roots))
         out.mkdir()
 
-    monkeypatch.setattr(studies, "start_study", start)
+    monkeypatch.setattr(studyrun, "start_study", start)
     (outside / "evil.yaml").write_text("name: evil\n")
     (tmp_path / "mine.yaml").write_text("name: mine\n")
     at = app_test(PAGE_FILES["study"])
@@ -257,9 +257,41 @@ def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path,
     file.write_text(f"data:\n  train: {{images: {outside}/secret/images, masks: {outside}/secret/masks}}\n"
                     f"  test: {{images: {outside}/secret/images, masks: {outside}/secret/masks}}\n"
                     "factors:\n  solver: [adam, sgdm]\n")
-    with pytest.raises(studies.StudyError) as refused:
-        studies.start_study(file, tmp_path / "out", roots=[tmp_path])
+    with pytest.raises(studyplan.StudyError) as refused:
+        studyrun.start_study(file, tmp_path / "out", roots=[tmp_path])
     assert str(refused.value) == f"{file}: data folder {refusal(outside / 'secret' / 'images')}"
     assert not (tmp_path / "out").exists()
-    study = studies.load_study(file)
-    assert studies.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
+    study = studyplan.load_study(file)
+    assert studyplan.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
+
+
+def test_a_zip_dataset_of_this_session_is_evaluated_but_not_another_sessions(app_folders, tmp_path,
+                                                                               tmp_path_factory, monkeypatch):
+    import zipfile
+    from io import BytesIO
+
+    from moleseg.engine.session import SessionFolder
+
+    sessions = tmp_path_factory.mktemp("sessions")  # the temporary folder, outside the data roots
+    monkeypatch.setenv("MOLESEG_TMPDIR", str(sessions))
+    dataset = make_dataset(tmp_path_factory.mktemp("upload") / "moles", count=2, size=64)
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(dataset.rglob("*.png")):
+            archive.write(path, path.relative_to(dataset.parent).as_posix())
+    at = app_test(PAGE_FILES["prepare"])
+    at.radio(key="prepare_source").set_value("a ZIP upload").run()
+    at.file_uploader(key="prepare_zip").set_value(("moles.zip", buffer.getvalue(), "application/zip")).run()
+    assert not at.exception and not at.error
+    images = at.session_state["prepare_zip_dataset"]["images"]
+    assert images.startswith(str(sessions))
+    at.switch_page(PAGE_FILES["evaluate"]).run()
+    assert at.text_input(key="evaluate_folder").value.startswith(images)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception and not at.error
+    other = SessionFolder(root=sessions)
+    make_dataset(other.path / "dataset", count=2, size=64)
+    at.text_input(key="evaluate_folder").set_value(str(other.path / "dataset")).run()
+    at.button(key="evaluate_run").click().run()
+    assert texts(at.error) == [refusal(other.path / "dataset")]

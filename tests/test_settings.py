@@ -30,7 +30,7 @@ def test_a_shared_deployment_from_a_toml_file_with_the_environment_winning(tmp_p
     file.write_text(f'mode = "shared"\nport = 8600\ndata_roots = ["{roots[0]}", "{tmp_path / "link"}"]\n'
                     f'data_dir = "/srv/moleseg"\nallowed_hosts = ["Moles.Clinic.example."]\n'
                     'identity = "proxy-header"\ntrusted_proxies = ["10.0.0.0/24", "127.0.0.1"]\n'
-                    'admin_users = ["dr.who@clinic.example"]\n')
+                    'admin_users = ["dr.who@clinic.example"]\nproxy_secret = "a-long-random-secret"\n')
     settings = read_settings({"MOLESEG_CONFIG": str(file), "MOLESEG_PORT": "9000",
                               "MOLESEG_USER_HEADERS": "X-Forwarded-Email"})
     assert settings.mode == "shared" and settings.shared
@@ -41,6 +41,8 @@ def test_a_shared_deployment_from_a_toml_file_with_the_environment_winning(tmp_p
     assert settings.identity == "proxy-header" and settings.user_headers == ("X-Forwarded-Email",)
     assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("127.0.0.1/32"))
     assert settings.admin_users == frozenset({"dr.who@clinic.example"})
+    assert settings.proxy_secret == "a-long-random-secret" and "a-long-random-secret" not in repr(settings)
+    assert settings.proxy_secret_header == "X-Moleseg-Proxy-Secret"
     assert settings.proxy_trusted("10.0.0.7") and settings.proxy_trusted("127.0.0.1")
     assert not settings.proxy_trusted("10.0.1.7") and not settings.proxy_trusted(None)
     assert not settings.proxy_trusted("not an address")
@@ -83,6 +85,8 @@ def test_the_proxy_header_is_believed_only_from_configured_proxies():
                        "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "10.0.0.300"})
     assert refused.value.problems == [
         "trusted_proxies holds IP addresses or networks (CIDR), not '10.0.0.300'.",
+        "identity proxy-header needs proxy_secret: a random value of at least 16 characters that the reverse "
+        "proxy adds in proxy_secret_header (anyone on this machine can reach the app's port without the proxy).",
     ]
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_IDENTITY": "proxy-header", "MOLESEG_USER_HEADERS": " , "})
@@ -90,6 +94,8 @@ def test_the_proxy_header_is_believed_only_from_configured_proxies():
         "identity proxy-header needs at least one of user_headers.",
         "identity proxy-header needs trusted_proxies: the address(es) of the reverse proxy, the only peers whose "
         "user header is believed.",
+        "identity proxy-header needs proxy_secret: a random value of at least 16 characters that the reverse "
+        "proxy adds in proxy_secret_header (anyone on this machine can reach the app's port without the proxy).",
     ]
 
 
@@ -117,7 +123,7 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
         read_settings({"MOLESEG_CONFIG": str(file)})
     assert refused.value.problems == [
         f"{file} has unknown key(s) roots; the keys are mode, address, port, data_roots, data_dir, allowed_hosts, "
-        "identity, user_headers, trusted_proxies, admin_users.",
+        "identity, user_headers, trusted_proxies, admin_users, proxy_secret, proxy_secret_header.",
         f"port must be a whole number in {file}.",
         f"admin_users must be a list of strings in {file}.",
     ]
@@ -143,3 +149,18 @@ def test_the_data_folders_default_to_the_settings_data_dir_never_the_program_fol
     finally:
         monkeypatch.undo()
         load_settings.cache_clear()
+
+
+def test_the_readme_security_section_documents_every_key_the_modes_and_a_worked_example():
+    import tomllib
+
+    from moleseg.core.settings import IDENTITY_SOURCES, KEYS, MODES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Security\n", 1)[1].split("\n## ", 1)[0]
+    for needed in [*(f"| `{key}` |" for key in KEYS), *MODES, *IDENTITY_SOURCES, "MOLESEG_CONFIG", "Caddy",
+                   "trusted", "not inside the data folders this server offers"]:
+        assert needed in section, needed
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert sorted(tomllib.loads(example)) == sorted(KEYS)  # the worked example sets every key
+    assert "make run" in readme.split("\n## ", 1)[0] and "make test" in readme.split("\n## ", 1)[0]

@@ -131,13 +131,18 @@ def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | 
 def runs_table(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The article's comparison table: one :func:`moleseg.engine.runs.run_summary` row per run; the status
     of a run started by the app is its job's (:func:`moleseg.engine.jobs.read_job`: ``failed`` or ``died``,
-    not the ``running`` a killed process leaves in ``state.json``)."""
+    not the ``running`` a killed process leaves in ``state.json``); a run with a damaged record has its
+    message as status."""
     from moleseg.engine.jobs import read_job
-    from moleseg.engine.runs import RunFiles, run_summary
+    from moleseg.engine.runs import RunFiles, RunRecordError, run_summary
 
     rows = []
     for run in run_dirs:
-        row = run_summary(run)
+        try:
+            row = run_summary(run)
+        except RunRecordError as error:
+            rows.append({"run": Path(run).name, "status": str(error)})
+            continue
         if RunFiles(Path(run)).job.is_file():
             row["status"] = read_job(run).status
         rows.append(row)

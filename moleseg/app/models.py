@@ -107,7 +107,8 @@ def shipped_models(models: str | Path | None = None) -> list[Path]:
 
 def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
     """Shipped models, then the classical baselines, then the user's training runs (newest first)."""
-    from moleseg.engine.runs import RunFiles, list_runs, read_json
+    from moleseg.engine.jobs import read_job
+    from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
 
     choices: list[ModelChoice] = []
     for path in shipped_models(models):
@@ -123,13 +124,14 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         files = RunFiles(run)
         model = files.model
         info = _info(model)
-        state = read_json(files.state, {}) or {}
-        progress = read_json(files.progress, {}) or {}
-        status = progress.get("status") or state.get("status")
-        fm = state.get("best_val_fm")
+        try:
+            state = read_state(run)
+        except RunRecordError:
+            state = None
+        status = read_job(run).status
         details = [f"{info.n_classes or '?'} classes"]
-        if isinstance(fm, (int, float)) and fm >= 0:
-            details.append(f"validation FM {fm:.3f}")
+        if state is not None and state.best_val_fm >= 0:
+            details.append(f"validation FM {state.best_val_fm:.3f}")
         if status and status != "done":
             details.append(str(status))
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({', '.join(details)})", kind="run",

@@ -1,5 +1,6 @@
-"""The pages' server paths: which folders a browser user may read (the data roots of the settings, and the app's
-own "My dataset" and runs), a picker over them, and the notice shown when the server offers none.
+"""The pages' server paths: which folders a browser user may read (the data roots of the settings, the app's
+own "My dataset" and runs, the session's own uploads), a picker over them, and the notice shown when the
+server offers none.
 
 Every path typed in a page goes through :func:`moleseg.core.roots.resolve_inside_roots` with one of these
 root lists; the app writes only under its own data and cache folders.
@@ -11,13 +12,16 @@ from pathlib import Path
 
 import streamlit as st
 
+from moleseg.app import ui
 from moleseg.core.config import corrections_dir, runs_dir
 from moleseg.core.roots import folders_inside
 from moleseg.core.settings import load_settings
+from moleseg.engine.session import SessionFolder
 
 #: Shown where a page would take a server folder and the server offers none.
 NO_ROOTS_NOTICE: str = ("This server offers no data folders (its operator lists them in the data_roots setting; "
-                        "see the README's Security section): use an upload instead.")
+                        "see the README's Security section): upload your images instead, or a dataset ZIP on the "
+                        "Prepare page.")
 #: Seconds a listing of the folders inside the roots is reused.
 LISTING_TTL_S: float = 30.0
 
@@ -28,8 +32,11 @@ def data_roots() -> tuple[Path, ...]:
 
 
 def dataset_roots() -> tuple[Path, ...]:
-    """Where a page may read a dataset: the data roots and the user's own dataset ("My dataset")."""
-    return (*data_roots(), corrections_dir())
+    """Where a page may read a dataset: the data roots, the user's own dataset ("My dataset") and this browser
+    session's own folder (a dataset unpacked from an uploaded ZIP), never another session's."""
+    own = st.session_state.get(ui.SESSION_FOLDER_KEY)
+    session = (own.path,) if isinstance(own, SessionFolder) and not own.removed else ()
+    return (*data_roots(), corrections_dir(), *session)
 
 
 def model_file_roots() -> tuple[Path, ...]:

@@ -16,7 +16,7 @@ from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
 from moleseg.core.config import SESSION_HEARTBEAT_S
 from moleseg.engine.segmenter import Segmenter
-from moleseg.engine import jobs
+from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
@@ -46,7 +46,7 @@ SESSION_FOLDER_KEY = "_moleseg_session_folder"
 def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
     by a crashed server: the first sweep runs now)."""
-    return FolderSweeper(in_use=jobs.folder_in_use).start()
+    return FolderSweeper(in_use=launch.folder_in_use).start()
 
 
 def session_folder() -> SessionFolder:
@@ -54,7 +54,7 @@ def session_folder() -> SessionFolder:
     sweep of :func:`startup` once its tab has been closed for a while)."""
     folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
-        folder = SessionFolder(in_use=jobs.folder_in_use)
+        folder = SessionFolder(in_use=launch.folder_in_use)
         st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder

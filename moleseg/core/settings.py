@@ -34,6 +34,13 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     ``X-Forwarded-User``, ``X-Forwarded-Email``).
 ``trusted_proxies``
     With ``proxy-header``: IP addresses or CIDR networks of the reverse proxy; required.
+``proxy_secret``
+    With ``proxy-header``: a long random value (at least 16 characters) the reverse proxy adds to every
+    request in ``proxy_secret_header``; required. The user header is believed only from a trusted proxy
+    address *and* with this secret: Streamlit's server reports a loopback peer by the address its
+    ``X-Forwarded-For`` names, so the address alone does not prove the proxy (see the README's Security).
+``proxy_secret_header``
+    With ``proxy-header``: the header carrying ``proxy_secret`` (default ``X-Moleseg-Proxy-Secret``).
 ``admin_users``
     User names that see every user's records.
 
@@ -52,7 +59,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -69,6 +76,10 @@ IDENTITY_SOURCES: tuple[str, ...] = ("none", "proxy-header", "streamlit-oidc")
 LOOPBACK_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 #: Headers naming the user by default with ``identity = "proxy-header"`` (oauth2-proxy, Caddy's forward_auth).
 DEFAULT_USER_HEADERS: tuple[str, ...] = ("X-Forwarded-User", "X-Forwarded-Email")
+#: Header carrying the proxy's secret by default with ``identity = "proxy-header"``.
+DEFAULT_PROXY_SECRET_HEADER: str = "X-Moleseg-Proxy-Secret"
+#: Fewest characters of ``proxy_secret``.
+MIN_PROXY_SECRET_LENGTH: int = 16
 #: Default port (Streamlit's).
 DEFAULT_PORT: int = 8501
 #: Default listening address of each mode.
@@ -79,7 +90,7 @@ HOST_NAME: re.Pattern[str] = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-
 KEYS: dict[str, bool] = {
     "mode": False, "address": False, "port": False, "data_roots": True, "data_dir": False,
     "allowed_hosts": True, "identity": False, "user_headers": True, "trusted_proxies": True,
-    "admin_users": True,
+    "admin_users": True, "proxy_secret": False, "proxy_secret_header": False,
 }
 
 
@@ -111,6 +122,8 @@ class ServerSettings:
     user_headers: tuple[str, ...] = DEFAULT_USER_HEADERS
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     admin_users: frozenset[str] = frozenset()
+    proxy_secret: str = field(default="", repr=False)
+    proxy_secret_header: str = DEFAULT_PROXY_SECRET_HEADER
 
     @property
     def shared(self) -> bool:
@@ -276,13 +289,20 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         problems.append("identity proxy-header needs trusted_proxies: the address(es) of the reverse proxy, "
                         "the only peers whose user header is believed.")
 
+    secret = values.get("proxy_secret", "")
+    if identity == "proxy-header" and len(secret) < MIN_PROXY_SECRET_LENGTH:
+        problems.append(f"identity proxy-header needs proxy_secret: a random value of at least "
+                        f"{MIN_PROXY_SECRET_LENGTH} characters that the reverse proxy adds in proxy_secret_header "
+                        f"(anyone on this machine can reach the app's port without the proxy).")
+
     if problems:
         raise SettingsError(problems, source)
     return ServerSettings(
         mode=mode, address=address, port=port, data_roots=tuple(root for root in roots if root is not None),
         data_dir=data_dir, allowed_hosts=tuple(dict.fromkeys([*LOOPBACK_HOSTS, *configured_hosts])),
         identity=identity, user_headers=headers, trusted_proxies=tuple(networks),
-        admin_users=frozenset(values.get("admin_users", ())))
+        admin_users=frozenset(values.get("admin_users", ())), proxy_secret=secret,
+        proxy_secret_header=values.get("proxy_secret_header") or DEFAULT_PROXY_SECRET_HEADER)
 
 
 @functools.cache

@@ -20,10 +20,11 @@ when; SQLite triggers refuse any change or deletion of its rows.
 
 Safety
 ------
-* A new database is built beside its place and linked there only when complete; an existing file is
-  checked once per process (``PRAGMA quick_check``, our schema, a known version) before it is used: a
-  damaged, empty (0 bytes), foreign or newer file, or a folder in its place, is refused with
-  :class:`RecordsError` naming the file, the cause and what to do; it is never reused or overwritten.
+* A new database is built beside its place and linked there only when complete. An existing file is
+  checked whenever a :class:`Records` is made (a file, not empty, our tables, a known schema version) and,
+  the first time in a process, page by page (``PRAGMA quick_check``): a damaged, empty (0 bytes), foreign or
+  newer file, or a folder in its place, is refused with :class:`RecordsError` naming the file, the cause
+  and what to do; it is never reused or overwritten.
 * Every ``sqlite3`` error becomes a :class:`RecordsError` naming the database and the cause (disk full,
   read-only, not a database, damaged, ...).
 * The schema version is SQLite's ``PRAGMA user_version``; :data:`MIGRATIONS` lists the SQL that takes

@@ -155,7 +155,9 @@ def _load_legacy(path: Path) -> Any:
     result = _Unpickler(stream, storages).load()
     keys = _ValueUnpickler(stream).load()
     for key in keys:
-        storage = storages[str(key)]
+        storage = storages.get(str(key))
+        if storage is None:
+            raise ValueError(f"storage {key} is listed but no tensor uses it")
         (numel,) = struct.unpack("<q", stream.read(8))
         nbytes = numel * storage.dtype.itemsize
         if numel < 0 or nbytes > size:
