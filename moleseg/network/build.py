@@ -14,7 +14,7 @@ import numpy as np
 
 from moleseg.core.backbones import backbone
 from moleseg.core.trainconfig import ModelConfig
-from moleseg.network import backbones, deeplab, mobilenetv2
+from moleseg.network import backbones, deeplab, mobilenetv2, vgg16_hed
 
 def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.Model:
     """Build the network of ``config`` and initialise its encoder.
@@ -40,6 +40,9 @@ def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.M
         )
         if pretrained and config.backbone == "mobilenetv2":
             mobilenetv2.load_imagenet_weights(model)
+    elif config.architecture == "unet" and config.backbone == "vgg16_hed":
+        model = vgg16_hed.build_unet(config.input_size, n_classes=config.n_classes, decoder_width=config.decoder_width,
+                                     pretrained=pretrained, bn_momentum=config.bn_momentum)
     else:
         model = _build_sm_model(config, pretrained)
     if weights not in ("none", "imagenet"):
