@@ -70,7 +70,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
     from moleseg.core import options
+    from moleseg.core.config import DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE
     from moleseg.core.outlines import OUTLINE_FORMATS
+    from moleseg.core.targets import SHAPES
 
     at_least_one_image = int_at_least(int(options.option("batch_size").low))  # a batch holds an image or more
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--csv", metavar="FILE")
     evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                           help="flip test-time augmentation (default: the model's own setting)")
-    evaluate.add_argument("--batch-size", type=at_least_one_image, default=4)
+    evaluate.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
     evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
 
     predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--lesion-threshold", type=parse_threshold, default="model", metavar="P|argmax|model",
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
                               "default 'model': the model's calibrated choice")
-    predict.add_argument("--batch-size", type=at_least_one_image, default=4)
+    predict.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
     predict.add_argument("--outlines", type=parse_outline_formats, default=(), metavar="FORMATS",
                          help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
                               "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
@@ -135,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, metavar="DIR")
     prepare.add_argument("--border-width-px", type=int_at_least(int(options.option("border_width_px").low)),
                          required=True)
-    prepare.add_argument("--shape", default="diamond", choices=("diamond", "disk", "square"))
-    prepare.add_argument("--classes", type=int, choices=(3, 2), default=3)
+    prepare.add_argument("--shape", default=DEFAULT_SHAPE, choices=SHAPES)
+    prepare.add_argument("--classes", type=int, choices=options.CLASS_COUNTS, default=DEFAULT_CLASS_COUNT)
     prepare.add_argument("--border-at-image-edge", action="store_true",
                          help="draw BORDER along the image frame too (Matlab's imerode does not)")
 

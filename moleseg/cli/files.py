@@ -106,6 +106,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from moleseg.core.imageio import ImageReadError, mask_problem, read_mask
     from moleseg.core.imagewrite import write_png
     from moleseg.core.pairing import list_images
+    from moleseg.core.config import class_names
     from moleseg.core.targets import class_frequencies, make_targets
     from moleseg.engine.pipeline import output_stems
 
@@ -145,8 +146,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         share = totals / totals.sum()
         print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
               + ", ".join(f"{name} {value:.4f}" for name, value in
-                          zip(("back", "border", "inside") if args.classes == 3 else ("background", "foreground"),
-                              share)))
+                          zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
         print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
               file=sys.stderr)

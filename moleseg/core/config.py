@@ -27,6 +27,10 @@ DEFAULT_BORDER_WIDTH_PX: int = 4
 DEFAULT_SHAPE: str = "diamond"
 #: Radius of the disk that closes the cleaned border (the article: 15).
 DEFAULT_CLOSING_RADIUS_PX: int = 15
+#: Images a network predicts at once when a folder is analysed, evaluated or predicted (CLI and app).
+INFERENCE_BATCH_SIZE: int = 4
+#: Number of classes of the dermoscopy (moles) targets: BACK, BORDER, INSIDE.
+DEFAULT_CLASS_COUNT: int = 3
 
 #: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds)
 #: when at least this share (0..1) of its outline pixels lie on the image's edge.

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_OUTLINE_SHARE, MIN_IMAGE_SIDE_PX
+from moleseg.core.config import EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
@@ -418,7 +418,7 @@ class Finished:
     encoded: dict[str, bytes]
 
 
-def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = 4,
+def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = INFERENCE_BATCH_SIZE,
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,

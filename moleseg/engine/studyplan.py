@@ -378,7 +378,7 @@ def check_study(study: Study) -> list[str]:
     by :func:`resolve_data`."""
     problems: list[str] = []
     for run in plan(study):
-        for problem in options.problems(with_data(run.config, {})):
+        for problem in options.problems(with_data(run.config, {}), data=False):  # its folders come later
             message = f"{run.setting} ({run.factor}): {problem}"
             if message not in problems:
                 problems.append(message)

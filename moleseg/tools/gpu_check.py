@@ -104,7 +104,8 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     from moleseg.network.feed import PairFeed
     from moleseg.network.build import ModelConfig, build_model
     from moleseg.network.losses import SegmentationLoss
-    from moleseg.network.train import TrainConfig, make_optimizer
+    from moleseg.network.train import TrainConfig
+    from moleseg.network.trainsetup import augment_config, make_optimizer, target_config
 
     if keras.backend.backend() != backend:
         raise RuntimeError(f"Keras already runs the {keras.backend.backend()} backend, not {backend}: set "
@@ -131,10 +132,10 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
         size = config.model.input_size
         pairs = write_pairs(Path(folder) / "data", SYNTHETIC_PAIRS if not cpu else 8, (size, size))
         cache = ExampleCache(Path(folder) / "cache")
-        feed_options = dict(batch_size=config.batch_size, augment=config.augment_config(), shuffle=True,
+        feed_options = dict(batch_size=config.batch_size, augment=augment_config(config), shuffle=True,
                             seed=config.seed, cache=cache, drop_remainder=True)
         if backend == "tensorflow":
-            dataset = make_dataset(pairs, config.target_config(), **feed_options).repeat()
+            dataset = make_dataset(pairs, target_config(config), **feed_options).repeat()
             iterator = iter(dataset)
             # the pipeline alone: warm (files cached, tf.data autotuned), then timed
             for _ in range(min(per_block, 4)):
@@ -148,10 +149,10 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
             workers = os.cpu_count() or 1
             # one pass of the feed holds a block of steps (each repeat of a pair is a fresh augmentation)
             repeats = math.ceil(per_block * config.batch_size / len(pairs))
-            dataset = PairFeed(pairs, config.target_config(), workers=workers, crops_per_image=repeats,
+            dataset = PairFeed(pairs, target_config(config), workers=workers, crops_per_image=repeats,
                                **feed_options)
             for pair in pairs:  # warm: files prepared and cached, as tf.data's are above
-                cache.get(pair, config.target_config())
+                cache.get(pair, target_config(config))
             pipeline_ips = feed_images_per_second(dataset, workers)
 
         model_config = ModelConfig.from_dict({**config.model.to_dict(), "bn_momentum": 0.9})
