@@ -219,6 +219,10 @@ class RunRecordError(ValueError):
     the message names the file and the reason."""
 
 
+#: The reason given for a record that is not JSON at all (after the file's name, before the parser's words).
+NOT_JSON_REASON = "damaged, not a readable JSON file"
+
+
 def read_record(path: str | Path) -> dict[str, Any] | None:
     """The JSON object of the record ``path``; None when the file does not exist.
 
@@ -235,7 +239,7 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
     except OSError as error:
         raise RunRecordError(f"{path}: cannot be read ({error.strerror or error})") from None
     except ValueError as error:
-        raise RunRecordError(f"{path}: damaged, not a JSON file ({error})") from None
+        raise RunRecordError(f"{path}: {NOT_JSON_REASON} ({error})") from None
     if not isinstance(value, dict):
         raise RunRecordError(f"{path}: damaged, not a JSON object")
     return value
