@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moleseg.core import options
-from moleseg.core.config import models_dir, runs_dir as default_runs_dir
+from moleseg.core.config import SHIPPED_MODELS, models_dir, runs_dir as default_runs_dir
 from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
 from moleseg.engine.trainlock import ORIGINS, active_training
 
@@ -44,9 +44,6 @@ PHASE_UNITS: dict[str, str] = {"prepare": "pairs", "validate": "images", "calibr
 #: Status values of a job (``progress.json`` and :class:`JobStatus`).
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed", "died")
-
-#: Shipped model to fine-tune from, by number of classes (in the models folder).
-SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
 
 #: ``moleseg.network.train.TrainConfig`` defaults (``model`` as a dictionary), from :mod:`moleseg.core.options`.
 TRAIN_DEFAULTS: dict[str, Any] = options.defaults()
