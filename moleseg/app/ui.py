@@ -147,6 +147,15 @@ def load_segmenter(choice: ModelChoice) -> Segmenter | None:
         return None
 
 
+def show_cache_notes(segmenter: Segmenter) -> None:
+    """Show with ``st.warning`` what went wrong with the per-machine inference cache while ``segmenter``
+    predicted (:attr:`moleseg.network.predict.KerasSegmenter.cache_notes`: an entry rebuilt, TensorFlow used
+    instead), once: the notes are taken from the segmenter, so a rerun does not show them again."""
+    notes = getattr(segmenter, "cache_notes", None)
+    while notes:
+        st.warning(sentence(notes.pop(0)))
+
+
 def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
                  help: str | None = None) -> ModelChoice:
     """A select box of the shipped models, the classical baselines and the trained runs. The choice is
