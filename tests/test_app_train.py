@@ -193,23 +193,31 @@ def test_a_runner_that_died_silently_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_choices_of_the_app_and_the_training_modules_are_the_schema_s():
-    from moleseg.core import options
-    from moleseg.network.data import AUGMENTATIONS
-    from moleseg.network.backbones import BACKBONES
-    from moleseg.network.build import ARCHITECTURES, ModelConfig
-    from moleseg.network.losses import LOSSES
-    from moleseg.network.train import SCHEDULES, SOLVERS, TrainConfig
+    import dataclasses
 
-    for name, network in (("SOLVERS", SOLVERS), ("SCHEDULES", SCHEDULES), ("LOSSES", LOSSES),
-                          ("ARCHITECTURES", ARCHITECTURES), ("BACKBONES", BACKBONES), ("AUGMENTATIONS", AUGMENTATIONS)):
-        assert network is getattr(options, name) is getattr(jobs, name)  # one tuple, not copies
+    from moleseg.core import options
+    from moleseg.network.build import ModelConfig
+    from moleseg.network.data import AugmentConfig
+    from moleseg.network.losses import SegmentationLoss
+    from moleseg.network.train import TrainConfig, make_optimizer
+
+    config = TrainConfig(images=["a"], masks=["b"])
+    optimizers = {solver: type(make_optimizer(dataclasses.replace(config, solver=solver), 8)).__name__
+                  for solver in options.SOLVERS}
+    assert optimizers == {"sgdm": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}  # each solver is its own
+    assert [SegmentationLoss(kind).kind for kind in options.LOSSES] == list(options.LOSSES)
+    augment = AugmentConfig.from_names(options.AUGMENTATIONS)
+    assert augment.reflection and min(augment.rotation_deg, augment.translation_px, augment.colour) > 0
+    with pytest.raises(ValueError, match="unknown augmentation blur"):
+        AugmentConfig.from_names(["blur"])
     defaults = TrainConfig(images=["a"], masks=["b"]).to_dict()
     assert {**defaults, "images": [], "masks": []} == jobs.train_defaults()
     assert ModelConfig().to_dict() == jobs.MODEL_DEFAULTS
 
 
 @pytest.mark.slow
-def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(app_folders, tmp_path):
+def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(app_folders, tmp_path,
+                                                                                       time_left):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     at = app_test(PAGE)
     at.text_area(key="train_datasets").set_value(str(dataset))
@@ -229,7 +237,7 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert run.parent == app_folders["runs"] and (run / jobs.JOB_FILE).is_file()
     assert jobs.active_training(app_folders["runs"])["run_dir"] == str(run)
     seen: set[str] = set()
-    deadline = time.time() + 180
+    deadline = time.time() + time_left()
     status = jobs.read_job(run)
     while time.time() < deadline:
         at.run()
@@ -311,12 +319,12 @@ def test_the_app_starts_one_sweep_and_an_open_tab_keeps_its_folder(app_folders):
     long_ago = time.time() - SESSION_IDLE_TIMEOUT_S - 1
     os.utime(folder.path, (long_ago, long_ago))
     at.run()  # the tab is still open: its heartbeat fragment touches the folder
-    assert not at.exception and time.time() - folder.path.stat().st_mtime < SESSION_HEARTBEAT_S
+    assert not at.exception and folder.path.stat().st_mtime > long_ago + SESSION_IDLE_TIMEOUT_S
     assert sweeper.sweep() == [] and folder.path.is_dir()
 
 
 @pytest.mark.slow
-def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path):
+def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path, time_left):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")],
               "model": {**jobs.MODEL_DEFAULTS, "input_size": 64}, "weights": "none", "epochs": 200, "batch_size": 2,
@@ -325,7 +333,7 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     with pytest.raises(jobs.TrainingBusy, match="Another training is running: long-"):
         jobs.start_training(config, app_folders["runs"])
     at = app_test(PAGE)
-    deadline = time.time() + 150
+    deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).phase != "train":
         time.sleep(2)
     at.run()
@@ -460,7 +468,7 @@ def test_the_page_shows_the_border_and_closing_radius_at_the_chosen_input_size(a
 
 
 @pytest.mark.slow
-def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path):
+def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path, time_left):
     """A clinician's handful of images with the page's defaults (ImageNet encoder, automatic BatchNorm
     momentum): 10 pairs, 2 epochs at 64 px end with a usable model, not a failure after the run."""
     dataset = make_dataset(tmp_path / "moles", count=10, size=64)
@@ -472,7 +480,7 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tm
     at.button(key="train_start").click().run()
     assert not at.exception and not at.error
     run = Path(at.session_state["train_run"])
-    deadline = time.time() + 420
+    deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).active:
         time.sleep(3)
     status = jobs.read_job(run)

@@ -11,13 +11,12 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from synthetic import TINY_MODEL_SIZE, tiny_model_file  # noqa: E402
 from moleseg.core.modelinfo import read_model_info, write_model_info  # noqa: E402
 from moleseg.network import compiled  # noqa: E402
-from moleseg.network.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.io import save_model  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
 
-SIZE = 32
+SIZE = TINY_MODEL_SIZE
 
 
 @pytest.fixture
@@ -29,16 +28,7 @@ def cache(monkeypatch, tmp_path):
     return tmp_path / "cache" / "inference"
 
 
-def tiny_model_file(folder, seed: int = 0):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    config = ModelConfig(backbone="mobilenetv2", input_size=SIZE, decoder_width=8, aspp_rates=(1, 2, 3))
-    path = folder / f"tiny{seed}.keras"
-    save_model(build_model(config, weights="none"), path, {"name": "tiny", "n_classes": 3, "input_size": SIZE})
-    return path
-
-
+@pytest.mark.slow
 def test_second_load_uses_the_cached_graph_without_keras(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     batch = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -55,6 +45,7 @@ def test_second_load_uses_the_cached_graph_without_keras(cache, tmp_path):
     assert second.model.output_shape[-1] == 3  # still there when asked for
 
 
+@pytest.mark.slow
 def test_the_key_ignores_moleseg_json_but_not_the_weights(cache, tmp_path):
     path = tiny_model_file(tmp_path, seed=0)
     digest = compiled.network_digest(path)
@@ -63,6 +54,7 @@ def test_the_key_ignores_moleseg_json_but_not_the_weights(cache, tmp_path):
     assert compiled.network_digest(tiny_model_file(tmp_path, seed=1)) != digest
 
 
+@pytest.mark.slow
 def test_turned_off_nothing_is_written(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(compiled.CACHE_ENV, "0")
@@ -83,6 +75,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry3", "entry4", "not-an-entry"]
 
 
+@pytest.mark.slow
 def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     batch = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)

@@ -18,7 +18,7 @@ pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (requirements.tx
 
 from moleseg.network import compiled, onnx_export  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
-from test_inference_cache import SIZE, tiny_model_file  # noqa: E402
+from synthetic import TINY_MODEL_SIZE as SIZE, tiny_model_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,7 @@ def test_probe_batch_and_difference():
     assert onnx_export.largest_difference(np.zeros(2), np.zeros(3)) == float("inf")
 
 
+@pytest.mark.slow
 def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(0, count=3)
@@ -77,6 +78,7 @@ def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeyp
     assert compiled.cached_entry(path) is None  # no SavedModel needed beside it
 
 
+@pytest.mark.slow
 def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(1)
@@ -88,13 +90,14 @@ def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeyp
         f"segmenter = load_segmenter({str(path)!r}, test_time_augmentation=False)\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, segmenter.predict_network(np.load({str(tmp_path / 'batch.npy')!r})))\n"
         "print(json.dumps(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules)))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
     expected = tensorflow_probabilities(path, batch, monkeypatch)
     assert np.abs(np.load(tmp_path / "out.npy") - expected).max() <= onnx_export.ONNX_TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(2)
@@ -116,6 +119,7 @@ def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path
     assert again._model is None  # from the SavedModel entry, Keras model not rebuilt
 
 
+@pytest.mark.slow
 def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(3)
@@ -129,6 +133,7 @@ def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatc
     assert np.abs(probabilities - tensorflow_probabilities(path, batch, monkeypatch)).max() <= onnx_export.ONNX_TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch):
     monkeypatch.setenv(compiled.RUNTIME_ENV, "tensorflow")
     path = tiny_model_file(tmp_path)
@@ -142,6 +147,7 @@ def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("model_name, images", [("dermoscopy", "moles/ph2/images"),
                                                 ("cells", "cells/dsb2018_brightfield/images")])
+@pytest.mark.slow
 def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx_cache, require_shared, monkeypatch):
     from moleseg.core.imageio import read_image
     from moleseg.core.resize import resize_image
