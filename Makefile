@@ -16,8 +16,9 @@ $(STAMP): requirements.txt pyproject.toml setup.py
 
 setup: $(STAMP)
 
+# Starts the app with the server's settings (personal mode: 127.0.0.1 only; see the README's Security section).
 run: setup
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1
+	$(PY) -m moleseg serve
 
 # Every test, browser and slow ones included (within 10 minutes on 2 CPU cores); the slowest are listed at the
 # end. A test that hangs fails after its pytest-timeout (pyproject.toml).

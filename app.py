@@ -8,9 +8,11 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg import __version__
-from moleseg.app import appstate, ui
+from moleseg.app import gate, ui
+from moleseg.app.models import default_model_spec, model_choices
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
+gate.admit()
 ui.startup()
 ui.session_heartbeat()
 
@@ -26,9 +28,9 @@ def home() -> None:
         "prepare targets from your own masks, train the network on your data, and evaluate models "
         "against true masks. The same engine segments cells in light microscopy (two classes)."
     )
-    spec = appstate.default_model_spec()
+    spec = default_model_spec()
     chosen = st.session_state.get(ui.MODEL_KEY, spec)
-    choices = {c.spec: c for c in appstate.model_choices()}
+    choices = {c.spec: c for c in model_choices()}
     current = choices.get(chosen) or choices.get(spec)
     left, right = st.columns(2)
     left.metric("Model in use", current.label.split(" (")[0] if current else spec,

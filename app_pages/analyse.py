@@ -7,7 +7,18 @@ from datetime import datetime
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, ui
+from moleseg.app import charts, ui
+from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
+                                  hex_to_rgb, rgb_to_hex)
+from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
+                                      shown_image_key)
+from moleseg.app.hand_correction import (canvas_background, canvas_strokes, correction_key, dataset_save_message,
+                                         save_to_dataset, with_corrections)
+from moleseg.app.models import model_lesion_threshold, model_version
+from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batch_table, default_visit,
+                                 key_measurements, measurement_table, measurements_csv_bytes,
+                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
+                                 thumbnail, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, corrections_dir
 from moleseg.core.imageio import encode_png
@@ -35,11 +46,11 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
-uploads, repeats = appstate.distinct_uploads([appstate.Upload(name=f.name, data=f.getvalue()) for f in files or []])
+uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
 analysed_before = st.session_state.get("analyse_auto_by_key") or {}
-shown_key = appstate.shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
-                                     analysed_before)
-plan = st.session_state.setdefault("analyse_cleanup_plan", appstate.CleanupPlan())
+shown_key = shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
+                            analysed_before)
+plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
 
 
 def manual_cleanup_sidebar(n_classes: int) -> None:
@@ -57,11 +68,11 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
                             help="Off: these values change only the image in view; the others keep theirs "
                                  "(the automatic cleanup unless you set one). On: every image gets them.")
     auto = analysed_before.get(shown_key)
-    calibrated = appstate.model_lesion_threshold(choice)
+    calibrated = model_lesion_threshold(choice)
     threshold_key, use_key = f"analyse_threshold_{choice.key}", f"analyse_use_threshold_{choice.key}"
     target = (choice.key, "all" if apply_all else shown_key)
     if st.session_state.get("analyse_widgets_for") != target:  # another image in view: show its values
-        values = appstate.cleanup_widget_values(plan.for_image(shown_key) if shown_key else None, auto, calibrated)
+        values = cleanup_widget_values(plan.for_image(shown_key) if shown_key else None, auto, calibrated)
         for name in ("rule", "closing", "border", "fill", "largest", "shape"):
             st.session_state[f"analyse_{name}"] = values[name]
         st.session_state[use_key] = values["use_threshold"] and choice.kind != "classical"
@@ -71,7 +82,7 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
                     help="article: INSIDE plus the closed BORDER band (the article's method). "
                          "grow_inside: INSIDE grown outward by the border width (for models that draw "
                          "the border too thick). Two-class models ignore it.")
-    closing_max, border_max = appstate.cleanup_slider_limits(auto)  # big photos get big radii
+    closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
                         key="analyse_closing",
                         help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
@@ -94,7 +105,7 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
                                 disabled=not use_threshold)
     threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
     if shown_key:
-        plan.record(shown_key, appstate.CleanupChoice(settings, threshold), apply_all)
+        plan.record(shown_key, CleanupChoice(settings, threshold), apply_all)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
 
 
@@ -103,7 +114,7 @@ CANVAS_MAX_WIDTH = 640
 
 
 @st.fragment
-def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
+def hand_correction_block(outcome: ImageOutcome) -> None:
     """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result.
 
     A fragment: the drawing component sends its drawing when it is mounted and after every stroke, and that
@@ -113,7 +124,7 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
     since the overlay, the measurements and the exports follow it."""
     from streamlit_drawable_canvas import st_canvas
 
-    key = appstate.correction_key(choice.key, outcome.key)
+    key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
     with st.expander("Correct the border by hand", expanded=edits.any):
         tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
@@ -126,13 +137,13 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         generation = st.session_state.get("analyse_canvas_generation", 0)
-        background = appstate.canvas_background(outcome.analysis, canvas_width, canvas_height)
+        background = canvas_background(outcome.analysis, canvas_width, canvas_height)
         drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
                           stroke_width=max(1, round(brush_px / scale)), background_image=background,
                           height=canvas_height, width=canvas_width,
                           drawing_mode="polygon" if tool == "polygon" else "freedraw",
                           key=f"analyse_canvas_{generation}")
-        strokes = appstate.canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         add, remove, undo, reset = st.columns(4)
         action = None
         if add.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
@@ -147,27 +158,27 @@ def hand_correction_block(outcome: appstate.ImageOutcome) -> None:
         if action:
             st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
             st.rerun()
-        st.caption(f"Now: {appstate.key_measurements(outcome.analysis)}")
+        st.caption(f"Now: {key_measurements(outcome.analysis)}")
         st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
                    f"the corrected {words['target']} and say so." if edits.any else
                    f"Draw a region, then add it to the {words['target']} or remove it. Nothing changes until you "
                    "click.")
 
 
-def save_to_dataset_block(outcome: appstate.ImageOutcome) -> None:
+def save_to_dataset_block(outcome: ImageOutcome) -> None:
     """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
     with st.expander("Save to my dataset"):
-        folder = st.text_input("Dataset folder", str(corrections_dir()), key="analyse_dataset_folder",
-                               help="images/ and masks/ (same file names) plus provenance/ records: a folder "
-                                    "the Train and Evaluate pages read.")
+        folder = corrections_dir()
+        st.caption(f"Saved into {folder}: images/ and masks/ (same file names) plus provenance/ records, the "
+                   "dataset the Train and Evaluate pages offer as yours.")
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
             try:
-                saved = appstate.save_to_dataset(outcome, folder, segmenter.name, choice.key)
+                saved = save_to_dataset(outcome, folder, segmenter.name, choice.key)
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {ui.first_line(error)}")
             else:
-                st.success(appstate.dataset_save_message(outcome.name, saved, folder))
+                st.success(dataset_save_message(outcome.name, saved, folder))
 
 
 # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
@@ -176,8 +187,8 @@ with st.sidebar:
     manual_cleanup_sidebar(n_classes)
     st.header("Overlay")
     left, right = st.columns(2)
-    fill_hex = left.color_picker("Lesion", appstate.rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-    border_hex = right.color_picker("Border", appstate.rgb_to_hex(OverlayStyle.border_color),
+    fill_hex = left.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+    border_hex = right.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
                                     key="analyse_border_color")
     fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity")
     border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
@@ -187,7 +198,7 @@ with st.sidebar:
                                  format="%.4f", key="analyse_pixel_size",
                                  help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
 
-style = OverlayStyle(fill_color=appstate.hex_to_rgb(fill_hex), border_color=appstate.hex_to_rgb(border_hex),
+style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
                      fill_opacity=fill_opacity, border_opacity=border_opacity)
 
 if not files:
@@ -199,17 +210,17 @@ if segmenter is None:
     st.stop()
 
 bar = st.progress(0.0, text="Analysing...")
-outcomes = appstate.analyse_uploads(
+outcomes = analyse_uploads(
     ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
     pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
 bar.empty()
 corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
-outcomes = appstate.with_corrections(outcomes, corrections, choice.key)
+outcomes = with_corrections(outcomes, corrections, choice.key)
 st.session_state["analyse_outcomes"] = outcomes
 good = [o for o in outcomes if o.ok]
-st.session_state["analyse_auto_by_key"] = appstate.automatic_cleanups(segmenter, good)
+st.session_state["analyse_auto_by_key"] = automatic_cleanups(segmenter, good)
 
 for outcome in outcomes:
     if outcome.error:
@@ -220,7 +231,7 @@ if not good:
     st.stop()
 
 model_info = segmenter.info
-version = appstate.model_version(model_info)
+version = model_version(model_info)
 created = datetime.now().astimezone()
 
 # ---- results --------------------------------------------------------------------------------------
@@ -232,24 +243,24 @@ def show_image(key: str) -> None:
     st.session_state["analyse_shown"] = key
 
 
-def batch_view(good: list[appstate.ImageOutcome]) -> None:
+def batch_view(good: list[ImageOutcome]) -> None:
     """Many images at once: a grid of thumbnails with their overlays and key measurements, the table of
     every measurement, and the batch summary."""
     grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"])
     with grid:
-        for start in range(0, len(good), appstate.GRID_COLUMNS):
-            cells = st.columns(appstate.GRID_COLUMNS)
-            for cell, item in zip(cells, good[start:start + appstate.GRID_COLUMNS]):
-                cell.image(appstate.thumbnail(item.analysis), width="stretch",
-                           caption=f"{item.name}: {appstate.key_measurements(item.analysis)}")
+        for start in range(0, len(good), GRID_COLUMNS):
+            cells = st.columns(GRID_COLUMNS)
+            for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
+                cell.image(thumbnail(item.analysis), width="stretch",
+                           caption=f"{item.name}: {key_measurements(item.analysis)}")
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
     with table:
-        st.dataframe(appstate.batch_table(good), hide_index=True, width="stretch", row_height=30)
+        st.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30)
     with summary:
         st.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
                    "images where it is defined.")
-        st.dataframe(appstate.batch_summary(good), hide_index=True, width="stretch",
+        st.dataframe(batch_summary(good), hide_index=True, width="stretch",
                      column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
                                     "images": st.column_config.NumberColumn("Images", width="small"),
                                     "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median", "max": "Max"})
@@ -288,23 +299,23 @@ st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, bor
            + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
               f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
 if analysis.measurements:
-    st.dataframe(appstate.measurement_table(analysis), hide_index=True, width="stretch",
+    st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
                  column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
                                 "value": st.column_config.TextColumn("Value", width="small"),
                                 "unit": st.column_config.TextColumn("Unit", width="small"),
                                 "meaning": st.column_config.TextColumn("Meaning", width=560)})
 if analysis.cells and analysis.objects:
     area_unit = "mm²" if analysis.pixel_size_mm else "px²"
-    st.plotly_chart(charts.size_histogram(appstate.object_areas(analysis), area_unit,
+    st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
                                           f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
                     key="analyse_size_histogram")
 
 # ---- the visit: printed on the reports, saved with the record ---------------------------------------
 visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
 for other in good:  # the images not yet in view: the visit their fields would show (today's date)
-    visits.setdefault(other.key, appstate.default_visit())
+    visits.setdefault(other.key, default_visit())
 if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
-    for name, value in appstate.visit_widget_values(visits.get(outcome.key)).items():
+    for name, value in visit_widget_values(visits.get(outcome.key)).items():
         st.session_state[f"analyse_save_{name}"] = value
     st.session_state["analyse_visit_for"] = outcome.key
 st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
@@ -331,7 +342,7 @@ three.download_button("Report (PDF)",
                                                                      visit=v),
                       file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
                       on_click="ignore")
-outlines = appstate.outline_downloads(outcome)
+outlines = outline_downloads(outcome)
 for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
     column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
                            key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
@@ -339,19 +350,19 @@ for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines
                                 "in ImageJ / Fiji, the SVG in any drawing program.")
 
 st.markdown("**Export all images**")
-objects_csv = appstate.objects_csv_bytes(outcomes)
+objects_csv = objects_csv_bytes(outcomes)
 one, two, three, *rest = st.columns(4 if objects_csv else 3)
 one.download_button("Measurements of all images (CSV)",
-                    data=appstate.measurements_csv_bytes(outcomes, segmenter.name, visits),
+                    data=measurements_csv_bytes(outcomes, segmenter.name, visits),
                     file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
 two.download_button("Settings of the CSV (JSON)",
-                    data=lambda: appstate.measurements_sidecar_bytes(outcomes, version, visits, created),
+                    data=lambda: measurements_sidecar_bytes(outcomes, version, visits, created),
                     file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
                     key="analyse_dl_sidecar", on_click="ignore",
                     help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
                          "visit, for each row of the CSV.")
 three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
-                      data=lambda: appstate.batch_bundle(outcomes, segmenter.name, version, created, visits),
+                      data=lambda: batch_bundle(outcomes, segmenter.name, version, created, visits),
                       file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
                       on_click="ignore")
 if objects_csv:
@@ -362,11 +373,16 @@ st.caption("Research software: not a medical device, not for diagnosis.")
 # ---- save to records (History page) ---------------------------------------------------------------
 if st.button(f"Save {outcome.name} to records", key="analyse_save",
              help="The History page lists and reopens it, with the visit above."):
+    from moleseg.app.identity import Refusal, current_user
     from moleseg.engine.records import Records
 
+    user = current_user()
+    if isinstance(user, Refusal):
+        st.error(f"Could not save: {user.message}")
+        st.stop()
     try:
         saved_id = Records().save(
-            analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+            user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
             visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
             image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
             lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,

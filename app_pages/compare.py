@@ -6,7 +6,7 @@ import json
 
 import streamlit as st
 
-from moleseg.app import followup, ui
+from moleseg.app import followup, identity, ui
 from moleseg.core.config import IMAGE_EXTENSIONS
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.compare import compare_records, compare_visits
@@ -25,12 +25,13 @@ pixel_size = one.number_input("Pixel size (mm per px)", min_value=0.0, max_value
 allow_scale = two.checkbox("The magnification differs (allow a scale change)", key="compare_allow_scale")
 
 if source == followup.COMPARE_SAVED:
+    user = identity.require_user()
     try:
         records = Records()
+        summaries = records.lesions(user)
     except ValueError as error:
-        st.error(f"Cannot open the records: {ui.first_line(error)}")
+        st.error(ui.first_line(error))
         st.stop()
-    summaries = records.lesions()
     unidentified = followup.unidentified_visits(summaries)
     offer_unidentified = unidentified >= 2 and st.checkbox(
         f"Also offer the {unidentified} visits saved without a lesion identifier", key="compare_unidentified",
@@ -44,7 +45,11 @@ if source == followup.COMPARE_SAVED:
     if not lesion:
         st.warning("These visits were saved without a lesion identifier: make sure Before and After show the "
                    "same lesion.")
-    visits = {record.id: record for record in records.records(lesion)}
+    try:
+        visits = {record.id: record for record in records.records(user, lesion)}
+    except ValueError as error:
+        st.error(ui.first_line(error))
+        st.stop()
     ids = list(visits)  # newest first
     left, right = st.columns(2)
     before_id = left.selectbox("Before (earlier visit)", ids, index=1, key="compare_before_record",
@@ -58,9 +63,12 @@ if source == followup.COMPARE_SAVED:
     if order_note:
         st.warning(order_note)
     try:
+        first_look = st.session_state.get("compare_opened") != (earlier.id, later.id)  # audited once per pair
         with st.spinner("Aligning..."):
-            comparison = compare_records(records.open(earlier.id), records.open(later.id), allow_scale=allow_scale,
+            comparison = compare_records(records.open(user, earlier.id, audit=first_look),
+                                         records.open(user, later.id, audit=first_look), allow_scale=allow_scale,
                                          pixel_size_mm=pixel_size or None)
+        st.session_state["compare_opened"] = (earlier.id, later.id)
     except (KeyError, ValueError) as error:
         st.error(ui.first_line(error))
         st.stop()

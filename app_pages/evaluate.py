@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, ui
-from moleseg.app.appstate import CLASSICAL_SPECS
+from moleseg.app import charts, serverpaths, ui
+from moleseg.app.evaluation import evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows
+from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
 from moleseg.core.config import corrections_dir, runs_dir
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
@@ -23,14 +24,19 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+roots = serverpaths.dataset_roots()
+if not serverpaths.data_roots():
+    st.info(serverpaths.NO_ROOTS_NOTICE)
+serverpaths.folder_picker("evaluate_folder", roots)
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
-                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'.")
+                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside the folders "
+                            "this server offers (or your own dataset).")
 corrected = corrections_pairs(corrections_dir())
 if corrected:
     st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
               on_click=lambda: st.session_state.update(evaluate_folder=str(corrections_dir())),
               help="The images saved from the Analyse page with their corrected masks.")
-others = {c.spec: c for c in appstate.model_choices() if c.spec != choice.spec and c.kind != "classical"}
+others = {c.spec: c for c in model_choices() if c.spec != choice.spec and c.kind != "classical"}
 compare_spec = st.selectbox("Compare with", [""] + list(others), key="evaluate_compare",
                             format_func=lambda spec: others[spec].label if spec else "no other model",
                             help="Score another model on the same images beside it, e.g. the model before and "
@@ -64,12 +70,12 @@ def show_evaluation(result: dict) -> None:
     if baseline and baseline.get("n"):
         cells[2].metric(f"{baseline_name[:1].upper()}{baseline_name[1:]}: mean FM", f"{baseline['fm']['mean']:.4f}",
                         delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
-    st.plotly_chart(charts.fm_per_image(appstate.per_image_fm(summary),
-                                        appstate.per_image_fm(baseline) if baseline else None,
+    st.plotly_chart(charts.fm_per_image(per_image_fm(summary),
+                                        per_image_fm(baseline) if baseline else None,
                                         model_name=result["name"], baseline_name=baseline_name),
                     key="evaluate_fm_chart")
-    st.dataframe(appstate.summary_rows(summary, baseline, model_name=result["name"],
-                                       baseline_name=baseline_name), hide_index=True, width="stretch")
+    st.dataframe(summary_rows(summary, baseline, model_name=result["name"],
+                              baseline_name=baseline_name), hide_index=True, width="stretch")
     with st.expander("Every image"):
         st.dataframe(summary["per_image"], hide_index=True, width="stretch")
     if result["pictures"]:
@@ -83,7 +89,7 @@ def show_evaluation(result: dict) -> None:
 
 if st.button("Evaluate", type="primary", key="evaluate_run"):
     try:
-        images_dir, masks_dir = dataset_folders(folder)
+        images_dir, masks_dir = dataset_folders(folder, roots)
         report = pair_folders(images_dir, masks_dir)
     except (ValueError, PairingError, OSError) as error:
         st.error(str(error))
@@ -93,12 +99,12 @@ if st.button("Evaluate", type="primary", key="evaluate_run"):
         if segmenter is not None and compare is not None:
             baseline, baseline_name = ui.load_segmenter(compare), compare.label
         elif segmenter is not None and with_baseline and not is_classical:
-            baseline = ui.load_segmenter(appstate.ModelChoice(spec=CLASSICAL_SPECS[segmenter.n_classes],
-                                                              label="classical baseline", kind="classical"))
+            baseline = ui.load_segmenter(ModelChoice(spec=CLASSICAL_SPECS[segmenter.n_classes],
+                                                     label="classical baseline", kind="classical"))
         if segmenter is not None:
-            key = appstate.evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
-                                          with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
-            ui.task_registry().submit(key, appstate.evaluation_task(
+            key = evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
+                                 with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
+            ui.task_registry().submit(key, evaluation_task(
                 segmenter, report, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
                 model=choice.label, folder=folder, baseline_name=baseline_name), restart=True)
             st.session_state["evaluate_task"] = key
@@ -113,7 +119,7 @@ if not runs:
 else:
     names = [run.name for run in runs]
     picked = st.multiselect("Runs", names, names[:10], key="evaluate_runs")
-    rows = appstate.runs_table([run for run in runs if run.name in picked])
+    rows = runs_table([run for run in runs if run.name in picked])
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
         st.caption("Test FM comes from each run's own test split (evaluation.json); training time is the wall "

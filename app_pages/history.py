@@ -1,23 +1,33 @@
-"""History: the saved analyses, by lesion and visit; open one exactly as it was, export or delete it."""
+"""History: the user's saved analyses, by lesion and visit; open one exactly as it was (also from a link
+``?visit=<id>``), see its audit trail, export or delete it."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from moleseg.app import followup, ui
-from moleseg.engine.records import Records
+from moleseg.app import followup, identity, ui
+from moleseg.engine.records import NoSuchRecord, Records
 
 st.title("History")
-st.caption("Analyses saved from the Analyse page, kept in a database on this computer "
-           "(set MOLESEG_DATA_DIR to choose its folder). Nothing identifies a person unless you typed it.")
+st.caption("Analyses saved from the Analyse page, kept in a database on the server (its settings choose the "
+           "folder); you see the visits you saved. Nothing identifies a person unless you typed it.")
+user = identity.require_user()
 
 try:
     records = Records()
+    lesions = records.lesions(user)
+    linked = st.query_params.get("visit")
+    if linked is not None:  # a link to one visit: shown only to whoever may reach it
+        try:
+            target = records.record(user, int(linked) if linked.isdigit() else -1)
+        except NoSuchRecord:
+            st.error(f"Cannot open this record: no saved analysis with id {linked}.")
+            st.stop()
+        st.session_state["history_lesion"], st.session_state["history_visit"] = target.lesion, target.id
+        del st.query_params["visit"]
 except ValueError as error:
-    st.error(f"Cannot open the records: {ui.first_line(error)}")
+    st.error(ui.first_line(error))
     st.stop()
-
-lesions = records.lesions()
 if not lesions:
     st.info("Nothing saved yet: analyse an image on the Analyse page and use **Save to records**.")
     st.stop()
@@ -26,9 +36,13 @@ st.subheader("Lesions")
 st.dataframe(followup.lesion_rows(lesions), hide_index=True, width="stretch")
 identifiers = [summary.lesion for summary in lesions]
 lesion = st.selectbox("Lesion", identifiers, format_func=followup.lesion_label, key="history_lesion")
-visits = records.records(lesion)
+try:
+    visits = records.records(user, lesion)
+except ValueError as error:
+    st.error(ui.first_line(error))
+    st.stop()
 st.subheader(f"Visits of {followup.lesion_label(lesion)}")
-st.dataframe(followup.visit_rows(visits), hide_index=True, width="stretch")
+st.dataframe(followup.visit_rows(visits, owners=identity.sees_everyone(user)), hide_index=True, width="stretch")
 by_id = {record.id: record for record in visits}
 chosen = st.selectbox("Open visit", list(by_id), format_func=lambda i: followup.visit_label(by_id[i]),
                       key="history_visit")
@@ -36,7 +50,9 @@ if chosen is None:
     st.stop()
 
 try:
-    saved = records.open(chosen)
+    first_look = st.session_state.get("history_opened") != chosen  # its trail says 'opened' once per look
+    saved = records.open(user, chosen, audit=first_look)
+    st.session_state["history_opened"] = chosen
 except (KeyError, ValueError) as error:
     st.error(f"Cannot open this record: {ui.first_line(error)}")
     st.stop()
@@ -46,6 +62,7 @@ left.image(followup.saved_overlay(saved), caption=f"{record.image_name or 'image
 right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
 settings = record.settings()
 st.markdown(f"**Visit** {record.visit_date} · **body site** {record.body_site or '—'} · **saved** {record.saved_at}"
+            f" by {followup.owner_label(record.owner)}"
             "  \n" + "  \n".join(f"**{label}** {text}" for label, text in settings.lines()))
 if record.notes:
     st.markdown(f"**Notes** {record.notes}")
@@ -54,17 +71,31 @@ if flags:
     st.warning(ui.sentence(flags))
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
+
+def _report() -> bytes:
+    records.log(user, chosen, "exported")
+    return followup.saved_report(saved, record.image_name or f"record {chosen}")
+
+
 one, two = st.columns(2)
-one.download_button("Export this visit (ZIP)", data=lambda: records.export(chosen),
+one.download_button("Export this visit (ZIP)", data=lambda: records.export(user, chosen),
                     file_name=f"record_{chosen}.zip", mime="application/zip", key="history_export", on_click="ignore")
 two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
-                    file_name=f"record_{chosen}_report.pdf",
-                    data=lambda: followup.saved_report(saved, record.image_name or f"record {chosen}"))
+                    file_name=f"record_{chosen}_report.pdf", data=_report)
+with st.expander("Audit trail of this visit"):
+    try:
+        st.dataframe(followup.audit_rows(records.audit_trail(user, chosen)), hide_index=True, width="stretch")
+    except (KeyError, ValueError) as error:
+        st.error(ui.first_line(error))
 with st.expander("Delete this visit"):
     sure = st.checkbox("Yes, delete this visit and its image and mask files",  # asked again for each visit
                        key=f"history_delete_sure_{chosen}")
     if st.button("Delete", key="history_delete", disabled=not sure, type="primary"):
-        records.delete(chosen)
+        try:
+            records.delete(user, chosen)
+        except (KeyError, ValueError) as error:
+            st.error(f"Cannot delete this record: {ui.first_line(error)}")
+            st.stop()
         st.session_state.pop("history_visit", None)
         st.rerun()
 st.caption("Research software: not a medical device, not for diagnosis.")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import appstate, ui
-from moleseg.app.appstate import digest
+from moleseg.app import serverpaths, ui
+from moleseg.app.analysis import digest
+from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
 from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
@@ -26,11 +27,16 @@ if source == "a folder on the server":
     prepared = st.session_state.get(ui.DATASET_KEY)
     if prepared and prepared.get("source") == source:  # back from another page: the same dataset
         ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
+    roots = serverpaths.dataset_roots()
+    if not serverpaths.data_roots():
+        st.info(serverpaths.NO_ROOTS_NOTICE)
+    serverpaths.folder_picker("prepare_folder", roots)
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
-                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR'.")
+                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', "
+                              "inside the folders this server offers.")
     if text.strip():
         try:
-            images_dir, masks_dir = dataset_folders(text)
+            images_dir, masks_dir = dataset_folders(text, roots)
         except ValueError as error:
             st.error(str(error))
 else:
@@ -89,7 +95,7 @@ for conflict in report.conflicts:
     st.warning(f"Ambiguous: {conflict}")
 if report.ok:
     st.success("Every image has its mask and their sizes agree.")
-tables = appstate.pairing_rows(report)
+tables = pairing_rows(report)
 with st.expander(f"Pairs ({len(tables['pairs'])})"):
     st.dataframe(tables["pairs"], hide_index=True, width="stretch")
 if tables["unpaired"]:
@@ -115,8 +121,8 @@ with right:
                        help="Off (Matlab's imerode): a lesion leaving the picture has no border at the frame.")
 pair = report.pairs[index if index is not None and index < len(report.pairs) else 0]
 try:
-    preview = appstate.target_preview(pair.image, pair.mask, classes=classes, border_width_px=width, shape=shape,
-                                      border_at_image_edge=edge)
+    preview = target_preview(pair.image, pair.mask, classes=classes, border_width_px=width, shape=shape,
+                             border_at_image_edge=edge)
 except (ImageReadError, ValueError) as error:
     st.error(str(error))
     st.stop()
@@ -143,10 +149,10 @@ def show_frequencies(scan: dict) -> None:
     st.caption("Training weights each class by the inverse of its frequency (class weighting), as the article does.")
 
 
-scan_key = appstate.frequencies_key(masks_dir, classes=classes, border_width_px=width, shape=shape,
-                                    border_at_image_edge=edge)
+scan_key = frequencies_key(masks_dir, classes=classes, border_width_px=width, shape=shape,
+                           border_at_image_edge=edge)
 if st.button("Class frequencies of the whole dataset", key="prepare_all"):
-    ui.task_registry().submit(scan_key, appstate.frequencies_task(
+    ui.task_registry().submit(scan_key, frequencies_task(
         [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
         border_at_image_edge=edge), restart=True)
 ui.follow_task(scan_key, show_frequencies, failure="The scan failed")

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import appstate, charts, ui
-from moleseg.engine import jobs
-from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, runs_dir
+from moleseg.app import charts, serverpaths, trainstatus, ui
+from moleseg.app.models import model_choices
+from moleseg.engine import jobs, launch, trainlock
+from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, example_cache_dir, runs_dir
+from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine.finetune import corrections_pairs, finetune_config
-from moleseg.engine.runs import RunFiles, read_history, read_json
+from moleseg.engine.runs import RunFiles, read_history
 from moleseg.engine.session import dataset_list
 from moleseg.core import options
 from moleseg.core.targets import SHAPES
@@ -61,6 +63,7 @@ def high(name: str) -> float:
 
 
 RUNS = runs_dir()
+EXAMPLE_CACHES = example_cache_dir()
 defaults = jobs.train_defaults()
 model_defaults = defaults["model"]
 
@@ -72,22 +75,23 @@ st.markdown("Trains DeepLabV3+ on your images and masks in a background process:
 
 # ---- progress of the running (or last) training ----------------------------------------------------
 def progress_panel(run_dir: Path) -> None:
-    status = jobs.read_job(run_dir)
-    st.subheader(f"Training {run_dir.name}")
+    shown = trainstatus.view(run_dir)
+    status = shown.status
+    st.subheader(shown.heading)
     if status.active:
         st.session_state["train_seen_active"] = str(run_dir)
-    state = read_json(RunFiles(run_dir).state, {}) or {}
     if status.status == "starting":
         st.progress(0.0, text="starting (loading TensorFlow)...")
     elif status.active:  # the bar and ETA of the current phase: training steps, validation, calibration, test
         st.progress(status.fraction, text=status.describe())
     elif status.status == "done":
         st.progress(1.0, text="done")
+    if shown.problem:
+        st.warning(shown.problem)
     cells = st.columns(4)
     cells[0].metric("Status", status.status)
-    cells[1].metric("Loss", f"{status.loss:.4f}" if isinstance(status.loss, (int, float)) else "\u2014")
-    cells[2].metric("Elapsed", jobs.format_duration(status.elapsed_seconds if status.active
-                                                    else state.get("job_seconds", status.elapsed_seconds)),
+    cells[1].metric("Loss", f"{status.loss:.4f}" if status.loss is not None else "\u2014")
+    cells[2].metric("Elapsed", jobs.format_duration(shown.elapsed_seconds),
                     help="Wall time of the whole job: preparation, epochs, validation, calibration and test.")
     cells[3].metric("Time left in this phase", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
     history = read_history(RunFiles(run_dir).history)
@@ -99,14 +103,10 @@ def progress_panel(run_dir: Path) -> None:
         if status.cancel_requested:
             st.info("Cancelling after the current step (or batch of images)...")
         else:
-            st.button("Cancel training", key="train_cancel", on_click=jobs.request_cancel, args=(run_dir,),
+            st.button("Cancel training", key="train_cancel", on_click=launch.request_cancel, args=(run_dir,),
                       help="Stops after the current step; the best model so far is kept.")
     elif status.status == "done":
-        fm = status.result.get("best_val_fm")
-        took = f" in {jobs.format_duration(state['job_seconds'])}" if state.get("job_seconds") else ""
-        st.success(f"Training finished{took}: best validation FM {fm:.4f} at epoch {status.result.get('best_epoch')}. "
-                   "Its model is in the model picker below and on the Analyse and Evaluate pages."
-                   if isinstance(fm, (int, float)) else f"Training finished{took}.")
+        st.success(shown.finished_text())
     elif status.status == "cancelled":
         st.warning("Training cancelled." + (" The best model so far is in the model picker."
                                             if RunFiles(run_dir).model.is_file() else ""))
@@ -120,28 +120,22 @@ def progress_panel(run_dir: Path) -> None:
             st.rerun(scope="app")  # refresh the model picker
 
 
-holder = jobs.active_training(RUNS)
-shown = Path(holder["run_dir"]) if holder and holder.get("run_dir") else None
-if shown is None and st.session_state.get("train_run"):
-    shown = Path(st.session_state["train_run"])
-if shown is None and jobs.list_jobs(RUNS):  # e.g. after a browser refresh: the last training and its outcome
-    shown = jobs.list_jobs(RUNS)[0]
-if shown is not None and shown.is_dir():
-    active = jobs.read_job(shown).active
-    st.fragment(run_every=2.0 if active else None)(progress_panel)(shown)
+shown_run = trainstatus.run_to_show(RUNS, st.session_state.get("train_run"))
+if shown_run is not None and shown_run.is_dir():
+    active = jobs.read_job(shown_run).active
+    st.fragment(run_every=2.0 if active else None)(progress_panel)(shown_run)
 
 # ---- fine-tuning on the corrections dataset ---------------------------------------------------------
 def finetune_section() -> None:
     """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
     st.subheader("Fine-tune on my corrections")
-    folder = st.text_input("Corrections dataset", str(corrections_dir()), key="train_finetune_folder",
-                           help="The folder the Analyse page's 'Save to my dataset' writes: images/ and masks/.")
+    folder = corrections_dir()
     count = corrections_pairs(folder)
     if not count:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
                    "dataset, then fine-tune the model on it here.")
         return
-    models = [c for c in appstate.model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
+    models = [c for c in model_choices() if c.kind != "classical" and c.path and c.path.is_file()]
     if not models:
         st.caption("No network model to fine-tune.")
         return
@@ -157,11 +151,11 @@ def finetune_section() -> None:
     epochs = b.number_input("Epochs", 1, 200, FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{count} corrected image(s) in {folder}. The new model appears in every model picker; compare "
                "it with the old one on the Evaluate page ('Compare with').")
-    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(jobs.active_training(RUNS))):
+    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(trainstatus.running())):
         try:
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs))
-            run_dir = jobs.start_training(config, RUNS, name=config["name"])
-        except (jobs.TrainingBusy, ValueError, OSError) as error:
+            run_dir = trainstatus.start(config, RUNS, config["name"])
+        except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
@@ -174,12 +168,16 @@ finetune_section()
 st.subheader("New training")
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state(key("images"), f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+roots = serverpaths.dataset_roots()
 with st.expander("Data", expanded=True):
+    if not serverpaths.data_roots():
+        st.info(serverpaths.NO_ROOTS_NOTICE)
+    serverpaths.folder_picker(key("images"), roots, join=True)
     datasets_text = st.text_area(
         "Training datasets", key=key("images"), height=90,
         placeholder="/data/moles (holding images/ and masks/)\n/data/other/images | /data/other/masks",
-        help="One dataset per line: a folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR'. "
-             "Several datasets are combined. The Prepare page fills in the dataset chosen there.")
+        help="One dataset per line: a folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside "
+             "the folders this server offers (or your own dataset). Several datasets are combined. The Prepare page fills in the dataset chosen there.")
     validation_text = st.text_area("Validation datasets (optional)", key=key("validation_images"), height=68,
                                    help="Empty: a random share of the training pairs is held out (below).")
     test_text = st.text_area("Test datasets (optional)", key=key("test_images"), height=68,
@@ -258,7 +256,8 @@ with st.expander("Network"):
                               help="Fine-tuning copies every layer whose name and shape match (same backbone).")
     weights_file = ""
     if weights_choice == "file":
-        weights_file = st.text_input("Model file to start from", key="train_weights_file")
+        weights_file = st.text_input("Model file to start from", key="train_weights_file",
+                                     help="A .keras file inside the folders this server offers, or in a run.")
 
 with st.expander("Solver"):
     a, b, c = st.columns(3)
@@ -317,15 +316,16 @@ with st.expander("Advanced"):
     a, b = st.columns(2)
     run_name = a.text_input("Run name", "", key=key("name"), placeholder=f"{architecture}-{backbone}",
                             help="Start of the run folder's name (a date is appended) and the model's name.")
-    cache_dir = b.text_input("Example cache folder (optional)", "", key=key("cache_dir"),
-                             help="Where resized examples are cached between trainings (default ~/.cache/moleseg).")
+    cache_name = b.text_input("Example cache name (optional)", "", key=key("cache_dir"),
+                              help="A name for the resized examples cached between trainings, kept in the app's "
+                                   f"cache folder ({EXAMPLE_CACHES}); empty: the shared cache there.")
 
 # ---- start -----------------------------------------------------------------------------------------
 problems: list[str] = []
 try:
-    train_sets = dataset_list(datasets_text)
-    validation_sets = dataset_list(validation_text)
-    test_sets = dataset_list(test_text)
+    train_sets = dataset_list(datasets_text, roots)
+    validation_sets = dataset_list(validation_text, roots)
+    test_sets = dataset_list(test_text, roots)
 except ValueError as error:
     problems.append(str(error))
     train_sets, validation_sets, test_sets = [], [], []
@@ -336,7 +336,18 @@ except ValueError:
 if len(aspp_rates) != 3 or min(aspp_rates, default=0) < 1:
     problems.append("ASPP dilation rates: give three whole numbers, e.g. 6, 12, 18")
 
-weights = {"shipped": shipped, "imagenet": "imagenet", "none": "none", "file": weights_file.strip()}[weights_choice]
+weights = {"shipped": shipped, "imagenet": "imagenet", "none": "none", "file": ""}[weights_choice]
+if weights_choice == "file":
+    try:
+        weights = str(resolve_inside_roots(weights_file, serverpaths.model_file_roots(), file=True))
+    except OutsideRootsError as error:
+        problems.append(f"Model file to start from: {error}")
+cache_folder = None
+if cache_name.strip():
+    try:
+        cache_folder = str(resolve_inside_folder(cache_name, EXAMPLE_CACHES))
+    except OutsideRootsError:
+        problems.append(f"Example cache name: {cache_name.strip()!r} is not a plain name (no folders, not hidden)")
 config = {
     **defaults,
     "images": [str(i) for i, _ in train_sets], "masks": [str(m) for _, m in train_sets],
@@ -354,7 +365,7 @@ config = {
     "validation_fold": defaults["validation_fold"] if validation_sets else int(validation_fold),
     "seed": int(seed), "early_stopping_patience": int(patience), "bn_momentum": "auto" if auto_bn else float(bn_value),
     "strategy": strategy, "mixed_precision": precision, "train_fm_images": int(fm_images),
-    "cache_dir": cache_dir.strip() or None, "name": run_name.strip() or None,
+    "cache_dir": cache_folder, "name": run_name.strip() or None,
     "inference": fit, "crops_per_image": int(crops), "crops_by_area": bool(crops_by_area and fit == "tiles"),
     "tile_scale": float(tile_scale) if fit == "tiles" else defaults["tile_scale"],
     "colour_constancy": colour_constancy,
@@ -365,9 +376,9 @@ st.session_state["train_config"] = config  # what Start would train with (shown 
 with st.expander("Configuration (JSON)"):
     st.json(config, expanded=False)
 
-busy = jobs.active_training(RUNS)
+busy = trainstatus.busy_sentence()
 if busy:
-    st.info("A training is running; start the next one when it has finished (or cancel it above).")
+    st.info(f"{busy} Only one training runs at a time: start the next one when it has finished.")
 if st.button("Start training", type="primary", key="train_start", disabled=bool(busy)):
     problems = problems or jobs.check_config(config)
     if problems:
@@ -375,8 +386,8 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
             st.error(problem)
     else:
         try:
-            run_dir = jobs.start_training(config, RUNS, name=run_name.strip() or f"{architecture}-{backbone}")
-        except (jobs.TrainingBusy, ValueError, OSError) as error:
+            run_dir = trainstatus.start(config, RUNS, run_name.strip() or f"{architecture}-{backbone}")
+        except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(ui.first_line(error) if isinstance(error, OSError) else str(error))
         else:
             st.session_state["train_run"] = str(run_dir)
@@ -387,17 +398,7 @@ st.subheader("Trained models")
 choice = ui.model_picker("train_model", label="Model picker",
                          help="The same list as on the Analyse and Evaluate pages; your runs are at the end.")
 ui.show_model_info(choice)
-finished = jobs.list_jobs(RUNS)
+finished = trainstatus.runs_table(RUNS)
 if finished:
-    rows = []
-    for run in finished[:50]:
-        status = jobs.read_job(run)
-        state = read_json(RunFiles(run).state, {}) or {}
-        fm = state.get("best_val_fm")
-        rows.append({"run": run.name, "status": status.status,
-                     "epochs": f"{state.get('epoch', 0)}/{status.epochs or '?'}",
-                     "best validation FM": round(fm, 4) if isinstance(fm, (int, float)) and fm >= 0 else None,
-                     "time": jobs.format_duration(state.get("job_seconds")),
-                     "model": "yes" if RunFiles(run).model.is_file() else "no"})
     with st.expander(f"Trainings started from the app ({len(finished)})"):
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(finished, hide_index=True, width="stretch")

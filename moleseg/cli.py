@@ -1,4 +1,4 @@
-"""The ``moleseg`` command line: ``train``, ``evaluate``, ``predict``, ``score``, ``prepare``, ``info``.
+"""The ``moleseg`` command line: ``train``, ``evaluate``, ``predict``, ``score``, ``prepare``, ``info``, ``serve``.
 
 Only argument parsing and messages live here; every computation is a call into the package.
 TensorFlow is imported only by the commands that run a network. Errors print one line and exit 2;
@@ -255,59 +255,58 @@ def train_config_of(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from moleseg.core import options
-    from moleseg.engine.runs import RunFiles
-    from moleseg.network.train import TrainConfig, TrainingCancelled, train
+    from moleseg.engine.launch import start_training
+    from moleseg.engine.trainlock import TrainingBusy
 
     chief = _join_cluster(args)
+    resume = args.resume and chief  # other workers of a cluster take the chief's state when they start
     run_dir = Path(args.out)
-    if args.resume and chief:
-        if not RunFiles(run_dir).config.is_file():
-            raise CommandError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
-        try:
-            saved = json.loads(RunFiles(run_dir).config.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as error:
-            raise CommandError(f"{RunFiles(run_dir).config}: damaged, not a readable JSON file ({error}); "
-                               "the run cannot be resumed") from error
-        if not isinstance(saved, dict):
-            raise CommandError(f"{RunFiles(run_dir).config}: damaged, not a training configuration")
-        epochs = given_options(args).get("epochs")
-        config = TrainConfig.from_dict({**saved, **({"epochs": epochs} if epochs else {})})
+    if resume:
+        config = {"epochs": given_options(args).get("epochs")}
     else:
         if run_dir.exists() and not run_dir.is_dir():
             raise CommandError(f"--out {printable(str(run_dir))} is a file, not a folder: choose a folder name for the run")
-        if RunFiles(run_dir).config.is_file() and not args.resume:
-            raise CommandError(f"{run_dir} already holds a run: use --resume to continue it or choose another --out")
-        values = train_config_of(args)
-        for pair in options.FOLDER_PAIRS:
-            for folder in (folder for key in pair for folder in values[key] or []):
-                if not Path(folder).is_dir():
-                    raise CommandError(f"folder not found: {folder}")
-        config = TrainConfig.from_dict(values)
-    bar = ProgressBar(config.epochs, "training", args.quiet, unit="step")
+        config = train_config_of(args)
+    bar = ProgressBar(0, "training", args.quiet, unit="step")
 
-    def progress(event) -> bool:
-        if event.phase == "train":
-            bar.set_total(event.steps * event.epochs)
-            loss = f"epoch {event.epoch}/{event.epochs} loss {event.loss:.4f}"
-            bar.update_to((event.epoch - 1) * event.steps + event.step, loss)
-        return False
+    def progress(status) -> None:
+        if status.phase == "train" and status.steps and status.epochs:
+            bar.set_total(status.steps * status.epochs)
+            loss = f"epoch {status.epoch}/{status.epochs} loss {status.loss:.4f}" if status.loss is not None else None
+            bar.update_to((status.epoch - 1) * status.steps + status.step, loss)
 
     echo = None if args.quiet else (lambda line: bar.bar.write(line, file=sys.stderr))
     try:
-        evaluation = train(config, run_dir, resume=args.resume, progress=progress, echo=echo)
-    except TrainingCancelled as error:
-        raise CommandError(str(error)) from error
+        status = start_training(config, run_dir, resume=resume, wait=True, origin="terminal",
+                                wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress, echo=echo)
+    except TrainingBusy as error:
+        raise CommandError(f"{error} (or give --wait to start when it ends)") from None
     finally:
         bar.close()
-    if not chief:
-        print(f"worker {evaluation['worker']} done: the chief wrote the run folder")
+    if status.status != "done":
+        raise CommandError(f"the training {status.status}: {status.error or status.message} (see {run_dir / 'job.log'})")
+    if status.result.worker is not None:
+        print(f"worker {status.result.worker} done: the chief wrote the run folder")
         return EXIT_OK
-    print(f"best model: {run_dir / 'model.keras'} (validation FM {evaluation['best_val_fm']:.4f} "
-          f"at epoch {evaluation['best_epoch']})")
-    if evaluation.get("n"):
-        _print_summary(evaluation, evaluation.get("baseline"))
+    print(f"best model: {run_dir / 'model.keras'} (validation FM {status.result.best_val_fm:.4f} "
+          f"at epoch {status.result.best_epoch})")
+    _print_test_summary(run_dir)
     return EXIT_OK
+
+
+def _print_test_summary(run_dir: Path) -> None:
+    """The test split's scores of a finished run and the classical baseline's FM, when it has a test split."""
+    from moleseg.engine.runs import read_evaluation
+
+    evaluation = read_evaluation(run_dir)
+    if evaluation is None or not evaluation.n:
+        return
+    print(f"{'':10s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}   (n = {evaluation.n})")
+    for key, values in evaluation.metrics.items():
+        print(f"{key:10s} " + " ".join(f"{getattr(values, s):8.4f}" for s in ("mean", "std", "min", "max")))
+    if evaluation.baseline_fm is not None:
+        fm = evaluation.baseline_fm
+        print(f"classical baseline FM: mean {fm.mean:.4f}, min {fm.min:.4f}, max {fm.max:.4f}")
 
 
 # -- multi-worker training: --workers / --worker-index ----------------------------------------------
@@ -598,19 +597,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from moleseg.engine.study import check_study, describe_plan, load_study, resolve_data, run_study
+    from moleseg.engine.studyplan import describe_plan
+    from moleseg.engine.studyrun import checked_study, run_study
+    from moleseg.studyreport import write_html
 
-    study = load_study(args.config, data_root=args.data_root)
-    problems = check_study(study)
-    if problems:
-        for problem in problems:
-            print(f"error: {args.config}: {problem}", file=sys.stderr)
-        return EXIT_ERROR
-    resolve_data(study, None)  # the data folders and the split rule, before anything trains
+    study = checked_study(args.config, data_root=args.data_root)  # the file, every run and the data split
     if args.dry_run:
         print(describe_plan(study))
         return EXIT_OK
-    rows = run_study(study, args.out, parallel=args.parallel, echo=lambda line: _say(args, line))
+    rows = run_study(study, args.out, echo=lambda line: _say(args, line))
+    write_html(study, args.out, rows)
     _say(args, f"{len(rows)} run(s) finished; results in {Path(args.out) / 'study.csv'}, study.html, verdicts.md")
     return EXIT_OK
 
@@ -629,6 +625,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(model, images, settings, echo=lambda line: _say(args, line))
     print(format_report(result))
     return _write_outputs(outputs, result, [])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from moleseg.core.config import APP_FILE
+    from moleseg.core.settings import load_settings
+
+    settings = load_settings()
+    if not APP_FILE.is_file():
+        raise CommandError(f"moleseg serve runs the app of a source checkout: {APP_FILE} not found")
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *settings.streamlit_flags()]
+    if args.print_command:
+        print(" ".join(command))
+        return EXIT_OK
+    _say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
+               f"host names {', '.join(settings.allowed_hosts)}")
+    sys.stdout.flush()
+    os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
+    os.execv(sys.executable, command)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -667,6 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "holding the file)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
+    train.add_argument("--wait", action="store_true",
+                       help="when another training runs (the app's, a study's, another terminal's), start once it "
+                            "ends instead of refusing")
     add_option_flags(train)
     add_worker_arguments(train)
 
@@ -724,7 +741,6 @@ def build_parser() -> argparse.ArgumentParser:
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
     study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
-    study.add_argument("--parallel", type=int, default=1, metavar="N", help="trainings at once (cores split)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
     study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
     bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
@@ -734,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
                        "figures not representative")
     bench.set_defaults(csv=None)
+    serve = add("serve", "start the app with the server's settings (MOLESEG_* variables, MOLESEG_CONFIG file: "
+                         "mode, address, port, allowed host names)", cmd_serve)
+    serve.add_argument("--print-command", action="store_true", help="print the streamlit command, start nothing")
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
     return parser

@@ -35,17 +35,19 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60
+def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, serve: bool = False
                      ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``streamlit run app.py`` on a free local port, its output in ``test-artifacts/<log_name>.log``;
-    yields ``(URL, server process)`` once ``/_stcore/health`` answers ``ok``, and stops the server however
-    the test ends."""
+    """``streamlit run app.py`` on a free local port (with ``serve``: ``moleseg serve``, the server's settings
+    from ``env``), its output in ``test-artifacts/<log_name>.log``; yields ``(URL, server process)`` once
+    ``/_stcore/health`` answers ``ok``, and stops the server however the test ends."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{log_name}.log"
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    if serve:
+        command, env = [sys.executable, "-m", "moleseg", "serve"], {**env, "MOLESEG_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=APP.parent, env=env, stdin=subprocess.DEVNULL, stdout=log,

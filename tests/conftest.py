@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from hypothesis import settings
@@ -55,9 +55,12 @@ def require_shared(shared_data: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def app_folders(monkeypatch, tmp_path: Path) -> dict[str, Path]:
+def app_folders(monkeypatch, tmp_path: Path) -> Iterator[dict[str, Path]]:
     """Point the app at empty models/runs folders and a private temporary folder (no shipped model: the app
-    falls back to the classical baseline, whatever is installed in the project); the folders by name."""
+    falls back to the classical baseline, whatever is installed in the project), and offer ``tmp_path`` as the
+    server's one data root; the folders by name."""
+    from moleseg.core.settings import load_settings
+
     folders = {name: tmp_path / name for name in ("models", "runs", "tmp", "cache")}
     for folder in folders.values():
         folder.mkdir(exist_ok=True)
@@ -65,7 +68,11 @@ def app_folders(monkeypatch, tmp_path: Path) -> dict[str, Path]:
     monkeypatch.setenv("MOLESEG_RUNS_DIR", str(folders["runs"]))
     monkeypatch.setenv("MOLESEG_TMPDIR", str(folders["tmp"]))
     monkeypatch.setenv("MOLESEG_CACHE", str(folders["cache"]))
-    return folders
+    monkeypatch.setenv("MOLESEG_DATA_ROOTS", str(tmp_path))
+    load_settings.cache_clear()
+    yield folders
+    monkeypatch.undo()
+    load_settings.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------------

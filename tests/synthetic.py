@@ -16,7 +16,7 @@ from PIL import Image
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.imageio import write_png
 from moleseg.core.pairing import Pair
-from moleseg.engine import study as studies
+from moleseg.engine import studystats
 from moleseg.engine.runs import write_history, write_json
 
 #: Colours (RGB) of the app tests' moles.
@@ -229,7 +229,7 @@ def write_study(path: Path, **fields) -> Path:
 def fake_run(out: Path, run_id: str, per_image: dict[str, float], seconds: float = 10.0) -> None:
     """The files of a finished study run ``run_id`` in the study folder ``out``, without training: its
     evaluation (F-measure in [0, 1] per image name), state (``seconds`` of training) and one-epoch history."""
-    run = out / studies.RUNS_SUBDIR / run_id
+    run = out / studystats.RUNS_SUBDIR / run_id
     values = list(per_image.values())
     write_json(run / "evaluation.json", {
         "fm": {"mean": float(np.mean(values)), "max": max(values), "min": min(values), "std": float(np.std(values))},
@@ -246,7 +246,7 @@ TINY_MODEL_SIZE = 32
 
 
 @functools.cache
-def _tiny_model_bytes(seed: int) -> bytes:
+def _tiny_model_bytes(seed: int, size: int, n_classes: int, classifier_bias: tuple[float, ...] | None) -> bytes:
     import tempfile
 
     import keras
@@ -255,17 +255,22 @@ def _tiny_model_bytes(seed: int) -> bytes:
     from moleseg.network.io import save_model
 
     keras.utils.set_random_seed(seed)
-    config = ModelConfig(backbone="mobilenetv2", input_size=TINY_MODEL_SIZE, decoder_width=8, aspp_rates=(1, 2, 3))
+    config = ModelConfig(backbone="mobilenetv2", input_size=size, n_classes=n_classes, decoder_width=8,
+                         aspp_rates=(1, 2, 3))
+    model = build_model(config, weights="none")
+    if classifier_bias is not None:
+        model.get_layer("classifier").bias.assign(np.array(classifier_bias, np.float32))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "tiny.keras"
-        save_model(build_model(config, weights="none"), path,
-                   {"name": "tiny", "n_classes": 3, "input_size": TINY_MODEL_SIZE})
+        save_model(model, path, {"name": "tiny", "n_classes": n_classes, "input_size": size})
         return path.read_bytes()
 
 
-def tiny_model_file(folder: Path, seed: int = 0) -> Path:
-    """``folder/tiny<seed>.keras``: a three-class DeepLabV3+ on MobileNetV2 at :data:`TINY_MODEL_SIZE` px with
-    random weights drawn from ``seed`` (the same file for the same seed in one test session)."""
+def tiny_model_file(folder: Path, seed: int = 0, *, size: int = TINY_MODEL_SIZE, n_classes: int = 3,
+                    classifier_bias: tuple[float, ...] | None = None) -> Path:
+    """``folder/tiny<seed>.keras``: a small DeepLabV3+ on MobileNetV2 with ``n_classes`` classes at ``size``
+    px and random weights drawn from ``seed`` (its classifier's biases set to ``classifier_bias`` when
+    given); the same file for the same arguments in one test session, built once."""
     path = folder / f"tiny{seed}.keras"
-    path.write_bytes(_tiny_model_bytes(seed))
+    path.write_bytes(_tiny_model_bytes(seed, size, n_classes, classifier_bias))
     return path

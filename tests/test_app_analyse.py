@@ -14,7 +14,7 @@ from PIL import Image
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
-from moleseg.app.appstate import ANALYSIS_CACHE_BYTES
+from moleseg.app.analysis import ANALYSIS_CACHE_BYTES
 from moleseg.app.ui import PAGE_FILES
 
 PAGE = PAGE_FILES["analyse"]
@@ -111,9 +111,9 @@ def test_exports_of_a_batch(at):
              ("bad.png", b"nope", "image/png")]
     outcomes = upload(at, files)
     assert at.selectbox(key="analyse_shown").options == ["a.png", "b.png"]
-    from moleseg.app import appstate
+    from moleseg.app.results import batch_bundle
 
-    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle(outcomes, "classical", "0.1.0")))
+    bundle = zipfile.ZipFile(io.BytesIO(batch_bundle(outcomes, "classical", "0.1.0")))
     names = set(bundle.namelist())
     assert {"measurements.csv", "errors.txt", "a/a_overlay.png", "a/a_mask.png", "a/a_report.pdf",
             "b/b_overlay.png"} <= names
@@ -140,12 +140,12 @@ def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
     CSV, the sidecar and the ZIP's reports: the rows of one batch differed by what the user had looked at."""
     import datetime
 
-    from moleseg.app import appstate
+    from moleseg.app.results import measurements_csv_bytes
 
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
                            ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")])
     assert at.date_input(key="analyse_save_date").value == datetime.date.today()
-    rows = list(csv.DictReader(io.StringIO(appstate.measurements_csv_bytes(
+    rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(
         outcomes, "classical", at.session_state["analyse_visits"]).decode())))
     assert [row["visit_date"] for row in rows] == [datetime.date.today().isoformat()] * 2
 
@@ -223,7 +223,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
 
 
 def test_the_analysis_cache_keeps_within_its_byte_bound_evicting_the_oldest():
-    from moleseg.app.appstate import AnalysisStore
+    from moleseg.app.analysis import AnalysisStore
     from moleseg.core.classical import ClassicalSegmenter
     from moleseg.engine.pipeline import analyse_images
 
@@ -289,7 +289,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
 
 
 def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
-    from moleseg.app import appstate
+    from moleseg.app.results import measurements_csv_bytes
     from moleseg.engine.correction import Stroke
 
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
@@ -300,7 +300,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     corrected = at.session_state["analyse_outcomes"][0].analysis
     assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
     assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
-    rows = list(csv.DictReader(io.StringIO(appstate.measurements_csv_bytes(at.session_state["analyse_outcomes"])
+    rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(at.session_state["analyse_outcomes"])
                                            .decode())))
     assert rows[0]["note"] == "lesion corrected by hand" and float(rows[0]["area_px"]) == area + 200
     edits.undo()
@@ -308,7 +308,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area
 
 
-def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
+def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path, monkeypatch):
     from moleseg.core.pairing import pair_folders
     from moleseg.engine.correction import Stroke
 
@@ -316,7 +316,7 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     (edits,) = at.session_state["analyse_corrections"].values()
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
     at.run()
-    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()
     assert not at.exception and any("Saved a.png" in text for text in texts(at.success))
     (pair,) = pair_folders(tmp_path / "mine" / "images", tmp_path / "mine" / "masks").pairs
@@ -327,12 +327,12 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path):
     assert record["status"] == "corrected by hand" and record["model"] == "classical"
 
 
-def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path):
+def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path, monkeypatch):
     from moleseg.core.pairing import pair_folders
     from moleseg.engine.correction import Stroke
 
     upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
-    at.text_input(key="analyse_dataset_folder").set_value(str(tmp_path / "mine")).run()
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()  # as the model drew it
     (edits,) = at.session_state["analyse_corrections"].values()
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
@@ -348,7 +348,7 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path)
 
 
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
-    from moleseg.app import appstate
+    from moleseg.app.results import batch_summary, batch_table, key_measurements, outline_downloads, thumbnail
 
     files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
              for name, seed in (("a", 1), ("b", 2), ("c", 5))]
@@ -356,27 +356,28 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     assert not at.exception
     grid_buttons = [b for b in at.button if b.key and b.key.startswith("analyse_grid_")]
     assert len(grid_buttons) == 3
-    assert appstate.key_measurements(outcomes[0].analysis).startswith("Area ")
-    assert appstate.thumbnail(outcomes[0].analysis, 56).shape[:2] == (48, 56)  # 96 x 112 halved
-    table = appstate.batch_table(outcomes)
+    assert key_measurements(outcomes[0].analysis).startswith("Area ")
+    assert thumbnail(outcomes[0].analysis, 56).shape[:2] == (48, 56)  # 96 x 112 halved
+    table = batch_table(outcomes)
     headings = list(table[0])
     assert headings[0] == "Image" and "Area (px\u00b2)" in headings and "Compactness index" in headings
     assert not any("_" in heading for heading in headings)  # no machine keys shown
     assert all(value not in ("None", "nan") for row in table for value in row.values())
-    summary = {row["measurement"]: row for row in appstate.batch_summary(outcomes)}
+    summary = {row["measurement"]: row for row in batch_summary(outcomes)}
     areas = [o.analysis.measurement_row["area_px"] for o in outcomes]
     assert summary["Area (px\u00b2)"]["images"] == 3
     assert float(summary["Area (px\u00b2)"]["mean"].replace(",", "")) == pytest.approx(np.mean(areas), abs=0.05)
     assert float(summary["Area (px\u00b2)"]["sd"].replace(",", "")) == pytest.approx(np.std(areas), abs=0.05)
     grid_buttons[1].click().run()
     assert at.session_state["analyse_shown"] == outcomes[1].key
-    downloads = appstate.outline_downloads(outcomes[1])
+    downloads = outline_downloads(outcomes[1])
     assert [name for _, name, _, _ in downloads] == ["b_outline.geojson", "b_outline.roi", "b_outline.svg"]
     assert json.loads(downloads[0][2])["type"] == "FeatureCollection"
 
 
 def test_cells_mode_counts_and_measures_every_object(at):
-    from moleseg.app import appstate
+    from moleseg.app.analysis import ImageOutcome
+    from moleseg.app.results import batch_bundle, key_measurements, objects_csv_bytes
     from moleseg.core.classical import ClassicalSegmenter
     from moleseg.engine.pipeline import analyse_images
 
@@ -388,11 +389,11 @@ def test_cells_mode_counts_and_measures_every_object(at):
     assert analysis.cells and len(analysis.objects) == 4
     assert analysis.measurement_row["object_count"] == 4
     assert "lesion" not in " ".join(m.label + m.meaning for m in analysis.measurements).lower()
-    outcome = appstate.ImageOutcome(name="nuclei.png", analysis=analysis, stem="nuclei", key="k")
-    objects = list(csv.DictReader(io.StringIO(appstate.objects_csv_bytes([outcome]).decode())))
+    outcome = ImageOutcome(name="nuclei.png", analysis=analysis, stem="nuclei", key="k")
+    objects = list(csv.DictReader(io.StringIO(objects_csv_bytes([outcome]).decode())))
     assert [row["object"] for row in objects] == ["1", "2", "3", "4"]
-    assert "Cells / nuclei counted 4" in appstate.key_measurements(analysis)
-    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle([outcome], "classical2")))
+    assert "Cells / nuclei counted 4" in key_measurements(analysis)
+    bundle = zipfile.ZipFile(io.BytesIO(batch_bundle([outcome], "classical2")))
     assert "objects.csv" in bundle.namelist()
     at.selectbox(key="analyse_model").set_value("classical2").run()
     assert "cell images" in at.title[0].value
@@ -420,7 +421,8 @@ class CountingSegmenter:
 
 
 def test_a_cleanup_change_reuses_the_cached_probabilities_without_calling_the_network():
-    from moleseg.app.appstate import AnalysisStore, CleanupChoice, CleanupPlan, Upload, analyse_uploads
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+    from moleseg.app.cleanup_plan import CleanupChoice, CleanupPlan
     from moleseg.core.cleanup import CleanupSettings
 
     segmenter = CountingSegmenter()
@@ -443,7 +445,7 @@ def test_a_cleanup_change_reuses_the_cached_probabilities_without_calling_the_ne
 
 
 def test_the_canvas_background_is_the_overlay_at_the_canvas_size_as_jpeg():
-    from moleseg.app.appstate import canvas_background
+    from moleseg.app.hand_correction import canvas_background
     from moleseg.core.classical import ClassicalSegmenter
     from moleseg.core.imageio import read_image
     from moleseg.engine.pipeline import analyse_images

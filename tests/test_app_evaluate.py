@@ -9,7 +9,7 @@ import zipfile
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset
 from moleseg.app.ui import PAGE_FILES
-from moleseg.app import appstate
+from moleseg.app import evaluation
 from moleseg.engine.runs import write_json
 
 PAGE = PAGE_FILES["evaluate"]
@@ -31,8 +31,8 @@ def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_pa
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["Images"] == "5" and float(metrics["Mean FM"]) > 0.9
     table = summary_frame(at)
-    assert list(table["metric"]) == [appstate.METRIC_LABELS[key] for key in ("fm", "cm", "cr", "jaccard", "hd95",
-                                                                              "border_fm")]
+    assert list(table["metric"]) == [evaluation.METRIC_LABELS[key] for key in ("fm", "cm", "cr", "jaccard", "hd95",
+                                                                               "border_fm")]
     assert {"classical mean", "classical std", "classical min", "classical max"} <= set(table.columns)
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("image")) == 2  # the two worst images with their overlays
@@ -42,7 +42,7 @@ def test_the_training_overlap_warning_is_a_sentence(app_folders, monkeypatch, tm
     from moleseg.engine.overlap import TrainingOverlap
 
     dataset = make_dataset(tmp_path / "test", count=2, size=60)
-    monkeypatch.setattr(appstate, "training_overlap", lambda info, images: TrainingOverlap(
+    monkeypatch.setattr(evaluation, "training_overlap", lambda info, images: TrainingOverlap(
         tuple(images), len(images), ("train/images",), True))  # every image was a training image
     at = app_test(PAGE)
     at.selectbox(key="evaluate_model").set_value("classical").run()
@@ -56,8 +56,8 @@ def test_the_training_overlap_warning_is_a_sentence(app_folders, monkeypatch, tm
 def test_an_evaluation_survives_a_widget_touch_and_a_page_switch(app_folders, monkeypatch, tmp_path):
     dataset = make_dataset(tmp_path / "test", count=3, size=64)
     gate = threading.Event()  # holds the evaluation until the page has been touched and left
-    evaluate = appstate.evaluate_with_baseline
-    monkeypatch.setattr(appstate, "evaluate_with_baseline",
+    evaluate = evaluation.evaluate_with_baseline
+    monkeypatch.setattr(evaluation, "evaluate_with_baseline",
                         lambda *args, **kwargs: gate.wait(30) and evaluate(*args, **kwargs))
     at = app_test(PAGE)
     at.selectbox(key="evaluate_model").set_value("classical").run()
@@ -89,7 +89,7 @@ def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_pat
     at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
     at.button(key="evaluate_run").click().run()
     assert not at.exception
-    assert texts(at.error) == [f"folder not found: {tmp_path / 'none'}"]
+    assert texts(at.error) == [f"{tmp_path / 'none'} is not inside the data folders this server offers"]
 
 
 def _fake_run(runs, name, solver, fm_mean, minutes):
@@ -121,8 +121,8 @@ def test_runs_are_compared_side_by_side(app_folders, monkeypatch, tmp_path):
 def test_summary_rows_put_the_baseline_beside_the_model():
     summary = {"n": 2, "fm": {"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0}}
     baseline = {"n": 2, "fm": {"mean": 0.7, "std": 0.1, "min": 0.6, "max": 0.8}}
-    rows = appstate.summary_rows(summary, baseline, model_name="net")
-    assert rows == [{"metric": appstate.METRIC_LABELS["fm"], "net mean": 0.9, "net std": 0.1, "net min": 0.8,
+    rows = evaluation.summary_rows(summary, baseline, model_name="net")
+    assert rows == [{"metric": evaluation.METRIC_LABELS["fm"], "net mean": 0.9, "net std": 0.1, "net min": 0.8,
                      "net max": 1.0, "classical mean": 0.7, "classical std": 0.1, "classical min": 0.6,
                      "classical max": 0.8}]
 
@@ -134,9 +134,9 @@ def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
     dataset = make_dataset(tmp_path / "test", count=3, size=64)
     pairs = pair_folders(dataset / "images", dataset / "masks").pairs
     calls = []
-    result = appstate.evaluate_with_baseline(ClassicalSegmenter(), pairs, baseline=ClassicalSegmenter(),
-                                             with_hd95=False, worst_count=1,
-                                             progress=lambda done, total, what: calls.append(what))
+    result = evaluation.evaluate_with_baseline(ClassicalSegmenter(), pairs, baseline=ClassicalSegmenter(),
+                                               with_hd95=False, worst_count=1,
+                                               progress=lambda done, total, what: calls.append(what))
     assert result["summary"]["n"] == result["baseline"]["n"] == 3
     assert result["summary"]["fm"] == result["baseline"]["fm"]
     assert len(result["worst"]) == len(result["pictures"]) == 1

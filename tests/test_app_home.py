@@ -75,10 +75,10 @@ def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(app_folders, 
 
 
 def test_the_device_is_looked_up_once_per_server(app_folders, monkeypatch):
-    from moleseg.app import appstate, ui
+    from moleseg.app import models, ui
 
     calls = []
-    monkeypatch.setattr(appstate, "device_summary", lambda: calls.append(1) or "GPU (Test card)")
+    monkeypatch.setattr(models, "device_summary", lambda: calls.append(1) or "GPU (Test card)")
     ui.device_summary.clear()
     try:
         at = app_test()

@@ -7,7 +7,7 @@ import numpy as np
 
 from app_helpers import app_test, run_until
 from synthetic import make_dataset
-from moleseg.app import appstate
+from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.imageio import write_png
 
@@ -27,10 +27,10 @@ def warnings_of(at) -> list[str]:
 
 
 def test_degenerate_mask_warnings_name_the_masks_and_cut_long_lists():
-    assert appstate.degenerate_mask_warnings([], []) == []
-    assert appstate.degenerate_mask_warnings(["m1.png"], ["m2.png"]) == [EMPTY, FULL]
-    names = [f"{i}.png" for i in range(appstate.MASK_NAMES_SHOWN + 3)]
-    (line,) = appstate.degenerate_mask_warnings(names, [])
+    assert preparation.degenerate_mask_warnings([], []) == []
+    assert preparation.degenerate_mask_warnings(["m1.png"], ["m2.png"]) == [EMPTY, FULL]
+    names = [f"{i}.png" for i in range(preparation.MASK_NAMES_SHOWN + 3)]
+    (line,) = preparation.degenerate_mask_warnings(names, [])
     assert line.startswith(f"{len(names)} empty mask(s)") and line.endswith("8.png, 9.png and 3 more")
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
-from moleseg.app import appstate
+from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
@@ -63,8 +63,8 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
 def test_the_dataset_scan_survives_a_widget_touch_and_a_page_switch(app_folders, tmp_path, monkeypatch):
     dataset = make_dataset(tmp_path / "moles", count=4, size=64)
     gate = threading.Event()  # holds the scan until the page has been touched and left
-    scan = appstate.dataset_frequencies
-    monkeypatch.setattr(appstate, "dataset_frequencies", lambda *args, **kwargs: gate.wait(30) and scan(*args, **kwargs))
+    scan = preparation.dataset_frequencies
+    monkeypatch.setattr(preparation, "dataset_frequencies", lambda *args, **kwargs: gate.wait(30) and scan(*args, **kwargs))
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(dataset)).run()
     at.button(key="prepare_all").click().run()
@@ -100,7 +100,7 @@ def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(tmp_path / "nowhere")).run()
     assert not at.exception
-    assert texts(at.error) == [f"folder not found: {tmp_path / 'nowhere'}"]
+    assert texts(at.error) == [f"{tmp_path / 'nowhere'} is not inside the data folders this server offers"]
 
 
 def test_an_uploaded_zip_is_unpacked_into_the_session_folder(app_folders, tmp_path):

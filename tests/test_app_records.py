@@ -1,18 +1,26 @@
-"""The History and Compare pages and the Analyse page's "Save to records" form (AppTest)."""
+"""The History and Compare pages and the Analyse page's "Save to records" form (AppTest); who the user is
+(moleseg.app.identity) and what each page shows when the records database cannot be used."""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
-from moleseg.app import followup
+from moleseg.app import followup, identity
+from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
-from moleseg.engine.records import Records
+from moleseg.core.settings import ServerSettings
+from moleseg.engine.records import Records, User
+
+#: The one user of personal mode, as the pages resolve it.
+USER = personal_user()
 
 
 @pytest.fixture
@@ -23,7 +31,7 @@ def isolated(app_folders):
 def test_history_lists_a_saved_record_and_opens_it(isolated):
     image, mask = mole_image(seed=3)
     records = Records()
-    record_id = records.save(image, mask, measure_lesion(mask, image=image), lesion="back mole",
+    record_id = records.save(USER, image, mask, measure_lesion(mask, image=image), lesion="back mole",
                              visit_date="2026-02-03", body_site="back", notes="routine", image_name="m3.png",
                              model_name="classical")
     at = app_test(PAGE_FILES["history"])
@@ -47,21 +55,21 @@ def test_history_says_when_nothing_is_saved(isolated):
 
 def test_history_deletes_a_visit(isolated):
     image, mask = mole_image(seed=1)
-    record_id = Records().save(image, mask, measure_lesion(mask), lesion="L")
+    record_id = Records().save(USER, image, mask, measure_lesion(mask), lesion="L")
     at = app_test(PAGE_FILES["history"])
     at.checkbox(key=f"history_delete_sure_{record_id}").check().run()
     at.button(key="history_delete").click().run()
     assert not at.exception
-    assert Records().records() == []
+    assert Records().records(USER) == []
     assert any("Nothing saved yet" in text for text in texts(at.info))
-    assert record_id not in [r.id for r in Records().records()]
+    assert record_id not in [r.id for r in Records().records(USER)]
 
 
 def test_the_next_visit_shown_after_a_delete_asks_again_before_it_is_deleted(isolated):
     """The 'Yes, delete' box stayed ticked for the visit shown next (after a delete, or another visit
     chosen): one more click on Delete removed it unasked."""
     image, mask = mole_image(seed=1)
-    first, second, third = (Records().save(image, mask, measure_lesion(mask), lesion="L",
+    first, second, third = (Records().save(USER, image, mask, measure_lesion(mask), lesion="L",
                                            visit_date=f"2026-0{month}-01") for month in (1, 2, 3))
     at = app_test(PAGE_FILES["history"])
     assert at.selectbox(key="history_visit").value == third
@@ -71,7 +79,7 @@ def test_the_next_visit_shown_after_a_delete_asks_again_before_it_is_deleted(iso
     at.selectbox(key="history_visit").set_value(third).run()
     at.checkbox(key=f"history_delete_sure_{third}").check().run()
     at.button(key="history_delete").click().run()
-    assert [r.id for r in Records().records()] == [second, first]
+    assert [r.id for r in Records().records(USER)] == [second, first]
     assert not at.exception and at.button(key="history_delete").disabled  # the next visit: asked again
 
 
@@ -85,16 +93,17 @@ def test_history_says_a_saved_lesion_may_extend_beyond_the_picture_and_its_pdf_t
     image, _ = mole_image(seed=3)
     mask = np.zeros(image.shape[:2], bool)
     mask[:, : image.shape[1] // 2] = True  # the left half: most of its outline on the frame
-    record_id = Records().save(image, mask, measure_lesion(mask, image=image), lesion="edge")
+    record_id = Records().save(USER, image, mask, measure_lesion(mask, image=image), lesion="edge")
     at = app_test(PAGE_FILES["history"])
     assert not at.exception
     assert any("may extend beyond the picture" in text for text in texts(at.warning))
-    saved = Records().open(record_id)
+    saved = Records().open(USER, record_id)
     text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "edge.png"))).pages[0].extract_text()
     assert "may extend beyond the picture" in text and "Lesion border analysis" in text
     inside = np.zeros(image.shape[:2], bool)
     inside[20:60, 30:90] = True
-    assert followup.saved_notes(Records().open(Records().save(image, inside, measure_lesion(inside)))) is None
+    inside_id = Records().save(USER, image, inside, measure_lesion(inside))
+    assert followup.saved_notes(Records().open(USER, inside_id)) is None
 
 
 def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
@@ -107,7 +116,8 @@ def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
     image, _ = mole_image(seed=4)
     cells = np.zeros(image.shape[:2], bool)
     cells[10:20, 10:20] = cells[40:52, 60:70] = True
-    saved = Records().open(Records().save(image, cells, field_measurements(find_objects(cells), cells.size)))
+    cells_id = Records().save(USER, image, cells, field_measurements(find_objects(cells), cells.size))
+    saved = Records().open(USER, cells_id)
     assert followup.saved_n_classes(saved) == 2
     text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "field.png"))).pages[0].extract_text()
     assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
@@ -123,14 +133,14 @@ def test_analyse_saves_to_records(isolated):
     at.text_area(key="analyse_save_notes").input("looks stable")
     at.button[-1].click().run()  # the form's submit button is the page's last button
     assert not at.exception
-    saved = Records().records()
+    saved = Records().records(USER)
     assert len(saved) == 1
     record = saved[0]
     assert (record.lesion, record.visit_date, record.notes, record.image_name) == (
         "arm 2", "2026-05-06", "looks stable", "mole.png")
     assert record.model_name == "classical" and record.cleanup["rule"] == "article"
     assert record.corrected is False and record.pixel_size_mm is None
-    opened = Records().open(record.id)
+    opened = Records().open(USER, record.id)
     assert np.array_equal(opened.image, image)
     assert any("Saved as record" in text for text in texts(at.success))
     outcome = at.session_state["analyse_outcomes"][0]
@@ -173,11 +183,11 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     before, true_before = lesion_scene(radius_px=60)
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
     records = Records()
-    january = records.save(before, true_before, measure_lesion(true_before), lesion="arm",
+    january = records.save(USER, before, true_before, measure_lesion(true_before), lesion="arm",
                            visit_date="2026-01-01", image_name="jan.png", model_name="classical")
-    june = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+    june = records.save(USER, after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
                  image_name="jun.png", model_name="classical")
-    records.save(before, true_before, measure_lesion(true_before), lesion="once")  # one visit: not offered
+    records.save(USER, before, true_before, measure_lesion(true_before), lesion="once")  # one visit: not offered
     at = app_test(PAGE_FILES["compare"])
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
     assert not at.exception
@@ -188,7 +198,7 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
     assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)
     changes = {row["Measurement"]: row for row in at.dataframe[0].value.to_dict("records")}
-    saved = {m.label: m.text for m in records.record(january).measurements if m.unit == ""}
+    saved = {m.label: m.text for m in records.record(USER, january).measurements if m.unit == ""}
     assert changes["Compactness index"]["Before"] == saved["Compactness index"]  # as Analyse and History show it
     at.radio(key="compare_view").set_value(followup.VIEW_SWIPE).run()
     at.slider(key="compare_swipe").set_value(20).run()
@@ -202,9 +212,9 @@ def test_compare_warns_when_before_is_dated_after_after_and_compares_in_date_ord
     before, true_before = lesion_scene(radius_px=60)
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
     records = Records()
-    january = records.save(before, true_before, measure_lesion(true_before), lesion="arm",
+    january = records.save(USER, before, true_before, measure_lesion(true_before), lesion="arm",
                            visit_date="2026-01-01", image_name="jan.png")
-    june = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+    june = records.save(USER, after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
                         image_name="jun.png")
     at = app_test(PAGE_FILES["compare"])
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
@@ -221,8 +231,8 @@ def test_compare_does_not_pair_visits_saved_without_an_identifier_unless_asked(i
     image, lesion = lesion_scene(radius_px=60)
     other, other_lesion = lesion_scene(radius_px=40)
     records = Records()
-    records.save(image, lesion, measure_lesion(lesion), visit_date="2026-01-01")  # no identifier
-    records.save(other, other_lesion, measure_lesion(other_lesion), visit_date="2026-02-01")  # another mole?
+    records.save(USER, image, lesion, measure_lesion(lesion), visit_date="2026-01-01")  # no identifier
+    records.save(USER, other, other_lesion, measure_lesion(other_lesion), visit_date="2026-02-01")  # another mole?
     at = app_test(PAGE_FILES["compare"])
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
     assert not at.exception and "compare_result" not in at.session_state
@@ -231,3 +241,142 @@ def test_compare_does_not_pair_visits_saved_without_an_identifier_unless_asked(i
     assert at.selectbox(key="compare_lesion").options == [followup.NO_IDENTIFIER]
     assert any("without a lesion identifier" in text for text in texts(at.warning))
     assert "compare_result" in at.session_state
+
+
+# --------------------------------------------------------------------------------------------------
+# Who the user is (moleseg.app.identity), and ownership on the pages
+
+SECRET = "s" * 24
+SHARED = ServerSettings(mode="shared", address="0.0.0.0", allowed_hosts=("moles.example.org",),
+                        identity="proxy-header", trusted_proxies=(ipaddress.ip_network("10.0.0.5"),
+                                                                  ipaddress.ip_network("127.0.0.1")),
+                        admin_users=frozenset({"boss"}), proxy_secret=SECRET)
+FROM_PROXY = {"X-Forwarded-User": "alice", "X-Moleseg-Proxy-Secret": SECRET}
+
+
+def test_personal_mode_has_one_user_who_reaches_every_record():
+    user = resolve_user(ServerSettings(), {"X-Forwarded-User": "mallory"}, "203.0.113.9")
+    assert user == personal_user() and user.admin and user.name
+
+
+@pytest.mark.parametrize(("headers", "address", "expected"), [
+    (FROM_PROXY, "10.0.0.5", User("alice")),
+    (FROM_PROXY, None, User("alice")),  # a loopback peer: Streamlit reports None
+    ({**FROM_PROXY, "X-Forwarded-User": "boss"}, "10.0.0.5", User("boss", admin=True)),
+    ({"X-Forwarded-Email": "carol@clinic.example", "X-Moleseg-Proxy-Secret": SECRET}, "10.0.0.5",
+     User("carol@clinic.example")),
+    (FROM_PROXY, "10.0.0.6", NOT_THROUGH_PROXY),  # not the proxy's address
+    (FROM_PROXY, "127.0.0.1", User("alice")),
+    ({"X-Forwarded-User": "alice"}, None, NOT_THROUGH_PROXY),  # straight to the port: no secret
+    ({**FROM_PROXY, "X-Moleseg-Proxy-Secret": SECRET[:-1] + "x"}, None, NOT_THROUGH_PROXY),
+    ({"X-Moleseg-Proxy-Secret": SECRET, "X-Forwarded-User": "  "}, "10.0.0.5", NOT_SIGNED_IN),
+])
+def test_in_shared_mode_the_user_header_is_believed_only_from_the_proxy_with_its_secret(headers, address,
+                                                                                        expected):
+    assert resolve_user(SHARED, headers, address) == expected
+
+
+def test_a_loopback_peer_is_a_proxy_only_when_a_loopback_address_is_trusted():
+    only_ipv6 = replace(SHARED, trusted_proxies=(ipaddress.ip_network("::1"),))
+    assert resolve_user(only_ipv6, FROM_PROXY, None) == User("alice")
+    remote_only = replace(SHARED, trusted_proxies=(ipaddress.ip_network("10.0.0.5"),))
+    assert resolve_user(remote_only, FROM_PROXY, None) == NOT_THROUGH_PROXY
+
+
+def test_with_streamlit_login_the_user_is_the_logged_in_e_mail():
+    oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
+    assert resolve_user(oidc, FROM_PROXY, None) == NOT_SIGNED_IN  # proxy headers mean nothing here
+    assert resolve_user(oidc, {}, None, "boss@clinic.example") == User("boss@clinic.example", admin=True)
+
+
+@pytest.fixture
+def shared_mode(monkeypatch):
+    """The pages in shared mode; AppTest's requests carry no proxy header, so nobody is believed."""
+    monkeypatch.setattr(identity, "load_settings", lambda: SHARED)
+
+
+def test_in_shared_mode_without_the_proxy_history_and_compare_refuse_and_show_no_record(isolated, shared_mode):
+    image, mask = mole_image(seed=1)
+    Records().save(User("alice"), image, mask, measure_lesion(mask), lesion="alice arm")
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    assert texts(at.error) == [NOT_THROUGH_PROXY.message]
+    assert not at.dataframe and not at.get("image")
+    at.switch_page(PAGE_FILES["compare"]).run()
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and texts(at.error) == [NOT_THROUGH_PROXY.message]
+    assert "compare_lesion" not in [box.key for box in at.selectbox]
+
+
+def test_in_shared_mode_without_the_proxy_analyse_refuses_to_save(isolated, shared_mode):
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=2)
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at.button(key="analyse_save").click().run()
+    assert not at.exception
+    assert texts(at.error) == [f"Could not save: {NOT_THROUGH_PROXY.message}"]
+    assert Records().records(User("admin", admin=True)) == []
+
+
+def test_history_opens_a_visit_from_its_link_and_shows_its_audit_trail(isolated):
+    image, mask = mole_image(seed=3)
+    records = Records()
+    first = records.save(USER, image, mask, measure_lesion(mask), lesion="arm", visit_date="2026-01-01")
+    records.save(USER, image, mask, measure_lesion(mask), lesion="leg", visit_date="2026-03-01")
+    at = app_test()
+    at.query_params["visit"] = str(first)
+    at.switch_page(PAGE_FILES["history"]).run()
+    assert not at.exception
+    assert at.selectbox(key="history_lesion").value == "arm" and at.selectbox(key="history_visit").value == first
+    at.run()  # shown again: 'opened' once
+    trail = at.dataframe[3].value
+    assert list(trail["who"]) == [USER.name, USER.name] and list(trail["what"]) == ["saved", "opened"]
+    at = app_test()
+    at.query_params["visit"] = "4711"
+    at.switch_page(PAGE_FILES["history"]).run()
+    assert texts(at.error) == ["Cannot open this record: no saved analysis with id 4711."]
+    assert not at.get("image")
+
+
+def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated, monkeypatch):
+    image, mask = mole_image(seed=3)
+    theirs = Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg")
+    monkeypatch.setattr(identity, "current_user", lambda: User("alice"))
+    at = app_test(PAGE_FILES["history"])
+    assert any("Nothing saved yet" in text for text in texts(at.info))
+    at = app_test()
+    at.query_params["visit"] = str(theirs)
+    at.switch_page(PAGE_FILES["history"]).run()
+    assert texts(at.error) == [f"Cannot open this record: no saved analysis with id {theirs}."]
+    assert not at.get("image") and not at.dataframe
+    Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg")  # bob's second visit
+    at.switch_page(PAGE_FILES["compare"]).run()
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and any("No lesion has two saved visits" in text for text in texts(at.info))
+
+
+# --------------------------------------------------------------------------------------------------
+# A records database that cannot be used: each page says so in one sentence, analysis goes on
+
+def test_a_damaged_database_is_one_error_on_each_page_and_analysis_still_works(isolated):
+    from moleseg.core.config import RECORDS_DB_NAME, data_dir
+
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORDS_DB_NAME).write_bytes(b"not a database at all\n" * 300)
+    expected = f"The records database {folder / RECORDS_DB_NAME} cannot be used: it is not a database"
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    (message,) = texts(at.error)
+    assert message.startswith(expected) and message.endswith("saving is refused until then.")
+    at.switch_page(PAGE_FILES["compare"]).run()
+    at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
+    assert not at.exception and texts(at.error) == [message]
+    at.switch_page(PAGE_FILES["analyse"]).run()
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=2)
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    assert not at.exception and at.get("image")  # the analysis is shown
+    at.button(key="analyse_save").click().run()
+    assert not at.exception and texts(at.error) == [f"Could not save: {message}"]

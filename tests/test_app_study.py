@@ -8,7 +8,7 @@ import numpy as np
 
 from app_helpers import app_test
 from moleseg.app.ui import PAGE_FILES
-from moleseg.engine import study as studies
+from moleseg.engine import runs, studyplan, studyrun, studystats
 from synthetic import fake_run, write_study
 
 
@@ -19,9 +19,9 @@ def test_the_study_page_shows_a_study_folder(app_folders, tmp_path):
     images = [f"i{k}.png" for k in range(8)]
     fake_run(out, "base-seed0", {name: 0.7 + 0.01 * k for k, name in enumerate(images)})
     fake_run(out, "solver=sgdm-seed0", {name: 0.5 + 0.01 * k for k, name in enumerate(images)})
-    studies.write_json(out / studies.PLAN_JSON, {"study": str(path), "runs": [{}, {}]})
-    studies.write_json(out / studies.PROGRESS_JSON, {"runs": 2, "done": 2, "status": "finished", "active": []})
-    studies.write_results(studies.load_study(path), out)
+    runs.write_json(out / studyrun.PLAN_JSON, {"study": str(path), "runs": [{}, {}]})
+    runs.write_json(out / studyrun.PROGRESS_JSON, {"runs": 2, "done": 2, "status": "finished", "active": []})
+    studystats.write_results(studyplan.load_study(path), out)
     at = app_test(PAGE_FILES["study"])
     assert not at.exception
     assert at.text_input(key="study_folder").value == str(out)
@@ -35,9 +35,9 @@ def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders,
     """The folder name was filled in from the first study file shown and stayed so when another file was
     chosen: that study's runs went into the first file's folder (study-cells-gpu for cells.yaml)."""
     started = []
-    monkeypatch.setattr(studies, "start_study", lambda config, out, parallel=1: started.append((config, out)))
+    monkeypatch.setattr(studyrun, "start_study", lambda config, out, roots=None: started.append((config, out)))
     at = app_test(PAGE_FILES["study"])
-    files = [str(path) for path in studies.study_files()]
+    files = [str(path) for path in studyplan.study_files()]
     at.selectbox(key="study_file").set_value(files[1]).run()
     at.button(key="study_start").click().run()
     assert not at.exception
@@ -45,3 +45,15 @@ def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders,
     at.text_input(key="study_name").input("my study").run()
     at.button(key="study_start").click().run()
     assert started[-1][1] == app_folders["runs"] / "study-my-study"
+
+
+def test_a_bad_study_file_is_one_error_on_the_page(app_folders, tmp_path):
+    """A study file whose seed is a list raised a TypeError on the page."""
+    path = write_study(tmp_path / "s.yaml", seed=[1])
+    at = app_test(PAGE_FILES["study"])
+    at.selectbox(key="study_file").set_value("other...").run()
+    at.text_input(key="study_file_other").input(str(path)).run()
+    at.button(key="study_start").click().run()
+    assert not at.exception
+    assert [error.value for error in at.error] == [f"{path}: seed must be a whole number >= 0, not a list"]
+    assert not (app_folders["runs"] / "study-s").exists()

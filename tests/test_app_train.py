@@ -1,5 +1,5 @@
-"""The Train page and moleseg.engine.jobs: every option, a background training with progress, one at a time,
-stale locks, cancel, and the new run in the model picker."""
+"""The Train page, moleseg.engine.launch and moleseg.engine.jobs: every option, a background training with
+progress, one at a time whoever starts it, stale locks, cancel, and the new run in the model picker."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import make_dataset
+from moleseg.app import trainstatus
 from moleseg.app.ui import PAGE_FILES
-from moleseg.engine import jobs
+from moleseg.engine import jobs, launch, trainlock
 from moleseg.engine.runs import write_json
 
 PAGE = PAGE_FILES["train"]
@@ -26,7 +27,7 @@ PAGE = PAGE_FILES["train"]
 FAKE_RUNNER = """
 import argparse, sys, time
 from pathlib import Path
-from moleseg.engine import jobs
+from moleseg.engine import jobs, trainlock
 
 parser = argparse.ArgumentParser()
 parser.add_argument("run_dir")
@@ -34,19 +35,20 @@ parser.add_argument("--ready-fd", type=int)
 args = parser.parse_args()
 run = Path(args.run_dir)
 try:
-    with jobs.hold_training_lock(run.parent, run, args.ready_fd):
+    with trainlock.hold_training_lock(run, jobs.read_request(run).origin, args.ready_fd):
         jobs.ProgressWriter(run).write(status="running", phase="train", message="pretending to train")
         while not jobs.cancel_requested(run):
             time.sleep(0.05)
-except jobs.TrainingBusy:
-    sys.exit(jobs.BUSY_EXIT_STATUS)
+except trainlock.TrainingBusy:
+    sys.exit(trainlock.BUSY_EXIT_STATUS)
 """
 
 
 @pytest.fixture
 def fake_training(app_folders, tmp_path):
-    """``start(config=None) -> (run_dir, pid)``: :func:`jobs.start_training` with an interpreter that runs a
-    runner holding the real training lock (no TensorFlow) until cancelled; its processes are killed afterwards."""
+    """``start(config=None, origin="app", run_dir=None) -> (run_dir, pid)``: :func:`launch.start_training` with an
+    interpreter that runs a child holding the real training lock (no TensorFlow) until cancelled; its processes
+    are killed afterwards."""
     script = tmp_path / "fake_runner.py"
     script.write_text(FAKE_RUNNER)
     python = tmp_path / "fake-python"
@@ -57,14 +59,16 @@ def fake_training(app_folders, tmp_path):
     started: list[int] = []
     dataset = make_dataset(tmp_path / "fake-moles", count=2)
 
-    def start(config=None):
+    def start(config=None, origin="app", run_dir=None):
         config = config or {**jobs.train_defaults(), "images": [str(dataset / "images")],
                             "masks": [str(dataset / "masks")]}
-        run = jobs.start_training(config, app_folders["runs"], name="fake", python=str(python))
-        pid = jobs.active_training(app_folders["runs"])["pid"]
+        run_dir = run_dir or launch.new_run_dir(app_folders["runs"], "fake")
+        run = launch.start_training(config, run_dir, origin=origin, python=str(python)).run_dir
+        pid = trainlock.active_training().pid
         started.append(pid)
         return run, pid
 
+    start.python = python
     yield start
     for pid in started:
         try:
@@ -103,7 +107,7 @@ def test_bad_options_are_reported_before_anything_starts(app_folders, tmp_path):
     at.text_area(key="train_datasets").set_value(str(tmp_path / "missing")).run()
     at.button(key="train_start").click().run()
     assert not at.exception
-    assert texts(at.error)[0] == f"folder not found: {tmp_path / 'missing'}"
+    assert texts(at.error)[0] == f"{tmp_path / 'missing'} is not inside the data folders this server offers"
     assert not jobs.list_jobs(app_folders["runs"])
     problems = jobs.check_config({**jobs.train_defaults(), "model": {**jobs.MODEL_DEFAULTS, "input_size": 100},
                                   "solver": "lbfgs", "epochs": 0})
@@ -114,18 +118,20 @@ def test_bad_options_are_reported_before_anything_starts(app_folders, tmp_path):
 def test_only_one_training_runs_at_a_time(app_folders, tmp_path, fake_training):
     runs = app_folders["runs"]
     run, pid = fake_training()
-    assert jobs.active_training(runs)["run_dir"] == str(run) and jobs.read_job(run).active
+    assert trainlock.active_training().run_dir == run and jobs.read_job(run).active
     dataset = make_dataset(tmp_path / "moles", count=3)
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
-    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: {run.name} \\(process {pid}"):
-        jobs.start_training(config, runs)
-    assert jobs.list_jobs(runs) == [run]
+    with pytest.raises(trainlock.TrainingBusy, match=f"^another training is running in {run.name} \\(started by "
+                                                      f"the app, pid {pid}, since .*\\); wait for it or cancel it$"):
+        trainstatus.start(config, runs, "second")
+    assert jobs.list_jobs(runs) == [run] and sorted(runs.iterdir()) == [run]
     at = app_test(PAGE)
     assert at.button(key="train_start").disabled
-    assert any("A training is running" in text for text in texts(at.info))
-    jobs.request_cancel(run)
+    assert any(text.startswith(f"Another training is running in {run.name} (started by the app, pid {pid}")
+               for text in texts(at.info))
+    launch.request_cancel(run)
     os.waitpid(pid, 0)
-    assert jobs.active_training(runs) is None  # the runner ended: the kernel released its lock
+    assert trainlock.active_training() is None  # the child ended: the kernel released its lock
 
 
 def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders, fake_training):
@@ -133,29 +139,29 @@ def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders
     first, pid = fake_training()
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert jobs.active_training(runs) is None
+    assert trainlock.active_training() is None
     status = jobs.read_job(first)
     assert status.status == "died" and jobs.LOG_FILE in status.error
     second, second_pid = fake_training()
     assert second != first and second_pid != pid
-    assert jobs.active_training(runs)["run_dir"] == str(second)
+    assert trainlock.active_training().run_dir == second
     assert jobs.read_job(second).active
 
 
 def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(app_folders, fake_training, monkeypatch):
     run, pid = fake_training()
-    real_active_training = jobs.active_training
     checks = []
 
-    def not_yet(runs=None):  # the other start took the lock between this start's check and its runner
-        checks.append(runs)
-        return None if len(checks) == 1 else real_active_training(runs)
+    def not_yet():  # the other start took the lock between this start's check and its child
+        checks.append(1)
+        return None if len(checks) == 1 else trainlock.active_training()
 
-    monkeypatch.setattr(jobs, "active_training", not_yet)
-    with pytest.raises(jobs.TrainingBusy, match=f"Another training is running: {run.name} \\(process {pid}"):
+    monkeypatch.setattr(launch, "active_training", not_yet)
+    with pytest.raises(trainlock.TrainingBusy, match=f"another training is running in {run.name} \\(started by the "
+                                                      f"app, pid {pid}"):
         fake_training()
     assert jobs.list_jobs(app_folders["runs"]) == [run]
-    assert real_active_training(app_folders["runs"])["run_dir"] == str(run)
+    assert trainlock.active_training().run_dir == run
 
 
 class _Event:
@@ -167,7 +173,7 @@ class _Event:
 def test_progress_is_written_and_a_cancel_file_stops_the_training(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with jobs.hold_training_lock(tmp_path, run):  # as the runner does
+    with trainlock.hold_training_lock(run, "app"):  # as the child does
         writer = jobs.ProgressWriter(run, interval_s=0.0)
         assert writer(_Event("train", epoch=2, step=2)) is False
         status = jobs.read_job(run)
@@ -175,7 +181,7 @@ def test_progress_is_written_and_a_cancel_file_stops_the_training(tmp_path):
         assert status.fraction == pytest.approx((1 * 4 + 2) / 12)
         assert writer(_Event("validate", loss=None)) is False
         assert jobs.read_job(run).loss == 0.5  # the last loss stays on screen while validating
-        jobs.request_cancel(run)
+        launch.request_cancel(run)
         assert writer(_Event("train", epoch=2, step=3)) is True
         assert jobs.read_job(run).cancel_requested
     assert jobs.read_job(run).status == "died"  # still 'running' in progress.json, but nobody holds the lock
@@ -235,7 +241,7 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert not at.exception and not at.error
     run = Path(at.session_state["train_run"])
     assert run.parent == app_folders["runs"] and (run / jobs.JOB_FILE).is_file()
-    assert jobs.active_training(app_folders["runs"])["run_dir"] == str(run)
+    assert trainlock.active_training().run_dir == run
     seen: set[str] = set()
     deadline = time.time() + time_left()
     status = jobs.read_job(run)
@@ -252,8 +258,8 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert any(label.startswith(f"run {run.name}") for label in at.selectbox(key="train_model").options)
     assert len(at.get("plotly_chart")) == 1  # the loss / accuracy / FM curves
     assert "running" in seen or "starting" in seen
-    assert status.result["best_epoch"] in (1, 2) and (run / "model.keras").is_file()
-    assert jobs.active_training(app_folders["runs"]) is None
+    assert status.result.best_epoch in (1, 2) and (run / "model.keras").is_file()
+    assert trainlock.active_training() is None
 
 
 def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app_folders, fake_training):
@@ -266,12 +272,12 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert training_cache_dir([images]) == str(session.path / "example-cache")  # derived data stays inside
     assert training_cache_dir([str(app_folders["models"])]) is None
     run, pid = fake_training({**jobs.train_defaults(), "images": [images], "masks": [str(dataset / "masks")]})
-    assert jobs.folder_in_use(session.path) and not jobs.folder_in_use(app_folders["models"])
-    assert remove_session_folder(session.path, jobs.folder_in_use) is False  # the session ended, the training still reads
+    assert launch.folder_in_use(session.path) and not launch.folder_in_use(app_folders["models"])
+    assert remove_session_folder(session.path, launch.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert not jobs.folder_in_use(session.path)
+    assert not launch.folder_in_use(session.path)
     release_after_training([images])  # what the runner does when it stops
     assert not session.path.exists()
 
@@ -291,7 +297,7 @@ def test_the_sweep_removes_an_idle_session_folder_and_keeps_a_fresh_one_and_one_
         os.utime(folder.path, (long_ago, long_ago))
     os.utime(fresh.path, (time.time() - SESSION_IDLE_TIMEOUT_S + 30,) * 2)  # touched by its heartbeat
 
-    sweeper = FolderSweeper(root=root, in_use=jobs.folder_in_use, interval_s=0.05)
+    sweeper = FolderSweeper(root=root, in_use=launch.folder_in_use, interval_s=0.05)
     try:
         assert sweeper.start().running and sweeper.removed_count == 1  # the first sweep runs at once
         assert not idle.path.exists() and fresh.path.is_dir() and (dataset / "images").is_dir()
@@ -299,7 +305,7 @@ def test_the_sweep_removes_an_idle_session_folder_and_keeps_a_fresh_one_and_one_
     finally:
         sweeper.stop()
     assert not sweeper.running
-    jobs.request_cancel(jobs.active_training(app_folders["runs"])["run_dir"])
+    launch.request_cancel(trainlock.active_training().run_dir)
     release_after_training([str(dataset / "images")])
     assert not training.path.exists()
 
@@ -329,9 +335,9 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")],
               "model": {**jobs.MODEL_DEFAULTS, "input_size": 64}, "weights": "none", "epochs": 200, "batch_size": 2,
               "augment": []}
-    run = jobs.start_training(config, app_folders["runs"], name="long")
-    with pytest.raises(jobs.TrainingBusy, match="Another training is running: long-"):
-        jobs.start_training(config, app_folders["runs"])
+    run = trainstatus.start(config, app_folders["runs"], "long")
+    with pytest.raises(trainlock.TrainingBusy, match="another training is running in long-"):
+        trainstatus.start(config, app_folders["runs"], "second")
     at = app_test(PAGE)
     deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).phase != "train":
@@ -344,7 +350,7 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
         time.sleep(1)
     status = jobs.read_job(run)
     assert status.status == "cancelled", jobs.log_tail(run)
-    assert jobs.active_training(app_folders["runs"]) is None
+    assert trainlock.active_training() is None
     at.run()
     assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))
 
@@ -385,7 +391,7 @@ class _PhaseEvent:
 def test_calibration_and_test_evaluation_have_their_own_progress_and_eta(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with jobs.hold_training_lock(tmp_path, run):
+    with trainlock.hold_training_lock(run, "app"):
         writer = jobs.ProgressWriter(run, interval_s=0.0)
         writer(_Event("train", epoch=3, step=4))
         writer(_PhaseEvent("calibrate", 11, 44, 90.0))
@@ -449,9 +455,9 @@ def test_the_reported_training_time_is_the_whole_job_s(tmp_path):
 
 def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_training):
     run, pid = fake_training()
-    jobs.request_cancel(run)
+    launch.request_cancel(run)
     deadline = time.time() + 30
-    while time.time() < deadline and jobs.reap_children():  # what every look at the trainings does
+    while time.time() < deadline and launch.reap_children():  # what every look at the trainings does
         time.sleep(0.05)
     with pytest.raises(ProcessLookupError):  # a zombie would still have its process id
         os.kill(pid, 0)
@@ -488,7 +494,7 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tm
     at.run()
     assert not at.exception and not at.error
     assert any("Training finished in " in text for text in texts(at.success))
-    assert (run / "model.keras").is_file() and status.result["best_epoch"] in (1, 2)
+    assert (run / "model.keras").is_file() and status.result.best_epoch in (1, 2)
     from moleseg.core.modelinfo import read_model_info
 
     info = read_model_info(run / "model.keras")
@@ -516,3 +522,89 @@ def test_new_trainings_default_to_the_shipped_model_s_image_preparation(tmp_path
     (tmp_path / "cells.keras").write_bytes(b"not a zip")  # damaged: the options' defaults, no error
     assert defaults(2) == ("tiles", 1.0, "none")
     assert defaults(2, tmp_path / "nowhere") == ("tiles", 1.0, "none")
+
+
+# -- one lock for the app, a terminal and a study ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("origin", "words"), [("terminal", "a terminal"), ("study", "a study")])
+def test_a_terminal_s_or_a_study_s_training_shows_on_the_train_page_which_refuses_a_second(
+        app_folders, tmp_path, fake_training, origin, words):
+    """``moleseg train`` in a terminal and a study's trainings took no lock the app could see: the page offered
+    to start a second training beside them."""
+    run, pid = fake_training(origin=origin, run_dir=tmp_path / "elsewhere" / "their-run")
+    at = app_test(PAGE)
+    assert not at.exception
+    assert [header.value for header in at.subheader][0] == f"Training their-run (started by {words})"
+    assert at.button(key="train_start").disabled and at.button(key="train_cancel")
+    assert any(text.startswith(f"Another training is running in their-run (started by {words}, pid {pid}")
+               for text in texts(at.info))
+    launch.request_cancel(run)
+    os.waitpid(pid, 0)
+
+
+def test_moleseg_train_refuses_in_one_sentence_while_another_training_holds_the_lock(app_folders, tmp_path, capsys):
+    from moleseg.cli import main
+
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    held = tmp_path / "runs" / "app-run"
+    with trainlock.hold_training_lock(held, "app"):  # as the app's training does
+        code = main(["train", "--images", str(dataset / "images"), "--masks", str(dataset / "masks"),
+                     "--out", str(tmp_path / "mine"), "--quiet"])
+        err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: another training is running in app-run (started by the app, pid {os.getpid()}, "
+                          "since ")
+    assert err.endswith("); wait for it or cancel it (or give --wait to start when it ends)\n")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "mine").exists()
+
+
+def test_a_waiting_start_begins_when_the_other_training_ends(app_folders, tmp_path, fake_training):
+    """What ``moleseg train --wait`` and every run of a study do: wait for the lock, then start."""
+    import threading
+
+    first, pid = fake_training()
+    said: list[str] = []
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    script = Path(str(tmp_path / "fake-python"))
+    result: list = []
+    waiting = threading.Thread(target=lambda: result.append(launch.start_training(
+        config, tmp_path / "study-run", origin="study", wait_for_lock=True, echo=said.append, python=str(script))))
+    waiting.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and not said:
+        time.sleep(0.05)
+    assert said == [f"waiting: another training is running in {first.name} (started by the app, pid {pid}, since "
+                    + said[0].split(", since ")[1]]
+    assert not (tmp_path / "study-run" / jobs.JOB_FILE).exists()
+    launch.request_cancel(first)
+    os.waitpid(pid, 0)
+    waiting.join(timeout=30)
+    holder = trainlock.active_training()
+    assert result[0].run_dir == tmp_path / "study-run" and holder.run_dir == tmp_path / "study-run"
+    assert holder.origin == "study"
+    launch.request_cancel(holder.run_dir)
+    os.kill(holder.pid, signal.SIGKILL)
+
+
+def test_a_killed_terminal_leaves_no_training_behind(app_folders, tmp_path, fake_training):
+    """``moleseg train`` (a followed start) killed with SIGKILL: its training process dies with it and the lock
+    is free for the next one (the training would otherwise go on, unseen, holding the lock)."""
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from moleseg.engine import launch; launch.start_training("
+        f"{config!r}, {str(tmp_path / 'run')!r}, origin='terminal', wait=True, python={str(fake_training.python)!r})")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    deadline = time.time() + 60
+    while time.time() < deadline and (trainlock.active_training() or trainlock.TrainingHolder()).run_dir is None:
+        time.sleep(0.05)  # the lock taken, its sidecar written
+    holder = trainlock.active_training()
+    assert holder.run_dir == tmp_path / "run" and holder.origin == "terminal" and holder.pid != parent.pid
+    parent.kill()
+    parent.wait()
+    while time.time() < deadline and trainlock.active_training() is not None:
+        time.sleep(0.05)
+    assert trainlock.active_training() is None
+    assert jobs.read_job(tmp_path / "run").status == "died"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from moleseg.app.appstate import (AutoCleanup, CleanupChoice, CleanupPlan, cleanup_slider_limits,
-                                  cleanup_widget_values, shown_image_key)
+from moleseg.app.cleanup_plan import (AutoCleanup, CleanupChoice, CleanupPlan, cleanup_slider_limits,
+                                      cleanup_widget_values, shown_image_key)
 from moleseg.core.cleanup import CleanupSettings
 
 

@@ -296,29 +296,16 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, arguments, words):
 # -- train -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def eager():
-    """Run tf.functions eagerly: no graph tracing, which costs tens of seconds on a busy CPU."""
-    tf = pytest.importorskip("tensorflow")
-    tf.config.run_functions_eagerly(True)
-    try:
-        yield
-    finally:
-        tf.config.run_functions_eagerly(False)
-
-
 @pytest.mark.slow
-def test_train_and_resume_from_the_command_line(tmp_path, capsys, monkeypatch, eager):
-    import moleseg.network.train
-
-    # the CLI has no BatchNorm-momentum option; a 2-step run needs statistics that converge at once
-    # for the end-of-training BatchNorm check, and the example cache goes to a temporary folder
-    monkeypatch.setattr(moleseg.network.train, "auto_bn_momentum", lambda *args, **kwargs: 0.01)
-    monkeypatch.setattr(moleseg.network.train, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+def test_train_and_resume_from_the_command_line(tmp_path, capsys):
+    # a 2-step run needs BatchNorm statistics that converge at once for the end-of-training BatchNorm check,
+    # and the example cache goes to a temporary folder (the training runs in its own process: set in a file)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"bn_momentum": 0.01, "cache_dir": str(tmp_path / "cache")}))
     images, masks = lesion_dataset(tmp_path / "set", n=8, size=64)
     run = tmp_path / "run"
-    common = ["--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16", "--weights", "none",
-              "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
+    common = ["--config", str(recipe), "--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16",
+              "--weights", "none", "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
     code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(run), "--epochs", "1",
                  "--quiet", *common])
     assert code == 0, capsys.readouterr().err

@@ -142,23 +142,25 @@ def test_swipe_shows_before_left_of_the_line_and_after_right(segmenter, lesion_s
 def test_two_saved_visits_compare_with_their_saved_lesions(tmp_path, segmenter, lesion_scene):
     from moleseg.core.measure import measure_lesion
     from moleseg.engine.compare import compare_records
-    from moleseg.engine.records import Records
+    from moleseg.engine.records import Records, User
 
+    user = User("clinician")
     before, true_before = lesion_scene(radius_px=60)
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
     records = Records(tmp_path)
-    first = records.save(before, true_before, measure_lesion(true_before), lesion="arm", visit_date="2026-01-01",
-                         model_name="classical", cleanup={"rule": "article"}, pixel_size_mm=0.02, corrected=True)
-    second = records.save(after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
+    first = records.save(user, before, true_before, measure_lesion(true_before), lesion="arm",
+                         visit_date="2026-01-01", model_name="classical", cleanup={"rule": "article"},
+                         pixel_size_mm=0.02, corrected=True)
+    second = records.save(user, after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
                           model_name="classical", cleanup={"rule": "article"}, pixel_size_mm=0.02)
-    comparison = compare_records(records.open(first), records.open(second))
+    comparison = compare_records(records.open(user, first), records.open(user, second))
     expected = 100.0 * (true_after.sum() / true_before.sum() - 1.0)
     assert comparison.area_change_percent == pytest.approx(expected, abs=0.01)  # the saved masks, as they were
     assert comparison.registration.ok and comparison.registration.rotation_deg == pytest.approx(5.0, abs=1.0)
     assert comparison.pixel_size_mm == 0.02 and comparison.change("area", "mm2") is not None
     assert comparison.model_name == "saved borders (classical)" and comparison.warnings == []
-    third = records.save(after, true_after, measure_lesion(true_after), lesion="arm", pixel_size_mm=0.03)
-    assert "different pixel sizes" in compare_records(records.open(first), records.open(third)).warnings[0]
+    third = records.save(user, after, true_after, measure_lesion(true_after), lesion="arm", pixel_size_mm=0.03)
+    assert "different pixel sizes" in compare_records(records.open(user, first), records.open(user, third)).warnings[0]
 
 
 def test_a_thin_strip_or_a_dot_is_too_small_to_compare(segmenter, lesion_scene):

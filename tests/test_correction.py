@@ -77,7 +77,7 @@ def test_a_corrected_analysis_has_its_own_band_measurements_and_says_so_in_every
 
 
 def test_canvas_json_becomes_strokes_in_image_px():
-    from moleseg.app.appstate import canvas_strokes
+    from moleseg.app.hand_correction import canvas_strokes
 
     data = {"objects": [
         {"type": "Polygon", "points": [{"x": 10, "y": 10}, {"x": 20, "y": 10}, {"x": 20, "y": 30}]},

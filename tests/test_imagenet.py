@@ -271,6 +271,66 @@ def test_malicious_global_in_legacy_file_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def _legacy_file(path: Path, *, magic=0x1950A86A20F9469CFC6C, sys_info=None, keys=None) -> Path:
+    """A legacy-format file whose header pickles are ``magic``, 1001, ``sys_info`` and whose storage-key
+    pickle is ``keys``, around an empty state dict."""
+    stream = io.BytesIO()
+    pickle.dump(magic, stream, protocol=2)
+    pickle.dump(1001, stream, protocol=2)
+    pickle.dump({} if sys_info is None else sys_info, stream, protocol=2)
+    pickle.dump(OrderedDict(), stream, protocol=2)
+    pickle.dump([] if keys is None else keys, stream, protocol=2)
+    path.write_bytes(stream.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("pickle_name", ["magic", "sys_info", "keys"])
+def test_every_pickle_of_a_legacy_file_is_restricted(tmp_path, pickle_name):
+    marker = tmp_path / "pwned"
+    path = _legacy_file(tmp_path / "evil_header.pth", **{pickle_name: _Evil(marker)})
+    with pytest.raises(ValueError) as error:
+        load_state_dict(path)
+    assert str(error.value) == (f"evil_header.pth: cannot read PyTorch weights (refusing to load "
+                                f"{os.system.__module__}.system from a weights file)")
+    assert not marker.exists()
+
+
+def test_a_crafted_imagenet_file_is_refused_by_build_model(tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    from moleseg.network import mobilenetv2
+    from moleseg.network.build import ModelConfig, build_model
+
+    marker = tmp_path / "pwned"
+    path = _legacy_file(tmp_path / "mobilenet_v2-b0353104.pth", magic=_Evil(marker))
+    monkeypatch.setattr(mobilenetv2, "imagenet_weights_path", lambda: path)
+    with pytest.raises(ValueError, match=r"^mobilenet_v2-b0353104\.pth: cannot read PyTorch weights \(refusing to "
+                                         rf"load {os.system.__module__}\.system from a weights file\)$"):
+        build_model(ModelConfig(backbone="mobilenetv2", input_size=32), weights="imagenet")
+    assert not marker.exists()
+
+
+def test_a_tensor_outside_its_storage_is_refused(tmp_path, monkeypatch):
+    torch = _fake_torch(monkeypatch)
+    floats = _Storage("0", np.arange(4, dtype="<f4"))
+    path = tmp_path / "outside.pth"
+    _write_legacy(path, torch, OrderedDict([("w", _Tensor(floats, 2, (3,), (1,)))]), [floats])  # elements 2..4 of 4
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"^outside\.pth: cannot read PyTorch weights \(a tensor reaching "
+                                         r"element 4 of a storage of 4\)$"):
+        load_state_dict(path)
+
+
+def test_a_zip_bomb_weights_file_is_refused_before_any_member_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(OrderedDict(), protocol=2))
+        archive.writestr("archive/data/0", bytes(50 * 1024**2))
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *args, **kwargs: pytest.fail("a member was read"))
+    with pytest.raises(ValueError, match=r"^bomb\.pth: cannot read PyTorch weights \(archive/data/0 is compressed "
+                                         r"\d+ times: refused as a possible zip bomb\)$"):
+        load_state_dict(path)
+
+
 def test_not_a_weights_file(tmp_path):
     path = tmp_path / "text.pth"
     path.write_bytes(pickle.dumps("hello", protocol=2))

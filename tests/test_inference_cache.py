@@ -4,6 +4,8 @@ TensorFlow runtime (its SavedModel entries); the ONNX entries are tested in test
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -83,7 +85,47 @@ def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
     entry = compiled.cached_entry(path)
     (entry / "saved_model.pb").write_bytes(b"truncated")
     segmenter = KerasSegmenter.from_file(path)
-    with pytest.warns(UserWarning, match="rebuilding it"):
+    with pytest.warns(UserWarning, match="saved_model.pb does not match its recorded SHA-256; rebuilding it"):
         np.testing.assert_allclose(segmenter.predict_network(batch), expected, atol=1e-6)
     assert compiled.cached_entry(path) is not None  # written again
     np.testing.assert_allclose(KerasSegmenter.from_file(path).predict_network(batch), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_each_file_of_an_entry_is_recorded_by_its_sha256(cache, tmp_path):
+    path = tiny_model_file(tmp_path)
+    KerasSegmenter.from_file(path).predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
+    entry = compiled.cached_entry(path)
+    metadata = json.loads((entry / compiled.COMPLETE_MARKER).read_text())
+    files = sorted(p.relative_to(entry).as_posix() for p in entry.rglob("*")
+                   if p.is_file() and p.name != compiled.COMPLETE_MARKER)
+    assert "saved_model.pb" in files and any(name.startswith("variables/") for name in files)
+    assert metadata == {"model": "tiny0.keras",
+                        "sha256": {name: hashlib.sha256((entry / name).read_bytes()).hexdigest() for name in files}}
+    assert compiled.entry_problem(entry) is None
+    (entry / "extra.bin").write_bytes(b"x")
+    problem = compiled.entry_problem(entry)
+    assert problem.startswith("its files (extra.bin, ") and ") are not those recorded (" in problem
+    (entry / "extra.bin").unlink()
+    (entry / "extra.bin").symlink_to(entry / "saved_model.pb")
+    assert compiled.entry_problem(entry) == ("its files cannot be checked (ValueError: extra.bin is not a regular "
+                                             "file)")
+
+
+@pytest.mark.slow
+def test_changed_weights_in_a_saved_model_entry_are_detected_and_rebuilt(cache, tmp_path):
+    path = tiny_model_file(tmp_path)
+    batch = np.random.default_rng(2).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    expected = KerasSegmenter.from_file(path).predict_network(batch)
+    entry = compiled.cached_entry(path)
+    weights = next((entry / "variables").glob("variables.data-*"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of one weight: same size
+    weights.write_bytes(bytes(data))
+    segmenter = KerasSegmenter.from_file(path)
+    with pytest.warns(UserWarning) as caught:
+        np.testing.assert_allclose(segmenter.predict_network(batch), expected, atol=1e-6)
+    assert [str(item.message) for item in caught] == segmenter.cache_notes == [
+        f"cached inference graph {entry} not used: variables/{weights.name} does not match its recorded SHA-256; "
+        "rebuilding it from the model file"]
+    assert compiled.entry_problem(entry) is None  # written again

@@ -4,9 +4,12 @@ it without importing TensorFlow."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +170,113 @@ def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx
     expected = tensorflow_probabilities(path, batch, monkeypatch)
     assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
     assert (probabilities.argmax(-1) == expected.argmax(-1)).mean() > 0.9999
+
+
+def lesion_areas(probabilities: np.ndarray) -> list[int]:
+    """Pixels of each image whose most likely class is not the background."""
+    return [int((image.argmax(-1) > 0).sum()) for image in probabilities]
+
+
+def change_two_biases(file: Path) -> None:
+    """Rewrite the ONNX network ``file`` with the classifier's first bias raised by 20 and its last lowered by 20
+    (the background wins everywhere)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(file))
+    initializers = {item.name: item for item in proto.graph.initializer}
+    biased = [node for node in proto.graph.node if node.op_type == "Conv" and len(node.input) == 3]
+    bias = initializers[biased[-1].input[2]]
+    values = numpy_helper.to_array(bias).copy()
+    assert values.shape == (3,)
+    values[0] += 20.0
+    values[-1] -= 20.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    file.write_bytes(proto.SerializeToString())
+
+
+@pytest.mark.slow
+def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
+    batch = batch_of(5)
+    KerasSegmenter.from_file(path).predict_network(batch)  # converts
+    entry = compiled.cached_onnx(path)
+    change_two_biases(entry / compiled.ONNX_FILE)
+    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    assert min(lesion_areas(expected)) > 0
+    assert lesion_areas(compiled.load_onnx_function(entry)(batch)) == [0, 0]  # what the changed file says
+
+    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    with pytest.warns(UserWarning) as caught:
+        probabilities = segmenter.predict_network(batch)
+    assert [str(item.message) for item in caught] == segmenter.cache_notes == [
+        f"cached inference graph {entry} not used: network.onnx does not match its recorded SHA-256; rebuilding it "
+        "from the model file"]
+    assert lesion_areas(probabilities) == lesion_areas(expected)
+    assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
+    recorded = json.loads((entry / compiled.COMPLETE_MARKER).read_text())["sha256"]
+    assert recorded == {"network.onnx": hashlib.sha256((entry / compiled.ONNX_FILE).read_bytes()).hexdigest()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt entry is used without a word
+        again = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        assert lesion_areas(again.predict_network(batch)) == lesion_areas(expected)
+    assert hasattr(again.inference_function(), "session") and again.cache_notes == []
+
+
+@pytest.mark.parametrize("with_metadata", [False, True], ids=["file", "file-and-metadata"])
+@pytest.mark.slow
+def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, tmp_path, monkeypatch, with_metadata):
+    path = tiny_model_file(tmp_path)
+    other = tiny_model_file(tmp_path, seed=1, size=2 * SIZE, n_classes=2)
+    batch = batch_of(6)
+    KerasSegmenter.from_file(path).predict_network(batch)
+    KerasSegmenter.from_file(other).predict_network(np.zeros((1, 2 * SIZE, 2 * SIZE, 3), np.float32))
+    entry, other_entry = compiled.cached_onnx(path), compiled.cached_onnx(other)
+    shutil.copyfile(other_entry / compiled.ONNX_FILE, entry / compiled.ONNX_FILE)
+    if with_metadata:  # its hash recorded too: ONNX Runtime refuses the 32 px batch at run time
+        shutil.copyfile(other_entry / compiled.COMPLETE_MARKER, entry / compiled.COMPLETE_MARKER)
+    expected = tensorflow_probabilities(path, batch, monkeypatch)
+
+    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    with pytest.warns(UserWarning) as caught:
+        probabilities = segmenter.predict_network(batch)
+    notes = segmenter.cache_notes
+    assert [str(item.message) for item in caught] == notes and len(notes) == 1
+    if with_metadata:
+        assert notes[0] == (f"cached inference graph {entry} failed (InvalidArgument); predicting with TensorFlow "
+                            "and rebuilding it from the model file")
+        np.testing.assert_allclose(probabilities, expected, atol=1e-6)  # TensorFlow's own
+    else:
+        assert notes[0].endswith("not used: network.onnx does not match its recorded SHA-256; rebuilding it from "
+                                 "the model file")
+        assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
+    assert json.loads((entry / compiled.COMPLETE_MARKER).read_text())["model"] == "tiny0.keras"  # rebuilt
+    assert compiled.entry_problem(entry) is None
+    again = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    assert np.abs(again.predict_network(batch) - expected).max() <= onnx_export.ONNX_TOLERANCE
+    assert hasattr(again.inference_function(), "session") and again.cache_notes == []
+
+
+@pytest.mark.slow
+def test_an_entry_is_hashed_once_per_process(onnx_cache, tmp_path, monkeypatch):
+    path = tiny_model_file(tmp_path)
+    batch = batch_of(7, count=1)
+    KerasSegmenter.from_file(path).predict_network(batch)  # converts: written here, so checked
+    calls = []
+    digest = hashlib.file_digest
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return digest(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "file_digest", counted)
+    for _ in range(3):
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        for _ in range(2):
+            segmenter.predict_network(batch)
+    assert calls == []
+    entry = compiled.cached_onnx(path)
+    (entry / compiled.ONNX_FILE).touch()  # another modification time: checked again, once
+    for _ in range(3):
+        KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch)
+    assert len(calls) == 1

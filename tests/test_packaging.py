@@ -60,7 +60,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
     elsewhere.mkdir()
     env["XDG_DATA_HOME"] = str(tmp_path / "user-data")  # the user's data folder of an installed moleseg
     env.pop("MOLESEG_CORRECTIONS_DIR", None)
-    where = _run([python, "-c", "import moleseg, moleseg.core.config as c, moleseg.engine.study as s; "
+    where = _run([python, "-c", "import moleseg, moleseg.core.config as c, moleseg.engine.studyplan as s; "
                   "print(moleseg.__file__); print(c.models_dir()); print(c.corrections_dir()); "
                   "print(','.join(p.name for p in s.study_files()))"], cwd=elsewhere, env=env).stdout.split()
     package_file, models = Path(where[0]), Path(where[1])

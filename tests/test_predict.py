@@ -303,7 +303,7 @@ def test_model_info_switches_flips_on_and_the_caller_can_override():
 
 
 def test_decision_text_says_threshold_flips_and_where_they_came_from():
-    from moleseg.app.appstate import decision_text
+    from moleseg.app.models import decision_text
 
     assert decision_text({}) == "most likely class, no flips"
     info = {"lesion_threshold": 0.65, "test_time_augmentation": True,
@@ -317,7 +317,7 @@ def test_decision_text_says_threshold_flips_and_where_they_came_from():
 
 
 def test_model_details_say_how_images_meet_the_network():
-    from moleseg.app.appstate import ModelChoice, model_details
+    from moleseg.app.models import ModelChoice, model_details
 
     choice = ModelChoice(spec="cells.keras", label="cells", kind="shipped", n_classes=2)
     base = {"name": "cells", "n_classes": 2, "input_size": 256, "model": {"architecture": "deeplabv3plus",

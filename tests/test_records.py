@@ -1,11 +1,16 @@
-"""Tests of moleseg.engine.records: save, reopen, list, delete, concurrency, crash mid-save."""
+"""Tests of moleseg.engine.records: save, reopen, list, delete, concurrency, crash mid-save, ownership, the
+audit trail, and every way the database can be unusable (damaged, truncated, foreign, empty, a folder, newer,
+disk full, read-only) with orphan folders swept."""
 
 from __future__ import annotations
 
 import io
 import math
 import multiprocessing
+import os
 import sqlite3
+import time
+import uuid
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +21,10 @@ import pytest
 from moleseg.core.config import DATA_DIR_ENV, RECORDS_DB_NAME
 from moleseg.core.measure import measure_lesion
 from moleseg.engine import records as records_module
-from moleseg.engine.records import MIGRATIONS, Records
+from moleseg.engine.records import MIGRATIONS, Records, User
+
+#: The acting user of the tests that are not about ownership.
+USER = User("clinician")
 
 
 def sample(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +37,7 @@ def sample(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def save_sample(records: Records, seed: int = 0, **fields) -> int:
     image, mask = sample(seed)
-    return records.save(image, mask, measure_lesion(mask, pixel_size_mm=0.02, image=image), **fields)
+    return records.save(USER, image, mask, measure_lesion(mask, pixel_size_mm=0.02, image=image), **fields)
 
 
 def files_of(folder: Path) -> list[Path]:
@@ -40,11 +48,11 @@ def test_save_and_reopen_identical(tmp_path):
     records = Records(tmp_path)
     image, mask = sample()
     measurements = measure_lesion(mask, pixel_size_mm=0.02, image=image)
-    record_id = records.save(image, mask, measurements, lesion="left shoulder mole", visit_date="2026-03-01",
+    record_id = records.save(USER, image, mask, measurements, lesion="left shoulder mole", visit_date="2026-03-01",
                              body_site="back", notes="first visit", image_name="a.jpg", model_name="dermoscopy",
                              model_version="1.2", cleanup={"rule": "article", "closing_radius_px": 15},
                              lesion_threshold=0.45, pixel_size_mm=0.02, corrected=True)
-    saved = Records(tmp_path).open(record_id)  # a fresh instance: as after a server restart
+    saved = Records(tmp_path).open(USER, record_id)  # a fresh instance: as after a server restart
     assert np.array_equal(saved.image, image) and saved.image.dtype == np.uint8
     assert np.array_equal(saved.mask, mask) and saved.mask.dtype == bool
     record = saved.record
@@ -65,25 +73,25 @@ def test_identifier_is_optional_and_lists_group_by_lesion(tmp_path):
     first = save_sample(records, 0, lesion="L1", visit_date="2026-01-10")
     second = save_sample(records, 1, lesion="L1", visit_date="2026-04-10")
     anonymous = save_sample(records, 2)
-    lesions = {summary.lesion: summary for summary in records.lesions()}
+    lesions = {summary.lesion: summary for summary in records.lesions(USER)}
     assert lesions["L1"].visits == 2
     assert (lesions["L1"].first_visit, lesions["L1"].last_visit) == ("2026-01-10", "2026-04-10")
     assert lesions[""].visits == 1
-    assert [r.id for r in records.records("L1")] == [second, first]
-    assert [r.id for r in records.records("")] == [anonymous]
+    assert [r.id for r in records.records(USER, "L1")] == [second, first]
+    assert [r.id for r in records.records(USER, "")] == [anonymous]
 
 
 def test_delete_removes_the_row_and_the_files(tmp_path):
     records = Records(tmp_path)
     keep = save_sample(records, 0)
     gone = save_sample(records, 1)
-    uid = records.record(gone).uid
+    uid = records.record(USER, gone).uid
     assert (tmp_path / "files" / uid / "image.png").is_file()
-    records.delete(gone)
+    records.delete(USER, gone)
     assert not (tmp_path / "files" / uid).exists()
-    assert [r.id for r in records.records()] == [keep]
+    assert [r.id for r in records.records(USER)] == [keep]
     with pytest.raises(KeyError):
-        records.open(gone)
+        records.open(USER, gone)
     assert len(files_of(tmp_path)) == 2
 
 
@@ -100,7 +108,7 @@ def test_crash_mid_save_leaves_no_half_record(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated crash"):
         save_sample(records, 1)
     monkeypatch.undo()
-    assert len(records.records()) == 1
+    assert len(records.records(USER)) == 1
     assert files_of(tmp_path) == before
     assert len(list((tmp_path / "files").iterdir())) == 1
 
@@ -116,7 +124,7 @@ def test_failed_insert_rolls_back(tmp_path, monkeypatch):
     monkeypatch.setattr(records_module, "insert_analysis_row", insert_then_fail)
     with pytest.raises(RuntimeError):
         save_sample(records, 0)
-    assert records.records() == []
+    assert records.records(USER) == []
     assert files_of(tmp_path) == []
 
 
@@ -125,7 +133,7 @@ def test_concurrent_threads_all_saved(tmp_path):
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(lambda seed: save_sample(records, seed, lesion=f"L{seed % 3}"), range(24)))
     assert len(set(ids)) == 24
-    assert sorted(r.id for r in records.records()) == sorted(ids)
+    assert sorted(r.id for r in records.records(USER)) == sorted(ids)
     assert len(files_of(tmp_path)) == 48
 
 
@@ -140,7 +148,7 @@ def test_concurrent_processes_all_saved(tmp_path):
         results = pool.starmap(_save_in_process, [(str(tmp_path), 10 * k, 5) for k in range(3)])
     ids = [i for chunk in results for i in chunk]
     records = Records(tmp_path)
-    assert sorted(r.id for r in records.records()) == sorted(ids)
+    assert sorted(r.id for r in records.records(USER)) == sorted(ids)
     assert len(ids) == 15
     assert len(files_of(tmp_path)) == 30
 
@@ -167,18 +175,260 @@ def test_bad_input_is_refused_without_a_trace(tmp_path):
     records = Records(tmp_path)
     image, mask = sample()
     with pytest.raises(ValueError, match="differ in size"):
-        records.save(image, mask[:-1], [])
+        records.save(USER, image, mask[:-1], [])
     with pytest.raises(ValueError, match="not a date"):
-        records.save(image, mask, [], visit_date="yesterday")
-    assert records.records() == [] and files_of(tmp_path) == []
+        records.save(USER, image, mask, [], visit_date="yesterday")
+    assert records.records(USER) == [] and files_of(tmp_path) == []
 
 
 def test_export_holds_the_files_and_the_settings(tmp_path):
     records = Records(tmp_path)
     record_id = save_sample(records, 0, lesion="L1", model_name="classical", pixel_size_mm=0.02)
-    archive = zipfile.ZipFile(io.BytesIO(records.export(record_id)))
+    archive = zipfile.ZipFile(io.BytesIO(records.export(USER, record_id)))
     names = set(archive.namelist())
     assert {f"record_{record_id}_image.png", f"record_{record_id}_mask.png",
             f"record_{record_id}_measurements.csv", f"record_{record_id}.json"} <= names
     assert b"area_mm2" in archive.read(f"record_{record_id}_measurements.csv")
     assert b'"pixel_size_mm": 0.02' in archive.read(f"record_{record_id}.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Ownership and the audit trail
+
+ALICE, BOB, ADMIN = User("alice"), User("bob"), User("root-admin", admin=True)
+
+
+def test_a_user_reaches_only_their_own_records_and_others_read_as_missing(tmp_path):
+    records = Records(tmp_path)
+    mine = records.save(ALICE, *sample(0), [], lesion="arm", visit_date="2026-01-02")
+    records.save(BOB, *sample(1), [], lesion="leg", visit_date="2026-01-03")
+    assert [r.owner for r in records.records(ALICE)] == ["alice"]
+    assert [s.lesion for s in records.lesions(BOB)] == ["leg"]
+    assert records.records(BOB, "arm") == []
+    assert [s.lesion for s in records.lesions(ADMIN)] == ["leg", "arm"]  # an admin sees everyone's
+    missing = 10_000
+    with pytest.raises(KeyError) as refused_missing:
+        records.record(BOB, missing)
+    assert str(refused_missing.value) == f"no saved analysis with id {missing}"
+    for attempt in (records.record, records.open, records.export, records.delete, records.audit_trail):
+        with pytest.raises(KeyError) as refused:
+            attempt(BOB, mine)
+        assert str(refused.value) == f"no saved analysis with id {mine}"  # the very message of a missing id
+    with pytest.raises(KeyError):
+        records.log(BOB, mine, "exported")
+    assert records.open(ADMIN, mine).record.owner == "alice"
+    assert [r.id for r in records.records(ALICE)] == [mine]  # nothing of Bob's attempts changed it
+
+
+def test_the_audit_trail_says_who_did_what_and_cannot_be_changed(tmp_path):
+    records = Records(tmp_path)
+    record_id = records.save(ALICE, *sample(0), [], lesion="arm")
+    records.open(ALICE, record_id)
+    records.open(ALICE, record_id, audit=False)  # the same visit shown again: not a new line
+    records.export(ALICE, record_id)
+    records.open(ADMIN, record_id)
+    with pytest.raises(KeyError):
+        records.open(BOB, record_id)
+    trail = records.audit_trail(ALICE, record_id)
+    assert [(entry.user, entry.action) for entry in trail] == [
+        ("alice", "saved"), ("alice", "opened"), ("alice", "exported"), ("root-admin", "opened")]
+    assert all(entry.at[:4].isdigit() and "T" in entry.at for entry in trail)
+    with pytest.raises(ValueError, match="unknown audit action 'edited'"):
+        records.log(ALICE, record_id, "edited")
+    records.delete(ALICE, record_id)
+    connection = sqlite3.connect(tmp_path / RECORDS_DB_NAME)
+    rows = connection.execute("SELECT user, action FROM audit WHERE record_id = ? ORDER BY id", (record_id,))
+    assert rows.fetchall()[-1] == ("alice", "deleted")  # the trail outlives the record
+    for statement in ("UPDATE audit SET user = 'mallory'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            connection.execute(statement)
+    connection.close()
+
+
+def test_records_saved_before_owners_go_to_admins_only(tmp_path):
+    """A schema-1 database (no owners) is migrated: its rows get NO_OWNER, reached by admins only."""
+    connection = sqlite3.connect(tmp_path / RECORDS_DB_NAME)
+    connection.executescript(MIGRATIONS[0])
+    connection.execute("INSERT INTO analyses (uid, saved_at, lesion, visit_date, measurements) "
+                       "VALUES ('0123456789abcdef0123456789abcdef', '2025-01-01T10:00:00', 'old', '2025-01-01', '[]')")
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+    records = Records(tmp_path)
+    assert records.schema_version == len(MIGRATIONS) == 2
+    assert records.records(ALICE) == []
+    (old,) = records.records(ADMIN)
+    assert (old.owner, old.lesion) == (records_module.NO_OWNER, "old")
+
+
+# --------------------------------------------------------------------------------------------------
+# A records database that cannot be used: one message naming the file and the cause, never reused
+
+def made_database(tmp_path: Path, saves: int = 0) -> Path:
+    """A records database with ``saves`` records (long notes: several pages), closed; its file."""
+    records = Records(tmp_path / "made")
+    for seed in range(saves):
+        save_sample(records, seed, notes="n" * 2000)
+    return records.path
+
+
+def refusal(folder: Path) -> str:
+    with pytest.raises(records_module.RecordsError) as refused:
+        Records(folder)
+    return str(refused.value)
+
+
+def test_a_database_damaged_in_the_middle_is_refused_at_start_up(tmp_path):
+    made = made_database(tmp_path, saves=12)
+    data = bytearray(made.read_bytes())
+    page = 4096
+    assert len(data) >= 6 * page
+    data[3 * page:5 * page] = bytes(range(256)) * (2 * page // 256)  # two pages in the middle overwritten
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / RECORDS_DB_NAME).write_bytes(bytes(data))
+    message = refusal(folder)
+    assert message.startswith(f"The records database {folder / RECORDS_DB_NAME} ")
+    assert "damaged" in message and "restore it from a backup" in message and "saving is refused" in message
+
+
+def test_a_truncated_database_is_refused(tmp_path):
+    made = made_database(tmp_path, saves=12)
+    folder = tmp_path / "truncated"
+    folder.mkdir()
+    (folder / RECORDS_DB_NAME).write_bytes(made.read_bytes()[: made.stat().st_size // 2])
+    message = refusal(folder)
+    assert str(folder / RECORDS_DB_NAME) in message and "damaged" in message
+
+
+def test_a_foreign_database_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / RECORDS_DB_NAME
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE patients (name TEXT)")
+    connection.commit()
+    connection.close()
+    before = path.read_bytes()
+    message = refusal(tmp_path)
+    assert f"{path} is not a moleseg records database (it holds patients)" in message
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    (tmp_path / RECORDS_DB_NAME).write_bytes(b"these are my notes, not a database\n" * 200)
+    message = refusal(tmp_path)
+    assert str(tmp_path / RECORDS_DB_NAME) in message and "it is not a database" in message
+
+
+def test_a_zero_length_file_is_refused_never_reused(tmp_path):
+    path = tmp_path / RECORDS_DB_NAME
+    path.touch()
+    message = refusal(tmp_path)
+    assert f"{path} is empty (0 bytes)" in message
+    assert path.stat().st_size == 0
+
+
+def test_a_folder_in_the_database_s_place_is_refused(tmp_path):
+    (tmp_path / RECORDS_DB_NAME).mkdir()
+    assert f"{tmp_path / RECORDS_DB_NAME} is a folder" in refusal(tmp_path)
+
+
+def test_a_newer_schema_is_refused_with_the_file_named(tmp_path):
+    made = made_database(tmp_path)
+    connection = sqlite3.connect(made)
+    connection.execute("PRAGMA user_version = 7")
+    connection.close()
+    message = refusal(made.parent)
+    assert f"{made} is from a newer moleseg (schema 7, this one knows {len(MIGRATIONS)})" in message
+
+
+def _connect_with(monkeypatch, setup) -> None:
+    """Every connection the records open goes through ``setup(connection, path)`` first."""
+    real_connect = sqlite3.connect
+
+    def connect(database, *args, **kwargs):
+        connection = real_connect(database, *args, **kwargs)
+        setup(connection, str(database))
+        return connection
+
+    monkeypatch.setattr(records_module.sqlite3, "connect", connect)
+
+
+def test_a_full_disk_is_named_as_the_cause_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The disk fills up (SQLite's max_page_count stands in for a full disk): the message says so, not
+    'cannot rollback - no transaction is active', and no half record or file is left."""
+    records = Records(tmp_path)
+    kept = save_sample(records, 0)
+    pages = sqlite3.connect(records.path).execute("PRAGMA page_count").fetchone()[0]
+    _connect_with(monkeypatch, lambda connection, _: connection.execute(f"PRAGMA max_page_count = {pages}"))
+    with pytest.raises(records_module.RecordsError) as refused:
+        for seed in range(1, 6):
+            save_sample(records, seed, notes="n" * 2000)
+    message = str(refused.value)
+    assert message.startswith(f"The records database {records.path} cannot be used: the disk is full")
+    assert "rollback" not in message
+    monkeypatch.undo()
+    uids = {r.uid for r in records.records(USER)}
+    assert {folder.name for folder in (tmp_path / "files").iterdir()} == uids
+    assert kept in {r.id for r in records.records(USER)}
+
+
+def test_a_read_only_database_is_named_as_the_cause(tmp_path, monkeypatch):
+    """The database can be read but not written (as in a read-only folder; root writes anyway, so the
+    connection is opened read-only): saving and deleting say it is read-only; listing still works."""
+    records = Records(tmp_path)
+    record_id = save_sample(records, 0)
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(records_module.sqlite3, "connect",
+                        lambda database, *a, **k: real_connect(str(database).replace("mode=rw", "mode=ro"), *a, **k))
+    for attempt in (lambda: save_sample(records, 1), lambda: records.delete(USER, record_id)):
+        with pytest.raises(records_module.RecordsError, match="it is read-only") as refused:
+            attempt()
+        assert str(records.path) in str(refused.value)
+    assert [r.id for r in records.records(USER)] == [record_id]
+    assert len(list((tmp_path / "files").iterdir())) == 1  # the failed save removed its files
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: the simulated case above "
+                                                "covers it")
+def test_a_read_only_folder_is_named_as_the_cause(tmp_path):
+    records = Records(tmp_path)
+    save_sample(records, 0)
+    for path in (tmp_path / "files", tmp_path):
+        path.chmod(0o555)
+    (tmp_path / RECORDS_DB_NAME).chmod(0o444)
+    try:
+        with pytest.raises(ValueError) as refused:
+            save_sample(Records(tmp_path), 1)
+        assert str(tmp_path) in str(refused.value)
+    finally:
+        for path in (tmp_path, tmp_path / "files"):
+            path.chmod(0o755)
+
+
+def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, monkeypatch):
+    """A process killed between its file writes and its commit leaves files/<uid>; the first open of the
+    database in a process removes those older than ORPHAN_MIN_AGE_S, and so does every failed save."""
+    files = tmp_path / "files"
+
+    def orphan(age_s: float) -> Path:
+        folder = files / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        (folder / "image.png").write_bytes(b"half a save")
+        stamp = time.time() - age_s
+        os.utime(folder, (stamp, stamp))
+        return folder
+
+    old, young = orphan(records_module.ORPHAN_MIN_AGE_S + 60), orphan(5)
+    unrelated = files / "kept-by-hand"
+    unrelated.mkdir()
+    records = Records(tmp_path)
+    assert not old.exists() and young.exists() and unrelated.exists()
+    kept = save_sample(records, 0)
+    later = orphan(records_module.ORPHAN_MIN_AGE_S + 60)  # a crash in another process, since start-up
+    monkeypatch.setattr(records_module, "insert_analysis_row",
+                        lambda connection, values: (_ for _ in ()).throw(OSError("simulated crash")))
+    with pytest.raises(OSError):
+        save_sample(records, 1)
+    monkeypatch.undo()
+    assert not later.exists() and young.exists()
+    assert {f.name for f in files.iterdir()} == {young.name, unrelated.name, records.record(USER, kept).uid}

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from synthetic import disk, mole_image
-from moleseg.app import appstate
+from moleseg.app.analysis import ImageOutcome
+from moleseg.app.results import batch_bundle
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.measure import measure_lesion
 from moleseg.core.render import scale_bar_length_mm, with_scale_bar
@@ -25,7 +26,7 @@ from moleseg.core.report import (
     settings_sidecar,
     sidecar_name,
 )
-from moleseg.engine.records import Records
+from moleseg.engine.records import Records, User
 
 pypdf = pytest.importorskip("pypdf")
 
@@ -152,8 +153,8 @@ def test_batch_bundle_has_the_csv_its_sidecar_and_the_visit(lesion_and_image):
     _, image = lesion_and_image
     segmenter = ClassicalSegmenter()
     analysis = analyse_images(segmenter, [image], pixel_size_mm=0.04, lesion_threshold=None)[0]
-    outcome = appstate.ImageOutcome(name="mole.png", analysis=analysis, stem="mole", key="k1")
-    bundle = zipfile.ZipFile(io.BytesIO(appstate.batch_bundle([outcome], segmenter.name, "0.3", visits={"k1": VISIT})))
+    outcome = ImageOutcome(name="mole.png", analysis=analysis, stem="mole", key="k1")
+    bundle = zipfile.ZipFile(io.BytesIO(batch_bundle([outcome], segmenter.name, "0.3", visits={"k1": VISIT})))
     rows = list(csv.DictReader(io.StringIO(bundle.read("measurements.csv").decode(), newline="")))
     assert rows[0]["lesion"] == "left shoulder 1" and rows[0]["visit_date"] == "2026-05-06"
     sidecar = json.loads(bundle.read("measurements.settings.json"))
@@ -166,17 +167,17 @@ def test_batch_bundle_has_the_csv_its_sidecar_and_the_visit(lesion_and_image):
 
 def test_history_export_has_a_sidecar_and_its_pdf_the_identifier(tmp_path, lesion_and_image):
     lesion, image = lesion_and_image
-    records = Records(tmp_path)
-    record_id = records.save(image, lesion, measure_lesion(lesion, pixel_size_mm=0.05), lesion="arm 2",
+    records, user = Records(tmp_path), User("clinician")
+    record_id = records.save(user, image, lesion, measure_lesion(lesion, pixel_size_mm=0.05), lesion="arm 2",
                              visit_date="2026-01-02", notes="first visit", image_name="m.png",
                              model_name="classical", model_version="0.1", cleanup={"rule": "article"},
                              lesion_threshold=None, pixel_size_mm=0.05, corrected=True)
-    archive = zipfile.ZipFile(io.BytesIO(records.export(record_id)))
+    archive = zipfile.ZipFile(io.BytesIO(records.export(user, record_id)))
     sidecar = json.loads(archive.read(f"record_{record_id}_measurements.settings.json"))
     assert sidecar["csv"] == f"record_{record_id}_measurements.csv"
     assert sidecar["images"][0]["settings"]["corrected_by_hand"] is True
     assert sidecar["images"][0]["visit"]["lesion"] == "arm 2"
-    record = records.record(record_id)
+    record = records.record(user, record_id)
     text = pdf_text(pdf_report(image=image, overlay=image, measurements=record.measurements, image_name="m.png",
                                settings=record.settings(), visit=record.visit()))
     assert "Patient / lesion: arm 2" in text and "Visit date: 2026-01-02" in text and "first visit" in text

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from moleseg.cli import main
-from moleseg.engine import study as studies
+from moleseg import studyreport
+from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
 from synthetic import fake_run, write_study
 
@@ -44,14 +45,14 @@ def test_a_bad_value_and_a_bad_option_in_a_setting_are_refused(tmp_path, capsys)
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_study_file_names_known_options_and_values(path):
-    study = studies.load_study(path)
-    assert studies.check_study(study) == []
-    assert len(studies.plan(study)) > 1
+    study = studyplan.load_study(path)
+    assert studyplan.check_study(study) == []
+    assert len(studyplan.plan(study)) > 1
 
 
 def test_a_study_value_outside_the_option_choices_is_named(tmp_path):
-    study = studies.load_study(write_study(tmp_path / "s.yaml", factors={"loss": ["lovasz_ce", "lovasz_xx"]}))
-    (problem,) = studies.check_study(study)
+    study = studyplan.load_study(write_study(tmp_path / "s.yaml", factors={"loss": ["lovasz_ce", "lovasz_xx"]}))
+    (problem,) = studyplan.check_study(study)
     assert "lovasz_xx" in problem and "loss must be one of" in problem
 
 
@@ -74,7 +75,7 @@ def test_a_validation_fold_factor_plans_k_fold_cross_validation(tmp_path):
     (the base is fold 0), each an ordinary run with its fold in its configuration."""
     path = write_study(tmp_path / "s.yaml", base={"epochs": 1, "validation_split": 0.2},
                        factors={"validation_fold": [1, 2, 3, 4]})
-    runs = studies.plan(studies.load_study(path))
+    runs = studyplan.plan(studyplan.load_study(path))
     assert [run.run_id for run in runs] == ["base-seed0"] + [f"validation_fold={k}-seed0" for k in range(1, 5)]
     assert [run.config.get("validation_fold", 0) for run in runs] == [0, 1, 2, 3, 4]
     assert {run.config["validation_split"] for run in runs} == {0.2}
@@ -87,27 +88,27 @@ def test_cross_validation_summarises_each_recipe_over_its_folds(tmp_path):
     path = write_study(tmp_path / "s.yaml", design="grid", base={"epochs": 1, "validation_split": 0.3},
                        factors={"recipe": {"a": {"solver": "sgdm"}, "b": {"solver": "rmsprop"}},
                                 "validation_fold": [0, 1, 2]})
-    study = studies.load_study(path)
+    study = studyplan.load_study(path)
     out = tmp_path / "out"
     for recipe, values in (("a", (0.80, 0.82, 0.84)), ("b", (0.85, 0.87, 0.89))):
         for fold, value in enumerate(values):
             fake_run(out, f"recipe={recipe}-validation_fold={fold}-seed0", {"i0.png": value, "i1.png": 0.5})
-    write_json(out / studies.PLAN_JSON, {"runs": []})
-    rows = studies.write_results(study, out)
-    summary = studies.cross_validation(study, rows)
+    write_json(out / studyrun.PLAN_JSON, {"runs": []})
+    rows = studystats.write_results(study, out)
+    summary = studystats.cross_validation(study, rows)
     assert [item["recipe"] for item in summary] == ["recipe=b", "recipe=a"]
     assert summary[0]["val_fm"] == pytest.approx(0.87) and summary[0]["folds"] == 3
     assert summary[1]["val_fm"] == pytest.approx(0.82) and summary[1]["val_fm_min"] == pytest.approx(0.80)
     assert summary[1]["difference"] == pytest.approx(-0.05) and summary[1]["p"] == pytest.approx(0.25)
     assert "within noise" in summary[1]["sentence"] and "3 folds cannot reach p < 0.05" in summary[1]["sentence"]
-    assert "## Cross-validation" in (out / studies.VERDICTS_MD).read_text()
-    assert studies.cross_validation(studies.load_study(write_study(tmp_path / "t.yaml")), rows) == []
+    assert "## Cross-validation" in (out / studystats.VERDICTS_MD).read_text()
+    assert studystats.cross_validation(studyplan.load_study(write_study(tmp_path / "t.yaml")), rows) == []
 
 
 def test_grid_design_runs_every_combination(tmp_path):
     path = write_study(tmp_path / "s.yaml", design="grid", factors={"solver": ["sgdm", "adam"],
                                                                     "batch_size": [2, 4, 8]})
-    runs = studies.plan(studies.load_study(path))
+    runs = studyplan.plan(studyplan.load_study(path))
     assert len(runs) == 6
     assert {(r.config["solver"], r.config["batch_size"]) for r in runs} == {
         (s, b) for s in ("sgdm", "adam") for b in (2, 4, 8)}
@@ -126,20 +127,20 @@ def test_split_by_group_keeps_each_sequence_in_one_part(tmp_path):
         "images": "all/images", "masks": "all/masks",
         "split": {"by": "group", "pattern": "^(b_frame_[0-9]+|frame_[0-9]+)_", "validation": ["b_frame_0"],
                   "test": ["b_frame_1"]}})
-    parts = studies.resolve_data(studies.load_study(path), tmp_path / "out")
+    parts = studyplan.resolve_data(studyplan.load_study(path), tmp_path / "out")
     names = {part: sorted(p.name for p in Path(parts[part]["images"]).iterdir()) for part in parts}
     assert names == {"train": ["frame_0_000.png", "frame_0_001.png", "frame_0_002.png"],
                      "validation": ["b_frame_0_000.png", "b_frame_0_001.png"],
                      "test": ["b_frame_1_000.png", "b_frame_1_001.png"]}
     bad = write_study(tmp_path / "b.yaml", data={"images": "all/images", "masks": "all/masks",
                                                   "split": {"by": "group", "pattern": "^(x)", "test": ["x"]}})
-    with pytest.raises(studies.StudyError, match="does not match"):
-        studies.resolve_data(studies.load_study(bad), None)
+    with pytest.raises(studyplan.StudyError, match="does not match"):
+        studyplan.resolve_data(studyplan.load_study(bad), None)
 
 
 def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm", "rmsprop"]})
-    study = studies.load_study(path)
+    study = studyplan.load_study(path)
     out = tmp_path / "out"
     images = [f"i{k}.png" for k in range(12)]
     rng = np.random.default_rng(0)
@@ -147,24 +148,25 @@ def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     fake_run(out, "base-seed0", base)
     fake_run(out, "solver=sgdm-seed0", {name: value + 0.1 for name, value in base.items()})  # every image +0.1
     fake_run(out, "solver=rmsprop-seed0", {name: value + rng.normal(0, 0.01) for name, value in base.items()})
-    write_json(out / studies.PLAN_JSON, {"runs": []})
-    rows = studies.write_results(study, out)
+    write_json(out / studyrun.PLAN_JSON, {"runs": []})
+    rows = studystats.write_results(study, out)
+    studyreport.write_html(study, out, rows)
     assert len(rows) == 3
-    found = {v["setting"]: v for v in studies.verdicts(study, rows)}
+    found = {v["setting"]: v for v in studystats.verdicts(study, rows)}
     sgdm = found["sgdm"]
     assert sgdm["difference"] == pytest.approx(0.1)
     assert sgdm["p"] == pytest.approx(2 * 0.5 ** 12)  # exact two-sided Wilcoxon: all 12 differences positive
     assert sgdm["significant"] and "raised mean FM from 0.7100 (base) to 0.8100" in sgdm["sentence"]
     assert not found["rmsprop"]["significant"] and "within noise" in found["rmsprop"]["sentence"]
-    table = (out / studies.STUDY_CSV).read_text().splitlines()
+    table = (out / studystats.STUDY_CSV).read_text().splitlines()
     assert table[0].split(",")[:5] == ["run", "factor", "setting", "seed", "solver"]
     assert len(table) == 4
     by_run = {row["run"]: row for row in csv.DictReader(io.StringIO("\n".join(table)))}
     assert float(by_run["solver=sgdm-seed0"]["best_val_fm"]) == pytest.approx(0.7)  # its first image, per fake_run
-    html = (out / studies.STUDY_HTML).read_text()
+    html = (out / studyreport.STUDY_HTML).read_text()
     assert html.count("<script") >= 3 and "Plotly.newPlot" in html and "<script src=" not in html  # self-contained
-    shown = studies.read_study_folder(out)
-    assert len(shown["rows"]) == 3 and "a real difference" in shown["verdicts"]
+    shown = studyrun.read_study_folder(out)
+    assert len(shown.rows) == 3 and "a real difference" in shown.verdicts
 
 
 def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(tmp_path):
@@ -172,13 +174,13 @@ def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(
     scores reported as this study's results."""
     path = write_study(tmp_path / "s.yaml")
     out = tmp_path / "out"
-    write_json(out / studies.PLAN_JSON, {"study": "/elsewhere/other.yaml", "name": "other", "runs": []})
-    for start in (studies.run_study, studies.start_study):
-        with pytest.raises(studies.StudyError, match="holds the runs of study 'other'"):
-            start(studies.load_study(path) if start is studies.run_study else path, out)
-    assert not (out / studies.RUNS_SUBDIR).exists()
-    write_json(out / studies.PLAN_JSON, {"study": str(path), "name": "t", "runs": []})
-    studies.check_out_folder(studies.load_study(path), out)  # the same study: resumed
+    write_json(out / studyrun.PLAN_JSON, {"study": "/elsewhere/other.yaml", "name": "other", "runs": []})
+    for start in (studyrun.run_study, studyrun.start_study):
+        with pytest.raises(studyplan.StudyError, match="holds the runs of study 'other'"):
+            start(studyplan.load_study(path) if start is studyrun.run_study else path, out)
+    assert not (out / studystats.RUNS_SUBDIR).exists()
+    write_json(out / studyrun.PLAN_JSON, {"study": str(path), "name": "t", "runs": []})
+    studyrun.check_out_folder(studyplan.load_study(path), out)  # the same study: resumed
 
 
 def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
@@ -187,19 +189,19 @@ def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
     path = write_study(tmp_path / "s.yaml")
     out = tmp_path / "out"
     out.mkdir()
-    assert not studies.study_running(out)
-    with studies.hold_study_lock(out):  # as the running study process does
-        assert studies.study_running(out)
-        with pytest.raises(studies.StudyError, match="already running"):
-            studies.start_study(path, out)
-        with pytest.raises(studies.StudyError, match="already running"):
-            studies.run_study(studies.load_study(path), out)
-    assert not studies.study_running(out)
-    assert not (out / studies.RUNS_SUBDIR).exists()
+    assert not studyrun.study_running(out)
+    with studyrun.hold_study_lock(out):  # as the running study process does
+        assert studyrun.study_running(out)
+        with pytest.raises(studyplan.StudyError, match="already running"):
+            studyrun.start_study(path, out)
+        with pytest.raises(studyplan.StudyError, match="already running"):
+            studyrun.run_study(studyplan.load_study(path), out)
+    assert not studyrun.study_running(out)
+    assert not (out / studystats.RUNS_SUBDIR).exists()
 
 
 def test_holm_correction_by_hand():
-    assert studies._holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert studystats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
 @pytest.mark.slow
@@ -216,7 +218,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path, time_left):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "moleseg", "study", "--config", str(path), "--out", str(out)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    first = out / studies.RUNS_SUBDIR / "base-seed0" / "evaluation.json"
+    first = out / studystats.RUNS_SUBDIR / "base-seed0" / "evaluation.json"
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -228,14 +230,95 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path, time_left):
         os.killpg(process.pid, signal.SIGKILL)  # the study and its training child, between/inside runs
         process.wait()
     stamp = first.stat().st_mtime_ns
-    second = out / studies.RUNS_SUBDIR / "solver=sgdm-seed0"
-    assert not studies.run_finished(second)
+    second = out / studystats.RUNS_SUBDIR / "solver=sgdm-seed0"
+    assert not studystats.run_finished(second)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=time_left())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "base-seed0: finished earlier, skipped" in result.stdout + result.stderr
     assert first.stat().st_mtime_ns == stamp
-    assert studies.run_finished(second)
-    rows = (out / studies.STUDY_CSV).read_text().splitlines()
+    assert studystats.run_finished(second)
+    rows = (out / studystats.STUDY_CSV).read_text().splitlines()
     assert len(rows) == 3
-    progress = json.loads((out / studies.PROGRESS_JSON).read_text())
+    progress = json.loads((out / studyrun.PROGRESS_JSON).read_text())
     assert progress["status"] == "finished" and progress["done"] == 2
+
+
+# -- an untrusted study file: one message naming the file, no traceback --------------------------------------
+
+ALIAS_BOMB = """name: bomb
+a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+base: {augment: *i}
+factors: {solver: [sgdm]}
+"""
+
+#: Seven factors of ten values each: a grid of 10^7 runs.
+HUGE_GRID = {name: list(range(1, 11)) for name in
+             ("epochs", "batch_size", "translation_px", "seed", "crops_per_image", "train_fm_images",
+              "early_stopping_patience")}
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"base": [1, 2]}, "base must be a mapping, not a list"),
+    ({"seed": [1]}, "seed must be a whole number >= 0, not a list"),
+    ({"repeats": True}, "repeats must be a whole number >= 1, not true/false"),
+    ({"repeats": 0}, "repeats must be a whole number >= 1, not 0"),
+    ({"factors": {"solver": ["sgdm"]}, "factor": {"solver": ["adam"]}},
+     "unknown key(s) 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
+    ({"data": {"images": "all/images", "masks": "all/masks",
+               "split": {"by": "group", "pattern": "(unclosed", "test": ["x"]}}},
+     "data.split.pattern '(unclosed' is not a valid regular expression (missing ), unterminated subpattern"),
+    ({"data": {"train": {"images": "a", "masks": "b"}, "tests": {"images": "c", "masks": "d"}}},
+     "unknown key(s) 'tests' in data (known: root, images, masks, split, train, validation, test)"),
+    ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),
+    ({"design": "grid", "factors": HUGE_GRID},
+     "the study plans 10,000,000 runs, more than the 1,000 a study may run"),
+    ({"base": {"validation_images": ["somewhere"]}},
+     "give validation image and mask folders in pairs (validation_images and validation_masks)"),
+])
+def test_a_bad_study_file_gets_one_line_naming_the_file(tmp_path, capsys, fields, words):
+    """Each was an exception (AttributeError, TypeError, re.error, MemoryError), ran as "True seed(s)", or was
+    ignored (an unknown key; a cross-option rule that the study's check skipped)."""
+    path = write_study(tmp_path / "s.yaml", **fields)
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {path}: ") and words in lines[0], lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path, capsys):
+    """A 1 kB file whose aliases expand to 9^9 items (augment: *i) never finished loading (1.5 GB after 30 s)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    with pytest.raises(studyplan.StudyError, match="aliases \\(\\*name\\) are not allowed in a study file \\(line 3\\)"):
+        studyplan.load_study(path)
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (f"error: {path}: not a valid study file (aliases (*name) are not allowed in "
+                                       "a study file (line 3))\n")
+
+
+def test_a_study_file_over_the_size_limit_is_refused(tmp_path, monkeypatch):
+    path = write_study(tmp_path / "s.yaml")
+    monkeypatch.setattr(studyplan, "MAX_STUDY_FILE_BYTES", 64)
+    with pytest.raises(studyplan.StudyError, match=f"{path}: a study file is at most 64 bytes"):
+        studyplan.load_study(path)
+
+
+def test_the_run_count_is_known_before_the_plan_is_made(tmp_path):
+    """A grid multiplies its factors' sizes, one-at-a-time adds them (and the base); both times the seeds."""
+    factors = {"solver": {"a": {}, "b": {}, "c": {}}, "epochs": {"1": {}, "2": {}}}
+    assert studyplan.planned_run_count(factors, "grid", 2) == 12
+    assert studyplan.planned_run_count(factors, "one-at-a-time", 2) == 12  # (1 + 3 + 2) x 2
+    assert studyplan.planned_run_count(factors, "one-at-a-time", 1) == 6
+    path = write_study(tmp_path / "s.yaml", design="grid", repeats=10,
+                       factors={"epochs": list(range(1, 11)), "batch_size": list(range(1, 11))})
+    assert len(studyplan.plan(studyplan.load_study(path))) == studyplan.MAX_PLANNED_RUNS  # the cap itself runs

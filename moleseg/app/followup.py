@@ -10,11 +10,12 @@ from moleseg.core.measure import Measurement, edge_outline_share
 from moleseg.core.render import contour_overlay
 from moleseg.core.report import display_unit, pdf_report
 from moleseg.engine.pipeline import beyond_picture_note
-from moleseg.engine.records import LesionSummary, Record, SavedAnalysis
+from moleseg.engine.records import NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
 
-__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows", "measurement_rows", "saved_n_classes", "saved_notes",
-           "saved_overlay", "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
+__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "UNKNOWN_OWNER", "VIEW_BORDERS",
+           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "audit_rows", "comparable_lesions", "in_visit_order", "lesion_label",
+           "lesion_rows", "measurement_rows", "owner_label", "saved_n_classes", "saved_notes", "saved_overlay",
+           "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -26,6 +27,8 @@ VIEW_SIDE_BY_SIDE: str = "side by side"
 COMPARE_VIEWS: tuple[str, ...] = (VIEW_BORDERS, VIEW_SWIPE, VIEW_SIDE_BY_SIDE)
 #: How analyses saved without a lesion identifier are listed.
 NO_IDENTIFIER: str = "(no identifier)"
+#: How the owner of an analysis saved before records had owners is listed.
+UNKNOWN_OWNER: str = "(saved before owners)"
 
 
 def lesion_label(lesion: str) -> str:
@@ -67,11 +70,23 @@ def _value(record: Record, column: str) -> str:
     return found.text if found else "\u2014"
 
 
-def visit_rows(records: Sequence[Record]) -> list[dict[str, Any]]:
-    """One row per saved visit: id, date, body site, image, model, area (px and mm² when known), notes."""
-    return [{"id": r.id, "visit date": r.visit_date, "body site": r.body_site, "image": r.image_name,
-             "model": r.model_name, "area (px²)": _value(r, "area_px"), "area (mm²)": _value(r, "area_mm2"),
+def owner_label(owner: str) -> str:
+    """The owner as listed (:data:`UNKNOWN_OWNER` for :data:`moleseg.engine.records.NO_OWNER`)."""
+    return UNKNOWN_OWNER if owner == NO_OWNER else owner
+
+
+def visit_rows(records: Sequence[Record], *, owners: bool = False) -> list[dict[str, Any]]:
+    """One row per saved visit: id, date, body site, image, model, area (px and mm² when known), notes; and who
+    saved it when ``owners`` (an admin who sees every user's visits)."""
+    return [{"id": r.id, **({"saved by": owner_label(r.owner)} if owners else {}), "visit date": r.visit_date,
+             "body site": r.body_site, "image": r.image_name, "model": r.model_name,
+             "area (px²)": _value(r, "area_px"), "area (mm²)": _value(r, "area_mm2"),
              "corrected": "yes" if r.corrected else "no", "notes": r.notes} for r in records]
+
+
+def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
+    """One row per line of a record's audit trail: when, who, what (oldest first)."""
+    return [{"when": entry.at, "who": entry.user, "what": entry.action} for entry in entries]
 
 
 def visit_label(record: Record) -> str:

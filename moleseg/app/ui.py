@@ -1,6 +1,6 @@
 """Streamlit glue shared by the app's pages: start-up housekeeping, the per-session folder, the
 server's analysis cache and background tasks, cached segmenters, the model picker and small notices.
-The computing lives in :mod:`moleseg.app.appstate`, :mod:`moleseg.engine.jobs`, :mod:`moleseg.engine.tasks`
+The computing lives in the other :mod:`moleseg.app` modules, :mod:`moleseg.engine.jobs`, :mod:`moleseg.engine.tasks`
 and the engine modules; no TensorFlow is imported here.
 """
 
@@ -11,11 +11,12 @@ from typing import Any
 
 import streamlit as st
 
-from moleseg.app import appstate
-from moleseg.app.appstate import AnalysisStore, ModelChoice
+from moleseg.app import models
+from moleseg.app.analysis import AnalysisStore
+from moleseg.app.models import ModelChoice
 from moleseg.core.config import SESSION_HEARTBEAT_S
 from moleseg.engine.segmenter import Segmenter
-from moleseg.engine import jobs
+from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
@@ -45,7 +46,7 @@ SESSION_FOLDER_KEY = "_moleseg_session_folder"
 def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
     by a crashed server: the first sweep runs now)."""
-    return FolderSweeper(in_use=jobs.folder_in_use).start()
+    return FolderSweeper(in_use=launch.folder_in_use).start()
 
 
 def session_folder() -> SessionFolder:
@@ -53,7 +54,7 @@ def session_folder() -> SessionFolder:
     sweep of :func:`startup` once its tab has been closed for a while)."""
     folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
-        folder = SessionFolder(in_use=jobs.folder_in_use)
+        folder = SessionFolder(in_use=launch.folder_in_use)
         st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder
@@ -78,7 +79,7 @@ def session_heartbeat() -> None:
 @st.cache_resource(show_spinner=False)
 def analysis_store() -> AnalysisStore:
     """The server's one cache of predictions, shared by every session and bounded by
-    :data:`moleseg.app.appstate.ANALYSIS_CACHE_BYTES` (so a slider change re-runs only the cleanup)."""
+    :data:`moleseg.app.analysis.ANALYSIS_CACHE_BYTES` (so a slider change re-runs only the cleanup)."""
     return AnalysisStore()
 
 
@@ -91,7 +92,7 @@ def task_registry() -> TaskRegistry:
 @st.cache_resource(show_spinner=False)
 def device_summary() -> str:
     """What the machine offers (GPU or CPU), looked up once per server."""
-    return appstate.device_summary()
+    return models.device_summary()
 
 
 def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:
@@ -150,14 +151,14 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
                  help: str | None = None) -> ModelChoice:
     """A select box of the shipped models, the classical baselines and the trained runs. The choice is
     shared between pages."""
-    choices = appstate.model_choices()
+    choices = models.model_choices()
     if n_classes is not None:
         choices = [c for c in choices if c.n_classes in (None, n_classes)] or choices
     by_spec = {c.spec: c for c in choices}
     specs = list(by_spec)
-    remembered = st.session_state.get(MODEL_KEY) or appstate.default_model_spec()
+    remembered = st.session_state.get(MODEL_KEY) or models.default_model_spec()
     if remembered not in by_spec:
-        remembered = appstate.default_model_spec() if appstate.default_model_spec() in by_spec else specs[0]
+        remembered = models.default_model_spec() if models.default_model_spec() in by_spec else specs[0]
     if st.session_state.get(key) not in by_spec:
         st.session_state.pop(key, None)
         index = specs.index(remembered)
@@ -173,14 +174,14 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
 def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
     """An expander with what the model is (read from its file without TensorFlow)."""
     with st.expander(f"About this model: {choice.label}", expanded=expanded):
-        rows = appstate.model_details(choice)
+        rows = models.model_details(choice)
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def no_model_notice() -> None:
     """An info box when no trained model is installed (the classical baseline is used), with a link
     to the Train page."""
-    if appstate.dermoscopy_model():
+    if models.dermoscopy_model():
         return
     st.info("No trained model is installed (models/dermoscopy.keras is absent), so the app uses the "
             "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")

@@ -6,6 +6,8 @@ import os
 from datetime import date
 from pathlib import Path
 
+from moleseg.core import settings
+
 #: Largest image accepted by the reader, in pixels (width x height), checked from the file's header
 #: before decoding (a 6000 x 4000 camera image is 24 MP).
 DEFAULT_MAX_PIXELS: int = 25_000_000
@@ -70,8 +72,9 @@ _PACKAGE_DIR: Path = Path(__file__).resolve().parents[1]
 _PACKAGE_PARENT: Path = _PACKAGE_DIR.parent
 #: True when moleseg runs from a source checkout (``PYTHONPATH`` or ``pip install -e .``), not from a wheel.
 FROM_CHECKOUT: bool = (_PACKAGE_PARENT / "pyproject.toml").is_file()
-#: Where moleseg writes by default outside a checkout: ``$XDG_DATA_HOME/moleseg`` (``~/.local/share/moleseg``).
-USER_DATA_DIR: Path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "moleseg"
+#: The user's data folder, the default of the app's own data folder (``data_dir`` of
+#: :mod:`moleseg.core.settings`): ``$XDG_DATA_HOME/moleseg`` (``~/.local/share/moleseg``), never the program's folder.
+USER_DATA_DIR: Path = settings.user_data_dir()
 
 #: Folder of the shipped models: the checkout's ``models/``, or ``moleseg/models`` inside an installed wheel
 #: (the wheel carries them as package data); ``MOLESEG_MODELS_DIR`` overrides it.
@@ -80,23 +83,23 @@ MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
-#: Folder where training runs are written by default (the app lists them in its model picker): the
-#: checkout's ``runs/``, else ``USER_DATA_DIR/runs``; ``MOLESEG_RUNS_DIR`` overrides it.
-RUNS_DIR: Path = Path(os.environ.get("MOLESEG_RUNS_DIR")
-                      or (_PACKAGE_PARENT / "runs" if FROM_CHECKOUT else USER_DATA_DIR / "runs"))
-#: Environment variable naming the folder of the saved records (database and files).
-DATA_DIR_ENV: str = "MOLESEG_DATA_DIR"
-#: Folder of the saved records when :data:`DATA_DIR_ENV` is not set (the XDG user data folder).
-DEFAULT_DATA_DIR: Path = USER_DATA_DIR
+#: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
+APP_FILE: Path = _PACKAGE_PARENT / "app.py"
+#: Environment variable naming the app's own data folder (records, runs, "My dataset").
+DATA_DIR_ENV: str = settings.ENV_PREFIX + "DATA_DIR"
+#: Sub-folder of the data folder holding the training runs (the app lists them in its model picker).
+RUNS_FOLDER_NAME: str = "runs"
+#: Sub-folder of the data folder holding the user's own dataset of corrected (or accepted) lesions.
+CORRECTIONS_FOLDER_NAME: str = "corrections"
 #: File name of the records database inside the data folder.
 RECORDS_DB_NAME: str = "records.sqlite"
 
 
 def data_dir() -> Path:
-    """Folder of the saved records: ``MOLESEG_DATA_DIR`` when set now (read at every call), else
-    :data:`DEFAULT_DATA_DIR`."""
+    """The app's own data folder (saved records, runs, "My dataset"): ``MOLESEG_DATA_DIR`` when set now (read
+    at every call), else the settings' ``data_dir`` (:func:`moleseg.core.settings.load_settings`)."""
     value = os.environ.get(DATA_DIR_ENV)
-    return Path(value) if value else DEFAULT_DATA_DIR
+    return Path(value) if value else settings.load_settings().data_dir
 
 
 def models_dir() -> Path:
@@ -112,10 +115,21 @@ def cache_dir() -> Path:
     return Path(value) if value else Path.home() / ".cache" / "moleseg"
 
 
+#: Sub-folder of :func:`cache_dir` holding the resized training examples; a named cache of the Train page
+#: is a sub-folder of it.
+EXAMPLES_CACHE_NAME: str = "examples"
+
+
+def example_cache_dir() -> Path:
+    """Folder of the cached training examples: :data:`EXAMPLES_CACHE_NAME` in :func:`cache_dir`."""
+    return cache_dir() / EXAMPLES_CACHE_NAME
+
+
 def runs_dir() -> Path:
-    """:data:`RUNS_DIR`, or ``MOLESEG_RUNS_DIR`` when it is set now (read at every call)."""
+    """Folder of the training runs: ``MOLESEG_RUNS_DIR`` when it is set now (read at every call), else
+    :data:`RUNS_FOLDER_NAME` in :func:`data_dir`."""
     value = os.environ.get("MOLESEG_RUNS_DIR")
-    return Path(value) if value else RUNS_DIR
+    return Path(value) if value else data_dir() / RUNS_FOLDER_NAME
 
 
 def available_memory_bytes() -> int | None:
@@ -148,16 +162,12 @@ def class_names(n_classes: int) -> tuple[str, ...]:
     raise ValueError(f"moleseg models have 2 or 3 classes, not {n_classes}")
 
 
-#: Folder of the user's own dataset of corrected (or accepted) lesions, ``images/`` + ``masks/``: the
-#: checkout's ``corrections/``, else ``USER_DATA_DIR/corrections`` (not beside an installed package, where
-#: site-packages' parent may not be writable); ``MOLESEG_CORRECTIONS_DIR`` overrides it.
-CORRECTIONS_DIR: Path = _PACKAGE_PARENT / "corrections" if FROM_CHECKOUT else USER_DATA_DIR / "corrections"
-
-
 def corrections_dir() -> Path:
-    """:data:`CORRECTIONS_DIR`, or ``MOLESEG_CORRECTIONS_DIR`` when it is set now (read at every call)."""
+    """Folder of the user's own dataset ("My dataset": ``images/`` + ``masks/`` of corrected or accepted
+    lesions): ``MOLESEG_CORRECTIONS_DIR`` when it is set now (read at every call), else
+    :data:`CORRECTIONS_FOLDER_NAME` in :func:`data_dir`."""
     value = os.environ.get("MOLESEG_CORRECTIONS_DIR")
-    return Path(value) if value else CORRECTIONS_DIR
+    return Path(value) if value else data_dir() / CORRECTIONS_FOLDER_NAME
 
 #: Fine-tuning a model on the corrections dataset: epochs and learning rate (per step; a tenth of a
 #: training from ImageNet, so that a few corrected images adjust the model without undoing it).

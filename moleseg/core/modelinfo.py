@@ -13,12 +13,13 @@ import json
 import math
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from moleseg.core import options
-
+from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget
 from moleseg.core.atomic import atomic_output
 
 INFO_ENTRY = "moleseg.json"
@@ -38,40 +39,85 @@ def _existing_file(path: str | Path) -> Path:
     return path
 
 
+#: What ``zipfile`` raises for a file or a member that is not a complete, readable ZIP archive or entry
+#: (RuntimeError: encrypted, or an unsupported compression).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, RuntimeError)
+
+
+def _open_archive(path: Path, unreadable: Callable[[Exception], str]) -> zipfile.ZipFile:
+    """The ``.keras`` file ``path`` opened as a ZIP archive whose directory is within
+    :data:`moleseg.core.archive.MODEL_BUDGET` (no member read yet).
+
+    Raises
+    ------
+    ModelFileError
+        ``unreadable(error)`` for a file that is not a readable ZIP archive; an archive declaring more entries,
+        bytes or compression than a model file has (a possible zip bomb).
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (*_ZIP_ERRORS, ValueError) as error:  # malformed directories raise assorted types
+        raise ModelFileError(unreadable(error)) from error
+    try:
+        check_budget(archive, MODEL_BUDGET)
+    except ArchiveError as error:
+        archive.close()
+        raise ModelFileError(f"{path.name}: {error}") from None
+    return archive
+
+
 def check_keras_file(path: str | Path) -> Path:
-    """``path`` if it is an existing, complete ``.keras`` (ZIP) file.
+    """``path`` if it is an existing, complete ``.keras`` (ZIP) file within the size budget of a model file
+    (:data:`moleseg.core.archive.MODEL_BUDGET`, read from the ZIP directory before Keras or h5py sees it).
 
     Raises
     ------
     ModelFileError
         Missing file; a file that is not a complete ZIP archive: damaged (a truncated copy or an
-        interrupted save) or not a moleseg/Keras model at all.
+        interrupted save) or not a moleseg/Keras model at all; an archive declaring more entries, bytes or
+        compression than a model file has.
     """
     path = _existing_file(path)
-    if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file is a "
-                             "complete ZIP archive; this one is not: truncated, or another kind of file)")
+    _open_archive(path, lambda error: f"{path.name}: damaged or not a moleseg/Keras model file (a .keras file "
+                  "is a complete ZIP archive; this one is not: truncated, or another kind of file)").close()
     return path
 
 
 def read_model_info(path: str | Path) -> dict[str, Any]:
-    """Return the ``moleseg.json`` dictionary of a ``.keras`` file.
+    """Return the ``moleseg.json`` dictionary of a ``.keras`` file (within the size budget of a model file, as
+    :func:`check_keras_file` checks; its ``moleseg.json`` at most :data:`moleseg.core.archive.MODEL_INFO_MAX_BYTES`).
 
     Raises
     ------
     ModelFileError
-        When the file is missing, not a zip archive, or was not written by moleseg.
+        When the file is missing, not a zip archive, beyond the budget of a model file, or was not written
+        by moleseg.
     """
     path = _existing_file(path)
+
+    def unreadable(error: Exception) -> str:
+        return f"{path.name}: not a .keras model file ({error})"
+
+    with _open_archive(path, unreadable) as archive:
+        try:
+            entry = archive.getinfo(INFO_ENTRY)
+        except KeyError:
+            raise ModelFileError(f"{path.name}: not a moleseg model (no {INFO_ENTRY} inside)") from None
+        if entry.file_size > MODEL_INFO_MAX_BYTES:
+            raise ModelFileError(f"{path.name}: its {INFO_ENTRY} declares {entry.file_size} bytes; at most "
+                                 f"{MODEL_INFO_MAX_BYTES} are read")
+        try:
+            payload = archive.read(entry)
+        except _ZIP_ERRORS as error:
+            raise ModelFileError(unreadable(error)) from error
     try:
-        with zipfile.ZipFile(path) as archive:
-            if INFO_ENTRY not in archive.namelist():
-                raise ModelFileError(f"{path.name}: not a moleseg model (no {INFO_ENTRY} inside)")
-            return json.loads(archive.read(INFO_ENTRY).decode("utf-8"))
-    except zipfile.BadZipFile as error:
-        raise ModelFileError(f"{path.name}: not a .keras model file ({error})") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        values = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # JSON, UTF-8, a number of too many digits, deep nesting
         raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({error})") from error
+    if not isinstance(values, dict):
+        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt (a JSON {type(values).__name__}, "
+                             "not an object)")
+    return values
 
 
 @dataclass(frozen=True)
@@ -231,8 +277,9 @@ def read_info(path: str | Path) -> ModelInfo:
 
 
 def write_model_info(path: str | Path, info: dict[str, Any]) -> None:
-    """Add or replace ``moleseg.json`` in an existing ``.keras`` file, atomically."""
-    path = Path(path)
+    """Add or replace ``moleseg.json`` in an existing ``.keras`` file, atomically (the file is checked as
+    :func:`check_keras_file` checks it; see there for the errors)."""
+    path = check_keras_file(path)
     payload = json.dumps(info, indent=2, sort_keys=True, default=_json_default).encode("utf-8")
     with atomic_output(path) as temporary, zipfile.ZipFile(path) as source, \
             zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as target:

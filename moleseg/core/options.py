@@ -34,7 +34,7 @@ SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
 LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce", "lovasz", "lovasz_ce")
 ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
-BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
+BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2", "vgg16_hed")
 #: The augmentations that make a rare hard case common (each drawn with probability ``hard_case_share``).
 HARD_CASES: tuple[str, ...] = ("zoom_in", "pink", "vignette", "halo")
 AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour", *HARD_CASES)

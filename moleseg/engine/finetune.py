@@ -1,5 +1,5 @@
 """Fine-tuning a model on the user's corrections dataset (:mod:`moleseg.core.dataset`), optionally with the
-data it was trained on, as a training configuration for :func:`moleseg.engine.jobs.start_training` or
+data it was trained on, as a training configuration for :func:`moleseg.engine.launch.start_training` or
 :class:`moleseg.network.train.TrainConfig`. No TensorFlow here.
 
 The new training starts from the model file's weights (``weights``), keeps its network, targets,

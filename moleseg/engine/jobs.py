@@ -1,32 +1,16 @@
-"""Background trainings for the app: one at a time, each in its own process, surviving a browser refresh.
+"""A training's configuration checks and defaults, its request (``job.json``) and its progress (``progress.json``).
 
-The app calls :func:`start_training` with a :class:`moleseg.network.train.TrainConfig` dictionary. It creates a
-run folder under the runs folder and starts ``python -m moleseg.network.runner RUN_DIR`` in a new session (so
-neither a browser refresh nor the end of the Streamlit session stops it). The runner trains with
-:func:`moleseg.network.train.train`, writing its progress to ``RUN_DIR/progress.json`` (atomically, at most every
-:data:`PROGRESS_INTERVAL_S` and at every phase change) and stopping when ``RUN_DIR/cancel`` appears
-(:func:`request_cancel`).
+Files of a training started by :func:`moleseg.engine.launch.start_training`, besides those of
+:mod:`moleseg.engine.runs` (names: :class:`moleseg.engine.runs.RunFiles`)::
 
-Files of a job, besides those of :mod:`moleseg.engine.runs` (names: :class:`moleseg.engine.runs.RunFiles`)::
-
-    job.json       the TrainConfig dictionary, the runs folder, when it was asked for
-    progress.json  status, phase, epoch/step, loss, metrics, ETA, runner pid, error (see JobStatus)
+    job.json       what to train: the TrainConfig dictionary, resume or not, who asked and when (JobRequest)
+    progress.json  status, phase, epoch/step, loss, metrics, ETA, pid, error (JobStatus, written by ProgressWriter)
     cancel         present: please stop (checked after every training step)
-    job.log        the runner's stdout and stderr
+    job.log        the training process's stdout and stderr
 
-The lock. ``<runs>/.training.lock`` is an ``flock`` (:class:`filelock.FileLock`) held by the runner process for
-its whole life; the kernel releases it when that process ends, however it ends (SIGKILL, reboot), so there are
-no stale locks, pids or timers. ``<runs>/.training.lock.json`` (the sidecar) says who holds it, for the
-"Another training is running" message only. :func:`active_training` tries the lock without waiting.
-
-The handover, without races: the app checks the lock (a quick answer for the usual case), then starts the
-runner with the writing end of a pipe. The runner takes the lock itself (:func:`hold_training_lock`, waiting
-at most :data:`RUNNER_LOCK_WAIT_S`), writes the sidecar and then one byte to the pipe; :func:`start_training`
-returns once it has read that byte, so after it returns the lock is held for the new run. Two apps starting at
-the same moment both start a runner, but only one runner gets the lock: the other exits with
-:data:`BUSY_EXIT_STATUS` and its app raises :class:`TrainingBusy` and removes the unused run folder. A runner
-that dies before taking the lock closes the pipe (end of file): its run is reported as died, with its
-``job.log``. No TensorFlow at import: only the runner imports :mod:`moleseg.network.train`, after taking the lock.
+Both records are read and written here only; a damaged one is named in the message of
+:class:`moleseg.engine.runs.RunRecordError`. A training whose ``progress.json`` says it runs while nobody holds
+the training lock (:mod:`moleseg.engine.trainlock`) is reported as died. No TensorFlow at import.
 """
 
 from __future__ import annotations
@@ -34,45 +18,23 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import re
-import select
-import shutil
-import subprocess
-import sys
 import time
 import types
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
-
-from filelock import FileLock, Timeout
+from typing import Any, Mapping
 
 from moleseg.core import options
 from moleseg.core.config import models_dir, runs_dir as default_runs_dir
-from moleseg.engine.runs import RunFiles, read_json, write_json
-from moleseg.engine.session import training_cache_dir
+from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
+from moleseg.engine.trainlock import ORIGINS, active_training
 
-#: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
-RUNNER_MODULE = "moleseg.network.runner"
-LOCK_NAME = ".training.lock"
 JOB_FILE = RunFiles.JOB
 PROGRESS_FILE = RunFiles.PROGRESS
 CANCEL_FILE = RunFiles.CANCEL
 LOG_FILE = RunFiles.JOB_LOG
 #: Shortest time between two writes of ``progress.json`` within one phase, in seconds.
 PROGRESS_INTERVAL_S: float = 0.5
-#: The lock's sidecar (pid, run folder, start time of the holder): information for messages, not the lock.
-LOCK_INFO_NAME = LOCK_NAME + ".json"
-#: Longest wait of a new runner for the lock, in seconds (a probe by :func:`active_training` holds it for
-#: microseconds; a running training holds it for hours, and then the new runner gives up).
-RUNNER_LOCK_WAIT_S: float = 2.0
-#: Longest wait of :func:`start_training` for its runner to say it holds the lock, in seconds.
-HANDOVER_TIMEOUT_S: float = 60.0
-#: What the runner writes to its ready pipe once it holds the lock.
-READY_BYTE = b"L"
-#: Exit status of a runner that found the lock taken (``EX_TEMPFAIL``).
-BUSY_EXIT_STATUS = 75
 
 #: Phases whose progress counts training steps; the others count their own work (:data:`PHASE_UNITS`).
 TRAINING_PHASES: tuple[str, ...] = ("train", "epoch")
@@ -99,10 +61,6 @@ SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
 TRAIN_DEFAULTS: dict[str, Any] = options.defaults()
 #: ``moleseg.network.build.ModelConfig`` defaults.
 MODEL_DEFAULTS: dict[str, Any] = TRAIN_DEFAULTS["model"]
-
-
-class TrainingBusy(RuntimeError):
-    """Another training holds the lock; the message says which and since when."""
 
 
 def train_defaults() -> dict[str, Any]:
@@ -203,230 +161,99 @@ def check_config(config: dict[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# the lock
+# the request: job.json
 
-def lock_path(runs: str | Path | None = None) -> Path:
-    """The lock file of the runs folder ``runs`` (default :func:`moleseg.core.config.runs_dir`)."""
-    return Path(runs or default_runs_dir()) / LOCK_NAME
+@dataclass(frozen=True)
+class JobRequest:
+    """``job.json``: what the child trains.
 
-
-def lock_info_path(runs: str | Path | None = None) -> Path:
-    """The lock's sidecar: who holds it (``pid``, ``run_dir``, ``started``), for messages only."""
-    return Path(runs or default_runs_dir()) / LOCK_INFO_NAME
-
-
-def training_lock(runs: str | Path | None = None) -> FileLock:
-    """The training lock of ``runs``: an ``flock`` on :data:`LOCK_NAME`, released by the kernel when its
-    holder's process ends, however it ends. The lock file itself stays (its content means nothing)."""
-    return FileLock(lock_path(runs), thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
-
-
-def active_training(runs: str | Path | None = None) -> dict[str, Any] | None:
-    """Who holds the training lock (``pid``, ``run_dir``, ``started`` from its sidecar), or None when it is free.
-
-    Asks the kernel by trying the lock without waiting (and letting it go at once when that succeeds).
-    """
-    reap_children()
-    if not lock_path(runs).exists():
-        return None
-    lock = training_lock(runs)
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        info = read_json(lock_info_path(runs))
-        info = info if isinstance(info, dict) else {}
-        return {key: info.get(key) for key in ("pid", "run_dir", "started")}
-    lock.release()
-    return None
-
-
-def _busy_message(info: dict[str, Any]) -> str:
-    run = Path(info["run_dir"]).name if info.get("run_dir") else "a new run"
-    details = [f"process {info['pid']}"] if info.get("pid") else []
-    if info.get("started"):
-        details.append(f"started {time.strftime('%Y-%m-%d %H:%M', time.localtime(float(info['started'])))}")
-    where = f" ({', '.join(details)})" if details else ""
-    return (f"Another training is running: {run}{where}. Only one training runs at a time; "
-            "wait for it to finish or cancel it.")
-
-
-def _signal_ready(ready_fd: int | None, message: bytes) -> None:
-    if ready_fd is None:
-        return
-    try:
-        if message:
-            os.write(ready_fd, message)
-    finally:
-        os.close(ready_fd)
-
-
-@contextmanager
-def hold_training_lock(runs: str | Path, run_dir: str | Path, ready_fd: int | None = None) -> Iterator[None]:
-    """Hold the training lock of ``runs`` for ``run_dir`` while the body runs (the runner's whole life).
-
-    Waits at most :data:`RUNNER_LOCK_WAIT_S` for the lock, writes the sidecar, then writes
-    :data:`READY_BYTE` to ``ready_fd`` (the pipe of :func:`start_training`) and closes it.
-
-    Raises
-    ------
-    TrainingBusy
-        When another process holds the lock (``ready_fd`` is closed without a word).
-    """
-    lock = training_lock(runs)
-    try:
-        lock.acquire(timeout=RUNNER_LOCK_WAIT_S)
-    except Timeout:
-        _signal_ready(ready_fd, b"")
-        raise TrainingBusy(_busy_message(active_training(runs) or {})) from None
-    try:
-        write_json(lock_info_path(runs), {"pid": os.getpid(), "run_dir": str(run_dir), "started": time.time()})
-        _signal_ready(ready_fd, READY_BYTE)
-        yield
-    finally:
-        lock_info_path(runs).unlink(missing_ok=True)
-        lock.release()
-
-
-# --------------------------------------------------------------------------------------------------
-# starting, cancelling, reading
-
-#: Runner processes started by this process, until :func:`reap_children` has collected their exit status.
-_CHILDREN: list[subprocess.Popen] = []
-
-
-def reap_children() -> int:
-    """Collect the exit status of every finished runner this process started (no zombie processes stay
-    behind); returns how many are still running. Called whenever the app looks at trainings."""
-    for child in list(_CHILDREN):
-        if child.poll() is not None:
-            _CHILDREN.remove(child)
-    return len(_CHILDREN)
-
-
-def safe_run_name(name: str | None) -> str:
-    """A folder name from free text: letters, digits, ``-``, ``_``, ``.`` only (at most 60), or ``run``."""
-    text = re.sub(r"[^A-Za-z0-9._-]+", "-", (name or "").strip()).strip(".-_")
-    return text[:60] or "run"
-
-
-def new_run_dir(runs: str | Path, name: str | None = None) -> Path:
-    """A new, empty run folder ``<runs>/<name>-<YYYYmmdd-HHMMSS>`` (suffixed when taken)."""
-    runs = Path(runs)
-    runs.mkdir(parents=True, exist_ok=True)
-    stem = f"{safe_run_name(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for index in range(1000):
-        candidate = runs / (stem if index == 0 else f"{stem}-{index}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"cannot create a run folder in {runs}")
-
-
-def start_training(config: dict[str, Any], runs: str | Path | None = None, *, name: str | None = None,
-                   python: str | None = None) -> Path:
-    """Start a training in the background and return its run folder.
-
-    Parameters
+    Attributes
     ----------
     config
-        A :class:`moleseg.network.train.TrainConfig` dictionary (see :data:`TRAIN_DEFAULTS`); its ``name``
-        defaults to the run folder's name.
-    runs
-        The runs folder (default :func:`moleseg.core.config.runs_dir`).
-    name
-        Start of the run folder's name (a timestamp is appended).
-    python
-        Interpreter of the runner (default: this one).
+        The :class:`moleseg.network.train.TrainConfig` dictionary.
+    resume
+        Continue the run's interrupted training (:func:`moleseg.network.train.train`'s ``resume``).
+    origin
+        Who asked: a key of :data:`ORIGINS`.
+    requested
+        When (seconds since the epoch).
+    """
+
+    config: dict[str, Any]
+    resume: bool = False
+    origin: str = "app"
+    requested: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, not {self.origin!r}")
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``job.json`` of ``run_dir`` atomically."""
+        return write_json(RunFiles(run_dir).job, asdict(self))
+
+
+def read_request(run_dir: str | Path) -> JobRequest | None:
+    """``job.json`` of ``run_dir``; None when the run was not started by :func:`start_training`.
 
     Raises
     ------
-    TrainingBusy
-        When another training is running.
-    ValueError
-        When :func:`check_config` finds a problem (all of them, one per line).
+    RunRecordError
+        The file is damaged (it is named).
     """
-    problems = check_config(config)
-    if problems:
-        raise ValueError("\n".join(problems))
-    runs = Path(runs or default_runs_dir()).resolve()
-    holder = active_training(runs)
-    if holder is not None:
-        raise TrainingBusy(_busy_message(holder))
-    run_dir = new_run_dir(runs, name or config.get("name"))
-    config = copy.deepcopy(config)
-    config["name"] = config.get("name") or run_dir.name
-    if not config.get("cache_dir"):
-        config["cache_dir"] = training_cache_dir(data_folders(config))
-    write_json(RunFiles(run_dir).job, {"config": config, "runs_dir": str(runs), "requested": time.time()})
-    write_json(RunFiles(run_dir).progress, {"status": "starting", "phase": "start", "message": "starting",
-                                         "pid": None, "started": time.time(), "updated": time.time()})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    ready_read, ready_write = os.pipe()
-    try:
-        # the child imports the same moleseg as this process, from any working folder (checkout or wheel)
-        package_parent = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
-        with open(RunFiles(run_dir).job_log, "ab") as log:
-            child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir),
-                                      f"--ready-fd={ready_write}"],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, close_fds=True, pass_fds=(ready_write,), env=env)
-    except BaseException:
-        os.close(ready_read)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    finally:
-        os.close(ready_write)  # the runner holds the only writing end now: its exit means end of file
-    _CHILDREN.append(child)
-    with os.fdopen(ready_read, "rb") as ready:
-        answered = select.select([ready], [], [], HANDOVER_TIMEOUT_S)[0]
-        answer = ready.read(len(READY_BYTE)) if answered else b""
-    if answer == READY_BYTE:
-        return run_dir
-    if not answered:  # alive but silent: stop it; read_job reports the run as died, job.log says why
-        child.kill()
-    try:
-        child.wait(timeout=HANDOVER_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-    if child.returncode == BUSY_EXIT_STATUS:  # another start won the race for the lock
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise TrainingBusy(_busy_message(active_training(runs) or {}))
-    return run_dir
+    path = RunFiles(run_dir).job
+    record = read_record(path)
+    if record is None:
+        return None
+    config = field_of(record, "config", dict, None, path)
+    if config is None:
+        raise RunRecordError(f"{path}: damaged, no training configuration in it")
+    origin = field_of(record, "origin", str, "app", path)
+    if origin not in ORIGINS:
+        raise RunRecordError(f"{path}: damaged, origin {origin!r} is not one of {', '.join(ORIGINS)}")
+    return JobRequest(config=config, resume=field_of(record, "resume", bool, False, path), origin=origin,
+                      requested=field_of(record, "requested", float, 0.0, path))
 
 
-def data_folders(config: dict[str, Any]) -> list[str]:
-    return [str(f) for key in ("images", "masks", "validation_images", "validation_masks", "test_images",
-                               "test_masks") for f in (config.get(key) or [])]
-
-def folder_in_use(path: str | Path) -> bool:
-    """True when the training holding the lock (if any) reads files under ``path`` (a session folder's
-    ``in_use`` check: :class:`moleseg.engine.session.SessionFolder`)."""
-    holder = active_training()
-    if not holder or not holder.get("run_dir"):
-        return False
-    job = read_json(RunFiles(holder["run_dir"]).job, {}) or {}
-    root = Path(path).resolve()
-    return any(Path(f).resolve().is_relative_to(root) for f in data_folders(job.get("config") or {}))
-
-
-def request_cancel(run_dir: str | Path) -> None:
-    """Ask the training of ``run_dir`` to stop after its current step, or its current batch of images while
-    validating, calibrating or evaluating (it keeps its best model)."""
-    path = RunFiles(run_dir).cancel
-    path.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+def data_folders(config: Mapping[str, Any]) -> list[str]:
+    """Every dataset folder a training configuration reads (training, validation, test; images and masks)."""
+    return [str(folder) for pair in options.FOLDER_PAIRS for key in pair for folder in (config.get(key) or [])]
 
 
 def cancel_requested(run_dir: str | Path) -> bool:
+    """True once :func:`moleseg.engine.launch.request_cancel` asked the training of ``run_dir`` to stop."""
     return RunFiles(run_dir).cancel.exists()
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished training reports in its ``progress.json``: the best model's epoch, validation FM (0..1)
+    and cleanup rule, the test images' count and mean FM (0..1), or the worker index of a cluster's worker."""
+
+    best_epoch: int | None = None
+    best_val_fm: float | None = None
+    rule: str | None = None
+    n: int | None = None
+    test_fm_mean: float | None = None
+    worker: int | None = None
+
+
+#: Kinds of :class:`JobResult`'s fields.
+RESULT_FIELDS: dict[str, type] = {"best_epoch": int, "best_val_fm": float, "rule": str, "n": int,
+                                  "test_fm_mean": float, "worker": int}
+
+
+#: The fields of ``progress.json`` and their kinds (:class:`JobStatus` holds them).
+PROGRESS_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "status": str, "phase": str, "epoch": int, "epochs": int, "step": int, "steps": int, "loss": float,
+    "metrics": dict, "eta_seconds": float, "message": str, "error": str, "started": float, "updated": float,
+    "result": dict, "pid": int}
 
 
 @dataclass
 class JobStatus:
-    """What the app shows of one background training (read from its files)."""
+    """``progress.json`` of a training (what the app, the CLI and studies show of it), with its run folder and
+    whether it was asked to stop. ``status`` is one of :data:`ACTIVE_STATUSES` or :data:`FINAL_STATUSES`."""
 
     run_dir: Path
     status: str
@@ -442,7 +269,8 @@ class JobStatus:
     error: str | None = None
     started: float | None = None
     updated: float | None = None
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JobResult = field(default_factory=JobResult)
+    pid: int | None = None
     cancel_requested: bool = False
 
     @property
@@ -490,35 +318,54 @@ class JobStatus:
 
 
 def _holds_lock(run_dir: Path) -> bool:
-    """True when the training lock of ``run_dir``'s runs folder is held for ``run_dir``."""
-    job = read_json(RunFiles(run_dir).job, {}) or {}
-    holder = active_training(job.get("runs_dir") or run_dir.parent)
-    return bool(holder and holder.get("run_dir") and Path(holder["run_dir"]).resolve() == run_dir.resolve())
+    """True when the training lock is held for ``run_dir``."""
+    holder = active_training()
+    return bool(holder and holder.run_dir and holder.run_dir.resolve() == run_dir.resolve())
+
+
+def _progress_record(run_dir: Path) -> dict[str, Any] | None:
+    """The fields of ``progress.json`` checked against :data:`PROGRESS_FIELDS` (None when it is missing).
+
+    Raises
+    ------
+    RunRecordError
+        The file is damaged (it is named).
+    """
+    path = RunFiles(run_dir).progress
+    record = read_record(path)
+    if record is None:
+        return None
+    values = {name: field_of(record, name, kind, None, path) for name, kind in PROGRESS_FIELDS.items()}
+    result = values["result"] or {}
+    values["result"] = JobResult(**{name: field_of(result, name, kind, None, path) for name, kind in RESULT_FIELDS.items()})
+    values["status"] = status = values["status"] or "unknown"
+    if status not in ACTIVE_STATUSES + FINAL_STATUSES + ("unknown",):
+        raise RunRecordError(f"{path}: damaged, status {status!r} is not one of "
+                             f"{', '.join(ACTIVE_STATUSES + FINAL_STATUSES)}")
+    return values
 
 
 def read_job(run_dir: str | Path) -> JobStatus:
-    """The status of the training in ``run_dir``; a runner that died without saying so is ``died``."""
+    """The status of the training in ``run_dir``: ``died`` when its process ended without saying so, ``failed``
+    with the reason when its ``progress.json`` is damaged; a run without one has its ``state.json``'s status."""
+    from moleseg.engine.runs import read_state
+
     run_dir = Path(run_dir)
-    progress = read_json(RunFiles(run_dir).progress)
-    if not isinstance(progress, dict):
-        state = read_json(RunFiles(run_dir).state, {}) or {}
-        status = state.get("status") or ("done" if RunFiles(run_dir).model.is_file() else "unknown")
+    try:
+        values = _progress_record(run_dir)
+        state = read_state(run_dir) if values is None else None
+    except RunRecordError as error:
+        return JobStatus(run_dir=run_dir, status="failed", error=str(error), message="failed")
+    if values is None:
+        status = state.status if state else ("done" if RunFiles(run_dir).model.is_file() else "unknown")
         return JobStatus(run_dir=run_dir, status="done" if status == "running" else status,
-                         epoch=int(state.get("epoch") or 0), epochs=int(state.get("epochs") or 0))
-    status = str(progress.get("status", "unknown"))
-    error = progress.get("error")
-    if status in ACTIVE_STATUSES and not _holds_lock(run_dir):
-        status = "died"
-        error = error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
-    return JobStatus(
-        run_dir=run_dir, status=status, phase=str(progress.get("phase") or ""),
-        epoch=int(progress.get("epoch") or 0), epochs=int(progress.get("epochs") or 0),
-        step=int(progress.get("step") or 0), steps=int(progress.get("steps") or 0),
-        loss=progress.get("loss"), metrics=dict(progress.get("metrics") or {}),
-        eta_seconds=progress.get("eta_seconds"), message=str(progress.get("message") or ""),
-        error=error, started=progress.get("started"), updated=progress.get("updated"),
-        result=dict(progress.get("result") or {}), cancel_requested=cancel_requested(run_dir),
-    )
+                         epoch=state.epoch if state else 0, epochs=state.epochs if state else 0)
+    status = JobStatus(run_dir=run_dir, **{name: value for name, value in values.items() if value is not None},
+                       cancel_requested=cancel_requested(run_dir))
+    if status.active and not _holds_lock(run_dir):
+        status.status = "died"
+        status.error = status.error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
+    return status
 
 
 def list_jobs(runs: str | Path | None = None) -> list[Path]:
@@ -565,20 +412,24 @@ def format_duration(seconds: float | None) -> str:
 class ProgressWriter:
     """The training's progress callback: writes ``progress.json`` and answers True once cancelled."""
 
-    def __init__(self, run_dir: str | Path, interval_s: float = PROGRESS_INTERVAL_S) -> None:
+    def __init__(self, run_dir: str | Path, interval_s: float = PROGRESS_INTERVAL_S, *, fresh: bool = False) -> None:
+        """``fresh``: a new start (the clock starts now); otherwise the start time of the progress file stays."""
         self.run_dir = Path(run_dir)
         self.interval_s = interval_s
-        self.started = time.time()
-        previous = read_json(RunFiles(self.run_dir).progress, {}) or {}
-        if previous.get("started"):
-            self.started = float(previous["started"])
+        previous = None if fresh else read_job(self.run_dir)
+        self.started = previous.started if previous and previous.started else time.time()
         self.last_write = 0.0
         self.last_phase: str | None = None
         self.state: dict[str, Any] = {}
 
     def write(self, **values: Any) -> None:
-        self.state.update(values)
-        self.state.update(pid=os.getpid(), started=self.started, updated=time.time())
+        """Write ``progress.json`` with ``values`` (names of :data:`PROGRESS_FIELDS`) over the last ones."""
+        unknown = set(values) - set(PROGRESS_FIELDS)
+        if unknown:
+            raise ValueError(f"not fields of {PROGRESS_FILE}: {', '.join(sorted(unknown))}")
+        if isinstance(values.get("result"), JobResult):
+            values = {**values, "result": asdict(values["result"])}
+        self.state.update({"pid": os.getpid(), **values, "started": self.started, "updated": time.time()})
         write_json(RunFiles(self.run_dir).progress, self.state)
         self.last_write = time.time()
 

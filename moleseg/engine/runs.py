@@ -9,9 +9,12 @@ Layout of a run folder (names: :class:`RunFiles`, the one place for them)::
     state.json        last completed epoch, best epoch and score, status
     log.txt           human-readable log
     evaluation.json   the test split's evaluation, written at the end
-    job.json, progress.json, cancel, job.log   a training started by the app (moleseg.engine.jobs)
+    job.json, progress.json, cancel, job.log   the training's request and progress (moleseg.engine.launch,
+                      moleseg.engine.jobs)
 
-No TensorFlow here: the app lists and compares runs without loading a network.
+The records read back from a run folder are typed: :class:`RunState` (``state.json``, read and written here)
+and :class:`Evaluation` (``evaluation.json``, read here); a damaged file raises :class:`RunRecordError`
+naming it. No TensorFlow here: the app lists and compares runs without loading a network.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 from moleseg.core.atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class RunFiles:
@@ -209,35 +214,252 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: RunFiles(p).model.stat().st_mtime, reverse=True)
 
 
+class RunRecordError(ValueError):
+    """A run record (``state.json``, ``evaluation.json``, ``job.json``, ``progress.json``) that cannot be read:
+    the message names the file and the reason."""
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object of the record ``path``; None when the file does not exist.
+
+    Raises
+    ------
+    RunRecordError
+        The file cannot be read, is not JSON or not a JSON object.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise RunRecordError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except ValueError as error:
+        raise RunRecordError(f"{path}: damaged, not a JSON file ({error})") from None
+    if not isinstance(value, dict):
+        raise RunRecordError(f"{path}: damaged, not a JSON object")
+    return value
+
+
+def field_of(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any, path: Path) -> Any:
+    """``record[name]`` checked to be of ``kind`` (``default`` when absent or null; ints accepted as floats).
+
+    Raises
+    ------
+    RunRecordError
+        The value is of another kind.
+    """
+    value = record.get(name)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise RunRecordError(f"{path}: damaged, {name} is {value!r}, not {' or '.join(KIND_WORDS[k] for k in kinds)}")
+    return value
+
+
+#: The words of a record field's kind, for messages.
+KIND_WORDS: dict[type, str] = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+                               dict: "a mapping", list: "a list"}
+
+
+#: Values of :attr:`RunState.status`.
+RUN_STATUSES: tuple[str, ...] = ("running", "done", "cancelled", "failed")
+
+
+@dataclass(frozen=True)
+class RunState:
+    """``state.json``: where a training stands after its last completed epoch.
+
+    Attributes
+    ----------
+    epoch, epochs
+        Last completed epoch (0 before the first) and epochs asked for.
+    best_epoch, best_val_fm, best_rule
+        The epoch of the best model, its validation FM (0..1; -1 before any) and cleanup rule.
+    status
+        One of :data:`RUN_STATUSES`.
+    training_seconds, job_seconds
+        Wall time of the epochs, and of the whole job (preparation to test evaluation), in seconds.
+    """
+
+    epoch: int = 0
+    epochs: int = 0
+    best_epoch: int = 0
+    best_val_fm: float = -1.0
+    best_rule: str | None = None
+    status: str = "running"
+    training_seconds: float = 0.0
+    job_seconds: float | None = None
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``state.json`` of ``run_dir`` atomically."""
+        return write_json(RunFiles(run_dir).state, asdict(self))
+
+    @property
+    def minutes(self) -> float | None:
+        """Wall time of the whole job in minutes (one decimal), None when unknown."""
+        seconds = self.job_seconds or self.training_seconds
+        return round(seconds / 60, 1) if seconds else None
+
+
+def read_state(run_dir: str | Path) -> RunState | None:
+    """``state.json`` of ``run_dir``; None when the run has none yet.
+
+    Raises
+    ------
+    RunRecordError
+        The file is damaged (it is named).
+    """
+    path = RunFiles(run_dir).state
+    record = read_record(path)
+    if record is None:
+        return None
+    status = field_of(record, "status", str, "running", path)
+    if status not in RUN_STATUSES:
+        raise RunRecordError(f"{path}: damaged, status {status!r} is not one of {', '.join(RUN_STATUSES)}")
+    return RunState(epoch=field_of(record, "epoch", int, 0, path), epochs=field_of(record, "epochs", int, 0, path),
+                    best_epoch=field_of(record, "best_epoch", int, 0, path),
+                    best_val_fm=field_of(record, "best_val_fm", float, -1.0, path),
+                    best_rule=field_of(record, "best_rule", str, None, path), status=status,
+                    training_seconds=field_of(record, "training_seconds", float, 0.0, path),
+                    job_seconds=field_of(record, "job_seconds", float, None, path))
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """A metric over the test images: mean, max, min and standard deviation (0..1; NaN when not given)."""
+
+    mean: float = math.nan
+    max: float = math.nan
+    min: float = math.nan
+    std: float = math.nan
+
+
+#: Metrics an evaluation summarises (:attr:`Evaluation.metrics`).
+EVALUATION_METRICS: tuple[str, ...] = ("fm", "cm", "cr", "jaccard")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``evaluation.json``: the best model's choice and its test split's scores.
+
+    Attributes
+    ----------
+    best_epoch, best_val_fm
+        The epoch of the best model and its validation FM (0..1), None when not recorded.
+    metrics
+        :data:`EVALUATION_METRICS` present in the file, each a :class:`MetricSummary`.
+    per_image_fm
+        FM of each test image by name (0..1).
+    n
+        Number of test images (0 without a test split).
+    baseline_fm
+        The classical baseline's FM on the same test images, when measured.
+    """
+
+    best_epoch: int | None = None
+    best_val_fm: float | None = None
+    metrics: dict[str, MetricSummary] = field(default_factory=dict)
+    per_image_fm: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+    baseline_fm: MetricSummary | None = None
+
+    @property
+    def tested(self) -> bool:
+        """True when the file holds the test split's FM (a finished run of a study)."""
+        return "fm" in self.metrics
+
+    def metric(self, name: str) -> MetricSummary:
+        """The summary of metric ``name`` (all NaN when absent)."""
+        return self.metrics.get(name, MetricSummary())
+
+
+def read_evaluation(run_dir: str | Path) -> Evaluation | None:
+    """``evaluation.json`` of ``run_dir``; None when the run has none (not finished).
+
+    Raises
+    ------
+    RunRecordError
+        The file is damaged (it is named).
+    """
+    path = RunFiles(run_dir).evaluation
+    record = read_record(path)
+    if record is None:
+        return None
+    metrics = {name: _summary(record, name, path) for name in EVALUATION_METRICS if record.get(name) is not None}
+    baseline = field_of(record, "baseline", dict, {}, path)
+    per_image = {}
+    for item in field_of(record, "per_image", list, [], path):
+        if not isinstance(item, dict):
+            raise RunRecordError(f"{path}: damaged, a per_image entry is not an object")
+        per_image[str(field_of(item, "image", str, "", path))] = field_of(item, "fm", float, math.nan, path)
+    return Evaluation(best_epoch=field_of(record, "best_epoch", int, None, path),
+                      best_val_fm=field_of(record, "best_val_fm", float, None, path), metrics=metrics,
+                      per_image_fm=per_image, n=field_of(record, "n", int, len(per_image), path),
+                      baseline_fm=_summary(baseline, "fm", path) if baseline.get("fm") is not None else None)
+
+
+def _summary(record: Mapping[str, Any], name: str, path: Path) -> MetricSummary:
+    """``record[name]`` as a :class:`MetricSummary` (a missing statistic is NaN)."""
+    summary = field_of(record, name, dict, {}, path)
+    return MetricSummary(**{key: field_of(summary, key, float, math.nan, path) for key in ("mean", "max", "min", "std")})
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """``config.json`` of ``run_dir`` (every option of the training, without the run folder it names);
+    None when the run has none.
+
+    Raises
+    ------
+    RunRecordError
+        The file is damaged (it is named).
+    """
+    record = read_record(RunFiles(run_dir).config)
+    if record is not None:
+        record.pop("run_dir", None)
+    return record
+
+
+def _number(value: Any) -> float | None:
+    """``value`` for a table: None for NaN."""
+    return None if value is None or value != value else value
+
+
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """One row of the article's comparison table: options against FM statistics and training time
-    (``training_minutes``: the wall time of the whole job, ``state.json``'s ``job_seconds``)."""
+    (``training_minutes``: the wall time of the whole job, ``state.json``'s ``job_seconds``).
+
+    Raises
+    ------
+    RunRecordError
+        A record of the run is damaged (it is named).
+    """
+    from moleseg.core import options
+
     run_dir = Path(run_dir)
-    files = RunFiles(run_dir)
-    config = read_json(files.config, {}) or {}
-    state = read_json(files.state, {}) or {}
-    evaluation = read_json(files.evaluation, {}) or {}
-    model = config.get("model", {})
-    fm = evaluation.get("fm") or {}
-    # the wall time of the whole job (epochs, validation, calibration, test evaluation); runs written before
-    # job_seconds existed have only the epochs' time
-    job_seconds = state.get("job_seconds") or state.get("training_seconds")
+    config = options.merged(read_config(run_dir) or {})
+    state = read_state(run_dir)
+    evaluation = read_evaluation(run_dir) or Evaluation()
+    fm = evaluation.metric("fm")
     return {
         "run": run_dir.name,
-        "backbone": model.get("backbone"),
-        "architecture": model.get("architecture"),
-        "solver": config.get("solver"),
-        "epochs": state.get("epoch"),
-        "batch_size": config.get("batch_size"),
-        "learning_rate": config.get("learning_rate"),
-        "augmentation": ",".join(config.get("augment", [])) or "none",
-        "loss": config.get("loss"),
-        "input_size": model.get("input_size"),
-        "best_val_fm": state.get("best_val_fm"),
-        "test_fm_mean": fm.get("mean"),
-        "test_fm_std": fm.get("std"),
-        "test_fm_min": fm.get("min"),
-        "test_fm_max": fm.get("max"),
-        "training_minutes": round(job_seconds / 60, 1) if job_seconds else None,
-        "status": state.get("status"),
+        "backbone": config["model"]["backbone"],
+        "architecture": config["model"]["architecture"],
+        "solver": config["solver"],
+        "epochs": state.epoch if state else None,
+        "batch_size": config["batch_size"],
+        "learning_rate": config["learning_rate"],
+        "augmentation": ",".join(config["augment"]) or "none",
+        "loss": config["loss"],
+        "input_size": config["model"]["input_size"],
+        "best_val_fm": state.best_val_fm if state else None,
+        "test_fm_mean": _number(fm.mean),
+        "test_fm_std": _number(fm.std),
+        "test_fm_min": _number(fm.min),
+        "test_fm_max": _number(fm.max),
+        "training_minutes": state.minutes if state else None,
+        "status": state.status if state else None,
     }

@@ -27,34 +27,26 @@ import time
 import weakref
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
+from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
+from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.roots import resolve_inside_roots
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
 #: Marker written into a session folder whose session ended while a training still used it.
 ENDED_MARKER = ".session-ended"
 
-#: Limits of an uploaded dataset archive.
-MAX_ARCHIVE_MEMBERS: int = 20_000
-MAX_ARCHIVE_BYTES: int = 4 * 1024**3
-#: Largest compression ratio of one member larger than :data:`RATIO_CHECK_MIN_BYTES`.
-MAX_COMPRESSION_RATIO: float = 200.0
-RATIO_CHECK_MIN_BYTES: int = 1024 * 1024
 #: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
 MAX_MEMBER_NAME_BYTES: int = 255
 #: Deepest folder nesting of an archive member (``a/b/c.png`` is 3 levels).
 MAX_MEMBER_DEPTH: int = 32
-#: Characters of a member name quoted in a message (longer names are cut with "...").
-_NAME_SHOWN = 80
 _CHUNK = 1024 * 1024
-
-
-class ArchiveError(ValueError):
-    """An uploaded archive that is not a ZIP, is unsafe, too large, or holds no dataset."""
 
 
 def temp_root() -> Path:
@@ -229,11 +221,6 @@ class Extraction:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _shown(name: str) -> str:
-    """A member name for a message: quoted, cut to :data:`_NAME_SHOWN` characters."""
-    return repr(name if len(name) <= _NAME_SHOWN else name[:_NAME_SHOWN] + "...")
-
-
 def _member_parts(name: str) -> list[str]:
     """The safe relative path components of an archive member name, or ArchiveError."""
     text = name.replace("\\", "/")
@@ -263,8 +250,8 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
 
 
 def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, *,
-                max_members: int = MAX_ARCHIVE_MEMBERS, max_bytes: int = MAX_ARCHIVE_BYTES,
-                max_ratio: float = MAX_COMPRESSION_RATIO) -> Extraction:
+                max_members: int = DATASET_BUDGET.max_members, max_bytes: int = DATASET_BUDGET.max_bytes,
+                max_ratio: float = DATASET_BUDGET.max_ratio) -> Extraction:
     """Extract a ZIP archive into ``destination`` safely.
 
     Folders, hidden files (``.x``, ``__MACOSX/``) and symbolic links are skipped (listed in
@@ -297,7 +284,7 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
     current = [""]  # the member being checked or written, for the last guard's message
     try:
         with archive:
-            _extract_all(archive, root, result, max_members, max_bytes, max_ratio, current)
+            _extract_all(archive, root, result, ZipBudget(max_members, max_bytes, max_ratio), current)
     except ArchiveError:
         raise
     except Exception as error:  # a last guard: every failure is an ArchiveError naming the member
@@ -306,15 +293,14 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
     return result
 
 
-def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, max_members: int, max_bytes: int,
-                 max_ratio: float, current: list[str]) -> None:
+def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, budget: ZipBudget,
+                 current: list[str]) -> None:
     """Check every member's header, then extract them into ``root`` (the body of :func:`extract_zip`);
     ``current[0]`` is the member at hand."""
     members = archive.infolist()
-    if len(members) > max_members:
-        raise ArchiveError(f"the archive holds {len(members)} entries; at most {max_members} are accepted")
+    check_member_count(members, budget)
     planned: list[tuple[zipfile.ZipInfo, Path]] = []
-    declared = compressed = 0
+    tally = BudgetTally(budget)
     for info in members:
         current[0] = info.filename
         parts = _member_parts(info.filename)
@@ -328,25 +314,14 @@ def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, max_m
             continue
         if info.flag_bits & 0x1:
             raise ArchiveError(f"{info.filename} is encrypted; upload an archive without a password")
-        if info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > max_ratio * max(1, info.compress_size):
-            raise ArchiveError(f"{info.filename} is compressed {info.file_size / max(1, info.compress_size):.0f} "
-                               "times: refused as a possible zip bomb")
-        declared += info.file_size
-        compressed += info.compress_size
-        if declared > max_bytes:
-            raise ArchiveError(f"the archive would unpack to more than {max_bytes / 1024**3:.1f} GB "
-                               f"(at {_shown(info.filename)})")
-        if declared > RATIO_CHECK_MIN_BYTES and declared > max_ratio * max(1, compressed):
-            raise ArchiveError(f"the archive's members up to {_shown(info.filename)} are compressed "
-                               f"{declared / max(1, compressed):.0f} times together (at most {max_ratio:g}): "
-                               "refused as a possible zip bomb")
+        tally.add(info)
         target = root.joinpath(*parts)
         if not target.resolve().is_relative_to(root):
             raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
         planned.append((info, target))
     created: list[Path] = []
     try:
-        _extract_planned(archive, planned, root, created, max_bytes, current)
+        _extract_planned(archive, planned, root, created, budget.max_bytes, current)
     except BaseException:
         for path in created:
             path.unlink(missing_ok=True)
@@ -414,26 +389,34 @@ def find_dataset(root: str | Path, max_depth: int = 3) -> tuple[Path, Path]:
     raise ArchiveError("no folder holding both images/ and masks/ was found")
 
 
-def dataset_folders(text: str) -> tuple[Path, Path]:
+def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Path, Path]:
     """``(images, masks)`` of a dataset given as a folder holding ``images/`` and ``masks/``, or as
     ``IMAGES_DIR | MASKS_DIR``.
+
+    With ``roots`` (a path typed by a browser user), each folder must lie inside one of them
+    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved); without (the
+    operator's command line), ``~`` is expanded.
 
     Raises
     ------
     ValueError
-        A missing folder, or a folder without ``images/`` and ``masks/``.
+        A missing folder (or one outside ``roots``: :class:`~moleseg.core.roots.OutsideRootsError`), or a
+        folder without ``images/`` and ``masks/``.
     """
+
+    def folder_of(part: str) -> Path:
+        if roots is not None:
+            return resolve_inside_roots(part, roots)
+        folder = Path(part).expanduser()
+        if not part or not folder.is_dir():
+            raise ValueError(f"folder not found: {part or '(empty)'}")
+        return folder
+
     text = text.strip().strip('"').strip("'")
     if "|" in text:
         first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
-        images, masks = Path(first).expanduser(), Path(second).expanduser()
-        for folder in (images, masks):
-            if not folder.is_dir():
-                raise ValueError(f"folder not found: {folder}")
-        return images, masks
-    folder = Path(text).expanduser()
-    if not text or not folder.is_dir():
-        raise ValueError(f"folder not found: {text or '(empty)'}")
+        return folder_of(first), folder_of(second)
+    folder = folder_of(text)
     try:
         return find_dataset(folder, max_depth=0)
     except ArchiveError:
@@ -441,10 +424,10 @@ def dataset_folders(text: str) -> tuple[Path, Path]:
                          "to name them") from None
 
 
-def dataset_list(text: str) -> list[tuple[Path, Path]]:
+def dataset_list(text: str, roots: Sequence[Path] | None = None) -> list[tuple[Path, Path]]:
     """One :func:`dataset_folders` per non-empty line (lines starting with ``#`` are comments)."""
     folders = []
     for line in text.splitlines():
         if line.strip() and not line.strip().startswith("#"):
-            folders.append(dataset_folders(line))
+            folders.append(dataset_folders(line, roots))
     return folders

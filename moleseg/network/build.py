@@ -16,12 +16,12 @@ import keras
 import numpy as np
 
 from moleseg.core import options
-from moleseg.network import backbones, deeplab, mobilenetv2
+from moleseg.network import backbones, deeplab, mobilenetv2, vgg16_hed
 
 ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
 #: segmentation-models backbone names for our backbone names.
 _SM_BACKBONES = {"mobilenetv2": "mobilenetv2", "resnet18": "resnet18", "resnet50": "resnet50",
-                 "inceptionresnetv2": "inceptionresnetv2", "xception": None}
+                 "inceptionresnetv2": "inceptionresnetv2", "xception": None, "vgg16_hed": None}
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ModelConfig:
     Attributes
     ----------
     architecture : {"deeplabv3plus", "unet", "fpn", "linknet"}
-    backbone : {"mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2"}
+    backbone : {"mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2", "vgg16_hed"}
     input_size : int
         Side of the square network input in px, a multiple of 16 (images are resized to it).
     n_classes : {2, 3}
@@ -98,6 +98,9 @@ def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.M
         )
         if pretrained and config.backbone == "mobilenetv2":
             mobilenetv2.load_imagenet_weights(model)
+    elif config.architecture == "unet" and config.backbone == "vgg16_hed":
+        model = vgg16_hed.build_unet(config.input_size, n_classes=config.n_classes, decoder_width=config.decoder_width,
+                                     pretrained=pretrained, bn_momentum=config.bn_momentum)
     else:
         model = _build_sm_model(config, pretrained)
     if weights not in ("none", "imagenet"):

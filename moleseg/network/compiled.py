@@ -24,35 +24,46 @@ and sizes, read from the ZIP directory, so the 10 MB weights are not read) and o
 :data:`CACHE_FORMAT`: re-training the model or upgrading TensorFlow misses the cache, re-calibrating it (which
 only rewrites ``moleseg.json``) does not. Entries are written to a temporary folder and renamed into place,
 so a killed save leaves no half entry; only the :data:`KEEP_ENTRIES` most recently used are kept.
+
+The cache folder is untrusted (anything may have changed a file in it): each entry's metadata
+(:data:`COMPLETE_MARKER`) records the SHA-256 of every file of the entry, and :func:`entry_problem` compares
+them before an entry is loaded -- once per process and entry while its files keep their size and
+modification time (hashing the dermoscopy network's ONNX file takes milliseconds, not per image).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import stat
+import threading
 import time
 import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
-from moleseg.core.atomic import TEMPORARY_PREFIX
+from moleseg.core.atomic import TEMPORARY_PREFIX, atomic_write
 from moleseg.core.config import cache_dir
 from moleseg.core.modelinfo import INFO_ENTRY
 
 #: Changes whenever what is cached changes (the folding, the signature): old entries are then ignored.
-CACHE_FORMAT: str = "folded-savedmodel-2"
+CACHE_FORMAT: str = "folded-savedmodel-3"
 #: Cache entries kept (most recently used first); older ones are removed when a new one is written.
 KEEP_ENTRIES: int = 8
 #: Environment variable that turns the cache off when set to ``0`` (the test suite does, but for the tests
 #: of the cache itself).
 CACHE_ENV: str = "MOLESEG_INFERENCE_CACHE"
-#: Marker file written last into an entry: an entry without it is incomplete and ignored.
+#: The entry's metadata, written last (atomically) into an entry: the model file's name and the SHA-256 of
+#: every other file of the entry (JSON). An entry without it is incomplete and ignored.
 COMPLETE_MARKER: str = "complete"
-#: Changes whenever the ONNX conversion changes: old ONNX entries are then ignored.
-ONNX_FORMAT: str = "folded-onnx-1"
+#: Largest metadata file read, in bytes (an entry of a few files writes about 300).
+MAX_MARKER_BYTES: int = 64 * 1024
+#: Changes whenever the ONNX conversion (or the entry's metadata) changes: old ONNX entries are then ignored.
+ONNX_FORMAT: str = "folded-onnx-2"
 #: The network's file inside an ONNX entry.
 ONNX_FILE: str = "network.onnx"
 #: Written instead of :data:`ONNX_FILE` when the conversion failed or did not match TensorFlow: its text
@@ -164,13 +175,83 @@ def any_cached(path: str | Path) -> bool:
     return cached_entry(path) is not None
 
 
+def _entry_files(entry: Path) -> dict[str, Path]:
+    """Every file of an entry but its metadata, by its ``/``-separated path inside the entry.
+
+    Raises
+    ------
+    ValueError
+        A symbolic link or anything but a regular file or folder inside the entry.
+    """
+    files = {}
+    for path in sorted(entry.rglob("*")):
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            continue
+        name = path.relative_to(entry).as_posix()
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{name} is not a regular file")
+        if name != COMPLETE_MARKER:
+            files[name] = path
+    return files
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _signature(files: dict[str, Path]) -> tuple[tuple[str, int, int, int], ...]:
+    """Name, size, modification time and inode of each file: what a check once per process relies on."""
+    stats = {name: path.stat() for name, path in files.items()}
+    return tuple((name, item.st_size, item.st_mtime_ns, item.st_ino) for name, item in stats.items())
+
+
+#: Entries whose files matched their recorded SHA-256 in this process, with the files' signature then.
+_checked: dict[Path, tuple[tuple[str, int, int, int], ...]] = {}
+_checked_lock = threading.Lock()
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why the files of a complete cache entry cannot be trusted, or None when each matches the SHA-256 its
+    metadata records (and no file was added or removed). Hashed once per process while the files keep their
+    size, modification time and inode."""
+    try:
+        if entry.is_symlink():
+            return "the entry is a symbolic link"
+        files = _entry_files(entry)
+        signature = _signature(files)
+        with _checked_lock:
+            if _checked.get(entry) == signature:
+                return None
+        marker = entry / COMPLETE_MARKER
+        if marker.stat().st_size > MAX_MARKER_BYTES:
+            return f"its metadata is larger than {MAX_MARKER_BYTES} bytes"
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("sha256")
+        if not isinstance(recorded, dict):
+            return "its metadata records no SHA-256"
+        if sorted(recorded) != sorted(files):
+            return (f"its files ({', '.join(sorted(files)) or 'none'}) are not those recorded "
+                    f"({', '.join(sorted(map(str, recorded))) or 'none'})")
+        for name, path in files.items():
+            if _sha256(path) != recorded[name]:
+                return f"{name} does not match its recorded SHA-256"
+    except (OSError, ValueError, AttributeError, RecursionError) as error:
+        return f"its files cannot be checked ({type(error).__name__}: {error})"
+    with _checked_lock:
+        _checked[entry] = signature
+    return None
+
+
 def load_cached_function(entry: Path) -> Callable[[Any], Any]:
-    """The prediction function saved in a cache entry: ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)``."""
+    """The prediction function saved in a cache entry: ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)``; its
+    ``entry`` attribute is the entry (check the entry first: :func:`entry_problem`)."""
     import tensorflow as tf
 
     module = tf.saved_model.load(str(entry))
     function = module.predict
     function.module = module  # keeps the restored variables alive as long as the function
+    function.entry = entry
     return function
 
 
@@ -202,20 +283,24 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
 
 def _write_entry(path: str | Path, digest: str, fill: Callable[[Path], None]) -> Path:
     """Write the cache entry ``digest`` of the network in ``path``: ``fill(folder)`` writes its files into a
-    temporary folder, which is marked complete and renamed into place (a killed write leaves no half
-    entry; when another process wrote the entry meanwhile, the first is kept); then older entries are
-    pruned. Returns the entry."""
+    temporary folder, whose metadata (the SHA-256 of each file) is written last and which is then renamed
+    into place (a killed write leaves no half entry; when another process wrote the entry meanwhile, the
+    first is kept); then older entries are pruned. Returns the entry."""
     root = inference_cache_root()
     root.mkdir(parents=True, exist_ok=True)
     entry = root / digest
     temporary = root / f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}"
     try:
         fill(temporary)
-        (temporary / COMPLETE_MARKER).write_text(f"{Path(path).name}\n")
+        hashes = {name: _sha256(file) for name, file in _entry_files(temporary).items()}
+        metadata = {"model": Path(path).name, "sha256": hashes}
+        atomic_write(temporary / COMPLETE_MARKER, json.dumps(metadata, indent=1, sort_keys=True).encode())
         if entry.exists():
             shutil.rmtree(temporary)
         else:
             os.replace(temporary, entry)
+            with _checked_lock:  # written by this process: checked
+                _checked[entry] = _signature(_entry_files(entry))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -240,7 +325,8 @@ def onnx_session(file: Path) -> Any:
 
 def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
     """ONNX Runtime running an entry's network (:func:`onnx_session`): ``(B, S, S, 3)`` float32 ->
-    ``(B, S, S, C)`` numpy.
+    ``(B, S, S, C)`` numpy; its ``entry`` attribute is the entry (check the entry first:
+    :func:`entry_problem`).
 
     Raises
     ------
@@ -258,6 +344,7 @@ def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
         return session.run(None, {input_name: images})[0]
 
     predict.session = session
+    predict.entry = entry
     return predict
 
 
@@ -297,7 +384,12 @@ def save_onnx(path: str | Path, model: Any, input_shape: tuple[int, ...],
 
 def discard(entry: Path) -> None:
     """Remove a cache entry (a damaged one), ignoring errors: another process may be removing it too."""
-    shutil.rmtree(entry, ignore_errors=True)
+    with _checked_lock:
+        _checked.pop(entry, None)
+    if entry.is_symlink():
+        entry.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def prune(root: Path, keep: int = KEEP_ENTRIES) -> list[Path]:

@@ -103,6 +103,9 @@ class KerasSegmenter:
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"unknown inference mode {self.inference!r}; choose one of {', '.join(INFERENCE_MODES)}")
         self._predict_fn = predict_function
+        #: What went wrong with the per-machine inference cache while predicting (each also a UserWarning),
+        #: for a caller to show: a damaged or changed entry (rebuilt), a runtime error (TensorFlow used).
+        self.cache_notes: list[str] = []
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
@@ -142,8 +145,9 @@ class KerasSegmenter:
         convolutions (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) in a
         ``tf.function`` with a fixed input signature ``(None, S, S, 3)``, so no batch size traces it again
         -- which is then converted to ONNX (used from now on if it matches TensorFlow) or saved as a
-        SavedModel for the next process. A damaged cache entry is rebuilt; a cache that cannot be written
-        only costs the next process its start-up time."""
+        SavedModel for the next process. A damaged cache entry, or one whose files do not match their
+        recorded SHA-256 (:func:`moleseg.network.compiled.entry_problem`), is rebuilt with one warning
+        (:attr:`cache_notes`); a cache that cannot be written only costs the next process its start-up time."""
         if self._predict_fn is None:
             self._predict_fn = self._cached_function() or self._built_function()
         return self._predict_fn
@@ -161,13 +165,23 @@ class KerasSegmenter:
             entry, load = compiled.cached_entry(self.source), compiled.load_cached_function
             if entry is None or (onnx_entry is None and self._convert_to_onnx()):
                 return None
+        problem = compiled.entry_problem(entry)
+        if problem is not None:
+            self._note(f"cached inference graph {entry} not used: {problem}; rebuilding it from the model file")
+            compiled.discard(entry)
+            return None
         try:
             return load(entry)
         except Exception as error:  # noqa: BLE001 -- a damaged entry: rebuild it from the .keras file
-            warnings.warn(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
-                          "rebuilding it from the model file", stacklevel=3)
+            self._note(f"cached inference graph {entry} unreadable ({type(error).__name__}); "
+                       "rebuilding it from the model file")
             compiled.discard(entry)
             return None
+
+    def _note(self, text: str) -> None:
+        """Keep ``text`` in :attr:`cache_notes` and warn with it."""
+        self.cache_notes.append(text)
+        warnings.warn(text, stacklevel=4)
 
     def _convert_to_onnx(self) -> bool:
         """True when this network should be converted to ONNX now (wanted, convertible, read from a file)."""
@@ -178,12 +192,22 @@ class KerasSegmenter:
     def _built_function(self) -> Callable[[np.ndarray], Any]:
         """The folded Keras model's traced prediction function, cached for later processes (ONNX or
         SavedModel); the ONNX Runtime function when the conversion matched TensorFlow."""
-        from moleseg.network import compiled
+        return self._cache(*self._folded_function())
+
+    def _folded_function(self) -> tuple[keras.Model, Callable[[np.ndarray], Any]]:
+        """The Keras model with BatchNormalization folded, and its traced prediction function (TensorFlow)."""
         from moleseg.network.inference import fold_batchnorm
 
         model = fold_batchnorm(self.model)
+        return model, prediction_function(model)
+
+    def _cache(self, model: keras.Model, function: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+        """Write the cache entry of the folded ``model`` whose TensorFlow prediction function is ``function``
+        (ONNX, else SavedModel); the ONNX Runtime function when the conversion matched TensorFlow, else
+        ``function``."""
+        from moleseg.network import compiled
+
         input_shape = tuple(self.model.input_shape[1:])
-        function = prediction_function(model)
         if self.source is None or not compiled.cache_enabled():
             return function
         try:
@@ -200,7 +224,31 @@ class KerasSegmenter:
         return function
 
     def _network(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.inference_function()(np.asarray(batch, np.float32)))
+        """The network's probabilities for a batch. A function loaded from a cache entry that fails (ONNX
+        Runtime refusing another network's file, ...) or answers with another shape than ``(B, S, S, C)`` is
+        replaced by TensorFlow's, which predicts this batch and the next ones, and the entry is rebuilt for the
+        next process (one warning)."""
+        batch = np.asarray(batch, np.float32)
+        function = self.inference_function()
+        entry = getattr(function, "entry", None)
+        try:
+            probabilities = np.asarray(function(batch))
+            expected = (*batch.shape[:3], self.n_classes)
+            if entry is not None and probabilities.shape != expected:
+                raise ValueError(f"probabilities of shape {probabilities.shape}, not {expected}")
+            return probabilities
+        except Exception as error:  # noqa: BLE001 -- a cached graph is untrusted: fall back to TensorFlow
+            if entry is None:
+                raise
+            from moleseg.network import compiled
+
+            self._note(f"cached inference graph {entry} failed ({type(error).__name__}); predicting with "
+                       "TensorFlow and rebuilding it from the model file")
+            compiled.discard(entry)
+            model, tensorflow = self._folded_function()
+            self._cache(model, tensorflow)
+            self._predict_fn = tensorflow
+            return np.asarray(tensorflow(batch))
 
     def predict_network(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a ``(B, S, S, 3)`` float32 batch at the input size, with optional flips."""

@@ -1,22 +1,27 @@
-"""The training runner: ``python -m moleseg.network.runner RUN_DIR [--ready-fd=N]`` trains the job that
-:func:`moleseg.engine.jobs.start_training` wrote into ``RUN_DIR``, reporting to ``progress.json``.
+"""The training process: ``python -m moleseg.network.runner RUN_DIR [--ready-fd=N]`` trains the request
+(``job.json``) that :func:`moleseg.engine.launch.start_training` wrote into ``RUN_DIR``, reporting to
+``progress.json``; the one child of every training, whoever starts it (the app, ``moleseg train``, a study).
 
-It holds the training lock (:func:`moleseg.engine.jobs.hold_training_lock`) for its whole life and takes it
-before importing TensorFlow, so the app's wait for the handover is short."""
+It holds the training lock (:func:`moleseg.engine.trainlock.hold_training_lock`) for its whole life and takes
+it before importing TensorFlow, so the wait for the handover is short. A worker of a multi-worker training
+other than the chief takes no lock: it joins the chief's training."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.engine.jobs import (BUSY_EXIT_STATUS, ProgressWriter, TrainingBusy, cancel_requested,
-                                 data_folders, hold_training_lock)
-from moleseg.engine.runs import RunFiles, read_json
+from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
+from moleseg.engine.runs import RunFiles, RunRecordError
 from moleseg.engine.session import release_after_training
+from moleseg.engine.trainlock import BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, hold_training_lock
+from moleseg.network.cluster import current_role
 
 
 def _first_line(error: BaseException) -> str:
@@ -25,27 +30,34 @@ def _first_line(error: BaseException) -> str:
 
 
 def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
-    """Train the job of ``run_dir`` (its :attr:`moleseg.engine.runs.RunFiles.job`) holding the training lock; returns the exit status
-    (0 done or cancelled, :data:`moleseg.engine.jobs.BUSY_EXIT_STATUS` when another training holds the lock).
-    ``ready_fd``: the pipe told once the lock is held (:func:`moleseg.engine.jobs.start_training`)."""
+    """Train the request of ``run_dir`` (its :attr:`moleseg.engine.runs.RunFiles.job`) holding the training lock;
+    returns the exit status (0 done or cancelled, :data:`moleseg.engine.trainlock.BUSY_EXIT_STATUS` when another
+    training holds the lock). ``ready_fd``: the pipe told once the lock is held."""
     run_dir = Path(run_dir).resolve()
-    job = read_json(RunFiles(run_dir).job)
-    if not isinstance(job, dict) or "config" not in job:
+    try:
+        job = read_request(run_dir)
+    except RunRecordError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if job is None:
         print(f"{run_dir}: no {RunFiles.JOB}", file=sys.stderr)
         return 2
-    runs = Path(job.get("runs_dir") or run_dir.parent)
+    lock = hold_training_lock(run_dir, job.origin, ready_fd) if current_role().chief else nullcontext()
     try:
-        with hold_training_lock(runs, run_dir, ready_fd):
+        with lock:
+            if not current_role().chief and ready_fd is not None:
+                os.write(ready_fd, READY_BYTE)
+                os.close(ready_fd)
             try:
                 return _train_job(run_dir, job)
             finally:
-                release_after_training(data_folders(job["config"]))
+                release_after_training(data_folders(job.config))
     except TrainingBusy as error:
         print(error, file=sys.stderr)
         return BUSY_EXIT_STATUS
 
 
-def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
+def _train_job(run_dir: Path, job: JobRequest) -> int:
     writer = ProgressWriter(run_dir)
 
     def terminate(signum: int, frame: Any) -> None:
@@ -60,10 +72,11 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
             return 0
         from moleseg.network.train import TrainConfig, TrainingCancelled, TrainingError, train
 
-        config = TrainConfig.from_dict(job["config"])
+        config = TrainConfig.from_dict(job.config)
         writer.write(status="running", phase="prepare", epochs=config.epochs, message="preparing the data")
         try:
-            evaluation = train(config, run_dir, progress=writer, echo=lambda line: print(line, flush=True))
+            evaluation = train(config, run_dir, resume=job.resume, progress=writer,
+                               echo=lambda line: print(line, flush=True))
         except TrainingCancelled as error:
             writer.write(status="cancelled", phase="cancelled", message=_first_line(error), eta_seconds=None)
             status = 0
@@ -72,9 +85,9 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
             writer.write(status="failed", phase="failed", error=_first_line(error), message="failed",
                          eta_seconds=None)
         else:
-            result = {key: evaluation.get(key) for key in ("best_epoch", "best_val_fm", "rule", "n")}
-            if isinstance(evaluation.get("fm"), dict):
-                result["test_fm_mean"] = evaluation["fm"].get("mean")
+            result = JobResult(**{key: evaluation[key] for key in ("best_epoch", "best_val_fm", "rule", "n", "worker")
+                                  if key in evaluation},
+                               test_fm_mean=evaluation["fm"]["mean"] if "fm" in evaluation else None)
             writer.write(status="done", phase="done", message="done", result=result, eta_seconds=0)
             status = 0
     except BaseException as error:  # import errors, SIGTERM, anything unexpected: say so in progress.json
@@ -90,7 +103,7 @@ def _train_job(run_dir: Path, job: dict[str, Any]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.network.runner",
-                                     description="Train the job of a run folder (started by the app).")
+                                     description="Train the request of a run folder (see moleseg.engine.launch).")
     parser.add_argument("run_dir", help=f"the run folder holding {RunFiles.JOB}")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="file descriptor told once the training lock is held")

@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.core import options
-from moleseg.core.config import MODELS_DIR, RUNS_DIR
+from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+#: The checkout's runs folder, where ``make models`` and ``make crossval`` write the recipes' runs.
+RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
 DEFAULT_DATA_DIR = Path(os.environ.get("MOLESEG_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 #: A recipe's file name is ``<name>`` + this, in the models folder.
 RECIPE_SUFFIX = ".config.json"

@@ -3,6 +3,11 @@
 Two on-disk formats exist: the zip format (PyTorch >= 1.6: ``archive/data.pkl`` plus one file per
 storage) and the legacy format (a sequence of pickles followed by the raw storages). torchvision's
 ``mobilenet_v2-b0353104.pth`` uses the legacy format. Both are handled here.
+
+A weights file is untrusted: every pickle of either format is read by a restricted unpickler that builds
+only plain values, tensors, storages and ``OrderedDict`` (no other global, so no code runs); a ZIP file is
+opened within :data:`moleseg.core.archive.MODEL_BUDGET`, a legacy file only up to its ``max_bytes``; a
+tensor must lie inside its storage.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from moleseg.core.archive import MODEL_BUDGET, check_budget
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
@@ -51,6 +58,7 @@ class _LazyTensor:
         flat = self.storage.data
         if flat is None:
             raise ValueError("tensor storage was never read")
+        self._check_bounds(len(flat))
         if len(self.size) == 0:
             return np.array(flat[self.offset])
         item = flat.dtype.itemsize
@@ -58,6 +66,20 @@ class _LazyTensor:
             flat[self.offset:], shape=self.size, strides=tuple(s * item for s in self.stride)
         )
         return np.array(view)
+
+    def _check_bounds(self, length: int) -> None:
+        """Refuse a tensor whose offset, sizes and strides reach outside its storage of ``length`` elements
+        (a strided view would read memory beyond it)."""
+        numbers = (self.offset, *self.size, *self.stride)
+        if (len(self.size) != len(self.stride) or not all(isinstance(n, int) and n >= 0 for n in numbers)):
+            raise ValueError(f"a tensor with offset {self.offset}, size {self.size} and stride {self.stride}")
+        if 0 in self.size:
+            return
+        if int(np.prod(self.size, dtype=object)) * self.storage.dtype.itemsize > MODEL_BUDGET.max_bytes:
+            raise ValueError(f"a tensor of size {self.size}, more than a weights file may hold")
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if last >= length:
+            raise ValueError(f"a tensor reaching element {last} of a storage of {length}")
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _LazyTensor:
@@ -68,9 +90,26 @@ def _rebuild_parameter(tensor: _LazyTensor, *_: Any) -> _LazyTensor:
     return tensor
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, storages: dict[str, _Storage]) -> None:
+class _ValueUnpickler(pickle.Unpickler):
+    """Builds plain values only (numbers, strings, lists, tuples, dicts): every global and persistent id is
+    refused. Reads the legacy format's magic number, protocol version, system information and storage keys."""
+
+    def __init__(self, file: io.BufferedIOBase) -> None:
         super().__init__(file, encoding="utf-8")
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+
+    def persistent_load(self, saved_id: Any) -> Any:
+        raise pickle.UnpicklingError("unexpected persistent id in a weights file header")
+
+
+class _Unpickler(_ValueUnpickler):
+    """Builds a state dict: plain values, ``OrderedDict``, tensors and their storages (collected in
+    ``storages`` by key, read afterwards)."""
+
+    def __init__(self, file: io.BufferedIOBase, storages: dict[str, _Storage]) -> None:
+        super().__init__(file)
         self.storages = storages
 
     def find_class(self, module: str, name: str) -> Any:
@@ -82,11 +121,11 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
             return OrderedDict
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+        return super().find_class(module, name)
 
     def persistent_load(self, saved_id: Any) -> _Storage:
         kind, storage_type, key, _location, numel = saved_id[:5]
-        if kind != "storage":
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unexpected persistent id {kind!r}")
         key = str(key)
         if key not in self.storages:
@@ -102,26 +141,34 @@ def _materialise(obj: Any) -> Any:
     return obj
 
 
-def _load_legacy(raw: bytes) -> Any:
-    stream = io.BytesIO(raw)
-    magic = pickle.load(stream)
+def _load_legacy(path: Path) -> Any:
+    size = path.stat().st_size
+    if size > MODEL_BUDGET.max_bytes:
+        raise ValueError(f"{size} bytes; at most {MODEL_BUDGET.size_text} are read")
+    stream = io.BytesIO(path.read_bytes())
+    magic = _ValueUnpickler(stream).load()
     if magic != _LEGACY_MAGIC:
-        raise ValueError("not a PyTorch weights file (bad magic number)")
-    pickle.load(stream)  # protocol version
-    pickle.load(stream)  # sys info
+        raise ValueError("bad magic number: not a PyTorch weights file")
+    _ValueUnpickler(stream).load()  # protocol version
+    _ValueUnpickler(stream).load()  # sys info
     storages: dict[str, _Storage] = {}
     result = _Unpickler(stream, storages).load()
-    keys = pickle.load(stream)
+    keys = _ValueUnpickler(stream).load()
     for key in keys:
-        storage = storages[str(key)]
+        storage = storages.get(str(key))
+        if storage is None:
+            raise ValueError(f"storage {key} is listed but no tensor uses it")
         (numel,) = struct.unpack("<q", stream.read(8))
         nbytes = numel * storage.dtype.itemsize
+        if numel < 0 or nbytes > size:
+            raise ValueError(f"storage {key} declares {numel} elements, more than the file holds")
         storage.data = np.frombuffer(stream.read(nbytes), dtype=storage.dtype, count=numel)
     return result
 
 
 def _load_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as archive:
+        check_budget(archive, MODEL_BUDGET)
         names = archive.namelist()
         pkl = next(n for n in names if n.endswith("data.pkl"))
         prefix = pkl[: -len("data.pkl")]
@@ -133,21 +180,22 @@ def _load_zip(path: Path) -> Any:
 
 
 def load_state_dict(path: str | Path) -> "OrderedDict[str, np.ndarray]":
-    """Load a PyTorch state dict as ``{name: numpy array}`` (float32 weights keep their dtype).
+    """Load a PyTorch state dict as ``{name: numpy array}`` (float32 weights keep their dtype), running no
+    code from the file.
 
     Raises
     ------
     ValueError
-        When the file is neither a zip nor a legacy PyTorch file, or holds objects other than tensors.
+        When the file is neither a zip nor a legacy PyTorch file, holds objects other than tensors (any other
+        pickle global, in any of its pickles), declares more than a weights file may, or is damaged; the
+        message names the file and the reason.
     """
     path = Path(path)
     try:
-        if zipfile.is_zipfile(path):
-            result = _load_zip(path)
-        else:
-            result = _load_legacy(path.read_bytes())
-    except (pickle.UnpicklingError, EOFError, struct.error, KeyError, StopIteration) as error:
-        raise ValueError(f"{path.name}: cannot read PyTorch weights ({error})") from error
-    if isinstance(result, dict) and "state_dict" in result:
-        result = result["state_dict"]
-    return _materialise(result)
+        result = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+        if isinstance(result, dict) and "state_dict" in result:
+            result = result["state_dict"]
+        return _materialise(result)
+    except Exception as error:  # noqa: BLE001 -- an untrusted file: every failure is one message naming it
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"{path.name}: cannot read PyTorch weights ({reason})") from error

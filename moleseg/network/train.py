@@ -23,7 +23,7 @@ from moleseg import __version__
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core import options
-from moleseg.core.config import cache_dir, class_names
+from moleseg.core.config import EXAMPLES_CACHE_NAME, cache_dir, class_names
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      current_role, epoch_shard, write_seen)
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of, crop_counts,
@@ -36,7 +36,7 @@ from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.network.predict import KerasSegmenter, prediction_function
-from moleseg.engine.runs import RunFiles, RunLog, read_json, write_history, write_json
+from moleseg.engine.runs import RunFiles, RunLog, RunState, read_json, read_state, write_history, write_json
 from moleseg.engine.segmenter import clean, cleanup_for_image
 
 SOLVERS: tuple[str, ...] = options.SOLVERS
@@ -449,7 +449,7 @@ class Trainer:
         else:
             keras.mixed_precision.set_global_policy("float32")
         self.strategy = choose_strategy(config.strategy)
-        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / "examples"
+        cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / EXAMPLES_CACHE_NAME
         self.cache = ExampleCache(cache_dir)
         self.targets = config.target_config()
         train, validation, test = split_of(config, self.log)
@@ -482,10 +482,10 @@ class Trainer:
         self.log(f"devices: {len(gpus)} GPU; strategy {type(self.strategy).__name__} with "
                  f"{self.strategy.num_replicas_in_sync} replica(s); precision "
                  f"{keras.mixed_precision.global_policy().name}; BatchNorm momentum {config.model.bn_momentum:.4f}")
-        state = read_json(self.files.state, {}) or {}
+        state = read_state(self.run_dir) or RunState()
         self.initial_epoch = 0
         checkpoint = self.files.last
-        can_resume = resume and checkpoint.is_file() and bool(state.get("epoch"))
+        can_resume = resume and checkpoint.is_file() and state.epoch > 0
         # The chief reads its checkpoint outside the strategy's scope: variables created in the scope are
         # created together on every worker.
         saved = (keras.saving.load_model(checkpoint, compile=True)
@@ -517,16 +517,16 @@ class Trainer:
                            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
         return self.model
 
-    def _resume_state(self, state: dict) -> None:
+    def _resume_state(self, state: RunState) -> None:
         """Epoch, best score and history of the interrupted run (the chief's ``state.json``)."""
         from moleseg.engine.runs import read_history
 
-        self.initial_epoch = int(state["epoch"])
-        self.best_val_fm = float(state.get("best_val_fm", -1.0))
-        self.best_epoch = int(state.get("best_epoch", 0))
-        self.best_rule = state.get("best_rule", self.best_rule)
-        self.training_seconds = float(state.get("training_seconds", 0.0))
-        self.earlier_job_seconds = float(state.get("job_seconds") or 0.0)
+        self.initial_epoch = state.epoch
+        self.best_val_fm = state.best_val_fm
+        self.best_epoch = state.best_epoch
+        self.best_rule = state.best_rule or self.best_rule
+        self.training_seconds = state.training_seconds
+        self.earlier_job_seconds = state.job_seconds or 0.0
         self.history = [row for row in read_history(self.files.history)
                         if row.get("epoch") and row["epoch"] <= self.initial_epoch]
         self.log(f"resuming after epoch {self.initial_epoch} (best FM {self.best_val_fm:.4f} "
@@ -542,7 +542,7 @@ class Trainer:
         per_worker = max(1, self.config.batch_size // replicas) * max(1, replicas // role.count)
         return math.ceil(each / per_worker)
 
-    def _prepare_workers(self, saved: keras.Model | None, state: dict) -> None:
+    def _prepare_workers(self, saved: keras.Model | None, state: RunState) -> None:
         """Build the same model on every worker (variables are created in the same order everywhere, as
         ``MultiWorkerMirroredStrategy`` needs), then give every worker the chief's weights, optimizer state
         and epoch: after a restart, all resume from the chief's last checkpoint."""
@@ -646,11 +646,9 @@ class Trainer:
         return self.earlier_job_seconds + time.time() - self.job_started
 
     def _write_state(self, status: str) -> None:
-        write_json(self.files.state, {
-            "epoch": self.current_epoch, "epochs": self.config.epochs, "best_epoch": self.best_epoch,
-            "best_val_fm": self.best_val_fm, "best_rule": self.best_rule, "status": status,
-            "training_seconds": self.training_seconds, "job_seconds": self.job_seconds,
-        })
+        RunState(epoch=self.current_epoch, epochs=self.config.epochs, best_epoch=self.best_epoch,
+                 best_val_fm=float(self.best_val_fm), best_rule=self.best_rule, status=status,
+                 training_seconds=float(self.training_seconds), job_seconds=self.job_seconds).write(self.run_dir)
 
     def batchnorm_images(self, limit: int) -> np.ndarray:
         """Up to ``limit`` training images as one network input batch (no augmentation)."""

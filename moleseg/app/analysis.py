@@ -1,0 +1,275 @@
+"""The Analyse page's analyses: uploads keyed by content, the server's analysis cache (one
+:class:`AnalysisStore` shared by every session, held by :func:`moleseg.app.ui.analysis_store`), and
+:func:`analyse_uploads`, which predicts only what that cache lacks and re-cleans the rest. No Streamlit and no
+TensorFlow at import (a ``.keras`` segmenter brings TensorFlow when loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from cachetools import LRUCache
+
+from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
+from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
+from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
+
+#: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
+ANALYSIS_CACHE_BYTES: int = int(os.environ.get("MOLESEG_APP_CACHE_MB", "1024")) * 1024 * 1024
+#: Images predicted per network call on the Analyse page.
+PREDICT_BATCH: int = 4
+
+
+def hex_to_rgb(text: str) -> tuple[int, int, int]:
+    """``"#ffc800"`` -> ``(255, 200, 0)``."""
+    value = text.strip().lstrip("#")
+    if len(value) == 3:
+        value = "".join(c * 2 for c in value)
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", value):
+        raise ValueError(f"not a colour: {text!r}")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def rgb_to_hex(color: Sequence[int]) -> str:
+    return "#" + "".join(f"{int(c):02x}" for c in color[:3])
+
+
+
+def digest(data: bytes) -> str:
+    """SHA-256 of a file's bytes (the cache key of its prediction)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Upload:
+    """One uploaded file."""
+
+    name: str
+    data: bytes
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = digest(self.data)
+
+
+def distinct_uploads(uploads: Sequence[Upload]) -> tuple[list[Upload], list[str]]:
+    """The uploads with every repeat of an earlier file's content left out (its analysis, cleanup, visit and
+    hand edits are kept by content, :attr:`Upload.key`), and one note per repeat naming the file it repeats."""
+    kept: dict[str, Upload] = {}
+    notes = []
+    for upload in uploads:
+        first = kept.setdefault(upload.key, upload)
+        if first is not upload:
+            notes.append(f"{upload.name} was uploaded twice: analysed once." if upload.name == first.name else
+                         f"{upload.name} is the same image as {first.name}: analysed once, as {first.name}.")
+    return list(kept.values()), notes
+
+
+@dataclass
+class ImageOutcome:
+    """One uploaded file on the Analyse page: its analysis, or why there is none."""
+
+    name: str
+    analysis: Analysis | None = None
+    error: str | None = None
+    stem: str = ""
+    key: str = ""  # the upload's digest (:attr:`Upload.key`)
+
+    @property
+    def ok(self) -> bool:
+        return self.analysis is not None
+
+
+@dataclass(frozen=True)
+class CachedAnalysis:
+    """One entry of the :class:`AnalysisStore`: an analysis, the parameters it was cleaned with, its size."""
+
+    analysis: Analysis
+    params: tuple
+    nbytes: int
+
+
+def _analysis_bytes(analysis: Analysis) -> int:
+    seg = analysis.segmentation
+    pictures = 2 * seg.labels.size * 3  # the overlay and the class picture, drawn once when first shown
+    return int(analysis.image.nbytes + seg.probabilities.nbytes + seg.labels.nbytes + seg.lesion.nbytes * 3 + pictures)
+
+
+class AnalysisStore:
+    """The server's cache of analyses keyed by (model key, file digest), shared by all sessions and
+    thread-safe: least recently used entries are evicted so that their bytes stay within ``max_bytes``
+    (``cachetools.LRUCache`` sized by bytes). It holds the network's probabilities, so moving a slider
+    only re-runs the cleanup (:meth:`moleseg.engine.pipeline.Analysis.recleaned`)."""
+
+    def __init__(self, max_bytes: int = ANALYSIS_CACHE_BYTES) -> None:
+        self._entries: LRUCache = LRUCache(maxsize=max_bytes, getsizeof=lambda entry: entry.nbytes)
+        self._lock = threading.Lock()
+        self.predictions = 0  # number of images sent through a segmenter (tests and diagnostics)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self._entries.maxsize)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held now (never above ``max_bytes``)."""
+        with self._lock:
+            return int(self._entries.currsize)
+
+    def get(self, key: tuple[str, str]) -> CachedAnalysis | None:
+        """The entry of ``key`` (now the most recently used), or None."""
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: tuple[str, str], analysis: Analysis, params: tuple) -> bool:
+        """Keep ``analysis`` under ``key``, evicting the least recently used entries as needed; False
+        when it alone is larger than the whole budget (then it is not kept)."""
+        entry = CachedAnalysis(analysis, params, _analysis_bytes(analysis))
+        with self._lock:
+            try:
+                self._entries[key] = entry
+            except ValueError:  # larger than max_bytes
+                self._entries.pop(key, None)
+                return False
+        return True
+
+    def count_predictions(self, images: int) -> None:
+        with self._lock:
+            self.predictions += images
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.predictions = 0
+
+
+def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle,
+            lesion_threshold: Any) -> tuple:
+    return (None if settings is None else tuple(sorted(settings.to_dict().items())), pixel_size_mm,
+            (tuple(style.fill_color), tuple(style.border_color), style.fill_opacity, style.border_opacity),
+            lesion_threshold)
+
+
+def unique_stems(names: Sequence[str]) -> list[str]:
+    """File-name stems safe inside a ZIP and unique ignoring case: ``a.jpg``, ``A.png`` -> ``a``, ``A_2``."""
+    stems: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        base = Path(name.replace("\\", "/")).stem or "image"
+        base = re.sub(r"[^\w.+-]+", "_", base).strip("._") or "image"
+        stem, index = base, 2
+        while stem.casefold() in seen:
+            stem, index = f"{base}_{index}", index + 1
+        seen.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
+def _failure(name: str, error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if isinstance(error, ImageReadError) else f"{name}: could not be analysed ({text})"
+
+
+def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, uploads: Sequence[Upload], *,
+                    settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
+                    style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
+                    plan: "CleanupPlan | None" = None,
+                    progress: Callable[[int, int, str], None] | None = None) -> list[ImageOutcome]:
+    """Analyse every upload, predicting only those not in ``store`` for this model.
+
+    A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
+    :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. Cached
+    predictions whose cleanup, pixel size or style differ are re-cleaned, not re-predicted.
+    ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
+    and ``lesion_threshold``.
+    """
+    style = style or OverlayStyle()
+    default = CleanupChoice(settings, lesion_threshold)
+    choices = [(plan.for_image(u.key) if plan else None) or default for u in uploads]
+    image_params = [_params(c.settings, pixel_size_mm, style, c.lesion_threshold) for c in choices]
+    default_params = _params(settings, pixel_size_mm, style, lesion_threshold)
+    stems = unique_stems([u.name for u in uploads])
+    outcomes = [ImageOutcome(name=u.name, stem=stem, key=u.key) for u, stem in zip(uploads, stems)]
+    keys = [(model_key, u.key) for u in uploads]
+    todo: list[tuple[int, np.ndarray]] = []
+    cached: dict[int, CachedAnalysis] = {}  # held here: another session may evict them from the store
+    for index, (upload, key) in enumerate(zip(uploads, keys)):
+        entry = store.get(key)
+        if entry is not None:
+            cached[index] = entry
+            continue
+        try:
+            todo.append((index, read_image(upload.data, name=upload.name)))
+        except ImageReadError as error:
+            outcomes[index].error = _failure(upload.name, error)
+        except Exception as error:  # a reader bug must not take the other files down
+            outcomes[index].error = _failure(upload.name, error)
+    fresh: dict[int, Analysis] = {}  # predicted now: used even when the store cannot keep them
+    done = 0
+    for start in range(0, len(todo), PREDICT_BATCH):
+        chunk = todo[start:start + PREDICT_BATCH]
+        try:
+            analyses = analyse_images(segmenter, [image for _, image in chunk], settings=settings,
+                                      pixel_size_mm=pixel_size_mm, style=style, lesion_threshold=lesion_threshold)
+        except Exception:
+            analyses = []
+            for index, image in chunk:  # find the file that fails
+                try:
+                    analyses.append(analyse_images(segmenter, [image], settings=settings, pixel_size_mm=pixel_size_mm,
+                                                   style=style, lesion_threshold=lesion_threshold)[0])
+                except Exception as error:
+                    outcomes[index].error = _failure(uploads[index].name, error)
+                    analyses.append(None)
+        store.count_predictions(len(chunk))
+        for (index, _), analysis in zip(chunk, analyses):
+            if analysis is not None:
+                fresh[index] = analysis
+                store.put(keys[index], analysis, default_params)
+        done += len(chunk)
+        if progress:
+            progress(done, len(todo), uploads[chunk[-1][0]].name)
+    for index, key in enumerate(keys):
+        if outcomes[index].error:
+            continue
+        if index in fresh:
+            analysis, cleaned_with = fresh[index], default_params
+        else:
+            analysis, cleaned_with = cached[index].analysis, cached[index].params
+        if cleaned_with != image_params[index]:  # this image's own cleanup (or new settings): re-clean only
+            choice = choices[index]
+            try:
+                analysis = analysis.recleaned(segmenter, choice.settings, pixel_size_mm=pixel_size_mm,
+                                              style=style, lesion_threshold=choice.lesion_threshold)
+            except Exception as error:
+                outcomes[index].error = _failure(uploads[index].name, error)
+                continue
+            store.put(key, analysis, image_params[index])
+        outcomes[index].analysis = analysis
+    return outcomes
+
+
+
+def automatic_cleanups(segmenter: Segmenter, outcomes: Sequence[ImageOutcome]) -> dict[str, AutoCleanup]:
+    """The automatic cleanup of each analysed image, by upload key (what the manual sliders start from)."""
+    from moleseg.engine.segmenter import cleanup_for_image
+
+    result = {}
+    for outcome in outcomes:
+        if outcome.analysis is not None:
+            height, width = outcome.analysis.image.shape[:2]
+            result[outcome.key] = AutoCleanup(cleanup_for_image(segmenter, (height, width)), height, width)
+    return result

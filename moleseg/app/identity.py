@@ -1,0 +1,118 @@
+"""Who is using the app: the one place that resolves the current user from the server's settings.
+
+Personal mode has one user, the account that runs the server; they reach every record. In shared mode with
+``identity = "proxy-header"`` the user's name comes from a header set by the reverse proxy in front (e.g.
+``X-Forwarded-User`` from Caddy's ``basic_auth``/``forward_auth`` or oauth2-proxy). The header is believed
+only when both hold:
+
+* the connection comes from one of the settings' ``trusted_proxies``, as Streamlit reports its address
+  (``st.context.ip_address``: None for a loopback peer, read here as ``127.0.0.1`` or ``::1``); and
+* it carries the settings' ``proxy_secret`` in the ``proxy_secret_header``, which only the proxy sets.
+
+The second check is needed because Streamlit's server (uvicorn, with its default ``proxy_headers``) replaces
+the address of a loopback peer by the client named in that peer's ``X-Forwarded-For``: any program on the
+server's machine can connect to the app's port directly and claim to be the proxy, or any address. The
+proxy therefore removes ``X-Forwarded-For`` (so its own address is the one Streamlit reports) and adds the
+secret. With ``identity = "streamlit-oidc"`` the user is Streamlit's logged-in ``st.user`` (its e-mail).
+Anything else is refused with one sentence, and the page shows no record.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import streamlit as st
+
+from moleseg.core.settings import ServerSettings, load_settings
+from moleseg.engine.records import User
+
+__all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "sees_everyone",
+           "LOOPBACK_PEERS"]
+
+#: The peer addresses of a loopback connection (``st.context.ip_address`` reports None for both).
+LOOPBACK_PEERS: tuple[str, ...] = ("127.0.0.1", "::1")
+#: Name of the one user of personal mode when the server's account has no name.
+FALLBACK_PERSONAL_USER: str = "local"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why no user could be believed: one sentence for the page (it reveals nothing of the settings)."""
+
+    message: str
+
+
+NOT_THROUGH_PROXY = Refusal("This request did not come through the clinic's sign-in proxy, so it cannot be "
+                            "told who you are: open moleseg at its usual address.")
+NOT_SIGNED_IN = Refusal("You are not signed in: open moleseg at its usual address and sign in.")
+
+
+def personal_user() -> User:
+    """The one user of personal mode: the account that runs the server, an admin of its own records."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = FALLBACK_PERSONAL_USER
+    return User(name or FALLBACK_PERSONAL_USER, admin=True)
+
+
+def _named(name: str, settings: ServerSettings) -> User:
+    return User(name, admin=name in settings.admin_users)
+
+
+def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_address: str | None,
+                 oidc_email: str | None = None) -> User | Refusal:
+    """The user of a request, or why none is believed.
+
+    Parameters
+    ----------
+    settings : ServerSettings
+        The server's settings (:func:`moleseg.core.settings.load_settings`).
+    headers : mapping
+        The request's headers (case-insensitive, as ``st.context.headers``).
+    ip_address : str or None
+        The peer address as ``st.context.ip_address`` reports it (None: a loopback peer).
+    oidc_email : str or None
+        The e-mail of Streamlit's logged-in user (``identity = "streamlit-oidc"``), None when not logged in.
+    """
+    if not settings.shared or settings.identity == "none":
+        return personal_user()
+    if settings.identity == "streamlit-oidc":
+        return _named(oidc_email.strip(), settings) if oidc_email and oidc_email.strip() else NOT_SIGNED_IN
+    secret = headers.get(settings.proxy_secret_header) or ""
+    from_proxy = any(settings.proxy_trusted(peer) for peer in ((ip_address,) if ip_address else LOOPBACK_PEERS))
+    if not (from_proxy and settings.proxy_secret
+            and hmac.compare_digest(secret.encode(), settings.proxy_secret.encode())):
+        return NOT_THROUGH_PROXY
+    name = next((value.strip() for header in settings.user_headers
+                 if (value := headers.get(header)) and value.strip()), "")
+    return _named(name, settings) if name else NOT_SIGNED_IN
+
+
+def sees_everyone(user: User) -> bool:
+    """Whether ``user`` reaches other users' records (an admin in shared mode), so pages say who saved what."""
+    return user.admin and load_settings().shared
+
+
+def current_user() -> User | Refusal:
+    """The user of this browser session (:func:`resolve_user` of Streamlit's request context)."""
+    settings = load_settings()
+    oidc_email = None
+    if settings.shared and settings.identity == "streamlit-oidc" and st.user.is_logged_in:
+        oidc_email = st.user.get("email")
+    return resolve_user(settings, st.context.headers, st.context.ip_address, oidc_email)
+
+
+def require_user() -> User:
+    """The current user; when none is believed, the page shows why in one sentence (and a log-in button
+    with Streamlit's own log-in) and stops."""
+    user = current_user()
+    if isinstance(user, User):
+        return user
+    st.error(user.message)
+    if load_settings().identity == "streamlit-oidc":
+        st.button("Log in", on_click=st.login, key="identity_login")
+    st.stop()

@@ -1,0 +1,224 @@
+"""The app's model picker: the models on offer (shipped files, classical baselines, training runs), the
+default one, their descriptions for people, and the device they would run on. Read from the model files'
+``moleseg.json`` on each call, without TensorFlow; nothing is cached here (:mod:`moleseg.app.ui` keeps
+the loaded segmenters, once per server).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from moleseg.core.config import models_dir, runs_dir
+from moleseg.core.modelinfo import ModelInfo
+
+#: Specs of the classical baselines, by number of classes.
+CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
+
+
+def device_summary() -> str:
+    """``"GPU (NVIDIA ...)"`` when an NVIDIA driver is present, else ``"CPU (N cores)"`` -- without
+    importing TensorFlow (TensorFlow itself decides later; this is what the machine offers)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    names: list[str] = []
+    if gpus.is_dir():
+        for folder in sorted(gpus.iterdir()):
+            try:
+                text = (folder / "information").read_text()
+            except OSError:
+                continue
+            match = re.search(r"^Model:\s*(.+)$", text, re.MULTILINE)
+            names.append(match.group(1).strip() if match else folder.name)
+    if not names and shutil.which("nvidia-smi"):
+        import subprocess
+
+        try:
+            output = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=5, check=False).stdout
+            names = [line.strip() for line in output.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            names = []
+    if names:
+        return f"GPU ({', '.join(names)})"
+    return f"CPU ({os.cpu_count() or 1} cores)"
+
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model picker.
+
+    ``spec`` is what :func:`moleseg.engine.segmenter.load_segmenter` takes; ``stamp`` changes when the file
+    changes (so caches keyed by ``key`` see a retrained model).
+    """
+
+    spec: str
+    label: str
+    kind: str  # "shipped", "classical" or "run"
+    n_classes: int | None = None
+    stamp: int = 0
+    status: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.spec}@{self.stamp}"
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.kind == "classical" else Path(self.spec)
+
+
+def model_lesion_threshold(choice: ModelChoice) -> float | None:
+    """The lesion probability threshold a model file was calibrated with (0..1), None for the arg-max
+    or when it cannot be read (read from its ``moleseg.json``, no TensorFlow)."""
+    value = _info(choice.path).lesion_threshold if choice.path is not None else None
+    return None if value is None else float(value)
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _info(path: Path) -> ModelInfo:
+    """The model file's metadata; empty (the defaults) when it cannot be read."""
+    from moleseg.core.modelinfo import ModelFileError, read_info
+
+    try:
+        return read_info(path)
+    except ModelFileError:
+        return ModelInfo()
+
+
+def shipped_models(models: str | Path | None = None) -> list[Path]:
+    """The ``.keras`` files of the models folder, the dermoscopy model first."""
+    folder = Path(models or models_dir())
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.glob("*.keras") if p.is_file() and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: (p.stem != "dermoscopy", p.stem != "cells", p.name))
+
+
+def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
+    """Shipped models, then the classical baselines, then the user's training runs (newest first)."""
+    from moleseg.engine.jobs import read_job
+    from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
+
+    choices: list[ModelChoice] = []
+    for path in shipped_models(models):
+        n_classes = _info(path).n_classes
+        kind_text = {3: "dermoscopy, 3 classes", 2: "cells, 2 classes"}.get(n_classes, "model")
+        choices.append(ModelChoice(spec=str(path), label=f"{path.stem} (shipped, {kind_text})", kind="shipped",
+                                   n_classes=n_classes, stamp=_stamp(path)))
+    choices.append(ModelChoice(spec=CLASSICAL_SPECS[3], label="classical baseline (dermoscopy, 3 classes, no network)",
+                               kind="classical", n_classes=3))
+    choices.append(ModelChoice(spec=CLASSICAL_SPECS[2], label="classical baseline (cells, 2 classes, no network)",
+                               kind="classical", n_classes=2))
+    for run in list_runs(runs or runs_dir()):
+        files = RunFiles(run)
+        model = files.model
+        info = _info(model)
+        try:
+            state = read_state(run)
+        except RunRecordError:
+            state = None
+        status = read_job(run).status
+        details = [f"{info.n_classes or '?'} classes"]
+        if state is not None and state.best_val_fm >= 0:
+            details.append(f"validation FM {state.best_val_fm:.3f}")
+        if status and status != "done":
+            details.append(str(status))
+        choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({', '.join(details)})", kind="run",
+                                   n_classes=info.n_classes, stamp=_stamp(model), status=status))
+    return choices
+
+
+#: File name of the shipped mole model, the app's default.
+DERMOSCOPY_MODEL = "dermoscopy.keras"
+
+
+def dermoscopy_model(models: str | Path | None = None) -> Path | None:
+    """The shipped dermoscopy model, when it is installed."""
+    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
+    return path if path.is_file() else None
+
+
+def default_model_spec(models: str | Path | None = None) -> str:
+    """The shipped dermoscopy model when it is installed, else the classical baseline (a shipped cells
+    model is never the default of a mole app)."""
+    shipped = dermoscopy_model(models)
+    return str(shipped) if shipped else CLASSICAL_SPECS[3]
+
+
+def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
+    return info if isinstance(info, ModelInfo) else ModelInfo.from_dict(info)
+
+
+def model_version(info: ModelInfo | Mapping[str, Any]) -> str:
+    """A short version text of a model for reports (:attr:`ModelInfo.version_text`)."""
+    return _record(info).version_text
+
+
+def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
+    """How a model turns probabilities into classes, for people: threshold or arg-max, flips, and the
+    validation FM that chose them (from its ``moleseg.json``)."""
+    info = _record(info)
+    threshold = info.lesion_threshold
+    text = "most likely class" if threshold is None else f"lesion where its probability ≥ {float(threshold):.2f}"
+    text += ", with flip averaging" if info.test_time_augmentation else ", no flips"
+    calibration = info.calibration
+    if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):
+        method = calibration.get("method")  # e.g. "5-fold cross-validation, out of fold"
+        images = f"{calibration.get('n_images')} validation images" + (f" ({method})" if method else "")
+        text += (f" (chosen on {images}: FM {calibration['fm']:.4f}, "
+                 f"arg-max without flips {calibration['baseline_fm']:.4f})")
+    return text
+
+
+def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | None = None) -> list[dict[str, str]]:
+    """Rows ``{"property", "value"}`` describing a model (read without TensorFlow)."""
+    if info is None:
+        if choice.kind == "classical":
+            from moleseg.core.classical import ClassicalSegmenter
+
+            info = ClassicalSegmenter(n_classes=choice.n_classes or 3).info
+        else:
+            info = _info(Path(choice.spec))
+    info = _record(info)
+    rows: list[tuple[str, Any]] = [("name", info.name),
+                                   ("file", choice.spec if choice.kind != "classical" else "")]
+    rows.append(("classes", ", ".join(info.class_names)))
+    if info.description:
+        rows.append(("method", info.description))
+    model = info.model
+    if model:
+        rows.append(("network", f"{model.get('architecture')} / {model.get('backbone')}, "
+                                f"{info.input_size} px input"))
+    if info.inference == "tiles":
+        scale = "at their own size" if info.tile_scale == 1.0 else f"enlarged {info.tile_scale:g}x"
+        rows.append(("images", f"cut into {info.input_size} px tiles {scale}"))
+    rows.append(("version", model_version(info)))
+    training = info.training
+    if training:
+        rows.append(("trained on", f"{training.get('n_train')} images ({training.get('n_validation')} for "
+                                   f"validation), {training.get('epoch')} epochs, {training.get('solver')}, "
+                                   f"batch {training.get('batch_size')}, "
+                                   f"learning rate {training.get('learning_rate')}"))
+    if isinstance(info.validation_fm, (int, float)):
+        rows.append(("validation FM", f"{info.validation_fm:.4f}"))
+    if info.cleanup:
+        cleanup = info.cleanup
+        rows.append(("cleanup defaults", f"rule {cleanup.get('rule')}, closing {cleanup.get('closing_radius_px')} px, "
+                                         f"border {cleanup.get('border_width_px')} px ({cleanup.get('shape')}), "
+                                         f"px of the {info.input_size} px input"))
+    if model:
+        rows.append(("decision", decision_text(info)))
+    if choice.status:
+        rows.append(("training status", choice.status))
+    return [{"property": key, "value": str(value)} for key, value in rows if value not in ("", None)]

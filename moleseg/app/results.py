@@ -1,0 +1,258 @@
+"""What the Analyse page shows and exports of its analyses: measurement tables, the batch grid's
+thumbnails and summary, visit fields, and the CSV, sidecar, outline, PDF and ZIP downloads. Pure functions
+of the analyses; nothing is cached here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from moleseg.app.analysis import ImageOutcome
+from moleseg.core.report import MEASUREMENTS_CSV, Visit
+from moleseg.engine.pipeline import Analysis
+
+def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
+    """Rows ``{"measurement", "value", "unit", "meaning"}`` of an analysis, values to each quantity's
+    decimals (:attr:`moleseg.core.measure.Measurement.text`); the page shows the keys capitalised."""
+    from moleseg.core.report import display_unit
+
+    return [{"measurement": m.label, "value": m.text, "unit": display_unit(m.key, m.unit), "meaning": m.meaning}
+            for m in analysis.measurements]
+
+
+def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
+                 visits: Mapping[str, Visit] | None = None) -> list[dict[str, Any]]:
+    """One CSV/table row per image: name, model, the patient/lesion identifier and visit date when
+    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, the confidence and edge flags
+    (:attr:`moleseg.engine.pipeline.Analysis.flag_row`), then every measurement column."""
+    rows = []
+    for outcome in outcomes:
+        row: dict[str, Any] = {"image": outcome.name}
+        if model_name:
+            row["model"] = model_name
+        visit = (visits or {}).get(outcome.key)
+        if visit is not None and visit.lesion:
+            row["lesion"] = visit.lesion
+        if visit is not None and visit.visit_date:
+            row["visit_date"] = visit.visit_date
+        if outcome.error:
+            row["note"] = outcome.error
+        elif outcome.analysis is not None:
+            if outcome.analysis.notes:
+                row["note"] = outcome.analysis.notes
+            row.update(outcome.analysis.flag_row)
+            row.update(outcome.analysis.rounded_row)
+        rows.append(row)
+    return rows
+
+
+#: What the app's tables show for a value that is missing or undefined.
+MISSING_TEXT = "\u2014"
+
+
+def batch_table(outcomes: Sequence[ImageOutcome]) -> list[dict[str, str]]:
+    """The Analyse page's table of many images: one row per image, readable headings with units
+    (``"Area (px\u00b2)"``), values to each quantity's decimals, :data:`MISSING_TEXT` where an image has
+    no value; a ``Note`` column when some image has a note (no lesion found, corrected by hand, error)."""
+    headings: dict[str, None] = {"Image": None}
+    rows = []
+    for outcome in outcomes:
+        row = {"Image": outcome.name}
+        analysis = outcome.analysis
+        note = outcome.error or (analysis.notes if analysis is not None else None)
+        if note:
+            row["Note"] = note
+        for measurement in analysis.measurements if analysis is not None else []:
+            row[measurement.heading] = measurement.text
+        headings.update(dict.fromkeys(row))
+        rows.append(row)
+    if any("Note" in row for row in rows):
+        headings = {"Image": None, "Note": None, **headings}
+    return [{heading: row.get(heading, MISSING_TEXT) for heading in headings} for row in rows]
+
+
+def batch_summary(outcomes: Sequence[ImageOutcome]) -> list[dict[str, Any]]:
+    """Rows ``{"measurement", "images", "mean", "sd", "min", "median", "max"}`` over the analysed images:
+    every measurement (with its unit in the heading), the number of images where it is defined, and its
+    mean, population standard deviation, smallest, median and largest value, as text to the
+    measurement's decimals (one more for the mean and SD)."""
+    from moleseg.core.measure import Measurement
+
+    values: dict[tuple[str, str], list[float]] = {}
+    first: dict[tuple[str, str], Measurement] = {}
+    for outcome in outcomes:
+        if outcome.analysis is None:
+            continue
+        for measurement in outcome.analysis.measurements:
+            slot = (measurement.key, measurement.unit)
+            first.setdefault(slot, measurement)
+            if np.isfinite(measurement.value):
+                values.setdefault(slot, []).append(float(measurement.value))
+    rows = []
+    for slot, measurement in first.items():
+        found = np.asarray(values.get(slot, []), dtype=np.float64)
+        places = measurement.decimals
+
+        def text(value: float, extra: int = 0) -> str:
+            return f"{value:,.{places + extra}f}" if found.size else MISSING_TEXT
+
+        rows.append({"measurement": measurement.heading, "images": int(found.size),
+                     "mean": text(found.mean() if found.size else 0.0, 1),
+                     "sd": text(found.std(ddof=0) if found.size else 0.0, 1),
+                     "min": text(found.min() if found.size else 0.0),
+                     "median": text(float(np.median(found)) if found.size else 0.0),
+                     "max": text(found.max() if found.size else 0.0)})
+    return rows
+
+
+#: The measurements shown under each thumbnail of the batch grid, by number of classes (mm when known).
+KEY_MEASUREMENTS: dict[int, tuple[str, ...]] = {3: ("area", "equivalent_diameter", "asymmetry_major"),
+                                                2: ("object_count", "object_area_mean", "coverage")}
+#: Longest side of a batch-grid thumbnail, in px.
+THUMBNAIL_SIDE_PX: int = 360
+#: Thumbnails per row of the batch grid.
+GRID_COLUMNS: int = 4
+
+
+def key_measurements(analysis: Analysis) -> str:
+    """A short line of the image's key measurements (:data:`KEY_MEASUREMENTS`), e.g.
+    ``"Area 12.5 mm\u00b2 \u00b7 Equivalent diameter 4.0 mm \u00b7 Asymmetry (major axis) 0.120"``;
+    in millimetres when the pixel size is known; the note (e.g. no lesion found) when there is none."""
+    from moleseg.core.report import display_unit
+
+    keys = KEY_MEASUREMENTS[2 if analysis.cells else 3]
+    chosen: dict[str, Any] = {}
+    for measurement in analysis.measurements:
+        if measurement.key in keys and (measurement.key not in chosen or measurement.unit.startswith("mm")):
+            chosen[measurement.key] = measurement
+    parts = [f"{m.label} {m.text} {display_unit(m.key, m.unit)}".strip() for key in keys
+             if (m := chosen.get(key)) is not None]
+    return " \u00b7 ".join(parts) or (analysis.notes or MISSING_TEXT)
+
+
+def thumbnail(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> np.ndarray:
+    """The overlay shrunk so that its longer side is at most ``side_px`` (area averaging), uint8 RGB."""
+    import cv2
+
+    picture = analysis.overlay
+    height, width = picture.shape[:2]
+    scale = side_px / max(height, width)
+    if scale >= 1:
+        return picture
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+
+
+def object_areas(analysis: Analysis) -> list[float]:
+    """Areas of the cells / nuclei of a two-class analysis (mm\u00b2 when the pixel size is known, else px\u00b2)."""
+    scale = analysis.pixel_size_mm
+    return [item.area_px * (scale**2 if scale else 1.0) for item in analysis.objects]
+
+
+def objects_csv_bytes(outcomes: Sequence[ImageOutcome]) -> bytes:
+    """Every cell / nucleus of every image as CSV, one row per object (empty bytes without any)."""
+    from moleseg.core.report import measurements_csv
+
+    rows = [row for outcome in outcomes if outcome.analysis is not None
+            for row in outcome.analysis.object_rows(outcome.name)]
+    return measurements_csv(rows) if rows else b""
+
+
+#: MIME type of each outline file, by its suffix.
+OUTLINE_MIME: dict[str, str] = {".geojson": "application/geo+json", ".roi": "application/octet-stream",
+                                ".zip": "application/zip", ".svg": "image/svg+xml"}
+#: Download-button label of each outline format (:data:`moleseg.core.outlines.OUTLINE_FORMATS`).
+OUTLINE_LABELS: dict[str, str] = {"geojson": "Outline (GeoJSON, QuPath)", "imagej": "Outline (ImageJ ROI, Fiji)",
+                                  "svg": "Outline (SVG)"}
+
+
+def outline_downloads(outcome: ImageOutcome) -> list[tuple[str, str, bytes, str]]:
+    """``(label, file name, bytes, MIME type)`` of each outline file of an analysed image
+    (:meth:`moleseg.engine.pipeline.Analysis.outline_files`); none without a lesion."""
+    from moleseg.core.outlines import OUTLINE_FORMATS
+
+    if outcome.analysis is None:
+        return []
+    downloads = []
+    for fmt in OUTLINE_FORMATS:
+        for name, data in outcome.analysis.outline_files(outcome.stem, [fmt]).items():
+            downloads.append((OUTLINE_LABELS[fmt], name, data, OUTLINE_MIME[Path(name).suffix]))
+    return downloads
+
+
+def default_visit() -> Visit:
+    """The visit of an image nothing was typed for: today's date, as its visit fields show it."""
+    from datetime import date
+
+    return Visit.of(visit_date=date.today())
+
+
+def visit_widget_values(visit: Visit | None) -> dict[str, Any]:
+    """The Analyse page's visit widgets (``analyse_save_<name>``) for an image's visit: ``lesion``, ``date``
+    (a ``datetime.date``; today when none was given, :func:`default_visit`), ``site``, ``notes``."""
+    from datetime import date
+
+    visit = visit or Visit()
+    when = date.fromisoformat(visit.visit_date or default_visit().visit_date)
+    return {"lesion": visit.lesion, "date": when, "site": visit.body_site, "notes": visit.notes}
+
+
+def measurements_csv_bytes(outcomes: Sequence[ImageOutcome], model_name: str = "",
+                           visits: Mapping[str, Visit] | None = None) -> bytes:
+    """The measurements of every image as CSV (failed files included with their note)."""
+    from moleseg.core.report import measurements_csv
+
+    return measurements_csv(outcome_rows(outcomes, model_name, visits))
+
+
+def measurements_sidecar_bytes(outcomes: Sequence[ImageOutcome], model_version: str = "",
+                               visits: Mapping[str, Visit] | None = None, created: datetime | None = None,
+                               csv_name: str = MEASUREMENTS_CSV) -> bytes:
+    """The JSON sidecar of :func:`measurements_csv_bytes`: each row's settings and visit
+    (:func:`moleseg.core.report.settings_sidecar`)."""
+    from moleseg.core.report import settings_sidecar
+
+    entries = [(outcome.name, outcome.analysis.settings(model_version) if outcome.analysis is not None else None,
+                (visits or {}).get(outcome.key)) for outcome in outcomes]
+    return settings_sidecar(csv_name, entries, created=created)
+
+
+def outcome_files(outcome: ImageOutcome, model_version: str = "", created: datetime | None = None,
+                  with_pdf: bool = True, visit: Visit | None = None) -> dict[str, bytes]:
+    """``{file name: bytes}`` of one analysed image: overlay, mask and class PNGs and the PDF report."""
+    if outcome.analysis is None:
+        return {}
+    files = dict(outcome.analysis.files(outcome.stem))
+    if with_pdf:
+        files[f"{outcome.stem}_report.pdf"] = outcome.analysis.pdf(outcome.name, model_version=model_version,
+                                                                   created=created, visit=visit)
+    return files
+
+
+def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_version: str = "",
+                 created: datetime | None = None, visits: Mapping[str, Visit] | None = None) -> bytes:
+    """A ZIP of everything: ``<stem>/`` with each image's PNGs and PDF, ``measurements.csv`` and its
+    settings sidecar, ``objects.csv`` (cells models: one row per cell / nucleus) and ``errors.txt``
+    when some files failed. ``visits``: by :attr:`ImageOutcome.key`."""
+    from moleseg.core.report import sidecar_name, zip_bundle
+
+    created = created or datetime.now().astimezone()
+    visits = visits or {}
+    files: dict[str, bytes] = {
+        MEASUREMENTS_CSV: measurements_csv_bytes(outcomes, model_name, visits),
+        sidecar_name(MEASUREMENTS_CSV): measurements_sidecar_bytes(outcomes, model_version, visits, created),
+    }
+    objects = objects_csv_bytes(outcomes)
+    if objects:
+        files["objects.csv"] = objects
+    for outcome in outcomes:
+        for name, data in outcome_files(outcome, model_version, created, visit=visits.get(outcome.key)).items():
+            files[f"{outcome.stem}/{name}"] = data
+    errors = [outcome.error for outcome in outcomes if outcome.error]
+    if errors:
+        files["errors.txt"] = ("\n".join(errors) + "\n").encode("utf-8")
+    return zip_bundle(files)

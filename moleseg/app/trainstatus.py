@@ -1,0 +1,142 @@
+"""The Train page's view of trainings: which one to show (the one holding the training lock, whoever started
+it: the app, a terminal or a study), its status and run state as typed records, starting one from the app, and
+the table of the app's runs. No Streamlit here: the page arranges these in widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
+
+#: Most of the app's runs listed in the table of trainings.
+LISTED_RUNS: int = 50
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """One training as the Train page shows it.
+
+    Attributes
+    ----------
+    status
+        Its ``progress.json`` (:class:`moleseg.engine.jobs.JobStatus`).
+    state
+        Its ``state.json`` (None before the first epoch, or when damaged: then ``problem`` says so).
+    started_by
+        Who started it, in words ("the app", "a terminal", "a study"), or ``""`` when not known.
+    problem
+        The message of a damaged record, or ``""``.
+    """
+
+    status: jobs.JobStatus
+    state: RunState | None
+    started_by: str = ""
+    problem: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.status.run_dir
+
+    @property
+    def elapsed_seconds(self) -> float | None:
+        """Wall time of the whole job (preparation to test), in seconds: live while it runs."""
+        if not self.status.active and self.state is not None and self.state.job_seconds is not None:
+            return self.state.job_seconds
+        return self.status.elapsed_seconds
+
+    @property
+    def heading(self) -> str:
+        """E.g. ``"Training run-1 (started by a terminal)"``."""
+        return f"Training {self.run_dir.name}" + (f" (started by {self.started_by})" if self.started_by else "")
+
+    def finished_text(self) -> str:
+        """The sentence of a finished training: its time, best validation FM and epoch when known."""
+        took = (f" in {jobs.format_duration(self.state.job_seconds)}"
+                if self.state is not None and self.state.job_seconds else "")
+        fm, epoch = self.status.result.best_val_fm, self.status.result.best_epoch
+        if fm is not None:
+            return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}. Its model is in the "
+                    "model picker below and on the Analyse and Evaluate pages.")
+        return f"Training finished{took}."
+
+
+def view(run_dir: str | Path) -> TrainingView:
+    """The training of ``run_dir`` as the page shows it."""
+    status = jobs.read_job(run_dir)
+    holder = trainlock.active_training()
+    started_by = ""
+    if holder is not None and holder.run_dir is not None and holder.run_dir == Path(run_dir).resolve():
+        started_by = trainlock.ORIGINS[holder.origin] if holder.origin else ""
+    try:
+        state, problem = read_state(run_dir), ""
+    except RunRecordError as error:
+        state, problem = None, str(error)
+    return TrainingView(status=status, state=state, started_by=started_by, problem=problem)
+
+
+def running() -> trainlock.TrainingHolder | None:
+    """The training holding the lock now, whoever started it (None when none runs); collects finished children."""
+    launch.reap_children()
+    return trainlock.active_training()
+
+
+def busy_sentence() -> str:
+    """The one sentence saying which training runs (``""`` when none does)."""
+    holder = running()
+    return holder.sentence().capitalize() + "." if holder is not None else ""
+
+
+def run_to_show(runs: str | Path, remembered: str | None) -> Path | None:
+    """The training the page shows: the one running (from the app, a terminal or a study), else the one this
+    browser session started last, else the app's newest run in ``runs``."""
+    holder = running()
+    if holder is not None and holder.run_dir is not None:
+        return holder.run_dir
+    if remembered and Path(remembered).is_dir():
+        return Path(remembered)
+    started = jobs.list_jobs(runs)
+    return started[0] if started else None
+
+
+def start(config: dict[str, Any], runs: str | Path, name: str) -> Path:
+    """Start ``config`` from the app in a new run folder ``<runs>/<name>-<time>``; returns the folder.
+
+    Raises
+    ------
+    moleseg.engine.trainlock.TrainingBusy
+        Another training runs (the message is its one sentence).
+    ValueError
+        Every problem of the configuration, one per line.
+    """
+    run_dir = launch.new_run_dir(runs, name)
+    try:
+        return launch.start_training(config, run_dir, origin="app").run_dir
+    except (trainlock.TrainingBusy, ValueError):
+        _remove_if_empty(run_dir)
+        raise
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def runs_table(runs: str | Path) -> list[dict[str, Any]]:
+    """The app's trainings in ``runs``, newest first (at most :data:`LISTED_RUNS`): status, epochs, best
+    validation FM, time and whether a model was saved."""
+    rows = []
+    for run in jobs.list_jobs(runs)[:LISTED_RUNS]:
+        shown = view(run)
+        state = shown.state or RunState()
+        rows.append({"run": run.name, "status": shown.status.status,
+                     "epochs": f"{state.epoch}/{shown.status.epochs or '?'}",
+                     "best validation FM": round(state.best_val_fm, 4) if state.best_val_fm >= 0 else None,
+                     "time": jobs.format_duration(state.job_seconds),
+                     "model": "yes" if RunFiles(run).model.is_file() else "no"})
+    return rows

@@ -1,0 +1,406 @@
+"""Running a study: its folder (``plan.json``, ``progress.json``, one run folder per planned run), its lock, and
+the background process the app starts (``python -m moleseg.engine.studyrun``).
+
+Every run is an ordinary run folder ``OUT/runs/<run id>`` trained through
+:func:`moleseg.engine.launch.start_training` (origin ``study``), one at a time: each waits for the training lock,
+so a study, the app and ``moleseg train`` never train at once. A run whose ``evaluation.json`` holds the test
+FM is skipped and an interrupted one resumes, so an interrupted study continues where it stopped. Results:
+``study.csv`` and ``verdicts.md`` (:mod:`moleseg.engine.studystats`). The records of a study folder are typed
+(:class:`StudyPlanRecord`, :class:`StudyProgress`, :class:`StudyFolder`) and read and written here only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from filelock import FileLock, Timeout
+
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.engine.launch import start_training
+from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
+from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
+                                      resolve_data, with_data)
+from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
+
+#: Module run as ``python -m STUDY_MODULE --config FILE --out DIR`` for a study started by the app.
+STUDY_MODULE = "moleseg.engine.studyrun"
+#: Files of a study folder: its plan, its progress, its lock, the background process's log.
+PLAN_JSON, PROGRESS_JSON, STUDY_LOCK, STUDY_LOG = "plan.json", "progress.json", "study.lock", "study.log"
+#: Values of :attr:`StudyProgress.status`.
+STUDY_STATUSES: tuple[str, ...] = ("not started", "running", "finished")
+
+
+# --------------------------------------------------------------------------------------------------
+# the records of a study folder
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One planned run as ``plan.json`` keeps it."""
+
+    run_id: str
+    factor: str
+    setting: str
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyPlanRecord:
+    """``plan.json``: which study file planned the folder's runs, and the runs."""
+
+    study: str
+    name: str
+    runs: list[PlanEntry]
+
+    def write(self, out: str | Path) -> Path:
+        return write_json(Path(out) / PLAN_JSON, asdict(self))
+
+    @classmethod
+    def of(cls, study: Study, runs: Sequence[PlannedRun]) -> StudyPlanRecord:
+        return cls(study=str(study.path), name=study.name, runs=[
+            PlanEntry(run.run_id, run.factor, run.setting, run.seed, dict(run.overrides)) for run in runs])
+
+
+def read_plan(out: str | Path) -> StudyPlanRecord | None:
+    """``plan.json`` of the study folder ``out``; None when there is none.
+
+    Raises
+    ------
+    StudyError
+        The file is damaged (it is named).
+    """
+    path = Path(out) / PLAN_JSON
+    try:
+        record = read_record(path)
+        if record is None:
+            return None
+        entries = []
+        for entry in field_of(record, "runs", list, [], path):
+            if not isinstance(entry, dict):
+                raise RunRecordError(f"{path}: damaged, a planned run is not an object")
+            entries.append(PlanEntry(run_id=field_of(entry, "run_id", str, "", path),
+                                     factor=field_of(entry, "factor", str, "", path),
+                                     setting=field_of(entry, "setting", str, "", path),
+                                     seed=field_of(entry, "seed", int, 0, path),
+                                     overrides=field_of(entry, "overrides", dict, {}, path)))
+        return StudyPlanRecord(study=field_of(record, "study", str, "", path),
+                               name=field_of(record, "name", str, "", path), runs=entries)
+    except RunRecordError as error:
+        raise StudyError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """``progress.json`` of a study folder: how many runs, how many done, which train now and which failed."""
+
+    runs: int = 0
+    done: int = 0
+    active: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    started: float | None = None
+    updated: float | None = None
+    status: str = "not started"
+
+    def write(self, out: str | Path) -> Path:
+        return write_json(Path(out) / PROGRESS_JSON, asdict(self))
+
+    @property
+    def fraction(self) -> float:
+        """Share of the runs finished, 0..1."""
+        return min(1.0, self.done / self.runs) if self.runs else 0.0
+
+    def describe(self) -> str:
+        """E.g. ``"2/6 runs finished (running); training: base-seed1; failed: solver=sgdm-seed0"``."""
+        text = f"{self.done}/{self.runs} runs finished ({self.status})"
+        if self.active:
+            text += f"; training: {', '.join(self.active)}"
+        if self.failed:
+            text += f"; failed: {', '.join(self.failed)}"
+        return text
+
+
+def read_progress(out: str | Path) -> StudyProgress:
+    """``progress.json`` of the study folder ``out`` (``not started`` when there is none).
+
+    Raises
+    ------
+    StudyError
+        The file is damaged (it is named).
+    """
+    path = Path(out) / PROGRESS_JSON
+    try:
+        record = read_record(path)
+        if record is None:
+            return StudyProgress()
+        status = field_of(record, "status", str, "not started", path)
+        if status not in STUDY_STATUSES:
+            raise RunRecordError(f"{path}: damaged, status {status!r} is not one of {', '.join(STUDY_STATUSES)}")
+        names = {key: [str(name) for name in field_of(record, key, list, [], path)] for key in ("active", "failed")}
+        return StudyProgress(runs=field_of(record, "runs", int, 0, path), done=field_of(record, "done", int, 0, path),
+                             started=field_of(record, "started", float, None, path),
+                             updated=field_of(record, "updated", float, None, path), status=status, **names)
+    except RunRecordError as error:
+        raise StudyError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    """What the app shows of a study folder: its plan, progress, rows (``study.csv``) and verdicts text."""
+
+    path: Path
+    plan: StudyPlanRecord
+    progress: StudyProgress
+    rows: list[dict[str, str]]
+    verdicts: str
+
+    @property
+    def total_runs(self) -> int:
+        """Runs of the study (its progress's count, else its plan's)."""
+        return self.progress.runs or len(self.plan.runs)
+
+    def describe(self) -> str:
+        """The progress in words (:meth:`StudyProgress.describe`; ``"0/N runs finished (not started)"`` before
+        the study writes any)."""
+        if self.progress.runs:
+            return self.progress.describe()
+        return f"0/{self.total_runs} runs finished ({self.progress.status})"
+
+
+def read_study_folder(out: str | Path) -> StudyFolder:
+    """The study folder ``out``.
+
+    Raises
+    ------
+    StudyError
+        When the folder holds no study, or a damaged record (named).
+    """
+    out = Path(out)
+    plan_record = read_plan(out)
+    if plan_record is None:
+        raise StudyError(f"{out}: not a study folder (no {PLAN_JSON})")
+    rows: list[dict[str, str]] = []
+    if (out / STUDY_CSV).is_file():
+        rows = list(csv.DictReader(io.StringIO((out / STUDY_CSV).read_text(encoding="utf-8"))))
+    verdict_text = (out / VERDICTS_MD).read_text(encoding="utf-8") if (out / VERDICTS_MD).is_file() else ""
+    return StudyFolder(path=out, plan=plan_record, progress=read_progress(out), rows=rows, verdicts=verdict_text)
+
+
+def study_of_folder(out: str | Path) -> Study | None:
+    """The study that planned the folder ``out`` (its plan names the study file); None when it cannot be read."""
+    try:
+        record = read_plan(out)
+        return load_study(record.study) if record is not None and record.study else None
+    except StudyError:
+        return None
+
+
+def list_study_folders(root: str | Path) -> list[Path]:
+    """Study folders (holding ``plan.json``) directly under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / PLAN_JSON).is_file()]
+    return sorted(found, key=lambda p: (p / PLAN_JSON).stat().st_mtime, reverse=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# the study lock: one study process per folder
+
+def study_lock(out: str | Path) -> FileLock:
+    """The lock of a study folder: an ``flock`` on :data:`STUDY_LOCK`, held by its study process while it
+    runs and released by the kernel when that process ends, however it ends."""
+    return FileLock(Path(out) / STUDY_LOCK, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+
+
+def study_running(out: str | Path) -> bool:
+    """Whether a study process runs in ``out`` (its lock tried without waiting, let go at once)."""
+    if not (Path(out) / STUDY_LOCK).exists():
+        return False
+    lock = study_lock(out)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _running_error(out: str | Path) -> StudyError:
+    return StudyError(f"{out}: a study is already running there; wait for it to finish")
+
+
+@contextmanager
+def hold_study_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``out``'s study lock while the body runs.
+
+    Raises
+    ------
+    StudyError
+        Another process holds it: a study is already running in ``out``.
+    """
+    lock = study_lock(out)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise _running_error(out) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_out_folder(study: Study, out: str | Path) -> None:
+    """Refuse an ``out`` folder holding another study's runs (its ``plan.json`` names another study): their
+    finished runs of the same ids would be skipped as this study's and reported as its results.
+
+    Raises
+    ------
+    StudyError
+        ``out`` holds the runs of a study of another name.
+    """
+    record = read_plan(out)
+    if record is not None and record.name and record.name != study.name:
+        raise StudyError(f"{out} holds the runs of study {record.name!r} ({record.study}); choose another "
+                         f"folder for study {study.name!r}")
+
+
+def checked_study(config: str | Path, data_root: str | Path | None = None,
+                  roots: Sequence[Path] | None = None) -> Study:
+    """The study file ``config`` read and every planned configuration checked, its data split checked. With
+    ``roots`` (a study started by a browser user), every data folder must lie inside them
+    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read.
+
+    Raises
+    ------
+    StudyError
+        The first problem of the file, or every problem of its configurations (one per ``;``).
+    """
+    study = load_study(config, data_root)
+    for folder in data_folders(study) if roots is not None else []:
+        try:
+            resolve_inside_roots(folder, roots)
+        except OutsideRootsError as error:
+            raise StudyError(f"{config}: data folder {error}") from None
+    problems = check_study(study)
+    if problems:
+        raise StudyError(f"{config}: " + "; ".join(problems))
+    resolve_data(study, None)
+    return study
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+
+def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train every unfinished run, one at a time, then write the results; returns the rows.
+
+    Raises
+    ------
+    StudyError
+        A bad study file, data that cannot be split, or a study already running in ``out``.
+    """
+    out = Path(out).resolve()  # the runs' configurations name absolute folders
+    problems = check_study(study)
+    if problems:
+        raise StudyError(f"{study.path}: " + "; ".join(problems))
+    check_out_folder(study, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with hold_study_lock(out):
+        parts = resolve_data(study, out)
+        runs = plan(study)
+        StudyPlanRecord.of(study, runs).write(out)
+        pending = []
+        for run in runs:
+            if run_finished(out / RUNS_SUBDIR / run.run_id):
+                echo(f"{run.run_id}: finished earlier, skipped")
+            else:
+                pending.append(run)
+        started = time.time()
+        done, failed = len(runs) - len(pending), []
+        StudyProgress(runs=len(runs), done=done, started=started, updated=time.time(), status="running").write(out)
+        for run in pending:
+            run_dir = out / RUNS_SUBDIR / run.run_id
+            StudyProgress(runs=len(runs), done=done, active=[run.run_id], failed=failed, started=started,
+                          updated=time.time(), status="running").write(out)
+            echo(f"{run.run_id}: training")
+            if _train_run(run, run_dir, parts, echo):
+                done += 1
+                echo(f"{run.run_id}: done ({done}/{len(runs)})")
+            else:
+                failed.append(run.run_id)
+        rows = write_results(study, out)
+        StudyProgress(runs=len(runs), done=done, failed=failed, started=started, updated=time.time(),
+                      status="finished").write(out)
+        return rows
+
+
+def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
+               echo: Callable[[str], None]) -> bool:
+    """Train (or resume) one run of a study, waiting for the training lock; True when it finished."""
+    resume = RunFiles(run_dir).config.is_file()
+    config = {**with_data(run.config, parts), "name": run.run_id}
+    try:
+        status = start_training(config if not resume else {"epochs": config["epochs"]}, run_dir, resume=resume,
+                                wait=True, origin="study", wait_for_lock=True, echo=None)
+    except ValueError as error:
+        echo(f"{run.run_id}: failed: {str(error).splitlines()[0]}")
+        return False
+    if status.status == "done" and run_finished(run_dir):
+        return True
+    echo(f"{run.run_id}: {status.status}: {status.error or status.message}; see {RunFiles(run_dir).job_log}")
+    return False
+
+
+def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | None = None,
+                python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
+    """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
+    refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
+    see :func:`checked_study`.
+
+    Raises
+    ------
+    StudyError
+        The study file is bad, or a study runs in ``out`` (checked here first, so the app can say so at once).
+    """
+    study = checked_study(config, data_root, roots)
+    check_out_folder(study, out)
+    if study_running(out):
+        raise _running_error(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
+    if data_root:
+        command += ["--data-root", str(data_root)]
+    with open(out / STUDY_LOG, "ab") as log:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The background study process: run the study, one line per event; a problem is one line, exit 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m {STUDY_MODULE}", description="Run a study (see moleseg study).")
+    parser.add_argument("--config", required=True, help="the study file")
+    parser.add_argument("--out", required=True, help="the study folder")
+    parser.add_argument("--data-root", help="folder the study's data paths are relative to")
+    args = parser.parse_args(argv)
+    try:
+        rows = run_study(checked_study(args.config, args.data_root), args.out,
+                         echo=lambda line: print(line, flush=True))
+    except (StudyError, OSError) as error:
+        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        return 2
+    print(f"{len(rows)} run(s) finished")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

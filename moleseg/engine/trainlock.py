@@ -1,0 +1,157 @@
+"""The training lock: one training at a time for each user of the machine, whoever starts it.
+
+``<data folder>/training.lock`` (:func:`lock_path`) is an ``flock`` (:class:`filelock.FileLock`) held by the
+training process for its whole life (:func:`hold_training_lock`), so the kernel releases it when that process
+ends, however it ends (SIGKILL, reboot): no stale locks, pids or timers. Its sidecar ``training.lock.json``
+(:class:`TrainingHolder`) says which run holds it, who started it (the app, a terminal, a study) and the
+process id, for the refusal's one sentence and for the Train page. :func:`active_training` tries the lock
+without waiting. Starting a training: :mod:`moleseg.engine.launch`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
+
+from moleseg.core.config import data_dir
+from moleseg.engine.runs import RunRecordError, field_of, read_record, write_json
+
+#: The lock file's name in the data folder (:func:`moleseg.core.config.data_dir`).
+LOCK_NAME = "training.lock"
+#: The lock's sidecar (:class:`TrainingHolder`): information for messages, not the lock.
+LOCK_INFO_NAME = LOCK_NAME + ".json"
+#: Longest wait of a new training process for the lock, in seconds (a probe by :func:`active_training` holds it
+#: for microseconds; a running training holds it for hours, and then the new process gives up).
+RUNNER_LOCK_WAIT_S: float = 2.0
+#: What the training process writes to its ready pipe once it holds the lock.
+READY_BYTE = b"L"
+#: Exit status of a training process that found the lock taken (``EX_TEMPFAIL``).
+BUSY_EXIT_STATUS = 75
+#: Who starts trainings, with the words of the busy message.
+ORIGINS: dict[str, str] = {"app": "the app", "terminal": "a terminal", "study": "a study"}
+
+
+class TrainingBusy(RuntimeError):
+    """Another training holds the lock; the message says which run, who started it and its pid."""
+
+
+@dataclass(frozen=True)
+class TrainingHolder:
+    """Who holds the training lock (the sidecar ``training.lock.json``).
+
+    Attributes
+    ----------
+    run_dir
+        The run folder being trained (None when the sidecar is not written yet or damaged).
+    origin
+        Who started it: a key of :data:`ORIGINS`, or ``""`` when unknown.
+    pid
+        The training process.
+    started
+        When it took the lock (seconds since the epoch).
+    """
+
+    run_dir: Path | None = None
+    origin: str = ""
+    pid: int | None = None
+    started: float | None = None
+
+    def sentence(self) -> str:
+        """The one sentence of a refusal, e.g. ``"another training is running in run-1 (started by a terminal,
+        pid 12; since 2026-01-02 10:00); wait for it or cancel it"``."""
+        run = self.run_dir.name if self.run_dir else "a new run"
+        details = [f"started by {ORIGINS[self.origin]}"] if self.origin in ORIGINS else []
+        if self.pid:
+            details.append(f"pid {self.pid}")
+        if self.started:
+            details.append(f"since {time.strftime('%Y-%m-%d %H:%M', time.localtime(self.started))}")
+        where = f" ({', '.join(details)})" if details else ""
+        return f"another training is running in {run}{where}; wait for it or cancel it"
+
+
+def _read_holder(path: Path) -> TrainingHolder:
+    """The sidecar at ``path``; an empty :class:`TrainingHolder` when missing or damaged (it is only words)."""
+    try:
+        record = read_record(path) or {}
+        run_dir = field_of(record, "run_dir", str, None, path)
+        origin = field_of(record, "origin", str, "", path)
+        return TrainingHolder(run_dir=Path(run_dir) if run_dir else None,
+                              origin=origin if origin in ORIGINS else "",
+                              pid=field_of(record, "pid", int, None, path),
+                              started=field_of(record, "started", float, None, path))
+    except RunRecordError:
+        return TrainingHolder()
+
+
+def lock_path() -> Path:
+    """The training lock of this user: :data:`LOCK_NAME` in :func:`moleseg.core.config.data_dir`."""
+    return data_dir() / LOCK_NAME
+
+
+def lock_info_path() -> Path:
+    """The lock's sidecar (:class:`TrainingHolder`)."""
+    return data_dir() / LOCK_INFO_NAME
+
+
+def training_lock() -> FileLock:
+    """The training lock: an ``flock`` on :func:`lock_path`, released by the kernel when its holder's process
+    ends, however it ends. The lock file itself stays (its content means nothing)."""
+    lock_path().parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(lock_path(), thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+
+
+def active_training() -> TrainingHolder | None:
+    """Who holds the training lock, or None when it is free (the lock tried without waiting and let go at once)."""
+    if not lock_path().exists():
+        return None
+    lock = training_lock()
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return _read_holder(lock_info_path())
+    lock.release()
+    return None
+
+
+def _signal_ready(ready_fd: int | None, message: bytes) -> None:
+    if ready_fd is None:
+        return
+    try:
+        if message:
+            os.write(ready_fd, message)
+    finally:
+        os.close(ready_fd)
+
+
+@contextmanager
+def hold_training_lock(run_dir: str | Path, origin: str, ready_fd: int | None = None) -> Iterator[None]:
+    """Hold the training lock for ``run_dir`` while the body runs (the child's whole life).
+
+    Waits at most :data:`RUNNER_LOCK_WAIT_S` for the lock, writes the sidecar, then writes :data:`READY_BYTE`
+    to ``ready_fd`` (the pipe of :func:`start_training`) and closes it.
+
+    Raises
+    ------
+    TrainingBusy
+        When another process holds the lock (``ready_fd`` is closed without a word).
+    """
+    lock = training_lock()
+    try:
+        lock.acquire(timeout=RUNNER_LOCK_WAIT_S)
+    except Timeout:
+        _signal_ready(ready_fd, b"")
+        raise TrainingBusy((active_training() or TrainingHolder()).sentence()) from None
+    try:
+        write_json(lock_info_path(), {"run_dir": str(Path(run_dir).resolve()), "origin": origin,
+                                      "pid": os.getpid(), "started": time.time()})
+        _signal_ready(ready_fd, READY_BYTE)
+        yield
+    finally:
+        lock_info_path().unlink(missing_ok=True)
+        lock.release()

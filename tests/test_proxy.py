@@ -1,0 +1,210 @@
+"""The app in shared mode behind a real reverse proxy (Debian's ``caddy``, basic authentication setting the
+user header and the proxy secret), driven by chromium: a user sees and opens only their own visits, not
+even another's by its id in the URL; an admin sees everyone's; a request with a forged user header that does
+not come through the proxy is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app_helpers import ARTIFACTS, free_port, streamlit_server, tail
+from synthetic import mole_image, png_bytes
+from moleseg.core.measure import measure_lesion
+from moleseg.core.settings import ServerSettings
+from moleseg.engine.records import Records, User
+
+pytestmark = pytest.mark.browser
+
+#: The users of the proxy's basic authentication: name -> password.
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "admin": "admin-password"}
+#: The header the proxy names the user in (one of the settings' default user headers).
+USER_HEADER = "X-Forwarded-User"
+
+
+def _hashes(caddy: str) -> dict[str, str]:
+    """``caddy hash-password`` of each password (bcrypt; hashed at once, about a second each)."""
+    runs = {user: subprocess.Popen([caddy, "hash-password", "--plaintext", password], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+            for user, password in PASSWORDS.items()}
+    hashes = {}
+    for user, run in runs.items():
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        hashes[user] = out.strip()
+    return hashes
+
+
+@contextlib.contextmanager
+def caddy_proxy(caddy: str, app_port: int, secret_header: str, secret: str, folder: Path) -> Iterator[str]:
+    """Caddy on a free local port in front of the app: basic authentication of :data:`PASSWORDS`, the user's
+    name in :data:`USER_HEADER`, the proxy secret added, X-Forwarded-For and the credentials removed (the
+    README's Caddyfile); yields its URL."""
+    port = free_port()
+    users = "\n".join(f"            {user} {hashed}" for user, hashed in _hashes(caddy).items())
+    caddyfile = folder / "Caddyfile"
+    caddyfile.write_text(f"""{{
+    admin off
+    auto_https off
+}}
+http://127.0.0.1:{port} {{
+    basicauth {{
+{users}
+    }}
+    reverse_proxy 127.0.0.1:{app_port} {{
+        header_up {USER_HEADER} {{http.auth.user.id}}
+        header_up {secret_header} {secret}
+        header_up -X-Forwarded-For
+        header_up -Authorization
+    }}
+}}
+""")
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "caddy.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HOME": str(folder), "XDG_DATA_HOME": str(folder),
+                                        "XDG_CONFIG_HOME": str(folder)})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                except urllib.error.HTTPError as error:
+                    if error.code == 401:  # up, and asking for credentials
+                        break
+                except OSError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    f"caddy did not start; {log_path}:\n{tail(log_path)}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def shared_app(tmp_path):
+    """``(proxy URL, app URL, data folder)``: the app in shared mode (identity from the proxy's header,
+    admin user ``admin``) behind caddy; skipped when caddy is not installed."""
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        pytest.skip("caddy is not installed (.ci/run installs Debian's caddy): the proxy test is skipped")
+    secret_header = ServerSettings.proxy_secret_header
+    secret = secrets.token_urlsafe(24)
+    data = tmp_path / "data"
+    env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
+           "MOLESEG_TMPDIR": str(tmp_path), "MOLESEG_DATA_DIR": str(data), "MOLESEG_MODE": "shared",
+           "MOLESEG_ADDRESS": "127.0.0.1", "MOLESEG_ALLOWED_HOSTS": "moles.example.org",
+           "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1",
+           "MOLESEG_PROXY_SECRET": secret, "MOLESEG_ADMIN_USERS": "admin"}
+    env.pop("MOLESEG_CONFIG", None)
+    with streamlit_server(env, "streamlit-shared") as (app_url, _):
+        port = int(app_url.rsplit(":", 1)[1])
+        with caddy_proxy(caddy, port, secret_header, secret, tmp_path) as proxy_url:
+            yield proxy_url, app_url, data
+
+
+def _page(browser, user: str | None, **context):
+    credentials = {"http_credentials": {"username": user, "password": PASSWORDS[user]}} if user else {}
+    return browser.new_context(viewport={"width": 1300, "height": 1400}, **credentials, **context).new_page()
+
+
+def _idle(page) -> None:
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
+
+
+def _open(page, url: str, heading: str) -> None:
+    page.goto(url, timeout=60_000)
+    page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
+    _idle(page)
+
+
+def _lesion_choices(page) -> list[str]:
+    """The History page's lesions, as its Lesion box offers them (the tables are drawn on a canvas)."""
+    page.locator("[data-testid=stSelectbox]").filter(has_text="Lesion").locator("input").click()
+    options = page.locator("[role=option]")
+    options.first.wait_for(timeout=10_000)
+    choices = [text.strip() for text in options.all_inner_texts()]
+    page.keyboard.press("Escape")
+    return choices
+
+
+def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_is_refused(shared_app, browser,
+                                                                                           tmp_path):
+    proxy, app, data = shared_app
+    with pytest.raises(urllib.error.HTTPError) as unauthenticated:
+        urllib.request.urlopen(f"{proxy}/history", timeout=10)
+    assert unauthenticated.value.code == 401
+
+    # Alice analyses an image and saves it
+    picture = tmp_path / "alice-mole.png"
+    picture.write_bytes(png_bytes(mole_image(160, 200, seed=5)[0]))
+    alice = _page(browser, "alice")
+    _open(alice, f"{proxy}/analyse", "Analyse mole images")
+    alice.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    alice.wait_for_selector("text=Export this image", timeout=60_000)
+    _idle(alice)
+    identifier = alice.get_by_role("textbox", name="Patient / lesion identifier")
+    identifier.fill("alice arm")
+    identifier.press("Enter")
+    _idle(alice)
+    alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click()
+    saved = alice.wait_for_selector("text=/Saved as record \\d+/", timeout=60_000).inner_text()
+    alice_id = int(re.search(r"Saved as record (\d+)", saved).group(1))
+    _open(alice, f"{proxy}/history", "History")
+    alice.wait_for_selector("text=Visits of alice arm", timeout=30_000)
+    alice.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
+
+    # Bob's own visit, saved as the app would
+    image, mask = mole_image(120, 160, seed=2)
+    bob_id = Records(data).save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg")
+
+    # Bob sees his visit only, and Alice's neither in the list nor by its id in the URL
+    bob = _page(browser, "bob")
+    _open(bob, f"{proxy}/history", "History")
+    bob.wait_for_selector("text=Visits of bob leg", timeout=30_000)
+    assert _lesion_choices(bob) == ["bob leg"]
+    assert "alice" not in bob.locator("[data-testid=stMain]").inner_text()
+    _open(bob, f"{proxy}/history?visit={alice_id}", "History")
+    bob.wait_for_selector(f"text=Cannot open this record: no saved analysis with id {alice_id}.", timeout=30_000)
+    assert bob.locator("[data-testid=stImage]").count() == 0
+    assert "alice" not in bob.locator("[data-testid=stMain]").inner_text()
+    _open(bob, f"{proxy}/history?visit=999999", "History")  # a missing id reads the same
+    bob.wait_for_selector("text=Cannot open this record: no saved analysis with id 999999.", timeout=30_000)
+
+    # the admin sees both, with who saved each, and opens Alice's by its link
+    admin = _page(browser, "admin")
+    _open(admin, f"{proxy}/history?visit={alice_id}", "History")
+    admin.wait_for_selector("text=Visits of alice arm", timeout=30_000)
+    assert sorted(_lesion_choices(admin)) == ["alice arm", "bob leg"]
+    admin.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
+    trail = Records(data).audit_trail(User("admin", admin=True), alice_id)
+    assert [(entry.user, entry.action) for entry in trail][:2] == [("alice", "saved"), ("alice", "opened")]
+    assert ("admin", "opened") in [(entry.user, entry.action) for entry in trail]
+    assert "bob" not in {entry.user for entry in trail}
+    assert bob_id != alice_id
+
+    # straight to the app's port with a forged user header (and a guessed secret): refused, nothing shown
+    for forged in ({USER_HEADER: "alice"}, {USER_HEADER: "admin", ServerSettings.proxy_secret_header: "guess"}):
+        mallory = _page(browser, None, extra_http_headers=forged)
+        _open(mallory, f"{app}/history", "History")
+        mallory.wait_for_selector("text=did not come through the clinic's sign-in proxy", timeout=30_000)
+        assert mallory.locator("[data-testid=stDataFrame]").count() == 0
+        assert "alice arm" not in mallory.locator("[data-testid=stMain]").inner_text()
+    for page in (alice, bob, admin):
+        assert page.locator("[data-testid=stException]").count() == 0

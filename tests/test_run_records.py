@@ -1,0 +1,96 @@
+"""The typed records of a run folder and a study folder: each read and written in one module, and a damaged
+file is one message naming it (no fallback of each reader's own)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from moleseg.cli import main
+from moleseg.engine import jobs, launch, studyrun
+from moleseg.engine.runs import (MetricSummary, RunFiles, RunRecordError, RunState, read_evaluation, read_state,
+                                 run_summary, write_json)
+from moleseg.engine.studyplan import StudyError
+
+
+def test_run_state_is_written_and_read_back(tmp_path):
+    state = RunState(epoch=3, epochs=5, best_epoch=2, best_val_fm=0.81, best_rule="largest", status="cancelled",
+                     training_seconds=12.0, job_seconds=90.0)
+    state.write(tmp_path)
+    assert read_state(tmp_path) == state and state.minutes == 1.5
+    assert read_state(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("{not json", "damaged, not a JSON file"),
+    ("[1, 2]", "damaged, not a JSON object"),
+    ('{"epoch": "three"}', "damaged, epoch is 'three', not a whole number"),
+    ('{"epoch": true}', "damaged, epoch is True, not a whole number"),
+    ('{"status": "sleeping"}', "damaged, status 'sleeping' is not one of running, done, cancelled, failed"),
+])
+def test_a_damaged_state_json_is_one_message_naming_it(tmp_path, text, reason):
+    RunFiles(tmp_path).state.write_text(text)
+    with pytest.raises(RunRecordError) as raised:
+        read_state(tmp_path)
+    assert str(raised.value).startswith(f"{RunFiles(tmp_path).state}: {reason}")
+
+
+def test_an_evaluation_is_read_with_its_metrics_per_image_and_baseline(tmp_path):
+    write_json(RunFiles(tmp_path).evaluation, {
+        "best_epoch": 4, "best_val_fm": 0.9, "n": 2, "fm": {"mean": 0.8, "max": 0.9, "min": 0.7, "std": 0.1},
+        "cm": {"mean": 0.95}, "per_image": [{"image": "a.png", "fm": 0.7}, {"image": "b.png", "fm": 0.9}],
+        "baseline": {"fm": {"mean": 0.6, "max": 0.7, "min": 0.5, "std": 0.1}}})
+    evaluation = read_evaluation(tmp_path)
+    assert evaluation.tested and evaluation.n == 2 and evaluation.best_epoch == 4
+    assert evaluation.metric("fm") == MetricSummary(0.8, 0.9, 0.7, 0.1)
+    assert evaluation.metric("cm").mean == 0.95 and math.isnan(evaluation.metric("cm").std)
+    assert math.isnan(evaluation.metric("jaccard").mean)
+    assert evaluation.per_image_fm == {"a.png": 0.7, "b.png": 0.9}
+    assert evaluation.baseline_fm == MetricSummary(0.6, 0.7, 0.5, 0.1)
+    write_json(RunFiles(tmp_path).evaluation, {"fm": [0.8]})
+    with pytest.raises(RunRecordError, match="evaluation.json: damaged, fm is \\[0.8\\], not a mapping"):
+        read_evaluation(tmp_path)
+    with pytest.raises(RunRecordError, match="evaluation.json: damaged"):
+        run_summary(tmp_path)
+
+
+def test_a_damaged_progress_json_makes_the_job_failed_with_the_reason(tmp_path):
+    write_json(RunFiles(tmp_path).progress, {"status": "running", "epoch": "2"})
+    status = jobs.read_job(tmp_path)
+    assert status.status == "failed"
+    assert status.error == f"{RunFiles(tmp_path).progress}: damaged, epoch is '2', not a whole number"
+
+
+def test_a_damaged_job_json_is_named(tmp_path):
+    write_json(RunFiles(tmp_path).job, {"config": {}, "origin": "cron"})
+    with pytest.raises(RunRecordError, match="job.json: damaged, origin 'cron' is not one of app, terminal, study"):
+        jobs.read_request(tmp_path)
+    jobs.JobRequest(config={"epochs": 2}, resume=True, origin="study", requested=5.0).write(tmp_path)
+    assert jobs.read_request(tmp_path) == jobs.JobRequest(config={"epochs": 2}, resume=True, origin="study",
+                                                          requested=5.0)
+
+
+def test_resuming_a_run_with_a_damaged_config_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    RunFiles(run).config.write_text("{broken")
+    assert main(["train", "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {RunFiles(run).config}: damaged, not a JSON file") and len(err.splitlines()) == 1
+    assert err.rstrip().endswith("; the run cannot be resumed")
+    write_json(RunFiles(run).config, {"epochs": 3, "run_dir": str(run)})
+    assert launch.resume_config(run, epochs=5)["epochs"] == 5 and "run_dir" not in launch.resume_config(run)
+    assert launch.resume_config(run, epochs=2)["epochs"] == 3  # epochs may only grow
+
+
+def test_a_damaged_study_folder_record_is_named(tmp_path):
+    write_json(tmp_path / studyrun.PLAN_JSON, {"study": "s.yaml", "name": "s", "runs": [{"run_id": "a", "seed": 0}]})
+    write_json(tmp_path / studyrun.PROGRESS_JSON, {"runs": 1, "done": "one"})
+    with pytest.raises(StudyError, match="progress.json: damaged, done is 'one', not a whole number"):
+        studyrun.read_study_folder(tmp_path)
+    studyrun.StudyProgress(runs=2, done=1, active=["a"], failed=["b"], status="running").write(tmp_path)
+    shown = studyrun.read_study_folder(tmp_path)
+    assert shown.plan.runs[0].run_id == "a" and shown.total_runs == 2
+    assert shown.progress.describe() == "1/2 runs finished (running); training: a; failed: b"
+    assert shown.progress.fraction == 0.5
