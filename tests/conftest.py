@@ -144,3 +144,22 @@ def time_left(request: pytest.FixtureRequest) -> Callable[[], float]:
     limit = timeout_of(request)
     end = time.monotonic() + (limit - TIMEOUT_MARGIN_S if limit > 0 else 3600.0)
     return lambda: max(1.0, end - time.monotonic())
+
+
+#: A test whose call takes longer than this (seconds) without the ``slow`` or ``browser`` marker is named at
+#: the end of the run, to be marked or made faster (``make test-fast`` stays within its 2 minutes).
+UNMARKED_SLOW_S = 15.0
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if (report.when == "call" and report.duration > UNMARKED_SLOW_S
+            and "slow" not in report.keywords and "browser" not in report.keywords):
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section("slower than the fast selection allows, but not marked slow or browser")
+        for duration, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{duration:.1f} s  {nodeid}")
