@@ -216,8 +216,7 @@ def test_choices_of_the_app_and_the_training_modules_are_the_schema_s():
     assert augment.reflection and min(augment.rotation_deg, augment.translation_px, augment.colour) > 0
     with pytest.raises(ValueError, match="unknown augmentation blur"):
         AugmentConfig.from_names(["blur"])
-    defaults = TrainConfig(images=["a"], masks=["b"]).to_dict()
-    assert {**defaults, "images": [], "masks": []} == jobs.train_defaults()
+    assert {**config.to_dict(), "images": [], "masks": []} == jobs.train_defaults()
     assert ModelConfig().to_dict() == jobs.MODEL_DEFAULTS
 
 
