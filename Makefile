@@ -31,16 +31,18 @@ test-fast: setup
 
 # Retrain the shipped models from their recipes models/<name>.config.json over $(DATA) (about 75 minutes
 # on 2 CPU cores): held-out splits, `moleseg train --config`, then install/evaluate/record into models/
-# (see moleseg/network/shipped.py); progress in logs/models.log.
-DATA ?= ../shared/data
+# (see moleseg/tools/shipped.py); progress in logs/models.log. DATA: the shared data folder (default:
+# moleseg.tools.SHARED_DATA_DIR, ../shared/data next to the checkout).
+DATA ?=
+DATA_FLAG := $(if $(DATA),--data $(DATA))
 MODEL_NAMES ?= dermoscopy cells
 models: setup
 	mkdir -p logs
 	set -e; for name in $(MODEL_NAMES); do \
-	  root=$$($(PY) -m moleseg.network.shipped --data $(DATA) --only $$name --print-data-root); \
+	  root=$$($(PY) -m moleseg.tools.shipped $(DATA_FLAG) --only $$name --print-data-root); \
 	  rm -rf runs/shipped-$$name; start=$$(date +%s); \
 	  $(PY) -m moleseg train --config models/$$name.config.json --data-root $$root --out runs/shipped-$$name; \
-	  $(PY) -m moleseg.network.shipped --data $(DATA) --only $$name --install runs/shipped-$$name \
+	  $(PY) -m moleseg.tools.shipped $(DATA_FLAG) --only $$name --install runs/shipped-$$name \
 	    --wall-seconds $$(( $$(date +%s) - start )); \
 	done 2>&1 | tee logs/models.log; exit $${PIPESTATUS[0]}
 
@@ -53,7 +55,7 @@ FOLDS ?= 5
 crossval: setup
 	mkdir -p logs
 	set -e; for name in $(MODEL_NAMES); do \
-	  root=$$($(PY) -m moleseg.network.shipped --data $(DATA) --only $$name --print-data-root); runs=""; \
+	  root=$$($(PY) -m moleseg.tools.shipped $(DATA_FLAG) --only $$name --print-data-root); runs=""; \
 	  for fold in $$(seq 0 $$(( $(FOLDS) - 1 ))); do \
 	    rm -rf runs/crossval-$$name-$$fold; \
 	    $(PY) -m moleseg train --config models/$$name.config.json --data-root $$root \
@@ -61,7 +63,7 @@ crossval: setup
 	      --validation-fold $$fold --no-calibrate; \
 	    runs="$$runs runs/crossval-$$name-$$fold"; \
 	  done; \
-	  $(PY) -m moleseg.network.shipped --data $(DATA) --only $$name --crossval $$runs; \
+	  $(PY) -m moleseg.tools.shipped $(DATA_FLAG) --only $$name --crossval $$runs; \
 	done 2>&1 | tee logs/crossval.log; exit $${PIPESTATUS[0]}
 
 bench: setup
@@ -73,7 +75,7 @@ bench: setup
 # numpy/OpenCV PairFeed instead of tf.data; a JAX GPU needs `pip install jax[cuda12]==0.10.2`).
 GPU_CHECK_ARGS ?=
 gpu-check: setup
-	timeout 300 $(PY) -m moleseg.network.gpu_check $(GPU_CHECK_ARGS)
+	timeout 300 $(PY) -m moleseg.tools.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

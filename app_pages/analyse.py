@@ -21,7 +21,8 @@ from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batc
                                  thumbnail, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, corrections_dir
-from moleseg.core.imageio import encode_png
+from moleseg.core.errors import first_line
+from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
@@ -176,7 +177,7 @@ def save_to_dataset_block(outcome: ImageOutcome) -> None:
             try:
                 saved = save_to_dataset(outcome, folder, segmenter.name, choice.key)
             except (OSError, ValueError) as error:
-                st.error(f"Could not save to {folder}: {ui.first_line(error)}")
+                st.error(f"Could not save to {folder}: {first_line(error)}")
             else:
                 st.success(dataset_save_message(outcome.name, saved, folder))
 
@@ -390,4 +391,4 @@ if st.button(f"Save {outcome.name} to records", key="analyse_save",
         st.session_state["analyse_saved_id"] = saved_id
         st.success(f"Saved as record {saved_id}.")
     except (OSError, ValueError) as error:
-        st.error(f"Could not save: {ui.first_line(error)}")
+        st.error(f"Could not save: {first_line(error)}")

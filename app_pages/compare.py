@@ -8,6 +8,7 @@ import streamlit as st
 
 from moleseg.app import followup, identity, ui
 from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.compare import compare_records, compare_visits
 from moleseg.engine.records import Records
@@ -30,7 +31,7 @@ if source == followup.COMPARE_SAVED:
         records = Records()
         summaries = records.lesions(user)
     except ValueError as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     unidentified = followup.unidentified_visits(summaries)
     offer_unidentified = unidentified >= 2 and st.checkbox(
@@ -48,7 +49,7 @@ if source == followup.COMPARE_SAVED:
     try:
         visits = {record.id: record for record in records.records(user, lesion)}
     except ValueError as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     ids = list(visits)  # newest first
     left, right = st.columns(2)
@@ -70,7 +71,7 @@ if source == followup.COMPARE_SAVED:
                                          pixel_size_mm=pixel_size or None)
         st.session_state["compare_opened"] = (earlier.id, later.id)
     except (KeyError, ValueError) as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     before_name, after_name = followup.visit_label(earlier), followup.visit_label(later)
 else:
@@ -96,7 +97,7 @@ else:
             comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
                                         allow_scale=allow_scale)
     except ValueError as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
         st.stop()
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison

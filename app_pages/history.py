@@ -7,6 +7,7 @@ import streamlit as st
 
 from moleseg.app import followup, identity, ui
 from moleseg.engine.records import NoSuchRecord, Records
+from moleseg.core.errors import first_line
 
 st.title("History")
 st.caption("Analyses saved from the Analyse page, kept in a database on the server (its settings choose the "
@@ -26,7 +27,7 @@ try:
         st.session_state["history_lesion"], st.session_state["history_visit"] = target.lesion, target.id
         del st.query_params["visit"]
 except ValueError as error:
-    st.error(ui.first_line(error))
+    st.error(first_line(error))
     st.stop()
 if not lesions:
     st.info("Nothing saved yet: analyse an image on the Analyse page and use **Save to records**.")
@@ -39,7 +40,7 @@ lesion = st.selectbox("Lesion", identifiers, format_func=followup.lesion_label, 
 try:
     visits = records.records(user, lesion)
 except ValueError as error:
-    st.error(ui.first_line(error))
+    st.error(first_line(error))
     st.stop()
 st.subheader(f"Visits of {followup.lesion_label(lesion)}")
 st.dataframe(followup.visit_rows(visits, owners=identity.sees_everyone(user)), hide_index=True, width="stretch")
@@ -54,7 +55,7 @@ try:
     saved = records.open(user, chosen, audit=first_look)
     st.session_state["history_opened"] = chosen
 except (KeyError, ValueError) as error:
-    st.error(f"Cannot open this record: {ui.first_line(error)}")
+    st.error(f"Cannot open this record: {first_line(error)}")
     st.stop()
 record = saved.record
 left, right = st.columns(2)
@@ -86,7 +87,7 @@ with st.expander("Audit trail of this visit"):
     try:
         st.dataframe(followup.audit_rows(records.audit_trail(user, chosen)), hide_index=True, width="stretch")
     except (KeyError, ValueError) as error:
-        st.error(ui.first_line(error))
+        st.error(first_line(error))
 with st.expander("Delete this visit"):
     sure = st.checkbox("Yes, delete this visit and its image and mask files",  # asked again for each visit
                        key=f"history_delete_sure_{chosen}")
@@ -94,7 +95,7 @@ with st.expander("Delete this visit"):
         try:
             records.delete(user, chosen)
         except (KeyError, ValueError) as error:
-            st.error(f"Cannot delete this record: {ui.first_line(error)}")
+            st.error(f"Cannot delete this record: {first_line(error)}")
             st.stop()
         st.session_state.pop("history_visit", None)
         st.rerun()

@@ -9,7 +9,9 @@ import streamlit as st
 from moleseg.app import serverpaths, ui
 from moleseg.app.analysis import digest
 from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
+from moleseg.core import options
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
+from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
@@ -71,7 +73,7 @@ if images_dir is None:
 try:
     report = pair_folders(images_dir, masks_dir)
 except OSError as error:
-    st.error(f"Cannot read the dataset: {ui.first_line(error)}")
+    st.error(f"Cannot read the dataset: {first_line(error)}")
     st.stop()
 except PairingError as error:
     st.error(str(error))
@@ -112,7 +114,7 @@ names = [pair.image.name for pair in report.pairs]
 left, right = st.columns([2, 1])
 with right:
     index = st.selectbox("Pair", range(len(names)), format_func=lambda i: names[i], key="prepare_pair")
-    classes = st.radio("Classes", [3, 2], horizontal=True, key="prepare_classes",
+    classes = st.radio("Classes", list(options.CLASS_COUNTS), horizontal=True, key="prepare_classes",
                        format_func=lambda n: "3 (moles: back/border/inside)" if n == 3 else "2 (cells)")
     shape = st.selectbox("Structuring element", SHAPES, key="prepare_shape")
     width = st.slider("Border width (px)", 1, 30, DEFAULT_BORDER_WIDTH_PX, key="prepare_width",

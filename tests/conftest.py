@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings
 
 from moleseg.network.compiled import CACHE_ENV
+from moleseg.tools import SHARED_DATA_DIR
 
 # Tests load many small throw-away models: none of them is written to the per-machine inference cache
 # (tests/test_inference_cache.py turns it on for itself, in a temporary folder).
@@ -23,11 +24,9 @@ settings.register_profile("moleseg", derandomize=True, print_blob=True)
 settings.load_profile("moleseg")
 
 # --------------------------------------------------------------------------------------------------
-# Real data (../shared/data next to the project; override with MOLESEG_SHARED_DATA)
+# Real data (:data:`moleseg.tools.SHARED_DATA_DIR`)
 
-SHARED_DATA: Path = Path(
-    os.environ.get("MOLESEG_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+SHARED_DATA: Path = SHARED_DATA_DIR
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """Synthetic data of the tests: images, masks, datasets, segmenters without a network and study folders
 without training; the one copy of each maker (import it as a module: ``from synthetic import disk``; the
-tests folder is on ``sys.path`` under pytest)."""
+tests folder is on ``sys.path`` under pytest). The dermoscopy-like picture and the ellipse are the package's
+(:mod:`moleseg.tools.synthetic`)."""
 
 from __future__ import annotations
 
 import functools
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,11 @@ import yaml
 from PIL import Image
 
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 from moleseg.core.pairing import Pair
 from moleseg.engine import studystats
 from moleseg.engine.runs import write_history, write_json
+from moleseg.tools.synthetic import ellipse
 
 #: Colours (RGB) of the app tests' moles.
 SKIN = (224, 172, 150)
@@ -28,39 +29,6 @@ def disk(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> 
     """Boolean mask (H, W) of the pixels within ``radius`` px of ``centre`` (row, col)."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
-
-
-def ellipse(shape: tuple[int, int], centre: tuple[float, float], semi_axes: tuple[float, float],
-            angle_deg: float = 0.0) -> np.ndarray:
-    """Filled ellipse (H, W) bool around ``centre`` (row, col); ``semi_axes = (a, b)`` in px along the x and y
-    axes rotated by ``angle_deg``."""
-    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(float)
-    angle = math.radians(angle_deg)
-    x, y = cols - centre[1], rows - centre[0]
-    u = x * math.cos(angle) + y * math.sin(angle)
-    v = -x * math.sin(angle) + y * math.cos(angle)
-    return (u / semi_axes[0]) ** 2 + (v / semi_axes[1]) ** 2 <= 1.0
-
-
-def synthetic_dermoscopy(
-    shape: tuple[int, int] = (480, 640),
-    centre: tuple[float, float] = (250, 330),
-    axes: tuple[float, float] = (110, 160),
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A brown ellipse (``axes`` = semi-axes along rows, cols) on light skin, with a black round vignette in
-    the corners and mild noise: ``(image (H, W, 3) uint8, lesion (H, W) bool)``."""
-    rng = np.random.default_rng(seed)
-    height, width = shape
-    image = np.empty((height, width, 3), dtype=np.float64)
-    image[:] = (225, 185, 165)  # light skin
-    lesion = ellipse(shape, centre, (axes[1], axes[0]))
-    image[lesion] = (120, 75, 55)  # brown pigment
-    rows, cols = np.ogrid[:height, :width]
-    radius = np.hypot((rows - height / 2) / (height / 2), (cols - width / 2) / (width / 2))
-    image[radius > 1.15] = (8, 8, 8)  # dermoscope vignette
-    image += rng.normal(0, 6, image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), lesion
 
 
 def mole_image(height: int = 96, width: int = 112, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

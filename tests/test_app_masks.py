@@ -9,7 +9,7 @@ from app_helpers import app_test, run_until
 from synthetic import make_dataset
 from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 
 EMPTY = "1 empty mask(s) (no foreground pixel, all black; scored and trained as 'no lesion'): m1.png"
 FULL = "1 full mask(s) (every pixel foreground, all white: an image, or an inverted mask?): m2.png"

@@ -1,5 +1,5 @@
 """``moleseg bench --quick`` on a tiny network built on the fly: every JSON key, values that make sense,
-and the cost counting of moleseg.network.bench checked by hand."""
+and the cost counting of moleseg.tools.bench_network checked by hand."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from moleseg.cli import main  # noqa: E402
-from moleseg.network.bench import TOP_LAYERS, layer_cost  # noqa: E402
+from moleseg.tools.bench_network import TOP_LAYERS, layer_cost  # noqa: E402
 from moleseg.network.build import ModelConfig, build_model  # noqa: E402
 from moleseg.network.io import save_model  # noqa: E402
 from moleseg.network.onnx_export import ONNX_TOLERANCE  # noqa: E402
@@ -38,12 +38,12 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def quick_run(tiny_model, tmp_path_factory):
     """One ``moleseg bench --quick`` on four small image files: (JSON result, printed table, image folder)."""
-    from moleseg.core.imageio import write_png
-    from moleseg.network.bench import synthetic_dermoscopy_image
+    from moleseg.core.imagewrite import write_png
+    from moleseg.tools.synthetic import random_dermoscopy
 
     folder = tmp_path_factory.mktemp("images")
     for index in range(4):
-        write_png(folder / f"{index}.png", synthetic_dermoscopy_image(96, 72, seed=index))
+        write_png(folder / f"{index}.png", random_dermoscopy((72, 96), seed=index)[0])
     report = folder.parent / "bench.json"
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
@@ -92,7 +92,7 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
 
 def test_without_images_the_bench_writes_synthetic_ones_and_says_so(tmp_path):
     from moleseg.core.imageio import read_image
-    from moleseg.network.bench import END_TO_END_SIZE, image_files
+    from moleseg.tools.bench_pipeline import END_TO_END_SIZE, image_files
 
     files, described = image_files(None, 2, tmp_path)
     assert "synthetic" in described and len(files) == 2
@@ -123,7 +123,7 @@ def test_help_and_numpy_commands_never_import_tensorflow(tmp_path):
     """``moleseg --help``, ``bench --help`` and ``score`` run without TensorFlow or Keras."""
     import subprocess
 
-    from moleseg.core.imageio import write_png
+    from moleseg.core.imagewrite import write_png
 
     for folder in ("pred", "masks"):
         (tmp_path / folder).mkdir()
@@ -145,7 +145,7 @@ def test_help_and_numpy_commands_never_import_tensorflow(tmp_path):
 
 
 def test_busy_counts_other_processes_cpu_not_the_benchmarks_own():
-    from moleseg.network.bench import busy, others_cpu_share
+    from moleseg.tools.bench_machine import busy, others_cpu_share
 
     def run(load_before, machine_cpu_s, own_cpu_s, load_after=1.9):
         before = {"load_average": [load_before, 0, 0], "cpu_count": 2, "wall_s": 0.0, "machine_cpu_s": 0.0,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic import ellipse, synthetic_dermoscopy
+from moleseg.tools.synthetic import ellipse, synthetic_dermoscopy
 from moleseg.core.classical import (
     ClassicalSegmenter,
     one_hot,

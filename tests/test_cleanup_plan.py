@@ -22,7 +22,7 @@ def test_a_choice_applies_to_its_image_until_applied_to_all():
 
 
 def test_slider_limits_follow_the_image_size():
-    # the 2816 x 2112 photo: automatic closing 132 px, border 35 px
+    # a 2816 x 2112 photo: automatic closing 132 px, border 35 px
     big = AutoCleanup(CleanupSettings(closing_radius_px=132, border_width_px=35), 2112, 2816)
     assert cleanup_slider_limits(big) == (281, 70)
     small = AutoCleanup(CleanupSettings(closing_radius_px=15, border_width_px=4), 96, 112)

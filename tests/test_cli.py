@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from synthetic import lesion_dataset
 from moleseg.cli import main
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 
 PROJECT = Path(__file__).resolve().parents[1]
 

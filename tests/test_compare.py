@@ -10,7 +10,8 @@ import pytest
 
 from moleseg.cli import main
 from moleseg.core.classical import ClassicalSegmenter
-from moleseg.core.imageio import read_image, write_png
+from moleseg.core.imageio import read_image
+from moleseg.core.imagewrite import write_png
 from moleseg.core.registration import MIN_QUALITY, register
 from moleseg.engine.compare import compare_visits
 

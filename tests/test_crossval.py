@@ -1,5 +1,5 @@
 """Tests of k-fold cross-validation read out of fold models (moleseg.engine.crossval) and of its step in the
-shipped models' tool (``python -m moleseg.network.shipped --crossval``)."""
+shipped models' tool (``python -m moleseg.tools.shipped --crossval``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from synthetic import RedChannelSegmenter, TruthSegmenter, disk, disk_pairs  # four disks, the last blurred
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 from moleseg.core.metrics import scores
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.pairing import Pair
@@ -121,14 +121,14 @@ def test_folds_must_not_overlap_nor_be_empty(tmp_path):
 
 
 def test_the_shipped_tool_needs_one_model_for_crossval(tmp_path, capsys):
-    from moleseg.network.shipped import main
+    from moleseg.tools.shipped import main
 
     assert main(["--data", str(tmp_path), "--crossval", str(tmp_path / "run")]) == 2
     assert "--crossval needs one --only NAME" in capsys.readouterr().err
 
 
 def test_the_shipped_tool_names_a_run_that_is_not_finished(tmp_path, capsys):
-    from moleseg.network.shipped import main
+    from moleseg.tools.shipped import main
 
     (tmp_path / "fold0").mkdir()
     assert main(["--data", str(tmp_path), "--only", "dermoscopy", "--crossval", str(tmp_path / "fold0")]) == 2
@@ -145,7 +145,7 @@ def _fold_run(folder: Path, config: dict) -> Path:
 
 
 def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
-    from moleseg.network.shipped import main, recipe_config, recipe_options
+    from moleseg.tools.shipped import main, recipe_config, recipe_options
 
     recipe = recipe_config("dermoscopy", tmp_path).to_dict()
     fold = {**recipe, "validation_split": 0.2, "validation_fold": 0, "run_dir": "elsewhere", "calibrate": False,
@@ -168,7 +168,7 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
     import shutil
 
     from moleseg.core.modelinfo import read_info
-    from moleseg.network import shipped
+    from moleseg.tools import shipped
     from moleseg.network.build import ModelConfig, build_model
     from moleseg.network.io import save_model
 

@@ -14,11 +14,12 @@ tf = pytest.importorskip("tensorflow")
 
 from synthetic import disk  # noqa: E402
 from moleseg.network import data  # noqa: E402
+from moleseg.core import options  # noqa: E402
 from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
                           class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
                           prepare_example, split_pairs)
-from moleseg.core.imageio import write_png  # noqa: E402
+from moleseg.core.imagewrite import write_png  # noqa: E402
 from moleseg.core.pairing import Pair, pair_folders  # noqa: E402
 
 
@@ -52,8 +53,8 @@ def test_from_names_enables_the_named_augmentations():
     assert config.translation_px == 0.0 and config.scale_range == 0.0
     assert config.names() == ["rotation", "reflection", "colour"]
     assert config.enabled
-    every = AugmentConfig.from_names(data.AUGMENTATIONS)
-    assert every.names() == list(data.AUGMENTATIONS)
+    every = AugmentConfig.from_names(options.AUGMENTATIONS)
+    assert every.names() == list(options.AUGMENTATIONS)
     assert every.translation_px == 10.0 and every.rotation_deg == 180.0 and every.scale_range == 0.1
     none = AugmentConfig.from_names([])
     assert not none.enabled and none.names() == []

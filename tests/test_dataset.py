@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from moleseg.core.dataset import image_sha256, save_pair
-from moleseg.core.imageio import read_image, read_mask, write_png
+from moleseg.core.imageio import read_image, read_mask
+from moleseg.core.imagewrite import write_png
 from moleseg.core.pairing import pair_folders
 
 

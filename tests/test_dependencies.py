@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from moleseg.network.bench import OTHER_RUNTIMES
+from moleseg.tools.bench_network import OTHER_RUNTIMES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Import names whose distribution is named otherwise.

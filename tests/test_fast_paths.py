@@ -1,5 +1,5 @@
-"""The fast paths of issue 11 (measurements, colours, labels, overlay) give the values of the plain
-formulas they replaced: pinned on a real PH2 lesion and compared with the reference computations."""
+"""The fast paths (measurements, colours, labels, overlay) give the values of the plain
+formulas they stand for: pinned on a real PH2 lesion and compared with the reference computations."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from moleseg.core.measure import euclidean_distances, measure_lesion, measuremen
 from moleseg.core.render import blend, overlay
 from moleseg.engine.segmenter import class_argmax, labels_from_probabilities
 
-#: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as computed
-#: before the fast paths (regionprops / scipy distance transforms / per-row unique colours), 2026-11-30.
+#: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as the plain
+#: formulas compute it (regionprops / scipy distance transforms / per-row unique colours).
 IMD004_ROW: dict[str, float] = {
     "area_px": 85382.0, "area_mm2": 8.5382, "perimeter_px": 1241.7616987549554, "perimeter_mm": 12.417616987549554,
     "equivalent_diameter_px": 329.7146323846997, "equivalent_diameter_mm": 3.2971463238469974,

@@ -21,7 +21,8 @@ from hypothesis.extra.numpy import arrays
 
 from moleseg.core.cleanup import CleanupSettings, cleanup
 from moleseg.core.config import BACK, BORDER, INSIDE
-from moleseg.core.imageio import ImageReadError, encode_png, read_image, read_mask
+from moleseg.core.imageio import ImageReadError, read_image, read_mask
+from moleseg.core.imagewrite import encode_png
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.targets import make_targets
 from moleseg.engine.session import ArchiveError, extract_zip

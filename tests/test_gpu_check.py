@@ -1,4 +1,4 @@
-"""``make gpu-check`` (moleseg.network.gpu_check): its ``--cpu`` mode trains the recipe's network a few steps,
+"""``make gpu-check`` (moleseg.tools.gpu_check): its ``--cpu`` mode trains the recipe's network a few steps,
 prints the measurements, and passes; the checks themselves fail on a loss that does not fall or a slow pipeline."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from moleseg.network.gpu_check import PIPELINE_MARGIN, CheckResult, main
+from moleseg.tools.gpu_check import PIPELINE_MARGIN, CheckResult, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_cpu_mode_trains_the_recipe_and_passes(backend):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
     env.pop("KERAS_BACKEND", None)  # --backend sets it
-    done = subprocess.run([sys.executable, "-m", "moleseg.network.gpu_check", "--cpu", "--backend", backend],
+    done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
                           capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)

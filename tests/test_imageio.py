@@ -15,16 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from moleseg.core import imageio
+from moleseg.core import imageio, pixels
 from moleseg.core.config import DEFAULT_MAX_PIXELS
-from moleseg.core.imageio import (
-    ImageReadError,
-    encode_png,
-    image_size,
-    read_image,
-    read_mask,
-    write_png,
-)
+from moleseg.core.imageio import ImageReadError, image_size, read_image, read_mask
+from moleseg.core.imagewrite import encode_png, write_png
 
 tifffile = pytest.importorskip("tifffile")
 
@@ -246,12 +240,12 @@ def test_float_images(values: list[float], expected: list[int]) -> None:
 
 
 def test_scaling_rules_directly() -> None:
-    assert imageio._integer_to_uint8(np.array([0, 1023], np.uint16)).tolist() == [0, 255]
-    assert imageio._integer_to_uint8(np.array([0, 2**32 - 1], np.uint32)).tolist() == [0, 255]
-    assert imageio._integer_to_uint8(np.array([5, 5], np.int32)).tolist() == [5, 5]
-    assert imageio._integer_to_uint8(np.array([-5, -5], np.int32)).tolist() == [0, 0]
-    assert imageio._float_to_uint8(np.array([3e38, -3e38], np.float32)).tolist() == [255, 0]
-    assert imageio._to_uint8(np.array([True, False])).tolist() == [255, 0]
+    assert pixels.integer_to_uint8(np.array([0, 1023], np.uint16)).tolist() == [0, 255]
+    assert pixels.integer_to_uint8(np.array([0, 2**32 - 1], np.uint32)).tolist() == [0, 255]
+    assert pixels.integer_to_uint8(np.array([5, 5], np.int32)).tolist() == [5, 5]
+    assert pixels.integer_to_uint8(np.array([-5, -5], np.int32)).tolist() == [0, 0]
+    assert pixels.float_to_uint8(np.array([3e38, -3e38], np.float32)).tolist() == [255, 0]
+    assert pixels.to_uint8(np.array([True, False])).tolist() == [255, 0]
 
 
 def test_float_rgb_tiff_is_read_by_the_tifffile_fallback() -> None:
@@ -916,7 +910,7 @@ def test_real_data_seed_mask_is_jpeg_and_cell_mask_is_one_bit(require_shared) ->
 
 
 def test_encode_jpeg_is_a_close_lossy_copy_and_refuses_masks():
-    from moleseg.core.imageio import encode_jpeg
+    from moleseg.core.imagewrite import encode_jpeg
 
     rows, cols = np.mgrid[:60, :80]
     image = np.stack([rows * 4, cols * 3, (rows + cols) * 2], axis=-1).astype(np.uint8)  # smooth gradients

@@ -10,7 +10,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from moleseg.network.losses import LOSSES, SegmentationLoss  # noqa: E402
+from moleseg.core.options import LOSSES  # noqa: E402
+from moleseg.network.losses import SegmentationLoss  # noqa: E402
 
 
 def _one_image(classes: list[int], probabilities: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from synthetic import disk, ellipse
+from moleseg.tools.synthetic import ellipse
+from synthetic import disk
 from moleseg.core.config import BORDER, EDGE_OUTLINE_SHARE
 from moleseg.core.measure import (Measurement, asymmetry, edge_outline_share, extends_beyond_picture,
                                   fractal_dimension, measure_lesion, measurements_row)

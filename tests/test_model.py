@@ -20,15 +20,17 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from moleseg.core import backbones as registry  # noqa: E402
+from moleseg.core.backbones import BACKBONES  # noqa: E402
+from moleseg.core.trainconfig import ModelConfig  # noqa: E402
 from moleseg.network import backbones  # noqa: E402
-from moleseg.network.build import ModelConfig, build_model, count_parameters, transfer_weights  # noqa: E402
+from moleseg.network.build import build_model, count_parameters, transfer_weights  # noqa: E402
 from moleseg.network.io import load_keras_model, load_model_and_info, save_model  # noqa: E402
 from moleseg.core.modelinfo import ModelFileError, read_model_info  # noqa: E402
 
 SIZE = 64
-BACKBONES = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2")
 
-#: The taps named in the moleseg.network.backbones docstring: (layer, channels) at stride 4 and 16.
+#: The taps of the registry (moleseg.core.backbones): (layer, channels) at stride 4 and 16.
 NAMED_TAPS = {
     "mobilenetv2": (("features_3_out", 24), ("features_17_out", 320)),
     "resnet18": (("conv2_block2_out", 64), ("conv4_block2_out", 256)),
@@ -70,6 +72,20 @@ def built():
 # -- every backbone ------------------------------------------------------------------------------
 
 
+def test_the_registry_and_the_builders_name_the_same_backbones():
+    """A backbone is one registry entry (moleseg.core.backbones) and one builder (moleseg.network.backbones);
+    the model.backbone option offers exactly those."""
+    from moleseg.core import options
+
+    assert BACKBONES[0] == options.default("model.backbone") == "mobilenetv2"
+    assert list(backbones.BUILDERS) == list(BACKBONES) == list(options.option("model.backbone").choices)
+    assert {entry.preprocessing for entry in registry.REGISTRY} <= set(backbones.NORMALISATIONS)
+    for name, ((low, _), (high, _)) in NAMED_TAPS.items():
+        assert (registry.backbone(name).low_tap, registry.backbone(name).high_tap) == (low, high)
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; choose one of mobilenetv2, resnet18"):
+        registry.backbone("vgg16")
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.slow
 def test_deeplab_builds_and_predicts_probabilities(built, backbone):
@@ -102,6 +118,11 @@ def test_documented_taps_of_moleseg_encoders(built, backbone):
     # the taps are the very tensors the head reads (no resize in between)
     assert model.get_layer("decoder_low_conv").input is model.get_layer(NAMED_TAPS[backbone][0][0]).output
     assert not any(layer.name in ("low_resize", "high_resize") for layer in model.layers)
+
+
+def _layer_of(model, tensor) -> keras.Layer:
+    """The layer of ``model`` whose output ``tensor`` is."""
+    return next(layer for layer in model.layers if layer.output is tensor)
 
 
 def _encoder(model) -> keras.Model:
@@ -137,8 +158,7 @@ def test_taps_found_by_stride(built, backbone):
     assert low.shape[1] > high.shape[1]
     # nothing deeper in the encoder has the low tap's size (it is the *last* such layer)
     names = [layer.name for layer in encoder.layers]
-    low_layer = low._keras_history.operation
-    later = encoder.layers[names.index(low_layer.name) + 1:]
+    later = encoder.layers[names.index(_layer_of(encoder, low).name) + 1:]
     target = SIZE * scale / (4 * scale)
     for layer in later:
         shape = getattr(getattr(layer, "output", None), "shape", None)
@@ -148,11 +168,11 @@ def test_taps_found_by_stride(built, backbone):
 
 def test_xception_taps_at_full_size():
     """At inputs of 80 px or more (no upsampling) the Xception taps are the docstring's named layers."""
-    _, taps = backbones.build_encoder("xception", 96)
-    encoder = taps["low"]._keras_history.operation
+    inputs, taps = backbones.build_encoder("xception", 96)
+    encoder = _encoder(keras.Model(inputs, [taps["low"], taps["high"]]))
     low, high = encoder.outputs
-    assert low._keras_history.operation.name == "block3_sepconv2_bn"
-    assert high._keras_history.operation.name == "block13_sepconv2_bn"
+    assert _layer_of(encoder, low).name == "block3_sepconv2_bn"
+    assert _layer_of(encoder, high).name == "block13_sepconv2_bn"
     assert tuple(low.shape[1:3]) == (23, 23)  # "valid" paddings: 96 / 4 = 24 less one
     assert tuple(high.shape[1:3]) == (6, 6)
 
@@ -224,7 +244,11 @@ def test_model_config_round_trip():
     config = ModelConfig(backbone="resnet18", input_size=96, n_classes=2, aspp_rates=[3, 6, 9], decoder_width=64)
     assert config.aspp_rates == (3, 6, 9)
     values = json.loads(json.dumps(config.to_dict()))
-    assert ModelConfig.from_dict({**values, "unknown_key": 1}) == config
+    assert ModelConfig.from_dict(values) == config
+    with pytest.raises(ValueError, match="^unknown model option[(]s[)] unknown_key; known: architecture, backbone, "
+                                         "input_size, n_classes, separable, decoder_width, aspp_rates, bn_momentum, "
+                                         "dropout$"):
+        ModelConfig.from_dict({**values, "unknown_key": 1})
 
 
 def test_imagenet_weights_for_resnet18_is_a_clear_error():

@@ -111,7 +111,7 @@ def test_calibration_does_not_rewrite_a_bomb(bomb, no_member_read):
 
 @pytest.mark.parametrize("command", ["info", "predict"])
 def test_the_command_line_says_one_line_and_exits_2(bomb, tmp_path, capsys, command):
-    from moleseg.core.imageio import write_png
+    from moleseg.core.imagewrite import write_png
 
     image = tmp_path / "mole.png"
     write_png(image, np.zeros((8, 8, 3), np.uint8))

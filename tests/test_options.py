@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from moleseg.app.ui import PAGE_FILES
-from moleseg.cli import build_parser, train_config_of
+from moleseg.cli import build_parser
+from moleseg.cli.training import train_config_of
 from moleseg.core import options
 from moleseg.core.modelinfo import ModelFileError, ModelInfo
 
@@ -74,7 +75,10 @@ def test_every_option_has_a_distinct_other_value_and_the_defaults_are_valid():
         item = options.option(name)
         assert value != item.default and item.problems(value) == [], name
         assert item.problems(item.default) == [] and item.group in options.GROUPS and item.help, name
-    assert options.problems(options.defaults()) == []
+        assert item.widget in options.WIDGETS and (item.widget != "slider" or None not in (item.low, item.high)), name
+    assert options.problems(options.defaults(), data=False) == []
+    assert options.problems(options.defaults()) == [
+        "give at least one training dataset (an images folder and a masks folder)"]
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_VALUES))
@@ -101,33 +105,69 @@ def test_older_flags_still_work(flags, name, value):
     assert options.get_value(train_config_of(_parse(*flags)), name) == value
 
 
-def _page_widgets() -> dict[str, str]:
-    tree = ast.parse((ROOT / PAGE_FILES["train"]).read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "WIDGETS":
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{PAGE_FILES['train']} has no WIDGETS mapping")
-
-
 def test_each_option_has_a_widget_on_the_train_page(app_folders):
     from app_helpers import app_test
+    from moleseg.app.trainform import widget_key
 
-    widgets = _page_widgets()
-    settable = [o.name for o in options.OPTIONS if o.settable]
+    settable = [o for o in options.OPTIONS if o.settable]
     # model.bn_momentum is written by training from bn_momentum, size_reference_px is the unit of the px sizes
     # (older configurations: their input size): neither a flag nor a widget
     assert [o.name for o in options.OPTIONS if not o.settable] == ["model.bn_momentum", "size_reference_px"]
-    assert sorted(widgets) == sorted(settable)
+    keys = [widget_key(item) for item in settable if item.name not in dict(options.FOLDER_PAIRS).values()]
+    assert len(set(keys)) == len(keys)  # one widget per option (a masks folder shares its images' text area)
     at = app_test(PAGE_FILES["train"])
     assert not at.exception
     classes = options.default("model.n_classes")
-    for name, key in widgets.items():
-        assert key in at.session_state or f"{key}_{classes}" in at.session_state, f"{name}: no widget {key}"
+    for item in settable:
+        key = widget_key(item, classes) if item.name not in dict(options.FOLDER_PAIRS).values() else \
+            widget_key(options.option({m: i for i, m in options.FOLDER_PAIRS}[item.name]))
+        assert key in at.session_state, f"{item.name}: no widget {key}"
+    assert at.number_input(key="train_input_size").min == 32 and at.number_input(key="train_input_size").step == 16
+    assert at.slider(key="train_validation_split").max == 0.95  # one step inside the open bound 1
+    assert at.number_input(key="train_decoder_width").min == 1
+
+
+#: A made-up option, for the test that one schema entry is everything.
+WARMUP = options.Option(name="warmup_epochs", group="training", kind="int", default=2,
+                        help="epochs of linear learning-rate warm-up", low=0, high=10, unit="epochs")
+
+
+def test_one_schema_entry_is_a_flag_a_widget_a_config_key_and_a_study_factor(monkeypatch, app_folders, tmp_path,
+                                                                             capsys):
+    from app_helpers import app_test
+    from moleseg.core.trainconfig import TrainConfig
+    from moleseg.engine.studyplan import check_study, load_study
+
+    monkeypatch.setattr(options, "OPTIONS", (*options.OPTIONS, WARMUP))
+    # a flag of moleseg train, with the schema's range in its help and its parse errors
+    assert train_config_of(_parse("--warmup-epochs", "3"))["warmup_epochs"] == 3
+    assert train_config_of(_parse())["warmup_epochs"] == 2
+    with pytest.raises(SystemExit):
+        _parse("--help")
+    assert "--warmup-epochs INT epochs of linear learning-rate warm-up (allowed: 0 <= value <= 10; unit: epochs; " \
+        "default: 2)" in " ".join(capsys.readouterr().out.split())
+    # a key of the typed configuration, checked
+    assert TrainConfig(images=["i"], masks=["m"], warmup_epochs=5).warmup_epochs == 5
+    assert TrainConfig.from_dict({"images": ["i"], "masks": ["m"]}).to_dict()["warmup_epochs"] == 2
+    with pytest.raises(ValueError, match=r"^warmup epochs must be a whole number \(0 <= value <= 10, in epochs\), "
+                                         r"not 11$"):
+        TrainConfig(images=["i"], masks=["m"], warmup_epochs=11)
+    # a study factor, checked by the study's validation
+    study_file = tmp_path / "warmup.yaml"
+    study_file.write_text("factors:\n  warmup_epochs: [0, 4, 12]\n")
+    assert check_study(load_study(study_file)) == [
+        "12 (warmup_epochs): warmup epochs must be a whole number (0 <= value <= 10, in epochs), not 12"]
+    # a Train-page widget with the schema's range and default, in its group's expander
+    at = app_test(PAGE_FILES["train"])
+    assert not at.exception
+    widget = at.number_input(key="train_warmup_epochs")
+    assert (widget.min, widget.max, widget.value, widget.label) == (0, 10, 2, "Warmup epochs")
+    widget.set_value(7).run()
+    assert at.session_state["train_config"]["warmup_epochs"] == 7
 
 
 def test_a_config_round_trips_through_config_json_and_train_config(tmp_path):
-    pytest.importorskip("tensorflow")
-    from moleseg.network.train import TrainConfig
+    from moleseg.core.trainconfig import TrainConfig
 
     values = options.defaults()
     for name, (value, _) in OTHER_VALUES.items():
@@ -244,3 +284,24 @@ def test_px_sizes_are_given_at_the_reference_input_and_scaled_to_the_actual_one(
     newer.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "size_reference_px": 256}))
     assert options.read_config_file(newer)["size_reference_px"] == 256
     assert "size_reference_px" not in options.with_size_reference({"solver": "adam"})  # no size: nothing to say
+
+
+def test_the_typed_configuration_is_the_schema_s_and_refuses_unknown_keys():
+    from moleseg.core.trainconfig import ModelConfig, TrainConfig
+
+    config = TrainConfig(images=["i"], masks=["m"], augment=[" Color", "rotation", ""], rotation_deg=90,
+                         model={"aspp_rates": [4, 8, 12]})
+    assert (config.augment, config.rotation_deg, config.model.aspp_rates) == (["colour", "rotation"], 90.0, (4, 8, 12))
+    assert config.to_dict()["model"]["aspp_rates"] == [4, 8, 12] and isinstance(config.model, ModelConfig)
+    assert TrainConfig.from_dict({**config.to_dict(), "run_dir": "/r", "recipe": {}}) == config
+    known = ", ".join(o.name for o in options.top_level())
+    with pytest.raises(ValueError, match=f"^unknown option[(]s[)] solvr; known: {known}, model$"):
+        TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "solvr": "adam"})
+    with pytest.raises(ValueError, match="^unknown model option[(]s[)] depth; known: architecture, "):
+        TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "model": {"depth": 3}})
+    with pytest.raises(AttributeError, match="TrainConfig has no option 'solvr'"):
+        config.solvr  # noqa: B018
+    # one message per broken rule, the same wherever the configuration is checked
+    with pytest.raises(ValueError, match="^give at least one training dataset .*; tile scale 2 needs inference "
+                                         "'tiles' [(]with 'resize' every image is resized to the input size[)]$"):
+        TrainConfig(tile_scale=2.0)

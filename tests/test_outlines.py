@@ -14,7 +14,7 @@ import roifile
 from skimage.draw import polygon as draw_polygon
 
 from moleseg.cli import main
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 from moleseg.core.outlines import OUTLINE_FORMATS, OutlineError, outline_files, outline_polygons, parse_formats
 
 SHAPE = (180, 240)

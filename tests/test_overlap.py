@@ -7,6 +7,7 @@ import shutil
 
 from synthetic import make_dataset, mole_image, png_bytes
 from moleseg import cli
+from moleseg.cli import scoring
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.engine.overlap import file_sha256, training_overlap
 
@@ -46,7 +47,7 @@ def test_cli_evaluate_warns_and_reports_the_count(tmp_path, monkeypatch, capsys)
     data = make_dataset(tmp_path / "data", count=3)
     segmenter = ClassicalSegmenter()
     segmenter.info = {**segmenter.info, "training": {"images": [str(data / "images")]}}
-    monkeypatch.setattr(cli, "_load_segmenter", lambda spec, tta=None: segmenter)
+    monkeypatch.setattr(scoring, "open_model", lambda spec, tta=None: segmenter)
     code = cli.main(["evaluate", "--model", "classical", "--images", str(data / "images"),
                      "--masks", str(data / "masks"), "--json", str(tmp_path / "e.json"), "--quiet"])
     assert code == 0

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from synthetic import mole_image
 
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 
 PROJECT = Path(__file__).resolve().parents[1]
 #: What the wheel is built from (the rest of the checkout is not needed).
@@ -60,6 +60,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
     elsewhere.mkdir()
     env["XDG_DATA_HOME"] = str(tmp_path / "user-data")  # the user's data folder of an installed moleseg
     env.pop("MOLESEG_CORRECTIONS_DIR", None)
+    env.pop("MOLESEG_DATA_DIR", None)  # the tests' own data folder is not the installed user's
     where = _run([python, "-c", "import moleseg, moleseg.core.config as c, moleseg.engine.studyplan as s; "
                   "print(moleseg.__file__); print(c.models_dir()); print(c.corrections_dir()); "
                   "print(','.join(p.name for p in s.study_files()))"], cwd=elsewhere, env=env).stdout.split()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moleseg.core.imageio import encode_png
+from moleseg.core.imagewrite import encode_png
 from moleseg.core.pairing import (
     RULE_SAME_NAME,
     RULE_SORTED,

@@ -10,7 +10,7 @@ import pytest
 
 from moleseg.engine.calibrate import calibrate, calibrated_info
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.imageio import write_png
+from moleseg.core.imagewrite import write_png
 from moleseg.core.pairing import Pair
 from moleseg.engine.segmenter import clean, labels_from_probabilities
 

@@ -1,4 +1,4 @@
-"""Reliability cases of issue 13: every bad input answered with one clear line, nothing lost, nothing
+"""Reliability cases: every bad input answered with one clear line, nothing lost, nothing
 half-written. Each test is one case a careful user found."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 
 from synthetic import lesion_dataset, mole_image
 
-from moleseg.cli import main, printable
-from moleseg.core.imageio import write_png
+from moleseg.cli import main
+from moleseg.cli.common import printable
+from moleseg.core.imagewrite import write_png
 from moleseg.engine.pipeline import output_stems
 
 
@@ -245,7 +246,7 @@ def test_label_image_masks_are_refused_with_how_to_convert(tmp_path, capsys):
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
-    from moleseg.core.imageio import encode_png
+    from moleseg.core.imagewrite import encode_png
 
     return encode_png(array.astype(np.uint8))
 

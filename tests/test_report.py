@@ -20,13 +20,13 @@ from synthetic import disk
 from moleseg.core import atomic
 from moleseg.core.atomic import atomic_write
 from moleseg.core.measure import Measurement, measure_lesion, measurements_row
+from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import (
     DISCLAIMER,
     AnalysisSettings,
     check_archive_name,
     display_unit,
     measurements_csv,
-    pdf_report,
     png_bytes,
     zip_bundle,
 )

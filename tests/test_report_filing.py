@@ -17,12 +17,11 @@ from moleseg.app.analysis import ImageOutcome
 from moleseg.app.results import batch_bundle
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.measure import measure_lesion
+from moleseg.core.pdf_report import measurement_lines, pdf_report
 from moleseg.core.render import scale_bar_length_mm, with_scale_bar
 from moleseg.core.report import (
     AnalysisSettings,
     Visit,
-    measurement_lines,
-    pdf_report,
     settings_sidecar,
     sidecar_name,
 )

@@ -188,7 +188,7 @@ def test_train_reads_datasets_and_model_files_only_inside_the_roots(app_folders,
     (outside / "model.keras").write_bytes(b"PK")
     (tmp_path / "start.keras").write_bytes(b"PK")
     at = app_test(PAGE_FILES["train"])
-    at.text_area(key="train_datasets").set_value(str(outside / "secret")).run()
+    at.text_area(key="train_images").set_value(str(outside / "secret")).run()
     at.radio(key="train_weights").set_value("file").run()
     at.text_input(key="train_weights_file").set_value(str(outside / "model.keras")).run()
     at.button(key="train_start").click().run()
@@ -202,14 +202,14 @@ def test_train_reads_datasets_and_model_files_only_inside_the_roots(app_folders,
 def test_the_example_cache_is_a_name_inside_the_apps_cache_folder(app_folders, tmp_path, outside):
     at = app_test(PAGE_FILES["train"])
     assert at.session_state["train_config"]["cache_dir"] is None  # the default: the app's examples cache
-    at.text_input(key="train_cache").set_value("derm-256").run()
+    at.text_input(key="train_cache_dir").set_value("derm-256").run()
     assert at.session_state["train_config"]["cache_dir"] == str(app_folders["cache"] / "examples" / "derm-256")
     make_dataset(tmp_path / "derm", count=2, size=64)
-    at.text_area(key="train_datasets").set_value(str(tmp_path / "derm"))
-    at.text_input(key="train_cache").set_value("~").run()  # nothing expanded: a folder named ~ in the cache
+    at.text_area(key="train_images").set_value(str(tmp_path / "derm"))
+    at.text_input(key="train_cache_dir").set_value("~").run()  # nothing expanded: a folder named ~ in the cache
     assert at.session_state["train_config"]["cache_dir"] == str(app_folders["cache"] / "examples" / "~")
     for name in (str(outside), "../../outside", ".hidden"):
-        at.text_input(key="train_cache").set_value(name).run()
+        at.text_input(key="train_cache_dir").set_value(name).run()
         assert at.session_state["train_config"]["cache_dir"] is None
         at.button(key="train_start").click().run()
         assert texts(at.error) == [f"Example cache name: {name!r} is not a plain name (no folders, not hidden)"]

@@ -25,13 +25,15 @@ import keras  # noqa: E402
 
 from synthetic import lesion_dataset  # noqa: E402
 from moleseg.network.data import TargetConfig, inverse_frequency_weights, make_dataset  # noqa: E402
-from moleseg.network.build import ModelConfig, build_model  # noqa: E402
+from moleseg.core.trainconfig import ModelConfig, TrainConfig  # noqa: E402
+from moleseg.network.build import build_model  # noqa: E402
 from moleseg.network.losses import SegmentationLoss  # noqa: E402
 from moleseg.core.modelinfo import read_model_info  # noqa: E402
 from moleseg.core.pairing import pair_folders  # noqa: E402
 from moleseg.engine.runs import read_history, read_json  # noqa: E402
-from moleseg.network.train import (Progress, TrainConfig, Trainer, TrainingCancelled, TrainingError,  # noqa: E402
-                           auto_bn_momentum, train)
+from moleseg.network.train import Trainer, train  # noqa: E402
+from moleseg.network.trainsetup import (Progress, TrainingCancelled, TrainingError, augment_config,  # noqa: E402
+                                        auto_bn_momentum, target_config)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -114,22 +116,22 @@ def test_train_config_round_trip(tmp_path):
     again = TrainConfig.from_dict({**values, "run_dir": "ignored"})
     assert again == config
     assert isinstance(again.model, ModelConfig)
-    assert again.augment_config().names() == ["rotation", "scale"]
+    assert augment_config(again).names() == ["rotation", "scale"]
     # 4 px at the 256 px reference input is 1 px at this 64 px input
-    assert again.target_config() == TargetConfig(input_size=SIZE, n_classes=3, border_width_px=1, shape="diamond")
+    assert target_config(again) == TargetConfig(input_size=SIZE, n_classes=3, border_width_px=1, shape="diamond")
     two = tiny_config(tmp_path / "i", tmp_path / "m", tmp_path / "c",
                       model=ModelConfig(input_size=SIZE, n_classes=2))
-    assert two.target_config().border_width_px == 0
+    assert target_config(two).border_width_px == 0
 
 
 def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset):
-    from moleseg.network.train import default_cleanup, model_info
+    from moleseg.network.trainsetup import default_cleanup, model_info
 
     images, masks = dataset
     config = tiny_config(images, masks, tmp_path / "cache", border_width_px=4, closing_radius_px=15)
     assert config.size_reference_px == 256 and config.model.input_size == SIZE
     assert (config.border_width_input_px, config.closing_radius_input_px) == (1, 4)  # 4 and 15 px at 256 px
-    assert config.target_config().border_width_px == 1
+    assert target_config(config).border_width_px == 1
     cleanup = default_cleanup(config, "article")
     assert (cleanup.border_width_px, cleanup.closing_radius_px) == (1, 4)
     info = model_info(config, frequencies=np.ones(3) / 3, weights=None, n_train=6, n_validation=2, rule="article",
@@ -140,7 +142,7 @@ def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset
     from moleseg.network.data import prepare_example
 
     pair = pair_folders(images, masks).pairs[0]
-    _, labels = prepare_example(pair, config.target_config())
+    _, labels = prepare_example(pair, target_config(config))
     inside = labels > 0
     band = labels == BORDER
     eroded = np.zeros_like(inside)
@@ -148,7 +150,7 @@ def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset
     assert band.any() and np.array_equal(band, inside & ~eroded)  # exactly the lesion's outermost pixel ring
     # an older run's config.json (no size_reference_px) gave px of its own input: it means what it meant
     older = {key: value for key, value in config.to_dict().items() if key != "size_reference_px"}
-    assert TrainConfig.from_dict(older).target_config().border_width_px == 4
+    assert target_config(TrainConfig.from_dict(older)).border_width_px == 4
 
 
 def test_missing_folders_are_a_training_error(tmp_path):
@@ -426,7 +428,7 @@ def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path
 
 
 def test_loaded_batchnorm_statistics_are_frozen_on_small_datasets():
-    from moleseg.network.train import freeze_loaded_batchnorm
+    from moleseg.network.bnrescue import freeze_loaded_batchnorm
 
     fresh = _grey_threshold_model(32)
     assert freeze_loaded_batchnorm(fresh) == 0 and fresh.get_layer("bn").trainable
@@ -459,8 +461,6 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
 
-    from moleseg.network.build import ModelConfig
-    from moleseg.network.train import TrainConfig, train
 
     images, masks, cache, run = sys.argv[1:5]
     config = TrainConfig(
@@ -523,7 +523,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
-    from moleseg.network import shipped
+    from moleseg.tools import shipped
 
     data = tmp_path / "data"
     lesion_dataset(data / "set", n=10, seed=2)
@@ -562,7 +562,7 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eage
     import shutil
 
     from moleseg.engine.overlap import training_overlap
-    from moleseg.network.train import split_of
+    from moleseg.network.trainsetup import split_of
 
     images, masks = lesion_dataset(tmp_path / "data", n=10, seed=2)
     config = tiny_config(images, masks, tmp_path / "cache", epochs=1, test_split=0.2)

@@ -19,6 +19,7 @@ from cachetools import LRUCache
 
 from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
 from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
@@ -180,7 +181,7 @@ def unique_stems(names: Sequence[str]) -> list[str]:
 
 
 def _failure(name: str, error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     return text if isinstance(error, ImageReadError) else f"{name}: could not be analysed ({text})"
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from moleseg.core.measure import Measurement, edge_outline_share
 from moleseg.core.render import contour_overlay
-from moleseg.core.report import display_unit, pdf_report
+from moleseg.core.pdf_report import pdf_report
+from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
 
@@ -120,7 +121,7 @@ def saved_overlay(saved: SavedAnalysis):
 
 
 def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
-    """The one-page PDF report of a saved visit (:func:`moleseg.core.report.pdf_report`): its settings, visit,
+    """The one-page PDF report of a saved visit (:func:`moleseg.core.pdf_report.pdf_report`): its settings, visit,
     notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`)."""
     record = saved.record
     return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,

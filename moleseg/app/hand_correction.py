@@ -96,11 +96,11 @@ def dataset_save_message(name: str, saved: SavedPair, folder: str | Path) -> str
 
 def canvas_background(analysis: Analysis, width: int, height: int) -> bytes:
     """The overlay resized to the drawing canvas (``width`` x ``height`` screen px, area averaging) as JPEG
-    bytes: the canvas sends its background to the browser as a data URL on every rerun, and a JPEG is
-    encoded ~50x faster than the PNG it would make of a picture (and is ~5x smaller)."""
+    bytes: the canvas sends its background to the browser as a data URL on every rerun, and a JPEG of a
+    picture is encoded faster and is smaller than the PNG it would make (``docs/performance.md``)."""
     import cv2
 
-    from moleseg.core.imageio import encode_jpeg
+    from moleseg.core.imagewrite import encode_jpeg
 
     picture = analysis.overlay
     if picture.shape[:2] != (height, width):

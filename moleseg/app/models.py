@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from moleseg.core.config import models_dir, runs_dir
+from moleseg.core.config import DERMOSCOPY_MODEL, models_dir, runs_dir
 from moleseg.core.modelinfo import ModelInfo
 
 #: Specs of the classical baselines, by number of classes.
@@ -52,7 +52,7 @@ def device_summary() -> str:
 class ModelChoice:
     """One entry of the model picker.
 
-    ``spec`` is what :func:`moleseg.engine.segmenter.load_segmenter` takes; ``stamp`` changes when the file
+    ``spec`` is what :func:`moleseg.network.loading.load_segmenter` takes; ``stamp`` changes when the file
     changes (so caches keyed by ``key`` see a retrained model).
     """
 
@@ -137,10 +137,6 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({', '.join(details)})", kind="run",
                                    n_classes=info.n_classes, stamp=_stamp(model), status=status))
     return choices
-
-
-#: File name of the shipped mole model, the app's default.
-DERMOSCOPY_MODEL = "dermoscopy.keras"
 
 
 def dermoscopy_model(models: str | Path | None = None) -> Path | None:

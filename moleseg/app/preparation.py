@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from moleseg.core.config import class_names
+from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, class_names
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.engine.tasks import Progress
 
@@ -48,8 +48,9 @@ def frequency_rows(frequencies: np.ndarray, n_classes: int, pixels: int | None =
     return rows
 
 
-def target_preview(image_path: str | Path, mask_path: str | Path, *, classes: int = 3, border_width_px: int = 4,
-                   shape: str = "diamond", border_at_image_edge: bool = False) -> TargetPreview:
+def target_preview(image_path: str | Path, mask_path: str | Path, *, classes: int = DEFAULT_CLASS_COUNT,
+                   border_width_px: int = DEFAULT_BORDER_WIDTH_PX, shape: str = DEFAULT_SHAPE,
+                   border_at_image_edge: bool = False) -> TargetPreview:
     """Targets of one pair as training would make them (the mask resized to the image when they differ).
 
     Raises
@@ -93,8 +94,9 @@ def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[
     return lines
 
 
-def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = 3, border_width_px: int = 4,
-                        shape: str = "diamond", border_at_image_edge: bool = False,
+def dataset_frequencies(mask_paths: Sequence[str | Path], *, classes: int = DEFAULT_CLASS_COUNT,
+                        border_width_px: int = DEFAULT_BORDER_WIDTH_PX, shape: str = DEFAULT_SHAPE,
+                        border_at_image_edge: bool = False,
                         progress: Callable[[int, int], None] | None = None,
                         degenerate: dict[str, list[str]] | None = None
                         ) -> tuple[np.ndarray, int, list[str]]:

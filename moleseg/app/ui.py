@@ -15,6 +15,7 @@ from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
 from moleseg.core.config import SESSION_HEARTBEAT_S
+from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
@@ -142,8 +143,7 @@ def load_segmenter(choice: ModelChoice) -> Segmenter | None:
     try:
         return _cached_segmenter(choice.spec, choice.stamp)
     except Exception as error:  # a corrupt or foreign file: say so, no stack trace
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        st.error(f"Cannot load the model {choice.label}: {text}")
+        st.error(f"Cannot load the model {choice.label}: {first_line(error)}")
         return None
 
 
@@ -202,7 +202,3 @@ def sentence(note: str) -> str:
         return text
     return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

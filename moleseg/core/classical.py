@@ -24,7 +24,7 @@ resized so that its longer side is ``working_side_px`` (256 px), and the mask is
 Radii are in px of the working image. The defaults were chosen on PH2, ISIC 2017 and the seed
 training set, not on the seed test set. Mean F-measure (``2 TP / (2 TP + FP + FN)`` per image) at
 the images' own size: seed/test 0.935 (30 images), seed/train 0.945, PH2 0.925 (100), ISIC 2017
-0.871 (36); about 15 ms for a 765 x 574 image on one CPU core.
+0.871 (36).
 
 Two classes (cells, :func:`segment_foreground`): Otsu on the grey image at full resolution, the
 foreground being whichever side of the threshold has fewer pixels (objects are the minority), a
@@ -346,7 +346,7 @@ class ClassicalSegmenter:
     Attributes
     ----------
     name : str
-        ``"classical"`` (three classes) or ``"classical2"`` (two), as :func:`moleseg.engine.segmenter.load_segmenter`
+        ``"classical"`` (three classes) or ``"classical2"`` (two), as :func:`moleseg.network.loading.load_segmenter`
         spells them.
     n_classes : int
     class_names : tuple of str

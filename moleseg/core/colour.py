@@ -158,7 +158,7 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
     # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels. The colours
-    # are packed into one 24-bit integer each, whose 1-D unique is ~100x faster than a unique over rows.
+    # are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
     codes = packed_rgb(rgb[binary])
     distinct, pixels_per_colour = np.unique(codes, return_counts=True)
     classes = classify_colours(unpacked_rgb(distinct))

@@ -27,6 +27,10 @@ DEFAULT_BORDER_WIDTH_PX: int = 4
 DEFAULT_SHAPE: str = "diamond"
 #: Radius of the disk that closes the cleaned border (the article: 15).
 DEFAULT_CLOSING_RADIUS_PX: int = 15
+#: Images a network predicts at once when a folder is analysed, evaluated or predicted (CLI and app).
+INFERENCE_BATCH_SIZE: int = 4
+#: Number of classes of the dermoscopy (moles) targets: BACK, BORDER, INSIDE.
+DEFAULT_CLASS_COUNT: int = 3
 
 #: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds)
 #: when at least this share (0..1) of its outline pixels lie on the image's edge.
@@ -61,8 +65,8 @@ INSIDE: int = 2
 CLASS_NAMES_3: tuple[str, ...] = ("back", "border", "inside")
 CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 
-#: zlib level (0..9) of the PNGs moleseg writes: 1 encodes a 765 x 574 overlay about 5x faster than
-#: Pillow's default 6, for files about 4 % larger (masks and class maps compress well at any level).
+#: zlib level (0..9) of the PNGs moleseg writes: 1 encodes an overlay several times faster than Pillow's
+#: default 6 for slightly larger files (masks and class maps compress well at any level; ``docs/performance.md``).
 PNG_COMPRESSION_LEVEL = 1
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -80,6 +84,8 @@ USER_DATA_DIR: Path = settings.user_data_dir()
 #: (the wheel carries them as package data); ``MOLESEG_MODELS_DIR`` overrides it.
 MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
                         or (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "models")
+#: File name of the shipped mole model in the models folder: the default model of the app and the CLI.
+DERMOSCOPY_MODEL: str = "dermoscopy.keras"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"

@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.imageio import ImageReadError, encode_png, read_image
+from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.imagewrite import encode_png
 
 IMAGES, MASKS, PROVENANCE = "images", "masks", "provenance"
 #: Key of the image's content hash (:func:`image_sha256`) in a provenance record.

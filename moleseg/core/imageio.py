@@ -1,4 +1,4 @@
-"""Reading users' image and mask files into numpy arrays, and writing PNGs.
+"""Reading users' image and mask files into numpy arrays (writing them: :mod:`moleseg.core.imagewrite`).
 
 Every reader takes a file's bytes or its path and returns a fresh, writable, C-contiguous array:
 
@@ -57,20 +57,17 @@ from typing import IO, Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from moleseg.core.atomic import atomic_write
-from moleseg.core.config import PNG_COMPRESSION_LEVEL, max_image_pixels
+from moleseg.core.config import max_image_pixels
+from moleseg.core.pixels import float_to_uint8, integer_to_uint8, to_uint8, unpremultiply
 
 __all__ = [
     "SUPPORTED_FORMATS",
     "ImageReadError",
     "Source",
-    "encode_jpeg",
-    "encode_png",
     "image_size",
     "mask_problem",
     "read_image",
     "read_mask",
-    "write_png",
 ]
 
 #: What the readers accept: the file's bytes, its path, or an open binary file (e.g. a Streamlit upload).
@@ -81,8 +78,6 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF"
 _FORMAT_HINT = "expected JPEG, PNG, BMP, TIFF, GIF or WebP"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
-#: Bit depths tried, smallest first, when scaling integer images to 8 bits.
-_BIT_DEPTHS: tuple[int, ...] = (8, 10, 12, 14, 16, 24, 32, 64)
 #: EXIF orientations that swap width and height.
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 #: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
@@ -225,89 +220,10 @@ def _open_pil(fp: IO[bytes], label: str) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------
-# Scaling to 8 bits
-
-
-def _integer_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale an integer array to uint8 (see the module docstring for the rule)."""
-    if values.dtype == np.uint8:
-        return values
-    if values.size == 0:
-        return np.zeros(values.shape, np.uint8)
-    low = int(values.min())
-    high = int(values.max())
-    if low < 0:
-        if high == low:
-            return np.zeros(values.shape, np.uint8)
-        scaled = (values.astype(np.float64) - low) * (255.0 / (high - low))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    bits = next(b for b in _BIT_DEPTHS if high < 2**b)
-    if bits == 8:
-        return values.astype(np.uint8)
-    full_scale = float(2**bits - 1)
-    if bits <= 16:  # one table look-up per pixel
-        table = np.rint(np.arange(2**bits, dtype=np.float64) * (255.0 / full_scale))
-        return table.astype(np.uint8)[values]
-    scaled = values.astype(np.float64) * (255.0 / full_scale)
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, 0, 255, out=scaled)
-    return scaled.astype(np.uint8)
-
-
-def _float_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Scale a float array to uint8: [0, 1] × 255, [0, 255] kept, otherwise min-max; non-finite → 0."""
-    with np.errstate(invalid="ignore"):  # signalling NaNs warn when cast
-        values = values.astype(np.float64, copy=False)
-    finite = np.isfinite(values)
-    all_finite = bool(finite.all())
-    valid = values if all_finite else values[finite]
-    if valid.size == 0:
-        return np.zeros(values.shape, np.uint8)
-    low = float(valid.min())
-    high = float(valid.max())
-    if low >= 0.0 and high <= 1.0:
-        offset, scale = 0.0, 255.0
-    elif low >= 0.0 and high <= 255.0:
-        offset, scale = 0.0, 1.0
-    elif high > low:
-        offset, scale = low, 255.0 / (high - low)
-    else:
-        offset, scale = low, 0.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        scaled = np.where(finite, values, offset)
-        scaled -= offset
-        scaled *= scale
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, 0, 255, out=scaled)
-    return scaled.astype(np.uint8)
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    """Any numeric array to uint8 by the module's rules (bool → 0/255)."""
-    if values.dtype == np.bool_:
-        return values.astype(np.uint8) * np.uint8(255)
-    if np.issubdtype(values.dtype, np.integer):
-        return _integer_to_uint8(values)
-    if np.issubdtype(values.dtype, np.floating):
-        return _float_to_uint8(values)
-    raise TypeError(f"unsupported sample type {values.dtype}")
-
-
-# --------------------------------------------------------------------------------------------------
 # Decoding to (colour, alpha)
 
 #: A decoded file: 8-bit colour ``(H, W)`` grey or ``(H, W, 3)`` RGB, and 8-bit alpha ``(H, W)`` or None.
 _Decoded = tuple[np.ndarray, "np.ndarray | None"]
-
-
-def _unpremultiply(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Undo premultiplied alpha (Pillow's ``La`` / ``RGBa``)."""
-    a = alpha.astype(np.float32)
-    if colour.ndim == 3:
-        a = a[..., None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        straight = np.where(a > 0, colour.astype(np.float32) * 255.0 / a, 0.0)
-    return np.clip(np.rint(straight), 0, 255).astype(np.uint8)
 
 
 def _pil_to_arrays(img: Image.Image, label: str) -> _Decoded:
@@ -321,13 +237,13 @@ def _pil_to_arrays(img: Image.Image, label: str) -> _Decoded:
         both = np.array(img, dtype=np.uint8)
         grey, alpha = both[..., 0], both[..., 1]
         if mode == "La":
-            grey = _unpremultiply(grey, alpha)
+            grey = unpremultiply(grey, alpha)
         return np.ascontiguousarray(grey), np.ascontiguousarray(alpha)
     if mode in ("RGBA", "RGBa"):
         both = np.array(img, dtype=np.uint8)
         rgb, alpha = both[..., :3], both[..., 3]
         if mode == "RGBa":
-            rgb = _unpremultiply(rgb, alpha)
+            rgb = unpremultiply(rgb, alpha)
         return np.ascontiguousarray(rgb), np.ascontiguousarray(alpha)
     if mode in ("P", "PA"):
         if mode == "PA" or "transparency" in img.info:
@@ -336,9 +252,9 @@ def _pil_to_arrays(img: Image.Image, label: str) -> _Decoded:
     if mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         return np.array(img.convert("RGB"), dtype=np.uint8), None
     if mode.startswith("I;16") or mode == "I":
-        return _integer_to_uint8(np.array(img)), None
+        return integer_to_uint8(np.array(img)), None
     if mode == "F":
-        return _float_to_uint8(np.array(img)), None
+        return float_to_uint8(np.array(img)), None
     raise ImageReadError(label, f"unsupported pixel mode {mode!r}")
 
 
@@ -410,7 +326,7 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
     values = _tiff_axes_to_hwc(np.asarray(values), axes, label)
     if values.dtype.kind not in "biuf":
         raise ImageReadError(label, f"unsupported TIFF sample type {values.dtype}")
-    values = _to_uint8(values)
+    values = to_uint8(values)
     if values.ndim == 2:
         return values, None
     channels = values.shape[2]
@@ -700,105 +616,3 @@ def image_size(path: Source) -> tuple[int, int]:
             return _header_size(fp, label)
     finally:
         fp.close()
-
-
-# --------------------------------------------------------------------------------------------------
-# Writing
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """Encode an array as a lossless PNG.
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        ``(H, W) bool`` (written as 8-bit grey 0/255), ``(H, W)`` or ``(H, W, 1) uint8`` grey,
-        ``(H, W, 2) uint8`` grey + alpha, ``(H, W, 3) uint8`` RGB, ``(H, W, 4) uint8`` RGBA, or
-        ``(H, W) uint16`` 16-bit grey. ``H, W >= 1``.
-
-    Returns
-    -------
-    bytes
-        The PNG file's content.
-
-    Raises
-    ------
-    ValueError
-        Any other dtype or shape (convert floats to uint8 first).
-    """
-    values = np.asarray(array)
-    if values.ndim == 3 and values.shape[2] == 1:
-        values = values[..., 0]
-    if values.ndim not in (2, 3) or values.shape[0] == 0 or values.shape[1] == 0:
-        raise ValueError(f"cannot encode an array of shape {values.shape} as PNG")
-    if values.dtype == np.bool_:
-        if values.ndim != 2:
-            raise ValueError(f"a boolean mask must be (H, W), not {values.shape}")
-        values = values.astype(np.uint8) * np.uint8(255)
-    if values.dtype == np.uint16:
-        if values.ndim != 2:
-            raise ValueError(f"16-bit PNGs are written for (H, W) arrays only, not {values.shape}")
-        values = values.astype("<u2")
-    elif values.dtype != np.uint8:
-        raise ValueError(f"cannot encode dtype {values.dtype} as PNG (use uint8, uint16 or bool)")
-    if values.ndim == 3 and values.shape[2] not in (2, 3, 4):
-        raise ValueError(f"cannot encode {values.shape[2]} channels as PNG (use 1 to 4)")
-    if values.ndim == 2 or values.shape[2] in (3, 4):
-        import cv2  # OpenCV's encoder: faster than Pillow's, releases the GIL (encoded in parallel threads)
-
-        if values.ndim == 3:
-            values = cv2.cvtColor(values, cv2.COLOR_RGB2BGR if values.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-            # Photographs: the SUB filter and Huffman coding only encode a 765 x 574 overlay ~1.5x faster
-            # than libpng's adaptive filters with full deflate, for a file ~8 % larger.
-            tuning = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-                      cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
-        else:  # masks and class maps: long runs of equal values, run-length deflate is fast and small
-            tuning = [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-        ok, encoded = cv2.imencode(".png", np.ascontiguousarray(values),
-                                   [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION_LEVEL, *tuning])
-        if not ok:
-            raise ValueError(f"OpenCV could not encode an array of shape {values.shape} as PNG")
-        return encoded.tobytes()
-    img = Image.fromarray(np.ascontiguousarray(values))  # grey + alpha: OpenCV writes 1, 3 or 4 channels
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=PNG_COMPRESSION_LEVEL)
-    return buffer.getvalue()
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 RGB image as a JPEG (lossy: for pictures shown on screen, such as a
-    drawing canvas's background, never for masks or exports), ``quality`` 1..100.
-
-    Raises
-    ------
-    ValueError
-        Not an ``(H, W, 3)`` uint8 array, or a quality outside 1..100.
-    """
-    import cv2
-
-    values = np.asarray(image)
-    if values.dtype != np.uint8 or values.ndim != 3 or values.shape[2] != 3 or 0 in values.shape:
-        raise ValueError(f"a JPEG is encoded from an (H, W, 3) uint8 RGB image, not {values.dtype} {values.shape}")
-    if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be an integer 1..100, not {quality!r}")
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(values, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"OpenCV could not encode an array of shape {values.shape} as JPEG")
-    return encoded.tobytes()
-
-
-def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write an array as a PNG file atomically.
-
-    The PNG is encoded first (see :func:`encode_png`), written to a temporary file in the same folder,
-    flushed to disk, then moved over ``path`` with :func:`os.replace`; readers never see a partial file,
-    and the temporary file is removed if anything fails. The folder must exist.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination file; replaced if it exists.
-    array : numpy.ndarray
-        As for :func:`encode_png`.
-    """
-    atomic_write(path, encode_png(array))

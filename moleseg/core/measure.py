@@ -209,13 +209,13 @@ def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     """Lengths (px) of the major and minor axes of the ellipse with the same second moments as the pixels
     at ``rows``, ``cols``: ``regionprops``' ``axis_major_length`` / ``axis_minor_length`` of them taken as
     one region (``4 sqrt(l)`` for the eigenvalues ``l`` of the inertia tensor, built the same way), from
-    the pixel list: scikit-image's moments of the whole box took 30 ms for a lesion filling a PH2 image.
+    the pixel list (scikit-image's moments of the whole bounding box are slow for a large lesion).
     Equal to ``regionprops`` within float64 round-off (~1e-15 relative)."""
     r = rows.astype(np.float64)
     c = cols.astype(np.float64)
     dr, dc = r - r.mean(), c - c.mean()
     count = float(r.size)
-    # element-wise sums, not BLAS dot products: OpenBLAS's threads stall for ~10 ms on a busy machine
+    # element-wise sums, not BLAS dot products: OpenBLAS's threads stall on a busy machine
     mu_rr, mu_cc, mu_rc = float((dr * dr).sum()), float((dc * dc).sum()), float((dr * dc).sum())
     # skimage.measure.inertia_tensor: diagonal i = (sum of the second moments - that of axis i) / mu00
     tensor = np.array([[(mu_rr + mu_cc - mu_rr) / count, -mu_rc / count],
@@ -305,7 +305,7 @@ def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray
 
 def euclidean_distances(mask: np.ndarray) -> np.ndarray:
     """Exact Euclidean distance (px, float64) of each pixel to the nearest False pixel of ``mask`` (0 on
-    False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and about 10x faster.
+    False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and faster (``docs/performance.md``).
 
     OpenCV's exact transform (``DIST_MASK_PRECISE``) returns float32 roots of integer squared distances;
     up to :data:`EXACT_FLOAT32_DISTANCE_PX` the float32 root squared lies within 0.5 of that integer, so

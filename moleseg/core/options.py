@@ -1,11 +1,12 @@
 """Every option of a training, declared once: model, data, augmentation, training, cleanup and run.
 
 Each :class:`Option` names one value of a training configuration (the dictionary of
-:class:`moleseg.network.train.TrainConfig`, ``config.json`` of a run; model options under ``model``),
-with its group, kind, allowed values or range, default, unit, help line and command-line flag.
-Everything else is derived from :data:`OPTIONS`: the dataclasses' defaults and checks, the choices of
-the network modules, :func:`moleseg.engine.jobs.check_config`, the flags of ``moleseg train`` and the
-widgets of the Train page. No TensorFlow here (numpy and the standard library only).
+:class:`moleseg.core.trainconfig.TrainConfig`, ``config.json`` of a run; model options under ``model``),
+with its group, kind, allowed values or range, default, unit, help line, command-line flag and widget
+hints. Everything else is derived from :data:`OPTIONS`: the typed configuration, the one check of a
+configuration (:func:`problems`, every rule between options included), the flags of ``moleseg train``,
+study factors and the widgets of the Train page (:mod:`moleseg.app.trainform`). No TensorFlow here
+(numpy and the standard library only).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
@@ -34,7 +36,6 @@ SOLVERS: tuple[str, ...] = ("sgdm", "rmsprop", "adam")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "piecewise")
 LOSSES: tuple[str, ...] = ("weighted_ce", "ce", "dice", "focal", "dice_ce", "lovasz", "lovasz_ce")
 ARCHITECTURES: tuple[str, ...] = ("deeplabv3plus", "unet", "fpn", "linknet")
-BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2", "vgg16_hed")
 #: The augmentations that make a rare hard case common (each drawn with probability ``hard_case_share``).
 HARD_CASES: tuple[str, ...] = ("zoom_in", "pink", "vignette", "halo")
 AUGMENTATIONS: tuple[str, ...] = ("rotation", "reflection", "translation", "scale", "colour", *HARD_CASES)
@@ -42,6 +43,17 @@ STRATEGIES: tuple[str, ...] = ("auto", "default", "mirrored")
 PRECISIONS: tuple[str, ...] = ("auto", "on", "off")
 INFERENCES: tuple[str, ...] = ("resize", "tiles")
 CLASS_COUNTS: tuple[int, ...] = (3, 2)
+#: Other spellings of choice names, mapped to the one the schema uses (``--augment color``).
+CHOICE_ALIASES: dict[str, str] = {"color": "colour"}
+#: Widgets an option can ask for (:attr:`Option.widget`); empty lets the kind choose.
+WIDGETS: tuple[str, ...] = ("", "slider", "number", "select", "radio")
+
+
+def choice_names(values: Iterable[str]) -> list[str]:
+    """Names of a ``choices`` option as the schema spells them: trimmed, lower case, aliases
+    (:data:`CHOICE_ALIASES`) replaced, empty ones and ``none`` dropped."""
+    names = (str(value).strip().lower() for value in values)
+    return [CHOICE_ALIASES.get(name, name) for name in names if name and name != "none"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,18 @@ class Option:
         False for a value that training itself writes (no flag, no widget).
     words : str
         The option's name in messages when its key reads badly (default: the key with spaces).
+    title : str
+        The widget's label when the name in words reads badly (default: :attr:`label`, capitalised).
+    widget : str
+        The Train page's widget, one of :data:`WIDGETS` (empty: number inputs for numbers, select boxes
+        for choices, check boxes for yes/no...).
+    step : float or None
+        Step of a number widget (None: 1 for whole numbers, Streamlit's for others).
+    format : str
+        printf-style format of a number widget (``"%.6f"``), empty for Streamlit's.
+    needs : tuple
+        ``(other option, value)``: the option matters only when the other one has that value (its widget is
+        greyed out otherwise and the configuration keeps its default).
     """
 
     name: str
@@ -102,6 +126,11 @@ class Option:
     aliases: tuple[str, ...] = ()
     settable: bool = True
     words: str = ""
+    title: str = ""
+    widget: str = ""
+    step: float | None = None
+    format: str = ""
+    needs: tuple = ()
 
     @property
     def cli_flag(self) -> str:
@@ -209,8 +238,7 @@ class Option:
             if self.kind == "ints":
                 return [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
             if self.kind == "choices":
-                items = [part.strip().lower() for part in text.split(",") if part.strip()]
-                return [{"color": "colour"}.get(item, item) for item in items if item != "none"]
+                return choice_names(text.split(","))
             if self.kind == "choice" and self.choices and isinstance(self.choices[0], int):
                 return int(text)
         except ValueError:
@@ -231,7 +259,7 @@ def _option(name: str, group: str, kind: str, default: Any, help: str, **more: A
     return Option(name=name, group=group, kind=kind, default=default, help=help, **more)
 
 
-#: Every option, in the order of ``TrainConfig``'s fields (model options where ``model`` stands).
+#: Every option (model options where ``model`` stands in ``TrainConfig.to_dict()``).
 OPTIONS: tuple[Option, ...] = (
     # ---- data
     _option("images", "data", "folders", [], "training image folders (repeat to combine datasets)"),
@@ -244,115 +272,123 @@ OPTIONS: tuple[Option, ...] = (
     # ---- model
     _option("model.architecture", "model", "choice", "deeplabv3plus", "network architecture",
             choices=ARCHITECTURES),
-    _option("model.backbone", "model", "choice", "mobilenetv2", "encoder network", choices=BACKBONES),
+    _option("model.backbone", "model", "choice", BACKBONES[0], "encoder network", choices=BACKBONES),
     _option("model.input_size", "model", "int", 256, "side of the square network input",
-            low=32, multiple_of=16, unit="px", aliases=("--image-size",)),
+            low=32, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
     _option("model.n_classes", "model", "choice", 3, "3: back/border/inside (moles); 2: background/foreground "
-            "(cells)", choices=CLASS_COUNTS, flag="--classes"),
+            "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio", title="Classes"),
     _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
-            aliases=("--dense-head",)),
+            aliases=("--dense-head",), title="Separable convolutions"),
     _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",
             low=1, unit="channels"),
     _option("model.aspp_rates", "model", "ints", [6, 12, 18],
-            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3),
+            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3,
+            title="ASPP dilation rates"),
     _option("model.bn_momentum", "model", "float", 0.99,
             "BatchNorm momentum stored in the network (training sets it from bn_momentum)",
             low=0.0, high=1.0, low_open=True, high_open=True, settable=False),
-    _option("model.dropout", "model", "float", 0.1, "dropout after ASPP", low=0.0, high=1.0, high_open=True),
+    _option("model.dropout", "model", "float", 0.1, "dropout after ASPP", low=0.0, high=1.0, high_open=True,
+            widget="slider", step=0.05, title="Dropout after ASPP"),
     _option("weights", "model", "text", "imagenet",
             "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
             "width of the BORDER class of three-class targets (scaled to the input size)", low=0,
-            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
+            unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Border width"),
     _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
-            choices=SHAPES),
+            choices=SHAPES, title="Structuring element"),
     # ---- cleanup
     _option("closing_radius_px", "cleanup", "int", DEFAULT_CLOSING_RADIUS_PX,
             "the model's default cleanup closing radius (the article: 15; scaled to the input size)", low=0,
-            unit=f"px at a {SIZE_REFERENCE_PX} px input"),
+            unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Closing radius"),
     _option("size_reference_px", "data", "int", SIZE_REFERENCE_PX,
             "input size at which border_width_px and closing_radius_px are given (a configuration stored "
             "without it gives them in px of its own input)", low=16, unit="px", settable=False),
     # ---- training
     _option("solver", "training", "choice", "adam", "optimiser", choices=SOLVERS),
     _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, unit="epochs"),
-    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images"),
+    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images", title="Mini-batch size"),
     _option("learning_rate", "training", "float", 1e-3, "initial learning rate", low=0.0, low_open=True,
-            unit="per step"),
-    _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES),
+            unit="per step", step=1e-4, format="%.6f"),
+    _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES,
+            title="Learning-rate schedule"),
     _option("momentum", "training", "float", 0.9, "momentum of the sgdm solver", low=0.0, high=1.0,
-            high_open=True),
+            high_open=True, needs=("solver", "sgdm"), title="Momentum (sgdm)"),
     _option("loss", "training", "choice", "weighted_ce",
             "loss function (weighted_ce: cross-entropy weighted per class, the article's; lovasz: Lovász-softmax, "
             "a surrogate of each image's Jaccard index, slower per step as it sorts every pixel's error; "
             "*_ce: plus cross-entropy)",
             choices=LOSSES),
     _option("class_weighting", "training", "bool", True, "inverse-frequency class weights in the loss",
-            flag="--class-weights"),
+            flag="--class-weights", title="Inverse-frequency class weights"),
     # ---- augmentation
     _option("augment", "augmentation", "choices", ["rotation", "reflection", "translation"],
-            "random transformations (comma list, or none)", choices=AUGMENTATIONS, words="augmentation"),
+            "random transformations (comma list, or none)", choices=AUGMENTATIONS, words="augmentation",
+            title="Random transformations"),
     _option("rotation_deg", "augmentation", "float", 180.0, "rotation range, +-", low=0.0, high=180.0,
-            unit="degrees"),
+            unit="degrees", widget="slider", step=5.0, title="Rotation range (+-)"),
     _option("translation_px", "augmentation", "float", 10.0, "translation range per axis, +-", low=0.0,
-            unit="px of the input"),
+            unit="px of the input", title="Translation range (+-)"),
     _option("scale_range", "augmentation", "float", 0.1, "zoom range: factor in 1 +- this", low=0.0, high=1.0,
-            high_open=True),
+            high_open=True, widget="slider", step=0.05, title="Scale range (+-)"),
     _option("colour", "augmentation", "float", 0.5, "strength of brightness/contrast/saturation/hue jitter",
-            low=0.0, high=1.0),
+            low=0.0, high=1.0, widget="slider", step=0.05, title="Colour jitter strength"),
     _option("hard_case_share", "augmentation", "float", 0.25,
             "probability per example of each hard case named in augment: zoom_in (the lesion fills the frame and "
             "touches it on all sides), pink (part or all of the lesion turned pale pink, amelanotic), vignette "
             "(a dark circular lens vignette), halo (a faint pigmented ring on the skin around the lesion, "
-            "labelled skin)", low=0.0, high=1.0),
+            "labelled skin)", low=0.0, high=1.0, widget="slider", step=0.05, title="Hard-case share"),
     # ---- data (splits)
     _option("validation_split", "data", "float", 0.15, "share of the training pairs held out for validation",
-            low=0.0, high=1.0, high_open=True),
+            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05, needs=("validation_images", []),
+            title="Validation share"),
     _option("test_split", "data", "float", 0.0, "share of the training pairs held out for the final test",
-            low=0.0, high=1.0, high_open=True),
+            low=0.0, high=1.0, high_open=True, widget="slider", step=0.05, title="Test share"),
     _option("validation_fold", "data", "int", 0,
             "which block of the seeded shuffle is the validation set (0: the first); with a validation share of "
             "1/k, folds 0..k-1 validate on k different blocks that cover the pairs once: k-fold cross-validation, "
-            "e.g. as a study factor", low=0),
+            "e.g. as a study factor", low=0, needs=("validation_images", [])),
     # ---- training
-    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0),
+    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0,
+            title="Random seed"),
     _option("early_stopping_patience", "training", "int", 0,
             "stop after this many epochs without a better validation FM (0: off)", low=0, unit="epochs",
-            aliases=("--early-stopping",)),
+            aliases=("--early-stopping",), title="Early stopping patience"),
     _option("bn_momentum", "training", "auto_float", "auto",
             "BatchNorm momentum; auto: statistics converge within half the training", low=0.0, high=1.0,
-            low_open=True, high_open=True),
+            low_open=True, high_open=True, title="BatchNorm momentum"),
     _option("strategy", "run", "choice", "auto", "distribution: auto (all GPUs when several), default (one "
-            "device), mirrored (all GPUs or CPUs)", choices=STRATEGIES),
+            "device), mirrored (all GPUs or CPUs)", choices=STRATEGIES, title="Distribution"),
     _option("mixed_precision", "run", "choice", "auto", "float16 compute (auto: on with a GPU)",
             choices=PRECISIONS),
     _option("train_fm_images", "training", "int", 16, "training images scored (FM) after each epoch", low=0,
-            unit="images"),
+            unit="images", title="Training images scored per epoch"),
     _option("inference", "data", "choice", "resize", "resize whole images to the input (moles), or crops and "
-            "tiles at the image's own scale (cells)", choices=INFERENCES),
+            "tiles at the image's own scale (cells)", choices=INFERENCES, title="Images meet the network"),
     _option("crops_per_image", "data", "int", 1, "random crops per image and epoch (tiles)", low=1,
-            unit="crops"),
+            unit="crops", needs=("inference", "tiles"), title="Crops per image and epoch"),
     _option("crops_by_area", "data", "bool", False,
-            "tiles: crops per input-sized area of each image (up to 16), not per image"),
+            "tiles: crops per input-sized area of each image (up to 16), not per image",
+            needs=("inference", "tiles"), title="More crops from larger images"),
     _option("colour_constancy", "data", "choice", "none",
             "remove the light's colour cast from every image before the network, in training and prediction "
             f"(shades_of_grey: Finlayson & Trezzi 2004, p = {SHADES_OF_GREY_POWER:g} as Barata et al. 2015 chose for "
             "dermoscopy; applied to the image as the network gets it: resized, or whole before tiling)",
-            choices=COLOUR_CONSTANCY_METHODS),
+            choices=COLOUR_CONSTANCY_METHODS, title="Colour correction"),
     _option("tile_scale", "data", "float", 1.0,
             "tiles: images enlarged (or shrunk) by this factor before training crops and prediction tiles, and "
             "the probabilities resized back: small objects such as nuclei get more network pixels (x2: 4x the "
-            "crops and tiles)", low=0.25, high=4.0, unit="x the image's own size"),
+            "crops and tiles)", low=0.25, high=4.0, unit="x the image's own size", step=0.25,
+            needs=("inference", "tiles"), title="Enlarge images before tiling"),
     _option("calibrate", "training", "bool", True,
-            "after training, choose flips and the lesion threshold by validation FM"),
+            "after training, choose flips and the lesion threshold by validation FM",
+            title="Choose flips and lesion threshold after training"),
     _option("cache_dir", "run", "text", None, "folder of cached prepared examples (default ~/.cache/moleseg)",
-            optional=True),
+            optional=True, title="Example cache folder"),
     _option("name", "run", "text", None, "model name stored in the file (default: the run folder's name)",
-            optional=True),
+            optional=True, title="Run name"),
 )
 
-OPTION_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 #: Options in px at ``size_reference_px``, scaled to the network input by :func:`scaled_px`.
 SCALED_SIZES: tuple[str, ...] = ("border_width_px", "closing_radius_px")
 
@@ -384,10 +420,10 @@ def option(name: str) -> Option:
     KeyError
         When there is no such option (the message lists none, the name is in it).
     """
-    try:
-        return OPTION_BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"no training option {name!r}") from None
+    for item in OPTIONS:  # read at each call: the schema is the one list
+        if item.name == name:
+            return item
+    raise KeyError(f"no training option {name!r}")
 
 
 def default(name: str) -> Any:
@@ -406,7 +442,7 @@ def top_level() -> tuple[Option, ...]:
 
 
 def defaults() -> dict[str, Any]:
-    """Every default as a configuration dictionary (model options under ``"model"``): ``TrainConfig().to_dict()``."""
+    """Every default as a configuration dictionary (model options under ``"model"``)."""
     values: dict[str, Any] = {}
     for item in OPTIONS:
         set_value(values, item.name, copy.deepcopy(item.default))
@@ -444,27 +480,59 @@ def merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def problems(config: Mapping[str, Any], names: Iterable[str] | None = None) -> list[str]:
-    """What is wrong with a configuration dictionary, as messages that name the option.
+#: Largest sum of the validation and test shares: at least 10 % of the pairs stay for training.
+MAX_HELD_OUT_SHARE: float = 0.9
 
-    Checks each option's kind, choices and range (``names``: only those options; a missing option
-    counts as its default), then the folder pairs (as many masks folders as images folders) and that the
-    validation and test shares leave at least 10 % for training. No file system access.
+
+def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
+    """What is wrong with a training configuration dictionary, one message per broken rule, each naming
+    the option(s). The one check of a configuration: the CLI, the Train page, studies, stored runs and
+    :class:`moleseg.core.trainconfig.TrainConfig` all call it. No file system access.
+
+    Parameters
+    ----------
+    config
+        A configuration dictionary (``model`` options under ``"model"``); a missing option counts as
+        its default, keys that name no option are not looked at (see :func:`unknown_keys`).
+    data
+        Whether training folders must be given; False for a configuration whose folders come later
+        (a study's planned run).
+
+    Returns
+    -------
+    list of str
+        Each option's kind, choices and range (:meth:`Option.problems`), then the rules between options:
+        image and mask folders in pairs, at least one training images folder (with ``data``), the
+        validation and test shares leaving 10 % for training, a tile scale only with tiles. Empty when
+        the configuration is valid.
     """
-    chosen = list(names) if names is not None else [o.name for o in OPTIONS]
     found: list[str] = []
-    for name in chosen:
-        item = option(name)
-        found.extend(item.problems(get_value(config, name, item.default)))
-    if names is None:
-        for images, masks in FOLDER_PAIRS:
-            if len(get_value(config, images, []) or []) != len(get_value(config, masks, []) or []):
-                group = images.replace("images", "").replace("_", " ")
-                found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
-        splits = [get_value(config, name, 0.0) for name in ("validation_split", "test_split")]
-        if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= 0.9:
-            found.append("validation_split and test_split must leave at least 10% of the pairs for training")
+    for item in OPTIONS:
+        found.extend(item.problems(get_value(config, item.name, item.default)))
+    for images, masks in FOLDER_PAIRS:
+        if len(get_value(config, images, []) or []) != len(get_value(config, masks, []) or []):
+            group = images.replace("images", "").replace("_", " ")
+            found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
+    if data and not get_value(config, "images", []):
+        found.append("give at least one training dataset (an images folder and a masks folder)")
+    splits = [get_value(config, name, default(name)) for name in ("validation_split", "test_split")]
+    if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= MAX_HELD_OUT_SHARE:
+        found.append(f"validation_split and test_split must leave at least {1 - MAX_HELD_OUT_SHARE:.0%} of the "
+                     "pairs for training")
+    scale = get_value(config, "tile_scale", default("tile_scale"))
+    inference = get_value(config, "inference", default("inference"))
+    if isinstance(scale, numbers.Real) and scale != 1.0 and inference != "tiles":
+        found.append(f"tile scale {scale:g} needs inference 'tiles' (with '{inference}' every image is resized "
+                     "to the input size)")
     return found
+
+
+def needed(item: Option, config: Mapping[str, Any]) -> bool:
+    """Whether ``item`` matters in ``config``: the option its :attr:`Option.needs` names has that value."""
+    if not item.needs:
+        return True
+    other, value = item.needs
+    return get_value(config, other, default(other)) == value
 
 
 def unknown_keys(config: Mapping[str, Any], ignore: Iterable[str] = ("run_dir", "recipe")) -> list[str]:
@@ -481,7 +549,7 @@ def unknown_keys(config: Mapping[str, Any], ignore: Iterable[str] = ("run_dir", 
 
 #: Keys a configuration file may hold besides the options: ``run_dir`` (written into a run's
 #: ``config.json``) and ``recipe`` (a shipped model's test folders and held-out shares, see
-#: :mod:`moleseg.network.shipped`).
+#: :mod:`moleseg.tools.shipped`).
 EXTRA_KEYS: tuple[str, ...] = ("run_dir", "recipe")
 
 

@@ -334,7 +334,7 @@ def class_map(labels: np.ndarray, n_classes: int) -> np.ndarray:
     if low < 0 or high >= n_classes:
         raise ValueError(f"labels must lie in 0..{n_classes - 1}, found {low}..{high}")
     palette = np.array([colors[label] for label in range(n_classes)], dtype=np.uint8)
-    return np.take(palette, values, axis=0)  # a row per label: ~5x faster than fancy indexing
+    return np.take(palette, values, axis=0)  # a row per label: faster than fancy indexing
 
 
 def legend(n_classes: int) -> list[tuple[str, Color]]:

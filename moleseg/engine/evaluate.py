@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.config import BORDER
+from moleseg.core.config import BORDER, INFERENCE_BATCH_SIZE
 from moleseg.core.resize import resize_mask_to
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.metrics import scores, summarise
@@ -127,7 +127,7 @@ def summarise_results(results: Sequence[ImageResult], n_classes: int) -> dict:
 
 
 def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *, settings: CleanupSettings | None = None,
-                   batch_size: int = 4, progress: Progress | None = None, keep_segmentations: bool = False,
+                   batch_size: int = INFERENCE_BATCH_SIZE, progress: Progress | None = None, keep_segmentations: bool = False,
                    with_hd95: bool = True) -> tuple[dict, list[ImageResult], EvaluationFailures]:
     """Predict every pair's image at its own resolution, clean it, and score it against its mask.
 

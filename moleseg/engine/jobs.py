@@ -45,15 +45,6 @@ PHASE_UNITS: dict[str, str] = {"prepare": "pairs", "validate": "images", "calibr
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed", "died")
 
-# Choices of the training options, for the app's widgets: those of moleseg.core.options (the one source).
-SOLVERS: tuple[str, ...] = options.SOLVERS
-SCHEDULES: tuple[str, ...] = options.SCHEDULES
-LOSSES: tuple[str, ...] = options.LOSSES
-ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
-BACKBONES: tuple[str, ...] = options.BACKBONES
-AUGMENTATIONS: tuple[str, ...] = options.AUGMENTATIONS
-STRATEGIES: tuple[str, ...] = options.STRATEGIES
-PRECISIONS: tuple[str, ...] = options.PRECISIONS
 #: Shipped model to fine-tune from, by number of classes (in the models folder).
 SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
 
@@ -128,9 +119,9 @@ def shipped_default(name: str, n_classes: int, models: str | Path | None = None)
 def check_config(config: dict[str, Any]) -> list[str]:
     """Problems of a training configuration, as messages for people (empty when it can start).
 
-    Checks every option's kind, choice and range (:func:`moleseg.core.options.problems`, what
-    :class:`moleseg.network.train.TrainConfig` checks), that the weights file and every folder exist and
-    that the training folders hold pairs, without importing TensorFlow.
+    Every option and every rule between options (:func:`moleseg.core.options.problems`, the one check),
+    then the files: the weights file and every folder exist and the training folders hold pairs. No
+    TensorFlow.
     """
     from moleseg.core.pairing import PairingError, pair_folders
 
@@ -138,10 +129,6 @@ def check_config(config: dict[str, Any]) -> list[str]:
     weights = str(config.get("weights", "imagenet"))
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         problems.append(f"initial weights file not found: {weights}")
-
-    images = list(config.get("images") or [])
-    if not images:
-        problems.append("give at least one training dataset (an images folder and a masks folder)")
     for images_key, masks_key in options.FOLDER_PAIRS:
         group_images = list(config.get(images_key) or [])
         group_masks = list(config.get(masks_key) or [])

@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_OUTLINE_SHARE, MIN_IMAGE_SIDE_PX
-from moleseg.core.imageio import encode_png
+from moleseg.core.config import EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
+from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
@@ -200,16 +200,6 @@ class Analysis:
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
 
-    def write_files(self, folder: str | Path, stem: str, files: dict[str, bytes] | None = None) -> list[Path]:
-        """Write :meth:`files` (or ``files`` already encoded from them) into ``folder`` atomically; returns
-        the paths.
-
-        ``stem`` may hold sub-folders (``"a/IMD004"``, see :func:`output_stems`); they are created. All
-        or nothing: when one file cannot be written (e.g. ``OSError`` with ``errno.ENOSPC``, a full disk),
-        the files of this image already written are removed and the error is raised.
-        """
-        return write_all_or_nothing(folder, self.files(stem) if files is None else files)
-
     @property
     def cells(self) -> bool:
         """True for two-class (cells) models: every object is a cell, not one lesion."""
@@ -222,12 +212,6 @@ class Analysis:
 
         return outline_files(self.segmentation.lesion, stem, formats, all_objects=self.cells,
                              corrected_by_hand=self.corrected_by_hand)
-
-    def write_outlines(self, folder: str | Path, stem: str, formats: Sequence[str]) -> list[Path]:
-        """Write :meth:`outline_files` into ``folder`` atomically; returns the paths."""
-        from moleseg.core.atomic import atomic_write
-
-        return [atomic_write(Path(folder) / name, data) for name, data in self.outline_files(stem, formats).items()]
 
     def settings(self, model_version: str | None = None) -> AnalysisSettings:
         """The settings that made this analysis (model, cleanup, lesion threshold, pixel size, corrected by
@@ -243,7 +227,7 @@ class Analysis:
         """A one-page PDF report of this image with its settings (:meth:`settings`), the visit when given,
         and a scale bar on the overlay when the pixel size is known; titled for the model's task (moles or
         cells)."""
-        from moleseg.core.report import pdf_report
+        from moleseg.core.pdf_report import pdf_report
 
         return pdf_report(image=self.image, overlay=self.overlay, measurements=self.measurements,
                           image_name=image_name, settings=self.settings(model_version), visit=visit,
@@ -434,7 +418,7 @@ class Finished:
     encoded: dict[str, bytes]
 
 
-def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = 4,
+def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = INFERENCE_BATCH_SIZE,
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,

@@ -63,7 +63,8 @@ import numpy as np
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import RECORDS_DB_NAME, data_dir
-from moleseg.core.imageio import encode_png, read_image, read_mask
+from moleseg.core.imageio import read_image, read_mask
+from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
 from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 

@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
+from moleseg.core.errors import first_line
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 
 #: Designs a study file may ask for.
@@ -134,7 +135,7 @@ def read_document(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text file (UTF-8)") from None
     except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not a valid study file ({str(error).splitlines()[0]})") from None
+        raise StudyError(f"{path}: not a valid study file ({first_line(error)})") from None
     if not isinstance(document, dict):
         raise StudyError(f"{path}: a study file is a mapping with data, base and factors")
     return document
@@ -377,7 +378,7 @@ def check_study(study: Study) -> list[str]:
     by :func:`resolve_data`."""
     problems: list[str] = []
     for run in plan(study):
-        for problem in options.problems(with_data(run.config, {})):
+        for problem in options.problems(with_data(run.config, {}), data=False):  # its folders come later
             message = f"{run.setting} ({run.factor}): {problem}"
             if message not in problems:
                 problems.append(message)

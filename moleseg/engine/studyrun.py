@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
+from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
@@ -352,7 +353,7 @@ def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
         status = start_training(config if not resume else {"epochs": config["epochs"]}, run_dir, resume=resume,
                                 wait=True, origin="study", wait_for_lock=True, echo=None)
     except ValueError as error:
-        echo(f"{run.run_id}: failed: {str(error).splitlines()[0]}")
+        echo(f"{run.run_id}: failed: {first_line(error)}")
         return False
     if status.status == "done" and run_finished(run_dir):
         return True
@@ -396,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_study(checked_study(args.config, args.data_root), args.out,
                          echo=lambda line: print(line, flush=True))
     except (StudyError, OSError) as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     print(f"{len(rows)} run(s) finished")
     return 0

@@ -1,17 +1,10 @@
-"""Encoders for DeepLabV3+: each returns a stride-4 ("low") and a stride-16 ("high") feature map.
+"""The encoders for DeepLabV3+, one builder per backbone of :mod:`moleseg.core.backbones` (:data:`BUILDERS`):
+each returns a stride-4 ("low") and a stride-16 ("high") feature map.
 
-Tap layers (documented, checked by the tests):
-
-============== ===================================== =====================================
-backbone       low-level tap (stride 4)              high-level tap (stride 16)
-============== ===================================== =====================================
-mobilenetv2    ``features_3_out`` (24 ch)            ``features_17_out`` (320 ch, dilated)
-resnet18       ``conv2_block2_out`` (64 ch)          ``conv4_block2_out`` (256 ch)
-resnet50       ``conv2_block3_out`` (256 ch)         ``conv4_block6_out`` (1024 ch)
-xception       last layer at stride 4                last layer at stride 16
-inceptionresnetv2  last layer at stride ~4           last layer at stride ~16
-vgg16_hed      ``block3_conv3`` (256 ch)             ``block5_conv3`` (512 ch; see vgg16_hed)
-============== ===================================== =====================================
+The tap layers (stride 4 and 16) are the registry's ``low_tap`` and ``high_tap``: for MobileNetV2
+``features_3_out`` (24 channels) and ``features_17_out`` (320, dilated), for ResNet the last block of
+stages 2 and 4, for VGG16-HED ``block3_conv3`` (256) and ``block5_conv3`` (512; see
+:mod:`moleseg.network.vgg16_hed`), checked by the tests.
 
 For Xception and InceptionResNetV2 (whose layer names are generated), the taps are found by the
 spatial size of each layer's output: the last layer at stride 4 and the last at stride 16. Their
@@ -27,12 +20,9 @@ from typing import Callable
 import keras
 from keras import layers
 
-from moleseg.core import options
+from moleseg.core.backbones import Backbone, backbone
 from moleseg.network import mobilenetv2, vgg16_hed
 from moleseg.network.batchnorm import FusedBatchNormalization
-
-BACKBONES: tuple[str, ...] = options.BACKBONES
-
 
 def _caffe_normalisation(name: str) -> layers.Layer:
     # keras.applications.resnet50.preprocess_input: RGB->BGR and mean subtraction. The model keeps RGB
@@ -105,6 +95,81 @@ def _set_momentum(model: keras.Model, bn_momentum: float) -> None:
             layer.momentum = bn_momentum
 
 
+#: How each preprocessing of :data:`moleseg.core.backbones.PREPROCESSINGS` is built, by its name.
+NORMALISATIONS: dict[str, Callable[..., layers.Layer]] = {
+    "torch": mobilenetv2.normalisation_layer, "caffe": _caffe_normalisation, "symmetric": _symmetric_normalisation,
+    "vgg": vgg16_hed.normalisation_layer,
+}
+
+
+def _normalised(name: str, inputs):
+    """``inputs`` (0..255 RGB) normalised as the registry says for backbone ``name``."""
+    return NORMALISATIONS[backbone(name).preprocessing]("imagenet_normalise")(inputs)
+
+
+def _mobilenetv2(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    taps = mobilenetv2.build_mobilenetv2_encoder(_normalised("mobilenetv2", inputs), output_stride=16,
+                                                 bn_momentum=bn_momentum)
+    return {"low": taps["low"], "high": taps["high"], "pretrained": "mobilenetv2" if pretrained else None}
+
+
+def _resnet18(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    return build_resnet18_encoder(_normalised("resnet18", inputs), bn_momentum=bn_momentum)
+
+
+def _vgg16_hed(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+    return vgg16_hed.build_encoder(inputs, pretrained=pretrained)  # its own normalisation (see vgg16_hed)
+
+
+def _application(builder: Callable[..., keras.Model], info: Backbone) -> Callable[..., dict]:
+    """An encoder from ``keras.applications``, its taps by the registry's layer names or by stride."""
+
+    def build(inputs, input_size: int, pretrained: bool, bn_momentum: float) -> dict:
+        x = _normalised(info.name, inputs)
+        # keras.applications refuses inputs under 71-75 px; small inputs are upsampled so taps stay defined.
+        scale = 1
+        while input_size * scale < info.min_input_px:
+            scale *= 2
+        if scale > 1:
+            x = layers.UpSampling2D(scale, interpolation="bilinear", name="small_input_upsample")(x)
+        try:
+            base = builder(include_top=False, weights="imagenet" if pretrained else None,
+                           input_shape=(input_size * scale, input_size * scale, 3))
+        except Exception as error:  # no internet: Keras raises URLError/Exception with a long trace
+            raise RuntimeError(
+                f"could not download ImageNet weights for {info.name} ({type(error).__name__}: {error}); "
+                "use --weights none, a model file, or the mobilenetv2 backbone (its weights ship offline)"
+            ) from error
+        _set_momentum(base, bn_momentum)
+        if info.low_tap:
+            low, high = base.get_layer(info.low_tap).output, base.get_layer(info.high_tap).output
+        else:
+            low = _tap_by_stride(base, input_size * scale, 4 * scale)
+            high = _tap_by_stride(base, input_size * scale, 16 * scale)
+        encoder = keras.Model(base.input, [low, high], name=f"{info.name}_encoder")
+        low_out, high_out = encoder(x)
+        if pretrained and info.preprocessing == "caffe":
+            # Caffe weights expect BGR: flip the first kernel's input channels so RGB input works.
+            conv1 = encoder.get_layer("conv1_conv")
+            kernel, bias = conv1.get_weights()
+            conv1.set_weights([kernel[:, :, ::-1, :], bias])
+        return {"low": low_out, "high": high_out}
+
+    return build
+
+
+#: The function that builds each backbone of :data:`moleseg.core.backbones.REGISTRY`, by name:
+#: ``builder(inputs_0_255_rgb, input_size, pretrained, bn_momentum) -> {"low": tensor, "high": tensor}``.
+BUILDERS: dict[str, Callable[..., dict]] = {
+    "mobilenetv2": _mobilenetv2,
+    "resnet18": _resnet18,
+    "resnet50": _application(keras.applications.ResNet50, backbone("resnet50")),
+    "xception": _application(keras.applications.Xception, backbone("xception")),
+    "inceptionresnetv2": _application(keras.applications.InceptionResNetV2, backbone("inceptionresnetv2")),
+    "vgg16_hed": _vgg16_hed,
+}
+
+
 def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
                   bn_momentum: float = 0.99) -> tuple[keras.Input, dict]:
     """Build the named encoder on a ``(input_size, input_size, 3)`` input of 0..255 RGB values.
@@ -112,7 +177,7 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
     Parameters
     ----------
     name
-        One of :data:`BACKBONES`.
+        One of :data:`moleseg.core.backbones.BACKBONES`.
     input_size
         Side of the square input in px, a multiple of 16.
     pretrained
@@ -126,55 +191,8 @@ def build_encoder(name: str, input_size: int, *, pretrained: bool = False,
     -------
     (inputs, {"low": tensor, "high": tensor})
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    info = backbone(name)
+    if pretrained and info.imagenet == "none":
+        raise ValueError(f"no ImageNet weights are available for {name} here: use --weights none or a model file")
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    if name == "mobilenetv2":
-        x = mobilenetv2.normalisation_layer()(inputs)
-        taps = mobilenetv2.build_mobilenetv2_encoder(x, output_stride=16, bn_momentum=bn_momentum)
-        return inputs, {"low": taps["low"], "high": taps["high"], "pretrained": "mobilenetv2" if pretrained else None}
-    if name == "vgg16_hed":
-        return inputs, vgg16_hed.build_encoder(inputs, pretrained=pretrained)
-    if name == "resnet18":
-        if pretrained:
-            raise ValueError("no ImageNet weights are available for resnet18 here: use --weights none or a model file")
-        x = _caffe_normalisation("imagenet_normalise")(inputs)
-        return inputs, build_resnet18_encoder(x, bn_momentum=bn_momentum)
-    builder: Callable
-    if name == "resnet50":
-        builder, normalise = keras.applications.ResNet50, _caffe_normalisation
-    elif name == "xception":
-        builder, normalise = keras.applications.Xception, _symmetric_normalisation
-    else:
-        builder, normalise = keras.applications.InceptionResNetV2, _symmetric_normalisation
-    x = normalise("imagenet_normalise")(inputs)
-    # keras.applications refuses inputs under 71-75 px; small inputs are upsampled so taps stay defined.
-    minimum = 96 if name == "inceptionresnetv2" else 80
-    scale = 1
-    while input_size * scale < minimum:
-        scale *= 2
-    if scale > 1:
-        x = layers.UpSampling2D(scale, interpolation="bilinear", name="small_input_upsample")(x)
-    weights = "imagenet" if pretrained else None
-    try:
-        base = builder(include_top=False, weights=weights, input_shape=(input_size * scale, input_size * scale, 3))
-    except Exception as error:  # no internet: Keras raises URLError/Exception with a long trace
-        raise RuntimeError(
-            f"could not download ImageNet weights for {name} ({type(error).__name__}: {error}); "
-            "use --weights none, a model file, or the mobilenetv2 backbone (its weights ship offline)"
-        ) from error
-    _set_momentum(base, bn_momentum)
-    if name == "resnet50":
-        low = base.get_layer("conv2_block3_out").output
-        high = base.get_layer("conv4_block6_out").output
-    else:
-        low = _tap_by_stride(base, input_size * scale, 4 * scale)
-        high = _tap_by_stride(base, input_size * scale, 16 * scale)
-    encoder = keras.Model(base.input, [low, high], name=f"{name}_encoder")
-    low_out, high_out = encoder(x)
-    if name == "resnet50" and pretrained:
-        # Caffe weights expect BGR: flip the first kernel's input channels so RGB input works.
-        conv1 = encoder.get_layer("conv1_conv")
-        kernel, bias = conv1.get_weights()
-        conv1.set_weights([kernel[:, :, ::-1, :], bias])
-    return inputs, {"low": low_out, "high": high_out}
+    return inputs, BUILDERS[name](inputs, input_size, pretrained, bn_momentum)

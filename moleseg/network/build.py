@@ -1,78 +1,20 @@
 """Build, initialise, save and load moleseg segmentation networks.
 
-One entry point, :func:`build_model`, takes a :class:`ModelConfig` and returns a Keras model mapping
+One entry point, :func:`build_model`, takes a :class:`moleseg.core.trainconfig.ModelConfig` and returns a Keras model mapping
 ``(batch, S, S, 3)`` RGB values in 0..255 to per-pixel class probabilities ``(batch, S, S, C)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 
-from moleseg.core import options
+from moleseg.core.backbones import backbone
+from moleseg.core.trainconfig import ModelConfig
 from moleseg.network import backbones, deeplab, mobilenetv2, vgg16_hed
-
-ARCHITECTURES: tuple[str, ...] = options.ARCHITECTURES
-#: segmentation-models backbone names for our backbone names.
-_SM_BACKBONES = {"mobilenetv2": "mobilenetv2", "resnet18": "resnet18", "resnet50": "resnet50",
-                 "inceptionresnetv2": "inceptionresnetv2", "xception": None, "vgg16_hed": None}
-
-
-@dataclass
-class ModelConfig:
-    """Everything that defines a network's shape (the ``model.*`` options of :mod:`moleseg.core.options`,
-    whose defaults, choices and ranges these are).
-
-    Attributes
-    ----------
-    architecture : {"deeplabv3plus", "unet", "fpn", "linknet"}
-    backbone : {"mobilenetv2", "resnet18", "resnet50", "xception", "inceptionresnetv2", "vgg16_hed"}
-    input_size : int
-        Side of the square network input in px, a multiple of 16 (images are resized to it).
-    n_classes : {2, 3}
-    separable : bool
-        Depthwise-separable 3x3 convolutions in ASPP and decoder (DeepLabV3+ only).
-    decoder_width : int
-        Channels of the ASPP branches and decoder blocks (the paper: 256).
-    aspp_rates : tuple of int
-        Dilation rates of the three atrous ASPP branches at output stride 16.
-    bn_momentum : float
-        BatchNormalization momentum (0..1); lower values make moving statistics converge in fewer steps.
-    dropout : float
-        Dropout after ASPP, 0..1.
-    """
-
-    architecture: str = options.default("model.architecture")
-    backbone: str = options.default("model.backbone")
-    input_size: int = options.default("model.input_size")
-    n_classes: int = options.default("model.n_classes")
-    separable: bool = options.default("model.separable")
-    decoder_width: int = options.default("model.decoder_width")
-    aspp_rates: tuple[int, ...] = tuple(options.default("model.aspp_rates"))
-    bn_momentum: float = options.default("model.bn_momentum")
-    dropout: float = options.default("model.dropout")
-
-    def __post_init__(self) -> None:
-        self.aspp_rates = tuple(self.aspp_rates)
-        problems = options.problems({"model": self.to_dict()}, [o.name for o in options.section("model")])
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.aspp_rates = tuple(int(rate) for rate in self.aspp_rates)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "aspp_rates": list(self.aspp_rates)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
 
 def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.Model:
     """Build the network of ``config`` and initialise its encoder.
@@ -114,8 +56,8 @@ def _build_sm_model(config: ModelConfig, pretrained: bool) -> keras.Model:
     os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
     import segmentation_models as sm
 
-    sm_backbone = _SM_BACKBONES[config.backbone]
-    if sm_backbone is None:
+    sm_backbone = backbone(config.backbone).smp_name
+    if not sm_backbone:
         raise ValueError(f"segmentation-models has no {config.backbone} backbone for {config.architecture}")
     if pretrained:
         raise ValueError("segmentation-models downloads ImageNet weights from the internet; use --weights none here")

@@ -4,20 +4,20 @@ Two kinds of entry, one folder each under :func:`inference_cache_root`:
 
 * an **ONNX** file of the folded network (:data:`ONNX_FILE`), run with ONNX Runtime, the default runtime
   for prediction (:data:`RUNTIME_ENV`): a new process then predicts without importing TensorFlow at all
-  (importing it alone takes ~2.3 s), and the network runs faster on a CPU (``docs/performance.md``). The
-  file is converted from the folded Keras model once per machine (``tf2onnx``, ~3 s) and kept only when
+  (importing it alone takes seconds), and the network runs faster on a CPU (``docs/performance.md``). The
+  file is converted from the folded Keras model once per machine (``tf2onnx``) and kept only when
   ONNX Runtime's probabilities on a probe batch are within :data:`moleseg.network.onnx_export.ONNX_TOLERANCE`
   of TensorFlow's; otherwise the entry records why (:data:`UNUSABLE_FILE`) and TensorFlow predicts.
 * a TensorFlow **SavedModel** of the folded prediction function, used when the runtime is TensorFlow or
   the ONNX file cannot be made or used.
 
-Loading a ``.keras`` file rebuilds every Keras layer from its config (about 1 s of CPU for the shipped
-dermoscopy model), folding its BatchNormalization (:func:`moleseg.network.inference.fold_batchnorm`)
-and tracing the prediction function cost about 1 s more: together most of ``moleseg predict``'s start-up
-after importing TensorFlow. The first time a network is predicted with, its folded prediction function
+Loading a ``.keras`` file rebuilds every Keras layer from its config, and folding its BatchNormalization
+(:func:`moleseg.network.inference.fold_batchnorm`) and tracing the prediction function cost as much again:
+together most of ``moleseg predict``'s start-up after importing TensorFlow (``docs/performance.md``). The first time a network is predicted with, its folded prediction function
 (fixed input signature ``(None, S, S, 3)`` float32) is saved as a TensorFlow SavedModel under
-``cache_dir() / "inference"``; later processes load that graph directly (about 0.35 s of CPU, then
-0.3 s for the first call's graph optimisation), without Keras rebuilding the model. The probabilities are the same computation (equal to the last bit in our runs).
+``cache_dir() / "inference"``; later processes load that graph directly (then optimise it on the first
+call), without Keras rebuilding the model. The probabilities are the same computation (equal to the last bit
+in our runs).
 
 The cache key is a digest of the ``.keras`` archive's entries other than ``moleseg.json`` (their names, CRC-32
 and sizes, read from the ZIP directory, so the 10 MB weights are not read) and of the TensorFlow version and
@@ -273,7 +273,7 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
         raise OSError(f"the inference cache is off ({CACHE_ENV}=0)")
 
     # Only a flat list of the network's variables is saved beside the function, not the Keras model's
-    # object graph of ~200 layers: loading it then takes ~0.35 s of CPU instead of ~0.85 s.
+    # object graph of ~200 layers, which loads several times slower (``docs/performance.md``).
     module = tf.Module()
     module.network_variables = [weight.value for weight in model.weights]
     module.predict = tf.function(lambda images: model(images, training=False),
@@ -312,7 +312,7 @@ def onnx_session(file: Path) -> Any:
     """An ONNX Runtime session for the ONNX file ``file``: CUDA when ONNX Runtime's GPU build is installed,
     else the CPU; errors-only logging; worker threads that sleep instead of spinning between runs (on a
     2-core CPU spinning threads took the cores the measuring and PNG-encoding threads needed after each
-    network call: end to end 59.7 -> 45.7 ms, ``docs/performance.md``)."""
+    network call, ``docs/performance.md``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

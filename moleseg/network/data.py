@@ -30,9 +30,6 @@ from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair
 from moleseg.core.targets import make_targets
 
-AUGMENTATIONS: tuple[str, ...] = options.AUGMENTATIONS
-HARD_CASES: tuple[str, ...] = options.HARD_CASES
-
 
 @dataclass
 class AugmentConfig:
@@ -74,20 +71,21 @@ class AugmentConfig:
                    scale_range: float = options.default("scale_range"), colour: float = options.default("colour"),
                    hard_case_share: float = options.default("hard_case_share"),
                    fill_mode: str = "reflect") -> "AugmentConfig":
-        """Enable the named augmentations (see :data:`AUGMENTATIONS`) with the given ranges; each named hard
-        case (:data:`moleseg.core.options.HARD_CASES`) is drawn with probability ``hard_case_share``."""
-        names = {name.strip().lower() for name in names if name.strip()}
-        names = {"colour" if name == "color" else name for name in names}
-        unknown = names - set(AUGMENTATIONS)
+        """Enable the named augmentations (see :data:`moleseg.core.options.AUGMENTATIONS`) with the given
+        ranges; each named hard case (:data:`moleseg.core.options.HARD_CASES`) is drawn with probability
+        ``hard_case_share``."""
+        names = set(options.choice_names(names))
+        unknown = names - set(options.AUGMENTATIONS)
         if unknown:
-            raise ValueError(f"unknown augmentation {', '.join(sorted(unknown))}; choose from {', '.join(AUGMENTATIONS)}")
+            raise ValueError(f"unknown augmentation {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(options.AUGMENTATIONS)}")
         return cls(
             rotation_deg=rotation_deg if "rotation" in names else 0.0,
             reflection="reflection" in names,
             translation_px=translation_px if "translation" in names else 0.0,
             scale_range=scale_range if "scale" in names else 0.0,
             colour=colour if "colour" in names else 0.0,
-            **{case: hard_case_share if case in names else 0.0 for case in HARD_CASES},
+            **{case: hard_case_share if case in names else 0.0 for case in options.HARD_CASES},
             fill_mode=fill_mode,
         )
 
@@ -103,13 +101,13 @@ class AugmentConfig:
 
     def hard_case_shares(self) -> dict[str, float]:
         """``{"<case>_share": probability}`` of each hard case, the keyword arguments of :func:`hard_cases`."""
-        return {f"{case}_share": getattr(self, case) for case in HARD_CASES}
+        return {f"{case}_share": getattr(self, case) for case in options.HARD_CASES}
 
     def names(self) -> list[str]:
         """The enabled augmentations' names."""
         flags = {"rotation": self.rotation_deg, "reflection": self.reflection, "translation": self.translation_px,
                  "scale": self.scale_range, "colour": self.colour,
-                 **{case: getattr(self, case) for case in HARD_CASES}}
+                 **{case: getattr(self, case) for case in options.HARD_CASES}}
         return [name for name, value in flags.items() if value]
 
     def to_dict(self) -> dict:

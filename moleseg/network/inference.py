@@ -11,6 +11,8 @@ The copy is for prediction only: it has no BatchNormalization statistics left to
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -28,28 +30,54 @@ class PassThrough(keras.layers.Layer):
         return input_shape
 
 
-def _producer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-    """The one layer whose output ``layer`` consumes, or None (several inputs, a model input, shared layer)."""
-    nodes = layer._inbound_nodes  # Keras 3 functional graph: one node per call of the layer
-    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-        return None
-    return nodes[0].input_tensors[0]._keras_history.operation
+def _histories(value: Any) -> list[str]:
+    """The names of the layers whose outputs a serialised call argument holds (its ``keras_history``)."""
+    if isinstance(value, dict):
+        history = value.get("config", {}).get("keras_history") if value.get("class_name") == "__keras_tensor__" \
+            else None
+        if history:
+            return [str(history[0])]
+        return [name for item in value.values() for name in _histories(item)]
+    if isinstance(value, (list, tuple)):
+        return [name for item in value for name in _histories(item)]
+    return []
+
+
+def call_graph(model: keras.Model) -> tuple[dict[str, list[list[str]]], dict[str, int]]:
+    """How the layers of a functional model are wired, read from its public configuration
+    (``model.get_config()``): ``calls[name]`` lists each call of the layer with the layers whose outputs it
+    takes, and ``consumers[name]`` counts the calls (and model outputs) that take that layer's output."""
+    config = model.get_config()
+    calls: dict[str, list[list[str]]] = {}
+    consumers: dict[str, int] = {}
+    for entry in config["layers"]:
+        calls[entry["name"]] = [_histories(node) for node in entry.get("inbound_nodes", [])]
+        for node in calls[entry["name"]]:
+            for name in node:
+                consumers[name] = consumers.get(name, 0) + 1
+    outputs = config.get("output_layers") or []
+    for output in [outputs] if outputs and isinstance(outputs[0], str) else outputs:  # [name, node, index] each
+        consumers[output[0]] = consumers.get(output[0], 0) + 1
+    return calls, consumers
 
 
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
     """``{batchnorm layer name: convolution layer name}`` of the pairs :func:`fold_batchnorm` merges.
 
-    A pair qualifies when the BatchNormalization normalises the last axis, its only input is the output
-    of a Conv2D / DepthwiseConv2D / Dense layer without activation, called once, whose output feeds this
-    BatchNormalization only.
+    A pair qualifies when the BatchNormalization normalises the last axis, is called once with one input,
+    the output of a Conv2D / DepthwiseConv2D / Dense layer without activation, called once, whose output
+    feeds this BatchNormalization only.
     """
+    calls, consumers = call_graph(model)
     pairs: dict[str, str] = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, len(layer.input.shape) - 1):
             continue
-        producer = _producer(layer)
-        if (isinstance(producer, FOLDABLE) and len(producer._inbound_nodes) == 1
-                and len(producer._outbound_nodes) == 1 and producer.activation is keras.activations.linear):
+        if len(calls.get(layer.name, [])) != 1 or len(calls[layer.name][0]) != 1:
+            continue
+        producer = model.get_layer(calls[layer.name][0][0])
+        if (isinstance(producer, FOLDABLE) and len(calls.get(producer.name, [])) == 1
+                and consumers.get(producer.name) == 1 and producer.activation is keras.activations.linear):
             pairs[layer.name] = producer.name
     return pairs
 

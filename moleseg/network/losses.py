@@ -14,7 +14,6 @@ from keras import ops
 
 from moleseg.core import options
 
-LOSSES: tuple[str, ...] = options.LOSSES
 _EPSILON = 1e-6
 
 
@@ -37,8 +36,8 @@ class SegmentationLoss(keras.losses.Loss):
     def __init__(self, kind: str = "weighted_ce", class_weights: Sequence[float] | None = None,
                  name: str = "segmentation_loss", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
-        if kind not in LOSSES:
-            raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        if kind not in options.LOSSES:
+            raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(options.LOSSES)}")
         self.kind = kind
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 

@@ -14,7 +14,7 @@ import numpy as np
 #: ONNX operator set of the converted networks (ONNX Runtime 1.17 and later run it).
 ONNX_OPSET: int = 17
 #: Largest absolute difference allowed between ONNX Runtime's and TensorFlow's probabilities (0..1 each)
-#: for a converted network to be used (issue 11: "match TF within 1e-4").
+#: for a converted network to be used ("match TF within 1e-4").
 ONNX_TOLERANCE: float = 1e-4
 #: Name of the converted network's input.
 INPUT_NAME: str = "images"

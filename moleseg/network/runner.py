@@ -18,15 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
+from moleseg.core.errors import first_line
 from moleseg.engine.runs import RunFiles, RunRecordError
 from moleseg.engine.session import release_after_training
 from moleseg.engine.trainlock import BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, hold_training_lock
 from moleseg.network.cluster import current_role
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
@@ -78,11 +75,11 @@ def _train_job(run_dir: Path, job: JobRequest) -> int:
             evaluation = train(config, run_dir, resume=job.resume, progress=writer,
                                echo=lambda line: print(line, flush=True))
         except TrainingCancelled as error:
-            writer.write(status="cancelled", phase="cancelled", message=_first_line(error), eta_seconds=None)
+            writer.write(status="cancelled", phase="cancelled", message=first_line(error), eta_seconds=None)
             status = 0
         except (TrainingError, ValueError, OSError, RuntimeError) as error:
             traceback.print_exc()
-            writer.write(status="failed", phase="failed", error=_first_line(error), message="failed",
+            writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
                          eta_seconds=None)
         else:
             result = JobResult(**{key: evaluation[key] for key in ("best_epoch", "best_val_fm", "rule", "n", "worker")
@@ -95,7 +92,7 @@ def _train_job(run_dir: Path, job: JobRequest) -> int:
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
             reason = "the training process was stopped (signal or interrupt)"
         else:
-            reason = f"{type(error).__name__}: {_first_line(error)}"
+            reason = f"{type(error).__name__}: {first_line(error)}"
         writer.write(status="failed", phase="failed", error=reason, message="failed", eta_seconds=None)
         status = 1
     return status

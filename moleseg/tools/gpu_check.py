@@ -1,6 +1,6 @@
 """``make gpu-check``: does this machine train the shipped dermoscopy recipe on its GPU, fast enough?
 
-``python -m moleseg.network.gpu_check [--cpu] [--steps N] [--backend tensorflow|jax]`` checks that the
+``python -m moleseg.tools.gpu_check [--cpu] [--steps N] [--backend tensorflow|jax]`` checks that the
 backend sees a GPU, trains the recipe's network (``models/dermoscopy.config.json``: architecture, backbone, input
 size, loss, solver, learning rate, batch size and augmentation; random initial weights) for ``--steps``
 steps with mixed precision on synthetic dermoscopy-like pairs, and prints the training images/s, the input
@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
 from moleseg.core import options
+from moleseg.tools import PROJECT_DIR
+from moleseg.tools.synthetic import write_pairs
 
 if TYPE_CHECKING:
     from moleseg.network.feed import PairFeed
 
 #: The recipe trained (relative to the project's ``models`` folder).
-RECIPE = Path(__file__).resolve().parents[2] / "models" / "dermoscopy.config.json"
+RECIPE = PROJECT_DIR / "models" / "dermoscopy.config.json"
 #: The pipeline must deliver at least this many times the images the training consumes.
 PIPELINE_MARGIN = 1.2
 #: Backends ``--backend`` accepts.
@@ -69,29 +69,6 @@ class CheckResult:
                  f"loss curve: {curve}"]
         lines += [f"FAILED: {problem}" for problem in self.problems] or ["OK"]
         return "\n".join(lines)
-
-
-def synthetic_pairs(folder: Path, count: int, size: int, seed: int = 0) -> list:
-    """``count`` dermoscopy-like pairs (a dark, noisy ellipse on textured skin, ``size`` px) written as PNG
-    under ``folder``; returns their :class:`moleseg.core.pairing.Pair` list."""
-    import cv2
-
-    from moleseg.core.pairing import pair_folders
-
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        skin = np.array([200, 160, 140], np.float32) + rng.normal(0, 12, (size, size, 3))
-        mask = np.zeros((size, size), np.uint8)
-        centre = tuple(int(v) for v in rng.uniform(0.35, 0.65, 2) * size)
-        axes = tuple(int(v) for v in rng.uniform(0.12, 0.3, 2) * size)
-        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        lesion = np.array([90, 60, 50], np.float32) + rng.normal(0, 15, (size, size, 3))
-        image = np.where(mask[..., None] > 0, lesion, skin).clip(0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / "images" / f"{index}.png"), image[..., ::-1])
-        cv2.imwrite(str(folder / "masks" / f"{index}.png"), mask * 255)
-    return pair_folders(folder / "images", folder / "masks").pairs
 
 
 def accelerators(backend: str) -> list[str]:
@@ -127,11 +104,12 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     from moleseg.network.feed import PairFeed
     from moleseg.network.build import ModelConfig, build_model
     from moleseg.network.losses import SegmentationLoss
-    from moleseg.network.train import TrainConfig, make_optimizer
+    from moleseg.network.train import TrainConfig
+    from moleseg.network.trainsetup import augment_config, make_optimizer, target_config
 
     if keras.backend.backend() != backend:
         raise RuntimeError(f"Keras already runs the {keras.backend.backend()} backend, not {backend}: set "
-                           f"KERAS_BACKEND={backend} before Keras is imported (python -m moleseg.network.gpu_check)")
+                           f"KERAS_BACKEND={backend} before Keras is imported (python -m moleseg.tools.gpu_check)")
     gpus = accelerators(backend)
     if not cpu and not gpus:
         advice = {"tensorflow": "CUDA libraries (pip install tensorflow[and-cuda])",
@@ -151,12 +129,13 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     keras.utils.set_random_seed(config.seed)
     device = f"CPU (--cpu, {backend})" if cpu else f"{', '.join(gpus)} ({backend})"
     with tempfile.TemporaryDirectory(prefix="moleseg-gpu-check-") as folder:
-        pairs = synthetic_pairs(Path(folder) / "data", SYNTHETIC_PAIRS if not cpu else 8, config.model.input_size)
+        size = config.model.input_size
+        pairs = write_pairs(Path(folder) / "data", SYNTHETIC_PAIRS if not cpu else 8, (size, size))
         cache = ExampleCache(Path(folder) / "cache")
-        feed_options = dict(batch_size=config.batch_size, augment=config.augment_config(), shuffle=True,
+        feed_options = dict(batch_size=config.batch_size, augment=augment_config(config), shuffle=True,
                             seed=config.seed, cache=cache, drop_remainder=True)
         if backend == "tensorflow":
-            dataset = make_dataset(pairs, config.target_config(), **feed_options).repeat()
+            dataset = make_dataset(pairs, target_config(config), **feed_options).repeat()
             iterator = iter(dataset)
             # the pipeline alone: warm (files cached, tf.data autotuned), then timed
             for _ in range(min(per_block, 4)):
@@ -170,10 +149,10 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
             workers = os.cpu_count() or 1
             # one pass of the feed holds a block of steps (each repeat of a pair is a fresh augmentation)
             repeats = math.ceil(per_block * config.batch_size / len(pairs))
-            dataset = PairFeed(pairs, config.target_config(), workers=workers, crops_per_image=repeats,
+            dataset = PairFeed(pairs, target_config(config), workers=workers, crops_per_image=repeats,
                                **feed_options)
             for pair in pairs:  # warm: files prepared and cached, as tf.data's are above
-                cache.get(pair, config.target_config())
+                cache.get(pair, target_config(config))
             pipeline_ips = feed_images_per_second(dataset, workers)
 
         model_config = ModelConfig.from_dict({**config.model.to_dict(), "bn_momentum": 0.9})
@@ -212,7 +191,7 @@ def feed_images_per_second(feed: "PairFeed", workers: int, batches: int = 8) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moleseg.network.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m moleseg.tools.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help=f"a few steps at {CPU_INPUT} px on the CPU (self-test)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 300; --cpu: "
                                                                 f"{CPU_STEPS})")

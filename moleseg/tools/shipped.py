@@ -2,15 +2,15 @@
 
 Each shipped model has a recipe, ``models/<name>.config.json``: a training configuration (the options of
 :mod:`moleseg.core.options`, read by ``moleseg train --config``) whose dataset folders are relative to
-the shared data folder (``../shared/data`` next to the project, ``MOLESEG_SHARED_DATA`` or ``--data``),
+the shared data folder (:data:`moleseg.tools.SHARED_DATA_DIR`, or ``--data``),
 plus a ``recipe`` section that training ignores: ``test`` (folders evaluated after training, never trained
 on) and ``holdout`` (a share of a training folder held out, by file with the recipe's seed, as a test set).
 
 ``make models`` does, for each recipe::
 
-    python -m moleseg.network.shipped --only NAME --print-data-root      # prints ROOT (held-out splits)
+    python -m moleseg.tools.shipped --only NAME --print-data-root      # prints ROOT (held-out splits)
     moleseg train --config models/NAME.config.json --data-root ROOT --out runs/shipped-NAME
-    python -m moleseg.network.shipped --only NAME --install runs/shipped-NAME --wall-seconds S
+    python -m moleseg.tools.shipped --only NAME --install runs/shipped-NAME --wall-seconds S
 
 The last step copies the best model to ``models/<name>.keras`` (without optimizer state), evaluates it
 and the classical baseline on the recipe's test sets and writes ``models/<name>.json`` with those numbers
@@ -21,7 +21,7 @@ scores the recipe by k-fold cross-validation from finished fold runs (:func:`cro
 
 Usage::
 
-    python -m moleseg.network.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
+    python -m moleseg.tools.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
                                       [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only
                                        | --confidence-only [--check-share SHARE]
                                        | --crossval RUN_DIR [RUN_DIR ...]]
@@ -41,11 +41,10 @@ from typing import Any
 
 from moleseg.core import options
 from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
+from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 #: The checkout's runs folder, where ``make models`` and ``make crossval`` write the recipes' runs.
 RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
-DEFAULT_DATA_DIR = Path(os.environ.get("MOLESEG_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 #: A recipe's file name is ``<name>`` + this, in the models folder.
 RECIPE_SUFFIX = ".config.json"
 #: Training options that may differ between the fold runs of one cross-validation and the model then trained
@@ -376,7 +375,7 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
     record_path = MODELS_DIR / f"{name}.json"
     record = read_json(record_path, {}) or {}
     record["crossval"] = {**result.to_dict(), "config": recipe, "runs": [str(Path(run_dir)) for run_dir in run_dirs],
-                          "command": f"python -m moleseg.network.shipped --only {name} --crossval "
+                          "command": f"python -m moleseg.tools.shipped --only {name} --crossval "
                                      + " ".join(str(run_dir) for run_dir in run_dirs)}
     write_json(record_path, record)
     return record
@@ -407,8 +406,8 @@ def _step(args: argparse.Namespace, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moleseg.network.shipped", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="shared data folder")
+    parser = argparse.ArgumentParser(prog="python -m moleseg.tools.shipped", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=SHARED_DATA_DIR, help="shared data folder")
     parser.add_argument("--only", choices=recipe_names(), action="append", help="only this model (repeatable)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (for a quick check)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs")

@@ -1,0 +1,200 @@
+"""The ``moleseg`` command line: the parser, :func:`main`, and the small commands ``bench``, ``serve`` and ``info``.
+
+The commands that do the work live beside it: ``train`` and ``study`` in :mod:`moleseg.cli.training`,
+``evaluate``, ``score`` and ``compare`` in :mod:`moleseg.cli.scoring`, ``predict`` and ``prepare`` in
+:mod:`moleseg.cli.files`, what they share in :mod:`moleseg.cli.common`. Only argument parsing and messages
+live here; every computation is a call into the package. TensorFlow is imported only by the commands that
+run a network. Errors print one line and exit 2; in ``predict``, ``evaluate`` and ``score`` a bad file is
+reported and skipped, and the exit status is 2 if any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
+                                int_at_least, parse_pixel_size, printable, say, write_outputs)
+from moleseg.cli.files import cmd_predict, cmd_prepare, parse_outline_formats, parse_threshold
+from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
+from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
+from moleseg.core.errors import first_line
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    outputs = checked_outputs(args)
+    model = args.model or default_model()
+    if model == "classical":
+        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    from moleseg.tools.bench import format_report, run_bench
+    from moleseg.tools.bench_machine import BenchSettings
+
+    settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
+    result = run_bench(model, images, settings, echo=lambda line: say(args, line))
+    print(format_report(result))
+    return write_outputs(outputs, result, [])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from moleseg.core.config import APP_FILE
+    from moleseg.core.settings import load_settings
+
+    settings = load_settings()
+    if not APP_FILE.is_file():
+        raise CommandError(f"moleseg serve runs the app of a source checkout: {APP_FILE} not found")
+    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *settings.streamlit_flags()]
+    if args.print_command:
+        print(" ".join(command))
+        return EXIT_OK
+    say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
+               f"host names {', '.join(settings.allowed_hosts)}")
+    sys.stdout.flush()
+    os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
+    os.execv(sys.executable, command)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from moleseg.core.modelinfo import read_info
+
+    print(json.dumps(read_info(args.model).to_dict(), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from moleseg import __version__
+    from moleseg.core import options
+    from moleseg.core.config import DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE
+    from moleseg.core.outlines import OUTLINE_FORMATS
+    from moleseg.core.targets import SHAPES
+
+    at_least_one_image = int_at_least(int(options.option("batch_size").low))  # a batch holds an image or more
+    parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
+    parser.add_argument("--version", action="version", version=f"moleseg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+        return sub
+
+    train = add("train", "train a network on image/mask folders into a run folder", cmd_train)
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to create (or resume)")
+    train.add_argument("--config", metavar="FILE",
+                       help="start from a configuration file (a run's config.json or a recipe in models/); "
+                            "flags given as well override its values")
+    train.add_argument("--data-root", metavar="DIR",
+                       help="folder that relative dataset folders of --config are under (default: the folder "
+                            "holding the file)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
+    train.add_argument("--wait", action="store_true",
+                       help="when another training runs (the app's, a study's, another terminal's), start once it "
+                            "ends instead of refusing")
+    add_option_flags(train)
+    add_worker_arguments(train)
+
+    evaluate = add("evaluate", "score a model against true masks", cmd_evaluate)
+    evaluate.add_argument("--model", required=True, help="a .keras file or 'classical'")
+    evaluate.add_argument("--images", required=True, metavar="DIR")
+    evaluate.add_argument("--masks", required=True, metavar="DIR")
+    evaluate.add_argument("--json", metavar="FILE")
+    evaluate.add_argument("--csv", metavar="FILE")
+    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                          help="flip test-time augmentation (default: the model's own setting)")
+    evaluate.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
+    evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
+
+    predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
+    predict.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
+    predict.add_argument("--out", required=True, metavar="DIR")
+    predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    predict.add_argument("--pixel-size-mm", type=parse_pixel_size, help="mm per pixel, for physical units")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    predict.add_argument("--lesion-threshold", type=parse_threshold, default="model", metavar="P|argmax|model",
+                         help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
+                              "default 'model': the model's calibrated choice")
+    predict.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
+    predict.add_argument("--outlines", type=parse_outline_formats, default=(), metavar="FORMATS",
+                         help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
+                              "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
+
+    score = add("score", "score predicted masks from any tool against true masks", cmd_score)
+    score.add_argument("--pred", required=True, metavar="DIR")
+    score.add_argument("--masks", required=True, metavar="DIR")
+    score.add_argument("--json", metavar="FILE")
+    score.add_argument("--csv", metavar="FILE")
+
+    prepare = add("prepare", "write BACK/BORDER/INSIDE label images from masks", cmd_prepare)
+    prepare.add_argument("--masks", required=True, metavar="DIR")
+    prepare.add_argument("--out", required=True, metavar="DIR")
+    prepare.add_argument("--border-width-px", type=int_at_least(int(options.option("border_width_px").low)),
+                         required=True)
+    prepare.add_argument("--shape", default=DEFAULT_SHAPE, choices=SHAPES)
+    prepare.add_argument("--classes", type=int, choices=options.CLASS_COUNTS, default=DEFAULT_CLASS_COUNT)
+    prepare.add_argument("--border-at-image-edge", action="store_true",
+                         help="draw BORDER along the image frame too (Matlab's imerode does not)")
+
+    compare = add("compare", "align two visits of one lesion and report what changed", cmd_compare)
+    compare.add_argument("before", metavar="BEFORE", help="the earlier image")
+    compare.add_argument("after", metavar="AFTER", help="the later image")
+    compare.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
+    compare.add_argument("--pixel-size-mm", type=parse_pixel_size, help="mm per pixel, for physical units")
+    compare.add_argument("--allow-scale", action="store_true",
+                         help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
+    compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
+    compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
+
+    study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
+    study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
+    study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
+    study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
+    study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
+    bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
+    bench.add_argument("--model", help="a .keras file (default: the shipped dermoscopy model)")
+    bench.add_argument("--images", metavar="DIR", help="real images for end-to-end and predict (default: synthetic)")
+    bench.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
+                       "figures not representative")
+    bench.set_defaults(csv=None)
+    serve = add("serve", "start the app with the server's settings (MOLESEG_* variables, MOLESEG_CONFIG file: "
+                         "mode, address, port, allowed host names)", cmd_serve)
+    serve.add_argument("--print-command", action="store_true", help="print the streamlit command, start nothing")
+    info = add("info", "print a model file's metadata", cmd_info)
+    info.add_argument("model")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``moleseg`` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader closed the pipe: stop quietly; what is left unwritten goes to os.devnull, so the flush at
+        # exit raises nothing either (the Python documentation's recipe for SIGPIPE)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no real file behind sys.stdout (io.UnsupportedOperation is both)
+            pass
+        return EXIT_BROKEN_PIPE
+    except (CommandError, ValueError, OSError, RuntimeError) as error:
+        if isinstance(error, OSError) and error.filename and error.strerror:
+            message = f"{error.filename}: {error.strerror}"
+        else:
+            message = first_line(error)
+        print(f"error: {printable(message)}", file=sys.stderr)
+        return EXIT_ERROR
+

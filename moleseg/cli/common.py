@@ -1,0 +1,227 @@
+"""What every ``moleseg`` command shares: exit statuses, the one-line ``CommandError``, the progress bar,
+messages, checked output files and folders, pairing and model loading, and the printed summaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+EXIT_OK, EXIT_ERROR = 0, 2
+#: Exit status when the reader of standard output went away (``moleseg info m.keras | head``): 128 + SIGPIPE,
+#: as a Unix tool killed by it.
+EXIT_BROKEN_PIPE = 141
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class ProgressBar:
+    """A tqdm bar with ETA on a terminal, silent with ``--quiet`` or when stderr is not a terminal."""
+
+    def __init__(self, total: int, description: str, quiet: bool, unit: str = "image") -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet or not sys.stderr.isatty(),
+                        dynamic_ncols=True, leave=True)
+
+    def update_to(self, done: int, postfix: str | None = None) -> None:
+        self.bar.update(max(0, done - self.bar.n))
+        if postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
+
+    def set_total(self, total: int) -> None:
+        self.bar.total = total
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def say(args: argparse.Namespace, message: str) -> None:
+    """Print ``message`` on stderr unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def paired_files(images: str | Path, masks: str | Path, args: argparse.Namespace):
+    """The image/mask pairs of two folders (:func:`moleseg.core.pairing.pair_folders`), its summary said."""
+    from moleseg.core.pairing import pair_folders
+
+    report = pair_folders(images, masks)
+    say(args, report.summary())
+    return report.pairs
+
+
+def open_model(spec: str, tta: bool | None = None):
+    """The segmenter of ``spec`` (a ``.keras`` file or ``classical``); ``tta``: flip averaging, None for the
+    model's own setting."""
+    from moleseg.network.loading import load_segmenter
+
+    return load_segmenter(spec, test_time_augmentation=tta)
+
+
+def default_model() -> str:
+    """The shipped dermoscopy model when it is installed, else the classical baseline."""
+    from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
+
+    shipped = models_dir() / DERMOSCOPY_MODEL
+    return str(shipped) if shipped.is_file() else "classical"
+
+
+def write_table(path: Path, rows: Sequence[dict]) -> None:
+    """``rows`` as a CSV file written atomically."""
+    from moleseg.core.atomic import atomic_write
+    from moleseg.core.report import measurements_csv
+
+    atomic_write(path, measurements_csv(list(rows)))
+
+
+def print_summary(summary: dict, baseline: dict | None = None) -> None:
+    """The metrics table of an evaluation summary (mean, std, min, max), and the baseline's FM when given."""
+    keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
+    print(f"{'':10s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}   (n = {summary['n']})")
+    for key in keys:
+        values = summary[key]
+        print(f"{key:10s} " + " ".join(f"{values[s]:8.4f}" for s in ("mean", "std", "min", "max")))
+    if baseline and baseline.get("n"):
+        fm = baseline["fm"]
+        print(f"classical baseline FM: mean {fm['mean']:.4f}, min {fm['min']:.4f}, max {fm['max']:.4f}")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def checked_output(option: str, value: str) -> Path:
+    """The file of ``--json``/``--csv``, checked before any work: not a folder, in a writable folder."""
+    path = Path(value)
+    if path.is_dir():
+        raise CommandError(f"{option} {printable(value)} is a folder: give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CommandError(f"{option} {printable(value)}: the folder {printable(str(folder))} does not exist")
+    check_writable(folder, f"{option} {printable(value)}")
+    return path
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse ``folder`` when no file can be created in it (probed with a temporary file, removed).
+
+    Raises
+    ------
+    CommandError
+        ``"<what>: cannot write into <folder> (<reason>)"``.
+    """
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".moleseg-write-check-"):
+            pass
+    except OSError as error:
+        raise CommandError(f"{what}: cannot write into {printable(str(folder))} "
+                           f"({error.strerror or error})") from error
+
+
+def checked_outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """``{"json": path, "csv": path}`` of the given ``--json``/``--csv`` options, checked (see above)."""
+    return {key: checked_output(f"--{key}", getattr(args, key)) for key in ("json", "csv") if getattr(args, key)}
+
+
+def write_outputs(outputs: dict[str, Path], summary: dict, table: list[dict]) -> int:
+    """Write the checked ``--json``/``--csv`` files after the summary was printed; EXIT_ERROR if one fails."""
+    from moleseg.engine.runs import write_json
+
+    status = EXIT_OK
+    for key, path in outputs.items():
+        try:
+            if key == "json":
+                write_json(path, summary)
+            else:
+                write_table(path, table)
+        except OSError as error:
+            print(f"error: --{key} {printable(str(path))} could not be written ({error.strerror or error}); "
+                  "the summary above is complete", file=sys.stderr)
+            status = EXIT_ERROR
+    return status
+
+
+def print_mask_warnings(failures) -> None:
+    """One line per empty or full true mask, and how many there were."""
+    for name, text in failures.warnings:
+        print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
+    if failures.warnings:
+        print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true mask(s) were scored; "
+              "they pull the mean down", file=sys.stderr)
+
+
+def skipped_line(name: str, reason: str) -> str:
+    """``skipped <name>: <reason>``, the name written once when the reason already starts with it."""
+    text = reason if reason.startswith(f"{name}:") else f"{name}: {reason}"
+    return f"skipped {printable(text)}"
+
+
+def failures_exit(failures: list[tuple[str, str]]) -> int:
+    for name, reason in failures:
+        print(skipped_line(name, reason), file=sys.stderr)
+    if failures:
+        print(f"error: {len(failures)} file(s) could not be processed", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= low`` (``--batch-size``, ``--border-width-px``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def parse_pixel_size(text: str) -> float:
+    """``--pixel-size-mm``: a positive, finite number of millimetres per pixel."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of mm per pixel") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a pixel size must be a positive number of mm per pixel, not {text}")
+    return value
+
+
+def check_out_not_an_input(out: str, inputs: Sequence[str], harm: str) -> None:
+    """Refuse an ``--out`` that is one of the input folders of predict/prepare; ``harm`` says what writing
+    there would do."""
+    target = Path(out).resolve()
+    if any(Path(item).is_dir() and Path(item).resolve() == target for item in inputs):
+        raise CommandError(f"--out {printable(out)} is also an input folder: {harm}; choose another folder")
+
+
+def output_folder(path: str) -> Path:
+    """``--out`` of predict/prepare, created; CommandError when it is a file, cannot be created or cannot be
+    written into (one line before any image, not one failure per image)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {printable(path)} is a file, not a folder: choose a folder name")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create the output folder {printable(path)} ({error.strerror or error})") from error
+    check_writable(out, f"--out {printable(path)}")
+    return out

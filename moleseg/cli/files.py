@@ -1,0 +1,153 @@
+"""``moleseg predict`` and ``moleseg prepare``: image or mask files in, result files out (segmentations and
+measurements; training label images), with their argument types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
+                                open_model, output_folder, printable, say, skipped_line, write_table)
+
+
+def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
+    """The image files of ``inputs`` (files and folders), each file once (a file given again, or also through
+    its folder, is not segmented twice); a missing input is added to ``failures``."""
+    from moleseg.core.pairing import list_images
+
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(list_images(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            failures.append((item, f"{item}: not found"))
+    unique: dict[Path, Path] = {}
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    files = list(unique.values())
+    if not files:
+        for name, reason in failures:
+            print(skipped_line(name, reason), file=sys.stderr)
+        raise CommandError("no image files to process" + (" (not found: " + ", ".join(
+            printable(name) for name, _ in failures) + ")" if failures else ""))
+    return files
+
+
+def parse_threshold(text: str) -> float | str | None:
+    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model``."""
+    if text in ("model", "argmax"):
+        return None if text == "argmax" else text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability, 'argmax' or 'model'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a lesion threshold must be in 0..1, not {value}")
+    return value
+
+
+def parse_outline_formats(text: str) -> tuple[str, ...]:
+    """``--outlines``: comma-separated names of :data:`moleseg.core.outlines.OUTLINE_FORMATS`."""
+    from moleseg.core.outlines import OutlineError, parse_formats
+
+    try:
+        return parse_formats(text)
+    except OutlineError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from moleseg.core.modelinfo import ModelInfo
+    from moleseg.core.report import MEASUREMENTS_CSV, settings_sidecar, sidecar_name
+    from moleseg.engine.pipeline import predict_files
+
+    failures: list[tuple[str, str]] = []
+    files = _input_files(args.inputs, failures)
+    check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
+                            "<name>_mask.png replaced, the results read as images by the next run)")
+    segmenter = open_model(args.model or default_model(), args.tta)  # before --out: no empty folder left
+    out = output_folder(args.out)
+    bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
+    try:
+        outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
+                                lesion_threshold=args.lesion_threshold, outlines=args.outlines,
+                                model_version=ModelInfo.from_dict(segmenter.info).version_text,
+                                progress=bar.update_to,
+                                note=lambda name, message: say(args, f"{printable(name)}: {message}"))
+    finally:
+        bar.close()
+    rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
+    failures.extend(outcome.failures)
+    if rows:
+        from moleseg.core.atomic import atomic_write
+
+        try:
+            write_table(out / MEASUREMENTS_CSV, rows)
+            atomic_write(out / sidecar_name(MEASUREMENTS_CSV), settings_sidecar(MEASUREMENTS_CSV, settings))
+            if object_rows:
+                write_table(out / "objects.csv", object_rows)
+        except OSError as error:
+            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but {MEASUREMENTS_CSV} "
+                               f"could not be written ({error.strerror or error})") from error
+    print(f"{len(rows)} image(s) written to {printable(str(out))}")
+    if stopped:
+        failures_exit(failures)
+        raise CommandError(stopped)
+    return failures_exit(failures)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from moleseg.core.imageio import ImageReadError, mask_problem, read_mask
+    from moleseg.core.imagewrite import write_png
+    from moleseg.core.pairing import list_images
+    from moleseg.core.config import class_names
+    from moleseg.core.targets import class_frequencies, make_targets
+    from moleseg.engine.pipeline import output_stems
+
+    masks = list_images(args.masks) if Path(args.masks).is_dir() else []
+    if not Path(args.masks).is_dir():
+        raise CommandError(f"--masks {printable(args.masks)} is a file, not a folder of masks" if Path(args.masks).exists()
+                           else f"folder not found: {args.masks}")
+    if not masks:
+        raise CommandError(f"no mask images in {args.masks}")
+    check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")
+    out = output_folder(args.out)
+    stems = dict(zip(masks, output_stems(masks)))  # m.png and m.tif: m_png.png and m_tif.png
+    failures: list[tuple[str, str]] = []
+    degenerate = {"empty": 0, "full": 0}
+    totals = None
+    bar = ProgressBar(len(masks), "preparing targets", args.quiet)
+    try:
+        for index, path in enumerate(masks, start=1):
+            try:
+                mask = read_mask(path, allow_empty=True)
+            except ImageReadError as error:
+                failures.append((path.name, str(error)))
+                continue
+            problem = mask_problem(mask)
+            if problem is not None:
+                degenerate["full" if mask.any() else "empty"] += 1
+                print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
+            labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
+                                  shape=args.shape, border_at_image_edge=args.border_at_image_edge)
+            write_png(out / f"{stems[path]}.png", labels.astype("uint8"))
+            frequencies = class_frequencies(labels, args.classes) * labels.size
+            totals = frequencies if totals is None else totals + frequencies
+            bar.update_to(index)
+    finally:
+        bar.close()
+    if totals is not None:
+        share = totals / totals.sum()
+        print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
+              + ", ".join(f"{name} {value:.4f}" for name, value in
+                          zip(class_names(args.classes), share)))
+    if degenerate["empty"] or degenerate["full"]:
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+              file=sys.stderr)
+    return failures_exit(failures)

@@ -1,0 +1,218 @@
+"""The benchmark's prediction and training paths: its image files, one image end to end, a folder through
+``moleseg predict``'s pipeline, a cold start in a new process, and training steps with and without the input
+pipeline (see :mod:`moleseg.tools.bench`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moleseg.tools.bench_machine import BenchSettings, median_seconds
+
+#: Size of the end-to-end and synthetic images (width, height): a PH2 image.
+END_TO_END_SIZE: tuple[int, int] = (765, 574)
+
+
+def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Path], str]:
+    """``count`` image files: the first of ``folder`` (sorted), or synthetic 765 x 574 JPEGs written into
+    ``scratch``; and a description of them."""
+    from moleseg.core.pairing import list_images
+
+    if folder is not None:
+        files = list_images(folder)[:count]
+        if not files:
+            raise ValueError(f"{folder}: no images found")
+        return files, f"{len(files)} real image(s) from {folder}"
+    from moleseg.core.imagewrite import encode_jpeg
+    from moleseg.tools.synthetic import random_dermoscopy
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index in range(count):
+        path = scratch / f"synthetic_{index:03d}.jpg"
+        image, _ = random_dermoscopy((END_TO_END_SIZE[1], END_TO_END_SIZE[0]), seed=index)
+        path.write_bytes(encode_jpeg(image, quality=92))
+        files.append(path)
+    return files, f"{count} synthetic {END_TO_END_SIZE[0]} x {END_TO_END_SIZE[1]} JPEG(s) (no --images given)"
+
+
+def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
+    """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
+    (repeat by repeat). After the cleanup, measuring and drawing + encoding the PNGs run side by side
+    (:func:`moleseg.engine.pipeline.measure_and_encode`): stage ``measure_and_encode``; ``parts`` gives
+    the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.core.imageio import read_image
+    from moleseg.core.imagewrite import encode_png
+    from moleseg.core.measure import measure_lesion
+    from moleseg.core.render import overlay
+    from moleseg.core.resize import resize_probabilities
+    from moleseg.engine.pipeline import measure_and_encode
+    from moleseg.engine.segmenter import clean
+
+    def once(drawer: ThreadPoolExecutor) -> tuple[dict[str, float], dict[str, float]]:
+        stages: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str, laps: dict[str, float]) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            laps[name] = 1000.0 * (now - clock)
+            clock = now
+
+        image = read_image(path)
+        lap("decode", stages)
+        if segmenter.inference == "resize" and not segmenter.test_time_augmentation:
+            batch = segmenter.network_input(image)[None].astype(np.float32)
+            lap("resize_in", stages)
+            small = segmenter.predict_network(batch)[0]
+            lap("network", stages)
+            probabilities = resize_probabilities(small, image.shape[0], image.shape[1])
+            lap("resize_out", stages)
+        else:
+            probabilities = segmenter.predict_probabilities([image])[0]
+            lap("network", stages)
+        segmentation = clean(segmenter, probabilities)
+        lap("cleanup", stages)
+        measure_and_encode(image, segmentation, segmenter, path.stem, drawer)
+        lap("measure_and_encode", stages)
+        parts: dict[str, float] = {}
+        if segmentation.lesion.any():
+            measure_lesion(segmentation.lesion, border=segmentation.border, image=image)
+        lap("measurements", parts)
+        picture = overlay(image, segmentation.lesion, segmentation.border)
+        lap("overlay", parts)
+        encode_png(picture)
+        lap("png_encode", parts)
+        return stages, parts
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-bench-draw") as drawer:
+        for _ in range(settings.warmup):
+            once(drawer)
+        runs = [once(drawer) for _ in range(max(1, settings.repeats))]
+    stages = [stage for stage, _ in runs]
+    parts = [part for _, part in runs]
+    return {"ms": float(np.median([sum(run.values()) for run in stages])),
+            "stages": {name: float(np.median([run[name] for run in stages])) for name in stages[0]},
+            "parts": {name: float(np.median([run[name] for run in parts])) for name in parts[0]},
+            "image": str(path), "size": list(END_TO_END_SIZE)}
+
+
+def bench_predict(segmenter: Any, files: list[Path], scratch: Path) -> dict[str, Any]:
+    """Images per second of :func:`moleseg.engine.pipeline.predict_files` (one untimed warm-up image)."""
+    from moleseg.engine.pipeline import predict_files
+
+    predict_files(segmenter, files[:1], scratch / "warmup")
+    started = time.perf_counter()
+    outcome = predict_files(segmenter, files, scratch / "predict")
+    seconds = time.perf_counter() - started
+    if outcome.failures or outcome.stopped:
+        raise RuntimeError(f"predict failed on the benchmark images: {outcome.failures or outcome.stopped}")
+    return {"images": len(files), "seconds": seconds, "images_per_s": len(files) / seconds}
+
+
+def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
+    """Wall seconds of ``python -m moleseg.cli predict --model MODEL IMAGE`` in a new process."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "moleseg.cli", "predict", "--quiet", "--model", model, "--out",
+               str(scratch / "cold"), str(image)]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"cold start failed: {result.stderr.strip()[-300:]}")
+    return seconds
+
+
+def runtime_in_use(segmenter: Any) -> str:
+    """The runtime ``moleseg predict`` ran the benchmarked network with: ``onnxruntime`` or ``tensorflow``."""
+    return "onnxruntime" if hasattr(segmenter.inference_function(), "session") else "tensorflow"
+
+
+def cached_inference_graph(model: str) -> bool:
+    """True when ``model`` is a ``.keras`` file whose inference graph is in the per-machine cache
+    (:mod:`moleseg.network.compiled`): its cold start then skips rebuilding the Keras model."""
+    from moleseg.network.compiled import any_cached
+
+    return Path(model).suffix == ".keras" and Path(model).is_file() and any_cached(model)
+
+
+def training_pairs(files: list[Path], scratch: Path) -> list[Any]:
+    """The benchmark's image files as training pairs, each with an elliptical lesion mask (PNG) written to
+    ``scratch``: the input pipeline's cost does not depend on where the lesion is."""
+    import cv2
+
+    from moleseg.core.imageio import read_image
+    from moleseg.core.imagewrite import write_png
+    from moleseg.core.pairing import Pair
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for path in files:
+        height, width = read_image(path).shape[:2]
+        mask = np.zeros((height, width), np.uint8)
+        cv2.ellipse(mask, (width // 2, height // 2), (width // 4, height // 3), 20.0, 0.0, 360.0, 255, -1)
+        write_png(scratch / f"{path.stem}.png", mask)
+        pairs.append(Pair(image=path, mask=scratch / f"{path.stem}.png", rule="same name"))
+    return pairs
+
+
+def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[Any] | None = None) -> dict[str, Any]:
+    """Training images/s of the model's architecture on a synthetic in-memory batch (median step after
+    warm-up), and with ``pairs``: the input pipeline alone (``make_dataset`` as training builds it: lazy
+    decoding, the augmentations the model records, at the default ranges) and training fed by it (``fit`` steps). The pipeline
+    runs in parallel with the steps (prefetch), so ``input_bound_share`` = 1 - fed rate / in-memory rate
+    is the share of step time lost to the input."""
+    import keras
+
+    from moleseg.network.build import ModelConfig, build_model
+    from moleseg.core import options
+    from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset
+    from moleseg.network.losses import SegmentationLoss
+
+    config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
+    model = build_model(config, weights="none")
+    weights = [1.0] * config.n_classes
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SegmentationLoss("weighted_ce", weights))
+    rng = np.random.default_rng(0)
+    size, batch = config.input_size, settings.train_batch
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    labels = np.eye(config.n_classes, dtype=np.float32)[rng.integers(0, config.n_classes, (batch, size, size))]
+    seconds = median_seconds(lambda: model.train_on_batch(images, labels), settings.train_steps, settings.warmup)
+    result = {"input_size": size, "batch": batch, "architecture": f"{config.architecture} {config.backbone}",
+              "step_ms": 1000.0 * seconds, "images_per_s": batch / seconds}
+    if not pairs:
+        return result
+    augment_names = info.get("training", {}).get("augment") or options.default("augment")
+    augment = AugmentConfig.from_names(augment_names)
+    targets = TargetConfig(input_size=size, n_classes=config.n_classes)
+    steps = max(2, 2 * settings.train_steps)
+    examples = steps * batch
+
+    def feed() -> Any:
+        return make_dataset(pairs, targets, batch_size=batch, augment=augment, shuffle=True, seed=1).repeat()
+
+    iterator = iter(feed())
+    next(iterator)  # warm-up: the pipeline's threads and first reads
+    started = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    input_rate = examples / (time.perf_counter() - started)
+    dataset = feed()
+    model.fit(dataset, steps_per_epoch=settings.warmup + 1, epochs=1, verbose=0)
+    started = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    fed_rate = examples / (time.perf_counter() - started)
+    result.update(input_images_per_s=input_rate, fed_images_per_s=fed_rate,
+                  input_bound_share=max(0.0, 1.0 - fed_rate / result["images_per_s"]),
+                  augment=list(augment_names), pipeline_images=len(pairs))
+    return result
