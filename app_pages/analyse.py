@@ -14,13 +14,14 @@ from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider
                                       shown_image_key)
 from moleseg.app.hand_correction import (canvas_background, canvas_strokes, correction_key, dataset_save_message,
                                          save_to_dataset, with_corrections)
+from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batch_table, default_visit,
                                  key_measurements, measurement_table, measurements_csv_bytes,
                                  measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
                                  thumbnail, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, corrections_dir
+from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
 from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
@@ -169,7 +170,11 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
 def save_to_dataset_block(outcome: ImageOutcome) -> None:
     """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
     with st.expander("Save to my dataset"):
-        folder = corrections_dir()
+        space = find_user_space()
+        if isinstance(space, Refusal):
+            st.caption(space.message)
+            return
+        folder = space.dataset
         st.caption(f"Saved into {folder}: images/ and masks/ (same file names) plus provenance/ records, the "
                    "dataset the Train and Evaluate pages offer as yours.")
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
@@ -375,7 +380,7 @@ st.caption("Research software: not a medical device, not for diagnosis.")
 # ---- save to records (History page) ---------------------------------------------------------------
 if st.button(f"Save {outcome.name} to records", key="analyse_save",
              help="The History page lists and reopens it, with the visit above."):
-    from moleseg.app.identity import Refusal, current_user
+    from moleseg.app.identity import current_user
     from moleseg.engine.records import Records
 
     user = current_user()

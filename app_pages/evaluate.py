@@ -8,8 +8,8 @@ import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
 from moleseg.app.evaluation import evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows
+from moleseg.app.identity import user_space
 from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
-from moleseg.core.config import corrections_dir, runs_dir
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.engine.runs import list_runs
@@ -31,10 +31,11 @@ serverpaths.folder_picker("evaluate_folder", roots)
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
                        help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside the folders "
                             "this server offers (or your own dataset).")
-corrected = corrections_pairs(corrections_dir())
+space = user_space()
+corrected = corrections_pairs(space.dataset)
 if corrected:
     st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
-              on_click=lambda: st.session_state.update(evaluate_folder=str(corrections_dir())),
+              on_click=lambda: st.session_state.update(evaluate_folder=str(space.dataset)),
               help="The images saved from the Analyse page with their corrected masks.")
 others = {c.spec: c for c in model_choices() if c.spec != choice.spec and c.kind != "classical"}
 compare_spec = st.selectbox("Compare with", [""] + list(others), key="evaluate_compare",
@@ -113,7 +114,7 @@ if "evaluate_task" in st.session_state:
     ui.follow_task(st.session_state["evaluate_task"], show_evaluation, failure="The evaluation failed")
 
 st.subheader("Compare training runs")
-runs = list_runs(runs_dir())
+runs = list_runs(space.runs)
 if not runs:
     st.caption("No training run yet: train one on the Train page.")
 else:

@@ -9,7 +9,8 @@ import streamlit as st
 
 from moleseg import studyreport
 from moleseg.app import serverpaths, ui
-from moleseg.core.config import STUDIES_DIR, runs_dir
+from moleseg.app.identity import user_space
+from moleseg.core.config import STUDIES_DIR
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import studyrun
 from moleseg.engine.launch import safe_run_name
@@ -22,6 +23,7 @@ st.markdown("Which solver, learning rate, batch size, number of epochs, augmenta
             "run per setting and seed (`moleseg study` on the command line does the same), then compares the "
             "settings image by image with a paired Wilcoxon test.")
 
+runs = user_space().runs
 with st.expander("Start a study", expanded=False):
     shipped = study_files()
     choice = st.selectbox("Study file", [str(p) for p in shipped] + ["other..."], key="study_file",
@@ -40,7 +42,7 @@ with st.expander("Start a study", expanded=False):
     name = st.text_input("Study folder name", key="study_name", placeholder=file_stem,
                          help="Empty: the study file's name.").strip() or file_stem
     if st.button("Start the study", type="primary", key="study_start", disabled=not path):
-        out = runs_dir() / f"study-{safe_run_name(name)}"
+        out = runs / f"study-{safe_run_name(name)}"
         try:
             studyrun.start_study(path, out, roots=serverpaths.dataset_roots())
         except (StudyError, OSError) as error:
@@ -50,15 +52,15 @@ with st.expander("Start a study", expanded=False):
             st.success(f"Started: {out}. Progress below; it continues if you close the browser. Its runs train "
                        "one at a time, after any training already running.")
 
-folders = studyrun.list_study_folders(runs_dir())
+folders = studyrun.list_study_folders(runs)
 ui.init_state("study_folder", str(folders[0]) if folders else "")
-serverpaths.path_picker("study_folder", [str(found) for found in folders], label="Studies in the app's runs")
+serverpaths.path_picker("study_folder", [str(found) for found in folders], label="Studies in your runs")
 folder_text = st.text_input("Study folder", key="study_folder",
-                            help=f"A folder written by moleseg study, inside the app's runs ({runs_dir()}).")
+                            help=f"A folder written by moleseg study, inside your runs ({runs}).")
 folder = ""
 if folder_text.strip():
     try:
-        folder = str(resolve_inside_roots(folder_text, (runs_dir(),)))
+        folder = str(resolve_inside_roots(folder_text, (runs,)))
     except OutsideRootsError as error:
         st.error(str(error))
 

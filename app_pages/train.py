@@ -6,16 +6,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from moleseg.app import charts, trainform, trainstatus, ui
+from moleseg.app import charts, serverpaths, trainform, trainstatus, ui
+from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
 from moleseg.engine import jobs, launch, trainlock
-from moleseg.core.config import FINETUNE_EPOCHS, corrections_dir, runs_dir
+from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import corrections_pairs, finetune_config
 from moleseg.engine.runs import RunFiles, read_history
 from moleseg.core import options
 from moleseg.core.errors import first_line
 
-RUNS = runs_dir()
+SPACE = user_space()
+RUNS = SPACE.runs
+OWN_RUNS = RUNS if SPACE.shared else None  # on a shared server, other users' trainings are anonymous
 
 st.title("Train a network")
 st.markdown("Trains DeepLabV3+ on your images and masks in a background process: it goes on when you close "
@@ -70,7 +73,7 @@ def progress_panel(run_dir: Path) -> None:
             st.rerun(scope="app")  # refresh the model picker
 
 
-shown_run = trainstatus.run_to_show(RUNS, st.session_state.get("train_run"))
+shown_run = trainstatus.run_to_show(RUNS, st.session_state.get("train_run"), OWN_RUNS)
 if shown_run is not None and shown_run.is_dir():
     active = jobs.read_job(shown_run).active
     st.fragment(run_every=2.0 if active else None)(progress_panel)(shown_run)
@@ -79,7 +82,7 @@ if shown_run is not None and shown_run.is_dir():
 def finetune_section() -> None:
     """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
     st.subheader("Fine-tune on my corrections")
-    folder = corrections_dir()
+    folder = SPACE.dataset
     count = corrections_pairs(folder)
     if not count:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
@@ -103,7 +106,8 @@ def finetune_section() -> None:
                "it with the old one on the Evaluate page ('Compare with').")
     if st.button("Fine-tune", key="train_finetune_start", disabled=bool(trainstatus.running())):
         try:
-            config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs))
+            config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
+                                     roots=serverpaths.dataset_roots())
             run_dir = trainstatus.start(config, RUNS, config["name"])
         except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(first_line(error) if isinstance(error, OSError) else str(error))
@@ -125,8 +129,14 @@ st.session_state["train_config"] = config  # what Start would train with (shown 
 with st.expander("Configuration (JSON)"):
     st.json(config, expanded=False)
 
-busy = trainstatus.busy_sentence()
-if busy:
+busy = trainstatus.busy_sentence(OWN_RUNS)
+other = trainstatus.other_users_training(OWN_RUNS)
+if other is not None:
+    st.info(busy)
+    if require_user().admin and other.run_dir is not None:
+        st.button("Cancel that training", key="train_cancel_other", on_click=launch.request_cancel,
+                  args=(other.run_dir,), help="As an admin: stops it after the current step; its best model is kept.")
+elif busy:
     st.info(f"{busy} Only one training runs at a time: start the next one when it has finished.")
 if st.button("Start training", type="primary", key="train_start", disabled=bool(busy)):
     problems = problems or jobs.check_config(config)

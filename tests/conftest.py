@@ -4,6 +4,7 @@ tests/app_helpers.py; append new fixtures below and keep each section small."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -117,3 +118,47 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# The time budget: pytest-timeout fails a test after its limit (``timeout`` in pyproject.toml, or the
+# test's @pytest.mark.timeout(seconds)); a test that waits for a process waits until shortly before then
+
+#: Seconds kept back from a test's limit for its own failure message and the cleanup of its processes.
+TIMEOUT_MARGIN_S = 20.0
+
+
+def timeout_of(request: pytest.FixtureRequest) -> float:
+    """The limit of the running test in seconds (pytest-timeout's: the marker, ``--timeout`` or the ini)."""
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(request.config.getoption("timeout", None) or request.config.getini("timeout") or 0)
+
+
+@pytest.fixture
+def time_left(request: pytest.FixtureRequest) -> Callable[[], float]:
+    """``time_left()``: seconds a wait inside the test may still take, that is until its pytest-timeout less
+    :data:`TIMEOUT_MARGIN_S` (at least 1 s; an hour when no limit is set)."""
+    limit = timeout_of(request)
+    end = time.monotonic() + (limit - TIMEOUT_MARGIN_S if limit > 0 else 3600.0)
+    return lambda: max(1.0, end - time.monotonic())
+
+
+#: A test whose call takes longer than this (seconds) without the ``slow`` or ``browser`` marker is named at
+#: the end of the run, to be marked or made faster (``make test-fast`` stays within its 2 minutes).
+UNMARKED_SLOW_S = 15.0
+_unmarked_slow: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if (report.when == "call" and report.duration > UNMARKED_SLOW_S
+            and "slow" not in report.keywords and "browser" not in report.keywords):
+        _unmarked_slow.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _unmarked_slow:
+        terminalreporter.section("slower than the fast selection allows, but not marked slow or browser")
+        for duration, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{duration:.1f} s  {nodeid}")

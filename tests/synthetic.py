@@ -1,16 +1,23 @@
-"""Synthetic images, masks and datasets of the tests: the one copy of each maker (import it as a module:
-``from synthetic import disk``; the tests folder is on ``sys.path`` under pytest). The dermoscopy-like
-picture and the ellipse are the package's (:mod:`moleseg.tools.synthetic`)."""
+"""Synthetic data of the tests: images, masks, datasets, segmenters without a network and study folders
+without training; the one copy of each maker (import it as a module: ``from synthetic import disk``; the
+tests folder is on ``sys.path`` under pytest). The dermoscopy-like picture and the ellipse are the package's
+(:mod:`moleseg.tools.synthetic`)."""
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
+from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.imagewrite import write_png
+from moleseg.core.pairing import Pair
+from moleseg.engine import studystats
+from moleseg.engine.runs import write_history, write_json
 from moleseg.tools.synthetic import ellipse
 
 #: Colours (RGB) of the app tests' moles.
@@ -123,3 +130,115 @@ def lesion_scene(*, radius_px: float = 60.0, angle_deg: float = 0.0, shift_px: t
     start = (canvas - size_px) // 2
     crop = slice(start, start + size_px)
     return np.clip(np.round(image[crop, crop]), 0, 255).astype(np.uint8), lesion[crop, crop]
+
+
+# Fake segmenters (no network) and the pairs they are scored on
+
+def two_class(foreground: np.ndarray) -> np.ndarray:
+    """Probabilities (H, W, 2) float32 of a two-class network whose foreground probability is
+    ``foreground`` (H, W), in [0, 1]."""
+    return np.stack([1 - foreground, foreground], axis=-1).astype(np.float32)
+
+
+class RedChannelSegmenter:
+    """Two classes; the foreground probability of a pixel is its red value / 255 (no network)."""
+
+    n_classes = 2
+    class_names = ("background", "foreground")
+    name = "red"
+
+    def __init__(self, info: dict | None = None) -> None:
+        self.info = info or {}
+        self.cleanup_defaults = CleanupSettings(closing_radius_px=0, fill_holes=False, largest_component=False)
+
+    def predict_probabilities(self, images):
+        return [two_class(image[..., 0].astype(np.float32) / 255.0) for image in images]
+
+
+def disk_pairs(tmp_path: Path) -> list[Pair]:
+    """Four 40 x 40 images of a disk: three drawn crisply (probability 1 inside, 0 outside), one blurred
+    so that a wide ring is undecided and the arg-max lesion is too small."""
+    truth = disk((40, 40), (20, 20), 12)
+    rows, cols = np.ogrid[:40, :40]
+    distance = np.sqrt((rows - 20) ** 2 + (cols - 20) ** 2)
+    blurred = np.clip((12 - distance) / 12 + 0.3, 0, 1)  # p = 0.5 at distance 9.6 px, not 12
+    pairs = []
+    for index, foreground in enumerate([truth.astype(float)] * 3 + [blurred]):
+        image = np.zeros((40, 40, 3), np.uint8)
+        image[..., 0] = np.round(foreground * 255).astype(np.uint8)
+        image_path, mask_path = tmp_path / f"{index}.png", tmp_path / f"{index}_mask.png"
+        write_png(image_path, image)
+        write_png(mask_path, truth)
+        pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
+    return pairs
+
+
+class TruthSegmenter(RedChannelSegmenter):
+    """Predicts the true disk of :func:`disk_pairs` whatever the image."""
+
+    def predict_probabilities(self, images):
+        return [two_class(disk((40, 40), (20, 20), 12).astype(np.float32)) for _ in images]
+
+
+# Study files and study runs that never trained
+
+def write_study(path: Path, **fields) -> Path:
+    """A study file at ``path`` (YAML): two solvers at 32 px, one epoch, data in train/ and test/ beside it;
+    ``fields`` replace its top-level entries."""
+    document = {"name": "t", "data": {"train": {"images": "train/images", "masks": "train/masks"},
+                                      "test": {"images": "test/images", "masks": "test/masks"}},
+                "base": {"epochs": 1, "batch_size": 2, "model": {"input_size": 32}},
+                "factors": {"solver": ["sgdm", "adam"]}}
+    document.update(fields)
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def fake_run(out: Path, run_id: str, per_image: dict[str, float], seconds: float = 10.0) -> None:
+    """The files of a finished study run ``run_id`` in the study folder ``out``, without training: its
+    evaluation (F-measure in [0, 1] per image name), state (``seconds`` of training) and one-epoch history."""
+    run = out / studystats.RUNS_SUBDIR / run_id
+    values = list(per_image.values())
+    write_json(run / "evaluation.json", {
+        "fm": {"mean": float(np.mean(values)), "max": max(values), "min": min(values), "std": float(np.std(values))},
+        "cm": {"mean": 0.9}, "cr": {"mean": 0.8}, "jaccard": {"mean": 0.7}, "best_val_fm": values[0],
+        "per_image": [{"image": k, "fm": v} for k, v in per_image.items()]})
+    write_json(run / "state.json", {"epoch": 1, "training_seconds": seconds})
+    write_history(run / "history.csv", [{"epoch": 1, "val_fm": values[0]}])
+
+
+# A tiny network (built once per seed in a test session)
+
+#: Input size (px) of :func:`tiny_model_file`'s network.
+TINY_MODEL_SIZE = 32
+
+
+@functools.cache
+def _tiny_model_bytes(seed: int, size: int, n_classes: int, classifier_bias: tuple[float, ...] | None) -> bytes:
+    import tempfile
+
+    import keras
+
+    from moleseg.network.build import ModelConfig, build_model
+    from moleseg.network.io import save_model
+
+    keras.utils.set_random_seed(seed)
+    config = ModelConfig(backbone="mobilenetv2", input_size=size, n_classes=n_classes, decoder_width=8,
+                         aspp_rates=(1, 2, 3))
+    model = build_model(config, weights="none")
+    if classifier_bias is not None:
+        model.get_layer("classifier").bias.assign(np.array(classifier_bias, np.float32))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tiny.keras"
+        save_model(model, path, {"name": "tiny", "n_classes": n_classes, "input_size": size})
+        return path.read_bytes()
+
+
+def tiny_model_file(folder: Path, seed: int = 0, *, size: int = TINY_MODEL_SIZE, n_classes: int = 3,
+                    classifier_bias: tuple[float, ...] | None = None) -> Path:
+    """``folder/tiny<seed>.keras``: a small DeepLabV3+ on MobileNetV2 with ``n_classes`` classes at ``size``
+    px and random weights drawn from ``seed`` (its classifier's biases set to ``classifier_bias`` when
+    given); the same file for the same arguments in one test session, built once."""
+    path = folder / f"tiny{seed}.keras"
+    path.write_bytes(_tiny_model_bytes(seed, size, n_classes, classifier_bias))
+    return path

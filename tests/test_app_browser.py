@@ -16,6 +16,7 @@ from PIL import Image
 
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
+from moleseg.core.config import DATA_DIR_ENV
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +29,13 @@ PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 IMAGE_XOBJECT = re.compile(rb"<<((?:(?!>>).)*?/Subtype\s*/Image(?:(?!>>).)*?)>>\s*stream\r?\n(.*?)endstream", re.DOTALL)
 
 
-@pytest.fixture
-def server(tmp_path):
-    """The app with empty models and runs folders (the classical baseline)."""
-    env = {**os.environ, "MOLESEG_MODELS_DIR": str(tmp_path), "MOLESEG_RUNS_DIR": str(tmp_path / "runs"),
-           "MOLESEG_TMPDIR": str(tmp_path)}
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app with empty models and runs folders (the classical baseline) and its own records folder; one
+    server for the tests of this module, as several browser sessions share one server."""
+    folder = tmp_path_factory.mktemp("isolated-server")
+    env = {**os.environ, "MOLESEG_MODELS_DIR": str(folder), "MOLESEG_RUNS_DIR": str(folder / "runs"),
+           "MOLESEG_TMPDIR": str(folder), DATA_DIR_ENV: str(folder / "records")}
     with streamlit_server(env, "streamlit-isolated") as (url, _):
         yield url
 

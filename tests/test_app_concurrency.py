@@ -61,7 +61,7 @@ def open_analyse(browser, url: str):
     return page
 
 
-def wait_or_screenshot(page, selector: str, name: str, timeout_ms: int = 300_000):
+def wait_or_screenshot(page, selector: str, name: str, timeout_ms: int = 120_000):
     """The element ``selector`` once it shows; on a timeout, a full-page screenshot in
     ``test-artifacts/<name>.png`` before the error is raised (what the page showed instead)."""
     try:

@@ -9,7 +9,7 @@ import numpy as np
 from app_helpers import app_test
 from moleseg.app.ui import PAGE_FILES
 from moleseg.engine import runs, studyplan, studyrun, studystats
-from test_study import fake_run, write_study
+from synthetic import fake_run, write_study
 
 
 def test_the_study_page_shows_a_study_folder(app_folders, tmp_path):

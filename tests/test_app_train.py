@@ -206,7 +206,8 @@ def test_the_typed_configuration_s_defaults_are_the_schema_s():
 
 
 @pytest.mark.slow
-def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(app_folders, tmp_path):
+def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model_picker(app_folders, tmp_path,
+                                                                                       time_left):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     at = app_test(PAGE)
     at.text_area(key="train_images").set_value(str(dataset))
@@ -226,7 +227,7 @@ def test_a_tiny_training_started_from_the_page_finishes_and_appears_in_the_model
     assert run.parent == app_folders["runs"] and (run / jobs.JOB_FILE).is_file()
     assert trainlock.active_training().run_dir == run
     seen: set[str] = set()
-    deadline = time.time() + 180
+    deadline = time.time() + time_left()
     status = jobs.read_job(run)
     while time.time() < deadline:
         at.run()
@@ -308,12 +309,12 @@ def test_the_app_starts_one_sweep_and_an_open_tab_keeps_its_folder(app_folders):
     long_ago = time.time() - SESSION_IDLE_TIMEOUT_S - 1
     os.utime(folder.path, (long_ago, long_ago))
     at.run()  # the tab is still open: its heartbeat fragment touches the folder
-    assert not at.exception and time.time() - folder.path.stat().st_mtime < SESSION_HEARTBEAT_S
+    assert not at.exception and folder.path.stat().st_mtime > long_ago + SESSION_IDLE_TIMEOUT_S
     assert sweeper.sweep() == [] and folder.path.is_dir()
 
 
 @pytest.mark.slow
-def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path):
+def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(app_folders, tmp_path, time_left):
     dataset = make_dataset(tmp_path / "moles", count=8, size=64)
     config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")],
               "model": {**jobs.MODEL_DEFAULTS, "input_size": 64}, "weights": "none", "epochs": 200, "batch_size": 2,
@@ -322,7 +323,7 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     with pytest.raises(trainlock.TrainingBusy, match="another training is running in long-"):
         trainstatus.start(config, app_folders["runs"], "second")
     at = app_test(PAGE)
-    deadline = time.time() + 150
+    deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).phase != "train":
         time.sleep(2)
     at.run()
@@ -457,7 +458,7 @@ def test_the_page_shows_the_border_and_closing_radius_at_the_chosen_input_size(a
 
 
 @pytest.mark.slow
-def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path):
+def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tmp_path, time_left):
     """A clinician's handful of images with the page's defaults (ImageNet encoder, automatic BatchNorm
     momentum): 10 pairs, 2 epochs at 64 px end with a usable model, not a failure after the run."""
     dataset = make_dataset(tmp_path / "moles", count=10, size=64)
@@ -469,7 +470,7 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model(app_folders, tm
     at.button(key="train_start").click().run()
     assert not at.exception and not at.error
     run = Path(at.session_state["train_run"])
-    deadline = time.time() + 420
+    deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).active:
         time.sleep(3)
     status = jobs.read_job(run)

@@ -91,8 +91,9 @@ for devices in (["/cpu:0"], ["/cpu:0", "/cpu:1"]):
 """
 
 
+@pytest.mark.slow
 def test_several_replicas_use_keras_own_training_step():
-    result = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[:2] == ["1 replicas: fused", "2 replicas: keras"]

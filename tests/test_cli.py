@@ -330,6 +330,7 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     assert "resuming after epoch 1" in (run / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_predict_lesion_threshold_option(tmp_path, capsys):
     shipped = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"
     if not shipped.is_file():

@@ -4,39 +4,16 @@ analysis (moleseg.engine.pipeline)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from synthetic import disk
+from synthetic import RedChannelSegmenter, TruthSegmenter, disk, disk_pairs, two_class
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.imagewrite import write_png
 from moleseg.core.modelinfo import ModelInfo
-from moleseg.core.pairing import Pair
 from moleseg.engine.calibrate import calibrate_confidence, confidence_threshold, flag_summary
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import analyse_images
 from moleseg.engine.segmenter import border_confidence
-
-
-def _two_class(foreground: np.ndarray) -> np.ndarray:
-    return np.stack([1 - foreground, foreground], axis=-1).astype(np.float32)
-
-
-class RedChannelSegmenter:
-    """Two classes; the foreground probability of a pixel is its red value / 255 (no network)."""
-
-    n_classes = 2
-    class_names = ("background", "foreground")
-    name = "red"
-
-    def __init__(self, info: dict | None = None) -> None:
-        self.info = info or {}
-        self.cleanup_defaults = CleanupSettings(closing_radius_px=0, fill_holes=False, largest_component=False)
-
-    def predict_probabilities(self, images):
-        return [_two_class(image[..., 0].astype(np.float32) / 255.0) for image in images]
 
 
 def test_border_confidence_by_hand():
@@ -45,16 +22,16 @@ def test_border_confidence_by_hand():
     foreground[2, :3] = 0.5         # 3 undecided pixels (0.2 < p < 0.8), not lesion after the arg-max
     foreground[3, 0] = 0.9          # a sure lesion pixel: 11 lesion pixels
     lesion = foreground > 0.5
-    assert border_confidence(_two_class(foreground), lesion) == pytest.approx(1 - 3 / 11)
-    assert border_confidence(_two_class(foreground), lesion, undecided=(0.4, 0.95)) == pytest.approx(1 - 4 / 11)
+    assert border_confidence(two_class(foreground), lesion) == pytest.approx(1 - 3 / 11)
+    assert border_confidence(two_class(foreground), lesion, undecided=(0.4, 0.95)) == pytest.approx(1 - 4 / 11)
 
 
 def test_border_confidence_of_an_empty_or_all_undecided_lesion_is_zero():
     foreground = np.full((6, 6), 0.45, np.float32)
-    assert border_confidence(_two_class(foreground), np.zeros((6, 6), bool)) == 0.0
+    assert border_confidence(two_class(foreground), np.zeros((6, 6), bool)) == 0.0
     lesion = np.zeros((6, 6), bool)
     lesion[0, 0] = True  # 1 px of lesion, 36 undecided
-    assert border_confidence(_two_class(foreground), lesion) == 0.0
+    assert border_confidence(two_class(foreground), lesion) == 0.0
 
 
 def test_confidence_threshold_marks_the_least_confident_share():
@@ -69,33 +46,8 @@ def test_confidence_threshold_marks_the_least_confident_share():
         confidence_threshold(values, 0.0)
 
 
-def _pairs(tmp_path: Path) -> list[Pair]:
-    """Four 40 x 40 images of a disk: three drawn crisply (probability 1 inside, 0 outside), one blurred
-    so that a wide ring is undecided and the arg-max lesion is too small."""
-    truth = disk((40, 40), (20, 20), 12)
-    rows, cols = np.ogrid[:40, :40]
-    distance = np.sqrt((rows - 20) ** 2 + (cols - 20) ** 2)
-    blurred = np.clip((12 - distance) / 12 + 0.3, 0, 1)  # p = 0.5 at distance 9.6 px, not 12
-    pairs = []
-    for index, foreground in enumerate([truth.astype(float)] * 3 + [blurred]):
-        image = np.zeros((40, 40, 3), np.uint8)
-        image[..., 0] = np.round(foreground * 255).astype(np.uint8)
-        image_path, mask_path = tmp_path / f"{index}.png", tmp_path / f"{index}_mask.png"
-        write_png(image_path, image)
-        write_png(mask_path, truth)
-        pairs.append(Pair(image=image_path, mask=mask_path, rule="test", image_size=None, mask_size=None))
-    return pairs
-
-
-class TruthSegmenter(RedChannelSegmenter):
-    """Predicts the true disk of :func:`_pairs` whatever the image."""
-
-    def predict_probabilities(self, images):
-        return [_two_class(disk((40, 40), (20, 20), 12).astype(np.float32)) for _ in images]
-
-
 def test_calibration_marks_the_blurred_image_and_counts_it(tmp_path):
-    result = calibrate_confidence(RedChannelSegmenter(), _pairs(tmp_path), share=0.25, baseline=TruthSegmenter())
+    result = calibrate_confidence(RedChannelSegmenter(), disk_pairs(tmp_path), share=0.25, baseline=TruthSegmenter())
     assert result.n_images == 4 and result.share == 0.25
     assert result.n_bad == 1 and result.n_bad_caught == 1 and result.n_worse_than_baseline == 1
     first = result.per_image[0]
@@ -125,7 +77,7 @@ def _image(foreground: np.ndarray) -> np.ndarray:
 
 
 def test_an_unsure_analysis_says_check_this_border(tmp_path):
-    pairs = _pairs(tmp_path)
+    pairs = disk_pairs(tmp_path)
     from moleseg.core.imageio import read_image
 
     crisp, blurred = read_image(pairs[0].image), read_image(pairs[3].image)
@@ -175,6 +127,6 @@ def test_an_unsure_lesion_says_check_this_border_and_its_pdf_is_a_lesion_report(
 
     segmenter = ThreeClassRed({"confidence_threshold": 0.9})
     segmenter.cleanup_defaults = CleanupSettings(rule="grow_inside", closing_radius_px=0, border_width_px=1)
-    (unsure,) = analyse_images(segmenter, [read_image(_pairs(tmp_path)[3].image)])
+    (unsure,) = analyse_images(segmenter, [read_image(disk_pairs(tmp_path)[3].image)])
     assert unsure.check_border and unsure.warnings[0].startswith("check this border:")
     assert b"Lesion border analysis" in unsure.pdf("mole.png")

@@ -9,19 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthetic import disk
+from synthetic import RedChannelSegmenter, TruthSegmenter, disk, disk_pairs  # four disks, the last blurred
 from moleseg.core.imagewrite import write_png
 from moleseg.core.metrics import scores
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.pairing import Pair
 from moleseg.engine.crossval import Fold, cross_validate
-from test_confidence import RedChannelSegmenter, TruthSegmenter, _pairs  # four disks, the last blurred
 
 RADIUS_PX = 12
 
 
 def _blurred() -> np.ndarray:
-    """The last image of ``_pairs``: a blurred disk, probability 0.5 at 9.6 px from the centre and 0.3 at
+    """The last image of ``disk_pairs``: a blurred disk, probability 0.5 at 9.6 px from the centre and 0.3 at
     12 px (the truth)."""
     rows, cols = np.ogrid[:40, :40]
     distance = np.sqrt((rows - 20) ** 2 + (cols - 20) ** 2)
@@ -29,7 +28,7 @@ def _blurred() -> np.ndarray:
 
 
 def test_out_of_fold_figures_by_hand(tmp_path):
-    pairs = _pairs(tmp_path)
+    pairs = disk_pairs(tmp_path)
     folds = [Fold("fold 0", RedChannelSegmenter(), pairs[:2]), Fold("fold 1", RedChannelSegmenter(), pairs[2:])]
     result = cross_validate(folds, thresholds=(0.3, 0.5), baseline=TruthSegmenter(), share=0.25)
 
@@ -70,7 +69,7 @@ def test_out_of_fold_figures_by_hand(tmp_path):
 
 
 def test_arg_max_stays_without_a_real_gain(tmp_path):
-    crisp = _pairs(tmp_path)[:3]
+    crisp = disk_pairs(tmp_path)[:3]
     result = cross_validate([Fold("a", RedChannelSegmenter(), crisp[:1]), Fold("b", RedChannelSegmenter(), crisp[1:])],
                             thresholds=(0.3, 0.5))
     assert result.lesion_threshold is None and result.fm["mean"] == pytest.approx(1.0)
@@ -104,7 +103,7 @@ def test_a_cleanup_variant_that_gains_out_of_fold_goes_into_the_decision(tmp_pat
 
 
 def test_images_no_fold_validated_are_named(tmp_path):
-    pairs = _pairs(tmp_path)
+    pairs = disk_pairs(tmp_path)
     result = cross_validate([Fold("a", RedChannelSegmenter(), pairs[:2]), Fold("b", RedChannelSegmenter(), pairs[2:3])],
                             thresholds=(0.5,), all_pairs=pairs)
     assert result.not_validated == ["3.png"] and result.n_images == 3
@@ -112,7 +111,7 @@ def test_images_no_fold_validated_are_named(tmp_path):
 
 
 def test_folds_must_not_overlap_nor_be_empty(tmp_path):
-    pairs = _pairs(tmp_path)
+    pairs = disk_pairs(tmp_path)
     with pytest.raises(ValueError, match="1.png is in both a and b"):
         cross_validate([Fold("a", RedChannelSegmenter(), pairs[:2]), Fold("b", RedChannelSegmenter(), pairs[1:])])
     with pytest.raises(ValueError, match="fold b has no validation pairs"):
@@ -161,6 +160,7 @@ def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
     assert f"{again}: a second run of validation fold 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp_path, monkeypatch, capsys):
     """``--install`` of a run without a validation split takes the lesion and confidence thresholds (and the
     cleanup rule) recorded by ``--crossval`` for the same recipe; for another recipe it warns and keeps none."""

@@ -174,7 +174,7 @@ def test_a_tiny_model_trains_under_the_jax_backend(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run([sys.executable, "-c", JAX_TRAINING, str(images), str(masks)], capture_output=True,
-                          text=True, env=env, timeout=600)
+                          text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "jax"

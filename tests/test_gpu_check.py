@@ -26,7 +26,7 @@ def test_the_cpu_mode_trains_the_recipe_and_passes(backend):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
     env.pop("KERAS_BACKEND", None)  # --backend sets it
     done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
     assert lines["device"] == f"CPU (--cpu, {backend})"

@@ -68,6 +68,7 @@ def test_torchvision_mobilenetv2_state_dict(state):
     assert list(state)[0] == "features.0.0.weight"  # file order kept
 
 
+@pytest.mark.slow
 def test_converted_classifier_recognises_chelsea_the_cat(weights_path):
     pytest.importorskip("keras")
     skimage_data = pytest.importorskip("skimage.data")

@@ -37,6 +37,7 @@ def network() -> keras.Model:
     return _randomised_batchnorm(build_model(config, weights="none"))
 
 
+@pytest.mark.slow
 def test_folded_model_predicts_the_same_probabilities(network):
     images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
     before = network(images, training=False).numpy()
@@ -69,6 +70,7 @@ def test_a_convolution_feeding_two_layers_is_not_folded():
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_prediction_is_traced_once_for_every_batch_size(network):
     segmenter = KerasSegmenter(network, {"n_classes": 3, "input_size": SIZE}, test_time_augmentation=False)
     rng = np.random.default_rng(3)
@@ -78,6 +80,7 @@ def test_prediction_is_traced_once_for_every_batch_size(network):
     assert segmenter.inference_function().experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_the_live_prediction_function_follows_new_weights_without_a_new_trace():
     """Training's validation passes predict with one function for every epoch: after the weights change it
     gives the model's new probabilities, and it was traced once for all calls and batch sizes."""

@@ -13,13 +13,12 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from synthetic import TINY_MODEL_SIZE, tiny_model_file  # noqa: E402
 from moleseg.core.modelinfo import read_model_info, write_model_info  # noqa: E402
 from moleseg.network import compiled  # noqa: E402
-from moleseg.network.build import ModelConfig, build_model  # noqa: E402
-from moleseg.network.io import save_model  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
 
-SIZE = 32
+SIZE = TINY_MODEL_SIZE
 
 
 @pytest.fixture
@@ -31,23 +30,7 @@ def cache(monkeypatch, tmp_path):
     return tmp_path / "cache" / "inference"
 
 
-def tiny_model_file(folder, seed: int = 0, *, size: int = SIZE, n_classes: int = 3,
-                    classifier_bias: tuple[float, ...] | None = None):
-    """A small random moleseg network of input ``size`` px, saved as ``tiny<seed>.keras`` (its classifier's
-    biases set to ``classifier_bias`` when given)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    config = ModelConfig(backbone="mobilenetv2", input_size=size, n_classes=n_classes, decoder_width=8,
-                         aspp_rates=(1, 2, 3))
-    model = build_model(config, weights="none")
-    if classifier_bias is not None:
-        model.get_layer("classifier").bias.assign(np.array(classifier_bias, np.float32))
-    path = folder / f"tiny{seed}.keras"
-    save_model(model, path, {"name": "tiny", "n_classes": n_classes, "input_size": size})
-    return path
-
-
+@pytest.mark.slow
 def test_second_load_uses_the_cached_graph_without_keras(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     batch = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -64,6 +47,7 @@ def test_second_load_uses_the_cached_graph_without_keras(cache, tmp_path):
     assert second.model.output_shape[-1] == 3  # still there when asked for
 
 
+@pytest.mark.slow
 def test_the_key_ignores_moleseg_json_but_not_the_weights(cache, tmp_path):
     path = tiny_model_file(tmp_path, seed=0)
     digest = compiled.network_digest(path)
@@ -72,6 +56,7 @@ def test_the_key_ignores_moleseg_json_but_not_the_weights(cache, tmp_path):
     assert compiled.network_digest(tiny_model_file(tmp_path, seed=1)) != digest
 
 
+@pytest.mark.slow
 def test_turned_off_nothing_is_written(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLESEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(compiled.CACHE_ENV, "0")
@@ -92,6 +77,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry3", "entry4", "not-an-entry"]
 
 
+@pytest.mark.slow
 def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     batch = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
@@ -105,6 +91,7 @@ def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
     np.testing.assert_allclose(KerasSegmenter.from_file(path).predict_network(batch), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_each_file_of_an_entry_is_recorded_by_its_sha256(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     KerasSegmenter.from_file(path).predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
@@ -125,6 +112,7 @@ def test_each_file_of_an_entry_is_recorded_by_its_sha256(cache, tmp_path):
                                              "file)")
 
 
+@pytest.mark.slow
 def test_changed_weights_in_a_saved_model_entry_are_detected_and_rebuilt(cache, tmp_path):
     path = tiny_model_file(tmp_path)
     batch = np.random.default_rng(2).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)

@@ -73,6 +73,7 @@ def test_every_kind_is_named_and_an_unknown_one_is_refused():
         SegmentationLoss("iou")
 
 
+@pytest.mark.slow
 def test_a_toy_model_trained_with_lovasz_learns_the_lesion():
     # a 1x1 convolution on a 16 x 16 image whose bright pixels are the lesion: the loss falls and the
     # arg-max marks the bright square (seeded: the same start on every run)

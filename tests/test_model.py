@@ -87,6 +87,7 @@ def test_the_registry_and_the_builders_name_the_same_backbones():
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.slow
 def test_deeplab_builds_and_predicts_probabilities(built, backbone):
     model = built(backbone)
     assert tuple(model.input_shape) == (None, SIZE, SIZE, 3)
@@ -98,6 +99,7 @@ def test_deeplab_builds_and_predicts_probabilities(built, backbone):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.slow
 def test_head_sees_stride_4_and_stride_16_features(built, backbone):
     """Whatever the encoder, the decoder's low-level input is 64/4 = 16 px and ASPP's input 64/16 = 4 px."""
     model = built(backbone)
@@ -107,6 +109,7 @@ def test_head_sees_stride_4_and_stride_16_features(built, backbone):
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet18"])
+@pytest.mark.slow
 def test_documented_taps_of_moleseg_encoders(built, backbone):
     model = built(backbone)
     for (name, channels), stride in zip(NAMED_TAPS[backbone], (4, 16)):
@@ -128,6 +131,7 @@ def _encoder(model) -> keras.Model:
     return inner[0]
 
 
+@pytest.mark.slow
 def test_documented_taps_of_resnet50(built):
     model = built("resnet50")
     encoder = _encoder(model)
@@ -140,6 +144,7 @@ def test_documented_taps_of_resnet50(built):
 
 
 @pytest.mark.parametrize("backbone", ["xception", "inceptionresnetv2"])
+@pytest.mark.slow
 def test_taps_found_by_stride(built, backbone):
     """Generated layer names: the taps are the last maps at about 1/4 and 1/16 of the model's input
     (the docstring's ``0.6 <= size / target <= 1.5``), from the deepest layers that have that size."""
@@ -175,6 +180,7 @@ def test_xception_taps_at_full_size():
 # -- head options --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_separable_and_dense_heads_both_build_and_respect_decoder_width():
     dense = build_model(ModelConfig(input_size=SIZE, separable=False, decoder_width=32), weights="none")
     separable = build_model(ModelConfig(input_size=SIZE, separable=True, decoder_width=24), weights="none")
@@ -203,6 +209,7 @@ def test_two_classes_and_aspp_rates():
 
 
 @pytest.mark.parametrize("architecture", ["unet", "fpn", "linknet"])
+@pytest.mark.slow
 def test_segmentation_models_architectures_build(architecture):
     _require_segmentation_models()
     model = build_model(ModelConfig(architecture=architecture, backbone="mobilenetv2", input_size=SIZE),
@@ -294,6 +301,7 @@ def saved_model(tmp_path_factory):
     return model, path
 
 
+@pytest.mark.slow
 def test_save_load_identical_predictions(saved_model):
     model, path = saved_model
     loaded, info = load_model_and_info(path)
@@ -317,6 +325,7 @@ def test_save_replaces_atomically_and_keeps_metadata_current(saved_model, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
 
 
+@pytest.mark.slow
 def test_transfer_from_saved_model_copies_every_layer(saved_model):
     model, path = saved_model
     config = ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16)

@@ -24,7 +24,6 @@ from moleseg.network.cluster import WORKER_DEBUG_ENV, epoch_shard, role_from_tf_
 
 PROJECT = Path(__file__).resolve().parents[1]
 SIZE = 64
-TIMEOUT_S = 600
 
 
 def free_ports(count: int) -> list[int]:
@@ -56,8 +55,9 @@ def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, res
     return processes
 
 
-def wait_all(processes: list[subprocess.Popen], tmp_path: Path) -> list[int]:
-    deadline = time.monotonic() + TIMEOUT_S
+def wait_all(processes: list[subprocess.Popen], seconds: float) -> list[int]:
+    """The exit codes of ``processes``; those still running after ``seconds`` are killed."""
+    deadline = time.monotonic() + seconds
     try:
         return [p.wait(timeout=max(1.0, deadline - time.monotonic())) for p in processes]
     finally:
@@ -92,9 +92,10 @@ def test_epoch_shards_are_disjoint_equal_and_change_every_epoch():
 
 
 @pytest.mark.slow
-def test_two_workers_train_one_model(tmp_path):
+@pytest.mark.timeout(600)
+def test_two_workers_train_one_model(tmp_path, time_left):
     images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
-    codes = wait_all(start_workers(tmp_path, images, masks, epochs=2), tmp_path)
+    codes = wait_all(start_workers(tmp_path, images, masks, epochs=2), time_left())
     assert codes == [0, 0], worker_logs(tmp_path)
     chief = tmp_path / "w0"
     for name in ("model.keras", "history.csv", "config.json", "last.keras", "state.json"):
@@ -117,20 +118,21 @@ def test_two_workers_train_one_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path):
+@pytest.mark.timeout(900)
+def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path, time_left):
     images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
     processes = start_workers(tmp_path, images, masks, epochs=3)
-    deadline = time.monotonic() + TIMEOUT_S
+    deadline = time.monotonic() + time_left()
     state_file = tmp_path / "w0" / "state.json"
     while (read_json(state_file, {}) or {}).get("epoch", 0) < 1 and time.monotonic() < deadline:
         assert all(p.poll() is None for p in processes), worker_logs(tmp_path)
         time.sleep(0.2)
     processes[1].send_signal(signal.SIGKILL)  # a worker dies; the chief cannot go on alone
     processes[0].send_signal(signal.SIGKILL)
-    wait_all(processes, tmp_path)
+    wait_all(processes, time_left())
     done = read_json(state_file)["epoch"]
     assert 1 <= done < 3
-    codes = wait_all(start_workers(tmp_path, images, masks, epochs=3, resume=True), tmp_path)
+    codes = wait_all(start_workers(tmp_path, images, masks, epochs=3, resume=True), time_left())
     assert codes == [0, 0], worker_logs(tmp_path)
     assert f"resuming after epoch {done}" in (tmp_path / "w0" / "log.txt").read_text()
     assert [row["epoch"] for row in read_history(tmp_path / "w0" / "history.csv")] == [1, 2, 3]

@@ -21,7 +21,7 @@ pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (requirements.tx
 
 from moleseg.network import compiled, onnx_export  # noqa: E402
 from moleseg.network.predict import KerasSegmenter  # noqa: E402
-from test_inference_cache import SIZE, tiny_model_file  # noqa: E402
+from synthetic import TINY_MODEL_SIZE as SIZE, tiny_model_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +66,7 @@ def test_probe_batch_and_difference():
     assert onnx_export.largest_difference(np.zeros(2), np.zeros(3)) == float("inf")
 
 
+@pytest.mark.slow
 def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(0, count=3)
@@ -80,6 +81,7 @@ def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeyp
     assert compiled.cached_entry(path) is None  # no SavedModel needed beside it
 
 
+@pytest.mark.slow
 def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(1)
@@ -91,13 +93,14 @@ def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeyp
         f"segmenter = load_segmenter({str(path)!r}, test_time_augmentation=False)\n"
         f"np.save({str(tmp_path / 'out.npy')!r}, segmenter.predict_network(np.load({str(tmp_path / 'batch.npy')!r})))\n"
         "print(json.dumps(sorted(name for name in ('tensorflow', 'keras') if name in sys.modules)))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
     expected = tensorflow_probabilities(path, batch, monkeypatch)
     assert np.abs(np.load(tmp_path / "out.npy") - expected).max() <= onnx_export.ONNX_TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(2)
@@ -119,6 +122,7 @@ def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path
     assert again._model is None  # from the SavedModel entry, Keras model not rebuilt
 
 
+@pytest.mark.slow
 def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(3)
@@ -132,6 +136,7 @@ def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatc
     assert np.abs(probabilities - tensorflow_probabilities(path, batch, monkeypatch)).max() <= onnx_export.ONNX_TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch):
     monkeypatch.setenv(compiled.RUNTIME_ENV, "tensorflow")
     path = tiny_model_file(tmp_path)
@@ -145,6 +150,7 @@ def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("model_name, images", [("dermoscopy", "moles/ph2/images"),
                                                 ("cells", "cells/dsb2018_brightfield/images")])
+@pytest.mark.slow
 def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx_cache, require_shared, monkeypatch):
     from moleseg.core.imageio import read_image
     from moleseg.core.resize import resize_image
@@ -189,6 +195,7 @@ def change_two_biases(file: Path) -> None:
     file.write_bytes(proto.SerializeToString())
 
 
+@pytest.mark.slow
 def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
     batch = batch_of(5)
@@ -217,6 +224,7 @@ def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache,
 
 
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["file", "file-and-metadata"])
+@pytest.mark.slow
 def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, tmp_path, monkeypatch, with_metadata):
     path = tiny_model_file(tmp_path)
     other = tiny_model_file(tmp_path, seed=1, size=2 * SIZE, n_classes=2)
@@ -249,6 +257,7 @@ def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, tmp_path, mon
     assert hasattr(again.inference_function(), "session") and again.cache_notes == []
 
 
+@pytest.mark.slow
 def test_an_entry_is_hashed_once_per_process(onnx_cache, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(7, count=1)

@@ -25,7 +25,7 @@ SOURCES = ("moleseg", "models", "studies", "pyproject.toml", "setup.py", "README
 
 
 def _run(command: list[str | Path], **options) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=600, **options)
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=120, **options)
     assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
 

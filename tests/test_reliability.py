@@ -450,6 +450,7 @@ def test_train_function_resume_with_a_corrupt_config_json_names_the_file(tmp_pat
         train(TrainConfig(images=[str(tmp_path)], masks=[str(tmp_path)]), tmp_path, resume=True)
 
 
+@pytest.mark.slow
 def test_weights_that_are_not_a_model_and_a_2_class_model_for_3_classes_are_refused(tmp_path):
     pytest.importorskip("tensorflow")
     import json

@@ -22,8 +22,6 @@ from moleseg.engine.runs import RunFiles
 
 PROJECT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
-#: Longest wait for one moment of a kill schedule (a start with TensorFlow and one epoch), seconds.
-WAIT_S = 300.0
 
 
 def _command(*args: str) -> list[str]:
@@ -51,7 +49,8 @@ def _epochs_done(run: Path) -> int:
         return 0
 
 
-def _wait_and_kill(process: subprocess.Popen, run: Path, moment: tuple[str, float], rng: random.Random) -> str:
+def _wait_and_kill(process: subprocess.Popen, run: Path, moment: tuple[str, float], rng: random.Random,
+                   seconds: float) -> str:
     """SIGKILL ``process`` at ``moment``: ``("temporary", 0)`` as soon as a new temporary file shows,
     ``("checkpoint", 0)`` as soon as the temporary of a new ``.keras`` file shows, ``("epoch", k)`` a random
     0..2 s after the history holds ``k`` rows. Returns what was seen, or "finished" when the training ended
@@ -59,7 +58,7 @@ def _wait_and_kill(process: subprocess.Popen, run: Path, moment: tuple[str, floa
     kind, value = moment
     start_rows = _epochs_done(run)
     stale = set(_temporaries(run))  # left by the previous kill: the resume removes them once it starts
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return "finished"
@@ -78,14 +77,15 @@ def _wait_and_kill(process: subprocess.Popen, run: Path, moment: tuple[str, floa
         time.sleep(0.001)
     else:
         process.kill()
-        pytest.fail(f"the moment {moment} never came within {WAIT_S:.0f} s")
+        pytest.fail(f"the moment {moment} never came within {seconds:.0f} s")
     process.send_signal(signal.SIGKILL)
     process.wait()
     return seen
 
 
 @pytest.mark.slow
-def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stray_file(tmp_path):
+@pytest.mark.timeout(600)
+def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stray_file(tmp_path, time_left):
     pytest.importorskip("tensorflow")
     images, masks = lesion_dataset(tmp_path / "set", n=8, size=64)
     config = {
@@ -105,7 +105,7 @@ def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stra
     left_behind: list[str] = []
     process = _start(_command("--config", str(config_file), "--out", str(run)), log)
     for moment in schedule:
-        outcome = _wait_and_kill(process, run, moment, rng)
+        outcome = _wait_and_kill(process, run, moment, rng, time_left())
         seen.append(outcome)
         if outcome == "finished":
             break
@@ -113,7 +113,7 @@ def test_training_killed_at_random_points_resumes_to_a_complete_run_with_no_stra
         assert RunFiles(run).config.is_file(), log.read_text()[-3000:]
         process = _start(_command("--out", str(run), "--resume"), log)
     else:
-        assert process.wait(timeout=WAIT_S * 2) == 0, log.read_text()[-3000:]
+        assert process.wait(timeout=time_left()) == 0, log.read_text()[-3000:]
     assert process.returncode == 0, log.read_text()[-3000:]
     print(f"kills: {seen}; temporaries they left: {left_behind}")
     assert sum(outcome != "finished" for outcome in seen) == len(schedule), seen

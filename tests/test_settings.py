@@ -79,6 +79,23 @@ def test_shared_mode_refuses_to_start_without_an_identity_source_or_a_host_name(
     assert str(refused.value).startswith("moleseg settings (the environment): shared mode needs allowed_hosts")
 
 
+def test_in_shared_mode_no_data_root_reaches_the_users_spaces(tmp_path):
+    (tmp_path / "data" / "users").mkdir(parents=True)
+    (tmp_path / "datasets").mkdir()
+    shared = {"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example", "MOLESEG_IDENTITY": "streamlit-oidc",
+              "MOLESEG_DATA_DIR": str(tmp_path / "data")}
+    roots = [tmp_path, tmp_path / "data" / "users", tmp_path / "datasets"]
+    with pytest.raises(SettingsError) as refused:
+        read_settings({**shared, "MOLESEG_DATA_ROOTS": ":".join(map(str, roots))})
+    assert refused.value.problems == [
+        f"in shared mode data_roots must not hold the app's data folder or lie inside it, not {root}: every user "
+        "would read the others' runs and datasets." for root in (tmp_path, tmp_path / "data" / "users")]
+    assert read_settings({**shared, "MOLESEG_DATA_ROOTS": str(tmp_path / "datasets")}).data_roots == (
+        tmp_path / "datasets",)
+    assert read_settings({"MOLESEG_DATA_DIR": str(tmp_path / "data"),
+                          "MOLESEG_DATA_ROOTS": str(tmp_path)}).data_roots == (tmp_path,)  # personal: one user
+
+
 def test_the_proxy_header_is_believed_only_from_configured_proxies():
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example",

@@ -15,24 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from moleseg.cli import main
 from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
-from moleseg.engine.runs import write_history, write_json
+from moleseg.engine.runs import write_json
+from synthetic import fake_run, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_study(path: Path, **fields) -> Path:
-    document = {"name": "t", "data": {"train": {"images": "train/images", "masks": "train/masks"},
-                                      "test": {"images": "test/images", "masks": "test/masks"}},
-                "base": {"epochs": 1, "batch_size": 2, "model": {"input_size": 32}},
-                "factors": {"solver": ["sgdm", "adam"]}}
-    document.update(fields)
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def test_a_bad_factor_name_is_refused_before_anything_trains(tmp_path, capsys):
@@ -148,17 +138,6 @@ def test_split_by_group_keeps_each_sequence_in_one_part(tmp_path):
         studyplan.resolve_data(studyplan.load_study(bad), None)
 
 
-def fake_run(out: Path, run_id: str, per_image: dict[str, float], seconds: float = 10.0) -> None:
-    run = out / studystats.RUNS_SUBDIR / run_id
-    values = list(per_image.values())
-    write_json(run / "evaluation.json", {
-        "fm": {"mean": float(np.mean(values)), "max": max(values), "min": min(values), "std": float(np.std(values))},
-        "cm": {"mean": 0.9}, "cr": {"mean": 0.8}, "jaccard": {"mean": 0.7}, "best_val_fm": values[0],
-        "per_image": [{"image": k, "fm": v} for k, v in per_image.items()]})
-    write_json(run / "state.json", {"epoch": 1, "training_seconds": seconds})
-    write_history(run / "history.csv", [{"epoch": 1, "val_fm": values[0]}])
-
-
 def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm", "rmsprop"]})
     study = studyplan.load_study(path)
@@ -226,7 +205,8 @@ def test_holm_correction_by_hand():
 
 
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
+@pytest.mark.timeout(450)
+def test_an_interrupted_study_resumes_where_it_stopped(tmp_path, time_left):
     from synthetic import make_dataset
 
     make_dataset(tmp_path / "train", count=6, size=48)
@@ -242,7 +222,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + time_left()
         while not first.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert first.exists(), "the first run did not finish"
@@ -252,7 +232,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     stamp = first.stat().st_mtime_ns
     second = out / studystats.RUNS_SUBDIR / "solver=sgdm-seed0"
     assert not studystats.run_finished(second)
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=time_left())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "base-seed0: finished earlier, skipped" in result.stdout + result.stderr
     assert first.stat().st_mtime_ns == stamp

@@ -483,7 +483,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, dataset):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(images), str(masks), str(tmp_path / "cache"), str(run)],
-        capture_output=True, text=True, timeout=900, cwd=PROJECT, env=env,
+        capture_output=True, text=True, timeout=240, cwd=PROJECT, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 logical CPUs" in result.stdout

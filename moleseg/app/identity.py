@@ -1,4 +1,5 @@
-"""Who is using the app: the one place that resolves the current user from the server's settings.
+"""Who is using the app: the one place that resolves the current user from the server's settings, and the
+folders their files go to (:func:`user_space`).
 
 Personal mode has one user, the account that runs the server; they reach every record. In shared mode with
 ``identity = "proxy-header"`` the user's name comes from a header set by the reverse proxy in front (e.g.
@@ -15,6 +16,9 @@ server's machine can connect to the app's port directly and claim to be the prox
 proxy therefore removes ``X-Forwarded-For`` (so its own address is the one Streamlit reports) and adds the
 secret. With ``identity = "streamlit-oidc"`` the user is Streamlit's logged-in ``st.user`` (its e-mail).
 Anything else is refused with one sentence, and the page shows no record.
+
+In shared mode each user's runs, studies and "My dataset" are in their own space of the data folder
+(:func:`moleseg.core.userspace.shared_space`); personal mode keeps the data folder's own folders.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from moleseg.core.config import data_dir
+from moleseg.core.errors import first_line
 from moleseg.core.settings import ServerSettings, load_settings
+from moleseg.core.userspace import UserSpace, personal_space, shared_space
 from moleseg.engine.records import User
 
 __all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "sees_everyone",
-           "LOOPBACK_PEERS"]
+           "find_user_space", "user_space", "LOOPBACK_PEERS"]
 
 #: The peer addresses of a loopback connection (``st.context.ip_address`` reports None for both).
 LOOPBACK_PEERS: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -115,4 +122,29 @@ def require_user() -> User:
     st.error(user.message)
     if load_settings().identity == "streamlit-oidc":
         st.button("Log in", on_click=st.login, key="identity_login")
+    st.stop()
+
+
+def find_user_space() -> UserSpace | Refusal:
+    """The folders of this browser session's user: their own space in shared mode (created on first use),
+    the data folder's ``runs/`` and ``corrections/`` in personal mode; why not, when no user is believed or
+    the space cannot be created."""
+    if not load_settings().shared:
+        return personal_space()
+    user = current_user()
+    if not isinstance(user, User):
+        return user
+    try:
+        return shared_space(data_dir(), user.name)
+    except OSError as error:
+        return Refusal(f"Cannot create your folders in the app's data folder {data_dir()}: {first_line(error)}")
+
+
+def user_space() -> UserSpace:
+    """:func:`find_user_space`; when there is none, the page shows why in one sentence and stops."""
+    space = find_user_space()
+    if isinstance(space, UserSpace):
+        return space
+    require_user()  # the log-in button where there is one
+    st.error(space.message)
     st.stop()

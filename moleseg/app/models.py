@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from moleseg.core.config import DERMOSCOPY_MODEL, models_dir, runs_dir
+from moleseg.app.identity import find_user_space
+from moleseg.core.userspace import UserSpace
+from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
 from moleseg.core.modelinfo import ModelInfo
 
 #: Specs of the classical baselines, by number of classes.
@@ -106,7 +108,9 @@ def shipped_models(models: str | Path | None = None) -> list[Path]:
 
 
 def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
-    """Shipped models, then the classical baselines, then the user's training runs (newest first)."""
+    """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
+    defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
+    user is believed)."""
     from moleseg.engine.jobs import read_job
     from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
 
@@ -120,7 +124,10 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
                                kind="classical", n_classes=3))
     choices.append(ModelChoice(spec=CLASSICAL_SPECS[2], label="classical baseline (cells, 2 classes, no network)",
                                kind="classical", n_classes=2))
-    for run in list_runs(runs or runs_dir()):
+    if runs is None:
+        space = find_user_space()
+        runs = space.runs if isinstance(space, UserSpace) else None
+    for run in list_runs(runs) if runs is not None else []:
         files = RunFiles(run)
         model = files.model
         info = _info(model)

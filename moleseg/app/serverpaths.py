@@ -1,6 +1,6 @@
-"""The pages' server paths: which folders a browser user may read (the data roots of the settings, the app's
-own "My dataset" and runs, the session's own uploads), a picker over them, and the notice shown when the
-server offers none.
+"""The pages' server paths: which folders a browser user may read (the data roots of the settings, the user's
+own "My dataset" and runs (:func:`moleseg.app.identity.user_space`), the session's own uploads), a picker over
+them, and the notice shown when the server offers none.
 
 Every path typed in a page goes through :func:`moleseg.core.roots.resolve_inside_roots` with one of these
 root lists; the app writes only under its own data and cache folders.
@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from moleseg.app import ui
-from moleseg.core.config import corrections_dir, runs_dir
+from moleseg.app.identity import user_space
 from moleseg.core.roots import folders_inside
 from moleseg.core.settings import load_settings
 from moleseg.engine.session import SessionFolder
@@ -33,15 +33,15 @@ def data_roots() -> tuple[Path, ...]:
 
 def dataset_roots() -> tuple[Path, ...]:
     """Where a page may read a dataset: the data roots, the user's own dataset ("My dataset") and this browser
-    session's own folder (a dataset unpacked from an uploaded ZIP), never another session's."""
+    session's own folder (a dataset unpacked from an uploaded ZIP), never another session's or user's."""
     own = st.session_state.get(ui.SESSION_FOLDER_KEY)
     session = (own.path,) if isinstance(own, SessionFolder) and not own.removed else ()
-    return (*data_roots(), corrections_dir(), *session)
+    return (*data_roots(), user_space().dataset, *session)
 
 
 def model_file_roots() -> tuple[Path, ...]:
-    """Where a page may read a model file: the data roots and the app's runs."""
-    return (*data_roots(), runs_dir())
+    """Where a page may read a model file: the data roots and the user's own runs."""
+    return (*data_roots(), user_space().runs)
 
 
 def study_file_roots(shipped: Path) -> tuple[Path, ...]:

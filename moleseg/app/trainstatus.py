@@ -1,6 +1,7 @@
 """The Train page's view of trainings: which one to show (the one holding the training lock, whoever started
-it: the app, a terminal or a study), its status and run state as typed records, starting one from the app, and
-the table of the app's runs. No Streamlit here: the page arranges these in widgets.
+it: the app, a terminal or a study; on a shared server only the user's own, another user's training shown by
+its progress alone), its status and run state as typed records, starting one from the app, and the table of
+the user's runs. No Streamlit here: the page arranges these in widgets.
 """
 
 from __future__ import annotations
@@ -84,19 +85,46 @@ def running() -> trainlock.TrainingHolder | None:
     return trainlock.active_training()
 
 
-def busy_sentence() -> str:
-    """The one sentence saying which training runs (``""`` when none does)."""
-    holder = running()
-    return holder.sentence().capitalize() + "." if holder is not None else ""
+def _inside(path: str | Path, own_runs: Path | None) -> bool:
+    return own_runs is None or Path(path).resolve().is_relative_to(Path(own_runs).resolve())
 
 
-def run_to_show(runs: str | Path, remembered: str | None) -> Path | None:
-    """The training the page shows: the one running (from the app, a terminal or a study), else the one this
-    browser session started last, else the app's newest run in ``runs``."""
+def _is_own(holder: trainlock.TrainingHolder, own_runs: Path | None) -> bool:
+    return own_runs is None or (holder.run_dir is not None and _inside(holder.run_dir, own_runs))
+
+
+def other_users_training(own_runs: Path | None) -> trainlock.TrainingHolder | None:
+    """The training holding the lock when it is not this user's: its run folder lies outside ``own_runs``
+    (the user's runs on a shared server; None, on a personal one, makes every training the user's)."""
     holder = running()
-    if holder is not None and holder.run_dir is not None:
+    return holder if holder is not None and not _is_own(holder, own_runs) else None
+
+
+def other_users_sentence(holder: trainlock.TrainingHolder) -> str:
+    """What another user's training shows: its progress only, never its run, folder or user, e.g. ``"A
+    training by another user is running (progress 40 %); yours can start when it ends."``."""
+    status = jobs.read_job(holder.run_dir) if holder.run_dir is not None else None
+    progress = f" (progress {round(100 * status.fraction)} %)" if status is not None and status.active else ""
+    return f"A training by another user is running{progress}; yours can start when it ends."
+
+
+def busy_sentence(own_runs: Path | None = None) -> str:
+    """The one sentence saying which training runs (``""`` when none does); another user's training
+    (:func:`other_users_training`) is named by :func:`other_users_sentence` only."""
+    holder = running()
+    if holder is None:
+        return ""
+    return holder.sentence().capitalize() + "." if _is_own(holder, own_runs) else other_users_sentence(holder)
+
+
+def run_to_show(runs: str | Path, remembered: str | None, own_runs: Path | None = None) -> Path | None:
+    """The training the page shows: the one running (from the app, a terminal or a study; only the user's own
+    when ``own_runs`` is given, as in :func:`other_users_training`), else the one this browser session started
+    last, else the newest run in ``runs``."""
+    holder = running()
+    if holder is not None and holder.run_dir is not None and _is_own(holder, own_runs):
         return holder.run_dir
-    if remembered and Path(remembered).is_dir():
+    if remembered and Path(remembered).is_dir() and _inside(remembered, own_runs):
         return Path(remembered)
     started = jobs.list_jobs(runs)
     return started[0] if started else None

@@ -20,7 +20,8 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     only.
 ``data_dir``
     Absolute path of the app's own data folder, the only place it writes to (records, runs, "My dataset"):
-    by default the user's data folder, ``$XDG_DATA_HOME/moleseg`` (``~/.local/share/moleseg``).
+    by default the user's data folder, ``$XDG_DATA_HOME/moleseg`` (``~/.local/share/moleseg``). In shared
+    mode it holds each user's space (:mod:`moleseg.core.userspace`), so no data root may hold it or lie in it.
 ``allowed_hosts``
     Host names (no port) the browser may use to reach the server, beside the loopback names
     ``localhost``, ``127.0.0.1`` and ``::1`` which are always allowed; a request naming any other host is
@@ -261,6 +262,12 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
     roots = [_absolute_folder("data_roots", text, problems, must_exist=True) for text in values.get("data_roots", [])]
     data_dir = (_absolute_folder("data_dir", values["data_dir"], problems, must_exist=False)
                 if values.get("data_dir") else user_data_dir(environ))
+    if mode == "shared" and data_dir is not None:
+        own = data_dir.resolve()
+        for root in (root for root in roots if root is not None and (own.is_relative_to(root)
+                                                                     or root.is_relative_to(own))):
+            problems.append(f"in shared mode data_roots must not hold the app's data folder or lie inside it, "
+                            f"not {root}: every user would read the others' runs and datasets.")
 
     configured_hosts = [host.lower().rstrip(".") for host in values.get("allowed_hosts", [])]
     for host in configured_hosts:

@@ -9,6 +9,7 @@ at a small learning rate (:data:`moleseg.core.config.FINETUNE_EPOCHS`, ``FINETUN
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from moleseg.core.config import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, correct
 from moleseg.core.dataset import IMAGES, MASKS
 from moleseg.core.modelinfo import ModelFileError, read_info
 from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 
 __all__ = ["corrections_pairs", "finetune_config", "training_folders"]
 
@@ -32,9 +34,23 @@ def corrections_pairs(folder: str | Path | None = None) -> int:
         return 0
 
 
-def training_folders(model: str | Path) -> list[tuple[str, str]]:
+def _checked(folder: str, roots: Sequence[Path] | None) -> str | None:
+    """``folder`` when it is a folder (resolved inside ``roots`` when given), else None."""
+    if roots is None:
+        return folder if Path(folder).is_dir() else None
+    if not Path(folder).is_absolute():
+        return None
+    try:
+        return str(resolve_inside_roots(folder, roots))
+    except OutsideRootsError:
+        return None
+
+
+def training_folders(model: str | Path, roots: Sequence[Path] | None = None) -> list[tuple[str, str]]:
     """``(images, masks)`` folders a model file was trained on, as its ``moleseg.json`` records them, those
-    that still exist. Masks not recorded are looked for in a ``masks`` folder beside an ``images`` one."""
+    that still exist (and, with ``roots``, lie inside them: :func:`moleseg.core.roots.resolve_inside_roots`,
+    for a model file that is not trusted). Masks not recorded are looked for in a ``masks`` folder beside an
+    ``images`` one."""
     try:
         config = read_info(model).train_config
     except ModelFileError:
@@ -43,13 +59,13 @@ def training_folders(model: str | Path) -> list[tuple[str, str]]:
     masks = [str(folder) for folder in config.get("masks") or []]
     if len(masks) != len(images):
         masks = [str(Path(folder).parent / MASKS) if Path(folder).name == IMAGES else "" for folder in images]
-    return [(image, mask) for image, mask in zip(images, masks)
-            if mask and Path(image).is_dir() and Path(mask).is_dir()]
+    checked = [(_checked(image, roots), _checked(mask, roots)) for image, mask in zip(images, masks) if mask]
+    return [(image, mask) for image, mask in checked if image and mask]
 
 
 def finetune_config(model: str | Path, corrections: str | Path | None = None, *, with_training_data: bool = False,
                     epochs: int = FINETUNE_EPOCHS, learning_rate: float = FINETUNE_LEARNING_RATE,
-                    name: str | None = None) -> dict[str, Any]:
+                    name: str | None = None, roots: Sequence[Path] | None = None) -> dict[str, Any]:
     """The training configuration that fine-tunes ``model`` on the corrections dataset.
 
     Parameters
@@ -65,6 +81,9 @@ def finetune_config(model: str | Path, corrections: str | Path | None = None, *,
         Epochs and learning rate per step.
     name : str, optional
         Run name; default ``<model stem>-corrections``.
+    roots : sequence of paths, optional
+        The folders the training data may come from (a browser user's: the data roots and their own
+        dataset); the model's recorded folders outside them are left out. None: every recorded folder.
 
     Raises
     ------
@@ -83,7 +102,7 @@ def finetune_config(model: str | Path, corrections: str | Path | None = None, *,
     config = options.merged(info.train_config)
     pairs = [(str(folder / IMAGES), str(folder / MASKS))]
     if with_training_data:
-        pairs += [pair for pair in training_folders(model) if Path(pair[0]) != folder / IMAGES]
+        pairs += [pair for pair in training_folders(model, roots) if Path(pair[0]) != folder / IMAGES]
     config.update({
         "weights": str(model.resolve()), "images": [image for image, _ in pairs], "masks": [mask for _, mask in pairs],
         "validation_images": [], "validation_masks": [], "test_images": [], "test_masks": [],

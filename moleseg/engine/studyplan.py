@@ -131,7 +131,11 @@ def read_document(path: Path) -> dict[str, Any]:
     if len(data) > MAX_STUDY_FILE_BYTES:
         raise StudyError(f"{path}: a study file is at most {MAX_STUDY_FILE_BYTES:,} bytes")
     try:
-        document = yaml.load(data.decode("utf-8"), Loader=_yaml_loader())  # noqa: S506 (a SafeLoader)
+        loader = _yaml_loader()(data.decode("utf-8"))  # a SafeLoader that refuses aliases
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text file (UTF-8)") from None
     except yaml.YAMLError as error:

@@ -1,0 +1,177 @@
+"""Each user's own space on a shared server (moleseg.core.userspace, moleseg.app.identity.user_space): their
+runs, studies and "My dataset" are theirs alone on every page, and another user's training is shown by its
+progress only (AppTest with a faked proxy user)."""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from pathlib import Path
+
+import pytest
+
+from app_helpers import app_test, texts
+from synthetic import mole_image, png_bytes
+from moleseg.app import identity
+from moleseg.app.ui import PAGE_FILES
+from moleseg.core.config import data_dir
+from moleseg.core.settings import ServerSettings
+from moleseg.core.userspace import SPACE_MODE, USERS_FOLDER_NAME, folder_name, shared_space
+from moleseg.engine import finetune, jobs, trainlock
+from moleseg.engine.finetune import corrections_pairs
+from moleseg.engine.records import User
+from moleseg.engine.runs import RunFiles
+from moleseg.engine.studyrun import PLAN_JSON
+
+SHARED = ServerSettings(mode="shared", address="0.0.0.0", allowed_hosts=("moles.example.org",),
+                        identity="proxy-header", trusted_proxies=(ipaddress.ip_network("127.0.0.1"),),
+                        admin_users=frozenset({"boss"}), proxy_secret="s" * 24)
+
+
+@pytest.fixture
+def signed_in(app_folders, monkeypatch):
+    """Shared mode behind the proxy; ``signed_in("alice")`` makes the next page runs alice's."""
+    monkeypatch.setattr(identity, "load_settings", lambda: SHARED)
+
+    def sign_in(name: str) -> None:
+        monkeypatch.setattr(identity, "current_user", lambda: User(name, admin=name in SHARED.admin_users))
+
+    return sign_in
+
+
+def _run_with_model(runs: Path, name: str) -> Path:
+    run = runs / name
+    run.mkdir(parents=True)
+    RunFiles(run).model.write_bytes(b"PK")  # listed by the picker; unreadable metadata reads as defaults
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# the folders
+
+def test_names_that_slug_alike_get_different_folders_without_separators():
+    names = ["Anna", "anna", "an/na", "an na", "../anna", "..", ".", "anna\0"]
+    folders = [folder_name(name) for name in names]
+    assert len(set(folders)) == len(names)
+    assert folders[0].startswith("anna-") and folders[4].startswith("anna-") and folders[5].startswith("user-")
+    assert all("/" not in folder and "\0" not in folder and not folder.startswith(".") for folder in folders)
+
+
+def test_a_space_is_created_on_first_use_for_the_server_s_account_only(tmp_path):
+    space = shared_space(tmp_path, "alice@clinic.example")
+    home = tmp_path / USERS_FOLDER_NAME / folder_name("alice@clinic.example")
+    assert (space.runs, space.dataset, space.shared) == (home / "runs", home / "corrections", True)
+    for folder in (tmp_path / USERS_FOLDER_NAME, home, space.runs, space.dataset):
+        assert stat.S_IMODE(folder.stat().st_mode) == SPACE_MODE
+    assert shared_space(tmp_path, "alice@clinic.example") == space  # the same folders the next time
+
+
+def test_personal_mode_keeps_the_data_folder_s_own_runs(app_folders):
+    space = identity.user_space()
+    assert (space.runs, space.shared) == (app_folders["runs"], False)
+    assert not (data_dir() / USERS_FOLDER_NAME).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# the pages
+
+def test_another_user_s_runs_and_studies_are_not_offered(signed_in):
+    alice = shared_space(data_dir(), "alice")
+    run = _run_with_model(alice.runs, "alice-run")
+    (alice.runs / "study-alice").mkdir()
+    (alice.runs / "study-alice" / PLAN_JSON).write_text("{}")
+    signed_in("alice")
+    at = app_test(PAGE_FILES["evaluate"])
+    assert "run alice-run (? classes)" in at.selectbox(key="evaluate_model").options
+    assert at.multiselect(key="evaluate_runs").options == ["alice-run"]
+    at.switch_page(PAGE_FILES["study"]).run()
+    assert at.text_input(key="study_folder").value == str(alice.runs / "study-alice")
+    signed_in("bob")
+    at = app_test(PAGE_FILES["evaluate"])
+    assert not at.exception
+    assert not any("alice" in option for option in at.selectbox(key="evaluate_model").options)
+    assert str(RunFiles(run).model) not in at.session_state["evaluate_model"]
+    assert not [box for box in at.multiselect if box.key == "evaluate_runs"]
+    at.switch_page(PAGE_FILES["study"]).run()
+    assert at.selectbox(key="study_folder_pick").options == ["choose one of 0..."]
+    assert at.text_input(key="study_folder").value == ""
+    at.text_input(key="study_folder").set_value(str(alice.runs / "study-alice")).run()
+    assert texts(at.error) == [f"{alice.runs / 'study-alice'} is not inside the data folders this server offers"]
+
+
+def test_another_user_s_model_file_is_refused_like_a_missing_one(signed_in):
+    theirs = RunFiles(_run_with_model(shared_space(data_dir(), "alice").runs, "alice-run")).model
+    missing = shared_space(data_dir(), "bob").runs / "none" / "model.keras"
+    signed_in("bob")
+    at = app_test(PAGE_FILES["train"])
+    at.radio(key="train_weights").set_value("file").run()
+    shown = []
+    for path in (theirs, missing):
+        at.text_input(key="train_weights_file").set_value(str(path)).run()
+        at.button(key="train_start").click().run()
+        shown.append(texts(at.error))
+    assert not at.exception
+    assert shown == [[f"Model file to start from: {path} is not inside the data folders this server offers"]
+                     for path in (theirs, missing)]
+
+
+def test_my_dataset_is_empty_for_another_user_after_one_saved_into_theirs(signed_in):
+    signed_in("alice")
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=4)
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at.button(key="analyse_dataset_save").click().run()
+    assert not at.exception and not at.error
+    assert corrections_pairs(shared_space(data_dir(), "alice").dataset) == 1
+    at.switch_page(PAGE_FILES["evaluate"]).run()
+    assert at.button(key="evaluate_use_corrections").label == "Use my corrections dataset (1 images)"
+    signed_in("bob")
+    at = app_test(PAGE_FILES["evaluate"])
+    assert "evaluate_use_corrections" not in [button.key for button in at.button]
+    assert corrections_pairs(shared_space(data_dir(), "bob").dataset) == 0
+    at.switch_page(PAGE_FILES["train"]).run()
+    assert any(text.startswith("No corrected image there yet") for text in texts(at.caption))
+
+
+class _Step:
+    """A training step as the progress writer sees it: epoch 2 of 3, step 2 of 4 (half the steps done)."""
+    phase, epoch, epochs, step, steps = "train", 2, 3, 2, 4
+    loss, metrics, eta_seconds, message = 0.5, {}, 30.0, ""
+
+
+def test_another_user_s_training_is_shown_by_its_progress_only(signed_in):
+    run = shared_space(data_dir(), "alice").runs / "secret-lesion-run"
+    run.mkdir()
+    with trainlock.hold_training_lock(run, "app"):
+        jobs.ProgressWriter(run, interval_s=0.0)(_Step())
+        signed_in("bob")
+        at = app_test(PAGE_FILES["train"])
+        assert not at.exception
+        assert "A training by another user is running (progress 50 %); yours can start when it ends." in texts(at.info)
+        shown = " ".join(texts(at.markdown) + texts(at.info) + texts(at.caption) + [h.value for h in at.subheader])
+        assert "secret-lesion-run" not in shown and "alice" not in shown
+        keys = [button.key for button in at.button]
+        assert "train_cancel" not in keys and "train_cancel_other" not in keys
+        assert at.button(key="train_start").disabled
+        signed_in("boss")
+        at = app_test(PAGE_FILES["train"])
+        at.button(key="train_cancel_other").click().run()
+        assert jobs.read_job(run).cancel_requested
+        signed_in("alice")
+        at = app_test(PAGE_FILES["train"])
+        assert at.subheader[0].value == "Training secret-lesion-run (started by the app)"
+        assert "train_cancel" not in [button.key for button in at.button]  # cancelling already asked
+
+
+def test_fine_tuning_reads_only_recorded_folders_inside_the_roots(tmp_path, monkeypatch):
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    for folder in (inside, outside):
+        (folder / "images").mkdir(parents=True)
+        (folder / "masks").mkdir()
+    recorded = {"images": [str(inside / "images"), str(outside / "images"), "inside/images"],
+                "masks": [str(inside / "masks"), str(outside / "masks"), "inside/masks"]}
+    monkeypatch.setattr(finetune, "read_info", lambda model: type("Info", (), {"train_config": recorded})())
+    assert finetune.training_folders("model.keras", roots=[inside]) == [(str(inside / "images"),
+                                                                         str(inside / "masks"))]
+    assert len(finetune.training_folders("model.keras")) == 2  # the command line: every folder on the machine
