@@ -147,13 +147,20 @@ def load_segmenter(choice: ModelChoice) -> Segmenter | None:
         return None
 
 
+#: What a browser user is told when the inference cache was not used (the server path stays in the server's log).
+CACHE_REBUILT_WARNING = ("This model's prepared inference files on the server were damaged or out of date: they "
+                         "were not used and are being rebuilt; the result shown was computed from the model file.")
+
+
 def show_cache_notes(segmenter: Segmenter) -> None:
     """Show with ``st.warning`` what went wrong with the per-machine inference cache while ``segmenter``
     predicted (:attr:`moleseg.network.predict.KerasSegmenter.cache_notes`: an entry rebuilt, TensorFlow used
-    instead), once: the notes are taken from the segmenter, so a rerun does not show them again."""
+    instead), once and without the entry's server path (browser users are untrusted; the server's log has the
+    full note): the notes are taken from the segmenter, so a rerun does not show them again."""
     notes = getattr(segmenter, "cache_notes", None)
-    while notes:
-        st.warning(sentence(notes.pop(0)))
+    if notes:
+        notes.clear()  # the full notes, with the entry's server path, went to the server's log as warnings
+        st.warning(CACHE_REBUILT_WARNING)
 
 
 def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
