@@ -222,6 +222,7 @@ outcomes = analyse_uploads(
     progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
 )
 bar.empty()
+ui.show_cache_notes(segmenter)
 corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
 outcomes = with_corrections(outcomes, corrections, choice.key)
 st.session_state["analyse_outcomes"] = outcomes

@@ -461,3 +461,27 @@ def test_the_canvas_background_is_the_overlay_at_the_canvas_size_as_jpeg():
     lesion = shrunk(np.repeat(analysis.segmentation.lesion[..., None], 3, axis=2)).min(axis=2) == 1
     error = np.abs(background - shrunk(analysis.overlay))[lesion].mean()
     assert error < 0.5 * np.abs(background - shrunk(analysis.image))[lesion].mean()  # the overlay, not the photo
+
+
+def test_inference_cache_notes_are_shown_once_as_warnings():
+    from streamlit.testing.v1 import AppTest
+
+    from moleseg.app import ui
+
+    def page():
+        import types
+
+        import streamlit as st
+
+        from moleseg.app import ui
+
+        segmenter = st.session_state.setdefault("segmenter", types.SimpleNamespace(cache_notes=[
+            "cached inference graph E not used: network.onnx does not match its recorded SHA-256; rebuilding it "
+            "from the model file"]))
+        ui.show_cache_notes(segmenter)
+
+    app = AppTest.from_function(page).run()
+    assert [warning.value for warning in app.warning] == [ui.CACHE_REBUILT_WARNING]
+    assert "network.onnx" not in ui.CACHE_REBUILT_WARNING
+    app.run()
+    assert list(app.warning) == [] and app.session_state["segmenter"].cache_notes == []

@@ -280,3 +280,22 @@ def test_an_entry_is_hashed_once_per_process(onnx_cache, tmp_path, monkeypatch):
     for _ in range(3):
         KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch)
     assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, tmp_path, monkeypatch, capsys):
+    from moleseg.cli import main
+    from moleseg.core.imagewrite import write_png
+
+    path = tiny_model_file(tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
+    KerasSegmenter.from_file(path).predict_network(batch_of(8))  # converts
+    entry = compiled.cached_onnx(path)
+    change_two_biases(entry / compiled.ONNX_FILE)
+    write_png(tmp_path / "mole.png", batch_of(9, count=1)[0].astype(np.uint8))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(path), "--out", str(tmp_path / "out"), str(tmp_path / "mole.png")]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "warning" in line.lower()] == [
+        f"warning: cached inference graph {entry} not used: network.onnx does not match its recorded SHA-256; "
+        "rebuilding it from the model file"]
+    assert "UserWarning" not in err and "warnings.warn" not in err

@@ -445,7 +445,8 @@ def test_train_function_resume_with_a_corrupt_config_json_names_the_file(tmp_pat
     from moleseg.network.train import TrainConfig, TrainingError, train
 
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(TrainingError, match=r"config\.json: damaged \(not valid JSON\)"):
+    with pytest.raises(TrainingError,
+                       match=r"config\.json: damaged, not a readable JSON file .*; the run cannot be resumed$"):
         train(TrainConfig(images=[str(tmp_path)], masks=[str(tmp_path)]), tmp_path, resume=True)
 
 

@@ -23,7 +23,7 @@ def test_run_state_is_written_and_read_back(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "reason"), [
-    ("{not json", "damaged, not a JSON file"),
+    ("{not json", "damaged, not a readable JSON file"),
     ("[1, 2]", "damaged, not a JSON object"),
     ('{"epoch": "three"}', "damaged, epoch is 'three', not a whole number"),
     ('{"epoch": true}', "damaged, epoch is True, not a whole number"),
@@ -77,7 +77,8 @@ def test_resuming_a_run_with_a_damaged_config_is_one_line(tmp_path, capsys):
     RunFiles(run).config.write_text("{broken")
     assert main(["train", "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {RunFiles(run).config}: damaged, not a JSON file") and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {RunFiles(run).config}: damaged, not a readable JSON file")
+    assert len(err.splitlines()) == 1
     assert err.rstrip().endswith("; the run cannot be resumed")
     write_json(RunFiles(run).config, {"epochs": 3, "run_dir": str(run)})
     assert launch.resume_config(run, epochs=5)["epochs"] == 5 and "run_dir" not in launch.resume_config(run)

@@ -14,7 +14,7 @@ import streamlit as st
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import SESSION_HEARTBEAT_S
+from moleseg.core.config import DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S
 from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
@@ -147,6 +147,22 @@ def load_segmenter(choice: ModelChoice) -> Segmenter | None:
         return None
 
 
+#: What a browser user is told when the inference cache was not used (the server path stays in the server's log).
+CACHE_REBUILT_WARNING = ("This model's prepared inference files on the server were damaged or out of date: they "
+                         "were not used and are being rebuilt; the result shown was computed from the model file.")
+
+
+def show_cache_notes(segmenter: Segmenter) -> None:
+    """Show with ``st.warning`` what went wrong with the per-machine inference cache while ``segmenter``
+    predicted (:attr:`moleseg.network.predict.KerasSegmenter.cache_notes`: an entry rebuilt, TensorFlow used
+    instead), once and without the entry's server path (browser users are untrusted; the server's log has the
+    full note): the notes are taken from the segmenter, so a rerun does not show them again."""
+    notes = getattr(segmenter, "cache_notes", None)
+    if notes:
+        notes.clear()  # the full notes, with the entry's server path, went to the server's log as warnings
+        st.warning(CACHE_REBUILT_WARNING)
+
+
 def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
                  help: str | None = None) -> ModelChoice:
     """A select box of the shipped models, the classical baselines and the trained runs. The choice is
@@ -183,7 +199,7 @@ def no_model_notice() -> None:
     to the Train page."""
     if models.dermoscopy_model():
         return
-    st.info("No trained model is installed (models/dermoscopy.keras is absent), so the app uses the "
+    st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
             "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
     st.page_link(PAGE_FILES["train"], label="Train a model", icon=":material/model_training:")
 

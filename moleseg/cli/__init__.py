@@ -14,11 +14,12 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
-                                int_at_least, parse_pixel_size, printable, say, write_outputs)
+                                int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
 from moleseg.cli.files import cmd_predict, cmd_prepare, parse_outline_formats, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
@@ -173,10 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``moleseg`` console script."""
+    """Entry point of the ``moleseg`` console script. Warnings (e.g. a rebuilt inference cache entry) are
+    printed as one line ``warning: ...`` each (:func:`moleseg.cli.common.show_warning_line`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning_line
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command of ``args``; an error is one line ``error: ...`` on stderr and the exit status."""
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 
 EXIT_OK, EXIT_ERROR = 0, 2
@@ -98,6 +98,18 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    """Print a warning as one line ``warning: TEXT`` on stderr (or ``file``), without Python's source location
+    and code line: the command line's :func:`warnings.showwarning` (same parameters)."""
+    text = str(message).strip()
+    text = text.splitlines()[0] if text else category.__name__
+    try:
+        print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)
+    except OSError:
+        pass  # nowhere to say it: the command goes on
 
 
 def checked_output(option: str, value: str) -> Path:

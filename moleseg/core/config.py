@@ -86,6 +86,11 @@ MODELS_DIR: Path = Path(os.environ.get("MOLESEG_MODELS_DIR")
                         or (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "models")
 #: File name of the shipped mole model in the models folder: the default model of the app and the CLI.
 DERMOSCOPY_MODEL: str = "dermoscopy.keras"
+#: File name of the shipped two-class (cells, nuclei) model in the models folder.
+CELLS_MODEL: str = "cells.keras"
+#: The shipped model of each number of classes, by file name: a new training of that many classes
+#: fine-tunes from it when it is installed.
+SHIPPED_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: DERMOSCOPY_MODEL, 2: CELLS_MODEL}
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"

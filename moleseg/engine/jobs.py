@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moleseg.core import options
-from moleseg.core.config import models_dir, runs_dir as default_runs_dir
-from moleseg.engine.runs import RunFiles, RunRecordError, field_of, read_record, write_json
+from moleseg.core.config import SHIPPED_MODELS, models_dir, runs_dir as default_runs_dir
+from moleseg.engine.runs import Kind, RecordFields, RunFiles, RunRecordError, read_fields, write_json
 from moleseg.engine.trainlock import ORIGINS, active_training
 
 JOB_FILE = RunFiles.JOB
@@ -44,9 +44,8 @@ PHASE_UNITS: dict[str, str] = {"prepare": "pairs", "validate": "images", "calibr
 #: Status values of a job (``progress.json`` and :class:`JobStatus`).
 ACTIVE_STATUSES: tuple[str, ...] = ("starting", "running")
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed", "died")
-
-#: Shipped model to fine-tune from, by number of classes (in the models folder).
-SHIPPED_MODELS: dict[int, str] = {3: "dermoscopy.keras", 2: "cells.keras"}
+#: Status of a run folder that says nothing of its training.
+UNKNOWN_STATUS = "unknown"
 
 #: ``moleseg.network.train.TrainConfig`` defaults (``model`` as a dictionary), from :mod:`moleseg.core.options`.
 TRAIN_DEFAULTS: dict[str, Any] = options.defaults()
@@ -180,26 +179,22 @@ class JobRequest:
         return write_json(RunFiles(run_dir).job, asdict(self))
 
 
-def read_request(run_dir: str | Path) -> JobRequest | None:
-    """``job.json`` of ``run_dir``; None when the run was not started by :func:`start_training`.
+#: The fields of ``job.json`` besides ``config`` and their kinds (:class:`JobRequest` holds them).
+REQUEST_FIELDS: dict[str, Kind] = {"resume": bool, "origin": str, "requested": float}
 
-    Raises
-    ------
-    RunRecordError
-        The file is damaged (it is named).
-    """
-    path = RunFiles(run_dir).job
-    record = read_record(path)
-    if record is None:
-        return None
-    config = field_of(record, "config", dict, None, path)
+
+def read_request(run_dir: str | Path) -> JobRequest | None:
+    """``job.json`` of ``run_dir``; None when the run was not started by :func:`start_training` (a damaged
+    file: :func:`moleseg.engine.runs.read_fields`)."""
+    return read_fields(RunFiles(run_dir).job, _request_of)
+
+
+def _request_of(fields: RecordFields) -> JobRequest:
+    """The :class:`JobRequest` of ``job.json``'s checked ``fields``."""
+    config = fields.get("config", dict)
     if config is None:
-        raise RunRecordError(f"{path}: damaged, no training configuration in it")
-    origin = field_of(record, "origin", str, "app", path)
-    if origin not in ORIGINS:
-        raise RunRecordError(f"{path}: damaged, origin {origin!r} is not one of {', '.join(ORIGINS)}")
-    return JobRequest(config=config, resume=field_of(record, "resume", bool, False, path), origin=origin,
-                      requested=field_of(record, "requested", float, 0.0, path))
+        raise RunRecordError(f"{fields.path}: damaged, no training configuration in it")
+    return JobRequest(config=config, **fields.given(REQUEST_FIELDS, {"origin": ORIGINS}))
 
 
 def data_folders(config: Mapping[str, Any]) -> list[str]:
@@ -226,12 +221,12 @@ class JobResult:
 
 
 #: Kinds of :class:`JobResult`'s fields.
-RESULT_FIELDS: dict[str, type] = {"best_epoch": int, "best_val_fm": float, "rule": str, "n": int,
+RESULT_FIELDS: dict[str, Kind] = {"best_epoch": int, "best_val_fm": float, "rule": str, "n": int,
                                   "test_fm_mean": float, "worker": int}
 
 
 #: The fields of ``progress.json`` and their kinds (:class:`JobStatus` holds them).
-PROGRESS_FIELDS: dict[str, type | tuple[type, ...]] = {
+PROGRESS_FIELDS: dict[str, Kind] = {
     "status": str, "phase": str, "epoch": int, "epochs": int, "step": int, "steps": int, "loss": float,
     "metrics": dict, "eta_seconds": float, "message": str, "error": str, "started": float, "updated": float,
     "result": dict, "pid": int}
@@ -310,25 +305,12 @@ def _holds_lock(run_dir: Path) -> bool:
     return bool(holder and holder.run_dir and holder.run_dir.resolve() == run_dir.resolve())
 
 
-def _progress_record(run_dir: Path) -> dict[str, Any] | None:
-    """The fields of ``progress.json`` checked against :data:`PROGRESS_FIELDS` (None when it is missing).
-
-    Raises
-    ------
-    RunRecordError
-        The file is damaged (it is named).
-    """
-    path = RunFiles(run_dir).progress
-    record = read_record(path)
-    if record is None:
-        return None
-    values = {name: field_of(record, name, kind, None, path) for name, kind in PROGRESS_FIELDS.items()}
-    result = values["result"] or {}
-    values["result"] = JobResult(**{name: field_of(result, name, kind, None, path) for name, kind in RESULT_FIELDS.items()})
-    values["status"] = status = values["status"] or "unknown"
-    if status not in ACTIVE_STATUSES + FINAL_STATUSES + ("unknown",):
-        raise RunRecordError(f"{path}: damaged, status {status!r} is not one of "
-                             f"{', '.join(ACTIVE_STATUSES + FINAL_STATUSES)}")
+def _progress_of(fields: RecordFields) -> dict[str, Any]:
+    """The fields of ``progress.json`` that it gives (:data:`PROGRESS_FIELDS`), checked, with its
+    :class:`JobResult`; ``status`` is ``unknown`` when it says none."""
+    statuses = ACTIVE_STATUSES + FINAL_STATUSES + (UNKNOWN_STATUS,)
+    values = {"status": UNKNOWN_STATUS, **fields.given(PROGRESS_FIELDS, {"status": statuses})}
+    values["result"] = JobResult(**fields.inner("result").given(RESULT_FIELDS))
     return values
 
 
@@ -339,12 +321,12 @@ def read_job(run_dir: str | Path) -> JobStatus:
 
     run_dir = Path(run_dir)
     try:
-        values = _progress_record(run_dir)
+        values = read_fields(RunFiles(run_dir).progress, _progress_of)
         state = read_state(run_dir) if values is None else None
     except RunRecordError as error:
         return JobStatus(run_dir=run_dir, status="failed", error=str(error), message="failed")
     if values is None:
-        status = state.status if state else ("done" if RunFiles(run_dir).model.is_file() else "unknown")
+        status = state.status if state else ("done" if RunFiles(run_dir).model.is_file() else UNKNOWN_STATUS)
         return JobStatus(run_dir=run_dir, status="done" if status == "running" else status,
                          epoch=state.epoch if state else 0, epochs=state.epochs if state else 0)
     status = JobStatus(run_dir=run_dir, **{name: value for name, value in values.items() if value is not None},

@@ -37,9 +37,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core.modelinfo import check_keras_file
 from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_config, data_folders, read_job,
                                  read_request)
-from moleseg.engine.runs import RunFiles, RunRecordError, read_config
+from moleseg.engine.runs import RunFiles, RunRecordError, read_config, read_state
 from moleseg.engine.session import training_cache_dir
 from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, TrainingHolder, active_training)
 
@@ -90,19 +91,24 @@ def new_run_dir(runs: str | Path, name: str | None = None) -> Path:
 
 def resume_config(run_dir: str | Path, epochs: int | None = None) -> dict[str, Any]:
     """The configuration of ``run_dir``'s interrupted training (its ``config.json``), with ``epochs`` raised
-    to ``epochs`` when given (the only option a resumed run may change).
+    to ``epochs`` when given (the only option a resumed run may change), once the files the training resumes
+    from are checked: ``config.json``, ``state.json`` and, after a completed epoch, ``last.keras``.
 
     Raises
     ------
     ValueError
-        Nothing to resume, or a damaged ``config.json`` (named).
+        Nothing to resume, or a damaged ``config.json``, ``state.json`` or ``last.keras`` (named, in one line).
     """
+    files = RunFiles(run_dir)
     try:
         saved = read_config(run_dir)
+        state = read_state(run_dir)
     except RunRecordError as error:
         raise ValueError(f"{error}; the run cannot be resumed") from None
     if saved is None:
         raise ValueError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG} in it)")
+    if state is not None and state.epoch > 0 and files.last.is_file():
+        check_keras_file(files.last)
     if epochs:
         saved["epochs"] = max(int(epochs), int(saved.get("epochs") or 0))
     return saved

@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from moleseg.core.atomic import atomic_write
 
@@ -219,6 +219,10 @@ class RunRecordError(ValueError):
     the message names the file and the reason."""
 
 
+#: The reason given for a record that is not JSON at all (after the file's name, before the parser's words).
+NOT_JSON_REASON = "damaged, not a readable JSON file"
+
+
 def read_record(path: str | Path) -> dict[str, Any] | None:
     """The JSON object of the record ``path``; None when the file does not exist.
 
@@ -235,34 +239,82 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
     except OSError as error:
         raise RunRecordError(f"{path}: cannot be read ({error.strerror or error})") from None
     except ValueError as error:
-        raise RunRecordError(f"{path}: damaged, not a JSON file ({error})") from None
+        raise RunRecordError(f"{path}: {NOT_JSON_REASON} ({error})") from None
     if not isinstance(value, dict):
         raise RunRecordError(f"{path}: damaged, not a JSON object")
-    return value
-
-
-def field_of(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any, path: Path) -> Any:
-    """``record[name]`` checked to be of ``kind`` (``default`` when absent or null; ints accepted as floats).
-
-    Raises
-    ------
-    RunRecordError
-        The value is of another kind.
-    """
-    value = record.get(name)
-    if value is None:
-        return default
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise RunRecordError(f"{path}: damaged, {name} is {value!r}, not {' or '.join(KIND_WORDS[k] for k in kinds)}")
     return value
 
 
 #: The words of a record field's kind, for messages.
 KIND_WORDS: dict[type, str] = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
                                dict: "a mapping", list: "a list"}
+
+#: A field's kind: one type, or several (ints are taken as floats where float is one).
+Kind = type | tuple[type, ...]
+
+Record = TypeVar("Record")
+
+
+@dataclass(frozen=True)
+class RecordFields:
+    """The fields ``values`` of the record file ``path``, each checked as it is taken: a field of another kind,
+    or a word outside its choices, raises :class:`RunRecordError` naming the file, the field and the reason."""
+
+    values: Mapping[str, Any]
+    path: Path
+
+    def get(self, name: str, kind: Kind, default: Any = None) -> Any:
+        """``values[name]`` checked to be of ``kind``; ``default`` when absent or null."""
+        value = self.values.get(name)
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise RunRecordError(f"{self.path}: damaged, {name} is {value!r}, not "
+                                 f"{' or '.join(KIND_WORDS[k] for k in kinds)}")
+        return value
+
+    def given(self, kinds: Mapping[str, Kind], choices: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        """The fields named in ``kinds`` that the record gives, each checked to be of its kind and, where
+        ``choices`` names it, one of its words; absent and null fields are left out (the record's dataclass
+        has their defaults)."""
+        found = {}
+        for name, kind in kinds.items():
+            value = self.get(name, kind)
+            allowed = (choices or {}).get(name)
+            if value is not None and allowed is not None and value not in allowed:
+                raise RunRecordError(f"{self.path}: damaged, {name} {value!r} is not one of {', '.join(allowed)}")
+            if value is not None:
+                found[name] = value
+        return found
+
+    def inner(self, name: str) -> RecordFields:
+        """The fields of the object ``values[name]`` (none when it is absent)."""
+        return RecordFields(self.get(name, dict, {}), self.path)
+
+    def objects(self, name: str, what: str) -> list[RecordFields]:
+        """The fields of each object of the list ``values[name]``; ``what`` names one entry in the message
+        of an entry that is not an object."""
+        entries = []
+        for entry in self.get(name, list, []):
+            if not isinstance(entry, dict):
+                raise RunRecordError(f"{self.path}: damaged, {what} is not an object")
+            entries.append(RecordFields(entry, self.path))
+        return entries
+
+
+def read_fields(path: str | Path, build: Callable[[RecordFields], Record]) -> Record | None:
+    """The record in ``path`` made by ``build`` from its checked fields; None when the file does not exist.
+
+    Raises
+    ------
+    RunRecordError
+        The file cannot be read, is not a JSON object, or a field is of another kind (named).
+    """
+    record = read_record(path)
+    return None if record is None else build(RecordFields(record, Path(path)))
 
 
 #: Values of :attr:`RunState.status`.
@@ -305,27 +357,15 @@ class RunState:
         return round(seconds / 60, 1) if seconds else None
 
 
-def read_state(run_dir: str | Path) -> RunState | None:
-    """``state.json`` of ``run_dir``; None when the run has none yet.
+#: The fields of ``state.json`` and their kinds (:class:`RunState` holds them).
+STATE_FIELDS: dict[str, Kind] = {"epoch": int, "epochs": int, "best_epoch": int, "best_val_fm": float,
+                                 "best_rule": str, "status": str, "training_seconds": float, "job_seconds": float}
 
-    Raises
-    ------
-    RunRecordError
-        The file is damaged (it is named).
-    """
-    path = RunFiles(run_dir).state
-    record = read_record(path)
-    if record is None:
-        return None
-    status = field_of(record, "status", str, "running", path)
-    if status not in RUN_STATUSES:
-        raise RunRecordError(f"{path}: damaged, status {status!r} is not one of {', '.join(RUN_STATUSES)}")
-    return RunState(epoch=field_of(record, "epoch", int, 0, path), epochs=field_of(record, "epochs", int, 0, path),
-                    best_epoch=field_of(record, "best_epoch", int, 0, path),
-                    best_val_fm=field_of(record, "best_val_fm", float, -1.0, path),
-                    best_rule=field_of(record, "best_rule", str, None, path), status=status,
-                    training_seconds=field_of(record, "training_seconds", float, 0.0, path),
-                    job_seconds=field_of(record, "job_seconds", float, None, path))
+
+def read_state(run_dir: str | Path) -> RunState | None:
+    """``state.json`` of ``run_dir``; None when the run has none yet (a damaged file: :func:`read_fields`)."""
+    return read_fields(RunFiles(run_dir).state,
+                       lambda fields: RunState(**fields.given(STATE_FIELDS, {"status": RUN_STATUSES})))
 
 
 @dataclass(frozen=True)
@@ -377,35 +417,30 @@ class Evaluation:
         return self.metrics.get(name, MetricSummary())
 
 
+#: The statistics of a :class:`MetricSummary` and their kind.
+SUMMARY_FIELDS: dict[str, Kind] = {"mean": float, "max": float, "min": float, "std": float}
+
+
 def read_evaluation(run_dir: str | Path) -> Evaluation | None:
-    """``evaluation.json`` of ``run_dir``; None when the run has none (not finished).
-
-    Raises
-    ------
-    RunRecordError
-        The file is damaged (it is named).
-    """
-    path = RunFiles(run_dir).evaluation
-    record = read_record(path)
-    if record is None:
-        return None
-    metrics = {name: _summary(record, name, path) for name in EVALUATION_METRICS if record.get(name) is not None}
-    baseline = field_of(record, "baseline", dict, {}, path)
-    per_image = {}
-    for item in field_of(record, "per_image", list, [], path):
-        if not isinstance(item, dict):
-            raise RunRecordError(f"{path}: damaged, a per_image entry is not an object")
-        per_image[str(field_of(item, "image", str, "", path))] = field_of(item, "fm", float, math.nan, path)
-    return Evaluation(best_epoch=field_of(record, "best_epoch", int, None, path),
-                      best_val_fm=field_of(record, "best_val_fm", float, None, path), metrics=metrics,
-                      per_image_fm=per_image, n=field_of(record, "n", int, len(per_image), path),
-                      baseline_fm=_summary(baseline, "fm", path) if baseline.get("fm") is not None else None)
+    """``evaluation.json`` of ``run_dir``; None when the run has none, not finished (a damaged file:
+    :func:`read_fields`)."""
+    return read_fields(RunFiles(run_dir).evaluation, _evaluation_of)
 
 
-def _summary(record: Mapping[str, Any], name: str, path: Path) -> MetricSummary:
-    """``record[name]`` as a :class:`MetricSummary` (a missing statistic is NaN)."""
-    summary = field_of(record, name, dict, {}, path)
-    return MetricSummary(**{key: field_of(summary, key, float, math.nan, path) for key in ("mean", "max", "min", "std")})
+def _evaluation_of(fields: RecordFields) -> Evaluation:
+    """The :class:`Evaluation` of ``evaluation.json``'s checked ``fields``."""
+    metrics = {name: _summary_of(fields.inner(name)) for name in EVALUATION_METRICS if fields.values.get(name) is not None}
+    baseline = fields.inner("baseline")
+    per_image = {str(item.get("image", str, "")): item.get("fm", float, math.nan)
+                 for item in fields.objects("per_image", "a per_image entry")}
+    return Evaluation(**fields.given({"best_epoch": int, "best_val_fm": float}), metrics=metrics,
+                      per_image_fm=per_image, n=fields.get("n", int, len(per_image)),
+                      baseline_fm=_summary_of(baseline.inner("fm")) if baseline.values.get("fm") is not None else None)
+
+
+def _summary_of(fields: RecordFields) -> MetricSummary:
+    """A :class:`MetricSummary` from the checked ``fields`` of one metric (a missing statistic is NaN)."""
+    return MetricSummary(**fields.given(SUMMARY_FIELDS))
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any] | None:

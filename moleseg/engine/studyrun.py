@@ -27,7 +27,8 @@ from filelock import FileLock, Timeout
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine.launch import start_training
-from moleseg.engine.runs import RunFiles, RunLog, RunRecordError, field_of, read_record, write_json
+from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
+                                 write_json)
 from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
                                       resolve_data, with_data)
 from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
@@ -47,10 +48,10 @@ STUDY_STATUSES: tuple[str, ...] = ("not started", "running", "finished")
 class PlanEntry:
     """One planned run as ``plan.json`` keeps it."""
 
-    run_id: str
-    factor: str
-    setting: str
-    seed: int
+    run_id: str = ""
+    factor: str = ""
+    setting: str = ""
+    seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,9 +59,9 @@ class PlanEntry:
 class StudyPlanRecord:
     """``plan.json``: which study file planned the folder's runs, and the runs."""
 
-    study: str
-    name: str
-    runs: list[PlanEntry]
+    study: str = ""
+    name: str = ""
+    runs: list[PlanEntry] = field(default_factory=list)
 
     def write(self, out: str | Path) -> Path:
         return write_json(Path(out) / PLAN_JSON, asdict(self))
@@ -71,30 +72,27 @@ class StudyPlanRecord:
             PlanEntry(run.run_id, run.factor, run.setting, run.seed, dict(run.overrides)) for run in runs])
 
 
+#: The fields of a planned run in ``plan.json`` and their kinds (:class:`PlanEntry` holds them).
+PLAN_ENTRY_FIELDS: dict[str, Kind] = {"run_id": str, "factor": str, "setting": str, "seed": int, "overrides": dict}
+
+
 def read_plan(out: str | Path) -> StudyPlanRecord | None:
-    """``plan.json`` of the study folder ``out``; None when there is none.
+    """``plan.json`` of the study folder ``out``; None when there is none (a damaged file: :func:`read_study_record`)."""
+    return read_study_record(Path(out) / PLAN_JSON, lambda fields: StudyPlanRecord(
+        **fields.given({"study": str, "name": str}),
+        runs=[PlanEntry(**entry.given(PLAN_ENTRY_FIELDS)) for entry in fields.objects("runs", "a planned run")]))
+
+
+def read_study_record(path: Path, build: Callable[[RecordFields], Record]) -> Record | None:
+    """:func:`moleseg.engine.runs.read_fields` for a record of a study folder.
 
     Raises
     ------
     StudyError
         The file is damaged (it is named).
     """
-    path = Path(out) / PLAN_JSON
     try:
-        record = read_record(path)
-        if record is None:
-            return None
-        entries = []
-        for entry in field_of(record, "runs", list, [], path):
-            if not isinstance(entry, dict):
-                raise RunRecordError(f"{path}: damaged, a planned run is not an object")
-            entries.append(PlanEntry(run_id=field_of(entry, "run_id", str, "", path),
-                                     factor=field_of(entry, "factor", str, "", path),
-                                     setting=field_of(entry, "setting", str, "", path),
-                                     seed=field_of(entry, "seed", int, 0, path),
-                                     overrides=field_of(entry, "overrides", dict, {}, path)))
-        return StudyPlanRecord(study=field_of(record, "study", str, "", path),
-                               name=field_of(record, "name", str, "", path), runs=entries)
+        return read_fields(path, build)
     except RunRecordError as error:
         raise StudyError(str(error)) from None
 
@@ -129,28 +127,22 @@ class StudyProgress:
         return text
 
 
-def read_progress(out: str | Path) -> StudyProgress:
-    """``progress.json`` of the study folder ``out`` (``not started`` when there is none).
+#: The fields of a study's ``progress.json`` and their kinds (:class:`StudyProgress` holds them).
+STUDY_PROGRESS_FIELDS: dict[str, Kind] = {"runs": int, "done": int, "active": list, "failed": list,
+                                          "started": float, "updated": float, "status": str}
 
-    Raises
-    ------
-    StudyError
-        The file is damaged (it is named).
-    """
-    path = Path(out) / PROGRESS_JSON
-    try:
-        record = read_record(path)
-        if record is None:
-            return StudyProgress()
-        status = field_of(record, "status", str, "not started", path)
-        if status not in STUDY_STATUSES:
-            raise RunRecordError(f"{path}: damaged, status {status!r} is not one of {', '.join(STUDY_STATUSES)}")
-        names = {key: [str(name) for name in field_of(record, key, list, [], path)] for key in ("active", "failed")}
-        return StudyProgress(runs=field_of(record, "runs", int, 0, path), done=field_of(record, "done", int, 0, path),
-                             started=field_of(record, "started", float, None, path),
-                             updated=field_of(record, "updated", float, None, path), status=status, **names)
-    except RunRecordError as error:
-        raise StudyError(str(error)) from None
+
+def read_progress(out: str | Path) -> StudyProgress:
+    """``progress.json`` of the study folder ``out``, ``not started`` when there is none (a damaged file:
+    :func:`read_study_record`)."""
+    return read_study_record(Path(out) / PROGRESS_JSON, _study_progress_of) or StudyProgress()
+
+
+def _study_progress_of(fields: RecordFields) -> StudyProgress:
+    """The :class:`StudyProgress` of a study's ``progress.json`` (its run names as text)."""
+    values = fields.given(STUDY_PROGRESS_FIELDS, {"status": STUDY_STATUSES})
+    names = {key: [str(name) for name in values[key]] for key in ("active", "failed") if key in values}
+    return StudyProgress(**{**values, **names})
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from moleseg.core.config import data_dir
-from moleseg.engine.runs import RunRecordError, field_of, read_record, write_json
+from moleseg.engine.runs import Kind, RunRecordError, read_fields, write_json
 
 #: The lock file's name in the data folder (:func:`moleseg.core.config.data_dir`).
 LOCK_NAME = "training.lock"
@@ -75,18 +75,20 @@ class TrainingHolder:
         return f"another training is running in {run}{where}; wait for it or cancel it"
 
 
+#: The fields of the lock's sidecar and their kinds (:class:`TrainingHolder` holds them).
+HOLDER_FIELDS: dict[str, Kind] = {"run_dir": str, "origin": str, "pid": int, "started": float}
+
+
 def _read_holder(path: Path) -> TrainingHolder:
     """The sidecar at ``path``; an empty :class:`TrainingHolder` when missing or damaged (it is only words)."""
     try:
-        record = read_record(path) or {}
-        run_dir = field_of(record, "run_dir", str, None, path)
-        origin = field_of(record, "origin", str, "", path)
-        return TrainingHolder(run_dir=Path(run_dir) if run_dir else None,
-                              origin=origin if origin in ORIGINS else "",
-                              pid=field_of(record, "pid", int, None, path),
-                              started=field_of(record, "started", float, None, path))
+        values = read_fields(path, lambda fields: fields.given(HOLDER_FIELDS)) or {}
     except RunRecordError:
         return TrainingHolder()
+    run_dir = values.pop("run_dir", None)
+    origin = values.pop("origin", "")
+    return TrainingHolder(run_dir=Path(run_dir) if run_dir else None, origin=origin if origin in ORIGINS else "",
+                          **values)
 
 
 def lock_path() -> Path:

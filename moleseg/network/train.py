@@ -25,7 +25,8 @@ from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
-from moleseg.engine.runs import (RunFiles, RunLog, RunState, read_history, read_json, read_state, write_history,
+from moleseg.engine.launch import resume_config
+from moleseg.engine.runs import (RunFiles, RunLog, RunState, read_history, read_state, write_history,
                                  write_json)
 from moleseg.engine.segmenter import clean, cleanup_for_image
 from moleseg.network.bnrescue import check_batchnorm, ensure_batchnorm, freeze_loaded_batchnorm
@@ -451,14 +452,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     run_dir = Path(run_dir)
     if resume and current_role().chief:  # other workers of a cluster take the chief's state when they start
         remove_stale_temporaries(run_dir)  # left by a killed run's atomic writes
-        saved = read_json(RunFiles(run_dir).config)
-        if saved is None and RunFiles(run_dir).config.is_file():
-            raise TrainingError(f"{RunFiles(run_dir).config}: damaged (not valid JSON); the run cannot be resumed")
-        if saved is None:
-            raise TrainingError(f"{run_dir}: nothing to resume (no {RunFiles.CONFIG})")
-        epochs = max(config.epochs, int(saved.get("epochs", 0)))
-        saved.pop("run_dir", None)
-        config = TrainConfig.from_dict({**saved, "epochs": epochs})
+        try:
+            saved = resume_config(run_dir, config.epochs)
+        except ValueError as error:  # nothing to resume, or a damaged file of the run (named)
+            raise TrainingError(str(error)) from None
+        config = TrainConfig.from_dict(saved)
     trainer = Trainer(config, run_dir, progress=progress, echo=echo)
     try:
         trainer.prepare(resume)

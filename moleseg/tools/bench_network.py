@@ -74,19 +74,35 @@ def layer_cost(layer: Any) -> tuple[float, float]:
     return flops, moved
 
 
+def _filled(value: Any, outputs: dict[str, Any]) -> Any:
+    """A serialised call argument (``model.get_config()``) with each Keras tensor in it replaced by the recorded
+    output of the layer it comes from (its ``keras_history``: layer name, call, output index)."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            name, _, index = value["config"]["keras_history"]
+            output = outputs[name]
+            return output[index] if isinstance(output, (list, tuple)) else output
+        return {key: _filled(item, outputs) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_filled(item, outputs) for item in value]
+    return value
+
+
 def per_layer_times(model: Any, image: np.ndarray, repeats: int, warmup: int) -> dict[str, float]:
-    """Median ms of each layer of a functional model called eagerly on its real inputs for ``image``."""
+    """Median ms of each layer of a functional model called eagerly on its real inputs for ``image`` (each
+    layer called once in the model; its arguments read from the model's public configuration)."""
     import keras
 
     recorder = keras.Model(model.inputs, [layer.output for layer in model.layers])
-    values = dict(zip((id(layer.output) for layer in model.layers), recorder(image, training=False)))
+    outputs = dict(zip((layer.name for layer in model.layers), recorder(image, training=False)))
+    nodes = {entry["name"]: entry.get("inbound_nodes") or [] for entry in model.get_config()["layers"]}
     times: dict[str, float] = {}
     for layer in model.layers:
-        nodes = layer._inbound_nodes  # Keras 3: how the layer was called, its symbolic arguments
-        if isinstance(layer, keras.layers.InputLayer) or len(nodes) != 1:
+        if isinstance(layer, keras.layers.InputLayer) or len(nodes[layer.name]) != 1:
             continue
-        args, kwargs = nodes[0].arguments.fill_in(values)
-        kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+        node = nodes[layer.name][0]
+        args = _filled(node.get("args", []), outputs)
+        kwargs = {k: v for k, v in _filled(node.get("kwargs", {}), outputs).items() if k != "mask"}
         if "training" in inspect.signature(layer.call).parameters:
             kwargs["training"] = False
         call = lambda layer=layer, args=args, kwargs=kwargs: layer(*args, **kwargs)  # noqa: E731
