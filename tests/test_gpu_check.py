@@ -16,40 +16,26 @@ from moleseg.tools.gpu_check import PIPELINE_MARGIN, CheckResult, main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _check_report(stdout: str, backend: str) -> None:
-    """``stdout`` is a passing ``--cpu`` report of ``backend``: the device, a pipeline that keeps up, six
-    loss blocks that fall, and OK."""
-    lines = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    "tensorflow",
+    pytest.param("jax", marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                                 reason="jax is not installed (pip install -r requirements.txt)")),
+])
+def test_the_cpu_mode_trains_the_recipe_and_passes(backend):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    env.pop("KERAS_BACKEND", None)  # --backend sets it
+    done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
     assert lines["device"] == f"CPU (--cpu, {backend})"
     train_ips = float(lines["training"].split()[0])
     pipeline_ips = float(lines["input pipeline alone"].split()[0])
     assert train_ips > 0 and pipeline_ips >= PIPELINE_MARGIN * train_ips
     losses = [float(v) for v in lines["loss curve"].split(", ")]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    assert stdout.rstrip().endswith("OK")
-
-
-@pytest.mark.slow
-def test_the_cpu_mode_trains_the_recipe_and_passes_under_tensorflow(capsys, monkeypatch):
-    """In this process (Keras runs TensorFlow here): no second import of TensorFlow."""
-    import keras
-
-    assert keras.backend.backend() == "tensorflow"
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # main sets it; restored after the test
-    assert main(["--cpu", "--backend", "tensorflow"]) == 0
-    _check_report(capsys.readouterr().out, "tensorflow")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                    reason="jax is not installed (pip install -r requirements.txt)")
-def test_the_cpu_mode_trains_the_recipe_and_passes_under_jax():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    env.pop("KERAS_BACKEND", None)  # --backend sets it
-    done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", "jax"],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    _check_report(done.stdout, "jax")
+    assert done.stdout.rstrip().endswith("OK")
 
 
 def test_the_report_names_each_failure():
