@@ -16,10 +16,11 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from moleseg.cli import main  # noqa: E402
-from moleseg.tools.bench_network import TOP_LAYERS, layer_cost  # noqa: E402
 from moleseg.network.build import ModelConfig, build_model  # noqa: E402
 from moleseg.network.io import save_model  # noqa: E402
 from moleseg.network.onnx_export import ONNX_TOLERANCE  # noqa: E402
+from moleseg.network.profiling import layer_cost  # noqa: E402
+from moleseg.tools.bench_network import TOP_LAYERS  # noqa: E402
 
 SIZE = 32
 

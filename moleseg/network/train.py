@@ -16,7 +16,6 @@ from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
@@ -33,6 +32,7 @@ from moleseg.network.bnrescue import check_batchnorm, ensure_batchnorm, freeze_l
 from moleseg.network.build import build_model, count_parameters
 from moleseg.network.cluster import WorkerRole, current_role
 from moleseg.network.data import ExampleCache, class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset
+from moleseg.network.devices import accelerators, start_training
 from moleseg.network.distributed import choose_strategy, fit_workers, prepare_workers, worker_steps_per_epoch
 from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
@@ -157,12 +157,10 @@ class Trainer:
     def prepare(self, resume: bool) -> None:
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        keras.utils.set_random_seed(config.seed)  # the same initial weights and dropout draws for one seed
-        gpus = tf.config.list_physical_devices("GPU")
-        if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpus):
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        else:
-            keras.mixed_precision.set_global_policy("float32")
+        gpus = accelerators("tensorflow")
+        # one seed: the same initial weights and dropout draws
+        start_training(mixed_precision=config.mixed_precision == "on" or (config.mixed_precision == "auto" and bool(gpus)),
+                       seed=config.seed)
         self.strategy = choose_strategy(config.strategy)
         cache_dir = Path(config.cache_dir) if config.cache_dir else DEFAULT_CACHE_DIR / EXAMPLES_CACHE_NAME
         self.cache = ExampleCache(cache_dir)

@@ -55,8 +55,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from moleseg.tools.bench_machine import (BenchSettings, busy, conditions, matmul_gflops, memory_gbps,
-                                         others_cpu_share, peak_rss_mib)
+from moleseg.network.profiling import backend_name, matmul_gflops
+from moleseg.tools.bench_machine import BenchSettings, busy, conditions, memory_gbps, others_cpu_share, peak_rss_mib
 from moleseg.tools.bench_network import TOP_LAYERS, bench_network, bench_runtimes
 from moleseg.tools.bench_pipeline import (bench_end_to_end, bench_predict, bench_training, cached_inference_graph,
                                           cold_start_seconds, image_files, runtime_in_use, training_pairs)
@@ -72,14 +72,12 @@ TARGETS: dict[str, tuple[str, float]] = {
 def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
               echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every measurement of ``moleseg bench`` as one JSON-ready dict (keys: see the module doc)."""
-    import tensorflow as tf
-
     from moleseg.network.loading import load_segmenter
 
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model),
                               "settings": asdict(settings), "before": conditions()}
     result["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-                         f"TensorFlow {tf.__version__}")
+                         f"{backend_name()}")
     echo("machine limits ...")
     result["matmul_gflops"] = matmul_gflops(settings.matmul_size, settings.repeats, settings.warmup)
     result["memory_gbps"] = memory_gbps(settings.copy_mib, settings.repeats, settings.warmup)

@@ -1,5 +1,6 @@
-"""The benchmark's machine side: its settings, the median timer, the load and CPU-time counters that tell a busy
-machine, peak memory, and the practical compute peak and memory bandwidth (see :mod:`moleseg.tools.bench`).
+"""The benchmark's machine side: its settings, the load and CPU-time counters that tell a busy machine, peak
+memory, and the practical memory bandwidth (see :mod:`moleseg.tools.bench`; the median timer and the compute
+peak are :mod:`moleseg.network.profiling`'s).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from moleseg.network.profiling import median_seconds
 
 @dataclass
 class BenchSettings:
@@ -39,18 +42,6 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     """Maximum resident set size so far, in MiB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(who).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def median_seconds(function: Callable[[], object], repeats: int, warmup: int) -> float:
-    """Median wall seconds of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(max(1, repeats)):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 #: Share of the machine's CPU time (0..1) that other processes may take during a run still called idle.
@@ -107,18 +98,6 @@ def busy(result: dict[str, Any]) -> bool:
 
 # ------------------------------------------------------------------------------------------------------
 # machine limits
-
-def matmul_gflops(size: int, repeats: int, warmup: int) -> float:
-    """Dense float32 ``size x size`` matrix product in TensorFlow, GFLOP/s (2 size^3 FLOPs)."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((size, size), np.float32))
-    b = tf.constant(rng.standard_normal((size, size), np.float32))
-    product = tf.function(lambda: tf.matmul(a, b))
-    seconds = median_seconds(lambda: product().numpy(), repeats, warmup)
-    return 2.0 * size**3 / seconds / 1e9
-
 
 def memory_gbps(mebibytes: int, repeats: int, warmup: int) -> float:
     """STREAM-like copy ``b[:] = a`` of ``mebibytes`` MiB with numpy, GB/s counting bytes read + written."""

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from moleseg.tools.bench_machine import BenchSettings, median_seconds
+from moleseg.network.profiling import median_seconds
+from moleseg.tools.bench_machine import BenchSettings
 
 #: Size of the end-to-end and synthetic images (width, height): a PH2 image.
 END_TO_END_SIZE: tuple[int, int] = (765, 574)
@@ -172,17 +173,13 @@ def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[An
     decoding, the augmentations the model records, at the default ranges) and training fed by it (``fit`` steps). The pipeline
     runs in parallel with the steps (prefetch), so ``input_bound_share`` = 1 - fed rate / in-memory rate
     is the share of step time lost to the input."""
-    import keras
-
-    from moleseg.network.build import ModelConfig, build_model
     from moleseg.core import options
+    from moleseg.core.trainconfig import ModelConfig
     from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset
-    from moleseg.network.losses import SegmentationLoss
+    from moleseg.network.profiling import step_timing_model
 
     config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
-    model = build_model(config, weights="none")
-    weights = [1.0] * config.n_classes
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SegmentationLoss("weighted_ce", weights))
+    model = step_timing_model(config)
     rng = np.random.default_rng(0)
     size, batch = config.input_size, settings.train_batch
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)

@@ -71,20 +71,6 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def accelerators(backend: str) -> list[str]:
-    """The GPUs the Keras backend sees (names), empty without one."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [device.name for device in tf.config.list_physical_devices("GPU")]
-    import keras
-
-    try:
-        return list(keras.distribution.list_devices("gpu"))
-    except RuntimeError:  # JAX: "Unknown backend: 'gpu' requested, but no platforms ... are present"
-        return []
-
-
 def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blocks: int = 6,
               backend: str = "tensorflow") -> CheckResult:
     """Train the recipe's network for ``steps`` steps and measure it (see the module's description).
@@ -98,17 +84,16 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     ValueError
         When the recipe cannot be read.
     """
-    import keras
-
-    from moleseg.network.data import ExampleCache, make_dataset
-    from moleseg.network.feed import PairFeed
     from moleseg.network.build import ModelConfig, build_model
+    from moleseg.network.data import ExampleCache, make_dataset
+    from moleseg.network.devices import accelerators, keras_backend, start_training
+    from moleseg.network.feed import PairFeed
     from moleseg.network.losses import SegmentationLoss
     from moleseg.network.train import TrainConfig
     from moleseg.network.trainsetup import augment_config, make_optimizer, target_config
 
-    if keras.backend.backend() != backend:
-        raise RuntimeError(f"Keras already runs the {keras.backend.backend()} backend, not {backend}: set "
+    if keras_backend() != backend:
+        raise RuntimeError(f"Keras already runs the {keras_backend()} backend, not {backend}: set "
                            f"KERAS_BACKEND={backend} before Keras is imported (python -m moleseg.tools.gpu_check)")
     gpus = accelerators(backend)
     if not cpu and not gpus:
@@ -125,8 +110,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     steps = steps or (CPU_STEPS if cpu else 300)
     blocks = max(2, min(blocks, steps))
     per_block = max(1, steps // blocks)
-    keras.mixed_precision.set_global_policy("float32" if cpu else "mixed_float16")
-    keras.utils.set_random_seed(config.seed)
+    start_training(mixed_precision=not cpu, seed=config.seed)
     device = f"CPU (--cpu, {backend})" if cpu else f"{', '.join(gpus)} ({backend})"
     with tempfile.TemporaryDirectory(prefix="moleseg-gpu-check-") as folder:
         size = config.model.input_size
