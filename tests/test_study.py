@@ -183,6 +183,15 @@ def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(
     studyrun.check_out_folder(studyplan.load_study(path), out)  # the same study: resumed
 
 
+def test_the_background_study_process_writes_its_log_lines_to_the_study_log(tmp_path, capfd):
+    path = write_study(tmp_path / "s.yaml", factors={"solverr": ["sgdm"]})
+    out = tmp_path / "out"
+    assert studyrun.main(["--config", str(path), "--out", str(out)]) == 2
+    lines = (out / studyrun.STUDY_LOG).read_text().splitlines()
+    assert len(lines) == 1 and f"  error: {path}: " in lines[0] and "unknown option 'solverr'" in lines[0], lines
+    assert capfd.readouterr() == ("", "")  # nothing on the terminal: the log is the study's own file
+
+
 def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
     """Clicking 'Start the study' twice started two moleseg study processes on one folder, and both trained
     the same run folders at once."""

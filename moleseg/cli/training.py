@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -105,15 +107,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update_to((status.epoch - 1) * status.steps + status.step, loss)
 
     echo = None if args.quiet else (lambda line: bar.bar.write(line, file=sys.stderr))
-    try:
-        status = start_training(config, run_dir, resume=resume, wait=True, origin="terminal",
-                                wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress, echo=echo)
-    except TrainingBusy as error:
-        raise CommandError(f"{error} (or give --wait to start when it ends)") from None
-    finally:
-        bar.close()
+    # Only the chief writes --out; another worker's request, progress and log live in a temporary folder.
+    with nullcontext(None) if chief else tempfile.TemporaryDirectory(prefix="moleseg-worker-") as folder:
+        job_dir = run_dir if folder is None else Path(folder) / run_dir.name
+        try:
+            status = start_training(config, job_dir, resume=resume, wait=True, origin="terminal",
+                                    wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress,
+                                    echo=echo)
+        except TrainingBusy as error:
+            raise CommandError(f"{error} (or give --wait to start when it ends)") from None
+        finally:
+            bar.close()
     if status.status != "done":
-        raise CommandError(f"the training {status.status}: {status.error or status.message} (see {run_dir / 'job.log'})")
+        log = f" (see {run_dir / 'job.log'})" if chief else ""
+        raise CommandError(f"the training {status.status}: {status.error or status.message}{log}")
     if status.result.worker is not None:
         print(f"worker {status.result.worker} done: the chief wrote the run folder")
         return EXIT_OK

@@ -27,7 +27,8 @@ from filelock import FileLock, Timeout
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine.launch import start_training
-from moleseg.engine.runs import Kind, Record, RecordFields, RunFiles, RunRecordError, read_fields, write_json
+from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
+                                 write_json)
 from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
                                       resolve_data, with_data)
 from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
@@ -378,19 +379,20 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The background study process: run the study, one line per event; a problem is one line, exit 2."""
+    """The background study process: run the study, one timestamped line per event in ``OUT/study.log``
+    (:class:`moleseg.engine.runs.RunLog`); a problem is one line, exit 2."""
     parser = argparse.ArgumentParser(prog=f"python -m {STUDY_MODULE}", description="Run a study (see moleseg study).")
     parser.add_argument("--config", required=True, help="the study file")
     parser.add_argument("--out", required=True, help="the study folder")
     parser.add_argument("--data-root", help="folder the study's data paths are relative to")
     args = parser.parse_args(argv)
+    log = RunLog(Path(args.out) / STUDY_LOG)
     try:
-        rows = run_study(checked_study(args.config, args.data_root), args.out,
-                         echo=lambda line: print(line, flush=True))
+        rows = run_study(checked_study(args.config, args.data_root), args.out, echo=log)
     except (StudyError, OSError) as error:
-        print(f"error: {first_line(error)}", file=sys.stderr)
+        log(f"error: {first_line(error)}")
         return 2
-    print(f"{len(rows)} run(s) finished")
+    log(f"{len(rows)} run(s) finished")
     return 0
 
 
