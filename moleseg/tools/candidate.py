@@ -75,7 +75,8 @@ def recipe_change(shipped: dict[str, Any], candidate: dict[str, Any]) -> dict[st
     left_out = {"name", "recipe", *(name for pair in options.FOLDER_PAIRS for name in pair)}
 
     def flat(config: dict[str, Any]) -> dict[str, Any]:
-        values = recipe_options({key: value for key, value in config.items() if key not in left_out})
+        complete = options.merged(options.defaults(), config)  # a recipe file leaves defaults out
+        values = recipe_options({key: value for key, value in complete.items() if key not in left_out})
         model = values.pop("model", {}) or {}
         return {**values, **{f"model.{key}": value for key, value in model.items()}}
 
