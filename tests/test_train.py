@@ -461,6 +461,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.experimental.enable_op_determinism()
 
+    from moleseg.core.trainconfig import ModelConfig, TrainConfig
+    from moleseg.network.train import train
 
     images, masks, cache, run = sys.argv[1:5]
     config = TrainConfig(
