@@ -32,33 +32,20 @@ def home() -> None:
     chosen = st.session_state.get(ui.MODEL_KEY, spec)
     choices = {c.spec: c for c in model_choices()}
     current = choices.get(chosen) or choices.get(spec)
+    name, version = ui.model_in_use(current) if current else (spec, "")
     left, right = st.columns(2)
-    left.metric("Model in use", current.label.split(" (")[0] if current else spec,
-                help=current.label if current else None)
+    left.metric("Model in use", name, help=current.label if current else None)
     device = ui.device_summary()
     right.metric("Device", device.split(" (")[0], help=device)
-    st.caption(f"Device: {device}. moleseg {__version__}.")
+    st.caption(f"Model: {name}" + (f", version {version}" if version else "") + f". Device: {device}. "
+               f"moleseg {__version__}.")
     ui.no_model_notice()
     st.subheader("Pages")
-    st.page_link(ui.PAGE_FILES["analyse"], label="Analyse: upload mole images, see and export their borders",
-                 icon=":material/image_search:")
-    st.page_link(ui.PAGE_FILES["prepare"], label="Prepare targets: pair images with masks, preview BACK/BORDER/INSIDE",
-                 icon=":material/layers:")
-    st.page_link(ui.PAGE_FILES["train"], label="Train: train the network on your dataset, with live progress",
-                 icon=":material/model_training:")
-    st.page_link(ui.PAGE_FILES["evaluate"], label="Evaluate: score models against true masks, compare runs",
-                 icon=":material/analytics:")
+    for page in ui.PAGES:
+        st.page_link(ui.PAGE_FILES[page.key], label=f"{page.title}: {page.purpose}", icon=page.icon)
     st.warning("Research software: **not a medical device**, not for diagnosis.", icon=":material/info:")
 
 
-navigation = st.navigation([
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page(ui.PAGE_FILES["analyse"], title="Analyse", icon=":material/image_search:"),
-    st.Page(ui.PAGE_FILES["prepare"], title="Prepare targets", icon=":material/layers:"),
-    st.Page(ui.PAGE_FILES["train"], title="Train", icon=":material/model_training:"),
-    st.Page(ui.PAGE_FILES["evaluate"], title="Evaluate", icon=":material/analytics:"),
-    st.Page(ui.PAGE_FILES["history"], title="History", icon=":material/history:"),
-    st.Page(ui.PAGE_FILES["compare"], title="Compare visits", icon=":material/compare:"),
-    st.Page(ui.PAGE_FILES["study"], title="Study", icon=":material/science:"),
-])
+navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]
+                           + [st.Page(ui.PAGE_FILES[page.key], title=page.title, icon=page.icon) for page in ui.PAGES])
 navigation.run()

@@ -12,14 +12,14 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
                                   hex_to_rgb, rgb_to_hex)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       shown_image_key)
-from moleseg.app.hand_correction import (canvas_background, canvas_strokes, correction_key, dataset_save_message,
-                                         save_to_dataset, with_corrections)
+from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
+                                         dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batch_table, default_visit,
-                                 key_measurements, measurement_table, measurements_csv_bytes,
-                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
-                                 thumbnail, visit_widget_values)
+from moleseg.app.results import (GRID_COLUMNS, TO_CHECK_HEADING, batch_bundle, batch_summary, batch_table,
+                                 check_summary, default_visit, flags, grid_caption, key_measurements,
+                                 measurement_table, measurements_csv_bytes, measurements_sidecar_bytes,
+                                 object_areas, objects_csv_bytes, outline_downloads, thumbnail, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -30,10 +30,11 @@ from moleseg.core.render import legend
 from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
 
+title = st.empty()  # above the model picker, its words follow the model chosen below it
 ui.no_model_notice()
 choice = ui.model_picker("analyse_model")
 words = subject_words(choice.n_classes)  # cells models speak of cells and nuclei, not moles
-st.title(f"Analyse {words['images']}")
+title.title(f"Analyse {words['images']}")
 ui.show_model_info(choice)
 
 limit = ui.upload_limit_mb()
@@ -80,10 +81,11 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
         st.session_state[use_key] = values["use_threshold"] and choice.kind != "classical"
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
-    rule = st.radio("Lesion rule", RULES, key="analyse_rule", disabled=n_classes == 2,
-                    help="article: INSIDE plus the closed BORDER band (the article's method). "
-                         "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                         "the border too thick). Two-class models ignore it.")
+    rule = (st.radio("Lesion rule", RULES, key="analyse_rule",
+                     help="article: INSIDE plus the closed BORDER band (the article's method). "
+                          "grow_inside: INSIDE grown outward by the border width (for models that draw "
+                          "the border too thick).")
+            if n_classes == 3 else st.session_state.get("analyse_rule", RULES[0]))  # two-class models have no rule
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
                         key="analyse_closing",
@@ -96,23 +98,19 @@ def manual_cleanup_sidebar(n_classes: int) -> None:
     largest = st.checkbox("Keep the largest component only", key="analyse_largest")
     settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
                                border_width_px=border, shape=shape)
-    use_threshold = st.checkbox("Lesion probability threshold instead of the most likely class",
+    use_threshold = st.checkbox(f"{words['threshold']} instead of the most likely class",
                                 key=use_key, disabled=choice.kind == "classical",
                                 help="A pixel is lesion when the network gives it at least this probability. "
                                      "Higher: only the pixels it is surer of (a tighter lesion). Lower: more "
                                      "lesion pixels; with three classes they become BORDER, which the "
                                      "grow_inside rule does not use. The model's own value was chosen on its "
                                      "validation images.")
-    threshold_value = st.slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key=threshold_key,
+    threshold_value = st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key,
                                 disabled=not use_threshold)
     threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
     if shown_key:
         plan.record(shown_key, CleanupChoice(settings, threshold), apply_all)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
-
-
-#: Widest drawing canvas (screen px); larger images are shown scaled down and strokes scaled back up.
-CANVAS_MAX_WIDTH = 640
 
 
 @st.fragment
@@ -128,14 +126,13 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
 
     key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
-    with st.expander("Correct the border by hand", expanded=edits.any):
+    with st.expander(words["correct"], expanded=edits.any):
         tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
                         help="polygon: click the corners, then click the first corner again to close it. "
                              "brush: paint over the pixels.")
-        height, width = outcome.analysis.image.shape[:2]
-        canvas_width = min(CANVAS_MAX_WIDTH, width)
-        scale = width / canvas_width
-        canvas_height = max(1, round(height / scale))
+        width = outcome.analysis.image.shape[1]
+        canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
+                                                         ui.available_width("analyse_canvas_room"))
         brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         generation = st.session_state.get("analyse_canvas_generation", 0)
@@ -144,17 +141,17 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
                           stroke_width=max(1, round(brush_px / scale)), background_image=background,
                           height=canvas_height, width=canvas_width,
                           drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                          key=f"analyse_canvas_{generation}")
+                          key=f"analyse_canvas_{generation}_{canvas_width}")
         strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
-        add, remove, undo, reset = st.columns(4)
+        row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
-        if add.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
+        if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
             action = edits.push(strokes, add=True)
-        if remove.button(f"Remove from the {words['target']}", disabled=not strokes, key="analyse_draw_remove"):
+        if row.button(f"Remove from the {words['target']}", disabled=not strokes, key="analyse_draw_remove"):
             action = edits.push(strokes, add=False)
-        if undo.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
+        if row.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
             action = edits.undo()
-        if reset.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):
+        if row.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):
             edits.reset()
             action = True
         if action:
@@ -258,12 +255,14 @@ def batch_view(good: list[ImageOutcome]) -> None:
         for start in range(0, len(good), GRID_COLUMNS):
             cells = st.columns(GRID_COLUMNS)
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(thumbnail(item.analysis), width="stretch",
-                           caption=f"{item.name}: {key_measurements(item.analysis)}")
+                if reasons := flags(item.analysis):
+                    cell.badge(f"To check: {'; '.join(reasons)}", icon=":material/warning:", color="red")
+                cell.image(thumbnail(item.analysis), width="stretch", caption=grid_caption(item))
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
     with table:
-        st.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30)
+        st.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
+                     column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING, width="large")})
     with summary:
         st.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
                    "images where it is defined.")
@@ -274,6 +273,8 @@ def batch_view(good: list[ImageOutcome]) -> None:
 
 
 if len(good) > 1:
+    if checks := check_summary(good):
+        st.warning(checks, icon=":material/warning:")
     batch_view(good)
     names = {o.key: o.name for o in good}
     if st.session_state.get("analyse_shown") not in names:
@@ -288,7 +289,7 @@ if analysis.error:
     st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
 left, right = st.columns(2)
 left.image(analysis.overlay, width="stretch",
-           caption=f"{outcome.name}: {words['many' if analysis.cells else 'one']} and border ({segmenter.name}"
+           caption=f"{outcome.name}: {words['drawn']} ({segmenter.name}"
                    + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
 right.image(analysis.class_picture, width="stretch",
             caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
@@ -327,18 +328,18 @@ if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in
     st.session_state["analyse_visit_for"] = outcome.key
 st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
 first, second = st.columns(2)
-visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
+visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion",
                                 help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
                                      "person unless you mean to store it.")
 visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
-visit_site = first.text_input("Body site", key="analyse_save_site")
+visit_site = first.text_input(words["site"], key="analyse_save_site") if words["site"] else ""
 visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
 visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
 visits[outcome.key] = visit
 
 st.markdown("**Export this image**")
 one, two, three = st.columns(3)
-one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
+one.download_button("Overlay (PNG)", data=lambda a=analysis: a.overlay_png(),
                     file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
                     on_click="ignore")
 two.download_button(f"{words['mask']} (PNG)",

@@ -20,8 +20,12 @@ def test_home_shows_the_model_the_device_and_links_to_every_page(app_folders, mo
     assert metrics["Model in use"] == "classical baseline"
     assert metrics["Device"] in ("CPU", "GPU")
     assert any("No trained model is installed" in text for text in texts(at.info))
-    links = {link.proto.page for link in at.get("page_link")}  # url paths of the pages
-    assert {"analyse", "prepare", "train", "evaluate"} <= links
+    links = [link.proto.page for link in at.get("page_link") if link.proto.page != "train" or "Train:" in
+             link.proto.label]  # url paths of the pages (the no-model notice links Train too)
+    assert links == ["analyse", "prepare", "train", "evaluate", "history", "compare", "study"]
+    labels = [link.proto.label.split(":")[0] for link in at.get("page_link") if ":" in link.proto.label]
+    assert labels == ["Analyse", "Prepare targets", "Train", "Evaluate", "History", "Compare visits", "Study"]
+    assert any(text.startswith("Model: classical baseline, version 0.1.0. Device: ") for text in texts(at.caption))
     assert any("not a medical device" in text for text in texts(at.warning))
 
 
@@ -32,6 +36,7 @@ def test_home_names_an_installed_shipped_model(app_folders, monkeypatch, tmp_pat
     assert not at.exception
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["Model in use"] == "dermoscopy"
+    assert any(text.startswith("Model: dermoscopy. Device: ") for text in texts(at.caption))  # no version in the file
     assert not any("No trained model is installed" in text for text in texts(at.info))
 
 

@@ -196,7 +196,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. Cached
     predictions whose cleanup, pixel size or style differ are re-cleaned, not re-predicted.
     ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
-    and ``lesion_threshold``.
+    and ``lesion_threshold``. ``progress(done, total, name)``: after each batch predicted, ``total`` the
+    number of uploads and ``done`` counting those that needed no prediction (cached or unreadable).
     """
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
@@ -220,7 +221,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
         except Exception as error:  # a reader bug must not take the other files down
             outcomes[index].error = _failure(upload.name, error)
     fresh: dict[int, Analysis] = {}  # predicted now: used even when the store cannot keep them
-    done = 0
+    done = len(uploads) - len(todo)  # cached or unreadable: nothing left to do for them
     for start in range(0, len(todo), PREDICT_BATCH):
         chunk = todo[start:start + PREDICT_BATCH]
         try:
@@ -242,7 +243,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                 store.put(keys[index], analysis, default_params)
         done += len(chunk)
         if progress:
-            progress(done, len(todo), uploads[chunk[-1][0]].name)
+            progress(done, len(uploads), uploads[chunk[-1][0]].name)
     for index, key in enumerate(keys):
         if outcomes[index].error:
             continue

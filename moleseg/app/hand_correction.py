@@ -94,6 +94,25 @@ def dataset_save_message(name: str, saved: SavedPair, folder: str | Path) -> str
     return f"Saved {saved.image.name} and its mask in {folder}."
 
 
+#: Widest drawing canvas, in screen px; larger images are shown scaled down and strokes scaled back up.
+CANVAS_MAX_WIDTH: int = 640
+#: Canvas width, in screen px, while the browser has not yet said how wide the page is (a phone's width).
+CANVAS_FIRST_WIDTH: int = 320
+
+
+def canvas_size(image_shape: tuple[int, ...], available_px: int | None,
+                max_px: int = CANVAS_MAX_WIDTH) -> tuple[int, int, float]:
+    """``(width, height, scale)`` of the drawing canvas of an image of ``image_shape`` (``(H, W, ...)``), in
+    screen px: as wide as the image, ``max_px`` and the width the browser gives it (``available_px``;
+    :data:`CANVAS_FIRST_WIDTH` while unknown) allow, the height keeping the image's aspect; ``scale`` is image
+    px per canvas px (>= 1)."""
+    height, width = image_shape[:2]
+    room = available_px if available_px and available_px > 0 else CANVAS_FIRST_WIDTH
+    canvas_width = max(1, min(max_px, width, int(room)))
+    scale = width / canvas_width
+    return canvas_width, max(1, round(height / scale)), scale
+
+
 def canvas_background(analysis: Analysis, width: int, height: int) -> bytes:
     """The overlay resized to the drawing canvas (``width`` x ``height`` screen px, area averaging) as JPEG
     bytes: the canvas sends its background to the browser as a data URL on every rerun, and a JPEG of a

@@ -15,6 +15,54 @@ from moleseg.app.analysis import ImageOutcome
 from moleseg.core.report import MEASUREMENTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
+#: The short words of the "may extend beyond the picture" warning (its full sentence:
+#: :data:`moleseg.engine.pipeline.BEYOND_PICTURE_NOTE`).
+BEYOND_PICTURE_FLAG: str = "may extend beyond the picture"
+#: File of the ZIP that lists the images to check, one per line with the reasons.
+TO_CHECK_FILE: str = "TO_CHECK.txt"
+#: Heading of the batch table's column of the reasons to check an image, and the CSV's column.
+TO_CHECK_HEADING: str = "To check"
+TO_CHECK_COLUMN: str = "to_check"
+#: Colour (RGB 0..255) and width (px of the thumbnail) of the frame around a thumbnail to check.
+FLAG_FRAME_COLOR: tuple[int, int, int] = (230, 0, 0)
+FLAG_FRAME_PX: int = 8
+
+
+def flags(analysis: Analysis | None) -> list[str]:
+    """The short reasons to check an analysis: the model's "check this border" ("check this segmentation" in
+    cells mode) when it is unsure, and :data:`BEYOND_PICTURE_FLAG`; empty when nothing is flagged."""
+    if analysis is None or analysis.error:
+        return []
+    found = [analysis.words["check"]] if analysis.check_border else []
+    return found + ([BEYOND_PICTURE_FLAG] if analysis.beyond_picture else [])
+
+
+def to_check(outcomes: Sequence[ImageOutcome]) -> list[tuple[str, list[str]]]:
+    """``(image name, reasons)`` of every analysed image with some :func:`flags`, in upload order."""
+    return [(outcome.name, reasons) for outcome in outcomes if (reasons := flags(outcome.analysis))]
+
+
+def check_summary(outcomes: Sequence[ImageOutcome]) -> str | None:
+    """The batch's line of images to check over the analysed ones, e.g. ``"3 of 12 to check: a.jpg (check this
+    border), ..."``; None when none is flagged."""
+    flagged = to_check(outcomes)
+    if not flagged:
+        return None
+    analysed = sum(outcome.analysis is not None for outcome in outcomes)
+    listed = ", ".join(f"{name} ({'; '.join(reasons)})" for name, reasons in flagged)
+    return f"{len(flagged)} of {analysed} to check: {listed}"
+
+
+def to_check_text(outcomes: Sequence[ImageOutcome]) -> str | None:
+    """The content of :data:`TO_CHECK_FILE`: the :func:`check_summary` line, then one line per image to check
+    (``name: reason; reason``); None when none is flagged."""
+    summary = check_summary(outcomes)
+    if summary is None:
+        return None
+    lines = [summary.split(":", 1)[0] + ":"] + [f"{name}: {'; '.join(reasons)}" for name, reasons in to_check(outcomes)]
+    return "\n".join(lines) + "\n"
+
+
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
     """Rows ``{"measurement", "value", "unit", "meaning"}`` of an analysis, values to each quantity's
     decimals (:attr:`moleseg.core.measure.Measurement.text`); the page shows the keys capitalised."""
@@ -27,7 +75,8 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
 def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
                  visits: Mapping[str, Visit] | None = None) -> list[dict[str, Any]]:
     """One CSV/table row per image: name, model, the patient/lesion identifier and visit date when
-    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, the confidence and edge flags
+    ``visits`` (by :attr:`ImageOutcome.key`) gives them, note, ``to_check`` (the :func:`flags` joined by
+    ``"; "``, empty when none), the confidence and edge flags
     (:attr:`moleseg.engine.pipeline.Analysis.flag_row`), then every measurement column."""
     rows = []
     for outcome in outcomes:
@@ -44,6 +93,7 @@ def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",
         elif outcome.analysis is not None:
             if outcome.analysis.notes:
                 row["note"] = outcome.analysis.notes
+            row[TO_CHECK_COLUMN] = "; ".join(flags(outcome.analysis))
             row.update(outcome.analysis.flag_row)
             row.update(outcome.analysis.rounded_row)
         rows.append(row)
@@ -57,12 +107,16 @@ MISSING_TEXT = "\u2014"
 def batch_table(outcomes: Sequence[ImageOutcome]) -> list[dict[str, str]]:
     """The Analyse page's table of many images: one row per image, readable headings with units
     (``"Area (px\u00b2)"``), values to each quantity's decimals, :data:`MISSING_TEXT` where an image has
-    no value; a ``Note`` column when some image has a note (no lesion found, corrected by hand, error)."""
+    no value; a :data:`TO_CHECK_HEADING` column (the :func:`flags` in words, empty when none) when some image is
+    flagged, and a ``Note`` column when some image has a note (no lesion found, corrected by hand, error)."""
     headings: dict[str, None] = {"Image": None}
     rows = []
     for outcome in outcomes:
         row = {"Image": outcome.name}
         analysis = outcome.analysis
+        reasons = flags(analysis)
+        if reasons:
+            row[TO_CHECK_HEADING] = "; ".join(reasons)
         note = outcome.error or (analysis.notes if analysis is not None else None)
         if note:
             row["Note"] = note
@@ -70,9 +124,10 @@ def batch_table(outcomes: Sequence[ImageOutcome]) -> list[dict[str, str]]:
             row[measurement.heading] = measurement.text
         headings.update(dict.fromkeys(row))
         rows.append(row)
-    if any("Note" in row for row in rows):
-        headings = {"Image": None, "Note": None, **headings}
-    return [{heading: row.get(heading, MISSING_TEXT) for heading in headings} for row in rows]
+    first = ["Image"] + [heading for heading in (TO_CHECK_HEADING, "Note") if any(heading in row for row in rows)]
+    headings = {**dict.fromkeys(first), **headings}
+    empty = {TO_CHECK_HEADING: ""}
+    return [{heading: row.get(heading, empty.get(heading, MISSING_TEXT)) for heading in headings} for row in rows]
 
 
 def batch_summary(outcomes: Sequence[ImageOutcome]) -> list[dict[str, Any]]:
@@ -135,16 +190,32 @@ def key_measurements(analysis: Analysis) -> str:
 
 
 def thumbnail(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> np.ndarray:
-    """The overlay shrunk so that its longer side is at most ``side_px`` (area averaging), uint8 RGB."""
+    """The overlay shrunk so that its longer side is at most ``side_px`` (area averaging), uint8 RGB; framed
+    :data:`FLAG_FRAME_PX` wide in :data:`FLAG_FRAME_COLOR` when the image is to check (:func:`flags`)."""
     import cv2
 
     picture = analysis.overlay
     height, width = picture.shape[:2]
     scale = side_px / max(height, width)
-    if scale >= 1:
-        return picture
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    if flags(analysis):
+        picture = picture.copy()
+        frame = min(FLAG_FRAME_PX, max(1, min(picture.shape[:2]) // 8))
+        for edge in (np.s_[:frame], np.s_[-frame:]):
+            picture[edge] = FLAG_FRAME_COLOR
+            picture[:, edge] = FLAG_FRAME_COLOR
+    return picture
+
+
+def grid_caption(outcome: ImageOutcome) -> str:
+    """The caption of an image in the batch grid: ``"TO CHECK (check this border): a.jpg: Area ..."`` when it is
+    flagged (:func:`flags`), else ``"a.jpg: Area ..."`` (:func:`key_measurements`)."""
+    reasons = flags(outcome.analysis)
+    measured = key_measurements(outcome.analysis) if outcome.analysis is not None else MISSING_TEXT
+    flagged = f"TO CHECK ({'; '.join(reasons)}): " if reasons else ""
+    return f"{flagged}{outcome.name}: {measured}"
 
 
 def object_areas(analysis: Analysis) -> list[float]:
@@ -235,9 +306,10 @@ def outcome_files(outcome: ImageOutcome, model_version: str = "", created: datet
 
 def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_version: str = "",
                  created: datetime | None = None, visits: Mapping[str, Visit] | None = None) -> bytes:
-    """A ZIP of everything: ``<stem>/`` with each image's PNGs and PDF, ``measurements.csv`` and its
-    settings sidecar, ``objects.csv`` (cells models: one row per cell / nucleus) and ``errors.txt``
-    when some files failed. ``visits``: by :attr:`ImageOutcome.key`."""
+    """A ZIP of everything: ``<stem>/`` with each image's PNGs, outlines and PDF, ``measurements.csv`` and its
+    settings sidecar, ``objects.csv`` (cells models: one row per cell / nucleus), :data:`TO_CHECK_FILE` when
+    some images are flagged (:func:`to_check_text`) and ``errors.txt`` when some files failed. ``visits``: by
+    :attr:`ImageOutcome.key`."""
     from moleseg.core.report import sidecar_name, zip_bundle
 
     created = created or datetime.now().astimezone()
@@ -252,6 +324,11 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
     for outcome in outcomes:
         for name, data in outcome_files(outcome, model_version, created, visit=visits.get(outcome.key)).items():
             files[f"{outcome.stem}/{name}"] = data
+        for _, name, data, _ in outline_downloads(outcome):
+            files[f"{outcome.stem}/{name}"] = data
+    checks = to_check_text(outcomes)
+    if checks:
+        files[TO_CHECK_FILE] = checks.encode("utf-8")
     errors = [outcome.error for outcome in outcomes if outcome.error]
     if errors:
         files["errors.txt"] = ("\n".join(errors) + "\n").encode("utf-8")

@@ -7,6 +7,7 @@ and the engine modules; no TensorFlow is imported here.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -21,16 +22,32 @@ from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
-#: Page files, relative to ``app.py``.
-PAGE_FILES: dict[str, str] = {
-    "analyse": "app_pages/analyse.py",
-    "prepare": "app_pages/prepare.py",
-    "train": "app_pages/train.py",
-    "evaluate": "app_pages/evaluate.py",
-    "history": "app_pages/history.py",
-    "compare": "app_pages/compare.py",
-    "study": "app_pages/study.py",
-}
+@dataclass(frozen=True)
+class PageEntry:
+    """One page of the app's navigation: ``key`` (its file ``app_pages/<key>.py`` and url path), the
+    navigation's ``title`` and ``icon``, and what it is for (the home page's line)."""
+
+    key: str
+    title: str
+    icon: str
+    purpose: str
+
+
+#: The app's pages after the home page, in the navigation's order: ``app.py`` builds the navigation and the
+#: home page's list from it.
+PAGES: tuple[PageEntry, ...] = (
+    PageEntry("analyse", "Analyse", ":material/image_search:",
+              "upload mole (or cell) images, see and export their borders"),
+    PageEntry("prepare", "Prepare targets", ":material/layers:",
+              "pair images with masks, preview BACK/BORDER/INSIDE"),
+    PageEntry("train", "Train", ":material/model_training:", "train the network on your dataset, with live progress"),
+    PageEntry("evaluate", "Evaluate", ":material/analytics:", "score models against true masks, compare runs"),
+    PageEntry("history", "History", ":material/history:", "reopen the analyses you saved to records"),
+    PageEntry("compare", "Compare visits", ":material/compare:", "put two visits of one lesion side by side"),
+    PageEntry("study", "Study", ":material/science:", "run or open a study of the models over whole datasets"),
+)
+#: Page files, relative to ``app.py``, by page key.
+PAGE_FILES: dict[str, str] = {page.key: f"app_pages/{page.key}.py" for page in PAGES}
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"
 #: Seconds between two looks at a running background task (:func:`follow_task`).
@@ -187,6 +204,13 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
     return by_spec[spec]
 
 
+def model_in_use(choice: ModelChoice) -> tuple[str, str]:
+    """``(name, version)`` of a model: its picker label without the details in brackets, and the version its file
+    gives (read without TensorFlow; '' when unknown)."""
+    details = {row["property"]: row["value"] for row in models.model_details(choice)}
+    return choice.label.split(" (")[0], details.get("version", "")
+
+
 def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
     """An expander with what the model is (read from its file without TensorFlow)."""
     with st.expander(f"About this model: {choice.label}", expanded=expanded):
@@ -218,3 +242,52 @@ def sentence(note: str) -> str:
         return text
     return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
 
+
+
+#: The browser side of :func:`available_width`: it reports the width of the element it is mounted in, in
+#: steps of 10 CSS px, whenever that changes (a turned phone, a sidebar opened or closed). It also hides the
+#: own toolbar (undo, redo, clear) of every drawing canvas in the same container, so the page's one set of
+#: controls (add, remove, undo, reset) is the only one.
+_WIDTH_PROBE_JS = """
+export default function(component) {
+    const { setStateValue, parentElement } = component;
+    let last = null;
+    const hideCanvasToolbars = () => {
+        const box = parentElement.closest('[data-testid="stVerticalBlock"]') || document;
+        box.querySelectorAll('*').forEach((element) => {
+            const root = element.shadowRoot;
+            if (root && root.querySelector('.dc-toolbar') && !root.querySelector('style[data-moleseg]')) {
+                const style = document.createElement('style');
+                style.setAttribute('data-moleseg', '');
+                style.textContent = '.dc-toolbar { display: none !important; }';
+                root.appendChild(style);
+            }
+        });
+    };
+    const report = () => {
+        const width = Math.floor(parentElement.getBoundingClientRect().width / 10) * 10;
+        if (width > 0 && width !== last) {
+            last = width;
+            setStateValue('width', width);
+        }
+        hideCanvasToolbars();
+    };
+    const observer = new ResizeObserver(report);
+    observer.observe(parentElement);
+    const mutations = new MutationObserver(hideCanvasToolbars);
+    mutations.observe(parentElement.closest('[data-testid="stVerticalBlock"]') || document.body,
+                      { childList: true, subtree: true });
+    report();
+    return () => { observer.disconnect(); mutations.disconnect(); };
+}
+"""
+_width_probe = st.components.v2.component("moleseg.width_probe", html="<div></div>", js=_WIDTH_PROBE_JS,
+                                          isolate_styles=False)
+
+
+def available_width(key: str) -> int | None:
+    """The width, in CSS px (steps of 10), of the container this is called in, as the browser measured it; None
+    on the first run, before the browser has said. A change of width reruns the script (or the fragment)."""
+    result = _width_probe(key=key, on_width_change=lambda: None, width="stretch", height="content")
+    width = result.get("width") if result is not None else None
+    return int(width) if isinstance(width, (int, float)) and width > 0 else None

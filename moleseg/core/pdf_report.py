@@ -135,8 +135,8 @@ def pdf_report(
     image and its segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their
     longer side, scaled to fit), the overlay with a scale bar when the pixel size is known; the
     measurements table, one row per measurement with its pixel value and its mm value side by side
-    (:func:`measurement_lines`; the mm column only when some value has one); the notes (the visit's, then
-    ``notes``); and the statement that this is research software, not a medical device and not for
+    (:func:`measurement_lines`; the mm column only when some value has one); the clinician's notes of the visit
+    under "Notes:" and the app's own ``notes`` apart under "Warnings:"; and the statement that this is research software, not a medical device and not for
     diagnosis. Laid out with reportlab's Platypus; everything under the heading shrinks together
     (``KeepInFrame(mode="shrink")``) to fit the page, down to :data:`PDF_MIN_SCALE`; measurements that
     still do not fit are left out with a line saying how many (they are all in the CSV).
@@ -156,8 +156,9 @@ def pdf_report(
     created : datetime, optional
         Date printed on the report; now (local time zone) by default.
     notes : str, optional
-        Further notes (e.g. "no lesion found"), printed after the visit's notes. Together cut at
-        :data:`PDF_NOTES_MAX_CHARACTERS` with an ellipsis.
+        What the app says of the analysis (e.g. "no lesion found", "check this border: ..."), printed under
+        "Warnings:", apart from the visit's notes. Each cut at :data:`PDF_NOTES_MAX_CHARACTERS` with an
+        ellipsis.
     n_classes : int, optional
         The model's number of classes: 2 (cells) titles the page "Cell segmentation analysis", any other
         (default: moles) "Lesion border analysis" (:func:`subject_words`).
@@ -240,12 +241,13 @@ def pdf_report(
     heading = Paragraph("Measurements", ParagraphStyle("heading", fontName="Helvetica-Bold", fontSize=11,
                                                        leading=13, spaceBefore=12, spaceAfter=3))
     tail: list[Any] = []
-    text = "\n".join(part.strip() for part in (visit.notes, notes or "") if part and part.strip())
-    if text:
+    for label, text in (("Notes", (visit.notes or "").strip()), ("Warnings", (notes or "").strip())):
+        if not text:
+            continue
         if len(text) > PDF_NOTES_MAX_CHARACTERS:
             text = text[:PDF_NOTES_MAX_CHARACTERS].rstrip() + "\u2026"
         tail.append(Spacer(1, 8))
-        tail.append(Paragraph("<b>Notes:</b> " + escape(text).replace("\n", "<br/>"),
+        tail.append(Paragraph(f"<b>{label}:</b> " + escape(text).replace("\n", "<br/>"),
                               ParagraphStyle("notes", fontName="Helvetica", fontSize=8.5, leading=10.5)))
     lines = measurement_lines(measurements)
 

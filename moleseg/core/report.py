@@ -42,14 +42,21 @@ __all__ = [
 #: The statement every report carries.
 DISCLAIMER: str = "Research software \u2014 not a medical device; not for diagnosis."
 #: What the app and the exports call the segmented objects, by number of classes (3: moles, 2: cells): the
-#: PDF's title (``report``), the low-confidence warning (``check``), ...
+#: PDF's title (``report``), the low-confidence warning (``check``), what the overlay shows (``drawn``), the
+#: hand correction (``correct``), the probability threshold (``threshold``), the visit's identifier
+#: (``identifier``) and body site (``site``; empty: not asked, as for microscopy samples), ...
 SUBJECT_WORDS: dict[int, dict[str, str]] = {
     3: {"one": "lesion", "many": "lesions", "image": "mole image", "images": "mole images",
         "none": "no lesion found in this image", "corrected": "lesion corrected by hand", "target": "lesion",
-        "mask": "Lesion mask", "report": "Lesion border analysis", "check": "check this border"},
+        "mask": "Lesion mask", "report": "Lesion border analysis", "check": "check this border",
+        "drawn": "lesion and border", "correct": "Correct the border by hand",
+        "threshold": "Lesion probability threshold", "identifier": "Patient / lesion identifier",
+        "site": "Body site"},
     2: {"one": "cell or nucleus", "many": "cells and nuclei", "image": "cell image", "images": "cell images",
         "none": "no cells or nuclei found in this image", "corrected": "cells corrected by hand", "target": "cells",
-        "mask": "Cells mask", "report": "Cell segmentation analysis", "check": "check this segmentation"},
+        "mask": "Cells mask", "report": "Cell segmentation analysis", "check": "check this segmentation",
+        "drawn": "cells and nuclei", "correct": "Correct the cells by hand",
+        "threshold": "Cell probability threshold", "identifier": "Sample identifier", "site": ""},
 }
 
 

@@ -89,20 +89,24 @@ def stroke_mask(stroke: Stroke, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def apply_edit(lesion: np.ndarray, edit: Edit) -> np.ndarray:
-    """The lesion with the edit's strokes added or removed (a new ``(H, W)`` bool array)."""
+def apply_edit(lesion: np.ndarray, edit: Edit, fill_holes: bool = False) -> np.ndarray:
+    """The lesion with the edit's strokes added or removed (a new ``(H, W)`` bool array). ``fill_holes``: an
+    added region's holes and the gaps it closes against the lesion are filled (as the cleanup's "fill holes"
+    does); a removal is kept as drawn, holes included."""
     region = np.zeros(lesion.shape[:2], dtype=bool)
     for stroke in edit.strokes:
         region |= stroke_mask(stroke, lesion.shape[:2])
     lesion = np.asarray(lesion, dtype=bool)
-    return lesion | region if edit.add else lesion & ~region
+    if not edit.add:
+        return lesion & ~region
+    return ndimage.binary_fill_holes(lesion | region) if fill_holes else lesion | region
 
 
-def replay(lesion: np.ndarray, edits: Sequence[Edit]) -> np.ndarray:
-    """The lesion after every edit in order."""
+def replay(lesion: np.ndarray, edits: Sequence[Edit], fill_holes: bool = False) -> np.ndarray:
+    """The lesion after every edit in order (``fill_holes``: see :func:`apply_edit`)."""
     result = np.asarray(lesion, dtype=bool).copy()
     for edit in edits:
-        result = apply_edit(result, edit)
+        result = apply_edit(result, edit, fill_holes)
     return result
 
 
@@ -136,6 +140,6 @@ class Corrections:
         """Back to the model's result."""
         self.edits.clear()
 
-    def apply(self, lesion: np.ndarray) -> np.ndarray:
-        """The corrected lesion."""
-        return replay(lesion, self.edits)
+    def apply(self, lesion: np.ndarray, fill_holes: bool = False) -> np.ndarray:
+        """The corrected lesion (``fill_holes``: each added region's holes filled, :func:`apply_edit`)."""
+        return replay(lesion, self.edits, fill_holes)

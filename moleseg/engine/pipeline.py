@@ -25,7 +25,7 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
-from moleseg.core.render import class_map, overlay
+from moleseg.core.render import class_map, overlay, with_scale_bar
 from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
@@ -169,12 +169,13 @@ class Analysis:
         return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
 
     def corrected(self, corrections: Corrections) -> "Analysis":
-        """The analysis of the lesion corrected by hand (:mod:`moleseg.engine.correction`): the border band
+        """The analysis of the lesion corrected by hand (:mod:`moleseg.engine.correction`; an added region's holes
+        filled when this cleanup fills holes): the border band
         redrawn with this cleanup's width and shape, measurements recomputed, ``corrected_by_hand`` set.
         Without edits, this analysis itself."""
         if not corrections.any:
             return self
-        lesion = corrections.apply(self.segmentation.lesion)
+        lesion = corrections.apply(self.segmentation.lesion, fill_holes=self.segmentation.settings.fill_holes)
         border = border_band(lesion, self.segmentation.settings)
         segmentation = dataclasses.replace(self.segmentation, lesion=lesion, border=border, inside=lesion & ~border)
         analysis = Analysis(image=self.image, segmentation=segmentation, segmenter_name=self.segmenter_name,
@@ -192,10 +193,16 @@ class Analysis:
         parts.extend(self.warnings)
         return "; ".join(parts) or None
 
+    def overlay_png(self) -> bytes:
+        """The overlay as PNG, with the PDF's scale bar (:func:`moleseg.core.render.with_scale_bar`) when the
+        pixel size is known."""
+        return encode_png(with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay)
+
     def files(self, stem: str) -> dict[str, bytes]:
-        """``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values)."""
+        """``<stem>_overlay.png`` (:meth:`overlay_png`), ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png``
+        (class values)."""
         return {
-            f"{stem}_overlay.png": encode_png(self.overlay),
+            f"{stem}_overlay.png": self.overlay_png(),
             f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
