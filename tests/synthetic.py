@@ -155,6 +155,18 @@ class RedChannelSegmenter:
         return [two_class(image[..., 0].astype(np.float32) / 255.0) for image in images]
 
 
+class ThreeClassRed(RedChannelSegmenter):
+    """Three classes: the red value / 255 is the INSIDE probability, BORDER is never predicted (a lesion
+    model, not cells mode)."""
+
+    n_classes = 3
+    class_names = ("back", "border", "inside")
+
+    def predict_probabilities(self, images):
+        lesion = [image[..., 0].astype(np.float32) / 255.0 for image in images]
+        return [np.stack([1 - p, np.zeros_like(p), p], axis=-1) for p in lesion]
+
+
 def disk_pairs(tmp_path: Path) -> list[Pair]:
     """Four 40 x 40 images of a disk: three drawn crisply (probability 1 inside, 0 outside), one blurred
     so that a wide ring is undecided and the arg-max lesion is too small."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic import RedChannelSegmenter, TruthSegmenter, disk, disk_pairs, two_class
+from synthetic import RedChannelSegmenter, ThreeClassRed, TruthSegmenter, disk, disk_pairs, two_class
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.engine.calibrate import calibrate_confidence, confidence_threshold, flag_summary
@@ -97,18 +97,6 @@ def test_an_unsure_analysis_says_check_this_border(tmp_path):
     assert not unsure.corrected(corrections).check_border
     # without a calibrated threshold nothing is marked
     assert not analyse_images(RedChannelSegmenter(), [blurred])[0].check_border
-
-
-class ThreeClassRed(RedChannelSegmenter):
-    """Three classes: the red value / 255 is the INSIDE probability, BORDER is never predicted (a lesion
-    model, not cells mode)."""
-
-    n_classes = 3
-    class_names = ("back", "border", "inside")
-
-    def predict_probabilities(self, images):
-        lesion = [image[..., 0].astype(np.float32) / 255.0 for image in images]
-        return [np.stack([1 - p, np.zeros_like(p), p], axis=-1) for p in lesion]
 
 
 def test_a_lesion_filling_the_frame_may_extend_beyond_the_picture():

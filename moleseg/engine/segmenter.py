@@ -63,8 +63,10 @@ class Segmentation:
 
     @functools.cached_property
     def confidence(self) -> float:
-        """How sure the model is of this border, 0..1 (:func:`border_confidence`)."""
-        return border_confidence(self.probabilities, self.lesion)
+        """How sure the model is of this border, 0..1 (:func:`border_confidence` over the pixels it finds more
+        likely lesion than background): from the probabilities only, so no cleanup setting (border width,
+        closing, ...) and no lesion threshold changes it."""
+        return border_confidence(self.probabilities, self.probabilities[..., 0] < 0.5)
 
 
 def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
