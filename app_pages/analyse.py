@@ -12,6 +12,7 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
                                   hex_to_rgb, rgb_to_hex)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       shown_image_key)
+from moleseg.app.device_profiles import pixel_size_input
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
@@ -197,9 +198,7 @@ with st.sidebar:
     border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
                                key="analyse_border_opacity")
     st.header("Physical units")
-    pixel_size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
-                                 format="%.4f", key="analyse_pixel_size",
-                                 help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
+    pixel_size = pixel_size_input("analyse")
 
 style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
                      fill_opacity=fill_opacity, border_opacity=border_opacity)
