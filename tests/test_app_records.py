@@ -131,7 +131,7 @@ def test_analyse_saves_to_records(isolated):
     at.text_input(key="analyse_save_lesion").input("arm 2")
     at.date_input(key="analyse_save_date").set_value(datetime.date(2026, 5, 6))
     at.text_area(key="analyse_save_notes").input("looks stable")
-    at.button[-1].click().run()  # the form's submit button is the page's last button
+    at.button(key="analyse_save").click().run()
     assert not at.exception
     saved = Records().records(USER)
     assert len(saved) == 1

@@ -164,3 +164,15 @@ def test_the_batch_progress_counts_every_upload_with_the_cached_ones_done():
                     progress=lambda done, total, name: calls.append((done, total)))
     assert calls[-1] == (4, 4) and calls[0][0] >= 2  # 4 uploads: the cached one and the unreadable one done
 
+
+
+def test_history_draws_the_saved_lesion_as_analyse_drew_it(outcomes):
+    from moleseg.app.followup import saved_overlay
+    from moleseg.app.identity import personal_user
+    from moleseg.engine.records import Records
+
+    analysis = outcomes[0].analysis
+    records = Records()
+    record_id = records.save(personal_user(), analysis.image, analysis.segmentation.lesion, analysis.measurements,
+                             image_name="a.png", model_name="red", cleanup=analysis.segmentation.settings.to_dict())
+    np.testing.assert_array_equal(saved_overlay(records.open(personal_user(), record_id)), analysis.overlay)

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from moleseg.core.measure import Measurement, edge_outline_share
-from moleseg.core.render import contour_overlay
+from moleseg.core.cleanup import CleanupSettings, border_band
+from moleseg.core.render import overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import beyond_picture_note
@@ -116,8 +117,12 @@ def saved_notes(saved: SavedAnalysis) -> str | None:
 
 
 def saved_overlay(saved: SavedAnalysis):
-    """The saved image with the saved lesion's outline, ``(H, W, 3)`` uint8."""
-    return contour_overlay(saved.image, saved.mask) if saved.mask.any() else saved.image
+    """The saved image drawn as the Analyse page drew it: the saved lesion filled and its border band (the
+    record's cleanup width and shape) on top, ``(H, W, 3)`` uint8."""
+    if not saved.mask.any():
+        return saved.image
+    lesion = saved.mask.astype(bool)
+    return overlay(saved.image, lesion, border_band(lesion, CleanupSettings.from_dict(saved.record.cleanup)))
 
 
 def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
