@@ -307,10 +307,10 @@ st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, bor
               f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
 if analysis.measurements:
     st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
-                 column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                 column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
                                 "value": st.column_config.TextColumn("Value", width="small"),
                                 "unit": st.column_config.TextColumn("Unit", width="small"),
-                                "meaning": st.column_config.TextColumn("Meaning", width=560)})
+                                "meaning": st.column_config.TextColumn("Meaning", width="large")})
 if analysis.cells and analysis.objects:
     area_unit = "mm²" if analysis.pixel_size_mm else "px²"
     st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,

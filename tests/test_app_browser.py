@@ -294,3 +294,56 @@ def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follo
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "analyse-hand-correction.png"), full_page=True)
     assert page.locator("[data-testid=stException]").count() == 0
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (820, 1180)])
+def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_the_values(server, browser, tmp_path,
+                                                                                         width, height):
+    """A 400 x 300 px image on a phone (390 x 844) and a tablet (820 x 1180): the correction canvas shows the
+    whole image inside the screen and a polygon drawn on it lands at the right image px, the buttons show their
+    whole labels, and the measurement table shows the values beside the names."""
+    picture = tmp_path / "mole.png"
+    picture.write_bytes(png_bytes(mole_image(300, 400, seed=3)[0]))
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"{server}/analyse", timeout=60_000)
+    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
+    page.wait_for_selector("text=Export this image", timeout=60_000)
+    _wait_until_idle(page)
+    page.locator("[data-testid=stExpander] summary:has-text('Correct the border by hand')").click()
+    page.wait_for_selector("text=Now: Area", timeout=30_000)
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(state="visible", timeout=30_000)
+    _wait_until_idle(page)
+    page.wait_for_timeout(1500)  # the canvas is redrawn once the browser has said how wide its column is
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, box
+    assert box["width"] == pytest.approx(box["height"] * 4 / 3, abs=1)  # the whole image, not a cut
+    assert canvas.evaluate("c => { const s = c.closest('.dc-scroll'); return !s || s.scrollWidth <= s.clientWidth; }")
+    assert page.locator(".dc-toolbar").evaluate_all("bars => bars.every(b => getComputedStyle(b).display === 'none')")
+    before = _area_px(page)
+    scale = 400 / box["width"]  # image px per screen px
+    for x, y in [(8, 8), (48, 8), (48, 38), (8, 38), (8, 8)]:  # a 40 x 30 px corner of the canvas, closed
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        page.wait_for_timeout(300)
+    page.wait_for_function("() => [...document.querySelectorAll('button')].some(b => "
+                           "b.innerText.includes('Add to the lesion') && !b.disabled)", timeout=60_000)
+    for label in ("Add to the lesion", "Remove from the lesion", "Undo", "Reset to the model's result"):
+        button = page.locator(f"button:has-text(\"{label}\")").first
+        fits = button.evaluate("b => [b.innerText.trim(), b.scrollWidth <= b.clientWidth, "
+                               "b.getBoundingClientRect().right <= window.innerWidth]")
+        assert fits == [label, True, True], fits
+    page.locator("button:has-text('Add to the lesion')").click()
+    page.wait_for_selector("text=1 hand edit(s)", timeout=60_000)
+    _wait_until_idle(page)
+    assert _area_px(page) - before == pytest.approx(40 * 30 * scale**2, rel=0.15)
+    table = page.locator("[data-testid=stDataFrame]:has-text('Measurement')").last
+    table.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    headers = table.locator("[role=columnheader]").all_inner_texts()
+    assert headers[:3] == ["Measurement", "Value", "Unit"], headers
+    assert table.locator("[role=gridcell]:has-text('Area')").count() >= 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"analyse-{width}x{height}.png"))
+    assert page.locator("[data-testid=stException]").count() == 0

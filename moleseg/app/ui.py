@@ -255,8 +255,8 @@ export default function(component) {
     const hideCanvasToolbars = () => {
         const box = parentElement.closest('[data-testid="stVerticalBlock"]') || document;
         box.querySelectorAll('*').forEach((element) => {
-            const root = element.shadowRoot;
-            if (root && root.querySelector('.dc-toolbar') && !root.querySelector('style[data-moleseg]')) {
+            const root = element.shadowRoot;  // styled before the canvas fills it: the rule waits for it
+            if (root && !root.querySelector('style[data-moleseg]')) {
                 const style = document.createElement('style');
                 style.setAttribute('data-moleseg', '');
                 style.textContent = '.dc-toolbar { display: none !important; }';
