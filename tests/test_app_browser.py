@@ -259,10 +259,10 @@ def _area_px(page) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follows(server, browser, tmp_path):
-    picture = tmp_path / "mole.png"
-    picture.write_bytes(png_bytes(mole_image(160, 200, seed=3)[0]))  # 200 px wide: canvas px = image px
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+def _open_hand_correction(browser, server: str, picture, width: int, height: int):
+    """A page of ``width`` x ``height`` CSS px on the Analyse page with ``picture`` uploaded and its hand
+    correction opened; returns the page and the canvas locator."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(f"{server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -270,9 +270,16 @@ def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follo
     _wait_until_idle(page)
     page.locator("[data-testid=stExpander] summary:has-text('Correct the border by hand')").click()
     page.wait_for_selector("text=Now: Area", timeout=30_000)
-    before = _area_px(page)
     canvas = page.locator("canvas.upper-canvas").first
     canvas.wait_for(state="visible", timeout=30_000)
+    return page, canvas
+
+
+def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follows(server, browser, tmp_path):
+    picture = tmp_path / "mole.png"
+    picture.write_bytes(png_bytes(mole_image(160, 200, seed=3)[0]))  # 200 px wide: canvas px = image px
+    page, canvas = _open_hand_correction(browser, server, picture, 1300, 1000)
+    before = _area_px(page)
     canvas.scroll_into_view_if_needed()
     _wait_until_idle(page)
     page.wait_for_timeout(1000)  # the drawing component attaches its mouse handlers after it is shown
@@ -304,16 +311,7 @@ def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_t
     whole labels, and the measurement table shows the values beside the names."""
     picture = tmp_path / "mole.png"
     picture.write_bytes(png_bytes(mole_image(300, 400, seed=3)[0]))
-    page = browser.new_page(viewport={"width": width, "height": height})
-    page.goto(f"{server}/analyse", timeout=60_000)
-    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
-    page.wait_for_selector("text=Export this image", timeout=60_000)
-    _wait_until_idle(page)
-    page.locator("[data-testid=stExpander] summary:has-text('Correct the border by hand')").click()
-    page.wait_for_selector("text=Now: Area", timeout=30_000)
-    canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(state="visible", timeout=30_000)
+    page, canvas = _open_hand_correction(browser, server, picture, width, height)
     _wait_until_idle(page)
     page.wait_for_timeout(1500)  # the canvas is redrawn once the browser has said how wide its column is
     canvas.scroll_into_view_if_needed()
