@@ -176,3 +176,23 @@ def test_history_draws_the_saved_lesion_as_analyse_drew_it(outcomes):
     record_id = records.save(personal_user(), analysis.image, analysis.segmentation.lesion, analysis.measurements,
                              image_name="a.png", model_name="red", cleanup=analysis.segmentation.settings.to_dict())
     np.testing.assert_array_equal(saved_overlay(records.open(personal_user(), record_id)), analysis.overlay)
+
+
+def test_cells_mode_speaks_of_cells_and_the_title_sits_above_the_model_picker(app_folders):
+    from app_helpers import app_test
+    from moleseg.app.ui import PAGE_FILES
+
+    at = app_test(PAGE_FILES["analyse"])
+    first = next(iter(at.main.children.values()))
+    assert first.type == "title" and first.value == "Analyse mole images"
+    at.selectbox(key="analyse_model").set_value("classical2").run()
+    at.toggle(key="analyse_manual").set_value(True).run()
+    image = _red(np.zeros((60, 80)))
+    image[20:40, 20:40] = 220
+    at.file_uploader(key="analyse_upload_files").set_value(("field.png", png_bytes(image), "image/png")).run()
+    assert not at.exception
+    labels = [widget.label for widget in (*at.radio, *at.checkbox, *at.slider, *at.text_input, *at.expander)]
+    assert "Lesion rule" not in labels and "Body site" not in labels and "Patient / lesion identifier" not in labels
+    assert {"Sample identifier", "Cell probability threshold", "Correct the cells by hand",
+            "Cell probability threshold instead of the most likely class"} <= set(labels)
+    assert at.get("image")[0].proto.imgs[0].caption.startswith("field.png: cells and nuclei (")
