@@ -254,9 +254,9 @@ def batch_view(good: list[ImageOutcome]) -> None:
         for start in range(0, len(good), GRID_COLUMNS):
             cells = st.columns(GRID_COLUMNS)
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
+                cell.image(thumbnail(item.analysis), width="stretch", caption=grid_caption(item))
                 if reasons := flags(item.analysis):
                     cell.badge(f"To check: {'; '.join(reasons)}", icon=":material/warning:", color="red")
-                cell.image(thumbnail(item.analysis), width="stretch", caption=grid_caption(item))
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
     with table:
@@ -310,7 +310,7 @@ if analysis.measurements:
                  column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
                                 "value": st.column_config.TextColumn("Value", width="small"),
                                 "unit": st.column_config.TextColumn("Unit", width="small"),
-                                "meaning": st.column_config.TextColumn("Meaning", width="large")})
+                                "meaning": st.column_config.TextColumn("Meaning", width=560)})
 if analysis.cells and analysis.objects:
     area_unit = "mm²" if analysis.pixel_size_mm else "px²"
     st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
