@@ -196,7 +196,9 @@ def test_the_changes_are_rounded_per_measurement_as_on_the_analyse_page():
     from moleseg.engine.compare import Change
 
     compactness = Change("compactness", "Compactness index", "", 1.23349, 1.3)
-    assert compactness.texts() == (Measurement("compactness", "", 1.23349, "", "").text, "1.300", "0.067", "5.4")
+    assert compactness.texts()[:4] == (Measurement("compactness", "", 1.23349, "", "").text, "1.300", "0.067", "5.4")
+    assert compactness.texts()[4] == "\u2014"  # no noise known
+    assert Change("compactness", "Compactness index", "", 1.2, 1.3, noise=0.0512).texts()[4] == "\u00b10.051"
     assert compactness.texts()[0] == "1.233"  # not 3 significant figures (1.23)
     area = Change("area", "Area", "mm2", 0.004, 0.0125)  # a small area's 6 decimals, as in the CSV and PDF
     assert area.texts()[:3] == ("0.004000", "0.0125", "0.008500")

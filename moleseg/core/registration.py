@@ -34,9 +34,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from moleseg.core.colour import skin_colour
+
 __all__ = [
     "MIN_QUALITY",
     "Registration",
+    "incomparable_reason",
     "register",
     "warp_image",
     "warp_mask",
@@ -226,3 +229,57 @@ def warp_mask(mask: np.ndarray, registration: Registration, before_shape: tuple[
     warped = cv2.warpAffine(np.asarray(mask).astype(np.float32), registration.matrix, (width, height),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped >= 0.5
+
+
+#: Mean chroma (max minus min channel, 0..255 levels) under which an image counts as greyscale.
+GREY_CHROMA_LEVELS: float = 3.0
+#: Largest difference of the skin's white balance between two visits, as ``|log(R/G)|`` or ``|log(B/G)|``
+#: of the median skin colours (0.25 is about 28 %); beyond it the colours, and the borders the network
+#: draws, cannot be compared.
+MAX_WHITE_BALANCE_LOG_RATIO: float = 0.25
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    array = np.asarray(image)
+    if array.ndim == 2:
+        return True
+    wide = array.astype(np.int16)
+    return float((wide.max(axis=2) - wide.min(axis=2)).mean()) < GREY_CHROMA_LEVELS
+
+
+def _skin_balance(image: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """``(log(R/G), log(B/G))`` of the skin's median colour (:func:`moleseg.core.colour.skin_colour`)."""
+    median = skin_colour(image, lesion) + 1.0
+    return np.log(np.array([median[0] / median[1], median[2] / median[1]]))
+
+
+def incomparable_reason(before: np.ndarray, after: np.ndarray, before_lesion: np.ndarray,
+                        after_lesion: np.ndarray) -> str:
+    """Why two photographs cannot be compared by colour type or light, or '' when they can.
+
+    Parameters
+    ----------
+    before, after : (H, W, 3) uint8 RGB
+    before_lesion, after_lesion : (H, W) bool
+        Each image's lesion (the skin around it gives the white balance).
+
+    Returns
+    -------
+    str
+        '' or one sentence: one image greyscale and the other in colour (:data:`GREY_CHROMA_LEVELS`), or the
+        skin's white balance differing by more than :data:`MAX_WHITE_BALANCE_LOG_RATIO`.
+    """
+    grey_before, grey_after = _is_grey(before), _is_grey(after)
+    if grey_before != grey_after:
+        grey, colour = ("before", "after") if grey_before else ("after", "before")
+        return (f"not comparable: the {grey} image is greyscale and the {colour} image is in colour (borders and "
+                "colours are not measured alike)")
+    if grey_before:
+        return ""
+    shift = np.abs(_skin_balance(before, before_lesion) - _skin_balance(after, after_lesion))
+    if float(shift.max()) > MAX_WHITE_BALANCE_LOG_RATIO:
+        return (f"not comparable: the skin's white balance differs between the two images by "
+                f"{100 * (math.exp(float(shift.max())) - 1):.0f} % (more than "
+                f"{100 * (math.exp(MAX_WHITE_BALANCE_LOG_RATIO) - 1):.0f} %): take both photographs under the same "
+                "light and camera settings")
+    return ""
