@@ -83,17 +83,25 @@ def test_cli_compare_writes_json_and_pdf(tmp_path, lesion_scene, capsys):
     write_png(tmp_path / "before.png", before)
     write_png(tmp_path / "after.png", after)
     code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "after.png"), "--model", "classical",
-                 "--pixel-size-mm", "0.02", "--json", str(tmp_path / "c.json"), "--pdf", str(tmp_path / "c.pdf")])
+                 "--pixel-size-mm", "0.02", "--json", str(tmp_path / "c.json"), "--pdf", str(tmp_path / "c.pdf"),
+                 "--noise-passes", "2"])
     assert code == 0
     summary = json.loads((tmp_path / "c.json").read_text())
     assert summary["rotation_deg"] == pytest.approx(10.0, abs=1.0)
     assert len(summary["translation_px"]) == 2
+    # The lesion sits at the centre the scene turns about: its centre moved by the shift alone.
+    assert summary["lesion_shift_px"] == pytest.approx([6.0, 6.0], abs=1.5)
+    assert summary["lesion_shift_mm"] == pytest.approx([0.12, 0.12], abs=0.03)
+    assert summary["comparable"] is True and summary["noise_passes"] == 2
+    area = next(c for c in summary["changes"] if c["key"] == "area" and c["unit"] == "px")
+    assert area["noise"] > abs(area["change"]) and area["beyond_noise"] is False
     assert abs(summary["area_change_percent"]) < 3.0
     assert 0 <= summary["registration_quality"] <= 1
     assert any(c["key"] == "area" and c["unit"] == "mm2" for c in summary["changes"])
     pdf = (tmp_path / "c.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 1
-    assert "area change" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "area change" in printed and "beyond measurement noise: " in printed
 
 
 def test_cli_compare_names_a_bad_file(tmp_path, capsys):

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from moleseg.core.measure import Measurement, edge_outline_share
-from moleseg.core.repeatability import NOISE_TABLE_NAME
 from moleseg.core.render import contour_overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
@@ -141,7 +140,8 @@ def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
 
 def not_comparable_text(comparison: Comparison) -> str:
     """The Compare page's leading warning when the two visits cannot be compared."""
-    return f"{comparison.reason}. No change is reported: the figures below would compare different views or light"
+    return (f"{comparison.reason}; no change is reported: the figures would compare different lesions, views or "
+            "light")
 
 
 def area_change_help(area: Change | None) -> str:
@@ -157,7 +157,7 @@ def settings_caption(comparison: Comparison) -> str:
     """The Compare page's line of what the comparison used: pixel size (the one applied), alignment, noise."""
     size = (f"{comparison.pixel_size_mm:g} mm per px" if comparison.pixel_size_mm
             else "none (lengths in px only)")
-    noise = (f"the published table ({NOISE_TABLE_NAME})" + (
+    noise = ("the published repeatability (docs/repeatability.md)" + (
         f" and {comparison.noise_passes} simulated second photographs of each visit "
         f"({comparison.noise_seconds:.0f} s)" if comparison.noise_passes else ""))
     return f"Pixel size used: {size}. Model: {comparison.model_name}. Noise from {noise}."

@@ -8,7 +8,8 @@ Method
 ------
 1. Both images are converted to grey and resized so that their longer side is at most
    :data:`WORKING_SIDE_PX` (the same factor for both when they have the same size).
-2. ORB features (``cv2.ORB_create``, :data:`MAX_FEATURES` key points) are matched by Hamming distance
+2. ORB features (``cv2.ORB_create``, :data:`MAX_FEATURES` key points, FAST threshold
+   :data:`FAST_THRESHOLD`) are matched by Hamming distance
    with Lowe's ratio test (:data:`RATIO_TEST`).
 3. ``cv2.estimateAffinePartial2D`` with RANSAC (:data:`RANSAC_THRESHOLD_PX`) finds the inliers of a
    similarity transform. Without ``allow_scale`` the rotation and translation are then refitted on the
@@ -49,6 +50,9 @@ __all__ = [
 WORKING_SIDE_PX: int = 1024
 #: Number of ORB key points per image.
 MAX_FEATURES: int = 4000
+#: ORB's FAST corner threshold (grey levels; OpenCV's default is 20): skin is smooth, and at 20 a blurred or
+#: recompressed second photograph of a small image often keeps too few corners to be aligned.
+FAST_THRESHOLD: int = 5
 #: Lowe's ratio: a match is kept when its distance is below this times the second best's.
 RATIO_TEST: float = 0.8
 #: RANSAC reprojection threshold, in px of the working copies.
@@ -182,7 +186,7 @@ def register(before: np.ndarray, after: np.ndarray, *, allow_scale: bool = False
     grey_before, grey_after = _grey(before), _grey(after)
     factor = min(1.0, WORKING_SIDE_PX / max(*grey_before.shape, *grey_after.shape))
     small_before, small_after = _working(grey_before, factor), _working(grey_after, factor)
-    orb = cv2.ORB_create(nfeatures=MAX_FEATURES)
+    orb = cv2.ORB_create(nfeatures=MAX_FEATURES, fastThreshold=FAST_THRESHOLD)
     points_before, descriptors_before = orb.detectAndCompute(small_before, None)
     points_after, descriptors_after = orb.detectAndCompute(small_after, None)
     if descriptors_before is None or descriptors_after is None or len(points_before) < 2 or len(points_after) < 2:

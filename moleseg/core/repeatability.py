@@ -22,7 +22,8 @@ coefficient ``RC = 2.77 SD`` (``1.96 * sqrt(2) * SD``) is the change that two me
 lesion stay within for 95 % of pairs: the smallest change the measurement can detect. Sizes (lengths and
 areas, :func:`is_size`) vary with the lesion's size, so their SD is taken relative to the lesion's mean
 (coefficient of variation, %) and their noise is that share of the before value; every other measurement
-keeps its own unit. The published table (:func:`published_noise`) is rebuilt by
+keeps its own unit. The published table (:func:`published_noise`, ``moleseg/repeatability.json``, measured with
+the shipped dermoscopy model) is rebuilt by
 ``python -m moleseg.tools.repeatability`` (``docs/repeatability.md``).
 
 A change is reported in its measurement's own unit; its relative change (%) is not given for shares, small
@@ -41,7 +42,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
 from moleseg.core.targets import as_binary_mask
 
 __all__ = [
@@ -85,8 +85,9 @@ SIZE_UNITS: frozenset[str] = frozenset({"px", "mm", "mm2"})
 #: Measurements whose change is given in their own unit only, never relative: ratios near 0 and counts.
 ABSOLUTE_CHANGE_KEYS: frozenset[str] = frozenset({"asymmetry_major", "asymmetry_minor", "colour_variegation",
                                                   "colour_count", "n_components"})
-#: File name of the published noise table in the models folder, beside the model it was measured with.
-NOISE_TABLE_NAME: str = Path(DERMOSCOPY_MODEL).stem + ".repeatability.json"
+#: File name of the published noise table, package data of ``moleseg`` (measured with the shipped
+#: :data:`moleseg.core.config.DERMOSCOPY_MODEL`).
+NOISE_TABLE_NAME: str = "repeatability.json"
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,9 @@ def pooled_noise(key: str, unit: str, values_per_lesion: Sequence[Sequence[float
 
 
 def noise_table_path() -> Path:
-    """Where the published table lives: :data:`NOISE_TABLE_NAME` in :func:`moleseg.core.config.models_dir`."""
-    return models_dir() / NOISE_TABLE_NAME
+    """Where the published table lives: :data:`NOISE_TABLE_NAME` in the ``moleseg`` package folder (a checkout's or
+    an installed wheel's alike; the users' own models folder does not change it)."""
+    return Path(__file__).resolve().parents[1] / NOISE_TABLE_NAME
 
 
 def write_noise_table(entries: Sequence[NoiseEntry], about: Mapping[str, object]) -> bytes:

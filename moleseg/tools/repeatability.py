@@ -5,7 +5,7 @@ Real lesion images of the shared data (PH2, ISIC 2017, HAM10000; not the seed's 
 wholly in the picture are reduced to :data:`WORKING_SIDE_PX`, photographed again ``--passes`` times each by simulation
 (:func:`moleseg.core.repeatability.rephotographed`), segmented and measured; the within-lesion SD and the
 repeatability coefficient of every measurement (:func:`moleseg.core.repeatability.pooled_noise`) are written
-to ``models/dermoscopy.repeatability.json`` (shipped beside the model) and ``docs/repeatability.md``.
+to ``moleseg/repeatability.json`` (package data) and ``docs/repeatability.md``.
 
 Usage::
 
@@ -27,7 +27,7 @@ from moleseg.core.imageio import read_image
 from moleseg.core.measure import Measurement, extends_beyond_picture, measure_lesion
 from moleseg.core.repeatability import (COEFFICIENT_PER_SD, JPEG_QUALITY_RANGE, MAX_BLUR_PX, MAX_BRIGHTNESS_CHANGE,
                                         MAX_ROTATION_DEG, MAX_SCALE_CHANGE, MAX_SHIFT_SHARE, MAX_WHITE_BALANCE_CHANGE,
-                                        NOISE_TABLE_NAME, NoiseEntry, is_size, pooled_noise, write_noise_table)
+                                        NoiseEntry, noise_table_path, pooled_noise, write_noise_table)
 from moleseg.core.resize import rescale_image
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
@@ -148,7 +148,7 @@ cleanup, the measurements.
   by less than this in 95 % of cases. A change beyond it is unlikely to come from re-photographing alone.
 
 The same RC holds in mm and mm² as in px (it is relative). Rebuild this page and the table shipped with the
-model (`models/{NOISE_TABLE_NAME}`) with:
+package (`moleseg/{noise_table_path().name}`) with:
 
     {command}
 
@@ -171,6 +171,23 @@ model (`models/{NOISE_TABLE_NAME}`) with:
   machine that built this page, 2 CPU cores shared) and uses the larger of that and this table.
 - Descriptive figures only: the table says what the measurement can resolve, not what change matters
   clinically.
+
+## In a comparison
+
+`moleseg compare --json FILE` (and the Compare page's JSON download) gives, besides the figures of both visits:
+
+- `comparable` (true / false) and `reason`: false when the alignment failed, when one image is greyscale and
+  the other in colour, or when the skin's white balance differs too much; then no change may be read as change
+  (the page leads with the reason and folds the table away, the PDF prints no table).
+- for each change: `change` in `change_unit` (percentage points for colour shares), `change_percent` (none
+  for colour shares, asymmetries and counts: a relative change of a small share means nothing), `noise` (the
+  smallest detectable change, in `change_unit`: the larger of this table's RC and, with `--noise-passes K`,
+  the RC measured on this lesion) and `beyond_noise`. The page and the PDF grey the changes within noise.
+- `rotation_deg`: counter-clockwise positive, as displayed, from the before to the after image;
+  `lesion_shift_px` (and `lesion_shift_mm` with a pixel size): how far the lesion's centre moved, x right and
+  y down; `translation_px` is the fitted transform's, about the image's top-left corner.
+- The after image's colours are read with its skin matched to the before image's skin (per-channel gains), so
+  a change of light or white balance between the visits is not read as a change of colour.
 """
 
 
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     about = {"command": command, "images": len(images), "passes": args.passes, "seed": SEED,
              "working_side_px": WORKING_SIDE_PX, "seconds_per_pass": round(seconds, 3),
              "sizes": "sd and coefficient in % of the value", "coefficient_per_sd": COEFFICIENT_PER_SD}
-    atomic_write(MODELS_DIR / NOISE_TABLE_NAME, write_noise_table(entries, about))
+    atomic_write(noise_table_path(), write_noise_table(entries, about))
     atomic_write(DOC_PATH, markdown(entries, labels, images=len(images), passes=args.passes, seconds=seconds,
                                     command=command).encode())
     for entry in entries:
