@@ -109,7 +109,8 @@ st.session_state["compare_result"] = comparison
 
 if not comparison.comparable:
     st.error(ui.sentence(followup.not_comparable_text(comparison)))
-for warning in comparison.warnings[1 - comparison.comparable:]:  # different pixel sizes
+others = comparison.warnings if comparison.comparable else comparison.warnings[1:]  # the first one is the reason
+for warning in others:  # different pixel sizes
     st.warning(ui.sentence(warning))
 registration = comparison.registration
 columns = st.columns(4 if comparison.comparable else 3)
@@ -120,7 +121,8 @@ columns[2].metric("Registration quality", f"{registration.quality:.2f}", help="0
 if comparison.comparable:
     area = comparison.change("area", "px")
     columns[3].metric("Area change", f"{comparison.area_change_percent:+.1f} %",
-                      help=followup.area_change_help(area))
+                      delta=followup.WITHIN_NOISE if area and area.beyond_noise is False else None,
+                      delta_color="off", help=followup.area_change_help(area))
 st.caption(followup.settings_caption(comparison))
 view = st.radio("View", followup.COMPARE_VIEWS, horizontal=True, key="compare_view")
 if view == followup.VIEW_SWIPE:

@@ -160,6 +160,7 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Rotation"].rstrip("°")) == pytest.approx(10.0, abs=1.0)
     assert abs(float(metrics["Area change"].split()[0])) < 3.0
+    assert next(metric for metric in at.metric if metric.label == "Area change").delta == "within measurement noise"
     assert len(at.get("image")) == 1
     changes = at.dataframe[0].value
     assert "Area" in set(changes["Measurement"])

@@ -14,11 +14,11 @@ from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
 
-__all__ = ["MAX_NOISE_PASSES", "NOISE_CAPTION", "area_change_help", "change_table", "not_comparable_text",
-           "settings_caption", "COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "UNKNOWN_OWNER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "audit_rows", "comparable_lesions", "in_visit_order", "lesion_label",
-           "lesion_rows", "measurement_rows", "owner_label", "saved_n_classes", "saved_notes", "saved_overlay",
-           "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
+__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
+           "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
+           "audit_rows", "change_table", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows",
+           "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes", "saved_notes",
+           "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"

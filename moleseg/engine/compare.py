@@ -48,7 +48,8 @@ from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment, segment_many
 
 __all__ = ["BEFORE_COLOR", "AFTER_COLOR", "ROTATION_CONVENTION", "WITHIN_NOISE", "Change", "Comparison",
-           "LesionMasks", "compare_lesions", "compare_records", "compare_visits", "per_image_noise", "rephotographed_values"]
+           "LesionMasks", "compare_lesions", "compare_records", "compare_visits", "per_image_noise",
+           "rephotographed_values"]
 
 #: Outline colours (RGB) of the before and after lesions in the comparison pictures.
 BEFORE_COLOR: tuple[int, int, int] = (0, 255, 255)
@@ -67,7 +68,8 @@ class Change:
 
     ``change`` is ``after - before`` in ``unit`` (percentage points for shares in %); ``change_percent`` is
     ``100 * change / before`` (NaN for shares, small ratios and counts,
-    :func:`moleseg.core.repeatability.relative_change_shown`, or when ``before`` is 0 or undefined); ``noise`` is the smallest change the measurement can detect, in ``unit`` (NaN when unknown).
+    :func:`moleseg.core.repeatability.relative_change_shown`, or when ``before`` is 0 or undefined); ``noise`` is
+    the smallest change the measurement can detect, in ``unit`` (NaN when unknown).
     """
 
     key: str
@@ -210,7 +212,8 @@ class Comparison:
         each value rounded as the Analyse page shows it (:meth:`Change.texts`).
 
         Columns: measurement, before, after, change (percentage points for shares), change in % (of the px
-        value; not for shares, asymmetries and counts), noise (the smallest detectable change) and :data:`WITHIN_NOISE` or ''.
+        value; not for shares, asymmetries and counts), noise (the smallest detectable change) and
+        :data:`WITHIN_NOISE` or ''.
         """
         rows = [["Measurement", "Before", "After", "Change", "Change %", "Noise", "Reading"]]
         keys = list(dict.fromkeys(c.key for c in self.changes))
@@ -268,8 +271,8 @@ class Comparison:
         ``rotation_deg`` is counter-clockwise positive as displayed (:data:`ROTATION_CONVENTION`);
         ``lesion_shift_px`` (and ``lesion_shift_mm``) is ``(dx, dy)``, x right and y down, of the lesion's centre;
         ``translation_px`` is the fitted transform's about the image's top-left corner. Each change has ``noise``
-        (the smallest detectable change, in ``change_unit``) and ``beyond_noise``; ``change_percent`` is None for shares,
-        asymmetries and counts. NaN values become None.
+        (the smallest detectable change, in ``change_unit``) and ``beyond_noise``; ``change_percent`` is None for
+        shares, asymmetries and counts. NaN values become None.
         """
         def number(value: float) -> float | None:
             return float(value) if math.isfinite(value) else None

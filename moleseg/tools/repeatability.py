@@ -50,9 +50,9 @@ def lesion_images(data: Path, seed: int = SEED) -> list[Path]:
 
 def followable_images(segmenter, paths: list[Path], count: int, *,
                       side: int = WORKING_SIDE_PX) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first ``count`` images of ``paths`` (reduced to ``side``, :func:`reduced`) whose lesion lies wholly in the picture
-    (:func:`moleseg.core.measure.extends_beyond_picture`): a lesion cut by the frame cannot be followed by its
-    size, whatever the noise. Each comes with its lesion (bool)."""
+    """The first ``count`` images of ``paths`` (reduced to ``side``, :func:`reduced`) whose lesion lies wholly in
+    the picture (:func:`moleseg.core.measure.extends_beyond_picture`): a lesion cut by the frame cannot be
+    followed by its size, whatever the noise. Each comes with its lesion (bool)."""
     from moleseg.engine.segmenter import segment
 
     chosen = []
