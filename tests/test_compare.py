@@ -212,3 +212,20 @@ def test_the_changes_are_rounded_per_measurement_as_on_the_analyse_page():
     assert area.texts()[:3] == ("0.004000", "0.0125", "0.008500")
     assert Change("area", "Area", "px", 12345.0, 12000.0).texts()[:3] == ("12,345", "12,000", "-345")
     assert Change("perimeter", "Perimeter", "mm", 1.0, 1.0).texts()[2] == "0.000"  # never "-0.000"
+
+
+def test_cli_compare_refuses_a_greyscale_copy_with_the_reason_first(tmp_path, lesion_scene, capsys):
+    before, _ = lesion_scene()
+    grey = np.repeat(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    write_png(tmp_path / "before.png", before)
+    write_png(tmp_path / "grey.png", grey)
+    code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "grey.png"), "--model", "classical",
+                 "--json", str(tmp_path / "c.json")])
+    assert code == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert summary["registration_ok"] is True and summary["comparable"] is False
+    printed = capsys.readouterr()
+    assert printed.err.startswith("warning: not comparable: the after image is greyscale and the before image is "
+                                  "in colour")
+    assert printed.out.splitlines()[-1] == "no change is reported: the two visits are not comparable (see the warning)"
+    assert "area change" not in printed.out

@@ -87,7 +87,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"rotation {registration.rotation_deg:+.2f} deg (counter-clockwise positive), lesion centre moved "
           f"{comparison.shift_text()}, registration quality {registration.quality:.2f}")
     if not comparison.comparable:
-        print(f"not comparable ({comparison.reason}): no change is reported", file=sys.stderr)
+        print("no change is reported: the two visits are not comparable (see the warning)")
         return EXIT_OK
     beyond = [c.label + (f" ({c.unit})" if c.unit else "") for c in comparison.changes if c.beyond_noise]
     print(f"area change {comparison.area_change_percent:+.2f} %; beyond measurement noise: "
