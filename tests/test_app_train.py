@@ -12,6 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app_helpers import app_test, texts
@@ -435,6 +436,38 @@ def test_the_reported_training_time_is_the_whole_job_s(tmp_path):
     assert run_summary(run)["training_minutes"] == 13.5
     write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0})  # a run from before job_seconds
     assert run_summary(run)["training_minutes"] == 1.0
+
+
+def test_a_cancelled_runner_is_reaped_without_anyone_looking(app_folders, fake_training):
+    run, pid = fake_training()
+    launch.request_cancel(run)
+    deadline = time.time() + 30
+    while time.time() < deadline and Path(f"/proc/{pid}").exists():  # no reap_children() call here
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()  # a <defunct> zombie would keep its /proc entry
+
+
+def test_the_eta_is_smoothed_counts_down_with_the_clock_and_never_rises_faster_than_time_passes():
+    eta = jobs.SmoothedEta(time_constant_s=10.0, max_rise=0.5)
+    assert eta.update("prepare", None, 0.0) is None  # no estimate yet: "ETA —"
+    assert eta.update("train", 420.0, 100.0) == 420.0  # a new phase starts from its first estimate
+    # 2 s later the raw estimate jumps to 269 s: shown 418 + (1 - e^-0.2) (269 - 418) = 391.0, not 269
+    assert eta.update("train", 269.0, 102.0) == pytest.approx(418 - (1 - np.exp(-0.2)) * 149, abs=1e-9)
+    shown = eta.shown
+    assert eta.update("train", 100_000.0, 104.0) == pytest.approx(shown + 1.0)  # rises by 0.5 s per s at most
+    assert eta.update("train", None, 110.0) == pytest.approx(shown + 1.0)  # no estimate: the last one stays
+    assert eta.update("calibrate", 90.0, 111.0) == 90.0
+    assert eta.update("calibrate", 0.0, 1000.0) == 0.0  # never below 0
+
+
+def test_elapsed_time_is_one_clock_and_does_not_go_back_when_the_job_ends(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / jobs.PROGRESS_FILE, {"status": "done", "phase": "done", "started": 1000.0, "updated": 1089.0})
+    write_json(run / "state.json", {"epoch": 2, "epochs": 2, "job_seconds": 85.0})  # the child's own, shorter
+    shown = trainstatus.view(run)
+    assert shown.elapsed_seconds == 89.0 and jobs.format_duration(shown.elapsed_seconds) == "1 min 29 s"
+    assert shown.finished_text() == "Training finished in 1 min 29 s."
 
 
 def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_training):

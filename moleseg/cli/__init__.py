@@ -29,8 +29,9 @@ from moleseg.core.errors import first_line
 def cmd_bench(args: argparse.Namespace) -> int:
     outputs = checked_outputs(args)
     model = args.model or default_model()
-    if model == "classical":
-        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    if model.startswith("classical"):
+        reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
+        raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise CommandError(f"--images {printable(args.images)}: not a folder")

@@ -46,6 +46,7 @@ from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.errors import first_line
 from moleseg.core.pairing import Pair, PairingError, pair_folders
+from moleseg.core.words import count_of
 
 #: Designs a study file may ask for.
 DESIGNS: tuple[str, ...] = ("one-at-a-time", "grid")
@@ -397,7 +398,8 @@ def config_digest(config: dict[str, Any]) -> str:
 def describe_plan(study: Study) -> str:
     """The ``--dry-run`` listing: every run and the options it sets beyond the base."""
     runs = plan(study)
-    lines = [f"study {study.name}: {len(runs)} run(s), design {study.design}, {study.repeats} seed(s) per setting",
+    lines = [f"study {study.name}: {count_of(len(runs), 'run')}, design {study.design}, "
+             f"{count_of(study.repeats, 'seed')} per setting",
              "base: " + ", ".join(f"{k}={v}" for k, v in sorted(study.base.items()))]
     for run in runs:
         extra = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "(base)"

@@ -26,6 +26,7 @@ from filelock import FileLock, Timeout
 
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.words import count_of
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
                                  write_json)
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, OSError) as error:
         log(f"error: {first_line(error)}")
         return 2
-    log(f"{len(rows)} run(s) finished")
+    log(f"{count_of(len(rows), 'run')} finished")
     return 0
 
 

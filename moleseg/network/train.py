@@ -173,8 +173,8 @@ class Trainer:
                 else "")
         self.log(f"pairs: {len(train)} train, {len(validation)} validation{fold}, {len(test)} test")
         self.image_sha256 = training_image_hashes([*train, *validation])  # not the test split: it stays a test
-        self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
-        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
+        tick = self.phase_ticker("prepare", len(train), "preparing targets")
+        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log, tick=tick)
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")
