@@ -352,7 +352,8 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     assert any("No corrected image there yet" in text for text in texts(at.caption))
     mask = np.zeros((40, 50), bool)
     mask[10:30, 10:40] = True
-    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask, {"status": "corrected by hand"})
+    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask,
+              {"status": "corrected by hand", "corrected_by_hand": True})
     with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 64,
                                                      "model": {"input_size": 64, "n_classes": 3}}))
@@ -360,8 +361,18 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     assert not at.exception
     picker = at.selectbox(key="train_finetune_model")
     assert picker.value == str(app_folders["models"] / "dermoscopy.keras")
-    assert any("1 corrected image(s)" in text for text in texts(at.caption))
-    assert at.button(key="train_finetune_start").label == "Fine-tune"
+    needs = ("Fine-tuning needs at least 2 saved images (one to train on and one held back to validate the new "
+             "model); 1 image in your dataset (1 corrected by hand, 0 accepted as the model drew them).")
+    assert any(text.startswith(needs) for text in texts(at.caption))
+    assert at.button(key="train_finetune_start").label == "Fine-tune" and at.button(key="train_finetune_start").disabled
+    for index in range(4):  # four more, accepted as the model drew them
+        save_pair(corrections, f"ok{index}", np.full((40, 50, 3), 100 + index, np.uint8), mask,
+                  {"status": "accepted as is", "corrected_by_hand": False})
+    at.run()
+    plan = ("5 images in your dataset (1 corrected by hand, 4 accepted as the model drew them): 4 train the model "
+            "and 1 image is held back to validate it. Its validation FM will come from that 1 image only")
+    assert any(text.startswith(plan) for text in texts(at.caption)), texts(at.caption)
+    assert not at.button(key="train_finetune_start").disabled
 
 
 # -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------

@@ -130,9 +130,10 @@ def check_config(config: dict[str, Any]) -> list[str]:
     then the files: the weights file and every folder exist and the training folders hold pairs. No
     TensorFlow.
     """
-    from moleseg.core.pairing import PairingError, pair_folders
+    from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 
     problems: list[str] = options.problems(config)
+    training_pairs = 0
     weights = str(config.get("weights", "imagenet"))
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         problems.append(f"initial weights file not found: {weights}")
@@ -148,9 +149,15 @@ def check_config(config: dict[str, Any]) -> list[str]:
                 continue
             if images_key == "images":
                 try:
-                    pair_folders(image_dir, mask_dir)
+                    training_pairs += len(pair_folders(image_dir, mask_dir).pairs)
                 except PairingError as error:
                     problems.append(f"{image_dir}: {error}")
+    if not problems and not config.get("validation_images"):
+        try:
+            split_sizes(training_pairs, float(config.get("validation_split", options.default("validation_split"))),
+                        float(config.get("test_split", options.default("test_split"))))
+        except ValueError as error:
+            problems.append(f"{error}: add images, or lower the validation and test shares")
     return problems
 
 

@@ -77,7 +77,11 @@ def _train_job(run_dir: Path, job: JobRequest) -> int:
         except TrainingCancelled as error:
             writer.write(status="cancelled", phase="cancelled", message=first_line(error), eta_seconds=None)
             status = 0
-        except (TrainingError, ValueError, OSError, RuntimeError) as error:
+        except (TrainingError, ValueError) as error:  # refused by a check: one sentence, no traceback
+            print(f"error: {first_line(error)}", flush=True)
+            writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
+                         eta_seconds=None)
+        except (OSError, RuntimeError) as error:
             traceback.print_exc()
             writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
                          eta_seconds=None)
