@@ -413,6 +413,18 @@ def study_files(folder: str | Path | None = None) -> list[Path]:
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+#: The stem ending of a study file sized for a GPU machine (``moles-gpu.yaml``); the others fit a CPU.
+GPU_STUDY_SUFFIX = "-gpu"
+
+
+def default_study_file(files: Sequence[Path], gpu: bool) -> Path | None:
+    """The study file to offer first: the first of ``files`` sized for the machine (a ``*-gpu`` one when it has
+    a GPU, another on a CPU machine), dermoscopy (``moles``) before cells; the first file when none fits."""
+    fitting = [path for path in files if path.stem.endswith(GPU_STUDY_SUFFIX) == gpu]
+    ranked = sorted(fitting, key=lambda path: (not path.stem.startswith("moles"), len(path.stem), path.name))
+    return ranked[0] if ranked else (files[0] if files else None)
+
+
 # --------------------------------------------------------------------------------------------------
 # the data: folders as given, or a split of one folder by a rule (as links in the output folder)
 
