@@ -45,6 +45,18 @@ except trainlock.TrainingBusy:
 """
 
 
+def wait_ended(pid: int, timeout_s: float = 30.0) -> None:
+    """Return once the child ``pid`` has ended and been reaped (by launch's reaper thread or here)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # already collected by the thread that start_training left to reap it
+        pass
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not Path(f"/proc/{pid}").exists()
+
+
 @pytest.fixture
 def fake_training(app_folders, tmp_path):
     """``start(config=None, origin="app", run_dir=None) -> (run_dir, pid)``: :func:`launch.start_training` with an
@@ -74,7 +86,7 @@ def fake_training(app_folders, tmp_path):
     for pid in started:
         try:
             os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            wait_ended(pid)
         except (ProcessLookupError, ChildProcessError):
             pass
 
@@ -131,7 +143,7 @@ def test_only_one_training_runs_at_a_time(app_folders, tmp_path, fake_training):
     assert any(text.startswith(f"Another training is running in {run.name} (started by the app, pid {pid}")
                for text in texts(at.info))
     launch.request_cancel(run)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert trainlock.active_training() is None  # the child ended: the kernel released its lock
 
 
@@ -139,7 +151,7 @@ def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders
     runs = app_folders["runs"]
     first, pid = fake_training()
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert trainlock.active_training() is None
     status = jobs.read_job(first)
     assert status.status == "died" and jobs.LOG_FILE in status.error
@@ -261,7 +273,7 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert remove_session_folder(session.path, launch.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert not launch.folder_in_use(session.path)
     release_after_training([images])  # what the runner does when it stops
     assert not session.path.exists()
@@ -568,7 +580,7 @@ def test_a_terminal_s_or_a_study_s_training_shows_on_the_train_page_which_refuse
     assert any(text.startswith(f"Another training is running in their-run (started by {words}, pid {pid}")
                for text in texts(at.info))
     launch.request_cancel(run)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
 
 
 def test_moleseg_train_refuses_in_one_sentence_while_another_training_holds_the_lock(app_folders, tmp_path, capsys):
@@ -607,7 +619,7 @@ def test_a_waiting_start_begins_when_the_other_training_ends(app_folders, tmp_pa
                     + said[0].split(", since ")[1]]
     assert not (tmp_path / "study-run" / jobs.JOB_FILE).exists()
     launch.request_cancel(first)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     waiting.join(timeout=30)
     holder = trainlock.active_training()
     assert result[0].run_dir == tmp_path / "study-run" and holder.run_dir == tmp_path / "study-run"

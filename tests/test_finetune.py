@@ -185,3 +185,37 @@ def test_every_model_picker_says_n_and_where_its_validation_figure_comes_from(tm
     labels = [choice.label for choice in model_choices(models, runs)]
     assert labels[0] == "dermoscopy (shipped, dermoscopy, 3 classes; validation FM 0.945 on 32 images (its training))"
     assert labels[-1] == "run mine-corrections (3 classes; validation FM 0.974 on 1 image (fine-tune))"
+
+
+@pytest.mark.slow  # imports TensorFlow (the validation split)
+def test_a_fine_tune_scores_the_model_it_started_from_on_the_same_validation_images(tmp_path):
+    """The runner's comparison after a fine-tune: both models on the run's own validation images (here two
+    classical segmenters stand in, so no network is loaded), written to the run folder and shown in the picker."""
+    from moleseg.app.models import model_choices
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.evaluate import evaluate_pairs
+    from moleseg.engine.finetune import read_base_comparison
+    from moleseg.network.runner import compare_with_base
+    from moleseg.network.trainsetup import split_of
+    from moleseg.core.trainconfig import TrainConfig
+    from synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "mine", count=7, size=64)
+    base = _model_file(tmp_path / "base.keras", [])
+    config = finetune_config(base, data)
+    run = tmp_path / "runs" / "base-corrections"
+    run.mkdir(parents=True)
+    assert compare_with_base(config, run) is None  # no model saved: nothing to compare
+    _keras_with_info(run / "model.keras", {"name": "new", "n_classes": 3, "validation_fm": 0.9,
+                                           "training": {"n_validation": 1, "weights": str(base)}})
+    loaded = []
+    comparison = compare_with_base(config, run, load=lambda spec: loaded.append(spec) or ClassicalSegmenter())
+    assert loaded == [str(base), str(run / "model.keras")]
+    _, validation, _ = split_of(TrainConfig.from_dict(config))
+    expected, _, _ = evaluate_pairs(ClassicalSegmenter(), validation, with_hd95=False)
+    assert (comparison.n, len(validation)) == (1, 1)
+    assert comparison.base_fm == comparison.fm == pytest.approx(expected["fm"]["mean"])
+    assert read_base_comparison(run) == comparison
+    label = model_choices(tmp_path / "no-models", tmp_path / "runs")[-1].label
+    assert label.endswith(f"(fine-tune); the model it started from: FM {expected['fm']['mean']:.3f} on the same "
+                          f"1 image (this one {expected['fm']['mean']:.3f}))")

@@ -128,6 +128,7 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
     """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
     defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
     user is believed)."""
+    from moleseg.engine.finetune import read_base_comparison
     from moleseg.engine.jobs import read_job
     from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
 
@@ -157,6 +158,9 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         status = read_job(run).status
         details = [f"{info.n_classes or '?'} classes"]
         details += [text for text in (validation_text(info, state.best_val_fm if state else None),) if text]
+        comparison = read_base_comparison(run)
+        if comparison is not None:
+            details.append(comparison.text())
         if status and status != "done":
             details.append(str(status))
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({'; '.join(details)})", kind="run",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
 
 #: Most of the app's runs listed in the table of trainings.
@@ -60,9 +61,11 @@ class TrainingView:
         """The sentence of a finished training: its time, best validation FM and epoch when known."""
         took = f" in {jobs.format_duration(self.elapsed_seconds)}" if self.elapsed_seconds else ""
         fm, epoch = self.status.result.best_val_fm, self.status.result.best_epoch
+        comparison = read_base_comparison(self.run_dir)
+        beside = f" ({comparison.text()})" if comparison is not None else ""
         if fm is not None:
-            return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}. Its model is in the "
-                    "model picker below and on the Analyse and Evaluate pages.")
+            return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}{beside}. Its model is in "
+                    "the model picker below and on the Analyse and Evaluate pages.")
         return f"Training finished{took}."
 
 

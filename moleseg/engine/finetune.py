@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ from moleseg.core.modelinfo import ModelFileError, read_info
 from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.core.words import count_of
+from moleseg.engine.runs import RunFiles, read_json, write_json
 
-__all__ = ["FinetunePlan", "corrections_pairs", "finetune_config", "finetune_plan", "inherited_image_hashes",
-           "training_folders"]
+__all__ = ["BaseComparison", "FinetunePlan", "corrections_pairs", "finetune_config", "finetune_plan", "inherited_image_hashes",
+           "read_base_comparison", "training_folders"]
 
 
 def corrections_pairs(folder: str | Path | None = None) -> int:
@@ -111,6 +112,46 @@ def _split_or_none(n_pairs: int, fraction: float) -> tuple[int, int, int] | None
     try:
         return split_sizes(n_pairs, fraction)
     except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class BaseComparison:
+    """A fine-tune's validation images scored by the model it started from and by the new model, through the
+    same prediction and cleanup (:func:`moleseg.engine.evaluate.evaluate_pairs`).
+
+    Attributes
+    ----------
+    base_model : str
+        The ``.keras`` file the fine-tune started from.
+    n : int
+        Validation images scored.
+    base_fm, fm : float
+        Mean FM (0..1) of the starting model and of the new one on them.
+    """
+
+    base_model: str
+    n: int
+    base_fm: float
+    fm: float
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write the run's :attr:`moleseg.engine.runs.RunFiles.base_comparison` atomically."""
+        return write_json(RunFiles(run_dir).base_comparison, asdict(self))
+
+    def text(self) -> str:
+        """E.g. ``"the model it started from: FM 0.981 on the same 1 image (this one 0.974)"``."""
+        return (f"the model it started from: FM {self.base_fm:.3f} on the same {count_of(self.n, 'image')} "
+                f"(this one {self.fm:.3f})")
+
+
+def read_base_comparison(run_dir: str | Path) -> BaseComparison | None:
+    """The run's :class:`BaseComparison`; None when there is none or it cannot be read."""
+    value = read_json(RunFiles(run_dir).base_comparison)
+    try:
+        return BaseComparison(base_model=str(value["base_model"]), n=int(value["n"]),
+                              base_fm=float(value["base_fm"]), fm=float(value["fm"]))
+    except (TypeError, KeyError, ValueError):
         return None
 
 
