@@ -13,6 +13,7 @@ from moleseg.app.identity import user_space
 from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.core.words import count_of
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
 
@@ -35,7 +36,7 @@ folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/mol
 space = user_space()
 corrected = corrections_pairs(space.dataset)
 if corrected:
-    st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
+    st.button(f"Use my corrections dataset ({count_of(corrected, 'image')})", key="evaluate_use_corrections",
               on_click=lambda: st.session_state.update(evaluate_folder=str(space.dataset)),
               help="The images saved from the Analyse page with their corrected masks.")
 others = comparable_models(choice, model_choices())
