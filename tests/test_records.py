@@ -455,3 +455,47 @@ def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, 
     monkeypatch.undo()
     assert not later.exists() and young.exists()
     assert {f.name for f in files.iterdir()} == {young.name, unrelated.name, records.record(USER, kept).uid}
+
+
+def _save_until_killed(folder: str, database_url: str | None, inserted: str) -> None:
+    """A process that saves one analysis and stops for good after its row is inserted, before the commit
+    (the parent kills it there): ``inserted`` is the file it creates at that moment."""
+    real_insert = records_module.insert_analysis_row
+
+    def insert_then_wait(connection, values):
+        row_id = real_insert(connection, values)
+        Path(inserted).write_text(values["uid"])
+        time.sleep(600)
+        return row_id
+
+    records_module.insert_analysis_row = insert_then_wait
+    save_sample(Records(folder, database_url=database_url), 0)
+
+
+def test_a_process_killed_mid_save_leaves_no_record_and_its_files_are_swept(tmp_path, open_records, time_left):
+    """SIGKILL between the file writes and the commit: the database rolls the row back (SQLite's journal,
+    PostgreSQL's dropped connection), the other processes save on, and the orphan folder goes at the sweep."""
+    records = open_records(tmp_path)
+    kept = save_sample(records, 1)
+    inserted = tmp_path / "inserted"
+    process = multiprocessing.get_context("spawn").Process(
+        target=_save_until_killed, args=(str(tmp_path), open_records.url, str(inserted)))
+    process.start()
+    try:
+        deadline = time.monotonic() + time_left()
+        while not inserted.exists():
+            assert process.is_alive() and time.monotonic() < deadline, "the saving process never inserted its row"
+            time.sleep(0.05)
+        uid = inserted.read_text()
+        assert (tmp_path / "files" / uid / "mask.png").is_file()
+    finally:
+        process.kill()
+        process.join(timeout=30)
+    assert process.exitcode == -9
+    after = save_sample(records, 2)  # the killed transaction holds no lock any more
+    assert sorted(r.id for r in records.records(USER)) == sorted([kept, after])
+    assert records.remove_orphans() == 0  # too young: it might belong to a save in progress
+    stamp = time.time() - records_module.ORPHAN_MIN_AGE_S - 1
+    os.utime(tmp_path / "files" / uid, (stamp, stamp))
+    assert records.remove_orphans() == 1
+    assert {folder.name for folder in (tmp_path / "files").iterdir()} == {r.uid for r in records.records(USER)}

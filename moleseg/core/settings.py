@@ -70,7 +70,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse, urlsplit
 
 #: Environment variable naming the TOML settings file.
 CONFIG_ENV: str = "MOLESEG_CONFIG"
@@ -119,17 +119,16 @@ def masked_url(url: str) -> str:
     >>> masked_url("postgresql://moleseg:s3cret@db:5432/records?sslmode=require&password=x")
     'postgresql://moleseg:***@db:5432/records?sslmode=require&password=***'
     """
-    parts = urlsplit(url)
-    netloc = parts.netloc
+    scheme, separator, rest = url.partition("://")
+    end = min([rest.index(mark) for mark in "/?#" if mark in rest] or [len(rest)])
+    netloc, tail = rest[:end], rest[end:]
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
         if ":" in user:
             user = f"{user.split(':', 1)[0]}:{MASK}"
         netloc = f"{user}@{host}"
-    query = "&".join(f"{name}={MASK}" if name.lower() == "password" else piece
-                     for piece in parts.query.split("&") if piece
-                     for name in [piece.split("=", 1)[0]])
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    tail = re.sub(r"([?&]password=)[^&#]*", rf"\g<1>{MASK}", tail, flags=re.IGNORECASE)
+    return f"{scheme}{separator}{netloc}{tail}"
 
 
 class SettingsError(ValueError):

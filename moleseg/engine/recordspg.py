@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import sqlalchemy
 
-from moleseg.core.settings import masked_url
+from moleseg.core.settings import MASK, masked_url
 from moleseg.engine.recordsdb import BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, split_statements
 
 #: The table holding the schema version (one row).
@@ -82,6 +82,18 @@ _CAUSES: dict[str, str] = {
     "XX002": "it is damaged: restore it from a backup",
 }
 
+#: The SQLSTATE of a refusal at connection time, which libpq reports by its message alone.
+_CONNECTION_MESSAGES: tuple[tuple[str, str], ...] = (
+    ("password authentication failed", "28P01"),
+    ("no password supplied", "28P01"),
+    ("authentication failed", "28000"),
+    ("no pg_hba.conf entry", "28000"),
+    ("does not exist", "3D000"),
+    ("too many clients", "53300"),
+    ("is starting up", "57P03"),
+    ("is shutting down", "57P03"),
+)
+
 _ENGINES: dict[str, sqlalchemy.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -94,14 +106,14 @@ def driver_url(url: str) -> str:
 
 def describe_postgres_error(url: str, error: BaseException) -> str:
     """One sentence naming the database (password masked) and the cause of the driver's ``error``."""
-    code = getattr(error, "sqlstate", None) or ""
-    cause = _CAUSES.get(code) or _CAUSES.get(code[:2])
     detail = " ".join((str(error).strip() or type(error).__name__).split())
     password = sqlalchemy.engine.make_url(driver_url(url)).password
     if password:
-        detail = detail.replace(str(password), "***")
-    if cause is None and not code and "connection" in detail:  # refused before any SQLSTATE came back
-        cause = _CAUSES["08"]
+        detail = detail.replace(str(password), MASK)
+    code = getattr(error, "sqlstate", None) or ""
+    if not code and "connection" in detail:  # refused before any SQLSTATE came back: libpq's message says why
+        code = next((state for words, state in _CONNECTION_MESSAGES if words in detail), "08000")
+    cause = _CAUSES.get(code) or _CAUSES.get(code[:2])
     return f"The records database {masked_url(url)} cannot be used: {cause or detail} ({detail})."
 
 
