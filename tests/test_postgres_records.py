@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from app_helpers import app_test, free_port, streamlit_server, texts
+from app_helpers import ARTIFACTS, app_test, free_port, streamlit_server, texts
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import SettingsError, load_settings, masked_url, read_settings
@@ -160,13 +161,19 @@ def test_two_replicas_share_one_database_lose_nothing_and_keep_owners_apart(app_
                                                                           postgres_url):
     files = tmp_path / "shared-files"
     environments = [replica_environment(postgres_url, files, tmp_path / f"replica-{k}") for k in range(2)]
-    with contextlib.ExitStack() as servers:
-        for k, environment in enumerate(environments):  # two real servers start against the one database
-            url, process = servers.enter_context(streamlit_server({**os.environ, **environment}, f"replica-{k}",
-                                                                  serve=True))
+    with contextlib.ExitStack() as servers:  # two real servers start at once against the one database
+        starting = [streamlit_server({**os.environ, **environment}, f"replica-{k}", serve=True)
+                    for k, environment in enumerate(environments)]
+        with ThreadPoolExecutor(len(starting)) as pool:
+            started = [pool.submit(server.__enter__) for server in starting]
+            for server, future in zip(starting, started):
+                if future.exception() is None:
+                    servers.push(server)
+        for future in started:
+            _, process = future.result()
             assert process.poll() is None
-        for k in range(2):
-            log = (Path(__file__).resolve().parents[1] / "test-artifacts" / f"replica-{k}.log").read_text()
+        for k in range(len(environments)):
+            log = (ARTIFACTS / f"replica-{k}.log").read_text()
             assert f"records: PostgreSQL {masked_url(postgres_url)}" in log
             assert password_of(postgres_url) not in log
         context = multiprocessing.get_context("spawn")

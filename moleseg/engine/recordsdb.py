@@ -94,6 +94,22 @@ class RecordsError(ValueError):
     """The records database cannot be used; the message names the file, the cause and what to do."""
 
 
+#: How the refusal of a database at start-up ends.
+REFUSED: str = "; analysis works, saving is refused until then."
+
+
+def refusal(name: str, cause: str) -> RecordsError:
+    """The error saying that the database ``name`` (a file, or a URL with its password masked) ``cause``
+    (e.g. "is a folder, ..."), and that analysis works."""
+    return RecordsError(f"The records database {name} {cause}{REFUSED}")
+
+
+def refused(error: RecordsError) -> RecordsError:
+    """``error`` (a database error met at start-up) ending with :data:`REFUSED`."""
+    message = str(error)
+    return error if message.endswith(REFUSED) else RecordsError(f"{message.rstrip('.')}{REFUSED}")
+
+
 def describe_sqlite_error(path: Path, error: sqlite3.Error) -> str:
     """One sentence naming the database and the cause of ``error``."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -191,8 +207,7 @@ class RecordsDatabase:
 
     def refuse(self, cause: str) -> RecordsError:
         """The error saying that the database ``cause`` (e.g. "is a folder, ..."), and that analysis works."""
-        return RecordsError(f"The records database {self.path} {cause}; analysis works, saving is refused until "
-                            f"then.")
+        return refusal(self.name, cause)
 
     @contextmanager
     def raw_connection(self, configure: bool = True) -> Iterator[sqlite3.Connection]:
@@ -243,7 +258,7 @@ class RecordsDatabase:
                 with self.raw_connection() as connection:
                     migrate(connection)
         except RecordsError as error:
-            raise RecordsError(f"{str(error).rstrip('.')}; analysis works, saving is refused until then.") from None
+            raise refused(error) from None
         if problems != ["ok"]:
             raise self.refuse(f"is damaged ({problems[0]}): restore it from a backup, or move it away to start "
                                f"a new one")

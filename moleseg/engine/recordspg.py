@@ -2,7 +2,8 @@
 replicas: its connection pool, its checks (our tables at a known schema version, the audit trail's triggers,
 every row readable), its migrations, and every driver error as one sentence with the password masked.
 
-* One SQLAlchemy engine (psycopg 3, a pool checked before each use) per URL and process.
+* One SQLAlchemy engine (psycopg 3, a pool of :data:`POOL_SIZE` connections plus :data:`POOL_OVERFLOW`,
+  each checked before use) per URL and process; SQL arguments never appear in its errors.
 * The schema version is the one row of the table :data:`VERSION_TABLE`; :data:`PG_MIGRATIONS` lists the
   statements taking the database from each version to the next (the same tables, columns and indexes as
   SQLite's :data:`moleseg.engine.recordsdb.MIGRATIONS`), applied in one transaction by whichever replica
@@ -22,12 +23,17 @@ from contextlib import contextmanager
 import sqlalchemy
 
 from moleseg.core.settings import MASK, masked_url
-from moleseg.engine.recordsdb import BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, split_statements
+from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, refusal, refused,
+                                      split_statements)
 
 #: The table holding the schema version (one row).
 VERSION_TABLE: str = "moleseg_schema"
 #: Key of the advisory lock held while the schema is checked and migrated.
 MIGRATION_LOCK: int = 0x6D6F6C65  # "mole"
+#: Connections a replica keeps open, and how many more it may open at a busy moment (the server's
+#: ``max_connections`` must allow their sum for every replica).
+POOL_SIZE: int = 5
+POOL_OVERFLOW: int = 10
 #: Seconds to wait for the server to accept a connection.
 CONNECT_TIMEOUT_S: int = 10
 #: The triggers that keep the audit trail append-only.
@@ -122,7 +128,8 @@ def _engine(url: str) -> sqlalchemy.Engine:
     with _ENGINES_LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
-            engine = sqlalchemy.create_engine(driver_url(url), pool_pre_ping=True, hide_parameters=True,
+            engine = sqlalchemy.create_engine(driver_url(url), pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                                              pool_pre_ping=True, hide_parameters=True,
                                               connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
             sqlalchemy.event.listen(engine, "connect", _set_lock_timeout)
             _ENGINES[url] = engine
@@ -147,8 +154,7 @@ class PostgresDatabase:
 
     def refuse(self, cause: str) -> RecordsError:
         """The error saying that the database ``cause``, and that analysis works."""
-        return RecordsError(f"The records database {self.name} {cause}; analysis works, saving is refused until "
-                            f"then.")
+        return refusal(self.name, cause)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -208,10 +214,7 @@ class PostgresDatabase:
                 if integrity:
                     self._check(connection)
         except RecordsError as error:
-            message = str(error)
-            if "saving is refused" not in message:
-                raise RecordsError(f"{message.rstrip('.')}; analysis works, saving is refused until then.") from None
-            raise
+            raise refused(error) from None
 
     def _check(self, connection: sqlalchemy.Connection) -> None:
         """Refuse a database whose audit triggers are missing or whose rows cannot all be read (PostgreSQL's
