@@ -51,7 +51,9 @@ def test_the_database_url_setting_is_checked_and_its_password_never_shown():
 
 def test_masked_url_hides_the_password_wherever_the_url_carries_it():
     assert masked_url("postgresql://u:p%40ss@h:5432/d") == "postgresql://u:***@h:5432/d"
-    assert masked_url("postgresql://u@h/d?password=p&sslmode=require") == "postgresql://u@h/d?password=***&sslmode=require"
+    assert masked_url("postgresql://u@h/d?password=p&sslmode=require") == (
+        "postgresql://u@h/d?password=***&sslmode=require")
+    assert masked_url("postgresql://u:p@ss@h/d") == "postgresql://u:***@h/d"  # an '@' in the password
     assert masked_url("postgresql:///d?host=/run/postgresql") == "postgresql:///d?host=/run/postgresql"
 
 

@@ -21,7 +21,7 @@ exports and deletes only the records they own; an admin user reaches all. A reco
 refused with the very message of a missing one, so guessing ids reveals nothing. Records saved before
 records had owners have the owner :data:`NO_OWNER`: only admins (and personal mode, whose one user is an
 admin) reach them. The ``audit`` table records who saved, opened, exported and deleted which record, and
-when; SQLite triggers refuse any change or deletion of its rows.
+when; triggers (SQLite's, or a PostgreSQL trigger function) refuse any change or deletion of its rows.
 
 Safety
 ------
