@@ -90,11 +90,18 @@ def lesion_scene():
 
 @pytest.fixture(autouse=True)
 def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
-    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there)."""
+    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there), and never the
+    PostgreSQL database or files folder that the environment of whoever runs the tests may name."""
     from moleseg.core.config import DATA_DIR_ENV
+    from moleseg.core.settings import ENV_PREFIX, load_settings
 
     folder = tmp_path_factory.mktemp("moleseg-data")
     monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    elsewhere = [ENV_PREFIX + key.upper() for key in ("database_url", "records_files_dir")]
+    if any(name in os.environ for name in elsewhere):
+        for name in elsewhere:
+            monkeypatch.delenv(name, raising=False)
+        load_settings.cache_clear()
     return folder
 
 
