@@ -262,7 +262,19 @@ class Records:
         The folder cannot be created, or the database is unreachable, damaged, empty, foreign, newer than this
         moleseg, a folder, or unreadable (the message names it, a URL's password masked, and says what to do).
 
-    Every method opens its own connection, so one ``Records`` may be shared by threads.
+    Attributes
+    ----------
+    folder : Path
+        The data folder.
+    files : Path
+        The folder of the image and mask files (``files/<uid>/``).
+    path : Path
+        The SQLite database file (where it is, or would be: unused with ``database_url``).
+    database : RecordsDatabase or PostgresDatabase
+        The database, with its checks and its connections.
+
+    Every method opens its own connection (PostgreSQL: from the process's pool), so one ``Records`` may be
+    shared by threads.
     """
 
     def __init__(self, folder: str | Path | None = None, *, database_url: str | None = None,
