@@ -46,7 +46,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from moleseg.core.config import APP_FILE
-    from moleseg.core.settings import load_settings
+    from moleseg.core.settings import load_settings, masked_url
 
     settings = load_settings()
     if not APP_FILE.is_file():
@@ -55,8 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK
+    records = f"PostgreSQL {masked_url(settings.database_url)}" if settings.database_url else "SQLite in data_dir"
     say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
-               f"host names {', '.join(settings.allowed_hosts)}")
+               f"host names {', '.join(settings.allowed_hosts)}; records: {records}")
     sys.stdout.flush()
     os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
     os.execv(sys.executable, command)
