@@ -201,9 +201,10 @@ def test_an_unchanged_lesion_photographed_again_is_within_noise(real_comparisons
 
 
 #: Share of the lesions grown by 15 % in area whose growth must read beyond noise in area and diameter. The
-#: +-3 % scale of a second photograph alone makes the area's repeatability coefficient about 10 % (12 % with the
-#: segmentation's own noise, docs/repeatability.md), so a 15 % growth clears it by little: 18 of these 20 do.
-GROWN_DETECTED_SHARE: float = 0.9
+#: +-3 % scale of a second photograph alone makes the area's repeatability coefficient about 10 % (11 % with the
+#: segmentation's own noise, docs/repeatability.md), so a 15 % growth clears it by little (the least of these 20
+#: reads +11.8 %).
+GROWN_DETECTED_SHARE: float = 0.95
 
 
 @pytest.mark.slow
