@@ -19,7 +19,8 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 "Visible" is read in the page: the ``st.image`` whose caption starts with the file's name has its ``<img>``
 complete with a natural width above 0 (a picture decoded by the browser), polled every animation frame.
 The load average and the other processes' share of the CPU are recorded beside the figures: on a busy
-machine they are not the app's own speed.
+machine they are not the app's own speed. TensorFlow is not imported here at import time (the browser tests
+share the server helpers).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.tools import SHARED_DATA_DIR
-from moleseg.tools.bench_machine import busy, conditions, others_cpu_share
 
 #: The system Chromium the benchmark and the browser tests drive.
 CHROMIUM_PATH: str = "/usr/bin/chromium"
@@ -91,6 +91,7 @@ class AppBenchSettings:
     batch: int = 12
     timeout_s: float = 180.0
     quick: bool = False
+    cold: bool = True  # False: no ``cold_first_overlay_s`` (one server start instead of ``repeats + 1``)
 
     @classmethod
     def quick_settings(cls) -> "AppBenchSettings":
@@ -266,6 +267,8 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
     the machine's conditions before and after, the load average and the targets' verdicts."""
     from playwright.sync_api import sync_playwright
 
+    from moleseg.tools.bench_machine import conditions, others_cpu_share
+
     timeout_ms = settings.timeout_s * 1000
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
     runs: dict[str, list[float]] = {"cold_first_overlay_s": [], "warm_next_overlay_s": [], "slider_overlay_s": [],
@@ -277,7 +280,7 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
         log_path = scratch / "server.log"
         browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         try:
-            for repeat in range(settings.repeats):
+            for repeat in range(settings.repeats if settings.cold else 0):
                 echo(f"cold start {repeat + 1}/{settings.repeats} ...")
                 with served_app(scratch / f"cold-{repeat}", log_path) as (url, started_s):
                     runs["server_start_s"].append(round(started_s, 3))
@@ -328,6 +331,8 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
 def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
     """``{key: "met" | "missed" | "not measured on an idle machine" | "quick run"}`` for :data:`APP_TARGETS`
     and the batch's target."""
+    from moleseg.tools.bench_machine import busy
+
     app = result["app"]
     limits = dict(APP_TARGETS)
     limits["batch12_s"] = BATCH_TARGET_FACTOR * app["engine_batch12_s"] + BATCH_TARGET_EXTRA_S
