@@ -16,10 +16,10 @@ from moleseg.app.hand_correction import (canvas_background, canvas_strokes, corr
                                          save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batch_table, default_visit,
-                                 key_measurements, measurement_table, measurements_csv_bytes,
-                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
-                                 thumbnail, visit_widget_values)
+from moleseg.app.results import (GRID_COLUMNS, THUMBNAIL_SIDE_PX, batch_bundle, batch_summary, batch_table,
+                                 default_visit, display_jpeg, key_measurements, measurement_table,
+                                 measurements_csv_bytes, measurements_sidecar_bytes, object_areas, objects_csv_bytes,
+                                 outline_downloads, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -198,7 +198,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
         for start in range(0, len(good), GRID_COLUMNS):
             cells = st.columns(GRID_COLUMNS)
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(thumbnail(item.analysis), width="stretch",
+                cell.image(display_jpeg(item.analysis.overlay, THUMBNAIL_SIDE_PX), width="stretch",
                            caption=f"{item.name}: {key_measurements(item.analysis)}")
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
@@ -295,10 +295,10 @@ def analysis_view() -> None:
     if analysis.error:
         st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
     left, right = st.columns(2)
-    left.image(analysis.overlay, width="stretch",
+    left.image(display_jpeg(analysis.overlay), width="stretch",
                caption=f"{outcome.name}: {words['many' if analysis.cells else 'one']} and border ({segmenter.name}"
                        + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
-    right.image(analysis.class_picture, width="stretch",
+    right.image(display_jpeg(analysis.class_picture), width="stretch",
                 caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
     for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
         st.warning(ui.sentence(warning))

@@ -1,5 +1,6 @@
-"""``moleseg bench --app``'s code path, cheaply: one served app, one small image, a batch of one, in the system
-Chromium (the figures themselves are the benchmark's, on an idle machine, not this test's)."""
+"""``moleseg bench --app``'s code path, cheaply: one served app with the classical baseline (an empty models
+folder: no network to load), small images, a batch of one, in the system Chromium (the figures themselves are
+the benchmark's, on an idle machine, not this test's)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,22 @@ from moleseg.tools.bench_app import CHROMIUM_PATH, AppBenchSettings, format_app_
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_the_app_benchmark_times_each_step_in_a_real_browser(tmp_path):
+def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_path):
     pytest.importorskip("playwright.sync_api")
     if shutil.which(CHROMIUM_PATH) is None:
         pytest.skip(f"{CHROMIUM_PATH} is not installed")
+    images = tmp_path / "images"
+    images.mkdir()
     for index in range(3):  # the warm image, the batch's, the one that warms the server
-        (tmp_path / f"mole{index}.png").write_bytes(png_bytes(mole_image(120, 160, seed=index)[0]))
+        (images / f"mole{index}.png").write_bytes(png_bytes(mole_image(120, 160, seed=index)[0]))
     settings = AppBenchSettings(repeats=1, batch=1, timeout_s=90, quick=True, cold=False)
-    result = run_app_bench(tmp_path, settings)
+    result = run_app_bench(images, settings)
     app = result["app"]
     for key in ("warm_next_overlay_s", "slider_overlay_s", "batch12_s", "home_s", "engine_batch12_s"):
         assert 0 < app[key] < 90, (key, app[key])
     assert "cold_first_overlay_s" not in app and app["batch_images"] == 1
     assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]]
-    assert app["images"] == f"3 real image(s) from {tmp_path}"
+    assert app["images"] == f"3 real image(s) from {images}"
     assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "home_s",
                                       "batch12_s"}
     assert result["targets"]["cold_first_overlay_s"] == "not measured"

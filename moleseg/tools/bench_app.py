@@ -190,7 +190,7 @@ def _wait_until_idle(page: Any, timeout_ms: float) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
 
 
-def _slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
+def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
     """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
     closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
     times (down, then up, ...)."""
@@ -270,6 +270,11 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
     from moleseg.tools.bench_machine import conditions, others_cpu_share
 
     timeout_ms = settings.timeout_s * 1000
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        echo(f"{time.perf_counter() - started:6.1f} s  {line}")
+
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
     runs: dict[str, list[float]] = {"cold_first_overlay_s": [], "warm_next_overlay_s": [], "slider_overlay_s": [],
                                     "batch12_s": [], "home_s": [], "server_start_s": []}
@@ -281,35 +286,36 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
         browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         try:
             for repeat in range(settings.repeats if settings.cold else 0):
-                echo(f"cold start {repeat + 1}/{settings.repeats} ...")
+                say(f"cold start {repeat + 1}/{settings.repeats} ...")
                 with served_app(scratch / f"cold-{repeat}", log_path) as (url, started_s):
                     runs["server_start_s"].append(round(started_s, 3))
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["cold_first_overlay_s"].append(_upload_seconds(page, files[:1], timeout_ms))
                     page.close()
-            echo("warm server ...")
+            say("warm server ...")
             with served_app(scratch / "warm", log_path) as (url, _):
                 page = _open_analyse(browser, url, timeout_ms)
                 _upload_seconds(page, [files[-1]], timeout_ms)  # loads the model (that file is not timed again)
                 page.close()
+                say("next images and the slider ...")
                 for path in warm_files:
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["warm_next_overlay_s"].append(_upload_seconds(page, [path], timeout_ms))
                     if path is warm_files[-1]:
-                        runs["slider_overlay_s"] = _slider_seconds(page, settings.repeats, timeout_ms)
+                        runs["slider_overlay_s"] = slider_seconds(page, settings.repeats, timeout_ms)
                     page.close()
                 for repeat in range(settings.repeats):
-                    echo(f"batch of {settings.batch} ({repeat + 1}/{settings.repeats}) ...")
+                    say(f"batch of {settings.batch} ({repeat + 1}/{settings.repeats}) ...")
                     page = _open_analyse(browser, url, timeout_ms)
                     batch = batch_files[repeat * settings.batch:(repeat + 1) * settings.batch]
                     runs["batch12_s"].append(_upload_seconds(page, batch, timeout_ms))
                     page.close()
-                echo("home page ...")
+                say("home page ...")
                 for _ in range(settings.repeats):
                     runs["home_s"].append(_home_seconds(browser, url, timeout_ms))
         finally:
             browser.close()
-        echo("the engine alone on the batch ...")
+        say("the engine alone on the batch ...")
         engine_s = engine_seconds(batch_files[:settings.batch])
     result["after"] = conditions()
     app: dict[str, Any] = {key: _median(values) for key, values in runs.items() if values}
