@@ -190,6 +190,23 @@ def _wait_until_idle(page: Any, timeout_ms: float) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
 
 
+def switch_on(page: Any, label: str, timeout_ms: float, attempts: int = 3) -> None:
+    """Turn on the sidebar's ``st.toggle`` named ``label``: click its label until the switch is on (a click
+    that lands while the page is being redrawn can be lost)."""
+    switch = f"[data-testid=stSidebar] input[role=switch][aria-label={label!r}]"
+    for _ in range(attempts):
+        if page.locator(switch).is_checked():
+            return
+        page.locator("[data-testid=stSidebar]").get_by_text(label).click()
+        try:
+            page.wait_for_function("s => document.querySelector(s)?.checked", arg=switch,
+                                   timeout=min(timeout_ms, 10_000))
+            return
+        except Exception:  # playwright's TimeoutError: click again
+            continue
+    raise RuntimeError(f"the switch {label!r} did not turn on after {attempts} clicks")
+
+
 def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
     """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
     closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
@@ -197,7 +214,7 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
     _wait_until_idle(page, timeout_ms)
     article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
     label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
-    page.locator("[data-testid=stSidebar]").get_by_text("Set the cleanup by hand").click()
+    switch_on(page, "Set the cleanup by hand", timeout_ms)
     thumb = page.locator(f"[data-testid=stSlider]:has-text('{label}') input[type=range]").first
     thumb.wait_for(state="attached", timeout=timeout_ms)
     _wait_until_idle(page, timeout_ms)
