@@ -46,13 +46,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
+    if args.model:
+        raise CommandError("moleseg bench --app times the server's default model; --model is for the network "
+                           "benchmark")
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise CommandError(f"--images {printable(args.images)}: not a folder")
     from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
 
     settings = AppBenchSettings.quick_settings() if args.quick else AppBenchSettings()
-    result = run_app_bench(images, settings, echo=lambda line: say(args, line))
+    result = run_app_bench(default_model(), images, settings, echo=lambda line: say(args, line))
     print(format_app_report(result))
     return write_outputs(outputs, result, [])
 

@@ -246,15 +246,14 @@ def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
         page.close()
 
 
-def engine_seconds(files: Sequence[Path]) -> float:
+def engine_seconds(model: str, files: Sequence[Path]) -> float:
     """Seconds :func:`moleseg.engine.pipeline.analyse_images` takes for ``files`` (read included) with the
-    server's default model, loaded and warmed up on the first file first."""
-    from moleseg.app.models import default_model_spec
+    segmenter of ``model``, loaded and warmed up on the first file first."""
     from moleseg.core.imageio import read_image
     from moleseg.engine.pipeline import analyse_images
     from moleseg.network.loading import load_segmenter
 
-    segmenter = load_segmenter(default_model_spec())
+    segmenter = load_segmenter(model)
     analyse_images(segmenter, [read_image(files[0].read_bytes(), name=files[0].name)])
     start = time.perf_counter()
     analyse_images(segmenter, [read_image(path.read_bytes(), name=path.name) for path in files])
@@ -278,10 +277,11 @@ def _median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 3)
 
 
-def run_app_bench(images: Path | None, settings: AppBenchSettings,
+def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
                   echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every figure of the app benchmark (see the module doc) as one JSON-ready dict: ``{"app": {...}}`` with
-    the machine's conditions before and after, the load average and the targets' verdicts."""
+    the machine's conditions before and after, the load average and the targets' verdicts. ``model``: the
+    server's default model (what its Analyse page uses), timed alone for ``engine_batch12_s``."""
     from playwright.sync_api import sync_playwright
 
     from moleseg.tools.bench_machine import conditions, others_cpu_share
@@ -333,11 +333,12 @@ def run_app_bench(images: Path | None, settings: AppBenchSettings,
         finally:
             browser.close()
         say("the engine alone on the batch ...")
-        engine_s = engine_seconds(batch_files[:settings.batch])
+        engine_s = engine_seconds(model, batch_files[:settings.batch])
     result["after"] = conditions()
     app: dict[str, Any] = {key: _median(values) for key, values in runs.items() if values}
     app["engine_batch12_s"] = round(engine_s, 3)
     app["batch_images"] = settings.batch
+    app["model"] = model
     app["runs"] = {key: [round(v, 3) for v in values] for key, values in runs.items()}
     app["images"] = described
     app["settings"] = asdict(settings)
