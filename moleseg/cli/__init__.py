@@ -28,6 +28,8 @@ from moleseg.core.errors import first_line
 
 def cmd_bench(args: argparse.Namespace) -> int:
     outputs = checked_outputs(args)
+    if args.app:
+        return _bench_app(args, outputs)
     model = args.model or default_model()
     if model.startswith("classical"):
         reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
@@ -41,6 +43,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = BenchSettings.quick_settings() if args.quick else BenchSettings()
     result = run_bench(model, images, settings, echo=lambda line: say(args, line))
     print(format_report(result))
+    return write_outputs(outputs, result, [])
+
+
+def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
+    if args.model:
+        raise CommandError("moleseg bench --app times the server's default model; --model is for the network "
+                           "benchmark")
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
+
+    settings = AppBenchSettings.quick_settings() if args.quick else AppBenchSettings()
+    result = run_app_bench(default_model(), images, settings, echo=lambda line: say(args, line))
+    print(format_app_report(result))
     return write_outputs(outputs, result, [])
 
 
@@ -169,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
                        "figures not representative")
+    bench.add_argument("--app", action="store_true", help="time the app in the system Chromium instead "
+                       "(a real `moleseg serve`): first and next overlay, slider, batch, home page")
     bench.set_defaults(csv=None)
     serve = add("serve", "start the app with the server's settings (MOLESEG_* variables, MOLESEG_CONFIG file: "
                          "mode, address, port, allowed host names)", cmd_serve)
