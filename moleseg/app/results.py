@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from moleseg.app.analysis import ImageOutcome
-from moleseg.core.report import MEASUREMENTS_CSV, Visit
+from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
@@ -248,7 +248,7 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
     }
     objects = objects_csv_bytes(outcomes)
     if objects:
-        files["objects.csv"] = objects
+        files[OBJECTS_CSV] = objects
     for outcome in outcomes:
         for name, data in outcome_files(outcome, model_version, created, visit=visits.get(outcome.key)).items():
             files[f"{outcome.stem}/{name}"] = data
