@@ -243,3 +243,35 @@ def test_predict_reads_dicom_spacing_and_writes_a_segmentation(photo, tmp_path):
     uid = read_dataset(source).SOPInstanceUID
     assert np.array_equal(read_segment((tmp_path / "out" / "d_seg.dcm").read_bytes(), uid), mask)
     assert str(pydicom.dcmread(tmp_path / "out" / "d_seg.dcm").PatientName) == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# The Analyse page
+
+
+def test_the_analyse_page_takes_the_spacing_and_asks_before_using_identifiers(app_folders, photo):
+    import zipfile
+
+    from app_helpers import app_test, texts
+    from moleseg.app.analysis import Upload
+    from moleseg.app.results import DICOM_PRIVACY_NOTE, dicom_bundle
+    from moleseg.app.ui import PAGE_FILES
+
+    data = dicom_bytes(photo)
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    at.file_uploader(key="analyse_upload_files").set_value(("a.dcm", data, "application/dicom")).run()
+    assert not at.exception and not at.error
+    outcome = at.session_state["analyse_outcomes"][0]
+    assert outcome.analysis.pixel_size_mm == pytest.approx(0.02)
+    assert "0.0200 mm per px from the DICOM file" in texts(at.caption)
+    assert DICOM_PRIVACY_NOTE in texts(at.caption)
+    assert at.session_state["analyse_save_lesion"] == ""  # nothing from the file before the box is ticked
+    assert "Segmentation and report (DICOM, ZIP)" in {button.label for button in at.get("download_button")}
+    bundle = zipfile.ZipFile(io.BytesIO(dicom_bundle(outcome, Upload("a.dcm", data), "0.1.0", b"%PDF-1.4 r\n",
+                                                     include_identifiers=False)))
+    assert sorted(bundle.namelist()) == ["a_report.dcm", "a_seg.dcm"]
+    assert pydicom.dcmread(io.BytesIO(bundle.read("a_seg.dcm"))).PatientID == ""
+    at.checkbox(key=f"analyse_dicom_identifiers_{outcome.key}").check().run()
+    assert (at.session_state["analyse_save_lesion"], str(at.session_state["analyse_save_date"])) == \
+        ("P123", "2026-01-02")
