@@ -102,6 +102,22 @@ def test_jpeg_baseline_ybr_422_reads_as_the_jpeg_decoded(photo):
     assert difference.max() <= 3 and difference.mean() < 0.5  # two JPEG decoders' chroma upsampling
 
 
+def test_12_bit_greyscale_is_scaled_and_monochrome1_inverted(photo):
+    grey = np.array([[0, 4095], [2048, 1000]], dtype=np.uint16).repeat(20, axis=0).repeat(20, axis=1)
+    for photometric, expected in (("MONOCHROME2", [[0, 255], [128, 62]]), ("MONOCHROME1", [[255, 0], [127, 193]])):
+        dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(photo)))
+        dataset.Rows, dataset.Columns = grey.shape
+        dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
+        dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+        del dataset.PlanarConfiguration
+        dataset.PixelData = grey.tobytes()
+        buffer = io.BytesIO()
+        dataset.save_as(buffer)
+        image = read_image(buffer.getvalue())
+        assert image.shape == (40, 40, 3) and np.array_equal(image[..., 0], image[..., 2])
+        assert image[::20, ::20, 0].tolist() == expected  # 12 bits: v * 255 / 4095
+
+
 def test_missing_spacing_is_no_error_just_no_size(photo):
     data = dicom_bytes(photo, spacing=None)
     assert np.array_equal(read_image(data), photo)
