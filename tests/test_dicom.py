@@ -168,6 +168,26 @@ def test_a_ct_image_is_not_a_photograph(photo):
         read_image(dicom_bytes(photo, sop_class=CTImageStorage), name="ct.dcm")
 
 
+def test_damaged_files_give_an_image_or_one_read_error(photo):
+    rng = np.random.default_rng(7)
+    original = dicom_bytes(photo, compress=JPEGBaseline8Bit)
+    refused = 0
+    for attempt in range(60):
+        data = bytearray(original)
+        for position in rng.integers(132, len(data), size=int(rng.integers(1, 12))):
+            data[position] = int(rng.integers(0, 256))
+        if attempt % 3 == 0:
+            data = data[:int(rng.integers(132, len(data)))]
+        try:
+            image = read_image(bytes(data), name="d.dcm")
+        except ImageReadError as error:
+            refused += 1
+            assert str(error).startswith("d.dcm: ") and "\n" not in str(error)
+        else:
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert 0 < refused < 60
+
+
 def test_folders_list_dicom_files(tmp_path, photo):
     (tmp_path / "a.dcm").write_bytes(dicom_bytes(photo))
     (tmp_path / "b.txt").write_text("no")

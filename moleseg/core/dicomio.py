@@ -66,6 +66,8 @@ IDENTIFIER_FIELDS: dict[str, str] = {
     "BodyPartExamined": "body part",
 }
 _PIXEL_DATA_TAG = 0x7FE00010
+#: pydicom's words for a transfer syntax no installed decoder handles (not a corrupt file).
+_NO_DECODER = ("missing dependencies", "no pixel data decoders", "not supported")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
@@ -121,20 +123,28 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+    from pydicom.uid import UID
 
     try:
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
             dataset = pydicom.dcmread(fp, stop_before_pixels=not pixels)
-        raw = dataset.get_item(_PIXEL_DATA_TAG) if pixels else None
-        declared = getattr(raw, "length", None)
-        if declared is not None and declared != _UNDEFINED_LENGTH and len(raw.value or b"") < declared:
-            raise EOFError(f"the pixel data ends after {len(raw.value or b'')} of its {declared} bytes")
+            raw = dataset.get_item(_PIXEL_DATA_TAG) if pixels else None
+            declared = getattr(raw, "length", None)
+            if declared is not None and declared != _UNDEFINED_LENGTH and len(raw.value or b"") < declared:
+                raise EOFError(f"the pixel data ends after {len(raw.value or b'')} of its {declared} bytes")
+            for _ in dataset.iterall():  # converts every element now, so a malformed one fails here
+                pass
+            syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "") or ""))
         ends_early = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
         if ends_early:
             raise EOFError(ends_early[0])
-        dataset.Rows, dataset.Columns  # noqa: B018 - parses the elements read lazily
+        if not syntax.is_transfer_syntax:
+            raise DicomReadError(label, f"unknown DICOM transfer syntax {str(syntax) or '(none)'!r}")
+        dataset.Rows, dataset.Columns  # noqa: B018 - refuses a file without them
+    except DicomReadError:
+        raise
     except InvalidDicomError as exc:
         raise DicomReadError(label, f"not a readable DICOM file ({exc})") from exc
     except (EOFError, OSError) as exc:
@@ -151,30 +161,52 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     return dataset
 
 
-def _frame_bytes(dataset: Any) -> int:
-    """Bytes of one native frame: Rows x Columns x SamplesPerPixel x BitsAllocated / 8."""
-    bits = int(dataset.get("BitsAllocated", 8))
-    samples = int(dataset.get("SamplesPerPixel", 1))
-    if bits == 1:
-        return (int(dataset.Rows) * int(dataset.Columns) * samples + 7) // 8
-    return int(dataset.Rows) * int(dataset.Columns) * samples * (bits // 8)
+@dataclass(frozen=True)
+class _Layout:
+    """The pixel data's layout: ``rows`` x ``columns`` px, ``samples`` per pixel of ``bits`` bits, ``frames``."""
+
+    rows: int
+    columns: int
+    samples: int
+    bits: int
+    frames: int
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one native frame (bit-packed for 1-bit samples)."""
+        if self.bits == 1:
+            return (self.rows * self.columns * self.samples + 7) // 8
+        return self.rows * self.columns * self.samples * (self.bits // 8)
 
 
-def _check_pixel_data(dataset: Any, label: str) -> None:
+def _layout(dataset: Any, label: str) -> _Layout:
+    """Rows, Columns, SamplesPerPixel, BitsAllocated and NumberOfFrames as whole numbers, or DicomReadError."""
+    try:
+        layout = _Layout(rows=int(dataset.Rows), columns=int(dataset.Columns),
+                         samples=int(dataset.get("SamplesPerPixel", 1)), bits=int(dataset.get("BitsAllocated", 8)),
+                         frames=int(dataset.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DicomReadError(label, f"malformed DICOM image attributes ({exc})") from exc
+    if layout.samples not in (1, 3) or layout.bits not in (1, 8, 16, 32) or layout.frames < 1:
+        raise DicomReadError(label, f"unsupported DICOM pixel layout: {layout.samples} sample(s) of {layout.bits} "
+                                    f"bits, {layout.frames} frame(s)")
+    return layout
+
+
+def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
     """Refuse a missing pixel data element and native pixel data of the wrong length."""
     if "PixelData" not in dataset:
         raise DicomReadError(label, "a DICOM file without pixel data")
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         return
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    expected = _frame_bytes(dataset) * frames
+    expected = layout.frame_bytes * layout.frames
     found = len(dataset.PixelData)
     if found not in (expected, expected + 1):  # one padding byte keeps an element's length even
         raise DicomReadError(
             label,
-            f"wrong pixel data length: {found} bytes, expected {expected} ({dataset.Columns} x {dataset.Rows} px, "
-            f"{dataset.get('SamplesPerPixel', 1)} sample(s) of {dataset.get('BitsAllocated', 8)} bits"
-            + (f", {frames} frames" if frames > 1 else "") + ")",
+            f"wrong pixel data length: {found} bytes, expected {expected} ({layout.columns} x {layout.rows} px, "
+            f"{layout.samples} sample(s) of {layout.bits} bits"
+            + (f", {layout.frames} frames" if layout.frames > 1 else "") + ")",
         )
 
 
@@ -202,20 +234,20 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
     from pydicom.pixels import pixel_array
 
     dataset = _read(fp, label, pixels=True)
-    check_size(int(dataset.Columns), int(dataset.Rows), label, max_pixels)
+    layout = _layout(dataset, label)
+    check_size(layout.columns, layout.rows, label, max_pixels)
     photometric = str(dataset.get("PhotometricInterpretation", ""))
     if photometric not in _COLOUR + _GREY:
         raise DicomReadError(label, f"unsupported DICOM photometric interpretation {photometric!r}; expected "
                                     + ", ".join(_COLOUR + _GREY))
-    _check_pixel_data(dataset, label)
+    _check_pixel_data(dataset, layout, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = pixel_array(dataset, index=0 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else None)
+            values = pixel_array(dataset, index=0 if layout.frames > 1 else None)
     except Exception as exc:  # decoders raise many types on corrupt or unsupported data
-        text = str(exc) or type(exc).__name__
-        if "missing required element" in text.lower() or "plugin" in text.lower() or "no pixel data decoders" \
-                in text.lower():
+        text = " ".join(str(exc).split()) or type(exc).__name__  # pydicom's messages span several lines
+        if any(cause in text.lower() for cause in _NO_DECODER):
             raise DicomReadError(label, f"cannot decode the DICOM pixel data "
                                         f"({dataset.file_meta.TransferSyntaxUID.name}: {text})") from exc
         raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {text})") from exc
@@ -234,7 +266,8 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
 def dicom_header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
     """``(width, height)`` = ``(Columns, Rows)`` of a DICOM photograph, without reading its pixel data."""
     dataset = _read(fp, label, pixels=False)
-    return int(dataset.Columns), int(dataset.Rows)
+    layout = _layout(dataset, label)
+    return layout.columns, layout.rows
 
 
 def _open(source: Source, label: str) -> IO[bytes]:
@@ -269,12 +302,12 @@ def read_dataset(source: Source, *, name: str | None = None) -> Any | None:
 def _spacing(dataset: Any) -> tuple[float | None, str]:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = dataset.get(keyword)
-        if value is None or len(value) != 2:
+        if value is None:
             continue
         try:
             row, column = (float(v) for v in value)
         except (TypeError, ValueError):
-            return None, f"{keyword} {list(value)} is not two numbers"
+            return None, f"{keyword} {value!r} is not two numbers"
         if not (row > 0 and column > 0 and np.isfinite(row) and np.isfinite(column)):
             return None, f"{keyword} {row} \\ {column} mm is not positive"
         if abs(row - column) > _SQUARE_TOLERANCE * max(row, column):
