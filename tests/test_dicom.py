@@ -311,3 +311,19 @@ def test_the_analyse_page_takes_the_spacing_and_asks_before_using_identifiers(ap
     at.checkbox(key=f"analyse_dicom_identifiers_{outcome.key}").check().run()
     assert (at.session_state["analyse_save_lesion"], str(at.session_state["analyse_save_date"])) == \
         ("P123", "2026-01-02")
+
+
+def test_evaluate_pairs_dicom_images_with_their_masks(require_shared, tmp_path):
+    import json
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name in ("071", "072"):
+        image = np.asarray(Image.open(require_shared(f"moles/seed/test/images/{name}.jpg")).convert("RGB"))
+        (tmp_path / "images" / f"{name}.dcm").write_bytes(dicom_bytes(np.ascontiguousarray(image)))
+        Image.open(require_shared(f"moles/seed/test/masks/{name}.jpg")).save(tmp_path / "masks" / f"{name}.png")
+    assert main(["evaluate", "--model", "classical", "--no-baseline", "--images", str(tmp_path / "images"),
+                 "--masks", str(tmp_path / "masks"), "--json", str(tmp_path / "e.json")]) == 0
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert [row["image"] for row in summary["per_image"]] == ["071.dcm", "072.dcm"]
+    assert summary["n"] == 2 and summary["fm"]["min"] > 0.8  # the classical model finds these two lesions
