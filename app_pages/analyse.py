@@ -44,7 +44,7 @@ files = st.file_uploader(
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
-    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP), up to {limit} MB per file. "
+    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP, DICOM), up to {limit} MB per file. "
          "Files stay in this session's memory and are not stored on the server.",
 )
 
