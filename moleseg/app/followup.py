@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from moleseg.core.measure import Measurement, edge_outline_share
+from moleseg.core.measure import Measurement, edge_contact_ratio
 from moleseg.core.render import contour_overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
@@ -112,7 +112,7 @@ def saved_n_classes(saved: SavedAnalysis) -> int:
 def saved_notes(saved: SavedAnalysis) -> str | None:
     """What the saved visit's report says besides its measurements, as the Analyse page's did: the lesion may
     extend beyond the picture (read again from the saved mask; not for cells, cut by the frame as expected)."""
-    return None if saved_n_classes(saved) == 2 else beyond_picture_note(edge_outline_share(saved.mask))
+    return None if saved_n_classes(saved) == 2 else beyond_picture_note(edge_contact_ratio(saved.mask))
 
 
 def saved_overlay(saved: SavedAnalysis):

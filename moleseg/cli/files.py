@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from moleseg.core.words import count_of
+
 from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
                                 open_model, output_folder, printable, say, skipped_line, write_table)
 
@@ -122,10 +124,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                [(keys[p], reasons.get(Path(keys[p]).name, "not processed")) for p in positions
                                 if keys[p] not in done], MEASUREMENTS_CSV, objects_name if object_rows else None)
         except OSError as error:
-            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but {csv_name} "
+            raise CommandError(f"{count_of(len(rows), 'image')} written to {printable(str(out))}, but {csv_name} "
                                f"could not be written ({error.strerror or error})") from error
     shard = f" (shard {args.shard.text}: {len(files)} of {len(keys)} inputs)" if args.shard else ""
-    print(f"{len(rows)} image(s) written to {printable(str(out))}{shard}")
+    print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
     if stopped:
         failures_exit(failures)
         raise CommandError(stopped)
@@ -166,7 +168,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
     except ShardError as error:
         raise CommandError(str(error)) from None
-    print(f"{outcome.rows} image(s) of {outcome.shards} shard(s) merged into {printable(str(out / MEASUREMENTS_CSV))}")
+    print(f"{count_of(outcome.rows, 'image')} of {count_of(outcome.shards, 'shard')} merged into "
+          f"{printable(str(out / MEASUREMENTS_CSV))}")
     return failures_exit(outcome.failures)
 
 
@@ -212,10 +215,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         bar.close()
     if totals is not None:
         share = totals / totals.sum()
-        print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
+        print(f"{count_of(len(masks) - len(failures), 'label image')} written to {out}; class frequencies "
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
-        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {'mask' if degenerate['empty'] + degenerate['full'] == 1 else 'masks'} among them",
               file=sys.stderr)
     return failures_exit(failures)

@@ -21,8 +21,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = paired_files(args.images, args.masks, args)
     segmenter = open_model(args.model, args.tta)
     overlap = training_overlap(segmenter.info, [pair.image for pair in pairs])
-    if overlap.warning():
-        print(f"warning: {overlap.warning()}", file=sys.stderr)
     bar = ProgressBar(len(pairs), f"evaluating {segmenter.name}", args.quiet)
     try:
         summary, results, failures = evaluate_pairs(segmenter, pairs, batch_size=args.batch_size,
