@@ -94,6 +94,11 @@ def segmentation(mask: np.ndarray, source: Any, *, software_version: str, model_
     -------
     bytes
         The Segmentation file (DICOM part 10, explicit VR little endian).
+
+    Raises
+    ------
+    ValueError
+        The mask is not the source's size, or the source's header cannot be referenced.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -108,12 +113,15 @@ def segmentation(mask: np.ndarray, source: Any, *, software_version: str, model_
         segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=_MANUFACTURER, version=software_version or "unknown", family=codes.cid7162.ArtificialIntelligence))
-    result = hd.seg.Segmentation(
-        source_images=[source], pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description], series_instance_uid=_uid(), series_number=100,
-        sop_instance_uid=_uid(), instance_number=1, manufacturer=_MANUFACTURER,
-        manufacturer_model_name=model_name or _MANUFACTURER, software_versions=software_version or "unknown",
-        device_serial_number="0", omit_empty_frames=False)
+    try:
+        result = hd.seg.Segmentation(
+            source_images=[source], pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[description], series_instance_uid=_uid(), series_number=100,
+            sop_instance_uid=_uid(), instance_number=1, manufacturer=_MANUFACTURER,
+            manufacturer_model_name=model_name or _MANUFACTURER, software_versions=software_version or "unknown",
+            device_serial_number="0", omit_empty_frames=False)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a source header highdicom cannot use
+        raise ValueError(f"cannot make a DICOM Segmentation referencing this image ({exc})") from exc
     for group in result.get("SharedFunctionalGroupsSequence", []):
         for measures in group.get("PixelMeasuresSequence", []):
             if "SliceThickness" not in measures:  # a photograph has none; empty, the spacing reads back
