@@ -27,7 +27,8 @@ import numpy as np
 
 from moleseg.core.pixels import integer_to_uint8
 
-#: What the functions accept: the file's bytes, its path, or an open binary file (an upload).
+#: What the functions accept: the file's bytes, its path, or an open binary file (an upload); the image
+#: reader's own ``Source`` type, spelled here because the image reader imports this module.
 Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 
 __all__ = [
@@ -54,17 +55,9 @@ PHOTOGRAPHIC_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
     "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image",
 }
-#: Patient and study attributes offered to fill a record (keyword: what the page calls it).
-IDENTIFIER_FIELDS: dict[str, str] = {
-    "PatientName": "patient name",
-    "PatientID": "patient ID",
-    "PatientBirthDate": "birth date",
-    "PatientSex": "sex",
-    "StudyDate": "study date",
-    "AccessionNumber": "accession number",
-    "StudyID": "study ID",
-    "BodyPartExamined": "body part",
-}
+#: Patient and study attributes a DICOM file may carry (keywords); they fill a record only when a user agrees.
+IDENTIFIER_FIELDS: tuple[str, ...] = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                                      "AccessionNumber", "StudyID", "BodyPartExamined")
 _PIXEL_DATA_TAG = 0x7FE00010
 #: pydicom's words for a transfer syntax no installed decoder handles (not a corrupt file).
 _NO_DECODER = ("missing dependencies", "no pixel data decoders", "not supported")
