@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
+    compare.add_argument("--noise-passes", type=int_at_least(2), default=0, metavar="K",
+                         help="also estimate this lesion's noise from K simulated second photographs of each visit "
+                              "(2K more segmentations; default: the published repeatability only)")
 
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
