@@ -16,10 +16,11 @@ from moleseg.app.hand_correction import (canvas_background, canvas_strokes, corr
                                          save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (GRID_COLUMNS, THUMBNAIL_SIDE_PX, batch_bundle, batch_summary, batch_table,
-                                 default_visit, display_jpeg, key_measurements, measurement_table,
-                                 measurements_csv_bytes, measurements_sidecar_bytes, object_areas, objects_csv_bytes,
-                                 outline_downloads, visit_widget_values)
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, THUMBNAIL_SIDE_PX, batch_bundle, batch_summary,
+                                 batch_table, default_visit, dicom_bundle, dicom_pixel_size, dicom_visit, display_jpeg,
+                                 key_measurements, measurement_table, measurements_csv_bytes,
+                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
+                                 visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -44,7 +45,7 @@ files = st.file_uploader(
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
-    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP), up to {limit} MB per file. "
+    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP, DICOM), up to {limit} MB per file. "
          "Files stay in this session's memory and are not stored on the server.",
 )
 
@@ -238,7 +239,14 @@ def analysis_view() -> None:
         st.header("Physical units")
         pixel_size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
                                      format="%.4f", key="analyse_pixel_size",
-                                     help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
+                                     help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only "
+                                          "(or the DICOM files' own pixel spacing).")
+        dicom_size, dicom_note = dicom_pixel_size(uploads)
+        if dicom_note:
+            st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
+                                                              "say: " + dicom_note + ")")
+        if pixel_size == 0 and dicom_size is not None:
+            pixel_size = dicom_size
 
     style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
                          fill_opacity=fill_opacity, border_opacity=border_opacity)
@@ -334,6 +342,17 @@ def analysis_view() -> None:
         for name, value in visit_widget_values(visits.get(outcome.key)).items():
             st.session_state[f"analyse_save_{name}"] = value
         st.session_state["analyse_visit_for"] = outcome.key
+    upload = next(u for u in uploads if u.key == outcome.key)
+    from_dicom = dicom_visit(upload)
+    use_identifiers = from_dicom is not None and st.checkbox(
+        "Use the DICOM file's patient and study fields", key=f"analyse_dicom_identifiers_{outcome.key}")
+    if from_dicom is not None:
+        st.caption(DICOM_PRIVACY_NOTE)
+    filled = st.session_state.setdefault("analyse_dicom_filled", set())  # uploads whose visit the DICOM file filled
+    if use_identifiers and outcome.key not in filled:
+        for name, value in visit_widget_values(from_dicom).items():
+            st.session_state[f"analyse_save_{name}"] = value
+        filled.add(outcome.key)
     st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
     first, second = st.columns(2)
     visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
@@ -359,6 +378,14 @@ def analysis_view() -> None:
                                                                          visit=v),
                           file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
                           on_click="ignore")
+    st.download_button(
+        "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
+        data=lambda o=outcome, u=upload, v=visit, i=use_identifiers: dicom_bundle(
+            o, u, version, o.analysis.pdf(o.name, model_version=version, created=created, visit=v), i),
+        file_name=f"{outcome.stem}_dicom.zip",
+        help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
+             "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
+             "Patient and study fields are left empty unless the box above is ticked.")
     outlines = outline_downloads(outcome)
     for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
         column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
