@@ -63,7 +63,8 @@ def pixel_size_input(key: str) -> float:
                       "one chosen last is chosen again in your next session.")
     size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=MAX_PIXEL_SIZE_MM, step=0.001,
                            format="%.4f", key=size_key,
-                           help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
+                           help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only "
+                                "(or the DICOM files' own pixel spacing).")
     if path is None or isinstance(space, Refusal):
         st.caption(f"Device profiles are not kept: {space.message}")
         return float(size)

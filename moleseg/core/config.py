@@ -74,7 +74,7 @@ CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 #: default 6 for slightly larger files (masks and class maps compress well at any level; ``docs/performance.md``).
 PNG_COMPRESSION_LEVEL = 1
 #: File extensions read as images (lower case, with the dot).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
 
 #: The ``moleseg`` package folder, and the folder holding it: the checkout's root, or ``site-packages``.
 _PACKAGE_DIR: Path = Path(__file__).resolve().parents[1]
