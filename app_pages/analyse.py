@@ -199,8 +199,8 @@ def batch_view(good: list[ImageOutcome]) -> None:
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
                 cell.image(display_jpeg(thumbnail(item.analysis), THUMBNAIL_SIDE_PX), width="stretch",
                            caption=grid_caption(item))
-                if reasons := flags(item.analysis):
-                    cell.badge(f"To check: {'; '.join(reasons)}", icon=":material/warning:", color="red")
+                if flags(item.analysis):  # the reasons in full are in the caption above
+                    cell.badge("To check", icon=":material/warning:", color="red")
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
     with table:
