@@ -139,7 +139,9 @@ class KerasSegmenter:
     def inference_function(self) -> Callable[[np.ndarray], Any]:
         """The compiled prediction function, ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` probabilities.
 
-        For a segmenter read from a file, in this order: the network's ONNX file from the per-machine cache
+        For a segmenter read from a file, in this order: the ONNX file shipped beside a shipped model
+        (:func:`moleseg.network.compiled.shipped_onnx`, its SHA-256 checked; no TensorFlow, no conversion);
+        the network's ONNX file from the per-machine cache
         of :mod:`moleseg.network.compiled`, run by ONNX Runtime (the default runtime; no TensorFlow); its
         cached TensorFlow SavedModel; else the Keras model with BatchNormalization folded into the
         convolutions (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) in a
@@ -158,6 +160,16 @@ class KerasSegmenter:
             return None
         from moleseg.network import compiled
 
+        shipped, problem = compiled.shipped_onnx(self.source)
+        if problem is not None:
+            self._note(f"shipped ONNX file of {self.source.name} not used: {problem}; using the per-machine "
+                       "inference cache instead")
+        elif shipped is not None:
+            try:
+                return compiled.onnx_function(shipped)
+            except Exception as error:  # noqa: BLE001 -- a damaged shipped file: the per-machine cache instead
+                self._note(f"shipped ONNX file {shipped} unreadable ({type(error).__name__}); using the "
+                           "per-machine inference cache instead")
         onnx_entry = compiled.cached_onnx(self.source)
         if onnx_entry is not None and compiled.onnx_usable(onnx_entry):
             entry, load = onnx_entry, compiled.load_onnx_function
@@ -230,21 +242,24 @@ class KerasSegmenter:
         next process (one warning)."""
         batch = np.asarray(batch, np.float32)
         function = self.inference_function()
-        entry = getattr(function, "entry", None)
+        entry = getattr(function, "entry", None)  # a cache entry, rebuilt when it fails
+        loaded = entry or getattr(function, "file", None)  # or the shipped ONNX file, kept
         try:
             probabilities = np.asarray(function(batch))
             expected = (*batch.shape[:3], self.n_classes)
-            if entry is not None and probabilities.shape != expected:
+            if loaded is not None and probabilities.shape != expected:
                 raise ValueError(f"probabilities of shape {probabilities.shape}, not {expected}")
             return probabilities
-        except Exception as error:  # noqa: BLE001 -- a cached graph is untrusted: fall back to TensorFlow
-            if entry is None:
+        except Exception as error:  # noqa: BLE001 -- a loaded graph is untrusted: fall back to TensorFlow
+            if loaded is None:
                 raise
             from moleseg.network import compiled
 
-            self._note(f"cached inference graph {entry} failed ({type(error).__name__}); predicting with "
+            what = "cached inference graph" if entry is not None else "shipped ONNX file"
+            self._note(f"{what} {loaded} failed ({type(error).__name__}); predicting with "
                        "TensorFlow and rebuilding it from the model file")
-            compiled.discard(entry)
+            if entry is not None:
+                compiled.discard(entry)
             model, tensorflow = self._folded_function()
             self._cache(model, tensorflow)
             self._predict_fn = tensorflow
