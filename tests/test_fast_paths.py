@@ -175,3 +175,27 @@ def test_ellipse_axes_equal_regionprops(seed):
         major, minor = ellipse_axes(*np.nonzero(lesion))
         assert major == pytest.approx(region.axis_major_length, rel=1e-12, abs=1e-12)
         assert minor == pytest.approx(region.axis_minor_length, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crofton_perimeter_equals_scikit_image_exactly(seed):
+    from skimage.measure import perimeter_crofton
+
+    from moleseg.core.measure import crofton_perimeter
+
+    masks = [random_blobs(20 * seed + index, (70, 90)) for index in range(15)]
+    masks += [np.zeros((5, 5), bool), np.ones((4, 7), bool)]
+    for mask in masks:
+        assert crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
+
+
+def test_colour_classes_equal_the_argmin_over_every_reference_exactly():
+    from skimage.color import rgb2lab
+
+    from moleseg.core.colour import REFERENCE_RGB
+
+    references = rgb2lab(np.array([list(REFERENCE_RGB.values())], dtype=np.float64))[0]
+    pixels = unpacked_rgb(np.arange(0, 2**24, 211, dtype=np.int32))  # 79 510 colours across the cube
+    lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
+    plain = np.argmin(((lab[:, None, :] - references[None, :, :]) ** 2).sum(axis=2), axis=1)
+    assert np.array_equal(classify_colours(pixels), plain.astype(np.uint8))

@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
+from moleseg.core.config import (EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
+                                 OVERLAY_PNG_COMPRESSION_LEVEL)
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
@@ -193,9 +194,10 @@ class Analysis:
         return "; ".join(parts) or None
 
     def files(self, stem: str) -> dict[str, bytes]:
-        """``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values)."""
+        """``<stem>_overlay.png`` (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`),
+        ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values); all lossless."""
         return {
-            f"{stem}_overlay.png": encode_png(self.overlay),
+            f"{stem}_overlay.png": encode_png(self.overlay, OVERLAY_PNG_COMPRESSION_LEVEL),
             f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
