@@ -95,3 +95,34 @@ def test_a_new_process_segments_with_the_shipped_file_without_tensorflow(shipped
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "(96, 128) dermoscopy.onnx False"
     assert not (tmp_path / "cache").exists()  # nothing converted, nothing cached
+
+
+def test_preparing_a_shipped_model_converts_nothing(shipped_copy: Path) -> None:
+    from moleseg.network.predict import PREPARE_STEPS, prepare_inference
+
+    steps: list[tuple[int, int, str]] = []
+    assert prepare_inference(shipped_copy / "dermoscopy.keras", lambda *step: steps.append(step)) == "onnxruntime"
+    assert steps == [(0, 4, PREPARE_STEPS[0]), (4, 4, "ready")]
+
+
+@pytest.mark.slow
+def test_preparing_a_users_model_reports_every_step(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic import tiny_model_file
+
+    from moleseg.engine.tasks import TaskRegistry
+    from moleseg.network.predict import PREPARE_STEPS, prepare_inference
+
+    path = tiny_model_file(tmp_path)
+    registry = TaskRegistry(workers=1)
+    steps: list[tuple[int, int, str]] = []
+
+    def work(progress):
+        return prepare_inference(path, lambda *step: (steps.append(step), progress(*step)))
+
+    task = registry.submit(("prepare", str(path)), work)
+    task.wait(120)
+    registry.shutdown()
+    assert task.error is None and task.result == "tensorflow"  # the tests keep the inference cache off: nothing converted
+    assert steps == [(index, 4, text) for index, text in enumerate(PREPARE_STEPS)] + [(4, 4, "ready")]
+    assert (task.fraction, task.text) == (1.0, "ready")

@@ -154,6 +154,11 @@ class KerasSegmenter:
             self._predict_fn = self._cached_function() or self._built_function()
         return self._predict_fn
 
+    def runtime(self) -> str:
+        """The runtime that predicts the network: ``"onnxruntime"`` or ``"tensorflow"`` (makes the prediction
+        function first: :meth:`inference_function`)."""
+        return "onnxruntime" if hasattr(self.inference_function(), "session") else "tensorflow"
+
     def _cached_function(self) -> Callable[[np.ndarray], Any] | None:
         """The prediction function from the per-machine cache, or None."""
         if self.source is None:
@@ -318,6 +323,60 @@ class KerasSegmenter:
                 total[y:y + size, x:x + size] += probabilities * window
                 weight[y:y + size, x:x + size] += window
         return (total / weight)[:height, :width]
+
+
+#: The steps :func:`prepare_inference` reports, in order (``progress(done, len(PREPARE_STEPS), text)``).
+PREPARE_STEPS: tuple[str, ...] = (
+    "checking for a shipped or cached inference form",
+    "loading the model (TensorFlow)",
+    "folding BatchNormalization and tracing the network",
+    "converting to ONNX and checking it against TensorFlow",
+)
+
+
+def prepare_inference(path: str | Path,
+                      progress: Callable[[int, int, str], None] | None = None) -> str:
+    """Make a ``.keras`` file's inference form now, so that its first prediction starts at once: for a user's
+    own model, the ONNX conversion checked against TensorFlow (or the SavedModel) in the per-machine cache;
+    nothing for a shipped model (its ONNX file is shipped) or a model converted before. Minutes for a model
+    not yet converted: run it in the background (:class:`moleseg.engine.tasks.TaskRegistry` takes this
+    function's ``progress`` as its own) and poll the task.
+
+    Parameters
+    ----------
+    path
+        A moleseg ``.keras`` file.
+    progress
+        ``progress(done, total, text)``: ``done`` of ``total`` (:data:`PREPARE_STEPS`) steps, and the next
+        step's words (``"ready"`` at the end).
+
+    Returns
+    -------
+    str
+        The runtime the network will be predicted with: ``"onnxruntime"`` or ``"tensorflow"``.
+
+    Raises
+    ------
+    moleseg.core.modelinfo.ModelFileError
+        The file is missing or not a moleseg model.
+    """
+    from moleseg.network import compiled
+
+    report = progress or (lambda done, total, text: None)
+    total = len(PREPARE_STEPS)
+    report(0, total, PREPARE_STEPS[0])
+    if compiled.any_cached(path):
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    else:
+        report(1, total, PREPARE_STEPS[1])
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        report(2, total, PREPARE_STEPS[2])
+        model, function = segmenter._folded_function()
+        report(3, total, PREPARE_STEPS[3])
+        segmenter._predict_fn = segmenter._cache(model, function)
+    runtime = segmenter.runtime()
+    report(total, total, "ready")
+    return runtime
 
 
 def prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:

@@ -146,7 +146,7 @@ def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
 
 def runtime_in_use(segmenter: Any) -> str:
     """The runtime ``moleseg predict`` ran the benchmarked network with: ``onnxruntime`` or ``tensorflow``."""
-    return "onnxruntime" if hasattr(segmenter.inference_function(), "session") else "tensorflow"
+    return segmenter.runtime()
 
 
 def cached_inference_graph(model: str) -> bool:
