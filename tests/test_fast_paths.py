@@ -59,6 +59,8 @@ def random_blobs(seed: int, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
 def test_euclidean_distances_equal_scipy_exactly(seed):
     mask = random_blobs(seed)
     np.testing.assert_array_equal(euclidean_distances(mask), ndimage.distance_transform_edt(mask))
+    band = mask & ~ndimage.binary_erosion(mask, iterations=3)
+    np.testing.assert_array_equal(euclidean_distances(mask, at=band), ndimage.distance_transform_edt(mask)[band])
 
 
 def test_packed_colours_round_trip():

@@ -319,12 +319,12 @@ def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray
     inner = lesion_crop & ~band_crop
     if not inner.any() or lesion_crop.all():
         return None
-    distance_out = euclidean_distances(lesion_crop)[band_crop]
-    distance_in = euclidean_distances(~inner)[band_crop]
+    distance_out = euclidean_distances(lesion_crop, at=band_crop)
+    distance_in = euclidean_distances(~inner, at=band_crop)
     return distance_out + distance_in - 1.0
 
 
-def euclidean_distances(mask: np.ndarray) -> np.ndarray:
+def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
     """Exact Euclidean distance (px, float64) of each pixel to the nearest False pixel of ``mask`` (0 on
     False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and faster (``docs/performance.md``).
 
@@ -332,10 +332,15 @@ def euclidean_distances(mask: np.ndarray) -> np.ndarray:
     up to :data:`EXACT_FLOAT32_DISTANCE_PX` the float32 root squared lies within 0.5 of that integer, so
     rounding it and taking the float64 root gives the exact float64 distance. Farther distances (lesions
     thousands of pixels across) are computed with scipy. ``mask`` must hold at least one False pixel.
+    With ``at`` (a boolean mask of the same shape), only the distances at its True pixels, in row-major
+    order (``euclidean_distances(mask)[at]``, made exact for those pixels only).
     """
     approximate = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:
-        return ndimage.distance_transform_edt(mask)
+        exact = ndimage.distance_transform_edt(mask)
+        return exact if at is None else exact[at]
+    if at is not None:
+        approximate = approximate[at]
     return np.sqrt(np.rint(np.square(approximate, dtype=np.float64)))
 
 
