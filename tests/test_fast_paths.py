@@ -201,3 +201,27 @@ def test_colour_classes_equal_the_argmin_over_every_reference_exactly():
     lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
     plain = np.argmin(((lab[:, None, :] - references[None, :, :]) ** 2).sum(axis=2), axis=1)
     assert np.array_equal(classify_colours(pixels), plain.astype(np.uint8))
+
+
+def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images, measure_and_encode
+
+    image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
+    segmenter = ClassicalSegmenter(n_classes=3)
+    [plain] = analyse_images(segmenter, [image])
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        analysis, files = measure_and_encode(image, plain.segmentation, segmenter, "IMD004", drawer)
+    row = measurements_row(analysis.measurements)
+    assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
+    np.testing.assert_equal(row, measurements_row(plain.measurements))
+    assert list(files) == ["IMD004_overlay.png", "IMD004_mask.png", "IMD004_classes.png"]
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(files["IMD004_overlay.png"], np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
+    mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
