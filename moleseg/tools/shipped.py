@@ -271,16 +271,13 @@ def build_shipped_onnx(name: str, data_dir: Path, count: int = ONNX_CHECK_IMAGES
     ValueError
         The conversion does not match TensorFlow, or there are no images to check it on.
     """
-    import onnxruntime
-    import tensorflow as tf
-    import tf2onnx
-
     from moleseg.core.atomic import atomic_write
     from moleseg.core.imageio import read_image
     from moleseg.network import compiled
     from moleseg.network.inference import fold_batchnorm
     from moleseg.network.io import load_model_and_info
-    from moleseg.network.onnx_export import ONNX_OPSET, ONNX_TOLERANCE, largest_difference, onnx_bytes, probe_batch
+    from moleseg.network.onnx_export import (ONNX_OPSET, ONNX_TOLERANCE, converter_versions, largest_difference,
+                                             onnx_bytes, probe_batch)
     from moleseg.network.predict import KerasSegmenter, prediction_function
 
     source = MODELS_DIR / f"{name}.keras"
@@ -309,8 +306,7 @@ def build_shipped_onnx(name: str, data_dir: Path, count: int = ONNX_CHECK_IMAGES
             "max_abs_probability_difference": difference, "tolerance": ONNX_TOLERANCE,
             "checked_on": [f"{file.parent.parent.relative_to(data_dir).as_posix()}/{file.name}" for file in files]
             + ["the probe batch (noise, a dark blob)"],
-            "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__,
-                         "onnxruntime": onnxruntime.__version__}}
+            "versions": converter_versions()}
 
 
 def install_shipped_onnx(name: str, data_dir: Path) -> dict:
