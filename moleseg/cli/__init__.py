@@ -29,8 +29,9 @@ from moleseg.core.errors import first_line
 def cmd_bench(args: argparse.Namespace) -> int:
     outputs = checked_outputs(args)
     model = args.model or default_model()
-    if model == "classical":
-        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    if model.startswith("classical"):
+        reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
+        raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise CommandError(f"--images {printable(args.images)}: not a folder")
@@ -45,7 +46,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from moleseg.core.config import APP_FILE
-    from moleseg.core.settings import load_settings
+    from moleseg.core.settings import load_settings, masked_url
 
     settings = load_settings()
     if not APP_FILE.is_file():
@@ -54,8 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK
+    records = f"PostgreSQL {masked_url(settings.database_url)}" if settings.database_url else "SQLite in data_dir"
     say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
-               f"host names {', '.join(settings.allowed_hosts)}")
+               f"host names {', '.join(settings.allowed_hosts)}; records: {records}")
     sys.stdout.flush()
     os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
     os.execv(sys.executable, command)
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
+    compare.add_argument("--noise-passes", type=int_at_least(2), default=0, metavar="K",
+                         help="also estimate this lesion's noise from K simulated second photographs of each visit "
+                              "(2K more segmentations; default: the published repeatability only)")
 
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")

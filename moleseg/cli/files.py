@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from moleseg.core.words import count_of
+
 from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
                                 open_model, output_folder, printable, say, skipped_line, write_table)
 
@@ -93,9 +95,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if object_rows:
                 write_table(out / "objects.csv", object_rows)
         except OSError as error:
-            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but {MEASUREMENTS_CSV} "
+            raise CommandError(f"{count_of(len(rows), 'image')} written to {printable(str(out))}, but {MEASUREMENTS_CSV} "
                                f"could not be written ({error.strerror or error})") from error
-    print(f"{len(rows)} image(s) written to {printable(str(out))}")
+    print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}")
     if stopped:
         failures_exit(failures)
         raise CommandError(stopped)
@@ -144,10 +146,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         bar.close()
     if totals is not None:
         share = totals / totals.sum()
-        print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
+        print(f"{count_of(len(masks) - len(failures), 'label image')} written to {out}; class frequencies "
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
-        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {'mask' if degenerate['empty'] + degenerate['full'] == 1 else 'masks'} among them",
               file=sys.stderr)
     return failures_exit(failures)

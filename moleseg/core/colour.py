@@ -32,7 +32,10 @@ black           (0.0, 0.0, 0.0)
    cover equal parts. Unlike the count, it grows smoothly as a second colour takes over.
 
 The classification depends on the camera's colour rendering and the lighting: compare colours of the
-same lesion taken with the same device, not across devices.
+same lesion taken with the same device, not across devices. Between two photographs of one lesion the
+light's strength and the white balance still differ a little; :func:`skin_matched` removes that (von Kries
+gains that give the second image's skin the first one's median colour) before a later visit's colours are
+compared with an earlier one's.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ __all__ = [
     "classify_colours",
     "lesion_colours",
     "packed_rgb",
+    "skin_colour",
+    "skin_matched",
     "unpacked_rgb",
 ]
 
@@ -71,6 +76,9 @@ REFERENCE_RGB: dict[str, tuple[float, float, float]] = {
 COLOUR_NAMES: tuple[str, ...] = tuple(REFERENCE_RGB)
 #: Smallest share of the lesion (0..1) a colour must cover to count as present.
 PRESENT_MIN_SHARE: float = 0.05
+#: Skin pixels darker than this on any channel (0..255: the dermatoscope's dark vignette, shadows) are left
+#: out of the skin's colour.
+SKIN_MIN_LEVEL: int = 30
 
 _REFERENCE_LAB: np.ndarray = rgb2lab(np.array([list(REFERENCE_RGB.values())], dtype=np.float64))[0]
 
@@ -184,3 +192,19 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     nonzero = fractions[fractions > 0]
     variegation = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(COLOUR_NAMES)))
     return ColourResult(shares=shares, present=present, variegation=max(0.0, variegation))
+
+
+def skin_colour(image: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """The median RGB (``(3,)`` float64, 0..255) of the skin: the pixels outside the lesion, none of whose
+    channels is under :data:`SKIN_MIN_LEVEL` (the whole image's when no such pixel is left)."""
+    rgb = np.asarray(image).reshape(-1, 3)
+    outside = ~np.asarray(lesion, dtype=bool).reshape(-1)
+    skin = rgb[outside & (rgb.min(axis=1) >= SKIN_MIN_LEVEL)]
+    return np.median((skin if len(skin) else rgb).astype(np.float64), axis=0)
+
+
+def skin_matched(image: np.ndarray, lesion: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``image`` with each channel multiplied so that its skin's median colour (:func:`skin_colour`) becomes
+    ``reference`` (``(3,)`` RGB 0..255, another photograph's skin colour); uint8, clipped to 0..255."""
+    gains = (np.asarray(reference, dtype=np.float64) + 1.0) / (skin_colour(image, lesion) + 1.0)
+    return np.clip(np.asarray(image).astype(np.float32) * gains.astype(np.float32), 0, 255).astype(np.uint8)

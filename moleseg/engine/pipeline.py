@@ -20,11 +20,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import (EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
+from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL)
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import (Measurement, colour_measurements, edge_outline_share, measure_lesion,
-                                  measurements_row)
+from moleseg.core.measure import (Measurement, colour_measurements, edge_contact_ratio, edge_outline_share,
+                                  measure_lesion, measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
@@ -39,18 +39,19 @@ CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
 #: or "check this segmentation", :data:`moleseg.core.report.SUBJECT_WORDS`; ``{confidence}``, ``{threshold}``: 0..1).
 CHECK_BORDER_NOTE = ("{check}: the model is unsure of it (confidence {confidence:.2f}, below its "
                      "calibrated {threshold:.2f})")
-#: What the exports say of a lesion reaching the picture's edge (``{share}``: 0..1 of its outline).
-BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture ({share:.0%} of its outline on the image edge): "
+#: What the exports say of a lesion reaching the picture's edge.
+BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture (it reaches the image edge): "
                        "its area and diameters are lower bounds")
 
 
-def beyond_picture_note(share: float | None) -> str | None:
-    """:data:`BEYOND_PICTURE_NOTE` for a lesion with ``share`` (0..1) of its outline on the image edge, when that
-    is at least :data:`moleseg.core.config.EDGE_OUTLINE_SHARE`; None otherwise or when ``share`` is None (cells
+def beyond_picture_note(contact_ratio: float | None) -> str | None:
+    """:data:`BEYOND_PICTURE_NOTE` for a lesion reaching the image edge along ``contact_ratio`` times its
+    equivalent diameter (:func:`moleseg.core.measure.edge_contact_ratio`), when that is at least
+    :data:`moleseg.core.config.EDGE_CONTACT_RATIO`; None otherwise or when ``contact_ratio`` is None (cells
     mode: cells cut by the frame are expected)."""
-    if share is None or share < EDGE_OUTLINE_SHARE:
+    if contact_ratio is None or contact_ratio < EDGE_CONTACT_RATIO:
         return None
-    return BEYOND_PICTURE_NOTE.format(share=share)
+    return BEYOND_PICTURE_NOTE
 
 
 @dataclass
@@ -97,11 +98,17 @@ class Analysis:
         is a cell and cells cut by the frame are expected)."""
         return None if self.cells else edge_outline_share(self.segmentation.lesion)
 
+    @functools.cached_property
+    def edge_contact_ratio(self) -> float | None:
+        """Length of image edge the lesion reaches over its equivalent diameter
+        (:func:`moleseg.core.measure.edge_contact_ratio`; None in cells mode)."""
+        return None if self.cells else edge_contact_ratio(self.segmentation.lesion)
+
     @property
     def beyond_picture(self) -> bool:
         """True when the lesion may extend beyond the picture (see
         :func:`moleseg.core.measure.extends_beyond_picture`): its area and diameters are lower bounds."""
-        return beyond_picture_note(self.edge_outline_share) is not None
+        return beyond_picture_note(self.edge_contact_ratio) is not None
 
     @property
     def warnings(self) -> list[str]:
@@ -111,17 +118,18 @@ class Analysis:
         if self.check_border and not self.error:
             found.append(CHECK_BORDER_NOTE.format(check=self.words["check"], confidence=self.confidence,
                                                   threshold=self.confidence_threshold))
-        beyond = beyond_picture_note(self.edge_outline_share)
+        beyond = beyond_picture_note(self.edge_contact_ratio)
         return found + ([beyond] if beyond else [])
 
     @property
     def flag_row(self) -> dict[str, Any]:
         """The CSV columns of the two warnings: ``confidence`` (0..1), ``check_border``, and outside cells
-        mode ``edge_outline_share`` (0..1) and ``beyond_picture``."""
+        mode ``edge_outline_share`` (0..1), ``edge_contact_ratio`` (0 and up) and ``beyond_picture``."""
         row: dict[str, Any] = {"confidence": round(self.confidence, 4), "check_border": self.check_border}
         share = self.edge_outline_share
         if share is not None:
-            row.update(edge_outline_share=round(share, 4), beyond_picture=self.beyond_picture)
+            row.update(edge_outline_share=round(share, 4), edge_contact_ratio=round(self.edge_contact_ratio, 4),
+                       beyond_picture=self.beyond_picture)
         return row
 
     @functools.cached_property
