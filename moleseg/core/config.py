@@ -78,7 +78,7 @@ PNG_COMPRESSION_LEVEL = 1
 #: twice as large (1.3 MB against 0.7 MB for a PH2 image; still lossless; ``docs/performance.md``).
 OVERLAY_PNG_COMPRESSION_LEVEL = 0
 #: File extensions read as images (lower case, with the dot).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
 
 #: The ``moleseg`` package folder, and the folder holding it: the checkout's root, or ``site-packages``.
 _PACKAGE_DIR: Path = Path(__file__).resolve().parents[1]

@@ -442,7 +442,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  note: Callable[[str, str], None] | None = None) -> PredictOutcome:
+                  note: Callable[[str, str], None] | None = None,
+                  output_names: Sequence[str] | None = None) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
     A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
@@ -454,16 +455,23 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     ----------
     batch_size
         Images per network call (>= 1).
+    pixel_size_mm
+        mm per pixel of every image; None: a DICOM file's own pixel spacing, pixels for other files.
     progress
         Called with the number of files done (written or skipped) after each batch.
     note
         Called with ``(file name, message)`` for an image written with a note ("no lesion found").
+    output_names
+        The output stems of ``files`` (default :func:`output_stems` of them; a shard of an archive passes
+        those of the whole archive, so its files are named as in a single run).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from moleseg.core.dicomio import dicom_pixel_size
     from moleseg.core.imageio import ImageReadError, read_image
 
-    stems = dict(zip(files, output_stems(files)))
+    stems = dict(zip(files, output_stems(files) if output_names is None else output_names))
+    file_sizes: dict[int, float | None] = {}  # a DICOM file's own pixel spacing, when no pixel size is given
     outcome = PredictOutcome()
     failures: list[tuple[int, str, str]] = []
     batch_size = max(1, int(batch_size))
@@ -474,6 +482,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         try:
             image = read_image(path)
             check_image_side(image)
+            if pixel_size_mm is None:
+                file_sizes[index] = dicom_pixel_size(path)
             return image
         except (ImageReadError, ValueError) as error:
             reason = str(error)
@@ -484,7 +494,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         path = files[index]
         segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
         analysis, encoded = measure_and_encode(image, segmentation, segmenter, stems[path], drawer,
-                                               pixel_size_mm=pixel_size_mm)
+                                               pixel_size_mm=pixel_size_mm or file_sizes.get(index))
         try:
             if outlines:
                 encoded.update(analysis.outline_files(stems[path], outlines))
