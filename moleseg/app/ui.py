@@ -85,11 +85,11 @@ class SegmenterPreloads:
 
     def start(self, spec: str, stamp: int) -> None:
         """Start loading the model ``spec`` (its file's ``stamp``) unless it is loading already."""
-        from moleseg.network.loading import load_segmenter
+        from moleseg.network.loading import preload
 
         with self._lock:
             if (spec, stamp) not in self._loads:
-                self._loads[spec, stamp] = self._pool.submit(load_segmenter, spec)
+                self._loads[spec, stamp] = self._pool.submit(preload, spec)
 
     def take(self, spec: str, stamp: int) -> Segmenter | None:
         """The preloaded segmenter of ``(spec, stamp)`` (its loading error raised), or None when none was

@@ -14,15 +14,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
+from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
+                                 OVERLAY_PNG_COMPRESSION_LEVEL)
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import Measurement, edge_contact_ratio, edge_outline_share, measure_lesion, measurements_row
+from moleseg.core.measure import (Measurement, colour_measurements, edge_contact_ratio, edge_outline_share,
+                                  measure_lesion, measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
@@ -202,13 +204,14 @@ class Analysis:
         return "; ".join(parts) or None
 
     def overlay_png(self) -> bytes:
-        """The overlay as PNG, with the PDF's scale bar (:func:`moleseg.core.render.with_scale_bar`) when the
-        pixel size is known."""
-        return encode_png(with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay)
+        """The overlay as PNG (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`), with the PDF's
+        scale bar (:func:`moleseg.core.render.with_scale_bar`) when the pixel size is known."""
+        picture = with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay
+        return encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
 
     def files(self, stem: str) -> dict[str, bytes]:
         """``<stem>_overlay.png`` (:meth:`overlay_png`), ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png``
-        (class values)."""
+        (class values); all lossless."""
         return {
             f"{stem}_overlay.png": self.overlay_png(),
             f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
@@ -269,9 +272,11 @@ def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Pa
     return written
 
 
-def _measured(analysis: Analysis) -> Analysis:
+def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
-    field (two classes, :mod:`moleseg.core.objects`)."""
+    field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
+    (:func:`moleseg.core.measure.colour_measurements`) being made in another thread, appended where
+    :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -282,7 +287,10 @@ def _measured(analysis: Analysis) -> Analysis:
     elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
-                                               pixel_size_mm=analysis.pixel_size_mm, image=analysis.image)
+                                               pixel_size_mm=analysis.pixel_size_mm,
+                                               image=analysis.image if colours is None else None)
+        if colours is not None:
+            analysis.measurements += colours.result()
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -357,11 +365,15 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
                        style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
     the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
-    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL)."""
+    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
+    colours are measured by ``drawer`` too, first, which balances the two threads' work."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
+    colours = None
+    if not analysis.cells and segmentation.lesion.any():
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
     try:
-        _measured(analysis)
+        _measured(analysis, colours)
     finally:
         encoded = encoding.result()
     return analysis, encoded
