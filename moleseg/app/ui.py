@@ -317,7 +317,8 @@ export default function(component) {
     mutations.observe(parentElement.closest('[data-testid="stVerticalBlock"]') || document.body,
                       { childList: true, subtree: true });
     report();
-    return () => { observer.disconnect(); mutations.disconnect(); };
+    const retries = [500, 2000].map((delay) => setTimeout(hideCanvasToolbars, delay));  // a late canvas
+    return () => { observer.disconnect(); mutations.disconnect(); retries.forEach(clearTimeout); };
 }
 """
 _width_probe = st.components.v2.component("moleseg.width_probe", html="<div></div>", js=_WIDTH_PROBE_JS,
