@@ -101,7 +101,10 @@ def test_cross_validation_summarises_each_recipe_over_its_folds(tmp_path):
     assert summary[1]["val_fm"] == pytest.approx(0.82) and summary[1]["val_fm_min"] == pytest.approx(0.80)
     assert summary[1]["difference"] == pytest.approx(-0.05) and summary[1]["p"] == pytest.approx(0.25)
     assert "within noise" in summary[1]["sentence"] and "3 folds cannot reach p < 0.05" in summary[1]["sentence"]
-    assert "## Cross-validation" in (out / studystats.VERDICTS_MD).read_text()
+    assert "over 3 folds (worst 0.8000; " in summary[1]["sentence"]
+    assert "fold by fold over 3 folds, Wilcoxon p = 0.25: within noise" in summary[1]["sentence"]
+    verdicts = (out / studystats.VERDICTS_MD).read_text()
+    assert "## Cross-validation" in verdicts and "6 finished runs; design grid; 1 seed per setting;" in verdicts
     assert studystats.cross_validation(studyplan.load_study(write_study(tmp_path / "t.yaml")), rows) == []
 
 
