@@ -55,6 +55,17 @@ def test_masked_url_hides_the_password_wherever_the_url_carries_it():
         "postgresql://u@h/d?password=***&sslmode=require")
     assert masked_url("postgresql://u:p@ss@h/d") == "postgresql://u:***@h/d"  # an '@' in the password
     assert masked_url("postgresql:///d?host=/run/postgresql") == "postgresql:///d?host=/run/postgresql"
+    assert masked_url("postgresql://u:se/cr?et@h/db") == "postgresql://u:***@h/db"  # unescaped '/' and '?'
+    assert masked_url("moleseg:hunter2@db/records") == "moleseg:***@db/records"  # the scheme forgotten
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1:5432/db", "postgresql://u:hunter2@db:port/db",
+                                 "postgresql://u:hunter2@db:99999/db"])
+def test_a_malformed_host_or_port_is_one_sentence_without_the_password(url):
+    with pytest.raises(SettingsError) as refused:
+        read_settings({"MOLESEG_DATABASE_URL": url})
+    assert refused.value.problems == [f"database_url must be a PostgreSQL URL such as postgresql://USER:PASSWORD@"
+                                      f"HOST:PORT/DATABASE, not {url.replace('hunter2', '***')!r}."]
 
 
 # --------------------------------------------------------------------------------------------------

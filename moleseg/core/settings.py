@@ -120,13 +120,13 @@ def masked_url(url: str) -> str:
     'postgresql://moleseg:***@db:5432/records?sslmode=require&password=***'
     """
     scheme, separator, rest = url.partition("://")
-    end = min([rest.index(mark) for mark in "/?#" if mark in rest] or [len(rest)])
-    netloc, tail = rest[:end], rest[end:]
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = f"{user.split(':', 1)[0]}:{MASK}"
-        netloc = f"{user}@{host}"
+    if not separator:  # no scheme: the whole text may still be USER:PASSWORD@HOST/DATABASE
+        scheme, rest = "", url
+    user, at, after_user = rest.rpartition("@")  # the last '@': a password may hold '@', '/', '?' or '#'
+    end = min([after_user.index(mark) for mark in "/?#" if mark in after_user] or [len(after_user)])
+    netloc, tail = user + at + after_user[:end], after_user[end:]
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:{MASK}@{after_user[:end]}"
     tail = re.sub(r"([?&]password=)[^&#]*", rf"\g<1>{MASK}", tail, flags=re.IGNORECASE)
     return f"{scheme}{separator}{netloc}{tail}"
 
@@ -336,8 +336,12 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
 
     database_url = values.get("database_url", "")
     if database_url:
-        parts = urlsplit(database_url)
-        if parts.scheme not in DATABASE_SCHEMES or not parts.path.strip("/"):
+        try:
+            parts = urlsplit(database_url)
+            valid = parts.scheme in DATABASE_SCHEMES and bool(parts.path.strip("/")) and (parts.port or 1) > 0
+        except ValueError:  # a malformed host or port
+            valid = False
+        if not valid:
             problems.append(f"database_url must be a PostgreSQL URL such as postgresql://USER:PASSWORD@HOST:PORT/"
                             f"DATABASE, not {masked_url(database_url)!r}.")
     files_dir = (_absolute_folder("records_files_dir", values["records_files_dir"], problems, must_exist=False)
