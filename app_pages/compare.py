@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
-from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.engine.compare import compare_records, compare_visits
@@ -92,7 +92,7 @@ else:
     noise_passes = st.number_input(
         "Simulated second photographs per visit, for this lesion's own noise", min_value=0,
         max_value=followup.MAX_NOISE_PASSES, value=0, step=1, key="compare_noise_passes",
-        help="0: the published repeatability only (docs/repeatability.md). K (2 or more): each visit is photographed "
+        help=f"0: the published repeatability only (docs/repeatability.md). K ({MIN_NOISE_PASSES} or more): each visit is photographed "
              "again K times by simulation and measured (2K more segmentations); the larger noise is used.")
     segmenter = ui.load_segmenter(choice)
     if segmenter is None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import skin_colour, skin_matched
+from moleseg.core.config import MIN_NOISE_PASSES
 from moleseg.core.comparison_report import comparison_pdf
 from moleseg.core.measure import Measurement, decimals, measure_lesion, value_text
 from moleseg.core.registration import Registration, incomparable_reason, register, warp_image, warp_mask
@@ -171,6 +172,14 @@ class Comparison:
             text += f" ({dx * self.pixel_size_mm:+.2f}, {dy * self.pixel_size_mm:+.2f} mm)"
         return text
 
+    def noise_source(self, published: str) -> str:
+        """Where the noise came from, for people: ``published`` (how the caller names the published table),
+        and the simulated second photographs of each visit with their time (s) when there were any."""
+        if not self.noise_passes:
+            return published
+        return (f"{published} and {self.noise_passes} simulated second photographs of each visit "
+                f"({self.noise_seconds:.0f} s)")
+
     @property
     def aligned_after_image(self) -> np.ndarray:
         """The after image drawn in the before image's frame."""
@@ -245,8 +254,7 @@ class Comparison:
                      f"moved {self.shift_text()}, scale {r.scale:.3f}; quality {r.quality:.2f} "
                      f"({'ok' if r.ok else 'FAILED'})")
         size = f"{self.pixel_size_mm:g} mm per pixel" if self.pixel_size_mm else "unknown (lengths in px only)"
-        noise = ("published repeatability" + (f" and {self.noise_passes} simulated second photographs of each visit "
-                                              f"({self.noise_seconds:.0f} s)" if self.noise_passes else ""))
+        noise = self.noise_source("published repeatability")
         lesion = [("Lesion", self.lesion_id)] if self.lesion_id else []
         dates = [(f"{name} visit", date) for name, date in (("Before", self.before_date), ("After", self.after_date))
                  if date]
@@ -350,8 +358,8 @@ def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.
     are averaged over the images and ``RC = 2.77 * sqrt(variance)``. Costs ``passes`` segmentations per image.
     Measurements with fewer than two values on every image are left out.
     """
-    if passes < 2:
-        raise ValueError(f"the per-image noise needs at least 2 passes, not {passes}")
+    if passes < MIN_NOISE_PASSES:
+        raise ValueError(f"the per-image noise needs at least {MIN_NOISE_PASSES} passes, not {passes}")
     rng = np.random.default_rng(seed)
     variances: dict[tuple[str, str], list[float]] = {}
     for image, lesion in visits:
