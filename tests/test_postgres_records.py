@@ -20,6 +20,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import SettingsError, load_settings, masked_url, read_settings
 from moleseg.engine.records import NO_OWNER, PG_MIGRATIONS, Records, RecordsError, User
+from moleseg.engine.recordsdb import unusable
 from moleseg.engine.recordspg import VERSION_TABLE
 from test_records import sample
 
@@ -118,6 +119,22 @@ def test_a_wrong_password_a_missing_database_and_no_server_are_named(postgres_se
     message = refusal(nobody_listens, tmp_path)
     assert message.startswith(f"The records database {masked_url(nobody_listens)} cannot be used: the server "
                               f"cannot be reached: check that PostgreSQL runs at that host and port")
+
+
+def test_a_host_that_does_not_resolve_is_named_as_unreachable_without_the_password(tmp_path):
+    url = "postgresql://moleseg:hunter2-secret@no-such-host.invalid:5432/records"
+    message = refusal(url, tmp_path)
+    assert message.startswith("The records database postgresql://moleseg:***@no-such-host.invalid:5432/records "
+                              "cannot be used: the server cannot be reached: check that PostgreSQL runs at that "
+                              "host and port and that this machine may connect (failed to resolve host "
+                              "'no-such-host.invalid'")
+    assert message.endswith("); analysis works, saving is refused until then.")
+
+
+def test_an_unknown_cause_is_said_once():
+    assert unusable("x.sqlite", "disk I/O error") == "The records database x.sqlite cannot be used: disk I/O error."
+    assert unusable("x.sqlite", "it is damaged", "database disk image is malformed") == (
+        "The records database x.sqlite cannot be used: it is damaged (database disk image is malformed).")
 
 
 def test_records_saved_before_owners_go_to_admins_only(postgres_url, tmp_path):

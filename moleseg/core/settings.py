@@ -101,8 +101,10 @@ KEYS: dict[str, bool] = {
     "admin_users": True, "proxy_secret": False, "proxy_secret_header": False, "database_url": False,
     "records_files_dir": False,
 }
+#: URL scheme of ``database_url`` naming PostgreSQL's driver psycopg (SQLAlchemy's spelling).
+DRIVER_SCHEME: str = "postgresql+psycopg"
 #: URL schemes of ``database_url`` (PostgreSQL; the driver psycopg is implied by the first two).
-DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", "postgresql+psycopg")
+DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", DRIVER_SCHEME)
 #: What a password in a URL is shown as.
 MASK: str = "***"
 

@@ -82,10 +82,13 @@ class Change:
 
     @property
     def change(self) -> float:
+        """``after - before``, in ``unit``."""
         return self.after - self.before
 
     @property
     def change_percent(self) -> float:
+        """The change in % of ``|before|``; NaN for shares, asymmetries and counts (no relative change shown)
+        and when ``before`` is 0 or undefined."""
         if not relative_change_shown(self.key, self.unit) or not math.isfinite(self.before) or self.before == 0:
             return math.nan
         return 100.0 * self.change / abs(self.before)
@@ -196,6 +199,7 @@ class Comparison:
 
     @property
     def area_change_percent(self) -> float:
+        """The lesion area's change in % of the before area (NaN when the area was not measured)."""
         found = self.change("area", "px")
         return found.change_percent if found else math.nan
 
