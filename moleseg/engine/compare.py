@@ -359,7 +359,8 @@ def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.
 
     ``visits`` are ``(image, lesion)`` pairs; each image is photographed again ``passes`` times by simulation
     (:func:`rephotographed_values`, drawn from ``seed``), segmented and measured; the within-lesion variances
-    are averaged over the images and ``RC = 2.77 * sqrt(variance)``. Costs ``passes`` segmentations per image.
+    are averaged over the images and ``RC = COEFFICIENT_PER_SD * sqrt(variance)``
+    (:data:`moleseg.core.repeatability.COEFFICIENT_PER_SD`). Costs ``passes`` segmentations per image.
     Measurements with fewer than two values on every image are left out.
     """
     if passes < MIN_NOISE_PASSES:

@@ -111,6 +111,12 @@ def unusable(name: str, cause: str, detail: str | None = None) -> str:
     return f"The records database {name} cannot be used: {cause}{said}."
 
 
+def newer_schema(version: int) -> str:
+    """The cause of a refusal of a database of schema ``version``, newer than this moleseg's
+    (:data:`MIGRATIONS`)."""
+    return f"is from a newer moleseg (schema {version}, this one knows {len(MIGRATIONS)}): update moleseg to open it"
+
+
 def refused(error: RecordsError) -> RecordsError:
     """``error`` (a database error met at start-up) ending with :data:`REFUSED`."""
     message = str(error)
@@ -270,8 +276,7 @@ class RecordsDatabase:
             raise self.refuse(f"is damaged ({problems[0]}): restore it from a backup, or move it away to start "
                                f"a new one")
         if version > len(MIGRATIONS):
-            raise self.refuse(f"is from a newer moleseg (schema {version}, this one knows {len(MIGRATIONS)}): "
-                               f"update moleseg to open it")
+            raise self.refuse(newer_schema(version))
         if version == 0 or not SCHEMA_TABLES[min(version, len(MIGRATIONS))] <= tables:
             found = ", ".join(sorted(tables)) or "no tables"
             raise self.refuse(f"is not a moleseg records database (it holds {found}): move it away to start a "

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 import sqlalchemy
 
 from moleseg.core.settings import DATABASE_SCHEMES, DRIVER_SCHEME, MASK, masked_url
-from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, refusal, refused,
-                                      split_statements, unusable)
+from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, newer_schema, refusal,
+                                      refused, split_statements, unusable)
 
 #: The table holding the schema version (one row).
 VERSION_TABLE: str = "moleseg_schema"
@@ -203,8 +203,7 @@ class PostgresDatabase:
                     version = int(connection.execute(sqlalchemy.text(
                         f"SELECT version FROM {VERSION_TABLE}")).scalar_one())
                 if version > len(PG_MIGRATIONS):
-                    raise self.refuse(f"is from a newer moleseg (schema {version}, this one knows "
-                                      f"{len(PG_MIGRATIONS)}): update moleseg to open it")
+                    raise self.refuse(newer_schema(version))
                 if not SCHEMA_TABLES[version] <= tables:
                     found = ", ".join(sorted(tables - {VERSION_TABLE})) or "no tables"
                     raise self.refuse(f"is not a moleseg records database (schema {version} but it holds "
