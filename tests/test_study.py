@@ -40,7 +40,7 @@ def test_a_bad_value_and_a_bad_option_in_a_setting_are_refused(tmp_path, capsys)
     assert "newton" in capsys.readouterr().err
     path = write_study(tmp_path / "s2.yaml", factors={"aug": {"one": {"augmentt": ["reflection"]}}})
     assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
-    assert "unknown option(s) 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
+    assert "unknown option 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda path: path.name)
@@ -283,12 +283,12 @@ HUGE_GRID = {name: list(range(1, 11)) for name in
     ({"repeats": True}, "repeats must be a whole number >= 1, not true/false"),
     ({"repeats": 0}, "repeats must be a whole number >= 1, not 0"),
     ({"factors": {"solver": ["sgdm"]}, "factor": {"solver": ["adam"]}},
-     "unknown key(s) 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
+     "unknown key 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
     ({"data": {"images": "all/images", "masks": "all/masks",
                "split": {"by": "group", "pattern": "(unclosed", "test": ["x"]}}},
      "data.split.pattern '(unclosed' is not a valid regular expression (missing ), unterminated subpattern"),
     ({"data": {"train": {"images": "a", "masks": "b"}, "tests": {"images": "c", "masks": "d"}}},
-     "unknown key(s) 'tests' in data (known: root, images, masks, split, train, validation, test)"),
+     "unknown key 'tests' in data (known: root, images, masks, split, train, validation, test)"),
     ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),
     ({"design": "grid", "factors": HUGE_GRID},
      "the study plans 10,000,000 runs, more than the 1,000 a study may run"),

@@ -72,6 +72,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
+from moleseg.core.words import noun_for
+
 #: Environment variable naming the TOML settings file.
 CONFIG_ENV: str = "MOLESEG_CONFIG"
 #: Prefix of the environment variable of each key (``MOLESEG_`` + the key in upper case).
@@ -215,7 +217,7 @@ def _from_file(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
-        problems.append(f"{path} has unknown key(s) {', '.join(unknown)}; the keys are {', '.join(KEYS)}.")
+        problems.append(f"{path} has unknown {noun_for(len(unknown), 'key')} {', '.join(unknown)}; the keys are {', '.join(KEYS)}.")
     for key, is_list in KEYS.items():
         if key not in values:
             continue
