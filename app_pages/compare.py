@@ -10,6 +10,7 @@ from moleseg.app import followup, identity, ui
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.report import DISCLAIMER
 from moleseg.engine.compare import compare_records, compare_visits
 from moleseg.engine.records import Records
 
@@ -149,4 +150,4 @@ one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), fil
                     mime="application/json", key="compare_json", on_click="ignore")
 two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_name, after_name),
                     file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
-st.caption("Research software: not a medical device, not for diagnosis.")
+st.caption(DISCLAIMER)
