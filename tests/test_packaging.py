@@ -70,7 +70,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
     # corrections go to the user's data folder, not beside site-packages; the shipped studies come along
     assert Path(where[2]) == tmp_path / "user-data" / "moleseg" / "corrections"
     assert where[3].split(",") == sorted(p.name for p in (PROJECT / "studies").glob("*.yaml"))
-    assert {p.name for p in models.iterdir()} >= {"dermoscopy.keras", "dermoscopy.json", "cells.keras", "cells.json"}
+    assert {p.name for p in models.iterdir()} >= {"dermoscopy.keras", "dermoscopy.onnx", "dermoscopy.json",
+                                                 "cells.keras", "cells.onnx", "cells.json"}
 
     command = fresh / "bin" / "moleseg"
     usage = _run([command, "--help"], cwd=elsewhere, env=env).stdout

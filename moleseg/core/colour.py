@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from skimage.color import rgb2lab
 
@@ -123,8 +124,21 @@ def classify_colours(image: np.ndarray) -> np.ndarray:
     if pixels.ndim < 2 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"colours need uint8 RGB pixels (..., 3), got {pixels.dtype} {pixels.shape}")
     lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
-    distances = ((lab[:, None, :] - _REFERENCE_LAB[None, :, :]) ** 2).sum(axis=2)
-    return np.argmin(distances, axis=1).astype(np.uint8).reshape(pixels.shape[:-1])
+    lightness, green_red, blue_yellow = lab[:, 0], lab[:, 1], lab[:, 2]
+    # squared distance to each reference, summed in the order of a sum over the last axis, and the first
+    # nearest kept on a tie: np.argmin of the (N, 6, 3) differences exactly, without building them
+    nearest = np.zeros(len(lab), np.uint8)
+    best = None
+    for index, (ref_l, ref_a, ref_b) in enumerate(_REFERENCE_LAB):
+        dl, da, db = lightness - ref_l, green_red - ref_a, blue_yellow - ref_b
+        distance = dl * dl + da * da + db * db
+        if best is None:
+            best = distance
+            continue
+        closer = distance < best
+        nearest[closer] = index
+        best = np.minimum(best, distance)
+    return nearest.reshape(pixels.shape[:-1])
 
 
 def packed_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -165,7 +179,8 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
     # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels. The colours
     # are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
-    codes = packed_rgb(rgb[binary])
+    left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
+    codes = packed_rgb(rgb[top:top + height, left:left + width][binary[top:top + height, left:left + width]])
     distinct, pixels_per_colour = np.unique(codes, return_counts=True)
     classes = classify_colours(unpacked_rgb(distinct))
     counts = np.bincount(classes, weights=pixels_per_colour, minlength=len(COLOUR_NAMES))

@@ -11,7 +11,8 @@ Anything that cannot be read becomes an :class:`ImageReadError` (a :class:`Value
 
 Conversion rules (all documented here once; the tests pin each of them with pixel values)
 ------------------------------------------------------------------------------------------
-- Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow. A TIFF that Pillow
+- Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow; DICOM photographs
+  through :mod:`moleseg.core.dicomio`. A TIFF that Pillow
   cannot read (e.g. float RGB, planar layouts) is read with ``tifffile`` when it is installed. Multi-frame
   files (GIF, APNG, multi-page TIFF, animated WebP) give their first frame.
 - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a portrait phone photo stored as a
@@ -75,7 +76,7 @@ Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 
 #: Pillow format names the readers open; every other format (EPS, PSD, ...) is refused.
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
-_FORMAT_HINT = "expected JPEG, PNG, BMP, TIFF, GIF or WebP"
+_FORMAT_HINT = "expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -365,6 +366,13 @@ def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
 
 
 def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
+    from moleseg.core.dicomio import DicomReadError, decode_dicom, is_dicom
+
+    if is_dicom(fp):
+        try:
+            return decode_dicom(fp, label, max_pixels, _check_size)
+        except DicomReadError as exc:
+            raise ImageReadError(exc.filename, exc.reason) from exc
     is_tiff = _is_tiff(fp)
     try:
         img = _open_pil(fp, label)
@@ -542,6 +550,13 @@ def mask_problem(mask: np.ndarray) -> str | None:
 
 
 def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
+    from moleseg.core.dicomio import DicomReadError, dicom_header_size, is_dicom
+
+    if is_dicom(fp):
+        try:
+            return dicom_header_size(fp, label)
+        except DicomReadError as exc:
+            raise ImageReadError(exc.filename, exc.reason) from exc
     is_tiff = _is_tiff(fp)
     try:
         img = _open_pil(fp, label)

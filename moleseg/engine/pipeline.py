@@ -14,15 +14,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
+from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
+                                 OVERLAY_PNG_COMPRESSION_LEVEL)
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import Measurement, edge_contact_ratio, edge_outline_share, measure_lesion, measurements_row
+from moleseg.core.measure import (Measurement, colour_measurements, edge_contact_ratio, edge_outline_share,
+                                  measure_lesion, measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
@@ -201,9 +203,10 @@ class Analysis:
         return "; ".join(parts) or None
 
     def files(self, stem: str) -> dict[str, bytes]:
-        """``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values)."""
+        """``<stem>_overlay.png`` (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`),
+        ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values); all lossless."""
         return {
-            f"{stem}_overlay.png": encode_png(self.overlay),
+            f"{stem}_overlay.png": encode_png(self.overlay, OVERLAY_PNG_COMPRESSION_LEVEL),
             f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
@@ -262,9 +265,11 @@ def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Pa
     return written
 
 
-def _measured(analysis: Analysis) -> Analysis:
+def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
-    field (two classes, :mod:`moleseg.core.objects`)."""
+    field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
+    (:func:`moleseg.core.measure.colour_measurements`) being made in another thread, appended where
+    :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -275,7 +280,10 @@ def _measured(analysis: Analysis) -> Analysis:
     elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
-                                               pixel_size_mm=analysis.pixel_size_mm, image=analysis.image)
+                                               pixel_size_mm=analysis.pixel_size_mm,
+                                               image=analysis.image if colours is None else None)
+        if colours is not None:
+            analysis.measurements += colours.result()
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -350,11 +358,15 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
                        style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
     the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
-    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL)."""
+    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
+    colours are measured by ``drawer`` too, first, which balances the two threads' work."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
+    colours = None
+    if not analysis.cells and segmentation.lesion.any():
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
     try:
-        _measured(analysis)
+        _measured(analysis, colours)
     finally:
         encoded = encoding.result()
     return analysis, encoded
@@ -430,7 +442,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  note: Callable[[str, str], None] | None = None) -> PredictOutcome:
+                  note: Callable[[str, str], None] | None = None,
+                  output_names: Sequence[str] | None = None) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
     A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
@@ -442,16 +455,23 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     ----------
     batch_size
         Images per network call (>= 1).
+    pixel_size_mm
+        mm per pixel of every image; None: a DICOM file's own pixel spacing, pixels for other files.
     progress
         Called with the number of files done (written or skipped) after each batch.
     note
         Called with ``(file name, message)`` for an image written with a note ("no lesion found").
+    output_names
+        The output stems of ``files`` (default :func:`output_stems` of them; a shard of an archive passes
+        those of the whole archive, so its files are named as in a single run).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from moleseg.core.dicomio import dicom_pixel_size
     from moleseg.core.imageio import ImageReadError, read_image
 
-    stems = dict(zip(files, output_stems(files)))
+    stems = dict(zip(files, output_stems(files) if output_names is None else output_names))
+    file_sizes: dict[int, float | None] = {}  # a DICOM file's own pixel spacing, when no pixel size is given
     outcome = PredictOutcome()
     failures: list[tuple[int, str, str]] = []
     batch_size = max(1, int(batch_size))
@@ -462,6 +482,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         try:
             image = read_image(path)
             check_image_side(image)
+            if pixel_size_mm is None:
+                file_sizes[index] = dicom_pixel_size(path)
             return image
         except (ImageReadError, ValueError) as error:
             reason = str(error)
@@ -472,7 +494,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         path = files[index]
         segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
         analysis, encoded = measure_and_encode(image, segmentation, segmenter, stems[path], drawer,
-                                               pixel_size_mm=pixel_size_mm)
+                                               pixel_size_mm=pixel_size_mm or file_sizes.get(index))
         try:
             if outlines:
                 encoded.update(analysis.outline_files(stems[path], outlines))
