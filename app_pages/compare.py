@@ -10,6 +10,7 @@ from moleseg.app import followup, identity, ui
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.registration import MIN_QUALITY
 from moleseg.core.report import DISCLAIMER
 from moleseg.engine.compare import compare_records, compare_visits
 from moleseg.engine.records import Records
@@ -118,7 +119,8 @@ columns = st.columns(4 if comparison.comparable else 3)
 columns[0].metric("Rotation", f"{registration.rotation_deg:+.1f}°", help="Counter-clockwise positive, from the "
                   "before to the after image.")
 columns[1].metric("Lesion centre moved", comparison.shift_text(), help="x right, y down.")
-columns[2].metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
+columns[2].metric("Registration quality", f"{registration.quality:.2f}",
+                  help=f"0..1; below {MIN_QUALITY:g} the alignment failed.")
 if comparison.comparable:
     area = comparison.change("area", "px")
     columns[3].metric("Area change", f"{comparison.area_change_percent:+.1f} %",
