@@ -111,8 +111,7 @@ st.session_state["compare_result"] = comparison
 
 if not comparison.comparable:
     st.error(ui.sentence(followup.not_comparable_text(comparison)))
-others = comparison.warnings if comparison.comparable else comparison.warnings[1:]  # the first one is the reason
-for warning in others:  # different pixel sizes
+for warning in comparison.other_warnings:  # different pixel sizes
     st.warning(ui.sentence(warning))
 registration = comparison.registration
 columns = st.columns(4 if comparison.comparable else 3)

@@ -152,6 +152,12 @@ class Comparison:
         return self.registration.ok and not self.incomparable
 
     @property
+    def other_warnings(self) -> list[str]:
+        """The warnings besides the one saying why the visits are not comparable (:func:`compare_visits` puts
+        that one first), e.g. different pixel sizes."""
+        return list(self.warnings) if self.comparable else list(self.warnings[1:])
+
+    @property
     def reason(self) -> str:
         """Why the two visits are not comparable ('' when they are)."""
         return self.incomparable or self.registration.message
