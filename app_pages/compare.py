@@ -7,9 +7,11 @@ import json
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
-from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.registration import MIN_QUALITY
+from moleseg.core.report import DISCLAIMER
 from moleseg.engine.compare import compare_records, compare_visits
 from moleseg.engine.records import Records
 
@@ -92,7 +94,7 @@ else:
     noise_passes = st.number_input(
         "Simulated second photographs per visit, for this lesion's own noise", min_value=0,
         max_value=followup.MAX_NOISE_PASSES, value=0, step=1, key="compare_noise_passes",
-        help="0: the published repeatability only (docs/repeatability.md). K (2 or more): each visit is photographed "
+        help=f"0: the published repeatability only (docs/repeatability.md). K ({MIN_NOISE_PASSES} or more): each visit is photographed "
              "again K times by simulation and measured (2K more segmentations); the larger noise is used.")
     segmenter = ui.load_segmenter(choice)
     if segmenter is None:
@@ -109,15 +111,15 @@ st.session_state["compare_result"] = comparison
 
 if not comparison.comparable:
     st.error(ui.sentence(followup.not_comparable_text(comparison)))
-others = comparison.warnings if comparison.comparable else comparison.warnings[1:]  # the first one is the reason
-for warning in others:  # different pixel sizes
+for warning in comparison.other_warnings:  # different pixel sizes
     st.warning(ui.sentence(warning))
 registration = comparison.registration
 columns = st.columns(4 if comparison.comparable else 3)
 columns[0].metric("Rotation", f"{registration.rotation_deg:+.1f}°", help="Counter-clockwise positive, from the "
                   "before to the after image.")
 columns[1].metric("Lesion centre moved", comparison.shift_text(), help="x right, y down.")
-columns[2].metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
+columns[2].metric("Registration quality", f"{registration.quality:.2f}",
+                  help=f"0..1; below {MIN_QUALITY:g} the alignment failed.")
 if comparison.comparable:
     area = comparison.change("area", "px")
     columns[3].metric("Area change", f"{comparison.area_change_percent:+.1f} %",
@@ -149,4 +151,4 @@ one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), fil
                     mime="application/json", key="compare_json", on_click="ignore")
 two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_name, after_name),
                     file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
-st.caption("Research software: not a medical device, not for diagnosis.")
+st.caption(DISCLAIMER)

@@ -11,8 +11,8 @@ from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.imagewrite import write_png
 
-EMPTY = "1 empty mask(s) (no foreground pixel, all black; scored and trained as 'no lesion'): m1.png"
-FULL = "1 full mask(s) (every pixel foreground, all white: an image, or an inverted mask?): m2.png"
+EMPTY = "1 empty mask (no foreground pixel, all black; scored and trained as 'no lesion'): m1.png"
+FULL = "1 full mask (every pixel foreground, all white: an image, or an inverted mask?): m2.png"
 
 
 def degenerate_dataset(folder, size=80):
@@ -31,7 +31,7 @@ def test_degenerate_mask_warnings_name_the_masks_and_cut_long_lists():
     assert preparation.degenerate_mask_warnings(["m1.png"], ["m2.png"]) == [EMPTY, FULL]
     names = [f"{i}.png" for i in range(preparation.MASK_NAMES_SHOWN + 3)]
     (line,) = preparation.degenerate_mask_warnings(names, [])
-    assert line.startswith(f"{len(names)} empty mask(s)") and line.endswith("8.png, 9.png and 3 more")
+    assert line.startswith(f"{len(names)} empty masks") and line.endswith("8.png, 9.png and 3 more")
 
 
 def test_the_prepare_page_warns_about_the_previewed_mask_and_the_scanned_ones(app_folders, tmp_path):
@@ -57,4 +57,4 @@ def test_the_evaluate_page_warns_about_empty_and_full_true_masks(app_folders, tm
     run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))
     assert not at.exception and not at.error
     assert {metric.label: metric.value for metric in at.metric}["Images"] == "4"  # scored, with a warning
-    assert [w for w in warnings_of(at) if "mask(s)" in w] == [EMPTY, FULL]
+    assert [w for w in warnings_of(at) if " mask (" in w] == [EMPTY, FULL]

@@ -16,6 +16,7 @@ from moleseg.app import followup, identity
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
+from moleseg.core.report import DISCLAIMER
 from moleseg.core.settings import ServerSettings
 from moleseg.engine.records import Records, User
 
@@ -166,6 +167,7 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     assert "Area" in set(changes["Measurement"])
     assert changes.set_index("Measurement").loc["Area", "Reading"] == "within measurement noise"
     assert any(caption.value.startswith("Pixel size used: none (lengths in px only).") for caption in at.caption)
+    assert at.caption[-1].value == DISCLAIMER
     comparison = at.session_state["compare_result"]
     assert comparison.registration.ok
 

@@ -29,7 +29,7 @@ def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_pa
         assert 0 < app[key] < 90, (key, app[key])
     assert "cold_first_overlay_s" not in app and app["batch_images"] == 1
     assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]] and app["model"] == "classical"
-    assert app["images"] == f"3 real image(s) from {images}"
+    assert app["images"] == f"3 real images from {images}"
     assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "home_s",
                                       "batch12_s"}
     assert result["targets"]["cold_first_overlay_s"] == "not measured"

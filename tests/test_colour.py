@@ -94,8 +94,10 @@ def test_bad_input_is_refused():
         lesion_colours(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="differ in size"):
         lesion_colours(np.zeros((4, 4, 3), np.uint8), np.ones((5, 4), bool))
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got float32 \(4, 4, 3\)$"):
         lesion_colours(np.zeros((4, 4, 3), np.float32), np.ones((4, 4), bool))
+    with pytest.raises(ValueError, match=r"^image must be an \(H, W, 3\) uint8 RGB array, got uint8 \(4, 4\)$"):
+        lesion_colours(np.zeros((4, 4), np.uint8), np.ones((4, 4), bool))
 
 
 def test_measure_lesion_reports_colours_with_the_image():

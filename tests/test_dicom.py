@@ -154,7 +154,7 @@ def test_wrong_pixel_data_length_has_one_clear_message(photo):
     with pytest.raises(ImageReadError) as caught:
         read_image(buffer.getvalue(), name="short.dcm")
     assert str(caught.value) == (f"short.dcm: wrong pixel data length: {(ROWS - 2) * COLUMNS * 3} bytes, expected "
-                                 f"{ROWS * COLUMNS * 3} ({COLUMNS} x {ROWS} px, 3 sample(s) of 8 bits)")
+                                 f"{ROWS * COLUMNS * 3} ({COLUMNS} x {ROWS} px, 3 samples of 8 bits)")
 
 
 def test_size_budget_is_checked_before_decoding(photo):

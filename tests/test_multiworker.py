@@ -102,7 +102,7 @@ def test_two_workers_train_one_model(tmp_path, time_left):
         assert (chief / name).is_file(), name
     assert not (tmp_path / "w1").exists()  # the other worker writes nothing of its own
     assert len(read_history(chief / "history.csv")) == 2
-    assert "with 2 replica(s)" in (chief / "log.txt").read_text()
+    assert "with 2 replicas" in (chief / "log.txt").read_text()
     weights = [np.load(tmp_path / "debug" / f"worker{i}-weights.npz") for i in range(2)]
     assert len(weights[0].files) == len(weights[1].files) > 100
     for name in weights[0].files:

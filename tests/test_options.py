@@ -219,7 +219,7 @@ def test_the_command_line_refuses_bad_values_naming_the_option(tmp_path, capsys)
     assert "aspp rates: '4,x' is not a comma list of whole numbers" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"solvr": "adam"}))
-    with pytest.raises(ValueError, match="bad.json: unknown option"):
+    with pytest.raises(ValueError, match="bad.json: unknown option solvr$"):
         train_config_of(_parse("--config", str(bad)))
 
 
@@ -295,9 +295,9 @@ def test_the_typed_configuration_is_the_schema_s_and_refuses_unknown_keys():
     assert config.to_dict()["model"]["aspp_rates"] == [4, 8, 12] and isinstance(config.model, ModelConfig)
     assert TrainConfig.from_dict({**config.to_dict(), "run_dir": "/r", "recipe": {}}) == config
     known = ", ".join(o.name for o in options.top_level())
-    with pytest.raises(ValueError, match=f"^unknown option[(]s[)] solvr; known: {known}, model$"):
+    with pytest.raises(ValueError, match=f"^unknown option solvr; known: {known}, model$"):
         TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "solvr": "adam"})
-    with pytest.raises(ValueError, match="^unknown model option[(]s[)] depth; known: architecture, "):
+    with pytest.raises(ValueError, match="^unknown model option depth; known: architecture, "):
         TrainConfig.from_dict({"images": ["i"], "masks": ["m"], "model": {"depth": 3}})
     with pytest.raises(AttributeError, match="TrainConfig has no option 'solvr'"):
         config.solvr  # noqa: B018

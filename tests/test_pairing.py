@@ -150,7 +150,7 @@ def test_no_sorted_order_when_counts_differ(dirs: tuple[Path, Path]) -> None:
     images, masks = dirs
     make(images, "alpha.jpg", "beta.jpg")
     make(masks, "one.png")
-    with pytest.raises(PairingError, match=r"2 image\(s\) in .*1 mask\(s\) in .*counts differ"):
+    with pytest.raises(PairingError, match=r"2 images in .*1 mask in .*counts differ"):
         pair_folders(images, masks)
 
 

@@ -20,6 +20,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import SettingsError, load_settings, masked_url, read_settings
 from moleseg.engine.records import NO_OWNER, PG_MIGRATIONS, Records, RecordsError, User
+from moleseg.engine.recordsdb import unusable
 from moleseg.engine.recordspg import VERSION_TABLE
 from test_records import sample
 
@@ -55,6 +56,17 @@ def test_masked_url_hides_the_password_wherever_the_url_carries_it():
         "postgresql://u@h/d?password=***&sslmode=require")
     assert masked_url("postgresql://u:p@ss@h/d") == "postgresql://u:***@h/d"  # an '@' in the password
     assert masked_url("postgresql:///d?host=/run/postgresql") == "postgresql:///d?host=/run/postgresql"
+    assert masked_url("postgresql://u:se/cr?et@h/db") == "postgresql://u:***@h/db"  # unescaped '/' and '?'
+    assert masked_url("moleseg:hunter2@db/records") == "moleseg:***@db/records"  # the scheme forgotten
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1:5432/db", "postgresql://u:hunter2@db:port/db",
+                                 "postgresql://u:hunter2@db:99999/db"])
+def test_a_malformed_host_or_port_is_one_sentence_without_the_password(url):
+    with pytest.raises(SettingsError) as refused:
+        read_settings({"MOLESEG_DATABASE_URL": url})
+    assert refused.value.problems == [f"database_url must be a PostgreSQL URL such as postgresql://USER:PASSWORD@"
+                                      f"HOST:PORT/DATABASE, not {url.replace('hunter2', '***')!r}."]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,6 +119,22 @@ def test_a_wrong_password_a_missing_database_and_no_server_are_named(postgres_se
     message = refusal(nobody_listens, tmp_path)
     assert message.startswith(f"The records database {masked_url(nobody_listens)} cannot be used: the server "
                               f"cannot be reached: check that PostgreSQL runs at that host and port")
+
+
+def test_a_host_that_does_not_resolve_is_named_as_unreachable_without_the_password(tmp_path):
+    url = "postgresql://moleseg:hunter2-secret@no-such-host.invalid:5432/records"
+    message = refusal(url, tmp_path)
+    assert message.startswith("The records database postgresql://moleseg:***@no-such-host.invalid:5432/records "
+                              "cannot be used: the server cannot be reached: check that PostgreSQL runs at that "
+                              "host and port and that this machine may connect (failed to resolve host "
+                              "'no-such-host.invalid'")
+    assert message.endswith("); analysis works, saving is refused until then.")
+
+
+def test_an_unknown_cause_is_said_once():
+    assert unusable("x.sqlite", "disk I/O error") == "The records database x.sqlite cannot be used: disk I/O error."
+    assert unusable("x.sqlite", "it is damaged", "database disk image is malformed") == (
+        "The records database x.sqlite cannot be used: it is damaged (database disk image is malformed).")
 
 
 def test_records_saved_before_owners_go_to_admins_only(postgres_url, tmp_path):

@@ -264,7 +264,7 @@ def test_training_warns_about_empty_and_full_masks(tmp_path):
     assert lines == ["warning: 001.png: empty mask: no foreground pixel (all black)",
                      "warning: 002.png: full mask: every pixel is foreground (all white; an image, or an "
                      "inverted mask?)",
-                     "warning: 1 empty and 1 full training mask(s)"]
+                     "warning: 1 empty training mask and 1 full training mask"]
 
 
 # -- images: too small, too large for the memory -------------------------------------------------------

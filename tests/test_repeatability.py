@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from moleseg.app.followup import settings_caption
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.registration import incomparable_reason
 from moleseg.core.repeatability import (NoiseEntry, Perturbation, grown_lesion, pooled_noise, published_noise,
@@ -152,6 +153,12 @@ def test_the_per_image_noise_is_used_when_larger(lesion_scene):
     assert comparison.noise_passes == 2 and comparison.noise_seconds > 0
     area = comparison.change("area", "px")
     assert area.change == 0 and area.noise > 0 and area.beyond_noise is False
+    source = f"2 simulated second photographs of each visit ({comparison.noise_seconds:.0f} s)"
+    assert ("Noise", f"published repeatability and {source}") in comparison.header()
+    assert settings_caption(comparison).endswith(
+        f"Noise from the published repeatability (docs/repeatability.md) and {source}.")
+    with pytest.raises(ValueError, match="^the per-image noise needs at least 2 passes, not 1$"):
+        compare_visits(ClassicalSegmenter(), before, before, noise_passes=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_a_missing_shard_is_named(archive, tmp_path, capsys):
     (shards / "shard-2-of-3.json").unlink()
     assert main(["merge", str(shards)]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: shard(s) 2/3 missing: no finished shard-I-of-3.json (did the job fail or is it still running?); "
+        "error: shard 2/3 missing: no finished shard-I-of-3.json (did the job fail or is it still running?); "
         "run them again, then merge")
     assert not (shards / "measurements.csv").exists()
 

@@ -40,7 +40,7 @@ def test_a_bad_value_and_a_bad_option_in_a_setting_are_refused(tmp_path, capsys)
     assert "newton" in capsys.readouterr().err
     path = write_study(tmp_path / "s2.yaml", factors={"aug": {"one": {"augmentt": ["reflection"]}}})
     assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
-    assert "unknown option(s) 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
+    assert "unknown option 'augmentt' in factor 'aug', setting 'one'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda path: path.name)
@@ -101,7 +101,10 @@ def test_cross_validation_summarises_each_recipe_over_its_folds(tmp_path):
     assert summary[1]["val_fm"] == pytest.approx(0.82) and summary[1]["val_fm_min"] == pytest.approx(0.80)
     assert summary[1]["difference"] == pytest.approx(-0.05) and summary[1]["p"] == pytest.approx(0.25)
     assert "within noise" in summary[1]["sentence"] and "3 folds cannot reach p < 0.05" in summary[1]["sentence"]
-    assert "## Cross-validation" in (out / studystats.VERDICTS_MD).read_text()
+    assert "over 3 folds (worst 0.8000; " in summary[1]["sentence"]
+    assert "fold by fold over 3 folds, Wilcoxon p = 0.25: within noise" in summary[1]["sentence"]
+    verdicts = (out / studystats.VERDICTS_MD).read_text()
+    assert "## Cross-validation" in verdicts and "6 finished runs; design grid; 1 seed per setting;" in verdicts
     assert studystats.cross_validation(studyplan.load_study(write_study(tmp_path / "t.yaml")), rows) == []
 
 
@@ -280,12 +283,12 @@ HUGE_GRID = {name: list(range(1, 11)) for name in
     ({"repeats": True}, "repeats must be a whole number >= 1, not true/false"),
     ({"repeats": 0}, "repeats must be a whole number >= 1, not 0"),
     ({"factors": {"solver": ["sgdm"]}, "factor": {"solver": ["adam"]}},
-     "unknown key(s) 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
+     "unknown key 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
     ({"data": {"images": "all/images", "masks": "all/masks",
                "split": {"by": "group", "pattern": "(unclosed", "test": ["x"]}}},
      "data.split.pattern '(unclosed' is not a valid regular expression (missing ), unterminated subpattern"),
     ({"data": {"train": {"images": "a", "masks": "b"}, "tests": {"images": "c", "masks": "d"}}},
-     "unknown key(s) 'tests' in data (known: root, images, masks, split, train, validation, test)"),
+     "unknown key 'tests' in data (known: root, images, masks, split, train, validation, test)"),
     ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),
     ({"design": "grid", "factors": HUGE_GRID},
      "the study plans 10,000,000 runs, more than the 1,000 a study may run"),

@@ -249,7 +249,7 @@ def test_train_writes_the_run_folder(tmp_path):
     assert "pairs: 6 train, 2 validation, 2 test" in log
     assert "epoch 2/2" in log and "BatchNorm check" in log and "done: best validation FM" in log
     assert "decision: " in log and "2 images)" in log
-    assert "1 replica(s)" in log and "precision float32" in log and "BatchNorm momentum 0.0100" in log
+    assert "1 replica;" in log and "precision float32" in log and "BatchNorm momentum 0.0100" in log
 
     phases = {event.phase for event in events}
     assert {"prepare", "train", "validate", "epoch", "calibrate", "evaluate", "done"} <= phases
@@ -490,7 +490,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, dataset):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 logical CPUs" in result.stdout
     log = (run / "log.txt").read_text()
-    assert "strategy MirroredStrategy with 2 replica(s)" in log
+    assert "strategy MirroredStrategy with 2 replicas" in log
     assert read_json(run / "state.json")["status"] == "done"
     history = read_history(run / "history.csv")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]

@@ -10,12 +10,14 @@ import pytest
 from moleseg import cli
 from moleseg.core.archive import ArchiveError, BudgetTally, ZipBudget
 from moleseg.core.pairing import split_sizes
-from moleseg.core.words import count_of, size_text
+from moleseg.core.words import count_of, noun_for, size_text
 
 
 def test_a_count_takes_its_noun_in_the_right_number():
     assert [count_of(n, "pair") for n in (0, 1, 2)] == ["0 pairs", "1 pair", "2 pairs"]
     assert count_of(1, "run") == "1 run" and count_of(3, "entry", "entries") == "3 entries"
+    assert [noun_for(n, "key") for n in (0, 1, 2)] == ["keys", "key", "keys"]
+    assert noun_for(2, "size mismatch", "size mismatches") == "size mismatches"
 
 
 def test_a_size_takes_the_largest_unit_it_reaches():

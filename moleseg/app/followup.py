@@ -162,9 +162,7 @@ def settings_caption(comparison: Comparison) -> str:
     """The Compare page's line of what the comparison used: pixel size (the one applied), alignment, noise."""
     size = (f"{comparison.pixel_size_mm:g} mm per px" if comparison.pixel_size_mm
             else "none (lengths in px only)")
-    noise = ("the published repeatability (docs/repeatability.md)" + (
-        f" and {comparison.noise_passes} simulated second photographs of each visit "
-        f"({comparison.noise_seconds:.0f} s)" if comparison.noise_passes else ""))
+    noise = comparison.noise_source("the published repeatability (docs/repeatability.md)")
     return f"Pixel size used: {size}. Model: {comparison.model_name}. Noise from {noise}."
 
 

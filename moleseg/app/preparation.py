@@ -13,6 +13,7 @@ import numpy as np
 
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, class_names
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
+from moleseg.core.words import count_of
 from moleseg.engine.tasks import Progress
 
 @dataclass
@@ -79,17 +80,17 @@ MASK_NAMES_SHOWN = 10
 
 def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[str]:
     """The app's warnings about empty and full masks (:func:`moleseg.core.imageio.mask_problem`):
-    ``"N empty mask(s) (...): a.png, b.png"`` and the same for full ones; none when both lists are empty."""
+    ``"2 empty masks (...): a.png, b.png"`` and the same for full ones; none when both lists are empty."""
     def names(items: Sequence[str]) -> str:
         shown = ", ".join(items[:MASK_NAMES_SHOWN])
         return shown + (f" and {len(items) - MASK_NAMES_SHOWN} more" if len(items) > MASK_NAMES_SHOWN else "")
 
     lines = []
     if empty:
-        lines.append(f"{len(empty)} empty mask(s) (no foreground pixel, all black; scored and trained as "
+        lines.append(f"{count_of(len(empty), 'empty mask')} (no foreground pixel, all black; scored and trained as "
                      f"'no lesion'): {names(empty)}")
     if full:
-        lines.append(f"{len(full)} full mask(s) (every pixel foreground, all white: an image, or an inverted "
+        lines.append(f"{count_of(len(full), 'full mask')} (every pixel foreground, all white: an image, or an inverted "
                      f"mask?): {names(full)}")
     return lines
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
-from moleseg.core.words import count_of
+from moleseg.core.words import count_of, noun_for
 
 
 EXIT_OK, EXIT_ERROR = 0, 2
@@ -173,7 +173,7 @@ def print_mask_warnings(failures) -> None:
         print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
     if failures.warnings:
         print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true "
-              f"{'mask' if failures.empty_masks + failures.full_masks == 1 else 'masks'} were scored; they pull the mean down", file=sys.stderr)
+              f"{noun_for(failures.empty_masks + failures.full_masks, 'mask')} were scored; they pull the mean down", file=sys.stderr)
 
 
 def skipped_line(name: str, reason: str) -> str:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from moleseg.core.words import count_of
+from moleseg.core.words import count_of, noun_for
 
 from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
                                 open_model, output_folder, printable, say, skipped_line, write_table)
@@ -219,6 +219,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
-        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {'mask' if degenerate['empty'] + degenerate['full'] == 1 else 'masks'} among them",
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {noun_for(degenerate['empty'] + degenerate['full'], 'mask')} among them",
               file=sys.stderr)
     return failures_exit(failures)

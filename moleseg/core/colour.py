@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 from skimage.color import rgb2lab
 
-from moleseg.core.targets import as_binary_mask
+from moleseg.core.targets import as_binary_mask, as_rgb_image
 
 __all__ = [
     "COLOUR_NAMES",
@@ -169,9 +169,7 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     ValueError
         Not a uint8 RGB image, masks of another size, or an empty lesion.
     """
-    rgb = np.asarray(image)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {rgb.dtype} {rgb.shape}")
+    rgb = as_rgb_image(image)
     binary = as_binary_mask(lesion, "lesion")
     if binary.shape != rgb.shape[:2]:
         raise ValueError(f"lesion mask {binary.shape} and image {rgb.shape[:2]} differ in size")

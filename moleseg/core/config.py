@@ -193,3 +193,7 @@ def corrections_dir() -> Path:
 #: training from ImageNet, so that a few corrected images adjust the model without undoing it).
 FINETUNE_EPOCHS: int = 8
 FINETUNE_LEARNING_RATE: float = 1e-4
+
+#: Fewest simulated second photographs of each visit that estimate a lesion's own measurement noise (a
+#: variance needs two values); 0 passes means the published repeatability alone.
+MIN_NOISE_PASSES: int = 2

@@ -26,6 +26,7 @@ from typing import IO, Any, Callable, Union
 import numpy as np
 
 from moleseg.core.pixels import integer_to_uint8
+from moleseg.core.words import count_of
 
 #: What the functions accept: the file's bytes, its path, or an open binary file (an upload); the image
 #: reader's own ``Source`` type, spelled here because the image reader imports this module.
@@ -181,8 +182,8 @@ def _layout(dataset: Any, label: str) -> _Layout:
     except (TypeError, ValueError, AttributeError) as exc:
         raise DicomReadError(label, f"malformed DICOM image attributes ({exc})") from exc
     if layout.samples not in (1, 3) or layout.bits not in (1, 8, 16, 32) or layout.frames < 1:
-        raise DicomReadError(label, f"unsupported DICOM pixel layout: {layout.samples} sample(s) of {layout.bits} "
-                                    f"bits, {layout.frames} frame(s)")
+        raise DicomReadError(label, f"unsupported DICOM pixel layout: {count_of(layout.samples, 'sample')} of "
+                                    f"{layout.bits} bits, {count_of(layout.frames, 'frame')}")
     return layout
 
 
@@ -198,7 +199,7 @@ def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
         raise DicomReadError(
             label,
             f"wrong pixel data length: {found} bytes, expected {expected} ({layout.columns} x {layout.rows} px, "
-            f"{layout.samples} sample(s) of {layout.bits} bits"
+            f"{count_of(layout.samples, 'sample')} of {layout.bits} bits"
             + (f", {layout.frames} frames" if layout.frames > 1 else "") + ")",
         )
 

@@ -25,6 +25,7 @@ from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
+from moleseg.core.words import noun_for
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
 #: Kinds of values: ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``), ``choices`` (a list of
@@ -594,6 +595,6 @@ def read_config_file(path: str | Path, data_root: str | Path | None = None) -> d
         raise ValueError(f"{path}: a configuration file holds one JSON object of options")
     unknown = unknown_keys(values, EXTRA_KEYS)
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {', '.join(unknown)}")
+        raise ValueError(f"{path}: unknown {noun_for(len(unknown), 'option')} {', '.join(unknown)}")
     values = with_size_reference({key: value for key, value in values.items() if key not in EXTRA_KEYS})
     return resolve_folders(values, data_root if data_root is not None else path.parent)

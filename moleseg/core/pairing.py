@@ -35,6 +35,7 @@ from pathlib import Path
 
 from moleseg.core.config import IMAGE_EXTENSIONS
 from moleseg.core.imageio import ImageReadError, image_size
+from moleseg.core.words import count_of
 
 __all__ = [
     "IMAGE_WORDS",
@@ -187,10 +188,10 @@ class PairingReport:
         """Human-readable text: counts by rule, then every kind of problem (lists cut at 10 names)."""
         n = len(self.pairs)
         by_rule = ", ".join(f"{count} by {rule}" for rule, count in self.rule_counts.items())
-        lines = [f"{n} pair{'s' if n != 1 else ''}" + (f" ({by_rule})" if by_rule else "") + "."]
+        lines = [count_of(n, "pair") + (f" ({by_rule})" if by_rule else "") + "."]
         mismatches = self.size_mismatches
         if mismatches:
-            lines.append(f"{len(mismatches)} size mismatch{'es' if len(mismatches) != 1 else ''}:")
+            lines.append(f"{count_of(len(mismatches), 'size mismatch', 'size mismatches')}:")
             for p in mismatches[:_MAX_LISTED]:
                 lines.append(
                     f"  image {p.image.name} is {_size_text(p.image_size)}, "
@@ -203,9 +204,9 @@ class PairingReport:
             ("unpaired mask", self.unpaired_masks),
         ):
             if files:
-                lines.append(f"{len(files)} {title}{'s' if len(files) != 1 else ''}: {_names(files)}")
+                lines.append(f"{count_of(len(files), title)}: {_names(files)}")
         if self.conflicts:
-            lines.append(f"{len(self.conflicts)} ambiguous name{'s' if len(self.conflicts) != 1 else ''}:")
+            lines.append(f"{count_of(len(self.conflicts), 'ambiguous name')}:")
             lines.extend(f"  {c}" for c in self.conflicts[:_MAX_LISTED])
             if len(self.conflicts) > _MAX_LISTED:
                 lines.append(f"  ... and {len(self.conflicts) - _MAX_LISTED} more")
@@ -384,7 +385,7 @@ class _Matcher:
             image, mask = disagreements[0]
             warnings.append(
                 f"names do not match and pairing by sorted order was refused: it would pair "
-                f"{len(disagreements)} image(s) with a mask of another number, e.g. image "
+                f"{count_of(len(disagreements), 'image')} with a mask of another number, e.g. image "
                 f"{image.name} with mask {mask.name}"
             )
             return
@@ -471,8 +472,8 @@ def pair_folders(
     )
     if not pairs:
         reason = (
-            f"no image could be paired with a mask: {len(images)} image(s) in {images_root}, "
-            f"{len(masks)} mask(s) in {masks_root}"
+            f"no image could be paired with a mask: {count_of(len(images), 'image')} in {images_root}, "
+            f"{count_of(len(masks), 'mask')} in {masks_root}"
         )
         if not matcher.conflicts and len(images) != len(masks) and not warnings:
             reason += (

@@ -17,6 +17,7 @@ from PIL import Image
 from moleseg import __version__
 from moleseg.core.render import as_rgb, with_scale_bar
 from moleseg.core.report import DISCLAIMER, AnalysisSettings, Visit, display_unit, subject_words
+from moleseg.core.words import count_of
 
 #: Longest side, in pixels, of the pictures embedded in the PDF (about 300 dpi at the printed size).
 PDF_IMAGE_MAX_SIDE_PX: int = 1200
@@ -300,7 +301,7 @@ def _measurement_table(lines: Sequence[MeasurementLine], count: int, width: floa
         data.append([*row, Paragraph(escape(line.meaning), small)])
     left_out = len(lines) - count
     if left_out:
-        data.append([Paragraph(f"\u2026 {left_out} more measurement(s) in the CSV export.", small)]
+        data.append([Paragraph(f"\u2026 {count_of(left_out, 'more measurement')} in the CSV export.", small)]
                     + [""] * (len(head)))
     commands: list[tuple[Any, ...]] = [
         ("LINEBELOW", (0, 0), (-1, 0), 0.8, colors.black),

@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from moleseg.core.targets import as_binary_mask
+from moleseg.core.targets import as_binary_mask, as_rgb_image
 
 __all__ = [
     "COEFFICIENT_PER_SD",
@@ -137,13 +137,6 @@ def random_perturbation(rng: np.random.Generator) -> Perturbation:
     )
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {array.dtype} {array.shape}")
-    return array
-
-
 def rephotographed(image: np.ndarray, perturbation: Perturbation) -> np.ndarray:
     """``image`` as a second photograph under ``perturbation``: geometry, then light, blur and JPEG.
 
@@ -155,7 +148,7 @@ def rephotographed(image: np.ndarray, perturbation: Perturbation) -> np.ndarray:
     -------
     (H, W, 3) uint8 RGB, the same size.
     """
-    rgb = _rgb(image)
+    rgb = as_rgb_image(image)
     height, width = rgb.shape[:2]
     p = perturbation
     matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), p.rotation_deg, p.scale)
@@ -190,7 +183,7 @@ def grown_lesion(image: np.ndarray, lesion: np.ndarray, area_factor: float = 1.1
     tuple
         The grown image (uint8 RGB, same size) and the grown lesion mask (bool).
     """
-    rgb = _rgb(image)
+    rgb = as_rgb_image(image)
     binary = as_binary_mask(lesion, "lesion")
     if binary.shape != rgb.shape[:2] or not binary.any():
         raise ValueError("the lesion must be a non-empty mask of the image's size")

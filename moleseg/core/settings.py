@@ -72,6 +72,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
+from moleseg.core.words import noun_for
+
 #: Environment variable naming the TOML settings file.
 CONFIG_ENV: str = "MOLESEG_CONFIG"
 #: Prefix of the environment variable of each key (``MOLESEG_`` + the key in upper case).
@@ -101,8 +103,10 @@ KEYS: dict[str, bool] = {
     "admin_users": True, "proxy_secret": False, "proxy_secret_header": False, "database_url": False,
     "records_files_dir": False,
 }
+#: URL scheme of ``database_url`` naming PostgreSQL's driver psycopg (SQLAlchemy's spelling).
+DRIVER_SCHEME: str = "postgresql+psycopg"
 #: URL schemes of ``database_url`` (PostgreSQL; the driver psycopg is implied by the first two).
-DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", "postgresql+psycopg")
+DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", DRIVER_SCHEME)
 #: What a password in a URL is shown as.
 MASK: str = "***"
 
@@ -120,13 +124,13 @@ def masked_url(url: str) -> str:
     'postgresql://moleseg:***@db:5432/records?sslmode=require&password=***'
     """
     scheme, separator, rest = url.partition("://")
-    end = min([rest.index(mark) for mark in "/?#" if mark in rest] or [len(rest)])
-    netloc, tail = rest[:end], rest[end:]
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = f"{user.split(':', 1)[0]}:{MASK}"
-        netloc = f"{user}@{host}"
+    if not separator:  # no scheme: the whole text may still be USER:PASSWORD@HOST/DATABASE
+        scheme, rest = "", url
+    user, at, after_user = rest.rpartition("@")  # the last '@': a password may hold '@', '/', '?' or '#'
+    end = min([after_user.index(mark) for mark in "/?#" if mark in after_user] or [len(after_user)])
+    netloc, tail = user + at + after_user[:end], after_user[end:]
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:{MASK}@{after_user[:end]}"
     tail = re.sub(r"([?&]password=)[^&#]*", rf"\g<1>{MASK}", tail, flags=re.IGNORECASE)
     return f"{scheme}{separator}{netloc}{tail}"
 
@@ -213,7 +217,7 @@ def _from_file(path: Path, problems: list[str]) -> dict[str, Any]:
         return {}
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
-        problems.append(f"{path} has unknown key(s) {', '.join(unknown)}; the keys are {', '.join(KEYS)}.")
+        problems.append(f"{path} has unknown {noun_for(len(unknown), 'key')} {', '.join(unknown)}; the keys are {', '.join(KEYS)}.")
     for key, is_list in KEYS.items():
         if key not in values:
             continue
@@ -336,8 +340,12 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
 
     database_url = values.get("database_url", "")
     if database_url:
-        parts = urlsplit(database_url)
-        if parts.scheme not in DATABASE_SCHEMES or not parts.path.strip("/"):
+        try:
+            parts = urlsplit(database_url)
+            valid = parts.scheme in DATABASE_SCHEMES and bool(parts.path.strip("/")) and (parts.port or 1) > 0
+        except ValueError:  # a malformed host or port
+            valid = False
+        if not valid:
             problems.append(f"database_url must be a PostgreSQL URL such as postgresql://USER:PASSWORD@HOST:PORT/"
                             f"DATABASE, not {masked_url(database_url)!r}.")
     files_dir = (_absolute_folder("records_files_dir", values["records_files_dir"], problems, must_exist=False)

@@ -67,6 +67,14 @@ def _check_shape(shape: object) -> str:
     return name
 
 
+def as_rgb_image(image: object, name: str = "image") -> np.ndarray:
+    """``image`` as an ``(H, W, 3)`` uint8 RGB array (values 0-255), or a ValueError naming ``name``."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {array.dtype} {array.shape}")
+    return array
+
+
 def as_binary_mask(mask: object, name: str = "mask") -> np.ndarray:
     """Return a 2-D bool array (non-zero = lesion) or raise a ValueError."""
     array = np.asarray(mask)

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 
 from moleseg.core import options
 from moleseg.core.options import Option
+from moleseg.core.words import noun_for
 
 #: The section of :class:`ModelConfig`'s options (``model.input_size`` is ``TrainConfig.model.input_size``).
 MODEL_SECTION = "model"
@@ -18,7 +19,8 @@ MODEL_SECTION = "model"
 
 def unknown_message(what: str, unknown: Iterable[str], known: Iterable[str]) -> str:
     """One message naming the unknown keys and the known ones."""
-    return f"unknown {what} {', '.join(sorted(unknown))}; known: {', '.join(known)}"
+    names = sorted(unknown)
+    return f"unknown {noun_for(len(names), what)} {', '.join(names)}; known: {', '.join(known)}"
 
 
 def _typed(item: Option, value: Any) -> Any:
@@ -93,7 +95,7 @@ class ModelConfig(_Options):
     SECTION = MODEL_SECTION
 
     def __init__(self, **values: Any) -> None:
-        self._fill(values, "model option(s)")
+        self._fill(values, "model option")
         found = [problem for item in self._schema() for problem in item.problems(getattr(self, self._key(item)))]
         if found:
             raise ValueError("; ".join(found))
@@ -123,7 +125,7 @@ class TrainConfig(_Options):
 
     def __init__(self, **values: Any) -> None:
         model = values.pop(MODEL_SECTION, None)
-        self._fill(values, "option(s)", (MODEL_SECTION,))
+        self._fill(values, "option", (MODEL_SECTION,))
         self.model = model if isinstance(model, ModelConfig) else ModelConfig(**dict(model or {}))
         found = options.problems(self.to_dict())
         if found:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ["count_of", "size_text"]
+__all__ = ["count_of", "noun_for", "size_text"]
 
 #: Byte units of :func:`size_text`, largest first (binary multiples: 1 KB = 1024 bytes).
 BYTE_UNITS: tuple[tuple[str, int], ...] = (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024))
 
 
+def noun_for(count: int, noun: str, plural: str | None = None) -> str:
+    """``noun``, plural unless the count is 1: ``noun_for(2, "key")`` is ``"keys"``; ``plural`` gives an irregular
+    plural (default ``noun + "s"``)."""
+    return noun if count == 1 else plural or noun + "s"
+
+
 def count_of(count: int, noun: str, plural: str | None = None) -> str:
     """``count`` and ``noun``, plural unless the count is 1: ``count_of(1, "pair")`` is ``"1 pair"``,
     ``count_of(3, "pair")`` is ``"3 pairs"``; ``plural`` gives an irregular plural (default ``noun + "s"``)."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+    return f"{count} {noun_for(count, noun, plural)}"
 
 
 def size_text(n_bytes: int | float) -> str:

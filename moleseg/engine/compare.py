@@ -35,6 +35,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import skin_colour, skin_matched
+from moleseg.core.config import MIN_NOISE_PASSES
 from moleseg.core.comparison_report import comparison_pdf
 from moleseg.core.measure import Measurement, decimals, measure_lesion, value_text
 from moleseg.core.registration import Registration, incomparable_reason, register, warp_image, warp_mask
@@ -81,10 +82,13 @@ class Change:
 
     @property
     def change(self) -> float:
+        """``after - before``, in ``unit``."""
         return self.after - self.before
 
     @property
     def change_percent(self) -> float:
+        """The change in % of ``|before|``; NaN for shares, asymmetries and counts (no relative change shown)
+        and when ``before`` is 0 or undefined."""
         if not relative_change_shown(self.key, self.unit) or not math.isfinite(self.before) or self.before == 0:
             return math.nan
         return 100.0 * self.change / abs(self.before)
@@ -148,6 +152,12 @@ class Comparison:
         return self.registration.ok and not self.incomparable
 
     @property
+    def other_warnings(self) -> list[str]:
+        """The warnings besides the one saying why the visits are not comparable (:func:`compare_visits` puts
+        that one first), e.g. different pixel sizes."""
+        return list(self.warnings) if self.comparable else list(self.warnings[1:])
+
+    @property
     def reason(self) -> str:
         """Why the two visits are not comparable ('' when they are)."""
         return self.incomparable or self.registration.message
@@ -171,6 +181,14 @@ class Comparison:
             text += f" ({dx * self.pixel_size_mm:+.2f}, {dy * self.pixel_size_mm:+.2f} mm)"
         return text
 
+    def noise_source(self, published: str) -> str:
+        """Where the noise came from, for people: ``published`` (how the caller names the published table),
+        and the simulated second photographs of each visit with their time (s) when there were any."""
+        if not self.noise_passes:
+            return published
+        return (f"{published} and {self.noise_passes} simulated second photographs of each visit "
+                f"({self.noise_seconds:.0f} s)")
+
     @property
     def aligned_after_image(self) -> np.ndarray:
         """The after image drawn in the before image's frame."""
@@ -187,6 +205,7 @@ class Comparison:
 
     @property
     def area_change_percent(self) -> float:
+        """The lesion area's change in % of the before area (NaN when the area was not measured)."""
         found = self.change("area", "px")
         return found.change_percent if found else math.nan
 
@@ -245,8 +264,7 @@ class Comparison:
                      f"moved {self.shift_text()}, scale {r.scale:.3f}; quality {r.quality:.2f} "
                      f"({'ok' if r.ok else 'FAILED'})")
         size = f"{self.pixel_size_mm:g} mm per pixel" if self.pixel_size_mm else "unknown (lengths in px only)"
-        noise = ("published repeatability" + (f" and {self.noise_passes} simulated second photographs of each visit "
-                                              f"({self.noise_seconds:.0f} s)" if self.noise_passes else ""))
+        noise = self.noise_source("published repeatability")
         lesion = [("Lesion", self.lesion_id)] if self.lesion_id else []
         dates = [(f"{name} visit", date) for name, date in (("Before", self.before_date), ("After", self.after_date))
                  if date]
@@ -347,11 +365,12 @@ def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.
 
     ``visits`` are ``(image, lesion)`` pairs; each image is photographed again ``passes`` times by simulation
     (:func:`rephotographed_values`, drawn from ``seed``), segmented and measured; the within-lesion variances
-    are averaged over the images and ``RC = 2.77 * sqrt(variance)``. Costs ``passes`` segmentations per image.
+    are averaged over the images and ``RC = COEFFICIENT_PER_SD * sqrt(variance)``
+    (:data:`moleseg.core.repeatability.COEFFICIENT_PER_SD`). Costs ``passes`` segmentations per image.
     Measurements with fewer than two values on every image are left out.
     """
-    if passes < 2:
-        raise ValueError(f"the per-image noise needs at least 2 passes, not {passes}")
+    if passes < MIN_NOISE_PASSES:
+        raise ValueError(f"the per-image noise needs at least {MIN_NOISE_PASSES} passes, not {passes}")
     rng = np.random.default_rng(seed)
     variances: dict[tuple[str, str], list[float]] = {}
     for image, lesion in visits:

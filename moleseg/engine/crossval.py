@@ -23,6 +23,7 @@ from moleseg.core.cleanup import CLEANUP_VARIANTS
 from moleseg.core.config import BAD_IMAGE_FM, BASELINE_MARGIN, DEFAULT_CHECK_SHARE
 from moleseg.core.metrics import scores, summarise
 from moleseg.core.pairing import Pair
+from moleseg.core.words import count_of
 from moleseg.engine.calibrate import (CALIBRATION_BATCH, DEFAULT_MIN_GAIN, DEFAULT_THRESHOLDS, Calibration,
                                       ConfidenceCalibration, confidence_threshold, flag_summary)
 from moleseg.engine.evaluate import read_pair
@@ -117,13 +118,13 @@ class CrossValidation:
         decision = "arg-max" if self.lesion_threshold is None else f"threshold {self.lesion_threshold:.2f}"
         decision += f", {self.cleanup['cleanup_variant']} cleanup"
         folds = ", ".join(f"{fold['fm']['mean']:.4f}" for fold in self.folds)
-        text = (f"{len(self.folds)}-fold cross-validation, {self.n_images} images out of fold"
+        text = (f"{len(self.folds)}-fold cross-validation, {count_of(self.n_images, 'image')} out of fold"
                 + (f" ({len(self.not_validated)} not validated)" if self.not_validated else "")
                 + f" ({decision}): "
                 f"FM {self.fm['mean']:.4f} ± {self.fm['std']:.4f} (min {self.fm['min']:.4f}); folds {folds}")
         if self.baseline_fm is not None:
             text += (f"; baseline {self.baseline_fm['mean']:.4f} (min {self.baseline_fm['min']:.4f}), "
-                     f"{self.n_worse_than_baseline} images more than {self.baseline_margin:.2f} FM below it")
+                     f"{count_of(self.n_worse_than_baseline, 'image')} more than {self.baseline_margin:.2f} FM below it")
         return f"{text}; {self.confidence.summary()}"
 
 

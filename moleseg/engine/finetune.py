@@ -73,10 +73,12 @@ class FinetunePlan:
 
     @property
     def ready(self) -> bool:
+        """Whether the dataset gives at least one training and one validation image."""
         return self.n_train > 0 and self.n_validation > 0
 
     @property
     def accepted(self) -> int:
+        """The pairs accepted as the model drew them (not corrected by hand)."""
         return self.pairs - self.corrected
 
     def sentence(self) -> str:

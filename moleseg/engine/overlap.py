@@ -80,6 +80,7 @@ class TrainingOverlap:
 
     @property
     def count(self) -> int:
+        """How many evaluated images were training images (0 to ``total``)."""
         return len(self.images)
 
     def warning(self) -> str | None:
@@ -91,6 +92,7 @@ class TrainingOverlap:
                 "the scores measure fit to the training data, not performance on new images")
 
     def to_json(self) -> dict[str, Any]:
+        """The overlap as JSON-ready values (paths as strings)."""
         return {"count": self.count, "total": self.total, "known": self.known,
                 "training_folders": list(self.training_folders), "images": [str(p) for p in self.images]}
 

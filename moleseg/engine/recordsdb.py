@@ -104,6 +104,19 @@ def refusal(name: str, cause: str) -> RecordsError:
     return RecordsError(f"The records database {name} {cause}{REFUSED}")
 
 
+def unusable(name: str, cause: str, detail: str | None = None) -> str:
+    """The sentence saying that the database ``name`` (a file, or a URL with its password masked) cannot be
+    used, its ``cause`` and what to do, and the driver's own words ``detail`` in brackets when they add to it."""
+    said = f" ({detail})" if detail and detail != cause else ""
+    return f"The records database {name} cannot be used: {cause}{said}."
+
+
+def newer_schema(version: int) -> str:
+    """The cause of a refusal of a database of schema ``version``, newer than this moleseg's
+    (:data:`MIGRATIONS`)."""
+    return f"is from a newer moleseg (schema {version}, this one knows {len(MIGRATIONS)}): update moleseg to open it"
+
+
 def refused(error: RecordsError) -> RecordsError:
     """``error`` (a database error met at start-up) ending with :data:`REFUSED`."""
     message = str(error)
@@ -115,7 +128,7 @@ def describe_sqlite_error(path: Path, error: sqlite3.Error) -> str:
     code = getattr(error, "sqlite_errorcode", None)
     cause = _CAUSES.get(code & 0xFF) if isinstance(code, int) else None
     detail = str(error).strip() or type(error).__name__
-    return f"The records database {path} cannot be used: {cause or detail} ({detail})."
+    return unusable(str(path), cause or detail, detail)
 
 
 def split_statements(script: str) -> list[str]:
@@ -263,8 +276,7 @@ class RecordsDatabase:
             raise self.refuse(f"is damaged ({problems[0]}): restore it from a backup, or move it away to start "
                                f"a new one")
         if version > len(MIGRATIONS):
-            raise self.refuse(f"is from a newer moleseg (schema {version}, this one knows {len(MIGRATIONS)}): "
-                               f"update moleseg to open it")
+            raise self.refuse(newer_schema(version))
         if version == 0 or not SCHEMA_TABLES[min(version, len(MIGRATIONS))] <= tables:
             found = ", ".join(sorted(tables)) or "no tables"
             raise self.refuse(f"is not a moleseg records database (it holds {found}): move it away to start a "

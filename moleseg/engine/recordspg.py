@@ -22,9 +22,9 @@ from contextlib import contextmanager
 
 import sqlalchemy
 
-from moleseg.core.settings import MASK, masked_url
-from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, refusal, refused,
-                                      split_statements)
+from moleseg.core.settings import DATABASE_SCHEMES, DRIVER_SCHEME, MASK, masked_url
+from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, SCHEMA_TABLES, RecordsError, newer_schema, refusal,
+                                      refused, split_statements, unusable)
 
 #: The table holding the schema version (one row).
 VERSION_TABLE: str = "moleseg_schema"
@@ -98,6 +98,7 @@ _CONNECTION_MESSAGES: tuple[tuple[str, str], ...] = (
     ("too many clients", "53300"),
     ("is starting up", "57P03"),
     ("is shutting down", "57P03"),
+    ("failed to resolve host", "08001"),
 )
 
 _ENGINES: dict[str, sqlalchemy.Engine] = {}
@@ -105,9 +106,10 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def driver_url(url: str) -> str:
-    """``url`` with the psycopg 3 driver named (``postgresql+psycopg://``), as SQLAlchemy expects."""
+    """``url`` with the psycopg 3 driver named (:data:`moleseg.core.settings.DRIVER_SCHEME`), as SQLAlchemy
+    expects."""
     scheme, _, rest = url.partition("://")
-    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
+    return f"{DRIVER_SCHEME}://{rest}" if scheme in DATABASE_SCHEMES else url
 
 
 def describe_postgres_error(url: str, error: BaseException) -> str:
@@ -117,10 +119,11 @@ def describe_postgres_error(url: str, error: BaseException) -> str:
     if password:
         detail = detail.replace(str(password), MASK)
     code = getattr(error, "sqlstate", None) or ""
-    if not code and "connection" in detail:  # refused before any SQLSTATE came back: libpq's message says why
-        code = next((state for words, state in _CONNECTION_MESSAGES if words in detail), "08000")
+    if not code:  # refused before any SQLSTATE came back: libpq's message says why
+        code = next((state for words, state in _CONNECTION_MESSAGES if words in detail),
+                    "08000" if "connection" in detail else "")
     cause = _CAUSES.get(code) or _CAUSES.get(code[:2])
-    return f"The records database {masked_url(url)} cannot be used: {cause or detail} ({detail})."
+    return unusable(masked_url(url), cause or detail, detail)
 
 
 def _engine(url: str) -> sqlalchemy.Engine:
@@ -163,8 +166,8 @@ class PostgresDatabase:
         except sqlalchemy.exc.DBAPIError as error:
             raise RecordsError(describe_postgres_error(self.url, error.orig or error)) from None
         except sqlalchemy.exc.TimeoutError:
-            raise RecordsError(f"The records database {self.name} cannot be used: every connection of this "
-                               f"replica's pool is busy: try again.") from None
+            busy = "every connection of this replica's pool is busy: try again"
+            raise RecordsError(unusable(self.name, busy)) from None
 
     @contextmanager
     def connection(self) -> Iterator[sqlalchemy.Connection]:
@@ -200,8 +203,7 @@ class PostgresDatabase:
                     version = int(connection.execute(sqlalchemy.text(
                         f"SELECT version FROM {VERSION_TABLE}")).scalar_one())
                 if version > len(PG_MIGRATIONS):
-                    raise self.refuse(f"is from a newer moleseg (schema {version}, this one knows "
-                                      f"{len(PG_MIGRATIONS)}): update moleseg to open it")
+                    raise self.refuse(newer_schema(version))
                 if not SCHEMA_TABLES[version] <= tables:
                     found = ", ".join(sorted(tables - {VERSION_TABLE})) or "no tables"
                     raise self.refuse(f"is not a moleseg records database (schema {version} but it holds "

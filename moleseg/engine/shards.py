@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.report import measurements_csv, sidecar_name
+from moleseg.core.words import noun_for
 
 __all__ = ["MANIFEST_PATTERN", "MergeOutcome", "Shard", "ShardError", "inputs_digest", "merge_shards",
            "shard_positions", "write_manifest"]
@@ -168,7 +169,7 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
     count = int(first["count"])
     missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in found]
     if missing:
-        raise ShardError(f"shard(s) {', '.join(missing)} missing: no finished shard-I-of-{count}.json (did the job "
+        raise ShardError(f"{noun_for(len(missing), 'shard')} {', '.join(missing)} missing: no finished shard-I-of-{count}.json (did the job "
                          "fail or is it still running?); run them again, then merge")
     return found
 

@@ -46,7 +46,7 @@ from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.errors import first_line
 from moleseg.core.pairing import Pair, PairingError, pair_folders
-from moleseg.core.words import count_of
+from moleseg.core.words import count_of, noun_for
 
 #: Designs a study file may ask for.
 DESIGNS: tuple[str, ...] = ("one-at-a-time", "grid")
@@ -188,7 +188,7 @@ def _text(value: Any, what: str, where: str) -> str:
 def _refuse_unknown(keys: Sequence[str], known: Sequence[str], what: str, where: str) -> None:
     unknown = [key for key in keys if key not in known]
     if unknown:
-        raise StudyError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} in {what} "
+        raise StudyError(f"{where}: unknown {noun_for(len(unknown), 'key')} {', '.join(map(repr, unknown))} in {what} "
                          f"(known: {', '.join(known)})")
 
 
@@ -225,7 +225,8 @@ def _settings_of(factor: str, values: Any, known: set[str], where: str) -> dict[
             flat = _flatten(setting_options)
             unknown = sorted(set(flat) - known)
             if unknown:
-                raise StudyError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} in factor {factor!r}, "
+                raise StudyError(f"{where}: unknown {noun_for(len(unknown), 'option')} {', '.join(map(repr, unknown))} "
+                                 f"in factor {factor!r}, "
                                  f"setting {label!r}")
             settings[str(label)] = flat
         return settings
@@ -296,7 +297,7 @@ def load_study(path: str | Path, data_root: str | Path | None = None) -> Study:
     base = _flatten(_mapping(document.get("base"), "base", where))
     unknown = sorted(set(base) - known)
     if unknown:
-        raise StudyError(f"{where}: unknown option(s) {', '.join(map(repr, unknown))} in base")
+        raise StudyError(f"{where}: unknown {noun_for(len(unknown), 'option')} {', '.join(map(repr, unknown))} in base")
     design = document.get("design", DESIGNS[0])
     if design not in DESIGNS:
         raise StudyError(f"{where}: design must be one of {', '.join(DESIGNS)}, not {_kind(design)}")
@@ -487,7 +488,7 @@ def resolve_data(study: Study, out: Path | None) -> dict[str, dict[str, str]]:
         found = set(groups.values())
         missing = sorted((test | validation) - found)
         if missing:
-            raise StudyError(f"{where}: split group(s) {', '.join(missing)} not found (groups: {', '.join(sorted(found))})")
+            raise StudyError(f"{where}: split {noun_for(len(missing), 'group')} {', '.join(missing)} not found (groups: {', '.join(sorted(found))})")
         chosen = {"test": [p for p in pairs if groups[p.image] in test],
                   "validation": [p for p in pairs if groups[p.image] in validation],
                   "train": [p for p in pairs if groups[p.image] not in test | validation]}

@@ -15,6 +15,7 @@ import numpy as np
 
 from moleseg.core import options
 from moleseg.core.atomic import atomic_write
+from moleseg.core.words import count_of
 from moleseg.engine.runs import RunRecordError, RunState, read_evaluation, read_state
 from moleseg.engine.studyplan import BASE_LABEL, Study, StudyError, plan, setting_label, varied_options
 
@@ -192,11 +193,11 @@ def cross_validation(study: Study, rows: Sequence[dict[str, Any]]) -> list[dict[
         summary["p"] = (float(wilcoxon(a, b, zero_method="zsplit").pvalue) if len(keys) >= 2 and np.any(a - b)
                         else 1.0)
         text = (f"{summary['recipe']}: validation FM {summary['val_fm']:.4f} ± {summary['val_fm_std']:.4f} over "
-                f"{summary['folds']} fold(s) (worst {summary['val_fm_min']:.4f}; test FM {summary['test_fm']:.4f})")
+                f"{count_of(summary['folds'], 'fold')} (worst {summary['val_fm_min']:.4f}; test FM {summary['test_fm']:.4f})")
         if summary is not best:
             verdict = "a real difference" if summary["p"] < SIGNIFICANCE_LEVEL else "within noise"
-            text += (f", {summary['difference']:+.4f} against {best['recipe']} fold by fold over {len(keys)} "
-                     f"fold(s), Wilcoxon p = {summary['p']:.3g}: {verdict}")
+            text += (f", {summary['difference']:+.4f} against {best['recipe']} fold by fold over "
+                     f"{count_of(len(keys), 'fold')}, Wilcoxon p = {summary['p']:.3g}: {verdict}")
             if 2 * 0.5 ** len(keys) >= SIGNIFICANCE_LEVEL:  # the exact test's smallest two-sided p
                 text += f" ({len(keys)} folds cannot reach p < {SIGNIFICANCE_LEVEL} with this test)"
         summary["sentence"] = text
@@ -223,8 +224,8 @@ def write_results(study: Study, out: str | Path) -> list[dict[str, Any]]:
 
 def verdicts_markdown(study: Study, rows: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]]) -> str:
     """A Markdown page: the table of settings (mean/max/min/std FM, time) and one sentence per comparison."""
-    lines = [f"# Study {study.name}", "", f"{len(rows)} finished run(s); design {study.design}; "
-             f"{study.repeats} seed(s) per setting; significance level {SIGNIFICANCE_LEVEL} after Holm's correction.",
+    lines = [f"# Study {study.name}", "", f"{count_of(len(rows), 'finished run')}; design {study.design}; "
+             f"{count_of(study.repeats, 'seed')} per setting; significance level {SIGNIFICANCE_LEVEL} after Holm's correction.",
              "", "| factor | setting | runs | mean FM | max FM | min FM | std FM | training s |", "|---|---|---|---|---|---|---|---|"]
     for (factor, setting), group in groups(rows).items():
         fm = [r["fm_mean"] for r in group]

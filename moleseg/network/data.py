@@ -29,6 +29,7 @@ from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair, split_sizes
 from moleseg.core.targets import make_targets
+from moleseg.core.words import count_of
 
 
 @dataclass
@@ -223,7 +224,8 @@ def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig, cache: Ex
         if tick:
             tick(done)
     if warn and (degenerate["empty"] or degenerate["full"]):
-        warn(f"warning: {degenerate['empty']} empty and {degenerate['full']} full training mask(s)")
+        warn(f"warning: {count_of(degenerate['empty'], 'empty training mask')} and "
+             f"{count_of(degenerate['full'], 'full training mask')}")
     total = counts.sum()
     if total == 0:
         raise ValueError("no labelled pixels in the training set")
@@ -265,7 +267,7 @@ def split_pairs(pairs: Sequence[Pair], *, validation_fraction: float, test_fract
     folds = (len(pairs) - n_test) // n_val if n_val else 1
     if fold >= folds:
         raise ValueError(f"validation fold {fold} does not exist: {len(pairs) - n_test} pairs after the test set "
-                         f"make {folds} validation block(s) of {n_val} (folds 0..{folds - 1})")
+                         f"make {count_of(folds, 'validation block')} of {n_val} (folds 0..{folds - 1})")
     rest = shuffled[n_test:]
     start = fold * n_val
     test = shuffled[:n_test]

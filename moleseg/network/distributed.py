@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
+from moleseg.core.words import count_of
 from moleseg.engine.runs import RunState
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      epoch_shard, write_seen)
@@ -66,7 +67,7 @@ def worker_steps_per_epoch(trainer: Trainer) -> int:
     role, replicas = trainer.role, trainer.strategy.num_replicas_in_sync
     each = sum(trainer.crop_counts) // role.count
     if each == 0:
-        raise TrainingError(f"{sum(trainer.crop_counts)} training example(s) cannot be shared by {role.count} "
+        raise TrainingError(f"{count_of(sum(trainer.crop_counts), 'training example')} cannot be shared by {role.count} "
                             "workers: give at least one training image per worker")
     per_worker = max(1, trainer.config.batch_size // replicas) * max(1, replicas // role.count)
     return math.ceil(each / per_worker)

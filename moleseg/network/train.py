@@ -23,6 +23,7 @@ from moleseg.core.config import EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
+from moleseg.core.words import count_of
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.engine.launch import resume_config
 from moleseg.engine.finetune import inherited_image_hashes
@@ -195,7 +196,7 @@ class Trainer:
         else:
             config.model.bn_momentum = float(config.bn_momentum)
         self.log(f"devices: {len(gpus)} GPU; strategy {type(self.strategy).__name__} with "
-                 f"{self.strategy.num_replicas_in_sync} replica(s); precision "
+                 f"{count_of(self.strategy.num_replicas_in_sync, 'replica')}; precision "
                  f"{keras.mixed_precision.global_policy().name}; BatchNorm momentum {config.model.bn_momentum:.4f}")
         state = read_state(self.run_dir) or RunState()
         self.initial_epoch = 0

@@ -1,5 +1,6 @@
 """Developer tools run from a checkout: ``bench`` (``moleseg bench``, ``make bench``), ``shipped`` (``make
-models``, ``make crossval``) and ``gpu_check`` (``make gpu-check``). A face like the CLI: they may import
+models``, ``make crossval``), ``gpu_check`` (``make gpu-check``), ``candidate``, and the tables the product
+publishes (``repeatability``, ``riskcoverage``, ``edge_calibration``). A face like the CLI: they may import
 every layer, and nothing in ``core``, ``engine``, ``network`` or ``app`` imports them.
 """
 

@@ -56,6 +56,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core.words import count_of
 from moleseg.network.profiling import backend_name, matmul_gflops
 from moleseg.tools.bench_machine import BenchSettings, busy, conditions, memory_gbps, others_cpu_share, peak_rss_mib
 from moleseg.tools.bench_network import TOP_LAYERS, bench_network, bench_runtimes
@@ -101,7 +102,7 @@ def run_bench(model: str | Path, images: Path | None, settings: BenchSettings,
         result["end_to_end_ms"] = result["end_to_end"]["ms"]
         result["stages"] = result["end_to_end"]["stages"]
         result["around_network_ratio"] = result["end_to_end"]["around_network_ratio"]
-        echo(f"predict on {len(files)} image(s) ...")
+        echo(f"predict on {count_of(len(files), 'image')} ...")
         result["predict"] = bench_predict(segmenter, files, scratch)
         result["predict_images_per_s"] = result["predict"]["images_per_s"]
         cold_model = settings.cold_start_model or str(model)

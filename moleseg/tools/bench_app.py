@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.tools import SHARED_DATA_DIR
+from moleseg.core.words import count_of
 
 #: The system Chromium the benchmark and the browser tests drive.
 CHROMIUM_PATH: str = "/usr/bin/chromium"
@@ -269,7 +270,7 @@ def bench_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
         folder = DEFAULT_IMAGES
     files, described = image_files(folder, count, scratch)
     if len(files) < count:
-        raise ValueError(f"{folder}: {len(files)} image(s), the app benchmark needs {count}")
+        raise ValueError(f"{folder}: {count_of(len(files), 'image')}, the app benchmark needs {count}")
     return files, described
 
 

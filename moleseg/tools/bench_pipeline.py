@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from moleseg.core.words import count_of
 from moleseg.network.profiling import median_seconds
 from moleseg.tools.bench_machine import BenchSettings
 
@@ -32,7 +33,7 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
         files = list_images(folder)[:count]
         if not files:
             raise ValueError(f"{folder}: no images found")
-        return files, f"{len(files)} real image(s) from {folder}"
+        return files, f"{count_of(len(files), 'real image')} from {folder}"
     from moleseg.core.imagewrite import encode_jpeg
     from moleseg.tools.synthetic import random_dermoscopy
 

@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,7 +30,11 @@ from moleseg.core.repeatability import (COEFFICIENT_PER_SD, JPEG_QUALITY_RANGE, 
                                         MAX_ROTATION_DEG, MAX_SCALE_CHANGE, MAX_SHIFT_SHARE, MAX_WHITE_BALANCE_CHANGE,
                                         NoiseEntry, noise_table_path, pooled_noise, write_noise_table)
 from moleseg.core.resize import rescale_image
+from moleseg.core.words import count_of
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
+
+if TYPE_CHECKING:
+    from moleseg.engine.segmenter import Segmenter
 
 #: The shared data's lesion sets measured (images only; the seed's test set is left out).
 SUBSETS: tuple[str, ...] = ("moles/ph2", "moles/isic2017", "moles/ham10000")
@@ -48,7 +53,7 @@ def lesion_images(data: Path, seed: int = SEED) -> list[Path]:
     return [files[index] for index in np.random.default_rng(seed).permutation(len(files))]
 
 
-def followable_images(segmenter, paths: list[Path], count: int, *,
+def followable_images(segmenter: Segmenter, paths: list[Path], count: int, *,
                       side: int = WORKING_SIDE_PX) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``count`` images of ``paths`` (reduced to ``side``, :func:`reduced`) whose lesion lies wholly in
     the picture (:func:`moleseg.core.measure.extends_beyond_picture`): a lesion cut by the frame cannot be
@@ -63,7 +68,7 @@ def followable_images(segmenter, paths: list[Path], count: int, *,
             chosen.append((image, lesion))
         if len(chosen) == count:
             return chosen
-    raise ValueError(f"only {len(chosen)} lesions wholly in the picture found, {count} asked for")
+    raise ValueError(f"only {count_of(len(chosen), 'lesion')} wholly in the picture found, {count} asked for")
 
 
 def reduced(path: Path, side: int = WORKING_SIDE_PX) -> np.ndarray:
@@ -72,7 +77,7 @@ def reduced(path: Path, side: int = WORKING_SIDE_PX) -> np.ndarray:
     return rescale_image(image, min(1.0, side / max(image.shape[:2])))
 
 
-def measure_repeatability(segmenter, images: list[tuple[np.ndarray, np.ndarray]], passes: int,
+def measure_repeatability(segmenter: Segmenter, images: list[tuple[np.ndarray, np.ndarray]], passes: int,
                           seed: int = SEED) -> tuple[list[NoiseEntry], dict[str, str], float]:
     """The table's rows, the measurements' labels by key and the seconds one pass took on average, from
     ``(image, lesion)`` pairs."""
