@@ -4,6 +4,7 @@ tests/app_helpers.py; append new fixtures below and keep each section small."""
 from __future__ import annotations
 
 import collections
+import gc
 import os
 
 # Parallel runs (pytest-xdist: ``-n 2`` in the Makefile): each worker process, and every process it starts,
@@ -171,6 +172,17 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("slower than the fast selection allows, but not marked slow or browser")
         for duration, nodeid in sorted(_unmarked_slow, reverse=True):
             terminalreporter.write_line(f"{duration:.1f} s  {nodeid}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Garbage collection: what the test modules import while they are collected (TensorFlow and Keras among it,
+# several hundred thousand objects) lives until the end; frozen out of the collector's reach, it is not walked
+# again by every full collection during the tests (an AppTest of a page takes about a fifth of the CPU time).
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
 
 
 # --------------------------------------------------------------------------------------------------
