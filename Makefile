@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast models crossval bench gpu-check clean
+.PHONY: setup run test test-fast models crossval bench bench-app gpu-check clean
 
 $(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ crossval: setup
 
 bench: setup
 	$(PY) -m moleseg.cli bench $(BENCH_ARGS)
+
+# The app in the system Chromium against a real `moleseg serve` (docs/performance.md, about 3 minutes idle):
+# first and next overlay, slider, batch of 12, home page. BENCH_ARGS: e.g. --json FILE, --images DIR, --quick.
+bench-app: setup
+	$(PY) -m moleseg.cli bench --app $(BENCH_ARGS)
 
 # On a Linux machine with an NVIDIA GPU: the backend sees it, the dermoscopy recipe trains with mixed precision
 # (300 steps, synthetic pairs), the loss falls and the input pipeline keeps up (at most 5 minutes).

@@ -16,10 +16,11 @@ from moleseg.app.hand_correction import (canvas_background, canvas_strokes, corr
                                          save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (GRID_COLUMNS, batch_bundle, batch_summary, batch_table, default_visit,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, THUMBNAIL_SIDE_PX, batch_bundle, batch_summary,
+                                 batch_table, default_visit, dicom_bundle, dicom_pixel_size, dicom_visit, display_jpeg,
                                  key_measurements, measurement_table, measurements_csv_bytes,
                                  measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
-                                 thumbnail, visit_widget_values)
+                                 visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -44,19 +45,17 @@ files = st.file_uploader(
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
-    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP), up to {limit} MB per file. "
+    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP, DICOM), up to {limit} MB per file. "
          "Files stay in this session's memory and are not stored on the server.",
 )
 
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
-analysed_before = st.session_state.get("analyse_auto_by_key") or {}
-shown_key = shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
-                            analysed_before)
 plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
 
 
-def manual_cleanup_sidebar(n_classes: int) -> None:
-    """The manual cleanup widgets for the image in view (or for all images); records the choice in ``plan``."""
+def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_before: dict) -> None:
+    """The manual cleanup widgets for the image in view (``shown_key``, or for all images); records the choice
+    in ``plan``. ``analysed_before``: the automatic cleanup of each image analysed in the last run, by key."""
     st.header("Border cleanup")
     manual = st.toggle("Set the cleanup by hand", key="analyse_manual",
                        help="Off: the model's own cleanup, its radii scaled to each image's size. "
@@ -116,7 +115,7 @@ CANVAS_MAX_WIDTH = 640
 
 
 @st.fragment
-def hand_correction_block(outcome: ImageOutcome) -> None:
+def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Corrections]) -> None:
     """Draw on the image in view to add to or remove from its lesion (cells); undo; reset to the model's result.
 
     A fragment: the drawing component sends its drawing when it is mounted and after every stroke, and that
@@ -167,7 +166,7 @@ def hand_correction_block(outcome: ImageOutcome) -> None:
                    "click.")
 
 
-def save_to_dataset_block(outcome: ImageOutcome) -> None:
+def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
     """Store the image in view and its lesion (corrected or accepted) in the user's own dataset."""
     with st.expander("Save to my dataset"):
         space = find_user_space()
@@ -180,69 +179,11 @@ def save_to_dataset_block(outcome: ImageOutcome) -> None:
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
             try:
-                saved = save_to_dataset(outcome, folder, segmenter.name, choice.key)
+                saved = save_to_dataset(outcome, folder, segmenter_name, choice.key)
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {first_line(error)}")
             else:
                 st.success(dataset_save_message(outcome.name, saved, folder))
-
-
-# ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
-n_classes = choice.n_classes or 3
-with st.sidebar:
-    manual_cleanup_sidebar(n_classes)
-    st.header("Overlay")
-    left, right = st.columns(2)
-    fill_hex = left.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-    border_hex = right.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
-                                    key="analyse_border_color")
-    fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity")
-    border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
-                               key="analyse_border_opacity")
-    st.header("Physical units")
-    pixel_size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
-                                 format="%.4f", key="analyse_pixel_size",
-                                 help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only.")
-
-style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
-                     fill_opacity=fill_opacity, border_opacity=border_opacity)
-
-if not files:
-    st.info(f"Drop one or more {words['images']} above to analyse them.")
-    st.stop()
-
-segmenter = ui.load_segmenter(choice)
-if segmenter is None:
-    st.stop()
-
-bar = st.progress(0.0, text="Analysing...")
-outcomes = analyse_uploads(
-    ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
-    pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
-    progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
-)
-bar.empty()
-ui.show_cache_notes(segmenter)
-corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
-outcomes = with_corrections(outcomes, corrections, choice.key)
-st.session_state["analyse_outcomes"] = outcomes
-good = [o for o in outcomes if o.ok]
-st.session_state["analyse_auto_by_key"] = automatic_cleanups(segmenter, good)
-
-for outcome in outcomes:
-    if outcome.error:
-        st.error(outcome.error)
-for repeat in repeats:
-    st.info(repeat)
-if not good:
-    st.stop()
-
-model_info = segmenter.info
-version = model_version(model_info)
-created = datetime.now().astimezone()
-
-# ---- results --------------------------------------------------------------------------------------
-st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes) != 1 else ''})")
 
 
 def show_image(key: str) -> None:
@@ -258,7 +199,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
         for start in range(0, len(good), GRID_COLUMNS):
             cells = st.columns(GRID_COLUMNS)
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(thumbnail(item.analysis), width="stretch",
+                cell.image(display_jpeg(item.analysis.overlay, THUMBNAIL_SIDE_PX), width="stretch",
                            caption=f"{item.name}: {key_measurements(item.analysis)}")
                 cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
                             width="stretch")
@@ -273,128 +214,228 @@ def batch_view(good: list[ImageOutcome]) -> None:
                                     "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median", "max": "Max"})
 
 
-if len(good) > 1:
-    batch_view(good)
-    names = {o.key: o.name for o in good}
-    if st.session_state.get("analyse_shown") not in names:
-        st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
-    shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
-    outcome = next(o for o in good if o.key == shown)
-else:
-    outcome = good[0]
 
-analysis = outcome.analysis
-if analysis.error:
-    st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
-left, right = st.columns(2)
-left.image(analysis.overlay, width="stretch",
-           caption=f"{outcome.name}: {words['many' if analysis.cells else 'one']} and border ({segmenter.name}"
-                   + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
-right.image(analysis.class_picture, width="stretch",
-            caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
-for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
-    st.warning(ui.sentence(warning))
-if analysis.confidence_threshold is not None and not analysis.error:
-    st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, the "
-               f"model's least confident share on its validation images, are marked \"{analysis.words['check']}\").")
-hand_correction_block(outcome)
-save_to_dataset_block(outcome)
-used = analysis.segmentation.settings
-st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
-           f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
-           f"{'only' if used.largest_component else 'off'}; "
-           + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
-              f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
-if analysis.measurements:
-    st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
-                 column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
-                                "value": st.column_config.TextColumn("Value", width="small"),
-                                "unit": st.column_config.TextColumn("Unit", width="small"),
-                                "meaning": st.column_config.TextColumn("Meaning", width=560)})
-if analysis.cells and analysis.objects:
-    area_unit = "mm²" if analysis.pixel_size_mm else "px²"
-    st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
-                                          f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
-                    key="analyse_size_histogram")
+@st.fragment
+def analysis_view() -> None:
+    """The sidebar's cleanup, overlay and unit widgets and everything drawn from the analyses: a fragment, so
+    that moving one of its widgets reruns only this part, from the server's cached probabilities (never the
+    network). The uploader and the model picker above it rerun the whole page."""
+    # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
+    analysed_before = st.session_state.get("analyse_auto_by_key") or {}
+    shown_key = shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
+                                analysed_before)
+    n_classes = choice.n_classes or 3
+    with st.sidebar:
+        manual_cleanup_sidebar(n_classes, shown_key, analysed_before)
+        st.header("Overlay")
+        left, right = st.columns(2)
+        fill_hex = left.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+        border_hex = right.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
+                                        key="analyse_border_color")
+        fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05,
+                                 key="analyse_fill_opacity")
+        border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
+                                   key="analyse_border_opacity")
+        st.header("Physical units")
+        pixel_size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
+                                     format="%.4f", key="analyse_pixel_size",
+                                     help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only "
+                                          "(or the DICOM files' own pixel spacing).")
+        dicom_size, dicom_note = dicom_pixel_size(uploads)
+        if dicom_note:
+            st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
+                                                              "say: " + dicom_note + ")")
+        if pixel_size == 0 and dicom_size is not None:
+            pixel_size = dicom_size
 
-# ---- the visit: printed on the reports, saved with the record ---------------------------------------
-visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
-for other in good:  # the images not yet in view: the visit their fields would show (today's date)
-    visits.setdefault(other.key, default_visit())
-if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
-    for name, value in visit_widget_values(visits.get(outcome.key)).items():
-        st.session_state[f"analyse_save_{name}"] = value
-    st.session_state["analyse_visit_for"] = outcome.key
-st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
-first, second = st.columns(2)
-visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
-                                help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
-                                     "person unless you mean to store it.")
-visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
-visit_site = first.text_input("Body site", key="analyse_save_site")
-visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
-visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
-visits[outcome.key] = visit
+    style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
+                         fill_opacity=fill_opacity, border_opacity=border_opacity)
 
-st.markdown("**Export this image**")
-one, two, three = st.columns(3)
-one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
-                    file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
-                    on_click="ignore")
-two.download_button(f"{words['mask']} (PNG)",
-                    data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
-                    file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask", on_click="ignore")
-three.download_button("Report (PDF)",
-                      data=lambda o=outcome, v=visit: o.analysis.pdf(o.name, model_version=version, created=created,
-                                                                     visit=v),
-                      file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
-                      on_click="ignore")
-outlines = outline_downloads(outcome)
-for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
-    column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
-                           key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
-                           help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
-                                "in ImageJ / Fiji, the SVG in any drawing program.")
+    if not files:
+        st.info(f"Drop one or more {words['images']} above to analyse them.")
+        return
 
-st.markdown("**Export all images**")
-objects_csv = objects_csv_bytes(outcomes)
-one, two, three, *rest = st.columns(4 if objects_csv else 3)
-one.download_button("Measurements of all images (CSV)",
-                    data=measurements_csv_bytes(outcomes, segmenter.name, visits),
-                    file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-two.download_button("Settings of the CSV (JSON)",
-                    data=lambda: measurements_sidecar_bytes(outcomes, version, visits, created),
-                    file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
-                    key="analyse_dl_sidecar", on_click="ignore",
-                    help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
-                         "visit, for each row of the CSV.")
-three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
-                      data=lambda: batch_bundle(outcomes, segmenter.name, version, created, visits),
-                      file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
-                      on_click="ignore")
-if objects_csv:
-    rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv", mime="text/csv",
-                            key="analyse_dl_objects", on_click="ignore")
-st.caption("Research software: not a medical device, not for diagnosis.")
+    segmenter = ui.load_segmenter(choice)
+    if segmenter is None:
+        return
 
-# ---- save to records (History page) ---------------------------------------------------------------
-if st.button(f"Save {outcome.name} to records", key="analyse_save",
-             help="The History page lists and reopens it, with the visit above."):
-    from moleseg.app.identity import current_user
-    from moleseg.engine.records import Records
+    bar = st.progress(0.0, text="Analysing...")
+    outcomes = analyse_uploads(
+        ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
+        pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
+        progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
+    )
+    bar.empty()
+    ui.show_cache_notes(segmenter)
+    corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
+    outcomes = with_corrections(outcomes, corrections, choice.key)
+    st.session_state["analyse_outcomes"] = outcomes
+    good = [o for o in outcomes if o.ok]
+    st.session_state["analyse_auto_by_key"] = automatic_cleanups(segmenter, good)
 
-    user = current_user()
-    if isinstance(user, Refusal):
-        st.error(f"Could not save: {user.message}")
-        st.stop()
-    try:
-        saved_id = Records().save(
-            user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
-            visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
-            image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
-            lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
-            corrected=analysis.corrected_by_hand)
-        st.session_state["analyse_saved_id"] = saved_id
-        st.success(f"Saved as record {saved_id}.")
-    except (OSError, ValueError) as error:
-        st.error(f"Could not save: {first_line(error)}")
+    for outcome in outcomes:
+        if outcome.error:
+            st.error(outcome.error)
+    for repeat in repeats:
+        st.info(repeat)
+    if not good:
+        return
+
+    model_info = segmenter.info
+    version = model_version(model_info)
+    created = datetime.now().astimezone()
+
+    # ---- results --------------------------------------------------------------------------------------
+    st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes) != 1 else ''})")
+
+
+    if len(good) > 1:
+        batch_view(good)
+        names = {o.key: o.name for o in good}
+        if st.session_state.get("analyse_shown") not in names:
+            st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
+        shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
+        outcome = next(o for o in good if o.key == shown)
+    else:
+        outcome = good[0]
+
+    analysis = outcome.analysis
+    if analysis.error:
+        st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
+    left, right = st.columns(2)
+    left.image(display_jpeg(analysis.overlay), width="stretch",
+               caption=f"{outcome.name}: {words['many' if analysis.cells else 'one']} and border ({segmenter.name}"
+                       + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
+    right.image(display_jpeg(analysis.class_picture), width="stretch",
+                caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+    for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
+        st.warning(ui.sentence(warning))
+    if analysis.confidence_threshold is not None and not analysis.error:
+        st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, the "
+                   f"model's least confident share on its validation images, are marked "
+                   f"\"{analysis.words['check']}\").")
+    hand_correction_block(outcome, corrections)
+    save_to_dataset_block(outcome, segmenter.name)
+    used = analysis.segmentation.settings
+    st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
+               f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
+               f"{'only' if used.largest_component else 'off'}; "
+               + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
+                  f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
+    if analysis.measurements:
+        st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
+                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                                    "value": st.column_config.TextColumn("Value", width="small"),
+                                    "unit": st.column_config.TextColumn("Unit", width="small"),
+                                    "meaning": st.column_config.TextColumn("Meaning", width=560)})
+    if analysis.cells and analysis.objects:
+        area_unit = "mm²" if analysis.pixel_size_mm else "px²"
+        st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
+                                              f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
+                        key="analyse_size_histogram")
+
+    # ---- the visit: printed on the reports, saved with the record ---------------------------------------
+    visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
+    for other in good:  # the images not yet in view: the visit their fields would show (today's date)
+        visits.setdefault(other.key, default_visit())
+    if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
+        for name, value in visit_widget_values(visits.get(outcome.key)).items():
+            st.session_state[f"analyse_save_{name}"] = value
+        st.session_state["analyse_visit_for"] = outcome.key
+    upload = next(u for u in uploads if u.key == outcome.key)
+    from_dicom = dicom_visit(upload)
+    use_identifiers = from_dicom is not None and st.checkbox(
+        "Use the DICOM file's patient and study fields", key=f"analyse_dicom_identifiers_{outcome.key}")
+    if from_dicom is not None:
+        st.caption(DICOM_PRIVACY_NOTE)
+    filled = st.session_state.setdefault("analyse_dicom_filled", set())  # uploads whose visit the DICOM file filled
+    if use_identifiers and outcome.key not in filled:
+        for name, value in visit_widget_values(from_dicom).items():
+            st.session_state[f"analyse_save_{name}"] = value
+        filled.add(outcome.key)
+    st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
+    first, second = st.columns(2)
+    visit_lesion = first.text_input("Patient / lesion identifier", key="analyse_save_lesion",
+                                    help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
+                                         "person unless you mean to store it.")
+    visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
+    visit_site = first.text_input("Body site", key="analyse_save_site")
+    visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
+    visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
+    visits[outcome.key] = visit
+
+    st.markdown("**Export this image**")
+    one, two, three = st.columns(3)
+    one.download_button("Overlay (PNG)", data=lambda a=analysis: encode_png(a.overlay),
+                        file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
+                        on_click="ignore")
+    two.download_button(f"{words['mask']} (PNG)",
+                        data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
+                        file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask",
+                        on_click="ignore")
+    three.download_button("Report (PDF)",
+                          data=lambda o=outcome, v=visit: o.analysis.pdf(o.name, model_version=version, created=created,
+                                                                         visit=v),
+                          file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
+                          on_click="ignore")
+    st.download_button(
+        "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
+        data=lambda o=outcome, u=upload, v=visit, i=use_identifiers: dicom_bundle(
+            o, u, version, o.analysis.pdf(o.name, model_version=version, created=created, visit=v), i),
+        file_name=f"{outcome.stem}_dicom.zip",
+        help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
+             "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
+             "Patient and study fields are left empty unless the box above is ticked.")
+    outlines = outline_downloads(outcome)
+    for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
+        column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
+                               key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
+                               help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
+                                    "in ImageJ / Fiji, the SVG in any drawing program.")
+
+    st.markdown("**Export all images**")
+    objects_csv = objects_csv_bytes(outcomes)
+    one, two, three, *rest = st.columns(4 if objects_csv else 3)
+    one.download_button("Measurements of all images (CSV)",
+                        data=measurements_csv_bytes(outcomes, segmenter.name, visits),
+                        file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+    two.download_button("Settings of the CSV (JSON)",
+                        data=lambda: measurements_sidecar_bytes(outcomes, version, visits, created),
+                        file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
+                        key="analyse_dl_sidecar", on_click="ignore",
+                        help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
+                             "visit, for each row of the CSV.")
+    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
+                          data=lambda: batch_bundle(outcomes, segmenter.name, version, created, visits),
+                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
+                          on_click="ignore")
+    if objects_csv:
+        rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv",
+                                mime="text/csv",
+                                key="analyse_dl_objects", on_click="ignore")
+    st.caption("Research software: not a medical device, not for diagnosis.")
+
+    # ---- save to records (History page) ---------------------------------------------------------------
+    if st.button(f"Save {outcome.name} to records", key="analyse_save",
+                 help="The History page lists and reopens it, with the visit above."):
+        from moleseg.app.identity import current_user
+        from moleseg.engine.records import Records
+
+        user = current_user()
+        if isinstance(user, Refusal):
+            st.error(f"Could not save: {user.message}")
+            return
+        try:
+            saved_id = Records().save(
+                user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
+                visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
+                image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
+                lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
+                corrected=analysis.corrected_by_hand)
+            st.session_state["analyse_saved_id"] = saved_id
+            st.success(f"Saved as record {saved_id}.")
+        except (OSError, ValueError) as error:
+            st.error(f"Could not save: {first_line(error)}")
+
+
+analysis_view()

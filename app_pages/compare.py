@@ -89,27 +89,41 @@ else:
     except ImageReadError as error:
         st.error(str(error))
         st.stop()
+    noise_passes = st.number_input(
+        "Simulated second photographs per visit, for this lesion's own noise", min_value=0,
+        max_value=followup.MAX_NOISE_PASSES, value=0, step=1, key="compare_noise_passes",
+        help="0: the published repeatability only (docs/repeatability.md). K (2 or more): each visit is photographed "
+             "again K times by simulation and measured (2K more segmentations); the larger noise is used.")
     segmenter = ui.load_segmenter(choice)
     if segmenter is None:
         st.stop()
     try:
         with st.spinner("Aligning and segmenting..."):
             comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
-                                        allow_scale=allow_scale)
+                                        allow_scale=allow_scale, noise_passes=int(noise_passes))
     except ValueError as error:
         st.error(first_line(error))
         st.stop()
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison
 
-for warning in comparison.warnings:  # "alignment failed: ...", different pixel sizes
+if not comparison.comparable:
+    st.error(ui.sentence(followup.not_comparable_text(comparison)))
+others = comparison.warnings if comparison.comparable else comparison.warnings[1:]  # the first one is the reason
+for warning in others:  # different pixel sizes
     st.warning(ui.sentence(warning))
 registration = comparison.registration
-a, b, c, d = st.columns(4)
-a.metric("Rotation", f"{registration.rotation_deg:.1f}°")
-b.metric("Translation", f"{registration.translation_px[0]:.0f}, {registration.translation_px[1]:.0f} px")
-c.metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
-d.metric("Area change", f"{comparison.area_change_percent:+.1f} %")
+columns = st.columns(4 if comparison.comparable else 3)
+columns[0].metric("Rotation", f"{registration.rotation_deg:+.1f}°", help="Counter-clockwise positive, from the "
+                  "before to the after image.")
+columns[1].metric("Lesion centre moved", comparison.shift_text(), help="x right, y down.")
+columns[2].metric("Registration quality", f"{registration.quality:.2f}", help="0..1; below 0.5 the alignment failed.")
+if comparison.comparable:
+    area = comparison.change("area", "px")
+    columns[3].metric("Area change", f"{comparison.area_change_percent:+.1f} %",
+                      delta=followup.WITHIN_NOISE if area and area.beyond_noise is False else None,
+                      delta_color="off", help=followup.area_change_help(area))
+st.caption(followup.settings_caption(comparison))
 view = st.radio("View", followup.COMPARE_VIEWS, horizontal=True, key="compare_view")
 if view == followup.VIEW_SWIPE:
     position = st.slider("Before ← → after", 0, 100, 50, key="compare_swipe",
@@ -123,8 +137,12 @@ elif view == followup.VIEW_SIDE_BY_SIDE:
 else:
     st.image(comparison.borders_picture(), width="stretch",
              caption="Aligned after image: before border cyan, after border magenta")
-table = comparison.table()
-st.dataframe([dict(zip(table[0], row)) for row in table[1:]], hide_index=True, width="stretch")
+if comparison.comparable:
+    st.dataframe(followup.change_table(comparison), hide_index=True, width="stretch")
+    st.caption(followup.NOISE_CAPTION)
+else:
+    with st.expander("The figures, which must not be read as change", expanded=False):
+        st.dataframe(followup.change_table(comparison), hide_index=True, width="stretch")
 summary = {"before": before_name, "after": after_name, **comparison.to_json()}
 one, two = st.columns(2)
 one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), file_name="comparison.json",

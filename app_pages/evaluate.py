@@ -7,11 +7,13 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
-from moleseg.app.evaluation import evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows
+from moleseg.app.evaluation import (BORDER_FM_TEXT, comparable_models, evaluation_key, evaluation_task, per_image_fm,
+                                    runs_table, summary_rows)
 from moleseg.app.identity import user_space
 from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.core.words import count_of
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
 
@@ -34,14 +36,15 @@ folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/mol
 space = user_space()
 corrected = corrections_pairs(space.dataset)
 if corrected:
-    st.button(f"Use my corrections dataset ({corrected} images)", key="evaluate_use_corrections",
+    st.button(f"Use my corrections dataset ({count_of(corrected, 'image')})", key="evaluate_use_corrections",
               on_click=lambda: st.session_state.update(evaluate_folder=str(space.dataset)),
               help="The images saved from the Analyse page with their corrected masks.")
-others = {c.spec: c for c in model_choices() if c.spec != choice.spec and c.kind != "classical"}
+others = comparable_models(choice, model_choices())
 compare_spec = st.selectbox("Compare with", [""] + list(others), key="evaluate_compare",
                             format_func=lambda spec: others[spec].label if spec else "no other model",
-                            help="Score another model on the same images beside it, e.g. the model before and "
-                                 "after fine-tuning on your corrections. It takes the classical baseline's place.")
+                            help="Score another model of the same kind (dermoscopy or cells) on the same images "
+                                 "beside it, e.g. the model before and after fine-tuning on your corrections. It "
+                                 "takes the classical baseline's place.")
 compare = others.get(compare_spec)
 a, b, c = st.columns(3)
 is_classical = choice.kind == "classical"
@@ -77,6 +80,8 @@ def show_evaluation(result: dict) -> None:
                     key="evaluate_fm_chart")
     st.dataframe(summary_rows(summary, baseline, model_name=result["name"],
                               baseline_name=baseline_name), hide_index=True, width="stretch")
+    if "border_fm" in summary:
+        st.caption(BORDER_FM_TEXT)
     with st.expander("Every image"):
         st.dataframe(summary["per_image"], hide_index=True, width="stretch")
     if result["pictures"]:

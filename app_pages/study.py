@@ -14,7 +14,7 @@ from moleseg.core.config import STUDIES_DIR
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import studyrun
 from moleseg.engine.launch import safe_run_name
-from moleseg.engine.studyplan import StudyError, study_files
+from moleseg.engine.studyplan import GPU_STUDY_SUFFIX, StudyError, default_study_file, study_files
 from moleseg.engine.studystats import table_for_display
 
 st.title("Study")
@@ -26,8 +26,12 @@ st.markdown("Which solver, learning rate, batch size, number of epochs, augmenta
 runs = user_space().runs
 with st.expander("Start a study", expanded=False):
     shipped = study_files()
+    fitting = default_study_file(shipped, gpu=ui.device_summary().startswith("GPU"))
+    ui.init_state("study_file", str(fitting) if fitting else "other...")
     choice = st.selectbox("Study file", [str(p) for p in shipped] + ["other..."], key="study_file",
-                          help="YAML: data, base options, factors, repeats (see the shipped files in studies/).")
+                          help=f"YAML: data, base options, factors, repeats (see the shipped files in studies/). "
+                               f"Files ending in '{GPU_STUDY_SUFFIX}' are sized for a GPU; this machine: "
+                               f"{ui.device_summary()}.")
     path = choice
     if choice == "other...":
         typed = st.text_input("Path of the study file", key="study_file_other",
@@ -53,14 +57,17 @@ with st.expander("Start a study", expanded=False):
                        "one at a time, after any training already running.")
 
 folders = studyrun.list_study_folders(runs)
-ui.init_state("study_folder", str(folders[0]) if folders else "")
-serverpaths.path_picker("study_folder", [str(found) for found in folders], label="Studies in your runs")
+results = studyrun.shipped_results()
+ui.init_state("study_folder", str((folders or results or [""])[0]))
+serverpaths.path_picker("study_folder", [str(found) for found in folders + results],
+                        label="Studies in your runs and the shipped results")
 folder_text = st.text_input("Study folder", key="study_folder",
-                            help=f"A folder written by moleseg study, inside your runs ({runs}).")
+                            help=f"A folder written by moleseg study, inside your runs ({runs}), or the shipped "
+                                 f"results ({studyrun.SHIPPED_RESULTS_DIR}).")
 folder = ""
 if folder_text.strip():
     try:
-        folder = str(resolve_inside_roots(folder_text, (runs,)))
+        folder = str(resolve_inside_roots(folder_text, (runs, studyrun.SHIPPED_RESULTS_DIR)))
     except OutsideRootsError as error:
         st.error(str(error))
 
@@ -75,7 +82,10 @@ def show(folder_text: str) -> None:
     except StudyError as error:
         st.warning(str(error))
         return
-    st.progress(shown.progress.fraction, text=shown.describe())
+    if shown.results_only:
+        st.caption(shown.describe())
+    else:
+        st.progress(shown.progress.fraction, text=shown.describe())
     if shown.verdicts:
         st.markdown(shown.verdicts)
     if shown.rows:
@@ -84,6 +94,9 @@ def show(folder_text: str) -> None:
         figures, page = studyreport.folder_report(folder_text)
         for figure in figures:
             st.plotly_chart(figure, use_container_width=True)
+        if not figures:
+            st.markdown("**Mean test FM by setting** (seeds averaged)")
+            st.bar_chart(studyrun.mean_fm_by_setting(shown.rows), horizontal=True, x_label="mean FM")
         if page:
             st.download_button("Download study.html", page.encode(), file_name=studyreport.STUDY_HTML,
                                mime="text/html", key="study_html")

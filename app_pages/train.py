@@ -11,7 +11,7 @@ from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.core.config import FINETUNE_EPOCHS
-from moleseg.engine.finetune import corrections_pairs, finetune_config
+from moleseg.engine.finetune import finetune_config, finetune_plan
 from moleseg.engine.runs import RunFiles, read_history
 from moleseg.core import options
 from moleseg.core.errors import first_line
@@ -83,8 +83,8 @@ def finetune_section() -> None:
     """Fine-tune a model on the images corrected on the Analyse page (and, optionally, its own data)."""
     st.subheader("Fine-tune on my corrections")
     folder = SPACE.dataset
-    count = corrections_pairs(folder)
-    if not count:
+    plan = finetune_plan(folder)
+    if not plan.pairs:
         st.caption("No corrected image there yet: correct a border on the Analyse page and save it to your "
                    "dataset, then fine-tune the model on it here.")
         return
@@ -102,9 +102,9 @@ def finetune_section() -> None:
                            help="Adds the training folders the model file records (those still on this "
                                 "machine), so that it does not forget them; slower.")
     epochs = b.number_input("Epochs", 1, 200, FINETUNE_EPOCHS, key="train_finetune_epochs")
-    st.caption(f"{count} corrected image(s) in {folder}. The new model appears in every model picker; compare "
-               "it with the old one on the Evaluate page ('Compare with').")
-    if st.button("Fine-tune", key="train_finetune_start", disabled=bool(trainstatus.running())):
+    st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
+    if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
+                 help=None if plan.ready else plan.sentence()):
         try:
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
                                      roots=serverpaths.dataset_roots())

@@ -4,27 +4,18 @@ tests/synthetic.py, the isolated app folders are the ``app_folders`` fixture of 
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from moleseg.tools.bench_app import CHROMIUM_ARGS, free_port, healthy, stop_server  # noqa: F401 (CHROMIUM_ARGS: the browser fixture's)
+
 APP = Path(__file__).resolve().parents[1] / "app.py"
 #: Screenshots and server logs of the tests that serve the app (gitignored; removed by ``make clean``).
 ARTIFACTS = APP.parent / "test-artifacts"
-#: Chromium's flags for the browser tests (the ``browser`` fixture of tests/conftest.py).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -53,28 +44,13 @@ def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, se
         process = subprocess.Popen(command, cwd=APP.parent, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                    stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read().strip() == b"ok":
-                            break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
-                                       f"{log_path}:\n{tail(log_path)}")
-                time.sleep(0.5)
+            if not healthy(url, process, timeout, poll_s=0.5):
+                log.flush()
+                raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
+                                   f"{log_path}:\n{tail(log_path)}")
             yield url, process
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=20)
+            stop_server(process)
 
 
 def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = True):

@@ -100,11 +100,18 @@ def lesion_scene():
 
 @pytest.fixture(autouse=True)
 def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
-    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there)."""
+    """A fresh ``MOLESEG_DATA_DIR`` for each test (the records database and files go there), and never the
+    PostgreSQL database or files folder that the environment of whoever runs the tests may name."""
     from moleseg.core.config import DATA_DIR_ENV
+    from moleseg.core.settings import ENV_PREFIX, load_settings
 
     folder = tmp_path_factory.mktemp("moleseg-data")
     monkeypatch.setenv(DATA_DIR_ENV, str(folder))
+    elsewhere = [ENV_PREFIX + key.upper() for key in ("database_url", "records_files_dir")]
+    if any(name in os.environ for name in elsewhere):
+        for name in elsewhere:
+            monkeypatch.delenv(name, raising=False)
+        load_settings.cache_clear()
     return folder
 
 
@@ -172,6 +179,111 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("slower than the fast selection allows, but not marked slow or browser")
         for duration, nodeid in sorted(_unmarked_slow, reverse=True):
             terminalreporter.write_line(f"{duration:.1f} s  {nodeid}")
+
+
+# --------------------------------------------------------------------------------------------------
+# A real PostgreSQL server for the records tests (Debian's ``postgresql``; ``.ci/run`` installs it), started
+# once per session in a temporary folder as an unprivileged user, on 127.0.0.1 and a free port
+
+#: Where Debian puts the server's programs (``initdb`` and ``pg_ctl`` are not on its PATH).
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+#: The password of the tests' database user (password authentication over TCP, as a deployment has).
+POSTGRES_PASSWORD = "records-test-password"
+
+
+def postgres_program(name: str) -> str | None:
+    """The path of the PostgreSQL program ``name`` (PATH first, then Debian's folders, newest first)."""
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in sorted(glob.glob(POSTGRES_BIN_GLOB), reverse=True):
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL (``postgresql://moleseg:PASSWORD@127.0.0.1:PORT/moleseg``) of a PostgreSQL server of this test
+    session; the test is skipped when the server's programs are not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from app_helpers import free_port
+
+    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin; "
+                    ".ci/run installs Debian's postgresql): the PostgreSQL records tests are skipped")
+    folder = Path(tempfile.mkdtemp(prefix="moleseg-postgres-"))
+    data, socket_dir, password_file = folder / "data", folder / "socket", folder / "password"
+    socket_dir.mkdir()
+    password_file.write_text(POSTGRES_PASSWORD + "\n")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        shutil.chown(folder, "nobody")
+        for path in (socket_dir, password_file):
+            shutil.chown(path, "nobody")
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    port = free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*as_user, *command], cwd=folder, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+
+    run(initdb, "-D", str(data), "-U", "moleseg", "--auth-local=trust", "--auth-host=scram-sha-256",
+        f"--pwfile={password_file}", "--no-sync", "-E", "UTF8", "--locale=C")
+    options = (f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+               f"-c full_page_writes=off -c max_connections=200")
+    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "-t", "60", "start")
+    try:
+        run(postgres_program("createdb") or "createdb", "-h", str(socket_dir), "-p", str(port), "-U", "moleseg",
+            "moleseg")
+        yield f"postgresql://moleseg:{POSTGRES_PASSWORD}@127.0.0.1:{port}/moleseg"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], cwd=folder,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A URL of the session's PostgreSQL server whose connections see only a fresh, empty schema of this test
+    (``search_path``): each test starts from an empty records database."""
+    import uuid
+
+    import sqlalchemy
+
+    schema = f"test_{uuid.uuid4().hex}"
+    engine = sqlalchemy.create_engine(postgres_server.replace("postgresql://", "postgresql+psycopg://"),
+                                      poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    engine.dispose()
+    return f"{postgres_server}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_records(request: pytest.FixtureRequest) -> Callable[..., object]:
+    """``open_records(folder)``: a :class:`moleseg.engine.records.Records` of the data folder ``folder`` on
+    each backend in turn: the SQLite file in it, then a fresh PostgreSQL schema (files in ``folder/files``
+    on both). Its ``.backend`` names the backend."""
+    from moleseg.engine.records import Records
+
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+
+    def opened(folder: str | os.PathLike[str]) -> Records:
+        return Records(folder, database_url=url)
+
+    opened.backend = request.param  # type: ignore[attr-defined]
+    opened.url = url  # type: ignore[attr-defined]
+    return opened
 
 
 # --------------------------------------------------------------------------------------------------

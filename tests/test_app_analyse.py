@@ -16,6 +16,7 @@ from synthetic import mole_image, png_bytes
 from moleseg.app import ui
 from moleseg.app.analysis import ANALYSIS_CACHE_BYTES
 from moleseg.app.ui import PAGE_FILES
+from moleseg.engine.pipeline import BEYOND_PICTURE_NOTE
 
 PAGE = PAGE_FILES["analyse"]
 
@@ -71,6 +72,31 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     assert after_width.border.sum() > 2 * before.sum()  # a 12 px band instead of 4 px
     assert store.predictions == 1  # only the cleanup ran again
     assert not at.exception
+
+
+def test_a_colour_change_redraws_the_overlay_from_the_same_lesion_and_measurements(at):
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    before = at.session_state["analyse_outcomes"][0].analysis
+    at.color_picker(key="analyse_fill_color").set_value("#0000ff").run()
+    after = at.session_state["analyse_outcomes"][0].analysis
+    assert after.style.fill_color == (0, 0, 255) and before.style.fill_color == (255, 200, 0)
+    assert after.segmentation is before.segmentation and after.measurements is before.measurements  # not re-cleaned
+    lesion = after.segmentation.lesion & ~after.segmentation.border
+    assert after.overlay[lesion][:, 2].mean() > before.overlay[lesion][:, 2].mean() + 50  # bluer inside
+    assert ui.analysis_store().predictions == 1
+
+
+def test_pictures_are_shown_as_jpegs_no_larger_than_their_place_on_the_page():
+    from moleseg.app.results import DISPLAY_SIDE_PX, display_jpeg
+
+    wide = np.zeros((DISPLAY_SIDE_PX, 2 * DISPLAY_SIDE_PX, 3), np.uint8)
+    wide[:, DISPLAY_SIDE_PX:] = 200
+    shown = Image.open(io.BytesIO(display_jpeg(wide)))
+    assert shown.format == "JPEG" and shown.size == (DISPLAY_SIDE_PX, DISPLAY_SIDE_PX // 2)
+    assert abs(int(np.asarray(shown)[10, -10, 0]) - 200) <= 2
+    small = Image.open(io.BytesIO(display_jpeg(wide[:50, :80], side_px=56)))
+    assert small.size == (56, 35)  # 80 x 50 shrunk to 56 on its longer side
+    assert Image.open(io.BytesIO(display_jpeg(wide[:50, :80]))).size == (80, 50)  # small enough already
 
 
 def test_overlay_colours_and_pixel_size_apply(at):
@@ -302,7 +328,9 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
     rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(at.session_state["analyse_outcomes"])
                                            .decode())))
-    assert rows[0]["note"] == "lesion corrected by hand" and float(rows[0]["area_px"]) == area + 200
+    # the corner patch reaches the image's edge, so the note also says the lesion may extend beyond the picture
+    assert rows[0]["note"].split("; ") == ["lesion corrected by hand", BEYOND_PICTURE_NOTE]
+    assert float(rows[0]["area_px"]) == area + 200
     edits.undo()
     at.run()
     assert at.session_state["analyse_outcomes"][0].analysis.measurement_row["area_px"] == area
@@ -348,7 +376,7 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
 
 
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
-    from moleseg.app.results import batch_summary, batch_table, key_measurements, outline_downloads, thumbnail
+    from moleseg.app.results import batch_summary, batch_table, key_measurements, outline_downloads, shrunk
 
     files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
              for name, seed in (("a", 1), ("b", 2), ("c", 5))]
@@ -357,7 +385,7 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     grid_buttons = [b for b in at.button if b.key and b.key.startswith("analyse_grid_")]
     assert len(grid_buttons) == 3
     assert key_measurements(outcomes[0].analysis).startswith("Area ")
-    assert thumbnail(outcomes[0].analysis, 56).shape[:2] == (48, 56)  # 96 x 112 halved
+    assert shrunk(outcomes[0].analysis.overlay, 56).shape[:2] == (48, 56)  # 96 x 112 halved
     table = batch_table(outcomes)
     headings = list(table[0])
     assert headings[0] == "Image" and "Area (px\u00b2)" in headings and "Compactness index" in headings

@@ -17,6 +17,7 @@ from PIL import Image
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
+from moleseg.tools.bench_app import slider_seconds
 
 pytestmark = pytest.mark.browser
 
@@ -244,6 +245,9 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
+    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run
+    slider_seconds(page, repeats=1, timeout_ms=60_000)
+    assert len(whole_page_runs) == runs_with_the_exports
     assert page.locator("[data-testid=stException]").count() == 0
     context.close()
 

@@ -34,6 +34,7 @@ def test_the_classical_segmenter_on_a_small_set(app_folders, monkeypatch, tmp_pa
     assert list(table["metric"]) == [evaluation.METRIC_LABELS[key] for key in ("fm", "cm", "cr", "jaccard", "hd95",
                                                                                "border_fm")]
     assert {"classical mean", "classical std", "classical min", "classical max"} <= set(table.columns)
+    assert evaluation.BORDER_FM_TEXT in texts(at.caption)  # what "border band FM" measures, under the table
     assert len(at.get("plotly_chart")) == 1
     assert len(at.get("image")) == 2  # the two worst images with their overlays
 
@@ -155,6 +156,8 @@ def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_fo
     save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask, {"status": "corrected by hand"})
     with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 64}))
+    with zipfile.ZipFile(app_folders["models"] / "cells.keras", "w") as archive:  # another kind: not offered
+        archive.writestr("moleseg.json", json.dumps({"name": "cells", "n_classes": 2, "input_size": 64}))
     at = app_test(PAGE_FILES["evaluate"])
     at.selectbox(key="evaluate_model").set_value("classical").run()
     at.button(key="evaluate_use_corrections").click().run()

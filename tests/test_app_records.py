@@ -160,9 +160,12 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Rotation"].rstrip("°")) == pytest.approx(10.0, abs=1.0)
     assert abs(float(metrics["Area change"].split()[0])) < 3.0
+    assert next(metric for metric in at.metric if metric.label == "Area change").delta == "within measurement noise"
     assert len(at.get("image")) == 1
     changes = at.dataframe[0].value
     assert "Area" in set(changes["Measurement"])
+    assert changes.set_index("Measurement").loc["Area", "Reading"] == "within measurement noise"
+    assert any(caption.value.startswith("Pixel size used: none (lengths in px only).") for caption in at.caption)
     comparison = at.session_state["compare_result"]
     assert comparison.registration.ok
 
@@ -175,8 +178,12 @@ def test_compare_warnings_are_sentences(isolated, lesion_scene):
     at.file_uploader(key="compare_before").set_value(("before.png", png_bytes(before), "image/png"))
     at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(other), "image/png")).run()
     assert not at.exception
-    (warning,) = texts(at.warning)
-    assert warning.startswith("Alignment failed") and warning.endswith(".")
+    assert not at.warning
+    (error,) = texts(at.error)  # the reason leads, no area figure, the table folded away
+    assert error.startswith("Alignment failed") and error.endswith(".")
+    assert "no change is reported" in error
+    assert "Area change" not in {metric.label for metric in at.metric}
+    assert at.expander[0].label == "The figures, which must not be read as change"
 
 
 def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_scene):
@@ -184,9 +191,9 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     after, true_after = lesion_scene(radius_px=66, angle_deg=5.0, shift_px=(4.0, 3.0))
     records = Records()
     january = records.save(USER, before, true_before, measure_lesion(true_before), lesion="arm",
-                           visit_date="2026-01-01", image_name="jan.png", model_name="classical")
+                           visit_date="2026-01-01", image_name="jan.png", model_name="classical", pixel_size_mm=0.01)
     june = records.save(USER, after, true_after, measure_lesion(true_after), lesion="arm", visit_date="2026-06-01",
-                 image_name="jun.png", model_name="classical")
+                 image_name="jun.png", model_name="classical", pixel_size_mm=0.01)
     records.save(USER, before, true_before, measure_lesion(true_before), lesion="once")  # one visit: not offered
     at = app_test(PAGE_FILES["compare"])
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
@@ -206,6 +213,11 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     assert len(at.get("image")) == 1
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)
+    # The pixel size box is left at 0: the earlier record's size is used, and said.
+    assert any(caption.value.startswith("Pixel size used: 0.01 mm per px.") for caption in at.caption)
+    assert comparison.lesion_id == "arm" and (comparison.before_date, comparison.after_date) == ("2026-01-01",
+                                                                                               "2026-06-01")
+    assert ("Lesion", "arm") in comparison.header() and ("Before visit", "2026-01-01") in comparison.header()
 
 
 def test_compare_warns_when_before_is_dated_after_after_and_compares_in_date_order(isolated, lesion_scene):

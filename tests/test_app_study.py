@@ -57,3 +57,26 @@ def test_a_bad_study_file_is_one_error_on_the_page(app_folders, tmp_path):
     assert not at.exception
     assert [error.value for error in at.error] == [f"{path}: seed must be a whole number >= 0, not a list"]
     assert not (app_folders["runs"] / "study-s").exists()
+
+
+def test_the_shipped_results_open_as_a_read_only_study(app_folders):
+    shipped = studyrun.SHIPPED_RESULTS_DIR / "moles"
+    assert shipped in studyrun.shipped_results()
+    at = app_test(PAGE_FILES["study"])
+    at.text_input(key="study_folder").set_value(str(shipped)).run()
+    assert not at.exception and not at.warning and not at.error
+    assert "results of 12 finished runs (read-only: the run folders are not here)" in [c.value for c in at.caption]
+    assert any("solver = sgdm lowered mean FM from 0.7989 (base) to 0.3170" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert len(table) == 12 and table["fm_mean"].iloc[0] == 0.8027
+    assert len(at.get("vega_lite_chart")) == 1  # mean FM by setting
+    means = studyrun.mean_fm_by_setting(studyrun.read_study_folder(shipped).rows)
+    assert np.isclose(means["base"], (0.8027 + 0.7950) / 2) and np.isclose(means["solver = sgdm"], (0.4322 + 0.2019) / 2)
+
+
+def test_the_default_study_file_fits_the_machine(app_folders):
+    files = studyplan.study_files()
+    cpu, gpu = studyplan.default_study_file(files, gpu=False), studyplan.default_study_file(files, gpu=True)
+    assert (cpu.name, gpu.name) == ("moles.yaml", "moles-gpu.yaml")
+    at = app_test(PAGE_FILES["study"])  # this machine: no GPU
+    assert at.selectbox(key="study_file").value == str(cpu)

@@ -12,6 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app_helpers import app_test, texts
@@ -44,6 +45,18 @@ except trainlock.TrainingBusy:
 """
 
 
+def wait_ended(pid: int, timeout_s: float = 30.0) -> None:
+    """Return once the child ``pid`` has ended and been reaped (by launch's reaper thread or here)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # already collected by the thread that start_training left to reap it
+        pass
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not Path(f"/proc/{pid}").exists()
+
+
 @pytest.fixture
 def fake_training(app_folders, tmp_path):
     """``start(config=None, origin="app", run_dir=None) -> (run_dir, pid)``: :func:`launch.start_training` with an
@@ -73,7 +86,7 @@ def fake_training(app_folders, tmp_path):
     for pid in started:
         try:
             os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            wait_ended(pid)
         except (ProcessLookupError, ChildProcessError):
             pass
 
@@ -130,7 +143,7 @@ def test_only_one_training_runs_at_a_time(app_folders, tmp_path, fake_training):
     assert any(text.startswith(f"Another training is running in {run.name} (started by the app, pid {pid}")
                for text in texts(at.info))
     launch.request_cancel(run)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert trainlock.active_training() is None  # the child ended: the kernel released its lock
 
 
@@ -138,7 +151,7 @@ def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders
     runs = app_folders["runs"]
     first, pid = fake_training()
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert trainlock.active_training() is None
     status = jobs.read_job(first)
     assert status.status == "died" and jobs.LOG_FILE in status.error
@@ -260,7 +273,7 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert remove_session_folder(session.path, launch.folder_in_use) is False  # the session ended, the training still reads
     assert (session.path / ENDED_MARKER).exists() and (dataset / "images").is_dir()
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     assert not launch.folder_in_use(session.path)
     release_after_training([images])  # what the runner does when it stops
     assert not session.path.exists()
@@ -351,7 +364,8 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     assert any("No corrected image there yet" in text for text in texts(at.caption))
     mask = np.zeros((40, 50), bool)
     mask[10:30, 10:40] = True
-    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask, {"status": "corrected by hand"})
+    save_pair(corrections, "mole", np.full((40, 50, 3), 180, np.uint8), mask,
+              {"status": "corrected by hand", "corrected_by_hand": True})
     with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 64,
                                                      "model": {"input_size": 64, "n_classes": 3}}))
@@ -359,8 +373,18 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     assert not at.exception
     picker = at.selectbox(key="train_finetune_model")
     assert picker.value == str(app_folders["models"] / "dermoscopy.keras")
-    assert any("1 corrected image(s)" in text for text in texts(at.caption))
-    assert at.button(key="train_finetune_start").label == "Fine-tune"
+    needs = ("Fine-tuning needs at least 2 saved images (one to train on and one held back to validate the new "
+             "model); 1 image in your dataset (1 corrected by hand, 0 accepted as the model drew them).")
+    assert any(text.startswith(needs) for text in texts(at.caption))
+    assert at.button(key="train_finetune_start").label == "Fine-tune" and at.button(key="train_finetune_start").disabled
+    for index in range(4):  # four more, accepted as the model drew them
+        save_pair(corrections, f"ok{index}", np.full((40, 50, 3), 100 + index, np.uint8), mask,
+                  {"status": "accepted as is", "corrected_by_hand": False})
+    at.run()
+    plan = ("5 images in your dataset (1 corrected by hand, 4 accepted as the model drew them): 4 train the model "
+            "and 1 image is held back to validate it. Its validation FM will come from that 1 image only")
+    assert any(text.startswith(plan) for text in texts(at.caption)), texts(at.caption)
+    assert not at.button(key="train_finetune_start").disabled
 
 
 # -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------
@@ -435,6 +459,38 @@ def test_the_reported_training_time_is_the_whole_job_s(tmp_path):
     assert run_summary(run)["training_minutes"] == 13.5
     write_json(run / "state.json", {"epoch": 2, "training_seconds": 60.0})  # a run from before job_seconds
     assert run_summary(run)["training_minutes"] == 1.0
+
+
+def test_a_cancelled_runner_is_reaped_without_anyone_looking(app_folders, fake_training):
+    run, pid = fake_training()
+    launch.request_cancel(run)
+    deadline = time.time() + 30
+    while time.time() < deadline and Path(f"/proc/{pid}").exists():  # no reap_children() call here
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()  # a <defunct> zombie would keep its /proc entry
+
+
+def test_the_eta_is_smoothed_counts_down_with_the_clock_and_never_rises_faster_than_time_passes():
+    eta = jobs.SmoothedEta(time_constant_s=10.0, max_rise=0.5)
+    assert eta.update("prepare", None, 0.0) is None  # no estimate yet: "ETA —"
+    assert eta.update("train", 420.0, 100.0) == 420.0  # a new phase starts from its first estimate
+    # 2 s later the raw estimate jumps to 269 s: shown 418 + (1 - e^-0.2) (269 - 418) = 391.0, not 269
+    assert eta.update("train", 269.0, 102.0) == pytest.approx(418 - (1 - np.exp(-0.2)) * 149, abs=1e-9)
+    shown = eta.shown
+    assert eta.update("train", 100_000.0, 104.0) == pytest.approx(shown + 1.0)  # rises by 0.5 s per s at most
+    assert eta.update("train", None, 110.0) == pytest.approx(shown + 1.0)  # no estimate: the last one stays
+    assert eta.update("calibrate", 90.0, 111.0) == 90.0
+    assert eta.update("calibrate", 0.0, 1000.0) == 0.0  # never below 0
+
+
+def test_elapsed_time_is_one_clock_and_does_not_go_back_when_the_job_ends(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / jobs.PROGRESS_FILE, {"status": "done", "phase": "done", "started": 1000.0, "updated": 1089.0})
+    write_json(run / "state.json", {"epoch": 2, "epochs": 2, "job_seconds": 85.0})  # the child's own, shorter
+    shown = trainstatus.view(run)
+    assert shown.elapsed_seconds == 89.0 and jobs.format_duration(shown.elapsed_seconds) == "1 min 29 s"
+    assert shown.finished_text() == "Training finished in 1 min 29 s."
 
 
 def test_finished_runners_are_reaped_not_left_as_zombies(app_folders, fake_training):
@@ -524,7 +580,7 @@ def test_a_terminal_s_or_a_study_s_training_shows_on_the_train_page_which_refuse
     assert any(text.startswith(f"Another training is running in their-run (started by {words}, pid {pid}")
                for text in texts(at.info))
     launch.request_cancel(run)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
 
 
 def test_moleseg_train_refuses_in_one_sentence_while_another_training_holds_the_lock(app_folders, tmp_path, capsys):
@@ -563,7 +619,7 @@ def test_a_waiting_start_begins_when_the_other_training_ends(app_folders, tmp_pa
                     + said[0].split(", since ")[1]]
     assert not (tmp_path / "study-run" / jobs.JOB_FILE).exists()
     launch.request_cancel(first)
-    os.waitpid(pid, 0)
+    wait_ended(pid)
     waiting.join(timeout=30)
     holder = trainlock.active_training()
     assert result[0].run_dir == tmp_path / "study-run" and holder.run_dir == tmp_path / "study-run"

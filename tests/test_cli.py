@@ -91,7 +91,7 @@ def test_prepare_diamond_equals_matlab_imerode(tmp_path, capsys, radius):
     np.testing.assert_array_equal(labels, expected)
     out = capsys.readouterr().out
     counts = np.bincount(expected.ravel(), minlength=3) / expected.size
-    assert "1 label image(s) written" in out
+    assert "1 label image written" in out
     assert f"back {counts[0]:.4f}, border {counts[1]:.4f}, inside {counts[2]:.4f}" in out
 
 
@@ -118,7 +118,7 @@ def test_prepare_reports_a_bad_file_and_exits_2(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "skipped bad.png:" in err
-    assert _error_lines(err) == ["error: 1 file(s) could not be processed"]
+    assert _error_lines(err) == ["error: 1 file could not be processed"]
     assert (tmp_path / "labels" / "good.png").is_file()
     assert not (tmp_path / "labels" / "bad.png").exists()
 
@@ -191,7 +191,7 @@ def test_score_reports_a_bad_file(tmp_path, capsys):
     assert code == 2
     assert json.loads((tmp_path / "s.json").read_text())["n"] == 1
     err = capsys.readouterr().err
-    assert "skipped broken.png" in err and _error_lines(err) == ["error: 1 file(s) could not be processed"]
+    assert "skipped broken.png" in err and _error_lines(err) == ["error: 1 file could not be processed"]
 
 
 # -- evaluate and predict with the classical segmenter -------------------------------------------
@@ -221,8 +221,8 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
     assert code == 2
     captured = capsys.readouterr()
     assert "skipped bad.png:" in captured.err
-    assert _error_lines(captured.err) == ["error: 1 file(s) could not be processed"]
-    assert "2 image(s) written" in captured.out
+    assert _error_lines(captured.err) == ["error: 1 file could not be processed"]
+    assert "2 images written" in captured.out
     for stem in ("000", "001"):
         overlay = _read_png(out / f"{stem}_overlay.png")
         assert overlay.shape == (96, 96, 3)
@@ -378,7 +378,7 @@ def test_prepare_two_masks_with_one_stem_get_one_label_image_each(tmp_path, caps
     code = main(["prepare", "--masks", str(tmp_path / "masks"), "--out", str(tmp_path / "labels"),
                  "--border-width-px", "1", "--classes", "2", "--quiet"])
     assert code == 0
-    assert "2 label image(s) written" in capsys.readouterr().out
+    assert "2 label images written" in capsys.readouterr().out
     np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_png.png"), mask.astype(np.uint8))
     np.testing.assert_array_equal(_read_png(tmp_path / "labels" / "m_tif.png"), (~mask).astype(np.uint8))
 

@@ -83,17 +83,25 @@ def test_cli_compare_writes_json_and_pdf(tmp_path, lesion_scene, capsys):
     write_png(tmp_path / "before.png", before)
     write_png(tmp_path / "after.png", after)
     code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "after.png"), "--model", "classical",
-                 "--pixel-size-mm", "0.02", "--json", str(tmp_path / "c.json"), "--pdf", str(tmp_path / "c.pdf")])
+                 "--pixel-size-mm", "0.02", "--json", str(tmp_path / "c.json"), "--pdf", str(tmp_path / "c.pdf"),
+                 "--noise-passes", "2"])
     assert code == 0
     summary = json.loads((tmp_path / "c.json").read_text())
     assert summary["rotation_deg"] == pytest.approx(10.0, abs=1.0)
     assert len(summary["translation_px"]) == 2
+    # The lesion sits at the centre the scene turns about: its centre moved by the shift alone.
+    assert summary["lesion_shift_px"] == pytest.approx([6.0, 6.0], abs=1.5)
+    assert summary["lesion_shift_mm"] == pytest.approx([0.12, 0.12], abs=0.03)
+    assert summary["comparable"] is True and summary["noise_passes"] == 2
+    area = next(c for c in summary["changes"] if c["key"] == "area" and c["unit"] == "px")
+    assert area["noise"] > abs(area["change"]) and area["beyond_noise"] is False
     assert abs(summary["area_change_percent"]) < 3.0
     assert 0 <= summary["registration_quality"] <= 1
     assert any(c["key"] == "area" and c["unit"] == "mm2" for c in summary["changes"])
     pdf = (tmp_path / "c.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") <= 1
-    assert "area change" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "area change" in printed and "beyond measurement noise: " in printed
 
 
 def test_cli_compare_names_a_bad_file(tmp_path, capsys):
@@ -196,9 +204,28 @@ def test_the_changes_are_rounded_per_measurement_as_on_the_analyse_page():
     from moleseg.engine.compare import Change
 
     compactness = Change("compactness", "Compactness index", "", 1.23349, 1.3)
-    assert compactness.texts() == (Measurement("compactness", "", 1.23349, "", "").text, "1.300", "0.067", "5.4")
+    assert compactness.texts()[:4] == (Measurement("compactness", "", 1.23349, "", "").text, "1.300", "0.067", "5.4")
+    assert compactness.texts()[4] == "\u2014"  # no noise known
+    assert Change("compactness", "Compactness index", "", 1.2, 1.3, noise=0.0512).texts()[4] == "\u00b10.051"
     assert compactness.texts()[0] == "1.233"  # not 3 significant figures (1.23)
     area = Change("area", "Area", "mm2", 0.004, 0.0125)  # a small area's 6 decimals, as in the CSV and PDF
     assert area.texts()[:3] == ("0.004000", "0.0125", "0.008500")
     assert Change("area", "Area", "px", 12345.0, 12000.0).texts()[:3] == ("12,345", "12,000", "-345")
     assert Change("perimeter", "Perimeter", "mm", 1.0, 1.0).texts()[2] == "0.000"  # never "-0.000"
+
+
+def test_cli_compare_refuses_a_greyscale_copy_with_the_reason_first(tmp_path, lesion_scene, capsys):
+    before, _ = lesion_scene()
+    grey = np.repeat(cv2.cvtColor(before, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    write_png(tmp_path / "before.png", before)
+    write_png(tmp_path / "grey.png", grey)
+    code = main(["compare", str(tmp_path / "before.png"), str(tmp_path / "grey.png"), "--model", "classical",
+                 "--json", str(tmp_path / "c.json")])
+    assert code == 0
+    summary = json.loads((tmp_path / "c.json").read_text())
+    assert summary["registration_ok"] is True and summary["comparable"] is False
+    printed = capsys.readouterr()
+    assert printed.err.startswith("warning: not comparable: the after image is greyscale and the before image is "
+                                  "in colour")
+    assert printed.out.splitlines()[-1] == "no change is reported: the two visits are not comparable (see the warning)"
+    assert "area change" not in printed.out

@@ -10,7 +10,8 @@ import pytest
 from synthetic import RedChannelSegmenter, TruthSegmenter, disk, disk_pairs, two_class
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.modelinfo import ModelInfo
-from moleseg.engine.calibrate import calibrate_confidence, confidence_threshold, flag_summary
+from moleseg.engine.calibrate import (calibrate_confidence, confidence_threshold, flag_summary, risk_coverage,
+                                      smallest_share_for_worst_fm)
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import analyse_images
 from moleseg.engine.segmenter import border_confidence
@@ -119,7 +120,9 @@ def test_a_lesion_filling_the_frame_may_extend_beyond_the_picture():
     assert filling.beyond_picture and filling.edge_outline_share == 1.0
     assert "may extend beyond the picture" in filling.notes and "lower bounds" in filling.notes
     assert filling.flag_row["beyond_picture"] is True and filling.flag_row["edge_outline_share"] == 1.0
+    assert filling.flag_row["edge_contact_ratio"] == round(160 / (2 * np.sqrt(1600 / np.pi)), 4)
     assert not inside.beyond_picture and inside.edge_outline_share == 0.0 and inside.notes is None
+    assert inside.edge_contact_ratio == 0.0
 
 
 def test_an_unsure_lesion_says_check_this_border_and_its_pdf_is_a_lesion_report(tmp_path):
@@ -130,3 +133,53 @@ def test_an_unsure_lesion_says_check_this_border_and_its_pdf_is_a_lesion_report(
     (unsure,) = analyse_images(segmenter, [read_image(disk_pairs(tmp_path)[3].image)])
     assert unsure.check_border and unsure.warnings[0].startswith("check this border:")
     assert b"Lesion border analysis" in unsure.pdf("mole.png")
+
+
+def test_risk_coverage_marks_the_least_confident_first_and_reports_mean_and_worst_of_the_rest() -> None:
+    # Four images: the least confident (0.2) is the worst (FM 0.5); a confident one (0.9) still scores 0.8.
+    fms = [0.95, 0.5, 0.8, 0.9]
+    confidences = [0.7, 0.2, 0.9, 0.4]
+    curve = risk_coverage(fms, confidences)
+    assert [point.n_flagged for point in curve] == [0, 1, 2, 3]
+    # 0 marked: all four; 1 marked (0.5 goes): 0.95, 0.8, 0.9; 2 marked (0.9 goes too): 0.95, 0.8; 3: 0.8 alone.
+    assert [round(point.unflagged_mean_fm, 6) for point in curve] == [0.7875, round(2.65 / 3, 6), 0.875, 0.8]
+    assert [point.unflagged_worst_fm for point in curve] == [0.5, 0.8, 0.8, 0.8]
+    assert curve[1].flagged_share == 0.25
+    assert smallest_share_for_worst_fm(curve, 0.8) is curve[1]
+    assert smallest_share_for_worst_fm(curve, 0.85) is None  # the confident 0.8 is never marked
+
+
+def test_risk_coverage_refuses_mismatched_or_empty_input() -> None:
+    with pytest.raises(ValueError, match="2 FM values but 1 confidences"):
+        risk_coverage([0.9, 0.8], [0.5])
+    with pytest.raises(ValueError, match="at least one image"):
+        risk_coverage([], [])
+
+
+def test_the_edge_calibration_counts_cut_lesions_marked_and_clear_ones_marked() -> None:
+    from moleseg.tools.edge_calibration import recall_and_false_alarms, touches_frame
+
+    mask = np.zeros((10, 10), bool)
+    mask[3:6, 3:6] = True
+    assert not touches_frame(mask)
+    mask[9, 4] = True
+    assert touches_frame(mask)
+    rows = [{"cut": True, "ratio": 0.2}, {"cut": True, "ratio": 0.01}, {"cut": False, "ratio": 0.06},
+            {"cut": False, "ratio": 0.0}]
+    assert recall_and_false_alarms(rows, "ratio", 0.05) == {"cut": 2, "cut_marked": 1, "clear": 2, "clear_marked": 1}
+
+
+def test_the_risk_coverage_table_reads_out_of_fold_images_first_and_says_whether_the_promise_holds() -> None:
+    from moleseg.tools.riskcoverage import markdown_table, record_images, curve_of
+
+    rows = [{"fm": 0.95, "confidence": 0.9}, {"fm": 0.5, "confidence": 0.1}] + [{"fm": 0.93, "confidence": 0.8}] * 18
+    what, found = record_images({"crossval": {"n_folds": 5, "per_image": rows},
+                                 "confidence": {"validation": {"per_image": rows[:1]}}})
+    assert what == "out of fold, 5 folds" and found is rows
+    assert record_images({"confidence": {"validation": {"per_image": rows[:1]}}})[0] == "validation images"
+    with pytest.raises(ValueError, match="neither"):
+        record_images({})
+    table = markdown_table("demo", what, curve_of(rows))
+    assert "| 0 (0%) | 0.9095 | 0.5000 |" in table  # (0.95 + 0.5 + 18 * 0.93) / 20
+    assert "| 1 (5%) | 0.9311 | 0.9300 |" in table  # (0.95 + 18 * 0.93) / 19
+    assert "once 1 (5%) are marked" in table and "is met" in table

@@ -198,7 +198,10 @@ def test_class_frequencies_match_hand_counts(counted_pairs, tmp_path):
     expected = np.array([back, border, inside]) / 768
     np.testing.assert_allclose(class_frequencies_of(counted_pairs, targets), expected, rtol=1e-12)
     cache = ExampleCache(tmp_path / "cache")
-    np.testing.assert_allclose(class_frequencies_of(counted_pairs, targets, cache), expected, rtol=1e-12)
+    ticks: list[int] = []  # the prepare phase's progress: pairs done, after each one
+    np.testing.assert_allclose(class_frequencies_of(counted_pairs, targets, cache, tick=ticks.append), expected,
+                               rtol=1e-12)
+    assert ticks == [1, 2, 3]
     _, labels = prepare_example(counted_pairs[0], targets)
     assert [int(np.sum(labels == c)) for c in (BACK, BORDER, INSIDE)] == [220, 20, 16]
     two = TargetConfig(input_size=16, n_classes=2, border_width_px=0)

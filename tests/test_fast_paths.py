@@ -59,6 +59,8 @@ def random_blobs(seed: int, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
 def test_euclidean_distances_equal_scipy_exactly(seed):
     mask = random_blobs(seed)
     np.testing.assert_array_equal(euclidean_distances(mask), ndimage.distance_transform_edt(mask))
+    band = mask & ~ndimage.binary_erosion(mask, iterations=3)
+    np.testing.assert_array_equal(euclidean_distances(mask, at=band), ndimage.distance_transform_edt(mask)[band])
 
 
 def test_packed_colours_round_trip():
@@ -175,3 +177,51 @@ def test_ellipse_axes_equal_regionprops(seed):
         major, minor = ellipse_axes(*np.nonzero(lesion))
         assert major == pytest.approx(region.axis_major_length, rel=1e-12, abs=1e-12)
         assert minor == pytest.approx(region.axis_minor_length, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crofton_perimeter_equals_scikit_image_exactly(seed):
+    from skimage.measure import perimeter_crofton
+
+    from moleseg.core.measure import crofton_perimeter
+
+    masks = [random_blobs(20 * seed + index, (70, 90)) for index in range(15)]
+    masks += [np.zeros((5, 5), bool), np.ones((4, 7), bool)]
+    for mask in masks:
+        assert crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
+
+
+def test_colour_classes_equal_the_argmin_over_every_reference_exactly():
+    from skimage.color import rgb2lab
+
+    from moleseg.core.colour import REFERENCE_RGB
+
+    references = rgb2lab(np.array([list(REFERENCE_RGB.values())], dtype=np.float64))[0]
+    pixels = unpacked_rgb(np.arange(0, 2**24, 211, dtype=np.int32))  # 79 510 colours across the cube
+    lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
+    plain = np.argmin(((lab[:, None, :] - references[None, :, :]) ** 2).sum(axis=2), axis=1)
+    assert np.array_equal(classify_colours(pixels), plain.astype(np.uint8))
+
+
+def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images, measure_and_encode
+
+    image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
+    segmenter = ClassicalSegmenter(n_classes=3)
+    [plain] = analyse_images(segmenter, [image])
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        analysis, files = measure_and_encode(image, plain.segmentation, segmenter, "IMD004", drawer)
+    row = measurements_row(analysis.measurements)
+    assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
+    np.testing.assert_equal(row, measurements_row(plain.measurements))
+    assert list(files) == ["IMD004_overlay.png", "IMD004_mask.png", "IMD004_classes.png"]
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(files["IMD004_overlay.png"], np.uint8), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
+    mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)

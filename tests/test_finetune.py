@@ -93,3 +93,129 @@ def test_fine_tuning_on_corrected_ph2_images_raises_fm_on_the_held_back_ones(req
     assert after["n"] == before["n"] == 8
     assert after["fm"]["mean"] > 0.7  # measured: 0.76-0.86
     assert after["fm"]["mean"] > before["fm"]["mean"] + 0.05  # measured: +0.21 to +0.43
+
+
+def _keras_with_info(path: Path, info: dict) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("moleseg.json", json.dumps(info))
+    return path
+
+
+def test_a_fine_tuned_model_keeps_the_provenance_of_every_image_it_saw(tmp_path):
+    """A clinic JPEG corrected on the Analyse page is saved as a PNG into the corrections dataset; the model
+    fine-tuned on it records its pixels (and its base model's images), so Evaluate warns when it is scored on
+    the original JPEG or on the base model's own training image, and not on a new image."""
+    from PIL import Image
+
+    from moleseg.core.imageio import read_image
+    from moleseg.core.pairing import RULE_SAME_NAME, Pair, pair_folders
+    from moleseg.engine.finetune import inherited_image_hashes
+    from moleseg.engine.overlap import training_image_hashes, training_overlap
+
+    rng = np.random.default_rng(4)
+    clinic = tmp_path / "clinic"
+    clinic.mkdir()
+    for name in ("visit.jpg", "base.jpg", "new.jpg"):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(clinic / name, quality=90)
+    mask = np.zeros((24, 32), bool)
+    mask[5:20, 8:25] = True
+    corrections = tmp_path / "corrections"
+    save_pair(corrections, "visit", read_image(clinic / "visit.jpg"), mask, {"corrected_by_hand": True})
+    base_pairs = tmp_path / "base" / "images"
+    base_pairs.mkdir(parents=True)
+    (base_pairs / "base.jpg").write_bytes((clinic / "base.jpg").read_bytes())
+    base = _keras_with_info(tmp_path / "base.keras", {"name": "base", "n_classes": 3, "training": {
+        "images": [str(base_pairs)], "image_sha256": training_image_hashes(
+            [Pair(base_pairs / "base.jpg", base_pairs / "base.png", RULE_SAME_NAME)])}})
+    assert len(inherited_image_hashes(base)) == 2  # the file's bytes and its pixels
+    assert inherited_image_hashes("imagenet") == [] and inherited_image_hashes(tmp_path / "absent.keras") == []
+
+    pairs = pair_folders(corrections / "images", corrections / "masks").pairs
+    info = {"training": {"images": [str(corrections / "images")],
+                         "image_sha256": training_image_hashes(pairs, inherited_image_hashes(base))}}
+    overlap = training_overlap(info, [clinic / "visit.jpg", clinic / "base.jpg", clinic / "new.jpg"])
+    assert overlap.images == (clinic / "visit.jpg", clinic / "base.jpg")
+    assert overlap.warning().startswith("2 of 3 evaluated images were used to train this model")
+
+
+def test_the_plan_says_how_many_images_are_needed_and_what_is_validated(tmp_path):
+    from moleseg.engine.finetune import finetune_plan
+
+    mask = np.zeros((20, 20), bool)
+    mask[4:15, 4:15] = True
+    folder = tmp_path / "mine"
+    assert finetune_plan(folder).sentence() == (
+        "Fine-tuning needs at least 2 saved images (one to train on and one held back to validate the new model); "
+        "0 images in your dataset (0 corrected by hand, 0 accepted as the model drew them).")
+    for index in range(7):
+        save_pair(folder, f"m{index}", np.full((20, 20, 3), 10 * index, np.uint8), mask,
+                  {"corrected_by_hand": index < 2})
+    plan = finetune_plan(folder)
+    assert (plan.pairs, plan.corrected, plan.accepted, plan.n_train, plan.n_validation) == (7, 2, 5, 6, 1)
+    assert plan.ready and plan.minimum == 2
+    assert finetune_plan(folder, validation_fraction=0.3).n_validation == 2  # round(7 x 0.3)
+    model = _model_file(tmp_path / "tiny.keras", [])
+    config = finetune_config(model, folder)
+    assert (config["validation_split"], config["test_split"]) == (pytest.approx(0.15), 0.0)
+
+
+def test_too_few_pairs_are_refused_in_one_sentence_before_a_training_starts(tmp_path):
+    from moleseg.engine.jobs import check_config
+
+    mask = np.zeros((20, 20), bool)
+    mask[4:15, 4:15] = True
+    save_pair(tmp_path / "one", "m", np.full((20, 20, 3), 90, np.uint8), mask, {"corrected_by_hand": True})
+    config = finetune_config(_model_file(tmp_path / "tiny.keras", []), tmp_path / "one")
+    assert check_config(config) == ["1 pair is too few to split off a validation set and keep one to train on: add "
+                                    "images, or lower the validation and test shares"]
+
+
+def test_every_model_picker_says_n_and_where_its_validation_figure_comes_from(tmp_path):
+    from moleseg.app.models import model_choices
+
+    models, runs = tmp_path / "models", tmp_path / "runs"
+    models.mkdir()
+    (runs / "mine-corrections").mkdir(parents=True)
+    _keras_with_info(models / "dermoscopy.keras", {
+        "name": "dermoscopy", "n_classes": 3, "validation_fm": 0.9445,
+        "training": {"n_train": 179, "n_validation": 32, "weights": "imagenet"}})
+    _keras_with_info(runs / "mine-corrections" / "model.keras", {
+        "name": "mine", "n_classes": 3, "validation_fm": 0.974,
+        "training": {"n_train": 4, "n_validation": 1, "weights": str(models / "dermoscopy.keras")}})
+    labels = [choice.label for choice in model_choices(models, runs)]
+    assert labels[0] == "dermoscopy (shipped, dermoscopy, 3 classes; validation FM 0.945 on 32 images (its training))"
+    assert labels[-1] == "run mine-corrections (3 classes; validation FM 0.974 on 1 image (fine-tune))"
+
+
+@pytest.mark.slow  # imports TensorFlow (the validation split)
+def test_a_fine_tune_scores_the_model_it_started_from_on_the_same_validation_images(tmp_path):
+    """The runner's comparison after a fine-tune: both models on the run's own validation images (here two
+    classical segmenters stand in, so no network is loaded), written to the run folder and shown in the picker."""
+    from moleseg.app.models import model_choices
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.evaluate import evaluate_pairs
+    from moleseg.engine.finetune import read_base_comparison
+    from moleseg.network.runner import compare_with_base
+    from moleseg.network.trainsetup import split_of
+    from moleseg.core.trainconfig import TrainConfig
+    from synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "mine", count=7, size=64)
+    base = _model_file(tmp_path / "base.keras", [])
+    config = finetune_config(base, data)
+    run = tmp_path / "runs" / "base-corrections"
+    run.mkdir(parents=True)
+    assert compare_with_base(config, run) is None  # no model saved: nothing to compare
+    _keras_with_info(run / "model.keras", {"name": "new", "n_classes": 3, "validation_fm": 0.9,
+                                           "training": {"n_validation": 1, "weights": str(base)}})
+    loaded = []
+    comparison = compare_with_base(config, run, load=lambda spec: loaded.append(spec) or ClassicalSegmenter())
+    assert loaded == [str(base), str(run / "model.keras")]
+    _, validation, _ = split_of(TrainConfig.from_dict(config))
+    expected, _, _ = evaluate_pairs(ClassicalSegmenter(), validation, with_hd95=False)
+    assert (comparison.n, len(validation)) == (1, 1)
+    assert comparison.base_fm == comparison.fm == pytest.approx(expected["fm"]["mean"])
+    assert read_base_comparison(run) == comparison
+    label = model_choices(tmp_path / "no-models", tmp_path / "runs")[-1].label
+    assert label.endswith(f"(fine-tune); the model it started from: FM {expected['fm']['mean']:.3f} on the same "
+                          f"1 image (this one {expected['fm']['mean']:.3f}))")

@@ -10,8 +10,8 @@ import pytest
 
 from moleseg.tools.synthetic import ellipse
 from synthetic import disk
-from moleseg.core.config import BORDER, EDGE_OUTLINE_SHARE
-from moleseg.core.measure import (Measurement, asymmetry, edge_outline_share, extends_beyond_picture,
+from moleseg.core.config import BORDER, EDGE_CONTACT_RATIO
+from moleseg.core.measure import (Measurement, asymmetry, edge_contact_ratio, edge_outline_share, extends_beyond_picture,
                                   fractal_dimension, measure_lesion, measurements_row)
 from moleseg.core.targets import make_targets
 
@@ -206,12 +206,15 @@ def test_measurements_row_rejects_duplicate_columns():
 def test_edge_outline_share_of_a_disk_inside_the_picture_is_zero():
     lesion = disk((64, 64), (32, 32), 20)
     assert edge_outline_share(lesion) == 0.0
+    assert edge_contact_ratio(lesion) == 0.0  # rows and columns 12..52, clear of the 2 px band (3 % of 64)
     assert not extends_beyond_picture(lesion)
 
 
 def test_a_mask_filling_the_frame_lies_wholly_on_the_edge():
     lesion = np.ones((40, 60), bool)
     assert edge_outline_share(lesion) == 1.0
+    # every position of the four sides (60 + 60 + 40 + 40) over the diameter of a disk of 2,400 px
+    assert edge_contact_ratio(lesion) == pytest.approx(200 / (2 * np.sqrt(2400 / np.pi)))
     assert extends_beyond_picture(lesion)
 
 
@@ -220,13 +223,34 @@ def test_edge_outline_share_counts_outline_pixels_on_the_frame():
     lesion[:10] = True  # the top half: outline = row 0, row 9 and both side columns of rows 1..8
     # 56 outline pixels, of which row 0 (20), the side columns of rows 1..8 (16) and the two ends of row 9
     assert edge_outline_share(lesion) == pytest.approx(38 / 56)
+    # band 1 px: the top side (20 columns) and rows 0..9 of the left and right sides (10 + 10)
+    assert edge_contact_ratio(lesion) == pytest.approx(40 / (2 * np.sqrt(200 / np.pi)))
     assert extends_beyond_picture(lesion)
-    assert not extends_beyond_picture(lesion, share=0.7)
+    assert not extends_beyond_picture(lesion, ratio=2.6)
 
 
-def test_a_disk_cut_by_one_edge_is_not_flagged():
-    lesion = disk((64, 64), (0, 32), 20)  # half a disk against the top edge
-    assert 0.2 < edge_outline_share(lesion) < EDGE_OUTLINE_SHARE
+def test_a_disk_cut_by_one_edge_may_extend_beyond_the_picture():
+    lesion = disk((64, 64), (0, 32), 20)  # half a disk against the top edge: its outline is mostly inside
+    assert edge_outline_share(lesion) < 0.5
+    chord = int(lesion[:2].any(axis=0).sum())  # the columns it reaches within the 2 px band
+    assert chord >= 39
+    assert edge_contact_ratio(lesion) == pytest.approx(chord / (2 * np.sqrt(lesion.sum() / np.pi)))
+    assert extends_beyond_picture(lesion)
+
+
+def test_a_lesion_a_pixel_short_of_the_frame_still_reaches_it():
+    lesion = np.zeros((100, 100), bool)
+    lesion[2:60, 20:80] = True  # 2 px below the top edge, inside the 3 px band (3 % of 100)
+    assert edge_outline_share(lesion) == 0.0
+    assert edge_contact_ratio(lesion) == pytest.approx(60 / (2 * np.sqrt(58 * 60 / np.pi)))
+    assert extends_beyond_picture(lesion)
+
+
+def test_a_disk_grazing_the_edge_is_not_flagged():
+    lesion = disk((64, 64), (22, 32), 20)  # its top in row 2, just below the 2 px band (3 % of 64)
+    lesion[:2] = False
+    lesion[1, 32] = True  # one pixel put into the band: 1 px of edge over a diameter of about 40 px
+    assert 0.0 < edge_contact_ratio(lesion) < EDGE_CONTACT_RATIO
     assert not extends_beyond_picture(lesion)
 
 

@@ -53,7 +53,7 @@ def test_cli_evaluate_warns_and_reports_the_count(tmp_path, monkeypatch, capsys)
     assert code == 0
     captured = capsys.readouterr()
     assert "evaluated images the model was trained on: 3 of 3" in captured.out
-    assert "were used to train this model" in captured.err
+    assert captured.err.count("were used to train this model") == 1  # said once, after the scores
     summary = json.loads((tmp_path / "e.json").read_text())
     assert summary["training_overlap"]["count"] == 3
     assert summary["training_overlap"]["total"] == 3

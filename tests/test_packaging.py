@@ -70,7 +70,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
     # corrections go to the user's data folder, not beside site-packages; the shipped studies come along
     assert Path(where[2]) == tmp_path / "user-data" / "moleseg" / "corrections"
     assert where[3].split(",") == sorted(p.name for p in (PROJECT / "studies").glob("*.yaml"))
-    assert {p.name for p in models.iterdir()} >= {"dermoscopy.keras", "dermoscopy.json", "cells.keras", "cells.json"}
+    assert {p.name for p in models.iterdir()} >= {"dermoscopy.keras", "dermoscopy.onnx", "dermoscopy.json",
+                                                 "cells.keras", "cells.onnx", "cells.json"}
 
     command = fresh / "bin" / "moleseg"
     usage = _run([command, "--help"], cwd=elsewhere, env=env).stdout
@@ -79,7 +80,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_predicts_outside_the_checkout(
     image, truth = mole_image(128, 160, seed=3)
     write_png(elsewhere / "mole.png", image)
     predicted = _run([command, "predict", "--out", "out", "mole.png"], cwd=elsewhere, env=env)
-    assert "1 image(s) written" in predicted.stdout, predicted.stdout + predicted.stderr
+    assert "1 image written" in predicted.stdout, predicted.stdout + predicted.stderr
     assert sorted(p.name for p in (elsewhere / "out").iterdir()) == [
         "measurements.csv", "measurements.settings.json", "mole_classes.png", "mole_mask.png", "mole_overlay.png"]
     with Image.open(elsewhere / "out" / "mole_mask.png") as opened:

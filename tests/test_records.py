@@ -1,9 +1,12 @@
 """Tests of moleseg.engine.records: save, reopen, list, delete, concurrency, crash mid-save, ownership, the
 audit trail, and every way the database can be unusable (damaged, truncated, foreign, empty, a folder, newer,
-disk full, read-only) with orphan folders swept."""
+disk full, read-only) with orphan folders swept. The tests taking ``open_records`` run on both backends
+(SQLite, and PostgreSQL when installed: tests/conftest.py); tests/test_postgres_records.py has PostgreSQL's
+own refusals and the replicas."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import multiprocessing
@@ -12,8 +15,10 @@ import sqlite3
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,15 +49,15 @@ def files_of(folder: Path) -> list[Path]:
     return sorted(p for p in (folder / "files").rglob("*") if p.is_file())
 
 
-def test_save_and_reopen_identical(tmp_path):
-    records = Records(tmp_path)
+def test_save_and_reopen_identical(tmp_path, open_records):
+    records = open_records(tmp_path)
     image, mask = sample()
     measurements = measure_lesion(mask, pixel_size_mm=0.02, image=image)
     record_id = records.save(USER, image, mask, measurements, lesion="left shoulder mole", visit_date="2026-03-01",
                              body_site="back", notes="first visit", image_name="a.jpg", model_name="dermoscopy",
                              model_version="1.2", cleanup={"rule": "article", "closing_radius_px": 15},
                              lesion_threshold=0.45, pixel_size_mm=0.02, corrected=True)
-    saved = Records(tmp_path).open(USER, record_id)  # a fresh instance: as after a server restart
+    saved = open_records(tmp_path).open(USER, record_id)  # a fresh instance: as after a server restart
     assert np.array_equal(saved.image, image) and saved.image.dtype == np.uint8
     assert np.array_equal(saved.mask, mask) and saved.mask.dtype == bool
     record = saved.record
@@ -68,8 +73,8 @@ def test_save_and_reopen_identical(tmp_path):
         assert got.value == expected.value or (math.isnan(got.value) and math.isnan(expected.value))
 
 
-def test_identifier_is_optional_and_lists_group_by_lesion(tmp_path):
-    records = Records(tmp_path)
+def test_identifier_is_optional_and_lists_group_by_lesion(tmp_path, open_records):
+    records = open_records(tmp_path)
     first = save_sample(records, 0, lesion="L1", visit_date="2026-01-10")
     second = save_sample(records, 1, lesion="L1", visit_date="2026-04-10")
     anonymous = save_sample(records, 2)
@@ -81,8 +86,8 @@ def test_identifier_is_optional_and_lists_group_by_lesion(tmp_path):
     assert [r.id for r in records.records(USER, "")] == [anonymous]
 
 
-def test_delete_removes_the_row_and_the_files(tmp_path):
-    records = Records(tmp_path)
+def test_delete_removes_the_row_and_the_files(tmp_path, open_records):
+    records = open_records(tmp_path)
     keep = save_sample(records, 0)
     gone = save_sample(records, 1)
     uid = records.record(USER, gone).uid
@@ -95,8 +100,8 @@ def test_delete_removes_the_row_and_the_files(tmp_path):
     assert len(files_of(tmp_path)) == 2
 
 
-def test_crash_mid_save_leaves_no_half_record(tmp_path, monkeypatch):
-    records = Records(tmp_path)
+def test_crash_mid_save_leaves_no_half_record(tmp_path, monkeypatch, open_records):
+    records = open_records(tmp_path)
     save_sample(records, 0)
     before = files_of(tmp_path)
 
@@ -113,8 +118,8 @@ def test_crash_mid_save_leaves_no_half_record(tmp_path, monkeypatch):
     assert len(list((tmp_path / "files").iterdir())) == 1
 
 
-def test_failed_insert_rolls_back(tmp_path, monkeypatch):
-    records = Records(tmp_path)
+def test_failed_insert_rolls_back(tmp_path, monkeypatch, open_records):
+    records = open_records(tmp_path)
     real_insert = records_module.insert_analysis_row
 
     def insert_then_fail(connection, values):
@@ -128,8 +133,8 @@ def test_failed_insert_rolls_back(tmp_path, monkeypatch):
     assert files_of(tmp_path) == []
 
 
-def test_concurrent_threads_all_saved(tmp_path):
-    records = Records(tmp_path)
+def test_concurrent_threads_all_saved(tmp_path, open_records):
+    records = open_records(tmp_path)
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(lambda seed: save_sample(records, seed, lesion=f"L{seed % 3}"), range(24)))
     assert len(set(ids)) == 24
@@ -137,17 +142,17 @@ def test_concurrent_threads_all_saved(tmp_path):
     assert len(files_of(tmp_path)) == 48
 
 
-def _save_in_process(folder: str, start: int, count: int) -> list[int]:
-    records = Records(folder)
+def _save_in_process(folder: str, start: int, count: int, database_url: str | None = None) -> list[int]:
+    records = Records(folder, database_url=database_url)
     return [save_sample(records, seed) for seed in range(start, start + count)]
 
 
-def test_concurrent_processes_all_saved(tmp_path):
+def test_concurrent_processes_all_saved(tmp_path, open_records):
     context = multiprocessing.get_context("spawn")
     with context.Pool(3) as pool:
-        results = pool.starmap(_save_in_process, [(str(tmp_path), 10 * k, 5) for k in range(3)])
+        results = pool.starmap(_save_in_process, [(str(tmp_path), 10 * k, 5, open_records.url) for k in range(3)])
     ids = [i for chunk in results for i in chunk]
-    records = Records(tmp_path)
+    records = open_records(tmp_path)
     assert sorted(r.id for r in records.records(USER)) == sorted(ids)
     assert len(ids) == 15
     assert len(files_of(tmp_path)) == 30
@@ -171,8 +176,8 @@ def test_data_folder_comes_from_the_environment(tmp_path, monkeypatch):
     assert records.path.is_file()
 
 
-def test_bad_input_is_refused_without_a_trace(tmp_path):
-    records = Records(tmp_path)
+def test_bad_input_is_refused_without_a_trace(tmp_path, open_records):
+    records = open_records(tmp_path)
     image, mask = sample()
     with pytest.raises(ValueError, match="differ in size"):
         records.save(USER, image, mask[:-1], [])
@@ -181,8 +186,8 @@ def test_bad_input_is_refused_without_a_trace(tmp_path):
     assert records.records(USER) == [] and files_of(tmp_path) == []
 
 
-def test_export_holds_the_files_and_the_settings(tmp_path):
-    records = Records(tmp_path)
+def test_export_holds_the_files_and_the_settings(tmp_path, open_records):
+    records = open_records(tmp_path)
     record_id = save_sample(records, 0, lesion="L1", model_name="classical", pixel_size_mm=0.02)
     archive = zipfile.ZipFile(io.BytesIO(records.export(USER, record_id)))
     names = set(archive.namelist())
@@ -198,8 +203,25 @@ def test_export_holds_the_files_and_the_settings(tmp_path):
 ALICE, BOB, ADMIN = User("alice"), User("bob"), User("root-admin", admin=True)
 
 
-def test_a_user_reaches_only_their_own_records_and_others_read_as_missing(tmp_path):
-    records = Records(tmp_path)
+@contextlib.contextmanager
+def direct_connection(open_records, folder: Path) -> Iterator[tuple[Any, type[Exception]]]:
+    """A driver connection to the test's records database, bypassing moleseg (autocommit), and the error its
+    driver raises when a trigger refuses a statement."""
+    if open_records.backend == "sqlite":
+        connection = sqlite3.connect(folder / RECORDS_DB_NAME, isolation_level=None)
+        refused: type[Exception] = sqlite3.IntegrityError
+    else:
+        import psycopg
+
+        connection, refused = psycopg.connect(open_records.url, autocommit=True), psycopg.errors.RaiseException
+    try:
+        yield connection, refused
+    finally:
+        connection.close()
+
+
+def test_a_user_reaches_only_their_own_records_and_others_read_as_missing(tmp_path, open_records):
+    records = open_records(tmp_path)
     mine = records.save(ALICE, *sample(0), [], lesion="arm", visit_date="2026-01-02")
     records.save(BOB, *sample(1), [], lesion="leg", visit_date="2026-01-03")
     assert [r.owner for r in records.records(ALICE)] == ["alice"]
@@ -220,8 +242,8 @@ def test_a_user_reaches_only_their_own_records_and_others_read_as_missing(tmp_pa
     assert [r.id for r in records.records(ALICE)] == [mine]  # nothing of Bob's attempts changed it
 
 
-def test_the_audit_trail_says_who_did_what_and_cannot_be_changed(tmp_path):
-    records = Records(tmp_path)
+def test_the_audit_trail_says_who_did_what_and_cannot_be_changed(tmp_path, open_records):
+    records = open_records(tmp_path)
     record_id = records.save(ALICE, *sample(0), [], lesion="arm")
     records.open(ALICE, record_id)
     records.open(ALICE, record_id, audit=False)  # the same visit shown again: not a new line
@@ -236,13 +258,14 @@ def test_the_audit_trail_says_who_did_what_and_cannot_be_changed(tmp_path):
     with pytest.raises(ValueError, match="unknown audit action 'edited'"):
         records.log(ALICE, record_id, "edited")
     records.delete(ALICE, record_id)
-    connection = sqlite3.connect(tmp_path / RECORDS_DB_NAME)
-    rows = connection.execute("SELECT user, action FROM audit WHERE record_id = ? ORDER BY id", (record_id,))
-    assert rows.fetchall()[-1] == ("alice", "deleted")  # the trail outlives the record
-    for statement in ("UPDATE audit SET user = 'mallory'", "DELETE FROM audit"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            connection.execute(statement)
-    connection.close()
+    with direct_connection(open_records, tmp_path) as (connection, refused):
+        rows = connection.execute(f'SELECT "user", action FROM audit WHERE record_id = {record_id} ORDER BY id')
+        assert rows.fetchall()[-1] == ("alice", "deleted")  # the trail outlives the record
+        statements = ['UPDATE audit SET "user" = \'mallory\'', "DELETE FROM audit"]
+        for statement in statements + (["TRUNCATE audit"] if open_records.backend == "postgresql" else []):
+            with pytest.raises(refused, match="append-only"):
+                connection.execute(statement)
+        assert len(connection.execute("SELECT id FROM audit").fetchall()) == 5
 
 
 def test_records_saved_before_owners_go_to_admins_only(tmp_path):
@@ -350,7 +373,7 @@ def _connect_with(monkeypatch, setup) -> None:
         setup(connection, str(database))
         return connection
 
-    monkeypatch.setattr(records_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)
 
 
 def test_a_full_disk_is_named_as_the_cause_and_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -378,7 +401,7 @@ def test_a_read_only_database_is_named_as_the_cause(tmp_path, monkeypatch):
     records = Records(tmp_path)
     record_id = save_sample(records, 0)
     real_connect = sqlite3.connect
-    monkeypatch.setattr(records_module.sqlite3, "connect",
+    monkeypatch.setattr(sqlite3, "connect",
                         lambda database, *a, **k: real_connect(str(database).replace("mode=rw", "mode=ro"), *a, **k))
     for attempt in (lambda: save_sample(records, 1), lambda: records.delete(USER, record_id)):
         with pytest.raises(records_module.RecordsError, match="it is read-only") as refused:
@@ -405,7 +428,7 @@ def test_a_read_only_folder_is_named_as_the_cause(tmp_path):
             path.chmod(0o755)
 
 
-def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, monkeypatch):
+def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, monkeypatch, open_records):
     """A process killed between its file writes and its commit leaves files/<uid>; the first open of the
     database in a process removes those older than ORPHAN_MIN_AGE_S, and so does every failed save."""
     files = tmp_path / "files"
@@ -421,7 +444,7 @@ def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, 
     old, young = orphan(records_module.ORPHAN_MIN_AGE_S + 60), orphan(5)
     unrelated = files / "kept-by-hand"
     unrelated.mkdir()
-    records = Records(tmp_path)
+    records = open_records(tmp_path)
     assert not old.exists() and young.exists() and unrelated.exists()
     kept = save_sample(records, 0)
     later = orphan(records_module.ORPHAN_MIN_AGE_S + 60)  # a crash in another process, since start-up
@@ -432,3 +455,47 @@ def test_orphan_folders_are_swept_at_start_up_and_after_a_failed_save(tmp_path, 
     monkeypatch.undo()
     assert not later.exists() and young.exists()
     assert {f.name for f in files.iterdir()} == {young.name, unrelated.name, records.record(USER, kept).uid}
+
+
+def _save_until_killed(folder: str, database_url: str | None, inserted: str) -> None:
+    """A process that saves one analysis and stops for good after its row is inserted, before the commit
+    (the parent kills it there): ``inserted`` is the file it creates at that moment."""
+    real_insert = records_module.insert_analysis_row
+
+    def insert_then_wait(connection, values):
+        row_id = real_insert(connection, values)
+        Path(inserted).write_text(values["uid"])
+        time.sleep(600)
+        return row_id
+
+    records_module.insert_analysis_row = insert_then_wait
+    save_sample(Records(folder, database_url=database_url), 0)
+
+
+def test_a_process_killed_mid_save_leaves_no_record_and_its_files_are_swept(tmp_path, open_records, time_left):
+    """SIGKILL between the file writes and the commit: the database rolls the row back (SQLite's journal,
+    PostgreSQL's dropped connection), the other processes save on, and the orphan folder goes at the sweep."""
+    records = open_records(tmp_path)
+    kept = save_sample(records, 1)
+    inserted = tmp_path / "inserted"
+    process = multiprocessing.get_context("spawn").Process(
+        target=_save_until_killed, args=(str(tmp_path), open_records.url, str(inserted)))
+    process.start()
+    try:
+        deadline = time.monotonic() + time_left()
+        while not inserted.exists():
+            assert process.is_alive() and time.monotonic() < deadline, "the saving process never inserted its row"
+            time.sleep(0.05)
+        uid = inserted.read_text()
+        assert (tmp_path / "files" / uid / "mask.png").is_file()
+    finally:
+        process.kill()
+        process.join(timeout=30)
+    assert process.exitcode == -9
+    after = save_sample(records, 2)  # the killed transaction holds no lock any more
+    assert sorted(r.id for r in records.records(USER)) == sorted([kept, after])
+    assert records.remove_orphans() == 0  # too young: it might belong to a save in progress
+    stamp = time.time() - records_module.ORPHAN_MIN_AGE_S - 1
+    os.utime(tmp_path / "files" / uid, (stamp, stamp))
+    assert records.remove_orphans() == 1
+    assert {folder.name for folder in (tmp_path / "files").iterdir()} == {r.uid for r in records.records(USER)}

@@ -47,7 +47,7 @@ def test_predict_same_stem_in_two_folders_and_two_formats_writes_every_image(tmp
     code = main(["predict", "--model", "classical", "--quiet", "--out", str(out),
                  str(images / "IMD004.png"), str(images / "IMD004.bmp"), str(other / "IMD004.png")])
     assert code == 0, capsys.readouterr().err
-    assert "3 image(s) written" in capsys.readouterr().out
+    assert "3 images written" in capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_overlay.png"))
     assert written == ["a/images/IMD004_bmp_overlay.png", "a/images/IMD004_png_overlay.png",
                        "b/images/IMD004_overlay.png"]
@@ -65,7 +65,7 @@ def test_predict_one_missing_path_does_not_abort_the_others(tmp_path, capsys):
     assert code == 2
     captured = capsys.readouterr()
     assert f"skipped {tmp_path / 'gone.png'}: not found" in captured.err
-    assert _error_lines(captured.err) == ["error: 1 file(s) could not be processed"]
+    assert _error_lines(captured.err) == ["error: 1 file could not be processed"]
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png", "001.png"]
 
 
@@ -100,7 +100,7 @@ def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(t
     captured = capsys.readouterr()
     assert _error_lines(captured.err) == [
         "error: the disk is full: 001.png and the images after it were not written (No space left on device)"]
-    assert "1 image(s) written" in captured.out
+    assert "1 image written" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["000_classes.png", "000_mask.png", "000_overlay.png",
                                                      "measurements.csv", "measurements.settings.json"]
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
@@ -203,7 +203,7 @@ def test_evaluate_warns_about_empty_and_full_masks_and_counts_them(tmp_path, cap
     err = capsys.readouterr().err
     assert "warning: 001.png: empty mask: no foreground pixel (all black) (scored anyway: 001.png)" in err
     assert "warning: 002.png: full mask: every pixel is foreground" in err
-    assert "warning: 1 empty and 1 full true mask(s) were scored" in err
+    assert "warning: 1 empty and 1 full true masks were scored" in err
     import json
 
     summary = json.loads((tmp_path / "e.json").read_text())
@@ -223,7 +223,7 @@ def test_score_and_prepare_warn_about_empty_and_full_masks(tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err
     assert "warning: 001.png: empty mask" in err and "warning: 002.png: full mask" in err
-    assert "warning: 1 empty and 1 full mask(s) among them" in err
+    assert "warning: 1 empty and 1 full masks among them" in err
 
 
 def test_label_image_masks_are_refused_with_how_to_convert(tmp_path, capsys):
@@ -523,7 +523,7 @@ def test_predict_with_a_model_that_cannot_load_leaves_no_output_folder(tmp_path,
         (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "nan", "{set}/images"],
          "argument --pixel-size-mm: a pixel size must be a positive number of mm per pixel, not nan"),
         (["prepare", "--masks", "{set}/masks", "--out", "{tmp}/out", "--border-width-px", "-3"],
-         "argument --border-width-px: must be at least 0, not -3"),
+         "argument --border-width-px: must be at least 1, not -3"),
     ],
 )
 def test_bad_numbers_are_usage_errors_naming_the_option_and_write_nothing(tmp_path, capsys, arguments, words):
@@ -580,7 +580,7 @@ def test_predict_an_image_given_twice_is_segmented_once(tmp_path, capsys):
     code = main(["predict", "--model", "classical", "--quiet", "--out", str(out), str(images / "000.png"),
                  str(images / "000.png"), str(images)])  # the file, again, and its folder
     assert code == 0, capsys.readouterr().err
-    assert "2 image(s) written" in capsys.readouterr().out
+    assert "2 images written" in capsys.readouterr().out
     rows = _read_csv(out / "measurements.csv")
     assert [(row["image"], row["output"]) for row in rows] == [("000.png", "000"), ("001.png", "001")]
     assert sorted(p.name for p in out.glob("*_overlay.png")) == ["000_overlay.png", "001_overlay.png"]

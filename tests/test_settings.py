@@ -140,7 +140,8 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
         read_settings({"MOLESEG_CONFIG": str(file)})
     assert refused.value.problems == [
         f"{file} has unknown key(s) roots; the keys are mode, address, port, data_roots, data_dir, allowed_hosts, "
-        "identity, user_headers, trusted_proxies, admin_users, proxy_secret, proxy_secret_header.",
+        "identity, user_headers, trusted_proxies, admin_users, proxy_secret, proxy_secret_header, database_url, "
+        "records_files_dir.",
         f"port must be a whole number in {file}.",
         f"admin_users must be a list of strings in {file}.",
     ]

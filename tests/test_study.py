@@ -65,7 +65,7 @@ def test_dry_run_lists_every_run(tmp_path, capsys):
     assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     text = capsys.readouterr().out
     # base (adam) x 2 seeds, sgdm x 2, resnet18 x 2: "adam" equals the base and shares its runs
-    assert "6 run(s)" in text
+    assert "6 runs, design one-at-a-time, 2 seeds per setting" in text
     assert "base-seed0" in text and "solver=sgdm-seed1" in text and "model.backbone=resnet18-seed0" in text
     assert not (tmp_path / "o").exists()
 

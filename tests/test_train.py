@@ -563,6 +563,8 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eage
     import hashlib
     import shutil
 
+    from moleseg.core.dataset import image_sha256
+    from moleseg.core.imageio import read_image
     from moleseg.engine.overlap import training_overlap
     from moleseg.network.trainsetup import split_of
 
@@ -572,9 +574,10 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eage
     train(config, run)
     info = read_model_info(run / "model.keras")
     train_pairs, validation_pairs, test_pairs = split_of(config)
-    expected = sorted({hashlib.sha256(pair.image.read_bytes()).hexdigest()
-                       for pair in [*train_pairs, *validation_pairs]})
-    assert info["training"]["image_sha256"] == expected and len(expected) == 8
+    seen = [*train_pairs, *validation_pairs]  # each image's file bytes and decoded pixels
+    expected = sorted({hashlib.sha256(pair.image.read_bytes()).hexdigest() for pair in seen}
+                      | {image_sha256(read_image(pair.image)) for pair in seen})
+    assert info["training"]["image_sha256"] == expected and len(expected) == 16
     assert all(len(digest) == 64 for digest in expected)
 
     elsewhere = tmp_path / "clinic"

@@ -21,6 +21,7 @@ from moleseg.engine import finetune, jobs, trainlock
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.engine.records import User
 from moleseg.engine.runs import RunFiles
+from moleseg.engine import studyrun
 from moleseg.engine.studyrun import PLAN_JSON
 
 SHARED = ServerSettings(mode="shared", address="0.0.0.0", allowed_hosts=("moles.example.org",),
@@ -93,8 +94,9 @@ def test_another_user_s_runs_and_studies_are_not_offered(signed_in):
     assert str(RunFiles(run).model) not in at.session_state["evaluate_model"]
     assert not [box for box in at.multiselect if box.key == "evaluate_runs"]
     at.switch_page(PAGE_FILES["study"]).run()
-    assert at.selectbox(key="study_folder_pick").options == ["choose one of 0..."]
-    assert at.text_input(key="study_folder").value == ""
+    shipped = [str(folder) for folder in studyrun.shipped_results()]  # the shipped results, read-only, for all
+    assert at.selectbox(key="study_folder_pick").options == [f"choose one of {len(shipped)}...", *shipped]
+    assert at.text_input(key="study_folder").value == shipped[0]
     at.text_input(key="study_folder").set_value(str(alice.runs / "study-alice")).run()
     assert texts(at.error) == [f"{alice.runs / 'study-alice'} is not inside the data folders this server offers"]
 
@@ -125,7 +127,7 @@ def test_my_dataset_is_empty_for_another_user_after_one_saved_into_theirs(signed
     assert not at.exception and not at.error
     assert corrections_pairs(shared_space(data_dir(), "alice").dataset) == 1
     at.switch_page(PAGE_FILES["evaluate"]).run()
-    assert at.button(key="evaluate_use_corrections").label == "Use my corrections dataset (1 images)"
+    assert at.button(key="evaluate_use_corrections").label == "Use my corrections dataset (1 image)"
     signed_in("bob")
     at = app_test(PAGE_FILES["evaluate"])
     assert "evaluate_use_corrections" not in [button.key for button in at.button]

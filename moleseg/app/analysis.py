@@ -6,6 +6,7 @@ TensorFlow at import (a ``.keras`` segmenter brings TensorFlow when loaded).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -165,6 +166,12 @@ def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style
             lesion_threshold)
 
 
+def _only_style_differs(cleaned_with: tuple, wanted: tuple) -> bool:
+    """Whether two :func:`_params` tuples differ in the overlay style alone (cleanup, pixel size and threshold
+    equal), so that the analysis needs new colours, not a new cleanup or new measurements."""
+    return cleaned_with[2] != wanted[2] and cleaned_with[:2] + cleaned_with[3:] == wanted[:2] + wanted[3:]
+
+
 def unique_stems(names: Sequence[str]) -> list[str]:
     """File-name stems safe inside a ZIP and unique ignoring case: ``a.jpg``, ``A.png`` -> ``a``, ``A_2``."""
     stems: list[str] = []
@@ -250,7 +257,10 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             analysis, cleaned_with = fresh[index], default_params
         else:
             analysis, cleaned_with = cached[index].analysis, cached[index].params
-        if cleaned_with != image_params[index]:  # this image's own cleanup (or new settings): re-clean only
+        if _only_style_differs(cleaned_with, image_params[index]):  # the same lesion in other colours
+            analysis = dataclasses.replace(analysis, style=style)  # the overlay is drawn anew when shown
+            store.put(key, analysis, image_params[index])
+        elif cleaned_with != image_params[index]:  # this image's own cleanup (or new settings): re-clean only
             choice = choices[index]
             try:
                 analysis = analysis.recleaned(segmenter, choice.settings, pixel_size_mm=pixel_size_mm,

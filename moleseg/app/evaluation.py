@@ -21,6 +21,17 @@ from moleseg.engine.tasks import Progress
 METRIC_LABELS: dict[str, str] = {"fm": "FM (F-measure, Dice)", "cm": "CM (completeness, recall)",
                                  "cr": "CR (correctness, precision)", "jaccard": "Jaccard (IoU)",
                                  "hd95": "HD95 (px)", "border_fm": "border band FM"}
+#: What the border band FM measures, in one line for the page.
+BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the BORDER class, a band of the model's "
+                       "border width along the lesion's edge) against the same band drawn along the true lesion's "
+                       "edge; it shows how closely the outline follows the true one.")
+
+
+def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) -> dict[str, ModelChoice]:
+    """The network models that may stand beside ``evaluated`` on the same images ("Compare with"): those of
+    the same kind (number of classes, i.e. dermoscopy or cells), by spec, the evaluated one left out."""
+    return {c.spec: c for c in choices
+            if c.spec != evaluated.spec and c.kind != "classical" and c.n_classes == evaluated.n_classes}
 
 
 def summary_rows(summary: dict, baseline: dict | None = None, model_name: str = "model",

@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from moleseg.core.measure import Measurement, edge_outline_share
+from moleseg.core.measure import Measurement, edge_contact_ratio
 from moleseg.core.render import contour_overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
+from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
 
-__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NO_IDENTIFIER", "UNKNOWN_OWNER", "VIEW_BORDERS",
-           "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "audit_rows", "comparable_lesions", "in_visit_order", "lesion_label",
-           "lesion_rows", "measurement_rows", "owner_label", "saved_n_classes", "saved_notes", "saved_overlay",
-           "saved_report", "unidentified_visits", "visit_label", "visit_rows"]
+__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
+           "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
+           "audit_rows", "change_table", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows",
+           "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes", "saved_notes",
+           "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -26,6 +28,13 @@ VIEW_BORDERS: str = "both borders over the aligned after image"
 VIEW_SWIPE: str = "swipe"
 VIEW_SIDE_BY_SIDE: str = "side by side"
 COMPARE_VIEWS: tuple[str, ...] = (VIEW_BORDERS, VIEW_SWIPE, VIEW_SIDE_BY_SIDE)
+#: Most simulated second photographs per visit the Compare page offers for a lesion's own noise.
+MAX_NOISE_PASSES: int = 8
+#: Said under the Compare page's table of changes.
+NOISE_CAPTION: str = (f"Noise: the smallest change each measurement can detect between two photographs of an "
+                      f"unchanged lesion (repeatability coefficient, docs/repeatability.md). Changes "
+                      f"{WITHIN_NOISE} are greyed. Colour shares change in percentage points (pp); rotation is "
+                      f"counter-clockwise positive.")
 #: How analyses saved without a lesion identifier are listed.
 NO_IDENTIFIER: str = "(no identifier)"
 #: How the owner of an analysis saved before records had owners is listed.
@@ -112,7 +121,7 @@ def saved_n_classes(saved: SavedAnalysis) -> int:
 def saved_notes(saved: SavedAnalysis) -> str | None:
     """What the saved visit's report says besides its measurements, as the Analyse page's did: the lesion may
     extend beyond the picture (read again from the saved mask; not for cells, cut by the frame as expected)."""
-    return None if saved_n_classes(saved) == 2 else beyond_picture_note(edge_outline_share(saved.mask))
+    return None if saved_n_classes(saved) == 2 else beyond_picture_note(edge_contact_ratio(saved.mask))
 
 
 def saved_overlay(saved: SavedAnalysis):
@@ -127,3 +136,38 @@ def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
     return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,
                       image_name=image_name, settings=record.settings(), visit=record.visit(),
                       notes=saved_notes(saved), n_classes=saved_n_classes(saved))
+
+
+def not_comparable_text(comparison: Comparison) -> str:
+    """The Compare page's leading warning when the two visits cannot be compared."""
+    return (f"{comparison.reason}; no change is reported: the figures would compare different lesions, views or "
+            "light")
+
+
+def area_change_help(area: Change | None) -> str:
+    """The help of the Compare page's area figure: its noise and whether the change exceeds it."""
+    if area is None or area.beyond_noise is None:
+        return "The noise of the area is not known."
+    noise = 100.0 * area.noise / area.before if area.before else float("nan")
+    reading = "beyond measurement noise" if area.beyond_noise else WITHIN_NOISE
+    return f"Noise \u00b1{noise:.1f} %: {reading}."
+
+
+def settings_caption(comparison: Comparison) -> str:
+    """The Compare page's line of what the comparison used: pixel size (the one applied), alignment, noise."""
+    size = (f"{comparison.pixel_size_mm:g} mm per px" if comparison.pixel_size_mm
+            else "none (lengths in px only)")
+    noise = ("the published repeatability (docs/repeatability.md)" + (
+        f" and {comparison.noise_passes} simulated second photographs of each visit "
+        f"({comparison.noise_seconds:.0f} s)" if comparison.noise_passes else ""))
+    return f"Pixel size used: {size}. Model: {comparison.model_name}. Noise from {noise}."
+
+
+def change_table(comparison: Comparison):
+    """The table of changes (:meth:`Comparison.table`) as a pandas Styler, the rows within noise in grey."""
+    import pandas as pd
+
+    rows = comparison.table()
+    frame = pd.DataFrame(rows[1:], columns=rows[0])
+    muted = set(index - 1 for index in comparison.within_noise_rows())
+    return frame.style.apply(lambda row: ["color: #9a9a9a" if row.name in muted else "" for _ in row], axis=1)

@@ -98,6 +98,23 @@ def _info(path: Path) -> ModelInfo:
         return ModelInfo()
 
 
+def validation_text(info: ModelInfo, fm: float | None = None) -> str:
+    """A model's validation FM with its number of images and where it comes from, from its ``moleseg.json``:
+    e.g. ``"validation FM 0.974 on 1 image (fine-tune)"`` for a model fine-tuned from another ``.keras`` file,
+    ``"validation FM 0.945 on 32 images (its training)"`` otherwise; ``fm`` stands in for a run whose model
+    file does not say yet. ``""`` when no figure is known."""
+    from moleseg.core.words import count_of
+
+    fm = info.validation_fm if isinstance(info.validation_fm, (int, float)) else fm
+    if fm is None or fm < 0:
+        return ""
+    training = info.training or {}
+    n = training.get("n_validation")
+    source = "fine-tune" if str(training.get("weights", "")).endswith(".keras") else "its training"
+    on = f" on {count_of(int(n), 'image')}" if isinstance(n, int) and n > 0 else ""
+    return f"validation FM {float(fm):.3f}{on} ({source})"
+
+
 def shipped_models(models: str | Path | None = None) -> list[Path]:
     """The ``.keras`` files of the models folder, the dermoscopy model first."""
     folder = Path(models or models_dir())
@@ -111,14 +128,17 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
     """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
     defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
     user is believed)."""
+    from moleseg.engine.finetune import read_base_comparison
     from moleseg.engine.jobs import read_job
     from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
 
     choices: list[ModelChoice] = []
     for path in shipped_models(models):
-        n_classes = _info(path).n_classes
-        kind_text = {3: "dermoscopy, 3 classes", 2: "cells, 2 classes"}.get(n_classes, "model")
-        choices.append(ModelChoice(spec=str(path), label=f"{path.stem} (shipped, {kind_text})", kind="shipped",
+        info = _info(path)
+        n_classes = info.n_classes
+        details = ["shipped, " + {3: "dermoscopy, 3 classes", 2: "cells, 2 classes"}.get(n_classes, "model")]
+        details += [text for text in (validation_text(info),) if text]
+        choices.append(ModelChoice(spec=str(path), label=f"{path.stem} ({'; '.join(details)})", kind="shipped",
                                    n_classes=n_classes, stamp=_stamp(path)))
     choices.append(ModelChoice(spec=CLASSICAL_SPECS[3], label="classical baseline (dermoscopy, 3 classes, no network)",
                                kind="classical", n_classes=3))
@@ -137,11 +157,13 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
             state = None
         status = read_job(run).status
         details = [f"{info.n_classes or '?'} classes"]
-        if state is not None and state.best_val_fm >= 0:
-            details.append(f"validation FM {state.best_val_fm:.3f}")
+        details += [text for text in (validation_text(info, state.best_val_fm if state else None),) if text]
+        comparison = read_base_comparison(run)
+        if comparison is not None:
+            details.append(comparison.text())
         if status and status != "done":
             details.append(str(status))
-        choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({', '.join(details)})", kind="run",
+        choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({'; '.join(details)})", kind="run",
                                    n_classes=info.n_classes, stamp=_stamp(model), status=status))
     return choices
 
@@ -213,8 +235,8 @@ def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | Non
                                    f"validation), {training.get('epoch')} epochs, {training.get('solver')}, "
                                    f"batch {training.get('batch_size')}, "
                                    f"learning rate {training.get('learning_rate')}"))
-    if isinstance(info.validation_fm, (int, float)):
-        rows.append(("validation FM", f"{info.validation_fm:.4f}"))
+    if validation_text(info):
+        rows.append(("validation FM", validation_text(info)))
     if info.cleanup:
         cleanup = info.cleanup
         rows.append(("cleanup defaults", f"rule {cleanup.get('rule')}, closing {cleanup.get('closing_radius_px')} px, "

@@ -1,6 +1,7 @@
 """What the Analyse page shows and exports of its analyses: measurement tables, the batch grid's
-thumbnails and summary, visit fields, and the CSV, sidecar, outline, PDF and ZIP downloads. Pure functions
-of the analyses; nothing is cached here.
+thumbnails and summary, visit fields (also from DICOM files, when a user agrees), the pixel size DICOM files
+give, and the CSV, sidecar, outline, PDF, DICOM and ZIP downloads. Pure functions of the analyses and
+uploads; nothing is cached here.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from moleseg.app.analysis import ImageOutcome
-from moleseg.core.report import MEASUREMENTS_CSV, Visit
+from moleseg.app.analysis import ImageOutcome, Upload
+from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
 def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
@@ -112,8 +113,11 @@ def batch_summary(outcomes: Sequence[ImageOutcome]) -> list[dict[str, Any]]:
 #: The measurements shown under each thumbnail of the batch grid, by number of classes (mm when known).
 KEY_MEASUREMENTS: dict[int, tuple[str, ...]] = {3: ("area", "equivalent_diameter", "asymmetry_major"),
                                                 2: ("object_count", "object_area_mean", "coverage")}
-#: Longest side of a batch-grid thumbnail, in px.
+#: Longest side of a batch-grid thumbnail, in px (:func:`display_jpeg`).
 THUMBNAIL_SIDE_PX: int = 360
+#: Longest side of the pictures shown beside each other on the Analyse page, in px: about twice the width of
+#: their half-page column on a wide screen, so they stay sharp on high-density screens.
+DISPLAY_SIDE_PX: int = 1200
 #: Thumbnails per row of the batch grid.
 GRID_COLUMNS: int = 4
 
@@ -134,17 +138,26 @@ def key_measurements(analysis: Analysis) -> str:
     return " \u00b7 ".join(parts) or (analysis.notes or MISSING_TEXT)
 
 
-def thumbnail(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> np.ndarray:
-    """The overlay shrunk so that its longer side is at most ``side_px`` (area averaging), uint8 RGB."""
+def shrunk(picture: np.ndarray, side_px: int) -> np.ndarray:
+    """``picture`` shrunk so that its longer side is at most ``side_px`` (area averaging); itself when it is
+    that small already."""
     import cv2
 
-    picture = analysis.overlay
     height, width = picture.shape[:2]
     scale = side_px / max(height, width)
     if scale >= 1:
         return picture
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+
+
+def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
+    """A picture as the page shows it: shrunk to at most ``side_px`` on its longer side and encoded as JPEG
+    (quality 90, libjpeg-turbo), several times faster to make and to send than the full-size JPEG of quality
+    100 Streamlit makes of an array; the downloads stay lossless PNG."""
+    from moleseg.core.imagewrite import encode_jpeg
+
+    return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px)))
 
 
 def object_areas(analysis: Analysis) -> list[float]:
@@ -248,7 +261,7 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
     }
     objects = objects_csv_bytes(outcomes)
     if objects:
-        files["objects.csv"] = objects
+        files[OBJECTS_CSV] = objects
     for outcome in outcomes:
         for name, data in outcome_files(outcome, model_version, created, visit=visits.get(outcome.key)).items():
             files[f"{outcome.stem}/{name}"] = data
@@ -256,3 +269,84 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
     if errors:
         files["errors.txt"] = ("\n".join(errors) + "\n").encode("utf-8")
     return zip_bundle(files)
+
+
+#: What the Analyse page says of the identifiers in DICOM files, beside the box that lets them in.
+DICOM_PRIVACY_NOTE = ("A DICOM file carries the patient's name and ID and the study's fields. They stay out of "
+                      "the visit, the record and every export unless you tick this box; then the patient ID (or "
+                      "name), the study date and the body part fill this image's visit, and the DICOM downloads "
+                      "keep them.")
+
+
+def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
+    """The pixel size the DICOM files among ``uploads`` give, and what the page says of it.
+
+    Returns
+    -------
+    tuple
+        ``(mm per pixel, caption)``: the size when every upload is a DICOM file with the same pixel spacing
+        (None otherwise), and ``"0.0200 mm per px from the DICOM file"`` or why there is no automatic size
+        ("" when no upload is DICOM).
+    """
+    from moleseg.core.dicomio import DicomReadError, dicom_facts
+
+    sizes, notes, others = set(), [], 0
+    for upload in uploads:
+        try:
+            facts = dicom_facts(upload.data, name=upload.name)
+        except DicomReadError:
+            facts = None  # the analysis reports the file
+        if facts is None:
+            others += 1
+        elif facts.pixel_size_mm is None:
+            notes.append(f"{upload.name}: {facts.spacing_note}")
+        else:
+            sizes.add(round(facts.pixel_size_mm, 9))
+    if not sizes and not notes:
+        return None, ""
+    if notes:
+        return None, "No automatic pixel size: " + "; ".join(notes)
+    if len(sizes) > 1:
+        return None, "No automatic pixel size: the DICOM files have different pixel spacings; analyse them apart"
+    if others:
+        return None, "No automatic pixel size: some images are not DICOM files; analyse them apart"
+    size = sizes.pop()
+    return size, f"{size:.4f} mm per px from the DICOM file"
+
+
+def dicom_visit(upload: Upload) -> Visit | None:
+    """The visit fields a DICOM upload's identifiers give (patient ID or name, study date, body part); None for
+    a file that is not DICOM or names none of them."""
+    from moleseg.core.dicomio import DicomReadError, dicom_facts
+
+    try:
+        facts = dicom_facts(upload.data, name=upload.name)
+    except DicomReadError:
+        return None
+    if facts is None:
+        return None
+    found = facts.identifiers
+    date = found.get("StudyDate", "")
+    visit = Visit.of(lesion=found.get("PatientID") or found.get("PatientName", ""),
+                     visit_date=f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else "",
+                     body_site=found.get("BodyPartExamined", ""))
+    return visit if visit != Visit() else None
+
+
+def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf: bytes,
+                 include_identifiers: bool) -> bytes:
+    """A ZIP of the DICOM files of an analysed image (:func:`moleseg.core.dicomexport.segmentation_files`):
+    the mask as a Segmentation, the report ``pdf`` as an Encapsulated PDF and, for an image that is not DICOM,
+    the Secondary Capture both reference. ``include_identifiers``: keep a DICOM file's patient and study
+    fields (the user ticked the box of :data:`DICOM_PRIVACY_NOTE`)."""
+    from moleseg import __version__
+    from moleseg.core.dicomexport import segmentation_files
+    from moleseg.core.report import zip_bundle
+
+    if outcome.analysis is None:
+        raise ValueError(f"{outcome.name}: not analysed, nothing to export")
+    analysis = outcome.analysis
+    return zip_bundle(segmentation_files(upload.data, analysis.segmentation.lesion, outcome.stem,
+                              software_version=f"moleseg {__version__} {model_version}".strip(),
+                              model_name=analysis.segmenter_name, pixel_size_mm=analysis.pixel_size_mm,
+                              include_identifiers=include_identifiers, pdf=pdf, name=upload.name))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
 
 #: Most of the app's runs listed in the table of trainings.
@@ -44,8 +45,10 @@ class TrainingView:
 
     @property
     def elapsed_seconds(self) -> float | None:
-        """Wall time of the whole job (preparation to test), in seconds: live while it runs."""
-        if not self.status.active and self.state is not None and self.state.job_seconds is not None:
+        """Wall time of the whole job (preparation to test), in seconds: live while it runs, on the one clock of
+        its ``progress.json`` (:attr:`moleseg.engine.jobs.JobStatus.elapsed_seconds`), so it never goes back
+        when the job ends; a run without one: its ``state.json``'s time."""
+        if self.status.started is None and self.state is not None:
             return self.state.job_seconds
         return self.status.elapsed_seconds
 
@@ -56,12 +59,13 @@ class TrainingView:
 
     def finished_text(self) -> str:
         """The sentence of a finished training: its time, best validation FM and epoch when known."""
-        took = (f" in {jobs.format_duration(self.state.job_seconds)}"
-                if self.state is not None and self.state.job_seconds else "")
+        took = f" in {jobs.format_duration(self.elapsed_seconds)}" if self.elapsed_seconds else ""
         fm, epoch = self.status.result.best_val_fm, self.status.result.best_epoch
+        comparison = read_base_comparison(self.run_dir)
+        beside = f" ({comparison.text()})" if comparison is not None else ""
         if fm is not None:
-            return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}. Its model is in the "
-                    "model picker below and on the Analyse and Evaluate pages.")
+            return (f"Training finished{took}: best validation FM {fm:.4f} at epoch {epoch}{beside}. Its model is in "
+                    "the model picker below and on the Analyse and Evaluate pages.")
         return f"Training finished{took}."
 
 

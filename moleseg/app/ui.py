@@ -6,7 +6,9 @@ and the engine modules; no TensorFlow is imported here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import streamlit as st
@@ -46,8 +48,44 @@ SESSION_FOLDER_KEY = "_moleseg_session_folder"
 @st.cache_resource(show_spinner=False)
 def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
-    by a crashed server: the first sweep runs now)."""
+    by a crashed server: the first sweep runs now), and load the default model in the background, so that
+    the first image after the server starts does not wait for it."""
+    default = models.default_model_spec()
+    for choice in models.model_choices():
+        if choice.spec == default and choice.kind != "classical":
+            segmenter_preloads().start(choice.spec, choice.stamp)
     return FolderSweeper(in_use=launch.folder_in_use).start()
+
+
+class SegmenterPreloads:
+    """Segmenters loaded in a background thread before a page asks for them, by ``(spec, stamp)``; the first
+    :func:`load_segmenter` of one takes it (waiting for the load to end) instead of loading it again."""
+
+    def __init__(self) -> None:
+        self._loads: dict[tuple[str, int], Future] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-preload")
+
+    def start(self, spec: str, stamp: int) -> None:
+        """Start loading the model ``spec`` (its file's ``stamp``) unless it is loading already."""
+        from moleseg.network.loading import preload
+
+        with self._lock:
+            if (spec, stamp) not in self._loads:
+                self._loads[spec, stamp] = self._pool.submit(preload, spec)
+
+    def take(self, spec: str, stamp: int) -> Segmenter | None:
+        """The preloaded segmenter of ``(spec, stamp)`` (its loading error raised), or None when none was
+        started; a segmenter is handed out once."""
+        with self._lock:
+            load = self._loads.pop((spec, stamp), None)
+        return None if load is None else load.result()
+
+
+@st.cache_resource(show_spinner=False)
+def segmenter_preloads() -> SegmenterPreloads:
+    """The server's background model loads (:class:`SegmenterPreloads`)."""
+    return SegmenterPreloads()
 
 
 def session_folder() -> SessionFolder:
@@ -134,7 +172,8 @@ def upload_limit_mb() -> int:
 def _cached_segmenter(spec: str, stamp: int) -> Segmenter:
     from moleseg.network.loading import load_segmenter
 
-    return load_segmenter(spec)
+    preloaded = segmenter_preloads().take(spec, stamp)
+    return preloaded if preloaded is not None else load_segmenter(spec)
 
 
 def load_segmenter(choice: ModelChoice) -> Segmenter | None:

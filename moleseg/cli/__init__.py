@@ -1,7 +1,7 @@
 """The ``moleseg`` command line: the parser, :func:`main`, and the small commands ``bench``, ``serve`` and ``info``.
 
 The commands that do the work live beside it: ``train`` and ``study`` in :mod:`moleseg.cli.training`,
-``evaluate``, ``score`` and ``compare`` in :mod:`moleseg.cli.scoring`, ``predict`` and ``prepare`` in
+``evaluate``, ``score`` and ``compare`` in :mod:`moleseg.cli.scoring`, ``predict``, ``merge`` and ``prepare`` in
 :mod:`moleseg.cli.files`, what they share in :mod:`moleseg.cli.common`. Only argument parsing and messages
 live here; every computation is a call into the package. TensorFlow is imported only by the commands that
 run a network. Errors print one line and exit 2; in ``predict``, ``evaluate`` and ``score`` a bad file is
@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
                                 int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
-from moleseg.cli.files import cmd_predict, cmd_prepare, parse_outline_formats, parse_threshold
+from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.errors import first_line
@@ -28,9 +28,12 @@ from moleseg.core.errors import first_line
 
 def cmd_bench(args: argparse.Namespace) -> int:
     outputs = checked_outputs(args)
+    if args.app:
+        return _bench_app(args, outputs)
     model = args.model or default_model()
-    if model == "classical":
-        raise CommandError("moleseg bench measures a network: give --model FILE.keras (no shipped model found)")
+    if model.startswith("classical"):
+        reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
+        raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise CommandError(f"--images {printable(args.images)}: not a folder")
@@ -43,9 +46,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return write_outputs(outputs, result, [])
 
 
+def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
+    if args.model:
+        raise CommandError("moleseg bench --app times the server's default model; --model is for the network "
+                           "benchmark")
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
+
+    settings = AppBenchSettings.quick_settings() if args.quick else AppBenchSettings()
+    result = run_app_bench(default_model(), images, settings, echo=lambda line: say(args, line))
+    print(format_app_report(result))
+    return write_outputs(outputs, result, [])
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from moleseg.core.config import APP_FILE
-    from moleseg.core.settings import load_settings
+    from moleseg.core.settings import load_settings, masked_url
 
     settings = load_settings()
     if not APP_FILE.is_file():
@@ -54,8 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK
+    records = f"PostgreSQL {masked_url(settings.database_url)}" if settings.database_url else "SQLite in data_dir"
     say(args, f"moleseg: {settings.mode} mode, listening on {settings.address} port {settings.port}; "
-               f"host names {', '.join(settings.allowed_hosts)}")
+               f"host names {', '.join(settings.allowed_hosts)}; records: {records}")
     sys.stdout.flush()
     os.chdir(APP_FILE.parent)  # Streamlit reads .streamlit/config.toml from the working folder
     os.execv(sys.executable, command)
@@ -126,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--outlines", type=parse_outline_formats, default=(), metavar="FORMATS",
                          help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
                               "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
+    predict.add_argument("--shard", type=parse_shard, metavar="I/N",
+                         help="process shard I of N of the inputs (the same 1/N whatever the file system's order; "
+                              "a cluster array job runs I = 1..N), writing measurements.shard-I-of-N.csv; then "
+                              "moleseg merge")
+    predict.add_argument("--dicom-seg", action="store_true",
+                         help="also write each mask as a DICOM Segmentation <name>_seg.dcm referencing its image "
+                              "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference)")
+    predict.add_argument("--dicom-identifiers", action="store_true",
+                         help="copy DICOM inputs' patient and study identifiers into the DICOM outputs "
+                              "(default: emptied)")
+
+    merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
+                         "appears exactly once", cmd_merge)
+    merge.add_argument("folders", nargs="+", metavar="SHARD_FOLDER", help="the --out folder(s) of the shards")
+    merge.add_argument("--out", metavar="DIR", help="where to write measurements.csv (default: the first folder)")
 
     score = add("score", "score predicted masks from any tool against true masks", cmd_score)
     score.add_argument("--pred", required=True, metavar="DIR")
@@ -152,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
+    compare.add_argument("--noise-passes", type=int_at_least(2), default=0, metavar="K",
+                         help="also estimate this lesion's noise from K simulated second photographs of each visit "
+                              "(2K more segmentations; default: the published repeatability only)")
 
     study = add("study", "run the article's study (factors x seeds) and compare the settings' test FM", cmd_study)
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
@@ -164,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     bench.add_argument("--quick", action="store_true", help="tiny sizes and repeats: checks that it runs, "
                        "figures not representative")
+    bench.add_argument("--app", action="store_true", help="time the app in the system Chromium instead "
+                       "(a real `moleseg serve`): first and next overlay, slider, batch, home page")
     bench.set_defaults(csv=None)
     serve = add("serve", "start the app with the server's settings (MOLESEG_* variables, MOLESEG_CONFIG file: "
                          "mode, address, port, allowed host names)", cmd_serve)

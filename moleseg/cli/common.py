@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
+from moleseg.core.words import count_of
+
 
 EXIT_OK, EXIT_ERROR = 0, 2
 #: Exit status when the reader of standard output went away (``moleseg info m.keras | head``): 128 + SIGPIPE,
@@ -170,8 +172,8 @@ def print_mask_warnings(failures) -> None:
     for name, text in failures.warnings:
         print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
     if failures.warnings:
-        print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true mask(s) were scored; "
-              "they pull the mean down", file=sys.stderr)
+        print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true "
+              f"{'mask' if failures.empty_masks + failures.full_masks == 1 else 'masks'} were scored; they pull the mean down", file=sys.stderr)
 
 
 def skipped_line(name: str, reason: str) -> str:
@@ -184,7 +186,7 @@ def failures_exit(failures: list[tuple[str, str]]) -> int:
     for name, reason in failures:
         print(skipped_line(name, reason), file=sys.stderr)
     if failures:
-        print(f"error: {len(failures)} file(s) could not be processed", file=sys.stderr)
+        print(f"error: {count_of(len(failures), 'file')} could not be processed", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 

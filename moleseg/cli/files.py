@@ -1,5 +1,6 @@
-"""``moleseg predict`` and ``moleseg prepare``: image or mask files in, result files out (segmentations and
-measurements; training label images), with their argument types.
+"""``moleseg predict``, ``moleseg merge`` and ``moleseg prepare``: image or mask files in, result files out
+(segmentations and measurements, whole or in shards, optionally as DICOM; the shards' tables joined; training
+label images), with their argument types.
 """
 
 from __future__ import annotations
@@ -7,10 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+from moleseg.core.words import count_of
 
 from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
                                 open_model, output_folder, printable, say, skipped_line, write_table)
+
+if TYPE_CHECKING:
+    from moleseg.engine.shards import Shard
 
 
 def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list[Path]:
@@ -62,13 +68,30 @@ def parse_outline_formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def parse_shard(text: str) -> Shard:
+    """``--shard``: ``I/N`` (:class:`moleseg.engine.shards.Shard`)."""
+    from moleseg.engine.shards import Shard, ShardError
+
+    try:
+        return Shard.parse(text)
+    except ShardError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import ModelInfo
-    from moleseg.core.report import MEASUREMENTS_CSV, settings_sidecar, sidecar_name
-    from moleseg.engine.pipeline import predict_files
+    from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, settings_sidecar, sidecar_name
+    from moleseg.engine.pipeline import output_stems, predict_files
+    from moleseg.engine.shards import shard_positions, write_manifest
 
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
+    keys, names, positions = [str(file) for file in files], output_stems(files), list(range(len(files)))
+    if args.shard is not None:  # named as in a single run of the whole archive
+        positions = shard_positions(keys, args.shard)
+        files, names = [files[p] for p in positions], [names[p] for p in positions]
+    csv_name = args.shard.table_name(MEASUREMENTS_CSV) if args.shard else MEASUREMENTS_CSV
+    objects_name = args.shard.table_name(OBJECTS_CSV) if args.shard else OBJECTS_CSV
     check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
                             "<name>_mask.png replaced, the results read as images by the next run)")
     segmenter = open_model(args.model or default_model(), args.tta)  # before --out: no empty folder left
@@ -78,28 +101,76 @@ def cmd_predict(args: argparse.Namespace) -> int:
         outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
                                 lesion_threshold=args.lesion_threshold, outlines=args.outlines,
                                 model_version=ModelInfo.from_dict(segmenter.info).version_text,
-                                progress=bar.update_to,
+                                progress=bar.update_to, output_names=names,
                                 note=lambda name, message: say(args, f"{printable(name)}: {message}"))
     finally:
         bar.close()
     rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
     failures.extend(outcome.failures)
-    if rows:
+    if args.dicom_seg and not stopped:
+        failures.extend(_write_dicom(args, out, rows, segmenter.name, ModelInfo.from_dict(segmenter.info).version_text))
+    if rows or (args.shard and not stopped):
         from moleseg.core.atomic import atomic_write
 
         try:
-            write_table(out / MEASUREMENTS_CSV, rows)
-            atomic_write(out / sidecar_name(MEASUREMENTS_CSV), settings_sidecar(MEASUREMENTS_CSV, settings))
+            write_table(out / csv_name, rows)
+            atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
             if object_rows:
-                write_table(out / "objects.csv", object_rows)
+                write_table(out / objects_name, object_rows)
+            if args.shard:  # last: a shard without its manifest did not finish
+                done = {row["source"] for row in rows}
+                reasons = dict(reversed(outcome.failures))
+                write_manifest(out, args.shard, keys, positions,
+                               [(keys[p], reasons.get(Path(keys[p]).name, "not processed")) for p in positions
+                                if keys[p] not in done], MEASUREMENTS_CSV, objects_name if object_rows else None)
         except OSError as error:
-            raise CommandError(f"{len(rows)} image(s) written to {printable(str(out))}, but {MEASUREMENTS_CSV} "
+            raise CommandError(f"{count_of(len(rows), 'image')} written to {printable(str(out))}, but {csv_name} "
                                f"could not be written ({error.strerror or error})") from error
-    print(f"{len(rows)} image(s) written to {printable(str(out))}")
+    shard = f" (shard {args.shard.text}: {len(files)} of {len(keys)} inputs)" if args.shard else ""
+    print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
     if stopped:
         failures_exit(failures)
         raise CommandError(stopped)
     return failures_exit(failures)
+
+
+def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], model_name: str,
+                 version: str) -> list[tuple[str, str]]:
+    """``--dicom-seg``: each written image's mask as ``<stem>_seg.dcm`` (and ``<stem>_source.dcm`` for an image
+    that is not DICOM), :func:`moleseg.core.dicomexport.segmentation_files`; the failures."""
+    from moleseg import __version__
+    from moleseg.core.atomic import atomic_write
+    from moleseg.core.dicomexport import segmentation_files
+    from moleseg.core.imageio import read_mask
+
+    failures: list[tuple[str, str]] = []
+    for row in rows:
+        source, stem = Path(row["source"]), row["output"]
+        try:
+            mask = read_mask(out / f"{stem}_mask.png", allow_empty=True)
+            files = segmentation_files(source, mask, stem, software_version=f"moleseg {__version__} {version}".strip(),
+                                       model_name=model_name, pixel_size_mm=args.pixel_size_mm,
+                                       include_identifiers=args.dicom_identifiers)
+            for name, data in files.items():
+                atomic_write(out / name, data)
+        except (ValueError, OSError) as error:  # an unreadable image, a mask of another size, a full disk
+            failures.append((source.name, f"{source.name}: no DICOM Segmentation written ({error})"))
+    return failures
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV
+    from moleseg.engine.shards import ShardError, merge_shards
+
+    folders = [Path(folder) for folder in args.folders]
+    out = output_folder(args.out or args.folders[0])
+    try:
+        outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
+    except ShardError as error:
+        raise CommandError(str(error)) from None
+    print(f"{count_of(outcome.rows, 'image')} of {count_of(outcome.shards, 'shard')} merged into "
+          f"{printable(str(out / MEASUREMENTS_CSV))}")
+    return failures_exit(outcome.failures)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -144,10 +215,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         bar.close()
     if totals is not None:
         share = totals / totals.sum()
-        print(f"{len(masks) - len(failures)} label image(s) written to {out}; class frequencies "
+        print(f"{count_of(len(masks) - len(failures), 'label image')} written to {out}; class frequencies "
               + ", ".join(f"{name} {value:.4f}" for name, value in
                           zip(class_names(args.classes), share)))
     if degenerate["empty"] or degenerate["full"]:
-        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full mask(s) among them",
+        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {'mask' if degenerate['empty'] + degenerate['full'] == 1 else 'masks'} among them",
               file=sys.stderr)
     return failures_exit(failures)

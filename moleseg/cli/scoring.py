@@ -21,8 +21,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = paired_files(args.images, args.masks, args)
     segmenter = open_model(args.model, args.tta)
     overlap = training_overlap(segmenter.info, [pair.image for pair in pairs])
-    if overlap.warning():
-        print(f"warning: {overlap.warning()}", file=sys.stderr)
     bar = ProgressBar(len(pairs), f"evaluating {segmenter.name}", args.quiet)
     try:
         summary, results, failures = evaluate_pairs(segmenter, pairs, batch_size=args.batch_size,
@@ -76,7 +74,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     segmenter = open_model(args.model or default_model())
     comparison = compare_visits(segmenter, before, after, pixel_size_mm=args.pixel_size_mm,
-                                allow_scale=args.allow_scale)
+                                allow_scale=args.allow_scale, noise_passes=args.noise_passes)
     summary = {"before": str(args.before), "after": str(args.after), **comparison.to_json()}
     write_json(json_path, summary)
     if pdf_path is not None:
@@ -84,7 +82,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for warning in comparison.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     registration = comparison.registration
-    print(f"rotation {registration.rotation_deg:.2f} deg, translation ({registration.translation_px[0]:.1f}, "
-          f"{registration.translation_px[1]:.1f}) px, registration quality {registration.quality:.2f}; "
-          f"area change {comparison.area_change_percent:+.2f} %")
+    print(f"rotation {registration.rotation_deg:+.2f} deg (counter-clockwise positive), lesion centre moved "
+          f"{comparison.shift_text()}, registration quality {registration.quality:.2f}")
+    if not comparison.comparable:
+        print("no change is reported: the two visits are not comparable (see the warning)")
+        return EXIT_OK
+    beyond = [c.label + (f" ({c.unit})" if c.unit else "") for c in comparison.changes if c.beyond_noise]
+    print(f"area change {comparison.area_change_percent:+.2f} %; beyond measurement noise: "
+          + (", ".join(dict.fromkeys(beyond)) or "nothing"))
     return EXIT_OK

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from moleseg.cli.common import EXIT_OK, CommandError, ProgressBar, printable, say
+from moleseg.core.words import count_of
 
 if TYPE_CHECKING:
     from moleseg.core.options import Option
@@ -177,5 +178,5 @@ def cmd_study(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = run_study(study, args.out, echo=lambda line: say(args, line))
     write_html(study, args.out, rows)
-    say(args, f"{len(rows)} run(s) finished; results in {Path(args.out) / 'study.csv'}, study.html, verdicts.md")
+    say(args, f"{count_of(len(rows), 'run')} finished; results in {Path(args.out) / 'study.csv'}, study.html, verdicts.md")
     return EXIT_OK

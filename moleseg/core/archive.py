@@ -14,6 +14,8 @@ import zipfile
 from dataclasses import dataclass
 from typing import Sequence
 
+from moleseg.core.words import size_text
+
 #: Largest compression ratio (uncompressed / compressed size) of one member larger than
 #: :data:`RATIO_CHECK_MIN_BYTES`, and of the members counted so far together.
 MAX_COMPRESSION_RATIO: float = 200.0
@@ -48,12 +50,8 @@ class ZipBudget:
 
     @property
     def size_text(self) -> str:
-        """:attr:`max_bytes` for a message: in GB (one decimal) from 1 GB up, in MB from 1 MB up, else in bytes."""
-        if self.max_bytes >= 1024**3:
-            return f"{self.max_bytes / 1024**3:.1f} GB"
-        if self.max_bytes >= 1024**2:
-            return f"{self.max_bytes / 1024**2:.0f} MB"
-        return f"{self.max_bytes} bytes"
+        """:attr:`max_bytes` for a message, in the unit that fits (:func:`moleseg.core.words.size_text`)."""
+        return size_text(self.max_bytes)
 
 
 #: An uploaded dataset of images and masks.

@@ -32,7 +32,10 @@ black           (0.0, 0.0, 0.0)
    cover equal parts. Unlike the count, it grows smoothly as a second colour takes over.
 
 The classification depends on the camera's colour rendering and the lighting: compare colours of the
-same lesion taken with the same device, not across devices.
+same lesion taken with the same device, not across devices. Between two photographs of one lesion the
+light's strength and the white balance still differ a little; :func:`skin_matched` removes that (von Kries
+gains that give the second image's skin the first one's median colour) before a later visit's colours are
+compared with an earlier one's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from skimage.color import rgb2lab
 
@@ -53,6 +57,8 @@ __all__ = [
     "classify_colours",
     "lesion_colours",
     "packed_rgb",
+    "skin_colour",
+    "skin_matched",
     "unpacked_rgb",
 ]
 
@@ -70,6 +76,9 @@ REFERENCE_RGB: dict[str, tuple[float, float, float]] = {
 COLOUR_NAMES: tuple[str, ...] = tuple(REFERENCE_RGB)
 #: Smallest share of the lesion (0..1) a colour must cover to count as present.
 PRESENT_MIN_SHARE: float = 0.05
+#: Skin pixels darker than this on any channel (0..255: the dermatoscope's dark vignette, shadows) are left
+#: out of the skin's colour.
+SKIN_MIN_LEVEL: int = 30
 
 _REFERENCE_LAB: np.ndarray = rgb2lab(np.array([list(REFERENCE_RGB.values())], dtype=np.float64))[0]
 
@@ -115,8 +124,21 @@ def classify_colours(image: np.ndarray) -> np.ndarray:
     if pixels.ndim < 2 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"colours need uint8 RGB pixels (..., 3), got {pixels.dtype} {pixels.shape}")
     lab = rgb2lab(pixels.reshape(-1, 1, 3).astype(np.float64) / 255.0).reshape(-1, 3)
-    distances = ((lab[:, None, :] - _REFERENCE_LAB[None, :, :]) ** 2).sum(axis=2)
-    return np.argmin(distances, axis=1).astype(np.uint8).reshape(pixels.shape[:-1])
+    lightness, green_red, blue_yellow = lab[:, 0], lab[:, 1], lab[:, 2]
+    # squared distance to each reference, summed in the order of a sum over the last axis, and the first
+    # nearest kept on a tie: np.argmin of the (N, 6, 3) differences exactly, without building them
+    nearest = np.zeros(len(lab), np.uint8)
+    best = None
+    for index, (ref_l, ref_a, ref_b) in enumerate(_REFERENCE_LAB):
+        dl, da, db = lightness - ref_l, green_red - ref_a, blue_yellow - ref_b
+        distance = dl * dl + da * da + db * db
+        if best is None:
+            best = distance
+            continue
+        closer = distance < best
+        nearest[closer] = index
+        best = np.minimum(best, distance)
+    return nearest.reshape(pixels.shape[:-1])
 
 
 def packed_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -159,7 +181,8 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
     # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels. The colours
     # are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
-    codes = packed_rgb(rgb[binary])
+    left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
+    codes = packed_rgb(rgb[top:top + height, left:left + width][binary[top:top + height, left:left + width]])
     distinct, pixels_per_colour = np.unique(codes, return_counts=True)
     classes = classify_colours(unpacked_rgb(distinct))
     counts = np.bincount(classes, weights=pixels_per_colour, minlength=len(COLOUR_NAMES))
@@ -169,3 +192,19 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     nonzero = fractions[fractions > 0]
     variegation = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(COLOUR_NAMES)))
     return ColourResult(shares=shares, present=present, variegation=max(0.0, variegation))
+
+
+def skin_colour(image: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """The median RGB (``(3,)`` float64, 0..255) of the skin: the pixels outside the lesion, none of whose
+    channels is under :data:`SKIN_MIN_LEVEL` (the whole image's when no such pixel is left)."""
+    rgb = np.asarray(image).reshape(-1, 3)
+    outside = ~np.asarray(lesion, dtype=bool).reshape(-1)
+    skin = rgb[outside & (rgb.min(axis=1) >= SKIN_MIN_LEVEL)]
+    return np.median((skin if len(skin) else rgb).astype(np.float64), axis=0)
+
+
+def skin_matched(image: np.ndarray, lesion: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``image`` with each channel multiplied so that its skin's median colour (:func:`skin_colour`) becomes
+    ``reference`` (``(3,)`` RGB 0..255, another photograph's skin colour); uint8, clipped to 0..255."""
+    gains = (np.asarray(reference, dtype=np.float64) + 1.0) / (skin_colour(image, lesion) + 1.0)
+    return np.clip(np.asarray(image).astype(np.float32) * gains.astype(np.float32), 0, 255).astype(np.uint8)

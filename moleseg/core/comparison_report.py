@@ -38,7 +38,7 @@ def _reader(array: np.ndarray, name: str):
 
 def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tuple[str, str]],
                    table: Sequence[Sequence[str]], warnings: Sequence[str] = (),
-                   created: datetime | None = None) -> bytes:
+                   created: datetime | None = None, muted_rows: Sequence[int] = ()) -> bytes:
     """A one-page A4 PDF comparing two visits.
 
     Parameters
@@ -49,11 +49,14 @@ def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tu
     header : sequence of (label, text)
         Lines under the title (images, model, alignment, pixel size ...), printed as "label: text".
     table : sequence of rows of str
-        The first row is the column heading; the font shrinks (down to 5.5 pt) until the table fits.
+        The first row is the column heading; the font shrinks (down to 5.5 pt) until the table fits. Empty:
+        no table (the warnings say why).
     warnings : sequence of str
         Printed in red above the table (e.g. a failed alignment).
     created : datetime, optional
         Date printed on the page; now by default.
+    muted_rows : sequence of int
+        Indices of ``table`` rows printed in grey (changes within the measurement's noise).
 
     Returns
     -------
@@ -114,6 +117,11 @@ def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tu
         cursor -= note_height + 4
 
     rows = [list(row) for row in table]
+    if not rows:
+        canvas.showPage()
+        canvas.save()
+        return buffer.getvalue()
+    muted = [("TEXTCOLOR", (0, row), (-1, row), colors.HexColor("#9a9a9a")) for row in muted_rows]
     for size in TABLE_FONT_SIZES_PT:
         grid = Table(rows, repeatRows=1)
         grid.setStyle(TableStyle([
@@ -124,6 +132,7 @@ def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tu
             ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
             ("TOPPADDING", (0, 0), (-1, -1), 1),
             ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+            *muted,
         ]))
         _, table_height = grid.wrapOn(canvas, width, page_height)
         if table_height <= cursor - footer:

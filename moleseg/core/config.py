@@ -32,9 +32,14 @@ INFERENCE_BATCH_SIZE: int = 4
 #: Number of classes of the dermoscopy (moles) targets: BACK, BORDER, INSIDE.
 DEFAULT_CLASS_COUNT: int = 3
 
-#: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds)
-#: when at least this share (0..1) of its outline pixels lie on the image's edge.
-EDGE_OUTLINE_SHARE: float = 0.5
+#: A lesion counts as reaching the image's edge where it comes within this share (0..1) of the image's
+#: shorter side of the frame (see :func:`moleseg.core.measure.edge_contact_ratio`).
+EDGE_BAND_SHARE: float = 0.03
+#: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds) when
+#: the length of image edge it reaches is at least this share (0..1) of its equivalent diameter. Calibrated
+#: with :data:`EDGE_BAND_SHARE` on the 211 shared training moles (models/dermoscopy.md, "May extend beyond
+#: the picture"): it marks 48 of the 50 lesions whose true mask touches the frame.
+EDGE_CONTACT_RATIO: float = 0.05
 #: Lesion probabilities (``1 - P(BACK)``, 0..1) between these two count as undecided pixels for the
 #: per-image confidence (see :func:`moleseg.engine.segmenter.border_confidence`).
 UNDECIDED_PROBABILITY_RANGE: tuple[float, float] = (0.2, 0.8)
@@ -68,8 +73,12 @@ CLASS_NAMES_2: tuple[str, ...] = ("background", "foreground")
 #: zlib level (0..9) of the PNGs moleseg writes: 1 encodes an overlay several times faster than Pillow's
 #: default 6 for slightly larger files (masks and class maps compress well at any level; ``docs/performance.md``).
 PNG_COMPRESSION_LEVEL = 1
+#: zlib level (0..9) of the overlay PNGs of an analysis (``<stem>_overlay.png``, a picture, encoded for every
+#: image): 0 stores the pixels unchanged in about 2 ms, against about 13 ms at level 1, for a file about
+#: twice as large (1.3 MB against 0.7 MB for a PH2 image; still lossless; ``docs/performance.md``).
+OVERLAY_PNG_COMPRESSION_LEVEL = 0
 #: File extensions read as images (lower case, with the dot).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
 
 #: The ``moleseg`` package folder, and the folder holding it: the checkout's root, or ``site-packages``.
 _PACKAGE_DIR: Path = Path(__file__).resolve().parents[1]

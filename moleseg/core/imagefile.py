@@ -1,7 +1,7 @@
 """Opening a user's image file before any pixel is decoded: the refusal type, the file's name for messages,
 its bytes (a path, bytes or an open file), its format (the Pillow plugins :data:`SUPPORTED_FORMATS`, the TIFF
 signature), the pixel budget checked from the header, and :func:`image_size` from the header alone. The
-readers that decode the pixels are in :mod:`moleseg.core.imageio`.
+readers that decode the pixels are in :mod:`moleseg.core.imageio` (DICOM files: :mod:`moleseg.core.dicomio`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 #: Pillow format names the readers open; every other format (EPS, PSD, ...) is refused.
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
 #: The reason given for a file that no supported format opens.
-NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF or WebP)"
+NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -231,6 +231,13 @@ def import_tifffile() -> Any:
 
 def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
     """``(width, height)`` of the open file ``fp`` after EXIF orientation, from its header."""
+    from moleseg.core.dicomio import DicomReadError, dicom_header_size, is_dicom
+
+    if is_dicom(fp):
+        try:
+            return dicom_header_size(fp, label)
+        except DicomReadError as exc:
+            raise ImageReadError(exc.filename, exc.reason) from exc
     tiff = is_tiff(fp)
     try:
         img = open_pil(fp)

@@ -12,7 +12,8 @@ Anything that cannot be read becomes an :class:`ImageReadError` (a :class:`Value
 
 Conversion rules (all documented here once; the tests pin each of them with pixel values)
 ------------------------------------------------------------------------------------------
-- Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow. A TIFF that Pillow
+- Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow; DICOM photographs
+  through :mod:`moleseg.core.dicomio`. A TIFF that Pillow
   cannot read (e.g. float RGB, planar layouts) is read with ``tifffile`` when it is installed. Multi-frame
   files (GIF, APNG, multi-page TIFF, animated WebP) give their first frame.
 - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a portrait phone photo stored as a
@@ -215,6 +216,13 @@ def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
 
 
 def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
+    from moleseg.core.dicomio import DicomReadError, decode_dicom, is_dicom
+
+    if is_dicom(fp):
+        try:
+            return decode_dicom(fp, label, max_pixels, check_size)
+        except DicomReadError as exc:
+            raise ImageReadError(exc.filename, exc.reason) from exc
     tiff = is_tiff(fp)
     try:
         img = open_pil(fp)

@@ -293,7 +293,7 @@ OPTIONS: tuple[Option, ...] = (
             "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
-            "width of the BORDER class of three-class targets (scaled to the input size)", low=0,
+            "width of the BORDER class of three-class targets (scaled to the input size)", low=1,
             unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Border width"),
     _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
             choices=SHAPES, title="Structuring element"),

@@ -49,6 +49,7 @@ __all__ = [
     "list_images",
     "natural_key",
     "pair_folders",
+    "split_sizes",
 ]
 
 RULE_SAME_NAME = "same name"
@@ -491,3 +492,20 @@ def _header_size(path: Path, title: str, warnings: list[str]) -> tuple[int, int]
     except ImageReadError as exc:
         warnings.append(f"cannot read the header of {title} {exc}")
         return None
+
+
+def split_sizes(n_pairs: int, validation_fraction: float, test_fraction: float = 0.0) -> tuple[int, int, int]:
+    """``(train, validation, test)`` counts of a split of ``n_pairs`` pairs by fractions of the whole (0..1):
+    each non-zero fraction gets at least one pair, the training set what is left.
+
+    Raises
+    ------
+    ValueError
+        When no pair would be left to train on (the message says how many pairs there are).
+    """
+    n_validation = max(1, round(n_pairs * validation_fraction)) if validation_fraction > 0 else 0
+    n_test = max(1, round(n_pairs * test_fraction)) if test_fraction > 0 else 0
+    if n_validation + n_test >= n_pairs:
+        raise ValueError(f"{n_pairs} {'pair is' if n_pairs == 1 else 'pairs are'} too few to split off "
+                         f"{'validation and test sets' if n_test else 'a validation set'} and keep one to train on")
+    return n_pairs - n_validation - n_test, n_validation, n_test

@@ -8,7 +8,8 @@ Method
 ------
 1. Both images are converted to grey and resized so that their longer side is at most
    :data:`WORKING_SIDE_PX` (the same factor for both when they have the same size).
-2. ORB features (``cv2.ORB_create``, :data:`MAX_FEATURES` key points) are matched by Hamming distance
+2. ORB features (``cv2.ORB_create``, :data:`MAX_FEATURES` key points, FAST threshold
+   :data:`FAST_THRESHOLD`) are matched by Hamming distance
    with Lowe's ratio test (:data:`RATIO_TEST`).
 3. ``cv2.estimateAffinePartial2D`` with RANSAC (:data:`RANSAC_THRESHOLD_PX`) finds the inliers of a
    similarity transform. Without ``allow_scale`` the rotation and translation are then refitted on the
@@ -34,9 +35,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from moleseg.core.colour import skin_colour
+
 __all__ = [
     "MIN_QUALITY",
     "Registration",
+    "incomparable_reason",
     "register",
     "warp_image",
     "warp_mask",
@@ -46,6 +50,9 @@ __all__ = [
 WORKING_SIDE_PX: int = 1024
 #: Number of ORB key points per image.
 MAX_FEATURES: int = 4000
+#: ORB's FAST corner threshold (grey levels; OpenCV's default is 20): skin is smooth, and at 20 a blurred or
+#: recompressed second photograph of a small image often keeps too few corners to be aligned.
+FAST_THRESHOLD: int = 5
 #: Lowe's ratio: a match is kept when its distance is below this times the second best's.
 RATIO_TEST: float = 0.8
 #: RANSAC reprojection threshold, in px of the working copies.
@@ -179,7 +186,7 @@ def register(before: np.ndarray, after: np.ndarray, *, allow_scale: bool = False
     grey_before, grey_after = _grey(before), _grey(after)
     factor = min(1.0, WORKING_SIDE_PX / max(*grey_before.shape, *grey_after.shape))
     small_before, small_after = _working(grey_before, factor), _working(grey_after, factor)
-    orb = cv2.ORB_create(nfeatures=MAX_FEATURES)
+    orb = cv2.ORB_create(nfeatures=MAX_FEATURES, fastThreshold=FAST_THRESHOLD)
     points_before, descriptors_before = orb.detectAndCompute(small_before, None)
     points_after, descriptors_after = orb.detectAndCompute(small_after, None)
     if descriptors_before is None or descriptors_after is None or len(points_before) < 2 or len(points_after) < 2:
@@ -226,3 +233,57 @@ def warp_mask(mask: np.ndarray, registration: Registration, before_shape: tuple[
     warped = cv2.warpAffine(np.asarray(mask).astype(np.float32), registration.matrix, (width, height),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return warped >= 0.5
+
+
+#: Mean chroma (max minus min channel, 0..255 levels) under which an image counts as greyscale.
+GREY_CHROMA_LEVELS: float = 3.0
+#: Largest difference of the skin's white balance between two visits, as ``|log(R/G)|`` or ``|log(B/G)|``
+#: of the median skin colours (0.25 is about 28 %); beyond it the colours, and the borders the network
+#: draws, cannot be compared.
+MAX_WHITE_BALANCE_LOG_RATIO: float = 0.25
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    array = np.asarray(image)
+    if array.ndim == 2:
+        return True
+    wide = array.astype(np.int16)
+    return float((wide.max(axis=2) - wide.min(axis=2)).mean()) < GREY_CHROMA_LEVELS
+
+
+def _skin_balance(image: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """``(log(R/G), log(B/G))`` of the skin's median colour (:func:`moleseg.core.colour.skin_colour`)."""
+    median = skin_colour(image, lesion) + 1.0
+    return np.log(np.array([median[0] / median[1], median[2] / median[1]]))
+
+
+def incomparable_reason(before: np.ndarray, after: np.ndarray, before_lesion: np.ndarray,
+                        after_lesion: np.ndarray) -> str:
+    """Why two photographs cannot be compared by colour type or light, or '' when they can.
+
+    Parameters
+    ----------
+    before, after : (H, W, 3) uint8 RGB
+    before_lesion, after_lesion : (H, W) bool
+        Each image's lesion (the skin around it gives the white balance).
+
+    Returns
+    -------
+    str
+        '' or one sentence: one image greyscale and the other in colour (:data:`GREY_CHROMA_LEVELS`), or the
+        skin's white balance differing by more than :data:`MAX_WHITE_BALANCE_LOG_RATIO`.
+    """
+    grey_before, grey_after = _is_grey(before), _is_grey(after)
+    if grey_before != grey_after:
+        grey, colour = ("before", "after") if grey_before else ("after", "before")
+        return (f"not comparable: the {grey} image is greyscale and the {colour} image is in colour (borders and "
+                "colours are not measured alike)")
+    if grey_before:
+        return ""
+    shift = np.abs(_skin_balance(before, before_lesion) - _skin_balance(after, after_lesion))
+    if float(shift.max()) > MAX_WHITE_BALANCE_LOG_RATIO:
+        return (f"not comparable: the skin's white balance differs between the two images by "
+                f"{100 * (math.exp(float(shift.max())) - 1):.0f} % (more than "
+                f"{100 * (math.exp(MAX_WHITE_BALANCE_LOG_RATIO) - 1):.0f} %): take both photographs under the same "
+                "light and camera settings")
+    return ""

@@ -61,6 +61,8 @@ def subject_words(n_classes: int | None) -> dict[str, str]:
 IMAGE_COLUMNS: tuple[str, ...] = ("image", "image_name", "name", "file")
 #: File name of the measurements CSV that ``moleseg predict`` and the Analyse page write.
 MEASUREMENTS_CSV: str = "measurements.csv"
+#: File name of the one-row-per-cell CSV written beside it for cell models.
+OBJECTS_CSV: str = "objects.csv"
 #: What replaces ``.csv`` in the name of a CSV's settings sidecar (``measurements.csv`` ->
 #: ``measurements.settings.json``).
 SIDECAR_SUFFIX: str = ".settings.json"

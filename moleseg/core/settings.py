@@ -44,6 +44,13 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     With ``proxy-header``: the header carrying ``proxy_secret`` (default ``X-Moleseg-Proxy-Secret``).
 ``admin_users``
     User names that see every user's records.
+``database_url``
+    Where the records live: empty (the default) for the SQLite file ``records.sqlite`` in ``data_dir``, or a
+    PostgreSQL URL ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` shared by several app replicas (see the
+    README's deployment). Its password is never shown: messages carry :func:`masked_url`.
+``records_files_dir``
+    Absolute path of the folder of the records' image and mask files (a volume shared by every replica with
+    ``database_url``); default ``files`` in ``data_dir``.
 
 Examples
 --------
@@ -63,7 +70,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 #: Environment variable naming the TOML settings file.
 CONFIG_ENV: str = "MOLESEG_CONFIG"
@@ -91,14 +98,37 @@ HOST_NAME: re.Pattern[str] = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-
 KEYS: dict[str, bool] = {
     "mode": False, "address": False, "port": False, "data_roots": True, "data_dir": False,
     "allowed_hosts": True, "identity": False, "user_headers": True, "trusted_proxies": True,
-    "admin_users": True, "proxy_secret": False, "proxy_secret_header": False,
+    "admin_users": True, "proxy_secret": False, "proxy_secret_header": False, "database_url": False,
+    "records_files_dir": False,
 }
+#: URL schemes of ``database_url`` (PostgreSQL; the driver psycopg is implied by the first two).
+DATABASE_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", "postgresql+psycopg")
+#: What a password in a URL is shown as.
+MASK: str = "***"
 
 
 def user_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The user's data folder for moleseg: ``$XDG_DATA_HOME/moleseg``, else ``~/.local/share/moleseg``."""
     environ = os.environ if environ is None else environ
     return Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "moleseg"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` query field) shown as :data:`MASK`.
+
+    >>> masked_url("postgresql://moleseg:s3cret@db:5432/records?sslmode=require&password=x")
+    'postgresql://moleseg:***@db:5432/records?sslmode=require&password=***'
+    """
+    scheme, separator, rest = url.partition("://")
+    end = min([rest.index(mark) for mark in "/?#" if mark in rest] or [len(rest)])
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        if ":" in user:
+            user = f"{user.split(':', 1)[0]}:{MASK}"
+        netloc = f"{user}@{host}"
+    tail = re.sub(r"([?&]password=)[^&#]*", rf"\g<1>{MASK}", tail, flags=re.IGNORECASE)
+    return f"{scheme}{separator}{netloc}{tail}"
 
 
 class SettingsError(ValueError):
@@ -125,6 +155,8 @@ class ServerSettings:
     admin_users: frozenset[str] = frozenset()
     proxy_secret: str = field(default="", repr=False)
     proxy_secret_header: str = DEFAULT_PROXY_SECRET_HEADER
+    database_url: str = field(default="", repr=False)
+    records_files_dir: Path | None = None
 
     @property
     def shared(self) -> bool:
@@ -302,6 +334,15 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
                         f"{MIN_PROXY_SECRET_LENGTH} characters that the reverse proxy adds in proxy_secret_header "
                         f"(anyone on this machine can reach the app's port without the proxy).")
 
+    database_url = values.get("database_url", "")
+    if database_url:
+        parts = urlsplit(database_url)
+        if parts.scheme not in DATABASE_SCHEMES or not parts.path.strip("/"):
+            problems.append(f"database_url must be a PostgreSQL URL such as postgresql://USER:PASSWORD@HOST:PORT/"
+                            f"DATABASE, not {masked_url(database_url)!r}.")
+    files_dir = (_absolute_folder("records_files_dir", values["records_files_dir"], problems, must_exist=False)
+                 if values.get("records_files_dir") else None)
+
     if problems:
         raise SettingsError(problems, source)
     return ServerSettings(
@@ -309,7 +350,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         data_dir=data_dir, allowed_hosts=tuple(dict.fromkeys([*LOOPBACK_HOSTS, *configured_hosts])),
         identity=identity, user_headers=headers, trusted_proxies=tuple(networks),
         admin_users=frozenset(values.get("admin_users", ())), proxy_secret=secret,
-        proxy_secret_header=values.get("proxy_secret_header") or DEFAULT_PROXY_SECRET_HEADER)
+        proxy_secret_header=values.get("proxy_secret_header") or DEFAULT_PROXY_SECRET_HEADER,
+        database_url=database_url, records_files_dir=files_dir)
 
 
 @functools.cache

@@ -229,6 +229,63 @@ def flag_summary(rows: Sequence[dict[str, Any]], threshold: float, *, bad_fm: fl
                                  n_worse_than_baseline=worse, baseline_margin=baseline_margin, per_image=marked)
 
 
+@dataclass(frozen=True)
+class CoveragePoint:
+    """What a user trusts when the ``n_flagged`` least confident of ``n_images`` images are marked "check
+    this border": the FM (0..1) of the unmarked ones, their mean and their worst."""
+
+    n_flagged: int
+    n_images: int
+    unflagged_mean_fm: float
+    unflagged_worst_fm: float
+
+    @property
+    def flagged_share(self) -> float:
+        """Share of the images marked, 0..1."""
+        return self.n_flagged / self.n_images
+
+
+def risk_coverage(fms: Sequence[float], confidences: Sequence[float]) -> list[CoveragePoint]:
+    """The risk-coverage curve of the "check this border" mark: for every number of marked images, from none
+    to all but one, the mean and worst FM of the images left unmarked when the least confident are marked.
+
+    Parameters
+    ----------
+    fms, confidences : sequence of float
+        Each image's FM against its true mask and its border confidence (both 0..1), images the model did not
+        train on (out of fold or validation).
+
+    Returns
+    -------
+    list of CoveragePoint
+        ``len(fms)`` points, ``n_flagged`` = 0, 1, ..., ``len(fms) - 1``; ties in confidence are marked in
+        the order of their FM, worst first, as no threshold can part them.
+
+    Raises
+    ------
+    ValueError
+        No images, or the two sequences differ in length.
+    """
+    if len(fms) != len(confidences):
+        raise ValueError(f"{len(fms)} FM values but {len(confidences)} confidences")
+    if not fms:
+        raise ValueError("the risk-coverage curve needs at least one image")
+    order = np.lexsort((np.asarray(fms, dtype=float), np.asarray(confidences, dtype=float)))
+    ordered_fm = np.asarray(fms, dtype=float)[order]
+    total = len(ordered_fm)
+    # Unmarked images after k marks are ordered_fm[k:]: suffix means and minima in one pass each.
+    suffix_sum = np.cumsum(ordered_fm[::-1])[::-1]
+    suffix_min = np.minimum.accumulate(ordered_fm[::-1])[::-1]
+    return [CoveragePoint(n_flagged=k, n_images=total, unflagged_mean_fm=float(suffix_sum[k] / (total - k)),
+                          unflagged_worst_fm=float(suffix_min[k])) for k in range(total)]
+
+
+def smallest_share_for_worst_fm(curve: Sequence[CoveragePoint], worst_fm: float) -> CoveragePoint | None:
+    """The first point of :func:`risk_coverage`'s ``curve`` whose unmarked images all score at least
+    ``worst_fm`` (0..1), or None when no share short of marking every image reaches it."""
+    return next((point for point in curve if point.unflagged_worst_fm >= worst_fm), None)
+
+
 def confidence_threshold(confidences: Sequence[float], share: float = DEFAULT_CHECK_SHARE) -> float:
     """The threshold that marks the ``share`` (0..1) least confident of ``confidences``, rounded up to
     whole images: halfway between the last marked and the first unmarked value (above the largest when all

@@ -9,18 +9,23 @@ at a small learning rate (:data:`moleseg.core.config.FINETUNE_EPOCHS`, ``FINETUN
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from moleseg.core import options
 from moleseg.core.config import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, corrections_dir
-from moleseg.core.dataset import IMAGES, MASKS
+from moleseg.core.dataset import IMAGES, MASKS, PROVENANCE
 from moleseg.core.modelinfo import ModelFileError, read_info
-from moleseg.core.pairing import PairingError, pair_folders
+from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.words import count_of
+from moleseg.engine.runs import RunFiles, read_json, write_json
 
-__all__ = ["corrections_pairs", "finetune_config", "training_folders"]
+__all__ = ["BaseComparison", "FinetunePlan", "corrections_pairs", "finetune_config", "finetune_plan", "inherited_image_hashes",
+           "read_base_comparison", "training_folders"]
 
 
 def corrections_pairs(folder: str | Path | None = None) -> int:
@@ -32,6 +37,135 @@ def corrections_pairs(folder: str | Path | None = None) -> int:
         return len(pair_folders(folder / IMAGES, folder / MASKS).pairs)
     except (PairingError, OSError):
         return 0
+
+
+def _corrected_by_hand(folder: Path, stem: str) -> bool:
+    """Whether the saved pair ``stem`` was corrected by hand (its provenance record says so; False when it
+    was accepted as the model drew it, or has no readable record)."""
+    try:
+        record = json.loads((folder / PROVENANCE / f"{stem}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("corrected_by_hand") is True
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """What a fine-tune on the corrections dataset would train and validate on, said before it starts.
+
+    Attributes
+    ----------
+    pairs : int
+        Image/mask pairs in the dataset (corrected by hand or accepted as the model drew them).
+    corrected : int
+        Of them, those corrected by hand.
+    n_train, n_validation : int
+        The split of the pairs the training makes (0, 0 when there are too few: :attr:`ready` is False).
+    minimum : int
+        The fewest pairs that leave one to train on and one to validate on.
+    """
+
+    pairs: int
+    corrected: int
+    n_train: int
+    n_validation: int
+    minimum: int
+
+    @property
+    def ready(self) -> bool:
+        return self.n_train > 0 and self.n_validation > 0
+
+    @property
+    def accepted(self) -> int:
+        return self.pairs - self.corrected
+
+    def sentence(self) -> str:
+        """The plan in words, e.g. ``"5 images in your dataset (1 corrected by hand, 4 accepted as the model
+        drew them): 4 train the model and 1 image is held back to validate it. ..."``, or how many are needed."""
+        have = (f"{count_of(self.pairs, 'image')} in your dataset ({self.corrected} corrected by hand, "
+                f"{self.accepted} accepted as the model drew them)")
+        if not self.ready:
+            return (f"Fine-tuning needs at least {count_of(self.minimum, 'saved image')} (one to train on and one "
+                    f"held back to validate the new model); {have}.")
+        held, one = count_of(self.n_validation, "image"), self.n_validation == 1
+        return (f"{have}: {self.n_train} train the model and {held} {'is' if one else 'are'} held back to "
+                f"validate it. Its validation FM will come from {'that' if one else 'those'} {held} only: compare "
+                "it with the model you start from on the Evaluate page ('Compare with').")
+
+
+def finetune_plan(folder: str | Path | None = None, validation_fraction: float | None = None) -> FinetunePlan:
+    """The :class:`FinetunePlan` of the corrections dataset in ``folder`` (default
+    :func:`moleseg.core.config.corrections_dir`), split as the training splits it (``validation_fraction`` of the
+    pairs held back, default the option's; no test split: the test is the Evaluate page's)."""
+    folder = Path(folder or corrections_dir())
+    fraction = options.default("validation_split") if validation_fraction is None else validation_fraction
+    pairs = corrections_pairs(folder)
+    corrected = sum(_corrected_by_hand(folder, path.stem) for path in sorted((folder / IMAGES).glob("*.png"))) \
+        if pairs else 0
+    minimum = next(n for n in range(1, 1000) if _split_or_none(n, fraction) is not None)
+    n_train, n_validation, _ = _split_or_none(pairs, fraction) or (0, 0, 0)
+    return FinetunePlan(pairs=pairs, corrected=min(corrected, pairs), n_train=n_train, n_validation=n_validation,
+                        minimum=minimum)
+
+
+def _split_or_none(n_pairs: int, fraction: float) -> tuple[int, int, int] | None:
+    try:
+        return split_sizes(n_pairs, fraction)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class BaseComparison:
+    """A fine-tune's validation images scored by the model it started from and by the new model, through the
+    same prediction and cleanup (:func:`moleseg.engine.evaluate.evaluate_pairs`).
+
+    Attributes
+    ----------
+    base_model : str
+        The ``.keras`` file the fine-tune started from.
+    n : int
+        Validation images scored.
+    base_fm, fm : float
+        Mean FM (0..1) of the starting model and of the new one on them.
+    """
+
+    base_model: str
+    n: int
+    base_fm: float
+    fm: float
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write the run's :attr:`moleseg.engine.runs.RunFiles.base_comparison` atomically."""
+        return write_json(RunFiles(run_dir).base_comparison, asdict(self))
+
+    def text(self) -> str:
+        """E.g. ``"the model it started from: FM 0.981 on the same 1 image (this one 0.974)"``."""
+        return (f"the model it started from: FM {self.base_fm:.3f} on the same {count_of(self.n, 'image')} "
+                f"(this one {self.fm:.3f})")
+
+
+def read_base_comparison(run_dir: str | Path) -> BaseComparison | None:
+    """The run's :class:`BaseComparison`; None when there is none or it cannot be read."""
+    value = read_json(RunFiles(run_dir).base_comparison)
+    try:
+        return BaseComparison(base_model=str(value["base_model"]), n=int(value["n"]),
+                              base_fm=float(value["base_fm"]), fm=float(value["fm"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def inherited_image_hashes(weights: str | Path) -> list[str]:
+    """The image digests a ``.keras`` start (``weights`` of a fine-tune) records as seen in its own training
+    (``moleseg.json``: ``training.image_sha256``), so that a fine-tuned model keeps the provenance of every
+    image that shaped it; ``[]`` for ``"imagenet"``, ``"none"`` or an unreadable file."""
+    if Path(str(weights)).suffix != ".keras":
+        return []
+    try:
+        training = read_info(weights).training or {}
+    except ModelFileError:
+        return []
+    return [str(digest) for digest in training.get("image_sha256") or []]
 
 
 def _checked(folder: str, roots: Sequence[Path] | None) -> str | None:
@@ -106,6 +240,7 @@ def finetune_config(model: str | Path, corrections: str | Path | None = None, *,
     config.update({
         "weights": str(model.resolve()), "images": [image for image, _ in pairs], "masks": [mask for _, mask in pairs],
         "validation_images": [], "validation_masks": [], "test_images": [], "test_masks": [],
+        "validation_split": options.default("validation_split"), "test_split": 0.0, "validation_fold": 0,
         "epochs": int(epochs), "learning_rate": float(learning_rate), "cache_dir": None,
         "name": name or f"{model.stem}-corrections",
     })

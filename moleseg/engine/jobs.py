@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import time
 import types
@@ -35,6 +36,13 @@ CANCEL_FILE = RunFiles.CANCEL
 LOG_FILE = RunFiles.JOB_LOG
 #: Shortest time between two writes of ``progress.json`` within one phase, in seconds.
 PROGRESS_INTERVAL_S: float = 0.5
+
+#: Time constant of the exponential smoothing of the shown ETA, in seconds: a new estimate moves the shown
+#: one by ``1 - exp(-dt / ETA_SMOOTHING_S)`` of the gap after ``dt`` seconds.
+ETA_SMOOTHING_S: float = 10.0
+#: Fastest rise of the shown ETA, in seconds per second passed (below 1: the projected end never moves
+#: away faster than time passes).
+ETA_MAX_RISE: float = 0.5
 
 #: Phases whose progress counts training steps; the others count their own work (:data:`PHASE_UNITS`).
 TRAINING_PHASES: tuple[str, ...] = ("train", "epoch")
@@ -122,9 +130,10 @@ def check_config(config: dict[str, Any]) -> list[str]:
     then the files: the weights file and every folder exist and the training folders hold pairs. No
     TensorFlow.
     """
-    from moleseg.core.pairing import PairingError, pair_folders
+    from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 
     problems: list[str] = options.problems(config)
+    training_pairs = 0
     weights = str(config.get("weights", "imagenet"))
     if weights not in ("none", "imagenet") and not Path(weights).is_file():
         problems.append(f"initial weights file not found: {weights}")
@@ -140,9 +149,15 @@ def check_config(config: dict[str, Any]) -> list[str]:
                 continue
             if images_key == "images":
                 try:
-                    pair_folders(image_dir, mask_dir)
+                    training_pairs += len(pair_folders(image_dir, mask_dir).pairs)
                 except PairingError as error:
                     problems.append(f"{image_dir}: {error}")
+    if not problems and not config.get("validation_images"):
+        try:
+            split_sizes(training_pairs, float(config.get("validation_split", options.default("validation_split"))),
+                        float(config.get("test_split", options.default("test_split"))))
+        except ValueError as error:
+            problems.append(f"{error}: add images, or lower the validation and test shares")
     return problems
 
 
@@ -293,6 +308,8 @@ class JobStatus:
 
     @property
     def elapsed_seconds(self) -> float | None:
+        """Wall time since the job started (``progress.json``'s ``started``), in seconds: up to now while it
+        runs, up to its last word (``updated``) once it has ended, so it never goes backwards."""
         if self.started is None:
             return None
         end = time.time() if self.active else (self.updated or time.time())
@@ -378,6 +395,35 @@ def format_duration(seconds: float | None) -> str:
 # --------------------------------------------------------------------------------------------------
 # the runner's progress callback (the runner itself: moleseg.network.runner)
 
+class SmoothedEta:
+    """The ETA shown for one phase: the raw estimates exponentially smoothed in time (:data:`ETA_SMOOTHING_S`),
+    counting down with the clock between them, rising at most :data:`ETA_MAX_RISE` seconds per second, never
+    below 0. A new phase starts from its first estimate."""
+
+    def __init__(self, time_constant_s: float = ETA_SMOOTHING_S, max_rise: float = ETA_MAX_RISE) -> None:
+        self.time_constant_s = time_constant_s
+        self.max_rise = max_rise
+        self.phase: str | None = None
+        self.shown: float | None = None
+        self.at = 0.0
+
+    def update(self, phase: str, estimate_s: float | None, now: float) -> float | None:
+        """The ETA to show at ``now`` (seconds, monotonic clock) given the raw ``estimate_s`` of ``phase``."""
+        if phase != self.phase or self.shown is None:
+            self.phase, self.at = phase, now
+            self.shown = None if estimate_s is None else max(0.0, float(estimate_s))
+            return self.shown
+        passed = max(0.0, now - self.at)
+        counted_down = max(0.0, self.shown - passed)
+        if estimate_s is None:
+            return self.shown
+        weight = 1.0 - math.exp(-passed / self.time_constant_s)
+        smoothed = counted_down + weight * (float(estimate_s) - counted_down)
+        self.shown = max(0.0, min(smoothed, self.shown + self.max_rise * passed))
+        self.at = now
+        return self.shown
+
+
 class ProgressWriter:
     """The training's progress callback: writes ``progress.json`` and answers True once cancelled."""
 
@@ -390,6 +436,7 @@ class ProgressWriter:
         self.last_write = 0.0
         self.last_phase: str | None = None
         self.state: dict[str, Any] = {}
+        self.eta = SmoothedEta()
 
     def write(self, **values: Any) -> None:
         """Write ``progress.json`` with ``values`` (names of :data:`PROGRESS_FIELDS`) over the last ones."""
@@ -410,7 +457,7 @@ class ProgressWriter:
                        step=progress.step, steps=progress.steps,
                        loss=progress.loss if progress.loss is not None else self.state.get("loss"),
                        metrics=dict(progress.metrics or {}),
-                       eta_seconds=progress.eta_seconds,
+                       eta_seconds=self.eta.update(phase, progress.eta_seconds, time.monotonic()),
                        message=progress.message or phase)
             self.last_phase = phase
         return cancel_requested(self.run_dir)

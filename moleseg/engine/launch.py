@@ -33,6 +33,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -147,6 +148,8 @@ def _spawn(run_dir: Path, python: str | None, follow: bool) -> tuple[subprocess.
     finally:
         os.close(ready_write)  # the child holds the only writing end now: its exit means end of file
     _CHILDREN.append(child)
+    if not follow:  # nobody waits for it here: a thread collects its exit status (no <defunct> zombie)
+        threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True).start()
     with os.fdopen(ready_read, "rb") as ready:
         answered = select.select([ready], [], [], HANDOVER_TIMEOUT_S)[0]
         answer = ready.read(len(READY_BYTE)) if answered else b""

@@ -14,15 +14,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.config import EDGE_OUTLINE_SHARE, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX
+from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
+                                 OVERLAY_PNG_COMPRESSION_LEVEL)
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import Measurement, edge_outline_share, measure_lesion, measurements_row
+from moleseg.core.measure import (Measurement, colour_measurements, edge_contact_ratio, edge_outline_share,
+                                  measure_lesion, measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay
@@ -37,18 +39,19 @@ CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
 #: or "check this segmentation", :data:`moleseg.core.report.SUBJECT_WORDS`; ``{confidence}``, ``{threshold}``: 0..1).
 CHECK_BORDER_NOTE = ("{check}: the model is unsure of it (confidence {confidence:.2f}, below its "
                      "calibrated {threshold:.2f})")
-#: What the exports say of a lesion reaching the picture's edge (``{share}``: 0..1 of its outline).
-BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture ({share:.0%} of its outline on the image edge): "
+#: What the exports say of a lesion reaching the picture's edge.
+BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture (it reaches the image edge): "
                        "its area and diameters are lower bounds")
 
 
-def beyond_picture_note(share: float | None) -> str | None:
-    """:data:`BEYOND_PICTURE_NOTE` for a lesion with ``share`` (0..1) of its outline on the image edge, when that
-    is at least :data:`moleseg.core.config.EDGE_OUTLINE_SHARE`; None otherwise or when ``share`` is None (cells
+def beyond_picture_note(contact_ratio: float | None) -> str | None:
+    """:data:`BEYOND_PICTURE_NOTE` for a lesion reaching the image edge along ``contact_ratio`` times its
+    equivalent diameter (:func:`moleseg.core.measure.edge_contact_ratio`), when that is at least
+    :data:`moleseg.core.config.EDGE_CONTACT_RATIO`; None otherwise or when ``contact_ratio`` is None (cells
     mode: cells cut by the frame are expected)."""
-    if share is None or share < EDGE_OUTLINE_SHARE:
+    if contact_ratio is None or contact_ratio < EDGE_CONTACT_RATIO:
         return None
-    return BEYOND_PICTURE_NOTE.format(share=share)
+    return BEYOND_PICTURE_NOTE
 
 
 @dataclass
@@ -95,11 +98,17 @@ class Analysis:
         is a cell and cells cut by the frame are expected)."""
         return None if self.cells else edge_outline_share(self.segmentation.lesion)
 
+    @functools.cached_property
+    def edge_contact_ratio(self) -> float | None:
+        """Length of image edge the lesion reaches over its equivalent diameter
+        (:func:`moleseg.core.measure.edge_contact_ratio`; None in cells mode)."""
+        return None if self.cells else edge_contact_ratio(self.segmentation.lesion)
+
     @property
     def beyond_picture(self) -> bool:
         """True when the lesion may extend beyond the picture (see
         :func:`moleseg.core.measure.extends_beyond_picture`): its area and diameters are lower bounds."""
-        return beyond_picture_note(self.edge_outline_share) is not None
+        return beyond_picture_note(self.edge_contact_ratio) is not None
 
     @property
     def warnings(self) -> list[str]:
@@ -109,17 +118,18 @@ class Analysis:
         if self.check_border and not self.error:
             found.append(CHECK_BORDER_NOTE.format(check=self.words["check"], confidence=self.confidence,
                                                   threshold=self.confidence_threshold))
-        beyond = beyond_picture_note(self.edge_outline_share)
+        beyond = beyond_picture_note(self.edge_contact_ratio)
         return found + ([beyond] if beyond else [])
 
     @property
     def flag_row(self) -> dict[str, Any]:
         """The CSV columns of the two warnings: ``confidence`` (0..1), ``check_border``, and outside cells
-        mode ``edge_outline_share`` (0..1) and ``beyond_picture``."""
+        mode ``edge_outline_share`` (0..1), ``edge_contact_ratio`` (0 and up) and ``beyond_picture``."""
         row: dict[str, Any] = {"confidence": round(self.confidence, 4), "check_border": self.check_border}
         share = self.edge_outline_share
         if share is not None:
-            row.update(edge_outline_share=round(share, 4), beyond_picture=self.beyond_picture)
+            row.update(edge_outline_share=round(share, 4), edge_contact_ratio=round(self.edge_contact_ratio, 4),
+                       beyond_picture=self.beyond_picture)
         return row
 
     @functools.cached_property
@@ -193,9 +203,10 @@ class Analysis:
         return "; ".join(parts) or None
 
     def files(self, stem: str) -> dict[str, bytes]:
-        """``<stem>_overlay.png``, ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values)."""
+        """``<stem>_overlay.png`` (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`),
+        ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png`` (class values); all lossless."""
         return {
-            f"{stem}_overlay.png": encode_png(self.overlay),
+            f"{stem}_overlay.png": encode_png(self.overlay, OVERLAY_PNG_COMPRESSION_LEVEL),
             f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
             f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
         }
@@ -254,9 +265,11 @@ def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Pa
     return written
 
 
-def _measured(analysis: Analysis) -> Analysis:
+def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
-    field (two classes, :mod:`moleseg.core.objects`)."""
+    field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
+    (:func:`moleseg.core.measure.colour_measurements`) being made in another thread, appended where
+    :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -267,7 +280,10 @@ def _measured(analysis: Analysis) -> Analysis:
     elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
-                                               pixel_size_mm=analysis.pixel_size_mm, image=analysis.image)
+                                               pixel_size_mm=analysis.pixel_size_mm,
+                                               image=analysis.image if colours is None else None)
+        if colours is not None:
+            analysis.measurements += colours.result()
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -342,11 +358,15 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
                        style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
     the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
-    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL)."""
+    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
+    colours are measured by ``drawer`` too, first, which balances the two threads' work."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
+    colours = None
+    if not analysis.cells and segmentation.lesion.any():
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
     try:
-        _measured(analysis)
+        _measured(analysis, colours)
     finally:
         encoded = encoding.result()
     return analysis, encoded
@@ -422,7 +442,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,
-                  note: Callable[[str, str], None] | None = None) -> PredictOutcome:
+                  note: Callable[[str, str], None] | None = None,
+                  output_names: Sequence[str] | None = None) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
     A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
@@ -434,16 +455,23 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     ----------
     batch_size
         Images per network call (>= 1).
+    pixel_size_mm
+        mm per pixel of every image; None: a DICOM file's own pixel spacing, pixels for other files.
     progress
         Called with the number of files done (written or skipped) after each batch.
     note
         Called with ``(file name, message)`` for an image written with a note ("no lesion found").
+    output_names
+        The output stems of ``files`` (default :func:`output_stems` of them; a shard of an archive passes
+        those of the whole archive, so its files are named as in a single run).
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from moleseg.core.dicomio import dicom_pixel_size
     from moleseg.core.imageio import ImageReadError, read_image
 
-    stems = dict(zip(files, output_stems(files)))
+    stems = dict(zip(files, output_stems(files) if output_names is None else output_names))
+    file_sizes: dict[int, float | None] = {}  # a DICOM file's own pixel spacing, when no pixel size is given
     outcome = PredictOutcome()
     failures: list[tuple[int, str, str]] = []
     batch_size = max(1, int(batch_size))
@@ -454,6 +482,8 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         try:
             image = read_image(path)
             check_image_side(image)
+            if pixel_size_mm is None:
+                file_sizes[index] = dicom_pixel_size(path)
             return image
         except (ImageReadError, ValueError) as error:
             reason = str(error)
@@ -464,7 +494,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         path = files[index]
         segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
         analysis, encoded = measure_and_encode(image, segmentation, segmenter, stems[path], drawer,
-                                               pixel_size_mm=pixel_size_mm)
+                                               pixel_size_mm=pixel_size_mm or file_sizes.get(index))
         try:
             if outlines:
                 encoded.update(analysis.outline_files(stems[path], outlines))

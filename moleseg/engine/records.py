@@ -1,11 +1,16 @@
-"""Saved analyses: an SQLite database of lesions and visits, each owned by the user who saved it, with an
-append-only audit trail (:mod:`moleseg.engine.audit`), and the image and mask files beside it.
+"""Saved analyses: a database of lesions and visits, each owned by the user who saved it, with an
+append-only audit trail (:mod:`moleseg.engine.audit`), and their image and mask files.
 
-Layout of the data folder (:func:`moleseg.core.config.data_dir`, ``MOLESEG_DATA_DIR`` overrides it)::
+The database is the SQLite file ``records.sqlite`` of the data folder (:func:`moleseg.core.config.data_dir`,
+``MOLESEG_DATA_DIR`` overrides it) by default, or the PostgreSQL database of the setting ``database_url``
+(:mod:`moleseg.engine.recordspg`), which several app replicas share. The queries are SQLAlchemy Core text,
+the same for both. Layout of the data folder::
 
-    records.sqlite            the database (WAL journal: records.sqlite-wal, records.sqlite-shm)
+    records.sqlite            the SQLite database (WAL journal: records.sqlite-wal, records.sqlite-shm)
     files/<uid>/image.png     the analysed image (lossless)
     files/<uid>/mask.png      the lesion mask (0/255)
+
+The files folder is the setting ``records_files_dir`` when set (a volume every replica mounts).
 
 Nothing identifies a person unless the user types it: the lesion identifier is free text and optional.
 
@@ -16,14 +21,16 @@ exports and deletes only the records they own; an admin user reaches all. A reco
 refused with the very message of a missing one, so guessing ids reveals nothing. Records saved before
 records had owners have the owner :data:`NO_OWNER`: only admins (and personal mode, whose one user is an
 admin) reach them. The ``audit`` table records who saved, opened, exported and deleted which record, and
-when; SQLite triggers refuse any change or deletion of its rows.
+when; triggers (SQLite's, or a PostgreSQL trigger function) refuse any change or deletion of its rows.
 
 Safety
 ------
-* The database file is opened, checked, created and migrated by :mod:`moleseg.engine.recordsdb`: it is
-  checked whenever a :class:`Records` is made and, the first time in a process, page by page; a damaged,
-  empty, foreign or newer file, or a folder in its place, is refused with :class:`RecordsError` naming the
-  file, the cause and what to do, and every ``sqlite3`` error becomes one. Each save is one transaction.
+* The database is opened, checked, created and migrated by :mod:`moleseg.engine.recordsdb` (SQLite) or
+  :mod:`moleseg.engine.recordspg` (PostgreSQL): it is checked whenever a :class:`Records` is made and, the
+  first time in a process, page by page (SQLite) or row by row with its audit triggers (PostgreSQL); a
+  damaged, empty, foreign or newer database, or a folder in its place, is refused with :class:`RecordsError`
+  naming the database (a URL's password masked), the cause and what to do, and every driver error becomes
+  one. Each save is one transaction.
 * A save writes the two files first (:func:`moleseg.core.atomic.atomic_write`), then inserts the row and
   its audit entry and commits. If anything fails before the commit, the row is rolled back and the files
   are removed, so an interrupted save leaves no half record. A crash of the process between the file
@@ -39,7 +46,6 @@ import json
 import math
 import re
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -49,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy
 
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import RECORDS_DB_NAME, data_dir
@@ -56,9 +63,11 @@ from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
 from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
+from moleseg.core.settings import load_settings
 from moleseg.engine.audit import AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
+from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_postgres_error
 
 __all__ = [
     "AUDIT_ACTIONS",
@@ -67,6 +76,7 @@ __all__ = [
     "NO_OWNER",
     "NoSuchRecord",
     "ORPHAN_MIN_AGE_S",
+    "PG_MIGRATIONS",
     "AuditEntry",
     "LesionSummary",
     "Record",
@@ -74,6 +84,7 @@ __all__ = [
     "RecordsError",
     "SavedAnalysis",
     "User",
+    "describe_postgres_error",
     "describe_sqlite_error",
     "insert_analysis_row",
 ]
@@ -94,8 +105,8 @@ _COLUMNS = ("id", "uid", "saved_at", "owner", "lesion", "visit_date", "body_site
             "measurements", "model_name", "model_version", "cleanup", "lesion_threshold", "pixel_size_mm",
             "corrected")
 
-#: Databases (resolved paths) that passed the start-up check in this process.
-_CHECKED: set[Path] = set()
+#: Databases (SQLite paths, PostgreSQL URLs) that passed the start-up check in this process.
+_CHECKED: set[str] = set()
 _CHECKED_LOCK = threading.Lock()
 
 
@@ -189,18 +200,24 @@ def _decode_measurements(text: str) -> list[Measurement]:
             for item in json.loads(text)]
 
 
-def _record(row: sqlite3.Row) -> Record:
-    values = dict(row)
+def _record(row: sqlalchemy.Row) -> Record:
+    values = dict(row._mapping)
     return Record(**{**values, "measurements": _decode_measurements(values["measurements"]),
                      "cleanup": json.loads(values["cleanup"]), "corrected": bool(values["corrected"])})
 
 
-def insert_analysis_row(connection: sqlite3.Connection, values: dict[str, Any]) -> int:
+def insert_analysis_row(connection: sqlalchemy.Connection, values: dict[str, Any]) -> int:
     """Insert one row of ``analyses`` (inside the caller's transaction); returns its id."""
     names = [name for name in _COLUMNS if name != "id"]
-    cursor = connection.execute(f"INSERT INTO analyses ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                                [values[name] for name in names])
-    return int(cursor.lastrowid)
+    statement = (f"INSERT INTO analyses ({', '.join(names)}) VALUES ({', '.join(':' + name for name in names)}) "
+                 "RETURNING id")
+    return int(connection.execute(sqlalchemy.text(statement), {name: values[name] for name in names}).scalar_one())
+
+
+def _query(connection: sqlalchemy.Connection, statement: str, arguments: dict[str, Any] | None = None
+           ) -> list[sqlalchemy.Row]:
+    """The rows of ``statement`` (SQL text with ``:name`` arguments)."""
+    return list(connection.execute(sqlalchemy.text(statement), arguments or {}).all())
 
 
 def _clean_text(value: Any, name: str, max_length: int = 2000) -> str:
@@ -225,32 +242,59 @@ def _visit_date(value: date | str | None) -> str:
 
 
 class Records:
-    """The records database of one data folder.
+    """The records database of one data folder, or of the PostgreSQL database of ``database_url``.
 
     Parameters
     ----------
     folder : path, optional
-        The data folder; default :func:`moleseg.core.config.data_dir`. Created when missing.
+        The data folder: the SQLite database's, and the files' unless ``files_dir``; default
+        :func:`moleseg.core.config.data_dir`. Created when missing.
+    database_url : str, optional
+        A PostgreSQL URL (``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``) instead of the SQLite file. With
+        neither ``folder`` nor ``database_url``, the settings' ``database_url`` (SQLite when empty).
+    files_dir : path, optional
+        The folder of the image and mask files; default the settings' ``records_files_dir`` when no
+        ``folder`` is given, else ``files`` in the data folder.
 
     Raises
     ------
     RecordsError
-        The folder cannot be created, or the database is damaged, empty, foreign, newer than this moleseg,
-        a folder, or unreadable (the message names the file and says what to do).
+        The folder cannot be created, or the database is unreachable, damaged, empty, foreign, newer than this
+        moleseg, a folder, or unreadable (the message names it, a URL's password masked, and says what to do).
 
-    Every method opens its own connection, so one ``Records`` may be shared by threads.
+    Attributes
+    ----------
+    folder : Path
+        The data folder.
+    files : Path
+        The folder of the image and mask files (``files/<uid>/``).
+    path : Path
+        The SQLite database file (where it is, or would be: unused with ``database_url``).
+    database : RecordsDatabase or PostgresDatabase
+        The database, with its checks and its connections.
+
+    Every method opens its own connection (PostgreSQL: from the process's pool), so one ``Records`` may be
+    shared by threads.
     """
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path | None = None, *, database_url: str | None = None,
+                 files_dir: str | Path | None = None) -> None:
+        if folder is None and database_url is None:
+            settings = load_settings()
+            database_url = settings.database_url or None
+            files_dir = files_dir if files_dir is not None else settings.records_files_dir
         self.folder = Path(folder) if folder is not None else data_dir()
+        self.files = Path(files_dir) if files_dir is not None else self.folder / FILES_FOLDER
         self.path = self.folder / RECORDS_DB_NAME
-        self.database = RecordsDatabase(self.path)
-        try:
-            (self.folder / FILES_FOLDER).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise RecordsError(f"The records folder {self.folder} cannot be created: "
-                               f"{error.strerror or error}.") from error
-        key = self.path.absolute()
+        self.database: RecordsDatabase | PostgresDatabase = (
+            PostgresDatabase(database_url) if database_url else RecordsDatabase(self.path))
+        for needed in ([] if database_url else [self.folder]) + [self.files]:
+            try:
+                needed.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise RecordsError(f"The records folder {needed} cannot be created: "
+                                   f"{error.strerror or error}.") from error
+        key = database_url or str(self.path.absolute())
         with _CHECKED_LOCK:
             checked = key in _CHECKED
         self.database.create_or_check(integrity=not checked)
@@ -259,30 +303,34 @@ class Records:
             with _CHECKED_LOCK:
                 _CHECKED.add(key)
 
-    # -- connection, creation and checks ------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        """Where the records are, for messages: the SQLite file, or the PostgreSQL URL with its password
+        masked."""
+        return self.database.name
 
     @property
     def schema_version(self) -> int:
-        """The schema version of the database (``PRAGMA user_version``)."""
+        """The schema version of the database."""
         return self.database.schema_version
 
     # -- ownership and audit ------------------------------------------------------------------------
 
     @staticmethod
-    def _reach(user: User) -> tuple[str, list[Any]]:
+    def _reach(user: User) -> tuple[str, dict[str, Any]]:
         """The SQL condition (and its arguments) of the records ``user`` may reach."""
-        return ("1", []) if user.admin else ("owner = ?", [user.name])
+        return ("1 = 1", {}) if user.admin else ("owner = :owner", {"owner": user.name})
 
-    def _owned(self, connection: sqlite3.Connection, user: User, record_id: int) -> Record:
+    def _owned(self, connection: sqlalchemy.Connection, user: User, record_id: int) -> Record:
         condition, arguments = self._reach(user)
-        row = connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = ? AND {condition}",
-                                 [int(record_id), *arguments]).fetchone()
-        if row is None:  # someone else's record reads as a missing one
+        rows = _query(connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id AND {condition}",
+                      {"id": int(record_id), **arguments})
+        if not rows:  # someone else's record reads as a missing one
             raise NoSuchRecord(record_id)
-        return _record(row)
+        return _record(rows[0])
 
     @staticmethod
-    def _audit(connection: sqlite3.Connection, user: User, action: str, record: Record) -> None:
+    def _audit(connection: sqlalchemy.Connection, user: User, action: str, record: Record) -> None:
         append_audit(connection, user.name, action, record.id, record.uid)
 
     def log(self, user: User, record_id: int, action: str) -> None:
@@ -353,19 +401,19 @@ class Records:
             "pixel_size_mm": None if pixel_size_mm is None else float(pixel_size_mm),
             "corrected": int(bool(corrected)),
         }
-        files = self.folder / FILES_FOLDER / uid
+        files = self.files / uid
         try:
             try:
                 files.mkdir()
                 atomic_write(files / IMAGE_FILE, encode_png(picture))
                 atomic_write(files / MASK_FILE, encode_png(lesion_mask))
             except OSError as error:
-                raise RecordsError(f"The records files in {self.folder / FILES_FOLDER} cannot be written: "
+                raise RecordsError(f"The records files in {self.files} cannot be written: "
                                    f"{error.strerror or error}.") from error
             with self.database.transaction() as connection:
                 row_id = insert_analysis_row(connection, values)
-                self._audit(connection, user, "saved", _record(connection.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = ?", (row_id,)).fetchone()))
+                self._audit(connection, user, "saved", _record(_query(
+                    connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id", {"id": row_id})[0]))
         except BaseException:
             shutil.rmtree(files, ignore_errors=True)
             try:
@@ -381,10 +429,10 @@ class Records:
         condition, arguments = self._reach(user)
         query = f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE {condition}"
         if lesion is not None:
-            query += " AND lesion = ?"
-            arguments.append(lesion)
+            query += " AND lesion = :lesion"
+            arguments["lesion"] = lesion
         with self.database.connection() as connection:
-            rows = connection.execute(query + " ORDER BY visit_date DESC, id DESC", arguments).fetchall()
+            rows = _query(connection, query + " ORDER BY visit_date DESC, id DESC", arguments)
         return [_record(row) for row in rows]
 
     def lesions(self, user: User) -> list[LesionSummary]:
@@ -392,9 +440,9 @@ class Records:
         most recent visit first."""
         condition, arguments = self._reach(user)
         with self.database.connection() as connection:
-            rows = connection.execute(
-                f"SELECT lesion, COUNT(*), MIN(visit_date), MAX(visit_date) FROM analyses WHERE {condition} "
-                "GROUP BY lesion ORDER BY MAX(visit_date) DESC, lesion", arguments).fetchall()
+            rows = _query(connection, f"SELECT lesion, COUNT(*), MIN(visit_date), MAX(visit_date) FROM analyses "
+                                      f"WHERE {condition} GROUP BY lesion ORDER BY MAX(visit_date) DESC, lesion",
+                          arguments)
         return [LesionSummary(row[0], int(row[1]), row[2], row[3]) for row in rows]
 
     def record(self, user: User, record_id: int) -> Record:
@@ -419,7 +467,7 @@ class Records:
                 self._audit(connection, user, "opened", record)
         else:
             record = self.record(user, record_id)
-        files = self.folder / FILES_FOLDER / record.uid
+        files = self.files / record.uid
         image = read_image(files / IMAGE_FILE)
         mask = read_mask(files / MASK_FILE, allow_empty=True)
         return SavedAnalysis(record=record, image=image, mask=mask)
@@ -429,18 +477,18 @@ class Records:
         reach it."""
         with self.database.transaction() as connection:
             record = self._owned(connection, user, record_id)
-            connection.execute("DELETE FROM analyses WHERE id = ?", (record.id,))
+            connection.execute(sqlalchemy.text("DELETE FROM analyses WHERE id = :id"), {"id": record.id})
             self._audit(connection, user, "deleted", record)
-        shutil.rmtree(self.folder / FILES_FOLDER / record.uid, ignore_errors=True)
+        shutil.rmtree(self.files / record.uid, ignore_errors=True)
 
     def remove_orphans(self, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
         """Delete the ``files/<uid>`` folders no record refers to (left by a process killed mid-save) and
         older than ``min_age_s`` seconds (younger ones may belong to a save in progress); returns how many."""
         with self.database.connection() as connection:
-            known = {row[0] for row in connection.execute("SELECT uid FROM analyses")}
+            known = {row[0] for row in _query(connection, "SELECT uid FROM analyses")}
         removed = 0
         now = time.time()
-        for folder in (self.folder / FILES_FOLDER).iterdir():
+        for folder in self.files.iterdir():
             if (_UID.fullmatch(folder.name) and folder.name not in known and folder.is_dir()
                     and now - folder.stat().st_mtime >= min_age_s):
                 shutil.rmtree(folder, ignore_errors=True)

@@ -1,5 +1,7 @@
-"""The records database file: opening it, checking it (a file, not empty, our tables, a known schema version,
-its pages), creating it, migrating its schema, and every ``sqlite3`` error as one sentence.
+"""The SQLite records database file: opening it, checking it (a file, not empty, our tables, a known schema
+version, its pages), creating it, migrating its schema, and every ``sqlite3`` error as one sentence. The
+records reach it through SQLAlchemy Core connections (:meth:`RecordsDatabase.connection`), as they reach the
+PostgreSQL database of :mod:`moleseg.engine.recordspg`.
 
 * A new database is built beside its place and linked there only when complete. An existing file is
   checked (and, when asked, page by page with ``PRAGMA quick_check``): a damaged, empty (0 bytes), foreign or
@@ -24,6 +26,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy.pool import NullPool
 
 #: Seconds a writer waits for another's transaction before giving up.
 BUSY_TIMEOUT_S: float = 30.0
@@ -55,7 +60,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at TEXT NOT NULL,
-        user TEXT NOT NULL,
+        "user" TEXT NOT NULL,
         action TEXT NOT NULL,
         record_id INTEGER NOT NULL,
         record_uid TEXT NOT NULL
@@ -67,8 +72,8 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     """,
 )
-#: The tables each schema version has (a file without them is not a records database).
-_TABLES: tuple[frozenset[str], ...] = (frozenset(), frozenset({"analyses"}), frozenset({"analyses", "audit"}))
+#: The tables each schema version has (a database without them is not a records database).
+SCHEMA_TABLES: tuple[frozenset[str], ...] = (frozenset(), frozenset({"analyses"}), frozenset({"analyses", "audit"}))
 
 
 #: What to say for SQLite's primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``).
@@ -89,6 +94,22 @@ class RecordsError(ValueError):
     """The records database cannot be used; the message names the file, the cause and what to do."""
 
 
+#: How the refusal of a database at start-up ends.
+REFUSED: str = "; analysis works, saving is refused until then."
+
+
+def refusal(name: str, cause: str) -> RecordsError:
+    """The error saying that the database ``name`` (a file, or a URL with its password masked) ``cause``
+    (e.g. "is a folder, ..."), and that analysis works."""
+    return RecordsError(f"The records database {name} {cause}{REFUSED}")
+
+
+def refused(error: RecordsError) -> RecordsError:
+    """``error`` (a database error met at start-up) ending with :data:`REFUSED`."""
+    message = str(error)
+    return error if message.endswith(REFUSED) else RecordsError(f"{message.rstrip('.')}{REFUSED}")
+
+
 def describe_sqlite_error(path: Path, error: sqlite3.Error) -> str:
     """One sentence naming the database and the cause of ``error``."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -97,7 +118,7 @@ def describe_sqlite_error(path: Path, error: sqlite3.Error) -> str:
     return f"The records database {path} cannot be used: {cause or detail} ({detail})."
 
 
-def _split_statements(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
     """The SQL statements of ``script`` (a trigger's ``BEGIN ... END`` body stays in one)."""
     statements: list[str] = []
     pending = ""
@@ -116,7 +137,7 @@ def migrate(connection: sqlite3.Connection) -> None:
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         for step in range(version, len(MIGRATIONS)):
-            for statement in _split_statements(MIGRATIONS[step]):
+            for statement in split_statements(MIGRATIONS[step]):
                 connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         connection.execute("COMMIT")
@@ -133,17 +154,67 @@ class RecordsDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.folder = path.parent
+        self.name = str(path)
+        self._engine = sqlalchemy.create_engine("sqlite://", creator=self._connect, poolclass=NullPool)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A configured ``sqlite3`` connection to the existing file (SQLAlchemy's creator; autocommit)."""
+        connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S,
+                                     isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Every ``sqlite3`` error inside (raw or wrapped by SQLAlchemy) as a :class:`RecordsError`."""
+        try:
+            yield
+        except sqlalchemy.exc.DBAPIError as error:
+            if isinstance(error.orig, sqlite3.Error):
+                raise RecordsError(describe_sqlite_error(self.path, error.orig)) from error
+            raise
+        except sqlite3.Error as error:
+            raise RecordsError(describe_sqlite_error(self.path, error)) from error
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlalchemy.Connection]:
+        """A SQLAlchemy connection to the existing database (never creates one; reads in autocommit), closed
+        when the ``with`` ends; a ``sqlite3`` error inside becomes a :class:`RecordsError`."""
+        with self._errors(), self._engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlalchemy.Connection]:
+        """A SQLAlchemy connection inside ``BEGIN IMMEDIATE``: committed when the ``with`` succeeds, else rolled
+        back (when SQLite has not already rolled it back itself, as after a full disk)."""
+        with self._errors(), self._engine.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                try:
+                    connection.rollback()
+                except sqlalchemy.exc.DBAPIError:
+                    pass  # the error that stopped the transaction is the one to report
+                raise
+            connection.commit()
 
     def refuse(self, cause: str) -> RecordsError:
         """The error saying that the database ``cause`` (e.g. "is a folder, ..."), and that analysis works."""
-        return RecordsError(f"The records database {self.path} {cause}; analysis works, saving is refused until "
-                            f"then.")
+        return refusal(self.name, cause)
 
     @contextmanager
-    def connection(self, configure: bool = True) -> Iterator[sqlite3.Connection]:
-        """A new connection to the existing database (never creates one; autocommit, transactions explicit),
-        closed when the ``with`` ends; a ``sqlite3`` error inside becomes a :class:`RecordsError`.
-        ``configure`` sets the WAL journal, which writes to the file (False: a file not yet checked)."""
+    def raw_connection(self, configure: bool = True) -> Iterator[sqlite3.Connection]:
+        """A ``sqlite3`` connection to the existing database (never creates one; autocommit, transactions
+        explicit) for the file's checks and migrations, closed when the ``with`` ends; a ``sqlite3`` error
+        inside becomes a :class:`RecordsError`. ``configure`` sets the WAL journal, which writes to the file
+        (False: a file not yet checked)."""
         target = self.path.absolute()
         try:
             connection = sqlite3.connect(f"{target.as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S,
@@ -159,23 +230,6 @@ class RecordsDatabase:
                 connection.close()
         except sqlite3.Error as error:
             raise RecordsError(describe_sqlite_error(self.path, error)) from error
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``: committed when the ``with`` succeeds, else rolled back
-        (when SQLite has not already rolled it back itself, as after a full disk)."""
-        with self.connection() as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    try:
-                        connection.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # the error that stopped the transaction is the one to report
-                raise
 
     def create_or_check(self, integrity: bool = True) -> None:
         """Create the database when there is none (built beside it, linked in place only when complete), or
@@ -194,24 +248,24 @@ class RecordsDatabase:
             raise self.refuse("is empty (0 bytes), not a records database: restore it from a backup, or move "
                                "it away to start a new one")
         try:
-            with self.connection(configure=False) as connection:  # a foreign file is left exactly as it is
+            with self.raw_connection(configure=False) as connection:  # a foreign file is left exactly as it is
                 problems = ([row[0] for row in connection.execute("PRAGMA quick_check").fetchall()] if integrity
                             else ["ok"])
                 version = int(connection.execute("PRAGMA user_version").fetchone()[0])
                 tables = {row[0] for row in connection.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
-            if problems == ["ok"] and 0 < version < len(MIGRATIONS) and _TABLES[version] <= tables:
-                with self.connection() as connection:
+            if problems == ["ok"] and 0 < version < len(MIGRATIONS) and SCHEMA_TABLES[version] <= tables:
+                with self.raw_connection() as connection:
                     migrate(connection)
         except RecordsError as error:
-            raise RecordsError(f"{str(error).rstrip('.')}; analysis works, saving is refused until then.") from None
+            raise refused(error) from None
         if problems != ["ok"]:
             raise self.refuse(f"is damaged ({problems[0]}): restore it from a backup, or move it away to start "
                                f"a new one")
         if version > len(MIGRATIONS):
             raise self.refuse(f"is from a newer moleseg (schema {version}, this one knows {len(MIGRATIONS)}): "
                                f"update moleseg to open it")
-        if version == 0 or not _TABLES[min(version, len(MIGRATIONS))] <= tables:
+        if version == 0 or not SCHEMA_TABLES[min(version, len(MIGRATIONS))] <= tables:
             found = ", ".join(sorted(tables)) or "no tables"
             raise self.refuse(f"is not a moleseg records database (it holds {found}): move it away to start a "
                                f"new one")
@@ -243,5 +297,5 @@ class RecordsDatabase:
     @property
     def schema_version(self) -> int:
         """The schema version of the database (``PRAGMA user_version``)."""
-        with self.connection() as connection:
+        with self.raw_connection() as connection:
             return int(connection.execute("PRAGMA user_version").fetchone()[0])

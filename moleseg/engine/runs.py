@@ -51,6 +51,7 @@ class RunFiles:
     PROGRESS: ClassVar[str] = "progress.json"
     CANCEL: ClassVar[str] = "cancel"
     JOB_LOG: ClassVar[str] = "job.log"
+    BASE_COMPARISON: ClassVar[str] = "base_comparison.json"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -109,6 +110,12 @@ class RunFiles:
     def job_log(self) -> Path:
         """The runner's stdout and stderr."""
         return self.run_dir / self.JOB_LOG
+
+    @property
+    def base_comparison(self) -> Path:
+        """A fine-tune's validation images scored by the model it started from and by the new one (JSON,
+        :class:`moleseg.engine.finetune.BaseComparison`)."""
+        return self.run_dir / self.BASE_COMPARISON
 
 
 HISTORY_COLUMNS: tuple[str, ...] = (

@@ -147,11 +147,12 @@ def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:
     one comparison per class: faster than ``np.argmax`` over the strided last axis (``docs/performance.md``)."""
     labels = np.full(probabilities.shape[:-1], first, dtype=np.uint8)
     best = probabilities[..., first]
-    for index in range(first + 1, probabilities.shape[-1]):
+    last = probabilities.shape[-1] - 1
+    for index in range(first + 1, last + 1):
         candidate = probabilities[..., index]
-        better = candidate > best
-        labels[better] = index
-        best = np.maximum(best, candidate)
+        np.copyto(labels, np.uint8(index), where=candidate > best)
+        if index < last:  # the last class's maximum is never compared again
+            best = np.maximum(best, candidate)
     return labels
 
 

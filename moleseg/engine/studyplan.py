@@ -46,6 +46,7 @@ from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.errors import first_line
 from moleseg.core.pairing import Pair, PairingError, pair_folders
+from moleseg.core.words import count_of
 
 #: Designs a study file may ask for.
 DESIGNS: tuple[str, ...] = ("one-at-a-time", "grid")
@@ -397,7 +398,8 @@ def config_digest(config: dict[str, Any]) -> str:
 def describe_plan(study: Study) -> str:
     """The ``--dry-run`` listing: every run and the options it sets beyond the base."""
     runs = plan(study)
-    lines = [f"study {study.name}: {len(runs)} run(s), design {study.design}, {study.repeats} seed(s) per setting",
+    lines = [f"study {study.name}: {count_of(len(runs), 'run')}, design {study.design}, "
+             f"{count_of(study.repeats, 'seed')} per setting",
              "base: " + ", ".join(f"{k}={v}" for k, v in sorted(study.base.items()))]
     for run in runs:
         extra = ", ".join(f"{k}={v}" for k, v in run.overrides.items()) or "(base)"
@@ -409,6 +411,18 @@ def study_files(folder: str | Path | None = None) -> list[Path]:
     """The ``*.yaml`` study files of ``folder`` (default :data:`moleseg.core.config.STUDIES_DIR`), sorted."""
     folder = Path(folder) if folder else STUDIES_DIR
     return sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+#: The stem ending of a study file sized for a GPU machine (``moles-gpu.yaml``); the others fit a CPU.
+GPU_STUDY_SUFFIX = "-gpu"
+
+
+def default_study_file(files: Sequence[Path], gpu: bool) -> Path | None:
+    """The study file to offer first: the first of ``files`` sized for the machine (a ``*-gpu`` one when it has
+    a GPU, another on a CPU machine), dermoscopy (``moles``) before cells; the first file when none fits."""
+    fitting = [path for path in files if path.stem.endswith(GPU_STUDY_SUFFIX) == gpu]
+    ranked = sorted(fitting, key=lambda path: (not path.stem.startswith("moles"), len(path.stem), path.name))
+    return ranked[0] if ranked else (files[0] if files else None)
 
 
 # --------------------------------------------------------------------------------------------------

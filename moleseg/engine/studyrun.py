@@ -24,8 +24,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
+from moleseg.core.config import STUDIES_DIR
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.words import count_of
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
                                  write_json)
@@ -147,13 +149,16 @@ def _study_progress_of(fields: RecordFields) -> StudyProgress:
 
 @dataclass(frozen=True)
 class StudyFolder:
-    """What the app shows of a study folder: its plan, progress, rows (``study.csv``) and verdicts text."""
+    """What the app shows of a study folder: its plan, progress, rows (``study.csv``) and verdicts text;
+    ``results_only`` for a folder of results alone (``study.csv`` without ``plan.json``, like the shipped
+    :func:`shipped_results`), shown read-only."""
 
     path: Path
     plan: StudyPlanRecord
     progress: StudyProgress
     rows: list[dict[str, str]]
     verdicts: str
+    results_only: bool = False
 
     @property
     def total_runs(self) -> int:
@@ -163,6 +168,8 @@ class StudyFolder:
     def describe(self) -> str:
         """The progress in words (:meth:`StudyProgress.describe`; ``"0/N runs finished (not started)"`` before
         the study writes any)."""
+        if self.results_only:
+            return f"results of {count_of(len(self.rows), 'finished run')} (read-only: the run folders are not here)"
         if self.progress.runs:
             return self.progress.describe()
         return f"0/{self.total_runs} runs finished ({self.progress.status})"
@@ -178,13 +185,44 @@ def read_study_folder(out: str | Path) -> StudyFolder:
     """
     out = Path(out)
     plan_record = read_plan(out)
-    if plan_record is None:
-        raise StudyError(f"{out}: not a study folder (no {PLAN_JSON})")
+    if plan_record is None and not (out / STUDY_CSV).is_file():
+        raise StudyError(f"{out}: not a study folder (no {PLAN_JSON} and no {STUDY_CSV})")
     rows: list[dict[str, str]] = []
     if (out / STUDY_CSV).is_file():
-        rows = list(csv.DictReader(io.StringIO((out / STUDY_CSV).read_text(encoding="utf-8"))))
+        try:
+            rows = list(csv.DictReader(io.StringIO((out / STUDY_CSV).read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise StudyError(f"{out / STUDY_CSV}: cannot be read ({first_line(error)})") from None
     verdict_text = (out / VERDICTS_MD).read_text(encoding="utf-8") if (out / VERDICTS_MD).is_file() else ""
+    if plan_record is None:  # results alone: finished, nothing to follow
+        return StudyFolder(path=out, plan=StudyPlanRecord(name=out.name), rows=rows, verdicts=verdict_text,
+                           progress=StudyProgress(runs=len(rows), done=len(rows), status="finished"),
+                           results_only=True)
     return StudyFolder(path=out, plan=plan_record, progress=read_progress(out), rows=rows, verdicts=verdict_text)
+
+
+#: Results of the studies shipped with a checkout: ``docs/studies/<name>/`` (``study.csv``, ``verdicts.md``).
+SHIPPED_RESULTS_DIR: Path = STUDIES_DIR.parent / "docs" / "studies"
+
+
+def shipped_results(folder: str | Path | None = None) -> list[Path]:
+    """The results folders (holding ``study.csv``) in ``folder`` (default :data:`SHIPPED_RESULTS_DIR`), sorted;
+    none in an installed package."""
+    root = Path(folder) if folder else SHIPPED_RESULTS_DIR
+    return sorted(p for p in root.iterdir() if (p / STUDY_CSV).is_file()) if root.is_dir() else []
+
+
+def mean_fm_by_setting(rows: Sequence[dict[str, str]]) -> dict[str, float]:
+    """Mean test FM (0..1) of each setting of ``study.csv``'s rows (its seeds averaged), keyed
+    ``"factor = setting"`` (``"base"`` for the base), in the rows' order."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        key = "base" if row.get("factor") == "base" else f"{row.get('factor')} = {row.get('setting')}"
+        try:
+            values.setdefault(key, []).append(float(row["fm_mean"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return {key: sum(fms) / len(fms) for key, fms in values.items()}
 
 
 def study_of_folder(out: str | Path) -> Study | None:
@@ -392,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, OSError) as error:
         log(f"error: {first_line(error)}")
         return 2
-    log(f"{len(rows)} run(s) finished")
+    log(f"{count_of(len(rows), 'run')} finished")
     return 0
 
 

@@ -1,4 +1,11 @@
-"""A per-machine cache of the inference graph of a ``.keras`` file, so that a new process starts fast.
+"""A per-machine cache of the inference graph of a ``.keras`` file, so that a new process starts fast; and the
+shipped models' own inference-ready ONNX files, which make that cache unneeded for them.
+
+A shipped model (a ``.keras`` file in :func:`moleseg.core.config.models_dir`) comes with its ONNX file,
+converted and checked against TensorFlow on real images when the model was made (:mod:`moleseg.tools.shipped`),
+whose SHA-256 and source model's digest its record ``models/<name>.json`` keeps (:data:`SHIPPED_ONNX_KEY`):
+:func:`shipped_onnx` checks both before the file is used, so no user machine converts a shipped model. A
+file that fails a check is not used (the caller warns) and the per-machine cache below takes over.
 
 Two kinds of entry, one folder each under :func:`inference_cache_root`:
 
@@ -47,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moleseg.core.atomic import TEMPORARY_PREFIX, atomic_write
-from moleseg.core.config import cache_dir
+from moleseg.core.config import cache_dir, models_dir
 from moleseg.core.modelinfo import INFO_ENTRY
 
 #: Changes whenever what is cached changes (the folding, the signature): old entries are then ignored.
@@ -73,6 +80,16 @@ UNUSABLE_FILE: str = "unusable.txt"
 RUNTIME_ENV: str = "MOLESEG_RUNTIME"
 #: Prediction runtimes, the default first. Training always runs in TensorFlow.
 RUNTIMES: tuple[str, ...] = ("onnxruntime", "tensorflow")
+
+
+#: Section of a shipped model's record (``models/<name>.json``) that describes the ONNX file shipped beside
+#: its ``.keras`` file: ``file`` (name in the models folder), ``sha256``, ``network_digest``
+#: (:func:`shipped_network_digest` of the ``.keras`` file it was converted from) and the check against TensorFlow.
+SHIPPED_ONNX_KEY: str = "onnx"
+#: Changes whenever the shipped ONNX conversion (or its record) changes: older shipped files are then ignored.
+SHIPPED_FORMAT: str = "shipped-onnx-1"
+#: Largest shipped model record read, in bytes (the dermoscopy record is about 110 kB).
+MAX_RECORD_BYTES: int = 4 * 1024 * 1024
 
 
 def inference_cache_root() -> Path:
@@ -138,6 +155,62 @@ def onnx_digest(path: str | Path) -> str:
     return _archive_digest(path, f"{ONNX_FORMAT}|{onnxruntime.__version__}")
 
 
+def shipped_network_digest(path: str | Path) -> str:
+    """Key of a ``.keras`` file's shipped ONNX file, computed without TensorFlow: its network entries and
+    :data:`SHIPPED_FORMAT` (no runtime version: the file was checked against TensorFlow when the model was made,
+    and ONNX Runtime reads older operator sets)."""
+    return _archive_digest(path, SHIPPED_FORMAT)
+
+
+def shipped_record_path(path: str | Path) -> Path | None:
+    """``models/<name>.json`` of a model file in the shipped models folder (:func:`moleseg.core.config.models_dir`),
+    or None for a model file anywhere else (a user's own model: converted in the per-machine cache)."""
+    path = Path(path)
+    try:
+        if path.resolve().parent != models_dir().resolve():
+            return None
+    except OSError:
+        return None
+    return path.with_suffix(".json")
+
+
+def shipped_onnx(path: str | Path) -> tuple[Path | None, str | None]:
+    """The ONNX file shipped with the model file ``path`` and checked, or why it cannot be used.
+
+    Returns ``(file, None)`` when ONNX Runtime is the runtime (and installed), ``path`` lies in the shipped
+    models folder, its record's :data:`SHIPPED_ONNX_KEY` section names a file beside it that was converted from
+    this very ``.keras`` file (:func:`shipped_network_digest`) and whose SHA-256 matches the record (hashed once
+    per process while the file keeps its size, modification time and inode); ``(None, reason)`` when a
+    shipped ONNX file is recorded but fails a check; ``(None, None)`` when none is recorded or wanted.
+    """
+    record_path = shipped_record_path(path)
+    if (record_path is None or inference_runtime() != "onnxruntime"
+            or importlib.util.find_spec("onnxruntime") is None):
+        return None, None
+    try:
+        if not record_path.is_file() or record_path.stat().st_size > MAX_RECORD_BYTES:
+            return None, None
+        section = json.loads(record_path.read_text(encoding="utf-8")).get(SHIPPED_ONNX_KEY)
+        if not isinstance(section, dict):
+            return None, None
+        file = record_path.parent / Path(str(section.get("file", ""))).name
+        if section.get("network_digest") != shipped_network_digest(path):
+            return None, f"{file.name} was converted from another version of {Path(path).name}"
+        if not file.is_file():
+            return None, f"{file.name} is missing"
+        signature = _signature({file.name: file})
+        with _checked_lock:
+            if _checked.get(file) == signature:
+                return file, None
+        if _sha256(file) != section.get("sha256"):
+            return None, f"{file.name} does not match the SHA-256 in {record_path.name}"
+    except (OSError, ValueError, AttributeError, zipfile.BadZipFile) as error:
+        return None, f"the shipped ONNX file cannot be checked ({type(error).__name__}: {error})"
+    with _checked_lock:
+        _checked[file] = signature
+    return file, None
+
+
 def _complete(entry: Path) -> Path | None:
     """``entry`` when it is complete (marked most recently used: kept longest), else None."""
     if not (entry / COMPLETE_MARKER).is_file():
@@ -168,7 +241,9 @@ def onnx_usable(entry: Path) -> bool:
 
 def any_cached(path: str | Path) -> bool:
     """True when a new process can predict the network in ``path`` without rebuilding its Keras model:
-    a usable ONNX entry (no TensorFlow then) or a SavedModel entry."""
+    its checked shipped ONNX file or a usable ONNX entry (no TensorFlow then), or a SavedModel entry."""
+    if shipped_onnx(path)[0] is not None:
+        return True
     onnx_entry = cached_onnx(path)
     if onnx_entry is not None and onnx_usable(onnx_entry):
         return True
@@ -308,15 +383,24 @@ def _write_entry(path: str | Path, digest: str, fill: Callable[[Path], None]) ->
     return entry
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def onnx_session(file: Path) -> Any:
     """An ONNX Runtime session for the ONNX file ``file``: CUDA when ONNX Runtime's GPU build is installed,
-    else the CPU; errors-only logging; worker threads that sleep instead of spinning between runs (on a
-    2-core CPU spinning threads took the cores the measuring and PNG-encoding threads needed after each
-    network call, ``docs/performance.md``)."""
+    else the CPU; errors-only logging; one intra-op thread per usable core (:func:`usable_cores`);
+    worker threads that sleep instead of spinning between runs (on a 2-core CPU spinning threads took the
+    cores the measuring and PNG-encoding threads needed after each network call, ``docs/performance.md``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: not the optimiser's notes on folded constants
+    options.intra_op_num_threads = usable_cores()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = onnxruntime.get_available_providers()
     providers = [name for name in ("CUDAExecutionProvider", "CPUExecutionProvider") if name in available]
@@ -337,14 +421,28 @@ def load_onnx_function(entry: Path) -> Callable[[Any], Any]:
     """
     if not onnx_usable(entry):
         raise FileNotFoundError(f"{entry}: no usable ONNX network ({(entry / UNUSABLE_FILE).read_text().strip()})")
-    session = onnx_session(entry / ONNX_FILE)
+    predict = onnx_function(entry / ONNX_FILE)
+    predict.entry = entry
+    return predict
+
+
+def onnx_function(file: Path) -> Callable[[Any], Any]:
+    """ONNX Runtime running the ONNX file ``file`` (:func:`onnx_session`): ``(B, S, S, 3)`` float32 ->
+    ``(B, S, S, C)`` numpy; its ``session`` attribute is the session, its ``file`` attribute ``file``.
+
+    Raises
+    ------
+    Exception
+        Whatever ONNX Runtime raises for a damaged file.
+    """
+    session = onnx_session(file)
     input_name = session.get_inputs()[0].name
 
     def predict(images: Any) -> Any:
         return session.run(None, {input_name: images})[0]
 
     predict.session = session
-    predict.entry = entry
+    predict.file = file
     return predict
 
 

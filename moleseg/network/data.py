@@ -27,7 +27,7 @@ from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
 from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
-from moleseg.core.pairing import Pair
+from moleseg.core.pairing import Pair, split_sizes
 from moleseg.core.targets import make_targets
 
 
@@ -201,15 +201,17 @@ class ExampleCache:
 
 
 def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig, cache: ExampleCache | None = None,
-                         warn: Callable[[str], None] | None = None) -> np.ndarray:
+                         warn: Callable[[str], None] | None = None,
+                         tick: Callable[[int], None] | None = None) -> np.ndarray:
     """Fraction of each class over all training labels, ``(n_classes,)`` summing to 1.
 
     ``warn`` gets one line per pair whose mask is empty (no lesion label) or full (no background label),
-    then how many there were; such pairs are still trained on.
+    then how many there were; such pairs are still trained on. ``tick`` gets the number of pairs done after
+    each one (the prepare phase's progress).
     """
     counts = np.zeros(targets.n_classes, dtype=np.float64)
     degenerate = {"empty": 0, "full": 0}
-    for pair in pairs:
+    for done, pair in enumerate(pairs, 1):
         _, labels = cache.get(pair, targets) if cache else prepare_example(pair, targets)
         per_class = np.bincount(labels.ravel(), minlength=targets.n_classes)[: targets.n_classes]
         counts += per_class
@@ -218,6 +220,8 @@ def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig, cache: Ex
             degenerate["full" if per_class[BACK] == 0 else "empty"] += 1
             if warn:
                 warn(f"warning: {Path(pair.mask).name}: {problem}")
+        if tick:
+            tick(done)
     if warn and (degenerate["empty"] or degenerate["full"]):
         warn(f"warning: {degenerate['empty']} empty and {degenerate['full']} full training mask(s)")
     total = counts.sum()
@@ -257,10 +261,7 @@ def split_pairs(pairs: Sequence[Pair], *, validation_fraction: float, test_fract
         raise ValueError(f"the validation fold must be 0 or more, not {fold}")
     order = np.random.default_rng(seed).permutation(len(pairs))
     shuffled = [pairs[i] for i in order]
-    n_val = max(1, round(len(pairs) * validation_fraction)) if validation_fraction > 0 else 0
-    n_test = max(1, round(len(pairs) * test_fraction)) if test_fraction > 0 else 0
-    if n_val + n_test >= len(pairs):
-        raise ValueError(f"{len(pairs)} pairs are too few to split off validation and test sets")
+    _, n_val, n_test = split_sizes(len(pairs), validation_fraction, test_fraction)
     folds = (len(pairs) - n_test) // n_val if n_val else 1
     if fold >= folds:
         raise ValueError(f"validation fold {fold} does not exist: {len(pairs) - n_test} pairs after the test set "

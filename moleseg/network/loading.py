@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
@@ -35,6 +37,27 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
     from moleseg.network.predict import KerasSegmenter
 
     return KerasSegmenter.from_file(text, test_time_augmentation=test_time_augmentation)
+
+
+def preload(spec: str | Path) -> Segmenter:
+    """:func:`load_segmenter` with its network ready to answer at once, for a server to call when it starts.
+
+    A ``.keras`` model's prediction function is made (the shipped ONNX file, or the per-machine cache: no
+    TensorFlow when either is there) and called once on a blank image at the network's input size, so that
+    the first image pays neither the runtime's session nor its first-call allocations. The classical
+    segmenters need nothing prepared.
+
+    Raises
+    ------
+    moleseg.core.modelinfo.ModelFileError
+        When the file is missing or not a moleseg model.
+    """
+    segmenter = load_segmenter(spec)
+    predict_network = getattr(segmenter, "predict_network", None)
+    size = getattr(segmenter, "input_size", None)
+    if predict_network is not None and size:
+        predict_network(np.zeros((1, size, size, 3), np.float32))
+    return segmenter
 
 
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,

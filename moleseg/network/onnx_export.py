@@ -59,6 +59,15 @@ def onnx_bytes(model, input_shape: tuple[int, ...]) -> bytes:
     return proto.SerializeToString()
 
 
+def converter_versions() -> dict[str, str]:
+    """Versions of the libraries that convert a network and check it: TensorFlow, tf2onnx, ONNX Runtime."""
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
 def probe_batch(input_shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     """Two 0..255 float32 images of ``input_shape`` to compare runtimes on: uniform noise, and a dark
     round blob with a soft edge on a light background (a lesion-like picture)."""

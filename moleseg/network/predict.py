@@ -139,7 +139,9 @@ class KerasSegmenter:
     def inference_function(self) -> Callable[[np.ndarray], Any]:
         """The compiled prediction function, ``(B, S, S, 3)`` float32 -> ``(B, S, S, C)`` probabilities.
 
-        For a segmenter read from a file, in this order: the network's ONNX file from the per-machine cache
+        For a segmenter read from a file, in this order: the ONNX file shipped beside a shipped model
+        (:func:`moleseg.network.compiled.shipped_onnx`, its SHA-256 checked; no TensorFlow, no conversion);
+        the network's ONNX file from the per-machine cache
         of :mod:`moleseg.network.compiled`, run by ONNX Runtime (the default runtime; no TensorFlow); its
         cached TensorFlow SavedModel; else the Keras model with BatchNormalization folded into the
         convolutions (:func:`moleseg.network.inference.fold_batchnorm`, same outputs within 1e-5) in a
@@ -152,12 +154,27 @@ class KerasSegmenter:
             self._predict_fn = self._cached_function() or self._built_function()
         return self._predict_fn
 
+    def runtime(self) -> str:
+        """The runtime that predicts the network: ``"onnxruntime"`` or ``"tensorflow"`` (makes the prediction
+        function first: :meth:`inference_function`)."""
+        return "onnxruntime" if hasattr(self.inference_function(), "session") else "tensorflow"
+
     def _cached_function(self) -> Callable[[np.ndarray], Any] | None:
         """The prediction function from the per-machine cache, or None."""
         if self.source is None:
             return None
         from moleseg.network import compiled
 
+        shipped, problem = compiled.shipped_onnx(self.source)
+        if problem is not None:
+            self._note(f"shipped ONNX file of {self.source.name} not used: {problem}; using the per-machine "
+                       "inference cache instead")
+        elif shipped is not None:
+            try:
+                return compiled.onnx_function(shipped)
+            except Exception as error:  # noqa: BLE001 -- a damaged shipped file: the per-machine cache instead
+                self._note(f"shipped ONNX file {shipped} unreadable ({type(error).__name__}); using the "
+                           "per-machine inference cache instead")
         onnx_entry = compiled.cached_onnx(self.source)
         if onnx_entry is not None and compiled.onnx_usable(onnx_entry):
             entry, load = onnx_entry, compiled.load_onnx_function
@@ -230,21 +247,24 @@ class KerasSegmenter:
         next process (one warning)."""
         batch = np.asarray(batch, np.float32)
         function = self.inference_function()
-        entry = getattr(function, "entry", None)
+        entry = getattr(function, "entry", None)  # a cache entry, rebuilt when it fails
+        loaded = entry or getattr(function, "file", None)  # or the shipped ONNX file, kept
         try:
             probabilities = np.asarray(function(batch))
             expected = (*batch.shape[:3], self.n_classes)
-            if entry is not None and probabilities.shape != expected:
+            if loaded is not None and probabilities.shape != expected:
                 raise ValueError(f"probabilities of shape {probabilities.shape}, not {expected}")
             return probabilities
-        except Exception as error:  # noqa: BLE001 -- a cached graph is untrusted: fall back to TensorFlow
-            if entry is None:
+        except Exception as error:  # noqa: BLE001 -- a loaded graph is untrusted: fall back to TensorFlow
+            if loaded is None:
                 raise
             from moleseg.network import compiled
 
-            self._note(f"cached inference graph {entry} failed ({type(error).__name__}); predicting with "
+            what = "cached inference graph" if entry is not None else "shipped ONNX file"
+            self._note(f"{what} {loaded} failed ({type(error).__name__}); predicting with "
                        "TensorFlow and rebuilding it from the model file")
-            compiled.discard(entry)
+            if entry is not None:
+                compiled.discard(entry)
             model, tensorflow = self._folded_function()
             self._cache(model, tensorflow)
             self._predict_fn = tensorflow
@@ -303,6 +323,60 @@ class KerasSegmenter:
                 total[y:y + size, x:x + size] += probabilities * window
                 weight[y:y + size, x:x + size] += window
         return (total / weight)[:height, :width]
+
+
+#: The steps :func:`prepare_inference` reports, in order (``progress(done, len(PREPARE_STEPS), text)``).
+PREPARE_STEPS: tuple[str, ...] = (
+    "checking for a shipped or cached inference form",
+    "loading the model (TensorFlow)",
+    "folding BatchNormalization and tracing the network",
+    "converting to ONNX and checking it against TensorFlow",
+)
+
+
+def prepare_inference(path: str | Path,
+                      progress: Callable[[int, int, str], None] | None = None) -> str:
+    """Make a ``.keras`` file's inference form now, so that its first prediction starts at once: for a user's
+    own model, the ONNX conversion checked against TensorFlow (or the SavedModel) in the per-machine cache;
+    nothing for a shipped model (its ONNX file is shipped) or a model converted before. Minutes for a model
+    not yet converted: run it in the background (:class:`moleseg.engine.tasks.TaskRegistry` takes this
+    function's ``progress`` as its own) and poll the task.
+
+    Parameters
+    ----------
+    path
+        A moleseg ``.keras`` file.
+    progress
+        ``progress(done, total, text)``: ``done`` of ``total`` (:data:`PREPARE_STEPS`) steps, and the next
+        step's words (``"ready"`` at the end).
+
+    Returns
+    -------
+    str
+        The runtime the network will be predicted with: ``"onnxruntime"`` or ``"tensorflow"``.
+
+    Raises
+    ------
+    moleseg.core.modelinfo.ModelFileError
+        The file is missing or not a moleseg model.
+    """
+    from moleseg.network import compiled
+
+    report = progress or (lambda done, total, text: None)
+    total = len(PREPARE_STEPS)
+    report(0, total, PREPARE_STEPS[0])
+    if compiled.any_cached(path):
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    else:
+        report(1, total, PREPARE_STEPS[1])
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        report(2, total, PREPARE_STEPS[2])
+        model, function = segmenter._folded_function()
+        report(3, total, PREPARE_STEPS[3])
+        segmenter._predict_fn = segmenter._cache(model, function)
+    runtime = segmenter.runtime()
+    report(total, total, "ready")
+    return runtime
 
 
 def prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:

@@ -15,11 +15,13 @@ import sys
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from moleseg.engine.finetune import BaseComparison
 from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
 from moleseg.core.errors import first_line
 from moleseg.engine.runs import RunFiles, RunRecordError
+from moleseg.engine.segmenter import Segmenter
 from moleseg.engine.session import release_after_training
 from moleseg.engine.trainlock import BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, hold_training_lock
 from moleseg.network.cluster import current_role
@@ -54,6 +56,33 @@ def run_job(run_dir: str | Path, ready_fd: int | None = None) -> int:
         return BUSY_EXIT_STATUS
 
 
+def compare_with_base(config: dict[str, Any], run_dir: Path,
+                      load: Callable[[str], Segmenter] | None = None) -> BaseComparison | None:
+    """For a fine-tune (``weights`` a ``.keras`` file) that saved a model: its validation images scored by the
+    model it started from and by the new one, written to the run folder; None otherwise. ``load`` turns a
+    model spec into a segmenter (default :func:`moleseg.network.loading.load_segmenter`)."""
+    weights = str(config.get("weights") or "")
+    if not weights.endswith(".keras") or not RunFiles(run_dir).model.is_file():
+        return None
+    from moleseg.core.trainconfig import TrainConfig
+    from moleseg.engine.evaluate import evaluate_pairs
+    from moleseg.network.trainsetup import split_of
+
+    if load is None:
+        from moleseg.network.loading import load_segmenter as load
+    _, validation, _ = split_of(TrainConfig.from_dict(config))
+    if not validation:
+        return None
+    base, _, _ = evaluate_pairs(load(weights), validation, with_hd95=False)
+    new, _, _ = evaluate_pairs(load(str(RunFiles(run_dir).model)), validation, with_hd95=False)
+    if not base.get("n") or not new.get("n"):
+        return None
+    comparison = BaseComparison(base_model=weights, n=int(new["n"]), base_fm=float(base["fm"]["mean"]),
+                                fm=float(new["fm"]["mean"]))
+    comparison.write(run_dir)
+    return comparison
+
+
 def _train_job(run_dir: Path, job: JobRequest) -> int:
     writer = ProgressWriter(run_dir)
 
@@ -77,11 +106,20 @@ def _train_job(run_dir: Path, job: JobRequest) -> int:
         except TrainingCancelled as error:
             writer.write(status="cancelled", phase="cancelled", message=first_line(error), eta_seconds=None)
             status = 0
-        except (TrainingError, ValueError, OSError, RuntimeError) as error:
+        except (TrainingError, ValueError) as error:  # refused by a check: one sentence, no traceback
+            print(f"error: {first_line(error)}", flush=True)
+            writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
+                         eta_seconds=None)
+        except (OSError, RuntimeError) as error:
             traceback.print_exc()
             writer.write(status="failed", phase="failed", error=first_line(error), message="failed",
                          eta_seconds=None)
         else:
+            writer.write(status="running", phase="compare", message="scoring the model it started from")
+            try:
+                compare_with_base(job.config, run_dir)
+            except (ValueError, OSError, RuntimeError) as error:  # the training stands without the comparison
+                print(f"warning: the model it started from could not be scored: {first_line(error)}", flush=True)
             result = JobResult(**{key: evaluation[key] for key in ("best_epoch", "best_val_fm", "rule", "n", "worker")
                                   if key in evaluation},
                                test_fm_mean=evaluation["fm"]["mean"] if "fm" in evaluation else None)

@@ -25,6 +25,8 @@ from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.engine.launch import resume_config
+from moleseg.engine.finetune import inherited_image_hashes
+from moleseg.engine.overlap import training_image_hashes
 from moleseg.engine.runs import (RunFiles, RunLog, RunState, read_history, read_state, write_history,
                                  write_json)
 from moleseg.engine.segmenter import clean, cleanup_for_image
@@ -38,8 +40,7 @@ from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.network.predict import KerasSegmenter, prediction_function
 from moleseg.network.trainsetup import (Progress, ProgressCallback, TrainingCancelled, TrainingError, augment_config,
-                                        auto_bn_momentum, make_optimizer, model_info, split_of, target_config,
-                                        training_image_hashes)
+                                        auto_bn_momentum, make_optimizer, model_info, split_of, target_config)
 
 #: At most this many training pairs is a small dataset: BatchNorm layers that start from loaded statistics
 #: (ImageNet or a model fine-tuned from) keep them and are frozen, since a few images cannot estimate better.
@@ -172,9 +173,10 @@ class Trainer:
         fold = (f" (fold {config.validation_fold})" if config.validation_fold and not config.validation_images
                 else "")
         self.log(f"pairs: {len(train)} train, {len(validation)} validation{fold}, {len(test)} test")
-        self.image_sha256 = training_image_hashes([*train, *validation])  # not the test split: it stays a test
-        self.report(Progress("prepare", 0, config.epochs, 0, len(train), message="preparing targets"))
-        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log)
+        self.image_sha256 = training_image_hashes([*train, *validation],  # not the test split: it stays a test
+                                                  inherited_image_hashes(config.weights))
+        tick = self.phase_ticker("prepare", len(train), "preparing targets")
+        self.frequencies = class_frequencies_of(train, self.targets, self.cache, warn=self.log, tick=tick)
         self.class_weights = inverse_frequency_weights(self.frequencies) if config.class_weighting else None
         self.log(f"class frequencies {np.round(self.frequencies, 4).tolist()}, weights "
                  f"{None if self.class_weights is None else np.round(self.class_weights, 3).tolist()}")

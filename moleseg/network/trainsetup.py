@@ -18,7 +18,6 @@ from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core.config import class_names
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.core.trainconfig import TrainConfig
-from moleseg.engine.overlap import file_sha256
 from moleseg.network.data import AugmentConfig, TargetConfig, split_pairs
 
 
@@ -155,7 +154,8 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
 
     ``rule`` names the cleanup variant (see :data:`CLEANUP_VARIANTS`) chosen by validation FM.
     ``image_sha256``: hex SHA-256 digests of the images that shaped the model (its training and validation
-    split; :func:`training_image_hashes`), stored sorted under ``info["training"]["image_sha256"]`` so that
+    split; :func:`moleseg.engine.overlap.training_image_hashes`), stored sorted under
+    ``info["training"]["image_sha256"]`` so that
     :mod:`moleseg.engine.overlap` finds them under any name or folder.
     """
     n_classes = config.model.n_classes
@@ -189,7 +189,3 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
         info.update(extra)
     return info
 
-
-def training_image_hashes(pairs: Sequence[Pair]) -> list[str]:
-    """The distinct hex SHA-256 digests of the pairs' image files, sorted (64 characters each)."""
-    return sorted({file_sha256(pair.image) for pair in pairs})

@@ -17,6 +17,8 @@ import numpy as np
 from moleseg.network.profiling import median_seconds
 from moleseg.tools.bench_machine import BenchSettings
 
+#: End-to-end stages that are not "around the network": reading the file, and the network itself.
+NOT_AROUND_NETWORK: tuple[str, ...] = ("decode", "network")
 #: Size of the end-to-end and synthetic images (width, height): a PH2 image.
 END_TO_END_SIZE: tuple[int, int] = (765, 574)
 
@@ -48,9 +50,13 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
     (repeat by repeat). After the cleanup, measuring and drawing + encoding the PNGs run side by side
     (:func:`moleseg.engine.pipeline.measure_and_encode`): stage ``measure_and_encode``; ``parts`` gives
-    the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``)."""
+    the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``).
+    ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding and the network
+    (resizing in and out, cleanup, measurements, overlay and encodings), and ``around_network_ratio`` the
+    one over the other (medians over the repeats)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from moleseg.core.config import OVERLAY_PNG_COMPRESSION_LEVEL
     from moleseg.core.imageio import read_image
     from moleseg.core.imagewrite import encode_png
     from moleseg.core.measure import measure_lesion
@@ -91,7 +97,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         lap("measurements", parts)
         picture = overlay(image, segmentation.lesion, segmentation.border)
         lap("overlay", parts)
-        encode_png(picture)
+        encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
         lap("png_encode", parts)
         return stages, parts
 
@@ -101,7 +107,11 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         runs = [once(drawer) for _ in range(max(1, settings.repeats))]
     stages = [stage for stage, _ in runs]
     parts = [part for _, part in runs]
+    around = [sum(ms for name, ms in run.items() if name not in NOT_AROUND_NETWORK) for run in stages]
+    network = float(np.median([run["network"] for run in stages]))
     return {"ms": float(np.median([sum(run.values()) for run in stages])),
+            "network_ms": network, "around_network_ms": float(np.median(around)),
+            "around_network_ratio": float(np.median(around)) / network if network > 0 else float("nan"),
             "stages": {name: float(np.median([run[name] for run in stages])) for name in stages[0]},
             "parts": {name: float(np.median([run[name] for run in parts])) for name in parts[0]},
             "image": str(path), "size": list(END_TO_END_SIZE)}
@@ -136,7 +146,7 @@ def cold_start_seconds(model: str, image: Path, scratch: Path) -> float:
 
 def runtime_in_use(segmenter: Any) -> str:
     """The runtime ``moleseg predict`` ran the benchmarked network with: ``onnxruntime`` or ``tensorflow``."""
-    return "onnxruntime" if hasattr(segmenter.inference_function(), "session") else "tensorflow"
+    return segmenter.runtime()
 
 
 def cached_inference_graph(model: str) -> bool:

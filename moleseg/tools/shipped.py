@@ -12,9 +12,12 @@ on) and ``holdout`` (a share of a training folder held out, by file with the rec
     moleseg train --config models/NAME.config.json --data-root ROOT --out runs/shipped-NAME
     python -m moleseg.tools.shipped --only NAME --install runs/shipped-NAME --wall-seconds S
 
-The last step copies the best model to ``models/<name>.keras`` (without optimizer state), evaluates it
-and the classical baseline on the recipe's test sets and writes ``models/<name>.json`` with those numbers
-and the wall time; the model cards quote that file. ``--calibrate-only`` chooses the installed models'
+The last step copies the best model to ``models/<name>.keras`` (without optimizer state), builds its
+inference-ready form ``models/<name>.onnx`` (checked against TensorFlow on real images; shipped with the
+package so that no user machine converts a shipped model), evaluates the model and the classical baseline
+on the recipe's test sets and writes ``models/<name>.json`` with those numbers, the ONNX file's SHA-256
+and the wall time; the model cards quote that file. ``--onnx-only`` builds and records the ONNX files of
+the installed models alone. ``--calibrate-only`` chooses the installed models'
 flips, lesion threshold and confidence threshold again, ``--confidence-only`` only the confidence threshold
 (the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`); ``--crossval``
 scores the recipe by k-fold cross-validation from finished fold runs (:func:`crossvalidate_shipped`); without ``--install``/``--print-data-root`` the module trains in-process.
@@ -23,6 +26,7 @@ Usage::
 
     python -m moleseg.tools.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
                                       [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only
+                                       | --onnx-only
                                        | --confidence-only [--check-share SHARE]
                                        | --crossval RUN_DIR [RUN_DIR ...]]
 """
@@ -30,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -49,6 +54,8 @@ RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
 RECIPE_SUFFIX = ".config.json"
 #: Training options that may differ between the fold runs of one cross-validation and the model then trained
 #: on every pair (the split, where and how the run went); every other option is the recipe's and must agree.
+#: Real images the shipped ONNX file is checked on against TensorFlow (:func:`build_shipped_onnx`).
+ONNX_CHECK_IMAGES: int = 8
 NOT_RECIPE_OPTIONS = ("validation_split", "validation_fold", "run_dir", "calibrate", "cache_dir", "strategy",
                       "mixed_precision")
 
@@ -223,11 +230,95 @@ def install_shipped(name: str, run_dir: Path, wall_seconds: float, data_dir: Pat
     }
     if crossval:
         record["crossval"] = crossval
+    from moleseg.network.compiled import SHIPPED_ONNX_KEY
+
+    record[SHIPPED_ONNX_KEY] = build_shipped_onnx(name, data_dir)
     if info.get("confidence_threshold") is not None:  # calibrated at the end of training
         record["confidence"] = confidence_record(name, data_dir, float(info["confidence_threshold"]),
                                                  info.get("confidence_calibration") or {})
     write_json(MODELS_DIR / f"{name}.json", record)
     return record
+
+
+def check_images(name: str, data_dir: Path, count: int = ONNX_CHECK_IMAGES) -> list[Path]:
+    """The first ``count`` image files (sorted) of the recipe's test folders, then its training folders, under
+    ``data_dir`` (whole folders: a held-out share is a part of them)."""
+    from moleseg.core.pairing import list_images
+
+    extras = read_recipe(name).get("recipe", {})
+    files: list[Path] = []
+    for folder in [*extras.get("test", []), *train_folders(name)]:
+        images = data_dir / folder / "images"
+        if images.is_dir():
+            files.extend(list_images(images)[: count - len(files)])
+        if len(files) >= count:
+            break
+    if not files:
+        raise ValueError(f"no images of the {name} recipe's folders under {data_dir} to check the ONNX file on")
+    return files
+
+
+def build_shipped_onnx(name: str, data_dir: Path, count: int = ONNX_CHECK_IMAGES) -> dict:
+    """Convert the installed ``models/<name>.keras`` to ``models/<name>.onnx`` (BatchNormalization folded,
+    :func:`moleseg.network.onnx_export.onnx_bytes`) and check it against TensorFlow: the probabilities of
+    :func:`check_images` as the app predicts them (resize or tiles, no flips) and of the probe batch must
+    agree within :data:`moleseg.network.onnx_export.ONNX_TOLERANCE`. Returns the record's
+    :data:`moleseg.network.compiled.SHIPPED_ONNX_KEY` section (SHA-256, the ``.keras`` file's network digest,
+    the largest difference); a file that does not match is removed.
+
+    Raises
+    ------
+    ValueError
+        The conversion does not match TensorFlow, or there are no images to check it on.
+    """
+    from moleseg.core.atomic import atomic_write
+    from moleseg.core.imageio import read_image
+    from moleseg.network import compiled
+    from moleseg.network.inference import fold_batchnorm
+    from moleseg.network.io import load_model_and_info
+    from moleseg.network.onnx_export import (ONNX_OPSET, ONNX_TOLERANCE, converter_versions, largest_difference,
+                                             onnx_bytes, probe_batch)
+    from moleseg.network.predict import KerasSegmenter, prediction_function
+
+    source = MODELS_DIR / f"{name}.keras"
+    target = source.with_suffix(".onnx")
+    model, info = load_model_and_info(source)
+    folded = fold_batchnorm(model)
+    tensorflow = prediction_function(folded)
+    input_shape = tuple(model.input_shape[1:])
+    atomic_write(target, onnx_bytes(folded, input_shape))
+    onnx = compiled.onnx_function(target)
+    runtimes = [KerasSegmenter(model, info, test_time_augmentation=False, predict_function=function)
+                for function in (tensorflow, onnx)]
+    files = check_images(name, data_dir, count)
+    differences = [largest_difference(*(segmenter.predict_probabilities([image])[0] for segmenter in runtimes))
+                   for image in map(read_image, files)]
+    probe = probe_batch(input_shape)
+    difference = max(*differences, largest_difference(onnx(probe), tensorflow(probe)))
+    if not difference <= ONNX_TOLERANCE:
+        target.unlink(missing_ok=True)
+        raise ValueError(f"{target.name}: probabilities differ from TensorFlow's by {difference:.2g} "
+                         f"(more than {ONNX_TOLERANCE:g}); not shipped")
+    with target.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"file": target.name, "sha256": digest, "network_digest": compiled.shipped_network_digest(source),
+            "mib": round(target.stat().st_size / 2**20, 2), "opset": ONNX_OPSET,
+            "max_abs_probability_difference": difference, "tolerance": ONNX_TOLERANCE,
+            "checked_on": [f"{file.parent.parent.relative_to(data_dir).as_posix()}/{file.name}" for file in files]
+            + ["the probe batch (noise, a dark blob)"],
+            "versions": converter_versions()}
+
+
+def install_shipped_onnx(name: str, data_dir: Path) -> dict:
+    """Build and check ``models/<name>.onnx`` (:func:`build_shipped_onnx`) and record it in
+    ``models/<name>.json``; returns its section."""
+    from moleseg.engine.runs import read_json, write_json
+    from moleseg.network.compiled import SHIPPED_ONNX_KEY
+
+    record = read_json(MODELS_DIR / f"{name}.json", {}) or {}
+    record[SHIPPED_ONNX_KEY] = section = build_shipped_onnx(name, data_dir)
+    write_json(MODELS_DIR / f"{name}.json", record)
+    return section
 
 
 def validation_pairs(name: str, data_dir: Path) -> list:
@@ -395,6 +486,10 @@ def _step(args: argparse.Namespace, name: str) -> None:
         crossval = crossvalidate_shipped(name, args.crossval, args.data, args.check_share)["crossval"]
         print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
         return
+    if args.onnx_only:
+        section = install_shipped_onnx(name, args.data)
+        print(json.dumps({"name": name, "onnx": {k: section[k] for k in ("file", "mib", "max_abs_probability_difference")}}))
+        return
     if args.calibrate_only:
         record = calibrate_shipped(name, args.data)
     elif args.install:
@@ -419,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     steps.add_argument("--calibrate-only", action="store_true",
                        help="no training: choose the installed models' flips, lesion and confidence thresholds "
                             "again and re-evaluate")
+    steps.add_argument("--onnx-only", action="store_true",
+                       help="no training: build the installed models' ONNX files (models/NAME.onnx), check them "
+                            "against TensorFlow on real images and record them in models/NAME.json")
     steps.add_argument("--confidence-only", action="store_true",
                        help="no training: choose only the installed models' confidence threshold again (the "
                             "share of validation images marked 'check this border': --check-share)")

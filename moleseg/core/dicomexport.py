@@ -1,0 +1,217 @@
+"""Writing results as DICOM: a lesion mask as a DICOM Segmentation (highdicom) that references its source
+image, and a PDF report as an Encapsulated PDF (pydicom), in the source image's study.
+
+The source is the DICOM file the image came from (:func:`moleseg.core.dicomio.read_dataset`), or, for any
+other image, a new Secondary Capture made of its pixels (:func:`secondary_capture`), which the caller writes
+beside the Segmentation so that the reference resolves. Patient and study identifiers are copied only with
+``include_identifiers=True``; otherwise :data:`IDENTIFYING_ATTRIBUTES` are emptied (the instance UIDs that
+link the objects stay).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from moleseg.core.dicomio import IDENTIFIER_FIELDS
+
+__all__ = ["IDENTIFYING_ATTRIBUTES", "encapsulated_pdf", "reference_source", "secondary_capture",
+           "segmentation", "segmentation_files"]
+
+#: Attributes emptied from every export unless a user asks for identifiers (the Patient and General Study
+#: modules' type 2 attributes among them stay present, empty).
+IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (*IDENTIFIER_FIELDS, "ReferringPhysicianName", "OtherPatientIDs",
+                                           "PatientAge", "InstitutionName", "OperatorsName", "StudyDescription")
+#: Type 2 attributes highdicom copies from a source image; a source without them gets them empty.
+_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+           "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_MANUFACTURER = "moleseg"
+_SEGMENT_LABEL = "lesion"
+
+
+def _uid() -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid())
+
+
+def reference_source(dataset: Any, *, include_identifiers: bool = False) -> Any:
+    """A copy of a source image's header fit to be referenced: identifiers emptied unless asked, missing type 2
+    attributes added empty, the pixel data left out."""
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    # element by element: the file the dataset was read from is closed and not copied
+    source = Dataset({tag: copy.deepcopy(element) for tag, element in dataset.items()
+                      if tag != Tag("PixelData")})
+    for keyword in _TYPE_2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    if not include_identifiers:
+        for keyword in IDENTIFYING_ATTRIBUTES:
+            if keyword in source:
+                setattr(source, keyword, "")
+    return source
+
+
+def secondary_capture(image: np.ndarray, *, pixel_size_mm: float | None = None) -> Any:
+    """A new Secondary Capture (highdicom ``SCImage``) of an RGB image, in a new study, without identifiers.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W, 3) uint8`` RGB.
+    pixel_size_mm : float, optional
+        mm per pixel, written as ``PixelSpacing``.
+    """
+    import highdicom as hd
+
+    return hd.sc.SCImage(
+        pixel_array=np.ascontiguousarray(image, dtype=np.uint8), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT", study_instance_uid=_uid(), series_instance_uid=_uid(),
+        series_number=1, sop_instance_uid=_uid(), instance_number=1, manufacturer=_MANUFACTURER,
+        patient_orientation=("L", "F"),
+        pixel_spacing=(pixel_size_mm, pixel_size_mm) if pixel_size_mm else None)
+
+
+def segmentation(mask: np.ndarray, source: Any, *, software_version: str, model_name: str) -> bytes:
+    """A binary DICOM Segmentation of one lesion mask referencing ``source``.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W) bool``, the source image's size (``Rows x Columns``).
+    source : pydicom.Dataset
+        The referenced image: :func:`reference_source` of a DICOM file, or :func:`secondary_capture`.
+    software_version, model_name
+        Recorded as the algorithm's version and the manufacturer's model name.
+
+    Returns
+    -------
+    bytes
+        The Segmentation file (DICOM part 10, explicit VR little endian).
+
+    Raises
+    ------
+    ValueError
+        The mask is not the source's size, or the source's header cannot be referenced.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (int(source.Rows), int(source.Columns)):
+        raise ValueError(f"the mask is {mask.shape[1]} x {mask.shape[0]} px but its source image is "
+                         f"{source.Columns} x {source.Rows} px")
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=_SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=_MANUFACTURER, version=software_version or "unknown", family=codes.cid7162.ArtificialIntelligence))
+    try:
+        result = hd.seg.Segmentation(
+            source_images=[source], pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=[description], series_instance_uid=_uid(), series_number=100,
+            sop_instance_uid=_uid(), instance_number=1, manufacturer=_MANUFACTURER,
+            manufacturer_model_name=model_name or _MANUFACTURER, software_versions=software_version or "unknown",
+            device_serial_number="0", omit_empty_frames=False)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a source header highdicom cannot use
+        raise ValueError(f"cannot make a DICOM Segmentation referencing this image ({exc})") from exc
+    for group in result.get("SharedFunctionalGroupsSequence", []):
+        for measures in group.get("PixelMeasuresSequence", []):
+            if "SliceThickness" not in measures:  # a photograph has none; empty, the spacing reads back
+                measures.SliceThickness = None
+    buffer = io.BytesIO()
+    result.save_as(buffer)
+    return buffer.getvalue()
+
+
+def encapsulated_pdf(pdf: bytes, source: Any, *, title: str) -> bytes:
+    """A PDF as a DICOM Encapsulated PDF in ``source``'s study, referencing ``source`` (its header is copied
+    as it is: pass :func:`reference_source` to keep identifiers out).
+
+    Returns
+    -------
+    bytes
+        The Encapsulated PDF file (DICOM part 10, explicit VR little endian).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import EncapsulatedPDFStorage, ExplicitVRLittleEndian
+
+    now = datetime.now()
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = EncapsulatedPDFStorage
+    dataset.SOPClassUID = EncapsulatedPDFStorage
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = _uid()
+    for keyword in (*_TYPE_2, "StudyInstanceUID"):
+        setattr(dataset, keyword, source.get(keyword, ""))
+    dataset.SeriesInstanceUID = _uid()
+    dataset.Modality = "DOC"
+    dataset.SeriesNumber = 101
+    dataset.InstanceNumber = 1
+    dataset.Manufacturer = _MANUFACTURER
+    dataset.ConversionType = "WSD"
+    dataset.ContentDate = now.strftime("%Y%m%d")
+    dataset.ContentTime = now.strftime("%H%M%S")
+    dataset.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    dataset.BurnedInAnnotation = "NO"
+    dataset.DocumentTitle = title
+    dataset.ConceptNameCodeSequence = []
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = source.SOPClassUID
+    reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    dataset.SourceInstanceSequence = [reference]
+    dataset.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    data = bytes(pdf)
+    dataset.EncapsulatedDocumentLength = len(data)
+    dataset.EncapsulatedDocument = data + (b"\x00" if len(data) % 2 else b"")
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, software_version: str, model_name: str,
+                       pixel_size_mm: float | None = None, include_identifiers: bool = False,
+                       pdf: bytes | None = None, name: str | None = None) -> dict[str, bytes]:
+    """The DICOM files of one analysed image: ``<stem>_seg.dcm`` (the Segmentation), ``<stem>_report.dcm``
+    (the PDF report as an Encapsulated PDF, when ``pdf`` is given) and, when the image is not a DICOM file,
+    ``<stem>_source.dcm``: the Secondary Capture of its pixels that both reference.
+
+    Parameters
+    ----------
+    image_source : bytes or path or binary file
+        The image file the mask was made from (any format :func:`moleseg.core.imageio.read_image` reads).
+    mask : numpy.ndarray
+        ``(H, W) bool`` lesion mask, the image's size.
+    include_identifiers : bool
+        Copy a DICOM source's patient and study identifiers (default: emptied).
+
+    Raises
+    ------
+    ValueError
+        The image cannot be read (:class:`moleseg.core.imageio.ImageReadError`,
+        :class:`moleseg.core.dicomio.DicomReadError`), or the mask is not its size.
+    """
+    from moleseg.core.dicomio import read_dataset
+    from moleseg.core.imageio import read_image
+
+    files: dict[str, bytes] = {}
+    dataset = read_dataset(image_source, name=name)
+    if dataset is None:
+        source = secondary_capture(read_image(image_source, name=name), pixel_size_mm=pixel_size_mm)
+        buffer = io.BytesIO()
+        source.save_as(buffer)
+        files[f"{stem}_source.dcm"] = buffer.getvalue()
+    else:
+        source = reference_source(dataset, include_identifiers=include_identifiers)
+    files[f"{stem}_seg.dcm"] = segmentation(mask, source, software_version=software_version, model_name=model_name)
+    if pdf is not None:
+        files[f"{stem}_report.dcm"] = encapsulated_pdf(pdf, source, title=f"moleseg report: {stem}")
+    return files

@@ -1,0 +1,387 @@
+"""``moleseg bench --app`` (``make bench-app``): the app timed as a browser user sees it. A real ``moleseg
+serve`` on a free local port with a temporary data folder, driven by the system Chromium through Playwright
+(never a downloaded browser), one new browser session per measurement so that no analysis is cached for it.
+
+What is measured (seconds, the median of ``repeats`` runs; each run's figures are kept too):
+
+* ``cold_first_overlay_s``: a freshly started server (its health check answered, the Analyse page opened at
+  once): upload of one image until its overlay is visible. One server start per repeat.
+* ``warm_next_overlay_s``: the same server, an image it has not seen, in a new session: upload until visible.
+* ``slider_overlay_s``: on that image, with "Set the cleanup by hand" on, three presses of the arrow key on
+  the cleanup slider that shapes its border ("Closing radius (px)" for the article rule, "Border width (px)"
+  for the others) until the cleanup caption names the new value and the overlay shown is a new picture,
+  fully loaded.
+* ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;
+  ``engine_batch12_s``: the same files through :func:`moleseg.engine.pipeline.analyse_images` in this
+  process, model loaded and warmed up, the server stopped (the engine's own time for them).
+* ``home_s``: a new session opening the home page until its "Pages" heading and links are drawn.
+
+"Visible" is read in the page: the ``st.image`` whose caption starts with the file's name has its ``<img>``
+complete with a natural width above 0 (a picture decoded by the browser), polled every animation frame.
+The load average and the other processes' share of the CPU are recorded beside the figures: on a busy
+machine they are not the app's own speed. TensorFlow is not imported here at import time (the browser tests
+share the server helpers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from moleseg.tools import SHARED_DATA_DIR
+
+#: The system Chromium the benchmark and the browser tests drive.
+CHROMIUM_PATH: str = "/usr/bin/chromium"
+#: Chromium's flags for a headless run on a server without a GPU.
+CHROMIUM_ARGS: list[str] = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run"]
+#: The real PH2-size images the benchmark uploads when no ``--images`` folder is given (synthetic ones stand
+#: in when the shared data is absent).
+DEFAULT_IMAGES: Path = SHARED_DATA_DIR / "moles" / "ph2" / "images"
+#: The app's targets (docs/performance.md): key -> limit in seconds; ``batch12_s`` is compared with
+#: ``BATCH_TARGET_FACTOR`` x the engine's time plus ``BATCH_TARGET_EXTRA_S``.
+APP_TARGETS: dict[str, float] = {"cold_first_overlay_s": 5.0, "warm_next_overlay_s": 1.0,
+                                 "slider_overlay_s": 0.3, "home_s": 1.5}
+BATCH_TARGET_FACTOR: float = 1.5
+BATCH_TARGET_EXTRA_S: float = 1.0
+#: Arrow-key presses on the closing slider per slider measurement.
+SLIDER_PRESSES: int = 3
+
+#: An ``st.image`` whose caption starts with ``name + ":"`` and whose picture is decoded.
+_SHOWN_JS = """
+(names) => {
+  const shown = new Set();
+  for (const element of document.querySelectorAll('[data-testid=stImage]')) {
+    const img = element.querySelector('img');
+    if (!img || !img.complete || img.naturalWidth === 0) continue;
+    const caption = element.innerText || '';
+    for (const name of names) if (caption.startsWith(name + ':')) shown.add(name);
+  }
+  return names.every(name => shown.has(name));
+}
+"""
+#: The overlay (first ``st.image``) after a slider change: the cleanup caption names the new value, a new
+#: picture loaded.
+_SLIDER_DONE_JS = """
+([words, oldSource]) => {
+  const caption = [...document.querySelectorAll('[data-testid=stCaptionContainer]')]
+    .some(element => (element.innerText || '').includes(words));
+  const img = document.querySelector('[data-testid=stImage] img');
+  return caption && img && img.src !== oldSource && img.complete && img.naturalWidth > 0;
+}
+"""
+
+
+@dataclass(frozen=True)
+class AppBenchSettings:
+    """How much the app benchmark does."""
+
+    repeats: int = 3
+    batch: int = 12
+    timeout_s: float = 180.0
+    quick: bool = False
+    cold: bool = True  # False: no ``cold_first_overlay_s`` (one server start instead of ``repeats + 1``)
+
+    @classmethod
+    def quick_settings(cls) -> "AppBenchSettings":
+        """One repeat and a batch of 2: checks that it runs, figures not representative."""
+        return cls(repeats=1, batch=2, quick=True)
+
+    @property
+    def images_needed(self) -> int:
+        """Distinct files: one per warm repeat (the cold ones reuse the first), a new batch per repeat and one
+        that warms the server."""
+        return self.repeats * (1 + self.batch) + 1
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_server(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Stop a server process: terminate it, kill it after ``grace_s`` seconds, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace_s)
+
+
+def healthy(url: str, process: subprocess.Popen, timeout_s: float, poll_s: float = 0.1) -> bool:
+    """Wait until the Streamlit server at ``url`` answers ``ok`` on ``/_stcore/health``: True, or False when
+    ``process`` exits first or ``timeout_s`` seconds pass."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return True
+        except OSError:
+            pass
+        time.sleep(poll_s)
+    return False
+
+
+@contextlib.contextmanager
+def served_app(data_dir: Path, log_path: Path, timeout_s: float = 120.0,
+               environ: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:
+    """``moleseg serve`` on a free local port, its data, runs and session folders in ``data_dir`` and its
+    output in ``log_path``; yields ``(URL, seconds from the start to the health check's "ok")`` and stops
+    the server however the block ends."""
+    from moleseg.core.config import DATA_DIR_ENV
+
+    port = free_port()
+    env = {**(os.environ if environ is None else environ), "MOLESEG_PORT": str(port),
+           DATA_DIR_ENV: str(data_dir / "records"), "MOLESEG_RUNS_DIR": str(data_dir / "runs"),
+           "MOLESEG_TMPDIR": str(data_dir)}
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "moleseg", "serve"], env=env, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            if not healthy(url, process, timeout_s):
+                raise RuntimeError(f"moleseg serve did not start (exit code {process.poll()}); see {log_path}")
+            yield url, time.perf_counter() - started
+        finally:
+            stop_server(process)
+
+
+def _seconds(action: Callable[[], None], wait: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    wait()
+    return time.perf_counter() - start
+
+
+def _open_analyse(browser: Any, url: str, timeout_ms: float) -> Any:
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(f"{url}/analyse", timeout=timeout_ms)
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached", timeout=timeout_ms)
+    return page
+
+
+def _upload_seconds(page: Any, files: Sequence[Path], timeout_ms: float) -> float:
+    """Seconds from dropping ``files`` on the Analyse page's uploader until each one's picture is visible."""
+    names = [path.name for path in files]
+    return _seconds(
+        lambda: page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
+            [str(path) for path in files]),
+        lambda: page.wait_for_function(_SHOWN_JS, arg=names, polling="raf", timeout=timeout_ms))
+
+
+def _wait_until_idle(page: Any, timeout_ms: float) -> None:
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
+
+
+def switch_on(page: Any, label: str, timeout_ms: float, attempts: int = 3) -> None:
+    """Turn on the sidebar's ``st.toggle`` named ``label``: click its label until the switch is on (a click
+    that lands while the page is being redrawn can be lost)."""
+    switch = f"[data-testid=stSidebar] input[role=switch][aria-label={label!r}]"
+    for _ in range(attempts):
+        if page.locator(switch).is_checked():
+            return
+        page.locator("[data-testid=stSidebar]").get_by_text(label).click()
+        try:
+            page.wait_for_function("s => document.querySelector(s)?.checked", arg=switch,
+                                   timeout=min(timeout_ms, 10_000))
+            return
+        except Exception:  # playwright's TimeoutError: click again
+            continue
+    raise RuntimeError(f"the switch {label!r} did not turn on after {attempts} clicks")
+
+
+def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
+    """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
+    closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
+    times (down, then up, ...)."""
+    _wait_until_idle(page, timeout_ms)
+    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
+    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
+    switch_on(page, "Set the cleanup by hand", timeout_ms)
+    thumb = page.locator(f"[data-testid=stSlider]:has-text('{label}') input[type=range]").first
+    thumb.wait_for(state="attached", timeout=timeout_ms)
+    _wait_until_idle(page, timeout_ms)
+    times = []
+    for index in range(repeats):
+        value = int(thumb.input_value())
+        key, step = ("ArrowRight", 1) if index % 2 or value < SLIDER_PRESSES else ("ArrowLeft", -1)
+        target = value + step * SLIDER_PRESSES
+        source = page.locator("[data-testid=stImage] img").first.get_attribute("src")
+        thumb.focus()
+
+        def press() -> None:
+            for _ in range(SLIDER_PRESSES):
+                thumb.press(key)
+
+        times.append(_seconds(press, lambda: page.wait_for_function(
+            _SLIDER_DONE_JS, arg=[f"{caption} {target} px", source], polling="raf", timeout=timeout_ms)))
+        _wait_until_idle(page, timeout_ms)
+    return times
+
+
+def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    try:
+        return _seconds(lambda: page.goto(url, timeout=timeout_ms),
+                        lambda: page.locator("a:has-text('Evaluate: score models')").wait_for(
+                            state="visible", timeout=timeout_ms))
+    finally:
+        page.close()
+
+
+def engine_seconds(model: str, files: Sequence[Path]) -> float:
+    """Seconds :func:`moleseg.engine.pipeline.analyse_images` takes for ``files`` (read included) with the
+    segmenter of ``model``, loaded and warmed up on the first file first."""
+    from moleseg.core.imageio import read_image
+    from moleseg.engine.pipeline import analyse_images
+    from moleseg.network.loading import load_segmenter
+
+    segmenter = load_segmenter(model)
+    analyse_images(segmenter, [read_image(files[0].read_bytes(), name=files[0].name)])
+    start = time.perf_counter()
+    analyse_images(segmenter, [read_image(path.read_bytes(), name=path.name) for path in files])
+    return time.perf_counter() - start
+
+
+def bench_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Path], str]:
+    """``count`` distinct image files from ``folder`` (default :data:`DEFAULT_IMAGES` when it exists, else
+    synthetic PH2-size JPEGs written into ``scratch``), and a description of them."""
+    from moleseg.tools.bench_pipeline import image_files
+
+    if folder is None and DEFAULT_IMAGES.is_dir():
+        folder = DEFAULT_IMAGES
+    files, described = image_files(folder, count, scratch)
+    if len(files) < count:
+        raise ValueError(f"{folder}: {len(files)} image(s), the app benchmark needs {count}")
+    return files, described
+
+
+def _median(values: Sequence[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
+                  echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every figure of the app benchmark (see the module doc) as one JSON-ready dict: ``{"app": {...}}`` with
+    the machine's conditions before and after, the load average and the targets' verdicts. ``model``: the
+    server's default model (what its Analyse page uses), timed alone for ``engine_batch12_s``."""
+    from playwright.sync_api import sync_playwright
+
+    from moleseg.tools.bench_machine import conditions, others_cpu_share
+
+    timeout_ms = settings.timeout_s * 1000
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        echo(f"{time.perf_counter() - started:6.1f} s  {line}")
+
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
+    runs: dict[str, list[float]] = {"cold_first_overlay_s": [], "warm_next_overlay_s": [], "slider_overlay_s": [],
+                                    "batch12_s": [], "home_s": [], "server_start_s": []}
+    with tempfile.TemporaryDirectory(prefix="moleseg-bench-app-") as folder, sync_playwright() as driver:
+        scratch = Path(folder)
+        files, described = bench_files(images, settings.images_needed, scratch / "images")
+        warm_files, batch_files = files[:settings.repeats], files[settings.repeats:-1]
+        log_path = scratch / "server.log"
+        browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        try:
+            for repeat in range(settings.repeats if settings.cold else 0):
+                say(f"cold start {repeat + 1}/{settings.repeats} ...")
+                with served_app(scratch / f"cold-{repeat}", log_path) as (url, started_s):
+                    runs["server_start_s"].append(round(started_s, 3))
+                    page = _open_analyse(browser, url, timeout_ms)
+                    runs["cold_first_overlay_s"].append(_upload_seconds(page, files[:1], timeout_ms))
+                    page.close()
+            say("warm server ...")
+            with served_app(scratch / "warm", log_path) as (url, _):
+                page = _open_analyse(browser, url, timeout_ms)
+                _upload_seconds(page, [files[-1]], timeout_ms)  # loads the model (that file is not timed again)
+                page.close()
+                say("next images and the slider ...")
+                for path in warm_files:
+                    page = _open_analyse(browser, url, timeout_ms)
+                    runs["warm_next_overlay_s"].append(_upload_seconds(page, [path], timeout_ms))
+                    if path is warm_files[-1]:
+                        runs["slider_overlay_s"] = slider_seconds(page, settings.repeats, timeout_ms)
+                    page.close()
+                for repeat in range(settings.repeats):
+                    say(f"batch of {settings.batch} ({repeat + 1}/{settings.repeats}) ...")
+                    page = _open_analyse(browser, url, timeout_ms)
+                    batch = batch_files[repeat * settings.batch:(repeat + 1) * settings.batch]
+                    runs["batch12_s"].append(_upload_seconds(page, batch, timeout_ms))
+                    page.close()
+                say("home page ...")
+                for _ in range(settings.repeats):
+                    runs["home_s"].append(_home_seconds(browser, url, timeout_ms))
+        finally:
+            browser.close()
+        say("the engine alone on the batch ...")
+        engine_s = engine_seconds(model, batch_files[:settings.batch])
+    result["after"] = conditions()
+    app: dict[str, Any] = {key: _median(values) for key, values in runs.items() if values}
+    app["engine_batch12_s"] = round(engine_s, 3)
+    app["batch_images"] = settings.batch
+    app["model"] = model
+    app["runs"] = {key: [round(v, 3) for v in values] for key, values in runs.items()}
+    app["images"] = described
+    app["settings"] = asdict(settings)
+    app["visible"] = ("the st.image whose caption starts with the file's name has its <img> complete with a "
+                      "natural width > 0, polled every animation frame; slider: the cleanup caption names the "
+                      "new value and the overlay's <img> has a new source, loaded")
+    result["app"] = app
+    result["load_average"] = result["after"]["load_average"]
+    result["others_cpu_share"] = others_cpu_share(result)
+    result["targets"] = app_target_verdicts(result)
+    return result
+
+
+def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
+    """``{key: "met" | "missed" | "not measured on an idle machine" | "quick run"}`` for :data:`APP_TARGETS`
+    and the batch's target."""
+    from moleseg.tools.bench_machine import busy
+
+    app = result["app"]
+    limits = dict(APP_TARGETS)
+    limits["batch12_s"] = BATCH_TARGET_FACTOR * app["engine_batch12_s"] + BATCH_TARGET_EXTRA_S
+    verdicts = {}
+    for key, limit in limits.items():
+        if key not in app:
+            verdicts[key] = "not measured"
+        elif app["settings"]["quick"]:
+            verdicts[key] = "quick run"
+        elif busy(result):
+            verdicts[key] = "not measured on an idle machine"
+        else:
+            verdicts[key] = "met" if app[key] <= limit else "missed"
+    return verdicts
+
+
+def format_app_report(result: dict[str, Any]) -> str:
+    """The table ``moleseg bench --app`` prints."""
+    app = result["app"]
+    lines = [f"{'measure':<24} {'median s':>9}  runs (s)  verdict"]
+    for key in ("cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "batch12_s", "engine_batch12_s",
+                "home_s", "server_start_s"):
+        if key in app:
+            runs = ", ".join(f"{v:.2f}" for v in app["runs"].get(key, [app[key]]))
+            lines.append(f"{key:<24} {app[key]:>9.3f}  {runs}  {result['targets'].get(key, '')}")
+    lines.append(f"load average {result['before']['load_average']} before, {result['load_average']} after; "
+                 f"images: {app['images']}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""The risk-coverage tables of the "check this border" mark, for the model cards and candidate records.
+
+For a set of images the model did not train on (a shipped recipe's out-of-fold images, a shipped model's
+validation images, a candidate's folds), each with its FM and border confidence, the table says what a user
+can trust when the least confident images are marked: the mean and worst FM of the unmarked ones at each
+share marked (:func:`moleseg.engine.calibrate.risk_coverage`), and the smallest share that leaves no
+unmarked image under the product's promise (:data:`PROMISED_WORST_FM`).
+
+Usage::
+
+    python -m moleseg.tools.riskcoverage models/dermoscopy.json [docs/experiments/NAME.json ...]
+
+prints one Markdown table per file (the cards paste it) and, with ``--json``, the curves as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from moleseg.engine.calibrate import CoveragePoint, risk_coverage, smallest_share_for_worst_fm
+
+#: The shares of images marked (0..1) the tables show.
+TABLE_SHARES: tuple[float, ...] = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40)
+#: The promise to users: an unmarked border scores at least this FM (0..1), with at most
+#: :data:`PROMISED_MAX_SHARE` of the images marked.
+PROMISED_WORST_FM: float = 0.90
+PROMISED_MAX_SHARE: float = 0.15
+
+
+def record_images(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The out-of-training images of a model or candidate record (``models/<name>.json`` or
+    ``docs/experiments/<name>.json``) and what they are: the cross-validation's out-of-fold images when the
+    record has them, else the confidence calibration's validation images.
+
+    Raises
+    ------
+    ValueError
+        The record holds neither.
+    """
+    crossval = record.get("crossval") or {}
+    if crossval.get("per_image"):
+        return f"out of fold, {crossval.get('n_folds')} folds", crossval["per_image"]
+    validation = (record.get("confidence") or {}).get("validation") or {}
+    if validation.get("per_image"):
+        return "validation images", validation["per_image"]
+    raise ValueError("the record has neither out-of-fold nor validation images with their confidence")
+
+
+def curve_of(rows: Sequence[dict[str, Any]]) -> list[CoveragePoint]:
+    """:func:`risk_coverage` of per-image rows ``{"fm", "confidence"}``."""
+    return risk_coverage([float(row["fm"]) for row in rows], [float(row["confidence"]) for row in rows])
+
+
+def point_at_share(curve: Sequence[CoveragePoint], share: float) -> CoveragePoint:
+    """The curve's point marking ``share`` (0..1) of the images, rounded up to whole images."""
+    total = curve[0].n_images
+    count = min(total - 1, int(-(-round(share * total, 9) // 1)))
+    return curve[count]
+
+
+def markdown_table(name: str, what: str, curve: Sequence[CoveragePoint]) -> str:
+    """The Markdown table a card quotes: FM of the unmarked images at each of :data:`TABLE_SHARES`."""
+    lines = [f"**{name}** ({curve[0].n_images} images, {what}):", "",
+             "| marked | unmarked mean FM | unmarked worst FM |", "|---|---|---|"]
+    for share in TABLE_SHARES:
+        point = point_at_share(curve, share)
+        lines.append(f"| {point.n_flagged} ({point.flagged_share:.0%}) | {point.unflagged_mean_fm:.4f} | "
+                     f"{point.unflagged_worst_fm:.4f} |")
+    reach = smallest_share_for_worst_fm(curve, PROMISED_WORST_FM)
+    promise = (f"no unmarked image under {PROMISED_WORST_FM:.2f} once {reach.n_flagged} "
+               f"({reach.flagged_share:.0%}) are marked" if reach is not None
+               else f"some unmarked image stays under {PROMISED_WORST_FM:.2f} at every share")
+    met = reach is not None and reach.flagged_share <= PROMISED_MAX_SHARE
+    lines += ["", f"{promise}: the promise (worst unmarked FM >= {PROMISED_WORST_FM:.2f} with at most "
+                  f"{PROMISED_MAX_SHARE:.0%} marked) is {'met' if met else 'not met'}."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moleseg.tools.riskcoverage", description=__doc__.split("\n\n")[0])
+    parser.add_argument("records", nargs="+", type=Path, help="models/<name>.json or docs/experiments/<name>.json")
+    parser.add_argument("--json", action="store_true", help="print the curves as JSON instead of Markdown")
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {}
+    for path in args.records:
+        try:
+            what, rows = record_images(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as error:
+            print(f"{path}: {error}", file=sys.stderr)
+            return 2
+        curve = curve_of(rows)
+        if args.json:
+            out[str(path)] = {"images": what, "curve": [
+                {"n_flagged": p.n_flagged, "flagged_share": p.flagged_share, "unflagged_mean_fm": p.unflagged_mean_fm,
+                 "unflagged_worst_fm": p.unflagged_worst_fm} for p in curve]}
+        else:
+            print(markdown_table(path.stem, what, curve) + "\n")
+    if args.json:
+        print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

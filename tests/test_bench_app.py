@@ -1,0 +1,45 @@
+"""``moleseg bench --app``'s code path, cheaply: one served app with the classical baseline (an empty models
+folder: no network to load), small images, a batch of one, in the system Chromium (the figures themselves are
+the benchmark's, on an idle machine, not this test's)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from synthetic import mole_image, png_bytes
+from moleseg.tools.bench_app import CHROMIUM_PATH, AppBenchSettings, format_app_report, run_app_bench
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_path):
+    pytest.importorskip("playwright.sync_api")
+    if shutil.which(CHROMIUM_PATH) is None:
+        pytest.skip(f"{CHROMIUM_PATH} is not installed")
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):  # the warm image, the batch's, the one that warms the server
+        (images / f"mole{index}.png").write_bytes(png_bytes(mole_image(120, 160, seed=index)[0]))
+    settings = AppBenchSettings(repeats=1, batch=1, timeout_s=90, quick=True, cold=False)
+    result = run_app_bench("classical", images, settings)
+    app = result["app"]
+    for key in ("warm_next_overlay_s", "slider_overlay_s", "batch12_s", "home_s", "engine_batch12_s"):
+        assert 0 < app[key] < 90, (key, app[key])
+    assert "cold_first_overlay_s" not in app and app["batch_images"] == 1
+    assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]] and app["model"] == "classical"
+    assert app["images"] == f"3 real image(s) from {images}"
+    assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "home_s",
+                                      "batch12_s"}
+    assert result["targets"]["cold_first_overlay_s"] == "not measured"
+    assert result["targets"]["home_s"] == "quick run"
+    assert "warm_next_overlay_s" in format_app_report(result)
+
+
+def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):
+    from moleseg.cli import main
+
+    assert main(["bench", "--app", "--model", "other.keras"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "moleseg bench --app times the server's default model; --model is for the network benchmark")
