@@ -21,13 +21,17 @@ run: setup
 	$(PY) -m moleseg serve
 
 # Every test, browser and slow ones included (within 10 minutes on 2 CPU cores); the slowest are listed at the
-# end. A test that hangs fails after its pytest-timeout (pyproject.toml).
+# end. A test that hangs fails after its pytest-timeout (pyproject.toml). TEST_WORKERS pytest-xdist processes
+# run whole test modules side by side, the longest modules first (tests/conftest.py); TEST_WORKERS=0 runs
+# everything in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: setup
-	$(PY) -m pytest --durations=15
+	$(PYTEST) --durations=15
 
 # The tests that neither train nor run a network nor drive a browser (within 2 minutes on 2 CPU cores).
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not browser" --durations=10
+	$(PYTEST) -m "not slow and not browser" --durations=10
 
 # Retrain the shipped models from their recipes models/<name>.config.json over $(DATA) (about 75 minutes
 # on 2 CPU cores): held-out splits, `moleseg train --config`, then install/evaluate/record into models/

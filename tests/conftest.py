@@ -3,8 +3,18 @@ tests/app_helpers.py; append new fixtures below and keep each section small."""
 
 from __future__ import annotations
 
+import collections
+import gc
 import os
-import time
+
+# Parallel runs (pytest-xdist: ``-n 2`` in the Makefile): each worker process, and every process it starts,
+# runs TensorFlow's and the BLAS's kernels on one thread, so that two workers share two cores instead of
+# fighting over them. Set before anything imports TensorFlow or numpy's BLAS.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
+import time  # noqa: E402
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -274,3 +284,30 @@ def open_records(request: pytest.FixtureRequest) -> Callable[..., object]:
     opened.backend = request.param  # type: ignore[attr-defined]
     opened.url = url  # type: ignore[attr-defined]
     return opened
+
+
+# --------------------------------------------------------------------------------------------------
+# Garbage collection: what the test modules import while they are collected (TensorFlow and Keras among it,
+# several hundred thousand objects) lives until the end; frozen out of the collector's reach, it is not walked
+# again by every full collection during the tests (an AppTest of a page takes about a fifth of the CPU time).
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.collect()
+    gc.freeze()
+
+
+# --------------------------------------------------------------------------------------------------
+# The order of the run: the modules with the most tests that train, run a network or drive a browser first,
+# the others after them in their usual order. A parallel run (``--dist loadscope``) hands out whole modules
+# (each module's fixtures are made once) in this order, so the long modules start at once and the last ones
+# to end are short.
+
+
+def _heavy(item: pytest.Item) -> bool:
+    return item.get_closest_marker("slow") is not None or item.get_closest_marker("browser") is not None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    heavy = collections.Counter(item.path for item in items if _heavy(item))
+    items.sort(key=lambda item: -heavy[item.path])  # stable: each module keeps its order

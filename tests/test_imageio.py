@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from moleseg.core import imageio, pixels
+from moleseg.core import imagefile, imageio, pixels
 from moleseg.core.config import DEFAULT_MAX_PIXELS
 from moleseg.core.imageio import ImageReadError, image_size, read_image, read_mask
 from moleseg.core.imagewrite import encode_png, write_png
@@ -435,7 +435,7 @@ def test_zero_sized_image() -> None:
         with pytest.raises(ImageReadError):
             read_image(data, name="zero.png")
     with pytest.raises(ImageReadError, match="zero-sized"):
-        imageio._check_size(0, 4, "zero.png", 100)
+        imagefile.check_size(0, 4, "zero.png", 100)
 
 
 def test_pixel_limit_is_checked_from_the_header_before_decoding() -> None:

@@ -1,4 +1,5 @@
-"""Reading users' image and mask files into numpy arrays (writing them: :mod:`moleseg.core.imagewrite`).
+"""Decoding users' image and mask files into numpy arrays (opening them and reading their size from the
+header: :mod:`moleseg.core.imagefile`; writing them: :mod:`moleseg.core.imagewrite`).
 
 Every reader takes a file's bytes or its path and returns a fresh, writable, C-contiguous array:
 
@@ -48,19 +49,30 @@ on), unsupported pixel modes, and, for masks, label images (above), and empty or
 
 from __future__ import annotations
 
-import io
-import logging
-import os
-import warnings
-from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moleseg.core.config import max_image_pixels
+from moleseg.core.imagefile import (
+    NOT_AN_IMAGE,
+    SUPPORTED_FORMATS,
+    ImageReadError,
+    Source,
+    bomb_error,
+    check_size,
+    file_label,
+    image_size,
+    import_tifffile,
+    is_tiff,
+    open_pil,
+    opened,
+)
 from moleseg.core.pixels import float_to_uint8, integer_to_uint8, to_uint8, unpremultiply
 
+#: The readers' names; the error type, the source type, the formats and :func:`image_size` come from
+#: :mod:`moleseg.core.imagefile` and are offered here with the readers.
 __all__ = [
     "SUPPORTED_FORMATS",
     "ImageReadError",
@@ -71,153 +83,12 @@ __all__ = [
     "read_mask",
 ]
 
-#: What the readers accept: the file's bytes, its path, or an open binary file (e.g. a Streamlit upload).
-Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
-
-#: Pillow format names the readers open; every other format (EPS, PSD, ...) is refused.
-SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
-_FORMAT_HINT = "expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM"
-_TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_DEFAULT_NAME = "image"
-#: EXIF orientations that swap width and height.
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 #: Largest number of samples per pixel (grey, grey + alpha, RGB, RGBA / CMYK) the tifffile fallback reads.
 _MAX_SAMPLES_PER_PIXEL = 4
-_EXIF_ORIENTATION_TAG = 0x0112
 #: Mask values above this (8-bit) are foreground; masks whose largest value is lower are label images.
 _MASK_THRESHOLD = 127
 #: Label values listed in the "not a binary mask" message.
 _LABELS_SHOWN = 8
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be read as an image or a mask.
-
-    ``str(error)`` is ``"<file name>: <reason>"``; the two parts are also in :attr:`filename` and
-    :attr:`reason`.
-    """
-
-    def __init__(self, filename: str, reason: str | None = None) -> None:
-        message = filename if reason is None else f"{filename}: {reason}"
-        super().__init__(message)
-        self.filename = filename
-        self.reason = reason if reason is not None else ""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.filename, self.reason or None))
-
-
-# --------------------------------------------------------------------------------------------------
-# Opening sources
-
-
-def _label(source: Any, name: str | None) -> str:
-    """File name used in error messages."""
-    if name:
-        return str(name)
-    if isinstance(source, (str, os.PathLike)):
-        return Path(source).name or str(source)
-    source_name = getattr(source, "name", None)
-    if isinstance(source_name, str) and source_name:
-        return Path(source_name).name
-    return _DEFAULT_NAME
-
-
-def _open_binary(source: Any, label: str) -> IO[bytes]:
-    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            if path.is_dir():
-                raise ImageReadError(label, "is a folder, not an image file")
-            if not path.exists():
-                raise ImageReadError(label, f"file not found ({path})")
-            fp = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        except ImageReadError:
-            raise
-        except OSError as exc:
-            raise ImageReadError(label, f"cannot open the file ({exc.strerror or exc})") from exc
-        try:
-            empty = os.fstat(fp.fileno()).st_size == 0
-        except OSError:
-            empty = False
-        if empty:
-            fp.close()
-            raise ImageReadError(label, "empty file (0 bytes)")
-        return fp
-    elif hasattr(source, "read"):
-        try:
-            if hasattr(source, "seek"):
-                source.seek(0)
-            data = source.read()
-        except Exception as exc:  # any failure of a foreign file object
-            raise ImageReadError(label, f"cannot read the file ({exc})") from exc
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{label}: the file object must be opened in binary mode")
-        data = bytes(data)
-    else:
-        raise TypeError(
-            f"expected image bytes, a path or a binary file, not {type(source).__name__}"
-        )
-    if not data:
-        raise ImageReadError(label, "empty file (0 bytes)")
-    return io.BytesIO(data)
-
-
-def _is_tiff(fp: IO[bytes]) -> bool:
-    try:
-        fp.seek(0)
-        head = fp.read(4)
-        fp.seek(0)
-    except Exception:  # noqa: BLE001 - a file that cannot be probed is not a TIFF
-        return False
-    return head in _TIFF_MAGIC
-
-
-def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
-    """Refuse zero-sized images and images of more than ``max_pixels`` (or Pillow's bomb limit)."""
-    if width <= 0 or height <= 0:
-        raise ImageReadError(label, f"zero-sized image ({width} x {height} px)")
-    pixels = int(width) * int(height)
-    if pixels > max_pixels:
-        raise ImageReadError(
-            label,
-            f"image too large: {width} x {height} px = {pixels / 1e6:.1f} megapixels, "
-            f"the limit is {max_pixels / 1e6:g} megapixels (less on a machine short of memory); "
-            "downscale it first",
-        )
-    bomb_limit = Image.MAX_IMAGE_PIXELS
-    if bomb_limit is not None and pixels > bomb_limit:
-        raise ImageReadError(
-            label,
-            f"image too large: {width} x {height} px is over Pillow's decompression-bomb limit "
-            f"of {bomb_limit} pixels",
-        )
-
-
-def _reader_warning_filters() -> None:
-    """Inside ``warnings.catch_warnings()``: bomb warnings become errors, Pillow's chatter is muted.
-
-    Pillow warns about malformed metadata ("Corrupt EXIF data", "Tag data larger than file", ...) of
-    files it then reads or refuses; the readers report refusals as :class:`ImageReadError` instead.
-    """
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-
-def _bomb_error(label: str, exc: BaseException) -> ImageReadError:
-    return ImageReadError(
-        label, f"image too large: refused by Pillow's decompression-bomb guard ({exc})"
-    )
-
-
-def _open_pil(fp: IO[bytes], label: str) -> Image.Image:
-    """``Image.open`` restricted to the :data:`SUPPORTED_FORMATS` Pillow has plugins for."""
-    Image.init()  # registers every plugin once (Image.open alone registers only a few, not MPO)
-    formats = [f for f in SUPPORTED_FORMATS if f in Image.OPEN]
-    return Image.open(fp, formats=formats)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,26 +152,11 @@ def _tiff_axes_to_hwc(values: np.ndarray, axes: str, label: str) -> np.ndarray:
     return values
 
 
-def _import_tifffile() -> Any:
-    """The ``tifffile`` module, or None when it is not installed.
-
-    tifffile logs every malformed tag it meets at ERROR level; a NullHandler on its logger keeps these
-    messages out of stderr when the application has not configured logging (they still reach any
-    handler the application installs).
-    """
-    try:
-        import tifffile
-    except ImportError:
-        return None
-    logger = logging.getLogger("tifffile")
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    return tifffile
 
 
 def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
     """Read the first page of a TIFF Pillow refused with ``tifffile``; errors keep ``reason``."""
-    tifffile = _import_tifffile()
+    tifffile = import_tifffile()
     if tifffile is None:
         raise ImageReadError(label, reason)
     try:
@@ -308,7 +164,7 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
         with tifffile.TiffFile(fp) as tif:
             page = tif.pages[0]
             width, height = int(page.imagewidth), int(page.imagelength)
-            _check_size(width, height, label, max_pixels)
+            check_size(width, height, label, max_pixels)
             elements = int(np.prod(page.shape, dtype=np.int64))
             if elements > _MAX_SAMPLES_PER_PIXEL * width * height:
                 raise ImageReadError(
@@ -351,18 +207,12 @@ def _corrupt_reason(exc: BaseException) -> str:
 
 def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
     """Open, check and fully decode ``source``; every failure becomes :class:`ImageReadError`."""
-    label = _label(source, name)
     if max_pixels is None:
         max_pixels = max_image_pixels()
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, not {max_pixels}")
-    fp = _open_binary(source, label)
-    try:
-        with warnings.catch_warnings():
-            _reader_warning_filters()
-            return _decode_open_file(fp, label, max_pixels)
-    finally:
-        fp.close()
+    with opened(source, name) as (fp, label):
+        return _decode_open_file(fp, label, max_pixels)
 
 
 def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
@@ -370,20 +220,20 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
 
     if is_dicom(fp):
         try:
-            return decode_dicom(fp, label, max_pixels, _check_size)
+            return decode_dicom(fp, label, max_pixels, check_size)
         except DicomReadError as exc:
             raise ImageReadError(exc.filename, exc.reason) from exc
-    is_tiff = _is_tiff(fp)
+    tiff = is_tiff(fp)
     try:
-        img = _open_pil(fp, label)
+        img = open_pil(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb_error(label, exc) from exc
+        raise bomb_error(label, exc) from exc
     except Exception as exc:  # Pillow plugins raise many types on bad headers
         if isinstance(exc, UnidentifiedImageError):
-            reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
+            reason = NOT_AN_IMAGE
         else:
             reason = f"cannot read the image header ({type(exc).__name__}: {exc})"
-        if is_tiff:
+        if tiff:
             return _read_tiff_fallback(fp, label, max_pixels, reason)
         raise ImageReadError(label, reason) from exc
     with img:
@@ -391,16 +241,16 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
             width, height = img.size
         except Exception as exc:
             raise ImageReadError(label, f"cannot read the image size ({exc})") from exc
-        _check_size(width, height, label, max_pixels)
+        check_size(width, height, label, max_pixels)
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _bomb_error(label, exc) from exc
+            raise bomb_error(label, exc) from exc
         except ImageReadError:
             raise
         except Exception as exc:  # truncated / corrupt data, of any type
             reason = _corrupt_reason(exc)
-            if is_tiff:
+            if tiff:
                 return _read_tiff_fallback(fp, label, max_pixels, reason)
             raise ImageReadError(label, reason) from exc
         try:
@@ -506,7 +356,7 @@ def read_mask(
         binary mask", with how to convert it), and an empty or full mask when ``allow_empty`` is False.
     """
     colour, alpha = _decode(source, name, max_pixels)
-    label = _label(source, name)
+    label = file_label(source, name)
     if alpha is not None:
         weight = alpha.astype(np.uint16)
         if colour.ndim == 3:
@@ -547,87 +397,3 @@ def mask_problem(mask: np.ndarray) -> str | None:
     if count == mask.size:
         return "full mask: every pixel is foreground (all white; an image, or an inverted mask?)"
     return None
-
-
-def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
-    from moleseg.core.dicomio import DicomReadError, dicom_header_size, is_dicom
-
-    if is_dicom(fp):
-        try:
-            return dicom_header_size(fp, label)
-        except DicomReadError as exc:
-            raise ImageReadError(exc.filename, exc.reason) from exc
-    is_tiff = _is_tiff(fp)
-    try:
-        img = _open_pil(fp, label)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _bomb_error(label, exc) from exc
-    except Exception as exc:
-        reason = f"not an image, or not a supported format ({_FORMAT_HINT})"
-        size = _tiff_header_size(fp) if is_tiff else None
-        if size is None:
-            raise ImageReadError(label, reason) from exc
-        return size
-    with img:
-        try:
-            width, height = (int(v) for v in img.size)
-            orientation = _header_orientation(img)
-        except Exception as exc:
-            raise ImageReadError(label, f"cannot read the image header ({exc})") from exc
-    if orientation in _TRANSPOSING_ORIENTATIONS:
-        width, height = height, width
-    return width, height
-
-
-def _tiff_header_size(fp: IO[bytes]) -> tuple[int, int] | None:
-    """``(width, height)`` of a TIFF's first page read by tifffile; None when it cannot."""
-    tifffile = _import_tifffile()
-    if tifffile is None:
-        return None
-    try:
-        fp.seek(0)
-        with tifffile.TiffFile(fp) as tif:
-            page = tif.pages[0]
-            return int(page.imagewidth), int(page.imagelength)
-    except Exception:  # noqa: BLE001 - tifffile raises many types on bad files
-        return None
-
-
-def _header_orientation(img: Image.Image) -> int:
-    """EXIF orientation (1..8) from data already parsed with the header; 1 when absent or unreadable."""
-    if img.format == "PNG" and "exif" not in img.info:
-        return 1  # PNG's getexif() would decode the whole image to look for a late eXIf chunk
-    try:
-        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-        return int(value)
-    except Exception:  # noqa: BLE001 - unreadable EXIF: no orientation
-        return 1
-
-
-def image_size(path: Source) -> tuple[int, int]:
-    """Width and height of an image, from its header only (the pixels are not decoded).
-
-    Parameters
-    ----------
-    path : str or os.PathLike or bytes or binary file
-        The image file (bytes and file objects are accepted too).
-
-    Returns
-    -------
-    tuple of int
-        ``(width, height)`` in pixels, *after* EXIF orientation, i.e. the size :func:`read_image` returns
-        as ``(W, H)``.
-
-    Raises
-    ------
-    ImageReadError
-        Missing file, folder, empty file or not a supported image (header unreadable).
-    """
-    label = _label(path, None)
-    fp = _open_binary(path, label)
-    try:
-        with warnings.catch_warnings():
-            _reader_warning_filters()
-            return _header_size(fp, label)
-    finally:
-        fp.close()
