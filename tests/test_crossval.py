@@ -177,6 +177,7 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
     shutil.copy(shipped.recipe_path("dermoscopy"), models)
     monkeypatch.setattr(shipped, "MODELS_DIR", models)
     monkeypatch.setattr(shipped, "evaluate_shipped", lambda *args, **kwargs: {})
+    monkeypatch.setattr(shipped, "build_shipped_onnx", lambda name, data_dir: {"file": f"{name}.onnx"})
     monkeypatch.setattr(shipped, "confidence_record",
                         lambda name, data_dir, threshold, validation: {"threshold": threshold, "validation": validation})
     run = tmp_path / "all-pairs"
