@@ -113,7 +113,11 @@ def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, bro
     # the notes, read back in the visit's text (the visits table holds them too, in a grid cell that is never
     # "visible" to the browser: a bare text selector may pick that one first and wait for nothing)
     page.wait_for_selector(f"[data-testid=stMarkdownContainer]:has-text('Notes {note_text}')", timeout=30_000)
-    assert page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')").count() == 1
+    # the saved overlay is drawn before the notes, but the browser may still be fetching its picture or
+    # swapping in the rerun's elements: wait for it, then count it
+    saved_overlay = page.locator("[data-testid=stImage]:has-text('arm-mole.png: saved border')")
+    saved_overlay.wait_for(timeout=30_000)
+    assert saved_overlay.count() == 1
     assert page.locator("[data-testid=stException]").count() == 0
     page.close()
 
