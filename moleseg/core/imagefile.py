@@ -225,19 +225,29 @@ def import_tifffile() -> Any:
     return tifffile
 
 
+@contextmanager
+def dicom_refusals() -> Iterator[None]:
+    """Inside the block, a :class:`moleseg.core.dicomio.DicomReadError` is raised as the
+    :class:`ImageReadError` every image reader raises (same file name and reason)."""
+    from moleseg.core.dicomio import DicomReadError
+
+    try:
+        yield
+    except DicomReadError as exc:
+        raise ImageReadError(exc.filename, exc.reason) from exc
+
+
 # --------------------------------------------------------------------------------------------------
 # The header alone
 
 
 def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
     """``(width, height)`` of the open file ``fp`` after EXIF orientation, from its header."""
-    from moleseg.core.dicomio import DicomReadError, dicom_header_size, is_dicom
+    from moleseg.core.dicomio import dicom_header_size, is_dicom
 
     if is_dicom(fp):
-        try:
+        with dicom_refusals():
             return dicom_header_size(fp, label)
-        except DicomReadError as exc:
-            raise ImageReadError(exc.filename, exc.reason) from exc
     tiff = is_tiff(fp)
     try:
         img = open_pil(fp)

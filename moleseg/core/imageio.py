@@ -62,6 +62,7 @@ from moleseg.core.imagefile import (
     Source,
     bomb_error,
     check_size,
+    dicom_refusals,
     file_label,
     image_size,
     import_tifffile,
@@ -216,13 +217,11 @@ def _decode(source: Any, name: str | None, max_pixels: int | None) -> _Decoded:
 
 
 def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
-    from moleseg.core.dicomio import DicomReadError, decode_dicom, is_dicom
+    from moleseg.core.dicomio import decode_dicom, is_dicom
 
     if is_dicom(fp):
-        try:
+        with dicom_refusals():
             return decode_dicom(fp, label, max_pixels, check_size)
-        except DicomReadError as exc:
-            raise ImageReadError(exc.filename, exc.reason) from exc
     tiff = is_tiff(fp)
     try:
         img = open_pil(fp)
