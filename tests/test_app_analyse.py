@@ -513,3 +513,104 @@ def test_inference_cache_notes_are_shown_once_as_warnings():
     assert "network.onnx" not in ui.CACHE_REBUILT_WARNING
     app.run()
     assert list(app.warning) == [] and app.session_state["segmenter"].cache_notes == []
+
+
+def counted(monkeypatch, module, name: str) -> list:
+    """Count the calls of ``module.name`` (still called through)."""
+    calls = []
+    inner = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: (calls.append(1), inner(*args, **kwargs))[1])
+    return calls
+
+
+def test_a_pixel_size_change_rescales_the_measurements_without_cleaning_or_measuring_again(monkeypatch):
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+    from moleseg.core.measure import measure_lesion
+    from moleseg.engine import pipeline
+
+    segmenter, store = CountingSegmenter(), AnalysisStore()
+    uploads = [Upload("a.png", png_bytes(mole_image(seed=1)[0]))]
+    first = analyse_uploads(store, segmenter, "m", uploads)[0].analysis
+    cleanups, measurings = counted(monkeypatch, pipeline, "clean"), counted(monkeypatch, pipeline, "measure_lesion")
+    in_mm = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=0.02)[0].analysis
+    again_px = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=None)[0].analysis
+    in_other_mm = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=0.5)[0].analysis
+    assert (cleanups, measurings, segmenter.calls) == ([], [], 1)  # neither cleanup nor measuring ran again
+    assert in_mm.segmentation is first.segmentation and in_mm.pixel_size_mm == 0.02
+    lesion, border = first.segmentation.lesion, first.segmentation.border
+    for analysis, size in ((in_mm, 0.02), (in_other_mm, 0.5)):
+        fresh = measure_lesion(lesion, border=border, pixel_size_mm=size, image=first.image)
+        assert [(m.key, m.unit) for m in analysis.measurements] == [(m.key, m.unit) for m in fresh]
+        assert [m.value for m in analysis.measurements] == pytest.approx([m.value for m in fresh], rel=1e-12,
+                                                                         nan_ok=True)
+    area = {m.unit: m.value for m in in_mm.measurements if m.key == "area"}
+    assert area["mm2"] == pytest.approx(area["px"] * 0.0004)  # 0.02 mm per px: 0.0004 mm² per pixel
+    assert again_px.measurements == first.measurements and {m.unit for m in again_px.measurements} >= {"px"}
+    assert not {"mm", "mm2"} & {m.unit for m in again_px.measurements}
+
+
+def test_rescaled_cell_measurements_match_measuring_them_at_that_pixel_size():
+    from moleseg.app.analysis import rescaled_measurements
+    from moleseg.core.objects import field_measurements, find_objects
+    from synthetic import disk
+
+    mask = disk((64, 64), (20, 20), 6) | disk((64, 64), (44, 40), 9)
+    objects = find_objects(mask)
+    in_px = field_measurements(objects, mask.size)
+    fresh = field_measurements(objects, mask.size, pixel_size_mm=0.004)
+    rescaled = rescaled_measurements(in_px, 0.004)
+    assert [(m.key, m.unit, m.value) for m in rescaled] == [(m.key, m.unit, m.value) for m in fresh]
+    assert rescaled_measurements(fresh, None) == in_px
+
+
+def test_going_back_to_a_cleanup_shown_before_takes_it_from_the_cache(monkeypatch):
+    from moleseg.app.analysis import EARLIER_VARIANTS_KEPT, AnalysisStore, Upload, analyse_uploads
+    from moleseg.app.cleanup_plan import CleanupChoice, CleanupPlan
+    from moleseg.core.cleanup import CleanupSettings
+    from moleseg.engine import pipeline
+
+    segmenter, store, plan = CountingSegmenter(), AnalysisStore(), CleanupPlan()
+    uploads = [Upload("a.png", png_bytes(mole_image(seed=3)[0]))]
+    analyse_uploads(store, segmenter, "m", uploads)
+    cleanups = counted(monkeypatch, pipeline, "clean")
+    shown = {}
+    for closing in (1, 2, 3, 2, 1):
+        plan.record(uploads[0].key, CleanupChoice(CleanupSettings(closing_radius_px=closing), None))
+        analysis = analyse_uploads(store, segmenter, "m", uploads, plan=plan)[0].analysis
+        assert analysis.segmentation.settings.closing_radius_px == closing
+        assert shown.setdefault(closing, analysis) is analysis  # the same analysis when shown again
+    assert len(cleanups) == 3  # closing 1, 2 and 3 once each
+    entry = store.get(("m", uploads[0].key))
+    assert len(entry.earlier) == 3  # the automatic cleanup, 3 and 2 beside the latest (1)
+    assert entry.nbytes > store.get(("m", uploads[0].key)).analysis.image.nbytes
+    for closing in range(4, 6 + EARLIER_VARIANTS_KEPT):
+        plan.record(uploads[0].key, CleanupChoice(CleanupSettings(closing_radius_px=closing), None))
+        analyse_uploads(store, segmenter, "m", uploads, plan=plan)
+    assert len(store.get(("m", uploads[0].key)).earlier) == EARLIER_VARIANTS_KEPT
+    assert segmenter.calls == 1
+
+
+def test_a_picture_shown_again_is_not_encoded_again(monkeypatch):
+    from moleseg.app import results
+    from moleseg.core import imagewrite
+
+    picture = np.zeros((40, 60, 3), np.uint8)
+    encodings = counted(monkeypatch, imagewrite, "encode_jpeg")
+    results.display_jpeg(picture), results.display_jpeg(picture)
+    assert len(encodings) == 2  # a writable array may change: encoded each time
+    picture.setflags(write=False)
+    first = results.display_jpeg(picture)
+    assert results.display_jpeg(picture) is first and len(encodings) == 3  # read-only: once
+
+
+def test_what_is_kept_with_an_analysis_is_forgotten_with_it():
+    from moleseg.app.results import kept_with
+
+    class Owner:
+        pass
+
+    for value in range(50):  # a new owner often gets a dead one's id (freed at once by its count): its own value
+        owner = Owner()
+        assert kept_with(owner, "value", lambda: value) == value
+        assert kept_with(owner, "value", lambda: -1) == value  # made once per owner
+        del owner
