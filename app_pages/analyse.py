@@ -39,6 +39,7 @@ choice = ui.model_picker("analyse_model")
 words = subject_words(choice.n_classes)  # cells models speak of cells and nuclei, not moles
 title.title(f"Analyse {words['images']}")
 ui.show_model_info(choice)
+ready = ui.model_prepared(choice)  # a user's own model: its inference form made in the background first
 
 limit = ui.upload_limit_mb()
 mode = st.radio("Upload", ["files", "a folder"], horizontal=True, key="analyse_mode",
@@ -253,6 +254,8 @@ def analysis_view() -> None:
 
     if not files:
         st.info(f"Drop one or more {words['images']} above to analyse them.")
+        return
+    if not ready:
         return
 
     segmenter = ui.load_segmenter(choice)

@@ -614,3 +614,69 @@ def test_what_is_kept_with_an_analysis_is_forgotten_with_it():
         assert kept_with(owner, "value", lambda: value) == value
         assert kept_with(owner, "value", lambda: -1) == value  # made once per owner
         del owner
+
+
+def test_a_users_own_model_is_prepared_in_the_background_with_progress_and_a_failure_is_one_sentence(
+        app_folders, monkeypatch, tmp_path):
+    import threading
+
+    from app_helpers import run_until
+    from moleseg.app import models
+
+    run = models.ModelChoice(spec=str(tmp_path / "runs" / "r1" / "model.keras"), label="run r1 (3 classes)",
+                             kind="run", n_classes=3, stamp=7, status="done")
+    offered = models.model_choices()
+    monkeypatch.setattr(models, "model_choices", lambda *args, **kwargs: offered + [run])
+    monkeypatch.setattr(models, "needs_preparation", lambda choice: choice.kind == "run")  # the cache is off here
+    release, started = threading.Event(), []
+
+    def conversion(choice):
+        def work(progress):
+            started.append(choice.spec)
+            progress(1, 4, "loading the model (TensorFlow)")
+            release.wait(30)
+            raise RuntimeError("tf2onnx: unsupported op FancyConv")
+
+        return work
+
+    monkeypatch.setattr(models, "preparation_task", conversion)
+    at = app_test(PAGE)
+    at.selectbox(key="analyse_model").set_value(run.spec).run()
+    run_until(at, lambda at: ui.task_registry().get(models.preparation_key(run)).done_steps == 1)
+    assert started == [run.spec]
+    assert any(text.startswith("Preparing run r1 (3 classes) for fast analysis") for text in texts(at.info))
+    progress = [element for element in at.get("progress")]
+    assert len(progress) == 1 and progress[0].proto.text == "loading the model (TensorFlow)"
+    assert progress[0].proto.value == 25  # 1 of 4 steps
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(mole_image()[0]), "image/png")).run()
+    assert ui.analysis_store().predictions == 0 and not at.get("image")  # nothing analysed meanwhile,
+    assert not at.error and not at.exception  # the model not even loaded
+    at.file_uploader(key="analyse_upload_files").set_value([]).run()
+    at.selectbox(key="analyse_model").set_value("classical").run()  # another model can be used meanwhile
+    assert not any(text.startswith("Preparing") for text in texts(at.info))
+    at.selectbox(key="analyse_model").set_value(run.spec).run()
+    release.set()
+    run_until(at, lambda at: at.error)
+    assert texts(at.error) == ["Could not prepare run r1 (3 classes) for fast analysis, so TensorFlow analyses its "
+                               "images, more slowly: tf2onnx: unsupported op FancyConv"]
+    assert started == [run.spec]  # one preparation, however many runs of the page
+    assert not at.exception
+
+
+def test_only_a_users_finished_model_without_an_inference_form_needs_preparing(monkeypatch, tmp_path):
+    from moleseg.app import models
+    from moleseg.network import compiled
+
+    cached: set[str] = set()
+    monkeypatch.setattr(compiled, "cache_enabled", lambda: True)
+    monkeypatch.setattr(compiled, "any_cached", lambda path: str(path) in cached)
+    run = models.ModelChoice(spec=str(tmp_path / "model.keras"), label="run r1", kind="run", status="done")
+    assert models.needs_preparation(run)
+    assert not models.needs_preparation(models.ModelChoice(run.spec, "run r1", "run", status="running"))
+    assert not models.needs_preparation(models.ModelChoice(run.spec, "dermoscopy", "shipped"))
+    assert not models.needs_preparation(models.ModelChoice("classical", "classical baseline", "classical"))
+    cached.add(run.spec)
+    assert not models.needs_preparation(run)  # converted before (by this server or another process)
+    cached.clear()
+    monkeypatch.setattr(compiled, "cache_enabled", lambda: False)
+    assert not models.needs_preparation(run)  # no inference cache: TensorFlow predicts, nothing to convert
