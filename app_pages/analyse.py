@@ -128,24 +128,28 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
 
     key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
-    with st.expander(words["correct"], expanded=edits.any):
-        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
-                        help="polygon: click the corners, then click the first corner again to close it. "
-                             "brush: paint over the pixels.")
-        width = outcome.analysis.image.shape[1]
-        canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
-                                                         ui.available_width("analyse_canvas_room"))
-        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
-                              key="analyse_brush_width") if tool == "brush" else 1)
-        generation = st.session_state.get("analyse_canvas_generation", 0)
-        background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
-                               lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
-        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                          height=canvas_height, width=canvas_width,
-                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                          key=f"analyse_canvas_{generation}_{canvas_width}")
-        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+    # the drawing canvas (and its background picture) only while the expander is open: Streamlit's lazy expander
+    box = st.expander(words["correct"], expanded=edits.any, key="analyse_correct_open", on_change="rerun")
+    generation = st.session_state.get("analyse_canvas_generation", 0)
+    with box:
+        strokes = []
+        if box.open:
+            tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                            help="polygon: click the corners, then click the first corner again to close it. "
+                                 "brush: paint over the pixels.")
+            width = outcome.analysis.image.shape[1]
+            canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
+                                                             ui.available_width("analyse_canvas_room"))
+            brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                                  key="analyse_brush_width") if tool == "brush" else 1)
+            background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
+                                   lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
+            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                              height=canvas_height, width=canvas_width,
+                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                              key=f"analyse_canvas_{generation}_{canvas_width}")
+            strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
         if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
