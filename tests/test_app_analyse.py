@@ -680,3 +680,13 @@ def test_only_a_users_finished_model_without_an_inference_form_needs_preparing(m
     cached.clear()
     monkeypatch.setattr(compiled, "cache_enabled", lambda: False)
     assert not models.needs_preparation(run)  # no inference cache: TensorFlow predicts, nothing to convert
+
+
+def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeypatch):
+    from moleseg.app import hand_correction
+
+    backgrounds = counted(monkeypatch, hand_correction, "canvas_background")
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    at.slider(key="analyse_fill_opacity").set_value(0.5).run()
+    assert backgrounds == []  # neither the first run nor a slider change made the canvas
+    assert "Add to the lesion" in [button.label for button in at.button]  # the block is there, closed
