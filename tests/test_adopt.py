@@ -13,7 +13,7 @@ import pytest
 
 from synthetic import mole_image
 from moleseg.cli import main
-from moleseg.cli.adopt import RECORDS_NOTE
+from moleseg.cli.adopt import RECORDS_NOTE, STILL_PERSONAL
 from moleseg.core.config import data_dir
 from moleseg.core.dataset import save_pair
 from moleseg.core.devices import DeviceProfile, save_profile
@@ -68,7 +68,7 @@ def test_the_personal_folders_move_into_the_user_s_space(personal, capsys):
         f"  runs/ -> {HOME}/runs/: 1 run, 1 study",
         f"  corrections/ -> {HOME}/corrections/: 1 image pair",
         f"  devices.json -> {HOME}/devices.json: 1 device profile",
-        RECORDS_NOTE]
+        RECORDS_NOTE, STILL_PERSONAL.format(user="Anna")]
     moved = {f"{HOME}/{name}" for name in PERSONAL_FILES} | {f"{HOME}/runs/study-a/{STUDY_LOCK}"}
     assert _tree(personal) == {USERS_FOLDER_NAME, HOME, LOCK_NAME, *moved}
     space = shared_space(personal, "Anna")  # the folders the app opens for Anna

@@ -14,7 +14,13 @@ RECORDS_NOTE: str = ("Saved visits are not moved: they keep the owner they were 
                      "the server's account), and the admin_users reach them.")
 
 
+#: The line after a move made while the settings still say personal mode.
+STILL_PERSONAL: str = ("The settings still say mode = \"personal\": the app shows these folders to {user} once "
+                       "the server runs in shared mode.")
+
+
 def cmd_adopt(args: argparse.Namespace) -> int:
+    from moleseg.core.settings import load_settings
     from moleseg.engine.adopt import adopt, plan_adoption
 
     plan = plan_adoption(args.user)
@@ -26,6 +32,8 @@ def cmd_adopt(args: argparse.Namespace) -> int:
         adopt(plan, echo=lambda line: print(printable(f"  {line}"), flush=True))
     if plan.moves:
         print(RECORDS_NOTE)
+        if not load_settings().shared:
+            print(printable(STILL_PERSONAL.format(user=plan.user_name)))
     return EXIT_OK
 
 
