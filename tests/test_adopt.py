@@ -134,6 +134,16 @@ def test_a_running_training_refuses(personal, capsys):
     assert not (personal / USERS_FOLDER_NAME).exists()
 
 
+def test_a_training_started_after_the_plan_still_refuses_before_anything_moves(personal):
+    plan = adoption.plan_adoption("Anna")
+    with hold_training_lock(personal / "runs" / "run-1", "app"):
+        before = _tree(personal)
+        with pytest.raises(adoption.AdoptionRefused, match=r"^nothing moved: another training is running in run-1 "
+                                                           r"\(started by the app, "):
+            adoption.adopt(plan, echo=pytest.fail)
+        assert _tree(personal) == before
+
+
 def test_a_running_study_refuses(personal, capsys):
     with hold_study_lock(personal / "runs" / "study-a"):
         status, _, err = _adopt(capsys, "--user", "Anna")
