@@ -303,6 +303,24 @@ def test_with_streamlit_login_the_user_is_the_logged_in_e_mail():
     assert resolve_user(oidc, {}, None, "boss@clinic.example") == User("boss@clinic.example", admin=True)
 
 
+@pytest.mark.parametrize(("headers", "oidc_email", "expected"), [
+    ({**FROM_PROXY, "X-Forwarded-User": "  alice \t"}, None, User("alice")),  # blanks around: the same name
+    ({**FROM_PROXY, "X-Forwarded-User": " boss "}, None, User("boss", admin=True)),
+    ({**FROM_PROXY, "X-Forwarded-User": "Dr. Anna Müller"}, None, User("Dr. Anna Müller")),
+    ({**FROM_PROXY, "X-Forwarded-User": "", "X-Forwarded-Email": " carol@clinic.example "}, None,
+     User("carol@clinic.example")),
+    ({**FROM_PROXY, "X-Forwarded-User": "al\x07ice"}, None, NOT_SIGNED_IN),  # no sign-in gives a control character
+    ({}, "  boss@clinic.example ", User("boss@clinic.example", admin=True)),
+    ({}, " \t", NOT_SIGNED_IN),
+])
+def test_a_signed_in_name_follows_the_one_rule_for_names(headers, oidc_email, expected):
+    """The name is :func:`moleseg.core.userspace.signed_in_name` of the header or the e-mail, as ``moleseg adopt``
+    takes it."""
+    settings = SHARED if oidc_email is None else replace(SHARED, identity="streamlit-oidc",
+                                                         admin_users=frozenset({"boss@clinic.example"}))
+    assert resolve_user(settings, headers, "10.0.0.5", oidc_email) == expected
+
+
 @pytest.fixture
 def shared_mode(monkeypatch):
     """The pages in shared mode; AppTest's requests carry no proxy header, so nobody is believed."""
