@@ -13,12 +13,14 @@ import pytest
 
 from synthetic import mole_image
 from moleseg.cli import main
-from moleseg.cli.adopt import RECORDS_NOTE, STILL_PERSONAL
+from moleseg.cli.adopt import OWNERLESS_ALONE, RECORDS_NOTE, STILL_PERSONAL
 from moleseg.core.config import data_dir
 from moleseg.core.dataset import save_pair
 from moleseg.core.devices import DeviceProfile, save_profile
 from moleseg.core.userspace import SPACE_MODE, USERS_FOLDER_NAME, folder_name, shared_space
 from moleseg.engine import adopt as adoption
+from moleseg.engine.records import NO_OWNER, Records, RecordsError, User, personal_owner
+from moleseg.engine.recordsdb import refusal
 from moleseg.engine.runs import RunFiles
 from moleseg.engine.studyrun import PLAN_JSON, STUDY_LOCK, hold_study_lock
 from moleseg.engine.trainlock import LOCK_NAME, hold_training_lock
@@ -186,3 +188,91 @@ def test_a_folder_on_another_file_system_refuses(personal, capsys, monkeypatch):
     finally:
         (runs / "run-2").rmdir()
         runs.rmdir()
+
+
+# --------------------------------------------------------------------------------------------------
+# The saved visits (--records): personal mode's, and with --ownerless those saved before records had owners
+
+ANNA = User("Anna")
+
+
+@pytest.fixture
+def saved_visits(personal) -> dict[str, list[int]]:
+    """Two visits saved in personal mode, one saved before records had owners and one of Bob's, in the data
+    folder's records; their ids by owner."""
+    image, mask = mole_image(24, 24)
+    records = Records()
+    ids = {owner: [records.save(User(owner, admin=True), image, mask, [], lesion=owner) for _ in range(count)]
+           for owner, count in ((personal_owner(), 2), ("ownerless", 1), ("bob", 1))}
+    with records.database.transaction() as connection:
+        connection.exec_driver_sql(f"UPDATE analyses SET owner = '{NO_OWNER}' WHERE owner = 'ownerless'")
+    return ids
+
+
+def test_with_records_the_personal_visits_go_to_the_user_after_the_folders(saved_visits, capsys):
+    owner = personal_owner()
+    status, out, _ = _adopt(capsys, "--user", "Anna", "--records", "--dry-run")
+    assert status == 0 and out.splitlines()[-2] == f"Would give Anna 2 saved visits of the account {owner}"
+    assert Records().records(ANNA) == []
+    status, out, err = _adopt(capsys, "--user", " Anna ", "--records")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[-2:] == [f"Gave Anna 2 saved visits of the account {owner}",
+                                     STILL_PERSONAL.format(user="Anna")]
+    assert sorted(record.id for record in Records().records(ANNA)) == saved_visits[owner]
+    trail = Records().audit_trail(ANNA, saved_visits[owner][0])
+    assert [(entry.user, entry.action, entry.from_owner, entry.to_owner) for entry in trail] == [
+        (owner, "saved", None, None), (adoption.operator_account(), "adopted", owner, "Anna")]
+    assert Records().owned_count(NO_OWNER) == 1 and Records().owned_count("bob") == 1
+
+
+def test_with_ownerless_the_visits_saved_before_owners_go_too(saved_visits, capsys):
+    status, out, _ = _adopt(capsys, "--user", "Anna", "--records", "--ownerless", "--dry-run")
+    assert (status, out.splitlines()[-2]) == (0, f"Would give Anna 2 saved visits of the account {personal_owner()} "
+                                                 "and 1 saved visit without an owner")
+    status, out, _ = _adopt(capsys, "--user", "Anna", "--records", "--ownerless")
+    assert (status, out.splitlines()[-2]) == (0, f"Gave Anna 2 saved visits of the account {personal_owner()} and "
+                                                 "1 saved visit without an owner")
+    assert len(Records().records(ANNA)) == 3 and Records().owned_count(NO_OWNER) == 0
+
+
+def test_ownerless_alone_refuses(personal, capsys):
+    status, _, err = _adopt(capsys, "--user", "Anna", "--ownerless")
+    assert (status, err) == (2, f"error: {OWNERLESS_ALONE}\n")
+    assert not (personal / USERS_FOLDER_NAME).exists()
+
+
+def test_the_personal_account_itself_refuses_and_nothing_moves(saved_visits, capsys):
+    owner = personal_owner()
+    status, _, err = _adopt(capsys, "--user", owner, "--records")
+    assert (status, err) == (2, f"error: {owner} is the account that owns personal mode's saved visits: they are "
+                                "theirs already, nothing moved\n")
+    assert _tree(data_dir()) >= PERSONAL_FILES and Records().owned_count(owner) == 2
+
+
+def test_without_a_records_database_none_is_made(capsys):
+    status, out, _ = _adopt(capsys, "--user", "Anna", "--records")
+    assert (status, out.splitlines()[-1]) == (0, f"Gave Anna 0 saved visits of the account {personal_owner()}")
+    assert not Records.database_file().exists()
+
+
+def test_an_unusable_records_database_refuses_before_anything_moves(personal, capsys):
+    Records.database_file().write_bytes(b"not a database" * 100)
+    status, _, err = _adopt(capsys, "--user", "Anna", "--records")
+    assert status == 2
+    assert err.startswith(f"error: The records database {Records.database_file()} ")
+    assert err.endswith(": nothing moved\n") and "analysis works" not in err
+    assert not (personal / USERS_FOLDER_NAME).exists()
+
+
+def test_a_database_that_fails_after_the_plan_says_no_visit_was_handed_over(saved_visits, monkeypatch):
+    plan = adoption.plan_records("Anna", ownerless=False)
+
+    def full_disk(*args: object) -> None:
+        raise RecordsError(refusal(str(plan.records.path), "cannot be used: the disk is full").args[0])
+
+    monkeypatch.setattr(plan.records, "hand_over", full_disk)
+    with pytest.raises(adoption.AdoptionRefused) as refused:
+        adoption.adopt_records(plan)
+    assert str(refused.value) == (f"The records database {plan.records.path} cannot be used: the disk is full: "
+                                  f"{adoption.NO_VISIT_HANDED_OVER}")
+    assert Records().records(ANNA) == []

@@ -14,12 +14,18 @@ refusal (:class:`AdoptionRefused`) is one sentence naming the folder and the rea
 * a folder would cross to another file system (a copy could be left half done; a rename cannot);
 * a training or a study is running (:mod:`moleseg.engine.trainlock`, :func:`moleseg.engine.studyrun.study_running`).
 
-Saved visits are not moved: they keep the owner they were saved with (the records' own rules apply).
+The saved visits (:mod:`moleseg.engine.records`) are handed over when the operator asks
+(``moleseg adopt --records``): :func:`plan_records` counts those personal mode saved (owned by the server's
+account, :func:`moleseg.engine.records.personal_owner`) and, with ``ownerless``, those saved before records had
+owners; :func:`adopt_records` gives them to the user in one transaction, one "adopted" audit entry per visit
+naming the owner before and after and the operator's account (:func:`operator_account`). A refusal is one
+sentence and changes nothing: the user name is personal mode's own, or the records database cannot be used.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +35,20 @@ from filelock import Timeout
 
 from moleseg.core.atomic import fsync_folder
 from moleseg.core.config import data_dir
+from moleseg.core.settings import load_settings
 from moleseg.core.devices import read_profiles
 from moleseg.core.userspace import (UserSpace, personal_space, shared_space, shared_space_folders,
                                     signed_in_name)
 from moleseg.core.words import count_of, noun_for
 from moleseg.engine.finetune import corrections_pairs
+from moleseg.engine.records import NO_OWNER, Records, RecordsError, personal_owner
+from moleseg.engine.recordsdb import REFUSED
 from moleseg.engine.studyplan import StudyError
 from moleseg.engine.studyrun import hold_study_lock, list_study_folders, study_running
 from moleseg.engine.trainlock import TrainingHolder, active_training, training_lock
 
-__all__ = ["AdoptionPlan", "AdoptionRefused", "Move", "adopt", "plan_adoption", "shown_path"]
+__all__ = ["AdoptionPlan", "AdoptionRefused", "Move", "RecordsPlan", "adopt", "adopt_records", "operator_account",
+           "plan_adoption", "plan_records", "shown_path"]
 
 #: The words every refusal ends its reason with.
 NOTHING_MOVED: str = "nothing moved"
@@ -281,3 +291,97 @@ def adopt(plan: AdoptionPlan, echo: Callable[[str], None] = print) -> None:
                 _rename(move.source, move.target)
             echo(line)
         shared_space(plan.data, plan.user_name)  # the moved folders get the space's permissions
+
+
+def operator_account() -> str:
+    """The name of the account that runs this command (its effective user id), as the audit trail names the
+    operator; the number when the account has no name."""
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@dataclass(frozen=True)
+class RecordsPlan:
+    """The saved visits :func:`adopt_records` hands to the user, counted by :func:`plan_records`.
+
+    Attributes
+    ----------
+    user_name
+        The user who receives them.
+    counts
+        How many visits each owner gives: personal mode's (:func:`moleseg.engine.records.personal_owner`),
+        then, when asked, :data:`moleseg.engine.records.NO_OWNER` (those saved before records had owners).
+    records
+        The records of the server's settings; None when there is no records database yet.
+    """
+
+    user_name: str
+    counts: dict[str, int]
+    records: Records | None
+
+    def line(self, dry_run: bool, given: dict[str, int] | None = None) -> str:
+        """What is (``given``: was) handed over, e.g. ``"Would give Anna 3 saved visits of the account moleseg
+        and 1 saved visit without an owner"``."""
+        counts = self.counts if given is None else given
+        parts = [count_of(count, "saved visit") + (" without an owner" if owner == NO_OWNER else
+                                                    f" of the account {owner}")
+                 for owner, count in counts.items()]
+        verb = "Would give" if dry_run else "Gave"
+        return f"{verb} {self.user_name} {' and '.join(parts)}"
+
+
+#: The words ending the refusal of the records database once the folders have moved.
+NO_VISIT_HANDED_OVER: str = "no saved visit was handed over"
+
+
+def _records_refusal(error: RecordsError, ending: str) -> AdoptionRefused:
+    return AdoptionRefused(f"{str(error).removesuffix(REFUSED).rstrip('.')}: {ending}")
+
+
+def plan_records(user_name: str, ownerless: bool) -> RecordsPlan:
+    """Count the saved visits :func:`adopt_records` would give to ``user_name`` (checked as by
+    :func:`plan_adoption`): personal mode's and, with ``ownerless``, those saved before records had owners, in
+    the records of the server's settings (its ``database_url``, else the data folder's SQLite file; none is
+    created). Changes nothing.
+
+    Raises
+    ------
+    AdoptionRefused
+        The name is not one a sign-in gives, or is personal mode's own, or the records database cannot be used.
+    """
+    try:
+        name = signed_in_name(user_name)
+    except ValueError as error:
+        raise AdoptionRefused(f"{error}: {NOTHING_MOVED}") from None
+    owners = [personal_owner(), *([NO_OWNER] if ownerless else [])]
+    if name == owners[0]:
+        raise AdoptionRefused(f"{name} is the account that owns personal mode's saved visits: they are theirs "
+                              f"already, {NOTHING_MOVED}")
+    if not (load_settings().database_url or Records.database_file().exists()):
+        return RecordsPlan(name, dict.fromkeys(owners, 0), None)
+    try:
+        records = Records()
+        return RecordsPlan(name, {owner: records.owned_count(owner) for owner in owners}, records)
+    except RecordsError as error:
+        raise _records_refusal(error, NOTHING_MOVED) from None
+
+
+def adopt_records(plan: RecordsPlan) -> dict[str, int]:
+    """Carry out ``plan`` (:func:`plan_records`): give the counted owners' saved visits (those saved since the
+    plan included) to its user, in one transaction, one "adopted" audit entry per visit by
+    :func:`operator_account`; returns how many each owner gave.
+
+    Raises
+    ------
+    AdoptionRefused
+        The records database refused (nothing handed over: :data:`NO_VISIT_HANDED_OVER`).
+    """
+    if plan.records is None:
+        return dict(plan.counts)
+    try:
+        return plan.records.hand_over(operator_account(), tuple(plan.counts), plan.user_name)
+    except RecordsError as error:
+        raise _records_refusal(error, NO_VISIT_HANDED_OVER) from None
