@@ -18,7 +18,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.core.report import DISCLAIMER
 from moleseg.core.settings import ServerSettings
-from moleseg.engine.records import Records, User
+from moleseg.engine.records import NO_OWNER, AuditEntry, Records, User
 
 #: The one user of personal mode, as the pages resolve it.
 USER = personal_user()
@@ -301,6 +301,15 @@ def test_with_streamlit_login_the_user_is_the_logged_in_e_mail():
     oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
     assert resolve_user(oidc, FROM_PROXY, None) == NOT_SIGNED_IN  # proxy headers mean nothing here
     assert resolve_user(oidc, {}, None, "boss@clinic.example") == User("boss@clinic.example", admin=True)
+
+
+def test_the_audit_trail_says_from_whom_to_whom_a_visit_was_handed_over():
+    entries = [AuditEntry("2026-01-02T10:00:00+00:00", "moleseg", "saved"),
+               AuditEntry("2026-02-03T09:30:00+00:00", "root", "adopted", "moleseg", "Anna"),
+               AuditEntry("2026-02-03T09:30:00+00:00", "root", "adopted", NO_OWNER, "Anna")]
+    assert [row["what"] for row in followup.audit_rows(entries)] == [
+        "saved", "adopted from moleseg to Anna", f"adopted from {followup.UNKNOWN_OWNER} to Anna"]
+    assert [row["who"] for row in followup.audit_rows(entries)] == ["moleseg", "root", "root"]
 
 
 @pytest.mark.parametrize(("headers", "oidc_email", "expected"), [
