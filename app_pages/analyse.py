@@ -29,7 +29,7 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
-from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
+from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
 
 title = st.empty()  # above the model picker, its words follow the model chosen below it
@@ -413,7 +413,7 @@ def analysis_view() -> None:
         rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv",
                                 mime="text/csv",
                                 key="analyse_dl_objects", on_click="ignore")
-    st.caption("Research software: not a medical device, not for diagnosis.")
+    st.caption(DISCLAIMER)
 
     # ---- save to records (History page) ---------------------------------------------------------------
     if st.button(f"Save {outcome.name} to records", key="analyse_save",

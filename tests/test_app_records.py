@@ -46,6 +46,7 @@ def test_history_lists_a_saved_record_and_opens_it(isolated):
     measurements = at.dataframe[2].value
     assert "Area" in set(measurements["measurement"])
     assert any("routine" in text for text in texts(at.markdown))
+    assert at.caption[-1].value == DISCLAIMER
 
 
 def test_history_says_when_nothing_is_saved(isolated):
