@@ -17,6 +17,7 @@ from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
 from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
 from moleseg.core.targets import SHAPES
+from moleseg.core.words import count_of, noun_for
 
 st.title("Prepare targets")
 st.markdown("A dataset is a folder of images and a folder of binary masks (lesion = white). Training turns "
@@ -64,7 +65,9 @@ else:
         if stored:
             images_dir, masks_dir = Path(stored["images"]), Path(stored["masks"])
             if stored.get("skipped"):
-                st.caption(f"{stored['skipped']} hidden file(s) or link(s) in the archive were skipped.")
+                skipped = stored["skipped"]
+                st.caption(f"{count_of(skipped, 'hidden file or link', 'hidden files or links')} in the archive "
+                           f"{noun_for(skipped, 'was', 'were')} skipped.")
 
 if images_dir is None:
     st.info("Choose a dataset to see how its files pair up.")

@@ -104,12 +104,15 @@ def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
 
 
 def test_an_uploaded_zip_is_unpacked_into_the_session_folder(app_folders, tmp_path):
-    data = zip_of(make_dataset(tmp_path / "moles", count=5))
+    folder = make_dataset(tmp_path / "moles", count=5)
+    (folder / "images" / ".thumbnail.png").write_bytes(b"hidden")
+    data = zip_of(folder)
     at = app_test(PAGE)
     at.radio(key="prepare_source").set_value("a ZIP upload").run()
     at.file_uploader(key="prepare_zip").set_value(("moles.zip", data, "application/zip")).run()
     assert not at.exception and not at.error
     assert metrics(at)["Pairs"] == "5"
+    assert "1 hidden file or link in the archive was skipped." in texts(at.caption)
     images = at.session_state["prepare_zip_dataset"]["images"]
     assert images.startswith(str(app_folders["tmp"] / "moleseg-session-"))
 

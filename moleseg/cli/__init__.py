@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)
-    merge.add_argument("folders", nargs="+", metavar="SHARD_FOLDER", help="the --out folder(s) of the shards")
+    merge.add_argument("folders", nargs="+", metavar="SHARD_FOLDER", help="the --out folders of the shards")
     merge.add_argument("--out", metavar="DIR", help="where to write measurements.csv (default: the first folder)")
 
     score = add("score", "score predicted masks from any tool against true masks", cmd_score)
