@@ -30,13 +30,9 @@ if source == "a folder on the server":
     prepared = st.session_state.get(ui.DATASET_KEY)
     if prepared and prepared.get("source") == source:  # back from another page: the same dataset
         ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
-    roots = serverpaths.dataset_roots()
-    if not serverpaths.data_roots():
-        st.info(serverpaths.NO_ROOTS_NOTICE)
-    serverpaths.folder_picker("prepare_folder", roots)
+    roots = serverpaths.dataset_picker("prepare_folder")
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
-                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', "
-                              "inside the folders this server offers.")
+                         help=serverpaths.DATASET_PATH_HELP)
     if text.strip():
         try:
             images_dir, masks_dir = dataset_folders(text, roots)
