@@ -50,7 +50,6 @@ def test_pages_without_a_network_never_import_tensorflow(tmp_path):
         from app_helpers import app_test
         from synthetic import mole_image, png_bytes
         from moleseg.app.ui import PAGE_FILES
-from moleseg.core.report import DISCLAIMER
         at = app_test()
         assert not at.exception, at.exception
         for page in ("prepare", "train", "evaluate", "study", "history", "compare", "analyse"):
