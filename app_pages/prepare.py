@@ -106,7 +106,7 @@ if tables["mismatches"]:
     with st.expander(f"Size mismatches ({len(tables['mismatches'])})", expanded=True):
         st.caption("Training resizes such masks to their image; check that they really belong together.")
         st.dataframe(tables["mismatches"], hide_index=True, width="stretch")
-st.page_link(ui.PAGE_FILES["train"], label="Train on this dataset", icon=":material/model_training:")
+st.page_link(ui.PAGE_FILES["train"], label="Train on this dataset", icon=ui.PAGE_ICONS["train"])
 
 st.subheader("Targets")
 names = [pair.image.name for pair in report.pairs]

@@ -15,7 +15,7 @@ from PIL import Image
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
 from moleseg.app import preparation
-from moleseg.app.ui import PAGE_FILES
+from moleseg.app.ui import PAGE_FILES, PAGES
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
 PAGE = PAGE_FILES["prepare"]
@@ -48,6 +48,8 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
     assert pair_table["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
     assert (pair_table["fraction"] > 0).all()
     assert len(at.get("image")) == 3  # image, mask, class map
+    (train_link,) = [link.proto for link in at.get("page_link") if link.proto.label == "Train on this dataset"]
+    assert (train_link.page, train_link.icon) == ("train", next(p.icon for p in PAGES if p.key == "train"))
     at.button(key="prepare_all").click().run()
     run_until(at, lambda at: len(frequency_frames(at)) == 2)  # the scan runs in the background
     whole = frequency_frames(at)[-1]
