@@ -16,6 +16,7 @@ from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
 from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES, PAGES
+from moleseg.core import options
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
 PAGE = PAGE_FILES["prepare"]
@@ -54,6 +55,7 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
     run_until(at, lambda at: len(frequency_frames(at)) == 2)  # the scan runs in the background
     whole = frequency_frames(at)[-1]
     assert "pixels" not in whole.columns and whole["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert at.slider(key="prepare_width").min == options.option("border_width_px").low  # as moleseg prepare
     # a wider border band takes pixels from INSIDE
     at.slider(key="prepare_width").set_value(10).run()
     wider = frequency_frames(at)[0]
