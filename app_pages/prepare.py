@@ -117,7 +117,8 @@ with right:
                        format_func=lambda n: "3 (moles: back/border/inside)" if n == 3 else "2 (cells)")
     shape = st.selectbox("Structuring element", SHAPES, key="prepare_shape")
     width = st.slider("Border width (px)", int(options.option("border_width_px").low), 30, DEFAULT_BORDER_WIDTH_PX,
-                      key="prepare_width", disabled=classes == 2, help="Radius of the structuring element that erodes the mask.")
+                      key="prepare_width", disabled=classes == 2,
+                      help="Radius of the structuring element that erodes the mask.")
     edge = st.checkbox("Border along the image frame too", key="prepare_edge",
                        help="Off (Matlab's imerode): a lesion leaving the picture has no border at the frame.")
 pair = report.pairs[index if index is not None and index < len(report.pairs) else 0]
