@@ -1,7 +1,7 @@
-"""The pixel size input of the Analyse and Compare pages with the user's device profiles (:mod:`moleseg.core.devices`): a
-select box of named devices whose pixel size fills the input, the last one chosen again in a new session, and
-saving the pixel size typed as a named profile. The profiles live in the user's own space (per user in
-shared mode)."""
+"""The pixel size input of the Analyse and Compare pages with the user's device profiles
+(:mod:`moleseg.core.devices`): a select box of named devices whose pixel size fills the input, the last one
+chosen again in a new session, and saving the pixel size typed as a named profile. The profiles live in the
+user's own space (per user in shared mode)."""
 
 from __future__ import annotations
 
