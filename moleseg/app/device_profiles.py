@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from moleseg.app.identity import Refusal, find_user_space
-from moleseg.core.devices import (DEVICE_PROFILES_FILE, MAX_PIXEL_SIZE_MM, DeviceProfiles, checked_profile,
+from moleseg.core.devices import (MAX_PIXEL_SIZE_MM, DeviceProfiles, checked_profile,
                                   choose_profile, read_profiles, save_profile)
 from moleseg.core.userspace import UserSpace
 
@@ -19,9 +19,8 @@ NO_PROFILE: str = "none: type the pixel size"
 
 
 def profiles_path(space: UserSpace) -> Path:
-    """The device profiles file of a user's space: beside their dataset folder (their own folder in shared mode,
-    the data folder in personal mode)."""
-    return space.dataset.parent / DEVICE_PROFILES_FILE
+    """The device profiles file of a user's space (:attr:`moleseg.core.userspace.UserSpace.device_profiles`)."""
+    return space.device_profiles
 
 
 def _profiles(path: Path) -> DeviceProfiles:

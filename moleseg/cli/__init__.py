@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from moleseg.cli.adopt import add_adopt_command
 from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
                                 int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--print-command", action="store_true", help="print the streamlit command, start nothing")
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
+    add_adopt_command(add)
     return parser
 
 
