@@ -19,8 +19,8 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 ``python -m moleseg.tools.bench_app --slider N [--timeline]`` measures the slider alone, ``N`` times on one
 server (:func:`run_slider_bench`), and with ``--timeline`` prints where each measurement's time went, read in
 the browser (:class:`SliderTimeline`): the key presses, each rerun request the page sends (a websocket
-message), the server's answers decoded (the fragment's run starting, its deltas, its end), the pictures the
-page fetches, and the new overlay visible.
+message), the bursts of the server's answers (a fragment's run), the pictures the page fetches, and the new
+overlay visible.
 
 "Visible" is read in the page: the ``st.image`` whose caption starts with the file's name has its ``<img>``
 complete with a natural width above 0 (a picture decoded by the browser), polled every animation frame.
@@ -261,10 +261,11 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
 
 class SliderTimeline:
     """What a page sends and receives while a slider is pressed, with the time of each in ms from :meth:`start`:
-    ``press``, ``rerun request`` (a message the page sends), ``run started`` / ``run finished`` (the server's
-    session status and ``script_finished`` messages), ``deltas`` (consecutive element messages, counted and
-    their bytes summed), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files) and
-    ``overlay visible``. Watch a page before it loads (its websocket is opened then)."""
+    ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
+    a run's session status, its elements and its end, counted and their bytes summed; a gap between bursts is
+    the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files) and
+    ``overlay visible``. Watch a page before it loads (its websocket is opened then). The messages are not
+    decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
 
     def __init__(self, page: Any) -> None:
         self.events: list[list[Any]] = []
@@ -280,7 +281,7 @@ class SliderTimeline:
     def add(self, what: str, size: int = 0) -> None:
         at = round(1000 * (time.perf_counter() - self._start), 1)
         last = self.events[-1] if self.events else None
-        if what == "deltas" and last is not None and last[1] == "deltas":
+        if what == "messages" and last is not None and last[1] == "messages":
             last[2], last[3], last[4] = last[2] + 1, last[3] + size, at  # one burst: counted, summed, its end kept
         else:
             self.events.append([at, what, 1, size, at])
@@ -291,24 +292,10 @@ class SliderTimeline:
 
     def _watch(self, socket: Any) -> None:
         socket.on("framesent", lambda payload: self.add("rerun request", len(payload)))
-        socket.on("framereceived", self._received)
-
-    def _received(self, payload: bytes | str) -> None:
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-        if isinstance(payload, str):
-            return
-        message = ForwardMsg.FromString(payload)
-        kind = message.WhichOneof("type")
-        if kind == "session_status_changed" and message.session_status_changed.script_is_running:
-            self.add("run started")
-        elif kind == "script_finished":
-            self.add("run finished")
-        elif kind == "delta":
-            self.add("deltas", len(payload))
+        socket.on("framereceived", lambda payload: self.add("messages", len(payload)))
 
     def lines(self) -> list[str]:
-        """The events as ``"  123.4 ms  deltas x12 (3,456 B) until 130.2 ms"`` lines."""
+        """The events as ``"  123.4 ms  messages x12 (3,456 B) until 130.2 ms"`` lines."""
         text = []
         for at, what, count, size, until in self.events:
             extra = f" x{count} ({size:,} B) until {until} ms" if count > 1 else (f" ({size:,} B)" if size else "")
