@@ -221,16 +221,22 @@ class Extraction:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def unsafe_member(name: str, reason: str) -> ArchiveError:
+    """The refusal of an archive member whose path could write outside the unpacking folder:
+    ``"unsafe path in the archive: '../a.png' leaves the folder"`` (``reason`` says how)."""
+    return ArchiveError(f"unsafe path in the archive: {_shown(name)} {reason}")
+
+
 def _member_parts(name: str) -> list[str]:
     """The safe relative path components of an archive member name, or ArchiveError."""
     text = name.replace("\\", "/")
     if text.startswith("/") or (len(text) >= 2 and text[1] == ":"):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} is absolute")
+        raise unsafe_member(name, "is absolute")
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if any(part == ".." for part in parts):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} leaves the folder")
+        raise unsafe_member(name, "leaves the folder")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} has control characters")
+        raise unsafe_member(name, "has control characters")
     if len(parts) > MAX_MEMBER_DEPTH:
         raise ArchiveError(f"{_shown(name)} is nested {len(parts)} folders deep; at most {MAX_MEMBER_DEPTH} "
                            "are accepted")
@@ -317,7 +323,7 @@ def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, budge
         tally.add(info)
         target = root.joinpath(*parts)
         if not target.resolve().is_relative_to(root):
-            raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+            raise unsafe_member(info.filename, "leads outside the folder")
         planned.append((info, target))
     created: list[Path] = []
     try:
@@ -338,7 +344,7 @@ def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipIn
             current[0] = info.filename
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.parent.resolve().is_relative_to(root):
-                raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+                raise unsafe_member(info.filename, "leads outside the folder")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             handle = os.open(target, flags, 0o644)
             created.append(target)
