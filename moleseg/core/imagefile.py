@@ -16,6 +16,8 @@ from typing import IO, Any, Iterator, Union
 
 from PIL import Image
 
+from moleseg.core.errors import open_failure
+
 __all__ = [
     "NOT_AN_IMAGE",
     "SUPPORTED_FORMATS",
@@ -94,7 +96,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
         except ImageReadError:
             raise
         except OSError as exc:
-            raise ImageReadError(label, f"cannot open the file ({exc.strerror or exc})") from exc
+            raise ImageReadError(label, open_failure(exc)) from exc
         try:
             empty = os.fstat(fp.fileno()).st_size == 0
         except OSError:
