@@ -19,6 +19,7 @@ from PIL import Image
 from moleseg.core.errors import open_failure
 
 __all__ = [
+    "EMPTY_FILE",
     "NOT_AN_IMAGE",
     "SUPPORTED_FORMATS",
     "ImageReadError",
@@ -40,6 +41,8 @@ Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
 #: The reason given for a file that no supported format opens.
 NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
+#: The reason given for a file (or upload) of 0 bytes.
+EMPTY_FILE = "empty file (0 bytes)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -103,7 +106,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             empty = False
         if empty:
             fp.close()
-            raise ImageReadError(label, "empty file (0 bytes)")
+            raise ImageReadError(label, EMPTY_FILE)
         return fp
     elif hasattr(source, "read"):
         try:
@@ -120,7 +123,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             f"expected image bytes, a path or a binary file, not {type(source).__name__}"
         )
     if not data:
-        raise ImageReadError(label, "empty file (0 bytes)")
+        raise ImageReadError(label, EMPTY_FILE)
     return io.BytesIO(data)
 
 
