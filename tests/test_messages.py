@@ -1,5 +1,5 @@
-"""Words that several places show, each written once: a training's cancel and the benchmark targets'
-verdicts, pinned as the user reads them."""
+"""Words that several places show, each written once: a missing folder, a training's cancel and the
+benchmark targets' verdicts, pinned as the user reads them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ def _bench_result(load_before: float, quick: bool = False) -> dict:
              "own_cpu_s": 10.0}
     return {"before": before, "after": after, "settings": {"quick": quick}, "end_to_end_ms": 30.0,
             "app": {"settings": {"quick": quick}, "engine_batch12_s": 1.0, "home_s": 0.5}}
+
+
+def test_a_missing_folder_is_refused_in_the_same_words_by_the_pairing_and_the_dataset_picker(tmp_path):
+    from moleseg.core.pairing import PairingError, list_images
+    from moleseg.engine.session import dataset_folders
+
+    missing = tmp_path / "nope"
+    with pytest.raises(PairingError) as from_pairing:
+        list_images(missing)
+    with pytest.raises(ValueError) as from_picker:
+        dataset_folders(str(missing))
+    assert str(from_pairing.value) == str(from_picker.value) == f"folder not found: {missing}"
 
 
 def test_a_cancelled_training_names_its_last_saved_epoch():
