@@ -404,6 +404,11 @@ def test_a_file_that_cannot_be_opened_has_one_reason_in_both_readers(tmp_path: P
     assert open_failure(OSError("no reason given")) == "cannot open the file (no reason given)"
 
 
+def test_an_unreadable_header_is_told_with_the_readers_error() -> None:
+    assert imagefile.header_failure(SyntaxError("broken PNG file")) == \
+        "cannot read the image header (SyntaxError: broken PNG file)"
+
+
 def test_empty_file_and_bytes(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")

@@ -27,6 +27,7 @@ __all__ = [
     "bomb_error",
     "check_size",
     "file_label",
+    "header_failure",
     "image_size",
     "import_tifffile",
     "is_tiff",
@@ -177,6 +178,12 @@ def _reader_warning_filters() -> None:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
+def header_failure(exc: BaseException) -> str:
+    """Why an image's header could not be read, with the reader's error: ``"cannot read the image header
+    (SyntaxError: broken PNG file)"``."""
+    return f"cannot read the image header ({type(exc).__name__}: {exc})"
+
+
 def bomb_error(label: str, exc: BaseException) -> ImageReadError:
     """The refusal of ``label`` for Pillow's decompression-bomb error or warning ``exc``."""
     return ImageReadError(
@@ -268,7 +275,7 @@ def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
             width, height = (int(v) for v in img.size)
             orientation = _header_orientation(img)
         except Exception as exc:
-            raise ImageReadError(label, f"cannot read the image header ({exc})") from exc
+            raise ImageReadError(label, header_failure(exc)) from exc
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return width, height
