@@ -25,8 +25,9 @@ METRIC_LABELS: dict[str, str] = {"fm": "FM (F-measure, Dice)", "cm": "CM (comple
 BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the BORDER class, a band of the model's "
                        "border width along the lesion's edge) against the same band drawn along the true lesion's "
                        "edge; it shows how closely the outline follows the true one.")
-#: How many worst images an evaluation draws unless asked for another count, and the most Evaluate offers.
+#: How many worst images an evaluation draws unless asked for another count.
 WORST_SHOWN: int = 4
+#: The most worst images the Evaluate page offers to draw.
 WORST_SHOWN_MAX: int = 20
 #: The name of the classical baseline scored beside a model.
 BASELINE_NAME: str = "classical baseline"
