@@ -142,8 +142,9 @@ def _paint(result: np.ndarray, region: np.ndarray, paint: np.ndarray, alpha: flo
     # OpenCV's LUT and copied under the mask (the same float64 arithmetic as blending each pixel).
     levels = np.arange(256, dtype=np.float64)[:, None]
     table = np.clip(np.rint((1.0 - alpha) * levels + alpha * paint), 0, 255).astype(np.uint8)
+    # OpenCV's masked copy writes into the window of ``result`` in place (several times faster than numpy's).
     window = result[r0:r1, c0:c1]
-    np.copyto(window, cv2.LUT(window, table[None]), where=region[r0:r1, c0:c1, None])
+    cv2.copyTo(cv2.LUT(window, table[None]), region[r0:r1, c0:c1].view(np.uint8), window)
 
 
 def overlay(
