@@ -243,12 +243,19 @@ class _Moments:
 def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
     """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (each sum taken once, element-wise: not BLAS
     dot products, whose OpenBLAS threads stall on a busy machine)."""
-    x, y = cols.astype(np.float64), rows.astype(np.float64)
-    centroid = np.array([x.mean(), y.mean()])
-    dx, dy = x - centroid[0], y - centroid[1]
-    square_x, square_y = dx * dx, dy * dy
-    return _Moments(centroid=centroid, xx=float(square_x.sum()), yy=float(square_y.sum()), xy=float((dx * dy).sum()),
-                    reach=float(np.sqrt((square_x + square_y).max())), count=float(x.size))
+    dx, dy = cols.astype(np.float64), rows.astype(np.float64)
+    centroid = np.array([dx.mean(), dy.mean()])
+    dx -= centroid[0]
+    dy -= centroid[1]
+    # three arrays in all, each product written over one no longer needed (large lesions: fewer pages to map)
+    product = dx * dy
+    xy = float(product.sum())
+    square_x = np.multiply(dx, dx, out=product)
+    xx = float(square_x.sum())
+    square_y = np.multiply(dy, dy, out=dx)
+    yy = float(square_y.sum())
+    reach = float(np.sqrt(np.add(square_x, square_y, out=square_x).max()))
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
 
 
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:

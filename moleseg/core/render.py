@@ -87,7 +87,7 @@ def _mask(mask: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarray:
         )
     if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)):
         raise ValueError(f"{name} must be boolean or numeric, got dtype {array.dtype}")
-    return array.astype(bool)
+    return np.asarray(array, dtype=bool)
 
 
 def _color(color: Sequence[int], name: str) -> np.ndarray:
@@ -191,7 +191,10 @@ def overlay(
     paint = _color(border_color, "border_color")
     alpha = _opacity(border_opacity, "border_opacity")
     result = rgb.copy()
-    _paint(result, lesion_mask & ~border_mask, fill, fill_alpha)  # disjoint from the border: painted once each
+    box = bounding_box(lesion_mask)
+    if box is not None:  # the fill, disjoint from the border (each pixel painted once), on the lesion's box
+        window = np.s_[box[0]:box[1], box[2]:box[3]]
+        _paint(result[window], lesion_mask[window] & ~border_mask[window], fill, fill_alpha)
     _paint(result, border_mask, paint, alpha)
     return result
 
