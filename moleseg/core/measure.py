@@ -425,7 +425,6 @@ def measure_lesion(
         band = as_binary_mask(border, "border")
         if band.shape != binary.shape:
             raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
-        band = band & binary
     scale = None
     if pixel_size_mm is not None:
         if isinstance(pixel_size_mm, bool) or not isinstance(pixel_size_mm, (int, float, np.integer, np.floating)):
@@ -502,7 +501,8 @@ def measure_lesion(
         # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
         # ring is background unless it is beyond the frame, where there is no lesion edge).
         e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
-        widths = _border_widths(binary[e0:e1, f0:f1], band[e0:e1, f0:f1])
+        lesion_window = binary[e0:e1, f0:f1]
+        widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
         if widths is None:
             width_mean = width_std = math.nan
         elif widths.size == 0:
