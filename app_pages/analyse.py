@@ -29,8 +29,9 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
-from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
+from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
+from moleseg.core.words import count_of
 
 title = st.empty()  # above the model picker, its words follow the model chosen below it
 ui.no_model_notice()
@@ -158,8 +159,8 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
             st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
             st.rerun()
         st.caption(f"Now: {key_measurements(outcome.analysis)}")
-        st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
-                   f"the corrected {words['target']} and say so." if edits.any else
+        st.caption(f"{count_of(len(edits.edits), 'hand edit')}: the border band, the measurements and every export "
+                   f"follow the corrected {words['target']} and say so." if edits.any else
                    f"Draw a region, then add it to the {words['target']} or remove it. Nothing changes until you "
                    "click.")
 
@@ -413,7 +414,7 @@ def analysis_view() -> None:
         rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv",
                                 mime="text/csv",
                                 key="analyse_dl_objects", on_click="ignore")
-    st.caption("Research software: not a medical device, not for diagnosis.")
+    st.caption(DISCLAIMER)
 
     # ---- save to records (History page) ---------------------------------------------------------------
     if st.button(f"Save {outcome.name} to records", key="analyse_save",

@@ -26,13 +26,9 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
-roots = serverpaths.dataset_roots()
-if not serverpaths.data_roots():
-    st.info(serverpaths.NO_ROOTS_NOTICE)
-serverpaths.folder_picker("evaluate_folder", roots)
+roots = serverpaths.dataset_picker("evaluate_folder")
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
-                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside the folders "
-                            "this server offers (or your own dataset).")
+                       help=serverpaths.DATASET_PATH_HELP)
 space = user_space()
 corrected = corrections_pairs(space.dataset)
 if corrected:

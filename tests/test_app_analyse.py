@@ -325,7 +325,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
     assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
-    assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
+    assert any(caption.startswith("1 hand edit:") for caption in texts(at.caption))
     rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(at.session_state["analyse_outcomes"])
                                            .decode())))
     # the corner patch reaches the image's edge, so the note also says the lesion may extend beyond the picture

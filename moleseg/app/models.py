@@ -17,6 +17,7 @@ from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
 from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
 from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.report import threshold_text
 
 #: Specs of the classical baselines, by number of classes.
 CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
@@ -195,7 +196,7 @@ def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
     validation FM that chose them (from its ``moleseg.json``)."""
     info = _record(info)
     threshold = info.lesion_threshold
-    text = "most likely class" if threshold is None else f"lesion where its probability ≥ {float(threshold):.2f}"
+    text = threshold_text(threshold)
     text += ", with flip averaging" if info.test_time_augmentation else ", no flips"
     calibration = info.calibration
     if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):

@@ -50,6 +50,8 @@ PAGES: tuple[PageEntry, ...] = (
 )
 #: Page files, relative to ``app.py``, by page key.
 PAGE_FILES: dict[str, str] = {page.key: f"app_pages/{page.key}.py" for page in PAGES}
+#: Page icons by page key (a link to a page shows its navigation icon).
+PAGE_ICONS: dict[str, str] = {page.key: page.icon for page in PAGES}
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"
 #: Seconds between two looks at a running background task (:func:`follow_task`).
@@ -264,7 +266,7 @@ def no_model_notice() -> None:
         return
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
             "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
-    st.page_link(PAGE_FILES["train"], label="Train a model", icon=":material/model_training:")
+    st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
 
 
 def init_state(key: str, value: Any) -> None:

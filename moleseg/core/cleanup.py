@@ -52,6 +52,7 @@ from moleseg.core.targets import (
     SHAPES,
     as_binary_mask,
     bounding_box,
+    checked_label_image,
     dilate,
     expanded_box,
     erode,
@@ -344,16 +345,7 @@ def cleanup(labels: np.ndarray, n_classes: int, settings: CleanupSettings | None
     """
     if isinstance(n_classes, bool) or n_classes not in (2, 3):
         raise ValueError(f"n_classes must be 2 or 3, not {n_classes!r}")
-    array = np.asarray(labels)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"labels must be a non-empty 2-D (H, W) array, got shape {array.shape}")
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array of class indices, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {low} to {high}")
+    array = checked_label_image(labels, n_classes)
     settings = CleanupSettings() if settings is None else settings
     if not isinstance(settings, CleanupSettings):
         raise ValueError(f"settings must be a CleanupSettings, not {type(settings).__name__}")

@@ -89,7 +89,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             if path.is_dir():
                 raise ImageReadError(label, "is a folder, not an image file")
             if not path.exists():
-                raise ImageReadError(label, f"file not found ({path})")
+                raise ImageReadError(label, f"file not found in {path.absolute().parent}")
             fp = open(path, "rb")  # noqa: SIM115 - closed by the caller
         except ImageReadError:
             raise

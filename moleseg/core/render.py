@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from moleseg.core.config import BACK, BORDER, INSIDE, class_names
-from moleseg.core.targets import bounding_box
+from moleseg.core.targets import bounding_box, checked_label_image
 
 __all__ = [
     "BACKGROUND_COLOR",
@@ -328,15 +328,7 @@ def class_map(labels: np.ndarray, n_classes: int) -> np.ndarray:
         Not a 2-D integer (or bool) array, or a label outside ``0 .. n_classes - 1``.
     """
     colors = class_colors(n_classes)
-    array = np.asarray(labels)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"labels must be a non-empty 2-D (H, W) array, got shape {array.shape}")
-    if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"labels must be integers, got dtype {array.dtype}")
-    values = array.view(np.uint8) if array.dtype == np.bool_ else array
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}, found {low}..{high}")
+    values = checked_label_image(labels, n_classes)
     palette = np.array([colors[label] for label in range(n_classes)], dtype=np.uint8)
     return np.take(palette, values, axis=0)  # a row per label: faster than fancy indexing
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from numbers import Integral
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +42,8 @@ __all__ = [
     "dilate",
     "make_targets",
     "class_frequencies",
+    "check_label_range",
+    "checked_label_image",
 ]
 
 #: Structuring-element shapes understood by :func:`structuring_element`.
@@ -287,6 +290,33 @@ def make_targets(
     return labels
 
 
+def check_label_range(labels: np.ndarray, n_classes: int) -> None:
+    """Refuse an integer label array with a value outside ``0 .. n_classes - 1`` (ValueError naming the range
+    found)."""
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {low} to {high}")
+
+
+def checked_label_image(labels: Any, n_classes: int) -> np.ndarray:
+    """``labels`` as a 2-D integer array of class indices ``0 .. n_classes - 1`` (bool read as 0/1, not copied).
+
+    Raises
+    ------
+    ValueError
+        Not a non-empty ``(H, W)`` array, not integers (or bool), or a label outside ``0 .. n_classes - 1``.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"labels must be a non-empty 2-D (H, W) array, got shape {array.shape}")
+    if array.dtype == np.bool_:
+        array = array.view(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"labels must be an integer array of class indices, got dtype {array.dtype}")
+    check_label_range(array, n_classes)
+    return array
+
+
 def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Fraction of pixels in each class.
 
@@ -316,8 +346,6 @@ def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
         array = array.astype(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"labels must be an integer array, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {low} to {high}")
+    check_label_range(array, n_classes)
     counts = np.bincount(array.ravel().astype(np.intp, copy=False), minlength=int(n_classes))
     return counts / counts.sum()
