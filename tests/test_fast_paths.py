@@ -317,3 +317,4 @@ def test_packed_colours_of_an_image_equal_the_per_pixel_formula():
     wide = image.astype(np.int64)
     np.testing.assert_array_equal(packed_rgb(image), wide[..., 0] * 65536 + wide[..., 1] * 256 + wide[..., 2])
     np.testing.assert_array_equal(packed_rgb(image[1:5, 2:8]), packed_rgb(image)[1:5, 2:8])  # a window of it
+    assert packed_rgb(np.zeros((0, 3), np.uint8)).shape == (0,)

@@ -145,6 +145,8 @@ def packed_rgb(pixels: np.ndarray) -> np.ndarray:
     """``(N, 3)`` or ``(H, W, 3)`` uint8 RGB pixels as ``(N,)`` or ``(H, W)`` int32 codes
     ``R * 65536 + G * 256 + B`` (0 .. 2**24 - 1)."""
     array = np.asarray(pixels, dtype=np.uint8)
+    if array.size == 0:
+        return np.zeros(array.shape[:-1], np.int32)
     image = array.reshape(-1, 1, 3) if array.ndim == 2 else array
     # OpenCV writes B, G, R, A bytes, which read as one little-endian 32-bit word are B + G << 8 + R << 16 +
     # A << 24: without the alpha byte, the code (several times faster than shifting three int32 channels)

@@ -268,6 +268,7 @@ def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
 
 
 def _ellipse_axes(moments: _Moments) -> tuple[float, float]:
+    """:func:`ellipse_axes` (px) of the pixels of ``moments``."""
     mu_rr, mu_cc, mu_rc, count = moments.yy, moments.xx, moments.xy, moments.count
     # skimage.measure.inertia_tensor: diagonal i = (sum of the second moments - that of axis i) / mu00
     tensor = np.array([[(mu_rr + mu_cc - mu_rr) / count, -mu_rc / count],
