@@ -48,6 +48,7 @@ from moleseg.core.config import (
     DEFAULT_SHAPE,
     INSIDE,
 )
+from moleseg.core.options import not_true_or_false
 from moleseg.core.targets import (
     SHAPES,
     as_binary_mask,
@@ -98,7 +99,7 @@ def _validated_radius(name: str, value: Any) -> int:
 def _validated_flag(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"{name} must be true or false, not {value!r}")
+    raise ValueError(not_true_or_false(name, value))
 
 
 @dataclass
