@@ -64,6 +64,7 @@ from moleseg.core.imagefile import (
     check_size,
     dicom_refusals,
     file_label,
+    header_failure,
     image_size,
     import_tifffile,
     is_tiff,
@@ -232,7 +233,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
         if isinstance(exc, UnidentifiedImageError):
             reason = NOT_AN_IMAGE
         else:
-            reason = f"cannot read the image header ({type(exc).__name__}: {exc})"
+            reason = header_failure(exc)
         if tiff:
             return _read_tiff_fallback(fp, label, max_pixels, reason)
         raise ImageReadError(label, reason) from exc
