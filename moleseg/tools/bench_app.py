@@ -477,8 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
-    """``{key: "met" | "missed" | "not measured on an idle machine" | "quick run"}`` for :data:`APP_TARGETS`
-    and the batch's target."""
+    """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` (:mod:`moleseg.tools.bench`'s words)
+    for :data:`APP_TARGETS` and the batch's target."""
+    from moleseg.tools.bench import NOT_IDLE, NOT_MEASURED, QUICK_RUN
     from moleseg.tools.bench_machine import busy
 
     app = result["app"]
@@ -487,11 +488,11 @@ def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
     verdicts = {}
     for key, limit in limits.items():
         if key not in app:
-            verdicts[key] = "not measured"
+            verdicts[key] = NOT_MEASURED
         elif app["settings"]["quick"]:
-            verdicts[key] = "quick run"
+            verdicts[key] = QUICK_RUN
         elif busy(result):
-            verdicts[key] = "not measured on an idle machine"
+            verdicts[key] = NOT_IDLE
         else:
             verdicts[key] = "met" if app[key] <= limit else "missed"
     return verdicts
