@@ -179,6 +179,34 @@ def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: s
     panel()
 
 
+def preparation_failure(choice: ModelChoice) -> str:
+    """What a page says when a model's inference preparation failed (the error's first line follows)."""
+    return (f"Could not prepare {choice.label} for fast analysis, so TensorFlow analyses its images, more "
+            "slowly")
+
+
+def model_prepared(choice: ModelChoice) -> bool:
+    """Start making a user's own model's inference form in the background when it has none
+    (:func:`moleseg.app.models.needs_preparation`; one task per model file on the server, whichever session
+    asks first) and show its progress, polled, while the rest of the page stays usable. True when the page can
+    analyse with the model now: nothing to prepare, prepared, or the preparation failed (said in one sentence;
+    TensorFlow then predicts)."""
+    key = models.preparation_key(choice)
+    task = task_registry().get(key)
+    if task is None:
+        if not models.needs_preparation(choice):
+            return True
+        task = task_registry().submit(key, models.preparation_task(choice))
+    if task.finished and task.error is None:
+        return True
+    if not task.finished:
+        st.info(f"Preparing {choice.label} for fast analysis: once per model on this server, a few minutes. The "
+                "images you drop are analysed when it is ready; the other models can be used meanwhile.",
+                icon=":material/hourglass_top:")
+    follow_task(key, lambda runtime: None, failure=preparation_failure(choice))
+    return task.finished
+
+
 def upload_limit_mb() -> int:
     """The server's upload limit per file, in MB (``server.maxUploadSize``)."""
     try:
