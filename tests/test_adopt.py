@@ -46,6 +46,10 @@ def personal(monkeypatch) -> Path:
     return data
 
 
+#: The lock files :func:`moleseg.engine.adopt.adopt` leaves (empty; the locks themselves are released).
+LOCK_FILES = {LOCK_NAME, f"runs/study-a/{STUDY_LOCK}"}
+
+
 def _tree(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*")}
 
@@ -144,6 +148,41 @@ def test_a_training_started_after_the_plan_still_refuses_before_anything_moves(p
                                                            r"\(started by the app, "):
             adoption.adopt(plan, echo=pytest.fail)
         assert _tree(personal) == before
+
+
+def test_a_symbolic_link_in_the_user_s_space_refuses(personal, capsys, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (personal / USERS_FOLDER_NAME).mkdir()
+    (personal / HOME).symlink_to(elsewhere)
+    before = _tree(personal)
+    status, out, err = _adopt(capsys, "--user", "Anna")
+    assert (status, out) == (2, "")
+    assert err == (f"error: {HOME} is a symbolic link, which a move could follow out of the data folder: nothing "
+                   "moved; replace it with the folder itself\n")
+    assert _tree(personal) == before and not any(elsewhere.iterdir())
+
+
+def test_a_file_the_user_saved_after_the_plan_is_never_replaced(personal):
+    plan = adoption.plan_adoption("Anna")
+    theirs = shared_space(personal, "Anna").device_profiles
+    theirs.write_text("{}")
+    before = _tree(personal)
+    with pytest.raises(adoption.AdoptionRefused, match=r"^" + HOME + r"/devices.json received content since the "
+                                                        r"plan was made: nothing moved; run the command again$"):
+        adoption.adopt(plan, echo=pytest.fail)
+    assert _tree(personal) - LOCK_FILES == before and theirs.read_text() == "{}"
+
+
+def test_a_run_folder_made_after_the_plan_refuses_the_merge(personal):
+    (shared_space(personal, "Anna").runs / "run-0").mkdir()
+    plan = adoption.plan_adoption("Anna")
+    (personal / HOME / "runs" / "run-1").mkdir()
+    before = _tree(personal)
+    with pytest.raises(adoption.AdoptionRefused, match=r"^" + HOME + r"/runs received a folder named run-1 since "
+                                                        r"the plan was made: nothing moved; run the command again$"):
+        adoption.adopt(plan, echo=pytest.fail)
+    assert _tree(personal) - LOCK_FILES == before
 
 
 def test_a_running_study_refuses(personal, capsys):

@@ -132,8 +132,18 @@ def test_scores_kept_from_an_earlier_call_give_the_same_figures(tmp_path):
     assert again.to_dict() == fresh.to_dict()
     with pytest.raises(ValueError, match="the scores given for a are not of its 2 validation images"):
         cross_validate(folds, thresholds=(None, 0.3), scored={"a": kept})
-    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) are not of the thresholds asked for"):
+    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) are not of the cleanup variants and "
+                                         r"thresholds asked for"):
         cross_validate(folds, thresholds=(None, 0.5), scored={"b": kept})
+    one_variant_less = [dict(row, by=row["by"][1:]) for row in kept]
+    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) are not of the cleanup variants and "
+                                         r"thresholds asked for"):
+        cross_validate(folds, thresholds=(None, 0.3), scored={"b": one_variant_less})
+    for broken in ({**kept[0]["by"][0], "fm": "high"}, {"fm": 1.0}, "scores"):
+        malformed = [dict(row, by=[broken, *row["by"][1:]]) for row in kept]
+        with pytest.raises(ValueError, match=r"^the scores given for b \(2.png\) are not scores of cleanup variants "
+                                             r"and thresholds$"):
+            cross_validate(folds, thresholds=(None, 0.3), scored={"b": malformed})
     with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) have no baseline FM"):
         cross_validate(folds, thresholds=(None, 0.3), baseline=TruthSegmenter(),
                        scored={"b": [{key: value for key, value in row.items() if key != "baseline_fm"} for row in kept]})

@@ -318,3 +318,63 @@ def test_packed_colours_of_an_image_equal_the_per_pixel_formula():
     np.testing.assert_array_equal(packed_rgb(image), wide[..., 0] * 65536 + wide[..., 1] * 256 + wide[..., 2])
     np.testing.assert_array_equal(packed_rgb(image[1:5, 2:8]), packed_rgb(image)[1:5, 2:8])  # a window of it
     assert packed_rgb(np.zeros((0, 3), np.uint8)).shape == (0,)
+
+
+def small_label_images(seed: int, count: int) -> list[tuple[np.ndarray, int]]:
+    """``count`` tiny label images (1 to 24 px a side, 2 or 3 classes): empty, one labelled pixel, a block
+    running to the frame's bottom-right corner, or scattered labels, in turn."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        height, width = (int(side) for side in rng.integers(1, 25, 2))
+        n_classes = int(rng.choice([2, 3]))
+        labels = np.zeros((height, width), np.int64)
+        if index % 4 == 1:
+            labels[rng.integers(height), rng.integers(width)] = rng.integers(1, n_classes)
+        elif index % 4 == 2:
+            labels[rng.integers(height):, rng.integers(width):] = rng.integers(1, n_classes)
+        elif index % 4 == 3:
+            labels = rng.integers(0, n_classes, (height, width)) * (rng.random((height, width)) < rng.random())
+        images.append((labels, n_classes))
+    return images
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_cleanup_on_the_labelled_box_equals_the_plain_rules_at_the_edges(seed):
+    from moleseg.core.cleanup import cleanup
+
+    rng = np.random.default_rng(100 + seed)
+    for index, (labels, n_classes) in enumerate(small_label_images(seed, 120)):
+        scattered = index % 4 == 3  # several components of equal size: the one kept depends on labelling order
+        settings = CleanupSettings(rule=str(rng.choice(["grow_inside", "article"])),
+                                   border_width_px=int(rng.integers(1, 5)),
+                                   shape=str(rng.choice(["diamond", "disk", "square"])),
+                                   closing_radius_px=int(rng.integers(0, 4)), fill_holes=bool(rng.random() < 0.7),
+                                   largest_component=not scattered and bool(rng.random() < 0.7))
+        result = cleanup(labels, n_classes, settings)
+        expected_lesion, expected_border = plain_cleanup(labels, n_classes, settings)
+        np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=f"{labels.tolist()} {settings}")
+        np.testing.assert_array_equal(result.border, expected_border, err_msg=f"{labels.tolist()} {settings}")
+
+
+def test_overlay_of_an_empty_and_a_one_pixel_lesion_equals_the_per_pixel_formula():
+    image = np.random.default_rng(6).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    empty = np.zeros((5, 7), bool)
+    assert np.array_equal(overlay(image, empty, empty), image)
+    for row, col in [(0, 0), (4, 6), (2, 3)]:  # the frame's corners and the middle
+        lesion = empty.copy()
+        lesion[row, col] = True
+        expected = reference_blend(image, lesion, (255, 0, 0), 0.8)
+        np.testing.assert_array_equal(overlay(image, lesion, lesion, border_color=(255, 0, 0), border_opacity=0.8),
+                                      expected)
+
+
+def test_a_border_beyond_the_lesion_measures_as_the_border_clipped_to_it():
+    rng = np.random.default_rng(7)
+    for labels, _ in small_label_images(7, 40):
+        lesion = labels > 0
+        if not lesion.any():
+            continue
+        band = rng.random(lesion.shape) < 0.5
+        assert (str(measurements_row(measure_lesion(lesion, border=band, pixel_size_mm=0.01)))
+                == str(measurements_row(measure_lesion(lesion, border=band & lesion, pixel_size_mm=0.01))))

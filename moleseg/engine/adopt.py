@@ -11,6 +11,7 @@ refusal (:class:`AdoptionRefused`) is one sentence naming the folder and the rea
   account must own what it later reads);
 * a folder of the user's space that would receive one already holds content: run folders are merged only when
   no name clashes, and the clashes are listed; "My dataset" and the device profiles are never merged;
+* a folder the move reads or writes through (the user's space, a source, a target) is a symbolic link;
 * a folder would cross to another file system (a copy could be left half done; a rename cannot);
 * a training or a study is running (:mod:`moleseg.engine.trainlock`, :func:`moleseg.engine.studyrun.study_running`).
 
@@ -173,7 +174,7 @@ def _runs_move(data: Path, source: Path, target: Path, studies: list[Path]) -> M
     if not _has_content(target):
         return Move(source, target, contents)
     names = sorted(entry.name for entry in source.iterdir())
-    clashes = [name for name in names if (target / name).exists() or (target / name).is_symlink()]
+    clashes = [name for name in names if os.path.lexists(target / name)]
     if clashes:
         raise AdoptionRefused(f"{shown_path(data, target)} and {shown_path(data, source)} both hold "
                               f"{noun_for(len(clashes), 'a folder named', 'folders named')} {', '.join(clashes)}: "
@@ -186,6 +187,26 @@ def _whole_move(data: Path, source: Path, target: Path, what: str, contents: str
         raise AdoptionRefused(f"{shown_path(data, target)} already holds the user's own {what}: {NOTHING_MOVED}; "
                               f"merge the two by hand or move one away first")
     return Move(source, target, contents)
+
+
+def _check_no_symbolic_link(data: Path, paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        if path.is_symlink():
+            raise AdoptionRefused(f"{shown_path(data, path)} is a symbolic link, which a move could follow out of "
+                                  f"the data folder: {NOTHING_MOVED}; replace it with the folder itself")
+
+
+def _check_targets_free(data: Path, move: Move) -> None:
+    if not move.entries:
+        if _has_content(move.target):
+            raise AdoptionRefused(f"{shown_path(data, move.target)} received content since the plan was made: "
+                                  f"{NOTHING_MOVED}; run the command again")
+        return
+    taken = [name for name in move.entries if os.path.lexists(move.target / name)]
+    if taken:
+        raise AdoptionRefused(f"{shown_path(data, move.target)} received "
+                              f"{noun_for(len(taken), 'a folder named', 'folders named')} {', '.join(taken)} since "
+                              f"the plan was made: {NOTHING_MOVED}; run the command again")
 
 
 def _check_same_file_system(data: Path, move: Move) -> None:
@@ -211,6 +232,14 @@ def _check_nothing_running(data: Path, studies: tuple[Path, ...]) -> None:
     for study in studies:
         if study_running(study):
             raise _study_refusal(data, study)
+
+
+def _linked_paths(data: Path, user_name: str, moves: tuple[Move, ...]) -> tuple[Path, ...]:
+    """The paths a move reads or writes through: the user's space, its folders and each move's source and
+    target; none may be a symbolic link."""
+    space = shared_space_folders(data, user_name)
+    return (space.runs.parents[1], space.runs.parent, space.runs, space.dataset, space.device_profiles,
+            *(path for move in moves for path in (move.source, move.target)))
 
 
 def plan_adoption(user_name: str) -> AdoptionPlan:
@@ -243,6 +272,7 @@ def plan_adoption(user_name: str) -> AdoptionPlan:
     if _has_content(mine.device_profiles):
         moves.append(_whole_move(data, mine.device_profiles, theirs.device_profiles, "device profiles",
                                  _profiles_contents(mine.device_profiles)))
+    _check_no_symbolic_link(data, _linked_paths(data, name, tuple(moves)))
     for move in moves:
         _check_same_file_system(data, move)
     _check_nothing_running(data, tuple(studies))
@@ -250,7 +280,13 @@ def plan_adoption(user_name: str) -> AdoptionPlan:
 
 
 def _rename(source: Path, target: Path) -> None:
-    os.replace(source, target)
+    """Rename ``source`` to ``target`` without ever replacing a file there: a file is linked then unlinked
+    (the link fails when ``target`` exists); a folder's rename fails on anything but an empty folder."""
+    if source.is_dir():
+        os.rename(source, target)
+    else:
+        os.link(source, target, follow_symlinks=False)
+        os.unlink(source)
     fsync_folder(source.parent)
     fsync_folder(target.parent)
 
@@ -263,7 +299,8 @@ def adopt(plan: AdoptionPlan, echo: Callable[[str], None] = print) -> None:
     Raises
     ------
     AdoptionRefused
-        A training or a study started since the plan was made (nothing moved).
+        A training or a study started since the plan was made, a target received content or a path became a
+        symbolic link (nothing moved).
     OSError
         A rename failed (the moves before it are done and were echoed; that folder stays where it was).
     """
@@ -279,6 +316,9 @@ def adopt(plan: AdoptionPlan, echo: Callable[[str], None] = print) -> None:
                 held.enter_context(hold_study_lock(study))
             except StudyError:
                 raise _study_refusal(plan.data, study) from None
+        _check_no_symbolic_link(plan.data, _linked_paths(plan.data, plan.user_name, plan.moves))
+        for move in plan.moves:
+            _check_targets_free(plan.data, move)
         shared_space(plan.data, plan.user_name)
         for move in plan.moves:
             line = plan.move_line(move)

@@ -183,6 +183,16 @@ def score_fold(fold: Fold, thresholds: Sequence[float | None] = DEFAULT_THRESHOL
     return rows
 
 
+#: The keys of each of :func:`score_fold`'s ``by`` entries.
+_SCORE_KEYS: frozenset[str] = frozenset({"cleanup_variant", "lesion_threshold", "fm", "cm", "cr", "confidence"})
+
+
+def _is_score_entry(entry: Any) -> bool:
+    """Whether ``entry`` has the form of one of :func:`score_fold`'s ``by`` entries (numbers for its scores)."""
+    return (isinstance(entry, dict) and _SCORE_KEYS <= entry.keys()
+            and all(isinstance(entry[key], (int, float)) for key in ("fm", "cm", "cr", "confidence")))
+
+
 def _check_scored(fold: Fold, rows: Sequence[dict[str, Any]], thresholds: Sequence[float | None],
                   with_baseline: bool) -> list[dict[str, Any]]:
     """``rows`` (:func:`score_fold`'s, kept by a caller) when they score exactly ``fold``'s pairs under
@@ -191,14 +201,22 @@ def _check_scored(fold: Fold, rows: Sequence[dict[str, Any]], thresholds: Sequen
     Raises
     ------
     ValueError
-        Rows of other images, thresholds or without the baseline's FM.
+        Rows of other images, cleanup variants or thresholds, not in :func:`score_fold`'s form, or without the
+        baseline's FM.
     """
     names = [Path(pair.image).name for pair in fold.pairs]
-    if [row.get("image") for row in rows] != names:
+    if not all(isinstance(row, dict) for row in rows) or [row.get("image") for row in rows] != names:
         raise ValueError(f"the scores given for {fold.name} are not of its {len(names)} validation images")
+    expected = {(variant, threshold) for variant in (OWN_RULE, *CLEANUP_VARIANTS[fold.segmenter.n_classes])
+                for threshold in thresholds}
     for row in rows:
-        if sorted({entry["lesion_threshold"] for entry in row["by"]}, key=str) != sorted(set(thresholds), key=str):
-            raise ValueError(f"the scores given for {fold.name} ({row['image']}) are not of the thresholds asked for")
+        entries = row.get("by")
+        if not (isinstance(entries, list) and all(_is_score_entry(entry) for entry in entries)):
+            raise ValueError(f"the scores given for {fold.name} ({row['image']}) are not scores of cleanup "
+                             f"variants and thresholds")
+        if {(entry["cleanup_variant"], entry["lesion_threshold"]) for entry in entries} != expected:
+            raise ValueError(f"the scores given for {fold.name} ({row['image']}) are not of the cleanup variants "
+                             f"and thresholds asked for")
         if with_baseline and "baseline_fm" not in row:
             raise ValueError(f"the scores given for {fold.name} ({row['image']}) have no baseline FM")
     return [dict(row, fold=fold.name) for row in rows]

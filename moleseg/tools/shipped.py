@@ -44,11 +44,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moleseg.core import options
 from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
+
+if TYPE_CHECKING:
+    from moleseg.engine.crossval import Fold
+    from moleseg.engine.segmenter import Segmenter
 
 #: The checkout's runs folder, where ``make models`` and ``make crossval`` write the recipes' runs.
 RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
@@ -467,7 +471,8 @@ def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def kept_fold_scores(fold, model_path: Path, thresholds: tuple, scores_dir: Path, baseline) -> list[dict[str, Any]]:
+def kept_fold_scores(fold: Fold, model_path: Path, thresholds: tuple[float | None, ...], scores_dir: Path,
+                     baseline: Segmenter | None) -> list[dict[str, Any]]:
     """:func:`moleseg.engine.crossval.score_fold`'s rows of one fold, read from ``scores_dir`` when a file
     there was written for this very model file (its SHA-256), these images and these thresholds, else scored
     now and written there. A file that does not match or is not JSON is scored again (the key is in its name
