@@ -117,7 +117,7 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_edge_outline_share_equals_the_scipy_erosion_formula(seed):
-    from moleseg.core.measure import edge_outline_share
+    from moleseg.core.edgecontact import edge_outline_share
 
     rng = np.random.default_rng(seed)
     for _ in range(40):

@@ -14,6 +14,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.cli import build_parser
 from moleseg.cli.training import train_config_of
 from moleseg.core import options
+from moleseg.core.configfile import read_config_file
 from moleseg.core.modelinfo import ModelFileError, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -286,12 +287,12 @@ def test_px_sizes_are_given_at_the_reference_input_and_scaled_to_the_actual_one(
     # an older configuration file (no size_reference_px) gave its sizes in px of its own input: same meaning
     older = tmp_path / "config.json"
     older.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "closing_radius_px": 15}))
-    values = options.read_config_file(older)
+    values = read_config_file(older)
     assert values["size_reference_px"] == 64
     assert options.scaled_px(values["border_width_px"], 64, values["size_reference_px"]) == 4
     newer = tmp_path / "new.json"
     newer.write_text(json.dumps({"model": {"input_size": 64}, "border_width_px": 4, "size_reference_px": 256}))
-    assert options.read_config_file(newer)["size_reference_px"] == 256
+    assert read_config_file(newer)["size_reference_px"] == 256
     assert "size_reference_px" not in options.with_size_reference({"solver": "adam"})  # no size: nothing to say
 
 

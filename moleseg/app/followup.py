@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.measure import Measurement, edge_contact_ratio
+from moleseg.core.edgecontact import edge_contact_ratio
+from moleseg.core.measure import Measurement
 from moleseg.core.render import overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit

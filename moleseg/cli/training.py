@@ -79,8 +79,9 @@ def train_config_of(args: argparse.Namespace) -> dict:
     (its relative folders under ``--data-root``, by default the file's folder), overridden by the flags
     given; ``name`` defaults to the run folder's name. Checked by ``TrainConfig``, not here."""
     from moleseg.core import options
+    from moleseg.core.configfile import read_config_file
 
-    from_file = options.read_config_file(args.config, args.data_root) if args.config else {}
+    from_file = read_config_file(args.config, args.data_root) if args.config else {}
     values = options.merged(from_file, given_options(args))
     if values.get("name") is None:
         values["name"] = Path(args.out).name

@@ -33,7 +33,7 @@ INFERENCE_BATCH_SIZE: int = 4
 DEFAULT_CLASS_COUNT: int = 3
 
 #: A lesion counts as reaching the image's edge where it comes within this share (0..1) of the image's
-#: shorter side of the frame (see :func:`moleseg.core.measure.edge_contact_ratio`).
+#: shorter side of the frame (see :func:`moleseg.core.edgecontact.edge_contact_ratio`).
 EDGE_BAND_SHARE: float = 0.03
 #: A lesion is flagged "may extend beyond the picture" (its area and diameters are then lower bounds) when
 #: the length of image edge it reaches is at least this share (0..1) of its equivalent diameter. Calibrated

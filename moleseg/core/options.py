@@ -12,11 +12,9 @@ study factors and the widgets of the Train page (:mod:`moleseg.app.trainform`). 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -25,7 +23,6 @@ from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
 from moleseg.core.targets import SHAPES
-from moleseg.core.words import noun_for
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
 #: Kinds of values: ``int``, ``float``, ``bool``, ``choice`` (one of ``choices``), ``choices`` (a list of
@@ -552,55 +549,3 @@ def unknown_keys(config: Mapping[str, Any], ignore: Iterable[str] = ("run_dir", 
             names = {o.name.split(".", 1)[1] for o in section(prefix)}
             found.extend(f"{prefix}.{key}" for key in inner if key not in names)
     return found
-
-
-#: Keys a configuration file may hold besides the options: ``run_dir`` (written into a run's
-#: ``config.json``) and ``recipe`` (a shipped model's test folders and held-out shares, see
-#: :mod:`moleseg.tools.shipped`).
-EXTRA_KEYS: tuple[str, ...] = ("run_dir", "recipe")
-
-
-def resolve_folders(config: Mapping[str, Any], root: str | Path) -> dict[str, Any]:
-    """``config`` with every relative folder (the ``folders`` options, and ``weights`` and ``cache_dir``
-    when they are relative paths that exist under ``root``) made absolute under ``root``."""
-    root = Path(root)
-    values = copy.deepcopy(dict(config))
-    for item in OPTIONS:
-        if item.kind == "folders" and item.name in values:
-            values[item.name] = [str(folder) if Path(folder).is_absolute() else str(root / folder)
-                                 for folder in values[item.name] or []]
-    for name in ("weights", "cache_dir"):
-        value = values.get(name)
-        if isinstance(value, str) and value not in ("none", "imagenet") and not Path(value).is_absolute() \
-                and (root / value).exists():
-            values[name] = str(root / value)
-    return values
-
-
-def read_config_file(path: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
-    """The options of a configuration file (a run's ``config.json`` or a recipe in ``models/``).
-
-    Relative folders are taken under ``data_root``, by default the folder holding the file. Keys in
-    :data:`EXTRA_KEYS` are dropped; an older file's px sizes keep their meaning (:func:`with_size_reference`);
-    the values are not checked here (see :func:`problems`).
-
-    Raises
-    ------
-    ValueError
-        When the file is missing, not JSON, not an object, or holds keys that name no option
-        (the message names the file and the keys).
-    """
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON configuration file ({error})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a configuration file holds one JSON object of options")
-    unknown = unknown_keys(values, EXTRA_KEYS)
-    if unknown:
-        raise ValueError(f"{path}: unknown {noun_for(len(unknown), 'option')} {', '.join(unknown)}")
-    values = with_size_reference({key: value for key, value in values.items() if key not in EXTRA_KEYS})
-    return resolve_folders(values, data_root if data_root is not None else path.parent)

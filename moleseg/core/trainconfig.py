@@ -10,6 +10,7 @@ import numbers
 from typing import Any, Iterable, Mapping
 
 from moleseg.core import options
+from moleseg.core.configfile import EXTRA_KEYS
 from moleseg.core.options import Option
 from moleseg.core.words import noun_for
 
@@ -139,9 +140,9 @@ class TrainConfig(_Options):
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """The configuration of a dictionary: keys that name no option are refused (except
-        :data:`moleseg.core.options.EXTRA_KEYS`, written next to the options); one stored without
+        :data:`moleseg.core.configfile.EXTRA_KEYS`, written next to the options); one stored without
         ``size_reference_px`` keeps its meaning (:func:`moleseg.core.options.with_size_reference`)."""
-        values = options.with_size_reference({k: v for k, v in values.items() if k not in options.EXTRA_KEYS})
+        values = options.with_size_reference({k: v for k, v in values.items() if k not in EXTRA_KEYS})
         model = values.get(MODEL_SECTION)
         if isinstance(model, Mapping):
             values[MODEL_SECTION] = ModelConfig.from_dict(model)

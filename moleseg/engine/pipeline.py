@@ -22,9 +22,9 @@ import numpy as np
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL)
+from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import (Measurement, colour_measurements, edge_contact_ratio, edge_outline_share,
-                                  measure_lesion, measurements_row)
+from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
@@ -46,7 +46,7 @@ BEYOND_PICTURE_NOTE = ("the lesion may extend beyond the picture (it reaches the
 
 def beyond_picture_note(contact_ratio: float | None) -> str | None:
     """:data:`BEYOND_PICTURE_NOTE` for a lesion reaching the image edge along ``contact_ratio`` times its
-    equivalent diameter (:func:`moleseg.core.measure.edge_contact_ratio`), when that is at least
+    equivalent diameter (:func:`moleseg.core.edgecontact.edge_contact_ratio`), when that is at least
     :data:`moleseg.core.config.EDGE_CONTACT_RATIO`; None otherwise or when ``contact_ratio`` is None (cells
     mode: cells cut by the frame are expected)."""
     if contact_ratio is None or contact_ratio < EDGE_CONTACT_RATIO:
@@ -101,13 +101,13 @@ class Analysis:
     @functools.cached_property
     def edge_contact_ratio(self) -> float | None:
         """Length of image edge the lesion reaches over its equivalent diameter
-        (:func:`moleseg.core.measure.edge_contact_ratio`; None in cells mode)."""
+        (:func:`moleseg.core.edgecontact.edge_contact_ratio`; None in cells mode)."""
         return None if self.cells else edge_contact_ratio(self.segmentation.lesion)
 
     @property
     def beyond_picture(self) -> bool:
         """True when the lesion may extend beyond the picture (see
-        :func:`moleseg.core.measure.extends_beyond_picture`): its area and diameters are lower bounds."""
+        :func:`moleseg.core.edgecontact.extends_beyond_picture`): its area and diameters are lower bounds."""
         return beyond_picture_note(self.edge_contact_ratio) is not None
 
     @property

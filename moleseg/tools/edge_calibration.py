@@ -2,7 +2,7 @@
 
 A lesion is cut by the picture when its true mask touches the image's frame. For every pair of the shipped
 dermoscopy model's training folders (never its test folder) the tool reads the true mask, segments the image
-with the installed model and applies :func:`moleseg.core.measure.extends_beyond_picture` to both, then prints
+with the installed model and applies :func:`moleseg.core.edgecontact.extends_beyond_picture` to both, then prints
 the rule's recall (cut lesions marked) and its false alarms (lesions clear of the frame marked), on the true
 masks (the rule's geometry alone), on the model's validation images (which it did not train on) and on all
 the training images (optimistic: the model saw most of them), with the thresholds of
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from moleseg.core.config import EDGE_BAND_SHARE, EDGE_CONTACT_RATIO, MODELS_DIR
-from moleseg.core.measure import edge_contact_ratio
+from moleseg.core.edgecontact import edge_contact_ratio
 from moleseg.core.pairing import pair_folders
 from moleseg.engine.evaluate import read_pair
 from moleseg.tools import SHARED_DATA_DIR

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from moleseg.core import options
+from moleseg.core.configfile import read_config_file
 from moleseg.tools import PROJECT_DIR
 from moleseg.tools.synthetic import write_pairs
 
@@ -101,7 +101,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
                   "jax": "CUDA libraries (pip install jax[cuda12])"}[backend]
         raise RuntimeError(f"the {backend} backend sees no GPU: check the NVIDIA driver, {advice} and "
                            "CUDA_VISIBLE_DEVICES")
-    values = options.read_config_file(recipe)
+    values = read_config_file(recipe)
     values.update(images=["synthetic"], masks=["synthetic"], weights="none")
     if cpu:
         values["model"] = {**values["model"], "input_size": CPU_INPUT}

@@ -25,7 +25,8 @@ import numpy as np
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import DERMOSCOPY_MODEL, IMAGE_EXTENSIONS, MODELS_DIR
 from moleseg.core.imageio import read_image
-from moleseg.core.measure import Measurement, extends_beyond_picture, measure_lesion
+from moleseg.core.edgecontact import extends_beyond_picture
+from moleseg.core.measure import Measurement, measure_lesion
 from moleseg.core.repeatability import (COEFFICIENT_PER_SD, JPEG_QUALITY_RANGE, MAX_BLUR_PX, MAX_BRIGHTNESS_CHANGE,
                                         MAX_ROTATION_DEG, MAX_SCALE_CHANGE, MAX_SHIFT_SHARE, MAX_WHITE_BALANCE_CHANGE,
                                         NoiseEntry, noise_table_path, pooled_noise, write_noise_table)
@@ -56,7 +57,7 @@ def lesion_images(data: Path, seed: int = SEED) -> list[Path]:
 def followable_images(segmenter: Segmenter, paths: list[Path], count: int, *,
                       side: int = WORKING_SIDE_PX) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``count`` images of ``paths`` (reduced to ``side``, :func:`reduced`) whose lesion lies wholly in
-    the picture (:func:`moleseg.core.measure.extends_beyond_picture`): a lesion cut by the frame cannot be
+    the picture (:func:`moleseg.core.edgecontact.extends_beyond_picture`): a lesion cut by the frame cannot be
     followed by its size, whatever the noise. Each comes with its lesion (bool)."""
     from moleseg.engine.segmenter import segment
 

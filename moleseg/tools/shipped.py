@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from moleseg.core import options
 from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
+from moleseg.core.configfile import read_config_file
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def recipe_config(name: str, data_dir: Path, epochs: int | None = None, split_ro
     from moleseg.network.train import TrainConfig
 
     root = training_root(name, data_dir, split_root)
-    values = options.read_config_file(recipe_path(name), root)
+    values = read_config_file(recipe_path(name), root)
     if epochs:
         values["epochs"] = epochs
     return TrainConfig.from_dict(values)
