@@ -134,8 +134,10 @@ def test_crops_cut_input_size_squares(lesion_pairs):
 
 def test_bad_arguments_are_clear_messages(lesion_pairs):
     targets = TargetConfig(input_size=32)
-    with pytest.raises(ValueError, match="no image/mask pairs"):
+    with pytest.raises(ValueError, match="^no image/mask pairs to build a dataset from$"):
         PairFeed([], targets, batch_size=2)
+    with pytest.raises(ValueError, match="^crops_per_image needs one count >= 1 per pair$"):
+        PairFeed(lesion_pairs, targets, batch_size=2, crops_per_image=[1] * (len(lesion_pairs) + 1))
     with pytest.raises(ValueError, match="fewer than one batch of 8"):
         PairFeed(lesion_pairs, targets, batch_size=8, drop_remainder=True)
     with pytest.raises(ValueError, match="unknown fill mode 'mirror'"):
