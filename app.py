@@ -10,6 +10,7 @@ import streamlit as st
 from moleseg import __version__
 from moleseg.app import gate, ui
 from moleseg.app.models import default_model_spec, model_choices
+from moleseg.core.report import DISCLAIMER
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
 gate.admit()
@@ -43,7 +44,7 @@ def home() -> None:
     st.subheader("Pages")
     for page in ui.PAGES:
         st.page_link(ui.PAGE_FILES[page.key], label=f"{page.title}: {page.purpose}", icon=page.icon)
-    st.warning("Research software: **not a medical device**, not for diagnosis.", icon=":material/info:")
+    st.warning(DISCLAIMER, icon=":material/info:")
 
 
 navigation = st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]

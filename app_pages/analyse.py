@@ -17,11 +17,12 @@ from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, THUMBNAIL_SIDE_PX, TO_CHECK_HEADING, batch_bundle,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEADING, batch_bundle,
                                  batch_summary, batch_table, check_summary, default_visit, dicom_bundle,
-                                 dicom_pixel_size, dicom_visit, display_jpeg, flags, grid_caption, key_measurements,
-                                 measurement_table, measurements_csv_bytes, measurements_sidecar_bytes, object_areas,
-                                 objects_csv_bytes, outline_downloads, thumbnail, visit_widget_values)
+                                 dicom_pixel_size, dicom_visit, display_jpeg, flags, grid_caption, kept_with,
+                                 key_measurements, measurement_table, measurements_csv_bytes,
+                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
+                                 thumbnail_jpeg, visit_widget_values)
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -29,8 +30,9 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
-from moleseg.core.report import MEASUREMENTS_CSV, Visit, sidecar_name
+from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
+from moleseg.core.words import count_of
 
 title = st.empty()  # above the model picker, its words follow the model chosen below it
 ui.no_model_notice()
@@ -38,6 +40,7 @@ choice = ui.model_picker("analyse_model")
 words = subject_words(choice.n_classes)  # cells models speak of cells and nuclei, not moles
 title.title(f"Analyse {words['images']}")
 ui.show_model_info(choice)
+ready = ui.model_prepared(choice)  # a user's own model: its inference form made in the background first
 
 limit = ui.upload_limit_mb()
 mode = st.radio("Upload", ["files", "a folder"], horizontal=True, key="analyse_mode",
@@ -126,23 +129,28 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
 
     key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
-    with st.expander(words["correct"], expanded=edits.any):
-        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
-                        help="polygon: click the corners, then click the first corner again to close it. "
-                             "brush: paint over the pixels.")
-        width = outcome.analysis.image.shape[1]
-        canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
-                                                         ui.available_width("analyse_canvas_room"))
-        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
-                              key="analyse_brush_width") if tool == "brush" else 1)
-        generation = st.session_state.get("analyse_canvas_generation", 0)
-        background = canvas_background(outcome.analysis, canvas_width, canvas_height)
-        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                          height=canvas_height, width=canvas_width,
-                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                          key=f"analyse_canvas_{generation}_{canvas_width}")
-        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+    # the drawing canvas (and its background picture) only while the expander is open: Streamlit's lazy expander
+    box = st.expander(words["correct"], expanded=edits.any, key="analyse_correct_open", on_change="rerun")
+    generation = st.session_state.get("analyse_canvas_generation", 0)
+    with box:
+        strokes = []
+        if box.open:
+            tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                            help="polygon: click the corners, then click the first corner again to close it. "
+                                 "brush: paint over the pixels.")
+            width = outcome.analysis.image.shape[1]
+            canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
+                                                             ui.available_width("analyse_canvas_room"))
+            brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                                  key="analyse_brush_width") if tool == "brush" else 1)
+            background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
+                                   lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
+            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                              height=canvas_height, width=canvas_width,
+                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                              key=f"analyse_canvas_{generation}_{canvas_width}")
+            strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
         if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
@@ -158,8 +166,8 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
             st.session_state["analyse_canvas_generation"] = generation + 1  # a fresh, empty canvas
             st.rerun()
         st.caption(f"Now: {key_measurements(outcome.analysis)}")
-        st.caption(f"{len(edits.edits)} hand edit(s): the border band, the measurements and every export follow "
-                   f"the corrected {words['target']} and say so." if edits.any else
+        st.caption(f"{count_of(len(edits.edits), 'hand edit')}: the border band, the measurements and every export "
+                   f"follow the corrected {words['target']} and say so." if edits.any else
                    f"Draw a region, then add it to the {words['target']} or remove it. Nothing changes until you "
                    "click.")
 
@@ -197,7 +205,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
         for start in range(0, len(good), GRID_COLUMNS):
             cells = st.columns(GRID_COLUMNS)
             for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(display_jpeg(thumbnail(item.analysis), THUMBNAIL_SIDE_PX), width="stretch",
+                cell.image(thumbnail_jpeg(item.analysis), width="stretch",
                            caption=grid_caption(item))
                 if flags(item.analysis):  # the reasons in full are in the caption above
                     cell.badge("To check", icon=":material/warning:", color="red")
@@ -251,6 +259,8 @@ def analysis_view() -> None:
 
     if not files:
         st.info(f"Drop one or more {words['images']} above to analyse them.")
+        return
+    if not ready:
         return
 
     segmenter = ui.load_segmenter(choice)
@@ -394,10 +404,10 @@ def analysis_view() -> None:
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
     st.markdown("**Export all images**")
-    objects_csv = objects_csv_bytes(outcomes)
-    one, two, three, *rest = st.columns(4 if objects_csv else 3)
+    any_objects = any(o.analysis is not None and o.analysis.objects for o in outcomes)  # cells found: their CSV
+    one, two, three, *rest = st.columns(4 if any_objects else 3)
     one.download_button("Measurements of all images (CSV)",
-                        data=measurements_csv_bytes(outcomes, segmenter.name, visits),
+                        data=lambda: measurements_csv_bytes(outcomes, segmenter.name, visits),
                         file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
     two.download_button("Settings of the CSV (JSON)",
                         data=lambda: measurements_sidecar_bytes(outcomes, version, visits, created),
@@ -409,11 +419,12 @@ def analysis_view() -> None:
                           data=lambda: batch_bundle(outcomes, segmenter.name, version, created, visits),
                           file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
                           on_click="ignore")
-    if objects_csv:
-        rest[0].download_button("Every cell / nucleus (CSV)", data=objects_csv, file_name="objects.csv",
+    if any_objects:
+        rest[0].download_button("Every cell / nucleus (CSV)", data=lambda: objects_csv_bytes(outcomes),
+                                file_name=OBJECTS_CSV,
                                 mime="text/csv",
                                 key="analyse_dl_objects", on_click="ignore")
-    st.caption("Research software: not a medical device, not for diagnosis.")
+    st.caption(DISCLAIMER)
 
     # ---- save to records (History page) ---------------------------------------------------------------
     if st.button(f"Save {outcome.name} to records", key="analyse_save",

@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
+from moleseg.app.device_profiles import pixel_size_input
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
@@ -22,9 +23,8 @@ st.caption("The later image is aligned on the earlier one by a rotation and a tr
 source = st.radio("Visits", [followup.COMPARE_UPLOADS, followup.COMPARE_SAVED], horizontal=True,
                   key="compare_source")
 one, two = st.columns(2)
-pixel_size = one.number_input("Pixel size (mm per px)", min_value=0.0, max_value=10.0, value=0.0, step=0.001,
-                              format="%.4f", key="compare_pixel_size",
-                              help="0: pixels only (saved visits: the earlier record's pixel size).")
+with one:
+    pixel_size = pixel_size_input("compare", zero_means="pixels only (saved visits: the earlier record's pixel size)")
 allow_scale = two.checkbox("The magnification differs (allow a scale change)", key="compare_allow_scale")
 
 if source == followup.COMPARE_SAVED:
@@ -91,11 +91,15 @@ else:
     except ImageReadError as error:
         st.error(str(error))
         st.stop()
+    own_noise = st.toggle("Measure this lesion's own noise too", key="compare_own_noise",
+                          help="Off: the published repeatability only (docs/repeatability.md). On: each visit is "
+                               "photographed again K times by simulation and measured (2K more segmentations); "
+                               "the larger noise is used.")
     noise_passes = st.number_input(
-        "Simulated second photographs per visit, for this lesion's own noise", min_value=0,
-        max_value=followup.MAX_NOISE_PASSES, value=0, step=1, key="compare_noise_passes",
-        help=f"0: the published repeatability only (docs/repeatability.md). K ({MIN_NOISE_PASSES} or more): each visit is photographed "
-             "again K times by simulation and measured (2K more segmentations); the larger noise is used.")
+        "K: simulated second photographs per visit", min_value=MIN_NOISE_PASSES,
+        max_value=followup.MAX_NOISE_PASSES, value=MIN_NOISE_PASSES, step=1, key="compare_noise_passes",
+        help=f"From {MIN_NOISE_PASSES} (a variance needs two values) to {followup.MAX_NOISE_PASSES}.",
+    ) if own_noise else 0
     segmenter = ui.load_segmenter(choice)
     if segmenter is None:
         st.stop()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
-from moleseg.app.evaluation import (BORDER_FM_TEXT, comparable_models, evaluation_key, evaluation_task, per_image_fm,
-                                    runs_table, summary_rows)
+from moleseg.app.evaluation import (BASELINE_NAME, BORDER_FM_TEXT, WORST_SHOWN, WORST_SHOWN_MAX, comparable_models,
+                                    evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows)
 from moleseg.app.identity import user_space
 from moleseg.app.models import CLASSICAL_SPECS, ModelChoice, model_choices
 from moleseg.engine.finetune import corrections_pairs
@@ -26,13 +26,9 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
-roots = serverpaths.dataset_roots()
-if not serverpaths.data_roots():
-    st.info(serverpaths.NO_ROOTS_NOTICE)
-serverpaths.folder_picker("evaluate_folder", roots)
+roots = serverpaths.dataset_picker("evaluate_folder")
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
-                       help="A folder holding images/ and masks/, or 'IMAGES_DIR | MASKS_DIR', inside the folders "
-                            "this server offers (or your own dataset).")
+                       help=serverpaths.DATASET_PATH_HELP)
 space = user_space()
 corrected = corrections_pairs(space.dataset)
 if corrected:
@@ -51,7 +47,7 @@ is_classical = choice.kind == "classical"
 with_baseline = a.checkbox("Classical baseline beside it", not is_classical, key="evaluate_baseline",
                            disabled=is_classical or compare is not None)
 with_hd95 = b.checkbox("HD95 (slower)", True, key="evaluate_hd95")
-worst_count = c.number_input("Worst images shown", 0, 20, 4, key="evaluate_worst")
+worst_count = c.number_input("Worst images shown", 0, WORST_SHOWN_MAX, WORST_SHOWN, key="evaluate_worst")
 
 
 def show_evaluation(result: dict) -> None:
@@ -70,7 +66,7 @@ def show_evaluation(result: dict) -> None:
     cells = st.columns(3)
     cells[0].metric("Images", summary["n"])
     cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
-    baseline_name = result.get("baseline_name", "classical baseline")
+    baseline_name = result.get("baseline_name", BASELINE_NAME)
     if baseline and baseline.get("n"):
         cells[2].metric(f"{baseline_name[:1].upper()}{baseline_name[1:]}: mean FM", f"{baseline['fm']['mean']:.4f}",
                         delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
@@ -101,12 +97,12 @@ if st.button("Evaluate", type="primary", key="evaluate_run"):
         st.error(str(error))
     else:
         segmenter = ui.load_segmenter(choice)
-        baseline, baseline_name = None, "classical baseline"
+        baseline, baseline_name = None, BASELINE_NAME
         if segmenter is not None and compare is not None:
             baseline, baseline_name = ui.load_segmenter(compare), compare.label
         elif segmenter is not None and with_baseline and not is_classical:
             baseline = ui.load_segmenter(ModelChoice(spec=CLASSICAL_SPECS[segmenter.n_classes],
-                                                     label="classical baseline", kind="classical"))
+                                                     label=BASELINE_NAME, kind="classical"))
         if segmenter is not None:
             key = evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
                                  with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)

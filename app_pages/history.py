@@ -8,6 +8,7 @@ import streamlit as st
 from moleseg.app import followup, identity, ui
 from moleseg.engine.records import NoSuchRecord, Records
 from moleseg.core.errors import first_line
+from moleseg.core.report import DISCLAIMER
 
 st.title("History")
 st.caption("Analyses saved from the Analyse page, kept in a database on the server (its settings choose the "
@@ -99,4 +100,4 @@ with st.expander("Delete this visit"):
             st.stop()
         st.session_state.pop("history_visit", None)
         st.rerun()
-st.caption("Research software: not a medical device, not for diagnosis.")
+st.caption(DISCLAIMER)

@@ -17,6 +17,7 @@ from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
 from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
 from moleseg.core.targets import SHAPES
+from moleseg.core.words import count_of, noun_for
 
 st.title("Prepare targets")
 st.markdown("A dataset is a folder of images and a folder of binary masks (lesion = white). Training turns "
@@ -29,13 +30,9 @@ if source == "a folder on the server":
     prepared = st.session_state.get(ui.DATASET_KEY)
     if prepared and prepared.get("source") == source:  # back from another page: the same dataset
         ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
-    roots = serverpaths.dataset_roots()
-    if not serverpaths.data_roots():
-        st.info(serverpaths.NO_ROOTS_NOTICE)
-    serverpaths.folder_picker("prepare_folder", roots)
+    roots = serverpaths.dataset_picker("prepare_folder")
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
-                         help="A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', "
-                              "inside the folders this server offers.")
+                         help=serverpaths.DATASET_PATH_HELP)
     if text.strip():
         try:
             images_dir, masks_dir = dataset_folders(text, roots)
@@ -64,7 +61,9 @@ else:
         if stored:
             images_dir, masks_dir = Path(stored["images"]), Path(stored["masks"])
             if stored.get("skipped"):
-                st.caption(f"{stored['skipped']} hidden file(s) or link(s) in the archive were skipped.")
+                skipped = stored["skipped"]
+                st.caption(f"{count_of(skipped, 'hidden file or link', 'hidden files or links')} in the archive "
+                           f"{noun_for(skipped, 'was', 'were')} skipped.")
 
 if images_dir is None:
     st.info("Choose a dataset to see how its files pair up.")
@@ -107,7 +106,7 @@ if tables["mismatches"]:
     with st.expander(f"Size mismatches ({len(tables['mismatches'])})", expanded=True):
         st.caption("Training resizes such masks to their image; check that they really belong together.")
         st.dataframe(tables["mismatches"], hide_index=True, width="stretch")
-st.page_link(ui.PAGE_FILES["train"], label="Train on this dataset", icon=":material/model_training:")
+st.page_link(ui.PAGE_FILES["train"], label="Train on this dataset", icon=ui.PAGE_ICONS["train"])
 
 st.subheader("Targets")
 names = [pair.image.name for pair in report.pairs]
@@ -117,8 +116,9 @@ with right:
     classes = st.radio("Classes", list(options.CLASS_COUNTS), horizontal=True, key="prepare_classes",
                        format_func=lambda n: "3 (moles: back/border/inside)" if n == 3 else "2 (cells)")
     shape = st.selectbox("Structuring element", SHAPES, key="prepare_shape")
-    width = st.slider("Border width (px)", 1, 30, DEFAULT_BORDER_WIDTH_PX, key="prepare_width",
-                      disabled=classes == 2, help="Radius of the structuring element that erodes the mask.")
+    width = st.slider("Border width (px)", int(options.option("border_width_px").low), 30, DEFAULT_BORDER_WIDTH_PX,
+                      key="prepare_width", disabled=classes == 2,
+                      help="Radius of the structuring element that erodes the mask.")
     edge = st.checkbox("Border along the image frame too", key="prepare_edge",
                        help="Off (Matlab's imerode): a lesion leaving the picture has no border at the frame.")
 pair = report.pairs[index if index is not None and index < len(report.pairs) else 0]

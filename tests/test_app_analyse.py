@@ -325,7 +325,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
     assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
-    assert any(caption.startswith("1 hand edit(s)") for caption in texts(at.caption))
+    assert any(caption.startswith("1 hand edit:") for caption in texts(at.caption))
     rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(at.session_state["analyse_outcomes"])
                                            .decode())))
     # the corner patch reaches the image's edge, so the note also says the lesion may extend beyond the picture
@@ -513,3 +513,180 @@ def test_inference_cache_notes_are_shown_once_as_warnings():
     assert "network.onnx" not in ui.CACHE_REBUILT_WARNING
     app.run()
     assert list(app.warning) == [] and app.session_state["segmenter"].cache_notes == []
+
+
+def counted(monkeypatch, module, name: str) -> list:
+    """Count the calls of ``module.name`` (still called through)."""
+    calls = []
+    inner = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: (calls.append(1), inner(*args, **kwargs))[1])
+    return calls
+
+
+def test_a_pixel_size_change_rescales_the_measurements_without_cleaning_or_measuring_again(monkeypatch):
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+    from moleseg.core.measure import measure_lesion
+    from moleseg.engine import pipeline
+
+    segmenter, store = CountingSegmenter(), AnalysisStore()
+    uploads = [Upload("a.png", png_bytes(mole_image(seed=1)[0]))]
+    first = analyse_uploads(store, segmenter, "m", uploads)[0].analysis
+    cleanups, measurings = counted(monkeypatch, pipeline, "clean"), counted(monkeypatch, pipeline, "measure_lesion")
+    in_mm = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=0.02)[0].analysis
+    again_px = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=None)[0].analysis
+    in_other_mm = analyse_uploads(store, segmenter, "m", uploads, pixel_size_mm=0.5)[0].analysis
+    assert (cleanups, measurings, segmenter.calls) == ([], [], 1)  # neither cleanup nor measuring ran again
+    assert in_mm.segmentation is first.segmentation and in_mm.pixel_size_mm == 0.02
+    lesion, border = first.segmentation.lesion, first.segmentation.border
+    for analysis, size in ((in_mm, 0.02), (in_other_mm, 0.5)):
+        fresh = measure_lesion(lesion, border=border, pixel_size_mm=size, image=first.image)
+        assert [(m.key, m.unit) for m in analysis.measurements] == [(m.key, m.unit) for m in fresh]
+        assert [m.value for m in analysis.measurements] == pytest.approx([m.value for m in fresh], rel=1e-12,
+                                                                         nan_ok=True)
+    area = {m.unit: m.value for m in in_mm.measurements if m.key == "area"}
+    assert area["mm2"] == pytest.approx(area["px"] * 0.0004)  # 0.02 mm per px: 0.0004 mm² per pixel
+    assert again_px.measurements == first.measurements and {m.unit for m in again_px.measurements} >= {"px"}
+    assert not {"mm", "mm2"} & {m.unit for m in again_px.measurements}
+
+
+def test_rescaled_cell_measurements_match_measuring_them_at_that_pixel_size():
+    from moleseg.app.analysis import rescaled_measurements
+    from moleseg.core.objects import field_measurements, find_objects
+    from synthetic import disk
+
+    mask = disk((64, 64), (20, 20), 6) | disk((64, 64), (44, 40), 9)
+    objects = find_objects(mask)
+    in_px = field_measurements(objects, mask.size)
+    fresh = field_measurements(objects, mask.size, pixel_size_mm=0.004)
+    rescaled = rescaled_measurements(in_px, 0.004)
+    assert [(m.key, m.unit, m.value) for m in rescaled] == [(m.key, m.unit, m.value) for m in fresh]
+    assert rescaled_measurements(fresh, None) == in_px
+
+
+def test_going_back_to_a_cleanup_shown_before_takes_it_from_the_cache(monkeypatch):
+    from moleseg.app.analysis import EARLIER_VARIANTS_KEPT, AnalysisStore, Upload, analyse_uploads
+    from moleseg.app.cleanup_plan import CleanupChoice, CleanupPlan
+    from moleseg.core.cleanup import CleanupSettings
+    from moleseg.engine import pipeline
+
+    segmenter, store, plan = CountingSegmenter(), AnalysisStore(), CleanupPlan()
+    uploads = [Upload("a.png", png_bytes(mole_image(seed=3)[0]))]
+    analyse_uploads(store, segmenter, "m", uploads)
+    cleanups = counted(monkeypatch, pipeline, "clean")
+    shown = {}
+    for closing in (1, 2, 3, 2, 1):
+        plan.record(uploads[0].key, CleanupChoice(CleanupSettings(closing_radius_px=closing), None))
+        analysis = analyse_uploads(store, segmenter, "m", uploads, plan=plan)[0].analysis
+        assert analysis.segmentation.settings.closing_radius_px == closing
+        assert shown.setdefault(closing, analysis) is analysis  # the same analysis when shown again
+    assert len(cleanups) == 3  # closing 1, 2 and 3 once each
+    entry = store.get(("m", uploads[0].key))
+    assert len(entry.earlier) == 3  # the automatic cleanup, 3 and 2 beside the latest (1)
+    assert entry.nbytes > store.get(("m", uploads[0].key)).analysis.image.nbytes
+    for closing in range(4, 6 + EARLIER_VARIANTS_KEPT):
+        plan.record(uploads[0].key, CleanupChoice(CleanupSettings(closing_radius_px=closing), None))
+        analyse_uploads(store, segmenter, "m", uploads, plan=plan)
+    assert len(store.get(("m", uploads[0].key)).earlier) == EARLIER_VARIANTS_KEPT
+    assert segmenter.calls == 1
+
+
+def test_a_picture_shown_again_is_not_encoded_again(monkeypatch):
+    from moleseg.app import results
+    from moleseg.core import imagewrite
+
+    picture = np.zeros((40, 60, 3), np.uint8)
+    encodings = counted(monkeypatch, imagewrite, "encode_jpeg")
+    results.display_jpeg(picture), results.display_jpeg(picture)
+    assert len(encodings) == 2  # a writable array may change: encoded each time
+    picture.setflags(write=False)
+    first = results.display_jpeg(picture)
+    assert results.display_jpeg(picture) is first and len(encodings) == 3  # read-only: once
+
+
+def test_what_is_kept_with_an_analysis_is_forgotten_with_it():
+    from moleseg.app.results import kept_with
+
+    class Owner:
+        pass
+
+    for value in range(50):  # a new owner often gets a dead one's id (freed at once by its count): its own value
+        owner = Owner()
+        assert kept_with(owner, "value", lambda: value) == value
+        assert kept_with(owner, "value", lambda: -1) == value  # made once per owner
+        del owner
+
+
+def test_a_users_own_model_is_prepared_in_the_background_with_progress_and_a_failure_is_one_sentence(
+        app_folders, monkeypatch, tmp_path):
+    import threading
+
+    from app_helpers import run_until
+    from moleseg.app import models
+
+    run = models.ModelChoice(spec=str(tmp_path / "runs" / "r1" / "model.keras"), label="run r1 (3 classes)",
+                             kind="run", n_classes=3, stamp=7, status="done")
+    offered = models.model_choices()
+    monkeypatch.setattr(models, "model_choices", lambda *args, **kwargs: offered + [run])
+    monkeypatch.setattr(models, "needs_preparation", lambda choice: choice.kind == "run")  # the cache is off here
+    release, started = threading.Event(), []
+
+    def conversion(choice):
+        def work(progress):
+            started.append(choice.spec)
+            progress(1, 4, "loading the model (TensorFlow)")
+            release.wait(30)
+            raise RuntimeError("tf2onnx: unsupported op FancyConv")
+
+        return work
+
+    monkeypatch.setattr(models, "preparation_task", conversion)
+    at = app_test(PAGE)
+    at.selectbox(key="analyse_model").set_value(run.spec).run()
+    run_until(at, lambda at: ui.task_registry().get(models.preparation_key(run)).done_steps == 1)
+    assert started == [run.spec]
+    assert any(text.startswith("Preparing run r1 (3 classes) for fast analysis") for text in texts(at.info))
+    progress = [element for element in at.get("progress")]
+    assert len(progress) == 1 and progress[0].proto.text == "loading the model (TensorFlow)"
+    assert progress[0].proto.value == 25  # 1 of 4 steps
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(mole_image()[0]), "image/png")).run()
+    assert ui.analysis_store().predictions == 0 and not at.get("image")  # nothing analysed meanwhile,
+    assert not at.error and not at.exception  # the model not even loaded
+    at.file_uploader(key="analyse_upload_files").set_value([]).run()
+    at.selectbox(key="analyse_model").set_value("classical").run()  # another model can be used meanwhile
+    assert not any(text.startswith("Preparing") for text in texts(at.info))
+    at.selectbox(key="analyse_model").set_value(run.spec).run()
+    release.set()
+    run_until(at, lambda at: at.error)
+    assert texts(at.error) == ["Could not prepare run r1 (3 classes) for fast analysis, so TensorFlow analyses its "
+                               "images, more slowly: tf2onnx: unsupported op FancyConv"]
+    assert started == [run.spec]  # one preparation, however many runs of the page
+    assert not at.exception
+
+
+def test_only_a_users_finished_model_without_an_inference_form_needs_preparing(monkeypatch, tmp_path):
+    from moleseg.app import models
+    from moleseg.network import compiled
+
+    cached: set[str] = set()
+    monkeypatch.setattr(compiled, "cache_enabled", lambda: True)
+    monkeypatch.setattr(compiled, "any_cached", lambda path: str(path) in cached)
+    run = models.ModelChoice(spec=str(tmp_path / "model.keras"), label="run r1", kind="run", status="done")
+    assert models.needs_preparation(run)
+    assert not models.needs_preparation(models.ModelChoice(run.spec, "run r1", "run", status="running"))
+    assert not models.needs_preparation(models.ModelChoice(run.spec, "dermoscopy", "shipped"))
+    assert not models.needs_preparation(models.ModelChoice("classical", "classical baseline", "classical"))
+    cached.add(run.spec)
+    assert not models.needs_preparation(run)  # converted before (by this server or another process)
+    cached.clear()
+    monkeypatch.setattr(compiled, "cache_enabled", lambda: False)
+    assert not models.needs_preparation(run)  # no inference cache: TensorFlow predicts, nothing to convert
+
+
+def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeypatch):
+    from moleseg.app import hand_correction
+
+    backgrounds = counted(monkeypatch, hand_correction, "canvas_background")
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    at.slider(key="analyse_fill_opacity").set_value(0.5).run()
+    assert backgrounds == []  # neither the first run nor a slider change made the canvas
+    assert "Add to the lesion" in [button.label for button in at.button]  # the block is there, closed

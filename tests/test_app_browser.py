@@ -301,7 +301,7 @@ def test_drawing_a_region_on_the_canvas_adds_it_to_the_lesion_and_the_area_follo
     page.wait_for_function("() => [...document.querySelectorAll('button')].some(b => "
                            "b.innerText.includes('Add to the lesion') && !b.disabled)", timeout=60_000)
     add.click()
-    page.wait_for_selector("text=1 hand edit(s)", timeout=60_000)
+    page.wait_for_selector("text=1 hand edit:", timeout=60_000)
     _wait_until_idle(page)
     after = _area_px(page)
     assert after - before == pytest.approx(50 * 30, rel=0.1), (before, after)  # the mole does not reach the corner
@@ -346,7 +346,7 @@ def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_t
                                "b.getBoundingClientRect().right <= window.innerWidth]")
         assert fits == [label, True, True], fits
     page.locator("button:has-text('Add to the lesion')").click()
-    page.wait_for_selector("text=1 hand edit(s)", timeout=60_000)
+    page.wait_for_selector("text=1 hand edit:", timeout=60_000)
     _wait_until_idle(page)
     assert _area_px(page) - before == pytest.approx(40 * 30 * scale**2, rel=0.15)
     table = page.locator("[data-testid=stDataFrame]:has-text('Measurement')").last

@@ -87,6 +87,8 @@ def test_an_evaluation_survives_a_widget_touch_and_a_page_switch(app_folders, mo
 
 def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_path):
     at = app_test(PAGE)
+    worst = at.number_input(key="evaluate_worst")  # the page offers the evaluation's own default and limit
+    assert (worst.value, worst.max) == (evaluation.WORST_SHOWN, evaluation.WORST_SHOWN_MAX) == (4, 20)
     at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
     at.button(key="evaluate_run").click().run()
     assert not at.exception

@@ -15,7 +15,8 @@ from PIL import Image
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
 from moleseg.app import preparation
-from moleseg.app.ui import PAGE_FILES
+from moleseg.app.ui import PAGE_FILES, PAGES
+from moleseg.core import options
 from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
 
 PAGE = PAGE_FILES["prepare"]
@@ -48,10 +49,13 @@ def test_a_dataset_folder_shows_its_pairs_and_class_frequencies(app_folders, tmp
     assert pair_table["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
     assert (pair_table["fraction"] > 0).all()
     assert len(at.get("image")) == 3  # image, mask, class map
+    (train_link,) = [link.proto for link in at.get("page_link") if link.proto.label == "Train on this dataset"]
+    assert (train_link.page, train_link.icon) == ("train", next(p.icon for p in PAGES if p.key == "train"))
     at.button(key="prepare_all").click().run()
     run_until(at, lambda at: len(frequency_frames(at)) == 2)  # the scan runs in the background
     whole = frequency_frames(at)[-1]
     assert "pixels" not in whole.columns and whole["fraction"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert at.slider(key="prepare_width").min == options.option("border_width_px").low  # as moleseg prepare
     # a wider border band takes pixels from INSIDE
     at.slider(key="prepare_width").set_value(10).run()
     wider = frequency_frames(at)[0]
@@ -104,12 +108,15 @@ def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
 
 
 def test_an_uploaded_zip_is_unpacked_into_the_session_folder(app_folders, tmp_path):
-    data = zip_of(make_dataset(tmp_path / "moles", count=5))
+    folder = make_dataset(tmp_path / "moles", count=5)
+    (folder / "images" / ".thumbnail.png").write_bytes(b"hidden")
+    data = zip_of(folder)
     at = app_test(PAGE)
     at.radio(key="prepare_source").set_value("a ZIP upload").run()
     at.file_uploader(key="prepare_zip").set_value(("moles.zip", data, "application/zip")).run()
     assert not at.exception and not at.error
     assert metrics(at)["Pairs"] == "5"
+    assert "1 hidden file or link in the archive was skipped." in texts(at.caption)
     images = at.session_state["prepare_zip_dataset"]["images"]
     assert images.startswith(str(app_folders["tmp"] / "moleseg-session-"))
 

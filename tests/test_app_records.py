@@ -13,12 +13,15 @@ import pytest
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import followup, identity
+from moleseg.app.device_profiles import NO_PROFILE
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
+from moleseg.core.config import MIN_NOISE_PASSES
+from moleseg.core.devices import DEVICE_PROFILES_FILE, DeviceProfile, read_profiles, save_profile
 from moleseg.core.measure import measure_lesion
 from moleseg.core.report import DISCLAIMER
 from moleseg.core.settings import ServerSettings
-from moleseg.engine.records import Records, User
+from moleseg.engine.records import NO_OWNER, AuditEntry, Records, User
 
 #: The one user of personal mode, as the pages resolve it.
 USER = personal_user()
@@ -46,6 +49,7 @@ def test_history_lists_a_saved_record_and_opens_it(isolated):
     measurements = at.dataframe[2].value
     assert "Area" in set(measurements["measurement"])
     assert any("routine" in text for text in texts(at.markdown))
+    assert at.caption[-1].value == DISCLAIMER
 
 
 def test_history_says_when_nothing_is_saved(isolated):
@@ -172,6 +176,43 @@ def test_compare_page_shows_the_figures(isolated, lesion_scene):
     assert comparison.registration.ok
 
 
+def upload_two_visits(at, lesion_scene):
+    """Upload a synthetic lesion and the same lesion turned by 10°, compared with the classical baseline."""
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=10.0)
+    at.selectbox(key="compare_model").set_value("classical").run()
+    at.file_uploader(key="compare_before").set_value(("before.png", png_bytes(before), "image/png"))
+    at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(after), "image/png")).run()
+
+
+def test_compare_offers_only_noise_passes_the_engine_accepts(isolated, lesion_scene):
+    at = app_test(PAGE_FILES["compare"])
+    upload_two_visits(at, lesion_scene)
+    assert "compare_noise_passes" not in {widget.key for widget in at.number_input}  # off: published noise
+    at.toggle(key="compare_own_noise").set_value(True).run()
+    passes = at.number_input(key="compare_noise_passes")
+    assert (passes.min, passes.value, passes.max) == (MIN_NOISE_PASSES, MIN_NOISE_PASSES, followup.MAX_NOISE_PASSES)
+    assert not at.exception and not at.error
+    assert at.session_state["compare_result"].noise_passes == MIN_NOISE_PASSES
+
+
+def test_compare_takes_the_pixel_size_from_the_device_profiles_analyse_uses(isolated, lesion_scene, monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine" / "dataset"))
+    profiles = tmp_path / "mine" / DEVICE_PROFILES_FILE
+    save_profile(profiles, DeviceProfile("Heine", 0.02))
+    save_profile(profiles, DeviceProfile("DermLite DL4", 0.0125))  # chosen last
+    at = app_test(PAGE_FILES["compare"])
+    assert at.selectbox(key="compare_device").options == [NO_PROFILE, "Heine", "DermLite DL4"]
+    assert at.selectbox(key="compare_device").value == "DermLite DL4"
+    assert at.number_input(key="compare_pixel_size").value == 0.0125
+    at.selectbox(key="compare_device").set_value("Heine").run()
+    upload_two_visits(at, lesion_scene)
+    assert not at.exception
+    assert any(caption.value.startswith("Pixel size used: 0.02 mm per px.") for caption in at.caption)
+    assert read_profiles(profiles).last == "Heine"  # the Analyse page's next session starts with it too
+
+
 def test_compare_warnings_are_sentences(isolated, lesion_scene):
     before, _ = lesion_scene(seed=0)
     other, _ = lesion_scene(seed=7, radius_px=45)  # unrelated: the alignment fails
@@ -185,7 +226,7 @@ def test_compare_warnings_are_sentences(isolated, lesion_scene):
     assert error.startswith("Alignment failed") and error.endswith(".")
     assert "no change is reported" in error
     assert "Area change" not in {metric.label for metric in at.metric}
-    assert at.expander[0].label == "The figures, which must not be read as change"
+    assert at.expander[-1].label == "The figures, which must not be read as change"
 
 
 def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_scene):
@@ -301,6 +342,33 @@ def test_with_streamlit_login_the_user_is_the_logged_in_e_mail():
     oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
     assert resolve_user(oidc, FROM_PROXY, None) == NOT_SIGNED_IN  # proxy headers mean nothing here
     assert resolve_user(oidc, {}, None, "boss@clinic.example") == User("boss@clinic.example", admin=True)
+
+
+def test_the_audit_trail_says_from_whom_to_whom_a_visit_was_handed_over():
+    entries = [AuditEntry("2026-01-02T10:00:00+00:00", "moleseg", "saved"),
+               AuditEntry("2026-02-03T09:30:00+00:00", "root", "adopted", "moleseg", "Anna"),
+               AuditEntry("2026-02-03T09:30:00+00:00", "root", "adopted", NO_OWNER, "Anna")]
+    assert [row["what"] for row in followup.audit_rows(entries)] == [
+        "saved", "adopted from moleseg to Anna", f"adopted from {followup.UNKNOWN_OWNER} to Anna"]
+    assert [row["who"] for row in followup.audit_rows(entries)] == ["moleseg", "root", "root"]
+
+
+@pytest.mark.parametrize(("headers", "oidc_email", "expected"), [
+    ({**FROM_PROXY, "X-Forwarded-User": "  alice \t"}, None, User("alice")),  # blanks around: the same name
+    ({**FROM_PROXY, "X-Forwarded-User": " boss "}, None, User("boss", admin=True)),
+    ({**FROM_PROXY, "X-Forwarded-User": "Dr. Anna Müller"}, None, User("Dr. Anna Müller")),
+    ({**FROM_PROXY, "X-Forwarded-User": "", "X-Forwarded-Email": " carol@clinic.example "}, None,
+     User("carol@clinic.example")),
+    ({**FROM_PROXY, "X-Forwarded-User": "al\x07ice"}, None, NOT_SIGNED_IN),  # no sign-in gives a control character
+    ({}, "  boss@clinic.example ", User("boss@clinic.example", admin=True)),
+    ({}, " \t", NOT_SIGNED_IN),
+])
+def test_a_signed_in_name_follows_the_one_rule_for_names(headers, oidc_email, expected):
+    """The name is :func:`moleseg.core.userspace.signed_in_name` of the header or the e-mail, as ``moleseg adopt``
+    takes it."""
+    settings = SHARED if oidc_email is None else replace(SHARED, identity="streamlit-oidc",
+                                                         admin_users=frozenset({"boss@clinic.example"}))
+    assert resolve_user(settings, headers, "10.0.0.5", oidc_email) == expected
 
 
 @pytest.fixture

@@ -43,3 +43,34 @@ def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):
     assert main(["bench", "--app", "--model", "other.keras"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "moleseg bench --app times the server's default model; --model is for the network benchmark")
+
+
+def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatch):
+    from moleseg.tools import bench_app
+
+    handlers: dict[str, object] = {}
+
+    class Fake:
+        def on(self, event, handler):
+            handlers[event] = handler
+
+    clock = iter([0.0, 0.0, 0.010, 0.012, 0.030, 0.050, 0.051, 0.060, 0.070, 0.080, 0.100])
+    monkeypatch.setattr(bench_app.time, "perf_counter", lambda: next(clock))
+    timeline = bench_app.SliderTimeline(Fake())
+    socket = Fake()
+    handlers["websocket"](socket)
+    timeline.start()
+    handlers["framesent"](b"x" * 40)
+    for size in (10, 300, 200):  # one burst of the server's messages
+        handlers["framereceived"](b"y" * size)
+    handlers["framesent"]("z" * 7)
+    handlers["request"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg"}))
+    handlers["requestfinished"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg"}))
+    handlers["request"](type("Request", (), {"url": "http://127.0.0.1:1/_stcore/health"}))  # not a picture
+    handlers["framereceived"](b"y" * 5)
+    timeline.add("overlay visible")
+    assert [event[:4] for event in timeline.events] == [
+        [10.0, "rerun request", 1, 40], [12.0, "messages", 3, 510], [51.0, "rerun request", 1, 7],
+        [60.0, "picture request abc.jpg", 1, 0], [70.0, "picture loaded abc.jpg", 1, 0], [80.0, "messages", 1, 5],
+        [100.0, "overlay visible", 1, 0]]
+    assert timeline.lines()[1] == "     12.0 ms  messages x3 (510 B) until 50.0 ms"

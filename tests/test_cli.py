@@ -272,8 +272,10 @@ def test_predict_single_file_exits_0(tmp_path, capsys):
         (["prepare", "--masks", "{tmp}/image.png", "--out", "{tmp}/o", "--border-width-px", "2"],
          "image.png is a file, not a folder of masks"),
         (["train", "--images", "{tmp}/set/images", "--masks", "{tmp}/set/masks", "--out", "{tmp}/image.png"],
-         "image.png is a file, not a folder"),
+         "--out {tmp}/image.png is a file, not a folder: choose a folder name for the run"),
         (["train", "--out", "{tmp}/no_run", "--resume"], "nothing to resume"),
+        (["bench", "--model", "{tmp}/wrong.keras", "--images", "{tmp}/missing"], "--images {tmp}/missing: not a folder"),
+        (["bench", "--app", "--images", "{tmp}/missing"], "--images {tmp}/missing: not a folder"),
         (["train", "--images", "{tmp}", "--masks", "{tmp}", "--out", "{tmp}/run", "--augment", "twist"],
          "unknown augmentation"),
         (["train", "--images", "{tmp}", "--masks", "{tmp}", "--out", "{tmp}/run", "--image-size", "100"],
@@ -289,8 +291,19 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, arguments, words):
     err = capsys.readouterr().err
     lines = _error_lines(err)
     assert len(lines) == 1, err
-    assert words in lines[0]
+    assert words.replace("{tmp}", str(tmp_path)) in lines[0]
     assert "Traceback" not in err
+
+
+def test_a_run_folder_that_is_a_file_is_refused_in_the_same_words_by_the_engine(tmp_path):
+    from moleseg.engine.launch import start_training
+
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    with pytest.raises(ValueError) as refused:
+        start_training({}, taken, origin="terminal")
+    assert str(refused.value) == f"{taken.resolve()} is a file, not a folder: choose a folder name for the run"
+    assert taken.read_text() == "mine"
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -305,7 +318,8 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     images, masks = lesion_dataset(tmp_path / "set", n=8, size=64)
     run = tmp_path / "run"
     common = ["--config", str(recipe), "--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16",
-              "--weights", "none", "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
+              "--weights", "none", "--batch-size", "4", "--augment", "none", "--validation-split", "0.25",
+              "--no-calibrate"]
     code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(run), "--epochs", "1",
                  "--quiet", *common])
     assert code == 0, capsys.readouterr().err
@@ -395,3 +409,23 @@ def test_a_closed_pipe_stops_quietly_without_a_traceback(tmp_path):
                                 text=True, timeout=120, cwd=PROJECT)
     assert result.returncode == 141, result.stderr
     assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr and "error:" not in result.stderr
+
+
+def test_an_evaluation_and_a_finished_run_print_the_same_metric_table(capsys):
+    from dataclasses import asdict
+
+    from moleseg.cli.common import print_metric_table, print_summary
+    from moleseg.engine.runs import MetricSummary
+
+    fm = {"mean": 0.9, "std": 0.05, "min": 0.8, "max": 0.95}
+    print_summary({"n": 3, "fm": fm, "cm": fm}, {"n": 3, "fm": {"mean": 0.7, "std": 0.1, "min": 0.5, "max": 0.8}})
+    expected = ["               mean      std      min      max   (n = 3)",
+                "fm           0.9000   0.0500   0.8000   0.9500",
+                "cm           0.9000   0.0500   0.8000   0.9500",
+                "classical baseline FM: mean 0.7000, min 0.5000, max 0.8000"]
+    assert capsys.readouterr().out.splitlines() == expected
+    summary = asdict(MetricSummary(**fm))
+    print_metric_table(3, {"fm": summary, "cm": summary}, asdict(MetricSummary(mean=0.7, min=0.5, max=0.8)))
+    assert capsys.readouterr().out.splitlines() == expected
+    print_summary({"n": 3, "fm": fm}, {"n": 0})  # a baseline over no image is not printed
+    assert capsys.readouterr().out.splitlines() == expected[:2]

@@ -10,8 +10,9 @@ import pytest
 from synthetic import RedChannelSegmenter, ThreeClassRed, TruthSegmenter, disk, disk_pairs, two_class
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.modelinfo import ModelInfo
-from moleseg.engine.calibrate import (calibrate_confidence, confidence_threshold, flag_summary, risk_coverage,
-                                      smallest_share_for_worst_fm)
+from moleseg.engine.calibrate import (calibrate_confidence, confidence_threshold, cross_fitted_marks, flag_summary,
+                                      out_of_fold_confidence, risk_coverage, share_rule,
+                                      smallest_share_for_worst_fm, worst_fm_rule)
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import analyse_images
 from moleseg.engine.segmenter import border_confidence
@@ -171,3 +172,94 @@ def test_the_risk_coverage_table_reads_out_of_fold_images_first_and_says_whether
     assert "| 0 (0%) | 0.9095 | 0.5000 |" in table  # (0.95 + 0.5 + 18 * 0.93) / 20
     assert "| 1 (5%) | 0.9311 | 0.9300 |" in table  # (0.95 + 18 * 0.93) / 19
     assert "once 1 (5%) are marked" in table and "is met" in table
+
+
+def _rows(table: str) -> list[dict]:
+    """Rows ``{"fold", "fm", "confidence"}`` from lines ``fold fm confidence``."""
+    return [{"fold": fold, "fm": float(fm), "confidence": float(confidence)}
+            for fold, fm, confidence in (line.split() for line in table.strip().splitlines())]
+
+
+#: Three folds of three images; the failures under 0.90: 0.70 (confidence 0.2), 0.84 (0.8, a confident
+#: error) and 0.88 (0.4).
+THREE_FOLDS = _rows("""
+a 0.95 0.9
+a 0.70 0.2
+a 0.92 0.6
+b 0.84 0.8
+b 0.96 0.95
+b 0.93 0.5
+c 0.97 0.7
+c 0.88 0.4
+c 0.99 0.86
+""")
+
+
+def test_the_worst_fm_rule_marks_up_to_the_most_confident_failure() -> None:
+    # confidences 0.2 0.4 0.5 0.6 0.7 0.8 | 0.86 0.9 0.95: halfway between the failure at 0.8 and 0.86
+    assert worst_fm_rule(THREE_FOLDS) == pytest.approx(0.83)
+    assert worst_fm_rule(THREE_FOLDS, worst_fm=0.80) == pytest.approx(0.3)     # only 0.70 fails
+    good = [row for row in THREE_FOLDS if row["fm"] >= 0.90]
+    assert worst_fm_rule(good) == pytest.approx(0.5)                            # none fails: none marked
+    assert not any(row["confidence"] < worst_fm_rule(good) for row in good)
+    assert worst_fm_rule(good, worst_fm=0.999) > 0.95                           # every row fails: all marked
+    tied = _rows("a 0.5 0.3\na 0.99 0.3\na 0.99 0.6")
+    assert worst_fm_rule(tied) == pytest.approx(0.45)                           # a tie goes with the failure
+    with pytest.raises(ValueError, match="at least one"):
+        worst_fm_rule([])
+
+
+def test_the_share_rule_marks_fifteen_percent_rounded_up() -> None:
+    assert share_rule(THREE_FOLDS) == pytest.approx(0.45)  # 1.35 of 9 rounded up to 2: 0.2 and 0.4
+
+
+def test_each_fold_is_marked_by_the_threshold_the_other_folds_chose() -> None:
+    share = cross_fitted_marks(THREE_FOLDS, "share")
+    # without a: 0.4 0.5 ... (6 rows, 1 marked) -> 0.45; without b: 0.2 0.4 -> 0.3; without c: 0.2 0.5 -> 0.35
+    assert share.thresholds == pytest.approx({"a": 0.45, "b": 0.3, "c": 0.35})
+    assert share.n_marked == 1 and share.n_images == 9  # a's 0.2 only
+    assert share.unmarked_worst_fm == pytest.approx(0.84)
+    assert share.unmarked_mean_fm == pytest.approx((0.95 + 0.92 + 0.84 + 0.96 + 0.93 + 0.97 + 0.88 + 0.99) / 8)
+    assert (share.n_unmarked_under_promise, share.n_unmarked_bad) == (2, 1)
+    assert not share.promise_met
+    worst = cross_fitted_marks(THREE_FOLDS, "worst_fm")
+    # without a: failures at 0.8, 0.4 -> 0.83; without b: 0.2, 0.4 -> 0.5; without c: 0.2, 0.8 -> 0.85
+    assert worst.thresholds == pytest.approx({"a": 0.83, "b": 0.5, "c": 0.85})
+    assert worst.n_marked == 4                          # a's 0.2 and 0.6, c's 0.7 and 0.4; b's 0.84 slips through
+    assert worst.unmarked_worst_fm == pytest.approx(0.84)
+    assert worst.unmarked_mean_fm == pytest.approx((0.95 + 0.84 + 0.96 + 0.93 + 0.99) / 5)
+    assert worst.to_dict()["marked_share"] == pytest.approx(4 / 9) and worst.to_dict()["promise_met"] is False
+    with pytest.raises(ValueError, match="unknown confidence rule 'best'"):
+        cross_fitted_marks(THREE_FOLDS, "best")
+    with pytest.raises(ValueError, match="two folds"):
+        cross_fitted_marks(THREE_FOLDS[:3], "share")
+
+
+def test_the_out_of_fold_threshold_follows_the_rule_fixed_beforehand() -> None:
+    # a confident error somewhere: the worst-FM rule breaks the promise out of fold, so the share rule applies
+    chosen = out_of_fold_confidence(THREE_FOLDS)
+    assert chosen.rule == "share" and chosen.threshold == pytest.approx(0.45)
+    assert set(chosen.to_dict()["estimates"]) == {"share", "worst_fm"}
+    # each fold's one failure is its least confident image: the worst-FM rule marks 2 of 20 and keeps the promise
+    clean_folds = [{"fold": fold, "fm": 0.6 if index == 0 else 0.95, "confidence": 0.05 * index + (0.1 if index else 0.0)
+                    + (0.01 if fold == "b" else 0.0)} for fold in ("a", "b") for index in range(10)]
+    chosen = out_of_fold_confidence(clean_folds)
+    assert chosen.estimates["worst_fm"].n_marked == 2 and chosen.estimates["worst_fm"].promise_met
+    assert chosen.rule == "worst_fm"
+    assert chosen.threshold == pytest.approx((0.01 + 0.15) / 2)  # b's failure at 0.01, a's next image at 0.15
+
+
+def test_the_risk_coverage_tool_adds_the_rules_estimates_for_out_of_fold_images(tmp_path, capsys) -> None:
+    import json
+
+    from moleseg.tools.riskcoverage import main
+
+    record = tmp_path / "demo.json"
+    record.write_text(json.dumps({"crossval": {"n_folds": 3, "per_image": THREE_FOLDS}}))
+    assert main([str(record)]) == 0
+    printed = capsys.readouterr().out
+    assert "| share | 0.450, 0.300, 0.350 | 1 (11%) | 0.9300 | 0.8400 | 2 | not met |" in printed
+    assert "| worst_fm | 0.830, 0.500, 0.850 | 4 (44%) | 0.9340 | 0.8400 | 1 | not met |" in printed
+    assert "applies the share rule to all 9 images: threshold 0.450." in printed
+    assert main([str(record), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[str(record)]["out_of_fold_confidence"]["rule"] == "share"

@@ -14,7 +14,7 @@ from moleseg.core.imagewrite import write_png
 from moleseg.core.metrics import scores
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.pairing import Pair
-from moleseg.engine.crossval import Fold, cross_validate
+from moleseg.engine.crossval import Fold, cross_validate, score_fold
 
 RADIUS_PX = 12
 
@@ -120,6 +120,53 @@ def test_folds_must_not_overlap_nor_be_empty(tmp_path):
         cross_validate([])
 
 
+def test_scores_kept_from_an_earlier_call_give_the_same_figures(tmp_path):
+    pairs = disk_pairs(tmp_path)
+    folds = [Fold("a", RedChannelSegmenter(), pairs[:2]), Fold("b", RedChannelSegmenter(), pairs[2:])]
+    fresh = cross_validate(folds, thresholds=(None, 0.3), baseline=TruthSegmenter(), share=0.25)
+    kept = json.loads(json.dumps(score_fold(folds[1], (None, 0.3), baseline=TruthSegmenter())))  # kept as JSON
+    assert [row["image"] for row in kept] == ["2.png", "3.png"]
+    assert {(entry["cleanup_variant"], entry["lesion_threshold"]) for entry in kept[1]["by"]} == {
+        (variant, threshold) for variant in (None, "largest", "all_components") for threshold in (None, 0.3)}
+    again = cross_validate(folds, thresholds=(None, 0.3), baseline=TruthSegmenter(), share=0.25, scored={"b": kept})
+    assert again.to_dict() == fresh.to_dict()
+    with pytest.raises(ValueError, match="the scores given for a are not of its 2 validation images"):
+        cross_validate(folds, thresholds=(None, 0.3), scored={"a": kept})
+    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) are not of the cleanup variants and "
+                                         r"thresholds asked for"):
+        cross_validate(folds, thresholds=(None, 0.5), scored={"b": kept})
+    one_variant_less = [dict(row, by=row["by"][1:]) for row in kept]
+    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) are not of the cleanup variants and "
+                                         r"thresholds asked for"):
+        cross_validate(folds, thresholds=(None, 0.3), scored={"b": one_variant_less})
+    for broken in ({**kept[0]["by"][0], "fm": "high"}, {"fm": 1.0}, "scores"):
+        malformed = [dict(row, by=[broken, *row["by"][1:]]) for row in kept]
+        with pytest.raises(ValueError, match=r"^the scores given for b \(2.png\) are not scores of cleanup variants "
+                                             r"and thresholds$"):
+            cross_validate(folds, thresholds=(None, 0.3), scored={"b": malformed})
+    with pytest.raises(ValueError, match=r"the scores given for b \(2.png\) have no baseline FM"):
+        cross_validate(folds, thresholds=(None, 0.3), baseline=TruthSegmenter(),
+                       scored={"b": [{key: value for key, value in row.items() if key != "baseline_fm"} for row in kept]})
+
+
+def test_the_shipped_tool_scores_a_fold_once_per_model_file(tmp_path, monkeypatch):
+    from moleseg.engine import crossval
+    from moleseg.tools.shipped import kept_fold_scores
+
+    fold = Fold("fold-0", RedChannelSegmenter(), disk_pairs(tmp_path)[:2])
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights of one training")
+    first = kept_fold_scores(fold, model, (None, 0.3), tmp_path / "scores", TruthSegmenter())
+    (kept,) = (tmp_path / "scores").iterdir()
+    assert kept.name.startswith("fold-0-") and [row["image"] for row in first] == ["0.png", "1.png"]
+    monkeypatch.setattr(crossval, "score_fold", lambda *args, **kwargs: pytest.fail("scored again"))
+    assert kept_fold_scores(fold, model, (None, 0.3), tmp_path / "scores", TruthSegmenter()) == first
+    model.write_bytes(b"weights of another training")  # a retrained fold is scored again
+    monkeypatch.setattr(crossval, "score_fold", lambda *args, **kwargs: [{"image": "scored again"}])
+    assert kept_fold_scores(fold, model, (None, 0.3), tmp_path / "scores", TruthSegmenter()) == [{"image": "scored again"}]
+    assert len(list((tmp_path / "scores").iterdir())) == 2
+
+
 def test_the_shipped_tool_needs_one_model_for_crossval(tmp_path, capsys):
     from moleseg.tools.shipped import main
 
@@ -207,3 +254,24 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
     assert "no cross-validation of this recipe (make crossval)" in capsys.readouterr().err
     info = read_info(models / "dermoscopy.keras")
     assert info.lesion_threshold is None and info.confidence_threshold is None and "crossval" not in record
+
+
+def test_the_confidence_from_crossval_needs_a_crossval_record_of_the_installed_recipe(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from moleseg.tools import shipped
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(shipped.recipe_path("dermoscopy"), models)
+    monkeypatch.setattr(shipped, "MODELS_DIR", models)
+    (models / "dermoscopy.json").write_text(json.dumps({"config": {"learning_rate": 0.001}}))
+    assert shipped.main(["--data", str(tmp_path), "--only", "dermoscopy", "--confidence-from-crossval"]) == 2
+    assert (f"{models / 'dermoscopy.json'}: no cross-validation record to choose the confidence threshold from "
+            "(python -m moleseg.tools.shipped --only dermoscopy --crossval RUN_DIR...)") in capsys.readouterr().err
+    crossval = {"config": {"learning_rate": 0.01}, "per_image": [{"fold": "a", "fm": 0.9, "confidence": 0.5}]}
+    (models / "dermoscopy.json").write_text(json.dumps({"config": {"learning_rate": 0.001}, "crossval": crossval}))
+    assert shipped.main(["--data", str(tmp_path), "--only", "dermoscopy", "--confidence-from-crossval"]) == 2
+    error = capsys.readouterr().err
+    assert "the cross-validation is of another recipe than the installed model (learning_rate differ)" in error
+    assert "Traceback" not in error

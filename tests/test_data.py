@@ -18,7 +18,7 @@ from moleseg.core import options  # noqa: E402
 from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
 from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
                           class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
-                          prepare_example, split_pairs)
+                          pair_repeats, prepare_example, split_pairs)
 from moleseg.core.imagewrite import write_png  # noqa: E402
 from moleseg.core.pairing import Pair, pair_folders  # noqa: E402
 
@@ -436,8 +436,17 @@ def test_crop_fit_cuts_squares_at_the_image_scale_and_repeats_by_count(tmp_path)
 
 
 def test_make_dataset_needs_pairs():
-    with pytest.raises(ValueError, match="no image/mask pairs"):
+    with pytest.raises(ValueError, match="^no image/mask pairs to build a dataset from$"):
         make_dataset([], TargetConfig(input_size=32), batch_size=2)
+
+
+def test_pair_repeats_are_one_count_per_pair(tmp_path):
+    pairs = [_pair(tmp_path / f"{k}.png", tmp_path / f"{k}_mask.png") for k in range(3)]
+    assert pair_repeats(pairs, 2) == [2, 2, 2]
+    assert pair_repeats(pairs, [1, 4, 2]) == [1, 4, 2]
+    for wrong in (0, [1, 1], [1, 0, 1]):
+        with pytest.raises(ValueError, match="^crops_per_image needs one count >= 1 per pair$"):
+            pair_repeats(pairs, wrong)
 
 
 # -- ExampleCache --------------------------------------------------------------------------------

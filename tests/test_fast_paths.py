@@ -225,3 +225,156 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
     mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
+
+
+def plain_structure(shape: str, radius: int) -> np.ndarray:
+    """The structuring element from its formula (``|dx| + |dy| <= r``, ``dx² + dy² <= r²``, the square)."""
+    dy, dx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return {"diamond": np.abs(dx) + np.abs(dy) <= radius, "disk": dx * dx + dy * dy <= radius * radius,
+            "square": np.ones_like(dx, bool)}[shape]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_erosion_and_dilation_equal_one_window_of_the_whole_element(seed):
+    from moleseg.core.targets import dilate, erode
+
+    rng = np.random.default_rng(seed)
+    for index in range(12):
+        mask = random_blobs(30 * seed + index, tuple(int(n) for n in rng.integers(8, 50, 2)))
+        for shape in ("diamond", "disk", "square"):
+            for radius in (1, 2, 5):
+                element = plain_structure(shape, radius)
+                for frame_is_lesion in (True, False):
+                    expected = ndimage.binary_erosion(mask, element, border_value=int(frame_is_lesion))
+                    assert np.array_equal(erode(mask, radius, shape, border_at_image_edge=not frame_is_lesion),
+                                          expected), (index, shape, radius, frame_is_lesion)
+                assert np.array_equal(dilate(mask, radius, shape), ndimage.binary_dilation(mask, element)), (index, shape)
+
+
+def plain_cleanup(labels: np.ndarray, n_classes: int, settings: CleanupSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion and border of the cleanup rules written with scipy on the whole image (the module docstring of
+    :mod:`moleseg.core.cleanup`): holes not 4-connected to the frame, 8-connected components, the closing on
+    a zero-padded plane, the band eroded with the frame counting as lesion."""
+    def filled(mask: np.ndarray) -> np.ndarray:
+        return ndimage.binary_fill_holes(mask) if settings.fill_holes else mask
+
+    def largest(mask: np.ndarray) -> np.ndarray:
+        components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        if not settings.largest_component or count <= 1:
+            return mask
+        return components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+
+    element = plain_structure(settings.shape, settings.border_width_px)
+
+    def band_of(lesion: np.ndarray) -> np.ndarray:
+        return lesion & ~ndimage.binary_erosion(lesion, element, border_value=1)
+
+    if n_classes == 2:
+        lesion = largest(filled(labels == 1))
+        return lesion, band_of(lesion)
+    inside = labels == 2
+    if settings.rule == "grow_inside" and inside.any():
+        lesion = filled(ndimage.binary_dilation(largest(filled(inside)), element))
+        return lesion, band_of(lesion)
+    inside = filled(inside)
+    band = (labels == 1) & ~inside
+    radius = settings.closing_radius_px
+    if radius:
+        padded = np.pad(band, radius + 1)
+        band = band | ndimage.binary_closing(padded, plain_structure("disk", radius))[radius + 1:-radius - 1,
+                                                                                       radius + 1:-radius - 1]
+    lesion = largest(filled(inside | band))
+    return lesion, band & lesion
+
+
+def test_cleanup_equals_the_plain_rules_on_a_real_lesion(require_shared):
+    from moleseg.core.cleanup import cleanup
+    from moleseg.core.targets import make_targets
+
+    lesion = read_mask(require_shared("moles/ph2") / "masks" / "IMD004_lesion.png")
+    labels = make_targets(lesion, border_width_px=10, shape="diamond")
+    rng = np.random.default_rng(0)
+    labels[rng.random(labels.shape) < 0.002] = 0  # pin holes
+    labels[150:170, 90:110] = 1  # a stray blob beside the lesion
+    on_frame = labels.copy()  # and one on the frame: the box the rules run on then reaches it
+    on_frame[:12, -30:] = 2
+    inside_only = labels * (labels == 2)  # no border class around: the box is the inside's own, grown only by the rule
+    cases = [(3, CleanupSettings(rule="grow_inside", border_width_px=10, shape="diamond")),
+             (3, CleanupSettings(rule="article", closing_radius_px=6)),
+             (3, CleanupSettings(rule="grow_inside", border_width_px=4, shape="disk", fill_holes=False)),
+             (2, CleanupSettings(border_width_px=3, shape="square", largest_component=False))]
+    for predicted in (labels, on_frame, inside_only):
+        for n_classes, settings in cases:
+            classes = np.minimum(predicted, n_classes - 1)
+            result = cleanup(classes, n_classes, settings)
+            expected_lesion, expected_border = plain_cleanup(classes, n_classes, settings)
+            np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(settings))
+            np.testing.assert_array_equal(result.border, expected_border, err_msg=str(settings))
+
+
+def test_packed_colours_of_an_image_equal_the_per_pixel_formula():
+    image = np.random.default_rng(5).integers(0, 256, (7, 9, 3)).astype(np.uint8)
+    wide = image.astype(np.int64)
+    np.testing.assert_array_equal(packed_rgb(image), wide[..., 0] * 65536 + wide[..., 1] * 256 + wide[..., 2])
+    np.testing.assert_array_equal(packed_rgb(image[1:5, 2:8]), packed_rgb(image)[1:5, 2:8])  # a window of it
+    assert packed_rgb(np.zeros((0, 3), np.uint8)).shape == (0,)
+
+
+def small_label_images(seed: int, count: int) -> list[tuple[np.ndarray, int]]:
+    """``count`` tiny label images (1 to 24 px a side, 2 or 3 classes): empty, one labelled pixel, a block
+    running to the frame's bottom-right corner, or scattered labels, in turn."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        height, width = (int(side) for side in rng.integers(1, 25, 2))
+        n_classes = int(rng.choice([2, 3]))
+        labels = np.zeros((height, width), np.int64)
+        if index % 4 == 1:
+            labels[rng.integers(height), rng.integers(width)] = rng.integers(1, n_classes)
+        elif index % 4 == 2:
+            labels[rng.integers(height):, rng.integers(width):] = rng.integers(1, n_classes)
+        elif index % 4 == 3:
+            labels = rng.integers(0, n_classes, (height, width)) * (rng.random((height, width)) < rng.random())
+        images.append((labels, n_classes))
+    return images
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_cleanup_on_the_labelled_box_equals_the_plain_rules_at_the_edges(seed):
+    from moleseg.core.cleanup import cleanup
+
+    rng = np.random.default_rng(100 + seed)
+    for index, (labels, n_classes) in enumerate(small_label_images(seed, 120)):
+        scattered = index % 4 == 3  # several components of equal size: the one kept depends on labelling order
+        settings = CleanupSettings(rule=str(rng.choice(["grow_inside", "article"])),
+                                   border_width_px=int(rng.integers(1, 5)),
+                                   shape=str(rng.choice(["diamond", "disk", "square"])),
+                                   closing_radius_px=int(rng.integers(0, 4)), fill_holes=bool(rng.random() < 0.7),
+                                   largest_component=not scattered and bool(rng.random() < 0.7))
+        result = cleanup(labels, n_classes, settings)
+        expected_lesion, expected_border = plain_cleanup(labels, n_classes, settings)
+        np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=f"{labels.tolist()} {settings}")
+        np.testing.assert_array_equal(result.border, expected_border, err_msg=f"{labels.tolist()} {settings}")
+
+
+def test_overlay_of_an_empty_and_a_one_pixel_lesion_equals_the_per_pixel_formula():
+    image = np.random.default_rng(6).integers(0, 256, (5, 7, 3)).astype(np.uint8)
+    empty = np.zeros((5, 7), bool)
+    assert np.array_equal(overlay(image, empty, empty), image)
+    for row, col in [(0, 0), (4, 6), (2, 3)]:  # the frame's corners and the middle
+        lesion = empty.copy()
+        lesion[row, col] = True
+        expected = reference_blend(image, lesion, (255, 0, 0), 0.8)
+        np.testing.assert_array_equal(overlay(image, lesion, lesion, border_color=(255, 0, 0), border_opacity=0.8),
+                                      expected)
+
+
+def test_a_border_beyond_the_lesion_measures_as_the_border_clipped_to_it():
+    rng = np.random.default_rng(7)
+    for labels, _ in small_label_images(7, 40):
+        lesion = labels > 0
+        if not lesion.any():
+            continue
+        band = rng.random(lesion.shape) < 0.5
+        assert (str(measurements_row(measure_lesion(lesion, border=band, pixel_size_mm=0.01)))
+                == str(measurements_row(measure_lesion(lesion, border=band & lesion, pixel_size_mm=0.01))))

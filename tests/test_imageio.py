@@ -381,21 +381,44 @@ def test_unsupported_formats_are_refused() -> None:
 
 
 def test_missing_file_and_folder(tmp_path: Path) -> None:
-    with pytest.raises(ImageReadError, match=r"^nope\.png: file not found"):
+    with pytest.raises(ImageReadError) as missing:
         read_image(tmp_path / "nope.png")
+    assert str(missing.value) == f"nope.png: file not found in {tmp_path}"  # the file named once, then its folder
     with pytest.raises(ImageReadError, match="is a folder"):
         read_mask(tmp_path)
-    with pytest.raises(ImageReadError, match="file not found"):
+    with pytest.raises(ImageReadError) as missing:
         image_size(tmp_path / "nope.png")
+    assert str(missing.value) == f"nope.png: file not found in {tmp_path}"
+
+
+def test_a_file_that_cannot_be_opened_has_one_reason_in_both_readers(tmp_path: Path) -> None:
+    from moleseg.core.dicomio import DicomReadError, read_dataset
+    from moleseg.core.errors import open_failure
+
+    too_long = tmp_path / ("x" * 300 + ".png")  # a name longer than the file system allows: open fails
+    with pytest.raises(ImageReadError) as image_error:
+        read_image(too_long)
+    with pytest.raises(DicomReadError) as dicom_error:
+        read_dataset(too_long)
+    assert image_error.value.reason == dicom_error.value.reason == "cannot open the file (File name too long)"
+    assert open_failure(OSError("no reason given")) == "cannot open the file (no reason given)"
+
+
+def test_an_unreadable_header_is_told_with_the_readers_error() -> None:
+    assert imagefile.header_failure(SyntaxError("broken PNG file")) == \
+        "cannot read the image header (SyntaxError: broken PNG file)"
 
 
 def test_empty_file_and_bytes(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(ImageReadError, match=r"^empty\.jpg: empty file"):
+    with pytest.raises(ImageReadError) as from_path:
         read_image(empty)
-    with pytest.raises(ImageReadError, match=r"^image: empty file"):
+    with pytest.raises(ImageReadError) as from_bytes:
         read_image(b"")
+    assert (str(from_path.value), str(from_bytes.value)) == ("empty.jpg: empty file (0 bytes)",
+                                                             "image: empty file (0 bytes)")
+    assert from_path.value.reason == imagefile.EMPTY_FILE
 
 
 def test_name_comes_from_a_file_object() -> None:

@@ -65,6 +65,15 @@ def test_turned_off_nothing_is_written(monkeypatch, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("save", ["save_cached_function", "save_onnx"])
+def test_each_writer_refuses_in_one_sentence_while_the_cache_is_off(monkeypatch, tmp_path, save):
+    monkeypatch.setenv(compiled.CACHE_ENV, "0")
+    arguments = (tmp_path / "model.keras", None, (SIZE, SIZE, 3)) + ((None,) if save == "save_onnx" else ())
+    with pytest.raises(OSError) as refused:
+        getattr(compiled, save)(*arguments)
+    assert str(refused.value) == "the inference cache is off (MOLESEG_INFERENCE_CACHE=0)"
+
+
 def test_prune_keeps_the_most_recently_used(tmp_path):
     for index in range(5):
         entry = tmp_path / f"entry{index}"

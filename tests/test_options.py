@@ -208,6 +208,15 @@ def test_invalid_values_are_refused_naming_the_option(name, value, words):
     assert options.problems(config) == [words]
 
 
+def test_an_on_off_setting_is_refused_in_the_same_words_by_the_options_and_the_cleanup():
+    from moleseg.core.cleanup import CleanupSettings
+
+    assert options.not_true_or_false("fill holes", 1) == "fill holes must be true or false, not 1"
+    with pytest.raises(ValueError) as refused:
+        CleanupSettings(fill_holes="yes")
+    assert str(refused.value) == options.not_true_or_false("fill_holes", "yes")
+
+
 def test_the_command_line_refuses_bad_values_naming_the_option(tmp_path, capsys):
     from moleseg.cli import main
 

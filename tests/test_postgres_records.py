@@ -144,10 +144,27 @@ def test_records_saved_before_owners_go_to_admins_only(postgres_url, tmp_path):
             "INSERT INTO analyses (uid, saved_at, lesion, visit_date, measurements) VALUES "
             "('0123456789abcdef0123456789abcdef', '2025-01-01T10:00:00', 'old', '2025-01-01', '[]')")
     records = Records(tmp_path, database_url=postgres_url)
-    assert records.schema_version == len(PG_MIGRATIONS) == 2
+    assert records.schema_version == len(PG_MIGRATIONS) == 3
     assert records.records(ALICE) == []
     (old,) = records.records(ADMIN)
     assert (old.owner, old.lesion) == (NO_OWNER, "old")
+
+
+def test_a_schema_2_database_keeps_its_trail_and_takes_the_owners_of_a_hand_over(postgres_url, tmp_path):
+    """A schema-2 PostgreSQL database (no owners in the audit trail) is migrated: its entries read without
+    owners, and a hand-over's entries pass the append-only trigger."""
+    execute(postgres_url, f"CREATE TABLE {VERSION_TABLE} (version INTEGER NOT NULL)",
+            f"INSERT INTO {VERSION_TABLE} VALUES (2)", *PG_MIGRATIONS[0], *PG_MIGRATIONS[1],
+            "INSERT INTO analyses (uid, saved_at, owner, lesion, visit_date, measurements) VALUES "
+            "('0123456789abcdef0123456789abcdef', '2025-01-01T10:00:00', 'moleseg', 'arm', '2025-01-01', '[]')",
+            'INSERT INTO audit (at, "user", action, record_id, record_uid) VALUES '
+            "('2025-01-01T10:00:00', 'moleseg', 'saved', 1, '0123456789abcdef0123456789abcdef')")
+    records = Records(tmp_path, database_url=postgres_url)
+    assert records.schema_version == 3
+    assert records.hand_over("root", ["moleseg"], "alice") == {"moleseg": 1}
+    assert [(entry.user, entry.action, entry.from_owner, entry.to_owner)
+            for entry in records.audit_trail(ALICE, 1)] == [("moleseg", "saved", None, None),
+                                                            ("root", "adopted", "moleseg", "alice")]
 
 
 def test_the_history_page_names_an_unusable_database_without_its_password(app_folders, monkeypatch,

@@ -278,10 +278,84 @@ def test_records_saved_before_owners_go_to_admins_only(tmp_path):
     connection.commit()
     connection.close()
     records = Records(tmp_path)
-    assert records.schema_version == len(MIGRATIONS) == 2
+    assert records.schema_version == len(MIGRATIONS) == 3
     assert records.records(ALICE) == []
     (old,) = records.records(ADMIN)
     assert (old.owner, old.lesion) == (records_module.NO_OWNER, "old")
+
+
+def test_a_schema_2_database_keeps_its_trail_and_takes_the_owners_of_a_hand_over(tmp_path):
+    """A schema-2 database (no owners in the audit trail) is migrated: its entries read without owners, and a
+    hand-over's entries, which name them, pass the append-only triggers."""
+    connection = sqlite3.connect(tmp_path / RECORDS_DB_NAME)
+    for script in MIGRATIONS[:2]:
+        connection.executescript(script)
+    connection.execute("INSERT INTO analyses (uid, saved_at, owner, lesion, visit_date, measurements) VALUES "
+                       "('0123456789abcdef0123456789abcdef', '2025-01-01T10:00:00', 'moleseg', 'arm', '2025-01-01', "
+                       "'[]')")
+    connection.execute('INSERT INTO audit (at, "user", action, record_id, record_uid) VALUES '
+                       "('2025-01-01T10:00:00', 'moleseg', 'saved', 1, '0123456789abcdef0123456789abcdef')")
+    connection.execute("PRAGMA user_version = 2")
+    connection.commit()
+    connection.close()
+    records = Records(tmp_path)
+    assert records.schema_version == 3
+    assert records.hand_over("root", ["moleseg"], "alice") == {"moleseg": 1}
+    assert [(entry.at, entry.user, entry.action, entry.from_owner, entry.to_owner)
+            for entry in records.audit_trail(ALICE, 1)][0] == ("2025-01-01T10:00:00", "moleseg", "saved", None, None)
+    assert [(entry.user, entry.action, entry.from_owner, entry.to_owner)
+            for entry in records.audit_trail(ALICE, 1)][1:] == [("root", "adopted", "moleseg", "alice")]
+
+
+def owners_trail(records: Records, user: User, record_id: int) -> list[tuple[str, str, str | None, str | None]]:
+    """Who did what to the record, with the owners before and after a hand-over."""
+    return [(entry.user, entry.action, entry.from_owner, entry.to_owner)
+            for entry in records.audit_trail(user, record_id)]
+
+
+def test_a_hand_over_gives_the_owners_records_with_one_audit_entry_each(tmp_path, open_records):
+    records = open_records(tmp_path)
+    personal = User("server-account", admin=True)
+    first = records.save(personal, *sample(0), [], lesion="arm", visit_date="2026-01-02")
+    second = records.save(personal, *sample(1), [], lesion="leg", visit_date="2026-01-03")
+    bobs = records.save(BOB, *sample(2), [], lesion="back")
+    old = records.save(BOB, *sample(3), [], lesion="old")
+    with direct_connection(open_records, tmp_path) as (connection, _):
+        connection.execute(f"UPDATE analyses SET owner = '' WHERE id = {old}")  # as saved before owners
+    assert records.hand_over("root", ["server-account"], "alice") == {"server-account": 2}
+    assert [record.id for record in records.records(ALICE)] == [second, first]
+    assert (records.owned_count("server-account"), records.owned_count(records_module.NO_OWNER)) == (0, 1)
+    assert owners_trail(records, ALICE, first) == [("server-account", "saved", None, None),
+                                                   ("root", "adopted", "server-account", "alice")]
+    assert records.hand_over("root", ["server-account", records_module.NO_OWNER], "alice") == {
+        "server-account": 0, records_module.NO_OWNER: 1}
+    assert owners_trail(records, ALICE, old) == [("bob", "saved", None, None), ("root", "adopted", "", "alice")]
+    assert [record.id for record in records.records(BOB)] == [bobs]  # another user's stay theirs
+    with pytest.raises(ValueError, match="the records of 'alice' cannot be handed to 'alice'"):
+        records.hand_over("root", ["server-account", "alice"], "alice")
+    with pytest.raises(ValueError, match="by a named operator to a named user"):
+        records.hand_over(" ", ["bob"], "alice")
+
+
+def test_a_hand_over_that_fails_midway_changes_no_owner(tmp_path, open_records, monkeypatch):
+    records = open_records(tmp_path)
+    personal = User("server-account", admin=True)
+    saved = [records.save(personal, *sample(seed), []) for seed in range(3)]
+    written = []
+
+    def failing_append(*args: Any) -> None:
+        written.append(args)
+        if len(written) == 2:
+            raise records_module.RecordsError("The records database cannot be used: the disk is full.")
+        append_audit(*args)
+
+    append_audit = records_module.append_audit
+    monkeypatch.setattr(records_module, "append_audit", failing_append)
+    with pytest.raises(records_module.RecordsError, match="the disk is full"):
+        records.hand_over("root", ["server-account"], "alice")
+    assert records.owned_count("server-account") == 3 and records.records(ALICE) == []
+    assert [owners_trail(records, ADMIN, record_id) for record_id in saved] == [
+        [("server-account", "saved", None, None)]] * 3
 
 
 # --------------------------------------------------------------------------------------------------

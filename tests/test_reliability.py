@@ -355,6 +355,15 @@ def _extract_refused(data: bytes, folder: Path, *words: str) -> str:
     return message
 
 
+@pytest.mark.parametrize("member, how", [("../up.png", "leaves the folder"), ("/etc/x.png", "is absolute"),
+                                         ("a\x01.png", "has control characters")])
+def test_an_unsafe_member_path_is_refused_naming_it_and_how(tmp_path, member, how):
+    from moleseg.engine.session import unsafe_member
+
+    message = _extract_refused(_zip({member: b"x"}), tmp_path / "x")
+    assert message == str(unsafe_member(member, how)) == f"unsafe path in the archive: {member!r} {how}"
+
+
 def test_many_small_zero_members_are_refused_by_the_total_ratio(tmp_path):
     data = _zip({f"images/{i:03d}.png": bytes(1024 * 1024) for i in range(300)})
     assert len(data) < 400_000  # a 342 kB upload that would unpack to 315 MB

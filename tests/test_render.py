@@ -170,3 +170,15 @@ def test_legend():
     assert [name for name, _ in legend(3)] == ["back", "border", "inside"]
     assert [name for name, _ in legend(2)] == ["background", "foreground"]
     assert legend(3)[1][1] == class_colors(3)[BORDER]
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([[0, 3], [1, 2]], np.uint8), "^labels must lie in 0..2; found values from 0 to 3$"),
+    (np.zeros((0, 4), np.uint8), r"^labels must be a non-empty 2-D \(H, W\) array, got shape \(0, 4\)$"),
+    (np.zeros((2, 2), np.float32), "^labels must be an integer array of class indices, got dtype float32$"),
+])
+def test_class_map_and_cleanup_refuse_a_bad_label_image_in_the_same_words(labels, message):
+    with pytest.raises(ValueError, match=message):
+        class_map(labels, 3)
+    with pytest.raises(ValueError, match=message):
+        cleanup(labels, n_classes=3)

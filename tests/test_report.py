@@ -299,3 +299,12 @@ def test_atomic_write_refuses_non_bytes(tmp_path):
     assert _leftovers(tmp_path) == []
     with pytest.raises(OSError):
         atomic_write(tmp_path / "missing" / "x.bin", b"1")
+
+
+@pytest.mark.parametrize("threshold, words", [(0.65, "lesion where its probability \u2265 0.65"),
+                                              (None, "most likely class")])
+def test_the_report_and_the_model_s_decision_say_the_lesion_threshold_in_the_same_words(threshold, words):
+    from moleseg.app.models import decision_text
+
+    assert dict(AnalysisSettings("m", lesion_threshold=threshold).lines())["Lesion threshold"] == words
+    assert decision_text({"lesion_threshold": threshold}) == f"{words}, no flips"

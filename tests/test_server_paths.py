@@ -165,6 +165,7 @@ def test_without_data_roots_the_pages_say_so_and_take_uploads(app_folders, monke
     dataset = make_dataset(tmp_path / "derm", count=2, size=64)
     at = app_test(PAGE_FILES["prepare"])
     assert serverpaths.NO_ROOTS_NOTICE in texts(at.info)
+    assert at.text_input(key="prepare_folder").help == serverpaths.DATASET_PATH_HELP
     at.text_input(key="prepare_folder").set_value(str(dataset)).run()
     assert texts(at.error) == [refusal(dataset)]
     at.radio(key="prepare_source").set_value("a ZIP upload").run()
@@ -172,6 +173,8 @@ def test_without_data_roots_the_pages_say_so_and_take_uploads(app_folders, monke
     for page in ("evaluate", "train"):
         at = app_test(PAGE_FILES[page])
         assert not at.exception and serverpaths.NO_ROOTS_NOTICE in texts(at.info), page
+        if page == "evaluate":  # the same words for a dataset folder as Prepare's
+            assert at.text_input(key="evaluate_folder").help == serverpaths.DATASET_PATH_HELP
 
 
 def test_evaluate_does_not_score_a_folder_outside_the_roots(app_folders, tmp_path, outside):

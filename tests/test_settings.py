@@ -73,7 +73,7 @@ def test_shared_mode_refuses_to_start_without_an_identity_source_or_a_host_name(
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_MODE": "shared"})
     assert refused.value.problems == [
-        "shared mode needs allowed_hosts: the name(s) users type in their browser to reach the proxy.",
+        "shared mode needs allowed_hosts: the host names users type in their browser to reach the proxy.",
         "shared mode refuses to start without an identity source: set identity to proxy-header or streamlit-oidc.",
     ]
     assert str(refused.value).startswith("moleseg settings (the environment): shared mode needs allowed_hosts")
@@ -109,7 +109,7 @@ def test_the_proxy_header_is_believed_only_from_configured_proxies():
         read_settings({"MOLESEG_IDENTITY": "proxy-header", "MOLESEG_USER_HEADERS": " , "})
     assert refused.value.problems == [
         "identity proxy-header needs at least one of user_headers.",
-        "identity proxy-header needs trusted_proxies: the address(es) of the reverse proxy, the only peers whose "
+        "identity proxy-header needs trusted_proxies: the addresses of the reverse proxy, the only peers whose "
         "user header is believed.",
         "identity proxy-header needs proxy_secret: a random value of at least 16 characters that the reverse "
         "proxy adds in proxy_secret_header (anyone on this machine can reach the app's port without the proxy).",

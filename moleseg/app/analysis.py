@@ -22,6 +22,8 @@ from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.measure import Measurement
+from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
@@ -29,6 +31,9 @@ from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 ANALYSIS_CACHE_BYTES: int = int(os.environ.get("MOLESEG_APP_CACHE_MB", "1024")) * 1024 * 1024
 #: Images predicted per network call on the Analyse page.
 PREDICT_BATCH: int = 4
+#: Earlier cleanups of one image kept beside its latest (other cleanup settings, threshold or pixel size), so
+#: that going back to values shown before (a slider pressed back) costs no cleanup and no measuring.
+EARLIER_VARIANTS_KEPT: int = 6
 
 
 def hex_to_rgb(text: str) -> tuple[int, int, int]:
@@ -94,17 +99,29 @@ class ImageOutcome:
 
 @dataclass(frozen=True)
 class CachedAnalysis:
-    """One entry of the :class:`AnalysisStore`: an analysis, the parameters it was cleaned with, its size."""
+    """One entry of the :class:`AnalysisStore`: an analysis, the parameters it was cleaned with, its size in
+    bytes, and the image's earlier analyses (by their parameters, oldest first) from the same prediction."""
 
     analysis: Analysis
     params: tuple
     nbytes: int
+    earlier: dict[tuple, Analysis] = dataclasses.field(default_factory=dict)
+
+    def variant(self, params: tuple) -> Analysis | None:
+        """The analysis cleaned with ``params`` (the latest or an earlier one), or None."""
+        return self.analysis if params == self.params else self.earlier.get(params)
+
+
+def _variant_bytes(analysis: Analysis) -> int:
+    """Bytes of what one cleanup of an image adds: its masks and its two pictures (the overlay and the class
+    picture, drawn once when first shown); the image and the probabilities are shared by every cleanup."""
+    seg = analysis.segmentation
+    return int(seg.labels.nbytes + seg.lesion.nbytes * 3 + 2 * seg.labels.size * 3)
 
 
 def _analysis_bytes(analysis: Analysis) -> int:
     seg = analysis.segmentation
-    pictures = 2 * seg.labels.size * 3  # the overlay and the class picture, drawn once when first shown
-    return int(analysis.image.nbytes + seg.probabilities.nbytes + seg.labels.nbytes + seg.lesion.nbytes * 3 + pictures)
+    return int(analysis.image.nbytes + seg.probabilities.nbytes + _variant_bytes(analysis))
 
 
 class AnalysisStore:
@@ -138,10 +155,20 @@ class AnalysisStore:
             return self._entries.get(key)
 
     def put(self, key: tuple[str, str], analysis: Analysis, params: tuple) -> bool:
-        """Keep ``analysis`` under ``key``, evicting the least recently used entries as needed; False
-        when it alone is larger than the whole budget (then it is not kept)."""
-        entry = CachedAnalysis(analysis, params, _analysis_bytes(analysis))
+        """Keep ``analysis`` under ``key`` (the entry's earlier analyses, and the one it replaces, kept as
+        earlier variants, :data:`EARLIER_VARIANTS_KEPT` at most), evicting the least recently used entries
+        as needed; False when it alone is larger than the whole budget (then it is not kept)."""
         with self._lock:
+            before = self._entries.get(key)
+            earlier = {} if before is None else dict(before.earlier)
+            if before is not None and before.analysis is not analysis:
+                earlier[before.params] = before.analysis
+            earlier.pop(params, None)
+            size = _analysis_bytes(analysis)
+            while earlier and (len(earlier) > EARLIER_VARIANTS_KEPT
+                               or size + sum(map(_variant_bytes, earlier.values())) > self.max_bytes):
+                del earlier[next(iter(earlier))]  # the oldest first
+            entry = CachedAnalysis(analysis, params, size + sum(map(_variant_bytes, earlier.values())), earlier)
             try:
                 self._entries[key] = entry
             except ValueError:  # larger than max_bytes
@@ -166,10 +193,49 @@ def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style
             lesion_threshold)
 
 
-def _only_style_differs(cleaned_with: tuple, wanted: tuple) -> bool:
-    """Whether two :func:`_params` tuples differ in the overlay style alone (cleanup, pixel size and threshold
-    equal), so that the analysis needs new colours, not a new cleanup or new measurements."""
-    return cleaned_with[2] != wanted[2] and cleaned_with[:2] + cleaned_with[3:] == wanted[:2] + wanted[3:]
+def _same_cleanup(cleaned_with: tuple, wanted: tuple) -> bool:
+    """Whether two :func:`_params` tuples have the same cleanup settings and lesion threshold (the same lesion),
+    whatever their pixel size and overlay style."""
+    return cleaned_with[0] == wanted[0] and cleaned_with[3] == wanted[3]
+
+
+def rescaled_measurements(measurements: Sequence[Measurement], pixel_size_mm: float | None) -> list[Measurement]:
+    """The measurements of a lesion (or a field of cells) for another pixel size, without measuring again: the
+    millimetre values dropped, and with ``pixel_size_mm`` (mm per px, > 0) each length or area in pixels
+    followed by its value in mm or mm², as :func:`moleseg.core.measure.measure_lesion` and
+    :func:`moleseg.core.objects.field_measurements` give them (an area is the one whose unit prints with a
+    ², :func:`moleseg.core.report.display_unit`)."""
+    result = []
+    for item in measurements:
+        if item.unit in ("mm", "mm2"):
+            continue
+        result.append(item)
+        if pixel_size_mm is not None and item.unit in ("px", "px2"):
+            area = display_unit(item.key, item.unit).endswith("\u00b2")
+            result.append(Measurement(item.key, item.label, item.value * pixel_size_mm ** (2 if area else 1),
+                                      "mm2" if area else "mm", item.meaning))
+    return result
+
+
+def _drawn_again(before: Analysis, after: Analysis) -> Analysis:
+    """``after`` with the pictures of ``before`` it would draw the same (the class picture of equal labels, the
+    overlay of the same lesion in the same colours), so that they are neither drawn nor encoded again; the
+    pictures are :func:`functools.cached_property` values, kept in the instance's ``__dict__``."""
+    drawn, same = vars(before), before.segmentation.labels is after.segmentation.labels
+    if "class_picture" in drawn and (same or np.array_equal(before.segmentation.labels, after.segmentation.labels)):
+        vars(after)["class_picture"] = drawn["class_picture"]
+    if "overlay" in drawn and before.segmentation is after.segmentation and before.style == after.style:
+        vars(after)["overlay"] = drawn["overlay"]
+    return after
+
+
+def with_units(analysis: Analysis, pixel_size_mm: float | None, style: OverlayStyle) -> Analysis:
+    """The same lesion and pictures for another pixel size (mm per px, None for pixels only) and overlay
+    style: its measurements rescaled (:func:`rescaled_measurements`), no cleanup and no measuring."""
+    measurements = (analysis.measurements if pixel_size_mm == analysis.pixel_size_mm
+                    else rescaled_measurements(analysis.measurements, pixel_size_mm))
+    return _drawn_again(analysis, dataclasses.replace(analysis, pixel_size_mm=pixel_size_mm, style=style,
+                                                      measurements=measurements))
 
 
 def unique_stems(names: Sequence[str]) -> list[str]:
@@ -200,8 +266,10 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
-    :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. Cached
-    predictions whose cleanup, pixel size or style differ are re-cleaned, not re-predicted.
+    :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. A cached
+    prediction is never predicted again: settings it was shown with before (:data:`EARLIER_VARIANTS_KEPT`) are
+    taken as they were; another pixel size or overlay style alone rescales its measurements and redraws its
+    overlay (:func:`with_units`); another cleanup or lesion threshold re-cleans it.
     ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
     and ``lesion_threshold``. ``progress(done, total, name)``: after each batch predicted, ``total`` the
     number of uploads and ``done`` counting those that needed no prediction (cached or unreadable).
@@ -258,18 +326,23 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             analysis, cleaned_with = fresh[index], default_params
         else:
             analysis, cleaned_with = cached[index].analysis, cached[index].params
-        if _only_style_differs(cleaned_with, image_params[index]):  # the same lesion in other colours
-            analysis = dataclasses.replace(analysis, style=style)  # the overlay is drawn anew when shown
-            store.put(key, analysis, image_params[index])
-        elif cleaned_with != image_params[index]:  # this image's own cleanup (or new settings): re-clean only
+        wanted = image_params[index]
+        shown_before = None if index in fresh else cached[index].variant(wanted)
+        if cleaned_with != wanted and shown_before is not None:  # shown before: nothing to compute
+            analysis = shown_before
+        elif cleaned_with != wanted and _same_cleanup(cleaned_with, wanted):  # other units or colours
+            analysis = with_units(analysis, pixel_size_mm, style)  # a new overlay is drawn when shown
+        elif cleaned_with != wanted:  # this image's own cleanup (or new settings): re-clean only
             choice = choices[index]
             try:
-                analysis = analysis.recleaned(segmenter, choice.settings, pixel_size_mm=pixel_size_mm,
-                                              style=style, lesion_threshold=choice.lesion_threshold)
+                analysis = _drawn_again(analysis, analysis.recleaned(
+                    segmenter, choice.settings, pixel_size_mm=pixel_size_mm, style=style,
+                    lesion_threshold=choice.lesion_threshold))
             except Exception as error:
                 outcomes[index].error = _failure(uploads[index].name, error)
                 continue
-            store.put(key, analysis, image_params[index])
+        if cleaned_with != wanted:
+            store.put(key, analysis, wanted)
         outcomes[index].analysis = analysis
     return outcomes
 

@@ -1,7 +1,7 @@
-"""The pixel size input of the Analyse page with the user's device profiles (:mod:`moleseg.core.devices`): a
-select box of named devices whose pixel size fills the input, the last one chosen again in a new session, and
-saving the pixel size typed as a named profile. The profiles live in the user's own space (per user in
-shared mode)."""
+"""The pixel size input of the Analyse and Compare pages with the user's device profiles
+(:mod:`moleseg.core.devices`): a select box of named devices whose pixel size fills the input, the last one
+chosen again in a new session, and saving the pixel size typed as a named profile. The profiles live in the
+user's own space (per user in shared mode)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from moleseg.app.identity import Refusal, find_user_space
-from moleseg.core.devices import (DEVICE_PROFILES_FILE, MAX_PIXEL_SIZE_MM, DeviceProfiles, checked_profile,
+from moleseg.core.devices import (MAX_PIXEL_SIZE_MM, DeviceProfiles, checked_profile,
                                   choose_profile, read_profiles, save_profile)
 from moleseg.core.userspace import UserSpace
 
@@ -19,9 +19,8 @@ NO_PROFILE: str = "none: type the pixel size"
 
 
 def profiles_path(space: UserSpace) -> Path:
-    """The device profiles file of a user's space: beside their dataset folder (their own folder in shared mode,
-    the data folder in personal mode)."""
-    return space.dataset.parent / DEVICE_PROFILES_FILE
+    """The device profiles file of a user's space (:attr:`moleseg.core.userspace.UserSpace.device_profiles`)."""
+    return space.device_profiles
 
 
 def _profiles(path: Path) -> DeviceProfiles:
@@ -32,9 +31,9 @@ def _profiles(path: Path) -> DeviceProfiles:
         return DeviceProfiles()
 
 
-def pixel_size_input(key: str) -> float:
-    """The sidebar's pixel size (mm per px, 0: pixels only) with the device profiles of this session's user;
-    widget keys start with ``key``."""
+def pixel_size_input(key: str, zero_means: str = "pixels only (or the DICOM files' own pixel spacing)") -> float:
+    """A pixel size (mm per px, 0: ``zero_means``, said in its help) with the device profiles of this session's
+    user; widget keys start with ``key``."""
     space = find_user_space()
     path = profiles_path(space) if isinstance(space, UserSpace) else None
     profiles = _profiles(path) if path is not None else DeviceProfiles()
@@ -63,8 +62,7 @@ def pixel_size_input(key: str) -> float:
                       "one chosen last is chosen again in your next session.")
     size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=MAX_PIXEL_SIZE_MM, step=0.001,
                            format="%.4f", key=size_key,
-                           help="Give it to get lengths in mm and the area in mm² as well. 0: pixels only "
-                                "(or the DICOM files' own pixel spacing).")
+                           help=f"Give it to get lengths in mm and the area in mm² as well. 0: {zero_means}.")
     if path is None or isinstance(space, Refusal):
         st.caption(f"Device profiles are not kept: {space.message}")
         return float(size)

@@ -25,6 +25,12 @@ METRIC_LABELS: dict[str, str] = {"fm": "FM (F-measure, Dice)", "cm": "CM (comple
 BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the BORDER class, a band of the model's "
                        "border width along the lesion's edge) against the same band drawn along the true lesion's "
                        "edge; it shows how closely the outline follows the true one.")
+#: How many worst images an evaluation draws unless asked for another count.
+WORST_SHOWN: int = 4
+#: The most worst images the Evaluate page offers to draw.
+WORST_SHOWN_MAX: int = 20
+#: The name of the classical baseline scored beside a model.
+BASELINE_NAME: str = "classical baseline"
 
 
 def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) -> dict[str, ModelChoice]:
@@ -57,7 +63,7 @@ def per_image_fm(summary: dict) -> list[tuple[str, float]]:
     return [(row["image"], float(row["fm"])) for row in summary.get("per_image", [])]
 
 
-def worst_images(summary: dict, count: int = 4) -> list[tuple[str, float]]:
+def worst_images(summary: dict, count: int = WORST_SHOWN) -> list[tuple[str, float]]:
     """The ``count`` images with the lowest FM, worst first."""
     return sorted(per_image_fm(summary), key=lambda item: item[1])[:count]
 
@@ -90,7 +96,7 @@ def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[s
 
 
 def evaluate_with_baseline(segmenter: Segmenter, pairs: Sequence[Any], *, baseline: Segmenter | None = None,
-                           with_hd95: bool = True, worst_count: int = 4,
+                           with_hd95: bool = True, worst_count: int = WORST_SHOWN,
                            progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Evaluate ``segmenter`` (and ``baseline`` on the same pairs) and draw its worst images.
 
@@ -121,7 +127,7 @@ def evaluation_key(choice: ModelChoice, images_dir: str | Path, masks_dir: str |
 
 
 def evaluation_task(segmenter: Segmenter, report: Any, *, baseline: Segmenter | None, with_hd95: bool,
-                    worst_count: int, model: str, folder: str, baseline_name: str = "classical baseline"
+                    worst_count: int, model: str, folder: str, baseline_name: str = BASELINE_NAME
                     ) -> Callable[[Progress], dict[str, Any]]:
     """The work of an evaluation for :meth:`moleseg.engine.tasks.TaskRegistry.submit`: the
     :func:`evaluate_with_baseline` result of ``report``'s pairs (a :class:`moleseg.core.pairing.PairingReport`)

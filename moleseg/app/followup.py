@@ -96,8 +96,12 @@ def visit_rows(records: Sequence[Record], *, owners: bool = False) -> list[dict[
 
 
 def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
-    """One row per line of a record's audit trail: when, who, what (oldest first)."""
-    return [{"when": entry.at, "who": entry.user, "what": entry.action} for entry in entries]
+    """One row per line of a record's audit trail: when, who, what (oldest first); a hand-over says from whom to
+    whom (``adopted from moleseg to Anna``)."""
+    return [{"when": entry.at, "who": entry.user,
+             "what": entry.action if entry.to_owner is None else
+             f"{entry.action} from {owner_label(entry.from_owner or NO_OWNER)} to {entry.to_owner}"}
+            for entry in entries]
 
 
 def visit_label(record: Record) -> str:

@@ -23,9 +23,8 @@ In shared mode each user's runs, studies and "My dataset" are in their own space
 
 from __future__ import annotations
 
-import getpass
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import streamlit as st
@@ -33,16 +32,14 @@ import streamlit as st
 from moleseg.core.config import data_dir
 from moleseg.core.errors import first_line
 from moleseg.core.settings import ServerSettings, load_settings
-from moleseg.core.userspace import UserSpace, personal_space, shared_space
-from moleseg.engine.records import User
+from moleseg.core.userspace import UserSpace, personal_space, shared_space, signed_in_name
+from moleseg.engine.records import User, personal_owner
 
 __all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "sees_everyone",
            "find_user_space", "user_space", "LOOPBACK_PEERS"]
 
 #: The peer addresses of a loopback connection (``st.context.ip_address`` reports None for both).
 LOOPBACK_PEERS: tuple[str, ...] = ("127.0.0.1", "::1")
-#: Name of the one user of personal mode when the server's account has no name.
-FALLBACK_PERSONAL_USER: str = "local"
 
 
 @dataclass(frozen=True)
@@ -58,16 +55,21 @@ NOT_SIGNED_IN = Refusal("You are not signed in: open moleseg at its usual addres
 
 
 def personal_user() -> User:
-    """The one user of personal mode: the account that runs the server, an admin of its own records."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = FALLBACK_PERSONAL_USER
-    return User(name or FALLBACK_PERSONAL_USER, admin=True)
+    """The one user of personal mode: the account that runs the server
+    (:func:`moleseg.engine.records.personal_owner`), an admin of its own records."""
+    return User(personal_owner(), admin=True)
 
 
-def _named(name: str, settings: ServerSettings) -> User:
-    return User(name, admin=name in settings.admin_users)
+def _first_named(candidates: Iterable[str | None], settings: ServerSettings) -> User | Refusal:
+    """The user of the first of ``candidates`` that is a name (:func:`moleseg.core.userspace.signed_in_name`),
+    an admin when the settings' ``admin_users`` list it; :data:`NOT_SIGNED_IN` when none is."""
+    for candidate in candidates:
+        try:
+            name = signed_in_name(candidate or "")
+        except ValueError:
+            continue
+        return User(name, admin=name in settings.admin_users)
+    return NOT_SIGNED_IN
 
 
 def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_address: str | None,
@@ -88,15 +90,13 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     if not settings.shared or settings.identity == "none":
         return personal_user()
     if settings.identity == "streamlit-oidc":
-        return _named(oidc_email.strip(), settings) if oidc_email and oidc_email.strip() else NOT_SIGNED_IN
+        return _first_named([oidc_email], settings)
     secret = headers.get(settings.proxy_secret_header) or ""
     from_proxy = any(settings.proxy_trusted(peer) for peer in ((ip_address,) if ip_address else LOOPBACK_PEERS))
     if not (from_proxy and settings.proxy_secret
             and hmac.compare_digest(secret.encode(), settings.proxy_secret.encode())):
         return NOT_THROUGH_PROXY
-    name = next((value.strip() for header in settings.user_headers
-                 if (value := headers.get(header)) and value.strip()), "")
-    return _named(name, settings) if name else NOT_SIGNED_IN
+    return _first_named((headers.get(header) for header in settings.user_headers), settings)
 
 
 def sees_everyone(user: User) -> bool:

@@ -11,12 +11,13 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
 from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
 from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.report import threshold_text
 
 #: Specs of the classical baselines, by number of classes.
 CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
@@ -79,6 +80,39 @@ def model_lesion_threshold(choice: ModelChoice) -> float | None:
     or when it cannot be read (read from its ``moleseg.json``, no TensorFlow)."""
     value = _info(choice.path).lesion_threshold if choice.path is not None else None
     return None if value is None else float(value)
+
+
+def preparation_key(choice: ModelChoice) -> tuple[str, str]:
+    """The key of a model's inference preparation in the app's task registry (a retrained file is another)."""
+    return ("prepare inference", choice.key)
+
+
+def needs_preparation(choice: ModelChoice) -> bool:
+    """True for a user's own trained model, its training over, whose inference form this machine has not made
+    yet (:func:`moleseg.network.compiled.any_cached`): its first analysis would convert it, for minutes. Shipped
+    models carry theirs, the classical baselines need none, and without the inference cache
+    (:func:`moleseg.network.compiled.cache_enabled`) TensorFlow predicts and nothing is converted."""
+    from moleseg.engine.jobs import ACTIVE_STATUSES
+
+    if choice.kind != "run" or choice.path is None or choice.status in ACTIVE_STATUSES:
+        return False
+    from moleseg.network import compiled
+
+    return compiled.cache_enabled() and not compiled.any_cached(choice.path)
+
+
+def preparation_task(choice: ModelChoice) -> Callable[[Callable[[int, int, str], None]], str]:
+    """The work of a model's inference preparation for :meth:`moleseg.engine.tasks.TaskRegistry.submit`:
+    :func:`moleseg.network.predict.prepare_inference` with the task's progress; returns the runtime that will
+    predict (``"onnxruntime"`` or ``"tensorflow"``)."""
+    path = choice.path
+
+    def work(progress: Callable[[int, int, str], None]) -> str:
+        from moleseg.network.predict import prepare_inference
+
+        return prepare_inference(path, progress)
+
+    return work
 
 
 def _stamp(path: Path) -> int:
@@ -195,7 +229,7 @@ def decision_text(info: ModelInfo | Mapping[str, Any]) -> str:
     validation FM that chose them (from its ``moleseg.json``)."""
     info = _record(info)
     threshold = info.lesion_threshold
-    text = "most likely class" if threshold is None else f"lesion where its probability ≥ {float(threshold):.2f}"
+    text = threshold_text(threshold)
     text += ", with flip averaging" if info.test_time_augmentation else ", no flips"
     calibration = info.calibration
     if isinstance(calibration.get("fm"), (int, float)) and isinstance(calibration.get("baseline_fm"), (int, float)):

@@ -1,14 +1,17 @@
 """What the Analyse page shows and exports of its analyses: measurement tables, the batch grid's
 thumbnails and summary, visit fields (also from DICOM files, when a user agrees), the pixel size DICOM files
-give, and the CSV, sidecar, outline, PDF, DICOM and ZIP downloads. Pure functions of the analyses and
-uploads; nothing is cached here.
+give, and the CSV, sidecar, outline, PDF, DICOM and ZIP downloads. Functions of the analyses and uploads;
+what a rerun of the page would make again from the same analysis (its pictures' JPEGs, its thumbnail, its
+outline files) is kept while that analysis lives (:func:`kept_with`).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -27,6 +30,26 @@ TO_CHECK_COLUMN: str = "to_check"
 #: Colour (RGB 0..255) and width (px of the thumbnail) of the frame around a thumbnail to check.
 FLAG_FRAME_COLOR: tuple[int, int, int] = (230, 0, 0)
 FLAG_FRAME_PX: int = 8
+
+Kept = TypeVar("Kept")
+_KEPT: dict[tuple[int, str], Any] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def kept_with(owner: Any, name: str, make: Callable[[], Kept]) -> Kept:
+    """``make()``, made once per ``(owner, name)`` and kept as long as ``owner`` lives (an analysis, or a
+    read-only picture of one, which never change), so that a rerun of the page that shows the same analysis
+    neither draws nor encodes again."""
+    key = (id(owner), name)
+    with _KEPT_LOCK:
+        if key in _KEPT:
+            return _KEPT[key]
+    value = make()
+    with _KEPT_LOCK:
+        if key not in _KEPT:
+            _KEPT[key] = value
+            weakref.finalize(owner, _KEPT.pop, key, None)  # before the id can be reused
+        return _KEPT[key]
 
 
 def flags(analysis: Analysis | None) -> list[str]:
@@ -234,7 +257,15 @@ def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
     100 Streamlit makes of an array; the downloads stay lossless PNG."""
     from moleseg.core.imagewrite import encode_jpeg
 
-    return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px)))
+    def encoded() -> bytes:
+        return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px)))
+
+    return encoded() if picture.flags.writeable else kept_with(picture, f"jpeg {side_px}", encoded)
+
+
+def thumbnail_jpeg(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> bytes:
+    """The :func:`thumbnail` of an analysis as the grid shows it (:func:`display_jpeg`), made once per analysis."""
+    return kept_with(analysis, f"thumbnail {side_px}", lambda: display_jpeg(thumbnail(analysis, side_px), side_px))
 
 
 def object_areas(analysis: Analysis) -> list[float]:
@@ -265,13 +296,15 @@ def outline_downloads(outcome: ImageOutcome) -> list[tuple[str, str, bytes, str]
     (:meth:`moleseg.engine.pipeline.Analysis.outline_files`); none without a lesion."""
     from moleseg.core.outlines import OUTLINE_FORMATS
 
-    if outcome.analysis is None:
+    analysis, stem = outcome.analysis, outcome.stem
+    if analysis is None:
         return []
-    downloads = []
-    for fmt in OUTLINE_FORMATS:
-        for name, data in outcome.analysis.outline_files(outcome.stem, [fmt]).items():
-            downloads.append((OUTLINE_LABELS[fmt], name, data, OUTLINE_MIME[Path(name).suffix]))
-    return downloads
+
+    def downloads() -> list[tuple[str, str, bytes, str]]:
+        return [(OUTLINE_LABELS[fmt], name, data, OUTLINE_MIME[Path(name).suffix]) for fmt in OUTLINE_FORMATS
+                for name, data in analysis.outline_files(stem, [fmt]).items()]
+
+    return list(kept_with(analysis, f"outlines {stem}", downloads))
 
 
 def default_visit() -> Visit:

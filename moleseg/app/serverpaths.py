@@ -22,6 +22,9 @@ from moleseg.engine.session import SessionFolder
 NO_ROOTS_NOTICE: str = ("This server offers no data folders (its operator lists them in the data_roots setting; "
                         "see the README's Security section): upload your images instead, or a dataset ZIP on the "
                         "Prepare page.")
+#: What a dataset typed in a page may be (the sentence goes into the text box's help).
+DATASET_PATH_HELP: str = ("A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', inside the "
+                          "folders this server offers (or your own dataset).")
 #: Seconds a listing of the folders inside the roots is reused.
 LISTING_TTL_S: float = 30.0
 
@@ -74,3 +77,13 @@ def path_picker(target_key: str, choices: list[str], *, label: str = "Folders on
 def folder_picker(target_key: str, roots: tuple[Path, ...], *, join: bool = False) -> None:
     """:func:`path_picker` over the folders inside ``roots``, two levels deep."""
     path_picker(target_key, _listing(roots), join=join)
+
+
+def dataset_picker(target_key: str) -> tuple[Path, ...]:
+    """The notice when the server offers no data folders and a picker of the folders inside
+    :func:`dataset_roots`, writing into the text input ``target_key``; returns those roots."""
+    roots = dataset_roots()
+    if not data_roots():
+        st.info(NO_ROOTS_NOTICE)
+    folder_picker(target_key, roots)
+    return roots

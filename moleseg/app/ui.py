@@ -50,6 +50,8 @@ PAGES: tuple[PageEntry, ...] = (
 )
 #: Page files, relative to ``app.py``, by page key.
 PAGE_FILES: dict[str, str] = {page.key: f"app_pages/{page.key}.py" for page in PAGES}
+#: Page icons by page key (a link to a page shows its navigation icon).
+PAGE_ICONS: dict[str, str] = {page.key: page.icon for page in PAGES}
 #: Session-state key of the model chosen on any page (shared by the pickers).
 MODEL_KEY = "moleseg_model"
 #: Seconds between two looks at a running background task (:func:`follow_task`).
@@ -177,6 +179,34 @@ def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: s
     panel()
 
 
+def preparation_failure(choice: ModelChoice) -> str:
+    """What a page says when a model's inference preparation failed (the error's first line follows)."""
+    return (f"Could not prepare {choice.label} for fast analysis, so TensorFlow analyses its images, more "
+            "slowly")
+
+
+def model_prepared(choice: ModelChoice) -> bool:
+    """Start making a user's own model's inference form in the background when it has none
+    (:func:`moleseg.app.models.needs_preparation`; one task per model file on the server, whichever session
+    asks first) and show its progress, polled, while the rest of the page stays usable. True when the page can
+    analyse with the model now: nothing to prepare, prepared, or the preparation failed (said in one sentence;
+    TensorFlow then predicts)."""
+    key = models.preparation_key(choice)
+    task = task_registry().get(key)
+    if task is None:
+        if not models.needs_preparation(choice):
+            return True
+        task = task_registry().submit(key, models.preparation_task(choice))
+    if task.finished and task.error is None:
+        return True
+    if not task.finished:
+        st.info(f"Preparing {choice.label} for fast analysis: once per model on this server, a few minutes. The "
+                "images you drop are analysed when it is ready; the other models can be used meanwhile.",
+                icon=":material/hourglass_top:")
+    follow_task(key, lambda runtime: None, failure=preparation_failure(choice))
+    return task.finished
+
+
 def upload_limit_mb() -> int:
     """The server's upload limit per file, in MB (``server.maxUploadSize``)."""
     try:
@@ -264,7 +294,7 @@ def no_model_notice() -> None:
         return
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
             "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
-    st.page_link(PAGE_FILES["train"], label="Train a model", icon=":material/model_training:")
+    st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
 
 
 def init_state(key: str, value: Any) -> None:

@@ -18,12 +18,21 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from moleseg.cli.adopt import add_adopt_command
 from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
                                 int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.errors import first_line
+
+
+def _bench_images(args: argparse.Namespace) -> Path | None:
+    """``--images`` of ``moleseg bench`` (None: synthetic images); CommandError when it is not a folder."""
+    images = Path(args.images) if args.images else None
+    if images is not None and not images.is_dir():
+        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    return images
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -34,9 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if model.startswith("classical"):
         reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
         raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
-    images = Path(args.images) if args.images else None
-    if images is not None and not images.is_dir():
-        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    images = _bench_images(args)
     from moleseg.tools.bench import format_report, run_bench
     from moleseg.tools.bench_machine import BenchSettings
 
@@ -50,9 +57,7 @@ def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     if args.model:
         raise CommandError("moleseg bench --app times the server's default model; --model is for the network "
                            "benchmark")
-    images = Path(args.images) if args.images else None
-    if images is not None and not images.is_dir():
-        raise CommandError(f"--images {printable(args.images)}: not a folder")
+    images = _bench_images(args)
     from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
 
     settings = AppBenchSettings.quick_settings() if args.quick else AppBenchSettings()
@@ -90,11 +95,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
     from moleseg.core import options
-    from moleseg.core.config import DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MIN_NOISE_PASSES
+    from moleseg.core.config import (DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MIN_NOISE_PASSES,
+                                     STUDY_DATA_ROOT_HELP)
     from moleseg.core.outlines import OUTLINE_FORMATS
     from moleseg.core.targets import SHAPES
 
     at_least_one_image = int_at_least(int(options.option("batch_size").low))  # a batch holds an image or more
+    model_help = "a .keras file or 'classical' (default: the shipped dermoscopy model)"
+    pixel_size_help = "mm per pixel, for physical units"
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
     parser.add_argument("--version", action="version", version=f"moleseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -133,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
 
     predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
-    predict.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
+    predict.add_argument("--model", help=model_help)
     predict.add_argument("--out", required=True, metavar="DIR")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    predict.add_argument("--pixel-size-mm", type=parse_pixel_size, help="mm per pixel, for physical units")
+    predict.add_argument("--pixel-size-mm", type=parse_pixel_size, help=pixel_size_help)
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     predict.add_argument("--lesion-threshold", type=parse_threshold, default="model", metavar="P|argmax|model",
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
@@ -158,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)
-    merge.add_argument("folders", nargs="+", metavar="SHARD_FOLDER", help="the --out folder(s) of the shards")
+    merge.add_argument("folders", nargs="+", metavar="SHARD_FOLDER", help="the --out folders of the shards")
     merge.add_argument("--out", metavar="DIR", help="where to write measurements.csv (default: the first folder)")
 
     score = add("score", "score predicted masks from any tool against true masks", cmd_score)
@@ -180,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = add("compare", "align two visits of one lesion and report what changed", cmd_compare)
     compare.add_argument("before", metavar="BEFORE", help="the earlier image")
     compare.add_argument("after", metavar="AFTER", help="the later image")
-    compare.add_argument("--model", help="a .keras file or 'classical' (default: the shipped dermoscopy model)")
-    compare.add_argument("--pixel-size-mm", type=parse_pixel_size, help="mm per pixel, for physical units")
+    compare.add_argument("--model", help=model_help)
+    compare.add_argument("--pixel-size-mm", type=parse_pixel_size, help=pixel_size_help)
     compare.add_argument("--allow-scale", action="store_true",
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
@@ -194,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--config", required=True, metavar="STUDY.yaml", help="the study file (see studies/)")
     study.add_argument("--out", required=True, metavar="DIR", help="study folder (an interrupted study continues)")
     study.add_argument("--dry-run", action="store_true", help="check the file and list every run; train nothing")
-    study.add_argument("--data-root", metavar="DIR", help="folder the study's data paths are relative to")
+    study.add_argument("--data-root", metavar="DIR", help=STUDY_DATA_ROOT_HELP)
     bench = add("bench", "measure the machine's limits and the network's, end-to-end and training speed", cmd_bench)
     bench.add_argument("--model", help="a .keras file (default: the shipped dermoscopy model)")
     bench.add_argument("--images", metavar="DIR", help="real images for end-to-end and predict (default: synthetic)")
@@ -209,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--print-command", action="store_true", help="print the streamlit command, start nothing")
     info = add("info", "print a model file's metadata", cmd_info)
     info.add_argument("model")
+    add_adopt_command(add)
     return parser
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Callable, Mapping, Sequence, TextIO
 
 from moleseg.core.words import count_of, noun_for
 
@@ -83,16 +83,27 @@ def write_table(path: Path, rows: Sequence[dict]) -> None:
     atomic_write(path, measurements_csv(list(rows)))
 
 
+#: The columns of the command line's metric tables, in order.
+SUMMARY_STATISTICS: tuple[str, ...] = ("mean", "std", "min", "max")
+
+
+def print_metric_table(n: int, metrics: Mapping[str, Mapping[str, float]],
+                       baseline_fm: Mapping[str, float] | None = None) -> None:
+    """A table of metrics over ``n`` images, one row each (:data:`SUMMARY_STATISTICS`), and the classical
+    baseline's FM (mean, min, max) when given."""
+    print(f"{'':10s} " + " ".join(f"{name:>8s}" for name in SUMMARY_STATISTICS) + f"   (n = {n})")
+    for key, values in metrics.items():
+        print(f"{key:10s} " + " ".join(f"{values[name]:8.4f}" for name in SUMMARY_STATISTICS))
+    if baseline_fm is not None:
+        print(f"classical baseline FM: mean {baseline_fm['mean']:.4f}, min {baseline_fm['min']:.4f}, "
+              f"max {baseline_fm['max']:.4f}")
+
+
 def print_summary(summary: dict, baseline: dict | None = None) -> None:
     """The metrics table of an evaluation summary (mean, std, min, max), and the baseline's FM when given."""
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
-    print(f"{'':10s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}   (n = {summary['n']})")
-    for key in keys:
-        values = summary[key]
-        print(f"{key:10s} " + " ".join(f"{values[s]:8.4f}" for s in ("mean", "std", "min", "max")))
-    if baseline and baseline.get("n"):
-        fm = baseline["fm"]
-        print(f"classical baseline FM: mean {fm['mean']:.4f}, min {fm['min']:.4f}, max {fm['max']:.4f}")
+    print_metric_table(summary["n"], {key: summary[key] for key in keys},
+                       baseline["fm"] if baseline and baseline.get("n") else None)
 
 
 def printable(text: str) -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from moleseg.core.errors import folder_not_found
 from moleseg.core.words import count_of, noun_for
 
 from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
@@ -184,7 +185,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
         raise CommandError(f"--masks {printable(args.masks)} is a file, not a folder of masks" if Path(args.masks).exists()
-                           else f"folder not found: {args.masks}")
+                           else folder_not_found(args.masks))
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
     check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")

@@ -9,10 +9,11 @@ import os
 import sys
 import tempfile
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from moleseg.cli.common import EXIT_OK, CommandError, ProgressBar, printable, say
+from moleseg.cli.common import EXIT_OK, CommandError, ProgressBar, print_metric_table, printable, say
 from moleseg.core.words import count_of
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def train_config_of(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from moleseg.engine.launch import start_training
+    from moleseg.engine.launch import run_folder_is_a_file, start_training
     from moleseg.engine.trainlock import TrainingBusy
 
     chief = _join_cluster(args)
@@ -97,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = {"epochs": given_options(args).get("epochs")}
     else:
         if run_dir.exists() and not run_dir.is_dir():
-            raise CommandError(f"--out {printable(str(run_dir))} is a file, not a folder: choose a folder name for the run")
+            raise CommandError("--out " + run_folder_is_a_file(printable(str(run_dir))))
         config = train_config_of(args)
     bar = ProgressBar(0, "training", args.quiet, unit="step")
 
@@ -138,12 +139,9 @@ def _print_test_summary(run_dir: Path) -> None:
     evaluation = read_evaluation(run_dir)
     if evaluation is None or not evaluation.n:
         return
-    print(f"{'':10s} {'mean':>8s} {'std':>8s} {'min':>8s} {'max':>8s}   (n = {evaluation.n})")
-    for key, values in evaluation.metrics.items():
-        print(f"{key:10s} " + " ".join(f"{getattr(values, s):8.4f}" for s in ("mean", "std", "min", "max")))
-    if evaluation.baseline_fm is not None:
-        fm = evaluation.baseline_fm
-        print(f"classical baseline FM: mean {fm.mean:.4f}, min {fm.min:.4f}, max {fm.max:.4f}")
+    baseline = evaluation.baseline_fm
+    print_metric_table(evaluation.n, {key: asdict(values) for key, values in evaluation.metrics.items()},
+                       None if baseline is None else asdict(baseline))
 
 
 # -- multi-worker training: --workers / --worker-index ----------------------------------------------

@@ -36,7 +36,7 @@ the image frame (Matlab ``imfill(..., 'holes')``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import cv2
 import numpy as np
@@ -48,11 +48,14 @@ from moleseg.core.config import (
     DEFAULT_SHAPE,
     INSIDE,
 )
+from moleseg.core.options import not_true_or_false
 from moleseg.core.targets import (
     SHAPES,
     as_binary_mask,
     bounding_box,
+    checked_label_image,
     dilate,
+    expanded_box,
     erode,
     structuring_element,
 )
@@ -96,7 +99,7 @@ def _validated_radius(name: str, value: Any) -> int:
 def _validated_flag(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"{name} must be true or false, not {value!r}")
+    raise ValueError(not_true_or_false(name, value))
 
 
 @dataclass
@@ -343,22 +346,39 @@ def cleanup(labels: np.ndarray, n_classes: int, settings: CleanupSettings | None
     """
     if isinstance(n_classes, bool) or n_classes not in (2, 3):
         raise ValueError(f"n_classes must be 2 or 3, not {n_classes!r}")
-    array = np.asarray(labels)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"labels must be a non-empty 2-D (H, W) array, got shape {array.shape}")
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"labels must be an integer array of class indices, got dtype {array.dtype}")
-    low, high = int(array.min()), int(array.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {low} to {high}")
+    array = checked_label_image(labels, n_classes)
     settings = CleanupSettings() if settings is None else settings
     if not isinstance(settings, CleanupSettings):
         raise ValueError(f"settings must be a CleanupSettings, not {type(settings).__name__}")
     settings.validate()
     if n_classes == 2:
-        return _two_class_rule(array, settings)
-    if settings.rule == "grow_inside":
-        return _grow_inside_rule(array, settings)
-    return _article_rule(array, settings)
+        rule = _two_class_rule
+    elif settings.rule == "grow_inside":
+        rule = _grow_inside_rule
+    else:
+        rule = _article_rule
+    return _on_labelled_box(rule, array, settings)
+
+
+def _on_labelled_box(rule: Callable[[np.ndarray, CleanupSettings], CleanupResult], labels: np.ndarray,
+                     settings: CleanupSettings) -> CleanupResult:
+    """``rule(labels, settings)`` computed on the box of the labelled (non-zero) pixels grown by
+    ``2 * border_width_px + 1`` px, and placed back in the image: the same masks, fewer pixels to go through.
+
+    Exact: every mask a rule makes lies in that box grown by ``border_width_px`` (holes filled and closings
+    stay in the box of what they fill or close; ``grow_inside`` dilates by the border width), and the
+    border's erosion by the same width looks no farther, so no step reaches the box's sides, except where
+    they are the image frame, which they then are in the box too."""
+    box = bounding_box(labels != 0)
+    if box is None:
+        return rule(labels, settings)
+    r0, r1, c0, c1 = expanded_box(box, 2 * settings.border_width_px + 1, labels.shape)
+    if (r1 - r0, c1 - c0) == labels.shape:
+        return rule(labels, settings)
+    cropped = rule(labels[r0:r1, c0:c1], settings)
+    masks = []
+    for mask in (cropped.lesion, cropped.border, cropped.inside):
+        whole = np.zeros(labels.shape, dtype=bool)
+        whole[r0:r1, c0:c1] = mask
+        masks.append(whole)
+    return CleanupResult(*masks)

@@ -142,9 +142,16 @@ def classify_colours(image: np.ndarray) -> np.ndarray:
 
 
 def packed_rgb(pixels: np.ndarray) -> np.ndarray:
-    """``(N, 3)`` uint8 RGB pixels as ``(N,)`` int32 codes ``R * 65536 + G * 256 + B`` (0 .. 2**24 - 1)."""
-    wide = pixels.astype(np.int32)
-    return (wide[:, 0] << 16) | (wide[:, 1] << 8) | wide[:, 2]
+    """``(N, 3)`` or ``(H, W, 3)`` uint8 RGB pixels as ``(N,)`` or ``(H, W)`` int32 codes
+    ``R * 65536 + G * 256 + B`` (0 .. 2**24 - 1)."""
+    array = np.asarray(pixels, dtype=np.uint8)
+    if array.size == 0:
+        return np.zeros(array.shape[:-1], np.int32)
+    image = array.reshape(-1, 1, 3) if array.ndim == 2 else array
+    # OpenCV writes B, G, R, A bytes, which read as one little-endian 32-bit word are B + G << 8 + R << 16 +
+    # A << 24: without the alpha byte, the code (several times faster than shifting three int32 channels)
+    words = cv2.cvtColor(image, cv2.COLOR_RGB2BGRA).view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+    return words.astype(np.int32).reshape(array.shape[:-1])
 
 
 def unpacked_rgb(codes: np.ndarray) -> np.ndarray:
@@ -180,7 +187,8 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels. The colours
     # are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
     left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
-    codes = packed_rgb(rgb[top:top + height, left:left + width][binary[top:top + height, left:left + width]])
+    box = np.s_[top:top + height, left:left + width]
+    codes = packed_rgb(rgb[box])[binary[box]]  # packed first: a 2-D selection is far faster than one of RGB triples
     distinct, pixels_per_colour = np.unique(codes, return_counts=True)
     classes = classify_colours(unpacked_rgb(distinct))
     counts = np.bincount(classes, weights=pixels_per_colour, minlength=len(COLOUR_NAMES))

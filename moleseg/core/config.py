@@ -103,6 +103,8 @@ SHIPPED_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: DERMOSCOPY_MODEL, 2: CELL
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
+#: What a study's ``--data-root`` option is (the command line's and the background study process's help).
+STUDY_DATA_ROOT_HELP: str = "folder the study's data paths are relative to"
 #: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
 APP_FILE: Path = _PACKAGE_PARENT / "app.py"
 #: Environment variable naming the app's own data folder (records, runs, "My dataset").

@@ -25,6 +25,7 @@ from typing import IO, Any, Callable, Union
 
 import numpy as np
 
+from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
 
@@ -271,7 +272,7 @@ def _open(source: Source, label: str) -> IO[bytes]:
         try:
             return open(source, "rb")  # noqa: SIM115 - closed by the caller
         except OSError as exc:
-            raise DicomReadError(label, f"cannot open the file ({exc.strerror or exc})") from exc
+            raise DicomReadError(label, open_failure(exc)) from exc
     source.seek(0)
     return io.BytesIO(source.read())
 

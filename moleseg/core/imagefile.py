@@ -16,7 +16,10 @@ from typing import IO, Any, Iterator, Union
 
 from PIL import Image
 
+from moleseg.core.errors import open_failure
+
 __all__ = [
+    "EMPTY_FILE",
     "NOT_AN_IMAGE",
     "SUPPORTED_FORMATS",
     "ImageReadError",
@@ -24,6 +27,7 @@ __all__ = [
     "bomb_error",
     "check_size",
     "file_label",
+    "header_failure",
     "image_size",
     "import_tifffile",
     "is_tiff",
@@ -38,6 +42,8 @@ Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
 #: The reason given for a file that no supported format opens.
 NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
+#: The reason given for a file (or upload) of 0 bytes.
+EMPTY_FILE = "empty file (0 bytes)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -89,19 +95,19 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             if path.is_dir():
                 raise ImageReadError(label, "is a folder, not an image file")
             if not path.exists():
-                raise ImageReadError(label, f"file not found ({path})")
+                raise ImageReadError(label, f"file not found in {path.absolute().parent}")
             fp = open(path, "rb")  # noqa: SIM115 - closed by the caller
         except ImageReadError:
             raise
         except OSError as exc:
-            raise ImageReadError(label, f"cannot open the file ({exc.strerror or exc})") from exc
+            raise ImageReadError(label, open_failure(exc)) from exc
         try:
             empty = os.fstat(fp.fileno()).st_size == 0
         except OSError:
             empty = False
         if empty:
             fp.close()
-            raise ImageReadError(label, "empty file (0 bytes)")
+            raise ImageReadError(label, EMPTY_FILE)
         return fp
     elif hasattr(source, "read"):
         try:
@@ -118,7 +124,7 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
             f"expected image bytes, a path or a binary file, not {type(source).__name__}"
         )
     if not data:
-        raise ImageReadError(label, "empty file (0 bytes)")
+        raise ImageReadError(label, EMPTY_FILE)
     return io.BytesIO(data)
 
 
@@ -170,6 +176,12 @@ def _reader_warning_filters() -> None:
     """
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def header_failure(exc: BaseException) -> str:
+    """Why an image's header could not be read, with the reader's error: ``"cannot read the image header
+    (SyntaxError: broken PNG file)"``."""
+    return f"cannot read the image header ({type(exc).__name__}: {exc})"
 
 
 def bomb_error(label: str, exc: BaseException) -> ImageReadError:
@@ -263,7 +275,7 @@ def _header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
             width, height = (int(v) for v in img.size)
             orientation = _header_orientation(img)
         except Exception as exc:
-            raise ImageReadError(label, f"cannot read the image header ({exc})") from exc
+            raise ImageReadError(label, header_failure(exc)) from exc
     if orientation in _TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return width, height

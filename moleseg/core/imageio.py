@@ -64,6 +64,7 @@ from moleseg.core.imagefile import (
     check_size,
     dicom_refusals,
     file_label,
+    header_failure,
     image_size,
     import_tifffile,
     is_tiff,
@@ -153,6 +154,10 @@ def _tiff_axes_to_hwc(values: np.ndarray, axes: str, label: str) -> np.ndarray:
     return values
 
 
+def _check_tiff_samples(dtype: Any, label: str) -> None:
+    """Refuse a TIFF whose samples are not booleans, integers or floats (``dtype`` None: unknown)."""
+    if dtype is None or np.dtype(dtype).kind not in "biuf":
+        raise ImageReadError(label, f"unsupported TIFF sample type {dtype}")
 
 
 def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
@@ -171,9 +176,7 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
                 raise ImageReadError(
                     label, f"unsupported TIFF layout (shape {tuple(page.shape)}, axes {page.axes})"
                 )
-            dtype = page.dtype
-            if dtype is None or np.dtype(dtype).kind not in "biuf":
-                raise ImageReadError(label, f"unsupported TIFF sample type {dtype}")
+            _check_tiff_samples(page.dtype, label)
             values = page.asarray()
             axes = str(page.axes)
             photometric = int(page.photometric)
@@ -182,8 +185,7 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
     except Exception as exc:  # tifffile raises many types on bad files
         raise ImageReadError(label, f"{reason} (tifffile: {exc})") from exc
     values = _tiff_axes_to_hwc(np.asarray(values), axes, label)
-    if values.dtype.kind not in "biuf":
-        raise ImageReadError(label, f"unsupported TIFF sample type {values.dtype}")
+    _check_tiff_samples(values.dtype, label)
     values = to_uint8(values)
     if values.ndim == 2:
         return values, None
@@ -231,7 +233,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
         if isinstance(exc, UnidentifiedImageError):
             reason = NOT_AN_IMAGE
         else:
-            reason = f"cannot read the image header ({type(exc).__name__}: {exc})"
+            reason = header_failure(exc)
         if tiff:
             return _read_tiff_fallback(fp, label, max_pixels, reason)
         raise ImageReadError(label, reason) from exc
@@ -266,8 +268,7 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
             raise ImageReadError(
                 label, f"cannot convert pixel mode {oriented.mode!r} ({type(exc).__name__}: {exc})"
             ) from exc
-    if colour.shape[0] == 0 or colour.shape[1] == 0:
-        raise ImageReadError(label, f"zero-sized image ({colour.shape[1]} x {colour.shape[0]} px)")
+    check_size(colour.shape[1], colour.shape[0], label, max_pixels)  # the decoded size, after EXIF turning
     return colour, alpha
 
 

@@ -224,18 +224,52 @@ def crofton_perimeter(mask: np.ndarray) -> float:
     return CROFTON_WEIGHTS @ np.bincount(codes.ravel(), minlength=16)
 
 
+@dataclass(frozen=True)
+class _Moments:
+    """Second moments of a set of pixels, shared by the ellipse axes, the principal axes and the asymmetry.
+
+    ``centroid`` is ``(x, y)`` = (mean column, mean row); ``xx``, ``yy``, ``xy`` the sums of the products of
+    the centred coordinates (px²); ``reach`` the largest distance (px) of a pixel from the centroid; ``count``
+    the number of pixels."""
+
+    centroid: np.ndarray
+    xx: float
+    yy: float
+    xy: float
+    reach: float
+    count: float
+
+
+def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
+    """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (each sum taken once, element-wise: not BLAS
+    dot products, whose OpenBLAS threads stall on a busy machine)."""
+    dx, dy = cols.astype(np.float64), rows.astype(np.float64)
+    centroid = np.array([dx.mean(), dy.mean()])
+    dx -= centroid[0]
+    dy -= centroid[1]
+    # three arrays in all, each product written over one no longer needed (large lesions: fewer pages to map)
+    product = dx * dy
+    xy = float(product.sum())
+    square_x = np.multiply(dx, dx, out=product)
+    xx = float(square_x.sum())
+    square_y = np.multiply(dy, dy, out=dx)
+    yy = float(square_y.sum())
+    reach = float(np.sqrt(np.add(square_x, square_y, out=square_x).max()))
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
+
+
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     """Lengths (px) of the major and minor axes of the ellipse with the same second moments as the pixels
     at ``rows``, ``cols``: ``regionprops``' ``axis_major_length`` / ``axis_minor_length`` of them taken as
     one region (``4 sqrt(l)`` for the eigenvalues ``l`` of the inertia tensor, built the same way), from
     the pixel list (scikit-image's moments of the whole bounding box are slow for a large lesion).
     Equal to ``regionprops`` within float64 round-off (~1e-15 relative)."""
-    r = rows.astype(np.float64)
-    c = cols.astype(np.float64)
-    dr, dc = r - r.mean(), c - c.mean()
-    count = float(r.size)
-    # element-wise sums, not BLAS dot products: OpenBLAS's threads stall on a busy machine
-    mu_rr, mu_cc, mu_rc = float((dr * dr).sum()), float((dc * dc).sum()), float((dr * dc).sum())
+    return _ellipse_axes(_moments(rows, cols))
+
+
+def _ellipse_axes(moments: _Moments) -> tuple[float, float]:
+    """:func:`ellipse_axes` (px) of the pixels of ``moments``."""
+    mu_rr, mu_cc, mu_rc, count = moments.yy, moments.xx, moments.xy, moments.count
     # skimage.measure.inertia_tensor: diagonal i = (sum of the second moments - that of axis i) / mu00
     tensor = np.array([[(mu_rr + mu_cc - mu_rr) / count, -mu_rc / count],
                        [-mu_rc / count, (mu_rr + mu_cc - mu_cc) / count]])
@@ -243,22 +277,16 @@ def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     return 4.0 * math.sqrt(eigenvalues[-1]), 4.0 * math.sqrt(eigenvalues[0])
 
 
-def _principal_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroid ``(x, y)`` and unit vectors of the major and minor principal axes of the pixels at
-    ``rows``, ``cols``."""
-    x, y = cols.astype(np.float64), rows.astype(np.float64)
-    centroid = np.array([x.mean(), y.mean()])
-    dx, dy = x - centroid[0], y - centroid[1]
-    # element-wise sums, not a BLAS product: OpenBLAS's threads stall on a busy machine (as in ellipse_axes)
-    xy = float((dx * dy).sum())
-    covariance = np.array([[float((dx * dx).sum()), xy], [xy, float((dy * dy).sum())]]) / float(x.size)
+def _principal_axes(moments: _Moments) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors ``(x, y)`` of the major and minor principal axes of the pixels of ``moments``."""
+    covariance = np.array([[moments.xx, moments.xy], [moments.xy, moments.yy]]) / moments.count
     _, vectors = np.linalg.eigh(covariance)
-    return centroid, vectors[:, 1], vectors[:, 0]
+    return vectors[:, 1], vectors[:, 0]
 
 
-def _mirror_iou(canvas: np.ndarray, centroid: np.ndarray, direction: np.ndarray) -> float:
-    """IoU of a mask (uint8, 0 / 255) with its reflection about the line through ``centroid`` along
-    ``direction``."""
+def _mirror_iou(canvas: np.ndarray, area: int, centroid: np.ndarray, direction: np.ndarray) -> float:
+    """IoU of a mask (uint8, 0 / 255, ``area`` pixels 255) with its reflection about the line through
+    ``centroid`` along ``direction`` (bilinear, a mirrored pixel counting when it reaches 128)."""
     ux, uy = direction
     reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
     matrix = np.hstack([reflection, (centroid - reflection @ centroid)[:, None]])
@@ -269,10 +297,12 @@ def _mirror_iou(canvas: np.ndarray, centroid: np.ndarray, direction: np.ndarray)
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
-    ) >= 128
-    inside = canvas > 0
-    union = np.count_nonzero(inside | mirrored)
-    return np.count_nonzero(inside & mirrored) / union if union else 1.0
+    )
+    # counted by OpenCV on uint8: |A & M| and |M| give the union |A| + |M| - |A & M| without numpy's bool masks
+    mirrored = cv2.threshold(mirrored, 127, 255, cv2.THRESH_BINARY)[1]
+    common = cv2.countNonZero(cv2.bitwise_and(canvas, mirrored))
+    union = area + cv2.countNonZero(mirrored) - common
+    return common / union if union else 1.0
 
 
 def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
@@ -295,9 +325,13 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
         raise ValueError("lesion mask is empty: asymmetry is undefined")
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    rows, cols = np.nonzero(crop)
-    centroid, major, minor = _principal_axes(rows, cols)
-    reach = float(np.sqrt(((cols - centroid[0]) ** 2 + (rows - centroid[1]) ** 2).max()))
+    return _asymmetry(crop, _moments(*np.nonzero(crop)))
+
+
+def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
+    """:func:`asymmetry` of a lesion cropped to its bounding box, whose pixels have ``moments``."""
+    major, minor = _principal_axes(moments)
+    centroid, reach = moments.centroid, moments.reach
     # Pad so that the disk of radius `reach` around the centroid (which holds the mirror image)
     # lies inside the canvas. Below and right of that disk the canvas and the mirror are empty: the canvas
     # ends there (the pixel grid, hence every interpolated value, stays the same as with a full pad).
@@ -305,9 +339,12 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
     height, width = crop.shape
     below = max(0, int(math.ceil(centroid[1] + reach)) + 2 - height)
     right = max(0, int(math.ceil(centroid[0] + reach)) + 2 - width)
-    canvas = np.pad(crop.astype(np.uint8) * np.uint8(255), ((pad, below), (pad, right)), constant_values=0)
+    canvas = cv2.copyMakeBorder(np.ascontiguousarray(crop).view(np.uint8) * np.uint8(255), pad, below, pad, right,
+                                cv2.BORDER_CONSTANT, value=0)
     centre = centroid + pad
-    return float(1.0 - _mirror_iou(canvas, centre, major)), float(1.0 - _mirror_iou(canvas, centre, minor))
+    area = int(moments.count)
+    return (float(1.0 - _mirror_iou(canvas, area, centre, major)),
+            float(1.0 - _mirror_iou(canvas, area, centre, minor)))
 
 
 def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray | None:
@@ -389,7 +426,6 @@ def measure_lesion(
         band = as_binary_mask(border, "border")
         if band.shape != binary.shape:
             raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
-        band = band & binary
     scale = None
     if pixel_size_mm is not None:
         if isinstance(pixel_size_mm, bool) or not isinstance(pixel_size_mm, (int, float, np.integer, np.floating)):
@@ -405,9 +441,10 @@ def measure_lesion(
     area = float(np.count_nonzero(crop))
     perimeter = float(crofton_perimeter(framed))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
-    major_axis, minor_axis = ellipse_axes(*np.nonzero(crop))
+    moments = _moments(*np.nonzero(crop))  # shared by the ellipse and the asymmetry
+    major_axis, minor_axis = _ellipse_axes(moments)
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
-    asymmetry_major, asymmetry_minor = asymmetry(crop)
+    asymmetry_major, asymmetry_minor = _asymmetry(crop, moments)
     n_components = cv2.connectedComponents(framed.astype(np.uint8), connectivity=8)[0] - 1
 
     measurements: list[Measurement] = []
@@ -465,7 +502,8 @@ def measure_lesion(
         # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
         # ring is background unless it is beyond the frame, where there is no lesion edge).
         e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
-        widths = _border_widths(binary[e0:e1, f0:f1], band[e0:e1, f0:f1])
+        lesion_window = binary[e0:e1, f0:f1]
+        widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
         if widths is None:
             width_mean = width_std = math.nan
         elif widths.size == 0:

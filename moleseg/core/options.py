@@ -57,6 +57,12 @@ def choice_names(values: Iterable[str]) -> list[str]:
     return [CHOICE_ALIASES.get(name, name) for name in names if name and name != "none"]
 
 
+def not_true_or_false(what: str, value: Any) -> str:
+    """The refusal of ``value`` for the on/off setting named ``what``: ``"crops by area must be true or
+    false, not 'yes'"``."""
+    return f"{what} must be true or false, not {value!r}"
+
+
 @dataclass(frozen=True)
 class Option:
     """One training option.
@@ -172,7 +178,7 @@ class Option:
         """What is wrong with ``value`` for this option, in words naming the option (empty when fine)."""
         what = self.label
         if self.kind == "bool":
-            return [] if isinstance(value, (bool, np.bool_)) else [f"{what} must be true or false, not {value!r}"]
+            return [] if isinstance(value, (bool, np.bool_)) else [not_true_or_false(what, value)]
         if self.kind == "choice":
             if value in self.choices and not isinstance(value, bool):
                 return []

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moleseg.core.config import IMAGE_EXTENSIONS
+from moleseg.core.errors import folder_not_found
 from moleseg.core.imageio import ImageReadError, image_size
 from moleseg.core.words import count_of
 
@@ -266,7 +267,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """
     root = Path(folder)
     if not root.exists():
-        raise PairingError(f"folder not found: {root}")
+        raise PairingError(folder_not_found(root))
     if not root.is_dir():
         raise PairingError(f"not a folder: {root}")
     files = [

@@ -35,6 +35,7 @@ __all__ = [
     "png_bytes",
     "settings_sidecar",
     "sidecar_name",
+    "threshold_text",
     "subject_words",
     "zip_bundle",
 ]
@@ -75,6 +76,11 @@ OBJECTS_CSV: str = "objects.csv"
 SIDECAR_SUFFIX: str = ".settings.json"
 #: Characters that make a spreadsheet read a text cell as a formula.
 _FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def threshold_text(threshold: float | None) -> str:
+    """How a lesion threshold (0..1, None: arg-max) turns probabilities into the lesion, for people."""
+    return "most likely class" if threshold is None else f"lesion where its probability \u2265 {float(threshold):.2f}"
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,7 @@ class AnalysisSettings:
         return [
             ("Model", f"{self.model_name} ({version})"),
             ("Cleanup", cleanup_text),
-            ("Lesion threshold", "most likely class per pixel" if self.lesion_threshold is None
-             else f"lesion where its probability \u2265 {float(self.lesion_threshold):.2f}"),
+            ("Lesion threshold", threshold_text(self.lesion_threshold)),
             ("Pixel size", "unknown (pixels only)" if not self.pixel_size_mm
              else f"{float(self.pixel_size_mm):g} mm per px"),
             ("Corrected by hand", "yes" if self.corrected_by_hand else "no"),

@@ -310,7 +310,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         if not (HOST_NAME.fullmatch(host) or _is_ip(host)):
             problems.append(f"allowed_hosts holds host names without a port or a scheme, not {host!r}.")
     if mode == "shared" and not configured_hosts:
-        problems.append("shared mode needs allowed_hosts: the name(s) users type in their browser to reach "
+        problems.append("shared mode needs allowed_hosts: the host names users type in their browser to reach "
                         "the proxy.")
 
     identity = values.get("identity", "none")
@@ -329,7 +329,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         except ValueError:
             problems.append(f"trusted_proxies holds IP addresses or networks (CIDR), not {text!r}.")
     if identity == "proxy-header" and not values.get("trusted_proxies"):
-        problems.append("identity proxy-header needs trusted_proxies: the address(es) of the reverse proxy, "
+        problems.append("identity proxy-header needs trusted_proxies: the addresses of the reverse proxy, "
                         "the only peers whose user header is believed.")
 
     secret = values.get("proxy_secret", "")

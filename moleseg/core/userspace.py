@@ -1,9 +1,10 @@
 """Each user's own folders on a shared server: the safe folder name of a user name and the space it names.
 
-In shared mode every browser user writes and reads their own training runs, studies and "My dataset" in
-``<data folder>/users/<safe name>/`` (:func:`shared_space`), created on first use for the server's account
-only (mode 0700). In personal mode the one user keeps the data folder's own ``runs/`` and ``corrections/``
-(:func:`personal_space`).
+In shared mode every browser user writes and reads their own training runs, studies, "My dataset" and device
+profiles in ``<data folder>/users/<safe name>/`` (:func:`shared_space`), created on first use for the server's
+account only (mode 0700). In personal mode the one user keeps the data folder's own ``runs/``,
+``corrections/`` and device profiles (:func:`personal_space`). The name is the one the identity source gives
+(:func:`signed_in_name`).
 
 Examples
 --------
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from moleseg.core.config import CORRECTIONS_FOLDER_NAME, RUNS_FOLDER_NAME, corrections_dir, runs_dir
+from moleseg.core.devices import DEVICE_PROFILES_FILE
 
 #: Sub-folder of the data folder holding the users' spaces in shared mode.
 USERS_FOLDER_NAME: str = "users"
@@ -50,6 +53,29 @@ class UserSpace:
     dataset: Path
     shared: bool = False
 
+    @property
+    def device_profiles(self) -> Path:
+        """The device profiles file (:mod:`moleseg.core.devices`): beside :attr:`dataset` (the user's own
+        folder in shared mode, the data folder in personal mode)."""
+        return self.dataset.parent / DEVICE_PROFILES_FILE
+
+
+def signed_in_name(text: str) -> str:
+    """The user name of an identity source's ``text`` (a proxy header's value, a signed-in e-mail, a name the
+    operator types): the text without surrounding blanks, as the app takes it.
+
+    Raises
+    ------
+    ValueError
+        When nothing is left, or the name holds a control character (no HTTP header value carries one).
+    """
+    name = text.strip()
+    if not name:
+        raise ValueError("a user name cannot be empty")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise ValueError(f"the user name {name!r} holds a control character, which no sign-in gives")
+    return name
+
 
 def folder_name(user_name: str) -> str:
     """The folder name of ``user_name``'s space: a readable slug (lower case letters, digits, ``.``, ``_`` and
@@ -66,20 +92,27 @@ def _private_folder(folder: Path) -> Path:
     return folder
 
 
+def shared_space_folders(data: Path, user_name: str) -> UserSpace:
+    """``user_name``'s space in the data folder ``data``, creating nothing: ``users/<folder_name>/`` with the
+    data folder's :data:`~moleseg.core.config.RUNS_FOLDER_NAME` and
+    :data:`~moleseg.core.config.CORRECTIONS_FOLDER_NAME`."""
+    home = data / USERS_FOLDER_NAME / folder_name(user_name)
+    return UserSpace(runs=home / RUNS_FOLDER_NAME, dataset=home / CORRECTIONS_FOLDER_NAME, shared=True)
+
+
 def shared_space(data: Path, user_name: str) -> UserSpace:
-    """``user_name``'s space in the data folder ``data`` (``users/<folder_name>/`` with the data folder's
-    :data:`~moleseg.core.config.RUNS_FOLDER_NAME` and :data:`~moleseg.core.config.CORRECTIONS_FOLDER_NAME`),
-    its folders created with mode :data:`SPACE_MODE` when missing.
+    """``user_name``'s space in the data folder ``data`` (:func:`shared_space_folders`), its folders created
+    with mode :data:`SPACE_MODE` when missing.
 
     Raises
     ------
     OSError
         When the folders cannot be created.
     """
-    users = _private_folder(data / USERS_FOLDER_NAME)
-    home = _private_folder(users / folder_name(user_name))
-    return UserSpace(runs=_private_folder(home / RUNS_FOLDER_NAME),
-                     dataset=_private_folder(home / CORRECTIONS_FOLDER_NAME), shared=True)
+    space = shared_space_folders(data, user_name)
+    for folder in (space.runs.parents[1], space.runs.parent, space.runs, space.dataset):
+        _private_folder(folder)
+    return space
 
 
 def personal_space() -> UserSpace:

@@ -1,6 +1,7 @@
 """How a trained model decides, chosen by validation FM: flip test-time augmentation on or off, and the
 lesion probability threshold instead of the arg-max; and below which border confidence an image is marked
-"check this border" (:func:`calibrate_confidence`).
+"check this border" (:func:`calibrate_confidence`; from out-of-fold rows, :func:`share_rule`,
+:func:`worst_fm_rule` and their leave-one-fold-out estimate :func:`cross_fitted_marks`).
 
 Each validation image is predicted once per augmentation setting; every threshold is then applied to the
 same probabilities and cleaned through the app's own path (:func:`moleseg.engine.segmenter.clean`), so the
@@ -29,6 +30,10 @@ DEFAULT_THRESHOLDS: tuple[float | None, ...] = (None, 0.3, 0.35, 0.4, 0.45, 0.5,
 DEFAULT_MIN_GAIN = 0.002
 #: Images predicted at a time while calibrating (progress is told after each batch).
 CALIBRATION_BATCH = 8
+#: The promise to users: an unmarked border scores at least this FM (0..1), with at most
+#: :data:`PROMISED_MAX_SHARE` of the images marked "check this border".
+PROMISED_WORST_FM: float = 0.90
+PROMISED_MAX_SHARE: float = 0.15
 
 
 @dataclass
@@ -323,3 +328,149 @@ def calibrate_confidence(segmenter: Segmenter, pairs: Sequence[Pair], *, share: 
     rows = confidence_rows(segmenter, pairs, baseline=baseline, progress=progress)
     threshold = confidence_threshold([row["confidence"] for row in rows], share)
     return flag_summary(rows, threshold, bad_fm=bad_fm)
+
+
+def share_rule(rows: Sequence[dict[str, Any]], share: float = DEFAULT_CHECK_SHARE) -> float:
+    """The confidence threshold that marks the ``share`` (0..1) least confident of ``rows``
+    (``{"confidence"}``, images the model did not train on): :func:`confidence_threshold`."""
+    return confidence_threshold([float(row["confidence"]) for row in rows], share)
+
+
+def worst_fm_rule(rows: Sequence[dict[str, Any]], worst_fm: float = PROMISED_WORST_FM) -> float:
+    """The lowest confidence threshold under which every unmarked row of ``rows`` (``{"fm", "confidence"}``,
+    0..1) scores FM ≥ ``worst_fm``: halfway between the highest confidence of a row under ``worst_fm`` and
+    the next higher confidence; above the largest confidence when the most confident row is under it (every
+    row marked); the smallest confidence when no row is under it (none marked).
+
+    Raises
+    ------
+    ValueError
+        With no rows.
+    """
+    if not rows:
+        raise ValueError("the confidence threshold needs at least one image")
+    ordered = sorted(float(row["confidence"]) for row in rows)
+    failing = [float(row["confidence"]) for row in rows if float(row["fm"]) < worst_fm]
+    if not failing:
+        return ordered[0]
+    count = sum(value <= max(failing) for value in ordered)  # ties with the failure are marked with it
+    if count >= len(ordered):
+        return ordered[-1] + 1e-6
+    return (ordered[count - 1] + ordered[count]) / 2.0
+
+
+#: The rules that choose a confidence threshold from calibration rows, by name (see
+#: ``docs/experiments/dermoscopy-flag-calibration.md``).
+CONFIDENCE_RULES: dict[str, Callable[[Sequence[dict[str, Any]]], float]] = {"share": share_rule,
+                                                                          "worst_fm": worst_fm_rule}
+
+
+@dataclass(frozen=True)
+class CrossFittedMarks:
+    """What a confidence rule marks on images it did not choose its threshold on: each fold's images marked
+    by the threshold the rule chose on the other folds' images, pooled.
+
+    Attributes
+    ----------
+    rule : str
+        The rule's name in :data:`CONFIDENCE_RULES`.
+    thresholds : dict of str to float
+        The threshold (0..1) each fold's images were marked with, by fold name.
+    n_images, n_marked : int
+    unmarked_mean_fm, unmarked_worst_fm : float
+        FM (0..1) of the images left unmarked (NaN when every image is marked).
+    n_unmarked_under_promise, n_unmarked_bad : int
+        Unmarked images with FM under :data:`PROMISED_WORST_FM` and under :data:`BAD_IMAGE_FM`.
+    """
+
+    rule: str
+    thresholds: dict[str, float]
+    n_images: int
+    n_marked: int
+    unmarked_mean_fm: float
+    unmarked_worst_fm: float
+    n_unmarked_under_promise: int
+    n_unmarked_bad: int
+
+    @property
+    def marked_share(self) -> float:
+        """Share of the images marked, 0..1."""
+        return self.n_marked / self.n_images
+
+    @property
+    def promise_met(self) -> bool:
+        """At most :data:`PROMISED_MAX_SHARE` marked and no unmarked image under :data:`PROMISED_WORST_FM`."""
+        return self.marked_share <= PROMISED_MAX_SHARE and self.n_unmarked_under_promise == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, with :attr:`marked_share` and :attr:`promise_met`."""
+        return {"rule": self.rule, "thresholds": self.thresholds, "n_images": self.n_images,
+                "n_marked": self.n_marked, "marked_share": self.marked_share,
+                "unmarked_mean_fm": self.unmarked_mean_fm, "unmarked_worst_fm": self.unmarked_worst_fm,
+                "n_unmarked_under_promise": self.n_unmarked_under_promise, "n_unmarked_bad": self.n_unmarked_bad,
+                "promise_met": self.promise_met}
+
+
+def cross_fitted_marks(rows: Sequence[dict[str, Any]], rule: str) -> CrossFittedMarks:
+    """Leave one fold out: for each fold of ``rows`` (``{"fold", "fm", "confidence"}``, out-of-fold images),
+    the threshold :data:`CONFIDENCE_RULES` ``[rule]`` chooses on the other folds' rows marks that fold's
+    rows (confidence below it); the marks are pooled.
+
+    Raises
+    ------
+    ValueError
+        An unknown rule, or fewer than two folds.
+    """
+    if rule not in CONFIDENCE_RULES:
+        raise ValueError(f"unknown confidence rule {rule!r} (known: {', '.join(CONFIDENCE_RULES)})")
+    folds = list(dict.fromkeys(row["fold"] for row in rows))
+    if len(folds) < 2:
+        raise ValueError("leaving one fold out needs rows of at least two folds")
+    thresholds = {fold: CONFIDENCE_RULES[rule]([row for row in rows if row["fold"] != fold]) for fold in folds}
+    unmarked = [float(row["fm"]) for row in rows if float(row["confidence"]) >= thresholds[row["fold"]]]
+    return CrossFittedMarks(
+        rule=rule, thresholds=thresholds, n_images=len(rows), n_marked=len(rows) - len(unmarked),
+        unmarked_mean_fm=float(np.mean(unmarked)) if unmarked else math.nan,
+        unmarked_worst_fm=min(unmarked) if unmarked else math.nan,
+        n_unmarked_under_promise=sum(value < PROMISED_WORST_FM for value in unmarked),
+        n_unmarked_bad=sum(value < BAD_IMAGE_FM for value in unmarked))
+
+
+@dataclass(frozen=True)
+class OutOfFoldConfidence:
+    """The confidence threshold chosen from out-of-fold rows by the rule fixed before they were seen
+    (``docs/experiments/dermoscopy-flag-calibration.md``), with each rule's leave-one-fold-out estimate.
+
+    Attributes
+    ----------
+    rule : str
+        The rule applied (a name in :data:`CONFIDENCE_RULES`).
+    threshold : float
+        That rule applied to every row, 0..1.
+    estimates : dict of str to CrossFittedMarks
+        :func:`cross_fitted_marks` of every rule, by name.
+    """
+
+    rule: str
+    threshold: float
+    estimates: dict[str, CrossFittedMarks]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"rule": self.rule, "threshold": self.threshold,
+                "estimates": {name: marks.to_dict() for name, marks in self.estimates.items()}}
+
+
+def out_of_fold_confidence(rows: Sequence[dict[str, Any]]) -> OutOfFoldConfidence:
+    """Choose the confidence threshold from out-of-fold ``rows`` (``{"fold", "fm", "confidence"}``): the
+    worst-FM rule (:func:`worst_fm_rule`) when its leave-one-fold-out estimate keeps the promise
+    (:attr:`CrossFittedMarks.promise_met`), else the share rule (:func:`share_rule`), applied to every row.
+
+    Raises
+    ------
+    ValueError
+        Rows of fewer than two folds.
+    """
+    estimates = {name: cross_fitted_marks(rows, name) for name in CONFIDENCE_RULES}
+    rule = "worst_fm" if estimates["worst_fm"].promise_met else "share"
+    return OutOfFoldConfidence(rule=rule, threshold=CONFIDENCE_RULES[rule](rows), estimates=estimates)

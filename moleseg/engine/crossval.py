@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -143,11 +143,21 @@ def _choose(table: Sequence[dict[str, Any]], variants: Sequence[str], rules: Seq
     return (best if best["fm"] - fallback["fm"] >= min_gain else fallback), fallback
 
 
-def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segmenter | None,
-               progress: Callable[[str], None] | None) -> list[dict[str, Any]]:
-    """Per image of one fold: FM, CM, CR and confidence under every cleanup variant (the fold's own rule,
-    then :data:`moleseg.core.cleanup.CLEANUP_VARIANTS`) and threshold (``_by[(variant, threshold)]``) and
-    the baseline's FM; each batch's probabilities are dropped once scored (full-size maps are large)."""
+def score_fold(fold: Fold, thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS, *,
+               baseline: Segmenter | None = None,
+               progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Score one fold model on its validation pairs under every candidate decision: what
+    :func:`cross_validate` chooses from, in JSON form (a caller may keep it and pass it back as ``scored``).
+
+    Returns
+    -------
+    list of dict
+        Per pair, in order: ``{"image", "fold", "by", "baseline_fm"}`` (``baseline_fm`` only with a
+        ``baseline``), ``by`` a list of ``{"cleanup_variant", "lesion_threshold", "fm", "cm", "cr",
+        "confidence"}`` (all 0..1) for every cleanup variant (:data:`OWN_RULE`, the fold's own rule, then
+        :data:`moleseg.core.cleanup.CLEANUP_VARIANTS`) and every threshold. Each batch's probabilities are
+        dropped once scored (full-size maps are large).
+    """
     variants = CLEANUP_VARIANTS[fold.segmenter.n_classes]
     rows = []
     for start in range(0, len(fold.pairs), CALIBRATION_BATCH):
@@ -157,25 +167,66 @@ def _fold_rows(fold: Fold, thresholds: Sequence[float | None], baseline: Segment
         read = [read_pair(pair) for pair in chunk]
         probabilities = fold.segmenter.predict_probabilities([image for image, _ in read])
         for pair, (image, mask), probability in zip(chunk, read, probabilities):
-            row: dict[str, Any] = {"image": Path(pair.image).name, "fold": fold.name, "_by": {}}
+            row: dict[str, Any] = {"image": Path(pair.image).name, "fold": fold.name, "by": []}
             own = cleanup_for_image(fold.segmenter, mask.shape)
             settings = {OWN_RULE: own, **{name: dataclasses.replace(own, **change) for name, change in variants.items()}}
             for variant, chosen in settings.items():
                 for threshold in thresholds:
                     segmentation = clean(fold.segmenter, probability, chosen, lesion_threshold=threshold)
                     values = scores(segmentation.lesion, mask)
-                    row["_by"][variant, threshold] = {"fm": float(values["fm"]), "cm": float(values["cm"]),
-                                                      "cr": float(values["cr"]), "confidence": segmentation.confidence}
+                    row["by"].append({"cleanup_variant": variant, "lesion_threshold": threshold,
+                                      "fm": float(values["fm"]), "cm": float(values["cm"]),
+                                      "cr": float(values["cr"]), "confidence": segmentation.confidence})
             if baseline is not None:
                 row["baseline_fm"] = float(scores(segment(baseline, image).lesion, mask)["fm"])
             rows.append(row)
     return rows
 
 
+#: The keys of each of :func:`score_fold`'s ``by`` entries.
+_SCORE_KEYS: frozenset[str] = frozenset({"cleanup_variant", "lesion_threshold", "fm", "cm", "cr", "confidence"})
+
+
+def _is_score_entry(entry: Any) -> bool:
+    """Whether ``entry`` has the form of one of :func:`score_fold`'s ``by`` entries (numbers for its scores)."""
+    return (isinstance(entry, dict) and _SCORE_KEYS <= entry.keys()
+            and all(isinstance(entry[key], (int, float)) for key in ("fm", "cm", "cr", "confidence")))
+
+
+def _check_scored(fold: Fold, rows: Sequence[dict[str, Any]], thresholds: Sequence[float | None],
+                  with_baseline: bool) -> list[dict[str, Any]]:
+    """``rows`` (:func:`score_fold`'s, kept by a caller) when they score exactly ``fold``'s pairs under
+    ``thresholds`` (and the baseline when one is asked for).
+
+    Raises
+    ------
+    ValueError
+        Rows of other images, cleanup variants or thresholds, not in :func:`score_fold`'s form, or without the
+        baseline's FM.
+    """
+    names = [Path(pair.image).name for pair in fold.pairs]
+    if not all(isinstance(row, dict) for row in rows) or [row.get("image") for row in rows] != names:
+        raise ValueError(f"the scores given for {fold.name} are not of its {len(names)} validation images")
+    expected = {(variant, threshold) for variant in (OWN_RULE, *CLEANUP_VARIANTS[fold.segmenter.n_classes])
+                for threshold in thresholds}
+    for row in rows:
+        entries = row.get("by")
+        if not (isinstance(entries, list) and all(_is_score_entry(entry) for entry in entries)):
+            raise ValueError(f"the scores given for {fold.name} ({row['image']}) are not scores of cleanup "
+                             f"variants and thresholds")
+        if {(entry["cleanup_variant"], entry["lesion_threshold"]) for entry in entries} != expected:
+            raise ValueError(f"the scores given for {fold.name} ({row['image']}) are not of the cleanup variants "
+                             f"and thresholds asked for")
+        if with_baseline and "baseline_fm" not in row:
+            raise ValueError(f"the scores given for {fold.name} ({row['image']}) have no baseline FM")
+    return [dict(row, fold=fold.name) for row in rows]
+
+
 def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] = DEFAULT_THRESHOLDS,
                    baseline: Segmenter | None = None, share: float = DEFAULT_CHECK_SHARE,
                    bad_fm: float = BAD_IMAGE_FM, baseline_margin: float = BASELINE_MARGIN,
                    min_gain: float = DEFAULT_MIN_GAIN, all_pairs: Sequence[Pair] = (),
+                   scored: Mapping[str, Sequence[dict[str, Any]]] | None = None,
                    progress: Callable[[str], None] | None = None) -> CrossValidation:
     """Score every fold model on its own validation pairs and choose the decision on all of them.
 
@@ -185,13 +236,16 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
     at least ``min_gain`` mean FM over all out-of-fold images (as :func:`moleseg.engine.calibrate.calibrate`
     does on one split); the confidence
     threshold marks the ``share`` (0..1) least confident of them under that decision. ``all_pairs``
-    (optional): every pair of the recipe, to name those no fold validated.
+    (optional): every pair of the recipe, to name those no fold validated. ``scored`` (optional): by fold
+    name, :func:`score_fold`'s rows of that fold, kept from an earlier call, used instead of predicting it
+    again.
 
     Raises
     ------
     ValueError
         With no folds, a fold without pairs, an image in two folds (the folds must not overlap), or
-        fold models with different numbers of classes or one without cleanup variants.
+        fold models with different numbers of classes or one without cleanup variants, or ``scored`` rows
+        that are not of their fold's images and thresholds.
     """
     if not folds:
         raise ValueError("cross-validation needs at least one fold")
@@ -212,18 +266,22 @@ def cross_validate(folds: Sequence[Fold], *, thresholds: Sequence[float | None] 
             seen[key] = fold.name
     if None not in thresholds:
         thresholds = (None, *thresholds)
-    rows = [row for fold in folds for row in _fold_rows(fold, thresholds, baseline, progress)]
+    scored = scored or {}
+    rows = [row for fold in folds for row in (
+        _check_scored(fold, scored[fold.name], thresholds, baseline is not None) if fold.name in scored
+        else score_fold(fold, thresholds, baseline=baseline, progress=progress))]
+    by = [{(entry["cleanup_variant"], entry["lesion_threshold"]): entry for entry in row["by"]} for row in rows]
     table = []
-    for variant, threshold in rows[0]["_by"]:
-        values = [row["_by"][variant, threshold]["fm"] for row in rows]
+    for variant, threshold in by[0]:
+        values = [scores_by[variant, threshold]["fm"] for scores_by in by]
         table.append({"cleanup_variant": variant, "lesion_threshold": threshold, "fm": float(np.mean(values)),
                       "min_fm": float(np.min(values))})
     rules = [fold.segmenter.info.get("cleanup_variant") for fold in folds]
     best, compared_with = _choose(table, list(CLEANUP_VARIANTS[n_classes]), rules, min_gain)
     chosen = best["cleanup_variant"], best["lesion_threshold"]
     per_image = []
-    for row in rows:
-        picked = row["_by"][chosen]
+    for row, scores_by in zip(rows, by):
+        picked = {key: scores_by[chosen][key] for key in ("fm", "cm", "cr", "confidence")}
         entry = {"image": row["image"], "fold": row["fold"], **picked}
         if "baseline_fm" in row:
             entry["baseline_fm"] = row["baseline_fm"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from moleseg.core import options
+from moleseg.core.errors import folder_not_found
 from moleseg.core.config import SHIPPED_MODELS, models_dir, runs_dir as default_runs_dir
 from moleseg.engine.runs import Kind, RecordFields, RunFiles, RunRecordError, read_fields, write_json
 from moleseg.engine.trainlock import ORIGINS, active_training
@@ -145,7 +146,7 @@ def check_config(config: dict[str, Any]) -> list[str]:
         for image_dir, mask_dir in zip(group_images, group_masks):
             missing = [d for d in (image_dir, mask_dir) if not Path(d).is_dir()]
             if missing:
-                problems.extend(f"folder not found: {d}" for d in missing)
+                problems.extend(folder_not_found(d) for d in missing)
                 continue
             if images_key == "images":
                 try:

@@ -60,6 +60,11 @@ POLL_S: float = 0.5
 _CHILDREN: list[subprocess.Popen] = []
 
 
+def run_folder_is_a_file(path: str) -> str:
+    """The refusal of a run folder ``path`` (as the user gave it) that is a file."""
+    return f"{path} is a file, not a folder: choose a folder name for the run"
+
+
 def reap_children() -> int:
     """Collect the exit status of every finished child this process started (no zombie processes stay
     behind); returns how many are still running. Called whenever the app looks at trainings."""
@@ -228,7 +233,7 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     JobRequest(config={}, origin=origin)  # checks the origin
     run_dir = Path(run_dir).resolve()
     if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"{run_dir} is a file, not a folder: choose a folder name for the run")
+        raise ValueError(run_folder_is_a_file(str(run_dir)))
     if resume:
         config = resume_config(run_dir, (config or {}).get("epochs"))
     elif RunFiles(run_dir).config.is_file():

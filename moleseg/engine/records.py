@@ -20,7 +20,9 @@ Every method that reads or changes a record takes the acting :class:`User`. A us
 exports and deletes only the records they own; an admin user reaches all. A record of someone else is
 refused with the very message of a missing one, so guessing ids reveals nothing. Records saved before
 records had owners have the owner :data:`NO_OWNER`: only admins (and personal mode, whose one user is an
-admin) reach them. The ``audit`` table records who saved, opened, exported and deleted which record, and
+admin) reach them. Personal mode saves under the name of the server's account (:func:`personal_owner`);
+:meth:`Records.hand_over` gives one owner's records (and, when asked, the ownerless ones) to a user of shared
+mode. The ``audit`` table records who saved, opened, exported, deleted and handed over which record, and
 when; triggers (SQLite's, or a PostgreSQL trigger function) refuse any change or deletion of its rows.
 
 Safety
@@ -42,6 +44,7 @@ Safety
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
 import re
@@ -49,6 +52,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -64,7 +68,7 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
 from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 from moleseg.core.settings import load_settings
-from moleseg.engine.audit import AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
+from moleseg.engine.audit import ADOPTED, AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
 from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_postgres_error
@@ -87,6 +91,7 @@ __all__ = [
     "describe_postgres_error",
     "describe_sqlite_error",
     "insert_analysis_row",
+    "personal_owner",
 ]
 
 #: A ``files/<uid>`` folder that no record refers to is removed once it is this old, in seconds: a save in
@@ -98,6 +103,8 @@ IMAGE_FILE: str = "image.png"
 MASK_FILE: str = "mask.png"
 #: Owner of the records saved before records had owners (schema 1): reached by admins only.
 NO_OWNER: str = ""
+#: Owner of the records saved in personal mode when the server's account has no name.
+FALLBACK_PERSONAL_OWNER: str = "local"
 #: A ``files/`` entry named like a record's uid (the only names :meth:`Records.remove_orphans` removes).
 _UID = re.compile(r"[0-9a-f]{32}")
 
@@ -108,6 +115,16 @@ _COLUMNS = ("id", "uid", "saved_at", "owner", "lesion", "visit_date", "body_site
 #: Databases (SQLite paths, PostgreSQL URLs) that passed the start-up check in this process.
 _CHECKED: set[str] = set()
 _CHECKED_LOCK = threading.Lock()
+
+
+def personal_owner() -> str:
+    """The owner name personal mode saves records under: the name of the account that runs the server
+    (:func:`getpass.getuser`), or :data:`FALLBACK_PERSONAL_OWNER` when it has none."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = ""
+    return name or FALLBACK_PERSONAL_OWNER
 
 
 class NoSuchRecord(KeyError):
@@ -285,7 +302,7 @@ class Records:
             files_dir = files_dir if files_dir is not None else settings.records_files_dir
         self.folder = Path(folder) if folder is not None else data_dir()
         self.files = Path(files_dir) if files_dir is not None else self.folder / FILES_FOLDER
-        self.path = self.folder / RECORDS_DB_NAME
+        self.path = self.database_file(self.folder)
         self.database: RecordsDatabase | PostgresDatabase = (
             PostgresDatabase(database_url) if database_url else RecordsDatabase(self.path))
         for needed in ([] if database_url else [self.folder]) + [self.files]:
@@ -302,6 +319,12 @@ class Records:
             self.remove_orphans()
             with _CHECKED_LOCK:
                 _CHECKED.add(key)
+
+    @staticmethod
+    def database_file(folder: str | Path | None = None) -> Path:
+        """The SQLite database file of the data folder ``folder`` (default :func:`moleseg.core.config.data_dir`),
+        whether it exists or not."""
+        return (Path(folder) if folder is not None else data_dir()) / RECORDS_DB_NAME
 
     @property
     def location(self) -> str:
@@ -344,6 +367,43 @@ class Records:
         with self.database.connection() as connection:
             record = self._owned(connection, user, record_id)
             return audit_entries(connection, record.uid)
+
+    def owned_count(self, owner: str) -> int:
+        """How many records ``owner`` owns (:data:`NO_OWNER`: those saved before records had owners)."""
+        with self.database.connection() as connection:
+            return int(connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM analyses WHERE owner = :owner"),
+                                          {"owner": owner}).scalar_one())
+
+    def hand_over(self, operator: str, from_owners: Sequence[str], to_owner: str) -> dict[str, int]:
+        """Give every record of each of ``from_owners`` (:data:`NO_OWNER` among them: the ownerless ones) to
+        ``to_owner``, in one transaction, with one :data:`~moleseg.engine.audit.ADOPTED` entry per record by
+        ``operator`` (the account that runs the command) naming its owner before and after.
+
+        Returns
+        -------
+        dict
+            How many records each of ``from_owners`` gave, in their order.
+
+        Raises
+        ------
+        ValueError
+            ``to_owner`` or ``operator`` is blank, or ``to_owner`` is one of ``from_owners`` (nothing changed).
+        RecordsError
+            The database refused (nothing changed).
+        """
+        if not to_owner.strip() or not operator.strip():
+            raise ValueError("records are handed over by a named operator to a named user")
+        if to_owner in from_owners:
+            raise ValueError(f"the records of {to_owner!r} cannot be handed to {to_owner!r}")
+        given: dict[str, int] = {}
+        with self.database.transaction() as connection:
+            for owner in dict.fromkeys(from_owners):
+                rows = _query(connection, "UPDATE analyses SET owner = :to_owner WHERE owner = :from_owner "
+                                          "RETURNING id, uid", {"to_owner": to_owner, "from_owner": owner})
+                for record_id, uid in sorted(rows):
+                    append_audit(connection, operator, ADOPTED, record_id, uid, (owner, to_owner))
+                given[owner] = len(rows)
+        return given
 
     # -- save, list, open, delete -------------------------------------------------------------------
 

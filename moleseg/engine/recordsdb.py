@@ -71,9 +71,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_rows_are_never_deleted BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     """,
+    """
+    ALTER TABLE audit ADD COLUMN from_owner TEXT;
+    ALTER TABLE audit ADD COLUMN to_owner TEXT;
+    """,
 )
 #: The tables each schema version has (a database without them is not a records database).
-SCHEMA_TABLES: tuple[frozenset[str], ...] = (frozenset(), frozenset({"analyses"}), frozenset({"analyses", "audit"}))
+SCHEMA_TABLES: tuple[frozenset[str], ...] = (frozenset(), frozenset({"analyses"}), frozenset({"analyses", "audit"}),
+                                              frozenset({"analyses", "audit"}))
 
 
 #: What to say for SQLite's primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``).

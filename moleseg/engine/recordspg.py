@@ -52,6 +52,7 @@ _TRIGGERS: tuple[tuple[str, ...], ...] = (
         FOR EACH ROW EXECUTE FUNCTION audit_is_append_only()""",
      """CREATE TRIGGER audit_is_never_emptied BEFORE TRUNCATE ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION audit_is_append_only()"""),
+    (),
 )
 
 

@@ -35,6 +35,7 @@ from typing import BinaryIO, Callable
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import resolve_inside_roots
 
 #: Prefix of the per-session temporary folders.
@@ -221,16 +222,29 @@ class Extraction:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+def unsafe_member(name: str, reason: str) -> ArchiveError:
+    """The refusal of an archive member whose path could write outside the unpacking folder:
+    ``"unsafe path in the archive: '../a.png' leaves the folder"`` (``reason`` says how)."""
+    return ArchiveError(f"unsafe path in the archive: {_shown(name)} {reason}")
+
+
+def _check_inside(path: Path, root: Path, name: str) -> None:
+    """Nothing when ``path`` resolves inside ``root`` (the resolved unpacking folder); otherwise the refusal
+    of the member ``name`` (a link already there could lead out)."""
+    if not path.resolve().is_relative_to(root):
+        raise unsafe_member(name, "leads outside the folder")
+
+
 def _member_parts(name: str) -> list[str]:
     """The safe relative path components of an archive member name, or ArchiveError."""
     text = name.replace("\\", "/")
     if text.startswith("/") or (len(text) >= 2 and text[1] == ":"):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} is absolute")
+        raise unsafe_member(name, "is absolute")
     parts = [part for part in text.split("/") if part not in ("", ".")]
     if any(part == ".." for part in parts):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} leaves the folder")
+        raise unsafe_member(name, "leaves the folder")
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ArchiveError(f"unsafe path in the archive: {_shown(name)} has control characters")
+        raise unsafe_member(name, "has control characters")
     if len(parts) > MAX_MEMBER_DEPTH:
         raise ArchiveError(f"{_shown(name)} is nested {len(parts)} folders deep; at most {MAX_MEMBER_DEPTH} "
                            "are accepted")
@@ -316,8 +330,7 @@ def _extract_all(archive: zipfile.ZipFile, root: Path, result: Extraction, budge
             raise ArchiveError(f"{info.filename} is encrypted; upload an archive without a password")
         tally.add(info)
         target = root.joinpath(*parts)
-        if not target.resolve().is_relative_to(root):
-            raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+        _check_inside(target, root, info.filename)
         planned.append((info, target))
     created: list[Path] = []
     try:
@@ -337,8 +350,7 @@ def _extract_planned(archive: zipfile.ZipFile, planned: list[tuple[zipfile.ZipIn
         for info, target in planned:
             current[0] = info.filename
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.parent.resolve().is_relative_to(root):
-                raise ArchiveError(f"unsafe path in the archive: {info.filename!r}")
+            _check_inside(target.parent, root, info.filename)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             handle = os.open(target, flags, 0o644)
             created.append(target)
@@ -409,7 +421,7 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
             return resolve_inside_roots(part, roots)
         folder = Path(part).expanduser()
         if not part or not folder.is_dir():
-            raise ValueError(f"folder not found: {part or '(empty)'}")
+            raise ValueError(folder_not_found(part or "(empty)"))
         return folder
 
     text = text.strip().strip('"').strip("'")

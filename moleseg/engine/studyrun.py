@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
-from moleseg.core.config import STUDIES_DIR
+from moleseg.core.config import STUDIES_DIR, STUDY_DATA_ROOT_HELP
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.core.words import count_of
@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {STUDY_MODULE}", description="Run a study (see moleseg study).")
     parser.add_argument("--config", required=True, help="the study file")
     parser.add_argument("--out", required=True, help="the study folder")
-    parser.add_argument("--data-root", help="folder the study's data paths are relative to")
+    parser.add_argument("--data-root", help=STUDY_DATA_ROOT_HELP)
     args = parser.parse_args(argv)
     log = RunLog(Path(args.out) / STUDY_LOG)
     try:

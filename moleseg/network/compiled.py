@@ -102,6 +102,13 @@ def cache_enabled() -> bool:
     return os.environ.get(CACHE_ENV, "1") != "0"
 
 
+def require_cache_enabled() -> None:
+    """Nothing when the inference cache is on; an ``OSError`` saying it is off (:data:`CACHE_ENV` is ``0``)
+    otherwise, for a writer of cache entries."""
+    if not cache_enabled():
+        raise OSError(f"the inference cache is off ({CACHE_ENV}=0)")
+
+
 def inference_runtime() -> str:
     """The prediction runtime :data:`RUNTIME_ENV` names now, else the first of :data:`RUNTIMES`.
 
@@ -344,8 +351,7 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
     """
     import tensorflow as tf
 
-    if not cache_enabled():
-        raise OSError(f"the inference cache is off ({CACHE_ENV}=0)")
+    require_cache_enabled()
 
     # Only a flat list of the network's variables is saved beside the function, not the Keras model's
     # object graph of ~200 layers, which loads several times slower (``docs/performance.md``).
@@ -461,8 +467,7 @@ def save_onnx(path: str | Path, model: Any, input_shape: tuple[int, ...],
     """
     from moleseg.network.onnx_export import ONNX_TOLERANCE, largest_difference, onnx_bytes, probe_batch
 
-    if not cache_enabled():
-        raise OSError(f"the inference cache is off ({CACHE_ENV}=0)")
+    require_cache_enabled()
 
     def fill(folder: Path) -> None:
         folder.mkdir()

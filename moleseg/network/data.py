@@ -446,6 +446,23 @@ def crop_counts(pairs: Sequence[Pair], input_size: int, crops_per_image: int = 1
     return counts
 
 
+def pair_repeats(pairs: Sequence[Pair], crops_per_image: int | Sequence[int]) -> list[int]:
+    """How many times each pair appears in one epoch of a training feed: ``crops_per_image`` for every pair
+    (an int) or one count per pair (:func:`crop_counts`), each >= 1.
+
+    Raises
+    ------
+    ValueError
+        No pairs, or the counts do not match the pairs.
+    """
+    if not pairs:
+        raise ValueError("no image/mask pairs to build a dataset from")
+    counts = [int(crops_per_image)] * len(pairs) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
+    if len(counts) != len(pairs) or min(counts) < 1:
+        raise ValueError("crops_per_image needs one count >= 1 per pair")
+    return counts
+
+
 def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: int,
                  augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
                  cache: ExampleCache | None = None, drop_remainder: bool = False,
@@ -457,8 +474,7 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
     example and epoch from ``seed``. ``crops_per_image`` is one count for every pair or one per pair
     (see :func:`crop_counts`); each occurrence of a pair in an epoch is a fresh random crop.
     """
-    if not pairs:
-        raise ValueError("no image/mask pairs to build a dataset from")
+    counts = pair_repeats(pairs, crops_per_image)
     paths = [(str(p.image), str(p.mask)) for p in pairs]
     by_index = list(pairs)
     size = targets.input_size
@@ -483,9 +499,6 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
         labels.set_shape((size, size))
         return image, labels
 
-    counts = [int(crops_per_image)] * len(paths) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
-    if len(counts) != len(paths) or min(counts) < 1:
-        raise ValueError("crops_per_image needs one count >= 1 per pair")
     dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
     if shuffle:
         dataset = dataset.shuffle(sum(counts), seed=seed, reshuffle_each_iteration=True)

@@ -22,7 +22,7 @@ import numpy as np
 
 from moleseg.core.pairing import Pair
 from moleseg.network.data import (COLOUR_JITTER, AugmentConfig, ExampleCache, TargetConfig, apply_hard_cases,
-                                  hard_case_rng, inverse_affine, prepare_example)
+                                  hard_case_rng, inverse_affine, pair_repeats, prepare_example)
 
 #: :attr:`AugmentConfig.fill_mode` as OpenCV border modes (TensorFlow's "reflect" repeats the edge pixel).
 BORDER_MODES: dict[str, int] = {"reflect": cv2.BORDER_REFLECT, "constant": cv2.BORDER_CONSTANT,
@@ -129,13 +129,9 @@ class PairFeed(keras.utils.PyDataset):
                  cache: ExampleCache | None = None, drop_remainder: bool = False,
                  crops_per_image: int | Sequence[int] = 1, workers: int = 1, max_queue_size: int = 10) -> None:
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
-        if not pairs:
-            raise ValueError("no image/mask pairs to build a dataset from")
+        counts = pair_repeats(pairs, crops_per_image)
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
-        counts = [int(crops_per_image)] * len(pairs) if np.isscalar(crops_per_image) else [int(c) for c in crops_per_image]
-        if len(counts) != len(pairs) or min(counts) < 1:
-            raise ValueError("crops_per_image needs one count >= 1 per pair")
         self.pairs = list(pairs)
         self.targets = targets
         self.batch_size = batch_size

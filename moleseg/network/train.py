@@ -51,6 +51,12 @@ BATCHNORM_REESTIMATE_IMAGES = 32
 DEFAULT_CACHE_DIR = cache_dir()
 
 
+def cancelled_after(epoch: int) -> TrainingCancelled:
+    """The cancel of a training whose last saved epoch is ``epoch`` (0 to the configured epochs), in the
+    words the user sees: ``"training cancelled after epoch 3"``."""
+    return TrainingCancelled(f"training cancelled after epoch {epoch}")
+
+
 class _EpochEnd(keras.callbacks.Callback):
     """Validation FM through the app's own prediction + cleanup path, history, checkpoints, progress."""
 
@@ -79,7 +85,7 @@ class _EpochEnd(keras.callbacks.Callback):
             trainer.cancelled = True
             self.model.stop_training = True
             if not trainer.role.distributed:  # out of fit now: no validation pass of the unfinished epoch
-                raise TrainingCancelled(f"training cancelled after epoch {trainer.current_epoch}")
+                raise cancelled_after(trainer.current_epoch)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs if logs is not None else {}
@@ -145,7 +151,7 @@ class Trainer:
             if self.report(Progress(phase, epoch, epochs, done, total, eta_seconds=eta, message=message)):
                 self.cancelled = True
                 if not self.role.distributed:
-                    raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
+                    raise cancelled_after(self.current_epoch)
 
         tick(0)
         return tick
@@ -383,7 +389,7 @@ class Trainer:
             except TrainingCancelled:
                 self.cancelled = True
         if self.cancelled:
-            raise TrainingCancelled(f"training cancelled after epoch {self.current_epoch}")
+            raise cancelled_after(self.current_epoch)
 
     def calibrate_best(self) -> dict[str, Any]:
         """Choose the best model's flips and lesion threshold by validation FM and store them in it."""

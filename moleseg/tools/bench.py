@@ -68,6 +68,12 @@ TARGETS: dict[str, tuple[str, float]] = {
     "network.ratio_to_floor": ("<=", 2.0), "end_to_end_ms": ("<=", 45.0), "predict_images_per_s": (">=", 10.0),
     "cold_start_s": ("<=", 4.0), "train_images_per_s": (">=", 12.0), "around_network_ratio": ("<=", 0.5),
 }
+#: A target's verdict when the run has no figure for it.
+NOT_MEASURED: str = "not measured"
+#: A target's verdict when other processes took CPU time during the run (its figures are inflated).
+NOT_IDLE: str = "not measured on an idle machine"
+#: A target's verdict in a ``--quick`` run (smaller sizes than the targets assume).
+QUICK_RUN: str = "quick run"
 
 
 
@@ -132,14 +138,16 @@ def _lookup(result: dict[str, Any], key: str) -> Any:
 
 
 def target_verdicts(result: dict[str, Any]) -> dict[str, str]:
-    """``{key: "met" | "missed" | "not measured on an idle machine"}`` for :data:`TARGETS`."""
+    """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` for :data:`TARGETS`."""
     verdicts = {}
     for key, (comparison, limit) in TARGETS.items():
         value = _lookup(result, key)
         if value is None:
-            verdicts[key] = "not measured"
-        elif busy(result) or result["settings"]["quick"]:
-            verdicts[key] = "not measured on an idle machine" if not result["settings"]["quick"] else "quick run"
+            verdicts[key] = NOT_MEASURED
+        elif result["settings"]["quick"]:
+            verdicts[key] = QUICK_RUN
+        elif busy(result):
+            verdicts[key] = NOT_IDLE
         else:
             verdicts[key] = "met" if (value <= limit if comparison == "<=" else value >= limit) else "missed"
     return verdicts

@@ -16,6 +16,12 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   process, model loaded and warmed up, the server stopped (the engine's own time for them).
 * ``home_s``: a new session opening the home page until its "Pages" heading and links are drawn.
 
+``python -m moleseg.tools.bench_app --slider N [--timeline]`` measures the slider alone, ``N`` times on one
+server (:func:`run_slider_bench`), and with ``--timeline`` prints where each measurement's time went, read in
+the browser (:class:`SliderTimeline`): the key presses, each rerun request the page sends (a websocket
+message), the bursts of the server's answers (a fragment's run), the pictures the page fetches, and the new
+overlay visible.
+
 "Visible" is read in the page: the ``st.image`` whose caption starts with the file's name has its ``<img>``
 complete with a natural width above 0 (a picture decoded by the browser), polled every animation frame.
 The load average and the other processes' share of the CPU are recorded beside the figures: on a busy
@@ -25,7 +31,9 @@ share the server helpers).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import socket
 import statistics
@@ -172,8 +180,11 @@ def _seconds(action: Callable[[], None], wait: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def _open_analyse(browser: Any, url: str, timeout_ms: float) -> Any:
+def _open_analyse(browser: Any, url: str, timeout_ms: float, watch: Callable[[Any], Any] | None = None) -> Any:
+    """A new page on the Analyse page, its uploader there; ``watch(page)`` is called before it loads."""
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    if watch is not None:
+        watch(page)
     page.goto(f"{url}/analyse", timeout=timeout_ms)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.wait_for(state="attached", timeout=timeout_ms)
     return page
@@ -209,10 +220,11 @@ def switch_on(page: Any, label: str, timeout_ms: float, attempts: int = 3) -> No
     raise RuntimeError(f"the switch {label!r} did not turn on after {attempts} clicks")
 
 
-def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
+def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderTimeline | None = None,
+                   echo: Callable[[str], None] = lambda line: None) -> list[float]:
     """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
     closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
-    times (down, then up, ...)."""
+    times (down, then up, ...); with a ``timeline``, each measurement's events go to ``echo``."""
     _wait_until_idle(page, timeout_ms)
     article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
     label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
@@ -230,12 +242,65 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
 
         def press() -> None:
             for _ in range(SLIDER_PRESSES):
+                if timeline is not None:
+                    timeline.add("press")
                 thumb.press(key)
 
+        if timeline is not None:
+            timeline.start()
         times.append(_seconds(press, lambda: page.wait_for_function(
             _SLIDER_DONE_JS, arg=[f"{caption} {target} px", source], polling="raf", timeout=timeout_ms)))
+        if timeline is not None:
+            timeline.add("overlay visible")
+            echo(f"slider {index + 1}/{repeats}: {times[-1]:.3f} s, {caption} {value} -> {target} px")
+            for line in timeline.lines():
+                echo(line)
         _wait_until_idle(page, timeout_ms)
     return times
+
+
+class SliderTimeline:
+    """What a page sends and receives while a slider is pressed, with the time of each in ms from :meth:`start`:
+    ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
+    a run's session status, its elements and its end, counted and their bytes summed; a gap between bursts is
+    the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files) and
+    ``overlay visible``. Watch a page before it loads (its websocket is opened then). The messages are not
+    decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
+
+    def __init__(self, page: Any) -> None:
+        self.events: list[list[Any]] = []
+        self._start = time.perf_counter()
+        page.on("websocket", self._watch)
+        page.on("request", lambda request: self._media("picture request", request.url))
+        page.on("requestfinished", lambda request: self._media("picture loaded", request.url))
+
+    def start(self) -> None:
+        """Forget what came before and count from now."""
+        self.events, self._start = [], time.perf_counter()
+
+    def add(self, what: str, size: int = 0) -> None:
+        at = round(1000 * (time.perf_counter() - self._start), 1)
+        last = self.events[-1] if self.events else None
+        if what == "messages" and last is not None and last[1] == "messages":
+            last[2], last[3], last[4] = last[2] + 1, last[3] + size, at  # one burst: counted, summed, its end kept
+        else:
+            self.events.append([at, what, 1, size, at])
+
+    def _media(self, what: str, url: str) -> None:
+        if "/media/" in url:
+            self.add(f"{what} {url.rsplit('/', 1)[-1][:12]}")
+
+    def _watch(self, socket: Any) -> None:
+        socket.on("framesent", lambda payload: self.add("rerun request", len(payload)))
+        socket.on("framereceived", lambda payload: self.add("messages", len(payload)))
+
+    def lines(self) -> list[str]:
+        """The events as ``"  123.4 ms  messages x12 (3,456 B) until 130.2 ms"`` lines."""
+        text = []
+        for at, what, count, size, until in self.events:
+            extra = f" x{count} ({size:,} B) until {until} ms" if count > 1 else (f" ({size:,} B)" if size else "")
+            text.append(f"{at:9.1f} ms  {what}{extra}")
+        return text
 
 
 def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
@@ -354,9 +419,67 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
     return result
 
 
+def run_slider_bench(images: Path | None, repeats: int, timeline: bool = False, timeout_s: float = 180.0,
+                     echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``slider_overlay_s`` alone, ``repeats`` times on one server (warmed on another image first), with the
+    machine's conditions before and after; ``timeline``: each measurement's events to ``echo``
+    (:class:`SliderTimeline`)."""
+    from playwright.sync_api import sync_playwright
+
+    from moleseg.tools.bench_machine import conditions, others_cpu_share
+
+    timeout_ms = timeout_s * 1000
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
+    with tempfile.TemporaryDirectory(prefix="moleseg-bench-app-") as folder, sync_playwright() as driver:
+        scratch = Path(folder)
+        files, described = bench_files(images, 2, scratch / "images")
+        browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        try:
+            with served_app(scratch / "warm", scratch / "server.log") as (url, _):
+                page = _open_analyse(browser, url, timeout_ms)
+                _upload_seconds(page, files[1:], timeout_ms)  # loads the model
+                page.close()
+                watches: list[SliderTimeline] = []
+                page = _open_analyse(browser, url, timeout_ms,
+                                     (lambda opened: watches.append(SliderTimeline(opened))) if timeline else None)
+                _upload_seconds(page, files[:1], timeout_ms)
+                runs = slider_seconds(page, repeats, timeout_ms, watches[0] if watches else None, echo)
+        finally:
+            browser.close()
+    result["after"] = conditions()
+    result["app"] = {"slider_overlay_s": _median(runs), "runs": {"slider_overlay_s": [round(v, 3) for v in runs]},
+                     "images": described}
+    result["load_average"] = result["after"]["load_average"]
+    result["others_cpu_share"] = others_cpu_share(result)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m moleseg.tools.bench_app --slider N [--timeline] [--images DIR] [--json FILE]``."""
+    parser = argparse.ArgumentParser(prog="python -m moleseg.tools.bench_app", description=main.__doc__)
+    parser.add_argument("--slider", type=int, required=True, metavar="N", help="slider measurements on one server")
+    parser.add_argument("--timeline", action="store_true", help="print where each measurement's time went")
+    parser.add_argument("--images", type=Path, help="a folder of images (default: the PH2 images of the shared "
+                                                     "data, else synthetic ones)")
+    parser.add_argument("--json", type=Path, help="write the result here as JSON")
+    args = parser.parse_args(argv)
+    result = run_slider_bench(args.images, max(1, args.slider), args.timeline)
+    app = result["app"]
+    print(f"slider_overlay_s median {app['slider_overlay_s']:.3f} s of "
+          f"{', '.join(f'{v:.2f}' for v in app['runs']['slider_overlay_s'])}; load average "
+          f"{result['before']['load_average']} before, {result['load_average']} after; other processes' share of "
+          f"the CPU {result['others_cpu_share']}")
+    if args.json:
+        from moleseg.core.atomic import atomic_write
+
+        atomic_write(args.json, (json.dumps(result, indent=1) + "\n").encode())
+    return 0
+
+
 def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
-    """``{key: "met" | "missed" | "not measured on an idle machine" | "quick run"}`` for :data:`APP_TARGETS`
-    and the batch's target."""
+    """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` (:mod:`moleseg.tools.bench`'s words)
+    for :data:`APP_TARGETS` and the batch's target."""
+    from moleseg.tools.bench import NOT_IDLE, NOT_MEASURED, QUICK_RUN
     from moleseg.tools.bench_machine import busy
 
     app = result["app"]
@@ -365,11 +488,11 @@ def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
     verdicts = {}
     for key, limit in limits.items():
         if key not in app:
-            verdicts[key] = "not measured"
+            verdicts[key] = NOT_MEASURED
         elif app["settings"]["quick"]:
-            verdicts[key] = "quick run"
+            verdicts[key] = QUICK_RUN
         elif busy(result):
-            verdicts[key] = "not measured on an idle machine"
+            verdicts[key] = NOT_IDLE
         else:
             verdicts[key] = "met" if app[key] <= limit else "missed"
     return verdicts
@@ -387,3 +510,7 @@ def format_app_report(result: dict[str, Any]) -> str:
     lines.append(f"load average {result['before']['load_average']} before, {result['load_average']} after; "
                  f"images: {app['images']}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

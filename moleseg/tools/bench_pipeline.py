@@ -54,7 +54,8 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``).
     ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding and the network
     (resizing in and out, cleanup, measurements, overlay and encodings), and ``around_network_ratio`` the
-    one over the other (medians over the repeats)."""
+    one over the other (medians over the repeats); ``around_network_stages`` names the stages counted, the
+    encoding of the three PNG files ``moleseg predict`` writes included (the app encodes them for downloads only)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from moleseg.core.config import OVERLAY_PNG_COMPRESSION_LEVEL
@@ -112,6 +113,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     network = float(np.median([run["network"] for run in stages]))
     return {"ms": float(np.median([sum(run.values()) for run in stages])),
             "network_ms": network, "around_network_ms": float(np.median(around)),
+            "around_network_stages": [name for name in stages[0] if name not in NOT_AROUND_NETWORK],
             "around_network_ratio": float(np.median(around)) / network if network > 0 else float("nan"),
             "stages": {name: float(np.median([run[name] for run in stages])) for name in stages[0]},
             "parts": {name: float(np.median([run[name] for run in parts])) for name in parts[0]},

@@ -4,13 +4,17 @@ For a set of images the model did not train on (a shipped recipe's out-of-fold i
 validation images, a candidate's folds), each with its FM and border confidence, the table says what a user
 can trust when the least confident images are marked: the mean and worst FM of the unmarked ones at each
 share marked (:func:`moleseg.engine.calibrate.risk_coverage`), and the smallest share that leaves no
-unmarked image under the product's promise (:data:`PROMISED_WORST_FM`).
+unmarked image under the product's promise
+(:data:`moleseg.engine.calibrate.PROMISED_WORST_FM`).
 
 Usage::
 
     python -m moleseg.tools.riskcoverage models/dermoscopy.json [docs/experiments/NAME.json ...]
 
-prints one Markdown table per file (the cards paste it) and, with ``--json``, the curves as JSON.
+prints one Markdown table per file (the cards paste it) and, with ``--json``, the curves as JSON. For
+out-of-fold images of two folds or more it adds what each confidence rule marks when every fold is marked by
+the threshold chosen on the other folds, and the threshold the rule fixed beforehand gives
+(:func:`moleseg.engine.calibrate.out_of_fold_confidence`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.engine.calibrate import CoveragePoint, risk_coverage, smallest_share_for_worst_fm
+from moleseg.engine.calibrate import (PROMISED_MAX_SHARE, PROMISED_WORST_FM, CoveragePoint, out_of_fold_confidence,
+                                      risk_coverage, smallest_share_for_worst_fm)
 
 #: The shares of images marked (0..1) the tables show.
 TABLE_SHARES: tuple[float, ...] = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40)
-#: The promise to users: an unmarked border scores at least this FM (0..1), with at most
-#: :data:`PROMISED_MAX_SHARE` of the images marked.
-PROMISED_WORST_FM: float = 0.90
-PROMISED_MAX_SHARE: float = 0.15
 
 
 def record_images(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -80,6 +81,27 @@ def markdown_table(name: str, what: str, curve: Sequence[CoveragePoint]) -> str:
     return "\n".join(lines)
 
 
+def folds_of(rows: Sequence[dict[str, Any]]) -> int:
+    """How many folds the rows come from (0 for validation rows, which name none)."""
+    return len({row["fold"] for row in rows if "fold" in row})
+
+
+def cross_fitted_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The Markdown table of each rule's leave-one-fold-out marks and the threshold a user gets
+    (:func:`moleseg.engine.calibrate.out_of_fold_confidence` of ``rows``, of two folds or more)."""
+    chosen = out_of_fold_confidence(rows)
+    lines = ["| rule | thresholds chosen on the other folds | marked | unmarked mean FM | unmarked worst FM | "
+             f"unmarked under {PROMISED_WORST_FM:.2f} | promise |", "|---|---|---|---|---|---|---|"]
+    for name, marks in chosen.estimates.items():
+        lines.append(f"| {name} | {', '.join(f'{value:.3f}' for value in marks.thresholds.values())} | "
+                     f"{marks.n_marked} ({marks.marked_share:.0%}) | {marks.unmarked_mean_fm:.4f} | "
+                     f"{marks.unmarked_worst_fm:.4f} | {marks.n_unmarked_under_promise} | "
+                     f"{'met' if marks.promise_met else 'not met'} |")
+    lines += ["", f"The rule fixed beforehand applies the {chosen.rule} rule to all {len(rows)} images: "
+                  f"threshold {chosen.threshold:.3f}."]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.tools.riskcoverage", description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", type=Path, help="models/<name>.json or docs/experiments/<name>.json")
@@ -97,8 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             out[str(path)] = {"images": what, "curve": [
                 {"n_flagged": p.n_flagged, "flagged_share": p.flagged_share, "unflagged_mean_fm": p.unflagged_mean_fm,
                  "unflagged_worst_fm": p.unflagged_worst_fm} for p in curve]}
+            if folds_of(rows) >= 2:
+                out[str(path)]["out_of_fold_confidence"] = out_of_fold_confidence(rows).to_dict()
         else:
             print(markdown_table(path.stem, what, curve) + "\n")
+            if folds_of(rows) >= 2:
+                print(cross_fitted_table(rows) + "\n")
     if args.json:
         print(json.dumps(out, indent=1))
     return 0

@@ -19,7 +19,9 @@ on the recipe's test sets and writes ``models/<name>.json`` with those numbers, 
 and the wall time; the model cards quote that file. ``--onnx-only`` builds and records the ONNX files of
 the installed models alone. ``--calibrate-only`` chooses the installed models'
 flips, lesion threshold and confidence threshold again, ``--confidence-only`` only the confidence threshold
-(the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`); ``--crossval``
+(the "check this border" mark, :func:`moleseg.engine.calibrate.calibrate_confidence`),
+``--confidence-from-crossval`` that threshold from the recipe's out-of-fold images
+(:func:`confidence_from_crossval`); ``--crossval``
 scores the recipe by k-fold cross-validation from finished fold runs (:func:`crossvalidate_shipped`); without ``--install``/``--print-data-root`` the module trains in-process.
 
 Usage::
@@ -27,8 +29,8 @@ Usage::
     python -m moleseg.tools.shipped [--data DIR] [--only NAME] [--epochs N] [--resume]
                                       [--print-data-root | --install RUN_DIR [--wall-seconds S] | --calibrate-only
                                        | --onnx-only
-                                       | --confidence-only [--check-share SHARE]
-                                       | --crossval RUN_DIR [RUN_DIR ...]]
+                                       | --confidence-only [--check-share SHARE] | --confidence-from-crossval
+                                       | --crossval RUN_DIR [RUN_DIR ...] [--scores-dir DIR]]
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moleseg.core import options
 from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
+
+if TYPE_CHECKING:
+    from moleseg.engine.crossval import Fold
+    from moleseg.engine.segmenter import Segmenter
 
 #: The checkout's runs folder, where ``make models`` and ``make crossval`` write the recipes' runs.
 RUNS_DIR = PROJECT_DIR / RUNS_FOLDER_NAME
@@ -404,6 +410,54 @@ def calibrate_confidence_shipped(name: str, data_dir: Path, share: float | None 
     return record
 
 
+def confidence_from_crossval(name: str, data_dir: Path) -> dict:
+    """Choose an installed shipped model's confidence threshold from its recipe's out-of-fold images (the
+    ``crossval`` record of ``models/<name>.json``, :func:`crossvalidate_shipped`) by the rule fixed before
+    they were scored (:func:`moleseg.engine.calibrate.out_of_fold_confidence`), store it in
+    ``models/<name>.keras`` and record it under ``confidence`` with each rule's leave-one-fold-out estimate,
+    what it marks on the model's own validation images and on the test sets (reported only). The model's
+    network, decision and ``crossval`` record stay as they are.
+
+    Raises
+    ------
+    ValueError
+        No cross-validation record, or one of another recipe (options both hold differ).
+    """
+    from moleseg.core.modelinfo import read_model_info, write_model_info
+    from moleseg.engine.calibrate import confidence_rows, flag_summary, out_of_fold_confidence
+    from moleseg.engine.runs import read_json, write_json
+    from moleseg.network.loading import load_segmenter
+
+    record_path = MODELS_DIR / f"{name}.json"
+    record = read_json(record_path, {}) or {}
+    crossval = record.get("crossval") or {}
+    if not crossval.get("per_image"):
+        raise ValueError(f"{record_path}: no cross-validation record to choose the confidence threshold from "
+                         f"(python -m moleseg.tools.shipped --only {name} --crossval RUN_DIR...)")
+    installed, folds = recipe_options(record.get("config") or {}), crossval.get("config") or {}
+    differing = sorted(key for key in set(installed) & set(folds) if installed[key] != folds[key])
+    if differing:
+        raise ValueError(f"{record_path}: the cross-validation is of another recipe than the installed model "
+                         f"({', '.join(differing)} differ)")
+    rows = crossval["per_image"]
+    chosen = out_of_fold_confidence(rows)
+    method = (f"undecided area ({crossval.get('n_folds')}-fold cross-validation, out of fold, "
+              f"{chosen.rule} rule)")
+    validation = {**flag_summary(rows, chosen.threshold).info_update()["confidence_calibration"], "method": method,
+                  **chosen.to_dict()}
+    target = MODELS_DIR / f"{name}.keras"
+    own = confidence_rows(load_segmenter(target), validation_pairs(name, data_dir))
+    validation["own_validation"] = flag_summary(own, chosen.threshold).info_update()["confidence_calibration"]
+    stored = {key: value for key, value in validation.items() if key not in ("per_image", "own_validation")}
+    write_model_info(target, {**read_model_info(target), "confidence_threshold": chosen.threshold,
+                              "confidence_calibration": stored})
+    print(f"[{name}] {chosen.rule} rule: confidence threshold {chosen.threshold:.3f} from {len(rows)} out-of-fold "
+          "images", flush=True)
+    record["confidence"] = confidence_record(name, data_dir, chosen.threshold, validation)
+    write_json(record_path, record)
+    return record
+
+
 def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     """A training's options (``config.json``) without :data:`NOT_RECIPE_OPTIONS` and without the BatchNorm
     momentum a training derives from its step count, dataset folders as absolute paths, in JSON form: equal
@@ -417,12 +471,39 @@ def recipe_options(config: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share: float | None = None) -> dict:
+def kept_fold_scores(fold: Fold, model_path: Path, thresholds: tuple[float | None, ...], scores_dir: Path,
+                     baseline: Segmenter | None) -> list[dict[str, Any]]:
+    """:func:`moleseg.engine.crossval.score_fold`'s rows of one fold, read from ``scores_dir`` when a file
+    there was written for this very model file (its SHA-256), these images and these thresholds, else scored
+    now and written there. A file that does not match or is not JSON is scored again (the key is in its name
+    and checked inside)."""
+    from moleseg.engine.crossval import score_fold
+    from moleseg.engine.runs import read_json, write_json
+
+    key = {"model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+           "images": [str(Path(pair.image).resolve()) for pair in fold.pairs],
+           "thresholds": list(thresholds), "baseline": baseline.name if baseline is not None else None}
+    path = scores_dir / f"{fold.name}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}.json"
+    kept = read_json(path)
+    if isinstance(kept, dict) and kept.get("key") == key and isinstance(kept.get("rows"), list):
+        print(f"[{fold.name}] scores read from {path}", flush=True)
+        return kept["rows"]
+    rows = score_fold(fold, thresholds, baseline=baseline,
+                      progress=lambda line: print(f"[{fold.name}] {line}", flush=True))
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"key": key, "rows": rows})
+    return rows
+
+
+def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share: float | None = None,
+                          scores_dir: Path | None = None) -> dict:
     """k-fold cross-validation of a shipped model's recipe from finished fold runs (``moleseg train
     --config models/<name>.config.json --validation-split 1/k --validation-fold i``, i = 0..k-1): every
     shared image predicted by the fold model that did not train on it, at its own size, against the
     classical baseline (:func:`moleseg.engine.crossval.cross_validate`). Recorded under ``crossval`` in
-    ``models/<name>.json``; the installed model is not changed.
+    ``models/<name>.json``; nothing else there changes, nor the installed model. ``scores_dir``: each fold's
+    scores are kept there and read back while its model file is unchanged (a fold can be scored as soon as
+    it finishes, the others later).
 
     Raises
     ------
@@ -432,6 +513,7 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
         of one fold.
     """
     from moleseg.core.config import DEFAULT_CHECK_SHARE
+    from moleseg.engine.calibrate import DEFAULT_THRESHOLDS
     from moleseg.engine.crossval import Fold, cross_validate
     from moleseg.engine.runs import RunFiles, read_json, write_json
     from moleseg.network.loading import load_segmenter
@@ -459,9 +541,14 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
         every_pair = every_pair or [*train, *validation, *test]
         folds.append(Fold(name=run_dir.name, pairs=validation,
                           segmenter=load_segmenter(RunFiles(run_dir).model, test_time_augmentation=False)))
-    result = cross_validate(folds, baseline=load_segmenter(f"classical{folds[0].segmenter.n_classes}"),
+    baseline = load_segmenter(f"classical{folds[0].segmenter.n_classes}")
+    thresholds = tuple(DEFAULT_THRESHOLDS)
+    scored = {} if scores_dir is None else {
+        fold.name: kept_fold_scores(fold, RunFiles(run_dir).model, thresholds, scores_dir, baseline)
+        for fold, run_dir in zip(folds, configs)}
+    result = cross_validate(folds, thresholds=thresholds, baseline=baseline,
                             share=DEFAULT_CHECK_SHARE if share is None else share, all_pairs=every_pair,
-                            progress=lambda line: print(f"[{name}] {line}", flush=True))
+                            scored=scored, progress=lambda line: print(f"[{name}] {line}", flush=True))
     print(f"[{name}] {result.summary()}", flush=True)
     record_path = MODELS_DIR / f"{name}.json"
     record = read_json(record_path, {}) or {}
@@ -482,8 +569,13 @@ def _step(args: argparse.Namespace, name: str) -> None:
         print(json.dumps({"name": name, "confidence": {k: v for k, v in record["confidence"].items()
                                                        if k == "threshold"}}))
         return
+    if args.confidence_from_crossval:
+        record = confidence_from_crossval(name, args.data)
+        print(json.dumps({"name": name, "confidence": {k: record["confidence"]["validation"][k]
+                                                       for k in ("rule", "threshold")}}))
+        return
     if args.crossval:
-        crossval = crossvalidate_shipped(name, args.crossval, args.data, args.check_share)["crossval"]
+        crossval = crossvalidate_shipped(name, args.crossval, args.data, args.check_share, args.scores_dir)["crossval"]
         print(json.dumps({"name": name, "crossval": {k: crossval[k] for k in ("n_folds", "n_images", "fm")}}))
         return
     if args.onnx_only:
@@ -520,10 +612,17 @@ def main(argv: list[str] | None = None) -> int:
     steps.add_argument("--confidence-only", action="store_true",
                        help="no training: choose only the installed models' confidence threshold again (the "
                             "share of validation images marked 'check this border': --check-share)")
+    steps.add_argument("--confidence-from-crossval", action="store_true",
+                       help="no training: choose the installed models' confidence threshold from the recipe's "
+                            "out-of-fold images recorded by --crossval (the rule fixed beforehand: "
+                            "docs/experiments/dermoscopy-flag-calibration.md)")
     steps.add_argument("--crossval", type=Path, nargs="+", metavar="RUN_DIR",
                        help="no training: k-fold cross-validation from the finished fold runs RUN_DIR... (out-of-fold "
                             "FM, lesion and confidence thresholds chosen on every image, images losing to the "
                             "classical baseline), recorded under 'crossval' in models/NAME.json")
+    parser.add_argument("--scores-dir", type=Path, default=None, metavar="DIR",
+                        help="with --crossval: keep each fold's scores in DIR and read them back while its model file "
+                             "is unchanged (score each fold as soon as it finishes)")
     parser.add_argument("--check-share", type=float, default=None, metavar="SHARE",
                         help="with --confidence-only or --crossval: share (0..1) of the validation images to mark; "
                              "default moleseg.core.config.DEFAULT_CHECK_SHARE")

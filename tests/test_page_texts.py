@@ -1,0 +1,27 @@
+"""The pages' own words: a plural follows its count (moleseg.core.words) and the disclaimer is the report's one
+constant, never written again by hand in a page."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from app_helpers import APP
+
+#: app.py and every page file.
+PAGE_SOURCES = [APP, *sorted((APP.parent / "app_pages").glob("*.py"))]
+
+
+def string_parts(path) -> list[str]:
+    """Every string literal of ``path``, the constant parts of f-strings included."""
+    return [node.value for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+@pytest.mark.parametrize("path", PAGE_SOURCES, ids=lambda path: path.name)
+def test_a_page_writes_neither_a_hand_plural_nor_its_own_disclaimer(path):
+    parts = string_parts(path)
+    assert parts, f"{path} holds no strings"
+    assert [part for part in parts if "(s)" in part or "(es)" in part] == []
+    assert [part for part in parts if "medical device" in part] == []
