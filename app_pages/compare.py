@@ -78,6 +78,7 @@ if source == followup.COMPARE_SAVED:
     before_name, after_name = followup.visit_label(earlier), followup.visit_label(later)
 else:
     choice = ui.model_picker("compare_model")
+    ready = ui.model_prepared(choice, "The two visits are compared when it is ready")
     kinds = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
     left, right = st.columns(2)
     before_file = left.file_uploader("Before (earlier visit)", type=kinds, key="compare_before")
@@ -100,7 +101,7 @@ else:
         max_value=followup.MAX_NOISE_PASSES, value=MIN_NOISE_PASSES, step=1, key="compare_noise_passes",
         help=f"From {MIN_NOISE_PASSES} (a variance needs two values) to {followup.MAX_NOISE_PASSES}.",
     ) if own_noise else 0
-    segmenter = ui.load_segmenter(choice)
+    segmenter = ui.load_segmenter(choice) if ready else None
     if segmenter is None:
         st.stop()
     try:

@@ -24,6 +24,8 @@ st.markdown("Scores a model's cleaned lesions against true masks, image by image
 
 choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
+EVALUATED_WHEN_READY = "Evaluate is enabled when it is ready"
+ready = ui.model_prepared(choice, EVALUATED_WHEN_READY)  # a user's own model: its inference form made first
 prepared = st.session_state.get(ui.DATASET_KEY)
 ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
 roots = serverpaths.dataset_picker("evaluate_folder")
@@ -42,6 +44,7 @@ compare_spec = st.selectbox("Compare with", [""] + list(others), key="evaluate_c
                                  "beside it, e.g. the model before and after fine-tuning on your corrections. It "
                                  "takes the classical baseline's place.")
 compare = others.get(compare_spec)
+ready = (compare is None or ui.model_prepared(compare, EVALUATED_WHEN_READY)) and ready
 a, b, c = st.columns(3)
 is_classical = choice.kind == "classical"
 with_baseline = a.checkbox("Classical baseline beside it", not is_classical, key="evaluate_baseline",
@@ -89,7 +92,7 @@ def show_evaluation(result: dict) -> None:
                                                 width="stretch")
 
 
-if st.button("Evaluate", type="primary", key="evaluate_run"):
+if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready):
     try:
         images_dir, masks_dir = dataset_folders(folder, roots)
         report = pair_folders(images_dir, masks_dir)

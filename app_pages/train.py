@@ -77,6 +77,9 @@ shown_run = trainstatus.run_to_show(RUNS, st.session_state.get("train_run"), OWN
 if shown_run is not None and shown_run.is_dir():
     active = jobs.read_job(shown_run).active
     st.fragment(run_every=2.0 if active else None)(progress_panel)(shown_run)
+    new_model = None if active else next((c for c in model_choices() if c.path == RunFiles(shown_run).model), None)
+    if new_model is not None:  # a finished training of this user: its model prepared before Analyse needs it
+        ui.model_prepared(new_model, "Analyse, Evaluate and Compare use it when it is ready")
 
 # ---- fine-tuning on the corrections dataset ---------------------------------------------------------
 def finetune_section() -> None:

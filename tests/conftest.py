@@ -311,3 +311,54 @@ def _heavy(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     heavy = collections.Counter(item.path for item in items if _heavy(item))
     items.sort(key=lambda item: -heavy[item.path])  # stable: each module keeps its order
+
+
+# --------------------------------------------------------------------------------------------------
+# Trainings that several tests read: each runs once per test session, across pytest-xdist workers too (the
+# first worker to ask runs it under a file lock and leaves its output beside the workers' temporary folders)
+
+
+def run_once(tmp_path_factory: pytest.TempPathFactory, name: str, produce: Callable[[], dict]) -> dict:
+    """What ``produce()`` returns (a JSON-able dict), computed once per test session: in a pytest-xdist run the
+    first worker computes it and the others read ``NAME.json`` that it left in the run's shared base folder."""
+    import json
+
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return produce()
+    saved = tmp_path_factory.getbasetemp().parent / f"{name}.json"
+    with FileLock(f"{saved}.lock"):
+        if saved.is_file():
+            return json.loads(saved.read_text(encoding="utf-8"))
+        result = produce()
+        saved.write_text(json.dumps(result), encoding="utf-8")
+        return result
+
+
+@pytest.fixture(scope="session")
+def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
+    """``gpu_check_cpu(backend)``: ``python -m moleseg.tools.gpu_check --cpu --backend BACKEND`` (a few training
+    steps of the dermoscopy recipe's network on the CPU), run once per session and backend; its exit status
+    (``returncode``), ``stdout`` and ``stderr``. tests/test_gpu_check.py checks its report; tests/test_feed.py
+    reads the JAX run as its training under Keras on JAX fed by the PairFeed."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    results: dict[str, dict] = {}
+
+    def check(backend: str) -> dict:
+        env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+        env.pop("KERAS_BACKEND", None)  # --backend sets it
+
+        def produce() -> dict:
+            done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
+                                  capture_output=True, text=True, env=env, timeout=240)
+            return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+        if backend not in results:
+            results[backend] = run_once(tmp_path_factory, f"gpu-check-cpu-{backend}", produce)
+        return results[backend]
+
+    return check

@@ -642,7 +642,7 @@ def test_a_users_own_model_is_prepared_in_the_background_with_progress_and_a_fai
     monkeypatch.setattr(models, "preparation_task", conversion)
     at = app_test(PAGE)
     at.selectbox(key="analyse_model").set_value(run.spec).run()
-    run_until(at, lambda at: ui.task_registry().get(models.preparation_key(run)).done_steps == 1)
+    run_until(at, lambda at: 25 in [element.proto.value for element in at.get("progress")])  # shown: 1 of 4
     assert started == [run.spec]
     assert any(text.startswith("Preparing run r1 (3 classes) for fast analysis") for text in texts(at.info))
     progress = [element for element in at.get("progress")]

@@ -22,6 +22,9 @@ SESSIONS = 5
 BATCH = 10
 #: Size of the memory part's images (width, height), px: a typical dermoscopy photograph's scale.
 BATCH_SIZE_PX = (1024, 768)
+#: The memory part's pictures are drawn at 1/this of their size and enlarged by repeating each pixel (the
+#: server gets pictures of the full size all the same; drawing and encoding them costs about a seventh).
+BATCH_DRAWN_SCALE = 4
 #: Generous bound of the server's peak resident memory over the whole test, bytes (observed about
 #: 1.2 GB; see the README).
 PEAK_BOUND_BYTES = 2 * 1024**3
@@ -37,9 +40,12 @@ def memory_bytes(pid: int) -> dict[str, int]:
     return values
 
 
-def write_image(folder: Path, name: str, width: int, height: int, seed: int) -> Path:
+def write_image(folder: Path, name: str, width: int, height: int, seed: int, scale: int = 1) -> Path:
+    """``folder/name``: a :func:`mole_image` of ``width`` x ``height`` px drawn at 1/``scale`` of that size and
+    enlarged by repeating each pixel ``scale`` x ``scale`` times."""
+    drawn = mole_image(height // scale, width // scale, seed=seed)[0]
     path = folder / name
-    path.write_bytes(png_bytes(mole_image(height, width, seed=seed)[0]))
+    path.write_bytes(png_bytes(drawn.repeat(scale, axis=0).repeat(scale, axis=1)))
     return path
 
 
@@ -99,8 +105,8 @@ def test_five_sessions_at_once_each_get_their_own_result_and_memory_stays_bounde
         assert width == 240 + 40 * index  # the overlay of its own image, not another session's
 
     print(f"{SESSIONS} sessions got their own results after {time.monotonic() - began:.0f} s", flush=True)
-    batches = [[write_image(images, f"visit{s}_{j}.png", *BATCH_SIZE_PX, seed=100 + s * BATCH + j)
-                for j in range(BATCH)] for s in range(SESSIONS)]
+    batches = [[write_image(images, f"visit{s}_{j}.png", *BATCH_SIZE_PX, seed=100 + s * BATCH + j,
+                            scale=BATCH_DRAWN_SCALE) for j in range(BATCH)] for s in range(SESSIONS)]
     for page, paths in zip(pages, batches):
         upload(page, paths)  # added to the file uploader's list: the session's first image stays in it
     analysed = []

@@ -318,7 +318,8 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     images, masks = lesion_dataset(tmp_path / "set", n=8, size=64)
     run = tmp_path / "run"
     common = ["--config", str(recipe), "--backbone", "resnet18", "--image-size", "64", "--decoder-width", "16",
-              "--weights", "none", "--batch-size", "4", "--augment", "none", "--validation-split", "0.25"]
+              "--weights", "none", "--batch-size", "4", "--augment", "none", "--validation-split", "0.25",
+              "--no-calibrate"]
     code = main(["train", "--images", str(images), "--masks", str(masks), "--out", str(run), "--epochs", "1",
                  "--quiet", *common])
     assert code == 0, capsys.readouterr().err

@@ -1,16 +1,12 @@
 """moleseg.network.feed: the backend-neutral PyDataset agrees with the tf.data pipeline (same warp and colour
 jitter for the same draws, same examples without augmentation), is reproducible from its seed, and trains
-a tiny model under KERAS_BACKEND=jax (a separate process: Keras picks its backend at import)."""
+a model under KERAS_BACKEND=jax (the session's gpu_check --cpu run on JAX: a separate process, as Keras picks
+its backend at import)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +21,6 @@ from moleseg.core.targets import make_targets  # noqa: E402
 from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset, warp  # noqa: E402
 from moleseg.network.feed import AffineDraw, ColourDraw, PairFeed, jitter_colour, warp_pair  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 40
 DRAWS = [AffineDraw(angle=math.radians(30), scale=1.2, flip_x=-1.0, shift_x=3.3, shift_y=-2.1),
          AffineDraw(angle=math.radians(-170), scale=0.8, flip_y=-1.0, shift_x=-5.5, shift_y=4.2),
@@ -149,36 +144,15 @@ def test_bad_arguments_are_clear_messages(lesion_pairs):
         warp_pair(np.zeros((4, 4, 3)), np.zeros((4, 4), np.uint8), AffineDraw(), "mirror")
 
 
-JAX_TRAINING = """
-import json, sys
-import keras
-from moleseg.core.pairing import pair_folders
-from moleseg.network.data import AugmentConfig, TargetConfig
-from moleseg.network.feed import PairFeed
-from moleseg.network.build import ModelConfig, build_model
-from moleseg.network.losses import SegmentationLoss
-keras.utils.set_random_seed(0)
-pairs = pair_folders(sys.argv[1], sys.argv[2]).pairs
-feed = PairFeed(pairs, TargetConfig(input_size=32, n_classes=3, border_width_px=2), batch_size=4, shuffle=True,
-                augment=AugmentConfig.from_names(["reflection", "rotation"]), drop_remainder=True, crops_per_image=2)
-model = build_model(ModelConfig.from_dict({"architecture": "deeplabv3plus", "backbone": "mobilenetv2",
-                                           "input_size": 32, "n_classes": 3}), weights="none")
-model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=SegmentationLoss("dice_ce", None))
-history = model.fit(feed, epochs=6, verbose=0)
-print(json.dumps({"backend": keras.backend.backend(), "loss": history.history["loss"]}))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed (pip install -r requirements.txt)")
-def test_a_tiny_model_trains_under_the_jax_backend(tmp_path):
-    images, masks = lesion_dataset(tmp_path, n=8, size=48, vary=True)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", JAX_TRAINING, str(images), str(masks)], capture_output=True,
-                          text=True, env=env, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["backend"] == "jax"
-    losses = result["loss"]
+def test_a_tiny_model_trains_under_the_jax_backend(gpu_check_cpu):
+    """The recipe's network at 64 px, fed by the PairFeed (the recipe's augmentation, one thread per core), trained
+    by Keras on JAX: the session's ``gpu_check --cpu --backend jax`` run (tests/conftest.py), whose report
+    tests/test_gpu_check.py checks as a whole."""
+    done = gpu_check_cpu("jax")
+    assert done["returncode"] == 0, done["stdout"] + done["stderr"]
+    lines = dict(line.split(": ", 1) for line in done["stdout"].splitlines() if ": " in line)
+    assert lines["device"] == "CPU (--cpu, jax)"
+    losses = [float(value) for value in lines["loss curve"].split(", ")]
     assert len(losses) == 6 and losses[-1] < 0.9 * losses[0], losses

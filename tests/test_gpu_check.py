@@ -4,16 +4,10 @@ prints the measurements, and passes; the checks themselves fail on a loss that d
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from moleseg.tools.gpu_check import PIPELINE_MARGIN, CheckResult, main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -22,20 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
     pytest.param("jax", marks=pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                                  reason="jax is not installed (pip install -r requirements.txt)")),
 ])
-def test_the_cpu_mode_trains_the_recipe_and_passes(backend):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-    env.pop("KERAS_BACKEND", None)  # --backend sets it
-    done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+def test_the_cpu_mode_trains_the_recipe_and_passes(backend, gpu_check_cpu):
+    done = gpu_check_cpu(backend)
+    assert done["returncode"] == 0, done["stdout"] + done["stderr"]
+    lines = dict(line.split(": ", 1) for line in done["stdout"].splitlines() if ": " in line)
     assert lines["device"] == f"CPU (--cpu, {backend})"
     train_ips = float(lines["training"].split()[0])
     pipeline_ips = float(lines["input pipeline alone"].split()[0])
     assert train_ips > 0 and pipeline_ips >= PIPELINE_MARGIN * train_ips
     losses = [float(v) for v in lines["loss curve"].split(", ")]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    assert done.stdout.rstrip().endswith("OK")
+    assert done["stdout"].rstrip().endswith("OK")
 
 
 def test_the_report_names_each_failure():

@@ -45,9 +45,10 @@ def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, res
                "MOLESEG_CACHE": str(tmp_path / f"cache{index}"), WORKER_DEBUG_ENV: str(tmp_path / "debug")}
         env.pop("TF_CONFIG", None)
         command = [sys.executable, "-m", "moleseg.cli", "train", "--images", str(images), "--masks", str(masks),
-                   "--out", str(tmp_path / f"w{index}"), "--backbone", "mobilenetv2", "--weights", "none",
-                   "--epochs", str(epochs), "--batch-size", "4", "--image-size", str(SIZE), "--quiet",
-                   "--validation-split", "0.25", "--workers", workers, "--worker-index", str(index)]
+                   "--out", str(tmp_path / f"w{index}"), "--backbone", "resnet18", "--decoder-width", "16",
+                   "--weights", "none", "--no-calibrate", "--epochs", str(epochs), "--batch-size", "4",
+                   "--image-size", str(SIZE), "--quiet", "--validation-split", "0.25", "--workers", workers,
+                   "--worker-index", str(index)]
         if resume:
             command.append("--resume")
         log = (tmp_path / f"worker{index}.log").open("a")

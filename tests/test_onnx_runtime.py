@@ -35,8 +35,51 @@ def onnx_cache(monkeypatch, tmp_path):
     return tmp_path / "cache" / "inference"
 
 
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """``converted(onnx_cache, folder, seed=0, **tiny)``: :func:`tiny_model_file` in ``folder`` with its ONNX
+    entry already in the cache folder ``onnx_cache``, copied from one conversion per network in this module
+    (for the tests whose subject is what happens after the first conversion)."""
+    entries: dict[tuple, Path] = {}
+
+    def convert(seed: int, tiny: dict) -> Path:
+        folder = tmp_path_factory.mktemp("converted")
+        path = tiny_model_file(folder, seed, **tiny)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MOLESEG_CACHE", str(folder / "cache"))
+            patch.setenv(compiled.CACHE_ENV, "1")
+            patch.delenv(compiled.RUNTIME_ENV, raising=False)
+            size = tiny.get("size", SIZE)
+            KerasSegmenter.from_file(path).predict_network(np.zeros((1, size, size, 3), np.float32))
+            entry = compiled.cached_onnx(path)
+        assert entry is not None and compiled.onnx_usable(entry)
+        return entry
+
+    def with_entry(onnx_cache: Path, folder: Path, seed: int = 0, **tiny) -> Path:
+        key = (seed, *sorted(tiny.items()))
+        if key not in entries:
+            entries[key] = convert(seed, tiny)
+        shutil.copytree(entries[key], onnx_cache / entries[key].name)
+        return tiny_model_file(folder, seed, **tiny)
+
+    return with_entry
+
+
 def batch_of(seed: int, count: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype(np.float32)
+
+
+def counted_file_digests(monkeypatch) -> list[tuple]:
+    """The arguments of every ``hashlib.file_digest`` call from now on (the cache's SHA-256 checks)."""
+    calls: list[tuple] = []
+    digest = hashlib.file_digest
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return digest(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "file_digest", counted)
+    return calls
 
 
 def tensorflow_probabilities(path: Path, batch: np.ndarray, monkeypatch) -> np.ndarray:
@@ -79,13 +122,15 @@ def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeyp
     entry = compiled.cached_onnx(path)
     assert entry is not None and entry.parent == onnx_cache and (entry / compiled.ONNX_FILE).is_file()
     assert compiled.cached_entry(path) is None  # no SavedModel needed beside it
+    calls = counted_file_digests(monkeypatch)
+    KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch[:1])
+    assert calls == []  # written by this process: used without hashing it again
 
 
 @pytest.mark.slow
-def test_a_new_process_predicts_without_tensorflow(onnx_cache, tmp_path, monkeypatch):
-    path = tiny_model_file(tmp_path)
+def test_a_new_process_predicts_without_tensorflow(onnx_cache, converted, tmp_path, monkeypatch):
+    path = converted(onnx_cache, tmp_path)  # as a user's first prediction in an earlier process left it
     batch = batch_of(1)
-    KerasSegmenter.from_file(path).predict_network(batch[:1])  # converts, as a user's first prediction does
     np.save(tmp_path / "batch.npy", batch)
     script = (
         "import sys, json, numpy as np\n"
@@ -123,10 +168,9 @@ def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path
 
 
 @pytest.mark.slow
-def test_a_damaged_onnx_file_is_converted_again(onnx_cache, tmp_path, monkeypatch):
-    path = tiny_model_file(tmp_path)
+def test_a_damaged_onnx_file_is_converted_again(onnx_cache, converted, tmp_path, monkeypatch):
+    path = converted(onnx_cache, tmp_path)
     batch = batch_of(3)
-    KerasSegmenter.from_file(path).predict_network(batch)
     entry = compiled.cached_onnx(path)
     (entry / compiled.ONNX_FILE).write_bytes(b"truncated")
     segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
@@ -196,10 +240,9 @@ def change_two_biases(file: Path) -> None:
 
 
 @pytest.mark.slow
-def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, tmp_path, monkeypatch):
-    path = tiny_model_file(tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
+def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, converted, tmp_path, monkeypatch):
+    path = converted(onnx_cache, tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
     batch = batch_of(5)
-    KerasSegmenter.from_file(path).predict_network(batch)  # converts
     entry = compiled.cached_onnx(path)
     change_two_biases(entry / compiled.ONNX_FILE)
     expected = tensorflow_probabilities(path, batch, monkeypatch)
@@ -225,12 +268,10 @@ def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache,
 
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["file", "file-and-metadata"])
 @pytest.mark.slow
-def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, tmp_path, monkeypatch, with_metadata):
-    path = tiny_model_file(tmp_path)
-    other = tiny_model_file(tmp_path, seed=1, size=2 * SIZE, n_classes=2)
+def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, converted, tmp_path, monkeypatch, with_metadata):
+    path = converted(onnx_cache, tmp_path)
+    other = converted(onnx_cache, tmp_path, seed=1, size=2 * SIZE, n_classes=2)
     batch = batch_of(6)
-    KerasSegmenter.from_file(path).predict_network(batch)
-    KerasSegmenter.from_file(other).predict_network(np.zeros((1, 2 * SIZE, 2 * SIZE, 3), np.float32))
     entry, other_entry = compiled.cached_onnx(path), compiled.cached_onnx(other)
     shutil.copyfile(other_entry / compiled.ONNX_FILE, entry / compiled.ONNX_FILE)
     if with_metadata:  # its hash recorded too: ONNX Runtime refuses the 32 px batch at run time
@@ -258,37 +299,31 @@ def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_an_entry_is_hashed_once_per_process(onnx_cache, tmp_path, monkeypatch):
-    path = tiny_model_file(tmp_path)
+def test_an_entry_is_hashed_once_per_process(onnx_cache, converted, tmp_path, monkeypatch):
+    path = converted(onnx_cache, tmp_path)
     batch = batch_of(7, count=1)
-    KerasSegmenter.from_file(path).predict_network(batch)  # converts: written here, so checked
-    calls = []
-    digest = hashlib.file_digest
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return digest(*args, **kwargs)
-
-    monkeypatch.setattr(hashlib, "file_digest", counted)
+    calls = counted_file_digests(monkeypatch)
+    KerasSegmenter.from_file(path).predict_network(batch)  # the entry's first use in this process checks it
+    assert len(calls) == 1
     for _ in range(3):
         segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
         for _ in range(2):
             segmenter.predict_network(batch)
-    assert calls == []
+    assert len(calls) == 1
     entry = compiled.cached_onnx(path)
     (entry / compiled.ONNX_FILE).touch()  # another modification time: checked again, once
     for _ in range(3):
         KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 @pytest.mark.slow
-def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, tmp_path, monkeypatch, capsys):
+def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, converted, tmp_path, monkeypatch,
+                                                                  capsys):
     from moleseg.cli import main
     from moleseg.core.imagewrite import write_png
 
-    path = tiny_model_file(tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
-    KerasSegmenter.from_file(path).predict_network(batch_of(8))  # converts
+    path = converted(onnx_cache, tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
     entry = compiled.cached_onnx(path)
     change_two_biases(entry / compiled.ONNX_FILE)
     write_png(tmp_path / "mole.png", batch_of(9, count=1)[0].astype(np.uint8))

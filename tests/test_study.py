@@ -225,7 +225,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path, time_left):
     make_dataset(tmp_path / "test", count=2, size=48)
     path = write_study(tmp_path / "s.yaml", base={
         "epochs": 1, "batch_size": 2, "weights": "none", "calibrate": False, "validation_split": 0.34,
-        "model": {"input_size": 32, "decoder_width": 16}},
+        "model": {"backbone": "resnet18", "input_size": 32, "decoder_width": 16}},
         factors={"solver": ["sgdm", "adam"]})
     out = tmp_path / "out"
     command = [sys.executable, "-m", "moleseg", "study", "--config", str(path), "--out", str(out)]

@@ -41,12 +41,14 @@ SIZE = 64
 
 def tiny_config(image_dir: Path, mask_dir: Path, cache: Path, **options) -> TrainConfig:
     """A training of a few seconds. BatchNorm momentum 0.01: after one or two steps the moving statistics
-    are those of the last batch (see lesion_dataset for why that makes the BatchNorm check pass)."""
+    are those of the last batch (see lesion_dataset for why that makes the BatchNorm check pass). No
+    calibration after the training (a load of the model file and its predictions with and without flips):
+    the run-folder test turns it on and checks it."""
     values = dict(
         images=[str(image_dir)], masks=[str(mask_dir)],
         model=ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16, aspp_rates=(1, 2, 3), dropout=0.0),
         weights="none", epochs=2, batch_size=4, augment=[], validation_split=0.25, train_fm_images=2,
-        cache_dir=str(cache), learning_rate=1e-3, bn_momentum=0.01,
+        cache_dir=str(cache), learning_rate=1e-3, bn_momentum=0.01, calibrate=False,
     )
     values.update(options)
     return TrainConfig(**values)
@@ -203,7 +205,7 @@ def test_loss_falls_on_real_images(require_shared):
 @pytest.mark.slow
 def test_train_writes_the_run_folder(tmp_path):
     images, masks = lesion_dataset(tmp_path / "data", n=10, seed=1)
-    config = tiny_config(images, masks, tmp_path / "cache", test_split=0.2, name="tiny-run")
+    config = tiny_config(images, masks, tmp_path / "cache", test_split=0.2, name="tiny-run", calibrate=True)
     events: list[Progress] = []
     run = tmp_path / "run"
     evaluation = train(config, run, progress=lambda event: events.append(event))
@@ -522,7 +524,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
 
 
 @pytest.mark.slow
-def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch):
+def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch, eager):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
     from moleseg.tools import shipped

@@ -185,12 +185,17 @@ def preparation_failure(choice: ModelChoice) -> str:
             "slowly")
 
 
-def model_prepared(choice: ModelChoice) -> bool:
+#: What the Analyse page does once a model is prepared (the closing sentence of :func:`model_prepared`'s notice).
+ANALYSED_WHEN_READY = "The images you drop are analysed when it is ready"
+
+
+def model_prepared(choice: ModelChoice, when_ready: str = ANALYSED_WHEN_READY) -> bool:
     """Start making a user's own model's inference form in the background when it has none
     (:func:`moleseg.app.models.needs_preparation`; one task per model file on the server, whichever session
     asks first) and show its progress, polled, while the rest of the page stays usable. True when the page can
     analyse with the model now: nothing to prepare, prepared, or the preparation failed (said in one sentence;
-    TensorFlow then predicts)."""
+    TensorFlow then predicts). ``when_ready``: what the page does with the model once it is ready, a clause
+    without a full stop."""
     key = models.preparation_key(choice)
     task = task_registry().get(key)
     if task is None:
@@ -200,8 +205,8 @@ def model_prepared(choice: ModelChoice) -> bool:
     if task.finished and task.error is None:
         return True
     if not task.finished:
-        st.info(f"Preparing {choice.label} for fast analysis: once per model on this server, a few minutes. The "
-                "images you drop are analysed when it is ready; the other models can be used meanwhile.",
+        st.info(f"Preparing {choice.label} for fast analysis: once per model on this server, a few minutes. "
+                f"{when_ready}; the other models can be used meanwhile.",
                 icon=":material/hourglass_top:")
     follow_task(key, lambda runtime: None, failure=preparation_failure(choice))
     return task.finished
