@@ -137,20 +137,23 @@ def _lookup(result: dict[str, Any], key: str) -> Any:
 
 
 
+def verdict(value: float | None, comparison: str, limit: float, *, quick: bool, busy_machine: bool) -> str:
+    """One target's verdict: NOT_MEASURED without a ``value``, QUICK_RUN for a quick run, NOT_IDLE on a busy
+    machine, else ``"met"`` or ``"missed"`` by ``comparison`` (``"<="`` or ``">="``) against ``limit``."""
+    if value is None:
+        return NOT_MEASURED
+    if quick:
+        return QUICK_RUN
+    if busy_machine:
+        return NOT_IDLE
+    return "met" if (value <= limit if comparison == "<=" else value >= limit) else "missed"
+
+
 def target_verdicts(result: dict[str, Any]) -> dict[str, str]:
     """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` for :data:`TARGETS`."""
-    verdicts = {}
-    for key, (comparison, limit) in TARGETS.items():
-        value = _lookup(result, key)
-        if value is None:
-            verdicts[key] = NOT_MEASURED
-        elif result["settings"]["quick"]:
-            verdicts[key] = QUICK_RUN
-        elif busy(result):
-            verdicts[key] = NOT_IDLE
-        else:
-            verdicts[key] = "met" if (value <= limit if comparison == "<=" else value >= limit) else "missed"
-    return verdicts
+    quick, busy_machine = result["settings"]["quick"], busy(result)
+    return {key: verdict(_lookup(result, key), comparison, limit, quick=quick, busy_machine=busy_machine)
+            for key, (comparison, limit) in TARGETS.items()}
 
 
 def format_report(result: dict[str, Any]) -> str:

@@ -477,25 +477,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def app_target_verdicts(result: dict[str, Any]) -> dict[str, str]:
-    """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` (:mod:`moleseg.tools.bench`'s words)
+    """``{key: "met" | "missed" | NOT_MEASURED | QUICK_RUN | NOT_IDLE}`` (:func:`moleseg.tools.bench.verdict`)
     for :data:`APP_TARGETS` and the batch's target."""
-    from moleseg.tools.bench import NOT_IDLE, NOT_MEASURED, QUICK_RUN
+    from moleseg.tools.bench import verdict
     from moleseg.tools.bench_machine import busy
 
     app = result["app"]
     limits = dict(APP_TARGETS)
     limits["batch12_s"] = BATCH_TARGET_FACTOR * app["engine_batch12_s"] + BATCH_TARGET_EXTRA_S
-    verdicts = {}
-    for key, limit in limits.items():
-        if key not in app:
-            verdicts[key] = NOT_MEASURED
-        elif app["settings"]["quick"]:
-            verdicts[key] = QUICK_RUN
-        elif busy(result):
-            verdicts[key] = NOT_IDLE
-        else:
-            verdicts[key] = "met" if app[key] <= limit else "missed"
-    return verdicts
+    quick, busy_machine = app["settings"]["quick"], busy(result)
+    return {key: verdict(app.get(key), "<=", limit, quick=quick, busy_machine=busy_machine)
+            for key, limit in limits.items()}
 
 
 def format_app_report(result: dict[str, Any]) -> str:
