@@ -469,7 +469,8 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
                  crops_per_image: int | Sequence[int] = 1) -> tf.data.Dataset:
     """A batched dataset of ``(images float32 (B, S, S, 3) in 0..255, one-hot labels float32 (B, S, S, C))``.
 
-    Files are read lazily in parallel (``num_parallel_calls=AUTOTUNE``) and prefetched. With
+    Files are read lazily in parallel (``num_parallel_calls=AUTOTUNE``) and prefetched, in the order of
+    the (seeded) shuffle whatever the load, so a training is repeatable on one machine. With
     ``shuffle`` the order changes every epoch (seeded); augmentation draws a fresh transform per
     example and epoch from ``seed``. ``crops_per_image`` is one count for every pair or one per pair
     (see :func:`crop_counts`); each occurrence of a pair in an epoch is a fresh random crop.
@@ -502,7 +503,7 @@ def make_dataset(pairs: Sequence[Pair], targets: TargetConfig, *, batch_size: in
     dataset = tf.data.Dataset.from_tensor_slices(np.repeat(np.arange(len(paths), dtype=np.int64), counts))
     if shuffle:
         dataset = dataset.shuffle(sum(counts), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    dataset = dataset.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if augment is not None and augment.enabled:
         counter = tf.data.Dataset.random(seed=seed).map(lambda x: tf.stack([x, x // 7]))
         dataset = tf.data.Dataset.zip((dataset, counter)).map(
