@@ -339,6 +339,9 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
         time.sleep(1)
     status = jobs.read_job(run)
     assert status.status == "cancelled", jobs.log_tail(run)
+    # the child writes its last status while it still holds the lock, then lets go as it exits
+    while time.time() < deadline and trainlock.active_training() is not None:
+        time.sleep(0.2)
     assert trainlock.active_training() is None
     at.run()
     assert not at.exception and any("cancelled" in text.lower() for text in texts(at.warning))
