@@ -1,11 +1,12 @@
 """The combined "check this border" mark of dermoscopy-flag-combined.md: compute the signals of every
 out-of-fold image of the recipe's fold runs, then the leave-one-fold-out evaluation fixed in that record.
 
-    PYTHONPATH=. python docs/experiments/dermoscopy_flag_combined.py signals /work/notes/lead/cvs/fold-{0,1,2,3}
-    PYTHONPATH=. python docs/experiments/dermoscopy_flag_combined.py evaluate
+    PYTHONPATH=. python docs/experiments/dermoscopy_flag_combined.py signals ROWS.json /work/notes/lead/cvs/fold-{0,1,2,3,4}
+    PYTHONPATH=. python docs/experiments/dermoscopy_flag_combined.py evaluate ROWS.json
 
-``signals`` appends the rows of the folds not yet in docs/experiments/dermoscopy-flag-combined.json (one fold
-model at a time); ``evaluate`` prints the tables of the record from that file.
+``signals`` appends to ROWS.json the rows of the folds not yet there (one fold model at a time), each image
+cleaned under the decision of ``models/dermoscopy.json``'s ``crossval`` record; ``evaluate`` prints the
+tables of the record from that file.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from moleseg.core.resize import rescale_image, resize_mask_to, resize_probabilit
 from moleseg.engine.calibrate import (BAD_IMAGE_FM, PROMISED_MAX_SHARE, PROMISED_WORST_FM, cross_fitted_marks,
                                       risk_coverage, share_rule, worst_fm_rule)
 
-ROWS = Path(__file__).with_name("dermoscopy-flag-combined.json")
 RECORD = Path(__file__).parents[2] / "models" / "dermoscopy.json"
 SIGNALS = ("confidence", "cleanup_dice", "kept_share", "border_undecided", "contrast", "area_share",
            "edge_contact", "irregularity", "dark_frame")
@@ -71,7 +71,7 @@ def signals(image: np.ndarray, probabilities: np.ndarray, lesion: np.ndarray, co
             "dark_frame": float((lab[..., 0] < DARK_L).mean())}
 
 
-def compute(run_dirs: list[Path]) -> None:
+def compute(rows_path: Path, run_dirs: list[Path]) -> None:
     from moleseg.engine.evaluate import read_pair
     from moleseg.engine.runs import RunFiles, read_json
     from moleseg.engine.segmenter import clean, cleanup_for_image
@@ -80,7 +80,7 @@ def compute(run_dirs: list[Path]) -> None:
     from moleseg.network.trainsetup import split_of
 
     decision = json.loads(RECORD.read_text())["crossval"]["decision"]
-    rows = json.loads(ROWS.read_text()) if ROWS.exists() else []
+    rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
     done = {row["fold"] for row in rows}
     for run_dir in run_dirs:
         if run_dir.name in done:
@@ -92,12 +92,12 @@ def compute(run_dirs: list[Path]) -> None:
             probabilities = segmenter.predict_probabilities([image])[0]
             settings = dataclasses.replace(cleanup_for_image(segmenter, mask.shape), **change)
             segmentation = clean(segmenter, probabilities, settings, lesion_threshold=decision["lesion_threshold"])
-            row = {"image": Path(pair.image).name, "source": Path(pair.image).parent.parent.name,
+            row = {"decision": f"{decision['cleanup_variant']}, {decision['lesion_threshold'] or 'arg-max'}", "image": Path(pair.image).name, "source": Path(pair.image).parent.parent.name,
                    "fold": run_dir.name, "fm": float(scores(segmentation.lesion, mask)["fm"]),
                    **signals(image, probabilities, segmentation.lesion, segmentation.confidence)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        ROWS.write_text(json.dumps(rows, indent=1) + "\n")
+        rows_path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def features(rows: list[dict]) -> np.ndarray:
@@ -162,8 +162,8 @@ def combined_marks(rows: list[dict], rule) -> dict:
             "worst_unmarked": sorted((round(row["fm"], 4), row["image"], row["fold"]) for row in unmarked)[:3]}
 
 
-def evaluate() -> None:
-    rows = json.loads(ROWS.read_text())
+def evaluate(rows_path: Path) -> None:
+    rows = json.loads(rows_path.read_text())
     folds = sorted({row["fold"] for row in rows})
     print(f"{len(rows)} images, folds {', '.join(folds)}; under 0.90: "
           f"{sum(row['fm'] < PROMISED_WORST_FM for row in rows)}, under 0.85: {sum(row['fm'] < BAD_IMAGE_FM for row in rows)}")
@@ -204,6 +204,6 @@ def evaluate() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "signals":
-        compute([Path(arg) for arg in sys.argv[2:]])
+        compute(Path(sys.argv[2]), [Path(arg) for arg in sys.argv[3:]])
     else:
-        evaluate()
+        evaluate(Path(sys.argv[2]))
