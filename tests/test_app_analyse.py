@@ -43,7 +43,8 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     image, truth = mole_image()
     outcomes = upload(at, ("mole.png", png_bytes(image), "image/png"))
     assert not at.error
-    assert len(at.get("image")) == 2  # overlay and class map
+    assert [image.proto.imgs[0].caption for image in at.get("image")] == [
+        "mole.png: lesion and border (classical)"]  # the overlay alone: the class map's tab is closed
     analysis = outcomes[0].analysis
     assert analysis.overlay.shape == image.shape and not np.array_equal(analysis.overlay, image)
     lesion = analysis.segmentation.lesion
@@ -53,6 +54,10 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     assert "Area" in set(table["measurement"])
     assert {button.label for button in at.get("download_button")} >= {
         "Overlay (PNG)", "Lesion mask (PNG)", "Report (PDF)", "Measurements of all images (CSV)"}
+    at.session_state["analyse_picture"] = "Predicted classes"  # its tab opened: the class map alone
+    at.run()
+    assert [image.proto.imgs[0].caption for image in at.get("image")] == [
+        "Predicted classes: back, border, inside"]
 
 
 def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at):
@@ -128,7 +133,7 @@ def test_bad_uploads_get_one_error_each_and_the_good_file_is_still_analysed(at):
         assert error.startswith(name)
     assert "Traceback" not in " ".join(errors)
     assert [o.ok for o in outcomes] == [False, False, False, False, True]
-    assert len(at.get("image")) == 2
+    assert len(at.get("image")) == 1  # the good file's overlay
 
 
 def test_exports_of_a_batch(at):
