@@ -127,28 +127,29 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
 
     key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
-    # the drawing canvas (and its background picture) only while the expander is open: Streamlit's lazy expander
+    # what is in the expander (the drawing canvas, its background picture, the buttons) only while it is open:
+    # Streamlit's lazy expander
     box = st.expander(words["correct"], expanded=edits.any, key="analyse_correct_open", on_change="rerun")
     generation = st.session_state.get("analyse_canvas_generation", 0)
+    if not box.open:  # closed: nothing inside it is made or sent
+        return
     with box:
-        strokes = []
-        if box.open:
-            tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
-                            help="polygon: click the corners, then click the first corner again to close it. "
-                                 "brush: paint over the pixels.")
-            width = outcome.analysis.image.shape[1]
-            canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
-                                                             ui.available_width("analyse_canvas_room"))
-            brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
-                                  key="analyse_brush_width") if tool == "brush" else 1)
-            background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
-                                   lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
-            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                              height=canvas_height, width=canvas_width,
-                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                              key=f"analyse_canvas_{generation}_{canvas_width}")
-            strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                        help="polygon: click the corners, then click the first corner again to close it. "
+                             "brush: paint over the pixels.")
+        width = outcome.analysis.image.shape[1]
+        canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
+                                                         ui.available_width("analyse_canvas_room"))
+        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                              key="analyse_brush_width") if tool == "brush" else 1)
+        background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
+                               lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
+        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                          height=canvas_height, width=canvas_width,
+                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                          key=f"analyse_canvas_{generation}_{canvas_width}")
+        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
         if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
@@ -260,10 +261,10 @@ def analysed_results() -> Shown | None:
     with st.sidebar:
         manual_cleanup_sidebar(n_classes, shown_key, analysed_before)
         st.header("Overlay")
-        left, right = st.columns(2)
-        fill_hex = left.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-        border_hex = right.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
-                                        key="analyse_border_color")
+        colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
+        fill_hex = colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+        border_hex = colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
+                                          key="analyse_border_color")
         fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05,
                                  key="analyse_fill_opacity")
         border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
@@ -350,12 +351,12 @@ def analysed_results() -> Shown | None:
                    f"{'only' if used.largest_component else 'off'}; "
                    + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
                       f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
-        if analysis.measurements:
-            st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
-                         column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
-                                        "value": st.column_config.TextColumn("Value", width="small"),
-                                        "unit": st.column_config.TextColumn("Unit", width="small"),
-                                        "meaning": st.column_config.TextColumn("Meaning", width=560)})
+    if analysis.measurements:
+        st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
+                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
+                                    "value": st.column_config.TextColumn("Value", width="small"),
+                                    "unit": st.column_config.TextColumn("Unit", width="small"),
+                                    "meaning": st.column_config.TextColumn("Meaning", width=560)})
     hand_correction_block(outcome, corrections)
     if analysis.cells and analysis.objects:
         area_unit = "mm²" if analysis.pixel_size_mm else "px²"

@@ -327,6 +327,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     area = outcomes[0].analysis.measurement_row["area_px"]
     (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    at.session_state["analyse_correct_open"] = True  # drawn in the opened block
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
     assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
@@ -432,6 +433,9 @@ def test_cells_mode_counts_and_measures_every_object(at):
     assert "cell images" in at.title[0].value
     at.file_uploader(key="analyse_upload_files").set_value(("nuclei.png", png_bytes(image), "image/png")).run()
     assert not at.exception
+    assert "Correct the cells by hand" in [expander.label for expander in at.expander]
+    at.session_state["analyse_correct_open"] = True  # opened: its buttons speak of cells
+    at.run()
     assert "Remove from the cells" in [button.label for button in at.button]
 
 
@@ -694,4 +698,8 @@ def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeyp
     upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
     at.slider(key="analyse_fill_opacity").set_value(0.5).run()
     assert backgrounds == []  # neither the first run nor a slider change made the canvas
-    assert "Add to the lesion" in [button.label for button in at.button]  # the block is there, closed
+    assert "Correct the border by hand" in [expander.label for expander in at.expander]  # the block is there,
+    assert "Add to the lesion" not in [button.label for button in at.button]  # closed, nothing inside it sent
+    at.session_state["analyse_correct_open"] = True  # opened
+    at.run()
+    assert len(backgrounds) == 1 and "Add to the lesion" in [button.label for button in at.button]
