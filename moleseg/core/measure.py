@@ -288,6 +288,13 @@ def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
     return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
 
 
+def _moments_of(crop: np.ndarray) -> _Moments:
+    """The :class:`_Moments` of the True pixels of a 2-D bool mask, listed by OpenCV's ``findNonZero`` (row by
+    row, as ``np.nonzero`` lists them, so every sum adds the same numbers in the same order)."""
+    points = cv2.findNonZero(crop.view(np.uint8)).reshape(-1, 2)  # (x, y) = (column, row)
+    return _moments(points[:, 1], points[:, 0])
+
+
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
     """Lengths (px) of the major and minor axes of the ellipse with the same second moments as the pixels
     at ``rows``, ``cols``: ``regionprops``' ``axis_major_length`` / ``axis_minor_length`` of them taken as
@@ -355,7 +362,7 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
         raise ValueError("lesion mask is empty: asymmetry is undefined")
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    return _asymmetry(crop, _moments(*np.nonzero(crop)))
+    return _asymmetry(crop, _moments_of(crop))
 
 
 def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
@@ -471,7 +478,7 @@ def measure_lesion(
     area = float(np.count_nonzero(crop))
     perimeter = float(crofton_perimeter(framed))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
-    moments = _moments(*np.nonzero(crop))  # shared by the ellipse and the asymmetry
+    moments = _moments_of(crop)  # shared by the ellipse and the asymmetry
     major_axis, minor_axis = _ellipse_axes(moments)
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
     asymmetry_major, asymmetry_minor = _asymmetry(crop, moments)
