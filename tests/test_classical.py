@@ -19,6 +19,7 @@ from moleseg.core.config import (
     BORDER,
     CLASS_NAMES_2,
     CLASS_NAMES_3,
+    CLASSICAL_MODELS,
     DEFAULT_BORDER_WIDTH_PX,
     INSIDE,
 )
@@ -97,6 +98,29 @@ def test_segmenter_attributes():
         ClassicalSegmenter(n_classes=4)
     with pytest.raises(ValueError):
         ClassicalSegmenter(parameters={"no_such_parameter": 1})
+
+
+def test_each_classical_name_loads_the_segmenter_that_carries_it():
+    from moleseg.network.loading import load_segmenter
+
+    assert CLASSICAL_MODELS == {3: "classical", 2: "classical2"}
+    for n_classes, name in CLASSICAL_MODELS.items():
+        segmenter = load_segmenter(name)
+        assert (segmenter.name, segmenter.n_classes) == (name, n_classes)
+    assert load_segmenter("classical3").name == "classical"
+
+
+def test_the_baseline_is_named_alike_on_the_chart_the_table_and_the_model_list(tmp_path):
+    from moleseg.app import charts, evaluation, models
+
+    figure = charts.fm_per_image([("a", 0.9)], baseline=[("a", 0.7)], model_name="net")
+    assert [trace.name for trace in figure.data] == ["net", "classical baseline"]
+    summary = {"fm": {"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0}}
+    assert "classical baseline mean" in evaluation.summary_rows(summary, summary)[0]
+    labels = {choice.spec: choice.label for choice in models.model_choices(tmp_path, tmp_path)
+              if choice.kind == "classical"}
+    assert labels == {"classical": "classical baseline (dermoscopy, 3 classes, no network)",
+                      "classical2": "classical baseline (cells, 2 classes, no network)"}
 
 
 def test_predict_probabilities_shape_and_sum():

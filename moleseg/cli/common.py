@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
+from moleseg.core.config import BASELINE_NAME
 from moleseg.core.words import count_of, noun_for
 
 
@@ -69,10 +70,10 @@ def open_model(spec: str, tta: bool | None = None):
 
 def default_model() -> str:
     """The shipped dermoscopy model when it is installed, else the classical baseline."""
-    from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
+    from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CLASS_COUNT, DERMOSCOPY_MODEL, models_dir
 
     shipped = models_dir() / DERMOSCOPY_MODEL
-    return str(shipped) if shipped.is_file() else "classical"
+    return str(shipped) if shipped.is_file() else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
 
 
 def write_table(path: Path, rows: Sequence[dict]) -> None:
@@ -95,7 +96,7 @@ def print_metric_table(n: int, metrics: Mapping[str, Mapping[str, float]],
     for key, values in metrics.items():
         print(f"{key:10s} " + " ".join(f"{values[name]:8.4f}" for name in SUMMARY_STATISTICS))
     if baseline_fm is not None:
-        print(f"classical baseline FM: mean {baseline_fm['mean']:.4f}, min {baseline_fm['min']:.4f}, "
+        print(f"{BASELINE_NAME} FM: mean {baseline_fm['mean']:.4f}, min {baseline_fm['min']:.4f}, "
               f"max {baseline_fm['max']:.4f}")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from moleseg.cli.common import (EXIT_OK, CommandError, ProgressBar, checked_output, checked_outputs, default_model,
                                 failures_exit, open_model, paired_files, print_mask_warnings, print_summary,
                                 write_outputs)
+from moleseg.core.config import CLASSICAL_MODELS
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -28,8 +29,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     baseline = None
-    if not args.no_baseline and not segmenter.name.startswith("classical"):
-        baseline, _, _ = evaluate_pairs(open_model(f"classical{segmenter.n_classes}"), pairs)
+    if not args.no_baseline and segmenter.name not in CLASSICAL_MODELS.values():
+        baseline, _, _ = evaluate_pairs(open_model(CLASSICAL_MODELS[segmenter.n_classes]), pairs)
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
     summary["training_overlap"] = overlap.to_json()

@@ -100,6 +100,11 @@ CELLS_MODEL: str = "cells.keras"
 #: The shipped model of each number of classes, by file name: a new training of that many classes
 #: fine-tunes from it when it is installed.
 SHIPPED_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: DERMOSCOPY_MODEL, 2: CELLS_MODEL}
+#: The classical segmenter (thresholding, no network) of each number of classes, by the name that loads it
+#: (:func:`moleseg.network.loading.load_segmenter`) and that it carries.
+CLASSICAL_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: "classical", 2: "classical2"}
+#: What the app and the command line call a classical segmenter scored beside a model.
+BASELINE_NAME: str = "classical baseline"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
