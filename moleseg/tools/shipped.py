@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moleseg.core import options
-from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
+from moleseg.core.config import CLASSICAL_MODELS, MODELS_DIR, RUNS_FOLDER_NAME
 from moleseg.core.configfile import read_config_file
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
@@ -171,7 +171,7 @@ def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Pa
     from moleseg.network.loading import load_segmenter
 
     model = load_segmenter(model_path)
-    baseline = load_segmenter(f"classical{model.n_classes}")
+    baseline = load_segmenter(CLASSICAL_MODELS[model.n_classes])
     results = {}
     _, test_dirs = split_folders(name, data_dir, split_root)
     for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
@@ -356,7 +356,7 @@ def confidence_record(name: str, data_dir: Path, threshold: float, validation: d
     from moleseg.network.loading import load_segmenter
 
     model = load_segmenter(MODELS_DIR / f"{name}.keras")
-    baseline = load_segmenter(f"classical{model.n_classes}")
+    baseline = load_segmenter(CLASSICAL_MODELS[model.n_classes])
     tests = {}
     _, test_dirs = split_folders(name, data_dir)
     for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
@@ -513,7 +513,7 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
         :data:`NOT_RECIPE_OPTIONS` differ from ``models/<name>.config.json`` over ``data_dir``), or two runs
         of one fold.
     """
-    from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CHECK_SHARE
+    from moleseg.core.config import DEFAULT_CHECK_SHARE
     from moleseg.core.trainconfig import TrainConfig
     from moleseg.engine.calibrate import DEFAULT_THRESHOLDS
     from moleseg.engine.crossval import Fold, cross_validate
