@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
@@ -120,10 +121,8 @@ def show_warning_line(message: Warning | str, category: type[Warning], filename:
     and code line: the command line's :func:`warnings.showwarning` (same parameters)."""
     text = str(message).strip()
     text = text.splitlines()[0] if text else category.__name__
-    try:
+    with suppress(OSError):  # nowhere to say it: the command goes on
         print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)
-    except OSError:
-        pass  # nowhere to say it: the command goes on
 
 
 def checked_output(option: str, value: str) -> Path:
