@@ -17,7 +17,7 @@ import streamlit as st
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S
+from moleseg.core.config import BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S
 from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
@@ -298,7 +298,7 @@ def no_model_notice() -> None:
     if models.dermoscopy_model():
         return
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
-            "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
+            f"**{BASELINE_NAME}** (thresholding, no network). Train a network on your data on the Train page.")
     st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
 
 
