@@ -40,10 +40,14 @@ def hand_written_labels(path) -> list[str]:
             and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)]
 
 
-@pytest.mark.parametrize("path", PAGE_SOURCES, ids=lambda path: path.name)
+#: The pages and the app's modules that build widgets for them.
+WIDGET_SOURCES = [*PAGE_SOURCES, *sorted((APP.parent / "moleseg" / "app").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", WIDGET_SOURCES, ids=lambda path: path.name)
 def test_a_widget_of_a_schema_option_takes_its_label_from_the_schema(path):
     from moleseg.core.options import OPTIONS
 
     titles = {(item.title or item.label).casefold() for item in OPTIONS}
-    assert {"structuring element", "border width", "closing radius", "classes"} <= titles
+    assert {"structuring element", "border width", "closing radius", "classes", "start from"} <= titles
     assert [label for label in hand_written_labels(path) if label.casefold() in titles] == []
