@@ -200,3 +200,12 @@ def test_ph2_mean_f_measure(require_shared):
     mean, count = _mean_f_measure(root / "images", root / "masks", lambda path: f"{path.stem}_lesion.png")
     assert count == 100
     assert mean >= 0.88, f"mean FM {mean:.4f} on moles/ph2"
+
+
+def test_the_default_model_is_the_shipped_dermoscopy_model_else_the_baseline(tmp_path):
+    from moleseg.core.config import CELLS_MODEL, DERMOSCOPY_MODEL, default_model_spec
+
+    (tmp_path / CELLS_MODEL).write_bytes(b"PK")  # a shipped cells model is never a mole tool's default
+    assert default_model_spec(tmp_path) == "classical"
+    (tmp_path / DERMOSCOPY_MODEL).write_bytes(b"PK")
+    assert default_model_spec(tmp_path) == str(tmp_path / "dermoscopy.keras")

@@ -206,13 +206,6 @@ def dermoscopy_model(models: str | Path | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def default_model_spec(models: str | Path | None = None) -> str:
-    """The shipped dermoscopy model when it is installed, else the classical baseline (a shipped cells
-    model is never the default of a mole app)."""
-    shipped = dermoscopy_model(models)
-    return str(shipped) if shipped else CLASSICAL_MODELS[3]
-
-
 def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:
     return info if isinstance(info, ModelInfo) else ModelInfo.from_dict(info)
 

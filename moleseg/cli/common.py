@@ -69,14 +69,6 @@ def open_model(spec: str, tta: bool | None = None):
     return load_segmenter(spec, test_time_augmentation=tta)
 
 
-def default_model() -> str:
-    """The shipped dermoscopy model when it is installed, else the classical baseline."""
-    from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CLASS_COUNT, DERMOSCOPY_MODEL, models_dir
-
-    shipped = models_dir() / DERMOSCOPY_MODEL
-    return str(shipped) if shipped.is_file() else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
-
-
 def write_table(path: Path, rows: Sequence[dict]) -> None:
     """``rows`` as a CSV file written atomically."""
     from moleseg.core.atomic import atomic_write

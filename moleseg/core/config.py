@@ -135,6 +135,14 @@ def models_dir() -> Path:
     return Path(value) if value else MODELS_DIR
 
 
+def default_model_spec(models: str | Path | None = None) -> str:
+    """The model the app and the command line use unless told otherwise: the shipped dermoscopy model when it
+    is installed in ``models`` (default :func:`models_dir`), else the three-class classical baseline (a
+    shipped cells model is never the default of a mole tool)."""
+    shipped = Path(models or models_dir()) / DERMOSCOPY_MODEL
+    return str(shipped) if shipped.is_file() else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
+
+
 def cache_dir() -> Path:
     """Folder of moleseg's caches (decoded training examples, compiled inference graphs): ``MOLESEG_CACHE``
     when it is set now (read at every call), else ``~/.cache/moleseg``."""
