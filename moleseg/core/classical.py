@@ -50,8 +50,8 @@ from moleseg import __version__
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import (
     CLASS_NAMES_2,
-    CLASSICAL_MODELS,
     CLASS_NAMES_3,
+    CLASSICAL_MODELS,
     DEFAULT_BORDER_WIDTH_PX,
     DEFAULT_SHAPE,
 )
