@@ -378,3 +378,58 @@ def test_a_border_beyond_the_lesion_measures_as_the_border_clipped_to_it():
         band = rng.random(lesion.shape) < 0.5
         assert (str(measurements_row(measure_lesion(lesion, border=band, pixel_size_mm=0.01)))
                 == str(measurements_row(measure_lesion(lesion, border=band & lesion, pixel_size_mm=0.01))))
+
+
+def plain_fractal_dimension(lesion: np.ndarray) -> float:
+    """The box-counting dimension of the module docstring of :mod:`moleseg.core.measure`, each contour pixel's
+    box listed: contour = lesion minus its erosion by a 3 x 3 cross (the frame counting as background)."""
+    outline = lesion & ~ndimage.binary_erosion(lesion, ndimage.generate_binary_structure(2, 1), border_value=0)
+    rows, cols = np.nonzero(outline)
+    rows, cols = rows - rows.min(), cols - cols.min()
+    extent = int(max(rows.max(), cols.max())) + 1
+    sizes = [2**power for power in range(1, 20) if 2**power <= extent / 4]
+    if len(sizes) < 2:
+        return float("nan")
+    counts = [np.unique((rows // size) * (extent // size + 1) + cols // size).size for size in sizes]
+    return float(np.polyfit(np.log(1.0 / np.asarray(sizes, dtype=float)), np.log(np.asarray(counts, dtype=float)),
+                            1)[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fractal_dimension_equals_listing_every_contour_pixels_box(seed):
+    from moleseg.core.measure import fractal_dimension
+
+    masks = [random_blobs(30 * seed + index, (70 + index, 90 - index)) for index in range(15)]
+    masks += [np.ones((9, 15), bool), np.ones((64, 33), bool)]  # frame-filling: odd and even sides
+    for mask in masks:
+        expected = plain_fractal_dimension(mask)
+        assert fractal_dimension(mask) == expected or np.isnan(expected) and np.isnan(fractal_dimension(mask))
+    assert np.isnan(fractal_dimension(np.ones((9, 15), bool)))  # extent 15 < 4 * 2 * 2: one box size only
+    assert fractal_dimension(np.ones((64, 33), bool)) == pytest.approx(
+        np.polyfit(np.log([1 / 2, 1 / 4, 1 / 8, 1 / 16]), np.log([(32 + 17 - 2) * 2, 16 + 9 - 2 + 16 + 9 - 2,
+                                                                    8 + 5 - 2 + 8 + 5 - 2, 4 + 3 - 2 + 4 + 3 - 2]),
+                   1)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hole_filling_and_largest_component_equal_scipy(seed):
+    from moleseg.core.cleanup import fill_holes, keep_largest_component
+
+    for index in range(15):
+        mask = random_blobs(50 * seed + index, (60, 80))
+        mask[rng_rows(seed, index)] = False  # a cut: several components
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+        components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        sizes = np.bincount(components.ravel())[1:]
+        expected = mask if count <= 1 else components == 1 + int(np.argmax(sizes))
+        np.testing.assert_array_equal(keep_largest_component(mask), expected)
+    ring = np.zeros((9, 9), bool)
+    ring[1:8, 1:8], ring[2:7, 2:7], ring[4, 4] = True, False, True  # an island in a hole: two components
+    np.testing.assert_array_equal(keep_largest_component(ring), ring & ~(np.arange(81).reshape(9, 9) == 40))
+    np.testing.assert_array_equal(fill_holes(ring), np.pad(np.ones((7, 7), bool), 1))
+
+
+def rng_rows(seed: int, index: int) -> slice:
+    """A band of rows to cut a mask of 60 rows with."""
+    start = int(np.random.default_rng(1000 * seed + index).integers(5, 50))
+    return slice(start, start + 2)

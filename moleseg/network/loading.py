@@ -14,10 +14,10 @@ import numpy as np
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
-from moleseg.core.config import DEFAULT_CHECK_SHARE
+from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CHECK_SHARE
 from moleseg.engine.calibrate import (Calibration, ConfidenceCalibration, calibrate, calibrate_confidence,
                                       calibrated_info)
-from moleseg.engine.segmenter import CLASSICAL, Segmenter
+from moleseg.engine.segmenter import Segmenter
 
 
 def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
@@ -29,10 +29,11 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
         When the file is missing or not a moleseg model.
     """
     text = str(spec)
-    if text in (CLASSICAL, "classical3"):
+    if text == "classical3":
         return ClassicalSegmenter(n_classes=3)
-    if text == "classical2":
-        return ClassicalSegmenter(n_classes=2)
+    for n_classes, name in CLASSICAL_MODELS.items():
+        if text == name:
+            return ClassicalSegmenter(n_classes=n_classes)
     read_model_info(text)  # a clear error for a wrong file, before TensorFlow is imported
     from moleseg.network.predict import KerasSegmenter
 
