@@ -118,23 +118,33 @@ def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
 # --------------------------------------------------------------------------------------------------
 # A real chromium for the tests that drive the served app (marked ``browser``)
 
-@pytest.fixture
-def browser():
-    """A headless chromium (playwright); the test is skipped when playwright or chromium is missing."""
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless chromium (playwright), launched once per test module; the test is skipped when playwright
+    or chromium is missing."""
     import shutil
 
     from app_helpers import CHROMIUM_ARGS
 
     playwright = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
         pytest.skip("chromium is not installed")
     with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        instance = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The module's chromium for one test: its pages (each in a context of its own, sharing no cookies or
+    storage) are closed when the test ends."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 # --------------------------------------------------------------------------------------------------
