@@ -483,3 +483,13 @@ def test_fast_paths_equal_the_plain_formulas_on_any_small_mask_and_layout(seed, 
         rows, cols = np.nonzero(view)
         row = measurements_row(measure_lesion(view))  # the pixels listed from the lesion's box, in row order
         assert (row["major_axis_px"], row["minor_axis_px"]) == ellipse_axes(rows - rows.min(), cols - cols.min())
+
+
+def test_crofton_perimeter_counts_with_numpy_beyond_float32s_exact_counts(monkeypatch):
+    from skimage.measure import perimeter_crofton
+
+    from moleseg.core import measure
+
+    monkeypatch.setattr(measure, "EXACT_FLOAT32_COUNT", 1)  # every mask takes the numpy count
+    for mask in [random_blobs(seed, (30, 40)) for seed in range(3)] + [np.ones((3, 5), bool)]:
+        assert measure.crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
