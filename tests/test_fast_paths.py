@@ -493,3 +493,15 @@ def test_crofton_perimeter_counts_with_numpy_beyond_float32s_exact_counts(monkey
     monkeypatch.setattr(measure, "EXACT_FLOAT32_COUNT", 1)  # every mask takes the numpy count
     for mask in [random_blobs(seed, (30, 40)) for seed in range(3)] + [np.ones((3, 5), bool)]:
         assert measure.crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
+
+
+def test_largest_component_ties_go_to_the_component_opencv_numbers_first():
+    from moleseg.core.cleanup import keep_largest_component
+
+    mask = np.zeros((5, 5), bool)
+    mask[0, 4] = mask[1, 2] = mask[1, 3] = mask[2, 2] = True  # four pixels, the first in row order
+    mask[1:5, 0] = True  # four pixels, numbered first: they start in the first pair of rows, left of the others
+    mask[3:5, 4] = True  # two pixels
+    expected = np.zeros((5, 5), bool)
+    expected[1:5, 0] = True
+    np.testing.assert_array_equal(keep_largest_component(mask), expected)

@@ -213,7 +213,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 8-connected component (the first one found on a tie).
+    """Keep the largest 8-connected component; on a tie, the one OpenCV's labelling of the mask's bounding box
+    numbers first (it scans two rows at a time, so not always the one whose first pixel comes first row by row).
 
     Returns
     -------
