@@ -20,6 +20,7 @@ from moleseg.core.config import (
     CLASS_NAMES_2,
     CLASS_NAMES_3,
     CLASSICAL_MODELS,
+    CLASSICAL_NAMES,
     DEFAULT_BORDER_WIDTH_PX,
     INSIDE,
 )
@@ -107,6 +108,7 @@ def test_each_classical_name_loads_the_segmenter_that_carries_it():
     for n_classes, name in CLASSICAL_MODELS.items():
         segmenter = load_segmenter(name)
         assert (segmenter.name, segmenter.n_classes) == (name, n_classes)
+    assert CLASSICAL_NAMES == {"classical": 3, "classical2": 2, "classical3": 3}
     assert load_segmenter("classical3").name == "classical"
 
 

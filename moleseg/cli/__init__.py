@@ -24,7 +24,7 @@ from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandEr
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
-from moleseg.core.config import default_model_spec
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
 from moleseg.core.errors import first_line
 
 
@@ -41,8 +41,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.app:
         return _bench_app(args, outputs)
     model = args.model or default_model_spec()
-    if model.startswith("classical"):
-        reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
+    if model in CLASSICAL_NAMES:
+        reason = f"--model {model} is the {BASELINE_NAME}" if args.model else "no shipped model found"
         raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
     images = _bench_images(args)
     from moleseg.tools.bench import format_report, run_bench

@@ -212,9 +212,9 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return result
 
 
-
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 8-connected component (the first one found on a tie).
+    """Keep the largest 8-connected component; on a tie, the one OpenCV's labelling of the mask's bounding box
+    numbers first (it scans two rows at a time, so not always the one whose first pixel comes first row by row).
 
     Returns
     -------
@@ -242,7 +242,7 @@ def _one_component(crop: np.ndarray) -> bool:
     """True when the True pixels of ``crop`` (bool, cropped to their bounding box) form one 8-connected
     component: an 8-connected flood from a pixel of its first row reaches all of them (the flood visits
     one component, labelling visits every pixel)."""
-    flooded = crop.astype(np.uint8)
+    flooded = np.ascontiguousarray(crop, dtype=np.uint8)  # floodFill writes only into a row-major image
     seed = int(np.argmax(flooded[0]))
     reached = cv2.floodFill(flooded, None, (seed, 0), _REACHED, 0, 0, 8)[0]
     return reached == cv2.countNonZero(flooded)

@@ -103,6 +103,9 @@ SHIPPED_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: DERMOSCOPY_MODEL, 2: CELL
 #: The classical segmenter (thresholding, no network) of each number of classes, by the name that loads it
 #: (:func:`moleseg.network.loading.load_segmenter`) and that it carries.
 CLASSICAL_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: "classical", 2: "classical2"}
+#: Every name that loads a classical segmenter, with its number of classes: those of :data:`CLASSICAL_MODELS` and
+#: ``classical3`` (the three classes spelled out, as ``classical2``).
+CLASSICAL_NAMES: dict[str, int] = {**{name: n for n, name in CLASSICAL_MODELS.items()}, "classical3": 3}
 #: What the app and the command line call a classical segmenter scored beside a model.
 BASELINE_NAME: str = "classical baseline"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
