@@ -185,7 +185,7 @@ def test_ellipse_axes_equal_regionprops(seed):
 def test_crofton_perimeter_equals_scikit_image_exactly(seed):
     from skimage.measure import perimeter_crofton
 
-    from moleseg.core.measure import crofton_perimeter
+    from moleseg.core.contourshape import crofton_perimeter
 
     masks = [random_blobs(20 * seed + index, (70, 90)) for index in range(15)]
     masks += [np.zeros((5, 5), bool), np.ones((4, 7), bool)]
@@ -399,7 +399,7 @@ def plain_fractal_dimension(lesion: np.ndarray) -> float:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_fractal_dimension_equals_listing_every_contour_pixels_box(seed):
-    from moleseg.core.measure import fractal_dimension
+    from moleseg.core.contourshape import fractal_dimension
 
     masks = [random_blobs(30 * seed + index, (70 + index, 90 - index)) for index in range(15)]
     masks += [np.ones((9, 15), bool), np.ones((64, 33), bool)]  # frame-filling: odd and even sides
@@ -453,7 +453,8 @@ def test_fast_paths_equal_the_plain_formulas_on_any_small_mask_and_layout(seed, 
     from skimage.measure import perimeter_crofton
 
     from moleseg.core.cleanup import fill_holes, keep_largest_component
-    from moleseg.core.measure import crofton_perimeter, ellipse_axes, fractal_dimension
+    from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
+    from moleseg.core.measure import ellipse_axes
 
     rng = np.random.default_rng(seed)
     mask = rng.random((height, width)) < density
@@ -488,11 +489,11 @@ def test_fast_paths_equal_the_plain_formulas_on_any_small_mask_and_layout(seed, 
 def test_crofton_perimeter_counts_with_numpy_beyond_float32s_exact_counts(monkeypatch):
     from skimage.measure import perimeter_crofton
 
-    from moleseg.core import measure
+    from moleseg.core import contourshape
 
-    monkeypatch.setattr(measure, "EXACT_FLOAT32_COUNT", 1)  # every mask takes the numpy count
+    monkeypatch.setattr(contourshape, "EXACT_FLOAT32_COUNT", 1)  # every mask takes the numpy count
     for mask in [random_blobs(seed, (30, 40)) for seed in range(3)] + [np.ones((3, 5), bool)]:
-        assert measure.crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
+        assert contourshape.crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
 
 
 def test_largest_component_ties_go_to_the_component_opencv_numbers_first():
