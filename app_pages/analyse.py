@@ -23,6 +23,7 @@ from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEAD
                                  key_measurements, measurement_table, measurements_csv_bytes,
                                  measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
                                  thumbnail_jpeg, visit_widget_values)
+from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
@@ -90,13 +91,13 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                           "the border too thick).")
             if n_classes == 3 else st.session_state.get("analyse_rule", RULES[0]))  # two-class models have no rule
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
-    closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
-                        key="analyse_closing",
+    closing = st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
+                        max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing",
                         help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-    border = st.slider("Border width (px)", 0, max(border_max, st.session_state["analyse_border"]),
-                       key="analyse_border",
+    border = st.slider(f"{options.option('border_width_px').title} (px)", 0,
+                       max(border_max, st.session_state["analyse_border"]), key="analyse_border",
                        help="Width of the border band drawn for the grow_inside rule and two-class models.")
-    shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
+    shape = st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape")
     fill = st.checkbox("Fill holes", key="analyse_fill")
     largest = st.checkbox("Keep the largest component only", key="analyse_largest")
     settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
