@@ -15,10 +15,9 @@ from typing import Any, Callable, Mapping
 
 from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
-from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, DERMOSCOPY_MODEL, models_dir
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, models_dir
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import threshold_text
-
 
 
 def device_summary() -> str:
@@ -198,12 +197,6 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({'; '.join(details)})", kind="run",
                                    n_classes=info.n_classes, stamp=_stamp(model), status=status))
     return choices
-
-
-def dermoscopy_model(models: str | Path | None = None) -> Path | None:
-    """The shipped dermoscopy model, when it is installed."""
-    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
-    return path if path.is_file() else None
 
 
 def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:

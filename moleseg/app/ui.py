@@ -17,7 +17,8 @@ import streamlit as st
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec
+from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec,
+                                 installed_dermoscopy_model)
 from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
@@ -295,7 +296,7 @@ def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
 def no_model_notice() -> None:
     """An info box when no trained model is installed (the classical baseline is used), with a link
     to the Train page."""
-    if models.dermoscopy_model():
+    if installed_dermoscopy_model():
         return
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
             f"**{BASELINE_NAME}** (thresholding, no network). Train a network on your data on the Train page.")

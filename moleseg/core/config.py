@@ -138,12 +138,18 @@ def models_dir() -> Path:
     return Path(value) if value else MODELS_DIR
 
 
+def installed_dermoscopy_model(models: str | Path | None = None) -> Path | None:
+    """The shipped dermoscopy model's file in ``models`` (default :func:`models_dir`), when it is installed."""
+    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
+    return path if path.is_file() else None
+
+
 def default_model_spec(models: str | Path | None = None) -> str:
     """The model the app and the command line use unless told otherwise: the shipped dermoscopy model when it
     is installed in ``models`` (default :func:`models_dir`), else the three-class classical baseline (a
     shipped cells model is never the default of a mole tool)."""
-    shipped = Path(models or models_dir()) / DERMOSCOPY_MODEL
-    return str(shipped) if shipped.is_file() else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
+    shipped = installed_dermoscopy_model(models)
+    return str(shipped) if shipped else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
 
 
 def cache_dir() -> Path:
