@@ -22,10 +22,12 @@ run: setup
 
 # Every test, browser and slow ones included (within 10 minutes on 2 CPU cores); the slowest are listed at the
 # end. A test that hangs fails after its pytest-timeout (pyproject.toml). TEST_WORKERS pytest-xdist processes
-# run whole test modules side by side, the longest modules first (tests/conftest.py); TEST_WORKERS=0 runs
-# everything in one process.
+# run whole test modules side by side, the longest modules first (tests/durations.json, read by
+# tests/conftest.py); TEST_WORKERS=0 runs everything in one process. TEST_ARGS: more pytest arguments, e.g.
+# --record-durations (this run's seconds per test into tests/durations.json) or -x.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+TEST_ARGS ?=
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(TEST_ARGS)
 test: setup
 	$(PYTEST) --durations=15
 

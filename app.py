@@ -9,7 +9,8 @@ import streamlit as st
 
 from moleseg import __version__
 from moleseg.app import gate, ui
-from moleseg.app.models import default_model_spec, model_choices
+from moleseg.app.models import model_choices
+from moleseg.core.config import default_model_spec
 from moleseg.core.report import DISCLAIMER
 
 st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")

@@ -3,7 +3,7 @@ grid and summary of many images, correct by hand, and export them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from functools import partial
 
 import streamlit as st
 
@@ -13,20 +13,19 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input
+from moleseg.app.exports import LatestResults, Shown, outline_buttons
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEADING, batch_bundle,
-                                 batch_summary, batch_table, check_summary, default_visit, dicom_bundle,
-                                 dicom_pixel_size, dicom_visit, display_jpeg, flags, grid_caption, kept_with,
-                                 key_measurements, measurement_table, measurements_csv_bytes,
-                                 measurements_sidecar_bytes, object_areas, objects_csv_bytes, outline_downloads,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEADING, batch_summary, batch_table,
+                                 check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg, flags,
+                                 grid_caption, kept_with, key_measurements, measurement_table, object_areas,
                                  thumbnail_jpeg, visit_widget_values)
+from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
 from moleseg.core.errors import first_line
-from moleseg.core.imagewrite import encode_png
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.core.render import legend
@@ -90,13 +89,13 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                           "the border too thick).")
             if n_classes == 3 else st.session_state.get("analyse_rule", RULES[0]))  # two-class models have no rule
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
-    closing = st.slider("Closing radius (px)", 0, max(closing_max, st.session_state["analyse_closing"]),
-                        key="analyse_closing",
+    closing = st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
+                        max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing",
                         help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-    border = st.slider("Border width (px)", 0, max(border_max, st.session_state["analyse_border"]),
-                       key="analyse_border",
+    border = st.slider(f"{options.option('border_width_px').title} (px)", 0,
+                       max(border_max, st.session_state["analyse_border"]), key="analyse_border",
                        help="Width of the border band drawn for the grow_inside rule and two-class models.")
-    shape = st.selectbox("Structuring element", SHAPES, key="analyse_shape")
+    shape = st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape")
     fill = st.checkbox("Fill holes", key="analyse_fill")
     largest = st.checkbox("Keep the largest component only", key="analyse_largest")
     settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
@@ -129,28 +128,29 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
 
     key = correction_key(choice.key, outcome.key)
     edits = corrections.setdefault(key, Corrections())
-    # the drawing canvas (and its background picture) only while the expander is open: Streamlit's lazy expander
+    # what is in the expander (the drawing canvas, its background picture, the buttons) only while it is open:
+    # Streamlit's lazy expander
     box = st.expander(words["correct"], expanded=edits.any, key="analyse_correct_open", on_change="rerun")
     generation = st.session_state.get("analyse_canvas_generation", 0)
+    if not box.open:  # closed: nothing inside it is made or sent
+        return
     with box:
-        strokes = []
-        if box.open:
-            tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
-                            help="polygon: click the corners, then click the first corner again to close it. "
-                                 "brush: paint over the pixels.")
-            width = outcome.analysis.image.shape[1]
-            canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
-                                                             ui.available_width("analyse_canvas_room"))
-            brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
-                                  key="analyse_brush_width") if tool == "brush" else 1)
-            background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
-                                   lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
-            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                              height=canvas_height, width=canvas_width,
-                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                              key=f"analyse_canvas_{generation}_{canvas_width}")
-            strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        tool = st.radio("Drawing tool", ["polygon", "brush"], horizontal=True, key="analyse_draw_tool",
+                        help="polygon: click the corners, then click the first corner again to close it. "
+                             "brush: paint over the pixels.")
+        width = outcome.analysis.image.shape[1]
+        canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
+                                                         ui.available_width("analyse_canvas_room"))
+        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+                              key="analyse_brush_width") if tool == "brush" else 1)
+        background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
+                               lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
+        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                          height=canvas_height, width=canvas_width,
+                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                          key=f"analyse_canvas_{generation}_{canvas_width}")
+        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
         if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
@@ -224,11 +224,36 @@ def batch_view(good: list[ImageOutcome]) -> None:
 
 
 
+def picture_tabs(outcome: ImageOutcome, segmenter_name: str) -> None:
+    """The overlay of the image in view, or its predicted classes: one picture sent per run, the tab shown (the
+    other tab's picture is made only when it is opened)."""
+    analysis = outcome.analysis
+    overlay_tab, classes_tab = st.tabs(["Overlay", "Predicted classes"], key="analyse_picture", on_change="rerun")
+    if overlay_tab.open:
+        overlay_tab.image(display_jpeg(analysis.overlay), width="stretch",
+                          caption=f"{outcome.name}: {words['drawn']} ({segmenter_name}"
+                                  + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
+    if classes_tab.open:
+        classes_tab.image(display_jpeg(analysis.class_picture), width="stretch",
+                          caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+
+
 @st.fragment
-def analysis_view() -> None:
-    """The sidebar's cleanup, overlay and unit widgets and everything drawn from the analyses: a fragment, so
-    that moving one of its widgets reruns only this part, from the server's cached probabilities (never the
-    network). The uploader and the model picker above it rerun the whole page."""
+def results_view() -> None:
+    """The sidebar's cleanup, overlay and unit widgets and the results they change (pictures, measurements): a
+    fragment, so that moving one of its widgets reruns only this part, from the server's cached probabilities
+    (never the network). It publishes each run's results in ``latest``, which the exports below read when
+    clicked; when what they show changes (another image in view, ...) the whole page runs again. The uploader
+    and the model picker above it rerun the whole page."""
+    whole_page, page_run["whole"] = page_run["whole"], False
+    latest.publish(analysed_results())
+    if not whole_page and latest.layout != latest.drawn:  # the exports below show another image: redraw them
+        st.rerun()
+
+
+def analysed_results() -> Shown | None:
+    """The body of :func:`results_view`: its widgets, the analyses and what is shown of them; the results to
+    export, or None when there are none."""
     # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
     analysed_before = st.session_state.get("analyse_auto_by_key") or {}
     shown_key = shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
@@ -237,10 +262,10 @@ def analysis_view() -> None:
     with st.sidebar:
         manual_cleanup_sidebar(n_classes, shown_key, analysed_before)
         st.header("Overlay")
-        left, right = st.columns(2)
-        fill_hex = left.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-        border_hex = right.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
-                                        key="analyse_border_color")
+        colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
+        fill_hex = colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+        border_hex = colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
+                                          key="analyse_border_color")
         fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05,
                                  key="analyse_fill_opacity")
         border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
@@ -259,21 +284,25 @@ def analysis_view() -> None:
 
     if not files:
         st.info(f"Drop one or more {words['images']} above to analyse them.")
-        return
+        return None
     if not ready:
-        return
+        return None
 
     segmenter = ui.load_segmenter(choice)
     if segmenter is None:
-        return
+        return None
 
-    bar = st.progress(0.0, text="Analysing...")
+    store = ui.analysis_store()
+    status = st.empty()  # the progress bar while some image is predicted; an empty slot otherwise
+    if store.lacks(choice.key, [u.key for u in uploads]):
+        status.progress(0.0, text="Analysing...")
     outcomes = analyse_uploads(
-        ui.analysis_store(), segmenter, choice.key, uploads, plan=plan,
+        store, segmenter, choice.key, uploads, plan=plan,
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
-        progress=lambda done, total, name: bar.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
+        progress=lambda done, total, name: status.progress(done / max(1, total),
+                                                           text=f"Analysed {name} ({done}/{total})"),
     )
-    bar.empty()
+    status.empty()
     ui.show_cache_notes(segmenter)
     corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
     outcomes = with_corrections(outcomes, corrections, choice.key)
@@ -287,15 +316,10 @@ def analysis_view() -> None:
     for repeat in repeats:
         st.info(repeat)
     if not good:
-        return
-
-    model_info = segmenter.info
-    version = model_version(model_info)
-    created = datetime.now().astimezone()
+        return None
 
     # ---- results --------------------------------------------------------------------------------------
     st.subheader(f"Results ({len(good)} of {len(outcomes)} image{'s' if len(outcomes) != 1 else ''})")
-
 
     if len(good) > 1:
         if checks := check_summary(good):
@@ -312,47 +336,59 @@ def analysis_view() -> None:
     analysis = outcome.analysis
     if analysis.error:
         st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
-    left, right = st.columns(2)
-    left.image(display_jpeg(analysis.overlay), width="stretch",
-               caption=f"{outcome.name}: {words['drawn']} ({segmenter.name}"
-                       + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
-    right.image(display_jpeg(analysis.class_picture), width="stretch",
-                caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
-    for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
-        st.warning(ui.sentence(warning))
-    if analysis.confidence_threshold is not None and not analysis.error:
-        st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, the "
-                   f"model's least confident share on its validation images, are marked "
-                   f"\"{analysis.words['check']}\").")
-    hand_correction_block(outcome, corrections)
-    save_to_dataset_block(outcome, segmenter.name)
-    used = analysis.segmentation.settings
-    st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} px "
-               f"({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
-               f"{'only' if used.largest_component else 'off'}; "
-               + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
-                  f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
+    picture, facts = st.columns(2)
+    with picture:
+        picture_tabs(outcome, segmenter.name)
+    with facts:
+        for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
+            st.warning(ui.sentence(warning))
+        if analysis.confidence_threshold is not None and not analysis.error:
+            st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, "
+                       f"the model's least confident share on its validation images, are marked "
+                       f"\"{analysis.words['check']}\").")
+        used = analysis.segmentation.settings
+        st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} "
+                   f"px ({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
+                   f"{'only' if used.largest_component else 'off'}; "
+                   + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
+                      f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
     if analysis.measurements:
         st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
                      column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
                                     "value": st.column_config.TextColumn("Value", width="small"),
                                     "unit": st.column_config.TextColumn("Unit", width="small"),
                                     "meaning": st.column_config.TextColumn("Meaning", width=560)})
+    hand_correction_block(outcome, corrections)
     if analysis.cells and analysis.objects:
         area_unit = "mm²" if analysis.pixel_size_mm else "px²"
         st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
                                               f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
                         key="analyse_size_histogram")
+    upload = next(u for u in uploads if u.key == outcome.key)
+    return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info))
+
+
+@st.fragment
+def exports_view() -> None:
+    """Saving the image in view to the user's dataset, its visit, the exports and saving to records: a fragment
+    of its own, so that typing a visit reruns only this part, and a cleanup change does not rerun it (the
+    downloads read ``latest`` when clicked)."""
+    latest.drawn = latest.layout
+    now = latest.shown
+    if now is None:
+        return
+    outcome, upload, analysis = now.outcome, now.upload, now.outcome.analysis
+    save_to_dataset_block(outcome, now.segmenter_name)
 
     # ---- the visit: printed on the reports, saved with the record ---------------------------------------
     visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
-    for other in good:  # the images not yet in view: the visit their fields would show (today's date)
-        visits.setdefault(other.key, default_visit())
+    for other in now.outcomes:  # the images not yet in view: the visit their fields would show (today's date)
+        if other.ok:
+            visits.setdefault(other.key, default_visit())
     if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
         for name, value in visit_widget_values(visits.get(outcome.key)).items():
             st.session_state[f"analyse_save_{name}"] = value
         st.session_state["analyse_visit_for"] = outcome.key
-    upload = next(u for u in uploads if u.key == outcome.key)
     from_dicom = dicom_visit(upload)
     use_identifiers = from_dicom is not None and st.checkbox(
         "Use the DICOM file's patient and study fields", key=f"analyse_dicom_identifiers_{outcome.key}")
@@ -374,56 +410,44 @@ def analysis_view() -> None:
     visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
     visits[outcome.key] = visit
 
+    # ---- downloads: made when clicked, from the latest results ------------------------------------------
     st.markdown("**Export this image**")
     one, two, three = st.columns(3)
-    one.download_button("Overlay (PNG)", data=lambda a=analysis: a.overlay_png(),
-                        file_name=f"{outcome.stem}_overlay.png", mime="image/png", key="analyse_dl_overlay",
-                        on_click="ignore")
-    two.download_button(f"{words['mask']} (PNG)",
-                        data=lambda a=analysis: encode_png(a.segmentation.lesion.astype("uint8") * 255),
-                        file_name=f"{outcome.stem}_mask.png", mime="image/png", key="analyse_dl_mask",
-                        on_click="ignore")
-    three.download_button("Report (PDF)",
-                          data=lambda o=outcome, v=visit: o.analysis.pdf(o.name, model_version=version, created=created,
-                                                                         visit=v),
-                          file_name=f"{outcome.stem}_report.pdf", mime="application/pdf", key="analyse_dl_pdf",
-                          on_click="ignore")
+    one.download_button("Overlay (PNG)", data=latest.overlay_png, file_name=f"{outcome.stem}_overlay.png",
+                        mime="image/png", key="analyse_dl_overlay", on_click="ignore")
+    two.download_button(f"{words['mask']} (PNG)", data=latest.mask_png, file_name=f"{outcome.stem}_mask.png",
+                        mime="image/png", key="analyse_dl_mask", on_click="ignore")
+    three.download_button("Report (PDF)", data=partial(latest.pdf, visit), file_name=f"{outcome.stem}_report.pdf",
+                          mime="application/pdf", key="analyse_dl_pdf", on_click="ignore")
     st.download_button(
         "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
-        data=lambda o=outcome, u=upload, v=visit, i=use_identifiers: dicom_bundle(
-            o, u, version, o.analysis.pdf(o.name, model_version=version, created=created, visit=v), i),
-        file_name=f"{outcome.stem}_dicom.zip",
+        data=partial(latest.dicom, visit, use_identifiers), file_name=f"{outcome.stem}_dicom.zip",
         help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
              "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
              "Patient and study fields are left empty unless the box above is ticked.")
-    outlines = outline_downloads(outcome)
-    for column, (label, file_name, data, mime) in zip(st.columns(max(1, len(outlines))), outlines):
-        column.download_button(label, data=data, file_name=file_name, mime=mime, on_click="ignore",
-                               key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
+    outlines = outline_buttons(outcome)
+    for column, (label, file_name, mime) in zip(st.columns(max(1, len(outlines))), outlines):
+        column.download_button(label, data=partial(latest.outline, file_name), file_name=file_name, mime=mime,
+                               on_click="ignore", key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
                                help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
     st.markdown("**Export all images**")
-    any_objects = any(o.analysis is not None and o.analysis.objects for o in outcomes)  # cells found: their CSV
+    any_objects = any(o.analysis is not None and o.analysis.objects for o in now.outcomes)  # cells: their CSV
     one, two, three, *rest = st.columns(4 if any_objects else 3)
-    one.download_button("Measurements of all images (CSV)",
-                        data=lambda: measurements_csv_bytes(outcomes, segmenter.name, visits),
+    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
                         file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-    two.download_button("Settings of the CSV (JSON)",
-                        data=lambda: measurements_sidecar_bytes(outcomes, version, visits, created),
+    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
                         file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
                         key="analyse_dl_sidecar", on_click="ignore",
                         help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
                              "visit, for each row of the CSV.")
-    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
-                          data=lambda: batch_bundle(outcomes, segmenter.name, version, created, visits),
+    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
                           file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
                           on_click="ignore")
     if any_objects:
-        rest[0].download_button("Every cell / nucleus (CSV)", data=lambda: objects_csv_bytes(outcomes),
-                                file_name=OBJECTS_CSV,
-                                mime="text/csv",
-                                key="analyse_dl_objects", on_click="ignore")
+        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
+                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
     st.caption(DISCLAIMER)
 
     # ---- save to records (History page) ---------------------------------------------------------------
@@ -436,17 +460,21 @@ def analysis_view() -> None:
         if isinstance(user, Refusal):
             st.error(f"Could not save: {user.message}")
             return
+        used = analysis.segmentation.settings
         try:
             saved_id = Records().save(
                 user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
                 visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
-                image_name=outcome.name, model_name=segmenter.name, model_version=version, cleanup=used.to_dict(),
-                lesion_threshold=analysis.segmentation.lesion_threshold, pixel_size_mm=analysis.pixel_size_mm,
-                corrected=analysis.corrected_by_hand)
+                image_name=outcome.name, model_name=now.segmenter_name, model_version=now.model_version,
+                cleanup=used.to_dict(), lesion_threshold=analysis.segmentation.lesion_threshold,
+                pixel_size_mm=analysis.pixel_size_mm, corrected=analysis.corrected_by_hand)
             st.session_state["analyse_saved_id"] = saved_id
             st.success(f"Saved as record {saved_id}.")
         except (OSError, ValueError) as error:
             st.error(f"Could not save: {first_line(error)}")
 
 
-analysis_view()
+latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())
+page_run = {"whole": True}  # this run of the page script: a whole-page run until the results fragment has run
+results_view()
+exports_view()

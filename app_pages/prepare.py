@@ -113,11 +113,12 @@ names = [pair.image.name for pair in report.pairs]
 left, right = st.columns([2, 1])
 with right:
     index = st.selectbox("Pair", range(len(names)), format_func=lambda i: names[i], key="prepare_pair")
-    classes = st.radio("Classes", list(options.CLASS_COUNTS), horizontal=True, key="prepare_classes",
+    classes = st.radio(options.option("model.n_classes").title, list(options.CLASS_COUNTS), horizontal=True,
+                       key="prepare_classes",
                        format_func=lambda n: "3 (moles: back/border/inside)" if n == 3 else "2 (cells)")
-    shape = st.selectbox("Structuring element", SHAPES, key="prepare_shape")
-    width = st.slider("Border width (px)", int(options.option("border_width_px").low), 30, DEFAULT_BORDER_WIDTH_PX,
-                      key="prepare_width", disabled=classes == 2,
+    shape = st.selectbox(options.option("shape").title, SHAPES, key="prepare_shape")
+    width = st.slider(f"{options.option('border_width_px').title} (px)", int(options.option("border_width_px").low),
+                      30, DEFAULT_BORDER_WIDTH_PX, key="prepare_width", disabled=classes == 2,
                       help="Radius of the structuring element that erodes the mask.")
     edge = st.checkbox("Border along the image frame too", key="prepare_edge",
                        help="Off (Matlab's imerode): a lesion leaving the picture has no border at the frame.")

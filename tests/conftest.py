@@ -118,23 +118,33 @@ def records_data_dir(tmp_path_factory, monkeypatch) -> Path:
 # --------------------------------------------------------------------------------------------------
 # A real chromium for the tests that drive the served app (marked ``browser``)
 
-@pytest.fixture
-def browser():
-    """A headless chromium (playwright); the test is skipped when playwright or chromium is missing."""
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless chromium (playwright), launched once per test module; the test is skipped when playwright
+    or chromium is missing."""
     import shutil
 
     from app_helpers import CHROMIUM_ARGS
 
     playwright = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
         pytest.skip("chromium is not installed")
     with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        instance = driver.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The module's chromium for one test: its pages (each in a context of its own, sharing no cookies or
+    storage) are closed when the test ends."""
+    yield chromium
+    for context in chromium.contexts:
+        context.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +179,7 @@ _unmarked_slow: list[tuple[float, str]] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations_this_run[report.nodeid] += report.duration
     if (report.when == "call" and report.duration > UNMARKED_SLOW_S
             and "slow" not in report.keywords and "browser" not in report.keywords):
         _unmarked_slow.append((report.duration, report.nodeid))
@@ -298,19 +309,65 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# The order of the run: the modules with the most tests that train, run a network or drive a browser first,
-# the others after them in their usual order. A parallel run (``--dist loadscope``) hands out whole modules
-# (each module's fixtures are made once) in this order, so the long modules start at once and the last ones
-# to end are short.
+# The order of the run: longest processing time first. A parallel run (``--dist loadscope``) hands out whole
+# modules (each module's fixtures are made once) in the order of the collection, one more to a worker as it
+# nears the end of its own; with the costliest modules first the last ones to end are short, and the workers
+# end together. A module's cost is the sum over its selected tests of their seconds in tests/durations.json
+# (setup, call and teardown in a whole ``make test`` on 2 cores, written by ``--record-durations``); a test
+# that the table does not name is estimated.
+
+#: Each test's seconds in a whole run (``{node id: seconds}``): the order of the next runs.
+DURATIONS_FILE = Path(__file__).with_name("durations.json")
+#: Estimated seconds of a test that trains, runs a network or drives a browser, absent from the table
+#: (about the mean of those outside a whole run's fifteen slowest).
+HEAVY_TEST_S = 6.0
+#: Estimated seconds of any other test absent from the table (the mean of the fast selection's tests).
+LIGHT_TEST_S = 0.16
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test's seconds in this run into tests/{DURATIONS_FILE.name} (the order "
+                          "of the next runs; the tests this run did not reach keep their figure)")
 
 
 def _heavy(item: pytest.Item) -> bool:
     return item.get_closest_marker("slow") is not None or item.get_closest_marker("browser") is not None
 
 
+def recorded_durations() -> dict[str, float]:
+    """The table of :data:`DURATIONS_FILE` (empty when it is absent or unreadable)."""
+    import json
+
+    try:
+        table = json.loads(DURATIONS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(nodeid): float(seconds) for nodeid, seconds in table.items()} if isinstance(table, dict) else {}
+
+
+@pytest.hookimpl(trylast=True)  # after ``-m`` and ``-k`` took out what this run leaves aside
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    heavy = collections.Counter(item.path for item in items if _heavy(item))
-    items.sort(key=lambda item: -heavy[item.path])  # stable: each module keeps its order
+    table = recorded_durations()
+    cost: collections.Counter[Path] = collections.Counter()
+    for item in items:
+        cost[item.path] += table.get(item.nodeid, HEAVY_TEST_S if _heavy(item) else LIGHT_TEST_S)
+    items.sort(key=lambda item: -cost[item.path])  # stable: each module keeps its order
+
+
+_durations_this_run: collections.Counter[str] = collections.Counter()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not session.config.getoption("record_durations") or hasattr(session.config, "workerinput"):
+        return  # each report reaches the controller of a parallel run too, which writes the table
+    import json
+
+    from moleseg.core.atomic import atomic_write
+
+    this_run = {nodeid: round(seconds, 2) for nodeid, seconds in _durations_this_run.items()}
+    table = {**recorded_durations(), **this_run}
+    atomic_write(DURATIONS_FILE, (json.dumps(dict(sorted(table.items())), indent=0) + "\n").encode())
 
 
 # --------------------------------------------------------------------------------------------------

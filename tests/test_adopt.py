@@ -255,6 +255,7 @@ def test_with_records_the_personal_visits_go_to_the_user_after_the_folders(saved
     assert Records().records(ANNA) == []
     status, out, err = _adopt(capsys, "--user", " Anna ", "--records")
     assert (status, err) == (0, "")
+    assert "without an owner" not in out  # the ownerless visit is not asked for (no --ownerless): not a word of it
     assert out.splitlines()[-2:] == [f"Gave Anna 2 saved visits of the account {owner}",
                                      STILL_PERSONAL.format(user="Anna")]
     assert sorted(record.id for record in Records().records(ANNA)) == saved_visits[owner]

@@ -43,7 +43,8 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     image, truth = mole_image()
     outcomes = upload(at, ("mole.png", png_bytes(image), "image/png"))
     assert not at.error
-    assert len(at.get("image")) == 2  # overlay and class map
+    assert [image.proto.imgs[0].caption for image in at.get("image")] == [
+        "mole.png: lesion and border (classical)"]  # the overlay alone: the class map's tab is closed
     analysis = outcomes[0].analysis
     assert analysis.overlay.shape == image.shape and not np.array_equal(analysis.overlay, image)
     lesion = analysis.segmentation.lesion
@@ -53,6 +54,10 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     assert "Area" in set(table["measurement"])
     assert {button.label for button in at.get("download_button")} >= {
         "Overlay (PNG)", "Lesion mask (PNG)", "Report (PDF)", "Measurements of all images (CSV)"}
+    at.session_state["analyse_picture"] = "Predicted classes"  # its tab opened: the class map alone
+    at.run()
+    assert [image.proto.imgs[0].caption for image in at.get("image")] == [
+        "Predicted classes: back, border, inside"]
 
 
 def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at):
@@ -128,7 +133,7 @@ def test_bad_uploads_get_one_error_each_and_the_good_file_is_still_analysed(at):
         assert error.startswith(name)
     assert "Traceback" not in " ".join(errors)
     assert [o.ok for o in outcomes] == [False, False, False, False, True]
-    assert len(at.get("image")) == 2
+    assert len(at.get("image")) == 1  # the good file's overlay
 
 
 def test_exports_of_a_batch(at):
@@ -322,6 +327,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     area = outcomes[0].analysis.measurement_row["area_px"]
     (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
     edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    at.session_state["analyse_correct_open"] = True  # drawn in the opened block
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
     assert corrected.corrected_by_hand and corrected.measurement_row["area_px"] == area + 200
@@ -427,6 +433,9 @@ def test_cells_mode_counts_and_measures_every_object(at):
     assert "cell images" in at.title[0].value
     at.file_uploader(key="analyse_upload_files").set_value(("nuclei.png", png_bytes(image), "image/png")).run()
     assert not at.exception
+    assert "Correct the cells by hand" in [expander.label for expander in at.expander]
+    at.session_state["analyse_correct_open"] = True  # opened: its buttons speak of cells
+    at.run()
     assert "Remove from the cells" in [button.label for button in at.button]
 
 
@@ -689,4 +698,8 @@ def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeyp
     upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
     at.slider(key="analyse_fill_opacity").set_value(0.5).run()
     assert backgrounds == []  # neither the first run nor a slider change made the canvas
-    assert "Add to the lesion" in [button.label for button in at.button]  # the block is there, closed
+    assert "Correct the border by hand" in [expander.label for expander in at.expander]  # the block is there,
+    assert "Add to the lesion" not in [button.label for button in at.button]  # closed, nothing inside it sent
+    at.session_state["analyse_correct_open"] = True  # opened
+    at.run()
+    assert len(backgrounds) == 1 and "Add to the lesion" in [button.label for button in at.button]

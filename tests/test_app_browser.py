@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -74,7 +76,7 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
         assert page.locator("[data-testid=stException]").count() == 0
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=60_000)
-    _wait_for_images(page, 2)  # the pictures can show up a moment after the text below them
+    _wait_for_images(page, 1)  # the overlay can show up a moment after the text below it
     assert page.locator("[data-testid=stException]").count() == 0
 
 
@@ -165,6 +167,24 @@ def _record_whole_page_runs(page) -> list:
     return requests
 
 
+def _record_elements_received(page) -> list[tuple[str, str]]:
+    """Start recording the elements the server sends the page (``ForwardMsg`` deltas of a new element): their
+    kind (the element's field, e.g. ``"imgs"``, ``"slider"``) and the fragment whose run sent them ("" for a
+    whole-page run); returns the list the recording appends them to."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    elements: list[tuple[str, str]] = []
+
+    def received(frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            message = ForwardMsg.FromString(frame)
+            if message.WhichOneof("type") == "delta" and message.delta.WhichOneof("type") == "new_element":
+                elements.append((message.delta.new_element.WhichOneof("type"), message.delta.fragment_id))
+
+    page.on("websocket", lambda socket: socket.on("framereceived", received))
+    return elements
+
+
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -186,12 +206,13 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
     whole_page_runs = _record_whole_page_runs(page)
+    received = _record_elements_received(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=80_000)
     runs_with_the_exports = len(whole_page_runs)
-    _wait_for_images(page, 2)
+    _wait_for_images(page, 1)  # the overlay; the predicted classes are in the other tab, made when it is opened
     _wait_until_idle(page)
     assert page.locator("[data-testid=stException]").count() == 0
     assert page.locator("[data-testid=stAlert]:has-text('Cannot load')").count() == 0
@@ -249,10 +270,26 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
-    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run
+    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run; the
+    # visit form and the download buttons are not sent again
+    received.clear()
     slider_seconds(page, repeats=1, timeout_ms=60_000)
     assert len(whole_page_runs) == runs_with_the_exports
     assert page.locator("[data-testid=stException]").count() == 0
+    kinds = {kind for kind, _ in received}
+    assert {"imgs", "slider"} <= kinds  # the new overlay, the sidebar's widgets
+    assert not kinds & {"download_button", "text_input", "text_area", "date_input"}, kinds
+    assert all(fragment for _, fragment in received)  # every element came from a fragment's run
+    # and the exports, drawn before the slider moved, hold its new value
+    shown = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule')").first.inner_text()
+    widths = re.search(r"closing (\d+) px, border (\d+) px", shown)
+    assert widths, shown
+    with page.expect_download(timeout=60_000) as download_info:
+        page.get_by_role("button", name="Settings of the CSV (JSON)").click()
+    sidecar = json.loads(Path(download_info.value.path()).read_text())
+    cleanup = sidecar["images"][0]["settings"]["cleanup"]
+    assert [cleanup["closing_radius_px"], cleanup["border_width_px"]] == [int(widths[1]), int(widths[2])]
+    assert len(whole_page_runs) == runs_with_the_exports
     context.close()
 
 

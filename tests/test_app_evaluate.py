@@ -126,8 +126,8 @@ def test_summary_rows_put_the_baseline_beside_the_model():
     baseline = {"n": 2, "fm": {"mean": 0.7, "std": 0.1, "min": 0.6, "max": 0.8}}
     rows = evaluation.summary_rows(summary, baseline, model_name="net")
     assert rows == [{"metric": evaluation.METRIC_LABELS["fm"], "net mean": 0.9, "net std": 0.1, "net min": 0.8,
-                     "net max": 1.0, "classical mean": 0.7, "classical std": 0.1, "classical min": 0.6,
-                     "classical max": 0.8}]
+                     "net max": 1.0, "classical baseline mean": 0.7, "classical baseline std": 0.1,
+                     "classical baseline min": 0.6, "classical baseline max": 0.8}]
 
 
 def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):

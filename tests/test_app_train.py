@@ -23,6 +23,9 @@ from moleseg.engine import jobs, launch, trainlock
 from moleseg.engine.runs import write_json
 
 PAGE = PAGE_FILES["train"]
+#: Seconds between two looks at a real training's status (a read of its small progress file): a short pause,
+#: so that a test goes on soon after the child's step it waits for.
+POLL_S = 0.25
 
 
 FAKE_RUNNER = """
@@ -330,13 +333,13 @@ def test_a_running_training_blocks_a_second_one_and_the_cancel_button_stops_it(a
     at = app_test(PAGE)
     deadline = time.time() + time_left()
     while time.time() < deadline and jobs.read_job(run).phase != "train":
-        time.sleep(2)
+        time.sleep(POLL_S)
     at.run()
     assert at.button(key="train_start").disabled
     at.button(key="train_cancel").click().run()
     assert (run / jobs.CANCEL_FILE).exists()
     while time.time() < deadline and jobs.read_job(run).active:
-        time.sleep(1)
+        time.sleep(POLL_S)
     status = jobs.read_job(run)
     assert status.status == "cancelled", jobs.log_tail(run)
     # the child writes its last status while it still holds the lock, then lets go as it exits
@@ -537,7 +540,7 @@ def test_a_ten_pair_training_from_the_page_finishes_with_a_model_in_the_picker(a
         seen.add(status.status)
         if not status.active:
             break
-        time.sleep(3)
+        time.sleep(POLL_S)
     assert status.status == "done", jobs.log_tail(run)
     assert "running" in seen or "starting" in seen
     at.run()

@@ -56,7 +56,8 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
 
     clock = iter([0.0, 0.0, 0.010, 0.012, 0.030, 0.050, 0.051, 0.060, 0.070, 0.080, 0.100])
     monkeypatch.setattr(bench_app.time, "perf_counter", lambda: next(clock))
-    timeline = bench_app.SliderTimeline(Fake())
+    used = iter([{"server": 5.0, "browser": 2.0}, {"server": 5.25, "browser": 2.5}, {"server": 5.5, "browser": 3.0}])
+    timeline = bench_app.SliderTimeline(Fake(), cpu=lambda: next(used))
     socket = Fake()
     handlers["websocket"](socket)
     timeline.start()
@@ -65,12 +66,27 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
         handlers["framereceived"](b"y" * size)
     handlers["framesent"]("z" * 7)
     handlers["request"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg"}))
-    handlers["requestfinished"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg"}))
+    handlers["requestfinished"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg",
+                                                     "sizes": lambda self: {"responseBodySize": 2048}})())
     handlers["request"](type("Request", (), {"url": "http://127.0.0.1:1/_stcore/health"}))  # not a picture
     handlers["framereceived"](b"y" * 5)
     timeline.add("overlay visible")
     assert [event[:4] for event in timeline.events] == [
         [10.0, "rerun request", 1, 40], [12.0, "messages", 3, 510], [51.0, "rerun request", 1, 7],
-        [60.0, "picture request abc.jpg", 1, 0], [70.0, "picture loaded abc.jpg", 1, 0], [80.0, "messages", 1, 5],
+        [60.0, "picture request abc.jpg", 1, 0], [70.0, "picture loaded abc.jpg", 1, 2048], [80.0, "messages", 1, 5],
         [100.0, "overlay visible", 1, 0]]
     assert timeline.lines()[1] == "     12.0 ms  messages x3 (510 B) until 50.0 ms"
+    assert timeline.totals() == ("received 4 messages (515 B), 1 pictures (2,048 B), server CPU 0.25 s, "
+                                 "browser CPU 0.50 s")  # since start()'s sample (5.25, 2.5)
+
+
+def test_a_process_trees_cpu_time_is_read_from_proc():
+    import os
+
+    from moleseg.tools.bench_app import tree_cpu_s
+
+    total = tree_cpu_s(os.getpid())  # this process (and any live child of it)
+    own = os.times()
+    assert own.user + own.system > 0.5  # the imports of a pytest run
+    assert own.user + own.system - 0.05 <= total <= 1.5 * (own.user + own.system)  # seconds, not clock ticks
+    assert tree_cpu_s(os.getpid(), "no such command") == 0.0

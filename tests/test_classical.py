@@ -19,6 +19,8 @@ from moleseg.core.config import (
     BORDER,
     CLASS_NAMES_2,
     CLASS_NAMES_3,
+    CLASSICAL_MODELS,
+    CLASSICAL_NAMES,
     DEFAULT_BORDER_WIDTH_PX,
     INSIDE,
 )
@@ -99,6 +101,30 @@ def test_segmenter_attributes():
         ClassicalSegmenter(parameters={"no_such_parameter": 1})
 
 
+def test_each_classical_name_loads_the_segmenter_that_carries_it():
+    from moleseg.network.loading import load_segmenter
+
+    assert CLASSICAL_MODELS == {3: "classical", 2: "classical2"}
+    for n_classes, name in CLASSICAL_MODELS.items():
+        segmenter = load_segmenter(name)
+        assert (segmenter.name, segmenter.n_classes) == (name, n_classes)
+    assert CLASSICAL_NAMES == {"classical": 3, "classical2": 2, "classical3": 3}
+    assert load_segmenter("classical3").name == "classical"
+
+
+def test_the_baseline_is_named_alike_on_the_chart_the_table_and_the_model_list(tmp_path):
+    from moleseg.app import charts, evaluation, models
+
+    figure = charts.fm_per_image([("a", 0.9)], baseline=[("a", 0.7)], model_name="net")
+    assert [trace.name for trace in figure.data] == ["net", "classical baseline"]
+    summary = {"fm": {"mean": 0.9, "std": 0.1, "min": 0.8, "max": 1.0}}
+    assert "classical baseline mean" in evaluation.summary_rows(summary, summary)[0]
+    labels = {choice.spec: choice.label for choice in models.model_choices(tmp_path, tmp_path)
+              if choice.kind == "classical"}
+    assert labels == {"classical": "classical baseline (dermoscopy, 3 classes, no network)",
+                      "classical2": "classical baseline (cells, 2 classes, no network)"}
+
+
 def test_predict_probabilities_shape_and_sum():
     first, _ = synthetic_dermoscopy()
     second, _ = synthetic_dermoscopy(shape=(200, 300), centre=(100, 150), axes=(50, 70), seed=1)
@@ -176,3 +202,12 @@ def test_ph2_mean_f_measure(require_shared):
     mean, count = _mean_f_measure(root / "images", root / "masks", lambda path: f"{path.stem}_lesion.png")
     assert count == 100
     assert mean >= 0.88, f"mean FM {mean:.4f} on moles/ph2"
+
+
+def test_the_default_model_is_the_shipped_dermoscopy_model_else_the_baseline(tmp_path):
+    from moleseg.core.config import CELLS_MODEL, DERMOSCOPY_MODEL, default_model_spec
+
+    (tmp_path / CELLS_MODEL).write_bytes(b"PK")  # a shipped cells model is never a mole tool's default
+    assert default_model_spec(tmp_path) == "classical"
+    (tmp_path / DERMOSCOPY_MODEL).write_bytes(b"PK")
+    assert default_model_spec(tmp_path) == str(tmp_path / "dermoscopy.keras")

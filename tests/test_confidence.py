@@ -10,8 +10,8 @@ import pytest
 from synthetic import RedChannelSegmenter, ThreeClassRed, TruthSegmenter, disk, disk_pairs, two_class
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.modelinfo import ModelInfo
-from moleseg.engine.calibrate import (calibrate_confidence, confidence_threshold, cross_fitted_marks, flag_summary,
-                                      out_of_fold_confidence, risk_coverage, share_rule,
+from moleseg.engine.calibrate import (MARK_EVERY_IMAGE, calibrate_confidence, confidence_threshold, cross_fitted_marks,
+                                      flag_summary, out_of_fold_confidence, risk_coverage, share_rule,
                                       smallest_share_for_worst_fm, worst_fm_rule)
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import analyse_images
@@ -40,7 +40,7 @@ def test_confidence_threshold_marks_the_least_confident_share():
     values = [0.9, 0.1, 0.5, 0.3, 0.7]
     assert confidence_threshold(values, 0.2) == pytest.approx(0.2)       # one image: 0.1
     assert confidence_threshold(values, 0.3) == pytest.approx(0.4)       # 1.5 rounded up to 2: 0.1, 0.3
-    assert confidence_threshold(values, 1.0) > 0.9                       # every image
+    assert confidence_threshold(values, 1.0) == MARK_EVERY_IMAGE         # every image
     assert confidence_threshold([0.5] * 32 + [0.9], 0.15) == pytest.approx(0.5)  # ties stay together
     with pytest.raises(ValueError, match="at least one"):
         confidence_threshold([], 0.15)
@@ -202,11 +202,20 @@ def test_the_worst_fm_rule_marks_up_to_the_most_confident_failure() -> None:
     good = [row for row in THREE_FOLDS if row["fm"] >= 0.90]
     assert worst_fm_rule(good) == pytest.approx(0.5)                            # none fails: none marked
     assert not any(row["confidence"] < worst_fm_rule(good) for row in good)
-    assert worst_fm_rule(good, worst_fm=0.999) > 0.95                           # every row fails: all marked
+    assert worst_fm_rule(good, worst_fm=0.999) == MARK_EVERY_IMAGE              # every row fails: all marked
     tied = _rows("a 0.5 0.3\na 0.99 0.3\na 0.99 0.6")
     assert worst_fm_rule(tied) == pytest.approx(0.45)                           # a tie goes with the failure
     with pytest.raises(ValueError, match="at least one"):
         worst_fm_rule([])
+
+
+def test_a_rule_that_marks_every_image_marks_even_a_border_more_confident_than_those_it_saw() -> None:
+    assert 1.0 < MARK_EVERY_IMAGE < 1.0 + 1e-15
+    rows = _rows("a 0.5 0.3\na 0.6 0.4")                # both under the promise: every row marked
+    threshold = worst_fm_rule(rows)
+    assert threshold == MARK_EVERY_IMAGE
+    assert all(confidence < threshold for confidence in (0.3, 0.4, 0.99, 1.0))  # a held-out 1.0 too
+    assert share_rule(rows, share=1.0) == MARK_EVERY_IMAGE
 
 
 def test_the_share_rule_marks_fifteen_percent_rounded_up() -> None:

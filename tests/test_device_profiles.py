@@ -40,6 +40,9 @@ def test_the_pixel_size_is_remembered_in_a_new_session_by_its_device(app_folders
     at = app_test(PAGE_FILES["analyse"])
     assert at.number_input(key="analyse_pixel_size").value == 0.0
     at.number_input(key="analyse_pixel_size").set_value(0.0125).run()
+    assert not at.text_input  # the saving block's widgets are made only once it is opened
+    at.session_state["analyse_device_open"] = True
+    at.run()
     at.text_input(key="analyse_device_name").input("DermLite DL4").run()
     at.button(key="analyse_device_save").click().run()
     assert "Saved the device profile DermLite DL4 (0.0125 mm per px)." in texts(at.success)

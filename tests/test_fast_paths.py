@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from moleseg.core.cleanup import CleanupSettings, border_band
@@ -183,7 +185,7 @@ def test_ellipse_axes_equal_regionprops(seed):
 def test_crofton_perimeter_equals_scikit_image_exactly(seed):
     from skimage.measure import perimeter_crofton
 
-    from moleseg.core.measure import crofton_perimeter
+    from moleseg.core.contourshape import crofton_perimeter
 
     masks = [random_blobs(20 * seed + index, (70, 90)) for index in range(15)]
     masks += [np.zeros((5, 5), bool), np.ones((4, 7), bool)]
@@ -378,3 +380,129 @@ def test_a_border_beyond_the_lesion_measures_as_the_border_clipped_to_it():
         band = rng.random(lesion.shape) < 0.5
         assert (str(measurements_row(measure_lesion(lesion, border=band, pixel_size_mm=0.01)))
                 == str(measurements_row(measure_lesion(lesion, border=band & lesion, pixel_size_mm=0.01))))
+
+
+def plain_fractal_dimension(lesion: np.ndarray) -> float:
+    """The box-counting dimension of the module docstring of :mod:`moleseg.core.measure`, each contour pixel's
+    box listed: contour = lesion minus its erosion by a 3 x 3 cross (the frame counting as background)."""
+    outline = lesion & ~ndimage.binary_erosion(lesion, ndimage.generate_binary_structure(2, 1), border_value=0)
+    rows, cols = np.nonzero(outline)
+    rows, cols = rows - rows.min(), cols - cols.min()
+    extent = int(max(rows.max(), cols.max())) + 1
+    sizes = [2**power for power in range(1, 20) if 2**power <= extent / 4]
+    if len(sizes) < 2:
+        return float("nan")
+    counts = [np.unique((rows // size) * (extent // size + 1) + cols // size).size for size in sizes]
+    return float(np.polyfit(np.log(1.0 / np.asarray(sizes, dtype=float)), np.log(np.asarray(counts, dtype=float)),
+                            1)[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fractal_dimension_equals_listing_every_contour_pixels_box(seed):
+    from moleseg.core.contourshape import fractal_dimension
+
+    masks = [random_blobs(30 * seed + index, (70 + index, 90 - index)) for index in range(15)]
+    masks += [np.ones((9, 15), bool), np.ones((64, 33), bool)]  # frame-filling: odd and even sides
+    for mask in masks:
+        expected = plain_fractal_dimension(mask)
+        assert fractal_dimension(mask) == expected or np.isnan(expected) and np.isnan(fractal_dimension(mask))
+    assert np.isnan(fractal_dimension(np.ones((9, 15), bool)))  # extent 15 < 4 * 2 * 2: one box size only
+    assert fractal_dimension(np.ones((64, 33), bool)) == pytest.approx(
+        np.polyfit(np.log([1 / 2, 1 / 4, 1 / 8, 1 / 16]), np.log([(32 + 17 - 2) * 2, 16 + 9 - 2 + 16 + 9 - 2,
+                                                                    8 + 5 - 2 + 8 + 5 - 2, 4 + 3 - 2 + 4 + 3 - 2]),
+                   1)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hole_filling_and_largest_component_equal_scipy(seed):
+    from moleseg.core.cleanup import fill_holes, keep_largest_component
+
+    for index in range(15):
+        mask = random_blobs(50 * seed + index, (60, 80))
+        mask[rng_rows(seed, index)] = False  # a cut: several components
+        np.testing.assert_array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+        components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        sizes = np.bincount(components.ravel())[1:]
+        expected = mask if count <= 1 else components == 1 + int(np.argmax(sizes))
+        np.testing.assert_array_equal(keep_largest_component(mask), expected)
+    ring = np.zeros((9, 9), bool)
+    ring[1:8, 1:8], ring[2:7, 2:7], ring[4, 4] = True, False, True  # an island in a hole: two components
+    np.testing.assert_array_equal(keep_largest_component(ring), ring & ~(np.arange(81).reshape(9, 9) == 40))
+    np.testing.assert_array_equal(fill_holes(ring), np.pad(np.ones((7, 7), bool), 1))
+
+
+def rng_rows(seed: int, index: int) -> slice:
+    """A band of rows to cut a mask of 60 rows with."""
+    start = int(np.random.default_rng(1000 * seed + index).integers(5, 50))
+    return slice(start, start + 2)
+
+
+def layouts(mask: np.ndarray) -> list[np.ndarray]:
+    """``mask`` as the fast paths may receive it: row-major, column-major, a strided window of a larger array,
+    uint8 0/7 and float32 0/0.5."""
+    strided = np.zeros((2 * mask.shape[0], 3 * mask.shape[1]), bool)
+    strided[::2, ::3] = mask
+    return [mask, np.asfortranarray(mask), strided[::2, ::3], mask.astype(np.uint8) * np.uint8(7),
+            mask.astype(np.float32) * np.float32(0.5)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), height=st.integers(1, 36), width=st.integers(1, 36),
+       density=st.floats(0.0, 1.0))
+def test_fast_paths_equal_the_plain_formulas_on_any_small_mask_and_layout(seed, height, width, density):
+    from skimage.measure import perimeter_crofton
+
+    from moleseg.core.cleanup import fill_holes, keep_largest_component
+    from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
+    from moleseg.core.measure import ellipse_axes
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((height, width)) < density
+    if seed % 2:  # one disk, often cut by the frame, for lesion-like outlines
+        rows, cols = np.mgrid[:height, :width]
+        centre = rng.integers(0, (height, width))
+        mask = np.hypot(rows - centre[0], cols - centre[1]) < rng.integers(1, 30)
+    components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    sizes = np.bincount(components.ravel())[1:]
+    filled = ndimage.binary_fill_holes(mask)
+    plain_dimension = plain_fractal_dimension(mask) if mask.any() else float("nan")
+    largest = keep_largest_component(mask)
+    for layout in layouts(mask):
+        np.testing.assert_array_equal(fill_holes(layout), filled)
+        np.testing.assert_array_equal(keep_largest_component(layout), largest)  # ties: the same one, any layout
+        assert crofton_perimeter(layout) == perimeter_crofton(mask, directions=4)
+        dimension = fractal_dimension(layout)
+        assert dimension == plain_dimension or np.isnan(dimension) and np.isnan(plain_dimension)
+    if count <= 1:
+        np.testing.assert_array_equal(largest, mask)
+    else:
+        kept = np.unique(components[largest])
+        assert kept.size == 1 and kept[0] > 0 and np.array_equal(largest, components == kept[0])
+        assert sizes[kept[0] - 1] == sizes.max()
+    if mask.any():
+        view = mask[::-1].T  # a strided, column-major view
+        rows, cols = np.nonzero(view)
+        row = measurements_row(measure_lesion(view))  # the pixels listed from the lesion's box, in row order
+        assert (row["major_axis_px"], row["minor_axis_px"]) == ellipse_axes(rows - rows.min(), cols - cols.min())
+
+
+def test_crofton_perimeter_counts_with_numpy_beyond_float32s_exact_counts(monkeypatch):
+    from skimage.measure import perimeter_crofton
+
+    from moleseg.core import contourshape
+
+    monkeypatch.setattr(contourshape, "EXACT_FLOAT32_COUNT", 1)  # every mask takes the numpy count
+    for mask in [random_blobs(seed, (30, 40)) for seed in range(3)] + [np.ones((3, 5), bool)]:
+        assert contourshape.crofton_perimeter(mask) == perimeter_crofton(mask, directions=4)
+
+
+def test_largest_component_ties_go_to_the_component_opencv_numbers_first():
+    from moleseg.core.cleanup import keep_largest_component
+
+    mask = np.zeros((5, 5), bool)
+    mask[0, 4] = mask[1, 2] = mask[1, 3] = mask[2, 2] = True  # four pixels, the first in row order
+    mask[1:5, 0] = True  # four pixels, numbered first: they start in the first pair of rows, left of the others
+    mask[3:5, 4] = True  # two pixels
+    expected = np.zeros((5, 5), bool)
+    expected[1:5, 0] = True
+    np.testing.assert_array_equal(keep_largest_component(mask), expected)

@@ -12,7 +12,8 @@ from moleseg.tools.synthetic import ellipse
 from synthetic import disk
 from moleseg.core.config import BORDER, EDGE_CONTACT_RATIO
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share, extends_beyond_picture
-from moleseg.core.measure import Measurement, asymmetry, fractal_dimension, measure_lesion, measurements_row
+from moleseg.core.contourshape import fractal_dimension
+from moleseg.core.measure import Measurement, asymmetry, measure_lesion, measurements_row
 from moleseg.core.targets import make_targets
 
 

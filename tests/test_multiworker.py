@@ -44,9 +44,10 @@ def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, res
         env = {**os.environ, "PYTHONPATH": str(PROJECT), "TF_CPP_MIN_LOG_LEVEL": "2",
                "MOLESEG_CACHE": str(tmp_path / f"cache{index}"), WORKER_DEBUG_ENV: str(tmp_path / "debug")}
         env.pop("TF_CONFIG", None)
+        # sgdm: the cluster's step is the same for any solver, and sgdm's update is cheaper to trace than adam's
         command = [sys.executable, "-m", "moleseg.cli", "train", "--images", str(images), "--masks", str(masks),
                    "--out", str(tmp_path / f"w{index}"), "--backbone", "resnet18", "--decoder-width", "16",
-                   "--weights", "none", "--no-calibrate", "--epochs", str(epochs), "--batch-size", "4",
+                   "--weights", "none", "--no-calibrate", "--solver", "sgdm", "--epochs", str(epochs), "--batch-size", "4",
                    "--image-size", str(SIZE), "--quiet", "--validation-split", "0.25", "--workers", workers,
                    "--worker-index", str(index)]
         if resume:

@@ -270,7 +270,8 @@ def test_model_info_reads_old_files_and_round_trips():
                                ("tile_scale", float("nan"), "must be a number, not nan"),
                                ("tile_scale", 9, r"tile scale must be a number \(0.25 <= value <= 4"),
                                ("input_size", [2], r"must be a number, not \[2\]"),
-                               ("colour_constancy", "retinex", "colour constancy must be one of")):
+                               ("colour_constancy", "retinex", "colour constancy must be one of"),
+                               ("n_classes", 4, "n classes must be one of 3, 2, not 4")):
         with pytest.raises(ModelFileError, match=reason):
             ModelInfo.from_dict({**old, field: bad})
     config = info.train_config

@@ -53,3 +53,6 @@ def test_bench_of_the_classical_baseline_names_it(capsys):
     assert cli.main(["bench", "--model", "classical"]) == 2
     err = capsys.readouterr().err
     assert "--model classical is the classical baseline" in err and "no shipped model found" not in err
+    assert cli.main(["bench", "--model", "classical3"]) == 2
+    assert "--model classical3 is the classical baseline" in capsys.readouterr().err
+

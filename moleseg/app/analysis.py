@@ -154,6 +154,12 @@ class AnalysisStore:
         with self._lock:
             return self._entries.get(key)
 
+    def lacks(self, model_key: str, upload_keys: Sequence[str]) -> bool:
+        """Whether some of the uploads (:attr:`Upload.key`) has no analysis by this model here (it would be
+        predicted); the entries' order of use is left as it is."""
+        with self._lock:
+            return any((model_key, key) not in self._entries for key in upload_keys)
+
     def put(self, key: tuple[str, str], analysis: Analysis, params: tuple) -> bool:
         """Keep ``analysis`` under ``key`` (the entry's earlier analyses, and the one it replaces, kept as
         earlier variants, :data:`EARLIER_VARIANTS_KEPT` at most), evicting the least recently used entries

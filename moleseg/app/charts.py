@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from moleseg.core.config import BASELINE_NAME
+
 
 def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
@@ -43,7 +45,7 @@ def training_curves(history: Sequence[dict[str, Any]], title: str = ""):
 
 
 def fm_per_image(rows: Sequence[tuple[str, float]], baseline: Sequence[tuple[str, float]] | None = None,
-                 model_name: str = "model", baseline_name: str = "classical baseline"):
+                 model_name: str = "model", baseline_name: str = BASELINE_NAME):
     """FM of every image (sorted by the model's FM), with the baseline's FM of the same images."""
     import plotly.graph_objects as go
 

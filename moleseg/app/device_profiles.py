@@ -77,10 +77,11 @@ def pixel_size_input(key: str, zero_means: str = "pixels only (or the DICOM file
             st.session_state[device_key] = profile.name
             st.session_state[message_key] = f"Saved the device profile {profile.name} ({profile.pixel_size_mm:g} mm per px)."
 
-    with st.expander("Save as a device profile"):
-        st.text_input("Device name", key=f"{key}_device_name", placeholder="e.g. DermLite DL4, 10x")
-        st.button("Save the pixel size under this name", key=f"{key}_device_save", on_click=save,
-                  disabled=size <= 0)
+    box = st.expander("Save as a device profile", key=f"{key}_device_open", on_change="rerun")
+    if box.open:  # its widgets only while it is open (Streamlit's lazy expander): fewer elements per rerun
+        box.text_input("Device name", key=f"{key}_device_name", placeholder="e.g. DermLite DL4, 10x")
+        box.button("Save the pixel size under this name", key=f"{key}_device_save", on_click=save,
+                   disabled=size <= 0)
     message = st.session_state.pop(message_key, None)
     if message:
         (st.success if message.startswith("Saved") else st.error)(message)

@@ -13,6 +13,7 @@ import numpy as np
 
 from moleseg.app.models import ModelChoice
 from moleseg.app.preparation import degenerate_mask_warnings
+from moleseg.core.config import BASELINE_NAME
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
 from moleseg.engine.overlap import training_overlap
 from moleseg.engine.segmenter import Segmenter
@@ -29,8 +30,6 @@ BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the
 WORST_SHOWN: int = 4
 #: The most worst images the Evaluate page offers to draw.
 WORST_SHOWN_MAX: int = 20
-#: The name of the classical baseline scored beside a model.
-BASELINE_NAME: str = "classical baseline"
 
 
 def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) -> dict[str, ModelChoice]:
@@ -41,7 +40,7 @@ def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) ->
 
 
 def summary_rows(summary: dict, baseline: dict | None = None, model_name: str = "model",
-                 baseline_name: str = "classical") -> list[dict[str, Any]]:
+                 baseline_name: str = BASELINE_NAME) -> list[dict[str, Any]]:
     """Rows ``metric, mean, std, min, max`` of an evaluation summary, with the baseline's mean/min/max beside."""
     rows = []
     for key, label in METRIC_LABELS.items():

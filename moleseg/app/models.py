@@ -15,12 +15,9 @@ from typing import Any, Callable, Mapping
 
 from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
-from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, models_dir
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import threshold_text
-
-#: Specs of the classical baselines, by number of classes.
-CLASSICAL_SPECS: dict[int, str] = {3: "classical", 2: "classical2"}
 
 
 def device_summary() -> str:
@@ -174,9 +171,9 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         details += [text for text in (validation_text(info),) if text]
         choices.append(ModelChoice(spec=str(path), label=f"{path.stem} ({'; '.join(details)})", kind="shipped",
                                    n_classes=n_classes, stamp=_stamp(path)))
-    choices.append(ModelChoice(spec=CLASSICAL_SPECS[3], label="classical baseline (dermoscopy, 3 classes, no network)",
+    choices.append(ModelChoice(spec=CLASSICAL_MODELS[3], label=f"{BASELINE_NAME} (dermoscopy, 3 classes, no network)",
                                kind="classical", n_classes=3))
-    choices.append(ModelChoice(spec=CLASSICAL_SPECS[2], label="classical baseline (cells, 2 classes, no network)",
+    choices.append(ModelChoice(spec=CLASSICAL_MODELS[2], label=f"{BASELINE_NAME} (cells, 2 classes, no network)",
                                kind="classical", n_classes=2))
     if runs is None:
         space = find_user_space()
@@ -200,19 +197,6 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         choices.append(ModelChoice(spec=str(model), label=f"run {run.name} ({'; '.join(details)})", kind="run",
                                    n_classes=info.n_classes, stamp=_stamp(model), status=status))
     return choices
-
-
-def dermoscopy_model(models: str | Path | None = None) -> Path | None:
-    """The shipped dermoscopy model, when it is installed."""
-    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
-    return path if path.is_file() else None
-
-
-def default_model_spec(models: str | Path | None = None) -> str:
-    """The shipped dermoscopy model when it is installed, else the classical baseline (a shipped cells
-    model is never the default of a mole app)."""
-    shipped = dermoscopy_model(models)
-    return str(shipped) if shipped else CLASSICAL_SPECS[3]
 
 
 def _record(info: ModelInfo | Mapping[str, Any]) -> ModelInfo:

@@ -115,7 +115,7 @@ def _weights_widget(item: Option, start: str, key: str, found: list[str]) -> str
     labels = dict(WEIGHT_LABELS)
     if start not in ("imagenet", "none"):
         labels = {start: f"fine-tune the shipped model ({Path(start).name})", **labels}
-    choice = st.radio("Start from", list(labels), key=key, format_func=labels.get,
+    choice = st.radio(title(item), list(labels), key=key, format_func=labels.get,
                       help=f"{item.describe()}. Fine-tuning copies every layer whose name and shape match "
                            "(same backbone).")
     if choice != "file":

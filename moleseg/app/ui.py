@@ -17,7 +17,8 @@ import streamlit as st
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S
+from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec,
+                                 installed_dermoscopy_model)
 from moleseg.core.errors import first_line
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
@@ -69,7 +70,7 @@ def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
     by a crashed server: the first sweep runs now), and load the default model in the background, so that
     the first image after the server starts does not wait for it."""
-    default = models.default_model_spec()
+    default = default_model_spec()
     for choice in models.model_choices():
         if choice.spec == default and choice.kind != "classical":
             segmenter_preloads().start(choice.spec, choice.stamp)
@@ -263,9 +264,9 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
         choices = [c for c in choices if c.n_classes in (None, n_classes)] or choices
     by_spec = {c.spec: c for c in choices}
     specs = list(by_spec)
-    remembered = st.session_state.get(MODEL_KEY) or models.default_model_spec()
+    remembered = st.session_state.get(MODEL_KEY) or default_model_spec()
     if remembered not in by_spec:
-        remembered = models.default_model_spec() if models.default_model_spec() in by_spec else specs[0]
+        remembered = default_model_spec() if default_model_spec() in by_spec else specs[0]
     if st.session_state.get(key) not in by_spec:
         st.session_state.pop(key, None)
         index = specs.index(remembered)
@@ -295,10 +296,10 @@ def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
 def no_model_notice() -> None:
     """An info box when no trained model is installed (the classical baseline is used), with a link
     to the Train page."""
-    if models.dermoscopy_model():
+    if installed_dermoscopy_model():
         return
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
-            "**classical baseline** (thresholding, no network). Train a network on your data on the Train page.")
+            f"**{BASELINE_NAME}** (thresholding, no network). Train a network on your data on the Train page.")
     st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
 
 

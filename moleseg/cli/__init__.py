@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from moleseg.cli.adopt import add_adopt_command
-from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs, default_model,
+from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
                                 int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
 from moleseg.core.errors import first_line
 
 
@@ -39,9 +40,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     outputs = checked_outputs(args)
     if args.app:
         return _bench_app(args, outputs)
-    model = args.model or default_model()
-    if model.startswith("classical"):
-        reason = f"--model {model} is the classical baseline" if args.model else "no shipped model found"
+    model = args.model or default_model_spec()
+    if model in CLASSICAL_NAMES:
+        reason = f"--model {model} is the {BASELINE_NAME}" if args.model else "no shipped model found"
         raise CommandError(f"moleseg bench measures a network: give --model FILE.keras ({reason})")
     images = _bench_images(args)
     from moleseg.tools.bench import format_report, run_bench
@@ -61,7 +62,7 @@ def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
     from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
 
     settings = AppBenchSettings.quick_settings() if args.quick else AppBenchSettings()
-    result = run_app_bench(default_model(), images, settings, echo=lambda line: say(args, line))
+    result = run_app_bench(default_model_spec(), images, settings, echo=lambda line: say(args, line))
     print(format_app_report(result))
     return write_outputs(outputs, result, [])
 

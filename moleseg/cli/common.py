@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 
+from moleseg.core.config import BASELINE_NAME
 from moleseg.core.words import count_of, noun_for
 
 
@@ -67,14 +69,6 @@ def open_model(spec: str, tta: bool | None = None):
     return load_segmenter(spec, test_time_augmentation=tta)
 
 
-def default_model() -> str:
-    """The shipped dermoscopy model when it is installed, else the classical baseline."""
-    from moleseg.core.config import DERMOSCOPY_MODEL, models_dir
-
-    shipped = models_dir() / DERMOSCOPY_MODEL
-    return str(shipped) if shipped.is_file() else "classical"
-
-
 def write_table(path: Path, rows: Sequence[dict]) -> None:
     """``rows`` as a CSV file written atomically."""
     from moleseg.core.atomic import atomic_write
@@ -95,7 +89,7 @@ def print_metric_table(n: int, metrics: Mapping[str, Mapping[str, float]],
     for key, values in metrics.items():
         print(f"{key:10s} " + " ".join(f"{values[name]:8.4f}" for name in SUMMARY_STATISTICS))
     if baseline_fm is not None:
-        print(f"classical baseline FM: mean {baseline_fm['mean']:.4f}, min {baseline_fm['min']:.4f}, "
+        print(f"{BASELINE_NAME} FM: mean {baseline_fm['mean']:.4f}, min {baseline_fm['min']:.4f}, "
               f"max {baseline_fm['max']:.4f}")
 
 
@@ -119,10 +113,8 @@ def show_warning_line(message: Warning | str, category: type[Warning], filename:
     and code line: the command line's :func:`warnings.showwarning` (same parameters)."""
     text = str(message).strip()
     text = text.splitlines()[0] if text else category.__name__
-    try:
+    with suppress(OSError):  # nowhere to say it: the command goes on
         print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)
-    except OSError:
-        pass  # nowhere to say it: the command goes on
 
 
 def checked_output(option: str, value: str) -> Path:

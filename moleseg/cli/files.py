@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from moleseg.core.config import default_model_spec
 from moleseg.core.errors import folder_not_found
 from moleseg.core.words import count_of, noun_for
 
-from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, default_model, failures_exit,
+from moleseg.cli.common import (CommandError, ProgressBar, check_out_not_an_input, failures_exit,
                                 open_model, output_folder, printable, say, skipped_line, write_table)
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     objects_name = args.shard.table_name(OBJECTS_CSV) if args.shard else OBJECTS_CSV
     check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
                             "<name>_mask.png replaced, the results read as images by the next run)")
-    segmenter = open_model(args.model or default_model(), args.tta)  # before --out: no empty folder left
+    segmenter = open_model(args.model or default_model_spec(), args.tta)  # before --out: no empty folder left
     out = output_folder(args.out)
     bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
     try:

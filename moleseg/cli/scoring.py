@@ -8,9 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from moleseg.cli.common import (EXIT_OK, CommandError, ProgressBar, checked_output, checked_outputs, default_model,
+from moleseg.cli.common import (EXIT_OK, CommandError, ProgressBar, checked_output, checked_outputs,
                                 failures_exit, open_model, paired_files, print_mask_warnings, print_summary,
                                 write_outputs)
+from moleseg.core.config import CLASSICAL_MODELS, default_model_spec
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -28,8 +29,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     baseline = None
-    if not args.no_baseline and not segmenter.name.startswith("classical"):
-        baseline, _, _ = evaluate_pairs(open_model(f"classical{segmenter.n_classes}"), pairs)
+    if not args.no_baseline and segmenter.name not in CLASSICAL_MODELS.values():
+        baseline, _, _ = evaluate_pairs(open_model(CLASSICAL_MODELS[segmenter.n_classes]), pairs)
         summary["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}
     summary["model"] = segmenter.name
     summary["training_overlap"] = overlap.to_json()
@@ -72,7 +73,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         before, after = read_image(args.before), read_image(args.after)
     except ImageReadError as error:
         raise CommandError(str(error)) from error
-    segmenter = open_model(args.model or default_model())
+    segmenter = open_model(args.model or default_model_spec())
     comparison = compare_visits(segmenter, before, after, pixel_size_mm=args.pixel_size_mm,
                                 allow_scale=args.allow_scale, noise_passes=args.noise_passes)
     summary = {"before": str(args.before), "after": str(args.after), **comparison.to_json()}

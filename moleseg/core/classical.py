@@ -51,6 +51,7 @@ from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import (
     CLASS_NAMES_2,
     CLASS_NAMES_3,
+    CLASSICAL_MODELS,
     DEFAULT_BORDER_WIDTH_PX,
     DEFAULT_SHAPE,
 )
@@ -373,7 +374,7 @@ class ClassicalSegmenter:
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}; known: {sorted(defaults)}")
         self.n_classes: int = int(n_classes)
-        self.name: str = "classical" if n_classes == 3 else "classical2"
+        self.name: str = CLASSICAL_MODELS[self.n_classes]
         self.class_names: tuple[str, ...] = CLASS_NAMES_3 if n_classes == 3 else CLASS_NAMES_2
         self.border_width_px: int = int(border_width_px)
         self.parameters: dict[str, float] = {**defaults, **dict(parameters or {})}

@@ -81,6 +81,8 @@ CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
 }
 #: Largest structuring-element radius accepted by the settings, in pixels.
 MAX_RADIUS_PX: int = 1000
+#: Value a flood fill writes over the pixels it reaches (the masks it floods hold 0 and 1).
+_REACHED: int = 2
 
 
 def _validated_radius(name: str, value: Any) -> int:
@@ -200,17 +202,19 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return result
     r0, r1, c0, c1 = box
-    # Background of the bounding box padded by one pixel: the pad ring is connected to the frame
-    # (either through pixels outside the box, which are all background, or it *is* the frame).
-    background = np.pad(~binary[r0:r1, c0:c1], 1, constant_values=True).astype(np.uint8)
-    _, components = cv2.connectedComponents(background, connectivity=4)
-    outside = components[0, 0]
-    result[r0:r1, c0:c1] = (components != outside)[1:-1, 1:-1]
+    # Background (1) of the bounding box padded by one pixel: the pad ring is connected to the frame
+    # (either through pixels outside the box, which are all background, or it *is* the frame). What a
+    # 4-connected flood from the ring does not reach is the mask or a hole.
+    background = cv2.copyMakeBorder(np.logical_not(binary[r0:r1, c0:c1]).view(np.uint8), 1, 1, 1, 1,
+                                    cv2.BORDER_CONSTANT, value=1)
+    cv2.floodFill(background, None, (0, 0), _REACHED, 0, 0, 4)
+    result[r0:r1, c0:c1] = background[1:-1, 1:-1] != _REACHED
     return result
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest 8-connected component (the first one found on a tie).
+    """Keep the largest 8-connected component; on a tie, the one OpenCV's labelling of the mask's bounding box
+    numbers first (it scans two rows at a time, so not always the one whose first pixel comes first row by row).
 
     Returns
     -------
@@ -223,14 +227,25 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return result
     r0, r1, c0, c1 = box
-    count, components, stats, _ = cv2.connectedComponentsWithStats(
-        binary[r0:r1, c0:c1].astype(np.uint8), connectivity=8
-    )
+    crop = binary[r0:r1, c0:c1]
+    if _one_component(crop):
+        return binary.copy()
+    count, components, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
     if count <= 2:
         return binary.copy()
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     result[r0:r1, c0:c1] = components == largest
     return result
+
+
+def _one_component(crop: np.ndarray) -> bool:
+    """True when the True pixels of ``crop`` (bool, cropped to their bounding box) form one 8-connected
+    component: an 8-connected flood from a pixel of its first row reaches all of them (the flood visits
+    one component, labelling visits every pixel)."""
+    flooded = np.ascontiguousarray(crop, dtype=np.uint8)  # floodFill writes only into a row-major image
+    seed = int(np.argmax(flooded[0]))
+    reached = cv2.floodFill(flooded, None, (seed, 0), _REACHED, 0, 0, 8)[0]
+    return reached == cv2.countNonZero(flooded)
 
 
 def close_mask(mask: np.ndarray, radius_px: int, shape: str = "disk") -> np.ndarray:

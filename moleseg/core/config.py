@@ -100,6 +100,14 @@ CELLS_MODEL: str = "cells.keras"
 #: The shipped model of each number of classes, by file name: a new training of that many classes
 #: fine-tunes from it when it is installed.
 SHIPPED_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: DERMOSCOPY_MODEL, 2: CELLS_MODEL}
+#: The classical segmenter (thresholding, no network) of each number of classes, by the name that loads it
+#: (:func:`moleseg.network.loading.load_segmenter`) and that it carries.
+CLASSICAL_MODELS: dict[int, str] = {DEFAULT_CLASS_COUNT: "classical", 2: "classical2"}
+#: Every name that loads a classical segmenter, with its number of classes: those of :data:`CLASSICAL_MODELS` and
+#: ``classical3`` (the three classes spelled out, as ``classical2``).
+CLASSICAL_NAMES: dict[str, int] = {**{name: n for n, name in CLASSICAL_MODELS.items()}, "classical3": 3}
+#: What the app and the command line call a classical segmenter scored beside a model.
+BASELINE_NAME: str = "classical baseline"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
@@ -128,6 +136,20 @@ def models_dir() -> Path:
     """:data:`MODELS_DIR`, or ``MOLESEG_MODELS_DIR`` when it is set now (read at every call)."""
     value = os.environ.get("MOLESEG_MODELS_DIR")
     return Path(value) if value else MODELS_DIR
+
+
+def installed_dermoscopy_model(models: str | Path | None = None) -> Path | None:
+    """The shipped dermoscopy model's file in ``models`` (default :func:`models_dir`), when it is installed."""
+    path = Path(models or models_dir()) / DERMOSCOPY_MODEL
+    return path if path.is_file() else None
+
+
+def default_model_spec(models: str | Path | None = None) -> str:
+    """The model the app and the command line use unless told otherwise: the shipped dermoscopy model when it
+    is installed in ``models`` (default :func:`models_dir`), else the three-class classical baseline (a
+    shipped cells model is never the default of a mole tool)."""
+    shipped = installed_dermoscopy_model(models)
+    return str(shipped) if shipped else CLASSICAL_MODELS[DEFAULT_CLASS_COUNT]
 
 
 def cache_dir() -> Path:

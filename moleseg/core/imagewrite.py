@@ -46,7 +46,7 @@ def encode_png(array: np.ndarray, compression_level: int = PNG_COMPRESSION_LEVEL
     if values.dtype == np.bool_:
         if values.ndim != 2:
             raise ValueError(f"a boolean mask must be (H, W), not {values.shape}")
-        values = values.astype(np.uint8) * np.uint8(255)
+        values = values.view(np.uint8) * np.uint8(255)  # True is stored as 1
     if values.dtype == np.uint16:
         if values.ndim != 2:
             raise ValueError(f"16-bit PNGs are written for (H, W) arrays only, not {values.shape}")

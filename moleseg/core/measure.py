@@ -9,7 +9,7 @@ Definitions
 area
     Number of lesion pixels (``px``); ``area * s**2`` in ``mm2``.
 perimeter
-    Crofton perimeter (``skimage.measure.perimeter_crofton``, 4 directions; :func:`crofton_perimeter`) of the lesion, every
+    Crofton perimeter (``skimage.measure.perimeter_crofton``, 4 directions; :func:`moleseg.core.contourshape.crofton_perimeter`) of the lesion, every
     component and hole included, the image frame counting as background. The chain length of the
     pixel contour (``skimage.measure.perimeter`` or ``cv2.arcLength`` of ``cv2.findContours``
     with ``CHAIN_APPROX_NONE``, which agree) over-estimates a circle's length by the staircase
@@ -63,7 +63,7 @@ import numpy as np
 from scipy import ndimage
 
 from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
-from moleseg.core.metrics import contour
+from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
 from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
@@ -87,8 +87,6 @@ WHOLE_NUMBER_KEYS: frozenset[str] = frozenset({"area", "n_components", "colour_c
 #: Largest distance (px) whose float32 root from OpenCV still rounds back to its exact integer square
 #: (relative float32 error 2**-24 on the root: ``2 * d**2 * 2**-24 < 0.5``).
 EXACT_FLOAT32_DISTANCE_PX: float = 2048.0
-#: Smallest box size used by the box-counting fractal dimension, in pixels.
-MIN_BOX_PX: int = 2
 
 
 @dataclass(frozen=True)
@@ -171,58 +169,6 @@ def decimals(key: str, unit: str, value: float = math.nan) -> int:
     return 0 if key in WHOLE_NUMBER_KEYS else RATIO_DECIMALS
 
 
-
-def fractal_dimension(lesion: np.ndarray) -> float:
-    """Box-counting dimension of the lesion contour (see the module docstring).
-
-    Returns
-    -------
-    float
-        About 1 for a smooth outline, larger (up to 2) for ragged ones; NaN when the lesion is
-        too small (extent below ``8 * MIN_BOX_PX`` px) for two box sizes.
-    """
-    outline = contour(lesion)
-    rows, cols = np.nonzero(outline)
-    if rows.size == 0:
-        return math.nan
-    rows = rows - rows.min()
-    cols = cols - cols.min()
-    extent = int(max(rows.max(), cols.max())) + 1
-    sizes = []
-    size = MIN_BOX_PX
-    while size <= extent / 4:
-        sizes.append(size)
-        size *= 2
-    if len(sizes) < 2:
-        return math.nan
-    counts = []
-    for size in sizes:
-        boxes = (rows // size) * (extent // size + 1) + (cols // size)
-        counts.append(np.unique(boxes).size)
-    slope = np.polyfit(np.log(1.0 / np.asarray(sizes, dtype=float)), np.log(np.asarray(counts, dtype=float)), 1)[0]
-    return float(slope)
-
-
-#: Length (px) each of the 16 configurations of a 2 x 2 pixel window adds to the Crofton perimeter in 4
-#: directions, indexed by ``pixel + 2 * above + 4 * left + 8 * above-left``: scikit-image's table.
-CROFTON_WEIGHTS: list[float] = [
-    0, np.pi / 4 * (1 + 1 / (np.sqrt(2))), np.pi / (4 * np.sqrt(2)), np.pi / (2 * np.sqrt(2)),
-    0, np.pi / 4 * (1 + 1 / (np.sqrt(2))), 0, np.pi / (4 * np.sqrt(2)),
-    np.pi / 4, np.pi / 2, np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)),
-    np.pi / 4, np.pi / 2, 0, 0,
-]
-
-
-def crofton_perimeter(mask: np.ndarray) -> float:
-    """Crofton perimeter (px, 4 directions) of the True pixels of a 2-D mask, beyond its frame background:
-    ``skimage.measure.perimeter_crofton(mask, directions=4)`` exactly (same window codes, counts and table),
-    with the 2 x 2 window codes summed from shifted slices instead of a general convolution (several times
-    faster on a lesion's box)."""
-    padded = np.pad(np.asarray(mask) > 0, ((2, 1), (2, 1))).view(np.uint8)
-    codes = padded[1:, 1:] + 2 * padded[:-1, 1:] + 4 * padded[1:, :-1] + 8 * padded[:-1, :-1]
-    return CROFTON_WEIGHTS @ np.bincount(codes.ravel(), minlength=16)
-
-
 @dataclass(frozen=True)
 class _Moments:
     """Second moments of a set of pixels, shared by the ellipse axes, the principal axes and the asymmetry.
@@ -255,6 +201,13 @@ def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
     yy = float(square_y.sum())
     reach = float(np.sqrt(np.add(square_x, square_y, out=square_x).max()))
     return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
+
+
+def _moments_of(crop: np.ndarray) -> _Moments:
+    """The :class:`_Moments` of the True pixels of a 2-D bool mask, listed by OpenCV's ``findNonZero`` (row by
+    row, as ``np.nonzero`` lists them, so every sum adds the same numbers in the same order)."""
+    points = cv2.findNonZero(crop.view(np.uint8)).reshape(-1, 2)  # (x, y) = (column, row)
+    return _moments(points[:, 1], points[:, 0])
 
 
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
@@ -324,7 +277,7 @@ def asymmetry(lesion: np.ndarray) -> tuple[float, float]:
         raise ValueError("lesion mask is empty: asymmetry is undefined")
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    return _asymmetry(crop, _moments(*np.nonzero(crop)))
+    return _asymmetry(crop, _moments_of(crop))
 
 
 def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
@@ -440,7 +393,7 @@ def measure_lesion(
     area = float(np.count_nonzero(crop))
     perimeter = float(crofton_perimeter(framed))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
-    moments = _moments(*np.nonzero(crop))  # shared by the ellipse and the asymmetry
+    moments = _moments_of(crop)  # shared by the ellipse and the asymmetry
     major_axis, minor_axis = _ellipse_axes(moments)
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
     asymmetry_major, asymmetry_minor = _asymmetry(crop, moments)

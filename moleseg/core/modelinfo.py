@@ -197,8 +197,10 @@ class ModelInfo:
                           ("tile_scale", float)):
             if key in known:
                 known[key] = _number(key, known[key], kind)
-        for key in ("tile_scale", "colour_constancy"):  # options the network's input depends on
-            problems = options.option(key).problems(known[key]) if key in known else []
+        # options the network's input and output depend on, by their names in the file and in the schema
+        for key, name in (("tile_scale", "tile_scale"), ("colour_constancy", "colour_constancy"),
+                          ("n_classes", "model.n_classes")):
+            problems = options.option(name).problems(known[key]) if key in known else []
             if problems:
                 raise ModelFileError(f"its {INFO_ENTRY}: {problems[0]}")
         for key in ("cleanup", "model", "config", "training", "calibration", "confidence_calibration"):

@@ -294,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("model.dropout", "model", "float", 0.1, "dropout after ASPP", low=0.0, high=1.0, high_open=True,
             widget="slider", step=0.05, title="Dropout after ASPP"),
     _option("weights", "model", "text", "imagenet",
-            "encoder start: none (random), imagenet, or a .keras model file to fine-tune"),
+            "encoder start: none (random), imagenet, or a .keras model file to fine-tune", title="Start from"),
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
             "width of the BORDER class of three-class targets (scaled to the input size)", low=1,

@@ -173,22 +173,7 @@ def erode(
     numpy.ndarray
         ``(H, W)`` bool, a subset of ``mask``.
     """
-    binary = as_binary_mask(mask)
-    radius = _check_radius(radius_px)
-    name = _check_shape(shape)
-    result = np.zeros(binary.shape, dtype=bool)
-    box = bounding_box(binary)
-    if box is None:
-        return result
-    if radius == 0:
-        return binary.copy()
-    # Every window centred inside the bounding box stays inside the box grown by the radius, or
-    # leaves the image through the frame, where cv2's constant border supplies the pad value.
-    r0, r1, c0, c1 = expanded_box(box, radius, binary.shape)
-    crop = binary[r0:r1, c0:c1].astype(np.uint8)
-    eroded = _morphology(cv2.erode, crop, name, radius, border_value=0 if border_at_image_edge else 1)
-    result[r0:r1, c0:c1] = eroded.astype(bool)
-    return result
+    return _around_the_mask(cv2.erode, mask, radius_px, shape, border_value=0 if border_at_image_edge else 1)
 
 
 def dilate(mask: np.ndarray, radius_px: int, shape: str = DEFAULT_SHAPE) -> np.ndarray:
@@ -208,6 +193,14 @@ def dilate(mask: np.ndarray, radius_px: int, shape: str = DEFAULT_SHAPE) -> np.n
     numpy.ndarray
         ``(H, W)`` bool, a superset of ``mask`` clipped to the image.
     """
+    return _around_the_mask(cv2.dilate, mask, radius_px, shape, border_value=0)
+
+
+def _around_the_mask(operation: Callable[..., np.ndarray], mask: np.ndarray, radius_px: int, shape: str,
+                     border_value: int) -> np.ndarray:
+    """:func:`_morphology` of ``mask`` computed on its bounding box grown by the radius only: every window
+    centred inside the box stays inside the grown box, or leaves the image through the frame, where cv2's
+    constant border supplies ``border_value``. An empty mask gives an empty one, radius 0 a copy."""
     binary = as_binary_mask(mask)
     radius = _check_radius(radius_px)
     name = _check_shape(shape)
@@ -219,8 +212,7 @@ def dilate(mask: np.ndarray, radius_px: int, shape: str = DEFAULT_SHAPE) -> np.n
         return binary.copy()
     r0, r1, c0, c1 = expanded_box(box, radius, binary.shape)
     crop = binary[r0:r1, c0:c1].astype(np.uint8)
-    dilated = _morphology(cv2.dilate, crop, name, radius, border_value=0)
-    result[r0:r1, c0:c1] = dilated.astype(bool)
+    result[r0:r1, c0:c1] = _morphology(operation, crop, name, radius, border_value=border_value).astype(bool)
     return result
 
 

@@ -34,6 +34,10 @@ CALIBRATION_BATCH = 8
 #: :data:`PROMISED_MAX_SHARE` of the images marked "check this border".
 PROMISED_WORST_FM: float = 0.90
 PROMISED_MAX_SHARE: float = 0.15
+#: The confidence threshold that marks every image "check this border": the smallest number above the
+#: largest confidence a border can have (1.0), since an image is marked when its confidence is below the
+#: threshold. A rule returns it when it would mark every image it was given.
+MARK_EVERY_IMAGE: float = math.nextafter(1.0, math.inf)
 
 
 @dataclass
@@ -293,8 +297,8 @@ def smallest_share_for_worst_fm(curve: Sequence[CoveragePoint], worst_fm: float)
 
 def confidence_threshold(confidences: Sequence[float], share: float = DEFAULT_CHECK_SHARE) -> float:
     """The threshold that marks the ``share`` (0..1) least confident of ``confidences``, rounded up to
-    whole images: halfway between the last marked and the first unmarked value (above the largest when all
-    are marked).
+    whole images: halfway between the last marked and the first unmarked value (:data:`MARK_EVERY_IMAGE`
+    when all are marked).
 
     Raises
     ------
@@ -308,7 +312,7 @@ def confidence_threshold(confidences: Sequence[float], share: float = DEFAULT_CH
     ordered = sorted(float(value) for value in confidences)
     count = max(1, math.ceil(share * len(ordered) - 1e-9))
     if count >= len(ordered):
-        return ordered[-1] + 1e-6
+        return MARK_EVERY_IMAGE
     return (ordered[count - 1] + ordered[count]) / 2.0
 
 
@@ -339,8 +343,8 @@ def share_rule(rows: Sequence[dict[str, Any]], share: float = DEFAULT_CHECK_SHAR
 def worst_fm_rule(rows: Sequence[dict[str, Any]], worst_fm: float = PROMISED_WORST_FM) -> float:
     """The lowest confidence threshold under which every unmarked row of ``rows`` (``{"fm", "confidence"}``,
     0..1) scores FM ≥ ``worst_fm``: halfway between the highest confidence of a row under ``worst_fm`` and
-    the next higher confidence; above the largest confidence when the most confident row is under it (every
-    row marked); the smallest confidence when no row is under it (none marked).
+    the next higher confidence; :data:`MARK_EVERY_IMAGE` when the most confident row is under it (every row
+    marked); the smallest confidence when no row is under it (none marked).
 
     Raises
     ------
@@ -355,7 +359,7 @@ def worst_fm_rule(rows: Sequence[dict[str, Any]], worst_fm: float = PROMISED_WOR
         return ordered[0]
     count = sum(value <= max(failing) for value in ordered)  # ties with the failure are marked with it
     if count >= len(ordered):
-        return ordered[-1] + 1e-6
+        return MARK_EVERY_IMAGE
     return (ordered[count - 1] + ordered[count]) / 2.0
 
 

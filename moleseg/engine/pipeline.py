@@ -214,8 +214,8 @@ class Analysis:
         (class values); all lossless."""
         return {
             f"{stem}_overlay.png": self.overlay_png(),
-            f"{stem}_mask.png": encode_png(self.segmentation.lesion.astype(np.uint8) * 255),
-            f"{stem}_classes.png": encode_png(self.segmentation.labels.astype(np.uint8)),
+            f"{stem}_mask.png": encode_png(np.asarray(self.segmentation.lesion, dtype=bool)),  # written 0 / 255
+            f"{stem}_classes.png": encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8)),
         }
 
     @property

@@ -53,6 +53,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -476,10 +477,8 @@ class Records:
                     connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id", {"id": row_id})[0]))
         except BaseException:
             shutil.rmtree(files, ignore_errors=True)
-            try:
+            with suppress(OSError, RecordsError):  # the failed save's own error is the one to report
                 self.remove_orphans()
-            except (OSError, RecordsError):
-                pass  # the failed save's own error is the one to report
             raise
         return row_id
 

@@ -24,7 +24,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import sqlalchemy
@@ -216,10 +216,8 @@ class RecordsDatabase:
             try:
                 yield connection
             except BaseException:
-                try:
+                with suppress(sqlalchemy.exc.DBAPIError):  # the error that stopped the transaction is the one to report
                     connection.rollback()
-                except sqlalchemy.exc.DBAPIError:
-                    pass  # the error that stopped the transaction is the one to report
                 raise
             connection.commit()
 

@@ -19,8 +19,6 @@ from moleseg.core.config import CLEANUP_MAX_SIDE_PX, UNDECIDED_PROBABILITY_RANGE
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.resize import resize_mask_to, resize_probabilities
 
-CLASSICAL = "classical"
-
 
 class Segmenter(Protocol):
     """What every segmenter offers."""

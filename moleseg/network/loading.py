@@ -14,14 +14,15 @@ import numpy as np
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
-from moleseg.core.config import DEFAULT_CHECK_SHARE
+from moleseg.core.config import CLASSICAL_NAMES, DEFAULT_CHECK_SHARE
 from moleseg.engine.calibrate import (Calibration, ConfidenceCalibration, calibrate, calibrate_confidence,
                                       calibrated_info)
-from moleseg.engine.segmenter import CLASSICAL, Segmenter
+from moleseg.engine.segmenter import Segmenter
 
 
 def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
-    """``"classical"`` (or ``"classical2"`` for the two-class baseline) or a path to a moleseg ``.keras`` file.
+    """A classical segmenter by one of its names (:data:`moleseg.core.config.CLASSICAL_NAMES`) or a moleseg
+    ``.keras`` file by its path.
 
     Raises
     ------
@@ -29,10 +30,8 @@ def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = No
         When the file is missing or not a moleseg model.
     """
     text = str(spec)
-    if text in (CLASSICAL, "classical3"):
-        return ClassicalSegmenter(n_classes=3)
-    if text == "classical2":
-        return ClassicalSegmenter(n_classes=2)
+    if text in CLASSICAL_NAMES:
+        return ClassicalSegmenter(n_classes=CLASSICAL_NAMES[text])
     read_model_info(text)  # a clear error for a wrong file, before TensorFlow is imported
     from moleseg.network.predict import KerasSegmenter
 

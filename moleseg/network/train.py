@@ -19,7 +19,7 @@ import numpy as np
 
 from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
-from moleseg.core.config import EXAMPLES_CACHE_NAME, cache_dir
+from moleseg.core.config import CLASSICAL_MODELS, EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
@@ -424,7 +424,7 @@ class Trainer:
             best = load_segmenter(self.files.model)
             summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size,
                                            progress=lambda done, total, name: tick(done))
-            baseline, _, _ = evaluate_pairs(load_segmenter(f"classical{self.config.model.n_classes}"),
+            baseline, _, _ = evaluate_pairs(load_segmenter(CLASSICAL_MODELS[self.config.model.n_classes]),
                                             self.test_pairs, progress=lambda done, total, name: tick(count + done))
             evaluation.update(summary)
             evaluation["baseline"] = {k: v for k, v in baseline.items() if k != "per_image"}

@@ -150,10 +150,10 @@ def healthy(url: str, process: subprocess.Popen, timeout_s: float, poll_s: float
 
 @contextlib.contextmanager
 def served_app(data_dir: Path, log_path: Path, timeout_s: float = 120.0,
-               environ: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:
+               environ: dict[str, str] | None = None) -> Iterator[tuple[str, float, int]]:
     """``moleseg serve`` on a free local port, its data, runs and session folders in ``data_dir`` and its
-    output in ``log_path``; yields ``(URL, seconds from the start to the health check's "ok")`` and stops
-    the server however the block ends."""
+    output in ``log_path``; yields ``(URL, seconds from the start to the health check's "ok", process id)`` and
+    stops the server however the block ends."""
     from moleseg.core.config import DATA_DIR_ENV
 
     port = free_port()
@@ -168,7 +168,7 @@ def served_app(data_dir: Path, log_path: Path, timeout_s: float = 120.0,
         try:
             if not healthy(url, process, timeout_s):
                 raise RuntimeError(f"moleseg serve did not start (exit code {process.poll()}); see {log_path}")
-            yield url, time.perf_counter() - started
+            yield url, time.perf_counter() - started, process.pid
         finally:
             stop_server(process)
 
@@ -255,28 +255,59 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
             echo(f"slider {index + 1}/{repeats}: {times[-1]:.3f} s, {caption} {value} -> {target} px")
             for line in timeline.lines():
                 echo(line)
+            echo(f"  {timeline.totals()}")
         _wait_until_idle(page, timeout_ms)
     return times
+
+
+def _process(pid: int) -> tuple[int, str, float] | None:
+    """``(parent id, command name, CPU seconds used)`` of a live process (``/proc/<pid>/stat``); None when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after the name: state, parent, ..., user time, system time
+    return int(fields[1]), text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / \
+        os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int, name_prefix: str = "") -> float:
+    """CPU seconds used so far by the live processes of ``root``'s tree (itself and its descendants) whose command
+    name starts with ``name_prefix``; 0.0 where there is no ``/proc``."""
+    processes = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        found = _process(int(entry.name))
+        if found is not None:
+            processes[int(entry.name)] = found
+    tree, added = {root}, True
+    while added:
+        grown = tree | {pid for pid, (parent, _, _) in processes.items() if parent in tree}
+        added, tree = grown != tree, grown
+    return sum(cpu for pid, (_, name, cpu) in processes.items() if pid in tree and name.startswith(name_prefix))
 
 
 class SliderTimeline:
     """What a page sends and receives while a slider is pressed, with the time of each in ms from :meth:`start`:
     ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
     a run's session status, its elements and its end, counted and their bytes summed; a gap between bursts is
-    the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files) and
-    ``overlay visible``. Watch a page before it loads (its websocket is opened then). The messages are not
+    the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files, with
+    their bytes) and ``overlay visible``; :meth:`totals` sums them, with the CPU seconds each process group used
+    since :meth:`start` when ``cpu`` samples them (``{"server": s, "browser": s}``, :func:`tree_cpu_s`). Watch a page before it loads (its websocket is opened then). The messages are not
     decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
 
-    def __init__(self, page: Any) -> None:
+    def __init__(self, page: Any, cpu: Callable[[], dict[str, float]] | None = None) -> None:
         self.events: list[list[Any]] = []
         self._start = time.perf_counter()
+        self._cpu = cpu
+        self._cpu_start: dict[str, float] = cpu() if cpu else {}
         page.on("websocket", self._watch)
         page.on("request", lambda request: self._media("picture request", request.url))
-        page.on("requestfinished", lambda request: self._media("picture loaded", request.url))
+        page.on("requestfinished", self._loaded)
 
     def start(self) -> None:
         """Forget what came before and count from now."""
         self.events, self._start = [], time.perf_counter()
+        self._cpu_start = self._cpu() if self._cpu else {}
 
     def add(self, what: str, size: int = 0) -> None:
         at = round(1000 * (time.perf_counter() - self._start), 1)
@@ -286,9 +317,27 @@ class SliderTimeline:
         else:
             self.events.append([at, what, 1, size, at])
 
-    def _media(self, what: str, url: str) -> None:
+    def _media(self, what: str, url: str, size: int = 0) -> None:
         if "/media/" in url:
-            self.add(f"{what} {url.rsplit('/', 1)[-1][:12]}")
+            self.add(f"{what} {url.rsplit('/', 1)[-1][:12]}", size)
+
+    def _loaded(self, request: Any) -> None:
+        try:
+            size = max(0, int(request.sizes().get("responseBodySize", 0)))  # -1: not known (e.g. from the cache)
+        except Exception:  # playwright's Error: the page or its request is gone
+            size = 0
+        self._media("picture loaded", request.url, size)
+
+    def totals(self) -> str:
+        """One line of what came in since :meth:`start`: the server's messages (count, bytes) and the pictures
+        loaded (count, bytes)."""
+        messages = [event for event in self.events if event[1] == "messages"]
+        pictures = [event for event in self.events if event[1].startswith("picture loaded")]
+        cpu = self._cpu() if self._cpu else {}
+        used = "".join(f", {name} CPU {seconds - self._cpu_start.get(name, 0.0):.2f} s"
+                       for name, seconds in cpu.items())
+        return (f"received {sum(e[2] for e in messages)} messages ({sum(e[3] for e in messages):,} B), "
+                f"{len(pictures)} pictures ({sum(e[3] for e in pictures):,} B){used}")
 
     def _watch(self, socket: Any) -> None:
         socket.on("framesent", lambda payload: self.add("rerun request", len(payload)))
@@ -371,13 +420,13 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
         try:
             for repeat in range(settings.repeats if settings.cold else 0):
                 say(f"cold start {repeat + 1}/{settings.repeats} ...")
-                with served_app(scratch / f"cold-{repeat}", log_path) as (url, started_s):
+                with served_app(scratch / f"cold-{repeat}", log_path) as (url, started_s, _):
                     runs["server_start_s"].append(round(started_s, 3))
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["cold_first_overlay_s"].append(_upload_seconds(page, files[:1], timeout_ms))
                     page.close()
             say("warm server ...")
-            with served_app(scratch / "warm", log_path) as (url, _):
+            with served_app(scratch / "warm", log_path) as (url, _, _):
                 page = _open_analyse(browser, url, timeout_ms)
                 _upload_seconds(page, [files[-1]], timeout_ms)  # loads the model (that file is not timed again)
                 page.close()
@@ -435,13 +484,18 @@ def run_slider_bench(images: Path | None, repeats: int, timeline: bool = False, 
         files, described = bench_files(images, 2, scratch / "images")
         browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         try:
-            with served_app(scratch / "warm", scratch / "server.log") as (url, _):
+            with served_app(scratch / "warm", scratch / "server.log") as (url, _, server):
                 page = _open_analyse(browser, url, timeout_ms)
                 _upload_seconds(page, files[1:], timeout_ms)  # loads the model
                 page.close()
                 watches: list[SliderTimeline] = []
+
+                def cpu() -> dict[str, float]:
+                    return {"server": tree_cpu_s(server), "browser": tree_cpu_s(os.getpid(), "chrom")}
+
                 page = _open_analyse(browser, url, timeout_ms,
-                                     (lambda opened: watches.append(SliderTimeline(opened))) if timeline else None)
+                                     (lambda opened: watches.append(SliderTimeline(opened, cpu))) if timeline
+                                     else None)
                 _upload_seconds(page, files[:1], timeout_ms)
                 runs = slider_seconds(page, repeats, timeout_ms, watches[0] if watches else None, echo)
         finally:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from moleseg.core import options
-from moleseg.core.config import DEFAULT_CHECK_SHARE, MODELS_DIR
+from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CHECK_SHARE, MODELS_DIR
 from moleseg.tools import PROJECT_DIR
 from moleseg.tools.shipped import read_recipe, recipe_options
 
@@ -103,7 +103,7 @@ def score_candidate(shipped_name: str, run_dirs: list[Path]) -> dict[str, Any]:
         every_pair = every_pair or [*train, *validation, *test]
         folds.append(Fold(name=run_dir.name, pairs=validation,
                           segmenter=load_segmenter(RunFiles(run_dir).model, test_time_augmentation=False)))
-    result = cross_validate(folds, baseline=load_segmenter(f"classical{folds[0].segmenter.n_classes}"),
+    result = cross_validate(folds, baseline=load_segmenter(CLASSICAL_MODELS[folds[0].segmenter.n_classes]),
                             share=DEFAULT_CHECK_SHARE, all_pairs=every_pair, progress=print).to_dict()
     change = recipe_change(read_recipe(shipped_name), configs[0])
     shipped_fm = {row["image"]: row["fm"] for row in record["crossval"]["per_image"]}

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from moleseg.core import options
-from moleseg.core.config import MODELS_DIR, RUNS_FOLDER_NAME
+from moleseg.core.config import CLASSICAL_MODELS, MODELS_DIR, RUNS_FOLDER_NAME
 from moleseg.core.configfile import read_config_file
 from moleseg.tools import PROJECT_DIR, SHARED_DATA_DIR
 
@@ -104,13 +104,13 @@ def training_root(name: str, data_dir: Path, split_root: Path | None = None) -> 
     out a share of a folder, ``runs/shipped-<name>-data/train``: there each held-out folder is split by
     file with the recipe's seed into folders of symbolic links (``train/<folder>`` and ``test/<folder>``,
     so the held-out images are never trained on) and every other folder is a link to ``data_dir``'s."""
-    from moleseg.network.data import split_pairs
-    from moleseg.core.pairing import pair_folders
-
     recipe = read_recipe(name)
     holdout = recipe.get("recipe", {}).get("holdout", {})
     if not holdout:
         return data_dir
+    from moleseg.core.pairing import pair_folders
+    from moleseg.network.data import split_pairs  # TensorFlow, only for a recipe that holds images out
+
     split_root = split_root or RUNS_DIR / f"shipped-{name}-data"
     for folder in train_folders(name):
         target = split_root / "train" / folder
@@ -155,7 +155,7 @@ def split_folders(name: str, data_dir: Path, split_root: Path | None = None) -> 
 def recipe_config(name: str, data_dir: Path, epochs: int | None = None, split_root: Path | None = None):
     """The TrainConfig of a shipped model over ``data_dir``: what ``moleseg train --config
     models/<name>.config.json --data-root <training_root>`` trains."""
-    from moleseg.network.train import TrainConfig
+    from moleseg.core.trainconfig import TrainConfig
 
     root = training_root(name, data_dir, split_root)
     values = read_config_file(recipe_path(name), root)
@@ -171,7 +171,7 @@ def evaluate_shipped(name: str, model_path: Path, data_dir: Path, split_root: Pa
     from moleseg.network.loading import load_segmenter
 
     model = load_segmenter(model_path)
-    baseline = load_segmenter(f"classical{model.n_classes}")
+    baseline = load_segmenter(CLASSICAL_MODELS[model.n_classes])
     results = {}
     _, test_dirs = split_folders(name, data_dir, split_root)
     for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
@@ -356,7 +356,7 @@ def confidence_record(name: str, data_dir: Path, threshold: float, validation: d
     from moleseg.network.loading import load_segmenter
 
     model = load_segmenter(MODELS_DIR / f"{name}.keras")
-    baseline = load_segmenter(f"classical{model.n_classes}")
+    baseline = load_segmenter(CLASSICAL_MODELS[model.n_classes])
     tests = {}
     _, test_dirs = split_folders(name, data_dir)
     for folder, test_dir in zip(read_recipe(name).get("recipe", {}).get("test", []), test_dirs):
@@ -514,11 +514,11 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
         of one fold.
     """
     from moleseg.core.config import DEFAULT_CHECK_SHARE
+    from moleseg.core.trainconfig import TrainConfig
     from moleseg.engine.calibrate import DEFAULT_THRESHOLDS
     from moleseg.engine.crossval import Fold, cross_validate
     from moleseg.engine.runs import RunFiles, read_json, write_json
     from moleseg.network.loading import load_segmenter
-    from moleseg.network.train import TrainConfig, split_of
 
     recipe = recipe_options(recipe_config(name, data_dir).to_dict())
     configs: dict[Path, TrainConfig] = {}
@@ -536,13 +536,15 @@ def crossvalidate_shipped(name: str, run_dirs: list[Path], data_dir: Path, share
         if any(other.validation_fold == config.validation_fold for other in configs.values()):
             raise ValueError(f"{run_dir}: a second run of validation fold {config.validation_fold}")
         configs[Path(run_dir)] = config
+    from moleseg.network.train import split_of  # TensorFlow, once every run is checked
+
     folds, every_pair = [], []
     for run_dir, config in configs.items():
         train, validation, test = split_of(config)
         every_pair = every_pair or [*train, *validation, *test]
         folds.append(Fold(name=run_dir.name, pairs=validation,
                           segmenter=load_segmenter(RunFiles(run_dir).model, test_time_augmentation=False)))
-    baseline = load_segmenter(f"classical{folds[0].segmenter.n_classes}")
+    baseline = load_segmenter(CLASSICAL_MODELS[folds[0].segmenter.n_classes])
     thresholds = tuple(DEFAULT_THRESHOLDS)
     scored = {} if scores_dir is None else {
         fold.name: kept_fold_scores(fold, RunFiles(run_dir).model, thresholds, scores_dir, baseline)

@@ -1,0 +1,143 @@
+"""The Analyse page's exports of its latest results. The page's results fragment reruns alone when a cleanup,
+colour or pixel-size widget moves, while the visit form and the download buttons below it stay as drawn; so the
+fragment publishes each run's results in one :class:`LatestResults` per session, and every download reads them
+when clicked (a deferred download's data is made then), holding the latest cleanup. The buttons are drawn again
+only when what they show changes (:meth:`LatestResults.layout`: another image in view, ...).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping, Sequence
+
+from moleseg.app.analysis import ImageOutcome, Upload
+from moleseg.app.results import (batch_bundle, dicom_bundle, measurements_csv_bytes, measurements_sidecar_bytes,
+                                 objects_csv_bytes, outline_downloads)
+from moleseg.core.report import Visit
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One run's results: every outcome, the one in view and its upload, the model's name and version."""
+
+    outcomes: tuple[ImageOutcome, ...]
+    outcome: ImageOutcome
+    upload: Upload
+    segmenter_name: str
+    model_version: str
+
+
+def outline_count(outcome: ImageOutcome) -> int:
+    """How many outlines the image in view has, 0, 1 or 2 for several
+    (:func:`moleseg.core.outlines.outline_polygons`): what decides its outline files and their names."""
+    from moleseg.core.outlines import outline_polygons
+
+    analysis = outcome.analysis
+    if analysis is None:
+        return 0
+    return min(2, len(outline_polygons(analysis.segmentation.lesion, all_objects=analysis.cells)))
+
+
+def layout_of(shown: Shown | None) -> tuple:
+    """What the visit form and the export buttons of ``shown`` are drawn from (the image in view, its name,
+    whether it is corrected by hand, its :func:`outline_count`, whether some image has cells, the model), so that
+    the page draws them again only when this changes; ``()`` without results."""
+    if shown is None:
+        return ()
+    outcome = shown.outcome
+    analysis = outcome.analysis
+    return (outcome.key, outcome.name, outcome.stem, analysis is not None and analysis.corrected_by_hand,
+            outline_count(outcome), any(o.analysis is not None and bool(o.analysis.objects) for o in shown.outcomes),
+            shown.segmenter_name, shown.model_version)
+
+
+class LatestResults:
+    """The latest results of one browser session's Analyse page (:class:`Shown`, replaced whole by each run of
+    its results fragment), and the files the download buttons make of them when clicked. Thread-safe: a
+    download runs on the server's request thread while the fragment may be running."""
+
+    def __init__(self) -> None:
+        self._shown: Shown | None = None
+        self._layout: tuple = ()
+        self._lock = threading.Lock()
+        self.drawn: tuple = ()  # the layout the page's export buttons were drawn from last
+
+    @property
+    def shown(self) -> Shown | None:
+        with self._lock:
+            return self._shown
+
+    @property
+    def layout(self) -> tuple:
+        """:func:`layout_of` the latest results."""
+        with self._lock:
+            return self._layout
+
+    def publish(self, shown: Shown | None) -> None:
+        """Take a run's results (None when there are none to show)."""
+        layout = layout_of(shown)
+        with self._lock:
+            self._shown, self._layout = shown, layout
+
+    def _now(self) -> Shown:
+        shown = self.shown
+        if shown is None or shown.outcome.analysis is None:
+            raise ValueError("no analysed image to export")
+        return shown
+
+    def overlay_png(self) -> bytes:
+        """The overlay of the image in view, lossless PNG."""
+        return self._now().outcome.analysis.overlay_png()
+
+    def mask_png(self) -> bytes:
+        """The lesion (or cells) mask of the image in view, PNG, 255 inside."""
+        from moleseg.core.imagewrite import encode_png
+
+        return encode_png(self._now().outcome.analysis.segmentation.lesion.astype("uint8") * 255)
+
+    def pdf(self, visit: Visit) -> bytes:
+        """The one-page PDF report of the image in view with its ``visit``, dated now."""
+        shown = self._now()
+        return shown.outcome.analysis.pdf(shown.outcome.name, model_version=shown.model_version,
+                                          created=datetime.now().astimezone(), visit=visit)
+
+    def dicom(self, visit: Visit, include_identifiers: bool) -> bytes:
+        """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`)."""
+        shown = self._now()
+        return dicom_bundle(shown.outcome, shown.upload, shown.model_version, self.pdf(visit), include_identifiers)
+
+    def outline(self, file_name: str) -> bytes:
+        """The outline file ``file_name`` of the image in view (:func:`moleseg.app.results.outline_downloads`)."""
+        shown = self._now()
+        for _, name, data, _ in outline_downloads(shown.outcome):
+            if name == file_name:
+                return data
+        raise ValueError(f"{shown.outcome.name}: no outline file {file_name}")
+
+    def measurements_csv(self, visits: Mapping[str, Visit]) -> bytes:
+        """The measurements of every image as CSV."""
+        shown = self._now()
+        return measurements_csv_bytes(shown.outcomes, shown.segmenter_name, visits)
+
+    def sidecar(self, visits: Mapping[str, Visit]) -> bytes:
+        """The JSON settings of the CSV's rows, dated now."""
+        shown = self._now()
+        return measurements_sidecar_bytes(shown.outcomes, shown.model_version, visits, datetime.now().astimezone())
+
+    def bundle(self, visits: Mapping[str, Visit]) -> bytes:
+        """The ZIP of everything (:func:`moleseg.app.results.batch_bundle`), dated now."""
+        shown = self._now()
+        return batch_bundle(shown.outcomes, shown.segmenter_name, shown.model_version, datetime.now().astimezone(),
+                            visits)
+
+    def objects_csv(self) -> bytes:
+        """Every cell / nucleus of every image as CSV."""
+        return objects_csv_bytes(self._now().outcomes)
+
+
+def outline_buttons(outcome: ImageOutcome) -> Sequence[tuple[str, str, str]]:
+    """``(label, file name, MIME type)`` of each outline download of an image
+    (:func:`moleseg.app.results.outline_downloads`)."""
+    return [(label, name, mime) for label, name, _, mime in outline_downloads(outcome)]
