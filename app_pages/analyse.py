@@ -24,7 +24,7 @@ from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEAD
                                  thumbnail_jpeg, visit_widget_values)
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS
+from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
@@ -413,15 +413,15 @@ def exports_view() -> None:
     # ---- downloads: made when clicked, from the latest results ------------------------------------------
     st.markdown("**Export this image**")
     one, two, three = st.columns(3)
-    one.download_button("Overlay (PNG)", data=latest.overlay_png, file_name=f"{outcome.stem}_overlay.png",
+    one.download_button("Overlay (PNG)", data=latest.overlay_png, file_name=result_file_name(outcome.stem, "overlay"),
                         mime="image/png", key="analyse_dl_overlay", on_click="ignore")
-    two.download_button(f"{words['mask']} (PNG)", data=latest.mask_png, file_name=f"{outcome.stem}_mask.png",
+    two.download_button(f"{words['mask']} (PNG)", data=latest.mask_png, file_name=result_file_name(outcome.stem, "mask"),
                         mime="image/png", key="analyse_dl_mask", on_click="ignore")
-    three.download_button("Report (PDF)", data=partial(latest.pdf, visit), file_name=f"{outcome.stem}_report.pdf",
+    three.download_button("Report (PDF)", data=partial(latest.pdf, visit), file_name=result_file_name(outcome.stem, "report"),
                           mime="application/pdf", key="analyse_dl_pdf", on_click="ignore")
     st.download_button(
         "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
-        data=partial(latest.dicom, visit, use_identifiers), file_name=f"{outcome.stem}_dicom.zip",
+        data=partial(latest.dicom, visit, use_identifiers), file_name=result_file_name(outcome.stem, "dicom"),
         help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
              "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
              "Patient and study fields are left empty unless the box above is ticked.")

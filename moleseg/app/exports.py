@@ -93,9 +93,7 @@ class LatestResults:
 
     def mask_png(self) -> bytes:
         """The lesion (or cells) mask of the image in view, PNG, 255 inside."""
-        from moleseg.core.imagewrite import encode_png
-
-        return encode_png(self._now().outcome.analysis.segmentation.lesion.astype("uint8") * 255)
+        return self._now().outcome.analysis.mask_png()
 
     def pdf(self, visit: Visit) -> bytes:
         """The one-page PDF report of the image in view with its ``visit``, dated now."""

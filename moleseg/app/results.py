@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 
 from moleseg.app.analysis import ImageOutcome, Upload
+from moleseg.core.config import result_file_name
 from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
@@ -351,7 +352,7 @@ def outcome_files(outcome: ImageOutcome, model_version: str = "", created: datet
         return {}
     files = dict(outcome.analysis.files(outcome.stem))
     if with_pdf:
-        files[f"{outcome.stem}_report.pdf"] = outcome.analysis.pdf(outcome.name, model_version=model_version,
+        files[result_file_name(outcome.stem, "report")] = outcome.analysis.pdf(outcome.name, model_version=model_version,
                                                                    created=created, visit=visit)
     return files
 

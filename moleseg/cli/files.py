@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from moleseg.core.config import default_model_spec
+from moleseg.core.config import default_model_spec, result_file_name
 from moleseg.core.errors import folder_not_found
 from moleseg.core.words import count_of, noun_for
 
@@ -149,7 +149,7 @@ def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], mode
     for row in rows:
         source, stem = Path(row["source"]), row["output"]
         try:
-            mask = read_mask(out / f"{stem}_mask.png", allow_empty=True)
+            mask = read_mask(out / result_file_name(stem, "mask"), allow_empty=True)
             files = segmentation_files(source, mask, stem, software_version=f"moleseg {__version__} {version}".strip(),
                                        model_name=model_name, pixel_size_mm=args.pixel_size_mm,
                                        include_identifiers=args.dicom_identifiers)

@@ -77,6 +77,17 @@ PNG_COMPRESSION_LEVEL = 1
 #: image): 0 stores the pixels unchanged in about 2 ms, against about 13 ms at level 1, for a file about
 #: twice as large (1.3 MB against 0.7 MB for a PH2 image; still lossless; ``docs/performance.md``).
 OVERLAY_PNG_COMPRESSION_LEVEL = 0
+#: How the file of each result of an analysis of image ``<stem>`` ends: the overlay, the lesion mask (0 / 255),
+#: the class map, the PDF report and the DICOM bundle (:func:`result_file_name`).
+RESULT_FILE_ENDINGS: dict[str, str] = {"overlay": "_overlay.png", "mask": "_mask.png", "classes": "_classes.png",
+                                       "report": "_report.pdf", "dicom": "_dicom.zip"}
+
+
+def result_file_name(stem: str, kind: str) -> str:
+    """``<stem>`` with the ending of the result ``kind`` (a key of :data:`RESULT_FILE_ENDINGS`)."""
+    return stem + RESULT_FILE_ENDINGS[kind]
+
+
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm")
 

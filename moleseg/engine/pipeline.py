@@ -21,7 +21,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
-                                 OVERLAY_PNG_COMPRESSION_LEVEL)
+                                 OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
@@ -209,13 +209,17 @@ class Analysis:
         picture = with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay
         return encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
 
+    def mask_png(self) -> bytes:
+        """The lesion (or cells) mask as PNG, 255 inside and 0 outside."""
+        return encode_png(np.asarray(self.segmentation.lesion, dtype=bool))  # bool is written 0 / 255
+
     def files(self, stem: str) -> dict[str, bytes]:
-        """``<stem>_overlay.png`` (:meth:`overlay_png`), ``<stem>_mask.png`` (0/255 lesion), ``<stem>_classes.png``
-        (class values); all lossless."""
+        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (class values), all
+        lossless, named by :func:`moleseg.core.config.result_file_name`."""
         return {
-            f"{stem}_overlay.png": self.overlay_png(),
-            f"{stem}_mask.png": encode_png(np.asarray(self.segmentation.lesion, dtype=bool)),  # written 0 / 255
-            f"{stem}_classes.png": encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8)),
+            result_file_name(stem, "overlay"): self.overlay_png(),
+            result_file_name(stem, "mask"): self.mask_png(),
+            result_file_name(stem, "classes"): encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8)),
         }
 
     @property

@@ -63,7 +63,7 @@ import numpy as np
 import sqlalchemy
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.config import RECORDS_DB_NAME, data_dir
+from moleseg.core.config import RECORDS_DB_NAME, data_dir, result_file_name
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
@@ -567,7 +567,7 @@ class Records:
         csv_name = f"{stem}_measurements.csv"
         return zip_bundle({
             f"{stem}_image.png": encode_png(saved.image),
-            f"{stem}_mask.png": encode_png(saved.mask),
+            result_file_name(stem, "mask"): encode_png(saved.mask),
             csv_name: measurements_csv([row]),
             sidecar_name(csv_name): settings_sidecar(csv_name, [(row["image"], record.settings(), record.visit())]),
             f"{stem}.json": json.dumps(details, indent=2, default=str).encode(),
