@@ -433,8 +433,7 @@ def exports_view() -> None:
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
     st.markdown("**Export all images**")
-    any_objects = any(o.analysis is not None and o.analysis.objects for o in now.outcomes)  # cells: their CSV
-    one, two, three, *rest = st.columns(4 if any_objects else 3)
+    one, two, three, *rest = st.columns(4 if now.has_objects else 3)
     one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
                         file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
     two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
@@ -445,7 +444,7 @@ def exports_view() -> None:
     three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
                           file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
                           on_click="ignore")
-    if any_objects:
+    if now.has_objects:
         rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
                                 mime="text/csv", key="analyse_dl_objects", on_click="ignore")
     st.caption(DISCLAIMER)

@@ -28,6 +28,11 @@ class Shown:
     segmenter_name: str
     model_version: str
 
+    @property
+    def has_objects(self) -> bool:
+        """True when some analysed image has objects (cells, nuclei): the objects' CSV is offered."""
+        return any(o.analysis is not None and bool(o.analysis.objects) for o in self.outcomes)
+
 
 def outline_count(outcome: ImageOutcome) -> int:
     """How many outlines the image in view has, 0, 1 or 2 for several
@@ -49,8 +54,7 @@ def layout_of(shown: Shown | None) -> tuple:
     outcome = shown.outcome
     analysis = outcome.analysis
     return (outcome.key, outcome.name, outcome.stem, analysis is not None and analysis.corrected_by_hand,
-            outline_count(outcome), any(o.analysis is not None and bool(o.analysis.objects) for o in shown.outcomes),
-            shown.segmenter_name, shown.model_version)
+            outline_count(outcome), shown.has_objects, shown.segmenter_name, shown.model_version)
 
 
 class LatestResults:
