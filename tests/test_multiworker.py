@@ -36,13 +36,15 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, resume: bool = False
-                  ) -> list[subprocess.Popen]:
+def start_workers(tmp_path: Path, images: Path, masks: Path, *, epochs: int, resume: bool = False,
+                  debug: str = "debug") -> list[subprocess.Popen]:
+    """Two ``moleseg train`` workers into ``tmp_path/w0`` (the chief) and ``tmp_path/w1``, writing their
+    debugging files (consumed examples, final weights) into ``tmp_path/debug``."""
     workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
     processes = []
     for index in range(2):
         env = {**os.environ, "PYTHONPATH": str(PROJECT), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "MOLESEG_CACHE": str(tmp_path / f"cache{index}"), WORKER_DEBUG_ENV: str(tmp_path / "debug")}
+               "MOLESEG_CACHE": str(tmp_path / f"cache{index}"), WORKER_DEBUG_ENV: str(tmp_path / debug)}
         env.pop("TF_CONFIG", None)
         # sgdm: the cluster's step is the same for any solver, and sgdm's update is cheaper to trace than adam's
         command = [sys.executable, "-m", "moleseg.cli", "train", "--images", str(images), "--masks", str(masks),
@@ -94,34 +96,11 @@ def test_epoch_shards_are_disjoint_equal_and_change_every_epoch():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_two_workers_train_one_model(tmp_path, time_left):
-    images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
-    codes = wait_all(start_workers(tmp_path, images, masks, epochs=2), time_left())
-    assert codes == [0, 0], worker_logs(tmp_path)
-    chief = tmp_path / "w0"
-    for name in ("model.keras", "history.csv", "config.json", "last.keras", "state.json"):
-        assert (chief / name).is_file(), name
-    assert not (tmp_path / "w1").exists()  # the other worker writes nothing of its own
-    assert len(read_history(chief / "history.csv")) == 2
-    assert "with 2 replicas" in (chief / "log.txt").read_text()
-    weights = [np.load(tmp_path / "debug" / f"worker{i}-weights.npz") for i in range(2)]
-    assert len(weights[0].files) == len(weights[1].files) > 100
-    for name in weights[0].files:
-        np.testing.assert_array_equal(weights[0][name], weights[1][name])
-    seen = collections.Counter()
-    for index in range(2):
-        for line in (tmp_path / "debug" / f"worker{index}-seen.tsv").read_text().splitlines():
-            epoch, worker, name = line.split("\t")
-            seen[(epoch, name)] += 1
-    assert seen and max(seen.values()) == 1  # no image read twice in one epoch, across both workers
-    assert {epoch for epoch, _ in seen} == {"1", "2"}
-    assert sum(1 for epoch, _ in seen if epoch == "1") == 6  # 6 training pairs, 3 per worker
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path, time_left):
+    """Two workers killed after an epoch resume from the chief's checkpoint and finish; the resumed pair
+    trains one model (the same weights on both, each epoch's images split between them, the chief alone
+    keeping a run folder)."""
     images, masks = lesion_dataset(tmp_path / "data", n=8, size=SIZE, vary=True)
     processes = start_workers(tmp_path, images, masks, epochs=3)
     deadline = time.monotonic() + time_left()
@@ -134,8 +113,28 @@ def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path, time_left):
     wait_all(processes, time_left())
     done = read_json(state_file)["epoch"]
     assert 1 <= done < 3
-    codes = wait_all(start_workers(tmp_path, images, masks, epochs=3, resume=True), time_left())
+    # the resumed pair writes its debugging files apart from the killed pair's (which saw part of an epoch)
+    codes = wait_all(start_workers(tmp_path, images, masks, epochs=3, resume=True, debug="resumed"), time_left())
     assert codes == [0, 0], worker_logs(tmp_path)
-    assert f"resuming after epoch {done}" in (tmp_path / "w0" / "log.txt").read_text()
-    assert [row["epoch"] for row in read_history(tmp_path / "w0" / "history.csv")] == [1, 2, 3]
+    chief = tmp_path / "w0"
+    assert f"resuming after epoch {done}" in (chief / "log.txt").read_text()
+    assert [row["epoch"] for row in read_history(chief / "history.csv")] == [1, 2, 3]
     assert read_json(state_file)["status"] == "done"
+
+    # the two workers trained one model: the chief alone keeps a run folder, both end with the same weights
+    for name in ("model.keras", "history.csv", "config.json", "last.keras", "state.json"):
+        assert (chief / name).is_file(), name
+    assert not (tmp_path / "w1").exists()  # the other worker removes its own folder, the killed one's too
+    assert "with 2 replicas" in (chief / "log.txt").read_text()
+    weights = [np.load(tmp_path / "resumed" / f"worker{i}-weights.npz") for i in range(2)]
+    assert len(weights[0].files) == len(weights[1].files) > 100
+    for name in weights[0].files:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name])
+    seen = collections.Counter()
+    for index in range(2):
+        for line in (tmp_path / "resumed" / f"worker{index}-seen.tsv").read_text().splitlines():
+            epoch, worker, name = line.split("\t")
+            seen[(epoch, name)] += 1
+    assert seen and max(seen.values()) == 1  # no image read twice in one epoch, across both workers
+    assert {epoch for epoch, _ in seen} == {str(epoch) for epoch in range(done + 1, 4)}
+    assert sum(1 for epoch, _ in seen if epoch == "3") == 6  # 6 training pairs, 3 per worker

@@ -77,8 +77,7 @@ def prepare_workers(trainer: Trainer, saved: keras.Model | None, state: RunState
     """Build the same model on every worker (variables are created in the same order everywhere, as
     ``MultiWorkerMirroredStrategy`` needs), then give every worker the chief's weights, optimizer state
     and epoch: after a restart, all resume from the chief's last checkpoint."""
-    model = trainer.build_compiled()
-    model.optimizer.build(model.trainable_variables)
+    model = trainer.build_compiled()  # its optimizer's variables too
     resuming = saved is not None
     if saved is not None:
         model.set_weights(saved.get_weights())

@@ -41,7 +41,8 @@ from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.network.predict import KerasSegmenter, prediction_function
 from moleseg.network.trainsetup import (Progress, ProgressCallback, TrainingCancelled, TrainingError, augment_config,
-                                        auto_bn_momentum, make_optimizer, model_info, split_of, target_config)
+                                        auto_bn_momentum, compile_for_training, model_info, split_of,
+                                        target_config)
 
 #: At most this many training pairs is a small dataset: BatchNorm layers that start from loaded statistics
 #: (ImageNet or a model fine-tuned from) keep them and are frozen, since a few images cannot estimate better.
@@ -227,7 +228,8 @@ class Trainer:
         write_json(self.files.config, {**config.to_dict(), "run_dir": str(self.run_dir)})
 
     def build_compiled(self) -> keras.Model:
-        """A new model compiled with the training's solver, loss and accuracy metric (in the current scope)."""
+        """A new model compiled with the training's solver (its variables created), loss and accuracy metric (in the
+        current scope)."""
         config = self.config
         self.model = build_model(config.model, weights=config.weights)
         if config.weights != "none" and len(self.train_pairs) <= SMALL_DATASET_PAIRS:
@@ -235,8 +237,8 @@ class Trainer:
             self.log(f"small dataset ({len(self.train_pairs)} training pairs <= {SMALL_DATASET_PAIRS}): {frozen} "
                      "BatchNorm layers keep the statistics loaded with the weights (frozen)")
         loss = SegmentationLoss(config.loss, self.class_weights)
-        self.model.compile(optimizer=make_optimizer(config, self.total_steps), loss=loss,
-                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        compile_for_training(self.model, config, self.total_steps, loss,
+                             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
         return self.model
 
     def resume_state(self, state: RunState) -> None:

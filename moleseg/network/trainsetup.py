@@ -137,6 +137,19 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
     return keras.optimizers.Adam(rate)
 
 
+def compile_for_training(model: keras.Model, config: TrainConfig, total_steps: int, loss: keras.losses.Loss,
+                         metrics: Sequence[keras.metrics.Metric] = ()) -> None:
+    """Compile ``model`` with the training's solver (:func:`make_optimizer`) and create the solver's
+    variables (momenta, moments) at once.
+
+    Left to Keras (without a distribution strategy), they are created inside the trace of the first training
+    step, each behind a conditional initialiser of the graph: about half of that trace's CPU time (a
+    MobileNetV2 DeepLabV3+ with adam, 396 variables: 30 -> 15 CPU-s).
+    """
+    model.compile(optimizer=make_optimizer(config, total_steps), loss=loss, metrics=list(metrics))
+    model.optimizer.build(model.trainable_variables)
+
+
 def default_cleanup(config: TrainConfig, variant: str) -> CleanupSettings:
     """Cleanup settings (px of the network input) of a training's model with one of its variants."""
     n_classes = config.model.n_classes

@@ -90,7 +90,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     from moleseg.network.feed import PairFeed
     from moleseg.network.losses import SegmentationLoss
     from moleseg.network.train import TrainConfig
-    from moleseg.network.trainsetup import augment_config, make_optimizer, target_config
+    from moleseg.network.trainsetup import augment_config, compile_for_training, target_config
 
     if keras_backend() != backend:
         raise RuntimeError(f"Keras already runs the {keras_backend()} backend, not {backend}: set "
@@ -141,7 +141,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
 
         model_config = ModelConfig.from_dict({**config.model.to_dict(), "bn_momentum": 0.9})
         model = build_model(model_config, weights="none")
-        model.compile(optimizer=make_optimizer(config, steps), loss=SegmentationLoss(config.loss, None))
+        compile_for_training(model, config, steps, SegmentationLoss(config.loss, None))
         losses: list[float] = []
         timed_seconds, timed_steps = 0.0, 0
         for block in range(blocks):
