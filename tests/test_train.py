@@ -9,6 +9,7 @@ which exercises the same Python code path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -202,13 +203,31 @@ def test_loss_falls_on_real_images(require_shared):
 # -- a whole training ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_train_writes_the_run_folder(tmp_path):
-    images, masks = lesion_dataset(tmp_path / "data", n=10, seed=1)
-    config = tiny_config(images, masks, tmp_path / "cache", test_split=0.2, name="tiny-run", calibrate=True)
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    """A whole training of :func:`tiny_config` (graph mode, calibration and a test split included)."""
+
+    config: TrainConfig
+    run: Path
+    evaluation: dict
+    events: list[Progress]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """Two epochs on 10 synthetic pairs (6 train, 2 validation, 2 test), calibrated, with every progress event;
+    the tests only read its folder."""
+    folder = tmp_path_factory.mktemp("finished")
+    images, masks = lesion_dataset(folder / "data", n=10, seed=1)
+    config = tiny_config(images, masks, folder / "cache", test_split=0.2, name="tiny-run", calibrate=True)
     events: list[Progress] = []
-    run = tmp_path / "run"
-    evaluation = train(config, run, progress=lambda event: events.append(event))
+    evaluation = train(config, folder / "run", progress=events.append)
+    return FinishedRun(config, folder / "run", evaluation, events)
+
+
+@pytest.mark.slow
+def test_train_writes_the_run_folder(finished_run):
+    run, evaluation, events = finished_run.run, finished_run.evaluation, finished_run.events
 
     for name in ("config.json", "history.csv", "model.keras", "last.keras", "state.json", "log.txt",
                  "evaluation.json"):
@@ -559,7 +578,7 @@ def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eager):
+def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, finished_run):
     """The model file holds the SHA-256 of its training and validation images; evaluating a renamed copy of
     one in another folder reports the overlap, and the held-out test split of the same folder does not."""
     import hashlib
@@ -570,10 +589,7 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, eage
     from moleseg.engine.overlap import training_overlap
     from moleseg.network.trainsetup import split_of
 
-    images, masks = lesion_dataset(tmp_path / "data", n=10, seed=2)
-    config = tiny_config(images, masks, tmp_path / "cache", epochs=1, test_split=0.2)
-    run = tmp_path / "run"
-    train(config, run)
+    config, run = finished_run.config, finished_run.run
     info = read_model_info(run / "model.keras")
     train_pairs, validation_pairs, test_pairs = split_of(config)
     seen = [*train_pairs, *validation_pairs]  # each image's file bytes and decoded pixels

@@ -278,16 +278,18 @@ def read_info(path: str | Path) -> ModelInfo:
         raise ModelFileError(f"{Path(path).name}: {error}") from None
 
 
-def write_model_info(path: str | Path, info: dict[str, Any]) -> None:
+def write_model_info(path: str | Path, info: dict[str, Any], *, source: str | Path | None = None) -> None:
     """Add or replace ``moleseg.json`` in an existing ``.keras`` file, atomically (the file is checked as
-    :func:`check_keras_file` checks it; see there for the errors)."""
-    path = check_keras_file(path)
+    :func:`check_keras_file` checks it; see there for the errors). With ``source``: ``path`` becomes a copy of
+    the ``.keras`` file ``source`` (the same network) with ``info`` as its ``moleseg.json``."""
+    path = Path(path)
+    origin = check_keras_file(path if source is None else source)
     payload = json.dumps(info, indent=2, sort_keys=True, default=_json_default).encode("utf-8")
-    with atomic_output(path) as temporary, zipfile.ZipFile(path) as source, \
+    with atomic_output(path) as temporary, zipfile.ZipFile(origin) as archive, \
             zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED) as target:
-        for item in source.infolist():
+        for item in archive.infolist():
             if item.filename != INFO_ENTRY:
-                with source.open(item) as data, target.open(item, "w") as out:
+                with archive.open(item) as data, target.open(item, "w") as out:
                     shutil.copyfileobj(data, out)
         target.writestr(INFO_ENTRY, payload)
 

@@ -21,6 +21,7 @@ from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
 from moleseg.core.config import CLASSICAL_MODELS, EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
+from moleseg.core.modelinfo import write_model_info
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
 from moleseg.core.words import count_of
@@ -99,6 +100,8 @@ class _EpochEnd(keras.callbacks.Callback):
         except TrainingCancelled:
             trainer.current_epoch = epoch  # its validation was cut short: the epoch is not saved
             raise
+        if trainer.validation_dataset is not None and "val_loss" not in logs:  # one process: not fit's own pass
+            logs.update(trainer.validation_loss())
         logs.update(scores)
         row = {"epoch": epoch + 1, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
                "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
@@ -133,6 +136,7 @@ class Trainer:
         self.job_started = time.time()
         self.earlier_job_seconds = 0.0  # wall time of the earlier sessions of a resumed run
         self._validation_function: tuple[keras.Model, Callable[[np.ndarray], Any]] | None = None
+        self.validation_dataset: Any = None  # the validation split at the network's input size, once fit starts
 
     # ----------------------------------------------------------------------------------------------
     def report(self, progress: Progress) -> bool:
@@ -258,11 +262,29 @@ class Trainer:
         info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
                           n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
                           rule=rule, epoch=self.current_epoch, val_fm=None, image_sha256=self.image_sha256)
-        # traced once per model object; it follows the weights from epoch to epoch
+        return KerasSegmenter(self.model, info, batch_size=self.config.batch_size,
+                              predict_function=self.validation_predict())
+
+    def validation_predict(self) -> Callable[[np.ndarray], Any]:
+        """The model in inference mode, traced once per model object (it follows the weights from epoch to
+        epoch): the validation FM's predictions and the validation loss."""
         if self._validation_function is None or self._validation_function[0] is not self.model:
             self._validation_function = (self.model, prediction_function(self.model))
-        return KerasSegmenter(self.model, info, batch_size=self.config.batch_size,
-                              predict_function=self._validation_function[1])
+        return self._validation_function[1]
+
+    def validation_loss(self) -> dict[str, float]:
+        """``val_loss`` and ``val_accuracy`` (the share of pixels of the right class) of the validation split at
+        the network's input size, each a mean over its examples, predicted by :meth:`validation_predict`: the
+        validation needs no evaluation step of Keras' own (one trace less)."""
+        loss_function = self.model.loss
+        losses, accuracies, counts = [], [], []
+        for images, labels in self.validation_dataset:
+            probabilities = self.validation_predict()(images)
+            losses.append(float(loss_function(labels, probabilities)))
+            accuracies.append(float(np.mean(np.argmax(labels, -1) == np.argmax(probabilities, -1))))
+            counts.append(len(labels))
+        return {"val_loss": float(np.average(losses, weights=counts)),
+                "val_accuracy": float(np.average(accuracies, weights=counts))}
 
     def _mean_fm_by_rule(self, pairs: Sequence[Pair], rules: Sequence[str],
                          tick: Callable[[int], None] | None = None, done: int = 0) -> dict[str, float]:
@@ -318,7 +340,11 @@ class Trainer:
                               n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
                               rule=row["rule"], epoch=epoch, val_fm=val_fm, image_sha256=self.image_sha256)
             save_model(self.model, self.files.model, info)
-        save_model(self.model, self.files.last, {"epoch": epoch, "checkpoint": True})
+        checkpoint = {"epoch": epoch, "checkpoint": True}
+        if improved:  # the same network as the best model's file just written: copied, not saved again
+            write_model_info(self.files.last, checkpoint, source=self.files.model)
+        else:
+            save_model(self.model, self.files.last, checkpoint)
         self.training_seconds += row["seconds"]
         self.write_state("running")
         chosen_by = "val FM" if self.validation_pairs else "val FM (no validation split: training images)"
@@ -377,6 +403,7 @@ class Trainer:
             if self.validation_pairs:
                 validation = make_dataset(self.validation_pairs, self.targets, batch_size=config.batch_size,
                                           cache=self.cache)
+        self.validation_dataset = validation
         callbacks: list[keras.callbacks.Callback] = [_EpochEnd(self)]
         if config.early_stopping_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_fm", mode="max",
@@ -386,8 +413,8 @@ class Trainer:
             fit_workers(self, keras.callbacks.CallbackList(callbacks, model=self.model), validation)
         else:
             try:
-                self.model.fit(train, validation_data=validation, epochs=config.epochs,
-                               initial_epoch=self.initial_epoch, callbacks=callbacks, verbose=0)
+                self.model.fit(train, epochs=config.epochs, initial_epoch=self.initial_epoch, callbacks=callbacks,
+                               verbose=0)
             except TrainingCancelled:
                 self.cancelled = True
         if self.cancelled:
