@@ -258,6 +258,17 @@ def test_train_writes_the_run_folder(finished_run):
     assert info["training"]["n_train"] == 6 and info["training"]["n_validation"] == 2
     assert info["cleanup_variant"] == state["best_rule"] and info["cleanup"]["rule"]
     assert read_model_info(run / "last.keras") == {"epoch": 2, "checkpoint": True}
+    # the last epoch's validation loss and pixel accuracy: its network on the 2 validation examples at 64 px
+    from moleseg.network.io import load_keras_model
+    from moleseg.network.trainsetup import split_of
+
+    last = load_keras_model(run / "last.keras", compile=True)
+    validation = split_of(finished_run.config)[1]
+    images, labels = next(iter(make_dataset(validation, target_config(finished_run.config), batch_size=4)))
+    probabilities = last(images, training=False)
+    assert history[-1]["val_loss"] == pytest.approx(float(last.loss(labels, probabilities)), rel=1e-4)
+    assert history[-1]["val_accuracy"] == pytest.approx(
+        float(np.mean(np.argmax(labels, -1) == np.argmax(probabilities, -1))), abs=1e-5)
     # flips and lesion threshold chosen on the 2 validation images and stored in the model
     calibration = info["calibration"]
     assert calibration["n_images"] == 2 and len(calibration["table"]) == 20  # 2 flip settings x 10 thresholds
