@@ -18,8 +18,8 @@ from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEADING, batch_summary, batch_table,
-                                 check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg, flags,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
+                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_table, object_areas,
                                  thumbnail_jpeg, visit_widget_values)
 from moleseg.core import options
@@ -192,36 +192,27 @@ def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
                 st.success(dataset_save_message(outcome.name, saved, folder))
 
 
-def show_image(key: str) -> None:
-    """Callback of a thumbnail's button: that image in view below."""
-    st.session_state["analyse_shown"] = key
-
-
 def batch_view(good: list[ImageOutcome]) -> None:
-    """Many images at once: a grid of thumbnails with their overlays and key measurements, the table of
-    every measurement, and the batch summary."""
-    grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"])
-    with grid:
-        for start in range(0, len(good), GRID_COLUMNS):
-            cells = st.columns(GRID_COLUMNS)
-            for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(thumbnail_jpeg(item.analysis), width="stretch",
-                           caption=grid_caption(item))
-                if flags(item.analysis):  # the reasons in full are in the caption above
-                    cell.badge("To check", icon=":material/warning:", color="red")
-                cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
-                            width="stretch")
-    with table:
-        st.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
-                     column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING, width="large")})
-    with summary:
-        st.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
-                   "images where it is defined.")
-        st.dataframe(batch_summary(good), hide_index=True, width="stretch",
-                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
-                                    "images": st.column_config.NumberColumn("Images", width="small"),
-                                    "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median", "max": "Max"})
-
+    """Many images at once: the grid of thumbnails (their overlays, framed when to check) with their key
+    measurements, the table of every measurement and the batch summary. The grid is one element; each table is
+    made only while its tab is open."""
+    grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"], key="analyse_batch_tab",
+                                   on_change="rerun")
+    if grid.open:
+        grid.image([thumbnail_jpeg(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
+                   width=GRID_THUMBNAIL_WIDTH_PX)
+    if table.open:
+        table.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
+                        column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING,
+                                                                                      width="large")})
+    if summary.open:
+        summary.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
+                        "images where it is defined.")
+        summary.dataframe(batch_summary(good), hide_index=True, width="stretch",
+                          column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                                         "images": st.column_config.NumberColumn("Images", width="small"),
+                                         "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median",
+                                         "max": "Max"})
 
 
 def picture_tabs(outcome: ImageOutcome, segmenter_name: str) -> None:

@@ -382,14 +382,21 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
 
 
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
-    from moleseg.app.results import batch_summary, batch_table, key_measurements, outline_downloads, shrunk
+    from moleseg.app.results import (batch_summary, batch_table, grid_caption, key_measurements, outline_downloads,
+                                     shrunk)
 
     files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
              for name, seed in (("a", 1), ("b", 2), ("c", 5))]
     outcomes = upload(at, files)
     assert not at.exception
-    grid_buttons = [b for b in at.button if b.key and b.key.startswith("analyse_grid_")]
-    assert len(grid_buttons) == 3
+    grid = at.get("image")[0].proto  # the grid: one element of three pictures, each with its caption
+    assert [picture.caption for picture in grid.imgs] == [grid_caption(outcome) for outcome in outcomes]
+    assert [tab.label for tab in at.tabs][:3] == ["Grid", "All measurements", "Batch summary"]
+    assert [list(frame.value.columns)[0] for frame in at.dataframe] == ["property", "measurement"]  # tables closed
+    at.session_state["analyse_batch_tab"] = "All measurements"
+    at.run()
+    assert not at.get("image")[0].proto.imgs[0].caption.startswith("a.png: Area")  # the grid is not made meanwhile
+    assert list(at.dataframe[1].value.columns)[:2] == ["Image", "Area (px\u00b2)"]
     assert key_measurements(outcomes[0].analysis).startswith("Area ")
     assert shrunk(outcomes[0].analysis.overlay, 56).shape[:2] == (48, 56)  # 96 x 112 halved
     table = batch_table(outcomes)
@@ -402,8 +409,8 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     assert summary["Area (px\u00b2)"]["images"] == 3
     assert float(summary["Area (px\u00b2)"]["mean"].replace(",", "")) == pytest.approx(np.mean(areas), abs=0.05)
     assert float(summary["Area (px\u00b2)"]["sd"].replace(",", "")) == pytest.approx(np.std(areas), abs=0.05)
-    grid_buttons[1].click().run()
-    assert at.session_state["analyse_shown"] == outcomes[1].key
+    at.selectbox(key="analyse_shown").select(outcomes[1].key).run()
+    assert at.get("image")[0].proto.imgs[0].caption.startswith("b.png: ")  # its overlay in view below
     downloads = outline_downloads(outcomes[1])
     assert [name for _, name, _, _ in downloads] == ["b_outline.geojson", "b_outline.roi", "b_outline.svg"]
     assert json.loads(downloads[0][2])["type"] == "FeatureCollection"

@@ -197,8 +197,9 @@ THUMBNAIL_SIDE_PX: int = 360
 #: Longest side of the pictures shown beside each other on the Analyse page, in px: about twice the width of
 #: their half-page column on a wide screen, so they stay sharp on high-density screens.
 DISPLAY_SIDE_PX: int = 1200
-#: Thumbnails per row of the batch grid.
-GRID_COLUMNS: int = 4
+#: Width the batch grid shows each thumbnail at, in CSS px: half its pixels (sharp on high-density screens); four
+#: to a row beside the sidebar on a 1300 px wide window, more on wider ones.
+GRID_THUMBNAIL_WIDTH_PX: int = THUMBNAIL_SIDE_PX // 2
 
 
 def key_measurements(analysis: Analysis) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -383,23 +383,107 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     return analysis, encoded
 
 
+def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
+                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
+                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                    lesion_threshold: Any = MODEL_THRESHOLD,
+                    workers: int | None = None) -> Iterator[list[Analysis | Exception]]:
+    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
+    input order, an :class:`Analysis` or the exception that stopped that image.
+
+    ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
+    image's result). A pipeline across the cores: a pool of ``workers`` threads (default: the CPU count) reads
+    the next batch and cleans and measures this one while this thread runs the network on the next (reading,
+    OpenCV, numpy and the network release the GIL). An image with a side under
+    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
+    network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    style = style or OverlayStyle()
+    batch_size = max(1, int(batch_size))
+    starts = range(0, len(images), batch_size)
+
+    def read(index: int) -> np.ndarray:
+        image = images[index]()
+        check_image_side(image)
+        return image
+
+    def finish(image: np.ndarray, probabilities: np.ndarray) -> Analysis:
+        segmentation = clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
+        return _finish(image, segmentation, segmenter, pixel_size_mm, style)
+
+    def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        try:
+            return list(segmenter.predict_probabilities(batch))
+        except Exception as error:  # noqa: BLE001 -- one image at fault must not take its batch down
+            if len(batch) == 1:
+                return [error]
+        return [predicted([image])[0] for image in batch]
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch") as pool:
+        def reading(start: int) -> list[Future]:
+            return [pool.submit(read, index) for index in range(start, min(start + batch_size, len(images)))]
+
+        next_reads = reading(starts[0]) if starts else []
+        finishing: list[Future | Exception] | None = None
+        for number, start in enumerate(starts):
+            reads, next_reads = next_reads, reading(starts[number + 1]) if number + 1 < len(starts) else []
+            results: list[Future | Exception | np.ndarray] = []
+            for job in reads:
+                try:
+                    results.append(job.result())
+                except Exception as error:  # noqa: BLE001 -- a file that cannot be read or is too small
+                    results.append(error)
+            batch = [image for image in results if isinstance(image, np.ndarray)]
+            probabilities = iter(predicted(batch) if batch else [])
+            for slot, image in enumerate(results):
+                if isinstance(image, np.ndarray):
+                    found = next(probabilities)
+                    results[slot] = found if isinstance(found, Exception) else pool.submit(finish, image, found)
+            if finishing is not None:
+                yield _outcomes(finishing)
+            finishing = results
+        if finishing is not None:
+            yield _outcomes(finishing)
+
+
+def _outcomes(jobs: Sequence[Future | Exception]) -> list[Analysis | Exception]:
+    """The results of :func:`analyse_batches`' jobs of one batch, in order: each analysis or its exception."""
+    outcomes: list[Analysis | Exception] = []
+    for job in jobs:
+        if isinstance(job, Exception):
+            outcomes.append(job)
+            continue
+        try:
+            outcomes.append(job.result())
+        except Exception as error:  # noqa: BLE001 -- this image's cleanup or measurements failed
+            outcomes.append(error)
+    return outcomes
+
+
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
-                   lesion_threshold: Any = MODEL_THRESHOLD) -> list[Analysis]:
-    """Predict a batch of RGB uint8 images at once, then clean, measure and draw each.
+                   lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None) -> list[Analysis]:
+    """Predict RGB uint8 images in batches of :data:`moleseg.core.config.INFERENCE_BATCH_SIZE`, then clean,
+    measure and draw each (:func:`analyse_batches`, the cleanup and the measurements of one batch overlapping
+    the network's run on the next).
 
     ``lesion_threshold``: 0..1, None for the arg-max, default the model's own (see :mod:`moleseg.engine.calibrate`).
     Raises ValueError ("image too small") before predicting when an image has a side under
-    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`.
+    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`, and the first image's error otherwise.
     """
-    if not images:
-        return []
     for image in images:
         check_image_side(image)
-    probabilities = segmenter.predict_probabilities(list(images))
-    return [_finish(image, clean(segmenter, p, settings, lesion_threshold=lesion_threshold), segmenter,
-                    pixel_size_mm, style or OverlayStyle())
-            for image, p in zip(images, probabilities)]
+    analyses = [outcome for batch in analyse_batches(
+        segmenter, [functools.partial(np.asarray, image) for image in images], settings=settings,
+        pixel_size_mm=pixel_size_mm, style=style, lesion_threshold=lesion_threshold, workers=workers)
+        for outcome in batch]
+    for outcome in analyses:
+        if isinstance(outcome, Exception):
+            raise outcome
+    return analyses
 
 
 # --------------------------------------------------------------------------------------------------------
