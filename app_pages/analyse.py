@@ -292,6 +292,7 @@ def analysed_results() -> Shown | None:
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
         progress=lambda done, total, name: status.progress(done / max(1, total),
                                                            text=f"Analysed {name} ({done}/{total})"),
+        prepare=thumbnail_jpeg if len(uploads) > 1 else None,  # the grid's, made while the network runs
     )
     status.empty()
     ui.show_cache_notes(segmenter)

@@ -43,7 +43,8 @@ def test_each_image_gets_its_own_result_in_order_and_a_failure_stays_with_its_im
                functools.partial(np.asarray, moles[2]),
                functools.partial(np.asarray, moles[3])]
     segmenter = RefusesDarkImages()
-    batches = list(analyse_batches(segmenter, readers, batch_size=4, workers=2))
+    prepared: list[Analysis] = []
+    batches = list(analyse_batches(segmenter, readers, batch_size=4, workers=2, prepare=prepared.append))
     assert [len(batch) for batch in batches] == [4, 3]
     results = [result for batch in batches for result in batch]
     assert isinstance(results[1], ImageReadError) and str(results[1]) == BAD_FILE
@@ -57,7 +58,19 @@ def test_each_image_gets_its_own_result_in_order_and_a_failure_stays_with_its_im
         assert isinstance(result, Analysis)
         assert result.measurement_row == expected.measurement_row
         np.testing.assert_array_equal(result.segmentation.lesion, expected.segmentation.lesion)
+    assert sorted(map(id, prepared)) == sorted(id(result) for result in results if isinstance(result, Analysis))
     assert list(analyse_batches(segmenter, [])) == []
+
+
+def test_an_error_while_preparing_what_is_shown_of_an_image_is_that_images_result():
+    def prepare(analysis: Analysis) -> None:
+        if analysis.image.shape[0] == 40:
+            raise MemoryError("no room for its thumbnail")
+
+    images = [mole_image(height, 56)[0] for height in (48, 40)]
+    (batch,) = analyse_batches(ClassicalSegmenter(), [functools.partial(np.asarray, image) for image in images],
+                               prepare=prepare)
+    assert isinstance(batch[0], Analysis) and isinstance(batch[1], MemoryError)
 
 
 def test_analyse_images_raises_the_first_images_error_and_refuses_a_small_image_before_predicting():

@@ -267,7 +267,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                     settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
                     style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                     plan: "CleanupPlan | None" = None,
-                    progress: Callable[[int, int, str], None] | None = None) -> list[ImageOutcome]:
+                    progress: Callable[[int, int, str], None] | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
@@ -279,7 +280,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     and ``lesion_threshold``. ``progress(done, total, name)``: after each batch analysed
     (:func:`moleseg.engine.pipeline.analyse_batches`: the next batch is read and the last one measured while
     the network runs), ``total`` the number of uploads and ``done`` counting those that needed no prediction
-    (cached).
+    (cached). ``prepare``: called on each new analysis while the network runs on the next batch (what the page
+    shows of every image, e.g. its grid thumbnail).
     """
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
@@ -301,7 +303,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     done = len(uploads) - len(todo)  # cached: nothing left to do for them
     readers = [functools.partial(read_image, uploads[index].data, name=uploads[index].name) for index in todo]
     for batch in analyse_batches(segmenter, readers, settings=settings, pixel_size_mm=pixel_size_mm, style=style,
-                                 lesion_threshold=lesion_threshold):
+                                 lesion_threshold=lesion_threshold, prepare=prepare):
         chunk, todo = todo[:len(batch)], todo[len(batch):]
         store.count_predictions(sum(not isinstance(analysis, ImageReadError) for analysis in batch))
         for index, analysis in zip(chunk, batch):

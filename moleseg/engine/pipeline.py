@@ -386,8 +386,8 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
 def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
                     batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
                     pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
-                    lesion_threshold: Any = MODEL_THRESHOLD,
-                    workers: int | None = None) -> Iterator[list[Analysis | Exception]]:
+                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
     """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
     input order, an :class:`Analysis` or the exception that stopped that image.
 
@@ -397,7 +397,10 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     OpenCV, numpy and the network release the GIL). An image with a side under
     :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
     network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
-    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own.
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. ``prepare``: called in the pool
+    on each analysis once it is measured, for what the caller will show of every image (the Analyse page's
+    grid thumbnail, kept with the analysis), so that it too is made while the network runs; its result is
+    dropped and an error it raises is that image's result.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -412,7 +415,10 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
 
     def finish(image: np.ndarray, probabilities: np.ndarray) -> Analysis:
         segmentation = clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
-        return _finish(image, segmentation, segmenter, pixel_size_mm, style)
+        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
+        if prepare is not None:
+            prepare(analysis)
+        return analysis
 
     def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
         try:

@@ -12,8 +12,9 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   for the others) until the cleanup caption names the new value and the overlay shown is a new picture,
   fully loaded.
 * ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;
-  ``engine_batch12_s``: the same files through :func:`moleseg.engine.pipeline.analyse_images` in this
-  process, model loaded and warmed up, the server stopped (the engine's own time for them).
+  ``engine_batch12_s``: the same files through the engine's batch entry
+  :func:`moleseg.engine.pipeline.analyse_batches` in this process (decoded from their bytes, as the Analyse page
+  does), model loaded and warmed up, the server stopped (the engine's own time for them).
 * ``home_s``: a new session opening the home page until its "Pages" heading and links are drawn.
 
 ``python -m moleseg.tools.bench_app --slider N [--timeline]`` measures the slider alone, ``N`` times on one
@@ -376,16 +377,23 @@ def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
 
 
 def engine_seconds(model: str, files: Sequence[Path]) -> float:
-    """Seconds :func:`moleseg.engine.pipeline.analyse_images` takes for ``files`` (read included) with the
-    segmenter of ``model``, loaded and warmed up on the first file first."""
+    """Seconds the engine's batch entry :func:`moleseg.engine.pipeline.analyse_batches` takes for ``files`` (their
+    bytes in memory, as uploads are; decoding included) with the segmenter of ``model``, loaded and warmed up on
+    the first file first."""
+    import functools
+
     from moleseg.core.imageio import read_image
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.pipeline import analyse_batches
     from moleseg.network.loading import load_segmenter
 
     segmenter = load_segmenter(model)
-    analyse_images(segmenter, [read_image(files[0].read_bytes(), name=files[0].name)])
+    readers = [functools.partial(read_image, path.read_bytes(), name=path.name) for path in files]
+    list(analyse_batches(segmenter, readers[:1]))
     start = time.perf_counter()
-    analyse_images(segmenter, [read_image(path.read_bytes(), name=path.name) for path in files])
+    for batch in analyse_batches(segmenter, readers):
+        for outcome in batch:
+            if isinstance(outcome, Exception):
+                raise outcome
     return time.perf_counter() - start
 
 
