@@ -18,7 +18,7 @@ from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_table, object_areas,
                                  thumbnail_jpeg, visit_widget_values)
@@ -200,7 +200,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
                                    on_change="rerun")
     if grid.open:
         grid.image([thumbnail_jpeg(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
-                   width=GRID_THUMBNAIL_WIDTH_PX)
+                   width=THUMBNAIL_WIDTH_PX)
     if table.open:
         table.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
                         column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING,

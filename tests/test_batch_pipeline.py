@@ -97,3 +97,18 @@ def test_the_analyse_page_reports_a_bad_upload_and_analyses_the_others_in_batche
     again = analyse_uploads(store, ClassicalSegmenter(), "m", uploads, progress=lambda *args: progress.append(args))
     assert all(new.analysis is old.analysis for new, old in zip(again, outcomes) if old.ok)  # from the cache
     assert progress[2:] == [(6, 6, "bad.png")] and again[2].error == BAD_FILE  # only the bad file is tried again
+
+
+def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
+    import io
+
+    from PIL import Image
+
+    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg
+
+    wide, narrow = analyse_images(ClassicalSegmenter(), [mole_image(150, 300)[0], mole_image(120, 160)[0]])
+    assert THUMBNAIL_WIDTH_PX == 200 and thumbnail(wide).shape == (100, 200, 3)
+    assert thumbnail(narrow).shape == (120, 160, 3)  # never enlarged
+    with Image.open(io.BytesIO(thumbnail_jpeg(wide))) as encoded:
+        assert encoded.format == "JPEG" and encoded.size == (200, 100)
+    assert thumbnail_jpeg(wide) is thumbnail_jpeg(wide)  # encoded once
