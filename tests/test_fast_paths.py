@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.colour import COLOUR_NAMES, classify_colours, lesion_colours, packed_rgb, unpacked_rgb
+from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
+                                 unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.measure import euclidean_distances, measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
@@ -80,6 +81,23 @@ def test_lesion_colours_equal_classifying_every_pixel():
     shares = lesion_colours(image, lesion).shares
     for name, count in zip(COLOUR_NAMES, counts):
         assert shares[name] == pytest.approx(count / lesion.sum(), rel=1e-15, abs=0.0)
+
+
+def test_remembered_colour_classes_equal_classifying_each_batch():
+    codes = np.random.default_rng(7).integers(0, 2**24, 20_000).astype(np.int32)
+    # new colours, some seen before, repeated ones, all of them again: each batch as classified alone
+    for batch in (codes[:5_000], codes[3_000:12_000], np.repeat(codes[10_000:10_100], 3), codes, codes[:0]):
+        np.testing.assert_array_equal(code_classes(batch), classify_colours(unpacked_rgb(batch)))
+
+
+def test_colours_of_a_real_lesion_equal_classifying_every_pixel_twice(require_shared):
+    folder = require_shared("moles/ph2")
+    image = read_image(folder / "images" / "IMD004.jpg")
+    lesion = read_mask(folder / "masks" / "IMD004_lesion.png")
+    counts = np.bincount(classify_colours(image[lesion]), minlength=len(COLOUR_NAMES))
+    for _ in range(2):  # the second time every colour is remembered
+        shares = lesion_colours(image, lesion).shares
+        assert [shares[name] for name in COLOUR_NAMES] == list(counts / counts.sum())
 
 
 @pytest.mark.parametrize("classes", [2, 3, 4])
