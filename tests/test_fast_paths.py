@@ -3,6 +3,8 @@ formulas they stand for: pinned on a real PH2 lesion and compared with the refer
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -223,7 +225,16 @@ def test_colour_classes_equal_the_argmin_over_every_reference_exactly():
     assert np.array_equal(classify_colours(pixels), plain.astype(np.uint8))
 
 
-def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared):
+class NeverStarts(Executor):
+    """An executor whose tasks never start (a drawing pool busy with other images): whoever submitted them
+    must do them."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return Future()
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared, drawer_kind):
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -234,8 +245,9 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
     segmenter = ClassicalSegmenter(n_classes=3)
     [plain] = analyse_images(segmenter, [image])
-    with ThreadPoolExecutor(max_workers=1) as drawer:
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         analysis, files = measure_and_encode(image, plain.segmentation, segmenter, "IMD004", drawer)
+    assert files == plain.files("IMD004")
     row = measurements_row(analysis.measurements)
     assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
     np.testing.assert_equal(row, measurements_row(plain.measurements))
