@@ -35,6 +35,12 @@ def upload(at, files, key="analyse_upload_files"):
     return at.session_state["analyse_outcomes"]
 
 
+def redrawn(at):
+    """The whole page run again: a cleanup, colour or opacity change reruns the results' fragment alone, and
+    AppTest then holds only what that run drew (not the sidebar's widgets)."""
+    return at.run()
+
+
 def measurement_frames(at):
     return [frame.value for frame in at.dataframe if "measurement" in frame.value.columns]
 
@@ -67,11 +73,11 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     before = outcomes[0].analysis.segmentation.border.copy()
     at.toggle(key="analyse_manual").set_value(True).run()
     assert at.slider(key="analyse_closing").value == 15  # starts from the automatic settings
-    at.slider(key="analyse_closing").set_value(1).run()
+    redrawn(at.slider(key="analyse_closing").set_value(1).run())
     after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_closing.settings.closing_radius_px == 1
     assert not np.array_equal(after_closing.border, before)
-    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.slider(key="analyse_border").set_value(12).run()
     after_width = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_width.border.sum() > 2 * before.sum()  # a 12 px band instead of 4 px
@@ -106,7 +112,7 @@ def test_pictures_are_shown_as_jpegs_no_larger_than_their_place_on_the_page():
 
 def test_overlay_colours_and_pixel_size_apply(at):
     upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
-    at.color_picker(key="analyse_border_color").set_value("#ff0000").run()
+    redrawn(at.color_picker(key="analyse_border_color").set_value("#ff0000").run())
     at.number_input(key="analyse_pixel_size").set_value(0.05).run()
     analysis = at.session_state["analyse_outcomes"][0].analysis
     border = analysis.segmentation.border
@@ -240,7 +246,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     assert at.slider(key=key).value == pytest.approx(calibrated)  # the model's calibrated threshold
     areas = {}
     for value in (0.05, 0.95):
-        at.slider(key=key).set_value(value).run()
+        redrawn(at.slider(key=key).set_value(value).run())
         segmentation = at.session_state["analyse_outcomes"][0].analysis.segmentation
         assert segmentation.lesion_threshold == pytest.approx(value)
         areas[value] = segmentation.lesion.sum()
@@ -292,7 +298,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
     assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
     at.toggle(key="analyse_manual").set_value(True).run()
-    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.slider(key="analyse_border").set_value(12).run()
     assert not at.exception
     after = {o.name: o.analysis.segmentation for o in at.session_state["analyse_outcomes"]}
