@@ -213,14 +213,22 @@ class Analysis:
         """The lesion (or cells) mask as PNG, 255 inside and 0 outside."""
         return encode_png(np.asarray(self.segmentation.lesion, dtype=bool))  # bool is written 0 / 255
 
-    def files(self, stem: str) -> dict[str, bytes]:
-        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (class values), all
-        lossless, named by :func:`moleseg.core.config.result_file_name`."""
+    def classes_png(self) -> bytes:
+        """The predicted classes as PNG, each pixel its class value (0, 1, 2)."""
+        return encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8))
+
+    def file_encoders(self, stem: str) -> dict[str, Callable[[], bytes]]:
+        """What :meth:`files` encodes, by file name, each not yet run."""
         return {
-            result_file_name(stem, "overlay"): self.overlay_png(),
-            result_file_name(stem, "mask"): self.mask_png(),
-            result_file_name(stem, "classes"): encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8)),
+            result_file_name(stem, "overlay"): self.overlay_png,
+            result_file_name(stem, "mask"): self.mask_png,
+            result_file_name(stem, "classes"): self.classes_png,
         }
+
+    def files(self, stem: str) -> dict[str, bytes]:
+        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (:meth:`classes_png`),
+        all lossless, named by :func:`moleseg.core.config.result_file_name`."""
+        return {name: encode() for name, encode in self.file_encoders(stem).items()}
 
     @property
     def cells(self) -> bool:
@@ -279,8 +287,8 @@ def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Pa
 def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) being made in another thread, appended where
-    :func:`moleseg.core.measure.measure_lesion` puts them."""
+    (:func:`moleseg.core.measure.colour_measurements`) to be made in another thread, appended where
+    :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -293,8 +301,9 @@ def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
                                                image=analysis.image if colours is None else None)
-        if colours is not None:
-            analysis.measurements += colours.result()
+        if colours is not None:  # measured here when the other thread has not started on them
+            analysis.measurements += (colour_measurements(analysis.image, segmentation.lesion) if colours.cancel()
+                                      else colours.result())
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -370,17 +379,23 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
     the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
     one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
-    colours are measured by ``drawer`` too, first, which balances the two threads' work."""
+    colours are measured by ``drawer`` too, first; each file is a task of its own, and the files ``drawer``
+    has not started when the measurements are done, this thread encodes (last first), so neither thread
+    waits while the other has work left."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     colours = None
     if not analysis.cells and segmentation.lesion.any():
         colours = drawer.submit(colour_measurements, image, segmentation.lesion)
-    encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
+    encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
+    jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
     try:
         _measured(analysis, colours)
-    finally:
-        encoded = encoding.result()
-    return analysis, encoded
+    except BaseException:
+        for job in jobs.values():
+            job.cancel()
+        raise
+    encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
+    return analysis, {name: encoded[name] if name in encoded else job.result() for name, job in jobs.items()}
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
