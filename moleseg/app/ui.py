@@ -6,6 +6,7 @@ and the engine modules; no TensorFlow is imported here.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -309,11 +310,18 @@ def init_state(key: str, value: Any) -> None:
         st.session_state[key] = value
 
 
-def no_emoji(text: str) -> str:
-    """``text`` for markdown with its colons escaped, so that nothing in it reads as an emoji code (a time such
-    as ``05:12:45`` holds ``:12:``): the browser then neither fetches nor runs its emoji library (about 260 kB of
+#: The characters that start markdown's inline markup as Streamlit reads it: escapes, code, emphasis, links and
+#: images, HTML and autolinks, maths, strike-through, emoji codes (``:smile:``) and coloured text (``:red[...]``).
+MARKDOWN_MARKUP: str = "\\`*_[]<>$~:"
+
+
+def plain_markdown(text: str) -> str:
+    """``text`` (a model's name or version, a device) for markdown, shown as it is: each character of
+    :data:`MARKDOWN_MARKUP` backslash-escaped and line breaks made spaces, so that a name from an untrusted model
+    file draws no link, image, emphasis or maths, and nothing in it reads as an emoji code (a time such as
+    ``05:12:45`` holds ``:12:``): the browser then neither fetches nor runs its emoji library (about 260 kB of
     script) before it draws the page."""
-    return text.replace(":", "\\:")
+    return re.sub(f"[{re.escape(MARKDOWN_MARKUP)}]", r"\\\g<0>", " ".join(text.splitlines()))
 
 
 def sentence(note: str) -> str:
