@@ -259,6 +259,20 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
 
 
+@pytest.fixture
+def square_lesion():
+    """A 40 × 40 px image with a dark 20 px square lesion on light skin, the classical segmenter and its analysis."""
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    image[10:30, 10:30] = (90, 60, 40)
+    segmenter = ClassicalSegmenter(n_classes=3)
+    [plain] = analyse_images(segmenter, [image])
+    assert plain.segmentation.lesion.any()
+    return image, segmenter, plain
+
+
 class KeepsQueued(NeverStarts):
     """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
 
@@ -270,15 +284,10 @@ class KeepsQueued(NeverStarts):
         return self.queued[-1]
 
 
-def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch):
-    from moleseg.core.classical import ClassicalSegmenter
+def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, square_lesion):
     from moleseg.engine import pipeline
 
-    image = np.full((40, 40, 3), 200, np.uint8)
-    image[10:30, 10:30] = (90, 60, 40)  # a dark square lesion on light skin
-    segmenter = ClassicalSegmenter(n_classes=3)
-    [plain] = pipeline.analyse_images(segmenter, [image])
-    assert plain.segmentation.lesion.any()
+    image, segmenter, plain = square_lesion
 
     def fails(*args, **kwargs):
         raise ValueError("measurement failed")
@@ -289,6 +298,23 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch):
         pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
     assert len(drawer.queued) == 4  # the colours and the three files
     assert all(job.cancelled() for job in drawer.queued)
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(self) -> bytes:
+        raise OSError("no space left for the mask")
+
+    monkeypatch.setattr(pipeline.Analysis, "mask_png", fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(OSError, match="no space left for the mask"):
+            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
 
 
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():
