@@ -39,10 +39,11 @@ def home() -> None:
     # and runs its own (about 70 kB with its number formatting)
     left, right = st.columns(2)
     device = ui.device_summary()
-    left.markdown(f"Model in use: **{ui.no_emoji(name)}**", help=current.label if current else None)
-    right.markdown(f"Device: **{ui.no_emoji(device.split(' (')[0])}**", help=device)
-    st.caption(f"Model: {ui.no_emoji(name)}" + (f", version {ui.no_emoji(version)}" if version else "")
-               + f". Device: {ui.no_emoji(device)}. moleseg {__version__}.")
+    left.markdown(f"Model in use: **{ui.plain_markdown(name)}**",
+                  help=ui.plain_markdown(current.label) if current else None)
+    right.markdown(f"Device: **{ui.plain_markdown(device.split(' (')[0])}**", help=ui.plain_markdown(device))
+    st.caption(f"Model: {ui.plain_markdown(name)}" + (f", version {ui.plain_markdown(version)}" if version else "")
+               + f". Device: {ui.plain_markdown(device)}. moleseg {__version__}.")
     ui.no_model_notice()
     st.subheader("Pages")
     for page in ui.PAGES:

@@ -259,6 +259,76 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
 
 
+@pytest.fixture
+def square_lesion():
+    """A 40 × 40 px image with a dark 20 px square lesion on light skin, the classical segmenter and its analysis."""
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    image[10:30, 10:30] = (90, 60, 40)
+    segmenter = ClassicalSegmenter(n_classes=3)
+    [plain] = analyse_images(segmenter, [image])
+    assert plain.segmentation.lesion.any()
+    return image, segmenter, plain
+
+
+class KeepsQueued(NeverStarts):
+    """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
+
+    def __init__(self) -> None:
+        self.queued: list[Future] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.queued.append(Future())
+        return self.queued[-1]
+
+
+def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, square_lesion):
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise ValueError("measurement failed")
+
+    monkeypatch.setattr(pipeline, "measure_lesion", fails)
+    drawer = KeepsQueued()
+    with pytest.raises(ValueError, match="measurement failed"):
+        pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+    assert len(drawer.queued) == 4  # the colours and the three files
+    assert all(job.cancelled() for job in drawer.queued)
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(self) -> bytes:
+        raise OSError("no space left for the mask")
+
+    monkeypatch.setattr(pipeline.Analysis, "mask_png", fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(OSError, match="no space left for the mask"):
+            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+
+
+def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [np.random.default_rng(seed).integers(0, 1 << 24, 4000).astype(np.int32) for seed in range(8)]
+    shared = np.concatenate(batches)  # every thread classifies the same new colours at once, then its own
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda batch: (code_classes(np.concatenate([shared, batch])), batch), batches))
+    for classes, batch in results:
+        codes = np.concatenate([shared, batch])
+        np.testing.assert_array_equal(classes, classify_colours(unpacked_rgb(codes)))
+
+
 def plain_structure(shape: str, radius: int) -> np.ndarray:
     """The structuring element from its formula (``|dx| + |dy| <= r``, ``dx² + dy² <= r²``, the square)."""
     dy, dx = np.mgrid[-radius:radius + 1, -radius:radius + 1]

@@ -390,8 +390,8 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
     try:
         _measured(analysis, colours)
-    except BaseException:
-        for job in jobs.values():
+    except BaseException:  # nothing left queued for the drawer: the colours' task included
+        for job in [*jobs.values(), *([colours] if colours is not None else [])]:
             job.cancel()
         raise
     encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
