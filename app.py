@@ -35,12 +35,15 @@ def home() -> None:
     choices = {c.spec: c for c in model_choices()}
     current = choices.get(chosen) or choices.get(spec)
     name, version = ui.model_in_use(current) if current else (spec, "")
+    # markdown, not st.metric: the browser draws it with the script it already has, where a metric first fetches
+    # and runs its own (about 70 kB with its number formatting)
     left, right = st.columns(2)
-    left.metric("Model in use", name, help=current.label if current else None)
     device = ui.device_summary()
-    right.metric("Device", device.split(" (")[0], help=device)
-    st.caption(f"Model: {name}" + (f", version {version}" if version else "") + f". Device: {device}. "
-               f"moleseg {__version__}.")
+    left.markdown(f"Model in use: **{ui.plain_markdown(name)}**",
+                  help=ui.plain_markdown(current.label) if current else None)
+    right.markdown(f"Device: **{ui.plain_markdown(device.split(' (')[0])}**", help=ui.plain_markdown(device))
+    st.caption(f"Model: {ui.plain_markdown(name)}" + (f", version {ui.plain_markdown(version)}" if version else "")
+               + f". Device: {ui.plain_markdown(device)}. moleseg {__version__}.")
     ui.no_model_notice()
     st.subheader("Pages")
     for page in ui.PAGES:

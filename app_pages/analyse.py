@@ -12,14 +12,14 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
                                   hex_to_rgb, rgb_to_hex)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       shown_image_key)
-from moleseg.app.device_profiles import pixel_size_input
+from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.exports import LatestResults, Shown, outline_buttons
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
-from moleseg.app.results import (DICOM_PRIVACY_NOTE, GRID_COLUMNS, TO_CHECK_HEADING, batch_summary, batch_table,
-                                 check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg, flags,
+from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
+                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_table, object_areas,
                                  thumbnail_jpeg, visit_widget_values)
 from moleseg.core import options
@@ -57,9 +57,21 @@ uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for 
 plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
 
 
+#: The key of the results' fragment (:func:`results_view`), which a change of a cleanup, colour or opacity value
+#: reruns alone.
+RESULTS_FRAGMENT = "analyse_results"
+
+
+def rerun_results() -> None:
+    """Callback of a widget whose value changes only the results (the overlay and the values): rerun their
+    fragment alone, so that the settings' widgets are neither run nor sent again."""
+    st.rerun(RESULTS_FRAGMENT)
+
+
 def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_before: dict) -> None:
-    """The manual cleanup widgets for the image in view (``shown_key``, or for all images); records the choice
-    in ``plan``. ``analysed_before``: the automatic cleanup of each image analysed in the last run, by key."""
+    """The manual cleanup widgets for the image in view (``shown_key``, or for all images), their values set from
+    that image's choice in ``plan`` when another image comes into view (:func:`manual_choice` reads them).
+    ``analysed_before``: the automatic cleanup of each image analysed in the last run, by key."""
     st.header("Border cleanup")
     manual = st.toggle("Set the cleanup by hand", key="analyse_manual",
                        help="Off: the model's own cleanup, its radii scaled to each image's size. "
@@ -75,7 +87,7 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
     auto = analysed_before.get(shown_key)
     calibrated = model_lesion_threshold(choice)
     threshold_key, use_key = f"analyse_threshold_{choice.key}", f"analyse_use_threshold_{choice.key}"
-    target = (choice.key, "all" if apply_all else shown_key)
+    target = manual_target(shown_key)
     if st.session_state.get("analyse_widgets_for") != target:  # another image in view: show its values
         values = cleanup_widget_values(plan.for_image(shown_key) if shown_key else None, auto, calibrated)
         for name in ("rule", "closing", "border", "fill", "largest", "shape"):
@@ -83,23 +95,21 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
         st.session_state[use_key] = values["use_threshold"] and choice.kind != "classical"
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
-    rule = (st.radio("Lesion rule", RULES, key="analyse_rule",
-                     help="article: INSIDE plus the closed BORDER band (the article's method). "
-                          "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                          "the border too thick).")
-            if n_classes == 3 else st.session_state.get("analyse_rule", RULES[0]))  # two-class models have no rule
+    if n_classes == 3:  # two-class models have no rule
+        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results,
+                 help="article: INSIDE plus the closed BORDER band (the article's method). "
+                      "grow_inside: INSIDE grown outward by the border width (for models that draw "
+                      "the border too thick).")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
-    closing = st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
-                        max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing",
-                        help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-    border = st.slider(f"{options.option('border_width_px').title} (px)", 0,
-                       max(border_max, st.session_state["analyse_border"]), key="analyse_border",
-                       help="Width of the border band drawn for the grow_inside rule and two-class models.")
-    shape = st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape")
-    fill = st.checkbox("Fill holes", key="analyse_fill")
-    largest = st.checkbox("Keep the largest component only", key="analyse_largest")
-    settings = CleanupSettings(rule=rule, closing_radius_px=closing, fill_holes=fill, largest_component=largest,
-                               border_width_px=border, shape=shape)
+    st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
+              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", on_change=rerun_results,
+              help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
+    st.slider(f"{options.option('border_width_px').title} (px)", 0,
+              max(border_max, st.session_state["analyse_border"]), key="analyse_border", on_change=rerun_results,
+              help="Width of the border band drawn for the grow_inside rule and two-class models.")
+    st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape", on_change=rerun_results)
+    st.checkbox("Fill holes", key="analyse_fill", on_change=rerun_results)
+    st.checkbox("Keep the largest component only", key="analyse_largest", on_change=rerun_results)
     use_threshold = st.checkbox(f"{words['threshold']} instead of the most likely class",
                                 key=use_key, disabled=choice.kind == "classical",
                                 help="A pixel is lesion when the network gives it at least this probability. "
@@ -107,12 +117,61 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "lesion pixels; with three classes they become BORDER, which the "
                                      "grow_inside rule does not use. The model's own value was chosen on its "
                                      "validation images.")
-    threshold_value = st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key,
-                                disabled=not use_threshold)
-    threshold = float(threshold_value) if use_threshold and choice.kind != "classical" else None
-    if shown_key:
-        plan.record(shown_key, CleanupChoice(settings, threshold), apply_all)
+    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
+              on_change=rerun_results)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
+
+
+def manual_target(shown_key: str | None) -> tuple[str, str | None]:
+    """What the manual cleanup widgets' values belong to: the model and the image in view, or ``"all"``."""
+    return choice.key, "all" if st.session_state.get("analyse_apply_all") else shown_key
+
+
+def manual_choice() -> CleanupChoice:
+    """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state, so that
+    a rerun of the results alone sees a value moved since the settings were drawn)."""
+    state = st.session_state
+    settings = CleanupSettings(rule=state.get("analyse_rule", RULES[0]), closing_radius_px=state["analyse_closing"],
+                               fill_holes=state["analyse_fill"], largest_component=state["analyse_largest"],
+                               border_width_px=state["analyse_border"], shape=state["analyse_shape"])
+    use_threshold = state.get(f"analyse_use_threshold_{choice.key}") and choice.kind != "classical"
+    return CleanupChoice(settings, float(state[f"analyse_threshold_{choice.key}"]) if use_threshold else None)
+
+
+def record_manual_cleanup(shown_key: str | None, whole_page: bool) -> None:
+    """Record the manual cleanup's values in ``plan`` for the image in view (or all images); nothing when the
+    cleanup is automatic. When the widgets still show another image's values (another image came into view in
+    a run of the results alone), the whole page runs again first, so that they show this one's."""
+    if not st.session_state.get("analyse_manual"):
+        return
+    if st.session_state.get("analyse_widgets_for") != manual_target(shown_key):
+        if not whole_page:
+            st.rerun()
+        return
+    if shown_key:
+        plan.record(shown_key, manual_choice(), bool(st.session_state.get("analyse_apply_all")))
+
+
+def overlay_sidebar() -> None:
+    """The overlay's colour and opacity widgets (:func:`overlay_style` reads them)."""
+    st.header("Overlay")
+    colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
+    colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color",
+                         on_change=rerun_results)
+    colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color",
+                         on_change=rerun_results)
+    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity",
+              on_change=rerun_results)
+    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity",
+              on_change=rerun_results)
+
+
+def overlay_style() -> OverlayStyle:
+    """The overlay style the widgets of :func:`overlay_sidebar` set now (read from their state)."""
+    state = st.session_state
+    return OverlayStyle(fill_color=hex_to_rgb(state["analyse_fill_color"]),
+                        border_color=hex_to_rgb(state["analyse_border_color"]),
+                        fill_opacity=state["analyse_fill_opacity"], border_opacity=state["analyse_border_opacity"])
 
 
 @st.fragment
@@ -192,36 +251,27 @@ def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
                 st.success(dataset_save_message(outcome.name, saved, folder))
 
 
-def show_image(key: str) -> None:
-    """Callback of a thumbnail's button: that image in view below."""
-    st.session_state["analyse_shown"] = key
-
-
 def batch_view(good: list[ImageOutcome]) -> None:
-    """Many images at once: a grid of thumbnails with their overlays and key measurements, the table of
-    every measurement, and the batch summary."""
-    grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"])
-    with grid:
-        for start in range(0, len(good), GRID_COLUMNS):
-            cells = st.columns(GRID_COLUMNS)
-            for cell, item in zip(cells, good[start:start + GRID_COLUMNS]):
-                cell.image(thumbnail_jpeg(item.analysis), width="stretch",
-                           caption=grid_caption(item))
-                if flags(item.analysis):  # the reasons in full are in the caption above
-                    cell.badge("To check", icon=":material/warning:", color="red")
-                cell.button("Show below", key=f"analyse_grid_{item.key}", on_click=show_image, args=(item.key,),
-                            width="stretch")
-    with table:
-        st.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
-                     column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING, width="large")})
-    with summary:
-        st.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
-                   "images where it is defined.")
-        st.dataframe(batch_summary(good), hide_index=True, width="stretch",
-                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
-                                    "images": st.column_config.NumberColumn("Images", width="small"),
-                                    "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median", "max": "Max"})
-
+    """Many images at once: the grid of thumbnails (their overlays, framed when to check) with their key
+    measurements, the table of every measurement and the batch summary. The grid is one element; each table is
+    made only while its tab is open."""
+    grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"], key="analyse_batch_tab",
+                                   on_change="rerun")
+    if grid.open:
+        grid.image([thumbnail_jpeg(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
+                   width=THUMBNAIL_WIDTH_PX)
+    if table.open:
+        table.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
+                        column_config={TO_CHECK_HEADING: st.column_config.TextColumn(TO_CHECK_HEADING,
+                                                                                      width="large")})
+    if summary.open:
+        summary.caption(f"{len(good)} images analysed: mean, spread (SD) and range of each measurement over the "
+                        "images where it is defined.")
+        summary.dataframe(batch_summary(good), hide_index=True, width="stretch",
+                          column_config={"measurement": st.column_config.TextColumn("Measurement", width="large"),
+                                         "images": st.column_config.NumberColumn("Images", width="small"),
+                                         "mean": "Mean", "sd": "SD", "min": "Min", "median": "Median",
+                                         "max": "Max"})
 
 
 def picture_tabs(outcome: ImageOutcome, segmenter_name: str) -> None:
@@ -238,49 +288,53 @@ def picture_tabs(outcome: ImageOutcome, segmenter_name: str) -> None:
                           caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 
 
+def image_in_view() -> str | None:
+    """The upload key of the image in view (:func:`shown_image_key`), None without uploads."""
+    return shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
+                           st.session_state.get("analyse_auto_by_key") or {})
+
+
 @st.fragment
+def analysis_view() -> None:
+    """The sidebar's cleanup, overlay and unit widgets and the results they change: a fragment, so that a change
+    of its settings reruns only this part (the results from the server's cached probabilities, never the
+    network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
+    value reruns the results alone (:func:`rerun_results`)."""
+    _, dicom_note = dicom_pixel_size(uploads)
+    with st.sidebar:
+        manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
+                               st.session_state.get("analyse_auto_by_key") or {})
+        overlay_sidebar()
+        st.header("Physical units")
+        pixel_size = pixel_size_input("analyse", on_change=None if dicom_note else rerun_results)
+        if dicom_note:  # the note says the size given: a new size reruns the settings too
+            st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
+                                                              "say: " + dicom_note + ")")
+    results_view()
+
+
+@st.fragment(key=RESULTS_FRAGMENT)
 def results_view() -> None:
-    """The sidebar's cleanup, overlay and unit widgets and the results they change (pictures, measurements): a
-    fragment, so that moving one of its widgets reruns only this part, from the server's cached probabilities
-    (never the network). It publishes each run's results in ``latest``, which the exports below read when
-    clicked; when what they show changes (another image in view, ...) the whole page runs again. The uploader
-    and the model picker above it rerun the whole page."""
+    """The results (pictures, measurements) of the settings drawn by :func:`analysis_view`, which it reads from
+    their widgets' state: a fragment of its own, which a cleanup, colour or opacity value reruns alone. It
+    publishes each run's results in ``latest``, which the exports below read when clicked; when what they show
+    changes (another image in view, ...) the whole page runs again."""
     whole_page, page_run["whole"] = page_run["whole"], False
-    latest.publish(analysed_results())
+    latest.publish(analysed_results(whole_page))
     if not whole_page and latest.layout != latest.drawn:  # the exports below show another image: redraw them
         st.rerun()
 
 
-def analysed_results() -> Shown | None:
-    """The body of :func:`results_view`: its widgets, the analyses and what is shown of them; the results to
-    export, or None when there are none."""
-    # ---- sidebar: cleanup, overlay, units -------------------------------------------------------------
-    analysed_before = st.session_state.get("analyse_auto_by_key") or {}
-    shown_key = shown_image_key([u.key for u in uploads], st.session_state.get("analyse_shown"),
-                                analysed_before)
-    n_classes = choice.n_classes or 3
-    with st.sidebar:
-        manual_cleanup_sidebar(n_classes, shown_key, analysed_before)
-        st.header("Overlay")
-        colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
-        fill_hex = colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-        border_hex = colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color),
-                                          key="analyse_border_color")
-        fill_opacity = st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05,
-                                 key="analyse_fill_opacity")
-        border_opacity = st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05,
-                                   key="analyse_border_opacity")
-        st.header("Physical units")
-        pixel_size = pixel_size_input("analyse")
-        dicom_size, dicom_note = dicom_pixel_size(uploads)
-        if dicom_note:
-            st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
-                                                              "say: " + dicom_note + ")")
-        if pixel_size == 0 and dicom_size is not None:
-            pixel_size = dicom_size
-
-    style = OverlayStyle(fill_color=hex_to_rgb(fill_hex), border_color=hex_to_rgb(border_hex),
-                         fill_opacity=fill_opacity, border_opacity=border_opacity)
+def analysed_results(whole_page: bool) -> Shown | None:
+    """The body of :func:`results_view`: the analyses and what is shown of them; the results to export, or None
+    when there are none. ``whole_page``: this is a run of the whole page."""
+    shown_key = image_in_view()
+    record_manual_cleanup(shown_key, whole_page)
+    style = overlay_style()
+    pixel_size = pixel_size_value("analyse")
+    dicom_size, _ = dicom_pixel_size(uploads)
+    if pixel_size == 0 and dicom_size is not None:
+        pixel_size = dicom_size
 
     if not files:
         st.info(f"Drop one or more {words['images']} above to analyse them.")
@@ -293,16 +347,19 @@ def analysed_results() -> Shown | None:
         return None
 
     store = ui.analysis_store()
-    status = st.empty()  # the progress bar while some image is predicted; an empty slot otherwise
-    if store.lacks(choice.key, [u.key for u in uploads]):
+    # the progress bar while some image is predicted (nothing is drawn for a run of the cleanup alone)
+    status = st.empty() if store.lacks(choice.key, [u.key for u in uploads]) else None
+    if status is not None:
         status.progress(0.0, text="Analysing...")
     outcomes = analyse_uploads(
         store, segmenter, choice.key, uploads, plan=plan,
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
-        progress=lambda done, total, name: status.progress(done / max(1, total),
-                                                           text=f"Analysed {name} ({done}/{total})"),
+        progress=None if status is None else
+        lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
+        prepare=thumbnail_jpeg if len(uploads) > 1 else None,  # the grid's, made while the network runs
     )
-    status.empty()
+    if status is not None:
+        status.empty()
     ui.show_cache_notes(segmenter)
     corrections = st.session_state.setdefault("analyse_corrections", {})  # hand edits, by correction_key
     outcomes = with_corrections(outcomes, corrections, choice.key)
@@ -475,5 +532,5 @@ def exports_view() -> None:
 
 latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())
 page_run = {"whole": True}  # this run of the page script: a whole-page run until the results fragment has run
-results_view()
+analysis_view()
 exports_view()

@@ -4,6 +4,7 @@ tests/synthetic.py, the isolated app folders are the ``app_folders`` fixture of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 import sys
 import time
@@ -53,6 +54,17 @@ def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, se
             stop_server(process)
 
 
+def scan_components_once() -> None:
+    """Make Streamlit's scan of the installed packages for components, which each AppTest's first run does
+    (about 0.13 CPU-s over the environment's ~200 distributions), once per test process: the installed
+    packages do not change while the tests run."""
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    if not hasattr(scan, "cache_info"):
+        manifest_scanner.scan_component_manifests = functools.cache(scan)
+
+
 def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = True):
     """An AppTest of app.py, run once, switched to ``page`` (a ``moleseg.app.ui.PAGE_FILES`` value) and run.
     The server's analysis cache is emptied first unless ``empty_cache`` is false (the tests of one process
@@ -61,6 +73,7 @@ def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = T
 
     from moleseg.app import ui
 
+    scan_components_once()
     if empty_cache:
         ui.analysis_store().clear()
     at = AppTest.from_file(str(APP), default_timeout=timeout).run()

@@ -35,6 +35,12 @@ def upload(at, files, key="analyse_upload_files"):
     return at.session_state["analyse_outcomes"]
 
 
+def redrawn(at):
+    """The whole page run again: a cleanup, colour or opacity change reruns the results' fragment alone, and
+    AppTest then holds only what that run drew (not the sidebar's widgets)."""
+    return at.run()
+
+
 def measurement_frames(at):
     return [frame.value for frame in at.dataframe if "measurement" in frame.value.columns]
 
@@ -67,11 +73,11 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     before = outcomes[0].analysis.segmentation.border.copy()
     at.toggle(key="analyse_manual").set_value(True).run()
     assert at.slider(key="analyse_closing").value == 15  # starts from the automatic settings
-    at.slider(key="analyse_closing").set_value(1).run()
+    redrawn(at.slider(key="analyse_closing").set_value(1).run())
     after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_closing.settings.closing_radius_px == 1
     assert not np.array_equal(after_closing.border, before)
-    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.slider(key="analyse_border").set_value(12).run()
     after_width = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_width.border.sum() > 2 * before.sum()  # a 12 px band instead of 4 px
@@ -106,7 +112,7 @@ def test_pictures_are_shown_as_jpegs_no_larger_than_their_place_on_the_page():
 
 def test_overlay_colours_and_pixel_size_apply(at):
     upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
-    at.color_picker(key="analyse_border_color").set_value("#ff0000").run()
+    redrawn(at.color_picker(key="analyse_border_color").set_value("#ff0000").run())
     at.number_input(key="analyse_pixel_size").set_value(0.05).run()
     analysis = at.session_state["analyse_outcomes"][0].analysis
     border = analysis.segmentation.border
@@ -240,7 +246,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     assert at.slider(key=key).value == pytest.approx(calibrated)  # the model's calibrated threshold
     areas = {}
     for value in (0.05, 0.95):
-        at.slider(key=key).set_value(value).run()
+        redrawn(at.slider(key=key).set_value(value).run())
         segmentation = at.session_state["analyse_outcomes"][0].analysis.segmentation
         assert segmentation.lesion_threshold == pytest.approx(value)
         areas[value] = segmentation.lesion.sum()
@@ -292,7 +298,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
     assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
     at.toggle(key="analyse_manual").set_value(True).run()
-    at.radio(key="analyse_rule").set_value("grow_inside").run()
+    redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.slider(key="analyse_border").set_value(12).run()
     assert not at.exception
     after = {o.name: o.analysis.segmentation for o in at.session_state["analyse_outcomes"]}
@@ -382,14 +388,21 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
 
 
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
-    from moleseg.app.results import batch_summary, batch_table, key_measurements, outline_downloads, shrunk
+    from moleseg.app.results import (batch_summary, batch_table, grid_caption, key_measurements, outline_downloads,
+                                     shrunk)
 
     files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
              for name, seed in (("a", 1), ("b", 2), ("c", 5))]
     outcomes = upload(at, files)
     assert not at.exception
-    grid_buttons = [b for b in at.button if b.key and b.key.startswith("analyse_grid_")]
-    assert len(grid_buttons) == 3
+    grid = at.get("image")[0].proto  # the grid: one element of three pictures, each with its caption
+    assert [picture.caption for picture in grid.imgs] == [grid_caption(outcome) for outcome in outcomes]
+    assert [tab.label for tab in at.tabs][:3] == ["Grid", "All measurements", "Batch summary"]
+    assert [list(frame.value.columns)[0] for frame in at.dataframe] == ["property", "measurement"]  # tables closed
+    at.session_state["analyse_batch_tab"] = "All measurements"
+    at.run()
+    assert not at.get("image")[0].proto.imgs[0].caption.startswith("a.png: Area")  # the grid is not made meanwhile
+    assert list(at.dataframe[1].value.columns)[:2] == ["Image", "Area (px\u00b2)"]
     assert key_measurements(outcomes[0].analysis).startswith("Area ")
     assert shrunk(outcomes[0].analysis.overlay, 56).shape[:2] == (48, 56)  # 96 x 112 halved
     table = batch_table(outcomes)
@@ -402,8 +415,8 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     assert summary["Area (px\u00b2)"]["images"] == 3
     assert float(summary["Area (px\u00b2)"]["mean"].replace(",", "")) == pytest.approx(np.mean(areas), abs=0.05)
     assert float(summary["Area (px\u00b2)"]["sd"].replace(",", "")) == pytest.approx(np.std(areas), abs=0.05)
-    grid_buttons[1].click().run()
-    assert at.session_state["analyse_shown"] == outcomes[1].key
+    at.selectbox(key="analyse_shown").select(outcomes[1].key).run()
+    assert at.get("image")[0].proto.imgs[0].caption.startswith("b.png: ")  # its overlay in view below
     downloads = outline_downloads(outcomes[1])
     assert [name for _, name, _, _ in downloads] == ["b_outline.geojson", "b_outline.roi", "b_outline.svg"]
     assert json.loads(downloads[0][2])["type"] == "FeatureCollection"

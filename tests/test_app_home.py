@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,12 +15,23 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.core.report import DISCLAIMER
 
 
+#: What the browser reads as an emoji code in markdown (Streamlit's frontend then fetches its emoji library).
+EMOJI_CODE = re.compile(r":(?!material/|streamlit:)[\w+-][\w_+-]*:")
+
+
+def headline(at) -> dict[str, str]:
+    """The home page's "Model in use: **name**" and "Device: **name**" lines, as label -> value."""
+    found = (re.fullmatch(r"(Model in use|Device): \*\*(.+)\*\*", text) for text in texts(at.markdown))
+    return dict(match.groups() for match in found if match)
+
+
 def test_home_shows_the_model_the_device_and_links_to_every_page(app_folders, monkeypatch, tmp_path):
     at = app_test()
     assert not at.exception
-    metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["Model in use"] == "classical baseline"
-    assert metrics["Device"] in ("CPU", "GPU")
+    assert not at.metric  # a metric makes the browser fetch and run its own script first
+    shown = headline(at)
+    assert shown["Model in use"] == "classical baseline"
+    assert shown["Device"] in ("CPU", "GPU")
     assert any("No trained model is installed" in text for text in texts(at.info))
     links = [link.proto.page for link in at.get("page_link") if link.proto.page != "train" or "Train:" in
              link.proto.label]  # url paths of the pages (the no-model notice links Train too)
@@ -35,8 +47,7 @@ def test_home_names_an_installed_shipped_model(app_folders, monkeypatch, tmp_pat
         archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 320}))
     at = app_test()
     assert not at.exception
-    metrics = {metric.label: metric.value for metric in at.metric}
-    assert metrics["Model in use"] == "dermoscopy"
+    assert headline(at)["Model in use"] == "dermoscopy"
     assert any(text.startswith("Model: dermoscopy. Device: ") for text in texts(at.caption))  # no version in the file
     assert not any("No trained model is installed" in text for text in texts(at.info))
 
@@ -72,7 +83,7 @@ def test_a_shipped_cells_model_alone_is_listed_but_not_the_default(app_folders, 
     with zipfile.ZipFile(app_folders["models"] / "cells.keras", "w") as archive:
         archive.writestr("moleseg.json", json.dumps({"name": "cells", "n_classes": 2, "input_size": 320}))
     at = app_test()
-    assert {metric.label: metric.value for metric in at.metric}["Model in use"] == "classical baseline"
+    assert headline(at)["Model in use"] == "classical baseline"
     assert any("No trained model is installed" in text for text in texts(at.info))
     at.switch_page(PAGE_FILES["analyse"]).run()
     picker = at.selectbox(key="analyse_model")
@@ -90,8 +101,18 @@ def test_the_device_is_looked_up_once_per_server(app_folders, monkeypatch):
         at = app_test()
         at.run()
         app_test()  # another session
-        assert {metric.label: metric.value for metric in at.metric}["Device"] == "GPU"
+        assert headline(at)["Device"] == "GPU"
         assert any("Device: GPU (Test card)" in text for text in texts(at.caption))
         assert len(calls) == 1
     finally:
         ui.device_summary.clear()
+
+
+def test_a_version_with_a_time_is_shown_without_an_emoji_code(app_folders, monkeypatch, tmp_path):
+    with zipfile.ZipFile(app_folders["models"] / "dermoscopy.keras", "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"name": "dermoscopy", "n_classes": 3, "input_size": 320,
+                                                     "version": "2026-11-25T05:12:45"}))
+    at = app_test()
+    caption = next(text for text in texts(at.caption) if text.startswith("Model: "))
+    assert caption.startswith("Model: dermoscopy, version 2026-11-25T05\\:12\\:45. Device: ")  # shown as 05:12:45
+    assert not [text for text in texts(at.markdown) + texts(at.caption) if EMOJI_CODE.search(text)]

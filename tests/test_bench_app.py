@@ -54,7 +54,7 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
         def on(self, event, handler):
             handlers[event] = handler
 
-    clock = iter([0.0, 0.0, 0.010, 0.012, 0.030, 0.050, 0.051, 0.060, 0.070, 0.080, 0.100])
+    clock = iter([0.0, 0.0, 0.010, 0.012, 0.030, 0.050, 0.051, 0.060, 0.070, 0.072, 0.075, 0.080, 0.100])
     monkeypatch.setattr(bench_app.time, "perf_counter", lambda: next(clock))
     used = iter([{"server": 5.0, "browser": 2.0}, {"server": 5.25, "browser": 2.5}, {"server": 5.5, "browser": 3.0}])
     timeline = bench_app.SliderTimeline(Fake(), cpu=lambda: next(used))
@@ -69,11 +69,17 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
     handlers["requestfinished"](type("Request", (), {"url": "http://127.0.0.1:1/media/abc.jpg",
                                                      "sizes": lambda self: {"responseBodySize": 2048}})())
     handlers["request"](type("Request", (), {"url": "http://127.0.0.1:1/_stcore/health"}))  # not a picture
+    upload = "http://127.0.0.1:1/_stcore/upload_file/session/0123456789abcdef"
+    handlers["request"](type("Request", (), {"url": upload}))
+    handlers["requestfinished"](type("Request", (), {"url": upload, "sizes": lambda self: {"requestBodySize": 4096,
+                                                                                             "responseBodySize": 0}})())
     handlers["framereceived"](b"y" * 5)
     timeline.add("overlay visible")
     assert [event[:4] for event in timeline.events] == [
         [10.0, "rerun request", 1, 40], [12.0, "messages", 3, 510], [51.0, "rerun request", 1, 7],
-        [60.0, "picture request abc.jpg", 1, 0], [70.0, "picture loaded abc.jpg", 1, 2048], [80.0, "messages", 1, 5],
+        [60.0, "picture request abc.jpg", 1, 0], [70.0, "picture loaded abc.jpg", 1, 2048],
+        [72.0, "upload request 0123456789ab", 1, 0], [75.0, "upload stored 0123456789ab", 1, 4096],
+        [80.0, "messages", 1, 5],
         [100.0, "overlay visible", 1, 0]]
     assert timeline.lines()[1] == "     12.0 ms  messages x3 (510 B) until 50.0 ms"
     assert timeline.totals() == ("received 4 messages (515 B), 1 pictures (2,048 B), server CPU 0.25 s, "

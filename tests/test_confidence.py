@@ -272,3 +272,21 @@ def test_the_risk_coverage_tool_adds_the_rules_estimates_for_out_of_fold_images(
     assert "applies the share rule to all 9 images: threshold 0.450." in printed
     assert main([str(record), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[str(record)]["out_of_fold_confidence"]["rule"] == "share"
+
+
+def test_the_risk_coverage_tool_ranks_by_another_score_when_asked(tmp_path, capsys) -> None:
+    import json
+
+    from moleseg.tools.riskcoverage import main
+
+    oracle = [dict(row, tta=row["fm"]) for row in THREE_FOLDS]  # a score that ranks FM perfectly
+    record = tmp_path / "demo.json"
+    record.write_text(json.dumps({"crossval": {"n_folds": 3, "per_image": oracle}}))
+    assert main([str(record), "--score", "tta"]) == 0
+    printed = capsys.readouterr().out
+    assert "**demo, by tta** (9 images" in printed
+    assert "| 2 (22%) | 0.9429 | 0.8800 |" in printed  # 0.70 and 0.84 marked: 6.60 / 7 left, worst 0.88
+    assert main([str(record)]) == 0
+    assert "| 2 (22%) | 0.9371 | 0.8400 |" in capsys.readouterr().out  # by confidence: 0.70 and 0.88 marked
+    assert main([str(record), "--score", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == f"{record}: image 1 of the record has no number under 'nope'"

@@ -3,6 +3,8 @@ formulas they stand for: pinned on a real PH2 lesion and compared with the refer
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,8 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from moleseg.core.cleanup import CleanupSettings, border_band
-from moleseg.core.colour import COLOUR_NAMES, classify_colours, lesion_colours, packed_rgb, unpacked_rgb
+from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
+                                 unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.measure import euclidean_distances, measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
@@ -80,6 +83,23 @@ def test_lesion_colours_equal_classifying_every_pixel():
     shares = lesion_colours(image, lesion).shares
     for name, count in zip(COLOUR_NAMES, counts):
         assert shares[name] == pytest.approx(count / lesion.sum(), rel=1e-15, abs=0.0)
+
+
+def test_remembered_colour_classes_equal_classifying_each_batch():
+    codes = np.random.default_rng(7).integers(0, 2**24, 20_000).astype(np.int32)
+    # new colours, some seen before, repeated ones, all of them again: each batch as classified alone
+    for batch in (codes[:5_000], codes[3_000:12_000], np.repeat(codes[10_000:10_100], 3), codes, codes[:0]):
+        np.testing.assert_array_equal(code_classes(batch), classify_colours(unpacked_rgb(batch)))
+
+
+def test_colours_of_a_real_lesion_equal_classifying_every_pixel_twice(require_shared):
+    folder = require_shared("moles/ph2")
+    image = read_image(folder / "images" / "IMD004.jpg")
+    lesion = read_mask(folder / "masks" / "IMD004_lesion.png")
+    counts = np.bincount(classify_colours(image[lesion]), minlength=len(COLOUR_NAMES))
+    for _ in range(2):  # the second time every colour is remembered
+        shares = lesion_colours(image, lesion).shares
+        assert [shares[name] for name in COLOUR_NAMES] == list(counts / counts.sum())
 
 
 @pytest.mark.parametrize("classes", [2, 3, 4])
@@ -205,7 +225,16 @@ def test_colour_classes_equal_the_argmin_over_every_reference_exactly():
     assert np.array_equal(classify_colours(pixels), plain.astype(np.uint8))
 
 
-def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared):
+class NeverStarts(Executor):
+    """An executor whose tasks never start (a drawing pool busy with other images): whoever submitted them
+    must do them."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return Future()
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared, drawer_kind):
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -216,8 +245,9 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
     segmenter = ClassicalSegmenter(n_classes=3)
     [plain] = analyse_images(segmenter, [image])
-    with ThreadPoolExecutor(max_workers=1) as drawer:
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         analysis, files = measure_and_encode(image, plain.segmentation, segmenter, "IMD004", drawer)
+    assert files == plain.files("IMD004")
     row = measurements_row(analysis.measurements)
     assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
     np.testing.assert_equal(row, measurements_row(plain.measurements))
@@ -227,6 +257,76 @@ def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_sh
     np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
     mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
+
+
+@pytest.fixture
+def square_lesion():
+    """A 40 × 40 px image with a dark 20 px square lesion on light skin, the classical segmenter and its analysis."""
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import analyse_images
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    image[10:30, 10:30] = (90, 60, 40)
+    segmenter = ClassicalSegmenter(n_classes=3)
+    [plain] = analyse_images(segmenter, [image])
+    assert plain.segmentation.lesion.any()
+    return image, segmenter, plain
+
+
+class KeepsQueued(NeverStarts):
+    """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
+
+    def __init__(self) -> None:
+        self.queued: list[Future] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.queued.append(Future())
+        return self.queued[-1]
+
+
+def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, square_lesion):
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise ValueError("measurement failed")
+
+    monkeypatch.setattr(pipeline, "measure_lesion", fails)
+    drawer = KeepsQueued()
+    with pytest.raises(ValueError, match="measurement failed"):
+        pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+    assert len(drawer.queued) == 4  # the colours and the three files
+    assert all(job.cancelled() for job in drawer.queued)
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(self) -> bytes:
+        raise OSError("no space left for the mask")
+
+    monkeypatch.setattr(pipeline.Analysis, "mask_png", fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(OSError, match="no space left for the mask"):
+            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+
+
+def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [np.random.default_rng(seed).integers(0, 1 << 24, 4000).astype(np.int32) for seed in range(8)]
+    shared = np.concatenate(batches)  # every thread classifies the same new colours at once, then its own
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda batch: (code_classes(np.concatenate([shared, batch])), batch), batches))
+    for classes, batch in results:
+        codes = np.concatenate([shared, batch])
+        np.testing.assert_array_equal(classes, classify_colours(unpacked_rgb(codes)))
 
 
 def plain_structure(shape: str, radius: int) -> np.ndarray:

@@ -86,7 +86,8 @@ def test_the_live_prediction_function_follows_new_weights_without_a_new_trace():
     gives the model's new probabilities, and it was traced once for all calls and batch sizes."""
     from moleseg.network.predict import prediction_function
 
-    config = ModelConfig(backbone="mobilenetv2", input_size=32, decoder_width=16, aspp_rates=(2, 4, 6))
+    # ResNet18: half MobileNetV2's layers, traced in half the time (folding MobileNetV2 is tested above)
+    config = ModelConfig(backbone="resnet18", input_size=32, decoder_width=16, aspp_rates=(2, 4, 6))
     model = build_model(config, weights="none")
     predict = prediction_function(model)
     images = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,30 @@ def cache(monkeypatch, tmp_path):
     monkeypatch.setenv(compiled.CACHE_ENV, "1")
     monkeypatch.setenv(compiled.RUNTIME_ENV, "tensorflow")
     return tmp_path / "cache" / "inference"
+
+
+@pytest.fixture(scope="module")
+def saved_entry(tmp_path_factory) -> Path:
+    """The SavedModel entry that a first prediction with :func:`tiny_model_file` (seed 0) writes, written once
+    in this module (copied by :func:`cached_model` for the tests whose subject is what happens after it)."""
+    folder = tmp_path_factory.mktemp("saved")
+    path = tiny_model_file(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOLESEG_CACHE", str(folder / "cache"))
+        patch.setenv(compiled.CACHE_ENV, "1")
+        patch.setenv(compiled.RUNTIME_ENV, "tensorflow")
+        KerasSegmenter.from_file(path).predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
+        entry = compiled.cached_entry(path)
+    assert entry is not None
+    return entry
+
+
+@pytest.fixture
+def cached_model(cache, saved_entry, tmp_path) -> Path:
+    """:func:`tiny_model_file` (seed 0) in ``tmp_path``, its SavedModel entry in the test's cache folder (a copy
+    of :func:`saved_entry`), as a first prediction in an earlier process leaves them."""
+    shutil.copytree(saved_entry, cache / saved_entry.name)
+    return tiny_model_file(tmp_path)
 
 
 @pytest.mark.slow
@@ -87,10 +113,12 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
-    path = tiny_model_file(tmp_path)
+def test_a_damaged_entry_is_rebuilt_from_the_model_file(cached_model):
+    path = cached_model
     batch = np.random.default_rng(1).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
-    expected = KerasSegmenter.from_file(path).predict_network(batch)
+    first = KerasSegmenter.from_file(path)
+    expected = first.predict_network(batch)
+    assert first._model is None  # from the entry
     entry = compiled.cached_entry(path)
     (entry / "saved_model.pb").write_bytes(b"truncated")
     segmenter = KerasSegmenter.from_file(path)
@@ -101,10 +129,8 @@ def test_a_damaged_entry_is_rebuilt_from_the_model_file(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_each_file_of_an_entry_is_recorded_by_its_sha256(cache, tmp_path):
-    path = tiny_model_file(tmp_path)
-    KerasSegmenter.from_file(path).predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
-    entry = compiled.cached_entry(path)
+def test_each_file_of_an_entry_is_recorded_by_its_sha256(cached_model):
+    entry = compiled.cached_entry(cached_model)
     metadata = json.loads((entry / compiled.COMPLETE_MARKER).read_text())
     files = sorted(p.relative_to(entry).as_posix() for p in entry.rglob("*")
                    if p.is_file() and p.name != compiled.COMPLETE_MARKER)
@@ -122,8 +148,8 @@ def test_each_file_of_an_entry_is_recorded_by_its_sha256(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_changed_weights_in_a_saved_model_entry_are_detected_and_rebuilt(cache, tmp_path):
-    path = tiny_model_file(tmp_path)
+def test_changed_weights_in_a_saved_model_entry_are_detected_and_rebuilt(cached_model):
+    path = cached_model
     batch = np.random.default_rng(2).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
     expected = KerasSegmenter.from_file(path).predict_network(batch)
     entry = compiled.cached_entry(path)

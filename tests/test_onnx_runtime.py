@@ -24,6 +24,8 @@ from moleseg.network.predict import KerasSegmenter  # noqa: E402
 from synthetic import TINY_MODEL_SIZE as SIZE, tiny_model_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: tf2onnx's conversion as the product calls it (before any test replaces it).
+CONVERT = onnx_export.onnx_bytes
 
 
 @pytest.fixture
@@ -35,8 +37,46 @@ def onnx_cache(monkeypatch, tmp_path):
     return tmp_path / "cache" / "inference"
 
 
+def network_key(model, input_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+    """The SHA-256 of a Keras network's weights, and the input shape it is converted at."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    return digest.hexdigest(), tuple(input_shape)
+
+
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
+def conversions() -> dict[tuple, bytes]:
+    """tf2onnx's ONNX bytes of each network converted in this module, by :func:`network_key`."""
+    return {}
+
+
+def converting_once(conversions: dict[tuple, bytes], asked: list[tuple]) -> object:
+    """:func:`moleseg.network.onnx_export.onnx_bytes` that converts each network once per module and answers
+    a later request for the same network with the same bytes; each request's key is appended to ``asked``."""
+
+    def once(model, input_shape):
+        key = network_key(model, input_shape)
+        asked.append(key)
+        if key not in conversions:
+            conversions[key] = CONVERT(model, input_shape)
+        return conversions[key]
+
+    return once
+
+
+@pytest.fixture
+def converted_once(conversions, monkeypatch) -> list[tuple]:
+    """The product's conversions in this test answered from :func:`conversions` where this module converted the
+    network before (for the tests whose subject is what happens around a conversion: a rebuild, a mismatch;
+    the conversion itself is test_first_use_converts_and_matches_tensorflow's); the networks asked for."""
+    asked: list[tuple] = []
+    monkeypatch.setattr(onnx_export, "onnx_bytes", converting_once(conversions, asked))
+    return asked
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, conversions):
     """``converted(onnx_cache, folder, seed=0, **tiny)``: :func:`tiny_model_file` in ``folder`` with its ONNX
     entry already in the cache folder ``onnx_cache``, copied from one conversion per network in this module
     (for the tests whose subject is what happens after the first conversion)."""
@@ -49,6 +89,7 @@ def converted(tmp_path_factory):
             patch.setenv("MOLESEG_CACHE", str(folder / "cache"))
             patch.setenv(compiled.CACHE_ENV, "1")
             patch.delenv(compiled.RUNTIME_ENV, raising=False)
+            patch.setattr(onnx_export, "onnx_bytes", converting_once(conversions, []))
             size = tiny.get("size", SIZE)
             KerasSegmenter.from_file(path).predict_network(np.zeros((1, size, size, 3), np.float32))
             entry = compiled.cached_onnx(path)
@@ -63,6 +104,28 @@ def converted(tmp_path_factory):
         return tiny_model_file(folder, seed, **tiny)
 
     return with_entry
+
+
+@pytest.fixture(scope="module")
+def tensorflow_probabilities():
+    """``tensorflow_probabilities(path, batch)``: TensorFlow's probabilities of the network in ``path`` for
+    ``batch`` (the TensorFlow runtime, no cache entry, no shipped ONNX file), from one segmenter per network
+    file in this module."""
+    segmenters: dict[str, KerasSegmenter] = {}
+
+    def probabilities(path: Path, batch: np.ndarray) -> np.ndarray:
+        key = hashlib.sha256(path.read_bytes()).hexdigest()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(compiled.CACHE_ENV, "0")
+            patch.setenv(compiled.RUNTIME_ENV, "tensorflow")
+            if key not in segmenters:
+                segmenters[key] = KerasSegmenter.from_file(path, test_time_augmentation=False)
+            segmenter = segmenters[key]
+            result = segmenter.predict_network(batch)
+        assert segmenter.runtime() == "tensorflow" and segmenter.cache_notes == []
+        return result
+
+    return probabilities
 
 
 def batch_of(seed: int, count: int = 2) -> np.ndarray:
@@ -80,12 +143,6 @@ def counted_file_digests(monkeypatch) -> list[tuple]:
 
     monkeypatch.setattr(hashlib, "file_digest", counted)
     return calls
-
-
-def tensorflow_probabilities(path: Path, batch: np.ndarray, monkeypatch) -> np.ndarray:
-    with monkeypatch.context() as patch:
-        patch.setenv(compiled.CACHE_ENV, "0")
-        return KerasSegmenter.from_file(path, test_time_augmentation=False).predict_network(batch)
 
 
 def test_the_runtime_comes_from_the_environment(monkeypatch):
@@ -110,10 +167,10 @@ def test_probe_batch_and_difference():
 
 
 @pytest.mark.slow
-def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeypatch):
+def test_first_use_converts_and_matches_tensorflow(onnx_cache, tensorflow_probabilities, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(0, count=3)
-    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    expected = tensorflow_probabilities(path, batch)
     segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
     probabilities = segmenter.predict_network(batch)
     assert hasattr(segmenter.inference_function(), "session")  # ONNX Runtime from now on
@@ -128,7 +185,7 @@ def test_first_use_converts_and_matches_tensorflow(onnx_cache, tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_new_process_predicts_without_tensorflow(onnx_cache, converted, tmp_path, monkeypatch):
+def test_a_new_process_predicts_without_tensorflow(onnx_cache, converted, tensorflow_probabilities, tmp_path):
     path = converted(onnx_cache, tmp_path)  # as a user's first prediction in an earlier process left it
     batch = batch_of(1)
     np.save(tmp_path / "batch.npy", batch)
@@ -141,19 +198,19 @@ def test_a_new_process_predicts_without_tensorflow(onnx_cache, converted, tmp_pa
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    expected = tensorflow_probabilities(path, batch)
     assert np.abs(np.load(tmp_path / "out.npy") - expected).max() <= onnx_export.ONNX_TOLERANCE
 
 
 @pytest.mark.slow
-def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path, monkeypatch):
+def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, converted_once, tmp_path, monkeypatch):
     path = tiny_model_file(tmp_path)
     batch = batch_of(2)
     monkeypatch.setattr(onnx_export, "largest_difference", lambda first, second: 0.5)
     with pytest.warns(UserWarning, match="predicting with TensorFlow.*differ from TensorFlow's by 0.5"):
         segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
         probabilities = segmenter.predict_network(batch)
-    assert not hasattr(segmenter.inference_function(), "session")
+    assert not hasattr(segmenter.inference_function(), "session") and len(converted_once) == 1
     entry = compiled.cached_onnx(path)
     assert not compiled.onnx_usable(entry) and "0.5" in (entry / compiled.UNUSABLE_FILE).read_text()
     assert compiled.cached_entry(path) is not None  # the SavedModel serves the next process
@@ -168,7 +225,8 @@ def test_a_mismatch_keeps_tensorflow_and_is_not_tried_again(onnx_cache, tmp_path
 
 
 @pytest.mark.slow
-def test_a_damaged_onnx_file_is_converted_again(onnx_cache, converted, tmp_path, monkeypatch):
+def test_a_damaged_onnx_file_is_converted_again(onnx_cache, converted, converted_once, tensorflow_probabilities,
+                                                tmp_path):
     path = converted(onnx_cache, tmp_path)
     batch = batch_of(3)
     entry = compiled.cached_onnx(path)
@@ -176,8 +234,8 @@ def test_a_damaged_onnx_file_is_converted_again(onnx_cache, converted, tmp_path,
     segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
     with pytest.warns(UserWarning, match="rebuilding it"):
         probabilities = segmenter.predict_network(batch)
-    assert hasattr(segmenter.inference_function(), "session")
-    assert np.abs(probabilities - tensorflow_probabilities(path, batch, monkeypatch)).max() <= onnx_export.ONNX_TOLERANCE
+    assert hasattr(segmenter.inference_function(), "session") and len(converted_once) == 1
+    assert np.abs(probabilities - tensorflow_probabilities(path, batch)).max() <= onnx_export.ONNX_TOLERANCE
 
 
 @pytest.mark.slow
@@ -195,7 +253,8 @@ def test_the_tensorflow_runtime_never_converts(onnx_cache, tmp_path, monkeypatch
 @pytest.mark.parametrize("model_name, images", [("dermoscopy", "moles/ph2/images"),
                                                 ("cells", "cells/dsb2018_brightfield/images")])
 @pytest.mark.slow
-def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx_cache, require_shared, monkeypatch):
+def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx_cache, require_shared,
+                                                        tensorflow_probabilities):
     from moleseg.core.imageio import read_image
     from moleseg.core.resize import resize_image
 
@@ -211,7 +270,7 @@ def test_shipped_models_match_tensorflow_on_real_images(model_name, images, onnx
                       else resize_image(picture, size) for picture in pictures]).astype(np.float32)
     probabilities = segmenter.predict_network(batch)
     assert hasattr(segmenter.inference_function(), "session")
-    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    expected = tensorflow_probabilities(path, batch)
     assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
     assert (probabilities.argmax(-1) == expected.argmax(-1)).mean() > 0.9999
 
@@ -240,12 +299,13 @@ def change_two_biases(file: Path) -> None:
 
 
 @pytest.mark.slow
-def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, converted, tmp_path, monkeypatch):
+def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache, converted, converted_once,
+                                                                      tensorflow_probabilities, tmp_path):
     path = converted(onnx_cache, tmp_path, classifier_bias=(-1.0, 0.0, 1.0))
     batch = batch_of(5)
     entry = compiled.cached_onnx(path)
     change_two_biases(entry / compiled.ONNX_FILE)
-    expected = tensorflow_probabilities(path, batch, monkeypatch)
+    expected = tensorflow_probabilities(path, batch)
     assert min(lesion_areas(expected)) > 0
     assert lesion_areas(compiled.load_onnx_function(entry)(batch)) == [0, 0]  # what the changed file says
 
@@ -255,7 +315,7 @@ def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache,
     assert [str(item.message) for item in caught] == segmenter.cache_notes == [
         f"cached inference graph {entry} not used: network.onnx does not match its recorded SHA-256; rebuilding it "
         "from the model file"]
-    assert lesion_areas(probabilities) == lesion_areas(expected)
+    assert lesion_areas(probabilities) == lesion_areas(expected) and len(converted_once) == 1
     assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
     recorded = json.loads((entry / compiled.COMPLETE_MARKER).read_text())["sha256"]
     assert recorded == {"network.onnx": hashlib.sha256((entry / compiled.ONNX_FILE).read_bytes()).hexdigest()}
@@ -266,17 +326,37 @@ def test_changed_biases_in_a_cached_network_are_detected_and_rebuilt(onnx_cache,
     assert hasattr(again.inference_function(), "session") and again.cache_notes == []
 
 
+def other_network(size: int, n_classes: int) -> bytes:
+    """A serialised ONNX network of another input size and class count: ``(B, size, size, 3)`` images to
+    ``(B, size, size, n_classes)`` probabilities (a per-pixel linear map and a softmax)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((3, n_classes), 0.01, np.float32), "weights")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [onnx_export.INPUT_NAME, "weights"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["probabilities"], axis=-1)],
+        "other", [helper.make_tensor_value_info(onnx_export.INPUT_NAME, TensorProto.FLOAT, [None, size, size, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, size, size, n_classes])],
+        initializer=[weights])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_export.ONNX_OPSET)])
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
 @pytest.mark.parametrize("with_metadata", [False, True], ids=["file", "file-and-metadata"])
 @pytest.mark.slow
-def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, converted, tmp_path, monkeypatch, with_metadata):
+def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, converted, converted_once,
+                                                       tensorflow_probabilities, tmp_path, with_metadata):
     path = converted(onnx_cache, tmp_path)
-    other = converted(onnx_cache, tmp_path, seed=1, size=2 * SIZE, n_classes=2)
     batch = batch_of(6)
-    entry, other_entry = compiled.cached_onnx(path), compiled.cached_onnx(other)
-    shutil.copyfile(other_entry / compiled.ONNX_FILE, entry / compiled.ONNX_FILE)
+    entry = compiled.cached_onnx(path)
+    other = other_network(2 * SIZE, n_classes=2)
+    (entry / compiled.ONNX_FILE).write_bytes(other)
     if with_metadata:  # its hash recorded too: ONNX Runtime refuses the 32 px batch at run time
-        shutil.copyfile(other_entry / compiled.COMPLETE_MARKER, entry / compiled.COMPLETE_MARKER)
-    expected = tensorflow_probabilities(path, batch, monkeypatch)
+        (entry / compiled.COMPLETE_MARKER).write_text(json.dumps(
+            {"model": "other.keras", "sha256": {compiled.ONNX_FILE: hashlib.sha256(other).hexdigest()}}))
+    expected = tensorflow_probabilities(path, batch)
 
     segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
     with pytest.warns(UserWarning) as caught:
@@ -292,6 +372,7 @@ def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, converted, tm
                                  "the model file")
         assert np.abs(probabilities - expected).max() <= onnx_export.ONNX_TOLERANCE
     assert json.loads((entry / compiled.COMPLETE_MARKER).read_text())["model"] == "tiny0.keras"  # rebuilt
+    assert len(converted_once) == 1
     assert compiled.entry_problem(entry) is None
     again = KerasSegmenter.from_file(path, test_time_augmentation=False)
     assert np.abs(again.predict_network(batch) - expected).max() <= onnx_export.ONNX_TOLERANCE
@@ -318,7 +399,7 @@ def test_an_entry_is_hashed_once_per_process(onnx_cache, converted, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, converted, tmp_path, monkeypatch,
+def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, converted, converted_once, tmp_path,
                                                                   capsys):
     from moleseg.cli import main
     from moleseg.core.imagewrite import write_png
@@ -334,3 +415,4 @@ def test_the_cli_prints_a_rebuilt_cache_entry_as_one_warning_line(onnx_cache, co
         f"warning: cached inference graph {entry} not used: network.onnx does not match its recorded SHA-256; "
         "rebuilding it from the model file"]
     assert "UserWarning" not in err and "warnings.warn" not in err
+    assert len(converted_once) == 1 and compiled.entry_problem(entry) is None  # rebuilt

@@ -29,21 +29,13 @@ pytestmark = pytest.mark.browser
 
 #: The users of the proxy's basic authentication: name -> password.
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "admin": "admin-password"}
+#: The bcrypt hash of each password in :data:`PASSWORDS`, which the proxy checks: bcrypt's lowest cost (4), not
+#: the cost 14 of ``caddy hash-password`` (about a second of CPU to make each hash and again to check it).
+PASSWORD_HASHES = {"alice": "$2b$04$0L.AvDBU1VXsSR.26l1WzeRNxB164Io6oIODB1.QgwxM6H3mN9.yK",
+                   "bob": "$2b$04$qynddd5LeuoOMmZ0bybmxeDjKkoS7Wd9qj40p0gBfpoAg1/nFg/gm",
+                   "admin": "$2b$04$Tr4a99hEwKZ2QtA7C1cOL.R7xRmVFFNWktby0WnWTZQQynABj3E.G"}
 #: The header the proxy names the user in (one of the settings' default user headers).
 USER_HEADER = "X-Forwarded-User"
-
-
-def _hashes(caddy: str) -> dict[str, str]:
-    """``caddy hash-password`` of each password (bcrypt; hashed at once, about a second each)."""
-    runs = {user: subprocess.Popen([caddy, "hash-password", "--plaintext", password], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
-            for user, password in PASSWORDS.items()}
-    hashes = {}
-    for user, run in runs.items():
-        out, err = run.communicate(timeout=60)
-        assert run.returncode == 0, err
-        hashes[user] = out.strip()
-    return hashes
 
 
 @contextlib.contextmanager
@@ -52,7 +44,7 @@ def caddy_proxy(caddy: str, app_port: int, secret_header: str, secret: str, fold
     name in :data:`USER_HEADER`, the proxy secret added, X-Forwarded-For and the credentials removed (the
     README's Caddyfile); yields its URL."""
     port = free_port()
-    users = "\n".join(f"            {user} {hashed}" for user, hashed in _hashes(caddy).items())
+    users = "\n".join(f"            {user} {hashed}" for user, hashed in PASSWORD_HASHES.items())
     caddyfile = folder / "Caddyfile"
     caddyfile.write_text(f"""{{
     admin off

@@ -7,6 +7,7 @@ TensorFlow at import (a ``.keras`` segmenter brings TensorFlow when loaded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -24,13 +25,11 @@ from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.report import display_unit
-from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_images
+from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
 #: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
 ANALYSIS_CACHE_BYTES: int = int(os.environ.get("MOLESEG_APP_CACHE_MB", "1024")) * 1024 * 1024
-#: Images predicted per network call on the Analyse page.
-PREDICT_BATCH: int = 4
 #: Earlier cleanups of one image kept beside its latest (other cleanup settings, threshold or pixel size), so
 #: that going back to values shown before (a slider pressed back) costs no cleanup and no measuring.
 EARLIER_VARIANTS_KEPT: int = 6
@@ -268,7 +267,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                     settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
                     style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                     plan: "CleanupPlan | None" = None,
-                    progress: Callable[[int, int, str], None] | None = None) -> list[ImageOutcome]:
+                    progress: Callable[[int, int, str], None] | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
@@ -277,8 +277,11 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     taken as they were; another pixel size or overlay style alone rescales its measurements and redraws its
     overlay (:func:`with_units`); another cleanup or lesion threshold re-cleans it.
     ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
-    and ``lesion_threshold``. ``progress(done, total, name)``: after each batch predicted, ``total`` the
-    number of uploads and ``done`` counting those that needed no prediction (cached or unreadable).
+    and ``lesion_threshold``. ``progress(done, total, name)``: after each batch analysed
+    (:func:`moleseg.engine.pipeline.analyse_batches`: the next batch is read and the last one measured while
+    the network runs), ``total`` the number of uploads and ``done`` counting those that needed no prediction
+    (cached). ``prepare``: called on each new analysis while the network runs on the next batch (what the page
+    shows of every image, e.g. its grid thumbnail).
     """
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
@@ -288,43 +291,30 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     stems = unique_stems([u.name for u in uploads])
     outcomes = [ImageOutcome(name=u.name, stem=stem, key=u.key) for u, stem in zip(uploads, stems)]
     keys = [(model_key, u.key) for u in uploads]
-    todo: list[tuple[int, np.ndarray]] = []
+    todo: list[int] = []
     cached: dict[int, CachedAnalysis] = {}  # held here: another session may evict them from the store
-    for index, (upload, key) in enumerate(zip(uploads, keys)):
+    for index, key in enumerate(keys):
         entry = store.get(key)
-        if entry is not None:
+        if entry is None:
+            todo.append(index)
+        else:
             cached[index] = entry
-            continue
-        try:
-            todo.append((index, read_image(upload.data, name=upload.name)))
-        except ImageReadError as error:
-            outcomes[index].error = _failure(upload.name, error)
-        except Exception as error:  # a reader bug must not take the other files down
-            outcomes[index].error = _failure(upload.name, error)
     fresh: dict[int, Analysis] = {}  # predicted now: used even when the store cannot keep them
-    done = len(uploads) - len(todo)  # cached or unreadable: nothing left to do for them
-    for start in range(0, len(todo), PREDICT_BATCH):
-        chunk = todo[start:start + PREDICT_BATCH]
-        try:
-            analyses = analyse_images(segmenter, [image for _, image in chunk], settings=settings,
-                                      pixel_size_mm=pixel_size_mm, style=style, lesion_threshold=lesion_threshold)
-        except Exception:
-            analyses = []
-            for index, image in chunk:  # find the file that fails
-                try:
-                    analyses.append(analyse_images(segmenter, [image], settings=settings, pixel_size_mm=pixel_size_mm,
-                                                   style=style, lesion_threshold=lesion_threshold)[0])
-                except Exception as error:
-                    outcomes[index].error = _failure(uploads[index].name, error)
-                    analyses.append(None)
-        store.count_predictions(len(chunk))
-        for (index, _), analysis in zip(chunk, analyses):
-            if analysis is not None:
+    done = len(uploads) - len(todo)  # cached: nothing left to do for them
+    readers = [functools.partial(read_image, uploads[index].data, name=uploads[index].name) for index in todo]
+    for batch in analyse_batches(segmenter, readers, settings=settings, pixel_size_mm=pixel_size_mm, style=style,
+                                 lesion_threshold=lesion_threshold, prepare=prepare):
+        chunk, todo = todo[:len(batch)], todo[len(batch):]
+        store.count_predictions(sum(not isinstance(analysis, ImageReadError) for analysis in batch))
+        for index, analysis in zip(chunk, batch):
+            if isinstance(analysis, Exception):
+                outcomes[index].error = _failure(uploads[index].name, analysis)
+            else:
                 fresh[index] = analysis
                 store.put(keys[index], analysis, default_params)
         done += len(chunk)
         if progress:
-            progress(done, len(uploads), uploads[chunk[-1][0]].name)
+            progress(done, len(uploads), uploads[chunk[-1]].name)
     for index, key in enumerate(keys):
         if outcomes[index].error:
             continue

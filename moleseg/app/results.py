@@ -192,13 +192,13 @@ def batch_summary(outcomes: Sequence[ImageOutcome]) -> list[dict[str, Any]]:
 #: The measurements shown under each thumbnail of the batch grid, by number of classes (mm when known).
 KEY_MEASUREMENTS: dict[int, tuple[str, ...]] = {3: ("area", "equivalent_diameter", "asymmetry_major"),
                                                 2: ("object_count", "object_area_mean", "coverage")}
-#: Longest side of a batch-grid thumbnail, in px (:func:`display_jpeg`).
-THUMBNAIL_SIDE_PX: int = 360
+#: Width of a batch-grid thumbnail, in px: its pixels and the CSS px the grid shows it at (encoded at that size,
+#: so that Streamlit neither resizes nor encodes it again); four to a row beside the sidebar on a 1300 px wide
+#: window, more on wider ones.
+THUMBNAIL_WIDTH_PX: int = 200
 #: Longest side of the pictures shown beside each other on the Analyse page, in px: about twice the width of
 #: their half-page column on a wide screen, so they stay sharp on high-density screens.
 DISPLAY_SIDE_PX: int = 1200
-#: Thumbnails per row of the batch grid.
-GRID_COLUMNS: int = 4
 
 
 def key_measurements(analysis: Analysis) -> str:
@@ -217,23 +217,27 @@ def key_measurements(analysis: Analysis) -> str:
     return " \u00b7 ".join(parts) or (analysis.notes or MISSING_TEXT)
 
 
-def shrunk(picture: np.ndarray, side_px: int) -> np.ndarray:
-    """``picture`` shrunk so that its longer side is at most ``side_px`` (area averaging); itself when it is
-    that small already."""
+def _scaled_down(picture: np.ndarray, scale: float) -> np.ndarray:
+    """``picture`` times ``scale`` (area averaging) when that is below 1; itself otherwise."""
     import cv2
 
-    height, width = picture.shape[:2]
-    scale = side_px / max(height, width)
     if scale >= 1:
         return picture
+    height, width = picture.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> np.ndarray:
-    """The overlay shrunk so that its longer side is at most ``side_px`` (:func:`shrunk`), uint8 RGB; framed
+def shrunk(picture: np.ndarray, side_px: int) -> np.ndarray:
+    """``picture`` shrunk so that its longer side is at most ``side_px`` (area averaging); itself when it is
+    that small already."""
+    return _scaled_down(picture, side_px / max(picture.shape[:2]))
+
+
+def thumbnail(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> np.ndarray:
+    """The overlay shrunk to ``width_px`` wide (area averaging; as it is when narrower), uint8 RGB; framed
     :data:`FLAG_FRAME_PX` wide in :data:`FLAG_FRAME_COLOR` when the image is to check (:func:`flags`)."""
-    picture = shrunk(analysis.overlay, side_px)
+    picture = _scaled_down(analysis.overlay, width_px / analysis.overlay.shape[1])
     if flags(analysis):
         picture = picture.copy()
         frame = min(FLAG_FRAME_PX, max(1, min(picture.shape[:2]) // 8))
@@ -264,9 +268,14 @@ def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
     return encoded() if picture.flags.writeable else kept_with(picture, f"jpeg {side_px}", encoded)
 
 
-def thumbnail_jpeg(analysis: Analysis, side_px: int = THUMBNAIL_SIDE_PX) -> bytes:
-    """The :func:`thumbnail` of an analysis as the grid shows it (:func:`display_jpeg`), made once per analysis."""
-    return kept_with(analysis, f"thumbnail {side_px}", lambda: display_jpeg(thumbnail(analysis, side_px), side_px))
+def thumbnail_jpeg(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> bytes:
+    """The :func:`thumbnail` of an analysis as the grid shows it, a JPEG as :func:`display_jpeg` encodes it, made
+    once per analysis."""
+    def encoded() -> bytes:
+        picture = thumbnail(analysis, width_px)
+        return display_jpeg(picture, max(picture.shape[:2]))
+
+    return kept_with(analysis, f"thumbnail {width_px}", encoded)
 
 
 def object_areas(analysis: Analysis) -> list[float]:

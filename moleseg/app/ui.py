@@ -6,6 +6,7 @@ and the engine modules; no TensorFlow is imported here.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -182,8 +183,8 @@ def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: s
 
 def preparation_failure(choice: ModelChoice) -> str:
     """What a page says when a model's inference preparation failed (the error's first line follows)."""
-    return (f"Could not prepare {choice.label} for fast analysis, so TensorFlow analyses its images, more "
-            "slowly")
+    return (f"Could not prepare {plain_markdown(choice.label)} for fast analysis, so TensorFlow analyses its "
+            "images, more slowly")
 
 
 #: What the Analyse page does once a model is prepared (the closing sentence of :func:`model_prepared`'s notice).
@@ -206,8 +207,8 @@ def model_prepared(choice: ModelChoice, when_ready: str = ANALYSED_WHEN_READY) -
     if task.finished and task.error is None:
         return True
     if not task.finished:
-        st.info(f"Preparing {choice.label} for fast analysis: once per model on this server, a few minutes. "
-                f"{when_ready}; the other models can be used meanwhile.",
+        st.info(f"Preparing {plain_markdown(choice.label)} for fast analysis: once per model on this server, a few "
+                f"minutes. {when_ready}; the other models can be used meanwhile.",
                 icon=":material/hourglass_top:")
     follow_task(key, lambda runtime: None, failure=preparation_failure(choice))
     return task.finished
@@ -235,7 +236,7 @@ def load_segmenter(choice: ModelChoice) -> Segmenter | None:
     try:
         return _cached_segmenter(choice.spec, choice.stamp)
     except Exception as error:  # a corrupt or foreign file: say so, no stack trace
-        st.error(f"Cannot load the model {choice.label}: {first_line(error)}")
+        st.error(f"Cannot load the model {plain_markdown(choice.label)}: {first_line(error)}")
         return None
 
 
@@ -288,7 +289,7 @@ def model_in_use(choice: ModelChoice) -> tuple[str, str]:
 
 def show_model_info(choice: ModelChoice, expanded: bool = False) -> None:
     """An expander with what the model is (read from its file without TensorFlow)."""
-    with st.expander(f"About this model: {choice.label}", expanded=expanded):
+    with st.expander(f"About this model: {plain_markdown(choice.label)}", expanded=expanded):
         rows = models.model_details(choice)
         st.dataframe(rows, hide_index=True, width="stretch")
 
@@ -307,6 +308,20 @@ def init_state(key: str, value: Any) -> None:
     """Give a widget's session-state key a starting value, once."""
     if key not in st.session_state:
         st.session_state[key] = value
+
+
+#: The characters that start markdown's inline markup as Streamlit reads it: escapes, code, emphasis, links and
+#: images, HTML and autolinks, maths, strike-through, emoji codes (``:smile:``) and coloured text (``:red[...]``).
+MARKDOWN_MARKUP: str = "\\`*_[]<>$~:"
+
+
+def plain_markdown(text: str) -> str:
+    """``text`` (a model's name or version, a device) for markdown, shown as it is: each character of
+    :data:`MARKDOWN_MARKUP` backslash-escaped and line breaks made spaces, so that a name from an untrusted model
+    file draws no link, image, emphasis or maths, and nothing in it reads as an emoji code (a time such as
+    ``05:12:45`` holds ``:12:``): the browser then neither fetches nor runs its emoji library (about 260 kB of
+    script) before it draws the page."""
+    return re.sub(f"[{re.escape(MARKDOWN_MARKUP)}]", r"\\\g<0>", " ".join(text.splitlines()))
 
 
 def sentence(note: str) -> str:

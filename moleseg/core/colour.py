@@ -40,6 +40,7 @@ compared with an earlier one's.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ __all__ = [
     "REFERENCE_RGB",
     "ColourResult",
     "classify_colours",
+    "code_classes",
     "lesion_colours",
     "packed_rgb",
     "skin_colour",
@@ -154,6 +156,27 @@ def packed_rgb(pixels: np.ndarray) -> np.ndarray:
     return words.astype(np.int32).reshape(array.shape[:-1])
 
 
+@functools.cache
+def _classes_seen() -> np.ndarray:
+    """One byte per 24-bit colour code: its class (:func:`classify_colours`) plus 1 once classified, 0 before.
+    16 MiB, written once at the first use (about 3 ms: cheaper than the page faults of lazily mapped zeros)."""
+    return np.full(1 << 24, 0, np.uint8)
+
+
+def code_classes(codes: np.ndarray) -> np.ndarray:
+    """:func:`classify_colours` of :func:`packed_rgb` codes (int32, 0 .. 2**24 - 1), as uint8 0..5 of their shape.
+    Each colour is classified once per process and remembered: the next lesion (a moved slider, the next
+    image) holds mostly the same colours. The class of a colour depends on that colour only, so threads
+    that classify the same new colour at once write the same byte."""
+    seen = _classes_seen()
+    classes = seen[codes]
+    new = classes == 0
+    if new.any():
+        unseen = codes[new]
+        classes[new] = seen[unseen] = classify_colours(unpacked_rgb(unseen)) + np.uint8(1)
+    return classes - np.uint8(1)
+
+
 def unpacked_rgb(codes: np.ndarray) -> np.ndarray:
     """The ``(N, 3)`` uint8 RGB pixels of :func:`packed_rgb` codes."""
     return np.stack([codes >> 16, (codes >> 8) & 0xFF, codes & 0xFF], axis=1).astype(np.uint8)
@@ -184,14 +207,13 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         raise ValueError("lesion mask is empty: its colours are undefined")
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
-    # Classify each distinct colour once: lesions hold far fewer distinct colours than pixels. The colours
-    # are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
+    # Classify each distinct colour (:func:`code_classes`): lesions hold far fewer distinct colours than pixels.
+    # The colours are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
     left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
     box = np.s_[top:top + height, left:left + width]
     codes = packed_rgb(rgb[box])[binary[box]]  # packed first: a 2-D selection is far faster than one of RGB triples
     distinct, pixels_per_colour = np.unique(codes, return_counts=True)
-    classes = classify_colours(unpacked_rgb(distinct))
-    counts = np.bincount(classes, weights=pixels_per_colour, minlength=len(COLOUR_NAMES))
+    counts = np.bincount(code_classes(distinct), weights=pixels_per_colour, minlength=len(COLOUR_NAMES))
     fractions = counts / counts.sum()
     shares = {name: float(share) for name, share in zip(COLOUR_NAMES, fractions)}
     present = tuple(name for name in COLOUR_NAMES if shares[name] >= min_share and shares[name] > 0)

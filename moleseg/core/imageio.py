@@ -254,12 +254,11 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
             if tiff:
                 return _read_tiff_fallback(fp, label, max_pixels, reason)
             raise ImageReadError(label, reason) from exc
-        try:
-            oriented = ImageOps.exif_transpose(img)
+        try:  # turned in place: no copy of an image that needs no turning
+            ImageOps.exif_transpose(img, in_place=True)
         except Exception:  # noqa: BLE001 - a malformed EXIF block must not refuse a good image
-            oriented = None
-        if oriented is None:
-            oriented = img
+            pass
+        oriented = img
         try:
             colour, alpha = _pil_to_arrays(oriented, label)
         except ImageReadError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -213,14 +213,22 @@ class Analysis:
         """The lesion (or cells) mask as PNG, 255 inside and 0 outside."""
         return encode_png(np.asarray(self.segmentation.lesion, dtype=bool))  # bool is written 0 / 255
 
-    def files(self, stem: str) -> dict[str, bytes]:
-        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (class values), all
-        lossless, named by :func:`moleseg.core.config.result_file_name`."""
+    def classes_png(self) -> bytes:
+        """The predicted classes as PNG, each pixel its class value (0, 1, 2)."""
+        return encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8))
+
+    def file_encoders(self, stem: str) -> dict[str, Callable[[], bytes]]:
+        """What :meth:`files` encodes, by file name, each not yet run."""
         return {
-            result_file_name(stem, "overlay"): self.overlay_png(),
-            result_file_name(stem, "mask"): self.mask_png(),
-            result_file_name(stem, "classes"): encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8)),
+            result_file_name(stem, "overlay"): self.overlay_png,
+            result_file_name(stem, "mask"): self.mask_png,
+            result_file_name(stem, "classes"): self.classes_png,
         }
+
+    def files(self, stem: str) -> dict[str, bytes]:
+        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (:meth:`classes_png`),
+        all lossless, named by :func:`moleseg.core.config.result_file_name`."""
+        return {name: encode() for name, encode in self.file_encoders(stem).items()}
 
     @property
     def cells(self) -> bool:
@@ -279,8 +287,8 @@ def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Pa
 def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) being made in another thread, appended where
-    :func:`moleseg.core.measure.measure_lesion` puts them."""
+    (:func:`moleseg.core.measure.colour_measurements`) to be made in another thread, appended where
+    :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -293,8 +301,9 @@ def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
                                                image=analysis.image if colours is None else None)
-        if colours is not None:
-            analysis.measurements += colours.result()
+        if colours is not None:  # measured here when the other thread has not started on them
+            analysis.measurements += (colour_measurements(analysis.image, segmentation.lesion) if colours.cancel()
+                                      else colours.result())
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -370,36 +379,132 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
     the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
     one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
-    colours are measured by ``drawer`` too, first, which balances the two threads' work."""
+    colours are measured by ``drawer`` too, first; each file is a task of its own, and the files ``drawer``
+    has not started when the measurements are done, this thread encodes (last first), so neither thread
+    waits while the other has work left."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     colours = None
     if not analysis.cells and segmentation.lesion.any():
         colours = drawer.submit(colour_measurements, image, segmentation.lesion)
-    encoding = drawer.submit(analysis.files, stem)  # reads the image and the segmentation only
+    encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
+    jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
     try:
         _measured(analysis, colours)
-    finally:
-        encoded = encoding.result()
-    return analysis, encoded
+    except BaseException:  # nothing left queued for the drawer: the colours' task included
+        for job in [*jobs.values(), *([colours] if colours is not None else [])]:
+            job.cancel()
+        raise
+    encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
+    return analysis, {name: encoded[name] if name in encoded else job.result() for name, job in jobs.items()}
+
+
+def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
+                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
+                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
+    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
+    input order, an :class:`Analysis` or the exception that stopped that image.
+
+    ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
+    image's result). A pipeline across the cores: a pool of ``workers`` threads (default: the CPU count) reads
+    the next batch and cleans and measures this one while this thread runs the network on the next (reading,
+    OpenCV, numpy and the network release the GIL). An image with a side under
+    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
+    network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. ``prepare``: called in the pool
+    on each analysis once it is measured, for what the caller will show of every image (the Analyse page's
+    grid thumbnail, kept with the analysis), so that it too is made while the network runs; its result is
+    dropped and an error it raises is that image's result.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    style = style or OverlayStyle()
+    batch_size = max(1, int(batch_size))
+    starts = range(0, len(images), batch_size)
+
+    def read(index: int) -> np.ndarray:
+        image = images[index]()
+        check_image_side(image)
+        return image
+
+    def finish(image: np.ndarray, probabilities: np.ndarray) -> Analysis:
+        segmentation = clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
+        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
+        if prepare is not None:
+            prepare(analysis)
+        return analysis
+
+    def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        try:
+            return list(segmenter.predict_probabilities(batch))
+        except Exception as error:  # noqa: BLE001 -- one image at fault must not take its batch down
+            if len(batch) == 1:
+                return [error]
+        return [predicted([image])[0] for image in batch]
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch") as pool:
+        def reading(start: int) -> list[Future]:
+            return [pool.submit(read, index) for index in range(start, min(start + batch_size, len(images)))]
+
+        next_reads = reading(starts[0]) if starts else []
+        finishing: list[Future | Exception] | None = None
+        for number, start in enumerate(starts):
+            reads, next_reads = next_reads, reading(starts[number + 1]) if number + 1 < len(starts) else []
+            results: list[Future | Exception | np.ndarray] = []
+            for job in reads:
+                try:
+                    results.append(job.result())
+                except Exception as error:  # noqa: BLE001 -- a file that cannot be read or is too small
+                    results.append(error)
+            batch = [image for image in results if isinstance(image, np.ndarray)]
+            probabilities = iter(predicted(batch) if batch else [])
+            for slot, image in enumerate(results):
+                if isinstance(image, np.ndarray):
+                    found = next(probabilities)
+                    results[slot] = found if isinstance(found, Exception) else pool.submit(finish, image, found)
+            if finishing is not None:
+                yield _outcomes(finishing)
+            finishing = results
+        if finishing is not None:
+            yield _outcomes(finishing)
+
+
+def _outcomes(jobs: Sequence[Future | Exception]) -> list[Analysis | Exception]:
+    """The results of :func:`analyse_batches`' jobs of one batch, in order: each analysis or its exception."""
+    outcomes: list[Analysis | Exception] = []
+    for job in jobs:
+        if isinstance(job, Exception):
+            outcomes.append(job)
+            continue
+        try:
+            outcomes.append(job.result())
+        except Exception as error:  # noqa: BLE001 -- this image's cleanup or measurements failed
+            outcomes.append(error)
+    return outcomes
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
-                   lesion_threshold: Any = MODEL_THRESHOLD) -> list[Analysis]:
-    """Predict a batch of RGB uint8 images at once, then clean, measure and draw each.
+                   lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None) -> list[Analysis]:
+    """Predict RGB uint8 images in batches of :data:`moleseg.core.config.INFERENCE_BATCH_SIZE`, then clean,
+    measure and draw each (:func:`analyse_batches`, the cleanup and the measurements of one batch overlapping
+    the network's run on the next).
 
     ``lesion_threshold``: 0..1, None for the arg-max, default the model's own (see :mod:`moleseg.engine.calibrate`).
     Raises ValueError ("image too small") before predicting when an image has a side under
-    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`.
+    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`, and the first image's error otherwise.
     """
-    if not images:
-        return []
     for image in images:
         check_image_side(image)
-    probabilities = segmenter.predict_probabilities(list(images))
-    return [_finish(image, clean(segmenter, p, settings, lesion_threshold=lesion_threshold), segmenter,
-                    pixel_size_mm, style or OverlayStyle())
-            for image, p in zip(images, probabilities)]
+    analyses = [outcome for batch in analyse_batches(
+        segmenter, [functools.partial(np.asarray, image) for image in images], settings=settings,
+        pixel_size_mm=pixel_size_mm, style=style, lesion_threshold=lesion_threshold, workers=workers)
+        for outcome in batch]
+    for outcome in analyses:
+        if isinstance(outcome, Exception):
+            raise outcome
+    return analyses
 
 
 # --------------------------------------------------------------------------------------------------------

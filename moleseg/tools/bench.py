@@ -171,7 +171,7 @@ def format_report(result: dict[str, Any]) -> str:
          + " (one by one: " + ", ".join(f"{k} {v:.1f}" for k, v in result["end_to_end"]["parts"].items()) + ")"),
         ("around_network_ratio", f"{result['around_network_ratio']:.2f}", "x",
          f"around the network {result['end_to_end']['around_network_ms']:.1f} ms / network "
-         f"{result['end_to_end']['network_ms']:.1f} ms"),
+         f"{result['end_to_end']['network_ms']:.1f} ms; CPU around it {result['end_to_end']['around_network_cpu_ms']:.1f} ms"),
         ("predict_images_per_s", f"{result['predict_images_per_s']:.2f}", "img/s", result["images"]),
         ("cold_start_s", f"{result['cold_start_s']:.2f}", "s", f"predict one image, {Path(result['cold_start_model']).name}"
          + (", cached inference graph" if result.get("cold_start_cached_graph") else "")),

@@ -12,18 +12,21 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   for the others) until the cleanup caption names the new value and the overlay shown is a new picture,
   fully loaded.
 * ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;
-  ``engine_batch12_s``: the same files through :func:`moleseg.engine.pipeline.analyse_images` in this
-  process, model loaded and warmed up, the server stopped (the engine's own time for them).
+  ``engine_batch12_s``: the same files through the engine's batch entry
+  :func:`moleseg.engine.pipeline.analyse_batches` in this process (decoded from their bytes, as the Analyse page
+  does), model loaded and warmed up, the server stopped (the engine's own time for them).
 * ``home_s``: a new session opening the home page until its "Pages" heading and links are drawn.
 
 ``python -m moleseg.tools.bench_app --slider N [--timeline]`` measures the slider alone, ``N`` times on one
-server (:func:`run_slider_bench`), and with ``--timeline`` prints where each measurement's time went, read in
-the browser (:class:`SliderTimeline`): the key presses, each rerun request the page sends (a websocket
-message), the bursts of the server's answers (a fragment's run), the pictures the page fetches, and the new
-overlay visible.
+server (:func:`run_slider_bench`), and ``--batch N`` the batch of 12 alone, ``N`` new batches on one server, then
+the engine on the last one (:func:`run_batch_bench`). With ``--timeline`` each prints where each measurement's
+time went, read in the browser (:class:`SliderTimeline`): the key presses, the files uploaded, each rerun
+request the page sends (a websocket message), the bursts of the server's answers (a run), the pictures the page
+fetches, when the overlay or the thumbnails were visible, and the CPU time the server and the browser used.
 
-"Visible" is read in the page: the ``st.image`` whose caption starts with the file's name has its ``<img>``
-complete with a natural width above 0 (a picture decoded by the browser), polled every animation frame.
+"Visible" is read in the page: the picture whose caption starts with the file's name (an ``st.image``, or one
+of an ``st.image`` list such as the batch grid) has its ``<img>`` complete with a natural width above 0 (a picture
+decoded by the browser), polled every animation frame.
 The load average and the other processes' share of the CPU are recorded beside the figures: on a busy
 machine they are not the app's own speed. TensorFlow is not imported here at import time (the browser tests
 share the server helpers).
@@ -67,14 +70,14 @@ BATCH_TARGET_EXTRA_S: float = 1.0
 #: Arrow-key presses on the closing slider per slider measurement.
 SLIDER_PRESSES: int = 3
 
-#: An ``st.image`` whose caption starts with ``name + ":"`` and whose picture is decoded.
+#: A picture of an ``st.image`` (one of its list) whose caption starts with ``name + ":"`` and which is decoded.
 _SHOWN_JS = """
 (names) => {
   const shown = new Set();
-  for (const element of document.querySelectorAll('[data-testid=stImage]')) {
+  for (const element of document.querySelectorAll('[data-testid=stImageContainer]')) {
     const img = element.querySelector('img');
     if (!img || !img.complete || img.naturalWidth === 0) continue;
-    const caption = element.innerText || '';
+    const caption = element.querySelector('[data-testid=stImageCaption]')?.innerText || '';
     // a flagged image's caption starts "TO CHECK (reasons): " (moleseg.app.results), then the name
     for (const name of names) if (caption.startsWith(name + ':') || caption.includes('): ' + name + ':')) shown.add(name);
   }
@@ -287,13 +290,19 @@ def tree_cpu_s(root: int, name_prefix: str = "") -> float:
 
 
 class SliderTimeline:
-    """What a page sends and receives while a slider is pressed, with the time of each in ms from :meth:`start`:
-    ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
+    """What a page sends and receives while it is measured (a slider pressed, a batch dropped), with the time of
+    each in ms from :meth:`start`: ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
     a run's session status, its elements and its end, counted and their bytes summed; a gap between bursts is
     the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files, with
-    their bytes) and ``overlay visible``; :meth:`totals` sums them, with the CPU seconds each process group used
-    since :meth:`start` when ``cpu`` samples them (``{"server": s, "browser": s}``, :func:`tree_cpu_s`). Watch a page before it loads (its websocket is opened then). The messages are not
-    decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
+    their bytes), ``upload request <file>`` / ``upload stored <file>`` (files sent to the uploader, with their
+    bytes) and what the measurement waits for (``overlay visible``); :meth:`totals` sums them, with the CPU
+    seconds each process group used since :meth:`start` when ``cpu`` samples them (``{"server": s, "browser":
+    s}``, :func:`tree_cpu_s`). Watch a page before it loads (its websocket is opened then). The messages are
+    not decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
+
+    #: The requests recorded: ``{part of the URL: (what, the word when done, the size recorded when done)}``.
+    FILES: dict[str, tuple[str, str, str]] = {"/media/": ("picture", "loaded", "responseBodySize"),
+                                              "/_stcore/upload_file/": ("upload", "stored", "requestBodySize")}
 
     def __init__(self, page: Any, cpu: Callable[[], dict[str, float]] | None = None) -> None:
         self.events: list[list[Any]] = []
@@ -301,7 +310,7 @@ class SliderTimeline:
         self._cpu = cpu
         self._cpu_start: dict[str, float] = cpu() if cpu else {}
         page.on("websocket", self._watch)
-        page.on("request", lambda request: self._media("picture request", request.url))
+        page.on("request", lambda request: self._request(request.url))
         page.on("requestfinished", self._loaded)
 
     def start(self) -> None:
@@ -317,16 +326,21 @@ class SliderTimeline:
         else:
             self.events.append([at, what, 1, size, at])
 
-    def _media(self, what: str, url: str, size: int = 0) -> None:
-        if "/media/" in url:
-            self.add(f"{what} {url.rsplit('/', 1)[-1][:12]}", size)
+    def _kind(self, url: str) -> tuple[str, str, str] | None:
+        return next((kind for part, kind in self.FILES.items() if part in url), None)
+
+    def _request(self, url: str) -> None:
+        if (kind := self._kind(url)) is not None:
+            self.add(f"{kind[0]} request {url.rsplit('/', 1)[-1][:12]}")
 
     def _loaded(self, request: Any) -> None:
+        if (kind := self._kind(request.url)) is None:
+            return
         try:
-            size = max(0, int(request.sizes().get("responseBodySize", 0)))  # -1: not known (e.g. from the cache)
+            size = max(0, int(request.sizes().get(kind[2], 0)))  # -1: not known (e.g. from the cache)
         except Exception:  # playwright's Error: the page or its request is gone
             size = 0
-        self._media("picture loaded", request.url, size)
+        self.add(f"{kind[0]} {kind[1]} {request.url.rsplit('/', 1)[-1][:12]}", size)
 
     def totals(self) -> str:
         """One line of what came in since :meth:`start`: the server's messages (count, bytes) and the pictures
@@ -363,16 +377,23 @@ def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
 
 
 def engine_seconds(model: str, files: Sequence[Path]) -> float:
-    """Seconds :func:`moleseg.engine.pipeline.analyse_images` takes for ``files`` (read included) with the
-    segmenter of ``model``, loaded and warmed up on the first file first."""
+    """Seconds the engine's batch entry :func:`moleseg.engine.pipeline.analyse_batches` takes for ``files`` (their
+    bytes in memory, as uploads are; decoding included) with the segmenter of ``model``, loaded and warmed up on
+    the first file first."""
+    import functools
+
     from moleseg.core.imageio import read_image
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.pipeline import analyse_batches
     from moleseg.network.loading import load_segmenter
 
     segmenter = load_segmenter(model)
-    analyse_images(segmenter, [read_image(files[0].read_bytes(), name=files[0].name)])
+    readers = [functools.partial(read_image, path.read_bytes(), name=path.name) for path in files]
+    list(analyse_batches(segmenter, readers[:1]))
     start = time.perf_counter()
-    analyse_images(segmenter, [read_image(path.read_bytes(), name=path.name) for path in files])
+    for batch in analyse_batches(segmenter, readers):
+        for outcome in batch:
+            if isinstance(outcome, Exception):
+                raise outcome
     return time.perf_counter() - start
 
 
@@ -458,7 +479,7 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
     app["runs"] = {key: [round(v, 3) for v in values] for key, values in runs.items()}
     app["images"] = described
     app["settings"] = asdict(settings)
-    app["visible"] = ("the st.image whose caption starts with the file's name has its <img> complete with a "
+    app["visible"] = ("the picture whose caption starts with the file's name has its <img> complete with a "
                       "natural width > 0, polled every animation frame; slider: the cleanup caption names the "
                       "new value and the overlay's <img> has a new source, loaded")
     result["app"] = app
@@ -508,21 +529,86 @@ def run_slider_bench(images: Path | None, repeats: int, timeline: bool = False, 
     return result
 
 
+def run_batch_bench(model: str, images: Path | None, repeats: int, batch: int = AppBenchSettings.batch,
+                    timeline: bool = False, timeout_s: float = 180.0,
+                    echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``batch12_s`` alone, ``repeats`` times on one server (warmed on another image first, each repeat a new
+    session and ``batch`` new files), then ``engine_batch12_s`` on the last repeat's files with ``model`` (the
+    server's default model), with the machine's conditions before and after; ``timeline``: each measurement's
+    events to ``echo`` (:class:`SliderTimeline`)."""
+    from playwright.sync_api import sync_playwright
+
+    from moleseg.tools.bench_machine import conditions, others_cpu_share
+
+    timeout_ms = timeout_s * 1000
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
+    runs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="moleseg-bench-app-") as folder, sync_playwright() as driver:
+        scratch = Path(folder)
+        files, described = bench_files(images, repeats * batch + 1, scratch / "images")
+        browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        try:
+            with served_app(scratch / "warm", scratch / "server.log") as (url, _, server):
+                page = _open_analyse(browser, url, timeout_ms)
+                _upload_seconds(page, files[-1:], timeout_ms)  # loads the model
+                page.close()
+
+                def cpu() -> dict[str, float]:
+                    return {"server": tree_cpu_s(server), "browser": tree_cpu_s(os.getpid(), "chrom")}
+
+                for repeat in range(repeats):
+                    watches: list[SliderTimeline] = []
+                    page = _open_analyse(browser, url, timeout_ms,
+                                         (lambda opened: watches.append(SliderTimeline(opened, cpu))) if timeline
+                                         else None)
+                    if watches:
+                        watches[0].start()
+                    runs.append(_upload_seconds(page, files[repeat * batch:(repeat + 1) * batch], timeout_ms))
+                    if watches:
+                        watches[0].add("thumbnails visible")
+                        echo(f"batch {repeat + 1}/{repeats}: {runs[-1]:.3f} s")
+                        for line in watches[0].lines():
+                            echo(line)
+                        echo(f"  {watches[0].totals()}")
+                    page.close()
+        finally:
+            browser.close()
+        engine_s = engine_seconds(model, files[(repeats - 1) * batch:repeats * batch])
+    result["after"] = conditions()
+    result["app"] = {"batch12_s": _median(runs), "engine_batch12_s": round(engine_s, 3), "batch_images": batch,
+                     "model": model, "runs": {"batch12_s": [round(v, 3) for v in runs]}, "images": described}
+    result["load_average"] = result["after"]["load_average"]
+    result["others_cpu_share"] = others_cpu_share(result)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m moleseg.tools.bench_app --slider N [--timeline] [--images DIR] [--json FILE]``."""
+    """``python -m moleseg.tools.bench_app (--slider N | --batch N) [--timeline] [--images DIR] [--json FILE]``."""
+    from moleseg.core.config import default_model_spec
+
     parser = argparse.ArgumentParser(prog="python -m moleseg.tools.bench_app", description=main.__doc__)
-    parser.add_argument("--slider", type=int, required=True, metavar="N", help="slider measurements on one server")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--slider", type=int, metavar="N", help="slider measurements on one server")
+    which.add_argument("--batch", type=int, metavar="N",
+                       help=f"batches of {AppBenchSettings.batch} on one server, then the engine on the last one")
     parser.add_argument("--timeline", action="store_true", help="print where each measurement's time went")
     parser.add_argument("--images", type=Path, help="a folder of images (default: the PH2 images of the shared "
                                                      "data, else synthetic ones)")
     parser.add_argument("--json", type=Path, help="write the result here as JSON")
     args = parser.parse_args(argv)
-    result = run_slider_bench(args.images, max(1, args.slider), args.timeline)
+    if args.batch:
+        result = run_batch_bench(default_model_spec(), args.images, max(1, args.batch), timeline=args.timeline)
+        key = "batch12_s"
+    else:
+        result = run_slider_bench(args.images, max(1, args.slider), args.timeline)
+        key = "slider_overlay_s"
     app = result["app"]
-    print(f"slider_overlay_s median {app['slider_overlay_s']:.3f} s of "
-          f"{', '.join(f'{v:.2f}' for v in app['runs']['slider_overlay_s'])}; load average "
-          f"{result['before']['load_average']} before, {result['load_average']} after; other processes' share of "
-          f"the CPU {result['others_cpu_share']}")
+    engine = (f" (engine {app['engine_batch12_s']:.3f} s: target "
+              f"{BATCH_TARGET_FACTOR * app['engine_batch12_s'] + BATCH_TARGET_EXTRA_S:.3f} s)"
+              if "engine_batch12_s" in app else "")
+    print(f"{key} median {app[key]:.3f} s of {', '.join(f'{v:.2f}' for v in app['runs'][key])}{engine}; "
+          f"load average {result['before']['load_average']} before, {result['load_average']} after; other "
+          f"processes' share of the CPU {result['others_cpu_share']}")
     if args.json:
         from moleseg.core.atomic import atomic_write
 

@@ -14,7 +14,9 @@ Usage::
 prints one Markdown table per file (the cards paste it) and, with ``--json``, the curves as JSON. For
 out-of-fold images of two folds or more it adds what each confidence rule marks when every fold is marked by
 the threshold chosen on the other folds, and the threshold the rule fixed beforehand gives
-(:func:`moleseg.engine.calibrate.out_of_fold_confidence`).
+(:func:`moleseg.engine.calibrate.out_of_fold_confidence`). ``--score NAME`` ranks the images by another
+per-image value of the record than ``confidence`` (a candidate mark's, e.g. ``tta_confidence`` in
+``docs/experiments/dermoscopy-flag-tta.json``; lower is less trustworthy), in the tables and the rules alike.
 """
 
 from __future__ import annotations
@@ -49,6 +51,23 @@ def record_images(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if validation.get("per_image"):
         return "validation images", validation["per_image"]
     raise ValueError("the record has neither out-of-fold nor validation images with their confidence")
+
+
+def scored_by(rows: Sequence[dict[str, Any]], score: str) -> list[dict[str, Any]]:
+    """``rows`` with their ``score`` value (lower: less trustworthy) as the ``confidence`` the curve and the
+    rules rank by (the rows themselves when ``score`` is ``"confidence"``).
+
+    Raises
+    ------
+    ValueError
+        A row without a number under ``score``.
+    """
+    if score == "confidence":
+        return list(rows)
+    missing = next((index for index, row in enumerate(rows) if not isinstance(row.get(score), (int, float))), None)
+    if missing is not None:
+        raise ValueError(f"image {missing + 1} of the record has no number under {score!r}")
+    return [{**row, "confidence": float(row[score])} for row in rows]
 
 
 def curve_of(rows: Sequence[dict[str, Any]]) -> list[CoveragePoint]:
@@ -106,11 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.tools.riskcoverage", description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", type=Path, help="models/<name>.json or docs/experiments/<name>.json")
     parser.add_argument("--json", action="store_true", help="print the curves as JSON instead of Markdown")
+    parser.add_argument("--score", default="confidence",
+                        help="the per-image value that ranks the images (default: confidence; lower is less "
+                             "trustworthy)")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {}
     for path in args.records:
         try:
-            what, rows = record_images(json.loads(path.read_text(encoding="utf-8")))
+            what, found = record_images(json.loads(path.read_text(encoding="utf-8")))
+            rows = scored_by(found, args.score)
         except (OSError, ValueError) as error:
             print(f"{path}: {error}", file=sys.stderr)
             return 2
@@ -122,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if folds_of(rows) >= 2:
                 out[str(path)]["out_of_fold_confidence"] = out_of_fold_confidence(rows).to_dict()
         else:
-            print(markdown_table(path.stem, what, curve) + "\n")
+            name = path.stem if args.score == "confidence" else f"{path.stem}, by {args.score}"
+            print(markdown_table(name, what, curve) + "\n")
             if folds_of(rows) >= 2:
                 print(cross_fitted_table(rows) + "\n")
     if args.json:

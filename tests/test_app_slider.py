@@ -1,0 +1,70 @@
+"""The Analyse page's cleanup, colour, opacity and pixel-size values rerun the results' fragment alone: what such
+a run draws is the results (no sidebar widget is run or sent again), from the cached probabilities."""
+
+from __future__ import annotations
+
+import pytest
+
+from app_helpers import app_test
+from synthetic import mole_image, png_bytes
+from moleseg.app import ui
+from moleseg.app.ui import PAGE_FILES
+
+#: What a run of the results draws for one image analysed by the classical model (no confidence caption), as
+#: the element tree's leaves: the heading, the overlay, the closed "Predicted classes" tab, the cleanup caption,
+#: the measurements (one table) and the closed hand-correction expander.
+RESULTS_RUN = ["subheader", "image", "tab", "caption", "dataframe", "expander"]
+
+
+def leaves(node) -> list[str]:
+    """The kinds of the elements (and empty blocks) under ``node`` of an AppTest element tree, in page order."""
+    children = getattr(node, "children", None)
+    if isinstance(children, dict) and children:
+        return [kind for child in children.values() for kind in leaves(child)]
+    return [node.type]
+
+
+@pytest.fixture
+def analysed(app_folders):
+    """The Analyse page with one synthetic mole analysed by the classical model and the manual cleanup on."""
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    at.file_uploader(key="analyse_upload_files").set_value(
+        ("mole.png", png_bytes(mole_image()[0]), "image/png")).run()
+    at.toggle(key="analyse_manual").set_value(True).run()
+    assert not at.exception
+    assert at.slider(key="analyse_closing").value == 15  # the sidebar is drawn by that run
+    return at
+
+
+@pytest.mark.parametrize("change", [
+    lambda at: at.slider(key="analyse_closing").set_value(3),
+    lambda at: at.color_picker(key="analyse_fill_color").set_value("#0000ff"),
+    lambda at: at.slider(key="analyse_border_opacity").set_value(0.5),
+    lambda at: at.number_input(key="analyse_pixel_size").set_value(0.02),
+], ids=["cleanup slider", "colour", "opacity", "pixel size"])
+def test_a_value_change_reruns_only_the_results(analysed, change):
+    store = ui.analysis_store()
+    before = analysed.session_state["analyse_outcomes"][0].analysis
+    change(analysed).run()
+    assert not analysed.exception
+    assert leaves(analysed.main) == RESULTS_RUN
+    assert leaves(analysed.sidebar) == ["sidebar"]  # not one settings widget run again
+    after = analysed.session_state["analyse_outcomes"][0].analysis
+    assert after is not before  # the results follow the new value
+    assert store.predictions == 1  # from the cached probabilities
+
+
+def test_the_results_run_uses_the_new_cleanup_value(analysed):
+    analysed.slider(key="analyse_closing").set_value(3).run()
+    settings = analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings
+    assert settings.closing_radius_px == 3
+    assert "closing 3 px" in analysed.caption[0].value
+
+
+def test_switching_the_manual_cleanup_off_runs_the_settings_too(analysed):
+    analysed.slider(key="analyse_closing").set_value(3).run()
+    analysed.run()  # AppTest holds only what the last run drew: the whole page again, its sidebar with it
+    analysed.toggle(key="analyse_manual").set_value(False).run()
+    assert "analyse_closing" not in [widget.key for widget in analysed.sidebar if hasattr(widget, "key")]
+    assert analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings.closing_radius_px == 15

@@ -1,0 +1,114 @@
+"""The engine's batch entry (:func:`moleseg.engine.pipeline.analyse_batches`): images read, predicted, cleaned and
+measured in batches across threads, each image's result in input order and a failure kept to the image at fault;
+and the Analyse page's uploads through it (:func:`moleseg.app.analysis.analyse_uploads`). Tiny synthetic images
+and the classical segmenter: no network."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from synthetic import mole_image, png_bytes
+from moleseg.core.classical import ClassicalSegmenter
+from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images
+
+BAD_FILE = "bad.png: not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
+
+
+class RefusesDarkImages(ClassicalSegmenter):
+    """The classical segmenter, failing any call whose images include an all-black one (a network error that
+    only one image causes); it records the size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def predict_probabilities(self, images):
+        self.calls.append(len(images))
+        if any(not image.any() for image in images):
+            raise RuntimeError("the network cannot take this image")
+        return super().predict_probabilities(images)
+
+
+def test_each_image_gets_its_own_result_in_order_and_a_failure_stays_with_its_image():
+    moles = [mole_image(48, 56, seed=seed)[0] for seed in range(4)]
+    readers = [functools.partial(np.asarray, moles[0]),
+               functools.partial(read_image, b"not an image", name="bad.png"),
+               functools.partial(np.asarray, np.zeros((20, 40, 3), np.uint8)),  # under 32 px
+               functools.partial(np.asarray, moles[1]),
+               functools.partial(np.asarray, np.zeros((40, 40, 3), np.uint8)),  # the network refuses it
+               functools.partial(np.asarray, moles[2]),
+               functools.partial(np.asarray, moles[3])]
+    segmenter = RefusesDarkImages()
+    prepared: list[Analysis] = []
+    batches = list(analyse_batches(segmenter, readers, batch_size=4, workers=2, prepare=prepared.append))
+    assert [len(batch) for batch in batches] == [4, 3]
+    results = [result for batch in batches for result in batch]
+    assert isinstance(results[1], ImageReadError) and str(results[1]) == BAD_FILE
+    assert isinstance(results[2], ValueError)
+    assert str(results[2]) == "image too small: 40 x 20 px, at least 32 px per side are needed"
+    assert isinstance(results[4], RuntimeError) and str(results[4]) == "the network cannot take this image"
+    # the first batch's two readable images in one call; the second batch's three, then each alone
+    assert segmenter.calls == [2, 3, 1, 1, 1]
+    alone = analyse_images(ClassicalSegmenter(), moles)
+    for result, expected in zip([results[0], results[3], results[5], results[6]], alone):
+        assert isinstance(result, Analysis)
+        assert result.measurement_row == expected.measurement_row
+        np.testing.assert_array_equal(result.segmentation.lesion, expected.segmentation.lesion)
+    assert sorted(map(id, prepared)) == sorted(id(result) for result in results if isinstance(result, Analysis))
+    assert list(analyse_batches(segmenter, [])) == []
+
+
+def test_an_error_while_preparing_what_is_shown_of_an_image_is_that_images_result():
+    def prepare(analysis: Analysis) -> None:
+        if analysis.image.shape[0] == 40:
+            raise MemoryError("no room for its thumbnail")
+
+    images = [mole_image(height, 56)[0] for height in (48, 40)]
+    (batch,) = analyse_batches(ClassicalSegmenter(), [functools.partial(np.asarray, image) for image in images],
+                               prepare=prepare)
+    assert isinstance(batch[0], Analysis) and isinstance(batch[1], MemoryError)
+
+
+def test_analyse_images_raises_the_first_images_error_and_refuses_a_small_image_before_predicting():
+    segmenter = RefusesDarkImages()
+    with pytest.raises(ValueError, match="^image too small: 40 x 20 px"):
+        analyse_images(segmenter, [mole_image(48, 56)[0], np.zeros((20, 40, 3), np.uint8)])
+    assert segmenter.calls == []
+    with pytest.raises(RuntimeError, match="^the network cannot take this image$"):
+        analyse_images(segmenter, [mole_image(48, 56)[0], np.zeros((40, 40, 3), np.uint8)])
+
+
+def test_the_analyse_page_reports_a_bad_upload_and_analyses_the_others_in_batches():
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+
+    uploads = [Upload(f"{index}.png", png_bytes(mole_image(48, 56, seed=index)[0])) for index in range(5)]
+    uploads.insert(2, Upload("bad.png", b"not an image"))
+    store, progress = AnalysisStore(), []
+    outcomes = analyse_uploads(store, ClassicalSegmenter(), "m", uploads,
+                               progress=lambda done, total, name: progress.append((done, total, name)))
+    assert [outcome.error for outcome in outcomes] == [None, None, BAD_FILE, None, None, None]
+    assert [outcome.ok for outcome in outcomes] == [True, True, False, True, True, True]
+    assert progress == [(4, 6, "2.png"), (6, 6, "4.png")]
+    assert store.predictions == 5 and len(store) == 5  # the unreadable file was not predicted
+    again = analyse_uploads(store, ClassicalSegmenter(), "m", uploads, progress=lambda *args: progress.append(args))
+    assert all(new.analysis is old.analysis for new, old in zip(again, outcomes) if old.ok)  # from the cache
+    assert progress[2:] == [(6, 6, "bad.png")] and again[2].error == BAD_FILE  # only the bad file is tried again
+
+
+def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
+    import io
+
+    from PIL import Image
+
+    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg
+
+    wide, narrow = analyse_images(ClassicalSegmenter(), [mole_image(150, 300)[0], mole_image(120, 160)[0]])
+    assert THUMBNAIL_WIDTH_PX == 200 and thumbnail(wide).shape == (100, 200, 3)
+    assert thumbnail(narrow).shape == (120, 160, 3)  # never enlarged
+    with Image.open(io.BytesIO(thumbnail_jpeg(wide))) as encoded:
+        assert encoded.format == "JPEG" and encoded.size == (200, 100)
+    assert thumbnail_jpeg(wide) is thumbnail_jpeg(wide)  # encoded once
