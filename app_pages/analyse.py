@@ -242,7 +242,7 @@ def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
         st.caption(f"Saved into {folder}: images/ and masks/ (same file names) plus provenance/ records, the "
                    "dataset the Train and Evaluate pages offer as yours.")
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
-        if st.button(f"Save {outcome.name} ({status})", key="analyse_dataset_save"):
+        if st.button(f"Save {ui.plain_markdown(outcome.name)} ({status})", key="analyse_dataset_save"):
             try:
                 saved = save_to_dataset(outcome, folder, segmenter_name, choice.key)
             except (OSError, ValueError) as error:
@@ -355,7 +355,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
         store, segmenter, choice.key, uploads, plan=plan,
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
         progress=None if status is None else
-        lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {name} ({done}/{total})"),
+        lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {ui.plain_markdown(name)} ({done}/{total})"),
         prepare=thumbnail_jpeg if len(uploads) > 1 else None,  # the grid's, made while the network runs
     )
     if status is not None:
@@ -369,9 +369,9 @@ def analysed_results(whole_page: bool) -> Shown | None:
 
     for outcome in outcomes:
         if outcome.error:
-            st.error(outcome.error)
+            st.error(ui.plain_markdown(outcome.error))
     for repeat in repeats:
-        st.info(repeat)
+        st.info(ui.plain_markdown(repeat))
     if not good:
         return None
 
@@ -392,7 +392,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
 
     analysis = outcome.analysis
     if analysis.error:
-        st.warning(f"{outcome.name}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
+        st.warning(f"{ui.plain_markdown(outcome.name)}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
     picture, facts = st.columns(2)
     with picture:
         picture_tabs(outcome, segmenter.name)
@@ -456,7 +456,8 @@ def exports_view() -> None:
         for name, value in visit_widget_values(from_dicom).items():
             st.session_state[f"analyse_save_{name}"] = value
         filled.add(outcome.key)
-    st.markdown(f"**Visit of {outcome.name}** (optional: printed on its report and in the CSV, saved with its record)")
+    st.markdown(f"**Visit of {ui.plain_markdown(outcome.name)}** (optional: printed on its report and in the CSV, "
+                "saved with its record)")
     first, second = st.columns(2)
     visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion",
                                     help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
@@ -507,7 +508,7 @@ def exports_view() -> None:
     st.caption(DISCLAIMER)
 
     # ---- save to records (History page) ---------------------------------------------------------------
-    if st.button(f"Save {outcome.name} to records", key="analyse_save",
+    if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
                  help="The History page lists and reopens it, with the visit above."):
         from moleseg.app.identity import current_user
         from moleseg.engine.records import Records

@@ -56,12 +56,12 @@ worst_count = c.number_input("Worst images shown", 0, WORST_SHOWN_MAX, WORST_SHO
 
 def show_evaluation(result: dict) -> None:
     summary, baseline = result["summary"], result["baseline"]
-    st.subheader(f"{result['model']} on {result['folder']}")
+    st.subheader(f"{ui.plain_markdown(result['model'])} on {ui.plain_markdown(str(result['folder']))}")
     st.caption(result["pairing"].splitlines()[0])
     if result.get("training_overlap"):
         st.warning(ui.sentence(result["training_overlap"]), icon=":material/warning:")
     for name, reason in result["failures"]:
-        st.error(f"{name}: {reason}" if not reason.startswith(name) else reason)
+        st.error(ui.plain_markdown(f"{name}: {reason}" if not reason.startswith(name) else reason))
     for warning in result.get("mask_warnings", []):
         st.warning(warning, icon=":material/warning:")
     if not summary.get("n"):

@@ -43,7 +43,7 @@ try:
 except ValueError as error:
     st.error(first_line(error))
     st.stop()
-st.subheader(f"Visits of {followup.lesion_label(lesion)}")
+st.subheader(f"Visits of {ui.plain_markdown(followup.lesion_label(lesion))}")
 st.dataframe(followup.visit_rows(visits, owners=identity.sees_everyone(user)), hide_index=True, width="stretch")
 by_id = {record.id: record for record in visits}
 chosen = st.selectbox("Open visit", list(by_id), format_func=lambda i: followup.visit_label(by_id[i]),
@@ -63,11 +63,12 @@ left, right = st.columns(2)
 left.image(followup.saved_overlay(saved), caption=f"{record.image_name or 'image'}: saved border", width="stretch")
 right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
 settings = record.settings()
-st.markdown(f"**Visit** {record.visit_date} · **body site** {record.body_site or '—'} · **saved** {record.saved_at}"
-            f" by {followup.owner_label(record.owner)}"
-            "  \n" + "  \n".join(f"**{label}** {text}" for label, text in settings.lines()))
+st.markdown(f"**Visit** {ui.plain_markdown(str(record.visit_date))} · **body site** "
+            f"{ui.plain_markdown(record.body_site or '—')} · **saved** {ui.plain_markdown(str(record.saved_at))}"
+            f" by {ui.plain_markdown(followup.owner_label(record.owner))}"
+            "  \n" + "  \n".join(f"**{label}** {ui.plain_markdown(text)}" for label, text in settings.lines()))
 if record.notes:
-    st.markdown(f"**Notes** {record.notes}")
+    st.markdown(f"**Notes** {ui.plain_markdown(record.notes)}")
 flags = followup.saved_notes(saved)
 if flags:
     st.warning(ui.sentence(flags))

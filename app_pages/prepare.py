@@ -57,7 +57,7 @@ else:
             except ArchiveError as error:
                 st.session_state.pop("prepare_zip_dataset", None)
                 stored = {}
-                st.error(f"{archive.name}: {error}")
+                st.error(f"{ui.plain_markdown(archive.name)}: {ui.plain_markdown(str(error))}")
         if stored:
             images_dir, masks_dir = Path(stored["images"]), Path(stored["masks"])
             if stored.get("skipped"):
@@ -93,7 +93,7 @@ if report.rule_counts:
 for warning in report.warnings:
     st.warning(warning)
 for conflict in report.conflicts:
-    st.warning(f"Ambiguous: {conflict}")
+    st.warning(f"Ambiguous: {ui.plain_markdown(str(conflict))}")
 if report.ok:
     st.success("Every image has its mask and their sizes agree.")
 tables = pairing_rows(report)
@@ -135,7 +135,7 @@ with left:
     b.image(preview.mask.astype("uint8") * 255, caption=pair.mask.name, width="stretch")
     c.image(preview.picture, caption=" / ".join(name.upper() for name, _ in legend(classes)), width="stretch")
 if preview.mask_problem:
-    st.warning(f"{pair.mask.name}: {preview.mask_problem}", icon=":material/warning:")
+    st.warning(f"{ui.plain_markdown(pair.mask.name)}: {preview.mask_problem}", icon=":material/warning:")
 if preview.resized_mask:
     st.caption("This mask's size differs from its image's; it was resized to the image, as training does.")
 st.markdown("**Class frequencies of this pair**")

@@ -169,8 +169,21 @@ def test_the_same_image_uploaded_twice_is_analysed_once_with_a_note(at):
     assert [o.name for o in outcomes] == ["a.png", "b.png"]
     assert any(text.startswith("a copy.png is the same image as a.png") for text in texts(at.info))
     upload(at, [("a.png", image, "image/png"), ("a.png", image, "image/png")])
-    assert "a.png was uploaded twice: analysed once." in texts(at.info)
+    assert "a.png was uploaded twice\\: analysed once." in texts(at.info)  # markdown: the colon escaped
 
+
+
+def test_a_file_name_is_drawn_as_typed_not_as_markdown(at):
+    """An upload's name is untrusted: its link and emphasis reach the page's markdown escaped."""
+    name = "[x](http://e.x)*a*.png"
+    upload(at, [(name, png_bytes(mole_image(64, 64, seed=1)[0]), "image/png"), ("*b*.png", b"nope", "image/png")])
+    shown = "\\[x\\](http\\://e.x)\\*a\\*.png"
+    assert ui.plain_markdown(name) == shown
+    assert [text[:9] for text in texts(at.error)] == ["\\*b\\*.png"]
+    assert f"**Visit of {shown}** (optional: printed on its report and in the CSV, saved with its record)" in texts(
+        at.markdown)
+    labels = [button.label for button in at.button]
+    assert f"Save {shown} to records" in labels and not any("[x](" in label for label in labels)
 
 def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
     """The visit date field shows today for every image, but only the images once in view had it in the

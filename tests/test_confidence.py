@@ -290,3 +290,35 @@ def test_the_risk_coverage_tool_ranks_by_another_score_when_asked(tmp_path, caps
     assert "| 2 (22%) | 0.9371 | 0.8400 |" in capsys.readouterr().out  # by confidence: 0.70 and 0.88 marked
     assert main([str(record), "--score", "nope"]) == 2
     assert capsys.readouterr().err.strip() == f"{record}: image 1 of the record has no number under 'nope'"
+
+
+@pytest.mark.parametrize(("score", "value", "shown"), [("tta", float("nan"), "NaN"), ("tta", True, "true"),
+                                                        ("tta", "0.5", '"0.5"'), ("confidence", False, "false")])
+def test_the_risk_coverage_tool_refuses_a_score_that_is_not_a_finite_number(tmp_path, capsys, score, value,
+                                                                              shown) -> None:
+    import json
+
+    from moleseg.tools.riskcoverage import main
+
+    rows = [dict(row, image=f"i{number}.png", tta=row["fm"]) for number, row in enumerate(THREE_FOLDS)]
+    rows[2][score] = value
+    record = tmp_path / "demo.json"
+    record.write_text(json.dumps({"crossval": {"n_folds": 3, "per_image": rows}}))  # NaN written as JSON's NaN
+    assert main([str(record), "--score", score]) == 2
+    assert capsys.readouterr().err.strip() == (f"{record}: image 3 (i2.png) of the record has {shown} under "
+                                               f"{score!r}, not a finite number")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[]", "the record is not a JSON object"),
+    ('{"crossval": {"n_folds": 2, "per_image": [1, 2]}}', "the record's out of fold, 2 folds are not a list of objects"),
+    ('{"confidence": {"validation": {"per_image": [{"confidence": 0.5}]}}}',
+     "image 1 of the record has no number under 'fm'")])
+def test_the_risk_coverage_tool_names_the_record_and_the_reason_it_cannot_read_it(tmp_path, capsys, text,
+                                                                                  reason) -> None:
+    from moleseg.tools.riskcoverage import main
+
+    record = tmp_path / "demo.json"
+    record.write_text(text)
+    assert main([str(record)]) == 2
+    assert capsys.readouterr().err.strip() == f"{record}: {reason}"

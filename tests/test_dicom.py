@@ -118,6 +118,16 @@ def test_12_bit_greyscale_is_scaled_and_monochrome1_inverted(photo):
         assert image[::20, ::20, 0].tolist() == expected  # 12 bits: v * 255 / 4095
 
 
+
+def test_the_analyse_page_s_dicom_note_shows_the_file_name_and_spacing_as_typed():
+    from moleseg.app.analysis import Upload
+    from moleseg.app.results import dicom_pixel_size
+
+    data = dicom_bytes(np.zeros((16, 16, 3), np.uint8), spacing=(0.02, 0.04))
+    assert dicom_pixel_size([Upload("[x](http://e.x)*a*.png", data)]) == (
+        None, "No automatic pixel size: \\[x\\](http\\://e.x)\\*a\\*.png\\: the pixels are not square "
+              "(PixelSpacing 0.02 \\\\ 0.04 mm)")
+
 def test_missing_spacing_is_no_error_just_no_size(photo):
     data = dicom_bytes(photo, spacing=None)
     assert np.array_equal(read_image(data), photo)

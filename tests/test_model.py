@@ -380,7 +380,8 @@ def test_numpy_half_does_not_import_tensorflow():
     """The app and CLI read model metadata, evaluate and clean without loading TensorFlow."""
     code = (
         "import sys\n"
-        "import moleseg.core.modelinfo, moleseg.engine.segmenter, moleseg.engine.evaluate, moleseg.engine.pipeline, moleseg.cli\n"
+        "import moleseg.core.modelinfo, moleseg.engine.segmenter, moleseg.engine.evaluate, moleseg.engine.pipeline, "
+        "moleseg.engine.predictfiles, moleseg.cli\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'))\n"
         "print(','.join(loaded))\n"
     )

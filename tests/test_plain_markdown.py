@@ -1,4 +1,5 @@
-"""Text from model files shown in markdown (:func:`moleseg.app.ui.plain_markdown`) draws no markup."""
+"""Untrusted text shown in markdown (:func:`moleseg.app.ui.plain_markdown`): model names, file names, record
+fields draw no markup."""
 
 from __future__ import annotations
 
@@ -18,3 +19,22 @@ def test_links_images_html_maths_and_emphasis_in_a_model_name_are_shown_as_typed
 
 def test_a_backslash_and_a_line_break_cannot_undo_the_escapes():
     assert plain_markdown("a\\*b\n# heading") == "a\\\\\\*b # heading"
+
+
+def test_the_compare_caption_shows_a_model_name_as_typed():
+    from types import SimpleNamespace
+
+    from moleseg.app.followup import settings_caption
+
+    comparison = SimpleNamespace(pixel_size_mm=None, model_name="[x](http://e.x)*a*", noise_source=lambda text: text)
+    assert settings_caption(comparison) == ("Pixel size used: none (lengths in px only). Model: "
+                                            "\\[x\\](http\\://e.x)\\*a\\*. Noise from the published repeatability "
+                                            "(docs/repeatability.md).")
+
+
+def test_mask_warnings_show_the_mask_names_as_typed():
+    from moleseg.app.preparation import degenerate_mask_warnings
+
+    assert degenerate_mask_warnings(["[x](http://e.x)*a*.png"], []) == [
+        "1 empty mask (no foreground pixel, all black; scored and trained as 'no lesion'): "
+        "\\[x\\](http\\://e.x)\\*a\\*.png"]

@@ -110,7 +110,7 @@ def test_predict_files_writes_in_input_order_and_reports_progress_up_to_the_end(
 
     from moleseg.core.atomic import TEMPORARY_PREFIX
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import predict_files
+    from moleseg.engine.predictfiles import predict_files
 
     images, _ = lesion_dataset(tmp_path / "set", n=7)
     files = sorted(images.iterdir())

@@ -17,7 +17,7 @@ from synthetic import lesion_dataset, mole_image
 from moleseg.cli import main
 from moleseg.cli.common import printable
 from moleseg.core.imagewrite import write_png
-from moleseg.engine.pipeline import output_stems
+from moleseg.engine.predictfiles import output_stems
 
 
 def _error_lines(stderr: str) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from moleseg.app.ui import plain_markdown
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.edgecontact import edge_contact_ratio
 from moleseg.core.measure import Measurement
@@ -164,11 +165,12 @@ def area_change_help(area: Change | None) -> str:
 
 
 def settings_caption(comparison: Comparison) -> str:
-    """The Compare page's line of what the comparison used: pixel size (the one applied), alignment, noise."""
+    """The Compare page's line of what the comparison used: pixel size (the one applied), alignment, noise; markdown,
+    the model's name escaped (:func:`moleseg.app.ui.plain_markdown`)."""
     size = (f"{comparison.pixel_size_mm:g} mm per px" if comparison.pixel_size_mm
             else "none (lengths in px only)")
     noise = comparison.noise_source("the published repeatability (docs/repeatability.md)")
-    return f"Pixel size used: {size}. Model: {comparison.model_name}. Noise from {noise}."
+    return f"Pixel size used: {size}. Model: {plain_markdown(comparison.model_name)}. Noise from {noise}."
 
 
 def change_table(comparison: Comparison):

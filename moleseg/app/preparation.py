@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from moleseg.app.ui import plain_markdown
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, class_names
 from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
 from moleseg.core.words import count_of
@@ -79,10 +80,11 @@ MASK_NAMES_SHOWN = 10
 
 
 def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[str]:
-    """The app's warnings about empty and full masks (:func:`moleseg.core.imageio.mask_problem`):
-    ``"2 empty masks (...): a.png, b.png"`` and the same for full ones; none when both lists are empty."""
+    """The app's warnings about empty and full masks (:func:`moleseg.core.imageio.mask_problem`), as markdown:
+    ``"2 empty masks (...): a.png, b.png"`` (the names escaped, :func:`moleseg.app.ui.plain_markdown`) and the same
+    for full ones; none when both lists are empty."""
     def names(items: Sequence[str]) -> str:
-        shown = ", ".join(items[:MASK_NAMES_SHOWN])
+        shown = ", ".join(plain_markdown(item) for item in items[:MASK_NAMES_SHOWN])
         return shown + (f" and {len(items) - MASK_NAMES_SHOWN} more" if len(items) > MASK_NAMES_SHOWN else "")
 
     lines = []

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import numpy as np
 
 from moleseg.app.analysis import ImageOutcome, Upload
+from moleseg.app.ui import plain_markdown
 from moleseg.core.config import result_file_name
 from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
@@ -412,7 +413,8 @@ def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
     tuple
         ``(mm per pixel, caption)``: the size when every upload is a DICOM file with the same pixel spacing
         (None otherwise), and ``"0.0200 mm per px from the DICOM file"`` or why there is no automatic size
-        ("" when no upload is DICOM).
+        ("" when no upload is DICOM), as markdown (a file's name and its spacing escaped,
+        :func:`moleseg.app.ui.plain_markdown`).
     """
     from moleseg.core.dicomio import DicomReadError, dicom_facts
 
@@ -425,7 +427,7 @@ def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
         if facts is None:
             others += 1
         elif facts.pixel_size_mm is None:
-            notes.append(f"{upload.name}: {facts.spacing_note}")
+            notes.append(plain_markdown(f"{upload.name}: {facts.spacing_note}"))  # both from the file
         else:
             sizes.add(round(facts.pixel_size_mm, 9))
     if not sizes and not notes:

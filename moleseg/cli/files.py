@@ -83,7 +83,7 @@ def parse_shard(text: str) -> Shard:
 def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.core.modelinfo import ModelInfo
     from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, settings_sidecar, sidecar_name
-    from moleseg.engine.pipeline import output_stems, predict_files
+    from moleseg.engine.predictfiles import output_stems, predict_files
     from moleseg.engine.shards import shard_positions, write_manifest
 
     failures: list[tuple[str, str]] = []
@@ -181,7 +181,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from moleseg.core.pairing import list_images
     from moleseg.core.config import class_names
     from moleseg.core.targets import class_frequencies, make_targets
-    from moleseg.engine.pipeline import output_stems
+    from moleseg.engine.predictfiles import output_stems
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():

@@ -29,7 +29,7 @@ What is measured
   network, resize back, cleanup, then measurements beside the overlay and its PNGs (two threads), as
   ``stages`` {name: ms}; ``end_to_end.parts``: measurements, overlay and the overlay's PNG, one by one;
   ``around_network_ratio``: every stage but decoding and the network over the network's stage.
-* ``predict_images_per_s``: a folder through :func:`moleseg.engine.pipeline.predict_files` (what
+* ``predict_images_per_s``: a folder through :func:`moleseg.engine.predictfiles.predict_files` (what
   ``moleseg predict`` calls), files written to a temporary folder; model loaded already.
 * ``cold_start_s``: ``python -m moleseg.cli predict`` on one image in a new process, from its start to
   its exit after writing the result (quick: with the classical model, which needs no TensorFlow);

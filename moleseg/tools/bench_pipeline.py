@@ -136,8 +136,8 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
 
 
 def bench_predict(segmenter: Any, files: list[Path], scratch: Path) -> dict[str, Any]:
-    """Images per second of :func:`moleseg.engine.pipeline.predict_files` (one untimed warm-up image)."""
-    from moleseg.engine.pipeline import predict_files
+    """Images per second of :func:`moleseg.engine.predictfiles.predict_files` (one untimed warm-up image)."""
+    from moleseg.engine.predictfiles import predict_files
 
     predict_files(segmenter, files[:1], scratch / "warmup")
     started = time.perf_counter()

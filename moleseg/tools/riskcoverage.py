@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,15 +43,22 @@ def record_images(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     Raises
     ------
     ValueError
-        The record holds neither.
+        The record is not a JSON object, holds neither, or its images are not a list of objects.
     """
-    crossval = record.get("crossval") or {}
+    if not isinstance(record, dict):
+        raise ValueError("the record is not a JSON object")
+    crossval = record.get("crossval") if isinstance(record.get("crossval"), dict) else {}
+    confidence = record.get("confidence") if isinstance(record.get("confidence"), dict) else {}
+    validation = confidence.get("validation") if isinstance(confidence.get("validation"), dict) else {}
     if crossval.get("per_image"):
-        return f"out of fold, {crossval.get('n_folds')} folds", crossval["per_image"]
-    validation = (record.get("confidence") or {}).get("validation") or {}
-    if validation.get("per_image"):
-        return "validation images", validation["per_image"]
-    raise ValueError("the record has neither out-of-fold nor validation images with their confidence")
+        what, rows = f"out of fold, {crossval.get('n_folds')} folds", crossval["per_image"]
+    elif validation.get("per_image"):
+        what, rows = "validation images", validation["per_image"]
+    else:
+        raise ValueError("the record has neither out-of-fold nor validation images with their confidence")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"the record's {what} are not a list of objects")
+    return what, rows
 
 
 def scored_by(rows: Sequence[dict[str, Any]], score: str) -> list[dict[str, Any]]:
@@ -60,13 +68,20 @@ def scored_by(rows: Sequence[dict[str, Any]], score: str) -> list[dict[str, Any]
     Raises
     ------
     ValueError
-        A row without a number under ``score``.
+        A row without a finite number under ``score`` or ``"fm"`` (a boolean, NaN or an infinity is none):
+        ``"image 3 (IMD004.png) of the record has NaN under 'tta', not a finite number"``.
     """
+    for index, row in enumerate(rows):
+        for key in (score, "fm"):
+            value = row.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                continue
+            image = f"image {index + 1}" + (f" ({row['image']})" if isinstance(row.get("image"), str) else "")
+            if value is None:
+                raise ValueError(f"{image} of the record has no number under {key!r}")
+            raise ValueError(f"{image} of the record has {json.dumps(value)} under {key!r}, not a finite number")
     if score == "confidence":
         return list(rows)
-    missing = next((index for index, row in enumerate(rows) if not isinstance(row.get(score), (int, float))), None)
-    if missing is not None:
-        raise ValueError(f"image {missing + 1} of the record has no number under {score!r}")
     return [{**row, "confidence": float(row[score])} for row in rows]
 
 
