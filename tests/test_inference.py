@@ -33,6 +33,9 @@ def _randomised_batchnorm(model: keras.Model, seed: int = 0) -> keras.Model:
 
 @pytest.fixture(scope="module")
 def network() -> keras.Model:
+    # seeded: unseeded initial weights can leave the probabilities within 0.014 of 1/3, which the
+    # folding test's "has teeth" check refuses (seed 0: 0.29 from 1/3; seeds 1 and 2: 0.12 and 0.21)
+    keras.utils.set_random_seed(0)
     config = ModelConfig(backbone="mobilenetv2", input_size=SIZE, decoder_width=16, aspp_rates=(2, 4, 6))
     return _randomised_batchnorm(build_model(config, weights="none"))
 
