@@ -54,6 +54,9 @@ files = st.file_uploader(
 )
 
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
+# the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
+# the settings and by every run of the results alone
+dicom_size, dicom_note = dicom_pixel_size(uploads)
 plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
 
 
@@ -300,7 +303,6 @@ def analysis_view() -> None:
     of its settings reruns only this part (the results from the server's cached probabilities, never the
     network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
     value reruns the results alone (:func:`rerun_results`)."""
-    _, dicom_note = dicom_pixel_size(uploads)
     with st.sidebar:
         manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
                                st.session_state.get("analyse_auto_by_key") or {})
@@ -332,7 +334,6 @@ def analysed_results(whole_page: bool) -> Shown | None:
     record_manual_cleanup(shown_key, whole_page)
     style = overlay_style()
     pixel_size = pixel_size_value("analyse")
-    dicom_size, _ = dicom_pixel_size(uploads)
     if pixel_size == 0 and dicom_size is not None:
         pixel_size = dicom_size
 
