@@ -153,10 +153,36 @@ def litert_function(model: keras.Model, size: int, threads: int) -> Callable[[np
     return run_litert
 
 
+class _StepClock(keras.callbacks.Callback):
+    """Wall seconds of each training step of a ``fit``, from its start to its end (``times``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self.started = 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.times.append(time.perf_counter() - self.started)
+
+
+def step_seconds(model: keras.Model, images: np.ndarray, labels: np.ndarray, repeats: int, warmup: int) -> float:
+    """Median wall seconds of a training step of ``model.fit`` on one in-memory batch (``images`` and
+    one-hot ``labels``, float32), ``repeats`` steps timed after ``warmup`` untimed ones (the first traces the
+    step). The batch is fed as a ``tf.data`` dataset whose batch dimension is unknown, as
+    :func:`moleseg.network.data.make_dataset` yields its batches: a later ``fit`` on such a pipeline runs the
+    step traced here instead of tracing it again."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(len(images)).cache().repeat()
+    clock = _StepClock()
+    model.fit(dataset, steps_per_epoch=warmup + max(1, repeats), epochs=1, verbose=0, callbacks=[clock])
+    return float(np.median(clock.times[warmup:]))
+
+
 def step_timing_model(config: ModelConfig, learning_rate: float = 1e-3) -> keras.Model:
     """The network of ``config`` with random weights, compiled with Adam at ``learning_rate`` (per step) and the
-    class-weighted cross-entropy (all weights 1): a model whose ``train_on_batch`` and ``fit`` steps cost what
-    training's do."""
+    class-weighted cross-entropy (all weights 1): a model whose ``fit`` steps cost what training's do."""
     model = build_model(config, weights="none")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=SegmentationLoss("weighted_ce", [1.0] * config.n_classes))

@@ -204,7 +204,7 @@ def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[An
     from moleseg.core import options
     from moleseg.core.trainconfig import ModelConfig
     from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset
-    from moleseg.network.profiling import step_timing_model
+    from moleseg.network.profiling import step_seconds, step_timing_model
 
     config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})
     model = step_timing_model(config)
@@ -212,7 +212,7 @@ def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[An
     size, batch = config.input_size, settings.train_batch
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     labels = np.eye(config.n_classes, dtype=np.float32)[rng.integers(0, config.n_classes, (batch, size, size))]
-    seconds = median_seconds(lambda: model.train_on_batch(images, labels), settings.train_steps, settings.warmup)
+    seconds = step_seconds(model, images, labels, settings.train_steps, settings.warmup)
     result = {"input_size": size, "batch": batch, "architecture": f"{config.architecture} {config.backbone}",
               "step_ms": 1000.0 * seconds, "images_per_s": batch / seconds}
     if not pairs:
@@ -223,16 +223,13 @@ def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[An
     steps = max(2, 2 * settings.train_steps)
     examples = steps * batch
 
-    def feed() -> Any:
-        return make_dataset(pairs, targets, batch_size=batch, augment=augment, shuffle=True, seed=1).repeat()
-
-    iterator = iter(feed())
+    dataset = make_dataset(pairs, targets, batch_size=batch, augment=augment, shuffle=True, seed=1).repeat()
+    iterator = iter(dataset)
     next(iterator)  # warm-up: the pipeline's threads and first reads
     started = time.perf_counter()
     for _ in range(steps):
         next(iterator)
     input_rate = examples / (time.perf_counter() - started)
-    dataset = feed()
     model.fit(dataset, steps_per_epoch=settings.warmup + 1, epochs=1, verbose=0)
     started = time.perf_counter()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
