@@ -1,8 +1,9 @@
 """One image's whole analysis: prediction → cleanup → measurements → pictures → export files.
 
-The app's Analyse page goes through :func:`analyse_batches` and :class:`Analysis`, ``moleseg predict``
-through :func:`measure_and_encode` (:mod:`moleseg.engine.predictfiles` writes its files); a slider change
-calls :meth:`Analysis.recleaned` (cleanup only, no network). No TensorFlow here.
+Images go through the network in batches by one pipeline, :func:`segment_batches`: the app's Analyse page
+through :func:`analyse_batches` (an :class:`Analysis` per image), ``moleseg predict`` with
+:func:`measure_and_encode` (:mod:`moleseg.engine.predictfiles` writes its files); a slider change calls
+:meth:`Analysis.recleaned` (cleanup only, no network). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
+#: What :func:`segment_batches` makes of each image (its caller's ``finish``).
+T = TypeVar("T")
 
 #: What every export of a lesion corrected by hand says.
 CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
@@ -344,28 +347,26 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     return analysis, {name: encoded[name] if name in encoded else job.result() for name, job in jobs.items()}
 
 
-def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
-                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
-                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
-                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
-                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
-    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
-    input order, an :class:`Analysis` or the exception that stopped that image.
+def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]],
+                    finish: Callable[[int, np.ndarray, Segmentation], T], *, batch_size: int = INFERENCE_BATCH_SIZE,
+                    settings: CleanupSettings | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
+                    workers: int | None = None) -> Iterator[list[T | Exception]]:
+    """Read, predict and clean images, ``batch_size`` (>= 1) per network call, and ``finish`` each: each batch's
+    results in input order, what ``finish`` returned or the exception that stopped that image.
 
     ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
-    image's result). A pipeline across the cores: a pool of ``workers`` threads (default: the CPU count) reads
-    the next batch and cleans and measures this one while this thread runs the network on the next (reading,
-    OpenCV, numpy and the network release the GIL). An image with a side under
+    image's result). ``finish(index, image, segmentation)``: what is made of an image once cleaned (its
+    measurements, pictures, files), ``index`` its place in ``images``. A pipeline across the cores: a pool of
+    ``workers`` threads (default: the CPU count) reads the next batch and cleans and finishes this one while
+    this thread runs the network on the next (reading, OpenCV, numpy and the network release the GIL); a batch
+    is handed out once finished, so at most three batches are in memory. An image with a side under
     :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
     network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
-    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. ``prepare``: called in the pool
-    on each analysis once it is measured, for what the caller will show of every image (the Analyse page's
-    grid thumbnail, kept with the analysis), so that it too is made while the network runs; its result is
-    dropped and an error it raises is that image's result.
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. Closing the iterator early (the
+    caller stops reading) cancels the reads and finishes not yet started.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    style = style or OverlayStyle()
     batch_size = max(1, int(batch_size))
     starts = range(0, len(images), batch_size)
 
@@ -374,12 +375,8 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
         check_image_side(image)
         return image
 
-    def finish(image: np.ndarray, probabilities: np.ndarray) -> Analysis:
-        segmentation = clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
-        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
-        if prepare is not None:
-            prepare(analysis)
-        return analysis
+    def cleaned(index: int, image: np.ndarray, probabilities: np.ndarray) -> T:
+        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold))
 
     def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
         try:
@@ -389,7 +386,8 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
                 return [error]
         return [predicted([image])[0] for image in batch]
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch")
+    try:
         def reading(start: int) -> list[Future]:
             return [pool.submit(read, index) for index in range(start, min(start + batch_size, len(images)))]
 
@@ -408,26 +406,56 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
             for slot, image in enumerate(results):
                 if isinstance(image, np.ndarray):
                     found = next(probabilities)
-                    results[slot] = found if isinstance(found, Exception) else pool.submit(finish, image, found)
+                    results[slot] = (found if isinstance(found, Exception)
+                                     else pool.submit(cleaned, start + slot, image, found))
             if finishing is not None:
                 yield _outcomes(finishing)
             finishing = results
         if finishing is not None:
             yield _outcomes(finishing)
+    finally:  # the caller stopped early: nothing queued is started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _outcomes(jobs: Sequence[Future | Exception]) -> list[Analysis | Exception]:
-    """The results of :func:`analyse_batches`' jobs of one batch, in order: each analysis or its exception."""
-    outcomes: list[Analysis | Exception] = []
+def _outcomes(jobs: Sequence[Future | Exception]) -> list[Any]:
+    """The results of :func:`segment_batches`' jobs of one batch, in order: each result or its exception."""
+    outcomes: list[Any] = []
     for job in jobs:
         if isinstance(job, Exception):
             outcomes.append(job)
             continue
         try:
             outcomes.append(job.result())
-        except Exception as error:  # noqa: BLE001 -- this image's cleanup or measurements failed
+        except Exception as error:  # noqa: BLE001 -- this image's cleanup or what is made of it failed
             outcomes.append(error)
     return outcomes
+
+
+def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
+                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
+                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
+    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
+    input order, an :class:`Analysis` or the exception that stopped that image (:func:`segment_batches`: the
+    next batch read and this one measured in a pool of ``workers`` threads while the network runs).
+
+    ``images``: one callable per image returning it as RGB uint8. ``lesion_threshold``: 0..1, None for the
+    arg-max, default the model's own. ``prepare``: called in the pool on each analysis once it is measured, for
+    what the caller will show of every image (the Analyse page's grid thumbnail, kept with the analysis), so
+    that it too is made while the network runs; its result is dropped and an error it raises is that image's
+    result.
+    """
+    style = style or OverlayStyle()
+
+    def finish(index: int, image: np.ndarray, segmentation: Segmentation) -> Analysis:
+        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
+        if prepare is not None:
+            prepare(analysis)
+        return analysis
+
+    return segment_batches(segmenter, images, finish, batch_size=batch_size, settings=settings,
+                           lesion_threshold=lesion_threshold, workers=workers)
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,
