@@ -359,9 +359,10 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     measurements, pictures, files), ``index`` its place in ``images``. A pipeline across the cores: a pool of
     ``workers`` threads (default: the CPU count) reads the next batch and cleans and finishes this one while
     this thread runs the network on the next (reading, OpenCV, numpy and the network release the GIL); a batch
-    is handed out once finished, so at most three batches are in memory. An image with a side under
-    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
-    network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
+    is handed out once finished, while the next is finished and the one after read: three batches in flight at
+    most. An image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of
+    :func:`check_image_side`; when the network fails on a batch, each of its images is predicted alone, so that
+    only the image at fault fails.
     ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. Closing the iterator early (the
     caller stops reading) cancels the reads and finishes not yet started.
     """
