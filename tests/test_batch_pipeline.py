@@ -19,7 +19,7 @@ from synthetic import mole_image, png_bytes
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.imagewrite import write_png
-from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images, segment_batches
+from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images, failure_reason, segment_batches
 from moleseg.engine.predictfiles import WRITES_AHEAD, predict_files
 
 BAD_FILE = "bad.png: not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
@@ -135,6 +135,14 @@ def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():
     # handing out batch 0 waits for batch 1's network call; batch 2 was being read meanwhile, never batch 3
     assert set(read) <= set(range(6)) and {0, 1, 2, 3} <= set(read)
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("moleseg-batch")]
+
+
+def test_the_app_and_the_cli_give_one_reason_for_an_image_without_result():
+    unreadable = ImageReadError("bad.png", "not an image")
+    assert failure_reason("bad.png", unreadable) == "bad.png: not an image"
+    too_small = ValueError("image too small: 1 x 1 px\nmore")
+    assert failure_reason("dot.png", too_small) == "dot.png: image too small: 1 x 1 px"
+    assert failure_reason("big.png", MemoryError()) == "big.png: could not be analysed (MemoryError)"
 
 
 def _mole_files(folder, names):

@@ -432,6 +432,19 @@ def _outcomes(jobs: Sequence[Future | Exception]) -> list[Any]:
     return outcomes
 
 
+def failure_reason(name: str, error: BaseException) -> str:
+    """Why the image file ``name`` got no result, in one line: a reader's refusal as it is (it names the file),
+    another refusal (too small, no outline) after the file's name, anything else (the network failing on it)
+    as "``name``: could not be analysed (...)"."""
+    from moleseg.core.errors import first_line
+    from moleseg.core.imagefile import ImageReadError
+
+    text = first_line(error)
+    if isinstance(error, ImageReadError):
+        return text
+    return f"{name}: {text}" if isinstance(error, ValueError) else f"{name}: could not be analysed ({text})"
+
+
 def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
                     batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
                     pixel_size_mm: float | None = None, style: OverlayStyle | None = None,

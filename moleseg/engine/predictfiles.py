@@ -17,7 +17,7 @@ import numpy as np
 
 from moleseg.core.config import INFERENCE_BATCH_SIZE
 from moleseg.core.report import AnalysisSettings
-from moleseg.engine.pipeline import measure_and_encode, segment_batches
+from moleseg.engine.pipeline import failure_reason, measure_and_encode, segment_batches
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
@@ -103,19 +103,6 @@ def _disk_full(error: OSError) -> bool:
     import errno
 
     return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-def _skip_reason(path: Path, error: Exception) -> str:
-    """Why ``path`` was skipped: a reader's refusal as it is (it names the file), another refusal (an image too
-    small, an outline) after the file's name, anything else as "could not be analysed"."""
-    from moleseg.core.errors import first_line
-    from moleseg.core.imageio import ImageReadError
-
-    if isinstance(error, ImageReadError):
-        return str(error)
-    if isinstance(error, ValueError):
-        return f"{path.name}: {error}"
-    return f"{path.name}: could not be analysed ({first_line(error)})"
 
 
 @dataclass
@@ -212,7 +199,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
             if outcome.stopped:
                 return
             if isinstance(result, Exception):
-                outcome.failures.append((path.name, _skip_reason(path, result)))
+                outcome.failures.append((path.name, failure_reason(path.name, result)))
             else:
                 write(path, result)
 
