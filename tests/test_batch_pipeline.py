@@ -128,13 +128,15 @@ def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():
         read.append(index)
         return mole_image(40, 40)[0]
 
+    before = set(threading.enumerate())
     batches = segment_batches(ClassicalSegmenter(), [functools.partial(reader, index) for index in range(12)],
                               lambda index, image, segmentation: index, batch_size=2, workers=2)
     assert next(batches) == [0, 1]
+    assert [thread.name for thread in set(threading.enumerate()) - before if thread.name.startswith("moleseg-batch")]
     batches.close()
     # handing out batch 0 waits for batch 1's network call; batch 2 was being read meanwhile, never batch 3
     assert set(read) <= set(range(6)) and {0, 1, 2, 3} <= set(read)
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("moleseg-batch")]
+    assert not [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("moleseg-batch")]
 
 
 def test_the_app_and_the_cli_give_one_reason_for_an_image_without_result():
