@@ -337,8 +337,8 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`), the
     work shared by this thread and ``drawer`` on two cores (OpenCV and numpy release the GIL). ``drawer`` is
     given, in this order: the lesion's border widths (two distance transforms), the overlay and its PNG, the
-    class-map PNG, the mask PNG and the lesion's colours; this thread makes the other shape measurements, then
-    takes back what ``drawer`` has not started, the last first (colours, then the files), so that neither
+    mask and class-map PNGs, and the lesion's colours; this thread makes the other shape measurements, then
+    takes back what ``drawer`` has not started, the last first (the colours, then the files), so that neither
     thread waits while the other has work left."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     lesion_found = not analysis.cells and segmentation.lesion.any()
@@ -346,7 +346,7 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
     if lesion_found and segmentation.border.any():
         widths = drawer.submit(border_width, segmentation.lesion, segmentation.border)
     encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
-    jobs = {name: drawer.submit(encode) for name, encode in _drawing_order(encoders).items()}
+    jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
     if lesion_found:
         colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     try:
@@ -357,13 +357,6 @@ def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter:
         raise
     encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
     return analysis, {name: encoded[name] if name in encoded else jobs[name].result() for name in encoders}
-
-
-def _drawing_order(encoders: dict[str, Callable[[], bytes]]) -> dict[str, Callable[[], bytes]]:
-    """``encoders`` (:meth:`Analysis.file_encoders`) longest first: the overlay (drawn, then a larger PNG), then
-    the rest in reverse, so that the mask PNG, the quickest to take back, is queued last."""
-    names = list(encoders)
-    return {name: encoders[name] for name in [names[0], *reversed(names[1:])]}
 
 
 def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
