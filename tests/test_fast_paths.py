@@ -655,3 +655,11 @@ def test_the_border_width_made_apart_equals_measuring_it_with_the_lesion(seed):
     np.testing.assert_equal(apart, whole)
     assert border_width(lesion, np.zeros_like(lesion)) == (0.0, 0.0)
     assert np.isnan(border_width(lesion, lesion)).all()  # no inside: undefined
+
+
+def test_the_border_width_of_bad_masks_says_why():
+    lesion = random_blobs(0)
+    with pytest.raises(ValueError, match=r"border and lesion masks differ in size: \(10, 10\) vs \(120, 160\)"):
+        border_width(lesion, np.zeros((10, 10), bool))
+    with pytest.raises(ValueError, match="lesion mask is empty: the border width is undefined"):
+        border_width(np.zeros_like(lesion), lesion)
