@@ -23,7 +23,8 @@ from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_I
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
+from moleseg.core.measure import (Measurement, border_width, colour_measurements, measure_lesion,
+                                  measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
@@ -265,10 +266,11 @@ class Analysis:
                           created=created, notes=self.notes, n_classes=self.n_classes)
 
 
-def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
+def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) to be made in another thread, appended where
+    (:func:`moleseg.core.measure.colour_measurements`) and ``widths``: its border band's width
+    (:func:`moleseg.core.measure.border_width`), each to be made in another thread and put where
     :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
     segmentation = analysis.segmentation
     if analysis.cells:
@@ -279,15 +281,25 @@ def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
             analysis.error = analysis.words["none"]
     elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
+        width = None
+        if widths is not None and border is not None:
+            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border)
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
-                                               image=analysis.image if colours is None else None)
-        if colours is not None:  # measured here when the other thread has not started on them
-            analysis.measurements += (colour_measurements(analysis.image, segmentation.lesion) if colours.cancel()
-                                      else colours.result())
+                                               image=analysis.image if colours is None else None,
+                                               border_width_px=width)
+        if colours is not None:
+            analysis.measurements += _here_unless_started(colours, colour_measurements, analysis.image,
+                                                          segmentation.lesion)
     else:
         analysis.error = analysis.words["none"]
     return analysis
+
+
+def _here_unless_started(job: Future, function: Callable[..., Any], *args: Any) -> Any:
+    """``job``'s result, or ``function(*args)`` made in this thread when ``job`` (the same call handed to another
+    thread) has not started there, so that this thread never waits for work it could do itself."""
+    return function(*args) if job.cancel() else job.result()
 
 
 def check_image_side(image: np.ndarray) -> None:
@@ -325,26 +337,29 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
 def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, stem: str,
                        drawer: Executor, *, pixel_size_mm: float | None = None,
                        style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
-    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
-    the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
-    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
-    colours are measured by ``drawer`` too, first; each file is a task of its own, and the files ``drawer``
-    has not started when the measurements are done, this thread encodes (last first), so neither thread
-    waits while the other has work left."""
+    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`), the
+    work shared by this thread and ``drawer`` on two cores (OpenCV and numpy release the GIL). ``drawer`` is
+    given, in this order: the lesion's border widths (two distance transforms), the overlay and its PNG, the
+    mask and class-map PNGs, and the lesion's colours; this thread makes the other shape measurements, then
+    takes back what ``drawer`` has not started, the last first (the colours, then the files), so that neither
+    thread waits while the other has work left."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
-    colours = None
-    if not analysis.cells and segmentation.lesion.any():
-        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
+    lesion_found = not analysis.cells and segmentation.lesion.any()
+    widths = colours = None
+    if lesion_found and segmentation.border.any():
+        widths = drawer.submit(border_width, segmentation.lesion, segmentation.border)
     encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
     jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
+    if lesion_found:
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     try:
-        _measured(analysis, colours)
-    except BaseException:  # nothing left queued for the drawer: the colours' task included
-        for job in [*jobs.values(), *([colours] if colours is not None else [])]:
+        _measured(analysis, colours, widths=widths)
+    except BaseException:  # nothing left queued for the drawer
+        for job in [*jobs.values(), *(job for job in (widths, colours) if job is not None)]:
             job.cancel()
         raise
     encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
-    return analysis, {name: encoded[name] if name in encoded else job.result() for name, job in jobs.items()}
+    return analysis, {name: encoded[name] if name in encoded else jobs[name].result() for name in encoders}
 
 
 def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]],
