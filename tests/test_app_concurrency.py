@@ -60,8 +60,11 @@ def served(tmp_path):
         yield url, process
 
 
-def open_analyse(browser, url: str):
-    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+def open_analyse(context, url: str):
+    """A new tab of ``context`` on the Analyse page: each tab is a Streamlit session of its own (its own
+    websocket and session state; the app keeps nothing in cookies), and the tabs of one context share the
+    browser's compiled scripts (five pages load in about 12 instead of 19 CPU-s of chromium)."""
+    page = context.new_page()
     page.goto(f"{url}/analyse", timeout=90_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=90_000)
     return page
@@ -87,7 +90,8 @@ def test_five_sessions_at_once_each_get_their_own_result_and_memory_stays_bounde
     began = time.monotonic()
     images = tmp_path / "images"
     images.mkdir()
-    pages = [open_analyse(browser, url) for _ in range(SESSIONS)]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pages = [open_analyse(context, url) for _ in range(SESSIONS)]
     start = memory_bytes(server.pid)
     own = [write_image(images, f"patient{i}.png", 240 + 40 * i, 200, seed=i) for i in range(SESSIONS)]
     for page, path in zip(pages, own):  # all five uploads are under way before any result is awaited
@@ -122,8 +126,7 @@ def test_five_sessions_at_once_each_get_their_own_result_and_memory_stays_bounde
           f"{SESSIONS + SESSIONS * BATCH} images {memory['VmHWM'] / 1e6:.0f} MB, now {memory['VmRSS'] / 1e6:.0f} MB")
     assert memory["VmHWM"] < PEAK_BOUND_BYTES
     assert server.poll() is None
-    for page in pages:
-        page.context.close()
+    context.close()
 
 
 def test_the_memory_figure_of_the_readme_is_the_bound_of_the_test():
