@@ -21,13 +21,14 @@ from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_table, object_areas,
-                                 thumbnail_jpeg, visit_widget_values)
+                                 thumbnail_url, visit_widget_values)
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
+from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
 from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
@@ -261,7 +262,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
     grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"], key="analyse_batch_tab",
                                    on_change="rerun")
     if grid.open:
-        grid.image([thumbnail_jpeg(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
+        grid.image([thumbnail_url(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
                    width=THUMBNAIL_WIDTH_PX)
     if table.open:
         table.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
@@ -357,7 +358,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
         progress=None if status is None else
         lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {ui.plain_markdown(name)} ({done}/{total})"),
-        prepare=thumbnail_jpeg if len(uploads) > 1 else None,  # the grid's, made while the network runs
+        prepare=thumbnail_url if len(uploads) > 1 else None,  # the grid's, made while the network runs
     )
     if status is not None:
         status.empty()
@@ -388,6 +389,13 @@ def analysed_results(whole_page: bool) -> Shown | None:
             st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
         shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
         outcome = next(o for o in good if o.key == shown)
+        # the image in view in full only when asked: the grid then reaches the browser with fewer elements after
+        # it (its large picture, its measurement table and its hand-correction box are neither made nor sent)
+        if not st.toggle("Show it in full: overlay, classes, measurements, hand correction",
+                         key="analyse_batch_details",
+                         help="Its visit and its exports are below either way; the grid above shows every "
+                              "image's overlay and key measurements."):
+            return shown_results(outcomes, outcome, segmenter)
     else:
         outcome = good[0]
 
@@ -422,6 +430,11 @@ def analysed_results(whole_page: bool) -> Shown | None:
         st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
                                               f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
                         key="analyse_size_histogram")
+    return shown_results(outcomes, outcome, segmenter)
+
+
+def shown_results(outcomes: list[ImageOutcome], outcome: ImageOutcome, segmenter: Segmenter) -> Shown:
+    """The results to export: every outcome and ``outcome``, the image in view, with its upload."""
     upload = next(u for u in uploads if u.key == outcome.key)
     return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info))
 
