@@ -280,9 +280,9 @@ def thumbnail_jpeg(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> by
 
 
 def thumbnail_url(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> str:
-    """The :func:`thumbnail_jpeg` of an analysis as a ``data:`` URL (about 11 KB), made once per analysis: the
-    grid's element then carries its pictures, which the browser shows as it draws the grid, instead of
-    fetching each from the server once the run's last message is handled."""
+    """The :func:`thumbnail_jpeg` of an analysis as a ``data:`` URL (9–15 KB for a PH2 image), made once per
+    analysis: the grid's element then carries its pictures, which the browser shows as it draws the grid, instead
+    of fetching each from the server once the run's last message is handled."""
     import base64
 
     return kept_with(analysis, f"thumbnail url {width_px}",
