@@ -391,11 +391,11 @@ def analysed_results(whole_page: bool) -> Shown | None:
         outcome = next(o for o in good if o.key == shown)
         # the image in view in full only when asked: the grid then reaches the browser with fewer elements after
         # it (its large picture, its measurement table and its hand-correction box are neither made nor sent)
-        if not st.toggle("Show it in full: overlay, classes, measurements, hand correction",
+        if not st.toggle("Show it in full: overlay, classes, measurements, hand correction, visit, exports",
                          key="analyse_batch_details",
-                         help="Its visit and its exports are below either way; the grid above shows every "
-                              "image's overlay and key measurements."):
-            return shown_results(outcomes, outcome, segmenter)
+                         help="The grid above shows every image's overlay and key measurements; the exports of "
+                              "all images are below either way."):
+            return shown_results(outcomes, outcome, segmenter, in_full=False)
     else:
         outcome = good[0]
 
@@ -433,10 +433,12 @@ def analysed_results(whole_page: bool) -> Shown | None:
     return shown_results(outcomes, outcome, segmenter)
 
 
-def shown_results(outcomes: list[ImageOutcome], outcome: ImageOutcome, segmenter: Segmenter) -> Shown:
-    """The results to export: every outcome and ``outcome``, the image in view, with its upload."""
+def shown_results(outcomes: list[ImageOutcome], outcome: ImageOutcome, segmenter: Segmenter,
+                  in_full: bool = True) -> Shown:
+    """The results to export: every outcome and ``outcome``, the image in view, with its upload; ``in_full``:
+    the image in view is shown in full (its visit and its own exports are drawn)."""
     upload = next(u for u in uploads if u.key == outcome.key)
-    return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info))
+    return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info), in_full)
 
 
 @st.fragment
@@ -449,13 +451,16 @@ def exports_view() -> None:
     if now is None:
         return
     outcome, upload, analysis = now.outcome, now.upload, now.outcome.analysis
-    save_to_dataset_block(outcome, now.segmenter_name)
-
-    # ---- the visit: printed on the reports, saved with the record ---------------------------------------
     visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
     for other in now.outcomes:  # the images not yet in view: the visit their fields would show (today's date)
         if other.ok:
             visits.setdefault(other.key, default_visit())
+    if not now.in_full:  # a batch, its image in view not shown in full: the exports of all images alone
+        all_images_exports(now, visits)
+        return
+    save_to_dataset_block(outcome, now.segmenter_name)
+
+    # ---- the visit: printed on the reports, saved with the record ---------------------------------------
     if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
         for name, value in visit_widget_values(visits.get(outcome.key)).items():
             st.session_state[f"analyse_save_{name}"] = value
@@ -504,22 +509,7 @@ def exports_view() -> None:
                                help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
-    st.markdown("**Export all images**")
-    one, two, three, *rest = st.columns(4 if now.has_objects else 3)
-    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
-                        file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
-                        file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
-                        key="analyse_dl_sidecar", on_click="ignore",
-                        help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
-                             "visit, for each row of the CSV.")
-    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
-                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
-                          on_click="ignore")
-    if now.has_objects:
-        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
-                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
-    st.caption(DISCLAIMER)
+    all_images_exports(now, visits)
 
     # ---- save to records (History page) ---------------------------------------------------------------
     if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
@@ -543,6 +533,26 @@ def exports_view() -> None:
             st.success(f"Saved as record {saved_id}.")
         except (OSError, ValueError) as error:
             st.error(f"Could not save: {first_line(error)}")
+
+
+def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:
+    """The downloads of every image's results (made when clicked, from the latest results) and the disclaimer."""
+    st.markdown("**Export all images**")
+    one, two, three, *rest = st.columns(4 if now.has_objects else 3)
+    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
+                        file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
+                        file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
+                        key="analyse_dl_sidecar", on_click="ignore",
+                        help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
+                             "visit, for each row of the CSV.")
+    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
+                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
+                          on_click="ignore")
+    if now.has_objects:
+        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
+                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
+    st.caption(DISCLAIMER)
 
 
 latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())

@@ -194,6 +194,10 @@ def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
 
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
                            ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")])
+    rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(
+        outcomes, "classical", at.session_state["analyse_visits"]).decode())))
+    assert [row["visit_date"] for row in rows] == [datetime.date.today().isoformat()] * 2  # no field drawn yet
+    at.toggle(key="analyse_batch_details").set_value(True).run()  # a.png in full, its visit fields with it
     assert at.date_input(key="analyse_save_date").value == datetime.date.today()
     rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(
         outcomes, "classical", at.session_state["analyse_visits"]).decode())))
@@ -463,13 +467,20 @@ def test_a_batch_sends_its_grid_with_the_pictures_in_it_and_the_image_in_view_in
     assert [base64.b64decode(url.split(",")[1]) for url in urls] == [thumbnail_jpeg(o.analysis) for o in outcomes]
     assert results_after_the_grid(at) == ["selectbox", "toggle"]  # nothing else of the image in view is sent
     assert not measurement_frames(at) and not [e for e in at.expander if e.label == "Correct the border by hand"]
-    labels = {button.label for button in at.get("download_button")}
-    assert {"Overlay (PNG)", "Measurements of all images (CSV)"} <= labels  # its exports and the batch's stay
+    assert [button.label for button in at.get("download_button")] == [  # the exports of all images stay
+        "Measurements of all images (CSV)", "Settings of the CSV (JSON)",
+        "Everything (ZIP: PNGs, PDF reports, CSV, settings)"]
+    assert not at.date_input and not at.text_input
 
     at.toggle(key="analyse_batch_details").set_value(True).run()
     overlay = at.get("image")[1].proto.imgs[0]
     assert overlay.caption.startswith("a.png: ") and overlay.url.startswith("/mock/media/")
     assert len(measurement_frames(at)) == 1 and [e for e in at.expander if e.label == "Correct the border by hand"]
+    labels = [button.label for button in at.get("download_button")]
+    assert labels[0] == "Overlay (PNG)" and labels[-3:] == ["Measurements of all images (CSV)",
+                                                            "Settings of the CSV (JSON)",
+                                                            "Everything (ZIP: PNGs, PDF reports, CSV, settings)"]
+    assert at.date_input(key="analyse_save_date") and at.button(key="analyse_save").label == "Save a.png to records"
 
 
 def test_cells_mode_counts_and_measures_every_object(at):
