@@ -147,6 +147,16 @@ def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype,
                                       plain_threshold_labels(probabilities, threshold))
 
 
+@pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])
+def test_labels_at_a_threshold_of_any_byte_order_or_float_width_equal_the_formula(dtype):
+    probabilities = np.zeros((1, 5, 3), dtype=dtype)
+    probabilities[0, :, 0] = [0.4, 0.5, 0.6, np.nan, 0.0]  # background: lesion up to 0.5 at the threshold 0.5
+    probabilities[0, :, 2] = [0.6, 0.0, 0.4, 0.5, 1.0]  # a tie with BORDER: BORDER
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5), [[2, 1, 0, 0, 2]])
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5),
+                                  plain_threshold_labels(probabilities, 0.5))
+
+
 def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int, int], opacity: float) -> np.ndarray:
     result = image.copy()
     mixed = (1.0 - opacity) * image[where].astype(np.float64) + opacity * np.asarray(color, np.float64)
