@@ -360,6 +360,25 @@ def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch,
             pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
 
 
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+@pytest.mark.parametrize("measurement", ["border_width", "colour_measurements"])
+def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_the_caller(
+        monkeypatch, drawer_kind, measurement, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise ValueError(f"{measurement} failed")
+
+    monkeypatch.setattr(pipeline, measurement, fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(ValueError, match=f"^{measurement} failed$"):
+            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+
+
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():
     from concurrent.futures import ThreadPoolExecutor
 
