@@ -130,6 +130,14 @@ def test_the_background_cutoff_splits_every_half_precision_value_as_the_formula(
     np.testing.assert_array_equal(every <= cutoff, (1.0 - every) >= threshold)
 
 
+@settings(max_examples=60, deadline=None)
+@given(threshold=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float16, np.float32, np.float64]))
+def test_the_background_cutoff_is_the_last_value_whose_lesion_probability_reaches_any_threshold(threshold, dtype):
+    cutoff = background_cutoff(np.dtype(dtype), threshold)
+    values = np.array([cutoff, np.nextafter(cutoff, dtype(np.inf))], dtype)
+    assert ((1.0 - values) >= threshold).tolist() == [True, False]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("classes", [2, 3, 4])
 def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype, classes):
