@@ -21,13 +21,14 @@ from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_table, object_areas,
-                                 thumbnail_jpeg, visit_widget_values)
+                                 thumbnail_url, visit_widget_values)
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
+from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
 from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
 from moleseg.core.targets import SHAPES
@@ -261,7 +262,7 @@ def batch_view(good: list[ImageOutcome]) -> None:
     grid, table, summary = st.tabs(["Grid", "All measurements", "Batch summary"], key="analyse_batch_tab",
                                    on_change="rerun")
     if grid.open:
-        grid.image([thumbnail_jpeg(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
+        grid.image([thumbnail_url(item.analysis) for item in good], caption=[grid_caption(item) for item in good],
                    width=THUMBNAIL_WIDTH_PX)
     if table.open:
         table.dataframe(batch_table(good), hide_index=True, width="stretch", row_height=30,
@@ -357,7 +358,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
         pixel_size_mm=pixel_size if pixel_size > 0 else None, style=style,
         progress=None if status is None else
         lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {ui.plain_markdown(name)} ({done}/{total})"),
-        prepare=thumbnail_jpeg if len(uploads) > 1 else None,  # the grid's, made while the network runs
+        prepare=thumbnail_url if len(uploads) > 1 else None,  # the grid's, made while the network runs
     )
     if status is not None:
         status.empty()
@@ -388,6 +389,13 @@ def analysed_results(whole_page: bool) -> Shown | None:
             st.session_state["analyse_shown"] = shown_key if shown_key in names else good[0].key
         shown = st.selectbox("Show image", list(names), format_func=names.get, key="analyse_shown")
         outcome = next(o for o in good if o.key == shown)
+        # the image in view in full only when asked: the grid then reaches the browser with fewer elements after
+        # it (its large picture, its measurement table and its hand-correction box are neither made nor sent)
+        if not st.toggle("Show it in full: overlay, classes, measurements, hand correction, visit, exports",
+                         key="analyse_batch_details",
+                         help="The grid above shows every image's overlay and key measurements; the exports of "
+                              "all images are below either way."):
+            return shown_results(outcomes, outcome, segmenter, in_full=False)
     else:
         outcome = good[0]
 
@@ -422,8 +430,15 @@ def analysed_results(whole_page: bool) -> Shown | None:
         st.plotly_chart(charts.size_histogram(object_areas(analysis), area_unit,
                                               f"Size distribution of the {len(analysis.objects)} cells / nuclei"),
                         key="analyse_size_histogram")
+    return shown_results(outcomes, outcome, segmenter)
+
+
+def shown_results(outcomes: list[ImageOutcome], outcome: ImageOutcome, segmenter: Segmenter,
+                  in_full: bool = True) -> Shown:
+    """The results to export: every outcome and ``outcome``, the image in view, with its upload; ``in_full``:
+    the image in view is shown in full (its visit and its own exports are drawn)."""
     upload = next(u for u in uploads if u.key == outcome.key)
-    return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info))
+    return Shown(tuple(outcomes), outcome, upload, segmenter.name, model_version(segmenter.info), in_full)
 
 
 @st.fragment
@@ -436,13 +451,16 @@ def exports_view() -> None:
     if now is None:
         return
     outcome, upload, analysis = now.outcome, now.upload, now.outcome.analysis
-    save_to_dataset_block(outcome, now.segmenter_name)
-
-    # ---- the visit: printed on the reports, saved with the record ---------------------------------------
     visits = st.session_state.setdefault("analyse_visits", {})  # Visit by upload key
     for other in now.outcomes:  # the images not yet in view: the visit their fields would show (today's date)
         if other.ok:
             visits.setdefault(other.key, default_visit())
+    if not now.in_full:  # a batch, its image in view not shown in full: the exports of all images alone
+        all_images_exports(now, visits)
+        return
+    save_to_dataset_block(outcome, now.segmenter_name)
+
+    # ---- the visit: printed on the reports, saved with the record ---------------------------------------
     if st.session_state.get("analyse_visit_for") != outcome.key:  # another image in view: show its visit
         for name, value in visit_widget_values(visits.get(outcome.key)).items():
             st.session_state[f"analyse_save_{name}"] = value
@@ -491,22 +509,7 @@ def exports_view() -> None:
                                help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
-    st.markdown("**Export all images**")
-    one, two, three, *rest = st.columns(4 if now.has_objects else 3)
-    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
-                        file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
-                        file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
-                        key="analyse_dl_sidecar", on_click="ignore",
-                        help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
-                             "visit, for each row of the CSV.")
-    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
-                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
-                          on_click="ignore")
-    if now.has_objects:
-        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
-                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
-    st.caption(DISCLAIMER)
+    all_images_exports(now, visits)
 
     # ---- save to records (History page) ---------------------------------------------------------------
     if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
@@ -530,6 +533,26 @@ def exports_view() -> None:
             st.success(f"Saved as record {saved_id}.")
         except (OSError, ValueError) as error:
             st.error(f"Could not save: {first_line(error)}")
+
+
+def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:
+    """The downloads of every image's results (made when clicked, from the latest results) and the disclaimer."""
+    st.markdown("**Export all images**")
+    one, two, three, *rest = st.columns(4 if now.has_objects else 3)
+    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
+                        file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
+    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
+                        file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
+                        key="analyse_dl_sidecar", on_click="ignore",
+                        help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
+                             "visit, for each row of the CSV.")
+    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
+                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
+                          on_click="ignore")
+    if now.has_objects:
+        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
+                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
+    st.caption(DISCLAIMER)
 
 
 latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())

@@ -194,6 +194,10 @@ def test_every_image_of_a_batch_gets_the_visit_date_its_fields_show(at):
 
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png"),
                            ("b.png", png_bytes(mole_image(seed=2)[0]), "image/png")])
+    rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(
+        outcomes, "classical", at.session_state["analyse_visits"]).decode())))
+    assert [row["visit_date"] for row in rows] == [datetime.date.today().isoformat()] * 2  # no field drawn yet
+    at.toggle(key="analyse_batch_details").set_value(True).run()  # a.png in full, its visit fields with it
     assert at.date_input(key="analyse_save_date").value == datetime.date.today()
     rows = list(csv.DictReader(io.StringIO(measurements_csv_bytes(
         outcomes, "classical", at.session_state["analyse_visits"]).decode())))
@@ -411,10 +415,11 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     grid = at.get("image")[0].proto  # the grid: one element of three pictures, each with its caption
     assert [picture.caption for picture in grid.imgs] == [grid_caption(outcome) for outcome in outcomes]
     assert [tab.label for tab in at.tabs][:3] == ["Grid", "All measurements", "Batch summary"]
-    assert [list(frame.value.columns)[0] for frame in at.dataframe] == ["property", "measurement"]  # tables closed
+    # the model's details alone: the batch's tables are closed, the image in view is not shown in full
+    assert [list(frame.value.columns)[0] for frame in at.dataframe] == ["property"]
     at.session_state["analyse_batch_tab"] = "All measurements"
     at.run()
-    assert not at.get("image")[0].proto.imgs[0].caption.startswith("a.png: Area")  # the grid is not made meanwhile
+    assert not at.get("image")  # the grid is not made meanwhile
     assert list(at.dataframe[1].value.columns)[:2] == ["Image", "Area (px\u00b2)"]
     assert key_measurements(outcomes[0].analysis).startswith("Area ")
     assert shrunk(outcomes[0].analysis.overlay, 56).shape[:2] == (48, 56)  # 96 x 112 halved
@@ -429,10 +434,53 @@ def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at
     assert float(summary["Area (px\u00b2)"]["mean"].replace(",", "")) == pytest.approx(np.mean(areas), abs=0.05)
     assert float(summary["Area (px\u00b2)"]["sd"].replace(",", "")) == pytest.approx(np.std(areas), abs=0.05)
     at.selectbox(key="analyse_shown").select(outcomes[1].key).run()
+    at.toggle(key="analyse_batch_details").set_value(True).run()  # the image in view in full
     assert at.get("image")[0].proto.imgs[0].caption.startswith("b.png: ")  # its overlay in view below
     downloads = outline_downloads(outcomes[1])
     assert [name for _, name, _, _ in downloads] == ["b_outline.geojson", "b_outline.roi", "b_outline.svg"]
     assert json.loads(downloads[0][2])["type"] == "FeatureCollection"
+
+
+def results_after_the_grid(at) -> list[str]:
+    """The kinds of the elements the results draw after the batch's tabs, in order."""
+    def blocks(node):
+        yield node
+        for child in getattr(node, "children", {}).values():
+            yield from blocks(child)
+
+    results = next(block for block in blocks(at.main) if any(
+        getattr(child, "type", "") == "subheader" for child in getattr(block, "children", {}).values()))
+    kinds = [child.type for child in results.children.values()]
+    return kinds[kinds.index("tab_container") + 1:]
+
+
+def test_a_batch_sends_its_grid_with_the_pictures_in_it_and_the_image_in_view_in_full_only_when_asked(at):
+    import base64
+
+    from moleseg.app.results import thumbnail_jpeg
+
+    outcomes = upload(at, [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
+                           for name, seed in (("a", 1), ("b", 2))])
+    (grid,) = at.get("image")  # the grid alone: the image in view's overlay is not made
+    urls = [picture.url for picture in grid.proto.imgs]
+    assert [url.split(",")[0] for url in urls] == ["data:image/jpeg;base64"] * 2  # no request per picture
+    assert [base64.b64decode(url.split(",")[1]) for url in urls] == [thumbnail_jpeg(o.analysis) for o in outcomes]
+    assert results_after_the_grid(at) == ["selectbox", "toggle"]  # nothing else of the image in view is sent
+    assert not measurement_frames(at) and not [e for e in at.expander if e.label == "Correct the border by hand"]
+    assert [button.label for button in at.get("download_button")] == [  # the exports of all images stay
+        "Measurements of all images (CSV)", "Settings of the CSV (JSON)",
+        "Everything (ZIP: PNGs, PDF reports, CSV, settings)"]
+    assert not at.date_input and not at.text_input
+
+    at.toggle(key="analyse_batch_details").set_value(True).run()
+    overlay = at.get("image")[1].proto.imgs[0]
+    assert overlay.caption.startswith("a.png: ") and overlay.url.startswith("/mock/media/")
+    assert len(measurement_frames(at)) == 1 and [e for e in at.expander if e.label == "Correct the border by hand"]
+    labels = [button.label for button in at.get("download_button")]
+    assert labels[0] == "Overlay (PNG)" and labels[-3:] == ["Measurements of all images (CSV)",
+                                                            "Settings of the CSV (JSON)",
+                                                            "Everything (ZIP: PNGs, PDF reports, CSV, settings)"]
+    assert at.date_input(key="analyse_save_date") and at.button(key="analyse_save").label == "Save a.png to records"
 
 
 def test_cells_mode_counts_and_measures_every_object(at):

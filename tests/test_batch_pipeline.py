@@ -139,6 +139,44 @@ def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():
     assert not [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("moleseg-batch")]
 
 
+class DownAtFirst(RefusesDarkImages):
+    """:class:`RefusesDarkImages` whose first ``down`` calls all fail (a network failing on every image)."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__()
+        self.down = down
+
+    def predict_probabilities(self, images):
+        if len(self.calls) < self.down:
+            self.calls.append(len(images))
+            raise RuntimeError("the network is down")
+        return super().predict_probabilities(images)
+
+
+def _indices(segmenter, images, batch_size):
+    readers = [functools.partial(np.asarray, image) for image in images]
+    return [result if isinstance(result, int) else str(result) for batch in segment_batches(
+        segmenter, readers, lambda index, image, segmentation: index, batch_size=batch_size, workers=2)
+        for result in batch]
+
+
+def test_a_network_failing_on_every_image_is_called_twice_per_batch_not_once_per_image():
+    moles = [mole_image(40, 40, seed=seed)[0] for seed in range(12)]
+    segmenter = DownAtFirst(down=10**6)
+    assert _indices(segmenter, moles, 4) == ["the network is down"] * 12
+    # the first batch, then each image alone; then each batch and its first image alone
+    assert segmenter.calls == [4, 1, 1, 1, 1, 4, 1, 4, 1]
+
+
+def test_a_network_back_after_failing_on_a_batch_predicts_the_next_batches_image_by_image():
+    moles = [mole_image(40, 40, seed=seed)[0] for seed in range(12)]
+    moles[9] = np.zeros((40, 40, 3), np.uint8)  # the network refuses it
+    segmenter = DownAtFirst(down=6)  # the first batch, its four images alone and the second batch
+    down, refused = "the network is down", "the network cannot take this image"
+    assert _indices(segmenter, moles, 4) == [down] * 4 + [4, 5, 6, 7, 8, refused, 10, 11]
+    assert segmenter.calls == [4, 1, 1, 1, 1, 4, 1, 1, 1, 1, 4, 1, 1, 1, 1]
+
+
 def test_the_app_and_the_cli_give_one_reason_for_an_image_without_result():
     unreadable = ImageReadError("bad.png", "not an image")
     assert failure_reason("bad.png", unreadable) == "bad.png: not an image"

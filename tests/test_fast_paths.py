@@ -130,6 +130,14 @@ def test_the_background_cutoff_splits_every_half_precision_value_as_the_formula(
     np.testing.assert_array_equal(every <= cutoff, (1.0 - every) >= threshold)
 
 
+@settings(max_examples=60, deadline=None)
+@given(threshold=st.floats(0.0, 1.0), dtype=st.sampled_from([np.float16, np.float32, np.float64]))
+def test_the_background_cutoff_is_the_last_value_whose_lesion_probability_reaches_any_threshold(threshold, dtype):
+    cutoff = background_cutoff(np.dtype(dtype), threshold)
+    values = np.array([cutoff, np.nextafter(cutoff, dtype(np.inf))], dtype)
+    assert ((1.0 - values) >= threshold).tolist() == [True, False]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("classes", [2, 3, 4])
 def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype, classes):
@@ -145,6 +153,16 @@ def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype,
         probabilities[-1, :, 1] = np.nan
         np.testing.assert_array_equal(labels_from_probabilities(probabilities, threshold),
                                       plain_threshold_labels(probabilities, threshold))
+
+
+@pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])
+def test_labels_at_a_threshold_of_any_byte_order_or_float_width_equal_the_formula(dtype):
+    probabilities = np.zeros((1, 5, 3), dtype=dtype)
+    probabilities[0, :, 0] = [0.4, 0.5, 0.6, np.nan, 0.0]  # background: lesion up to 0.5 at the threshold 0.5
+    probabilities[0, :, 2] = [0.6, 0.0, 0.4, 0.5, 1.0]  # a tie with BORDER: BORDER
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5), [[2, 1, 0, 0, 2]])
+    np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.5),
+                                  plain_threshold_labels(probabilities, 0.5))
 
 
 def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int, int], opacity: float) -> np.ndarray:
@@ -347,6 +365,25 @@ def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch,
     monkeypatch.setattr(pipeline.Analysis, "mask_png", fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         with pytest.raises(OSError, match="no space left for the mask"):
+            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+@pytest.mark.parametrize("measurement", ["border_width", "colour_measurements"])
+def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_the_caller(
+        monkeypatch, drawer_kind, measurement, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise ValueError(f"{measurement} failed")
+
+    monkeypatch.setattr(pipeline, measurement, fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(ValueError, match=f"^{measurement} failed$"):
             pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
 
 

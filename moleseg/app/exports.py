@@ -20,13 +20,16 @@ from moleseg.core.report import Visit
 
 @dataclass(frozen=True)
 class Shown:
-    """One run's results: every outcome, the one in view and its upload, the model's name and version."""
+    """One run's results: every outcome, the one in view and its upload, the model's name and version, and
+    whether the image in view is shown in full (in a batch, only when asked: then its visit and its own exports
+    are drawn too)."""
 
     outcomes: tuple[ImageOutcome, ...]
     outcome: ImageOutcome
     upload: Upload
     segmenter_name: str
     model_version: str
+    in_full: bool = True
 
     @property
     def has_objects(self) -> bool:
@@ -54,7 +57,7 @@ def layout_of(shown: Shown | None) -> tuple:
     outcome = shown.outcome
     analysis = outcome.analysis
     return (outcome.key, outcome.name, outcome.stem, analysis is not None and analysis.corrected_by_hand,
-            outline_count(outcome), shown.has_objects, shown.segmenter_name, shown.model_version)
+            outline_count(outcome), shown.has_objects, shown.segmenter_name, shown.model_version, shown.in_full)
 
 
 class LatestResults:

@@ -279,6 +279,16 @@ def thumbnail_jpeg(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> by
     return kept_with(analysis, f"thumbnail {width_px}", encoded)
 
 
+def thumbnail_url(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> str:
+    """The :func:`thumbnail_jpeg` of an analysis as a ``data:`` URL (9–15 KB for a PH2 image), made once per
+    analysis: the grid's element then carries its pictures, which the browser shows as it draws the grid, instead
+    of fetching each from the server once the run's last message is handled."""
+    import base64
+
+    return kept_with(analysis, f"thumbnail url {width_px}",
+                     lambda: "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(analysis, width_px)).decode())
+
+
 def object_areas(analysis: Analysis) -> list[float]:
     """Areas of the cells / nuclei of a two-class analysis (mm\u00b2 when the pixel size is known, else px\u00b2)."""
     scale = analysis.pixel_size_mm

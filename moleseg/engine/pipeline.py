@@ -377,7 +377,9 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     is handed out once finished, while the next is finished and the one after read: three batches in flight at
     most. An image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of
     :func:`check_image_side`; when the network fails on a batch, each of its images is predicted alone, so that
-    only the image at fault fails.
+    only the image at fault fails (an out-of-memory batch too: one image needs less), unless it failed alone on
+    every image of the last batch it failed on and fails again on this batch's first: then the network itself
+    is failing and the others get the batch's error untried (two calls per batch, not one per image).
     ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. Closing the iterator early (the
     caller stops reading) cancels the reads and finishes not yet started.
     """
@@ -394,13 +396,29 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     def cleaned(index: int, image: np.ndarray, probabilities: np.ndarray) -> T:
         return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold))
 
-    def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
+    def called(batch: list[np.ndarray]) -> list[np.ndarray] | Exception:
         try:
             return list(segmenter.predict_probabilities(batch))
         except Exception as error:  # noqa: BLE001 -- one image at fault must not take its batch down
-            if len(batch) == 1:
-                return [error]
-        return [predicted([image])[0] for image in batch]
+            return error
+
+    failing = False  # every image of the last batch the network failed on failed alone too
+
+    def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        nonlocal failing
+        found = called(batch)
+        if not isinstance(found, Exception):
+            failing = False
+            return found
+        results: list[np.ndarray | Exception] = []
+        for image in batch:
+            alone = called([image]) if len(batch) > 1 else found
+            results.append(alone if isinstance(alone, Exception) else alone[0])
+            if failing and isinstance(alone, Exception):  # still failing on any image: the rest are not tried
+                return results + [found] * (len(batch) - len(results))
+            failing = False
+        failing = len(batch) > 1 and all(isinstance(result, Exception) for result in results)
+        return results
 
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch")
     try:

@@ -139,7 +139,7 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
     if not 0.0 <= float(lesion_threshold) <= 1.0:
         raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
     background = probabilities[..., 0]
-    if np.issubdtype(background.dtype, np.floating):
+    if background.dtype.kind == "f" and background.dtype.itemsize in (2, 4, 8):  # IEEE half, single, double
         lesion = background <= background_cutoff(background.dtype, float(lesion_threshold))
     else:
         lesion = (1.0 - background) >= float(lesion_threshold)
@@ -155,8 +155,9 @@ def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
     """The largest value ``b`` of the float ``dtype`` whose lesion probability ``1 - b``, computed in ``dtype``,
     reaches ``lesion_threshold`` (0..1): ``background <= b`` then equals ``(1 - background) >= lesion_threshold``
     for every value, NaN included (rounding keeps ``1 - b`` monotonic in ``b``), in one comparison instead of a
-    subtraction and a comparison. Found by bisection over the values of ``dtype`` in their order."""
-    dtype = np.dtype(dtype)
+    subtraction and a comparison. Found by bisection over the values of ``dtype`` (IEEE float16, float32 or
+    float64, either byte order) in their order."""
+    dtype = np.dtype(dtype).newbyteorder("=")  # the bits below are read in this machine's byte order
     signed = np.dtype(f"i{dtype.itemsize}")
 
     def value(rank: int) -> np.ndarray:  # the float of rank ``rank`` (0 for zero, negative below it)
