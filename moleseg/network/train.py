@@ -132,6 +132,7 @@ class Trainer:
         self.best_val_fm = -1.0
         self.best_epoch = 0
         self.best_rule = next(iter(CLEANUP_VARIANTS[config.model.n_classes]))
+        self.model_is_best = False  # the network in memory is the one last saved as the best model file
         self.training_seconds = 0.0
         self.job_started = time.time()
         self.earlier_job_seconds = 0.0  # wall time of the earlier sessions of a resumed run
@@ -334,6 +335,7 @@ class Trainer:
         epoch = row["epoch"]
         val_fm = row["val_fm"]
         improved = not math.isnan(val_fm) and val_fm > self.best_val_fm
+        self.model_is_best = improved
         if improved:
             self.best_val_fm, self.best_epoch, self.best_rule = val_fm, epoch, row["rule"]
             info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
@@ -385,9 +387,12 @@ class Trainer:
 
     def ensure_batchnorm(self) -> None:
         """:func:`moleseg.network.bnrescue.ensure_batchnorm` of the best model file, re-estimating from up to
-        :data:`BATCHNORM_REESTIMATE_IMAGES` training images."""
+        :data:`BATCHNORM_REESTIMATE_IMAGES` training images. The network in memory is checked instead of the
+        file's copy when it is the one just saved there and its variables are not a strategy's replicas."""
+        in_memory = self.model_is_best and self.strategy.num_replicas_in_sync == 1
         ensure_batchnorm(self.files.model, self.check_batch(),
-                         lambda: self.batchnorm_images(BATCHNORM_REESTIMATE_IMAGES), self.log)
+                         lambda: self.batchnorm_images(BATCHNORM_REESTIMATE_IMAGES), self.log,
+                         model=self.model if in_memory else None)
 
     # ----------------------------------------------------------------------------------------------
     def fit(self) -> None:
