@@ -426,9 +426,11 @@ def test_batchnorm_check_passes_with_converged_statistics(tmp_path):
     assert "1.000 in inference mode" in (tmp_path / "run" / "log.txt").read_text()
 
 
-def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
+def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path, in_memory):
     """A tiny dataset's model with lagging moving statistics ends usable: the end-of-training check replaces
-    them by the training images' statistics and stores the model again (no failure after the run)."""
+    them by the training images' statistics and stores the model again (no failure after the run), whether
+    it reads the model file or takes the network in memory that was just saved there."""
     from moleseg.network.io import load_keras_model, save_model
 
     model = _grey_threshold_model(32)
@@ -436,7 +438,10 @@ def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path
     bn.moving_variance.assign(np.full(1, 1e12, np.float32))
     trainer = _bn_trainer(tmp_path, model)
     save_model(model, tmp_path / "run" / "model.keras", {"name": "tiny"})
+    trainer.model_is_best, trainer.strategy = in_memory, tf.distribute.get_strategy()
     trainer.ensure_batchnorm()
+    # re-estimated in place, or in a loaded copy (the network in memory keeps its statistics)
+    assert (float(bn.moving_variance.numpy()[0]) != pytest.approx(1e12)) == in_memory
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "1 layers re-estimated from 4 training images" in log
     assert "1.000 in inference mode" in log
