@@ -7,7 +7,7 @@ command line and the app can list and describe models without it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from moleseg.core.config import CLASSICAL_NAMES, DEFAULT_CHECK_SHARE
 from moleseg.engine.calibrate import (Calibration, ConfidenceCalibration, calibrate, calibrate_confidence,
                                       calibrated_info)
 from moleseg.engine.segmenter import Segmenter
+
+if TYPE_CHECKING:
+    from moleseg.network.predict import KerasSegmenter
 
 
 def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
@@ -61,14 +64,17 @@ def preload(spec: str | Path) -> Segmenter:
 
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
                          progress: Callable[[str], None] | None = None,
-                         step: Callable[[int, int], None] | None = None) -> Calibration:
+                         step: Callable[[int, int], None] | None = None,
+                         segmenter: KerasSegmenter | None = None) -> Calibration:
     """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
     (its ``moleseg.json``, rewritten atomically), then the confidence threshold of that decision
     (:func:`calibrate_confidence_file`). ``progress``: messages; ``step(done, total)``: see
-    :func:`moleseg.engine.calibrate.calibrate`."""
-    from moleseg.network.predict import KerasSegmenter
+    :func:`moleseg.engine.calibrate.calibrate`; ``segmenter``: the file's network when it is loaded already
+    (its flips are left as found), None loads it from ``path``."""
+    if segmenter is None:
+        from moleseg.network.predict import KerasSegmenter
 
-    segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
     calibration = calibrate(segmenter, pairs, progress=progress, step=step)
     info = calibrated_info(read_model_info(path), calibration)
     write_model_info(path, info)

@@ -21,7 +21,7 @@ from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
 from moleseg.core.config import CLASSICAL_MODELS, EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
-from moleseg.core.modelinfo import write_model_info
+from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
 from moleseg.core.words import count_of
@@ -425,8 +425,9 @@ class Trainer:
         if self.cancelled:
             raise cancelled_after(self.current_epoch)
 
-    def calibrate_best(self) -> dict[str, Any]:
-        """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
+    def calibrate_best(self, best: KerasSegmenter) -> dict[str, Any]:
+        """Choose the best model's flips and lesion threshold by validation FM and store them in it; ``best``:
+        the best model file's network."""
         from moleseg.network.loading import calibrate_model_file
 
         tick: Callable[[int], None] | None = None
@@ -437,7 +438,8 @@ class Trainer:
                 tick = self.phase_ticker("calibrate", total, "choosing flips and lesion threshold by validation FM")
             tick(done)
 
-        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log, step=step)
+        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log, step=step,
+                                           segmenter=best)
         self.log(calibration.summary())
         return calibration.info_update()
 
@@ -450,12 +452,16 @@ class Trainer:
         self.ensure_batchnorm()
         evaluation: dict[str, Any] = {"best_epoch": self.best_epoch, "best_val_fm": self.best_val_fm,
                                       "rule": self.best_rule}
+        best: KerasSegmenter | None = None  # the best model file's network, loaded once for both passes
         if self.config.calibrate and self.validation_pairs:
-            evaluation["calibration"] = self.calibrate_best()
+            best = KerasSegmenter.from_file(self.files.model)
+            evaluation["calibration"] = self.calibrate_best(best)
         if self.test_pairs:
             count = len(self.test_pairs)
             tick = self.phase_ticker("evaluate", 2 * count, "evaluating the test split (model, then baseline)")
-            best = load_segmenter(self.files.model)
+            # with the decision the file holds now (the calibration's, when it ran)
+            best = (best.with_info(read_model_info(self.files.model)) if best is not None
+                    else load_segmenter(self.files.model))
             summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size,
                                            progress=lambda done, total, name: tick(done))
             baseline, _, _ = evaluate_pairs(load_segmenter(CLASSICAL_MODELS[self.config.model.n_classes]),
