@@ -277,18 +277,18 @@ def batch_view(good: list[ImageOutcome]) -> None:
                                          "max": "Max"})
 
 
-def picture_tabs(outcome: ImageOutcome, segmenter_name: str) -> None:
-    """The overlay of the image in view, or its predicted classes: one picture sent per run, the tab shown (the
-    other tab's picture is made only when it is opened)."""
+def pictures(outcome: ImageOutcome, segmenter_name: str) -> None:
+    """The overlay of the image in view and, in a closed expander below it, its predicted classes. The class
+    picture is made and sent only while the expander is open (Streamlit's lazy expander): a slider run sends
+    one picture and one empty block, lighter for the browser to redraw than tabs."""
     analysis = outcome.analysis
-    overlay_tab, classes_tab = st.tabs(["Overlay", "Predicted classes"], key="analyse_picture", on_change="rerun")
-    if overlay_tab.open:
-        overlay_tab.image(display_jpeg(analysis.overlay), width="stretch",
-                          caption=f"{outcome.name}: {words['drawn']} ({segmenter_name}"
-                                  + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
-    if classes_tab.open:
-        classes_tab.image(display_jpeg(analysis.class_picture), width="stretch",
-                          caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
+    st.image(display_jpeg(analysis.overlay), width="stretch",
+             caption=f"{outcome.name}: {words['drawn']} ({segmenter_name}"
+                     + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
+    classes = st.expander("Predicted classes", key="analyse_classes_open", on_change="rerun")
+    if classes.open:
+        classes.image(display_jpeg(analysis.class_picture), width="stretch",
+                      caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 
 
 def image_in_view() -> str | None:
@@ -396,7 +396,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
         st.warning(f"{ui.plain_markdown(outcome.name)}: {analysis.error}. Try another model or the cleanup settings in the sidebar.")
     picture, facts = st.columns(2)
     with picture:
-        picture_tabs(outcome, segmenter.name)
+        pictures(outcome, segmenter.name)
     with facts:
         for warning in analysis.warnings:  # "check this border" (or segmentation), "may extend beyond the picture"
             st.warning(ui.sentence(warning))

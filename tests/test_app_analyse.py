@@ -50,7 +50,7 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     outcomes = upload(at, ("mole.png", png_bytes(image), "image/png"))
     assert not at.error
     assert [image.proto.imgs[0].caption for image in at.get("image")] == [
-        "mole.png: lesion and border (classical)"]  # the overlay alone: the class map's tab is closed
+        "mole.png: lesion and border (classical)"]  # the overlay alone: the class map's expander is closed
     analysis = outcomes[0].analysis
     assert analysis.overlay.shape == image.shape and not np.array_equal(analysis.overlay, image)
     lesion = analysis.segmentation.lesion
@@ -60,10 +60,10 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
     assert "Area" in set(table["measurement"])
     assert {button.label for button in at.get("download_button")} >= {
         "Overlay (PNG)", "Lesion mask (PNG)", "Report (PDF)", "Measurements of all images (CSV)"}
-    at.session_state["analyse_picture"] = "Predicted classes"  # its tab opened: the class map alone
+    at.session_state["analyse_classes_open"] = True  # its expander opened: the class map below the overlay
     at.run()
     assert [image.proto.imgs[0].caption for image in at.get("image")] == [
-        "Predicted classes: back, border, inside"]
+        "mole.png: lesion and border (classical)", "Predicted classes: back, border, inside"]
 
 
 def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at):

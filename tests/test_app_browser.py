@@ -212,7 +212,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     page.wait_for_selector("text=Export this image", timeout=80_000)
     runs_with_the_exports = len(whole_page_runs)
-    _wait_for_images(page, 1)  # the overlay; the predicted classes are in the other tab, made when it is opened
+    _wait_for_images(page, 1)  # the overlay; the predicted classes are in a closed expander, made when it is opened
     _wait_until_idle(page)
     assert page.locator("[data-testid=stException]").count() == 0
     assert page.locator("[data-testid=stAlert]:has-text('Cannot load')").count() == 0

@@ -11,9 +11,9 @@ from moleseg.app import ui
 from moleseg.app.ui import PAGE_FILES
 
 #: What a run of the results draws for one image analysed by the classical model (no confidence caption), as
-#: the element tree's leaves: the heading, the overlay, the closed "Predicted classes" tab, the cleanup caption,
-#: the measurements (one table) and the closed hand-correction expander.
-RESULTS_RUN = ["subheader", "image", "tab", "caption", "dataframe", "expander"]
+#: the element tree's leaves: the heading, the overlay, the closed "Predicted classes" expander, the cleanup
+#: caption, the measurements (one table) and the closed hand-correction expander.
+RESULTS_RUN = ["subheader", "image", "expander", "caption", "dataframe", "expander"]
 
 
 def leaves(node) -> list[str]:

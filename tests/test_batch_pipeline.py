@@ -1,7 +1,9 @@
-"""The engine's batch entry (:func:`moleseg.engine.pipeline.analyse_batches`): images read, predicted, cleaned and
-measured in batches across threads, each image's result in input order and a failure kept to the image at fault;
-and the Analyse page's uploads through it (:func:`moleseg.app.analysis.analyse_uploads`). Tiny synthetic images
-and the classical segmenter: no network."""
+"""The engine's one batch pipeline (:func:`moleseg.engine.pipeline.segment_batches`): images read, predicted,
+cleaned and measured in batches across threads, each image's result in input order and a failure kept to the
+image at fault, nothing more read once its reader stops; the Analyse page's uploads through it
+(:func:`moleseg.engine.pipeline.analyse_batches`, :func:`moleseg.app.analysis.analyse_uploads`) and
+``moleseg predict``'s files (:func:`moleseg.engine.predictfiles.predict_files`). Tiny synthetic images and the
+classical segmenter: no network."""
 
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ import functools
 import numpy as np
 import pytest
 
+import errno
+import threading
+
 from synthetic import mole_image, png_bytes
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.imageio import ImageReadError, read_image
-from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images
+from moleseg.core.imagewrite import write_png
+from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images, failure_reason, segment_batches
+from moleseg.engine.predictfiles import WRITES_AHEAD, predict_files
 
 BAD_FILE = "bad.png: not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
 
@@ -112,3 +119,79 @@ def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
     with Image.open(io.BytesIO(thumbnail_jpeg(wide))) as encoded:
         assert encoded.format == "JPEG" and encoded.size == (200, 100)
     assert thumbnail_jpeg(wide) is thumbnail_jpeg(wide)  # encoded once
+
+
+def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():
+    read: list[int] = []
+
+    def reader(index: int) -> np.ndarray:
+        read.append(index)
+        return mole_image(40, 40)[0]
+
+    before = set(threading.enumerate())
+    batches = segment_batches(ClassicalSegmenter(), [functools.partial(reader, index) for index in range(12)],
+                              lambda index, image, segmentation: index, batch_size=2, workers=2)
+    assert next(batches) == [0, 1]
+    assert [thread.name for thread in set(threading.enumerate()) - before if thread.name.startswith("moleseg-batch")]
+    batches.close()
+    # handing out batch 0 waits for batch 1's network call; batch 2 was being read meanwhile, never batch 3
+    assert set(read) <= set(range(6)) and {0, 1, 2, 3} <= set(read)
+    assert not [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("moleseg-batch")]
+
+
+def test_the_app_and_the_cli_give_one_reason_for_an_image_without_result():
+    unreadable = ImageReadError("bad.png", "not an image")
+    assert failure_reason("bad.png", unreadable) == "bad.png: not an image"
+    too_small = ValueError("image too small: 1 x 1 px\nmore")
+    assert failure_reason("dot.png", too_small) == "dot.png: image too small: 1 x 1 px"
+    assert failure_reason("big.png", MemoryError()) == "big.png: could not be analysed (MemoryError)"
+
+
+def _mole_files(folder, names):
+    folder.mkdir()
+    for seed, name in enumerate(names):
+        write_png(folder / name, np.zeros((40, 40, 3), np.uint8) if name.startswith("dark")
+                  else mole_image(40, 48, seed=seed)[0])
+    return [folder / name for name in names]
+
+
+def test_predict_files_keeps_a_network_error_with_its_image_and_writes_the_others(tmp_path):
+    files = _mole_files(tmp_path / "in", ["a.png", "dark.png", "b.png", "c.png"])
+    segmenter = RefusesDarkImages()
+    outcome = predict_files(segmenter, files, tmp_path / "out", batch_size=4, workers=2)
+    assert outcome.failures == [("dark.png", "dark.png: could not be analysed (the network cannot take this image)")]
+    assert [row["image"] for row in outcome.rows] == ["a.png", "b.png", "c.png"]
+    assert segmenter.calls == [4, 1, 1, 1, 1]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        f"{stem}_{kind}.png" for stem in "abc" for kind in ("overlay", "mask", "classes"))
+
+
+def test_predict_files_on_a_full_disk_says_so_once_and_stops_reading(tmp_path, monkeypatch):
+    import moleseg.core.atomic as atomic
+    import moleseg.core.imageio as imageio
+
+    files = _mole_files(tmp_path / "in", [f"{index:02d}.png" for index in range(20)])
+    read, real_read, real_write = [], imageio.read_image, atomic.atomic_write
+
+    def reading(path, *args, **options):
+        read.append(path.name)
+        return real_read(path, *args, **options)
+
+    def filling_disk(path, data, **options):
+        if path.name.startswith("02_"):  # the first image of the second batch
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data, **options)
+
+    monkeypatch.setattr(imageio, "read_image", reading)
+    monkeypatch.setattr(atomic, "atomic_write", filling_disk)
+    reported: list[int] = []
+    outcome = predict_files(ClassicalSegmenter(), files, tmp_path / "out", batch_size=2, workers=2,
+                            progress=reported.append)
+    assert outcome.stopped == ("the disk is full: 02.png and the images after it were not written "
+                               "(No space left on device)")
+    assert [row["image"] for row in outcome.rows] == ["00.png", "01.png"] and outcome.failures == []
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        f"0{index}_{kind}.png" for index in (0, 1) for kind in ("overlay", "mask", "classes"))
+    # the writer is at most WRITES_AHEAD batches behind: batch WRITES_AHEAD + 1 (3) handed out at the latest,
+    # while the next was predicted and the one after read; no later one (12 of the 20 files)
+    assert len(read) <= 2 * (WRITES_AHEAD + 4) and reported and max(reported) < 20

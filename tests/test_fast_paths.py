@@ -15,9 +15,9 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
                                  unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
-from moleseg.core.measure import euclidean_distances, measure_lesion, measurements_row
+from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
-from moleseg.engine.segmenter import class_argmax, labels_from_probabilities
+from moleseg.engine.segmenter import background_cutoff, class_argmax, labels_from_probabilities
 
 #: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as the plain
 #: formulas compute it (regionprops / scipy distance transforms / per-row unique colours).
@@ -112,6 +112,39 @@ def test_labels_equal_numpy_argmax_with_ties(classes):
     np.testing.assert_array_equal(labels_from_probabilities(probabilities), np.argmax(probabilities, axis=-1))
     expected = np.where(1.0 - probabilities[..., 0] >= 0.4, 1 + np.argmax(probabilities[..., 1:], axis=-1), 0)
     np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.4), expected)
+
+
+def plain_threshold_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Lesion where ``1 - P(BACK)`` reaches ``threshold``, then the likelier lesion class (the first on a tie)."""
+    lesion = (1.0 - probabilities[..., 0]) >= threshold
+    return class_argmax(probabilities, 1) * lesion.view(np.uint8)
+
+
+THRESHOLDS = [0.0, 1.0, 0.5, 0.65, 0.3, 0.1 + 0.2, 1e-7, 0.9999999, float(np.float32(0.35))]
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+def test_the_background_cutoff_splits_every_half_precision_value_as_the_formula(threshold):
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)  # NaNs and infinities included
+    cutoff = background_cutoff(np.dtype(np.float16), threshold)
+    np.testing.assert_array_equal(every <= cutoff, (1.0 - every) >= threshold)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [2, 3, 4])
+def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype, classes):
+    rng = np.random.default_rng(classes)
+    for threshold in THRESHOLDS:
+        probabilities = rng.random((30, 40, classes)).astype(dtype)
+        background = probabilities[..., 0].reshape(-1)
+        cutoff = np.array([background_cutoff(np.dtype(dtype), threshold)], dtype)
+        near = (cutoff.view(f"i{cutoff.itemsize}") + np.arange(-300, 300)).astype(f"i{cutoff.itemsize}")  # 600 neighbours
+        background[:600] = near.view(dtype)
+        background[600:605] = [np.nan, np.inf, -np.inf, -0.0, 1.0 - threshold]
+        probabilities[::5, ::3, 1:] = probabilities[::5, ::3, -1:]  # ties between the lesion classes
+        probabilities[-1, :, 1] = np.nan
+        np.testing.assert_array_equal(labels_from_probabilities(probabilities, threshold),
+                                      plain_threshold_labels(probabilities, threshold))
 
 
 def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int, int], opacity: float) -> np.ndarray:
@@ -296,7 +329,7 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
         pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
-    assert len(drawer.queued) == 4  # the colours and the three files
+    assert len(drawer.queued) == 5  # the border widths, the three files and the colours
     assert all(job.cancelled() for job in drawer.queued)
 
 
@@ -606,3 +639,27 @@ def test_largest_component_ties_go_to_the_component_opencv_numbers_first():
     expected = np.zeros((5, 5), bool)
     expected[1:5, 0] = True
     np.testing.assert_array_equal(keep_largest_component(mask), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_border_width_made_apart_equals_measuring_it_with_the_lesion(seed):
+    lesion = random_blobs(seed)
+    band = border_band(lesion, CleanupSettings(border_width_px=2 + seed, shape="disk"))
+    band[::7] |= lesion[::7]  # a ragged band, partly beyond it
+    whole = measurements_row(measure_lesion(lesion, border=band, pixel_size_mm=0.02))
+    asked = []
+    apart = measurements_row(measure_lesion(lesion, pixel_size_mm=0.02,
+                                            border_width_px=lambda: asked.append(1) or border_width(lesion, band)))
+    assert asked == [1]
+    assert list(apart) == list(whole)
+    np.testing.assert_equal(apart, whole)
+    assert border_width(lesion, np.zeros_like(lesion)) == (0.0, 0.0)
+    assert np.isnan(border_width(lesion, lesion)).all()  # no inside: undefined
+
+
+def test_the_border_width_of_bad_masks_says_why():
+    lesion = random_blobs(0)
+    with pytest.raises(ValueError, match=r"border and lesion masks differ in size: \(10, 10\) vs \(120, 160\)"):
+        border_width(lesion, np.zeros((10, 10), bool))
+    with pytest.raises(ValueError, match="lesion mask is empty: the border width is undefined"):
+        border_width(np.zeros_like(lesion), lesion)

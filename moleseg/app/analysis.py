@@ -21,11 +21,10 @@ from cachetools import LRUCache
 
 from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.report import display_unit
-from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches
+from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches, failure_reason
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
 #: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
@@ -258,11 +257,6 @@ def unique_stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def _failure(name: str, error: BaseException) -> str:
-    text = first_line(error)
-    return text if isinstance(error, ImageReadError) else f"{name}: could not be analysed ({text})"
-
-
 def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, uploads: Sequence[Upload], *,
                     settings: CleanupSettings | None = None, pixel_size_mm: float | None = None,
                     style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
@@ -271,8 +265,8 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                     prepare: Callable[[Analysis], Any] | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
-    A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error`` (the
-    :class:`moleseg.core.imageio.ImageReadError` message); the others are still processed. A cached
+    A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error``
+    (:func:`moleseg.engine.pipeline.failure_reason`); the others are still processed. A cached
     prediction is never predicted again: settings it was shown with before (:data:`EARLIER_VARIANTS_KEPT`) are
     taken as they were; another pixel size or overlay style alone rescales its measurements and redraws its
     overlay (:func:`with_units`); another cleanup or lesion threshold re-cleans it.
@@ -308,7 +302,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
         store.count_predictions(sum(not isinstance(analysis, ImageReadError) for analysis in batch))
         for index, analysis in zip(chunk, batch):
             if isinstance(analysis, Exception):
-                outcomes[index].error = _failure(uploads[index].name, analysis)
+                outcomes[index].error = failure_reason(uploads[index].name, analysis)
             else:
                 fresh[index] = analysis
                 store.put(keys[index], analysis, default_params)
@@ -335,7 +329,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                     segmenter, choice.settings, pixel_size_mm=pixel_size_mm, style=style,
                     lesion_threshold=choice.lesion_threshold))
             except Exception as error:
-                outcomes[index].error = _failure(uploads[index].name, error)
+                outcomes[index].error = failure_reason(uploads[index].name, error)
                 continue
         if cleaned_with != wanted:
             store.put(key, analysis, wanted)

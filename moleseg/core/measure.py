@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
 from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
-__all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
+__all__ = ["Measurement", "border_width", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
            "decimals", "value_text"]
 
 #: Column suffix of units that are not valid in a column name.
@@ -313,6 +314,39 @@ def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray
     return distance_out + distance_in - 1.0
 
 
+def border_width(lesion: np.ndarray, border: np.ndarray) -> tuple[float, float]:
+    """Mean and population standard deviation (px) of the local width of the border band (see the module
+    docstring): ``(0, 0)`` for an empty band, NaN when the width is undefined.
+
+    Raises
+    ------
+    ValueError
+        Empty lesion, or masks of different sizes.
+    """
+    binary = as_binary_mask(lesion, "lesion")
+    band = as_binary_mask(border, "border")
+    if band.shape != binary.shape:
+        raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
+    box = bounding_box(binary)
+    if box is None:
+        raise ValueError("lesion mask is empty: the border width is undefined")
+    return _band_width(binary, band, box)
+
+
+def _band_width(binary: np.ndarray, band: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:
+    """:func:`border_width` (px) of the lesion ``binary`` whose bounding box is ``box``."""
+    # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
+    # ring is background unless it is beyond the frame, where there is no lesion edge).
+    e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
+    lesion_window = binary[e0:e1, f0:f1]
+    widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
+    if widths is None:
+        return math.nan, math.nan
+    if widths.size == 0:
+        return 0.0, 0.0
+    return float(widths.mean()), float(widths.std(ddof=0))
+
+
 def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
     """Exact Euclidean distance (px, float64) of each pixel to the nearest False pixel of ``mask`` (0 on
     False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and faster (``docs/performance.md``).
@@ -339,6 +373,7 @@ def measure_lesion(
     border: np.ndarray | None = None,
     pixel_size_mm: float | None = None,
     image: np.ndarray | None = None,
+    border_width_px: Callable[[], tuple[float, float]] | None = None,
 ) -> list[Measurement]:
     """Measure the shape and the border of a lesion.
 
@@ -354,13 +389,17 @@ def measure_lesion(
         ``mm2``.
     image : (H, W, 3) uint8, optional
         The RGB image the lesion was found in; adds the colour measurements.
+    border_width_px : callable, optional
+        Returns the band's width ``(mean, std)`` in px as :func:`border_width` gives it, made elsewhere (another
+        thread); called once every other shape measurement is made, in place of measuring ``border`` here.
 
     Returns
     -------
     list of Measurement
         In a fixed order: area, perimeter, equivalent diameter, major and minor axis (each in px,
         then in mm when ``pixel_size_mm`` is given), compactness, asymmetry about the major and
-        minor axis, fractal dimension, border width mean and std (px, mm; only with ``border``),
+        minor axis, fractal dimension, border width mean and std (px, mm; only with ``border`` or
+        ``border_width_px``),
         number of components, then the share of each of the six colours, the colour count and the
         colour variegation (only with ``image``). See the module docstring for every definition.
 
@@ -450,18 +489,8 @@ def measure_lesion(
             "Box-counting dimension of the outline: about 1 when smooth, higher when ragged.",
         )
     )
-    if band is not None:
-        # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
-        # ring is background unless it is beyond the frame, where there is no lesion edge).
-        e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
-        lesion_window = binary[e0:e1, f0:f1]
-        widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
-        if widths is None:
-            width_mean = width_std = math.nan
-        elif widths.size == 0:
-            width_mean = width_std = 0.0
-        else:
-            width_mean, width_std = float(widths.mean()), float(widths.std(ddof=0))
+    if band is not None or border_width_px is not None:
+        width_mean, width_std = border_width_px() if border_width_px is not None else _band_width(binary, band, box)
         add_length(
             "border_width_mean", "Border width (mean)", width_mean, "Average thickness of the predicted border band."
         )

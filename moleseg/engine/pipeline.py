@@ -1,8 +1,9 @@
 """One image's whole analysis: prediction → cleanup → measurements → pictures → export files.
 
-The app's Analyse page goes through :func:`analyse_batches` and :class:`Analysis`, ``moleseg predict``
-through :func:`measure_and_encode` (:mod:`moleseg.engine.predictfiles` writes its files); a slider change
-calls :meth:`Analysis.recleaned` (cleanup only, no network). No TensorFlow here.
+Images go through the network in batches by one pipeline, :func:`segment_batches`: the app's Analyse page
+through :func:`analyse_batches` (an :class:`Analysis` per image), ``moleseg predict`` with
+:func:`measure_and_encode` (:mod:`moleseg.engine.predictfiles` writes its files); a slider change calls
+:meth:`Analysis.recleaned` (cleanup only, no network). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_I
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import encode_png
-from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
+from moleseg.core.measure import (Measurement, border_width, colour_measurements, measure_lesion,
+                                  measurements_row)
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
@@ -30,6 +32,8 @@ from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
+#: What :func:`segment_batches` makes of each image (its caller's ``finish``).
+T = TypeVar("T")
 
 #: What every export of a lesion corrected by hand says.
 CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
@@ -262,10 +266,11 @@ class Analysis:
                           created=created, notes=self.notes, n_classes=self.n_classes)
 
 
-def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
+def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) to be made in another thread, appended where
+    (:func:`moleseg.core.measure.colour_measurements`) and ``widths``: its border band's width
+    (:func:`moleseg.core.measure.border_width`), each to be made in another thread and put where
     :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
     segmentation = analysis.segmentation
     if analysis.cells:
@@ -276,15 +281,25 @@ def _measured(analysis: Analysis, colours: Future | None = None) -> Analysis:
             analysis.error = analysis.words["none"]
     elif segmentation.lesion.any():
         border = segmentation.border if segmentation.border.any() else None
+        width = None
+        if widths is not None and border is not None:
+            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border)
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
-                                               image=analysis.image if colours is None else None)
-        if colours is not None:  # measured here when the other thread has not started on them
-            analysis.measurements += (colour_measurements(analysis.image, segmentation.lesion) if colours.cancel()
-                                      else colours.result())
+                                               image=analysis.image if colours is None else None,
+                                               border_width_px=width)
+        if colours is not None:
+            analysis.measurements += _here_unless_started(colours, colour_measurements, analysis.image,
+                                                          segmentation.lesion)
     else:
         analysis.error = analysis.words["none"]
     return analysis
+
+
+def _here_unless_started(job: Future, function: Callable[..., Any], *args: Any) -> Any:
+    """``job``'s result, or ``function(*args)`` made in this thread when ``job`` (the same call handed to another
+    thread) has not started there, so that this thread never waits for work it could do itself."""
+    return function(*args) if job.cancel() else job.result()
 
 
 def check_image_side(image: np.ndarray) -> None:
@@ -322,50 +337,52 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
 def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, stem: str,
                        drawer: Executor, *, pixel_size_mm: float | None = None,
                        style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
-    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`),
-    the overlay drawn and the PNGs encoded by ``drawer`` while this thread measures: the two halves of
-    one image's work after the cleanup run on two cores (OpenCV and numpy release the GIL). The lesion's
-    colours are measured by ``drawer`` too, first; each file is a task of its own, and the files ``drawer``
-    has not started when the measurements are done, this thread encodes (last first), so neither thread
-    waits while the other has work left."""
+    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`), the
+    work shared by this thread and ``drawer`` on two cores (OpenCV and numpy release the GIL). ``drawer`` is
+    given, in this order: the lesion's border widths (two distance transforms), the overlay and its PNG, the
+    mask and class-map PNGs, and the lesion's colours; this thread makes the other shape measurements, then
+    takes back what ``drawer`` has not started, the last first (the colours, then the files), so that neither
+    thread waits while the other has work left."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
-    colours = None
-    if not analysis.cells and segmentation.lesion.any():
-        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
+    lesion_found = not analysis.cells and segmentation.lesion.any()
+    widths = colours = None
+    if lesion_found and segmentation.border.any():
+        widths = drawer.submit(border_width, segmentation.lesion, segmentation.border)
     encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
     jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
+    if lesion_found:
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     try:
-        _measured(analysis, colours)
-    except BaseException:  # nothing left queued for the drawer: the colours' task included
-        for job in [*jobs.values(), *([colours] if colours is not None else [])]:
+        _measured(analysis, colours, widths=widths)
+    except BaseException:  # nothing left queued for the drawer
+        for job in [*jobs.values(), *(job for job in (widths, colours) if job is not None)]:
             job.cancel()
         raise
     encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
-    return analysis, {name: encoded[name] if name in encoded else job.result() for name, job in jobs.items()}
+    return analysis, {name: encoded[name] if name in encoded else jobs[name].result() for name in encoders}
 
 
-def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
-                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
-                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
-                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
-                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
-    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
-    input order, an :class:`Analysis` or the exception that stopped that image.
+def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]],
+                    finish: Callable[[int, np.ndarray, Segmentation], T], *, batch_size: int = INFERENCE_BATCH_SIZE,
+                    settings: CleanupSettings | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
+                    workers: int | None = None) -> Iterator[list[T | Exception]]:
+    """Read, predict and clean images, ``batch_size`` (>= 1) per network call, and ``finish`` each: each batch's
+    results in input order, what ``finish`` returned or the exception that stopped that image.
 
     ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
-    image's result). A pipeline across the cores: a pool of ``workers`` threads (default: the CPU count) reads
-    the next batch and cleans and measures this one while this thread runs the network on the next (reading,
-    OpenCV, numpy and the network release the GIL). An image with a side under
-    :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of :func:`check_image_side`; when the
-    network fails on a batch, each of its images is predicted alone, so that only the image at fault fails.
-    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. ``prepare``: called in the pool
-    on each analysis once it is measured, for what the caller will show of every image (the Analyse page's
-    grid thumbnail, kept with the analysis), so that it too is made while the network runs; its result is
-    dropped and an error it raises is that image's result.
+    image's result). ``finish(index, image, segmentation)``: what is made of an image once cleaned (its
+    measurements, pictures, files), ``index`` its place in ``images``. A pipeline across the cores: a pool of
+    ``workers`` threads (default: the CPU count) reads the next batch and cleans and finishes this one while
+    this thread runs the network on the next (reading, OpenCV, numpy and the network release the GIL); a batch
+    is handed out once finished, while the next is finished and the one after read: three batches in flight at
+    most. An image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of
+    :func:`check_image_side`; when the network fails on a batch, each of its images is predicted alone, so that
+    only the image at fault fails.
+    ``lesion_threshold``: 0..1, None for the arg-max, default the model's own. Closing the iterator early (the
+    caller stops reading) cancels the reads and finishes not yet started.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    style = style or OverlayStyle()
     batch_size = max(1, int(batch_size))
     starts = range(0, len(images), batch_size)
 
@@ -374,12 +391,8 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
         check_image_side(image)
         return image
 
-    def finish(image: np.ndarray, probabilities: np.ndarray) -> Analysis:
-        segmentation = clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold)
-        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
-        if prepare is not None:
-            prepare(analysis)
-        return analysis
+    def cleaned(index: int, image: np.ndarray, probabilities: np.ndarray) -> T:
+        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold))
 
     def predicted(batch: list[np.ndarray]) -> list[np.ndarray | Exception]:
         try:
@@ -389,7 +402,8 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
                 return [error]
         return [predicted([image])[0] for image in batch]
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-batch")
+    try:
         def reading(start: int) -> list[Future]:
             return [pool.submit(read, index) for index in range(start, min(start + batch_size, len(images)))]
 
@@ -408,26 +422,69 @@ def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
             for slot, image in enumerate(results):
                 if isinstance(image, np.ndarray):
                     found = next(probabilities)
-                    results[slot] = found if isinstance(found, Exception) else pool.submit(finish, image, found)
+                    results[slot] = (found if isinstance(found, Exception)
+                                     else pool.submit(cleaned, start + slot, image, found))
             if finishing is not None:
                 yield _outcomes(finishing)
             finishing = results
         if finishing is not None:
             yield _outcomes(finishing)
+    finally:  # the caller stopped early: nothing queued is started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _outcomes(jobs: Sequence[Future | Exception]) -> list[Analysis | Exception]:
-    """The results of :func:`analyse_batches`' jobs of one batch, in order: each analysis or its exception."""
-    outcomes: list[Analysis | Exception] = []
+def _outcomes(jobs: Sequence[Future | Exception]) -> list[Any]:
+    """The results of :func:`segment_batches`' jobs of one batch, in order: each result or its exception."""
+    outcomes: list[Any] = []
     for job in jobs:
         if isinstance(job, Exception):
             outcomes.append(job)
             continue
         try:
             outcomes.append(job.result())
-        except Exception as error:  # noqa: BLE001 -- this image's cleanup or measurements failed
+        except Exception as error:  # noqa: BLE001 -- this image's cleanup or what is made of it failed
             outcomes.append(error)
     return outcomes
+
+
+def failure_reason(name: str, error: BaseException) -> str:
+    """Why the image file ``name`` got no result, in one line: a reader's refusal as it is (it names the file),
+    another refusal (too small, no outline) after the file's name, anything else (the network failing on it)
+    as "``name``: could not be analysed (...)"."""
+    from moleseg.core.errors import first_line
+    from moleseg.core.imagefile import ImageReadError
+
+    text = first_line(error)
+    if isinstance(error, ImageReadError):
+        return text
+    return f"{name}: {text}" if isinstance(error, ValueError) else f"{name}: could not be analysed ({text})"
+
+
+def analyse_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]], *,
+                    batch_size: int = INFERENCE_BATCH_SIZE, settings: CleanupSettings | None = None,
+                    pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                    lesion_threshold: Any = MODEL_THRESHOLD, workers: int | None = None,
+                    prepare: Callable[[Analysis], Any] | None = None) -> Iterator[list[Analysis | Exception]]:
+    """Read, predict, clean and measure images, ``batch_size`` (>= 1) per network call: each batch's results in
+    input order, an :class:`Analysis` or the exception that stopped that image (:func:`segment_batches`: the
+    next batch read and this one measured in a pool of ``workers`` threads while the network runs).
+
+    ``images``: one callable per image returning it as RGB uint8. ``lesion_threshold``: 0..1, None for the
+    arg-max, default the model's own. ``prepare``: called in the pool on each analysis once it is measured, for
+    what the caller will show of every image (the Analyse page's grid thumbnail, kept with the analysis), so
+    that it too is made while the network runs; its result is dropped and an error it raises is that image's
+    result.
+    """
+    style = style or OverlayStyle()
+
+    def finish(index: int, image: np.ndarray, segmentation: Segmentation) -> Analysis:
+        analysis = _finish(image, segmentation, segmenter, pixel_size_mm, style)
+        if prepare is not None:
+            prepare(analysis)
+        return analysis
+
+    return segment_batches(segmenter, images, finish, batch_size=batch_size, settings=settings,
+                           lesion_threshold=lesion_threshold, workers=workers)
 
 
 def analyse_images(segmenter: Segmenter, images: Sequence[np.ndarray], *, settings: CleanupSettings | None = None,

@@ -1,10 +1,12 @@
 """Image files through the network to result files on disk, as ``moleseg predict`` runs it: unique output
-names, each image's files written all or nothing, and the pipeline that decodes, predicts, measures, encodes and
-writes across the cores (:func:`predict_files`). No TensorFlow here.
+names, each image's files written all or nothing and in input order, a full disk stopping the run
+(:func:`predict_files`, on the batch pipeline of :func:`moleseg.engine.pipeline.segment_batches`). No TensorFlow
+here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ import numpy as np
 
 from moleseg.core.config import INFERENCE_BATCH_SIZE
 from moleseg.core.report import AnalysisSettings
-from moleseg.engine.pipeline import check_image_side, measure_and_encode
-from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter, clean
+from moleseg.engine.pipeline import failure_reason, measure_and_encode, segment_batches
+from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
 def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
@@ -114,6 +116,11 @@ class Finished:
     encoded: dict[str, bytes]
 
 
+#: Batches :func:`predict_files` hands its writer thread ahead of the one it writes; beyond that the network
+#: waits for the disk (the encoded files of each batch are held until written).
+WRITES_AHEAD: int = 2
+
+
 def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, batch_size: int = INFERENCE_BATCH_SIZE,
                   pixel_size_mm: float | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
@@ -122,10 +129,12 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   output_names: Sequence[str] | None = None) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
-    A pipeline across the cores: a thread pool of ``workers`` (default: the CPU count) decodes the next
-    batch while the network predicts this one, and cleans, measures and encodes each image's PNGs once,
-    while a writer thread writes the previous batch's files in input order (one folder fsync per image). Bad files are skipped (see
-    :attr:`PredictOutcome.failures`); on a full disk the run stops and no later image is written.
+    The batch pipeline of :func:`moleseg.engine.pipeline.segment_batches` (a pool of ``workers`` threads,
+    default the CPU count, reads the next batch and cleans this one while the network runs; a network error
+    stays with the image at fault), each image measured beside the encoding of its files
+    (:func:`moleseg.engine.pipeline.measure_and_encode`), while a writer thread writes the previous batches'
+    files in input order (one folder fsync per image). Bad files are skipped (see
+    :attr:`PredictOutcome.failures`); on a full disk the run stops and no later image is read or written.
 
     Parameters
     ----------
@@ -144,113 +153,79 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from moleseg.core.dicomio import dicom_pixel_size
-    from moleseg.core.imageio import ImageReadError, read_image
+    from moleseg.core.imageio import read_image
 
-    stems = dict(zip(files, output_stems(files) if output_names is None else output_names))
+    stems = list(output_stems(files) if output_names is None else output_names)
     file_sizes: dict[int, float | None] = {}  # a DICOM file's own pixel spacing, when no pixel size is given
     outcome = PredictOutcome()
-    failures: list[tuple[int, str, str]] = []
-    batch_size = max(1, int(batch_size))
-    chunks = [list(range(start, min(start + batch_size, len(files)))) for start in range(0, len(files), batch_size)]
 
-    def decode(index: int) -> np.ndarray | None:
-        path = files[index]
-        try:
-            image = read_image(path)
-            check_image_side(image)
-            if pixel_size_mm is None:
-                file_sizes[index] = dicom_pixel_size(path)
-            return image
-        except (ImageReadError, ValueError) as error:
-            reason = str(error)
-            failures.append((index, path.name, reason if isinstance(error, ImageReadError) else f"{path.name}: {reason}"))
-            return None
+    def read(index: int) -> np.ndarray:
+        image = read_image(files[index])
+        if pixel_size_mm is None:
+            file_sizes[index] = dicom_pixel_size(files[index])
+        return image
 
-    def finish(index: int, image: np.ndarray, probabilities: np.ndarray) -> Finished | None:
-        path = files[index]
-        segmentation = clean(segmenter, probabilities, None, lesion_threshold=lesion_threshold)
-        analysis, encoded = measure_and_encode(image, segmentation, segmenter, stems[path], drawer,
+    def finish(index: int, image: np.ndarray, segmentation: Segmentation) -> Finished:
+        path, stem = files[index], stems[index]
+        analysis, encoded = measure_and_encode(image, segmentation, segmenter, stem, drawer,
                                                pixel_size_mm=pixel_size_mm or file_sizes.get(index))
-        try:
-            if outlines:
-                encoded.update(analysis.outline_files(stems[path], outlines))
-        except ValueError as error:
-            failures.append((index, path.name, str(error)))
-            return None
-        row = {"image": path.name, "source": str(path), "output": stems[path],
+        if outlines:
+            encoded.update(analysis.outline_files(stem, outlines))
+        row = {"image": path.name, "source": str(path), "output": stem,
                **({"note": analysis.notes} if analysis.notes else {}), **analysis.flag_row, **analysis.rounded_row}
-        return Finished(row, analysis.object_rows(stems[path]), analysis.settings(model_version), analysis.error,
-                        encoded)
+        return Finished(row, analysis.object_rows(stem), analysis.settings(model_version), analysis.error, encoded)
 
-    def write(index: int, job: Future) -> bool:
-        """Write one finished image; False when the disk is full (the run stops)."""
-        finished = job.result()
-        if finished is None:
-            return True
-        path = files[index]
+    def write(path: Path, finished: Finished) -> None:
+        """Write one finished image; on a full disk, :attr:`PredictOutcome.stopped` says so."""
         try:
             write_all_or_nothing(out, finished.encoded)
         except OSError as error:
             if _disk_full(error):
                 outcome.stopped = (f"the disk is full: {path.name} and the images after it were not written "
                                    f"({error.strerror or error})")
-                return False
-            failures.append((index, path.name, f"{path.name}: cannot write its results ({error.strerror or error})"))
-            return True
+            else:
+                outcome.failures.append((path.name, f"{path.name}: cannot write its results "
+                                                     f"({error.strerror or error})"))
+            return
         if finished.error and note is not None:
             note(path.name, finished.error)
         outcome.rows.append(finished.row)
         outcome.object_rows.extend(finished.object_rows)
         outcome.settings.append((path.name, finished.settings, None))
-        return True
 
-    stop_index = len(files)
-
-    def write_all(jobs: list[tuple[int, Future]]) -> None:
-        nonlocal stop_index
-        for index, job in jobs:
+    def write_batch(first: int, results: list[Finished | Exception]) -> None:
+        """The writer thread's work: one batch, in input order, nothing after a full disk."""
+        for path, result in zip(files[first:first + len(results)], results):
             if outcome.stopped:
-                job.cancel()
-            elif not write(index, job):
-                stop_index = index
+                return
+            if isinstance(result, Exception):
+                outcome.failures.append((path.name, failure_reason(path.name, result)))
+            else:
+                write(path, result)
 
-    # One writer thread writes the batches in input order (fsync waits for the disk) while this thread
-    # runs the network on the next batch; the pool decodes, cleans, measures and encodes.
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-predict") as pool, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-write") as writer, \
+    def report(done: int, job: Future) -> None:
+        job.result()
+        if progress is not None and done < len(files):
+            progress(done)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-write") as writer, \
             ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="moleseg-draw") as drawer:
-        decoding = [pool.submit(decode, index) for index in chunks[0]] if chunks else []
-        pending: list[tuple[int, Future]] = []
+        batches = segment_batches(segmenter, [functools.partial(read, index) for index in range(len(files))], finish,
+                                  batch_size=batch_size, lesion_threshold=lesion_threshold, workers=workers)
         written: list[tuple[int, Future]] = []  # (files done when it is written, the write of a batch)
-        for number, chunk in enumerate(chunks):
-            decoded = [(index, job.result()) for index, job in zip(chunk, decoding)]
-            if number + 1 < len(chunks):  # the next batch decodes while the network runs
-                decoding = [pool.submit(decode, index) for index in chunks[number + 1]]
-            decoded = [(index, image) for index, image in decoded if image is not None]
-            probabilities = segmenter.predict_probabilities([image for _, image in decoded]) if decoded else []
-            if number > 0:
-                written.append((chunks[number - 1][-1] + 1, writer.submit(write_all, pending)))
-            pending = [(index, pool.submit(finish, index, image, p)) for (index, image), p in zip(decoded, probabilities)]
-            while written and written[0][1].done():  # report the batches written meanwhile
-                done, job = written.pop(0)
-                job.result()
-                if progress is not None:
-                    progress(done)
-            if outcome.stopped:
-                break
-        for job in decoding:
-            job.cancel()
-        if not outcome.stopped:
-            written.append((len(files), writer.submit(write_all, pending)))
-        else:
-            for _, job in pending:
-                job.cancel()
-        for done, job in written:
-            job.result()
-            if progress is not None and done < len(files):
-                progress(done)
+        done = 0
+        try:
+            for results in batches:
+                written.append((done + len(results), writer.submit(write_batch, done, results)))
+                done += len(results)
+                while written and (written[0][1].done() or len(written) > WRITES_AHEAD):  # report what is written
+                    report(*written.pop(0))
+                if outcome.stopped:
+                    break
+        finally:
+            batches.close()  # after a full disk: no image is read or finished any more
+        for finished_write in written:
+            report(*finished_write)
     if progress is not None and not outcome.stopped:
         progress(len(files))
-    outcome.failures = [(name, reason) for index, name, reason in sorted(failures, key=lambda failure: failure[0])
-                        if index < stop_index]
     return outcome

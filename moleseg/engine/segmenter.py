@@ -138,8 +138,40 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
         return class_argmax(probabilities, 0)
     if not 0.0 <= float(lesion_threshold) <= 1.0:
         raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
-    lesion = (1.0 - probabilities[..., 0]) >= float(lesion_threshold)
-    return class_argmax(probabilities, 1) * lesion.view(np.uint8)
+    background = probabilities[..., 0]
+    if np.issubdtype(background.dtype, np.floating):
+        lesion = background <= background_cutoff(background.dtype, float(lesion_threshold))
+    else:
+        lesion = (1.0 - background) >= float(lesion_threshold)
+    if probabilities.shape[-1] == 3:  # BORDER (1) unless INSIDE (2) is likelier, as class_argmax decides
+        inside = np.logical_and(lesion, probabilities[..., 2] > probabilities[..., 1])
+        return np.add(lesion.view(np.uint8), inside.view(np.uint8))
+    labels = class_argmax(probabilities, 1)
+    return np.multiply(labels, lesion.view(np.uint8), out=labels)
+
+
+@functools.lru_cache(maxsize=64)
+def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
+    """The largest value ``b`` of the float ``dtype`` whose lesion probability ``1 - b``, computed in ``dtype``,
+    reaches ``lesion_threshold`` (0..1): ``background <= b`` then equals ``(1 - background) >= lesion_threshold``
+    for every value, NaN included (rounding keeps ``1 - b`` monotonic in ``b``), in one comparison instead of a
+    subtraction and a comparison. Found by bisection over the values of ``dtype`` in their order."""
+    dtype = np.dtype(dtype)
+    signed = np.dtype(f"i{dtype.itemsize}")
+
+    def value(rank: int) -> np.ndarray:  # the float of rank ``rank`` (0 for zero, negative below it)
+        bits = rank if rank >= 0 else np.iinfo(signed).min | -rank
+        return np.array([bits], dtype=signed).view(dtype)
+
+    def reaches(rank: int) -> bool:
+        return bool(((1.0 - value(rank)) >= lesion_threshold)[0])
+
+    infinity = int(np.array([np.inf], dtype=dtype).view(signed)[0])
+    low, high = -infinity, infinity  # reaches(-inf) holds, reaches(+inf) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if reaches(middle) else (low, middle)
+    return value(low)[0]
 
 
 def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:

@@ -49,9 +49,12 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
-    (repeat by repeat). After the cleanup, measuring and drawing + encoding the PNGs run side by side
-    (:func:`moleseg.engine.pipeline.measure_and_encode`): stage ``measure_and_encode``; ``parts`` gives
-    the medians of its parts run one after the other (``measurements``, ``overlay``, ``png_encode``).
+    (repeat by repeat). After the cleanup, the measurements, the overlay and the three PNG encodings are shared
+    by two threads (:func:`moleseg.engine.pipeline.measure_and_encode`: the border widths, the drawing, the
+    encodings and the colours in one, the other shape measurements in the other, each taking what the other
+    has not started): stage ``measure_and_encode``; ``parts`` gives the medians of its parts run one after the
+    other in one thread (``measurements``: every measurement, colours and border widths included; ``overlay``;
+    ``png_encode``: the overlay's PNG).
     ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding and the network
     (resizing in and out, cleanup, measurements, overlay and encodings), and ``around_network_ratio`` the
     one over the other (medians over the repeats); ``around_network_stages`` names the stages counted, the
