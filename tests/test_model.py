@@ -316,6 +316,25 @@ def test_save_load_identical_predictions(saved_model):
     assert not list(path.parent.glob(".*"))  # the atomic save left no temporary file
 
 
+@pytest.mark.slow
+def test_a_segmenter_given_another_decision_keeps_its_network(saved_model):
+    """``with_info`` (calibration's second pass): the same traced prediction function, the new decision's
+    flips and lesion threshold, the file's name and path kept."""
+    from moleseg.network.predict import KerasSegmenter
+
+    _, path = saved_model
+    first = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    decided = first.with_info({**read_model_info(path), "test_time_augmentation": True, "lesion_threshold": 0.7})
+    assert decided.inference_function() is first.inference_function()
+    assert decided.test_time_augmentation and not first.test_time_augmentation
+    assert decided.info["lesion_threshold"] == 0.7
+    assert (decided.info["name"], decided.info["path"]) == ("tiny", str(path))
+    batch = _images(1, seed=5)
+    flipped = (first.predict_network(batch) + first.predict_network(batch[:, :, ::-1])[:, :, ::-1]
+               + first.predict_network(batch[:, ::-1])[:, ::-1]) / 3.0
+    np.testing.assert_allclose(decided.predict_network(batch), flipped, atol=1e-5)
+
+
 def test_save_replaces_atomically_and_keeps_metadata_current(saved_model, tmp_path):
     model, _ = saved_model
     path = tmp_path / "m.keras"

@@ -309,34 +309,9 @@ def test_train_writes_the_run_folder(finished_run):
 
 
 @pytest.mark.slow
-def test_resume_continues_after_the_last_epoch(tmp_path, dataset, eager):
-    images, masks = dataset
-    run = tmp_path / "run"
-    train(tiny_config(images, masks, tmp_path / "cache", epochs=1), run)
-    assert read_json(run / "state.json")["epoch"] == 1
-    assert len(read_history(run / "history.csv")) == 1
-
-    events: list[Progress] = []
-    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True, progress=events.append)
-    history = read_history(run / "history.csv")
-    assert [row["epoch"] for row in history] == [1.0, 2.0]
-    log = (run / "log.txt").read_text()
-    assert "resuming after epoch 1" in log
-    assert "epoch 2/2" in log
-    state = read_json(run / "state.json")
-    assert state["epoch"] == 2 and state["status"] == "done"
-    assert read_json(run / "config.json")["epochs"] == 2
-    trained = [e for e in events if e.phase == "train"]
-    assert trained and {e.epoch for e in trained} == {2}  # epoch 1 was not trained again
-
-    # resuming a finished run trains nothing more
-    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True)
-    assert len(read_history(run / "history.csv")) == 2
-    assert "nothing to train: 2 of 2 epochs done" in (run / "log.txt").read_text()
-
-
-@pytest.mark.slow
-def test_cancel_from_the_progress_callback(tmp_path, dataset, eager):
+def test_a_cancelled_run_resumes_after_its_last_epoch(tmp_path, dataset, eager):
+    """Cancelled from the progress callback in epoch 2, the run keeps epoch 1; resumed with more epochs it
+    trains epochs 2 and 3 only; resumed once finished it trains nothing more."""
     images, masks = dataset
     run = tmp_path / "run"
 
@@ -359,10 +334,24 @@ def test_cancel_from_the_progress_callback(tmp_path, dataset, eager):
     assert not (run / "evaluation.json").exists()
     assert "cancelled after epoch 1" in (run / "log.txt").read_text()
 
-    # the cancelled run resumes where it stopped: epoch 2 is trained, not skipped
-    train(tiny_config(images, masks, tmp_path / "cache", epochs=2), run, resume=True)
-    assert [row["epoch"] for row in read_history(run / "history.csv")] == [1.0, 2.0]
-    assert "resuming after epoch 1" in (run / "log.txt").read_text()
+    # the cancelled run resumes where it stopped, with one epoch more: epochs 2 and 3 are trained, 1 is not
+    events.clear()
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=3), run, resume=True, progress=events.append)
+    history = read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [1.0, 2.0, 3.0]
+    log = (run / "log.txt").read_text()
+    assert "resuming after epoch 1" in log
+    assert "epoch 3/3" in log
+    state = read_json(run / "state.json")
+    assert state["epoch"] == 3 and state["status"] == "done"
+    assert read_json(run / "config.json")["epochs"] == 3
+    trained = [e for e in events if e.phase == "train"]
+    assert trained and {e.epoch for e in trained} == {2, 3}  # epoch 1 was not trained again
+
+    # resuming a finished run trains nothing more
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=3), run, resume=True)
+    assert len(read_history(run / "history.csv")) == 3
+    assert "nothing to train: 3 of 3 epochs done" in (run / "log.txt").read_text()
 
 
 def test_prepare_applies_the_automatic_bn_momentum(tmp_path, dataset):
@@ -437,9 +426,11 @@ def test_batchnorm_check_passes_with_converged_statistics(tmp_path):
     assert "1.000 in inference mode" in (tmp_path / "run" / "log.txt").read_text()
 
 
-def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["file", "in-memory"])
+def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path, in_memory):
     """A tiny dataset's model with lagging moving statistics ends usable: the end-of-training check replaces
-    them by the training images' statistics and stores the model again (no failure after the run)."""
+    them by the training images' statistics and stores the model again (no failure after the run), whether
+    it reads the model file or takes the network in memory that was just saved there."""
     from moleseg.network.io import load_keras_model, save_model
 
     model = _grey_threshold_model(32)
@@ -447,7 +438,10 @@ def test_unconverged_batchnorm_statistics_are_reestimated_not_a_failure(tmp_path
     bn.moving_variance.assign(np.full(1, 1e12, np.float32))
     trainer = _bn_trainer(tmp_path, model)
     save_model(model, tmp_path / "run" / "model.keras", {"name": "tiny"})
+    trainer.model_is_best, trainer.strategy = in_memory, tf.distribute.get_strategy()
     trainer.ensure_batchnorm()
+    # re-estimated in place, or in a loaded copy (the network in memory keeps its statistics)
+    assert (float(bn.moving_variance.numpy()[0]) != pytest.approx(1e12)) == in_memory
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "1 layers re-estimated from 4 training images" in log
     assert "1.000 in inference mode" in log

@@ -57,17 +57,23 @@ def check_batchnorm(model: keras.Model, images: np.ndarray, labels: np.ndarray, 
 
 
 def ensure_batchnorm(path: Path, check: tuple[np.ndarray, np.ndarray], training_images: Callable[[], np.ndarray],
-                     log: Callable[[str], None]) -> None:
+                     log: Callable[[str], None], *, model: keras.Model | None = None) -> None:
     """Check the model file at ``path`` in inference mode (:func:`check_batchnorm` on the batch ``check``);
     when its BatchNorm moving statistics lag, replace them by the statistics of ``training_images()``
     and store the model again (with its metadata).
+
+    Parameters
+    ----------
+    model
+        The network stored in ``path`` when it is in memory already (its statistics are then re-estimated in
+        place); None loads it from ``path``.
 
     Raises
     ------
     TrainingError
         When the model still fails in inference mode, with what to change.
     """
-    model = load_keras_model(path)
+    model = model if model is not None else load_keras_model(path)
     try:
         check_batchnorm(model, *check, log)
     except TrainingError:

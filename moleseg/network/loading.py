@@ -7,7 +7,7 @@ command line and the app can list and describe models without it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from moleseg.core.config import CLASSICAL_NAMES, DEFAULT_CHECK_SHARE
 from moleseg.engine.calibrate import (Calibration, ConfidenceCalibration, calibrate, calibrate_confidence,
                                       calibrated_info)
 from moleseg.engine.segmenter import Segmenter
+
+if TYPE_CHECKING:
+    from moleseg.network.predict import KerasSegmenter
 
 
 def load_segmenter(spec: str | Path, *, test_time_augmentation: bool | None = None) -> Segmenter:
@@ -61,24 +64,33 @@ def preload(spec: str | Path) -> Segmenter:
 
 def calibrate_model_file(path: str | Path, pairs: Sequence[Pair], *,
                          progress: Callable[[str], None] | None = None,
-                         step: Callable[[int, int], None] | None = None) -> Calibration:
+                         step: Callable[[int, int], None] | None = None,
+                         segmenter: KerasSegmenter | None = None) -> Calibration:
     """Calibrate the moleseg ``.keras`` file at ``path`` on ``pairs`` and store the decision in it
     (its ``moleseg.json``, rewritten atomically), then the confidence threshold of that decision
     (:func:`calibrate_confidence_file`). ``progress``: messages; ``step(done, total)``: see
-    :func:`moleseg.engine.calibrate.calibrate`."""
-    calibration = calibrate(load_segmenter(path, test_time_augmentation=False), pairs, progress=progress,
-                            step=step)
-    write_model_info(path, calibrated_info(read_model_info(path), calibration))
-    calibration.confidence = calibrate_confidence_file(path, pairs, progress=progress)
+    :func:`moleseg.engine.calibrate.calibrate`; ``segmenter``: the file's network when it is loaded already
+    (its flips are left as found), None loads it from ``path``."""
+    if segmenter is None:
+        from moleseg.network.predict import KerasSegmenter
+
+        segmenter = KerasSegmenter.from_file(path, test_time_augmentation=False)
+    calibration = calibrate(segmenter, pairs, progress=progress, step=step)
+    info = calibrated_info(read_model_info(path), calibration)
+    write_model_info(path, info)
+    calibration.confidence = calibrate_confidence_file(path, pairs, progress=progress,
+                                                       segmenter=segmenter.with_info(info))
     return calibration
 
 
 def calibrate_confidence_file(path: str | Path, pairs: Sequence[Pair], *, share: float = DEFAULT_CHECK_SHARE,
-                              progress: Callable[[str], None] | None = None) -> ConfidenceCalibration:
+                              progress: Callable[[str], None] | None = None,
+                              segmenter: Segmenter | None = None) -> ConfidenceCalibration:
     """Choose the confidence threshold of the moleseg ``.keras`` file at ``path`` on ``pairs`` (validation
     images, segmented with the file's own decision; the classical baseline scored beside them) and store it
-    in the file's ``moleseg.json`` (rewritten atomically, no TensorFlow needed for that)."""
-    segmenter = load_segmenter(path)
+    in the file's ``moleseg.json`` (rewritten atomically, no TensorFlow needed for that). ``segmenter``: the
+    file's network with that decision when it is in memory already; None loads it from ``path``."""
+    segmenter = segmenter if segmenter is not None else load_segmenter(path)
     baseline = ClassicalSegmenter(n_classes=segmenter.n_classes)
     result = calibrate_confidence(segmenter, pairs, share=share, baseline=baseline, progress=progress)
     write_model_info(path, {**read_model_info(path), **result.info_update()})

@@ -127,6 +127,12 @@ class KerasSegmenter:
         info["path"] = str(path)
         return cls(model, info, source=path, **kwargs)
 
+    def with_info(self, info: dict[str, Any]) -> "KerasSegmenter":
+        """This network and its prediction function with the metadata ``info`` instead (another decision:
+        lesion threshold, flips, ...; the same classes and input size)."""
+        return KerasSegmenter(self._model, {**self.info, **info}, batch_size=self.batch_size, source=self.source,
+                              predict_function=self.inference_function())
+
     @property
     def model(self) -> keras.Model:
         """The Keras network (loaded from :attr:`source` on first use when the segmenter was made without it)."""

@@ -21,7 +21,7 @@ from moleseg.core.atomic import remove_stale_temporaries
 from moleseg.core.cleanup import CLEANUP_VARIANTS
 from moleseg.core.config import CLASSICAL_MODELS, EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
-from moleseg.core.modelinfo import write_model_info
+from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
 from moleseg.core.trainconfig import TrainConfig
 from moleseg.core.words import count_of
@@ -132,6 +132,7 @@ class Trainer:
         self.best_val_fm = -1.0
         self.best_epoch = 0
         self.best_rule = next(iter(CLEANUP_VARIANTS[config.model.n_classes]))
+        self.model_is_best = False  # the network in memory is the one last saved as the best model file
         self.training_seconds = 0.0
         self.job_started = time.time()
         self.earlier_job_seconds = 0.0  # wall time of the earlier sessions of a resumed run
@@ -334,6 +335,7 @@ class Trainer:
         epoch = row["epoch"]
         val_fm = row["val_fm"]
         improved = not math.isnan(val_fm) and val_fm > self.best_val_fm
+        self.model_is_best = improved
         if improved:
             self.best_val_fm, self.best_epoch, self.best_rule = val_fm, epoch, row["rule"]
             info = model_info(self.config, frequencies=self.frequencies, weights=self.class_weights,
@@ -385,9 +387,12 @@ class Trainer:
 
     def ensure_batchnorm(self) -> None:
         """:func:`moleseg.network.bnrescue.ensure_batchnorm` of the best model file, re-estimating from up to
-        :data:`BATCHNORM_REESTIMATE_IMAGES` training images."""
+        :data:`BATCHNORM_REESTIMATE_IMAGES` training images. The network in memory is checked instead of the
+        file's copy when it is the one just saved there and its variables are not a strategy's replicas."""
+        in_memory = self.model_is_best and self.strategy.num_replicas_in_sync == 1
         ensure_batchnorm(self.files.model, self.check_batch(),
-                         lambda: self.batchnorm_images(BATCHNORM_REESTIMATE_IMAGES), self.log)
+                         lambda: self.batchnorm_images(BATCHNORM_REESTIMATE_IMAGES), self.log,
+                         model=self.model if in_memory else None)
 
     # ----------------------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -420,8 +425,9 @@ class Trainer:
         if self.cancelled:
             raise cancelled_after(self.current_epoch)
 
-    def calibrate_best(self) -> dict[str, Any]:
-        """Choose the best model's flips and lesion threshold by validation FM and store them in it."""
+    def calibrate_best(self, best: KerasSegmenter) -> dict[str, Any]:
+        """Choose the best model's flips and lesion threshold by validation FM and store them in it; ``best``:
+        the best model file's network."""
         from moleseg.network.loading import calibrate_model_file
 
         tick: Callable[[int], None] | None = None
@@ -432,7 +438,8 @@ class Trainer:
                 tick = self.phase_ticker("calibrate", total, "choosing flips and lesion threshold by validation FM")
             tick(done)
 
-        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log, step=step)
+        calibration = calibrate_model_file(self.files.model, self.validation_pairs, progress=self.log, step=step,
+                                           segmenter=best)
         self.log(calibration.summary())
         return calibration.info_update()
 
@@ -445,12 +452,16 @@ class Trainer:
         self.ensure_batchnorm()
         evaluation: dict[str, Any] = {"best_epoch": self.best_epoch, "best_val_fm": self.best_val_fm,
                                       "rule": self.best_rule}
+        best: KerasSegmenter | None = None  # the best model file's network, loaded once for both passes
         if self.config.calibrate and self.validation_pairs:
-            evaluation["calibration"] = self.calibrate_best()
+            best = KerasSegmenter.from_file(self.files.model)
+            evaluation["calibration"] = self.calibrate_best(best)
         if self.test_pairs:
             count = len(self.test_pairs)
             tick = self.phase_ticker("evaluate", 2 * count, "evaluating the test split (model, then baseline)")
-            best = load_segmenter(self.files.model)
+            # with the decision the file holds now (the calibration's, when it ran)
+            best = (best.with_info(read_model_info(self.files.model)) if best is not None
+                    else load_segmenter(self.files.model))
             summary, _, _ = evaluate_pairs(best, self.test_pairs, batch_size=self.config.batch_size,
                                            progress=lambda done, total, name: tick(done))
             baseline, _, _ = evaluate_pairs(load_segmenter(CLASSICAL_MODELS[self.config.model.n_classes]),
