@@ -264,19 +264,20 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
 
 
 def _process(pid: int) -> tuple[int, str, float] | None:
-    """``(parent id, command name, CPU seconds used)`` of a live process (``/proc/<pid>/stat``); None when gone."""
+    """``(parent id, command name, CPU seconds used)`` of a live process (``/proc/<pid>/stat``: its own and that of
+    its children it has waited for, such as a browser's closed tabs); None when gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # after the name: state, parent, ..., user time, system time
-    return int(fields[1]), text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / \
-        os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), text[text.index("(") + 1:text.rindex(")")], \
+        sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime, stime, cutime, cstime
 
 
 def tree_cpu_s(root: int, name_prefix: str = "") -> float:
     """CPU seconds used so far by the live processes of ``root``'s tree (itself and its descendants) whose command
-    name starts with ``name_prefix``; 0.0 where there is no ``/proc``."""
+    name starts with ``name_prefix``, with the children each has waited for; 0.0 where there is no ``/proc``."""
     processes = {}
     for entry in Path("/proc").glob("[0-9]*"):
         found = _process(int(entry.name))
@@ -287,6 +288,35 @@ def tree_cpu_s(root: int, name_prefix: str = "") -> float:
         grown = tree | {pid for pid, (parent, _, _) in processes.items() if parent in tree}
         added, tree = grown != tree, grown
     return sum(cpu for pid, (_, name, cpu) in processes.items() if pid in tree and name.startswith(name_prefix))
+
+
+def _self_cpu_s() -> float:
+    """CPU seconds this process alone has used (every thread)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def closed_counting(browser: Any) -> tuple[float, float]:
+    """Close ``browser``, first reading ``(this run's own CPU s, this process's alone)``: own = this process, its
+    waited-for children (the servers) and its live descendants (the browser and Playwright's driver, whose CPU
+    no ``wait()`` ever counts), so that :func:`after_closing` can tell the machine's other work from the run's."""
+    alone = _self_cpu_s()
+    own = max(tree_cpu_s(os.getpid()), alone)
+    browser.close()
+    return own, alone
+
+
+def after_closing(at_close: tuple[float, float]) -> dict[str, Any]:
+    """:func:`moleseg.tools.bench_machine.conditions` now, its own CPU the run's (:func:`closed_counting`'s
+    reading plus what this process used since), not the waited-for processes' alone."""
+    from moleseg.tools.bench_machine import conditions
+
+    after = conditions()
+    own, alone = at_close
+    after["own_cpu_s"] = own + _self_cpu_s() - alone
+    return after
 
 
 class SliderTimeline:
@@ -468,10 +498,10 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
                 for _ in range(settings.repeats):
                     runs["home_s"].append(_home_seconds(browser, url, timeout_ms))
         finally:
-            browser.close()
+            at_close = closed_counting(browser)
         say("the engine alone on the batch ...")
         engine_s = engine_seconds(model, batch_files[:settings.batch])
-    result["after"] = conditions()
+    result["after"] = after_closing(at_close)
     app: dict[str, Any] = {key: _median(values) for key, values in runs.items() if values}
     app["engine_batch12_s"] = round(engine_s, 3)
     app["batch_images"] = settings.batch
@@ -520,8 +550,8 @@ def run_slider_bench(images: Path | None, repeats: int, timeline: bool = False, 
                 _upload_seconds(page, files[:1], timeout_ms)
                 runs = slider_seconds(page, repeats, timeout_ms, watches[0] if watches else None, echo)
         finally:
-            browser.close()
-    result["after"] = conditions()
+            at_close = closed_counting(browser)
+    result["after"] = after_closing(at_close)
     result["app"] = {"slider_overlay_s": _median(runs), "runs": {"slider_overlay_s": [round(v, 3) for v in runs]},
                      "images": described}
     result["load_average"] = result["after"]["load_average"]
@@ -572,9 +602,9 @@ def run_batch_bench(model: str, images: Path | None, repeats: int, batch: int = 
                         echo(f"  {watches[0].totals()}")
                     page.close()
         finally:
-            browser.close()
+            at_close = closed_counting(browser)
         engine_s = engine_seconds(model, files[(repeats - 1) * batch:repeats * batch])
-    result["after"] = conditions()
+    result["after"] = after_closing(at_close)
     result["app"] = {"batch12_s": _median(runs), "engine_batch12_s": round(engine_s, 3), "batch_images": batch,
                      "model": model, "runs": {"batch12_s": [round(v, 3) for v in runs]}, "images": described}
     result["load_average"] = result["after"]["load_average"]
