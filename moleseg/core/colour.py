@@ -171,10 +171,12 @@ def code_classes(codes: np.ndarray) -> np.ndarray:
     seen = _classes_seen()
     classes = seen[codes]
     new = classes == 0
-    if new.any():
-        unseen = codes[new]
-        classes[new] = seen[unseen] = classify_colours(unpacked_rgb(unseen)) + np.uint8(1)
-    return classes - np.uint8(1)
+    if new.any():  # each new colour classified once, however many pixels have it
+        unseen, where = np.unique(codes[new], return_inverse=True)
+        found = classify_colours(unpacked_rgb(unseen)) + np.uint8(1)
+        seen[unseen] = found
+        classes[new] = found[where.ravel()]
+    return np.subtract(classes, np.uint8(1), out=classes)
 
 
 def unpacked_rgb(codes: np.ndarray) -> np.ndarray:
@@ -207,13 +209,12 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         raise ValueError("lesion mask is empty: its colours are undefined")
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
-    # Classify each distinct colour (:func:`code_classes`): lesions hold far fewer distinct colours than pixels.
-    # The colours are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
+    # Each pixel's colour packed into one 24-bit integer and its class looked up among the colours classified
+    # before (:func:`code_classes`: a new colour is classified once), then the pixels of each class counted.
     left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
     box = np.s_[top:top + height, left:left + width]
     codes = packed_rgb(rgb[box])[binary[box]]  # packed first: a 2-D selection is far faster than one of RGB triples
-    distinct, pixels_per_colour = np.unique(codes, return_counts=True)
-    counts = np.bincount(code_classes(distinct), weights=pixels_per_colour, minlength=len(COLOUR_NAMES))
+    counts = np.bincount(code_classes(codes), minlength=len(COLOUR_NAMES))
     fractions = counts / counts.sum()
     shares = {name: float(share) for name, share in zip(COLOUR_NAMES, fractions)}
     present = tuple(name for name in COLOUR_NAMES if shares[name] >= min_share and shares[name] > 0)

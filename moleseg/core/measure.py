@@ -359,11 +359,11 @@ def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.nd
     order (``euclidean_distances(mask)[at]``, made exact for those pixels only).
     """
     approximate = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:
-        exact = ndimage.distance_transform_edt(mask)
-        return exact if at is None else exact[at]
     if at is not None:
         approximate = approximate[at]
+    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:  # only the distances returned
+        exact = ndimage.distance_transform_edt(mask)
+        return exact if at is None else exact[at]
     return np.sqrt(np.rint(np.square(approximate, dtype=np.float64)))
 
 

@@ -317,12 +317,13 @@ class ResultFiles:
                 result_file_name(stem, "classes"): self.classes_png()}
 
 
-def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Future | None = None) -> Analysis:
+def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | None = None, *,
+              widths: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
-    field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) and ``widths``: its border band's width
-    (:func:`moleseg.core.measure.border_width`), each to be made in another thread and put where
-    :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
+    field (two classes, :mod:`moleseg.core.objects`). ``colours``: returns the lesion's colour measurements
+    (:func:`moleseg.core.measure.colour_measurements`), called once the shape is measured; ``widths``: its border
+    band's width (:func:`moleseg.core.measure.border_width`) to be made in another thread (made in this thread if
+    that one has not started); each put where :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -340,8 +341,7 @@ def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Futu
                                                image=analysis.image if colours is None else None,
                                                border_width_px=width)
         if colours is not None:
-            analysis.measurements += _here_unless_started(colours, colour_measurements, analysis.image,
-                                                          segmentation.lesion)
+            analysis.measurements += colours()
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -391,8 +391,9 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
     release the GIL). ``drawer`` is given, in this order: the lesion's border widths (two distance transforms),
     its colours and the overlay; this thread makes the other shape measurements, then takes back what
-    ``drawer`` has not started (the colours, then the overlay), so that neither thread waits while the other
-    has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes them when asked)."""
+    ``drawer`` has not started, the last first (the overlay, then the colours), so that neither thread waits
+    while the other has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes
+    them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     lesion_found = not analysis.cells and segmentation.lesion.any()
     widths = colours = None
@@ -401,8 +402,13 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     if lesion_found:
         colours = drawer.submit(colour_measurements, image, segmentation.lesion)
     drawing = drawer.submit(_drawn, analysis)
+
+    def drawn_then_coloured() -> list[Measurement]:
+        _here_unless_started(drawing, _drawn, analysis)
+        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion)
+
     try:
-        _measured(analysis, colours, widths=widths)
+        _measured(analysis, drawn_then_coloured if colours is not None else None, widths=widths)
     except BaseException:  # nothing left queued for the drawer
         for job in (widths, colours, drawing):
             if job is not None:
