@@ -384,7 +384,7 @@ def _on_labelled_box(rule: Callable[[np.ndarray, CleanupSettings], CleanupResult
     stay in the box of what they fill or close; ``grow_inside`` dilates by the border width), and the
     border's erosion by the same width looks no farther, so no step reaches the box's sides, except where
     they are the image frame, which they then are in the box too."""
-    box = bounding_box(labels)  # of the non-zero labels, read as they are (no mask of them made)
+    box = bounding_box(labels != 0)
     if box is None:
         return rule(labels, settings)
     r0, r1, c0, c1 = expanded_box(box, 2 * settings.border_width_px + 1, labels.shape)
