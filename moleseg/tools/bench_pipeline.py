@@ -55,8 +55,8 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     shared by two threads (:func:`moleseg.engine.pipeline.measure_and_draw`: the border widths, the colours and
     the drawing in one, the other shape measurements in the other, each taking what the other has not started):
     stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
-    (:meth:`moleseg.engine.pipeline.Analysis.files`, encoded by its writer thread; the app encodes them only for
-    a download or a ZIP). ``parts`` gives the medians of parts run one after the other in one thread
+    (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread encodes them
+    (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run one after the other in one thread
     (``measurements``: every measurement, colours and border widths included; ``overlay``; ``png_encode``: the
     overlay's PNG).
     ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding, the network and encoding
@@ -108,7 +108,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         lap("cleanup", stages)
         analysis = measure_and_draw(image, segmentation, segmenter, drawer)
         lap("measure_and_draw", stages)
-        analysis.files(path.stem)
+        drawer.submit(analysis.files, path.stem).result()  # in another thread, as moleseg predict's writer
         lap("encode_files", stages)
         parts: dict[str, float] = {}
         if segmentation.lesion.any():
