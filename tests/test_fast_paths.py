@@ -720,3 +720,20 @@ def test_the_border_width_of_bad_masks_says_why():
         border_width(lesion, np.zeros((10, 10), bool))
     with pytest.raises(ValueError, match="lesion mask is empty: the border width is undefined"):
         border_width(np.zeros_like(lesion), lesion)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_it(seed):
+    from moleseg.core.measure import colour_measurements
+    from moleseg.core.targets import bounding_box
+
+    image = np.random.default_rng(seed).integers(0, 256, (120, 160, 3)).astype(np.uint8)
+    lesion = random_blobs(seed)
+    border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
+    box = bounding_box(lesion)
+    assert measurements_row(measure_lesion(lesion, border=border, image=image, lesion_box=box)) == \
+        measurements_row(measure_lesion(lesion, border=border, image=image))
+    assert border_width(lesion, border, lesion_box=box) == border_width(lesion, border)
+    assert colour_measurements(image, lesion, lesion_box=box) == colour_measurements(image, lesion)
+    np.testing.assert_array_equal(overlay(image, lesion, border, box=box), overlay(image, lesion, border))
+    np.testing.assert_array_equal(overlay(image, lesion, border, box=box, fill_opacity=0.0, border_opacity=0.0), image)

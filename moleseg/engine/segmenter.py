@@ -18,6 +18,7 @@ from moleseg.core.cleanup import CleanupResult, CleanupSettings, cleanup
 from moleseg.core.config import CLEANUP_MAX_SIDE_PX, UNDECIDED_PROBABILITY_RANGE
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.resize import resize_mask_to, resize_probabilities
+from moleseg.core.targets import bounding_box
 
 
 class Segmenter(Protocol):
@@ -44,7 +45,7 @@ class Segmentation:
         Class per pixel (0/1/2 or 0/1): arg-max, or the model's lesion threshold.
     probabilities : (H, W, C) float32
     lesion, border, inside : (H, W) bool
-        The cleaned lesion, its border band and the lesion minus its border.
+        The cleaned lesion, its border band (within the lesion) and the lesion minus its border.
     settings : CleanupSettings
         The cleanup that produced them, in px of this image.
     lesion_threshold : float or None
@@ -65,6 +66,13 @@ class Segmentation:
         likely lesion than background): from the probabilities only, so no cleanup setting (border width,
         closing, ...) and no lesion threshold changes it."""
         return border_confidence(self.probabilities, self.probabilities[..., 0] < 0.5)
+
+    @functools.cached_property
+    def lesion_box(self) -> tuple[int, int, int, int] | None:
+        """The lesion's bounding box ``(row0, row1, col0, col1)``, half-open, in px of the image (None when no
+        lesion was found), found once: it holds the border band too, so every measurement and picture of the
+        lesion works on it."""
+        return bounding_box(self.lesion)
 
 
 def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
