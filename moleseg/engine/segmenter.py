@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -160,6 +161,25 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
     return np.multiply(labels, lesion.view(np.uint8), out=labels)
 
 
+def _labels_in_halves(probabilities: np.ndarray, lesion_threshold: float | None,
+                      helper: Executor | None) -> np.ndarray:
+    """:func:`labels_from_probabilities`, the upper half of the rows made by ``helper`` (each pixel's label
+    depends on its own probabilities only: the same labels)."""
+    if helper is None:
+        return labels_from_probabilities(probabilities, lesion_threshold)
+    half = probabilities.shape[0] // 2
+    upper = helper.submit(labels_from_probabilities, probabilities[:half], lesion_threshold)
+    lower = labels_from_probabilities(probabilities[half:], lesion_threshold)
+    upper_labels = here_unless_started(upper, labels_from_probabilities, probabilities[:half], lesion_threshold)
+    return np.concatenate([upper_labels, lower])
+
+
+def here_unless_started(job: Future, function: Callable[..., Any], *args: Any, **keywords: Any) -> Any:
+    """``job``'s result, or ``function(*args, **keywords)`` made in this thread when ``job`` (the same call handed to
+    another thread) has not started there, so that this thread never waits for work it could do itself."""
+    return function(*args, **keywords) if job.cancel() else job.result()
+
+
 @functools.lru_cache(maxsize=64)
 def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
     """The largest value ``b`` of the float ``dtype`` whose lesion probability ``1 - b``, computed in ``dtype``,
@@ -219,16 +239,18 @@ MODEL_THRESHOLD: Any = "model"
 
 
 def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
-          lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
+          lesion_threshold: Any = MODEL_THRESHOLD, helper: Executor | None = None) -> Segmentation:
     """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
 
     ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
     model's calibrated one (see :mod:`moleseg.engine.calibrate`). Images whose longer side exceeds
     :data:`moleseg.core.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
-    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
+    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one. ``helper``:
+    another thread that makes the upper half of the labels while this one makes the lower half (numpy releases
+    the GIL), unless it has not started that half when this one is done (:func:`here_unless_started`).
     """
     threshold = model_threshold(segmenter) if lesion_threshold == MODEL_THRESHOLD else lesion_threshold
-    labels = labels_from_probabilities(probabilities, threshold)
+    labels = _labels_in_halves(probabilities, threshold, helper)
     height, width = labels.shape
     chosen = cleanup_for_image(segmenter, labels.shape, settings)
     factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))
