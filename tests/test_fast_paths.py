@@ -737,3 +737,35 @@ def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_
     assert colour_measurements(image, lesion, lesion_box=box) == colour_measurements(image, lesion)
     np.testing.assert_array_equal(overlay(image, lesion, border, box=box), overlay(image, lesion, border))
     np.testing.assert_array_equal(overlay(image, lesion, border, box=box, fill_opacity=0.0, border_opacity=0.0), image)
+
+
+@pytest.mark.parametrize("helper_kind", ["thread", "busy"])
+def test_labels_made_in_halves_beside_a_helper_equal_one_thread(helper_kind):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.segmenter import clean
+
+    segmenter = ClassicalSegmenter(n_classes=3)
+    rng = np.random.default_rng(7)
+    with ThreadPoolExecutor(max_workers=1) if helper_kind == "thread" else NeverStarts() as helper:
+        for height in (1, 2, 7, 40):  # one row: the helper's half is empty
+            probabilities = rng.dirichlet((1.0, 1.0, 1.0), (height, 30)).astype(np.float32)
+            for threshold in (None, 0.4):
+                alone = clean(segmenter, probabilities, lesion_threshold=threshold)
+                beside = clean(segmenter, probabilities, lesion_threshold=threshold, helper=helper)
+                for name in ("labels", "lesion", "border", "inside"):
+                    np.testing.assert_array_equal(getattr(beside, name), getattr(alone, name), err_msg=name)
+                assert beside.lesion_box == alone.lesion_box
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_growing_the_inside_by_no_width_equals_the_plain_rule(fill):
+    from moleseg.core.cleanup import cleanup
+
+    for labels, _ in small_label_images(9, 16):
+        settings = CleanupSettings(rule="grow_inside", border_width_px=0, fill_holes=fill)
+        result = cleanup(np.minimum(labels, 2), 3, settings)
+        expected_lesion, expected_border = plain_cleanup(np.minimum(labels, 2), 3, settings)
+        np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(labels.tolist()))
+        np.testing.assert_array_equal(result.border, expected_border, err_msg=str(labels.tolist()))
