@@ -759,12 +759,11 @@ def test_labels_made_in_halves_beside_a_helper_equal_one_thread(helper_kind):
                 assert beside.lesion_box == alone.lesion_box
 
 
-@pytest.mark.parametrize("fill", [True, False])
-def test_growing_the_inside_by_no_width_equals_the_plain_rule(fill):
+def test_growing_the_inside_by_no_width_equals_the_plain_rule():
     from moleseg.core.cleanup import cleanup
 
-    for labels, _ in small_label_images(9, 16):
-        settings = CleanupSettings(rule="grow_inside", border_width_px=0, fill_holes=fill)
+    for index, (labels, _) in enumerate(small_label_images(9, 16)):
+        settings = CleanupSettings(rule="grow_inside", border_width_px=0, fill_holes=index % 2 == 0)
         result = cleanup(np.minimum(labels, 2), 3, settings)
         expected_lesion, expected_border = plain_cleanup(np.minimum(labels, 2), 3, settings)
         np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(labels.tolist()))
