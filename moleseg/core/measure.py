@@ -436,16 +436,16 @@ def measure_lesion(
 
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    framed = np.pad(crop, 1, constant_values=False)  # the image frame counts as background
-
+    # the perimeter, the contour's boxes and the components of the lesion's box are those of the whole image: each
+    # counts what lies beyond the box (the image frame included) as background
     area = float(np.count_nonzero(crop))
-    perimeter = float(crofton_perimeter(framed))
+    perimeter = float(crofton_perimeter(crop))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
     moments = _moments_of(crop)  # shared by the ellipse and the asymmetry
     major_axis, minor_axis = _ellipse_axes(moments)
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
     asymmetry_major, asymmetry_minor = _asymmetry(crop, moments)
-    n_components = cv2.connectedComponents(framed.astype(np.uint8), connectivity=8)[0] - 1
+    n_components = cv2.connectedComponents(crop.view(np.uint8), connectivity=8)[0] - 1
 
     measurements: list[Measurement] = []
 
@@ -493,7 +493,7 @@ def measure_lesion(
         Measurement(
             "fractal_dimension",
             "Border irregularity (fractal dimension)",
-            fractal_dimension(framed),
+            fractal_dimension(crop),
             "",
             "Box-counting dimension of the outline: about 1 when smooth, higher when ragged.",
         )
