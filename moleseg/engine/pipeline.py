@@ -31,7 +31,7 @@ from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
 from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
-from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean, here_unless_started
+from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
 
 #: What :func:`segment_batches` makes of each image (its caller's ``finish``).
 T = TypeVar("T")
@@ -338,7 +338,7 @@ def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | Non
         border = segmentation.border if _has_border(segmentation) else None
         width = None
         if widths is not None and border is not None:
-            width = functools.partial(here_unless_started, widths, border_width, segmentation.lesion, border,
+            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border,
                                       lesion_box=box)
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
@@ -355,6 +355,12 @@ def _has_border(segmentation: Segmentation) -> bool:
     """True when the lesion of ``segmentation`` has a border band (looked for in the lesion's box, which holds it)."""
     box = segmentation.lesion_box
     return box is not None and bool(segmentation.border[box[0]:box[1], box[2]:box[3]].any())
+
+
+def _here_unless_started(job: Future, function: Callable[..., Any], *args: Any, **keywords: Any) -> Any:
+    """``job``'s result, or ``function(*args, **keywords)`` made in this thread when ``job`` (the same call handed to
+    another thread) has not started there, so that this thread never waits for work it could do itself."""
+    return function(*args, **keywords) if job.cancel() else job.result()
 
 
 def check_image_side(image: np.ndarray) -> None:
@@ -409,8 +415,8 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     drawing = drawer.submit(_drawn, analysis)
 
     def drawn_then_coloured() -> list[Measurement]:
-        here_unless_started(drawing, _drawn, analysis)
-        return here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
+        _here_unless_started(drawing, _drawn, analysis)
+        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
 
     try:
         _measured(analysis, drawn_then_coloured if colours is not None else None, widths=widths)
@@ -419,7 +425,7 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
             if job is not None:
                 job.cancel()
         raise
-    here_unless_started(drawing, _drawn, analysis)
+    _here_unless_started(drawing, _drawn, analysis)
     return analysis
 
 
