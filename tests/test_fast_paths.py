@@ -740,7 +740,7 @@ def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_
 
 
 @pytest.mark.parametrize("helper_kind", ["thread", "busy"])
-def test_labels_made_in_halves_beside_a_helper_equal_one_thread(helper_kind):
+def test_labels_made_in_bands_beside_a_helper_equal_one_thread(helper_kind):
     from concurrent.futures import ThreadPoolExecutor
 
     from moleseg.core.classical import ClassicalSegmenter
