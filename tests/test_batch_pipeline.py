@@ -106,6 +106,20 @@ def test_the_analyse_page_reports_a_bad_upload_and_analyses_the_others_in_batche
     assert progress[2:] == [(6, 6, "bad.png")] and again[2].error == BAD_FILE  # only the bad file is tried again
 
 
+def test_the_analyse_page_counts_as_predicted_only_the_uploads_that_reached_the_network():
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+
+    segmenter = RefusesDarkImages()
+    uploads = [Upload("mole.png", png_bytes(mole_image(48, 56)[0])),
+               Upload("tiny.png", png_bytes(np.full((20, 40, 3), 200, np.uint8))),  # under 32 px high
+               Upload("bad.png", b"not an image")]
+    store = AnalysisStore()
+    outcomes = analyse_uploads(store, segmenter, "m", uploads)
+    assert [outcome.error for outcome in outcomes] == [
+        None, "tiny.png: image too small: 40 x 20 px, at least 32 px per side are needed", BAD_FILE]
+    assert segmenter.calls == [1] and store.predictions == 1
+
+
 def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
     import io
 
