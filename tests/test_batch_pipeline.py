@@ -121,18 +121,21 @@ def test_the_analyse_page_counts_as_predicted_only_the_uploads_that_reached_the_
 
 
 def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
+    import base64
     import io
 
     from PIL import Image
 
-    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg
+    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg, thumbnail_url
 
     wide, narrow = analyse_images(ClassicalSegmenter(), [mole_image(150, 300)[0], mole_image(120, 160)[0]])
     assert THUMBNAIL_WIDTH_PX == 200 and thumbnail(wide).shape == (100, 200, 3)
     assert thumbnail(narrow).shape == (120, 160, 3)  # never enlarged
     with Image.open(io.BytesIO(thumbnail_jpeg(wide))) as encoded:
         assert encoded.format == "JPEG" and encoded.size == (200, 100)
-    assert thumbnail_jpeg(wide) is thumbnail_jpeg(wide)  # encoded once
+    assert thumbnail_url(wide) is thumbnail_url(wide)  # encoded once, kept as the grid sends it
+    assert thumbnail_jpeg(wide) is not thumbnail_jpeg(wide)  # and not kept twice (its JPEG bytes too)
+    assert base64.b64decode(thumbnail_url(wide).split(",")[1]) == thumbnail_jpeg(wide)
 
 
 def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():
