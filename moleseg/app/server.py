@@ -1,7 +1,7 @@
 """The app's server process (``moleseg serve``): Streamlit's own command line, and once the server listens, in a
 background thread, the modules that ``app.py`` and its pages import loaded and the default model's background
-load started, so that the first page a user opens waits for neither (about 0.7 s of imports: the records
-database, SciPy, OpenCV). Per server process.
+load started, so that the first page a user opens waits for neither (the records database, SciPy, OpenCV and the
+model are loaded while the browser is still starting Streamlit's frontend). Per server process.
 """
 
 from __future__ import annotations
