@@ -72,8 +72,8 @@ def startup() -> FolderSweeper:
     by a crashed server: the first sweep runs now), and load the default model in the background, so that
     the first image after the server starts does not wait for it."""
     default = default_model_spec()
-    for choice in models.model_choices():
-        if choice.spec == default and choice.kind != "classical":
+    for choice in models.shipped_choices():  # the default is a shipped model or a classical one, never a user's
+        if choice.spec == default:
             segmenter_preloads().start(choice.spec, choice.stamp)
     return FolderSweeper(in_use=launch.folder_in_use).start()
 
