@@ -40,9 +40,9 @@ def test_the_warm_up_loads_what_the_pages_import_and_never_tensorflow():
         loaded = warm_up(Path({str(APP)!r}))
         print(int("tensorflow" in sys.modules), int("keras" in sys.modules),
               *(int(name in loaded) for name in ("moleseg.app.ui", "moleseg.app.results", "moleseg.app.evaluation")),
-              int("sqlalchemy" in sys.modules), int("moleseg.app.ui.PAGE_FILES" in loaded))
+              int("sqlalchemy" in sys.modules), int("pyarrow" in loaded), int("moleseg.app.ui.PAGE_FILES" in loaded))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                             cwd=APP.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["0", "0", "1", "1", "1", "1", "0"]
+    assert result.stdout.split() == ["0", "0", "1", "1", "1", "1", "1", "0"]

@@ -21,6 +21,9 @@ from moleseg.core.errors import first_line
 LISTEN_TIMEOUT_S: float = 60.0
 #: Seconds between two looks at whether the server listens.
 LISTEN_POLL_S: float = 0.1
+#: Libraries Streamlit imports only when a page draws its first table (``st.dataframe``: the Analyse page's model
+#: details), loaded with the pages' own modules.
+TABLE_MODULES: tuple[str, ...] = ("pandas", "pyarrow")
 #: What the server's output says once the warm-up is done.
 WARM_UP_WORDS: str = "the pages' modules are loaded"
 
@@ -86,9 +89,10 @@ def wait_until_listening(timeout_s: float = LISTEN_TIMEOUT_S) -> bool:
 
 
 def warm_up(app_file: Path) -> list[str]:
-    """Import the modules of :func:`page_scripts` (:func:`top_level_imports`); the names loaded."""
+    """Import the modules of :func:`page_scripts` (:func:`top_level_imports`) and :data:`TABLE_MODULES`; the
+    names loaded."""
     names = [name for script in page_scripts(app_file) for name in top_level_imports(script)]
-    return load_modules(list(dict.fromkeys(names)))
+    return load_modules(list(dict.fromkeys(names + list(TABLE_MODULES))))
 
 
 def warm_up_once_listening(app_file: Path) -> None:
