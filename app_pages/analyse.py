@@ -20,7 +20,7 @@ from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
-                                 grid_caption, kept_with, key_measurements, measurement_table, object_areas,
+                                 grid_caption, kept_with, key_measurements, measurement_markdown, object_areas,
                                  thumbnail_url, visit_widget_values)
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
@@ -55,21 +55,10 @@ files = st.file_uploader(
 )
 
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
-# the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
-# the settings and by every run of the results alone
+# the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), used by
+# every run of the results' fragment
 dicom_size, dicom_note = dicom_pixel_size(uploads)
 plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
-
-
-#: The key of the results' fragment (:func:`results_view`), which a change of a cleanup, colour or opacity value
-#: reruns alone.
-RESULTS_FRAGMENT = "analyse_results"
-
-
-def rerun_results() -> None:
-    """Callback of a widget whose value changes only the results (the overlay and the values): rerun their
-    fragment alone, so that the settings' widgets are neither run nor sent again."""
-    st.rerun(RESULTS_FRAGMENT)
 
 
 def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_before: dict) -> None:
@@ -100,20 +89,20 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
     if n_classes == 3:  # two-class models have no rule
-        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results,
+        st.radio("Lesion rule", RULES, key="analyse_rule",
                  help="article: INSIDE plus the closed BORDER band (the article's method). "
                       "grow_inside: INSIDE grown outward by the border width (for models that draw "
                       "the border too thick).")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
-              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", on_change=rerun_results,
+              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing",
               help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
     st.slider(f"{options.option('border_width_px').title} (px)", 0,
-              max(border_max, st.session_state["analyse_border"]), key="analyse_border", on_change=rerun_results,
+              max(border_max, st.session_state["analyse_border"]), key="analyse_border",
               help="Width of the border band drawn for the grow_inside rule and two-class models.")
-    st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape", on_change=rerun_results)
-    st.checkbox("Fill holes", key="analyse_fill", on_change=rerun_results)
-    st.checkbox("Keep the largest component only", key="analyse_largest", on_change=rerun_results)
+    st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape")
+    st.checkbox("Fill holes", key="analyse_fill")
+    st.checkbox("Keep the largest component only", key="analyse_largest")
     use_threshold = st.checkbox(f"{words['threshold']} instead of the most likely class",
                                 key=use_key, disabled=choice.kind == "classical",
                                 help="A pixel is lesion when the network gives it at least this probability. "
@@ -121,8 +110,7 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "lesion pixels; with three classes they become BORDER, which the "
                                      "grow_inside rule does not use. The model's own value was chosen on its "
                                      "validation images.")
-    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
-              on_change=rerun_results)
+    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
 
 
@@ -132,8 +120,7 @@ def manual_target(shown_key: str | None) -> tuple[str, str | None]:
 
 
 def manual_choice() -> CleanupChoice:
-    """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state, so that
-    a rerun of the results alone sees a value moved since the settings were drawn)."""
+    """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state)."""
     state = st.session_state
     settings = CleanupSettings(rule=state.get("analyse_rule", RULES[0]), closing_radius_px=state["analyse_closing"],
                                fill_holes=state["analyse_fill"], largest_component=state["analyse_largest"],
@@ -144,8 +131,8 @@ def manual_choice() -> CleanupChoice:
 
 def record_manual_cleanup(shown_key: str | None, whole_page: bool) -> None:
     """Record the manual cleanup's values in ``plan`` for the image in view (or all images); nothing when the
-    cleanup is automatic. When the widgets still show another image's values (another image came into view in
-    a run of the results alone), the whole page runs again first, so that they show this one's."""
+    cleanup is automatic. When the widgets still show another image's values (another image came into view
+    after they were drawn), the whole page runs again first, so that they show this one's."""
     if not st.session_state.get("analyse_manual"):
         return
     if st.session_state.get("analyse_widgets_for") != manual_target(shown_key):
@@ -160,14 +147,10 @@ def overlay_sidebar() -> None:
     """The overlay's colour and opacity widgets (:func:`overlay_style` reads them)."""
     st.header("Overlay")
     colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
-    colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color",
-                         on_change=rerun_results)
-    colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color",
-                         on_change=rerun_results)
-    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity",
-              on_change=rerun_results)
-    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity",
-              on_change=rerun_results)
+    colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
+    colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color")
+    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity")
+    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity")
 
 
 def overlay_style() -> OverlayStyle:
@@ -299,29 +282,21 @@ def image_in_view() -> str | None:
 
 
 @st.fragment
-def analysis_view() -> None:
-    """The sidebar's cleanup, overlay and unit widgets and the results they change: a fragment, so that a change
-    of its settings reruns only this part (the results from the server's cached probabilities, never the
-    network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
-    value reruns the results alone (:func:`rerun_results`)."""
+def results_view() -> None:
+    """The sidebar's cleanup, overlay and unit settings and the results (pictures, measurements) they change, as
+    one fragment: a change of any of its values is one run of this part alone (the results from the server's
+    cached probabilities, never the network), the uploader and the model picker above it rerun the whole page.
+    It publishes each run's results in ``latest``, which the exports below read when clicked; when what they
+    show changes (another image in view, ...) the whole page runs again."""
     with st.sidebar:
         manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
                                st.session_state.get("analyse_auto_by_key") or {})
         overlay_sidebar()
         st.header("Physical units")
-        pixel_size = pixel_size_input("analyse", on_change=None if dicom_note else rerun_results)
-        if dicom_note:  # the note says the size given: a new size reruns the settings too
+        pixel_size = pixel_size_input("analyse")
+        if dicom_note:
             st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
                                                               "say: " + dicom_note + ")")
-    results_view()
-
-
-@st.fragment(key=RESULTS_FRAGMENT)
-def results_view() -> None:
-    """The results (pictures, measurements) of the settings drawn by :func:`analysis_view`, which it reads from
-    their widgets' state: a fragment of its own, which a cleanup, colour or opacity value reruns alone. It
-    publishes each run's results in ``latest``, which the exports below read when clicked; when what they show
-    changes (another image in view, ...) the whole page runs again."""
     whole_page, page_run["whole"] = page_run["whole"], False
     latest.publish(analysed_results(whole_page))
     if not whole_page and latest.layout != latest.drawn:  # the exports below show another image: redraw them
@@ -419,11 +394,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
                    + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
                       f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
     if analysis.measurements:
-        st.dataframe(measurement_table(analysis), hide_index=True, width="stretch",
-                     column_config={"measurement": st.column_config.TextColumn("Measurement", width="medium"),
-                                    "value": st.column_config.TextColumn("Value", width="small"),
-                                    "unit": st.column_config.TextColumn("Unit", width="small"),
-                                    "meaning": st.column_config.TextColumn("Meaning", width=560)})
+        st.markdown(measurement_markdown(analysis))
     hand_correction_block(outcome, corrections)
     if analysis.cells and analysis.objects:
         area_unit = "mm²" if analysis.pixel_size_mm else "px²"
@@ -557,5 +528,5 @@ def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:
 
 latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())
 page_run = {"whole": True}  # this run of the page script: a whole-page run until the results fragment has run
-analysis_view()
+results_view()
 exports_view()

@@ -185,6 +185,29 @@ def _record_elements_received(page) -> list[tuple[str, str]]:
     return elements
 
 
+def _record_runs(page) -> list[str]:
+    """Start recording the rerun requests the page sends (``"request"``, ``BackMsg``) and how each of the server's
+    script runs ends (``ForwardMsg.script_finished``: ``"FINISHED_FRAGMENT_RUN_SUCCESSFULLY"``, ...); returns the
+    list the recording appends them to, in order."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    events: list[str] = []
+
+    def sent(frame: str | bytes) -> None:
+        if isinstance(frame, bytes) and BackMsg.FromString(frame).WhichOneof("type") == "rerun_script":
+            events.append("request")
+
+    def received(frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            message = ForwardMsg.FromString(frame)
+            if message.WhichOneof("type") == "script_finished":
+                events.append(ForwardMsg.ScriptFinishedStatus.Name(message.script_finished))
+
+    page.on("websocket", lambda socket: (socket.on("framesent", sent), socket.on("framereceived", received)))
+    return events
+
+
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -207,6 +230,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     page = context.new_page()
     whole_page_runs = _record_whole_page_runs(page)
     received = _record_elements_received(page)
+    runs = _record_runs(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -221,7 +245,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     assert f"{picture.name}: lesion and border" in caption
     if shipped:  # the shipped network analysed it, not the classical fallback
         assert "classical" not in caption.lower(), caption
-    assert page.locator("[data-testid=stDataFrame]").last.is_visible()  # the measurements table
+    assert page.locator("[data-testid=stMarkdownContainer] table").last.is_visible()  # the measurements table
     overlay_box = images.first.bounding_box()
     assert overlay_box and overlay_box["width"] > 200 and overlay_box["height"] > 100
 
@@ -236,7 +260,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     _wait_until_idle(page)
     screenshot = ARTIFACTS / "analyse-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
-    table_bottom = page.locator("[data-testid=stDataFrame]").last.bounding_box()
+    table_bottom = page.locator("[data-testid=stMarkdownContainer] table").last.bounding_box()
     assert table_bottom is not None
     readme_height = int(table_bottom["y"] + table_bottom["height"] + 24)
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -270,11 +294,16 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
-    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run; the
-    # visit form and the download buttons are not sent again
+    # a cleanup slider reruns only the results' fragment, which draws the sidebar's settings too: one run for
+    # each rerun request (none ended early for another), a new overlay, and still no whole-page run; the visit
+    # form and the download buttons are not sent again
     received.clear()
+    runs.clear()
     slider_seconds(page, repeats=1, timeout_ms=60_000)
     assert len(whole_page_runs) == runs_with_the_exports
+    finished = [event for event in runs if event != "request"]
+    assert finished and set(finished) == {"FINISHED_FRAGMENT_RUN_SUCCESSFULLY"}, runs
+    assert len(finished) <= runs.count("request"), runs  # requests sent during a run are answered by one run
     assert page.locator("[data-testid=stException]").count() == 0
     kinds = {kind for kind, _ in received}
     assert {"imgs", "slider"} <= kinds  # the new overlay, the sidebar's widgets
@@ -386,12 +415,14 @@ def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_t
     page.wait_for_selector("text=1 hand edit:", timeout=60_000)
     _wait_until_idle(page)
     assert _area_px(page) - before == pytest.approx(40 * 30 * scale**2, rel=0.15)
-    table = page.locator("[data-testid=stDataFrame]:has-text('Measurement')").last
+    table = page.locator("[data-testid=stMarkdownContainer] table:has-text('Measurement')").last
     table.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
-    headers = table.locator("[role=columnheader]").all_inner_texts()
+    headers = table.locator("th").all_inner_texts()
     assert headers[:3] == ["Measurement", "Value", "Unit"], headers
-    assert table.locator("[role=gridcell]:has-text('Area')").count() >= 1
+    area = table.locator("tr:has(td:text-is('Area'))").first
+    name, value = area.locator("td").nth(0).bounding_box(), area.locator("td").nth(1).bounding_box()
+    assert name and value and value["x"] + value["width"] <= width, (name, value)  # the value on the screen
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"analyse-{width}x{height}.png"))
     assert page.locator("[data-testid=stException]").count() == 0
