@@ -55,10 +55,21 @@ files = st.file_uploader(
 )
 
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
-# the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), used by
-# every run of the results' fragment
+# the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
+# the settings and by every run of the results alone
 dicom_size, dicom_note = dicom_pixel_size(uploads)
 plan = st.session_state.setdefault("analyse_cleanup_plan", CleanupPlan())
+
+
+#: The key of the results' fragment (:func:`results_view`), which a change of a cleanup, colour or opacity value
+#: reruns alone.
+RESULTS_FRAGMENT = "analyse_results"
+
+
+def rerun_results() -> None:
+    """Callback of a widget whose value changes only the results (the overlay and the values): rerun their
+    fragment alone, so that the settings' widgets are neither run nor sent again."""
+    st.rerun(RESULTS_FRAGMENT)
 
 
 def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_before: dict) -> None:
@@ -89,20 +100,20 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
     if n_classes == 3:  # two-class models have no rule
-        st.radio("Lesion rule", RULES, key="analyse_rule",
+        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results,
                  help="article: INSIDE plus the closed BORDER band (the article's method). "
                       "grow_inside: INSIDE grown outward by the border width (for models that draw "
                       "the border too thick).")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
-              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing",
+              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", on_change=rerun_results,
               help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
     st.slider(f"{options.option('border_width_px').title} (px)", 0,
-              max(border_max, st.session_state["analyse_border"]), key="analyse_border",
+              max(border_max, st.session_state["analyse_border"]), key="analyse_border", on_change=rerun_results,
               help="Width of the border band drawn for the grow_inside rule and two-class models.")
-    st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape")
-    st.checkbox("Fill holes", key="analyse_fill")
-    st.checkbox("Keep the largest component only", key="analyse_largest")
+    st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape", on_change=rerun_results)
+    st.checkbox("Fill holes", key="analyse_fill", on_change=rerun_results)
+    st.checkbox("Keep the largest component only", key="analyse_largest", on_change=rerun_results)
     use_threshold = st.checkbox(f"{words['threshold']} instead of the most likely class",
                                 key=use_key, disabled=choice.kind == "classical",
                                 help="A pixel is lesion when the network gives it at least this probability. "
@@ -110,7 +121,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "lesion pixels; with three classes they become BORDER, which the "
                                      "grow_inside rule does not use. The model's own value was chosen on its "
                                      "validation images.")
-    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold)
+    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
+              on_change=rerun_results)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
 
 
@@ -120,7 +132,8 @@ def manual_target(shown_key: str | None) -> tuple[str, str | None]:
 
 
 def manual_choice() -> CleanupChoice:
-    """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state)."""
+    """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state, so that
+    a rerun of the results alone sees a value moved since the settings were drawn)."""
     state = st.session_state
     settings = CleanupSettings(rule=state.get("analyse_rule", RULES[0]), closing_radius_px=state["analyse_closing"],
                                fill_holes=state["analyse_fill"], largest_component=state["analyse_largest"],
@@ -131,8 +144,8 @@ def manual_choice() -> CleanupChoice:
 
 def record_manual_cleanup(shown_key: str | None, whole_page: bool) -> None:
     """Record the manual cleanup's values in ``plan`` for the image in view (or all images); nothing when the
-    cleanup is automatic. When the widgets still show another image's values (another image came into view
-    after they were drawn), the whole page runs again first, so that they show this one's."""
+    cleanup is automatic. When the widgets still show another image's values (another image came into view in
+    a run of the results alone), the whole page runs again first, so that they show this one's."""
     if not st.session_state.get("analyse_manual"):
         return
     if st.session_state.get("analyse_widgets_for") != manual_target(shown_key):
@@ -147,10 +160,14 @@ def overlay_sidebar() -> None:
     """The overlay's colour and opacity widgets (:func:`overlay_style` reads them)."""
     st.header("Overlay")
     colours = st.container(horizontal=True)  # one block, not three (st.columns): fewer elements per rerun
-    colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color")
-    colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color")
-    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity")
-    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity")
+    colours.color_picker("Lesion", rgb_to_hex(OverlayStyle.fill_color), key="analyse_fill_color",
+                         on_change=rerun_results)
+    colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color",
+                         on_change=rerun_results)
+    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity",
+              on_change=rerun_results)
+    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity",
+              on_change=rerun_results)
 
 
 def overlay_style() -> OverlayStyle:
@@ -282,21 +299,29 @@ def image_in_view() -> str | None:
 
 
 @st.fragment
-def results_view() -> None:
-    """The sidebar's cleanup, overlay and unit settings and the results (pictures, measurements) they change, as
-    one fragment: a change of any of its values is one run of this part alone (the results from the server's
-    cached probabilities, never the network), the uploader and the model picker above it rerun the whole page.
-    It publishes each run's results in ``latest``, which the exports below read when clicked; when what they
-    show changes (another image in view, ...) the whole page runs again."""
+def analysis_view() -> None:
+    """The sidebar's cleanup, overlay and unit widgets and the results they change: a fragment, so that a change
+    of its settings reruns only this part (the results from the server's cached probabilities, never the
+    network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
+    value reruns the results alone (:func:`rerun_results`)."""
     with st.sidebar:
         manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
                                st.session_state.get("analyse_auto_by_key") or {})
         overlay_sidebar()
         st.header("Physical units")
-        pixel_size = pixel_size_input("analyse")
-        if dicom_note:
+        pixel_size = pixel_size_input("analyse", on_change=None if dicom_note else rerun_results)
+        if dicom_note:  # the note says the size given: a new size reruns the settings too
             st.caption(dicom_note if pixel_size == 0 else f"{pixel_size:.4f} mm per px as given (the DICOM files "
                                                               "say: " + dicom_note + ")")
+    results_view()
+
+
+@st.fragment(key=RESULTS_FRAGMENT)
+def results_view() -> None:
+    """The results (pictures, measurements) of the settings drawn by :func:`analysis_view`, which it reads from
+    their widgets' state: a fragment of its own, which a cleanup, colour or opacity value reruns alone. It
+    publishes each run's results in ``latest``, which the exports below read when clicked; when what they show
+    changes (another image in view, ...) the whole page runs again."""
     whole_page, page_run["whole"] = page_run["whole"], False
     latest.publish(analysed_results(whole_page))
     if not whole_page and latest.layout != latest.drawn:  # the exports below show another image: redraw them
@@ -528,5 +553,5 @@ def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:
 
 latest: LatestResults = st.session_state.setdefault("analyse_latest", LatestResults())
 page_run = {"whole": True}  # this run of the page script: a whole-page run until the results fragment has run
-results_view()
+analysis_view()
 exports_view()

@@ -36,7 +36,8 @@ def upload(at, files, key="analyse_upload_files"):
 
 
 def redrawn(at):
-    """The whole page run again (AppTest runs the whole page after any change)."""
+    """The whole page run again: a cleanup, colour or opacity change reruns the results' fragment alone, and
+    AppTest then holds only what that run drew (not the sidebar's widgets)."""
     return at.run()
 
 

@@ -185,29 +185,6 @@ def _record_elements_received(page) -> list[tuple[str, str]]:
     return elements
 
 
-def _record_runs(page) -> list[str]:
-    """Start recording the rerun requests the page sends (``"request"``, ``BackMsg``) and how each of the server's
-    script runs ends (``ForwardMsg.script_finished``: ``"FINISHED_FRAGMENT_RUN_SUCCESSFULLY"``, ...); returns the
-    list the recording appends them to, in order."""
-    from streamlit.proto.BackMsg_pb2 import BackMsg
-    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
-    events: list[str] = []
-
-    def sent(frame: str | bytes) -> None:
-        if isinstance(frame, bytes) and BackMsg.FromString(frame).WhichOneof("type") == "rerun_script":
-            events.append("request")
-
-    def received(frame: str | bytes) -> None:
-        if isinstance(frame, bytes):
-            message = ForwardMsg.FromString(frame)
-            if message.WhichOneof("type") == "script_finished":
-                events.append(ForwardMsg.ScriptFinishedStatus.Name(message.script_finished))
-
-    page.on("websocket", lambda socket: (socket.on("framesent", sent), socket.on("framereceived", received)))
-    return events
-
-
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -230,7 +207,6 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     page = context.new_page()
     whole_page_runs = _record_whole_page_runs(page)
     received = _record_elements_received(page)
-    runs = _record_runs(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -294,16 +270,11 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
-    # a cleanup slider reruns only the results' fragment, which draws the sidebar's settings too: one run for
-    # each rerun request (none ended early for another), a new overlay, and still no whole-page run; the visit
-    # form and the download buttons are not sent again
+    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run; the
+    # visit form and the download buttons are not sent again
     received.clear()
-    runs.clear()
     slider_seconds(page, repeats=1, timeout_ms=60_000)
     assert len(whole_page_runs) == runs_with_the_exports
-    finished = [event for event in runs if event != "request"]
-    assert finished and set(finished) == {"FINISHED_FRAGMENT_RUN_SUCCESSFULLY"}, runs
-    assert len(finished) <= runs.count("request"), runs  # requests sent during a run are answered by one run
     assert page.locator("[data-testid=stException]").count() == 0
     kinds = {kind for kind, _ in received}
     assert {"imgs", "slider"} <= kinds  # the new overlay, the sidebar's widgets

@@ -5,6 +5,7 @@ user's own space (per user in shared mode)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -42,9 +43,11 @@ def _profiles(path: Path) -> DeviceProfiles:
         return DeviceProfiles()
 
 
-def pixel_size_input(key: str, zero_means: str = "pixels only (or the DICOM files' own pixel spacing)") -> float:
+def pixel_size_input(key: str, zero_means: str = "pixels only (or the DICOM files' own pixel spacing)",
+                     on_change: Callable[[], None] | None = None) -> float:
     """A pixel size (mm per px, 0: ``zero_means``, said in its help) with the device profiles of this session's
-    user; widget keys start with ``key``."""
+    user; widget keys start with ``key``. ``on_change``: the callback of a size typed while nothing drawn here
+    depends on it (the box that saves it as a profile closed); None: the usual rerun."""
     space = find_user_space()
     path = profiles_path(space) if isinstance(space, UserSpace) else None
     profiles = _profiles(path) if path is not None else DeviceProfiles()
@@ -73,6 +76,7 @@ def pixel_size_input(key: str, zero_means: str = "pixels only (or the DICOM file
                       "one chosen last is chosen again in your next session.")
     size = st.number_input("Pixel size (mm per px)", min_value=0.0, max_value=MAX_PIXEL_SIZE_MM, step=0.001,
                            format="%.4f", key=size_key,
+                           on_change=None if st.session_state.get(f"{key}_device_open") else on_change,
                            help=f"Give it to get lengths in mm and the area in mm² as well. 0: {zero_means}.")
     if path is None or isinstance(space, Refusal):
         st.caption(f"Device profiles are not kept: {space.message}")
