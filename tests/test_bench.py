@@ -70,9 +70,10 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
     assert all(layer["floor_ms"] >= 0 and layer["bound"] in ("compute", "memory") for layer in network["per_layer"])
     # folding BatchNormalization removes its FLOPs: fewer than the model as loaded
     assert network["gflops"] < network["gflops_as_loaded"]
-    assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measure_and_encode"}
+    assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measure_and_draw",
+                                     "encode_files"}
     assert set(result["end_to_end"]["parts"]) == {"measurements", "overlay", "png_encode"}
-    assert result["end_to_end"]["around_network_stages"] == ["resize_in", "resize_out", "cleanup", "measure_and_encode"]
+    assert result["end_to_end"]["around_network_stages"] == ["resize_in", "resize_out", "cleanup", "measure_and_draw"]
     assert set(result["end_to_end"]["cpu_stages"]) == set(result["stages"])
     assert result["end_to_end"]["around_network_cpu_ms"] > 0 and min(result["end_to_end"]["cpu_stages"].values()) >= 0
     # the same network in ONNX Runtime gives TensorFlow's probabilities; the optional runtimes are reported

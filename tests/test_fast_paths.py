@@ -285,29 +285,49 @@ class NeverStarts(Executor):
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-def test_measuring_beside_the_encoding_equals_measuring_in_one_thread(require_shared, drawer_kind):
+def test_measuring_beside_the_drawing_equals_measuring_in_one_thread(require_shared, drawer_kind):
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
 
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images, measure_and_encode
+    from moleseg.engine.pipeline import analyse_images, measure_and_draw
 
     image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
     segmenter = ClassicalSegmenter(n_classes=3)
     [plain] = analyse_images(segmenter, [image])
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
-        analysis, files = measure_and_encode(image, plain.segmentation, segmenter, "IMD004", drawer)
-    assert files == plain.files("IMD004")
+        analysis = measure_and_draw(image, plain.segmentation, segmenter, drawer)
+    assert "overlay" in vars(analysis) and "result_files" not in vars(analysis)  # drawn, nothing encoded yet
+    np.testing.assert_array_equal(analysis.overlay, plain.overlay)
     row = measurements_row(analysis.measurements)
     assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
     np.testing.assert_equal(row, measurements_row(plain.measurements))
+    files = analysis.files("IMD004")
+    assert files == plain.files("IMD004")
     assert list(files) == ["IMD004_overlay.png", "IMD004_mask.png", "IMD004_classes.png"]
     decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(files["IMD004_overlay.png"], np.uint8), cv2.IMREAD_COLOR),
                            cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
     mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
+
+
+def test_each_result_file_is_encoded_once(monkeypatch, square_lesion):
+    from moleseg.engine import pipeline
+
+    _, _, plain = square_lesion
+    encoded: list[tuple[int, ...]] = []
+
+    def counted(array, *args):
+        encoded.append(np.shape(array))
+        return b"png"
+
+    monkeypatch.setattr(pipeline, "encode_png", counted)
+    assert plain.mask_png() == b"png" and plain.files("square") == dict.fromkeys(
+        ["square_overlay.png", "square_mask.png", "square_classes.png"], b"png")
+    assert plain.overlay_png() == plain.classes_png() == b"png"
+    assert encoded == [(40, 40), (40, 40, 3), (40, 40)]  # the mask, then the overlay and the class map
 
 
 @pytest.fixture
@@ -346,26 +366,26 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     monkeypatch.setattr(pipeline, "measure_lesion", fails)
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
-        pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
-    assert len(drawer.queued) == 5  # the border widths, the three files and the colours
+        pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
+    assert len(drawer.queued) == 3  # the border widths, the colours and the overlay
     assert all(job.cancelled() for job in drawer.queued)
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-def test_an_encoding_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
     from moleseg.engine import pipeline
 
     image, segmenter, plain = square_lesion
 
-    def fails(self) -> bytes:
-        raise OSError("no space left for the mask")
+    def fails(*args, **kwargs):
+        raise MemoryError("no memory left for the overlay")
 
-    monkeypatch.setattr(pipeline.Analysis, "mask_png", fails)
+    monkeypatch.setattr(pipeline, "overlay", fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
-        with pytest.raises(OSError, match="no space left for the mask"):
-            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+        with pytest.raises(MemoryError, match="no memory left for the overlay"):
+            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
@@ -384,7 +404,7 @@ def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_
     monkeypatch.setattr(pipeline, measurement, fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         with pytest.raises(ValueError, match=f"^{measurement} failed$"):
-            pipeline.measure_and_encode(image, plain.segmentation, segmenter, "square", drawer)
+            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
 
 
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():

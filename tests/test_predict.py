@@ -127,14 +127,14 @@ def test_predict_files_writes_in_input_order_and_reports_progress_up_to_the_end(
 
 
 @pytest.mark.parametrize("n_classes", [3, 2])
-def test_measuring_beside_encoding_gives_what_one_after_the_other_gives(tmp_path, n_classes):
+def test_measuring_beside_drawing_gives_what_one_after_the_other_gives(tmp_path, n_classes):
     from concurrent.futures import ThreadPoolExecutor
 
     from synthetic import lesion_dataset
 
     from moleseg.core.classical import ClassicalSegmenter
     from moleseg.core.imageio import read_image
-    from moleseg.engine.pipeline import finish_analysis, measure_and_encode
+    from moleseg.engine.pipeline import finish_analysis, measure_and_draw
     from moleseg.engine.segmenter import segment
 
     images, _ = lesion_dataset(tmp_path / "set", n=1)
@@ -144,11 +144,40 @@ def test_measuring_beside_encoding_gives_what_one_after_the_other_gives(tmp_path
     assert segmentation.lesion.any()
     expected = finish_analysis(image, segmentation, segmenter, pixel_size_mm=0.02)
     with ThreadPoolExecutor(max_workers=1) as drawer:
-        analysis, files = measure_and_encode(image, segmentation, segmenter, "a", drawer, pixel_size_mm=0.02)
+        analysis = measure_and_draw(image, segmentation, segmenter, drawer, pixel_size_mm=0.02)
     assert list(analysis.measurement_row) == list(expected.measurement_row) and analysis.measurement_row
     np.testing.assert_equal(list(analysis.measurement_row.values()), list(expected.measurement_row.values()))
     assert analysis.object_rows("a") == expected.object_rows("a")
+    files = analysis.files("a")
     assert files == expected.files("a") and set(files) == {"a_overlay.png", "a_mask.png", "a_classes.png"}
+
+
+def test_a_file_that_cannot_be_encoded_is_that_images_failure(tmp_path, monkeypatch):
+    from synthetic import lesion_dataset
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine import pipeline
+    from moleseg.engine.predictfiles import predict_files
+
+    images, _ = lesion_dataset(tmp_path / "set", n=3)
+    files = sorted(images.iterdir())
+    encode = pipeline.encode_png
+    class_maps = 0
+
+    def fails_on_the_second_class_map(array, *args):
+        nonlocal class_maps
+        if array.dtype == np.uint8 and array.ndim == 2:  # the writer encodes the images in input order
+            class_maps += 1
+            if class_maps == 2:
+                raise MemoryError("no memory left")
+        return encode(array, *args)
+
+    monkeypatch.setattr(pipeline, "encode_png", fails_on_the_second_class_map)
+    outcome = predict_files(ClassicalSegmenter(), files, tmp_path / "out", batch_size=2, workers=2)
+    assert outcome.failures == [(files[1].name, f"{files[1].name}: could not be analysed (no memory left)")]
+    assert [row["image"] for row in outcome.rows] == [files[0].name, files[2].name]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
+        f"{path.stem}_{kind}.png" for path in (files[0], files[2]) for kind in ("overlay", "mask", "classes"))
 
 
 # -- Keras inference --------------------------------------------------------------------------------

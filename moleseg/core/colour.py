@@ -152,8 +152,9 @@ def packed_rgb(pixels: np.ndarray) -> np.ndarray:
     image = array.reshape(-1, 1, 3) if array.ndim == 2 else array
     # OpenCV writes B, G, R, A bytes, which read as one little-endian 32-bit word are B + G << 8 + R << 16 +
     # A << 24: without the alpha byte, the code (several times faster than shifting three int32 channels)
-    words = cv2.cvtColor(image, cv2.COLOR_RGB2BGRA).view("<u4")[..., 0] & np.uint32(0xFFFFFF)
-    return words.astype(np.int32).reshape(array.shape[:-1])
+    words = cv2.cvtColor(image, cv2.COLOR_RGB2BGRA).view("<u4")[..., 0]
+    np.bitwise_and(words, np.uint32(0xFFFFFF), out=words)  # below 2**24: the same value read as int32
+    return words.view(np.int32).reshape(array.shape[:-1])
 
 
 @functools.cache
@@ -171,10 +172,14 @@ def code_classes(codes: np.ndarray) -> np.ndarray:
     seen = _classes_seen()
     classes = seen[codes]
     new = classes == 0
-    if new.any():
+    if new.any():  # each new colour classified once, however many pixels have it
         unseen = codes[new]
-        classes[new] = seen[unseen] = classify_colours(unpacked_rgb(unseen)) + np.uint8(1)
-    return classes - np.uint8(1)
+        # the distinct values by sorting (return_counts): numpy's unique of the values alone, or with their
+        # inverse, is several times slower
+        distinct = np.unique(unseen, return_counts=True)[0]
+        seen[distinct] = classify_colours(unpacked_rgb(distinct)) + np.uint8(1)
+        classes[new] = seen[unseen]
+    return np.subtract(classes, np.uint8(1), out=classes)
 
 
 def unpacked_rgb(codes: np.ndarray) -> np.ndarray:
@@ -207,13 +212,14 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         raise ValueError("lesion mask is empty: its colours are undefined")
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
-    # Classify each distinct colour (:func:`code_classes`): lesions hold far fewer distinct colours than pixels.
-    # The colours are packed into one 24-bit integer each, whose 1-D unique is much faster than a unique over rows.
+    # Each pixel's colour packed into one 24-bit integer and its class looked up among the colours classified
+    # before (:func:`code_classes`: a new colour is classified once), then the pixels of each class counted.
     left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
     box = np.s_[top:top + height, left:left + width]
     codes = packed_rgb(rgb[box])[binary[box]]  # packed first: a 2-D selection is far faster than one of RGB triples
-    distinct, pixels_per_colour = np.unique(codes, return_counts=True)
-    counts = np.bincount(code_classes(distinct), weights=pixels_per_colour, minlength=len(COLOUR_NAMES))
+    classes = code_classes(codes)
+    # one comparison per colour: faster than np.bincount, which first widens every class to a 64-bit index
+    counts = np.array([np.count_nonzero(classes == index) for index in range(len(COLOUR_NAMES))])
     fractions = counts / counts.sum()
     shares = {name: float(share) for name, share in zip(COLOUR_NAMES, fractions)}
     present = tuple(name for name in COLOUR_NAMES if shares[name] >= min_share and shares[name] > 0)

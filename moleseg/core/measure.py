@@ -237,9 +237,10 @@ def _principal_axes(moments: _Moments) -> tuple[np.ndarray, np.ndarray]:
     return vectors[:, 1], vectors[:, 0]
 
 
-def _mirror_iou(canvas: np.ndarray, area: int, centroid: np.ndarray, direction: np.ndarray) -> float:
-    """IoU of a mask (uint8, 0 / 255, ``area`` pixels 255) with its reflection about the line through
-    ``centroid`` along ``direction`` (bilinear, a mirrored pixel counting when it reaches 128)."""
+def _mirror_iou(canvas: np.ndarray, area: int, centroid: np.ndarray, direction: np.ndarray,
+                window: tuple[slice, slice]) -> float:
+    """IoU of a mask (uint8, 0 / 255, ``area`` pixels 255, all in ``canvas[window]``) with its reflection about
+    the line through ``centroid`` along ``direction`` (bilinear, a mirrored pixel counting when it reaches 128)."""
     ux, uy = direction
     reflection = np.array([[ux * ux - uy * uy, 2 * ux * uy], [2 * ux * uy, uy * uy - ux * ux]])
     matrix = np.hstack([reflection, (centroid - reflection @ centroid)[:, None]])
@@ -251,9 +252,10 @@ def _mirror_iou(canvas: np.ndarray, area: int, centroid: np.ndarray, direction: 
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    # counted by OpenCV on uint8: |A & M| and |M| give the union |A| + |M| - |A & M| without numpy's bool masks
-    mirrored = cv2.threshold(mirrored, 127, 255, cv2.THRESH_BINARY)[1]
-    common = cv2.countNonZero(cv2.bitwise_and(canvas, mirrored))
+    # counted by OpenCV on uint8: |A & M| (where the mask is) and |M| give the union |A| + |M| - |A & M| without
+    # numpy's bool masks
+    cv2.threshold(mirrored, 127, 255, cv2.THRESH_BINARY, dst=mirrored)
+    common = cv2.countNonZero(cv2.bitwise_and(canvas[window], mirrored[window]))
     union = area + cv2.countNonZero(mirrored) - common
     return common / union if union else 1.0
 
@@ -296,8 +298,9 @@ def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
                                 cv2.BORDER_CONSTANT, value=0)
     centre = centroid + pad
     area = int(moments.count)
-    return (float(1.0 - _mirror_iou(canvas, area, centre, major)),
-            float(1.0 - _mirror_iou(canvas, area, centre, minor)))
+    window = np.s_[pad:pad + height, pad:pad + width]  # the lesion's box in the canvas: the mask is 0 elsewhere
+    return (float(1.0 - _mirror_iou(canvas, area, centre, major, window)),
+            float(1.0 - _mirror_iou(canvas, area, centre, minor, window)))
 
 
 def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray | None:
@@ -359,11 +362,11 @@ def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.nd
     order (``euclidean_distances(mask)[at]``, made exact for those pixels only).
     """
     approximate = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:
-        exact = ndimage.distance_transform_edt(mask)
-        return exact if at is None else exact[at]
     if at is not None:
         approximate = approximate[at]
+    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:  # only the distances returned
+        exact = ndimage.distance_transform_edt(mask)
+        return exact if at is None else exact[at]
     return np.sqrt(np.rint(np.square(approximate, dtype=np.float64)))
 
 

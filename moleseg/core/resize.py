@@ -28,8 +28,10 @@ def resize_mask_to(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of ``(h, w, C)`` float probabilities to ``(height, width, C)``."""
-    resized = cv2.resize(probabilities.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    """Bilinear resize of ``(h, w, C)`` float probabilities to ``(height, width, C)`` float32 (contiguous float32
+    read as it is, not copied)."""
+    resized = cv2.resize(np.ascontiguousarray(probabilities, dtype=np.float32), (width, height),
+                         interpolation=cv2.INTER_LINEAR)
     return resized[..., None] if resized.ndim == 2 else resized
 
 

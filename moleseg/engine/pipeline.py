@@ -2,8 +2,9 @@
 
 Images go through the network in batches by one pipeline, :func:`segment_batches`: the app's Analyse page
 through :func:`analyse_batches` (an :class:`Analysis` per image), ``moleseg predict`` with
-:func:`measure_and_encode` (:mod:`moleseg.engine.predictfiles` writes its files); a slider change calls
-:meth:`Analysis.recleaned` (cleanup only, no network). No TensorFlow here.
+:func:`measure_and_draw` (:mod:`moleseg.engine.predictfiles` encodes and writes its files); a slider change
+calls :meth:`Analysis.recleaned` (cleanup only, no network). The result files are encoded only when asked for
+(:class:`ResultFiles`). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -205,32 +206,28 @@ class Analysis:
         parts.extend(self.warnings)
         return "; ".join(parts) or None
 
+    @functools.cached_property
+    def result_files(self) -> "ResultFiles":
+        """The overlay, mask and class-map files, each encoded once when first asked for (:class:`ResultFiles`)."""
+        return ResultFiles(overlay=self.overlay, lesion=self.segmentation.lesion, labels=self.segmentation.labels,
+                           pixel_size_mm=self.pixel_size_mm)
+
     def overlay_png(self) -> bytes:
-        """The overlay as PNG (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`), with the PDF's
-        scale bar (:func:`moleseg.core.render.with_scale_bar`) when the pixel size is known."""
-        picture = with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay
-        return encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
+        """The overlay as PNG (:meth:`ResultFiles.overlay_png`), encoded once."""
+        return self.result_files.overlay_png()
 
     def mask_png(self) -> bytes:
-        """The lesion (or cells) mask as PNG, 255 inside and 0 outside."""
-        return encode_png(np.asarray(self.segmentation.lesion, dtype=bool))  # bool is written 0 / 255
+        """The lesion (or cells) mask as PNG (:meth:`ResultFiles.mask_png`), encoded once."""
+        return self.result_files.mask_png()
 
     def classes_png(self) -> bytes:
-        """The predicted classes as PNG, each pixel its class value (0, 1, 2)."""
-        return encode_png(np.asarray(self.segmentation.labels, dtype=np.uint8))
-
-    def file_encoders(self, stem: str) -> dict[str, Callable[[], bytes]]:
-        """What :meth:`files` encodes, by file name, each not yet run."""
-        return {
-            result_file_name(stem, "overlay"): self.overlay_png,
-            result_file_name(stem, "mask"): self.mask_png,
-            result_file_name(stem, "classes"): self.classes_png,
-        }
+        """The predicted classes as PNG (:meth:`ResultFiles.classes_png`), encoded once."""
+        return self.result_files.classes_png()
 
     def files(self, stem: str) -> dict[str, bytes]:
-        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (:meth:`classes_png`),
-        all lossless, named by :func:`moleseg.core.config.result_file_name`."""
-        return {name: encode() for name, encode in self.file_encoders(stem).items()}
+        """The overlay, the mask and the class map as lossless PNGs (:meth:`ResultFiles.files`), each encoded
+        once, named by :func:`moleseg.core.config.result_file_name`."""
+        return self.result_files.files(stem)
 
     @property
     def cells(self) -> bool:
@@ -266,12 +263,67 @@ class Analysis:
                           created=created, notes=self.notes, n_classes=self.n_classes)
 
 
-def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Future | None = None) -> Analysis:
+@dataclass(frozen=True, eq=False)
+class ResultFiles:
+    """The lossless result files of one analysis, each encoded once, when first asked for (a download, a ZIP,
+    ``moleseg predict``'s writer thread): they hold the pictures, not the image or the probabilities.
+
+    Attributes
+    ----------
+    overlay : (H, W, 3) uint8
+        The drawn overlay (:attr:`Analysis.overlay`).
+    lesion : (H, W) bool
+        The lesion (or cells) mask.
+    labels : (H, W) uint8
+        The predicted classes (0, 1, 2).
+    pixel_size_mm : float or None
+        mm per pixel; when given, the overlay's PNG carries the PDF's scale bar.
+    """
+
+    overlay: np.ndarray
+    lesion: np.ndarray
+    labels: np.ndarray
+    pixel_size_mm: float | None = None
+    encoded: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _once(self, kind: str, encode: Callable[[], bytes]) -> bytes:
+        """``encode()``, made the first time ``kind`` is asked for and kept (two threads asking at once both
+        encode the same bytes)."""
+        if kind not in self.encoded:
+            self.encoded[kind] = encode()
+        return self.encoded[kind]
+
+    def overlay_png(self) -> bytes:
+        """The overlay as PNG (zlib level :data:`moleseg.core.config.OVERLAY_PNG_COMPRESSION_LEVEL`), with the
+        PDF's scale bar (:func:`moleseg.core.render.with_scale_bar`) when the pixel size is known."""
+        def encode() -> bytes:
+            picture = with_scale_bar(self.overlay, self.pixel_size_mm) if self.pixel_size_mm else self.overlay
+            return encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
+
+        return self._once("overlay", encode)
+
+    def mask_png(self) -> bytes:
+        """The lesion (or cells) mask as PNG, 255 inside and 0 outside."""
+        return self._once("mask", lambda: encode_png(np.asarray(self.lesion, dtype=bool)))  # bool: 0 / 255
+
+    def classes_png(self) -> bytes:
+        """The predicted classes as PNG, each pixel its class value (0, 1, 2)."""
+        return self._once("classes", lambda: encode_png(np.asarray(self.labels, dtype=np.uint8)))
+
+    def files(self, stem: str) -> dict[str, bytes]:
+        """The overlay (:meth:`overlay_png`), the mask (:meth:`mask_png`) and the class map (:meth:`classes_png`),
+        named by :func:`moleseg.core.config.result_file_name`."""
+        return {result_file_name(stem, "overlay"): self.overlay_png(), result_file_name(stem, "mask"): self.mask_png(),
+                result_file_name(stem, "classes"): self.classes_png()}
+
+
+def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | None = None, *,
+              widths: Future | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
-    field (two classes, :mod:`moleseg.core.objects`). ``colours``: the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`) and ``widths``: its border band's width
-    (:func:`moleseg.core.measure.border_width`), each to be made in another thread and put where
-    :func:`moleseg.core.measure.measure_lesion` puts them (made in this thread if that one has not started)."""
+    field (two classes, :mod:`moleseg.core.objects`). ``colours``: returns the lesion's colour measurements
+    (:func:`moleseg.core.measure.colour_measurements`), called once the shape is measured; ``widths``: its border
+    band's width (:func:`moleseg.core.measure.border_width`) to be made in another thread (made in this thread if
+    that one has not started); each put where :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -289,8 +341,7 @@ def _measured(analysis: Analysis, colours: Future | None = None, *, widths: Futu
                                                image=analysis.image if colours is None else None,
                                                border_width_px=width)
         if colours is not None:
-            analysis.measurements += _here_unless_started(colours, colour_measurements, analysis.image,
-                                                          segmentation.lesion)
+            analysis.measurements += colours()
     else:
         analysis.error = analysis.words["none"]
     return analysis
@@ -334,32 +385,42 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
     return _measured(_unmeasured(image, segmentation, segmenter, pixel_size_mm, style))
 
 
-def measure_and_encode(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, stem: str,
-                       drawer: Executor, *, pixel_size_mm: float | None = None,
-                       style: OverlayStyle | None = None) -> tuple[Analysis, dict[str, bytes]]:
-    """The measured :class:`Analysis` of a cleaned image and its encoded files (:meth:`Analysis.files`), the
-    work shared by this thread and ``drawer`` on two cores (OpenCV and numpy release the GIL). ``drawer`` is
-    given, in this order: the lesion's border widths (two distance transforms), the overlay and its PNG, the
-    mask and class-map PNGs, and the lesion's colours; this thread makes the other shape measurements, then
-    takes back what ``drawer`` has not started, the last first (the colours, then the files), so that neither
-    thread waits while the other has work left."""
+def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, drawer: Executor, *,
+                     pixel_size_mm: float | None = None, style: OverlayStyle | None = None) -> Analysis:
+    """The measured :class:`Analysis` of a cleaned image with its overlay drawn (:attr:`Analysis.overlay`): what
+    an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
+    release the GIL). ``drawer`` is given, in this order: the lesion's border widths (two distance transforms),
+    its colours and the overlay; this thread makes the other shape measurements, then takes back what
+    ``drawer`` has not started, the last first (the overlay, then the colours), so that neither thread waits
+    while the other has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes
+    them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     lesion_found = not analysis.cells and segmentation.lesion.any()
     widths = colours = None
     if lesion_found and segmentation.border.any():
         widths = drawer.submit(border_width, segmentation.lesion, segmentation.border)
-    encoders = analysis.file_encoders(stem)  # they read the image and the segmentation only
-    jobs = {name: drawer.submit(encode) for name, encode in encoders.items()}
     if lesion_found:
         colours = drawer.submit(colour_measurements, image, segmentation.lesion)
+    drawing = drawer.submit(_drawn, analysis)
+
+    def drawn_then_coloured() -> list[Measurement]:
+        _here_unless_started(drawing, _drawn, analysis)
+        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion)
+
     try:
-        _measured(analysis, colours, widths=widths)
+        _measured(analysis, drawn_then_coloured if colours is not None else None, widths=widths)
     except BaseException:  # nothing left queued for the drawer
-        for job in [*jobs.values(), *(job for job in (widths, colours) if job is not None)]:
-            job.cancel()
+        for job in (widths, colours, drawing):
+            if job is not None:
+                job.cancel()
         raise
-    encoded = {name: encoders[name]() for name in reversed(jobs) if jobs[name].cancel()}
-    return analysis, {name: encoded[name] if name in encoded else jobs[name].result() for name in encoders}
+    _here_unless_started(drawing, _drawn, analysis)
+    return analysis
+
+
+def _drawn(analysis: Analysis) -> np.ndarray:
+    """``analysis``' overlay, drawn once (:attr:`Analysis.overlay`)."""
+    return analysis.overlay
 
 
 def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]],

@@ -17,7 +17,7 @@ import numpy as np
 
 from moleseg.core.config import INFERENCE_BATCH_SIZE
 from moleseg.core.report import AnalysisSettings
-from moleseg.engine.pipeline import failure_reason, measure_and_encode, segment_batches
+from moleseg.engine.pipeline import ResultFiles, failure_reason, measure_and_draw, segment_batches
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
@@ -107,17 +107,20 @@ def _disk_full(error: OSError) -> bool:
 
 @dataclass
 class Finished:
-    """One image of :func:`predict_files` ready to write: its CSV row, cell rows, settings, note and files."""
+    """One image of :func:`predict_files` ready to write: its CSV row, cell rows, settings, note, its result files
+    (encoded by the writer thread) under ``stem`` and its outline files."""
 
     row: dict[str, Any]
     object_rows: list[dict[str, Any]]
     settings: AnalysisSettings
     error: str | None
-    encoded: dict[str, bytes]
+    files: ResultFiles
+    stem: str
+    outlines: dict[str, bytes]
 
 
 #: Batches :func:`predict_files` hands its writer thread ahead of the one it writes; beyond that the network
-#: waits for the disk (the encoded files of each batch are held until written).
+#: waits for the disk (the pictures of each batch are held until encoded and written).
 WRITES_AHEAD: int = 2
 
 
@@ -131,9 +134,9 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
 
     The batch pipeline of :func:`moleseg.engine.pipeline.segment_batches` (a pool of ``workers`` threads,
     default the CPU count, reads the next batch and cleans this one while the network runs; a network error
-    stays with the image at fault), each image measured beside the encoding of its files
-    (:func:`moleseg.engine.pipeline.measure_and_encode`), while a writer thread writes the previous batches'
-    files in input order (one folder fsync per image). Bad files are skipped (see
+    stays with the image at fault), each image measured beside the drawing of its overlay
+    (:func:`moleseg.engine.pipeline.measure_and_draw`), while a writer thread encodes and writes the previous
+    batches' files in input order (one folder fsync per image). Bad files are skipped (see
     :attr:`PredictOutcome.failures`); on a full disk the run stops and no later image is read or written.
 
     Parameters
@@ -167,18 +170,22 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
 
     def finish(index: int, image: np.ndarray, segmentation: Segmentation) -> Finished:
         path, stem = files[index], stems[index]
-        analysis, encoded = measure_and_encode(image, segmentation, segmenter, stem, drawer,
-                                               pixel_size_mm=pixel_size_mm or file_sizes.get(index))
-        if outlines:
-            encoded.update(analysis.outline_files(stem, outlines))
+        analysis = measure_and_draw(image, segmentation, segmenter, drawer,
+                                    pixel_size_mm=pixel_size_mm or file_sizes.get(index))
         row = {"image": path.name, "source": str(path), "output": stem,
                **({"note": analysis.notes} if analysis.notes else {}), **analysis.flag_row, **analysis.rounded_row}
-        return Finished(row, analysis.object_rows(stem), analysis.settings(model_version), analysis.error, encoded)
+        return Finished(row, analysis.object_rows(stem), analysis.settings(model_version), analysis.error,
+                        analysis.result_files, stem, analysis.outline_files(stem, outlines) if outlines else {})
 
     def write(path: Path, finished: Finished) -> None:
-        """Write one finished image; on a full disk, :attr:`PredictOutcome.stopped` says so."""
+        """Encode and write one finished image; on a full disk, :attr:`PredictOutcome.stopped` says so."""
         try:
-            write_all_or_nothing(out, finished.encoded)
+            encoded = {**finished.files.files(finished.stem), **finished.outlines}
+        except Exception as error:  # noqa: BLE001 -- this image's files could not be encoded: the others go on
+            outcome.failures.append((path.name, failure_reason(path.name, error)))
+            return
+        try:
+            write_all_or_nothing(out, encoded)
         except OSError as error:
             if _disk_full(error):
                 outcome.stopped = (f"the disk is full: {path.name} and the images after it were not written "

@@ -144,8 +144,10 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
     else:
         lesion = (1.0 - background) >= float(lesion_threshold)
     if probabilities.shape[-1] == 3:  # BORDER (1) unless INSIDE (2) is likelier, as class_argmax decides
-        inside = np.logical_and(lesion, probabilities[..., 2] > probabilities[..., 1])
-        return np.add(lesion.view(np.uint8), inside.view(np.uint8))
+        inside = np.greater(probabilities[..., 2], probabilities[..., 1])
+        np.logical_and(inside, lesion, out=inside)
+        labels = lesion.view(np.uint8)  # written over the lesion mask: no third image-sized array
+        return np.add(labels, inside.view(np.uint8), out=labels)
     labels = class_argmax(probabilities, 1)
     return np.multiply(labels, lesion.view(np.uint8), out=labels)
 

@@ -26,9 +26,10 @@ What is measured
   DeepLabV3Plus(mobilenet_v2) at the same input size and thread count: batch-1 ms, ms per image at batch
   8, the largest probability difference from TensorFlow on the same real images.
 * ``end_to_end_ms``: one 765 x 574 image file as ``moleseg predict`` analyses it: decode, resize,
-  network, resize back, cleanup, then measurements beside the overlay and its PNGs (two threads), as
+  network, resize back, cleanup, measurements beside the overlay (two threads), then the three PNG files, as
   ``stages`` {name: ms}; ``end_to_end.parts``: measurements, overlay and the overlay's PNG, one by one;
-  ``around_network_ratio``: every stage but decoding and the network over the network's stage.
+  ``around_network_ratio``: every stage but decoding, the network and encoding the files over the network's
+  stage.
 * ``predict_images_per_s``: a folder through :func:`moleseg.engine.predictfiles.predict_files` (what
   ``moleseg predict`` calls), files written to a temporary folder; model loaded already.
 * ``cold_start_s``: ``python -m moleseg.cli predict`` on one image in a new process, from its start to

@@ -18,8 +18,10 @@ from moleseg.core.words import count_of
 from moleseg.network.profiling import median_seconds
 from moleseg.tools.bench_machine import BenchSettings
 
-#: End-to-end stages that are not "around the network": reading the file, and the network itself.
-NOT_AROUND_NETWORK: tuple[str, ...] = ("decode", "network")
+#: End-to-end stages that are not "around the network": reading the file, the network itself, and encoding the
+#: result files (``moleseg predict``'s writer thread encodes them while the next images are predicted; the app
+#: encodes them only for a download or a ZIP).
+NOT_AROUND_NETWORK: tuple[str, ...] = ("decode", "network", "encode_files")
 #: Size of the end-to-end and synthetic images (width, height): a PH2 image.
 END_TO_END_SIZE: tuple[int, int] = (765, 574)
 
@@ -49,16 +51,18 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
-    (repeat by repeat). After the cleanup, the measurements, the overlay and the three PNG encodings are shared
-    by two threads (:func:`moleseg.engine.pipeline.measure_and_encode`: the border widths, the drawing, the
-    encodings and the colours in one, the other shape measurements in the other, each taking what the other
-    has not started): stage ``measure_and_encode``; ``parts`` gives the medians of its parts run one after the
-    other in one thread (``measurements``: every measurement, colours and border widths included; ``overlay``;
-    ``png_encode``: the overlay's PNG).
-    ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding and the network
-    (resizing in and out, cleanup, measurements, overlay and encodings), and ``around_network_ratio`` the
-    one over the other (medians over the repeats); ``around_network_stages`` names the stages counted, the
-    encoding of the three PNG files ``moleseg predict`` writes included (the app encodes them for downloads only).
+    (repeat by repeat). After the cleanup, what an image needs to be shown, its measurements and its overlay, is
+    shared by two threads (:func:`moleseg.engine.pipeline.measure_and_draw`: the border widths, the colours and
+    the drawing in one, the other shape measurements in the other, each taking what the other has not started):
+    stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
+    (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread encodes them
+    (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run one after the other in one thread
+    (``measurements``: every measurement, colours and border widths included; ``overlay``; ``png_encode``: the
+    overlay's PNG).
+    ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding, the network and encoding
+    the files (:data:`NOT_AROUND_NETWORK`: resizing in and out, cleanup, measurements and overlay), and
+    ``around_network_ratio`` the one over the other (medians over the repeats); ``around_network_stages`` names
+    the stages counted.
     ``cpu_stages`` and ``around_network_cpu_ms``: the same stages in CPU ms of the whole process (every thread:
     the drawing thread, OpenCV's and the runtime's), which a busy machine does not inflate as it does wall time.
     The same image is analysed every repeat, so from the warm-up on its colours are remembered
@@ -72,7 +76,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     from moleseg.core.measure import measure_lesion
     from moleseg.core.render import overlay
     from moleseg.core.resize import resize_probabilities
-    from moleseg.engine.pipeline import measure_and_encode
+    from moleseg.engine.pipeline import measure_and_draw
     from moleseg.engine.segmenter import clean
 
     def once(drawer: ThreadPoolExecutor) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
@@ -102,8 +106,10 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
             lap("network", stages)
         segmentation = clean(segmenter, probabilities)
         lap("cleanup", stages)
-        measure_and_encode(image, segmentation, segmenter, path.stem, drawer)
-        lap("measure_and_encode", stages)
+        analysis = measure_and_draw(image, segmentation, segmenter, drawer)
+        lap("measure_and_draw", stages)
+        drawer.submit(analysis.files, path.stem).result()  # in another thread, as moleseg predict's writer
+        lap("encode_files", stages)
         parts: dict[str, float] = {}
         if segmentation.lesion.any():
             measure_lesion(segmentation.lesion, border=segmentation.border, image=image)
