@@ -96,3 +96,19 @@ def run_until(at, condition: Callable[[Any], bool], timeout: float = 60, pause: 
 def texts(elements) -> list[str]:
     """The values of Streamlit elements, as strings."""
     return [str(element.value) for element in elements]
+
+
+def markdown_table_rows(element) -> list[dict[str, str]]:
+    """The rows of a markdown element that is one table (``| A | B |``, a ``|---|`` line, rows), as dicts keyed by
+    the headings in lower case, each cell unescaped (its backslashes removed); ``[]`` for any other markdown."""
+    import re
+
+    lines = str(element.value).splitlines()
+    if len(lines) < 2 or not lines[0].startswith("|") or not set(lines[1]) <= set("|-: "):
+        return []
+
+    def cells(line: str) -> list[str]:
+        return [re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+    headings = [heading.lower() for heading in cells(lines[0])]
+    return [dict(zip(headings, cells(line))) for line in lines[2:]]

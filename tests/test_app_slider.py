@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from app_helpers import app_test
+from app_helpers import app_test, markdown_table_rows
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
+from moleseg.app.results import measurement_table
 from moleseg.app.ui import PAGE_FILES
 
 #: What a run of the results draws for one image analysed by the classical model (no confidence caption), as
 #: the element tree's leaves: the heading, the overlay, the closed "Predicted classes" expander, the cleanup
-#: caption, the measurements (one table) and the closed hand-correction expander.
-RESULTS_RUN = ["subheader", "image", "expander", "caption", "dataframe", "expander"]
+#: caption, the measurements (one markdown table) and the closed hand-correction expander.
+RESULTS_RUN = ["subheader", "image", "expander", "caption", "markdown", "expander"]
 
 
 def leaves(node) -> list[str]:
@@ -68,3 +69,15 @@ def test_switching_the_manual_cleanup_off_runs_the_settings_too(analysed):
     analysed.toggle(key="analyse_manual").set_value(False).run()
     assert "analyse_closing" not in [widget.key for widget in analysed.sidebar if hasattr(widget, "key")]
     assert analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings.closing_radius_px == 15
+
+
+def test_the_measurements_are_one_markdown_table_of_every_value_and_unit(analysed):
+    analysed.number_input(key="analyse_pixel_size").set_value(0.02).run()
+    analysis = analysed.session_state["analyse_outcomes"][0].analysis
+    tables = [rows for rows in map(markdown_table_rows, analysed.markdown) if rows]
+    assert tables == [measurement_table(analysis)]  # every row, its value, unit and meaning as they are
+    assert not analysed.dataframe  # no data grid for the browser to redraw on each run
+    area = {row["unit"]: row["value"] for row in tables[0] if row["measurement"] == "Area"}
+    assert set(area) == {"px²", "mm²"}
+    assert float(area["mm²"].replace(",", "")) == pytest.approx(
+        float(area["px²"].replace(",", "")) * 0.02**2, rel=1e-2)
