@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from moleseg.core.errors import first_line
 
 #: Seconds the warm-up waits for the server to listen before it gives up (it then loads nothing).
 LISTEN_TIMEOUT_S: float = 60.0
@@ -97,7 +96,9 @@ def warm_up(app_file: Path) -> list[str]:
 
 def warm_up_once_listening(app_file: Path) -> None:
     """Once the server listens: :func:`moleseg.app.ui.startup` (which the first page would otherwise start) and
-    :func:`warm_up`, then one line on the server's output: how many modules were loaded and how long it took."""
+    :func:`warm_up`, then one line on the operator's console: how many modules were loaded and how long it took.
+    The lines name no file and carry no error text (the server writes no user data to its output): a failed
+    start-up is said without its reason, which the first page shows."""
     if not wait_until_listening():
         print(f"moleseg: the server did not listen within {LISTEN_TIMEOUT_S:.0f} s; nothing preloaded",
               file=sys.stderr, flush=True)
@@ -107,8 +108,8 @@ def warm_up_once_listening(app_file: Path) -> None:
 
     try:
         ui.startup()  # the default model's background load (its own thread) and the session folders' sweep
-    except Exception as error:  # noqa: BLE001 -- the first page runs it again and shows the error there
-        print(f"moleseg: start-up housekeeping failed: {first_line(error)}", file=sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 -- the first page runs it again and shows the error there
+        print("moleseg: the start-up housekeeping failed; the first page shows why", file=sys.stderr, flush=True)
     loaded = warm_up(app_file)
     print(f"moleseg: {WARM_UP_WORDS} ({len(loaded)} modules, {time.perf_counter() - started:.1f} s)",
           file=sys.stderr, flush=True)
