@@ -23,6 +23,10 @@ def test_links_images_html_maths_and_emphasis_in_a_model_name_are_shown_as_typed
                                     "\\:red\\[r\\]")
 
 
+def test_a_character_reference_is_shown_as_typed():
+    assert plain_markdown("R&amp;D &#124; &lt;b&gt;") == "R\\&amp;D \\&#124; \\&lt;b\\&gt;"
+
+
 def test_a_backslash_and_a_line_break_cannot_undo_the_escapes():
     assert plain_markdown("a\\*b\n# heading") == "a\\\\\\*b # heading"
 
@@ -45,7 +49,7 @@ def test_mask_warnings_show_the_mask_names_as_typed():
 
 
 #: Text a user's model or file could put in a cell: markup, HTML, pipes, backslashes, entities and line breaks.
-UNTRUSTED_CELL = "|*_`<>[]()!#$~:\\&;\n\r\u2028 -=+.@aA1"
+UNTRUSTED_CELL = "|*_`<>[]()!#$~:\\&;\n\r\u2028 -=+.@aA1mpltw"
 
 
 @settings(max_examples=150, deadline=None)

@@ -311,8 +311,9 @@ def init_state(key: str, value: Any) -> None:
 
 
 #: The characters that start markdown's inline markup as Streamlit reads it: escapes, code, emphasis, links and
-#: images, HTML and autolinks, maths, strike-through, emoji codes (``:smile:``) and coloured text (``:red[...]``).
-MARKDOWN_MARKUP: str = "\\`*_[]<>$~:"
+#: images, HTML and autolinks, maths, strike-through, emoji codes (``:smile:``), coloured text (``:red[...]``) and
+#: character references (``&amp;``).
+MARKDOWN_MARKUP: str = "\\`*_[]<>$~:&"
 
 
 def plain_markdown(text: str) -> str:
