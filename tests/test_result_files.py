@@ -81,3 +81,17 @@ def test_another_pixel_size_or_overlay_colour_gives_its_own_files(analysed):
     overlay = cv2.imdecode(np.frombuffer(recoloured.overlay_png(), np.uint8), cv2.IMREAD_COLOR)
     assert tuple(overlay[20, 20]) == (0, 255, 0)  # the lesion drawn green
     assert plain.files("a") == plain_files  # the first analysis' files unchanged
+
+
+def test_the_analysis_cache_counts_the_files_a_download_keeps(analysed):
+    from moleseg.app.analysis import AnalysisStore
+
+    analysis = fresh(analysed, pixel_size_mm=0.05)
+    store = AnalysisStore()
+    store.put(("m", "square"), analysis, ())
+    seg = analysis.segmentation
+    held = seg.labels.nbytes + seg.lesion.nbytes * 3 + analysis.overlay.nbytes + analysis.class_picture.nbytes
+    kept = sum(map(len, analysis.files("square").values()))  # a download or a ZIP keeps them
+    assert kept > analysis.overlay.nbytes  # the overlay's PNG is stored uncompressed
+    shared = analysis.image.nbytes + seg.probabilities.nbytes
+    assert store.nbytes >= shared + held + kept
