@@ -13,7 +13,9 @@ from moleseg.app.models import model_choices
 from moleseg.core.config import default_model_spec
 from moleseg.core.report import DISCLAIMER
 
-st.set_page_config(page_title="moleseg - mole border analysis", page_icon=":material/biotech:", layout="wide")
+# the tab's icon an emoji, which the browser draws itself: a Material icon there is fetched from fonts.gstatic.com,
+# a request outside the server on every page load (refused on an offline machine)
+st.set_page_config(page_title="moleseg - mole border analysis", page_icon="🔬", layout="wide")
 gate.admit()
 ui.startup()
 ui.session_heartbeat()

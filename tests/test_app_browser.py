@@ -65,6 +65,9 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     picture = tmp_path / "mole.png"
     picture.write_bytes(png_bytes(mole_image(160, 200)[0]))
     page = browser.new_page(viewport={"width": 1300, "height": 900})
+    elsewhere: list[str] = []  # requests to another host than the server (the tab's icon from Google's fonts...)
+    page.on("request", lambda request: None if request.url.startswith((server, "data:", "blob:"))
+            else elsewhere.append(request.url))
     page.goto(f"{server}/train", timeout=60_000)  # the server's very first request opens a page
     page.wait_for_selector("text=New training", timeout=60_000)
     navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
@@ -78,6 +81,7 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     page.wait_for_selector("text=Export this image", timeout=60_000)
     _wait_for_images(page, 1)  # the overlay can show up a moment after the text below it
     assert page.locator("[data-testid=stException]").count() == 0
+    assert elsewhere == []
 
 
 def test_a_saved_analysis_survives_a_reload_and_shows_in_the_history(server, browser, tmp_path):

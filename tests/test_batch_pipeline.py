@@ -106,19 +106,36 @@ def test_the_analyse_page_reports_a_bad_upload_and_analyses_the_others_in_batche
     assert progress[2:] == [(6, 6, "bad.png")] and again[2].error == BAD_FILE  # only the bad file is tried again
 
 
+def test_the_analyse_page_counts_as_predicted_only_the_uploads_that_reached_the_network():
+    from moleseg.app.analysis import AnalysisStore, Upload, analyse_uploads
+
+    segmenter = RefusesDarkImages()
+    uploads = [Upload("mole.png", png_bytes(mole_image(48, 56)[0])),
+               Upload("tiny.png", png_bytes(np.full((20, 40, 3), 200, np.uint8))),  # under 32 px high
+               Upload("bad.png", b"not an image")]
+    store = AnalysisStore()
+    outcomes = analyse_uploads(store, segmenter, "m", uploads)
+    assert [outcome.error for outcome in outcomes] == [
+        None, "tiny.png: image too small: 40 x 20 px, at least 32 px per side are needed", BAD_FILE]
+    assert segmenter.calls == [1] and store.predictions == 1
+
+
 def test_a_grid_thumbnail_is_encoded_at_the_width_the_grid_shows_it():
+    import base64
     import io
 
     from PIL import Image
 
-    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg
+    from moleseg.app.results import THUMBNAIL_WIDTH_PX, thumbnail, thumbnail_jpeg, thumbnail_url
 
     wide, narrow = analyse_images(ClassicalSegmenter(), [mole_image(150, 300)[0], mole_image(120, 160)[0]])
     assert THUMBNAIL_WIDTH_PX == 200 and thumbnail(wide).shape == (100, 200, 3)
     assert thumbnail(narrow).shape == (120, 160, 3)  # never enlarged
     with Image.open(io.BytesIO(thumbnail_jpeg(wide))) as encoded:
         assert encoded.format == "JPEG" and encoded.size == (200, 100)
-    assert thumbnail_jpeg(wide) is thumbnail_jpeg(wide)  # encoded once
+    assert thumbnail_url(wide) is thumbnail_url(wide)  # encoded once, kept as the grid sends it
+    assert thumbnail_jpeg(wide) is not thumbnail_jpeg(wide)  # and not kept twice (its JPEG bytes too)
+    assert base64.b64decode(thumbnail_url(wide).split(",")[1]) == thumbnail_jpeg(wide)
 
 
 def test_a_pipeline_closed_early_reads_no_later_batch_and_leaves_no_thread():

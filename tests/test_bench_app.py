@@ -104,3 +104,13 @@ def test_a_process_trees_cpu_time_is_read_from_proc():
     subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.4\n"
                     "while time.process_time() < end: pass"], check=True)
     assert tree_cpu_s(os.getpid()) >= total + 0.3
+
+
+def test_a_home_load_is_told_as_its_milestones_on_the_pages_clock():
+    from moleseg.tools.bench_app import home_timeline_line
+
+    marks = {"html": 16.4, "files": 63, "bytes": 2_712_345, "files_done": 1149.2, "loaded": 857.0,
+             "websocket": 962.4, "first_message": 1027.3, "last_message": 1068.0, "messages": 23}
+    assert home_timeline_line(1.2996, marks, {"server": 0.18, "browser": 2.432}) == (
+        "1.300 s: HTML 16 ms, 63 static files (2.7 MB) by 1149 ms, DOMContentLoaded 857 ms, websocket 962 ms, "
+        "23 messages 1027-1068 ms, server CPU 0.18 s, browser CPU 2.43 s")

@@ -773,3 +773,51 @@ def test_asymmetry_counted_on_the_lesions_box_equals_counting_the_whole_canvas(h
         patched.setattr(measure, "_mirror_iou", on_both)
         measure.asymmetry(lesion)
     assert len(windows) == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_it(seed):
+    from moleseg.core.measure import colour_measurements
+    from moleseg.core.targets import bounding_box
+
+    image = np.random.default_rng(seed).integers(0, 256, (120, 160, 3)).astype(np.uint8)
+    lesion = random_blobs(seed)
+    border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
+    box = bounding_box(lesion)
+    assert measurements_row(measure_lesion(lesion, border=border, image=image, lesion_box=box)) == \
+        measurements_row(measure_lesion(lesion, border=border, image=image))
+    assert border_width(lesion, border, lesion_box=box) == border_width(lesion, border)
+    assert colour_measurements(image, lesion, lesion_box=box) == colour_measurements(image, lesion)
+    np.testing.assert_array_equal(overlay(image, lesion, border, box=box), overlay(image, lesion, border))
+    np.testing.assert_array_equal(overlay(image, lesion, border, box=box, fill_opacity=0.0, border_opacity=0.0), image)
+
+
+@pytest.mark.parametrize("helper_kind", ["thread", "busy"])
+def test_labels_made_in_bands_beside_a_helper_equal_one_thread(helper_kind):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.segmenter import clean
+
+    segmenter = ClassicalSegmenter(n_classes=3)
+    rng = np.random.default_rng(7)
+    with ThreadPoolExecutor(max_workers=1) if helper_kind == "thread" else NeverStarts() as helper:
+        for height in (1, 2, 7, 40):  # one row: the helper's half is empty
+            probabilities = rng.dirichlet((1.0, 1.0, 1.0), (height, 30)).astype(np.float32)
+            for threshold in (None, 0.4):
+                alone = clean(segmenter, probabilities, lesion_threshold=threshold)
+                beside = clean(segmenter, probabilities, lesion_threshold=threshold, helper=helper)
+                for name in ("labels", "lesion", "border", "inside"):
+                    np.testing.assert_array_equal(getattr(beside, name), getattr(alone, name), err_msg=name)
+                assert beside.lesion_box == alone.lesion_box
+
+
+def test_growing_the_inside_by_no_width_equals_the_plain_rule():
+    from moleseg.core.cleanup import cleanup
+
+    for index, (labels, _) in enumerate(small_label_images(9, 16)):
+        settings = CleanupSettings(rule="grow_inside", border_width_px=0, fill_holes=index % 2 == 0)
+        result = cleanup(np.minimum(labels, 2), 3, settings)
+        expected_lesion, expected_border = plain_cleanup(np.minimum(labels, 2), 3, settings)
+        np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(labels.tolist()))
+        np.testing.assert_array_equal(result.border, expected_border, err_msg=str(labels.tolist()))

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from urllib.parse import urlparse
 
 import pytest
@@ -49,6 +50,18 @@ def served(tmp_path_factory):
         yield url
 
 
+def test_the_served_app_loads_its_pages_modules_once_it_listens(served):
+    from app_helpers import ARTIFACTS
+    from moleseg.app.server import WARM_UP_WORDS
+
+    log = ARTIFACTS / "streamlit-serve.log"
+    for _ in range(600):  # 60 s at most (about 1 s on an idle machine)
+        if WARM_UP_WORDS in log.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    assert f"moleseg: {WARM_UP_WORDS} (" in log.read_text(errors="replace")
+
+
 def test_a_websocket_naming_another_host_gets_no_101(served):
     port = urlparse(served).port
     assert upgrade_status(served, f"{REBIND_HOST}:{port}", f"http://{REBIND_HOST}:{port}") == b"HTTP/1.1 403 Forbidden"
@@ -71,7 +84,7 @@ def test_serve_passes_the_settings_to_streamlit(tmp_path):
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        sys.executable, "-m", "streamlit", "run", str(APP), "--server.address=0.0.0.0", "--server.port=8600",
+        sys.executable, "-m", "moleseg.app.server", "run", str(APP), "--server.address=0.0.0.0", "--server.port=8600",
         "--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1", "--server.allowedHosts=::1",
         "--server.allowedHosts=moles.clinic.example", "--server.enableXsrfProtection=true",
         "--server.enableCORS=true"]

@@ -5,7 +5,9 @@ not come through the proxy is refused."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import os
 import re
 import secrets
@@ -41,8 +43,8 @@ USER_HEADER = "X-Forwarded-User"
 @contextlib.contextmanager
 def caddy_proxy(caddy: str, app_port: int, secret_header: str, secret: str, folder: Path) -> Iterator[str]:
     """Caddy on a free local port in front of the app: basic authentication of :data:`PASSWORDS`, the user's
-    name in :data:`USER_HEADER`, the proxy secret added, X-Forwarded-For and the credentials removed (the
-    README's Caddyfile); yields its URL."""
+    name in :data:`USER_HEADER`, the proxy secret added, X-Forwarded-For and the credentials removed, text
+    responses compressed (the README's Caddyfile); yields its URL."""
     port = free_port()
     users = "\n".join(f"            {user} {hashed}" for user, hashed in PASSWORD_HASHES.items())
     caddyfile = folder / "Caddyfile"
@@ -54,6 +56,7 @@ http://127.0.0.1:{port} {{
     basicauth {{
 {users}
     }}
+    encode zstd gzip
     reverse_proxy 127.0.0.1:{app_port} {{
         header_up {USER_HEADER} {{http.auth.user.id}}
         header_up {secret_header} {secret}
@@ -142,6 +145,15 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     with pytest.raises(urllib.error.HTTPError) as unauthenticated:
         urllib.request.urlopen(f"{proxy}/history", timeout=10)
     assert unauthenticated.value.code == 401
+    # Streamlit sends its frontend's scripts uncompressed: the proxy compresses them for the browsers
+    signed_in = {"Authorization": "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()}
+    with urllib.request.urlopen(urllib.request.Request(proxy, headers=signed_in), timeout=10) as response:
+        script = re.search(r'src="\.?(/static/js/index\.[^"]+\.js)"', response.read().decode()).group(1)
+    request = urllib.request.Request(proxy + script, headers={**signed_in, "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response, \
+            urllib.request.urlopen(app + script, timeout=10) as direct:
+        assert response.headers["Content-Encoding"] == "gzip" and "Content-Encoding" not in direct.headers
+        assert gzip.decompress(response.read()) == direct.read()
 
     # Alice analyses an image and saves it
     picture = tmp_path / "alice-mole.png"

@@ -21,10 +21,10 @@ from cachetools import LRUCache
 
 from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
 from moleseg.core.cleanup import CleanupSettings
-from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.imageio import read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.report import display_unit
-from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches, failure_reason
+from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches, check_image_side, failure_reason
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
 #: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
@@ -298,11 +298,22 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             cached[index] = entry
     fresh: dict[int, Analysis] = {}  # predicted now: used even when the store cannot keep them
     done = len(uploads) - len(todo)  # cached: nothing left to do for them
-    readers = [functools.partial(read_image, uploads[index].data, name=uploads[index].name) for index in todo]
+    refused: set[int] = set()  # uploads that never reach the network: unreadable, or too small
+
+    def reader(index: int) -> np.ndarray:
+        try:
+            image = read_image(uploads[index].data, name=uploads[index].name)
+            check_image_side(image)
+        except Exception:
+            refused.add(index)
+            raise
+        return image
+
+    readers = [functools.partial(reader, index) for index in todo]
     for batch in analyse_batches(segmenter, readers, settings=settings, pixel_size_mm=pixel_size_mm, style=style,
                                  lesion_threshold=lesion_threshold, prepare=prepare):
         chunk, todo = todo[:len(batch)], todo[len(batch):]
-        store.count_predictions(sum(not isinstance(analysis, ImageReadError) for analysis in batch))
+        store.count_predictions(sum(index not in refused for index in chunk))
         for index, analysis in zip(chunk, batch):
             if isinstance(analysis, Exception):
                 outcomes[index].error = failure_reason(uploads[index].name, analysis)

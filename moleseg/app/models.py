@@ -155,14 +155,8 @@ def shipped_models(models: str | Path | None = None) -> list[Path]:
     return sorted(files, key=lambda p: (p.stem != "dermoscopy", p.stem != "cells", p.name))
 
 
-def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
-    """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
-    defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
-    user is believed)."""
-    from moleseg.engine.finetune import read_base_comparison
-    from moleseg.engine.jobs import read_job
-    from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
-
+def shipped_choices(models: str | Path | None = None) -> list[ModelChoice]:
+    """The shipped models on offer (:func:`shipped_models`), as the picker lists them; no user is needed."""
     choices: list[ModelChoice] = []
     for path in shipped_models(models):
         info = _info(path)
@@ -171,6 +165,18 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
         details += [text for text in (validation_text(info),) if text]
         choices.append(ModelChoice(spec=str(path), label=f"{path.stem} ({'; '.join(details)})", kind="shipped",
                                    n_classes=n_classes, stamp=_stamp(path)))
+    return choices
+
+
+def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
+    """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
+    defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
+    user is believed)."""
+    from moleseg.engine.finetune import read_base_comparison
+    from moleseg.engine.jobs import read_job
+    from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
+
+    choices = shipped_choices(models)
     choices.append(ModelChoice(spec=CLASSICAL_MODELS[3], label=f"{BASELINE_NAME} (dermoscopy, 3 classes, no network)",
                                kind="classical", n_classes=3))
     choices.append(ModelChoice(spec=CLASSICAL_MODELS[2], label=f"{BASELINE_NAME} (cells, 2 classes, no network)",

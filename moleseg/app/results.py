@@ -285,19 +285,17 @@ def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
 
 
 def thumbnail_jpeg(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> bytes:
-    """The :func:`thumbnail` of an analysis as the grid shows it, a JPEG as :func:`display_jpeg` encodes it, made
-    once per analysis."""
-    def encoded() -> bytes:
-        picture = thumbnail(analysis, width_px)
-        return display_jpeg(picture, max(picture.shape[:2]))
-
-    return kept_with(analysis, f"thumbnail {width_px}", encoded)
+    """The :func:`thumbnail` of an analysis as the grid shows it, a JPEG as :func:`display_jpeg` encodes it
+    (encoded anew on each call: the grid keeps :func:`thumbnail_url`)."""
+    picture = thumbnail(analysis, width_px)
+    return display_jpeg(picture, max(picture.shape[:2]))
 
 
 def thumbnail_url(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> str:
     """The :func:`thumbnail_jpeg` of an analysis as a ``data:`` URL (9–15 KB for a PH2 image), made once per
-    analysis: the grid's element then carries its pictures, which the browser shows as it draws the grid, instead
-    of fetching each from the server once the run's last message is handled."""
+    analysis and kept alone (not its JPEG too): the grid's element then carries its pictures, which the browser
+    shows as it draws the grid, instead of fetching each from the server once the run's last message is
+    handled."""
     import base64
 
     return kept_with(analysis, f"thumbnail url {width_px}",

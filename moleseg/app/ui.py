@@ -70,10 +70,11 @@ SESSION_FOLDER_KEY = "_moleseg_session_folder"
 def startup() -> FolderSweeper:
     """Once per server process: start the sweep that removes idle session folders (closed tabs, or left
     by a crashed server: the first sweep runs now), and load the default model in the background, so that
-    the first image after the server starts does not wait for it."""
+    the first image after the server starts does not wait for it. ``moleseg serve`` runs it once the server
+    listens (:mod:`moleseg.app.server`); otherwise the first page does."""
     default = default_model_spec()
-    for choice in models.model_choices():
-        if choice.spec == default and choice.kind != "classical":
+    for choice in models.shipped_choices():  # the default is a shipped model or a classical one, never a user's
+        if choice.spec == default:
             segmenter_preloads().start(choice.spec, choice.stamp)
     return FolderSweeper(in_use=launch.folder_in_use).start()
 

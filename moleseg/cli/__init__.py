@@ -74,7 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     if not APP_FILE.is_file():
         raise CommandError(f"moleseg serve runs the app of a source checkout: {APP_FILE} not found")
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *settings.streamlit_flags()]
+    # Streamlit's own command line through the app's launcher, which loads the pages' modules once it listens
+    command = [sys.executable, "-m", "moleseg.app.server", "run", str(APP_FILE), *settings.streamlit_flags()]
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK

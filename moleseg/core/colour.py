@@ -187,7 +187,8 @@ def unpacked_rgb(codes: np.ndarray) -> np.ndarray:
     return np.stack([codes >> 16, (codes >> 8) & 0xFF, codes & 0xFF], axis=1).astype(np.uint8)
 
 
-def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = PRESENT_MIN_SHARE) -> ColourResult:
+def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = PRESENT_MIN_SHARE,
+                   box: tuple[int, int, int, int] | None = None) -> ColourResult:
     """Shares of the six dermoscopic colours in a lesion, the present ones and the variegation.
 
     Parameters
@@ -198,6 +199,9 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
         Lesion mask (non-zero = lesion); must not be empty.
     min_share : float
         Share (0..1) a colour must reach to be present; default :data:`PRESENT_MIN_SHARE`.
+    box : tuple of int, optional
+        ``(row0, row1, col0, col1)``, half-open: a box holding every lesion pixel (its bounding box when known,
+        :func:`moleseg.core.targets.bounding_box`); found otherwise.
 
     Raises
     ------
@@ -208,15 +212,18 @@ def lesion_colours(image: np.ndarray, lesion: np.ndarray, *, min_share: float = 
     binary = as_binary_mask(lesion, "lesion")
     if binary.shape != rgb.shape[:2]:
         raise ValueError(f"lesion mask {binary.shape} and image {rgb.shape[:2]} differ in size")
-    if not binary.any():
+    if box is None:
+        left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))
+        box = None if width == 0 else (top, top + height, left, left + width)
+    if box is None:
         raise ValueError("lesion mask is empty: its colours are undefined")
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1], not {min_share}")
     # Each pixel's colour packed into one 24-bit integer and its class looked up among the colours classified
-    # before (:func:`code_classes`: a new colour is classified once), then the pixels of each class counted.
-    left, top, width, height = cv2.boundingRect(np.ascontiguousarray(binary).view(np.uint8))  # the lesion's box: fewer pixels to index
-    box = np.s_[top:top + height, left:left + width]
-    codes = packed_rgb(rgb[box])[binary[box]]  # packed first: a 2-D selection is far faster than one of RGB triples
+    # before (:func:`code_classes`: a new colour is classified once), then the pixels of each class counted, on
+    # the lesion's box: fewer pixels to index.
+    window = np.s_[box[0]:box[1], box[2]:box[3]]
+    codes = packed_rgb(rgb[window])[binary[window]]  # packed first: a 2-D selection is far faster than one of RGB triples
     classes = code_classes(codes)
     # one comparison per colour: faster than np.bincount, which first widens every class to a 64-bit index
     counts = np.array([np.count_nonzero(classes == index) for index in range(len(COLOUR_NAMES))])

@@ -317,9 +317,11 @@ def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray
     return distance_out + distance_in - 1.0
 
 
-def border_width(lesion: np.ndarray, border: np.ndarray) -> tuple[float, float]:
+def border_width(lesion: np.ndarray, border: np.ndarray, *,
+                 lesion_box: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
     """Mean and population standard deviation (px) of the local width of the border band (see the module
-    docstring): ``(0, 0)`` for an empty band, NaN when the width is undefined.
+    docstring): ``(0, 0)`` for an empty band, NaN when the width is undefined. ``lesion_box``: the lesion's
+    bounding box when known (:func:`moleseg.core.targets.bounding_box` of ``lesion``), found otherwise.
 
     Raises
     ------
@@ -330,7 +332,7 @@ def border_width(lesion: np.ndarray, border: np.ndarray) -> tuple[float, float]:
     band = as_binary_mask(border, "border")
     if band.shape != binary.shape:
         raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
-    box = bounding_box(binary)
+    box = bounding_box(binary) if lesion_box is None else lesion_box
     if box is None:
         raise ValueError("lesion mask is empty: the border width is undefined")
     return _band_width(binary, band, box)
@@ -377,6 +379,7 @@ def measure_lesion(
     pixel_size_mm: float | None = None,
     image: np.ndarray | None = None,
     border_width_px: Callable[[], tuple[float, float]] | None = None,
+    lesion_box: tuple[int, int, int, int] | None = None,
 ) -> list[Measurement]:
     """Measure the shape and the border of a lesion.
 
@@ -395,6 +398,9 @@ def measure_lesion(
     border_width_px : callable, optional
         Returns the band's width ``(mean, std)`` in px as :func:`border_width` gives it, made elsewhere (another
         thread); called once every other shape measurement is made, in place of measuring ``border`` here.
+    lesion_box : tuple of int, optional
+        The lesion's bounding box ``(row0, row1, col0, col1)`` when known (:func:`moleseg.core.targets.bounding_box`
+        of ``lesion``); found otherwise.
 
     Returns
     -------
@@ -412,7 +418,7 @@ def measure_lesion(
         Empty lesion, masks or image of different sizes, or a pixel size that is not a positive number.
     """
     binary = as_binary_mask(lesion, "lesion")
-    box = bounding_box(binary)
+    box = bounding_box(binary) if lesion_box is None else lesion_box
     if box is None:
         raise ValueError("lesion mask is empty: there is nothing to measure")
     band = None
@@ -430,16 +436,16 @@ def measure_lesion(
 
     r0, r1, c0, c1 = box
     crop = binary[r0:r1, c0:c1]
-    framed = np.pad(crop, 1, constant_values=False)  # the image frame counts as background
-
+    # the perimeter, the contour's boxes and the components of the lesion's box are those of the whole image: each
+    # counts what lies beyond the box (the image frame included) as background
     area = float(np.count_nonzero(crop))
-    perimeter = float(crofton_perimeter(framed))
+    perimeter = float(crofton_perimeter(crop))
     equivalent_diameter = math.sqrt(4.0 * area / math.pi)
     moments = _moments_of(crop)  # shared by the ellipse and the asymmetry
     major_axis, minor_axis = _ellipse_axes(moments)
     compactness = perimeter * perimeter / (4.0 * math.pi * area)
     asymmetry_major, asymmetry_minor = _asymmetry(crop, moments)
-    n_components = cv2.connectedComponents(framed.astype(np.uint8), connectivity=8)[0] - 1
+    n_components = cv2.connectedComponents(crop.view(np.uint8), connectivity=8)[0] - 1
 
     measurements: list[Measurement] = []
 
@@ -487,7 +493,7 @@ def measure_lesion(
         Measurement(
             "fractal_dimension",
             "Border irregularity (fractal dimension)",
-            fractal_dimension(framed),
+            fractal_dimension(crop),
             "",
             "Box-counting dimension of the outline: about 1 when smooth, higher when ragged.",
         )
@@ -504,13 +510,15 @@ def measure_lesion(
         Measurement("n_components", "Lesion components", float(n_components), "", "Number of separate lesion regions.")
     )
     if image is not None:
-        measurements.extend(colour_measurements(image, binary))
+        measurements.extend(colour_measurements(image, binary, lesion_box=box))
     return measurements
 
 
-def colour_measurements(image: np.ndarray, lesion: np.ndarray) -> list[Measurement]:
-    """The colour measurements of :func:`measure_lesion` (shares in %, count, variegation)."""
-    colours = lesion_colours(image, lesion)
+def colour_measurements(image: np.ndarray, lesion: np.ndarray, *,
+                        lesion_box: tuple[int, int, int, int] | None = None) -> list[Measurement]:
+    """The colour measurements of :func:`measure_lesion` (shares in %, count, variegation); ``lesion_box``: the
+    lesion's bounding box when known (:func:`moleseg.core.colour.lesion_colours`)."""
+    colours = lesion_colours(image, lesion, box=lesion_box)
     measurements = [
         Measurement(
             "colour_" + name.replace(" ", "_").replace("-", "_"),

@@ -132,9 +132,12 @@ def blend(image: np.ndarray, where: np.ndarray, color: Color, opacity: float) ->
     return result
 
 
-def _paint(result: np.ndarray, region: np.ndarray, paint: np.ndarray, alpha: float) -> None:
-    """:func:`blend` in place on ``result`` (H, W, 3) uint8, on the bounding box of ``region`` only."""
-    box = bounding_box(region) if alpha > 0 else None
+def _paint(result: np.ndarray, region: np.ndarray, paint: np.ndarray, alpha: float, *, boxed: bool = False) -> None:
+    """:func:`blend` in place on ``result`` (H, W, 3) uint8, on the bounding box of ``region`` only (``boxed``:
+    ``region`` is cropped to a box holding it already, painted whole)."""
+    if alpha <= 0:
+        return
+    box = (0, region.shape[0], 0, region.shape[1]) if boxed else bounding_box(region)
     if box is None:
         return
     r0, r1, c0, c1 = box
@@ -156,6 +159,7 @@ def overlay(
     border_color: Color = BORDER_COLOR,
     fill_opacity: float = 0.35,
     border_opacity: float = 1.0,
+    box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """The image with the lesion filled translucently and its border band drawn on top.
 
@@ -169,6 +173,10 @@ def overlay(
         painted with ``border_color`` at ``border_opacity``. None draws no border.
     fill_color, border_color : RGB tuples, 0-255
     fill_opacity, border_opacity : float in [0, 1]
+    box : tuple of int, optional
+        ``(row0, row1, col0, col1)``, half-open: a box holding every lesion and border pixel (the lesion's bounding
+        box when the border lies in the lesion, :attr:`moleseg.engine.segmenter.Segmentation.lesion_box`); found
+        otherwise.
 
     Returns
     -------
@@ -191,9 +199,14 @@ def overlay(
     paint = _color(border_color, "border_color")
     alpha = _opacity(border_opacity, "border_opacity")
     result = rgb.copy()
-    box = bounding_box(lesion_mask)
-    if box is not None:  # the fill, disjoint from the border (each pixel painted once), on the lesion's box
+    if box is not None:  # the fill, disjoint from the border (each pixel painted once), and the border, in the box
         window = np.s_[box[0]:box[1], box[2]:box[3]]
+        _paint(result[window], lesion_mask[window] & ~border_mask[window], fill, fill_alpha, boxed=True)
+        _paint(result[window], border_mask[window], paint, alpha, boxed=True)
+        return result
+    lesion_box = bounding_box(lesion_mask)
+    if lesion_box is not None:  # the fill on the lesion's box
+        window = np.s_[lesion_box[0]:lesion_box[1], lesion_box[2]:lesion_box[3]]
         _paint(result[window], lesion_mask[window] & ~border_mask[window], fill, fill_alpha)
     _paint(result, border_mask, paint, alpha)
     return result

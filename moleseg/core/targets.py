@@ -40,6 +40,7 @@ __all__ = [
     "structuring_element",
     "erode",
     "dilate",
+    "morphology",
     "make_targets",
     "class_frequencies",
     "check_label_range",
@@ -198,7 +199,7 @@ def dilate(mask: np.ndarray, radius_px: int, shape: str = DEFAULT_SHAPE) -> np.n
 
 def _around_the_mask(operation: Callable[..., np.ndarray], mask: np.ndarray, radius_px: int, shape: str,
                      border_value: int) -> np.ndarray:
-    """:func:`_morphology` of ``mask`` computed on its bounding box grown by the radius only: every window
+    """:func:`morphology` of ``mask`` computed on its bounding box grown by the radius only: every window
     centred inside the box stays inside the grown box, or leaves the image through the frame, where cv2's
     constant border supplies ``border_value``. An empty mask gives an empty one, radius 0 a copy."""
     binary = as_binary_mask(mask)
@@ -211,8 +212,8 @@ def _around_the_mask(operation: Callable[..., np.ndarray], mask: np.ndarray, rad
     if radius == 0:
         return binary.copy()
     r0, r1, c0, c1 = expanded_box(box, radius, binary.shape)
-    crop = binary[r0:r1, c0:c1].astype(np.uint8)
-    result[r0:r1, c0:c1] = _morphology(operation, crop, name, radius, border_value=border_value).astype(bool)
+    crop = binary[r0:r1, c0:c1].view(np.uint8)
+    result[r0:r1, c0:c1] = morphology(operation, crop, radius, name, outside=border_value).view(bool)
     return result
 
 
@@ -220,16 +221,36 @@ def _around_the_mask(operation: Callable[..., np.ndarray], mask: np.ndarray, rad
 _CROSS: np.ndarray = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def _morphology(operation: Callable[..., np.ndarray], crop: np.ndarray, shape: str, radius: int,
-                border_value: int) -> np.ndarray:
-    """``operation`` (``cv2.erode`` or ``cv2.dilate``) of a uint8 ``crop`` by the ``shape`` element of
-    ``radius`` px (>= 1), outside the crop worth ``border_value``. The diamond of radius ``r`` is ``r``
-    crosses in a row (every point within ``|dx| + |dy| <= r`` is reached by ``r`` unit steps that stay
-    in the crop's rectangle), several times faster than its own ``(2r+1)²`` window and the same pixels."""
+def morphology(operation: Callable[..., np.ndarray], crop: np.ndarray, radius_px: int, shape: str = DEFAULT_SHAPE,
+               *, outside: int = 0) -> np.ndarray:
+    """Binary erosion or dilation of a 0 / 1 uint8 window by a flat structuring element, as :func:`erode` and
+    :func:`dilate` make them on a mask's box.
+
+    Parameters
+    ----------
+    operation : ``cv2.erode`` or ``cv2.dilate``
+    crop : (H, W) uint8
+        0 / 1 pixels of a window of a mask (a bool window's ``view(np.uint8)``).
+    radius_px : int
+        Radius of the structuring element in pixels (``>= 1``).
+    shape : {"diamond", "disk", "square"}
+        Structuring-element shape, see :func:`structuring_element`.
+    outside : {0, 1}
+        What every pixel beyond the window is worth: 1 for an erosion that treats the image frame as lesion, 0
+        otherwise. Where the window's side is not the image frame, exact when no pixel the caller reads lies
+        within ``radius_px`` of it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` uint8 of 0 and 1. The diamond of radius ``r`` is ``r`` crosses in a row (every point within
+        ``|dx| + |dy| <= r`` is reached by ``r`` unit steps that stay in the window), several times faster than
+        its own ``(2r+1)²`` window and the same pixels.
+    """
     if shape == "diamond":
-        return operation(crop, _CROSS, iterations=radius, borderType=cv2.BORDER_CONSTANT, borderValue=border_value)
-    return operation(crop, structuring_element(shape, radius), borderType=cv2.BORDER_CONSTANT,
-                     borderValue=border_value)
+        return operation(crop, _CROSS, iterations=radius_px, borderType=cv2.BORDER_CONSTANT, borderValue=outside)
+    return operation(crop, structuring_element(shape, radius_px), borderType=cv2.BORDER_CONSTANT,
+                     borderValue=outside)
 
 
 def make_targets(

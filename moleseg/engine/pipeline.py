@@ -140,8 +140,10 @@ class Analysis:
         """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8, drawn
         once (an app page shows it, its canvas and its exports use it); read-only."""
         s = self.style
-        picture = overlay(self.image, self.segmentation.lesion, self.segmentation.border, fill_color=s.fill_color,
-                          border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity)
+        segmentation = self.segmentation
+        picture = overlay(self.image, segmentation.lesion, segmentation.border, fill_color=s.fill_color,
+                          border_color=s.border_color, fill_opacity=s.fill_opacity, border_opacity=s.border_opacity,
+                          box=segmentation.lesion_box)
         picture.setflags(write=False)
         return picture
 
@@ -331,15 +333,17 @@ def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | Non
                                                    pixel_size_mm=analysis.pixel_size_mm)
         if not analysis.objects:
             analysis.error = analysis.words["none"]
-    elif segmentation.lesion.any():
-        border = segmentation.border if segmentation.border.any() else None
+    elif segmentation.lesion_box is not None:
+        box = segmentation.lesion_box
+        border = segmentation.border if _has_border(segmentation) else None
         width = None
         if widths is not None and border is not None:
-            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border)
+            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border,
+                                      lesion_box=box)
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
                                                image=analysis.image if colours is None else None,
-                                               border_width_px=width)
+                                               border_width_px=width, lesion_box=box)
         if colours is not None:
             analysis.measurements += colours()
     else:
@@ -347,10 +351,16 @@ def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | Non
     return analysis
 
 
-def _here_unless_started(job: Future, function: Callable[..., Any], *args: Any) -> Any:
-    """``job``'s result, or ``function(*args)`` made in this thread when ``job`` (the same call handed to another
-    thread) has not started there, so that this thread never waits for work it could do itself."""
-    return function(*args) if job.cancel() else job.result()
+def _has_border(segmentation: Segmentation) -> bool:
+    """True when the lesion of ``segmentation`` has a border band (looked for in the lesion's box, which holds it)."""
+    box = segmentation.lesion_box
+    return box is not None and bool(segmentation.border[box[0]:box[1], box[2]:box[3]].any())
+
+
+def _here_unless_started(job: Future, function: Callable[..., Any], *args: Any, **keywords: Any) -> Any:
+    """``job``'s result, or ``function(*args, **keywords)`` made in this thread when ``job`` (the same call handed to
+    another thread) has not started there, so that this thread never waits for work it could do itself."""
+    return function(*args, **keywords) if job.cancel() else job.result()
 
 
 def check_image_side(image: np.ndarray) -> None:
@@ -395,17 +405,18 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     while the other has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes
     them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
-    lesion_found = not analysis.cells and segmentation.lesion.any()
+    box = segmentation.lesion_box
+    lesion_found = not analysis.cells and box is not None
     widths = colours = None
-    if lesion_found and segmentation.border.any():
-        widths = drawer.submit(border_width, segmentation.lesion, segmentation.border)
+    if lesion_found and _has_border(segmentation):
+        widths = drawer.submit(border_width, segmentation.lesion, segmentation.border, lesion_box=box)
     if lesion_found:
-        colours = drawer.submit(colour_measurements, image, segmentation.lesion)
+        colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
     drawing = drawer.submit(_drawn, analysis)
 
     def drawn_then_coloured() -> list[Measurement]:
         _here_unless_started(drawing, _drawn, analysis)
-        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion)
+        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
 
     try:
         _measured(analysis, drawn_then_coloured if colours is not None else None, widths=widths)
@@ -433,8 +444,9 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
     image's result). ``finish(index, image, segmentation)``: what is made of an image once cleaned (its
     measurements, pictures, files), ``index`` its place in ``images``. A pipeline across the cores: a pool of
-    ``workers`` threads (default: the CPU count) reads the next batch and cleans and finishes this one while
-    this thread runs the network on the next (reading, OpenCV, numpy and the network release the GIL); a batch
+    ``workers`` threads (default: the CPU count; a free one shares an image's labels, :func:`clean`'s ``helper``)
+    reads the next batch and cleans and finishes this one while this thread runs the network on the next
+    (reading, OpenCV, numpy and the network release the GIL); a batch
     is handed out once finished, while the next is finished and the one after read: three batches in flight at
     most. An image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of
     :func:`check_image_side`; when the network fails on a batch, each of its images is predicted alone, so that
@@ -455,7 +467,8 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
         return image
 
     def cleaned(index: int, image: np.ndarray, probabilities: np.ndarray) -> T:
-        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold))
+        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold,
+                                          helper=pool))
 
     def called(batch: list[np.ndarray]) -> list[np.ndarray] | Exception:
         try:

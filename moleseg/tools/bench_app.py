@@ -23,6 +23,8 @@ the engine on the last one (:func:`run_batch_bench`). With ``--timeline`` each p
 time went, read in the browser (:class:`SliderTimeline`): the key presses, the files uploaded, each rerun
 request the page sends (a websocket message), the bursts of the server's answers (a run), the pictures the page
 fetches, when the overlay or the thumbnails were visible, and the CPU time the server and the browser used.
+``--home N`` loads the home page ``N`` times on one server (:func:`run_home_bench`); with ``--timeline`` each load's
+milestones on the page's clock (:func:`home_timeline_line`).
 
 "Visible" is read in the page: the picture whose caption starts with the file's name (an ``st.image``, or one
 of an ``st.image`` list such as the batch grid) has its ``<img>`` complete with a natural width above 0 (a picture
@@ -396,14 +398,60 @@ class SliderTimeline:
         return text
 
 
-def _home_seconds(browser: Any, url: str, timeout_ms: float) -> float:
+#: Before a page loads: the times (ms on the page's clock) its websocket opens and each server message arrives.
+_HOME_WATCH_JS = """
+window.__molesegHome = {messages: []};
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    window.__molesegHome.open = performance.now();
+    this.addEventListener('message', () => window.__molesegHome.messages.push(performance.now()));
+  }
+};
+"""
+#: Once the home page is drawn: its milestones in ms on the page's clock (:func:`home_timeline_line`).
+_HOME_MARKS_JS = """
+() => {
+  const page = performance.getEntriesByType('navigation')[0];
+  const files = performance.getEntriesByType('resource').filter(entry => entry.name.includes('/static/'));
+  const seen = window.__molesegHome || {messages: []};
+  return {html: page.responseEnd, loaded: page.domContentLoadedEventEnd, files: files.length,
+          bytes: files.reduce((sum, entry) => sum + entry.encodedBodySize, 0),
+          files_done: Math.max(0, ...files.map(entry => entry.responseEnd)), websocket: seen.open ?? -1,
+          first_message: seen.messages[0] ?? -1, last_message: seen.messages.at(-1) ?? -1,
+          messages: seen.messages.length};
+}
+"""
+
+
+def _home_seconds(browser: Any, url: str, timeout_ms: float, marks: list[dict[str, float]] | None = None) -> float:
+    """Seconds from opening the home page in a new browser context until its page links are drawn; with
+    ``marks``, the page's milestones (``_HOME_MARKS_JS``) are appended to it."""
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     try:
-        return _seconds(lambda: page.goto(url, timeout=timeout_ms),
-                        lambda: page.locator("a:has-text('Evaluate: score models')").wait_for(
-                            state="visible", timeout=timeout_ms))
+        if marks is not None:
+            page.add_init_script(_HOME_WATCH_JS)
+        seconds = _seconds(lambda: page.goto(url, timeout=timeout_ms),
+                           lambda: page.locator("a:has-text('Evaluate: score models')").wait_for(
+                               state="visible", timeout=timeout_ms))
+        if marks is not None:
+            marks.append(page.evaluate(_HOME_MARKS_JS))
+        return seconds
     finally:
         page.close()
+
+
+def home_timeline_line(seconds: float, marks: dict[str, float], cpu: dict[str, float]) -> str:
+    """One home load as a line: its ``seconds`` until the page links are drawn, then the page's milestones from
+    ``marks`` (ms on its clock: the HTML received, Streamlit's static files received with their count and
+    bytes, DOMContentLoaded, the websocket opened, the server's first and last message and their count) and the
+    CPU seconds ``cpu`` gives per process group."""
+    used = "".join(f", {name} CPU {value:.2f} s" for name, value in cpu.items())
+    return (f"{seconds:.3f} s: HTML {marks['html']:.0f} ms, {marks['files']:.0f} static files "
+            f"({marks['bytes'] / 1e6:.1f} MB) by {marks['files_done']:.0f} ms, DOMContentLoaded "
+            f"{marks['loaded']:.0f} ms, websocket {marks['websocket']:.0f} ms, {marks['messages']:.0f} messages "
+            f"{marks['first_message']:.0f}-{marks['last_message']:.0f} ms{used}")
 
 
 def engine_seconds(model: str, files: Sequence[Path]) -> float:
@@ -612,8 +660,44 @@ def run_batch_bench(model: str, images: Path | None, repeats: int, batch: int = 
     return result
 
 
+def run_home_bench(repeats: int, timeline: bool = False, timeout_s: float = 180.0,
+                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``home_s`` alone, ``repeats`` times on one server (its first home load, which runs the server's first
+    script, not timed), with the machine's conditions before and after; ``timeline``: each load's milestones to
+    ``echo`` (:func:`home_timeline_line`)."""
+    from playwright.sync_api import sync_playwright
+
+    from moleseg.tools.bench_machine import conditions, others_cpu_share
+
+    timeout_ms = timeout_s * 1000
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
+    runs: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="moleseg-bench-app-") as folder, sync_playwright() as driver:
+        scratch = Path(folder)
+        browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        try:
+            with served_app(scratch / "warm", scratch / "server.log") as (url, _, server):
+                _home_seconds(browser, url, timeout_ms)
+                for repeat in range(repeats):
+                    marks: list[dict[str, float]] = []
+                    before = {"server": tree_cpu_s(server), "browser": tree_cpu_s(os.getpid(), "chrom")}
+                    runs.append(_home_seconds(browser, url, timeout_ms, marks if timeline else None))
+                    if timeline:
+                        cpu = {"server": tree_cpu_s(server) - before["server"],
+                               "browser": tree_cpu_s(os.getpid(), "chrom") - before["browser"]}
+                        echo(f"home {repeat + 1}/{repeats}: {home_timeline_line(runs[-1], marks[0], cpu)}")
+        finally:
+            at_close = closed_counting(browser)
+    result["after"] = after_closing(at_close)
+    result["app"] = {"home_s": _median(runs), "runs": {"home_s": [round(v, 3) for v in runs]}}
+    result["load_average"] = result["after"]["load_average"]
+    result["others_cpu_share"] = others_cpu_share(result)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m moleseg.tools.bench_app (--slider N | --batch N) [--timeline] [--images DIR] [--json FILE]``."""
+    """``python -m moleseg.tools.bench_app (--slider N | --batch N | --home N) [--timeline] [--images DIR]
+    [--json FILE]``."""
     from moleseg.core.config import default_model_spec
 
     parser = argparse.ArgumentParser(prog="python -m moleseg.tools.bench_app", description=main.__doc__)
@@ -621,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--slider", type=int, metavar="N", help="slider measurements on one server")
     which.add_argument("--batch", type=int, metavar="N",
                        help=f"batches of {AppBenchSettings.batch} on one server, then the engine on the last one")
+    which.add_argument("--home", type=int, metavar="N", help="home page loads on one server")
     parser.add_argument("--timeline", action="store_true", help="print where each measurement's time went")
     parser.add_argument("--images", type=Path, help="a folder of images (default: the PH2 images of the shared "
                                                      "data, else synthetic ones)")
@@ -629,6 +714,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch:
         result = run_batch_bench(default_model_spec(), args.images, max(1, args.batch), timeline=args.timeline)
         key = "batch12_s"
+    elif args.home:
+        result = run_home_bench(max(1, args.home), args.timeline)
+        key = "home_s"
     else:
         result = run_slider_bench(args.images, max(1, args.slider), args.timeline)
         key = "slider_overlay_s"

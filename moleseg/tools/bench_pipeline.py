@@ -51,7 +51,8 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
-    (repeat by repeat). After the cleanup, what an image needs to be shown, its measurements and its overlay, is
+    (repeat by repeat). The cleanup makes half of the labels in a second thread, as the batch pipeline's pool
+    does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its measurements and its overlay, is
     shared by two threads (:func:`moleseg.engine.pipeline.measure_and_draw`: the border widths, the colours and
     the drawing in one, the other shape measurements in the other, each taking what the other has not started):
     stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
@@ -104,7 +105,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         else:
             probabilities = segmenter.predict_probabilities([image])[0]
             lap("network", stages)
-        segmentation = clean(segmenter, probabilities)
+        segmentation = clean(segmenter, probabilities, helper=drawer)  # as segment_batches cleans with its pool
         lap("cleanup", stages)
         analysis = measure_and_draw(image, segmentation, segmenter, drawer)
         lap("measure_and_draw", stages)
