@@ -125,7 +125,7 @@ def test_the_analyse_page_s_dicom_note_shows_the_file_name_and_spacing_as_typed(
 
     data = dicom_bytes(np.zeros((16, 16, 3), np.uint8), spacing=(0.02, 0.04))
     assert dicom_pixel_size([Upload("[x](http://e.x)*a*.png", data)]) == (
-        None, "No automatic pixel size: \\[x\\](http\\://e.x)\\*a\\*.png\\: the pixels are not square "
+        None, "No automatic pixel size: \\[x\\](http\u2060\\://e.x)\\*a\\*.png\\: the pixels are not square "
               "(PixelSpacing 0.02 \\\\ 0.04 mm)")
 
 def test_missing_spacing_is_no_error_just_no_size(photo):

@@ -722,6 +722,59 @@ def test_the_border_width_of_bad_masks_says_why():
         border_width(np.zeros_like(lesion), lesion)
 
 
+#: Pixel values at the ends of each channel and beside them (a packed code's bytes at 0 and 255).
+EDGE_LEVELS = st.sampled_from([0, 1, 127, 128, 254, 255])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.data())
+def test_colours_of_tiny_lesions_of_edge_colours_equal_classifying_every_pixel(height, width, data):
+    image = np.array(data.draw(st.lists(st.tuples(EDGE_LEVELS, EDGE_LEVELS, EDGE_LEVELS), min_size=height * width,
+                                        max_size=height * width)), np.uint8).reshape(height, width, 3)
+    lesion = np.array(data.draw(st.lists(st.booleans(), min_size=height * width, max_size=height * width)),
+                      bool).reshape(height, width)
+    lesion[data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))] = True  # never empty
+    counts = np.bincount(classify_colours(image[lesion]), minlength=len(COLOUR_NAMES))
+    shares = lesion_colours(image, lesion).shares
+    assert [shares[name] for name in COLOUR_NAMES] == list(counts / lesion.sum())
+    np.testing.assert_array_equal(unpacked_rgb(packed_rgb(image).reshape(-1)), image.reshape(-1, 3))
+
+
+def test_an_image_of_one_colour_and_a_lesion_of_one_pixel_have_one_colour():
+    white = np.full((5, 4, 3), 255, np.uint8)
+    corner = np.zeros((5, 4), bool)
+    corner[4, 3] = True
+    result = lesion_colours(white, corner)
+    assert result.present == ("white",) and result.shares["white"] == 1.0 and result.variegation == 0.0
+    assert packed_rgb(white)[4, 3] == 2**24 - 1 and packed_rgb(np.zeros((1, 3), np.uint8))[0] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.data())
+def test_asymmetry_counted_on_the_lesions_box_equals_counting_the_whole_canvas(height, width, data):
+    import cv2
+
+    from moleseg.core import measure
+
+    lesion = np.array(data.draw(st.lists(st.booleans(), min_size=height * width, max_size=height * width)),
+                      bool).reshape(height, width)
+    lesion[data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))] = True  # never empty
+    mirror_iou = measure._mirror_iou
+    windows = []
+
+    def on_both(canvas, area, centroid, direction, window):
+        assert cv2.countNonZero(canvas[window]) == cv2.countNonZero(canvas) == area  # the mask is all in the box
+        windows.append(window)
+        whole = mirror_iou(canvas, area, centroid, direction, np.s_[:, :])
+        assert mirror_iou(canvas, area, centroid, direction, window) == whole
+        return whole
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(measure, "_mirror_iou", on_both)
+        measure.asymmetry(lesion)
+    assert len(windows) == 2
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_it(seed):
     from moleseg.core.measure import colour_measurements

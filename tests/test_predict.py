@@ -174,7 +174,7 @@ def test_a_file_that_cannot_be_encoded_is_that_images_failure(tmp_path, monkeypa
 
     monkeypatch.setattr(pipeline, "encode_png", fails_on_the_second_class_map)
     outcome = predict_files(ClassicalSegmenter(), files, tmp_path / "out", batch_size=2, workers=2)
-    assert outcome.failures == [(files[1].name, f"{files[1].name}: could not be analysed (no memory left)")]
+    assert outcome.failures == [(files[1].name, f"{files[1].name}: cannot encode its results (no memory left)")]
     assert [row["image"] for row in outcome.rows] == [files[0].name, files[2].name]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(
         f"{path.stem}_{kind}.png" for path in (files[0], files[2]) for kind in ("overlay", "mask", "classes"))

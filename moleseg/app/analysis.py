@@ -111,10 +111,13 @@ class CachedAnalysis:
 
 
 def _variant_bytes(analysis: Analysis) -> int:
-    """Bytes of what one cleanup of an image adds: its masks and its two pictures (the overlay and the class
-    picture, drawn once when first shown); the image and the probabilities are shared by every cleanup."""
+    """Bytes of what one cleanup of an image adds: its masks, its two pictures (the overlay and the class
+    picture, drawn once when first shown) and its result files (:attr:`Analysis.result_files`, kept once
+    downloaded: the overlay's PNG stores its 3 bytes a pixel uncompressed, the masks' PNGs of a few smooth
+    regions compress to far less; 4 bytes a pixel counted for the three); the image and the probabilities are
+    shared by every cleanup."""
     seg = analysis.segmentation
-    return int(seg.labels.nbytes + seg.lesion.nbytes * 3 + 2 * seg.labels.size * 3)
+    return int(seg.labels.nbytes + seg.lesion.nbytes * 3 + 2 * seg.labels.size * 3 + 4 * seg.labels.size)
 
 
 def _analysis_bytes(analysis: Analysis) -> int:

@@ -154,7 +154,7 @@ def packed_rgb(pixels: np.ndarray) -> np.ndarray:
     # A << 24: without the alpha byte, the code (several times faster than shifting three int32 channels)
     words = cv2.cvtColor(image, cv2.COLOR_RGB2BGRA).view("<u4")[..., 0]
     np.bitwise_and(words, np.uint32(0xFFFFFF), out=words)  # below 2**24: the same value read as int32
-    return words.view(np.int32).reshape(array.shape[:-1])
+    return words.view("<i4").reshape(array.shape[:-1])  # little-endian like the words, whatever the machine
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from moleseg.core.config import INFERENCE_BATCH_SIZE
+from moleseg.core.errors import first_line
 from moleseg.core.report import AnalysisSettings
 from moleseg.engine.pipeline import ResultFiles, failure_reason, measure_and_draw, segment_batches
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
@@ -182,7 +183,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         try:
             encoded = {**finished.files.files(finished.stem), **finished.outlines}
         except Exception as error:  # noqa: BLE001 -- this image's files could not be encoded: the others go on
-            outcome.failures.append((path.name, failure_reason(path.name, error)))
+            outcome.failures.append((path.name, f"{path.name}: cannot encode its results ({first_line(error)})"))
             return
         try:
             write_all_or_nothing(out, encoded)
