@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from moleseg.core.cached import cached_value
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
@@ -95,13 +96,13 @@ class Analysis:
         return (self.confidence_threshold is not None and not self.corrected_by_hand
                 and self.confidence < self.confidence_threshold)
 
-    @functools.cached_property
+    @cached_value
     def edge_outline_share(self) -> float | None:
         """Share of the lesion's outline on the image edge, 0..1 (None in cells mode, where every object
         is a cell and cells cut by the frame are expected)."""
         return None if self.cells else edge_outline_share(self.segmentation.lesion)
 
-    @functools.cached_property
+    @cached_value
     def edge_contact_ratio(self) -> float | None:
         """Length of image edge the lesion reaches over its equivalent diameter
         (:func:`moleseg.core.edgecontact.edge_contact_ratio`; None in cells mode)."""
@@ -135,7 +136,7 @@ class Analysis:
                        beyond_picture=self.beyond_picture)
         return row
 
-    @functools.cached_property
+    @cached_value
     def overlay(self) -> np.ndarray:
         """The image with the lesion filled translucently and its border opaque, ``(H, W, 3)`` uint8, drawn
         once (an app page shows it, its canvas and its exports use it); read-only."""
@@ -147,7 +148,7 @@ class Analysis:
         picture.setflags(write=False)
         return picture
 
-    @functools.cached_property
+    @cached_value
     def class_picture(self) -> np.ndarray:
         """The predicted classes as colours, ``(H, W, 3)`` uint8, drawn once; read-only."""
         picture = class_map(self.segmentation.labels, self.n_classes)
@@ -208,7 +209,7 @@ class Analysis:
         parts.extend(self.warnings)
         return "; ".join(parts) or None
 
-    @functools.cached_property
+    @cached_value
     def result_files(self) -> "ResultFiles":
         """The overlay, mask and class-map files, each encoded once when first asked for (:class:`ResultFiles`)."""
         return ResultFiles(overlay=self.overlay, lesion=self.segmentation.lesion, labels=self.segmentation.labels,

@@ -15,6 +15,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from moleseg.core.cached import cached_value
 from moleseg.core.cleanup import CleanupResult, CleanupSettings, cleanup
 from moleseg.core.config import CLEANUP_MAX_SIDE_PX, UNDECIDED_PROBABILITY_RANGE
 from moleseg.core.modelinfo import ModelInfo
@@ -61,14 +62,14 @@ class Segmentation:
     settings: CleanupSettings
     lesion_threshold: float | None = None
 
-    @functools.cached_property
+    @cached_value
     def confidence(self) -> float:
         """How sure the model is of this border, 0..1 (:func:`border_confidence` over the pixels it finds more
         likely lesion than background): from the probabilities only, so no cleanup setting (border width,
         closing, ...) and no lesion threshold changes it."""
         return border_confidence(self.probabilities, self.probabilities[..., 0] < 0.5)
 
-    @functools.cached_property
+    @cached_value
     def lesion_box(self) -> tuple[int, int, int, int] | None:
         """The lesion's bounding box ``(row0, row1, col0, col1)``, half-open, in px of the image (None when no
         lesion was found), found once: it holds the border band too, so every measurement and picture of the
