@@ -283,7 +283,7 @@ def pictures(outcome: ImageOutcome, segmenter_name: str) -> None:
     picture is made and sent only while the expander is open (Streamlit's lazy expander): a slider run sends
     one picture and one empty block, lighter for the browser to redraw than tabs."""
     analysis = outcome.analysis
-    st.image(display_jpeg(analysis.overlay), width="stretch",
+    st.image(analysis.overlay_jpeg, width="stretch",
              caption=f"{outcome.name}: {words['drawn']} ({segmenter_name}"
                      + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
     classes = st.expander("Predicted classes", key="analyse_classes_open", on_change="rerun")

@@ -102,7 +102,8 @@ def test_a_colour_change_redraws_the_overlay_from_the_same_lesion_and_measuremen
 
 
 def test_pictures_are_shown_as_jpegs_no_larger_than_their_place_on_the_page():
-    from moleseg.app.results import DISPLAY_SIDE_PX, display_jpeg
+    from moleseg.app.results import display_jpeg
+    from moleseg.core.render import DISPLAY_SIDE_PX
 
     wide = np.zeros((DISPLAY_SIDE_PX, 2 * DISPLAY_SIDE_PX, 3), np.uint8)
     wide[:, DISPLAY_SIDE_PX:] = 200
@@ -409,8 +410,8 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
 
 
 def test_a_batch_shows_a_grid_readable_tables_a_summary_and_outline_downloads(at):
-    from moleseg.app.results import (batch_summary, batch_table, grid_caption, key_measurements, outline_downloads,
-                                     shrunk)
+    from moleseg.app.results import batch_summary, batch_table, grid_caption, key_measurements, outline_downloads
+    from moleseg.core.render import shrunk
 
     files = [(f"{name}.png", png_bytes(mole_image(seed=seed)[0]), "image/png")
              for name, seed in (("a", 1), ("b", 2), ("c", 5))]

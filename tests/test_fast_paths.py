@@ -299,6 +299,7 @@ def test_measuring_beside_the_drawing_equals_measuring_in_one_thread(require_sha
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         analysis = measure_and_draw(image, plain.segmentation, segmenter, drawer)
     assert "overlay" in vars(analysis) and "result_files" not in vars(analysis)  # drawn, nothing encoded yet
+    assert "overlay_jpeg" not in vars(analysis)  # not shown: not encoded
     np.testing.assert_array_equal(analysis.overlay, plain.overlay)
     row = measurements_row(analysis.measurements)
     assert list(row) == list(measurements_row(plain.measurements)) and "colour_variegation" in row
@@ -311,6 +312,33 @@ def test_measuring_beside_the_drawing_equals_measuring_in_one_thread(require_sha
     np.testing.assert_array_equal(decoded, plain.overlay)  # lossless
     mask = cv2.imdecode(np.frombuffer(files["IMD004_mask.png"], np.uint8), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, plain.segmentation.lesion.astype(np.uint8) * 255)
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_the_overlay_to_show_is_encoded_beside_the_measurements(drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.core.imagewrite import encode_jpeg
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        analysis = pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer, shown=True)
+    assert "overlay_jpeg" in vars(analysis)  # made with the overlay, kept for the page
+    assert analysis.overlay_jpeg == encode_jpeg(plain.overlay, quality=90)  # 40 px: under the display side
+    assert analysis.overlay_jpeg is analysis.overlay_jpeg
+
+
+def test_a_picture_larger_than_the_display_side_is_shrunk_by_area_before_its_jpeg():
+    import cv2
+
+    from moleseg.core.imagewrite import display_jpeg, encode_jpeg
+
+    picture = np.zeros((30, 80, 3), np.uint8)
+    picture[:, 40:] = (200, 100, 50)
+    halved = cv2.resize(picture, (40, 15), interpolation=cv2.INTER_AREA)
+    assert display_jpeg(picture, side_px=40) == encode_jpeg(halved, quality=90)
+    assert display_jpeg(picture, side_px=80) == display_jpeg(picture) == encode_jpeg(picture, quality=90)
 
 
 def test_each_result_file_is_encoded_once(monkeypatch, square_lesion):

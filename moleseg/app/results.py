@@ -18,6 +18,7 @@ import numpy as np
 from moleseg.app.analysis import ImageOutcome, Upload
 from moleseg.app.ui import plain_markdown
 from moleseg.core.config import result_file_name
+from moleseg.core.render import DISPLAY_SIDE_PX, scaled_down
 from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
@@ -212,9 +213,6 @@ KEY_MEASUREMENTS: dict[int, tuple[str, ...]] = {3: ("area", "equivalent_diameter
 #: so that Streamlit neither resizes nor encodes it again); four to a row beside the sidebar on a 1300 px wide
 #: window, more on wider ones.
 THUMBNAIL_WIDTH_PX: int = 200
-#: Longest side of the pictures shown beside each other on the Analyse page, in px: about twice the width of
-#: their half-page column on a wide screen, so they stay sharp on high-density screens.
-DISPLAY_SIDE_PX: int = 1200
 
 
 def key_measurements(analysis: Analysis) -> str:
@@ -233,27 +231,10 @@ def key_measurements(analysis: Analysis) -> str:
     return " \u00b7 ".join(parts) or (analysis.notes or MISSING_TEXT)
 
 
-def _scaled_down(picture: np.ndarray, scale: float) -> np.ndarray:
-    """``picture`` times ``scale`` (area averaging) when that is below 1; itself otherwise."""
-    import cv2
-
-    if scale >= 1:
-        return picture
-    height, width = picture.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
-
-
-def shrunk(picture: np.ndarray, side_px: int) -> np.ndarray:
-    """``picture`` shrunk so that its longer side is at most ``side_px`` (area averaging); itself when it is
-    that small already."""
-    return _scaled_down(picture, side_px / max(picture.shape[:2]))
-
-
 def thumbnail(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> np.ndarray:
     """The overlay shrunk to ``width_px`` wide (area averaging; as it is when narrower), uint8 RGB; framed
     :data:`FLAG_FRAME_PX` wide in :data:`FLAG_FRAME_COLOR` when the image is to check (:func:`flags`)."""
-    picture = _scaled_down(analysis.overlay, width_px / analysis.overlay.shape[1])
+    picture = scaled_down(analysis.overlay, width_px / analysis.overlay.shape[1])
     if flags(analysis):
         picture = picture.copy()
         frame = min(FLAG_FRAME_PX, max(1, min(picture.shape[:2]) // 8))
@@ -273,13 +254,12 @@ def grid_caption(outcome: ImageOutcome) -> str:
 
 
 def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
-    """A picture as the page shows it: shrunk to at most ``side_px`` on its longer side and encoded as JPEG
-    (quality 90, libjpeg-turbo), several times faster to make and to send than the full-size JPEG of quality
-    100 Streamlit makes of an array; the downloads stay lossless PNG."""
-    from moleseg.core.imagewrite import encode_jpeg
+    """A picture as the page shows it (:func:`moleseg.core.imagewrite.display_jpeg`: shrunk to at most
+    ``side_px`` on its longer side, JPEG of quality 90); a read-only picture's kept while it lives."""
+    from moleseg.core import imagewrite
 
     def encoded() -> bytes:
-        return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px)))
+        return imagewrite.display_jpeg(picture, side_px)
 
     return encoded() if picture.flags.writeable else kept_with(picture, f"jpeg {side_px}", encoded)
 

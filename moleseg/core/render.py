@@ -1,7 +1,8 @@
 """Pictures of a segmentation: translucent overlays, outlines, class maps, side-by-side panels.
 
 Every function returns a new ``(H, W, 3) uint8`` RGB array at the input image's own resolution
-(nothing is resized except by :func:`side_by_side`, which matches heights). Colours are RGB tuples of
+(nothing is resized except by :func:`side_by_side`, which matches heights, and :func:`shrunk` /
+:func:`scaled_down`, which make a picture the size a page shows it at). Colours are RGB tuples of
 three integers 0-255; opacities are floats in ``[0, 1]``. A blended pixel is::
 
     out = round((1 - opacity) * image + opacity * colour)      (per channel)
@@ -35,6 +36,8 @@ __all__ = [
     "outline",
     "overlay",
     "scale_bar_length_mm",
+    "scaled_down",
+    "shrunk",
     "side_by_side",
     "swipe",
     "with_scale_bar",
@@ -58,6 +61,10 @@ _THREE_CLASS_COLORS: dict[int, Color] = {BACK: BACKGROUND_COLOR, BORDER: BORDER_
 SCALE_BAR_WIDTH_SHARE: float = 0.2
 #: Lengths (mm, times a power of ten) a scale bar may have.
 _SCALE_BAR_STEPS: tuple[float, ...] = (1.0, 2.0, 5.0)
+#: Longest side of a picture shown on a page, in px (the Analyse page's overlay and class map beside each
+#: other): about twice the width of their half-page column on a wide screen, so they stay sharp on
+#: high-density screens.
+DISPLAY_SIDE_PX: int = 1200
 #: Colour of the gap between side-by-side panels (white).
 _GAP_COLOR: Color = (255, 255, 255)
 
@@ -277,6 +284,22 @@ def contour_overlay(
     rgb = as_rgb(image)
     lesion_mask = _mask(lesion, rgb.shape[:2], "lesion")
     return blend(rgb, outline(lesion_mask, thickness_px), color, opacity)
+
+
+def scaled_down(picture: np.ndarray, scale: float) -> np.ndarray:
+    """``picture`` (``(H, W)`` or ``(H, W, C)``) times ``scale`` (> 0) by area averaging when ``scale`` is below 1,
+    each side at least 1 px; ``picture`` itself otherwise."""
+    if scale >= 1:
+        return picture
+    height, width = picture.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+
+
+def shrunk(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> np.ndarray:
+    """``picture`` shrunk so that its longer side is at most ``side_px`` (>= 1) px, by area averaging; itself
+    when it is that small already."""
+    return scaled_down(picture, side_px / max(picture.shape[:2]))
 
 
 def _resize_to_height(image: np.ndarray, height: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.config import (EDGE_CONTACT_RATIO, INFERENCE_BATCH_SIZE, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
-from moleseg.core.imagewrite import encode_png
+from moleseg.core.imagewrite import display_jpeg, encode_png
 from moleseg.core.measure import (Measurement, border_width, colour_measurements, measure_lesion,
                                   measurements_row)
 from moleseg.core.modelinfo import ModelInfo
@@ -147,6 +147,12 @@ class Analysis:
                           box=segmentation.lesion_box)
         picture.setflags(write=False)
         return picture
+
+    @cached_value
+    def overlay_jpeg(self) -> bytes:
+        """The overlay as a page shows it (:func:`moleseg.core.imagewrite.display_jpeg`: at most
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side, JPEG of quality 90), encoded once."""
+        return display_jpeg(self.overlay)
 
     @cached_value
     def class_picture(self) -> np.ndarray:
@@ -397,14 +403,15 @@ def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter,
 
 
 def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, drawer: Executor, *,
-                     pixel_size_mm: float | None = None, style: OverlayStyle | None = None) -> Analysis:
+                     pixel_size_mm: float | None = None, style: OverlayStyle | None = None,
+                     shown: bool = False) -> Analysis:
     """The measured :class:`Analysis` of a cleaned image with its overlay drawn (:attr:`Analysis.overlay`): what
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
     release the GIL). ``drawer`` is given, in this order: the lesion's border widths (two distance transforms),
-    its colours and the overlay; this thread makes the other shape measurements, then takes back what
-    ``drawer`` has not started, the last first (the overlay, then the colours), so that neither thread waits
-    while the other has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes
-    them when asked)."""
+    its colours and the overlay (with ``shown``, then its JPEG as a page shows it, :attr:`Analysis.overlay_jpeg`);
+    this thread makes the other shape measurements, then takes back what ``drawer`` has not started, the last
+    first (the overlay, then the colours), so that neither thread waits while the other has work left. The result
+    files are not encoded (:attr:`Analysis.result_files` encodes them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     box = segmentation.lesion_box
     lesion_found = not analysis.cells and box is not None
@@ -413,10 +420,11 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
         widths = drawer.submit(border_width, segmentation.lesion, segmentation.border, lesion_box=box)
     if lesion_found:
         colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
-    drawing = drawer.submit(_drawn, analysis)
+    picture = _drawn_and_encoded if shown else _drawn
+    drawing = drawer.submit(picture, analysis)
 
     def drawn_then_coloured() -> list[Measurement]:
-        _here_unless_started(drawing, _drawn, analysis)
+        _here_unless_started(drawing, picture, analysis)
         return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
 
     try:
@@ -426,13 +434,18 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
             if job is not None:
                 job.cancel()
         raise
-    _here_unless_started(drawing, _drawn, analysis)
+    _here_unless_started(drawing, picture, analysis)
     return analysis
 
 
 def _drawn(analysis: Analysis) -> np.ndarray:
     """``analysis``' overlay, drawn once (:attr:`Analysis.overlay`)."""
     return analysis.overlay
+
+
+def _drawn_and_encoded(analysis: Analysis) -> bytes:
+    """``analysis``' overlay drawn and encoded as a page shows it, once each (:attr:`Analysis.overlay_jpeg`)."""
+    return analysis.overlay_jpeg
 
 
 def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarray]],

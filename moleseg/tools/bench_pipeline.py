@@ -54,8 +54,8 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     (repeat by repeat). The cleanup makes half of the labels in a second thread, as the batch pipeline's pool
     does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its measurements and its overlay, is
     shared by two threads (:func:`moleseg.engine.pipeline.measure_and_draw`: the border widths, the colours and
-    the drawing in one, the other shape measurements in the other, each taking what the other has not started):
-    stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
+    the drawing and the overlay's JPEG as the Analyse page shows it in one, the other shape measurements in the
+    other, each taking what the other has not started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
     (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread encodes them
     (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run one after the other in one thread
     (``measurements``: every measurement, colours and border widths included; ``overlay``; ``png_encode``: the
@@ -107,7 +107,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
             lap("network", stages)
         segmentation = clean(segmenter, probabilities, helper=drawer)  # as segment_batches cleans with its pool
         lap("cleanup", stages)
-        analysis = measure_and_draw(image, segmentation, segmenter, drawer)
+        analysis = measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
         lap("measure_and_draw", stages)
         drawer.submit(analysis.files, path.stem).result()  # in another thread, as moleseg predict's writer
         lap("encode_files", stages)
