@@ -395,7 +395,7 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
         pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
-    assert len(drawer.queued) == 3  # the border widths, the colours and the overlay
+    assert len(drawer.queued) == 3  # the overlay, the border widths and the colours
     assert all(job.cancelled() for job in drawer.queued)
 
 

@@ -407,34 +407,36 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
                      shown: bool = False) -> Analysis:
     """The measured :class:`Analysis` of a cleaned image with its overlay drawn (:attr:`Analysis.overlay`): what
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
-    release the GIL). ``drawer`` is given, in this order: the lesion's border widths (two distance transforms),
-    its colours and the overlay (with ``shown``, then its JPEG as a page shows it, :attr:`Analysis.overlay_jpeg`);
-    this thread makes the other shape measurements, then takes back what ``drawer`` has not started, the last
-    first (the overlay, then the colours), so that neither thread waits while the other has work left. The result
-    files are not encoded (:attr:`Analysis.result_files` encodes them when asked)."""
+    release the GIL). ``drawer`` is given, in this order: the overlay, the lesion's border widths (two distance
+    transforms; needed once the shape is measured), with ``shown`` the overlay's JPEG as a page shows it
+    (:attr:`Analysis.overlay_jpeg`), and the lesion's colours; this thread makes the other shape measurements,
+    then takes back what ``drawer`` has not started, the last first, so that neither thread waits while the other
+    has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     box = segmentation.lesion_box
     lesion_found = not analysis.cells and box is not None
-    widths = colours = None
+    drawing = drawer.submit(_drawn, analysis)
+    widths = encoding = colours = None
     if lesion_found and _has_border(segmentation):
         widths = drawer.submit(border_width, segmentation.lesion, segmentation.border, lesion_box=box)
+    if shown:
+        encoding = drawer.submit(_encoded, analysis)
     if lesion_found:
         colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
-    picture = _drawn_and_encoded if shown else _drawn
-    drawing = drawer.submit(picture, analysis)
 
-    def drawn_then_coloured() -> list[Measurement]:
-        _here_unless_started(drawing, picture, analysis)
+    def coloured() -> list[Measurement]:
         return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
 
     try:
-        _measured(analysis, drawn_then_coloured if colours is not None else None, widths=widths)
+        _measured(analysis, coloured if colours is not None else None, widths=widths)
+        _here_unless_started(drawing, _drawn, analysis)  # before its JPEG: never drawn twice at once
+        if encoding is not None:
+            _here_unless_started(encoding, _encoded, analysis)
     except BaseException:  # nothing left queued for the drawer
-        for job in (widths, colours, drawing):
+        for job in (drawing, widths, encoding, colours):
             if job is not None:
                 job.cancel()
         raise
-    _here_unless_started(drawing, picture, analysis)
     return analysis
 
 
@@ -443,8 +445,8 @@ def _drawn(analysis: Analysis) -> np.ndarray:
     return analysis.overlay
 
 
-def _drawn_and_encoded(analysis: Analysis) -> bytes:
-    """``analysis``' overlay drawn and encoded as a page shows it, once each (:attr:`Analysis.overlay_jpeg`)."""
+def _encoded(analysis: Analysis) -> bytes:
+    """``analysis``' overlay encoded as a page shows it, once (:attr:`Analysis.overlay_jpeg`)."""
     return analysis.overlay_jpeg
 
 
