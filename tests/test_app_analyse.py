@@ -57,6 +57,7 @@ def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):
         "mole.png: lesion and border (classical)"]  # the overlay alone: the class map's expander is closed
     analysis = outcomes[0].analysis
     assert analysis.overlay.shape == image.shape and not np.array_equal(analysis.overlay, image)
+    assert "overlay_jpeg" in vars(analysis)  # the JPEG shown is the analysis' own, kept for the next run
     lesion = analysis.segmentation.lesion
     assert 2 * (lesion & truth).sum() / (lesion.sum() + truth.sum()) > 0.9  # the ellipse is found
     table = measurement_frames(at)[0]

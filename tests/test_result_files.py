@@ -81,6 +81,9 @@ def test_another_pixel_size_or_overlay_colour_gives_its_own_files(analysed):
     overlay = cv2.imdecode(np.frombuffer(recoloured.overlay_png(), np.uint8), cv2.IMREAD_COLOR)
     assert tuple(overlay[20, 20]) == (0, 255, 0)  # the lesion drawn green
     assert plain.files("a") == plain_files  # the first analysis' files unchanged
+    shown = plain.overlay_jpeg
+    assert with_units(plain, 0.05, plain.style).overlay_jpeg is shown  # the same picture: not encoded again
+    assert with_units(plain, None, green).overlay_jpeg != shown  # drawn in other colours: encoded anew
 
 
 def test_the_analysis_cache_counts_the_files_a_download_keeps(analysed):
