@@ -72,7 +72,7 @@ def test_quick_bench_writes_every_key_with_sane_values(quick_run):
     assert network["gflops"] < network["gflops_as_loaded"]
     assert set(result["stages"]) == {"decode", "resize_in", "network", "resize_out", "cleanup", "measure_and_draw",
                                      "encode_files"}
-    assert set(result["end_to_end"]["parts"]) == {"measurements", "overlay", "png_encode"}
+    assert set(result["end_to_end"]["parts"]) == {"measurements", "overlay", "png_encode", "jpeg_encode"}
     assert result["end_to_end"]["around_network_stages"] == ["resize_in", "resize_out", "cleanup", "measure_and_draw"]
     assert set(result["end_to_end"]["cpu_stages"]) == set(result["stages"])
     assert result["end_to_end"]["around_network_cpu_ms"] > 0 and min(result["end_to_end"]["cpu_stages"].values()) >= 0

@@ -52,14 +52,15 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
     (repeat by repeat). The cleanup makes half of the labels in a second thread, as the batch pipeline's pool
-    does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its measurements and its overlay, is
-    shared by two threads (:func:`moleseg.engine.pipeline.measure_and_draw`: the border widths, the colours and
-    the drawing and the overlay's JPEG as the Analyse page shows it in one, the other shape measurements in the
-    other, each taking what the other has not started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict`` writes
-    (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread encodes them
-    (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run one after the other in one thread
-    (``measurements``: every measurement, colours and border widths included; ``overlay``; ``png_encode``: the
-    overlay's PNG).
+    does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its
+    measurements, its overlay and the overlay's JPEG as the Analyse page shows it, is shared by two threads
+    (:func:`moleseg.engine.pipeline.measure_and_draw` with ``shown``: the overlay, the border widths, the JPEG
+    and the colours in one, the other shape measurements in the other, each taking what the other has not
+    started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict``
+    writes (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread
+    encodes them (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run
+    one after the other in one thread (``measurements``: every measurement, colours and border widths included;
+    ``overlay``; ``png_encode``: the overlay's PNG; ``jpeg_encode``: its JPEG as the Analyse page shows it).
     ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding, the network and encoding
     the files (:data:`NOT_AROUND_NETWORK`: resizing in and out, cleanup, measurements and overlay), and
     ``around_network_ratio`` the one over the other (medians over the repeats); ``around_network_stages`` names
@@ -73,7 +74,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
 
     from moleseg.core.config import OVERLAY_PNG_COMPRESSION_LEVEL
     from moleseg.core.imageio import read_image
-    from moleseg.core.imagewrite import encode_png
+    from moleseg.core.imagewrite import display_jpeg, encode_png
     from moleseg.core.measure import measure_lesion
     from moleseg.core.render import overlay
     from moleseg.core.resize import resize_probabilities
@@ -119,6 +120,8 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         lap("overlay", parts)
         encode_png(picture, OVERLAY_PNG_COMPRESSION_LEVEL)
         lap("png_encode", parts)
+        display_jpeg(picture)
+        lap("jpeg_encode", parts)
         return stages, parts, cpu
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-bench-draw") as drawer:
