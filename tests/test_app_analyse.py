@@ -285,7 +285,7 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
 def test_the_analysis_cache_keeps_within_its_byte_bound_evicting_the_oldest():
     from moleseg.app.analysis import AnalysisStore
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     analyses = analyse_images(ClassicalSegmenter(), [mole_image(48, 56, seed=seed)[0] for seed in range(4)])
     probe = AnalysisStore()
@@ -493,7 +493,7 @@ def test_cells_mode_counts_and_measures_every_object(at):
     from moleseg.app.analysis import ImageOutcome
     from moleseg.app.results import batch_bundle, key_measurements, objects_csv_bytes
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     rows, cols = np.mgrid[:160, :200]
     image = np.full((160, 200, 3), 30, np.uint8)  # dark field, bright nuclei
@@ -565,7 +565,7 @@ def test_the_canvas_background_is_the_overlay_at_the_canvas_size_as_jpeg():
     from moleseg.app.hand_correction import canvas_background
     from moleseg.core.classical import ClassicalSegmenter
     from moleseg.core.imageio import read_image
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     analysis = analyse_images(ClassicalSegmenter(), [mole_image(96, 112)[0]])[0]
     assert analysis.overlay is analysis.overlay and not analysis.overlay.flags.writeable  # drawn once

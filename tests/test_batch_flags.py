@@ -21,7 +21,7 @@ from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.render import with_scale_bar
 from moleseg.core.report import Visit
 from moleseg.engine.correction import Corrections, Stroke
-from moleseg.engine.pipeline import analyse_images
+from moleseg.engine.batches import analyse_images
 
 
 def _red(foreground: np.ndarray) -> np.ndarray:

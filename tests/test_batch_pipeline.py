@@ -1,7 +1,7 @@
-"""The engine's one batch pipeline (:func:`moleseg.engine.pipeline.segment_batches`): images read, predicted,
+"""The engine's one batch pipeline (:func:`moleseg.engine.batches.segment_batches`): images read, predicted,
 cleaned and measured in batches across threads, each image's result in input order and a failure kept to the
 image at fault, nothing more read once its reader stops; the Analyse page's uploads through it
-(:func:`moleseg.engine.pipeline.analyse_batches`, :func:`moleseg.app.analysis.analyse_uploads`) and
+(:func:`moleseg.engine.batches.analyse_batches`, :func:`moleseg.app.analysis.analyse_uploads`) and
 ``moleseg predict``'s files (:func:`moleseg.engine.predictfiles.predict_files`). Tiny synthetic images and the
 classical segmenter: no network."""
 
@@ -19,7 +19,8 @@ from synthetic import mole_image, png_bytes
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.imagewrite import write_png
-from moleseg.engine.pipeline import Analysis, analyse_batches, analyse_images, failure_reason, segment_batches
+from moleseg.engine.batches import analyse_batches, analyse_images, failure_reason, segment_batches
+from moleseg.engine.pipeline import Analysis
 from moleseg.engine.predictfiles import WRITES_AHEAD, predict_files
 
 BAD_FILE = "bad.png: not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"

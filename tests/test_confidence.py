@@ -14,7 +14,7 @@ from moleseg.engine.calibrate import (MARK_EVERY_IMAGE, calibrate_confidence, co
                                       flag_summary, out_of_fold_confidence, risk_coverage, share_rule,
                                       smallest_share_for_worst_fm, worst_fm_rule)
 from moleseg.engine.correction import Corrections, Stroke
-from moleseg.engine.pipeline import analyse_images
+from moleseg.engine.batches import analyse_images
 from moleseg.engine.segmenter import border_confidence
 
 

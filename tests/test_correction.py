@@ -9,7 +9,8 @@ import pytest
 
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.engine.correction import Corrections, Edit, Stroke, apply_edit, replay, stroke_mask
-from moleseg.engine.pipeline import CORRECTED_NOTE, analyse_images
+from moleseg.engine.batches import analyse_images
+from moleseg.engine.pipeline import CORRECTED_NOTE
 
 SHAPE = (60, 80)
 

@@ -291,7 +291,8 @@ def test_measuring_beside_the_drawing_equals_measuring_in_one_thread(require_sha
     import cv2
 
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images, measure_and_draw
+    from moleseg.engine.batches import analyse_images
+    from moleseg.engine.pipeline import measure_and_draw
 
     image = read_image(require_shared("moles/ph2") / "images" / "IMD004.jpg")
     segmenter = ClassicalSegmenter(n_classes=3)
@@ -362,7 +363,7 @@ def test_each_result_file_is_encoded_once(monkeypatch, square_lesion):
 def square_lesion():
     """A 40 × 40 px image with a dark 20 px square lesion on light skin, the classical segmenter and its analysis."""
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     image = np.full((40, 40, 3), 200, np.uint8)
     image[10:30, 10:30] = (90, 60, 40)

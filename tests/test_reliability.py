@@ -316,7 +316,7 @@ def test_the_pixel_limit_follows_the_available_memory(monkeypatch):
 
 def test_analyse_images_refuses_a_tiny_image_before_predicting():
     from moleseg.core.config import MIN_IMAGE_SIDE_PX
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     class NoNetwork:
         name, n_classes = "none", 3

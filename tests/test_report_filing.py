@@ -147,7 +147,7 @@ def test_sidecar_holds_each_rows_settings_and_visit():
 
 def test_batch_bundle_has_the_csv_its_sidecar_and_the_visit(lesion_and_image):
     from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import analyse_images
+    from moleseg.engine.batches import analyse_images
 
     _, image = lesion_and_image
     segmenter = ClassicalSegmenter()

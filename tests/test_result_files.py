@@ -14,7 +14,8 @@ import pytest
 from moleseg.core.classical import ClassicalSegmenter
 from moleseg.core.render import with_scale_bar
 from moleseg.engine import pipeline
-from moleseg.engine.pipeline import OverlayStyle, analyse_images
+from moleseg.engine.batches import analyse_images
+from moleseg.engine.pipeline import OverlayStyle
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.imageio import read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.report import display_unit
-from moleseg.engine.pipeline import Analysis, OverlayStyle, analyse_batches, check_image_side, failure_reason
+from moleseg.engine.batches import analyse_batches, failure_reason
+from moleseg.engine.pipeline import Analysis, OverlayStyle, check_image_side
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmenter
 
 #: Budget of the server's one analysis cache (images, probabilities, masks of every session), in bytes.
@@ -269,13 +270,13 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error``
-    (:func:`moleseg.engine.pipeline.failure_reason`); the others are still processed. A cached
+    (:func:`moleseg.engine.batches.failure_reason`); the others are still processed. A cached
     prediction is never predicted again: settings it was shown with before (:data:`EARLIER_VARIANTS_KEPT`) are
     taken as they were; another pixel size or overlay style alone rescales its measurements and redraws its
     overlay (:func:`with_units`); another cleanup or lesion threshold re-cleans it.
     ``plan``: per-image cleanup (:class:`CleanupPlan`); an image it has no choice for gets ``settings``
     and ``lesion_threshold``. ``progress(done, total, name)``: after each batch analysed
-    (:func:`moleseg.engine.pipeline.analyse_batches`: the next batch is read and the last one measured while
+    (:func:`moleseg.engine.batches.analyse_batches`: the next batch is read and the last one measured while
     the network runs), ``total`` the number of uploads and ``done`` counting those that needed no prediction
     (cached). ``prepare``: called on each new analysis while the network runs on the next batch (what the page
     shows of every image, e.g. its grid thumbnail).

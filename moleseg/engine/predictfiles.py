@@ -1,6 +1,6 @@
 """Image files through the network to result files on disk, as ``moleseg predict`` runs it: unique output
 names, each image's files written all or nothing and in input order, a full disk stopping the run
-(:func:`predict_files`, on the batch pipeline of :func:`moleseg.engine.pipeline.segment_batches`). No TensorFlow
+(:func:`predict_files`, on the batch pipeline of :func:`moleseg.engine.batches.segment_batches`). No TensorFlow
 here.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 from moleseg.core.config import INFERENCE_BATCH_SIZE
 from moleseg.core.errors import first_line
 from moleseg.core.report import AnalysisSettings
-from moleseg.engine.pipeline import ResultFiles, failure_reason, measure_and_draw, segment_batches
+from moleseg.engine.batches import failure_reason, segment_batches
+from moleseg.engine.pipeline import ResultFiles, measure_and_draw
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
@@ -133,7 +134,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   output_names: Sequence[str] | None = None) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
-    The batch pipeline of :func:`moleseg.engine.pipeline.segment_batches` (a pool of ``workers`` threads,
+    The batch pipeline of :func:`moleseg.engine.batches.segment_batches` (a pool of ``workers`` threads,
     default the CPU count, reads the next batch and cleans this one while the network runs; a network error
     stays with the image at fault), each image measured beside the drawing of its overlay
     (:func:`moleseg.engine.pipeline.measure_and_draw`), while a writer thread encodes and writes the previous

@@ -13,7 +13,7 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   fully loaded.
 * ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;
   ``engine_batch12_s``: the same files through the engine's batch entry
-  :func:`moleseg.engine.pipeline.analyse_batches` in this process (decoded from their bytes, as the Analyse page
+  :func:`moleseg.engine.batches.analyse_batches` in this process (decoded from their bytes, as the Analyse page
   does), model loaded and warmed up, the server stopped (the engine's own time for them).
 * ``home_s``: a new session opening the home page until its "Pages" heading and links are drawn.
 
@@ -455,13 +455,13 @@ def home_timeline_line(seconds: float, marks: dict[str, float], cpu: dict[str, f
 
 
 def engine_seconds(model: str, files: Sequence[Path]) -> float:
-    """Seconds the engine's batch entry :func:`moleseg.engine.pipeline.analyse_batches` takes for ``files`` (their
+    """Seconds the engine's batch entry :func:`moleseg.engine.batches.analyse_batches` takes for ``files`` (their
     bytes in memory, as uploads are; decoding included) with the segmenter of ``model``, loaded and warmed up on
     the first file first."""
     import functools
 
     from moleseg.core.imageio import read_image
-    from moleseg.engine.pipeline import analyse_batches
+    from moleseg.engine.batches import analyse_batches
     from moleseg.network.loading import load_segmenter
 
     segmenter = load_segmenter(model)
