@@ -202,14 +202,29 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     if box is None:
         return result
     r0, r1, c0, c1 = box
-    # Background (1) of the bounding box padded by one pixel: the pad ring is connected to the frame
-    # (either through pixels outside the box, which are all background, or it *is* the frame). What a
-    # 4-connected flood from the ring does not reach is the mask or a hole.
-    background = cv2.copyMakeBorder(np.logical_not(binary[r0:r1, c0:c1]).view(np.uint8), 1, 1, 1, 1,
-                                    cv2.BORDER_CONSTANT, value=1)
-    cv2.floodFill(background, None, (0, 0), _REACHED, 0, 0, 4)
-    result[r0:r1, c0:c1] = background[1:-1, 1:-1] != _REACHED
+    # the ring around the bounding box is connected to the frame: through pixels outside the box, which are all
+    # background, or it is the frame
+    result[r0:r1, c0:c1] = filled_window(binary[r0:r1, c0:c1].view(np.uint8)).view(bool)
     return result
+
+
+def filled_window(window: np.ndarray) -> np.ndarray:
+    """A window of a mask with its holes filled, when a ring of background around it is connected to the image
+    frame: the background a 4-connected flood from that ring does not reach becomes foreground.
+
+    Parameters
+    ----------
+    window : (H, W) uint8
+        0 / 1 pixels (a bool window's ``view(np.uint8)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` uint8 of 0 and 1, a superset of ``window``.
+    """
+    ringed = cv2.copyMakeBorder(window, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(ringed, None, (0, 0), _REACHED, 0, 0, 4)
+    return (ringed[1:-1, 1:-1] != _REACHED).view(np.uint8)
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
@@ -336,10 +351,8 @@ def _grown_inside(inside: np.ndarray, settings: CleanupSettings) -> CleanupResul
     r0, r1, c0, c1 = expanded_box(bounding_box(inside), 2 * radius + 1, inside.shape)
     window = inside[r0:r1, c0:c1].view(np.uint8)
     grown = morphology(cv2.dilate, window, radius, shape) if radius else window.copy()
-    if settings.fill_holes:  # background not 4-connected to the ring of background around the window is a hole
-        ringed = cv2.copyMakeBorder(grown, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-        cv2.floodFill(ringed, None, (0, 0), _REACHED, 0, 0, 4)
-        grown = cv2.compare(ringed[1:-1, 1:-1], _REACHED, cv2.CMP_NE) & 1
+    if settings.fill_holes:
+        grown = filled_window(grown)
     kept = morphology(cv2.erode, grown, radius, shape, outside=1) if radius else grown
     masks = []
     for part in (grown, cv2.subtract(grown, kept), kept):  # the lesion, its border band and the rest
