@@ -59,10 +59,10 @@ def test_the_table_of_an_analysis_keeps_its_units_and_mm_values_under_one_name()
         '<table class="moleseg-measurements"><thead><tr><th scope="col">Measurement</th><th scope="col">Value</th>'
         '<th scope="col">Unit</th></tr></thead><tbody>'
         '<tr><th scope="row" rowspan="2">Area<small>Pixels inside the lesion.</small></th>'
-        '<td class="value">1,234</td><td>px²</td></tr>'
-        '<tr><td class="value">0.4936</td><td>mm²</td></tr>'
+        '<td>1,234</td><td>px²</td></tr>'
+        '<tr><td>0.4936</td><td>mm²</td></tr>'
         '<tr><th scope="row">Equivalent diameter<small>Diameter of a disk of that area.</small></th>'
-        '<td class="value">39.640</td><td>mm</td></tr>'
+        '<td>39.640</td><td>mm</td></tr>'
         f"</tbody></table><style>{results.MEASUREMENT_TABLE_CSS}</style>")
     assert html_table_rows(text) == results.measurement_table(analysis)
 

@@ -100,7 +100,8 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
 
 
 #: The look of :func:`measurement_html`'s table (its class ``moleseg-measurements``): the meaning in small type
-#: under each name, so that three columns fit a 390 px phone; values right-aligned in tabular figures.
+#: under each name, so that three columns fit a 390 px phone; values (each row's last cell but one)
+#: right-aligned in tabular figures.
 MEASUREMENT_TABLE_CSS: str = (
     ".moleseg-measurements{border-collapse:collapse;max-width:100%}"
     ".moleseg-measurements th,.moleseg-measurements td{padding:.3rem .5rem;line-height:1.4;text-align:left;"
@@ -108,7 +109,8 @@ MEASUREMENT_TABLE_CSS: str = (
     ".moleseg-measurements thead th{font-weight:600}"
     ".moleseg-measurements tbody th{font-weight:400}"
     ".moleseg-measurements small{display:block;font-size:.8em;opacity:.75}"
-    ".moleseg-measurements .value{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}")
+    ".moleseg-measurements td:nth-last-child(2){text-align:right;font-variant-numeric:tabular-nums;"
+    "white-space:nowrap}")
 
 
 def measurement_html(analysis: Analysis) -> str:
@@ -127,8 +129,7 @@ def measurement_html(analysis: Analysis) -> str:
                        for key in (name_key, value_key, unit_key))
     body = []
     for index, row in enumerate(rows):
-        cells = (f'<td class="value">{html.escape(row[value_key])}</td>'
-                 f"<td>{html.escape(row[unit_key])}</td>")
+        cells = f"<td>{html.escape(row[value_key])}</td><td>{html.escape(row[unit_key])}</td>"
         named = (row[name_key], row[meaning_key])
         if index and named == (rows[index - 1][name_key], rows[index - 1][meaning_key]):
             body.append(f"<tr>{cells}</tr>")  # under the heading of the row above
