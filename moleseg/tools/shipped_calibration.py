@@ -1,7 +1,8 @@
 """Choosing an installed shipped model's decision and confidence threshold again: on its training run's
 validation pairs (never the test sets), or from its recipe's k-fold cross-validation, whose fold runs are
-scored out of fold here; each result is stored in ``models/<name>.keras`` and recorded in
-``models/<name>.json`` with what it marks on the recipe's test sets.
+scored out of fold here. A chosen decision or threshold is stored in ``models/<name>.keras`` and recorded in
+``models/<name>.json`` with what it marks on the recipe's test sets; the cross-validation is recorded there
+under ``crossval``.
 
 ``python -m moleseg.tools.shipped`` runs these steps (``--calibrate-only``, ``--confidence-only``,
 ``--crossval``, ``--confidence-from-crossval``).
