@@ -359,6 +359,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
         progress=None if status is None else
         lambda done, total, name: status.progress(done / max(1, total), text=f"Analysed {ui.plain_markdown(name)} ({done}/{total})"),
         prepare=thumbnail_url if len(uploads) > 1 else None,  # the grid's, made while the network runs
+        shown=shown_key,
     )
     if status is not None:
         status.empty()

@@ -3,6 +3,10 @@ a run draws is the results (no sidebar widget is run or sent again), from the ca
 
 from __future__ import annotations
 
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import pytest
 
 from app_helpers import app_test, html_table_rows
@@ -54,6 +58,55 @@ def test_a_value_change_reruns_only_the_results(analysed, change):
     after = analysed.session_state["analyse_outcomes"][0].analysis
     assert after is not before  # the results follow the new value
     assert store.predictions == 1  # from the cached probabilities
+
+
+class RecordingDrawer(ThreadPoolExecutor):
+    """A one-thread pool that records the name of each function handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.names: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.names.append(getattr(fn, "__name__", ""))
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_new_value_is_analysed_beside_the_drawer_as_in_one_thread(analysed, monkeypatch):
+    from moleseg.core.classical import ClassicalSegmenter
+
+    drawer = RecordingDrawer()
+    monkeypatch.setattr(ui.analysis_store(), "drawer", drawer)
+    before = analysed.session_state["analyse_outcomes"][0].analysis  # closing 15
+    analysed.slider(key="analyse_closing").set_value(3).run()
+    analysis = analysed.session_state["analyse_outcomes"][0].analysis
+    # the overlay, its display JPEG (the image is in view), the border widths and the colours handed to the drawer
+    assert {"_drawn", "_encoded", "border_width", "colour_measurements"} <= set(drawer.names)
+    drawer.shutdown()
+    alone = before.recleaned(ClassicalSegmenter(), analysis.segmentation.settings, style=analysis.style)
+    assert alone.segmentation.settings.closing_radius_px == 3
+    assert analysis.measurements == alone.measurements and len(alone.measurements) > 10
+    assert analysis.overlay_jpeg == alone.overlay_jpeg and analysis.overlay.tobytes() == alone.overlay.tobytes()
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_recleaned_with_a_drawer_gives_what_one_thread_gives(n_classes):
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import finish_analysis
+    from moleseg.engine.segmenter import segment
+
+    image = mole_image(seed=3)[0]
+    segmenter = ClassicalSegmenter(n_classes=n_classes)
+    analysis = finish_analysis(image, segment(segmenter, image), segmenter, pixel_size_mm=0.02)
+    settings = dataclasses.replace(analysis.segmentation.settings, closing_radius_px=2, border_width_px=4)
+    alone = analysis.recleaned(segmenter, settings, pixel_size_mm=0.02, lesion_threshold=0.4)
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        shared = analysis.recleaned(segmenter, settings, pixel_size_mm=0.02, lesion_threshold=0.4, drawer=drawer,
+                                    shown=True)
+    np.testing.assert_array_equal(shared.segmentation.lesion, alone.segmentation.lesion)
+    assert shared.segmentation.lesion.any() and shared.segmentation.settings.border_width_px == 4
+    assert shared.measurements == alone.measurements and shared.objects == alone.objects
+    assert "overlay_jpeg" in vars(shared) and shared.overlay_jpeg == alone.overlay_jpeg
 
 
 def test_the_results_run_uses_the_new_cleanup_value(analysed):

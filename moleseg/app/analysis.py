@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -130,12 +131,14 @@ class AnalysisStore:
     """The server's cache of analyses keyed by (model key, file digest), shared by all sessions and
     thread-safe: least recently used entries are evicted so that their bytes stay within ``max_bytes``
     (``cachetools.LRUCache`` sized by bytes). It holds the network's probabilities, so moving a slider
-    only re-runs the cleanup (:meth:`moleseg.engine.pipeline.Analysis.recleaned`)."""
+    only re-runs the cleanup (:meth:`moleseg.engine.pipeline.Analysis.recleaned`), which its ``drawer`` (one
+    thread shared by every session) shares with the session's own thread."""
 
     def __init__(self, max_bytes: int = ANALYSIS_CACHE_BYTES) -> None:
         self._entries: LRUCache = LRUCache(maxsize=max_bytes, getsizeof=lambda entry: entry.nbytes)
         self._lock = threading.Lock()
         self.predictions = 0  # number of images sent through a segmenter (tests and diagnostics)
+        self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-reclean")
 
     @property
     def max_bytes(self) -> int:
@@ -266,7 +269,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                     style: OverlayStyle | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                     plan: "CleanupPlan | None" = None,
                     progress: Callable[[int, int, str], None] | None = None,
-                    prepare: Callable[[Analysis], Any] | None = None) -> list[ImageOutcome]:
+                    prepare: Callable[[Analysis], Any] | None = None, shown: str | None = None) -> list[ImageOutcome]:
     """Analyse every upload, predicting only those not in ``store`` for this model.
 
     A file that cannot be read or analysed gets an :class:`ImageOutcome` with ``error``
@@ -279,7 +282,9 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     (:func:`moleseg.engine.batches.analyse_batches`: the next batch is read and the last one measured while
     the network runs), ``total`` the number of uploads and ``done`` counting those that needed no prediction
     (cached). ``prepare``: called on each new analysis while the network runs on the next batch (what the page
-    shows of every image, e.g. its grid thumbnail).
+    shows of every image, e.g. its grid thumbnail). ``shown``: the upload key of the image the page shows in
+    full, whose overlay's display JPEG a re-cleaning makes beside its measurements (every re-cleaning draws its
+    overlay so, in the store's ``drawer`` thread).
     """
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
@@ -342,7 +347,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             try:
                 analysis = _drawn_again(analysis, analysis.recleaned(
                     segmenter, choice.settings, pixel_size_mm=pixel_size_mm, style=style,
-                    lesion_threshold=choice.lesion_threshold))
+                    lesion_threshold=choice.lesion_threshold, drawer=store.drawer, shown=uploads[index].key == shown))
             except Exception as error:
                 outcomes[index].error = failure_reason(uploads[index].name, error)
                 continue

@@ -180,10 +180,18 @@ class Analysis:
 
     def recleaned(self, segmenter: Segmenter, settings: CleanupSettings | None,
                   pixel_size_mm: float | None = None, style: OverlayStyle | None = None, *,
-                  lesion_threshold: Any = MODEL_THRESHOLD) -> "Analysis":
-        """The same prediction cleaned with other settings or lesion threshold (no network call)."""
-        segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold)
-        return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
+                  lesion_threshold: Any = MODEL_THRESHOLD, drawer: Executor | None = None,
+                  shown: bool = False) -> "Analysis":
+        """The same prediction cleaned with other settings or lesion threshold (no network call). With a
+        ``drawer`` thread, the work is shared with it as :func:`measure_and_draw` shares it (the labels, the
+        measurements, the overlay and, with ``shown``, its display JPEG; the same values and pictures as
+        without); without, everything is made in this thread and the overlay when first asked for."""
+        segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold,
+                             helper=drawer)
+        if drawer is None:
+            return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
+        return measure_and_draw(self.image, segmentation, segmenter, drawer, pixel_size_mm=pixel_size_mm,
+                                style=style or self.style, shown=shown)
 
     def corrected(self, corrections: Corrections) -> "Analysis":
         """The analysis of the lesion corrected by hand (:mod:`moleseg.engine.correction`; an added region's holes
