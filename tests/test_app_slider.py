@@ -169,27 +169,3 @@ def test_a_keyboard_step_finds_the_next_one_analysed_ahead(analysed):
     analysed.run()
     analysed.slider(key="analyse_closing").set_value(5).run()  # a jump: nothing analysed ahead of it
     assert store.ahead_job(key) is None and store.predictions == 1
-
-
-def test_a_newer_step_drops_the_one_analysed_ahead_before_it_starts():
-    from moleseg.app.analysis import AnalysisStore
-    from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.pipeline import finish_analysis
-    from moleseg.engine.segmenter import segment
-
-    image = mole_image(48, 56)[0]
-    segmenter = ClassicalSegmenter()
-    analysis = finish_analysis(image, segment(segmenter, image), segmenter)
-    store, made = AnalysisStore(), []
-    store.put(("m", "a"), analysis, ("shown",))
-
-    def maker(name: str):
-        return lambda: made.append(name) or dataclasses.replace(analysis, measurements=[])
-
-    store.analyse_ahead(("m", "a"), ("first",), maker("first"))
-    first = store.ahead_job(("m", "a"))
-    store.analyse_ahead(("m", "a"), ("second",), maker("second"))  # a newer press, within the settling time
-    assert first.result(timeout=30) is False and store.ahead_job(("m", "a")).result(timeout=30) is True
-    assert made == ["second"] and list(store.get(("m", "a")).earlier) == [("second",)]
-    store.analyse_ahead(("m", "a"), ("shown",), maker("third"))  # kept already: nothing to make
-    assert store.ahead_job(("m", "a")) is None and made == ["second"]

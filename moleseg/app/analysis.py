@@ -38,10 +38,6 @@ EARLIER_VARIANTS_KEPT: int = 6
 #: The cleanup settings a keyboard press on a slider steps by one (px): after such a step the next value in the
 #: same direction is analysed ahead, in the background (:meth:`AnalysisStore.analyse_ahead`).
 STEPPED_SETTINGS: tuple[str, ...] = ("closing_radius_px", "border_width_px")
-#: Seconds a step's value must stay before the next step is analysed ahead: presses quicker than this (a key
-#: held, a burst of presses) start nothing, and the press's own run and its picture's fetch have ended
-#: meanwhile (the background work holds the interpreter's lock in turns with them).
-AHEAD_SETTLE_S: float = 0.3
 
 
 def hex_to_rgb(text: str) -> tuple[int, int, int]:
@@ -149,8 +145,7 @@ class AnalysisStore:
         self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-reclean")
         self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-ahead",
                                          initializer=_lower_priority)
-        # one per image at most, the latest step's: its job and the event that drops it
-        self._ahead_jobs: dict[tuple[str, str], tuple[Future, threading.Event]] = {}
+        self._ahead_jobs: dict[tuple[str, str], Future] = {}  # one per image at most: the latest step's
 
     @property
     def max_bytes(self) -> int:
@@ -220,35 +215,27 @@ class AnalysisStore:
 
     def analyse_ahead(self, key: tuple[str, str], params: tuple | None = None,
                       make: Callable[[], Analysis] | None = None) -> None:
-        """Drop the image ``key``'s analysis ahead unless it is being made, and start ``make`` unless the entry
-        has ``params`` already: :data:`AHEAD_SETTLE_S` later if not dropped by then, in one background thread of
-        the lowest priority, its analysis (cleaned with ``params``) kept as an earlier variant
-        (:meth:`add_variant`). A failed one is not kept (a press to its value says why)."""
+        """Drop the image ``key``'s analysis ahead not yet started, and start ``make`` unless the entry has
+        ``params`` already: in one background thread of the lowest priority, its analysis (cleaned with
+        ``params``) kept as an earlier variant (:meth:`add_variant`). A failed one is not kept (a press to its
+        value says why)."""
         with self._lock:
-            _, dropped = self._ahead_jobs.pop(key, (None, None))
-            if dropped is not None:  # it ends at once, or once made if it is being made
-                dropped.set()
-            for gone in [other for other, (job, _) in self._ahead_jobs.items()
-                         if job.done() and other not in self._entries]:  # bounded by the store's entries
-                del self._ahead_jobs[gone]
-            entry = None if make is None else self._entries.get(key)
-            if entry is not None and entry.variant(params) is None:
-                dropped = threading.Event()
-                self._ahead_jobs[key] = (self._ahead.submit(self._keep_ahead, key, params, make, dropped), dropped)
+            before = self._ahead_jobs.pop(key, None)
+            if before is not None:
+                before.cancel()
+            entry = self._entries.get(key)
+            if make is not None and entry is not None and entry.variant(params) is None:
+                self._ahead_jobs[key] = self._ahead.submit(self._keep_ahead, key, params, make)
 
-    def _keep_ahead(self, key: tuple[str, str], params: tuple, make: Callable[[], Analysis],
-                    dropped: threading.Event) -> bool:
-        if dropped.wait(AHEAD_SETTLE_S):
-            return False
+    def _keep_ahead(self, key: tuple[str, str], params: tuple, make: Callable[[], Analysis]) -> bool:
         with contextlib.suppress(Exception):
             return self.add_variant(key, make(), params)
         return False
 
     def ahead_job(self, key: tuple[str, str]) -> Future | None:
-        """The image ``key``'s analysis ahead, waiting, started or done (its result: whether it was kept), or
-        None."""
+        """The image ``key``'s analysis ahead, started or done (its result: whether it was kept), or None."""
         with self._lock:
-            return self._ahead_jobs.get(key, (None, None))[0]
+            return self._ahead_jobs.get(key)
 
     def count_predictions(self, images: int) -> None:
         with self._lock:
