@@ -134,38 +134,3 @@ def test_the_measurements_are_one_html_table_of_every_value_and_unit(analysed):
     assert set(area) == {"px²", "mm²"}
     assert float(area["mm²"].replace(",", "")) == pytest.approx(
         float(area["px²"].replace(",", "")) * 0.02**2, rel=1e-2)
-
-
-@pytest.mark.parametrize(("before", "now", "ahead"), [
-    ({"closing_radius_px": 10}, {"closing_radius_px": 9}, {"closing_radius_px": 8}),
-    ({"border_width_px": 3}, {"border_width_px": 4}, {"border_width_px": 5}),
-    ({"closing_radius_px": 10}, {"closing_radius_px": 7}, None),  # a jump (the mouse), not a keyboard step
-    ({"closing_radius_px": 1}, {"closing_radius_px": 0}, None),  # no -1 px
-    ({"fill_holes": True}, {"fill_holes": False}, None),
-    ({"closing_radius_px": 10, "border_width_px": 3}, {"closing_radius_px": 9, "border_width_px": 4}, None),
-])
-def test_the_next_step_follows_a_keyboard_step_of_one_px_slider(before, now, ahead):
-    from moleseg.app.analysis import next_step
-    from moleseg.core.cleanup import CleanupSettings
-
-    start = CleanupSettings(closing_radius_px=5, border_width_px=2)
-    found = next_step(dataclasses.replace(start, **before), dataclasses.replace(start, **now))
-    assert found == (None if ahead is None else dataclasses.replace(start, **ahead))
-    assert next_step(None, start) is None
-
-
-def test_a_keyboard_step_finds_the_next_one_analysed_ahead(analysed):
-    store = ui.analysis_store()
-    key = ("classical@0", analysed.session_state["analyse_outcomes"][0].key)
-    analysed.slider(key="analyse_closing").set_value(14).run()
-    assert store.ahead_job(key).result(timeout=30) is True  # closing 13, kept beside 15 and 14
-    (ahead,) = [variant for variant in store.get(key).earlier.values()
-                if variant.segmentation.settings.closing_radius_px == 13]
-    analysed.run()  # AppTest holds only what the last run drew: the whole page again, its sidebar with it
-    analysed.slider(key="analyse_closing").set_value(13).run()
-    assert not analysed.exception and leaves(analysed.main) == RESULTS_RUN
-    assert analysed.session_state["analyse_outcomes"][0].analysis is ahead  # nothing cleaned for this press
-    assert store.ahead_job(key).result(timeout=30) is True  # and 12 ahead of it
-    analysed.run()
-    analysed.slider(key="analyse_closing").set_value(5).run()  # a jump: nothing analysed ahead of it
-    assert store.ahead_job(key) is None and store.predictions == 1

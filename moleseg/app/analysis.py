@@ -6,14 +6,13 @@ TensorFlow at import (a ``.keras`` segmenter brings TensorFlow when loaded).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import os
 import re
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,9 +34,6 @@ ANALYSIS_CACHE_BYTES: int = int(os.environ.get("MOLESEG_APP_CACHE_MB", "1024")) 
 #: Earlier cleanups of one image kept beside its latest (other cleanup settings, threshold or pixel size), so
 #: that going back to values shown before (a slider pressed back) costs no cleanup and no measuring.
 EARLIER_VARIANTS_KEPT: int = 6
-#: The cleanup settings a keyboard press on a slider steps by one (px): after such a step the next value in the
-#: same direction is analysed ahead, in the background (:meth:`AnalysisStore.analyse_ahead`).
-STEPPED_SETTINGS: tuple[str, ...] = ("closing_radius_px", "border_width_px")
 
 
 def hex_to_rgb(text: str) -> tuple[int, int, int]:
@@ -143,9 +139,6 @@ class AnalysisStore:
         self._lock = threading.Lock()
         self.predictions = 0  # number of images sent through a segmenter (tests and diagnostics)
         self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-reclean")
-        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moleseg-ahead",
-                                         initializer=_lower_priority)
-        self._ahead_jobs: dict[tuple[str, str], Future] = {}  # one per image at most: the latest step's
 
     @property
     def max_bytes(self) -> int:
@@ -194,49 +187,6 @@ class AnalysisStore:
                 return False
         return True
 
-    def add_variant(self, key: tuple[str, str], analysis: Analysis, params: tuple) -> bool:
-        """Keep ``analysis`` (cleaned with ``params``) as the newest earlier variant of the entry of ``key``,
-        which stays the latest (its earlier variants bounded as :meth:`put` bounds them); False, and nothing
-        kept, when the entry is gone, holds another prediction, has those ``params`` already or cannot hold
-        it within ``max_bytes``."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if (entry is None or entry.variant(params) is not None
-                    or entry.analysis.segmentation.probabilities is not analysis.segmentation.probabilities):
-                return False
-            earlier = {**entry.earlier, params: analysis}
-            while len(earlier) > EARLIER_VARIANTS_KEPT:
-                del earlier[next(iter(earlier))]  # the oldest first
-            size = _analysis_bytes(entry.analysis) + sum(map(_variant_bytes, earlier.values()))
-            if size > self.max_bytes:
-                return False
-            self._entries[key] = CachedAnalysis(entry.analysis, entry.params, size, earlier)
-        return True
-
-    def analyse_ahead(self, key: tuple[str, str], params: tuple | None = None,
-                      make: Callable[[], Analysis] | None = None) -> None:
-        """Drop the image ``key``'s analysis ahead not yet started, and start ``make`` unless the entry has
-        ``params`` already: in one background thread of the lowest priority, its analysis (cleaned with
-        ``params``) kept as an earlier variant (:meth:`add_variant`). A failed one is not kept (a press to its
-        value says why)."""
-        with self._lock:
-            before = self._ahead_jobs.pop(key, None)
-            if before is not None:
-                before.cancel()
-            entry = self._entries.get(key)
-            if make is not None and entry is not None and entry.variant(params) is None:
-                self._ahead_jobs[key] = self._ahead.submit(self._keep_ahead, key, params, make)
-
-    def _keep_ahead(self, key: tuple[str, str], params: tuple, make: Callable[[], Analysis]) -> bool:
-        with contextlib.suppress(Exception):
-            return self.add_variant(key, make(), params)
-        return False
-
-    def ahead_job(self, key: tuple[str, str]) -> Future | None:
-        """The image ``key``'s analysis ahead, started or done (its result: whether it was kept), or None."""
-        with self._lock:
-            return self._ahead_jobs.get(key)
-
     def count_predictions(self, images: int) -> None:
         with self._lock:
             self.predictions += images
@@ -247,52 +197,11 @@ class AnalysisStore:
             self.predictions = 0
 
 
-def _lower_priority() -> None:
-    """Give this thread the lowest scheduling priority (Linux sets it per thread; elsewhere nothing changes)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
-def next_step(before: CleanupSettings | None, now: CleanupSettings | None) -> CleanupSettings | None:
-    """The settings one more step on from ``before`` to ``now`` when they differ by one step (1 px) of one of
-    :data:`STEPPED_SETTINGS` alone (a keyboard press on its slider), that setting moved once more the same way;
-    None otherwise (a jump, another setting changed, the step would go below 0)."""
-    if before is None or now is None:
-        return None
-    old, new = before.to_dict(), now.to_dict()
-    changed = [name for name in old if old[name] != new[name]]
-    if len(changed) != 1 or changed[0] not in STEPPED_SETTINGS or abs(new[changed[0]] - old[changed[0]]) != 1:
-        return None
-    name = changed[0]
-    value = 2 * new[name] - old[name]
-    return dataclasses.replace(now, **{name: value}) if value >= 0 else None
-
-
 def _params(settings: CleanupSettings | None, pixel_size_mm: float | None, style: OverlayStyle,
             lesion_threshold: Any) -> tuple:
     return (None if settings is None else tuple(sorted(settings.to_dict().items())), pixel_size_mm,
             (tuple(style.fill_color), tuple(style.border_color), style.fill_opacity, style.border_opacity),
             lesion_threshold)
-
-
-def _step_ahead(segmenter: Segmenter, analysis: Analysis, before: tuple, wanted: tuple,
-                choice: CleanupChoice) -> tuple[tuple, Callable[[], Analysis]] | None:
-    """After a change from the :func:`_params` ``before`` to ``wanted`` that is one keyboard step of a slider
-    (:func:`next_step`), the parameters of the next step and how ``analysis`` (``wanted``'s) is cleaned with
-    them, its overlay's display JPEG made; None after any other change."""
-    if before[0] is None or before[1:] != wanted[1:]:
-        return None
-    step = next_step(CleanupSettings(**dict(before[0])), choice.settings)
-    if step is None:
-        return None
-
-    def make() -> Analysis:
-        ahead = analysis.recleaned(segmenter, step, pixel_size_mm=analysis.pixel_size_mm, style=analysis.style,
-                                   lesion_threshold=choice.lesion_threshold)
-        ahead.overlay_jpeg  # noqa: B018 -- encoded here, not in the press's run
-        return ahead
-
-    return _params(step, analysis.pixel_size_mm, analysis.style, choice.lesion_threshold), make
 
 
 def _same_cleanup(cleaned_with: tuple, wanted: tuple) -> bool:
@@ -375,8 +284,7 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     (cached). ``prepare``: called on each new analysis while the network runs on the next batch (what the page
     shows of every image, e.g. its grid thumbnail). ``shown``: the upload key of the image the page shows in
     full, whose overlay's display JPEG a re-cleaning makes beside its measurements (every re-cleaning draws its
-    overlay so, in the store's ``drawer`` thread); after a keyboard step of a cleanup slider on it
-    (:func:`next_step`), the next step is analysed ahead in the background (:meth:`AnalysisStore.analyse_ahead`).
+    overlay so, in the store's ``drawer`` thread).
     """
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
@@ -430,9 +338,6 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
             analysis, cleaned_with = cached[index].analysis, cached[index].params
         wanted = image_params[index]
         shown_before = None if index in fresh else cached[index].variant(wanted)
-        stepped = cleaned_with != wanted and index not in fresh and uploads[index].key == shown
-        if stepped:  # a newer press: the step analysed ahead of the last one is dropped unless started
-            store.analyse_ahead(key)
         if cleaned_with != wanted and shown_before is not None:  # shown before: nothing to compute
             analysis = shown_before
         elif cleaned_with != wanted and _same_cleanup(cleaned_with, wanted):  # other units or colours
@@ -448,8 +353,6 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
                 continue
         if cleaned_with != wanted:
             store.put(key, analysis, wanted)
-        if stepped and (ahead := _step_ahead(segmenter, analysis, cleaned_with, wanted, choices[index])):
-            store.analyse_ahead(key, *ahead)
         outcomes[index].analysis = analysis
     return outcomes
 
