@@ -109,6 +109,23 @@ def test_recleaned_with_a_drawer_gives_what_one_thread_gives(n_classes):
     assert "overlay_jpeg" in vars(shared) and shared.overlay_jpeg == alone.overlay_jpeg
 
 
+def test_recleaned_takes_the_confidence_over():
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import finish_analysis
+    from moleseg.engine.segmenter import border_confidence, segment
+
+    image = mole_image(seed=4)[0]
+    segmenter = ClassicalSegmenter()
+    analysis = finish_analysis(image, segment(segmenter, image), segmenter)
+    settings = dataclasses.replace(analysis.segmentation.settings, closing_radius_px=1)
+    assert "confidence" not in vars(analysis.recleaned(segmenter, settings).segmentation)  # none made yet
+    made = analysis.confidence
+    again = analysis.recleaned(segmenter, settings, lesion_threshold=0.3)
+    assert vars(again.segmentation)["confidence"] == made  # taken over, not made again
+    probabilities = again.segmentation.probabilities
+    assert made == border_confidence(probabilities, probabilities[..., 0] < 0.5) and 0 < made <= 1
+
+
 def test_the_results_run_uses_the_new_cleanup_value(analysed):
     analysed.slider(key="analyse_closing").set_value(3).run()
     settings = analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings

@@ -185,9 +185,12 @@ class Analysis:
         """The same prediction cleaned with other settings or lesion threshold (no network call). With a
         ``drawer`` thread, the work is shared with it as :func:`measure_and_draw` shares it (the labels, the
         measurements, the overlay and, with ``shown``, its display JPEG; the same values and pictures as
-        without); without, everything is made in this thread and the overlay when first asked for."""
+        without); without, everything is made in this thread and the overlay when first asked for. The model's
+        confidence, made from the same probabilities, is taken over, not made again."""
         segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold,
                              helper=drawer)
+        if "confidence" in vars(self.segmentation):  # a cached_value of the probabilities alone
+            vars(segmentation)["confidence"] = self.segmentation.confidence
         if drawer is None:
             return _finish(self.image, segmentation, segmenter, pixel_size_mm, style or self.style)
         return measure_and_draw(self.image, segmentation, segmenter, drawer, pixel_size_mm=pixel_size_mm,
