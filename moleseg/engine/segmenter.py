@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -106,6 +107,26 @@ def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
     return max(0.0, 1.0 - undecided_px / area)
 
 
+#: Each segmenter's parsed record and the ``info`` dictionary it was parsed from, kept while the segmenter lives.
+_RECORDS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], ModelInfo]] = weakref.WeakKeyDictionary()
+
+
+def model_record(segmenter: Segmenter) -> ModelInfo:
+    """``segmenter.info`` as a :class:`ModelInfo`, parsed once per ``info`` dictionary the segmenter holds rather
+    than once per image (a new dictionary is parsed again; a segmenter that cannot be a weak dictionary's key has
+    it parsed every time)."""
+    info = segmenter.info
+    try:
+        kept = _RECORDS.get(segmenter)
+    except TypeError:  # not weakly referable, or not hashable
+        return ModelInfo.from_dict(info)
+    if kept is not None and kept[0] is info:
+        return kept[1]
+    record = ModelInfo.from_dict(info)
+    _RECORDS[segmenter] = (info, record)
+    return record
+
+
 def cleanup_scale(segmenter: Segmenter, image_shape: tuple[int, ...]) -> float:
     """Factor from the px the segmenter's cleanup defaults were set in to px of an image of ``image_shape``.
 
@@ -114,7 +135,7 @@ def cleanup_scale(segmenter: Segmenter, image_shape: tuple[int, ...]) -> float:
     ``tile_scale`` and its probabilities come back at the image's size: 1 / ``tile_scale``. 1 when the
     record says neither (the classical segmenters: px of any image).
     """
-    info = ModelInfo.from_dict(segmenter.info)
+    info = model_record(segmenter)
     if info.inference == "tiles":
         return 1.0 / info.tile_scale
     if not info.input_size:
@@ -231,7 +252,7 @@ def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:
 
 def model_threshold(segmenter: Segmenter) -> float | None:
     """The lesion threshold a model was calibrated with (``moleseg.json``), or None for arg-max."""
-    value = ModelInfo.from_dict(segmenter.info).lesion_threshold
+    value = model_record(segmenter).lesion_threshold
     return None if value is None else float(value)
 
 
