@@ -821,26 +821,6 @@ def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_
     np.testing.assert_array_equal(overlay(image, lesion, border, box=box, fill_opacity=0.0, border_opacity=0.0), image)
 
 
-@pytest.mark.parametrize("helper_kind", ["thread", "busy"])
-def test_labels_made_in_bands_beside_a_helper_equal_one_thread(helper_kind):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.segmenter import clean
-
-    segmenter = ClassicalSegmenter(n_classes=3)
-    rng = np.random.default_rng(7)
-    with ThreadPoolExecutor(max_workers=1) if helper_kind == "thread" else NeverStarts() as helper:
-        for height in (1, 2, 7, 40):  # one row: the helper's half is empty
-            probabilities = rng.dirichlet((1.0, 1.0, 1.0), (height, 30)).astype(np.float32)
-            for threshold in (None, 0.4):
-                alone = clean(segmenter, probabilities, lesion_threshold=threshold)
-                beside = clean(segmenter, probabilities, lesion_threshold=threshold, helper=helper)
-                for name in ("labels", "lesion", "border", "inside"):
-                    np.testing.assert_array_equal(getattr(beside, name), getattr(alone, name), err_msg=name)
-                assert beside.lesion_box == alone.lesion_box
-
-
 def test_growing_the_inside_by_no_width_equals_the_plain_rule():
     from moleseg.core.cleanup import cleanup
 

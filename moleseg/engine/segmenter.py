@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -183,34 +182,6 @@ def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float
     return np.multiply(labels, lesion.view(np.uint8), out=labels)
 
 
-#: Bands of rows the labels are made in when a helper thread shares the work (each a few tenths of a ms at PH2 size:
-#: a thread waits at most one band for the other).
-LABEL_BANDS: int = 4
-
-
-def _labels_in_bands(probabilities: np.ndarray, lesion_threshold: float | None,
-                     helper: Executor | None) -> np.ndarray:
-    """:func:`labels_from_probabilities` made band of rows by band of rows by this thread and ``helper``, each taking
-    the next band left (each pixel's label depends on its own probabilities only: the same labels); this thread
-    makes them all when ``helper`` has not started."""
-    if helper is None:
-        return labels_from_probabilities(probabilities, lesion_threshold)
-    edges = np.linspace(0, probabilities.shape[0], LABEL_BANDS + 1).astype(int)
-    labels = np.empty(probabilities.shape[:2], dtype=np.uint8)
-    left = iter(range(LABEL_BANDS))  # each band taken once: a range iterator advances under the GIL
-
-    def make_bands() -> None:
-        for band in left:
-            rows = slice(edges[band], edges[band + 1])
-            labels[rows] = labels_from_probabilities(probabilities[rows], lesion_threshold)
-
-    sharing = helper.submit(make_bands)
-    make_bands()
-    if not sharing.cancel():
-        sharing.result()
-    return labels
-
-
 @functools.lru_cache(maxsize=64)
 def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
     """The largest value ``b`` of the float ``dtype`` whose lesion probability ``1 - b``, computed in ``dtype``,
@@ -270,18 +241,16 @@ MODEL_THRESHOLD: Any = "model"
 
 
 def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
-          lesion_threshold: Any = MODEL_THRESHOLD, helper: Executor | None = None) -> Segmentation:
+          lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
     """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
 
     ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
     model's calibrated one (see :mod:`moleseg.engine.calibrate`). Images whose longer side exceeds
     :data:`moleseg.core.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
-    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one. ``helper``:
-    another thread that shares the making of the labels with this one, band of rows by band (numpy releases the
-    GIL), when it is free to start.
+    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
     """
     threshold = model_threshold(segmenter) if lesion_threshold == MODEL_THRESHOLD else lesion_threshold
-    labels = _labels_in_bands(probabilities, threshold, helper)
+    labels = labels_from_probabilities(probabilities, threshold)
     height, width = labels.shape
     chosen = cleanup_for_image(segmenter, labels.shape, settings)
     factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))

@@ -51,8 +51,7 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
-    (repeat by repeat). The cleanup makes half of the labels in a second thread, as the batch pipeline's pool
-    does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its
+    (repeat by repeat). After the cleanup, what an image needs to be shown, its
     measurements, its overlay and the overlay's JPEG as the Analyse page shows it, is shared by two threads
     (:func:`moleseg.engine.pipeline.measure_and_draw` with ``shown``: the overlay, the border widths, the JPEG
     and the colours in one, the other shape measurements in the other, each taking what the other has not
@@ -106,7 +105,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         else:
             probabilities = segmenter.predict_probabilities([image])[0]
             lap("network", stages)
-        segmentation = clean(segmenter, probabilities, helper=drawer)  # as segment_batches cleans with its pool
+        segmentation = clean(segmenter, probabilities)
         lap("cleanup", stages)
         analysis = measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
         lap("measure_and_draw", stages)
