@@ -173,6 +173,16 @@ def test_cleanup_default_settings_and_bad_labels():
         cleanup(labels[None], 3)
 
 
+@pytest.mark.parametrize("labels, found", [
+    (np.array([[0, 3], [1, 2]], np.uint8), "0 to 3"),
+    (np.array([[0, -1], [1, 2]], np.int16), "-1 to 2"),
+    (np.array([[4, 1], [-2, 0]], np.int64), "-2 to 4"),
+])
+def test_labels_out_of_range_are_refused_with_their_range(labels, found):
+    with pytest.raises(ValueError, match=f"^labels must lie in 0..2; found values from {found}$"):
+        cleanup(labels, 3)
+
+
 def test_fill_holes_and_largest_component_helpers():
     mask = np.zeros((12, 12), bool)
     mask[1:6, 1:6] = True

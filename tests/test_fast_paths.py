@@ -17,7 +17,7 @@ from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, l
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
-from moleseg.engine.segmenter import background_cutoff, class_argmax, labels_from_probabilities
+from moleseg.engine.segmenter import LABEL_BAND_ROWS, background_cutoff, class_argmax, labels_from_probabilities
 
 #: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as the plain
 #: formulas compute it (regionprops / scipy distance transforms / per-row unique colours).
@@ -153,6 +153,16 @@ def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype,
         probabilities[-1, :, 1] = np.nan
         np.testing.assert_array_equal(labels_from_probabilities(probabilities, threshold),
                                       plain_threshold_labels(probabilities, threshold))
+
+
+@pytest.mark.parametrize("rows", [0, 1, LABEL_BAND_ROWS - 1, LABEL_BAND_ROWS, LABEL_BAND_ROWS + 1, 3 * LABEL_BAND_ROWS + 5])
+def test_labels_made_band_by_band_equal_the_formula_on_the_whole_image(rows):
+    rng = np.random.default_rng(rows)
+    for classes in (2, 3):
+        probabilities = rng.dirichlet(np.ones(classes), (rows, 9)).astype(np.float32)
+        np.testing.assert_array_equal(labels_from_probabilities(probabilities), np.argmax(probabilities, axis=-1))
+        np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.4),
+                                      plain_threshold_labels(probabilities, 0.4))
 
 
 @pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])

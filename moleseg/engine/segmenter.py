@@ -157,29 +157,44 @@ def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
     return scale_settings(segmenter.cleanup_defaults, factor)
 
 
+#: Rows of probabilities made into labels at a time: a band's temporaries (a few tens of kB at PH2 width) stay in
+#: the core's cache instead of each pass over the image's probabilities going out to memory.
+LABEL_BAND_ROWS: int = 32
+
+
 def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float | None = None) -> np.ndarray:
     """Class per pixel, ``(H, W)`` uint8, from ``(H, W, C)`` probabilities.
 
     Without ``lesion_threshold``: the arg-max. With it (0..1): a pixel is lesion when its lesion
     probability ``1 - P(BACK)`` reaches the threshold, and then takes the likelier of the lesion
-    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK.
+    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK. Made
+    :data:`LABEL_BAND_ROWS` rows at a time (each pixel's label depends on its own probabilities only).
     """
-    if lesion_threshold is None:
-        return class_argmax(probabilities, 0)
-    if not 0.0 <= float(lesion_threshold) <= 1.0:
+    if lesion_threshold is not None and not 0.0 <= float(lesion_threshold) <= 1.0:
         raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
+    for start in range(0, labels.shape[0], LABEL_BAND_ROWS):
+        rows = slice(start, start + LABEL_BAND_ROWS)
+        if lesion_threshold is None:
+            class_argmax(probabilities[rows], 0, out=labels[rows])
+        else:
+            _threshold_labels(probabilities[rows], float(lesion_threshold), labels[rows])
+    return labels
+
+
+def _threshold_labels(probabilities: np.ndarray, lesion_threshold: float, out: np.ndarray) -> None:
+    """:func:`labels_from_probabilities` at ``lesion_threshold`` (0..1) written into ``out``."""
     background = probabilities[..., 0]
     if background.dtype.kind == "f" and background.dtype.itemsize in (2, 4, 8):  # IEEE half, single, double
-        lesion = background <= background_cutoff(background.dtype, float(lesion_threshold))
+        lesion = background <= background_cutoff(background.dtype, lesion_threshold)
     else:
-        lesion = (1.0 - background) >= float(lesion_threshold)
+        lesion = (1.0 - background) >= lesion_threshold
     if probabilities.shape[-1] == 3:  # BORDER (1) unless INSIDE (2) is likelier, as class_argmax decides
         inside = np.greater(probabilities[..., 2], probabilities[..., 1])
         np.logical_and(inside, lesion, out=inside)
-        labels = lesion.view(np.uint8)  # written over the lesion mask: no third image-sized array
-        return np.add(labels, inside.view(np.uint8), out=labels)
-    labels = class_argmax(probabilities, 1)
-    return np.multiply(labels, lesion.view(np.uint8), out=labels)
+        np.add(lesion.view(np.uint8), inside.view(np.uint8), out=out)
+    else:
+        np.multiply(class_argmax(probabilities, 1, out=out), lesion.view(np.uint8), out=out)
 
 
 @functools.lru_cache(maxsize=64)
@@ -207,10 +222,12 @@ def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
     return value(low)[0]
 
 
-def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:
+def class_argmax(probabilities: np.ndarray, first: int, out: np.ndarray | None = None) -> np.ndarray:
     """``first + argmax(probabilities[..., first:], axis=-1)`` as ``(H, W)`` uint8 (the first class on a tie),
-    one comparison per class: faster than ``np.argmax`` over the strided last axis (``docs/performance.md``)."""
-    labels = np.full(probabilities.shape[:-1], first, dtype=np.uint8)
+    one comparison per class: faster than ``np.argmax`` over the strided last axis (``docs/performance.md``);
+    written into ``out`` (uint8 of that shape) when given."""
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8) if out is None else out
+    labels.fill(first)
     best = probabilities[..., first]
     last = probabilities.shape[-1] - 1
     for index in range(first + 1, last + 1):
