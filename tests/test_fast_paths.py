@@ -17,7 +17,8 @@ from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, l
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
-from moleseg.engine.segmenter import LABEL_BAND_ROWS, background_cutoff, class_argmax, labels_from_probabilities
+from moleseg.engine.segmenter import (LABEL_BAND_ROWS, background_cutoff, border_confidence, class_argmax,
+                                      labels_from_probabilities)
 
 #: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as the plain
 #: formulas compute it (regionprops / scipy distance transforms / per-row unique colours).
@@ -155,7 +156,8 @@ def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype,
                                       plain_threshold_labels(probabilities, threshold))
 
 
-@pytest.mark.parametrize("rows", [0, 1, LABEL_BAND_ROWS - 1, LABEL_BAND_ROWS, LABEL_BAND_ROWS + 1, 3 * LABEL_BAND_ROWS + 5])
+@pytest.mark.parametrize("rows", [0, 1, LABEL_BAND_ROWS - 1, LABEL_BAND_ROWS, LABEL_BAND_ROWS + 1,
+                                  3 * LABEL_BAND_ROWS + 5])
 def test_labels_made_band_by_band_equal_the_formula_on_the_whole_image(rows):
     rng = np.random.default_rng(rows)
     for classes in (2, 3):
@@ -163,6 +165,24 @@ def test_labels_made_band_by_band_equal_the_formula_on_the_whole_image(rows):
         np.testing.assert_array_equal(labels_from_probabilities(probabilities), np.argmax(probabilities, axis=-1))
         np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.4),
                                       plain_threshold_labels(probabilities, 0.4))
+
+
+def test_confidence_counted_band_by_band_equals_the_formula_on_the_whole_image():
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.config import UNDECIDED_PROBABILITY_RANGE
+    from moleseg.engine.segmenter import clean
+
+    rng = np.random.default_rng(5)
+    probabilities = rng.dirichlet((1.0, 1.0, 1.0), (3 * LABEL_BAND_ROWS + 7, 40)).astype(np.float32)
+    probabilities[::7, :, 0] = 0.5  # on the edge of lesion and background: background
+    low, high = UNDECIDED_PROBABILITY_RANGE
+    lesion_probability = 1.0 - probabilities[..., 0]
+    undecided = np.count_nonzero((lesion_probability > low) & (lesion_probability < high))
+    likelier = np.count_nonzero(probabilities[..., 0] < 0.5)
+    segmentation = clean(ClassicalSegmenter(n_classes=3), probabilities)
+    assert segmentation.confidence == max(0.0, 1.0 - undecided / likelier)
+    assert border_confidence(probabilities, segmentation.lesion) == max(0.0, 1.0 - undecided /
+                                                                      np.count_nonzero(segmentation.lesion))
 
 
 @pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])

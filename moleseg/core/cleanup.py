@@ -424,8 +424,9 @@ def _on_labelled_box(rule: Callable[[np.ndarray, CleanupSettings], CleanupResult
     ``2 * border_width_px + 1`` px, and placed back in the image: the same masks, fewer pixels to go through.
 
     Exact: every mask the article and two-class rules make lies in that box grown by ``border_width_px`` (holes
-    filled and closings stay in the box of what they fill or close), and the border's erosion by the same width looks no farther, so no step reaches the box's sides, except where
-    they are the image frame, which they then are in the box too."""
+    filled and closings stay in the box of what they fill or close), and the border's erosion by the same width
+    looks no farther, so no step reaches the box's sides, except where they are the image frame, which they then
+    are in the box too."""
     box = bounding_box(labels != 0)
     if box is None:
         return rule(labels, settings)

@@ -67,7 +67,7 @@ class Segmentation:
         """How sure the model is of this border, 0..1 (:func:`border_confidence` over the pixels it finds more
         likely lesion than background): from the probabilities only, so no cleanup setting (border width,
         closing, ...) and no lesion threshold changes it."""
-        return border_confidence(self.probabilities, self.probabilities[..., 0] < 0.5)
+        return _confidence(*_counted(self.probabilities, UNDECIDED_PROBABILITY_RANGE, likelier=True))
 
     @cached_value
     def lesion_box(self) -> tuple[int, int, int, int] | None:
@@ -97,13 +97,26 @@ def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
     lesion : (H, W) bool
         The cleaned lesion of the same image.
     """
-    area = int(np.count_nonzero(lesion))
-    if area == 0:
-        return 0.0
+    return _confidence(_counted(probabilities, undecided, likelier=False)[0], int(np.count_nonzero(lesion)))
+
+
+def _confidence(undecided_px: int, area_px: int) -> float:
+    return 0.0 if area_px == 0 else max(0.0, 1.0 - undecided_px / area_px)
+
+
+def _counted(probabilities: np.ndarray, undecided: tuple[float, float], *, likelier: bool) -> tuple[int, int]:
+    """The pixels whose lesion probability ``1 - P(BACK)`` lies strictly inside ``undecided`` and, when
+    ``likelier``, those with ``P(BACK) < 0.5`` (else 0), counted :data:`LABEL_BAND_ROWS` rows at a time (each
+    band's arrays stay in cache)."""
     low, high = undecided
-    lesion_probability = 1.0 - probabilities[..., 0]
-    undecided_px = int(np.count_nonzero((lesion_probability > low) & (lesion_probability < high)))
-    return max(0.0, 1.0 - undecided_px / area)
+    undecided_px = likelier_px = 0
+    for start in range(0, probabilities.shape[0], LABEL_BAND_ROWS):
+        background = probabilities[start:start + LABEL_BAND_ROWS, ..., 0]
+        lesion_probability = 1.0 - background
+        undecided_px += int(np.count_nonzero((lesion_probability > low) & (lesion_probability < high)))
+        if likelier:
+            likelier_px += int(np.count_nonzero(background < 0.5))
+    return undecided_px, likelier_px
 
 
 #: Each segmenter's parsed record and the ``info`` dictionary it was parsed from, kept while the segmenter lives.
