@@ -239,6 +239,29 @@ def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_moments_from_opencvs_sums_equal_the_plain_formulas_and_the_pixel_list(seed, monkeypatch):
+    from moleseg.core import measure
+
+    lesions = [random_blobs(200 + 10 * seed + index, (70, 90)) for index in range(15)]
+    for lesion in lesions:
+        rows, cols = np.nonzero(lesion)
+        crop = lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        moments = measure._moments_of(crop)
+        rows, cols = np.nonzero(crop)
+        x, y = cols.astype(np.float64), rows.astype(np.float64)
+        centroid = np.array([x.mean(), y.mean()])
+        np.testing.assert_array_equal(moments.centroid, centroid)  # the same bits
+        assert moments.reach == np.sqrt(((x - centroid[0]) ** 2 + (y - centroid[1]) ** 2).max())
+        assert moments.count == rows.size
+        for value, plain in [(moments.xx, ((x - centroid[0]) ** 2).sum()), (moments.yy, ((y - centroid[1]) ** 2).sum()),
+                             (moments.xy, ((x - centroid[0]) * (y - centroid[1])).sum())]:
+            assert value == pytest.approx(plain, rel=1e-12, abs=1e-9)
+    rows_by_opencv = [measurements_row(measure_lesion(lesion)) for lesion in lesions]
+    monkeypatch.setattr(measure, "EXACT_FLOAT64_INTEGER", 1)  # every lesion's sums from its pixel list
+    assert [measurements_row(measure_lesion(lesion)) for lesion in lesions] == rows_by_opencv
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_ellipse_axes_equal_regionprops(seed):
     from skimage.measure import regionprops
 

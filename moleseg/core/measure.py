@@ -88,6 +88,9 @@ WHOLE_NUMBER_KEYS: frozenset[str] = frozenset({"area", "n_components", "colour_c
 #: Largest distance (px) whose float32 root from OpenCV still rounds back to its exact integer square
 #: (relative float32 error 2**-24 on the root: ``2 * d**2 * 2**-24 < 0.5``).
 EXACT_FLOAT32_DISTANCE_PX: float = 2048.0
+#: Integers up to this (2**53) are exact in float64: OpenCV's moments of a mask, sums of whole pixel coordinates
+#: kept in float64, are exact while the largest of them (at most count * (longer side - 1)**2) stays below it.
+EXACT_FLOAT64_INTEGER: int = 2**53
 
 
 @dataclass(frozen=True)
@@ -187,28 +190,52 @@ class _Moments:
 
 
 def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
-    """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (each sum taken once, element-wise: not BLAS
-    dot products, whose OpenBLAS threads stall on a busy machine)."""
-    dx, dy = cols.astype(np.float64), rows.astype(np.float64)
-    centroid = np.array([dx.mean(), dy.mean()])
-    dx -= centroid[0]
-    dy -= centroid[1]
-    # three arrays in all, each product written over one no longer needed (large lesions: fewer pages to map)
-    product = dx * dy
-    xy = float(product.sum())
-    square_x = np.multiply(dx, dx, out=product)
-    xx = float(square_x.sum())
-    square_y = np.multiply(dy, dy, out=dx)
-    yy = float(square_y.sum())
-    reach = float(np.sqrt(np.add(square_x, square_y, out=square_x).max()))
-    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
+    """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (integer arrays), from exact integer sums of
+    their coordinates (:func:`_centred`)."""
+    x, y = cols.astype(np.int64), rows.astype(np.int64)
+    exact = np.int64 if x.size * max(int(x.max()), int(y.max()), 1) ** 2 < 2**62 else object  # object: no overflow
+    sums = [int(np.sum(values, dtype=exact)) for values in (x, y, x * x, y * y, x * y)]
+    centroid, xx, yy, xy = _centred(x.size, *sums)
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=_reach(centroid, x, y), count=float(x.size))
 
 
 def _moments_of(crop: np.ndarray) -> _Moments:
-    """The :class:`_Moments` of the True pixels of a 2-D bool mask, listed by OpenCV's ``findNonZero`` (row by
-    row, as ``np.nonzero`` lists them, so every sum adds the same numbers in the same order)."""
-    points = cv2.findNonZero(crop.view(np.uint8)).reshape(-1, 2)  # (x, y) = (column, row)
-    return _moments(points[:, 1], points[:, 0])
+    """The :class:`_Moments` of the True pixels of a 2-D bool mask: the sums of their coordinates by OpenCV's
+    ``moments`` in one pass (exact integers in float64 while :data:`EXACT_FLOAT64_INTEGER` bounds them; from
+    the pixel list otherwise), the reach from each row's first and last pixel."""
+    pixels = crop.view(np.uint8)
+    found = cv2.moments(pixels, binaryImage=True)
+    count = int(found["m00"])
+    if count * (max(crop.shape) - 1) ** 2 >= EXACT_FLOAT64_INTEGER:
+        points = cv2.findNonZero(pixels).reshape(-1, 2)  # (x, y) = (column, row)
+        return _moments(points[:, 1], points[:, 0])
+    centroid, xx, yy, xy = _centred(count, *(int(found[key]) for key in ("m10", "m01", "m20", "m02", "m11")))
+    # a row's farthest pixel from the centroid is its first or its last (each rounded step below is monotonic)
+    first = np.argmax(crop, axis=1)
+    rows = np.flatnonzero(crop[np.arange(crop.shape[0]), first])
+    last = crop.shape[1] - 1 - np.argmax(crop[:, ::-1], axis=1)[rows]
+    reach = _reach(centroid, np.concatenate([first[rows], last]), np.concatenate([rows, rows]))
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(count))
+
+
+def _centred(count: int, sum_x: int, sum_y: int, sum_xx: int, sum_yy: int, sum_xy: int
+             ) -> tuple[np.ndarray, float, float, float]:
+    """Centroid ``(x, y)`` (px) and centred second moments ``xx``, ``yy``, ``xy`` (px²) of ``count`` pixels from
+    the exact integer sums of their coordinates and of their products: each correctly rounded (Python's
+    integers, one division each), the centroid equal to the mean of the coordinates."""
+    centroid = np.array([sum_x / count, sum_y / count])
+    return (centroid, (count * sum_xx - sum_x * sum_x) / count, (count * sum_yy - sum_y * sum_y) / count,
+            (count * sum_xy - sum_x * sum_y) / count)
+
+
+def _reach(centroid: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Largest distance (px) from ``centroid`` of the pixels at columns ``x``, rows ``y``."""
+    dx = x.astype(np.float64)
+    dx -= centroid[0]
+    dy = y.astype(np.float64)
+    dy -= centroid[1]
+    square_x = np.multiply(dx, dx, out=dx)
+    return float(np.sqrt(np.add(square_x, np.multiply(dy, dy, out=dy), out=square_x).max()))
 
 
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
