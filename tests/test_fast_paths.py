@@ -396,6 +396,14 @@ def square_lesion():
     return image, segmenter, plain
 
 
+def with_inside(segmentation):
+    """``segmentation`` with a 3 px border band and an inside (the classical segmenter's band covers the square)."""
+    import dataclasses
+
+    border = border_band(segmentation.lesion, CleanupSettings(border_width_px=3))
+    return dataclasses.replace(segmentation, border=border, inside=segmentation.lesion & ~border)
+
+
 class KeepsQueued(NeverStarts):
     """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
 
@@ -418,8 +426,8 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     monkeypatch.setattr(pipeline, "measure_lesion", fails)
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
-        pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
-    assert len(drawer.queued) == 3  # the overlay, the border widths and the colours
+        pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
+    assert len(drawer.queued) == 4  # the overlay, the border width's two distance transforms and the colours
     assert all(job.cancelled() for job in drawer.queued)
 
 
@@ -441,11 +449,12 @@ def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, d
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-@pytest.mark.parametrize("measurement", ["border_width", "colour_measurements"])
+@pytest.mark.parametrize("measurement", ["outer", "to_inside", "colour_measurements"])
 def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_the_caller(
         monkeypatch, drawer_kind, measurement, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
+    from moleseg.core.measure import BandDistances
     from moleseg.engine import pipeline
 
     image, segmenter, plain = square_lesion
@@ -453,10 +462,10 @@ def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_
     def fails(*args, **kwargs):
         raise ValueError(f"{measurement} failed")
 
-    monkeypatch.setattr(pipeline, measurement, fails)
+    monkeypatch.setattr(pipeline if measurement == "colour_measurements" else BandDistances, measurement, fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         with pytest.raises(ValueError, match=f"^{measurement} failed$"):
-            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
+            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
 
 
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():

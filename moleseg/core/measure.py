@@ -68,8 +68,8 @@ from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
 from moleseg.core.report import display_unit
 from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
 
-__all__ = ["Measurement", "border_width", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
-           "decimals", "value_text"]
+__all__ = ["BandDistances", "Measurement", "band_distances", "border_width", "colour_measurements", "ellipse_axes",
+           "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry", "decimals", "value_text"]
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
@@ -330,25 +330,24 @@ def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
             float(1.0 - _mirror_iou(canvas, area, centre, minor, window)))
 
 
-def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray | None:
-    """Local band widths ``d_out + d_in - 1`` at the band pixels.
-
-    None when the width is undefined: no inside pixel, or no non-lesion pixel (the lesion fills
-    the whole image, so the band has no outer edge).
-    """
-    inner = lesion_crop & ~band_crop
-    if not inner.any() or lesion_crop.all():
-        return None
-    distance_out = euclidean_distances(lesion_crop, at=band_crop)
-    distance_in = euclidean_distances(~inner, at=band_crop)
-    return distance_out + distance_in - 1.0
-
-
 def border_width(lesion: np.ndarray, border: np.ndarray, *,
                  lesion_box: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
     """Mean and population standard deviation (px) of the local width of the border band (see the module
     docstring): ``(0, 0)`` for an empty band, NaN when the width is undefined. ``lesion_box``: the lesion's
     bounding box when known (:func:`moleseg.core.targets.bounding_box` of ``lesion``), found otherwise.
+
+    Raises
+    ------
+    ValueError
+        Empty lesion, or masks of different sizes.
+    """
+    return band_distances(lesion, border, lesion_box=lesion_box).width()
+
+
+def band_distances(lesion: np.ndarray, border: np.ndarray, *,
+                   lesion_box: tuple[int, int, int, int] | None = None) -> "BandDistances":
+    """The :class:`BandDistances` of the border band ``border`` of ``lesion`` (its bounding box ``lesion_box`` when
+    known, found otherwise), whose :meth:`BandDistances.width` is :func:`border_width`.
 
     Raises
     ------
@@ -362,21 +361,62 @@ def border_width(lesion: np.ndarray, border: np.ndarray, *,
     box = bounding_box(binary) if lesion_box is None else lesion_box
     if box is None:
         raise ValueError("lesion mask is empty: the border width is undefined")
-    return _band_width(binary, band, box)
+    return _band_distances(binary, band, box)
 
 
-def _band_width(binary: np.ndarray, band: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:
-    """:func:`border_width` (px) of the lesion ``binary`` whose bounding box is ``box``."""
+def _band_distances(binary: np.ndarray, band: np.ndarray, box: tuple[int, int, int, int]) -> "BandDistances":
+    """:func:`band_distances` of the lesion ``binary`` whose bounding box is ``box``."""
     # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
     # ring is background unless it is beyond the frame, where there is no lesion edge).
     e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
     lesion_window = binary[e0:e1, f0:f1]
-    widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
-    if widths is None:
-        return math.nan, math.nan
-    if widths.size == 0:
-        return 0.0, 0.0
-    return float(widths.mean()), float(widths.std(ddof=0))
+    band_window = band[e0:e1, f0:f1] & lesion_window  # the band clipped to the lesion
+    return BandDistances(lesion=lesion_window, band=band_window, inner=lesion_window & ~band_window)
+
+
+@dataclass(frozen=True, eq=False)
+class BandDistances:
+    """A lesion's border band, clipped to the lesion, in the lesion's box grown by one pixel, with the two distance
+    transforms of its local width (see the module docstring), which two threads may make one each.
+
+    Attributes
+    ----------
+    lesion, band, inner : (h, w) bool
+        The lesion, its band and its inside (the lesion minus the band) in the window.
+    """
+
+    lesion: np.ndarray
+    band: np.ndarray
+    inner: np.ndarray
+
+    @property
+    def defined(self) -> bool:
+        """False when the width is undefined: no inside pixel, or no non-lesion pixel (the lesion fills the
+        whole image, so the band has no outer edge)."""
+        return bool(self.inner.any()) and not bool(self.lesion.all())
+
+    def outer(self) -> np.ndarray:
+        """Distance (px) of each band pixel, row-major, to the nearest non-lesion pixel (:attr:`defined` only)."""
+        return euclidean_distances(self.lesion, at=self.band)
+
+    def to_inside(self) -> np.ndarray:
+        """Distance (px) of each band pixel, row-major, to the nearest inside pixel (:attr:`defined` only)."""
+        return euclidean_distances(~self.inner, at=self.band)
+
+    def width(self, *, outer: Callable[[], np.ndarray] | None = None,
+              inside: Callable[[], np.ndarray] | None = None) -> tuple[float, float]:
+        """Mean and population standard deviation (px) of the local widths ``d_out + d_in - 1`` at the band
+        pixels: ``(0, 0)`` for an empty band, NaN when undefined. ``outer``, ``inside``: return :meth:`outer`'s
+        and :meth:`to_inside`'s distances made elsewhere (another thread), called (``inside`` first) only when
+        the width is :attr:`defined`."""
+        if not self.defined:
+            return math.nan, math.nan
+        distance_in = inside() if inside is not None else self.to_inside()
+        distance_out = outer() if outer is not None else self.outer()
+        if distance_out.size == 0:
+            return 0.0, 0.0
+        widths = distance_out + distance_in - 1.0
+        return float(widths.mean()), float(widths.std(ddof=0))
 
 
 def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
@@ -526,7 +566,7 @@ def measure_lesion(
         )
     )
     if band is not None or border_width_px is not None:
-        width_mean, width_std = border_width_px() if border_width_px is not None else _band_width(binary, band, box)
+        width_mean, width_std = border_width_px() if border_width_px is not None else _band_distances(binary, band, box).width()
         add_length(
             "border_width_mean", "Border width (mean)", width_mean, "Average thickness of the predicted border band."
         )
