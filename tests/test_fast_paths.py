@@ -180,12 +180,17 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
     border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
     np.testing.assert_array_equal(blend(image, lesion, (10, 200, 30), opacity),
                                   reference_blend(image, lesion, (10, 200, 30), opacity))
-    expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border, (255, 0, 0), 0.8)
-    np.testing.assert_array_equal(
-        overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 0),
-                border_opacity=0.8),
-        expected,
-    )
+    from moleseg.core.targets import bounding_box
+
+    for border_opacity in (0.8, 1.0):  # translucent, and opaque (set, not blended)
+        expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border,
+                                   (255, 0, 7), border_opacity)
+        for box in (None, bounding_box(lesion)):
+            np.testing.assert_array_equal(
+                overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 7),
+                        border_opacity=border_opacity, box=box),
+                expected,
+            )
 
 
 @pytest.mark.parametrize("seed", range(4))
