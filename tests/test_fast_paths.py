@@ -15,7 +15,8 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
                                  unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
-from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
+from moleseg.core.bandwidth import border_width, euclidean_distances
+from moleseg.core.measure import measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
 from moleseg.engine.segmenter import background_cutoff, class_argmax, labels_from_probabilities
 
@@ -459,7 +460,7 @@ def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_
         monkeypatch, drawer_kind, measurement, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
-    from moleseg.core.measure import BandDistances
+    from moleseg.core.bandwidth import BandDistances
     from moleseg.engine import pipeline
 
     image, segmenter, plain = square_lesion

@@ -23,8 +23,8 @@ from moleseg.core.config import (EDGE_CONTACT_RATIO, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import display_jpeg, encode_png
-from moleseg.core.measure import (BandDistances, Measurement, band_distances, colour_measurements, measure_lesion,
-                                  measurements_row)
+from moleseg.core.bandwidth import BandDistances, band_distances
+from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
@@ -326,7 +326,7 @@ def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | Non
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: returns the lesion's colour measurements
     (:func:`moleseg.core.measure.colour_measurements`), called once the shape is measured; ``border_width_px``:
-    returns its border band's width (:func:`moleseg.core.measure.border_width`; only when it has a band), made
+    returns its border band's width (:func:`moleseg.core.bandwidth.border_width`; only when it has a band), made
     elsewhere; each put where :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
@@ -400,7 +400,7 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
     release the GIL). ``drawer`` is given, in this order: the overlay, with ``shown`` the overlay's JPEG as a page
     shows it (:attr:`Analysis.overlay_jpeg`), the two distance transforms of the lesion's border widths
-    (:class:`moleseg.core.measure.BandDistances`; needed once the shape is measured) and the lesion's colours;
+    (:class:`moleseg.core.bandwidth.BandDistances`; needed once the shape is measured) and the lesion's colours;
     this thread makes the other shape measurements, then takes back what ``drawer`` has not started, the last
     first, so that neither thread waits while the other has work left. The result files are not encoded
     (:attr:`Analysis.result_files` encodes them when asked)."""
@@ -440,7 +440,7 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
 
 
 def _shared_width(band: BandDistances, drawer: Executor, jobs: list[Future]) -> Callable[[], tuple[float, float]]:
-    """``band``'s width (:meth:`moleseg.core.measure.BandDistances.width`), its two distance transforms handed to
+    """``band``'s width (:meth:`moleseg.core.bandwidth.BandDistances.width`), its two distance transforms handed to
     ``drawer`` (each job added to ``jobs``), each made in this thread when ``drawer`` has not started it."""
     if not band.defined:  # no distances to make
         return band.width
