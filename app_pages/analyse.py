@@ -20,7 +20,7 @@ from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
-                                 grid_caption, kept_with, key_measurements, measurement_markdown, object_areas,
+                                 grid_caption, kept_with, key_measurements, measurement_html, object_areas,
                                  thumbnail_url, visit_widget_values)
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
@@ -419,7 +419,7 @@ def analysed_results(whole_page: bool) -> Shown | None:
                    + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
                       f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
     if analysis.measurements:
-        st.markdown(measurement_markdown(analysis))
+        st.html(measurement_html(analysis))
     hand_correction_block(outcome, corrections)
     if analysis.cells and analysis.objects:
         area_unit = "mm²" if analysis.pixel_size_mm else "px²"

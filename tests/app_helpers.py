@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +99,47 @@ def texts(elements) -> list[str]:
     return [str(element.value) for element in elements]
 
 
-def markdown_table_rows(element) -> list[dict[str, str]]:
-    """The rows of a markdown element that is one table (``| A | B |``, a ``|---|`` line, rows), as dicts keyed by
-    the headings in lower case, each cell unescaped (its backslashes removed); ``[]`` for any other markdown."""
-    import re
+class _TableCells(HTMLParser):
+    """The cells of an HTML table, row by row: ``[tag, text, small text, rowspan]``, ``<style>`` skipped."""
 
-    lines = str(element.value).splitlines()
-    if len(lines) < 2 or not lines[0].startswith("|") or not set(lines[1]) <= set("|-: "):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[list[list[Any]]] = []
+        self._where: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._where.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("th", "td"):
+            self.rows[-1].append([tag, "", "", int(dict(attrs).get("rowspan") or 1)])
+
+    def handle_endtag(self, tag: str) -> None:
+        self._where.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.rows and self.rows[-1] and "style" not in self._where and self._where[-1] != "tr":
+            self.rows[-1][-1][2 if self._where[-1] == "small" else 1] += data
+
+
+def html_table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a table as :func:`moleseg.app.results.measurement_html` writes it, as dicts keyed by its
+    column headings in lower case and ``meaning`` (the small type under a row's heading), each cell's text as
+    the browser gets it (entities decoded); a row heading that spans rows counts for each. ``[]`` for HTML
+    without a table."""
+    parser = _TableCells()
+    parser.feed(str(text))
+    if not parser.rows:
         return []
-
-    def cells(line: str) -> list[str]:
-        return [re.sub(r"\\(.)", r"\1", cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
-
-    headings = [heading.lower() for heading in cells(lines[0])]
-    return [dict(zip(headings, cells(line))) for line in lines[2:]]
+    headings = [cell[1].lower() for cell in parser.rows[0]]
+    rows, heading, left = [], None, 0
+    for cells in parser.rows[1:]:
+        if cells[0][0] == "th":
+            heading, left = cells[0], cells[0][3]
+            cells = cells[1:]
+        left -= 1
+        if heading is None or left < 0:
+            raise AssertionError(f"a row without its heading: {cells}")
+        rows.append({headings[0]: heading[1], **dict(zip(headings[1:], (cell[1] for cell in cells))),
+                     "meaning": heading[2]})
+    return rows

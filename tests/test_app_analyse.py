@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, markdown_table_rows, texts
+from app_helpers import app_test, html_table_rows, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
 from moleseg.app.analysis import ANALYSIS_CACHE_BYTES
@@ -42,11 +42,12 @@ def redrawn(at):
 
 
 def measurement_frames(at):
-    """The measurement tables the page shows (each one markdown table) as data frames, columns
+    """The measurement tables the page shows (each one HTML table) as data frames, columns
     ``measurement, value, unit, meaning``."""
     import pandas as pd
 
-    return [pd.DataFrame(rows) for rows in map(markdown_table_rows, at.markdown) if rows and "measurement" in rows[0]]
+    tables = (html_table_rows(element.value) for element in at.get("html"))
+    return [pd.DataFrame(rows) for rows in tables if rows and "measurement" in rows[0]]
 
 
 def test_an_uploaded_mole_gets_an_overlay_a_class_map_and_measurements(at):

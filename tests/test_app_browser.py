@@ -225,7 +225,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     assert f"{picture.name}: lesion and border" in caption
     if shipped:  # the shipped network analysed it, not the classical fallback
         assert "classical" not in caption.lower(), caption
-    assert page.locator("[data-testid=stMarkdownContainer] table").last.is_visible()  # the measurements table
+    assert page.locator("table.moleseg-measurements").last.is_visible()  # the measurements table
     overlay_box = images.first.bounding_box()
     assert overlay_box and overlay_box["width"] > 200 and overlay_box["height"] > 100
 
@@ -240,7 +240,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     _wait_until_idle(page)
     screenshot = ARTIFACTS / "analyse-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
-    table_bottom = page.locator("[data-testid=stMarkdownContainer] table").last.bounding_box()
+    table_bottom = page.locator("table.moleseg-measurements").last.bounding_box()
     assert table_bottom is not None
     readme_height = int(table_bottom["y"] + table_bottom["height"] + 24)
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -357,7 +357,7 @@ def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_t
                                                                                          width, height):
     """A 400 x 300 px image on a phone (390 x 844) and a tablet (820 x 1180): the correction canvas shows the
     whole image inside the screen and a polygon drawn on it lands at the right image px, the buttons show their
-    whole labels, and the measurement table shows the values beside the names."""
+    whole labels, and the measurement table shows the values beside the names, each meaning under its name."""
     picture = tmp_path / "mole.png"
     picture.write_bytes(png_bytes(mole_image(300, 400, seed=3)[0]))
     page, canvas = _open_hand_correction(browser, server, picture, width, height)
@@ -390,14 +390,16 @@ def test_phone_and_tablet_see_and_draw_on_the_whole_image_read_the_buttons_and_t
     page.wait_for_selector("text=1 hand edit:", timeout=60_000)
     _wait_until_idle(page)
     assert _area_px(page) - before == pytest.approx(40 * 30 * scale**2, rel=0.15)
-    table = page.locator("[data-testid=stMarkdownContainer] table:has-text('Measurement')").last
+    table = page.locator("table.moleseg-measurements").last
     table.scroll_into_view_if_needed()
     page.wait_for_timeout(500)
-    headers = table.locator("th").all_inner_texts()
-    assert headers[:3] == ["Measurement", "Value", "Unit"], headers
-    area = table.locator("tr:has(td:text-is('Area'))").first
-    name, value = area.locator("td").nth(0).bounding_box(), area.locator("td").nth(1).bounding_box()
+    assert table.locator("thead th").all_inner_texts() == ["Measurement", "Value", "Unit"]
+    area = table.locator("tbody tr:has(th:has-text('Area'))").first
+    name, value = area.locator("th").bounding_box(), area.locator("td").first.bounding_box()
     assert name and value and value["x"] + value["width"] <= width, (name, value)  # the value on the screen
+    meaning = area.locator("th small").bounding_box()  # the meaning in small type under the name, not beside it
+    assert meaning and meaning["x"] + meaning["width"] <= value["x"], (meaning, value)
+    assert area.locator("th small").inner_text() == "Surface of the lesion."
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"analyse-{width}x{height}.png"))
     assert page.locator("[data-testid=stException]").count() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app_helpers import app_test, markdown_table_rows
+from app_helpers import app_test, html_table_rows
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
 from moleseg.app.results import measurement_table
@@ -13,8 +13,8 @@ from moleseg.app.ui import PAGE_FILES
 
 #: What a run of the results draws for one image analysed by the classical model (no confidence caption), as
 #: the element tree's leaves: the heading, the overlay, the closed "Predicted classes" expander, the cleanup
-#: caption, the measurements (one markdown table) and the closed hand-correction expander.
-RESULTS_RUN = ["subheader", "image", "expander", "caption", "markdown", "expander"]
+#: caption, the measurements (one HTML table) and the closed hand-correction expander.
+RESULTS_RUN = ["subheader", "image", "expander", "caption", "html", "expander"]
 
 
 def leaves(node) -> list[str]:
@@ -71,10 +71,10 @@ def test_switching_the_manual_cleanup_off_runs_the_settings_too(analysed):
     assert analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings.closing_radius_px == 15
 
 
-def test_the_measurements_are_one_markdown_table_of_every_value_and_unit(analysed):
+def test_the_measurements_are_one_html_table_of_every_value_and_unit(analysed):
     analysed.number_input(key="analyse_pixel_size").set_value(0.02).run()
     analysis = analysed.session_state["analyse_outcomes"][0].analysis
-    tables = [rows for rows in map(markdown_table_rows, analysed.markdown) if rows]
+    tables = [rows for rows in (html_table_rows(element.value) for element in analysed.get("html")) if rows]
     assert tables == [measurement_table(analysis)]  # every row, its value, unit and meaning as they are
     assert not analysed.dataframe  # no data grid for the browser to redraw on each run
     area = {row["unit"]: row["value"] for row in tables[0] if row["measurement"] == "Area"}

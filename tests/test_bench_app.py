@@ -25,16 +25,18 @@ def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_pa
     settings = AppBenchSettings(repeats=1, batch=1, timeout_s=90, quick=True, cold=False)
     result = run_app_bench("classical", images, settings)
     app = result["app"]
-    for key in ("warm_next_overlay_s", "slider_overlay_s", "batch12_s", "home_s", "engine_batch12_s"):
+    for key in ("warm_next_overlay_s", "slider_overlay_s", "slider_first_overlay_s", "batch12_s", "home_s",
+                "engine_batch12_s"):
         assert 0 < app[key] < 90, (key, app[key])
+    assert app["runs"]["slider_first_overlay_s"] == app["runs"]["slider_overlay_s"][:1]  # one repeat: the same
     assert "cold_first_overlay_s" not in app and app["batch_images"] == 1
     assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]] and app["model"] == "classical"
     assert app["images"] == f"3 real images from {images}"
-    assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "home_s",
-                                      "batch12_s"}
+    assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s",
+                                      "slider_first_overlay_s", "home_s", "batch12_s"}
     assert result["targets"]["cold_first_overlay_s"] == "not measured"
     assert result["targets"]["home_s"] == "quick run"
-    assert "warm_next_overlay_s" in format_app_report(result)
+    assert "warm_next_overlay_s" in format_app_report(result) and "slider_first_overlay_s" in format_app_report(result)
 
 
 def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):

@@ -151,7 +151,7 @@ def test_scores_kept_from_an_earlier_call_give_the_same_figures(tmp_path):
 
 def test_the_shipped_tool_scores_a_fold_once_per_model_file(tmp_path, monkeypatch):
     from moleseg.engine import crossval
-    from moleseg.tools.shipped import kept_fold_scores
+    from moleseg.tools.shipped_calibration import kept_fold_scores
 
     fold = Fold("fold-0", RedChannelSegmenter(), disk_pairs(tmp_path)[:2])
     model = tmp_path / "model.keras"
@@ -196,7 +196,8 @@ def _fold_run(folder: Path, config: dict) -> Path:
 
 
 def test_the_shipped_tool_takes_folds_of_its_own_recipe_only(tmp_path, capsys):
-    from moleseg.tools.shipped import main, recipe_config, recipe_options
+    from moleseg.tools.shipped import main
+    from moleseg.tools.shipped_recipes import recipe_config, recipe_options
 
     recipe = recipe_config("dermoscopy", tmp_path).to_dict()
     fold = {**recipe, "validation_split": 0.2, "validation_fold": 0, "run_dir": "elsewhere", "calibrate": False,
@@ -219,21 +220,21 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
     import shutil
 
     from moleseg.core.modelinfo import read_info
-    from moleseg.tools import shipped
+    from moleseg.tools import shipped, shipped_recipes
     from moleseg.network.build import ModelConfig, build_model
     from moleseg.network.io import save_model
 
     models = tmp_path / "models"
     models.mkdir()
-    shutil.copy(shipped.recipe_path("dermoscopy"), models)
-    monkeypatch.setattr(shipped, "MODELS_DIR", models)
+    shutil.copy(shipped_recipes.recipe_path("dermoscopy"), models)
+    monkeypatch.setattr(shipped_recipes, "MODELS_DIR", models)
     monkeypatch.setattr(shipped, "evaluate_shipped", lambda *args, **kwargs: {})
     monkeypatch.setattr(shipped, "build_shipped_onnx", lambda name, data_dir: {"file": f"{name}.onnx"})
     monkeypatch.setattr(shipped, "confidence_record",
                         lambda name, data_dir, threshold, validation: {"threshold": threshold, "validation": validation})
     run = tmp_path / "all-pairs"
     run.mkdir()
-    config = {**shipped.recipe_config("dermoscopy", tmp_path).to_dict(), "validation_split": 0.0, "run_dir": str(run)}
+    config = {**shipped_recipes.recipe_config("dermoscopy", tmp_path).to_dict(), "validation_split": 0.0, "run_dir": str(run)}
     (run / "config.json").write_text(json.dumps(config))
     network = ModelConfig(backbone="mobilenetv2", input_size=32, decoder_width=8, aspp_rates=(1, 2, 3))
     save_model(build_model(network, weights="none"), run / "model.keras",
@@ -242,7 +243,7 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
     decision = {"test_time_augmentation": False, "lesion_threshold": 0.6, "confidence_threshold": 0.8,
                 "calibration": {"fm": 0.95, "n_images": 210}, "confidence_calibration": {"n_images": 210},
                 "cleanup": {"rule": "grow_inside"}, "cleanup_variant": "grow_inside"}
-    crossval = {"config": shipped.recipe_options(config), "decision": decision}
+    crossval = {"config": shipped_recipes.recipe_options(config), "decision": decision}
     (models / "dermoscopy.json").write_text(json.dumps({"crossval": crossval}))
 
     record = shipped.install_shipped("dermoscopy", run, 60.0, tmp_path)
@@ -263,12 +264,12 @@ def test_a_run_on_every_pair_is_installed_with_its_recipes_crossval_decision(tmp
 def test_the_confidence_from_crossval_needs_a_crossval_record_of_the_installed_recipe(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from moleseg.tools import shipped
+    from moleseg.tools import shipped, shipped_recipes
 
     models = tmp_path / "models"
     models.mkdir()
-    shutil.copy(shipped.recipe_path("dermoscopy"), models)
-    monkeypatch.setattr(shipped, "MODELS_DIR", models)
+    shutil.copy(shipped_recipes.recipe_path("dermoscopy"), models)
+    monkeypatch.setattr(shipped_recipes, "MODELS_DIR", models)
     (models / "dermoscopy.json").write_text(json.dumps({"config": {"learning_rate": 0.001}}))
     assert shipped.main(["--data", str(tmp_path), "--only", "dermoscopy", "--confidence-from-crossval"]) == 2
     assert (f"{models / 'dermoscopy.json'}: no cross-validation record to choose the confidence threshold from "

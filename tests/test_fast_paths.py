@@ -15,7 +15,8 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
                                  unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
-from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
+from moleseg.core.bandwidth import border_width, euclidean_distances
+from moleseg.core.measure import measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
 from moleseg.engine.segmenter import (LABEL_BAND_ROWS, background_cutoff, border_confidence, class_argmax,
                                       labels_from_probabilities)
@@ -210,12 +211,17 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
     border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
     np.testing.assert_array_equal(blend(image, lesion, (10, 200, 30), opacity),
                                   reference_blend(image, lesion, (10, 200, 30), opacity))
-    expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border, (255, 0, 0), 0.8)
-    np.testing.assert_array_equal(
-        overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 0),
-                border_opacity=0.8),
-        expected,
-    )
+    from moleseg.core.targets import bounding_box
+
+    for border_opacity in (0.8, 1.0):  # translucent, and opaque (set, not blended)
+        expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border,
+                                   (255, 0, 7), border_opacity)
+        for box in (None, bounding_box(lesion)):
+            np.testing.assert_array_equal(
+                overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 7),
+                        border_opacity=border_opacity, box=box),
+                expected,
+            )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -266,6 +272,29 @@ def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
     for index in range(15):
         lesion = random_blobs(10 * seed + index, (70, 90))
         assert asymmetry(lesion) == full_canvas_asymmetry(lesion)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_moments_from_opencvs_sums_equal_the_plain_formulas_and_the_pixel_list(seed, monkeypatch):
+    from moleseg.core import measure
+
+    lesions = [random_blobs(200 + 10 * seed + index, (70, 90)) for index in range(15)]
+    for lesion in lesions:
+        rows, cols = np.nonzero(lesion)
+        crop = lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        moments = measure._moments_of(crop)
+        rows, cols = np.nonzero(crop)
+        x, y = cols.astype(np.float64), rows.astype(np.float64)
+        centroid = np.array([x.mean(), y.mean()])
+        np.testing.assert_array_equal(moments.centroid, centroid)  # the same bits
+        assert moments.reach == np.sqrt(((x - centroid[0]) ** 2 + (y - centroid[1]) ** 2).max())
+        assert moments.count == rows.size
+        for value, plain in [(moments.xx, ((x - centroid[0]) ** 2).sum()), (moments.yy, ((y - centroid[1]) ** 2).sum()),
+                             (moments.xy, ((x - centroid[0]) * (y - centroid[1])).sum())]:
+            assert value == pytest.approx(plain, rel=1e-12, abs=1e-9)
+    rows_by_opencv = [measurements_row(measure_lesion(lesion)) for lesion in lesions]
+    monkeypatch.setattr(measure, "EXACT_FLOAT64_INTEGER", 1)  # every lesion's sums from its pixel list
+    assert [measurements_row(measure_lesion(lesion)) for lesion in lesions] == rows_by_opencv
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -403,6 +432,14 @@ def square_lesion():
     return image, segmenter, plain
 
 
+def with_inside(segmentation):
+    """``segmentation`` with a 3 px border band and an inside (the classical segmenter's band covers the square)."""
+    import dataclasses
+
+    border = border_band(segmentation.lesion, CleanupSettings(border_width_px=3))
+    return dataclasses.replace(segmentation, border=border, inside=segmentation.lesion & ~border)
+
+
 class KeepsQueued(NeverStarts):
     """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
 
@@ -425,8 +462,8 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     monkeypatch.setattr(pipeline, "measure_lesion", fails)
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
-        pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
-    assert len(drawer.queued) == 3  # the overlay, the border widths and the colours
+        pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
+    assert len(drawer.queued) == 4  # the overlay, the border width's two distance transforms and the colours
     assert all(job.cancelled() for job in drawer.queued)
 
 
@@ -448,11 +485,12 @@ def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, d
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-@pytest.mark.parametrize("measurement", ["border_width", "colour_measurements"])
+@pytest.mark.parametrize("measurement", ["outer", "to_inside", "colour_measurements"])
 def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_the_caller(
         monkeypatch, drawer_kind, measurement, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
+    from moleseg.core.bandwidth import BandDistances
     from moleseg.engine import pipeline
 
     image, segmenter, plain = square_lesion
@@ -460,10 +498,10 @@ def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_
     def fails(*args, **kwargs):
         raise ValueError(f"{measurement} failed")
 
-    monkeypatch.setattr(pipeline, measurement, fails)
+    monkeypatch.setattr(pipeline if measurement == "colour_measurements" else BandDistances, measurement, fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         with pytest.raises(ValueError, match=f"^{measurement} failed$"):
-            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
+            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
 
 
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():

@@ -81,7 +81,7 @@ def test_card_quotes_the_recorded_numbers(name: str) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_fresh_evaluation_matches_card(name: str, tmp_path: Path, capsys: pytest.CaptureFixture, require_shared) -> None:
     from moleseg.cli import main
-    from moleseg.tools.shipped import split_folders
+    from moleseg.tools.shipped_recipes import split_folders
 
     data = require_shared()
     record = _record(name)

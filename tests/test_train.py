@@ -551,7 +551,7 @@ def test_mixed_precision_on_trains_on_cpu(tmp_path, dataset, eager):
 def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch, eager):
     """``make models`` end to end on a tiny recipe: train, strip, install, evaluate, record; then
     ``--calibrate-only`` chooses the decision again from the run's validation split."""
-    from moleseg.tools import shipped
+    from moleseg.tools import shipped, shipped_calibration, shipped_recipes
 
     data = tmp_path / "data"
     lesion_dataset(data / "set", n=10, seed=2)
@@ -562,8 +562,8 @@ def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch
                   cache_dir=str(tmp_path / "cache"), bn_momentum=0.01, seed=5, name="tiny")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "tiny.config.json").write_text(json.dumps(recipe))
-    monkeypatch.setattr(shipped, "MODELS_DIR", tmp_path / "models")
-    monkeypatch.setattr(shipped, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(shipped_recipes, "MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(shipped_recipes, "RUNS_DIR", tmp_path / "runs")
 
     record = shipped.build_shipped("tiny", data)
     model = tmp_path / "models" / "tiny.keras"
@@ -577,7 +577,7 @@ def test_shipped_build_installs_evaluates_and_recalibrates(tmp_path, monkeypatch
     assert info["calibration"]["n_images"] == 3  # 30 % of 10 pairs, chosen at the end of training
     assert saved["calibration"]["lesion_threshold"] == info["lesion_threshold"]
 
-    again = shipped.calibrate_shipped("tiny", data)
+    again = shipped_calibration.calibrate_shipped("tiny", data)
     assert again["calibration"]["calibration"]["table"] == info["calibration"]["table"]  # same split, same answer
     assert again["wall_seconds"] == saved["wall_seconds"]  # the training's record is kept
 

@@ -164,14 +164,34 @@ CANDIDATES = {"A. confidence alone": ("confidence", False), "B. tta_agreement": 
 TABLE_SHARES = (0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40)
 
 
-def evaluate(rows_path: Path, out_path: Path | None) -> None:
+def read_rows(rows_path: Path, prefix: str, what: str) -> list[dict]:
+    """The cached rows; prints their counts and how closely the ``prefix`` pass (``what``) reproduces the record."""
     rows = json.loads(rows_path.read_text())
     fms = [row["fm"] for row in rows]
     print(f"{len(rows)} images, folds {', '.join(sorted({row['fold'] for row in rows}))}; under 0.90: "
           f"{sum(value < PROMISED_WORST_FM for value in fms)}, under 0.85: {sum(value < BAD_IMAGE_FM for value in fms)}")
-    print("identity pass reproduces the record: max |FM - record| "
-          f"{max(abs(row['identity_fm'] - row['fm']) for row in rows):.2e}, max |confidence - record| "
-          f"{max(abs(row['identity_confidence'] - row['confidence']) for row in rows):.2e}")
+    print(f"{what} reproduces the record: max |FM - record| "
+          f"{max(abs(row[f'{prefix}_fm'] - row['fm']) for row in rows):.2e}, max |confidence - record| "
+          f"{max(abs(row[f'{prefix}_confidence'] - row['confidence']) for row in rows):.2e}")
+    return rows
+
+
+def estimate_row(name: str, estimate: dict) -> str:
+    """One line of the leave-one-fold-out table."""
+    return (f"| {name} | {estimate['rule']} | {', '.join(f'{v:.3f}' for v in estimate['thresholds'].values())} | "
+            f"{estimate['n_marked']} ({estimate['marked_share']:.0%}) | {estimate['unmarked_mean_fm']:.4f} | "
+            f"{estimate['unmarked_worst_fm']:.4f} | {estimate['n_unmarked_under_promise']} | "
+            f"{estimate['n_unmarked_bad']} | {'met' if estimate['promise_met'] else 'not met'} | "
+            + ", ".join(f"{image} {fm}" for fm, image, _ in estimate["worst_unmarked"]))
+
+
+ESTIMATE_HEADER = ("| candidate | rule | thresholds chosen on the other folds | marked | unmarked mean FM | unmarked worst "
+                   "FM | unmarked under 0.90 | unmarked under 0.85 | promise | worst unmarked |\n" + "|---" * 10 + "|")
+
+
+def evaluate(rows_path: Path, out_path: Path | None) -> None:
+    rows = read_rows(rows_path, "identity", "identity pass")
+    fms = [row["fm"] for row in rows]
     view_dice = np.array([row["view_dice"] for row in rows])
     print("mean Dice of each view with the identity's lesion: "
           + ", ".join(f"{name} {value:.4f}" for name, value in zip(TRANSFORMS[1:], view_dice.mean(axis=0))))
@@ -186,17 +206,12 @@ def evaluate(rows_path: Path, out_path: Path | None) -> None:
             point = curve[min(len(rows) - 1, int(np.ceil(share * len(rows) - 1e-9)))]
             cells.append(f"{point.n_flagged}: {point.unflagged_mean_fm:.4f} / {point.unflagged_worst_fm:.4f}")
         print(f"| {name} | {stats.spearmanr(values, fms).statistic:+.2f} | " + " | ".join(cells) + " |")
-    print("\n| candidate | rule | thresholds chosen on the other folds | marked | unmarked mean FM | unmarked worst FM "
-          "| unmarked under 0.90 | unmarked under 0.85 | promise | worst unmarked |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n" + ESTIMATE_HEADER)
     for name, (signal, two_stage) in CANDIDATES.items():
         for rule in ("share", "worst_fm"):
             estimate = marks(rows, rule, signal, two_stage)
             estimates[f"{name}, {rule}"] = estimate
-            print(f"| {name} | {rule} | {', '.join(f'{v:.3f}' for v in estimate['thresholds'].values())} | "
-                  f"{estimate['n_marked']} ({estimate['marked_share']:.0%}) | {estimate['unmarked_mean_fm']:.4f} | "
-                  f"{estimate['unmarked_worst_fm']:.4f} | {estimate['n_unmarked_under_promise']} | "
-                  f"{estimate['n_unmarked_bad']} | {'met' if estimate['promise_met'] else 'not met'} | "
-                  + ", ".join(f"{image} {fm}" for fm, image, _ in estimate["worst_unmarked"])
+            print(estimate_row(name, estimate)
                   + (f" (extra passes on {estimate['extra_pass_share']:.0%})" if two_stage else "") + " |")
     if out_path is not None:  # in a record's form, so that `python -m moleseg.tools.riskcoverage --score` reads it
         for signal in SIGNALS[1:]:

@@ -99,19 +99,49 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
             for m in analysis.measurements]
 
 
-def measurement_markdown(analysis: Analysis) -> str:
-    """The :func:`measurement_table` of an analysis as one markdown table, its headings the keys capitalised
-    (``| Measurement | Value | Unit | Meaning |``), each cell shown as it is (:func:`moleseg.app.ui.plain_markdown`,
-    ``|`` escaped): one static element for the page, lighter for the browser to redraw than a data grid."""
+#: The look of :func:`measurement_html`'s table (its class ``moleseg-measurements``): the meaning in small type
+#: under each name, so that three columns fit a 390 px phone; values (each row's last cell but one)
+#: right-aligned in tabular figures.
+MEASUREMENT_TABLE_CSS: str = (
+    ".moleseg-measurements{border-collapse:collapse;max-width:100%}"
+    ".moleseg-measurements th,.moleseg-measurements td{padding:.3rem .5rem;line-height:1.4;text-align:left;"
+    "vertical-align:top;border-bottom:1px solid rgba(49,51,63,.15)}"
+    ".moleseg-measurements thead th{font-weight:600}"
+    ".moleseg-measurements tbody th{font-weight:400}"
+    ".moleseg-measurements small{display:block;font-size:.8em;opacity:.75}"
+    ".moleseg-measurements td:nth-last-child(2){text-align:right;font-variant-numeric:tabular-nums;"
+    "white-space:nowrap}")
+
+
+def measurement_html(analysis: Analysis) -> str:
+    """The :func:`measurement_table` of an analysis as one HTML table for ``st.html``: columns Measurement,
+    Value and Unit (the keys capitalised), each name a row heading with its meaning under it in small type;
+    consecutive rows of the same measurement (its px and mm values) share one heading (``rowspan``). Every cell
+    is HTML-escaped, so a name or unit from an untrusted model file is shown as it is; "" without
+    measurements. One static element, without the markdown parsing a table of markdown costs the browser."""
+    import html
+
     rows = measurement_table(analysis)
     if not rows:
         return ""
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(plain_markdown(cell).replace("|", "\\|") for cell in cells) + " |"
-
-    headings = [key.capitalize() for key in rows[0]]
-    return "\n".join([line(headings), "|" + "---|" * len(headings)] + [line(list(row.values())) for row in rows])
+    name_key, value_key, unit_key, meaning_key = rows[0]
+    headings = "".join(f'<th scope="col">{html.escape(key.capitalize())}</th>'
+                       for key in (name_key, value_key, unit_key))
+    body = []
+    for index, row in enumerate(rows):
+        cells = f"<td>{html.escape(row[value_key])}</td><td>{html.escape(row[unit_key])}</td>"
+        named = (row[name_key], row[meaning_key])
+        if index and named == (rows[index - 1][name_key], rows[index - 1][meaning_key]):
+            body.append(f"<tr>{cells}</tr>")  # under the heading of the row above
+            continue
+        span = 1
+        while index + span < len(rows) and (rows[index + span][name_key], rows[index + span][meaning_key]) == named:
+            span += 1
+        meaning = f"<small>{html.escape(row[meaning_key])}</small>" if row[meaning_key] else ""
+        spans = f' rowspan="{span}"' if span > 1 else ""
+        body.append(f'<tr><th scope="row"{spans}>{html.escape(row[name_key])}{meaning}</th>{cells}</tr>')
+    return (f'<table class="moleseg-measurements"><thead><tr>{headings}</tr></thead><tbody>{"".join(body)}'
+            f"</tbody></table><style>{MEASUREMENT_TABLE_CSS}</style>")
 
 
 def outcome_rows(outcomes: Sequence[ImageOutcome], model_name: str = "",

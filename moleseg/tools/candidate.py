@@ -1,9 +1,9 @@
 """A candidate recipe against a shipped one: its fold runs scored out of fold, image by image against the record.
 
 The shipped recipe's k-fold cross-validation is recorded under ``crossval`` in ``models/<name>.json`` (one
-out-of-fold FM per image, :func:`moleseg.tools.shipped.crossvalidate_shipped`). A candidate (another backbone,
-input size, schedule...) trains its fold runs exactly as ``make crossval`` does (``--validation-split 1/k
---validation-fold i``); this tool scores each fold model on its own validation images
+out-of-fold FM per image, :func:`moleseg.tools.shipped_calibration.crossvalidate_shipped`). A candidate
+(another backbone, input size, schedule...) trains its fold runs exactly as ``make crossval`` does
+(``--validation-split 1/k --validation-fold i``); this tool scores each fold model on its own validation images
 (:func:`moleseg.engine.crossval.cross_validate`), pairs the images with the shipped record and writes
 ``docs/experiments/<out>.json``: the recipe change (every option that differs from the shipped recipe), the
 out-of-fold figures, the paired Wilcoxon test (zsplit), the images under :data:`BAD_FM`, and the same per
@@ -28,7 +28,7 @@ import numpy as np
 from moleseg.core import options
 from moleseg.core.config import CLASSICAL_MODELS, DEFAULT_CHECK_SHARE, MODELS_DIR
 from moleseg.tools import PROJECT_DIR
-from moleseg.tools.shipped import read_recipe, recipe_options
+from moleseg.tools.shipped_recipes import read_recipe, recipe_options
 
 #: Where candidate records are written.
 EXPERIMENTS_DIR = PROJECT_DIR / "docs" / "experiments"

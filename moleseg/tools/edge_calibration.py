@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from moleseg.engine.segmenter import segment
     from moleseg.network.loading import load_segmenter
-    from moleseg.tools.shipped import validation_pairs
+    from moleseg.tools.shipped_calibration import validation_pairs
 
     record = json.loads((MODELS_DIR / "dermoscopy.json").read_text(encoding="utf-8"))
     segmenter = load_segmenter(MODELS_DIR / "dermoscopy.keras")

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from moleseg.core.configfile import read_config_file
-from moleseg.tools import PROJECT_DIR
+from moleseg.tools.shipped_recipes import recipe_path
 from moleseg.tools.synthetic import write_pairs
 
 if TYPE_CHECKING:
     from moleseg.network.feed import PairFeed
 
-#: The recipe trained (relative to the project's ``models`` folder).
-RECIPE = PROJECT_DIR / "models" / "dermoscopy.config.json"
+#: The recipe trained: the shipped dermoscopy recipe.
+RECIPE = recipe_path("dermoscopy")
 #: The pipeline must deliver at least this many times the images the training consumes.
 PIPELINE_MARGIN = 1.2
 #: Backends ``--backend`` accepts.
