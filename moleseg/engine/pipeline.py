@@ -25,12 +25,11 @@ from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import display_jpeg, encode_png
 from moleseg.core.bandwidth import BandDistances, band_distances
 from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
-from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
 from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
-from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
+from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean, model_record
 
 #: What every export of a lesion corrected by hand says.
 CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
@@ -385,7 +384,7 @@ def _unmeasured(image: np.ndarray, segmentation: Segmentation, segmenter: Segmen
                 style: OverlayStyle) -> Analysis:
     return Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
                     n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style,
-                    confidence_threshold=ModelInfo.from_dict(segmenter.info).confidence_threshold)
+                    confidence_threshold=model_record(segmenter).confidence_threshold)
 
 
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
