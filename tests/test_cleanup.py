@@ -21,7 +21,7 @@ from moleseg.core.cleanup import (
 )
 from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, INSIDE
 from moleseg.core.metrics import hd95
-from moleseg.core.targets import make_targets
+from moleseg.core.targets import dilate, erode, make_targets
 
 
 def assert_consistent(result: CleanupResult, shape: tuple[int, int]) -> None:
@@ -276,3 +276,35 @@ def test_cleanup_invariants_on_random_predictions(labels, rule, closing, width, 
         np.testing.assert_array_equal(fill_holes(result.lesion), result.lesion)
     if largest:
         np.testing.assert_array_equal(keep_largest_component(result.lesion), result.lesion)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    labels=st.tuples(st.integers(1, 16), st.integers(1, 16)).flatmap(
+        lambda shape: arrays(np.uint8, shape, elements=st.sampled_from([0, 0, 1, 2, 2]))
+    ),
+    width=st.integers(0, 4),
+    shape=st.sampled_from(["diamond", "disk", "square"]),
+    fill=st.booleans(),
+    largest=st.booleans(),
+)
+def test_grow_inside_on_windows_equals_its_steps_on_the_whole_image(labels, width, shape, fill, largest):
+    """INSIDE's box and the grown window give the masks of each step made on the whole image, wherever INSIDE
+    lies (touching the frame, one pixel, several components)."""
+    options = CleanupSettings(rule="grow_inside", border_width_px=width, shape=shape, fill_holes=fill,
+                              largest_component=largest)
+    inside = labels == INSIDE
+    if not inside.any():
+        return
+    if fill:
+        inside = fill_holes(inside)
+    if largest:
+        inside = keep_largest_component(inside)
+    lesion = dilate(inside, width, shape)
+    if fill:
+        lesion = fill_holes(lesion)
+    band = lesion & ~erode(lesion, width, shape)
+    result = cleanup(labels, 3, options)
+    np.testing.assert_array_equal(result.lesion, lesion)
+    np.testing.assert_array_equal(result.border, band)
+    np.testing.assert_array_equal(result.inside, lesion & ~band)

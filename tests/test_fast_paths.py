@@ -898,3 +898,24 @@ def test_growing_the_inside_by_no_width_equals_the_plain_rule():
         expected_lesion, expected_border = plain_cleanup(np.minimum(labels, 2), 3, settings)
         np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(labels.tolist()))
         np.testing.assert_array_equal(result.border, expected_border, err_msg=str(labels.tolist()))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 2, LABEL_BAND_ROWS + 1])
+def test_confidence_by_bands_of_any_float_width_and_few_rows_equals_the_whole_image_formula(dtype, rows):
+    from moleseg.core.config import UNDECIDED_PROBABILITY_RANGE
+    from moleseg.core.cleanup import CleanupSettings
+    from moleseg.engine.segmenter import Segmentation
+
+    rng = np.random.default_rng(rows)
+    probabilities = rng.dirichlet((1.0, 1.0, 1.0), (rows, 7)).astype(dtype)
+    probabilities[0, :3, 0] = [0.5, 0.25, 0.75]  # on the edge, likelier lesion, likelier background
+    low, high = UNDECIDED_PROBABILITY_RANGE
+    lesion_probability = 1.0 - probabilities[..., 0]
+    undecided = np.count_nonzero((lesion_probability > low) & (lesion_probability < high))
+    likelier = np.count_nonzero(probabilities[..., 0] < 0.5)
+    labels = labels_from_probabilities(probabilities)
+    segmentation = Segmentation(probabilities=probabilities, labels=labels, lesion=labels > 0,
+                                border=labels == 1, inside=labels == 2, settings=CleanupSettings())
+    assert segmentation.confidence == max(0.0, 1.0 - undecided / likelier)
+    assert border_confidence(probabilities, labels > 0) == max(0.0, 1.0 - undecided / np.count_nonzero(labels))
