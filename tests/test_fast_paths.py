@@ -919,3 +919,41 @@ def test_confidence_by_bands_of_any_float_width_and_few_rows_equals_the_whole_im
                                 border=labels == 1, inside=labels == 2, settings=CleanupSettings())
     assert segmentation.confidence == max(0.0, 1.0 - undecided / likelier)
     assert border_confidence(probabilities, labels > 0) == max(0.0, 1.0 - undecided / np.count_nonzero(labels))
+
+
+class StartsSome(NeverStarts):
+    """A drawer busy with other images' work that gets to some of the tasks only: those whose submission order is
+    in ``started``, run at once; the others never start (the caller must take them back)."""
+
+    def __init__(self, started: set[int]) -> None:
+        self.started, self.queued = started, []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        job = Future()
+        if len(self.queued) in self.started:
+            job.set_running_or_notify_cancel()
+            job.set_result(fn(*args, **kwargs))
+        self.queued.append(job)
+        return job
+
+
+def test_the_analysis_is_the_same_whichever_drawer_jobs_start_and_none_stays_queued(square_lesion):
+    import itertools
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+    segmentation = with_inside(plain.segmentation)
+    expected = pipeline.finish_analysis(image, segmentation, segmenter)
+    row, jpeg = measurements_row(expected.measurements), expected.overlay_jpeg
+    drawers = [StartsSome(set(chosen)) for size in range(6) for chosen in itertools.combinations(range(5), size)]
+    for drawer in [*drawers, ThreadPoolExecutor(max_workers=4)]:
+        with drawer:
+            analysis = pipeline.measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
+        np.testing.assert_equal(measurements_row(analysis.measurements), row)
+        np.testing.assert_array_equal(analysis.overlay, expected.overlay)
+        assert analysis.overlay_jpeg == jpeg and "overlay_jpeg" in vars(analysis)
+        if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms and the colours
+            assert len(drawer.queued) == 5 and all(job.done() for job in drawer.queued)
+            assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(5)]
