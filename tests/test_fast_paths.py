@@ -203,7 +203,7 @@ def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int,
     return result
 
 
-@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.5, 1.0])
+@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.5, 0.999, 1.0])
 def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (120, 160, 3)).astype(np.uint8)
@@ -213,7 +213,7 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
                                   reference_blend(image, lesion, (10, 200, 30), opacity))
     from moleseg.core.targets import bounding_box
 
-    for border_opacity in (0.8, 1.0):  # translucent, and opaque (set, not blended)
+    for border_opacity in (0.8, 0.999, 1.0):  # translucent, nearly opaque (blended), opaque (set, not blended)
         expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border,
                                    (255, 0, 7), border_opacity)
         for box in (None, bounding_box(lesion)):
