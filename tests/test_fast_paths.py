@@ -957,3 +957,20 @@ def test_the_analysis_is_the_same_whichever_drawer_jobs_start_and_none_stays_que
         if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms and the colours
             assert len(drawer.queued) == 5 and all(job.done() for job in drawer.queued)
             assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(5)]
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_an_overlay_jpeg_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise OSError("the JPEG encoder failed")
+
+    monkeypatch.setattr(pipeline, "display_jpeg", fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(OSError, match="^the JPEG encoder failed$"):
+            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer, shown=True)
