@@ -80,8 +80,8 @@ def test_a_new_value_is_analysed_beside_the_drawer_as_in_one_thread(analysed, mo
     before = analysed.session_state["analyse_outcomes"][0].analysis  # closing 15
     analysed.slider(key="analyse_closing").set_value(3).run()
     analysis = analysed.session_state["analyse_outcomes"][0].analysis
-    # the overlay, its display JPEG (the image is in view), the border widths and the colours handed to the drawer
-    assert {"_drawn", "_encoded", "border_width", "colour_measurements"} <= set(drawer.names)
+    # the overlay, its display JPEG (the image is in view) and the colours handed to the drawer
+    assert {"_drawn", "_encoded", "colour_measurements"} <= set(drawer.names)
     drawer.shutdown()
     alone = before.recleaned(ClassicalSegmenter(), analysis.segmentation.settings, style=analysis.style)
     assert alone.segmentation.settings.closing_radius_px == 3

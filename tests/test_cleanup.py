@@ -21,7 +21,7 @@ from moleseg.core.cleanup import (
 )
 from moleseg.core.config import BACK, BORDER, DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, INSIDE
 from moleseg.core.metrics import hd95
-from moleseg.core.targets import make_targets
+from moleseg.core.targets import dilate, erode, make_targets
 
 
 def assert_consistent(result: CleanupResult, shape: tuple[int, int]) -> None:
@@ -173,6 +173,16 @@ def test_cleanup_default_settings_and_bad_labels():
         cleanup(labels[None], 3)
 
 
+@pytest.mark.parametrize("labels, found", [
+    (np.array([[0, 3], [1, 2]], np.uint8), "0 to 3"),
+    (np.array([[0, -1], [1, 2]], np.int16), "-1 to 2"),
+    (np.array([[4, 1], [-2, 0]], np.int64), "-2 to 4"),
+])
+def test_labels_out_of_range_are_refused_with_their_range(labels, found):
+    with pytest.raises(ValueError, match=f"^labels must lie in 0..2; found values from {found}$"):
+        cleanup(labels, 3)
+
+
 def test_fill_holes_and_largest_component_helpers():
     mask = np.zeros((12, 12), bool)
     mask[1:6, 1:6] = True
@@ -266,3 +276,35 @@ def test_cleanup_invariants_on_random_predictions(labels, rule, closing, width, 
         np.testing.assert_array_equal(fill_holes(result.lesion), result.lesion)
     if largest:
         np.testing.assert_array_equal(keep_largest_component(result.lesion), result.lesion)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    labels=st.tuples(st.integers(1, 16), st.integers(1, 16)).flatmap(
+        lambda shape: arrays(np.uint8, shape, elements=st.sampled_from([0, 0, 1, 2, 2]))
+    ),
+    width=st.integers(0, 4),
+    shape=st.sampled_from(["diamond", "disk", "square"]),
+    fill=st.booleans(),
+    largest=st.booleans(),
+)
+def test_grow_inside_on_windows_equals_its_steps_on_the_whole_image(labels, width, shape, fill, largest):
+    """INSIDE's box and the grown window give the masks of each step made on the whole image, wherever INSIDE
+    lies (touching the frame, one pixel, several components)."""
+    options = CleanupSettings(rule="grow_inside", border_width_px=width, shape=shape, fill_holes=fill,
+                              largest_component=largest)
+    inside = labels == INSIDE
+    if not inside.any():
+        return
+    if fill:
+        inside = fill_holes(inside)
+    if largest:
+        inside = keep_largest_component(inside)
+    lesion = dilate(inside, width, shape)
+    if fill:
+        lesion = fill_holes(lesion)
+    band = lesion & ~erode(lesion, width, shape)
+    result = cleanup(labels, 3, options)
+    np.testing.assert_array_equal(result.lesion, lesion)
+    np.testing.assert_array_equal(result.border, band)
+    np.testing.assert_array_equal(result.inside, lesion & ~band)

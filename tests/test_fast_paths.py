@@ -15,9 +15,11 @@ from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import (COLOUR_NAMES, classify_colours, code_classes, lesion_colours, packed_rgb,
                                  unpacked_rgb)
 from moleseg.core.imageio import read_image, read_mask
-from moleseg.core.measure import border_width, euclidean_distances, measure_lesion, measurements_row
+from moleseg.core.bandwidth import border_width, euclidean_distances
+from moleseg.core.measure import measure_lesion, measurements_row
 from moleseg.core.render import blend, overlay
-from moleseg.engine.segmenter import background_cutoff, class_argmax, labels_from_probabilities
+from moleseg.engine.segmenter import (LABEL_BAND_ROWS, background_cutoff, border_confidence, class_argmax,
+                                      labels_from_probabilities)
 
 #: measure_lesion of PH2 IMD004's true mask (border: its 10 px diamond band, 0.01 mm per pixel), as the plain
 #: formulas compute it (regionprops / scipy distance transforms / per-row unique colours).
@@ -155,6 +157,35 @@ def test_labels_at_a_threshold_equal_the_formula_at_and_around_the_cutoff(dtype,
                                       plain_threshold_labels(probabilities, threshold))
 
 
+@pytest.mark.parametrize("rows", [0, 1, LABEL_BAND_ROWS - 1, LABEL_BAND_ROWS, LABEL_BAND_ROWS + 1,
+                                  3 * LABEL_BAND_ROWS + 5])
+def test_labels_made_band_by_band_equal_the_formula_on_the_whole_image(rows):
+    rng = np.random.default_rng(rows)
+    for classes in (2, 3):
+        probabilities = rng.dirichlet(np.ones(classes), (rows, 9)).astype(np.float32)
+        np.testing.assert_array_equal(labels_from_probabilities(probabilities), np.argmax(probabilities, axis=-1))
+        np.testing.assert_array_equal(labels_from_probabilities(probabilities, 0.4),
+                                      plain_threshold_labels(probabilities, 0.4))
+
+
+def test_confidence_counted_band_by_band_equals_the_formula_on_the_whole_image():
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.config import UNDECIDED_PROBABILITY_RANGE
+    from moleseg.engine.segmenter import clean
+
+    rng = np.random.default_rng(5)
+    probabilities = rng.dirichlet((1.0, 1.0, 1.0), (3 * LABEL_BAND_ROWS + 7, 40)).astype(np.float32)
+    probabilities[::7, :, 0] = 0.5  # on the edge of lesion and background: background
+    low, high = UNDECIDED_PROBABILITY_RANGE
+    lesion_probability = 1.0 - probabilities[..., 0]
+    undecided = np.count_nonzero((lesion_probability > low) & (lesion_probability < high))
+    likelier = np.count_nonzero(probabilities[..., 0] < 0.5)
+    segmentation = clean(ClassicalSegmenter(n_classes=3), probabilities)
+    assert segmentation.confidence == max(0.0, 1.0 - undecided / likelier)
+    assert border_confidence(probabilities, segmentation.lesion) == max(0.0, 1.0 - undecided /
+                                                                      np.count_nonzero(segmentation.lesion))
+
+
 @pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])
 def test_labels_at_a_threshold_of_any_byte_order_or_float_width_equal_the_formula(dtype):
     probabilities = np.zeros((1, 5, 3), dtype=dtype)
@@ -172,7 +203,7 @@ def reference_blend(image: np.ndarray, where: np.ndarray, color: tuple[int, int,
     return result
 
 
-@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.5, 1.0])
+@pytest.mark.parametrize("opacity", [0.0, 0.35, 0.5, 0.999, 1.0])
 def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (120, 160, 3)).astype(np.uint8)
@@ -180,12 +211,17 @@ def test_blend_and_overlay_equal_the_per_pixel_formula(opacity):
     border = lesion & ~ndimage.binary_erosion(lesion, iterations=3)
     np.testing.assert_array_equal(blend(image, lesion, (10, 200, 30), opacity),
                                   reference_blend(image, lesion, (10, 200, 30), opacity))
-    expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border, (255, 0, 0), 0.8)
-    np.testing.assert_array_equal(
-        overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 0),
-                border_opacity=0.8),
-        expected,
-    )
+    from moleseg.core.targets import bounding_box
+
+    for border_opacity in (0.8, 0.999, 1.0):  # translucent, nearly opaque (blended), opaque (set, not blended)
+        expected = reference_blend(reference_blend(image, lesion & ~border, (0, 255, 0), opacity), border,
+                                   (255, 0, 7), border_opacity)
+        for box in (None, bounding_box(lesion)):
+            np.testing.assert_array_equal(
+                overlay(image, lesion, border, fill_color=(0, 255, 0), fill_opacity=opacity, border_color=(255, 0, 7),
+                        border_opacity=border_opacity, box=box),
+                expected,
+            )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -236,6 +272,29 @@ def test_asymmetry_on_a_trimmed_canvas_equals_the_full_canvas(seed):
     for index in range(15):
         lesion = random_blobs(10 * seed + index, (70, 90))
         assert asymmetry(lesion) == full_canvas_asymmetry(lesion)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_moments_from_opencvs_sums_equal_the_plain_formulas_and_the_pixel_list(seed, monkeypatch):
+    from moleseg.core import measure
+
+    lesions = [random_blobs(200 + 10 * seed + index, (70, 90)) for index in range(15)]
+    for lesion in lesions:
+        rows, cols = np.nonzero(lesion)
+        crop = lesion[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        moments = measure._moments_of(crop)
+        rows, cols = np.nonzero(crop)
+        x, y = cols.astype(np.float64), rows.astype(np.float64)
+        centroid = np.array([x.mean(), y.mean()])
+        np.testing.assert_array_equal(moments.centroid, centroid)  # the same bits
+        assert moments.reach == np.sqrt(((x - centroid[0]) ** 2 + (y - centroid[1]) ** 2).max())
+        assert moments.count == rows.size
+        for value, plain in [(moments.xx, ((x - centroid[0]) ** 2).sum()), (moments.yy, ((y - centroid[1]) ** 2).sum()),
+                             (moments.xy, ((x - centroid[0]) * (y - centroid[1])).sum())]:
+            assert value == pytest.approx(plain, rel=1e-12, abs=1e-9)
+    rows_by_opencv = [measurements_row(measure_lesion(lesion)) for lesion in lesions]
+    monkeypatch.setattr(measure, "EXACT_FLOAT64_INTEGER", 1)  # every lesion's sums from its pixel list
+    assert [measurements_row(measure_lesion(lesion)) for lesion in lesions] == rows_by_opencv
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -373,6 +432,14 @@ def square_lesion():
     return image, segmenter, plain
 
 
+def with_inside(segmentation):
+    """``segmentation`` with a 3 px border band and an inside (the classical segmenter's band covers the square)."""
+    import dataclasses
+
+    border = border_band(segmentation.lesion, CleanupSettings(border_width_px=3))
+    return dataclasses.replace(segmentation, border=border, inside=segmentation.lesion & ~border)
+
+
 class KeepsQueued(NeverStarts):
     """A :class:`NeverStarts` that keeps every task it was given, to see which were cancelled."""
 
@@ -395,8 +462,8 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     monkeypatch.setattr(pipeline, "measure_lesion", fails)
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
-        pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
-    assert len(drawer.queued) == 3  # the overlay, the border widths and the colours
+        pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
+    assert len(drawer.queued) == 4  # the overlay, the border width's two distance transforms and the colours
     assert all(job.cancelled() for job in drawer.queued)
 
 
@@ -418,11 +485,12 @@ def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, d
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-@pytest.mark.parametrize("measurement", ["border_width", "colour_measurements"])
+@pytest.mark.parametrize("measurement", ["outer", "to_inside", "colour_measurements"])
 def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_the_caller(
         monkeypatch, drawer_kind, measurement, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
+    from moleseg.core.bandwidth import BandDistances
     from moleseg.engine import pipeline
 
     image, segmenter, plain = square_lesion
@@ -430,10 +498,10 @@ def test_a_measurement_handed_to_the_drawer_that_fails_in_either_thread_reaches_
     def fails(*args, **kwargs):
         raise ValueError(f"{measurement} failed")
 
-    monkeypatch.setattr(pipeline, measurement, fails)
+    monkeypatch.setattr(pipeline if measurement == "colour_measurements" else BandDistances, measurement, fails)
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
         with pytest.raises(ValueError, match=f"^{measurement} failed$"):
-            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
+            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
 
 
 def test_remembered_colour_classes_from_two_threads_equal_classifying_each_batch():
@@ -821,26 +889,6 @@ def test_measurements_colours_and_overlay_on_the_lesion_box_given_equal_finding_
     np.testing.assert_array_equal(overlay(image, lesion, border, box=box, fill_opacity=0.0, border_opacity=0.0), image)
 
 
-@pytest.mark.parametrize("helper_kind", ["thread", "busy"])
-def test_labels_made_in_bands_beside_a_helper_equal_one_thread(helper_kind):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from moleseg.core.classical import ClassicalSegmenter
-    from moleseg.engine.segmenter import clean
-
-    segmenter = ClassicalSegmenter(n_classes=3)
-    rng = np.random.default_rng(7)
-    with ThreadPoolExecutor(max_workers=1) if helper_kind == "thread" else NeverStarts() as helper:
-        for height in (1, 2, 7, 40):  # one row: the helper's half is empty
-            probabilities = rng.dirichlet((1.0, 1.0, 1.0), (height, 30)).astype(np.float32)
-            for threshold in (None, 0.4):
-                alone = clean(segmenter, probabilities, lesion_threshold=threshold)
-                beside = clean(segmenter, probabilities, lesion_threshold=threshold, helper=helper)
-                for name in ("labels", "lesion", "border", "inside"):
-                    np.testing.assert_array_equal(getattr(beside, name), getattr(alone, name), err_msg=name)
-                assert beside.lesion_box == alone.lesion_box
-
-
 def test_growing_the_inside_by_no_width_equals_the_plain_rule():
     from moleseg.core.cleanup import cleanup
 
@@ -850,3 +898,79 @@ def test_growing_the_inside_by_no_width_equals_the_plain_rule():
         expected_lesion, expected_border = plain_cleanup(np.minimum(labels, 2), 3, settings)
         np.testing.assert_array_equal(result.lesion, expected_lesion, err_msg=str(labels.tolist()))
         np.testing.assert_array_equal(result.border, expected_border, err_msg=str(labels.tolist()))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 2, LABEL_BAND_ROWS + 1])
+def test_confidence_by_bands_of_any_float_width_and_few_rows_equals_the_whole_image_formula(dtype, rows):
+    from moleseg.core.config import UNDECIDED_PROBABILITY_RANGE
+    from moleseg.core.cleanup import CleanupSettings
+    from moleseg.engine.segmenter import Segmentation
+
+    rng = np.random.default_rng(rows)
+    probabilities = rng.dirichlet((1.0, 1.0, 1.0), (rows, 7)).astype(dtype)
+    probabilities[0, :3, 0] = [0.5, 0.25, 0.75]  # on the edge, likelier lesion, likelier background
+    low, high = UNDECIDED_PROBABILITY_RANGE
+    lesion_probability = 1.0 - probabilities[..., 0]
+    undecided = np.count_nonzero((lesion_probability > low) & (lesion_probability < high))
+    likelier = np.count_nonzero(probabilities[..., 0] < 0.5)
+    labels = labels_from_probabilities(probabilities)
+    segmentation = Segmentation(probabilities=probabilities, labels=labels, lesion=labels > 0,
+                                border=labels == 1, inside=labels == 2, settings=CleanupSettings())
+    assert segmentation.confidence == max(0.0, 1.0 - undecided / likelier)
+    assert border_confidence(probabilities, labels > 0) == max(0.0, 1.0 - undecided / np.count_nonzero(labels))
+
+
+class StartsSome(NeverStarts):
+    """A drawer busy with other images' work that gets to some of the tasks only: those whose submission order is
+    in ``started``, run at once; the others never start (the caller must take them back)."""
+
+    def __init__(self, started: set[int]) -> None:
+        self.started, self.queued = started, []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        job = Future()
+        if len(self.queued) in self.started:
+            job.set_running_or_notify_cancel()
+            job.set_result(fn(*args, **kwargs))
+        self.queued.append(job)
+        return job
+
+
+def test_the_analysis_is_the_same_whichever_drawer_jobs_start_and_none_stays_queued(square_lesion):
+    import itertools
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+    segmentation = with_inside(plain.segmentation)
+    expected = pipeline.finish_analysis(image, segmentation, segmenter)
+    row, jpeg = measurements_row(expected.measurements), expected.overlay_jpeg
+    drawers = [StartsSome(set(chosen)) for size in range(6) for chosen in itertools.combinations(range(5), size)]
+    for drawer in [*drawers, ThreadPoolExecutor(max_workers=4)]:
+        with drawer:
+            analysis = pipeline.measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
+        np.testing.assert_equal(measurements_row(analysis.measurements), row)
+        np.testing.assert_array_equal(analysis.overlay, expected.overlay)
+        assert analysis.overlay_jpeg == jpeg and "overlay_jpeg" in vars(analysis)
+        if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms and the colours
+            assert len(drawer.queued) == 5 and all(job.done() for job in drawer.queued)
+            assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(5)]
+
+
+@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
+def test_an_overlay_jpeg_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from moleseg.engine import pipeline
+
+    image, segmenter, plain = square_lesion
+
+    def fails(*args, **kwargs):
+        raise OSError("the JPEG encoder failed")
+
+    monkeypatch.setattr(pipeline, "display_jpeg", fails)
+    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
+        with pytest.raises(OSError, match="^the JPEG encoder failed$"):
+            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer, shown=True)

@@ -69,3 +69,18 @@ def test_the_table_of_an_analysis_keeps_its_units_and_mm_values_under_one_name()
 
 def test_no_measurements_no_table():
     assert results.measurement_html(SimpleNamespace(measurements=[])) == ""
+
+
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">', "a\"b'c&amp;d",
+                                  "line\nbreak", "\u202eevil\u202c", "</td></tr></table><b>out</b>",
+                                  "<style>*{}</style>"])
+def test_a_name_or_unit_from_a_users_model_cannot_add_markup(name):
+    analysis = SimpleNamespace(measurements=[Measurement("area", name, 5.0, "px2", name),
+                                             Measurement("area", name, 0.5, name, name)])
+    text = results.measurement_html(analysis)
+    assert [tag for tag, _ in tags_of(text)] == ["table", "thead", "tr", "th", "th", "th", "tbody", "tr", "th", "small",
+                                                 "td", "td", "tr", "td", "td", "style"]
+    shown = html_table_rows(text)
+    assert shown == results.measurement_table(analysis)
+    assert [(row["measurement"], row["unit"], row["meaning"]) for row in shown] == [(name, "px²", name),
+                                                                                    (name, name, name)]

@@ -12,7 +12,8 @@ from moleseg.engine.calibrate import calibrate, calibrated_info
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.imagewrite import write_png
 from moleseg.core.pairing import Pair
-from moleseg.engine.segmenter import clean, labels_from_probabilities
+from moleseg.core.modelinfo import ModelInfo
+from moleseg.engine.segmenter import clean, labels_from_probabilities, model_threshold
 
 # -- lesion threshold (no TensorFlow) --------------------------------------------------------------
 
@@ -77,6 +78,27 @@ def test_clean_uses_the_model_threshold_unless_told_otherwise():
     probabilities = segmenter.predict_probabilities([None])[0]
     assert clean(segmenter, probabilities).lesion.sum() == 30 * np.sum(foreground[0] >= 0.3)
     assert clean(segmenter, probabilities, lesion_threshold=None).lesion.sum() == 30 * np.sum(foreground[0] > 0.5)
+
+
+class SlottedSegmenter:
+    """A segmenter that cannot be weakly referenced."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+
+
+def test_the_model_record_is_parsed_once_per_info_dictionary(monkeypatch):
+    parsed = []
+    parse = ModelInfo.from_dict
+    monkeypatch.setattr(ModelInfo, "from_dict", classmethod(lambda cls, values: parsed.append(values) or parse(values)))
+    segmenter = FixedSegmenter([], {"lesion_threshold": 0.3})
+    assert [model_threshold(segmenter) for _ in range(3)] == [0.3, 0.3, 0.3] and len(parsed) == 1
+    segmenter.info = {"lesion_threshold": 0.5}  # another record: parsed again
+    assert [model_threshold(segmenter) for _ in range(2)] == [0.5, 0.5] and len(parsed) == 2
+    slotted = SlottedSegmenter({"lesion_threshold": 0.7})
+    assert [model_threshold(slotted) for _ in range(2)] == [0.7, 0.7] and len(parsed) == 4
 
 
 def test_calibration_finds_the_threshold_of_the_truth(tmp_path):

@@ -328,35 +328,46 @@ def _article_rule(labels: np.ndarray, settings: CleanupSettings) -> CleanupResul
 
 
 def _grow_inside_rule(labels: np.ndarray, settings: CleanupSettings) -> CleanupResult:
+    """The grow-inside rule on the whole label image, each step on the smallest window that holds it: INSIDE's
+    box for filling its holes and keeping its largest component (neither leaves that box), then the grown window
+    of :func:`_grown_inside`. The article rule when there is no INSIDE."""
     inside = labels == INSIDE
-    if not inside.any():
-        return _article_rule(labels, settings)
-    if settings.fill_holes:
-        inside = fill_holes(inside)
-    if settings.largest_component:
-        inside = keep_largest_component(inside)
-    return _grown_inside(inside, settings)
+    box = bounding_box(inside)
+    if box is None:
+        return _on_labelled_box(_article_rule, labels, settings)
+    r0, r1, c0, c1 = box
+    window = inside[r0:r1, c0:c1]
+    if settings.fill_holes:  # the same pixels as fill_holes: the ring around the box is background joined to the frame
+        window = filled_window(window.view(np.uint8)).view(bool)
+    if settings.largest_component:  # its box is the window, so it labels the same crop as on the whole image
+        window = keep_largest_component(window)
+    return _grown_inside(window, (r0, c0), labels.shape, settings)
 
 
-def _grown_inside(inside: np.ndarray, settings: CleanupSettings) -> CleanupResult:
-    """The grow-inside rule's last steps in one window: ``inside`` (non-empty, bool) dilated by the border width,
+def _grown_inside(inside: np.ndarray, origin: tuple[int, int], image_shape: tuple[int, ...],
+                  settings: CleanupSettings) -> CleanupResult:
+    """The grow-inside rule's last steps in one window: ``inside`` (a non-empty bool window whose first pixel lies
+    at ``origin``, row and column, of an image of ``image_shape``, nothing outside it) dilated by the border width,
     its holes filled when asked, and the border band of the lesion that makes; the same masks as :func:`dilate`,
-    :func:`fill_holes` and :func:`border_band` one after the other.
+    :func:`fill_holes` and :func:`border_band` one after the other on the whole image.
 
     Exact on ``inside``'s box grown by ``2 * border_width_px + 1`` px: the lesion lies within the width of that
     box, and neither filling its holes (the window's outer ring is background joined to the frame) nor eroding it
     (which looks no farther than the width from a lesion pixel) reaches the window's sides except where they
     are the image frame, where the morphology's constant border stands for what lies beyond it."""
     radius, shape = settings.border_width_px, settings.shape
-    r0, r1, c0, c1 = expanded_box(bounding_box(inside), 2 * radius + 1, inside.shape)
-    window = inside[r0:r1, c0:c1].view(np.uint8)
-    grown = morphology(cv2.dilate, window, radius, shape) if radius else window.copy()
+    i0, i1, j0, j1 = bounding_box(inside)
+    top, left = origin
+    r0, r1, c0, c1 = expanded_box((top + i0, top + i1, left + j0, left + j1), 2 * radius + 1, image_shape)
+    window = np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
+    window[top + i0 - r0:top + i1 - r0, left + j0 - c0:left + j1 - c0] = inside[i0:i1, j0:j1]
+    grown = morphology(cv2.dilate, window, radius, shape) if radius else window
     if settings.fill_holes:
         grown = filled_window(grown)
     kept = morphology(cv2.erode, grown, radius, shape, outside=1) if radius else grown
     masks = []
     for part in (grown, cv2.subtract(grown, kept), kept):  # the lesion, its border band and the rest
-        whole = np.zeros(inside.shape, dtype=bool)
+        whole = np.zeros(image_shape, dtype=bool)
         whole[r0:r1, c0:c1] = part.view(bool)
         masks.append(whole)
     return CleanupResult(*masks)
@@ -402,13 +413,9 @@ def cleanup(labels: np.ndarray, n_classes: int, settings: CleanupSettings | None
     if not isinstance(settings, CleanupSettings):
         raise ValueError(f"settings must be a CleanupSettings, not {type(settings).__name__}")
     settings.validate()
-    if n_classes == 2:
-        rule = _two_class_rule
-    elif settings.rule == "grow_inside":
-        rule = _grow_inside_rule
-    else:
-        rule = _article_rule
-    return _on_labelled_box(rule, array, settings)
+    if n_classes == 3 and settings.rule == "grow_inside":
+        return _grow_inside_rule(array, settings)
+    return _on_labelled_box(_two_class_rule if n_classes == 2 else _article_rule, array, settings)
 
 
 def _on_labelled_box(rule: Callable[[np.ndarray, CleanupSettings], CleanupResult], labels: np.ndarray,
@@ -416,10 +423,10 @@ def _on_labelled_box(rule: Callable[[np.ndarray, CleanupSettings], CleanupResult
     """``rule(labels, settings)`` computed on the box of the labelled (non-zero) pixels grown by
     ``2 * border_width_px + 1`` px, and placed back in the image: the same masks, fewer pixels to go through.
 
-    Exact: every mask a rule makes lies in that box grown by ``border_width_px`` (holes filled and closings
-    stay in the box of what they fill or close; ``grow_inside`` dilates by the border width), and the
-    border's erosion by the same width looks no farther, so no step reaches the box's sides, except where
-    they are the image frame, which they then are in the box too."""
+    Exact: every mask the article and two-class rules make lies in that box grown by ``border_width_px`` (holes
+    filled and closings stay in the box of what they fill or close), and the border's erosion by the same width
+    looks no farther, so no step reaches the box's sides, except where they are the image frame, which they then
+    are in the box too."""
     box = bounding_box(labels != 0)
     if box is None:
         return rule(labels, settings)

@@ -61,15 +61,15 @@ from typing import Callable
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
+from moleseg.core.bandwidth import band_distances
 from moleseg.core.colour import COLOUR_NAMES, PRESENT_MIN_SHARE, lesion_colours
 from moleseg.core.contourshape import crofton_perimeter, fractal_dimension
 from moleseg.core.report import display_unit
-from moleseg.core.targets import as_binary_mask, bounding_box, expanded_box
+from moleseg.core.targets import as_binary_mask, bounding_box
 
-__all__ = ["Measurement", "border_width", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row", "fractal_dimension", "asymmetry",
-           "decimals", "value_text"]
+__all__ = ["Measurement", "colour_measurements", "ellipse_axes", "measure_lesion", "measurements_row",
+           "fractal_dimension", "asymmetry", "decimals", "value_text"]
 
 #: Column suffix of units that are not valid in a column name.
 UNIT_COLUMN_SUFFIX: dict[str, str] = {"%": "percent"}
@@ -85,9 +85,9 @@ SMALL_AREA_DECIMALS: int = 6
 RATIO_DECIMALS: int = 3
 #: Keys whose values are counts (whole numbers), and ``area`` (a pixel area given in ``px``).
 WHOLE_NUMBER_KEYS: frozenset[str] = frozenset({"area", "n_components", "colour_count", "object_count"})
-#: Largest distance (px) whose float32 root from OpenCV still rounds back to its exact integer square
-#: (relative float32 error 2**-24 on the root: ``2 * d**2 * 2**-24 < 0.5``).
-EXACT_FLOAT32_DISTANCE_PX: float = 2048.0
+#: Integers up to this (2**53) are exact in float64: OpenCV's moments of a mask, sums of whole pixel coordinates
+#: kept in float64, are exact while the largest of them (at most count * (longer side - 1)**2) stays below it.
+EXACT_FLOAT64_INTEGER: int = 2**53
 
 
 @dataclass(frozen=True)
@@ -187,28 +187,52 @@ class _Moments:
 
 
 def _moments(rows: np.ndarray, cols: np.ndarray) -> _Moments:
-    """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (each sum taken once, element-wise: not BLAS
-    dot products, whose OpenBLAS threads stall on a busy machine)."""
-    dx, dy = cols.astype(np.float64), rows.astype(np.float64)
-    centroid = np.array([dx.mean(), dy.mean()])
-    dx -= centroid[0]
-    dy -= centroid[1]
-    # three arrays in all, each product written over one no longer needed (large lesions: fewer pages to map)
-    product = dx * dy
-    xy = float(product.sum())
-    square_x = np.multiply(dx, dx, out=product)
-    xx = float(square_x.sum())
-    square_y = np.multiply(dy, dy, out=dx)
-    yy = float(square_y.sum())
-    reach = float(np.sqrt(np.add(square_x, square_y, out=square_x).max()))
-    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(dy.size))
+    """The :class:`_Moments` of the pixels at ``rows``, ``cols`` (integer arrays), from exact integer sums of
+    their coordinates (:func:`_centred`)."""
+    x, y = cols.astype(np.int64), rows.astype(np.int64)
+    exact = np.int64 if x.size * max(int(x.max()), int(y.max()), 1) ** 2 < 2**62 else object  # object: no overflow
+    sums = [int(np.sum(values, dtype=exact)) for values in (x, y, x * x, y * y, x * y)]
+    centroid, xx, yy, xy = _centred(x.size, *sums)
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=_reach(centroid, x, y), count=float(x.size))
 
 
 def _moments_of(crop: np.ndarray) -> _Moments:
-    """The :class:`_Moments` of the True pixels of a 2-D bool mask, listed by OpenCV's ``findNonZero`` (row by
-    row, as ``np.nonzero`` lists them, so every sum adds the same numbers in the same order)."""
-    points = cv2.findNonZero(crop.view(np.uint8)).reshape(-1, 2)  # (x, y) = (column, row)
-    return _moments(points[:, 1], points[:, 0])
+    """The :class:`_Moments` of the True pixels of a 2-D bool mask: the sums of their coordinates by OpenCV's
+    ``moments`` in one pass (exact integers in float64 while :data:`EXACT_FLOAT64_INTEGER` bounds them; from
+    the pixel list otherwise), the reach from each row's first and last pixel."""
+    pixels = crop.view(np.uint8)
+    found = cv2.moments(pixels, binaryImage=True)
+    count = int(found["m00"])
+    if count * (max(crop.shape) - 1) ** 2 >= EXACT_FLOAT64_INTEGER:
+        points = cv2.findNonZero(pixels).reshape(-1, 2)  # (x, y) = (column, row)
+        return _moments(points[:, 1], points[:, 0])
+    centroid, xx, yy, xy = _centred(count, *(int(found[key]) for key in ("m10", "m01", "m20", "m02", "m11")))
+    # a row's farthest pixel from the centroid is its first or its last (each rounded step below is monotonic)
+    first = np.argmax(crop, axis=1)
+    rows = np.flatnonzero(crop[np.arange(crop.shape[0]), first])
+    last = crop.shape[1] - 1 - np.argmax(crop[:, ::-1], axis=1)[rows]
+    reach = _reach(centroid, np.concatenate([first[rows], last]), np.concatenate([rows, rows]))
+    return _Moments(centroid=centroid, xx=xx, yy=yy, xy=xy, reach=reach, count=float(count))
+
+
+def _centred(count: int, sum_x: int, sum_y: int, sum_xx: int, sum_yy: int, sum_xy: int
+             ) -> tuple[np.ndarray, float, float, float]:
+    """Centroid ``(x, y)`` (px) and centred second moments ``xx``, ``yy``, ``xy`` (px²) of ``count`` pixels from
+    the exact integer sums of their coordinates and of their products: each correctly rounded (Python's
+    integers, one division each), the centroid equal to the mean of the coordinates."""
+    centroid = np.array([sum_x / count, sum_y / count])
+    return (centroid, (count * sum_xx - sum_x * sum_x) / count, (count * sum_yy - sum_y * sum_y) / count,
+            (count * sum_xy - sum_x * sum_y) / count)
+
+
+def _reach(centroid: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Largest distance (px) from ``centroid`` of the pixels at columns ``x``, rows ``y``."""
+    dx = x.astype(np.float64)
+    dx -= centroid[0]
+    dy = y.astype(np.float64)
+    dy -= centroid[1]
+    square_x = np.multiply(dx, dx, out=dx)
+    return float(np.sqrt(np.add(square_x, np.multiply(dy, dy, out=dy), out=square_x).max()))
 
 
 def ellipse_axes(rows: np.ndarray, cols: np.ndarray) -> tuple[float, float]:
@@ -303,75 +327,6 @@ def _asymmetry(crop: np.ndarray, moments: _Moments) -> tuple[float, float]:
             float(1.0 - _mirror_iou(canvas, area, centre, minor, window)))
 
 
-def _border_widths(lesion_crop: np.ndarray, band_crop: np.ndarray) -> np.ndarray | None:
-    """Local band widths ``d_out + d_in - 1`` at the band pixels.
-
-    None when the width is undefined: no inside pixel, or no non-lesion pixel (the lesion fills
-    the whole image, so the band has no outer edge).
-    """
-    inner = lesion_crop & ~band_crop
-    if not inner.any() or lesion_crop.all():
-        return None
-    distance_out = euclidean_distances(lesion_crop, at=band_crop)
-    distance_in = euclidean_distances(~inner, at=band_crop)
-    return distance_out + distance_in - 1.0
-
-
-def border_width(lesion: np.ndarray, border: np.ndarray, *,
-                 lesion_box: tuple[int, int, int, int] | None = None) -> tuple[float, float]:
-    """Mean and population standard deviation (px) of the local width of the border band (see the module
-    docstring): ``(0, 0)`` for an empty band, NaN when the width is undefined. ``lesion_box``: the lesion's
-    bounding box when known (:func:`moleseg.core.targets.bounding_box` of ``lesion``), found otherwise.
-
-    Raises
-    ------
-    ValueError
-        Empty lesion, or masks of different sizes.
-    """
-    binary = as_binary_mask(lesion, "lesion")
-    band = as_binary_mask(border, "border")
-    if band.shape != binary.shape:
-        raise ValueError(f"border and lesion masks differ in size: {band.shape} vs {binary.shape}")
-    box = bounding_box(binary) if lesion_box is None else lesion_box
-    if box is None:
-        raise ValueError("lesion mask is empty: the border width is undefined")
-    return _band_width(binary, band, box)
-
-
-def _band_width(binary: np.ndarray, band: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, float]:
-    """:func:`border_width` (px) of the lesion ``binary`` whose bounding box is ``box``."""
-    # Distances to non-lesion pixels are exact on the bounding box grown by one pixel (that
-    # ring is background unless it is beyond the frame, where there is no lesion edge).
-    e0, e1, f0, f1 = expanded_box(box, 1, binary.shape)
-    lesion_window = binary[e0:e1, f0:f1]
-    widths = _border_widths(lesion_window, band[e0:e1, f0:f1] & lesion_window)  # the band clipped to the lesion
-    if widths is None:
-        return math.nan, math.nan
-    if widths.size == 0:
-        return 0.0, 0.0
-    return float(widths.mean()), float(widths.std(ddof=0))
-
-
-def euclidean_distances(mask: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
-    """Exact Euclidean distance (px, float64) of each pixel to the nearest False pixel of ``mask`` (0 on
-    False pixels); equal to ``scipy.ndimage.distance_transform_edt`` and faster (``docs/performance.md``).
-
-    OpenCV's exact transform (``DIST_MASK_PRECISE``) returns float32 roots of integer squared distances;
-    up to :data:`EXACT_FLOAT32_DISTANCE_PX` the float32 root squared lies within 0.5 of that integer, so
-    rounding it and taking the float64 root gives the exact float64 distance. Farther distances (lesions
-    thousands of pixels across) are computed with scipy. ``mask`` must hold at least one False pixel.
-    With ``at`` (a boolean mask of the same shape), only the distances at its True pixels, in row-major
-    order (``euclidean_distances(mask)[at]``, made exact for those pixels only).
-    """
-    approximate = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    if at is not None:
-        approximate = approximate[at]
-    if approximate.size and float(approximate.max()) > EXACT_FLOAT32_DISTANCE_PX:  # only the distances returned
-        exact = ndimage.distance_transform_edt(mask)
-        return exact if at is None else exact[at]
-    return np.sqrt(np.rint(np.square(approximate, dtype=np.float64)))
-
-
 def measure_lesion(
     lesion: np.ndarray,
     *,
@@ -396,8 +351,9 @@ def measure_lesion(
     image : (H, W, 3) uint8, optional
         The RGB image the lesion was found in; adds the colour measurements.
     border_width_px : callable, optional
-        Returns the band's width ``(mean, std)`` in px as :func:`border_width` gives it, made elsewhere (another
-        thread); called once every other shape measurement is made, in place of measuring ``border`` here.
+        Returns the band's width ``(mean, std)`` in px as :func:`moleseg.core.bandwidth.border_width` gives it,
+        made elsewhere (another thread); called once every other shape measurement is made, in place of measuring
+        ``border`` here.
     lesion_box : tuple of int, optional
         The lesion's bounding box ``(row0, row1, col0, col1)`` when known (:func:`moleseg.core.targets.bounding_box`
         of ``lesion``); found otherwise.
@@ -499,7 +455,8 @@ def measure_lesion(
         )
     )
     if band is not None or border_width_px is not None:
-        width_mean, width_std = border_width_px() if border_width_px is not None else _band_width(binary, band, box)
+        width = border_width_px if border_width_px is not None else band_distances(binary, band, lesion_box=box).width
+        width_mean, width_std = width()
         add_length(
             "border_width_mean", "Border width (mean)", width_mean, "Average thickness of the predicted border band."
         )

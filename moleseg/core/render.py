@@ -148,13 +148,18 @@ def _paint(result: np.ndarray, region: np.ndarray, paint: np.ndarray, alpha: flo
     if box is None:
         return
     r0, r1, c0, c1 = box
+    window = result[r0:r1, c0:c1]
+    where = region[r0:r1, c0:c1].view(np.uint8)
+    if alpha == 1.0:  # opaque: the colour itself (the blend's 0 * value + 1 * colour), set under the mask in place
+        cv2.bitwise_and(window, (0, 0, 0, 0), dst=window, mask=where)
+        cv2.bitwise_or(window, (*paint.tolist(), 0), dst=window, mask=where)
+        return
     # Every blended value depends only on (channel, value): one 256-entry table per channel, applied with
     # OpenCV's LUT and copied under the mask (the same float64 arithmetic as blending each pixel).
     levels = np.arange(256, dtype=np.float64)[:, None]
     table = np.clip(np.rint((1.0 - alpha) * levels + alpha * paint), 0, 255).astype(np.uint8)
     # OpenCV's masked copy writes into the window of ``result`` in place (several times faster than numpy's).
-    window = result[r0:r1, c0:c1]
-    cv2.copyTo(cv2.LUT(window, table[None]), region[r0:r1, c0:c1].view(np.uint8), window)
+    cv2.copyTo(cv2.LUT(window, table[None]), where, window)
 
 
 def overlay(

@@ -305,10 +305,11 @@ def make_targets(
 
 def check_label_range(labels: np.ndarray, n_classes: int) -> None:
     """Refuse an integer label array with a value outside ``0 .. n_classes - 1`` (ValueError naming the range
-    found)."""
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {low} to {high}")
+    found). Unsigned labels are read once: only their largest value can be out of range."""
+    high = int(labels.max())
+    if high < n_classes and (labels.dtype.kind == "u" or int(labels.min()) >= 0):
+        return
+    raise ValueError(f"labels must lie in 0..{n_classes - 1}; found values from {int(labels.min())} to {high}")
 
 
 def checked_label_image(labels: Any, n_classes: int) -> np.ndarray:

@@ -32,10 +32,9 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
     ``images``: one callable per image returning it as RGB uint8 (a file's reader; an error it raises is that
     image's result). ``finish(index, image, segmentation)``: what is made of an image once cleaned (its
     measurements, pictures, files), ``index`` its place in ``images``. A pipeline across the cores: a pool of
-    ``workers`` threads (default: the CPU count; a free one shares an image's labels, :func:`clean`'s ``helper``)
-    reads the next batch and cleans and finishes this one while this thread runs the network on the next
-    (reading, OpenCV, numpy and the network release the GIL); a batch
-    is handed out once finished, while the next is finished and the one after read: three batches in flight at
+    ``workers`` threads (default: the CPU count) reads the next batch and cleans and finishes this one while this
+    thread runs the network on the next (reading, OpenCV, numpy and the network release the GIL); a batch is
+    handed out once finished, while the next is finished and the one after read: three batches in flight at
     most. An image with a side under :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX` gets the ValueError of
     :func:`check_image_side`; when the network fails on a batch, each of its images is predicted alone, so that
     only the image at fault fails (an out-of-memory batch too: one image needs less), unless it failed alone on
@@ -55,8 +54,7 @@ def segment_batches(segmenter: Segmenter, images: Sequence[Callable[[], np.ndarr
         return image
 
     def cleaned(index: int, image: np.ndarray, probabilities: np.ndarray) -> T:
-        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold,
-                                          helper=pool))
+        return finish(index, image, clean(segmenter, probabilities, settings, lesion_threshold=lesion_threshold))
 
     def called(batch: list[np.ndarray]) -> list[np.ndarray] | Exception:
         try:

@@ -23,14 +23,13 @@ from moleseg.core.config import (EDGE_CONTACT_RATIO, MIN_IMAGE_SIDE_PX,
                                  OVERLAY_PNG_COMPRESSION_LEVEL, result_file_name)
 from moleseg.core.edgecontact import edge_contact_ratio, edge_outline_share
 from moleseg.core.imagewrite import display_jpeg, encode_png
-from moleseg.core.measure import (Measurement, border_width, colour_measurements, measure_lesion,
-                                  measurements_row)
-from moleseg.core.modelinfo import ModelInfo
+from moleseg.core.bandwidth import BandDistances, band_distances
+from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
 from moleseg.core.objects import CellObject, field_measurements, find_objects
 from moleseg.core.render import class_map, overlay, with_scale_bar
 from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
-from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean
+from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean, model_record
 
 #: What every export of a lesion corrected by hand says.
 CORRECTED_NOTE: str = SUBJECT_WORDS[3]["corrected"]
@@ -183,12 +182,11 @@ class Analysis:
                   lesion_threshold: Any = MODEL_THRESHOLD, drawer: Executor | None = None,
                   shown: bool = False) -> "Analysis":
         """The same prediction cleaned with other settings or lesion threshold (no network call). With a
-        ``drawer`` thread, the work is shared with it as :func:`measure_and_draw` shares it (the labels, the
-        measurements, the overlay and, with ``shown``, its display JPEG; the same values and pictures as
+        ``drawer`` thread, the cleaned lesion's analysis is shared with it as :func:`measure_and_draw` shares it
+        (the measurements, the overlay and, with ``shown``, its display JPEG; the same values and pictures as
         without); without, everything is made in this thread and the overlay when first asked for. The model's
         confidence, made from the same probabilities, is taken over, not made again."""
-        segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold,
-                             helper=drawer)
+        segmentation = clean(segmenter, self.segmentation.probabilities, settings, lesion_threshold=lesion_threshold)
         if "confidence" in vars(self.segmentation):  # a cached_value of the probabilities alone
             vars(segmentation)["confidence"] = self.segmentation.confidence
         if drawer is None:
@@ -333,12 +331,12 @@ class ResultFiles:
 
 
 def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | None = None, *,
-              widths: Future | None = None) -> Analysis:
+              border_width_px: Callable[[], tuple[float, float]] | None = None) -> Analysis:
     """The analysis with its measurements: of the lesion (three classes), or of every object and the
     field (two classes, :mod:`moleseg.core.objects`). ``colours``: returns the lesion's colour measurements
-    (:func:`moleseg.core.measure.colour_measurements`), called once the shape is measured; ``widths``: its border
-    band's width (:func:`moleseg.core.measure.border_width`) to be made in another thread (made in this thread if
-    that one has not started); each put where :func:`moleseg.core.measure.measure_lesion` puts them."""
+    (:func:`moleseg.core.measure.colour_measurements`), called once the shape is measured; ``border_width_px``:
+    returns its border band's width (:func:`moleseg.core.bandwidth.border_width`; only when it has a band), made
+    elsewhere; each put where :func:`moleseg.core.measure.measure_lesion` puts them."""
     segmentation = analysis.segmentation
     if analysis.cells:
         analysis.objects = find_objects(segmentation.lesion)
@@ -347,16 +345,12 @@ def _measured(analysis: Analysis, colours: Callable[[], list[Measurement]] | Non
         if not analysis.objects:
             analysis.error = analysis.words["none"]
     elif segmentation.lesion_box is not None:
-        box = segmentation.lesion_box
         border = segmentation.border if _has_border(segmentation) else None
-        width = None
-        if widths is not None and border is not None:
-            width = functools.partial(_here_unless_started, widths, border_width, segmentation.lesion, border,
-                                      lesion_box=box)
         analysis.measurements = measure_lesion(segmentation.lesion, border=border,
                                                pixel_size_mm=analysis.pixel_size_mm,
                                                image=analysis.image if colours is None else None,
-                                               border_width_px=width, lesion_box=box)
+                                               border_width_px=border_width_px if border is not None else None,
+                                               lesion_box=segmentation.lesion_box)
         if colours is not None:
             analysis.measurements += colours()
     else:
@@ -400,7 +394,7 @@ def _unmeasured(image: np.ndarray, segmentation: Segmentation, segmenter: Segmen
                 style: OverlayStyle) -> Analysis:
     return Analysis(image=image, segmentation=segmentation, segmenter_name=segmenter.name,
                     n_classes=segmenter.n_classes, pixel_size_mm=pixel_size_mm, style=style,
-                    confidence_threshold=ModelInfo.from_dict(segmenter.info).confidence_threshold)
+                    confidence_threshold=model_record(segmenter).confidence_threshold)
 
 
 def _finish(image: np.ndarray, segmentation: Segmentation, segmenter: Segmenter, pixel_size_mm: float | None,
@@ -413,37 +407,57 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
                      shown: bool = False) -> Analysis:
     """The measured :class:`Analysis` of a cleaned image with its overlay drawn (:attr:`Analysis.overlay`): what
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
-    release the GIL). ``drawer`` is given, in this order: the overlay, the lesion's border widths (two distance
-    transforms; needed once the shape is measured), with ``shown`` the overlay's JPEG as a page shows it
-    (:attr:`Analysis.overlay_jpeg`), and the lesion's colours; this thread makes the other shape measurements,
-    then takes back what ``drawer`` has not started, the last first, so that neither thread waits while the other
-    has work left. The result files are not encoded (:attr:`Analysis.result_files` encodes them when asked)."""
+    release the GIL). ``drawer`` is given, in this order: the overlay, with ``shown`` the overlay's JPEG as a page
+    shows it (:attr:`Analysis.overlay_jpeg`), the two distance transforms of the lesion's border widths
+    (:class:`moleseg.core.bandwidth.BandDistances`; needed once the shape is measured) and the lesion's colours;
+    this thread makes the other shape measurements, then takes back what ``drawer`` has not started, the last
+    first, so that neither thread waits while the other has work left. The result files are not encoded
+    (:attr:`Analysis.result_files` encodes them when asked)."""
     analysis = _unmeasured(image, segmentation, segmenter, pixel_size_mm, style or OverlayStyle())
     box = segmentation.lesion_box
     lesion_found = not analysis.cells and box is not None
     drawing = drawer.submit(_drawn, analysis)
-    widths = encoding = colours = None
-    if lesion_found and _has_border(segmentation):
-        widths = drawer.submit(border_width, segmentation.lesion, segmentation.border, lesion_box=box)
-    if shown:
-        encoding = drawer.submit(_encoded, analysis)
-    if lesion_found:
-        colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
-
-    def coloured() -> list[Measurement]:
-        return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
-
+    jobs = [drawing]
+    encoding = colours = width = None
     try:
-        _measured(analysis, coloured if colours is not None else None, widths=widths)
-        _here_unless_started(drawing, _drawn, analysis)  # before its JPEG: never drawn twice at once
-        if encoding is not None:
-            _here_unless_started(encoding, _encoded, analysis)
+        if shown:
+            encoding = drawer.submit(_encoded, analysis)
+            jobs.append(encoding)
+        if lesion_found and _has_border(segmentation):
+            width = _shared_width(band_distances(segmentation.lesion, segmentation.border, lesion_box=box), drawer,
+                                  jobs)
+        if lesion_found:
+            colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
+            jobs.append(colours)
+
+        def coloured() -> list[Measurement]:
+            return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
+
+        _measured(analysis, coloured if colours is not None else None, border_width_px=width)
+        # the JPEG, queued behind the overlay, is taken back first: either thread encodes it once it is drawn
+        encode_here = encoding is not None and encoding.cancel()
+        _here_unless_started(drawing, _drawn, analysis)
+        if encode_here:
+            _encoded(analysis)
+        elif encoding is not None:
+            encoding.result()
     except BaseException:  # nothing left queued for the drawer
-        for job in (drawing, widths, encoding, colours):
-            if job is not None:
-                job.cancel()
+        for job in jobs:
+            job.cancel()
         raise
     return analysis
+
+
+def _shared_width(band: BandDistances, drawer: Executor, jobs: list[Future]) -> Callable[[], tuple[float, float]]:
+    """``band``'s width (:meth:`moleseg.core.bandwidth.BandDistances.width`), its two distance transforms handed to
+    ``drawer`` (each job added to ``jobs``), each made in this thread when ``drawer`` has not started it."""
+    if not band.defined:  # no distances to make
+        return band.width
+    outer = drawer.submit(band.outer)
+    inside = drawer.submit(band.to_inside)
+    jobs += [outer, inside]
+    return functools.partial(band.width, outer=functools.partial(_here_unless_started, outer, band.outer),
+                             inside=functools.partial(_here_unless_started, inside, band.to_inside))
 
 
 def _drawn(analysis: Analysis) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from concurrent.futures import Executor
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -67,7 +67,7 @@ class Segmentation:
         """How sure the model is of this border, 0..1 (:func:`border_confidence` over the pixels it finds more
         likely lesion than background): from the probabilities only, so no cleanup setting (border width,
         closing, ...) and no lesion threshold changes it."""
-        return border_confidence(self.probabilities, self.probabilities[..., 0] < 0.5)
+        return _confidence(*_counted(self.probabilities, UNDECIDED_PROBABILITY_RANGE, likelier=True))
 
     @cached_value
     def lesion_box(self) -> tuple[int, int, int, int] | None:
@@ -97,13 +97,46 @@ def border_confidence(probabilities: np.ndarray, lesion: np.ndarray,
     lesion : (H, W) bool
         The cleaned lesion of the same image.
     """
-    area = int(np.count_nonzero(lesion))
-    if area == 0:
-        return 0.0
+    return _confidence(_counted(probabilities, undecided, likelier=False)[0], int(np.count_nonzero(lesion)))
+
+
+def _confidence(undecided_px: int, area_px: int) -> float:
+    return 0.0 if area_px == 0 else max(0.0, 1.0 - undecided_px / area_px)
+
+
+def _counted(probabilities: np.ndarray, undecided: tuple[float, float], *, likelier: bool) -> tuple[int, int]:
+    """The pixels whose lesion probability ``1 - P(BACK)`` lies strictly inside ``undecided`` and, when
+    ``likelier``, those with ``P(BACK) < 0.5`` (else 0), counted :data:`LABEL_BAND_ROWS` rows at a time (each
+    band's arrays stay in cache)."""
     low, high = undecided
-    lesion_probability = 1.0 - probabilities[..., 0]
-    undecided_px = int(np.count_nonzero((lesion_probability > low) & (lesion_probability < high)))
-    return max(0.0, 1.0 - undecided_px / area)
+    undecided_px = likelier_px = 0
+    for start in range(0, probabilities.shape[0], LABEL_BAND_ROWS):
+        background = probabilities[start:start + LABEL_BAND_ROWS, ..., 0]
+        lesion_probability = 1.0 - background
+        undecided_px += int(np.count_nonzero((lesion_probability > low) & (lesion_probability < high)))
+        if likelier:
+            likelier_px += int(np.count_nonzero(background < 0.5))
+    return undecided_px, likelier_px
+
+
+#: Each segmenter's parsed record and the ``info`` dictionary it was parsed from, kept while the segmenter lives.
+_RECORDS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], ModelInfo]] = weakref.WeakKeyDictionary()
+
+
+def model_record(segmenter: Segmenter) -> ModelInfo:
+    """``segmenter.info`` as a :class:`ModelInfo`, parsed once per ``info`` dictionary the segmenter holds rather
+    than once per image (a new dictionary is parsed again; a segmenter that cannot be a weak dictionary's key has
+    it parsed every time)."""
+    info = segmenter.info
+    try:
+        kept = _RECORDS.get(segmenter)
+    except TypeError:  # not weakly referable, or not hashable
+        return ModelInfo.from_dict(info)
+    if kept is not None and kept[0] is info:
+        return kept[1]
+    record = ModelInfo.from_dict(info)
+    _RECORDS[segmenter] = (info, record)
+    return record
 
 
 def cleanup_scale(segmenter: Segmenter, image_shape: tuple[int, ...]) -> float:
@@ -114,7 +147,7 @@ def cleanup_scale(segmenter: Segmenter, image_shape: tuple[int, ...]) -> float:
     ``tile_scale`` and its probabilities come back at the image's size: 1 / ``tile_scale``. 1 when the
     record says neither (the classical segmenters: px of any image).
     """
-    info = ModelInfo.from_dict(segmenter.info)
+    info = model_record(segmenter)
     if info.inference == "tiles":
         return 1.0 / info.tile_scale
     if not info.input_size:
@@ -137,57 +170,44 @@ def cleanup_for_image(segmenter: Segmenter, image_shape: tuple[int, ...],
     return scale_settings(segmenter.cleanup_defaults, factor)
 
 
+#: Rows of probabilities made into labels at a time: a band's temporaries (a few tens of kB at PH2 width) stay in
+#: the core's cache instead of each pass over the image's probabilities going out to memory.
+LABEL_BAND_ROWS: int = 32
+
+
 def labels_from_probabilities(probabilities: np.ndarray, lesion_threshold: float | None = None) -> np.ndarray:
     """Class per pixel, ``(H, W)`` uint8, from ``(H, W, C)`` probabilities.
 
     Without ``lesion_threshold``: the arg-max. With it (0..1): a pixel is lesion when its lesion
     probability ``1 - P(BACK)`` reaches the threshold, and then takes the likelier of the lesion
-    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK.
+    classes (BORDER or INSIDE; foreground with two classes); otherwise it is BACK. Made
+    :data:`LABEL_BAND_ROWS` rows at a time (each pixel's label depends on its own probabilities only).
     """
-    if lesion_threshold is None:
-        return class_argmax(probabilities, 0)
-    if not 0.0 <= float(lesion_threshold) <= 1.0:
+    if lesion_threshold is not None and not 0.0 <= float(lesion_threshold) <= 1.0:
         raise ValueError(f"lesion threshold must be in 0..1, not {lesion_threshold}")
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8)
+    for start in range(0, labels.shape[0], LABEL_BAND_ROWS):
+        rows = slice(start, start + LABEL_BAND_ROWS)
+        if lesion_threshold is None:
+            class_argmax(probabilities[rows], 0, out=labels[rows])
+        else:
+            _threshold_labels(probabilities[rows], float(lesion_threshold), labels[rows])
+    return labels
+
+
+def _threshold_labels(probabilities: np.ndarray, lesion_threshold: float, out: np.ndarray) -> None:
+    """:func:`labels_from_probabilities` at ``lesion_threshold`` (0..1) written into ``out``."""
     background = probabilities[..., 0]
     if background.dtype.kind == "f" and background.dtype.itemsize in (2, 4, 8):  # IEEE half, single, double
-        lesion = background <= background_cutoff(background.dtype, float(lesion_threshold))
+        lesion = background <= background_cutoff(background.dtype, lesion_threshold)
     else:
-        lesion = (1.0 - background) >= float(lesion_threshold)
+        lesion = (1.0 - background) >= lesion_threshold
     if probabilities.shape[-1] == 3:  # BORDER (1) unless INSIDE (2) is likelier, as class_argmax decides
         inside = np.greater(probabilities[..., 2], probabilities[..., 1])
         np.logical_and(inside, lesion, out=inside)
-        labels = lesion.view(np.uint8)  # written over the lesion mask: no third image-sized array
-        return np.add(labels, inside.view(np.uint8), out=labels)
-    labels = class_argmax(probabilities, 1)
-    return np.multiply(labels, lesion.view(np.uint8), out=labels)
-
-
-#: Bands of rows the labels are made in when a helper thread shares the work (each a few tenths of a ms at PH2 size:
-#: a thread waits at most one band for the other).
-LABEL_BANDS: int = 4
-
-
-def _labels_in_bands(probabilities: np.ndarray, lesion_threshold: float | None,
-                     helper: Executor | None) -> np.ndarray:
-    """:func:`labels_from_probabilities` made band of rows by band of rows by this thread and ``helper``, each taking
-    the next band left (each pixel's label depends on its own probabilities only: the same labels); this thread
-    makes them all when ``helper`` has not started."""
-    if helper is None:
-        return labels_from_probabilities(probabilities, lesion_threshold)
-    edges = np.linspace(0, probabilities.shape[0], LABEL_BANDS + 1).astype(int)
-    labels = np.empty(probabilities.shape[:2], dtype=np.uint8)
-    left = iter(range(LABEL_BANDS))  # each band taken once: a range iterator advances under the GIL
-
-    def make_bands() -> None:
-        for band in left:
-            rows = slice(edges[band], edges[band + 1])
-            labels[rows] = labels_from_probabilities(probabilities[rows], lesion_threshold)
-
-    sharing = helper.submit(make_bands)
-    make_bands()
-    if not sharing.cancel():
-        sharing.result()
-    return labels
+        np.add(lesion.view(np.uint8), inside.view(np.uint8), out=out)
+    else:
+        np.multiply(class_argmax(probabilities, 1, out=out), lesion.view(np.uint8), out=out)
 
 
 @functools.lru_cache(maxsize=64)
@@ -215,10 +235,12 @@ def background_cutoff(dtype: np.dtype, lesion_threshold: float) -> np.floating:
     return value(low)[0]
 
 
-def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:
+def class_argmax(probabilities: np.ndarray, first: int, out: np.ndarray | None = None) -> np.ndarray:
     """``first + argmax(probabilities[..., first:], axis=-1)`` as ``(H, W)`` uint8 (the first class on a tie),
-    one comparison per class: faster than ``np.argmax`` over the strided last axis (``docs/performance.md``)."""
-    labels = np.full(probabilities.shape[:-1], first, dtype=np.uint8)
+    one comparison per class: faster than ``np.argmax`` over the strided last axis (``docs/performance.md``);
+    written into ``out`` (uint8 of that shape) when given."""
+    labels = np.empty(probabilities.shape[:-1], dtype=np.uint8) if out is None else out
+    labels.fill(first)
     best = probabilities[..., first]
     last = probabilities.shape[-1] - 1
     for index in range(first + 1, last + 1):
@@ -231,7 +253,7 @@ def class_argmax(probabilities: np.ndarray, first: int) -> np.ndarray:
 
 def model_threshold(segmenter: Segmenter) -> float | None:
     """The lesion threshold a model was calibrated with (``moleseg.json``), or None for arg-max."""
-    value = ModelInfo.from_dict(segmenter.info).lesion_threshold
+    value = model_record(segmenter).lesion_threshold
     return None if value is None else float(value)
 
 
@@ -249,18 +271,16 @@ MODEL_THRESHOLD: Any = "model"
 
 
 def clean(segmenter: Segmenter, probabilities: np.ndarray, settings: CleanupSettings | None = None, *,
-          lesion_threshold: Any = MODEL_THRESHOLD, helper: Executor | None = None) -> Segmentation:
+          lesion_threshold: Any = MODEL_THRESHOLD) -> Segmentation:
     """Labels and cleaned lesion from probabilities already predicted (re-run this when a slider moves).
 
     ``settings`` are in px of the image. ``lesion_threshold`` (0..1, None for arg-max) defaults to the
     model's calibrated one (see :mod:`moleseg.engine.calibrate`). Images whose longer side exceeds
     :data:`moleseg.core.config.CLEANUP_MAX_SIDE_PX` are cleaned at that working size (radii scaled alike)
-    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one. ``helper``:
-    another thread that shares the making of the labels with this one, band of rows by band (numpy releases the
-    GIL), when it is free to start.
+    and the lesion is resized back, so a 12-megapixel photo cleans as fast as a 1-megapixel one.
     """
     threshold = model_threshold(segmenter) if lesion_threshold == MODEL_THRESHOLD else lesion_threshold
-    labels = _labels_in_bands(probabilities, threshold, helper)
+    labels = labels_from_probabilities(probabilities, threshold)
     height, width = labels.shape
     chosen = cleanup_for_image(segmenter, labels.shape, settings)
     factor = min(1.0, CLEANUP_MAX_SIDE_PX / max(height, width))

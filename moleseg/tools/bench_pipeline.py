@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from moleseg.core.words import count_of
-from moleseg.network.profiling import median_seconds
 from moleseg.tools.bench_machine import BenchSettings
 
 #: End-to-end stages that are not "around the network": reading the file, the network itself, and encoding the
@@ -51,14 +50,14 @@ def image_files(folder: Path | None, count: int, scratch: Path) -> tuple[list[Pa
 
 def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Median ms of each stage of one image file's analysis as ``moleseg predict`` runs it, and of their sum
-    (repeat by repeat). The cleanup makes half of the labels in a second thread, as the batch pipeline's pool
-    does (:func:`moleseg.engine.segmenter.clean`). After the cleanup, what an image needs to be shown, its
-    measurements, its overlay and the overlay's JPEG as the Analyse page shows it, is shared by two threads
-    (:func:`moleseg.engine.pipeline.measure_and_draw` with ``shown``: the overlay, the border widths, the JPEG
-    and the colours in one, the other shape measurements in the other, each taking what the other has not
-    started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files ``moleseg predict``
-    writes (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its writer thread
-    encodes them (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of parts run
+    (repeat by repeat). After the cleanup, what an image needs to be shown, its measurements, its overlay and the
+    overlay's JPEG as the Analyse page shows it, is shared by two threads
+    (:func:`moleseg.engine.pipeline.measure_and_draw` with ``shown``: the overlay, its JPEG, the border widths'
+    two distance transforms and the colours in one, the other shape measurements in the other, each taking what
+    the other has not started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files
+    ``moleseg predict`` writes (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its
+    writer thread encodes them (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of
+    parts run
     one after the other in one thread (``measurements``: every measurement, colours and border widths included;
     ``overlay``; ``png_encode``: the overlay's PNG; ``jpeg_encode``: its JPEG as the Analyse page shows it).
     ``network_ms``: the network stage; ``around_network_ms``: every stage but decoding, the network and encoding
@@ -106,7 +105,7 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
         else:
             probabilities = segmenter.predict_probabilities([image])[0]
             lap("network", stages)
-        segmentation = clean(segmenter, probabilities, helper=drawer)  # as segment_batches cleans with its pool
+        segmentation = clean(segmenter, probabilities)
         lap("cleanup", stages)
         analysis = measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
         lap("measure_and_draw", stages)
