@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from moleseg.tools.bench_app import CHROMIUM_ARGS, free_port, healthy, stop_server  # noqa: F401 (CHROMIUM_ARGS: the browser fixture's)
+from moleseg.tools.bench_browser import CHROMIUM_ARGS, free_port, healthy, stop_server  # noqa: F401 (CHROMIUM_ARGS: the browser fixture's)
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 #: Screenshots and server logs of the tests that serve the app (gitignored; removed by ``make clean``).

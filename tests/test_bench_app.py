@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from synthetic import mole_image, png_bytes
-from moleseg.tools.bench_app import CHROMIUM_PATH, AppBenchSettings, format_app_report, run_app_bench
+from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
+from moleseg.tools.bench_browser import CHROMIUM_PATH
 
 
 @pytest.mark.browser
@@ -48,7 +49,7 @@ def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):
 
 
 def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatch):
-    from moleseg.tools import bench_app
+    from moleseg.tools import bench_browser
 
     handlers: dict[str, object] = {}
 
@@ -57,9 +58,9 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
             handlers[event] = handler
 
     clock = iter([0.0, 0.0, 0.010, 0.012, 0.030, 0.050, 0.051, 0.060, 0.070, 0.072, 0.075, 0.080, 0.100])
-    monkeypatch.setattr(bench_app.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench_browser.time, "perf_counter", lambda: next(clock))
     used = iter([{"server": 5.0, "browser": 2.0}, {"server": 5.25, "browser": 2.5}, {"server": 5.5, "browser": 3.0}])
-    timeline = bench_app.SliderTimeline(Fake(), cpu=lambda: next(used))
+    timeline = bench_browser.SliderTimeline(Fake(), cpu=lambda: next(used))
     socket = Fake()
     handlers["websocket"](socket)
     timeline.start()
@@ -91,7 +92,7 @@ def test_the_slider_timeline_records_what_the_page_sends_and_receives(monkeypatc
 def test_a_process_trees_cpu_time_is_read_from_proc():
     import os
 
-    from moleseg.tools.bench_app import tree_cpu_s
+    from moleseg.tools.bench_browser import tree_cpu_s
 
     import subprocess
     import sys
