@@ -84,3 +84,10 @@ def test_a_name_or_unit_from_a_users_model_cannot_add_markup(name):
     assert shown == results.measurement_table(analysis)
     assert [(row["measurement"], row["unit"], row["meaning"]) for row in shown] == [(name, "px²", name),
                                                                                     (name, name, name)]
+
+
+def test_a_long_name_or_unit_wraps_and_a_meanings_direction_stays_its_own():
+    rules = dict(rule.split("{") for rule in results.MEASUREMENT_TABLE_CSS.rstrip("}").split("}"))
+    wrapping = [selector for selector, declarations in rules.items() if "overflow-wrap:anywhere" in declarations]
+    assert wrapping == [".moleseg-measurements th,.moleseg-measurements td:last-child"]  # names, units
+    assert "unicode-bidi:isolate" in rules[".moleseg-measurements small"].split(";")  # the meaning

@@ -7,6 +7,7 @@ outline files) is kept while that analysis lives (:func:`kept_with`).
 
 from __future__ import annotations
 
+import html
 import threading
 import weakref
 from datetime import datetime
@@ -100,15 +101,17 @@ def measurement_table(analysis: Analysis) -> list[dict[str, str]]:
 
 
 #: The look of :func:`measurement_html`'s table (its class ``moleseg-measurements``): the meaning in small type
-#: under each name, so that three columns fit a 390 px phone; values (each row's last cell but one)
-#: right-aligned in tabular figures.
+#: under each name, so that three columns fit a 390 px phone; names and units broken anywhere when they must be (a
+#: long unbroken word from a user's model never widens the table); each meaning's text direction kept to itself;
+#: values (each row's last cell but one) right-aligned in tabular figures.
 MEASUREMENT_TABLE_CSS: str = (
     ".moleseg-measurements{border-collapse:collapse;max-width:100%}"
     ".moleseg-measurements th,.moleseg-measurements td{padding:.3rem .5rem;line-height:1.4;text-align:left;"
     "vertical-align:top;border-bottom:1px solid rgba(49,51,63,.15)}"
+    ".moleseg-measurements th,.moleseg-measurements td:last-child{overflow-wrap:anywhere}"
     ".moleseg-measurements thead th{font-weight:600}"
     ".moleseg-measurements tbody th{font-weight:400}"
-    ".moleseg-measurements small{display:block;font-size:.8em;opacity:.75}"
+    ".moleseg-measurements small{display:block;font-size:.8em;opacity:.75;unicode-bidi:isolate}"
     ".moleseg-measurements td:nth-last-child(2){text-align:right;font-variant-numeric:tabular-nums;"
     "white-space:nowrap}")
 
@@ -119,8 +122,6 @@ def measurement_html(analysis: Analysis) -> str:
     consecutive rows of the same measurement (its px and mm values) share one heading (``rowspan``). Every cell
     is HTML-escaped, so a name or unit from an untrusted model file is shown as it is; "" without
     measurements. One static element, without the markdown parsing a table of markdown costs the browser."""
-    import html
-
     rows = measurement_table(analysis)
     if not rows:
         return ""

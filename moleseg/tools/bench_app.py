@@ -23,9 +23,10 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 ``python -m moleseg.tools.bench_app --slider N [--timeline]`` measures the slider alone, ``N`` times on one
 server (:func:`run_slider_bench`), and ``--batch N`` the batch of 12 alone, ``N`` new batches on one server, then
 the engine on the last one (:func:`run_batch_bench`). With ``--timeline`` each prints where each measurement's
-time went, read in the browser (:class:`moleseg.tools.bench_browser.SliderTimeline`): the key presses, the files uploaded, each rerun
-request the page sends (a websocket message), the bursts of the server's answers (a run), the pictures the page
-fetches, when the overlay or the thumbnails were visible, and the CPU time the server and the browser used.
+time went, read in the browser (:class:`moleseg.tools.bench_browser.SliderTimeline`): the key presses, the files
+uploaded, each rerun request the page sends (a websocket message), the bursts of the server's answers (a run), the
+pictures the page fetches, when the overlay or the thumbnails were visible, and the CPU time the server and the
+browser used.
 ``--home N`` loads the home page ``N`` times on one server (:func:`run_home_bench`); with ``--timeline`` each load's
 milestones on the page's clock (:func:`home_timeline_line`).
 
@@ -33,8 +34,8 @@ milestones on the page's clock (:func:`home_timeline_line`).
 of an ``st.image`` list such as the batch grid) has its ``<img>`` complete with a natural width above 0 (a picture
 decoded by the browser), polled every animation frame.
 The load average and the other processes' share of the CPU are recorded beside the figures: on a busy
-machine they are not the app's own speed. TensorFlow is not imported here at import time; the server, browser and CPU helpers are
-:mod:`moleseg.tools.bench_browser`'s, which the browser tests share.
+machine they are not the app's own speed. TensorFlow is not imported here at import time; the server, browser
+and CPU helpers are :mod:`moleseg.tools.bench_browser`'s, which the browser tests share.
 """
 
 from __future__ import annotations
