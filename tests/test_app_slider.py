@@ -4,7 +4,8 @@ a run draws is the results (no sidebar widget is run or sent again), from the ca
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -107,6 +108,56 @@ def test_recleaned_with_a_drawer_gives_what_one_thread_gives(n_classes):
     assert shared.segmentation.lesion.any() and shared.segmentation.settings.border_width_px == 4
     assert shared.measurements == alone.measurements and shared.objects == alone.objects
     assert "overlay_jpeg" in vars(shared) and shared.overlay_jpeg == alone.overlay_jpeg
+
+
+class BlockedDrawer(ThreadPoolExecutor):
+    """The store's one-thread drawer held by another session's job until :attr:`release` is set; it keeps every
+    job handed to it after that one."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.release = threading.Event()
+        super().submit(self.release.wait)
+        self.jobs: list[Future] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        self.jobs.append(super().submit(fn, *args, **kwargs))
+        return self.jobs[-1]
+
+
+def test_two_sessions_behind_a_busy_drawer_take_their_jobs_back_and_get_one_threads_values():
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.engine.pipeline import finish_analysis
+    from moleseg.engine.segmenter import segment
+
+    segmenter = ClassicalSegmenter()
+    analyses = [finish_analysis(image, segment(segmenter, image), segmenter)
+                for image in (mole_image(seed=5)[0], mole_image(seed=6)[0])]
+    settings = [dataclasses.replace(analysis.segmentation.settings, closing_radius_px=2, border_width_px=3)
+                for analysis in analyses]
+    alone = [analysis.recleaned(segmenter, chosen) for analysis, chosen in zip(analyses, settings)]
+    drawer = BlockedDrawer()
+    shared: dict[int, object] = {}
+
+    def press(session: int) -> None:
+        shared[session] = analyses[session].recleaned(segmenter, settings[session], drawer=drawer, shown=True)
+
+    sessions = [threading.Thread(target=press, args=(session,)) for session in (0, 1)]
+    try:
+        for session in sessions:
+            session.start()
+        for session in sessions:
+            session.join(timeout=120)  # a session waiting for the held drawer would never end
+        assert not any(session.is_alive() for session in sessions)
+    finally:
+        drawer.release.set()
+        drawer.shutdown()
+    # each session's overlay, JPEG, two distance transforms and colours: all taken back, none left queued
+    assert len(drawer.jobs) == 10 and all(job.cancelled() for job in drawer.jobs)
+    for session in (0, 1):
+        assert shared[session].measurements == alone[session].measurements
+        assert shared[session].overlay_jpeg == alone[session].overlay_jpeg
+    assert shared[0].measurements != shared[1].measurements  # each session got its own image's values
 
 
 def test_recleaned_takes_the_confidence_over():
