@@ -357,7 +357,6 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     return outcomes
 
 
-
 def automatic_cleanups(segmenter: Segmenter, outcomes: Sequence[ImageOutcome]) -> dict[str, AutoCleanup]:
     """The automatic cleanup of each analysed image, by upload key (what the manual sliders start from)."""
     from moleseg.engine.segmenter import cleanup_for_image

@@ -139,14 +139,15 @@ def after_closing(at_close: tuple[float, float]) -> dict[str, Any]:
 
 class SliderTimeline:
     """What a page sends and receives while it is measured (a slider pressed, a batch dropped), with the time of
-    each in ms from :meth:`start`: ``press``, ``rerun request`` (a message the page sends), ``messages`` (consecutive messages from the server:
-    a run's session status, its elements and its end, counted and their bytes summed; a gap between bursts is
-    the server computing), ``picture request <file>`` / ``picture loaded <file>`` (``/media/`` files, with
-    their bytes), ``upload request <file>`` / ``upload stored <file>`` (files sent to the uploader, with their
-    bytes) and what the measurement waits for (``overlay visible``); :meth:`totals` sums them, with the CPU
-    seconds each process group used since :meth:`start` when ``cpu`` samples them (``{"server": s, "browser":
-    s}``, :func:`tree_cpu_s`). Watch a page before it loads (its websocket is opened then). The messages are
-    not decoded: the developer tools do not import Streamlit (``pyproject.toml``'s import contracts)."""
+    each in ms from :meth:`start`: ``press``, ``rerun request`` (a message the page sends), ``messages``
+    (consecutive messages from the server: a run's session status, its elements and its end, counted and their
+    bytes summed; a gap between bursts is the server computing), ``picture request <file>`` / ``picture loaded
+    <file>`` (``/media/`` files, with their bytes), ``upload request <file>`` / ``upload stored <file>`` (files
+    sent to the uploader, with their bytes) and what the measurement waits for (``overlay visible``);
+    :meth:`totals` sums them, with the CPU seconds each process group used since :meth:`start` when ``cpu``
+    samples them (``{"server": s, "browser": s}``, :func:`tree_cpu_s`). Watch a page before it loads (its
+    websocket is opened then). The messages are not decoded: the developer tools do not import Streamlit
+    (``pyproject.toml``'s import contracts)."""
 
     #: The requests recorded: ``{part of the URL: (what, the word when done, the size recorded when done)}``.
     FILES: dict[str, tuple[str, str, str]] = {"/media/": ("picture", "loaded", "responseBodySize"),
