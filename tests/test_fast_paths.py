@@ -468,7 +468,12 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
+@pytest.mark.parametrize("part, error, shown", [
+    ("overlay", MemoryError("no memory left for the overlay"), False),
+    ("display_jpeg", OSError("the JPEG encoder failed"), True),
+])
+def test_a_drawing_or_its_jpeg_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, part, error,
+                                                                              shown, square_lesion):
     from concurrent.futures import ThreadPoolExecutor
 
     from moleseg.engine import pipeline
@@ -476,12 +481,13 @@ def test_a_drawing_that_fails_in_either_thread_reaches_the_caller(monkeypatch, d
     image, segmenter, plain = square_lesion
 
     def fails(*args, **kwargs):
-        raise MemoryError("no memory left for the overlay")
+        raise error
 
-    monkeypatch.setattr(pipeline, "overlay", fails)
+    monkeypatch.setattr(pipeline, part, fails)
+    segmentation = with_inside(plain.segmentation) if shown else plain.segmentation
     with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
-        with pytest.raises(MemoryError, match="no memory left for the overlay"):
-            pipeline.measure_and_draw(image, plain.segmentation, segmenter, drawer)
+        with pytest.raises(type(error), match=f"^{error}$"):
+            pipeline.measure_and_draw(image, segmentation, segmenter, drawer, shown=shown)
 
 
 @pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
@@ -957,20 +963,3 @@ def test_the_analysis_is_the_same_whichever_drawer_jobs_start_and_none_stays_que
         if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms and the colours
             assert len(drawer.queued) == 5 and all(job.done() for job in drawer.queued)
             assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(5)]
-
-
-@pytest.mark.parametrize("drawer_kind", ["thread", "busy"])
-def test_an_overlay_jpeg_that_fails_in_either_thread_reaches_the_caller(monkeypatch, drawer_kind, square_lesion):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from moleseg.engine import pipeline
-
-    image, segmenter, plain = square_lesion
-
-    def fails(*args, **kwargs):
-        raise OSError("the JPEG encoder failed")
-
-    monkeypatch.setattr(pipeline, "display_jpeg", fails)
-    with ThreadPoolExecutor(max_workers=1) if drawer_kind == "thread" else NeverStarts() as drawer:
-        with pytest.raises(OSError, match="^the JPEG encoder failed$"):
-            pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer, shown=True)
