@@ -424,3 +424,32 @@ def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
         return results[backend]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def seed_moles_run(tmp_path_factory) -> Path:
+    """The run folder of a short training on the real seed moles (``moles/seed/train``, 70 pairs: MobileNetV2
+    from ImageNet at 64 px, two epochs of 7 steps of 8 images, 20 % validation, seed 3), trained once per
+    session: tests/test_train.py checks that its loss falls, tests/test_finetune.py fine-tunes its model. The
+    test is skipped when the real data is absent."""
+    seed = SHARED_DATA / "moles" / "seed" / "train"
+    if not seed.is_dir():
+        pytest.skip(f"shared data not found at {seed}: real-data tests skipped")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "seed-moles-run"
+    else:
+        folder = tmp_path_factory.mktemp("seed-moles-run")
+
+    def produce() -> dict:
+        from moleseg.core import options
+        from moleseg.core.trainconfig import TrainConfig
+        from moleseg.network.train import train
+
+        config = options.merged({"images": [str(seed / "images")], "masks": [str(seed / "masks")], "seed": 3,
+                                 "model": {"input_size": 64, "backbone": "mobilenetv2"}, "weights": "imagenet",
+                                 "epochs": 2, "batch_size": 8, "validation_split": 0.2, "calibrate": False,
+                                 "train_fm_images": 0, "augment": ["reflection"]})
+        train(TrainConfig.from_dict(config), folder / "run")
+        return {"run": str(folder / "run")}
+
+    return Path(run_once(tmp_path_factory, "seed-moles-run", produce)["run"])
