@@ -19,7 +19,7 @@ from PIL import Image
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
-from moleseg.tools.bench_app import slider_seconds
+from moleseg.tools.bench_app import slider_seconds, switch_on
 
 pytestmark = pytest.mark.browser
 
@@ -189,6 +189,27 @@ def _record_elements_received(page) -> list[tuple[str, str]]:
     return elements
 
 
+def _record_runs(page) -> list[tuple[str, str]]:
+    """Start recording, in order, the rerun requests the page sends (``("request", fragment id)``, "" for the
+    whole page) and the runs the server starts for it (``("run", fragment ids)``: each run's ``new_session``
+    message, its run identity); returns the list the recording appends them to."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    events: list[tuple[str, str]] = []
+
+    def sent(frame: str | bytes) -> None:
+        if isinstance(frame, bytes) and (message := BackMsg.FromString(frame)).WhichOneof("type") == "rerun_script":
+            events.append(("request", message.rerun_script.fragment_id))
+
+    def received(frame: str | bytes) -> None:
+        if isinstance(frame, bytes) and (message := ForwardMsg.FromString(frame)).WhichOneof("type") == "new_session":
+            events.append(("run", ",".join(message.metadata.run.fragment_ids)))
+
+    page.on("websocket", lambda socket: (socket.on("framesent", sent), socket.on("framereceived", received)))
+    return events
+
+
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -211,6 +232,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     page = context.new_page()
     whole_page_runs = _record_whole_page_runs(page)
     received = _record_elements_received(page)
+    runs = _record_runs(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -274,16 +296,24 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
-    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run; the
-    # visit form and the download buttons are not sent again
+    # three presses on a cleanup slider, 25-40 ms apart, are one value (moleseg.app.settled_slider): one rerun
+    # request, whose callback reruns the results' fragment alone, one run of the results with one new overlay,
+    # and still no whole-page run; the sidebar, the visit form and the download buttons are not sent again
+    switch_on(page, "Set the cleanup by hand", 60_000)
+    _wait_until_idle(page)
     received.clear()
+    runs.clear()
     slider_seconds(page, repeats=1, timeout_ms=60_000)
     assert len(whole_page_runs) == runs_with_the_exports
     assert page.locator("[data-testid=stException]").count() == 0
-    kinds = {kind for kind, _ in received}
-    assert {"imgs", "slider"} <= kinds  # the new overlay, the sidebar's widgets
-    assert not kinds & {"download_button", "text_input", "text_area", "date_input"}, kinds
-    assert all(fragment for _, fragment in received)  # every element came from a fragment's run
+    (_, pressed), *later = [event for event in runs if event[0] == "request"]
+    assert pressed and later == []  # one value sent, by the sidebar's fragment
+    assert [event for event in runs if event[0] == "run"] == [("run", pressed), ("run", received[0][1])], runs
+    assert received[0][1] != pressed  # its callback's run of the results alone, which sent every element
+    assert {fragment for _, fragment in received} == {received[0][1]}
+    kinds = [kind for kind, _ in received]
+    assert kinds.count("imgs") == 1 and "bidi_component" not in kinds  # the new overlay; no slider sent again
+    assert not set(kinds) & {"download_button", "text_input", "text_area", "date_input"}, kinds
     # and the exports, drawn before the slider moved, hold its new value
     shown = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule')").first.inner_text()
     widths = re.search(r"closing (\d+) px, border (\d+) px", shown)

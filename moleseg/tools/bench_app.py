@@ -176,7 +176,8 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
     article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
     label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
     switch_on(page, "Set the cleanup by hand", timeout_ms)
-    thumb = page.locator(f"[data-testid=stSlider]:has-text('{label}') input[type=range]").first
+    # the settled slider's native range input, named by its label (Playwright's locators enter its shadow root)
+    thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first
     thumb.wait_for(state="attached", timeout=timeout_ms)
     _wait_until_idle(page, timeout_ms)
     times = []
