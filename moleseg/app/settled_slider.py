@@ -24,9 +24,9 @@ _HTML = """<div class="settled"><div class="head"><label for="range"></label><sp
 _CSS = """
 .settled { font-family: var(--st-font); color: var(--st-text-color); padding-bottom: 0.5rem; }
 .head { display: flex; align-items: baseline; gap: 0.4rem; font-size: 0.875rem; line-height: 1.6; }
-label { flex: 1 1 auto; overflow-wrap: anywhere; }
-output { font-variant-numeric: tabular-nums; color: var(--st-primary-color); font-weight: 600; }
-.help { cursor: help; font-size: 0.75rem; border: 1px solid var(--st-border-color, currentColor);
+label { overflow-wrap: anywhere; }
+output { margin-left: auto; font-variant-numeric: tabular-nums; color: var(--st-primary-color); font-weight: 600; }
+.help { flex: none; cursor: help; font-size: 0.75rem; border: 1px solid var(--st-border-color, currentColor);
         border-radius: 50%; width: 1.1rem; height: 1.1rem; line-height: 1.1rem; text-align: center; opacity: 0.7; }
 .help[hidden], .hidden { display: none; }
 input { display: block; width: 100%; margin: 0; height: 1.75rem; accent-color: var(--st-primary-color);
