@@ -20,6 +20,7 @@ from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
 from moleseg.tools.bench_app import slider_seconds, switch_on
+from moleseg.tools.bench_browser import SliderTimeline
 
 pytestmark = pytest.mark.browser
 
@@ -303,11 +304,13 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     _wait_until_idle(page)
     received.clear()
     runs.clear()
-    slider_seconds(page, repeats=1, timeout_ms=60_000)
+    presses = SliderTimeline(page)
+    slider_seconds(page, repeats=1, timeout_ms=60_000, timeline=presses)
     assert len(whole_page_runs) == runs_with_the_exports
     assert page.locator("[data-testid=stException]").count() == 0
     (_, pressed), *later = [event for event in runs if event[0] == "request"]
-    assert pressed and later == []  # one value sent, by the sidebar's fragment
+    pressed_at_ms = [at for at, what, *_ in presses.events if what == "press"]
+    assert pressed and later == [], (runs, pressed_at_ms)  # one value sent, by the sidebar's fragment
     assert [event for event in runs if event[0] == "run"] == [("run", pressed), ("run", received[0][1])], runs
     assert received[0][1] != pressed  # its callback's run of the results alone, which sent every element
     assert {fragment for _, fragment in received} == {received[0][1]}
