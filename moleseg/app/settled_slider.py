@@ -106,8 +106,8 @@ def settled_slider(label: str, low: Number, high: Number, *, key: str, step: Num
                    on_change: Callable[[], None] | None = None) -> Number:
     """A slider from ``low`` to ``high`` in steps of ``step`` whose value is ``st.session_state[key]`` (``default``
     when unset, else ``low``); ``unit`` is read out after the value by a screen reader (``"px"``). A new value is
-    stored there when it settles, then ``on_change`` is called (as a widget's callback: before the run it starts).
-    Returns the value."""
+    stored there when it settles, then ``on_change`` is called (as a widget's callback: before the run it starts);
+    a disabled slider takes none. Returns the value."""
     value = st.session_state.setdefault(key, low if default is None else default)
     # the value set by the page since the widget last showed or sent one: a new revision, which the browser shows
     seen_key, revision_key = f"{key}_shown", f"{key}_revision"
@@ -118,7 +118,7 @@ def settled_slider(label: str, low: Number, high: Number, *, key: str, step: Num
 
     def settled() -> None:
         sent = settled_value((st.session_state.get(widget_key) or {}).get("value"), low, high, step)
-        if sent is None:
+        if sent is None or disabled:  # a disabled slider takes no value, whatever a browser sends
             return
         st.session_state[key] = st.session_state[seen_key] = sent  # the browser shows it already
         if on_change is not None:
