@@ -9,8 +9,9 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 * ``warm_next_overlay_s``: the same server, an image it has not seen, in a new session: upload until visible.
 * ``slider_overlay_s``: on that image, with "Set the cleanup by hand" on, three presses of the arrow key on
   the cleanup slider that shapes its border ("Closing radius (px)" for the article rule, "Border width (px)"
-  for the others) until the cleanup caption names the new value and the overlay shown is a new picture,
-  fully loaded; down three steps, then up, then down, ... ``slider_first_overlay_s`` is the first of these
+  for the others; a :mod:`moleseg.app.settled_slider`, which sends the value once the presses settle) until
+  the cleanup caption names the new value and the overlay shown is a new picture, fully loaded; down three
+  steps, then up, then down, ... ``slider_first_overlay_s`` is the first of these
   measurements alone: the only one whose values the page has not shown before (the next ones go back and
   forth over values the server's analysis cache keeps, :data:`moleseg.app.analysis.EARLIER_VARIANTS_KEPT`),
   so it is what a user feels on each new value.
