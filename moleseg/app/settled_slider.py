@@ -33,7 +33,7 @@ input { display: block; width: 100%; margin: 0; height: 1.75rem; accent-color: v
         cursor: pointer; background: transparent; }
 input:focus-visible { outline: 2px solid var(--st-primary-color); outline-offset: 2px; }
 input:disabled { cursor: not-allowed; opacity: 0.45; }
-.settled:has(input:disabled) { color: var(--st-gray-color, inherit); }
+.settled:has(input:disabled), .settled:has(input:disabled) output { color: var(--st-gray-color, inherit); }
 """
 
 _JS = """
