@@ -394,11 +394,19 @@ def run_once(tmp_path_factory: pytest.TempPathFactory, name: str, produce: Calla
 
 
 @pytest.fixture(scope="session")
-def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
+def without_tensorflow() -> Path:
+    """A folder whose ``sitecustomize.py`` makes TensorFlow unimportable in a process that has it first on
+    ``PYTHONPATH``: a subprocess then runs as on the GPU machine, which has none (tests/no_tensorflow/)."""
+    return Path(__file__).resolve().parent / "no_tensorflow"
+
+
+@pytest.fixture(scope="session")
+def gpu_check_cpu(tmp_path_factory, without_tensorflow) -> Callable[[str], dict]:
     """``gpu_check_cpu(backend)``: ``python -m moleseg.tools.gpu_check --cpu --backend BACKEND`` (a few training
     steps of the dermoscopy recipe's network on the CPU), run once per session and backend; its exit status
-    (``returncode``), ``stdout`` and ``stderr``. tests/test_gpu_check.py checks its report; tests/test_feed.py
-    reads the JAX run as its training under Keras on JAX fed by the PairFeed."""
+    (``returncode``), ``stdout`` and ``stderr``. The JAX run cannot import TensorFlow (:func:`without_tensorflow`),
+    as on the GPU machine. tests/test_gpu_check.py checks its report; tests/test_feed.py reads the JAX run as its
+    training under Keras on JAX fed by the PairFeed."""
     import subprocess
     import sys
 
@@ -409,6 +417,7 @@ def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
         env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
         env.pop("KERAS_BACKEND", None)  # --backend sets it
         if backend == "jax":
+            env["PYTHONPATH"] = f"{without_tensorflow}{os.pathsep}{root}"
             # XLA compiles about a hundred programs here (each weight shape's initialiser, the training step):
             # without LLVM's optimisation passes a quarter less CPU (64 -> 49 CPU-s), and with XLA's plain LLVM
             # emitters for fusions instead of its MLIR fusion emitters a third less again (33 -> 21 CPU-s). What

@@ -29,6 +29,24 @@ def test_the_cpu_mode_trains_the_recipe_and_passes(backend, gpu_check_cpu):
     assert done["stdout"].rstrip().endswith("OK")
 
 
+def test_the_jax_check_runs_where_tensorflow_cannot_be_imported(without_tensorflow):
+    """The JAX run of ``gpu_check_cpu`` has ``without_tensorflow`` first on its path: an import of TensorFlow (or
+    segmentation-models) there fails with this message, so the JAX path importing one turns the test above red."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(without_tensorflow)}
+    done = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 1
+    assert ("ModuleNotFoundError: No module named 'tensorflow': TensorFlow is blocked in this test, as it is absent "
+            "on the GPU machine, and this code path must not import it") in done.stderr
+    done = subprocess.run([sys.executable, "-c", "import segmentation_models"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert "No module named 'segmentation_models': TensorFlow is blocked" in done.stderr
+
+
 def test_the_report_names_each_failure():
     result = CheckResult(device="GPU:0", train_images_per_s=100.0, pipeline_images_per_s=90.0,
                          losses=[1.0, 1.1], problems=["the loss did not fall", "the input pipeline starves"])

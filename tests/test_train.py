@@ -25,7 +25,8 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from synthetic import lesion_dataset  # noqa: E402
-from moleseg.network.data import TargetConfig, make_dataset  # noqa: E402
+from moleseg.network.data import make_dataset  # noqa: E402
+from moleseg.network.examples import TargetConfig  # noqa: E402
 from moleseg.core.trainconfig import ModelConfig, TrainConfig  # noqa: E402
 from moleseg.core.modelinfo import read_model_info  # noqa: E402
 from moleseg.core.pairing import pair_folders  # noqa: E402
@@ -140,7 +141,7 @@ def test_a_64_px_training_scales_its_border_and_closing_radius(tmp_path, dataset
     assert info["border_width_px"] == 1 and info["cleanup"]["closing_radius_px"] == 4  # moleseg.json: px of the input
     # the targets of the training: a 1 px border band around the lesion of each 64 px example
     from moleseg.core.config import BORDER
-    from moleseg.network.data import prepare_example
+    from moleseg.network.examples import prepare_example
 
     pair = pair_folders(images, masks).pairs[0]
     _, labels = prepare_example(pair, target_config(config))
