@@ -269,3 +269,26 @@ def test_the_settled_slider_sends_its_value_and_a_new_revision_when_the_page_set
     assert radius()["revision"] == 1  # the same value: the browser keeps what it shows
     at.button(key="switch").click().run()
     assert (radius()["value"], radius()["revision"]) == (12, 3)  # set by the page: shown over the browser's
+
+
+def off_steps_page():
+    import streamlit as st
+
+    from moleseg.app.settled_slider import settled_slider
+
+    st.session_state.setdefault("threshold", 0.37)  # a model file's calibrated value, off the slider's steps
+    st.session_state.setdefault("radius", 99)  # above the slider's range
+    settled_slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key="threshold")
+    settled_slider("Closing radius (px)", 0, 20, key="radius")
+
+
+def test_a_value_the_page_set_off_the_steps_is_the_one_the_browser_shows():
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(off_steps_page).run()
+    assert not at.exception
+    sent = {element.key: json.loads(element.proto.json) for element in at.main if element.type == "bidi_component"}
+    assert (sent["threshold_settled"]["value"], at.session_state["threshold"]) == (0.35, 0.35)
+    assert (sent["radius_settled"]["value"], at.session_state["radius"]) == (20, 20)

@@ -123,10 +123,13 @@ def settled_slider(label: str, low: Number, high: Number, *, key: str, step: Num
                    default: Number | None = None, help: str | None = None, disabled: bool = False,
                    on_change: Callable[[], None] | None = None) -> Number:
     """A slider from ``low`` to ``high`` in steps of ``step`` whose value is ``st.session_state[key]`` (``default``
-    when unset, else ``low``); ``unit`` is read out after the value by a screen reader (``"px"``). A new value is
-    stored there when it settles, then ``on_change`` is called (as a widget's callback: before the run it starts);
-    a disabled slider takes none. Returns the value."""
+    when unset, else ``low``; put on the slider's steps, as the browser shows it); ``unit`` is read out after the
+    value by a screen reader (``"px"``). A new value is stored there when it settles, then ``on_change`` is called
+    (as a widget's callback: before the run it starts); a disabled slider takes none. Returns the value."""
     value = st.session_state.setdefault(key, low if default is None else default)
+    on_steps = settled_value(value, low, high, step)  # what the browser's input can show (a model file's 0.37: 0.35)
+    if on_steps is not None and on_steps != value:
+        st.session_state[key] = value = on_steps
     # the value set by the page since the widget last showed or sent one: a new revision, which the browser shows;
     # numbered across all the session's sliders, so that a browser that shows one slider's input in place of
     # another's never takes its revision for the same
