@@ -73,9 +73,9 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     page.wait_for_selector("text=New training", timeout=60_000)
     navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
     assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation
-    for path, heading in (("", "moleseg: mole border analysis"), ("prepare", "Prepare targets"),
-                          ("evaluate", "Evaluate"), ("analyse", "Analyse mole images")):
-        page.goto(f"{server}/{path}", timeout=60_000)
+    for link, heading in (("Home", "moleseg: mole border analysis"), ("Prepare targets", "Prepare targets"),
+                          ("Evaluate", "Evaluate"), ("Analyse", "Analyse mole images")):
+        page.locator(f"[data-testid=stSidebarNav] a:has-text('{link}')").click()  # in the same session
         page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
         assert page.locator("[data-testid=stException]").count() == 0
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))

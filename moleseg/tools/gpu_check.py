@@ -44,7 +44,7 @@ BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
 #: Synthetic pairs written (the pipeline reads and augments them afresh every epoch).
 SYNTHETIC_PAIRS = 64
 #: ``--cpu``: input side in px, steps, batch size.
-CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 12, 4
+CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 6, 2
 
 
 @dataclass
