@@ -375,22 +375,44 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # first worker to ask runs it under a file lock and leaves its output beside the workers' temporary folders)
 
 
-def run_once(tmp_path_factory: pytest.TempPathFactory, name: str, produce: Callable[[], dict]) -> dict:
+def run_once(tmp_path_factory: pytest.TempPathFactory, config: pytest.Config, name: str,
+             produce: Callable[[], dict]) -> dict:
     """What ``produce()`` returns (a JSON-able dict), computed once per test session: in a pytest-xdist run the
-    first worker computes it and the others read ``NAME.json`` that it left in the run's shared base folder."""
+    first worker computes it and the others read ``NAME.json`` that it left in the run's shared base folder. A
+    worker waits for another's at most nine tenths of pytest-timeout's limit (``config``'s ``timeout``), then fails
+    saying so; when the computing worker failed (``NAME.error``: its message) or ended without a result (killed:
+    ``NAME.started`` alone), the others fail with that, rather than compute it again over what it left."""
     import json
 
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
+
+    from moleseg.core.atomic import atomic_write
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return produce()
-    saved = tmp_path_factory.getbasetemp().parent / f"{name}.json"
-    with FileLock(f"{saved}.lock"):
-        if saved.is_file():
-            return json.loads(saved.read_text(encoding="utf-8"))
-        result = produce()
-        saved.write_text(json.dumps(result), encoding="utf-8")
-        return result
+    shared = tmp_path_factory.getbasetemp().parent
+    saved, failed, started = (shared / f"{name}.{kind}" for kind in ("json", "error", "started"))
+    limit_s = 0.9 * float(config.getini("timeout") or 0)
+    try:
+        with FileLock(f"{saved}.lock", timeout=limit_s if limit_s > 0 else -1):
+            if saved.is_file():
+                return json.loads(saved.read_text(encoding="utf-8"))
+            if failed.is_file():
+                pytest.fail(f"{name}: another worker's run of it failed: {failed.read_text(encoding='utf-8')}",
+                            pytrace=False)
+            if started.is_file():
+                pytest.fail(f"{name}: another worker started it and ended without a result (killed?)",
+                            pytrace=False)
+            started.touch()
+            try:
+                result = produce()
+            except BaseException as error:  # pytest-timeout's failure too
+                atomic_write(failed, f"{type(error).__name__}: {error}".encode())
+                raise
+            atomic_write(saved, json.dumps(result).encode())
+            return result
+    except Timeout:
+        pytest.fail(f"{name}: waited {limit_s:.0f} s for another worker to compute it", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -401,7 +423,7 @@ def without_tensorflow() -> Path:
 
 
 @pytest.fixture(scope="session")
-def gpu_check_cpu(tmp_path_factory, without_tensorflow) -> Callable[[str], dict]:
+def gpu_check_cpu(tmp_path_factory, request, without_tensorflow) -> Callable[[str], dict]:
     """``gpu_check_cpu(backend)``: ``python -m moleseg.tools.gpu_check --cpu --backend BACKEND`` (a few training
     steps of the dermoscopy recipe's network on the CPU), run once per session and backend; its exit status
     (``returncode``), ``stdout`` and ``stderr``. The JAX run cannot import TensorFlow (:func:`without_tensorflow`),
@@ -431,14 +453,14 @@ def gpu_check_cpu(tmp_path_factory, without_tensorflow) -> Callable[[str], dict]
             return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
         if backend not in results:
-            results[backend] = run_once(tmp_path_factory, f"gpu-check-cpu-{backend}", produce)
+            results[backend] = run_once(tmp_path_factory, request.config, f"gpu-check-cpu-{backend}", produce)
         return results[backend]
 
     return check
 
 
 @pytest.fixture(scope="session")
-def seed_moles_run(tmp_path_factory) -> Path:
+def seed_moles_run(tmp_path_factory, request) -> Path:
     """The run folder of a short training on the real seed moles (``moles/seed/train``, 70 pairs: MobileNetV2
     from ImageNet at 64 px, two epochs of 7 steps of 8 images, 20 % validation, seed 3), trained once per
     session: tests/test_train.py checks that its loss falls, tests/test_finetune.py fine-tunes its model. The
@@ -463,4 +485,4 @@ def seed_moles_run(tmp_path_factory) -> Path:
         train(TrainConfig.from_dict(config), folder / "run")
         return {"run": str(folder / "run")}
 
-    return Path(run_once(tmp_path_factory, "seed-moles-run", produce)["run"])
+    return Path(run_once(tmp_path_factory, request.config, "seed-moles-run", produce)["run"])

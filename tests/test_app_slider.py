@@ -212,12 +212,25 @@ def test_the_measurements_are_one_html_table_of_every_value_and_unit(analysed):
     (0.37, 0.05, 0.95, 0.05, 0.35), (0.98, 0.0, 1.0, 0.05, 1.0), (0.0, 0.05, 0.95, 0.05, 0.05),
     ("7", 0, 20, 1, None), (None, 0, 20, 1, None), (float("nan"), 0, 20, 1, None), (float("inf"), 0, 20, 1, None),
     (True, 0, 20, 1, None), ([7], 0, 20, 1, None),
+    (10**400, 0, 20, 1, 20), (-(10**400), 0.05, 0.95, 0.05, 0.05),  # JSON's integers have no size limit
+    (0.15000000000000002, 0.0, 1.0, 0.05, 0.15), (0.1 + 0.2, 0.05, 0.95, 0.05, 0.3),
 ])
 def test_a_value_from_the_browser_is_put_on_the_sliders_steps_or_refused(sent, low, high, step, expected):
     from moleseg.app.settled_slider import settled_value
 
     value = settled_value(sent, low, high, step)
     assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("sent", "expected"), [
+    ({"value": 7, "revision": 3}, 7), ({"value": 99, "revision": 3}, 20),
+    ({"value": 7, "revision": 2}, None),  # moved from a value the page has replaced since
+    ({"value": 7, "revision": True}, None), ({"value": 7}, None), (7, None), ({"value": "7", "revision": 3}, None),
+])
+def test_a_browser_message_is_taken_only_for_the_revision_shown(sent, expected):
+    from moleseg.app.settled_slider import accepted_value
+
+    assert accepted_value(sent, 3, 0, 20, 1) == expected
 
 
 def settled_page():
@@ -244,6 +257,7 @@ def test_the_settled_slider_sends_its_value_and_a_new_revision_when_the_page_set
     assert sent["radius_settled"] == {"label": "Closing radius (px)", "min": 0, "max": 20, "step": 1, "value": 5,
                                       "unit": "px", "decimals": 0, "help": "A disk.", "disabled": False,
                                       "revision": 1, "settle_ms": SETTLE_MS}
+    assert sent["opacity_settled"]["revision"] == 2  # numbered across the session's sliders
     assert sent["opacity_settled"]["value"] == 0.0 and sent["opacity_settled"]["decimals"] == 2
     assert sent["opacity_settled"]["disabled"] is True
     assert at.session_state["radius"] == 5 and at.session_state["opacity"] == 0.0
@@ -254,4 +268,27 @@ def test_the_settled_slider_sends_its_value_and_a_new_revision_when_the_page_set
     at.run()
     assert radius()["revision"] == 1  # the same value: the browser keeps what it shows
     at.button(key="switch").click().run()
-    assert (radius()["value"], radius()["revision"]) == (12, 2)  # set by the page: shown over the browser's
+    assert (radius()["value"], radius()["revision"]) == (12, 3)  # set by the page: shown over the browser's
+
+
+def off_steps_page():
+    import streamlit as st
+
+    from moleseg.app.settled_slider import settled_slider
+
+    st.session_state.setdefault("threshold", 0.37)  # a model file's calibrated value, off the slider's steps
+    st.session_state.setdefault("radius", 99)  # above the slider's range
+    settled_slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key="threshold")
+    settled_slider("Closing radius (px)", 0, 20, key="radius")
+
+
+def test_a_value_the_page_set_off_the_steps_is_the_one_the_browser_shows():
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(off_steps_page).run()
+    assert not at.exception
+    sent = {element.key: json.loads(element.proto.json) for element in at.main if element.type == "bidi_component"}
+    assert (sent["threshold_settled"]["value"], at.session_state["threshold"]) == (0.35, 0.35)
+    assert (sent["radius_settled"]["value"], at.session_state["radius"]) == (20, 20)
