@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast models crossval bench bench-app gpu-check clean
+.PHONY: setup run test test-fast models crossval bench bench-app gpu-check gpu-check-device device-wheels clean
 
 $(STAMP): requirements.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,24 @@ bench-app: setup
 GPU_CHECK_ARGS ?=
 gpu-check: setup
 	timeout 300 $(PY) -m moleseg.tools.gpu_check $(GPU_CHECK_ARGS)
+
+# The GPU machine lent through the device tool (README, "GPU and several machines"): Python 3.12 and JAX, but no
+# TensorFlow, no Keras and no package registry. `make device-wheels` (here, online) downloads the wheels of the
+# packages it lacks, at requirements.txt's pins, into $(DEVICE_WHEELS) (ignored; carried by the call);
+# `make gpu-check-device` (there, no setup) installs them and runs the check with --backend jax
+# (moleseg/tools/device_check.sh; GPU_CHECK_ARGS as above).
+DEVICE_WHEELS := .device-wheels
+DEVICE_PACKAGES := keras namex optree
+DEVICE_PLATFORMS := manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+device-wheels:
+	rm -rf $(DEVICE_WHEELS) && mkdir -p $(DEVICE_WHEELS)
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(DEVICE_PLATFORMS:%=--platform %) -d $(DEVICE_WHEELS) \
+	  $$(grep -iE '^($(shell echo $(DEVICE_PACKAGES) | tr ' ' '|'))==' requirements.txt)
+	du -ch $(DEVICE_WHEELS)/*.whl | tail -1
+
+gpu-check-device:
+	bash moleseg/tools/device_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

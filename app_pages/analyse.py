@@ -22,6 +22,7 @@ from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHEC
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_html, object_areas,
                                  thumbnail_url, visit_widget_values)
+from moleseg.app.settled_slider import settled_slider
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
 from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
@@ -105,12 +106,14 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                       "grow_inside: INSIDE grown outward by the border width (for models that draw "
                       "the border too thick).")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
-    st.slider(f"{options.option('closing_radius_px').title} (px)", 0,
-              max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", on_change=rerun_results,
-              help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
-    st.slider(f"{options.option('border_width_px').title} (px)", 0,
-              max(border_max, st.session_state["analyse_border"]), key="analyse_border", on_change=rerun_results,
-              help="Width of the border band drawn for the grow_inside rule and two-class models.")
+    settled_slider(f"{options.option('closing_radius_px').title} (px)", 0,
+                   max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", unit="px",
+                   on_change=rerun_results,
+                   help="Disk that closes gaps in the BORDER band (article rule). 0: no closing.")
+    settled_slider(f"{options.option('border_width_px').title} (px)", 0,
+                   max(border_max, st.session_state["analyse_border"]), key="analyse_border", unit="px",
+                   on_change=rerun_results,
+                   help="Width of the border band drawn for the grow_inside rule and two-class models.")
     st.selectbox(options.option("shape").title, SHAPES, key="analyse_shape", on_change=rerun_results)
     st.checkbox("Fill holes", key="analyse_fill", on_change=rerun_results)
     st.checkbox("Keep the largest component only", key="analyse_largest", on_change=rerun_results)
@@ -121,8 +124,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "lesion pixels; with three classes they become BORDER, which the "
                                      "grow_inside rule does not use. The model's own value was chosen on its "
                                      "validation images.")
-    st.slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
-              on_change=rerun_results)
+    settled_slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
+                   on_change=rerun_results)
     st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
 
 
@@ -164,10 +167,10 @@ def overlay_sidebar() -> None:
                          on_change=rerun_results)
     colours.color_picker("Border", rgb_to_hex(OverlayStyle.border_color), key="analyse_border_color",
                          on_change=rerun_results)
-    st.slider("Lesion opacity", 0.0, 1.0, OverlayStyle.fill_opacity, 0.05, key="analyse_fill_opacity",
-              on_change=rerun_results)
-    st.slider("Border opacity", 0.0, 1.0, OverlayStyle.border_opacity, 0.05, key="analyse_border_opacity",
-              on_change=rerun_results)
+    settled_slider("Lesion opacity", 0.0, 1.0, step=0.05, default=OverlayStyle.fill_opacity,
+                   key="analyse_fill_opacity", on_change=rerun_results)
+    settled_slider("Border opacity", 0.0, 1.0, step=0.05, default=OverlayStyle.border_opacity,
+                   key="analyse_border_opacity", on_change=rerun_results)
 
 
 def overlay_style() -> OverlayStyle:

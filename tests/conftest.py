@@ -375,30 +375,60 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 # first worker to ask runs it under a file lock and leaves its output beside the workers' temporary folders)
 
 
-def run_once(tmp_path_factory: pytest.TempPathFactory, name: str, produce: Callable[[], dict]) -> dict:
+def run_once(tmp_path_factory: pytest.TempPathFactory, config: pytest.Config, name: str,
+             produce: Callable[[], dict]) -> dict:
     """What ``produce()`` returns (a JSON-able dict), computed once per test session: in a pytest-xdist run the
-    first worker computes it and the others read ``NAME.json`` that it left in the run's shared base folder."""
+    first worker computes it and the others read ``NAME.json`` that it left in the run's shared base folder. A
+    worker waits for another's at most nine tenths of pytest-timeout's limit (``config``'s ``timeout``), then fails
+    saying so; when the computing worker failed (``NAME.error``: its message) or ended without a result (killed:
+    ``NAME.started`` alone), the others fail with that, rather than compute it again over what it left."""
     import json
 
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
+
+    from moleseg.core.atomic import atomic_write
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return produce()
-    saved = tmp_path_factory.getbasetemp().parent / f"{name}.json"
-    with FileLock(f"{saved}.lock"):
-        if saved.is_file():
-            return json.loads(saved.read_text(encoding="utf-8"))
-        result = produce()
-        saved.write_text(json.dumps(result), encoding="utf-8")
-        return result
+    shared = tmp_path_factory.getbasetemp().parent
+    saved, failed, started = (shared / f"{name}.{kind}" for kind in ("json", "error", "started"))
+    limit_s = 0.9 * float(config.getini("timeout") or 0)
+    try:
+        with FileLock(f"{saved}.lock", timeout=limit_s if limit_s > 0 else -1):
+            if saved.is_file():
+                return json.loads(saved.read_text(encoding="utf-8"))
+            if failed.is_file():
+                pytest.fail(f"{name}: another worker's run of it failed: {failed.read_text(encoding='utf-8')}",
+                            pytrace=False)
+            if started.is_file():
+                pytest.fail(f"{name}: another worker started it and ended without a result (killed?)",
+                            pytrace=False)
+            started.touch()
+            try:
+                result = produce()
+            except BaseException as error:  # pytest-timeout's failure too
+                atomic_write(failed, f"{type(error).__name__}: {error}".encode())
+                raise
+            atomic_write(saved, json.dumps(result).encode())
+            return result
+    except Timeout:
+        pytest.fail(f"{name}: waited {limit_s:.0f} s for another worker to compute it", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
+def without_tensorflow() -> Path:
+    """A folder whose ``sitecustomize.py`` makes TensorFlow unimportable in a process that has it first on
+    ``PYTHONPATH``: a subprocess then runs as on the GPU machine, which has none (tests/no_tensorflow/)."""
+    return Path(__file__).resolve().parent / "no_tensorflow"
+
+
+@pytest.fixture(scope="session")
+def gpu_check_cpu(tmp_path_factory, request, without_tensorflow) -> Callable[[str], dict]:
     """``gpu_check_cpu(backend)``: ``python -m moleseg.tools.gpu_check --cpu --backend BACKEND`` (a few training
     steps of the dermoscopy recipe's network on the CPU), run once per session and backend; its exit status
-    (``returncode``), ``stdout`` and ``stderr``. tests/test_gpu_check.py checks its report; tests/test_feed.py
-    reads the JAX run as its training under Keras on JAX fed by the PairFeed."""
+    (``returncode``), ``stdout`` and ``stderr``. The JAX run cannot import TensorFlow (:func:`without_tensorflow`),
+    as on the GPU machine. tests/test_gpu_check.py checks its report; tests/test_feed.py reads the JAX run as its
+    training under Keras on JAX fed by the PairFeed."""
     import subprocess
     import sys
 
@@ -409,10 +439,13 @@ def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
         env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
         env.pop("KERAS_BACKEND", None)  # --backend sets it
         if backend == "jax":
+            env["PYTHONPATH"] = f"{without_tensorflow}{os.pathsep}{root}"
             # XLA compiles about a hundred programs here (each weight shape's initialiser, the training step):
-            # without LLVM's optimisation passes a quarter less CPU (64 -> 49 CPU-s). What the tests check (it
-            # trains, the loss falls, the pipeline keeps up) does not hang on the speed of the generated code.
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+            # without LLVM's optimisation passes a quarter less CPU (64 -> 49 CPU-s), and with XLA's plain LLVM
+            # emitters for fusions instead of its MLIR fusion emitters a third less again (33 -> 21 CPU-s). What
+            # the tests check (it trains, the loss falls, the pipeline keeps up) does not hang on the code's speed.
+            env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0 "
+                                "--xla_cpu_use_fusion_emitters=false").strip()
 
         def produce() -> dict:
             done = subprocess.run([sys.executable, "-m", "moleseg.tools.gpu_check", "--cpu", "--backend", backend],
@@ -420,7 +453,36 @@ def gpu_check_cpu(tmp_path_factory) -> Callable[[str], dict]:
             return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
         if backend not in results:
-            results[backend] = run_once(tmp_path_factory, f"gpu-check-cpu-{backend}", produce)
+            results[backend] = run_once(tmp_path_factory, request.config, f"gpu-check-cpu-{backend}", produce)
         return results[backend]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def seed_moles_run(tmp_path_factory, request) -> Path:
+    """The run folder of a short training on the real seed moles (``moles/seed/train``, 70 pairs: MobileNetV2
+    from ImageNet at 64 px, two epochs of 7 steps of 8 images, 20 % validation, seed 3), trained once per
+    session: tests/test_train.py checks that its loss falls, tests/test_finetune.py fine-tunes its model. The
+    test is skipped when the real data is absent."""
+    seed = SHARED_DATA / "moles" / "seed" / "train"
+    if not seed.is_dir():
+        pytest.skip(f"shared data not found at {seed}: real-data tests skipped")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "seed-moles-run"
+    else:
+        folder = tmp_path_factory.mktemp("seed-moles-run")
+
+    def produce() -> dict:
+        from moleseg.core import options
+        from moleseg.core.trainconfig import TrainConfig
+        from moleseg.network.train import train
+
+        config = options.merged({"images": [str(seed / "images")], "masks": [str(seed / "masks")], "seed": 3,
+                                 "model": {"input_size": 64, "backbone": "mobilenetv2"}, "weights": "imagenet",
+                                 "epochs": 2, "batch_size": 8, "validation_split": 0.2, "calibrate": False,
+                                 "train_fm_images": 0, "augment": ["reflection"]})
+        train(TrainConfig.from_dict(config), folder / "run")
+        return {"run": str(folder / "run")}
+
+    return Path(run_once(tmp_path_factory, request.config, "seed-moles-run", produce)["run"])

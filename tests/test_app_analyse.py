@@ -78,13 +78,15 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     assert store.predictions == 1
     before = outcomes[0].analysis.segmentation.border.copy()
     at.toggle(key="analyse_manual").set_value(True).run()
-    assert at.slider(key="analyse_closing").value == 15  # starts from the automatic settings
-    redrawn(at.slider(key="analyse_closing").set_value(1).run())
+    assert at.session_state["analyse_closing"] == 15  # starts from the automatic settings
+    at.session_state["analyse_closing"] = 1  # a settled slider (moleseg.app.settled_slider): set as its value
+    at.run()
     after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_closing.settings.closing_radius_px == 1
     assert not np.array_equal(after_closing.border, before)
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
-    at.slider(key="analyse_border").set_value(12).run()
+    at.session_state["analyse_border"] = 12
+    at.run()
     after_width = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_width.border.sum() > 2 * before.sum()  # a 12 px band instead of 4 px
     assert store.predictions == 1  # only the cleanup ran again
@@ -265,12 +267,14 @@ def test_the_lesion_threshold_slider_reshapes_the_lesion_without_predicting_agai
     model_area = outcomes[0].analysis.segmentation.lesion.sum()
     assert store.predictions == 1 and model_area > 0
     at.toggle(key="analyse_manual").set_value(True).run()
-    key = next(s.key for s in at.slider if (s.key or "").startswith("analyse_threshold_"))
+    key = next(widget.key.removesuffix("_settled") for widget in at.sidebar
+               if (getattr(widget, "key", None) or "").startswith("analyse_threshold_"))
     calibrated = at.session_state["analyse_outcomes"][0].analysis.segmentation.lesion_threshold
-    assert at.slider(key=key).value == pytest.approx(calibrated)  # the model's calibrated threshold
+    assert at.session_state[key] == pytest.approx(calibrated)  # the model's calibrated threshold
     areas = {}
     for value in (0.05, 0.95):
-        redrawn(at.slider(key=key).set_value(value).run())
+        at.session_state[key] = value
+        at.run()
         segmentation = at.session_state["analyse_outcomes"][0].analysis.segmentation
         assert segmentation.lesion_threshold == pytest.approx(value)
         areas[value] = segmentation.lesion.sum()
@@ -323,7 +327,8 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
     at.toggle(key="analyse_manual").set_value(True).run()
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
-    at.slider(key="analyse_border").set_value(12).run()
+    at.session_state["analyse_border"] = 12
+    at.run()
     assert not at.exception
     after = {o.name: o.analysis.segmentation for o in at.session_state["analyse_outcomes"]}
     assert after["a.png"].settings.border_width_px == 12 and after["a.png"].settings.rule == "grow_inside"
@@ -333,11 +338,11 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
 
     at.selectbox(key="analyse_shown").set_value(outcomes[1].key).run()  # b.png in view: its own values
     assert at.radio(key="analyse_rule").value == "article"
-    assert at.slider(key="analyse_border").value == outcomes[1].analysis.segmentation.settings.border_width_px
+    assert at.session_state["analyse_border"] == outcomes[1].analysis.segmentation.settings.border_width_px
     np.testing.assert_array_equal(at.session_state["analyse_outcomes"][1].analysis.segmentation.lesion,
                                   before["b.png"])
     at.selectbox(key="analyse_shown").set_value(outcomes[0].key).run()  # back to a.png: its manual values
-    assert at.slider(key="analyse_border").value == 12 and at.radio(key="analyse_rule").value == "grow_inside"
+    assert at.session_state["analyse_border"] == 12 and at.radio(key="analyse_rule").value == "grow_inside"
 
     at.checkbox(key="analyse_apply_all").check().run()
     both = [o.analysis.segmentation for o in at.session_state["analyse_outcomes"]]
@@ -777,7 +782,8 @@ def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeyp
 
     backgrounds = counted(monkeypatch, hand_correction, "canvas_background")
     upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
-    at.slider(key="analyse_fill_opacity").set_value(0.5).run()
+    at.session_state["analyse_fill_opacity"] = 0.5
+    at.run()
     assert backgrounds == []  # neither the first run nor a slider change made the canvas
     assert "Correct the border by hand" in [expander.label for expander in at.expander]  # the block is there,
     assert "Add to the lesion" not in [button.label for button in at.button]  # closed, nothing inside it sent

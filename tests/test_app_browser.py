@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from PIL import Image
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
-from moleseg.tools.bench_app import slider_seconds
+from moleseg.tools.bench_app import switch_on
 
 pytestmark = pytest.mark.browser
 
@@ -72,9 +73,9 @@ def test_pages_render_through_the_navigation_even_when_opened_first(server, brow
     page.wait_for_selector("text=New training", timeout=60_000)
     navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
     assert "Home" in navigation and "Prepare targets" in navigation  # app.py's st.navigation
-    for path, heading in (("", "moleseg: mole border analysis"), ("prepare", "Prepare targets"),
-                          ("evaluate", "Evaluate"), ("analyse", "Analyse mole images")):
-        page.goto(f"{server}/{path}", timeout=60_000)
+    for link, heading in (("Home", "moleseg: mole border analysis"), ("Prepare targets", "Prepare targets"),
+                          ("Evaluate", "Evaluate"), ("Analyse", "Analyse mole images")):
+        page.locator(f"[data-testid=stSidebarNav] a:has-text('{link}')").click()  # in the same session
         page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
         assert page.locator("[data-testid=stException]").count() == 0
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -189,6 +190,66 @@ def _record_elements_received(page) -> list[tuple[str, str]]:
     return elements
 
 
+def _record_runs(page) -> list[tuple[str, str]]:
+    """Start recording, in order, the rerun requests the page sends (``("request", fragment id)``, "" for the
+    whole page), the runs the server starts for it (``("run", fragment ids)``: each run's ``new_session``
+    message, its run identity) and their ends (``("finished", "")``); returns the list the recording appends
+    them to."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    events: list[tuple[str, str]] = []
+
+    def sent(frame: str | bytes) -> None:
+        if isinstance(frame, bytes) and (message := BackMsg.FromString(frame)).WhichOneof("type") == "rerun_script":
+            events.append(("request", message.rerun_script.fragment_id))
+
+    def received(frame: str | bytes) -> None:
+        if not isinstance(frame, bytes):
+            return
+        message = ForwardMsg.FromString(frame)
+        if message.WhichOneof("type") == "new_session":
+            events.append(("run", ",".join(message.metadata.run.fragment_ids)))
+        elif message.WhichOneof("type") == "script_finished":
+            events.append(("finished", ""))
+
+    page.on("websocket", lambda socket: (socket.on("framesent", sent), socket.on("framereceived", received)))
+    return events
+
+
+def _wait_for_a_finished_run(page, runs: list[tuple[str, str]], timeout_s: float = 60.0) -> None:
+    """Wait until ``runs`` (from :func:`_record_runs`) holds the end of a run the server started."""
+    deadline = time.monotonic() + timeout_s
+    while not any(what == "finished" for what, _ in runs):
+        assert time.monotonic() < deadline, f"no run ended within {timeout_s} s: {runs}"
+        page.wait_for_timeout(20)  # lets Playwright deliver the websocket's frames
+
+
+def _three_steps_in_one_burst(page) -> None:
+    """Three one-step moves of the cleanup slider that shapes the border (down, or up near its low end), made in
+    one task of the page as three key presses in quick succession would, so that no settle timer can fire between
+    them however loaded the machine is; then waits until the caption names the new value and a new overlay is
+    shown."""
+    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
+    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
+    thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first
+    source = page.locator("[data-testid=stImage] img").first.get_attribute("src")
+    target = thumb.evaluate("""(input) => {
+      const down = Number(input.value) >= 3;
+      for (let step = 0; step < 3; step++) {
+        if (down) input.stepDown(); else input.stepUp();
+        input.dispatchEvent(new Event("input", {bubbles: true}));
+      }
+      return Number(input.value);
+    }""")
+    page.wait_for_function("""([words, oldSource]) => {
+      const captions = [...document.querySelectorAll('[data-testid=stCaptionContainer]')];
+      const img = document.querySelector('[data-testid=stImage] img');
+      return captions.some(element => (element.innerText || '').includes(words))
+        && img && img.src !== oldSource && img.complete && img.naturalWidth > 0;
+    }""", arg=[f"{caption} {target} px", source], timeout=60_000)
+
+
 def _content_height(page) -> int:
     """Height of the page's content: Streamlit scrolls its main block, not the document."""
     return int(page.evaluate(
@@ -211,6 +272,7 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     page = context.new_page()
     whole_page_runs = _record_whole_page_runs(page)
     received = _record_elements_received(page)
+    runs = _record_runs(page)
     page.goto(f"{project_server}/analyse", timeout=60_000)
     page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=60_000)
     page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
@@ -274,16 +336,26 @@ def test_analyse_page_uploads_a_mole_and_downloads_its_pdf_report(project_server
     for embedded in pictures:
         assert abs(embedded.width - expected[0]) <= 1 and abs(embedded.height - expected[1]) <= 1
     assert len(pdf) > 10_000
-    # a cleanup slider reruns only the results' fragment: a new overlay, and still no whole-page run; the
-    # visit form and the download buttons are not sent again
+    # three steps of a cleanup slider in a burst are one value (moleseg.app.settled_slider): one rerun request,
+    # whose callback reruns the results' fragment alone, one run of the results with one new overlay, and still
+    # no whole-page run; the sidebar, the visit form and the download buttons are not sent again
+    runs.clear()
+    switch_on(page, "Set the cleanup by hand", 60_000)
+    _wait_for_a_finished_run(page, runs)  # the switch's run of the sidebar, whose widgets arrive until it ends
+    _wait_until_idle(page)
     received.clear()
-    slider_seconds(page, repeats=1, timeout_ms=60_000)
+    runs.clear()
+    _three_steps_in_one_burst(page)
     assert len(whole_page_runs) == runs_with_the_exports
     assert page.locator("[data-testid=stException]").count() == 0
-    kinds = {kind for kind, _ in received}
-    assert {"imgs", "slider"} <= kinds  # the new overlay, the sidebar's widgets
-    assert not kinds & {"download_button", "text_input", "text_area", "date_input"}, kinds
-    assert all(fragment for _, fragment in received)  # every element came from a fragment's run
+    (_, pressed), *later = [event for event in runs if event[0] == "request"]
+    assert pressed and later == [], runs  # one value sent, by the sidebar's fragment
+    assert [event for event in runs if event[0] == "run"] == [("run", pressed), ("run", received[0][1])], runs
+    assert received[0][1] != pressed  # its callback's run of the results alone, which sent every element
+    assert {fragment for _, fragment in received} == {received[0][1]}
+    kinds = [kind for kind, _ in received]
+    assert kinds.count("imgs") == 1 and "bidi_component" not in kinds  # the new overlay; no slider sent again
+    assert not set(kinds) & {"download_button", "text_input", "text_area", "date_input"}, kinds
     # and the exports, drawn before the slider moved, hold its new value
     shown = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule')").first.inner_text()
     widths = re.search(r"closing (\d+) px, border (\d+) px", shown)

@@ -60,14 +60,17 @@ def served(tmp_path):
         yield url, process
 
 
-def open_analyse(context, url: str):
-    """A new tab of ``context`` on the Analyse page: each tab is a Streamlit session of its own (its own
-    websocket and session state; the app keeps nothing in cookies), and the tabs of one context share the
-    browser's compiled scripts (five pages load in about 12 instead of 19 CPU-s of chromium)."""
-    page = context.new_page()
-    page.goto(f"{url}/analyse", timeout=90_000)
-    page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=90_000)
-    return page
+def open_analyse(context, url: str, count: int) -> list:
+    """``count`` new tabs of ``context`` on the Analyse page, loading at once: each tab is a Streamlit session
+    of its own (its own websocket and session state; the app keeps nothing in cookies), and the tabs of one
+    context share the browser's compiled scripts (five pages load in about 12 instead of 19 CPU-s of
+    chromium). Returns the tabs once each shows the page's heading."""
+    pages = [context.new_page() for _ in range(count)]
+    for page in pages:  # every tab asks for the page before any is awaited
+        page.goto(f"{url}/analyse", timeout=90_000, wait_until="commit")
+    for page in pages:
+        page.wait_for_selector("h1:has-text('Analyse mole images')", timeout=90_000)
+    return pages
 
 
 def wait_or_screenshot(page, selector: str, name: str, timeout_ms: int = 120_000):
@@ -91,7 +94,7 @@ def test_five_sessions_at_once_each_get_their_own_result_and_memory_stays_bounde
     images = tmp_path / "images"
     images.mkdir()
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pages = [open_analyse(context, url) for _ in range(SESSIONS)]
+    pages = open_analyse(context, url, SESSIONS)
     start = memory_bytes(server.pid)
     own = [write_image(images, f"patient{i}.png", 240 + 40 * i, 200, seed=i) for i in range(SESSIONS)]
     for page, path in zip(pages, own):  # all five uploads are under way before any result is awaited

@@ -1,5 +1,7 @@
 """The Analyse page's cleanup, colour, opacity and pixel-size values rerun the results' fragment alone: what such
-a run draws is the results (no sidebar widget is run or sent again), from the cached probabilities."""
+a run draws is the results (no sidebar widget is run or sent again), from the cached probabilities. The settled
+sliders (:mod:`moleseg.app.settled_slider`) are set through the session state here and pressed in a real browser
+in tests/test_app_browser.py."""
 
 from __future__ import annotations
 
@@ -39,16 +41,14 @@ def analysed(app_folders):
         ("mole.png", png_bytes(mole_image()[0]), "image/png")).run()
     at.toggle(key="analyse_manual").set_value(True).run()
     assert not at.exception
-    assert at.slider(key="analyse_closing").value == 15  # the sidebar is drawn by that run
+    assert at.session_state["analyse_closing"] == 15  # the sidebar is drawn by that run
     return at
 
 
 @pytest.mark.parametrize("change", [
-    lambda at: at.slider(key="analyse_closing").set_value(3),
     lambda at: at.color_picker(key="analyse_fill_color").set_value("#0000ff"),
-    lambda at: at.slider(key="analyse_border_opacity").set_value(0.5),
     lambda at: at.number_input(key="analyse_pixel_size").set_value(0.02),
-], ids=["cleanup slider", "colour", "opacity", "pixel size"])
+], ids=["colour", "pixel size"])
 def test_a_value_change_reruns_only_the_results(analysed, change):
     store = ui.analysis_store()
     before = analysed.session_state["analyse_outcomes"][0].analysis
@@ -79,7 +79,8 @@ def test_a_new_value_is_analysed_beside_the_drawer_as_in_one_thread(analysed, mo
     drawer = RecordingDrawer()
     monkeypatch.setattr(ui.analysis_store(), "drawer", drawer)
     before = analysed.session_state["analyse_outcomes"][0].analysis  # closing 15
-    analysed.slider(key="analyse_closing").set_value(3).run()
+    analysed.session_state["analyse_closing"] = 3  # a settled slider: set as the browser's value would be
+    analysed.run()
     analysis = analysed.session_state["analyse_outcomes"][0].analysis
     # the overlay, its display JPEG (the image is in view) and the colours handed to the drawer
     assert {"_drawn", "_encoded", "colour_measurements"} <= set(drawer.names)
@@ -178,17 +179,19 @@ def test_recleaned_takes_the_confidence_over():
 
 
 def test_the_results_run_uses_the_new_cleanup_value(analysed):
-    analysed.slider(key="analyse_closing").set_value(3).run()
+    analysed.session_state["analyse_closing"] = 3  # a settled slider: set as the browser's value would be
+    analysed.run()
     settings = analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings
     assert settings.closing_radius_px == 3
     assert "closing 3 px" in analysed.caption[0].value
 
 
 def test_switching_the_manual_cleanup_off_runs_the_settings_too(analysed):
-    analysed.slider(key="analyse_closing").set_value(3).run()
-    analysed.run()  # AppTest holds only what the last run drew: the whole page again, its sidebar with it
+    analysed.session_state["analyse_closing"] = 3  # a settled slider: set as the browser's value would be
+    analysed.run()
+    assert "analyse_closing_settled" in [getattr(widget, "key", None) for widget in analysed.sidebar]
     analysed.toggle(key="analyse_manual").set_value(False).run()
-    assert "analyse_closing" not in [widget.key for widget in analysed.sidebar if hasattr(widget, "key")]
+    assert "analyse_closing_settled" not in [getattr(widget, "key", None) for widget in analysed.sidebar]
     assert analysed.session_state["analyse_outcomes"][0].analysis.segmentation.settings.closing_radius_px == 15
 
 
@@ -202,3 +205,90 @@ def test_the_measurements_are_one_html_table_of_every_value_and_unit(analysed):
     assert set(area) == {"px²", "mm²"}
     assert float(area["mm²"].replace(",", "")) == pytest.approx(
         float(area["px²"].replace(",", "")) * 0.02**2, rel=1e-2)
+
+
+@pytest.mark.parametrize(("sent", "low", "high", "step", "expected"), [
+    (7, 0, 20, 1, 7), (7.4, 0, 20, 1, 7), (-3, 0, 20, 1, 0), (99, 0, 20, 1, 20),
+    (0.37, 0.05, 0.95, 0.05, 0.35), (0.98, 0.0, 1.0, 0.05, 1.0), (0.0, 0.05, 0.95, 0.05, 0.05),
+    ("7", 0, 20, 1, None), (None, 0, 20, 1, None), (float("nan"), 0, 20, 1, None), (float("inf"), 0, 20, 1, None),
+    (True, 0, 20, 1, None), ([7], 0, 20, 1, None),
+    (10**400, 0, 20, 1, 20), (-(10**400), 0.05, 0.95, 0.05, 0.05),  # JSON's integers have no size limit
+    (0.15000000000000002, 0.0, 1.0, 0.05, 0.15), (0.1 + 0.2, 0.05, 0.95, 0.05, 0.3),
+])
+def test_a_value_from_the_browser_is_put_on_the_sliders_steps_or_refused(sent, low, high, step, expected):
+    from moleseg.app.settled_slider import settled_value
+
+    value = settled_value(sent, low, high, step)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("sent", "expected"), [
+    ({"value": 7, "revision": 3}, 7), ({"value": 99, "revision": 3}, 20),
+    ({"value": 7, "revision": 2}, None),  # moved from a value the page has replaced since
+    ({"value": 7, "revision": True}, None), ({"value": 7}, None), (7, None), ({"value": "7", "revision": 3}, None),
+])
+def test_a_browser_message_is_taken_only_for_the_revision_shown(sent, expected):
+    from moleseg.app.settled_slider import accepted_value
+
+    assert accepted_value(sent, 3, 0, 20, 1) == expected
+
+
+def settled_page():
+    import streamlit as st
+
+    from moleseg.app.settled_slider import settled_slider
+
+    if st.button("another image", key="switch"):
+        st.session_state["radius"] = 12  # the page sets the value: the widget shows it
+    settled_slider("Closing radius (px)", 0, 20, key="radius", unit="px", default=5, help="A disk.")
+    settled_slider("Lesion opacity", 0.0, 1.0, step=0.05, key="opacity", disabled=True)
+
+
+def test_the_settled_slider_sends_its_value_and_a_new_revision_when_the_page_sets_one():
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    from moleseg.app.settled_slider import SETTLE_MS
+
+    at = AppTest.from_function(settled_page).run()
+    assert not at.exception
+    sent = {element.key: json.loads(element.proto.json) for element in at.main if element.type == "bidi_component"}
+    assert sent["radius_settled"] == {"label": "Closing radius (px)", "min": 0, "max": 20, "step": 1, "value": 5,
+                                      "unit": "px", "decimals": 0, "help": "A disk.", "disabled": False,
+                                      "revision": 1, "settle_ms": SETTLE_MS}
+    assert sent["opacity_settled"]["revision"] == 2  # numbered across the session's sliders
+    assert sent["opacity_settled"]["value"] == 0.0 and sent["opacity_settled"]["decimals"] == 2
+    assert sent["opacity_settled"]["disabled"] is True
+    assert at.session_state["radius"] == 5 and at.session_state["opacity"] == 0.0
+
+    def radius() -> dict:
+        return json.loads(next(e for e in at.main if getattr(e, "key", None) == "radius_settled").proto.json)
+
+    at.run()
+    assert radius()["revision"] == 1  # the same value: the browser keeps what it shows
+    at.button(key="switch").click().run()
+    assert (radius()["value"], radius()["revision"]) == (12, 3)  # set by the page: shown over the browser's
+
+
+def off_steps_page():
+    import streamlit as st
+
+    from moleseg.app.settled_slider import settled_slider
+
+    st.session_state.setdefault("threshold", 0.37)  # a model file's calibrated value, off the slider's steps
+    st.session_state.setdefault("radius", 99)  # above the slider's range
+    settled_slider("Lesion probability threshold", 0.05, 0.95, step=0.05, key="threshold")
+    settled_slider("Closing radius (px)", 0, 20, key="radius")
+
+
+def test_a_value_the_page_set_off_the_steps_is_the_one_the_browser_shows():
+    import json
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(off_steps_page).run()
+    assert not at.exception
+    sent = {element.key: json.loads(element.proto.json) for element in at.main if element.type == "bidi_component"}
+    assert (sent["threshold_settled"]["value"], at.session_state["threshold"]) == (0.35, 0.35)
+    assert (sent["radius_settled"]["value"], at.session_state["radius"]) == (20, 20)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -192,6 +193,8 @@ def test_cells_mode_speaks_of_cells_and_the_title_sits_above_the_model_picker(ap
     at.file_uploader(key="analyse_upload_files").set_value(("field.png", png_bytes(image), "image/png")).run()
     assert not at.exception
     labels = [widget.label for widget in (*at.radio, *at.checkbox, *at.slider, *at.text_input, *at.expander)]
+    labels += [json.loads(element.proto.json)["label"] for element in at.sidebar  # the settled sliders
+               if element.type == "bidi_component"]
     assert "Lesion rule" not in labels and "Body site" not in labels and "Patient / lesion identifier" not in labels
     assert {"Sample identifier", "Cell probability threshold", "Correct the cells by hand",
             "Cell probability threshold instead of the most likely class"} <= set(labels)

@@ -1,5 +1,5 @@
-"""Tests of moleseg.network.data: augmentation settings and alignment, class frequencies and weights, splits,
-the lazy tf.data pipeline and the on-disk example cache."""
+"""Tests of moleseg.network.examples and moleseg.network.data: augmentation settings and alignment, class
+frequencies and weights, splits, the lazy tf.data pipeline and the on-disk example cache."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from scipy import ndimage
 tf = pytest.importorskip("tensorflow")
 
 from synthetic import disk  # noqa: E402
-from moleseg.network import data  # noqa: E402
+from moleseg.network import examples  # noqa: E402
 from moleseg.core import options  # noqa: E402
 from moleseg.core.config import BACK, BORDER, INSIDE  # noqa: E402
-from moleseg.network.data import (AugmentConfig, ExampleCache, TargetConfig, augment_example,  # noqa: E402
-                          class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset,
-                          pair_repeats, prepare_example, split_pairs)
+from moleseg.network.data import augment_example, make_dataset  # noqa: E402
+from moleseg.network.examples import (AugmentConfig, ExampleCache, TargetConfig, class_frequencies_of,  # noqa: E402
+                                      crop_counts, inverse_frequency_weights, pair_repeats, prepare_example,
+                                      split_pairs)
 from moleseg.core.imagewrite import write_png  # noqa: E402
 from moleseg.core.pairing import Pair, pair_folders  # noqa: E402
 
@@ -300,15 +301,15 @@ def five_pairs(tmp_path) -> list[Pair]:
 
 @pytest.fixture
 def counting(monkeypatch):
-    """Replace moleseg.network.data.prepare_example by a wrapper recording each file it prepares."""
+    """Replace moleseg.network.examples.prepare_example by a wrapper recording each file it prepares."""
     calls: list[str] = []
-    original = data.prepare_example
+    original = examples.prepare_example
 
     def wrapper(pair, targets):
         calls.append(Path(pair.image).name)
         return original(pair, targets)
 
-    monkeypatch.setattr(data, "prepare_example", wrapper)
+    monkeypatch.setattr(examples, "prepare_example", wrapper)
     return calls
 
 

@@ -18,7 +18,8 @@ from moleseg.tools.synthetic import ellipse  # noqa: E402
 from synthetic import lesion_dataset  # noqa: E402
 from moleseg.core.pairing import pair_folders  # noqa: E402
 from moleseg.core.targets import make_targets  # noqa: E402
-from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset, warp  # noqa: E402
+from moleseg.network.data import make_dataset, warp  # noqa: E402
+from moleseg.network.examples import AugmentConfig, TargetConfig  # noqa: E402
 from moleseg.network.feed import AffineDraw, ColourDraw, PairFeed, jitter_colour, warp_pair  # noqa: E402
 
 SIZE = 40

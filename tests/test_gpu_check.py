@@ -29,6 +29,49 @@ def test_the_cpu_mode_trains_the_recipe_and_passes(backend, gpu_check_cpu):
     assert done["stdout"].rstrip().endswith("OK")
 
 
+def test_the_jax_check_runs_where_tensorflow_cannot_be_imported(without_tensorflow):
+    """The JAX run of ``gpu_check_cpu`` has ``without_tensorflow`` first on its path: an import of TensorFlow (or
+    segmentation-models) there fails with this message, so the JAX path importing one turns the test above red."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(without_tensorflow)}
+    done = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 1
+    assert ("ModuleNotFoundError: No module named 'tensorflow': blocked in this test, as it is absent on the GPU "
+            "machine, and this code path must not need it") in done.stderr
+    done = subprocess.run([sys.executable, "-c", "import segmentation_models"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert "No module named 'segmentation_models': blocked in this test" in done.stderr
+
+
+def test_the_device_script_names_each_missing_module_in_one_line(tmp_path, without_tensorflow):
+    """moleseg/tools/device_check.sh (``make gpu-check-device``) with Keras' needs namex and optree unimportable
+    (their wheels not carried): one line names them and Keras, it exits 3 before the check, and its report file
+    holds that line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "DEVICE_WHEELS": str(tmp_path / "no-wheels"),
+           "OUT": str(tmp_path / "out"), "PYTHONPATH": str(without_tensorflow), "BLOCKED_MODULES": "namex,optree",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(["bash", str(root / "moleseg" / "tools" / "device_check.sh")], capture_output=True,
+                          text=True, env=env, cwd=root, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    line = done.stdout.splitlines()[-1]
+    blocked = "blocked in this test, as it is absent on the GPU machine, and this code path must not need it"
+    assert line.startswith(f"device-check: missing for the jax check: namex (No module named 'namex': {blocked}); "
+                           f"optree (No module named 'optree': {blocked}); keras (")
+    assert line.endswith("(add its wheel to .device-wheels/)")
+    assert "gpu_check" not in done.stdout
+    assert (tmp_path / "out" / "device-check.txt").read_text(encoding="utf-8") == done.stdout
+
+
 def test_the_report_names_each_failure():
     result = CheckResult(device="GPU:0", train_images_per_s=100.0, pipeline_images_per_s=90.0,
                          losses=[1.0, 1.1], problems=["the loss did not fall", "the input pipeline starves"])

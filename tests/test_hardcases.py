@@ -111,7 +111,8 @@ def test_hard_cases_at_share_zero_change_nothing_and_are_reproducible():
 
 def test_both_feeds_apply_the_same_hard_cases():
     tf = pytest.importorskip("tensorflow")
-    from moleseg.network.data import AugmentConfig, TargetConfig, augment_example, hard_case_rng
+    from moleseg.network.data import augment_example
+    from moleseg.network.examples import AugmentConfig, TargetConfig, hard_case_rng
 
     image, labels = _mole(14)
     augment = AugmentConfig.from_names(["zoom_in", "pink", "vignette"], hard_case_share=1.0)
@@ -133,7 +134,8 @@ def test_with_colour_constancy_a_hard_case_is_corrected_on_its_own_in_both_feeds
     ``apply_hard_cases``."""
     tf = pytest.importorskip("tensorflow")
     from moleseg.core.constancy import shades_of_grey
-    from moleseg.network.data import AugmentConfig, TargetConfig, apply_hard_cases, augment_example, hard_case_rng
+    from moleseg.network.data import augment_example
+    from moleseg.network.examples import AugmentConfig, TargetConfig, apply_hard_cases, hard_case_rng
 
     image, labels = _mole(14)
     augment = AugmentConfig.from_names(["zoom_in"], hard_case_share=1.0)

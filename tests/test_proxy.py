@@ -123,10 +123,15 @@ def _idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
 
-def _open(page, url: str, heading: str) -> None:
-    page.goto(url, timeout=60_000)
+def _shows(page, heading: str) -> None:
+    """Wait until ``page`` shows the page titled ``heading`` and its run has ended."""
     page.wait_for_selector(f"h1:has-text('{heading}')", timeout=60_000)
     _idle(page)
+
+
+def _open(page, url: str, heading: str) -> None:
+    page.goto(url, timeout=60_000)
+    _shows(page, heading)
 
 
 def _lesion_choices(page) -> list[str]:
@@ -170,7 +175,8 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click()
     saved = alice.wait_for_selector("text=/Saved as record \\d+/", timeout=60_000).inner_text()
     alice_id = int(re.search(r"Saved as record (\d+)", saved).group(1))
-    _open(alice, f"{proxy}/history", "History")
+    alice.locator("[data-testid=stSidebarNav] a:has-text('History')").click()  # in the same session
+    _shows(alice, "History")
     alice.wait_for_selector("text=Visits of alice arm", timeout=30_000)
     alice.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
 
@@ -204,9 +210,12 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     assert bob_id != alice_id
 
     # straight to the app's port with a forged user header (and a guessed secret): refused, nothing shown
-    for forged in ({USER_HEADER: "alice"}, {USER_HEADER: "admin", ServerSettings.proxy_secret_header: "guess"}):
-        mallory = _page(browser, None, extra_http_headers=forged)
-        _open(mallory, f"{app}/history", "History")
+    forged_headers = ({USER_HEADER: "alice"}, {USER_HEADER: "admin", ServerSettings.proxy_secret_header: "guess"})
+    forgeries = [_page(browser, None, extra_http_headers=forged) for forged in forged_headers]
+    for mallory in forgeries:  # both ask before either is awaited
+        mallory.goto(f"{app}/history", timeout=60_000, wait_until="commit")
+    for mallory in forgeries:
+        _shows(mallory, "History")
         mallory.wait_for_selector("text=did not come through the clinic's sign-in proxy", timeout=30_000)
         assert mallory.locator("[data-testid=stDataFrame]").count() == 0
         assert "alice arm" not in mallory.locator("[data-testid=stMain]").inner_text()

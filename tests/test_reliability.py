@@ -254,7 +254,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 def test_training_warns_about_empty_and_full_masks(tmp_path):
     pytest.importorskip("tensorflow")
     from moleseg.core.pairing import pair_folders
-    from moleseg.network.data import TargetConfig, class_frequencies_of
+    from moleseg.network.examples import TargetConfig, class_frequencies_of
 
     images, masks = _degenerate_set(tmp_path)
     lines: list[str] = []

@@ -20,7 +20,8 @@ from moleseg.core.words import count_of
 from moleseg.engine.runs import RunState
 from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_workers, broadcast_from_chief,
                                      epoch_shard, write_seen)
-from moleseg.network.data import ExampleCache, TargetConfig, make_dataset
+from moleseg.network.data import make_dataset
+from moleseg.network.examples import ExampleCache, TargetConfig
 from moleseg.network.trainsetup import TrainingError, augment_config
 
 

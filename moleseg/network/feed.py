@@ -1,10 +1,11 @@
 """A training feed without ``tf.data``: a :class:`keras.utils.PyDataset` for every Keras backend (JAX).
 
 It reads the same pairs and makes the same targets as :func:`moleseg.network.data.make_dataset`
-(:func:`moleseg.network.data.prepare_example`, optionally through an :class:`~moleseg.network.data.ExampleCache`)
-and applies the same random augmentation in numpy/OpenCV: one affine warp (rotation, reflection,
-translation, scale; :func:`moleseg.network.data.inverse_affine`) for the image (bilinear) and the labels
-(nearest), then colour jitter on the image (:data:`moleseg.network.data.COLOUR_JITTER`). Each example's
+(:func:`moleseg.network.examples.load_example`, optionally through an
+:class:`~moleseg.network.examples.ExampleCache`) and applies the same random augmentation in numpy/OpenCV:
+one affine warp (rotation, reflection, translation, scale; :func:`moleseg.network.examples.inverse_affine`)
+for the image (bilinear) and the labels (nearest), then colour jitter on the image
+(:data:`moleseg.network.examples.COLOUR_JITTER`). It imports no TensorFlow. Each example's
 random draws come from a numpy generator seeded with ``(seed, epoch, position)``, so a batch is the same
 whichever worker thread makes it. Given the same draws, :func:`warp_pair` and :func:`jitter_colour` agree
 with the ``tf.data`` pipeline's ops (tests/test_feed.py).
@@ -21,8 +22,8 @@ import keras
 import numpy as np
 
 from moleseg.core.pairing import Pair
-from moleseg.network.data import (COLOUR_JITTER, AugmentConfig, ExampleCache, TargetConfig, apply_hard_cases,
-                                  hard_case_rng, inverse_affine, pair_repeats, prepare_example)
+from moleseg.network.examples import (COLOUR_JITTER, AugmentConfig, ExampleCache, TargetConfig, apply_hard_cases,
+                                      hard_case_rng, inverse_affine, load_example, pair_repeats)
 
 #: :attr:`AugmentConfig.fill_mode` as OpenCV border modes (TensorFlow's "reflect" repeats the edge pixel).
 BORDER_MODES: dict[str, int] = {"reflect": cv2.BORDER_REFLECT, "constant": cv2.BORDER_CONSTANT,
@@ -72,7 +73,7 @@ class ColourDraw:
 
     @classmethod
     def draw(cls, strength: float, rng: np.random.Generator) -> "ColourDraw":
-        """Random parameters at ``strength`` 0..1 (see :data:`moleseg.network.data.COLOUR_JITTER`)."""
+        """Random parameters at ``strength`` 0..1 (see :data:`moleseg.network.examples.COLOUR_JITTER`)."""
         uniform = 2 * rng.uniform(0.0, 1.0, 4) - 1
         return cls(brightness=uniform[0] * COLOUR_JITTER["brightness"] * strength,
                    contrast=1.0 + uniform[1] * COLOUR_JITTER["contrast"] * strength,
@@ -163,7 +164,7 @@ class PairFeed(keras.utils.PyDataset):
         """The ``position``-th example of the (unshuffled) entries in ``epoch``: ``(image float32 (S, S, 3)
         0..255, labels uint8 (S, S))``, cropped and augmented."""
         pair = self.pairs[int(self.entries[position])]
-        image, labels = self.cache.get(pair, self.targets) if self.cache else prepare_example(pair, self.targets)
+        image, labels = load_example(pair, self.targets, self.cache)
         rng = np.random.default_rng((self.seed, epoch, int(position)))
         size = self.targets.input_size
         if self.targets.fit == "crop":

@@ -35,9 +35,10 @@ from moleseg.engine.segmenter import clean, cleanup_for_image
 from moleseg.network.bnrescue import check_batchnorm, ensure_batchnorm, freeze_loaded_batchnorm
 from moleseg.network.build import build_model, count_parameters
 from moleseg.network.cluster import WorkerRole, current_role
-from moleseg.network.data import ExampleCache, class_frequencies_of, crop_counts, inverse_frequency_weights, make_dataset
+from moleseg.network.data import make_dataset
 from moleseg.network.devices import accelerators, start_training
 from moleseg.network.distributed import choose_strategy, fit_workers, prepare_workers, worker_steps_per_epoch
+from moleseg.network.examples import ExampleCache, class_frequencies_of, crop_counts, inverse_frequency_weights
 from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.network.predict import KerasSegmenter, prediction_function

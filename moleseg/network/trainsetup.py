@@ -18,7 +18,7 @@ from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core.config import class_names
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.core.trainconfig import TrainConfig
-from moleseg.network.data import AugmentConfig, TargetConfig, split_pairs
+from moleseg.network.examples import AugmentConfig, TargetConfig, split_pairs
 
 
 class TrainingError(RuntimeError):

@@ -9,8 +9,9 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 * ``warm_next_overlay_s``: the same server, an image it has not seen, in a new session: upload until visible.
 * ``slider_overlay_s``: on that image, with "Set the cleanup by hand" on, three presses of the arrow key on
   the cleanup slider that shapes its border ("Closing radius (px)" for the article rule, "Border width (px)"
-  for the others) until the cleanup caption names the new value and the overlay shown is a new picture,
-  fully loaded; down three steps, then up, then down, ... ``slider_first_overlay_s`` is the first of these
+  for the others; a :mod:`moleseg.app.settled_slider`, which sends the value once the presses settle) until
+  the cleanup caption names the new value and the overlay shown is a new picture, fully loaded; down three
+  steps, then up, then down, ... ``slider_first_overlay_s`` is the first of these
   measurements alone: the only one whose values the page has not shown before (the next ones go back and
   forth over values the server's analysis cache keeps, :data:`moleseg.app.analysis.EARLIER_VARIANTS_KEPT`),
   so it is what a user feels on each new value.
@@ -176,7 +177,8 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
     article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
     label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
     switch_on(page, "Set the cleanup by hand", timeout_ms)
-    thumb = page.locator(f"[data-testid=stSlider]:has-text('{label}') input[type=range]").first
+    # the settled slider's native range input, named by its label (Playwright's locators enter its shadow root)
+    thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first
     thumb.wait_for(state="attached", timeout=timeout_ms)
     _wait_until_idle(page, timeout_ms)
     times = []

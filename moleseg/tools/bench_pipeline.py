@@ -215,7 +215,8 @@ def bench_training(info: dict[str, Any], settings: BenchSettings, pairs: list[An
     is the share of step time lost to the input."""
     from moleseg.core import options
     from moleseg.core.trainconfig import ModelConfig
-    from moleseg.network.data import AugmentConfig, TargetConfig, make_dataset
+    from moleseg.network.data import make_dataset
+    from moleseg.network.examples import AugmentConfig, TargetConfig
     from moleseg.network.profiling import step_seconds, step_timing_model
 
     config = ModelConfig.from_dict({**info.get("model", {}), "input_size": settings.train_size or info["input_size"]})

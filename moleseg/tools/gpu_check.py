@@ -44,7 +44,7 @@ BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
 #: Synthetic pairs written (the pipeline reads and augments them afresh every epoch).
 SYNTHETIC_PAIRS = 64
 #: ``--cpu``: input side in px, steps, batch size.
-CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 12, 4
+CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 6, 2
 
 
 @dataclass
@@ -84,12 +84,12 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
     ValueError
         When the recipe cannot be read.
     """
+    from moleseg.core.trainconfig import TrainConfig
     from moleseg.network.build import ModelConfig, build_model
-    from moleseg.network.data import ExampleCache, make_dataset
     from moleseg.network.devices import accelerators, keras_backend, start_training
+    from moleseg.network.examples import ExampleCache
     from moleseg.network.feed import PairFeed
     from moleseg.network.losses import SegmentationLoss
-    from moleseg.network.train import TrainConfig
     from moleseg.network.trainsetup import augment_config, compile_for_training, target_config
 
     if keras_backend() != backend:
@@ -119,6 +119,8 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
         feed_options = dict(batch_size=config.batch_size, augment=augment_config(config), shuffle=True,
                             seed=config.seed, cache=cache, drop_remainder=True)
         if backend == "tensorflow":
+            from moleseg.network.data import make_dataset  # tf.data: the only TensorFlow import of the check
+
             dataset = make_dataset(pairs, target_config(config), **feed_options).repeat()
             iterator = iter(dataset)
             # the pipeline alone: warm (files cached, tf.data autotuned), then timed

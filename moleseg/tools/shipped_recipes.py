@@ -109,7 +109,7 @@ def training_root(name: str, data_dir: Path, split_root: Path | None = None) -> 
     if not holdout:
         return data_dir
     from moleseg.core.pairing import pair_folders
-    from moleseg.network.data import split_pairs  # TensorFlow, only for a recipe that holds images out
+    from moleseg.network.examples import split_pairs
 
     split_root = split_root or holdout_dir(name)
     for folder in train_folders(name):
