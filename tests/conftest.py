@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import gc
 import os
+import sys
 
 # Parallel runs (pytest-xdist: ``-n 2`` in the Makefile): each worker process, and every process it starts,
 # runs TensorFlow's and the BLAS's kernels on one thread, so that two workers share two cores instead of
@@ -93,6 +94,20 @@ def lesion_scene():
     from synthetic import lesion_scene as make
 
     return make
+
+
+# --------------------------------------------------------------------------------------------------
+# The test process's own main module, whatever a test ran in it
+
+@pytest.fixture(autouse=True)
+def main_module_kept() -> Iterator[None]:
+    """Put the process's ``__main__`` back after each test. Streamlit's script runner (``AppTest`` runs it in the
+    test process) installs each page it runs as ``sys.modules["__main__"]`` and leaves it there; a later
+    ``multiprocessing`` "spawn" child would run that page's file as its own main module (a ``from_function``
+    page's file calls names only the runner defines), die, and leave its pool waiting until pytest-timeout."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 # --------------------------------------------------------------------------------------------------
