@@ -20,7 +20,7 @@ from PIL import Image
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
-from moleseg.tools.bench_app import switch_on
+from moleseg.tools.bench_app import border_slider, new_overlay, switch_on
 
 pytestmark = pytest.mark.browser
 
@@ -230,9 +230,7 @@ def _three_steps_in_one_burst(page) -> None:
     one task of the page as three key presses in quick succession would, so that no settle timer can fire between
     them however loaded the machine is; then waits until the caption names the new value and a new overlay is
     shown."""
-    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
-    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
-    thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first
+    thumb, caption = border_slider(page)
     source = page.locator("[data-testid=stImage] img").first.get_attribute("src")
     target = thumb.evaluate("""(input) => {
       const down = Number(input.value) >= 3;
@@ -242,12 +240,7 @@ def _three_steps_in_one_burst(page) -> None:
       }
       return Number(input.value);
     }""")
-    page.wait_for_function("""([words, oldSource]) => {
-      const captions = [...document.querySelectorAll('[data-testid=stCaptionContainer]')];
-      const img = document.querySelector('[data-testid=stImage] img');
-      return captions.some(element => (element.innerText || '').includes(words))
-        && img && img.src !== oldSource && img.complete && img.naturalWidth > 0;
-    }""", arg=[f"{caption} {target} px", source], timeout=60_000)
+    new_overlay(page, f"{caption} {target} px", source, 60_000)
 
 
 def _content_height(page) -> int:

@@ -168,17 +168,29 @@ def switch_on(page: Any, label: str, timeout_ms: float, attempts: int = 3) -> No
     raise RuntimeError(f"the switch {label!r} did not turn on after {attempts} clicks")
 
 
+def border_slider(page: Any) -> tuple[Any, str]:
+    """The Analyse page's cleanup slider that shapes the border (the closing radius for the article rule, the
+    border width for the others): its native range input (a settled slider, named by its label; Playwright's
+    locators enter its shadow root) and the word the cleanup caption names its value with."""
+    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
+    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
+    return page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first, caption
+
+
+def new_overlay(page: Any, words: str, old_source: str | None, timeout_ms: float) -> None:
+    """Wait until a cleanup caption contains ``words`` and the overlay (first ``st.image``) is a picture other
+    than ``old_source``, fully loaded."""
+    page.wait_for_function(_SLIDER_DONE_JS, arg=[words, old_source], polling="raf", timeout=timeout_ms)
+
+
 def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderTimeline | None = None,
                    echo: Callable[[str], None] = lambda line: None) -> list[float]:
     """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
     closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
     times (down, then up, ...); with a ``timeline``, each measurement's events go to ``echo``."""
     _wait_until_idle(page, timeout_ms)
-    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
-    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
     switch_on(page, "Set the cleanup by hand", timeout_ms)
-    # the settled slider's native range input, named by its label (Playwright's locators enter its shadow root)
-    thumb = page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first
+    thumb, caption = border_slider(page)
     thumb.wait_for(state="attached", timeout=timeout_ms)
     _wait_until_idle(page, timeout_ms)
     times = []
@@ -197,8 +209,7 @@ def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderT
 
         if timeline is not None:
             timeline.start()
-        times.append(_seconds(press, lambda: page.wait_for_function(
-            _SLIDER_DONE_JS, arg=[f"{caption} {target} px", source], polling="raf", timeout=timeout_ms)))
+        times.append(_seconds(press, lambda: new_overlay(page, f"{caption} {target} px", source, timeout_ms)))
         if timeline is not None:
             timeline.add("overlay visible")
             echo(f"slider {index + 1}/{repeats}: {times[-1]:.3f} s, {caption} {value} -> {target} px")
