@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
-from moleseg.app import followup, identity
+from moleseg.app import followup, identity, ui
 from moleseg.app.device_profiles import NO_PROFILE
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
@@ -436,6 +437,32 @@ def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated,
     at.switch_page(PAGE_FILES["compare"]).run()
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
     assert not at.exception and any("No lesion has two saved visits" in text for text in texts(at.info))
+
+
+@pytest.mark.parametrize(("link", "shown"), [
+    ("99999999999999999999", "99999999999999999999"),  # beyond SQLite's 64-bit integers: OverflowError
+    ("\u00b2", "\u00b2"),  # str.isdigit's superscript two, which int() refuses
+    ("[Sign in again](https:evil.example)", ui.plain_markdown("[Sign in again](https:evil.example)")),
+])
+def test_a_crafted_visit_link_is_a_missing_record_told_as_plain_text(isolated, link, shown):
+    at = app_test()
+    at.query_params["visit"] = link
+    at.switch_page(PAGE_FILES["history"]).run()
+    assert not at.exception
+    assert texts(at.error) == [f"Cannot open this record: no saved analysis with id {shown}."]
+    assert not re.search(r"(?<!\\)\]\(", texts(at.error)[0])  # no unescaped "](": a crafted link draws no link
+
+
+def test_another_user_s_image_name_is_shown_to_an_admin_as_plain_text(isolated, monkeypatch):
+    image, mask = mole_image(seed=3)
+    Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg",
+                   image_name=(name := "![](https:tracker.example) [Sign in again](https:evil.example).png"))
+    monkeypatch.setattr(identity, "current_user", lambda: User("boss", admin=True))
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+    assert captions[0] == f"{ui.plain_markdown(name)}: saved border"
+    assert not re.search(r"(?<!\\)\]\(", captions[0])  # no picture fetched, no link drawn
 
 
 # --------------------------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_p
 __all__ = [
     "AUDIT_ACTIONS",
     "BUSY_TIMEOUT_S",
+    "MAX_RECORD_ID",
     "MIGRATIONS",
     "NO_OWNER",
     "NoSuchRecord",
@@ -106,6 +107,9 @@ MASK_FILE: str = "mask.png"
 NO_OWNER: str = ""
 #: Owner of the records saved in personal mode when the server's account has no name.
 FALLBACK_PERSONAL_OWNER: str = "local"
+#: Largest record id either database stores (PostgreSQL's ``INTEGER`` column; SQLite's holds more): an id above
+#: it, e.g. from a crafted ``?visit=`` link, names no record rather than failing in the database driver.
+MAX_RECORD_ID: int = 2**31 - 1
 #: A ``files/`` entry named like a record's uid (the only names :meth:`Records.remove_orphans` removes).
 _UID = re.compile(r"[0-9a-f]{32}")
 
@@ -346,6 +350,8 @@ class Records:
         return ("1 = 1", {}) if user.admin else ("owner = :owner", {"owner": user.name})
 
     def _owned(self, connection: sqlalchemy.Connection, user: User, record_id: int) -> Record:
+        if not 0 < int(record_id) <= MAX_RECORD_ID:  # no row has it; the drivers refuse to bind some
+            raise NoSuchRecord(record_id)
         condition, arguments = self._reach(user)
         rows = _query(connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id AND {condition}",
                       {"id": int(record_id), **arguments})
