@@ -354,6 +354,39 @@ def test_the_audit_trail_says_from_whom_to_whom_a_visit_was_handed_over():
     assert [row["who"] for row in followup.audit_rows(entries)] == ["moleseg", "root", "root"]
 
 
+@pytest.mark.parametrize(("claims", "expected"), [
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": True}, "boss@clinic.example"),
+    ({"is_logged_in": True, "email": "boss@clinic.example"}, "boss@clinic.example"),  # a provider that never says
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": False}, None),  # typed, unchecked
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": "false"}, None),  # as a string
+    ({"is_logged_in": False, "email": "boss@clinic.example"}, None),
+    ({"is_logged_in": True, "email": ["boss@clinic.example"]}, None),
+    ({}, None),  # no log-in configured
+])
+def test_an_oidc_e_mail_the_provider_says_is_not_verified_names_nobody(claims, expected):
+    """An identity provider that lets its users type any address (``email_verified`` false) would otherwise let
+    anyone sign in as an admin's address."""
+    assert identity.oidc_email(claims) == expected
+    oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
+    believed = resolve_user(oidc, {}, None, identity.oidc_email(claims))
+    assert believed == (User(expected, admin=True) if expected else NOT_SIGNED_IN)
+
+
+class _Claims(dict):
+    """``st.user`` of a signed-in session: a mapping of the identity token's claims, read as attributes too."""
+
+    __getattr__ = dict.get
+
+
+def test_the_session_s_user_comes_from_the_verified_oidc_e_mail_only(monkeypatch):
+    oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
+    monkeypatch.setattr(identity, "load_settings", lambda: oidc)
+    claims = _Claims(is_logged_in=True, email="boss@clinic.example", email_verified=True)
+    monkeypatch.setattr(identity.st, "user", claims)
+    assert identity.current_user() == User("boss@clinic.example", admin=True)
+    monkeypatch.setattr(identity.st, "user", _Claims(claims, email_verified=False))
+    assert identity.current_user() == NOT_SIGNED_IN
+
 @pytest.mark.parametrize(("headers", "oidc_email", "expected"), [
     ({**FROM_PROXY, "X-Forwarded-User": "  alice \t"}, None, User("alice")),  # blanks around: the same name
     ({**FROM_PROXY, "X-Forwarded-User": " boss "}, None, User("boss", admin=True)),
