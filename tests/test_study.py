@@ -3,6 +3,7 @@ the results files, and an interrupted study that resumes where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from moleseg.cli import main
+from moleseg.core.config import MAX_RUNNING_STUDIES
 from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
@@ -210,6 +212,26 @@ def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
             studyrun.run_study(studyplan.load_study(path), out)
     assert not studyrun.study_running(out)
     assert not (out / studystats.RUNS_SUBDIR).exists()
+
+
+def test_a_user_s_studies_running_at_once_are_limited(tmp_path):
+    """Each 'Start the study' with a new folder name started one more background process (some 60 MB each,
+    waiting its turn for the training lock): one user could fill the server's memory. Their runs folder holds
+    at most MAX_RUNNING_STUDIES running studies; a finished one frees its place."""
+    path = write_study(tmp_path / "s.yaml")
+    runs_folder = tmp_path / "runs"
+    running = [runs_folder / f"study-{index}" for index in range(MAX_RUNNING_STUDIES)]
+    with contextlib.ExitStack() as held:
+        for folder in running:
+            folder.mkdir(parents=True)
+            held.enter_context(studyrun.hold_study_lock(folder))  # as each running study process does
+        with pytest.raises(studyplan.StudyError) as refused:
+            studyrun.start_study(path, runs_folder / "study-next", python="/bin/true")
+        assert str(refused.value) == (f"{MAX_RUNNING_STUDIES} of your studies are running (study-0, study-1): "
+                                      "start another when one has finished")
+        assert not (runs_folder / "study-next").exists()
+    started = studyrun.start_study(path, runs_folder / "study-next", python="/bin/true")  # their places freed
+    assert started.wait(timeout=30) == 0
 
 
 def test_holm_correction_by_hand():

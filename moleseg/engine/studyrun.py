@@ -16,6 +16,7 @@ import csv
 import io
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
-from moleseg.core.config import STUDIES_DIR, STUDY_DATA_ROOT_HELP
+from moleseg.core.config import (MAX_RUNNING_STUDIES, STUDIES_DIR, STUDY_DATA_ROOT_HELP, STUDY_LOCK_WAIT_S,
+                                 STUDY_START_WAIT_S)
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.core.words import count_of
@@ -279,14 +281,26 @@ def hold_study_lock(out: str | Path) -> Iterator[None]:
         Another process holds it: a study is already running in ``out``.
     """
     lock = study_lock(out)
-    try:
-        lock.acquire(blocking=False)
+    try:  # waits a moment: study_running (another start's count) holds the lock for an instant
+        lock.acquire(timeout=STUDY_LOCK_WAIT_S)
     except Timeout:
         raise _running_error(out) from None
     try:
         yield
     finally:
         lock.release()
+
+
+_STARTING = threading.Lock()
+
+
+def running_studies(root: str | Path) -> list[Path]:
+    """The folders directly under ``root`` (a user's runs) whose study process runs, by name."""
+    try:
+        candidates = sorted(p for p in Path(root).iterdir() if (p / STUDY_LOCK).is_file())
+    except OSError:
+        return []
+    return [folder for folder in candidates if study_running(folder)]
 
 
 def check_out_folder(study: Study, out: str | Path) -> None:
@@ -395,25 +409,40 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
                 python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
     """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
     refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
-    see :func:`checked_study`.
+    see :func:`checked_study`. Returns once the process holds ``out``'s lock (or has ended), at most
+    :data:`~moleseg.core.config.STUDY_START_WAIT_S` seconds.
 
     Raises
     ------
     StudyError
-        The study file is bad, or a study runs in ``out`` (checked here first, so the app can say so at once).
+        The study file is bad, a study runs in ``out`` (checked here first, so the app can say so at once), or
+        :data:`~moleseg.core.config.MAX_RUNNING_STUDIES` others run in the folder holding ``out`` (the user's
+        runs).
     """
     study = checked_study(config, data_root, roots)
     check_out_folder(study, out)
     if study_running(out):
         raise _running_error(out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
-    if data_root:
-        command += ["--data-root", str(data_root)]
-    with open(out / STUDY_LOG, "ab") as log:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One start at a time in this server, each counted once its process holds its lock: two sessions of a
+    # user clicking at once cannot both pass the count.
+    with _STARTING:
+        others = [folder.name for folder in running_studies(out.parent) if folder != out]
+        if len(others) >= MAX_RUNNING_STUDIES:
+            raise StudyError(f"{len(others)} of your studies are running ({', '.join(others)}): start another "
+                             "when one has finished")
+        out.mkdir(exist_ok=True)
+        command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
+        if data_root:
+            command += ["--data-root", str(data_root)]
+        with open(out / STUDY_LOG, "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + STUDY_START_WAIT_S
+        while process.poll() is None and not study_running(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
