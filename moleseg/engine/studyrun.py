@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
-from moleseg.core.config import (MAX_RUNNING_STUDIES, STUDIES_DIR, STUDY_DATA_ROOT_HELP, STUDY_LOCK_WAIT_S,
-                                 STUDY_START_WAIT_S)
+from moleseg.core import options
+from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
+                                 STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.core.words import count_of
@@ -318,11 +319,33 @@ def check_out_folder(study: Study, out: str | Path) -> None:
                          f"folder for study {study.name!r}")
 
 
+def _check_option_paths(run_config: dict[str, Any], roots: Sequence[Path], config: str | Path) -> None:
+    """Refuse a planned configuration of a browser user's study (its base options and one setting of each
+    factor) whose options name a server path outside ``roots``: a folder (validation or test images, ...), a
+    model file to start from other than a shipped one, or any example cache folder (the app's own)."""
+    named = [(item.name, folder) for item in options.OPTIONS if item.kind == "folders"
+             for folder in options.get_value(run_config, item.name) or []]
+    weights = options.get_value(run_config, "weights")
+    shipped = {str((models_dir() / name).resolve()) for name in SHIPPED_MODELS.values()}
+    if isinstance(weights, str) and weights not in ("none", "imagenet") and str(Path(weights).resolve()) not in shipped:
+        named.append(("weights", weights))
+    for name, path in named:
+        try:
+            resolve_inside_roots(str(path), roots, file=name == "weights")
+        except OutsideRootsError as error:
+            raise StudyError(f"{config}: {name}: {error}") from None
+    cache = options.get_value(run_config, "cache_dir")
+    if cache:
+        raise StudyError(f"{config}: cache_dir: {cache}: a study started here keeps its examples in the app's own "
+                         "cache folder; leave cache_dir out")
+
+
 def checked_study(config: str | Path, data_root: str | Path | None = None,
                   roots: Sequence[Path] | None = None) -> Study:
     """The study file ``config`` read and every planned configuration checked, its data split checked. With
     ``roots`` (a study started by a browser user), every data folder must lie inside them
-    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read.
+    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read, and so must
+    every server path its options name (:func:`_check_option_paths`).
 
     Raises
     ------
@@ -335,6 +358,8 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
             resolve_inside_roots(folder, roots)
         except OutsideRootsError as error:
             raise StudyError(f"{config}: data folder {error}") from None
+    for run in plan(study) if roots is not None else []:
+        _check_option_paths(run.config, roots, config)
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))
