@@ -293,6 +293,9 @@ def test_a_study_started_from_the_app_names_no_other_server_path_in_its_options(
         outside_roots = "" if "cache_dir" in given else " is not inside the data folders this server offers"
         assert str(refusal_of.value) == f"{file}: {refused.format(o=outside)}{outside_roots}"
         assert not (tmp_path / "out").exists()
+    file = write_study(tmp_path / "study.yaml", data=data, base={**base, **options})  # changed once checked
+    assert studyrun.main(["--config", str(file), "--out", str(tmp_path / "out"), "--root", str(tmp_path)]) == 2
+    assert refused.format(o=outside) in (tmp_path / "out" / studyrun.STUDY_LOG).read_text()
     for usual in ("none", "imagenet", str(models_dir() / SHIPPED_MODELS[3])):  # these starts stay open
         file = write_study(tmp_path / "study.yaml", data=data, base={**base, "weights": usual})
         assert studyrun.checked_study(file, roots=[tmp_path]).name == "t"

@@ -461,6 +461,8 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
         command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
         if data_root:
             command += ["--data-root", str(data_root)]
+        for root in roots or ():  # the process reads the file again: checked again, as it is then
+            command += ["--root", str(root)]
         with open(out / STUDY_LOG, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True, close_fds=True)
@@ -477,10 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the study file")
     parser.add_argument("--out", required=True, help="the study folder")
     parser.add_argument("--data-root", help=STUDY_DATA_ROOT_HELP)
+    parser.add_argument("--root", action="append", type=Path,
+                        help="a folder the study's paths must lie in (repeat; the app's data roots)")
     args = parser.parse_args(argv)
     log = RunLog(Path(args.out) / STUDY_LOG)
     try:
-        rows = run_study(checked_study(args.config, args.data_root), args.out, echo=log)
+        rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log)
     except (StudyError, OSError) as error:
         log(f"error: {first_line(error)}")
         return 2
