@@ -69,6 +69,7 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
 from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 from moleseg.core.settings import load_settings
+from moleseg.core.userspace import SPACE_MODE
 from moleseg.engine.audit import ADOPTED, AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
@@ -311,8 +312,8 @@ class Records:
         self.database: RecordsDatabase | PostgresDatabase = (
             PostgresDatabase(database_url) if database_url else RecordsDatabase(self.path))
         for needed in ([] if database_url else [self.folder]) + [self.files]:
-            try:
-                needed.mkdir(parents=True, exist_ok=True)
+            try:  # made for the server's account only, as the users' spaces (an existing folder is left as it is)
+                needed.mkdir(mode=SPACE_MODE, parents=True, exist_ok=True)
             except OSError as error:
                 raise RecordsError(f"The records folder {needed} cannot be created: "
                                    f"{error.strerror or error}.") from error
