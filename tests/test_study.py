@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from moleseg.cli import main
 from moleseg.core.config import MAX_RUNNING_STUDIES
+from moleseg.core.markup import plain_markdown
 from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
@@ -173,6 +175,23 @@ def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     shown = studyrun.read_study_folder(out)
     assert len(shown.rows) == 3 and "a real difference" in shown.verdicts
 
+
+def test_names_from_a_study_file_draw_no_markup_in_its_verdicts(tmp_path):
+    """A study file is untrusted, and the Study page shows ``verdicts.md`` as markdown: a setting's name drew a
+    link, a study's name fetched a picture from another server, and a ``|`` split the table's row."""
+    lure, pixel, piped = "[Sign in again](https:evil.example)", "![](https:tracker.example/p.png)", "sgdm|rmsprop"
+    path = write_study(tmp_path / "s.yaml", name=pixel,
+                       factors={"solver": {lure: {"solver": "sgdm"}, piped: {"solver": "rmsprop"}}})
+    study = studyplan.load_study(path)
+    out = tmp_path / "out"
+    for index, run in enumerate(studyplan.plan(study)):
+        fake_run(out, run.run_id, {f"i{k}.png": 0.6 + 0.02 * k + 0.05 * index for k in range(6)})
+    studystats.write_results(study, out)
+    verdicts = studyrun.read_study_folder(out).verdicts
+    assert not re.search(r"(?<!\\)\]\(", verdicts)  # no link, no picture
+    assert f"# Study {plain_markdown(pixel)}" in verdicts.splitlines()
+    rows = [line for line in verdicts.splitlines() if line.startswith("| solver |")]
+    assert len(rows) == 2 and all(len(re.findall(r"(?<!\\)\|", row)) == 9 for row in rows)  # 8 cells each
 
 def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(tmp_path):
     """Its finished runs of the same ids (base-seed0, solver=sgdm-seed0) were skipped as this study's and their
