@@ -150,9 +150,12 @@ class FolderSweeper:
 
 
 def owning_session_folder(path: str | Path) -> Path | None:
-    """The session folder that ``path`` lies in, or None."""
+    """The session folder that ``path`` lies in (a folder of :func:`temp_root` named like one), or None: a data
+    folder merely named like a session folder is not one, since its cache would be written there and it would be
+    removed with its session."""
+    sessions = temp_root().resolve()
     for folder in [Path(path).resolve(), *Path(path).resolve().parents]:
-        if folder.name.startswith(SESSION_PREFIX):
+        if folder.name.startswith(SESSION_PREFIX) and folder.parent == sessions:
             return folder
     return None
 
