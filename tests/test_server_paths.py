@@ -17,7 +17,7 @@ from moleseg.core.config import SHIPPED_MODELS, STUDIES_DIR, models_dir
 from moleseg.core.roots import (MAX_LISTED_FOLDERS, OutsideRootsError, folders_inside, resolve_inside_folder,
                                 resolve_inside_roots)
 from moleseg.core.settings import load_settings
-from moleseg.engine import studyplan, studyrun
+from moleseg.engine import session, studyplan, studyrun
 
 
 def refusal(path: object) -> str:
@@ -267,6 +267,24 @@ def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path,
     study = studyplan.load_study(file)
     assert studyplan.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
 
+
+def test_a_dataset_in_the_roots_holding_links_to_files_outside_them_is_refused(tmp_path, outside):
+    """The folders were confined, their files not: anyone who may write into a data root could link a file of
+    another user's space there, and the Prepare and Evaluate pages showed it to them."""
+    derm = make_dataset(tmp_path / "derm", count=2, size=64)
+    (derm / "images" / "m9.png").symlink_to(outside / "secret" / "images" / "m0.png")
+    (derm / "masks" / "inside.png").symlink_to(derm / "masks" / "m0.png")  # a link that stays inside is fine
+    for text in (str(derm), f"{derm / 'images'} | {derm / 'masks'}"):
+        with pytest.raises(OutsideRootsError) as refused:
+            session.dataset_folders(text, [tmp_path])
+        assert str(refused.value) == refusal(derm / "images" / "m9.png")
+    file = write_study(tmp_path / "study.yaml", data={part: {"images": "derm/images", "masks": "derm/masks"}
+                                                      for part in ("train", "test")})
+    with pytest.raises(studyplan.StudyError) as refused_study:
+        studyrun.checked_study(file, roots=[tmp_path])
+    assert str(refused_study.value) == f"{file}: data folder {refusal(derm / 'images' / 'm9.png')}"
+    (derm / "images" / "m9.png").unlink()
+    assert session.dataset_folders(str(derm), [tmp_path]) == (derm / "images", derm / "masks")
 
 @pytest.mark.parametrize(("given", "refused"), [
     ({"validation_images": ["{o}/secret/images"], "validation_masks": ["{o}/secret/masks"]},

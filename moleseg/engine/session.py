@@ -36,7 +36,7 @@ from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipB
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
-from moleseg.core.roots import resolve_inside_roots
+from moleseg.core.roots import check_links_inside, resolve_inside_roots
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
@@ -409,8 +409,9 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
     ``IMAGES_DIR | MASKS_DIR``.
 
     With ``roots`` (a path typed by a browser user), each folder must lie inside one of them
-    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved); without (the
-    operator's command line), ``~`` is expanded.
+    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved) and hold no link
+    leading out of them (:func:`moleseg.core.roots.check_links_inside`); without (the operator's command
+    line), ``~`` is expanded.
 
     Raises
     ------
@@ -430,13 +431,17 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
     text = text.strip().strip('"').strip("'")
     if "|" in text:
         first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
-        return folder_of(first), folder_of(second)
-    folder = folder_of(text)
-    try:
-        return find_dataset(folder, max_depth=0)
-    except ArchiveError:
-        raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
-                         "to name them") from None
+        found = folder_of(first), folder_of(second)
+    else:
+        folder = folder_of(text)
+        try:
+            found = find_dataset(folder, max_depth=0)
+        except ArchiveError:
+            raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
+                             "to name them") from None
+    for folder in found if roots is not None else ():
+        check_links_inside(folder, roots)
+    return found
 
 
 def dataset_list(text: str, roots: Sequence[Path] | None = None) -> list[tuple[Path, Path]]:

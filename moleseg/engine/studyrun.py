@@ -29,7 +29,7 @@ from moleseg.core import options
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
-from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
@@ -355,7 +355,7 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
     study = load_study(config, data_root)
     for folder in data_folders(study) if roots is not None else []:
         try:
-            resolve_inside_roots(folder, roots)
+            check_links_inside(resolve_inside_roots(folder, roots), roots)
         except OutsideRootsError as error:
             raise StudyError(f"{config}: data folder {error}") from None
     for run in plan(study) if roots is not None else []:
