@@ -2,8 +2,8 @@
 
 A path typed in a page is untrusted: it is resolved (symlinks included) and refused unless it lies inside one
 of the roots, with one message that does not say whether it exists, so that the server's other folders can be
-neither read nor probed; a dataset's folders may hold no link leading out of the roots either. Nothing is expanded (no ``~``, no environment variables); a relative path is taken
-inside each root in turn.
+neither read nor probed; a dataset's folders may hold no link leading out of the roots either. Nothing is
+expanded (no ``~``, no environment variables); a relative path is taken inside each root in turn.
 """
 
 from __future__ import annotations
