@@ -17,7 +17,7 @@ from moleseg.app import followup, identity, ui
 from moleseg.app.device_profiles import NO_PROFILE
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
-from moleseg.core.config import MIN_NOISE_PASSES
+from moleseg.core.config import MIN_NOISE_PASSES, SIGN_IN_MAX_AGE_S
 from moleseg.core.devices import DEVICE_PROFILES_FILE, DeviceProfile, read_profiles, save_profile
 from moleseg.core.measure import measure_lesion
 from moleseg.core.report import DISCLAIMER
@@ -371,6 +371,17 @@ def test_an_oidc_e_mail_the_provider_says_is_not_verified_names_nobody(claims, e
     believed = resolve_user(oidc, {}, None, identity.oidc_email(claims))
     assert believed == (User(expected, admin=True) if expected else NOT_SIGNED_IN)
 
+
+def test_an_oidc_sign_in_older_than_the_limit_names_nobody():
+    """Streamlit keeps a sign-in for 30 days and checks no time in it: someone whose account the clinic closed
+    stayed signed in for up to a month. The identity token's issue time (``iat``) now counts: a sign-in older
+    than SIGN_IN_MAX_AGE_S asks to sign in again."""
+    now = 1_800_000_000.0
+    fresh = {"is_logged_in": True, "email": "boss@clinic.example", "iat": now - SIGN_IN_MAX_AGE_S + 60}
+    assert identity.oidc_email(fresh, now=now) == "boss@clinic.example"
+    assert identity.oidc_email({**fresh, "iat": now - SIGN_IN_MAX_AGE_S - 60}, now=now) is None
+    assert identity.oidc_email({**fresh, "iat": "yesterday"}, now=now) is None  # not a time: nothing to go by
+    assert identity.oidc_email({**fresh, "iat": True}, now=now) is None
 
 class _Claims(dict):
     """``st.user`` of a signed-in session: a mapping of the identity token's claims, read as attributes too."""

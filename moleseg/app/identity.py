@@ -25,13 +25,14 @@ In shared mode each user's runs, studies and "My dataset" are in their own space
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
-from moleseg.core.config import data_dir
+from moleseg.core.config import SIGN_IN_MAX_AGE_S, data_dir
 from moleseg.core.errors import first_line
 from moleseg.core.settings import ServerSettings, load_settings
 from moleseg.core.userspace import UserSpace, personal_space, shared_space, signed_in_name
@@ -101,16 +102,24 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     return _first_named((headers.get(header) for header in settings.user_headers), settings)
 
 
-def oidc_email(claims: Mapping[str, Any]) -> str | None:
-    """The e-mail of an OIDC sign-in (``st.user``'s identity token claims), or None when nobody is logged in or
+def oidc_email(claims: Mapping[str, Any], *, now: float | None = None) -> str | None:
+    """The e-mail of an OIDC sign-in (``st.user``'s identity token claims), or None when nobody is logged in,
     the identity provider says the address is not verified (``email_verified`` false, as a boolean or the
-    string some providers send): a provider that lets its users type any address would otherwise let one
-    pass for another user, an admin included. A provider that sends no ``email_verified`` is believed."""
+    string some providers send: a provider that lets its users type any address would otherwise let one pass
+    for another user, an admin included; one that sends no ``email_verified`` is believed), or the sign-in is
+    older than :data:`~moleseg.core.config.SIGN_IN_MAX_AGE_S` (its ``iat``, seconds since the epoch, against
+    ``now``, default the clock; an ``iat`` that is not a number is no time to go by)."""
     if not claims.get("is_logged_in"):
         return None
     verified = claims.get("email_verified")
     if verified is False or str(verified).strip().lower() == "false":
         return None
+    issued = claims.get("iat")
+    if issued is not None:
+        if isinstance(issued, bool) or not isinstance(issued, (int, float)):
+            return None
+        if (time.time() if now is None else now) - issued > SIGN_IN_MAX_AGE_S:
+            return None
     email = claims.get("email")
     return email if isinstance(email, str) else None
 

@@ -60,6 +60,9 @@ CLEANUP_MAX_SIDE_PX: int = 1024
 SESSION_IDLE_TIMEOUT_S: float = 10 * 60.0
 #: How often an open browser tab marks its session folder as in use, in seconds.
 SESSION_HEARTBEAT_S: float = 60.0
+#: Longest a sign-in with Streamlit's ``st.login`` is believed, in seconds from its identity token's issue time:
+#: Streamlit keeps it for 30 days and checks no time in it, so an account the clinic closes would stay in.
+SIGN_IN_MAX_AGE_S: float = 12 * 3600.0
 #: How often the app's sweep looks for idle session folders, in seconds.
 SESSION_SWEEP_INTERVAL_S: float = 60.0
 
