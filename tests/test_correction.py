@@ -113,3 +113,14 @@ def test_canvas_json_from_the_browser_that_is_not_a_drawing_is_skipped():
         {"type": "rect", "left": 2, "top": 3, "width": "wide", "height": 5}, good]}
     assert canvas_strokes(data, scale=1.0) == [Stroke.of([[10, 10], [20, 10], [20, 30]])]
     assert canvas_strokes({"objects": "all"}, 1.0) == [] and canvas_strokes(["not", "a", "mapping"], 1.0) == []
+
+
+@pytest.mark.parametrize(("sent", "expected"), [({"width": 730}, 730), ({"width": float("inf")}, None),
+                                                ({"width": float("nan")}, None), ({"width": True}, None),
+                                                ({"width": "730"}, None), (None, None)])
+def test_the_width_a_browser_reports_for_the_canvas_is_a_finite_number_or_none(monkeypatch, sent, expected):
+    """The width comes from the browser (JSON's 1e400 reads as infinity): int(inf) raised OverflowError."""
+    from moleseg.app import ui
+
+    monkeypatch.setattr(ui, "_width_probe", lambda **options: sent)
+    assert ui.available_width("room") == expected

@@ -6,6 +6,7 @@ and the engine modules; no TensorFlow is imported here.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -368,4 +369,5 @@ def available_width(key: str) -> int | None:
     on the first run, before the browser has said. A change of width reruns the script (or the fragment)."""
     result = _width_probe(key=key, on_width_change=lambda: None, width="stretch", height="content")
     width = result.get("width") if result is not None else None
-    return int(width) if isinstance(width, (int, float)) and width > 0 else None
+    number = isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width)
+    return int(width) if number and width > 0 else None  # the browser's word: JSON's 1e400 reads as infinity
