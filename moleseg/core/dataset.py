@@ -4,7 +4,8 @@ read them.
 Layout: ``<folder>/images/<stem>.png``, ``<folder>/masks/<stem>.png`` (0/255, same name: the pairing
 rule :func:`moleseg.core.pairing.pair_folders` reads first) and ``<folder>/provenance/<stem>.json``
 (model, settings, corrected by hand or accepted as is, date, the image's content hash). Every file is
-written atomically, the provenance last, so a pair is complete whenever its record exists.
+written atomically, the provenance last, so a pair is complete whenever its record exists; one save at a
+time in a folder (in one server process), so two sessions saving images of one name keep both.
 
 One entry per image: saving an image whose pixels are already in the dataset (:func:`image_sha256` of the
 decoded image, whatever its file name) replaces that entry's mask and record instead of adding a second,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,9 @@ from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.imagewrite import encode_png
 
 IMAGES, MASKS, PROVENANCE = "images", "masks", "provenance"
+#: A lock per dataset folder (resolved), held while a pair is saved there: two sessions of a user may save at once.
+_SAVING: dict[Path, threading.Lock] = {}
+_SAVING_GUARD = threading.Lock()
 #: Key of the image's content hash (:func:`image_sha256`) in a provenance record.
 HASH_KEY = "image_sha256"
 
@@ -117,6 +122,15 @@ def save_pair(folder: str | Path, stem: str, image: np.ndarray, lesion: np.ndarr
     root = Path(folder)
     for sub in (IMAGES, MASKS, PROVENANCE):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    with _SAVING_GUARD:
+        lock = _SAVING.setdefault(root.resolve(), threading.Lock())
+    with lock:  # one save at a time in this folder
+        return _save_locked(root, stem, image, mask, provenance, created)
+
+
+def _save_locked(root: Path, stem: str, image: np.ndarray, mask: np.ndarray, provenance: Mapping[str, Any],
+                 created: datetime | None) -> SavedPair:
+    """The body of :func:`save_pair`, under the dataset's lock: the name it picks is still free when written."""
     sha256 = image_sha256(image)
     existing = find_image(root, sha256)
     if existing is None:
