@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,14 +24,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, path_lock
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.imagewrite import encode_png
 
 IMAGES, MASKS, PROVENANCE = "images", "masks", "provenance"
-#: A lock per dataset folder (resolved), held while a pair is saved there: two sessions of a user may save at once.
-_SAVING: dict[Path, threading.Lock] = {}
-_SAVING_GUARD = threading.Lock()
 #: Key of the image's content hash (:func:`image_sha256`) in a provenance record.
 HASH_KEY = "image_sha256"
 
@@ -122,9 +118,7 @@ def save_pair(folder: str | Path, stem: str, image: np.ndarray, lesion: np.ndarr
     root = Path(folder)
     for sub in (IMAGES, MASKS, PROVENANCE):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    with _SAVING_GUARD:
-        lock = _SAVING.setdefault(root.resolve(), threading.Lock())
-    with lock:  # one save at a time in this folder
+    with path_lock(root):  # one save at a time in this folder: two sessions of a user may save at once
         return _save_locked(root, stem, image, mask, provenance, created)
 
 
