@@ -16,7 +16,6 @@ import csv
 import io
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from filelock import FileLock, Timeout
 
 from moleseg.core import options
+from moleseg.core.atomic import path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
@@ -292,9 +292,6 @@ def hold_study_lock(out: str | Path) -> Iterator[None]:
         lock.release()
 
 
-_STARTING = threading.Lock()
-
-
 def running_studies(root: str | Path) -> list[Path]:
     """The folders directly under ``root`` (a user's runs) whose study process runs, by name."""
     try:
@@ -450,9 +447,9 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
         raise _running_error(out)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # One start at a time in this server, each counted once its process holds its lock: two sessions of a
-    # user clicking at once cannot both pass the count.
-    with _STARTING:
+    # One start at a time in these runs (in this server), each counted once its process holds its lock: two
+    # sessions of a user clicking at once cannot both pass the count.
+    with path_lock(out.parent):
         others = [folder.name for folder in running_studies(out.parent) if folder != out]
         if len(others) >= MAX_RUNNING_STUDIES:
             raise StudyError(f"{len(others)} of your studies are running ({', '.join(others)}): start another "
