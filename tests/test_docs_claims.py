@@ -352,3 +352,16 @@ def test_caddy_accepts_every_caddyfile_of_the_readme(tmp_path) -> None:
         adapted = subprocess.run(["caddy", "adapt", "--adapter", "caddyfile", "--config", str(path)],
                                  capture_output=True, text=True, timeout=30)
         assert adapted.returncode == 0, f"{caddyfile.splitlines()[0]} ...: {adapted.stderr.strip()[-300:]}"
+
+
+def test_the_privacy_sections_proxy_reaches_the_app_with_the_settings_it_gives() -> None:
+    """A proxy passes the browser's host name on, and the app refuses one it was not given: the name each
+    proxy of "Privacy and exposing the app" serves is allowed by the variables that section starts it with."""
+    section = README.split("\n## Privacy and exposing the app\n", 1)[1].split("\n### ", 1)[0]
+    environ = dict(pair for text in code_texts(section) for pair in re.findall(r"\b(MOLESEG_[A-Z_]+)=(\S+)", text))
+    sites = re.findall(r"^(\S+\.\S+) \{$|server_name (\S+);", section, flags=re.M)
+    assert environ and len(sites) == 2
+    allowed = settings.read_settings(environ)
+    assert allowed.mode == "personal" and allowed.address == "127.0.0.1"
+    for site in {name for pair in sites for name in pair if name}:
+        assert allowed.host_allowed(site) and not settings.read_settings({}).host_allowed(site), site
