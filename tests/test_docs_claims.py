@@ -1,8 +1,10 @@
 """The README and docs/architecture.md name only what the code has, read from the code itself: every
 ``moleseg COMMAND --flag`` against the real parser (and every whole command line of a code block parsed by it),
-every ``make TARGET VAR=...`` against the Makefile, every ``MOLESEG_*`` variable, every constant given with its
-value, every module path and dotted name, the Python version; the module lists of docs/architecture.md name
-every module; where Debian's ``caddy`` is installed, each Caddyfile of the README is one it accepts.
+every flag of a prose span against what the commands, the developer tools and the tests declare, every
+``make TARGET VAR=...`` against the Makefile, every ``MOLESEG_*`` variable, every constant given with its value,
+every module path and dotted name, the Python version, the host name the Privacy section's proxy serves; the
+module lists of docs/architecture.md name every module; where Debian's ``caddy`` is installed, each Caddyfile
+of the README is one it accepts.
 
 Each check is a function of the Markdown text that returns its problems, one sentence each, so that a probe
 line naming what does not exist shows the check fails. No network, no TensorFlow; about 1 s.
@@ -108,6 +110,32 @@ def command_flags(name: str) -> frozenset[str] | None:
         return None
     lines = [line.strip().split("  ")[0] for line in text.splitlines() if line.startswith("  -")]
     return frozenset(flag for line in lines for flag in FLAG.findall(line))
+
+
+@functools.cache
+def command_names() -> tuple[str, ...]:
+    """The commands ``moleseg --help`` lists."""
+    return tuple(re.findall(r"^    ([a-z][\w-]*)(?:\s|$)", parsed("--help")[1], flags=re.M))
+
+
+@functools.cache
+def declared_flags() -> frozenset[str]:
+    """Every long option the project has: its commands', its developer tools' and its test suite's (the
+    ``add_argument`` and ``addoption`` literals), and those the Makefile passes (pytest-xdist's, pip's)."""
+    flags = {flag for name in command_names() for flag in command_flags(name) or ()}
+    for path in [*(ROOT / "moleseg").rglob("*.py"), ROOT / "tests" / "conftest.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("add_argument", "addoption"):
+                flags |= {argument.value for argument in node.args
+                          if isinstance(argument, ast.Constant) and str(argument.value).startswith("--")}
+    return frozenset(flags | set(FLAG.findall((ROOT / "Makefile").read_text(encoding="utf-8"))))
+
+
+def bare_flag_problems(markdown: str) -> list[str]:
+    """Each flag of a prose code span that starts with one (``--records``, ``--steps N``) that nothing has."""
+    spans = [span for span in re.findall(r"`([^`]+)`", code_blocks(markdown)[1]) if span.startswith("--")]
+    return [f"`{span}`: no command, developer tool or test option has {flag}"
+            for span in spans for flag in FLAG.findall(span) if flag not in declared_flags()]
 
 
 def command_problems(markdown: str) -> list[str]:
@@ -277,6 +305,10 @@ def test_every_moleseg_command_and_flag_the_docs_name_exists() -> None:
     assert len(uses) >= 30 and {name for _, name, _ in uses} >= {"train", "predict", "evaluate", "serve", "adopt"}
     assert command_problems(README) == []
     assert command_problems(ARCHITECTURE) == []
+    assert len(command_names()) >= 12 and {"--records", "--steps", "--calibrate-only"} <= declared_flags()
+    assert bare_flag_problems(README) == []
+    assert bare_flag_problems("with `--ownerless`, or `--no-such-option 3`") == [
+        "`--no-such-option 3`: no command, developer tool or test option has --no-such-option"]
     probe = "`moleseg predict --out r/ --no-such-flag x.png` and `moleseg frobnicate --out r/`\n"
     assert command_problems(probe) == ["`moleseg predict --out r/ --no-such-flag x.png`: moleseg predict has no "
                                        "--no-such-flag", "`moleseg frobnicate --out r/`: moleseg has no command "
