@@ -132,8 +132,10 @@ def declared_flags() -> frozenset[str]:
 
 
 def bare_flag_problems(markdown: str) -> list[str]:
-    """Each flag of a prose code span that starts with one (``--records``, ``--steps N``) that nothing has."""
-    spans = [span for span in re.findall(r"`([^`]+)`", code_blocks(markdown)[1]) if span.startswith("--")]
+    """Each flag of a prose code span that starts with one (``--records``, ``--steps N``) or runs a module of
+    the package (``python -m moleseg.tools.shipped --calibrate-only``) that nothing has."""
+    spans = [span for span in re.findall(r"`([^`]+)`", code_blocks(markdown)[1])
+             if re.match(r"--|python3? -m\s+moleseg\.", span)]
     return [f"`{span}`: no command, developer tool or test option has {flag}"
             for span in spans for flag in FLAG.findall(span) if flag not in declared_flags()]
 
@@ -307,8 +309,11 @@ def test_every_moleseg_command_and_flag_the_docs_name_exists() -> None:
     assert command_problems(ARCHITECTURE) == []
     assert len(command_names()) >= 12 and {"--records", "--steps", "--calibrate-only"} <= declared_flags()
     assert bare_flag_problems(README) == []
-    assert bare_flag_problems("with `--ownerless`, or `--no-such-option 3`") == [
-        "`--no-such-option 3`: no command, developer tool or test option has --no-such-option"]
+    assert bare_flag_problems(ARCHITECTURE) == []
+    spans = "with `--ownerless`, `--no-such-option 3` or `python -m moleseg.tools.shipped --all`"
+    assert bare_flag_problems(spans) == [
+        "`--no-such-option 3`: no command, developer tool or test option has --no-such-option",
+        "`python -m moleseg.tools.shipped --all`: no command, developer tool or test option has --all"]
     probe = "`moleseg predict --out r/ --no-such-flag x.png` and `moleseg frobnicate --out r/`\n"
     assert command_problems(probe) == ["`moleseg predict --out r/ --no-such-flag x.png`: moleseg predict has no "
                                        "--no-such-flag", "`moleseg frobnicate --out r/`: moleseg has no command "
