@@ -42,8 +42,8 @@ COMMAND = re.compile(r"""(?:^\s*(?:[A-Z_]+=\S*\s+)*|(?<=["']))(moleseg|make) ([a
 DOTTED = re.compile(r"(?<![\w/.-])moleseg(?:\.[A-Za-z_]\w*)+")
 #: A path inside the checkout: a file (with a suffix) or a folder (with its trailing slash).
 CHECKOUT_PATH = re.compile(r"(?<![\w/.~$-])((?:moleseg|app_pages|tests|docs|models|studies|\.ci)/[\w./-]*)")
-#: Units of the README's "`NAME` = N unit" values.
-UNITS = {"px": 1, "megapixels": 1_000_000, "bytes": 1}
+#: Units of the README's "`NAME` = N unit" and "`NAME` (N unit" values, in those of the constants' names.
+UNITS = {"px": 1, "megapixels": 1_000_000, "bytes": 1, "s": 1, "minutes": 60}
 
 
 def code_blocks(markdown: str) -> tuple[list[tuple[str, str]], str]:
@@ -209,12 +209,13 @@ def variable_problems(markdown: str) -> list[str]:
 
 
 def value_problems(markdown: str) -> list[str]:
-    """Each "`NAME` = N unit" whose constant of :mod:`moleseg.core.config` is missing or has another value."""
+    """Each "`NAME` = N unit" or "`NAME` (N unit" whose constant of :mod:`moleseg.core.config` is missing or has
+    another value."""
     problems = []
-    for name, number, unit in re.findall(r"`([A-Z][A-Z0-9_]+)` = ([\d.]+) ([a-z]+)", markdown):
+    for name, number, unit in re.findall(r"`([A-Z][A-Z0-9_]+)`(?: = |\s+\()([\d.]+) ([a-z]+)", markdown):
         value = float(number) * UNITS.get(unit, float("nan"))
         if getattr(config, name, None) != value:
-            problems.append(f"`{name}` = {number} {unit}: moleseg.core.config.{name} is "
+            problems.append(f"`{name}`: {number} {unit} in the docs, moleseg.core.config.{name} is "
                             f"{getattr(config, name, 'missing')}")
     return problems
 
@@ -342,9 +343,9 @@ def test_every_environment_variable_and_constant_the_readme_names_is_the_codes()
     assert {"MOLESEG_RUNTIME", "MOLESEG_TMPDIR", "MOLESEG_DATABASE_URL", "MOLESEG_DATA_ROOTS"} <= variables_read()
     assert variable_problems(README) == []
     assert variable_problems("MOLESEG_NO_SUCH_SETTING=1") == ["MOLESEG_NO_SUCH_SETTING: no code reads this variable"]
-    assert len(re.findall(r"`[A-Z_]+` = \d", README)) >= 3
+    assert len(re.findall(r"`[A-Z_]+`(?: = |\s+\()\d", README)) >= 5
     assert value_problems(README) == []
-    assert value_problems("`MIN_IMAGE_SIDE_PX` = 16 px") == ["`MIN_IMAGE_SIDE_PX` = 16 px: "
+    assert value_problems("`MIN_IMAGE_SIDE_PX` = 16 px") == ["`MIN_IMAGE_SIDE_PX`: 16 px in the docs, "
                                                              "moleseg.core.config.MIN_IMAGE_SIDE_PX is 32"]
 
 
