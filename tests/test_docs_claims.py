@@ -18,6 +18,7 @@ import functools
 import io
 import mimetypes
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -96,8 +97,8 @@ def parsed(*argv: str) -> tuple[int, str]:
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
             build_parser().parse_args(list(argv))
-        except SystemExit as exit:
-            return int(exit.code or 0), output.getvalue()
+        except SystemExit as stop:
+            return int(stop.code or 0), output.getvalue()
     return 0, output.getvalue()
 
 
@@ -159,7 +160,7 @@ def command_line_problems(markdown: str) -> list[str]:
     for text in block_lines(markdown):
         line = text.strip()
         if line.startswith("moleseg ") and "..." not in line and "$" not in line:
-            status, output = parsed(*line.split()[1:])
+            status, output = parsed(*shlex.split(line)[1:])
             if status != 0:
                 problems.append(f"`{line}`: {output.strip().splitlines()[-1]}")
     return problems
