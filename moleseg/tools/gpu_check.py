@@ -45,6 +45,8 @@ BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
 SYNTHETIC_PAIRS = 64
 #: ``--cpu``: input side in px, steps, batch size.
 CPU_INPUT, CPU_STEPS, CPU_BATCH = 64, 6, 2
+#: Training steps of the GPU check (the recipe's size and batch, mixed precision).
+GPU_STEPS = 300
 
 
 @dataclass
@@ -107,7 +109,7 @@ def run_check(*, cpu: bool, steps: int | None = None, recipe: Path = RECIPE, blo
         values["model"] = {**values["model"], "input_size": CPU_INPUT}
         values["batch_size"] = CPU_BATCH
     config = TrainConfig.from_dict(values)
-    steps = steps or (CPU_STEPS if cpu else 300)
+    steps = steps or (CPU_STEPS if cpu else GPU_STEPS)
     blocks = max(2, min(blocks, steps))
     per_block = max(1, steps // blocks)
     start_training(mixed_precision=not cpu, seed=config.seed)
@@ -179,7 +181,7 @@ def feed_images_per_second(feed: "PairFeed", workers: int, batches: int = 8) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moleseg.tools.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help=f"a few steps at {CPU_INPUT} px on the CPU (self-test)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 300; --cpu: "
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps (default {GPU_STEPS}; --cpu: "
                                                                 f"{CPU_STEPS})")
     parser.add_argument("--backend", choices=BACKENDS, default="tensorflow", help="Keras backend")
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="training recipe (a config.json)")
