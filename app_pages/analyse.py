@@ -9,7 +9,7 @@ import streamlit as st
 
 from moleseg.app import charts, ui
 from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
-                                  hex_to_rgb, rgb_to_hex)
+                                  hex_to_rgb, rgb_to_hex, too_many_uploads)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
@@ -55,6 +55,10 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
+too_many = too_many_uploads(len(files or []))
+if too_many:
+    st.error(too_many)
+    files = []  # refused whole: not even the first ones are read
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
 # the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
 # the settings and by every run of the results alone
