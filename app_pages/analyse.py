@@ -18,6 +18,7 @@ from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
+from moleseg.app.quota import check_session_quota
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_html, object_areas,
@@ -527,6 +528,7 @@ def exports_view() -> None:
             return
         used = analysis.segmentation.settings
         try:
+            check_session_quota()
             saved_id = Records().save(
                 user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
                 visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,

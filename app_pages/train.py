@@ -104,8 +104,9 @@ def finetune_section() -> None:
     with_data = a.checkbox("Also the data it was trained on", key="train_finetune_with_data",
                            help="Adds the training folders the model file records (those still on this "
                                 "machine), so that it does not forget them; slower.")
-    epochs = b.number_input(trainform.title(options.option("epochs")), 1, 200, FINETUNE_EPOCHS,
-                            key="train_finetune_epochs")
+    epochs_option = options.option("epochs")
+    epochs = b.number_input(trainform.title(epochs_option), int(epochs_option.low), int(epochs_option.high),
+                            FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
     if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
                  help=None if plan.ready else plan.sentence()):

@@ -56,13 +56,9 @@ def _option_parser(item: Option) -> Callable[[str], object]:
 
     def parse(text: str) -> object:
         try:
-            value = item.parse(text)
+            return item.parse(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
-        problems = [] if item.kind == "choice" else item.problems(value)  # argparse names a wrong choice itself
-        if problems:
-            raise argparse.ArgumentTypeError(problems[0])
-        return value
 
     return parse
 
