@@ -256,6 +256,7 @@ def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {ui.plain_markdown(outcome.name)} ({status})", key="analyse_dataset_save"):
             try:
+                check_session_quota()
                 saved = save_to_dataset(outcome, folder, segmenter_name, choice.key)
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {first_line(error)}")

@@ -9,6 +9,7 @@ import streamlit as st
 from moleseg.app import charts, serverpaths, trainform, trainstatus, ui
 from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
+from moleseg.app.quota import check_session_quota
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import finetune_config, finetune_plan
@@ -111,6 +112,7 @@ def finetune_section() -> None:
     if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
                  help=None if plan.ready else plan.sentence()):
         try:
+            check_session_quota()
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
                                      roots=serverpaths.dataset_roots())
             run_dir = trainstatus.start(config, RUNS, config["name"])
@@ -150,6 +152,7 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
             st.error(problem)
     else:
         try:
+            check_session_quota()
             run_dir = trainstatus.start(config, RUNS, config["name"] or
                                         f"{config['model']['architecture']}-{config['model']['backbone']}")
         except (trainlock.TrainingBusy, ValueError, OSError) as error:

@@ -7,9 +7,7 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
-from moleseg.app import quota, trainstatus
-from moleseg.app.analysis import ImageOutcome
-from moleseg.app.hand_correction import save_to_dataset
+from moleseg.app import quota
 from moleseg.app.identity import personal_user
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core import diskusage
@@ -56,25 +54,25 @@ def over_quota(app_folders, monkeypatch, tmp_path):
 def test_over_quota_no_training_starts_and_nothing_is_saved(over_quota, tmp_path):
     """Before, a user of a shared server could fill its disk with runs, datasets and saved pictures."""
     runs = over_quota["runs"]
-    with pytest.raises(quota.OverQuota) as refused:
-        trainstatus.start({"epochs": 1}, runs, "new")
+    with pytest.raises(quota.OverQuota) as refused:  # what the Train and Study pages call before a start
+        quota.check_session_quota()
     assert str(refused.value) == (
         f"Your files take 0.00 GB of your 1e-06 GB quota on this server: delete saved visits you no longer need "
         f"on the History page, or ask the server's operator to remove old runs, studies or images of My dataset "
         f"from {runs}, then try again.")
-    assert [path.name for path in runs.iterdir()] == ["old-run"]  # no run folder made
-    image, _ = mole_image(seed=1)
-    with pytest.raises(quota.OverQuota):
-        save_to_dataset(ImageOutcome(name="a.png"), tmp_path / "mine", "classical")
-    assert not (tmp_path / "mine").exists()
-
     at = app_test(PAGE_FILES["analyse"])
     at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=1)
     at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
     at.button(key="analyse_save").click().run()
     assert not at.exception
     assert [text for text in texts(at.error) if "quota" in text] == [f"Could not save: {refused.value}"]
     assert Records().records(personal_user()) == []
+    at.button(key="analyse_dataset_save").click().run()
+    assert not at.exception
+    assert f"Could not save to {tmp_path / 'mine'}: {refused.value}" in texts(at.error)
+    assert not (tmp_path / "mine").exists()  # nothing half written
+    assert [path.name for path in runs.iterdir()] == ["old-run"]
 
 
 def test_under_quota_the_saved_visits_pictures_count(app_folders, monkeypatch):

@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from moleseg.app.analysis import ImageOutcome
-from moleseg.app.quota import check_session_quota
 from moleseg.core.dataset import SavedPair, save_pair
 from moleseg.engine.correction import Corrections, Stroke
 from moleseg.engine.pipeline import Analysis
@@ -95,9 +94,7 @@ def save_to_dataset(outcome: ImageOutcome, folder: str | Path, model_name: str, 
                     ) -> SavedPair:
     """Save the image in view and its lesion (corrected or as the model drew it) into the user's dataset
     (:func:`moleseg.core.dataset.save_pair`), with the model, the cleanup and whether it was corrected.
-    An image already there (same pixels) keeps its entry, whose mask is replaced (``replaced``); nothing is
-    written when the user's files reach their quota (:class:`moleseg.app.quota.OverQuota`, a ValueError)."""
-    check_session_quota()
+    An image already there (same pixels) keeps its entry, whose mask is replaced (``replaced``)."""
     analysis = outcome.analysis
     if analysis is None:
         raise ValueError(f"{outcome.name}: nothing to save (not analysed)")

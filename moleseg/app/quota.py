@@ -14,7 +14,7 @@ from pathlib import Path
 from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
-from moleseg.engine.records import User
+from moleseg.engine.records import Records, RecordsError, User
 
 #: What a user over quota can do, in the refusal's words.
 WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, or ask the server's operator "
@@ -63,8 +63,7 @@ def check_session_quota() -> None:
     quota_gb = load_settings().user_quota_gb
     if quota_gb <= 0:
         return
-    from moleseg.app.identity import current_user, find_user_space
-    from moleseg.engine.records import Records, RecordsError
+    from moleseg.app.identity import current_user, find_user_space  # Streamlit's: only with a quota to check
 
     space, user = find_user_space(), current_user()
     if not isinstance(space, UserSpace) or not isinstance(user, User):

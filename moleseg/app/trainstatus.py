@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moleseg.app.quota import check_session_quota
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
@@ -143,10 +142,8 @@ def start(config: dict[str, Any], runs: str | Path, name: str) -> Path:
     moleseg.engine.trainlock.TrainingBusy
         Another training runs (the message is its one sentence).
     ValueError
-        Every problem of the configuration, one per line; :class:`moleseg.app.quota.OverQuota` when the user's
-        files reach their quota (nothing started, no folder made).
+        Every problem of the configuration, one per line.
     """
-    check_session_quota()
     run_dir = launch.new_run_dir(runs, name)
     try:
         return launch.start_training(config, run_dir, origin="app").run_dir

@@ -78,7 +78,7 @@ def train_config_of(args: argparse.Namespace) -> dict:
     """The configuration dictionary of a new training: the defaults, overridden by ``--config FILE``
     (its relative folders under ``--data-root``, by default the file's folder), overridden by the flags
     given; ``name`` defaults to the run folder's name. Each value of the file is checked against its option
-(a refusal names the file); the whole configuration is checked by ``TrainConfig``, not here.
+    (a refusal names the file); the whole configuration is checked by ``TrainConfig``, not here.
 
     Raises
     ------
