@@ -164,6 +164,26 @@ def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders
     assert jobs.read_job(second).active
 
 
+def test_a_holder_on_its_way_out_is_waited_for_and_a_living_one_is_not(app_folders, fake_training):
+    assert not trainlock.holder_ending(trainlock.TrainingHolder(pid=os.getpid()))
+    assert not trainlock.holder_ending(trainlock.TrainingHolder())  # pid unknown: nothing to wait for
+    child = subprocess.Popen(["sleep", "60"])
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed child never became a zombie"
+        time.sleep(0.01)
+    assert trainlock.holder_ending(trainlock.TrainingHolder(pid=child.pid))  # a zombie: its files are closed
+    child.wait()
+    assert trainlock.holder_ending(trainlock.TrainingHolder(pid=child.pid))  # gone
+    run, pid = fake_training()
+    started = time.monotonic()
+    assert trainlock.lasting_holder(wait_s=0.2).run_dir == run  # a living holder: refused after the short wait
+    assert time.monotonic() - started < 0.2 + 0.15, "a living holder is not waited for"
+    os.kill(pid, signal.SIGKILL)  # as a killed `moleseg train` does to its training process
+    assert trainlock.lasting_holder() is None  # the next start finds the lock free instead of refusing
+
+
 def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(app_folders, fake_training, monkeypatch):
     run, pid = fake_training()
     checks = []
@@ -172,7 +192,7 @@ def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(app_
         checks.append(1)
         return None if len(checks) == 1 else trainlock.active_training()
 
-    monkeypatch.setattr(launch, "active_training", not_yet)
+    monkeypatch.setattr(launch, "lasting_holder", not_yet)
     with pytest.raises(trainlock.TrainingBusy, match=f"another training is running in {run.name} \\(started by the "
                                                       f"app, pid {pid}"):
         fake_training()

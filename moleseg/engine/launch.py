@@ -43,7 +43,8 @@ from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_co
                                  read_request)
 from moleseg.engine.runs import RunFiles, RunRecordError, read_config, read_state
 from moleseg.engine.session import training_cache_dir
-from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, TrainingHolder, active_training)
+from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, TrainingHolder, active_training,
+                                      lasting_holder)
 
 #: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
 RUNNER_MODULE = "moleseg.network.runner"
@@ -249,7 +250,7 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     while True:
         if wait_for_lock and not cluster_worker:
             _wait_for_lock(echo)
-        elif not cluster_worker and (holder := active_training()) is not None:
+        elif not cluster_worker and (holder := lasting_holder()) is not None:
             raise TrainingBusy(holder.sentence())
         run_dir.mkdir(parents=True, exist_ok=True)
         JobRequest(config=config, resume=resume, origin=origin, requested=time.time()).write(run_dir)

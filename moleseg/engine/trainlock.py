@@ -5,12 +5,15 @@ training process for its whole life (:func:`hold_training_lock`), so the kernel 
 ends, however it ends (SIGKILL, reboot): no stale locks, pids or timers. Its sidecar ``training.lock.json``
 (:class:`TrainingHolder`) says which run holds it, who started it (the app, a terminal, a study) and the
 process id, for the refusal's one sentence and for the Train page. :func:`active_training` tries the lock
-without waiting. Starting a training: :mod:`moleseg.engine.launch`.
+without waiting; :func:`lasting_holder` also waits out a holder that is on its way out (:func:`holder_ending`: a
+killed ``moleseg train``'s training process has its SIGKILL but has not yet let go of the lock). Starting a
+training: :mod:`moleseg.engine.launch`.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +32,10 @@ LOCK_INFO_NAME = LOCK_NAME + ".json"
 #: Longest wait of a new training process for the lock, in seconds (a probe by :func:`active_training` holds it
 #: for microseconds; a running training holds it for hours, and then the new process gives up).
 RUNNER_LOCK_WAIT_S: float = 2.0
+#: How often :func:`lasting_holder` tries the lock again while its holder ends, in seconds.
+ENDING_POLL_S: float = 0.05
+#: ``PF_EXITING``, the kernel's flag of a process in its exit (``/proc/<pid>/stat``, field 9).
+PF_EXITING = 0x4
 #: What the training process writes to its ready pipe once it holds the lock.
 READY_BYTE = b"L"
 #: Exit status of a training process that found the lock taken (``EX_TEMPFAIL``).
@@ -119,6 +126,38 @@ def active_training() -> TrainingHolder | None:
         return _read_holder(lock_info_path())
     lock.release()
     return None
+
+
+def holder_ending(holder: TrainingHolder) -> bool:
+    """Whether ``holder``'s process is on its way out, so that the kernel is about to release the lock: gone, a
+    zombie, in its exit, or with a SIGKILL pending (a training process whose ``moleseg train`` was killed gets one
+    from ``PR_SET_PDEATHSIG``; a large one takes a while to unmap its memory before its files close). Read from
+    Linux's ``/proc``; False when the holder's pid is unknown or ``/proc`` is not there."""
+    if not holder.pid or not Path("/proc/self/stat").exists():
+        return False
+    process = Path("/proc") / str(holder.pid)
+    try:
+        fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+        status = (process / "status").read_text()
+    except FileNotFoundError:
+        return True  # gone
+    except OSError:
+        return False
+    state, flags = fields[0], int(fields[6])
+    pending = 0
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            pending |= int(line.split()[1], 16)
+    return state in ("Z", "X") or bool(flags & PF_EXITING) or bool(pending & (1 << (signal.SIGKILL - 1)))
+
+
+def lasting_holder(wait_s: float = RUNNER_LOCK_WAIT_S) -> TrainingHolder | None:
+    """Who holds the training lock (:func:`active_training`), None when it is free; a holder on its way out
+    (:func:`holder_ending`) is waited for, at most ``wait_s`` seconds (then returned)."""
+    deadline = time.monotonic() + wait_s
+    while (holder := active_training()) is not None and holder_ending(holder) and time.monotonic() < deadline:
+        time.sleep(ENDING_POLL_S)
+    return holder
 
 
 def _signal_ready(ready_fd: int | None, message: bytes) -> None:
