@@ -515,24 +515,14 @@ def exports_view() -> None:
     if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
                  help="The History page lists and reopens it, with the visit above."):
         from moleseg.app.identity import current_user
-        from moleseg.engine.records import Records
+        from moleseg.app.saving import save_once
 
-        user = current_user()
-        if isinstance(user, Refusal):
-            st.error(f"Could not save: {user.message}")
-            return
-        used = analysis.segmentation.settings
-        try:
-            saved_id = Records().save(
-                user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
-                visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
-                image_name=outcome.name, model_name=now.segmenter_name, model_version=now.model_version,
-                cleanup=used.to_dict(), lesion_threshold=analysis.segmentation.lesion_threshold,
-                pixel_size_mm=analysis.pixel_size_mm, corrected=analysis.corrected_by_hand)
-            st.session_state["analyse_saved_id"] = saved_id
-            st.success(f"Saved as record {saved_id}.")
-        except (OSError, ValueError) as error:
-            st.error(f"Could not save: {first_line(error)}")
+        answer = save_once(current_user(), analysis, outcome.name, visit, now.segmenter_name, now.model_version,
+                           st.session_state.setdefault("analyse_saved", {}))
+        if answer.kind == "info":  # names the uploaded file: shown as it is
+            st.info(ui.plain_markdown(answer.message))
+        else:
+            {"success": st.success, "error": st.error}[answer.kind](answer.message)
 
 
 def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:

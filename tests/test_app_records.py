@@ -12,7 +12,7 @@ import pytest
 
 from app_helpers import app_test, texts
 from synthetic import mole_image, png_bytes
-from moleseg.app import followup, identity
+from moleseg.app import followup, identity, ui
 from moleseg.app.device_profiles import NO_PROFILE
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
@@ -128,11 +128,17 @@ def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
     assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
 
 
-def test_analyse_saves_to_records(isolated):
+def analysed_mole(image: np.ndarray):
+    """The Analyse page (AppTest) with ``image`` uploaded as ``mole.png`` and analysed by the classical model."""
     at = app_test(PAGE_FILES["analyse"])
     at.selectbox(key="analyse_model").set_value("classical").run()
-    image, _ = mole_image(seed=2)
     at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    return at
+
+
+def test_analyse_saves_to_records(isolated):
+    image, _ = mole_image(seed=2)
+    at = analysed_mole(image)
     at.text_input(key="analyse_save_lesion").input("arm 2")
     at.date_input(key="analyse_save_date").set_value(datetime.date(2026, 5, 6))
     at.text_area(key="analyse_save_notes").input("looks stable")
@@ -462,3 +468,22 @@ def test_a_damaged_database_is_one_error_on_each_page_and_analysis_still_works(i
     assert not at.exception and at.get("image")  # the analysis is shown
     at.button(key="analyse_save").click().run()
     assert not at.exception and texts(at.error) == [f"Could not save: {message}"]
+
+
+def test_a_second_click_on_save_with_the_same_border_and_visit_saves_nothing_and_names_the_record(isolated):
+    at = analysed_mole(mole_image(seed=2)[0])
+    at.text_input(key="analyse_save_lesion").input("arm 2")
+    at.button(key="analyse_save").click().run()
+    at.button(key="analyse_save").click().run()  # the same analysis and visit again
+    (first,) = Records().records(USER)
+    assert texts(at.info)[-1] == ui.plain_markdown(
+        f"mole.png is already saved as record {first.id}, with this border and visit: nothing saved again. "
+        "Change the border or the visit to save another visit.")
+    at.text_area(key="analyse_save_notes").input("second look")  # another visit: saved
+    at.button(key="analyse_save").click().run()
+    assert [record.notes for record in Records().records(USER)] == ["second look", ""]
+    Records().delete(USER, first.id)  # deleted in History: saving the first visit again makes a new record
+    at.text_area(key="analyse_save_notes").input("")
+    at.button(key="analyse_save").click().run()
+    assert not at.exception and any("Saved as record" in text for text in texts(at.success))
+    assert len(Records().records(USER)) == 2
