@@ -11,7 +11,7 @@ from moleseg.app import charts, ui
 from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
                                   hex_to_rgb, rgb_to_hex)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
-                                      shown_image_key)
+                                      scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.exports import LatestResults, Shown, outline_buttons
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
@@ -126,7 +126,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "validation images.")
     settled_slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
                    on_change=rerun_results)
-    st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
+    shown_name = next((upload.name for upload in uploads if upload.key == shown_key), "")
+    st.caption(scope_caption(apply_all, len(uploads), ui.plain_markdown(shown_name)))
 
 
 def manual_target(shown_key: str | None) -> tuple[str, str | None]:

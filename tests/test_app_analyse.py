@@ -334,10 +334,13 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     assert after["a.png"].settings.border_width_px == 12 and after["a.png"].settings.rule == "grow_inside"
     assert after["a.png"].lesion.sum() > before["a.png"].sum() + 100  # grown by 12 px
     assert after["b.png"].settings.rule == "article"  # the other image keeps its automatic cleanup
+    scope = "Applies to {} only (the image under Show image); tick Apply to all images to change all 2."
+    assert scope.format("a.png") in [caption.value for caption in at.sidebar.caption]  # names the image it changes
     np.testing.assert_array_equal(after["b.png"].lesion, before["b.png"])
 
     at.selectbox(key="analyse_shown").set_value(outcomes[1].key).run()  # b.png in view: its own values
     assert at.radio(key="analyse_rule").value == "article"
+    assert scope.format("b.png") in [caption.value for caption in at.sidebar.caption]
     assert at.session_state["analyse_border"] == outcomes[1].analysis.segmentation.settings.border_width_px
     np.testing.assert_array_equal(at.session_state["analyse_outcomes"][1].analysis.segmentation.lesion,
                                   before["b.png"])
@@ -347,6 +350,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     at.checkbox(key="analyse_apply_all").check().run()
     both = [o.analysis.segmentation for o in at.session_state["analyse_outcomes"]]
     assert [s.settings.border_width_px for s in both] == [12, 12]
+    assert "Applies to every image." in [caption.value for caption in at.sidebar.caption]
     assert both[1].lesion.sum() > before["b.png"].sum() + 100
 
     at.toggle(key="analyse_manual").set_value(False).run()  # off: every image back to automatic

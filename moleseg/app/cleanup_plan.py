@@ -90,6 +90,16 @@ def shown_image_key(upload_keys: Sequence[str], selected: str | None, analysed_k
     return next((key for key in upload_keys if key in analysed), upload_keys[0] if upload_keys else None)
 
 
+def scope_caption(apply_to_all: bool, image_count: int, shown_name: str) -> str:
+    """The sentence under the manual cleanup widgets saying which images they change: every image (applied to
+    all, or one image uploaded), else the image in view by its file name ``shown_name`` (as the page shows it)
+    and how to reach the others."""
+    if apply_to_all or image_count < 2:
+        return "Applies to every image."
+    return (f"Applies to {shown_name} only (the image under Show image); tick Apply to all images to change "
+            f"all {image_count}.")
+
+
 def cleanup_widget_values(choice: CleanupChoice | None, auto: AutoCleanup | None,
                           calibrated_threshold: float | None) -> dict[str, Any]:
     """Starting values of the manual cleanup widgets for an image: its recorded choice, else its automatic
