@@ -11,7 +11,7 @@ from moleseg.app import charts, ui
 from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
                                   hex_to_rgb, rgb_to_hex)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
-                                      scope_caption, shown_image_key)
+                                      rule_label, scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.exports import LatestResults, Shown, outline_buttons
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
@@ -101,10 +101,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
     if n_classes == 3:  # two-class models have no rule
-        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results,
-                 help="article: INSIDE plus the closed BORDER band (the article's method). "
-                      "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                      "the border too thick).")
+        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results, format_func=rule_label,
+                 help="The named rule is the one the History page, the reports and the CSV name.")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     settled_slider(f"{options.option('closing_radius_px').title} (px)", 0,
                    max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", unit="px",

@@ -84,6 +84,7 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_closing.settings.closing_radius_px == 1
     assert not np.array_equal(after_closing.border, before)
+    assert at.radio(key="analyse_rule").options[1].startswith("grow_inside: INSIDE grown outward")  # in words
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.session_state["analyse_border"] = 12
     at.run()
@@ -326,6 +327,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
     assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
     at.toggle(key="analyse_manual").set_value(True).run()
+    assert at.radio(key="analyse_rule").options[1].startswith("grow_inside: INSIDE grown outward")  # in words
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.session_state["analyse_border"] = 12
     at.run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.cleanup import RULE_WORDS, CleanupSettings
 from moleseg.engine.segmenter import MODEL_THRESHOLD
 
 @dataclass(frozen=True)
@@ -88,6 +88,12 @@ def shown_image_key(upload_keys: Sequence[str], selected: str | None, analysed_k
         return selected
     analysed = set(analysed_keys)
     return next((key for key in upload_keys if key in analysed), upload_keys[0] if upload_keys else None)
+
+
+def rule_label(rule: str) -> str:
+    """A lesion rule (:data:`moleseg.core.cleanup.RULES`) as the rule picker shows it: its name, which the
+    History page, the reports and the CSV use, then what it does in words."""
+    return f"{rule}: {RULE_WORDS[rule]}"
 
 
 def scope_caption(apply_to_all: bool, image_count: int, shown_name: str) -> str:
