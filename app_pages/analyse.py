@@ -486,6 +486,19 @@ def exports_view() -> None:
     visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
     visits[outcome.key] = visit
 
+    # ---- save to records (History page) ---------------------------------------------------------------
+    if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
+                 help="The History page lists and reopens it, with the visit above."):
+        from moleseg.app.identity import current_user
+        from moleseg.app.saving import save_once
+
+        answer = save_once(current_user(), analysis, outcome.name, visit, now.segmenter_name, now.model_version,
+                           st.session_state.setdefault("analyse_saved", {}))
+        if answer.kind == "info":  # names the uploaded file: shown as it is
+            st.info(ui.plain_markdown(answer.message))
+        else:
+            {"success": st.success, "error": st.error}[answer.kind](answer.message)
+
     # ---- downloads: made when clicked, from the latest results ------------------------------------------
     st.markdown("**Export this image**")
     one, two, three = st.columns(3)
@@ -509,19 +522,6 @@ def exports_view() -> None:
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
     all_images_exports(now, visits)
-
-    # ---- save to records (History page) ---------------------------------------------------------------
-    if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
-                 help="The History page lists and reopens it, with the visit above."):
-        from moleseg.app.identity import current_user
-        from moleseg.app.saving import save_once
-
-        answer = save_once(current_user(), analysis, outcome.name, visit, now.segmenter_name, now.model_version,
-                           st.session_state.setdefault("analyse_saved", {}))
-        if answer.kind == "info":  # names the uploaded file: shown as it is
-            st.info(ui.plain_markdown(answer.message))
-        else:
-            {"success": st.success, "error": st.error}[answer.kind](answer.message)
 
 
 def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:

@@ -473,6 +473,9 @@ def test_a_damaged_database_is_one_error_on_each_page_and_analysis_still_works(i
 def test_a_second_click_on_save_with_the_same_border_and_visit_saves_nothing_and_names_the_record(isolated):
     at = analysed_mole(mole_image(seed=2)[0])
     at.text_input(key="analyse_save_lesion").input("arm 2")
+    nodes = [(node.type, getattr(node, "label", "")) for node in at.main]  # the page's elements, top to bottom
+    save = nodes.index(("button", "Save mole.png to records"))  # right under the visit form, above the exports
+    assert nodes.index(("text_area", "Notes")) < save < nodes.index(("download_button", "Overlay (PNG)"))
     at.button(key="analyse_save").click().run()
     at.button(key="analyse_save").click().run()  # the same analysis and visit again
     (first,) = Records().records(USER)
