@@ -417,6 +417,10 @@ def test_history_opens_a_visit_from_its_link_and_shows_its_audit_trail(isolated)
     at.switch_page(PAGE_FILES["history"]).run()
     assert not at.exception
     assert at.selectbox(key="history_lesion").value == "arm" and at.selectbox(key="history_visit").value == first
+    saved_at = records.record(USER, first).saved_at  # e.g. 2026-12-07T08:43:33+00:00, shown for people
+    (visit_line,) = [text for text in texts(at.markdown) if text.startswith("**Visit**")]
+    assert f"**saved** {ui.plain_markdown(followup.moment_text(saved_at))} by" in visit_line
+    assert saved_at[:10] + "T" not in visit_line
     at.run()  # shown again: 'opened' once
     trail = at.dataframe[3].value
     assert list(trail["who"]) == [USER.name, USER.name] and list(trail["what"]) == ["saved", "opened"]
@@ -490,3 +494,10 @@ def test_a_second_click_on_save_with_the_same_border_and_visit_saves_nothing_and
     at.button(key="analyse_save").click().run()
     assert not at.exception and any("Saved as record" in text for text in texts(at.success))
     assert len(Records().records(USER)) == 2
+
+
+def test_saved_times_read_as_a_date_and_a_clock_time_with_the_zone():
+    assert followup.moment_text("2026-12-07T08:43:33+00:00") == "2026-12-07 08:43:33 UTC"
+    assert followup.moment_text("2026-12-07T09:43:33+01:00") == "2026-12-07 09:43:33 UTC+01:00"
+    assert followup.moment_text("2026-12-07T08:43:33") == "2026-12-07 08:43:33"
+    assert followup.moment_text("yesterday") == "yesterday"

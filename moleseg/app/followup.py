@@ -4,6 +4,7 @@ of saved visits and of measurements, formatted for people. No Streamlit calls he
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from moleseg.app.ui import plain_markdown
@@ -83,6 +84,19 @@ def _value(record: Record, column: str) -> str:
     return found.text if found else "\u2014"
 
 
+def moment_text(iso_time: str) -> str:
+    """A saved ISO timestamp (``2026-12-07T08:43:33+00:00``, the records' ``saved_at`` and audit times) for
+    people: ``2026-12-07 08:43:33 UTC``, or ``UTC+01:00`` for another offset; text that is not such a timestamp
+    as it is."""
+    try:
+        moment = datetime.fromisoformat(iso_time)
+    except (TypeError, ValueError):
+        return str(iso_time)
+    offset = moment.isoformat()[19:]
+    zone = "" if not offset else " UTC" if offset in ("+00:00", "Z") else f" UTC{offset}"
+    return f"{moment:%Y-%m-%d %H:%M:%S}{zone}"
+
+
 def owner_label(owner: str) -> str:
     """The owner as listed (:data:`UNKNOWN_OWNER` for :data:`moleseg.engine.records.NO_OWNER`)."""
     return UNKNOWN_OWNER if owner == NO_OWNER else owner
@@ -100,7 +114,7 @@ def visit_rows(records: Sequence[Record], *, owners: bool = False) -> list[dict[
 def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
     """One row per line of a record's audit trail: when, who, what (oldest first); a hand-over says from whom to
     whom (``adopted from moleseg to Anna``)."""
-    return [{"when": entry.at, "who": entry.user,
+    return [{"when": moment_text(entry.at), "who": entry.user,
              "what": entry.action if entry.to_owner is None else
              f"{entry.action} from {owner_label(entry.from_owner or NO_OWNER)} to {entry.to_owner}"}
             for entry in entries]
