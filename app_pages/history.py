@@ -20,10 +20,13 @@ try:
     lesions = records.lesions(user)
     linked = st.query_params.get("visit")
     if linked is not None:  # a link to one visit: shown only to whoever may reach it
+        linked_id = followup.linked_record_id(linked)
         try:
-            target = records.record(user, int(linked) if linked.isdigit() else -1)
+            target = None if linked_id is None else records.record(user, linked_id)
         except NoSuchRecord:
-            st.error(f"Cannot open this record: no saved analysis with id {linked}.")
+            target = None
+        if target is None:
+            st.error(followup.linked_record_refusal(linked))
             st.stop()
         st.session_state["history_lesion"], st.session_state["history_visit"] = target.lesion, target.id
         del st.query_params["visit"]
@@ -60,7 +63,8 @@ except (KeyError, ValueError) as error:
     st.stop()
 record = saved.record
 left, right = st.columns(2)
-left.image(followup.saved_overlay(saved), caption=f"{record.image_name or 'image'}: saved border", width="stretch")
+left.image(followup.saved_overlay(saved), width="stretch",
+           caption=f"{ui.plain_markdown(record.image_name or 'image')}: saved border")  # another user's name
 right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
 settings = record.settings()
 st.markdown(f"**Visit** {ui.plain_markdown(str(record.visit_date))} · **body site** "

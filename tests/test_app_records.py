@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from moleseg.app import followup, identity, ui
 from moleseg.app.device_profiles import NO_PROFILE
 from moleseg.app.identity import NOT_SIGNED_IN, NOT_THROUGH_PROXY, personal_user, resolve_user
 from moleseg.app.ui import PAGE_FILES
-from moleseg.core.config import MIN_NOISE_PASSES
+from moleseg.core.config import MIN_NOISE_PASSES, SIGN_IN_MAX_AGE_S
 from moleseg.core.devices import DEVICE_PROFILES_FILE, DeviceProfile, read_profiles, save_profile
 from moleseg.core.measure import measure_lesion
 from moleseg.core.report import DISCLAIMER
@@ -359,6 +360,50 @@ def test_the_audit_trail_says_from_whom_to_whom_a_visit_was_handed_over():
     assert [row["who"] for row in followup.audit_rows(entries)] == ["moleseg", "root", "root"]
 
 
+@pytest.mark.parametrize(("claims", "expected"), [
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": True}, "boss@clinic.example"),
+    ({"is_logged_in": True, "email": "boss@clinic.example"}, "boss@clinic.example"),  # a provider that never says
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": False}, None),  # typed, unchecked
+    ({"is_logged_in": True, "email": "boss@clinic.example", "email_verified": "false"}, None),  # as a string
+    ({"is_logged_in": False, "email": "boss@clinic.example"}, None),
+    ({"is_logged_in": True, "email": ["boss@clinic.example"]}, None),
+    ({}, None),  # no log-in configured
+])
+def test_an_oidc_e_mail_the_provider_says_is_not_verified_names_nobody(claims, expected):
+    """An identity provider that lets its users type any address (``email_verified`` false) would otherwise let
+    anyone sign in as an admin's address."""
+    assert identity.oidc_email(claims) == expected
+    oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
+    believed = resolve_user(oidc, {}, None, identity.oidc_email(claims))
+    assert believed == (User(expected, admin=True) if expected else NOT_SIGNED_IN)
+
+
+def test_an_oidc_sign_in_older_than_the_limit_names_nobody():
+    """Streamlit keeps a sign-in for 30 days and checks no time in it: someone whose account the clinic closed
+    stayed signed in for up to a month. The identity token's issue time (``iat``) now counts: a sign-in older
+    than SIGN_IN_MAX_AGE_S asks to sign in again."""
+    now = 1_800_000_000.0
+    fresh = {"is_logged_in": True, "email": "boss@clinic.example", "iat": now - SIGN_IN_MAX_AGE_S + 60}
+    assert identity.oidc_email(fresh, now=now) == "boss@clinic.example"
+    assert identity.oidc_email({**fresh, "iat": now - SIGN_IN_MAX_AGE_S - 60}, now=now) is None
+    assert identity.oidc_email({**fresh, "iat": "yesterday"}, now=now) is None  # not a time: nothing to go by
+    assert identity.oidc_email({**fresh, "iat": True}, now=now) is None
+
+class _Claims(dict):
+    """``st.user`` of a signed-in session: a mapping of the identity token's claims, read as attributes too."""
+
+    __getattr__ = dict.get
+
+
+def test_the_session_s_user_comes_from_the_verified_oidc_e_mail_only(monkeypatch):
+    oidc = replace(SHARED, identity="streamlit-oidc", admin_users=frozenset({"boss@clinic.example"}))
+    monkeypatch.setattr(identity, "load_settings", lambda: oidc)
+    claims = _Claims(is_logged_in=True, email="boss@clinic.example", email_verified=True)
+    monkeypatch.setattr(identity.st, "user", claims)
+    assert identity.current_user() == User("boss@clinic.example", admin=True)
+    monkeypatch.setattr(identity.st, "user", _Claims(claims, email_verified=False))
+    assert identity.current_user() == NOT_SIGNED_IN
+
 @pytest.mark.parametrize(("headers", "oidc_email", "expected"), [
     ({**FROM_PROXY, "X-Forwarded-User": "  alice \t"}, None, User("alice")),  # blanks around: the same name
     ({**FROM_PROXY, "X-Forwarded-User": " boss "}, None, User("boss", admin=True)),
@@ -446,6 +491,32 @@ def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated,
     at.switch_page(PAGE_FILES["compare"]).run()
     at.radio(key="compare_source").set_value(followup.COMPARE_SAVED).run()
     assert not at.exception and any("No lesion has two saved visits" in text for text in texts(at.info))
+
+
+@pytest.mark.parametrize(("link", "shown"), [
+    ("99999999999999999999", "99999999999999999999"),  # beyond SQLite's 64-bit integers: OverflowError
+    ("\u00b2", "\u00b2"),  # str.isdigit's superscript two, which int() refuses
+    ("[Sign in again](https:evil.example)", ui.plain_markdown("[Sign in again](https:evil.example)")),
+])
+def test_a_crafted_visit_link_is_a_missing_record_told_as_plain_text(isolated, link, shown):
+    at = app_test()
+    at.query_params["visit"] = link
+    at.switch_page(PAGE_FILES["history"]).run()
+    assert not at.exception
+    assert texts(at.error) == [f"Cannot open this record: no saved analysis with id {shown}."]
+    assert not re.search(r"(?<!\\)\]\(", texts(at.error)[0])  # no unescaped "](": a crafted link draws no link
+
+
+def test_another_user_s_image_name_is_shown_to_an_admin_as_plain_text(isolated, monkeypatch):
+    image, mask = mole_image(seed=3)
+    Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg",
+                   image_name=(name := "![](https:tracker.example) [Sign in again](https:evil.example).png"))
+    monkeypatch.setattr(identity, "current_user", lambda: User("boss", admin=True))
+    at = app_test(PAGE_FILES["history"])
+    assert not at.exception
+    captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+    assert captions[0] == f"{ui.plain_markdown(name)}: saved border"
+    assert not re.search(r"(?<!\\)\]\(", captions[0])  # no picture fetched, no link drawn
 
 
 # --------------------------------------------------------------------------------------------------

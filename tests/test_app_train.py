@@ -273,8 +273,22 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert not session.path.exists()
 
 
+def test_a_data_folder_named_like_a_session_folder_is_neither_written_nor_removed(app_folders, tmp_path):
+    """Any folder whose name started like a session folder's was taken for one: a data root's
+    ``moleseg-session-x/`` got the training's example cache written into it, and, holding a file named like the
+    ended-session marker (anyone who may write into the root can make both), was removed whole when the training
+    ended."""
+    from moleseg.engine.session import ENDED_MARKER, SESSION_PREFIX, release_after_training, training_cache_dir
+
+    dataset = make_dataset(tmp_path / "share" / f"{SESSION_PREFIX}x" / "derm", count=2)
+    (dataset.parent / ENDED_MARKER).touch()
+    images = str(dataset / "images")
+    assert training_cache_dir([images]) is None  # the shared example cache, not the data folder
+    release_after_training([images])
+    assert (dataset / "images").is_dir() and (dataset.parent / ENDED_MARKER).exists()
+
 def test_the_sweep_removes_an_idle_session_folder_and_keeps_a_fresh_one_and_one_a_training_reads(
-        app_folders, fake_training):
+        app_folders, fake_training, monkeypatch):
     from moleseg.core.config import SESSION_IDLE_TIMEOUT_S
     from moleseg.engine.session import ENDED_MARKER, FolderSweeper, SessionFolder, release_after_training
 
@@ -297,6 +311,7 @@ def test_the_sweep_removes_an_idle_session_folder_and_keeps_a_fresh_one_and_one_
         sweeper.stop()
     assert not sweeper.running
     launch.request_cancel(trainlock.active_training().run_dir)
+    monkeypatch.setenv("MOLESEG_TMPDIR", str(root))  # the runner's temporary folder, where its sessions are
     release_after_training([str(dataset / "images")])
     assert not training.path.exists()
 

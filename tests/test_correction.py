@@ -91,3 +91,36 @@ def test_canvas_json_becomes_strokes_in_image_px():
     assert brush == Stroke.of([[2, 4], [6, 8], [10, 12], [14, 16]], width_px=8)
     assert rect == Stroke.of([[4, 6], [12, 6], [12, 26], [4, 26]])
     assert canvas_strokes(None, 1.0) == [] and canvas_strokes({"objects": []}, 1.0) == []
+
+
+def test_a_brush_wider_than_the_picture_covers_it_without_a_canvas_of_its_width():
+    """The canvas's stroke width comes from the browser: 1e7 px asked for a scratch canvas of 1e7 x 1e7 px
+    (MemoryError; 1e5 px, 40 GB, could take the server's memory)."""
+    mask = stroke_mask(Stroke.of([[5.5, 5.5], [6.5, 6.5]], width_px=1e7), SHAPE)
+    assert mask.all()
+
+
+def test_canvas_json_from_the_browser_that_is_not_a_drawing_is_skipped():
+    """A crafted component message (a browser's to change): wrong kinds, non-finite numbers, an item that
+    is no object gave a stack trace, or a NaN point that failed later in the brush."""
+    from moleseg.app.hand_correction import canvas_strokes
+
+    good = {"type": "Polygon", "points": [{"x": 10, "y": 10}, {"x": 20, "y": 10}, {"x": 20, "y": 30}]}
+    data = {"objects": [
+        "junk", {"type": "polygon", "points": [{"x": "a", "y": 1}] * 3}, {"type": "polygon", "points": [7, 8, 9]},
+        {"type": "path", "strokeWidth": 4, "path": [["M", float("nan"), 2], ["L", 3, 4]]},
+        {"type": "path", "strokeWidth": float("inf"), "path": [["M", 1, 2]]}, {"type": "path", "path": "M 1 2"},
+        {"type": "rect", "left": 2, "top": 3, "width": "wide", "height": 5}, good]}
+    assert canvas_strokes(data, scale=1.0) == [Stroke.of([[10, 10], [20, 10], [20, 30]])]
+    assert canvas_strokes({"objects": "all"}, 1.0) == [] and canvas_strokes(["not", "a", "mapping"], 1.0) == []
+
+
+@pytest.mark.parametrize(("sent", "expected"), [({"width": 730}, 730), ({"width": float("inf")}, None),
+                                                ({"width": float("nan")}, None), ({"width": True}, None),
+                                                ({"width": "730"}, None), (None, None)])
+def test_the_width_a_browser_reports_for_the_canvas_is_a_finite_number_or_none(monkeypatch, sent, expected):
+    """The width comes from the browser (JSON's 1e400 reads as infinity): int(inf) raised OverflowError."""
+    from moleseg.app import ui
+
+    monkeypatch.setattr(ui, "_width_probe", lambda **options: sent)
+    assert ui.available_width("room") == expected

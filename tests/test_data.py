@@ -209,6 +209,17 @@ def test_class_frequencies_match_hand_counts(counted_pairs, tmp_path):
     np.testing.assert_allclose(class_frequencies_of(counted_pairs, two), [643 / 768, 125 / 768], rtol=1e-12)
 
 
+def test_the_example_cache_is_the_server_account_s_only(counted_pairs, tmp_path):
+    """The cache holds every user's training pictures, resized: a new cache folder gave them to every account of
+    the machine (0755 under the usual umask), though each user's own space is 0700."""
+    previous = os.umask(0o022)
+    try:
+        cache = ExampleCache(tmp_path / "cache")
+        class_frequencies_of(counted_pairs, TargetConfig(input_size=16), cache)
+    finally:
+        os.umask(previous)
+    assert oct(cache.folder.stat().st_mode & 0o777) == "0o700" and len(list(cache.folder.glob("*.npz"))) == 3
+
 def test_class_frequencies_of_nothing_is_an_error():
     with pytest.raises(ValueError, match="no labelled pixels"):
         class_frequencies_of([], TargetConfig(input_size=16))

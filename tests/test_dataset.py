@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -75,3 +76,35 @@ def test_a_mask_of_another_size_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="differ in size"):
         save_pair(tmp_path / "d", "x", np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4), bool), {})
     assert not (tmp_path / "d").exists()
+
+
+def test_two_sessions_saving_two_images_of_one_name_at_once_keep_both(tmp_path, monkeypatch):
+    """Two sessions (two tabs of a user) saving different images named alike both found the name free and wrote
+    the same files: the second save was lost (or, interleaved, one image got the other's mask), though both said
+    they were saved. The second waits for the first now, and takes the next name."""
+    from moleseg.core import dataset
+
+    folder = tmp_path / "mine"
+    rng = np.random.default_rng(0)
+    first, second = (rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(2))
+    lesion = np.zeros((8, 8), bool)
+    lesion[2:6, 2:6] = True
+    write = dataset.atomic_write
+    other: list[threading.Thread] = []
+
+    def meanwhile(path, data):  # the first save's first write: the other session saves now
+        if not other:
+            other.append(threading.Thread(target=save_pair, args=(folder, "mole", second, ~lesion, {})))
+            other[0].start()
+            other[0].join(timeout=1.0)  # finished here before; waits for this save's lock now
+        return write(path, data)
+
+    monkeypatch.setattr(dataset, "atomic_write", meanwhile)
+    save_pair(folder, "mole", first, lesion, {})
+    other[0].join()
+    stems = sorted(path.stem for path in (folder / "images").glob("*.png"))
+    assert stems == ["mole", "mole_2"]
+    saved = {image_sha256(read_image(folder / "images" / f"{stem}.png")): read_mask(folder / "masks" / f"{stem}.png")
+             for stem in stems}
+    np.testing.assert_array_equal(saved[image_sha256(first)], lesion)
+    np.testing.assert_array_equal(saved[image_sha256(second)], ~lesion)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -34,6 +35,27 @@ def test_profiles_are_saved_replaced_chosen_and_bad_files_named(tmp_path):
     with pytest.raises(ValueError, match=f"^{path}: a device profile is not valid"):
         read_profiles(path)
 
+
+def test_two_sessions_saving_two_profiles_at_once_keep_both(tmp_path, monkeypatch):
+    """Each save read the file, added its profile and wrote it back: two sessions of a user saving at once both
+    read the file before either wrote it, and the second write dropped the first profile."""
+    from moleseg.core import devices
+
+    path = tmp_path / "devices.json"
+    write = devices.atomic_write
+    other: list[threading.Thread] = []
+
+    def meanwhile(target, data):  # the first save's write: the other session saves now
+        if not other:
+            other.append(threading.Thread(target=save_profile, args=(path, DeviceProfile("FotoFinder", 0.01))))
+            other[0].start()
+            other[0].join(timeout=1.0)  # finished here before; waits for this save now
+        return write(target, data)
+
+    monkeypatch.setattr(devices, "atomic_write", meanwhile)
+    save_profile(path, DeviceProfile("DermLite", 0.02))
+    other[0].join()
+    assert sorted(profile.name for profile in read_profiles(path).profiles) == ["DermLite", "FotoFinder"]
 
 def test_the_pixel_size_is_remembered_in_a_new_session_by_its_device(app_folders, monkeypatch, tmp_path):
     monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine" / "dataset"))

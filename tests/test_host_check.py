@@ -16,6 +16,8 @@ import pytest
 
 from app_helpers import APP, CHROMIUM_ARGS, app_test, streamlit_server, texts
 from moleseg.app.gate import HOST_REFUSED
+from moleseg.app.identity import NOT_THROUGH_PROXY
+from moleseg.app.ui import PAGE_FILES
 from moleseg.core.settings import load_settings
 
 REBIND_HOST = "rebind.attacker.example"
@@ -106,6 +108,24 @@ def test_the_gate_stops_the_app_on_invalid_settings(app_folders, monkeypatch):
     assert texts(at.error) == ["The server cannot start: moleseg settings (the environment): shared mode refuses to "
                                "start without an identity source: set identity to proxy-header or streamlit-oidc."]
 
+
+@pytest.mark.parametrize("page", [None, *PAGE_FILES])
+def test_in_shared_mode_the_gate_runs_no_page_for_a_request_nobody_is_believed_for(app_folders, monkeypatch,
+                                                                                     tmp_path_factory, page):
+    """The Analyse and Compare pages (and the home page) ran for a request that came round the proxy: anyone
+    reaching the port could upload and analyse on the clinic's server, and fill its analysis cache."""
+    settings = {"MODE": "shared", "ALLOWED_HOSTS": "moles.clinic.example", "IDENTITY": "proxy-header",
+                "TRUSTED_PROXIES": "10.0.0.5", "PROXY_SECRET": "s" * 24,
+                "DATA_DIR": str(tmp_path_factory.mktemp("data"))}  # outside the data root app_folders offers
+    for key, value in settings.items():
+        monkeypatch.setenv(f"MOLESEG_{key}", value)
+    load_settings.cache_clear()
+    try:
+        at = app_test(PAGE_FILES[page] if page else None)  # AppTest's requests carry no proxy header
+    finally:
+        load_settings.cache_clear()
+    assert not at.exception and not at.title and not at.get("file_uploader")  # no page ran
+    assert texts(at.error) == [NOT_THROUGH_PROXY.message]
 
 @pytest.mark.browser
 def test_the_gate_refuses_a_rebound_host_on_a_server_started_without_allowed_hosts(tmp_path):

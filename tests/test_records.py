@@ -26,7 +26,7 @@ import pytest
 from moleseg.core.config import DATA_DIR_ENV, RECORDS_DB_NAME
 from moleseg.core.measure import measure_lesion
 from moleseg.engine import records as records_module
-from moleseg.engine.records import MIGRATIONS, Records, User
+from moleseg.engine.records import MAX_RECORD_ID, MIGRATIONS, Records, User
 
 #: The acting user of the tests that are not about ownership.
 USER = User("clinician")
@@ -241,6 +241,33 @@ def test_a_user_reaches_only_their_own_records_and_others_read_as_missing(tmp_pa
     assert records.open(ADMIN, mine).record.owner == "alice"
     assert [r.id for r in records.records(ALICE)] == [mine]  # nothing of Bob's attempts changed it
 
+
+def test_the_saved_pictures_and_the_database_are_the_server_account_s_only(tmp_path):
+    """The users' own spaces are 0700, but a new records folder gave every account of the machine the saved
+    photographs (files/, 0755 and 0644 under the usual umask) and the database of lesion identifiers and notes
+    (0644)."""
+    previous = os.umask(0o022)
+    try:
+        records = Records(tmp_path / "data")
+        records.save(ALICE, *sample(0), [], lesion="arm", notes="Ms Example's left arm")
+    finally:
+        os.umask(previous)
+    with records.database.connection():  # the WAL files exist while a connection is open
+        modes = {path.name: oct(path.stat().st_mode & 0o777) for path in [records.files, *tmp_path.glob("data/*")]}
+    assert modes == {"files": "0o700", RECORDS_DB_NAME: "0o600", f"{RECORDS_DB_NAME}-wal": "0o600",
+                     f"{RECORDS_DB_NAME}-shm": "0o600"}
+
+@pytest.mark.parametrize("record_id", [0, -1, MAX_RECORD_ID + 1, 2**63, 10**20])
+def test_an_id_no_database_holds_reads_as_missing_in_every_backend(tmp_path, open_records, record_id):
+    """Ids beyond the drivers' integers (a crafted ``?visit=`` link) are refused like a missing one, not with the
+    driver's OverflowError (SQLite) or an 'integer out of range' error told as a broken database (PostgreSQL)."""
+    records = open_records(tmp_path)
+    records.save(ALICE, *sample(0), [], lesion="arm")
+    for attempt in (records.record, records.open, records.export, records.delete, records.audit_trail):
+        with pytest.raises(KeyError) as refused:
+            attempt(ADMIN, record_id)
+        assert str(refused.value) == f"no saved analysis with id {record_id}"
+    assert len(records.records(ADMIN)) == 1
 
 def test_the_audit_trail_says_who_did_what_and_cannot_be_changed(tmp_path, open_records):
     records = open_records(tmp_path)

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from app_helpers import app_test, texts
-from synthetic import make_dataset
+from synthetic import make_dataset, write_study
 from moleseg.app import serverpaths
 from moleseg.app.ui import PAGE_FILES
-from moleseg.core.config import STUDIES_DIR
+from moleseg.core.config import SHIPPED_MODELS, STUDIES_DIR, models_dir
 from moleseg.core.roots import (MAX_LISTED_FOLDERS, OutsideRootsError, folders_inside, resolve_inside_folder,
                                 resolve_inside_roots)
 from moleseg.core.settings import load_settings
-from moleseg.engine import studyplan, studyrun
+from moleseg.engine import session, studyplan, studyrun
 
 
 def refusal(path: object) -> str:
@@ -267,6 +267,56 @@ def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path,
     study = studyplan.load_study(file)
     assert studyplan.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
 
+
+def test_a_dataset_in_the_roots_holding_links_to_files_outside_them_is_refused(tmp_path, outside):
+    """The folders were confined, their files not: anyone who may write into a data root could link a file of
+    another user's space there, and the Prepare and Evaluate pages showed it to them."""
+    derm = make_dataset(tmp_path / "derm", count=2, size=64)
+    (derm / "images" / "m9.png").symlink_to(outside / "secret" / "images" / "m0.png")
+    (derm / "masks" / "inside.png").symlink_to(derm / "masks" / "m0.png")  # a link that stays inside is fine
+    for text in (str(derm), f"{derm / 'images'} | {derm / 'masks'}"):
+        with pytest.raises(OutsideRootsError) as refused:
+            session.dataset_folders(text, [tmp_path])
+        assert str(refused.value) == refusal(derm / "images" / "m9.png")
+    file = write_study(tmp_path / "study.yaml", data={part: {"images": "derm/images", "masks": "derm/masks"}
+                                                      for part in ("train", "test")})
+    with pytest.raises(studyplan.StudyError) as refused_study:
+        studyrun.checked_study(file, roots=[tmp_path])
+    assert str(refused_study.value) == f"{file}: data folder {refusal(derm / 'images' / 'm9.png')}"
+    (derm / "images" / "m9.png").unlink()
+    assert session.dataset_folders(str(derm), [tmp_path]) == (derm / "images", derm / "masks")
+
+@pytest.mark.parametrize(("given", "refused"), [
+    ({"validation_images": ["{o}/secret/images"], "validation_masks": ["{o}/secret/masks"]},
+     "validation_images: {o}/secret/images"),  # another user's dataset read for validation, say
+    ({"test_images": ["{o}/secret/images"], "test_masks": ["{o}/secret/masks"]}, "test_images: {o}/secret/images"),
+    ({"weights": "{o}/bob.keras"}, "weights: {o}/bob.keras"),  # another user's model to start from
+    ({"cache_dir": "{o}/cache"}, "cache_dir: {o}/cache: a study started here keeps its examples in the app's own "
+                                 "cache folder; leave cache_dir out"),  # written into
+])
+def test_a_study_started_from_the_app_names_no_other_server_path_in_its_options(tmp_path, outside, given, refused):
+    """A study file is untrusted: its base options (or a factor's setting) named folders and files outside the
+    roots that its trainings then read (another user's dataset, their model to start from) or wrote (the example
+    cache), though its data section was checked."""
+    make_dataset(tmp_path / "derm", count=4, size=64)
+    (outside / "bob.keras").write_bytes(b"PK")
+    options = {key: [text.format(o=outside) for text in value] if isinstance(value, list) else value.format(o=outside)
+               for key, value in given.items()}
+    base = {"epochs": 1, "batch_size": 2, "model": {"input_size": 32}}
+    data = {part: {"images": "derm/images", "masks": "derm/masks"} for part in ("train", "test")}
+    for study in ({"base": {**base, **options}}, {"base": base, "factors": {"start": {"theirs": options}}}):
+        file = write_study(tmp_path / "study.yaml", data=data, **study)
+        with pytest.raises(studyplan.StudyError) as refusal_of:
+            studyrun.start_study(file, tmp_path / "out", roots=[tmp_path], python="/bin/true")
+        outside_roots = "" if "cache_dir" in given else " is not inside the data folders this server offers"
+        assert str(refusal_of.value) == f"{file}: {refused.format(o=outside)}{outside_roots}"
+        assert not (tmp_path / "out").exists()
+    file = write_study(tmp_path / "study.yaml", data=data, base={**base, **options})  # changed once checked
+    assert studyrun.main(["--config", str(file), "--out", str(tmp_path / "out"), "--root", str(tmp_path)]) == 2
+    assert refused.format(o=outside) in (tmp_path / "out" / studyrun.STUDY_LOG).read_text()
+    for usual in ("none", "imagenet", str(models_dir() / SHIPPED_MODELS[3])):  # these starts stay open
+        file = write_study(tmp_path / "study.yaml", data=data, base={**base, "weights": usual})
+        assert studyrun.checked_study(file, roots=[tmp_path]).name == "t"
 
 def test_a_zip_dataset_of_this_session_is_evaluated_but_not_another_sessions(app_folders, tmp_path,
                                                                                tmp_path_factory, monkeypatch):

@@ -122,3 +122,39 @@ def test_shards_of_another_input_list_are_refused(archive, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"error: {shards / 'shard-3-of-3.json'}: this shard split another input list or shard count than the "
         "others (the inputs or N differ): merge the shards of one run only")
+
+
+#: A one-shard manifest as ``write_manifest`` writes it (one input, its table beside it).
+MANIFEST = {"shard": 1, "count": 1, "total": 1, "digest": "d" * 64, "measurements": "measurements.shard-1-of-1.csv",
+            "objects": None, "inputs": [[0, "a.png"]], "failed": []}
+
+
+@pytest.mark.parametrize(("changed", "reason"), [
+    ({"total": None}, "total is not a whole number"),  # a manifest of another version, or edited
+    ({"count": 1e400}, "count is not a whole number"),  # JSON's 1e400 reads as infinity
+    ({"shard": True}, "shard is not a whole number"),
+    ({"count": 2}, "it says shard 1/2, its name 1/1"),
+    ({"inputs": [[0]]}, "inputs is not a list of [position, name] pairs"),
+    ({"inputs": [[5, "a.png"]]}, "inputs is not a list of [position, name] pairs"),  # beyond the total
+    ({"failed": "a.png"}, "failed is not a list of [name, reason] pairs"),
+    ({"measurements": "/etc/passwd"}, "measurements is not a file name beside it"),
+    ({"objects": "../objects.csv"}, "objects is not a file name beside it"),
+])
+def test_a_malformed_manifest_is_one_line_naming_it(tmp_path, capsys, changed, reason):
+    """A manifest's keys and kinds were trusted: a missing key or an infinite count gave a stack trace, and
+    ``measurements`` could name any file on the machine."""
+    manifest = tmp_path / "shard-1-of-1.json"
+    manifest.write_text(json.dumps({**MANIFEST, **changed}).replace("Infinity", "1e400"))
+    (tmp_path / MANIFEST["measurements"]).write_text("source,area_px\na.png,1\n")
+    assert main(["merge", str(tmp_path), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {manifest}: not a readable shard manifest ({reason})"
+    assert not (tmp_path / "merged" / "measurements.csv").exists()
+
+
+def test_a_huge_shard_count_is_told_without_listing_every_missing_shard(tmp_path, capsys):
+    count = 10**12  # the missing shards were listed one by one, for hours
+    (tmp_path / f"shard-1-of-{count}.json").write_text(json.dumps({**MANIFEST, "count": count}))
+    assert main(["merge", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {count - 1:,} shards 2/{count}, 3/{count}, 4/{count}, 5/{count}, 6/{count} and more missing: no "
+        f"finished shard-I-of-{count}.json (did the job fail or is it still running?); run them again, then merge")

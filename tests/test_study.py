@@ -3,10 +3,12 @@ the results files, and an interrupted study that resumes where it stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +19,8 @@ import numpy as np
 import pytest
 
 from moleseg.cli import main
+from moleseg.core.config import MAX_RUNNING_STUDIES
+from moleseg.core.markup import plain_markdown
 from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
@@ -172,6 +176,23 @@ def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
     assert len(shown.rows) == 3 and "a real difference" in shown.verdicts
 
 
+def test_names_from_a_study_file_draw_no_markup_in_its_verdicts(tmp_path):
+    """A study file is untrusted, and the Study page shows ``verdicts.md`` as markdown: a setting's name drew a
+    link, a study's name fetched a picture from another server, and a ``|`` split the table's row."""
+    lure, pixel, piped = "[Sign in again](https:evil.example)", "![](https:tracker.example/p.png)", "sgdm|rmsprop"
+    path = write_study(tmp_path / "s.yaml", name=pixel,
+                       factors={"solver": {lure: {"solver": "sgdm"}, piped: {"solver": "rmsprop"}}})
+    study = studyplan.load_study(path)
+    out = tmp_path / "out"
+    for index, run in enumerate(studyplan.plan(study)):
+        fake_run(out, run.run_id, {f"i{k}.png": 0.6 + 0.02 * k + 0.05 * index for k in range(6)})
+    studystats.write_results(study, out)
+    verdicts = studyrun.read_study_folder(out).verdicts
+    assert not re.search(r"(?<!\\)\]\(", verdicts)  # no link, no picture
+    assert f"# Study {plain_markdown(pixel)}" in verdicts.splitlines()
+    rows = [line for line in verdicts.splitlines() if line.startswith("| solver |")]
+    assert len(rows) == 2 and all(len(re.findall(r"(?<!\\)\|", row)) == 9 for row in rows)  # 8 cells each
+
 def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(tmp_path):
     """Its finished runs of the same ids (base-seed0, solver=sgdm-seed0) were skipped as this study's and their
     scores reported as this study's results."""
@@ -210,6 +231,26 @@ def test_a_second_start_in_a_folder_where_the_study_runs_is_refused(tmp_path):
             studyrun.run_study(studyplan.load_study(path), out)
     assert not studyrun.study_running(out)
     assert not (out / studystats.RUNS_SUBDIR).exists()
+
+
+def test_a_user_s_studies_running_at_once_are_limited(tmp_path):
+    """Each 'Start the study' with a new folder name started one more background process (some 60 MB each,
+    waiting its turn for the training lock): one user could fill the server's memory. Their runs folder holds
+    at most MAX_RUNNING_STUDIES running studies; a finished one frees its place."""
+    path = write_study(tmp_path / "s.yaml")
+    runs_folder = tmp_path / "runs"
+    running = [runs_folder / f"study-{index}" for index in range(MAX_RUNNING_STUDIES)]
+    with contextlib.ExitStack() as held:
+        for folder in running:
+            folder.mkdir(parents=True)
+            held.enter_context(studyrun.hold_study_lock(folder))  # as each running study process does
+        with pytest.raises(studyplan.StudyError) as refused:
+            studyrun.start_study(path, runs_folder / "study-next", python="/bin/true")
+        assert str(refused.value) == (f"{MAX_RUNNING_STUDIES} of your studies are running (study-0, study-1): "
+                                      "start another when one has finished")
+        assert not (runs_folder / "study-next").exists()
+    started = studyrun.start_study(path, runs_folder / "study-next", python="/bin/true")  # their places freed
+    assert started.wait(timeout=30) == 0
 
 
 def test_holm_correction_by_hand():

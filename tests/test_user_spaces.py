@@ -177,3 +177,5 @@ def test_fine_tuning_reads_only_recorded_folders_inside_the_roots(tmp_path, monk
     assert finetune.training_folders("model.keras", roots=[inside]) == [(str(inside / "images"),
                                                                          str(inside / "masks"))]
     assert len(finetune.training_folders("model.keras")) == 2  # the command line: every folder on the machine
+    (inside / "images" / "theirs.png").symlink_to(outside / "images")  # a recorded folder linking out of the roots
+    assert finetune.training_folders("model.keras", roots=[inside]) == []

@@ -16,7 +16,7 @@ from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
 from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
-from moleseg.engine.records import NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
+from moleseg.engine.records import MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
            "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
@@ -118,6 +118,22 @@ def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
              "what": entry.action if entry.to_owner is None else
              f"{entry.action} from {owner_label(entry.from_owner or NO_OWNER)} to {entry.to_owner}"}
             for entry in entries]
+
+
+def linked_record_id(text: str) -> int | None:
+    """The record id of a ``?visit=<id>`` link's ``text`` (untrusted: anyone may send a link), or None when it
+    is not one: ASCII digits only (``str.isdigit`` also takes ``'²'``, which ``int`` refuses), at most
+    :data:`~moleseg.engine.records.MAX_RECORD_ID`."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_RECORD_ID)):
+        return None
+    return int(digits) if int(digits) <= MAX_RECORD_ID else None
+
+
+def linked_record_refusal(text: str) -> str:
+    """What the History page says of a ``?visit=`` link that names no record ``text`` may open: the link's
+    text shown as it is (:func:`moleseg.app.ui.plain_markdown`: a crafted link draws no link or picture)."""
+    return f"Cannot open this record: no saved analysis with id {plain_markdown(text)}."
 
 
 def visit_label(record: Record) -> str:

@@ -6,6 +6,7 @@ dataset. The corrections live in each browser session's state (per session); not
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,12 +34,40 @@ def with_corrections(outcomes: Sequence[ImageOutcome], corrections: Mapping[str,
     return result
 
 
+def _number(value: Any) -> float:
+    """A finite number of a drawing; ValueError for anything else (the browser sends the drawing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return float(value)
+
+
 def _path_points(path: Sequence[Sequence[Any]]) -> list[tuple[float, float]]:
     points = []
     for command in path:
-        numbers = [float(value) for value in command[1:] if isinstance(value, (int, float))]
+        numbers = [_number(value) for value in command[1:] if not isinstance(value, str)]
         points.extend(zip(numbers[0::2], numbers[1::2]))
     return points
+
+
+def _stroke(item: Mapping[str, Any], scale: float) -> Stroke | None:
+    """The stroke of one canvas object, None for a kind that draws none; ValueError, TypeError or KeyError for
+    one that is not as the canvas writes it."""
+    kind = str(item.get("type", "")).lower()
+    if kind in ("polygon", "polyline") and item.get("points"):
+        points = [(_number(p["x"]), _number(p["y"])) for p in item["points"]]
+        return Stroke.of(np.array(points) * scale)
+    if kind == "path" and item.get("path"):
+        if isinstance(item["path"], str):
+            raise TypeError("a path is a list of commands")
+        points = _path_points(item["path"])
+        return Stroke.of(np.array(points) * scale, _number(item.get("strokeWidth", 1)) * scale) if points else None
+    if kind == "rect":
+        left, top = _number(item.get("left", 0)), _number(item.get("top", 0))
+        width = _number(item.get("width", 0)) * _number(item.get("scaleX", 1))
+        height = _number(item.get("height", 0)) * _number(item.get("scaleY", 1))
+        corners = [(left, top), (left + width, top), (left + width, top + height), (left, top + height)]
+        return Stroke.of(np.array(corners) * scale)
+    return None
 
 
 def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[Stroke]:
@@ -46,24 +75,18 @@ def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[St
 
     ``scale``: image px per canvas px. Polygons (``points``) become filled polygons; free drawings
     (``path``) become brush lines of their stroke width; rectangles become polygons. Other objects
-    are ignored.
+    are ignored, and so is anything the canvas does not write (the browser sends it: wrong kinds,
+    numbers that are not finite).
     """
+    objects = json_data.get("objects", []) if isinstance(json_data, Mapping) else []
     strokes: list[Stroke] = []
-    for item in (json_data or {}).get("objects", []):
-        kind = str(item.get("type", "")).lower()
-        if kind in ("polygon", "polyline") and item.get("points"):
-            points = [(float(p["x"]), float(p["y"])) for p in item["points"]]
-            strokes.append(Stroke.of(np.array(points) * scale))
-        elif kind == "path" and item.get("path"):
-            points = _path_points(item["path"])
-            if points:
-                strokes.append(Stroke.of(np.array(points) * scale, float(item.get("strokeWidth", 1)) * scale))
-        elif kind == "rect":
-            left, top = float(item.get("left", 0)), float(item.get("top", 0))
-            width = float(item.get("width", 0)) * float(item.get("scaleX", 1))
-            height = float(item.get("height", 0)) * float(item.get("scaleY", 1))
-            corners = [(left, top), (left + width, top), (left + width, top + height), (left, top + height)]
-            strokes.append(Stroke.of(np.array(corners) * scale))
+    for item in objects if isinstance(objects, list) else []:
+        try:
+            stroke = _stroke(item, scale) if isinstance(item, Mapping) else None
+        except (TypeError, ValueError, KeyError):
+            continue
+        if stroke is not None:
+            strokes.append(stroke)
     return strokes
 
 

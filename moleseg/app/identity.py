@@ -14,7 +14,8 @@ The second check is needed because Streamlit's server (uvicorn, with its default
 the address of a loopback peer by the client named in that peer's ``X-Forwarded-For``: any program on the
 server's machine can connect to the app's port directly and claim to be the proxy, or any address. The
 proxy therefore removes ``X-Forwarded-For`` (so its own address is the one Streamlit reports) and adds the
-secret. With ``identity = "streamlit-oidc"`` the user is Streamlit's logged-in ``st.user`` (its e-mail).
+secret. With ``identity = "streamlit-oidc"`` the user is Streamlit's logged-in ``st.user`` (its e-mail, unless
+the identity provider says it is not verified: :func:`oidc_email`).
 Anything else is refused with one sentence, and the page shows no record.
 
 In shared mode each user's runs, studies and "My dataset" are in their own space of the data folder
@@ -24,18 +25,20 @@ In shared mode each user's runs, studies and "My dataset" are in their own space
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
-from moleseg.core.config import data_dir
+from moleseg.core.config import SIGN_IN_MAX_AGE_S, data_dir
 from moleseg.core.errors import first_line
 from moleseg.core.settings import ServerSettings, load_settings
 from moleseg.core.userspace import UserSpace, personal_space, shared_space, signed_in_name
 from moleseg.engine.records import User, personal_owner
 
-__all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "sees_everyone",
+__all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "oidc_email", "sees_everyone",
            "find_user_space", "user_space", "LOOPBACK_PEERS"]
 
 #: The peer addresses of a loopback connection (``st.context.ip_address`` reports None for both).
@@ -99,6 +102,28 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     return _first_named((headers.get(header) for header in settings.user_headers), settings)
 
 
+def oidc_email(claims: Mapping[str, Any], *, now: float | None = None) -> str | None:
+    """The e-mail of an OIDC sign-in (``st.user``'s identity token claims), or None when nobody is logged in,
+    the identity provider says the address is not verified (``email_verified`` false, as a boolean or the
+    string some providers send: a provider that lets its users type any address would otherwise let one pass
+    for another user, an admin included; one that sends no ``email_verified`` is believed), or the sign-in is
+    older than :data:`~moleseg.core.config.SIGN_IN_MAX_AGE_S` (its ``iat``, seconds since the epoch, against
+    ``now``, default the clock; an ``iat`` that is not a number is no time to go by)."""
+    if not claims.get("is_logged_in"):
+        return None
+    verified = claims.get("email_verified")
+    if verified is False or str(verified).strip().lower() == "false":
+        return None
+    issued = claims.get("iat")
+    if issued is not None:
+        if isinstance(issued, bool) or not isinstance(issued, (int, float)):
+            return None
+        if (time.time() if now is None else now) - issued > SIGN_IN_MAX_AGE_S:
+            return None
+    email = claims.get("email")
+    return email if isinstance(email, str) else None
+
+
 def sees_everyone(user: User) -> bool:
     """Whether ``user`` reaches other users' records (an admin in shared mode), so pages say who saved what."""
     return user.admin and load_settings().shared
@@ -107,10 +132,8 @@ def sees_everyone(user: User) -> bool:
 def current_user() -> User | Refusal:
     """The user of this browser session (:func:`resolve_user` of Streamlit's request context)."""
     settings = load_settings()
-    oidc_email = None
-    if settings.shared and settings.identity == "streamlit-oidc" and st.user.is_logged_in:
-        oidc_email = st.user.get("email")
-    return resolve_user(settings, st.context.headers, st.context.ip_address, oidc_email)
+    email = oidc_email(st.user) if settings.shared and settings.identity == "streamlit-oidc" else None
+    return resolve_user(settings, st.context.headers, st.context.ip_address, email)
 
 
 def require_user() -> User:

@@ -6,7 +6,7 @@ and the engine modules; no TensorFlow is imported here.
 
 from __future__ import annotations
 
-import re
+import math
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +21,7 @@ from moleseg.app.models import ModelChoice
 from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec,
                                  installed_dermoscopy_model)
 from moleseg.core.errors import first_line
+from moleseg.core.markup import plain_markdown
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import TaskRegistry
@@ -311,32 +312,6 @@ def init_state(key: str, value: Any) -> None:
         st.session_state[key] = value
 
 
-#: The characters that start markdown's inline markup as Streamlit reads it: escapes, code, emphasis, links and
-#: images, HTML and autolinks, maths, strike-through, emoji codes (``:smile:``), coloured text (``:red[...]``) and
-#: character references (``&amp;``).
-MARKDOWN_MARKUP: str = "\\`*_[]<>$~:&"
-
-
-#: An invisible character that joins what it stands between (U+2060 WORD JOINER): :func:`plain_markdown` puts it
-#: where a bare address would start a link.
-WORD_JOINER: str = "\u2060"
-#: Where GitHub's markdown (Streamlit's) makes a link of bare text, even with its markup escaped (it finds them in
-#: the text once the escapes are read): ``http:`` and ``https:`` before their colon, ``www.`` before its dot,
-#: a mail address before its ``@`` (any case).
-BARE_LINK_STARTS: str = r"(?i:(?<=https)(?=:)|(?<=http)(?=:)|(?<=www)(?=\.)|(?=@))"
-
-
-def plain_markdown(text: str) -> str:
-    """``text`` (a model's name or version, a device) for markdown, shown as it is: each character of
-    :data:`MARKDOWN_MARKUP` backslash-escaped, a :data:`WORD_JOINER` where a bare address would start a link
-    (:data:`BARE_LINK_STARTS`) and line breaks made spaces, so that a name from an untrusted model file draws no
-    link, image, emphasis or maths, and nothing in it reads as an emoji code (a time such as ``05:12:45`` holds
-    ``:12:``): the browser then neither fetches nor runs its emoji library (about 260 kB of script) before it
-    draws the page."""
-    joined = re.sub(BARE_LINK_STARTS, WORD_JOINER, " ".join(text.splitlines()))
-    return re.sub(f"[{re.escape(MARKDOWN_MARKUP)}]", r"\\\g<0>", joined)
-
-
 def sentence(note: str) -> str:
     """A note of the exports (a lower-case clause, as :attr:`moleseg.engine.pipeline.Analysis.notes` joins
     them) written as a sentence for a page: capital first letter, full stop at the end."""
@@ -394,4 +369,5 @@ def available_width(key: str) -> int | None:
     on the first run, before the browser has said. A change of width reruns the script (or the fragment)."""
     result = _width_probe(key=key, on_width_change=lambda: None, width="stretch", height="content")
     width = result.get("width") if result is not None else None
-    return int(width) if isinstance(width, (int, float)) and width > 0 else None
+    number = isinstance(width, (int, float)) and not isinstance(width, bool) and math.isfinite(width)
+    return int(width) if number and width > 0 else None  # the browser's word: JSON's 1e400 reads as infinity

@@ -13,6 +13,7 @@ a path, which :func:`atomic_output` gives.)
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,17 @@ from typing import Iterator
 
 #: Start of the name of every temporary file of :func:`atomic_output` (recognisable for cleanup).
 TEMPORARY_PREFIX = ".moleseg-tmp."
+#: The locks of :func:`path_lock`, by resolved path.
+_PATH_LOCKS: dict[Path, threading.Lock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def path_lock(path: str | os.PathLike[str]) -> threading.Lock:
+    """The one lock of ``path`` (a file or a folder, resolved) in this process, for a read-modify-write of it
+    that two sessions may run at once (an atomic write alone keeps the file whole, not both changes). No lock
+    file is left beside it; a second server process sharing the folder is not held."""
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(Path(path).resolve(), threading.Lock())
 
 
 def _fsync_folder(folder: Path) -> None:

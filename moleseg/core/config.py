@@ -60,6 +60,9 @@ CLEANUP_MAX_SIDE_PX: int = 1024
 SESSION_IDLE_TIMEOUT_S: float = 10 * 60.0
 #: How often an open browser tab marks its session folder as in use, in seconds.
 SESSION_HEARTBEAT_S: float = 60.0
+#: Longest a sign-in with Streamlit's ``st.login`` is believed, in seconds from its identity token's issue time:
+#: Streamlit keeps it for 30 days and checks no time in it, so an account the clinic closes would stay in.
+SIGN_IN_MAX_AGE_S: float = 12 * 3600.0
 #: How often the app's sweep looks for idle session folders, in seconds.
 SESSION_SWEEP_INTERVAL_S: float = 60.0
 
@@ -122,6 +125,13 @@ BASELINE_NAME: str = "classical baseline"
 #: The study files shipped with moleseg: the checkout's ``studies/``, or ``moleseg/studies`` inside an installed
 #: wheel (package data, as the models).
 STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "studies"
+#: Studies one user's runs folder may have running at once (each a background process, some 60 MB, waiting its
+#: turn for the training lock): the app refuses another, so that one user cannot fill the server's memory.
+MAX_RUNNING_STUDIES: int = 2
+#: Seconds the app waits for a study process it started to take its folder's lock (a start counted at once).
+STUDY_START_WAIT_S: float = 30.0
+#: Seconds a study process waits for its folder's lock: another start's check holds it for an instant.
+STUDY_LOCK_WAIT_S: float = 0.5
 #: What a study's ``--data-root`` option is (the command line's and the background study process's help).
 STUDY_DATA_ROOT_HELP: str = "folder the study's data paths are relative to"
 #: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).

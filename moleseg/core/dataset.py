@@ -4,7 +4,8 @@ read them.
 Layout: ``<folder>/images/<stem>.png``, ``<folder>/masks/<stem>.png`` (0/255, same name: the pairing
 rule :func:`moleseg.core.pairing.pair_folders` reads first) and ``<folder>/provenance/<stem>.json``
 (model, settings, corrected by hand or accepted as is, date, the image's content hash). Every file is
-written atomically, the provenance last, so a pair is complete whenever its record exists.
+written atomically, the provenance last, so a pair is complete whenever its record exists; one save at a
+time in a folder (in one server process), so two sessions saving images of one name keep both.
 
 One entry per image: saving an image whose pixels are already in the dataset (:func:`image_sha256` of the
 decoded image, whatever its file name) replaces that entry's mask and record instead of adding a second,
@@ -23,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, path_lock
 from moleseg.core.imageio import ImageReadError, read_image
 from moleseg.core.imagewrite import encode_png
 
@@ -117,6 +118,13 @@ def save_pair(folder: str | Path, stem: str, image: np.ndarray, lesion: np.ndarr
     root = Path(folder)
     for sub in (IMAGES, MASKS, PROVENANCE):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    with path_lock(root):  # one save at a time in this folder: two sessions of a user may save at once
+        return _save_locked(root, stem, image, mask, provenance, created)
+
+
+def _save_locked(root: Path, stem: str, image: np.ndarray, mask: np.ndarray, provenance: Mapping[str, Any],
+                 created: datetime | None) -> SavedPair:
+    """The body of :func:`save_pair`, under the dataset's lock: the name it picks is still free when written."""
     sha256 = image_sha256(image)
     existing = find_image(root, sha256)
     if existing is None:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, path_lock
 from moleseg.core.errors import first_line
 
 #: Name of the device profiles file in a user's space.
@@ -108,12 +108,13 @@ def save_profile(path: str | Path, profile: DeviceProfile) -> DeviceProfiles:
     ValueError
         The file is not a profiles file, or it already holds :data:`MAX_PROFILES` others.
     """
-    current = read_profiles(path)
-    others = tuple(p for p in current.profiles if p.name != profile.name)
-    if len(others) >= MAX_PROFILES:
-        raise ValueError(f"{path}: already {MAX_PROFILES} device profiles; remove one first")
-    saved = DeviceProfiles(others + (profile,), profile.name)
-    write_profiles(path, saved)
+    with path_lock(path):  # read, add, write: two sessions of a user may save at once
+        current = read_profiles(path)
+        others = tuple(p for p in current.profiles if p.name != profile.name)
+        if len(others) >= MAX_PROFILES:
+            raise ValueError(f"{path}: already {MAX_PROFILES} device profiles; remove one first")
+        saved = DeviceProfiles(others + (profile,), profile.name)
+        write_profiles(path, saved)
     return saved
 
 
@@ -125,10 +126,11 @@ def choose_profile(path: str | Path, name: str) -> DeviceProfiles:
     ValueError
         The file is not a profiles file, or has no profile called ``name``.
     """
-    current = read_profiles(path)
-    if name and current.named(name) is None:
-        raise ValueError(f"{path}: no device profile called {name!r}")
-    chosen = DeviceProfiles(current.profiles, name)
-    if chosen != current:
-        write_profiles(path, chosen)
+    with path_lock(path):
+        current = read_profiles(path)
+        if name and current.named(name) is None:
+            raise ValueError(f"{path}: no device profile called {name!r}")
+        chosen = DeviceProfiles(current.profiles, name)
+        if chosen != current:
+            write_profiles(path, chosen)
     return chosen

@@ -2,8 +2,8 @@
 
 A path typed in a page is untrusted: it is resolved (symlinks included) and refused unless it lies inside one
 of the roots, with one message that does not say whether it exists, so that the server's other folders can be
-neither read nor probed. Nothing is expanded (no ``~``, no environment variables); a relative path is taken
-inside each root in turn.
+neither read nor probed; a dataset's folders may hold no link leading out of the roots either. Nothing is
+expanded (no ``~``, no environment variables); a relative path is taken inside each root in turn.
 """
 
 from __future__ import annotations
@@ -65,6 +65,30 @@ def resolve_inside_roots(text: str | os.PathLike[str], roots: Sequence[Path], *,
         except (OSError, ValueError, RuntimeError):
             continue
     raise OutsideRootsError(shown or "(empty)")
+
+
+def check_links_inside(folder: Path, roots: Sequence[Path]) -> None:
+    """Nothing when no entry of ``folder`` (not searched recursively) is a symbolic link leading outside
+    ``roots``; a dataset's folders are confined by :func:`resolve_inside_roots`, and this confines their files,
+    which anyone who may write into a root could otherwise link to any file the server can read.
+
+    Raises
+    ------
+    OutsideRootsError
+        Naming the first such link (in sorted order).
+    """
+    resolved_roots = [Path(root).resolve() for root in roots]
+    try:
+        links = sorted(entry.path for entry in os.scandir(folder) if entry.is_symlink())
+    except OSError:
+        return  # an unreadable folder is refused by whatever reads it
+    for link in links:
+        try:
+            inside = _inside(Path(link).resolve(), resolved_roots)
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise OutsideRootsError(link)
 
 
 def resolve_inside_folder(name: str, folder: Path) -> Path:

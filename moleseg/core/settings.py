@@ -31,8 +31,9 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     the reverse proxy in front, believed only from ``trusted_proxies``) or ``streamlit-oidc`` (Streamlit's
     ``st.login``, configured in ``.streamlit/secrets.toml``).
 ``user_headers``
-    With ``proxy-header``: the request headers naming the user, first present wins (default
-    ``X-Forwarded-User``, ``X-Forwarded-Email``).
+    With ``proxy-header``: the request headers naming the user, the first holding a name wins (default
+    ``X-Forwarded-User``, ``X-Forwarded-Email``); each must be one the proxy sets or removes on every
+    request, since a header it passes through is the browser's own.
 ``trusted_proxies``
     With ``proxy-header``: IP addresses or CIDR networks of the reverse proxy; required.
 ``proxy_secret``

@@ -51,6 +51,7 @@ def _brush_mask(centres: np.ndarray, radius_px: float, shape: tuple[int, int]) -
     """Pixels whose centre is within ``radius_px`` of the polyline through ``centres`` (x, y, pixel-centre
     coordinates), computed in the stroke's bounding box only."""
     height, width = shape
+    radius_px = min(radius_px, float(np.hypot(height, width)))  # wider covers no more: the canvas stays small
     margin = int(np.ceil(radius_px)) + 1
     x0 = max(0, int(np.floor(centres[:, 0].min())) - margin)
     y0 = max(0, int(np.floor(centres[:, 1].min())) - margin)

@@ -20,7 +20,7 @@ from moleseg.core.config import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, correct
 from moleseg.core.dataset import IMAGES, MASKS, PROVENANCE
 from moleseg.core.modelinfo import ModelFileError, read_info
 from moleseg.core.pairing import PairingError, pair_folders, split_sizes
-from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
 from moleseg.engine.runs import RunFiles, read_json, write_json
 
@@ -171,15 +171,18 @@ def inherited_image_hashes(weights: str | Path) -> list[str]:
 
 
 def _checked(folder: str, roots: Sequence[Path] | None) -> str | None:
-    """``folder`` when it is a folder (resolved inside ``roots`` when given), else None."""
+    """``folder`` when it is a folder (resolved inside ``roots`` when given, holding no link out of them),
+    else None."""
     if roots is None:
         return folder if Path(folder).is_dir() else None
     if not Path(folder).is_absolute():
         return None
     try:
-        return str(resolve_inside_roots(folder, roots))
+        resolved = resolve_inside_roots(folder, roots)
+        check_links_inside(resolved, roots)
     except OutsideRootsError:
         return None
+    return str(resolved)
 
 
 def training_folders(model: str | Path, roots: Sequence[Path] | None = None) -> list[tuple[str, str]]:

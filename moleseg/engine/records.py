@@ -69,6 +69,7 @@ from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
 from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 from moleseg.core.settings import load_settings
+from moleseg.core.userspace import SPACE_MODE
 from moleseg.engine.audit import ADOPTED, AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
@@ -77,6 +78,7 @@ from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_p
 __all__ = [
     "AUDIT_ACTIONS",
     "BUSY_TIMEOUT_S",
+    "MAX_RECORD_ID",
     "MIGRATIONS",
     "NO_OWNER",
     "NoSuchRecord",
@@ -106,6 +108,9 @@ MASK_FILE: str = "mask.png"
 NO_OWNER: str = ""
 #: Owner of the records saved in personal mode when the server's account has no name.
 FALLBACK_PERSONAL_OWNER: str = "local"
+#: Largest record id either database stores (PostgreSQL's ``INTEGER`` column; SQLite's holds more): an id above
+#: it, e.g. from a crafted ``?visit=`` link, names no record rather than failing in the database driver.
+MAX_RECORD_ID: int = 2**31 - 1
 #: A ``files/`` entry named like a record's uid (the only names :meth:`Records.remove_orphans` removes).
 _UID = re.compile(r"[0-9a-f]{32}")
 
@@ -307,8 +312,8 @@ class Records:
         self.database: RecordsDatabase | PostgresDatabase = (
             PostgresDatabase(database_url) if database_url else RecordsDatabase(self.path))
         for needed in ([] if database_url else [self.folder]) + [self.files]:
-            try:
-                needed.mkdir(parents=True, exist_ok=True)
+            try:  # made for the server's account only, as the users' spaces (an existing folder is left as it is)
+                needed.mkdir(mode=SPACE_MODE, parents=True, exist_ok=True)
             except OSError as error:
                 raise RecordsError(f"The records folder {needed} cannot be created: "
                                    f"{error.strerror or error}.") from error
@@ -346,6 +351,8 @@ class Records:
         return ("1 = 1", {}) if user.admin else ("owner = :owner", {"owner": user.name})
 
     def _owned(self, connection: sqlalchemy.Connection, user: User, record_id: int) -> Record:
+        if not 0 < int(record_id) <= MAX_RECORD_ID:  # no row has it; the drivers refuse to bind some
+            raise NoSuchRecord(record_id)
         condition, arguments = self._reach(user)
         rows = _query(connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id AND {condition}",
                       {"id": int(record_id), **arguments})

@@ -32,6 +32,8 @@ from sqlalchemy.pool import NullPool
 
 #: Seconds a writer waits for another's transaction before giving up.
 BUSY_TIMEOUT_S: float = 30.0
+#: Permissions of a new database file: the server's account only (it holds lesion identifiers and notes).
+DATABASE_FILE_MODE: int = 0o600
 #: SQL taking the schema from version ``i`` to ``i + 1`` (``PRAGMA user_version``).
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -291,6 +293,8 @@ class RecordsDatabase:
         building = self.folder / f".{self.path.name}.{uuid.uuid4().hex}.new"
         try:
             try:
+                # the server's account only; SQLite gives its -wal and -shm files the database file's mode
+                os.close(os.open(building, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_FILE_MODE))
                 connection = sqlite3.connect(building, isolation_level=None)
                 try:
                     migrate(connection)

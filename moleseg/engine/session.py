@@ -36,7 +36,7 @@ from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipB
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
-from moleseg.core.roots import resolve_inside_roots
+from moleseg.core.roots import check_links_inside, resolve_inside_roots
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
@@ -150,9 +150,12 @@ class FolderSweeper:
 
 
 def owning_session_folder(path: str | Path) -> Path | None:
-    """The session folder that ``path`` lies in, or None."""
+    """The session folder that ``path`` lies in (a folder of :func:`temp_root` named like one), or None: a data
+    folder merely named like a session folder is not one, since its cache would be written there and it would be
+    removed with its session."""
+    sessions = temp_root().resolve()
     for folder in [Path(path).resolve(), *Path(path).resolve().parents]:
-        if folder.name.startswith(SESSION_PREFIX):
+        if folder.name.startswith(SESSION_PREFIX) and folder.parent == sessions:
             return folder
     return None
 
@@ -406,8 +409,9 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
     ``IMAGES_DIR | MASKS_DIR``.
 
     With ``roots`` (a path typed by a browser user), each folder must lie inside one of them
-    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved); without (the
-    operator's command line), ``~`` is expanded.
+    (:func:`moleseg.core.roots.resolve_inside_roots`: nothing expanded, symlinks resolved) and hold no link
+    leading out of them (:func:`moleseg.core.roots.check_links_inside`); without (the operator's command
+    line), ``~`` is expanded.
 
     Raises
     ------
@@ -427,13 +431,17 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
     text = text.strip().strip('"').strip("'")
     if "|" in text:
         first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
-        return folder_of(first), folder_of(second)
-    folder = folder_of(text)
-    try:
-        return find_dataset(folder, max_depth=0)
-    except ArchiveError:
-        raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
-                         "to name them") from None
+        found = folder_of(first), folder_of(second)
+    else:
+        folder = folder_of(text)
+        try:
+            found = find_dataset(folder, max_depth=0)
+        except ArchiveError:
+            raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
+                             "to name them") from None
+    for folder in found if roots is not None else ():
+        check_links_inside(folder, roots)
+    return found
 
 
 def dataset_list(text: str, roots: Sequence[Path] | None = None) -> list[tuple[Path, Path]]:

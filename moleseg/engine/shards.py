@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -141,6 +142,43 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if v != "" and k is not None} for row in csv.DictReader(io.StringIO(text))]
 
 
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_plain_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and Path(value).name == value and not value.startswith(".")
+
+
+def _manifest_problem(path: Path, document: Any) -> str | None:
+    """What makes ``document`` (the JSON of the manifest file ``path``) not a manifest as
+    :func:`write_manifest` writes it, or None: whole numbers for the shard, the count and the total, the
+    shard its file name says, positions within the total, and tables named by plain file names beside it."""
+    if not isinstance(document, dict):
+        return "not a JSON object"
+    for key in ("shard", "count", "total"):
+        if not _is_whole(document.get(key)) or document[key] < 0:
+            return f"{key} is not a whole number"
+    named = MANIFEST_PATTERN.fullmatch(path.name)
+    if named is not None and (document["shard"], document["count"]) != (int(named[1]), int(named[2])):
+        return f"it says shard {document['shard']}/{document['count']}, its name {named[1]}/{named[2]}"
+    if not isinstance(document.get("digest"), str):
+        return "digest is not text"
+    for key in ("measurements", "objects"):
+        if not _is_plain_name(document.get(key)) and not (key == "objects" and document.get(key) is None):
+            return f"{key} is not a file name beside it"
+    inputs, failed = document.get("inputs"), document.get("failed", [])
+    if not isinstance(inputs, list) or not all(
+            isinstance(item, list) and len(item) == 2 and _is_whole(item[0]) and 0 <= item[0] < document["total"]
+            and isinstance(item[1], str) for item in inputs):
+        return "inputs is not a list of [position, name] pairs"
+    if not isinstance(failed, list) or not all(
+            isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item)
+            for item in failed):
+        return "failed is not a list of [name, reason] pairs"
+    return None
+
+
 def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]]:
     """The shards' manifests by shard index, checked to belong to one split of one input list."""
     found: dict[int, tuple[Path, dict[str, Any]]] = {}
@@ -152,9 +190,12 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
                 continue
             try:
                 document = json.loads(path.read_text(encoding="utf-8"))
-                index = int(document["shard"])
-            except (OSError, ValueError, KeyError, TypeError) as error:
+            except (OSError, ValueError, RecursionError) as error:
                 raise ShardError(f"{path}: not a readable shard manifest ({error})") from error
+            problem = _manifest_problem(path, document)
+            if problem is not None:
+                raise ShardError(f"{path}: not a readable shard manifest ({problem})")
+            index = document["shard"]
             if index in found:
                 raise ShardError(f"shard {index}/{document.get('count')} appears twice: {found[index][0]} and {path}")
             found[index] = (path, document)
@@ -166,11 +207,15 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
         if (document.get("count"), document.get("digest")) != (first.get("count"), first.get("digest")):
             raise ShardError(f"{path}: this shard split another input list or shard count than the others "
                              "(the inputs or N differ): merge the shards of one run only")
-    count = int(first["count"])
-    missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in found]
-    if missing:
-        raise ShardError(f"{noun_for(len(missing), 'shard')} {', '.join(missing)} missing: no finished shard-I-of-{count}.json (did the job "
-                         "fail or is it still running?); run them again, then merge")
+    count = first["count"]
+    if count > len(found):  # the first few missing ones named (the count is the file's: it may be huge)
+        missing = [f"{i}/{count}" for i in itertools.islice((i for i in range(1, count + 1) if i not in found),
+                                                            _MESSAGES_SHOWN + 1)]
+        shown = ", ".join(missing[:_MESSAGES_SHOWN]) + (" and more" if len(missing) > _MESSAGES_SHOWN else "")
+        many = f"{count - len(found):,} " if len(missing) > _MESSAGES_SHOWN else ""
+        raise ShardError(f"{many}{noun_for(count - len(found), 'shard')} {shown} missing: no finished "
+                         f"shard-I-of-{count}.json (did the job fail or is it still running?); run them again, then "
+                         "merge")
     return found
 
 

@@ -24,9 +24,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from filelock import FileLock, Timeout
 
-from moleseg.core.config import STUDIES_DIR, STUDY_DATA_ROOT_HELP
+from moleseg.core import options
+from moleseg.core.atomic import path_lock
+from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
+                                 STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
-from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
+from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
@@ -279,14 +282,23 @@ def hold_study_lock(out: str | Path) -> Iterator[None]:
         Another process holds it: a study is already running in ``out``.
     """
     lock = study_lock(out)
-    try:
-        lock.acquire(blocking=False)
+    try:  # waits a moment: study_running (another start's count) holds the lock for an instant
+        lock.acquire(timeout=STUDY_LOCK_WAIT_S)
     except Timeout:
         raise _running_error(out) from None
     try:
         yield
     finally:
         lock.release()
+
+
+def running_studies(root: str | Path) -> list[Path]:
+    """The folders directly under ``root`` (a user's runs) whose study process runs, by name."""
+    try:
+        candidates = sorted(p for p in Path(root).iterdir() if (p / STUDY_LOCK).is_file())
+    except OSError:
+        return []
+    return [folder for folder in candidates if study_running(folder)]
 
 
 def check_out_folder(study: Study, out: str | Path) -> None:
@@ -304,11 +316,33 @@ def check_out_folder(study: Study, out: str | Path) -> None:
                          f"folder for study {study.name!r}")
 
 
+def _check_option_paths(run_config: dict[str, Any], roots: Sequence[Path], config: str | Path) -> None:
+    """Refuse a planned configuration of a browser user's study (its base options and one setting of each
+    factor) whose options name a server path outside ``roots``: a folder (validation or test images, ...), a
+    model file to start from other than a shipped one, or any example cache folder (the app's own)."""
+    named = [(item.name, folder) for item in options.OPTIONS if item.kind == "folders"
+             for folder in options.get_value(run_config, item.name) or []]
+    weights = options.get_value(run_config, "weights")
+    shipped = {str((models_dir() / name).resolve()) for name in SHIPPED_MODELS.values()}
+    if isinstance(weights, str) and weights not in ("none", "imagenet") and str(Path(weights).resolve()) not in shipped:
+        named.append(("weights", weights))
+    for name, path in named:
+        try:
+            resolve_inside_roots(str(path), roots, file=name == "weights")
+        except OutsideRootsError as error:
+            raise StudyError(f"{config}: {name}: {error}") from None
+    cache = options.get_value(run_config, "cache_dir")
+    if cache:
+        raise StudyError(f"{config}: cache_dir: {cache}: a study started here keeps its examples in the app's own "
+                         "cache folder; leave cache_dir out")
+
+
 def checked_study(config: str | Path, data_root: str | Path | None = None,
                   roots: Sequence[Path] | None = None) -> Study:
     """The study file ``config`` read and every planned configuration checked, its data split checked. With
     ``roots`` (a study started by a browser user), every data folder must lie inside them
-    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read.
+    (:func:`moleseg.core.roots.resolve_inside_roots`), checked before anything in it is read, and so must
+    every server path its options name (:func:`_check_option_paths`).
 
     Raises
     ------
@@ -318,9 +352,11 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
     study = load_study(config, data_root)
     for folder in data_folders(study) if roots is not None else []:
         try:
-            resolve_inside_roots(folder, roots)
+            check_links_inside(resolve_inside_roots(folder, roots), roots)
         except OutsideRootsError as error:
             raise StudyError(f"{config}: data folder {error}") from None
+    for run in plan(study) if roots is not None else []:
+        _check_option_paths(run.config, roots, config)
     problems = check_study(study)
     if problems:
         raise StudyError(f"{config}: " + "; ".join(problems))
@@ -395,25 +431,42 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
                 python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
     """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
     refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
-    see :func:`checked_study`.
+    see :func:`checked_study`. Returns once the process holds ``out``'s lock (or has ended), at most
+    :data:`~moleseg.core.config.STUDY_START_WAIT_S` seconds.
 
     Raises
     ------
     StudyError
-        The study file is bad, or a study runs in ``out`` (checked here first, so the app can say so at once).
+        The study file is bad, a study runs in ``out`` (checked here first, so the app can say so at once), or
+        :data:`~moleseg.core.config.MAX_RUNNING_STUDIES` others run in the folder holding ``out`` (the user's
+        runs).
     """
     study = checked_study(config, data_root, roots)
     check_out_folder(study, out)
     if study_running(out):
         raise _running_error(out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
-    if data_root:
-        command += ["--data-root", str(data_root)]
-    with open(out / STUDY_LOG, "ab") as log:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One start at a time in these runs (in this server), each counted once its process holds its lock: two
+    # sessions of a user clicking at once cannot both pass the count.
+    with path_lock(out.parent):
+        others = [folder.name for folder in running_studies(out.parent) if folder != out]
+        if len(others) >= MAX_RUNNING_STUDIES:
+            raise StudyError(f"{len(others)} of your studies are running ({', '.join(others)}): start another "
+                             "when one has finished")
+        out.mkdir(exist_ok=True)
+        command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
+        if data_root:
+            command += ["--data-root", str(data_root)]
+        for root in roots or ():  # the process reads the file again: checked again, as it is then
+            command += ["--root", str(root)]
+        with open(out / STUDY_LOG, "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + STUDY_START_WAIT_S
+        while process.poll() is None and not study_running(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,10 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the study file")
     parser.add_argument("--out", required=True, help="the study folder")
     parser.add_argument("--data-root", help=STUDY_DATA_ROOT_HELP)
+    parser.add_argument("--root", action="append", type=Path,
+                        help="a folder the study's paths must lie in (repeat; the app's data roots)")
     args = parser.parse_args(argv)
     log = RunLog(Path(args.out) / STUDY_LOG)
     try:
-        rows = run_study(checked_study(args.config, args.data_root), args.out, echo=log)
+        rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log)
     except (StudyError, OSError) as error:
         log(f"error: {first_line(error)}")
         return 2

@@ -15,6 +15,7 @@ import numpy as np
 
 from moleseg.core import options
 from moleseg.core.atomic import atomic_write
+from moleseg.core.markup import plain_markdown, table_cell
 from moleseg.core.words import count_of
 from moleseg.engine.runs import RunRecordError, RunState, read_evaluation, read_state
 from moleseg.engine.studyplan import BASE_LABEL, Study, StudyError, plan, setting_label, varied_options
@@ -223,24 +224,25 @@ def write_results(study: Study, out: str | Path) -> list[dict[str, Any]]:
 
 
 def verdicts_markdown(study: Study, rows: Sequence[dict[str, Any]], found: Sequence[dict[str, Any]]) -> str:
-    """A Markdown page: the table of settings (mean/max/min/std FM, time) and one sentence per comparison."""
-    lines = [f"# Study {study.name}", "", f"{count_of(len(rows), 'finished run')}; design {study.design}; "
+    """A Markdown page: the table of settings (mean/max/min/std FM, time) and one sentence per comparison; the
+    study file's names in it (untrusted) draw no markup (:mod:`moleseg.core.markup`)."""
+    lines = [f"# Study {plain_markdown(study.name)}", "", f"{count_of(len(rows), 'finished run')}; design {study.design}; "
              f"{count_of(study.repeats, 'seed')} per setting; significance level {SIGNIFICANCE_LEVEL} after Holm's correction.",
              "", "| factor | setting | runs | mean FM | max FM | min FM | std FM | training s |", "|---|---|---|---|---|---|---|---|"]
     for (factor, setting), group in groups(rows).items():
         fm = [r["fm_mean"] for r in group]
-        lines.append(f"| {factor} | {setting} | {len(group)} | {np.mean(fm):.4f} | "
+        lines.append(f"| {table_cell(factor)} | {table_cell(setting)} | {len(group)} | {np.mean(fm):.4f} | "
                      f"{np.mean([r['fm_max'] for r in group]):.4f} | {np.mean([r['fm_min'] for r in group]):.4f} | "
                      f"{np.mean([r['fm_std'] for r in group]):.4f} | "
                      f"{np.mean([r['training_s'] or 0 for r in group]):.0f} |")
-    lines += ["", "## Verdicts", ""] + [f"- {v['sentence']}" for v in found]
+    lines += ["", "## Verdicts", ""] + [f"- {plain_markdown(v['sentence'])}" for v in found]
     folds = cross_validation(study, rows)
     if folds:
         lines += ["", "## Cross-validation (best validation FM per fold; choose the recipe here, not on the test set)",
-                  ""] + [f"- {summary['sentence']}" for summary in folds]
+                  ""] + [f"- {plain_markdown(summary['sentence'])}" for summary in folds]
     if rows:
         best = max(groups(rows).items(), key=lambda item: np.mean([r["fm_mean"] for r in item[1]]))
-        lines += ["", f"Highest mean FM: {best[0][0]} = {best[0][1]} "
+        lines += ["", f"Highest mean FM: {plain_markdown(best[0][0])} = {plain_markdown(best[0][1])} "
                       f"({np.mean([r['fm_mean'] for r in best[1]]):.4f})."]
     return "\n".join(lines) + "\n"
 

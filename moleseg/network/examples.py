@@ -28,6 +28,7 @@ from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
 from moleseg.core.pairing import Pair, split_sizes
 from moleseg.core.targets import make_targets
+from moleseg.core.userspace import SPACE_MODE
 from moleseg.core.words import count_of
 
 
@@ -176,7 +177,7 @@ class ExampleCache:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=SPACE_MODE, parents=True, exist_ok=True)  # users' pictures: the server's account only
 
     def _key(self, pair: Pair, targets: TargetConfig) -> str:
         parts = [targets.key()]
