@@ -572,3 +572,15 @@ def test_saved_times_read_as_a_date_and_a_clock_time_with_the_zone():
     assert followup.moment_text("2026-12-07T09:43:33+01:00") == "2026-12-07 09:43:33 UTC+01:00"
     assert followup.moment_text("2026-12-07T08:43:33") == "2026-12-07 08:43:33"
     assert followup.moment_text("yesterday") == "yesterday"
+
+
+def test_compare_starts_with_the_saved_visits_once_a_lesion_has_two(isolated):
+    at = app_test(PAGE_FILES["compare"])
+    assert at.radio(key="compare_source").value == followup.COMPARE_UPLOADS  # nothing saved: two uploads
+    image, mask = mole_image(seed=3)
+    for day in ("2026-01-01", "2026-03-01"):
+        Records().save(USER, image, mask, measure_lesion(mask), lesion="arm", visit_date=day)
+    at = app_test(PAGE_FILES["compare"])  # a new session of the page
+    assert not at.exception and at.radio(key="compare_source").value == followup.COMPARE_SAVED
+    assert at.selectbox(key="compare_lesion").value == "arm"
+    assert followup.first_compare_source(NOT_THROUGH_PROXY) == followup.COMPARE_UPLOADS

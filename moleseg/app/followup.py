@@ -3,10 +3,11 @@ of saved visits and of measurements, formatted for people. No Streamlit calls he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from moleseg.app.identity import Refusal
 from moleseg.app.ui import plain_markdown
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.edgecontact import edge_contact_ratio
@@ -16,13 +17,15 @@ from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
 from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
-from moleseg.engine.records import MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
+from moleseg.engine.records import (MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, Records,
+                                    SavedAnalysis, User)
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
            "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
-           "audit_rows", "change_table", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows",
-           "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes", "saved_notes",
-           "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label", "visit_rows"]
+           "audit_rows", "change_table", "comparable_lesions", "first_compare_source", "in_visit_order",
+           "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes",
+           "saved_notes", "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label",
+           "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -61,6 +64,18 @@ def comparable_lesions(lesions: Sequence[LesionSummary], *, unidentified: bool =
     when ``unidentified`` (the user says they show one lesion)."""
     return [summary.lesion for summary in lesions
             if summary.visits >= 2 and (summary.lesion or unidentified)]
+
+
+def first_compare_source(user: User | Refusal, records_of: Callable[[], Records] = Records) -> str:
+    """What the Compare page first offers: :data:`COMPARE_SAVED` when ``user`` has a lesion with two saved
+    visits (:func:`comparable_lesions`), else :data:`COMPARE_UPLOADS` (also for a refusal, and when the records
+    cannot be read: the saved choice then says why)."""
+    if isinstance(user, Refusal):
+        return COMPARE_UPLOADS
+    try:
+        return COMPARE_SAVED if comparable_lesions(records_of().lesions(user)) else COMPARE_UPLOADS
+    except (OSError, ValueError):
+        return COMPARE_UPLOADS
 
 
 def in_visit_order(before: Record, after: Record) -> tuple[Record, Record, str | None]:
