@@ -9,7 +9,7 @@ import streamlit as st
 
 from moleseg.app import charts, ui
 from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
-                                  hex_to_rgb, rgb_to_hex)
+                                  hex_to_rgb, rgb_to_hex, too_many_uploads)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       rule_label, scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
@@ -18,6 +18,7 @@ from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
+from moleseg.app.quota import check_session_quota
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
                                  batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
                                  grid_caption, kept_with, key_measurements, measurement_html, object_areas,
@@ -55,6 +56,10 @@ files = st.file_uploader(
          "Files stay in this session's memory and are not stored on the server.",
 )
 
+too_many = too_many_uploads(len(files or []))
+if too_many:
+    st.error(too_many)
+    files = []  # refused whole: not even the first ones are read
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
 # the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
 # the settings and by every run of the results alone
@@ -250,6 +255,7 @@ def save_to_dataset_block(outcome: ImageOutcome, segmenter_name: str) -> None:
         status = "corrected by hand" if outcome.analysis.corrected_by_hand else "accepted as the model drew it"
         if st.button(f"Save {ui.plain_markdown(outcome.name)} ({status})", key="analyse_dataset_save"):
             try:
+                check_session_quota()
                 saved = save_to_dataset(outcome, folder, segmenter_name, choice.key)
             except (OSError, ValueError) as error:
                 st.error(f"Could not save to {folder}: {first_line(error)}")
@@ -493,7 +499,7 @@ def exports_view() -> None:
         from moleseg.app.saving import save_once
 
         answer = save_once(current_user(), analysis, outcome.name, visit, now.segmenter_name, now.model_version,
-                           st.session_state.setdefault("analyse_saved", {}))
+                           st.session_state.setdefault("analyse_saved", {}), before_write=check_session_quota)
         if answer.kind == "info":  # names the uploaded file: shown as it is
             st.info(ui.plain_markdown(answer.message))
         else:

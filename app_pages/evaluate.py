@@ -17,6 +17,7 @@ from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.words import count_of
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
+from moleseg.engine.tasks import TooManyTasks
 
 st.title("Evaluate")
 st.markdown("Scores a model's cleaned lesions against true masks, image by image at each image's own size: "
@@ -110,10 +111,14 @@ if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready)
         if segmenter is not None:
             key = evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
                                  with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
-            ui.task_registry().submit(key, evaluation_task(
-                segmenter, report, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
-                model=choice.label, folder=folder, baseline_name=baseline_name), restart=True)
-            st.session_state["evaluate_task"] = key
+            try:
+                ui.submit_task(key, evaluation_task(
+                    segmenter, report, baseline=baseline, with_hd95=with_hd95, worst_count=int(worst_count),
+                    model=choice.label, folder=folder, baseline_name=baseline_name))
+            except TooManyTasks as error:
+                st.error(str(error))
+            else:
+                st.session_state["evaluate_task"] = key
 
 if "evaluate_task" in st.session_state:
     ui.follow_task(st.session_state["evaluate_task"], show_evaluation, failure="The evaluation failed")

@@ -16,6 +16,7 @@ from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
 from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
+from moleseg.engine.tasks import TooManyTasks
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of, noun_for
 
@@ -155,7 +156,10 @@ def show_frequencies(scan: dict) -> None:
 scan_key = frequencies_key(masks_dir, classes=classes, border_width_px=width, shape=shape,
                            border_at_image_edge=edge)
 if st.button("Class frequencies of the whole dataset", key="prepare_all"):
-    ui.task_registry().submit(scan_key, frequencies_task(
-        [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
-        border_at_image_edge=edge), restart=True)
+    try:
+        ui.submit_task(scan_key, frequencies_task(
+            [p.mask for p in report.pairs], classes=classes, border_width_px=width, shape=shape,
+            border_at_image_edge=edge))
+    except TooManyTasks as error:
+        st.error(str(error))
 ui.follow_task(scan_key, show_frequencies, failure="The scan failed")

@@ -10,6 +10,7 @@ import streamlit as st
 from moleseg import studyreport
 from moleseg.app import serverpaths, ui
 from moleseg.app.identity import user_space
+from moleseg.app.quota import OverQuota, check_session_quota
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import studyrun
@@ -48,8 +49,9 @@ with st.expander("Start a study", expanded=False):
     if st.button("Start the study", type="primary", key="study_start", disabled=not path):
         out = runs / f"study-{safe_run_name(name)}"
         try:
+            check_session_quota()
             studyrun.start_study(path, out, roots=serverpaths.dataset_roots())
-        except (StudyError, OSError) as error:
+        except (StudyError, OverQuota, OSError) as error:
             st.error(str(error))
         else:
             st.session_state["study_folder"] = str(out)

@@ -9,6 +9,7 @@ import streamlit as st
 from moleseg.app import charts, serverpaths, trainform, trainstatus, ui
 from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
+from moleseg.app.quota import check_session_quota
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import finetune_config, finetune_plan
@@ -104,12 +105,14 @@ def finetune_section() -> None:
     with_data = a.checkbox("Also the data it was trained on", key="train_finetune_with_data",
                            help="Adds the training folders the model file records (those still on this "
                                 "machine), so that it does not forget them; slower.")
-    epochs = b.number_input(trainform.title(options.option("epochs")), 1, 200, FINETUNE_EPOCHS,
-                            key="train_finetune_epochs")
+    epochs_option = options.option("epochs")
+    epochs = b.number_input(trainform.title(epochs_option), int(epochs_option.low), int(epochs_option.high),
+                            FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
     if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
                  help=None if plan.ready else plan.sentence()):
         try:
+            check_session_quota()
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
                                      roots=serverpaths.dataset_roots())
             run_dir = trainstatus.start(config, RUNS, config["name"])
@@ -149,6 +152,7 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
             st.error(problem)
     else:
         try:
+            check_session_quota()
             run_dir = trainstatus.start(config, RUNS, config["name"] or
                                         f"{config['model']['architecture']}-{config['model']['backbone']}")
         except (trainlock.TrainingBusy, ValueError, OSError) as error:

@@ -796,3 +796,24 @@ def test_the_drawing_canvas_is_not_made_while_its_expander_is_closed(at, monkeyp
     at.session_state["analyse_correct_open"] = True  # opened
     at.run()
     assert len(backgrounds) == 1 and "Add to the lesion" in [button.label for button in at.button]
+
+
+def test_an_upload_of_more_files_than_the_limit_is_refused_whole(at, monkeypatch):
+    """Before, every file of any upload was read into memory and analysed (1,000 files: 1,000 analyses)."""
+    from moleseg.app import analysis
+    from moleseg.core.config import MAX_UPLOAD_FILES
+
+    assert analysis.too_many_uploads(MAX_UPLOAD_FILES) is None
+    assert analysis.too_many_uploads(MAX_UPLOAD_FILES + 1) == (
+        f"{MAX_UPLOAD_FILES + 1:,} files were uploaded and one analysis takes at most {MAX_UPLOAD_FILES:,}: none "
+        f"was analysed; upload them in parts of {MAX_UPLOAD_FILES:,} or fewer.")
+    with pytest.raises(ValueError, match="201 files were uploaded"):
+        analysis.analyse_uploads(None, None, "m", [analysis.Upload("x.png", b"")] * 201)
+    monkeypatch.setattr(analysis, "MAX_UPLOAD_FILES", 2)  # three tiny files stand for 201
+    small = png_bytes(np.full((40, 40, 3), 200, np.uint8))
+    at.file_uploader(key="analyse_upload_files").set_value(
+        [(f"{name}.png", small, "image/png") for name in "abc"]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["3 files were uploaded and one analysis takes at most 2: none was "
+                                           "analysed; upload them in parts of 2 or fewer."]
+    assert "analyse_outcomes" not in at.session_state  # nothing analysed, not even the first two

@@ -13,7 +13,7 @@ import pytest
 from moleseg.app.ui import PAGE_FILES
 from moleseg.cli import build_parser
 from moleseg.cli.training import train_config_of
-from moleseg.core import options
+from moleseg.core import config, options
 from moleseg.core.configfile import read_config_file
 from moleseg.core.modelinfo import ModelFileError, ModelInfo
 
@@ -195,8 +195,8 @@ def test_relative_folders_of_a_config_file_are_under_the_data_root(tmp_path):
 
 @pytest.mark.parametrize("name, value, words", [
     ("solver", "lbfgs", "solver must be one of sgdm, rmsprop, adam, not 'lbfgs'"),
-    ("model.input_size", 100, "input size must be a whole number (32 <= value, a multiple of 16, in px), not 100"),
-    ("epochs", 0, "epochs must be a whole number (1 <= value, in epochs), not 0"),
+    ("model.input_size", 100, "input size must be a whole number (32 <= value <= 1024, a multiple of 16, in px), not 100"),
+    ("epochs", 0, "epochs must be a whole number (1 <= value <= 1000, in epochs), not 0"),
     ("model.aspp_rates", [6, 12], "aspp rates must be 3 whole numbers, not [6, 12]"),
     ("bn_momentum", 1.5, "bn momentum must be 'auto' or a number (0 < value < 1), not 1.5"),
     ("augment", ["twist"], "unknown augmentation twist; choose from rotation, reflection, translation, scale, colour, zoom_in, pink, vignette, halo"),
@@ -231,6 +231,33 @@ def test_the_command_line_refuses_bad_values_naming_the_option(tmp_path, capsys)
     bad.write_text(json.dumps({"solvr": "adam"}))
     with pytest.raises(ValueError, match="bad.json: unknown option solvr$"):
         train_config_of(_parse("--config", str(bad)))
+
+
+@pytest.mark.parametrize("name, flag, value, limit", [
+    ("epochs", "--epochs", 5000, config.MAX_EPOCHS), ("batch_size", "--batch-size", 512, config.MAX_BATCH_SIZE),
+    ("model.input_size", "--input-size", 2048, config.MAX_INPUT_SIZE_PX),
+])
+def test_a_config_file_or_a_flag_asking_more_than_the_ceiling_is_refused_naming_it(tmp_path, capsys, name, flag,
+                                                                                   value, limit):
+    """Before, any number passed: 5000 epochs or a 2048 px input from a config.json or a flag would have run."""
+    from moleseg.app.trainform import _number_bounds
+    from moleseg.cli import main
+
+    item = options.option(name)
+    assert item.high == limit and _number_bounds(item, int)[1] == limit  # the Train page's widget stops there
+    assert item.problems(limit) == [] and item.problems(value) != []
+    words = f"{item.label} must be a whole number ({item.range_text()}, in {item.unit}), not {value}"
+    path = tmp_path / "config.json"
+    values: dict = {}
+    options.set_value(values, name, value)
+    path.write_text(json.dumps(values))
+    out = tmp_path / "r"
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {words}\n"
+    assert main(["train", "--images", str(tmp_path), "--masks", str(tmp_path), "--out", str(out), flag,
+                 str(value)]) == 2
+    assert capsys.readouterr().err == f"error: {words}\n"
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("name", sorted(OLD_RECIPES))

@@ -518,11 +518,30 @@ def test_predict_with_a_model_that_cannot_load_leaves_no_output_folder(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "prepare", "merge"])
+def test_a_command_that_writes_nothing_leaves_no_output_folder(tmp_path, capsys, command):
+    """Before, ``--out`` (and its missing parents) was made first and left behind, empty, when every image
+    failed or the shards' manifests were refused."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "bad.png").write_bytes(b"not a png")
+    (inputs / "shard-1-of-1.json").write_text("{")
+    out = tmp_path / "new" / "out"
+    arguments = {"predict": ["predict", "--model", "classical", "--out", str(out), str(inputs / "bad.png")],
+                 "prepare": ["prepare", "--masks", str(inputs), "--out", str(out), "--border-width-px", "2"],
+                 "merge": ["merge", str(inputs), "--out", str(out)]}[command]
+    assert main(arguments) == 2
+    assert "bad.png" in capsys.readouterr().err or command == "merge"
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize(
     "arguments, words",
     [
         (["evaluate", "--model", "classical", "--images", "{set}/images", "--masks", "{set}/masks", "--batch-size",
           "-1"], "argument --batch-size: must be at least 1, not -1"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "--batch-size", "257", "{set}/images"],
+         "argument --batch-size: must be at most 256, not 257"),
         (["evaluate", "--model", "classical", "--images", "{set}/images", "--masks", "{set}/masks", "--batch-size",
           "0"], "argument --batch-size: must be at least 1, not 0"),
         (["predict", "--model", "classical", "--out", "{tmp}/out", "--batch-size", "0", "{set}/images"],

@@ -141,7 +141,7 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
     assert refused.value.problems == [
         f"{file} has unknown key roots; the keys are mode, address, port, data_roots, data_dir, allowed_hosts, "
         "identity, user_headers, trusted_proxies, admin_users, proxy_secret, proxy_secret_header, database_url, "
-        "records_files_dir.",
+        "records_files_dir, user_quota_gb.",
         f"port must be a whole number in {file}.",
         f"admin_users must be a list of strings in {file}.",
     ]
@@ -150,6 +150,28 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
         read_settings({"MOLESEG_CONFIG": str(file)})
     with pytest.raises(SettingsError, match=f"cannot read {tmp_path / 'absent.toml'}: No such file or directory"):
         read_settings({"MOLESEG_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_the_user_quota_is_off_in_personal_mode_on_in_shared_mode_and_checked(tmp_path):
+    """Before, no setting bounded what one user of a shared server could write."""
+    from moleseg.core.settings import DEFAULT_USER_QUOTA_GB
+
+    shared = {"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example", "MOLESEG_IDENTITY": "streamlit-oidc"}
+    assert read_settings({}).user_quota_gb == DEFAULT_USER_QUOTA_GB["personal"] == 0
+    assert read_settings(shared).user_quota_gb == DEFAULT_USER_QUOTA_GB["shared"] == 20
+    assert read_settings({**shared, "MOLESEG_USER_QUOTA_GB": "2.5"}).user_quota_gb == 2.5
+    file = tmp_path / "moleseg.toml"
+    file.write_text("user_quota_gb = 0\n")
+    assert read_settings({**shared, "MOLESEG_CONFIG": str(file)}).user_quota_gb == 0
+    for text, problem in [("-1", "-1"), ("lots", "lots"), ("nan", "nan")]:
+        with pytest.raises(SettingsError) as refused:
+            read_settings({"MOLESEG_USER_QUOTA_GB": text})
+        assert refused.value.problems == [f"user_quota_gb must be a number of GB, 0 or more (0: no quota), not "
+                                          f"'{problem}'."]
+    file.write_text('user_quota_gb = "5"\n')
+    with pytest.raises(SettingsError) as refused:
+        read_settings({"MOLESEG_CONFIG": str(file)})
+    assert refused.value.problems == [f"user_quota_gb must be a number in {file}."]
 
 
 def test_the_data_folders_default_to_the_settings_data_dir_never_the_program_folder(monkeypatch, tmp_path):

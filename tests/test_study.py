@@ -333,6 +333,9 @@ HUGE_GRID = {name: list(range(1, 11)) for name in
     ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),
     ({"design": "grid", "factors": HUGE_GRID},
      "the study plans 10,000,000 runs, more than the 1,000 a study may run"),
+    ({"base": {"epochs": 5000}}, "epochs must be a whole number (1 <= value <= 1000, in epochs), not 5000"),
+    ({"factors": {"batch_size": [8, 512]}},
+     "batch size must be a whole number (1 <= value <= 256, in images), not 512"),
     ({"base": {"validation_images": ["somewhere"]}},
      "give validation image and mask folders in pairs (validation_images and validation_masks)"),
 ])

@@ -66,6 +66,30 @@ def test_old_finished_tasks_are_forgotten_running_ones_kept(registry):
     assert registry.get("last").finished and len(registry) == 4
 
 
+def test_one_user_cannot_queue_more_than_their_share_of_tasks(registry):
+    """Before, one user could queue any number of evaluations ahead of everyone else's."""
+    from moleseg.core.config import MAX_TASKS_PER_USER
+    from moleseg.engine.tasks import TooManyTasks
+
+    gate = threading.Event()
+    mine = [registry.submit(("eval", index), lambda progress: gate.wait(30), owner="ann")
+            for index in range(MAX_TASKS_PER_USER)]
+    assert registry.submit(("eval", 0), lambda progress: 0, owner="ann") is mine[0]  # joining is no new task
+    with pytest.raises(TooManyTasks) as refused:
+        registry.submit(("eval", "more"), lambda progress: 0, owner="ann")
+    assert str(refused.value) == (f"You already have {MAX_TASKS_PER_USER} tasks (evaluations, dataset scans) "
+                                  "running or waiting, the most one user may have at once: start this one when "
+                                  "one of them has finished.")
+    assert registry.get(("eval", "more")) is None
+    others = registry.submit(("eval", "bob"), lambda progress: 1, owner="bob")  # another user waits no longer
+    server = registry.submit(("prepare", "model"), lambda progress: 2)  # the server's own: never refused
+    gate.set()
+    for task in (*mine, others, server):
+        task.wait(30)
+    assert registry.submit(("eval", "more"), lambda progress: 3, owner="ann").wait(30) is None
+    assert registry.get(("eval", "more")).result == 3
+
+
 def test_the_registry_imports_neither_streamlit_nor_tensorflow():
     import subprocess
 

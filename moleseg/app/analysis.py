@@ -22,6 +22,7 @@ from cachetools import LRUCache
 
 from moleseg.app.cleanup_plan import AutoCleanup, CleanupChoice, CleanupPlan
 from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.config import MAX_UPLOAD_FILES
 from moleseg.core.imageio import read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.report import display_unit
@@ -54,6 +55,15 @@ def rgb_to_hex(color: Sequence[int]) -> str:
 def digest(data: bytes) -> str:
     """SHA-256 of a file's bytes (the cache key of its prediction)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def too_many_uploads(count: int) -> str | None:
+    """The refusal of an upload of ``count`` files when it is more than :data:`MAX_UPLOAD_FILES` (one sentence
+    with the count and the limit), else None. The whole upload is refused: not its first files either."""
+    if count <= MAX_UPLOAD_FILES:
+        return None
+    return (f"{count:,} files were uploaded and one analysis takes at most {MAX_UPLOAD_FILES:,}: none was "
+            f"analysed; upload them in parts of {MAX_UPLOAD_FILES:,} or fewer.")
 
 
 @dataclass
@@ -285,7 +295,16 @@ def analyse_uploads(store: AnalysisStore, segmenter: Segmenter, model_key: str, 
     shows of every image, e.g. its grid thumbnail). ``shown``: the upload key of the image the page shows in
     full, whose overlay's display JPEG a re-cleaning makes beside its measurements (every re-cleaning draws its
     overlay so, in the store's ``drawer`` thread).
+
+    Raises
+    ------
+    ValueError
+        With :func:`too_many_uploads`'s sentence when there are more than :data:`MAX_UPLOAD_FILES` uploads
+        (nothing analysed).
     """
+    refusal = too_many_uploads(len(uploads))
+    if refusal:
+        raise ValueError(refusal)
     style = style or OverlayStyle()
     default = CleanupChoice(settings, lesion_threshold)
     choices = [(plan.for_image(u.key) if plan else None) or default for u in uploads]

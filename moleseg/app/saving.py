@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,7 +51,8 @@ def save_digest(analysis: Analysis, image_name: str, visit: Visit, model_name: s
 
 
 def save_once(user: User | Refusal, analysis: Analysis, image_name: str, visit: Visit, model_name: str,
-              model_version: str, saved: MutableMapping[str, int], records: Records | None = None) -> SaveAnswer:
+              model_version: str, saved: MutableMapping[str, int], records: Records | None = None,
+              before_write: Callable[[], None] = lambda: None) -> SaveAnswer:
     """Save ``analysis`` of ``image_name`` with ``visit`` to ``user``'s records, unless this very analysis and
     visit is already saved as a record the user still reaches.
 
@@ -63,6 +64,9 @@ def save_once(user: User | Refusal, analysis: Analysis, image_name: str, visit: 
         Digest (:func:`save_digest`) -> record id of this browser session's saves; updated here.
     records : Records, optional
         The records (default: the server's, :class:`moleseg.engine.records.Records`).
+    before_write : callable, optional
+        Called just before a record is written (not for a record saved before), e.g. the user's disk quota
+        (:func:`moleseg.app.quota.check_session_quota`); its ``ValueError`` or ``OSError`` is the answer.
     """
     if isinstance(user, Refusal):
         return SaveAnswer("error", f"Could not save: {user.message}")
@@ -79,6 +83,7 @@ def save_once(user: User | Refusal, analysis: Analysis, image_name: str, visit: 
                 return SaveAnswer("info", f"{image_name} is already saved as record {earlier}, with this border "
                                           "and visit: nothing saved again. Change the border or the visit to save "
                                           "another visit.", earlier)
+        before_write()
         segmentation = analysis.segmentation
         record_id = records.save(
             user, analysis.image, segmentation.lesion, analysis.measurements, lesion=visit.lesion,

@@ -157,6 +157,22 @@ def device_summary() -> str:
     return models.device_summary()
 
 
+def submit_task(key: Hashable, work: Callable[[Any], Any]) -> None:
+    """Start ``work`` as a background task of :func:`task_registry` under ``key`` (again when it has finished),
+    owned by this session's user.
+
+    Raises
+    ------
+    moleseg.engine.tasks.TooManyTasks
+        When the user already has :data:`~moleseg.core.config.MAX_TASKS_PER_USER` tasks running or waiting.
+    """
+    from moleseg.app.identity import current_user
+    from moleseg.engine.records import User
+
+    user = current_user()
+    task_registry().submit(key, work, restart=True, owner=user.name if isinstance(user, User) else None)
+
+
 def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:
     """Show the background task ``key`` of :func:`task_registry`: a progress bar polled every
     ``TASK_POLL_SECONDS`` while it runs (a fragment: the rest of the page is not rerun), then

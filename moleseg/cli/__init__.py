@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     from moleseg.core.outlines import OUTLINE_FORMATS
     from moleseg.core.targets import SHAPES
 
-    at_least_one_image = int_at_least(int(options.option("batch_size").low))  # a batch holds an image or more
+    batch_size = options.option("batch_size")
+    at_least_one_image = int_at_least(int(batch_size.low), int(batch_size.high))  # an image or more, within the cap
     model_help = "a .keras file or 'classical' (default: the shipped dermoscopy model)"
     pixel_size_help = "mm per pixel, for physical units"
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = add("prepare", "write BACK/BORDER/INSIDE label images from masks", cmd_prepare)
     prepare.add_argument("--masks", required=True, metavar="DIR")
     prepare.add_argument("--out", required=True, metavar="DIR")
-    prepare.add_argument("--border-width-px", type=int_at_least(int(options.option("border_width_px").low)),
+    border_width = options.option("border_width_px")
+    prepare.add_argument("--border-width-px", type=int_at_least(int(border_width.low), int(border_width.high)),
                          required=True)
     prepare.add_argument("--shape", default=DEFAULT_SHAPE, choices=SHAPES)
     prepare.add_argument("--classes", type=int, choices=options.CLASS_COUNTS, default=DEFAULT_CLASS_COUNT)

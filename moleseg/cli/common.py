@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, TextIO
+from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
 from moleseg.core.words import count_of, noun_for
@@ -194,8 +194,9 @@ def failures_exit(failures: list[tuple[str, str]]) -> int:
     return EXIT_OK
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: a whole number ``>= low`` (``--batch-size``, ``--border-width-px``)."""
+def int_at_least(low: int, at_most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number ``>= low`` and, when ``at_most`` is given, ``<= at_most``
+    (``--batch-size``, ``--border-width-px``)."""
 
     def parse(text: str) -> int:
         try:
@@ -204,6 +205,8 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"must be at most {at_most}, not {value}")
         return value
 
     return parse
@@ -230,15 +233,28 @@ def check_out_not_an_input(out: str, inputs: Sequence[str], harm: str) -> None:
         raise CommandError(f"--out {printable(out)} is also an input folder: {harm}; choose another folder")
 
 
-def output_folder(path: str) -> Path:
-    """``--out`` of predict/prepare, created; CommandError when it is a file, cannot be created or cannot be
-    written into (one line before any image, not one failure per image)."""
+@contextmanager
+def output_folder(path: str) -> Iterator[Path]:
+    """``--out`` of predict, prepare and merge, created for the command's work (``with output_folder(out) as
+    folder``); CommandError when it is a file, cannot be created or cannot be written into (one line before any
+    image, not one failure per image). The folders this call created (``--out`` and any parent it lacked) are
+    removed again when the work leaves them empty, failed or not: a command that writes nothing leaves no stray
+    folder, and a folder with anything in it (or one that was there before) is kept."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {printable(path)} is a file, not a folder: choose a folder name")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # the deepest first
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CommandError(f"cannot create the output folder {printable(path)} ({error.strerror or error})") from error
-    check_writable(out, f"--out {printable(path)}")
-    return out
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandError(f"cannot create the output folder {printable(path)} "
+                               f"({error.strerror or error})") from error
+        check_writable(out, f"--out {printable(path)}")
+        yield out
+    finally:
+        for folder in created:
+            try:
+                folder.rmdir()  # only an empty folder goes: nothing written is ever removed
+            except OSError:
+                break

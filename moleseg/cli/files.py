@@ -97,43 +97,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
                             "<name>_mask.png replaced, the results read as images by the next run)")
     segmenter = open_model(args.model or default_model_spec(), args.tta)  # before --out: no empty folder left
-    out = output_folder(args.out)
-    bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
-    try:
-        outcome = predict_files(segmenter, files, out, batch_size=args.batch_size, pixel_size_mm=args.pixel_size_mm,
-                                lesion_threshold=args.lesion_threshold, outlines=args.outlines,
-                                model_version=ModelInfo.from_dict(segmenter.info).version_text,
-                                progress=bar.update_to, output_names=names,
-                                note=lambda name, message: say(args, f"{printable(name)}: {message}"))
-    finally:
-        bar.close()
-    rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
-    failures.extend(outcome.failures)
-    if args.dicom_seg and not stopped:
-        failures.extend(_write_dicom(args, out, rows, segmenter.name, ModelInfo.from_dict(segmenter.info).version_text))
-    if rows or (args.shard and not stopped):
-        from moleseg.core.atomic import atomic_write
-
+    with output_folder(args.out) as out:
+        bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
         try:
-            write_table(out / csv_name, rows)
-            atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
-            if object_rows:
-                write_table(out / objects_name, object_rows)
-            if args.shard:  # last: a shard without its manifest did not finish
-                done = {row["source"] for row in rows}
-                reasons = dict(reversed(outcome.failures))
-                write_manifest(out, args.shard, keys, positions,
-                               [(keys[p], reasons.get(Path(keys[p]).name, "not processed")) for p in positions
-                                if keys[p] not in done], MEASUREMENTS_CSV, objects_name if object_rows else None)
-        except OSError as error:
-            raise CommandError(f"{count_of(len(rows), 'image')} written to {printable(str(out))}, but {csv_name} "
-                               f"could not be written ({error.strerror or error})") from error
-    shard = f" (shard {args.shard.text}: {len(files)} of {len(keys)} inputs)" if args.shard else ""
-    print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
-    if stopped:
-        failures_exit(failures)
-        raise CommandError(stopped)
-    return failures_exit(failures)
+            outcome = predict_files(segmenter, files, out, batch_size=args.batch_size,
+                                    pixel_size_mm=args.pixel_size_mm, lesion_threshold=args.lesion_threshold,
+                                    outlines=args.outlines,
+                                    model_version=ModelInfo.from_dict(segmenter.info).version_text,
+                                    progress=bar.update_to, output_names=names,
+                                    note=lambda name, message: say(args, f"{printable(name)}: {message}"))
+        finally:
+            bar.close()
+        rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
+        failures.extend(outcome.failures)
+        if args.dicom_seg and not stopped:
+            version = ModelInfo.from_dict(segmenter.info).version_text
+            failures.extend(_write_dicom(args, out, rows, segmenter.name, version))
+        if rows or (args.shard and not stopped):
+            from moleseg.core.atomic import atomic_write
+
+            try:
+                write_table(out / csv_name, rows)
+                atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
+                if object_rows:
+                    write_table(out / objects_name, object_rows)
+                if args.shard:  # last: a shard without its manifest did not finish
+                    done = {row["source"] for row in rows}
+                    reasons = dict(reversed(outcome.failures))
+                    write_manifest(out, args.shard, keys, positions,
+                                   [(keys[p], reasons.get(Path(keys[p]).name, "not processed")) for p in positions
+                                    if keys[p] not in done], MEASUREMENTS_CSV, objects_name if object_rows else None)
+            except OSError as error:
+                raise CommandError(f"{count_of(len(rows), 'image')} written to {printable(str(out))}, but {csv_name} "
+                                   f"could not be written ({error.strerror or error})") from error
+        shard = f" (shard {args.shard.text}: {len(files)} of {len(keys)} inputs)" if args.shard else ""
+        print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
+        if stopped:
+            failures_exit(failures)
+            raise CommandError(stopped)
+        return failures_exit(failures)
 
 
 def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], model_name: str,
@@ -165,14 +167,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from moleseg.engine.shards import ShardError, merge_shards
 
     folders = [Path(folder) for folder in args.folders]
-    out = output_folder(args.out or args.folders[0])
-    try:
-        outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
-    except ShardError as error:
-        raise CommandError(str(error)) from None
-    print(f"{count_of(outcome.rows, 'image')} of {count_of(outcome.shards, 'shard')} merged into "
-          f"{printable(str(out / MEASUREMENTS_CSV))}")
-    return failures_exit(outcome.failures)
+    with output_folder(args.out or args.folders[0]) as out:
+        try:
+            outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
+        except ShardError as error:
+            raise CommandError(str(error)) from None
+        print(f"{count_of(outcome.rows, 'image')} of {count_of(outcome.shards, 'shard')} merged into "
+              f"{printable(str(out / MEASUREMENTS_CSV))}")
+        return failures_exit(outcome.failures)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -190,37 +192,38 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
     check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")
-    out = output_folder(args.out)
-    stems = dict(zip(masks, output_stems(masks)))  # m.png and m.tif: m_png.png and m_tif.png
-    failures: list[tuple[str, str]] = []
-    degenerate = {"empty": 0, "full": 0}
-    totals = None
-    bar = ProgressBar(len(masks), "preparing targets", args.quiet)
-    try:
-        for index, path in enumerate(masks, start=1):
-            try:
-                mask = read_mask(path, allow_empty=True)
-            except ImageReadError as error:
-                failures.append((path.name, str(error)))
-                continue
-            problem = mask_problem(mask)
-            if problem is not None:
-                degenerate["full" if mask.any() else "empty"] += 1
-                print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
-            labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
-                                  shape=args.shape, border_at_image_edge=args.border_at_image_edge)
-            write_png(out / f"{stems[path]}.png", labels.astype("uint8"))
-            frequencies = class_frequencies(labels, args.classes) * labels.size
-            totals = frequencies if totals is None else totals + frequencies
-            bar.update_to(index)
-    finally:
-        bar.close()
-    if totals is not None:
-        share = totals / totals.sum()
-        print(f"{count_of(len(masks) - len(failures), 'label image')} written to {out}; class frequencies "
-              + ", ".join(f"{name} {value:.4f}" for name, value in
-                          zip(class_names(args.classes), share)))
-    if degenerate["empty"] or degenerate["full"]:
-        print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {noun_for(degenerate['empty'] + degenerate['full'], 'mask')} among them",
-              file=sys.stderr)
-    return failures_exit(failures)
+    with output_folder(args.out) as out:
+        stems = dict(zip(masks, output_stems(masks)))  # m.png and m.tif: m_png.png and m_tif.png
+        failures: list[tuple[str, str]] = []
+        degenerate = {"empty": 0, "full": 0}
+        totals = None
+        bar = ProgressBar(len(masks), "preparing targets", args.quiet)
+        try:
+            for index, path in enumerate(masks, start=1):
+                try:
+                    mask = read_mask(path, allow_empty=True)
+                except ImageReadError as error:
+                    failures.append((path.name, str(error)))
+                    continue
+                problem = mask_problem(mask)
+                if problem is not None:
+                    degenerate["full" if mask.any() else "empty"] += 1
+                    print(f"warning: {printable(path.name)}: {problem}", file=sys.stderr)
+                labels = make_targets(mask, classes=args.classes, border_width_px=args.border_width_px,
+                                      shape=args.shape, border_at_image_edge=args.border_at_image_edge)
+                write_png(out / f"{stems[path]}.png", labels.astype("uint8"))
+                frequencies = class_frequencies(labels, args.classes) * labels.size
+                totals = frequencies if totals is None else totals + frequencies
+                bar.update_to(index)
+        finally:
+            bar.close()
+        if totals is not None:
+            share = totals / totals.sum()
+            print(f"{count_of(len(masks) - len(failures), 'label image')} written to {out}; class frequencies "
+                  + ", ".join(f"{name} {value:.4f}" for name, value in
+                              zip(class_names(args.classes), share)))
+        if degenerate["empty"] or degenerate["full"]:
+            odd = degenerate["empty"] + degenerate["full"]
+            print(f"warning: {degenerate['empty']} empty and {degenerate['full']} full {noun_for(odd, 'mask')} "
+                  "among them", file=sys.stderr)
+        return failures_exit(failures)

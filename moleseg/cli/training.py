@@ -77,11 +77,24 @@ def given_options(args: argparse.Namespace) -> dict:
 def train_config_of(args: argparse.Namespace) -> dict:
     """The configuration dictionary of a new training: the defaults, overridden by ``--config FILE``
     (its relative folders under ``--data-root``, by default the file's folder), overridden by the flags
-    given; ``name`` defaults to the run folder's name. Checked by ``TrainConfig``, not here."""
+    given; ``name`` defaults to the run folder's name. Each value of the file is checked against its option
+    (a refusal names the file); the whole configuration is checked by ``TrainConfig``, not here.
+
+    Raises
+    ------
+    CommandError
+        When a value of the file is outside its option's kind or range (one sentence naming the file).
+    """
     from moleseg.core import options
     from moleseg.core.configfile import read_config_file
 
     from_file = read_config_file(args.config, args.data_root) if args.config else {}
+    for item in options.OPTIONS:  # the file's own values first, so that the refusal names the file
+        marker = object()
+        value = options.get_value(from_file, item.name, marker)
+        problems = [] if value is marker else item.problems(value)
+        if problems:
+            raise CommandError(f"{args.config}: {problems[0]}")
     values = options.merged(from_file, given_options(args))
     if values.get("name") is None:
         values["name"] = Path(args.out).name

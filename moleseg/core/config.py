@@ -14,6 +14,10 @@ DEFAULT_MAX_PIXELS: int = 25_000_000
 #: Peak memory of analysing one image, in bytes per pixel (measured: ``moleseg predict --model classical``
 #: on a 7000 x 7000 PNG peaked at about 2.4 GB, 49 bytes per pixel).
 ANALYSIS_BYTES_PER_PIXEL: int = 50
+#: Most files one Analyse upload takes (its files, or a folder's images): each is held in the session's memory (up
+#: to Streamlit's per-file ``server.maxUploadSize``) and goes through the network of the one shared server; 200 is
+#: a day's clinic, and more is refused whole, with the count and this limit: none analysed.
+MAX_UPLOAD_FILES: int = 200
 #: Smallest image side analysed, in pixels: smaller images are refused with "image too small".
 MIN_IMAGE_SIDE_PX: int = 32
 #: Earliest visit date the Analyse page takes (archive photographs; Streamlit's own range is ten years).
@@ -31,6 +35,18 @@ DEFAULT_CLOSING_RADIUS_PX: int = 15
 INFERENCE_BATCH_SIZE: int = 4
 #: Number of classes of the dermoscopy (moles) targets: BACK, BORDER, INSIDE.
 DEFAULT_CLASS_COUNT: int = 3
+
+#: Ceilings of the training options a study file, a ``config.json``, ``moleseg train`` or the Train page can set
+#: (:mod:`moleseg.core.options` takes them; more is refused with one sentence). Largest network input side, in px:
+#: activations grow with the square of the side, 16x those of the default 256 px, and dermoscopy borders gain
+#: nothing from more (the images themselves are 768 x 560 in PH2).
+MAX_INPUT_SIZE_PX: int = 1024
+#: Largest mini-batch, in images: a batch is held in memory at once, and 256 is already beyond what one GPU
+#: holds at the largest input (batch statistics settle long before).
+MAX_BATCH_SIZE: int = 256
+#: Most passes over the training pairs: the shipped models trained 30 and 40; 1000 is the most a study's factor
+#: may ask of a shared machine (many times that is weeks of its CPUs or its one GPU).
+MAX_EPOCHS: int = 1000
 
 #: A lesion counts as reaching the image's edge where it comes within this share (0..1) of the image's
 #: shorter side of the frame (see :func:`moleseg.core.edgecontact.edge_contact_ratio`).
@@ -128,6 +144,13 @@ STUDIES_DIR: Path = (_PACKAGE_PARENT if FROM_CHECKOUT else _PACKAGE_DIR) / "stud
 #: Studies one user's runs folder may have running at once (each a background process, some 60 MB, waiting its
 #: turn for the training lock): the app refuses another, so that one user cannot fill the server's memory.
 MAX_RUNNING_STUDIES: int = 2
+#: Seconds a measure of a user's disk usage (for the ``user_quota_gb`` setting) is believed before the folders are
+#: walked again: several saves in a row cost one walk, and a user over quota sees space they freed within this.
+USER_USAGE_CACHE_S: float = 5.0
+#: Background tasks (evaluations, dataset scans) one user may have running or waiting at once in the server's task
+#: registry (:class:`moleseg.engine.tasks.TaskRegistry`, two worker threads): another is refused until one ends,
+#: so that one user cannot queue work ahead of everyone.
+MAX_TASKS_PER_USER: int = 2
 #: Seconds the app waits for a study process it started to take its folder's lock (a start counted at once).
 STUDY_START_WAIT_S: float = 30.0
 #: Seconds a study process waits for its folder's lock: another start's check holds it for an instant.

@@ -21,7 +21,8 @@ import numpy as np
 
 from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
-from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, SIZE_REFERENCE_PX
+from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, MAX_BATCH_SIZE,
+                                 MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
 from moleseg.core.targets import SHAPES
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
@@ -45,6 +46,30 @@ CLASS_COUNTS: tuple[int, ...] = (3, 2)
 CHOICE_ALIASES: dict[str, str] = {"color": "colour"}
 #: Widgets an option can ask for (:attr:`Option.widget`); empty lets the kind choose.
 WIDGETS: tuple[str, ...] = ("", "slider", "number", "select", "radio")
+
+# Ceilings of the other numbers a study file, a config.json or the Train page could otherwise set without end
+# (the three costliest, input size, batch size and epochs, are in moleseg.core.config).
+#: Widest ASPP and decoder, in channels: 4x the 256 of the DeepLabV3+ paper; the weights grow with its square.
+MAX_DECODER_WIDTH: int = 1024
+#: Largest ASPP dilation rate: at output stride 16 the largest input's feature map is 64 wide, so a larger rate
+#: samples only padding.
+MAX_ASPP_RATE: int = MAX_INPUT_SIZE_PX // 16
+#: Widest border band and largest closing radius, in px at a SIZE_REFERENCE_PX input: half the reference side
+#: (a larger disk covers the whole input; its structuring element's cost grows with the square of the radius).
+MAX_REFERENCE_RADIUS_PX: int = SIZE_REFERENCE_PX // 2
+#: Largest translation, in px of the input: a shift of the largest input's whole side leaves no image.
+MAX_TRANSLATION_PX: float = float(MAX_INPUT_SIZE_PX)
+#: Largest learning rate per step: every solver here diverges long before (Adam's usual rate is 0.001).
+MAX_LEARNING_RATE: float = 1.0
+#: Largest random seed: numpy's and TensorFlow's seeds are 32-bit everywhere.
+MAX_SEED: int = 2**32 - 1
+#: Most validation folds: a validation share of 1/100 already leaves most datasets a handful of images per fold.
+MAX_VALIDATION_FOLD: int = 99
+#: Most training images scored after each epoch: each is one more prediction per epoch; 1000 cover any dataset's
+#: sample.
+MAX_TRAIN_FM_IMAGES: int = 1000
+#: Most random crops per image and epoch: 64 crops of an input-sized area cover an 8x8 tiling of the image.
+MAX_CROPS_PER_IMAGE: int = 64
 
 
 def choice_names(values: Iterable[str]) -> list[str]:
@@ -278,15 +303,15 @@ OPTIONS: tuple[Option, ...] = (
             choices=ARCHITECTURES),
     _option("model.backbone", "model", "choice", BACKBONES[0], "encoder network", choices=BACKBONES),
     _option("model.input_size", "model", "int", 256, "side of the square network input",
-            low=32, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
+            low=32, high=MAX_INPUT_SIZE_PX, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
     _option("model.n_classes", "model", "choice", 3, "3: back/border/inside (moles); 2: background/foreground "
             "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio", title="Classes"),
     _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
             aliases=("--dense-head",), title="Separable convolutions"),
     _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",
-            low=1, unit="channels"),
+            low=1, high=MAX_DECODER_WIDTH, unit="channels"),
     _option("model.aspp_rates", "model", "ints", [6, 12, 18],
-            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, length=3,
+            "dilation rates of the three atrous ASPP branches at output stride 16", low=1, high=MAX_ASPP_RATE, length=3,
             title="ASPP dilation rates"),
     _option("model.bn_momentum", "model", "float", 0.99,
             "BatchNorm momentum stored in the network (training sets it from bn_momentum)",
@@ -298,21 +323,26 @@ OPTIONS: tuple[Option, ...] = (
     # ---- data (targets)
     _option("border_width_px", "data", "int", DEFAULT_BORDER_WIDTH_PX,
             "width of the BORDER class of three-class targets (scaled to the input size)", low=1,
+            high=MAX_REFERENCE_RADIUS_PX,
             unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Border width"),
     _option("shape", "data", "choice", DEFAULT_SHAPE, "structuring element that erodes masks into BORDER/INSIDE",
             choices=SHAPES, title="Structuring element"),
     # ---- cleanup
     _option("closing_radius_px", "cleanup", "int", DEFAULT_CLOSING_RADIUS_PX,
             "the model's default cleanup closing radius (the article: 15; scaled to the input size)", low=0,
+            high=MAX_REFERENCE_RADIUS_PX,
             unit=f"px at a {SIZE_REFERENCE_PX} px input", title="Closing radius"),
     _option("size_reference_px", "data", "int", SIZE_REFERENCE_PX,
             "input size at which border_width_px and closing_radius_px are given (a configuration stored "
-            "without it gives them in px of its own input)", low=16, unit="px", settable=False),
+            "without it gives them in px of its own input)", low=16, high=MAX_INPUT_SIZE_PX, unit="px", settable=False),
     # ---- training
     _option("solver", "training", "choice", "adam", "optimiser", choices=SOLVERS),
-    _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, unit="epochs"),
-    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, unit="images", title="Mini-batch size"),
+    _option("epochs", "training", "int", 30, "passes over the training pairs", low=1, high=MAX_EPOCHS,
+            unit="epochs"),
+    _option("batch_size", "training", "int", 8, "mini-batch size", low=1, high=MAX_BATCH_SIZE, unit="images",
+            title="Mini-batch size"),
     _option("learning_rate", "training", "float", 1e-3, "initial learning rate", low=0.0, low_open=True,
+            high=MAX_LEARNING_RATE,
             unit="per step", step=1e-4, format="%.6f"),
     _option("schedule", "training", "choice", "cosine", "learning-rate schedule", choices=SCHEDULES,
             title="Learning-rate schedule"),
@@ -332,7 +362,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("rotation_deg", "augmentation", "float", 180.0, "rotation range, +-", low=0.0, high=180.0,
             unit="degrees", widget="slider", step=5.0, title="Rotation range (+-)"),
     _option("translation_px", "augmentation", "float", 10.0, "translation range per axis, +-", low=0.0,
-            unit="px of the input", title="Translation range (+-)"),
+            high=MAX_TRANSLATION_PX, unit="px of the input", title="Translation range (+-)"),
     _option("scale_range", "augmentation", "float", 0.1, "zoom range: factor in 1 +- this", low=0.0, high=1.0,
             high_open=True, widget="slider", step=0.05, title="Scale range (+-)"),
     _option("colour", "augmentation", "float", 0.5, "strength of brightness/contrast/saturation/hue jitter",
@@ -351,12 +381,13 @@ OPTIONS: tuple[Option, ...] = (
     _option("validation_fold", "data", "int", 0,
             "which block of the seeded shuffle is the validation set (0: the first); with a validation share of "
             "1/k, folds 0..k-1 validate on k different blocks that cover the pairs once: k-fold cross-validation, "
-            "e.g. as a study factor", low=0, needs=("validation_images", [])),
+            "e.g. as a study factor", low=0, high=MAX_VALIDATION_FOLD, needs=("validation_images", [])),
     # ---- training
-    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0,
+    _option("seed", "training", "int", 0, "random seed of splits, shuffling and augmentation", low=0, high=MAX_SEED,
             title="Random seed"),
     _option("early_stopping_patience", "training", "int", 0,
-            "stop after this many epochs without a better validation FM (0: off)", low=0, unit="epochs",
+            "stop after this many epochs without a better validation FM (0: off)", low=0, high=MAX_EPOCHS,
+            unit="epochs",
             aliases=("--early-stopping",), title="Early stopping patience"),
     _option("bn_momentum", "training", "auto_float", "auto",
             "BatchNorm momentum; auto: statistics converge within half the training", low=0.0, high=1.0,
@@ -366,11 +397,12 @@ OPTIONS: tuple[Option, ...] = (
     _option("mixed_precision", "run", "choice", "auto", "float16 compute (auto: on with a GPU)",
             choices=PRECISIONS),
     _option("train_fm_images", "training", "int", 16, "training images scored (FM) after each epoch", low=0,
+            high=MAX_TRAIN_FM_IMAGES,
             unit="images", title="Training images scored per epoch"),
     _option("inference", "data", "choice", "resize", "resize whole images to the input (moles), or crops and "
             "tiles at the image's own scale (cells)", choices=INFERENCES, title="Images meet the network"),
     _option("crops_per_image", "data", "int", 1, "random crops per image and epoch (tiles)", low=1,
-            unit="crops", needs=("inference", "tiles"), title="Crops per image and epoch"),
+            high=MAX_CROPS_PER_IMAGE, unit="crops", needs=("inference", "tiles"), title="Crops per image and epoch"),
     _option("crops_by_area", "data", "bool", False,
             "tiles: crops per input-sized area of each image (up to 16), not per image",
             needs=("inference", "tiles"), title="More crops from larger images"),

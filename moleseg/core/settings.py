@@ -52,6 +52,11 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
 ``records_files_dir``
     Absolute path of the folder of the records' image and mask files (a volume shared by every replica with
     ``database_url``); default ``files`` in ``data_dir``.
+``user_quota_gb``
+    Most disk space one user's files may take, in GB (10^9 bytes): their space's runs, studies, "My dataset"
+    and the pictures of their saved visits. A training or study start and a save of either kind is refused
+    once the user holds that much. 0 turns it off; default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in
+    personal mode).
 
 Examples
 --------
@@ -64,6 +69,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -102,8 +108,14 @@ KEYS: dict[str, bool] = {
     "mode": False, "address": False, "port": False, "data_roots": True, "data_dir": False,
     "allowed_hosts": True, "identity": False, "user_headers": True, "trusted_proxies": True,
     "admin_users": True, "proxy_secret": False, "proxy_secret_header": False, "database_url": False,
-    "records_files_dir": False,
+    "records_files_dir": False, "user_quota_gb": False,
 }
+#: Keys whose value is a number (in the TOML file a number, in the environment its text).
+NUMBER_KEYS: tuple[str, ...] = ("port", "user_quota_gb")
+#: Default ``user_quota_gb`` of each mode, in GB: off for the one user of personal mode; in shared mode 20 GB,
+#: room for about 1,000 training runs of the shipped models' size (a 9.6 MB ``.keras`` file, twice with its
+#: checkpoint) or 10,000 saved visits of a 2 MB picture, while a runaway study stops long before a full disk.
+DEFAULT_USER_QUOTA_GB: dict[str, float] = {"personal": 0.0, "shared": 20.0}
 #: URL scheme of ``database_url`` naming PostgreSQL's driver psycopg (SQLAlchemy's spelling).
 DRIVER_SCHEME: str = "postgresql+psycopg"
 #: URL schemes of ``database_url`` (PostgreSQL; the driver psycopg is implied by the first two).
@@ -162,6 +174,7 @@ class ServerSettings:
     proxy_secret_header: str = DEFAULT_PROXY_SECRET_HEADER
     database_url: str = field(default="", repr=False)
     records_files_dir: Path | None = None
+    user_quota_gb: float = DEFAULT_USER_QUOTA_GB["personal"]
 
     @property
     def shared(self) -> bool:
@@ -229,7 +242,11 @@ def _from_file(path: Path, problems: list[str]) -> dict[str, Any]:
         elif key == "port" and (not isinstance(value, int) or isinstance(value, bool)):
             problems.append(f"port must be a whole number in {path}.")
             del values[key]
-        elif not is_list and key != "port" and not isinstance(value, str):
+        elif key in NUMBER_KEYS and key != "port" and (isinstance(value, bool)
+                                                         or not isinstance(value, (int, float))):
+            problems.append(f"{key} must be a number in {path}.")
+            del values[key]
+        elif not is_list and key not in NUMBER_KEYS and not isinstance(value, str):
             problems.append(f"{key} must be a string in {path}.")
             del values[key]
     return {key: value for key, value in values.items() if key in KEYS}
@@ -351,6 +368,15 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
                             f"DATABASE, not {masked_url(database_url)!r}.")
     files_dir = (_absolute_folder("records_files_dir", values["records_files_dir"], problems, must_exist=False)
                  if values.get("records_files_dir") else None)
+    quota = values.get("user_quota_gb", DEFAULT_USER_QUOTA_GB[mode])
+    try:
+        quota = float(quota)
+    except ValueError:
+        quota = math.nan
+    if not (math.isfinite(quota) and quota >= 0):
+        problems.append(f"user_quota_gb must be a number of GB, 0 or more (0: no quota), not "
+                        f"{values.get('user_quota_gb')!r}.")
+        quota = DEFAULT_USER_QUOTA_GB[mode]
 
     if problems:
         raise SettingsError(problems, source)
@@ -360,7 +386,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
         identity=identity, user_headers=headers, trusted_proxies=tuple(networks),
         admin_users=frozenset(values.get("admin_users", ())), proxy_secret=secret,
         proxy_secret_header=values.get("proxy_secret_header") or DEFAULT_PROXY_SECRET_HEADER,
-        database_url=database_url, records_files_dir=files_dir)
+        database_url=database_url, records_files_dir=files_dir, user_quota_gb=quota)
 
 
 @functools.cache

@@ -382,6 +382,14 @@ class Records:
             return int(connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM analyses WHERE owner = :owner"),
                                           {"owner": owner}).scalar_one())
 
+    def owned_folders(self, owner: str) -> list[Path]:
+        """The folders of the image and mask files of every record ``owner`` owns (what their saves take on
+        disk, for the per-user quota)."""
+        with self.database.connection() as connection:
+            uids = connection.execute(sqlalchemy.text("SELECT uid FROM analyses WHERE owner = :owner"),
+                                      {"owner": owner}).scalars()
+            return [self.files / str(uid) for uid in uids]
+
     def hand_over(self, operator: str, from_owners: Sequence[str], to_owner: str) -> dict[str, int]:
         """Give every record of each of ``from_owners`` (:data:`NO_OWNER` among them: the ownerless ones) to
         ``to_owner``, in one transaction, with one :data:`~moleseg.engine.audit.ADOPTED` entry per record by

@@ -12,6 +12,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from moleseg.core.config import MAX_TASKS_PER_USER
+from moleseg.core.words import noun_for
+
 #: Worker threads of a registry: tasks beyond this wait their turn.
 TASK_WORKERS: int = 2
 #: Finished tasks a registry keeps, counted when a task is submitted (the oldest finished ones are dropped
@@ -27,6 +30,7 @@ class Task:
     """One background task: its key, its progress and, once finished, its result or its error."""
 
     key: Hashable
+    owner: str | None = None
     future: Future = field(init=False, repr=False)
     done_steps: int = 0
     total_steps: int = 0
@@ -62,29 +66,49 @@ class Task:
             pass
 
 
+class TooManyTasks(ValueError):
+    """A task refused because its owner has :attr:`TaskRegistry.per_owner` tasks unfinished; one sentence."""
+
+
 class TaskRegistry:
     """Tasks by key, run by a small thread pool. Submitting a key that is running joins that task;
     a finished one is kept (``FINISHED_TASKS_KEPT`` at most) until it is submitted again with
-    ``restart=True``."""
+    ``restart=True``. A task submitted with an ``owner`` is refused while that owner has ``per_owner`` tasks
+    running or waiting."""
 
-    def __init__(self, workers: int = TASK_WORKERS, finished_kept: int = FINISHED_TASKS_KEPT) -> None:
+    def __init__(self, workers: int = TASK_WORKERS, finished_kept: int = FINISHED_TASKS_KEPT,
+                 per_owner: int = MAX_TASKS_PER_USER) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moleseg-task")
         self._tasks: OrderedDict[Hashable, Task] = OrderedDict()
         self._lock = threading.Lock()
         self.finished_kept = finished_kept
+        self.per_owner = per_owner
 
     def get(self, key: Hashable) -> Task | None:
         with self._lock:
             return self._tasks.get(key)
 
-    def submit(self, key: Hashable, work: Callable[[Progress], Any], *, restart: bool = False) -> Task:
+    def submit(self, key: Hashable, work: Callable[[Progress], Any], *, restart: bool = False,
+               owner: str | None = None) -> Task:
         """Run ``work(progress)`` in a worker thread under ``key``, unless a task of that key is
-        running (that one is returned) or finished and ``restart`` is false."""
+        running (that one is returned) or finished and ``restart`` is false. ``owner``: the user asking
+        (None: the server itself, never refused).
+
+        Raises
+        ------
+        TooManyTasks
+            When ``owner`` already has :attr:`per_owner` tasks running or waiting (nothing submitted).
+        """
         with self._lock:
             task = self._tasks.get(key)
             if task is not None and (not task.finished or not restart):
                 return task
-            task = Task(key=key)
+            unfinished = sum(1 for other in self._tasks.values() if other.owner == owner and not other.finished)
+            if owner is not None and unfinished >= self.per_owner:
+                raise TooManyTasks(f"You already have {unfinished} {noun_for(unfinished, 'task')} (evaluations, "
+                                   f"dataset scans) running or waiting, the most one user may have at once: start "
+                                   f"this one when one of them has finished.")
+            task = Task(key=key, owner=owner)
             task.future = self._pool.submit(work, task.report)
             self._tasks[key] = task
             self._tasks.move_to_end(key)

@@ -1,0 +1,75 @@
+"""The per-user disk quota of a shared server (the setting ``user_quota_gb``), checked before anything that grows
+a user's files: a training, fine-tune or study start, a save to "My dataset" and a save to the records.
+
+A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles)
+and the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`), measured by
+:func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the
+usage, the quota and what to delete, and nothing is started or written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moleseg.core.diskusage import quota_refusal, usage_bytes
+from moleseg.core.settings import load_settings
+from moleseg.core.userspace import UserSpace
+from moleseg.engine.records import Records, RecordsError, User
+
+#: What a user over quota can do, in the refusal's words.
+WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, or ask the server's operator "
+                       "to remove old runs, studies or images of My dataset from {folder}")
+
+
+class OverQuota(ValueError):
+    """A write refused because the user's files reach their quota; the message is one sentence."""
+
+
+def user_folders(space: UserSpace, records_folders: list[Path]) -> list[Path]:
+    """The folders holding ``space``'s user's files: their own folder in shared mode (which holds runs, "My
+    dataset" and device profiles), the runs and "My dataset" folders in personal mode, and ``records_folders``
+    (their saved visits' pictures)."""
+    own = [space.runs.parent] if space.shared else [space.runs, space.dataset]
+    return own + list(records_folders)
+
+
+def check_quota(space: UserSpace, quota_gb: float, records_folders: list[Path]) -> None:
+    """Refuse a write of the user whose folders are ``space`` and whose saved visits' pictures are in
+    ``records_folders`` when their files reach ``quota_gb`` GB (0: no quota).
+
+    Raises
+    ------
+    OverQuota
+        Their usage, the quota and what to delete, in one sentence.
+    """
+    if quota_gb <= 0:
+        return
+    refusal = quota_refusal(usage_bytes(user_folders(space, records_folders)), quota_gb,
+                            WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs))
+    if refusal:
+        raise OverQuota(refusal)
+
+
+def check_session_quota() -> None:
+    """:func:`check_quota` of this browser session's user with the server's ``user_quota_gb``; nothing to check
+    without a quota, or without a user or space (the page refuses those on its own). Records that cannot be
+    read count for nothing (their save is refused by the records themselves).
+
+    Raises
+    ------
+    OverQuota
+        When the user's files reach the quota.
+    """
+    quota_gb = load_settings().user_quota_gb
+    if quota_gb <= 0:
+        return
+    from moleseg.app.identity import current_user, find_user_space  # Streamlit's: only with a quota to check
+
+    space, user = find_user_space(), current_user()
+    if not isinstance(space, UserSpace) or not isinstance(user, User):
+        return
+    try:
+        records_folders = Records().owned_folders(user.name)
+    except (RecordsError, OSError):
+        records_folders = []
+    check_quota(space, quota_gb, records_folders)

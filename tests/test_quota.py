@@ -1,0 +1,90 @@
+"""The per-user disk quota (``user_quota_gb``): the usage walk and its cache, the refusal's sentence, and the
+writes it stops (a training start, a save to "My dataset", a save to the records). No training; about 3 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from app_helpers import app_test, texts
+from synthetic import mole_image, png_bytes
+from moleseg.app import quota
+from moleseg.app.identity import personal_user
+from moleseg.app.ui import PAGE_FILES
+from moleseg.core import diskusage
+from moleseg.core.config import USER_USAGE_CACHE_S
+from moleseg.core.settings import load_settings
+from moleseg.engine.records import Records
+
+
+def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached(tmp_path):
+    (tmp_path / "space" / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "space" / "runs" / "r1" / "model.keras").write_bytes(b"x" * 1000)
+    (tmp_path / "space" / "devices.json").write_bytes(b"y" * 24)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "big").write_bytes(b"z" * 10_000)
+    (tmp_path / "space" / "link").symlink_to(tmp_path / "elsewhere")
+    link_size = (tmp_path / "space" / "link").lstat().st_size
+    assert diskusage.folder_bytes(tmp_path / "space") == 1024 + link_size
+    assert diskusage.folder_bytes(tmp_path / "absent") == 0
+    folders = [tmp_path / "space", tmp_path / "elsewhere"]
+    assert diskusage.usage_bytes(folders, now=0.0) == 11_024 + link_size
+    (tmp_path / "elsewhere" / "more").write_bytes(b"m" * 500)
+    assert diskusage.usage_bytes(folders, now=USER_USAGE_CACHE_S / 2) == 11_024 + link_size  # believed a while
+    assert diskusage.usage_bytes(folders, now=USER_USAGE_CACHE_S) == 11_524 + link_size
+
+
+def test_the_refusal_gives_the_usage_the_quota_and_what_to_delete():
+    assert diskusage.quota_refusal(25 * 10**9, 0, "delete x") is None  # no quota
+    assert diskusage.quota_refusal(19 * 10**9, 20, "delete x") is None
+    assert diskusage.quota_refusal(20_500_000_000, 20, "delete x") == (
+        "Your files take 20.50 GB of your 20 GB quota on this server: delete x, then try again.")
+
+
+@pytest.fixture
+def over_quota(app_folders, monkeypatch, tmp_path):
+    """Personal mode with a quota of 1,000 bytes and 2,000 bytes of runs: over it."""
+    monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", "0.000001")
+    monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))
+    load_settings.cache_clear()
+    (app_folders["runs"] / "old-run").mkdir()
+    (app_folders["runs"] / "old-run" / "model.keras").write_bytes(b"x" * 2000)
+    return app_folders
+
+
+def test_over_quota_no_training_starts_and_nothing_is_saved(over_quota, tmp_path):
+    """Before, a user of a shared server could fill its disk with runs, datasets and saved pictures."""
+    runs = over_quota["runs"]
+    with pytest.raises(quota.OverQuota) as refused:  # what the Train and Study pages call before a start
+        quota.check_session_quota()
+    assert str(refused.value) == (
+        f"Your files take 0.00 GB of your 1e-06 GB quota on this server: delete saved visits you no longer need "
+        f"on the History page, or ask the server's operator to remove old runs, studies or images of My dataset "
+        f"from {runs}, then try again.")
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image(seed=1)
+    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at.button(key="analyse_save").click().run()
+    assert not at.exception
+    assert [text for text in texts(at.error) if "quota" in text] == [f"Could not save: {refused.value}"]
+    assert Records().records(personal_user()) == []
+    at.button(key="analyse_dataset_save").click().run()
+    assert not at.exception
+    assert f"Could not save to {tmp_path / 'mine'}: {refused.value}" in texts(at.error)
+    assert not (tmp_path / "mine").exists()  # nothing half written
+    assert [path.name for path in runs.iterdir()] == ["old-run"]
+
+
+def test_under_quota_the_saved_visits_pictures_count(app_folders, monkeypatch):
+    user = personal_user()
+    image, mask = mole_image(seed=2)
+    Records().save(user, image, mask, [])
+    pictures = sum(diskusage.folder_bytes(folder) for folder in Records().owned_folders(user.name))
+    assert pictures > 1000
+    monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", str(pictures * 2 / diskusage.BYTES_PER_GB))
+    load_settings.cache_clear()
+    quota.check_session_quota()  # under: nothing said
+    monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", str(pictures / 2 / diskusage.BYTES_PER_GB))
+    load_settings.cache_clear()
+    with pytest.raises(quota.OverQuota):
+        quota.check_session_quota()
