@@ -11,7 +11,7 @@ from moleseg.app import charts, ui
 from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automatic_cleanups, distinct_uploads,
                                   hex_to_rgb, rgb_to_hex, too_many_uploads)
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
-                                      shown_image_key)
+                                      rule_label, scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.exports import LatestResults, Shown, outline_buttons
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
@@ -106,10 +106,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
         st.session_state[threshold_key] = values["threshold"]
         st.session_state["analyse_widgets_for"] = target
     if n_classes == 3:  # two-class models have no rule
-        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results,
-                 help="article: INSIDE plus the closed BORDER band (the article's method). "
-                      "grow_inside: INSIDE grown outward by the border width (for models that draw "
-                      "the border too thick).")
+        st.radio("Lesion rule", RULES, key="analyse_rule", on_change=rerun_results, format_func=rule_label,
+                 help="The named rule is the one the History page, the reports and the CSV name.")
     closing_max, border_max = cleanup_slider_limits(auto)  # big photos get big radii
     settled_slider(f"{options.option('closing_radius_px').title} (px)", 0,
                    max(closing_max, st.session_state["analyse_closing"]), key="analyse_closing", unit="px",
@@ -131,7 +129,8 @@ def manual_cleanup_sidebar(n_classes: int, shown_key: str | None, analysed_befor
                                      "validation images.")
     settled_slider(words["threshold"], 0.05, 0.95, step=0.05, key=threshold_key, disabled=not use_threshold,
                    on_change=rerun_results)
-    st.caption("Applies to every image." if apply_all or len(uploads) < 2 else "Applies to the image in view.")
+    shown_name = next((upload.name for upload in uploads if upload.key == shown_key), "")
+    st.caption(scope_caption(apply_all, len(uploads), ui.plain_markdown(shown_name)))
 
 
 def manual_target(shown_key: str | None) -> tuple[str, str | None]:
@@ -493,6 +492,19 @@ def exports_view() -> None:
     visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
     visits[outcome.key] = visit
 
+    # ---- save to records (History page) ---------------------------------------------------------------
+    if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
+                 help="The History page lists and reopens it, with the visit above."):
+        from moleseg.app.identity import current_user
+        from moleseg.app.saving import save_once
+
+        answer = save_once(current_user(), analysis, outcome.name, visit, now.segmenter_name, now.model_version,
+                           st.session_state.setdefault("analyse_saved", {}), before_write=check_session_quota)
+        if answer.kind == "info":  # names the uploaded file: shown as it is
+            st.info(ui.plain_markdown(answer.message))
+        else:
+            {"success": st.success, "error": st.error}[answer.kind](answer.message)
+
     # ---- downloads: made when clicked, from the latest results ------------------------------------------
     st.markdown("**Export this image**")
     one, two, three = st.columns(3)
@@ -516,30 +528,6 @@ def exports_view() -> None:
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
     all_images_exports(now, visits)
-
-    # ---- save to records (History page) ---------------------------------------------------------------
-    if st.button(f"Save {ui.plain_markdown(outcome.name)} to records", key="analyse_save",
-                 help="The History page lists and reopens it, with the visit above."):
-        from moleseg.app.identity import current_user
-        from moleseg.engine.records import Records
-
-        user = current_user()
-        if isinstance(user, Refusal):
-            st.error(f"Could not save: {user.message}")
-            return
-        used = analysis.segmentation.settings
-        try:
-            check_session_quota()
-            saved_id = Records().save(
-                user, analysis.image, analysis.segmentation.lesion, analysis.measurements, lesion=visit.lesion,
-                visit_date=visit.visit_date or None, body_site=visit.body_site, notes=visit.notes,
-                image_name=outcome.name, model_name=now.segmenter_name, model_version=now.model_version,
-                cleanup=used.to_dict(), lesion_threshold=analysis.segmentation.lesion_threshold,
-                pixel_size_mm=analysis.pixel_size_mm, corrected=analysis.corrected_by_hand)
-            st.session_state["analyse_saved_id"] = saved_id
-            st.success(f"Saved as record {saved_id}.")
-        except (OSError, ValueError) as error:
-            st.error(f"Could not save: {first_line(error)}")
 
 
 def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:

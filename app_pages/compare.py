@@ -20,6 +20,8 @@ st.title("Compare two visits")
 st.caption("The later image is aligned on the earlier one by a rotation and a translation only: a contact "
            "dermatoscope has a fixed magnification. Allow a scale change only when the two were taken at "
            "different magnifications. Descriptive figures only; no diagnosis.")
+if "compare_source" not in st.session_state:  # a user with two saved visits of a lesion starts with them
+    st.session_state["compare_source"] = followup.first_compare_source(identity.current_user())
 source = st.radio("Visits", [followup.COMPARE_UPLOADS, followup.COMPARE_SAVED], horizontal=True,
                   key="compare_source")
 one, two = st.columns(2)

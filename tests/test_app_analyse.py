@@ -84,6 +84,7 @@ def test_moving_a_cleanup_slider_changes_the_border_without_predicting_again(at)
     after_closing = at.session_state["analyse_outcomes"][0].analysis.segmentation
     assert after_closing.settings.closing_radius_px == 1
     assert not np.array_equal(after_closing.border, before)
+    assert at.radio(key="analyse_rule").options[1].startswith("grow_inside: INSIDE grown outward")  # in words
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.session_state["analyse_border"] = 12
     at.run()
@@ -326,6 +327,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     before = {o.name: o.analysis.segmentation.lesion.copy() for o in outcomes}
     assert at.selectbox(key="analyse_shown").value == outcomes[0].key  # a.png in view
     at.toggle(key="analyse_manual").set_value(True).run()
+    assert at.radio(key="analyse_rule").options[1].startswith("grow_inside: INSIDE grown outward")  # in words
     redrawn(at.radio(key="analyse_rule").set_value("grow_inside").run())
     at.session_state["analyse_border"] = 12
     at.run()
@@ -334,10 +336,13 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     assert after["a.png"].settings.border_width_px == 12 and after["a.png"].settings.rule == "grow_inside"
     assert after["a.png"].lesion.sum() > before["a.png"].sum() + 100  # grown by 12 px
     assert after["b.png"].settings.rule == "article"  # the other image keeps its automatic cleanup
+    scope = "Applies to {} only (the image under Show image); tick Apply to all images to change all 2."
+    assert scope.format("a.png") in [caption.value for caption in at.sidebar.caption]  # names the image it changes
     np.testing.assert_array_equal(after["b.png"].lesion, before["b.png"])
 
     at.selectbox(key="analyse_shown").set_value(outcomes[1].key).run()  # b.png in view: its own values
     assert at.radio(key="analyse_rule").value == "article"
+    assert scope.format("b.png") in [caption.value for caption in at.sidebar.caption]
     assert at.session_state["analyse_border"] == outcomes[1].analysis.segmentation.settings.border_width_px
     np.testing.assert_array_equal(at.session_state["analyse_outcomes"][1].analysis.segmentation.lesion,
                                   before["b.png"])
@@ -347,6 +352,7 @@ def test_manual_cleanup_changes_only_the_image_in_view_unless_applied_to_all(at)
     at.checkbox(key="analyse_apply_all").check().run()
     both = [o.analysis.segmentation for o in at.session_state["analyse_outcomes"]]
     assert [s.settings.border_width_px for s in both] == [12, 12]
+    assert "Applies to every image." in [caption.value for caption in at.sidebar.caption]
     assert both[1].lesion.sum() > before["b.png"].sum() + 100
 
     at.toggle(key="analyse_manual").set_value(False).run()  # off: every image back to automatic

@@ -129,11 +129,17 @@ def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
     assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
 
 
-def test_analyse_saves_to_records(isolated):
+def analysed_mole(image: np.ndarray):
+    """The Analyse page (AppTest) with ``image`` uploaded as ``mole.png`` and analysed by the classical model."""
     at = app_test(PAGE_FILES["analyse"])
     at.selectbox(key="analyse_model").set_value("classical").run()
-    image, _ = mole_image(seed=2)
     at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    return at
+
+
+def test_analyse_saves_to_records(isolated):
+    image, _ = mole_image(seed=2)
+    at = analysed_mole(image)
     at.text_input(key="analyse_save_lesion").input("arm 2")
     at.date_input(key="analyse_save_date").set_value(datetime.date(2026, 5, 6))
     at.text_area(key="analyse_save_notes").input("looks stable")
@@ -456,6 +462,10 @@ def test_history_opens_a_visit_from_its_link_and_shows_its_audit_trail(isolated)
     at.switch_page(PAGE_FILES["history"]).run()
     assert not at.exception
     assert at.selectbox(key="history_lesion").value == "arm" and at.selectbox(key="history_visit").value == first
+    saved_at = records.record(USER, first).saved_at  # e.g. 2026-12-07T08:43:33+00:00, shown for people
+    (visit_line,) = [text for text in texts(at.markdown) if text.startswith("**Visit**")]
+    assert f"**saved** {ui.plain_markdown(followup.moment_text(saved_at))} by" in visit_line
+    assert saved_at[:10] + "T" not in visit_line
     at.run()  # shown again: 'opened' once
     trail = at.dataframe[3].value
     assert list(trail["who"]) == [USER.name, USER.name] and list(trail["what"]) == ["saved", "opened"]
@@ -533,3 +543,44 @@ def test_a_damaged_database_is_one_error_on_each_page_and_analysis_still_works(i
     assert not at.exception and at.get("image")  # the analysis is shown
     at.button(key="analyse_save").click().run()
     assert not at.exception and texts(at.error) == [f"Could not save: {message}"]
+
+
+def test_a_second_click_on_save_with_the_same_border_and_visit_saves_nothing_and_names_the_record(isolated):
+    at = analysed_mole(mole_image(seed=2)[0])
+    at.text_input(key="analyse_save_lesion").input("arm 2")
+    nodes = [(node.type, getattr(node, "label", "")) for node in at.main]  # the page's elements, top to bottom
+    save = nodes.index(("button", "Save mole.png to records"))  # right under the visit form, above the exports
+    assert nodes.index(("text_area", "Notes")) < save < nodes.index(("download_button", "Overlay (PNG)"))
+    at.button(key="analyse_save").click().run()
+    at.button(key="analyse_save").click().run()  # the same analysis and visit again
+    (first,) = Records().records(USER)
+    assert texts(at.info)[-1] == ui.plain_markdown(
+        f"mole.png is already saved as record {first.id}, with this border and visit: nothing saved again. "
+        "Change the border or the visit to save another visit.")
+    at.text_area(key="analyse_save_notes").input("second look")  # another visit: saved
+    at.button(key="analyse_save").click().run()
+    assert [record.notes for record in Records().records(USER)] == ["second look", ""]
+    Records().delete(USER, first.id)  # deleted in History: saving the first visit again makes a new record
+    at.text_area(key="analyse_save_notes").input("")
+    at.button(key="analyse_save").click().run()
+    assert not at.exception and any("Saved as record" in text for text in texts(at.success))
+    assert len(Records().records(USER)) == 2
+
+
+def test_saved_times_read_as_a_date_and_a_clock_time_with_the_zone():
+    assert followup.moment_text("2026-12-07T08:43:33+00:00") == "2026-12-07 08:43:33 UTC"
+    assert followup.moment_text("2026-12-07T09:43:33+01:00") == "2026-12-07 09:43:33 UTC+01:00"
+    assert followup.moment_text("2026-12-07T08:43:33") == "2026-12-07 08:43:33"
+    assert followup.moment_text("yesterday") == "yesterday"
+
+
+def test_compare_starts_with_the_saved_visits_once_a_lesion_has_two(isolated):
+    at = app_test(PAGE_FILES["compare"])
+    assert at.radio(key="compare_source").value == followup.COMPARE_UPLOADS  # nothing saved: two uploads
+    image, mask = mole_image(seed=3)
+    for day in ("2026-01-01", "2026-03-01"):
+        Records().save(USER, image, mask, measure_lesion(mask), lesion="arm", visit_date=day)
+    at = app_test(PAGE_FILES["compare"])  # a new session of the page
+    assert not at.exception and at.radio(key="compare_source").value == followup.COMPARE_SAVED
+    assert at.selectbox(key="compare_lesion").value == "arm"
+    assert followup.first_compare_source(NOT_THROUGH_PROXY) == followup.COMPARE_UPLOADS

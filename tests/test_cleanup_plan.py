@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from moleseg.app.cleanup_plan import (AutoCleanup, CleanupChoice, CleanupPlan, cleanup_slider_limits,
-                                      cleanup_widget_values, shown_image_key)
+                                      cleanup_widget_values, rule_label, scope_caption,
+                                      shown_image_key)
 from moleseg.core.cleanup import CleanupSettings
 
 
@@ -47,3 +48,17 @@ def test_the_image_in_view_is_the_selected_upload_else_the_first_analysed():
     assert shown_image_key(["a", "b"], "gone", analysed_keys=["b"]) == "b"
     assert shown_image_key(["a", "b"], None) == "a"
     assert shown_image_key([], None) is None
+
+
+def test_the_scope_caption_names_the_image_the_manual_cleanup_changes():
+    assert scope_caption(False, 3, "IMD004.jpg") == ("Applies to IMD004.jpg only (the image under Show image); "
+                                                     "tick Apply to all images to change all 3.")
+    assert scope_caption(True, 3, "IMD004.jpg") == scope_caption(False, 1, "IMD004.jpg") == "Applies to every image."
+
+
+def test_each_lesion_rule_is_offered_by_its_name_and_in_words():
+    from moleseg.core.cleanup import RULES
+
+    assert [rule_label(rule) for rule in RULES] == [
+        "article: INSIDE plus the closed BORDER band (the article's method)",
+        "grow_inside: INSIDE grown outward by the border width (for models that draw the border too thick)"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from moleseg.core.cleanup import CleanupSettings
+from moleseg.core.cleanup import RULE_WORDS, CleanupSettings
 from moleseg.engine.segmenter import MODEL_THRESHOLD
 
 @dataclass(frozen=True)
@@ -88,6 +88,22 @@ def shown_image_key(upload_keys: Sequence[str], selected: str | None, analysed_k
         return selected
     analysed = set(analysed_keys)
     return next((key for key in upload_keys if key in analysed), upload_keys[0] if upload_keys else None)
+
+
+def rule_label(rule: str) -> str:
+    """A lesion rule (:data:`moleseg.core.cleanup.RULES`) as the rule picker shows it: its name, which the
+    History page, the reports and the CSV use, then what it does in words."""
+    return f"{rule}: {RULE_WORDS[rule]}"
+
+
+def scope_caption(apply_to_all: bool, image_count: int, shown_name: str) -> str:
+    """The sentence under the manual cleanup widgets saying which images they change: every image (applied to
+    all, or one image uploaded), else the image in view by its file name ``shown_name`` (as the page shows it)
+    and how to reach the others."""
+    if apply_to_all or image_count < 2:
+        return "Applies to every image."
+    return (f"Applies to {shown_name} only (the image under Show image); tick Apply to all images to change "
+            f"all {image_count}.")
 
 
 def cleanup_widget_values(choice: CleanupChoice | None, auto: AutoCleanup | None,

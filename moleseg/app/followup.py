@@ -3,9 +3,11 @@ of saved visits and of measurements, formatted for people. No Streamlit calls he
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+from moleseg.app.identity import Refusal
 from moleseg.app.ui import plain_markdown
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.edgecontact import edge_contact_ratio
@@ -15,13 +17,15 @@ from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
 from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
-from moleseg.engine.records import MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, SavedAnalysis
+from moleseg.engine.records import (MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, Records,
+                                    SavedAnalysis, User)
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
            "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
-           "audit_rows", "change_table", "comparable_lesions", "in_visit_order", "lesion_label", "lesion_rows",
-           "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes", "saved_notes",
-           "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label", "visit_rows"]
+           "audit_rows", "change_table", "comparable_lesions", "first_compare_source", "in_visit_order",
+           "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes",
+           "saved_notes", "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label",
+           "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -62,6 +66,18 @@ def comparable_lesions(lesions: Sequence[LesionSummary], *, unidentified: bool =
             if summary.visits >= 2 and (summary.lesion or unidentified)]
 
 
+def first_compare_source(user: User | Refusal, records_of: Callable[[], Records] = Records) -> str:
+    """What the Compare page first offers: :data:`COMPARE_SAVED` when ``user`` has a lesion with two saved
+    visits (:func:`comparable_lesions`), else :data:`COMPARE_UPLOADS` (also for a refusal, and when the records
+    cannot be read: the saved choice then says why)."""
+    if isinstance(user, Refusal):
+        return COMPARE_UPLOADS
+    try:
+        return COMPARE_SAVED if comparable_lesions(records_of().lesions(user)) else COMPARE_UPLOADS
+    except (OSError, ValueError):
+        return COMPARE_UPLOADS
+
+
 def in_visit_order(before: Record, after: Record) -> tuple[Record, Record, str | None]:
     """``(earlier, later, note)``: the two visits picked as before and after, the earlier visit date first;
     ``note`` says so when they were picked the other way round (None when in order or on the same date)."""
@@ -83,6 +99,19 @@ def _value(record: Record, column: str) -> str:
     return found.text if found else "\u2014"
 
 
+def moment_text(iso_time: str) -> str:
+    """A saved ISO timestamp (``2026-12-07T08:43:33+00:00``, the records' ``saved_at`` and audit times) for
+    people: ``2026-12-07 08:43:33 UTC``, or ``UTC+01:00`` for another offset; text that is not such a timestamp
+    as it is."""
+    try:
+        moment = datetime.fromisoformat(iso_time)
+    except (TypeError, ValueError):
+        return str(iso_time)
+    offset = moment.isoformat()[19:]
+    zone = "" if not offset else " UTC" if offset in ("+00:00", "Z") else f" UTC{offset}"
+    return f"{moment:%Y-%m-%d %H:%M:%S}{zone}"
+
+
 def owner_label(owner: str) -> str:
     """The owner as listed (:data:`UNKNOWN_OWNER` for :data:`moleseg.engine.records.NO_OWNER`)."""
     return UNKNOWN_OWNER if owner == NO_OWNER else owner
@@ -100,7 +129,7 @@ def visit_rows(records: Sequence[Record], *, owners: bool = False) -> list[dict[
 def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
     """One row per line of a record's audit trail: when, who, what (oldest first); a hand-over says from whom to
     whom (``adopted from moleseg to Anna``)."""
-    return [{"when": entry.at, "who": entry.user,
+    return [{"when": moment_text(entry.at), "who": entry.user,
              "what": entry.action if entry.to_owner is None else
              f"{entry.action} from {owner_label(entry.from_owner or NO_OWNER)} to {entry.to_owner}"}
             for entry in entries]

@@ -62,6 +62,7 @@ from moleseg.core.targets import (
 
 __all__ = [
     "RULES",
+    "RULE_WORDS",
     "CLEANUP_VARIANTS",
     "CleanupSettings",
     "CleanupResult",
@@ -73,6 +74,10 @@ __all__ = [
 
 #: Lesion rules understood by :func:`cleanup`.
 RULES: tuple[str, ...] = ("article", "grow_inside")
+#: Each rule of :data:`RULES` in words, for people (the app's rule picker).
+RULE_WORDS: dict[str, str] = {"article": "INSIDE plus the closed BORDER band (the article's method)",
+                              "grow_inside": "INSIDE grown outward by the border width (for models that draw "
+                                             "the border too thick)"}
 #: Cleanup variants, by number of classes, that training compares by validation FM every epoch (the best
 #: becomes the model's default) and cross-validation compares out of fold: changes to a model's settings.
 CLEANUP_VARIANTS: dict[int, dict[str, dict[str, Any]]] = {
