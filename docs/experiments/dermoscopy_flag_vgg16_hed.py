@@ -1,9 +1,10 @@
 """The VGG16-HED candidate as an independent second opinion for the "check this border" mark, read from the two
 committed records only (no prediction): the shipped recipe's out-of-fold rows (``models/dermoscopy.json``,
-``crossval.per_image``) and the candidate's folds 0-1 (``dermoscopy-vgg16-hed-kfold-5-folds-0-1.json``), on the
-images both scored.
+``crossval.per_image``) and the candidate's (all five folds: ``dermoscopy-vgg16-hed-kfold-5.json``; or the first
+reading's folds 0-1, ``dermoscopy-vgg16-hed-kfold-5-folds-0-1.json``, given as the argument), on the images both
+scored.
 
-    PYTHONPATH=. python docs/experiments/dermoscopy_flag_vgg16_hed.py
+    PYTHONPATH=. python docs/experiments/dermoscopy_flag_vgg16_hed.py [CANDIDATE_RECORD]
 
 Prints how often the two models fail on the same images, their FM rank correlation, and the risk-coverage of the
 mark by the shipped model's confidence, the candidate's, and the two combined (the lower of the two ranks, the
@@ -13,6 +14,7 @@ mean of the two ranks), each at the shares of the card's table.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,7 @@ from moleseg.engine.calibrate import PROMISED_WORST_FM, risk_coverage
 
 HERE = Path(__file__).parent
 SHIPPED = HERE.parents[1] / "models" / "dermoscopy.json"
-CANDIDATE = HERE / "dermoscopy-vgg16-hed-kfold-5-folds-0-1.json"
-#: The candidate's fold runs and the shipped recipe's folds that hold the same images.
-FOLDS = {"crossval-vgg16-hed-0": "fold-0", "crossval-vgg16-hed-1": "fold-1"}
+CANDIDATE = HERE / "dermoscopy-vgg16-hed-kfold-5.json"
 SHARES = (0.0, 0.05, 0.10, 0.15, 0.20, 0.30)
 FAILED_FM = 0.85
 
@@ -40,15 +40,22 @@ def ranks(values: np.ndarray) -> np.ndarray:
     return (stats.rankdata(values) - 1.0) / max(len(values) - 1, 1)
 
 
-def main() -> None:
-    shipped = per_image(SHIPPED, set(FOLDS.values()))
-    candidate = per_image(CANDIDATE, set(FOLDS))
+def shipped_fold(run_name: str) -> str:
+    """The shipped recipe's fold that holds the same images as the candidate's fold run ``crossval-...-<i>``."""
+    return f"fold-{run_name.rsplit('-', 1)[1]}"
+
+
+def main(argv: list[str]) -> None:
+    record = Path(argv[0]) if argv else CANDIDATE
+    runs = set(json.loads(record.read_text())["folds"])
+    shipped = per_image(SHIPPED, {shipped_fold(run) for run in runs})
+    candidate = per_image(record, runs)
     names = sorted(set(shipped) & set(candidate))
     fm = np.array([shipped[name]["fm"] for name in names])
     fm_candidate = np.array([candidate[name]["fm"] for name in names])
     confidence = np.array([shipped[name]["confidence"] for name in names])
     confidence_candidate = np.array([candidate[name]["confidence"] for name in names])
-    print(f"{len(names)} images scored by both (the shipped recipe's folds 0-1 and the candidate's)")
+    print(f"{len(names)} images scored by both (the candidate's {len(runs)} folds and the shipped recipe's same folds)")
     rho = stats.spearmanr(fm, fm_candidate).statistic
     print(f"per-image FM, Spearman rho between the two models: {rho:.2f}")
     for limit in (PROMISED_WORST_FM, FAILED_FM):
@@ -81,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
