@@ -1,4 +1,4 @@
-"""Every third-party package that moleseg, app.py and app_pages/ import is declared in pyproject.toml (with
+"""Every third-party package that moleseg, app.py, serve_app.py and app_pages/ import is declared in pyproject.toml (with
 a range; packages only the developer tools in moleseg/tools import may be declared in the ``tools`` extra) and
 pinned in requirements.txt."""
 
@@ -30,7 +30,7 @@ def imported_packages(*, tools: bool = False) -> set[str]:
     tools_dir = ROOT / "moleseg" / "tools"
     files = ([*tools_dir.rglob("*.py")] if tools else
              [path for path in ROOT.joinpath("moleseg").rglob("*.py") if tools_dir not in path.parents]
-             + [*ROOT.joinpath("app_pages").glob("*.py"), ROOT / "app.py"])
+             + [*ROOT.joinpath("app_pages").glob("*.py"), ROOT / "app.py", ROOT / "serve_app.py"])
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):

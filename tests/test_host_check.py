@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from app_helpers import APP, CHROMIUM_ARGS, app_test, streamlit_server, texts
+from app_helpers import APP, CHROMIUM_ARGS, SERVE_APP, app_test, streamlit_server, texts
 from moleseg.app.gate import HOST_REFUSED
 from moleseg.app.identity import NOT_THROUGH_PROXY
 from moleseg.app.ui import PAGE_FILES
@@ -86,7 +86,8 @@ def test_serve_passes_the_settings_to_streamlit(tmp_path):
                             text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        sys.executable, "-m", "moleseg.app.server", "run", str(APP), "--server.address=0.0.0.0", "--server.port=8600",
+        sys.executable, "-m", "moleseg.app.server", "run", str(SERVE_APP), "--server.address=0.0.0.0",
+        "--server.port=8600",
         "--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1", "--server.allowedHosts=::1",
         "--server.allowedHosts=moles.clinic.example", "--server.enableXsrfProtection=true",
         "--server.enableCORS=true"]

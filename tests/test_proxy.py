@@ -179,6 +179,16 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     _shows(alice, "History")
     alice.wait_for_selector("text=Visits of alice arm", timeout=30_000)
     alice.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
+    # the saved picture's media URL: through the proxy it is Alice's; on the app's port without the proxy's
+    # secret (a program on the server's machine) it is refused
+    source = alice.locator("[data-testid=stImage]:has-text('alice-mole.png: saved border') img").first.get_attribute("src")
+    media = "/media/" + source.split("/media/", 1)[1]
+    with urllib.request.urlopen(urllib.request.Request(proxy + media, headers=signed_in), timeout=10) as response:
+        assert response.status == 200 and len(response.read()) > 1000
+    for headers in ({}, {USER_HEADER: "alice"}, {USER_HEADER: "alice", ServerSettings.proxy_secret_header: "guess"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(app + media, headers=headers), timeout=10)
+        assert refused.value.code == 403, headers
 
     # Bob's own visit, saved as the app would
     image, mask = mole_image(120, 160, seed=2)

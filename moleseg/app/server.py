@@ -117,12 +117,17 @@ def warm_up_once_listening(app_file: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m moleseg.app.server run APP_FILE [streamlit options]``: Streamlit's command line with these
-    arguments, and :func:`warm_up_once_listening` of ``APP_FILE`` in a daemon thread."""
+    arguments, and :func:`warm_up_once_listening` of ``APP_FILE`` (of ``app.py`` when it is ``serve_app.py``, the
+    ASGI entry that runs it) in a daemon thread."""
     from streamlit.web import cli
+
+    from moleseg.core.config import APP_FILE, SERVE_FILE
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 2 and args[0] == "run":
-        threading.Thread(target=warm_up_once_listening, args=(Path(args[1]).resolve(),), name="moleseg-warm-up",
+        target = Path(args[1]).resolve()
+        pages_of = APP_FILE if target == SERVE_FILE.resolve() else target  # serve_app.py runs app.py's pages
+        threading.Thread(target=warm_up_once_listening, args=(pages_of,), name="moleseg-warm-up",
                          daemon=True).start()
     cli.main(args=args, prog_name="streamlit")
 

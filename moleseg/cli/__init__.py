@@ -68,14 +68,16 @@ def _bench_app(args: argparse.Namespace, outputs: dict[str, Path]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from moleseg.core.config import APP_FILE
+    from moleseg.core.config import APP_FILE, SERVE_FILE
     from moleseg.core.settings import load_settings, masked_url
 
     settings = load_settings()
-    if not APP_FILE.is_file():
-        raise CommandError(f"moleseg serve runs the app of a source checkout: {APP_FILE} not found")
-    # Streamlit's own command line through the app's launcher, which loads the pages' modules once it listens
-    command = [sys.executable, "-m", "moleseg.app.server", "run", str(APP_FILE), *settings.streamlit_flags()]
+    for needed in (APP_FILE, SERVE_FILE):
+        if not needed.is_file():
+            raise CommandError(f"moleseg serve runs the app of a source checkout: {needed} not found")
+    # Streamlit's own command line through the app's launcher, which loads the pages' modules once it listens;
+    # it runs app.py as an ASGI app behind the media gate (serve_app.py)
+    command = [sys.executable, "-m", "moleseg.app.server", "run", str(SERVE_FILE), *settings.streamlit_flags()]
     if args.print_command:
         print(" ".join(command))
         return EXIT_OK

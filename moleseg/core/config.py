@@ -159,6 +159,9 @@ STUDY_LOCK_WAIT_S: float = 0.5
 STUDY_DATA_ROOT_HELP: str = "folder the study's data paths are relative to"
 #: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
 APP_FILE: Path = _PACKAGE_PARENT / "app.py"
+#: What ``moleseg serve`` runs: ``app.py`` as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate`
+#: (``serve_app.py`` beside it).
+SERVE_FILE: Path = _PACKAGE_PARENT / "serve_app.py"
 #: Environment variable naming the app's own data folder (records, runs, "My dataset").
 DATA_DIR_ENV: str = settings.ENV_PREFIX + "DATA_DIR"
 #: Sub-folder of the data folder holding the training runs (the app lists them in its model picker).
