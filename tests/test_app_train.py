@@ -184,6 +184,22 @@ def test_a_holder_on_its_way_out_is_waited_for_and_a_living_one_is_not(app_folde
     assert trainlock.lasting_holder() is None  # the next start finds the lock free instead of refusing
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_a_holder_pid_reused_by_a_process_with_any_name_is_read_as_living():
+    # A stale sidecar pid may now be any local program's, and a program may name itself any 15 bytes
+    # (PR_SET_NAME): not UTF-8, with spaces and parentheses that mimic a zombie's fields.
+    named = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, b'\\xff) Z 1 (x', 0, 0, 0); "
+             "print(flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", named], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()  # named
+        assert Path(f"/proc/{child.pid}/stat").read_bytes().startswith(f"{child.pid} (\xff) Z 1 (x)".encode("latin-1"))
+        assert not trainlock.holder_ending(trainlock.TrainingHolder(pid=child.pid))
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_start_that_loses_the_race_for_the_lock_is_busy_and_leaves_no_run(app_folders, fake_training, monkeypatch):
     run, pid = fake_training()
     checks = []

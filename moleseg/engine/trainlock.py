@@ -137,8 +137,9 @@ def holder_ending(holder: TrainingHolder) -> bool:
         return False
     process = Path("/proc") / str(holder.pid)
     try:
-        fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
-        status = (process / "status").read_text()
+        # bytes: the name in parentheses is whatever the process set (PR_SET_NAME), spaces, ")" and non-UTF-8 too
+        fields = (process / "stat").read_bytes().rsplit(b")", 1)[1].split()
+        status = (process / "status").read_bytes().decode("ascii", "replace")
     except FileNotFoundError:
         return True  # gone
     except OSError:
@@ -148,7 +149,7 @@ def holder_ending(holder: TrainingHolder) -> bool:
     for line in status.splitlines():
         if line.startswith(("SigPnd:", "ShdPnd:")):
             pending |= int(line.split()[1], 16)
-    return state in ("Z", "X") or bool(flags & PF_EXITING) or bool(pending & (1 << (signal.SIGKILL - 1)))
+    return state in (b"Z", b"X") or bool(flags & PF_EXITING) or bool(pending & (1 << (signal.SIGKILL - 1)))
 
 
 def lasting_holder(wait_s: float = RUNNER_LOCK_WAIT_S) -> TrainingHolder | None:
