@@ -64,3 +64,13 @@ def test_personal_mode_lets_media_through(monkeypatch):
         assert _get("/media/abc.jpg", {}) == (200, b"picture")
     finally:
         load_settings.cache_clear()
+
+
+def test_media_believes_a_loopback_proxy_as_the_pages_do(shared_proxy):
+    # The pages get the peer from st.context.ip_address, None for either loopback address, which
+    # identity.resolve_user reads as "127.0.0.1" or "::1": a proxy that reaches the app over ::1 (proxy_pass to
+    # localhost) while trusted_proxies names 127.0.0.1 is believed there, so its pictures must pass here too.
+    through_proxy = {shared_proxy.user_headers[0]: "alice", ServerSettings.proxy_secret_header: SECRET}
+    assert _get("/media/abc.jpg", through_proxy, client="::1") == (200, b"picture")
+    assert _get("/media/abc.jpg", {}, client="::1") == (403, REFUSED)
+    assert _get("/media/abc.jpg", through_proxy, client="::2")[0] == 403

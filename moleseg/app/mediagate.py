@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from moleseg.app.identity import User, resolve_user
+from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
 from moleseg.core.settings import load_settings
 
 #: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>``).
@@ -42,4 +42,8 @@ def _believed(scope: Scope) -> bool:
     if not settings.shared or settings.identity != "proxy-header":
         return True
     client = scope.get("client")
-    return isinstance(resolve_user(settings, Headers(scope=scope), client[0] if client else None), User)
+    peer = client[0] if client else None
+    # as st.context.ip_address reports it to the pages: None for a loopback peer (either address), whose meaning
+    # resolve_user knows
+    ip_address = None if peer in LOOPBACK_PEERS else peer
+    return isinstance(resolve_user(settings, Headers(scope=scope), ip_address), User)
