@@ -9,6 +9,7 @@ sign-in are let through unchanged."""
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
@@ -29,10 +30,7 @@ class MediaGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and MEDIA_SEGMENT in scope["path"] and not _believed(scope):
-            await send({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                                    (b"content-length", str(len(REFUSED)).encode())]})
-            await send({"type": "http.response.body", "body": REFUSED})
+            await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
