@@ -24,7 +24,7 @@ from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
-from moleseg.engine.tasks import TaskRegistry
+from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def analysis_store() -> AnalysisStore:
 
 @st.cache_resource(show_spinner=False)
 def task_registry() -> TaskRegistry:
-    """The server's background tasks (evaluations, dataset scans), keyed by their inputs."""
+    """The server's background tasks (evaluations, dataset scans, model preparations), keyed by their inputs."""
     return TaskRegistry()
 
 
@@ -157,9 +157,9 @@ def device_summary() -> str:
     return models.device_summary()
 
 
-def submit_task(key: Hashable, work: Callable[[Any], Any]) -> None:
-    """Start ``work`` as a background task of :func:`task_registry` under ``key`` (again when it has finished),
-    owned by this session's user.
+def submit_task(key: Hashable, work: Callable[[Any], Any], *, restart: bool = True) -> Task:
+    """Start ``work`` as a background task of :func:`task_registry` under ``key`` (again when it has finished,
+    unless not ``restart``), owned by this session's user; returns the task.
 
     Raises
     ------
@@ -170,7 +170,7 @@ def submit_task(key: Hashable, work: Callable[[Any], Any]) -> None:
     from moleseg.engine.records import User
 
     user = current_user()
-    task_registry().submit(key, work, restart=True, owner=user.name if isinstance(user, User) else None)
+    return task_registry().submit(key, work, restart=restart, owner=user.name if isinstance(user, User) else None)
 
 
 def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:
@@ -221,7 +221,11 @@ def model_prepared(choice: ModelChoice, when_ready: str = ANALYSED_WHEN_READY) -
     if task is None:
         if not models.needs_preparation(choice):
             return True
-        task = task_registry().submit(key, models.preparation_task(choice))
+        try:  # the user's task: it counts in their share of the server's background work
+            task = submit_task(key, models.preparation_task(choice), restart=False)
+        except TooManyTasks as error:
+            st.warning(str(error), icon=":material/hourglass_top:")
+            return False
     if task.finished and task.error is None:
         return True
     if not task.finished:
