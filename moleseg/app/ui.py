@@ -113,10 +113,10 @@ def segmenter_preloads() -> SegmenterPreloads:
 
 def session_folder() -> SessionFolder:
     """This browser session's temporary folder (created on first use, removed with the session or by the
-    sweep of :func:`startup` once its tab has been closed for a while)."""
+    sweep of :func:`startup` once its tab has been closed for a while), marked as its user's (their quota)."""
     folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
-        folder = SessionFolder(in_use=launch.folder_in_use)
+        folder = SessionFolder(in_use=launch.folder_in_use, owner=_user_name() or "")
         st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder
@@ -166,11 +166,16 @@ def submit_task(key: Hashable, work: Callable[[Any], Any], *, restart: bool = Tr
     moleseg.engine.tasks.TooManyTasks
         When the user already has :data:`~moleseg.core.config.MAX_TASKS_PER_USER` tasks running or waiting.
     """
+    return task_registry().submit(key, work, restart=restart, owner=_user_name())
+
+
+def _user_name() -> str | None:
+    """The name of this session's user (:func:`moleseg.app.identity.current_user`), None when none is believed."""
     from moleseg.app.identity import current_user
     from moleseg.engine.records import User
 
     user = current_user()
-    return task_registry().submit(key, work, restart=restart, owner=user.name if isinstance(user, User) else None)
+    return user.name if isinstance(user, User) else None
 
 
 def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:

@@ -42,6 +42,8 @@ from moleseg.core.roots import check_links_inside, resolve_inside_roots
 SESSION_PREFIX = "moleseg-session-"
 #: Marker written into a session folder whose session ended while a training still used it.
 ENDED_MARKER = ".session-ended"
+#: File of a session folder naming the user of its session (what it holds counts in their quota).
+OWNER_FILE = ".session-owner"
 
 #: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
 MAX_MEMBER_NAME_BYTES: int = 255
@@ -149,6 +151,25 @@ class FolderSweeper:
             self.sweep()
 
 
+def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Path]:
+    """The session folders in ``root`` (default :func:`temp_root`) of the sessions of the user ``owner``
+    (their :data:`OWNER_FILE`), sorted: what the datasets unpacked from their uploads take counts in their
+    quota."""
+    root = Path(root) if root else temp_root()
+    found = []
+    try:
+        candidates = sorted(p for p in root.iterdir() if p.name.startswith(SESSION_PREFIX))
+    except OSError:
+        return []
+    for folder in candidates:
+        try:
+            if (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
+                found.append(folder)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
 def owning_session_folder(path: str | Path) -> Path | None:
     """The session folder that ``path`` lies in (a folder of :func:`temp_root` named like one), or None: a data
     folder merely named like a session folder is not one, since its cache would be written there and it would be
@@ -180,13 +201,16 @@ def release_after_training(folders: list[str]) -> None:
 
 class SessionFolder:
     """A temporary folder for one browser session, removed when this object is garbage-collected
-    (the session ended) or the server exits, whichever comes first."""
+    (the session ended) or the server exits, whichever comes first. ``owner``: the session's user, written
+    into :data:`OWNER_FILE` (:func:`owned_session_folders`)."""
 
-    def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None,
+                 owner: str = "") -> None:
         base = Path(root) if root else temp_root()
         base.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
         self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
+        (self.path / OWNER_FILE).write_text(owner, encoding="utf-8")
 
     def touch(self) -> Path:
         """Mark the folder as in use (stale-folder removal looks at its modification time)."""
