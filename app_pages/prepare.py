@@ -51,7 +51,7 @@ else:
         if stored.get("digest") != digest(data) or not Path(stored.get("images", "")).is_dir():
             try:
                 check_session_quota()  # what the user's sessions already hold counts (a script opens many)
-                target = ui.session_folder().fresh("dataset")
+                target = ui.session_folder().fresh_dataset()
                 extraction = extract_zip(data, target)
                 found = find_dataset(target)
                 stored = {"digest": digest(data), "images": str(found[0]), "masks": str(found[1]),

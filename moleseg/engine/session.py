@@ -34,9 +34,10 @@ from typing import BinaryIO, Callable
 
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
-from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.config import MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
+from moleseg.core.words import count_of
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
@@ -44,6 +45,8 @@ SESSION_PREFIX = "moleseg-session-"
 ENDED_MARKER = ".session-ended"
 #: File of a session folder naming the user of its session (what it holds counts in their quota).
 OWNER_FILE = ".session-owner"
+#: Sub-folder of a session folder holding the dataset unpacked from its ZIP upload.
+DATASET_FOLDER = "dataset"
 
 #: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
 MAX_MEMBER_NAME_BYTES: int = 255
@@ -199,6 +202,16 @@ def release_after_training(folders: list[str]) -> None:
             shutil.rmtree(owner, ignore_errors=True)
 
 
+_OWNER_LOCKS: dict[str, threading.Lock] = {}
+_OWNER_LOCKS_GUARD = threading.Lock()
+
+
+def _owner_lock(owner: str) -> threading.Lock:
+    """The one lock of a user's session datasets in this process (two of their sessions unpack at once)."""
+    with _OWNER_LOCKS_GUARD:
+        return _OWNER_LOCKS.setdefault(owner, threading.Lock())
+
+
 class SessionFolder:
     """A temporary folder for one browser session, removed when this object is garbage-collected
     (the session ended) or the server exits, whichever comes first. ``owner``: the session's user, written
@@ -210,6 +223,7 @@ class SessionFolder:
         base.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
         self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
+        self.owner = owner
         (self.path / OWNER_FILE).write_text(owner, encoding="utf-8")
 
     def touch(self) -> Path:
@@ -227,6 +241,24 @@ class SessionFolder:
             shutil.rmtree(target)
         target.mkdir()
         return target
+
+    def fresh_dataset(self, most: int = MAX_SESSION_DATASETS) -> Path:
+        """An empty :data:`DATASET_FOLDER` (:meth:`fresh`) for a ZIP upload, unless the owner's other sessions
+        already hold ``most`` datasets.
+
+        Raises
+        ------
+        ArchiveError
+            The owner holds ``most`` datasets in their other sessions (nothing removed or made).
+        """
+        with _owner_lock(self.owner):
+            others = [folder for folder in owned_session_folders(self.owner, self.path.parent)
+                      if folder != self.path and (folder / DATASET_FOLDER).is_dir()]
+            if len(others) >= most:
+                raise ArchiveError(f"you already hold {count_of(len(others), 'dataset')} unpacked from ZIP uploads "
+                                   "in other tabs, the most one user may: close one of them (its dataset is removed "
+                                   "within minutes) or choose a folder on the server")
+            return self.fresh(DATASET_FOLDER)
 
     def remove(self) -> None:
         """Remove the folder now."""
