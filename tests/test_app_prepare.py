@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 import time
 import zipfile
@@ -17,7 +18,8 @@ from synthetic import make_dataset, mole_image
 from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES, PAGES
 from moleseg.core import options
-from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
+from moleseg.engine.session import (ArchiveError, SessionFolder, extract_zip, owned_session_folders,
+                                    remove_stale_folders)
 
 PAGE = PAGE_FILES["prepare"]
 
@@ -198,3 +200,7 @@ def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
     SessionFolder(root=tmp_path, owner="alice").fresh_dataset()  # another user's datasets are not bob's
     bobs[1].remove()
     assert bobs[-1].fresh_dataset().is_dir()
+    swept = bobs[0]
+    shutil.rmtree(swept.path)  # the idle sweep took it (a script that runs no heartbeat)
+    swept.fresh_dataset()
+    assert swept.path in owned_session_folders("bob", tmp_path)  # made again, still bob's: counted

@@ -224,11 +224,14 @@ class SessionFolder:
         self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
         self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
         self.owner = owner
-        (self.path / OWNER_FILE).write_text(owner, encoding="utf-8")
+        self.touch()
 
     def touch(self) -> Path:
-        """Mark the folder as in use (stale-folder removal looks at its modification time)."""
+        """Mark the folder as in use (stale-folder removal looks at its modification time); one removed by the
+        idle sweep is made again, with its :data:`OWNER_FILE`."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / OWNER_FILE).is_file():
+            (self.path / OWNER_FILE).write_text(self.owner, encoding="utf-8")
         os.utime(self.path)
         return self.path
 
