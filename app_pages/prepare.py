@@ -16,7 +16,7 @@ from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
-from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
+from moleseg.engine.session import ArchiveError, dataset_folders
 from moleseg.engine.tasks import TooManyTasks
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of, noun_for
@@ -51,9 +51,7 @@ else:
         if stored.get("digest") != digest(data) or not Path(stored.get("images", "")).is_dir():
             try:
                 check_session_quota()  # what the user's sessions already hold counts (a script opens many)
-                target = ui.session_folder().fresh_dataset()
-                extraction = extract_zip(data, target)
-                found = find_dataset(target)
+                extraction, found = ui.session_folder().unpack_dataset(data)
                 stored = {"digest": digest(data), "images": str(found[0]), "masks": str(found[1]),
                           "skipped": len(extraction.skipped)}
                 st.session_state["prepare_zip_dataset"] = stored

@@ -204,3 +204,6 @@ def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
     shutil.rmtree(swept.path)  # the idle sweep took it (a script that runs no heartbeat)
     swept.fresh_dataset()
     assert swept.path in owned_session_folders("bob", tmp_path)  # made again, still bob's: counted
+    with pytest.raises(ArchiveError):
+        bobs[-1].unpack_dataset(b"not a zip")
+    assert not (bobs[-1].path / "dataset").exists()  # a refused archive holds none of bob's two

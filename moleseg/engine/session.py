@@ -263,6 +263,25 @@ class SessionFolder:
                                    "within minutes) or choose a folder on the server")
             return self.fresh(DATASET_FOLDER)
 
+    def unpack_dataset(self, source: bytes | str | Path | BinaryIO, most: int = MAX_SESSION_DATASETS
+                       ) -> tuple[Extraction, tuple[Path, Path]]:
+        """The dataset ZIP ``source`` unpacked (:func:`extract_zip`) into :meth:`fresh_dataset`, and its
+        ``images`` and ``masks`` folders (:func:`find_dataset`).
+
+        Raises
+        ------
+        ArchiveError
+            A refused archive, one without a dataset, or too many datasets of the owner; the folder is removed
+            (it holds no dataset: none of the owner's :data:`~moleseg.core.config.MAX_SESSION_DATASETS`).
+        """
+        target = self.fresh_dataset(most)
+        try:
+            extraction = extract_zip(source, target)
+            return extraction, find_dataset(target)
+        except ArchiveError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+
     def remove(self) -> None:
         """Remove the folder now."""
         self._finalizer()
