@@ -42,7 +42,8 @@ MEDIA_SEGMENT = "/media/"
 #: change shape, no id is remembered and every media request of a shared server is refused (nothing leaks).
 MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{32})")
 #: The body of a refusal (names no user, file or setting).
-REFUSED = b"This file is served only through the clinic's sign-in proxy.\n"
+REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
+           b"again.\n")
 #: The gate's cookie naming a browser (with an identity other than the proxy's header).
 BROWSER_KEY_COOKIE = "moleseg_media_key"
 #: Random bytes of a browser key (``secrets.token_urlsafe``); a cookie of any other shape is no key.
