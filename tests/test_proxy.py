@@ -23,6 +23,7 @@ import pytest
 
 from app_helpers import ARTIFACTS, free_port, streamlit_server, tail
 from synthetic import mole_image, png_bytes
+from moleseg.app.mediagate import REFUSED
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import ServerSettings
 from moleseg.engine.records import Records, User
@@ -119,6 +120,11 @@ def _page(browser, user: str | None, **context):
     return browser.new_context(viewport={"width": 1300, "height": 1400}, **credentials, **context).new_page()
 
 
+def _signed_in(user: str) -> dict[str, str]:
+    """The headers of a request through the proxy with ``user``'s password (basic authentication)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()}
+
+
 def _idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
@@ -151,7 +157,7 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
         urllib.request.urlopen(f"{proxy}/history", timeout=10)
     assert unauthenticated.value.code == 401
     # Streamlit sends its frontend's scripts uncompressed: the proxy compresses them for the browsers
-    signed_in = {"Authorization": "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()}
+    signed_in = _signed_in("alice")
     with urllib.request.urlopen(urllib.request.Request(proxy, headers=signed_in), timeout=10) as response:
         script = re.search(r'src="\.?(/static/js/index\.[^"]+\.js)"', response.read().decode()).group(1)
     request = urllib.request.Request(proxy + script, headers={**signed_in, "Accept-Encoding": "gzip"})
@@ -189,6 +195,10 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(app + media, headers=headers), timeout=10)
         assert refused.value.code == 403, headers
+    # Bob, signed in, holding Alice's URL (from a page, a history, a log) is refused it: it was not sent to him
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(proxy + media, headers=_signed_in("bob")), timeout=10)
+    assert refused.value.code == 403 and refused.value.read() == REFUSED
 
     # Bob's own visit, saved as the app would
     image, mask = mole_image(120, 160, seed=2)
@@ -213,6 +223,10 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     admin.wait_for_selector("text=Visits of alice arm", timeout=30_000)
     assert sorted(_lesion_choices(admin)) == ["alice arm", "bob leg"]
     admin.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
+    shown = admin.locator("[data-testid=stImage]:has-text('alice-mole.png: saved border') img").first.get_attribute("src")
+    request = urllib.request.Request(proxy + "/media/" + shown.split("/media/", 1)[1], headers=_signed_in("admin"))
+    with urllib.request.urlopen(request, timeout=10) as response:  # sent to the admin's page: theirs to fetch
+        assert response.status == 200 and len(response.read()) > 1000
     trail = Records(data).audit_trail(User("admin", admin=True), alice_id)
     assert [(entry.user, entry.action) for entry in trail][:2] == [("alice", "saved"), ("alice", "opened")]
     assert ("admin", "opened") in [(entry.user, entry.action) for entry in trail]

@@ -1,47 +1,185 @@
 """The gate in front of Streamlit's media URLs (``/media/<id>``: the pictures and downloads a page shows).
 
-Streamlit serves them with no session or user check. On a shared server whose users are named by the reverse
-proxy (``identity = "proxy-header"``), a request for one that does not come through that proxy (its secret
-header, from a trusted peer: :func:`moleseg.app.identity.resolve_user`) is refused with 403, so a program on the
-server's machine cannot fetch another user's pictures and reports from the app's port. Personal mode and OIDC
-sign-in are let through unchanged."""
+Streamlit serves them to whoever holds the URL, with no session or user check. On a shared server the gate lets a
+media request through only when its *owner* was sent that URL by the app:
+
+* it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path:
+  the pictures, the download buttons and the URLs of the downloads made on a click all come that way) and
+  remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`);
+* with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
+  the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
+  their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
+  any other identity of a shared server (``streamlit-oidc``) the owner is the browser, named by a random key in the
+  gate's own cookie (:data:`BROWSER_KEY_COOKIE`), set on the response to any request that lacks it.
+
+A media request whose owner was not sent its id is refused with 403 (:data:`REFUSED`), and so is every media
+request while the server's settings are invalid (the pages say why). Personal mode (one user) is let through
+unchecked.
+"""
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+import posixpath
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import streamlit as st
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
-from moleseg.core.settings import load_settings
+from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS
+from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
-#: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>``).
+#: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>.<ext>``).
 MEDIA_SEGMENT = "/media/"
+#: A media URL in a message Streamlit sends (``/media/<id>.<ext>``; the browser adds the base path): its id is
+#: the file's 16-byte digest in hex (``streamlit.runtime.memory_media_file_storage``). Should Streamlit's ids
+#: change shape, no id is remembered and every media request of a shared server is refused (nothing leaks).
+MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{32})")
 #: The body of a refusal (names no user, file or setting).
-REFUSED = b"This file is served only through the clinic's sign-in proxy.\n"
+REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
+           b"again.\n")
+#: The gate's cookie naming a browser (with an identity other than the proxy's header).
+BROWSER_KEY_COOKIE = "moleseg_media_key"
+#: Random bytes of a browser key (``secrets.token_urlsafe``); a cookie of any other shape is no key.
+BROWSER_KEY_BYTES = 32
+_BROWSER_KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{%d}" % len(secrets.token_urlsafe(BROWSER_KEY_BYTES)))
+
+
+class SentMedia:
+    """The media ids sent to each owner, most recent last: at most ``owners`` owners (the one sent media longest
+    ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first).
+
+    Only the server's event loop uses it (every ASGI call of the gate and every ``send`` it wraps run there), so
+    it takes no lock.
+    """
+
+    def __init__(self, owners: int = MEDIA_OWNERS, ids_per_owner: int = MEDIA_IDS_PER_OWNER) -> None:
+        self.owners = owners
+        self.ids_per_owner = ids_per_owner
+        self._ids: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+
+    def record(self, owner: str, media_ids: Iterable[str]) -> None:
+        """Remember ``media_ids`` as sent to ``owner`` (nothing changes when there are none)."""
+        ids = None
+        for media_id in media_ids:
+            if ids is None:
+                ids = self._ids.pop(owner, None) or OrderedDict()
+                self._ids[owner] = ids
+            ids[media_id] = None
+            ids.move_to_end(media_id)
+            if len(ids) > self.ids_per_owner:
+                ids.popitem(last=False)
+        while len(self._ids) > self.owners:
+            self._ids.popitem(last=False)
+
+    def was_sent(self, owner: str, media_id: str) -> bool:
+        """Whether ``media_id`` was sent to ``owner`` and is still remembered."""
+        return media_id in self._ids.get(owner, ())
+
+
+def media_ids(payload: bytes | str) -> list[str]:
+    """The ids of the media URLs (:data:`MEDIA_URL`) a websocket message names, in order."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    return [match.group(1).decode() for match in MEDIA_URL.finditer(data)]
+
+
+def requested_media_id(path: str) -> str:
+    """The media id a request path asks for: the file name after the last :data:`MEDIA_SEGMENT`, less its
+    extension, as Streamlit reads it after its own (the base path's); "" when the rest holds a folder. Where the two
+    differ, Streamlit looks up a name holding "/media/", which none of its ids has."""
+    name = path.rsplit(MEDIA_SEGMENT, 1)[1]
+    return "" if "/" in name else posixpath.splitext(name)[0]
 
 
 class MediaGate:
-    """ASGI middleware: a request whose path holds :data:`MEDIA_SEGMENT` (under any base path) passes only when
-    :func:`resolve_user` believes a user."""
+    """ASGI middleware: on a shared server a request whose path holds :data:`MEDIA_SEGMENT` passes only when its
+    owner was sent that id down a websocket (the module's docstring)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.sent = SentMedia()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and MEDIA_SEGMENT in scope["path"] and not _believed(scope):
+        try:
+            settings = load_settings()
+        except SettingsError:  # the pages say why; no media is anyone's
+            settings = None
+        if scope["type"] not in ("http", "websocket") or (settings and not settings.shared):
+            await self.app(scope, receive, send)
+            return
+        owner, new_key = _owner(scope, settings) if settings else (None, None)
+        if new_key:
+            send = _setting_cookie(send, _browser_key_cookie(new_key, scope))
+        if scope["type"] == "websocket":
+            if owner:
+                send = self._recording(send, owner)
+        elif MEDIA_SEGMENT in scope["path"] and not (owner and
+                                                      self.sent.was_sent(owner, requested_media_id(scope["path"]))):
             await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
+    def _recording(self, send: Send, owner: str) -> Send:
+        """``send`` that first remembers the media ids of each websocket message for ``owner``."""
 
-def _believed(scope: Scope) -> bool:
-    settings = load_settings()
-    if not settings.shared or settings.identity != "proxy-header":
-        return True
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "websocket.send":
+                self.sent.record(owner, media_ids(message.get("bytes") or message.get("text") or b""))
+            await send(message)
+
+        return recording_send
+
+
+def _owner(scope: Scope, settings: ServerSettings) -> tuple[str | None, str | None]:
+    """The owner of a request of a shared server (None: nobody is believed) and, for a browser without a key, the
+    new key the response gives it."""
+    if settings.identity == "proxy-header":
+        user = _believed_user(scope, settings)
+        return (f"user:{user.name}" if user else None), None
+    key = HTTPConnection(scope).cookies.get(BROWSER_KEY_COOKIE, "")
+    if _BROWSER_KEY_SHAPE.fullmatch(key):
+        return f"browser:{key}", None
+    key = secrets.token_urlsafe(BROWSER_KEY_BYTES)
+    return f"browser:{key}", key
+
+
+def _believed_user(scope: Scope, settings: ServerSettings) -> User | None:
     client = scope.get("client")
     peer = client[0] if client else None
     # as st.context.ip_address reports it to the pages: None for a loopback peer (either address), whose meaning
     # resolve_user knows
     ip_address = None if peer in LOOPBACK_PEERS else peer
-    return isinstance(resolve_user(settings, Headers(scope=scope), ip_address), User)
+    user = resolve_user(settings, Headers(scope=scope), ip_address)
+    return user if isinstance(user, User) else None
+
+
+def _browser_key_cookie(key: str, scope: Scope) -> str:
+    """The ``Set-Cookie`` value giving a browser ``key``: for the app's base path only, out of the page's scripts'
+    reach, with the browser's own requests to the app (``SameSite=Lax``: also when a link on another site, or the
+    sign-in's return from the identity provider, opens the app, which ``Strict`` would not send it with, so that the
+    gate would give that browser a new key and the pictures of its other open tabs would be refused), and over
+    HTTPS only when the request came that way (``X-Forwarded-Proto`` of a TLS proxy: a forged one can only keep
+    the forger's own browser from sending the key over plain HTTP)."""
+    path = "/" + str(st.get_option("server.baseUrlPath") or "").strip("/")
+    forwarded = Headers(scope=scope).get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    secure = scope.get("scheme") in ("https", "wss") or forwarded == "https"
+    return f"{BROWSER_KEY_COOKIE}={key}; Path={path}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+
+
+def _setting_cookie(send: Send, cookie: str) -> Send:
+    """``send`` that adds ``Set-Cookie: cookie`` to the response's head (an HTTP response's or a websocket's
+    acceptance)."""
+
+    async def cookie_send(message: Message) -> None:
+        if message["type"] in ("http.response.start", "websocket.accept"):
+            message.setdefault("headers", [])
+            MutableHeaders(scope=message).append("set-cookie", cookie)
+        await send(message)
+
+    return cookie_send

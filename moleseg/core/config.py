@@ -81,6 +81,13 @@ SESSION_HEARTBEAT_S: float = 60.0
 SIGN_IN_MAX_AGE_S: float = 12 * 3600.0
 #: How often the app's sweep looks for idle session folders, in seconds.
 SESSION_SWEEP_INTERVAL_S: float = 60.0
+#: Media ids (the pictures and downloads of ``/media/<id>`` URLs) the media gate remembers as sent to one owner (a
+#: user named by the proxy, or one browser): past this the oldest is forgotten, and its URL is refused to them until
+#: a page sends it again. A day's clinic of 200 analysed images is some 1,000 (a picture and downloads each).
+MEDIA_IDS_PER_OWNER: int = 1000
+#: Owners the media gate remembers (:class:`moleseg.app.mediagate.SentMedia`): past this the one sent media longest
+#: ago is forgotten whole. Measured at about 110 bytes per id, the gate then holds at most some 55 MB.
+MEDIA_OWNERS: int = 500
 
 #: Label values of three-class targets.
 BACK: int = 0
