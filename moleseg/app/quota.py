@@ -4,8 +4,8 @@ ZIP unpacked on the Prepare page.
 
 A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles),
 the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`) and their sessions'
-folders (:func:`moleseg.engine.session.owned_session_folders`: the datasets unpacked from their uploads), measured by
-:func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the
+folders (:func:`moleseg.engine.session.owned_session_folders`: the datasets unpacked from their uploads),
+measured by :func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the
 usage, the quota and what to delete, and nothing is started or written.
 """
 

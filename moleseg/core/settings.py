@@ -55,8 +55,8 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
 ``user_quota_gb``
     Most disk space one user's files may take, in GB (10^9 bytes): their space's runs, studies, "My dataset"
     the pictures of their saved visits and the datasets unpacked from their uploaded ZIPs. A training or study
-    start, a save of either kind and a ZIP unpacked is refused once the user holds that much. 0 turns it off; default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in
-    personal mode).
+    start, a save of either kind and a ZIP unpacked is refused once the user holds that much. 0 turns it off;
+    default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in personal mode).
 
 Examples
 --------
