@@ -65,13 +65,16 @@ def require_shared(shared_data: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def app_folders(monkeypatch, tmp_path: Path) -> Iterator[dict[str, Path]]:
+def app_folders(monkeypatch, tmp_path: Path, tmp_path_factory) -> Iterator[dict[str, Path]]:
     """Point the app at empty models/runs folders and a private temporary folder (no shipped model: the app
     falls back to the classical baseline, whatever is installed in the project), and offer ``tmp_path`` as the
-    server's one data root; the folders by name."""
+    server's one data root; the folders by name. The session folders (``tmp``) and the caches lie outside the data
+    root, as a shared server requires."""
     from moleseg.core.settings import load_settings
 
-    folders = {name: tmp_path / name for name in ("models", "runs", "tmp", "cache")}
+    private = tmp_path_factory.mktemp("app-private")
+    folders = {name: tmp_path / name for name in ("models", "runs")}
+    folders.update({name: private / name for name in ("tmp", "cache")})
     for folder in folders.values():
         folder.mkdir(exist_ok=True)
     monkeypatch.setenv("MOLESEG_MODELS_DIR", str(folders["models"]))

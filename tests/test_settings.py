@@ -113,6 +113,30 @@ def test_in_shared_mode_no_data_root_reaches_the_records_pictures(tmp_path):
         tmp_path / "mnt" / "datasets",)
 
 
+def test_in_shared_mode_no_data_root_reaches_the_session_folders_or_the_caches(tmp_path):
+    # the browser sessions' folders (uploads, datasets unpacked from ZIPs) and the caches (training examples,
+    # converted models) are every user's: a data root holding them offered them in the folder pickers
+    for folder in ("srv/sessions", "srv/cache", "srv/images", "tmp/images"):
+        (tmp_path / folder).mkdir(parents=True)
+    shared = {"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example", "MOLESEG_IDENTITY": "streamlit-oidc",
+              "MOLESEG_DATA_DIR": str(tmp_path / "data"), "MOLESEG_TMPDIR": str(tmp_path / "srv" / "sessions"),
+              "MOLESEG_CACHE": str(tmp_path / "srv" / "cache")}
+    with pytest.raises(SettingsError) as refused:
+        read_settings({**shared, "MOLESEG_DATA_ROOTS": str(tmp_path / "srv")})
+    assert refused.value.problems == [
+        f"in shared mode data_roots must not hold the session folders (MOLESEG_TMPDIR), not {tmp_path / 'srv'}: "
+        "every user would read the others' uploads and unpacked datasets.",
+        f"in shared mode data_roots must not hold the caches (MOLESEG_CACHE) or lie inside it, not "
+        f"{tmp_path / 'srv'}: every user would read the others' cached training examples and converted models."]
+    with pytest.raises(SettingsError) as refused:  # a root inside the caches
+        read_settings({**shared, "MOLESEG_DATA_ROOTS": str(tmp_path / "srv" / "cache")})
+    assert len(refused.value.problems) == 1 and "MOLESEG_CACHE" in refused.value.problems[0]
+    # beside them, or inside the temporary folder next to the session folders (the system's /tmp), a root passes
+    for beside in ("srv/images", "tmp/images"):
+        environ = {**shared, "MOLESEG_TMPDIR": str(tmp_path / "tmp"), "MOLESEG_DATA_ROOTS": str(tmp_path / beside)}
+        assert read_settings(environ).data_roots == (tmp_path / beside,)
+
+
 def test_the_proxy_header_is_believed_only_from_configured_proxies():
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example",

@@ -213,8 +213,7 @@ def default_model_spec(models: str | Path | None = None) -> str:
 def cache_dir() -> Path:
     """Folder of moleseg's caches (decoded training examples, compiled inference graphs): ``MOLESEG_CACHE``
     when it is set now (read at every call), else ``~/.cache/moleseg``."""
-    value = os.environ.get("MOLESEG_CACHE")
-    return Path(value) if value else Path.home() / ".cache" / "moleseg"
+    return settings.cache_root()
 
 
 #: Sub-folder of :func:`cache_dir` holding the resized training examples; a named cache of the Train page

@@ -72,6 +72,7 @@ import ipaddress
 import math
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,21 @@ def user_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The user's data folder for moleseg: ``$XDG_DATA_HOME/moleseg``, else ``~/.local/share/moleseg``."""
     environ = os.environ if environ is None else environ
     return Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "moleseg"
+
+
+def temp_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the browser sessions' folders live (their uploads and the datasets unpacked from them):
+    ``MOLESEG_TMPDIR``, else the system temporary folder. In shared mode no data root may hold it or lie in it."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("MOLESEG_TMPDIR") or tempfile.gettempdir())
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> Path:
+    """Folder of moleseg's caches (decoded training examples, converted inference graphs): ``MOLESEG_CACHE``,
+    else ``~/.cache/moleseg``. In shared mode no data root may hold it or lie in it."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("MOLESEG_CACHE")
+    return Path(value) if value else Path.home() / ".cache" / "moleseg"
 
 
 def masked_url(url: str) -> str:
@@ -277,15 +293,19 @@ def _absolute_folder(key: str, text: str, problems: list[str], must_exist: bool)
     return path.resolve() if must_exist else path
 
 
-def _roots_reaching(roots: list[Path | None], folder: Path | None, name: str, holding: str) -> list[str]:
+def _roots_reaching(roots: list[Path | None], folder: Path | None, name: str, holding: str, *,
+                    inside_too: bool = True) -> list[str]:
     """The problems of a shared server's data roots that hold the app's private ``folder`` (named ``name``
-    in the sentence; every user's ``holding`` is there) or lie inside it: every user could read it."""
+    in the sentence; every user's ``holding`` is there) or, with ``inside_too``, lie inside it: every user could
+    read it. Without ``inside_too`` a root inside ``folder`` passes (a folder such as the system's temporary one,
+    where the app's own sub-folders sit beside other programs')."""
     if folder is None:
         return []
     own = folder.resolve()
-    return [f"in shared mode data_roots must not hold {name} or lie inside it, not {root}: every user would read "
+    where = "hold {name} or lie inside it" if inside_too else "hold {name}"
+    return [f"in shared mode data_roots must not {where.format(name=name)}, not {root}: every user would read "
             f"the others' {holding}." for root in roots
-            if root is not None and (own.is_relative_to(root) or root.is_relative_to(own))]
+            if root is not None and (own.is_relative_to(root) or (inside_too and root.is_relative_to(own)))]
 
 
 def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -329,6 +349,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
                 if values.get("data_dir") else user_data_dir(environ))
     if mode == "shared":
         problems += _roots_reaching(roots, data_dir, "the app's data folder", "runs and datasets")
+        problems += _roots_reaching(roots, temp_root(environ), "the session folders (MOLESEG_TMPDIR)",
+                                    "uploads and unpacked datasets", inside_too=False)
+        problems += _roots_reaching(roots, cache_root(environ), "the caches (MOLESEG_CACHE)",
+                                    "cached training examples and converted models")
 
     configured_hosts = [host.lower().rstrip(".") for host in values.get("allowed_hosts", [])]
     for host in configured_hosts:

@@ -37,6 +37,7 @@ from moleseg.core.archive import shown_name as _shown
 from moleseg.core.config import MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
+from moleseg.core.settings import temp_root as settings_temp_root
 from moleseg.core.words import count_of
 
 #: Prefix of the per-session temporary folders.
@@ -56,8 +57,8 @@ _CHUNK = 1024 * 1024
 
 
 def temp_root() -> Path:
-    """Where the session folders live (``MOLESEG_TMPDIR`` or the system temporary folder)."""
-    return Path(os.environ.get("MOLESEG_TMPDIR") or tempfile.gettempdir())
+    """Where the session folders live (:func:`moleseg.core.settings.temp_root`, read at every call)."""
+    return settings_temp_root()
 
 
 def remove_session_folder(path: str | Path, in_use: Callable[[Path], bool] | None = None) -> bool:
