@@ -8,6 +8,7 @@ import streamlit as st
 
 from moleseg.app import serverpaths, ui
 from moleseg.app.analysis import digest
+from moleseg.app.quota import OverQuota, check_session_quota
 from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
 from moleseg.core import options
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX
@@ -15,7 +16,7 @@ from moleseg.core.errors import first_line
 from moleseg.core.imageio import ImageReadError
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.render import legend
-from moleseg.engine.session import ArchiveError, dataset_folders, extract_zip, find_dataset
+from moleseg.engine.session import ArchiveError, dataset_folders
 from moleseg.engine.tasks import TooManyTasks
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of, noun_for
@@ -49,13 +50,12 @@ else:
         stored = st.session_state.get("prepare_zip_dataset") or {}
         if stored.get("digest") != digest(data) or not Path(stored.get("images", "")).is_dir():
             try:
-                target = ui.session_folder().fresh("dataset")
-                extraction = extract_zip(data, target)
-                found = find_dataset(target)
+                check_session_quota()  # what the user's sessions already hold counts (a script opens many)
+                extraction, found = ui.session_folder().unpack_dataset(data)
                 stored = {"digest": digest(data), "images": str(found[0]), "masks": str(found[1]),
                           "skipped": len(extraction.skipped)}
                 st.session_state["prepare_zip_dataset"] = stored
-            except ArchiveError as error:
+            except (ArchiveError, OverQuota) as error:
                 st.session_state.pop("prepare_zip_dataset", None)
                 stored = {}
                 st.error(f"{ui.plain_markdown(archive.name)}: {ui.plain_markdown(str(error))}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 import time
 import zipfile
@@ -17,7 +18,8 @@ from synthetic import make_dataset, mole_image
 from moleseg.app import preparation
 from moleseg.app.ui import PAGE_FILES, PAGES
 from moleseg.core import options
-from moleseg.engine.session import ArchiveError, SessionFolder, extract_zip, remove_stale_folders
+from moleseg.engine.session import (ArchiveError, SessionFolder, extract_zip, owned_session_folders,
+                                    remove_stale_folders)
 
 PAGE = PAGE_FILES["prepare"]
 
@@ -178,3 +180,30 @@ def test_session_folders_are_removed_with_the_session_and_when_stale(tmp_path):
     os.utime(old.path, (day_ago, day_ago))
     removed = remove_stale_folders(root=tmp_path)
     assert removed == [old.path] and fresh.path.exists()
+
+
+def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
+    """Before, each session unpacked its own dataset ZIP (up to 4 GiB) and a script opens any number of sessions:
+    one user could fill the server's temporary folder."""
+    from moleseg.core.config import MAX_SESSION_DATASETS
+
+    bobs = [SessionFolder(root=tmp_path, owner="bob") for _ in range(MAX_SESSION_DATASETS + 1)]
+    for folder in bobs[:MAX_SESSION_DATASETS]:
+        (folder.fresh_dataset() / "a.png").write_bytes(b"x")
+    with pytest.raises(ArchiveError) as refused:
+        bobs[-1].fresh_dataset()
+    assert str(refused.value) == (f"you already hold {MAX_SESSION_DATASETS} datasets unpacked from ZIP uploads in "
+                                  "other tabs, the most one user may: close one of them (its dataset is removed "
+                                  "within minutes) or choose a folder on the server")
+    assert not (bobs[-1].path / "dataset").exists()
+    assert list(bobs[0].fresh_dataset().iterdir()) == []  # a session's new upload replaces its own dataset
+    SessionFolder(root=tmp_path, owner="alice").fresh_dataset()  # another user's datasets are not bob's
+    bobs[1].remove()
+    assert bobs[-1].fresh_dataset().is_dir()
+    swept = bobs[0]
+    shutil.rmtree(swept.path)  # the idle sweep took it (a script that runs no heartbeat)
+    swept.fresh_dataset()
+    assert swept.path in owned_session_folders("bob", tmp_path)  # made again, still bob's: counted
+    with pytest.raises(ArchiveError):
+        bobs[-1].unpack_dataset(b"not a zip")
+    assert not (bobs[-1].path / "dataset").exists()  # a refused archive holds none of bob's two

@@ -115,3 +115,25 @@ def test_compare_does_not_segment_with_an_own_model_until_it_is_prepared(app_fol
     run_until(at, lambda at: loaded)
     assert loaded == [str(model)] and not preparing(at)
     assert not at.exception
+
+
+def test_a_user_s_preparations_count_in_their_share_of_the_background_tasks(app_folders, conversion):
+    """Before, a preparation was the server's own task, never refused: picking one run after another (a study
+    leaves many) queued any number of conversions, minutes each, ahead of everyone's evaluations."""
+    from moleseg.core.config import MAX_TASKS_PER_USER
+
+    files = [RunFiles(finished_run(app_folders["runs"], f"r{index}")).model for index in range(MAX_TASKS_PER_USER + 1)]
+    at = app_test(PAGE_FILES["evaluate"])
+    for model in files:
+        at.selectbox(key="evaluate_model").set_value(str(model)).run()
+    keys = {choice.spec: models.preparation_key(choice) for choice in models.model_choices()}
+    assert [ui.task_registry().get(keys[str(model)]) is not None for model in files] == [True, True, False]
+    assert texts(at.warning) == [f"You already have {MAX_TASKS_PER_USER} tasks (evaluations, dataset scans, model "
+                                 "preparations) running or waiting, the most one user may have at once: start this "
+                                 "one when one of them has finished."]
+    assert at.button(key="evaluate_run").disabled and not at.exception
+    conversion.release.set()
+    for model in files[:MAX_TASKS_PER_USER]:
+        ui.task_registry().get(keys[str(model)]).wait(30)
+    at.run()
+    assert ui.task_registry().get(keys[str(files[-1])]) is not None  # its turn, once one has finished

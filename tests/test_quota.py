@@ -12,8 +12,10 @@ from moleseg.app.identity import personal_user
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core import diskusage
 from moleseg.core.config import USER_USAGE_CACHE_S
+from moleseg.core.markup import plain_markdown
 from moleseg.core.settings import load_settings
 from moleseg.engine.records import Records
+from moleseg.engine.session import SessionFolder, owned_session_folders
 
 
 def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached(tmp_path):
@@ -58,8 +60,8 @@ def test_over_quota_no_training_starts_and_nothing_is_saved(over_quota, tmp_path
         quota.check_session_quota()
     assert str(refused.value) == (
         f"Your files take 0.00 GB of your 1e-06 GB quota on this server: delete saved visits you no longer need "
-        f"on the History page, or ask the server's operator to remove old runs, studies or images of My dataset "
-        f"from {runs}, then try again.")
+        f"on the History page, close the tabs holding an uploaded dataset, or ask the server's operator to remove "
+        f"old runs, studies or images of My dataset from {runs}, then try again.")
     at = app_test(PAGE_FILES["analyse"])
     at.selectbox(key="analyse_model").set_value("classical").run()
     image, _ = mole_image(seed=1)
@@ -88,3 +90,32 @@ def test_under_quota_the_saved_visits_pictures_count(app_folders, monkeypatch):
     load_settings.cache_clear()
     with pytest.raises(quota.OverQuota):
         quota.check_session_quota()
+
+
+def test_datasets_unpacked_in_a_user_s_sessions_count_and_over_the_quota_no_zip_is_unpacked(app_folders, monkeypatch):
+    """Before, the datasets unpacked from uploaded ZIPs counted in no quota: up to 4 GiB in each session, and a
+    script opens as many sessions as it likes, so one user could fill the server's temporary folder."""
+    import io
+    import zipfile
+
+    user = personal_user()
+    mine, theirs = SessionFolder(owner=user.name), SessionFolder(owner="someone else")
+    for folder in (mine, theirs):
+        (folder.fresh("dataset") / "big.bin").write_bytes(b"x" * 5000)
+    assert owned_session_folders(user.name) == [mine.path]
+    monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", str(4000 / diskusage.BYTES_PER_GB))  # the runs are empty
+    load_settings.cache_clear()
+    with pytest.raises(quota.OverQuota) as refused:
+        quota.check_session_quota()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("dataset/images/a.png", b"x")
+        archive.writestr("dataset/masks/a.png", b"x")
+    at = app_test(PAGE_FILES["prepare"])
+    at.radio(key="prepare_source").set_value("a ZIP upload").run()
+    at.file_uploader(key="prepare_zip").set_value(("moles.zip", buffer.getvalue(), "application/zip")).run()
+    assert not at.exception and texts(at.error) == [f"moles.zip: {plain_markdown(str(refused.value))}"]
+    assert [path for path in app_folders["tmp"].rglob("a.png")] == []  # nothing unpacked
+    theirs.remove()
+    mine.remove()
+    quota.check_session_quota()  # their sessions gone: under the quota again

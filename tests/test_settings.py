@@ -96,6 +96,23 @@ def test_in_shared_mode_no_data_root_reaches_the_users_spaces(tmp_path):
                           "MOLESEG_DATA_ROOTS": str(tmp_path)}).data_roots == (tmp_path,)  # personal: one user
 
 
+def test_in_shared_mode_no_data_root_reaches_the_records_pictures(tmp_path):
+    # records_files_dir outside data_dir (the replicas' shared volume): a data root holding it offered every
+    # user's saved visits (files/<uid>/image.png and mask.png, two levels down: in the folder pickers)
+    (tmp_path / "mnt" / "moleseg-records").mkdir(parents=True)
+    shared = {"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example", "MOLESEG_IDENTITY": "streamlit-oidc",
+              "MOLESEG_DATA_DIR": str(tmp_path / "data"),
+              "MOLESEG_RECORDS_FILES_DIR": str(tmp_path / "mnt" / "moleseg-records")}
+    with pytest.raises(SettingsError) as refused:
+        read_settings({**shared, "MOLESEG_DATA_ROOTS": str(tmp_path / "mnt")})
+    assert refused.value.problems == [
+        f"in shared mode data_roots must not hold records_files_dir or lie inside it, not {tmp_path / 'mnt'}: "
+        "every user would read the others' saved visits."]
+    (tmp_path / "mnt" / "datasets").mkdir()
+    assert read_settings({**shared, "MOLESEG_DATA_ROOTS": str(tmp_path / "mnt" / "datasets")}).data_roots == (
+        tmp_path / "mnt" / "datasets",)
+
+
 def test_the_proxy_header_is_believed_only_from_configured_proxies():
     with pytest.raises(SettingsError) as refused:
         read_settings({"MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example",

@@ -77,9 +77,9 @@ def test_one_user_cannot_queue_more_than_their_share_of_tasks(registry):
     assert registry.submit(("eval", 0), lambda progress: 0, owner="ann") is mine[0]  # joining is no new task
     with pytest.raises(TooManyTasks) as refused:
         registry.submit(("eval", "more"), lambda progress: 0, owner="ann")
-    assert str(refused.value) == (f"You already have {MAX_TASKS_PER_USER} tasks (evaluations, dataset scans) "
-                                  "running or waiting, the most one user may have at once: start this one when "
-                                  "one of them has finished.")
+    assert str(refused.value) == (f"You already have {MAX_TASKS_PER_USER} tasks (evaluations, dataset scans, "
+                                  "model preparations) running or waiting, the most one user may have at once: "
+                                  "start this one when one of them has finished.")
     assert registry.get(("eval", "more")) is None
     others = registry.submit(("eval", "bob"), lambda progress: 1, owner="bob")  # another user waits no longer
     server = registry.submit(("prepare", "model"), lambda progress: 2)  # the server's own: never refused

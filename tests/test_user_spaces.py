@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from app_helpers import app_test, texts
-from synthetic import mole_image, png_bytes
-from moleseg.app import identity
+from synthetic import make_dataset, mole_image, png_bytes
+from moleseg.app import identity, trainstatus
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.config import data_dir
 from moleseg.core.settings import ServerSettings
@@ -179,3 +179,20 @@ def test_fine_tuning_reads_only_recorded_folders_inside_the_roots(tmp_path, monk
     assert len(finetune.training_folders("model.keras")) == 2  # the command line: every folder on the machine
     (inside / "images" / "theirs.png").symlink_to(outside / "images")  # a recorded folder linking out of the roots
     assert finetune.training_folders("model.keras", roots=[inside]) == []
+
+
+def test_a_start_refused_by_another_user_s_training_names_none_of_it(app_folders, tmp_path):
+    # the page disables Start while another user's training runs, but one that starts between the page's look
+    # and the click refuses the start with the training lock's sentence: its run, origin and pid were shown
+    alice, bob = (shared_space(data_dir(), name).runs for name in ("alice", "bob"))
+    secret = alice / "secret-lesion-run"
+    secret.mkdir()
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    config = {**jobs.train_defaults(), "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    with trainlock.hold_training_lock(secret, "app"):
+        with pytest.raises(trainlock.TrainingBusy) as refused:
+            trainstatus.start(config, bob, "mine", own_runs=bob)
+        assert str(refused.value) == "A training by another user is running; yours can start when it ends."
+        assert list(bob.iterdir()) == []
+        with pytest.raises(trainlock.TrainingBusy, match="^another training is running in secret-lesion-run "):
+            trainstatus.start(config, alice, "hers", own_runs=alice)  # the user's own training is named

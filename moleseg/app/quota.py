@@ -1,9 +1,11 @@
 """The per-user disk quota of a shared server (the setting ``user_quota_gb``), checked before anything that grows
-a user's files: a training, fine-tune or study start, a save to "My dataset" and a save to the records.
+a user's files: a training, fine-tune or study start, a save to "My dataset", a save to the records and a dataset
+ZIP unpacked on the Prepare page.
 
-A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles)
-and the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`), measured by
-:func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the
+A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles),
+the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`) and their sessions'
+folders (:func:`moleseg.engine.session.owned_session_folders`: the datasets unpacked from their uploads),
+measured by :func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the
 usage, the quota and what to delete, and nothing is started or written.
 """
 
@@ -15,27 +17,29 @@ from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
 from moleseg.engine.records import Records, RecordsError, User
+from moleseg.engine.session import owned_session_folders
 
 #: What a user over quota can do, in the refusal's words.
-WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, or ask the server's operator "
-                       "to remove old runs, studies or images of My dataset from {folder}")
+WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, close the tabs holding an "
+                       "uploaded dataset, or ask the server's operator to remove old runs, studies or images of My "
+                       "dataset from {folder}")
 
 
 class OverQuota(ValueError):
     """A write refused because the user's files reach their quota; the message is one sentence."""
 
 
-def user_folders(space: UserSpace, records_folders: list[Path]) -> list[Path]:
+def user_folders(space: UserSpace, more_folders: list[Path]) -> list[Path]:
     """The folders holding ``space``'s user's files: their own folder in shared mode (which holds runs, "My
-    dataset" and device profiles), the runs and "My dataset" folders in personal mode, and ``records_folders``
-    (their saved visits' pictures)."""
+    dataset" and device profiles), the runs and "My dataset" folders in personal mode, and ``more_folders``
+    (their saved visits' pictures, their sessions' folders)."""
     own = [space.runs.parent] if space.shared else [space.runs, space.dataset]
-    return own + list(records_folders)
+    return own + list(more_folders)
 
 
-def check_quota(space: UserSpace, quota_gb: float, records_folders: list[Path]) -> None:
-    """Refuse a write of the user whose folders are ``space`` and whose saved visits' pictures are in
-    ``records_folders`` when their files reach ``quota_gb`` GB (0: no quota).
+def check_quota(space: UserSpace, quota_gb: float, more_folders: list[Path]) -> None:
+    """Refuse a write of the user whose folders are ``space`` and whose other files (saved visits' pictures,
+    sessions' folders) are in ``more_folders`` when their files reach ``quota_gb`` GB (0: no quota).
 
     Raises
     ------
@@ -44,7 +48,7 @@ def check_quota(space: UserSpace, quota_gb: float, records_folders: list[Path]) 
     """
     if quota_gb <= 0:
         return
-    refusal = quota_refusal(usage_bytes(user_folders(space, records_folders)), quota_gb,
+    refusal = quota_refusal(usage_bytes(user_folders(space, more_folders)), quota_gb,
                             WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs))
     if refusal:
         raise OverQuota(refusal)
@@ -72,4 +76,4 @@ def check_session_quota() -> None:
         records_folders = Records().owned_folders(user.name)
     except (RecordsError, OSError):
         records_folders = []
-    check_quota(space, quota_gb, records_folders)
+    check_quota(space, quota_gb, records_folders + owned_session_folders(user.name))

@@ -134,20 +134,28 @@ def run_to_show(runs: str | Path, remembered: str | None, own_runs: Path | None 
     return started[0] if started else None
 
 
-def start(config: dict[str, Any], runs: str | Path, name: str) -> Path:
+def start(config: dict[str, Any], runs: str | Path, name: str, own_runs: Path | None = None) -> Path:
     """Start ``config`` from the app in a new run folder ``<runs>/<name>-<time>``; returns the folder.
+    ``own_runs``: the user's runs on a shared server, as in :func:`other_users_training`.
 
     Raises
     ------
     moleseg.engine.trainlock.TrainingBusy
-        Another training runs (the message is its one sentence).
+        Another training runs (the message is its one sentence; another user's, one that started after the
+        page looked, is named by :func:`other_users_sentence` only).
     ValueError
         Every problem of the configuration, one per line.
     """
     run_dir = launch.new_run_dir(runs, name)
     try:
         return launch.start_training(config, run_dir, origin="app").run_dir
-    except (trainlock.TrainingBusy, ValueError):
+    except trainlock.TrainingBusy as busy:
+        _remove_if_empty(run_dir)
+        holder = busy.holder or trainlock.TrainingHolder()
+        if not _is_own(holder, own_runs):
+            raise trainlock.TrainingBusy(other_users_sentence(holder), holder) from None
+        raise
+    except ValueError:
         _remove_if_empty(run_dir)
         raise
 

@@ -24,7 +24,7 @@ from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
-from moleseg.engine.tasks import TaskRegistry
+from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
 from moleseg.engine.session import FolderSweeper, SessionFolder
 
 @dataclass(frozen=True)
@@ -113,10 +113,10 @@ def segmenter_preloads() -> SegmenterPreloads:
 
 def session_folder() -> SessionFolder:
     """This browser session's temporary folder (created on first use, removed with the session or by the
-    sweep of :func:`startup` once its tab has been closed for a while)."""
+    sweep of :func:`startup` once its tab has been closed for a while), marked as its user's (their quota)."""
     folder = st.session_state.get(SESSION_FOLDER_KEY)
     if not isinstance(folder, SessionFolder) or folder.removed:
-        folder = SessionFolder(in_use=launch.folder_in_use)
+        folder = SessionFolder(in_use=launch.folder_in_use, owner=_user_name() or "")
         st.session_state[SESSION_FOLDER_KEY] = folder
     folder.touch()
     return folder
@@ -147,7 +147,7 @@ def analysis_store() -> AnalysisStore:
 
 @st.cache_resource(show_spinner=False)
 def task_registry() -> TaskRegistry:
-    """The server's background tasks (evaluations, dataset scans), keyed by their inputs."""
+    """The server's background tasks (evaluations, dataset scans, model preparations), keyed by their inputs."""
     return TaskRegistry()
 
 
@@ -157,20 +157,25 @@ def device_summary() -> str:
     return models.device_summary()
 
 
-def submit_task(key: Hashable, work: Callable[[Any], Any]) -> None:
-    """Start ``work`` as a background task of :func:`task_registry` under ``key`` (again when it has finished),
-    owned by this session's user.
+def submit_task(key: Hashable, work: Callable[[Any], Any], *, restart: bool = True) -> Task:
+    """Start ``work`` as a background task of :func:`task_registry` under ``key`` (again when it has finished,
+    unless not ``restart``), owned by this session's user; returns the task.
 
     Raises
     ------
     moleseg.engine.tasks.TooManyTasks
         When the user already has :data:`~moleseg.core.config.MAX_TASKS_PER_USER` tasks running or waiting.
     """
+    return task_registry().submit(key, work, restart=restart, owner=_user_name())
+
+
+def _user_name() -> str | None:
+    """The name of this session's user (:func:`moleseg.app.identity.current_user`), None when none is believed."""
     from moleseg.app.identity import current_user
     from moleseg.engine.records import User
 
     user = current_user()
-    task_registry().submit(key, work, restart=True, owner=user.name if isinstance(user, User) else None)
+    return user.name if isinstance(user, User) else None
 
 
 def follow_task(key: Hashable, show_result: Callable[[Any], None], *, failure: str = "The task failed") -> None:
@@ -221,7 +226,11 @@ def model_prepared(choice: ModelChoice, when_ready: str = ANALYSED_WHEN_READY) -
     if task is None:
         if not models.needs_preparation(choice):
             return True
-        task = task_registry().submit(key, models.preparation_task(choice))
+        try:  # the user's task: it counts in their share of the server's background work
+            task = submit_task(key, models.preparation_task(choice), restart=False)
+        except TooManyTasks as error:
+            st.warning(str(error), icon=":material/hourglass_top:")
+            return False
     if task.finished and task.error is None:
         return True
     if not task.finished:

@@ -156,10 +156,14 @@ MAX_RUNNING_STUDIES: int = 2
 #: Seconds a measure of a user's disk usage (for the ``user_quota_gb`` setting) is believed before the folders are
 #: walked again: several saves in a row cost one walk, and a user over quota sees space they freed within this.
 USER_USAGE_CACHE_S: float = 5.0
-#: Background tasks (evaluations, dataset scans) one user may have running or waiting at once in the server's task
-#: registry (:class:`moleseg.engine.tasks.TaskRegistry`, two worker threads): another is refused until one ends,
-#: so that one user cannot queue work ahead of everyone.
+#: Background tasks (evaluations, dataset scans, their own models' preparations) one user may have running or
+#: waiting at once in the server's task registry (:class:`moleseg.engine.tasks.TaskRegistry`, two worker threads):
+#: another is refused until one ends, so that one user cannot queue work ahead of everyone.
 MAX_TASKS_PER_USER: int = 2
+#: Datasets unpacked from uploaded ZIPs one user may hold at once, one per browser session (each up to the
+#: uploads' budget, 4 GiB, in the server's temporary folder until its session ends): another session's upload is
+#: refused, since a script can open any number of sessions.
+MAX_SESSION_DATASETS: int = 2
 #: Seconds the app waits for a study process it started to take its folder's lock (a start counted at once).
 STUDY_START_WAIT_S: float = 30.0
 #: Seconds a study process waits for its folder's lock: another start's check holds it for an instant.

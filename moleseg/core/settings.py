@@ -51,12 +51,12 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     README's deployment). Its password is never shown: messages carry :func:`masked_url`.
 ``records_files_dir``
     Absolute path of the folder of the records' image and mask files (a volume shared by every replica with
-    ``database_url``); default ``files`` in ``data_dir``.
+    ``database_url``); default ``files`` in ``data_dir``. In shared mode no data root may hold it or lie in it.
 ``user_quota_gb``
     Most disk space one user's files may take, in GB (10^9 bytes): their space's runs, studies, "My dataset"
-    and the pictures of their saved visits. A training or study start and a save of either kind is refused
-    once the user holds that much. 0 turns it off; default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in
-    personal mode).
+    the pictures of their saved visits and the datasets unpacked from their uploaded ZIPs. A training or study
+    start, a save of either kind and a ZIP unpacked is refused once the user holds that much. 0 turns it off;
+    default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in personal mode).
 
 Examples
 --------
@@ -277,6 +277,17 @@ def _absolute_folder(key: str, text: str, problems: list[str], must_exist: bool)
     return path.resolve() if must_exist else path
 
 
+def _roots_reaching(roots: list[Path | None], folder: Path | None, name: str, holding: str) -> list[str]:
+    """The problems of a shared server's data roots that hold the app's private ``folder`` (named ``name``
+    in the sentence; every user's ``holding`` is there) or lie inside it: every user could read it."""
+    if folder is None:
+        return []
+    own = folder.resolve()
+    return [f"in shared mode data_roots must not hold {name} or lie inside it, not {root}: every user would read "
+            f"the others' {holding}." for root in roots
+            if root is not None and (own.is_relative_to(root) or root.is_relative_to(own))]
+
+
 def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
     """Read and check the settings from ``environ`` (default ``os.environ``) and the file it names.
 
@@ -316,12 +327,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
     roots = [_absolute_folder("data_roots", text, problems, must_exist=True) for text in values.get("data_roots", [])]
     data_dir = (_absolute_folder("data_dir", values["data_dir"], problems, must_exist=False)
                 if values.get("data_dir") else user_data_dir(environ))
-    if mode == "shared" and data_dir is not None:
-        own = data_dir.resolve()
-        for root in (root for root in roots if root is not None and (own.is_relative_to(root)
-                                                                     or root.is_relative_to(own))):
-            problems.append(f"in shared mode data_roots must not hold the app's data folder or lie inside it, "
-                            f"not {root}: every user would read the others' runs and datasets.")
+    if mode == "shared":
+        problems += _roots_reaching(roots, data_dir, "the app's data folder", "runs and datasets")
 
     configured_hosts = [host.lower().rstrip(".") for host in values.get("allowed_hosts", [])]
     for host in configured_hosts:
@@ -368,6 +375,8 @@ def read_settings(environ: Mapping[str, str] | None = None) -> ServerSettings:
                             f"DATABASE, not {masked_url(database_url)!r}.")
     files_dir = (_absolute_folder("records_files_dir", values["records_files_dir"], problems, must_exist=False)
                  if values.get("records_files_dir") else None)
+    if mode == "shared":
+        problems += _roots_reaching(roots, files_dir, "records_files_dir", "saved visits")
     quota = values.get("user_quota_gb", DEFAULT_USER_QUOTA_GB[mode])
     try:
         quota = float(quota)

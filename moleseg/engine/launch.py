@@ -43,7 +43,7 @@ from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_co
                                  read_request)
 from moleseg.engine.runs import RunFiles, RunRecordError, read_config, read_state
 from moleseg.engine.session import training_cache_dir
-from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, TrainingHolder, active_training,
+from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, active_training,
                                       lasting_holder)
 
 #: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
@@ -251,7 +251,7 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         if wait_for_lock and not cluster_worker:
             _wait_for_lock(echo)
         elif not cluster_worker and (holder := lasting_holder()) is not None:
-            raise TrainingBusy(holder.sentence())
+            raise TrainingBusy.of(holder)
         run_dir.mkdir(parents=True, exist_ok=True)
         JobRequest(config=config, resume=resume, origin=origin, requested=time.time()).write(run_dir)
         RunFiles(run_dir).cancel.unlink(missing_ok=True)
@@ -261,7 +261,7 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
             break
         _forget(run_dir, created)  # another start won the race for the lock
         if not wait_for_lock:
-            raise TrainingBusy((active_training() or TrainingHolder()).sentence())
+            raise TrainingBusy.of(active_training())
     if not wait:
         return read_job(run_dir)
     return follow(run_dir, child, on_progress=on_progress, echo=echo)

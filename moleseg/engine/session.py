@@ -34,14 +34,19 @@ from typing import BinaryIO, Callable
 
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
-from moleseg.core.config import SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.config import MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
+from moleseg.core.words import count_of
 
 #: Prefix of the per-session temporary folders.
 SESSION_PREFIX = "moleseg-session-"
 #: Marker written into a session folder whose session ended while a training still used it.
 ENDED_MARKER = ".session-ended"
+#: File of a session folder naming the user of its session (what it holds counts in their quota).
+OWNER_FILE = ".session-owner"
+#: Sub-folder of a session folder holding the dataset unpacked from its ZIP upload.
+DATASET_FOLDER = "dataset"
 
 #: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
 MAX_MEMBER_NAME_BYTES: int = 255
@@ -149,6 +154,25 @@ class FolderSweeper:
             self.sweep()
 
 
+def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Path]:
+    """The session folders in ``root`` (default :func:`temp_root`) of the sessions of the user ``owner``
+    (their :data:`OWNER_FILE`), sorted: what the datasets unpacked from their uploads take counts in their
+    quota."""
+    root = Path(root) if root else temp_root()
+    found = []
+    try:
+        candidates = sorted(p for p in root.iterdir() if p.name.startswith(SESSION_PREFIX))
+    except OSError:
+        return []
+    for folder in candidates:
+        try:
+            if (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
+                found.append(folder)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
 def owning_session_folder(path: str | Path) -> Path | None:
     """The session folder that ``path`` lies in (a folder of :func:`temp_root` named like one), or None: a data
     folder merely named like a session folder is not one, since its cache would be written there and it would be
@@ -178,19 +202,36 @@ def release_after_training(folders: list[str]) -> None:
             shutil.rmtree(owner, ignore_errors=True)
 
 
+_OWNER_LOCKS: dict[str, threading.Lock] = {}
+_OWNER_LOCKS_GUARD = threading.Lock()
+
+
+def _owner_lock(owner: str) -> threading.Lock:
+    """The one lock of a user's session datasets in this process (two of their sessions unpack at once)."""
+    with _OWNER_LOCKS_GUARD:
+        return _OWNER_LOCKS.setdefault(owner, threading.Lock())
+
+
 class SessionFolder:
     """A temporary folder for one browser session, removed when this object is garbage-collected
-    (the session ended) or the server exits, whichever comes first."""
+    (the session ended) or the server exits, whichever comes first. ``owner``: the session's user, written
+    into :data:`OWNER_FILE` (:func:`owned_session_folders`)."""
 
-    def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None,
+                 owner: str = "") -> None:
         base = Path(root) if root else temp_root()
         base.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
         self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
+        self.owner = owner
+        self.touch()
 
     def touch(self) -> Path:
-        """Mark the folder as in use (stale-folder removal looks at its modification time)."""
+        """Mark the folder as in use (stale-folder removal looks at its modification time); one removed by the
+        idle sweep is made again, with its :data:`OWNER_FILE`."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / OWNER_FILE).is_file():
+            (self.path / OWNER_FILE).write_text(self.owner, encoding="utf-8")
         os.utime(self.path)
         return self.path
 
@@ -203,6 +244,43 @@ class SessionFolder:
             shutil.rmtree(target)
         target.mkdir()
         return target
+
+    def fresh_dataset(self, most: int = MAX_SESSION_DATASETS) -> Path:
+        """An empty :data:`DATASET_FOLDER` (:meth:`fresh`) for a ZIP upload, unless the owner's other sessions
+        already hold ``most`` datasets.
+
+        Raises
+        ------
+        ArchiveError
+            The owner holds ``most`` datasets in their other sessions (nothing removed or made).
+        """
+        with _owner_lock(self.owner):
+            others = [folder for folder in owned_session_folders(self.owner, self.path.parent)
+                      if folder != self.path and (folder / DATASET_FOLDER).is_dir()]
+            if len(others) >= most:
+                raise ArchiveError(f"you already hold {count_of(len(others), 'dataset')} unpacked from ZIP uploads "
+                                   "in other tabs, the most one user may: close one of them (its dataset is removed "
+                                   "within minutes) or choose a folder on the server")
+            return self.fresh(DATASET_FOLDER)
+
+    def unpack_dataset(self, source: bytes | str | Path | BinaryIO, most: int = MAX_SESSION_DATASETS
+                       ) -> tuple[Extraction, tuple[Path, Path]]:
+        """The dataset ZIP ``source`` unpacked (:func:`extract_zip`) into :meth:`fresh_dataset`, and its
+        ``images`` and ``masks`` folders (:func:`find_dataset`).
+
+        Raises
+        ------
+        ArchiveError
+            A refused archive, one without a dataset, or too many datasets of the owner; the folder is removed
+            (it holds no dataset: none of the owner's :data:`~moleseg.core.config.MAX_SESSION_DATASETS`).
+        """
+        target = self.fresh_dataset(most)
+        try:
+            extraction = extract_zip(source, target)
+            return extraction, find_dataset(target)
+        except ArchiveError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
 
     def remove(self) -> None:
         """Remove the folder now."""

@@ -106,8 +106,8 @@ class TaskRegistry:
             unfinished = sum(1 for other in self._tasks.values() if other.owner == owner and not other.finished)
             if owner is not None and unfinished >= self.per_owner:
                 raise TooManyTasks(f"You already have {unfinished} {noun_for(unfinished, 'task')} (evaluations, "
-                                   f"dataset scans) running or waiting, the most one user may have at once: start "
-                                   f"this one when one of them has finished.")
+                                   f"dataset scans, model preparations) running or waiting, the most one user may "
+                                   f"have at once: start this one when one of them has finished.")
             task = Task(key=key, owner=owner)
             task.future = self._pool.submit(work, task.report)
             self._tasks[key] = task

@@ -45,7 +45,18 @@ ORIGINS: dict[str, str] = {"app": "the app", "terminal": "a terminal", "study": 
 
 
 class TrainingBusy(RuntimeError):
-    """Another training holds the lock; the message says which run, who started it and its pid."""
+    """Another training holds the lock; the message says which run, who started it and its pid, and ``holder``
+    is who holds it (None when not known), so that a shared server can name it to its own user only."""
+
+    def __init__(self, message: str, holder: TrainingHolder | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+    @classmethod
+    def of(cls, holder: TrainingHolder | None) -> TrainingBusy:
+        """The refusal naming ``holder`` (an unknown one when None: the lock's sidecar not written yet)."""
+        holder = holder or TrainingHolder()
+        return cls(holder.sentence(), holder)
 
 
 @dataclass(frozen=True)
@@ -188,7 +199,7 @@ def hold_training_lock(run_dir: str | Path, origin: str, ready_fd: int | None = 
         lock.acquire(timeout=RUNNER_LOCK_WAIT_S)
     except Timeout:
         _signal_ready(ready_fd, b"")
-        raise TrainingBusy((active_training() or TrainingHolder()).sentence()) from None
+        raise TrainingBusy.of(active_training()) from None
     try:
         write_json(lock_info_path(), {"run_dir": str(Path(run_dir).resolve()), "origin": origin,
                                       "pid": os.getpid(), "started": time.time()})
