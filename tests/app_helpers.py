@@ -30,15 +30,16 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, serve: bool = False
-                     ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``streamlit run serve_app.py`` (app.py behind the media gate, as ``moleseg serve`` runs it) on a free local port (with ``serve``: ``moleseg serve``, the server's settings
+def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, serve: bool = False,
+                     script: Path = SERVE_APP) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run serve_app.py`` (app.py behind the media gate, as ``moleseg serve`` runs it; or another
+    ``script``) on a free local port (with ``serve``: ``moleseg serve``, the server's settings
     from ``env``), its output in ``test-artifacts/<log_name>.log``; yields ``(URL, server process)`` once
     ``/_stcore/health`` answers ``ok``, and stops the server however the test ends."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{log_name}.log"
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(SERVE_APP), "--server.port", str(port),
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     if serve:

@@ -18,21 +18,31 @@ PICTURE, REPORT, OTHER = "0123456789abcdef" * 2, "fedcba9876543210" * 2, "001122
 
 
 async def _streamlit(scope, receive, send):
-    """What Streamlit would serve: a picture over HTTP; over a websocket, the scope's ``frames``."""
+    """What Streamlit would serve: a picture over HTTP (once it has read the request's body); over a websocket, the
+    scope's ``frames``, then each message the browser sends, shown back to it (as a page name is, or a typed text)."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.accept"})
         for frame in scope["frames"]:
             await send({"type": "websocket.send", **({"text": frame} if isinstance(frame, str) else {"bytes": frame})})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({**message, "type": "websocket.send"})
         return
+    while (await receive()).get("more_body"):
+        pass
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"picture"})
 
 
-def _call(gate: MediaGate, scope: dict, headers: dict[str, str], client: str) -> list[dict]:
-    sent = []
+def _call(gate: MediaGate, scope: dict, headers: dict[str, str], client: str, incoming: list[dict] = ()
+          ) -> list[dict]:
+    """The messages ``gate`` sends for a request from ``client``, whose browser sends ``incoming`` (then nothing
+    more)."""
+    sent, incoming = [], list(incoming)
 
     async def receive():
-        return {"type": "http.request", "body": b""}
+        if incoming:
+            return incoming.pop(0)
+        return {"type": "websocket.disconnect" if scope["type"] == "websocket" else "http.request", "body": b""}
 
     async def send(message):
         sent.append(message)
@@ -49,11 +59,14 @@ def _get(gate: MediaGate, path: str, headers: dict[str, str], client: str = "127
     return sent[0]["status"], b"".join(message.get("body", b"") for message in sent[1:])
 
 
-def _stream(gate: MediaGate, frames: list[bytes | str], headers: dict[str, str], client: str = "127.0.0.1"
-            ) -> list[dict]:
-    """The messages the browser gets from a websocket over which Streamlit sends ``frames``."""
+def _stream(gate: MediaGate, frames: list[bytes | str], headers: dict[str, str], client: str = "127.0.0.1",
+            named: list[bytes | str] = ()) -> list[dict]:
+    """The messages the browser gets from a websocket over which Streamlit sends ``frames``, then shows back what
+    the browser sends (``named``)."""
+    incoming = [{"type": "websocket.receive", **({"text": text} if isinstance(text, str) else {"bytes": text})}
+                for text in named]
     return _call(gate, {"type": "websocket", "path": "/_stcore/stream", "scheme": "ws", "frames": frames}, headers,
-                 client)
+                 client, incoming)
 
 
 def _set_cookie(message: dict) -> str | None:
@@ -105,7 +118,6 @@ def test_a_proxy_user_gets_the_media_sent_to_them_and_nobody_else_does(shared_pr
     assert [message.get("bytes") or message.get("text") for message in _stream(gate, frames, alice)[1:]] == frames
     _stream(gate, [f"/media/{OTHER}.zip"], bob)
     assert _get(gate, f"/media/{PICTURE}.png", alice) == (200, b"picture")  # from any of Alice's browsers
-    assert _get(gate, f"/moles/media/{REPORT}.pdf", alice) == (200, b"picture")  # under a server.baseUrlPath
     assert _get(gate, f"/media/{OTHER}.zip", bob) == (200, b"picture")
     for path in (f"/media/{PICTURE}.png", f"/media/{REPORT}.pdf"):
         assert _get(gate, path, bob) == (403, REFUSED)
@@ -124,7 +136,6 @@ def test_media_needs_the_proxy_on_a_shared_server(shared_proxy):
     assert _get(gate, f"/media/{PICTURE}.jpg", through_proxy) == (200, b"picture")
     for headers in ({}, {user: "alice"}, {user: "alice", ServerSettings.proxy_secret_header: "guess"}):
         assert _get(gate, f"/media/{PICTURE}.jpg", headers) == (403, REFUSED)
-        assert _get(gate, f"/moles/media/{PICTURE}.jpg", headers) == (403, REFUSED)
     assert _get(gate, f"/media/{PICTURE}.jpg", through_proxy, client="10.0.0.9")[0] == 403  # an untrusted peer
     assert _get(gate, "/_stcore/health", {}) == (200, b"picture")  # only media URLs are gated here; pages have the gate
 
@@ -210,3 +221,57 @@ def test_the_memory_of_sent_media_forgets_the_oldest_first():
     sent.record("alice", ["a3"])  # Alice sent media more recently than Bob
     sent.record("dave", ["d1"])
     assert [sent.was_sent(*pair) for pair in (("alice", "a3"), ("bob", "b1"), ("dave", "d1"))] == [True, False, True]
+
+
+def test_what_an_owner_named_is_not_believed_for_them_and_naming_many_stops_belief():
+    sent = SentMedia(owners=2, ids_per_owner=2)
+    sent.note_named("bob", ["a1"])
+    sent.record("bob", ["a1", "b1"])
+    assert [sent.was_sent("bob", media) for media in ("a1", "b1")] == [False, True]
+    sent.record("alice", ["a1"])  # named by Bob, not by Alice
+    assert sent.was_sent("alice", "a1")
+    sent.note_named("bob", ["x1", "x2"])  # past ids_per_owner: a1 is not pushed out, nothing more is believed
+    sent.record("bob", ["a1", "b2"])
+    assert [sent.was_sent("bob", media) for media in ("a1", "b1", "b2")] == [False, True, False]
+
+
+def test_only_streamlits_media_route_is_gated_under_any_base_path_not_its_fonts_under_static_media(shared_proxy):
+    alice = _through_proxy(shared_proxy, "alice")
+    for base_url_path, base in (("", ""), ("/moles/", "/moles")):
+        gate = MediaGate(_streamlit, base_url_path=base_url_path)
+        for path in ("/static/media/SourceSansVF-Upright.ttf.BsWL4Kly.woff2", "/component/x/static/media/a.png",
+                     "/app/static/media/a.png"):  # Streamlit's fonts, a component's and the app's own files
+            assert _get(gate, base + path, {}) == (200, b"picture"), base + path
+        _stream(gate, [f"/media/{PICTURE}.png"], alice)
+        assert _get(gate, f"{base}/media/{PICTURE}.png", alice) == (200, b"picture")
+        assert _get(gate, f"{base}/media/{PICTURE}.png", {}) == (403, REFUSED)
+        # behind a root_path that the server was told of, Streamlit routes the path less it
+        for headers, status in ((alice, 200), ({}, 403)):
+            assert _get(gate, f"/clinic{base}/media/{PICTURE}.png", headers, root_path="/clinic")[0] == status
+    # under a base path /media/ is no route of Streamlit's (its page answers), and its media route is gated
+    gate = MediaGate(_streamlit, base_url_path="moles")
+    assert _get(gate, f"/media/{PICTURE}.png", {}) == (200, b"picture")
+    assert _get(gate, f"/moles/media/{PICTURE}.png", _through_proxy(shared_proxy, "bob")) == (403, REFUSED)
+
+
+def test_a_url_the_browser_named_is_not_made_its_own_by_a_page_that_shows_it_back(shared_proxy):
+    # Streamlit itself sends a browser back the page name and page hash its rerun message gives (new_session):
+    # Bob, who holds Alice's URL, names it there (or types it as a lesion identifier, or uploads a file named so)
+    gate = MediaGate(_streamlit)
+    alice, bob, carol = (_through_proxy(shared_proxy, user) for user in ("alice", "bob", "carol"))
+    _stream(gate, [f"/media/{PICTURE}.png", f"/media/{REPORT}.pdf"], alice)
+    shown = _stream(gate, [], bob, named=[b"\x12\x2b/media/" + PICTURE.encode() + b".png", f"/media/{REPORT}.pdf"])
+    assert [message.get("bytes") or message.get("text") for message in shown[1:]] == [
+        b"\x12\x2b/media/" + PICTURE.encode() + b".png", f"/media/{REPORT}.pdf"]
+    for media in (f"{PICTURE}.png", f"{REPORT}.pdf"):
+        assert _get(gate, f"/media/{media}", bob) == (403, REFUSED)
+    _stream(gate, [f"Visits of /media/{PICTURE}.png"], bob)  # later, from his saved records: still not his
+    assert _get(gate, f"/media/{PICTURE}.png", bob) == (403, REFUSED)
+    # an upload's file name, in a request body whose chunks split the URL
+    url = f"/media/{PICTURE}.png".encode()
+    chunks = [{"type": "http.request", "body": b"filename=" + url[:20], "more_body": True},
+              {"type": "http.request", "body": url[20:], "more_body": False}]
+    _call(gate, {"type": "http", "path": "/_stcore/upload_file/s/f", "method": "PUT"}, carol, "127.0.0.1", chunks)
+    _stream(gate, [f"Save {url.decode()} to records"], carol)
+    assert _get(gate, f"/media/{PICTURE}.png", carol) == (403, REFUSED)
+    assert _get(gate, f"/media/{PICTURE}.png", alice) == (200, b"picture")  # sent to Alice: still hers

@@ -5,16 +5,19 @@ media request through only when its *owner* was sent that URL by the app:
 
 * it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path:
   the pictures, the download buttons and the URLs of the downloads made on a click all come that way) and
-  remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`);
+  remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`), less the
+  ids the owner's browser named itself in a websocket message or a request body it sent (Streamlit's pages never
+  send one; a page name, a typed identifier or an uploaded file's name that the page shows back can);
 * with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
   the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
   their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
   any other identity of a shared server (``streamlit-oidc``) the owner is the browser, named by a random key in the
   gate's own cookie (:data:`BROWSER_KEY_COOKIE`), set on the response to any request that lacks it.
 
-A media request whose owner was not sent its id is refused with 403 (:data:`REFUSED`), and so is every media
-request while the server's settings are invalid (the pages say why). Personal mode (one user) is let through
-unchecked.
+Only Streamlit's media route (``[/<server.baseUrlPath>]/media/``, after ``root_path``) is gated: its own fonts
+under ``/static/media/`` are not. A media request whose owner was not sent its id is refused with 403
+(:data:`REFUSED`), and so is every media request while the server's settings are invalid (the pages say why).
+Personal mode (one user) is let through unchecked.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
 from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
+#: Hex digits of a Streamlit media id.
+MEDIA_ID_DIGITS = 32
 #: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>.<ext>``).
 MEDIA_SEGMENT = "/media/"
 #: A media URL in a message Streamlit sends (``/media/<id>.<ext>``; the browser adds the base path): its id is
 #: the file's 16-byte digest in hex (``streamlit.runtime.memory_media_file_storage``). Should Streamlit's ids
 #: change shape, no id is remembered and every media request of a shared server is refused (nothing leaks).
-MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{32})")
+MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{%d})" % MEDIA_ID_DIGITS)
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
@@ -53,21 +58,29 @@ _BROWSER_KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{%d}" % len(secrets.token_urlsafe
 
 class SentMedia:
     """The media ids sent to each owner, most recent last: at most ``owners`` owners (the one sent media longest
-    ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first).
+    ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first); and the ids each
+    owner's browser named itself (:meth:`note_named`), which a page's echo does not make theirs.
 
-    Only the server's event loop uses it (every ASGI call of the gate and every ``send`` it wraps run there), so
-    it takes no lock.
+    Only the server's event loop uses it (every ASGI call of the gate and every ``send`` and ``receive`` it wraps
+    run there), so it takes no lock.
     """
 
     def __init__(self, owners: int = MEDIA_OWNERS, ids_per_owner: int = MEDIA_IDS_PER_OWNER) -> None:
         self.owners = owners
         self.ids_per_owner = ids_per_owner
         self._ids: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        # None: the owner named more than ids_per_owner ids, and nothing sent to them is believed any more
+        self._named: OrderedDict[str, set[str] | None] = OrderedDict()
 
     def record(self, owner: str, media_ids: Iterable[str]) -> None:
-        """Remember ``media_ids`` as sent to ``owner`` (nothing changes when there are none)."""
+        """Remember ``media_ids`` as sent to ``owner`` (nothing changes when there are none), less those the
+        owner's browser named itself: a page that shows them back (a page name, a typed identifier, a file name)
+        does not make them the owner's."""
+        named = self._named.get(owner, set())
         ids = None
         for media_id in media_ids:
+            if named is None or media_id in named:
+                continue
             if ids is None:
                 ids = self._ids.pop(owner, None) or OrderedDict()
                 self._ids[owner] = ids
@@ -77,6 +90,24 @@ class SentMedia:
                 ids.popitem(last=False)
         while len(self._ids) > self.owners:
             self._ids.popitem(last=False)
+
+    def note_named(self, owner: str, media_ids: Iterable[str]) -> None:
+        """Remember ``media_ids`` as named by ``owner``'s browser (in a message or upload it sent; Streamlit's
+        own pages never send a media URL to the server), so that :meth:`record` does not believe them for
+        ``owner``. An owner who names more than ``ids_per_owner`` is believed for no media sent from then on (so
+        that naming many cannot push one out). At most ``owners`` owners are remembered, the latest to name one
+        last."""
+        media_ids = list(media_ids)
+        if not media_ids:
+            return
+        named = self._named.pop(owner, set())
+        if named is not None:
+            named.update(media_ids)
+            if len(named) > self.ids_per_owner:
+                named = None
+        self._named[owner] = named
+        while len(self._named) > self.owners:
+            self._named.popitem(last=False)
 
     def was_sent(self, owner: str, media_id: str) -> bool:
         """Whether ``media_id`` was sent to ``owner`` and is still remembered."""
@@ -89,21 +120,39 @@ def media_ids(payload: bytes | str) -> list[str]:
     return [match.group(1).decode() for match in MEDIA_URL.finditer(data)]
 
 
-def requested_media_id(path: str) -> str:
-    """The media id a request path asks for: the file name after the last :data:`MEDIA_SEGMENT`, less its
-    extension, as Streamlit reads it after its own (the base path's); "" when the rest holds a folder. Where the two
-    differ, Streamlit looks up a name holding "/media/", which none of its ids has."""
-    name = path.rsplit(MEDIA_SEGMENT, 1)[1]
+def base_path(base_url_path: str) -> str:
+    """The app's path under ``server.baseUrlPath`` (``/`` or ``/<base>``), as Streamlit makes its routes'."""
+    return "/" + base_url_path.strip("/")
+
+
+def requested_media_id(scope: Scope, prefix: str) -> str | None:
+    """The media id a request asks for, as Streamlit's router and media storage read it: None when the request is
+    not for the media route (its path, less ``root_path`` as Starlette strips it, does not start with ``prefix``, as
+    Streamlit's own ``/static/media/`` fonts do not); else the file name after ``prefix``, less its extension; ""
+    when the rest holds a folder (no id of Streamlit's has one) or when only the path before stripping starts with
+    ``prefix`` (refused, to be safe)."""
+    path, root_path = scope["path"], scope.get("root_path", "")
+    route_path = path[len(root_path):] if root_path and path.startswith(root_path + "/") else path
+    if not route_path.startswith(prefix):
+        return "" if path.startswith(prefix) else None
+    name = route_path[len(prefix):]
     return "" if "/" in name else posixpath.splitext(name)[0]
 
 
 class MediaGate:
-    """ASGI middleware: on a shared server a request whose path holds :data:`MEDIA_SEGMENT` passes only when its
-    owner was sent that id down a websocket (the module's docstring)."""
+    """ASGI middleware: on a shared server a request for Streamlit's media route (:func:`requested_media_id`)
+    passes only when its owner was sent that id down a websocket and did not name it first (the module's
+    docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, base_url_path: str | None = None) -> None:
+        """``base_url_path``: Streamlit's ``server.baseUrlPath`` (None: the server's option, read here as
+        Streamlit reads it when it builds its routes)."""
         self.app = app
         self.sent = SentMedia()
+        if base_url_path is None:
+            base_url_path = str(st.get_option("server.baseUrlPath") or "")
+        self.base_path = base_path(base_url_path)
+        self.media_prefix = self.base_path.rstrip("/") + MEDIA_SEGMENT
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -115,14 +164,17 @@ class MediaGate:
             return
         owner, new_key = _owner(scope, settings) if settings else (None, None)
         if new_key:
-            send = _setting_cookie(send, _browser_key_cookie(new_key, scope))
+            send = _setting_cookie(send, _browser_key_cookie(new_key, scope, self.base_path))
+        if owner:
+            receive = self._noting(receive, owner)
         if scope["type"] == "websocket":
             if owner:
                 send = self._recording(send, owner)
-        elif MEDIA_SEGMENT in scope["path"] and not (owner and
-                                                      self.sent.was_sent(owner, requested_media_id(scope["path"]))):
-            await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
-            return
+        else:
+            media_id = requested_media_id(scope, self.media_prefix)
+            if media_id is not None and not (owner and self.sent.was_sent(owner, media_id)):
+                await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     def _recording(self, send: Send, owner: str) -> Send:
@@ -134,6 +186,24 @@ class MediaGate:
             await send(message)
 
         return recording_send
+
+    def _noting(self, receive: Receive, owner: str) -> Receive:
+        """``receive`` that first notes the media ids that ``owner``'s browser names (:meth:`SentMedia.note_named`)
+        in each websocket message or request body it sends (a body's chunks read as one)."""
+        carried = b""
+
+        async def noting_receive() -> Message:
+            nonlocal carried
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                self.sent.note_named(owner, media_ids(message.get("bytes") or message.get("text") or b""))
+            elif message["type"] == "http.request" and message.get("body"):
+                body = carried + message["body"]
+                self.sent.note_named(owner, media_ids(body))
+                carried = body[-(len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS - 1):]  # a URL split between chunks
+            return message
+
+        return noting_receive
 
 
 def _owner(scope: Scope, settings: ServerSettings) -> tuple[str | None, str | None]:
@@ -159,14 +229,13 @@ def _believed_user(scope: Scope, settings: ServerSettings) -> User | None:
     return user if isinstance(user, User) else None
 
 
-def _browser_key_cookie(key: str, scope: Scope) -> str:
-    """The ``Set-Cookie`` value giving a browser ``key``: for the app's base path only, out of the page's scripts'
-    reach, with the browser's own requests to the app (``SameSite=Lax``: also when a link on another site, or the
-    sign-in's return from the identity provider, opens the app, which ``Strict`` would not send it with, so that the
-    gate would give that browser a new key and the pictures of its other open tabs would be refused), and over
-    HTTPS only when the request came that way (``X-Forwarded-Proto`` of a TLS proxy: a forged one can only keep
-    the forger's own browser from sending the key over plain HTTP)."""
-    path = "/" + str(st.get_option("server.baseUrlPath") or "").strip("/")
+def _browser_key_cookie(key: str, scope: Scope, path: str) -> str:
+    """The ``Set-Cookie`` value giving a browser ``key``: for the app's ``path`` (:func:`base_path`) only, out of
+    the page's scripts' reach, with the browser's own requests to the app (``SameSite=Lax``: also when a link on
+    another site, or the sign-in's return from the identity provider, opens the app, which ``Strict`` would not
+    send it with, so that the gate would give that browser a new key and the pictures of its other open tabs would
+    be refused), and over HTTPS only when the request came that way (``X-Forwarded-Proto`` of a TLS proxy: a
+    forged one can only keep the forger's own browser from sending the key over plain HTTP)."""
     forwarded = Headers(scope=scope).get("x-forwarded-proto", "").split(",")[0].strip().lower()
     secure = scope.get("scheme") in ("https", "wss") or forwarded == "https"
     return f"{BROWSER_KEY_COOKIE}={key}; Path={path}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
