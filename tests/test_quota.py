@@ -35,6 +35,18 @@ def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached
     assert diskusage.usage_bytes(folders, now=USER_USAGE_CACHE_S) == 11_524 + link_size
 
 
+
+def test_the_usage_cache_forgets_measures_past_their_time(tmp_path):
+    """Before, every set of folders measured stayed cached for the server's life: a user's set changes with each
+    session folder (a script opens any number) and each saved visit, hundreds of paths each time."""
+    later = 1e12  # past every measure of the real monotonic clock
+    for number in range(3):
+        session = tmp_path / f"moleseg-session-{number}"
+        session.mkdir()
+        (session / "a.png").write_bytes(b"x" * 10)
+        assert diskusage.usage_bytes([tmp_path / "space", session], now=later + number * USER_USAGE_CACHE_S) == 10
+    assert list(diskusage._cache) == [tuple(sorted([str(tmp_path / "space"), str(session)]))]
+
 def test_the_refusal_gives_the_usage_the_quota_and_what_to_delete():
     assert diskusage.quota_refusal(25 * 10**9, 0, "delete x") is None  # no quota
     assert diskusage.quota_refusal(19 * 10**9, 20, "delete x") is None

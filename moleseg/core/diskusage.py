@@ -54,7 +54,9 @@ def usage_bytes(folders: Iterable[str | Path], *, now: float | None = None) -> i
     if cached is not None and now - cached[0] < USER_USAGE_CACHE_S:
         return cached[1]
     total = sum(folder_bytes(folder) for folder in key)
-    with _cache_lock:
+    with _cache_lock:  # a measure past its time is never used again: forgotten (a user's folders change often)
+        for stale in [other for other, (measured, _) in _cache.items() if now - measured >= USER_USAGE_CACHE_S]:
+            del _cache[stale]
         _cache[key] = (now, total)
     return total
 
