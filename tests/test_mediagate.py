@@ -275,3 +275,43 @@ def test_a_url_the_browser_named_is_not_made_its_own_by_a_page_that_shows_it_bac
     _stream(gate, [f"Save {url.decode()} to records"], carol)
     assert _get(gate, f"/media/{PICTURE}.png", carol) == (403, REFUSED)
     assert _get(gate, f"/media/{PICTURE}.png", alice) == (200, b"picture")  # sent to Alice: still hers
+
+
+def test_a_url_the_browser_named_percent_encoded_is_not_made_its_own_either(shared_proxy):
+    # the History page shows back a ?visit= link's text, which Streamlit reads from the rerun message's query
+    # string percent-decoded: Bob's browser, sent to /history?visit=%2Fmedia%2F<Alice's id>.png, names no
+    # "/media/<id>" in its bytes, yet the page then sends him that URL
+    gate = MediaGate(_streamlit)
+    alice, bob = _through_proxy(shared_proxy, "alice"), _through_proxy(shared_proxy, "bob")
+    _stream(gate, [f"/media/{PICTURE}.png"], alice)
+    named = b"\x0a\x40visit=%2Fmedia%2F%30" + PICTURE[1:].encode() + b".png"
+    _stream(gate, [], bob, named=[named])
+    _stream(gate, [f"Cannot open this record: no saved analysis with id /media/{PICTURE}.png."], bob)
+    assert _get(gate, f"/media/{PICTURE}.png", bob) == (403, REFUSED)
+    assert _get(gate, f"/media/{PICTURE}.png", alice) == (200, b"picture")
+
+
+def test_a_request_body_in_a_charset_that_hides_a_named_url_is_refused(shared_proxy):
+    # Starlette decodes a multipart part's file name in the charset its Content-Type names: in UTF-16 an upload's
+    # name holds no "/media/<id>" in the body's bytes, yet Streamlit stores (and a page shows back) that URL
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartParser
+
+    url = f"/media/{PICTURE}.png"
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + url.encode("utf-16-le")
+            + b'"\r\nContent-Type: image/png\r\n\r\nx\r\n--b--\r\n')
+    content_type = "multipart/form-data; boundary=b; charset=utf-16-le"
+
+    async def stream():
+        yield body
+
+    form = asyncio.run(MultiPartParser(Headers({"content-type": content_type}), stream()).parse())
+    assert [upload.filename for upload in form.values()] == [url] and media_ids(body) == []
+    gate = MediaGate(_streamlit)
+    carol = {**_through_proxy(shared_proxy, "carol"), "Content-Type": content_type}
+    sent = _call(gate, {"type": "http", "path": "/_stcore/upload_file/s/f", "method": "PUT"}, carol, "127.0.0.1",
+                 [{"type": "http.request", "body": body, "more_body": False}])
+    assert sent[0]["status"] == 400 and b"picture" not in b"".join(message.get("body", b"") for message in sent)
+    for charset in ("utf-8", "UTF-8", "us-ascii", "latin-1"):  # read as bytes are: passes
+        plain = {**carol, "Content-Type": f"multipart/form-data; boundary=b; charset={charset}"}
+        assert _call(gate, {"type": "http", "path": "/_stcore/upload_file/s/f"}, plain, "127.0.0.1")[0]["status"] == 200

@@ -6,8 +6,10 @@ media request through only when its *owner* was sent that URL by the app:
 * it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path:
   the pictures, the download buttons and the URLs of the downloads made on a click all come that way) and
   remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`), less the
-  ids the owner's browser named itself in a websocket message or a request body it sent (Streamlit's pages never
-  send one; a page name, a typed identifier or an uploaded file's name that the page shows back can);
+  ids the owner's browser named itself in a websocket message or a request body it sent, as they are or
+  percent-encoded (Streamlit's pages never send one; a page name, a typed identifier, a link's query string or an
+  uploaded file's name that the page shows back can), and a request in a charset that could hide one
+  (:func:`readable_charset`) is refused with 400;
 * with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
   the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
   their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
@@ -22,13 +24,16 @@ Personal mode (one user) is let through unchecked.
 
 from __future__ import annotations
 
+import codecs
 import posixpath
 import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable
+from urllib.parse import unquote_to_bytes
 
 import streamlit as st
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
@@ -49,6 +54,11 @@ MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{%d})" % 
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
+#: Charsets (:func:`codecs.lookup` names) a request's ``Content-Type`` may name on a shared server: Starlette
+#: decodes a multipart part's file name in it, and in these a media URL is the bytes :data:`MEDIA_URL` reads.
+READABLE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1"})
+#: The body of the refusal of a request in another charset (only a hand-made client sends one).
+UNREADABLE_CHARSET = b"This server reads requests in UTF-8 only.\n"
 #: The gate's cookie naming a browser (with an identity other than the proxy's header).
 BROWSER_KEY_COOKIE = "moleseg_media_key"
 #: Random bytes of a browser key (``secrets.token_urlsafe``); a cookie of any other shape is no key.
@@ -120,6 +130,23 @@ def media_ids(payload: bytes | str) -> list[str]:
     return [match.group(1).decode() for match in MEDIA_URL.finditer(data)]
 
 
+def named_media_ids(payload: bytes | str) -> list[str]:
+    """The ids of the media URLs a message or request body from a browser names (:func:`media_ids`), also once
+    percent-decoded, as Streamlit reads a rerun message's query string (``?visit=%2Fmedia%2F...``)."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    return media_ids(data) + media_ids(unquote_to_bytes(data))
+
+
+def readable_charset(headers: Headers) -> bool:
+    """Whether the charset that a request's ``Content-Type`` names (read as Starlette reads it; none: UTF-8) is
+    one of :data:`READABLE_CHARSETS` (a name Python does not know is read as Latin-1, as Starlette does)."""
+    charset = parse_options_header(headers.get("content-type", ""))[1].get(b"charset", b"utf-8")
+    try:
+        return codecs.lookup(charset.decode("latin-1")).name in READABLE_CHARSETS
+    except LookupError:
+        return True
+
+
 def base_path(base_url_path: str) -> str:
     """The app's path under ``server.baseUrlPath`` (``/`` or ``/<base>``), as Streamlit makes its routes'."""
     return "/" + base_url_path.strip("/")
@@ -171,6 +198,9 @@ class MediaGate:
             if owner:
                 send = self._recording(send, owner)
         else:
+            if owner and not readable_charset(Headers(scope=scope)):  # a URL it names would hide from _noting
+                await PlainTextResponse(UNREADABLE_CHARSET, status_code=400)(scope, receive, send)
+                return
             media_id = requested_media_id(scope, self.media_prefix)
             if media_id is not None and not (owner and self.sent.was_sent(owner, media_id)):
                 await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
@@ -196,11 +226,11 @@ class MediaGate:
             nonlocal carried
             message = await receive()
             if message["type"] == "websocket.receive":
-                self.sent.note_named(owner, media_ids(message.get("bytes") or message.get("text") or b""))
+                self.sent.note_named(owner, named_media_ids(message.get("bytes") or message.get("text") or b""))
             elif message["type"] == "http.request" and message.get("body"):
                 body = carried + message["body"]
-                self.sent.note_named(owner, media_ids(body))
-                carried = body[-(len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS - 1):]  # a URL split between chunks
+                self.sent.note_named(owner, named_media_ids(body))
+                carried = body[-(3 * (len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS) - 1):]  # a URL split between chunks
             return message
 
         return noting_receive
