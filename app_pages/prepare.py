@@ -8,7 +8,6 @@ import streamlit as st
 
 from moleseg.app import serverpaths, ui
 from moleseg.app.analysis import digest
-from moleseg.app.identity import require_user
 from moleseg.app.quota import OverQuota, check_session_quota
 from moleseg.app.preparation import frequencies_key, frequencies_task, pairing_rows, target_preview
 from moleseg.core import options
@@ -42,7 +41,6 @@ if source == "a folder on the server":
         except ValueError as error:
             st.error(str(error))
 else:
-    require_user()  # an unpacked dataset counts in its user's quota and MAX_SESSION_DATASETS: nobody's is refused
     limit = ui.upload_limit_mb()
     archive = st.file_uploader("Dataset ZIP", type=["zip"], key="prepare_zip",
                                help=f"A ZIP holding images/ and masks/ (at any depth), up to {limit} MB. It is "

@@ -207,19 +207,3 @@ def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
     with pytest.raises(ArchiveError):
         bobs[-1].unpack_dataset(b"not a zip")
     assert not (bobs[-1].path / "dataset").exists()  # a refused archive holds none of bob's two
-
-
-def test_on_a_shared_server_nobody_unpacks_a_zip_without_being_believed(app_folders, monkeypatch):
-    """Before, a visitor nobody believed unpacked ZIPs (up to 4 GiB each) counted in no quota, all such visitors'
-    sessions one owner "": two of them refused every other visitor's upload as "yours, in other tabs"."""
-    from moleseg.app import identity
-    from moleseg.core.settings import ServerSettings
-
-    shared = ServerSettings(mode="shared", address="0.0.0.0", allowed_hosts=("moles.example.org",),
-                            identity="streamlit-oidc")
-    monkeypatch.setattr(identity, "load_settings", lambda: shared)
-    at = app_test(PAGE)
-    at.radio(key="prepare_source").set_value("a ZIP upload").run()
-    assert not at.exception and texts(at.error) == [identity.NOT_SIGNED_IN.message]
-    assert not at.get("file_uploader")
-    assert owned_session_folders("", app_folders["tmp"]) == []
