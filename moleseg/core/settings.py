@@ -133,7 +133,8 @@ def user_data_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def temp_root(environ: Mapping[str, str] | None = None) -> Path:
     """Where the browser sessions' folders live (their uploads and the datasets unpacked from them):
-    ``MOLESEG_TMPDIR``, else the system temporary folder. In shared mode no data root may hold it or lie in it."""
+    ``MOLESEG_TMPDIR``, else the system temporary folder. In shared mode no data root may hold it (one may lie in
+    it, beside the session folders, as in the system's ``/tmp``)."""
     environ = os.environ if environ is None else environ
     return Path(environ.get("MOLESEG_TMPDIR") or tempfile.gettempdir())
 
