@@ -6,8 +6,8 @@ media request through only when its *owner* was sent that URL by the app:
 * it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path:
   the pictures, the download buttons and the URLs of the downloads made on a click all come that way) and
   remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`), less the
-  ids the owner's browser named itself in a websocket message or a request body it sent, as they are or
-  percent-encoded (Streamlit's pages never send one; a page name, a typed identifier, a link's query string or an
+  ids the owner's browser named itself in a websocket message (as they are or percent-encoded) or a request body
+  it sent (Streamlit's pages never send one; a page name, a typed identifier, a link's query string or an
   uploaded file's name that the page shows back can), and a request in a charset that could hide one
   (:func:`readable_charset`) is refused with 400;
 * with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
@@ -131,7 +131,7 @@ def media_ids(payload: bytes | str) -> list[str]:
 
 
 def named_media_ids(payload: bytes | str) -> list[str]:
-    """The ids of the media URLs a message or request body from a browser names (:func:`media_ids`), also once
+    """The ids of the media URLs a websocket message from a browser names (:func:`media_ids`), also once
     percent-decoded, as Streamlit reads a rerun message's query string (``?visit=%2Fmedia%2F...``)."""
     data = payload.encode() if isinstance(payload, str) else payload
     return media_ids(data) + media_ids(unquote_to_bytes(data))
@@ -229,8 +229,8 @@ class MediaGate:
                 self.sent.note_named(owner, named_media_ids(message.get("bytes") or message.get("text") or b""))
             elif message["type"] == "http.request" and message.get("body"):
                 body = carried + message["body"]
-                self.sent.note_named(owner, named_media_ids(body))
-                carried = body[-(3 * (len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS) - 1):]  # a URL split between chunks
+                self.sent.note_named(owner, media_ids(body))  # Starlette percent-decodes no multipart file name
+                carried = body[-(len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS - 1):]  # a URL split between chunks
             return message
 
         return noting_receive
