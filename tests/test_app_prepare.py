@@ -207,3 +207,22 @@ def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
     with pytest.raises(ArchiveError):
         bobs[-1].unpack_dataset(b"not a zip")
     assert not (bobs[-1].path / "dataset").exists()  # a refused archive holds none of bob's two
+
+
+def test_a_zip_the_file_system_fails_to_unpack_is_refused_in_a_sentence_and_leaves_no_folder(tmp_path, monkeypatch):
+    # a full disk (or the session folder swept away meanwhile) while unpacking: the Prepare page shows the
+    # refusal as it shows a bad archive's, with the system's words and no path, and nothing half-written stays
+    import errno
+
+    import moleseg.engine.session as session_module
+
+    def disk_full(source, target):
+        (target / "images").mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(target / "images" / "a.png"))
+
+    folder = SessionFolder(root=tmp_path, owner="bob")
+    monkeypatch.setattr(session_module, "extract_zip", disk_full)
+    with pytest.raises(ArchiveError) as refused:
+        folder.unpack_dataset(b"PK")
+    assert str(refused.value) == "could not be unpacked on the server: No space left on device"
+    assert not (folder.path / "dataset").exists()

@@ -272,16 +272,24 @@ class SessionFolder:
         Raises
         ------
         ArchiveError
-            A refused archive, one without a dataset, or too many datasets of the owner; the folder is removed
-            (it holds no dataset: none of the owner's :data:`~moleseg.core.config.MAX_SESSION_DATASETS`).
+            A refused archive, one without a dataset, too many datasets of the owner, or a file system that
+            failed while unpacking (a full disk, the session's folder removed meanwhile: the sentence is the
+            system's, without a path); the folder is removed (it holds no dataset: none of the owner's
+            :data:`~moleseg.core.config.MAX_SESSION_DATASETS`).
         """
-        target = self.fresh_dataset(most)
+        try:
+            target = self.fresh_dataset(most)
+        except OSError as error:
+            raise _not_unpacked(error) from error
         try:
             extraction = extract_zip(source, target)
             return extraction, find_dataset(target)
         except ArchiveError:
             shutil.rmtree(target, ignore_errors=True)
             raise
+        except OSError as error:
+            shutil.rmtree(target, ignore_errors=True)
+            raise _not_unpacked(error) from error
 
     def remove(self) -> None:
         """Remove the folder now."""
@@ -290,6 +298,11 @@ class SessionFolder:
     @property
     def removed(self) -> bool:
         return not self._finalizer.alive
+
+
+def _not_unpacked(error: OSError) -> ArchiveError:
+    """The refusal of an archive the file system failed to unpack: the system's sentence, never a path."""
+    return ArchiveError(f"could not be unpacked on the server: {error.strerror or 'a file system error'}")
 
 
 # --------------------------------------------------------------------------------------------------
