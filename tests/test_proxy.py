@@ -178,6 +178,9 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     identifier.fill("alice arm")
     identifier.press("Enter")
     _idle(alice)
+    with alice.expect_download(timeout=60_000) as download:  # a download whose bytes the page sends at once
+        alice.get_by_role("button", name="Overlay (PNG)").click()
+    assert download.value.failure() is None and Path(download.value.path()).read_bytes()[:4] == b"\x89PNG"
     alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click()
     saved = alice.wait_for_selector("text=/Saved as record \\d+/", timeout=60_000).inner_text()
     alice_id = int(re.search(r"Saved as record (\d+)", saved).group(1))
@@ -195,6 +198,10 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(app + media, headers=headers), timeout=10)
         assert refused.value.code == 403, headers
+    # her PDF report, made when she clicks (its URL comes down her page's websocket, which the gate reads): hers
+    with alice.expect_download(timeout=60_000) as download:
+        alice.get_by_role("button", name="Report (PDF)").click()
+    assert download.value.failure() is None and Path(download.value.path()).read_bytes()[:5] == b"%PDF-"
     # Bob, signed in, holding Alice's URL (from a page, a history, a log) is refused it: it was not sent to him
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(urllib.request.Request(proxy + media, headers=_signed_in("bob")), timeout=10)
