@@ -86,6 +86,19 @@ def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = T
     return at
 
 
+def analysed_mole(image: Any, name: str = "mole.png"):
+    """The Analyse page (AppTest) with ``image`` (an RGB ``uint8`` array) uploaded as ``name`` and analysed by
+    the classical model."""
+    from synthetic import png_bytes
+
+    from moleseg.app.ui import PAGE_FILES
+
+    at = app_test(PAGE_FILES["analyse"])
+    at.selectbox(key="analyse_model").set_value("classical").run()
+    at.file_uploader(key="analyse_upload_files").set_value((name, png_bytes(image), "image/png")).run()
+    return at
+
+
 def run_until(at, condition: Callable[[Any], bool], timeout: float = 60, pause: float = 0.2):
     """Run ``at`` again (as the page's polling fragment would) until ``condition(at)`` holds; fails after
     ``timeout`` seconds."""

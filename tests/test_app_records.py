@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from app_helpers import app_test, texts
+from app_helpers import analysed_mole, app_test, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import followup, identity, ui
 from moleseg.app.device_profiles import NO_PROFILE
@@ -127,14 +127,6 @@ def test_the_pdf_of_a_saved_cells_visit_is_a_cell_segmentation_report(isolated):
     assert followup.saved_n_classes(saved) == 2
     text = pypdf.PdfReader(io.BytesIO(followup.saved_report(saved, "field.png"))).pages[0].extract_text()
     assert "Cell segmentation analysis" in text and "Lesion border analysis" not in text
-
-
-def analysed_mole(image: np.ndarray):
-    """The Analyse page (AppTest) with ``image`` uploaded as ``mole.png`` and analysed by the classical model."""
-    at = app_test(PAGE_FILES["analyse"])
-    at.selectbox(key="analyse_model").set_value("classical").run()
-    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
-    return at
 
 
 def test_analyse_saves_to_records(isolated):
@@ -442,10 +434,7 @@ def test_in_shared_mode_without_the_proxy_history_and_compare_refuse_and_show_no
 
 
 def test_in_shared_mode_without_the_proxy_analyse_refuses_to_save(isolated, shared_mode):
-    at = app_test(PAGE_FILES["analyse"])
-    at.selectbox(key="analyse_model").set_value("classical").run()
-    image, _ = mole_image(seed=2)
-    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at = analysed_mole(mole_image(seed=2)[0])
     at.button(key="analyse_save").click().run()
     assert not at.exception
     assert texts(at.error) == [f"Could not save: {NOT_THROUGH_PROXY.message}"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from app_helpers import app_test, texts
-from synthetic import mole_image, png_bytes
+from app_helpers import analysed_mole, app_test, texts
+from synthetic import mole_image
 from moleseg.app import quota
 from moleseg.app.identity import personal_user
 from moleseg.app.ui import PAGE_FILES
@@ -74,10 +74,7 @@ def test_over_quota_no_training_starts_and_nothing_is_saved(over_quota, tmp_path
         f"Your files take 0.00 GB of your 1e-06 GB quota on this server: delete saved visits you no longer need "
         f"on the History page, close the tabs holding an uploaded dataset, or ask the server's operator to remove "
         f"old runs, studies or images of My dataset from {runs}, then try again.")
-    at = app_test(PAGE_FILES["analyse"])
-    at.selectbox(key="analyse_model").set_value("classical").run()
-    image, _ = mole_image(seed=1)
-    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at = analysed_mole(mole_image(seed=1)[0])
     at.button(key="analyse_save").click().run()
     assert not at.exception
     assert [text for text in texts(at.error) if "quota" in text] == [f"Could not save: {refused.value}"]

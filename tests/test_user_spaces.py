@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from app_helpers import app_test, texts
-from synthetic import make_dataset, mole_image, png_bytes
+from app_helpers import analysed_mole, app_test, texts
+from synthetic import make_dataset, mole_image
 from moleseg.app import identity, trainstatus
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.config import data_dir
@@ -119,10 +119,7 @@ def test_another_user_s_model_file_is_refused_like_a_missing_one(signed_in):
 
 def test_my_dataset_is_empty_for_another_user_after_one_saved_into_theirs(signed_in):
     signed_in("alice")
-    at = app_test(PAGE_FILES["analyse"])
-    at.selectbox(key="analyse_model").set_value("classical").run()
-    image, _ = mole_image(seed=4)
-    at.file_uploader(key="analyse_upload_files").set_value(("mole.png", png_bytes(image), "image/png")).run()
+    at = analysed_mole(mole_image(seed=4)[0])
     at.button(key="analyse_dataset_save").click().run()
     assert not at.exception and not at.error
     assert corrections_pairs(shared_space(data_dir(), "alice").dataset) == 1
