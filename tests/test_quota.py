@@ -18,7 +18,13 @@ from moleseg.engine.records import Records
 from moleseg.engine.session import SessionFolder, owned_session_folders
 
 
-def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached(tmp_path):
+@pytest.fixture
+def empty_usage_cache(monkeypatch):
+    """The process's usage cache, empty for this test: what other tests measured (and when) stays out of it."""
+    monkeypatch.setattr(diskusage, "_cache", {})
+
+
+def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached(tmp_path, empty_usage_cache):
     (tmp_path / "space" / "runs" / "r1").mkdir(parents=True)
     (tmp_path / "space" / "runs" / "r1" / "model.keras").write_bytes(b"x" * 1000)
     (tmp_path / "space" / "devices.json").write_bytes(b"y" * 24)
@@ -35,17 +41,17 @@ def test_the_usage_is_every_file_under_the_folders_links_not_followed_and_cached
     assert diskusage.usage_bytes(folders, now=USER_USAGE_CACHE_S) == 11_524 + link_size
 
 
-
-def test_the_usage_cache_forgets_measures_past_their_time(tmp_path):
+def test_the_usage_cache_forgets_measures_past_their_time(tmp_path, empty_usage_cache):
     """Before, every set of folders measured stayed cached for the server's life: a user's set changes with each
     session folder (a script opens any number) and each saved visit, hundreds of paths each time."""
-    later = 1e12  # past every measure of the real monotonic clock
+    later = 1e12  # any time: the cache starts empty
     for number in range(3):
         session = tmp_path / f"moleseg-session-{number}"
         session.mkdir()
         (session / "a.png").write_bytes(b"x" * 10)
         assert diskusage.usage_bytes([tmp_path / "space", session], now=later + number * USER_USAGE_CACHE_S) == 10
     assert list(diskusage._cache) == [tuple(sorted([str(tmp_path / "space"), str(session)]))]
+
 
 def test_the_refusal_gives_the_usage_the_quota_and_what_to_delete():
     assert diskusage.quota_refusal(25 * 10**9, 0, "delete x") is None  # no quota
