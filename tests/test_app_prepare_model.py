@@ -127,7 +127,8 @@ def test_a_user_s_preparations_count_in_their_share_of_the_background_tasks(app_
     for model in files:
         at.selectbox(key="evaluate_model").set_value(str(model)).run()
     keys = {choice.spec: models.preparation_key(choice) for choice in models.model_choices()}
-    assert [ui.task_registry().get(keys[str(model)]) is not None for model in files] == [True, True, False]
+    assert [ui.task_registry().get(keys[str(model)]) is not None for model in files] == (
+        [True] * MAX_TASKS_PER_USER + [False])
     assert texts(at.warning) == [f"You already have {MAX_TASKS_PER_USER} tasks (evaluations, dataset scans, model "
                                  "preparations) running or waiting, the most one user may have at once: start this "
                                  "one when one of them has finished."]
