@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import subprocess
 import sys
 import time
@@ -29,33 +30,76 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+#: Starts of a test server, each on a new free port, when another process took the port meanwhile.
+SERVER_START_TRIES = 3
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` (Linux's ``/proc``; True where it is not
+    there, nothing to go by): a free port may be taken by another process between the look and the server's bind,
+    and another test's server then answers on it."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return True
+    sockets = set()
+    for table in tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for fields in (row.split() for row in rows):  # local address, remote address, state (0A: LISTEN), ..., inode
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                sockets.add(f"socket:[{fields[9]}]")
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(descriptor) in sockets:
+                return True
+    return False
+
+
 @contextlib.contextmanager
 def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, serve: bool = False,
                      script: Path = SERVE_APP) -> Iterator[tuple[str, subprocess.Popen]]:
     """``streamlit run serve_app.py`` (app.py behind the media gate, as ``moleseg serve`` runs it; or another
     ``script``) on a free local port (with ``serve``: ``moleseg serve``, the server's settings
     from ``env``), its output in ``test-artifacts/<log_name>.log``; yields ``(URL, server process)`` once
-    ``/_stcore/health`` answers ``ok``, and stops the server however the test ends."""
+    ``/_stcore/health`` answers ``ok`` from it, and stops the server however the test ends. A port another
+    process took before the server bound it is left for a new one (:data:`SERVER_START_TRIES` starts)."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"{log_name}.log"
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    if serve:
-        command, env = [sys.executable, "-m", "moleseg", "serve"], {**env, "MOLESEG_PORT": str(port)}
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=APP.parent, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        try:
-            if not healthy(url, process, timeout, poll_s=0.5):
+    for attempt in range(1, SERVER_START_TRIES + 1):
+        port = free_port()
+        command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+                   "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+                   "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+        server_env = env
+        if serve:
+            command, server_env = [sys.executable, "-m", "moleseg", "serve"], {**env, "MOLESEG_PORT": str(port)}
+        url = f"http://127.0.0.1:{port}"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=APP.parent, env=server_env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            try:
+                answered = healthy(url, process, timeout, poll_s=0.5)
+                if answered and listens_on(process.pid, port):
+                    break
+                stop_server(process)
                 log.flush()
-                raise RuntimeError(f"streamlit did not start (exit code {process.poll()}); "
-                                   f"{log_path}:\n{tail(log_path)}")
-            yield url, process
-        finally:
-            stop_server(process)
+                taken = answered or f"Port {port} is not available" in tail(log_path)  # or ours said so
+                if not taken or attempt == SERVER_START_TRIES:
+                    raise RuntimeError(f"streamlit did not start (exit code {process.returncode}); "
+                                       f"{log_path}:\n{tail(log_path)}")
+            except BaseException:
+                stop_server(process)
+                raise
+    try:
+        yield url, process
+    finally:
+        stop_server(process)
 
 
 def scan_components_once() -> None:
