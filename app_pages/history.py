@@ -68,7 +68,8 @@ left.image(followup.saved_overlay(saved), width="stretch",
 right.image(saved.mask.astype("uint8") * 255, caption="Saved lesion mask", width="stretch")
 settings = record.settings()
 st.markdown(f"**Visit** {ui.plain_markdown(str(record.visit_date))} · **body site** "
-            f"{ui.plain_markdown(record.body_site or '—')} · **saved** {ui.plain_markdown(followup.moment_text(record.saved_at))}"
+            f"{ui.plain_markdown(record.body_site or '—')} · **saved** "
+            f"{ui.plain_markdown(followup.moment_text(record.saved_at))}"
             f" by {ui.plain_markdown(followup.owner_label(record.owner))}"
             "  \n" + "  \n".join(f"**{label}** {ui.plain_markdown(text)}" for label, text in settings.lines()))
 if record.notes:

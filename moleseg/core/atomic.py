@@ -17,21 +17,27 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Hashable, Iterator
 
 #: Start of the name of every temporary file of :func:`atomic_output` (recognisable for cleanup).
 TEMPORARY_PREFIX = ".moleseg-tmp."
-#: The locks of :func:`path_lock`, by resolved path.
-_PATH_LOCKS: dict[Path, threading.Lock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
+#: The locks of :func:`process_lock`, by key.
+_LOCKS: dict[Hashable, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def process_lock(key: Hashable) -> threading.Lock:
+    """The one lock of ``key`` in this process (the same lock for equal keys, made on first use), for work two
+    browser sessions may run at once. A second server process is not held."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 def path_lock(path: str | os.PathLike[str]) -> threading.Lock:
-    """The one lock of ``path`` (a file or a folder, resolved) in this process, for a read-modify-write of it
-    that two sessions may run at once (an atomic write alone keeps the file whole, not both changes). No lock
-    file is left beside it; a second server process sharing the folder is not held."""
-    with _PATH_LOCKS_GUARD:
-        return _PATH_LOCKS.setdefault(Path(path).resolve(), threading.Lock())
+    """The one lock of ``path`` (a file or a folder, resolved) in this process (:func:`process_lock`), for a
+    read-modify-write of it that two sessions may run at once (an atomic write alone keeps the file whole, not
+    both changes). No lock file is left beside it; a second server process sharing the folder is not held."""
+    return process_lock(Path(path).resolve())
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -34,6 +34,7 @@ from typing import BinaryIO, Callable
 
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
+from moleseg.core.atomic import process_lock
 from moleseg.core.config import MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
@@ -203,16 +204,6 @@ def release_after_training(folders: list[str]) -> None:
             shutil.rmtree(owner, ignore_errors=True)
 
 
-_OWNER_LOCKS: dict[str, threading.Lock] = {}
-_OWNER_LOCKS_GUARD = threading.Lock()
-
-
-def _owner_lock(owner: str) -> threading.Lock:
-    """The one lock of a user's session datasets in this process (two of their sessions unpack at once)."""
-    with _OWNER_LOCKS_GUARD:
-        return _OWNER_LOCKS.setdefault(owner, threading.Lock())
-
-
 class SessionFolder:
     """A temporary folder for one browser session, removed when this object is garbage-collected
     (the session ended) or the server exits, whichever comes first. ``owner``: the session's user, written
@@ -255,7 +246,7 @@ class SessionFolder:
         ArchiveError
             The owner holds ``most`` datasets in their other sessions (nothing removed or made).
         """
-        with _owner_lock(self.owner):
+        with process_lock((DATASET_FOLDER, self.owner)):  # two sessions of the user unpacking at once
             others = [folder for folder in owned_session_folders(self.owner, self.path.parent)
                       if folder != self.path and (folder / DATASET_FOLDER).is_dir()]
             if len(others) >= most:

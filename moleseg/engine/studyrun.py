@@ -324,7 +324,8 @@ def _check_option_paths(run_config: dict[str, Any], roots: Sequence[Path], confi
              for folder in options.get_value(run_config, item.name) or []]
     weights = options.get_value(run_config, "weights")
     shipped = {str((models_dir() / name).resolve()) for name in SHIPPED_MODELS.values()}
-    if isinstance(weights, str) and weights not in ("none", "imagenet") and str(Path(weights).resolve()) not in shipped:
+    if (isinstance(weights, str) and weights not in ("none", "imagenet")
+            and str(Path(weights).resolve()) not in shipped):
         named.append(("weights", weights))
     for name, path in named:
         try:

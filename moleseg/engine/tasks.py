@@ -103,7 +103,8 @@ class TaskRegistry:
             task = self._tasks.get(key)
             if task is not None and (not task.finished or not restart):
                 return task
-            unfinished = sum(1 for other in self._tasks.values() if other.owner == owner and not other.finished)
+            unfinished = 0 if owner is None else sum(1 for other in self._tasks.values()
+                                                     if other.owner == owner and not other.finished)
             if owner is not None and unfinished >= self.per_owner:
                 raise TooManyTasks(f"You already have {unfinished} {noun_for(unfinished, 'task')} (evaluations, "
                                    f"dataset scans, model preparations) running or waiting, the most one user may "
