@@ -186,6 +186,62 @@ def test_confidence_counted_band_by_band_equals_the_formula_on_the_whole_image()
                                                                       np.count_nonzero(segmentation.lesion))
 
 
+def bilinear_reference(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(h, w, C)`` values resized to ``(height, width, C)`` by the bilinear formula in float64: pixel centres at
+    half-pixel offsets, the edge pixels repeated beyond the frame (OpenCV's ``INTER_LINEAR``)."""
+    rows, cols = values.shape[:2]
+    y = np.clip((np.arange(height) + 0.5) * rows / height - 0.5, 0, rows - 1)
+    x = np.clip((np.arange(width) + 0.5) * cols / width - 0.5, 0, cols - 1)
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    y1, x1 = np.minimum(y0 + 1, rows - 1), np.minimum(x0 + 1, cols - 1)
+    fy, fx = (y - y0)[:, None, None], (x - x0)[None, :, None]
+    grid = values.astype(np.float64)
+    return ((grid[y0][:, x0] * (1 - fx) + grid[y0][:, x1] * fx) * (1 - fy)
+            + (grid[y1][:, x0] * (1 - fx) + grid[y1][:, x1] * fx) * fy)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 4])
+def test_probabilities_are_resized_class_by_class_into_contiguous_planes(classes):
+    import cv2
+
+    from moleseg.core.resize import resize_probabilities
+
+    rng = np.random.default_rng(classes)
+    small = rng.dirichlet(np.ones(classes), (40, 32)).astype(np.float32)
+    small[3, 4] = np.nan
+    for height, width in [(95, 77), (20, 16), (40, 32), (13, 90)]:
+        resized = resize_probabilities(small, height, width)
+        assert resized.shape == (height, width, classes) and resized.dtype == np.float32
+        for channel in range(classes):
+            plane = resized[..., channel]
+            assert plane.flags.c_contiguous  # what reads one class reads contiguous memory
+            alone = cv2.resize(np.ascontiguousarray(small[..., channel]), (width, height),
+                               interpolation=cv2.INTER_LINEAR)
+            np.testing.assert_array_equal(plane, alone)  # bit for bit, NaN where the network gave NaN
+        # within float32 rounding of the exact bilinear values (OpenCV's resize of two interleaved channels at once
+        # errs by up to 1.6e-6)
+        finite = np.nan_to_num(small, nan=0.5)
+        np.testing.assert_allclose(resize_probabilities(finite, height, width), bilinear_reference(finite, height, width),
+                                   rtol=0, atol=2e-7)
+        np.testing.assert_array_equal(resize_probabilities(resized, 40, 32),  # its planes read as they are
+                                      resize_probabilities(np.ascontiguousarray(resized), 40, 32))
+    np.testing.assert_array_equal(resize_probabilities(small[..., 0], 20, 16), resize_probabilities(small[..., :1], 20, 16))
+
+
+def test_labels_and_confidence_of_planar_probabilities_equal_those_of_the_same_values_interleaved():
+    from moleseg.core.resize import resize_probabilities
+
+    rng = np.random.default_rng(11)
+    planar = resize_probabilities(rng.dirichlet((1.0, 1.0, 1.0), (30, 20)).astype(np.float32), 3 * LABEL_BAND_ROWS + 5, 47)
+    interleaved = np.ascontiguousarray(planar)
+    assert not planar.flags.c_contiguous and interleaved.flags.c_contiguous
+    for threshold in (None, 0.3, 0.5):
+        np.testing.assert_array_equal(labels_from_probabilities(planar, threshold),
+                                      labels_from_probabilities(interleaved, threshold))
+    lesion = labels_from_probabilities(planar, 0.5) > 0
+    assert border_confidence(planar, lesion) == border_confidence(interleaved, lesion)
+
+
 @pytest.mark.parametrize("dtype", [">f2", ">f4", ">f8", "<f4", np.longdouble])
 def test_labels_at_a_threshold_of_any_byte_order_or_float_width_equal_the_formula(dtype):
     probabilities = np.zeros((1, 5, 3), dtype=dtype)
@@ -463,7 +519,7 @@ def test_a_failed_measurement_leaves_no_task_queued_for_the_drawer(monkeypatch, 
     drawer = KeepsQueued()
     with pytest.raises(ValueError, match="measurement failed"):
         pipeline.measure_and_draw(image, with_inside(plain.segmentation), segmenter, drawer)
-    assert len(drawer.queued) == 4  # the overlay, the border width's two distance transforms and the colours
+    assert len(drawer.queued) == 5  # the overlay, the border width's two distance transforms, colours, confidence
     assert all(job.cancelled() for job in drawer.queued)
 
 
@@ -953,13 +1009,16 @@ def test_the_analysis_is_the_same_whichever_drawer_jobs_start_and_none_stays_que
     segmentation = with_inside(plain.segmentation)
     expected = pipeline.finish_analysis(image, segmentation, segmenter)
     row, jpeg = measurements_row(expected.measurements), expected.overlay_jpeg
-    drawers = [StartsSome(set(chosen)) for size in range(6) for chosen in itertools.combinations(range(5), size)]
+    confidence = border_confidence(segmentation.probabilities, segmentation.lesion)
+    drawers = [StartsSome(set(chosen)) for size in range(7) for chosen in itertools.combinations(range(6), size)]
     for drawer in [*drawers, ThreadPoolExecutor(max_workers=4)]:
+        vars(segmentation).pop("confidence", None)
         with drawer:
             analysis = pipeline.measure_and_draw(image, segmentation, segmenter, drawer, shown=True)
         np.testing.assert_equal(measurements_row(analysis.measurements), row)
         np.testing.assert_array_equal(analysis.overlay, expected.overlay)
         assert analysis.overlay_jpeg == jpeg and "overlay_jpeg" in vars(analysis)
-        if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms and the colours
-            assert len(drawer.queued) == 5 and all(job.done() for job in drawer.queued)
-            assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(5)]
+        assert vars(segmentation)["confidence"] == confidence  # made beside the drawing, before anyone asks
+        if isinstance(drawer, StartsSome):  # the overlay, its JPEG, two distance transforms, colours, confidence
+            assert len(drawer.queued) == 6 and all(job.done() for job in drawer.queued)
+            assert [job.cancelled() for job in drawer.queued] == [index not in drawer.started for index in range(6)]

@@ -28,11 +28,19 @@ def resize_mask_to(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of ``(h, w, C)`` float probabilities to ``(height, width, C)`` float32 (contiguous float32
-    read as it is, not copied)."""
-    resized = cv2.resize(np.ascontiguousarray(probabilities, dtype=np.float32), (width, height),
-                         interpolation=cv2.INTER_LINEAR)
-    return resized[..., None] if resized.ndim == 2 else resized
+    """Bilinear resize of ``(h, w, C)`` (or ``(h, w)``) float probabilities to ``(height, width, C)`` float32, kept
+    class by class: the result is an ``(H, W, C)`` view of ``C`` contiguous ``(H, W)`` planes, so that what reads one
+    class (the labels, the confidence) reads contiguous memory, not every C-th value (``docs/performance.md``).
+    Each plane is OpenCV's bilinear resize of that channel alone, bit for bit the same channel of OpenCV's resize
+    of the whole array (the weights are the pixel's, the same for every channel). A channel already contiguous
+    (such a view's own planes) is read as it is, not copied."""
+    values = np.asarray(probabilities)
+    channels = values[..., None] if values.ndim == 2 else values
+    planes = np.empty((channels.shape[-1], height, width), dtype=np.float32)
+    for channel, plane in enumerate(planes):
+        cv2.resize(np.ascontiguousarray(channels[..., channel], dtype=np.float32), (width, height), dst=plane,
+                   interpolation=cv2.INTER_LINEAR)
+    return np.moveaxis(planes, 0, -1)
 
 
 def scaled_shape(height: int, width: int, scale: float) -> tuple[int, int]:

@@ -409,7 +409,8 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
     an image needs to be shown, the work shared by this thread and ``drawer`` on two cores (OpenCV and numpy
     release the GIL). ``drawer`` is given, in this order: the overlay, with ``shown`` the overlay's JPEG as a page
     shows it (:attr:`Analysis.overlay_jpeg`), the two distance transforms of the lesion's border widths
-    (:class:`moleseg.core.bandwidth.BandDistances`; needed once the shape is measured) and the lesion's colours;
+    (:class:`moleseg.core.bandwidth.BandDistances`; needed once the shape is measured), the lesion's colours and
+    the model's confidence (:attr:`Analysis.confidence`, which every page and ``moleseg predict``'s table show);
     this thread makes the other shape measurements, then takes back what ``drawer`` has not started, the last
     first, so that neither thread waits while the other has work left. The result files are not encoded
     (:attr:`Analysis.result_files` encodes them when asked)."""
@@ -429,10 +430,13 @@ def measure_and_draw(image: np.ndarray, segmentation: Segmentation, segmenter: S
         if lesion_found:
             colours = drawer.submit(colour_measurements, image, segmentation.lesion, lesion_box=box)
             jobs.append(colours)
+        confidence = drawer.submit(_confidence_of, segmentation)
+        jobs.append(confidence)
 
         def coloured() -> list[Measurement]:
             return _here_unless_started(colours, colour_measurements, image, segmentation.lesion, lesion_box=box)
 
+        _here_unless_started(confidence, _confidence_of, segmentation)
         _measured(analysis, coloured if colours is not None else None, border_width_px=width)
         # the JPEG, queued behind the overlay, is taken back first: either thread encodes it once it is drawn
         encode_here = encoding is not None and encoding.cancel()
@@ -458,6 +462,11 @@ def _shared_width(band: BandDistances, drawer: Executor, jobs: list[Future]) -> 
     jobs += [outer, inside]
     return functools.partial(band.width, outer=functools.partial(_here_unless_started, outer, band.outer),
                              inside=functools.partial(_here_unless_started, inside, band.to_inside))
+
+
+def _confidence_of(segmentation: Segmentation) -> float:
+    """``segmentation``'s confidence, made once (:attr:`moleseg.engine.segmenter.Segmentation.confidence`)."""
+    return segmentation.confidence
 
 
 def _drawn(analysis: Analysis) -> np.ndarray:

@@ -53,8 +53,9 @@ def bench_end_to_end(segmenter: Any, path: Path, settings: BenchSettings) -> dic
     (repeat by repeat). After the cleanup, what an image needs to be shown, its measurements, its overlay and the
     overlay's JPEG as the Analyse page shows it, is shared by two threads
     (:func:`moleseg.engine.pipeline.measure_and_draw` with ``shown``: the overlay, its JPEG, the border widths'
-    two distance transforms and the colours in one, the other shape measurements in the other, each taking what
-    the other has not started): stage ``measure_and_draw``; then stage ``encode_files``: the three PNG files
+    two distance transforms, the colours and the model's confidence, which the page and ``moleseg predict``'s table
+    show, in one, the other shape measurements in the other, each taking what the other has not started): stage
+    ``measure_and_draw``; then stage ``encode_files``: the three PNG files
     ``moleseg predict`` writes (:meth:`moleseg.engine.pipeline.Analysis.files`), encoded in another thread as its
     writer thread encodes them (the app encodes them only for a download or a ZIP). ``parts`` gives the medians of
     parts run
