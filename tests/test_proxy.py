@@ -140,6 +140,14 @@ def _open(page, url: str, heading: str) -> None:
     _shows(page, heading)
 
 
+def _pictures_shown(page) -> None:
+    """Wait until ``page`` shows a picture (``st.image``) and every one it shows has loaded: through the media gate,
+    each was sent to its user in a media field the gate reads (a refused one never loads)."""
+    page.wait_for_function("() => { const images = document.querySelectorAll('[data-testid=stImage] img');"
+                           " return images.length > 0"
+                           " && [...images].every(img => img.complete && img.naturalWidth > 0); }", timeout=30_000)
+
+
 def _lesion_choices(page) -> list[str]:
     """The History page's lesions, as its Lesion box offers them (the tables are drawn on a canvas)."""
     page.locator("[data-testid=stSelectbox]").filter(has_text="Lesion").locator("input").click()
@@ -174,6 +182,7 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     alice.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     alice.wait_for_selector("text=Export this image", timeout=60_000)
     _idle(alice)
+    _pictures_shown(alice)  # her overlay
     identifier = alice.get_by_role("textbox", name="Patient / lesion identifier")
     identifier.fill("alice arm")
     identifier.press("Enter")
@@ -188,6 +197,7 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     _shows(alice, "History")
     alice.wait_for_selector("text=Visits of alice arm", timeout=30_000)
     alice.wait_for_selector("[data-testid=stImage]:has-text('alice-mole.png: saved border')", timeout=30_000)
+    _pictures_shown(alice)
     # the saved picture's media URL: through the proxy it is Alice's; on the app's port without the proxy's
     # secret (a program on the server's machine) it is refused
     source = alice.locator("[data-testid=stImage]:has-text('alice-mole.png: saved border') img").first.get_attribute("src")

@@ -3,13 +3,19 @@
 Streamlit serves them to whoever holds the URL, with no session or user check. On a shared server the gate lets a
 media request through only when its *owner* was sent that URL by the app:
 
-* it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path:
-  the pictures, the download buttons and the URLs of the downloads made on a click all come that way) and
-  remembers the media ids they name (:data:`MEDIA_URL`) for the websocket's owner (:class:`SentMedia`), less the
-  ids the owner's browser named itself in a websocket message (as they are or percent-encoded) or a request body
-  it sent (Streamlit's pages never send one; a page name, a typed identifier, a link's query string or an
-  uploaded file's name that the page shows back can), and a request in a charset that could hide one
-  (:func:`readable_charset`) is refused with 400;
+* it parses every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path)
+  with Streamlit's own protobuf class (``ForwardMsg``) and remembers for the websocket's owner (:class:`SentMedia`)
+  the media ids of the fields that carry a URL Streamlit's media file manager made (:data:`MEDIA_FIELDS`: the
+  pictures, the download buttons and the URLs of the downloads made on a click), found by protobuf reflection
+  (:func:`sent_media_ids`). Text (a markdown body, a caption, a label, a widget's value, a page name, a query
+  string, an exception's message) never counts, so a page that shows a URL back as text (a lesion identifier, a
+  DICOM patient ID copied into it, a file name) does not make it the viewer's, under either identity. A message
+  that does not parse, or a field whose value is not a whole media URL (:data:`SENT_MEDIA_URL`), records nothing:
+  the pictures it names are then refused (fail closed);
+* as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
+  passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
+  or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
+  owner, and a request in a charset that could hide one (:func:`readable_charset`) is refused with 400;
 * with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
   the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
   their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
@@ -20,6 +26,10 @@ Only Streamlit's media route (``[/<server.baseUrlPath>]/media/``, after ``root_p
 under ``/static/media/`` are not. A media request whose owner was not sent its id is refused with 403
 (:data:`REFUSED`), and so is every media request while the server's settings are invalid (the pages say why).
 Personal mode (one user) is let through unchecked.
+
+``streamlit.proto`` is Streamlit's wire format, pinned with Streamlit (``requirements.txt``): an upgrade must
+re-check :data:`MEDIA_FIELDS` against where the new version writes media URLs (``media_file_mgr`` in its
+``elements``, ``commands`` and ``runtime``); ``tests/test_mediagate.py`` fails when a listed field is gone.
 """
 
 from __future__ import annotations
@@ -33,11 +43,15 @@ from collections.abc import Iterable
 from urllib.parse import unquote_to_bytes
 
 import streamlit as st
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
 from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS
@@ -47,10 +61,27 @@ from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 MEDIA_ID_DIGITS = 32
 #: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>.<ext>``).
 MEDIA_SEGMENT = "/media/"
-#: A media URL in a message Streamlit sends (``/media/<id>.<ext>``; the browser adds the base path): its id is
-#: the file's 16-byte digest in hex (``streamlit.runtime.memory_media_file_storage``). Should Streamlit's ids
-#: change shape, no id is remembered and every media request of a shared server is refused (nothing leaks).
+#: A media URL in the bytes a browser sends (``/media/<id>``, anywhere in them): what :func:`named_media_ids` reads.
 MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{%d})" % MEDIA_ID_DIGITS)
+#: The whole value of a :data:`MEDIA_FIELDS` field that Streamlit's media file manager made: ``/media/<id><ext>``
+#: (``MemoryMediaFileStorage.get_url``: the id is the file's 16-byte digest in hex, the extension that of its
+#: mimetype, or none; the browser adds the base path). Should Streamlit's URLs change shape, no id is remembered
+#: and every media request of a shared server is refused (nothing leaks).
+SENT_MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT) + r"([0-9a-f]{%d})(?:\.[A-Za-z0-9]+)?" % MEDIA_ID_DIGITS)
+#: The fields of Streamlit's ``ForwardMsg`` (message full name, field name; ``streamlit/proto``) that carry a URL
+#: its media file manager made, where the gate reads the media sent to an owner (paths in ``streamlit/``). Audio,
+#: video, subtitles, ``st.iframe`` of a file and ``st.pdf`` (a component) are left out: the app shows none, and
+#: ``IFrame.src`` also carries text a page gives it.
+MEDIA_FIELDS = frozenset({
+    ("Image", "url"),  # st.image (one or a list): elements/lib/image_utils.py marshall_images, image_to_url
+    ("DownloadButton", "url"),  # st.download_button of bytes: elements/widgets/button.py marshall_file
+    # a download made on a click (data=callable): runtime/backend_operation_handler.py DeferredFileHandler
+    ("DeferredFileResponsePayload", "url"),
+    ("PageConfig", "favicon"),  # st.set_page_config(page_icon=<picture>): commands/page_config.py
+    ("Logo", "image"),  # st.logo: commands/logo.py, image_to_url
+    ("Logo", "icon_image"),  # st.logo(icon_image=...): commands/logo.py, image_to_url
+    ("Block.ChatMessage", "avatar"),  # st.chat_message(avatar=<picture>): elements/widgets/chat.py
+})
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
@@ -69,7 +100,7 @@ _BROWSER_KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{%d}" % len(secrets.token_urlsafe
 class SentMedia:
     """The media ids sent to each owner, most recent last: at most ``owners`` owners (the one sent media longest
     ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first); and the ids each
-    owner's browser named itself (:meth:`note_named`), which a page's echo does not make theirs.
+    owner's browser named itself (:meth:`note_named`), which a page sending them back does not make theirs.
 
     Only the server's event loop uses it (every ASGI call of the gate and every ``send`` and ``receive`` it wraps
     run there), so it takes no lock.
@@ -83,9 +114,10 @@ class SentMedia:
         self._named: OrderedDict[str, set[str] | None] = OrderedDict()
 
     def record(self, owner: str, media_ids: Iterable[str]) -> None:
-        """Remember ``media_ids`` as sent to ``owner`` (nothing changes when there are none), less those the
-        owner's browser named itself: a page that shows them back (a page name, a typed identifier, a file name)
-        does not make them the owner's."""
+        """Remember ``media_ids`` (read from the media fields of a message to ``owner``: :func:`sent_media_ids`) as
+        sent to ``owner`` (nothing changes when there are none), less those the owner's browser named itself
+        (defence in depth: should a page ever put a URL it was given into a media field, that does not make it
+        the owner's)."""
         named = self._named.get(owner, set())
         ids = None
         for media_id in media_ids:
@@ -124,8 +156,65 @@ class SentMedia:
         return media_id in self._ids.get(owner, ())
 
 
+def _media_bearing(root: Descriptor, fields: frozenset[tuple[str, str]]) -> frozenset[str]:
+    """The full names of the message types under ``root`` (itself included) that hold one of ``fields``, directly
+    or in a message-typed field (a map's entries aside): the only submessages :func:`sent_media_ids` walks."""
+    reachable: dict[str, Descriptor] = {}
+    waiting = [root]
+    while waiting:
+        descriptor = waiting.pop()
+        if descriptor.full_name not in reachable and not descriptor.GetOptions().map_entry:
+            reachable[descriptor.full_name] = descriptor
+            waiting += [field.message_type for field in descriptor.fields if field.message_type is not None]
+    bearing = {name for name, descriptor in reachable.items()
+               if any((name, field.name) in fields for field in descriptor.fields)}
+    grew = True
+    while grew:
+        grew = False
+        for name, descriptor in reachable.items():
+            if name not in bearing and any(field.message_type is not None and field.message_type.full_name in bearing
+                                           for field in descriptor.fields):
+                bearing.add(name)
+                grew = True
+    return frozenset(bearing)
+
+
+#: The message types :func:`sent_media_ids` walks into (derived from :data:`MEDIA_FIELDS`).
+MEDIA_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, MEDIA_FIELDS)
+
+
+def sent_media_ids(payload: bytes | str) -> list[str]:
+    """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS`, in order:
+    the message parsed as a ``ForwardMsg``, each field whose whole value is a :data:`SENT_MEDIA_URL`. None for a
+    text message (Streamlit sends none) or one that does not parse."""
+    if not isinstance(payload, bytes):
+        return []
+    message = ForwardMsg()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        return []
+    ids: list[str] = []
+    _collect_media_ids(message, ids)
+    return ids
+
+
+def _collect_media_ids(message: ProtoMessage, ids: list[str]) -> None:
+    """Append to ``ids`` those of the :data:`MEDIA_FIELDS` set in ``message`` and its :data:`MEDIA_BEARING`
+    submessages."""
+    name = message.DESCRIPTOR.full_name
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else (value,)
+        if (name, field.name) in MEDIA_FIELDS:
+            ids += [match.group(1) for url in values
+                    if isinstance(url, str) and (match := SENT_MEDIA_URL.fullmatch(url))]
+        elif field.message_type is not None and field.message_type.full_name in MEDIA_BEARING:
+            for submessage in values:
+                _collect_media_ids(submessage, ids)
+
+
 def media_ids(payload: bytes | str) -> list[str]:
-    """The ids of the media URLs (:data:`MEDIA_URL`) a websocket message names, in order."""
+    """The ids of the media URLs (:data:`MEDIA_URL`) anywhere in the bytes of a message, in order."""
     data = payload.encode() if isinstance(payload, str) else payload
     return [match.group(1).decode() for match in MEDIA_URL.finditer(data)]
 
@@ -208,11 +297,12 @@ class MediaGate:
         await self.app(scope, receive, send)
 
     def _recording(self, send: Send, owner: str) -> Send:
-        """``send`` that first remembers the media ids of each websocket message for ``owner``."""
+        """``send`` that first remembers for ``owner`` the media ids each websocket message carries in its media
+        fields (:func:`sent_media_ids`)."""
 
         async def recording_send(message: Message) -> None:
-            if message["type"] == "websocket.send":
-                self.sent.record(owner, media_ids(message.get("bytes") or message.get("text") or b""))
+            if message["type"] == "websocket.send" and message.get("bytes"):
+                self.sent.record(owner, sent_media_ids(message["bytes"]))
             await send(message)
 
         return recording_send
