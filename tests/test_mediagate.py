@@ -205,6 +205,17 @@ def test_a_media_url_a_page_shows_as_text_is_nobodys(shared_proxy):
     assert _get(gate, url, alice) == (200, b"picture")
 
 
+def test_with_oidc_sign_in_a_url_shown_as_text_under_another_browser_key_is_not_that_keys(shared_oidc):
+    # one user, two browser keys: the URL named under one key and shown back as text under the other
+    gate = MediaGate(_streamlit)
+    url = f"/media/{PICTURE}.png"
+    owner, other = ({"Cookie": f"{BROWSER_KEY_COOKIE}={letter * 43}"} for letter in "AB")
+    _stream(gate, [_pictures(url)], owner)
+    _stream(gate, _shown_as_text(url), other)
+    assert _get(gate, url, other) == (403, REFUSED)
+    assert _get(gate, url, owner) == (200, b"picture")
+
+
 def test_a_message_that_does_not_parse_records_nothing(shared_proxy):
     url = f"/media/{PICTURE}.png"
     truncated = _pictures(url)[:-3]
