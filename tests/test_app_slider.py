@@ -153,8 +153,8 @@ def test_two_sessions_behind_a_busy_drawer_take_their_jobs_back_and_get_one_thre
     finally:
         drawer.release.set()
         drawer.shutdown()
-    # each session's overlay, JPEG, two distance transforms and colours: all taken back, none left queued
-    assert len(drawer.jobs) == 10 and all(job.cancelled() for job in drawer.jobs)
+    # each session's overlay, JPEG, two distance transforms, colours and confidence: all taken back, none left queued
+    assert len(drawer.jobs) == 12 and all(job.cancelled() for job in drawer.jobs)
     for session in (0, 1):
         assert shared[session].measurements == alone[session].measurements
         assert shared[session].overlay_jpeg == alone[session].overlay_jpeg
