@@ -31,9 +31,10 @@ def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> 
     """Bilinear resize of ``(h, w, C)`` (or ``(h, w)``) float probabilities to ``(height, width, C)`` float32, kept
     class by class: the result is an ``(H, W, C)`` view of ``C`` contiguous ``(H, W)`` planes, so that what reads one
     class (the labels, the confidence) reads contiguous memory, not every C-th value (``docs/performance.md``).
-    Each plane is OpenCV's bilinear resize of that channel alone, bit for bit the same channel of OpenCV's resize
-    of the whole array (the weights are the pixel's, the same for every channel). A channel already contiguous
-    (such a view's own planes) is read as it is, not copied."""
+    Each plane is OpenCV's bilinear resize of that channel alone: bit for bit the same channel of OpenCV's resize
+    of the whole array for one, three or four classes, and closer to the exact bilinear values for two (within
+    1.3e-7 of them from 512 px to 2000 px on random values, where OpenCV's two-channel resize errs by up to 2.7e-5).
+    A channel already contiguous (such a view's own planes) is read as it is, not copied."""
     values = np.asarray(probabilities)
     channels = values[..., None] if values.ndim == 2 else values
     planes = np.empty((channels.shape[-1], height, width), dtype=np.float32)
