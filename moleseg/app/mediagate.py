@@ -11,7 +11,9 @@ media request through only when its *owner* was sent that URL by the app:
   string, an exception's message) never counts, so a page that shows a URL back as text (a lesion identifier, a
   DICOM patient ID copied into it, a file name) does not make it the viewer's, under either identity. A message
   that does not parse, or a field whose value is not a whole media URL (:data:`SENT_MEDIA_URL`), records nothing:
-  the pictures it names are then refused (fail closed);
+  the pictures it names are then refused (fail closed). A message of ``global.minCachedMessageSize`` (10 kB) or
+  more that the browser's tab holds is sent again as a ``ref_hash`` alone, which names no field: its ids count
+  from its first sending only (README, "What it will not do");
 * as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
   passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
   or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
