@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.mediagate import (
@@ -27,6 +28,8 @@ from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 SECRET = "s3cret-of-the-proxy"
 #: Media ids as Streamlit makes them (32 hex digits).
 PICTURE, REPORT, OTHER = "0123456789abcdef" * 2, "fedcba9876543210" * 2, "00112233445566778899aabbccddeeff"
+#: The placeholder id of a download made on the click, as Streamlit makes it (``uuid.uuid4().hex``).
+DEFERRED = "9f1c2b3a4d5e6f708192a3b4c5d6e7f8"
 
 
 async def _streamlit(scope, receive, send):
@@ -67,6 +70,36 @@ def _deferred(url: str) -> bytes:
     message.backend_operation_response.request_id = "r1"
     message.backend_operation_response.deferred_file.url = url
     return message.SerializeToString()
+
+
+def _offered(file_id: str) -> bytes:
+    """A websocket message of ``st.download_button`` whose file is made on the click (``file_id`` its placeholder)."""
+    message = ForwardMsg()
+    message.delta.new_element.download_button.deferred_file_id = file_id
+    return message.SerializeToString()
+
+
+def _click(file_id: str) -> bytes:
+    """A browser's click on the download button whose file is made on the click under ``file_id``."""
+    message = BackMsg()
+    message.backend_operation_request.request_id = "r1"
+    message.backend_operation_request.deferred_file.file_id = file_id
+    return message.SerializeToString()
+
+
+async def _making_on_click(scope, receive, send):
+    """Streamlit 1.67 as it answers a click: the scope's ``frames``, then for each click the URL of the file made,
+    whichever session's button it names (``MediaFileManager.execute_deferred`` checks no session); over HTTP as
+    :func:`_streamlit`."""
+    if scope["type"] != "websocket":
+        await _streamlit(scope, receive, send)
+        return
+    await send({"type": "websocket.accept"})
+    for frame in scope["frames"]:
+        await send({"type": "websocket.send", "bytes": frame})
+    while (message := await receive())["type"] == "websocket.receive":
+        assert BackMsg.FromString(message["bytes"]).backend_operation_request.deferred_file.file_id == DEFERRED
+        await send({"type": "websocket.send", "bytes": _deferred(f"/media/{OTHER}.pdf")})
 
 
 def _markdown(text: str) -> bytes:
@@ -261,6 +294,20 @@ def test_a_proxy_user_gets_the_media_sent_to_them_and_nobody_else_does(shared_pr
     # the media of a websocket nobody is believed for are nobody's
     _stream(gate, [_pictures(f"/media/{OTHER}.png")], {shared_proxy.user_headers[0]: "alice"})
     assert _get(gate, f"/media/{OTHER}.png", alice) == (403, REFUSED)
+
+
+def test_a_download_made_on_a_click_is_made_only_for_an_owner_it_was_offered_to(shared_proxy):
+    # Bob learnt the placeholder id of Alice's report button (a browser's network log she sent to support, say) and
+    # clicks it from his own page: Streamlit would make her report for his session and send him its URL
+    gate = MediaGate(_making_on_click)
+    alice, bob = _through_proxy(shared_proxy, "alice"), _through_proxy(shared_proxy, "bob")
+    _stream(gate, [_offered(DEFERRED)], alice)
+    answered = _stream(gate, [], bob, named=[_click(DEFERRED)])
+    assert [message["type"] for message in answered] == ["websocket.accept"]  # Streamlit was not asked
+    assert _get(gate, f"/media/{OTHER}.pdf", bob) == (403, REFUSED)
+    answered = _stream(gate, [], alice, named=[_click(DEFERRED)])  # from any of her browsers
+    assert sent_media_ids(answered[-1]["bytes"]) == [OTHER]
+    assert _get(gate, f"/media/{OTHER}.pdf", alice) == (200, b"picture")
 
 
 def test_media_needs_the_proxy_on_a_shared_server(shared_proxy):
