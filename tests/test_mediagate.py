@@ -15,6 +15,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.mediagate import (
     BROWSER_KEY_COOKIE,
+    DEFERRED_FIELD,
     MEDIA_BEARING,
     MEDIA_FIELDS,
     REFUSED,
@@ -56,11 +57,13 @@ def _pictures(*urls: str, caption: str = "") -> bytes:
     return message.SerializeToString()
 
 
-def _download(url: str, label: str = "Report (PDF)") -> bytes:
-    """A websocket message of ``st.download_button`` of bytes (``url`` in its media field)."""
+def _download(url: str, label: str = "Report (PDF)", made_on_click: str = "") -> bytes:
+    """A websocket message of ``st.download_button`` of bytes (``url`` in its media field), or of one whose file
+    is made on the click (``made_on_click`` its placeholder id, no URL yet)."""
     message = ForwardMsg()
     message.delta.new_element.download_button.url = url
     message.delta.new_element.download_button.label = label
+    message.delta.new_element.download_button.deferred_file_id = made_on_click
     return message.SerializeToString()
 
 
@@ -69,13 +72,6 @@ def _deferred(url: str) -> bytes:
     message = ForwardMsg()
     message.backend_operation_response.request_id = "r1"
     message.backend_operation_response.deferred_file.url = url
-    return message.SerializeToString()
-
-
-def _offered(file_id: str) -> bytes:
-    """A websocket message of ``st.download_button`` whose file is made on the click (``file_id`` its placeholder)."""
-    message = ForwardMsg()
-    message.delta.new_element.download_button.deferred_file_id = file_id
     return message.SerializeToString()
 
 
@@ -270,7 +266,7 @@ def test_the_media_fields_are_in_streamlits_wire_format():
         if descriptor.full_name not in found:
             found[descriptor.full_name] = descriptor
             waiting += [field.message_type for field in descriptor.fields if field.message_type]
-    for name, field_name in MEDIA_FIELDS:
+    for name, field_name in MEDIA_FIELDS | {DEFERRED_FIELD}:
         field = found[name].fields_by_name[field_name]
         assert field.type == field.TYPE_STRING and not field.is_repeated, (name, field_name)
         assert name in MEDIA_BEARING, name  # reached without a map, so the gate's walk reaches it
@@ -301,7 +297,7 @@ def test_a_download_made_on_a_click_is_made_only_for_an_owner_it_was_offered_to(
     # clicks it from his own page: Streamlit would make her report for his session and send him its URL
     gate = MediaGate(_making_on_click)
     alice, bob = _through_proxy(shared_proxy, "alice"), _through_proxy(shared_proxy, "bob")
-    _stream(gate, [_offered(DEFERRED)], alice)
+    _stream(gate, [_download("", made_on_click=DEFERRED)], alice)
     answered = _stream(gate, [], bob, named=[_click(DEFERRED)])
     assert [message["type"] for message in answered] == ["websocket.accept"]  # Streamlit was not asked
     assert _get(gate, f"/media/{OTHER}.pdf", bob) == (403, REFUSED)

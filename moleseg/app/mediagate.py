@@ -14,6 +14,10 @@ media request through only when its *owner* was sent that URL by the app:
   the pictures it names are then refused (fail closed). A message of ``global.minCachedMessageSize`` (10 kB) or
   more that the browser's tab holds is sent again as a ``ref_hash`` alone, which names no field: its ids count
   from its first sending only (README, "What it will not do");
+* a download made on the click is made only for an owner who was offered it: Streamlit makes the file of any
+  session's button whose placeholder id (:data:`DEFERRED_FIELD`) a browser names, and sends that browser its URL,
+  so the gate passes a browser's click (:func:`asked_deferred_file`) on to Streamlit only when that id was sent to
+  its owner, and drops any other;
 * as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
   passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
   or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
@@ -53,6 +57,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
@@ -84,6 +89,11 @@ MEDIA_FIELDS = frozenset({
     ("Logo", "icon_image"),  # st.logo(icon_image=...): commands/logo.py, image_to_url
     ("Block.ChatMessage", "avatar"),  # st.chat_message(avatar=<picture>): elements/widgets/chat.py
 })
+#: The field of Streamlit's ``ForwardMsg`` where a download button whose file is made on the click gets its
+#: placeholder id (``MediaFileManager.add_deferred``: ``uuid4().hex``), which a browser's click names back
+#: (:func:`asked_deferred_file`); Streamlit makes the file for whichever session names it
+#: (``MediaFileManager.execute_deferred``).
+DEFERRED_FIELD = ("DownloadButton", "deferred_file_id")
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
@@ -102,7 +112,8 @@ _BROWSER_KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{%d}" % len(secrets.token_urlsafe
 class SentMedia:
     """The media ids sent to each owner, most recent last: at most ``owners`` owners (the one sent media longest
     ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first); and the ids each
-    owner's browser named itself (:meth:`note_named`), which a page sending them back does not make theirs.
+    owner's browser named itself (:meth:`note_named`), which a page sending them back does not make theirs; and,
+    within the same bounds, the downloads made on the click offered to each owner (:meth:`offer`).
 
     Only the server's event loop uses it (every ASGI call of the gate and every ``send`` and ``receive`` it wraps
     run there), so it takes no lock.
@@ -114,6 +125,7 @@ class SentMedia:
         self._ids: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         # None: the owner named more than ids_per_owner ids, and nothing sent to them is believed any more
         self._named: OrderedDict[str, set[str] | None] = OrderedDict()
+        self._offered: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
 
     def record(self, owner: str, media_ids: Iterable[str]) -> None:
         """Remember ``media_ids`` (read from the media fields of a message to ``owner``: :func:`sent_media_ids`) as
@@ -121,19 +133,33 @@ class SentMedia:
         (defence in depth: should a page ever put a URL it was given into a media field, that does not make it
         the owner's)."""
         named = self._named.get(owner, set())
-        ids = None
-        for media_id in media_ids:
-            if named is None or media_id in named:
-                continue
-            if ids is None:
-                ids = self._ids.pop(owner, None) or OrderedDict()
-                self._ids[owner] = ids
-            ids[media_id] = None
-            ids.move_to_end(media_id)
-            if len(ids) > self.ids_per_owner:
-                ids.popitem(last=False)
-        while len(self._ids) > self.owners:
-            self._ids.popitem(last=False)
+        self._remember(self._ids, owner, [media_id for media_id in media_ids
+                                          if named is not None and media_id not in named])
+
+    def offer(self, owner: str, file_ids: Iterable[str]) -> None:
+        """Remember the placeholder ids of downloads made on the click (:data:`DEFERRED_FIELD`) as offered to
+        ``owner``, within the same bounds as the media ids."""
+        self._remember(self._offered, owner, file_ids)
+
+    def was_offered(self, owner: str, file_id: str) -> bool:
+        """Whether the download made on the click under ``file_id`` was offered to ``owner`` and is still
+        remembered."""
+        return file_id in self._offered.get(owner, ())
+
+    def _remember(self, kept: OrderedDict[str, OrderedDict[str, None]], owner: str, values: Iterable[str]) -> None:
+        """Add ``values`` to ``owner``'s in ``kept``, most recent last, within :attr:`ids_per_owner` and
+        :attr:`owners` (the oldest forgotten first); nothing changes when there are none."""
+        mine = None
+        for value in values:
+            if mine is None:
+                mine = kept.pop(owner, None) or OrderedDict()
+                kept[owner] = mine
+            mine[value] = None
+            mine.move_to_end(value)
+            if len(mine) > self.ids_per_owner:
+                mine.popitem(last=False)
+        while len(kept) > self.owners:
+            kept.popitem(last=False)
 
     def note_named(self, owner: str, media_ids: Iterable[str]) -> None:
         """Remember ``media_ids`` as named by ``owner``'s browser (in a message or upload it sent; Streamlit's
@@ -181,38 +207,63 @@ def _media_bearing(root: Descriptor, fields: frozenset[tuple[str, str]]) -> froz
     return frozenset(bearing)
 
 
-#: The message types :func:`sent_media_ids` walks into (derived from :data:`MEDIA_FIELDS`).
-MEDIA_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, MEDIA_FIELDS)
+#: The message types :func:`sent_media` walks into (derived from :data:`MEDIA_FIELDS` and :data:`DEFERRED_FIELD`).
+MEDIA_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, MEDIA_FIELDS | {DEFERRED_FIELD})
+
+
+def sent_media(payload: bytes | str) -> tuple[list[str], list[str]]:
+    """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS` (each field
+    whose whole value is a :data:`SENT_MEDIA_URL`) and the placeholder ids of the downloads made on the click it
+    offers (:data:`DEFERRED_FIELD`), each in order: the message parsed as a ``ForwardMsg``. None for a text message
+    (Streamlit sends none) or one that does not parse."""
+    ids: list[str] = []
+    offered: list[str] = []
+    if isinstance(payload, bytes):
+        message = ForwardMsg()
+        try:
+            message.ParseFromString(payload)
+        except DecodeError:
+            return ids, offered
+        _collect_media(message, ids, offered)
+    return ids, offered
 
 
 def sent_media_ids(payload: bytes | str) -> list[str]:
-    """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS`, in order:
-    the message parsed as a ``ForwardMsg``, each field whose whole value is a :data:`SENT_MEDIA_URL`. None for a
-    text message (Streamlit sends none) or one that does not parse."""
-    if not isinstance(payload, bytes):
-        return []
-    message = ForwardMsg()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError:
-        return []
-    ids: list[str] = []
-    _collect_media_ids(message, ids)
-    return ids
+    """The media ids of :func:`sent_media`."""
+    return sent_media(payload)[0]
 
 
-def _collect_media_ids(message: ProtoMessage, ids: list[str]) -> None:
+def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str]) -> None:
     """Append to ``ids`` those of the :data:`MEDIA_FIELDS` set in ``message`` and its :data:`MEDIA_BEARING`
-    submessages."""
+    submessages, and to ``offered`` their :data:`DEFERRED_FIELD`."""
     name = message.DESCRIPTOR.full_name
     for field, value in message.ListFields():
         values = value if field.is_repeated else (value,)
         if (name, field.name) in MEDIA_FIELDS:
             ids += [match.group(1) for url in values
                     if isinstance(url, str) and (match := SENT_MEDIA_URL.fullmatch(url))]
+        elif (name, field.name) == DEFERRED_FIELD:
+            offered += [file_id for file_id in values if file_id]
         elif field.message_type is not None and field.message_type.full_name in MEDIA_BEARING:
             for submessage in values:
-                _collect_media_ids(submessage, ids)
+                _collect_media(submessage, ids, offered)
+
+
+def asked_deferred_file(payload: bytes | str) -> str | None:
+    """The placeholder id (:data:`DEFERRED_FIELD`) of the download made on the click that a browser's websocket
+    message asks Streamlit to make (a ``BackMsg``'s ``backend_operation_request.deferred_file``), else None (a
+    text message or one that does not parse asks for none: Streamlit reads neither)."""
+    if not isinstance(payload, bytes):
+        return None
+    message = BackMsg()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        return None
+    if message.WhichOneof("type") != "backend_operation_request":
+        return None
+    request = message.backend_operation_request
+    return request.deferred_file.file_id if request.WhichOneof("payload") == "deferred_file" else None
 
 
 def media_ids(payload: bytes | str) -> list[str]:
@@ -300,26 +351,35 @@ class MediaGate:
 
     def _recording(self, send: Send, owner: str) -> Send:
         """``send`` that first remembers for ``owner`` the media ids each websocket message carries in its media
-        fields (:func:`sent_media_ids`)."""
+        fields and the downloads made on the click it offers (:func:`sent_media`)."""
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "websocket.send" and message.get("bytes"):
-                self.sent.record(owner, sent_media_ids(message["bytes"]))
+                ids, offered = sent_media(message["bytes"])
+                self.sent.record(owner, ids)
+                self.sent.offer(owner, offered)
             await send(message)
 
         return recording_send
 
     def _noting(self, receive: Receive, owner: str) -> Receive:
         """``receive`` that first notes the media ids that ``owner``'s browser names (:meth:`SentMedia.note_named`)
-        in each websocket message or request body it sends (a body's chunks read as one)."""
+        in each websocket message or request body it sends (a body's chunks read as one), and drops a websocket
+        message asking for a download made on the click that was not offered to ``owner``
+        (:func:`asked_deferred_file`; the browser's request times out)."""
         carried = b""
 
         async def noting_receive() -> Message:
             nonlocal carried
             message = await receive()
-            if message["type"] == "websocket.receive":
-                self.sent.note_named(owner, named_media_ids(message.get("bytes") or message.get("text") or b""))
-            elif message["type"] == "http.request" and message.get("body"):
+            while message["type"] == "websocket.receive":
+                payload = message.get("bytes") or message.get("text") or b""
+                self.sent.note_named(owner, named_media_ids(payload))
+                file_id = asked_deferred_file(payload)
+                if file_id is None or self.sent.was_offered(owner, file_id):
+                    return message
+                message = await receive()
+            if message["type"] == "http.request" and message.get("body"):
                 body = carried + message["body"]
                 self.sent.note_named(owner, media_ids(body))  # Starlette percent-decodes no multipart file name
                 carried = body[-(len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS - 1):]  # a URL split between chunks
