@@ -167,3 +167,25 @@ def test_busy_counts_other_processes_cpu_not_the_benchmarks_own():
     assert busy(run(1.5, machine_cpu_s=150.0, own_cpu_s=140.0))  # loaded before the start
     unknown = run(0.2, machine_cpu_s=None, own_cpu_s=140.0)
     assert others_cpu_share(unknown) is None and busy(unknown)  # counters missing: the load-average rule
+
+
+def test_a_ratio_under_its_target_while_the_network_ran_slow_is_not_judged():
+    from moleseg.tools.bench import SLOW_NETWORK_PHASE, fastest_network_ms, target_verdicts
+
+    def run(stage_network_ms: float, around_ms: float) -> dict:
+        # 12:42's figures: the network's own bench 12.6 ms, ONNX Runtime's batch-1 time 19.6, the stage's 19.7
+        return {"settings": {"quick": False}, "network": {"ms": 12.6},
+                "runtimes": {"rows": {"onnxruntime": {"ms_batch1": 19.6}, "openvino": {}}},
+                "end_to_end": {"network_ms": stage_network_ms}, "around_network_ratio": around_ms / stage_network_ms,
+                "before": {"load_average": [0.3, 0, 0], "cpu_count": 2, "wall_s": 0.0, "machine_cpu_s": 0.0,
+                           "own_cpu_s": 0.0},
+                "after": {"load_average": [1.2, 0, 0], "cpu_count": 2, "wall_s": 100.0, "machine_cpu_s": 150.0,
+                          "own_cpu_s": 150.0}}
+
+    slow = run(19.7, 8.8)  # 0.45 x: under 0.5, but the stage's network ran 19.7 / 12.6 = 1.56 x its fastest
+    assert fastest_network_ms(slow) == 12.6
+    assert target_verdicts(slow)["around_network_ratio"] == SLOW_NETWORK_PHASE
+    assert target_verdicts(run(19.7, 11.0))["around_network_ratio"] == "missed"  # 0.56 x: missed however slow
+    assert target_verdicts(run(15.1, 7.0))["around_network_ratio"] == "met"  # 1.198 x its fastest: judged
+    assert target_verdicts(run(15.2, 7.0))["around_network_ratio"] == SLOW_NETWORK_PHASE  # 1.206 x
+    assert fastest_network_ms({"network": {}, "runtimes": {"rows": {}}, "end_to_end": {}}) is None
