@@ -25,10 +25,16 @@ SECRET = "s3cret-of-the-proxy"
 USER_HEADER = DEFAULT_USER_HEADERS[0]
 #: A header whose text the page shows back (as it shows a typed identifier or a DICOM patient ID).
 ECHO_HEADER = "X-Shown-Back"
-#: A page that shows Alice, and only her, a picture, a download and a download made on the click; and anyone the
-#: text of :data:`ECHO_HEADER` in markdown, a text box and an exception's message.
-PAGE = f"""import numpy as np
+#: A page that shows anyone marks of the server's task registry and analysis store (a new object: a new mark); Alice,
+#: and only her, a picture, a download and a download made on the click; and anyone the text of :data:`ECHO_HEADER`
+#: in markdown, a text box and an exception's message.
+PAGE = f"""import uuid
+import numpy as np
 import streamlit as st
+from moleseg.app import ui
+# the server's task registry and analysis store (st.cache_resource), each marked once with a token of its own
+marks = [vars(held).setdefault("test_mark", uuid.uuid4().hex) for held in (ui.task_registry(), ui.analysis_store())]
+st.text("server objects " + " ".join(marks))
 if st.context.headers.get({USER_HEADER!r}) == "alice":
     st.image(np.full((4, 4, 3), 200, dtype=np.uint8))
     st.download_button("CSV", b"a,b\\n1,2\\n", file_name="values.csv", mime="text/csv")
@@ -135,3 +141,35 @@ def test_the_gate_on_streamlits_routes_passes_the_media_sent_and_refuses_a_url_s
     assert sent == [] and picture in in_bytes
     assert _get(media, "bob") == (403, REFUSED)
     assert _get(f"{url}/MEDIA/{picture.upper()}.JPG", "bob")[1][:3] != b"\xff\xd8\xff"  # no route of Streamlit's
+
+
+def _server_objects(url: str, user: str, *before: BackMsg) -> str:
+    """The marks of the server's task registry and analysis store that a run of the page shows ``user``, whose
+    browser sends ``before`` first (each as it is, over the same websocket)."""
+    rerun = BackMsg()
+    rerun.rerun_script.query_string = ""
+
+    async def run() -> str:
+        shown = ""
+        async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"],
+                                      additional_headers=_through_proxy(user)) as stream:
+            for message in (*before, rerun):
+                await stream.send(message.SerializeToString())
+            while (message := ForwardMsg.FromString(await asyncio.wait_for(stream.recv(), 30))).WhichOneof(
+                    "type") != "script_finished":
+                body = message.delta.new_element.text.body
+                shown = body if body.startswith("server objects ") else shown
+        return shown
+
+    return asyncio.run(run())
+
+
+def test_a_browser_cannot_clear_the_servers_caches(gated_server):
+    url = gated_server
+    held = _server_objects(url, "alice")
+    assert len(held.split()) == 4, held
+    clear = BackMsg()
+    clear.clear_cache = True
+    # Bob's hand-made client sends what the app's hidden menu would: Streamlit clears every user's caches
+    assert _server_objects(url, "bob", clear) == held
+    assert _server_objects(url, "alice") == held
