@@ -7,15 +7,18 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+import streamlit
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.mediagate import (
     BROWSER_KEY_COOKIE,
     DEFERRED_FIELD,
+    DROPPED_BACKMSGS,
     MEDIA_BEARING,
     MEDIA_FIELDS,
     REFUSED,
@@ -24,6 +27,7 @@ from moleseg.app.mediagate import (
     media_ids,
     sent_media_ids,
 )
+from moleseg.core.config import APP_FILE
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
 SECRET = "s3cret-of-the-proxy"
@@ -306,6 +310,80 @@ def test_a_download_made_on_a_click_is_made_only_for_an_owner_it_was_offered_to(
     assert _get(gate, f"/media/{OTHER}.pdf", alice) == (200, b"picture")
 
 
+#: The types of a browser's ``BackMsg`` in Streamlit 1.67 that the gate passes on, each with why (the others are
+#: :data:`DROPPED_BACKMSGS`).
+PASSED_BACKMSGS = {
+    "rerun_script": "a run of the page: every widget's change",
+    "stop_script": "the session's own run stopped",
+    "file_urls_request": "the URLs of the session's own uploads",
+    "app_heartbeat": "keeps the session's websocket open",
+    "backend_operation_request": "a click on a download made on the click (checked by its own rule)",
+}
+
+
+def _backmsgs() -> dict[str, bytes]:
+    """One message of each ``BackMsg`` type a browser can send, as bytes."""
+    messages = {}
+    for field in BackMsg.DESCRIPTOR.oneofs_by_name["type"].fields:
+        message = BackMsg()
+        if field.message_type is None:
+            setattr(message, field.name, True)
+        else:
+            getattr(message, field.name).SetInParent()
+        messages[field.name] = message.SerializeToString()
+    messages["rerun_script"] = BackMsg(rerun_script={"query_string": "visit=1", "page_name": "history"}
+                                       ).SerializeToString()
+    messages["file_urls_request"] = BackMsg(file_urls_request={"request_id": "u1", "file_names": ["mole.png"]}
+                                            ).SerializeToString()
+    messages["backend_operation_request"] = _click(DEFERRED)
+    return messages
+
+
+def test_every_type_of_a_browsers_message_is_either_dropped_or_passed_on_decided():
+    # a Streamlit upgrade that adds a type fails here until it is decided
+    assert {field.name for field in BackMsg.DESCRIPTOR.oneofs_by_name["type"].fields} == set(DROPPED_BACKMSGS) | set(
+        PASSED_BACKMSGS)
+    assert not set(DROPPED_BACKMSGS) & set(PASSED_BACKMSGS)
+    assert {"clear_cache", "load_git_info", "set_run_on_save", "debug_shutdown_runtime"} <= set(DROPPED_BACKMSGS)
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_messages_acting_on_the_whole_server_are_dropped_and_the_others_passed_on_unchanged(shared_proxy, owned):
+    gate = MediaGate(_streamlit)
+    headers = _through_proxy(shared_proxy, "alice") if owned else {}  # without the proxy: no owner
+    _stream(gate, [_download("", made_on_click=DEFERRED)], headers)
+    messages = _backmsgs()
+    undecodable = b"\xff\xff\xff"  # Streamlit closes the websocket (1002) and acts on nothing
+    named = [*messages.values(), undecodable, "text"]
+    shown_back = [message.get("bytes") or message.get("text") for message in _stream(gate, [], headers,
+                                                                                       named=named)[1:]]
+    clicks = [messages["backend_operation_request"]] if owned else []  # nothing is offered to nobody
+    assert shown_back == [payload for kind, payload in messages.items() if kind in PASSED_BACKMSGS
+                          and kind != "backend_operation_request"] + clicks + [undecodable, "text"]
+
+
+def test_a_browser_of_a_server_with_invalid_settings_cannot_clear_its_caches(monkeypatch):
+    with pytest.raises(SettingsError):
+        _settings(monkeypatch, MOLESEG_IDENTITY="none")
+    try:
+        messages = _backmsgs()
+        shown_back = _stream(MediaGate(_streamlit), [], {}, named=[messages["clear_cache"], messages["app_heartbeat"]])
+        assert [message.get("bytes") for message in shown_back[1:]] == [messages["app_heartbeat"]]
+    finally:
+        load_settings.cache_clear()
+
+
+def test_the_server_never_turns_on_streamlits_debug_messages(shared_proxy):
+    # Streamlit acts on debug_disconnect_websocket and debug_shutdown_runtime only with global.developmentMode (on
+    # by default only for a Streamlit not installed as a package) or global.e2eTest: moleseg serve sets neither
+    config = tomllib.loads((APP_FILE.parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"] and "global" not in config
+    flags = shared_proxy.streamlit_flags()
+    assert flags and not [flag for flag in flags if flag.startswith("--global.")]
+    assert streamlit.config.get_option("global.developmentMode") is False
+    assert streamlit.config.get_option("global.e2eTest") is False
+
+
 def test_media_needs_the_proxy_on_a_shared_server(shared_proxy):
     gate = MediaGate(_streamlit)
     user = shared_proxy.user_headers[0]
@@ -374,6 +452,8 @@ def test_personal_mode_lets_media_through(monkeypatch):
         assert not load_settings().shared
         assert _get(MediaGate(_streamlit), "/media/abc.jpg", {}) == (200, b"picture")
         assert _set_cookie(_call(MediaGate(_streamlit), {"type": "http"}, {}, "127.0.0.1")[0]) is None
+        clear = _backmsgs()["clear_cache"]  # one user: the menu's own "Clear cache" clears only theirs
+        assert _stream(MediaGate(_streamlit), [], {}, named=[clear])[1]["bytes"] == clear
     finally:
         load_settings.cache_clear()
 

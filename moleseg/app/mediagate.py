@@ -1,4 +1,5 @@
-"""The gate in front of Streamlit's media URLs (``/media/<id>``: the pictures and downloads a page shows).
+"""The gate in front of Streamlit's media URLs (``/media/<id>``: the pictures and downloads a page shows), and of
+the messages a browser sends that act on the whole server.
 
 Streamlit serves them to whoever holds the URL, with no session or user check. On a shared server the gate lets a
 media request through only when its *owner* was sent that URL by the app:
@@ -18,6 +19,12 @@ media request through only when its *owner* was sent that URL by the app:
   session's button whose placeholder id (:data:`DEFERRED_FIELD`) a browser names, and sends that browser its URL,
   so the gate passes a browser's click (:func:`asked_deferred_file`) on to Streamlit only when that id was sent to
   its owner, and drops any other;
+* Streamlit acts on a few messages from any browser (``BackMsg`` types, handled in ``AppSession.handle_backmsg``
+  with no check) that only its developer's menu sends, hidden here (``client.toolbarMode = "minimal"``): one
+  clears every user's ``st.cache_resource`` (the server's analysis store, its task registry by which each user's
+  share of tasks is counted, its loaded models), one tells the browser the names of the app folder's git
+  repository and its changed files. The gate drops those (:data:`DROPPED_BACKMSGS`, each with why), from any
+  browser of a shared server, whether or not it has an owner;
 * as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
   passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
   or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
@@ -28,8 +35,10 @@ media request through only when its *owner* was sent that URL by the app:
   any other identity of a shared server (``streamlit-oidc``) the owner is the browser, named by a random key in the
   gate's own cookie (:data:`BROWSER_KEY_COOKIE`), set on the response to any request that lacks it.
 
-Only Streamlit's media route (``[/<server.baseUrlPath>]/media/``, after ``root_path``) is gated: its own fonts
-under ``/static/media/`` are not. A media request whose owner was not sent its id is refused with 403
+A websocket message from a browser that does not parse as a ``BackMsg`` (or a text one) is passed on as it is, as
+for a click: Streamlit then closes that websocket (code 1002, or at once for text) and acts on nothing. Only
+Streamlit's media route (``[/<server.baseUrlPath>]/media/``, after ``root_path``) is gated: its own fonts under
+``/static/media/`` are not. A media request whose owner was not sent its id is refused with 403
 (:data:`REFUSED`), and so is every media request while the server's settings are invalid (the pages say why).
 Personal mode (one user) is let through unchecked.
 
@@ -45,7 +54,8 @@ import posixpath
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from urllib.parse import unquote_to_bytes
 
 import streamlit as st
@@ -94,6 +104,24 @@ MEDIA_FIELDS = frozenset({
 #: (:func:`asked_deferred_file`); Streamlit makes the file for whichever session names it
 #: (``MediaFileManager.execute_deferred``).
 DEFERRED_FIELD = ("DownloadButton", "deferred_file_id")
+#: The types of a browser's ``BackMsg`` (its ``type`` oneof, ``streamlit/proto/BackMsg_pb2``) that the gate of a
+#: shared server drops, each with why (``AppSession.handle_backmsg`` and ``starlette_websocket.py`` of Streamlit
+#: 1.67): none is sent by the app's pages, only by Streamlit's developer menu and tests. The others pass: a run of
+#: the page (``rerun_script``), its stop (``stop_script``), the URLs of the browser's own uploads
+#: (``file_urls_request``), a heartbeat (``app_heartbeat``) and a click on a download made on the click
+#: (``backend_operation_request``, when it was offered to the clicker's owner).
+DROPPED_BACKMSGS: Mapping[str, str] = MappingProxyType({
+    "clear_cache": "clears st.cache_data and st.cache_resource for every user: the server's analysis store (every "
+                   "user's predictions), its task registry (running tasks forgotten, each user's share of tasks "
+                   "counted again from none), its loaded models, and a second start of the folder sweep",
+    "load_git_info": "sends the browser the app folder's git repository, branch and module, and the names of its "
+                     "untracked and uncommitted files",
+    "set_run_on_save": "a developer's switch: whether the session reruns when the server's source files change",
+    "debug_disconnect_websocket": "a test of Streamlit's own (refused unless global.developmentMode or "
+                                  "global.e2eTest, which moleseg never sets)",
+    "debug_shutdown_runtime": "stops the whole server (refused unless global.developmentMode or global.e2eTest, "
+                              "which moleseg never sets)",
+})
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
@@ -249,10 +277,9 @@ def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str]) ->
                 _collect_media(submessage, ids, offered)
 
 
-def asked_deferred_file(payload: bytes | str) -> str | None:
-    """The placeholder id (:data:`DEFERRED_FIELD`) of the download made on the click that a browser's websocket
-    message asks Streamlit to make (a ``BackMsg``'s ``backend_operation_request.deferred_file``), else None (a
-    text message or one that does not parse asks for none: Streamlit reads neither)."""
+def browser_message(payload: bytes | str) -> BackMsg | None:
+    """A browser's websocket message parsed as Streamlit parses it (a ``BackMsg``); None for a text message or one
+    that does not parse (Streamlit closes the websocket on either and acts on neither)."""
     if not isinstance(payload, bytes):
         return None
     message = BackMsg()
@@ -260,10 +287,24 @@ def asked_deferred_file(payload: bytes | str) -> str | None:
         message.ParseFromString(payload)
     except DecodeError:
         return None
-    if message.WhichOneof("type") != "backend_operation_request":
+    return message
+
+
+def asked_deferred_file(message: BackMsg | None) -> str | None:
+    """The placeholder id (:data:`DEFERRED_FIELD`) of the download made on the click that a browser's message
+    (:func:`browser_message`) asks Streamlit to make (its ``backend_operation_request.deferred_file``), else
+    None."""
+    if message is None or message.WhichOneof("type") != "backend_operation_request":
         return None
     request = message.backend_operation_request
     return request.deferred_file.file_id if request.WhichOneof("payload") == "deferred_file" else None
+
+
+def dropped_type(message: BackMsg | None) -> str | None:
+    """The type of a browser's message (:func:`browser_message`) when the gate of a shared server drops it
+    (:data:`DROPPED_BACKMSGS`), else None."""
+    kind = message.WhichOneof("type") if message is not None else None
+    return kind if kind in DROPPED_BACKMSGS else None
 
 
 def media_ids(payload: bytes | str) -> list[str]:
@@ -310,8 +351,8 @@ def requested_media_id(scope: Scope, prefix: str) -> str | None:
 
 class MediaGate:
     """ASGI middleware: on a shared server a request for Streamlit's media route (:func:`requested_media_id`)
-    passes only when its owner was sent that id down a websocket and did not name it first (the module's
-    docstring)."""
+    passes only when its owner was sent that id down a websocket and did not name it first, and a browser's message
+    that acts on the whole server (:data:`DROPPED_BACKMSGS`) does not reach Streamlit (the module's docstring)."""
 
     def __init__(self, app: ASGIApp, base_url_path: str | None = None) -> None:
         """``base_url_path``: Streamlit's ``server.baseUrlPath`` (None: the server's option, read here as
@@ -334,8 +375,7 @@ class MediaGate:
         owner, new_key = _owner(scope, settings) if settings else (None, None)
         if new_key:
             send = _setting_cookie(send, _browser_key_cookie(new_key, scope, self.base_path))
-        if owner:
-            receive = self._noting(receive, owner)
+        receive = self._noting(receive, owner)
         if scope["type"] == "websocket":
             if owner:
                 send = self._recording(send, owner)
@@ -362,11 +402,12 @@ class MediaGate:
 
         return recording_send
 
-    def _noting(self, receive: Receive, owner: str) -> Receive:
+    def _noting(self, receive: Receive, owner: str | None) -> Receive:
         """``receive`` that first notes the media ids that ``owner``'s browser names (:meth:`SentMedia.note_named`)
         in each websocket message or request body it sends (a body's chunks read as one), and drops a websocket
-        message asking for a download made on the click that was not offered to ``owner``
-        (:func:`asked_deferred_file`; the browser's request times out)."""
+        message of a type that acts on the whole server (:func:`dropped_type`) or asking for a download made on the
+        click that was not offered to ``owner`` (:func:`asked_deferred_file`; the browser's request times out;
+        without an owner, every such click)."""
         carried = b""
 
         async def noting_receive() -> Message:
@@ -374,12 +415,15 @@ class MediaGate:
             message = await receive()
             while message["type"] == "websocket.receive":
                 payload = message.get("bytes") or message.get("text") or b""
-                self.sent.note_named(owner, named_media_ids(payload))
-                file_id = asked_deferred_file(payload)
-                if file_id is None or self.sent.was_offered(owner, file_id):
+                if owner:
+                    self.sent.note_named(owner, named_media_ids(payload))
+                parsed = browser_message(payload)
+                file_id = asked_deferred_file(parsed)
+                if dropped_type(parsed) is None and (
+                        file_id is None or (owner is not None and self.sent.was_offered(owner, file_id))):
                     return message
                 message = await receive()
-            if message["type"] == "http.request" and message.get("body"):
+            if owner and message["type"] == "http.request" and message.get("body"):
                 body = carried + message["body"]
                 self.sent.note_named(owner, media_ids(body))  # Starlette percent-decodes no multipart file name
                 carried = body[-(len(MEDIA_SEGMENT) + MEDIA_ID_DIGITS - 1):]  # a URL split between chunks
