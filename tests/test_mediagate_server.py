@@ -1,7 +1,8 @@
 """The media gate in front of Streamlit's real routes: ``streamlit run`` of a page with a picture and two downloads
 (one made on the click) as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate` (as
 ``serve_app.py`` runs app.py), spoken to as the proxy would (its secret, the user's header) over HTTP and
-Streamlit's websocket protocol. About 3 s (the server's start)."""
+Streamlit's websocket protocol; and a browser's ``clear_cache`` message that must not reach it. About 1.5 s a test
+(mostly the server's start)."""
 
 from __future__ import annotations
 
