@@ -597,3 +597,34 @@ def test_the_app_shows_media_only_by_streamlit_calls_whose_fields_the_gate_reads
     files = [root / "app.py", *(root / "app_pages").glob("*.py"), *(root / "moleseg" / "app").glob("*.py")]
     assert len(files) > 20
     assert {path.name: calls for path in files if (calls := _unread_media_calls(path.read_text()))} == {}
+
+
+def test_streamlits_metrics_are_for_an_administrator_the_proxy_names(shared_proxy, monkeypatch):
+    from moleseg.app.mediagate import METRICS_REFUSED
+
+    monkeypatch.setenv("MOLESEG_ADMIN_USERS", "carol")
+    load_settings.cache_clear()
+    settings = load_settings()
+    gate = MediaGate(_streamlit)
+    bob, carol = _through_proxy(settings, "bob"), _through_proxy(settings, "carol")
+    for path in ("/_stcore/metrics", "/_stcore/metrics/", "//_stcore//metrics"):
+        assert _get(gate, path, bob) == (403, METRICS_REFUSED), path  # sessions, caches: not a user's to read
+        assert _get(gate, path, {}) == (403, METRICS_REFUSED), path  # not through the proxy
+        assert _get(gate, path, carol) == (200, b"picture"), path
+    assert _get(gate, "/_stcore/health", bob) == (200, b"picture")  # the rest of Streamlit's routes pass
+    assert _get(gate, "/_stcore/metricsx", bob) == (200, b"picture")
+    # under a base path, and behind a root_path the server was told of, as Streamlit routes them
+    based = MediaGate(_streamlit, base_url_path="moles")
+    assert _get(based, "/moles/_stcore/metrics", bob) == (403, METRICS_REFUSED)
+    assert _get(based, "/clinic/moles/_stcore/metrics", bob, root_path="/clinic") == (403, METRICS_REFUSED)
+    assert _get(based, "/moles/_stcore/metrics", carol) == (200, b"picture")
+
+
+def test_with_oidc_sign_in_and_in_personal_mode_the_metrics_go_to_nobody_and_to_the_one_user(shared_oidc, monkeypatch):
+    from moleseg.app.mediagate import METRICS_REFUSED
+
+    gate = MediaGate(_streamlit)
+    assert _get(gate, "/_stcore/metrics", {"Cookie": f"{BROWSER_KEY_COOKIE}={'A' * 43}"}) == (403, METRICS_REFUSED)
+    monkeypatch.setenv("MOLESEG_MODE", "personal")
+    load_settings.cache_clear()
+    assert _get(MediaGate(_streamlit), "/_stcore/metrics", {}) == (200, b"picture")

@@ -25,6 +25,10 @@ media request through only when its *owner* was sent that URL by the app:
   share of tasks is counted, its loaded models), one tells the browser the names of the app folder's git
   repository and its changed files. The gate drops those (:data:`DROPPED_BACKMSGS`, each with why), from any
   browser of a shared server, whether or not it has an owner;
+* Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
+  function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
+  (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody),
+  else 403 (:data:`METRICS_REFUSED`);
 * as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
   passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
   or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
@@ -122,6 +126,11 @@ DROPPED_BACKMSGS: Mapping[str, str] = MappingProxyType({
     "debug_shutdown_runtime": "stops the whole server (refused unless global.developmentMode or global.e2eTest, "
                               "which moleseg never sets)",
 })
+#: Streamlit's metrics route (``[/<server.baseUrlPath>]/_stcore/metrics``, no sign-in of its own): how many sessions
+#: the server has, their connections and time, each cached function's name, size and lookups.
+METRICS_ROUTE = "/_stcore/metrics"
+#: The body of the refusal of the metrics to anyone but an administrator the proxy names.
+METRICS_REFUSED = b"The server's metrics are for the clinic's administrators.\n"
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
@@ -335,6 +344,14 @@ def base_path(base_url_path: str) -> str:
     return "/" + base_url_path.strip("/")
 
 
+def routed_path(scope: Scope) -> str:
+    """A request's path as Streamlit's router matches it: less ``root_path`` as Starlette strips it, each run of
+    slashes one slash, no slash at its end."""
+    path, root_path = scope["path"], scope.get("root_path", "")
+    routed = path[len(root_path):] if root_path and path.startswith(root_path + "/") else path
+    return re.sub("/+", "/", routed).rstrip("/") or "/"
+
+
 def requested_media_id(scope: Scope, prefix: str) -> str | None:
     """The media id a request asks for, as Streamlit's router and media storage read it: None when the request is
     not for the media route (its path, less ``root_path`` as Starlette strips it, does not start with ``prefix``, as
@@ -363,6 +380,7 @@ class MediaGate:
             base_url_path = str(st.get_option("server.baseUrlPath") or "")
         self.base_path = base_path(base_url_path)
         self.media_prefix = self.base_path.rstrip("/") + MEDIA_SEGMENT
+        self.metrics_path = self.base_path.rstrip("/") + METRICS_ROUTE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -386,6 +404,9 @@ class MediaGate:
             media_id = requested_media_id(scope, self.media_prefix)
             if media_id is not None and not (owner and self.sent.was_sent(owner, media_id)):
                 await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
+                return
+            if routed_path(scope) == self.metrics_path and not (settings and _named_admin(scope, settings)):
+                await PlainTextResponse(METRICS_REFUSED, status_code=403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -443,6 +464,13 @@ def _owner(scope: Scope, settings: ServerSettings) -> tuple[str | None, str | No
         return f"browser:{key}", None
     key = secrets.token_urlsafe(BROWSER_KEY_BYTES)
     return f"browser:{key}", key
+
+
+def _named_admin(scope: Scope, settings: ServerSettings) -> bool:
+    """Whether the request comes from an administrator (``admin_users``) the proxy names (``proxy-header``; with
+    another identity the gate cannot tell who a browser is)."""
+    user = _believed_user(scope, settings) if settings.identity == "proxy-header" else None
+    return bool(user and user.admin)
 
 
 def _believed_user(scope: Scope, settings: ServerSettings) -> User | None:
