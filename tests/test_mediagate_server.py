@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+from http.cookies import SimpleCookie
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import streamlit_server
-from moleseg.app.mediagate import REFUSED, media_ids, sent_media_ids
+from moleseg.app.mediagate import REFUSED, SESSION_REFUSED, media_ids, sent_media_ids
 from moleseg.core.settings import DEFAULT_USER_HEADERS, ServerSettings
 
 SECRET = "s3cret-of-the-proxy"
@@ -40,6 +43,8 @@ if st.context.headers.get({USER_HEADER!r}) == "alice":
     st.image(np.full((4, 4, 3), 200, dtype=np.uint8))
     st.download_button("CSV", b"a,b\\n1,2\\n", file_name="values.csv", mime="text/csv")
     st.download_button("PDF", lambda: b"%PDF-1.4 report", file_name="report.pdf", mime="application/pdf")
+st.session_state.setdefault("typed", st.query_params.get("typed", ""))  # what a user typed, kept by the session
+st.text("typed " + st.session_state.typed)
 shown = st.context.headers.get({ECHO_HEADER!r}, "")
 if shown:
     st.markdown(f"Visits of {{shown}}")
@@ -174,3 +179,63 @@ def test_a_browser_cannot_clear_the_servers_caches(gated_server):
     # Bob's hand-made client sends what the app's hidden menu would: Streamlit clears every user's caches
     assert _server_objects(url, "bob", clear) == held
     assert _server_objects(url, "alice") == held
+
+
+async def _session_run(url: str, user: str, query_string: str = "", resume: str = "",
+                       while_open: Callable[[str], object] = lambda session: None) -> tuple[str, str, object]:
+    """One run of the page for ``user`` whose browser's rerun message has ``query_string`` and whose handshake names
+    ``resume`` as the session to go on with (as Streamlit's frontend does after a network blip): the session id
+    Streamlit sent, the page's ``typed`` text and what ``while_open(session id)`` returns, called (in a thread)
+    before the websocket closes."""
+    rerun = BackMsg()
+    rerun.rerun_script.query_string = query_string
+    protocols = ["streamlit", "no-xsrf-token", resume] if resume else ["streamlit"]
+    session, typed = "", ""
+    async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=protocols,
+                                  additional_headers=_through_proxy(user)) as stream:
+        await stream.send(rerun.SerializeToString())
+        while (message := ForwardMsg.FromString(await asyncio.wait_for(stream.recv(), 30))).WhichOneof(
+                "type") != "script_finished":
+            session = message.new_session.initialize.session_id or session
+            body = message.delta.new_element.text.body
+            typed = body if body.startswith("typed ") else typed
+        return session, typed, await asyncio.to_thread(while_open, session)
+
+
+def _upload(url: str, user: str, session: str) -> tuple[int, bytes]:
+    """``user``'s browser uploads a file into ``session`` (``PUT /_stcore/upload_file/<session>/<file id>``, with the
+    XSRF cookie Streamlit's health check gives the page, and its token, as Streamlit's frontend sends them)."""
+    request = urllib.request.Request(url + "/_stcore/health", headers=_through_proxy(user))
+    with urllib.request.urlopen(request, timeout=10) as health:
+        token = SimpleCookie(health.headers["Set-Cookie"])["_streamlit_xsrf"].value
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mole.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\nnot a picture\r\n--{boundary}--\r\n").encode()
+    headers = _through_proxy(user, **{"X-Xsrftoken": token, "Cookie": f"_streamlit_xsrf={token}",
+                                      "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    request = urllib.request.Request(f"{url}/_stcore/upload_file/{session}/{uuid.uuid4()}", data=body,
+                                     headers=headers, method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_a_session_is_resumed_and_uploaded_into_only_by_its_owner(gated_server):
+    url = gated_server
+
+    def uploads(alice: str) -> list[tuple[int, bytes]]:
+        return [_upload(url, "bob", alice), _upload(url, "alice", alice)]
+
+    async def run() -> None:
+        alice, typed, [bobs, alices] = await _session_run(url, "alice", "typed=alice-secret", while_open=uploads)
+        assert alice and typed == "typed alice-secret"
+        assert bobs == (403, SESSION_REFUSED) and alices == (204, b"")
+        # Bob names Alice's session id (read from a proxy's access log or a saved network log): a session of his own
+        bob, typed, _ = await _session_run(url, "bob", resume=alice)
+        assert bob and bob != alice and typed == "typed ", typed
+        # Alice's browser after a network blip names her own: her session, her value
+        assert (await _session_run(url, "alice", resume=alice))[:2] == (alice, "typed alice-secret")
+
+    asyncio.run(run())
