@@ -22,6 +22,9 @@ from moleseg.app.mediagate import (
     MEDIA_BEARING,
     MEDIA_FIELDS,
     REFUSED,
+    SESSION_BEARING,
+    SESSION_FIELDS,
+    SESSION_REFUSED,
     MediaGate,
     SentMedia,
     media_ids,
@@ -39,7 +42,9 @@ DEFERRED = "9f1c2b3a4d5e6f708192a3b4c5d6e7f8"
 
 async def _streamlit(scope, receive, send):
     """What Streamlit would serve: a picture over HTTP (once it has read the request's body); over a websocket, the
-    scope's ``frames``, then each message the browser sends, shown back to it (as a page name is, or a typed text)."""
+    scope's ``frames`` (the scope noted in its ``seen``, if any), then each message the browser sends, shown back to
+    it (as a page name is, or a typed text)."""
+    scope.get("seen", []).append(scope)
     if scope["type"] == "websocket":
         await send({"type": "websocket.accept"})
         for frame in scope["frames"]:
@@ -100,6 +105,13 @@ async def _making_on_click(scope, receive, send):
     while (message := await receive())["type"] == "websocket.receive":
         assert BackMsg.FromString(message["bytes"]).backend_operation_request.deferred_file.file_id == DEFERRED
         await send({"type": "websocket.send", "bytes": _deferred(f"/media/{OTHER}.pdf")})
+
+
+def _new_session(session_id: str) -> bytes:
+    """The websocket message with which Streamlit gives a browser its session (``new_session.initialize``)."""
+    message = ForwardMsg()
+    message.new_session.initialize.session_id = session_id
+    return message.SerializeToString()
 
 
 def _markdown(text: str) -> bytes:
@@ -276,6 +288,10 @@ def test_the_media_fields_are_in_streamlits_wire_format():
         assert name in MEDIA_BEARING, name  # reached without a map, so the gate's walk reaches it
     assert {"ForwardMsg", "Delta", "Element", "ImageList", "BackendOperationResponse"} <= MEDIA_BEARING
     assert not {"Markdown", "TextInput", "Exception", "NewSession", "PageInfo"} & MEDIA_BEARING
+    for name, field_name in SESSION_FIELDS:
+        field = found[name].fields_by_name[field_name]
+        assert field.type == field.TYPE_STRING and not field.is_repeated, (name, field_name)
+    assert SESSION_BEARING == {"ForwardMsg", "NewSession", "Initialize"}
 
 
 def test_a_proxy_user_gets_the_media_sent_to_them_and_nobody_else_does(shared_proxy):
@@ -454,6 +470,9 @@ def test_personal_mode_lets_media_through(monkeypatch):
         assert _set_cookie(_call(MediaGate(_streamlit), {"type": "http"}, {}, "127.0.0.1")[0]) is None
         clear = _backmsgs()["clear_cache"]  # one user: the menu's own "Clear cache" clears only theirs
         assert _stream(MediaGate(_streamlit), [], {}, named=[clear])[1]["bytes"] == clear
+        resume = f"streamlit, xsrf-token, {ALICES_SESSION}"  # Streamlit's own check of its one user's sessions
+        assert _handshake(MediaGate(_streamlit), {}, resume)[0] == [resume.encode()]
+        assert _get(MediaGate(_streamlit), f"/_stcore/upload_file/{ALICES_SESSION}/f", {}, method="PUT")[0] == 200
     finally:
         load_settings.cache_clear()
 
@@ -479,6 +498,17 @@ def test_the_memory_of_sent_media_forgets_the_oldest_first():
     sent.record("alice", ["a3"])  # Alice sent media more recently than Bob
     sent.record("dave", ["d1"])
     assert [sent.was_sent(*pair) for pair in (("alice", "a3"), ("bob", "b1"), ("dave", "d1"))] == [True, False, True]
+
+
+def test_the_memory_of_sessions_given_keeps_the_media_bounds():
+    sent = SentMedia(owners=2, ids_per_owner=2)
+    sent.give_sessions("alice", ["s1", "s2"])
+    sent.give_sessions("alice", ["s3"])  # past ids_per_owner: s1 forgotten
+    assert [sent.was_given_session("alice", session) for session in ("s1", "s2", "s3")] == [False, True, True]
+    sent.give_sessions("bob", ["s4"])
+    sent.give_sessions("carol", ["s5"])  # past owners: Alice, given one longest ago, forgotten
+    given = [("alice", "s3"), ("bob", "s4"), ("carol", "s5"), ("bob", "s5")]
+    assert [sent.was_given_session(*pair) for pair in given] == [False, True, True, False]
 
 
 def test_what_an_owner_named_is_not_believed_for_them_and_naming_many_stops_belief():
@@ -530,6 +560,7 @@ def test_a_url_the_browser_named_is_not_made_its_own_even_in_a_media_field(share
     url = f"/media/{PICTURE}.png".encode()
     chunks = [{"type": "http.request", "body": b"filename=" + url[:20], "more_body": True},
               {"type": "http.request", "body": url[20:], "more_body": False}]
+    _stream(gate, [_new_session("s")], carol)  # Carol's page, into whose session she uploads
     _call(gate, {"type": "http", "path": "/_stcore/upload_file/s/f", "method": "PUT"}, carol, "127.0.0.1", chunks)
     _stream(gate, [_pictures(url.decode())], carol)
     assert _get(gate, f"/media/{PICTURE}.png", carol) == (403, REFUSED)
@@ -566,6 +597,7 @@ def test_a_request_body_in_a_charset_that_hides_a_named_url_is_refused(shared_pr
     form = asyncio.run(MultiPartParser(Headers({"content-type": content_type}), stream()).parse())
     assert [upload.filename for upload in form.values()] == [url] and media_ids(body) == []
     gate = MediaGate(_streamlit)
+    _stream(gate, [_new_session("s")], _through_proxy(shared_proxy, "carol"))
     carol = {**_through_proxy(shared_proxy, "carol"), "Content-Type": content_type}
     sent = _call(gate, {"type": "http", "path": "/_stcore/upload_file/s/f", "method": "PUT"}, carol, "127.0.0.1",
                  [{"type": "http.request", "body": body, "more_body": False}])
@@ -628,3 +660,76 @@ def test_with_oidc_sign_in_and_in_personal_mode_the_metrics_go_to_nobody_and_to_
     monkeypatch.setenv("MOLESEG_MODE", "personal")
     load_settings.cache_clear()
     assert _get(MediaGate(_streamlit), "/_stcore/metrics", {}) == (200, b"picture")
+
+
+def _handshake(gate: MediaGate, headers: dict[str, str], protocols: str, frames: list[bytes] = ()
+               ) -> tuple[list[bytes], list[str]]:
+    """The ``Sec-WebSocket-Protocol`` headers and ``subprotocols`` that Streamlit (:func:`_streamlit`, which notes
+    the scope it gets in the scope's ``seen``) gets for a websocket whose browser offered ``protocols`` (split by
+    the ASGI server as uvicorn splits them), over which it sends ``frames``."""
+    seen = []
+    scope = {"type": "websocket", "path": "/_stcore/stream", "scheme": "ws", "frames": list(frames), "seen": seen,
+             "subprotocols": [entry.strip() for entry in protocols.split(",")]}
+    _call(gate, scope, {**headers, "Sec-WebSocket-Protocol": protocols}, "127.0.0.1")
+    [scope] = seen
+    return [value for name, value in scope["headers"] if name == b"sec-websocket-protocol"], scope["subprotocols"]
+
+
+ALICES_SESSION, BOBS_SESSION = "7ff0623d-45db-448d-a1fd-f5a3fa3a9a9a", "559101a7-7333-4db1-aa53-74f3ad71f716"
+
+
+def test_a_websocket_naming_a_session_not_sent_to_its_owner_goes_on_without_it(shared_proxy):
+    # Bob read the id of Alice's session (an upload's URL in a proxy's access log, a browser's saved network log):
+    # Streamlit would hand it to him, as the user_info it compares is everybody's with proxy-header
+    gate = MediaGate(_streamlit)
+    alice, bob = _through_proxy(shared_proxy, "alice"), _through_proxy(shared_proxy, "bob")
+    assert _handshake(gate, alice, "streamlit", [_new_session(ALICES_SESSION)]) == ([b"streamlit"], ["streamlit"])
+    _handshake(gate, bob, "streamlit", [_new_session(BOBS_SESSION)])
+    for protocols, kept in ((f"streamlit, xsrf-token, {ALICES_SESSION}", b"streamlit, xsrf-token"),
+                            (f"streamlit,  , {ALICES_SESSION},more", b"streamlit,  "),
+                            (f"streamlit,,{ALICES_SESSION}", b"streamlit,")):
+        assert _handshake(gate, bob, protocols) == ([kept], ["streamlit", kept.split(b",")[1].strip().decode()])
+        assert _handshake(gate, {}, protocols)[0] == [kept]  # not through the proxy: nobody's session
+        # Alice's browser after a network blip, and Bob's naming his own: as they were
+        assert _handshake(gate, alice, protocols)[0] == [protocols.encode()]
+    own = f"streamlit, xsrf-token, {BOBS_SESSION}"
+    assert _handshake(gate, bob, own) == ([own.encode()], ["streamlit", "xsrf-token", BOBS_SESSION])
+    for protocols in ("streamlit", "streamlit, xsrf-token", "streamlit, xsrf-token, "):  # names no session
+        assert _handshake(gate, bob, protocols)[0] == [protocols.encode()]
+
+
+def test_an_upload_into_a_session_not_sent_to_its_owner_is_refused(shared_proxy):
+    # Bob stores a file into Alice's session, or replaces one she uploaded under its id, or deletes it
+    gate, based = MediaGate(_streamlit), MediaGate(_streamlit, base_url_path="moles")
+    alice, bob = _through_proxy(shared_proxy, "alice"), _through_proxy(shared_proxy, "bob")
+    for each in (gate, based):
+        _stream(each, [_new_session(ALICES_SESSION)], alice)
+
+    def upload(gate: MediaGate, path: str, headers: dict[str, str], method: str = "PUT", **scope) -> tuple[int, bytes]:
+        return _get(gate, path, headers, method=method, **scope)
+
+    route = f"/_stcore/upload_file/{ALICES_SESSION}/f1"
+    for method in ("PUT", "DELETE"):
+        assert upload(gate, route, alice, method) == (200, b"picture")
+        for path in (route, "/" + route.replace("/", "//"), route + "/"):
+            assert upload(gate, path, bob, method) == (403, SESSION_REFUSED), (method, path)
+            assert upload(gate, path, {}, method) == (403, SESSION_REFUSED), (method, path)
+    assert upload(gate, route, bob, "OPTIONS") == (200, b"picture")  # acts on no session
+    assert upload(gate, route.replace("upload_file", "upload_files"), bob) == (200, b"picture")  # not the route
+    # under a base path, and behind a root_path the server was told of, as Streamlit routes them
+    assert upload(based, "/moles" + route, bob) == (403, SESSION_REFUSED)
+    assert upload(based, "/clinic/moles" + route, bob, root_path="/clinic") == (403, SESSION_REFUSED)
+    assert upload(based, "/clinic/moles" + route, alice, root_path="/clinic") == (200, b"picture")
+    assert upload(based, "/moles" + route, alice) == (200, b"picture")
+
+
+def test_with_oidc_sign_in_a_session_and_its_uploads_are_the_browsers_it_was_sent_to(shared_oidc):
+    gate = MediaGate(_streamlit)
+    mine, other = ({"Cookie": f"{BROWSER_KEY_COOKIE}={letter * 43}"} for letter in "AB")
+    _handshake(gate, mine, "streamlit", [_new_session(ALICES_SESSION)])
+    resume = f"streamlit, xsrf-token, {ALICES_SESSION}"
+    assert _handshake(gate, mine, resume)[0] == [resume.encode()]
+    assert _handshake(gate, other, resume)[0] == [b"streamlit, xsrf-token"]
+    route = f"/_stcore/upload_file/{ALICES_SESSION}/f1"
+    assert _get(gate, route, mine, method="PUT") == (200, b"picture")
+    assert _get(gate, route, other, method="PUT") == (403, SESSION_REFUSED)

@@ -1,8 +1,8 @@
 """The media gate in front of Streamlit's real routes: ``streamlit run`` of a page with a picture and two downloads
 (one made on the click) as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate` (as
 ``serve_app.py`` runs app.py), spoken to as the proxy would (its secret, the user's header) over HTTP and
-Streamlit's websocket protocol; and a browser's ``clear_cache`` message that must not reach it. About 1.5 s a test
-(mostly the server's start)."""
+Streamlit's websocket protocol; a browser's ``clear_cache`` message that must not reach it; and a session that
+another user names (to go on with it, or to upload into it). About 1.5 s a test (mostly the server's start)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ if st.context.headers.get({USER_HEADER!r}) == "alice":
     st.download_button("CSV", b"a,b\\n1,2\\n", file_name="values.csv", mime="text/csv")
     st.download_button("PDF", lambda: b"%PDF-1.4 report", file_name="report.pdf", mime="application/pdf")
 st.session_state.setdefault("typed", st.query_params.get("typed", ""))  # what a user typed, kept by the session
-st.text("typed " + st.session_state.typed)
+st.text("typed [" + st.session_state.typed + "]")
 shown = st.context.headers.get({ECHO_HEADER!r}, "")
 if shown:
     st.markdown(f"Visits of {{shown}}")
@@ -198,7 +198,7 @@ async def _session_run(url: str, user: str, query_string: str = "", resume: str 
                 "type") != "script_finished":
             session = message.new_session.initialize.session_id or session
             body = message.delta.new_element.text.body
-            typed = body if body.startswith("typed ") else typed
+            typed = body if body.startswith("typed [") else typed
         return session, typed, await asyncio.to_thread(while_open, session)
 
 
@@ -230,12 +230,12 @@ def test_a_session_is_resumed_and_uploaded_into_only_by_its_owner(gated_server):
 
     async def run() -> None:
         alice, typed, [bobs, alices] = await _session_run(url, "alice", "typed=alice-secret", while_open=uploads)
-        assert alice and typed == "typed alice-secret"
+        assert alice and typed == "typed [alice-secret]"
         assert bobs == (403, SESSION_REFUSED) and alices == (204, b"")
         # Bob names Alice's session id (read from a proxy's access log or a saved network log): a session of his own
         bob, typed, _ = await _session_run(url, "bob", resume=alice)
-        assert bob and bob != alice and typed == "typed ", typed
+        assert bob and bob != alice and typed == "typed []", typed
         # Alice's browser after a network blip names her own: her session, her value
-        assert (await _session_run(url, "alice", resume=alice))[:2] == (alice, "typed alice-secret")
+        assert (await _session_run(url, "alice", resume=alice))[:2] == (alice, "typed [alice-secret]")
 
     asyncio.run(run())

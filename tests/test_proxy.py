@@ -1,7 +1,8 @@
 """The app in shared mode behind a real reverse proxy (Debian's ``caddy``, basic authentication setting the
-user header and the proxy secret), driven by chromium: a user sees and opens only their own visits, not
-even another's by its id in the URL; an admin sees everyone's; a request with a forged user header that does
-not come through the proxy is refused."""
+user header and the proxy secret), driven by chromium: a user's upload works and her page survives a network
+blip (its websocket goes on with her session); a user sees and opens only their own visits, not even another's by
+its id in the URL; an admin sees everyone's; a request with a forged user header that does not come through the
+proxy is refused."""
 
 from __future__ import annotations
 
@@ -178,6 +179,8 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     picture = tmp_path / "alice-mole.png"
     picture.write_bytes(png_bytes(mole_image(160, 200, seed=5)[0]))
     alice = _page(browser, "alice")
+    sockets = []  # the app's ends of her page's websockets, which Playwright relays (to cut one, as a blip would)
+    alice.route_web_socket(re.compile(r"/_stcore/stream$"), lambda route: sockets.append(route.connect_to_server()))
     _open(alice, f"{proxy}/analyse", "Analyse mole images")
     alice.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     alice.wait_for_selector("text=Export this image", timeout=60_000)
@@ -187,10 +190,20 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     identifier.fill("alice arm")
     identifier.press("Enter")
     _idle(alice)
-    with alice.expect_download(timeout=60_000) as download:  # a download whose bytes the page sends at once
-        alice.get_by_role("button", name="Overlay (PNG)").click()
+    # a network blip: her page's websocket drops, her browser names its session to go on with, and the gate lets
+    # it (a new session would have lost her upload, her analysis and so the Save button below)
+    assert len(sockets) == 1
+    sockets[0].close()
+    deadline = time.monotonic() + 30
+    while len(sockets) < 2:
+        assert time.monotonic() < deadline, "the page did not reconnect"
+        alice.wait_for_timeout(100)
+    _idle(alice)
+    # a download whose bytes the page sends at once (a new session would be redrawing the page without it)
+    with alice.expect_download(timeout=60_000) as download:
+        alice.get_by_role("button", name="Overlay (PNG)").click(timeout=10_000)
     assert download.value.failure() is None and Path(download.value.path()).read_bytes()[:4] == b"\x89PNG"
-    alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click()
+    alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click(timeout=10_000)
     saved = alice.wait_for_selector("text=/Saved as record \\d+/", timeout=60_000).inner_text()
     alice_id = int(re.search(r"Saved as record (\d+)", saved).group(1))
     alice.locator("[data-testid=stSidebarNav] a:has-text('History')").click()  # in the same session

@@ -25,6 +25,16 @@ media request through only when its *owner* was sent that URL by the app:
   share of tasks is counted, its loaded models), one tells the browser the names of the app folder's git
   repository and its changed files. The gate drops those (:data:`DROPPED_BACKMSGS`, each with why), from any
   browser of a shared server, whether or not it has an owner;
+* a page's session (its ``st.session_state``: the files uploaded into it, the analyses in view, a typed
+  identifier) is its owner's. Streamlit gives a websocket whichever session its handshake names
+  (:func:`resumed_session`; ``WebsocketSessionManager.connect_session``), even one still open in another browser,
+  when Streamlit's own ``user_info`` matches, which with ``proxy-header`` is the same for every user; the id travels
+  in every upload's URL, so in a proxy's access log and a browser's saved network log. The gate remembers the
+  session ids Streamlit sent each owner (:data:`SESSION_FIELDS`, in the bounds of the media ids) and takes any other
+  out of the handshake (:func:`without_resumed_session`), so that Streamlit makes that browser a new session: a
+  refusal would leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An
+  upload into a session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
+  (:data:`SESSION_REFUSED`);
 * Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
   function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
   (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody),
@@ -108,6 +118,20 @@ MEDIA_FIELDS = frozenset({
 #: (:func:`asked_deferred_file`); Streamlit makes the file for whichever session names it
 #: (``MediaFileManager.execute_deferred``).
 DEFERRED_FIELD = ("DownloadButton", "deferred_file_id")
+#: The fields of Streamlit's ``ForwardMsg`` that give a browser the id of its session (``AppSession``'s
+#: ``_create_new_session_message``), which the browser names back to go on with that session after a network blip
+#: (the third entry of its websocket handshake's ``Sec-WebSocket-Protocol``: :func:`resumed_session`) and in the
+#: URLs of its uploads (:data:`UPLOAD_ROUTE`). Streamlit hands that session to whoever names it, when its own
+#: ``user_info`` matches: with ``proxy-header`` it is the same for every user.
+SESSION_FIELDS = frozenset({("Initialize", "session_id")})
+#: Streamlit's route of a browser's uploads into its session (``[/<server.baseUrlPath>]/_stcore/upload_file/
+#: <session id>/<file id>``: ``PUT`` stores a file, or replaces one of the same id; ``DELETE`` removes it).
+UPLOAD_ROUTE = "/_stcore/upload_file/"
+#: The body of the refusal of an upload into a session that was not sent to its owner.
+SESSION_REFUSED = b"This upload is for a page that was not opened by you; open the page again.\n"
+#: The header of a websocket handshake whose entries Streamlit reads as the subprotocol, the XSRF token and the
+#: session to go on with (``_parse_subprotocols``, ``starlette_websocket.py``).
+SUBPROTOCOL_HEADER = b"sec-websocket-protocol"
 #: The types of a browser's ``BackMsg`` (its ``type`` oneof, ``streamlit/proto/BackMsg_pb2``) that the gate of a
 #: shared server drops, each with why (``AppSession.handle_backmsg`` and ``starlette_websocket.py`` of Streamlit
 #: 1.67): none is sent by the app's pages, only by Streamlit's developer menu and tests. The others pass: a run of
@@ -150,7 +174,8 @@ class SentMedia:
     """The media ids sent to each owner, most recent last: at most ``owners`` owners (the one sent media longest
     ago is forgotten first) of at most ``ids_per_owner`` ids each (their oldest forgotten first); and the ids each
     owner's browser named itself (:meth:`note_named`), which a page sending them back does not make theirs; and,
-    within the same bounds, the downloads made on the click offered to each owner (:meth:`offer`).
+    within the same bounds, the downloads made on the click offered to each owner (:meth:`offer`) and the sessions
+    Streamlit gave each owner (:meth:`give_sessions`).
 
     Only the server's event loop uses it (every ASGI call of the gate and every ``send`` and ``receive`` it wraps
     run there), so it takes no lock.
@@ -163,6 +188,7 @@ class SentMedia:
         # None: the owner named more than ids_per_owner ids, and nothing sent to them is believed any more
         self._named: OrderedDict[str, set[str] | None] = OrderedDict()
         self._offered: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._sessions: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
 
     def record(self, owner: str, media_ids: Iterable[str]) -> None:
         """Remember ``media_ids`` (read from the media fields of a message to ``owner``: :func:`sent_media_ids`) as
@@ -182,6 +208,15 @@ class SentMedia:
         """Whether the download made on the click under ``file_id`` was offered to ``owner`` and is still
         remembered."""
         return file_id in self._offered.get(owner, ())
+
+    def give_sessions(self, owner: str, session_ids: Iterable[str]) -> None:
+        """Remember the session ids Streamlit sent ``owner`` (:data:`SESSION_FIELDS`), within the same bounds as the
+        media ids."""
+        self._remember(self._sessions, owner, session_ids)
+
+    def was_given_session(self, owner: str, session_id: str) -> bool:
+        """Whether the session ``session_id`` was sent to ``owner`` and is still remembered."""
+        return session_id in self._sessions.get(owner, ())
 
     def _remember(self, kept: OrderedDict[str, OrderedDict[str, None]], owner: str, values: Iterable[str]) -> None:
         """Add ``values`` to ``owner``'s in ``kept``, most recent last, within :attr:`ids_per_owner` and
@@ -244,25 +279,29 @@ def _media_bearing(root: Descriptor, fields: frozenset[tuple[str, str]]) -> froz
     return frozenset(bearing)
 
 
-#: The message types :func:`sent_media` walks into (derived from :data:`MEDIA_FIELDS` and :data:`DEFERRED_FIELD`).
+#: The message types :func:`sent_media` walks into for media (derived from :data:`MEDIA_FIELDS` and
+#: :data:`DEFERRED_FIELD`), and for the session ids (derived from :data:`SESSION_FIELDS`).
 MEDIA_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, MEDIA_FIELDS | {DEFERRED_FIELD})
+SESSION_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, SESSION_FIELDS)
+_WALKED = MEDIA_BEARING | SESSION_BEARING
 
 
-def sent_media(payload: bytes | str) -> tuple[list[str], list[str]]:
+def sent_media(payload: bytes | str) -> tuple[list[str], list[str], list[str]]:
     """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS` (each field
-    whose whole value is a :data:`SENT_MEDIA_URL`) and the placeholder ids of the downloads made on the click it
-    offers (:data:`DEFERRED_FIELD`), each in order: the message parsed as a ``ForwardMsg``. None for a text message
-    (Streamlit sends none) or one that does not parse."""
+    whose whole value is a :data:`SENT_MEDIA_URL`), the placeholder ids of the downloads made on the click it
+    offers (:data:`DEFERRED_FIELD`) and the session ids it gives (:data:`SESSION_FIELDS`), each in order: the
+    message parsed as a ``ForwardMsg``. None for a text message (Streamlit sends none) or one that does not parse."""
     ids: list[str] = []
     offered: list[str] = []
+    sessions: list[str] = []
     if isinstance(payload, bytes):
         message = ForwardMsg()
         try:
             message.ParseFromString(payload)
         except DecodeError:
-            return ids, offered
-        _collect_media(message, ids, offered)
-    return ids, offered
+            return ids, offered, sessions
+        _collect_media(message, ids, offered, sessions)
+    return ids, offered, sessions
 
 
 def sent_media_ids(payload: bytes | str) -> list[str]:
@@ -270,9 +309,10 @@ def sent_media_ids(payload: bytes | str) -> list[str]:
     return sent_media(payload)[0]
 
 
-def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str]) -> None:
+def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str], sessions: list[str]) -> None:
     """Append to ``ids`` those of the :data:`MEDIA_FIELDS` set in ``message`` and its :data:`MEDIA_BEARING`
-    submessages, and to ``offered`` their :data:`DEFERRED_FIELD`."""
+    and :data:`SESSION_BEARING` submessages, to ``offered`` their :data:`DEFERRED_FIELD` and to ``sessions`` their
+    :data:`SESSION_FIELDS`."""
     name = message.DESCRIPTOR.full_name
     for field, value in message.ListFields():
         values = value if field.is_repeated else (value,)
@@ -281,9 +321,11 @@ def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str]) ->
                     if isinstance(url, str) and (match := SENT_MEDIA_URL.fullmatch(url))]
         elif (name, field.name) == DEFERRED_FIELD:
             offered += [file_id for file_id in values if file_id]
-        elif field.message_type is not None and field.message_type.full_name in MEDIA_BEARING:
+        elif (name, field.name) in SESSION_FIELDS:
+            sessions += [session_id for session_id in values if isinstance(session_id, str) and session_id]
+        elif field.message_type is not None and field.message_type.full_name in _WALKED:
             for submessage in values:
-                _collect_media(submessage, ids, offered)
+                _collect_media(submessage, ids, offered, sessions)
 
 
 def browser_message(payload: bytes | str) -> BackMsg | None:
@@ -339,6 +381,32 @@ def readable_charset(headers: Headers) -> bool:
         return True
 
 
+def resumed_session(scope: Scope) -> str | None:
+    """The session id a websocket handshake names to go on with, as Streamlit reads it (the third entry of the
+    first ``Sec-WebSocket-Protocol`` header, stripped; None when it is empty or missing)."""
+    entries = [entry.strip() for entry in Headers(scope=scope).get(SUBPROTOCOL_HEADER.decode(), "").split(",")]
+    return entries[2] if len(entries) >= 3 and entries[2] else None
+
+
+def without_resumed_session(scope: Scope) -> Scope:
+    """``scope`` whose ``Sec-WebSocket-Protocol`` headers (and ``subprotocols``, as the ASGI server split them)
+    keep only their first two entries, the subprotocol and the XSRF token, exactly as they were: Streamlit then
+    makes the browser a new session."""
+    headers = [(name, b",".join(value.split(b",")[:2]) if name.lower() == SUBPROTOCOL_HEADER else value)
+               for name, value in scope.get("headers", [])]
+    return {**scope, "headers": headers, "subprotocols": list(scope.get("subprotocols", []))[:2]}
+
+
+def uploaded_session(scope: Scope, prefix: str) -> str | None:
+    """The session id a request to Streamlit's upload route (``prefix``: :data:`UPLOAD_ROUTE` under the base
+    path) names, as Streamlit's router reads it (:func:`routed_path`; an ``OPTIONS`` request, which acts on no
+    session, aside); None for any other request."""
+    path = routed_path(scope) + "/"
+    if scope.get("method") == "OPTIONS" or not path.startswith(prefix):
+        return None
+    return path[len(prefix):].split("/")[0]
+
+
 def base_path(base_url_path: str) -> str:
     """The app's path under ``server.baseUrlPath`` (``/`` or ``/<base>``), as Streamlit makes its routes'."""
     return "/" + base_url_path.strip("/")
@@ -381,6 +449,7 @@ class MediaGate:
         self.base_path = base_path(base_url_path)
         self.media_prefix = self.base_path.rstrip("/") + MEDIA_SEGMENT
         self.metrics_path = self.base_path.rstrip("/") + METRICS_ROUTE
+        self.upload_prefix = self.base_path.rstrip("/") + UPLOAD_ROUTE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -395,6 +464,9 @@ class MediaGate:
             send = _setting_cookie(send, _browser_key_cookie(new_key, scope, self.base_path))
         receive = self._noting(receive, owner)
         if scope["type"] == "websocket":
+            session_id = resumed_session(scope)
+            if session_id and not (owner and self.sent.was_given_session(owner, session_id)):
+                scope = without_resumed_session(scope)
             if owner:
                 send = self._recording(send, owner)
         else:
@@ -408,17 +480,22 @@ class MediaGate:
             if routed_path(scope) == self.metrics_path and not (settings and _named_admin(scope, settings)):
                 await PlainTextResponse(METRICS_REFUSED, status_code=403)(scope, receive, send)
                 return
+            session_id = uploaded_session(scope, self.upload_prefix)
+            if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
+                await PlainTextResponse(SESSION_REFUSED, status_code=403)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     def _recording(self, send: Send, owner: str) -> Send:
         """``send`` that first remembers for ``owner`` the media ids each websocket message carries in its media
-        fields and the downloads made on the click it offers (:func:`sent_media`)."""
+        fields, the downloads made on the click it offers and the session it gives (:func:`sent_media`)."""
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "websocket.send" and message.get("bytes"):
-                ids, offered = sent_media(message["bytes"])
+                ids, offered, sessions = sent_media(message["bytes"])
                 self.sent.record(owner, ids)
                 self.sent.offer(owner, offered)
+                self.sent.give_sessions(owner, sessions)
             await send(message)
 
         return recording_send
