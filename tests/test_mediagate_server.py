@@ -182,24 +182,32 @@ def test_a_browser_cannot_clear_the_servers_caches(gated_server):
 
 
 async def _session_run(url: str, user: str, query_string: str = "", resume: str = "",
-                       while_open: Callable[[str], object] = lambda session: None) -> tuple[str, str, object]:
-    """One run of the page for ``user`` whose browser's rerun message has ``query_string`` and whose handshake names
+                       while_open: Callable[[str], object] | None = None) -> tuple[str, str, object, str]:
+    """A run of the page for ``user`` whose browser's rerun message has ``query_string`` and whose handshake names
     ``resume`` as the session to go on with (as Streamlit's frontend does after a network blip): the session id
-    Streamlit sent, the page's ``typed`` text and what ``while_open(session id)`` returns, called (in a thread)
-    before the websocket closes."""
-    rerun = BackMsg()
-    rerun.rerun_script.query_string = query_string
+    Streamlit sent and the page's ``typed`` text; then, with ``while_open``, what ``while_open(session id)``
+    returns (called in a thread) and the ``typed`` text of a second run over the same websocket."""
     protocols = ["streamlit", "no-xsrf-token", resume] if resume else ["streamlit"]
-    session, typed = "", ""
     async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=protocols,
                                   additional_headers=_through_proxy(user)) as stream:
-        await stream.send(rerun.SerializeToString())
-        while (message := ForwardMsg.FromString(await asyncio.wait_for(stream.recv(), 30))).WhichOneof(
-                "type") != "script_finished":
-            session = message.new_session.initialize.session_id or session
-            body = message.delta.new_element.text.body
-            typed = body if body.startswith("typed [") else typed
-        return session, typed, await asyncio.to_thread(while_open, session)
+
+        async def run(query_string: str) -> tuple[str, str]:
+            rerun = BackMsg()
+            rerun.rerun_script.query_string = query_string
+            await stream.send(rerun.SerializeToString())
+            session, typed = "", ""
+            while (message := ForwardMsg.FromString(await asyncio.wait_for(stream.recv(), 30))).WhichOneof(
+                    "type") != "script_finished":
+                session = message.new_session.initialize.session_id or session
+                body = message.delta.new_element.text.body
+                typed = body if body.startswith("typed [") else typed
+            return session, typed
+
+        session, typed = await run(query_string)
+        if while_open is None:
+            return session, typed, None, ""
+        meanwhile = await asyncio.to_thread(while_open, session)
+        return session, typed, meanwhile, (await run(""))[1]
 
 
 def _upload(url: str, user: str, session: str) -> tuple[int, bytes]:
@@ -225,16 +233,23 @@ def _upload(url: str, user: str, session: str) -> tuple[int, bytes]:
 def test_a_session_is_resumed_and_uploaded_into_only_by_its_owner(gated_server):
     url = gated_server
 
-    def uploads(alice: str) -> list[tuple[int, bytes]]:
-        return [_upload(url, "bob", alice), _upload(url, "alice", alice)]
+    def meanwhile(alice: str) -> list[object]:
+        # while Alice's page is open, Bob (who read her session id from a proxy's access log, or a saved network
+        # log) uploads into her session and names it to go on with (Streamlit would take it from her), then she
+        # uploads into it
+        return [_upload(url, "bob", alice), asyncio.run(_session_run(url, "bob", resume=alice))[:2],
+                _upload(url, "alice", alice)]
 
     async def run() -> None:
-        alice, typed, [bobs, alices] = await _session_run(url, "alice", "typed=alice-secret", while_open=uploads)
+        alice, typed, [bobs_upload, (bob, bobs_typed), alices_upload], typed_after = await _session_run(
+            url, "alice", "typed=alice-secret", while_open=meanwhile)
         assert alice and typed == "typed [alice-secret]"
-        assert bobs == (403, SESSION_REFUSED) and alices == (204, b"")
-        # Bob names Alice's session id (read from a proxy's access log or a saved network log): a session of his own
-        bob, typed, _ = await _session_run(url, "bob", resume=alice)
-        assert bob and bob != alice and typed == "typed []", typed
+        assert bobs_upload == (403, SESSION_REFUSED) and alices_upload == (204, b"")
+        assert bob and bob != alice and bobs_typed == "typed []"  # a session of his own
+        assert typed_after == "typed [alice-secret]"  # her websocket still has her session
+        # after she left, Bob names it: his own again
+        bob, bobs_typed, _, _ = await _session_run(url, "bob", resume=alice)
+        assert bob and bob != alice and bobs_typed == "typed []", bobs_typed
         # Alice's browser after a network blip names her own: her session, her value
         assert (await _session_run(url, "alice", resume=alice))[:2] == (alice, "typed [alice-secret]")
 
