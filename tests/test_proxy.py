@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import ARTIFACTS, free_port, streamlit_server, tail
 from synthetic import mole_image, png_bytes
@@ -126,6 +127,26 @@ def _signed_in(user: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()}
 
 
+def _relayed_websockets(page) -> tuple[list, list[list[bytes]]]:
+    """``page``'s websockets (``/_stcore/stream``) from now on: the app's ends, which Playwright relays (to cut one,
+    as a network blip would), and for each websocket the page opened the ``script_finished`` messages it got."""
+    ends, finished = [], []
+    page.route_web_socket(re.compile(r"/_stcore/stream$"), lambda route: ends.append(route.connect_to_server()))
+
+    def watch(websocket) -> None:
+        runs = []
+        finished.append(runs)
+
+        def received(payload: bytes | str) -> None:
+            if isinstance(payload, bytes) and ForwardMsg.FromString(payload).WhichOneof("type") == "script_finished":
+                runs.append(payload)
+
+        websocket.on("framereceived", received)
+
+    page.on("websocket", watch)
+    return ends, finished
+
+
 def _idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=60_000)
 
@@ -179,28 +200,29 @@ def test_users_see_only_their_own_visits_through_the_proxy_and_a_forged_header_i
     picture = tmp_path / "alice-mole.png"
     picture.write_bytes(png_bytes(mole_image(160, 200, seed=5)[0]))
     alice = _page(browser, "alice")
-    sockets = []  # the app's ends of her page's websockets, which Playwright relays (to cut one, as a blip would)
-    alice.route_web_socket(re.compile(r"/_stcore/stream$"), lambda route: sockets.append(route.connect_to_server()))
+    ends, finished = _relayed_websockets(alice)
     _open(alice, f"{proxy}/analyse", "Analyse mole images")
     alice.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(str(picture))
     alice.wait_for_selector("text=Export this image", timeout=60_000)
     _idle(alice)
     _pictures_shown(alice)  # her overlay
+    # a network blip: her page's websocket drops and her browser opens another, naming its session to go on with,
+    # which the gate lets through; her next run is in it (a new session would have lost her upload and analysis:
+    # no Overlay or Save buttons below)
+    assert len(ends) == 1
+    ends[0].close()
+    deadline = time.monotonic() + 30
+    while len(ends) < 2:
+        assert time.monotonic() < deadline, "the page did not reconnect"
+        alice.wait_for_timeout(100)
     identifier = alice.get_by_role("textbox", name="Patient / lesion identifier")
     identifier.fill("alice arm")
     identifier.press("Enter")
-    _idle(alice)
-    # a network blip: her page's websocket drops, her browser names its session to go on with, and the gate lets
-    # it (a new session would have lost her upload, her analysis and so the Save button below)
-    assert len(sockets) == 1
-    sockets[0].close()
-    deadline = time.monotonic() + 30
-    while len(sockets) < 2:
-        assert time.monotonic() < deadline, "the page did not reconnect"
+    while len(finished) < 2 or not finished[1]:  # that run, over the new websocket, has ended
+        assert time.monotonic() < deadline, "no run of the page ended over its new websocket"
         alice.wait_for_timeout(100)
     _idle(alice)
-    # a download whose bytes the page sends at once (a new session would be redrawing the page without it)
-    with alice.expect_download(timeout=60_000) as download:
+    with alice.expect_download(timeout=60_000) as download:  # a download whose bytes the page sends at once
         alice.get_by_role("button", name="Overlay (PNG)").click(timeout=10_000)
     assert download.value.failure() is None and Path(download.value.path()).read_bytes()[:4] == b"\x89PNG"
     alice.get_by_role("button", name="Save alice-mole.png to records", exact=True).click(timeout=10_000)
