@@ -80,6 +80,9 @@ def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, se
         if serve:
             command, server_env = [sys.executable, "-m", "moleseg", "serve"], {**env, "MOLESEG_PORT": str(port)}
         url = f"http://127.0.0.1:{port}"
+        # a new file for each start: whatever an earlier start's process (or a process it forked) still writes
+        # goes to the file it opened, not into this start's log
+        log_path.unlink(missing_ok=True)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, cwd=APP.parent, env=server_env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT)

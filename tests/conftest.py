@@ -366,6 +366,13 @@ def recorded_durations() -> dict[str, float]:
 
 @pytest.hookimpl(trylast=True)  # after ``-m`` and ``-k`` took out what this run leaves aside
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # ``--dist loadscope`` reads a test's module as its node id up to a "::", so a parameter id holding one (an IPv6
+    # address) sent that test to another worker, which made its own copy of the module's fixtures: a second server
+    # writing the same log (test_host_check, 2026-12-07)
+    split = [item.nodeid for item in items if "::" in item.nodeid.partition("[")[2]]
+    if split:
+        raise pytest.UsageError("a parameter id holds '::', which splits its module between the test workers (give "
+                                f"it an id with pytest.param): {', '.join(split)}")
     table = recorded_durations()
     cost: collections.Counter[Path] = collections.Counter()
     for item in items:

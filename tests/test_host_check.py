@@ -61,7 +61,9 @@ def test_the_served_app_loads_its_pages_modules_once_it_listens(served):
         if WARM_UP_WORDS in log.read_text(errors="replace"):
             break
         time.sleep(0.1)
-    assert f"moleseg: {WARM_UP_WORDS} (" in log.read_text(errors="replace")
+    text = log.read_text(errors="replace")
+    assert f"port {urlparse(served).port};" in text, text  # the log of the server these tests talk to
+    assert f"moleseg: {WARM_UP_WORDS} (" in text, text
 
 
 def test_a_websocket_naming_another_host_gets_no_101(served):
@@ -70,7 +72,7 @@ def test_a_websocket_naming_another_host_gets_no_101(served):
     assert upgrade_status(served, f"localhost.{REBIND_HOST}:{port}", None) == b"HTTP/1.1 403 Forbidden"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", pytest.param("[::1]", id="ipv6-loopback")])
 def test_a_websocket_naming_an_allowed_host_is_upgraded(served, host):
     port = urlparse(served).port
     assert upgrade_status(served, f"{host}:{port}", f"http://{host}:{port}") == b"HTTP/1.1 101 Switching Protocols"

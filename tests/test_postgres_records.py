@@ -60,7 +60,8 @@ def test_masked_url_hides_the_password_wherever_the_url_carries_it():
     assert masked_url("moleseg:hunter2@db/records") == "moleseg:***@db/records"  # the scheme forgotten
 
 
-@pytest.mark.parametrize("url", ["postgresql://u:hunter2@[::1:5432/db", "postgresql://u:hunter2@db:port/db",
+@pytest.mark.parametrize("url", [pytest.param("postgresql://u:hunter2@[::1:5432/db", id="unclosed-ipv6"),
+                                 "postgresql://u:hunter2@db:port/db",
                                  "postgresql://u:hunter2@db:99999/db"])
 def test_a_malformed_host_or_port_is_one_sentence_without_the_password(url):
     with pytest.raises(SettingsError) as refused:

@@ -61,7 +61,7 @@ def test_data_roots_from_the_environment_are_separated_by_the_path_separator(tmp
 
 
 @pytest.mark.parametrize(("host", "allowed"), [
-    ("localhost", True), ("localhost:8501", True), ("127.0.0.1:8501", True), ("[::1]:8501", True),
+    ("localhost", True), ("localhost:8501", True), ("127.0.0.1:8501", True), pytest.param("[::1]:8501", True, id="ipv6-loopback-port"),
     ("LOCALHOST.", True), ("rebind.attacker.example:8501", False), ("localhost.attacker.example", False),
     ("localhost:notaport", False), ("user@localhost", False), ("localhost/path", False), ("", False), (None, False),
 ])
