@@ -733,3 +733,24 @@ def test_with_oidc_sign_in_a_session_and_its_uploads_are_the_browsers_it_was_sen
     route = f"/_stcore/upload_file/{ALICES_SESSION}/f1"
     assert _get(gate, route, mine, method="PUT") == (200, b"picture")
     assert _get(gate, route, other, method="PUT") == (403, SESSION_REFUSED)
+
+
+def test_metrics_and_uploads_are_gated_under_a_base_path_with_a_doubled_slash(shared_proxy, monkeypatch):
+    # server.baseUrlPath "clinic//moles": Streamlit keeps the inner "//" in its routes (url_util.make_url_path), and
+    # the gate reads a request's path with each run of slashes made one, so its own routes must be read alike
+    from moleseg.app.mediagate import METRICS_REFUSED
+    from streamlit.url_util import make_url_path
+
+    monkeypatch.setenv("MOLESEG_ADMIN_USERS", "carol")
+    load_settings.cache_clear()
+    settings = load_settings()
+    gate = MediaGate(_streamlit, base_url_path="clinic//moles")
+    alice, bob, carol = (_through_proxy(settings, user) for user in ("alice", "bob", "carol"))
+    _stream(gate, [_new_session(ALICES_SESSION)], alice)
+    metrics = make_url_path("clinic//moles", "_stcore/metrics")
+    upload = make_url_path("clinic//moles", f"_stcore/upload_file/{ALICES_SESSION}/f1")
+    assert "//" in metrics and "//" in upload  # as Streamlit routes them
+    assert _get(gate, metrics, bob) == (403, METRICS_REFUSED)
+    assert _get(gate, metrics, carol) == (200, b"picture")
+    assert _get(gate, upload, bob, method="PUT") == (403, SESSION_REFUSED)
+    assert _get(gate, upload, alice, method="PUT") == (200, b"picture")
