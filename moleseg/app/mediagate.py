@@ -448,8 +448,9 @@ class MediaGate:
             base_url_path = str(st.get_option("server.baseUrlPath") or "")
         self.base_path = base_path(base_url_path)
         self.media_prefix = self.base_path.rstrip("/") + MEDIA_SEGMENT
-        self.metrics_path = self.base_path.rstrip("/") + METRICS_ROUTE
-        self.upload_prefix = self.base_path.rstrip("/") + UPLOAD_ROUTE
+        # read as a request's path is (routed_path: a base path's "//", which Streamlit's routes keep, made one)
+        self.metrics_path = routed_path({"path": self.base_path.rstrip("/") + METRICS_ROUTE})
+        self.upload_prefix = routed_path({"path": self.base_path.rstrip("/") + UPLOAD_ROUTE}) + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
