@@ -754,3 +754,32 @@ def test_metrics_and_uploads_are_gated_under_a_base_path_with_a_doubled_slash(sh
     assert _get(gate, metrics, carol) == (200, b"picture")
     assert _get(gate, upload, bob, method="PUT") == (403, SESSION_REFUSED)
     assert _get(gate, upload, alice, method="PUT") == (200, b"picture")
+
+
+
+def test_an_open_page_whose_session_the_bounds_forgot_can_upload_again_after_its_next_message(shared_oidc):
+    # with streamlit-oidc anyone can make the gate new owners (a websocket without the gate's cookie): MEDIA_OWNERS
+    # of them push out the session of Alice's page, open but idle; choosing a file, her page first asks Streamlit
+    # for its upload's URL over that websocket (file_urls_request), then PUTs the file into her session
+    gate = MediaGate(_streamlit)
+    gate.sent = SentMedia(owners=1)
+    alice = {"Cookie": f"{BROWSER_KEY_COOKIE}={'A' * 43}"}
+    route = f"/_stcore/upload_file/{ALICES_SESSION}/f1"
+    forgotten = []
+
+    async def streamlit(scope, receive, send):
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": _new_session(ALICES_SESSION)})
+        gate.sent.give_sessions("browser:" + "M" * 43, [BOBS_SESSION])  # someone else's new page
+        forgotten.append(not gate.sent.was_given_session("browser:" + "A" * 43, ALICES_SESSION))
+        while (await receive())["type"] == "websocket.receive":
+            pass
+
+    asking = BackMsg(file_urls_request={"request_id": "u1", "file_names": ["mole.png"]}).SerializeToString()
+    gate.app = streamlit
+    _call(gate, {"type": "websocket", "path": "/_stcore/stream", "scheme": "ws"}, alice, "127.0.0.1",
+          [{"type": "websocket.receive", "bytes": asking}])
+    gate.app = _streamlit
+    assert forgotten == [True]
+    assert _get(gate, route, alice, method="PUT") == (200, b"picture")
+    assert _get(gate, route, {"Cookie": f"{BROWSER_KEY_COOKIE}={'B' * 43}"}, method="PUT")[0] == 403
