@@ -769,17 +769,25 @@ def test_an_open_page_whose_session_the_bounds_forgot_can_upload_again_after_its
 
     async def streamlit(scope, receive, send):
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "bytes": _new_session(ALICES_SESSION)})
+        for frame in scope["frames"]:
+            await send({"type": "websocket.send", "bytes": frame})
         gate.sent.give_sessions("browser:" + "M" * 43, [BOBS_SESSION])  # someone else's new page
         forgotten.append(not gate.sent.was_given_session("browser:" + "A" * 43, ALICES_SESSION))
         while (await receive())["type"] == "websocket.receive":
             pass
 
     asking = BackMsg(file_urls_request={"request_id": "u1", "file_names": ["mole.png"]}).SerializeToString()
-    gate.app = streamlit
-    _call(gate, {"type": "websocket", "path": "/_stcore/stream", "scheme": "ws"}, alice, "127.0.0.1",
-          [{"type": "websocket.receive", "bytes": asking}])
-    gate.app = _streamlit
-    assert forgotten == [True]
+
+    def page(headers: dict[str, str], frames: list[bytes]) -> None:
+        gate.app = streamlit
+        _call(gate, {"type": "websocket", "path": "/_stcore/stream", "scheme": "ws", "frames": frames}, headers,
+              "127.0.0.1", [{"type": "websocket.receive", "bytes": asking}])
+        gate.app = _streamlit
+
+    page(alice, [_new_session(ALICES_SESSION)])
+    assert _get(gate, route, alice, method="PUT") == (200, b"picture")
+    # after a network blip her page goes on with her session (no new one sent), then idles and asks again
+    page({**alice, "Sec-WebSocket-Protocol": f"streamlit, xsrf-token, {ALICES_SESSION}"}, [])
+    assert forgotten == [True, True]
     assert _get(gate, route, alice, method="PUT") == (200, b"picture")
     assert _get(gate, route, {"Cookie": f"{BROWSER_KEY_COOKIE}={'B' * 43}"}, method="PUT")[0] == 403
