@@ -463,13 +463,16 @@ class MediaGate:
         owner, new_key = _owner(scope, settings) if settings else (None, None)
         if new_key:
             send = _setting_cookie(send, _browser_key_cookie(new_key, scope, self.base_path))
-        receive = self._noting(receive, owner)
+        given: list[str] = []  # the session Streamlit last gave over this websocket
+        receive = self._noting(receive, owner, given)
         if scope["type"] == "websocket":
             session_id = resumed_session(scope)
             if session_id and not (owner and self.sent.was_given_session(owner, session_id)):
                 scope = without_resumed_session(scope)
+            elif session_id:  # the owner's own, which Streamlit goes on with
+                given.append(session_id)
             if owner:
-                send = self._recording(send, owner)
+                send = self._recording(send, owner, given)
         else:
             if owner and not readable_charset(Headers(scope=scope)):  # a URL it names would hide from _noting
                 await PlainTextResponse(UNREADABLE_CHARSET, status_code=400)(scope, receive, send)
@@ -487,9 +490,10 @@ class MediaGate:
                 return
         await self.app(scope, receive, send)
 
-    def _recording(self, send: Send, owner: str) -> Send:
+    def _recording(self, send: Send, owner: str, given: list[str]) -> Send:
         """``send`` that first remembers for ``owner`` the media ids each websocket message carries in its media
-        fields, the downloads made on the click it offers and the session it gives (:func:`sent_media`)."""
+        fields, the downloads made on the click it offers and the session it gives (:func:`sent_media`; the last
+        kept in ``given``)."""
 
         async def recording_send(message: Message) -> None:
             if message["type"] == "websocket.send" and message.get("bytes"):
@@ -497,16 +501,19 @@ class MediaGate:
                 self.sent.record(owner, ids)
                 self.sent.offer(owner, offered)
                 self.sent.give_sessions(owner, sessions)
+                given[:] = sessions[-1:] or given  # the last only
             await send(message)
 
         return recording_send
 
-    def _noting(self, receive: Receive, owner: str | None) -> Receive:
+    def _noting(self, receive: Receive, owner: str | None, given: list[str]) -> Receive:
         """``receive`` that first notes the media ids that ``owner``'s browser names (:meth:`SentMedia.note_named`)
         in each websocket message or request body it sends (a body's chunks read as one), and drops a websocket
         message of a type that acts on the whole server (:func:`dropped_type`) or asking for a download made on the
         click that was not offered to ``owner`` (:func:`asked_deferred_file`; the browser's request times out;
-        without an owner, every such click)."""
+        without an owner, every such click). Each such message gives ``owner`` again the session Streamlit last gave
+        this websocket (``given``), which the bounds may have forgotten while the page was idle: a page asks for
+        its upload's URL (``file_urls_request``) before it uploads."""
         carried = b""
 
         async def noting_receive() -> Message:
@@ -516,6 +523,7 @@ class MediaGate:
                 payload = message.get("bytes") or message.get("text") or b""
                 if owner:
                     self.sent.note_named(owner, named_media_ids(payload))
+                    self.sent.give_sessions(owner, given)
                 parsed = browser_message(payload)
                 file_id = asked_deferred_file(parsed)
                 if dropped_type(parsed) is None and (
