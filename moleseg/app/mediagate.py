@@ -474,21 +474,27 @@ class MediaGate:
             if owner:
                 send = self._recording(send, owner, given)
         else:
-            if owner and not readable_charset(Headers(scope=scope)):  # a URL it names would hide from _noting
-                await PlainTextResponse(UNREADABLE_CHARSET, status_code=400)(scope, receive, send)
-                return
-            media_id = requested_media_id(scope, self.media_prefix)
-            if media_id is not None and not (owner and self.sent.was_sent(owner, media_id)):
-                await PlainTextResponse(REFUSED, status_code=403)(scope, receive, send)
-                return
-            if routed_path(scope) == self.metrics_path and not (settings and _named_admin(scope, settings)):
-                await PlainTextResponse(METRICS_REFUSED, status_code=403)(scope, receive, send)
-                return
-            session_id = uploaded_session(scope, self.upload_prefix)
-            if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
-                await PlainTextResponse(SESSION_REFUSED, status_code=403)(scope, receive, send)
+            refusal = self._refusal(scope, owner, settings)
+            if refusal is not None:
+                status, body = refusal
+                await PlainTextResponse(body, status_code=status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, owner: str | None, settings: ServerSettings | None) -> tuple[int, bytes] | None:
+        """The status and body refusing an HTTP request of a shared server (None: it passes): a charset hiding a URL
+        from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session."""
+        if owner and not readable_charset(Headers(scope=scope)):
+            return 400, UNREADABLE_CHARSET
+        media_id = requested_media_id(scope, self.media_prefix)
+        if media_id is not None and not (owner and self.sent.was_sent(owner, media_id)):
+            return 403, REFUSED
+        if routed_path(scope) == self.metrics_path and not (settings and _named_admin(scope, settings)):
+            return 403, METRICS_REFUSED
+        session_id = uploaded_session(scope, self.upload_prefix)
+        if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
+            return 403, SESSION_REFUSED
+        return None
 
     def _recording(self, send: Send, owner: str, given: list[str]) -> Send:
         """``send`` that first remembers for ``owner`` the media ids each websocket message carries in its media
