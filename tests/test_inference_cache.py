@@ -99,7 +99,7 @@ def test_each_writer_refuses_in_one_sentence_while_the_cache_is_off(monkeypatch,
     monkeypatch.setenv(compiled.CACHE_ENV, "0")
     arguments = (tmp_path / "model.keras", None, (SIZE, SIZE, 3)) + ((None,) if save == "save_onnx" else ())
     with pytest.raises(OSError) as refused:
-        getattr(compiled, save)(*arguments)
+        getattr(compiled, save)(*arguments, content="0" * 64)
     assert str(refused.value) == "the inference cache is off (MOLESEG_INFERENCE_CACHE=0)"
 
 
