@@ -7,12 +7,13 @@ another user names (to go on with it, or to upload into it). About 1.5 s a test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from http.cookies import SimpleCookie
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import streamlit_server
 from moleseg.app.mediagate import REFUSED, SESSION_REFUSED, media_ids, sent_media_ids
-from moleseg.app.uploadbudget import UPLOADS_FULL
+from moleseg.app.uploads import UPLOADS_FULL
 from moleseg.core.settings import DEFAULT_USER_HEADERS, ServerSettings
 
 SECRET = "s3cret-of-the-proxy"
@@ -114,15 +115,23 @@ def _run_page(url: str, user: str, shown: str = "", **client_state: str) -> tupl
     return asyncio.run(run())
 
 
-@pytest.fixture
-def gated_server(tmp_path: Path):
-    (tmp_path / "page.py").write_text(PAGE)
-    (tmp_path / "serve.py").write_text(SERVE)
+@contextlib.contextmanager
+def _served(folder: Path, serve: str) -> Iterator[str]:
+    """The URL of :data:`PAGE` served by ``serve`` (the gated app's entry point) from ``folder``, on a shared server
+    behind the proxy of :func:`_through_proxy`."""
+    (folder / "page.py").write_text(PAGE)
+    (folder / "serve.py").write_text(serve)
     env = {**os.environ, "MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example.org",
            "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1", "MOLESEG_PROXY_SECRET": SECRET,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     env.pop("MOLESEG_CONFIG", None)
-    with streamlit_server(env, "streamlit-mediagate", script=tmp_path / "serve.py") as (url, _):
+    with streamlit_server(env, "streamlit-mediagate", script=folder / "serve.py") as (url, _):
+        yield url
+
+
+@pytest.fixture
+def gated_server(tmp_path: Path):
+    with _served(tmp_path, SERVE) as url:
         yield url
 
 
@@ -273,13 +282,7 @@ app = st.App("page.py", middleware=[Middleware(Gate)])
 
 @pytest.fixture
 def small_share_server(tmp_path: Path):
-    (tmp_path / "page.py").write_text(PAGE)
-    (tmp_path / "serve.py").write_text(SERVE_SMALL_SHARE)
-    env = {**os.environ, "MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example.org",
-           "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1", "MOLESEG_PROXY_SECRET": SECRET,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    env.pop("MOLESEG_CONFIG", None)
-    with streamlit_server(env, "streamlit-mediagate-share", script=tmp_path / "serve.py") as (url, _):
+    with _served(tmp_path, SERVE_SMALL_SHARE) as url:
         yield url
 
 

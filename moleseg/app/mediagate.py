@@ -34,7 +34,9 @@ media request through only when its *owner* was sent that URL by the app:
   out of the handshake (:func:`without_resumed_session`), so that Streamlit makes that browser a new session: a
   refusal would leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An
   upload into a session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
-  (:data:`SESSION_REFUSED`);
+  (:data:`SESSION_REFUSED`), and one that would take what the owner's sessions hold in memory past their share
+  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent) with
+  413 (:mod:`moleseg.app.uploads`);
 * Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
   function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
   (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody),
@@ -42,7 +44,8 @@ media request through only when its *owner* was sent that URL by the app:
 * as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
   passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
   or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
-  owner, and a request in a charset that could hide one (:func:`readable_charset`) is refused with 400;
+  owner, and a request in a charset that could hide one
+  (:func:`moleseg.app.uploads.readable_charset`) is refused with 400;
 * with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
   the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
   their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
@@ -63,7 +66,6 @@ re-check :data:`MEDIA_FIELDS` against where the new version writes media URLs (`
 
 from __future__ import annotations
 
-import codecs
 import posixpath
 import re
 import secrets
@@ -76,7 +78,6 @@ import streamlit as st
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
-from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
@@ -85,7 +86,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
-from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS
+from moleseg.app.uploads import UNREADABLE_CHARSET, UPLOADS_FULL, past_share, readable_charset
+from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS, UPLOAD_BYTES_PER_USER
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
 #: Hex digits of a Streamlit media id.
@@ -158,11 +160,6 @@ METRICS_REFUSED = b"The server's metrics are for the clinic's administrators.\n"
 #: The body of a refusal (names no user, file or setting).
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
-#: Charsets (:func:`codecs.lookup` names) a request's ``Content-Type`` may name on a shared server: Starlette
-#: decodes a multipart part's file name in it, and in these a media URL is the bytes :data:`MEDIA_URL` reads.
-READABLE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1"})
-#: The body of the refusal of a request in another charset (only a hand-made client sends one).
-UNREADABLE_CHARSET = b"This server reads requests in UTF-8 only.\n"
 #: The gate's cookie naming a browser (with an identity other than the proxy's header).
 BROWSER_KEY_COOKIE = "moleseg_media_key"
 #: Random bytes of a browser key (``secrets.token_urlsafe``); a cookie of any other shape is no key.
@@ -217,6 +214,10 @@ class SentMedia:
     def was_given_session(self, owner: str, session_id: str) -> bool:
         """Whether the session ``session_id`` was sent to ``owner`` and is still remembered."""
         return session_id in self._sessions.get(owner, ())
+
+    def sessions_given(self, owner: str) -> list[str]:
+        """The sessions sent to ``owner`` and still remembered (the only ones they may upload into)."""
+        return list(self._sessions.get(owner, ()))
 
     def _remember(self, kept: OrderedDict[str, OrderedDict[str, None]], owner: str, values: Iterable[str]) -> None:
         """Add ``values`` to ``owner``'s in ``kept``, most recent last, within :attr:`ids_per_owner` and
@@ -371,16 +372,6 @@ def named_media_ids(payload: bytes | str) -> list[str]:
     return media_ids(data) + media_ids(unquote_to_bytes(data))
 
 
-def readable_charset(headers: Headers) -> bool:
-    """Whether the charset that a request's ``Content-Type`` names (read as Starlette reads it; none: UTF-8) is
-    one of :data:`READABLE_CHARSETS` (a name Python does not know is read as Latin-1, as Starlette does)."""
-    charset = parse_options_header(headers.get("content-type", ""))[1].get(b"charset", b"utf-8")
-    try:
-        return codecs.lookup(charset.decode("latin-1")).name in READABLE_CHARSETS
-    except LookupError:
-        return True
-
-
 def resumed_session(scope: Scope) -> str | None:
     """The session id a websocket handshake names to go on with, as Streamlit reads it (the third entry of the
     first ``Sec-WebSocket-Protocol`` header, stripped; None when it is empty or missing)."""
@@ -451,6 +442,7 @@ class MediaGate:
         # read as a request's path is (routed_path: a base path's "//", which Streamlit's routes keep, made one)
         self.metrics_path = routed_path({"path": self.base_path.rstrip("/") + METRICS_ROUTE})
         self.upload_prefix = routed_path({"path": self.base_path.rstrip("/") + UPLOAD_ROUTE}) + "/"
+        self.upload_bytes = UPLOAD_BYTES_PER_USER  # each owner's share of memory for uploaded files
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -483,7 +475,8 @@ class MediaGate:
 
     def _refusal(self, scope: Scope, owner: str | None, settings: ServerSettings | None) -> tuple[int, bytes] | None:
         """The status and body refusing an HTTP request of a shared server (None: it passes): a charset hiding a URL
-        from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session."""
+        from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session,
+        or past its owner's share of memory (:mod:`moleseg.app.uploads`)."""
         if owner and not readable_charset(Headers(scope=scope)):
             return 400, UNREADABLE_CHARSET
         media_id = requested_media_id(scope, self.media_prefix)
@@ -494,6 +487,9 @@ class MediaGate:
         session_id = uploaded_session(scope, self.upload_prefix)
         if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
             return 403, SESSION_REFUSED
+        if session_id is not None and scope.get("method") == "PUT" and past_share(
+                scope, self.sent.sessions_given(owner or ""), self.upload_bytes):
+            return 413, UPLOADS_FULL
         return None
 
     def _recording(self, send: Send, owner: str, given: list[str]) -> Send:
