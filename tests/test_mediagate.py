@@ -1,6 +1,6 @@
-"""The gate in front of Streamlit's media URLs (moleseg.app.mediagate), as an ASGI app called directly: a media
-request passes only when its owner (the proxy's user, or the browser's key with OIDC sign-in) was sent its URL
-down a websocket."""
+"""The gate in front of Streamlit's media URLs (moleseg.app.mediagate, reading Streamlit's wire format with
+moleseg.app.streamwire), as an ASGI app called directly: a media request passes only when its owner (the proxy's
+user, or the browser's key with OIDC sign-in) was sent its URL down a websocket."""
 
 from __future__ import annotations
 
@@ -15,18 +15,14 @@ import streamlit
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from moleseg.app.mediagate import (
-    BROWSER_KEY_COOKIE,
+from moleseg.app.mediagate import BROWSER_KEY_COOKIE, REFUSED, SESSION_REFUSED, MediaGate, SentMedia
+from moleseg.app.streamwire import (
     DEFERRED_FIELD,
     DROPPED_BACKMSGS,
     MEDIA_BEARING,
     MEDIA_FIELDS,
-    REFUSED,
     SESSION_BEARING,
     SESSION_FIELDS,
-    SESSION_REFUSED,
-    MediaGate,
-    SentMedia,
     media_ids,
     sent_media_ids,
 )
