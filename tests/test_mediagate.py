@@ -24,6 +24,7 @@ from moleseg.app.streamwire import (
     SESSION_BEARING,
     SESSION_FIELDS,
     media_ids,
+    sent_media,
     sent_media_ids,
 )
 from moleseg.core.config import APP_FILE
@@ -261,7 +262,7 @@ def test_a_message_that_does_not_parse_records_nothing(shared_proxy):
     url = f"/media/{PICTURE}.png"
     truncated = _pictures(url)[:-3]
     for frame in (truncated, b"\x0a\xff\xff" + url.encode(), url, url.encode()):
-        assert sent_media_ids(frame) == [], frame
+        assert sent_media_ids(frame) == [] and sent_media(frame) == ([], [], []), frame
     gate = MediaGate(_streamlit)
     alice = _through_proxy(shared_proxy, "alice")
     shown = _stream(gate, [truncated, url], alice)

@@ -95,7 +95,7 @@ DROPPED_BACKMSGS: Mapping[str, str] = MappingProxyType({
 
 def _media_bearing(root: Descriptor, fields: frozenset[tuple[str, str]]) -> frozenset[str]:
     """The full names of the message types under ``root`` (itself included) that hold one of ``fields``, directly
-    or in a message-typed field (a map's entries aside): the only submessages :func:`sent_media_ids` walks."""
+    or in a message-typed field (a map's entries aside): the only submessages :func:`sent_media` walks."""
     reachable: dict[str, Descriptor] = {}
     waiting = [root]
     while waiting:
@@ -127,7 +127,8 @@ def sent_media(payload: bytes | str) -> tuple[list[str], list[str], list[str]]:
     """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS` (each field
     whose whole value is a :data:`SENT_MEDIA_URL`), the placeholder ids of the downloads made on the click it
     offers (:data:`DEFERRED_FIELD`) and the session ids it gives (:data:`SESSION_FIELDS`), each in order: the
-    message parsed as a ``ForwardMsg``. None for a text message (Streamlit sends none) or one that does not parse."""
+    message parsed as a ``ForwardMsg``. Three empty lists for a text message (Streamlit sends none) or one that does
+    not parse."""
     ids: list[str] = []
     offered: list[str] = []
     sessions: list[str] = []
