@@ -28,22 +28,23 @@ def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_pa
     result = run_app_bench("classical", images, settings)
     app = result["app"]
     for key in ("cold_first_overlay_s", "cells_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s",
-                "slider_first_overlay_s", "opacity_overlay_s", "pixel_size_values_s", "batch12_s", "home_s",
-                "engine_batch12_s"):
+                "slider_first_overlay_s", "opacity_overlay_s", "colour_overlay_s", "pixel_size_values_s", "batch12_s",
+                "home_s", "engine_batch12_s"):
         assert 0 < app[key] < 90, (key, app[key])
     assert app["runs"]["slider_first_overlay_s"] == app["runs"]["slider_overlay_s"][:1]  # one repeat: the same
     assert app["batch_images"] == 1 and app["cells_model"].startswith(f"{BASELINE_NAME} (cells")
     assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]] and app["model"] == "classical"
     assert app["images"] == f"3 real images from {images}"
-    assert len(app["runs"]["opacity_overlay_s"]) == len(app["runs"]["pixel_size_values_s"]) == 1
+    assert len(app["runs"]["opacity_overlay_s"]) == len(app["runs"]["colour_overlay_s"]) == 1
+    assert len(app["runs"]["pixel_size_values_s"]) == 1
     assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s",
                                       "slider_first_overlay_s", "opacity_overlay_s", "pixel_size_values_s", "home_s",
-                                      "batch12_s", "cells_first_overlay_s"}
+                                      "batch12_s", "cells_first_overlay_s", "colour_overlay_s"}
     assert result["targets"]["cold_first_overlay_s"] == result["targets"]["cells_first_overlay_s"] == "quick run"
     assert result["targets"]["home_s"] == "quick run"
     report = format_app_report(result)
     assert all(key in report for key in ("warm_next_overlay_s", "slider_first_overlay_s", "opacity_overlay_s",
-                                         "pixel_size_values_s"))
+                                         "colour_overlay_s", "pixel_size_values_s"))
 
 
 def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):

@@ -21,6 +21,8 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   so it is what a user feels on each new value.
 * ``opacity_overlay_s``: on that image, three arrow presses on the "Lesion opacity" slider (down, then up, ...)
   until the overlay shown is a new picture, fully loaded.
+* ``colour_overlay_s``: on that image, a new lesion colour typed into its colour picker, closed with Escape (when
+  Streamlit sends it), until the overlay shown is a new picture, fully loaded.
 * ``pixel_size_values_s``: on that image, a pixel size typed into the sidebar's box and Enter pressed until the
   measurements table is drawn again with other values, its area in mm² (two sizes in turn:
   :data:`moleseg.tools.bench_controls.TYPED_PIXEL_SIZES_MM`). These controls are timed by
@@ -67,8 +69,8 @@ from moleseg.core.words import count_of
 from moleseg.tools import SHARED_DATA_DIR
 from moleseg.tools.bench_browser import (CHROMIUM_ARGS, CHROMIUM_PATH, SliderTimeline, after_closing, closed_counting,
                                         served_app, tree_cpu_s)
-from moleseg.tools.bench_controls import (choose_model, opacity_seconds, pixel_size_seconds, seconds_until,
-                                         slider_seconds, wait_until_idle)
+from moleseg.tools.bench_controls import (choose_model, colour_seconds, opacity_seconds, pixel_size_seconds,
+                                         seconds_until, slider_seconds, wait_until_idle)
 
 #: The real PH2-size images the benchmark uploads when no ``--images`` folder is given (synthetic ones stand
 #: in when the shared data is absent).
@@ -84,12 +86,13 @@ SLIDER_TARGET_S: float = 0.3
 APP_TARGETS: dict[str, float] = {"cold_first_overlay_s": 5.0, "cells_first_overlay_s": 5.0,
                                  "warm_next_overlay_s": 1.0,
                                  "slider_overlay_s": SLIDER_TARGET_S, "slider_first_overlay_s": SLIDER_TARGET_S,
-                                 "opacity_overlay_s": SLIDER_TARGET_S, "pixel_size_values_s": SLIDER_TARGET_S,
+                                 "opacity_overlay_s": SLIDER_TARGET_S, "colour_overlay_s": SLIDER_TARGET_S,
+                                 "pixel_size_values_s": SLIDER_TARGET_S,
                                  "home_s": 1.5}
 #: What the browser times, in the order the report lists it (each a list of runs in the JSON's ``runs``).
 MEASURED: tuple[str, ...] = ("cold_first_overlay_s", "cells_first_overlay_s", "warm_next_overlay_s",
                              "slider_overlay_s", "slider_first_overlay_s", "opacity_overlay_s",
-                             "pixel_size_values_s", "batch12_s", "home_s", "server_start_s")
+                             "colour_overlay_s", "pixel_size_values_s", "batch12_s", "home_s", "server_start_s")
 BATCH_TARGET_FACTOR: float = 1.5
 BATCH_TARGET_EXTRA_S: float = 1.0
 
@@ -298,7 +301,7 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
                 page = _open_analyse(browser, url, timeout_ms)
                 _upload_seconds(page, [files[-1]], timeout_ms)  # loads the model (that file is not timed again)
                 page.close()
-                say("next images, the slider, the opacity and the pixel size ...")
+                say("next images, the slider, the opacity, the colour and the pixel size ...")
                 for path in warm_files:
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["warm_next_overlay_s"].append(_upload_seconds(page, [path], timeout_ms))
@@ -306,6 +309,7 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
                         runs["slider_overlay_s"] = slider_seconds(page, settings.repeats, timeout_ms)
                         runs["slider_first_overlay_s"] = runs["slider_overlay_s"][:1]
                         runs["opacity_overlay_s"] = opacity_seconds(page, settings.repeats, timeout_ms)
+                        runs["colour_overlay_s"] = colour_seconds(page, settings.repeats, timeout_ms)
                         runs["pixel_size_values_s"] = pixel_size_seconds(page, settings.repeats, timeout_ms)
                     page.close()
                 for repeat in range(settings.repeats):
@@ -333,8 +337,9 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
     app["settings"] = asdict(settings)
     app["visible"] = ("the picture whose caption starts with the file's name has its <img> complete with a "
                       "natural width > 0, polled every animation frame; slider: the cleanup caption names the "
-                      "new value and the overlay's <img> has a new source, loaded; opacity: the overlay's <img> "
-                      "has a new source, loaded; pixel size: the measurements table's text changed and names mm²")
+                      "new value and the overlay's <img> has a new source, loaded; opacity and colour: the "
+                      "overlay's <img> has a new source, loaded; pixel size: the measurements table's text "
+                      "changed and names mm²")
     result["app"] = app
     result["load_average"] = result["after"]["load_average"]
     result["others_cpu_share"] = others_cpu_share(result)

@@ -1,6 +1,7 @@
 """The Analyse page's controls timed in a real browser for ``moleseg bench --app`` (:mod:`moleseg.tools.bench_app`)
-and the browser tests: a cleanup slider, an overlay opacity and a typed pixel size, each until what it changes is
-shown again (the overlay a new picture, fully loaded; the measurements table with the new millimetre values).
+and the browser tests: a cleanup slider, an overlay opacity, a lesion colour and a typed pixel size, each until
+what it changes is shown again (the overlay a new picture, fully loaded; the measurements table with the new
+millimetre values).
 Every function takes a Playwright page already showing an analysed image."""
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ SLIDER_PRESSES: int = 3
 #: Pixel sizes (mm per px) typed one after the other by :func:`pixel_size_seconds`: each differs from the one
 #: before, so that every measurement shows new millimetre values.
 TYPED_PIXEL_SIZES_MM: tuple[float, float] = (0.0125, 0.02)
+
+#: Lesion colours (hex) chosen one after the other by :func:`colour_seconds`: each differs from the one before.
+CHOSEN_COLOURS: tuple[str, str] = ("#00C8FF", "#FF00C8")
 
 #: The overlay (first ``st.image``) after a slider change: the cleanup caption names the new value, a new
 #: picture loaded.
@@ -161,8 +165,29 @@ def opacity_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Le
             for _ in range(SLIDER_PRESSES):
                 thumb.press(key)
 
-        times.append(seconds_until(press, lambda: page.wait_for_function(
-            _NEW_PICTURE_JS, arg=source, polling="raf", timeout=timeout_ms)))
+        times.append(seconds_until(press, lambda: _new_picture(page, source, timeout_ms)))
+        wait_until_idle(page, timeout_ms)
+    return times
+
+
+def _new_picture(page: Any, old_source: str | None, timeout_ms: float) -> None:
+    """Wait until the overlay (first ``st.image``) is a picture other than ``old_source``, fully loaded."""
+    page.wait_for_function(_NEW_PICTURE_JS, arg=old_source, polling="raf", timeout=timeout_ms)
+
+
+def colour_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Lesion") -> list[float]:
+    """Seconds from closing the sidebar's colour picker ``label`` (Escape: Streamlit sends a colour picker's value
+    when it closes) with a new colour typed into it (:data:`CHOSEN_COLOURS` in turn) until the overlay is a new
+    picture, fully loaded, ``repeats`` times."""
+    wait_until_idle(page, timeout_ms)
+    times = []
+    for index in range(repeats):
+        source = _overlay_source(page)
+        page.get_by_role("button", name=f"{label} color picker").click(timeout=timeout_ms)
+        page.locator(".chrome-picker input").first.fill(CHOSEN_COLOURS[index % len(CHOSEN_COLOURS)],
+                                                         timeout=timeout_ms)
+        times.append(seconds_until(lambda: page.keyboard.press("Escape"),
+                                   lambda: _new_picture(page, source, timeout_ms)))
         wait_until_idle(page, timeout_ms)
     return times
 
