@@ -23,7 +23,8 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import streamlit_server
-from moleseg.app.mediagate import REFUSED, SESSION_REFUSED, media_ids, sent_media_ids
+from moleseg.app.mediagate import REFUSED, SESSION_REFUSED
+from moleseg.app.streamwire import media_ids, sent_media_ids
 from moleseg.app.uploads import UPLOADS_FULL
 from moleseg.core.settings import DEFAULT_USER_HEADERS, ServerSettings
 

@@ -1,43 +1,24 @@
-"""What the media gate (:class:`moleseg.app.mediagate.MediaGate`) checks of the requests by which a browser sends
-the server files: the charset their body is read in (:func:`readable_charset`), and their owner's share of the
-server's memory for uploaded files (:func:`past_share`).
+"""A user's share of the server's memory for uploaded files, which the media gate
+(:class:`moleseg.app.mediagate.MediaGate`) holds each upload to (:func:`past_share`).
 
 Streamlit keeps every file uploaded into a session in memory (its ``MemoryUploadedFileManager``) until the browser
 removes it or the session ends, under whatever file id the upload's URL names (it checks no page asked for it), each
 up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
 and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
-owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take
-what that owner's sessions hold past :data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`.
+owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold past
+:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`.
 """
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterable
 
-from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-#: Charsets (:func:`codecs.lookup` names) a request's ``Content-Type`` may name on a shared server: Starlette
-#: decodes a multipart part's file name in it, and in these a media URL is the bytes
-#: :data:`moleseg.app.mediagate.MEDIA_URL` reads.
-READABLE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1"})
-#: The body of the refusal of a request in another charset (only a hand-made client sends one).
-UNREADABLE_CHARSET = b"This server reads requests in UTF-8 only.\n"
 #: The body of the refusal of an upload past its owner's share.
 UPLOADS_FULL: bytes = (b"Your open pages hold as many uploaded files as this server keeps for one user: remove some "
                        b"of them, or close a tab, and upload again.\n")
-
-
-def readable_charset(headers: Headers) -> bool:
-    """Whether the charset that a request's ``Content-Type`` names (read as Starlette reads it; none: UTF-8) is
-    one of :data:`READABLE_CHARSETS` (a name Python does not know is read as Latin-1, as Starlette does)."""
-    charset = parse_options_header(headers.get("content-type", ""))[1].get(b"charset", b"utf-8")
-    try:
-        return codecs.lookup(charset.decode("latin-1")).name in READABLE_CHARSETS
-    except LookupError:
-        return True
 
 
 def held_upload_bytes(session_ids: Iterable[str]) -> int:
