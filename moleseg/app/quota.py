@@ -1,6 +1,6 @@
 """The per-user disk quota of a shared server (the setting ``user_quota_gb``), checked before anything that grows
-a user's files: a training, fine-tune or study start, a save to "My dataset", a save to the records and a dataset
-ZIP unpacked on the Prepare page.
+a user's files: a training, fine-tune or study start (and each run of a study), a save to "My dataset", a save to
+the records and a dataset ZIP unpacked on the Prepare page.
 
 A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles),
 the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`) and their sessions'
@@ -18,6 +18,7 @@ from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
 from moleseg.engine.records import Records, RecordsError, User
 from moleseg.engine.session import owned_session_folders
+from moleseg.engine.studyrun import StudyQuota
 
 #: What a user over quota can do, in the refusal's words.
 WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, close the tabs holding an "
@@ -48,32 +49,46 @@ def check_quota(space: UserSpace, quota_gb: float, more_folders: list[Path]) -> 
     """
     if quota_gb <= 0:
         return
-    refusal = quota_refusal(usage_bytes(user_folders(space, more_folders)), quota_gb,
-                            WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs))
+    refusal = quota_refusal(usage_bytes(user_folders(space, more_folders)), quota_gb, what_to_delete(space))
     if refusal:
         raise OverQuota(refusal)
 
 
+def what_to_delete(space: UserSpace) -> str:
+    """:data:`WHAT_TO_DELETE` for the user of ``space``."""
+    return WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs)
+
+
+def session_quota() -> StudyQuota | None:
+    """This browser session's user's quota (the server's ``user_quota_gb``) over all their files' folders, as a
+    study checks it before each run; None without a quota, or without a user or space (the page refuses those on
+    its own). Records that cannot be read count for nothing (their save is refused by the records themselves)."""
+    quota_gb = load_settings().user_quota_gb
+    if quota_gb <= 0:
+        return None
+    from moleseg.app.identity import current_user, find_user_space  # Streamlit's: only with a quota to check
+
+    space, user = find_user_space(), current_user()
+    if not isinstance(space, UserSpace) or not isinstance(user, User):
+        return None
+    try:
+        records_folders = Records().owned_folders(user.name)
+    except (RecordsError, OSError):
+        records_folders = []
+    folders = user_folders(space, records_folders + owned_session_folders(user.name))
+    return StudyQuota(quota_gb, tuple(folders), what_to_delete(space))
+
+
 def check_session_quota() -> None:
-    """:func:`check_quota` of this browser session's user with the server's ``user_quota_gb``; nothing to check
-    without a quota, or without a user or space (the page refuses those on its own). Records that cannot be
-    read count for nothing (their save is refused by the records themselves).
+    """Refuse a write of this browser session's user once their files reach the server's ``user_quota_gb``
+    (:func:`session_quota`; nothing to check without one).
 
     Raises
     ------
     OverQuota
         When the user's files reach the quota.
     """
-    quota_gb = load_settings().user_quota_gb
-    if quota_gb <= 0:
-        return
-    from moleseg.app.identity import current_user, find_user_space  # Streamlit's: only with a quota to check
-
-    space, user = find_user_space(), current_user()
-    if not isinstance(space, UserSpace) or not isinstance(user, User):
-        return
-    try:
-        records_folders = Records().owned_folders(user.name)
-    except (RecordsError, OSError):
-        records_folders = []
-    check_quota(space, quota_gb, records_folders + owned_session_folders(user.name))
+    quota = session_quota()
+    refusal = quota.refusal() if quota else None
+    if refusal:
+        raise OverQuota(refusal)
