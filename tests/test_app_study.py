@@ -51,7 +51,7 @@ def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders,
     monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", "5")  # with one, the study checks it before each run
     load_settings.cache_clear()
     at.button(key="study_start").click().run()
-    assert quotas[-1].quota_gb == 5 and app_folders["runs"] in quotas[-1].folders
+    assert quotas[-1].quota_gb == 5 and app_folders["runs"] in quotas[-1].folders and quotas[-1].owner
 
 
 def test_a_bad_study_file_is_one_error_on_the_page(app_folders, tmp_path):

@@ -383,6 +383,7 @@ def test_the_run_count_is_known_before_the_plan_is_made(tmp_path):
 def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypatch):
     """Only its start was checked: a study of up to 1,000 runs, each a model file of up to hundreds of MB, started
     just under its user's quota grew their files far past it. A run starts only while they are below it."""
+    from moleseg.core import diskusage
     from moleseg.core.diskusage import BYTES_PER_GB
     from synthetic import make_dataset
 
@@ -400,6 +401,7 @@ def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypa
         return True
 
     monkeypatch.setattr(studyrun, "_train_run", train)
+    monkeypatch.setattr(diskusage, "USER_USAGE_CACHE_S", 0.0)  # runs minutes apart: each measured afresh
     lines: list[str] = []
     quota = studyrun.StudyQuota(5000 / BYTES_PER_GB, (space,), "delete old runs")  # room for one run, not two
     rows = studyrun.run_study(studyplan.load_study(path), out, echo=lines.append, quota=quota)

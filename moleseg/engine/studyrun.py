@@ -28,7 +28,7 @@ from moleseg.core import options
 from moleseg.core.atomic import path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
-from moleseg.core.diskusage import folder_bytes, quota_refusal
+from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
@@ -371,24 +371,41 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
 
 @dataclass(frozen=True)
 class StudyQuota:
-    """A user's disk quota as their study checks it before each run (a start alone was checked: a study of up to
-    1,000 runs, each a model file of up to hundreds of MB, then grew their files far past it): ``quota_gb`` GB
-    (:func:`moleseg.core.diskusage.quota_refusal`) over the ``folders`` holding their files, and what to delete, in
-    the refusal's words."""
+    """A user's disk quota (:func:`moleseg.core.diskusage.quota_refusal`), as the app checks it before a write and
+    their study before each run (a start alone was checked: a study of up to 1,000 runs, each a model file of up to
+    hundreds of MB, then grew their files far past it): ``quota_gb`` GB over their files, which are the ``folders``
+    of their space and, for a named ``owner``, the pictures of the visits they saved and their sessions' folders
+    (the datasets unpacked from their uploads), and what to delete, in the refusal's words."""
 
     quota_gb: float
     folders: tuple[Path, ...]
     what_to_delete: str
+    owner: str = ""
+
+    def all_folders(self) -> list[Path]:
+        """Every folder of the user's files now (records that cannot be read count for nothing: their saves are
+        refused by the records themselves)."""
+        from moleseg.engine.records import Records, RecordsError
+        from moleseg.engine.session import owned_session_folders
+
+        folders = list(self.folders)
+        if self.owner:
+            try:
+                folders += Records().owned_folders(self.owner)
+            except (RecordsError, OSError):
+                pass
+            folders += owned_session_folders(self.owner)
+        return folders
 
     def refusal(self) -> str | None:
-        """One sentence when the user's files reach the quota now (measured again: runs are minutes apart), else
+        """One sentence when the user's files reach the quota (:func:`moleseg.core.diskusage.usage_bytes`), else
         None."""
-        usage = sum(folder_bytes(folder) for folder in self.folders)
-        return quota_refusal(usage, self.quota_gb, self.what_to_delete)
+        return quota_refusal(usage_bytes(self.all_folders()), self.quota_gb, self.what_to_delete)
 
     def arguments(self) -> list[str]:
         """The quota as the flags of the background study process (:func:`main`)."""
-        flags = ["--quota-gb", repr(float(self.quota_gb)), "--quota-advice", self.what_to_delete]
+        flags = ["--quota-gb", repr(float(self.quota_gb)), "--quota-advice", self.what_to_delete,
+                 "--quota-owner", self.owner]
         for folder in self.folders:
             flags += ["--quota-folder", str(folder)]
         return flags
@@ -519,9 +536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quota-folder", action="append", type=Path, default=[],
                         help="a folder of the user's files counted against the quota (repeat)")
     parser.add_argument("--quota-advice", default="", help="what to delete, in the quota's refusal")
+    parser.add_argument("--quota-owner", default="", help="the user whose saved visits and sessions count too")
     args = parser.parse_args(argv)
     log = RunLog(Path(args.out) / STUDY_LOG)
-    quota = StudyQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice) if args.quota_gb > 0 else None
+    quota = (StudyQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
+             if args.quota_gb > 0 else None)
     try:
         rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log, quota=quota)
     except (StudyError, OSError) as error:
