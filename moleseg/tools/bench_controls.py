@@ -177,8 +177,8 @@ def _new_picture(page: Any, old_source: str | None, timeout_ms: float) -> None:
 
 def colour_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Lesion") -> list[float]:
     """Seconds from closing the sidebar's colour picker ``label`` (Escape: Streamlit sends a colour picker's value
-    when it closes) with a new colour typed into it (the first of :data:`CHOSEN_COLOURS` it does not show) until the overlay is a new
-    picture, fully loaded, ``repeats`` times."""
+    when it closes) with a new colour typed into it (the first of :data:`CHOSEN_COLOURS` it does not show) until
+    the overlay is a new picture, fully loaded, ``repeats`` times."""
     wait_until_idle(page, timeout_ms)
     times = []
     for _ in range(repeats):
@@ -194,9 +194,9 @@ def colour_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Les
 
 
 def pixel_size_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
-    """Seconds from typing a pixel size (the first of :data:`TYPED_PIXEL_SIZES_MM` it does not show) into the sidebar's "Pixel size
-    (mm per px)" box and pressing Enter until the measurements table is drawn again with other values, its area
-    in mm², ``repeats`` times."""
+    """Seconds from typing a pixel size (the first of :data:`TYPED_PIXEL_SIZES_MM` it does not show) into the
+    sidebar's "Pixel size (mm per px)" box and pressing Enter until the measurements table is drawn again with
+    other values, its area in mm², ``repeats`` times."""
     wait_until_idle(page, timeout_ms)
     box = page.locator("[data-testid=stSidebar] input[aria-label='Pixel size (mm per px)']").first
     box.wait_for(state="attached", timeout=timeout_ms)
