@@ -24,7 +24,7 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 * ``colour_overlay_s``: on that image, a new lesion colour typed into its colour picker, closed with Escape (when
   Streamlit sends it), until the overlay shown is a new picture, fully loaded.
 * ``pixel_size_values_s``: on that image, a pixel size typed into the sidebar's box and Enter pressed until the
-  measurements table is drawn again with other values, its area in mm² (two sizes in turn:
+  measurements table is drawn again with other values, its area in mm² (one of
   :data:`moleseg.tools.bench_controls.TYPED_PIXEL_SIZES_MM`). These controls are timed by
   :mod:`moleseg.tools.bench_controls`.
 * ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;

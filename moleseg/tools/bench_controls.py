@@ -13,11 +13,11 @@ from moleseg.tools.bench_browser import SliderTimeline
 
 #: Arrow-key presses on a slider per measurement.
 SLIDER_PRESSES: int = 3
-#: Pixel sizes (mm per px) typed one after the other by :func:`pixel_size_seconds`: each differs from the one
-#: before, so that every measurement shows new millimetre values.
+#: Pixel sizes (mm per px) :func:`pixel_size_seconds` types: the first one the box does not show, so that every
+#: measurement shows new millimetre values.
 TYPED_PIXEL_SIZES_MM: tuple[float, float] = (0.0125, 0.02)
 
-#: Lesion colours (hex) chosen one after the other by :func:`colour_seconds`: each differs from the one before.
+#: Lesion colours (hex) :func:`colour_seconds` chooses from: the first one the picker does not show.
 CHOSEN_COLOURS: tuple[str, str] = ("#00C8FF", "#FF00C8")
 
 #: The overlay (first ``st.image``) after a slider change: the cleanup caption names the new value, a new
@@ -177,15 +177,16 @@ def _new_picture(page: Any, old_source: str | None, timeout_ms: float) -> None:
 
 def colour_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Lesion") -> list[float]:
     """Seconds from closing the sidebar's colour picker ``label`` (Escape: Streamlit sends a colour picker's value
-    when it closes) with a new colour typed into it (:data:`CHOSEN_COLOURS` in turn) until the overlay is a new
-    picture, fully loaded, ``repeats`` times."""
+    when it closes) with a new colour typed into it (the first of :data:`CHOSEN_COLOURS` it does not show) until
+    the overlay is a new picture, fully loaded, ``repeats`` times."""
     wait_until_idle(page, timeout_ms)
     times = []
-    for index in range(repeats):
+    for _ in range(repeats):
         source = _overlay_source(page)
         page.get_by_role("button", name=f"{label} color picker").click(timeout=timeout_ms)
-        page.locator(".chrome-picker input").first.fill(CHOSEN_COLOURS[index % len(CHOSEN_COLOURS)],
-                                                         timeout=timeout_ms)
+        hex_box = page.locator(".chrome-picker input").first
+        shown = hex_box.input_value(timeout=timeout_ms).upper()
+        hex_box.fill(next(colour for colour in CHOSEN_COLOURS if colour.upper() != shown), timeout=timeout_ms)
         times.append(seconds_until(lambda: page.keyboard.press("Escape"),
                                    lambda: _new_picture(page, source, timeout_ms)))
         wait_until_idle(page, timeout_ms)
@@ -193,15 +194,16 @@ def colour_seconds(page: Any, repeats: int, timeout_ms: float, label: str = "Les
 
 
 def pixel_size_seconds(page: Any, repeats: int, timeout_ms: float) -> list[float]:
-    """Seconds from typing a pixel size (:data:`TYPED_PIXEL_SIZES_MM` in turn) into the sidebar's "Pixel size
-    (mm per px)" box and pressing Enter until the measurements table is drawn again with other values, its area
-    in mm², ``repeats`` times."""
+    """Seconds from typing a pixel size (the first of :data:`TYPED_PIXEL_SIZES_MM` it does not show) into the
+    sidebar's "Pixel size (mm per px)" box and pressing Enter until the measurements table is drawn again with
+    other values, its area in mm², ``repeats`` times."""
     wait_until_idle(page, timeout_ms)
     box = page.locator("[data-testid=stSidebar] input[aria-label='Pixel size (mm per px)']").first
     box.wait_for(state="attached", timeout=timeout_ms)
     times = []
-    for index in range(repeats):
-        size = TYPED_PIXEL_SIZES_MM[index % len(TYPED_PIXEL_SIZES_MM)]
+    for _ in range(repeats):
+        shown = float(box.input_value(timeout=timeout_ms) or 0)
+        size = next(size for size in TYPED_PIXEL_SIZES_MM if abs(size - shown) > 1e-9)
         before = page.evaluate(_TABLE_TEXT_JS)
 
         def typed() -> None:
