@@ -29,9 +29,13 @@ def held_upload_bytes(session_ids: Iterable[str]) -> int:
     if not runtime.exists():
         return 0
     manager = runtime.get_instance().uploaded_file_mgr
-    with manager._lock:  # Streamlit's own lock of file_storage (session id -> {file id: file}), pinned with it
-        return sum(len(file.data) for session_id in session_ids
-                   for file in manager.file_storage.get(session_id, {}).values())
+    held = 0
+    for session_id in session_ids:
+        # the session's file ids (a copy of its dict's keys, taken at once), then the files through the manager's
+        # public get_files, which reads them under its own lock
+        file_ids = list(manager.file_storage.get(session_id, {}))
+        held += sum(len(file.data) for file in manager.get_files(session_id, file_ids))
+    return held
 
 
 def past_share(scope: Scope, session_ids: Iterable[str], share: int) -> bool:
