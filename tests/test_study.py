@@ -415,3 +415,30 @@ def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypa
     monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
     assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "other"), *quota.arguments()]) == 0
     assert given == [quota]
+
+
+def test_a_study_process_s_command_line_names_neither_its_user_nor_their_folders(tmp_path, monkeypatch):
+    """Every local account reads a process's command line (ps, /proc/PID/cmdline; its environment is the
+    server's account's only): the study process started from the app showed its user's sign-in name
+    (--quota-owner), their space's folder (users/<name>-<hash>/) and their study's name to all of them."""
+    from moleseg.core.diskusage import BYTES_PER_GB
+
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "users" / "alice-0123" / "runs" / "study-Roe-Jane-follow-up"
+    quota = studyrun.StudyQuota(5.0, (out.parent,), "delete old runs", "alice@clinic.example")
+    python = tmp_path / "fake-python"  # records what the process is given, as /proc shows it, and ends
+    python.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{tmp_path}/argv'\nenv -0 > '{tmp_path}/environ'\n")
+    python.chmod(0o700)
+    assert studyrun.start_study(path, out, python=str(python), quota=quota).wait(timeout=30) == 0
+    argv = (tmp_path / "argv").read_text().split("\0")[:-1]
+    assert argv[:2] == ["-m", studyrun.STUDY_MODULE]
+    assert [part for part in argv if "alice" in part or "Roe-Jane" in part] == []
+    # and the process gets them all the same
+    for pair in (tmp_path / "environ").read_text().split("\0")[:-1]:
+        monkeypatch.setenv(*pair.split("=", 1))
+    monkeypatch.setattr(sys, "argv", ["studyrun", *argv[2:]])
+    given: list[tuple[object, object]] = []
+    monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append((out, quota)) or [])
+    assert studyrun.main() == 0
+    assert given == [(str(out), quota)] and quota.quota_gb * BYTES_PER_GB == 5e9
+

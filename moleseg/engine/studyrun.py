@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
+from moleseg.engine.childargs import child_arguments, child_command
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
                                  write_json)
@@ -508,15 +508,16 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
             raise StudyError(f"{len(others)} of your studies are running ({', '.join(others)}): start another "
                              "when one has finished")
         out.mkdir(exist_ok=True)
-        command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
+        arguments = ["--config", str(config), "--out", str(out)]
         if data_root:
-            command += ["--data-root", str(data_root)]
+            arguments += ["--data-root", str(data_root)]
         for root in roots or ():  # the process reads the file again: checked again, as it is then
-            command += ["--root", str(root)]
-        command += quota.arguments() if quota else []
+            arguments += ["--root", str(root)]
+        arguments += quota.arguments() if quota else []
+        command, env = child_command(python, STUDY_MODULE, arguments)  # the user and their folders kept out of ps
         with open(out / STUDY_LOG, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, close_fds=True)
+                                       start_new_session=True, close_fds=True, env=env)
         deadline = time.monotonic() + STUDY_START_WAIT_S
         while process.poll() is None and not study_running(out) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -537,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a folder of the user's files counted against the quota (repeat)")
     parser.add_argument("--quota-advice", default="", help="what to delete, in the quota's refusal")
     parser.add_argument("--quota-owner", default="", help="the user whose saved visits and sessions count too")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(child_arguments(argv))  # from the environment when start_study started it
     log = RunLog(Path(args.out) / STUDY_LOG)
     quota = (StudyQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
              if args.quota_gb > 0 else None)
