@@ -233,6 +233,23 @@ def test_a_swept_session_folder_is_never_made_again_at_a_name_another_account_co
     assert old.exists() and not folder.path.exists()  # what stood at the old name is not the session's to remove
 
 
+def test_a_folder_another_account_names_after_a_user_is_not_that_user_s(tmp_path):
+    """Any local account may make a folder named like a session folder in the shared temporary folder, with an
+    owner file naming a user: it counted as that user's, in their quota (a sparse file of any size) and in their
+    MAX_SESSION_DATASETS, refusing their own ZIP uploads."""
+    from moleseg.core.config import MAX_SESSION_DATASETS
+    from moleseg.engine.session import OWNER_FILE, SESSION_PREFIX
+
+    mine = SessionFolder(root=tmp_path, owner="alice")
+    for index in range(MAX_SESSION_DATASETS):
+        forged = tmp_path / f"{SESSION_PREFIX}forged{index}"
+        (forged / "dataset").mkdir(parents=True)
+        (forged / OWNER_FILE).write_text("alice", encoding="utf-8")
+        forged.chmod(0o755)  # readable by the server's account: made by another one
+    assert owned_session_folders("alice", tmp_path) == [mine.path]
+    assert mine.fresh_dataset().is_dir()
+
+
 def test_a_zip_the_file_system_fails_to_unpack_is_refused_in_a_sentence_and_leaves_no_folder(tmp_path, monkeypatch):
     # a full disk (or the session folder swept away meanwhile) while unpacking: the Prepare page shows the
     # refusal as it shows a bad archive's, with the system's words and no path, and nothing half-written stays

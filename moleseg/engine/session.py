@@ -159,7 +159,8 @@ class FolderSweeper:
 def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Path]:
     """The session folders in ``root`` (default :func:`temp_root`) of the sessions of the user ``owner``
     (their :data:`OWNER_FILE`), sorted: what the datasets unpacked from their uploads take counts in their
-    quota."""
+    quota. Only the server's own folders (:func:`_private_folder`): any local account may make one named like
+    them in a shared temporary folder, naming any user."""
     root = Path(root) if root else temp_root()
     found = []
     try:
@@ -168,7 +169,7 @@ def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Pa
         return []
     for folder in candidates:
         try:
-            if (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
+            if _private_folder(folder) and (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
                 found.append(folder)
         except (OSError, UnicodeDecodeError):
             continue
