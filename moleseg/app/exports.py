@@ -48,6 +48,13 @@ def outline_count(outcome: ImageOutcome) -> int:
     return min(2, len(outline_polygons(analysis.segmentation.lesion, all_objects=analysis.cells)))
 
 
+def _report(shown: Shown, visit: Visit, image_name: str | None) -> bytes:
+    """The one-page PDF report of ``shown``'s image in view with its ``visit``, dated now, naming the image
+    ``image_name`` (default: its file's name)."""
+    return shown.outcome.analysis.pdf(image_name or shown.outcome.name, model_version=shown.model_version,
+                                      created=datetime.now().astimezone(), visit=visit)
+
+
 def layout_of(shown: Shown | None) -> tuple:
     """What the visit form and the export buttons of ``shown`` are drawn from (the image in view, its name,
     whether it is corrected by hand, its :func:`outline_count`, whether some image has cells, the model), so that
@@ -104,14 +111,17 @@ class LatestResults:
 
     def pdf(self, visit: Visit) -> bytes:
         """The one-page PDF report of the image in view with its ``visit``, dated now."""
-        shown = self._now()
-        return shown.outcome.analysis.pdf(shown.outcome.name, model_version=shown.model_version,
-                                          created=datetime.now().astimezone(), visit=visit)
+        return _report(self._now(), visit, None)
 
     def dicom(self, visit: Visit, include_identifiers: bool) -> bytes:
-        """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`)."""
+        """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`); the
+        report names the image's file only with identifiers, else the export's neutral name."""
         shown = self._now()
-        return dicom_bundle(shown.outcome, shown.upload, shown.model_version, self.pdf(visit), include_identifiers)
+
+        def report(export_name: str) -> bytes:
+            return _report(shown, visit, None if include_identifiers else export_name)
+
+        return dicom_bundle(shown.outcome, shown.upload, shown.model_version, report, include_identifiers)
 
     def outline(self, file_name: str) -> bytes:
         """The outline file ``file_name`` of the image in view (:func:`moleseg.app.results.outline_downloads`)."""

@@ -435,8 +435,8 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
 #: What the Analyse page says of the identifiers in DICOM files, beside the box that lets them in.
 DICOM_PRIVACY_NOTE = ("A DICOM file carries the patient's name and ID and the study's fields. They stay out of "
                       "the visit, the record and every export unless you tick this box; then the patient ID (or "
-                      "name), the study date and the body part fill this image's visit, and the DICOM downloads "
-                      "keep them.")
+                      "name), the study date and the body part fill this image's visit, and the DICOM download "
+                      "keeps them and is named after the file (unticked, it is named after the image's pixels).")
 
 
 def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
@@ -495,12 +495,24 @@ def dicom_visit(upload: Upload) -> Visit | None:
     return visit if visit != Visit() else None
 
 
-def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf: bytes,
+def dicom_export_stem(outcome: ImageOutcome, include_identifiers: bool) -> str:
+    """What the DICOM export of an analysed image calls it, in its files, its ZIP's name and its report
+    (:func:`moleseg.core.dicomexport.export_stem`): the file's stem with identifiers, else a neutral name made
+    from its pixels."""
+    from moleseg.core.dicomexport import export_stem
+
+    if outcome.analysis is None:
+        raise ValueError(f"{outcome.name}: not analysed, nothing to export")
+    return export_stem(outcome.stem, outcome.analysis.pixel_sha256, include_identifiers=include_identifiers)
+
+
+def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf: Callable[[str], bytes],
                  include_identifiers: bool) -> bytes:
     """A ZIP of the DICOM files of an analysed image (:func:`moleseg.core.dicomexport.segmentation_files`):
-    the mask as a Segmentation, the report ``pdf`` as an Encapsulated PDF and, for an image that is not DICOM,
-    the Secondary Capture both reference. ``include_identifiers``: keep a DICOM file's patient and study
-    fields (the user ticked the box of :data:`DICOM_PRIVACY_NOTE`)."""
+    the mask as a Segmentation, the report as an Encapsulated PDF (``pdf`` makes it for the image name it is
+    given: :func:`dicom_export_stem`) and, for an image that is not DICOM, the Secondary Capture both reference.
+    ``include_identifiers``: keep a DICOM file's patient and study fields and the file's name (the user ticked
+    the box of :data:`DICOM_PRIVACY_NOTE`)."""
     from moleseg import __version__
     from moleseg.core.dicomexport import segmentation_files
     from moleseg.core.report import zip_bundle

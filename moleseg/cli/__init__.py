@@ -25,6 +25,7 @@ from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
+from moleseg.core.dicomexport import NEUTRAL_ID_DIGITS, NEUTRAL_WORD
 from moleseg.core.errors import first_line
 
 
@@ -164,10 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "moleseg merge")
     predict.add_argument("--dicom-seg", action="store_true",
                          help="also write each mask as a DICOM Segmentation <name>_seg.dcm referencing its image "
-                              "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference)")
+                              "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference); "
+                              f"<name> is {NEUTRAL_WORD}-<{NEUTRAL_ID_DIGITS} hex digits of the pixels' SHA-256>, "
+                              "not the file's name, unless --dicom-identifiers")
     predict.add_argument("--dicom-identifiers", action="store_true",
                          help="copy DICOM inputs' whole header, patient and study identifiers included, into the "
-                              "DICOM outputs (default: only what references the image)")
+                              "DICOM outputs and name them after the input files (default: only what references "
+                              "the image, named after its pixels)")
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)
