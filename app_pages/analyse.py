@@ -20,7 +20,7 @@ from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.quota import check_session_quota
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
-                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
+                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit,
                                  grid_caption, kept_with, key_measurements, measurement_html, object_areas,
                                  thumbnail_url, visit_widget_values)
 from moleseg.app.settled_slider import settled_slider
@@ -296,7 +296,7 @@ def pictures(outcome: ImageOutcome, segmenter_name: str) -> None:
                      + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
     classes = st.expander("Predicted classes", key="analyse_classes_open", on_change="rerun")
     if classes.open:
-        classes.image(display_jpeg(analysis.class_picture), width="stretch",
+        classes.image(analysis.class_jpeg, width="stretch",
                       caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 
 

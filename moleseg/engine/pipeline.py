@@ -156,6 +156,11 @@ class Analysis:
         picture.setflags(write=False)
         return picture
 
+    @cached_value
+    def class_jpeg(self) -> bytes:
+        """The class picture as a page shows it (as :attr:`overlay_jpeg` the overlay), encoded once."""
+        return display_jpeg(self.class_picture)
+
     @property
     def measurement_row(self) -> dict[str, float]:
         """``{column: value}`` of the measurements, at full precision."""
