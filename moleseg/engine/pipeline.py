@@ -146,7 +146,8 @@ class Analysis:
     @cached_value
     def overlay_jpeg(self) -> bytes:
         """The overlay as a page shows it (:func:`moleseg.core.imagewrite.display_jpeg`: at most
-        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side, JPEG of quality 90), encoded once."""
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side, JPEG of quality
+        :data:`moleseg.core.imagewrite.DISPLAY_JPEG_QUALITY`), encoded once."""
         return display_jpeg(self.overlay)
 
     @cached_value
