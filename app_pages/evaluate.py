@@ -28,8 +28,7 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 EVALUATED_WHEN_READY = "Evaluate is enabled when it is ready"
 ready = ui.model_prepared(choice, EVALUATED_WHEN_READY)  # a user's own model: its inference form made first
-prepared = st.session_state.get(ui.DATASET_KEY)
-ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+ui.init_state("evaluate_folder", ui.prepared_dataset_text())
 roots = serverpaths.dataset_picker("evaluate_folder")
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
                        help=serverpaths.DATASET_PATH_HELP)

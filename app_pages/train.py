@@ -127,7 +127,7 @@ finetune_section()
 
 # ---- options ---------------------------------------------------------------------------------------
 st.subheader("New training")
-config, problems = trainform.option_form(st.session_state.get(ui.DATASET_KEY))
+config, problems = trainform.option_form(ui.prepared_dataset_text())
 reference, size = config["size_reference_px"], config["model"]["input_size"]
 st.caption(f"At {size} px: border {options.scaled_px(config['border_width_px'], size, reference)} px, closing radius "
            f"{options.scaled_px(config['closing_radius_px'], size, reference)} px (given at {reference} px in Data).")

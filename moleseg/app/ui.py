@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -25,7 +26,7 @@ from moleseg.core.markup import plain_markdown
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
-from moleseg.engine.session import FolderSweeper, SessionFolder
+from moleseg.engine.session import FolderSweeper, SessionFolder, dataset_text
 
 @dataclass(frozen=True)
 class PageEntry:
@@ -329,6 +330,22 @@ def no_model_notice() -> None:
     st.info(f"No trained model is installed (models/{DERMOSCOPY_MODEL} is absent), so the app uses the "
             f"**{BASELINE_NAME}** (thresholding, no network). Train a network on your data on the Train page.")
     st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
+
+
+def remember_dataset(images: str | Path, masks: str | Path, source: str) -> None:
+    """Remember the dataset chosen on the Prepare page (its two folders, and ``source``: how it was given) for
+    the session's other pages (:func:`prepared_dataset_text`)."""
+    st.session_state[DATASET_KEY] = {"images": str(images), "masks": str(masks), "source": source}
+
+
+def prepared_dataset_text(source: str | None = None) -> str:
+    """The dataset chosen on the Prepare page as a dataset text box starts with it
+    (:func:`moleseg.engine.session.dataset_text`); ``""`` when none was chosen, or, with ``source``, when it was
+    given another way."""
+    prepared = st.session_state.get(DATASET_KEY)
+    if not prepared or source is not None and prepared.get("source") != source:
+        return ""
+    return dataset_text(prepared["images"], prepared["masks"])
 
 
 def init_state(key: str, value: Any) -> None:
