@@ -7,11 +7,11 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
-from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_SHOWN, WORST_SHOWN_MAX, comparable_models, evaluation_key,
-                                    evaluation_task, per_image_fm, runs_table, summary_rows)
+from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_SHOWN, WORST_SHOWN_MAX, baseline_choice, comparable_models,
+                                    evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows)
 from moleseg.app.identity import user_space
-from moleseg.app.models import ModelChoice, model_choices
-from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS
+from moleseg.app.models import model_choices
+from moleseg.core.config import BASELINE_NAME
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
 from moleseg.core.words import count_of
@@ -101,13 +101,10 @@ if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready)
         st.error(str(error))
     else:
         segmenter = ui.load_segmenter(choice)
-        baseline, baseline_name = None, BASELINE_NAME
-        if segmenter is not None and compare is not None:
-            baseline, baseline_name = ui.load_segmenter(compare), compare.label
-        elif segmenter is not None and with_baseline and not is_classical:
-            baseline = ui.load_segmenter(ModelChoice(spec=CLASSICAL_MODELS[segmenter.n_classes],
-                                                     label=BASELINE_NAME, kind="classical"))
         if segmenter is not None:
+            beside, baseline_name = baseline_choice(choice, segmenter.n_classes, compare=compare,
+                                                    with_baseline=with_baseline)
+            baseline = ui.load_segmenter(beside) if beside is not None else None
             key = evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
                                  with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
             try:

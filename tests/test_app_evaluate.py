@@ -169,3 +169,17 @@ def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_fo
     compare.set_value(str(app_folders["models"] / "dermoscopy.keras")).run()
     assert at.checkbox(key="evaluate_baseline").disabled
     assert not at.exception
+
+
+def test_the_model_beside_the_evaluated_one_is_the_chosen_one_or_the_classical_baseline_of_its_kind():
+    from moleseg.app.models import ModelChoice, classical_choice
+
+    network = ModelChoice(spec="/models/cells.keras", label="cells", kind="shipped", n_classes=2)
+    other = ModelChoice(spec="/runs/tuned/model.keras", label="tuned", kind="run", n_classes=2)
+    assert evaluation.baseline_choice(network, 2, compare=other, with_baseline=True) == (other, "tuned")
+    beside, name = evaluation.baseline_choice(network, 2, compare=None, with_baseline=True)
+    assert (beside.spec, beside.kind, name) == ("classical2", "classical", "classical baseline")
+    assert beside == classical_choice(2) and beside.label == "classical baseline (cells, 2 classes, no network)"
+    assert evaluation.baseline_choice(network, 2, compare=None, with_baseline=False) == (None, "classical baseline")
+    classical = classical_choice(3)
+    assert evaluation.baseline_choice(classical, 3, compare=None, with_baseline=True) == (None, "classical baseline")
