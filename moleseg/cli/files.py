@@ -48,9 +48,14 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
 
 
 def parse_threshold(text: str) -> float | str | None:
-    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model``."""
-    if text in ("model", "argmax"):
-        return None if text == "argmax" else text
+    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model`` (the model's calibrated
+    threshold, :data:`moleseg.engine.segmenter.MODEL_THRESHOLD`)."""
+    if text == "argmax":
+        return None
+    if text == "model":
+        from moleseg.engine.segmenter import MODEL_THRESHOLD
+
+        return MODEL_THRESHOLD
     try:
         value = float(text)
     except ValueError:
