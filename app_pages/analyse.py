@@ -33,6 +33,7 @@ from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
 from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
+from moleseg.core.imagefile import FORMAT_NAMES
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of
 
@@ -52,7 +53,7 @@ files = st.file_uploader(
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
-    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP, DICOM), up to {limit} MB per file. "
+    help=f"Drag and drop one or many images ({FORMAT_NAMES}), up to {limit} MB per file. "
          "Files stay in this session's memory and are not stored on the server.",
 )
 
