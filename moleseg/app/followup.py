@@ -153,7 +153,7 @@ def linked_record_refusal(text: str) -> str:
 
 def visit_label(record: Record) -> str:
     """A one-line name of a visit for a select box."""
-    parts = [record.visit_date, record.image_name or f"record {record.id}", record.body_site]
+    parts = [record.visit_date, record.name, record.body_site]
     return " \u00b7 ".join(part for part in parts if part)
 
 
@@ -185,12 +185,13 @@ def saved_overlay(saved: SavedAnalysis):
     return overlay(saved.image, lesion, border_band(lesion, CleanupSettings.from_dict(saved.record.cleanup)))
 
 
-def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
+def saved_report(saved: SavedAnalysis, image_name: str | None = None) -> bytes:
     """The one-page PDF report of a saved visit (:func:`moleseg.core.pdf_report.pdf_report`): its settings, visit,
-    notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`)."""
+    notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`); ``image_name``
+    printed (default: the record's :attr:`~moleseg.engine.records.Record.name`)."""
     record = saved.record
     return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,
-                      image_name=image_name, settings=record.settings(), visit=record.visit(),
+                      image_name=image_name or record.name, settings=record.settings(), visit=record.visit(),
                       notes=saved_notes(saved), n_classes=saved_n_classes(saved))
 
 
