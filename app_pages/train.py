@@ -115,7 +115,7 @@ def finetune_section() -> None:
             check_session_quota()
             config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
                                      roots=serverpaths.dataset_roots())
-            run_dir = trainstatus.start(config, RUNS, config["name"], OWN_RUNS)
+            run_dir = trainstatus.start(config, RUNS, own_runs=OWN_RUNS)
         except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(first_line(error) if isinstance(error, OSError) else str(error))
         else:
@@ -153,8 +153,7 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
     else:
         try:
             check_session_quota()
-            run_dir = trainstatus.start(config, RUNS, config["name"] or
-                                        f"{config['model']['architecture']}-{config['model']['backbone']}", OWN_RUNS)
+            run_dir = trainstatus.start(config, RUNS, own_runs=OWN_RUNS)
         except (trainlock.TrainingBusy, ValueError, OSError) as error:
             st.error(first_line(error) if isinstance(error, OSError) else str(error))
         else:
