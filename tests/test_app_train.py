@@ -438,6 +438,14 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
             "and 1 image is held back to validate it. Its validation FM will come from that 1 image only")
     assert any(text.startswith(plan) for text in texts(at.caption)), texts(at.caption)
     assert not at.button(key="train_finetune_start").disabled
+    from moleseg.app import trainstatus
+
+    started = []
+    monkeypatch.setattr(trainstatus, "start", lambda config, runs, name=None, own_runs=None:
+                        started.append(config) or Path(runs) / "dermoscopy-corrections-1")
+    at.button(key="train_finetune_start").click().run()
+    assert not at.exception and [config["name"] for config in started] == ["dermoscopy-corrections"]
+    assert at.session_state["train_run"] == str(app_folders["runs"] / "dermoscopy-corrections-1")
 
 
 # -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------
