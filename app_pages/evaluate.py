@@ -14,7 +14,7 @@ from moleseg.app.models import model_choices
 from moleseg.core.config import BASELINE_NAME
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
-from moleseg.core.words import count_of
+from moleseg.core.words import capitalised, count_of
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
 from moleseg.engine.tasks import TooManyTasks
@@ -72,7 +72,7 @@ def show_evaluation(result: dict) -> None:
     cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
     baseline_name = result.get("baseline_name", BASELINE_NAME)
     if baseline and baseline.get("n"):
-        cells[2].metric(f"{baseline_name[:1].upper()}{baseline_name[1:]}: mean FM", f"{baseline['fm']['mean']:.4f}",
+        cells[2].metric(f"{capitalised(baseline_name)}: mean FM", f"{baseline['fm']['mean']:.4f}",
                         delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
     st.plotly_chart(charts.fm_per_image(per_image_fm(summary),
                                         per_image_fm(baseline) if baseline else None,

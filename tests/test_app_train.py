@@ -726,3 +726,12 @@ def test_a_killed_terminal_leaves_no_training_behind(app_folders, tmp_path, fake
         time.sleep(0.05)
     assert trainlock.active_training() is None
     assert jobs.read_job(tmp_path / "run").status == "died"
+
+
+def test_the_busy_sentence_keeps_the_run_s_name_as_it_is(monkeypatch, tmp_path):
+    from moleseg.app import trainstatus
+    from moleseg.engine.trainlock import TrainingHolder
+
+    holder = TrainingHolder(run_dir=tmp_path / "Moles-V2-20260102", origin="app", pid=12)
+    monkeypatch.setattr(trainstatus, "running", lambda: holder)
+    assert trainstatus.busy_sentence().startswith("Another training is running in Moles-V2-20260102 (started by the app")

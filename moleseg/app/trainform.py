@@ -14,6 +14,7 @@ from moleseg.app import serverpaths
 from moleseg.core import options
 from moleseg.core.config import class_names, example_cache_dir
 from moleseg.core.options import Option
+from moleseg.core.words import capitalised
 from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine import jobs
 from moleseg.engine.session import DATASET_PAIR_FORM, dataset_list
@@ -46,7 +47,7 @@ def widget_key(item: Option, n_classes: int | None = None) -> str:
 def title(item: Option) -> str:
     """The widget's label: the option's title (or name in words, capitalised), with its unit unless the
     words already name it ("Epochs", not "Epochs (epochs)")."""
-    words = item.title or item.label[0].upper() + item.label[1:]
+    words = item.title or capitalised(item.label)
     return f"{words} ({item.unit})" if item.unit and item.unit not in words.lower() else words
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.core.trainconfig import training_name
+from moleseg.core.words import capitalised
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
@@ -119,7 +120,7 @@ def busy_sentence(own_runs: Path | None = None) -> str:
     holder = running()
     if holder is None:
         return ""
-    return holder.sentence().capitalize() + "." if _is_own(holder, own_runs) else other_users_sentence(holder)
+    return capitalised(holder.sentence()) + "." if _is_own(holder, own_runs) else other_users_sentence(holder)
 
 
 def run_to_show(runs: str | Path, remembered: str | None, own_runs: Path | None = None) -> Path | None:

@@ -23,6 +23,7 @@ from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTB
                                  installed_dermoscopy_model)
 from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
+from moleseg.core.words import capitalised
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
@@ -360,7 +361,7 @@ def sentence(note: str) -> str:
     text = note.strip()
     if not text:
         return text
-    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+    return capitalised(text) + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 
