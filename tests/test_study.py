@@ -378,3 +378,40 @@ def test_the_run_count_is_known_before_the_plan_is_made(tmp_path):
     path = write_study(tmp_path / "s.yaml", design="grid", repeats=10,
                        factors={"epochs": list(range(1, 11)), "batch_size": list(range(1, 11))})
     assert len(studyplan.plan(studyplan.load_study(path))) == studyplan.MAX_PLANNED_RUNS  # the cap itself runs
+
+
+def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypatch):
+    """Only its start was checked: a study of up to 1,000 runs, each a model file of up to hundreds of MB, started
+    just under its user's quota grew their files far past it. A run starts only while they are below it."""
+    from moleseg.core import diskusage
+    from moleseg.core.diskusage import BYTES_PER_GB
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "train", count=6, size=48)
+    make_dataset(tmp_path / "test", count=2, size=48)
+    path = write_study(tmp_path / "s.yaml", factors={"momentum": [0.9, 0.5, 0.1]})  # three runs
+    space = tmp_path / "space"
+    out = space / "runs" / "study-s"
+    trained: list[str] = []
+
+    def train(run, run_dir, parts, echo):  # a run's files, without training: 3,000 bytes of model
+        trained.append(run.run_id)
+        fake_run(out, run.run_id, {"a.png": 0.9, "b.png": 0.8})
+        (run_dir / "model.keras").write_bytes(b"x" * 3000)
+        return True
+
+    monkeypatch.setattr(studyrun, "_train_run", train)
+    monkeypatch.setattr(diskusage, "USER_USAGE_CACHE_S", 0.0)  # runs minutes apart: each measured afresh
+    lines: list[str] = []
+    quota = studyrun.StudyQuota(5000 / BYTES_PER_GB, (space,), "delete old runs")  # room for one run, not two
+    rows = studyrun.run_study(studyplan.load_study(path), out, echo=lines.append, quota=quota)
+    assert trained == ["base-seed0", "momentum=0.5-seed0"] and len(rows) == 2
+    assert lines[-1] == ("momentum=0.1-seed0: not started: Your files take 0.00 GB of your 5e-06 GB quota on this "
+                         "server: delete old runs, then try again.")
+    progress = studyrun.read_progress(out)
+    assert (progress.status, progress.done, progress.runs) == ("stopped at the quota", 2, 3)
+    # the background process that the app starts (start_study) gets the same quota in its flags
+    given: list[object] = []
+    monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
+    assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "other"), *quota.arguments()]) == 0
+    assert given == [quota]
