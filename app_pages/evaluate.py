@@ -7,8 +7,9 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
-from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_SHOWN, WORST_SHOWN_MAX, baseline_choice, comparable_models,
-                                    evaluation_key, evaluation_task, per_image_fm, runs_table, summary_rows)
+from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_CAPTION, WORST_SHOWN, WORST_SHOWN_MAX, baseline_choice,
+                                    comparable_models, evaluation_key, evaluation_task, per_image_fm, runs_table,
+                                    summary_rows)
 from moleseg.app.identity import user_space
 from moleseg.app.models import model_choices
 from moleseg.core.config import BASELINE_NAME
@@ -85,7 +86,7 @@ def show_evaluation(result: dict) -> None:
     with st.expander("Every image"):
         st.dataframe(summary["per_image"], hide_index=True, width="stretch")
     if result["pictures"]:
-        st.markdown("**Worst images** (prediction filled, true lesion outlined in magenta)")
+        st.markdown(WORST_CAPTION)
         columns = st.columns(min(4, len(result["pictures"])))
         fm = dict(result["worst"])
         for index, (name, picture) in enumerate(result["pictures"]):

@@ -6,10 +6,13 @@ import json
 import threading
 import zipfile
 
+import numpy as np
+
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset
 from moleseg.app.ui import PAGE_FILES
 from moleseg.app import evaluation
+from moleseg.core.imageio import read_mask
 from moleseg.engine.runs import write_json
 
 PAGE = PAGE_FILES["evaluate"]
@@ -144,6 +147,11 @@ def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
     assert result["summary"]["fm"] == result["baseline"]["fm"]
     assert len(result["worst"]) == len(result["pictures"]) == 1
     assert calls[0] == "classical" and calls[-1] == "baseline classical"
+    (name, picture), = result["pictures"]
+    truth = read_mask(next(pair.mask for pair in pairs if pair.image.name == name))
+    outline = np.all(picture == evaluation.TRUTH_COLOR, axis=-1)  # the true lesion outlined in magenta
+    assert evaluation.TRUTH_COLOR == (255, 0, 255) and "magenta" in evaluation.WORST_CAPTION
+    assert outline.any() and truth[outline].all()
 
 
 def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_folders, monkeypatch, tmp_path):

@@ -30,6 +30,9 @@ BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the
 WORST_SHOWN: int = 4
 #: The most worst images the Evaluate page offers to draw.
 WORST_SHOWN_MAX: int = 20
+#: Colour (RGB) of the true lesion's outline on the worst images, and what the page says of the pictures.
+TRUTH_COLOR: tuple[int, int, int] = (255, 0, 255)
+WORST_CAPTION: str = "**Worst images** (prediction filled, true lesion outlined in magenta)"
 
 
 def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) -> dict[str, ModelChoice]:
@@ -102,7 +105,7 @@ def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[s
         segmentation = segment(segmenter, image)
         picture = overlay(image, segmentation.lesion, segmentation.border)
         thickness = max(1, round(max(image.shape[:2]) / 300))
-        pictures.append((name, contour_overlay(picture, truth, color=(255, 0, 255), thickness_px=thickness)))
+        pictures.append((name, contour_overlay(picture, truth, color=TRUTH_COLOR, thickness_px=thickness)))
     return pictures
 
 
