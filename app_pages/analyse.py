@@ -32,7 +32,8 @@ from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
-from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
+from moleseg.core.report import (DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, cleanup_text, sidecar_name,
+                                 threshold_text)
 from moleseg.core.imagefile import FORMAT_NAMES
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of
@@ -422,12 +423,8 @@ def analysed_results(whole_page: bool) -> Shown | None:
             st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, "
                        f"the model's least confident share on its validation images, are marked "
                        f"\"{analysis.words['check']}\").")
-        used = analysis.segmentation.settings
-        st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} "
-                   f"px ({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
-                   f"{'only' if used.largest_component else 'off'}; "
-                   + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
-                      f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
+        st.caption(f"Cleanup: {cleanup_text(analysis.segmentation.settings.to_dict())}; "
+                   f"{threshold_text(analysis.segmentation.lesion_threshold, words['target'])}.")
     if analysis.measurements:
         st.html(measurement_html(analysis))
     hand_correction_block(outcome, corrections)

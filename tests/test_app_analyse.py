@@ -129,6 +129,10 @@ def test_overlay_colours_and_pixel_size_apply(at):
     assert (analysis.overlay[border] == [255, 0, 0]).all()
     units = set(measurement_frames(at)[0]["unit"])
     assert "mm" in units and "mm\u00b2" in units
+    from moleseg.core.report import cleanup_text
+
+    said = f"Cleanup: {cleanup_text(analysis.segmentation.settings.to_dict())}; most likely class."
+    assert said in texts(at.caption)  # in the words of the PDF and the History page
 
 
 def test_bad_uploads_get_one_error_each_and_the_good_file_is_still_analysed(at):
