@@ -26,7 +26,7 @@ from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHEC
 from moleseg.app.settled_slider import settled_slider
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
+from moleseg.core.config import DEFAULT_CLASS_COUNT, EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
@@ -315,7 +315,7 @@ def analysis_view() -> None:
     network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
     value reruns the results alone (:func:`rerun_results`)."""
     with st.sidebar:
-        manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
+        manual_cleanup_sidebar(choice.n_classes or DEFAULT_CLASS_COUNT, image_in_view(),
                                st.session_state.get("analyse_auto_by_key") or {})
         overlay_sidebar()
         st.header("Physical units")

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
-from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, models_dir
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, DEFAULT_CLASS_COUNT, models_dir
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import threshold_text
 
@@ -243,7 +243,7 @@ def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | Non
         if choice.kind == "classical":
             from moleseg.core.classical import ClassicalSegmenter
 
-            info = ClassicalSegmenter(n_classes=choice.n_classes or 3).info
+            info = ClassicalSegmenter(n_classes=choice.n_classes or DEFAULT_CLASS_COUNT).info
         else:
             info = _info(Path(choice.spec))
     info = _record(info)
