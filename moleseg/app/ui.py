@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +285,18 @@ def show_cache_notes(segmenter: Segmenter) -> None:
         st.warning(CACHE_REBUILT_WARNING)
 
 
+def remembered_model(choices: Sequence[ModelChoice] | None = None) -> ModelChoice:
+    """Of ``choices`` (default: every model on offer, :func:`moleseg.app.models.model_choices`), the model this
+    session chose last on any page, else the default model (:func:`moleseg.core.config.default_model_spec`),
+    else the first."""
+    offered = list(models.model_choices() if choices is None else choices)
+    by_spec = {c.spec: c for c in offered}
+    for spec in (st.session_state.get(MODEL_KEY), default_model_spec()):
+        if spec in by_spec:
+            return by_spec[spec]
+    return offered[0]
+
+
 def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
                  help: str | None = None) -> ModelChoice:
     """A select box of the shipped models, the classical baselines and the trained runs. The choice is
@@ -294,9 +306,7 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
         choices = [c for c in choices if c.n_classes in (None, n_classes)] or choices
     by_spec = {c.spec: c for c in choices}
     specs = list(by_spec)
-    remembered = st.session_state.get(MODEL_KEY) or default_model_spec()
-    if remembered not in by_spec:
-        remembered = default_model_spec() if default_model_spec() in by_spec else specs[0]
+    remembered = remembered_model(choices).spec
     if st.session_state.get(key) not in by_spec:
         st.session_state.pop(key, None)
         index = specs.index(remembered)
