@@ -201,7 +201,7 @@ def test_evaluate_warns_about_empty_and_full_masks_and_counts_them(tmp_path, cap
                  "--json", str(tmp_path / "e.json")])
     assert code == 0
     err = capsys.readouterr().err
-    assert "warning: 001.png: empty mask: no foreground pixel (all black) (scored anyway: 001.png)" in err
+    assert "warning: 001.png: empty mask: no foreground pixel, all black (scored anyway: 001.png)" in err
     assert "warning: 002.png: full mask: every pixel is foreground" in err
     assert "warning: 1 empty and 1 full true masks were scored" in err
     import json
@@ -261,9 +261,9 @@ def test_training_warns_about_empty_and_full_masks(tmp_path):
     frequencies = class_frequencies_of(pair_folders(images, masks).pairs, TargetConfig(input_size=32),
                                        warn=lines.append)
     assert frequencies.shape == (3,) and abs(frequencies.sum() - 1) < 1e-9
-    assert lines == ["warning: 001.png: empty mask: no foreground pixel (all black)",
-                     "warning: 002.png: full mask: every pixel is foreground (all white; an image, or an "
-                     "inverted mask?)",
+    assert lines == ["warning: 001.png: empty mask: no foreground pixel, all black",
+                     "warning: 002.png: full mask: every pixel is foreground, all white: an image, or an "
+                     "inverted mask?",
                      "warning: 1 empty training mask and 1 full training mask"]
 
 
