@@ -734,4 +734,5 @@ def test_the_busy_sentence_keeps_the_run_s_name_as_it_is(monkeypatch, tmp_path):
 
     holder = TrainingHolder(run_dir=tmp_path / "Moles-V2-20260102", origin="app", pid=12)
     monkeypatch.setattr(trainstatus, "running", lambda: holder)
-    assert trainstatus.busy_sentence().startswith("Another training is running in Moles-V2-20260102 (started by the app")
+    said = trainstatus.busy_sentence()
+    assert said.startswith("Another training is running in Moles-V2-20260102 (started by the app")

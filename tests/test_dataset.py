@@ -75,8 +75,9 @@ def test_an_image_saved_before_hashes_were_recorded_is_recognised_by_its_pixels(
 def test_a_pairs_files_and_its_provenance_record_are_named_and_read_in_one_place(tmp_path):
     image = np.full((6, 8, 3), 50, np.uint8)
     saved = save_pair(tmp_path / "d", "a", image, np.ones((6, 8), bool), {"corrected_by_hand": True})
-    assert (saved.image, saved.mask, saved.provenance) == pair_paths(tmp_path / "d", "a") == (
-        tmp_path / "d" / "images" / "a.png", tmp_path / "d" / "masks" / "a.png", tmp_path / "d" / "provenance" / "a.json")
+    folder = tmp_path / "d"
+    assert (saved.image, saved.mask, saved.provenance) == pair_paths(folder, "a") == (
+        folder / "images" / "a.png", folder / "masks" / "a.png", folder / "provenance" / "a.json")
     record = read_provenance(tmp_path / "d", "a")
     assert record is not None and record["corrected_by_hand"] is True and record["image_sha256"] == image_sha256(image)
     assert read_provenance(tmp_path / "d", "missing") is None

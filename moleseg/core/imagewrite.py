@@ -110,8 +110,8 @@ def encode_jpeg(image: np.ndarray, quality: int = DISPLAY_JPEG_QUALITY) -> bytes
 def display_jpeg(picture: np.ndarray, side_px: int | None = None) -> bytes:
     """An ``(H, W, 3)`` uint8 RGB picture as a page shows it: shrunk to at most ``side_px`` px on its longer side
     (default :data:`moleseg.core.render.DISPLAY_SIDE_PX`; :func:`moleseg.core.render.shrunk`) and encoded by
-    :func:`encode_jpeg` (:data:`DISPLAY_JPEG_QUALITY`, libjpeg-turbo): several times faster to make and to send than the full-size
-    JPEG of quality 100 Streamlit makes of an array; downloads stay lossless PNG."""
+    :func:`encode_jpeg` (:data:`DISPLAY_JPEG_QUALITY`, libjpeg-turbo): several times faster to make and to send than
+    the full-size JPEG of quality 100 Streamlit makes of an array; downloads stay lossless PNG."""
     from moleseg.core.render import DISPLAY_SIDE_PX, shrunk
 
     return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px or DISPLAY_SIDE_PX)))

@@ -304,8 +304,9 @@ OPTIONS: tuple[Option, ...] = (
     _option("model.backbone", "model", "choice", BACKBONES[0], "encoder network", choices=BACKBONES),
     _option("model.input_size", "model", "int", 256, "side of the square network input",
             low=32, high=MAX_INPUT_SIZE_PX, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
-    _option("model.n_classes", "model", "choice", DEFAULT_CLASS_COUNT, "3: back/border/inside (moles); 2: background/foreground "
-            "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio", title="Classes"),
+    _option("model.n_classes", "model", "choice", DEFAULT_CLASS_COUNT,
+            "3: back/border/inside (moles); 2: background/foreground (cells)", choices=CLASS_COUNTS, flag="--classes",
+            widget="radio", title="Classes"),
     _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
             aliases=("--dense-head",), title="Separable convolutions"),
     _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",

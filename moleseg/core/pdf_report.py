@@ -120,7 +120,8 @@ def pdf_report(
     given, and the date the report was made; the settings that made the analysis (model and version,
     cleanup, lesion threshold, pixel size, corrected by hand or not: :meth:`AnalysisSettings.lines`); the
     image and its segmentation overlay side by side (embedded as JPEG pictures, at most
-    :data:`PDF_IMAGE_MAX_SIDE_PX` on their longer side, scaled to fit), the overlay with a scale bar when the pixel size is known; the
+    :data:`PDF_IMAGE_MAX_SIDE_PX` on their longer side, scaled to fit), the overlay with a scale bar when the pixel
+    size is known; the
     measurements table, one row per measurement with its pixel value and its mm value side by side
     (:func:`measurement_lines`; the mm column only when some value has one); the clinician's notes of the visit
     under "Notes:" and the app's own ``notes`` apart under "Warnings:"; and the statement that this is research software, not a medical device and not for

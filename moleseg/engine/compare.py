@@ -49,8 +49,8 @@ from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment, segment_many
 
 __all__ = ["BEFORE_COLOR", "AFTER_COLOR", "BEFORE_COLOR_NAME", "AFTER_COLOR_NAME", "ROTATION_CONVENTION",
-           "WITHIN_NOISE", "Change", "Comparison", "LesionMasks", "compare_lesions", "compare_records", "compare_visits", "per_image_noise",
-           "rephotographed_values"]
+           "WITHIN_NOISE", "Change", "Comparison", "LesionMasks", "compare_lesions", "compare_records",
+           "compare_visits", "per_image_noise", "rephotographed_values"]
 
 #: Outline colours (RGB) of the before and after lesions in the comparison pictures.
 BEFORE_COLOR: tuple[int, int, int] = (0, 255, 255)
