@@ -15,7 +15,7 @@ from synthetic import dicom_bytes, mole_image, png_bytes
 
 from moleseg.app.analysis import ImageOutcome, Upload
 from moleseg.app.exports import LatestResults, Shown
-from moleseg.app.results import dicom_export_stem
+from moleseg.app.results import dicom_export_stem, dicom_visit
 from moleseg.cli import main
 from moleseg.cli.common import EXIT_ERROR
 from moleseg.core.classical import ClassicalSegmenter
@@ -56,9 +56,10 @@ def unzipped(archive: bytes) -> dict[str, bytes]:
     return {name: bundle.read(name) for name in bundle.namelist()}
 
 
-def app_export(name: str, data: bytes, include_identifiers: bool) -> tuple[str, dict[str, bytes]]:
-    """The Analyse page's DICOM download of ``data`` uploaded as ``name`` (the classical model, an empty
-    visit): the ZIP's file name and its members."""
+def app_export(name: str, data: bytes, include_identifiers: bool,
+               visit: Visit | None = None) -> tuple[str, dict[str, bytes]]:
+    """The Analyse page's DICOM download of ``data`` uploaded as ``name`` (the classical model, ``visit``, default
+    an empty one): the ZIP's file name and its members."""
     segmenter = ClassicalSegmenter()
     image = read_image(data, name=name)
     analysis = analyse_images(segmenter, [image], pixel_size_mm=0.02, lesion_threshold=None)[0]
@@ -67,7 +68,7 @@ def app_export(name: str, data: bytes, include_identifiers: bool) -> tuple[str, 
     latest = LatestResults()
     latest.publish(Shown((outcome,), outcome, upload, segmenter.name, "0.1"))
     zip_name = f"{dicom_export_stem(outcome, include_identifiers)}_dicom.zip"
-    return zip_name, unzipped(latest.dicom(Visit(), include_identifiers))
+    return zip_name, unzipped(latest.dicom(visit or Visit(), include_identifiers))
 
 
 @pytest.mark.parametrize("kind", ["png", "dcm"])
@@ -142,3 +143,25 @@ def test_predict_refuses_to_let_two_inputs_of_the_same_pixels_share_their_dicom_
                                                                               f"{neutral}_source.dcm"]
     assert ("b.png: no DICOM Segmentation written (its files would replace those of a.png, whose pixels give the "
             "same name; --dicom-identifiers names them after the files)") in capsys.readouterr().err
+
+
+def report_text(files: dict[str, bytes]) -> str:
+    """What the Encapsulated PDF report of a DICOM export draws and its metadata, lower case."""
+    report = pydicom.dcmread(io.BytesIO(next(data for name, data in files.items() if name.endswith("_report.dcm"))))
+    return "\n".join(pdf_words(report.EncapsulatedDocument[:report.EncapsulatedDocumentLength])).lower()
+
+
+def test_a_visit_the_dicom_file_filled_prints_none_of_its_identifiers_in_an_export_without_them():
+    image = mole_image(seed=3)[0]
+    data = dicom_bytes(image, patient_name="Mueller^Anna")
+    name = f"{STEM}.dcm"
+    filled = dicom_visit(Upload(name, data))  # what ticking "Use the DICOM file's patient and study fields" fills
+    assert (filled.lesion, filled.visit_date) == ("P123", "2026-01-02")
+    # the box unticked again: the fields still hold the file's identifiers, the body site was typed
+    visit = Visit(lesion=filled.lesion, visit_date=filled.visit_date, body_site="left shoulder")
+    _, without = app_export(name, data, include_identifiers=False, visit=visit)
+    said = report_text(without)
+    assert "p123" not in said and "2026-01-02" not in said and "left shoulder" in said
+    _, with_them = app_export(name, data, include_identifiers=True, visit=visit)
+    said = report_text(with_them)
+    assert "p123" in said and "2026-01-02" in said and "left shoulder" in said

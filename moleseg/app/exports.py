@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 from moleseg.app.analysis import ImageOutcome, Upload
 from moleseg.app.results import (batch_bundle, dicom_bundle, measurements_csv_bytes, measurements_sidecar_bytes,
-                                 objects_csv_bytes, outline_downloads)
+                                 objects_csv_bytes, outline_downloads, without_dicom_identifiers)
 from moleseg.core.report import Visit
 
 
@@ -115,8 +115,12 @@ class LatestResults:
 
     def dicom(self, visit: Visit, include_identifiers: bool) -> bytes:
         """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`); the
-        report names the image's file only with identifiers, else the export's neutral name."""
+        report names the image's file only with identifiers, else the export's neutral name, and then prints no
+        visit field that holds the DICOM file's own identifiers
+        (:func:`moleseg.app.results.without_dicom_identifiers`)."""
         shown = self._now()
+        if not include_identifiers:
+            visit = without_dicom_identifiers(visit, shown.upload)
 
         def report(export_name: str) -> bytes:
             return _report(shown, visit, None if include_identifiers else export_name)

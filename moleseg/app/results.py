@@ -487,6 +487,28 @@ def dicom_visit(upload: Upload) -> Visit | None:
     return visit if visit != Visit() else None
 
 
+def without_dicom_identifiers(visit: Visit, upload: Upload) -> Visit:
+    """``visit`` as an export without identifiers prints it: each field that holds one of the patient and study
+    identifiers the DICOM upload ``upload`` carries (:func:`moleseg.core.dicomio.dicom_facts`, compared without
+    case or surrounding spaces; its study date in the visit's ``YYYY-MM-DD``) emptied, so that ticking "Use the
+    DICOM file's patient and study fields" and unticking it again leaves none of them in that export; a field the
+    user typed otherwise stays. ``visit`` itself for a file that is not DICOM."""
+    from moleseg.core.dicomio import DicomReadError, dicom_facts
+
+    try:
+        facts = dicom_facts(upload.data, name=upload.name)
+    except DicomReadError:
+        return visit
+    if facts is None:
+        return visit
+    found = {value.strip().casefold() for value in facts.identifiers.values() if value.strip()}
+    date = facts.identifiers.get("StudyDate", "")
+    if len(date) == 8 and date.isdigit():
+        found.add(f"{date[:4]}-{date[4:6]}-{date[6:8]}")
+    return Visit(**{name: "" if value.strip().casefold() in found else value
+                    for name, value in visit.to_dict().items()})
+
+
 def dicom_export_stem(outcome: ImageOutcome, include_identifiers: bool) -> str:
     """What the DICOM export of an analysed image calls it, in its files, its ZIP's name and its report
     (:func:`moleseg.core.dicomexport.export_stem`): the file's stem with identifiers, else a neutral name made
