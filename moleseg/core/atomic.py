@@ -81,7 +81,7 @@ def atomic_output(path: str | os.PathLike[str], *, sync_folder: bool = True) -> 
         os.replace(temporary, target)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.filename in (None, str(temporary)):
+        if isinstance(error, OSError) and error.strerror and error.filename in (None, str(temporary)):
             error.filename, error.filename2 = str(target), None  # the file the user asked for, not our temporary
         raise
     if sync_folder:
