@@ -243,6 +243,30 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
         [("1.0", "False", "False")] * 2
 
 
+def test_predict_and_score_skip_a_file_name_that_is_not_utf8_by_name(tmp_path, capsys):
+    # its files were written, then measurements.csv (UTF-8) could not hold its name: "error: 'utf-8' codec can't
+    # encode characters ...", its three pictures left without a table; score wrote --json, then failed on --csv
+    images, masks = lesion_dataset(tmp_path / "set", n=1, size=48)
+    for folder in (images, masks):
+        shutil.copy(folder / "000.png", os.fsdecode(bytes(folder) + b"/l\xe9sion.png"))
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out), str(images)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "skipped l\\xe9sion.png: its path is not UTF-8 text: rename the file" in captured.err
+    assert _error_lines(captured.err) == ["error: 1 file could not be processed"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv", "measurements.settings.json"]
+    assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
+    predicted = shutil.copytree(masks, tmp_path / "predicted")
+    code = main(["score", "--quiet", "--pred", str(predicted), "--masks", str(masks),
+                 "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    captured = capsys.readouterr()
+    assert code == 2 and "skipped l\\xe9sion.png: its path is not UTF-8 text" in captured.err
+    assert [row["image"] for row in _read_csv(tmp_path / "s.csv")] == ["000.png"]
+    assert json.loads((tmp_path / "s.json").read_text())["n"] == 1
+
+
 def test_predict_single_file_exits_0(tmp_path, capsys):
     images, _ = lesion_dataset(tmp_path / "set", n=1, size=96, vary=True)
     code = main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), "--quiet",

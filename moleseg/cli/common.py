@@ -101,10 +101,12 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
 
 
 def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...)."""
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...); a byte of a
+    file name that is not UTF-8 (a lone surrogate U+DC80..U+DCFF, as :func:`os.fsdecode` keeps it) as ``\\xNN``."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() else f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

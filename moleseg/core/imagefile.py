@@ -44,6 +44,9 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF"
 NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
 #: The reason given for a file (or upload) of 0 bytes.
 EMPTY_FILE = "empty file (0 bytes)"
+#: Reason of a path whose bytes are not UTF-8 (a name from another system's encoding): the results name each image
+#: by its path, in UTF-8 tables (measurements.csv, score tables) that could not hold it.
+NOT_TEXT_PATH = "its path is not UTF-8 text: rename the file (the results name each image by its path)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -86,11 +89,16 @@ def file_label(source: Any, name: str | None) -> str:
 
 
 def _open_binary(source: Any, label: str) -> IO[bytes]:
-    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files."""
+    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files and a path that is not
+    UTF-8 text."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        try:
+            os.fspath(path).encode("utf-8")
+        except UnicodeEncodeError as exc:  # undecodable bytes, kept by Python as lone surrogates
+            raise ImageReadError(label, NOT_TEXT_PATH) from exc
         try:
             if path.is_dir():
                 raise ImageReadError(label, "is a folder, not an image file")
