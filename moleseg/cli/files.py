@@ -134,6 +134,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
         if stopped:
             failures_exit(failures)
+            if outcome.interrupted:  # the table of what was written is there: end as Ctrl-C does
+                raise KeyboardInterrupt
             raise CommandError(stopped)
         return failures_exit(failures)
 
