@@ -259,10 +259,11 @@ def test_predict_and_score_skip_a_file_name_that_is_not_utf8_by_name(tmp_path, c
         "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv", "measurements.settings.json"]
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
     predicted = shutil.copytree(masks, tmp_path / "predicted")
-    code = main(["score", "--quiet", "--pred", str(predicted), "--masks", str(masks),
+    code = main(["score", "--pred", str(predicted), "--masks", str(masks),
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
     captured = capsys.readouterr()
-    assert code == 2 and "skipped l\\xe9sion.png: its path is not UTF-8 text" in captured.err
+    assert code == 0  # left out by the pairing, as an unpaired file is
+    assert "  image l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file" in captured.err
     assert [row["image"] for row in _read_csv(tmp_path / "s.csv")] == ["000.png"]
     assert json.loads((tmp_path / "s.json").read_text())["n"] == 1
 

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator, Union
 
 from PIL import Image
 
-from moleseg.core.errors import open_failure
+from moleseg.core.errors import NOT_TEXT_PATH, is_text_path, open_failure
 
 __all__ = [
     "EMPTY_FILE",
@@ -44,9 +44,6 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF"
 NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
 #: The reason given for a file (or upload) of 0 bytes.
 EMPTY_FILE = "empty file (0 bytes)"
-#: Reason of a path whose bytes are not UTF-8 (a name from another system's encoding): the results name each image
-#: by its path, in UTF-8 tables (measurements.csv, score tables) that could not hold it.
-NOT_TEXT_PATH = "its path is not UTF-8 text: rename the file (the results name each image by its path)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_NAME = "image"
 #: EXIF orientations that swap width and height.
@@ -95,10 +92,8 @@ def _open_binary(source: Any, label: str) -> IO[bytes]:
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        try:
-            os.fspath(path).encode("utf-8")
-        except UnicodeEncodeError as exc:  # undecodable bytes, kept by Python as lone surrogates
-            raise ImageReadError(label, NOT_TEXT_PATH) from exc
+        if not is_text_path(path):
+            raise ImageReadError(label, NOT_TEXT_PATH)
         try:
             if path.is_dir():
                 raise ImageReadError(label, "is a folder, not an image file")
