@@ -35,7 +35,8 @@ VIEW_BORDERS: str = "both borders over the aligned after image"
 VIEW_SWIPE: str = "swipe"
 VIEW_SIDE_BY_SIDE: str = "side by side"
 COMPARE_VIEWS: tuple[str, ...] = (VIEW_BORDERS, VIEW_SWIPE, VIEW_SIDE_BY_SIDE)
-#: Most simulated second photographs per visit the Compare page offers for a lesion's own noise.
+#: Most simulated second photographs per visit the Compare page offers for a lesion's own noise (fewer than the
+#: engine's :data:`moleseg.core.config.MAX_NOISE_PASSES`: the page waits for them).
 MAX_NOISE_PASSES: int = 8
 #: Said under the Compare page's table of changes.
 NOISE_CAPTION: str = (f"Noise: the smallest change each measurement can detect between two photographs of an "
