@@ -185,3 +185,14 @@ def test_a_damaged_table_or_sidecar_of_a_shard_is_one_line_naming_it(tmp_path, c
     assert main(["merge", "--quiet", str(tmp_path / "shards"), "--out", str(tmp_path / "merged")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'shards' / damaged}: {reason}\n"
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_shard_folder_that_is_missing_or_a_file_is_named_as_such(tmp_path, capsys):
+    # merge took the first folder for --out first: "no shard manifest ... in <missing folder>" and "--out <file> is
+    # a file, not a folder", an option never typed
+    (tmp_path / "notes.txt").write_text("x")
+    for given, said in ((tmp_path / "absent", f"folder not found: {tmp_path / 'absent'}"),
+                        (tmp_path / "notes.txt", f"{tmp_path / 'notes.txt'} is a file, not a shard folder")):
+        assert main(["merge", "--quiet", str(given)]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -169,6 +169,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from moleseg.engine.shards import ShardError, merge_shards
 
     folders = [Path(folder) for folder in args.folders]
+    for folder in folders:  # before --out, which is the first of them unless given
+        if not folder.is_dir():
+            raise CommandError(f"{printable(str(folder))} is a file, not a shard folder" if folder.exists()
+                               else folder_not_found(printable(str(folder))))
     with output_folder(args.out or args.folders[0]) as out:
         try:
             outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
