@@ -10,7 +10,7 @@ import streamlit as st
 from moleseg import studyreport
 from moleseg.app import serverpaths, ui
 from moleseg.app.identity import user_space
-from moleseg.app.quota import OverQuota, check_session_quota
+from moleseg.app.quota import OverQuota, check_session_quota, session_quota
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.roots import OutsideRootsError, resolve_inside_roots
 from moleseg.engine import studyrun
@@ -50,7 +50,7 @@ with st.expander("Start a study", expanded=False):
         out = runs / f"study-{safe_run_name(name)}"
         try:
             check_session_quota()
-            studyrun.start_study(path, out, roots=serverpaths.dataset_roots())
+            studyrun.start_study(path, out, roots=serverpaths.dataset_roots(), quota=session_quota())
         except (StudyError, OverQuota, OSError) as error:
             st.error(str(error))
         else:

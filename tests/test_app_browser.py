@@ -20,7 +20,7 @@ from PIL import Image
 from app_helpers import APP, ARTIFACTS, streamlit_server
 from synthetic import mole_image, png_bytes
 from moleseg.core.config import DATA_DIR_ENV
-from moleseg.tools.bench_app import border_slider, new_overlay, switch_on
+from moleseg.tools.bench_controls import border_slider, new_overlay, switch_on
 
 pytestmark = pytest.mark.browser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import threading
 import time
 import zipfile
@@ -221,6 +222,46 @@ def test_a_user_holds_at_most_max_session_datasets_unpacked_at_once(tmp_path):
     with pytest.raises(ArchiveError):
         bobs[-1].unpack_dataset(b"not a zip")
     assert not (bobs[-1].path / "dataset").exists()  # a refused archive holds none of bob's two
+
+
+@pytest.mark.parametrize("taken", ["link", "open folder"])
+def test_a_swept_session_folder_is_never_made_again_at_a_name_another_account_could_take(tmp_path, taken):
+    """A session folder's name is every local account's to see in the shared temporary folder. Once the idle
+    sweep had removed it, the session made it again at that name, into whatever stood there by then: a link to a
+    folder of another account's, or a folder of theirs open to all, received the user's unpacked dataset."""
+    folder = SessionFolder(root=tmp_path / "tmp", owner="alice")
+    old = folder.path
+    shutil.rmtree(old)  # the idle sweep
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    if taken == "link":
+        old.symlink_to(theirs)
+    else:
+        old.mkdir()
+        old.chmod(0o777)
+    (folder.fresh_dataset() / "a.png").write_bytes(b"a patient's picture")
+    assert (list(theirs.iterdir()), list(old.iterdir())) == ([], [])
+    assert folder.path.parent == old.parent and stat.S_IMODE(folder.path.lstat().st_mode) == 0o700
+    assert owned_session_folders("alice", old.parent) == [folder.path]
+    folder.remove()
+    assert old.exists() and not folder.path.exists()  # what stood at the old name is not the session's to remove
+
+
+def test_a_folder_another_account_names_after_a_user_is_not_that_user_s(tmp_path):
+    """Any local account may make a folder named like a session folder in the shared temporary folder, with an
+    owner file naming a user: it counted as that user's, in their quota (a sparse file of any size) and in their
+    MAX_SESSION_DATASETS, refusing their own ZIP uploads."""
+    from moleseg.core.config import MAX_SESSION_DATASETS
+    from moleseg.engine.session import OWNER_FILE, SESSION_PREFIX
+
+    mine = SessionFolder(root=tmp_path, owner="alice")
+    for index in range(MAX_SESSION_DATASETS):
+        forged = tmp_path / f"{SESSION_PREFIX}forged{index}"
+        (forged / "dataset").mkdir(parents=True)
+        (forged / OWNER_FILE).write_text("alice", encoding="utf-8")
+        forged.chmod(0o755)  # readable by the server's account: made by another one
+    assert owned_session_folders("alice", tmp_path) == [mine.path]
+    assert mine.fresh_dataset().is_dir()
 
 
 def test_a_zip_the_file_system_fails_to_unpack_is_refused_in_a_sentence_and_leaves_no_folder(tmp_path, monkeypatch):

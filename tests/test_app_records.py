@@ -330,6 +330,25 @@ def test_in_shared_mode_the_user_header_is_believed_only_from_the_proxy_with_its
     assert resolve_user(SHARED, headers, address) == expected
 
 
+def _starlette_headers(pairs: list[tuple[str, str]]):
+    from starlette.datastructures import Headers
+
+    return Headers(raw=[(name.lower().encode(), value.encode()) for name, value in pairs])
+
+
+@pytest.mark.parametrize("make", [lambda pairs: __import__("streamlit").runtime.context.StreamlitHeaders(pairs),
+                                  _starlette_headers], ids=["pages", "media gate"])
+@pytest.mark.parametrize("header", ["X-Forwarded-User", "X-Forwarded-Email"])
+def test_a_request_naming_its_user_twice_is_believed_for_nobody(make, header):
+    """A proxy that adds its user header to the browser's instead of replacing it (HAProxy's add-header, Apache's
+    RequestHeader add, Caddy's header_up +) passes the browser's value first, and the first was believed, by the
+    pages (st.context.headers) and by the media gate (Starlette's headers) alike: anyone became the admin."""
+    pairs = [(header, "boss"), (header, "alice"), ("X-Moleseg-Proxy-Secret", SECRET)]
+    refusal = resolve_user(SHARED, make(pairs), "10.0.0.5")
+    assert isinstance(refusal, identity.Refusal) and "more than once" in refusal.message
+    assert resolve_user(SHARED, make(pairs[1:]), "10.0.0.5") == User("alice")  # once: believed as before
+
+
 def test_a_loopback_peer_is_a_proxy_only_when_a_loopback_address_is_trusted():
     only_ipv6 = replace(SHARED, trusted_proxies=(ipaddress.ip_network("::1"),))
     assert resolve_user(only_ipv6, FROM_PROXY, None) == User("alice")

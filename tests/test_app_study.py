@@ -8,6 +8,7 @@ import numpy as np
 
 from app_helpers import app_test
 from moleseg.app.ui import PAGE_FILES
+from moleseg.core.settings import load_settings
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from synthetic import fake_run, write_study
 
@@ -34,8 +35,9 @@ def test_the_study_page_shows_a_study_folder(app_folders, tmp_path):
 def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders, monkeypatch):
     """The folder name was filled in from the first study file shown and stayed so when another file was
     chosen: that study's runs went into the first file's folder (study-cells-gpu for cells.yaml)."""
-    started = []
-    monkeypatch.setattr(studyrun, "start_study", lambda config, out, roots=None: started.append((config, out)))
+    started, quotas = [], []
+    monkeypatch.setattr(studyrun, "start_study", lambda config, out, roots=None, quota=None: (
+        started.append((config, out)), quotas.append(quota)))
     at = app_test(PAGE_FILES["study"])
     files = [str(path) for path in studyplan.study_files()]
     at.selectbox(key="study_file").set_value(files[1]).run()
@@ -45,6 +47,11 @@ def test_the_study_folder_is_named_after_the_study_file_chosen_last(app_folders,
     at.text_input(key="study_name").input("my study").run()
     at.button(key="study_start").click().run()
     assert started[-1][1] == app_folders["runs"] / "study-my-study"
+    assert quotas == [None, None]  # no quota: nothing for the study to check
+    monkeypatch.setenv("MOLESEG_USER_QUOTA_GB", "5")  # with one, the study checks it before each run
+    load_settings.cache_clear()
+    at.button(key="study_start").click().run()
+    assert quotas[-1].quota_gb == 5 and app_folders["runs"] in quotas[-1].folders and quotas[-1].owner
 
 
 def test_a_bad_study_file_is_one_error_on_the_page(app_folders, tmp_path):

@@ -32,11 +32,12 @@ FAKE_RUNNER = """
 import argparse, sys, time
 from pathlib import Path
 from moleseg.engine import jobs, trainlock
+from moleseg.engine.childargs import child_arguments
 
 parser = argparse.ArgumentParser()
 parser.add_argument("run_dir")
 parser.add_argument("--ready-fd", type=int)
-args = parser.parse_args()
+args = parser.parse_args(child_arguments())
 run = Path(args.run_dir)
 try:
     with trainlock.hold_training_lock(run, jobs.read_request(run).origin, args.ready_fd):
@@ -148,6 +149,17 @@ def test_only_one_training_runs_at_a_time(app_folders, tmp_path, fake_training):
     launch.request_cancel(run)
     wait_ended(pid)
     assert trainlock.active_training() is None  # the child ended: the kernel released its lock
+
+
+def test_a_training_s_command_line_does_not_name_its_run(app_folders, fake_training):
+    """Every local account reads a process's command line (ps, /proc/PID/cmdline): the training process showed
+    its run folder, the user's space (users/<name>-<hash>/) and the run's name as the user typed it."""
+    run, pid = fake_training(run_dir=launch.new_run_dir(app_folders["runs"], "Roe-Jane-lesions"))
+    command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    assert [part for part in command_line if "Roe-Jane" in part or str(app_folders["runs"]) in part] == []
+    assert jobs.read_job(run).active  # the runner found its run all the same
+    launch.request_cancel(run)
+    wait_ended(pid)
 
 
 def test_a_killed_training_releases_the_lock_and_the_next_one_starts(app_folders, fake_training):

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from synthetic import mole_image, png_bytes
+from moleseg.core.config import BASELINE_NAME
 from moleseg.tools.bench_app import AppBenchSettings, format_app_report, run_app_bench
 from moleseg.tools.bench_browser import CHROMIUM_PATH
 
@@ -23,21 +24,27 @@ def test_the_app_benchmark_times_each_step_in_a_real_browser(app_folders, tmp_pa
     images.mkdir()
     for index in range(3):  # the warm image, the batch's, the one that warms the server
         (images / f"mole{index}.png").write_bytes(png_bytes(mole_image(120, 160, seed=index)[0]))
-    settings = AppBenchSettings(repeats=1, batch=1, timeout_s=90, quick=True, cold=False)
+    settings = AppBenchSettings(repeats=1, batch=1, timeout_s=90, quick=True)
     result = run_app_bench("classical", images, settings)
     app = result["app"]
-    for key in ("warm_next_overlay_s", "slider_overlay_s", "slider_first_overlay_s", "batch12_s", "home_s",
-                "engine_batch12_s"):
+    for key in ("cold_first_overlay_s", "cells_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s",
+                "slider_first_overlay_s", "opacity_overlay_s", "colour_overlay_s", "pixel_size_values_s", "batch12_s",
+                "home_s", "engine_batch12_s"):
         assert 0 < app[key] < 90, (key, app[key])
     assert app["runs"]["slider_first_overlay_s"] == app["runs"]["slider_overlay_s"][:1]  # one repeat: the same
-    assert "cold_first_overlay_s" not in app and app["batch_images"] == 1
+    assert app["batch_images"] == 1 and app["cells_model"].startswith(f"{BASELINE_NAME} (cells")
     assert app["runs"]["warm_next_overlay_s"] == [app["warm_next_overlay_s"]] and app["model"] == "classical"
     assert app["images"] == f"3 real images from {images}"
+    assert len(app["runs"]["opacity_overlay_s"]) == len(app["runs"]["colour_overlay_s"]) == 1
+    assert len(app["runs"]["pixel_size_values_s"]) == 1
     assert set(result["targets"]) == {"cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s",
-                                      "slider_first_overlay_s", "home_s", "batch12_s"}
-    assert result["targets"]["cold_first_overlay_s"] == "not measured"
+                                      "slider_first_overlay_s", "opacity_overlay_s", "pixel_size_values_s", "home_s",
+                                      "batch12_s", "cells_first_overlay_s", "colour_overlay_s"}
+    assert result["targets"]["cold_first_overlay_s"] == result["targets"]["cells_first_overlay_s"] == "quick run"
     assert result["targets"]["home_s"] == "quick run"
-    assert "warm_next_overlay_s" in format_app_report(result) and "slider_first_overlay_s" in format_app_report(result)
+    report = format_app_report(result)
+    assert all(key in report for key in ("warm_next_overlay_s", "slider_first_overlay_s", "opacity_overlay_s",
+                                         "colour_overlay_s", "pixel_size_values_s"))
 
 
 def test_the_app_benchmark_refuses_a_model_flag_it_would_not_use(capsys):

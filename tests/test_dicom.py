@@ -238,6 +238,37 @@ def test_segmentation_of_a_dicom_image_references_it_without_identifiers(photo, 
         ("Doe^Jane", "P123")
 
 
+#: Patient and study facts beyond the identifier fields a DICOM photograph may carry (Patient, Patient Study,
+#: Clinical Trial and equipment modules, a private tag, a nested sequence): none may leave without consent.
+PATIENT_FACTS = {"OtherPatientNames": "Roe^Janet", "PatientBirthTime": "101500", "IssuerOfPatientID": "StMaryHosp",
+                 "PatientComments": "HIVpositive", "AdditionalPatientHistory": "melanoma2019",
+                 "ClinicalTrialSubjectID": "SUBJ-0017", "ClinicalTrialSponsorName": "AcmePharma",
+                 "PhysiciansOfRecord": "House^Greg", "ResponsiblePerson": "Roe^Johnny", "Occupation": "astronaut",
+                 "PatientWeight": "71.5", "MedicalAlerts": "pacemaker", "InstitutionAddress": "3ElmStreet",
+                 "StationName": "DERMCAM-WARD7", "OperatorsName": "Nurse^Ratched"}
+
+
+def test_an_export_without_identifiers_carries_no_patient_fact_of_its_source(photo, mask):
+    dataset = read_dataset(dicom_bytes(photo))
+    for keyword, value in PATIENT_FACTS.items():
+        setattr(dataset, keyword, value)
+    dataset.add_new(0x00090010, "LO", "ACME")  # a private creator and its patient note
+    dataset.add_new(0x00091001, "LO", "PrivateNoteDoe")
+    other = Dataset()
+    other.PatientID = "OLD-P999"
+    dataset.OtherPatientIDsSequence = [other]
+    secrets = [*PATIENT_FACTS.values(), "PrivateNoteDoe", "OLD-P999", "Doe^Jane", "P123"]
+    source = reference_source(dataset)
+    data = segmentation(mask, source, software_version="1.0", model_name="m")
+    report = encapsulated_pdf(b"%PDF-1.4 x\n", source, title="moleseg report: a")
+    assert [secret for secret in secrets if secret.encode() in data + report] == []
+    assert np.array_equal(read_segment(data, dataset.SOPInstanceUID), mask)  # the reference still resolves
+    assert pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID == dataset.StudyInstanceUID
+    kept = segmentation(mask, reference_source(dataset, include_identifiers=True), software_version="1.0",
+                        model_name="m")
+    assert str(pydicom.dcmread(io.BytesIO(kept)).OtherPatientNames) == "Roe^Janet"  # asked for: copied
+
+
 def test_a_mask_of_another_size_is_refused(photo, mask):
     source = reference_source(read_dataset(dicom_bytes(photo)))
     with pytest.raises(ValueError, match=r"^the mask is 79 x 64 px but its source image is 80 x 64 px$"):

@@ -5,9 +5,12 @@ TensorFlow runtime (its SavedModel entries); the ONNX entries are tested in test
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +99,7 @@ def test_each_writer_refuses_in_one_sentence_while_the_cache_is_off(monkeypatch,
     monkeypatch.setenv(compiled.CACHE_ENV, "0")
     arguments = (tmp_path / "model.keras", None, (SIZE, SIZE, 3)) + ((None,) if save == "save_onnx" else ())
     with pytest.raises(OSError) as refused:
-        getattr(compiled, save)(*arguments)
+        getattr(compiled, save)(*arguments, content="0" * 64)
     assert str(refused.value) == "the inference cache is off (MOLESEG_INFERENCE_CACHE=0)"
 
 
@@ -164,3 +167,120 @@ def test_changed_weights_in_a_saved_model_entry_are_detected_and_rebuilt(cached_
         f"cached inference graph {entry} not used: variables/{weights.name} does not match its recorded SHA-256; "
         "rebuilding it from the model file"]
     assert compiled.entry_problem(entry) is None  # written again
+
+
+def _mantissa_bits(weights: bytes, count: int) -> list[int]:
+    """Bit offsets of the lowest mantissa bit of ``count`` float32 weights in an HDF5 weights file."""
+    import h5py
+
+    datasets: list = []
+    with h5py.File(io.BytesIO(weights), "r") as handle:
+        handle.visititems(lambda _, item: datasets.append(item) if isinstance(item, h5py.Dataset)
+                          and item.dtype == np.float32 and item.id.get_offset() is not None else None)
+        offsets = [item.id.get_offset() + 4 * index for item in datasets for index in range(item.size)]
+    return [offset * 8 for offset in offsets[:count]]
+
+
+def _with_crc(data: bytes, target: int, bits: list[int]) -> bytes:
+    """``data`` with some of ``bits`` flipped so that its CRC-32 is ``target`` (CRC-32 is affine over GF(2))."""
+    base = zlib.crc32(data)
+    effects = []
+    for bit in bits:
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        effects.append(zlib.crc32(flipped) ^ base)
+    basis: dict[int, tuple[int, int]] = {}
+    for index, effect in enumerate(effects):
+        mask = 1 << index
+        for pivot in sorted(basis, reverse=True):
+            if effect >> pivot & 1:
+                effect, mask = effect ^ basis[pivot][0], mask ^ basis[pivot][1]
+        if effect:
+            basis[effect.bit_length() - 1] = (effect, mask)
+    wanted, chosen = base ^ target, 0
+    for pivot in sorted(basis, reverse=True):
+        if wanted >> pivot & 1:
+            wanted, chosen = wanted ^ basis[pivot][0], chosen ^ basis[pivot][1]
+    forged = bytearray(data)
+    for index, bit in enumerate(bits):
+        if chosen >> index & 1:
+            forged[bit // 8] ^= 1 << (bit % 8)
+    assert zlib.crc32(forged) == target
+    return bytes(forged)
+
+
+def _forged_twin(trusted: Path, other: Path, out: Path) -> Path:
+    """``out``: ``other``'s weights (each off by at most one last bit) in a model file whose ZIP directory
+    (names, CRC-32, sizes) is ``trusted``'s, as anyone who can read ``trusted`` can make in a second."""
+    with zipfile.ZipFile(trusted) as source, zipfile.ZipFile(other) as weights_from:
+        weights = weights_from.read("model.weights.h5")
+        forged = _with_crc(weights, source.getinfo("model.weights.h5").CRC, _mantissa_bits(weights, 64))
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+            for info in source.infolist():
+                archive.writestr(info.filename, forged if info.filename == "model.weights.h5"
+                                 else source.read(info.filename))
+    return out
+
+
+@pytest.mark.slow
+def test_a_model_file_forged_to_look_like_another_gets_no_entry_for_it(monkeypatch, cache, tmp_path):
+    """A shared model file (untrusted) made to carry a trusted model's ZIP directory fills the cache first; the
+    trusted model must still predict with its own network, not the forged file's."""
+    trusted = tiny_model_file(tmp_path, seed=0)
+    forged = _forged_twin(trusted, tiny_model_file(tmp_path, seed=1), tmp_path / "shared.keras")
+    with zipfile.ZipFile(trusted) as one, zipfile.ZipFile(forged) as two:
+        assert ([(i.filename, i.CRC, i.file_size) for i in one.infolist()]
+                == [(i.filename, i.CRC, i.file_size) for i in two.infolist()])
+        assert one.read("model.weights.h5") != two.read("model.weights.h5")
+    batch = np.random.default_rng(3).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    monkeypatch.setenv(compiled.CACHE_ENV, "0")
+    own = KerasSegmenter.from_file(trusted, test_time_augmentation=False).predict_network(batch)
+    monkeypatch.setenv(compiled.CACHE_ENV, "1")
+    theirs = KerasSegmenter.from_file(forged, test_time_augmentation=False).predict_network(batch)
+    assert np.abs(theirs - own).max() > 0.01  # two different networks
+    np.testing.assert_allclose(KerasSegmenter.from_file(trusted, test_time_augmentation=False)
+                               .predict_network(batch), own, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_model_file_replaced_while_its_network_is_converted_gets_no_entry_for_the_new_one(monkeypatch, cache,
+                                                                                            tmp_path):
+    """A file loaded, then replaced by a copy of a trusted model before its graph is cached (the conversion
+    takes seconds to minutes): the entry must not be filed under the trusted model's key."""
+    trusted = tiny_model_file(tmp_path, seed=0)
+    shared = tmp_path / "shared.keras"
+    shutil.copyfile(tiny_model_file(tmp_path, seed=1), shared)
+    batch = np.random.default_rng(4).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    monkeypatch.setenv(compiled.CACHE_ENV, "0")
+    own = KerasSegmenter.from_file(trusted, test_time_augmentation=False).predict_network(batch)
+    monkeypatch.setenv(compiled.CACHE_ENV, "1")
+    loaded = KerasSegmenter.from_file(shared, test_time_augmentation=False)
+    assert loaded._model is not None
+    shutil.copyfile(trusted, shared)  # after the load, before the network is converted and cached
+    theirs = loaded.predict_network(batch)
+    assert np.abs(theirs - own).max() > 0.01
+    np.testing.assert_allclose(KerasSegmenter.from_file(trusted, test_time_augmentation=False)
+                               .predict_network(batch), own, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_model_file_replaced_during_its_load_is_not_cached(monkeypatch, cache, tmp_path):
+    """Replaced by a copy of a trusted model while Keras reads it: which bytes made the network is unknown, so
+    nothing is cached (one warning), and the trusted model's key holds no entry."""
+    from moleseg.network import io as network_io
+
+    trusted = tiny_model_file(tmp_path, seed=0)
+    shared = tmp_path / "shared.keras"
+    shutil.copyfile(tiny_model_file(tmp_path, seed=1), shared)
+    real_load = network_io.load_keras_model
+
+    def load_then_replace(path, **kwargs):
+        model = real_load(path, **kwargs)
+        shutil.copyfile(trusted, shared)
+        return model
+
+    monkeypatch.setattr(network_io, "load_keras_model", load_then_replace)
+    with pytest.warns(UserWarning, match="^shared.keras changed while it was loaded; its network is not cached$"):
+        segmenter = KerasSegmenter.from_file(shared, test_time_augmentation=False)
+    segmenter.predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
+    assert compiled.cached_entry(trusted) is None and not (cache.is_dir() and any(cache.iterdir()))

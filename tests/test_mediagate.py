@@ -1,6 +1,6 @@
-"""The gate in front of Streamlit's media URLs (moleseg.app.mediagate), as an ASGI app called directly: a media
-request passes only when its owner (the proxy's user, or the browser's key with OIDC sign-in) was sent its URL
-down a websocket."""
+"""The gate in front of Streamlit's media URLs (moleseg.app.mediagate, reading Streamlit's wire format with
+moleseg.app.streamwire), as an ASGI app called directly: a media request passes only when its owner (the proxy's
+user, or the browser's key with OIDC sign-in) was sent its URL down a websocket."""
 
 from __future__ import annotations
 
@@ -15,19 +15,16 @@ import streamlit
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from moleseg.app.mediagate import (
-    BROWSER_KEY_COOKIE,
+from moleseg.app.mediagate import BROWSER_KEY_COOKIE, REFUSED, SESSION_REFUSED, MediaGate, SentMedia
+from moleseg.app.streamwire import (
     DEFERRED_FIELD,
     DROPPED_BACKMSGS,
     MEDIA_BEARING,
     MEDIA_FIELDS,
-    REFUSED,
     SESSION_BEARING,
     SESSION_FIELDS,
-    SESSION_REFUSED,
-    MediaGate,
-    SentMedia,
     media_ids,
+    sent_media,
     sent_media_ids,
 )
 from moleseg.core.config import APP_FILE
@@ -265,7 +262,7 @@ def test_a_message_that_does_not_parse_records_nothing(shared_proxy):
     url = f"/media/{PICTURE}.png"
     truncated = _pictures(url)[:-3]
     for frame in (truncated, b"\x0a\xff\xff" + url.encode(), url, url.encode()):
-        assert sent_media_ids(frame) == [], frame
+        assert sent_media_ids(frame) == [] and sent_media(frame) == ([], [], []), frame
     gate = MediaGate(_streamlit)
     alice = _through_proxy(shared_proxy, "alice")
     shown = _stream(gate, [truncated, url], alice)

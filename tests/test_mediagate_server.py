@@ -7,12 +7,13 @@ another user names (to go on with it, or to upload into it). About 1.5 s a test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from http.cookies import SimpleCookie
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from app_helpers import streamlit_server
-from moleseg.app.mediagate import REFUSED, SESSION_REFUSED, media_ids, sent_media_ids
+from moleseg.app.mediagate import REFUSED, SESSION_REFUSED
+from moleseg.app.streamwire import media_ids, sent_media_ids
+from moleseg.app.uploads import UPLOADS_FULL
 from moleseg.core.settings import DEFAULT_USER_HEADERS, ServerSettings
 
 SECRET = "s3cret-of-the-proxy"
@@ -113,15 +116,23 @@ def _run_page(url: str, user: str, shown: str = "", **client_state: str) -> tupl
     return asyncio.run(run())
 
 
-@pytest.fixture
-def gated_server(tmp_path: Path):
-    (tmp_path / "page.py").write_text(PAGE)
-    (tmp_path / "serve.py").write_text(SERVE)
+@contextlib.contextmanager
+def _served(folder: Path, serve: str) -> Iterator[str]:
+    """The URL of :data:`PAGE` served by ``serve`` (the gated app's entry point) from ``folder``, on a shared server
+    behind the proxy of :func:`_through_proxy`."""
+    (folder / "page.py").write_text(PAGE)
+    (folder / "serve.py").write_text(serve)
     env = {**os.environ, "MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example.org",
            "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1", "MOLESEG_PROXY_SECRET": SECRET,
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     env.pop("MOLESEG_CONFIG", None)
-    with streamlit_server(env, "streamlit-mediagate", script=tmp_path / "serve.py") as (url, _):
+    with streamlit_server(env, "streamlit-mediagate", script=folder / "serve.py") as (url, _):
+        yield url
+
+
+@pytest.fixture
+def gated_server(tmp_path: Path):
+    with _served(tmp_path, SERVE) as url:
         yield url
 
 
@@ -210,19 +221,21 @@ async def _session_run(url: str, user: str, query_string: str = "", resume: str 
         return session, typed, meanwhile, (await run(""))[1]
 
 
-def _upload(url: str, user: str, session: str) -> tuple[int, bytes]:
-    """``user``'s browser uploads a file into ``session`` (``PUT /_stcore/upload_file/<session>/<file id>``, with the
-    XSRF cookie Streamlit's health check gives the page, and its token, as Streamlit's frontend sends them)."""
+def _upload(url: str, user: str, session: str, data: bytes = b"not a picture", file_id: str = "",
+            method: str = "PUT") -> tuple[int, bytes]:
+    """``user``'s browser uploads a file of ``data`` into ``session`` (``PUT /_stcore/upload_file/<session>/<file
+    id>``, a new id unless ``file_id`` is given, with the XSRF cookie Streamlit's health check gives the page, and
+    its token, as Streamlit's frontend sends them), or removes it (``method="DELETE"``)."""
     request = urllib.request.Request(url + "/_stcore/health", headers=_through_proxy(user))
     with urllib.request.urlopen(request, timeout=10) as health:
         token = SimpleCookie(health.headers["Set-Cookie"])["_streamlit_xsrf"].value
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mole.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\nnot a picture\r\n--{boundary}--\r\n").encode()
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
     headers = _through_proxy(user, **{"X-Xsrftoken": token, "Cookie": f"_streamlit_xsrf={token}",
                                       "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    request = urllib.request.Request(f"{url}/_stcore/upload_file/{session}/{uuid.uuid4()}", data=body,
-                                     headers=headers, method="PUT")
+    request = urllib.request.Request(f"{url}/_stcore/upload_file/{session}/{file_id or uuid.uuid4()}",
+                                     data=body if method == "PUT" else None, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -254,3 +267,42 @@ def test_a_session_is_resumed_and_uploaded_into_only_by_its_owner(gated_server):
         assert (await _session_run(url, "alice", resume=alice))[:2] == (alice, "typed [alice-secret]")
 
     asyncio.run(run())
+
+
+#: The gate of :data:`SERVE` with a share of 25 kB of uploads held in memory per user.
+SERVE_SMALL_SHARE = """import streamlit as st
+from starlette.middleware import Middleware
+from moleseg.app.mediagate import MediaGate
+class Gate(MediaGate):
+    def __init__(self, app):
+        super().__init__(app)
+        self.upload_bytes = 25_000
+app = st.App("page.py", middleware=[Middleware(Gate)])
+"""
+
+
+@pytest.fixture
+def small_share_server(tmp_path: Path):
+    with _served(tmp_path, SERVE_SMALL_SHARE) as url:
+        yield url
+
+
+def test_a_users_uploads_held_in_memory_stay_within_their_share(small_share_server):
+    """Streamlit keeps every file uploaded into a session in memory, under any file id the URL names, until the
+    session ends: a script uploading file after file (200 MB each) into its own sessions filled the server's memory.
+    A user's sessions hold at most their share; another user's uploads and a removal still pass."""
+    url = small_share_server
+    picture = b"x" * 10_000
+
+    def meanwhile(alice: str) -> list[object]:
+        kept = str(uuid.uuid4())
+        return [_upload(url, "alice", alice, picture, kept), _upload(url, "alice", alice, picture),
+                _upload(url, "alice", alice, picture),  # 30 kB: past her share
+                asyncio.run(_session_run(url, "alice", while_open=lambda other: _upload(url, "alice", other,
+                                                                                         picture)))[2],
+                asyncio.run(_session_run(url, "bob", while_open=lambda bob: _upload(url, "bob", bob, picture)))[2],
+                _upload(url, "alice", alice, file_id=kept, method="DELETE"), _upload(url, "alice", alice, picture)]
+
+    results = asyncio.run(_session_run(url, "alice", while_open=meanwhile))[2]
+    full = (413, UPLOADS_FULL)
+    assert results == [(204, b""), (204, b""), full, full, (204, b""), (204, b""), (204, b"")]

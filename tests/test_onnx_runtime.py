@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +133,15 @@ def batch_of(seed: int, count: int = 2) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE, 3)).astype(np.float32)
 
 
-def counted_file_digests(monkeypatch) -> list[tuple]:
-    """The arguments of every ``hashlib.file_digest`` call from now on (the cache's SHA-256 checks)."""
+def counted_file_digests(monkeypatch, members: list[tuple] | None = None) -> list[tuple]:
+    """The arguments of every ``hashlib.file_digest`` call from now on of a cache entry's files (the cache's
+    SHA-256 checks); those of a model file's ZIP members (its network's key) go into ``members``."""
     calls: list[tuple] = []
+    members = [] if members is None else members
     digest = hashlib.file_digest
 
     def counted(*args, **kwargs):
-        calls.append(args)
+        (members if isinstance(args[0], zipfile.ZipExtFile) else calls).append(args)
         return digest(*args, **kwargs)
 
     monkeypatch.setattr(hashlib, "file_digest", counted)
@@ -383,7 +386,8 @@ def test_another_networks_onnx_in_the_entry_is_rebuilt(onnx_cache, converted, co
 def test_an_entry_is_hashed_once_per_process(onnx_cache, converted, tmp_path, monkeypatch):
     path = converted(onnx_cache, tmp_path)
     batch = batch_of(7, count=1)
-    calls = counted_file_digests(monkeypatch)
+    members: list[tuple] = []
+    calls = counted_file_digests(monkeypatch, members)
     KerasSegmenter.from_file(path).predict_network(batch)  # the entry's first use in this process checks it
     assert len(calls) == 1
     for _ in range(3):
@@ -391,6 +395,8 @@ def test_an_entry_is_hashed_once_per_process(onnx_cache, converted, tmp_path, mo
         for _ in range(2):
             segmenter.predict_network(batch)
     assert len(calls) == 1
+    with zipfile.ZipFile(path) as archive:  # the model file's network too: each entry but moleseg.json, once
+        assert len(members) == len(archive.namelist()) - 1
     entry = compiled.cached_onnx(path)
     (entry / compiled.ONNX_FILE).touch()  # another modification time: checked again, once
     for _ in range(3):

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
+import stat
 import tomllib
 from pathlib import Path
 
 from app_helpers import app_test
 from synthetic import mole_image, png_bytes
 from moleseg.app.ui import PAGE_FILES
+from moleseg.core.atomic import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Calls that write a log record or to the server's terminal.
@@ -73,6 +76,29 @@ def test_the_server_code_writes_no_log_lines():
     for path, names in OPERATOR_LINES.items():
         assert {call.split()[-1] for call in _log_calls(path)} == {"print"}
         assert _printed_names(path) <= names, path
+
+
+def test_the_server_process_makes_its_files_for_its_own_account_only(monkeypatch, tmp_path):
+    """Whatever the server and the processes it starts create (records, users' folders and runs, caches, the
+    training lock's sidecar naming a user's run, session folders) is the server's account's
+    only, under the operator's usual umask 022 too: no other local account reads a patient's picture."""
+    import streamlit.web.cli
+    from moleseg.app import server
+
+    made = {}
+
+    def streamlit_main(args: list[str], prog_name: str) -> None:  # what Streamlit's server would create
+        made["file"] = stat.S_IMODE(atomic_write(tmp_path / "visit.json", b"{}").stat().st_mode)
+        (tmp_path / "users" / "alice").mkdir(parents=True)
+        made["folder"] = stat.S_IMODE((tmp_path / "users").stat().st_mode)
+
+    monkeypatch.setattr(streamlit.web.cli, "main", streamlit_main)
+    before = os.umask(0o022)
+    try:
+        server.main(["version"])
+    finally:
+        os.umask(before)
+    assert made == {"file": 0o600, "folder": 0o700}
 
 
 #: Server files allowed to print for the operator, and the only names whose values their lines may carry.

@@ -257,6 +257,28 @@ def test_the_saved_pictures_and_the_database_are_the_server_account_s_only(tmp_p
     assert modes == {"files": "0o700", RECORDS_DB_NAME: "0o600", f"{RECORDS_DB_NAME}-wal": "0o600",
                      f"{RECORDS_DB_NAME}-shm": "0o600"}
 
+def test_a_deleted_visit_s_identifier_and_notes_leave_the_database_file(tmp_path, monkeypatch):
+    """Deleting a visit erases its text from records.sqlite (and its journal), not only from the table: SQLite
+    builds that keep SQLite's own default, secure_delete off (Debian's turns it on), left a deleted
+    row's lesion identifier and notes in a free page of the file and of every backup taken of it."""
+    from moleseg.engine import recordsdb
+
+    connect = sqlite3.connect
+
+    def build_without_secure_delete(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.execute("PRAGMA secure_delete = OFF")
+        return connection
+
+    monkeypatch.setattr(recordsdb.sqlite3, "connect", build_without_secure_delete)
+    records = Records(tmp_path)
+    save_sample(records, 0, lesion="kept-lesion")
+    gone = save_sample(records, 1, lesion="Roe-Jane-left-shoulder", notes="Ms Roe fears melanoma")
+    records.delete(USER, gone)
+    left = b"".join(path.read_bytes() for path in tmp_path.glob(f"{RECORDS_DB_NAME}*"))
+    assert (b"Roe-Jane" in left, b"fears melanoma" in left, b"kept-lesion" in left) == (False, False, True)
+
+
 @pytest.mark.parametrize("record_id", [0, -1, MAX_RECORD_ID + 1, 2**63, 10**20])
 def test_an_id_no_database_holds_reads_as_missing_in_every_backend(tmp_path, open_records, record_id):
     """Ids beyond the drivers' integers (a crafted ``?visit=`` link) are refused like a missing one, not with the

@@ -234,7 +234,7 @@ def test_the_example_cache_is_a_name_inside_the_apps_cache_folder(app_folders, t
 def test_study_files_only_from_the_shipped_studies_or_the_roots(app_folders, monkeypatch, tmp_path, outside):
     started = []
 
-    def start(config, out, roots=None):
+    def start(config, out, roots=None, quota=None):  # the page passes the user's quota too
         started.append((config, out, roots))
         out.mkdir()
 

@@ -378,3 +378,67 @@ def test_the_run_count_is_known_before_the_plan_is_made(tmp_path):
     path = write_study(tmp_path / "s.yaml", design="grid", repeats=10,
                        factors={"epochs": list(range(1, 11)), "batch_size": list(range(1, 11))})
     assert len(studyplan.plan(studyplan.load_study(path))) == studyplan.MAX_PLANNED_RUNS  # the cap itself runs
+
+
+def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypatch):
+    """Only its start was checked: a study of up to 1,000 runs, each a model file of up to hundreds of MB, started
+    just under its user's quota grew their files far past it. A run starts only while they are below it."""
+    from moleseg.core import diskusage
+    from moleseg.core.diskusage import BYTES_PER_GB
+    from synthetic import make_dataset
+
+    make_dataset(tmp_path / "train", count=6, size=48)
+    make_dataset(tmp_path / "test", count=2, size=48)
+    path = write_study(tmp_path / "s.yaml", factors={"momentum": [0.9, 0.5, 0.1]})  # three runs
+    space = tmp_path / "space"
+    out = space / "runs" / "study-s"
+    trained: list[str] = []
+
+    def train(run, run_dir, parts, echo):  # a run's files, without training: 3,000 bytes of model
+        trained.append(run.run_id)
+        fake_run(out, run.run_id, {"a.png": 0.9, "b.png": 0.8})
+        (run_dir / "model.keras").write_bytes(b"x" * 3000)
+        return True
+
+    monkeypatch.setattr(studyrun, "_train_run", train)
+    monkeypatch.setattr(diskusage, "USER_USAGE_CACHE_S", 0.0)  # runs minutes apart: each measured afresh
+    lines: list[str] = []
+    quota = studyrun.StudyQuota(5000 / BYTES_PER_GB, (space,), "delete old runs")  # room for one run, not two
+    rows = studyrun.run_study(studyplan.load_study(path), out, echo=lines.append, quota=quota)
+    assert trained == ["base-seed0", "momentum=0.5-seed0"] and len(rows) == 2
+    assert lines[-1] == ("momentum=0.1-seed0: not started: Your files take 0.00 GB of your 5e-06 GB quota on this "
+                         "server: delete old runs, then try again.")
+    progress = studyrun.read_progress(out)
+    assert (progress.status, progress.done, progress.runs) == ("stopped at the quota", 2, 3)
+    # the background process that the app starts (start_study) gets the same quota in its flags
+    given: list[object] = []
+    monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
+    assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "other"), *quota.arguments()]) == 0
+    assert given == [quota]
+
+
+def test_a_study_process_s_command_line_names_neither_its_user_nor_their_folders(tmp_path, monkeypatch):
+    """Every local account reads a process's command line (ps, /proc/PID/cmdline; its environment is the
+    server's account's only): the study process started from the app showed its user's sign-in name
+    (--quota-owner), their space's folder (users/<name>-<hash>/) and their study's name to all of them."""
+    from moleseg.core.diskusage import BYTES_PER_GB
+
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "users" / "alice-0123" / "runs" / "study-Roe-Jane-follow-up"
+    quota = studyrun.StudyQuota(5.0, (out.parent,), "delete old runs", "alice@clinic.example")
+    python = tmp_path / "fake-python"  # records what the process is given, as /proc shows it, and ends
+    python.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{tmp_path}/argv'\nenv -0 > '{tmp_path}/environ'\n")
+    python.chmod(0o700)
+    assert studyrun.start_study(path, out, python=str(python), quota=quota).wait(timeout=30) == 0
+    argv = (tmp_path / "argv").read_text().split("\0")[:-1]
+    assert argv[:2] == ["-m", studyrun.STUDY_MODULE]
+    assert [part for part in argv if "alice" in part or "Roe-Jane" in part] == []
+    # and the process gets them all the same
+    for pair in (tmp_path / "environ").read_text().split("\0")[:-1]:
+        monkeypatch.setenv(*pair.split("=", 1))
+    monkeypatch.setattr(sys, "argv", ["studyrun", *argv[2:]])
+    given: list[tuple[object, object]] = []
+    monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append((out, quota)) or [])
+    assert studyrun.main() == 0
+    assert given == [(str(out), quota)] and quota.quota_gb * BYTES_PER_GB == 5e9
+

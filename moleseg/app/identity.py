@@ -55,6 +55,8 @@ class Refusal:
 NOT_THROUGH_PROXY = Refusal("This request did not come through the clinic's sign-in proxy, so it cannot be "
                             "told who you are: open moleseg at its usual address.")
 NOT_SIGNED_IN = Refusal("You are not signed in: open moleseg at its usual address and sign in.")
+NAMED_TWICE = Refusal("This request names its user more than once, so it cannot be told who you are: ask the "
+                      "server's operator to have the sign-in proxy replace the user header, not add to it.")
 
 
 def personal_user() -> User:
@@ -75,6 +77,17 @@ def _first_named(candidates: Iterable[str | None], settings: ServerSettings) -> 
     return NOT_SIGNED_IN
 
 
+def header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value of the header ``name`` in ``headers``: ``st.context.headers`` (``get_all``) and Starlette's
+    headers (``getlist``) keep each value a request repeats, a plain mapping holds one."""
+    for method in ("get_all", "getlist"):
+        values = getattr(headers, method, None)
+        if callable(values):
+            return [str(value) for value in values(name)]
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
 def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_address: str | None,
                  oidc_email: str | None = None) -> User | Refusal:
     """The user of a request, or why none is believed.
@@ -84,7 +97,8 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     settings : ServerSettings
         The server's settings (:func:`moleseg.core.settings.load_settings`).
     headers : mapping
-        The request's headers (case-insensitive, as ``st.context.headers``).
+        The request's headers (case-insensitive, as ``st.context.headers``); a user header a request repeats
+        (:func:`header_values`) is believed for nobody (:data:`NAMED_TWICE`).
     ip_address : str or None
         The peer address as ``st.context.ip_address`` reports it (None: a loopback peer).
     oidc_email : str or None
@@ -99,7 +113,10 @@ def resolve_user(settings: ServerSettings, headers: Mapping[str, str], ip_addres
     if not (from_proxy and settings.proxy_secret
             and hmac.compare_digest(secret.encode(), settings.proxy_secret.encode())):
         return NOT_THROUGH_PROXY
-    return _first_named((headers.get(header) for header in settings.user_headers), settings)
+    named = [header_values(headers, header) for header in settings.user_headers]
+    if any(len(values) > 1 for values in named):  # a proxy that adds its header leaves the browser's first
+        return NAMED_TWICE
+    return _first_named((values[0] if values else None for values in named), settings)
 
 
 def oidc_email(claims: Mapping[str, Any], *, now: float | None = None) -> str | None:

@@ -4,50 +4,46 @@ the messages a browser sends that act on the whole server.
 Streamlit serves them to whoever holds the URL, with no session or user check. On a shared server the gate lets a
 media request through only when its *owner* was sent that URL by the app:
 
-* it parses every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path)
-  with Streamlit's own protobuf class (``ForwardMsg``) and remembers for the websocket's owner (:class:`SentMedia`)
-  the media ids of the fields that carry a URL Streamlit's media file manager made (:data:`MEDIA_FIELDS`: the
-  pictures, the download buttons and the URLs of the downloads made on a click), found by protobuf reflection
-  (:func:`sent_media_ids`). Text (a markdown body, a caption, a label, a widget's value, a page name, a query
-  string, an exception's message) never counts, so a page that shows a URL back as text (a lesion identifier, a
-  DICOM patient ID copied into it, a file name) does not make it the viewer's, under either identity. A message
-  that does not parse, or a field whose value is not a whole media URL (:data:`SENT_MEDIA_URL`), records nothing:
-  the pictures it names are then refused (fail closed). A message of ``global.minCachedMessageSize`` (10 kB) or
-  more that the browser's tab holds is sent again as a ``ref_hash`` alone, which names no field: its ids count
-  from its first sending only (README, "What it will not do");
-* a download made on the click is made only for an owner who was offered it: Streamlit makes the file of any
-  session's button whose placeholder id (:data:`DEFERRED_FIELD`) a browser names, and sends that browser its URL,
-  so the gate passes a browser's click (:func:`asked_deferred_file`) on to Streamlit only when that id was sent to
-  its owner, and drops any other;
-* Streamlit acts on a few messages from any browser (``BackMsg`` types, handled in ``AppSession.handle_backmsg``
-  with no check) that only its developer's menu sends, hidden here (``client.toolbarMode = "minimal"``): one
-  clears every user's ``st.cache_resource`` (the server's analysis store, its task registry by which each user's
-  share of tasks is counted, its loaded models), one tells the browser the names of the app folder's git
-  repository and its changed files. The gate drops those (:data:`DROPPED_BACKMSGS`, each with why), from any
-  browser of a shared server, whether or not it has an owner;
-* a page's session (its ``st.session_state``: the files uploaded into it, the analyses in view, a typed
-  identifier) is its owner's. Streamlit gives a websocket whichever session its handshake names
-  (:func:`resumed_session`; ``WebsocketSessionManager.connect_session``), even one still open in another browser,
-  when Streamlit's own ``user_info`` matches, which with ``proxy-header`` is the same for every user; the id travels
-  in every upload's URL, so in a proxy's access log and a browser's saved network log. The gate remembers the
-  session ids Streamlit sent each owner (:data:`SESSION_FIELDS`, in the bounds of the media ids) and takes any other
-  out of the handshake (:func:`without_resumed_session`), so that Streamlit makes that browser a new session: a
-  refusal would leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An
-  upload into a session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
-  (:data:`SESSION_REFUSED`);
+* it reads every message Streamlit sends down a websocket (the page's ``/_stcore/stream``, under any base path) as
+  :mod:`moleseg.app.streamwire` does (:func:`sent_media`: only the fields that carry a URL Streamlit's media file
+  manager made count, never text) and remembers for the websocket's owner (:class:`SentMedia`) the media ids it
+  carries; a message that does not parse records nothing, so the pictures it names are refused (fail closed);
+* a download made on the click is made only for an owner who was offered it: Streamlit makes the file of any session's
+  button whose placeholder id (:data:`moleseg.app.streamwire.DEFERRED_FIELD`) a browser names, and sends that browser
+  its URL, so the gate passes a browser's click (:func:`asked_deferred_file`) on to Streamlit only when that id was
+  sent to its owner, and drops any other;
+* Streamlit acts on a few messages from any browser (``BackMsg`` types, handled in ``AppSession.handle_backmsg`` with
+  no check) that only its developer's menu sends, hidden here (``client.toolbarMode = "minimal"``): one clears every
+  user's ``st.cache_resource`` (the server's analysis store, its task registry by which each user's share of tasks is
+  counted, its loaded models), one tells the browser the names of the app folder's git repository and its changed
+  files. The gate drops those (:data:`moleseg.app.streamwire.DROPPED_BACKMSGS`, each with why), from any browser of a
+  shared server, whether or not it has an owner;
+* a page's session (its ``st.session_state``: the files uploaded into it, the analyses in view, a typed identifier) is
+  its owner's. Streamlit gives a websocket whichever session its handshake names (:func:`resumed_session`;
+  ``WebsocketSessionManager.connect_session``), even one still open in another browser, when Streamlit's own
+  ``user_info`` matches, which with ``proxy-header`` is the same for every user; the id travels in every upload's URL,
+  so in a proxy's access log and a browser's saved network log. The gate remembers the session ids Streamlit sent each
+  owner (:data:`moleseg.app.streamwire.SESSION_FIELDS`, in the bounds of the media ids) and takes any other out of the
+  handshake (:func:`without_resumed_session`), so that Streamlit makes that browser a new session: a refusal would
+  leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An upload into a
+  session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
+  (:data:`SESSION_REFUSED`), and one that would take what the owner's sessions hold in memory past their share
+  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent) with 413
+  (:mod:`moleseg.app.uploads`);
 * Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
   function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
-  (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody),
-  else 403 (:data:`METRICS_REFUSED`);
-* as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config``
-  passes a page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are
-  or percent-encoded) or a request body it sent (:data:`MEDIA_URL` over the raw bytes) are not believed for that
-  owner, and a request in a charset that could hide one (:func:`readable_charset`) is refused with 400;
-* with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from
-  the request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of
-  their browsers, and a request that does not come through the proxy has no owner and is refused as before; with
-  any other identity of a shared server (``streamlit-oidc``) the owner is the browser, named by a random key in the
-  gate's own cookie (:data:`BROWSER_KEY_COOKIE`), set on the response to any request that lacks it.
+  (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody), else 403
+  (:data:`METRICS_REFUSED`);
+* as defence in depth (should a page ever hand text it was given to a media field, as ``st.set_page_config`` passes a
+  page icon it cannot open), the ids the owner's browser named itself in a websocket message (as they are or
+  percent-encoded: :func:`named_media_ids`) or a request body it sent (:func:`media_ids` over the raw bytes) are not
+  believed for that owner, and a request in a charset that could hide one (:func:`readable_charset`) is refused with
+  400;
+* with ``identity = "proxy-header"`` the owner is the user :func:`moleseg.app.identity.resolve_user` believes from the
+  request's headers and peer (the proxy's secret from a trusted peer), so a user's pictures pass in any of their
+  browsers, and a request that does not come through the proxy has no owner and is refused as before; with any other
+  identity of a shared server (``streamlit-oidc``) the owner is the browser, named by a random key in the gate's own
+  cookie (:data:`BROWSER_KEY_COOKIE`), set on the response to any request that lacks it.
 
 A websocket message from a browser that does not parse as a ``BackMsg`` (or a text one) is passed on as it is, as
 for a click: Streamlit then closes that websocket (code 1002, or at once for text) and acts on nothing. Only
@@ -55,10 +51,6 @@ Streamlit's media route (``[/<server.baseUrlPath>]/media/``, after ``root_path``
 ``/static/media/`` are not. A media request whose owner was not sent its id is refused with 403
 (:data:`REFUSED`), and so is every media request while the server's settings are invalid (the pages say why).
 Personal mode (one user) is let through unchecked.
-
-``streamlit.proto`` is Streamlit's wire format, pinned with Streamlit (``requirements.txt``): an upgrade must
-re-check :data:`MEDIA_FIELDS` against where the new version writes media URLs (``media_file_mgr`` in its
-``elements``, ``commands`` and ``runtime``); ``tests/test_mediagate.py`` fails when a listed field is gone.
 """
 
 from __future__ import annotations
@@ -68,62 +60,30 @@ import posixpath
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-from urllib.parse import unquote_to_bytes
+from collections.abc import Iterable
 
 import streamlit as st
-from google.protobuf.descriptor import Descriptor
-from google.protobuf.message import DecodeError
-from google.protobuf.message import Message as ProtoMessage
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from streamlit.proto.BackMsg_pb2 import BackMsg
-from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from moleseg.app.identity import LOOPBACK_PEERS, User, resolve_user
-from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS
+from moleseg.app.streamwire import (
+    MEDIA_ID_DIGITS,
+    MEDIA_SEGMENT,
+    asked_deferred_file,
+    browser_message,
+    dropped_type,
+    media_ids,
+    named_media_ids,
+    sent_media,
+)
+from moleseg.app.uploads import UPLOADS_FULL, past_share
+from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS, UPLOAD_BYTES_PER_USER
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
-#: Hex digits of a Streamlit media id.
-MEDIA_ID_DIGITS = 32
-#: The path segment of Streamlit's media URLs (``[/<server.baseUrlPath>]/media/<id>.<ext>``).
-MEDIA_SEGMENT = "/media/"
-#: A media URL in the bytes a browser sends (``/media/<id>``, anywhere in them): what :func:`named_media_ids` reads.
-MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT.encode()) + rb"([0-9a-f]{%d})" % MEDIA_ID_DIGITS)
-#: The whole value of a :data:`MEDIA_FIELDS` field that Streamlit's media file manager made: ``/media/<id><ext>``
-#: (``MemoryMediaFileStorage.get_url``: the id is the file's 16-byte digest in hex, the extension that of its
-#: mimetype, or none; the browser adds the base path). Should Streamlit's URLs change shape, no id is remembered
-#: and every media request of a shared server is refused (nothing leaks).
-SENT_MEDIA_URL = re.compile(re.escape(MEDIA_SEGMENT) + r"([0-9a-f]{%d})(?:\.[A-Za-z0-9]+)?" % MEDIA_ID_DIGITS)
-#: The fields of Streamlit's ``ForwardMsg`` (message full name, field name; ``streamlit/proto``) that carry a URL
-#: its media file manager made, where the gate reads the media sent to an owner (paths in ``streamlit/``). Audio,
-#: video, subtitles, ``st.iframe`` of a file and ``st.pdf`` (a component) are left out: the app shows none, and
-#: ``IFrame.src`` also carries text a page gives it.
-MEDIA_FIELDS = frozenset({
-    ("Image", "url"),  # st.image (one or a list): elements/lib/image_utils.py marshall_images, image_to_url
-    ("DownloadButton", "url"),  # st.download_button of bytes: elements/widgets/button.py marshall_file
-    # a download made on a click (data=callable): runtime/backend_operation_handler.py DeferredFileHandler
-    ("DeferredFileResponsePayload", "url"),
-    ("PageConfig", "favicon"),  # st.set_page_config(page_icon=<picture>): commands/page_config.py
-    ("Logo", "image"),  # st.logo: commands/logo.py, image_to_url
-    ("Logo", "icon_image"),  # st.logo(icon_image=...): commands/logo.py, image_to_url
-    ("Block.ChatMessage", "avatar"),  # st.chat_message(avatar=<picture>): elements/widgets/chat.py
-})
-#: The field of Streamlit's ``ForwardMsg`` where a download button whose file is made on the click gets its
-#: placeholder id (``MediaFileManager.add_deferred``: ``uuid4().hex``), which a browser's click names back
-#: (:func:`asked_deferred_file`); Streamlit makes the file for whichever session names it
-#: (``MediaFileManager.execute_deferred``).
-DEFERRED_FIELD = ("DownloadButton", "deferred_file_id")
-#: The fields of Streamlit's ``ForwardMsg`` that give a browser the id of its session (``AppSession``'s
-#: ``_create_new_session_message``), which the browser names back to go on with that session after a network blip
-#: (the third entry of its websocket handshake's ``Sec-WebSocket-Protocol``: :func:`resumed_session`) and in the
-#: URLs of its uploads (:data:`UPLOAD_ROUTE`). Streamlit hands that session to whoever names it, when its own
-#: ``user_info`` matches: with ``proxy-header`` it is the same for every user.
-SESSION_FIELDS = frozenset({("Initialize", "session_id")})
 #: Streamlit's route of a browser's uploads into its session (``[/<server.baseUrlPath>]/_stcore/upload_file/
 #: <session id>/<file id>``: ``PUT`` stores a file, or replaces one of the same id; ``DELETE`` removes it).
 UPLOAD_ROUTE = "/_stcore/upload_file/"
@@ -132,24 +92,6 @@ SESSION_REFUSED = b"This upload is for a page that was not opened by you; open t
 #: The header of a websocket handshake whose entries Streamlit reads as the subprotocol, the XSRF token and the
 #: session to go on with (``_parse_subprotocols``, ``starlette_websocket.py``).
 SUBPROTOCOL_HEADER = b"sec-websocket-protocol"
-#: The types of a browser's ``BackMsg`` (its ``type`` oneof, ``streamlit/proto/BackMsg_pb2``) that the gate of a
-#: shared server drops, each with why (``AppSession.handle_backmsg`` and ``starlette_websocket.py`` of Streamlit
-#: 1.67): none is sent by the app's pages, only by Streamlit's developer menu and tests. The others pass: a run of
-#: the page (``rerun_script``), its stop (``stop_script``), the URLs of the browser's own uploads
-#: (``file_urls_request``), a heartbeat (``app_heartbeat``) and a click on a download made on the click
-#: (``backend_operation_request``, when it was offered to the clicker's owner).
-DROPPED_BACKMSGS: Mapping[str, str] = MappingProxyType({
-    "clear_cache": "clears st.cache_data and st.cache_resource for every user: the server's analysis store (every "
-                   "user's predictions), its task registry (running tasks forgotten, each user's share of tasks "
-                   "counted again from none), its loaded models, and a second start of the folder sweep",
-    "load_git_info": "sends the browser the app folder's git repository, branch and module, and the names of its "
-                     "untracked and uncommitted files",
-    "set_run_on_save": "a developer's switch: whether the session reruns when the server's source files change",
-    "debug_disconnect_websocket": "a test of Streamlit's own (refused unless global.developmentMode or "
-                                  "global.e2eTest, which moleseg never sets)",
-    "debug_shutdown_runtime": "stops the whole server (refused unless global.developmentMode or global.e2eTest, "
-                              "which moleseg never sets)",
-})
 #: Streamlit's metrics route (``[/<server.baseUrlPath>]/_stcore/metrics``, no sign-in of its own): how many sessions
 #: the server has, their connections and time, each cached function's name, size and lookups.
 METRICS_ROUTE = "/_stcore/metrics"
@@ -159,7 +101,7 @@ METRICS_REFUSED = b"The server's metrics are for the clinic's administrators.\n"
 REFUSED = (b"This file is served only to a page that showed it to you, through the clinic's sign-in; open that page "
            b"again.\n")
 #: Charsets (:func:`codecs.lookup` names) a request's ``Content-Type`` may name on a shared server: Starlette
-#: decodes a multipart part's file name in it, and in these a media URL is the bytes :data:`MEDIA_URL` reads.
+#: decodes a multipart part's file name in it, and in these a media URL is the bytes :func:`media_ids` reads.
 READABLE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1"})
 #: The body of the refusal of a request in another charset (only a hand-made client sends one).
 UNREADABLE_CHARSET = b"This server reads requests in UTF-8 only.\n"
@@ -191,7 +133,7 @@ class SentMedia:
         self._sessions: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
 
     def record(self, owner: str, media_ids: Iterable[str]) -> None:
-        """Remember ``media_ids`` (read from the media fields of a message to ``owner``: :func:`sent_media_ids`) as
+        """Remember ``media_ids`` (read from the media fields of a message to ``owner``: :func:`sent_media`) as
         sent to ``owner`` (nothing changes when there are none), less those the owner's browser named itself
         (defence in depth: should a page ever put a URL it was given into a media field, that does not make it
         the owner's)."""
@@ -200,8 +142,9 @@ class SentMedia:
                                           if named is not None and media_id not in named])
 
     def offer(self, owner: str, file_ids: Iterable[str]) -> None:
-        """Remember the placeholder ids of downloads made on the click (:data:`DEFERRED_FIELD`) as offered to
-        ``owner``, within the same bounds as the media ids."""
+        """Remember the placeholder ids of downloads made on the click
+        (:data:`moleseg.app.streamwire.DEFERRED_FIELD`) as offered to ``owner``, within the same bounds as the media
+        ids."""
         self._remember(self._offered, owner, file_ids)
 
     def was_offered(self, owner: str, file_id: str) -> bool:
@@ -210,13 +153,17 @@ class SentMedia:
         return file_id in self._offered.get(owner, ())
 
     def give_sessions(self, owner: str, session_ids: Iterable[str]) -> None:
-        """Remember the session ids Streamlit sent ``owner`` (:data:`SESSION_FIELDS`), within the same bounds as the
-        media ids."""
+        """Remember the session ids Streamlit sent ``owner`` (:data:`moleseg.app.streamwire.SESSION_FIELDS`), within
+        the same bounds as the media ids."""
         self._remember(self._sessions, owner, session_ids)
 
     def was_given_session(self, owner: str, session_id: str) -> bool:
         """Whether the session ``session_id`` was sent to ``owner`` and is still remembered."""
         return session_id in self._sessions.get(owner, ())
+
+    def sessions_given(self, owner: str) -> list[str]:
+        """The sessions sent to ``owner`` and still remembered (the only ones they may upload into)."""
+        return list(self._sessions.get(owner, ()))
 
     def _remember(self, kept: OrderedDict[str, OrderedDict[str, None]], owner: str, values: Iterable[str]) -> None:
         """Add ``values`` to ``owner``'s in ``kept``, most recent last, within :attr:`ids_per_owner` and
@@ -256,119 +203,6 @@ class SentMedia:
         return media_id in self._ids.get(owner, ())
 
 
-def _media_bearing(root: Descriptor, fields: frozenset[tuple[str, str]]) -> frozenset[str]:
-    """The full names of the message types under ``root`` (itself included) that hold one of ``fields``, directly
-    or in a message-typed field (a map's entries aside): the only submessages :func:`sent_media_ids` walks."""
-    reachable: dict[str, Descriptor] = {}
-    waiting = [root]
-    while waiting:
-        descriptor = waiting.pop()
-        if descriptor.full_name not in reachable and not descriptor.GetOptions().map_entry:
-            reachable[descriptor.full_name] = descriptor
-            waiting += [field.message_type for field in descriptor.fields if field.message_type is not None]
-    bearing = {name for name, descriptor in reachable.items()
-               if any((name, field.name) in fields for field in descriptor.fields)}
-    grew = True
-    while grew:
-        grew = False
-        for name, descriptor in reachable.items():
-            if name not in bearing and any(field.message_type is not None and field.message_type.full_name in bearing
-                                           for field in descriptor.fields):
-                bearing.add(name)
-                grew = True
-    return frozenset(bearing)
-
-
-#: The message types :func:`sent_media` walks into for media (derived from :data:`MEDIA_FIELDS` and
-#: :data:`DEFERRED_FIELD`), and for the session ids (derived from :data:`SESSION_FIELDS`).
-MEDIA_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, MEDIA_FIELDS | {DEFERRED_FIELD})
-SESSION_BEARING = _media_bearing(ForwardMsg.DESCRIPTOR, SESSION_FIELDS)
-_WALKED = MEDIA_BEARING | SESSION_BEARING
-
-
-def sent_media(payload: bytes | str) -> tuple[list[str], list[str], list[str]]:
-    """The ids of the media URLs a websocket message from Streamlit carries in its :data:`MEDIA_FIELDS` (each field
-    whose whole value is a :data:`SENT_MEDIA_URL`), the placeholder ids of the downloads made on the click it
-    offers (:data:`DEFERRED_FIELD`) and the session ids it gives (:data:`SESSION_FIELDS`), each in order: the
-    message parsed as a ``ForwardMsg``. None for a text message (Streamlit sends none) or one that does not parse."""
-    ids: list[str] = []
-    offered: list[str] = []
-    sessions: list[str] = []
-    if isinstance(payload, bytes):
-        message = ForwardMsg()
-        try:
-            message.ParseFromString(payload)
-        except DecodeError:
-            return ids, offered, sessions
-        _collect_media(message, ids, offered, sessions)
-    return ids, offered, sessions
-
-
-def sent_media_ids(payload: bytes | str) -> list[str]:
-    """The media ids of :func:`sent_media`."""
-    return sent_media(payload)[0]
-
-
-def _collect_media(message: ProtoMessage, ids: list[str], offered: list[str], sessions: list[str]) -> None:
-    """Append to ``ids`` those of the :data:`MEDIA_FIELDS` set in ``message`` and its :data:`MEDIA_BEARING`
-    and :data:`SESSION_BEARING` submessages, to ``offered`` their :data:`DEFERRED_FIELD` and to ``sessions`` their
-    :data:`SESSION_FIELDS`."""
-    name = message.DESCRIPTOR.full_name
-    for field, value in message.ListFields():
-        values = value if field.is_repeated else (value,)
-        if (name, field.name) in MEDIA_FIELDS:
-            ids += [match.group(1) for url in values
-                    if isinstance(url, str) and (match := SENT_MEDIA_URL.fullmatch(url))]
-        elif (name, field.name) == DEFERRED_FIELD:
-            offered += [file_id for file_id in values if file_id]
-        elif (name, field.name) in SESSION_FIELDS:
-            sessions += [session_id for session_id in values if isinstance(session_id, str) and session_id]
-        elif field.message_type is not None and field.message_type.full_name in _WALKED:
-            for submessage in values:
-                _collect_media(submessage, ids, offered, sessions)
-
-
-def browser_message(payload: bytes | str) -> BackMsg | None:
-    """A browser's websocket message parsed as Streamlit parses it (a ``BackMsg``); None for a text message or one
-    that does not parse (Streamlit closes the websocket on either and acts on neither)."""
-    if not isinstance(payload, bytes):
-        return None
-    message = BackMsg()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError:
-        return None
-    return message
-
-
-def asked_deferred_file(message: BackMsg | None) -> str | None:
-    """The placeholder id (:data:`DEFERRED_FIELD`) of the download made on the click that a browser's message
-    (:func:`browser_message`) asks Streamlit to make (its ``backend_operation_request.deferred_file``), else
-    None."""
-    if message is None or message.WhichOneof("type") != "backend_operation_request":
-        return None
-    request = message.backend_operation_request
-    return request.deferred_file.file_id if request.WhichOneof("payload") == "deferred_file" else None
-
-
-def dropped_type(message: BackMsg | None) -> str | None:
-    """The type of a browser's message (:func:`browser_message`) when the gate of a shared server drops it
-    (:data:`DROPPED_BACKMSGS`), else None."""
-    kind = message.WhichOneof("type") if message is not None else None
-    return kind if kind in DROPPED_BACKMSGS else None
-
-
-def media_ids(payload: bytes | str) -> list[str]:
-    """The ids of the media URLs (:data:`MEDIA_URL`) anywhere in the bytes of a message, in order."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    return [match.group(1).decode() for match in MEDIA_URL.finditer(data)]
-
-
-def named_media_ids(payload: bytes | str) -> list[str]:
-    """The ids of the media URLs a websocket message from a browser names (:func:`media_ids`), also once
-    percent-decoded, as Streamlit reads a rerun message's query string (``?visit=%2Fmedia%2F...``)."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    return media_ids(data) + media_ids(unquote_to_bytes(data))
 
 
 def readable_charset(headers: Headers) -> bool:
@@ -437,7 +271,7 @@ def requested_media_id(scope: Scope, prefix: str) -> str | None:
 class MediaGate:
     """ASGI middleware: on a shared server a request for Streamlit's media route (:func:`requested_media_id`)
     passes only when its owner was sent that id down a websocket and did not name it first, and a browser's message
-    that acts on the whole server (:data:`DROPPED_BACKMSGS`) does not reach Streamlit (the module's docstring)."""
+    that acts on the whole server (:func:`dropped_type`) does not reach Streamlit (the module's docstring)."""
 
     def __init__(self, app: ASGIApp, base_url_path: str | None = None) -> None:
         """``base_url_path``: Streamlit's ``server.baseUrlPath`` (None: the server's option, read here as
@@ -451,6 +285,7 @@ class MediaGate:
         # read as a request's path is (routed_path: a base path's "//", which Streamlit's routes keep, made one)
         self.metrics_path = routed_path({"path": self.base_path.rstrip("/") + METRICS_ROUTE})
         self.upload_prefix = routed_path({"path": self.base_path.rstrip("/") + UPLOAD_ROUTE}) + "/"
+        self.upload_bytes = UPLOAD_BYTES_PER_USER  # each owner's share of memory for uploaded files
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -483,7 +318,8 @@ class MediaGate:
 
     def _refusal(self, scope: Scope, owner: str | None, settings: ServerSettings | None) -> tuple[int, bytes] | None:
         """The status and body refusing an HTTP request of a shared server (None: it passes): a charset hiding a URL
-        from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session."""
+        from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session,
+        or past its owner's share of memory (:mod:`moleseg.app.uploads`)."""
         if owner and not readable_charset(Headers(scope=scope)):
             return 400, UNREADABLE_CHARSET
         media_id = requested_media_id(scope, self.media_prefix)
@@ -494,6 +330,9 @@ class MediaGate:
         session_id = uploaded_session(scope, self.upload_prefix)
         if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
             return 403, SESSION_REFUSED
+        if session_id is not None and scope.get("method") == "PUT" and past_share(
+                scope, self.sent.sessions_given(owner or ""), self.upload_bytes):
+            return 413, UPLOADS_FULL
         return None
 
     def _recording(self, send: Send, owner: str, given: list[str]) -> Send:

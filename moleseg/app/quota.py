@@ -1,6 +1,6 @@
 """The per-user disk quota of a shared server (the setting ``user_quota_gb``), checked before anything that grows
-a user's files: a training, fine-tune or study start, a save to "My dataset", a save to the records and a dataset
-ZIP unpacked on the Prepare page.
+a user's files: a training, fine-tune or study start (and each run of a study), a save to "My dataset", a save to
+the records and a dataset ZIP unpacked on the Prepare page.
 
 A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles),
 the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`) and their sessions'
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
-from moleseg.engine.records import Records, RecordsError, User
-from moleseg.engine.session import owned_session_folders
+from moleseg.engine.records import User
+from moleseg.engine.studyrun import StudyQuota
 
 #: What a user over quota can do, in the refusal's words.
 WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, close the tabs holding an "
@@ -29,51 +28,42 @@ class OverQuota(ValueError):
     """A write refused because the user's files reach their quota; the message is one sentence."""
 
 
-def user_folders(space: UserSpace, more_folders: list[Path]) -> list[Path]:
-    """The folders holding ``space``'s user's files: their own folder in shared mode (which holds runs, "My
-    dataset" and device profiles), the runs and "My dataset" folders in personal mode, and ``more_folders``
-    (their saved visits' pictures, their sessions' folders)."""
-    own = [space.runs.parent] if space.shared else [space.runs, space.dataset]
-    return own + list(more_folders)
+def user_folders(space: UserSpace) -> list[Path]:
+    """The folders of ``space``: the user's own folder in shared mode (which holds runs, "My dataset" and device
+    profiles), the runs and "My dataset" folders in personal mode."""
+    return [space.runs.parent] if space.shared else [space.runs, space.dataset]
 
 
-def check_quota(space: UserSpace, quota_gb: float, more_folders: list[Path]) -> None:
-    """Refuse a write of the user whose folders are ``space`` and whose other files (saved visits' pictures,
-    sessions' folders) are in ``more_folders`` when their files reach ``quota_gb`` GB (0: no quota).
-
-    Raises
-    ------
-    OverQuota
-        Their usage, the quota and what to delete, in one sentence.
-    """
-    if quota_gb <= 0:
-        return
-    refusal = quota_refusal(usage_bytes(user_folders(space, more_folders)), quota_gb,
-                            WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs))
-    if refusal:
-        raise OverQuota(refusal)
+def what_to_delete(space: UserSpace) -> str:
+    """:data:`WHAT_TO_DELETE` for the user of ``space``."""
+    return WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs)
 
 
-def check_session_quota() -> None:
-    """:func:`check_quota` of this browser session's user with the server's ``user_quota_gb``; nothing to check
-    without a quota, or without a user or space (the page refuses those on its own). Records that cannot be
-    read count for nothing (their save is refused by the records themselves).
-
-    Raises
-    ------
-    OverQuota
-        When the user's files reach the quota.
-    """
+def session_quota() -> StudyQuota | None:
+    """This browser session's user's quota (the server's ``user_quota_gb``) over their files, as the pages check it
+    before a write and a study before each run; None without a quota, or without a user or space (the page
+    refuses those on its own)."""
     quota_gb = load_settings().user_quota_gb
     if quota_gb <= 0:
-        return
+        return None
     from moleseg.app.identity import current_user, find_user_space  # Streamlit's: only with a quota to check
 
     space, user = find_user_space(), current_user()
     if not isinstance(space, UserSpace) or not isinstance(user, User):
-        return
-    try:
-        records_folders = Records().owned_folders(user.name)
-    except (RecordsError, OSError):
-        records_folders = []
-    check_quota(space, quota_gb, records_folders + owned_session_folders(user.name))
+        return None
+    return StudyQuota(quota_gb, tuple(user_folders(space)), what_to_delete(space), user.name)
+
+
+def check_session_quota() -> None:
+    """Refuse a write of this browser session's user once their files reach the server's ``user_quota_gb``
+    (:func:`session_quota`; nothing to check without one).
+
+    Raises
+    ------
+    OverQuota
+        When the user's files reach the quota: their usage, the quota and what to delete, in one sentence.
+    """
+    quota = session_quota()
+    refusal = quota.refusal() if quota else None
+    if refusal:
+        raise OverQuota(refusal)

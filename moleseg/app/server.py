@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import socket
 import sys
 import threading
@@ -23,6 +24,9 @@ LISTEN_POLL_S: float = 0.1
 #: Libraries Streamlit imports only when a page draws its first table (``st.dataframe``: the Analyse page's model
 #: details), loaded with the pages' own modules.
 TABLE_MODULES: tuple[str, ...] = ("pandas", "pyarrow")
+#: File mode creation mask of the server process, inherited by the trainings and studies it starts: every file
+#: (0600) and folder (0700) they create is the server's account's only, whatever the operator's umask.
+SERVER_UMASK: int = 0o077
 #: What the server's output says once the warm-up is done.
 WARM_UP_WORDS: str = "the pages' modules are loaded"
 
@@ -117,12 +121,13 @@ def warm_up_once_listening(app_file: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m moleseg.app.server run APP_FILE [streamlit options]``: Streamlit's command line with these
-    arguments, and :func:`warm_up_once_listening` of ``APP_FILE`` (of ``app.py`` when it is ``serve_app.py``, the
-    ASGI entry that runs it) in a daemon thread."""
+    arguments under :data:`SERVER_UMASK`, and :func:`warm_up_once_listening` of ``APP_FILE`` (of ``app.py`` when
+    it is ``serve_app.py``, the ASGI entry that runs it) in a daemon thread."""
     from streamlit.web import cli
 
     from moleseg.core.config import APP_FILE, SERVE_FILE
 
+    os.umask(SERVER_UMASK)  # patients' pictures, users' runs and names: never readable by other local accounts
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 2 and args[0] == "run":
         target = Path(args[1]).resolve()

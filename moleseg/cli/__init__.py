@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write each mask as a DICOM Segmentation <name>_seg.dcm referencing its image "
                               "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference)")
     predict.add_argument("--dicom-identifiers", action="store_true",
-                         help="copy DICOM inputs' patient and study identifiers into the DICOM outputs "
-                              "(default: emptied)")
+                         help="copy DICOM inputs' whole header, patient and study identifiers included, into the "
+                              "DICOM outputs (default: only what references the image)")
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)

@@ -90,6 +90,10 @@ MEDIA_IDS_PER_OWNER: int = 1000
 #: then holds at most some 78 MB, and at most 57 MB (54 MiB) more for the ids owners named themselves (as many
 #: owners and ids per owner; only a hand-made client names any).
 MEDIA_OWNERS: int = 500
+#: Bytes of uploaded files one user's open pages may hold in the server's memory at once (Streamlit keeps each file
+#: until its page removes it or its session ends; :mod:`moleseg.app.uploads`): a day's clinic of
+#: MAX_UPLOAD_FILES photographs of a few MB each, beside a dataset ZIP on the Prepare page, with room.
+UPLOAD_BYTES_PER_USER: int = 2 * 1024**3
 
 #: Label values of three-class targets.
 BACK: int = 0

@@ -3,9 +3,9 @@ image, and a PDF report as an Encapsulated PDF (pydicom), in the source image's 
 
 The source is the DICOM file the image came from (:func:`moleseg.core.dicomio.read_dataset`), or, for any
 other image, a new Secondary Capture made of its pixels (:func:`secondary_capture`), which the caller writes
-beside the Segmentation so that the reference resolves. Patient and study identifiers are copied only with
-``include_identifiers=True``; otherwise :data:`IDENTIFYING_ATTRIBUTES` are emptied (the instance UIDs that
-link the objects stay).
+beside the Segmentation so that the reference resolves. A DICOM source's header is copied whole only with
+``include_identifiers=True``; otherwise only :data:`REFERENCE_ATTRIBUTES` are kept (the instance UIDs that
+link the objects, the pixel geometry) and the type 2 patient and study attributes are present and empty.
 """
 
 from __future__ import annotations
@@ -17,15 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from moleseg.core.dicomio import IDENTIFIER_FIELDS
-
-__all__ = ["IDENTIFYING_ATTRIBUTES", "encapsulated_pdf", "reference_source", "secondary_capture",
+__all__ = ["REFERENCE_ATTRIBUTES", "encapsulated_pdf", "reference_source", "secondary_capture",
            "segmentation", "segmentation_files"]
 
-#: Attributes emptied from every export unless a user asks for identifiers (the Patient and General Study
-#: modules' type 2 attributes among them stay present, empty).
-IDENTIFYING_ATTRIBUTES: tuple[str, ...] = (*IDENTIFIER_FIELDS, "ReferringPhysicianName", "OtherPatientIDs",
-                                           "PatientAge", "InstitutionName", "OperatorsName", "StudyDescription")
+#: The only attributes of a DICOM source an export keeps unless a user asks for identifiers: what links the
+#: objects and describes the pixels. Anything else (the Patient, Patient Study, Clinical Trial and equipment
+#: modules: other names and IDs, birth time, comments, history, physicians, private tags...) would be copied
+#: into the Segmentation by highdicom, so the header is rebuilt from this list rather than emptied by name.
+REFERENCE_ATTRIBUTES: tuple[str, ...] = (
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "FrameOfReferenceUID", "Modality", "ImageType", "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel",
+    "PhotometricInterpretation", "PlanarConfiguration", "BitsAllocated", "BitsStored", "HighBit",
+    "PixelRepresentation", "PixelSpacing", "ImagerPixelSpacing", "PixelSpacingCalibrationType",
+    "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices",
+    "PatientOrientation", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")
 #: Type 2 attributes highdicom copies from a source image; a source without them gets them empty.
 _TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
            "ReferringPhysicianName", "StudyID", "AccessionNumber")
@@ -40,21 +45,20 @@ def _uid() -> str:
 
 
 def reference_source(dataset: Any, *, include_identifiers: bool = False) -> Any:
-    """A copy of a source image's header fit to be referenced: identifiers emptied unless asked, missing type 2
-    attributes added empty, the pixel data left out."""
+    """A copy of a source image's header fit to be referenced: only :data:`REFERENCE_ATTRIBUTES` unless
+    identifiers are asked for (then every attribute), the type 2 patient and study attributes present (empty
+    unless asked and given), the pixel data left out."""
+    from pydicom.datadict import tag_for_keyword
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
 
+    kept = None if include_identifiers else {Tag(tag_for_keyword(keyword)) for keyword in REFERENCE_ATTRIBUTES}
     # element by element: the file the dataset was read from is closed and not copied
     source = Dataset({tag: copy.deepcopy(element) for tag, element in dataset.items()
-                      if tag != Tag("PixelData")})
+                      if tag != Tag("PixelData") and (kept is None or tag in kept)})
     for keyword in _TYPE_2:
         if keyword not in source:
             setattr(source, keyword, "")
-    if not include_identifiers:
-        for keyword in IDENTIFYING_ATTRIBUTES:
-            if keyword in source:
-                setattr(source, keyword, "")
     return source
 
 
@@ -191,7 +195,8 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
     mask : numpy.ndarray
         ``(H, W) bool`` lesion mask, the image's size.
     include_identifiers : bool
-        Copy a DICOM source's patient and study identifiers (default: emptied).
+        Copy a DICOM source's whole header, its patient and study identifiers included (default: only
+        :data:`REFERENCE_ATTRIBUTES`, the patient and study attributes empty).
 
     Raises
     ------

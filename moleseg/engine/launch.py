@@ -1,8 +1,8 @@
 """Starting a training: the one way the app, ``moleseg train`` and studies start, resume and wait for one.
 
 :func:`start_training` writes the request (``job.json``, :class:`JobRequest`) into the run folder and starts
-``python -m moleseg.network.runner RUN_DIR`` (:data:`RUNNER_MODULE`, the one child entry point) in its own
-session. The child takes the training lock, trains with :func:`moleseg.network.train.train` (resuming when the
+``python -m moleseg.network.runner RUN_DIR`` (:data:`RUNNER_MODULE`, the one child entry point; its arguments
+in its environment, :mod:`moleseg.engine.childargs`) in its own session. The child takes the training lock, trains with :func:`moleseg.network.train.train` (resuming when the
 request says so), writes its progress to ``progress.json`` (:class:`moleseg.engine.jobs.ProgressWriter`) and stops
 when ``cancel`` appears (:func:`request_cancel`). With ``wait=True`` the caller follows it to the end (the CLI and
 studies); otherwise it returns once the child holds the lock (the app: a browser refresh does not stop it).
@@ -32,13 +32,13 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from moleseg.core.modelinfo import check_keras_file
+from moleseg.engine.childargs import child_command
 from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_config, data_folders, read_job,
                                  read_request)
 from moleseg.engine.runs import RunFiles, RunRecordError, read_config, read_state
@@ -143,11 +143,11 @@ def _spawn(run_dir: Path, python: str | None, follow: bool) -> tuple[subprocess.
     ready_read, ready_write = os.pipe()
     try:
         with open(RunFiles(run_dir).job_log, "ab") as log:
-            child = subprocess.Popen([python or sys.executable, "-m", RUNNER_MODULE, str(run_dir),
-                                      f"--ready-fd={ready_write}"],
-                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            command, env = child_command(python, RUNNER_MODULE, [str(run_dir), f"--ready-fd={ready_write}"],
+                                         _child_environment())  # the run's folder kept out of ps
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, close_fds=True, pass_fds=(ready_write,),
-                                     env=_child_environment(), preexec_fn=_die_with_parent if follow else None)
+                                     env=env, preexec_fn=_die_with_parent if follow else None)
     except BaseException:
         os.close(ready_read)
         raise

@@ -14,6 +14,8 @@ PostgreSQL database of :mod:`moleseg.engine.recordspg`.
   whichever connection finds the database behind (others wait for it).
 * WAL journal and a busy timeout of :data:`BUSY_TIMEOUT_S`: several app sessions, threads or processes
   can write at once; each write is one transaction.
+* ``PRAGMA secure_delete`` on every connection: a deleted record's text (lesion identifier, notes) is
+  overwritten in the file, not left in a free page, on SQLite builds whose default is off too.
 
 The records themselves (who may reach which, saving, listing, opening) are :mod:`moleseg.engine.records`.
 """
@@ -185,6 +187,7 @@ class RecordsDatabase:
             connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA secure_delete = ON")  # a deleted visit's text is overwritten, whatever the build
         except BaseException:
             connection.close()
             raise

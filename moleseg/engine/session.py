@@ -159,7 +159,8 @@ class FolderSweeper:
 def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Path]:
     """The session folders in ``root`` (default :func:`temp_root`) of the sessions of the user ``owner``
     (their :data:`OWNER_FILE`), sorted: what the datasets unpacked from their uploads take counts in their
-    quota."""
+    quota. Only the server's own folders (:func:`_private_folder`): any local account may make one named like
+    them in a shared temporary folder, naming any user."""
     root = Path(root) if root else temp_root()
     found = []
     try:
@@ -168,7 +169,7 @@ def owned_session_folders(owner: str, root: str | Path | None = None) -> list[Pa
         return []
     for folder in candidates:
         try:
-            if (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
+            if _private_folder(folder) and (folder / OWNER_FILE).read_text(encoding="utf-8") == owner:
                 found.append(folder)
         except (OSError, UnicodeDecodeError):
             continue
@@ -204,6 +205,15 @@ def release_after_training(folders: list[str]) -> None:
             shutil.rmtree(owner, ignore_errors=True)
 
 
+def _private_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder itself (not a link) of this process's account, closed to every other."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(status.st_mode) and status.st_uid == os.geteuid() and not status.st_mode & 0o077
+
+
 class SessionFolder:
     """A temporary folder for one browser session, removed when this object is garbage-collected
     (the session ended) or the server exits, whichever comes first. ``owner``: the session's user, written
@@ -211,17 +221,26 @@ class SessionFolder:
 
     def __init__(self, root: str | Path | None = None, in_use: Callable[[Path], bool] | None = None,
                  owner: str = "") -> None:
-        base = Path(root) if root else temp_root()
+        self._in_use = in_use
+        self.owner = owner
+        self._make(Path(root) if root else temp_root())
+        self.touch()
+
+    def _make(self, base: Path) -> None:
+        """A new folder of a random name in ``base``, for the server's account only (mode 0700), removed with
+        this object."""
         base.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
-        self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), in_use)
-        self.owner = owner
-        self.touch()
+        self._finalizer = weakref.finalize(self, remove_session_folder, str(self.path), self._in_use)
 
     def touch(self) -> Path:
         """Mark the folder as in use (stale-folder removal looks at its modification time); one removed by the
-        idle sweep is made again, with its :data:`OWNER_FILE`."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        idle sweep is made anew under a new random name, with its :data:`OWNER_FILE`: never again at its old
+        name, which every local account saw in the shared temporary folder and could have taken meanwhile (a
+        link or an open folder of theirs there would receive the session's uploads)."""
+        if not _private_folder(self.path):
+            self._finalizer.detach()  # whatever stands at the old name now is not this session's to remove
+            self._make(self.path.parent)
         if not (self.path / OWNER_FILE).is_file():
             (self.path / OWNER_FILE).write_text(self.owner, encoding="utf-8")
         os.utime(self.path)

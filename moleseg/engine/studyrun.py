@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,9 +27,11 @@ from moleseg.core import options
 from moleseg.core.atomic import path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
+from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
+from moleseg.engine.childargs import child_arguments, child_command
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
                                  write_json)
@@ -43,7 +44,7 @@ STUDY_MODULE = "moleseg.engine.studyrun"
 #: Files of a study folder: its plan, its progress, its lock, the background process's log.
 PLAN_JSON, PROGRESS_JSON, STUDY_LOCK, STUDY_LOG = "plan.json", "progress.json", "study.lock", "study.log"
 #: Values of :attr:`StudyProgress.status`.
-STUDY_STATUSES: tuple[str, ...] = ("not started", "running", "finished")
+STUDY_STATUSES: tuple[str, ...] = ("not started", "running", "finished", "stopped at the quota")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,8 +369,53 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
 # --------------------------------------------------------------------------------------------------
 # running
 
-def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train every unfinished run, one at a time, then write the results; returns the rows.
+@dataclass(frozen=True)
+class StudyQuota:
+    """A user's disk quota (:func:`moleseg.core.diskusage.quota_refusal`), as the app checks it before a write and
+    their study before each run (a start alone was checked: a study of up to 1,000 runs, each a model file of up to
+    hundreds of MB, then grew their files far past it): ``quota_gb`` GB over their files, which are the ``folders``
+    of their space and, for a named ``owner``, the pictures of the visits they saved and their sessions' folders
+    (the datasets unpacked from their uploads), and what to delete, in the refusal's words."""
+
+    quota_gb: float
+    folders: tuple[Path, ...]
+    what_to_delete: str
+    owner: str = ""
+
+    def all_folders(self) -> list[Path]:
+        """Every folder of the user's files now (records that cannot be read count for nothing: their saves are
+        refused by the records themselves)."""
+        from moleseg.engine.records import Records, RecordsError
+        from moleseg.engine.session import owned_session_folders
+
+        folders = list(self.folders)
+        if self.owner:
+            try:
+                folders += Records().owned_folders(self.owner)
+            except (RecordsError, OSError):
+                pass
+            folders += owned_session_folders(self.owner)
+        return folders
+
+    def refusal(self) -> str | None:
+        """One sentence when the user's files reach the quota (:func:`moleseg.core.diskusage.usage_bytes`), else
+        None."""
+        return quota_refusal(usage_bytes(self.all_folders()), self.quota_gb, self.what_to_delete)
+
+    def arguments(self) -> list[str]:
+        """The quota as the flags of the background study process (:func:`main`)."""
+        flags = ["--quota-gb", repr(float(self.quota_gb)), "--quota-advice", self.what_to_delete,
+                 "--quota-owner", self.owner]
+        for folder in self.folders:
+            flags += ["--quota-folder", str(folder)]
+        return flags
+
+
+def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = print,
+              quota: StudyQuota | None = None) -> list[dict[str, Any]]:
+    """Train every unfinished run, one at a time, then write the results; returns the rows. With a ``quota``, a
+    run starts only while the user's files are below it; at the quota the study stops (``stopped at the quota``,
+    the refusal in the log) and a later start goes on where it stopped.
 
     Raises
     ------
@@ -393,9 +439,14 @@ def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = pr
             else:
                 pending.append(run)
         started = time.time()
-        done, failed = len(runs) - len(pending), []
+        done, failed, status = len(runs) - len(pending), [], "finished"
         StudyProgress(runs=len(runs), done=done, started=started, updated=time.time(), status="running").write(out)
         for run in pending:
+            refusal = quota.refusal() if quota else None
+            if refusal:
+                echo(f"{run.run_id}: not started: {refusal}")
+                status = "stopped at the quota"
+                break
             run_dir = out / RUNS_SUBDIR / run.run_id
             StudyProgress(runs=len(runs), done=done, active=[run.run_id], failed=failed, started=started,
                           updated=time.time(), status="running").write(out)
@@ -407,7 +458,7 @@ def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = pr
                 failed.append(run.run_id)
         rows = write_results(study, out)
         StudyProgress(runs=len(runs), done=done, failed=failed, started=started, updated=time.time(),
-                      status="finished").write(out)
+                      status=status).write(out)
         return rows
 
 
@@ -429,11 +480,12 @@ def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
 
 
 def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | None = None,
-                python: str | None = None, roots: Sequence[Path] | None = None) -> subprocess.Popen:
+                python: str | None = None, roots: Sequence[Path] | None = None,
+                quota: StudyQuota | None = None) -> subprocess.Popen:
     """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
     refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
-    see :func:`checked_study`. Returns once the process holds ``out``'s lock (or has ended), at most
-    :data:`~moleseg.core.config.STUDY_START_WAIT_S` seconds.
+    see :func:`checked_study`; ``quota``: see :func:`run_study`. Returns once the process holds ``out``'s lock (or
+    has ended), at most :data:`~moleseg.core.config.STUDY_START_WAIT_S` seconds.
 
     Raises
     ------
@@ -456,14 +508,16 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
             raise StudyError(f"{len(others)} of your studies are running ({', '.join(others)}): start another "
                              "when one has finished")
         out.mkdir(exist_ok=True)
-        command = [python or sys.executable, "-m", STUDY_MODULE, "--config", str(config), "--out", str(out)]
+        arguments = ["--config", str(config), "--out", str(out)]
         if data_root:
-            command += ["--data-root", str(data_root)]
+            arguments += ["--data-root", str(data_root)]
         for root in roots or ():  # the process reads the file again: checked again, as it is then
-            command += ["--root", str(root)]
+            arguments += ["--root", str(root)]
+        arguments += quota.arguments() if quota else []
+        command, env = child_command(python, STUDY_MODULE, arguments)  # the user and their folders kept out of ps
         with open(out / STUDY_LOG, "ab") as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, close_fds=True)
+                                       start_new_session=True, close_fds=True, env=env)
         deadline = time.monotonic() + STUDY_START_WAIT_S
         while process.poll() is None and not study_running(out) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -479,10 +533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-root", help=STUDY_DATA_ROOT_HELP)
     parser.add_argument("--root", action="append", type=Path,
                         help="a folder the study's paths must lie in (repeat; the app's data roots)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--quota-gb", type=float, default=0.0, help="the user's disk quota in GB (0: none)")
+    parser.add_argument("--quota-folder", action="append", type=Path, default=[],
+                        help="a folder of the user's files counted against the quota (repeat)")
+    parser.add_argument("--quota-advice", default="", help="what to delete, in the quota's refusal")
+    parser.add_argument("--quota-owner", default="", help="the user whose saved visits and sessions count too")
+    args = parser.parse_args(child_arguments(argv))  # from the environment when start_study started it
     log = RunLog(Path(args.out) / STUDY_LOG)
+    quota = (StudyQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
+             if args.quota_gb > 0 else None)
     try:
-        rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log)
+        rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log, quota=quota)
     except (StudyError, OSError) as error:
         log(f"error: {first_line(error)}")
         return 2

@@ -26,11 +26,16 @@ together most of ``moleseg predict``'s start-up after importing TensorFlow (``do
 call), without Keras rebuilding the model. The probabilities are the same computation (equal to the last bit
 in our runs).
 
-The cache key is a digest of the ``.keras`` archive's entries other than ``moleseg.json`` (their names, CRC-32
-and sizes, read from the ZIP directory, so the 10 MB weights are not read) and of the TensorFlow version and
-:data:`CACHE_FORMAT`: re-training the model or upgrading TensorFlow misses the cache, re-calibrating it (which
-only rewrites ``moleseg.json``) does not. Entries are written to a temporary folder and renamed into place,
-so a killed save leaves no half entry; only the :data:`KEEP_ENTRIES` most recently used are kept.
+The cache key is a digest of the ``.keras`` archive's entries other than ``moleseg.json`` (their names, sizes
+and SHA-256: :func:`network_content`) and of the TensorFlow version and :data:`CACHE_FORMAT`: re-training the
+model or upgrading TensorFlow misses the cache, re-calibrating it (which only rewrites ``moleseg.json``) does
+not. Not the CRC-32 of the ZIP directory: a shared model file (untrusted) made in a second to carry another
+model's names, CRC-32 and sizes would file its network under that model's key, and every user of it would
+predict with the forged one. The key of an entry is that of the bytes its network was loaded from
+(``content`` of the writers, taken around the load by :class:`moleseg.network.predict.KerasSegmenter`), not of
+the file at the path when the entry is written, which may have been replaced meanwhile. Entries are written to
+a temporary folder and renamed into place, so a killed save leaves no half entry; only the :data:`KEEP_ENTRIES`
+most recently used are kept.
 
 The cache folder is untrusted (anything may have changed a file in it): each entry's metadata
 (:data:`COMPLETE_MARKER`) records the SHA-256 of every file of the entry, and :func:`entry_problem` compares
@@ -135,9 +140,11 @@ def onnx_convertible() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("tf2onnx", "onnx"))
 
 
-def _archive_digest(path: str | Path, prefix: str) -> str:
-    """Hex digest of ``prefix`` and a ``.keras`` file's network entries (every archive entry but
-    ``moleseg.json``: name, CRC-32, size; read from the ZIP directory)."""
+def _directory_digest(path: str | Path, prefix: str) -> str:
+    """Hex digest of ``prefix`` and a ``.keras`` file's network entries as its ZIP directory names them (every
+    entry but ``moleseg.json``: name, CRC-32, size). Only for a shipped model (:func:`shipped_network_digest`), a
+    file of the operator's models folder checked against the operator's record: it tells a stale ONNX file from
+    a current one, not a forged model from a real one (:func:`network_content` does)."""
     digest = hashlib.sha256(prefix.encode())
     with zipfile.ZipFile(path) as archive:
         for entry in sorted(archive.infolist(), key=lambda item: item.filename):
@@ -146,27 +153,76 @@ def _archive_digest(path: str | Path, prefix: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def network_digest(path: str | Path) -> str:
-    """Key of a ``.keras`` file's SavedModel entry: its network entries, the TensorFlow version and
-    :data:`CACHE_FORMAT`."""
+#: Most model files whose :func:`network_content` a process remembers (the oldest forgotten first).
+CONTENT_MEMORY: int = 64
+#: :func:`network_content` of the files hashed in this process, by absolute path, with the file's device,
+#: inode, size, modification and change times then.
+_contents: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _file_signature(status: os.stat_result) -> tuple[int, ...]:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def network_content(path: str | Path) -> str:
+    """Hex SHA-256 of the network in a ``.keras`` file: the name, size and SHA-256 of every archive entry but
+    ``moleseg.json`` (every byte read: about 40 ms for a 9.6 MB model here). Hashed once per process while
+    the file keeps its device, inode, size and modification and change times (a rewrite changes the last).
+
+    Raises
+    ------
+    OSError, zipfile.BadZipFile
+        The file cannot be read, is not a ZIP archive, or an entry's bytes do not match its CRC-32.
+    """
+    key = os.fspath(Path(path).absolute())
+    with open(key, "rb") as handle:
+        signature = _file_signature(os.fstat(handle.fileno()))
+        with _checked_lock:
+            known = _contents.get(key)
+        if known is not None and known[0] == signature:
+            return known[1]
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(handle) as archive:
+            for entry in sorted(archive.infolist(), key=lambda item: item.filename):
+                if entry.filename == INFO_ENTRY:
+                    continue
+                with archive.open(entry) as data:
+                    entry_digest = hashlib.file_digest(data, "sha256").hexdigest()
+                digest.update(f"|{entry.filename}:{entry.file_size}:{entry_digest}".encode())
+        content = digest.hexdigest()
+        if _file_signature(os.fstat(handle.fileno())) == signature:  # not written to while hashed
+            with _checked_lock:
+                _contents.pop(key, None)
+                _contents[key] = (signature, content)
+                while len(_contents) > CONTENT_MEMORY:
+                    _contents.pop(next(iter(_contents)))
+    return content
+
+
+def network_digest(path: str | Path, content: str | None = None) -> str:
+    """Key of a ``.keras`` file's SavedModel entry: its network (``content``, else :func:`network_content` of
+    ``path``), the TensorFlow version and :data:`CACHE_FORMAT`."""
     import tensorflow as tf
 
-    return _archive_digest(path, f"{CACHE_FORMAT}|{tf.__version__}")
+    text = f"{CACHE_FORMAT}|{tf.__version__}|{content if content is not None else network_content(path)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def onnx_digest(path: str | Path) -> str:
-    """Key of a ``.keras`` file's ONNX entry, computed without TensorFlow: its network entries, the ONNX
-    Runtime version (which checked the file against TensorFlow) and :data:`ONNX_FORMAT`."""
+def onnx_digest(path: str | Path, content: str | None = None) -> str:
+    """Key of a ``.keras`` file's ONNX entry, computed without TensorFlow: its network (``content``, else
+    :func:`network_content` of ``path``), the ONNX Runtime version (which checked the file against TensorFlow)
+    and :data:`ONNX_FORMAT`."""
     import onnxruntime
 
-    return _archive_digest(path, f"{ONNX_FORMAT}|{onnxruntime.__version__}")
+    text = f"{ONNX_FORMAT}|{onnxruntime.__version__}|{content if content is not None else network_content(path)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def shipped_network_digest(path: str | Path) -> str:
     """Key of a ``.keras`` file's shipped ONNX file, computed without TensorFlow: its network entries and
     :data:`SHIPPED_FORMAT` (no runtime version: the file was checked against TensorFlow when the model was made,
     and ONNX Runtime reads older operator sets)."""
-    return _archive_digest(path, SHIPPED_FORMAT)
+    return _directory_digest(path, SHIPPED_FORMAT)
 
 
 def shipped_record_path(path: str | Path) -> Path | None:
@@ -337,10 +393,10 @@ def load_cached_function(entry: Path) -> Callable[[Any], Any]:
     return function
 
 
-def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, ...]) -> Path:
-    """Save ``model`` (the folded inference model of the network in ``path``) as a cache entry with the
-    signature ``(None, *input_shape)`` float32; returns the entry. Older entries beyond
-    :data:`KEEP_ENTRIES` are removed.
+def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, ...], *, content: str) -> Path:
+    """Save ``model`` (the folded inference model of the network in ``path``, loaded from the bytes whose
+    :func:`network_content` is ``content``) as a cache entry with the signature ``(None, *input_shape)``
+    float32; returns the entry. Older entries beyond :data:`KEEP_ENTRIES` are removed.
 
     Raises
     ------
@@ -359,7 +415,7 @@ def save_cached_function(path: str | Path, model: Any, input_shape: tuple[int, .
     module.network_variables = [weight.value for weight in model.weights]
     module.predict = tf.function(lambda images: model(images, training=False),
                                  input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)])
-    return _write_entry(path, network_digest(path), lambda folder: tf.saved_model.save(module, str(folder)))
+    return _write_entry(path, network_digest(path, content), lambda folder: tf.saved_model.save(module, str(folder)))
 
 
 def _write_entry(path: str | Path, digest: str, fill: Callable[[Path], None]) -> Path:
@@ -453,8 +509,9 @@ def onnx_function(file: Path) -> Callable[[Any], Any]:
 
 
 def save_onnx(path: str | Path, model: Any, input_shape: tuple[int, ...],
-              reference: Callable[[Any], Any]) -> Path:
-    """Convert ``model`` (the folded inference model of the network in ``path``) to ONNX and store it as
+              reference: Callable[[Any], Any], *, content: str) -> Path:
+    """Convert ``model`` (the folded inference model of the network in ``path``, loaded from the bytes whose
+    :func:`network_content` is ``content``) to ONNX and store it as
     an ONNX entry if ONNX Runtime's probabilities on a probe batch are within
     :data:`moleseg.network.onnx_export.ONNX_TOLERANCE` of ``reference``'s (TensorFlow's prediction
     function); a failed conversion or a mismatch is stored as :data:`UNUSABLE_FILE` instead. Returns the
@@ -482,7 +539,7 @@ def save_onnx(path: str | Path, model: Any, input_shape: tuple[int, ...],
             (folder / ONNX_FILE).unlink(missing_ok=True)
             (folder / UNUSABLE_FILE).write_text(f"{type(error).__name__}: {error}\n")
 
-    return _write_entry(path, onnx_digest(path), fill)
+    return _write_entry(path, onnx_digest(path, content), fill)
 
 
 def discard(entry: Path) -> None:

@@ -12,6 +12,7 @@ runtime).
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -106,6 +107,10 @@ class KerasSegmenter:
         #: What went wrong with the per-machine inference cache while predicting (each also a UserWarning),
         #: for a caller to show: a damaged or changed entry (rebuilt), a runtime error (TensorFlow used).
         self.cache_notes: list[str] = []
+        #: :func:`moleseg.network.compiled.network_content` of the bytes the model was loaded from :attr:`source`,
+        #: the key its cache entry is written under; None when it was not loaded from it here or the file
+        #: changed during the load (the network is then not cached).
+        self._network_content: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "KerasSegmenter":
@@ -116,16 +121,15 @@ class KerasSegmenter:
         from moleseg.network.compiled import any_cached
 
         record = ModelInfo.from_dict(read_model_info(check_keras_file(path)))
-        model = None
+        model, content = None, None
+        info = read_model_info(path)
         if not (record.n_classes and record.input_size and any_cached(path)):
-            from moleseg.network.io import load_model_and_info
-
-            model, info = load_model_and_info(path)
-        else:
-            info = read_model_info(path)
+            model, content = _load_network(path)
         info.setdefault("name", Path(path).stem)
         info["path"] = str(path)
-        return cls(model, info, source=path, **kwargs)
+        segmenter = cls(model, info, source=path, **kwargs)
+        segmenter._network_content = content
+        return segmenter
 
     def with_info(self, info: dict[str, Any]) -> "KerasSegmenter":
         """This network and its prediction function with the metadata ``info`` instead (another decision:
@@ -137,9 +141,7 @@ class KerasSegmenter:
     def model(self) -> keras.Model:
         """The Keras network (loaded from :attr:`source` on first use when the segmenter was made without it)."""
         if self._model is None:
-            from moleseg.network.io import load_keras_model
-
-            self._model = load_keras_model(self.source)
+            self._model, self._network_content = _load_network(self.source)
         return self._model
 
     def inference_function(self) -> Callable[[np.ndarray], Any]:
@@ -231,16 +233,17 @@ class KerasSegmenter:
         from moleseg.network import compiled
 
         input_shape = tuple(self.model.input_shape[1:])
-        if self.source is None or not compiled.cache_enabled():
+        content = self._network_content
+        if self.source is None or content is None or not compiled.cache_enabled():
             return function
         try:
             if self._convert_to_onnx():
-                entry = compiled.save_onnx(self.source, model, input_shape, function)
+                entry = compiled.save_onnx(self.source, model, input_shape, function, content=content)
                 if compiled.onnx_usable(entry):
                     return compiled.load_onnx_function(entry)
                 warnings.warn(f"{self.source.name}: predicting with TensorFlow, the ONNX conversion is not used "
                               f"({(entry / compiled.UNUSABLE_FILE).read_text().strip()})", stacklevel=3)
-            compiled.save_cached_function(self.source, model, input_shape)
+            compiled.save_cached_function(self.source, model, input_shape, content=content)
         except Exception as error:  # noqa: BLE001 -- a cache that cannot be written only costs time
             warnings.warn(f"inference cache not written ({type(error).__name__}: {error}); the next "
                           "start will be slower", stacklevel=3)
@@ -400,3 +403,33 @@ def prediction_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
         return model(x, training=False)
 
     return predict
+
+
+def _load_network(path: str | Path) -> tuple[keras.Model, str | None]:
+    """The Keras network of the ``.keras`` file ``path`` and the
+    :func:`moleseg.network.compiled.network_content` of the bytes it was built from (taken before and after the
+    load), or None for the latter when the cache is off or the file changed meanwhile (one warning: its network
+    is then not cached, so that no entry is filed under the key of bytes it was not made from).
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, damaged or not a moleseg model (:func:`moleseg.network.io.load_keras_model`).
+    """
+    from moleseg.network import compiled
+    from moleseg.network.io import load_keras_model
+
+    def content() -> str | None:
+        if not compiled.cache_enabled():
+            return None
+        try:
+            return compiled.network_content(path)
+        except (OSError, ValueError, zipfile.BadZipFile):  # the load names what is wrong with the file
+            return None
+
+    before = content()
+    model = load_keras_model(path)
+    if before is not None and content() != before:
+        warnings.warn(f"{Path(path).name} changed while it was loaded; its network is not cached", stacklevel=3)
+        before = None
+    return model, before

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from moleseg.engine.childargs import child_arguments
 from moleseg.engine.finetune import BaseComparison
 from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
 from moleseg.core.errors import first_line
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help=f"the run folder holding {RunFiles.JOB}")
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="file descriptor told once the training lock is held")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(child_arguments(argv))  # from the environment when launch started it
     return run_job(args.run_dir, args.ready_fd)
 
 

@@ -6,6 +6,10 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
 
 * ``cold_first_overlay_s``: a freshly started server (its health check answered, the Analyse page opened at
   once): upload of one image until its overlay is visible. One server start per repeat.
+* ``cells_first_overlay_s``: a freshly started server, the Analyse page opened at once: the cells model chosen
+  (the first in the model box whose name says cells: the shipped one when installed, else the classical
+  baseline for cells, named in ``cells_model``) and one microscopy image (:data:`DEFAULT_CELL_IMAGES`' first,
+  else the first image) uploaded, from the choice until its overlay is visible. One server start per repeat.
 * ``warm_next_overlay_s``: the same server, an image it has not seen, in a new session: upload until visible.
 * ``slider_overlay_s``: on that image, with "Set the cleanup by hand" on, three presses of the arrow key on
   the cleanup slider that shapes its border ("Closing radius (px)" for the article rule, "Border width (px)"
@@ -15,6 +19,14 @@ What is measured (seconds, the median of ``repeats`` runs; each run's figures ar
   measurements alone: the only one whose values the page has not shown before (the next ones go back and
   forth over values the server's analysis cache keeps, :data:`moleseg.app.analysis.EARLIER_VARIANTS_KEPT`),
   so it is what a user feels on each new value.
+* ``opacity_overlay_s``: on that image, three arrow presses on the "Lesion opacity" slider (down, then up, ...)
+  until the overlay shown is a new picture, fully loaded.
+* ``colour_overlay_s``: on that image, a new lesion colour typed into its colour picker, closed with Escape (when
+  Streamlit sends it), until the overlay shown is a new picture, fully loaded.
+* ``pixel_size_values_s``: on that image, a pixel size typed into the sidebar's box and Enter pressed until the
+  measurements table is drawn again with other values, its area in mm² (one of
+  :data:`moleseg.tools.bench_controls.TYPED_PIXEL_SIZES_MM`). These controls are timed by
+  :mod:`moleseg.tools.bench_controls`.
 * ``batch12_s``: ``batch`` new images dropped at once until every one's grid thumbnail is visible;
   ``engine_batch12_s``: the same files through the engine's batch entry
   :func:`moleseg.engine.batches.analyse_batches` in this process (decoded from their bytes, as the Analyse page
@@ -57,21 +69,32 @@ from moleseg.core.words import count_of
 from moleseg.tools import SHARED_DATA_DIR
 from moleseg.tools.bench_browser import (CHROMIUM_ARGS, CHROMIUM_PATH, SliderTimeline, after_closing, closed_counting,
                                         served_app, tree_cpu_s)
+from moleseg.tools.bench_controls import (choose_model, colour_seconds, opacity_seconds, pixel_size_seconds,
+                                         seconds_until, slider_seconds, wait_until_idle)
 
 #: The real PH2-size images the benchmark uploads when no ``--images`` folder is given (synthetic ones stand
 #: in when the shared data is absent).
 DEFAULT_IMAGES: Path = SHARED_DATA_DIR / "moles" / "ph2" / "images"
-#: A slider's target (docs/performance.md): three presses to the new overlay, in seconds.
+#: The microscopy images ``cells_first_overlay_s`` takes its image from (the benchmark's other images stand in when
+#: the shared data is absent).
+DEFAULT_CELL_IMAGES: Path = SHARED_DATA_DIR / "cells" / "seed" / "images"
+#: A control's target (docs/performance.md, issue 28): a cleanup or opacity slider's three presses to the new
+#: overlay, a typed pixel size to the new values, in seconds.
 SLIDER_TARGET_S: float = 0.3
 #: The app's targets (docs/performance.md): key -> limit in seconds; ``batch12_s`` is compared with
 #: ``BATCH_TARGET_FACTOR`` x the engine's time plus ``BATCH_TARGET_EXTRA_S``.
-APP_TARGETS: dict[str, float] = {"cold_first_overlay_s": 5.0, "warm_next_overlay_s": 1.0,
+APP_TARGETS: dict[str, float] = {"cold_first_overlay_s": 5.0, "cells_first_overlay_s": 5.0,
+                                 "warm_next_overlay_s": 1.0,
                                  "slider_overlay_s": SLIDER_TARGET_S, "slider_first_overlay_s": SLIDER_TARGET_S,
+                                 "opacity_overlay_s": SLIDER_TARGET_S, "colour_overlay_s": SLIDER_TARGET_S,
+                                 "pixel_size_values_s": SLIDER_TARGET_S,
                                  "home_s": 1.5}
+#: What the browser times, in the order the report lists it (each a list of runs in the JSON's ``runs``).
+MEASURED: tuple[str, ...] = ("cold_first_overlay_s", "cells_first_overlay_s", "warm_next_overlay_s",
+                             "slider_overlay_s", "slider_first_overlay_s", "opacity_overlay_s",
+                             "colour_overlay_s", "pixel_size_values_s", "batch12_s", "home_s", "server_start_s")
 BATCH_TARGET_FACTOR: float = 1.5
 BATCH_TARGET_EXTRA_S: float = 1.0
-#: Arrow-key presses on the closing slider per slider measurement.
-SLIDER_PRESSES: int = 3
 
 #: A picture of an ``st.image`` (one of its list) whose caption starts with ``name + ":"`` and which is decoded.
 _SHOWN_JS = """
@@ -85,16 +108,6 @@ _SHOWN_JS = """
     for (const name of names) if (caption.startsWith(name + ':') || caption.includes('): ' + name + ':')) shown.add(name);
   }
   return names.every(name => shown.has(name));
-}
-"""
-#: The overlay (first ``st.image``) after a slider change: the cleanup caption names the new value, a new
-#: picture loaded.
-_SLIDER_DONE_JS = """
-([words, oldSource]) => {
-  const caption = [...document.querySelectorAll('[data-testid=stCaptionContainer]')]
-    .some(element => (element.innerText || '').includes(words));
-  const img = document.querySelector('[data-testid=stImage] img');
-  return caption && img && img.src !== oldSource && img.complete && img.naturalWidth > 0;
 }
 """
 
@@ -121,13 +134,6 @@ class AppBenchSettings:
         return self.repeats * (1 + self.batch) + 1
 
 
-def _seconds(action: Callable[[], None], wait: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    action()
-    wait()
-    return time.perf_counter() - start
-
-
 def _open_analyse(browser: Any, url: str, timeout_ms: float, watch: Callable[[Any], Any] | None = None) -> Any:
     """A new page on the Analyse page, its uploader there; ``watch(page)`` is called before it loads."""
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -141,84 +147,10 @@ def _open_analyse(browser: Any, url: str, timeout_ms: float, watch: Callable[[An
 def _upload_seconds(page: Any, files: Sequence[Path], timeout_ms: float) -> float:
     """Seconds from dropping ``files`` on the Analyse page's uploader until each one's picture is visible."""
     names = [path.name for path in files]
-    return _seconds(
+    return seconds_until(
         lambda: page.locator("[data-testid=stFileUploaderDropzoneInput]").first.set_input_files(
             [str(path) for path in files]),
         lambda: page.wait_for_function(_SHOWN_JS, arg=names, polling="raf", timeout=timeout_ms))
-
-
-def _wait_until_idle(page: Any, timeout_ms: float) -> None:
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
-
-
-def switch_on(page: Any, label: str, timeout_ms: float, attempts: int = 3) -> None:
-    """Turn on the sidebar's ``st.toggle`` named ``label``: click its label until the switch is on (a click
-    that lands while the page is being redrawn can be lost)."""
-    switch = f"[data-testid=stSidebar] input[role=switch][aria-label={label!r}]"
-    for _ in range(attempts):
-        if page.locator(switch).is_checked():
-            return
-        page.locator("[data-testid=stSidebar]").get_by_text(label).click()
-        try:
-            page.wait_for_function("s => document.querySelector(s)?.checked", arg=switch,
-                                   timeout=min(timeout_ms, 10_000))
-            return
-        except Exception:  # playwright's TimeoutError: click again
-            continue
-    raise RuntimeError(f"the switch {label!r} did not turn on after {attempts} clicks")
-
-
-def border_slider(page: Any) -> tuple[Any, str]:
-    """The Analyse page's cleanup slider that shapes the border (the closing radius for the article rule, the
-    border width for the others): its native range input (a settled slider, named by its label; Playwright's
-    locators enter its shadow root) and the word the cleanup caption names its value with."""
-    article = page.locator("[data-testid=stCaptionContainer]:has-text('Cleanup: rule article')").count() > 0
-    label, caption = ("Closing radius", "closing") if article else ("Border width", "border")
-    return page.locator("[data-testid=stSidebar]").get_by_role("slider", name=label).first, caption
-
-
-def new_overlay(page: Any, words: str, old_source: str | None, timeout_ms: float) -> None:
-    """Wait until a cleanup caption contains ``words`` and the overlay (first ``st.image``) is a picture other
-    than ``old_source``, fully loaded."""
-    page.wait_for_function(_SLIDER_DONE_JS, arg=[words, old_source], polling="raf", timeout=timeout_ms)
-
-
-def slider_seconds(page: Any, repeats: int, timeout_ms: float, timeline: SliderTimeline | None = None,
-                   echo: Callable[[str], None] = lambda line: None) -> list[float]:
-    """Seconds from :data:`SLIDER_PRESSES` arrow presses on the cleanup slider that shapes the border (the
-    closing radius for the article rule, the border width for the others) to the new overlay, ``repeats``
-    times (down, then up, ...); with a ``timeline``, each measurement's events go to ``echo``."""
-    _wait_until_idle(page, timeout_ms)
-    switch_on(page, "Set the cleanup by hand", timeout_ms)
-    thumb, caption = border_slider(page)
-    thumb.wait_for(state="attached", timeout=timeout_ms)
-    _wait_until_idle(page, timeout_ms)
-    times = []
-    for index in range(repeats):
-        value = int(thumb.input_value())
-        key, step = ("ArrowRight", 1) if index % 2 or value < SLIDER_PRESSES else ("ArrowLeft", -1)
-        target = value + step * SLIDER_PRESSES
-        source = page.locator("[data-testid=stImage] img").first.get_attribute("src")
-        thumb.focus()
-
-        def press() -> None:
-            for _ in range(SLIDER_PRESSES):
-                if timeline is not None:
-                    timeline.add("press")
-                thumb.press(key)
-
-        if timeline is not None:
-            timeline.start()
-        times.append(_seconds(press, lambda: new_overlay(page, f"{caption} {target} px", source, timeout_ms)))
-        if timeline is not None:
-            timeline.add("overlay visible")
-            echo(f"slider {index + 1}/{repeats}: {times[-1]:.3f} s, {caption} {value} -> {target} px")
-            for line in timeline.lines():
-                echo(line)
-            echo(f"  {timeline.totals()}")
-        _wait_until_idle(page, timeout_ms)
-    return times
-
 
 
 #: Before a page loads: the times (ms on the page's clock) its websocket opens and each server message arrives.
@@ -248,6 +180,16 @@ _HOME_MARKS_JS = """
 """
 
 
+def _cells_seconds(page: Any, image: Path, timeout_ms: float) -> tuple[float, str]:
+    """Seconds from choosing the cells model on a new Analyse page (:func:`moleseg.tools.bench_controls.choose_model`)
+    until ``image``, uploaded once the page has run with it, shows its overlay; and the model's label."""
+    start = time.perf_counter()
+    label = choose_model(page, "cells", timeout_ms)
+    wait_until_idle(page, timeout_ms)
+    _upload_seconds(page, [image], timeout_ms)
+    return time.perf_counter() - start, label
+
+
 def _home_seconds(browser: Any, url: str, timeout_ms: float, marks: list[dict[str, float]] | None = None) -> float:
     """Seconds from opening the home page in a new browser context until its page links are drawn; with
     ``marks``, the page's milestones (``_HOME_MARKS_JS``) are appended to it."""
@@ -255,7 +197,7 @@ def _home_seconds(browser: Any, url: str, timeout_ms: float, marks: list[dict[st
     try:
         if marks is not None:
             page.add_init_script(_HOME_WATCH_JS)
-        seconds = _seconds(lambda: page.goto(url, timeout=timeout_ms),
+        seconds = seconds_until(lambda: page.goto(url, timeout=timeout_ms),
                            lambda: page.locator("a:has-text('Evaluate: score models')").wait_for(
                                state="visible", timeout=timeout_ms))
         if marks is not None:
@@ -331,13 +273,13 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
         echo(f"{time.perf_counter() - started:6.1f} s  {line}")
 
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "before": conditions()}
-    runs: dict[str, list[float]] = {"cold_first_overlay_s": [], "warm_next_overlay_s": [], "slider_overlay_s": [],
-                                    "slider_first_overlay_s": [], "batch12_s": [], "home_s": [],
-                                    "server_start_s": []}
+    runs: dict[str, list[float]] = {key: [] for key in MEASURED}
     with tempfile.TemporaryDirectory(prefix="moleseg-bench-app-") as folder, sync_playwright() as driver:
         scratch = Path(folder)
         files, described = bench_files(images, settings.images_needed, scratch / "images")
         warm_files, batch_files = files[:settings.repeats], files[settings.repeats:-1]
+        cell_image = min(DEFAULT_CELL_IMAGES.iterdir()) if DEFAULT_CELL_IMAGES.is_dir() else files[0]
+        cells_model = ""
         log_path = scratch / "server.log"
         browser = driver.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         try:
@@ -348,18 +290,27 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["cold_first_overlay_s"].append(_upload_seconds(page, files[:1], timeout_ms))
                     page.close()
+                say(f"cells model, cold start {repeat + 1}/{settings.repeats} ...")
+                with served_app(scratch / f"cells-{repeat}", log_path) as (url, _, _):
+                    page = _open_analyse(browser, url, timeout_ms)
+                    seconds, cells_model = _cells_seconds(page, cell_image, timeout_ms)
+                    runs["cells_first_overlay_s"].append(seconds)
+                    page.close()
             say("warm server ...")
             with served_app(scratch / "warm", log_path) as (url, _, _):
                 page = _open_analyse(browser, url, timeout_ms)
                 _upload_seconds(page, [files[-1]], timeout_ms)  # loads the model (that file is not timed again)
                 page.close()
-                say("next images and the slider ...")
+                say("next images, the slider, the opacity, the colour and the pixel size ...")
                 for path in warm_files:
                     page = _open_analyse(browser, url, timeout_ms)
                     runs["warm_next_overlay_s"].append(_upload_seconds(page, [path], timeout_ms))
                     if path is warm_files[-1]:
                         runs["slider_overlay_s"] = slider_seconds(page, settings.repeats, timeout_ms)
                         runs["slider_first_overlay_s"] = runs["slider_overlay_s"][:1]
+                        runs["opacity_overlay_s"] = opacity_seconds(page, settings.repeats, timeout_ms)
+                        runs["colour_overlay_s"] = colour_seconds(page, settings.repeats, timeout_ms)
+                        runs["pixel_size_values_s"] = pixel_size_seconds(page, settings.repeats, timeout_ms)
                     page.close()
                 for repeat in range(settings.repeats):
                     say(f"batch of {settings.batch} ({repeat + 1}/{settings.repeats}) ...")
@@ -377,6 +328,8 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
     result["after"] = after_closing(at_close)
     app: dict[str, Any] = {key: _median(values) for key, values in runs.items() if values}
     app["engine_batch12_s"] = round(engine_s, 3)
+    if cells_model:
+        app["cells_model"], app["cells_image"] = cells_model, cell_image.name
     app["batch_images"] = settings.batch
     app["model"] = model
     app["runs"] = {key: [round(v, 3) for v in values] for key, values in runs.items()}
@@ -384,7 +337,9 @@ def run_app_bench(model: str, images: Path | None, settings: AppBenchSettings,
     app["settings"] = asdict(settings)
     app["visible"] = ("the picture whose caption starts with the file's name has its <img> complete with a "
                       "natural width > 0, polled every animation frame; slider: the cleanup caption names the "
-                      "new value and the overlay's <img> has a new source, loaded")
+                      "new value and the overlay's <img> has a new source, loaded; opacity and colour: the "
+                      "overlay's <img> has a new source, loaded; pixel size: the measurements table's text "
+                      "changed and names mm²")
     result["app"] = app
     result["load_average"] = result["after"]["load_average"]
     result["others_cpu_share"] = others_cpu_share(result)
@@ -578,8 +533,8 @@ def format_app_report(result: dict[str, Any]) -> str:
     """The table ``moleseg bench --app`` prints."""
     app = result["app"]
     lines = [f"{'measure':<24} {'median s':>9}  runs (s)  verdict"]
-    for key in ("cold_first_overlay_s", "warm_next_overlay_s", "slider_overlay_s", "slider_first_overlay_s",
-                "batch12_s", "engine_batch12_s", "home_s", "server_start_s"):
+    for key in (name for measured in MEASURED
+                for name in ((measured, "engine_batch12_s") if measured == "batch12_s" else (measured,))):
         if key in app:
             runs = ", ".join(f"{v:.2f}" for v in app["runs"].get(key, [app[key]]))
             lines.append(f"{key:<24} {app[key]:>9.3f}  {runs}  {result['targets'].get(key, '')}")

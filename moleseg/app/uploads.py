@@ -1,0 +1,49 @@
+"""A user's share of the server's memory for uploaded files, which the media gate
+(:class:`moleseg.app.mediagate.MediaGate`) holds each upload to (:func:`past_share`).
+
+Streamlit keeps every file uploaded into a session in memory (its ``MemoryUploadedFileManager``) until the browser
+removes it or the session ends, under whatever file id the upload's URL names (it checks no page asked for it), each
+up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
+and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
+owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold past
+:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+#: The body of the refusal of an upload past its owner's share.
+UPLOADS_FULL: bytes = (b"Your open pages hold as many uploaded files as this server keeps for one user: remove some "
+                       b"of them, or close a tab, and upload again.\n")
+
+
+def held_upload_bytes(session_ids: Iterable[str]) -> int:
+    """Bytes of the uploaded files Streamlit holds in memory for the sessions ``session_ids`` (0 when no Streamlit
+    server runs in this process)."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return 0
+    manager = runtime.get_instance().uploaded_file_mgr
+    held = 0
+    for session_id in session_ids:
+        # the session's file ids (a copy of its dict's keys, taken at once), then the files through the manager's
+        # public get_files, which reads them under its own lock
+        file_ids = list(manager.file_storage.get(session_id, {}))
+        held += sum(len(file.data) for file in manager.get_files(session_id, file_ids))
+    return held
+
+
+def past_share(scope: Scope, session_ids: Iterable[str], share: int) -> bool:
+    """Whether the upload request ``scope`` would take what ``session_ids`` hold (:func:`held_upload_bytes`) past
+    ``share`` bytes, counting its body by its ``Content-Length`` (none: nothing; Streamlit caps a body at
+    ``server.maxUploadSize`` as it streams in)."""
+    try:
+        length = max(0, int(Headers(scope=scope).get("content-length") or 0))
+    except ValueError:
+        length = 0
+    return held_upload_bytes(session_ids) + length > share
