@@ -455,3 +455,20 @@ def test_an_evaluation_and_a_finished_run_print_the_same_metric_table(capsys):
     assert capsys.readouterr().out.splitlines() == expected
     print_summary({"n": 3, "fm": fm}, {"n": 0})  # a baseline over no image is not printed
     assert capsys.readouterr().out.splitlines() == expected[:2]
+
+
+def test_train_refuses_a_weights_file_that_is_no_model_before_any_run_folder(tmp_path, capsys):
+    # a folder was "initial weights file not found"; a text or picture file started the training, which failed
+    # in its run folder (job.json, job.log, log.txt, progress.json, state.json left for a typo)
+    images, masks = lesion_dataset(tmp_path / "set", n=4, size=48)
+    (tmp_path / "notes.keras").write_text("not a model")
+    (tmp_path / "folder.keras").mkdir()
+    for weights, reason in (
+            ("notes.keras", "notes.keras: damaged or not a moleseg/Keras model file (a .keras file is a complete ZIP "
+                            "archive; this one is not: truncated, or another kind of file)"),
+            ("folder.keras", f"{tmp_path / 'folder.keras'}: a folder, not a .keras model file")):
+        code = main(["train", "--quiet", "--out", str(tmp_path / "run"), "--images", str(images), "--masks", str(masks),
+                     "--input-size", "32", "--epochs", "1", "--weights", str(tmp_path / weights)])
+        assert code == 2
+        assert f"initial weights: {reason}" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
