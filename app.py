@@ -9,8 +9,6 @@ import streamlit as st
 
 from moleseg import __version__
 from moleseg.app import gate, ui
-from moleseg.app.models import model_choices
-from moleseg.core.config import default_model_spec
 from moleseg.core.report import DISCLAIMER
 
 # the tab's icon an emoji, which the browser draws itself: a Material icon there is fetched from fonts.gstatic.com,
@@ -32,17 +30,13 @@ def home() -> None:
         "prepare targets from your own masks, train the network on your data, and evaluate models "
         "against true masks. The same engine segments cells in light microscopy (two classes)."
     )
-    spec = default_model_spec()
-    chosen = st.session_state.get(ui.MODEL_KEY, spec)
-    choices = {c.spec: c for c in model_choices()}
-    current = choices.get(chosen) or choices.get(spec)
-    name, version = ui.model_in_use(current) if current else (spec, "")
+    current = ui.remembered_model()
+    name, version = ui.model_in_use(current)
     # markdown, not st.metric: the browser draws it with the script it already has, where a metric first fetches
     # and runs its own (about 70 kB with its number formatting)
     left, right = st.columns(2)
     device = ui.device_summary()
-    left.markdown(f"Model in use: **{ui.plain_markdown(name)}**",
-                  help=ui.plain_markdown(current.label) if current else None)
+    left.markdown(f"Model in use: **{ui.plain_markdown(name)}**", help=ui.plain_markdown(current.label))
     right.markdown(f"Device: **{ui.plain_markdown(device.split(' (')[0])}**", help=ui.plain_markdown(device))
     st.caption(f"Model: {ui.plain_markdown(name)}" + (f", version {ui.plain_markdown(version)}" if version else "")
                + f". Device: {ui.plain_markdown(device)}. moleseg {__version__}.")

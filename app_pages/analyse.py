@@ -20,19 +20,21 @@ from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.quota import check_session_quota
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
-                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit, display_jpeg,
+                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit,
                                  grid_caption, kept_with, key_measurements, measurement_html, object_areas,
                                  thumbnail_url, visit_widget_values)
 from moleseg.app.settled_slider import settled_slider
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
-from moleseg.core.config import EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
+from moleseg.core.config import DEFAULT_CLASS_COUNT, EARLIEST_VISIT_DATE, IMAGE_EXTENSIONS, result_file_name
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
 from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
-from moleseg.core.report import DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, sidecar_name
+from moleseg.core.report import (DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, cleanup_text, sidecar_name,
+                                 threshold_text)
+from moleseg.core.imagefile import FORMAT_NAMES
 from moleseg.core.targets import SHAPES
 from moleseg.core.words import count_of
 
@@ -52,7 +54,7 @@ files = st.file_uploader(
     type=[ext.lstrip(".") for ext in IMAGE_EXTENSIONS],
     accept_multiple_files=True if mode == "files" else "directory",
     key=f"analyse_upload_{'files' if mode == 'files' else 'folder'}",
-    help=f"Drag and drop one or many images (JPEG, PNG, TIFF, BMP, GIF, WebP, DICOM), up to {limit} MB per file. "
+    help=f"Drag and drop one or many images ({FORMAT_NAMES}), up to {limit} MB per file. "
          "Files stay in this session's memory and are not stored on the server.",
 )
 
@@ -296,7 +298,7 @@ def pictures(outcome: ImageOutcome, segmenter_name: str) -> None:
                      + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
     classes = st.expander("Predicted classes", key="analyse_classes_open", on_change="rerun")
     if classes.open:
-        classes.image(display_jpeg(analysis.class_picture), width="stretch",
+        classes.image(analysis.class_jpeg, width="stretch",
                       caption="Predicted classes: " + ", ".join(name for name, _ in legend(analysis.n_classes)))
 
 
@@ -313,7 +315,7 @@ def analysis_view() -> None:
     network); the uploader and the model picker above it rerun the whole page. A cleanup, colour or opacity
     value reruns the results alone (:func:`rerun_results`)."""
     with st.sidebar:
-        manual_cleanup_sidebar(choice.n_classes or 3, image_in_view(),
+        manual_cleanup_sidebar(choice.n_classes or DEFAULT_CLASS_COUNT, image_in_view(),
                                st.session_state.get("analyse_auto_by_key") or {})
         overlay_sidebar()
         st.header("Physical units")
@@ -421,12 +423,8 @@ def analysed_results(whole_page: bool) -> Shown | None:
             st.caption(f"Confidence {analysis.confidence:.2f} (images below {analysis.confidence_threshold:.2f}, "
                        f"the model's least confident share on its validation images, are marked "
                        f"\"{analysis.words['check']}\").")
-        used = analysis.segmentation.settings
-        st.caption(f"Cleanup: rule {used.rule}, closing {used.closing_radius_px} px, border {used.border_width_px} "
-                   f"px ({used.shape}), fill holes {'on' if used.fill_holes else 'off'}, largest component "
-                   f"{'only' if used.largest_component else 'off'}; "
-                   + ("most likely class per pixel." if analysis.segmentation.lesion_threshold is None else
-                      f"{words['target']} where its probability ≥ {analysis.segmentation.lesion_threshold:.2f}."))
+        st.caption(f"Cleanup: {cleanup_text(analysis.segmentation.settings.to_dict())}; "
+                   f"{threshold_text(analysis.segmentation.lesion_threshold, words['target'])}.")
     if analysis.measurements:
         st.html(measurement_html(analysis))
     hand_correction_block(outcome, corrections)

@@ -135,17 +135,12 @@ if comparison.comparable:
 st.caption(followup.settings_caption(comparison))
 view = st.radio("View", followup.COMPARE_VIEWS, horizontal=True, key="compare_view")
 if view == followup.VIEW_SWIPE:
-    position = st.slider("Before ← → after", 0, 100, 50, key="compare_swipe",
-                         help="Left of the line: the before image and its border (cyan); right of it: the "
-                              "aligned after image and its border (magenta).")
-    st.image(comparison.swipe_picture(position / 100), width="stretch",
-             caption="Before (cyan border) left of the line, aligned after image (magenta border) right of it")
+    position = st.slider("Before ← → after", 0, 100, 50, key="compare_swipe", help=followup.SWIPE_HELP)
+    st.image(comparison.swipe_picture(position / 100), width="stretch", caption=followup.VIEW_CAPTIONS[view])
 elif view == followup.VIEW_SIDE_BY_SIDE:
-    st.image(comparison.side_by_side_picture(), width="stretch",
-             caption="Before (cyan border) and the aligned after image (magenta border)")
+    st.image(comparison.side_by_side_picture(), width="stretch", caption=followup.VIEW_CAPTIONS[view])
 else:
-    st.image(comparison.borders_picture(), width="stretch",
-             caption="Aligned after image: before border cyan, after border magenta")
+    st.image(comparison.borders_picture(), width="stretch", caption=followup.VIEW_CAPTIONS[followup.VIEW_BORDERS])
 if comparison.comparable:
     st.dataframe(followup.change_table(comparison), hide_index=True, width="stretch")
     st.caption(followup.NOISE_CAPTION)

@@ -7,14 +7,15 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import charts, serverpaths, ui
-from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_SHOWN, WORST_SHOWN_MAX, comparable_models, evaluation_key,
-                                    evaluation_task, per_image_fm, runs_table, summary_rows)
+from moleseg.app.evaluation import (BORDER_FM_TEXT, WORST_CAPTION, WORST_SHOWN, WORST_SHOWN_MAX, baseline_choice,
+                                    comparable_models, evaluation_key, evaluation_task, per_image_fm, runs_table,
+                                    summary_rows)
 from moleseg.app.identity import user_space
-from moleseg.app.models import ModelChoice, model_choices
-from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS
+from moleseg.app.models import model_choices
+from moleseg.core.config import BASELINE_NAME
 from moleseg.engine.finetune import corrections_pairs
 from moleseg.core.pairing import PairingError, pair_folders
-from moleseg.core.words import count_of
+from moleseg.core.words import capitalised, count_of
 from moleseg.engine.runs import list_runs
 from moleseg.engine.session import dataset_folders
 from moleseg.engine.tasks import TooManyTasks
@@ -28,8 +29,7 @@ choice = ui.model_picker("evaluate_model")
 ui.show_model_info(choice)
 EVALUATED_WHEN_READY = "Evaluate is enabled when it is ready"
 ready = ui.model_prepared(choice, EVALUATED_WHEN_READY)  # a user's own model: its inference form made first
-prepared = st.session_state.get(ui.DATASET_KEY)
-ui.init_state("evaluate_folder", f"{prepared['images']} | {prepared['masks']}" if prepared else "")
+ui.init_state("evaluate_folder", ui.prepared_dataset_text())
 roots = serverpaths.dataset_picker("evaluate_folder")
 folder = st.text_input("Test set", key="evaluate_folder", placeholder="/data/moles/test",
                        help=serverpaths.DATASET_PATH_HELP)
@@ -73,7 +73,7 @@ def show_evaluation(result: dict) -> None:
     cells[1].metric("Mean FM", f"{summary['fm']['mean']:.4f}")
     baseline_name = result.get("baseline_name", BASELINE_NAME)
     if baseline and baseline.get("n"):
-        cells[2].metric(f"{baseline_name[:1].upper()}{baseline_name[1:]}: mean FM", f"{baseline['fm']['mean']:.4f}",
+        cells[2].metric(f"{capitalised(baseline_name)}: mean FM", f"{baseline['fm']['mean']:.4f}",
                         delta=f"{summary['fm']['mean'] - baseline['fm']['mean']:+.4f} for the model")
     st.plotly_chart(charts.fm_per_image(per_image_fm(summary),
                                         per_image_fm(baseline) if baseline else None,
@@ -86,7 +86,7 @@ def show_evaluation(result: dict) -> None:
     with st.expander("Every image"):
         st.dataframe(summary["per_image"], hide_index=True, width="stretch")
     if result["pictures"]:
-        st.markdown("**Worst images** (prediction filled, true lesion outlined in magenta)")
+        st.markdown(WORST_CAPTION)
         columns = st.columns(min(4, len(result["pictures"])))
         fm = dict(result["worst"])
         for index, (name, picture) in enumerate(result["pictures"]):
@@ -102,13 +102,10 @@ if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready)
         st.error(str(error))
     else:
         segmenter = ui.load_segmenter(choice)
-        baseline, baseline_name = None, BASELINE_NAME
-        if segmenter is not None and compare is not None:
-            baseline, baseline_name = ui.load_segmenter(compare), compare.label
-        elif segmenter is not None and with_baseline and not is_classical:
-            baseline = ui.load_segmenter(ModelChoice(spec=CLASSICAL_MODELS[segmenter.n_classes],
-                                                     label=BASELINE_NAME, kind="classical"))
         if segmenter is not None:
+            beside, baseline_name = baseline_choice(choice, segmenter.n_classes, compare=compare,
+                                                    with_baseline=with_baseline)
+            baseline = ui.load_segmenter(beside) if beside is not None else None
             key = evaluation_key(choice, images_dir, masks_dir, with_baseline=baseline is not None,
                                  with_hd95=with_hd95, worst_count=int(worst_count), compare=compare)
             try:

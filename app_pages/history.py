@@ -7,6 +7,7 @@ import streamlit as st
 
 from moleseg.app import followup, identity, ui
 from moleseg.engine.records import NoSuchRecord, Records
+from moleseg.core.config import result_file_name
 from moleseg.core.errors import first_line
 from moleseg.core.report import DISCLAIMER
 
@@ -82,14 +83,14 @@ st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, wi
 
 def _report() -> bytes:
     records.log(user, chosen, "exported")
-    return followup.saved_report(saved, record.image_name or f"record {chosen}")
+    return followup.saved_report(saved)
 
 
 one, two = st.columns(2)
 one.download_button("Export this visit (ZIP)", data=lambda: records.export(user, chosen),
-                    file_name=f"record_{chosen}.zip", mime="application/zip", key="history_export", on_click="ignore")
+                    file_name=f"{record.stem}.zip", mime="application/zip", key="history_export", on_click="ignore")
 two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
-                    file_name=f"record_{chosen}_report.pdf", data=_report)
+                    file_name=result_file_name(record.stem, "report"), data=_report)
 with st.expander("Audit trail of this visit"):
     try:
         st.dataframe(followup.audit_rows(records.audit_trail(user, chosen)), hide_index=True, width="stretch")

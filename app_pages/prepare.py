@@ -29,9 +29,9 @@ st.markdown("A dataset is a folder of images and a folder of binary masks (lesio
 source = st.radio("Dataset", ["a folder on the server", "a ZIP upload"], horizontal=True, key="prepare_source")
 images_dir = masks_dir = None
 if source == "a folder on the server":
-    prepared = st.session_state.get(ui.DATASET_KEY)
-    if prepared and prepared.get("source") == source:  # back from another page: the same dataset
-        ui.init_state("prepare_folder", f"{prepared['images']} | {prepared['masks']}")
+    prepared = ui.prepared_dataset_text(source)
+    if prepared:  # back from another page: the same dataset
+        ui.init_state("prepare_folder", prepared)
     roots = serverpaths.dataset_picker("prepare_folder")
     text = st.text_input("Dataset folder", key="prepare_folder", placeholder="/path/to/dataset",
                          help=serverpaths.DATASET_PATH_HELP)
@@ -81,7 +81,7 @@ except PairingError as error:
         st.code(error.report.summary(), language=None)
     st.stop()
 
-st.session_state[ui.DATASET_KEY] = {"images": str(images_dir), "masks": str(masks_dir), "source": source}
+ui.remember_dataset(images_dir, masks_dir, source)
 st.subheader("Pairing")
 st.caption(f"images: {images_dir}  \nmasks: {masks_dir}")
 counts = st.columns(4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -25,6 +26,19 @@ st.title("Train a network")
 st.markdown("Trains DeepLabV3+ on your images and masks in a background process: it goes on when you close "
             "or refresh the page, and one training runs at a time. Each training writes a run folder in "
             f"`{RUNS}`; its best model (by validation FM) appears in the model picker of every page.")
+
+
+def start_training(make_config: Callable[[], dict[str, Any]]) -> None:
+    """Start the training ``make_config()`` gives, once the session is within its quota, and follow it; or say
+    why not."""
+    try:
+        check_session_quota()
+        run_dir = trainstatus.start(make_config(), RUNS, own_runs=OWN_RUNS)
+    except (trainlock.TrainingBusy, ValueError, OSError) as error:
+        st.error(first_line(error) if isinstance(error, OSError) else str(error))
+    else:
+        st.session_state["train_run"] = str(run_dir)
+        st.rerun()
 
 
 # ---- progress of the running (or last) training ----------------------------------------------------
@@ -111,23 +125,15 @@ def finetune_section() -> None:
     st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
     if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
                  help=None if plan.ready else plan.sentence()):
-        try:
-            check_session_quota()
-            config = finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
-                                     roots=serverpaths.dataset_roots())
-            run_dir = trainstatus.start(config, RUNS, config["name"], OWN_RUNS)
-        except (trainlock.TrainingBusy, ValueError, OSError) as error:
-            st.error(first_line(error) if isinstance(error, OSError) else str(error))
-        else:
-            st.session_state["train_run"] = str(run_dir)
-            st.rerun()
+        start_training(lambda: finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
+                                               roots=serverpaths.dataset_roots()))
 
 
 finetune_section()
 
 # ---- options ---------------------------------------------------------------------------------------
 st.subheader("New training")
-config, problems = trainform.option_form(st.session_state.get(ui.DATASET_KEY))
+config, problems = trainform.option_form(ui.prepared_dataset_text())
 reference, size = config["size_reference_px"], config["model"]["input_size"]
 st.caption(f"At {size} px: border {options.scaled_px(config['border_width_px'], size, reference)} px, closing radius "
            f"{options.scaled_px(config['closing_radius_px'], size, reference)} px (given at {reference} px in Data).")
@@ -151,15 +157,7 @@ if st.button("Start training", type="primary", key="train_start", disabled=bool(
         for problem in problems:
             st.error(problem)
     else:
-        try:
-            check_session_quota()
-            run_dir = trainstatus.start(config, RUNS, config["name"] or
-                                        f"{config['model']['architecture']}-{config['model']['backbone']}", OWN_RUNS)
-        except (trainlock.TrainingBusy, ValueError, OSError) as error:
-            st.error(first_line(error) if isinstance(error, OSError) else str(error))
-        else:
-            st.session_state["train_run"] = str(run_dir)
-            st.rerun()
+        start_training(lambda: config)
 
 # ---- trained models --------------------------------------------------------------------------------
 st.subheader("Trained models")

@@ -107,7 +107,7 @@ def test_a_colour_change_redraws_the_overlay_from_the_same_lesion_and_measuremen
 
 
 def test_pictures_are_shown_as_jpegs_no_larger_than_their_place_on_the_page():
-    from moleseg.app.results import display_jpeg
+    from moleseg.core.imagewrite import display_jpeg
     from moleseg.core.render import DISPLAY_SIDE_PX
 
     wide = np.zeros((DISPLAY_SIDE_PX, 2 * DISPLAY_SIDE_PX, 3), np.uint8)
@@ -129,6 +129,10 @@ def test_overlay_colours_and_pixel_size_apply(at):
     assert (analysis.overlay[border] == [255, 0, 0]).all()
     units = set(measurement_frames(at)[0]["unit"])
     assert "mm" in units and "mm\u00b2" in units
+    from moleseg.core.report import cleanup_text
+
+    said = f"Cleanup: {cleanup_text(analysis.segmentation.settings.to_dict())}; most likely class."
+    assert said in texts(at.caption)  # in the words of the PDF and the History page
 
 
 def test_bad_uploads_get_one_error_each_and_the_good_file_is_still_analysed(at):
@@ -689,19 +693,6 @@ def test_going_back_to_a_cleanup_shown_before_takes_it_from_the_cache(monkeypatc
         analyse_uploads(store, segmenter, "m", uploads, plan=plan)
     assert len(store.get(("m", uploads[0].key)).earlier) == EARLIER_VARIANTS_KEPT
     assert segmenter.calls == 1
-
-
-def test_a_picture_shown_again_is_not_encoded_again(monkeypatch):
-    from moleseg.app import results
-    from moleseg.core import imagewrite
-
-    picture = np.zeros((40, 60, 3), np.uint8)
-    encodings = counted(monkeypatch, imagewrite, "encode_jpeg")
-    results.display_jpeg(picture), results.display_jpeg(picture)
-    assert len(encodings) == 2  # a writable array may change: encoded each time
-    picture.setflags(write=False)
-    first = results.display_jpeg(picture)
-    assert results.display_jpeg(picture) is first and len(encodings) == 3  # read-only: once
 
 
 def test_what_is_kept_with_an_analysis_is_forgotten_with_it():

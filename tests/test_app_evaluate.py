@@ -6,10 +6,13 @@ import json
 import threading
 import zipfile
 
+import numpy as np
+
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset
 from moleseg.app.ui import PAGE_FILES
 from moleseg.app import evaluation
+from moleseg.core.imageio import read_mask
 from moleseg.engine.runs import write_json
 
 PAGE = PAGE_FILES["evaluate"]
@@ -144,6 +147,11 @@ def test_evaluate_with_baseline_scores_both_on_the_same_pairs(tmp_path):
     assert result["summary"]["fm"] == result["baseline"]["fm"]
     assert len(result["worst"]) == len(result["pictures"]) == 1
     assert calls[0] == "classical" and calls[-1] == "baseline classical"
+    (name, picture), = result["pictures"]
+    truth = read_mask(next(pair.mask for pair in pairs if pair.image.name == name))
+    outline = np.all(picture == evaluation.TRUTH_COLOR, axis=-1)  # the true lesion outlined in magenta
+    assert evaluation.TRUTH_COLOR == (255, 0, 255) and "magenta" in evaluation.WORST_CAPTION
+    assert outline.any() and truth[outline].all()
 
 
 def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_folders, monkeypatch, tmp_path):
@@ -169,3 +177,17 @@ def test_the_evaluate_page_compares_with_another_model_on_the_corrections(app_fo
     compare.set_value(str(app_folders["models"] / "dermoscopy.keras")).run()
     assert at.checkbox(key="evaluate_baseline").disabled
     assert not at.exception
+
+
+def test_the_model_beside_the_evaluated_one_is_the_chosen_one_or_the_classical_baseline_of_its_kind():
+    from moleseg.app.models import ModelChoice, classical_choice
+
+    network = ModelChoice(spec="/models/cells.keras", label="cells", kind="shipped", n_classes=2)
+    other = ModelChoice(spec="/runs/tuned/model.keras", label="tuned", kind="run", n_classes=2)
+    assert evaluation.baseline_choice(network, 2, compare=other, with_baseline=True) == (other, "tuned")
+    beside, name = evaluation.baseline_choice(network, 2, compare=None, with_baseline=True)
+    assert (beside.spec, beside.kind, name) == ("classical2", "classical", "classical baseline")
+    assert beside == classical_choice(2) and beside.label == "classical baseline (cells, 2 classes, no network)"
+    assert evaluation.baseline_choice(network, 2, compare=None, with_baseline=False) == (None, "classical baseline")
+    classical = classical_choice(3)
+    assert evaluation.baseline_choice(classical, 3, compare=None, with_baseline=True) == (None, "classical baseline")

@@ -50,6 +50,12 @@ def test_home_names_an_installed_shipped_model(app_folders, monkeypatch, tmp_pat
     assert headline(at)["Model in use"] == "dermoscopy"
     assert any(text.startswith("Model: dermoscopy. Device: ") for text in texts(at.caption))  # no version in the file
     assert not any("No trained model is installed" in text for text in texts(at.info))
+    from moleseg.app.ui import MODEL_KEY
+
+    at.session_state[MODEL_KEY] = "classical"  # chosen on another page: the model in use
+    assert headline(at.run())["Model in use"] == "classical baseline"
+    at.session_state[MODEL_KEY] = str(app_folders["models"] / "gone.keras")  # no longer offered: the default
+    assert headline(at.run())["Model in use"] == "dermoscopy"
 
 
 def test_pages_without_a_network_never_import_tensorflow(tmp_path):

@@ -12,7 +12,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.core.imagewrite import write_png
 
 EMPTY = "1 empty mask (no foreground pixel, all black; scored and trained as 'no lesion'): m1.png"
-FULL = "1 full mask (every pixel foreground, all white: an image, or an inverted mask?): m2.png"
+FULL = "1 full mask (every pixel is foreground, all white: an image, or an inverted mask?): m2.png"
 
 
 def degenerate_dataset(folder, size=80):
@@ -40,7 +40,7 @@ def test_the_prepare_page_warns_about_the_previewed_mask_and_the_scanned_ones(ap
     at.text_input(key="prepare_folder").set_value(str(dataset)).run()
     assert not at.exception and not at.error and warnings_of(at) == []  # m0.png is a good mask
     at.selectbox(key="prepare_pair").set_value(1).run()
-    assert warnings_of(at) == ["m1.png: empty mask: no foreground pixel (all black)"]
+    assert warnings_of(at) == ["m1.png: empty mask: no foreground pixel, all black"]
     at.selectbox(key="prepare_pair").set_value(0).run()
     at.button(key="prepare_all").click().run()
     run_until(at, lambda at: any("Class frequencies of the dataset" in m.value for m in at.markdown))

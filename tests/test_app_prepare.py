@@ -80,8 +80,10 @@ def test_the_dataset_scan_survives_a_widget_touch_and_a_page_switch(app_folders,
     assert len(at.get("progress")) == 1 and not at.exception
     at.switch_page(PAGE_FILES["evaluate"]).run()
     assert not at.get("progress")
+    chosen = f"{dataset / 'images'} | {dataset / 'masks'}"
+    assert at.text_input(key="evaluate_folder").value == chosen  # the Evaluate page starts with it
     at.switch_page(PAGE).run()  # back: the same dataset, the scan still running
-    assert at.text_input(key="prepare_folder").value == f"{dataset / 'images'} | {dataset / 'masks'}"
+    assert at.text_input(key="prepare_folder").value == chosen
     assert len(at.get("progress")) == 1
     gate.set()
     run_until(at, lambda at: len(frequency_frames(at)) == 2)
@@ -90,6 +92,17 @@ def test_the_dataset_scan_survives_a_widget_touch_and_a_page_switch(app_folders,
     whole = frequency_frames(at)[-1]
     assert read == 4 and not errors
     assert list(whole["fraction"]) == [round(float(value), 6) for value in share]
+
+
+def test_the_train_page_starts_with_the_dataset_chosen_here(app_folders, tmp_path):
+    from moleseg.app.trainform import widget_key
+
+    dataset = make_dataset(tmp_path / "moles", count=2, size=64)
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    at.switch_page(PAGE_FILES["train"]).run()
+    assert not at.exception
+    assert at.text_area(key=widget_key(options.option("images"))).value == f"{dataset / 'images'} | {dataset / 'masks'}"
 
 
 def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(app_folders, tmp_path):

@@ -253,6 +253,8 @@ def test_compare_page_compares_two_saved_visits_with_a_swipe(isolated, lesion_sc
     at.slider(key="compare_swipe").set_value(20).run()
     assert not at.exception
     assert len(at.get("image")) == 1
+    assert [image.caption for element in at.get("image") for image in element.proto.imgs] == [
+        "Before (cyan border) left of the line, aligned after image (magenta border) right of it"]
     metrics = {metric.label: metric.value for metric in at.metric}
     assert float(metrics["Area change"].split()[0]) == pytest.approx(expected, abs=0.1)
     # The pixel size box is left at 0: the earlier record's size is used, and said.

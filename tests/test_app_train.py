@@ -450,6 +450,14 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
             "and 1 image is held back to validate it. Its validation FM will come from that 1 image only")
     assert any(text.startswith(plan) for text in texts(at.caption)), texts(at.caption)
     assert not at.button(key="train_finetune_start").disabled
+    from moleseg.app import trainstatus
+
+    started = []
+    monkeypatch.setattr(trainstatus, "start", lambda config, runs, name=None, own_runs=None:
+                        started.append(config) or Path(runs) / "dermoscopy-corrections-1")
+    at.button(key="train_finetune_start").click().run()
+    assert not at.exception and [config["name"] for config in started] == ["dermoscopy-corrections"]
+    assert at.session_state["train_run"] == str(app_folders["runs"] / "dermoscopy-corrections-1")
 
 
 # -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------
@@ -730,3 +738,13 @@ def test_a_killed_terminal_leaves_no_training_behind(app_folders, tmp_path, fake
         time.sleep(0.05)
     assert trainlock.active_training() is None
     assert jobs.read_job(tmp_path / "run").status == "died"
+
+
+def test_the_busy_sentence_keeps_the_run_s_name_as_it_is(monkeypatch, tmp_path):
+    from moleseg.app import trainstatus
+    from moleseg.engine.trainlock import TrainingHolder
+
+    holder = TrainingHolder(run_dir=tmp_path / "Moles-V2-20260102", origin="app", pid=12)
+    monkeypatch.setattr(trainstatus, "running", lambda: holder)
+    said = trainstatus.busy_sentence()
+    assert said.startswith("Another training is running in Moles-V2-20260102 (started by the app")

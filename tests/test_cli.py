@@ -370,6 +370,17 @@ def test_train_and_resume_from_the_command_line(tmp_path, capsys):
     assert "resuming after epoch 1" in (run / "log.txt").read_text()
 
 
+def test_lesion_threshold_words_are_the_engines_values():
+    from moleseg.cli import build_parser
+    from moleseg.engine.segmenter import MODEL_THRESHOLD
+
+    def threshold(*flag: str) -> object:
+        return build_parser().parse_args(["predict", "--out", "o", *flag, "a.png"]).lesion_threshold
+
+    assert threshold() is MODEL_THRESHOLD and threshold("--lesion-threshold", "model") is MODEL_THRESHOLD
+    assert threshold("--lesion-threshold", "argmax") is None and threshold("--lesion-threshold", "0.4") == 0.4
+
+
 @pytest.mark.slow
 def test_predict_lesion_threshold_option(tmp_path, capsys):
     shipped = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"

@@ -518,3 +518,13 @@ def test_shared_seed_pairs_load_through_make_dataset(require_shared):
     classes = np.argmax(labels, axis=-1)
     for index in range(4):
         assert set(np.unique(classes[index])) == {BACK, BORDER, INSIDE}, chosen[index].image.name
+
+
+def test_the_targets_default_to_the_options_defaults():
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.trainconfig import ModelConfig
+
+    targets, model = TargetConfig(), ModelConfig()
+    assert (targets.input_size, targets.n_classes) == (model.input_size, model.n_classes) == (256, 3)
+    assert (targets.border_width_px, targets.shape) == (options.default("border_width_px"), options.default("shape"))
+    assert ClassicalSegmenter().n_classes == 3 and targets.hard_case_labels().shape == targets.shape

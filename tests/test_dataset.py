@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from moleseg.core.dataset import image_sha256, save_pair
+from moleseg.core.dataset import image_sha256, pair_paths, read_provenance, save_pair
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.imagewrite import write_png
 from moleseg.core.pairing import pair_folders
@@ -70,6 +70,20 @@ def test_an_image_saved_before_hashes_were_recorded_is_recognised_by_its_pixels(
     assert saved.replaced and saved.mask.name == "old.png"
     np.testing.assert_array_equal(read_mask(saved.mask), lesion)
     assert sorted(p.name for p in (tmp_path / "d" / "images").iterdir()) == ["old.png"]
+
+
+def test_a_pairs_files_and_its_provenance_record_are_named_and_read_in_one_place(tmp_path):
+    image = np.full((6, 8, 3), 50, np.uint8)
+    saved = save_pair(tmp_path / "d", "a", image, np.ones((6, 8), bool), {"corrected_by_hand": True})
+    folder = tmp_path / "d"
+    assert (saved.image, saved.mask, saved.provenance) == pair_paths(folder, "a") == (
+        folder / "images" / "a.png", folder / "masks" / "a.png", folder / "provenance" / "a.json")
+    record = read_provenance(tmp_path / "d", "a")
+    assert record is not None and record["corrected_by_hand"] is True and record["image_sha256"] == image_sha256(image)
+    assert read_provenance(tmp_path / "d", "missing") is None
+    for stem, text in (("list", "[1, 2]"), ("broken", "{not json")):
+        pair_paths(tmp_path / "d", stem)[2].write_text(text)
+        assert read_provenance(tmp_path / "d", stem) is None  # not a record: none
 
 
 def test_a_mask_of_another_size_is_refused_before_anything_is_written(tmp_path):

@@ -957,3 +957,12 @@ def test_encode_jpeg_is_a_close_lossy_copy_and_refuses_masks():
             encode_jpeg(bad)
     with pytest.raises(ValueError, match="quality"):
         encode_jpeg(image, quality=0)
+
+
+def test_the_formats_named_for_people_are_those_of_the_extensions_read():
+    from moleseg.core.config import IMAGE_EXTENSIONS
+
+    spelled = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".dcm": "DICOM"}
+    named = {name.upper() for name in imagefile.FORMAT_NAMES.replace(" or ", ", ").split(", ")}
+    assert named == {spelled.get(ext, ext[1:].upper()) for ext in IMAGE_EXTENSIONS}
+    assert imagefile.NOT_AN_IMAGE.endswith("(expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)")

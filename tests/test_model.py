@@ -180,6 +180,19 @@ def test_xception_taps_at_full_size():
 # -- head options --------------------------------------------------------------------------------
 
 
+def test_the_head_is_built_with_the_options_defaults():
+    from moleseg.core import options
+
+    model = build_model(ModelConfig(input_size=SIZE), weights="none")
+    width, rates, momentum, dropout = (options.option(f"model.{name}").default
+                                       for name in ("decoder_width", "aspp_rates", "bn_momentum", "dropout"))
+    assert (width, rates, momentum, dropout) == (128, [6, 12, 18], 0.99, 0.1)
+    assert model.get_layer("decoder_block1_relu").output.shape[-1] == width
+    assert [model.get_layer(f"aspp_rate{rate}_depthwise").dilation_rate for rate in rates] == [(r, r) for r in rates]
+    assert model.get_layer("decoder_block1_bn").momentum == momentum
+    assert model.get_layer("aspp_dropout").rate == dropout
+
+
 @pytest.mark.slow
 def test_separable_and_dense_heads_both_build_and_respect_decoder_width():
     dense = build_model(ModelConfig(input_size=SIZE, separable=False, decoder_width=32), weights="none")

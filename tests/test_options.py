@@ -343,3 +343,11 @@ def test_the_typed_configuration_is_the_schema_s_and_refuses_unknown_keys():
     with pytest.raises(ValueError, match="^give at least one training dataset .*; tile scale 2 needs inference "
                                          "'tiles' [(]with 'resize' every image is resized to the input size[)]$"):
         TrainConfig(tile_scale=2.0)
+
+
+def test_a_training_without_a_name_is_named_by_its_network():
+    from moleseg.core.trainconfig import training_name
+
+    unnamed = options.defaults()
+    assert not unnamed["name"] and training_name(unnamed) == "deeplabv3plus-mobilenetv2"
+    assert training_name({**unnamed, "name": "moles v2"}) == "moles v2"

@@ -94,6 +94,9 @@ def test_svg_path_matches_the_mask_and_has_the_image_size():
     rings = _svg_rings(data)
     assert len(rings) == 1
     assert _jaccard(_rasterise(rings[0]), mask) > 0.97
+    # drawn as the overlay fills a lesion by default (moleseg.core.render.FILL_COLOR, FILL_OPACITY)
+    path = root.find("{http://www.w3.org/2000/svg}path")
+    assert (path.get("fill"), path.get("fill-opacity")) == ("#ffc800", "0.35")
 
 
 def test_lesion_outline_is_the_largest_object_and_cells_get_every_object():

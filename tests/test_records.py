@@ -195,6 +195,10 @@ def test_export_holds_the_files_and_the_settings(tmp_path, open_records):
             f"record_{record_id}_measurements.csv", f"record_{record_id}.json"} <= names
     assert b"area_mm2" in archive.read(f"record_{record_id}_measurements.csv")
     assert b'"pixel_size_mm": 0.02' in archive.read(f"record_{record_id}.json")
+    record = records.record(USER, record_id)
+    assert (record.stem, record.name) == (f"record_{record_id}", f"record {record_id}")  # saved without image name
+    named = records.record(USER, save_sample(records, 1, image_name="arm.jpg"))
+    assert named.name == "arm.jpg" and named.stem == f"record_{named.id}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_evaluate_warns_about_empty_and_full_masks_and_counts_them(tmp_path, cap
                  "--json", str(tmp_path / "e.json")])
     assert code == 0
     err = capsys.readouterr().err
-    assert "warning: 001.png: empty mask: no foreground pixel (all black) (scored anyway: 001.png)" in err
+    assert "warning: 001.png: empty mask: no foreground pixel, all black (scored anyway: 001.png)" in err
     assert "warning: 002.png: full mask: every pixel is foreground" in err
     assert "warning: 1 empty and 1 full true masks were scored" in err
     import json
@@ -261,9 +261,9 @@ def test_training_warns_about_empty_and_full_masks(tmp_path):
     frequencies = class_frequencies_of(pair_folders(images, masks).pairs, TargetConfig(input_size=32),
                                        warn=lines.append)
     assert frequencies.shape == (3,) and abs(frequencies.sum() - 1) < 1e-9
-    assert lines == ["warning: 001.png: empty mask: no foreground pixel (all black)",
-                     "warning: 002.png: full mask: every pixel is foreground (all white; an image, or an "
-                     "inverted mask?)",
+    assert lines == ["warning: 001.png: empty mask: no foreground pixel, all black",
+                     "warning: 002.png: full mask: every pixel is foreground, all white: an image, or an "
+                     "inverted mask?",
                      "warning: 1 empty training mask and 1 full training mask"]
 
 
@@ -547,9 +547,11 @@ def test_a_command_that_writes_nothing_leaves_no_output_folder(tmp_path, capsys,
         (["predict", "--model", "classical", "--out", "{tmp}/out", "--batch-size", "0", "{set}/images"],
          "argument --batch-size: must be at least 1, not 0"),
         (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "0", "{set}/images"],
-         "argument --pixel-size-mm: a pixel size must be a positive number of mm per pixel, not 0"),
+         "argument --pixel-size-mm: the pixel size must be above 0 and at most 10 mm per px, not 0"),
         (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "nan", "{set}/images"],
-         "argument --pixel-size-mm: a pixel size must be a positive number of mm per pixel, not nan"),
+         "argument --pixel-size-mm: the pixel size must be above 0 and at most 10 mm per px, not nan"),
+        (["predict", "--model", "classical", "--out", "{tmp}/out", "--pixel-size-mm", "20", "{set}/images"],
+         "argument --pixel-size-mm: the pixel size must be above 0 and at most 10 mm per px, not 20"),
         (["prepare", "--masks", "{set}/masks", "--out", "{tmp}/out", "--border-width-px", "-3"],
          "argument --border-width-px: must be at least 1, not -3"),
     ],

@@ -60,6 +60,19 @@ def test_overlay_border_fill_and_outside(image, lesion_and_border):
     assert not np.shares_memory(result, image)
 
 
+def test_overlay_defaults_are_the_analyses_overlay_style(image, lesion_and_border):
+    from moleseg.engine.pipeline import OverlayStyle
+
+    lesion, border = lesion_and_border
+    style = OverlayStyle()
+    assert (style.fill_color, style.border_color, style.fill_opacity, style.border_opacity) == (
+        (255, 200, 0), (0, 255, 255), 0.35, 1.0)
+    np.testing.assert_array_equal(
+        overlay(image, lesion, border),
+        overlay(image, lesion, border, fill_color=style.fill_color, border_color=style.border_color,
+                fill_opacity=style.fill_opacity, border_opacity=style.border_opacity))
+
+
 def test_overlay_opacity_extremes(image, lesion_and_border):
     lesion, border = lesion_and_border
     unchanged = overlay(image, lesion, border, fill_opacity=0.0, border_opacity=0.0)

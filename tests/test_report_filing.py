@@ -181,3 +181,14 @@ def test_history_export_has_a_sidecar_and_its_pdf_the_identifier(tmp_path, lesio
                                settings=record.settings(), visit=record.visit()))
     assert "Patient / lesion: arm 2" in text and "Visit date: 2026-01-02" in text and "first visit" in text
     assert "Corrected by hand: yes" in text and "most likely class" in text
+
+
+def test_the_analyse_page_history_and_pdf_describe_a_cleanup_in_the_same_words():
+    from moleseg.core.report import cleanup_text, threshold_text
+
+    settings = CleanupSettings(closing_radius_px=11, border_width_px=5, largest_component=False).to_dict()
+    assert cleanup_text(settings) == ("rule article, closing 11 px, border 5 px (diamond), fill holes on, every "
+                                      "component kept")
+    assert dict(AnalysisSettings(model_name="m", cleanup=settings).lines())["Cleanup"] == cleanup_text(settings)
+    assert cleanup_text({}) == "\u2014" and threshold_text(None) == "most likely class"
+    assert threshold_text(0.45, "cells") == "cells where its probability \u2265 0.45"

@@ -87,6 +87,20 @@ def test_another_pixel_size_or_overlay_colour_gives_its_own_files(analysed):
     assert with_units(plain, None, green).overlay_jpeg != shown  # drawn in other colours: encoded anew
 
 
+def test_the_class_picture_is_encoded_once_and_kept_for_another_pixel_size_or_colour(analysed, monkeypatch):
+    from moleseg.app.analysis import with_units
+
+    encode, encodings = pipeline.display_jpeg, []
+    monkeypatch.setattr(pipeline, "display_jpeg", lambda picture: (encodings.append(1), encode(picture))[1])
+    plain = fresh(analysed)
+    shown = plain.class_jpeg
+    assert plain.class_jpeg is shown and len(encodings) == 1
+    assert cv2.imdecode(np.frombuffer(shown, np.uint8), cv2.IMREAD_COLOR).shape == (40, 40, 3)
+    green = OverlayStyle(fill_color=(0, 255, 0))
+    assert with_units(plain, 0.05, green).class_jpeg is shown  # the same classes: not encoded again
+    assert len(encodings) == 1
+
+
 def test_the_analysis_cache_counts_the_files_a_download_keeps(analysed):
     from moleseg.app.analysis import AnalysisStore
 

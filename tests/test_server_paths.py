@@ -280,6 +280,13 @@ def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path,
     assert studyplan.data_folders(study) == [outside / "secret" / sub for sub in ("images", "masks") * 2]
 
 
+def test_a_dataset_named_by_its_two_folders_is_read_back_as_written(tmp_path):
+    derm = make_dataset(tmp_path / "derm", count=1, size=64)
+    text = session.dataset_text(derm / "images", derm / "masks")
+    assert text == f"{derm / 'images'} | {derm / 'masks'}" and session.DATASET_PAIR_FORM == "IMAGES_DIR | MASKS_DIR"
+    assert session.dataset_folders(text, [tmp_path]) == (derm / "images", derm / "masks")
+
+
 def test_a_dataset_in_the_roots_holding_links_to_files_outside_them_is_refused(tmp_path, outside):
     """The folders were confined, their files not: anyone who may write into a data root could link a file of
     another user's space there, and the Prepare and Evaluate pages showed it to them."""

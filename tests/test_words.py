@@ -10,7 +10,12 @@ import pytest
 from moleseg import cli
 from moleseg.core.archive import ArchiveError, BudgetTally, ZipBudget
 from moleseg.core.pairing import split_sizes
-from moleseg.core.words import count_of, noun_for, size_text
+from moleseg.core.words import capitalised, count_of, noun_for, size_text
+
+
+def test_capitalised_raises_the_first_letter_only():
+    assert capitalised("another training is running in Moles-V2") == "Another training is running in Moles-V2"
+    assert capitalised("") == "" and capitalised("4 images") == "4 images"
 
 
 def test_a_count_takes_its_noun_in_the_right_number():

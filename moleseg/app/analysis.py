@@ -239,12 +239,12 @@ def rescaled_measurements(measurements: Sequence[Measurement], pixel_size_mm: fl
 
 
 def _drawn_again(before: Analysis, after: Analysis) -> Analysis:
-    """``after`` with the pictures of ``before`` it would draw the same (the class picture of equal labels, the
-    overlay of the same lesion in the same colours and its JPEG), so that they are neither drawn nor encoded
+    """``after`` with the pictures of ``before`` it would draw the same (the class picture of equal labels and its
+    JPEG, the overlay of the same lesion in the same colours and its JPEG), so that they are neither drawn nor encoded
     again; the pictures are :class:`moleseg.core.cached.cached_value` values, kept in the instance's ``__dict__``."""
     drawn, same = vars(before), before.segmentation.labels is after.segmentation.labels
     if "class_picture" in drawn and (same or np.array_equal(before.segmentation.labels, after.segmentation.labels)):
-        vars(after)["class_picture"] = drawn["class_picture"]
+        vars(after).update({name: drawn[name] for name in ("class_picture", "class_jpeg") if name in drawn})
     if before.segmentation is after.segmentation and before.style == after.style:
         vars(after).update({name: drawn[name] for name in ("overlay", "overlay_jpeg") if name in drawn})
     return after

@@ -11,8 +11,8 @@ from pathlib import Path
 import streamlit as st
 
 from moleseg.app.identity import Refusal, find_user_space
-from moleseg.core.devices import (MAX_PIXEL_SIZE_MM, DeviceProfiles, checked_profile,
-                                  choose_profile, read_profiles, save_profile)
+from moleseg.core.config import MAX_PIXEL_SIZE_MM
+from moleseg.core.devices import DeviceProfiles, checked_profile, choose_profile, read_profiles, save_profile
 from moleseg.core.userspace import UserSpace
 
 #: The select box's entry for no profile (the pixel size typed by hand).

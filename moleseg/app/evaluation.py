@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from moleseg.app.models import ModelChoice
+from moleseg.app.models import ModelChoice, classical_choice
 from moleseg.app.preparation import degenerate_mask_warnings
 from moleseg.core.config import BASELINE_NAME
 from moleseg.core.imageio import ImageReadError, read_image, read_mask
@@ -30,6 +30,9 @@ BORDER_FM_TEXT: str = ("**Border band FM**: FM of the predicted border ring (the
 WORST_SHOWN: int = 4
 #: The most worst images the Evaluate page offers to draw.
 WORST_SHOWN_MAX: int = 20
+#: Colour (RGB) of the true lesion's outline on the worst images, and what the page says of the pictures.
+TRUTH_COLOR: tuple[int, int, int] = (255, 0, 255)
+WORST_CAPTION: str = "**Worst images** (prediction filled, true lesion outlined in magenta)"
 
 
 def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) -> dict[str, ModelChoice]:
@@ -37,6 +40,18 @@ def comparable_models(evaluated: ModelChoice, choices: Iterable[ModelChoice]) ->
     the same kind (number of classes, i.e. dermoscopy or cells), by spec, the evaluated one left out."""
     return {c.spec: c for c in choices
             if c.spec != evaluated.spec and c.kind != "classical" and c.n_classes == evaluated.n_classes}
+
+
+def baseline_choice(evaluated: ModelChoice, n_classes: int, *, compare: ModelChoice | None,
+                    with_baseline: bool) -> tuple[ModelChoice | None, str]:
+    """The model scored beside ``evaluated`` (of ``n_classes`` classes) and its name in the tables: ``compare``
+    when one was chosen, else, when asked for, the classical baseline of the same number of classes (never beside
+    a classical model), else none (named :data:`~moleseg.core.config.BASELINE_NAME`)."""
+    if compare is not None:
+        return compare, compare.label
+    if with_baseline and evaluated.kind != "classical":
+        return classical_choice(n_classes), BASELINE_NAME
+    return None, BASELINE_NAME
 
 
 def summary_rows(summary: dict, baseline: dict | None = None, model_name: str = "model",
@@ -90,7 +105,7 @@ def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[s
         segmentation = segment(segmenter, image)
         picture = overlay(image, segmentation.lesion, segmentation.border)
         thickness = max(1, round(max(image.shape[:2]) / 300))
-        pictures.append((name, contour_overlay(picture, truth, color=(255, 0, 255), thickness_px=thickness)))
+        pictures.append((name, contour_overlay(picture, truth, color=TRUTH_COLOR, thickness_px=thickness)))
     return pictures
 
 

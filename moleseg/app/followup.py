@@ -15,13 +15,14 @@ from moleseg.core.measure import Measurement
 from moleseg.core.render import overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
-from moleseg.engine.compare import WITHIN_NOISE, Change, Comparison
+from moleseg.engine.compare import AFTER_COLOR_NAME, BEFORE_COLOR_NAME, WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import (MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, Records,
                                     SavedAnalysis, User)
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
-           "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE", "WITHIN_NOISE", "area_change_help",
+           "SWIPE_HELP", "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_CAPTIONS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE",
+           "WITHIN_NOISE", "area_change_help",
            "audit_rows", "change_table", "comparable_lesions", "first_compare_source", "in_visit_order",
            "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes",
            "saved_notes", "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label",
@@ -35,6 +36,16 @@ VIEW_BORDERS: str = "both borders over the aligned after image"
 VIEW_SWIPE: str = "swipe"
 VIEW_SIDE_BY_SIDE: str = "side by side"
 COMPARE_VIEWS: tuple[str, ...] = (VIEW_BORDERS, VIEW_SWIPE, VIEW_SIDE_BY_SIDE)
+#: The caption of each view's picture, naming the borders' colours (:data:`moleseg.engine.compare.BEFORE_COLOR`,
+#: :data:`~moleseg.engine.compare.AFTER_COLOR`), and the help of the swipe's slider.
+VIEW_CAPTIONS: dict[str, str] = {
+    VIEW_BORDERS: f"Aligned after image: before border {BEFORE_COLOR_NAME}, after border {AFTER_COLOR_NAME}",
+    VIEW_SWIPE: f"Before ({BEFORE_COLOR_NAME} border) left of the line, aligned after image ({AFTER_COLOR_NAME} "
+                "border) right of it",
+    VIEW_SIDE_BY_SIDE: f"Before ({BEFORE_COLOR_NAME} border) and the aligned after image ({AFTER_COLOR_NAME} border)",
+}
+SWIPE_HELP: str = (f"Left of the line: the before image and its border ({BEFORE_COLOR_NAME}); right of it: the "
+                   f"aligned after image and its border ({AFTER_COLOR_NAME}).")
 #: Most simulated second photographs per visit the Compare page offers for a lesion's own noise (fewer than the
 #: engine's :data:`moleseg.core.config.MAX_NOISE_PASSES`: the page waits for them).
 MAX_NOISE_PASSES: int = 8
@@ -154,7 +165,7 @@ def linked_record_refusal(text: str) -> str:
 
 def visit_label(record: Record) -> str:
     """A one-line name of a visit for a select box."""
-    parts = [record.visit_date, record.image_name or f"record {record.id}", record.body_site]
+    parts = [record.visit_date, record.name, record.body_site]
     return " \u00b7 ".join(part for part in parts if part)
 
 
@@ -186,12 +197,13 @@ def saved_overlay(saved: SavedAnalysis):
     return overlay(saved.image, lesion, border_band(lesion, CleanupSettings.from_dict(saved.record.cleanup)))
 
 
-def saved_report(saved: SavedAnalysis, image_name: str) -> bytes:
+def saved_report(saved: SavedAnalysis, image_name: str | None = None) -> bytes:
     """The one-page PDF report of a saved visit (:func:`moleseg.core.pdf_report.pdf_report`): its settings, visit,
-    notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`)."""
+    notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`); ``image_name``
+    printed (default: the record's :attr:`~moleseg.engine.records.Record.name`)."""
     record = saved.record
     return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,
-                      image_name=image_name, settings=record.settings(), visit=record.visit(),
+                      image_name=image_name or record.name, settings=record.settings(), visit=record.visit(),
                       notes=saved_notes(saved), n_classes=saved_n_classes(saved))
 
 

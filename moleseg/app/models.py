@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
-from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, models_dir
+from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, DEFAULT_CLASS_COUNT, models_dir
 from moleseg.core.modelinfo import ModelInfo
 from moleseg.core.report import threshold_text
 
@@ -168,6 +168,16 @@ def shipped_choices(models: str | Path | None = None) -> list[ModelChoice]:
     return choices
 
 
+#: What each classical baseline segments, by its number of classes.
+CLASSICAL_SUBJECTS: dict[int, str] = {3: "dermoscopy", 2: "cells"}
+
+
+def classical_choice(n_classes: int) -> ModelChoice:
+    """The classical baseline of ``n_classes`` (2 or 3) as the model picker offers it."""
+    return ModelChoice(spec=CLASSICAL_MODELS[n_classes], kind="classical", n_classes=n_classes,
+                       label=f"{BASELINE_NAME} ({CLASSICAL_SUBJECTS[n_classes]}, {n_classes} classes, no network)")
+
+
 def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:
     """Shipped models, then the classical baselines, then the user's own training runs (newest first; ``runs``
     defaults to those of :func:`moleseg.app.identity.find_user_space`, never another user's, and none when no
@@ -177,10 +187,7 @@ def model_choices(models: str | Path | None = None, runs: str | Path | None = No
     from moleseg.engine.runs import RunFiles, RunRecordError, list_runs, read_state
 
     choices = shipped_choices(models)
-    choices.append(ModelChoice(spec=CLASSICAL_MODELS[3], label=f"{BASELINE_NAME} (dermoscopy, 3 classes, no network)",
-                               kind="classical", n_classes=3))
-    choices.append(ModelChoice(spec=CLASSICAL_MODELS[2], label=f"{BASELINE_NAME} (cells, 2 classes, no network)",
-                               kind="classical", n_classes=2))
+    choices += [classical_choice(3), classical_choice(2)]
     if runs is None:
         space = find_user_space()
         runs = space.runs if isinstance(space, UserSpace) else None
@@ -236,7 +243,7 @@ def model_details(choice: ModelChoice, info: ModelInfo | Mapping[str, Any] | Non
         if choice.kind == "classical":
             from moleseg.core.classical import ClassicalSegmenter
 
-            info = ClassicalSegmenter(n_classes=choice.n_classes or 3).info
+            info = ClassicalSegmenter(n_classes=choice.n_classes or DEFAULT_CLASS_COUNT).info
         else:
             info = _info(Path(choice.spec))
     info = _record(info)

@@ -13,7 +13,8 @@ import numpy as np
 
 from moleseg.app.ui import plain_markdown
 from moleseg.core.config import DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, class_names
-from moleseg.core.imageio import ImageReadError, mask_problem, read_image, read_mask
+from moleseg.core.imageio import (EMPTY_MASK_MEANING, FULL_MASK_MEANING, ImageReadError, mask_problem, read_image,
+                                  read_mask)
 from moleseg.core.words import count_of
 from moleseg.engine.tasks import Progress
 
@@ -89,11 +90,10 @@ def degenerate_mask_warnings(empty: Sequence[str], full: Sequence[str]) -> list[
 
     lines = []
     if empty:
-        lines.append(f"{count_of(len(empty), 'empty mask')} (no foreground pixel, all black; scored and trained as "
-                     f"'no lesion'): {names(empty)}")
+        lines.append(f"{count_of(len(empty), 'empty mask')} ({EMPTY_MASK_MEANING}; scored and trained as 'no "
+                     f"lesion'): {names(empty)}")
     if full:
-        lines.append(f"{count_of(len(full), 'full mask')} (every pixel foreground, all white: an image, or an inverted "
-                     f"mask?): {names(full)}")
+        lines.append(f"{count_of(len(full), 'full mask')} ({FULL_MASK_MEANING}): {names(full)}")
     return lines
 
 

@@ -1,8 +1,9 @@
 """What the Analyse page shows and exports of its analyses: measurement tables, the batch grid's
 thumbnails and summary, visit fields (also from DICOM files, when a user agrees), the pixel size DICOM files
 give, and the CSV, sidecar, outline, PDF, DICOM and ZIP downloads. Functions of the analyses and uploads;
-what a rerun of the page would make again from the same analysis (its pictures' JPEGs, its thumbnail, its
-outline files) is kept while that analysis lives (:func:`kept_with`).
+what a rerun of the page would make again from the same analysis (its thumbnail, its outline files) is kept
+while that analysis lives (:func:`kept_with`; its pictures' JPEGs are the analysis' own,
+:attr:`moleseg.engine.pipeline.Analysis.overlay_jpeg` and ``class_jpeg``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from moleseg.app.analysis import ImageOutcome, Upload
 from moleseg.app.ui import plain_markdown
 from moleseg.core.config import result_file_name
-from moleseg.core.render import DISPLAY_SIDE_PX, scaled_down
+from moleseg.core.imagewrite import display_jpeg
+from moleseg.core.render import scaled_down
 from moleseg.core.report import MEASUREMENTS_CSV, OBJECTS_CSV, Visit
 from moleseg.engine.pipeline import Analysis
 
@@ -284,20 +286,10 @@ def grid_caption(outcome: ImageOutcome) -> str:
     return f"{flagged}{outcome.name}: {measured}"
 
 
-def display_jpeg(picture: np.ndarray, side_px: int = DISPLAY_SIDE_PX) -> bytes:
-    """A picture as the page shows it (:func:`moleseg.core.imagewrite.display_jpeg`: shrunk to at most
-    ``side_px`` on its longer side, JPEG of quality 90); a read-only picture's kept while it lives."""
-    from moleseg.core import imagewrite
-
-    def encoded() -> bytes:
-        return imagewrite.display_jpeg(picture, side_px)
-
-    return encoded() if picture.flags.writeable else kept_with(picture, f"jpeg {side_px}", encoded)
-
-
 def thumbnail_jpeg(analysis: Analysis, width_px: int = THUMBNAIL_WIDTH_PX) -> bytes:
-    """The :func:`thumbnail` of an analysis as the grid shows it, a JPEG as :func:`display_jpeg` encodes it
-    (encoded anew on each call: the grid keeps :func:`thumbnail_url`)."""
+    """The :func:`thumbnail` of an analysis as the grid shows it, a JPEG as
+    :func:`moleseg.core.imagewrite.display_jpeg` encodes it (encoded anew on each call: the grid keeps
+    :func:`thumbnail_url`)."""
     picture = thumbnail(analysis, width_px)
     return display_jpeg(picture, max(picture.shape[:2]))
 

@@ -16,14 +16,14 @@ from moleseg.app import ui
 from moleseg.app.identity import user_space
 from moleseg.core.roots import folders_inside
 from moleseg.core.settings import load_settings
-from moleseg.engine.session import SessionFolder
+from moleseg.engine.session import DATASET_PAIR_FORM, SessionFolder
 
 #: Shown where a page would take a server folder and the server offers none.
 NO_ROOTS_NOTICE: str = ("This server offers no data folders (its operator lists them in the data_roots setting; "
                         "see the README's Security section): upload your images instead, or a dataset ZIP on the "
                         "Prepare page.")
 #: What a dataset typed in a page may be (the sentence goes into the text box's help).
-DATASET_PATH_HELP: str = ("A folder holding images/ and masks/, or two folders as 'IMAGES_DIR | MASKS_DIR', inside the "
+DATASET_PATH_HELP: str = (f"A folder holding images/ and masks/, or two folders as '{DATASET_PAIR_FORM}', inside the "
                           "folders this server offers (or your own dataset).")
 #: Seconds a listing of the folders inside the roots is reused.
 LISTING_TTL_S: float = 30.0

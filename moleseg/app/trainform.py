@@ -14,9 +14,10 @@ from moleseg.app import serverpaths
 from moleseg.core import options
 from moleseg.core.config import class_names, example_cache_dir
 from moleseg.core.options import Option
+from moleseg.core.words import capitalised
 from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
 from moleseg.engine import jobs
-from moleseg.engine.session import dataset_list
+from moleseg.engine.session import DATASET_PAIR_FORM, dataset_list
 
 #: The expander of each option group, in page order (the first is open).
 GROUP_TITLES: dict[str, str] = {"data": "Data", "model": "Network", "training": "Solver",
@@ -46,7 +47,7 @@ def widget_key(item: Option, n_classes: int | None = None) -> str:
 def title(item: Option) -> str:
     """The widget's label: the option's title (or name in words, capitalised), with its unit unless the
     words already name it ("Epochs", not "Epochs (epochs)")."""
-    words = item.title or item.label[0].upper() + item.label[1:]
+    words = item.title or capitalised(item.label)
     return f"{words} ({item.unit})" if item.unit and item.unit not in words.lower() else words
 
 
@@ -184,7 +185,7 @@ def _dataset_widgets(config: dict[str, Any], found: list[str]) -> None:
         text = st.text_area(label, key=widget_key(item), height=90 if not part else 68,
                             placeholder=DATASET_PLACEHOLDER,
                             help=f"{item.help}. One dataset per line: a folder holding images/ and masks/, or "
-                                 "'IMAGES_DIR | MASKS_DIR', inside the folders this server offers (or your own "
+                                 f"'{DATASET_PAIR_FORM}', inside the folders this server offers (or your own "
                                  "dataset); several are combined. The Prepare page fills in the dataset chosen "
                                  "there.")
         try:
@@ -196,15 +197,15 @@ def _dataset_widgets(config: dict[str, Any], found: list[str]) -> None:
         options.set_value(config, masks, [str(mask) for _, mask in pairs])
 
 
-def option_form(prepared: dict[str, str] | None = None) -> tuple[dict[str, Any], list[str]]:
+def option_form(prepared: str = "") -> tuple[dict[str, Any], list[str]]:
     """Every settable option's widget, in one expander per group (:data:`GROUP_TITLES`), and the
     configuration dictionary they make with what is wrong with typed text.
 
     Parameters
     ----------
     prepared
-        The dataset chosen on the Prepare page (``{"images": ..., "masks": ...}``): the training datasets'
-        starting text.
+        The dataset chosen on the Prepare page (:func:`moleseg.app.ui.prepared_dataset_text`): the training
+        datasets' starting text; none when empty.
 
     Returns
     -------
@@ -218,7 +219,7 @@ def option_form(prepared: dict[str, str] | None = None) -> tuple[dict[str, Any],
     config = options.defaults()
     found: list[str] = []
     if prepared:
-        st.session_state.setdefault(widget_key(options.option("images")), f"{prepared['images']} | {prepared['masks']}")
+        st.session_state.setdefault(widget_key(options.option("images")), prepared)
     for index, (group, heading) in enumerate(GROUP_TITLES.items()):
         items = [item for item in options.OPTIONS if item.group == group and item.settable]
         if not items:

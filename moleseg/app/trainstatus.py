@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moleseg.core.trainconfig import training_name
+from moleseg.core.words import capitalised
 from moleseg.engine import jobs, launch, trainlock
 from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
@@ -118,7 +120,7 @@ def busy_sentence(own_runs: Path | None = None) -> str:
     holder = running()
     if holder is None:
         return ""
-    return holder.sentence().capitalize() + "." if _is_own(holder, own_runs) else other_users_sentence(holder)
+    return capitalised(holder.sentence()) + "." if _is_own(holder, own_runs) else other_users_sentence(holder)
 
 
 def run_to_show(runs: str | Path, remembered: str | None, own_runs: Path | None = None) -> Path | None:
@@ -134,9 +136,10 @@ def run_to_show(runs: str | Path, remembered: str | None, own_runs: Path | None 
     return started[0] if started else None
 
 
-def start(config: dict[str, Any], runs: str | Path, name: str, own_runs: Path | None = None) -> Path:
+def start(config: dict[str, Any], runs: str | Path, name: str | None = None, own_runs: Path | None = None) -> Path:
     """Start ``config`` from the app in a new run folder ``<runs>/<name>-<time>``; returns the folder.
-    ``own_runs``: the user's runs on a shared server, as in :func:`other_users_training`.
+    ``name``: by default the training's own (:func:`moleseg.core.trainconfig.training_name`). ``own_runs``: the
+    user's runs on a shared server, as in :func:`other_users_training`.
 
     Raises
     ------
@@ -146,7 +149,7 @@ def start(config: dict[str, Any], runs: str | Path, name: str, own_runs: Path | 
     ValueError
         Every problem of the configuration, one per line.
     """
-    run_dir = launch.new_run_dir(runs, name)
+    run_dir = launch.new_run_dir(runs, name or training_name(config))
     try:
         return launch.start_training(config, run_dir, origin="app").run_dir
     except trainlock.TrainingBusy as busy:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -22,10 +23,11 @@ from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTB
                                  installed_dermoscopy_model)
 from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
+from moleseg.core.words import capitalised
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
-from moleseg.engine.session import FolderSweeper, SessionFolder
+from moleseg.engine.session import FolderSweeper, SessionFolder, dataset_text
 
 @dataclass(frozen=True)
 class PageEntry:
@@ -283,6 +285,18 @@ def show_cache_notes(segmenter: Segmenter) -> None:
         st.warning(CACHE_REBUILT_WARNING)
 
 
+def remembered_model(choices: Sequence[ModelChoice] | None = None) -> ModelChoice:
+    """Of ``choices`` (default: every model on offer, :func:`moleseg.app.models.model_choices`), the model this
+    session chose last on any page, else the default model (:func:`moleseg.core.config.default_model_spec`),
+    else the first."""
+    offered = list(models.model_choices() if choices is None else choices)
+    by_spec = {c.spec: c for c in offered}
+    for spec in (st.session_state.get(MODEL_KEY), default_model_spec()):
+        if spec in by_spec:
+            return by_spec[spec]
+    return offered[0]
+
+
 def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None,
                  help: str | None = None) -> ModelChoice:
     """A select box of the shipped models, the classical baselines and the trained runs. The choice is
@@ -292,9 +306,7 @@ def model_picker(key: str, *, label: str = "Model", n_classes: int | None = None
         choices = [c for c in choices if c.n_classes in (None, n_classes)] or choices
     by_spec = {c.spec: c for c in choices}
     specs = list(by_spec)
-    remembered = st.session_state.get(MODEL_KEY) or default_model_spec()
-    if remembered not in by_spec:
-        remembered = default_model_spec() if default_model_spec() in by_spec else specs[0]
+    remembered = remembered_model(choices).spec
     if st.session_state.get(key) not in by_spec:
         st.session_state.pop(key, None)
         index = specs.index(remembered)
@@ -331,6 +343,22 @@ def no_model_notice() -> None:
     st.page_link(PAGE_FILES["train"], label="Train a model", icon=PAGE_ICONS["train"])
 
 
+def remember_dataset(images: str | Path, masks: str | Path, source: str) -> None:
+    """Remember the dataset chosen on the Prepare page (its two folders, and ``source``: how it was given) for
+    the session's other pages (:func:`prepared_dataset_text`)."""
+    st.session_state[DATASET_KEY] = {"images": str(images), "masks": str(masks), "source": source}
+
+
+def prepared_dataset_text(source: str | None = None) -> str:
+    """The dataset chosen on the Prepare page as a dataset text box starts with it
+    (:func:`moleseg.engine.session.dataset_text`); ``""`` when none was chosen, or, with ``source``, when it was
+    given another way."""
+    prepared = st.session_state.get(DATASET_KEY)
+    if not prepared or source is not None and prepared.get("source") != source:
+        return ""
+    return dataset_text(prepared["images"], prepared["masks"])
+
+
 def init_state(key: str, value: Any) -> None:
     """Give a widget's session-state key a starting value, once."""
     if key not in st.session_state:
@@ -343,7 +371,7 @@ def sentence(note: str) -> str:
     text = note.strip()
     if not text:
         return text
-    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+    return capitalised(text) + ("" if text.endswith((".", "!", "?")) else ".")
 
 
 

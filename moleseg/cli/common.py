@@ -216,16 +216,18 @@ def int_at_least(low: int, at_most: int | None = None) -> Callable[[str], int]:
 
 
 def parse_pixel_size(text: str) -> float:
-    """``--pixel-size-mm``: a positive, finite number of millimetres per pixel."""
-    import math
+    """``--pixel-size-mm``: millimetres per pixel, as the app takes them
+    (:func:`moleseg.core.devices.checked_pixel_size`)."""
+    from moleseg.core.devices import checked_pixel_size
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of mm per pixel") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"a pixel size must be a positive number of mm per pixel, not {text}")
-    return value
+    try:
+        return checked_pixel_size(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}, not {text}") from None
 
 
 def check_out_not_an_input(out: str, inputs: Sequence[str], harm: str) -> None:

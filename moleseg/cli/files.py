@@ -48,9 +48,14 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
 
 
 def parse_threshold(text: str) -> float | str | None:
-    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model``."""
-    if text in ("model", "argmax"):
-        return None if text == "argmax" else text
+    """``--lesion-threshold``: a probability in 0..1, ``argmax`` (None) or ``model`` (the model's calibrated
+    threshold, :data:`moleseg.engine.segmenter.MODEL_THRESHOLD`)."""
+    if text == "argmax":
+        return None
+    if text == "model":
+        from moleseg.engine.segmenter import MODEL_THRESHOLD
+
+        return MODEL_THRESHOLD
     try:
         value = float(text)
     except ValueError:
@@ -97,13 +102,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_out_not_an_input(args.out, args.inputs, "its results would mix with the images there (a true "
                             "<name>_mask.png replaced, the results read as images by the next run)")
     segmenter = open_model(args.model or default_model_spec(), args.tta)  # before --out: no empty folder left
+    version = ModelInfo.from_dict(segmenter.info).version_text
     with output_folder(args.out) as out:
         bar = ProgressBar(len(files), f"predicting with {segmenter.name}", args.quiet)
         try:
             outcome = predict_files(segmenter, files, out, batch_size=args.batch_size,
                                     pixel_size_mm=args.pixel_size_mm, lesion_threshold=args.lesion_threshold,
                                     outlines=args.outlines,
-                                    model_version=ModelInfo.from_dict(segmenter.info).version_text,
+                                    model_version=version,
                                     progress=bar.update_to, output_names=names,
                                     note=lambda name, message: say(args, f"{printable(name)}: {message}"))
         finally:
@@ -111,7 +117,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
         failures.extend(outcome.failures)
         if args.dicom_seg and not stopped:
-            version = ModelInfo.from_dict(segmenter.info).version_text
             failures.extend(_write_dicom(args, out, rows, segmenter.name, version))
         if rows or (args.shard and not stopped):
             from moleseg.core.atomic import atomic_write

@@ -53,6 +53,7 @@ from moleseg.core.config import (
     CLASS_NAMES_3,
     CLASSICAL_MODELS,
     DEFAULT_BORDER_WIDTH_PX,
+    DEFAULT_CLASS_COUNT,
     DEFAULT_SHAPE,
 )
 from moleseg.core.targets import make_targets
@@ -360,7 +361,7 @@ class ClassicalSegmenter:
 
     def __init__(
         self,
-        n_classes: int = 3,
+        n_classes: int = DEFAULT_CLASS_COUNT,
         *,
         border_width_px: int = DEFAULT_BORDER_WIDTH_PX,
         parameters: Mapping[str, float] | None = None,

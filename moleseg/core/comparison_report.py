@@ -8,13 +8,13 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
-from PIL import Image
 
 from moleseg import __version__
-from moleseg.core.render import as_rgb
+from moleseg.core.pdfparts import ALERT_RED, created_text, draw_disclaimer, pdf_jpeg
 from moleseg.core.report import DISCLAIMER
 
 __all__ = ["comparison_pdf"]
@@ -25,15 +25,13 @@ PICTURE_MAX_SIDE_PX: int = 1000
 TABLE_FONT_SIZES_PT: tuple[float, ...] = (8.5, 7.5, 6.5, 5.5)
 
 
-def _reader(array: np.ndarray, name: str):
+def _reader(array: np.ndarray, name: str) -> tuple[Any, tuple[int, int]]:
+    """A reportlab ImageReader of the picture as :func:`moleseg.core.pdfparts.pdf_jpeg` embeds it (at most
+    :data:`PICTURE_MAX_SIDE_PX`), and its ``(width, height)`` in px."""
     from reportlab.lib.utils import ImageReader
 
-    picture = Image.fromarray(np.ascontiguousarray(as_rgb(array, name)))
-    picture.thumbnail((PICTURE_MAX_SIDE_PX, PICTURE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=90)
-    buffer.seek(0)
-    return ImageReader(buffer), picture.size
+    jpeg, size = pdf_jpeg(array, name, PICTURE_MAX_SIDE_PX)
+    return ImageReader(jpeg), size
 
 
 def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tuple[str, str]],
@@ -82,7 +80,7 @@ def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tu
     top = page_height - margin
     canvas.setFont("Helvetica-Bold", 16)
     canvas.drawString(margin, top - 16, "Lesion follow-up: two visits compared")
-    lines = [*header, ("Date", created.strftime("%Y-%m-%d %H:%M"))]
+    lines = [*header, ("Date", created_text(created))]
     meta = Paragraph("<br/>".join(f"<b>{escape(label)}:</b> {escape(text)}" for label, text in lines),
                      ParagraphStyle("meta", fontName="Helvetica", fontSize=8.5, leading=10.5))
     _, meta_height = meta.wrapOn(canvas, width, page_height)
@@ -100,18 +98,13 @@ def comparison_pdf(*, before: np.ndarray, after: np.ndarray, header: Sequence[tu
     cursor -= picture_height + 8
 
     footer = margin + 30
-    canvas.setStrokeColor(colors.HexColor("#b00020"))
-    canvas.setFillColor(colors.HexColor("#fdecee"))
-    canvas.rect(margin, margin, width, 22, stroke=1, fill=1)
-    canvas.setFillColor(colors.HexColor("#b00020"))
-    canvas.setFont("Helvetica-Bold", 10)
-    canvas.drawCentredString(page_width / 2, margin + 7.5, DISCLAIMER + " Descriptive measurements only.")
-    canvas.setFillColor(colors.black)
+    draw_disclaimer(canvas, DISCLAIMER + " Descriptive measurements only.", left=margin, bottom=margin, width=width,
+                    height=22, font_size=10)
 
     for warning in warnings:
         note = Paragraph(f"<b>Warning:</b> {escape(warning)}",
                          ParagraphStyle("warn", fontName="Helvetica", fontSize=8.5, leading=10.5,
-                                        textColor=colors.HexColor("#b00020")))
+                                        textColor=colors.HexColor(ALERT_RED)))
         _, note_height = note.wrapOn(canvas, width, page_height)
         note.drawOn(canvas, margin, cursor - note_height)
         cursor -= note_height + 4

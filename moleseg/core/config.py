@@ -18,6 +18,9 @@ ANALYSIS_BYTES_PER_PIXEL: int = 50
 #: to Streamlit's per-file ``server.maxUploadSize``) and goes through the network of the one shared server; 200 is
 #: a day's clinic, and more is refused whole, with the count and this limit: none analysed.
 MAX_UPLOAD_FILES: int = 200
+#: Largest pixel size a user may give, in mm per px (the app's inputs, a device profile, ``--pixel-size-mm``): a
+#: 1000 px picture would be 10 m wide; a larger value is a unit mistake (micrometres typed as millimetres).
+MAX_PIXEL_SIZE_MM: float = 10.0
 #: Smallest image side analysed, in pixels: smaller images are refused with "image too small".
 MIN_IMAGE_SIDE_PX: int = 32
 #: Earliest visit date the Analyse page takes (archive photographs; Streamlit's own range is ten years).

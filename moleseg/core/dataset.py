@@ -53,11 +53,25 @@ def image_sha256(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _recorded_hash(root: Path, stem: str) -> str | None:
+def pair_paths(folder: str | Path, stem: str) -> tuple[Path, Path, Path]:
+    """The image, mask and provenance files of the pair ``stem`` in the dataset ``folder`` (whether or not
+    they exist): ``images/<stem>.png``, ``masks/<stem>.png``, ``provenance/<stem>.json``."""
+    root = Path(folder)
+    return root / IMAGES / f"{stem}.png", root / MASKS / f"{stem}.png", root / PROVENANCE / f"{stem}.json"
+
+
+def read_provenance(folder: str | Path, stem: str) -> dict[str, Any] | None:
+    """The provenance record of the pair ``stem`` in the dataset ``folder``; None when it is missing,
+    unreadable or not a JSON object."""
     try:
-        value = json.loads((root / PROVENANCE / f"{stem}.json").read_text(encoding="utf-8")).get(HASH_KEY)
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(pair_paths(folder, stem)[2].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _recorded_hash(root: Path, stem: str) -> str | None:
+    value = (read_provenance(root, stem) or {}).get(HASH_KEY)
     return value if isinstance(value, str) else None
 
 
@@ -86,8 +100,7 @@ def find_image(folder: str | Path, sha256: str) -> str | None:
 def _free_stem(folder: Path, stem: str) -> str:
     base = re.sub(r"[^\w.+-]+", "_", stem).strip("._") or "image"
     candidate, index = base, 2
-    while any((folder / sub / f"{candidate}{suffix}").exists()
-               for sub, suffix in ((IMAGES, ".png"), (MASKS, ".png"), (PROVENANCE, ".json"))):
+    while any(path.exists() for path in pair_paths(folder, candidate)):
         candidate, index = f"{base}_{index}", index + 1
     return candidate
 
@@ -127,15 +140,13 @@ def _save_locked(root: Path, stem: str, image: np.ndarray, mask: np.ndarray, pro
     """The body of :func:`save_pair`, under the dataset's lock: the name it picks is still free when written."""
     sha256 = image_sha256(image)
     existing = find_image(root, sha256)
+    stem = _free_stem(root, stem) if existing is None else existing
+    image_path, mask_path, provenance_path = pair_paths(root, stem)
     if existing is None:
-        stem = _free_stem(root, stem)
-        image_path = atomic_write(root / IMAGES / f"{stem}.png", encode_png(image))
-    else:
-        stem, image_path = existing, root / IMAGES / f"{existing}.png"  # the same pixels: kept as they are
-    mask_path = atomic_write(root / MASKS / f"{stem}.png", encode_png(mask.astype(np.uint8) * 255))
+        atomic_write(image_path, encode_png(image))  # else the same pixels: kept as they are
+    atomic_write(mask_path, encode_png(mask.astype(np.uint8) * 255))
     record = {**provenance, "image": f"{IMAGES}/{image_path.name}", "mask": f"{MASKS}/{mask_path.name}",
               "size": [int(mask.shape[1]), int(mask.shape[0])], HASH_KEY: sha256,
               "saved": (created or datetime.now().astimezone()).isoformat(timespec="seconds")}
-    provenance_path = atomic_write(root / PROVENANCE / f"{stem}.json",
-                                   (json.dumps(record, indent=1, default=str) + "\n").encode("utf-8"))
+    atomic_write(provenance_path, (json.dumps(record, indent=1, default=str) + "\n").encode("utf-8"))
     return SavedPair(image_path, mask_path, provenance_path, replaced=existing is not None)

@@ -6,10 +6,12 @@ sessions. The file is the user's own but read as untrusted: a bad one gives one 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from moleseg.core.atomic import atomic_write, path_lock
+from moleseg.core.config import MAX_PIXEL_SIZE_MM
 from moleseg.core.errors import first_line
 
 #: Name of the device profiles file in a user's space.
@@ -18,8 +20,6 @@ DEVICE_PROFILES_FILE: str = "devices.json"
 MAX_PROFILES: int = 50
 #: Longest profile name, in characters.
 NAME_MAX_CHARS: int = 60
-#: Largest pixel size a profile may have, in mm per px (the Analyse page's own limit).
-MAX_PIXEL_SIZE_MM: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,21 @@ class DeviceProfiles:
         return next((profile for profile in self.profiles if profile.name == name), None)
 
 
+def checked_pixel_size(pixel_size_mm: float) -> float:
+    """A pixel size a user gave (mm per px), as a float: above 0 and at most
+    :data:`moleseg.core.config.MAX_PIXEL_SIZE_MM`.
+
+    Raises
+    ------
+    ValueError
+        Any other value (NaN and infinity included), saying the bounds.
+    """
+    size = float(pixel_size_mm)
+    if not (math.isfinite(size) and 0 < size <= MAX_PIXEL_SIZE_MM):
+        raise ValueError(f"the pixel size must be above 0 and at most {MAX_PIXEL_SIZE_MM:g} mm per px")
+    return size
+
+
 def checked_profile(name: str, pixel_size_mm: float) -> DeviceProfile:
     """A profile from what a user typed: the name stripped, 1..:data:`NAME_MAX_CHARS` characters, the pixel
     size above 0 and at most :data:`MAX_PIXEL_SIZE_MM`.
@@ -56,10 +71,7 @@ def checked_profile(name: str, pixel_size_mm: float) -> DeviceProfile:
         raise ValueError("give the device a name")
     if len(name) > NAME_MAX_CHARS:
         raise ValueError(f"a device name has at most {NAME_MAX_CHARS} characters")
-    size = float(pixel_size_mm)
-    if not 0 < size <= MAX_PIXEL_SIZE_MM:
-        raise ValueError(f"the pixel size must be above 0 and at most {MAX_PIXEL_SIZE_MM:g} mm per px")
-    return DeviceProfile(name, size)
+    return DeviceProfile(name, checked_pixel_size(pixel_size_mm))
 
 
 def read_profiles(path: str | Path) -> DeviceProfiles:

@@ -47,9 +47,9 @@ HALO_STRENGTH = (0.25, 0.6)
 class HardCaseLabels:
     """How labels are made again after a zoom: the training targets' classes, BORDER width and shape."""
 
-    n_classes: int = 3
-    border_width_px: int = 0
-    shape: str = "diamond"
+    n_classes: int
+    border_width_px: int
+    shape: str
 
 
 def zoom_in(image: np.ndarray, labels: np.ndarray, how: HardCaseLabels, rng: np.random.Generator

@@ -20,6 +20,7 @@ from moleseg.core.errors import NOT_TEXT_PATH, is_text_path, open_failure
 
 __all__ = [
     "EMPTY_FILE",
+    "FORMAT_NAMES",
     "NOT_AN_IMAGE",
     "SUPPORTED_FORMATS",
     "ImageReadError",
@@ -40,8 +41,10 @@ Source = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 
 #: Pillow format names the readers open; every other format (EPS, PSD, ...) is refused.
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")
+#: The formats the readers open (:data:`SUPPORTED_FORMATS` and DICOM), named for people.
+FORMAT_NAMES: str = "JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM"
 #: The reason given for a file that no supported format opens.
-NOT_AN_IMAGE = "not an image, or not a supported format (expected JPEG, PNG, BMP, TIFF, GIF, WebP or DICOM)"
+NOT_AN_IMAGE = f"not an image, or not a supported format (expected {FORMAT_NAMES})"
 #: The reason given for a file (or upload) of 0 bytes.
 EMPTY_FILE = "empty file (0 bytes)"
 _TIFF_MAGIC: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

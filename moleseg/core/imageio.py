@@ -76,6 +76,8 @@ from moleseg.core.pixels import float_to_uint8, integer_to_uint8, to_uint8, unpr
 #: The readers' names; the error type, the source type, the formats and :func:`image_size` come from
 #: :mod:`moleseg.core.imagefile` and are offered here with the readers.
 __all__ = [
+    "EMPTY_MASK_MEANING",
+    "FULL_MASK_MEANING",
     "SUPPORTED_FORMATS",
     "ImageReadError",
     "Source",
@@ -384,15 +386,20 @@ def read_mask(
     return np.ascontiguousarray(mask)
 
 
+#: What an empty and a full mask are, for people (:func:`mask_problem`, and the app's counts of them).
+EMPTY_MASK_MEANING: str = "no foreground pixel, all black"
+FULL_MASK_MEANING: str = "every pixel is foreground, all white: an image, or an inverted mask?"
+
+
 def mask_problem(mask: np.ndarray) -> str | None:
-    """Why a read mask is suspicious, or None: ``"empty mask: ..."`` (no foreground pixel) or
-    ``"full mask: ..."`` (every pixel foreground; an image, or an inverted mask?).
+    """Why a read mask is suspicious, or None: ``"empty mask: ..."`` (:data:`EMPTY_MASK_MEANING`) or
+    ``"full mask: ..."`` (:data:`FULL_MASK_MEANING`).
 
     Callers that accept such masks (``read_mask(..., allow_empty=True)``) warn with this text.
     """
     count = int(np.count_nonzero(mask))
     if count == 0:
-        return "empty mask: no foreground pixel (all black)"
+        return f"empty mask: {EMPTY_MASK_MEANING}"
     if count == mask.size:
-        return "full mask: every pixel is foreground (all white; an image, or an inverted mask?)"
+        return f"full mask: {FULL_MASK_MEANING}"
     return None

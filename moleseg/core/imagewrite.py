@@ -13,7 +13,10 @@ from PIL import Image
 from moleseg.core.atomic import atomic_write
 from moleseg.core.config import PNG_COMPRESSION_LEVEL
 
-__all__ = ["display_jpeg", "encode_jpeg", "encode_png", "write_png"]
+__all__ = ["DISPLAY_JPEG_QUALITY", "display_jpeg", "encode_jpeg", "encode_png", "write_png"]
+
+#: JPEG quality (1..100) of the pictures a page shows (:func:`display_jpeg`, a drawing canvas's background).
+DISPLAY_JPEG_QUALITY: int = 90
 
 
 def encode_png(array: np.ndarray, compression_level: int = PNG_COMPRESSION_LEVEL) -> bytes:
@@ -82,7 +85,7 @@ def encode_png(array: np.ndarray, compression_level: int = PNG_COMPRESSION_LEVEL
     return buffer.getvalue()
 
 
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+def encode_jpeg(image: np.ndarray, quality: int = DISPLAY_JPEG_QUALITY) -> bytes:
     """Encode an ``(H, W, 3)`` uint8 RGB image as a JPEG (lossy: for pictures shown on screen, such as a
     drawing canvas's background, never for masks or exports), ``quality`` 1..100.
 
@@ -107,8 +110,8 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 def display_jpeg(picture: np.ndarray, side_px: int | None = None) -> bytes:
     """An ``(H, W, 3)`` uint8 RGB picture as a page shows it: shrunk to at most ``side_px`` px on its longer side
     (default :data:`moleseg.core.render.DISPLAY_SIDE_PX`; :func:`moleseg.core.render.shrunk`) and encoded by
-    :func:`encode_jpeg` (quality 90, libjpeg-turbo): several times faster to make and to send than the full-size
-    JPEG of quality 100 Streamlit makes of an array; downloads stay lossless PNG."""
+    :func:`encode_jpeg` (:data:`DISPLAY_JPEG_QUALITY`, libjpeg-turbo): several times faster to make and to send than
+    the full-size JPEG of quality 100 Streamlit makes of an array; downloads stay lossless PNG."""
     from moleseg.core.render import DISPLAY_SIDE_PX, shrunk
 
     return encode_jpeg(np.ascontiguousarray(shrunk(picture, side_px or DISPLAY_SIDE_PX)))

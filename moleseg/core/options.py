@@ -21,8 +21,8 @@ import numpy as np
 
 from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
-from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE, MAX_BATCH_SIZE,
-                                 MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
+from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE,
+                                 MAX_BATCH_SIZE, MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
 from moleseg.core.targets import SHAPES
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
@@ -304,8 +304,9 @@ OPTIONS: tuple[Option, ...] = (
     _option("model.backbone", "model", "choice", BACKBONES[0], "encoder network", choices=BACKBONES),
     _option("model.input_size", "model", "int", 256, "side of the square network input",
             low=32, high=MAX_INPUT_SIZE_PX, multiple_of=16, unit="px", aliases=("--image-size",), step=16),
-    _option("model.n_classes", "model", "choice", 3, "3: back/border/inside (moles); 2: background/foreground "
-            "(cells)", choices=CLASS_COUNTS, flag="--classes", widget="radio", title="Classes"),
+    _option("model.n_classes", "model", "choice", DEFAULT_CLASS_COUNT,
+            "3: back/border/inside (moles); 2: background/foreground (cells)", choices=CLASS_COUNTS, flag="--classes",
+            widget="radio", title="Classes"),
     _option("model.separable", "model", "bool", True, "depthwise-separable 3x3 convolutions in ASPP and decoder",
             aliases=("--dense-head",), title="Separable convolutions"),
     _option("model.decoder_width", "model", "int", 128, "channels of the ASPP branches and decoder blocks",

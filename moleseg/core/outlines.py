@@ -17,6 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from moleseg.core.render import FILL_COLOR, FILL_OPACITY
 from moleseg.core.targets import as_binary_mask
 
 #: Outline formats, by the name ``moleseg predict --outlines`` takes.
@@ -93,7 +94,7 @@ def _number(value: float) -> float | int:
 
 
 def to_geojson(polygons: Sequence[np.ndarray], *, name: str = LESION_NAME,
-               color: tuple[int, int, int] = (255, 200, 0), properties: dict | None = None) -> bytes:
+               color: tuple[int, int, int] = FILL_COLOR, properties: dict | None = None) -> bytes:
     """A QuPath-style GeoJSON ``FeatureCollection``: one annotation ``Feature`` with a ``Polygon`` per ring.
 
     ``properties`` are added to each feature's properties (e.g. ``{"corrected_by_hand": True}``).
@@ -142,7 +143,7 @@ def to_imagej(polygons: Sequence[np.ndarray], *, name: str = LESION_NAME, note: 
 
 
 def to_svg(polygons: Sequence[np.ndarray], width: int, height: int, *, name: str = LESION_NAME,
-           color: tuple[int, int, int] = (255, 200, 0), comment: str = "") -> bytes:
+           color: tuple[int, int, int] = FILL_COLOR, comment: str = "") -> bytes:
     """An SVG of the image's size with one ``<path>`` (one ``M ... Z`` subpath per polygon)."""
     def point(x: float, y: float) -> str:
         return f"{_number(x)} {_number(y)}"
@@ -154,7 +155,7 @@ def to_svg(polygons: Sequence[np.ndarray], width: int, height: int, *, name: str
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}">\n{note}'
             f'<title>{name}</title>\n'
-            f'<path id="{name.lower()}" d="{data}" fill="{fill}" fill-opacity="0.35" stroke="{fill}" '
+            f'<path id="{name.lower()}" d="{data}" fill="{fill}" fill-opacity="{FILL_OPACITY}" stroke="{fill}" '
             f'stroke-width="1" fill-rule="nonzero"/>\n</svg>\n')
     return text.encode("utf-8")
 

@@ -12,17 +12,15 @@ from typing import Any, Protocol
 from xml.sax.saxutils import escape
 
 import numpy as np
-from PIL import Image
 
 from moleseg import __version__
+from moleseg.core.pdfparts import created_text, draw_disclaimer, pdf_jpeg
 from moleseg.core.render import as_rgb, with_scale_bar
 from moleseg.core.report import DISCLAIMER, AnalysisSettings, Visit, display_unit, subject_words
 from moleseg.core.words import count_of
 
 #: Longest side, in pixels, of the pictures embedded in the PDF (about 300 dpi at the printed size).
 PDF_IMAGE_MAX_SIDE_PX: int = 1200
-#: JPEG quality (1-95) of the pictures embedded in the PDF.
-PDF_JPEG_QUALITY: int = 92
 #: Largest height (pt) of each picture in the PDF before the page content shrinks to fit.
 PDF_PICTURE_MAX_HEIGHT_PT: float = 270.0
 #: Smallest scale the PDF's content may shrink to (0..1); measurements beyond it are left out (all are in the CSV).
@@ -46,19 +44,13 @@ class MeasurementLike(Protocol):
 
 
 def _picture(array: np.ndarray, name: str, max_width: float, max_height: float) -> Any:
-    """A reportlab Image flowable of the picture as a JPEG no larger than PDF_IMAGE_MAX_SIDE_PX, scaled to
-    fit ``max_width`` x ``max_height`` (pt) with its aspect ratio."""
+    """A reportlab Image flowable of the picture as :func:`moleseg.core.pdfparts.pdf_jpeg` embeds it (at most
+    :data:`PDF_IMAGE_MAX_SIDE_PX`), scaled to fit ``max_width`` x ``max_height`` (pt) with its aspect ratio."""
     from reportlab.platypus import Image as image_flowable
 
-    picture = Image.fromarray(np.ascontiguousarray(as_rgb(array, name)))
-    if max(picture.size) > PDF_IMAGE_MAX_SIDE_PX:
-        picture.thumbnail((PDF_IMAGE_MAX_SIDE_PX, PDF_IMAGE_MAX_SIDE_PX), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=PDF_JPEG_QUALITY, subsampling=0)
-    buffer.seek(0)
-    width, height = picture.size
+    jpeg, (width, height) = pdf_jpeg(array, name, PDF_IMAGE_MAX_SIDE_PX)
     scale = min(max_width / width, max_height / height)
-    return image_flowable(buffer, width=width * scale, height=height * scale)
+    return image_flowable(jpeg, width=width * scale, height=height * scale)
 
 
 def _shorten(text: str, max_characters: int = 90) -> str:
@@ -67,12 +59,6 @@ def _shorten(text: str, max_characters: int = 90) -> str:
         return text
     keep = (max_characters - 1) // 2
     return text[:keep] + "\u2026" + text[-keep:]
-
-
-def _format_created(created: datetime) -> str:
-    text = created.strftime("%Y-%m-%d %H:%M")
-    zone = created.tzname()
-    return f"{text} {zone}" if zone else text
 
 
 @dataclass(frozen=True)
@@ -133,8 +119,9 @@ def pdf_report(
     The page holds a title (the model's task: ``subject_words(n_classes)["report"]``); the image name, the patient/lesion identifier, visit date and body site when
     given, and the date the report was made; the settings that made the analysis (model and version,
     cleanup, lesion threshold, pixel size, corrected by hand or not: :meth:`AnalysisSettings.lines`); the
-    image and its segmentation overlay side by side (embedded as JPEG pictures, at most 1200 px on their
-    longer side, scaled to fit), the overlay with a scale bar when the pixel size is known; the
+    image and its segmentation overlay side by side (embedded as JPEG pictures, at most
+    :data:`PDF_IMAGE_MAX_SIDE_PX` on their longer side, scaled to fit), the overlay with a scale bar when the pixel
+    size is known; the
     measurements table, one row per measurement with its pixel value and its mm value side by side
     (:func:`measurement_lines`; the mm column only when some value has one); the clinician's notes of the visit
     under "Notes:" and the app's own ``notes`` apart under "Warnings:"; and the statement that this is research software, not a medical device and not for
@@ -197,13 +184,9 @@ def pdf_report(
     def page_furniture(canvas: Any, doc: Any) -> None:
         """The disclaimer box at the foot of the page and the version under it."""
         page_width = A4[0]
+        draw_disclaimer(canvas, DISCLAIMER, left=margin, bottom=margin, width=page_width - 2 * margin,
+                        height=disclaimer_height, font_size=10.5)
         canvas.saveState()
-        canvas.setStrokeColor(colors.HexColor("#b00020"))
-        canvas.setFillColor(colors.HexColor("#fdecee"))
-        canvas.rect(margin, margin, page_width - 2 * margin, disclaimer_height, stroke=1, fill=1)
-        canvas.setFillColor(colors.HexColor("#b00020"))
-        canvas.setFont("Helvetica-Bold", 10.5)
-        canvas.drawCentredString(page_width / 2, margin + 9.5, DISCLAIMER)
         canvas.setFont("Helvetica", 7)
         canvas.setFillColor(colors.grey)
         canvas.drawRightString(page_width - margin, margin - 10, f"moleseg {__version__}")
@@ -211,7 +194,7 @@ def pdf_report(
 
     title = Paragraph(escape(heading), ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=17, leading=21,
                                                       spaceAfter=5))
-    identification = [("Image", str(image_name)), *visit.lines(), ("Report made", _format_created(created))]
+    identification = [("Image", str(image_name)), *visit.lines(), ("Report made", created_text(created))]
     meta_style = ParagraphStyle("meta", fontName="Helvetica", fontSize=9, leading=11.5)
     settings_style = ParagraphStyle("settings", parent=meta_style, fontSize=8, leading=10)
 

@@ -24,8 +24,10 @@ from moleseg.core.targets import bounding_box, checked_label_image
 __all__ = [
     "BACKGROUND_COLOR",
     "BORDER_COLOR",
+    "BORDER_OPACITY",
     "CONTOUR_COLOR",
     "FILL_COLOR",
+    "FILL_OPACITY",
     "FOREGROUND_COLOR",
     "Color",
     "blend",
@@ -49,6 +51,9 @@ Color = tuple[int, int, int]
 FILL_COLOR: Color = (255, 200, 0)
 #: Default colour of the border band (cyan).
 BORDER_COLOR: Color = (0, 255, 255)
+#: Default opacities (0..1) of the lesion's fill and of its border band.
+FILL_OPACITY: float = 0.35
+BORDER_OPACITY: float = 1.0
 #: Default colour of a drawn outline (cyan, visible on skin and on pigment).
 CONTOUR_COLOR: Color = (0, 255, 255)
 #: Class-map colour of BACK / two-class background (dark grey).
@@ -169,8 +174,8 @@ def overlay(
     *,
     fill_color: Color = FILL_COLOR,
     border_color: Color = BORDER_COLOR,
-    fill_opacity: float = 0.35,
-    border_opacity: float = 1.0,
+    fill_opacity: float = FILL_OPACITY,
+    border_opacity: float = BORDER_OPACITY,
     box: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray:
     """The image with the lesion filled translucently and its border band drawn on top.

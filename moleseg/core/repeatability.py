@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from moleseg.core.imagewrite import encode_jpeg
 from moleseg.core.targets import as_binary_mask, as_rgb_image
 
 __all__ = [
@@ -159,10 +160,7 @@ def rephotographed(image: np.ndarray, perturbation: Perturbation) -> np.ndarray:
     lit = np.clip(moved.astype(np.float32) * gains[None, None, :], 0, 255).astype(np.uint8)
     if p.blur_px > 0:
         lit = cv2.GaussianBlur(lit, (0, 0), p.blur_px)
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(lit, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
-                                                                            int(p.jpeg_quality)])
-    if not ok:
-        raise ValueError("the perturbed image could not be encoded as JPEG")
+    encoded = np.frombuffer(encode_jpeg(lit, quality=int(p.jpeg_quality)), np.uint8)
     return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 

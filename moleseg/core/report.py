@@ -30,6 +30,7 @@ __all__ = [
     "AnalysisSettings",
     "Visit",
     "check_archive_name",
+    "cleanup_text",
     "display_unit",
     "measurements_csv",
     "png_bytes",
@@ -78,9 +79,30 @@ SIDECAR_SUFFIX: str = ".settings.json"
 _FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 
 
-def threshold_text(threshold: float | None) -> str:
-    """How a lesion threshold (0..1, None: arg-max) turns probabilities into the lesion, for people."""
-    return "most likely class" if threshold is None else f"lesion where its probability \u2265 {float(threshold):.2f}"
+def threshold_text(threshold: float | None, target: str = "lesion") -> str:
+    """How a lesion threshold (0..1, None: arg-max) turns probabilities into the ``target`` (``"lesion"``, or
+    ``subject_words(n_classes)["target"]``), for people."""
+    return "most likely class" if threshold is None else f"{target} where its probability \u2265 {float(threshold):.2f}"
+
+
+def cleanup_text(cleanup: Mapping[str, Any]) -> str:
+    """The cleanup settings (:meth:`moleseg.core.cleanup.CleanupSettings.to_dict`, or any part of them) for
+    people: ``"rule article, closing 11 px, border 5 px (diamond), fill holes on, largest component only"``;
+    ``"\u2014"`` when there are none."""
+    if not cleanup:
+        return "\u2014"
+    parts = [f"rule {cleanup['rule']}"] if "rule" in cleanup else []
+    if "closing_radius_px" in cleanup:
+        parts.append(f"closing {cleanup['closing_radius_px']} px")
+    if "border_width_px" in cleanup:
+        shape = f" ({cleanup['shape']})" if "shape" in cleanup else ""
+        parts.append(f"border {cleanup['border_width_px']} px{shape}")
+    if "fill_holes" in cleanup:
+        parts.append(f"fill holes {'on' if cleanup['fill_holes'] else 'off'}")
+    if "largest_component" in cleanup:
+        parts.append("largest component only" if cleanup["largest_component"] else "every component kept")
+    known = {"rule", "closing_radius_px", "border_width_px", "shape", "fill_holes", "largest_component"}
+    return ", ".join(parts + [f"{key} {value}" for key, value in cleanup.items() if key not in known])
 
 
 @dataclass(frozen=True)
@@ -120,27 +142,10 @@ class AnalysisSettings:
 
     def lines(self) -> list[tuple[str, str]]:
         """``(label, text)`` pairs for people: model, cleanup, lesion threshold, pixel size, hand correction."""
-        cleanup = self.cleanup
-        if cleanup:
-            parts = [f"rule {cleanup['rule']}"] if "rule" in cleanup else []
-            if "closing_radius_px" in cleanup:
-                parts.append(f"closing {cleanup['closing_radius_px']} px")
-            if "border_width_px" in cleanup:
-                shape = f" ({cleanup['shape']})" if "shape" in cleanup else ""
-                parts.append(f"border {cleanup['border_width_px']} px{shape}")
-            if "fill_holes" in cleanup:
-                parts.append(f"fill holes {'on' if cleanup['fill_holes'] else 'off'}")
-            if "largest_component" in cleanup:
-                parts.append("largest component only" if cleanup["largest_component"] else "every component kept")
-            known = {"rule", "closing_radius_px", "border_width_px", "shape", "fill_holes", "largest_component"}
-            parts += [f"{key} {value}" for key, value in cleanup.items() if key not in known]
-            cleanup_text = ", ".join(parts)
-        else:
-            cleanup_text = "\u2014"
         version = self.model_version or "unknown version"
         return [
             ("Model", f"{self.model_name} ({version})"),
-            ("Cleanup", cleanup_text),
+            ("Cleanup", cleanup_text(self.cleanup)),
             ("Lesion threshold", threshold_text(self.lesion_threshold)),
             ("Pixel size", "unknown (pixels only)" if not self.pixel_size_mm
              else f"{float(self.pixel_size_mm):g} mm per px"),

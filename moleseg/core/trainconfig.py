@@ -107,6 +107,13 @@ class ModelConfig(_Options):
         return cls(**dict(values))
 
 
+def training_name(config: Mapping[str, Any]) -> str:
+    """The name of a training and its model, from its configuration dictionary (:meth:`TrainConfig.to_dict`):
+    its ``name`` option, or ``<architecture>-<backbone>`` when that is empty."""
+    model = config[MODEL_SECTION]
+    return config["name"] or f"{model['architecture']}-{model['backbone']}"
+
+
 class TrainConfig(_Options):
     """Every option of a training (written to the run's ``config.json``): one attribute per top-level
     option of :mod:`moleseg.core.options` and ``model``, a :class:`ModelConfig` (given as one or as a

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["count_of", "noun_for", "size_text"]
+__all__ = ["capitalised", "count_of", "noun_for", "size_text"]
 
 #: Byte units of :func:`size_text`, largest first (binary multiples: 1 KB = 1024 bytes).
 BYTE_UNITS: tuple[tuple[str, int], ...] = (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024))
+
+
+def capitalised(text: str) -> str:
+    """``text`` with its first letter in upper case and the rest as it is: ``capitalised("run Moles-v2")`` is
+    ``"Run Moles-v2"`` (``str.capitalize`` would lower the name: ``"Run moles-v2"``)."""
+    return text[:1].upper() + text[1:]
 
 
 def noun_for(count: int, noun: str, plural: str | None = None) -> str:

@@ -48,13 +48,16 @@ from moleseg.engine.pipeline import check_image_side
 from moleseg.engine.records import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment, segment_many
 
-__all__ = ["BEFORE_COLOR", "AFTER_COLOR", "ROTATION_CONVENTION", "WITHIN_NOISE", "Change", "Comparison",
-           "LesionMasks", "compare_lesions", "compare_records", "compare_visits", "per_image_noise",
-           "rephotographed_values"]
+__all__ = ["BEFORE_COLOR", "AFTER_COLOR", "BEFORE_COLOR_NAME", "AFTER_COLOR_NAME", "ROTATION_CONVENTION",
+           "WITHIN_NOISE", "Change", "Comparison", "LesionMasks", "compare_lesions", "compare_records",
+           "compare_visits", "per_image_noise", "rephotographed_values"]
 
 #: Outline colours (RGB) of the before and after lesions in the comparison pictures.
 BEFORE_COLOR: tuple[int, int, int] = (0, 255, 255)
 AFTER_COLOR: tuple[int, int, int] = (255, 0, 255)
+#: Their names, for people.
+BEFORE_COLOR_NAME: str = "cyan"
+AFTER_COLOR_NAME: str = "magenta"
 #: How the rotation's sign reads, on the page, in the PDF and in the JSON.
 ROTATION_CONVENTION: str = "counter-clockwise positive, as displayed, from the before to the after image"
 #: How a change within the measurement's noise is marked in the tables.

@@ -9,7 +9,6 @@ at a small learning rate (:data:`moleseg.core.config.FINETUNE_EPOCHS`, ``FINETUN
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from moleseg.core import options
 from moleseg.core.config import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, corrections_dir
-from moleseg.core.dataset import IMAGES, MASKS, PROVENANCE
+from moleseg.core.dataset import IMAGES, MASKS, read_provenance
 from moleseg.core.modelinfo import ModelFileError, read_info
 from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
@@ -42,11 +41,7 @@ def corrections_pairs(folder: str | Path | None = None) -> int:
 def _corrected_by_hand(folder: Path, stem: str) -> bool:
     """Whether the saved pair ``stem`` was corrected by hand (its provenance record says so; False when it
     was accepted as the model drew it, or has no readable record)."""
-    try:
-        record = json.loads((folder / PROVENANCE / f"{stem}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("corrected_by_hand") is True
+    return (read_provenance(folder, stem) or {}).get("corrected_by_hand") is True
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from moleseg.core.imagewrite import display_jpeg, encode_png
 from moleseg.core.bandwidth import BandDistances, band_distances
 from moleseg.core.measure import Measurement, colour_measurements, measure_lesion, measurements_row
 from moleseg.core.objects import CellObject, field_measurements, find_objects
-from moleseg.core.render import class_map, overlay, with_scale_bar
+from moleseg.core.render import (BORDER_COLOR, BORDER_OPACITY, FILL_COLOR, FILL_OPACITY, class_map, overlay,
+                                 with_scale_bar)
 from moleseg.core.report import SUBJECT_WORDS, AnalysisSettings, Visit, subject_words
 from moleseg.engine.correction import Corrections
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, clean, model_record
@@ -54,12 +55,12 @@ def beyond_picture_note(contact_ratio: float | None) -> str | None:
 
 @dataclass
 class OverlayStyle:
-    """Colours (RGB 0..255) and opacities (0..1) of the overlay."""
+    """Colours (RGB 0..255) and opacities (0..1) of the overlay (defaults: :mod:`moleseg.core.render`'s)."""
 
-    fill_color: tuple[int, int, int] = (255, 200, 0)
-    border_color: tuple[int, int, int] = (0, 255, 255)
-    fill_opacity: float = 0.35
-    border_opacity: float = 1.0
+    fill_color: tuple[int, int, int] = FILL_COLOR
+    border_color: tuple[int, int, int] = BORDER_COLOR
+    fill_opacity: float = FILL_OPACITY
+    border_opacity: float = BORDER_OPACITY
 
 
 @dataclass
@@ -145,7 +146,8 @@ class Analysis:
     @cached_value
     def overlay_jpeg(self) -> bytes:
         """The overlay as a page shows it (:func:`moleseg.core.imagewrite.display_jpeg`: at most
-        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side, JPEG of quality 90), encoded once."""
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side, JPEG of quality
+        :data:`moleseg.core.imagewrite.DISPLAY_JPEG_QUALITY`), encoded once."""
         return display_jpeg(self.overlay)
 
     @cached_value
@@ -154,6 +156,11 @@ class Analysis:
         picture = class_map(self.segmentation.labels, self.n_classes)
         picture.setflags(write=False)
         return picture
+
+    @cached_value
+    def class_jpeg(self) -> bytes:
+        """The class picture as a page shows it (as :attr:`overlay_jpeg` the overlay), encoded once."""
+        return display_jpeg(self.class_picture)
 
     @property
     def measurement_row(self) -> dict[str, float]:

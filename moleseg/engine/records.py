@@ -184,6 +184,16 @@ class Record:
     pixel_size_mm: float | None
     corrected: bool
 
+    @property
+    def stem(self) -> str:
+        """The stem of this visit's files (its export ZIP and the files in it, its PDF report): ``record_<id>``."""
+        return f"record_{self.id}"
+
+    @property
+    def name(self) -> str:
+        """This visit's name for people: its image's name, or ``record <id>`` when it has none."""
+        return self.image_name or f"record {self.id}"
+
     def settings(self) -> AnalysisSettings:
         """The settings that made this analysis, for reports and exports."""
         return AnalysisSettings(model_name=self.model_name, model_version=self.model_version or None,
@@ -575,7 +585,7 @@ class Records:
         saved = self.open(user, record_id, audit=False)
         self.log(user, record_id, "exported")
         record = saved.record
-        stem = f"record_{record.id}"
+        stem = record.stem
         details = {key: value for key, value in asdict(record).items() if key != "measurements"}
         row = {"image": record.image_name or stem, "lesion": record.lesion, "visit_date": record.visit_date,
                **measurements_row(record.measurements)}

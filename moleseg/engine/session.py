@@ -49,6 +49,8 @@ ENDED_MARKER = ".session-ended"
 OWNER_FILE = ".session-owner"
 #: Sub-folder of a session folder holding the dataset unpacked from its ZIP upload.
 DATASET_FOLDER = "dataset"
+#: What separates the images folder from the masks folder in a dataset's text (:func:`dataset_text`).
+DATASET_SEPARATOR = "|"
 
 #: Longest file or folder name in an archive, in UTF-8 bytes (the usual file-system limit).
 MAX_MEMBER_NAME_BYTES: int = 255
@@ -506,6 +508,16 @@ def find_dataset(root: str | Path, max_depth: int = 3) -> tuple[Path, Path]:
     raise ArchiveError("no folder holding both images/ and masks/ was found")
 
 
+def dataset_text(images: str | Path, masks: str | Path) -> str:
+    """The text that names a dataset by its two folders, ``"IMAGES_DIR | MASKS_DIR"``, as a page's dataset box
+    starts with it and :func:`dataset_folders` reads it back."""
+    return f"{images} {DATASET_SEPARATOR} {masks}"
+
+
+#: The form of a dataset named by its two folders, for messages and help texts.
+DATASET_PAIR_FORM: str = dataset_text("IMAGES_DIR", "MASKS_DIR")
+
+
 def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Path, Path]:
     """``(images, masks)`` of a dataset given as a folder holding ``images/`` and ``masks/``, or as
     ``IMAGES_DIR | MASKS_DIR``.
@@ -531,16 +543,16 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
         return folder
 
     text = text.strip().strip('"').strip("'")
-    if "|" in text:
-        first, second = (part.strip().strip('"').strip("'") for part in text.split("|", 1))
+    if DATASET_SEPARATOR in text:
+        first, second = (part.strip().strip('"').strip("'") for part in text.split(DATASET_SEPARATOR, 1))
         found = folder_of(first), folder_of(second)
     else:
         folder = folder_of(text)
         try:
             found = find_dataset(folder, max_depth=0)
         except ArchiveError:
-            raise ValueError(f"{folder} holds no images/ and masks/ folders; give 'IMAGES_DIR | MASKS_DIR' "
-                             "to name them") from None
+            raise ValueError(f"{folder} holds no images/ and masks/ folders; give '{DATASET_PAIR_FORM}' to name "
+                             "them") from None
     for folder in found if roots is not None else ():
         check_links_inside(folder, roots)
     return found

@@ -16,8 +16,8 @@ from keras import layers
 from moleseg.network.batchnorm import FusedBatchNormalization
 
 
-def _conv_block(x, filters: int, kernel: int, name: str, *, rate: int = 1, separable: bool = False,
-                bn_momentum: float = 0.99):
+def _conv_block(x, filters: int, kernel: int, name: str, *, bn_momentum: float, rate: int = 1,
+                separable: bool = False):
     if separable and kernel > 1:
         x = layers.DepthwiseConv2D(kernel, padding="same", dilation_rate=rate, use_bias=False,
                                    name=f"{name}_depthwise")(x)
@@ -55,10 +55,11 @@ def aspp(x, *, width: int, rates: tuple[int, ...], separable: bool, bn_momentum:
     return y
 
 
-def deeplabv3plus_head(inputs, low, high, *, n_classes: int, decoder_width: int = 256,
-                       aspp_rates: tuple[int, ...] = (6, 12, 18), separable: bool = False,
-                       bn_momentum: float = 0.99, dropout: float = 0.1):
-    """Attach ASPP + decoder to encoder taps; returns softmax probabilities at the input size (float32)."""
+def deeplabv3plus_head(inputs, low, high, *, n_classes: int, decoder_width: int, aspp_rates: tuple[int, ...],
+                       separable: bool, bn_momentum: float, dropout: float):
+    """Attach ASPP + decoder to encoder taps; returns softmax probabilities at the input size (float32).
+    ``decoder_width`` (channels), ``aspp_rates``, ``separable``, ``bn_momentum`` and ``dropout`` are the network
+    options of :class:`moleseg.core.trainconfig.ModelConfig`, whose defaults are the options' own."""
     input_h, input_w = inputs.shape[1], inputs.shape[2]
     high = _resize_to(high, input_h // 16, input_w // 16, "high_resize")
     low = _resize_to(low, input_h // 4, input_w // 4, "low_resize")

@@ -126,8 +126,8 @@ class TargetConfig:
     that name) is applied to the image as the network gets it: resized, or whole before cropping.
     """
 
-    input_size: int = 256
-    n_classes: int = 3
+    input_size: int = options.default("model.input_size")
+    n_classes: int = options.default("model.n_classes")
     border_width_px: int = DEFAULT_BORDER_WIDTH_PX
     shape: str = DEFAULT_SHAPE
     fit: str = "resize"

@@ -17,7 +17,7 @@ from moleseg import __version__
 from moleseg.core.cleanup import CLEANUP_VARIANTS, CleanupSettings
 from moleseg.core.config import class_names
 from moleseg.core.pairing import Pair, PairingError, pair_folders
-from moleseg.core.trainconfig import TrainConfig
+from moleseg.core.trainconfig import TrainConfig, training_name
 from moleseg.network.examples import AugmentConfig, TargetConfig, split_pairs
 
 
@@ -173,7 +173,7 @@ def model_info(config: TrainConfig, *, frequencies: np.ndarray, weights: np.ndar
     """
     n_classes = config.model.n_classes
     info = {
-        "name": config.name or f"{config.model.architecture}-{config.model.backbone}",
+        "name": training_name(config.to_dict()),
         "moleseg_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "n_classes": n_classes,

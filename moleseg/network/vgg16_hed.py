@@ -127,8 +127,8 @@ def load_hed_weights(convolutions: dict[str, layers.Conv2D]) -> None:
 
 
 
-def build_unet(input_size: int, *, n_classes: int, decoder_width: int, pretrained: bool = False,
-               bn_momentum: float = 0.99) -> keras.Model:
+def build_unet(input_size: int, *, n_classes: int, decoder_width: int, bn_momentum: float,
+               pretrained: bool = False) -> keras.Model:
     """U-Net (Ronneberger et al. 2015) on the five blocks: from block 5 (stride 16) up to block 1 (stride 1).
 
     Each decoder stage upsamples 2x (bilinear), concatenates the block of that stride and applies two 3x3
