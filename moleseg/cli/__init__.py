@@ -100,8 +100,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
     from moleseg.core import options
-    from moleseg.core.config import (DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MIN_NOISE_PASSES,
-                                     STUDY_DATA_ROOT_HELP)
+    from moleseg.core.config import (DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MAX_NOISE_PASSES,
+                                     MIN_NOISE_PASSES, STUDY_DATA_ROOT_HELP)
     from moleseg.core.outlines import OUTLINE_FORMATS
     from moleseg.core.targets import SHAPES
 
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
-    compare.add_argument("--noise-passes", type=int_at_least(MIN_NOISE_PASSES), default=0, metavar="K",
+    compare.add_argument("--noise-passes", type=int_at_least(MIN_NOISE_PASSES, MAX_NOISE_PASSES), default=0,
+                         metavar="K",
                          help="also estimate this lesion's noise from K simulated second photographs of each visit "
                               "(2K more segmentations; default: the published repeatability only)")
 

@@ -139,6 +139,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
         if stopped:
             failures_exit(failures)
+            if outcome.interrupted:  # the table of what was written is there: end as Ctrl-C does
+                raise KeyboardInterrupt
             raise CommandError(stopped)
         return failures_exit(failures)
 
@@ -182,6 +184,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from moleseg.engine.shards import ShardError, merge_shards
 
     folders = [Path(folder) for folder in args.folders]
+    for folder in folders:  # before --out, which is the first of them unless given
+        if not folder.is_dir():
+            raise CommandError(f"{printable(str(folder))} is a file, not a shard folder" if folder.exists()
+                               else folder_not_found(printable(str(folder))))
     with output_folder(args.out or args.folders[0]) as out:
         try:
             outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)
