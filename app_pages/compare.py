@@ -100,8 +100,8 @@ else:
                                "the larger noise is used.")
     noise_passes = st.number_input(
         "K: simulated second photographs per visit", min_value=MIN_NOISE_PASSES,
-        max_value=followup.MAX_NOISE_PASSES, value=MIN_NOISE_PASSES, step=1, key="compare_noise_passes",
-        help=f"From {MIN_NOISE_PASSES} (a variance needs two values) to {followup.MAX_NOISE_PASSES}.",
+        max_value=followup.PAGE_NOISE_PASSES, value=MIN_NOISE_PASSES, step=1, key="compare_noise_passes",
+        help=f"From {MIN_NOISE_PASSES} (a variance needs two values) to {followup.PAGE_NOISE_PASSES}.",
     ) if own_noise else 0
     segmenter = ui.load_segmenter(choice) if ready else None
     if segmenter is None:

@@ -190,7 +190,7 @@ def test_compare_offers_only_noise_passes_the_engine_accepts(isolated, lesion_sc
     assert "compare_noise_passes" not in {widget.key for widget in at.number_input}  # off: published noise
     at.toggle(key="compare_own_noise").set_value(True).run()
     passes = at.number_input(key="compare_noise_passes")
-    assert (passes.min, passes.value, passes.max) == (MIN_NOISE_PASSES, MIN_NOISE_PASSES, followup.MAX_NOISE_PASSES)
+    assert (passes.min, passes.value, passes.max) == (MIN_NOISE_PASSES, MIN_NOISE_PASSES, followup.PAGE_NOISE_PASSES)
     assert not at.exception and not at.error
     assert at.session_state["compare_result"].noise_passes == MIN_NOISE_PASSES
 

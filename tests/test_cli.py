@@ -194,6 +194,21 @@ def test_score_reports_a_bad_file(tmp_path, capsys):
     assert "skipped broken.png" in err and _error_lines(err) == ["error: 1 file could not be processed"]
 
 
+def test_score_quiet_still_says_a_pair_of_different_sizes_and_hides_a_clean_pairing(tmp_path, capsys):
+    mask = np.zeros((20, 20), bool)
+    mask[4:14, 4:14] = True
+    for folder in ("pred", "true"):
+        (tmp_path / folder).mkdir()
+        write_png(tmp_path / folder / "a.png", mask)
+    arguments = ["score", "--quiet", "--pred", str(tmp_path / "pred"), "--masks", str(tmp_path / "true")]
+    assert main(arguments) == 0
+    assert "pair" not in capsys.readouterr().err  # a clean pairing: --quiet says nothing of it
+    write_png(tmp_path / "true" / "a.png", np.kron(mask, np.ones((2, 2), bool)))  # the true mask at 40 x 40
+    assert main(arguments) == 0  # resized and scored, as documented: but never in silence
+    err = capsys.readouterr().err
+    assert "1 size mismatch" in err and "a.png" in err
+
+
 # -- evaluate and predict with the classical segmenter -------------------------------------------
 
 

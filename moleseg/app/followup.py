@@ -20,7 +20,7 @@ from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import (MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, Records,
                                     SavedAnalysis, User)
 
-__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "MAX_NOISE_PASSES", "NOISE_CAPTION", "NO_IDENTIFIER",
+__all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NOISE_CAPTION", "NO_IDENTIFIER", "PAGE_NOISE_PASSES",
            "SWIPE_HELP", "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_CAPTIONS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE",
            "WITHIN_NOISE", "area_change_help",
            "audit_rows", "change_table", "comparable_lesions", "first_compare_source", "in_visit_order",
@@ -48,7 +48,7 @@ SWIPE_HELP: str = (f"Left of the line: the before image and its border ({BEFORE_
                    f"aligned after image and its border ({AFTER_COLOR_NAME}).")
 #: Most simulated second photographs per visit the Compare page offers for a lesion's own noise (fewer than the
 #: engine's :data:`moleseg.core.config.MAX_NOISE_PASSES`: the page waits for them).
-MAX_NOISE_PASSES: int = 8
+PAGE_NOISE_PASSES: int = 8
 #: Said under the Compare page's table of changes.
 NOISE_CAPTION: str = (f"Noise: the smallest change each measurement can detect between two photographs of an "
                       f"unchanged lesion (repeatability coefficient, docs/repeatability.md). Changes "

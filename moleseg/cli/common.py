@@ -54,11 +54,16 @@ def say(args: argparse.Namespace, message: str) -> None:
 
 
 def paired_files(images: str | Path, masks: str | Path, args: argparse.Namespace):
-    """The image/mask pairs of two folders (:func:`moleseg.core.pairing.pair_folders`), its summary said."""
+    """The image/mask pairs of two folders (:func:`moleseg.core.pairing.pair_folders`), its summary said on
+    stderr: with ``--quiet`` only when it names a problem (unpaired files, conflicts, pairs of different sizes,
+    which are then resized and scored, warnings), which ``--quiet`` never hides."""
     from moleseg.core.pairing import pair_folders
 
     report = pair_folders(images, masks)
-    say(args, report.summary())
+    if report.ok:
+        say(args, report.summary())
+    else:
+        print(report.summary(), file=sys.stderr, flush=True)
     return report.pairs
 
 
@@ -179,7 +184,8 @@ def print_mask_warnings(failures) -> None:
         print(f"warning: {printable(text)} (scored anyway: {printable(name)})", file=sys.stderr)
     if failures.warnings:
         print(f"warning: {failures.empty_masks} empty and {failures.full_masks} full true "
-              f"{noun_for(failures.empty_masks + failures.full_masks, 'mask')} were scored; they pull the mean down", file=sys.stderr)
+              f"{noun_for(failures.empty_masks + failures.full_masks, 'mask')} were scored; they pull the mean down",
+              file=sys.stderr)
 
 
 def skipped_line(name: str, reason: str) -> str:
