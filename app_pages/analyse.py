@@ -20,9 +20,9 @@ from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.quota import check_session_quota
 from moleseg.app.results import (DICOM_PRIVACY_NOTE, THUMBNAIL_WIDTH_PX, TO_CHECK_HEADING, batch_summary,
-                                 batch_table, check_summary, default_visit, dicom_pixel_size, dicom_visit,
-                                 grid_caption, kept_with, key_measurements, measurement_html, object_areas,
-                                 thumbnail_url, visit_widget_values)
+                                 batch_table, check_summary, default_visit, dicom_export_stem, dicom_pixel_size,
+                                 dicom_visit, grid_caption, kept_with, key_measurements, measurement_html,
+                                 object_areas, thumbnail_url, visit_widget_values)
 from moleseg.app.settled_slider import settled_slider
 from moleseg.core import options
 from moleseg.core.cleanup import RULES, CleanupSettings
@@ -514,10 +514,12 @@ def exports_view() -> None:
                           mime="application/pdf", key="analyse_dl_pdf", on_click="ignore")
     st.download_button(
         "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
-        data=partial(latest.dicom, visit, use_identifiers), file_name=result_file_name(outcome.stem, "dicom"),
+        data=partial(latest.dicom, visit, use_identifiers),
+        file_name=result_file_name(dicom_export_stem(outcome, use_identifiers), "dicom"),
         help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
              "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
-             "Patient and study fields are left empty unless the box above is ticked.")
+             "Patient and study fields are left empty, and the files and the report are named after the "
+             "image's pixels, not its file name, unless the box above is ticked.")
     outlines = outline_buttons(outcome)
     for column, (label, file_name, mime) in zip(st.columns(max(1, len(outlines))), outlines):
         column.download_button(label, data=partial(latest.outline, file_name), file_name=file_name, mime=mime,

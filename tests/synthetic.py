@@ -255,3 +255,41 @@ def tiny_model_file(folder: Path, seed: int = 0, *, size: int = TINY_MODEL_SIZE,
     path = folder / f"tiny{seed}.keras"
     path.write_bytes(_tiny_model_bytes(seed, size, n_classes, classifier_bias))
     return path
+
+
+def dicom_bytes(pixels: np.ndarray, *, photometric: str = "RGB", spacing: tuple[float, float] | None = (0.02, 0.02),
+                sop_class: str | None = None, compress: str | None = None, patient_name: str = "Doe^Jane") -> bytes:
+    """A DICOM file of ``pixels`` (RGB or YBR_FULL samples; Dermoscopic Photography unless ``sop_class``) with a
+    patient (``patient_name``, ID P123) and a spacing; ``compress``: a transfer syntax (JPEG Baseline: a JPEG
+    made by Pillow)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import DermoscopicPhotographyImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+
+    sop_class = sop_class or DermoscopicPhotographyImageStorage
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = sop_class
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.PatientName, dataset.PatientID, dataset.StudyDate, dataset.Modality = patient_name, "P123", "20260102", "XC"
+    dataset.Rows, dataset.Columns = pixels.shape[:2]
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PlanarConfiguration = 3, photometric, 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    if spacing is not None:
+        dataset.PixelSpacing = list(spacing)
+    if compress == JPEGBaseline8Bit:  # a JPEG made by Pillow, as a camera's: YBR_FULL_422
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
+        dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        dataset.PhotometricInterpretation = "YBR_FULL_422"
+        dataset.PixelData = encapsulate([buffer.getvalue()])
+        dataset["PixelData"].VR = "OB"
+    else:
+        dataset.PixelData = pixels.tobytes()
+        if compress is not None:
+            dataset.compress(compress)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -196,6 +196,8 @@ def test_a_running_study_refuses(personal, capsys):
 @pytest.mark.parametrize("name, reason", [
     ("  ", "a user name cannot be empty"),
     ("anna\x1b[2J", "the user name 'anna\\x1b[2J' holds a control character, which no sign-in gives"),
+    # typed in a Latin-1 terminal: was "error: 'utf-8' codec can't encode character '\udce9' ..."
+    ("ren\udce9e", "the user name 'ren\\xe9e' is not UTF-8 text, which every sign-in gives"),
 ])
 def test_a_name_no_sign_in_gives_refuses(personal, capsys, name, reason):
     status, _, err = _adopt(capsys, "--user", name)

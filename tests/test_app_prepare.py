@@ -116,6 +116,20 @@ def test_the_pairing_report_shows_rules_unpaired_files_and_size_mismatches(app_f
     assert any("mask suffix" in text for text in texts(at.markdown))
 
 
+def test_a_file_name_that_is_not_utf8_is_left_out_not_a_stack_trace(app_folders, tmp_path):
+    # the pairs table could not be sent to the browser: UnicodeEncodeError and a stack trace on the page
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    for folder in ("images", "masks"):
+        shutil.copy(dataset / folder / "m0.png", os.fsdecode(bytes(dataset / folder) + b"/l\xe9sion.png"))
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    assert not at.exception and not at.error
+    assert metrics(at) == {"Pairs": "2", "Unpaired images": "0", "Unpaired masks": "0", "Size mismatches": "0"}
+    assert texts(at.warning) == [
+        f"{kind} l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file (the results name each "
+        "image by its path)" for kind in ("image", "mask")]
+
+
 def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
     at = app_test(PAGE)
     at.text_input(key="prepare_folder").set_value(str(tmp_path / "nowhere")).run()

@@ -73,3 +73,21 @@ def test_the_folder_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(os, "open", recording_open)
     atomic_write(tmp_path / "f.bin", b"1")
     assert len(synced) == 2 and synced[-1] == directories[0]  # the file, then its folder
+
+
+def test_a_write_failing_without_a_file_name_names_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a full disk shows on the write or the close of the temporary: the OSError names no file; the error then
+    # names the target (not the temporary), so that the command line can say which file was not written
+    import errno
+
+    def full_disk(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    target = tmp_path / "labels" / "a.png"
+    target.parent.mkdir()
+    with pytest.raises(OSError) as raised:
+        atomic_write(target, b"png")
+    assert (raised.value.errno, raised.value.filename, raised.value.strerror) == (
+        errno.ENOSPC, str(target), "No space left on device")
+    assert list(target.parent.iterdir()) == []

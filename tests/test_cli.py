@@ -243,6 +243,31 @@ def test_predict_classical_writes_pictures_and_measurements(tmp_path, capsys):
         [("1.0", "False", "False")] * 2
 
 
+def test_predict_and_score_skip_a_file_name_that_is_not_utf8_by_name(tmp_path, capsys):
+    # its files were written, then measurements.csv (UTF-8) could not hold its name: "error: 'utf-8' codec can't
+    # encode characters ...", its three pictures left without a table; score wrote --json, then failed on --csv
+    images, masks = lesion_dataset(tmp_path / "set", n=1, size=48)
+    for folder in (images, masks):
+        shutil.copy(folder / "000.png", os.fsdecode(bytes(folder) + b"/l\xe9sion.png"))
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out), str(images)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "skipped l\\xe9sion.png: its path is not UTF-8 text: rename the file" in captured.err
+    assert _error_lines(captured.err) == ["error: 1 file could not be processed"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "000_classes.png", "000_mask.png", "000_overlay.png", "measurements.csv", "measurements.settings.json"]
+    assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
+    predicted = shutil.copytree(masks, tmp_path / "predicted")
+    code = main(["score", "--pred", str(predicted), "--masks", str(masks),
+                 "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv")])
+    captured = capsys.readouterr()
+    assert code == 0  # left out by the pairing, as an unpaired file is
+    assert "  image l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file" in captured.err
+    assert [row["image"] for row in _read_csv(tmp_path / "s.csv")] == ["000.png"]
+    assert json.loads((tmp_path / "s.json").read_text())["n"] == 1
+
+
 def test_predict_single_file_exits_0(tmp_path, capsys):
     images, _ = lesion_dataset(tmp_path / "set", n=1, size=96, vary=True)
     code = main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), "--quiet",
@@ -441,3 +466,20 @@ def test_an_evaluation_and_a_finished_run_print_the_same_metric_table(capsys):
     assert capsys.readouterr().out.splitlines() == expected
     print_summary({"n": 3, "fm": fm}, {"n": 0})  # a baseline over no image is not printed
     assert capsys.readouterr().out.splitlines() == expected[:2]
+
+
+def test_train_refuses_a_weights_file_that_is_no_model_before_any_run_folder(tmp_path, capsys):
+    # a folder was "initial weights file not found"; a text or picture file started the training, which failed
+    # in its run folder (job.json, job.log, log.txt, progress.json, state.json left for a typo)
+    images, masks = lesion_dataset(tmp_path / "set", n=4, size=48)
+    (tmp_path / "notes.keras").write_text("not a model")
+    (tmp_path / "folder.keras").mkdir()
+    for weights, reason in (
+            ("notes.keras", "notes.keras: damaged or not a moleseg/Keras model file (a .keras file is a complete ZIP "
+                            "archive; this one is not: truncated, or another kind of file)"),
+            ("folder.keras", f"{tmp_path / 'folder.keras'}: a folder, not a .keras model file")):
+        code = main(["train", "--quiet", "--out", str(tmp_path / "run"), "--images", str(images), "--masks", str(masks),
+                     "--input-size", "32", "--epochs", "1", "--weights", str(tmp_path / weights)])
+        assert code == 2
+        assert f"initial weights: {reason}" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

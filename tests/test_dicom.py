@@ -1,6 +1,7 @@
 """DICOM in and out: photographs read by the one image reader (RGB, YBR, compressed), their pixel spacing and
 identifiers, one clear message per malformed file, and masks and reports written as a DICOM Segmentation and
-an Encapsulated PDF that pydicom and highdicom read back. The DICOM files are made here from a real image."""
+an Encapsulated PDF that pydicom and highdicom read back. The DICOM files are made of a real image
+(``synthetic.dicom_bytes``)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.dataset import Dataset
 from pydicom.pixels import convert_color_space
-from pydicom.uid import (CTImageStorage, DermoscopicPhotographyImageStorage, ExplicitVRLittleEndian,
-                         JPEG2000Lossless, JPEGBaseline8Bit, RLELossless, generate_uid)
+from pydicom.uid import CTImageStorage, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from synthetic import dicom_bytes
 
 from moleseg.cli import main
-from moleseg.core.dicomexport import (encapsulated_pdf, reference_source, secondary_capture, segmentation,
-                                      segmentation_files)
+from moleseg.core.dataset import image_sha256
+from moleseg.core.dicomexport import (encapsulated_pdf, neutral_name, reference_source, secondary_capture,
+                                      segmentation, segmentation_files)
 from moleseg.core.dicomio import dicom_facts, read_dataset
 from moleseg.core.imageio import ImageReadError, image_size, read_image
 from moleseg.core.pairing import list_images
@@ -34,37 +35,6 @@ ROWS, COLUMNS = 64, 80
 def photo(require_shared) -> np.ndarray:
     """A real dermoscopy image's 80 x 64 px crop, RGB."""
     return np.ascontiguousarray(np.asarray(Image.open(require_shared(IMAGE)).convert("RGB"))[:ROWS, :COLUMNS])
-
-
-def dicom_bytes(pixels: np.ndarray, *, photometric: str = "RGB", spacing: tuple[float, float] | None = (0.02, 0.02),
-                sop_class: str = DermoscopicPhotographyImageStorage, compress: str | None = None) -> bytes:
-    """A Dermoscopic Photography file of ``pixels`` (RGB or YBR_FULL samples) with a patient and a spacing."""
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = sop_class
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
-    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
-    dataset.PatientName, dataset.PatientID, dataset.StudyDate, dataset.Modality = "Doe^Jane", "P123", "20260102", "XC"
-    dataset.Rows, dataset.Columns = pixels.shape[:2]
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation, dataset.PlanarConfiguration = 3, photometric, 0
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
-    if spacing is not None:
-        dataset.PixelSpacing = list(spacing)
-    if compress == JPEGBaseline8Bit:  # a JPEG made by Pillow, as a camera's: YBR_FULL_422
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=95)
-        dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-        dataset.PhotometricInterpretation = "YBR_FULL_422"
-        dataset.PixelData = encapsulate([buffer.getvalue()])
-        dataset["PixelData"].VR = "OB"
-    else:
-        dataset.PixelData = pixels.tobytes()
-        if compress is not None:
-            dataset.compress(compress)
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +249,7 @@ def test_a_png_gets_a_secondary_capture_to_reference(photo, mask, tmp_path):
     png = tmp_path / "a.png"
     Image.fromarray(photo).save(png)
     files = segmentation_files(png, mask, "a", software_version="1.0", model_name="m", pixel_size_mm=0.03,
-                               pdf=b"%PDF-1.4 report\n")
+                               pdf=lambda name: f"%PDF-1.4 report of {name}\n".encode(), include_identifiers=True)
     assert sorted(files) == ["a_report.dcm", "a_seg.dcm", "a_source.dcm"]
     capture = pydicom.dcmread(io.BytesIO(files["a_source.dcm"]))
     assert capture.SOPClassUID.name == "Secondary Capture Image Storage"
@@ -287,6 +257,7 @@ def test_a_png_gets_a_secondary_capture_to_reference(photo, mask, tmp_path):
     assert dicom_facts(files["a_source.dcm"]).pixel_size_mm == pytest.approx(0.03)
     assert np.array_equal(read_segment(files["a_seg.dcm"], capture.SOPInstanceUID), mask)
     report = pydicom.dcmread(io.BytesIO(files["a_report.dcm"]))
+    assert report.EncapsulatedDocument.startswith(b"%PDF-1.4 report of a\n")
     assert report.SOPClassUID.name == "Encapsulated PDF Storage"
     assert report.SourceInstanceSequence[0].ReferencedSOPInstanceUID == capture.SOPInstanceUID
 
@@ -315,11 +286,12 @@ def test_predict_reads_dicom_spacing_and_writes_a_segmentation(photo, tmp_path):
                  str(source)]) == 0
     row = next(csv.DictReader(io.StringIO((tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8"))))
     assert float(row["area_mm2"]) == pytest.approx(float(row["area_px"]) * 0.02 ** 2, rel=1e-3)
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == ["d_seg.dcm"]
+    seg_name = f"{neutral_name(image_sha256(photo))}_seg.dcm"  # named after the pixels, not d.dcm
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == [seg_name]
     mask = read_image(tmp_path / "out" / "d_mask.png")[..., 0] > 127
     uid = read_dataset(source).SOPInstanceUID
-    assert np.array_equal(read_segment((tmp_path / "out" / "d_seg.dcm").read_bytes(), uid), mask)
-    assert str(pydicom.dcmread(tmp_path / "out" / "d_seg.dcm").PatientName) == ""
+    assert np.array_equal(read_segment((tmp_path / "out" / seg_name).read_bytes(), uid), mask)
+    assert str(pydicom.dcmread(tmp_path / "out" / seg_name).PatientName) == ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,10 +317,11 @@ def test_the_analyse_page_takes_the_spacing_and_asks_before_using_identifiers(ap
     assert DICOM_PRIVACY_NOTE in texts(at.caption)
     assert at.session_state["analyse_save_lesion"] == ""  # nothing from the file before the box is ticked
     assert "Segmentation and report (DICOM, ZIP)" in {button.label for button in at.get("download_button")}
-    bundle = zipfile.ZipFile(io.BytesIO(dicom_bundle(outcome, Upload("a.dcm", data), "0.1.0", b"%PDF-1.4 r\n",
-                                                     include_identifiers=False)))
-    assert sorted(bundle.namelist()) == ["a_report.dcm", "a_seg.dcm"]
-    assert pydicom.dcmread(io.BytesIO(bundle.read("a_seg.dcm"))).PatientID == ""
+    bundle = zipfile.ZipFile(io.BytesIO(dicom_bundle(outcome, Upload("a.dcm", data), "0.1.0",
+                                                     lambda name: b"%PDF-1.4 r\n", include_identifiers=False)))
+    neutral = neutral_name(image_sha256(photo))
+    assert sorted(bundle.namelist()) == [f"{neutral}_report.dcm", f"{neutral}_seg.dcm"]
+    assert pydicom.dcmread(io.BytesIO(bundle.read(f"{neutral}_seg.dcm"))).PatientID == ""
     at.checkbox(key=f"analyse_dicom_identifiers_{outcome.key}").check().run()
     assert (at.session_state["analyse_save_lesion"], str(at.session_state["analyse_save_date"])) == \
         ("P123", "2026-01-02")

@@ -76,6 +76,17 @@ def test_path_and_str_and_file_object_sources(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read_image(source), values)
 
 
+def test_a_file_name_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    # the results (measurements.csv, score tables) name each image by its path, which must be text
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/lesion\xe9.png"))
+    path.write_bytes(from_array(np.full((3, 4, 3), 77, np.uint8)))
+    for read in (read_image, read_mask):
+        with pytest.raises(ImageReadError) as refused:
+            read(path)
+        assert refused.value.filename == "lesion\udce9.png"
+        assert refused.value.reason == "its path is not UTF-8 text: rename the file (the results name each image by its path)"
+
+
 def test_greyscale_is_copied_to_three_channels() -> None:
     grey = np.array([[0, 100, 255]], np.uint8)
     out = read_image(from_array(grey))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,25 @@ def test_unreadable_header_is_a_warning(dirs: tuple[Path, Path]) -> None:
     pair = report.pairs[0]
     assert pair.mask.name == "a.png" and pair.mask_size is None and not pair.size_mismatch
     assert len(report.warnings) == 1 and report.warnings[0].startswith("cannot read the header of mask a.png:")
+
+
+def test_a_name_that_is_not_utf8_is_left_out_with_a_warning(dirs: tuple[Path, Path]) -> None:
+    # such a name cannot be shown (the app's tables) nor written in a UTF-8 table; it used to be paired
+    images, masks = dirs
+    make(images, "a.png", "b.png")
+    make(masks, "a.png", "b.png")
+    for folder in (images, masks):
+        make(Path(os.fsdecode(bytes(folder))), os.fsdecode(b"l\xe9sion.png"))
+    report = pair_folders(images, masks)
+    assert pairs_by_name(report) == {"a.png": ("a.png", RULE_SAME_NAME), "b.png": ("b.png", RULE_SAME_NAME)}
+    assert report.unpaired_images == [] and report.unpaired_masks == []
+    assert report.warnings == [
+        "image l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file (the results name each "
+        "image by its path)",
+        "mask l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file (the results name each "
+        "image by its path)"]
+    assert not report.ok
+    assert all(text.encode("utf-8") for text in report.warnings)
 
 
 def test_same_folder_for_images_and_masks(tmp_path: Path) -> None:

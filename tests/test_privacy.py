@@ -101,6 +101,22 @@ def test_the_server_process_makes_its_files_for_its_own_account_only(monkeypatch
     assert made == {"file": 0o600, "folder": 0o700}
 
 
+def test_a_bare_streamlit_run_of_serve_app_runs_under_the_server_s_umask(app_folders):
+    """``streamlit run serve_app.py`` without ``moleseg serve`` (an operator's own service file), started under the
+    usual umask 022: the server process's mask is SERVER_UMASK all the same (its /proc status)."""
+    from app_helpers import streamlit_server
+    from moleseg.app.server import SERVER_UMASK
+
+    before = os.umask(0o022)  # the server inherits it
+    try:
+        with streamlit_server(dict(os.environ), "streamlit-umask") as (_, process):
+            status = Path(f"/proc/{process.pid}/status").read_text(encoding="utf-8")
+    finally:
+        os.umask(before)
+    umask = next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:"))
+    assert int(umask, 8) == SERVER_UMASK
+
+
 #: Server files allowed to print for the operator, and the only names whose values their lines may carry.
 OPERATOR_LINES = {ROOT / "moleseg" / "app" / "server.py": {"LISTEN_TIMEOUT_S", "WARM_UP_WORDS", "len", "loaded",
                                                            "time", "started"}}

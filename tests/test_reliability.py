@@ -625,3 +625,29 @@ def test_a_folder_given_as_the_model_is_named_a_folder_not_missing(tmp_path, cap
         "predict", "--model", str(run), "--out", str(tmp_path / "out"), str(images)]
     assert main(arguments) == 2
     assert _error_lines(capsys.readouterr().err) == [f"error: {run}: a folder, not a .keras model file"]
+
+
+def test_predict_interrupted_keeps_the_table_of_what_was_written(tmp_path, capsys, monkeypatch):
+    # Ctrl-C used to leave the pictures of the images done with no measurements.csv (nor its sidecar)
+    from moleseg.core.classical import ClassicalSegmenter
+
+    images, _ = lesion_dataset(tmp_path / "set", n=3, size=48)
+    real_predict = ClassicalSegmenter.predict_probabilities
+    calls = {"n": 0}
+
+    def pressing_ctrl_c(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the network on the third image; the first was handed to the writer, the second not yet
+            raise KeyboardInterrupt
+        return real_predict(self, batch)
+
+    monkeypatch.setattr(ClassicalSegmenter, "predict_probabilities", pressing_ctrl_c)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--out", str(out), str(images)])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.err.splitlines()[-1] == "interrupted"
+    assert "1 image written" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["000_classes.png", "000_mask.png", "000_overlay.png",
+                                                     "measurements.csv", "measurements.settings.json"]
+    assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]

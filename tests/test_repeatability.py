@@ -161,6 +161,21 @@ def test_the_per_image_noise_is_used_when_larger(lesion_scene):
         compare_visits(ClassicalSegmenter(), before, before, noise_passes=1)
 
 
+def test_a_huge_number_of_noise_passes_is_refused_before_any_work(lesion_scene, capsys):
+    # moleseg compare --noise-passes 1000000 used to start 2 million segmentations (days, with no word)
+    from moleseg.cli import main
+    from moleseg.core.config import MAX_NOISE_PASSES
+
+    before, _ = lesion_scene(seed=4)
+    with pytest.raises(ValueError, match=f"^the per-image noise takes at most {MAX_NOISE_PASSES} passes, not 1000000$"):
+        compare_visits(ClassicalSegmenter(), before, before, noise_passes=1_000_000)
+    with pytest.raises(SystemExit) as usage:
+        main(["compare", "--model", "classical", "--json", "c.json", "--noise-passes", "1000000", "a.png", "b.png"])
+    assert usage.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"moleseg compare: error: argument --noise-passes: must be at most {MAX_NOISE_PASSES}, not 1000000")
+
+
 # --------------------------------------------------------------------------------------------------
 # Real lesions through the shipped model
 

@@ -159,6 +159,18 @@ def test_prepare_offers_the_folders_of_the_roots_in_a_picker(app_folders, tmp_pa
     assert {metric.label: metric.value for metric in at.metric}["Pairs"] == "2"
 
 
+def test_a_folder_whose_name_is_not_utf8_is_not_offered_and_breaks_no_page(app_folders, tmp_path):
+    # the picker's list could not be sent to the browser: a stack trace instead of the Prepare page
+    dataset = make_dataset(tmp_path / "derm", count=2, size=64)
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/visite-\xe9t\xe9"))
+    (odd / "images").mkdir(parents=True)
+    listed = folders_inside([tmp_path])
+    assert dataset in listed and odd not in listed and odd / "images" not in listed
+    at = app_test(PAGE_FILES["prepare"])
+    assert not at.exception
+    assert str(dataset) in at.selectbox(key="prepare_folder_pick").options
+
+
 def test_without_data_roots_the_pages_say_so_and_take_uploads(app_folders, monkeypatch, tmp_path):
     monkeypatch.setenv("MOLESEG_DATA_ROOTS", "")
     load_settings.cache_clear()

@@ -191,6 +191,10 @@ def test_a_settings_file_with_unknown_keys_or_wrong_types_is_refused_naming_it(t
         read_settings({"MOLESEG_CONFIG": str(file)})
     with pytest.raises(SettingsError, match=f"cannot read {tmp_path / 'absent.toml'}: No such file or directory"):
         read_settings({"MOLESEG_CONFIG": str(tmp_path / "absent.toml")})
+    file.write_bytes(b"mode = 'shared'\n# caf\xe9\n")  # Latin-1: tomllib raised UnicodeDecodeError, no file named
+    with pytest.raises(SettingsError) as refused:
+        read_settings({"MOLESEG_CONFIG": str(file)})
+    assert refused.value.problems == [f"{file} is not valid TOML: not UTF-8 text (byte 0xe9 at position 21)."]
 
 
 def test_the_user_quota_is_off_in_personal_mode_on_in_shared_mode_and_checked(tmp_path):

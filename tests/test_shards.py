@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synthetic import lesion_dataset
 from moleseg.cli import main
 from moleseg.engine.shards import Shard, ShardError, shard_positions
 from moleseg.tools import SHARED_DATA_DIR
@@ -158,3 +159,40 @@ def test_a_huge_shard_count_is_told_without_listing_every_missing_shard(tmp_path
     assert capsys.readouterr().err.strip() == (
         f"error: {count - 1:,} shards 2/{count}, 3/{count}, 4/{count}, 5/{count}, 6/{count} and more missing: no "
         f"finished shard-I-of-{count}.json (did the job fail or is it still running?); run them again, then merge")
+
+
+@pytest.mark.parametrize("damaged, content, reason", [
+    ("measurements.shard-1-of-2.settings.json", b"[1, 2]", "not a settings sidecar (not a JSON object with a "
+                                                           "list of images)"),
+    ("measurements.shard-1-of-2.settings.json", b'{"images": 5}', "not a settings sidecar (not a JSON object "
+                                                                  "with a list of images)"),
+    ("measurements.shard-1-of-2.settings.json", b"{bad", "not a readable settings sidecar (Expecting property "
+                                                         "name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ("measurements.shard-1-of-2.settings.json", b"\xff", "not a readable settings sidecar ('utf-8' codec can't "
+                                                         "decode byte 0xff in position 0: invalid start byte)"),
+    ("measurements.shard-1-of-2.csv", b"image,source\n\xff,x\n", "cannot read the shard's table ('utf-8' codec "
+                                                                 "can't decode byte 0xff in position 13: invalid "
+                                                                 "start byte)"),
+])
+def test_a_damaged_table_or_sidecar_of_a_shard_is_one_line_naming_it(tmp_path, capsys, damaged, content, reason):
+    # a sidecar that is a JSON list or whose images are not a list was a stack trace; a file that is not UTF-8 or
+    # not JSON was "error: <the decoder's words>" naming no file
+    images, _ = lesion_dataset(tmp_path / "set", n=2, size=48)
+    for index in (1, 2):
+        assert run("--out", str(tmp_path / "shards"), "--shard", f"{index}/2", str(images)) == 0
+    (tmp_path / "shards" / damaged).write_bytes(content)
+    capsys.readouterr()
+    assert main(["merge", "--quiet", str(tmp_path / "shards"), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'shards' / damaged}: {reason}\n"
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_shard_folder_that_is_missing_or_a_file_is_named_as_such(tmp_path, capsys):
+    # merge took the first folder for --out first: "no shard manifest ... in <missing folder>" and "--out <file> is
+    # a file, not a folder", an option never typed
+    (tmp_path / "notes.txt").write_text("x")
+    for given, said in ((tmp_path / "absent", f"folder not found: {tmp_path / 'absent'}"),
+                        (tmp_path / "notes.txt", f"{tmp_path / 'notes.txt'} is a file, not a shard folder")):
+        assert main(["merge", "--quiet", str(given)]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -207,6 +207,18 @@ def test_a_folder_holding_another_studys_runs_is_refused_before_anything_trains(
     studyrun.check_out_folder(studyplan.load_study(path), out)  # the same study: resumed
 
 
+def test_a_study_folder_that_is_a_file_is_refused_in_a_sentence(tmp_path):
+    # was "<file>/plan.json: cannot be read (Not a directory)"
+    path = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "results.csv"
+    out.write_text("kept")
+    for start in (studyrun.run_study, studyrun.start_study):
+        with pytest.raises(studyplan.StudyError) as refused:
+            start(studyplan.load_study(path) if start is studyrun.run_study else path, out)
+        assert str(refused.value) == f"{out} is a file, not a folder: choose a folder name for the study"
+    assert out.read_text() == "kept"
+
+
 def test_the_background_study_process_writes_its_log_lines_to_the_study_log(tmp_path, capfd):
     path = write_study(tmp_path / "s.yaml", factors={"solverr": ["sgdm"]})
     out = tmp_path / "out"

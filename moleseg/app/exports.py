@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 from moleseg.app.analysis import ImageOutcome, Upload
 from moleseg.app.results import (batch_bundle, dicom_bundle, measurements_csv_bytes, measurements_sidecar_bytes,
-                                 objects_csv_bytes, outline_downloads)
+                                 objects_csv_bytes, outline_downloads, without_dicom_identifiers)
 from moleseg.core.report import Visit
 
 
@@ -46,6 +46,13 @@ def outline_count(outcome: ImageOutcome) -> int:
     if analysis is None:
         return 0
     return min(2, len(outline_polygons(analysis.segmentation.lesion, all_objects=analysis.cells)))
+
+
+def _report(shown: Shown, visit: Visit, image_name: str | None) -> bytes:
+    """The one-page PDF report of ``shown``'s image in view with its ``visit``, dated now, naming the image
+    ``image_name`` (default: its file's name)."""
+    return shown.outcome.analysis.pdf(image_name or shown.outcome.name, model_version=shown.model_version,
+                                      created=datetime.now().astimezone(), visit=visit)
 
 
 def layout_of(shown: Shown | None) -> tuple:
@@ -104,14 +111,21 @@ class LatestResults:
 
     def pdf(self, visit: Visit) -> bytes:
         """The one-page PDF report of the image in view with its ``visit``, dated now."""
-        shown = self._now()
-        return shown.outcome.analysis.pdf(shown.outcome.name, model_version=shown.model_version,
-                                          created=datetime.now().astimezone(), visit=visit)
+        return _report(self._now(), visit, None)
 
     def dicom(self, visit: Visit, include_identifiers: bool) -> bytes:
-        """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`)."""
+        """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`); the
+        report names the image's file only with identifiers, else the export's neutral name, and then prints no
+        visit field that holds the DICOM file's own identifiers
+        (:func:`moleseg.app.results.without_dicom_identifiers`)."""
         shown = self._now()
-        return dicom_bundle(shown.outcome, shown.upload, shown.model_version, self.pdf(visit), include_identifiers)
+        if not include_identifiers:
+            visit = without_dicom_identifiers(visit, shown.upload)
+
+        def report(export_name: str) -> bytes:
+            return _report(shown, visit, None if include_identifiers else export_name)
+
+        return dicom_bundle(shown.outcome, shown.upload, shown.model_version, report, include_identifiers)
 
     def outline(self, file_name: str) -> bytes:
         """The outline file ``file_name`` of the image in view (:func:`moleseg.app.results.outline_downloads`)."""

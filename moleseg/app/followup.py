@@ -46,7 +46,8 @@ VIEW_CAPTIONS: dict[str, str] = {
 }
 SWIPE_HELP: str = (f"Left of the line: the before image and its border ({BEFORE_COLOR_NAME}); right of it: the "
                    f"aligned after image and its border ({AFTER_COLOR_NAME}).")
-#: Most simulated second photographs per visit the Compare page offers for a lesion's own noise.
+#: Most simulated second photographs per visit the Compare page offers for a lesion's own noise (fewer than the
+#: engine's :data:`moleseg.core.config.MAX_NOISE_PASSES`: the page waits for them).
 MAX_NOISE_PASSES: int = 8
 #: Said under the Compare page's table of changes.
 NOISE_CAPTION: str = (f"Noise: the smallest change each measurement can detect between two photographs of an "

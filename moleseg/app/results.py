@@ -427,8 +427,8 @@ def batch_bundle(outcomes: Sequence[ImageOutcome], model_name: str = "", model_v
 #: What the Analyse page says of the identifiers in DICOM files, beside the box that lets them in.
 DICOM_PRIVACY_NOTE = ("A DICOM file carries the patient's name and ID and the study's fields. They stay out of "
                       "the visit, the record and every export unless you tick this box; then the patient ID (or "
-                      "name), the study date and the body part fill this image's visit, and the DICOM downloads "
-                      "keep them.")
+                      "name), the study date and the body part fill this image's visit, and the DICOM download "
+                      "keeps them and is named after the file (unticked, it is named after the image's pixels).")
 
 
 def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
@@ -487,12 +487,46 @@ def dicom_visit(upload: Upload) -> Visit | None:
     return visit if visit != Visit() else None
 
 
-def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf: bytes,
+def without_dicom_identifiers(visit: Visit, upload: Upload) -> Visit:
+    """``visit`` as an export without identifiers prints it: each field that holds one of the patient and study
+    identifiers the DICOM upload ``upload`` carries (:func:`moleseg.core.dicomio.dicom_facts`, compared without
+    case or surrounding spaces; its study date in the visit's ``YYYY-MM-DD``) emptied, so that ticking "Use the
+    DICOM file's patient and study fields" and unticking it again leaves none of them in that export; a field the
+    user typed otherwise stays. ``visit`` itself for a file that is not DICOM."""
+    from moleseg.core.dicomio import DicomReadError, dicom_facts
+
+    try:
+        facts = dicom_facts(upload.data, name=upload.name)
+    except DicomReadError:
+        return visit
+    if facts is None:
+        return visit
+    found = {value.strip().casefold() for value in facts.identifiers.values() if value.strip()}
+    date = facts.identifiers.get("StudyDate", "")
+    if len(date) == 8 and date.isdigit():
+        found.add(f"{date[:4]}-{date[4:6]}-{date[6:8]}")
+    return Visit(**{name: "" if value.strip().casefold() in found else value
+                    for name, value in visit.to_dict().items()})
+
+
+def dicom_export_stem(outcome: ImageOutcome, include_identifiers: bool) -> str:
+    """What the DICOM export of an analysed image calls it, in its files, its ZIP's name and its report
+    (:func:`moleseg.core.dicomexport.export_stem`): the file's stem with identifiers, else a neutral name made
+    from its pixels."""
+    from moleseg.core.dicomexport import export_stem
+
+    if outcome.analysis is None:
+        raise ValueError(f"{outcome.name}: not analysed, nothing to export")
+    return export_stem(outcome.stem, outcome.analysis.pixel_sha256, include_identifiers=include_identifiers)
+
+
+def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf: Callable[[str], bytes],
                  include_identifiers: bool) -> bytes:
     """A ZIP of the DICOM files of an analysed image (:func:`moleseg.core.dicomexport.segmentation_files`):
-    the mask as a Segmentation, the report ``pdf`` as an Encapsulated PDF and, for an image that is not DICOM,
-    the Secondary Capture both reference. ``include_identifiers``: keep a DICOM file's patient and study
-    fields (the user ticked the box of :data:`DICOM_PRIVACY_NOTE`)."""
+    the mask as a Segmentation, the report as an Encapsulated PDF (``pdf`` makes it for the image name it is
+    given: :func:`dicom_export_stem`) and, for an image that is not DICOM, the Secondary Capture both reference.
+    ``include_identifiers``: keep a DICOM file's patient and study fields and the file's name (the user ticked
+    the box of :data:`DICOM_PRIVACY_NOTE`)."""
     from moleseg import __version__
     from moleseg.core.dicomexport import segmentation_files
     from moleseg.core.report import zip_bundle

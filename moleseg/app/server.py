@@ -119,6 +119,13 @@ def warm_up_once_listening(app_file: Path) -> None:
           file=sys.stderr, flush=True)
 
 
+def restrict_file_modes() -> None:
+    """Set this process's file mode creation mask to :data:`SERVER_UMASK`: ``moleseg serve`` (:func:`main`) and
+    ``serve_app.py`` (a bare ``streamlit run serve_app.py``), in either mode: patients' pictures, users' runs and
+    names are never readable by other local accounts."""
+    os.umask(SERVER_UMASK)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m moleseg.app.server run APP_FILE [streamlit options]``: Streamlit's command line with these
     arguments under :data:`SERVER_UMASK`, and :func:`warm_up_once_listening` of ``APP_FILE`` (of ``app.py`` when
@@ -127,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from moleseg.core.config import APP_FILE, SERVE_FILE
 
-    os.umask(SERVER_UMASK)  # patients' pictures, users' runs and names: never readable by other local accounts
+    restrict_file_modes()
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) >= 2 and args[0] == "run":
         target = Path(args[1]).resolve()

@@ -25,6 +25,7 @@ from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
+from moleseg.core.dicomexport import NEUTRAL_ID_DIGITS, NEUTRAL_WORD
 from moleseg.core.errors import first_line
 
 
@@ -99,8 +100,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from moleseg import __version__
     from moleseg.core import options
-    from moleseg.core.config import (DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MIN_NOISE_PASSES,
-                                     STUDY_DATA_ROOT_HELP)
+    from moleseg.core.config import (DEFAULT_CLASS_COUNT, DEFAULT_SHAPE, INFERENCE_BATCH_SIZE, MAX_NOISE_PASSES,
+                                     MIN_NOISE_PASSES, STUDY_DATA_ROOT_HELP)
     from moleseg.core.outlines import OUTLINE_FORMATS
     from moleseg.core.targets import SHAPES
 
@@ -164,10 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "moleseg merge")
     predict.add_argument("--dicom-seg", action="store_true",
                          help="also write each mask as a DICOM Segmentation <name>_seg.dcm referencing its image "
-                              "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference)")
+                              "(an image that is not DICOM gets a Secondary Capture <name>_source.dcm to reference); "
+                              f"<name> is {NEUTRAL_WORD}-<{NEUTRAL_ID_DIGITS} hex digits of the pixels' SHA-256>, "
+                              "not the file's name, unless --dicom-identifiers")
     predict.add_argument("--dicom-identifiers", action="store_true",
                          help="copy DICOM inputs' whole header, patient and study identifiers included, into the "
-                              "DICOM outputs (default: only what references the image)")
+                              "DICOM outputs and name them after the input files (default: only what references "
+                              "the image, named after its pixels)")
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)
@@ -200,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fit a scale too (only when the magnification differs; a contact dermatoscope's does not)")
     compare.add_argument("--json", required=True, metavar="FILE", help="write the comparison here")
     compare.add_argument("--pdf", metavar="FILE", help="write a one-page PDF of the comparison here")
-    compare.add_argument("--noise-passes", type=int_at_least(MIN_NOISE_PASSES), default=0, metavar="K",
+    compare.add_argument("--noise-passes", type=int_at_least(MIN_NOISE_PASSES, MAX_NOISE_PASSES), default=0,
+                         metavar="K",
                          help="also estimate this lesion's noise from K simulated second photographs of each visit "
                               "(2K more segmentations; default: the published repeatability only)")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
+from moleseg.core.errors import shown_name
 from moleseg.core.words import count_of, noun_for
 
 
@@ -101,9 +102,11 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
 
 
 def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...)."""
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...); a byte of a
+    file name that is not UTF-8 as ``\\xNN`` (:func:`moleseg.core.errors.shown_name`)."""
     if text.isprintable():
         return text
+    text = shown_name(text)
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 

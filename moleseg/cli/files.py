@@ -139,20 +139,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{count_of(len(rows), 'image')} written to {printable(str(out))}{shard}")
         if stopped:
             failures_exit(failures)
+            if outcome.interrupted:  # the table of what was written is there: end as Ctrl-C does
+                raise KeyboardInterrupt
             raise CommandError(stopped)
         return failures_exit(failures)
 
 
 def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], model_name: str,
                  version: str) -> list[tuple[str, str]]:
-    """``--dicom-seg``: each written image's mask as ``<stem>_seg.dcm`` (and ``<stem>_source.dcm`` for an image
-    that is not DICOM), :func:`moleseg.core.dicomexport.segmentation_files`; the failures."""
+    """``--dicom-seg``: each written image's mask as ``<name>_seg.dcm`` (and ``<name>_source.dcm`` for an image
+    that is not DICOM), :func:`moleseg.core.dicomexport.segmentation_files`, ``<name>`` the output's stem with
+    ``--dicom-identifiers``, else a neutral name made from the pixels (each said on stderr with the input's name,
+    unless ``--quiet``); the failures."""
     from moleseg import __version__
     from moleseg.core.atomic import atomic_write
     from moleseg.core.dicomexport import segmentation_files
     from moleseg.core.imageio import read_mask
 
     failures: list[tuple[str, str]] = []
+    written: dict[str, str] = {}  # file name: the input it was written for
     for row in rows:
         source, stem = Path(row["source"]), row["output"]
         try:
@@ -160,8 +165,15 @@ def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], mode
             files = segmentation_files(source, mask, stem, software_version=f"moleseg {__version__} {version}".strip(),
                                        model_name=model_name, pixel_size_mm=args.pixel_size_mm,
                                        include_identifiers=args.dicom_identifiers)
+            taken = next((written[name] for name in files if name in written), None)
+            if taken is not None:  # the same pixels (or their digest's first digits) as an earlier input's
+                raise ValueError(f"its files would replace those of {taken}, whose pixels give the same name; "
+                                 "--dicom-identifiers names them after the files")
+            written.update(dict.fromkeys(files, source.name))
             for name, data in files.items():
                 atomic_write(out / name, data)
+            if not args.dicom_identifiers:  # named after the pixels: say which image they are
+                say(args, f"{printable(source.name)}: {', '.join(files)}")
         except (ValueError, OSError) as error:  # an unreadable image, a mask of another size, a full disk
             failures.append((source.name, f"{source.name}: no DICOM Segmentation written ({error})"))
     return failures
@@ -172,6 +184,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from moleseg.engine.shards import ShardError, merge_shards
 
     folders = [Path(folder) for folder in args.folders]
+    for folder in folders:  # before --out, which is the first of them unless given
+        if not folder.is_dir():
+            raise CommandError(f"{printable(str(folder))} is a file, not a shard folder" if folder.exists()
+                               else folder_not_found(printable(str(folder))))
     with output_folder(args.out or args.folders[0]) as out:
         try:
             outcome = merge_shards(folders, out, MEASUREMENTS_CSV, OBJECTS_CSV)

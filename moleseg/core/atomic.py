@@ -66,7 +66,8 @@ def atomic_output(path: str | os.PathLike[str], *, sync_folder: bool = True) -> 
     Raises
     ------
     OSError
-        The folder is missing or not writable, the disk is full, the body wrote nothing, ...
+        The folder is missing or not writable, the disk is full, the body wrote nothing, ...; one that names
+        no file (a full disk on a write) or the temporary names ``path``.
     """
     target = Path(path)
     temporary = target.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}.{target.name}")
@@ -78,8 +79,10 @@ def atomic_output(path: str | os.PathLike[str], *, sync_folder: bool = True) -> 
         finally:
             os.close(descriptor)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.strerror and error.filename in (None, str(temporary)):
+            error.filename, error.filename2 = str(target), None  # the file the user asked for, not our temporary
         raise
     if sync_folder:
         _fsync_folder(target.parent)

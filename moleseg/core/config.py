@@ -287,3 +287,6 @@ FINETUNE_LEARNING_RATE: float = 1e-4
 #: Fewest simulated second photographs of each visit that estimate a lesion's own measurement noise (a
 #: variance needs two values); 0 passes means the published repeatability alone.
 MIN_NOISE_PASSES: int = 2
+#: Most simulated second photographs of each visit: 2 x 100 segmentations take about 2 minutes on 2 CPU cores
+#: (docs/repeatability.md); a larger number would run for hours without a word.
+MAX_NOISE_PASSES: int = 100

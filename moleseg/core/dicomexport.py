@@ -6,6 +6,10 @@ other image, a new Secondary Capture made of its pixels (:func:`secondary_captur
 beside the Segmentation so that the reference resolves. A DICOM source's header is copied whole only with
 ``include_identifiers=True``; otherwise only :data:`REFERENCE_ATTRIBUTES` are kept (the instance UIDs that
 link the objects, the pixel geometry) and the type 2 patient and study attributes are present and empty.
+
+An export without identifiers names nothing after the image's file either (clinicians name files after patients):
+its files, the report's DocumentTitle and the PDF report inside it call the image :func:`neutral_name` of its
+pixels instead of the file's stem.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 import copy
 import io
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["REFERENCE_ATTRIBUTES", "encapsulated_pdf", "reference_source", "secondary_capture",
-           "segmentation", "segmentation_files"]
+__all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "encapsulated_pdf", "export_stem",
+           "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
 
 #: The only attributes of a DICOM source an export keeps unless a user asks for identifiers: what links the
 #: objects and describes the pixels. Anything else (the Patient, Patient Study, Clinical Trial and equipment
@@ -36,12 +40,33 @@ _TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyD
            "ReferringPhysicianName", "StudyID", "AccessionNumber")
 _MANUFACTURER = "moleseg"
 _SEGMENT_LABEL = "lesion"
+#: What an export without identifiers calls an image instead of its file's stem: this word, a hyphen and the first
+#: :data:`NEUTRAL_ID_DIGITS` hex digits of the SHA-256 of its decoded pixels
+#: (:func:`moleseg.core.dataset.image_sha256`). Derived from the pixels, not the name, so the same picture gets
+#: the same name in every export, the app's and ``moleseg predict``'s, whatever its file is called or its format;
+#: a Secondary Capture's SOP Instance UID is new at each export, so its tail would not be stable.
+NEUTRAL_WORD: str = "lesion"
+#: Hex digits of the pixels' digest in :func:`neutral_name` (32 bits: two different images of 10,000 share a name
+#: about once in a hundred such sets; ``moleseg predict`` refuses to let one replace the other's files).
+NEUTRAL_ID_DIGITS: int = 8
 
 
 def _uid() -> str:
     from pydicom.uid import generate_uid
 
     return str(generate_uid())
+
+
+def neutral_name(pixel_sha256: str) -> str:
+    """The name an export without identifiers gives an image, ``lesion-1a2b3c4d``, from the hex SHA-256 of its
+    pixels (:func:`moleseg.core.dataset.image_sha256`)."""
+    return f"{NEUTRAL_WORD}-{pixel_sha256[:NEUTRAL_ID_DIGITS]}"
+
+
+def export_stem(stem: str, pixel_sha256: str, *, include_identifiers: bool) -> str:
+    """What a DICOM export calls an image: its file's ``stem`` with identifiers, else :func:`neutral_name` of
+    the hex SHA-256 of its pixels."""
+    return stem if include_identifiers else neutral_name(pixel_sha256)
 
 
 def reference_source(dataset: Any, *, include_identifiers: bool = False) -> Any:
@@ -183,10 +208,11 @@ def encapsulated_pdf(pdf: bytes, source: Any, *, title: str) -> bytes:
 
 def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, software_version: str, model_name: str,
                        pixel_size_mm: float | None = None, include_identifiers: bool = False,
-                       pdf: bytes | None = None, name: str | None = None) -> dict[str, bytes]:
-    """The DICOM files of one analysed image: ``<stem>_seg.dcm`` (the Segmentation), ``<stem>_report.dcm``
+                       pdf: Callable[[str], bytes] | None = None, name: str | None = None) -> dict[str, bytes]:
+    """The DICOM files of one analysed image: ``<name>_seg.dcm`` (the Segmentation), ``<name>_report.dcm``
     (the PDF report as an Encapsulated PDF, when ``pdf`` is given) and, when the image is not a DICOM file,
-    ``<stem>_source.dcm``: the Secondary Capture of its pixels that both reference.
+    ``<name>_source.dcm``: the Secondary Capture of its pixels that both reference. ``<name>`` is
+    :func:`export_stem`: ``stem`` with identifiers, else :func:`neutral_name` of the image's pixels.
 
     Parameters
     ----------
@@ -194,9 +220,16 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
         The image file the mask was made from (any format :func:`moleseg.core.imageio.read_image` reads).
     mask : numpy.ndarray
         ``(H, W) bool`` lesion mask, the image's size.
+    stem : str
+        The image file's stem: the files' names with identifiers only.
     include_identifiers : bool
-        Copy a DICOM source's whole header, its patient and study identifiers included (default: only
-        :data:`REFERENCE_ATTRIBUTES`, the patient and study attributes empty).
+        Copy a DICOM source's whole header, its patient and study identifiers included, and name the files and
+        the report after ``stem`` (default: only :data:`REFERENCE_ATTRIBUTES`, the patient and study attributes
+        empty, the neutral name).
+    pdf : callable, optional
+        Makes the PDF report for the image name it is given (the export's name of the image).
+    name : str, optional
+        The file's name, for the readers' messages only.
 
     Raises
     ------
@@ -204,19 +237,23 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
         The image cannot be read (:class:`moleseg.core.imageio.ImageReadError`,
         :class:`moleseg.core.dicomio.DicomReadError`), or the mask is not its size.
     """
+    from moleseg.core.dataset import image_sha256
     from moleseg.core.dicomio import read_dataset
     from moleseg.core.imageio import read_image
 
     files: dict[str, bytes] = {}
     dataset = read_dataset(image_source, name=name)
+    image = read_image(image_source, name=name) if dataset is None or not include_identifiers else None
+    digest = "" if include_identifiers else image_sha256(image)  # decoding a DICOM source only when needed
+    shown = export_stem(stem, digest, include_identifiers=include_identifiers)
     if dataset is None:
-        source = secondary_capture(read_image(image_source, name=name), pixel_size_mm=pixel_size_mm)
+        source = secondary_capture(image, pixel_size_mm=pixel_size_mm)
         buffer = io.BytesIO()
         source.save_as(buffer)
-        files[f"{stem}_source.dcm"] = buffer.getvalue()
+        files[f"{shown}_source.dcm"] = buffer.getvalue()
     else:
         source = reference_source(dataset, include_identifiers=include_identifiers)
-    files[f"{stem}_seg.dcm"] = segmentation(mask, source, software_version=software_version, model_name=model_name)
+    files[f"{shown}_seg.dcm"] = segmentation(mask, source, software_version=software_version, model_name=model_name)
     if pdf is not None:
-        files[f"{stem}_report.dcm"] = encapsulated_pdf(pdf, source, title=f"moleseg report: {stem}")
+        files[f"{shown}_report.dcm"] = encapsulated_pdf(pdf(shown), source, title=f"moleseg report: {shown}")
     return files

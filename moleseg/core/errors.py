@@ -1,7 +1,13 @@
 """How an error is told in one sentence: the first line of its message (its type's name when it has none), and
-the words every reader uses for a file it cannot open or a folder that is not there."""
+the words every reader uses for a file it cannot open, a folder that is not there or a path that is not text."""
 
 from __future__ import annotations
+
+import os
+
+#: Why a path whose bytes are not UTF-8 (a name from another system's encoding) is refused or left out: the
+#: results name each image by its path, in UTF-8 tables (measurements.csv, score tables) and in the app's pages.
+NOT_TEXT_PATH = "its path is not UTF-8 text: rename the file (the results name each image by its path)"
 
 
 def first_line(error: BaseException) -> str:
@@ -19,3 +25,18 @@ def open_failure(error: OSError) -> str:
 def folder_not_found(folder: object) -> str:
     """The refusal of a folder that does not exist: ``"folder not found: /data/moles"``."""
     return f"folder not found: {folder}"
+
+
+def is_text_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is UTF-8 text: False when it holds bytes :func:`os.fsdecode` kept as lone surrogates."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(text: str) -> str:
+    """``text`` (a file name) with each byte that is not UTF-8 (a lone surrogate U+DC80..U+DCFF, as
+    :func:`os.fsdecode` keeps it) written ``\\xNN``: text that can be shown and written as UTF-8."""
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator, Union
 
 from PIL import Image
 
-from moleseg.core.errors import open_failure
+from moleseg.core.errors import NOT_TEXT_PATH, is_text_path, open_failure
 
 __all__ = [
     "EMPTY_FILE",
@@ -89,11 +89,14 @@ def file_label(source: Any, name: str | None) -> str:
 
 
 def _open_binary(source: Any, label: str) -> IO[bytes]:
-    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files."""
+    """Open ``source`` as a seekable binary file, refusing missing, folder and empty files and a path that is not
+    UTF-8 text."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if not is_text_path(path):
+            raise ImageReadError(label, NOT_TEXT_PATH)
         try:
             if path.is_dir():
                 raise ImageReadError(label, "is a folder, not an image file")

@@ -21,7 +21,8 @@ name, none of them is paired; the conflict is reported in :attr:`PairingReport.c
 are listed as unpaired. Image and mask sizes are read from the headers (after EXIF orientation) and
 pairs of different sizes are reported in :attr:`PairingReport.size_mismatches`. Hidden files (``.x``,
 including macOS ``._x.jpg``), folders and files whose extension is not in
-:data:`moleseg.core.config.IMAGE_EXTENSIONS` are ignored.
+:data:`moleseg.core.config.IMAGE_EXTENSIONS` are ignored; a file whose path is not UTF-8 text is left out with
+a warning.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moleseg.core.config import IMAGE_EXTENSIONS
-from moleseg.core.errors import folder_not_found
+from moleseg.core.errors import NOT_TEXT_PATH, folder_not_found, is_text_path, shown_name
 from moleseg.core.imageio import ImageReadError, image_size
 from moleseg.core.words import count_of
 
@@ -439,6 +440,8 @@ def pair_folders(
         raise PairingError(f"no image files in {images_root} (looked for {extensions})")
     if not masks:
         raise PairingError(f"no mask files in {masks_root} (looked for {extensions})")
+    warnings: list[str] = []
+    images, masks = _text_named(images, "image", warnings), _text_named(masks, "mask", warnings)
 
     matcher = _Matcher(images, masks)
     matcher.apply(RULE_SAME_NAME, _same_name_key, _same_name_key)
@@ -448,7 +451,6 @@ def pair_folders(
         lambda p: _token_key(p, _IMAGE_TOKENS),
         lambda p: _token_key(p, _MASK_TOKENS),
     )
-    warnings: list[str] = []
     if (
         not matcher.pairs
         and not matcher.conflicts
@@ -486,6 +488,18 @@ def pair_folders(
             reason += "; " + "; ".join(details)
         raise PairingError(reason, report)
     return report
+
+
+def _text_named(paths: list[Path], title: str, warnings: list[str]) -> list[Path]:
+    """``paths`` less those whose path is not UTF-8 text, each of these said in ``warnings`` (they could be neither
+    shown nor written in the results)."""
+    kept = []
+    for path in paths:
+        if is_text_path(path):
+            kept.append(path)
+        else:
+            warnings.append(f"{title} {shown_name(path.name)} is left out: {NOT_TEXT_PATH}")
+    return kept
 
 
 def _header_size(path: Path, title: str, warnings: list[str]) -> tuple[int, int] | None:

@@ -12,6 +12,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from moleseg.core.errors import is_text_path
+
 #: Largest number of folders :func:`folders_inside` lists (a picker stays usable on a large share).
 MAX_LISTED_FOLDERS: int = 2000
 
@@ -107,8 +109,9 @@ def resolve_inside_folder(name: str, folder: Path) -> Path:
 
 
 def folders_inside(roots: Sequence[Path], max_depth: int = 2) -> list[Path]:
-    """The roots and their readable sub-folders down to ``max_depth`` levels, in sorted order, hidden folders
-    and links leading outside the roots left out, at most :data:`MAX_LISTED_FOLDERS`."""
+    """The roots and their readable sub-folders down to ``max_depth`` levels, in sorted order, hidden folders,
+    folders whose name is not UTF-8 text and links leading outside the roots left out, at most
+    :data:`MAX_LISTED_FOLDERS`."""
     resolved_roots = [Path(root).resolve() for root in roots]
     found: list[Path] = []
     level = [root for root in resolved_roots if _readable(root, file=False)]
@@ -123,7 +126,7 @@ def folders_inside(roots: Sequence[Path], max_depth: int = 2) -> list[Path]:
             except OSError:
                 continue
             for child in children:
-                if child.name.startswith("."):
+                if child.name.startswith(".") or not is_text_path(child.name):  # one no page could show nor type
                     continue
                 try:
                     resolved = child.resolve()

@@ -246,6 +246,10 @@ def _from_file(path: Path, problems: list[str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         problems.append(f"{path} is not valid TOML: {error}.")
         return {}
+    except UnicodeDecodeError as error:  # TOML is UTF-8; tomllib lets the decoder's error through
+        problems.append(f"{path} is not valid TOML: not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                        f"position {error.start}).")
+        return {}
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         problems.append(f"{path} has unknown {noun_for(len(unknown), 'key')} {', '.join(unknown)}; the keys are {', '.join(KEYS)}.")

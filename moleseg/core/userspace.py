@@ -24,6 +24,7 @@ from pathlib import Path
 
 from moleseg.core.config import CORRECTIONS_FOLDER_NAME, RUNS_FOLDER_NAME, corrections_dir, runs_dir
 from moleseg.core.devices import DEVICE_PROFILES_FILE
+from moleseg.core.errors import is_text_path, shown_name
 
 #: Sub-folder of the data folder holding the users' spaces in shared mode.
 USERS_FOLDER_NAME: str = "users"
@@ -67,13 +68,16 @@ def signed_in_name(text: str) -> str:
     Raises
     ------
     ValueError
-        When nothing is left, or the name holds a control character (no HTTP header value carries one).
+        When nothing is left, or the name holds a control character (no HTTP header value carries one) or bytes
+        that are not UTF-8.
     """
     name = text.strip()
     if not name:
         raise ValueError("a user name cannot be empty")
     if any(unicodedata.category(character) == "Cc" for character in name):
         raise ValueError(f"the user name {name!r} holds a control character, which no sign-in gives")
+    if not is_text_path(name):  # bytes of another encoding (an argument typed in a Latin-1 terminal)
+        raise ValueError(f"the user name '{shown_name(name)}' is not UTF-8 text, which every sign-in gives")
     return name
 
 

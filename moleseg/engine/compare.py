@@ -35,7 +35,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.colour import skin_colour, skin_matched
-from moleseg.core.config import MIN_NOISE_PASSES
+from moleseg.core.config import MAX_NOISE_PASSES, MIN_NOISE_PASSES
 from moleseg.core.comparison_report import comparison_pdf
 from moleseg.core.measure import Measurement, decimals, measure_lesion, value_text
 from moleseg.core.registration import Registration, incomparable_reason, register, warp_image, warp_mask
@@ -361,6 +361,14 @@ def rephotographed_values(segmenter: Segmenter, image: np.ndarray, lesion: np.nd
     return values
 
 
+def check_noise_passes(passes: int) -> None:
+    """ValueError unless ``passes`` is in :data:`MIN_NOISE_PASSES` .. :data:`MAX_NOISE_PASSES`."""
+    if passes < MIN_NOISE_PASSES:
+        raise ValueError(f"the per-image noise needs at least {MIN_NOISE_PASSES} passes, not {passes}")
+    if passes > MAX_NOISE_PASSES:
+        raise ValueError(f"the per-image noise takes at most {MAX_NOISE_PASSES} passes, not {passes}")
+
+
 def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.ndarray]], passes: int, *,
                     settings: CleanupSettings | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
                     pixel_size_mm: float | None = None, seed: int = NOISE_SEED) -> dict[tuple[str, str], float]:
@@ -372,8 +380,7 @@ def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.
     (:data:`moleseg.core.repeatability.COEFFICIENT_PER_SD`). Costs ``passes`` segmentations per image.
     Measurements with fewer than two values on every image are left out.
     """
-    if passes < MIN_NOISE_PASSES:
-        raise ValueError(f"the per-image noise needs at least {MIN_NOISE_PASSES} passes, not {passes}")
+    check_noise_passes(passes)
     rng = np.random.default_rng(seed)
     variances: dict[tuple[str, str], list[float]] = {}
     for image, lesion in visits:
@@ -404,16 +411,18 @@ def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: 
     settings, lesion_threshold
         As in :func:`moleseg.engine.segmenter.segment`, the same for both images.
     noise_passes : int
-        0, or 2 and more: simulated second photographs of each visit measured to estimate this lesion's
-        noise (:func:`per_image_noise`; ``2 * noise_passes`` more segmentations); the larger of it and the
-        published noise is used.
+        0, or 2 to :data:`moleseg.core.config.MAX_NOISE_PASSES`: simulated second photographs of each visit
+        measured to estimate this lesion's noise (:func:`per_image_noise`; ``2 * noise_passes`` more
+        segmentations); the larger of it and the published noise is used.
 
     Raises
     ------
     ValueError
-        Not RGB uint8 images, an image too small (a side under
+        ``noise_passes`` out of range, not RGB uint8 images, an image too small (a side under
         :data:`moleseg.core.config.MIN_IMAGE_SIDE_PX`), or no lesion found in one of them (the message says which).
     """
+    if noise_passes:
+        check_noise_passes(noise_passes)
     for which, image in (("before", before_image), ("after", after_image)):
         try:
             check_image_side(np.asarray(image))

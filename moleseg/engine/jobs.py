@@ -128,16 +128,23 @@ def check_config(config: dict[str, Any]) -> list[str]:
     """Problems of a training configuration, as messages for people (empty when it can start).
 
     Every option and every rule between options (:func:`moleseg.core.options.problems`, the one check),
-    then the files: the weights file and every folder exist and the training folders hold pairs. No
-    TensorFlow.
+    then the files: the weights file exists and is a complete .keras (ZIP) file, every folder exists and the
+    training folders hold pairs. No TensorFlow.
     """
+    from moleseg.core.modelinfo import ModelFileError, check_keras_file
     from moleseg.core.pairing import PairingError, pair_folders, split_sizes
 
     problems: list[str] = options.problems(config)
     training_pairs = 0
     weights = str(config.get("weights", "imagenet"))
-    if weights not in ("none", "imagenet") and not Path(weights).is_file():
-        problems.append(f"initial weights file not found: {weights}")
+    if weights not in ("none", "imagenet"):
+        if not Path(weights).exists():
+            problems.append(f"initial weights file not found: {weights}")
+        else:
+            try:  # as the training will open it, before its run folder is made
+                check_keras_file(weights)
+            except ModelFileError as error:
+                problems.append(f"initial weights: {error}")
     for images_key, masks_key in options.FOLDER_PAIRS:
         group_images = list(config.get(images_key) or [])
         group_masks = list(config.get(masks_key) or [])

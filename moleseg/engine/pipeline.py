@@ -92,6 +92,13 @@ class Analysis:
                 and self.confidence < self.confidence_threshold)
 
     @cached_value
+    def pixel_sha256(self) -> str:
+        """Hex SHA-256 of the image's pixels (:func:`moleseg.core.dataset.image_sha256`), computed once."""
+        from moleseg.core.dataset import image_sha256
+
+        return image_sha256(self.image)
+
+    @cached_value
     def edge_outline_share(self) -> float | None:
         """Share of the lesion's outline on the image edge, 0..1 (None in cells mode, where every object
         is a cell and cells cut by the frame are expected)."""

@@ -86,7 +86,10 @@ class PredictOutcome:
     failures
         ``(file name, reason)`` of the files that were skipped, in input order.
     stopped
-        Why the run stopped early (a full disk), or None.
+        Why the run stopped early (a full disk, Ctrl-C), or None.
+    interrupted
+        Ctrl-C stopped it (KeyboardInterrupt): the images written before are in :attr:`rows`; the caller writes
+        their table, then ends as interrupted.
     object_rows
         Two-class (cells) models: one row per cell / nucleus of the images written.
     settings
@@ -97,6 +100,7 @@ class PredictOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
+    interrupted: bool = False
     object_rows: list[dict[str, Any]] = field(default_factory=list)
     settings: list[tuple[str, Any, None]] = field(default_factory=list)
 
@@ -231,10 +235,14 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                     report(*written.pop(0))
                 if outcome.stopped:
                     break
+        except KeyboardInterrupt:  # Ctrl-C: the batches handed to the writer are written, then the table of them
+            outcome.interrupted = True
         finally:
-            batches.close()  # after a full disk: no image is read or finished any more
+            batches.close()  # after a full disk or Ctrl-C: no image is read or finished any more
         for finished_write in written:
             report(*finished_write)
+    if outcome.interrupted:
+        outcome.stopped = outcome.stopped or "interrupted"
     if progress is not None and not outcome.stopped:
         progress(len(files))
     return outcome

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moleseg.core.atomic import atomic_write
+from moleseg.core.errors import first_line
 from moleseg.core.report import measurements_csv, sidecar_name
 from moleseg.core.words import noun_for
 
@@ -139,7 +140,21 @@ def _read_table(path: Path) -> list[dict[str, str]]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ShardError(f"{path}: cannot read the shard's table ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ShardError(f"{path}: cannot read the shard's table ({error})") from error
     return [{k: v for k, v in row.items() if v != "" and k is not None} for row in csv.DictReader(io.StringIO(text))]
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """A shard table's settings sidecar (:func:`moleseg.core.report.settings_sidecar`): a JSON object whose
+    ``images`` is a list; ShardError naming the file otherwise."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:
+        raise ShardError(f"{path}: not a readable settings sidecar ({first_line(error)})") from error
+    if not isinstance(document, dict) or not isinstance(document.get("images", []), list):
+        raise ShardError(f"{path}: not a settings sidecar (not a JSON object with a list of images)")
+    return document
 
 
 def _is_whole(value: Any) -> bool:
@@ -251,9 +266,9 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
         sidecar_path = path.parent / sidecar_name(document["measurements"])
         entries: list[Any] = [None] * len(rows)
         if sidecar_path.is_file():
-            part = json.loads(sidecar_path.read_text(encoding="utf-8"))
+            part = _read_sidecar(sidecar_path)
             sidecar = sidecar or part
-            entries = (list(part.get("images", [])) + entries)[:len(rows)]
+            entries = (part.get("images", []) + entries)[:len(rows)]
         counts: dict[str, int] = {}
         for row, entry in zip(rows, entries):
             key = row.get(SOURCE_COLUMN, "")

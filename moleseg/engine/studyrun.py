@@ -303,14 +303,16 @@ def running_studies(root: str | Path) -> list[Path]:
 
 
 def check_out_folder(study: Study, out: str | Path) -> None:
-    """Refuse an ``out`` folder holding another study's runs (its ``plan.json`` names another study): their
-    finished runs of the same ids would be skipped as this study's and reported as its results.
+    """Refuse an ``out`` that is a file, or a folder holding another study's runs (its ``plan.json`` names another
+    study): their finished runs of the same ids would be skipped as this study's and reported as its results.
 
     Raises
     ------
     StudyError
-        ``out`` holds the runs of a study of another name.
+        ``out`` is a file, or holds the runs of a study of another name.
     """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise StudyError(f"{out} is a file, not a folder: choose a folder name for the study")
     record = read_plan(out)
     if record is not None and record.name and record.name != study.name:
         raise StudyError(f"{out} holds the runs of study {record.name!r} ({record.study}); choose another "
