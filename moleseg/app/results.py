@@ -388,8 +388,8 @@ def outcome_files(outcome: ImageOutcome, model_version: str = "", created: datet
         return {}
     files = dict(outcome.analysis.files(outcome.stem))
     if with_pdf:
-        files[result_file_name(outcome.stem, "report")] = outcome.analysis.pdf(outcome.name, model_version=model_version,
-                                                                   created=created, visit=visit)
+        files[result_file_name(outcome.stem, "report")] = outcome.analysis.pdf(
+            outcome.name, model_version=model_version, created=created, visit=visit)
     return files
 
 
@@ -468,44 +468,44 @@ def dicom_pixel_size(uploads: Sequence[Upload]) -> tuple[float | None, str]:
     return size, f"{size:.4f} mm per px from the DICOM file"
 
 
-def dicom_visit(upload: Upload) -> Visit | None:
-    """The visit fields a DICOM upload's identifiers give (patient ID or name, study date, body part); None for
-    a file that is not DICOM or names none of them."""
+def dicom_identifiers(upload: Upload) -> dict[str, str]:
+    """The patient and study identifiers a DICOM upload carries (:attr:`moleseg.core.dicomio.DicomFacts.identifiers`:
+    keyword -> text); empty for a file that is not DICOM or cannot be read as one."""
     from moleseg.core.dicomio import DicomReadError, dicom_facts
 
     try:
         facts = dicom_facts(upload.data, name=upload.name)
     except DicomReadError:
-        return None
-    if facts is None:
-        return None
-    found = facts.identifiers
-    date = found.get("StudyDate", "")
+        return {}
+    return {} if facts is None else dict(facts.identifiers)
+
+
+def _visit_date(dicom_date: str) -> str:
+    """A DICOM date (``YYYYMMDD``) as a visit's ``YYYY-MM-DD``; '' for anything else."""
+    if len(dicom_date) != 8 or not dicom_date.isdigit():
+        return ""
+    return f"{dicom_date[:4]}-{dicom_date[4:6]}-{dicom_date[6:8]}"
+
+
+def dicom_visit(upload: Upload) -> Visit | None:
+    """The visit fields a DICOM upload's identifiers give (patient ID or name, study date, body part); None for
+    a file that is not DICOM or names none of them."""
+    found = dicom_identifiers(upload)
     visit = Visit.of(lesion=found.get("PatientID") or found.get("PatientName", ""),
-                     visit_date=f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else "",
-                     body_site=found.get("BodyPartExamined", ""))
+                     visit_date=_visit_date(found.get("StudyDate", "")), body_site=found.get("BodyPartExamined", ""))
     return visit if visit != Visit() else None
 
 
 def without_dicom_identifiers(visit: Visit, upload: Upload) -> Visit:
     """``visit`` as an export without identifiers prints it: each field that holds one of the patient and study
-    identifiers the DICOM upload ``upload`` carries (:func:`moleseg.core.dicomio.dicom_facts`, compared without
-    case or surrounding spaces; its study date in the visit's ``YYYY-MM-DD``) emptied, so that ticking "Use the
-    DICOM file's patient and study fields" and unticking it again leaves none of them in that export; a field the
-    user typed otherwise stays. ``visit`` itself for a file that is not DICOM."""
-    from moleseg.core.dicomio import DicomReadError, dicom_facts
-
-    try:
-        facts = dicom_facts(upload.data, name=upload.name)
-    except DicomReadError:
-        return visit
-    if facts is None:
-        return visit
-    found = {value.strip().casefold() for value in facts.identifiers.values() if value.strip()}
-    date = facts.identifiers.get("StudyDate", "")
-    if len(date) == 8 and date.isdigit():
-        found.add(f"{date[:4]}-{date[4:6]}-{date[6:8]}")
-    return Visit(**{name: "" if value.strip().casefold() in found else value
+    identifiers the DICOM upload ``upload`` carries (:func:`dicom_identifiers`, compared without case or
+    surrounding spaces; its study date also in the visit's ``YYYY-MM-DD``) emptied, so that ticking "Use the DICOM
+    file's patient and study fields" and unticking it again leaves none of them in that export; a field the user
+    typed otherwise stays. ``visit`` itself for a file that is not DICOM."""
+    found = dicom_identifiers(upload)
+    held = {value.strip().casefold() for value in (*found.values(), _visit_date(found.get("StudyDate", "")))
+            if value.strip()}
+    return Visit(**{name: "" if value.strip().casefold() in held else value
                     for name, value in visit.to_dict().items()})
 
 
