@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
-from moleseg.engine.records import NoSuchRecord, Records
+from moleseg.engine.records import Records
+from moleseg.engine.recordtypes import NoSuchRecord
 from moleseg.core.config import result_file_name
 from moleseg.core.errors import first_line
 from moleseg.core.report import DISCLAIMER

@@ -19,8 +19,9 @@ from moleseg.core.dataset import save_pair
 from moleseg.core.devices import DeviceProfile, save_profile
 from moleseg.core.userspace import SPACE_MODE, USERS_FOLDER_NAME, folder_name, shared_space
 from moleseg.engine import adopt as adoption
-from moleseg.engine.records import NO_OWNER, Records, RecordsError, User, personal_owner
+from moleseg.engine.records import Records, RecordsError
 from moleseg.engine.recordsdb import refusal
+from moleseg.engine.recordtypes import NO_OWNER, User, personal_owner
 from moleseg.engine.runs import RunFiles
 from moleseg.engine.studyrun import PLAN_JSON, STUDY_LOCK, hold_study_lock
 from moleseg.engine.trainlock import LOCK_NAME, hold_training_lock

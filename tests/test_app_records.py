@@ -22,7 +22,8 @@ from moleseg.core.devices import DEVICE_PROFILES_FILE, DeviceProfile, read_profi
 from moleseg.core.measure import measure_lesion
 from moleseg.core.report import DISCLAIMER
 from moleseg.core.settings import ServerSettings
-from moleseg.engine.records import NO_OWNER, AuditEntry, Records, User
+from moleseg.engine.records import AuditEntry, Records
+from moleseg.engine.recordtypes import NO_OWNER, User
 
 #: The one user of personal mode, as the pages resolve it.
 USER = personal_user()

@@ -151,7 +151,8 @@ def test_swipe_shows_before_left_of_the_line_and_after_right(segmenter, lesion_s
 def test_two_saved_visits_compare_with_their_saved_lesions(tmp_path, segmenter, lesion_scene):
     from moleseg.core.measure import measure_lesion
     from moleseg.engine.compare import compare_records
-    from moleseg.engine.records import Records, User
+    from moleseg.engine.records import Records
+    from moleseg.engine.recordtypes import User
 
     user = User("clinician")
     before, true_before = lesion_scene(radius_px=60)

@@ -19,9 +19,10 @@ from app_helpers import ARTIFACTS, app_test, free_port, streamlit_server, texts
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import SettingsError, load_settings, masked_url, read_settings
-from moleseg.engine.records import NO_OWNER, PG_MIGRATIONS, Records, RecordsError, User
+from moleseg.engine.records import PG_MIGRATIONS, Records, RecordsError
 from moleseg.engine.recordsdb import unusable
 from moleseg.engine.recordspg import VERSION_TABLE
+from moleseg.engine.recordtypes import NO_OWNER, User
 from test_records import sample
 
 ALICE, BOB, ADMIN = User("alice"), User("bob"), User("admin", admin=True)

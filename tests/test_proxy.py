@@ -28,7 +28,8 @@ from synthetic import mole_image, png_bytes
 from moleseg.app.mediagate import REFUSED
 from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import ServerSettings
-from moleseg.engine.records import Records, User
+from moleseg.engine.records import Records
+from moleseg.engine.recordtypes import User
 
 pytestmark = pytest.mark.browser
 

@@ -26,7 +26,8 @@ import pytest
 from moleseg.core.config import DATA_DIR_ENV, RECORDS_DB_NAME
 from moleseg.core.measure import measure_lesion
 from moleseg.engine import records as records_module
-from moleseg.engine.records import MAX_RECORD_ID, MIGRATIONS, Records, User
+from moleseg.engine.records import MIGRATIONS, Records
+from moleseg.engine.recordtypes import MAX_RECORD_ID, NO_OWNER, User
 
 #: The acting user of the tests that are not about ownership.
 USER = User("clinician")
@@ -334,7 +335,7 @@ def test_records_saved_before_owners_go_to_admins_only(tmp_path):
     assert records.schema_version == len(MIGRATIONS) == 3
     assert records.records(ALICE) == []
     (old,) = records.records(ADMIN)
-    assert (old.owner, old.lesion) == (records_module.NO_OWNER, "old")
+    assert (old.owner, old.lesion) == (NO_OWNER, "old")
 
 
 def test_a_schema_2_database_keeps_its_trail_and_takes_the_owners_of_a_hand_over(tmp_path):
@@ -377,11 +378,11 @@ def test_a_hand_over_gives_the_owners_records_with_one_audit_entry_each(tmp_path
         connection.execute(f"UPDATE analyses SET owner = '' WHERE id = {old}")  # as saved before owners
     assert records.hand_over("root", ["server-account"], "alice") == {"server-account": 2}
     assert [record.id for record in records.records(ALICE)] == [second, first]
-    assert (records.owned_count("server-account"), records.owned_count(records_module.NO_OWNER)) == (0, 1)
+    assert (records.owned_count("server-account"), records.owned_count(NO_OWNER)) == (0, 1)
     assert owners_trail(records, ALICE, first) == [("server-account", "saved", None, None),
                                                    ("root", "adopted", "server-account", "alice")]
-    assert records.hand_over("root", ["server-account", records_module.NO_OWNER], "alice") == {
-        "server-account": 0, records_module.NO_OWNER: 1}
+    assert records.hand_over("root", ["server-account", NO_OWNER], "alice") == {
+        "server-account": 0, NO_OWNER: 1}
     assert owners_trail(records, ALICE, old) == [("bob", "saved", None, None), ("root", "adopted", "", "alice")]
     assert [record.id for record in records.records(BOB)] == [bobs]  # another user's stay theirs
     with pytest.raises(ValueError, match="the records of 'alice' cannot be handed to 'alice'"):

@@ -25,7 +25,8 @@ from moleseg.core.report import (
     settings_sidecar,
     sidecar_name,
 )
-from moleseg.engine.records import Records, User
+from moleseg.engine.records import Records
+from moleseg.engine.recordtypes import User
 
 pypdf = pytest.importorskip("pypdf")
 

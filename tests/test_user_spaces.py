@@ -19,7 +19,7 @@ from moleseg.core.settings import ServerSettings
 from moleseg.core.userspace import SPACE_MODE, USERS_FOLDER_NAME, folder_name, shared_space
 from moleseg.engine import finetune, jobs, trainlock
 from moleseg.engine.finetune import corrections_pairs
-from moleseg.engine.records import User
+from moleseg.engine.recordtypes import User
 from moleseg.engine.runs import RunFiles
 from moleseg.engine import studyrun
 from moleseg.engine.studyrun import PLAN_JSON

@@ -17,8 +17,8 @@ from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
 from moleseg.engine.compare import AFTER_COLOR_NAME, BEFORE_COLOR_NAME, WITHIN_NOISE, Change, Comparison
 from moleseg.engine.pipeline import beyond_picture_note
-from moleseg.engine.records import (MAX_RECORD_ID, NO_OWNER, AuditEntry, LesionSummary, Record, Records,
-                                    SavedAnalysis, User)
+from moleseg.engine.records import AuditEntry, Records
+from moleseg.engine.recordtypes import MAX_RECORD_ID, NO_OWNER, LesionSummary, Record, SavedAnalysis, User
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NOISE_CAPTION", "NO_IDENTIFIER", "PAGE_NOISE_PASSES",
            "SWIPE_HELP", "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_CAPTIONS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE",
@@ -125,7 +125,7 @@ def moment_text(iso_time: str) -> str:
 
 
 def owner_label(owner: str) -> str:
-    """The owner as listed (:data:`UNKNOWN_OWNER` for :data:`moleseg.engine.records.NO_OWNER`)."""
+    """The owner as listed (:data:`UNKNOWN_OWNER` for :data:`moleseg.engine.recordtypes.NO_OWNER`)."""
     return UNKNOWN_OWNER if owner == NO_OWNER else owner
 
 
@@ -150,7 +150,7 @@ def audit_rows(entries: Sequence[AuditEntry]) -> list[dict[str, str]]:
 def linked_record_id(text: str) -> int | None:
     """The record id of a ``?visit=<id>`` link's ``text`` (untrusted: anyone may send a link), or None when it
     is not one: ASCII digits only (``str.isdigit`` also takes ``'²'``, which ``int`` refuses), at most
-    :data:`~moleseg.engine.records.MAX_RECORD_ID`."""
+    :data:`~moleseg.engine.recordtypes.MAX_RECORD_ID`."""
     digits = text.strip()
     if not (digits.isascii() and digits.isdigit()) or len(digits) > len(str(MAX_RECORD_ID)):
         return None
@@ -200,7 +200,7 @@ def saved_overlay(saved: SavedAnalysis):
 def saved_report(saved: SavedAnalysis, image_name: str | None = None) -> bytes:
     """The one-page PDF report of a saved visit (:func:`moleseg.core.pdf_report.pdf_report`): its settings, visit,
     notes (:func:`saved_notes`) and a title for its model's task (:func:`saved_n_classes`); ``image_name``
-    printed (default: the record's :attr:`~moleseg.engine.records.Record.name`)."""
+    printed (default: the record's :attr:`~moleseg.engine.recordtypes.Record.name`)."""
     record = saved.record
     return pdf_report(image=saved.image, overlay=saved_overlay(saved), measurements=record.measurements,
                       image_name=image_name or record.name, settings=record.settings(), visit=record.visit(),

@@ -36,7 +36,7 @@ from moleseg.core.config import SIGN_IN_MAX_AGE_S, data_dir
 from moleseg.core.errors import first_line
 from moleseg.core.settings import ServerSettings, load_settings
 from moleseg.core.userspace import UserSpace, personal_space, shared_space, signed_in_name
-from moleseg.engine.records import User, personal_owner
+from moleseg.engine.recordtypes import User, personal_owner
 
 __all__ = ["Refusal", "current_user", "require_user", "resolve_user", "personal_user", "oidc_email", "sees_everyone",
            "find_user_space", "user_space", "LOOPBACK_PEERS"]
@@ -61,7 +61,7 @@ NAMED_TWICE = Refusal("This request names its user more than once, so it cannot 
 
 def personal_user() -> User:
     """The one user of personal mode: the account that runs the server
-    (:func:`moleseg.engine.records.personal_owner`), an admin of its own records."""
+    (:func:`moleseg.engine.recordtypes.personal_owner`), an admin of its own records."""
     return User(personal_owner(), admin=True)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
-from moleseg.engine.records import User
+from moleseg.engine.recordtypes import User
 from moleseg.engine.studyrun import StudyQuota
 
 #: What a user over quota can do, in the refusal's words.

@@ -18,7 +18,8 @@ from moleseg.app.identity import Refusal
 from moleseg.core.errors import first_line
 from moleseg.core.report import Visit
 from moleseg.engine.pipeline import Analysis
-from moleseg.engine.records import Records, User
+from moleseg.engine.records import Records
+from moleseg.engine.recordtypes import User
 
 __all__ = ["SaveAnswer", "save_digest", "save_once"]
 

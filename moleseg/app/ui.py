@@ -174,7 +174,7 @@ def submit_task(key: Hashable, work: Callable[[Any], Any], *, restart: bool = Tr
 def _user_name() -> str | None:
     """The name of this session's user (:func:`moleseg.app.identity.current_user`), None when none is believed."""
     from moleseg.app.identity import current_user
-    from moleseg.engine.records import User
+    from moleseg.engine.recordtypes import User
 
     user = current_user()
     return user.name if isinstance(user, User) else None

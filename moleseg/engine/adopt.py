@@ -17,7 +17,7 @@ refusal (:class:`AdoptionRefused`) is one sentence naming the folder and the rea
 
 The saved visits (:mod:`moleseg.engine.records`) are handed over when the operator asks
 (``moleseg adopt --records``): :func:`plan_records` counts those personal mode saved (owned by the server's
-account, :func:`moleseg.engine.records.personal_owner`) and, with ``ownerless``, those saved before records had
+account, :func:`moleseg.engine.recordtypes.personal_owner`) and, with ``ownerless``, those saved before records had
 owners; :func:`adopt_records` gives them to the user in one transaction, one "adopted" audit entry per visit
 naming the owner before and after and the operator's account (:func:`operator_account`). A refusal is one
 sentence and changes nothing: the user name is personal mode's own, or the records database cannot be used.
@@ -42,8 +42,9 @@ from moleseg.core.userspace import (UserSpace, personal_space, shared_space, sha
                                     signed_in_name)
 from moleseg.core.words import count_of, noun_for
 from moleseg.engine.finetune import corrections_pairs
-from moleseg.engine.records import NO_OWNER, Records, RecordsError, personal_owner
+from moleseg.engine.records import Records, RecordsError
 from moleseg.engine.recordsdb import REFUSED
+from moleseg.engine.recordtypes import NO_OWNER, personal_owner
 from moleseg.engine.studyplan import StudyError
 from moleseg.engine.studyrun import hold_study_lock, list_study_folders, study_running
 from moleseg.engine.trainlock import TrainingHolder, active_training, training_lock
@@ -352,8 +353,8 @@ class RecordsPlan:
     user_name
         The user who receives them.
     counts
-        How many visits each owner gives: personal mode's (:func:`moleseg.engine.records.personal_owner`),
-        then, when asked, :data:`moleseg.engine.records.NO_OWNER` (those saved before records had owners).
+        How many visits each owner gives: personal mode's (:func:`moleseg.engine.recordtypes.personal_owner`),
+        then, when asked, :data:`moleseg.engine.recordtypes.NO_OWNER` (those saved before records had owners).
     records
         The records of the server's settings; None when there is no records database yet.
     """

@@ -45,7 +45,7 @@ from moleseg.core.repeatability import (COEFFICIENT_PER_SD, NoiseEntry, noise_of
 from moleseg.core.render import contour_overlay, side_by_side, swipe
 from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import check_image_side
-from moleseg.engine.records import SavedAnalysis
+from moleseg.engine.recordtypes import SavedAnalysis
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter, segment, segment_many
 
 __all__ = ["BEFORE_COLOR", "AFTER_COLOR", "BEFORE_COLOR_NAME", "AFTER_COLOR_NAME", "ROTATION_CONVENTION",

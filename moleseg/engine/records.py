@@ -14,16 +14,20 @@ The files folder is the setting ``records_files_dir`` when set (a volume every r
 
 Nothing identifies a person unless the user types it: the lesion identifier is free text and optional.
 
+The records as typed values (who acts, a record, its row and the checks of what is typed for a visit) are
+:mod:`moleseg.engine.recordtypes`.
+
 Ownership
 ---------
-Every method that reads or changes a record takes the acting :class:`User`. A user lists, opens, compares,
-exports and deletes only the records they own; an admin user reaches all. A record of someone else is
-refused with the very message of a missing one, so guessing ids reveals nothing. Records saved before
-records had owners have the owner :data:`NO_OWNER`: only admins (and personal mode, whose one user is an
-admin) reach them. Personal mode saves under the name of the server's account (:func:`personal_owner`);
-:meth:`Records.hand_over` gives one owner's records (and, when asked, the ownerless ones) to a user of shared
-mode. The ``audit`` table records who saved, opened, exported, deleted and handed over which record, and
-when; triggers (SQLite's, or a PostgreSQL trigger function) refuse any change or deletion of its rows.
+Every method that reads or changes a record takes the acting :class:`~moleseg.engine.recordtypes.User`. A
+user lists, opens, compares, exports and deletes only the records they own; an admin user reaches all. A record
+of someone else is refused with the very message of a missing one, so guessing ids reveals nothing. Records
+saved before records had owners have the owner :data:`~moleseg.engine.recordtypes.NO_OWNER`: only admins (and
+personal mode, whose one user is an admin) reach them. Personal mode saves under the name of the server's
+account (:func:`~moleseg.engine.recordtypes.personal_owner`); :meth:`Records.hand_over` gives one owner's
+records (and, when asked, the ownerless ones) to a user of shared mode. The ``audit`` table records who saved,
+opened, exported, deleted and handed over which record, and when; triggers (SQLite's, or a PostgreSQL trigger
+function) refuse any change or deletion of its rows.
 
 Safety
 ------
@@ -44,9 +48,7 @@ Safety
 
 from __future__ import annotations
 
-import getpass
 import json
-import math
 import re
 import shutil
 import threading
@@ -54,7 +56,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -67,34 +69,29 @@ from moleseg.core.config import RECORDS_DB_NAME, data_dir, result_file_name
 from moleseg.core.imageio import read_image, read_mask
 from moleseg.core.imagewrite import encode_png
 from moleseg.core.measure import Measurement, measurements_row
-from moleseg.core.report import AnalysisSettings, Visit, measurements_csv, settings_sidecar, sidecar_name, zip_bundle
+from moleseg.core.report import measurements_csv, settings_sidecar, sidecar_name, zip_bundle
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import SPACE_MODE
 from moleseg.engine.audit import ADOPTED, AUDIT_ACTIONS, AuditEntry, append_audit, audit_entries
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
 from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_postgres_error
+from moleseg.engine.recordtypes import (MAX_RECORD_ID, RECORD_COLUMNS, LesionSummary, NoSuchRecord, Record,
+                                        SavedAnalysis, User, clean_text, encode_measurements, record_from_row,
+                                        visit_date_text)
 
 __all__ = [
     "AUDIT_ACTIONS",
     "BUSY_TIMEOUT_S",
-    "MAX_RECORD_ID",
     "MIGRATIONS",
-    "NO_OWNER",
-    "NoSuchRecord",
     "ORPHAN_MIN_AGE_S",
     "PG_MIGRATIONS",
     "AuditEntry",
-    "LesionSummary",
-    "Record",
     "Records",
     "RecordsError",
-    "SavedAnalysis",
-    "User",
     "describe_postgres_error",
     "describe_sqlite_error",
     "insert_analysis_row",
-    "personal_owner",
 ]
 
 #: A ``files/<uid>`` folder that no record refers to is removed once it is this old, in seconds: a save in
@@ -104,144 +101,17 @@ ORPHAN_MIN_AGE_S: float = 10 * BUSY_TIMEOUT_S
 FILES_FOLDER: str = "files"
 IMAGE_FILE: str = "image.png"
 MASK_FILE: str = "mask.png"
-#: Owner of the records saved before records had owners (schema 1): reached by admins only.
-NO_OWNER: str = ""
-#: Owner of the records saved in personal mode when the server's account has no name.
-FALLBACK_PERSONAL_OWNER: str = "local"
-#: Largest record id either database stores (PostgreSQL's ``INTEGER`` column; SQLite's holds more): an id above
-#: it, e.g. from a crafted ``?visit=`` link, names no record rather than failing in the database driver.
-MAX_RECORD_ID: int = 2**31 - 1
 #: A ``files/`` entry named like a record's uid (the only names :meth:`Records.remove_orphans` removes).
 _UID = re.compile(r"[0-9a-f]{32}")
-
-_COLUMNS = ("id", "uid", "saved_at", "owner", "lesion", "visit_date", "body_site", "notes", "image_name",
-            "measurements", "model_name", "model_version", "cleanup", "lesion_threshold", "pixel_size_mm",
-            "corrected")
 
 #: Databases (SQLite paths, PostgreSQL URLs) that passed the start-up check in this process.
 _CHECKED: set[str] = set()
 _CHECKED_LOCK = threading.Lock()
 
 
-def personal_owner() -> str:
-    """The owner name personal mode saves records under: the name of the account that runs the server
-    (:func:`getpass.getuser`), or :data:`FALLBACK_PERSONAL_OWNER` when it has none."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = ""
-    return name or FALLBACK_PERSONAL_OWNER
-
-
-class NoSuchRecord(KeyError):
-    """No record of that id that the acting user may reach (a missing record and someone else's read alike)."""
-
-    def __init__(self, record_id: int) -> None:
-        super().__init__(f"no saved analysis with id {record_id}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class User:
-    """Who acts on the records: ``name`` (non-empty, as the identity source gives it) and whether they are an
-    admin (reaches every record)."""
-
-    name: str
-    admin: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise ValueError("a user needs a name")
-
-
-@dataclass(frozen=True)
-class Record:
-    """One saved analysis without its pictures (what the History lists).
-
-    ``lesion`` is the free-text identifier ('' when none was given); ``visit_date`` is ISO
-    ``YYYY-MM-DD``; ``saved_at`` an ISO timestamp; ``cleanup`` the cleanup settings as a dict;
-    ``lesion_threshold`` 0..1 or None (arg-max); ``pixel_size_mm`` mm per pixel or None;
-    ``corrected`` whether the border was corrected by hand; ``owner`` the name of the user who saved it
-    (:data:`NO_OWNER` when saved before records had owners).
-    """
-
-    id: int
-    uid: str
-    saved_at: str
-    owner: str
-    lesion: str
-    visit_date: str
-    body_site: str
-    notes: str
-    image_name: str
-    measurements: list[Measurement]
-    model_name: str
-    model_version: str
-    cleanup: dict[str, Any]
-    lesion_threshold: float | None
-    pixel_size_mm: float | None
-    corrected: bool
-
-    @property
-    def stem(self) -> str:
-        """The stem of this visit's files (its export ZIP and the files in it, its PDF report): ``record_<id>``."""
-        return f"record_{self.id}"
-
-    @property
-    def name(self) -> str:
-        """This visit's name for people: its image's name, or ``record <id>`` when it has none."""
-        return self.image_name or f"record {self.id}"
-
-    def settings(self) -> AnalysisSettings:
-        """The settings that made this analysis, for reports and exports."""
-        return AnalysisSettings(model_name=self.model_name, model_version=self.model_version or None,
-                                cleanup=self.cleanup, lesion_threshold=self.lesion_threshold,
-                                pixel_size_mm=self.pixel_size_mm, corrected_by_hand=self.corrected)
-
-    def visit(self) -> Visit:
-        """The identifier, visit date, body site and notes saved with this analysis."""
-        return Visit(lesion=self.lesion, visit_date=self.visit_date, body_site=self.body_site, notes=self.notes)
-
-
-@dataclass(frozen=True)
-class SavedAnalysis:
-    """A record with its image ``(H, W, 3) uint8`` and lesion mask ``(H, W) bool``."""
-
-    record: Record
-    image: np.ndarray
-    mask: np.ndarray
-
-
-@dataclass(frozen=True)
-class LesionSummary:
-    """One lesion identifier with its number of visits and the first and last visit dates."""
-
-    lesion: str
-    visits: int
-    first_visit: str
-    last_visit: str
-
-
-def _encode_measurements(measurements: list[Measurement]) -> str:
-    return json.dumps([{**asdict(m), "value": m.value if math.isfinite(m.value) else None} for m in measurements])
-
-
-def _decode_measurements(text: str) -> list[Measurement]:
-    return [Measurement(**{**item, "value": math.nan if item["value"] is None else float(item["value"])})
-            for item in json.loads(text)]
-
-
-def _record(row: sqlalchemy.Row) -> Record:
-    values = dict(row._mapping)
-    return Record(**{**values, "measurements": _decode_measurements(values["measurements"]),
-                     "cleanup": json.loads(values["cleanup"]), "corrected": bool(values["corrected"])})
-
-
 def insert_analysis_row(connection: sqlalchemy.Connection, values: dict[str, Any]) -> int:
     """Insert one row of ``analyses`` (inside the caller's transaction); returns its id."""
-    names = [name for name in _COLUMNS if name != "id"]
+    names = [name for name in RECORD_COLUMNS if name != "id"]
     statement = (f"INSERT INTO analyses ({', '.join(names)}) VALUES ({', '.join(':' + name for name in names)}) "
                  "RETURNING id")
     return int(connection.execute(sqlalchemy.text(statement), {name: values[name] for name in names}).scalar_one())
@@ -251,26 +121,6 @@ def _query(connection: sqlalchemy.Connection, statement: str, arguments: dict[st
            ) -> list[sqlalchemy.Row]:
     """The rows of ``statement`` (SQL text with ``:name`` arguments)."""
     return list(connection.execute(sqlalchemy.text(statement), arguments or {}).all())
-
-
-def _clean_text(value: Any, name: str, max_length: int = 2000) -> str:
-    text = "" if value is None else str(value).strip()
-    if len(text) > max_length:
-        raise ValueError(f"{name} is longer than {max_length} characters")
-    return text
-
-
-def _visit_date(value: date | str | None) -> str:
-    if value is None:
-        return date.today().isoformat()
-    if isinstance(value, datetime):
-        return value.date().isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    try:
-        return date.fromisoformat(str(value).strip()).isoformat()
-    except ValueError as error:
-        raise ValueError(f"visit date {value!r} is not a date (YYYY-MM-DD)") from error
 
 
 
@@ -364,11 +214,11 @@ class Records:
         if not 0 < int(record_id) <= MAX_RECORD_ID:  # no row has it; the drivers refuse to bind some
             raise NoSuchRecord(record_id)
         condition, arguments = self._reach(user)
-        rows = _query(connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id AND {condition}",
+        rows = _query(connection, f"SELECT {', '.join(RECORD_COLUMNS)} FROM analyses WHERE id = :id AND {condition}",
                       {"id": int(record_id), **arguments})
         if not rows:  # someone else's record reads as a missing one
             raise NoSuchRecord(record_id)
-        return _record(rows[0])
+        return record_from_row(rows[0])
 
     @staticmethod
     def _audit(connection: sqlalchemy.Connection, user: User, action: str, record: Record) -> None:
@@ -387,7 +237,8 @@ class Records:
             return audit_entries(connection, record.uid)
 
     def owned_count(self, owner: str) -> int:
-        """How many records ``owner`` owns (:data:`NO_OWNER`: those saved before records had owners)."""
+        """How many records ``owner`` owns (:data:`~moleseg.engine.recordtypes.NO_OWNER`: those saved before
+        records had owners)."""
         with self.database.connection() as connection:
             return int(connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM analyses WHERE owner = :owner"),
                                           {"owner": owner}).scalar_one())
@@ -401,9 +252,10 @@ class Records:
             return [self.files / str(uid) for uid in uids]
 
     def hand_over(self, operator: str, from_owners: Sequence[str], to_owner: str) -> dict[str, int]:
-        """Give every record of each of ``from_owners`` (:data:`NO_OWNER` among them: the ownerless ones) to
-        ``to_owner``, in one transaction, with one :data:`~moleseg.engine.audit.ADOPTED` entry per record by
-        ``operator`` (the account that runs the command) naming its owner before and after.
+        """Give every record of each of ``from_owners`` (:data:`~moleseg.engine.recordtypes.NO_OWNER` among
+        them: the ownerless ones) to ``to_owner``, in one transaction, with one
+        :data:`~moleseg.engine.audit.ADOPTED` entry per record by ``operator`` (the account that runs the
+        command) naming its owner before and after.
 
         Returns
         -------
@@ -476,12 +328,12 @@ class Records:
         uid = uuid.uuid4().hex
         values = {
             "uid": uid, "saved_at": datetime.now().astimezone().isoformat(timespec="seconds"), "owner": user.name,
-            "lesion": _clean_text(lesion, "the lesion identifier", 200), "visit_date": _visit_date(visit_date),
-            "body_site": _clean_text(body_site, "the body site", 200), "notes": _clean_text(notes, "the notes"),
-            "image_name": _clean_text(image_name, "the image name", 500),
-            "measurements": _encode_measurements(list(measurements)),
-            "model_name": _clean_text(model_name, "the model name", 500),
-            "model_version": _clean_text(model_version, "the model version", 500),
+            "lesion": clean_text(lesion, "the lesion identifier", 200), "visit_date": visit_date_text(visit_date),
+            "body_site": clean_text(body_site, "the body site", 200), "notes": clean_text(notes, "the notes"),
+            "image_name": clean_text(image_name, "the image name", 500),
+            "measurements": encode_measurements(list(measurements)),
+            "model_name": clean_text(model_name, "the model name", 500),
+            "model_version": clean_text(model_version, "the model version", 500),
             "cleanup": json.dumps(cleanup or {}, default=str),
             "lesion_threshold": None if lesion_threshold is None else float(lesion_threshold),
             "pixel_size_mm": None if pixel_size_mm is None else float(pixel_size_mm),
@@ -498,8 +350,8 @@ class Records:
                                    f"{error.strerror or error}.") from error
             with self.database.transaction() as connection:
                 row_id = insert_analysis_row(connection, values)
-                self._audit(connection, user, "saved", _record(_query(
-                    connection, f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE id = :id", {"id": row_id})[0]))
+                self._audit(connection, user, "saved", record_from_row(_query(
+                    connection, f"SELECT {', '.join(RECORD_COLUMNS)} FROM analyses WHERE id = :id", {"id": row_id})[0]))
         except BaseException:
             shutil.rmtree(files, ignore_errors=True)
             with suppress(OSError, RecordsError):  # the failed save's own error is the one to report
@@ -511,13 +363,13 @@ class Records:
         """The analyses ``user`` may reach, newest visit first; only those of ``lesion`` when given
         ('' = no identifier)."""
         condition, arguments = self._reach(user)
-        query = f"SELECT {', '.join(_COLUMNS)} FROM analyses WHERE {condition}"
+        query = f"SELECT {', '.join(RECORD_COLUMNS)} FROM analyses WHERE {condition}"
         if lesion is not None:
             query += " AND lesion = :lesion"
             arguments["lesion"] = lesion
         with self.database.connection() as connection:
             rows = _query(connection, query + " ORDER BY visit_date DESC, id DESC", arguments)
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def lesions(self, user: User) -> list[LesionSummary]:
         """Every lesion identifier of the analyses ``user`` may reach ('' gathers those saved without one),
