@@ -178,12 +178,18 @@ def test_score_json_with_hand_computed_values(tmp_path, capsys):
     assert "(n = 2)" in out and "fm" in out
 
 
+def _square_in_both_folders(folder: Path, side: int, name: str) -> np.ndarray:
+    """A ``side`` x ``side`` mask with a square in it, written as ``name`` into ``folder``'s pred and true."""
+    mask = np.zeros((side, side), bool)
+    mask[side // 5:side * 3 // 5, side // 5:side * 3 // 5] = True
+    for sub in ("pred", "true"):
+        (folder / sub).mkdir()
+        write_png(folder / sub / name, mask)
+    return mask
+
+
 def test_score_reports_a_bad_file(tmp_path, capsys):
-    mask = np.zeros((10, 10), bool)
-    mask[2:6, 2:6] = True
-    for folder in ("pred", "true"):
-        (tmp_path / folder).mkdir()
-        write_png(tmp_path / folder / "ok.png", mask)
+    mask = _square_in_both_folders(tmp_path, 10, "ok.png")
     (tmp_path / "pred" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     write_png(tmp_path / "true" / "broken.png", mask)
     code = main(["score", "--pred", str(tmp_path / "pred"), "--masks", str(tmp_path / "true"),
@@ -195,11 +201,7 @@ def test_score_reports_a_bad_file(tmp_path, capsys):
 
 
 def test_score_quiet_still_says_a_pair_of_different_sizes_and_hides_a_clean_pairing(tmp_path, capsys):
-    mask = np.zeros((20, 20), bool)
-    mask[4:14, 4:14] = True
-    for folder in ("pred", "true"):
-        (tmp_path / folder).mkdir()
-        write_png(tmp_path / folder / "a.png", mask)
+    mask = _square_in_both_folders(tmp_path, 20, "a.png")
     arguments = ["score", "--quiet", "--pred", str(tmp_path / "pred"), "--masks", str(tmp_path / "true")]
     assert main(arguments) == 0
     assert "pair" not in capsys.readouterr().err  # a clean pairing: --quiet says nothing of it
