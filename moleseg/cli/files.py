@@ -126,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
                 if object_rows:
                     write_table(out / objects_name, object_rows)
-                if args.shard:  # last: a shard without its manifest did not finish
+                if args.shard and not outcome.interrupted:  # last: a shard without its manifest did not finish
                     done = {row["source"] for row in rows}
                     reasons = dict(reversed(outcome.failures))
                     write_manifest(out, args.shard, keys, positions,
