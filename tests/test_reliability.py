@@ -80,20 +80,25 @@ def test_predict_out_an_existing_file_is_one_clear_line(tmp_path, capsys):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
-def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(tmp_path, capsys, monkeypatch):
+def _disk_full_on_the_second_image(monkeypatch) -> None:
+    """``predict``'s fifth file write (the second image's second picture) fails as on a full disk."""
     import moleseg.core.atomic as atomic
 
-    images, _ = lesion_dataset(tmp_path / "set", n=3)
     real_write = atomic.atomic_write
     calls = {"n": 0}
 
     def filling_disk(path, data, **options):
         calls["n"] += 1
-        if calls["n"] == 5 and Path(path).name != "measurements.csv":  # second image, second file
+        if calls["n"] == 5 and not Path(path).name.startswith("measurements"):  # second image, second file
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_write(path, data, **options)
 
     monkeypatch.setattr(atomic, "atomic_write", filling_disk)
+
+
+def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(tmp_path, capsys, monkeypatch):
+    images, _ = lesion_dataset(tmp_path / "set", n=3)
+    _disk_full_on_the_second_image(monkeypatch)
     out = tmp_path / "out"
     code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--out", str(out), str(images)])
     assert code == 2
@@ -659,15 +664,17 @@ def test_predict_interrupted_keeps_the_table_of_what_was_written(tmp_path, capsy
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
 
 
-def test_predict_shard_interrupted_writes_no_manifest_so_merge_refuses_it(tmp_path, capsys, monkeypatch):
-    # Ctrl-C on a shard keeps the table of what was written, but not the manifest that says the shard finished:
-    # merge took it as a finished shard, its inputs not yet reached listed as failed ("not processed")
+@pytest.mark.parametrize("stop", ["ctrl-c", "full-disk"])
+def test_predict_shard_stopped_early_writes_no_manifest_so_merge_refuses_it(tmp_path, capsys, monkeypatch, stop):
+    # Ctrl-C or a full disk on a shard keeps the table of what was written, but not the manifest that says the
+    # shard finished: merge took it as a finished shard, its inputs not yet reached listed as failed ("not
+    # processed")
     images, _ = lesion_dataset(tmp_path / "set", n=3, size=48)
-    _ctrl_c_on_the_third_image(monkeypatch)
+    (_ctrl_c_on_the_third_image if stop == "ctrl-c" else _disk_full_on_the_second_image)(monkeypatch)
     out = tmp_path / "out"
     code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--shard", "1/1",
                  "--out", str(out), str(images)])
-    assert code == 130
+    assert code == (130 if stop == "ctrl-c" else 2)
     assert "1 image written" in capsys.readouterr().out
     assert [row["image"] for row in _read_csv(out / "measurements.shard-1-of-1.csv")] == ["000.png"]
     assert not (out / "shard-1-of-1.json").exists()
