@@ -284,3 +284,32 @@ def test_a_model_file_replaced_during_its_load_is_not_cached(monkeypatch, cache,
         segmenter = KerasSegmenter.from_file(shared, test_time_augmentation=False)
     segmenter.predict_network(np.zeros((1, SIZE, SIZE, 3), np.float32))
     assert compiled.cached_entry(trusted) is None and not (cache.is_dir() and any(cache.iterdir()))
+
+
+def _with_damaged_weights(path: Path) -> Path:
+    """``path`` with one byte of its weights entry's data flipped (stored, not compressed): its ZIP directory
+    intact, so that only reading the entry finds the damage (a CRC-32 mismatch)."""
+    with zipfile.ZipFile(path) as archive:
+        entry = archive.getinfo("model.weights.h5")
+    assert entry.compress_type == zipfile.ZIP_STORED
+    data = bytearray(path.read_bytes())
+    header = data[entry.header_offset:entry.header_offset + 30]
+    start = entry.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+    data[start + entry.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_model_file_with_damaged_weights_is_refused_naming_it_not_a_stack_trace(cache, tmp_path, capsys):
+    """The cache's key reads every byte of the network (network_content): a file whose weights fail their CRC-32
+    (a damaged copy whose ZIP directory is intact) raised BadZipFile from the cache lookup, through predict."""
+    from moleseg.cli import main
+    from moleseg.core.imagewrite import write_png
+
+    model = _with_damaged_weights(tiny_model_file(tmp_path))
+    assert compiled.cached_entry(model) is None  # no entry is that of a file whose network cannot be read
+    image = tmp_path / "mole.png"
+    write_png(image, np.full((SIZE, SIZE, 3), 128, np.uint8))
+    assert main(["predict", "--model", str(model), "--quiet", "--out", str(tmp_path / "out"), str(image)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {model.name}: ")
+    assert not (tmp_path / "out").exists()

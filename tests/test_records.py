@@ -284,6 +284,23 @@ def test_a_deleted_visit_s_identifier_and_notes_leave_the_database_file(tmp_path
     assert (b"Roe-Jane" in left, b"fears melanoma" in left, b"kept-lesion" in left) == (False, False, True)
 
 
+def test_a_deleted_visit_s_text_leaves_the_write_ahead_log_while_other_connections_stay_open(tmp_path):
+    """On a server other sessions hold connections to the database while one deletes a visit: SQLite then keeps
+    the -wal file, whose frames still held the deleted text (written when the visit was saved) until the last
+    connection closed; a backup copying the folder meanwhile kept it."""
+    records = Records(tmp_path)
+    save_sample(records, 0, lesion="kept-lesion")
+    gone = save_sample(records, 1, lesion="Roe-Jane-left-shoulder", notes="Ms Roe fears melanoma")
+    other_session = sqlite3.connect(tmp_path / RECORDS_DB_NAME)
+    try:
+        other_session.execute("SELECT count(*) FROM analyses").fetchone()
+        records.delete(USER, gone)
+        left = b"".join(path.read_bytes() for path in tmp_path.glob(f"{RECORDS_DB_NAME}*"))
+        assert (b"Roe-Jane" in left, b"fears melanoma" in left, b"kept-lesion" in left) == (False, False, True)
+    finally:
+        other_session.close()
+
+
 @pytest.mark.parametrize("record_id", [0, -1, MAX_RECORD_ID + 1, 2**63, 10**20])
 def test_an_id_no_database_holds_reads_as_missing_in_every_backend(tmp_path, open_records, record_id):
     """Ids beyond the drivers' integers (a crafted ``?visit=`` link) are refused like a missing one, not with the

@@ -80,20 +80,25 @@ def test_predict_out_an_existing_file_is_one_clear_line(tmp_path, capsys):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
-def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(tmp_path, capsys, monkeypatch):
+def _disk_full_on_the_second_image(monkeypatch) -> None:
+    """``predict``'s fifth file write (the second image's second picture) fails as on a full disk."""
     import moleseg.core.atomic as atomic
 
-    images, _ = lesion_dataset(tmp_path / "set", n=3)
     real_write = atomic.atomic_write
     calls = {"n": 0}
 
     def filling_disk(path, data, **options):
         calls["n"] += 1
-        if calls["n"] == 5 and Path(path).name != "measurements.csv":  # second image, second file
+        if calls["n"] == 5 and not Path(path).name.startswith("measurements"):  # second image, second file
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_write(path, data, **options)
 
     monkeypatch.setattr(atomic, "atomic_write", filling_disk)
+
+
+def test_predict_full_disk_stops_cleanly_and_keeps_the_csv_of_what_was_written(tmp_path, capsys, monkeypatch):
+    images, _ = lesion_dataset(tmp_path / "set", n=3)
+    _disk_full_on_the_second_image(monkeypatch)
     out = tmp_path / "out"
     code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--out", str(out), str(images)])
     assert code == 2
@@ -627,21 +632,27 @@ def test_a_folder_given_as_the_model_is_named_a_folder_not_missing(tmp_path, cap
     assert _error_lines(capsys.readouterr().err) == [f"error: {run}: a folder, not a .keras model file"]
 
 
-def test_predict_interrupted_keeps_the_table_of_what_was_written(tmp_path, capsys, monkeypatch):
-    # Ctrl-C used to leave the pictures of the images done with no measurements.csv (nor its sidecar)
+def _ctrl_c_on_the_third_image(monkeypatch) -> None:
+    """Ctrl-C while the classical segmenter works on the third image of a --batch-size 1 run: the first was
+    handed to the writer, the second not yet."""
     from moleseg.core.classical import ClassicalSegmenter
 
-    images, _ = lesion_dataset(tmp_path / "set", n=3, size=48)
     real_predict = ClassicalSegmenter.predict_probabilities
     calls = {"n": 0}
 
     def pressing_ctrl_c(self, batch):
         calls["n"] += 1
-        if calls["n"] == 3:  # the network on the third image; the first was handed to the writer, the second not yet
+        if calls["n"] == 3:
             raise KeyboardInterrupt
         return real_predict(self, batch)
 
     monkeypatch.setattr(ClassicalSegmenter, "predict_probabilities", pressing_ctrl_c)
+
+
+def test_predict_interrupted_keeps_the_table_of_what_was_written(tmp_path, capsys, monkeypatch):
+    # Ctrl-C used to leave the pictures of the images done with no measurements.csv (nor its sidecar)
+    images, _ = lesion_dataset(tmp_path / "set", n=3, size=48)
+    _ctrl_c_on_the_third_image(monkeypatch)
     out = tmp_path / "out"
     code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--out", str(out), str(images)])
     captured = capsys.readouterr()
@@ -651,3 +662,21 @@ def test_predict_interrupted_keeps_the_table_of_what_was_written(tmp_path, capsy
     assert sorted(p.name for p in out.iterdir()) == ["000_classes.png", "000_mask.png", "000_overlay.png",
                                                      "measurements.csv", "measurements.settings.json"]
     assert [row["image"] for row in _read_csv(out / "measurements.csv")] == ["000.png"]
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "full-disk"])
+def test_predict_shard_stopped_early_writes_no_manifest_so_merge_refuses_it(tmp_path, capsys, monkeypatch, stop):
+    # Ctrl-C or a full disk on a shard keeps the table of what was written, but not the manifest that says the
+    # shard finished: merge took it as a finished shard, its inputs not yet reached listed as failed ("not
+    # processed")
+    images, _ = lesion_dataset(tmp_path / "set", n=3, size=48)
+    (_ctrl_c_on_the_third_image if stop == "ctrl-c" else _disk_full_on_the_second_image)(monkeypatch)
+    out = tmp_path / "out"
+    code = main(["predict", "--model", "classical", "--quiet", "--batch-size", "1", "--shard", "1/1",
+                 "--out", str(out), str(images)])
+    assert code == (130 if stop == "ctrl-c" else 2)
+    assert "1 image written" in capsys.readouterr().out
+    assert [row["image"] for row in _read_csv(out / "measurements.shard-1-of-1.csv")] == ["000.png"]
+    assert not (out / "shard-1-of-1.json").exists()
+    assert main(["merge", "--out", str(tmp_path / "merged"), str(out)]) == 2
+    assert not (tmp_path / "merged" / "measurements.csv").exists()

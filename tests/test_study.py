@@ -454,3 +454,15 @@ def test_a_study_process_s_command_line_names_neither_its_user_nor_their_folders
     assert studyrun.main() == 0
     assert given == [(str(out), quota)] and quota.quota_gb * BYTES_PER_GB == 5e9
 
+
+
+def test_a_study_quota_of_a_user_whose_name_starts_with_a_hyphen_reaches_the_study_process(tmp_path, monkeypatch):
+    """A sign-in name may start with '-' (signed_in_name takes it): given as a separate argument after
+    --quota-owner, the study process's parser took it for an option and the study ended at its start
+    ('expected one argument')."""
+    path = write_study(tmp_path / "s.yaml")
+    quota = studyrun.StudyQuota(5.0, (tmp_path / "space",), "-delete old runs", "-bob")
+    given: list[object] = []
+    monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
+    assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "out"), *quota.arguments()]) == 0
+    assert given == [quota]

@@ -126,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
                 if object_rows:
                     write_table(out / objects_name, object_rows)
-                if args.shard:  # last: a shard without its manifest did not finish
+                if args.shard and not stopped:  # last: a shard without its manifest did not finish (Ctrl-C, full disk)
                     done = {row["source"] for row in rows}
                     reasons = dict(reversed(outcome.failures))
                     write_manifest(out, args.shard, keys, positions,
@@ -208,8 +208,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     masks = list_images(args.masks) if Path(args.masks).is_dir() else []
     if not Path(args.masks).is_dir():
-        raise CommandError(f"--masks {printable(args.masks)} is a file, not a folder of masks" if Path(args.masks).exists()
-                           else folder_not_found(args.masks))
+        raise CommandError(f"--masks {printable(args.masks)} is a file, not a folder of masks"
+                           if Path(args.masks).exists() else folder_not_found(args.masks))
     if not masks:
         raise CommandError(f"no mask images in {args.masks}")
     check_out_not_an_input(args.out, [args.masks], "the label images would replace the masks of the same name")

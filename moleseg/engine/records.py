@@ -416,6 +416,7 @@ class Records:
             connection.execute(sqlalchemy.text("DELETE FROM analyses WHERE id = :id"), {"id": record.id})
             self._audit(connection, user, "deleted", record)
         shutil.rmtree(self.files / record.uid, ignore_errors=True)
+        self.database.erase_deleted()
 
     def remove_orphans(self, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
         """Delete the ``files/<uid>`` folders no record refers to (left by a process killed mid-save) and

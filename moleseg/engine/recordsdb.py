@@ -15,7 +15,9 @@ PostgreSQL database of :mod:`moleseg.engine.recordspg`.
 * WAL journal and a busy timeout of :data:`BUSY_TIMEOUT_S`: several app sessions, threads or processes
   can write at once; each write is one transaction.
 * ``PRAGMA secure_delete`` on every connection: a deleted record's text (lesion identifier, notes) is
-  overwritten in the file, not left in a free page, on SQLite builds whose default is off too.
+  overwritten in the file, not left in a free page, on SQLite builds whose default is off too; and after a
+  deletion the write-ahead log, whose older frames still hold it, is checkpointed into the file and emptied
+  (:meth:`RecordsDatabase.erase_deleted`).
 
 The records themselves (who may reach which, saving, listing, opening) are :mod:`moleseg.engine.records`.
 """
@@ -229,6 +231,17 @@ class RecordsDatabase:
     def refuse(self, cause: str) -> RecordsError:
         """The error saying that the database ``cause`` (e.g. "is a folder, ..."), and that analysis works."""
         return refusal(self.name, cause)
+
+    def erase_deleted(self) -> None:
+        """Take what a deletion left in the write-ahead log out of it: ``PRAGMA wal_checkpoint(TRUNCATE)`` copies
+        the log into the file (where ``secure_delete`` has zeroed the freed pages) and empties it. The log's
+        older frames still hold what the deleted rows said when they were written, and SQLite keeps them until the
+        last connection closes, which on a shared server with other sessions open may be much later. Best
+        effort, never an error (the deletion is done): a reader in the middle of a transaction keeps its frames
+        until the next checkpoint, and a database busy past the timeout keeps them until the last connection
+        closes."""
+        with suppress(RecordsError), self.raw_connection() as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     @contextmanager
     def raw_connection(self, configure: bool = True) -> Iterator[sqlite3.Connection]:

@@ -160,6 +160,10 @@ class PostgresDatabase:
         """The error saying that the database ``cause``, and that analysis works."""
         return refusal(self.name, cause)
 
+    def erase_deleted(self) -> None:
+        """Nothing: PostgreSQL keeps a deleted row's bytes until ``VACUUM`` reuses its space, which is the
+        operator's (README); the server cannot erase them at once."""
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:

@@ -405,12 +405,11 @@ class StudyQuota:
         return quota_refusal(usage_bytes(self.all_folders()), self.quota_gb, self.what_to_delete)
 
     def arguments(self) -> list[str]:
-        """The quota as the flags of the background study process (:func:`main`)."""
-        flags = ["--quota-gb", repr(float(self.quota_gb)), "--quota-advice", self.what_to_delete,
-                 "--quota-owner", self.owner]
-        for folder in self.folders:
-            flags += ["--quota-folder", str(folder)]
-        return flags
+        """The quota as the flags of the background study process (:func:`main`), each ``--flag=value``: a value
+        that starts with '-' (a sign-in name may) is not read as an option."""
+        flags = [f"--quota-gb={float(self.quota_gb)!r}", f"--quota-advice={self.what_to_delete}",
+                 f"--quota-owner={self.owner}"]
+        return flags + [f"--quota-folder={folder}" for folder in self.folders]
 
 
 def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = print,

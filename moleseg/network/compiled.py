@@ -282,19 +282,30 @@ def _complete(entry: Path) -> Path | None:
     return entry
 
 
+def _cached(path: str | Path, key: Callable[[str | Path], str]) -> Path | None:
+    """The complete entry filed under ``key(path)``, or None, also when the network in ``path`` cannot be read
+    (:func:`network_content`: a damaged file, whose load then says what is wrong with it)."""
+    try:
+        digest = key(path)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return _complete(inference_cache_root() / digest)
+
+
 def cached_entry(path: str | Path) -> Path | None:
-    """The complete SavedModel entry of the network in ``path``, or None (none yet, or the cache is off)."""
+    """The complete SavedModel entry of the network in ``path``, or None (none yet, the cache is off, or the
+    file cannot be read)."""
     if not cache_enabled():
         return None
-    return _complete(inference_cache_root() / network_digest(path))
+    return _cached(path, network_digest)
 
 
 def cached_onnx(path: str | Path) -> Path | None:
     """The complete ONNX entry of the network in ``path`` (usable or not: see :func:`onnx_usable`), or None
-    (none yet, ONNX Runtime not wanted or not installed)."""
+    (none yet, ONNX Runtime not wanted or not installed, or the file cannot be read)."""
     if not onnx_wanted():
         return None
-    return _complete(inference_cache_root() / onnx_digest(path))
+    return _cached(path, onnx_digest)
 
 
 def onnx_usable(entry: Path) -> bool:
