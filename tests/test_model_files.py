@@ -201,3 +201,24 @@ def test_the_totals_are_checked_after_each_member():
     with pytest.raises(ArchiveError, match=r"^the archive's members up to 'b' are compressed 262144 times "
                                            r"together \(at most 10\): refused as a possible zip bomb$"):
         together.add(_info("b", 1, 3))  # (1 MiB + 1) / (1 + 3) = 262144.25
+
+
+@pytest.mark.parametrize("field, value", [("class_names", 5), ("class_names", [1, 2, 3]), ("class_names", {"a": 1}),
+                                          ("lesion_threshold", "high"), ("lesion_threshold", [0.5])])
+def test_a_moleseg_json_field_of_the_wrong_kind_breaks_no_picker(tmp_path, field, value):
+    """A shipped-models folder is read for every user's pickers and home page: a model file whose class names are
+    not texts, or whose lesion threshold is not a number, is refused naming the field (read_info), and the pickers
+    list it with no details (its label from the file name) instead of raising for everyone."""
+    from moleseg.app import models
+    from moleseg.core.modelinfo import read_info
+
+    path = tmp_path / "dermoscopy.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("moleseg.json", json.dumps({"n_classes": 3, "input_size": 32,
+                                                     "model": {"architecture": "deeplabv3plus"}, field: value}))
+    with pytest.raises(ModelFileError, match=f"dermoscopy.keras: its moleseg.json field '{field}' must be"):
+        read_info(path)
+    [choice] = models.shipped_choices(tmp_path)
+    assert choice.label == "dermoscopy (shipped, model)"
+    rows = {row["property"]: row["value"] for row in models.model_details(choice)}
+    assert rows["file"] == str(path) and "classes" not in rows

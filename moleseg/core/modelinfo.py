@@ -192,9 +192,9 @@ class ModelInfo:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {key: value for key, value in values.items() if key in names and value is not None}
         if "class_names" in known:
-            known["class_names"] = tuple(known["class_names"])
+            known["class_names"] = _names("class_names", known["class_names"])
         for key, kind in (("n_classes", int), ("input_size", int), ("confidence_threshold", float),
-                          ("tile_scale", float)):
+                          ("tile_scale", float), ("lesion_threshold", float)):
             if key in known:
                 known[key] = _number(key, known[key], kind)
         # options the network's input and output depend on, by their names in the file and in the schema
@@ -249,6 +249,19 @@ class ModelInfo:
         names = {o.name for o in options.top_level()}
         known.update({key: value for key, value in self.training.items() if key in names})
         return options.merged(options.with_size_reference(known))  # moleseg.json's sizes: px of its input
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    """``value`` of the ``moleseg.json`` field ``key`` as a tuple of texts (class names).
+
+    Raises
+    ------
+    ModelFileError
+        When it is not a list of texts (the message names the field and the value).
+    """
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ModelFileError(f"its {INFO_ENTRY} field {key!r} must be a list of texts, not {value!r}"[:300])
+    return tuple(value)
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:
