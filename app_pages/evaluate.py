@@ -90,8 +90,8 @@ def show_evaluation(result: dict) -> None:
         columns = st.columns(min(4, len(result["pictures"])))
         fm = dict(result["worst"])
         for index, (name, picture) in enumerate(result["pictures"]):
-            columns[index % len(columns)].image(picture, caption=f"{name}: FM {fm.get(name, float('nan')):.3f}",
-                                                width="stretch")
+            caption = f"{ui.plain_markdown(name)}: FM {fm.get(name, float('nan')):.3f}"  # a shared set's file name
+            columns[index % len(columns)].image(picture, caption=caption, width="stretch")
 
 
 if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready):

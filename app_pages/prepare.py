@@ -128,12 +128,12 @@ try:
     preview = target_preview(pair.image, pair.mask, classes=classes, border_width_px=width, shape=shape,
                              border_at_image_edge=edge)
 except (ImageReadError, ValueError) as error:
-    st.error(str(error))
+    st.error(ui.plain_markdown(str(error)))  # names a file of a shared dataset: anyone's text
     st.stop()
 with left:
     a, b, c = st.columns(3)
-    a.image(preview.image, caption=pair.image.name, width="stretch")
-    b.image(preview.mask.astype("uint8") * 255, caption=pair.mask.name, width="stretch")
+    a.image(preview.image, caption=ui.plain_markdown(pair.image.name), width="stretch")
+    b.image(preview.mask.astype("uint8") * 255, caption=ui.plain_markdown(pair.mask.name), width="stretch")
     c.image(preview.picture, caption=" / ".join(name.upper() for name, _ in legend(classes)), width="stretch")
 if preview.mask_problem:
     st.warning(f"{ui.plain_markdown(pair.mask.name)}: {preview.mask_problem}", icon=":material/warning:")

@@ -191,3 +191,26 @@ def test_the_model_beside_the_evaluated_one_is_the_chosen_one_or_the_classical_b
     assert evaluation.baseline_choice(network, 2, compare=None, with_baseline=False) == (None, "classical baseline")
     classical = classical_choice(3)
     assert evaluation.baseline_choice(classical, 3, compare=None, with_baseline=True) == (None, "classical baseline")
+
+
+def test_file_names_in_a_shared_test_set_draw_no_link_under_the_worst_images(app_folders, tmp_path):
+    # a data root is shared: a file name there is anyone's text, and st.image's caption reads markdown
+    import shutil
+
+    from moleseg.app import ui
+
+    name = "[Sign in again](https:evil.example).png"
+    dataset = make_dataset(tmp_path / "test", count=1, size=64)
+    for folder in ("images", "masks"):
+        shutil.move(dataset / folder / "m0.png", dataset / folder / name)
+    at = app_test(PAGE)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
+    at.checkbox(key="evaluate_hd95").set_value(False).run()
+    at.button(key="evaluate_run").click().run()
+    run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))
+    assert not at.exception and not at.error
+    [caption] = [image.caption for element in at.get("image") for image in element.proto.imgs]
+    fm = float(next(metric.value for metric in at.metric if metric.label == "Mean FM"))
+    assert caption == f"{ui.plain_markdown(name)}: FM {fm:.3f}"
+    assert all("Sign in again](" not in text for text in texts(at.caption) + texts(at.markdown))

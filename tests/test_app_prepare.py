@@ -16,7 +16,7 @@ from PIL import Image
 
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset, mole_image
-from moleseg.app import preparation
+from moleseg.app import preparation, ui
 from moleseg.app.ui import PAGE_FILES, PAGES
 from moleseg.core import options
 from moleseg.engine.session import (ArchiveError, SessionFolder, extract_zip, owned_session_folders,
@@ -294,3 +294,21 @@ def test_a_zip_the_file_system_fails_to_unpack_is_refused_in_a_sentence_and_leav
         folder.unpack_dataset(b"PK")
     assert str(refused.value) == "could not be unpacked on the server: No space left on device"
     assert not (folder.path / "dataset").exists()
+
+
+def test_file_names_in_a_shared_dataset_draw_no_link_in_the_preview(app_folders, tmp_path):
+    # a data root is shared: a file name there is anyone's text, and st.image's caption and st.error read markdown
+    name = "0[Sign in again](https:evil.example)"
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    for folder in ("images", "masks"):
+        shutil.copy(dataset / folder / "m0.png", dataset / folder / f"{name}.png")
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    assert not at.exception and not at.error
+    captions = [image.caption for element in at.get("image") for image in element.proto.imgs]
+    assert captions[:2] == [ui.plain_markdown(f"{name}.png")] * 2, captions
+    (dataset / "images" / f"{name}.png").write_bytes(b"not a picture")
+    at.run()
+    [error] = at.error
+    assert error.value == ui.plain_markdown(f"{name}.png: not an image, or not a supported format (expected JPEG, PNG, "
+                                            "BMP, TIFF, GIF, WebP or DICOM)")
