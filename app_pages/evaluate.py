@@ -99,7 +99,7 @@ if st.button("Evaluate", type="primary", key="evaluate_run", disabled=not ready)
         images_dir, masks_dir = dataset_folders(folder, roots)
         report = pair_folders(images_dir, masks_dir)
     except (ValueError, PairingError, OSError) as error:
-        st.error(str(error))
+        st.error(ui.plain_markdown(str(error)))  # may name a file of a shared dataset: anyone's text
     else:
         segmenter = ui.load_segmenter(choice)
         if segmenter is not None:

@@ -76,7 +76,7 @@ except OSError as error:
     st.error(f"Cannot read the dataset: {first_line(error)}")
     st.stop()
 except PairingError as error:
-    st.error(str(error))
+    st.error(ui.plain_markdown(str(error)))  # file names of a shared dataset: anyone's text
     if error.report is not None:
         st.code(error.report.summary(), language=None)
     st.stop()
@@ -92,7 +92,7 @@ counts[3].metric("Size mismatches", len(report.size_mismatches))
 if report.rule_counts:
     st.write("Paired by: " + ", ".join(f"**{rule}** ({count})" for rule, count in report.rule_counts.items()))
 for warning in report.warnings:
-    st.warning(warning)
+    st.warning(ui.plain_markdown(warning))
 for conflict in report.conflicts:
     st.warning(f"Ambiguous: {ui.plain_markdown(str(conflict))}")
 if report.ok:

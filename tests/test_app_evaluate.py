@@ -10,7 +10,7 @@ import numpy as np
 
 from app_helpers import app_test, run_until, texts
 from synthetic import make_dataset
-from moleseg.app.ui import PAGE_FILES
+from moleseg.app.ui import PAGE_FILES, plain_markdown
 from moleseg.app import evaluation
 from moleseg.core.imageio import read_mask
 from moleseg.engine.runs import write_json
@@ -95,7 +95,7 @@ def test_a_missing_test_set_is_one_clear_error(app_folders, monkeypatch, tmp_pat
     at.text_input(key="evaluate_folder").set_value(str(tmp_path / "none")).run()
     at.button(key="evaluate_run").click().run()
     assert not at.exception
-    assert texts(at.error) == [f"{tmp_path / 'none'} is not inside the data folders this server offers"]
+    assert texts(at.error) == [plain_markdown(f"{tmp_path / 'none'} is not inside the data folders this server offers")]
 
 
 def _fake_run(runs, name, solver, fm_mean, minutes):
@@ -214,3 +214,20 @@ def test_file_names_in_a_shared_test_set_draw_no_link_under_the_worst_images(app
     fm = float(next(metric.value for metric in at.metric if metric.label == "Mean FM"))
     assert caption == f"{ui.plain_markdown(name)}: FM {fm:.3f}"
     assert all("Sign in again](" not in text for text in texts(at.caption) + texts(at.markdown))
+
+
+def test_file_names_in_a_refused_test_set_draw_no_link(app_folders, tmp_path):
+    from moleseg.app import ui
+
+    name = "[Sign in again](https:evil.example).png"
+    dataset = make_dataset(tmp_path / "test", count=2, size=64)
+    (dataset / "images" / name).write_bytes((dataset / "images" / "m0.png").read_bytes())
+    for path in (dataset / "masks").iterdir():
+        path.rename(path.with_name("z" + path.name))  # no name matches, and the counts differ: refused
+    at = app_test(PAGE)
+    at.selectbox(key="evaluate_model").set_value("classical").run()
+    at.text_input(key="evaluate_folder").set_value(str(dataset)).run()
+    at.button(key="evaluate_run").click().run()
+    assert not at.exception
+    [error] = texts(at.error)
+    assert ui.plain_markdown(name) in error and "Sign in again](" not in error

@@ -125,9 +125,9 @@ def test_a_file_name_that_is_not_utf8_is_left_out_not_a_stack_trace(app_folders,
     at.text_input(key="prepare_folder").set_value(str(dataset)).run()
     assert not at.exception and not at.error
     assert metrics(at) == {"Pairs": "2", "Unpaired images": "0", "Unpaired masks": "0", "Size mismatches": "0"}
-    assert texts(at.warning) == [
+    assert texts(at.warning) == [ui.plain_markdown(  # as markdown shows it as it is
         f"{kind} l\\xe9sion.png is left out: its path is not UTF-8 text: rename the file (the results name each "
-        "image by its path)" for kind in ("image", "mask")]
+        "image by its path)") for kind in ("image", "mask")]
 
 
 def test_a_missing_folder_is_one_clear_error(app_folders, tmp_path):
@@ -312,3 +312,23 @@ def test_file_names_in_a_shared_dataset_draw_no_link_in_the_preview(app_folders,
     [error] = at.error
     assert error.value == ui.plain_markdown(f"{name}.png: not an image, or not a supported format (expected JPEG, PNG, "
                                             "BMP, TIFF, GIF, WebP or DICOM)")
+
+
+def test_file_names_in_the_pairing_warnings_and_refusal_draw_no_link(app_folders, tmp_path):
+    # the pairing's warnings and its refusal name files of a shared dataset; st.warning and st.error read markdown
+    name = "[Sign in again](https:evil.example).png"
+    dataset = make_dataset(tmp_path / "moles", count=2)
+    (dataset / "images" / name).write_bytes(b"not a picture")
+    (dataset / "masks" / name).write_bytes(b"not a picture")
+    at = app_test(PAGE)
+    at.text_input(key="prepare_folder").set_value(str(dataset)).run()
+    assert not at.exception
+    shown = texts(at.warning) + texts(at.error)
+    assert shown and all("Sign in again](" not in text for text in shown)
+    assert any(ui.plain_markdown(name) in text for text in shown)
+    for path in (dataset / "masks").iterdir():
+        path.rename(path.with_name("z" + path.name))  # no name matches, and the counts differ: refused
+    (dataset / "masks" / "extra.png").write_bytes((dataset / "masks" / "zm0.png").read_bytes())
+    at.run()
+    assert not at.exception and any(ui.plain_markdown(name) in text for text in texts(at.error))
+    assert all("Sign in again](" not in text for text in texts(at.error) + texts(at.warning))

@@ -12,7 +12,7 @@ import pytest
 from app_helpers import app_test, texts
 from synthetic import make_dataset, write_study
 from moleseg.app import serverpaths
-from moleseg.app.ui import PAGE_FILES
+from moleseg.app.ui import PAGE_FILES, plain_markdown
 from moleseg.core.config import SHIPPED_MODELS, STUDIES_DIR, models_dir
 from moleseg.core.roots import (MAX_LISTED_FOLDERS, OutsideRootsError, folders_inside, resolve_inside_folder,
                                 resolve_inside_roots)
@@ -195,7 +195,7 @@ def test_evaluate_does_not_score_a_folder_outside_the_roots(app_folders, tmp_pat
     at.text_input(key="evaluate_folder").set_value(str(outside / "secret")).run()
     at.button(key="evaluate_run").click().run()
     assert not at.exception
-    assert texts(at.error) == [refusal(outside / "secret")]
+    assert texts(at.error) == [plain_markdown(refusal(outside / "secret"))]
     assert "evaluate_task" not in at.session_state and not at.get("imgs")
 
 
@@ -366,4 +366,4 @@ def test_a_zip_dataset_of_this_session_is_evaluated_but_not_another_sessions(app
     make_dataset(other.path / "dataset", count=2, size=64)
     at.text_input(key="evaluate_folder").set_value(str(other.path / "dataset")).run()
     at.button(key="evaluate_run").click().run()
-    assert texts(at.error) == [refusal(other.path / "dataset")]
+    assert texts(at.error) == [plain_markdown(refusal(other.path / "dataset"))]
