@@ -231,3 +231,22 @@ def test_file_names_in_a_refused_test_set_draw_no_link(app_folders, tmp_path):
     assert not at.exception
     [error] = texts(at.error)
     assert ui.plain_markdown(name) in error and "Sign in again](" not in error
+
+
+def test_the_worst_pictures_are_kept_and_shown_at_the_display_size(tmp_path):
+    # up to WORST_SHOWN_MAX pictures, held with the result and encoded for the browser at each rerun: at full size
+    # a test set of 25-megapixel images held 20 x 75 MB and encoded each again on every touch of the page
+    from PIL import Image
+
+    from synthetic import mole_image
+    from moleseg.core.classical import ClassicalSegmenter
+    from moleseg.core.pairing import pair_folders
+    from moleseg.core.render import DISPLAY_SIDE_PX
+
+    image, mask = mole_image(90, DISPLAY_SIDE_PX + 300)
+    for folder, array in (("images", image), ("masks", mask.astype(np.uint8) * 255)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array).save(tmp_path / folder / "wide.png")
+    pairs = pair_folders(tmp_path / "images", tmp_path / "masks").pairs
+    [(name, picture)] = evaluation.worst_overlays(ClassicalSegmenter(), pairs, ["wide.png"])
+    assert name == "wide.png" and picture.shape == (72, DISPLAY_SIDE_PX, 3)

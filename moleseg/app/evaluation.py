@@ -85,9 +85,10 @@ def worst_images(summary: dict, count: int = WORST_SHOWN) -> list[tuple[str, flo
 def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[str]
                    ) -> list[tuple[str, np.ndarray]]:
     """For each named pair: the image with the predicted lesion and border overlaid and the true
-    lesion's outline in magenta (the pairs are predicted again: only a few)."""
+    lesion's outline in magenta (the pairs are predicted again: only a few), shrunk to at most
+    :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side (held with the result, shown on each rerun)."""
     from moleseg.core.resize import resize_mask_to
-    from moleseg.core.render import contour_overlay, overlay
+    from moleseg.core.render import contour_overlay, overlay, shrunk
     from moleseg.engine.segmenter import segment
 
     by_name = {Path(p.image).name: p for p in pairs}
@@ -105,7 +106,7 @@ def worst_overlays(segmenter: Segmenter, pairs: Sequence[Any], names: Sequence[s
         segmentation = segment(segmenter, image)
         picture = overlay(image, segmentation.lesion, segmentation.border)
         thickness = max(1, round(max(image.shape[:2]) / 300))
-        pictures.append((name, contour_overlay(picture, truth, color=TRUTH_COLOR, thickness_px=thickness)))
+        pictures.append((name, shrunk(contour_overlay(picture, truth, color=TRUTH_COLOR, thickness_px=thickness))))
     return pictures
 
 
