@@ -230,3 +230,17 @@ def test_cli_compare_refuses_a_greyscale_copy_with_the_reason_first(tmp_path, le
                                   "in colour")
     assert printed.out.splitlines()[-1] == "no change is reported: the two visits are not comparable (see the warning)"
     assert "area change" not in printed.out
+
+
+def test_the_pictures_the_page_shows_are_at_most_the_display_size():
+    # drawn again and encoded for the browser at every rerun (each step of the swipe slider): at the uploads' full
+    # size two 25-megapixel images were warped, outlined and encoded whole each time
+    from synthetic import mole_image
+    from moleseg.core.render import DISPLAY_SIDE_PX
+    from moleseg.engine.compare import LesionMasks, compare_lesions
+
+    image, lesion = mole_image(90, DISPLAY_SIDE_PX + 300)
+    comparison = compare_lesions(image, LesionMasks(lesion), image, LesionMasks(lesion))
+    assert comparison.borders_picture().shape == comparison.swipe_picture(0.5).shape == (72, DISPLAY_SIDE_PX, 3)
+    assert comparison.side_by_side_picture().shape == (72, 2 * DISPLAY_SIDE_PX + 8, 3)
+    assert comparison.pdf().startswith(b"%PDF")

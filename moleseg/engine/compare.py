@@ -42,7 +42,7 @@ from moleseg.core.registration import Registration, incomparable_reason, registe
 from moleseg.core.repeatability import (COEFFICIENT_PER_SD, NoiseEntry, noise_of_change, published_noise,
                                         random_perturbation, read_noise_table, relative_change_shown,
                                         rephotographed)
-from moleseg.core.render import contour_overlay, side_by_side, swipe
+from moleseg.core.render import contour_overlay, shrunk, side_by_side, swipe
 from moleseg.core.report import display_unit
 from moleseg.engine.pipeline import check_image_side
 from moleseg.engine.recordtypes import SavedAnalysis
@@ -212,22 +212,30 @@ class Comparison:
         found = self.change("area", "px")
         return found.change_percent if found else math.nan
 
-    def borders_picture(self) -> np.ndarray:
-        """The aligned after image with the before border (cyan) and the after border (magenta) drawn."""
+    def _both_borders(self) -> np.ndarray:
         picture = contour_overlay(self.aligned_after_image, self.before.lesion, color=BEFORE_COLOR)
         return contour_overlay(picture, self.aligned_after_lesion, color=AFTER_COLOR)
 
+    def borders_picture(self) -> np.ndarray:
+        """The aligned after image with the before border (cyan) and the after border (magenta) drawn, at most
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side (shown by the page at each rerun)."""
+        return shrunk(self._both_borders())
+
+    def _panels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Before (its border) and the aligned after image (its border), each shrunk for display."""
+        return (shrunk(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR)),
+                shrunk(contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR)))
+
     def side_by_side_picture(self) -> np.ndarray:
-        """Before (its border) and the aligned after image (its border) next to each other."""
-        return side_by_side(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR),
-                            contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR))
+        """Before (its border) and the aligned after image (its border) next to each other, each panel at most
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side."""
+        return side_by_side(*self._panels())
 
     def swipe_picture(self, position: float) -> np.ndarray:
         """A wipe across the aligned pair: the before image with its border (cyan) left of ``position`` (0..1 of
-        the width), the aligned after image with its border (magenta) from there on."""
-        return swipe(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR),
-                     contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR),
-                     position)
+        the width), the aligned after image with its border (magenta) from there on; at most
+        :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side."""
+        return swipe(*self._panels(), position)
 
     def table(self) -> list[list[str]]:
         """Rows of text for people: a heading, then one row per measurement with px and mm side by side,
@@ -280,7 +288,7 @@ class Comparison:
         visits are not :attr:`comparable` the reason leads and no table is printed."""
         before_picture = contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR)
         table = self.table() if self.comparable else []
-        return comparison_pdf(before=before_picture, after=self.borders_picture(),
+        return comparison_pdf(before=before_picture, after=self._both_borders(),
                               header=self.header(before_name, after_name), table=table,
                               warnings=self.warnings, created=created,
                               muted_rows=self.within_noise_rows() if self.comparable else ())
