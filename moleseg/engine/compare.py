@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -221,21 +222,23 @@ class Comparison:
         :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side (shown by the page at each rerun)."""
         return shrunk(self._both_borders())
 
+    @cached_property
     def _panels(self) -> tuple[np.ndarray, np.ndarray]:
-        """Before (its border) and the aligned after image (its border), each shrunk for display."""
+        """Before (its border) and the aligned after image (its border), each shrunk for display; made once (the
+        swipe slider asks at each step)."""
         return (shrunk(contour_overlay(self.before_image, self.before.lesion, color=BEFORE_COLOR)),
                 shrunk(contour_overlay(self.aligned_after_image, self.aligned_after_lesion, color=AFTER_COLOR)))
 
     def side_by_side_picture(self) -> np.ndarray:
         """Before (its border) and the aligned after image (its border) next to each other, each panel at most
         :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side."""
-        return side_by_side(*self._panels())
+        return side_by_side(*self._panels)
 
     def swipe_picture(self, position: float) -> np.ndarray:
         """A wipe across the aligned pair: the before image with its border (cyan) left of ``position`` (0..1 of
         the width), the aligned after image with its border (magenta) from there on; at most
         :data:`moleseg.core.render.DISPLAY_SIDE_PX` px on its longer side."""
-        return swipe(*self._panels(), position)
+        return swipe(*self._panels, position)
 
     def table(self) -> list[list[str]]:
         """Rows of text for people: a heading, then one row per measurement with px and mm side by side,
