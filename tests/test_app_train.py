@@ -325,6 +325,21 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
     assert not session.path.exists()
 
 
+def test_a_named_example_cache_does_not_take_uploaded_data_out_of_its_session_folder(app_folders, fake_training):
+    # the Train page's "Example cache name" is a folder of the shared cache: an uploaded dataset's resized examples
+    # (patient pictures) were written there, outside the session folder, kept after it, counted in no quota
+    from moleseg.core.config import example_cache_dir
+    from moleseg.engine.session import SessionFolder
+
+    session = SessionFolder(root=app_folders["tmp"])
+    dataset = make_dataset(session.fresh("dataset"), count=2)
+    run, pid = fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")],
+                              "masks": [str(dataset / "masks")], "cache_dir": str(example_cache_dir() / "mine")})
+    assert jobs.read_request(run).config["cache_dir"] == str(session.path / "example-cache")
+    launch.request_cancel(run)
+    wait_ended(pid)
+
+
 def test_a_data_folder_named_like_a_session_folder_is_neither_written_nor_removed(app_folders, tmp_path):
     """Any folder whose name started like a session folder's was taken for one: a data root's
     ``moleseg-session-x/`` got the training's example cache written into it, and, holding a file named like the

@@ -135,7 +135,8 @@ def _cache_widget(place: Any, key: str, found: list[str]) -> str | None:
     folder = example_cache_dir()
     name = place.text_input("Example cache name (optional)", "", key=key,
                             help=f"A name for the resized examples cached between trainings, kept in the app's "
-                                 f"cache folder ({folder}); empty: the shared cache there.").strip()
+                                 f"cache folder ({folder}); empty: the shared cache there. An uploaded dataset's "
+                                 "examples stay in its session folder.").strip()
     if not name:
         return None
     try:

@@ -244,8 +244,8 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     if problems:
         raise ValueError("\n".join(problems))
     config["name"] = config.get("name") or run_dir.name
-    if not config.get("cache_dir"):
-        config["cache_dir"] = training_cache_dir(data_folders(config))
+    # an upload's examples stay in its session folder, whatever cache was named (a named one is shared, kept)
+    config["cache_dir"] = training_cache_dir(data_folders(config)) or config.get("cache_dir") or None
     created = not run_dir.exists()
     while True:
         if wait_for_lock and not cluster_worker:
