@@ -294,7 +294,7 @@ def pictures(outcome: ImageOutcome, segmenter_name: str) -> None:
     one picture and one empty block, lighter for the browser to redraw than tabs."""
     analysis = outcome.analysis
     st.image(analysis.overlay_jpeg, width="stretch",
-             caption=f"{outcome.name}: {words['drawn']} ({segmenter_name}"
+             caption=f"{ui.plain_markdown(outcome.name)}: {words['drawn']} ({ui.plain_markdown(str(segmenter_name))}"
                      + (", corrected by hand)" if analysis.corrected_by_hand else ")"))
     classes = st.expander("Predicted classes", key="analyse_classes_open", on_change="rerun")
     if classes.open:

@@ -808,3 +808,21 @@ def test_an_upload_of_more_files_than_the_limit_is_refused_whole(at, monkeypatch
     assert [e.value for e in at.error] == ["3 files were uploaded and one analysis takes at most 2: none was "
                                            "analysed; upload them in parts of 2 or fewer."]
     assert "analyse_outcomes" not in at.session_state  # nothing analysed, not even the first two
+
+
+def test_a_model_s_name_from_its_file_draws_no_link_under_the_overlay(app_folders, monkeypatch):
+    # a model file's moleseg.json names the model (Segmenter.name): a shipped model is every user's, and st.image's
+    # caption reads markdown
+    from moleseg.app import ui
+    from moleseg.core.classical import ClassicalSegmenter
+
+    named = ClassicalSegmenter()
+    named.name = "[Sign in again](https:evil.example)"
+    monkeypatch.setattr(ui, "load_segmenter", lambda choice: named)
+    test = app_test(PAGE)
+    test.selectbox(key="analyse_model").set_value("classical").run()
+    image, _ = mole_image()
+    upload(test, ("[x](www.a.example).png", png_bytes(image), "image/png"))
+    assert not test.exception and not test.error
+    assert [element.proto.imgs[0].caption for element in test.get("image")] == [
+        f"{ui.plain_markdown('[x](www.a.example).png')}: lesion and border ({ui.plain_markdown(named.name)})"]
