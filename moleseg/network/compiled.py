@@ -204,8 +204,7 @@ def network_digest(path: str | Path, content: str | None = None) -> str:
     ``path``), the TensorFlow version and :data:`CACHE_FORMAT`."""
     import tensorflow as tf
 
-    text = f"{CACHE_FORMAT}|{tf.__version__}|{content if content is not None else network_content(path)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return _content_key(f"{CACHE_FORMAT}|{tf.__version__}", path, content)
 
 
 def onnx_digest(path: str | Path, content: str | None = None) -> str:
@@ -214,7 +213,13 @@ def onnx_digest(path: str | Path, content: str | None = None) -> str:
     and :data:`ONNX_FORMAT`."""
     import onnxruntime
 
-    text = f"{ONNX_FORMAT}|{onnxruntime.__version__}|{content if content is not None else network_content(path)}"
+    return _content_key(f"{ONNX_FORMAT}|{onnxruntime.__version__}", path, content)
+
+
+def _content_key(prefix: str, path: str | Path, content: str | None) -> str:
+    """An entry's key: 32 hex digits of the SHA-256 of ``prefix`` (its format and runtime) and the network
+    (``content``, else :func:`network_content` of ``path``)."""
+    text = f"{prefix}|{content if content is not None else network_content(path)}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

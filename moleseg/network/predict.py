@@ -120,9 +120,9 @@ class KerasSegmenter:
         damaged file is reported here (:class:`moleseg.core.modelinfo.ModelFileError`)."""
         from moleseg.network.compiled import any_cached
 
-        record = ModelInfo.from_dict(read_model_info(check_keras_file(path)))
+        info = read_model_info(check_keras_file(path))
+        record = ModelInfo.from_dict(info)  # copies it
         model, content = None, None
-        info = read_model_info(path)
         if not (record.n_classes and record.input_size and any_cached(path)):
             model, content = _load_network(path)
         info.setdefault("name", Path(path).stem)
