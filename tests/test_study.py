@@ -24,6 +24,7 @@ from moleseg.core.markup import plain_markdown
 from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
+from moleseg.engine.userquota import UserQuota
 from synthetic import fake_run, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -415,7 +416,7 @@ def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypa
     monkeypatch.setattr(studyrun, "_train_run", train)
     monkeypatch.setattr(diskusage, "USER_USAGE_CACHE_S", 0.0)  # runs minutes apart: each measured afresh
     lines: list[str] = []
-    quota = studyrun.StudyQuota(5000 / BYTES_PER_GB, (space,), "delete old runs")  # room for one run, not two
+    quota = UserQuota(5000 / BYTES_PER_GB, (space,), "delete old runs")  # room for one run, not two
     rows = studyrun.run_study(studyplan.load_study(path), out, echo=lines.append, quota=quota)
     assert trained == ["base-seed0", "momentum=0.5-seed0"] and len(rows) == 2
     assert lines[-1] == ("momentum=0.1-seed0: not started: Your files take 0.00 GB of your 5e-06 GB quota on this "
@@ -437,7 +438,7 @@ def test_a_study_process_s_command_line_names_neither_its_user_nor_their_folders
 
     path = write_study(tmp_path / "s.yaml")
     out = tmp_path / "users" / "alice-0123" / "runs" / "study-Roe-Jane-follow-up"
-    quota = studyrun.StudyQuota(5.0, (out.parent,), "delete old runs", "alice@clinic.example")
+    quota = UserQuota(5.0, (out.parent,), "delete old runs", "alice@clinic.example")
     python = tmp_path / "fake-python"  # records what the process is given, as /proc shows it, and ends
     python.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{tmp_path}/argv'\nenv -0 > '{tmp_path}/environ'\n")
     python.chmod(0o700)
@@ -461,7 +462,7 @@ def test_a_study_quota_of_a_user_whose_name_starts_with_a_hyphen_reaches_the_stu
     --quota-owner, the study process's parser took it for an option and the study ended at its start
     ('expected one argument')."""
     path = write_study(tmp_path / "s.yaml")
-    quota = studyrun.StudyQuota(5.0, (tmp_path / "space",), "-delete old runs", "-bob")
+    quota = UserQuota(5.0, (tmp_path / "space",), "-delete old runs", "-bob")
     given: list[object] = []
     monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
     assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "out"), *quota.arguments()]) == 0

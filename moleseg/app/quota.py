@@ -16,7 +16,7 @@ from pathlib import Path
 from moleseg.core.settings import load_settings
 from moleseg.core.userspace import UserSpace
 from moleseg.engine.recordtypes import User
-from moleseg.engine.studyrun import StudyQuota
+from moleseg.engine.userquota import UserQuota
 
 #: What a user over quota can do, in the refusal's words.
 WHAT_TO_DELETE: str = ("delete saved visits you no longer need on the History page, close the tabs holding an "
@@ -39,7 +39,7 @@ def what_to_delete(space: UserSpace) -> str:
     return WHAT_TO_DELETE.format(folder=space.runs.parent if space.shared else space.runs)
 
 
-def session_quota() -> StudyQuota | None:
+def session_quota() -> UserQuota | None:
     """This browser session's user's quota (the server's ``user_quota_gb``) over their files, as the pages check it
     before a write and a study before each run; None without a quota, or without a user or space (the page
     refuses those on its own)."""
@@ -51,7 +51,7 @@ def session_quota() -> StudyQuota | None:
     space, user = find_user_space(), current_user()
     if not isinstance(space, UserSpace) or not isinstance(user, User):
         return None
-    return StudyQuota(quota_gb, tuple(user_folders(space)), what_to_delete(space), user.name)
+    return UserQuota(quota_gb, tuple(user_folders(space)), what_to_delete(space), user.name)
 
 
 def check_session_quota() -> None:

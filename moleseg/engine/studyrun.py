@@ -27,7 +27,6 @@ from moleseg.core import options
 from moleseg.core.atomic import path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
-from moleseg.core.diskusage import quota_refusal, usage_bytes
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
@@ -38,6 +37,7 @@ from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, R
 from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
                                       resolve_data, with_data)
 from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
+from moleseg.engine.userquota import UserQuota
 
 #: Module run as ``python -m STUDY_MODULE --config FILE --out DIR`` for a study started by the app.
 STUDY_MODULE = "moleseg.engine.studyrun"
@@ -371,49 +371,8 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
 # --------------------------------------------------------------------------------------------------
 # running
 
-@dataclass(frozen=True)
-class StudyQuota:
-    """A user's disk quota (:func:`moleseg.core.diskusage.quota_refusal`), as the app checks it before a write and
-    their study before each run (a start alone was checked: a study of up to 1,000 runs, each a model file of up to
-    hundreds of MB, then grew their files far past it): ``quota_gb`` GB over their files, which are the ``folders``
-    of their space and, for a named ``owner``, the pictures of the visits they saved and their sessions' folders
-    (the datasets unpacked from their uploads), and what to delete, in the refusal's words."""
-
-    quota_gb: float
-    folders: tuple[Path, ...]
-    what_to_delete: str
-    owner: str = ""
-
-    def all_folders(self) -> list[Path]:
-        """Every folder of the user's files now (records that cannot be read count for nothing: their saves are
-        refused by the records themselves)."""
-        from moleseg.engine.records import Records, RecordsError
-        from moleseg.engine.session import owned_session_folders
-
-        folders = list(self.folders)
-        if self.owner:
-            try:
-                folders += Records().owned_folders(self.owner)
-            except (RecordsError, OSError):
-                pass
-            folders += owned_session_folders(self.owner)
-        return folders
-
-    def refusal(self) -> str | None:
-        """One sentence when the user's files reach the quota (:func:`moleseg.core.diskusage.usage_bytes`), else
-        None."""
-        return quota_refusal(usage_bytes(self.all_folders()), self.quota_gb, self.what_to_delete)
-
-    def arguments(self) -> list[str]:
-        """The quota as the flags of the background study process (:func:`main`), each ``--flag=value``: a value
-        that starts with '-' (a sign-in name may) is not read as an option."""
-        flags = [f"--quota-gb={float(self.quota_gb)!r}", f"--quota-advice={self.what_to_delete}",
-                 f"--quota-owner={self.owner}"]
-        return flags + [f"--quota-folder={folder}" for folder in self.folders]
-
-
 def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = print,
-              quota: StudyQuota | None = None) -> list[dict[str, Any]]:
+              quota: UserQuota | None = None) -> list[dict[str, Any]]:
     """Train every unfinished run, one at a time, then write the results; returns the rows. With a ``quota``, a
     run starts only while the user's files are below it; at the quota the study stops (``stopped at the quota``,
     the refusal in the log) and a later start goes on where it stopped.
@@ -482,7 +441,7 @@ def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
 
 def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | None = None,
                 python: str | None = None, roots: Sequence[Path] | None = None,
-                quota: StudyQuota | None = None) -> subprocess.Popen:
+                quota: UserQuota | None = None) -> subprocess.Popen:
     """Run the study in the background (``python -m moleseg.engine.studyrun``, its own session: a browser
     refresh does not stop it), logging to ``OUT/study.log``; progress: :func:`read_study_folder`. ``roots``:
     see :func:`checked_study`; ``quota``: see :func:`run_study`. Returns once the process holds ``out``'s lock (or
@@ -541,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quota-owner", default="", help="the user whose saved visits and sessions count too")
     args = parser.parse_args(child_arguments(argv))  # from the environment when start_study started it
     log = RunLog(Path(args.out) / STUDY_LOG)
-    quota = (StudyQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
+    quota = (UserQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
              if args.quota_gb > 0 else None)
     try:
         rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log, quota=quota)
