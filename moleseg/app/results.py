@@ -537,4 +537,5 @@ def dicom_bundle(outcome: ImageOutcome, upload: Upload, model_version: str, pdf:
     return zip_bundle(segmentation_files(upload.data, analysis.segmentation.lesion, outcome.stem,
                               software_version=f"moleseg {__version__} {model_version}".strip(),
                               model_name=analysis.segmenter_name, pixel_size_mm=analysis.pixel_size_mm,
-                              include_identifiers=include_identifiers, pdf=pdf, name=upload.name))
+                              include_identifiers=include_identifiers, pdf=pdf, name=upload.name,
+                              pixel_sha256=None if include_identifiers else analysis.pixel_sha256))

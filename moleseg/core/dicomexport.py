@@ -208,7 +208,8 @@ def encapsulated_pdf(pdf: bytes, source: Any, *, title: str) -> bytes:
 
 def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, software_version: str, model_name: str,
                        pixel_size_mm: float | None = None, include_identifiers: bool = False,
-                       pdf: Callable[[str], bytes] | None = None, name: str | None = None) -> dict[str, bytes]:
+                       pdf: Callable[[str], bytes] | None = None, name: str | None = None,
+                       pixel_sha256: str | None = None) -> dict[str, bytes]:
     """The DICOM files of one analysed image: ``<name>_seg.dcm`` (the Segmentation), ``<name>_report.dcm``
     (the PDF report as an Encapsulated PDF, when ``pdf`` is given) and, when the image is not a DICOM file,
     ``<name>_source.dcm``: the Secondary Capture of its pixels that both reference. ``<name>`` is
@@ -230,6 +231,9 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
         Makes the PDF report for the image name it is given (the export's name of the image).
     name : str, optional
         The file's name, for the readers' messages only.
+    pixel_sha256 : str, optional
+        The hex SHA-256 of the image's decoded pixels when the caller has it already
+        (:attr:`moleseg.engine.pipeline.Analysis.pixel_sha256`): a DICOM source is then not decoded again.
 
     Raises
     ------
@@ -243,8 +247,9 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
 
     files: dict[str, bytes] = {}
     dataset = read_dataset(image_source, name=name)
-    image = read_image(image_source, name=name) if dataset is None or not include_identifiers else None
-    digest = "" if include_identifiers else image_sha256(image)  # decoding a DICOM source only when needed
+    needs_pixels = dataset is None or not (include_identifiers or pixel_sha256)  # a DICOM source decoded only so
+    image = read_image(image_source, name=name) if needs_pixels else None
+    digest = "" if include_identifiers else pixel_sha256 or image_sha256(image)
     shown = export_stem(stem, digest, include_identifiers=include_identifiers)
     if dataset is None:
         source = secondary_capture(image, pixel_size_mm=pixel_size_mm)

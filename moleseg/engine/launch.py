@@ -2,8 +2,8 @@
 
 :func:`start_training` writes the request (``job.json``, :class:`JobRequest`) into the run folder and starts
 ``python -m moleseg.network.runner RUN_DIR`` (:data:`RUNNER_MODULE`, the one child entry point; its arguments
-in its environment, :mod:`moleseg.engine.childargs`) in its own session. The child takes the training lock, trains with :func:`moleseg.network.train.train` (resuming when the
-request says so), writes its progress to ``progress.json`` (:class:`moleseg.engine.jobs.ProgressWriter`) and stops
+in its environment, :mod:`moleseg.engine.childargs`) in its own session. The child takes the training lock,
+trains with :func:`moleseg.network.train.train` (resuming when the request says so), writes its progress to ``progress.json`` (:class:`moleseg.engine.jobs.ProgressWriter`) and stops
 when ``cancel`` appears (:func:`request_cancel`). With ``wait=True`` the caller follows it to the end (the CLI and
 studies); otherwise it returns once the child holds the lock (the app: a browser refresh does not stop it).
 
