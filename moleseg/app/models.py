@@ -17,7 +17,7 @@ from moleseg.app.identity import find_user_space
 from moleseg.core.userspace import UserSpace
 from moleseg.core.config import BASELINE_NAME, CLASSICAL_MODELS, DEFAULT_CLASS_COUNT, models_dir
 from moleseg.core.modelinfo import ModelInfo
-from moleseg.core.report import threshold_text
+from moleseg.core.report import subject_words, threshold_text
 
 
 def device_summary() -> str:
@@ -168,14 +168,10 @@ def shipped_choices(models: str | Path | None = None) -> list[ModelChoice]:
     return choices
 
 
-#: What each classical baseline segments, by its number of classes.
-CLASSICAL_SUBJECTS: dict[int, str] = {3: "dermoscopy", 2: "cells"}
-
-
 def classical_choice(n_classes: int) -> ModelChoice:
     """The classical baseline of ``n_classes`` (2 or 3) as the model picker offers it."""
     return ModelChoice(spec=CLASSICAL_MODELS[n_classes], kind="classical", n_classes=n_classes,
-                       label=f"{BASELINE_NAME} ({CLASSICAL_SUBJECTS[n_classes]}, {n_classes} classes, no network)")
+                       label=f"{BASELINE_NAME} ({subject_words(n_classes)['field']}, {n_classes} classes, no network)")
 
 
 def model_choices(models: str | Path | None = None, runs: str | Path | None = None) -> list[ModelChoice]:

@@ -53,12 +53,13 @@ SUBJECT_WORDS: dict[int, dict[str, str]] = {
         "mask": "Lesion mask", "report": "Lesion border analysis", "check": "check this border",
         "drawn": "lesion and border", "correct": "Correct the border by hand",
         "threshold": "Lesion probability threshold", "identifier": "Patient / lesion identifier",
-        "site": "Body site"},
+        "site": "Body site", "field": "dermoscopy"},
     2: {"one": "cell or nucleus", "many": "cells and nuclei", "image": "cell image", "images": "cell images",
         "none": "no cells or nuclei found in this image", "corrected": "cells corrected by hand", "target": "cells",
         "mask": "Cells mask", "report": "Cell segmentation analysis", "check": "check this segmentation",
         "drawn": "cells and nuclei", "correct": "Correct the cells by hand",
-        "threshold": "Cell probability threshold", "identifier": "Sample identifier", "site": ""},
+        "threshold": "Cell probability threshold", "identifier": "Sample identifier", "site": "",
+        "field": "cells"},
 }
 
 
