@@ -10,7 +10,10 @@ and pylibjpeg). A multi-frame file gives its first frame. Samples wider than 8 b
 
 DICOM files are untrusted: ``Rows x Columns`` is checked against the image reader's pixel budget before any
 pixel is decoded, and a native pixel data element whose length is not ``Rows x Columns x SamplesPerPixel x
-BitsAllocated / 8`` (per frame) is refused with both lengths. Every refusal is a :class:`DicomReadError`
+BitsAllocated / 8`` (per frame) is refused with both lengths. What would unpack to more than it declares is
+refused before it is unpacked: a deflated dataset inflating past :func:`max_inflated_bytes`, a compressed
+frame whose own header declares another size or sample count than the file (:mod:`moleseg.core.codestreams`),
+an RLE segment longer than its plane. Every refusal is a :class:`DicomReadError`
 ``"<file name>: <reason>"``, which the image reader passes on as its own ``ImageReadError``.
 """
 
@@ -19,12 +22,15 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Union
 
 import numpy as np
 
+from moleseg.core.codestreams import frame_size, rle_overlong_segment
+from moleseg.core.config import max_image_pixels
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -68,6 +74,11 @@ _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 #: Relative difference under which row and column spacing count as square pixels.
 _SQUARE_TOLERANCE = 0.01
+#: Bytes of a DICOM file's attributes beside its pixels that a deflated file may inflate to.
+_METADATA_BYTES = 16 * 1024 * 1024
+#: Largest samples per pixel and bytes per sample of the layouts read (3 samples of 32 bits).
+_WIDEST_PIXEL_BYTES = 3 * 4
+_INFLATE_CHUNK = 1024 * 1024
 
 
 class DicomReadError(ValueError):
@@ -114,6 +125,41 @@ def is_dicom(fp: IO[bytes]) -> bool:
     return magic == _MAGIC
 
 
+def max_inflated_bytes() -> int:
+    """Most bytes a deflated DICOM file's dataset may inflate to: a native file of the largest image the reader
+    accepts now (:func:`moleseg.core.config.max_image_pixels`, 3 samples of 32 bits) and its attributes."""
+    return max_image_pixels() * _WIDEST_PIXEL_BYTES + _METADATA_BYTES
+
+
+def _check_inflated_size(fp: IO[bytes], label: str) -> None:
+    """Refuse a file in the Deflated Explicit VR Little Endian transfer syntax whose dataset inflates to more than
+    :func:`max_inflated_bytes` (pydicom inflates it whole, in memory: 0.5 MB of zeros took 0.95 GB), counting the
+    inflated bytes without keeping them; any other file, or one whose file meta cannot be read, passes (pydicom
+    then reads or refuses it)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        fp.seek(0)
+        read_preamble(fp, False)
+        syntax = _read_file_meta_info(fp).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - pydicom's own reading refuses a malformed file meta with its reason
+        return
+    if syntax != DeflatedExplicitVRLittleEndian:
+        return
+    limit = max_inflated_bytes()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    try:
+        while not inflater.eof and (data := inflater.unconsumed_tail or fp.read(_INFLATE_CHUNK)):
+            inflated += len(inflater.decompress(data, _INFLATE_CHUNK))
+            if inflated > limit:
+                raise DicomReadError(label, f"a deflated DICOM file that inflates to more than {limit / 1e6:.0f} "
+                                            "MB: refused as a possible decompression bomb")
+    except zlib.error:
+        return  # pydicom refuses the corrupt stream with its reason
+
+
 def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs."""
     import pydicom
@@ -121,6 +167,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     from pydicom.uid import UID
 
     try:
+        _check_inflated_size(fp, label)
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
@@ -205,6 +252,38 @@ def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
         )
 
 
+def _check_first_frame(dataset: Any, layout: _Layout, label: str) -> None:
+    """Refuse compressed pixel data whose first frame declares another size or sample count than ``Rows``,
+    ``Columns`` and ``SamplesPerPixel`` (the decoders would unpack what the frame declares before comparing),
+    an RLE frame with a segment that unpacks to more than a ``Rows x Columns`` plane, and a compressed frame of
+    no known kind, all before decoding."""
+    from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
+
+    syntax = dataset.file_meta.TransferSyntaxUID
+    if not syntax.is_compressed:
+        return
+    try:
+        frame = get_frame(dataset.PixelData, 0, number_of_frames=layout.frames)
+    except Exception as exc:  # pydicom raises several types on malformed encapsulation
+        raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    if syntax == RLELossless:
+        overlong = rle_overlong_segment(frame, layout.rows * layout.columns)
+        if overlong is not None:
+            raise DicomReadError(label, f"corrupt DICOM pixel data: RLE segment {overlong + 1} unpacks to more "
+                                        f"than the {layout.columns} x {layout.rows} px the file declares")
+        return
+    declared = frame_size(frame)
+    if declared is None:
+        raise DicomReadError(label, f"cannot read the size of the compressed frame ({syntax.name})")
+    found = (declared.width, declared.height, declared.components)
+    if found != (layout.columns, layout.rows, layout.samples):
+        raise DicomReadError(
+            label, f"the compressed frame is {declared.width} x {declared.height} px of "
+                   f"{count_of(declared.components, 'sample')}, but the file declares {layout.columns} x "
+                   f"{layout.rows} px of {count_of(layout.samples, 'sample')}: refused before decoding")
+
+
 def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
                  check_size: Callable[[int, int, str, int], None]) -> tuple[np.ndarray, None]:
     """Decode the first frame of a DICOM photograph.
@@ -236,6 +315,7 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
         raise DicomReadError(label, f"unsupported DICOM photometric interpretation {photometric!r}; expected "
                                     + ", ".join(_COLOUR + _GREY))
     _check_pixel_data(dataset, layout, label)
+    _check_first_frame(dataset, layout, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,0 +1,186 @@
+"""DICOM files that declare little and unpack to much: a deflated dataset, a compressed frame larger (or with
+more samples) than ``Rows`` x ``Columns`` x ``SamplesPerPixel``, an RLE segment longer than its plane. Each is
+refused by name before it is inflated or decoded; honest files of the same kinds still read."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.encaps import encapsulate
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from synthetic import dicom_bytes
+
+from moleseg.core import dicomio
+from moleseg.core.codestreams import FrameSize, frame_size, rle_overlong_segment
+from moleseg.core.imageio import ImageReadError, image_size, read_image
+
+#: A 12 x 10 px RGB photograph with distinct pixels.
+PHOTO = np.stack([np.arange(120).reshape(10, 12) * 2, np.full((10, 12), 50), np.arange(120).reshape(10, 12)],
+                 axis=2).astype(np.uint8)
+
+
+def _saved(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def _with_frame(frame: bytes, syntax: str, photometric: str = "RGB") -> bytes:
+    """The 12 x 10 px RGB photograph's DICOM file with ``frame`` as its encapsulated pixel data."""
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(PHOTO)))
+    dataset.file_meta.TransferSyntaxUID = syntax
+    dataset.PhotometricInterpretation = photometric
+    dataset.PixelData = encapsulate([frame])
+    dataset["PixelData"].VR = "OB"
+    return _saved(dataset)
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Deflated datasets
+
+
+def _deflated(extra_bytes: int) -> bytes:
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(PHOTO)))
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    if extra_bytes:
+        dataset.add_new(0x00091010, "OB", bytes(extra_bytes))  # a private element of zeros: deflates ~1000 : 1
+    return _saved(dataset)
+
+
+def test_a_deflated_photograph_reads_as_its_pixels():
+    data = _deflated(0)
+    assert np.array_equal(read_image(data, name="d.dcm"), PHOTO)
+    assert image_size(data) == (12, 10)
+
+
+def test_a_deflated_file_that_inflates_past_the_budget_is_refused_before_pydicom_inflates_it(monkeypatch):
+    monkeypatch.setattr(dicomio, "max_image_pixels", lambda: 1000)  # a budget of 1000 px: 16 MiB + 12 000 bytes
+    limit = 1000 * 12 + 16 * 1024 * 1024
+    assert dicomio.max_inflated_bytes() == limit
+    data = _deflated(limit + 1)
+    assert len(data) < limit // 500
+    inflated = []
+    monkeypatch.setattr(pydicom.filereader.zlib, "decompress", lambda *a, **k: inflated.append(a) or b"")
+    reason = f"a deflated DICOM file that inflates to more than {limit / 1e6:.0f} MB: refused as a possible " \
+             "decompression bomb"
+    for label, read in (("bomb.dcm", lambda: read_image(data, name="bomb.dcm")),
+                        ("image", lambda: image_size(io.BytesIO(data))),
+                        ("bomb.dcm", lambda: dicomio.dicom_facts(data, name="bomb.dcm"))):
+        with pytest.raises(ValueError) as caught:
+            read()
+        assert str(caught.value) == f"{label}: {reason}"
+    assert inflated == []  # pydicom's whole-file inflation never ran
+
+
+def test_a_deflated_file_just_within_the_budget_is_read(monkeypatch):
+    monkeypatch.setattr(dicomio, "max_image_pixels", lambda: 1000)
+    data = _deflated(1000 * 12 + 16 * 1024 * 1024 - 4096)  # the dataset's other attributes fit in 4 kB
+    assert np.array_equal(read_image(data, name="d.dcm"), PHOTO)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compressed frames
+
+
+def test_a_jpeg_frame_larger_than_rows_and_columns_is_refused_before_decoding(monkeypatch):
+    data = _with_frame(_encoded(Image.new("RGB", (640, 480)), "JPEG"), JPEGBaseline8Bit, "YBR_FULL_422")
+    decoded = []
+    monkeypatch.setattr("pydicom.pixels.pixel_array", lambda *a, **k: decoded.append(a))
+    with pytest.raises(ImageReadError) as caught:
+        read_image(data, name="big.dcm")
+    assert str(caught.value) == ("big.dcm: the compressed frame is 640 x 480 px of 3 samples, but the file declares "
+                                 "12 x 10 px of 3 samples: refused before decoding")
+    assert decoded == []
+
+
+def test_a_jpeg_2000_frame_larger_than_rows_and_columns_is_refused():
+    data = _with_frame(_encoded(Image.new("RGB", (300, 200)), "JPEG2000"), JPEG2000Lossless)
+    with pytest.raises(ImageReadError, match=r"^j\.dcm: the compressed frame is 300 x 200 px of 3 samples, but the "
+                                             r"file declares 12 x 10 px of 3 samples"):
+        read_image(data, name="j.dcm")
+
+
+def test_a_grey_jpeg_in_a_colour_file_is_refused_by_its_sample_count():
+    data = _with_frame(_encoded(Image.new("L", (12, 10)), "JPEG"), JPEGBaseline8Bit, "YBR_FULL_422")
+    with pytest.raises(ImageReadError, match=r"^g\.dcm: the compressed frame is 12 x 10 px of 1 sample, but the "
+                                             r"file declares 12 x 10 px of 3 samples"):
+        read_image(data, name="g.dcm")
+
+
+def test_a_frame_of_no_known_kind_is_refused():
+    with pytest.raises(ImageReadError) as caught:
+        read_image(_with_frame(b"\x00" * 64, JPEGBaseline8Bit, "YBR_FULL_422"), name="x.dcm")
+    assert str(caught.value) == "x.dcm: cannot read the size of the compressed frame (JPEG Baseline (Process 1))"
+
+
+def test_honest_compressed_frames_still_read():
+    jpeg = _with_frame(_encoded(Image.fromarray(PHOTO), "JPEG"), JPEGBaseline8Bit, "YBR_FULL_422")
+    assert np.abs(read_image(jpeg).astype(int) - PHOTO).max() < 40  # lossy, 4:2:0 chroma
+    j2k = _with_frame(_encoded(Image.fromarray(PHOTO), "JPEG2000"), JPEG2000Lossless)
+    assert np.array_equal(read_image(j2k), PHOTO)
+
+
+def test_frame_size_reads_jpeg_j2k_and_jp2_headers():
+    grey = Image.new("L", (321, 123))
+    assert frame_size(_encoded(grey, "JPEG")) == FrameSize(321, 123, 1)
+    assert frame_size(_encoded(Image.new("RGB", (321, 123)), "JPEG")) == FrameSize(321, 123, 3)
+    assert frame_size(_encoded(Image.new("RGB", (77, 5)), "JPEG2000")) == FrameSize(77, 5, 3)
+    buffer = io.BytesIO()
+    Image.new("RGB", (77, 5)).save(buffer, "JPEG2000", no_jp2=False)
+    jp2 = buffer.getvalue()
+    assert jp2.startswith(b"\x00\x00\x00\x0cjP  ")
+    assert frame_size(jp2) == FrameSize(77, 5, 3)
+    assert frame_size(b"") is None and frame_size(b"\xff\xd8\xff\xda") is None and frame_size(b"PNG") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# RLE
+
+
+def _rle_frame(segments: list[bytes]) -> bytes:
+    offsets = []
+    position = 64
+    for segment in segments:
+        offsets.append(position)
+        position += len(segment)
+    return struct.pack("<16I", len(segments), *offsets, *[0] * (15 - len(segments))) + b"".join(segments)
+
+
+def _runs(length: int, value: int) -> bytes:
+    """An RLE segment of ``length`` bytes of ``value``, in replicate runs of up to 128."""
+    out = bytearray()
+    while length:
+        run = min(128, length)
+        out += bytes([257 - run if run > 1 else 0, value])
+        length -= run
+    return bytes(out)
+
+
+def test_an_rle_segment_longer_than_its_plane_is_refused_before_decoding():
+    plane = 12 * 10
+    bomb = _rle_frame([_runs(plane, 1), _runs(plane * 64, 2), _runs(plane, 3)])
+    assert rle_overlong_segment(bomb, plane) == 1
+    with pytest.raises(ImageReadError) as caught:
+        read_image(_with_frame(bomb, RLELossless), name="r.dcm")
+    assert str(caught.value) == ("r.dcm: corrupt DICOM pixel data: RLE segment 2 unpacks to more than the 12 x 10 px "
+                                 "the file declares")
+
+
+def test_an_honest_rle_frame_reads_and_a_padded_segment_is_tolerated():
+    plane = 12 * 10
+    frame = _rle_frame([_runs(plane, 10), _runs(plane, 20), _runs(plane + 1, 30)])  # one padding byte
+    assert rle_overlong_segment(frame, plane) is None
+    assert rle_overlong_segment(_rle_frame([_runs(plane + 129, 0)]), plane) == 0
+    image = read_image(_with_frame(frame, RLELossless), name="r.dcm")
+    assert image.shape == (10, 12, 3) and image[0, 0].tolist() == [10, 20, 30] and image[9, 11].tolist() == [10, 20, 30]
