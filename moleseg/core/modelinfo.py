@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from moleseg.core import options
-from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget
+from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget, check_directory_entries
 from moleseg.core.atomic import atomic_output
 
 INFO_ENTRY = "moleseg.json"
@@ -54,6 +54,10 @@ def _open_archive(path: Path, unreadable: Callable[[Exception], str]) -> zipfile
         ``unreadable(error)`` for a file that is not a readable ZIP archive; an archive declaring more entries,
         bytes or compression than a model file has (a possible zip bomb).
     """
+    try:
+        check_directory_entries(path, MODEL_BUDGET)
+    except ArchiveError as error:
+        raise ModelFileError(f"{path.name}: {error}") from None
     try:
         archive = zipfile.ZipFile(path)
     except (*_ZIP_ERRORS, ValueError) as error:  # malformed directories raise assorted types

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from moleseg.core.archive import MODEL_BUDGET, check_budget
+from moleseg.core.archive import MODEL_BUDGET, check_budget, check_directory_entries
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
@@ -167,6 +167,7 @@ def _load_legacy(path: Path) -> Any:
 
 
 def _load_zip(path: Path) -> Any:
+    check_directory_entries(path, MODEL_BUDGET)
     with zipfile.ZipFile(path) as archive:
         check_budget(archive, MODEL_BUDGET)
         names = archive.namelist()
