@@ -4,6 +4,7 @@ the words every reader uses for a file it cannot open, a folder that is not ther
 from __future__ import annotations
 
 import os
+import sys
 
 #: Why a path whose bytes are not UTF-8 (a name from another system's encoding) is refused or left out: the
 #: results name each image by its path, in UTF-8 tables (measurements.csv, score tables) and in the app's pages.
@@ -14,6 +15,24 @@ def first_line(error: BaseException) -> str:
     """The first non-blank line of ``str(error)``; the error's class name when the message is empty."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def parse_failure(error: BaseException) -> str:
+    """Why a JSON or YAML document could not be parsed, in one phrase: deep nesting (a RecursionError) and a
+    number of too many digits (Python's ValueError, whose advice is for programmers) told plainly, any other
+    error by its first line."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if isinstance(error, ValueError) and "integer string conversion" in str(error):
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return first_line(error)
+
+
+def duplicate_key(key: object, lines: tuple[int, int] | None = None) -> str:
+    """The refusal of a mapping that gives ``key`` twice (a parser would keep the last silently), with the two
+    lines when known: ``"the key 'epochs' is given twice, on lines 3 and 5"``."""
+    where = f", on lines {lines[0]} and {lines[1]}" if lines else ""
+    return f"the key {str(key)!r} is given twice{where}"
 
 
 def open_failure(error: OSError) -> str:
