@@ -11,10 +11,21 @@ import sys
 NOT_TEXT_PATH = "its path is not UTF-8 text: rename the file (the results name each image by its path)"
 
 
+#: Most characters of a library's reason quoted in a refusal (:func:`short_reason`).
+MAX_REASON_CHARACTERS: int = 300
+
+
 def first_line(error: BaseException) -> str:
     """The first non-blank line of ``str(error)``; the error's class name when the message is empty."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def short_reason(error: BaseException) -> str:
+    """``"<type>: <first line>"`` of a library's error, cut to :data:`MAX_REASON_CHARACTERS` (ending ``...``):
+    some put a whole untrusted file in their message (Keras: a model's configuration, 100 kB and more)."""
+    text = f"{type(error).__name__}: {first_line(error)}"
+    return text if len(text) <= MAX_REASON_CHARACTERS else text[:MAX_REASON_CHARACTERS - 3] + "..."
 
 
 def parse_failure(error: BaseException) -> str:
