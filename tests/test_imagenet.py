@@ -345,3 +345,21 @@ def test_not_a_weights_file(tmp_path):
         archive.writestr("archive/readme.txt", "nothing")
     with pytest.raises(ValueError, match="nopickle.pth: cannot read"):
         load_state_dict(no_pickle)
+
+
+def test_tensors_together_larger_than_a_weights_file_may_hold_are_refused_before_any_is_made(tmp_path, monkeypatch):
+    from moleseg.core.archive import ZipBudget
+    from moleseg.network import torch_pickle
+
+    torch = _fake_torch(monkeypatch)
+    one = _Storage("0", np.arange(1, dtype="<f4"))
+    path = tmp_path / "spread.pth"
+    state = OrderedDict((f"w{index}", _Tensor(one, 0, (100,), (0,))) for index in range(3))  # 400 bytes each
+    _write_legacy(path, torch, state, [one])
+    monkeypatch.undo()
+    assert path.stat().st_size < 1000
+    monkeypatch.setattr(torch_pickle, "MODEL_BUDGET", ZipBudget(max_members=256, max_bytes=1000))
+    monkeypatch.setattr(torch_pickle._LazyTensor, "to_numpy", lambda self: pytest.fail("a tensor was made"))
+    with pytest.raises(ValueError, match=r"^spread\.pth: cannot read PyTorch weights \(tensors of 1200 bytes "
+                                         r"together, more than a weights file may hold \(1000 bytes\)\)$"):
+        load_state_dict(path)

@@ -7,7 +7,7 @@ storage) and the legacy format (a sequence of pickles followed by the raw storag
 A weights file is untrusted: every pickle of either format is read by a restricted unpickler that builds
 only plain values, tensors, storages and ``OrderedDict`` (no other global, so no code runs); a ZIP file is
 opened within :data:`moleseg.core.archive.MODEL_BUDGET`, a legacy file only up to its ``max_bytes``; a
-tensor must lie inside its storage.
+tensor must lie inside its storage, and the tensors together within ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -133,6 +133,28 @@ class _Unpickler(_ValueUnpickler):
         return self.storages[key]
 
 
+def _tensors(obj: Any) -> list[_LazyTensor]:
+    """The tensors of a loaded state dict (at the top, or in its nested dicts)."""
+    if isinstance(obj, _LazyTensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [tensor for value in obj.values() for tensor in _tensors(value)]
+    return []
+
+
+def _check_total(obj: Any) -> None:
+    """Refuse tensors that would take more than a weights file may hold together, before any is made: each is
+    bounded by itself, but stride-0 tensors of a one-element storage cost nothing in the file (a 365-byte file
+    of three such tensors of 400 MB each took 1.1 GB; a hundred would take 40 GB)."""
+    total = 0
+    for tensor in _tensors(obj):
+        if all(isinstance(n, int) and n >= 0 for n in tensor.size):
+            total += int(np.prod(tensor.size, dtype=object)) * tensor.storage.dtype.itemsize
+    if total > MODEL_BUDGET.max_bytes:
+        raise ValueError(f"tensors of {total} bytes together, more than a weights file may hold "
+                         f"({MODEL_BUDGET.size_text})")
+
+
 def _materialise(obj: Any) -> Any:
     if isinstance(obj, _LazyTensor):
         return obj.to_numpy()
@@ -196,6 +218,7 @@ def load_state_dict(path: str | Path) -> "OrderedDict[str, np.ndarray]":
         result = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
         if isinstance(result, dict) and "state_dict" in result:
             result = result["state_dict"]
+        _check_total(result)
         return _materialise(result)
     except Exception as error:  # noqa: BLE001 -- an untrusted file: every failure is one message naming it
         reason = str(error) or type(error).__name__
