@@ -1,19 +1,23 @@
-"""What a compressed image frame from an untrusted file declares, read from its header before a decoder sees it.
+"""What compressed image data from an untrusted file declares or unpacks to, found out before a decoder unpacks it.
 
 A DICOM file's ``Rows`` and ``Columns`` are checked against the pixel budget, but the decoders (libjpeg,
 OpenJPEG, pydicom's RLE decoder) decode what the frame itself declares and only compare it with ``Rows`` x
 ``Columns`` afterwards: a 1 MB DICOM file saying 10 x 10 px whose JPEG frame is 8000 x 8000 px took 0.55 GB of
 memory to refuse, and a JPEG may declare up to 65 535 x 65 535 px. :func:`frame_size` reads the size and the
 component count a JPEG, JPEG-LS or JPEG 2000 frame declares; :func:`rle_overlong_segment` finds the first RLE
-segment that unpacks to more than it should (RLE unpacks up to 64 times its size), stopping as soon as it does.
+segment that unpacks to more than it should (RLE unpacks up to 64 times its size), stopping as soon as it does;
+:func:`unpacks_past` does so for a TIFF strip or tile (Deflate and LZMA unpack a thousand times their size, and
+tifffile unpacks each whole, whatever the strip should hold).
 """
 
 from __future__ import annotations
 
+import lzma
 import struct
+import zlib
 from dataclasses import dataclass
 
-__all__ = ["FrameSize", "frame_size", "rle_overlong_segment"]
+__all__ = ["UNPACKERS", "FrameSize", "frame_size", "rle_overlong_segment", "unpacks_past"]
 
 #: JPEG start-of-frame markers (SOF0..SOF15 but DHT C4, JPG C8 and DAC CC) and JPEG-LS's SOF55 (F7).
 _SOF_MARKERS = frozenset([*range(0xC0, 0xD0)]) - {0xC4, 0xC8, 0xCC} | {0xF7}
@@ -133,3 +137,34 @@ def rle_overlong_segment(frame: bytes, segment_bytes: int) -> int | None:
         if _segment_overflows(view[start:stop], segment_bytes + RLE_SLACK_BYTES):
             return index
     return None
+
+
+def _inflates_past(data: bytes, limit: int) -> bool:
+    try:
+        return len(zlib.decompressobj().decompress(data, limit + 1)) > limit
+    except zlib.error:
+        return False  # the decoder refuses the damaged stream itself
+
+
+def _lzma_past(data: bytes, limit: int) -> bool:
+    try:
+        return len(lzma.LZMADecompressor().decompress(data, max_length=limit + 1)) > limit
+    except lzma.LZMAError:
+        return False
+
+
+def _packbits_past(data: bytes, limit: int) -> bool:
+    return _segment_overflows(memoryview(data), limit)  # PackBits is the same run-length scheme as DICOM's RLE
+
+
+#: TIFF compression codes whose data :func:`unpacks_past` can measure: Deflate (8, Adobe's 32946, 50013), LZMA
+#: (34925) and PackBits (32773), the compressed kinds tifffile decodes without imagecodecs.
+UNPACKERS = {8: _inflates_past, 32946: _inflates_past, 50013: _inflates_past, 34925: _lzma_past,
+             32773: _packbits_past}
+
+
+def unpacks_past(data: bytes, compression: int, limit: int) -> bool:
+    """Whether the TIFF strip or tile ``data``, compressed with the TIFF ``compression`` code (one of
+    :data:`UNPACKERS`), unpacks to more than ``limit`` bytes: unpacked up to ``limit + 1`` bytes at most, never
+    further. False for data the unpacker refuses as damaged (tifffile then says so)."""
+    return UNPACKERS[compression](data, limit)
