@@ -12,10 +12,11 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless,
+                         JPEGBaseline8Bit, RLELossless)
 from synthetic import dicom_bytes
 
-from moleseg.core import dicomio
+from moleseg.core import dicomio, dicomscan
 from moleseg.core.codestreams import FrameSize, frame_size, rle_overlong_segment
 from moleseg.core.imageio import ImageReadError, image_size, read_image
 
@@ -184,3 +185,46 @@ def test_an_honest_rle_frame_reads_and_a_padded_segment_is_tolerated():
     assert rle_overlong_segment(_rle_frame([_runs(plane + 129, 0)]), plane) == 0
     image = read_image(_with_frame(frame, RLELossless), name="r.dcm")
     assert image.shape == (10, 12, 3) and image[0, 0].tolist() == [10, 20, 30] and image[9, 11].tolist() == [10, 20, 30]
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets of many elements
+
+
+def _crowded(syntax: str, count: int, nested: bool) -> bytes:
+    """The photograph's DICOM file in ``syntax`` with ``count`` empty private elements, at the top level or inside
+    one item of a private sequence."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(PHOTO)))
+    dataset.file_meta.TransferSyntaxUID = syntax
+    holder = Dataset() if nested else dataset
+    for index in range(count):
+        holder.add_new(0x00091100 + index, "LO", "")
+    if nested:
+        dataset.add_new(0x00091010, "SQ", Sequence([holder]))
+    return _saved(dataset)
+
+
+@pytest.mark.parametrize(("syntax", "nested"), [(ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True),
+                                                (ExplicitVRLittleEndian, True), (DeflatedExplicitVRLittleEndian, False)],
+                         ids=["explicit", "implicit-nested", "explicit-nested", "deflated"])
+def test_a_dataset_of_more_elements_than_a_photograph_has_is_refused_before_pydicom_reads_it(syntax, nested,
+                                                                                              monkeypatch):
+    assert dicomscan.MAX_DICOM_ELEMENTS == 50_000
+    monkeypatch.setattr(dicomscan, "MAX_DICOM_ELEMENTS", 500)  # the same walk, a hundredth of the file to make
+    data = _crowded(syntax, 501, nested)
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("pydicom read the dataset"))
+    for read in (lambda: read_image(data, name="many.dcm"), lambda: image_size(data)):
+        with pytest.raises(ImageReadError) as caught:
+            read()
+        assert caught.value.reason == "more than 500 data elements (a photograph has a few hundred)"
+    assert caught.value.filename == "image"
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_a_dataset_of_many_elements_within_the_limit_still_reads(syntax, monkeypatch):
+    monkeypatch.setattr(dicomscan, "MAX_DICOM_ELEMENTS", 500)
+    data = _crowded(syntax, 420, nested=syntax == ImplicitVRLittleEndian)  # and the photograph's own 40 or so
+    assert np.array_equal(read_image(data, name="many.dcm"), PHOTO)

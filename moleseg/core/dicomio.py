@@ -11,7 +11,8 @@ and pylibjpeg). A multi-frame file gives its first frame. Samples wider than 8 b
 DICOM files are untrusted: ``Rows x Columns`` is checked against the image reader's pixel budget before any
 pixel is decoded, and a native pixel data element whose length is not ``Rows x Columns x SamplesPerPixel x
 BitsAllocated / 8`` (per frame) is refused with both lengths. What would unpack to more than it declares is
-refused before it is unpacked: a deflated dataset inflating past :func:`max_inflated_bytes`, a compressed
+refused before it is unpacked: a dataset of more elements than a photograph has or a deflated one inflating past
+:func:`max_inflated_bytes` (:mod:`moleseg.core.dicomscan`), a compressed
 frame whose own header declares another size or sample count than the file (:mod:`moleseg.core.codestreams`),
 an RLE segment longer than its plane. Every refusal is a :class:`DicomReadError`
 ``"<file name>: <reason>"``, which the image reader passes on as its own ``ImageReadError``.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Union
@@ -31,6 +31,7 @@ import numpy as np
 
 from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
+from moleseg.core.dicomscan import dataset_problem
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -78,7 +79,6 @@ _SQUARE_TOLERANCE = 0.01
 _METADATA_BYTES = 16 * 1024 * 1024
 #: Largest samples per pixel and bytes per sample of the layouts read (3 samples of 32 bits).
 _WIDEST_PIXEL_BYTES = 3 * 4
-_INFLATE_CHUNK = 1024 * 1024
 
 
 class DicomReadError(ValueError):
@@ -131,33 +131,12 @@ def max_inflated_bytes() -> int:
     return max_image_pixels() * _WIDEST_PIXEL_BYTES + _METADATA_BYTES
 
 
-def _check_inflated_size(fp: IO[bytes], label: str) -> None:
-    """Refuse a file in the Deflated Explicit VR Little Endian transfer syntax whose dataset inflates to more than
-    :func:`max_inflated_bytes` (pydicom inflates it whole, in memory: 0.5 MB of zeros took 0.95 GB), counting the
-    inflated bytes without keeping them; any other file, or one whose file meta cannot be read, passes (pydicom
-    then reads or refuses it)."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    try:
-        fp.seek(0)
-        read_preamble(fp, False)
-        syntax = _read_file_meta_info(fp).get("TransferSyntaxUID")
-    except Exception:  # noqa: BLE001 - pydicom's own reading refuses a malformed file meta with its reason
-        return
-    if syntax != DeflatedExplicitVRLittleEndian:
-        return
-    limit = max_inflated_bytes()
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflated = 0
-    try:
-        while not inflater.eof and (data := inflater.unconsumed_tail or fp.read(_INFLATE_CHUNK)):
-            inflated += len(inflater.decompress(data, _INFLATE_CHUNK))
-            if inflated > limit:
-                raise DicomReadError(label, f"a deflated DICOM file that inflates to more than {limit / 1e6:.0f} "
-                                            "MB: refused as a possible decompression bomb")
-    except zlib.error:
-        return  # pydicom refuses the corrupt stream with its reason
+def _check_dataset(fp: IO[bytes], label: str) -> None:
+    """Refuse a file whose dataset would cost pydicom too much to read (:func:`moleseg.core.dicomscan.
+    dataset_problem`: too many elements, or a deflated one inflating past :func:`max_inflated_bytes`)."""
+    problem = dataset_problem(fp, max_inflated_bytes())
+    if problem is not None:
+        raise DicomReadError(label, problem)
 
 
 def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
@@ -167,7 +146,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     from pydicom.uid import UID
 
     try:
-        _check_inflated_size(fp, label)
+        _check_dataset(fp, label)
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
