@@ -203,7 +203,7 @@ class ModelInfo:
                 known[key] = _number(key, known[key], kind)
         # options the network's input and output depend on, by their names in the file and in the schema
         for key, name in (("tile_scale", "tile_scale"), ("colour_constancy", "colour_constancy"),
-                          ("n_classes", "model.n_classes")):
+                          ("n_classes", "model.n_classes"), ("input_size", "model.input_size")):
             problems = options.option(name).problems(known[key]) if key in known else []
             if problems:
                 raise ModelFileError(f"its {INFO_ENTRY}: {problems[0]}")
@@ -288,11 +288,32 @@ def _number(key: str, value: Any, kind: type) -> int | float:
 def read_info(path: str | Path) -> ModelInfo:
     """The :class:`ModelInfo` of a ``.keras`` file (see :func:`read_model_info` for the errors; a field
     that is not a number, or out of its option's range, too)."""
-    values = read_model_info(path)
+    return file_info(path, read_model_info(path))
+
+
+def file_info(path: str | Path, values: Mapping[str, Any]) -> ModelInfo:
+    """The :class:`ModelInfo` of the ``moleseg.json`` ``values`` read from the ``.keras`` file ``path``.
+
+    Raises
+    ------
+    ModelFileError
+        A field that is not a number, or out of its option's range (the message names the file).
+    """
     try:
         return ModelInfo.from_dict(values)
     except ModelFileError as error:
         raise ModelFileError(f"{Path(path).name}: {error}") from None
+
+
+def network_contradiction(path: str | Path, info: ModelInfo, input_size: Any, n_classes: Any) -> None:
+    """Refuse a ``moleseg.json`` whose input size or class count is not that of the network (``input_size``,
+    ``n_classes``: the network's own, None when it does not fix them): each image would be resized to a size
+    the network cannot take, or its classes named wrongly (:class:`ModelFileError` naming the file)."""
+    for said, taken, what in ((info.input_size, input_size, "an input of {} px"),
+                              (info.n_classes, n_classes, "{} classes")):
+        if said is not None and isinstance(taken, int) and said != taken:
+            raise ModelFileError(f"{Path(path).name}: its {INFO_ENTRY} says {what.format(said)}, its network has "
+                                 f"{what.format(taken)}")
 
 
 def write_model_info(path: str | Path, info: dict[str, Any], *, source: str | Path | None = None) -> None:
