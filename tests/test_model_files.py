@@ -204,7 +204,8 @@ def test_the_totals_are_checked_after_each_member():
 
 
 @pytest.mark.parametrize("field, value", [("class_names", 5), ("class_names", [1, 2, 3]), ("class_names", {"a": 1}),
-                                          ("lesion_threshold", "high"), ("lesion_threshold", [0.5])])
+                                          ("lesion_threshold", "high"), ("lesion_threshold", [0.5]),
+                                          ("lesion_threshold", 5.0), ("confidence_threshold", -0.5)])
 def test_a_moleseg_json_field_of_the_wrong_kind_breaks_no_picker(tmp_path, field, value):
     """A shipped-models folder is read for every user's pickers and home page: a model file whose class names are
     not texts, or whose lesion threshold is not a number, is refused naming the field (read_info), and the pickers

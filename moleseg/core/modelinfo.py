@@ -201,6 +201,9 @@ class ModelInfo:
                           ("tile_scale", float), ("lesion_threshold", float)):
             if key in known:
                 known[key] = _number(key, known[key], kind)
+        for key in ("confidence_threshold", "lesion_threshold"):  # a probability, a border confidence: 0..1
+            if key in known and not 0.0 <= known[key] <= 1.0:
+                raise ModelFileError(f"its {INFO_ENTRY} field {key!r} must be between 0 and 1, not {known[key]!r}")
         # options the network's input and output depend on, by their names in the file and in the schema
         for key, name in (("tile_scale", "tile_scale"), ("colour_constancy", "colour_constancy"),
                           ("n_classes", "model.n_classes"), ("input_size", "model.input_size")):
