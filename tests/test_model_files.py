@@ -223,3 +223,10 @@ def test_a_moleseg_json_field_of_the_wrong_kind_breaks_no_picker(tmp_path, field
     assert choice.label == "dermoscopy (shipped, model)"
     rows = {row["property"]: row["value"] for row in models.model_details(choice)}
     assert rows["file"] == str(path) and "classes" not in rows
+
+
+def test_a_moleseg_json_nested_too_deeply_is_corrupt_in_words(tmp_path):
+    path = _zip(tmp_path / "deep.keras", {"moleseg.json": b"[" * 100_000})
+    with pytest.raises(ModelFileError) as caught:
+        read_model_info(path)
+    assert str(caught.value) == "deep.keras: its moleseg.json is corrupt (nested too deeply)"

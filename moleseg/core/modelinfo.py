@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from moleseg.core import options
 from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget, check_directory_entries
 from moleseg.core.atomic import atomic_output
+from moleseg.core.errors import parse_failure
 
 INFO_ENTRY = "moleseg.json"
 
@@ -117,7 +118,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     try:
         values = json.loads(payload.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # JSON, UTF-8, a number of too many digits, deep nesting
-        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({error})") from error
+        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({parse_failure(error)})") from error
     if not isinstance(values, dict):
         raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt (a JSON {type(values).__name__}, "
                              "not an object)")
