@@ -79,3 +79,26 @@ def test_a_configuration_file_without_duplicates_still_reads(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"epochs": 3, "model": {"n_classes": 2}}', encoding="utf-8")
     assert read_config_file(path)["epochs"] == 3
+
+
+DEEP = "[" * 100_000
+
+
+def test_run_records_profiles_and_provenance_nested_too_deeply_are_refused_by_name(tmp_path):
+    from moleseg.core.dataset import pair_paths, read_provenance
+    from moleseg.core.devices import read_profiles
+    from moleseg.engine.runs import RunRecordError, read_json, read_record
+
+    path = tmp_path / "state.json"
+    path.write_text(DEEP, encoding="utf-8")
+    assert read_json(path, default="none") == "none"
+    with pytest.raises(RunRecordError) as caught:
+        read_record(path)
+    assert str(caught.value) == f"{path}: damaged, not a readable JSON file (nested too deeply)"
+    with pytest.raises(ValueError) as caught:
+        read_profiles(path)
+    assert str(caught.value) == f"{path}: not a device profiles file (nested too deeply)"
+    provenance = pair_paths(tmp_path, "a")[2]
+    provenance.parent.mkdir(parents=True)
+    provenance.write_text(DEEP, encoding="utf-8")
+    assert read_provenance(tmp_path, "a") is None
