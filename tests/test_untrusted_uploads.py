@@ -41,3 +41,16 @@ def test_the_whole_dataset_scan_shows_a_shared_file_s_name_as_text(app_folders, 
     shown = [text for text in texts(at.error) + texts(at.warning) if "Sign in again" in text]
     assert shown and all("Sign in again](" not in text for text in shown), shown
     assert any(plain_markdown(f"{name}.png") in text for text in shown)
+
+
+def test_the_study_page_shows_a_shared_study_file_s_text_as_text(app_folders, tmp_path):
+    path = tmp_path / "s.yaml"  # in the data root: anyone's file
+    path.write_text("'[Sign in again](https:evil.example)': 1\nfactors: {solver: [adam]}\n", encoding="utf-8")
+    at = app_test(PAGE_FILES["study"])
+    at.selectbox(key="study_file").set_value("other...").run()
+    at.text_input(key="study_file_other").input(str(path)).run()
+    at.button(key="study_start").click().run()
+    assert not at.exception
+    [error] = [error.value for error in at.error]
+    assert "Sign in again" in error and "Sign in again](" not in error
+    assert error.startswith(plain_markdown(f"{path}: unknown key '[Sign in again](https:evil.example)'"))
