@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "UnreferenceableSource", "encapsulated_pdf", "export_stem",
-           "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
+__all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "UnreferenceableSource", "encapsulated_pdf",
+           "export_stem", "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
 
 #: The only attributes of a DICOM source an export keeps unless a user asks for identifiers: what links the
 #: objects and describes the pixels. Anything else (the Patient, Patient Study, Clinical Trial and equipment
