@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless,
-                         JPEGBaseline8Bit, RLELossless)
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         JPEG2000Lossless, JPEGBaseline8Bit, RLELossless)
 from synthetic import dicom_bytes
 
 from moleseg.core import dicomio, dicomscan
@@ -207,8 +207,9 @@ def _crowded(syntax: str, count: int, nested: bool) -> bytes:
     return _saved(dataset)
 
 
-@pytest.mark.parametrize(("syntax", "nested"), [(ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True),
-                                                (ExplicitVRLittleEndian, True), (DeflatedExplicitVRLittleEndian, False)],
+@pytest.mark.parametrize(("syntax", "nested"), [
+    (ExplicitVRLittleEndian, False), (ImplicitVRLittleEndian, True), (ExplicitVRLittleEndian, True),
+    (DeflatedExplicitVRLittleEndian, False)],
                          ids=["explicit", "implicit-nested", "explicit-nested", "deflated"])
 def test_a_dataset_of_more_elements_than_a_photograph_has_is_refused_before_pydicom_reads_it(syntax, nested,
                                                                                               monkeypatch):
