@@ -133,13 +133,26 @@ class _Unpickler(_ValueUnpickler):
         return self.storages[key]
 
 
+#: Most entries (tensors, values and nested dicts together) a state dict may hold; torchvision's hold hundreds.
+MAX_STATE_ENTRIES: int = 100_000
+
+
 def _tensors(obj: Any) -> list[_LazyTensor]:
-    """The tensors of a loaded state dict (at the top, or in its nested dicts)."""
-    if isinstance(obj, _LazyTensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [tensor for value in obj.values() for tensor in _tensors(value)]
-    return []
+    """The tensors of a loaded state dict (at the top, or in its nested dicts), walking at most
+    :data:`MAX_STATE_ENTRIES` entries: pickle's memo lets a tiny file nest one dict under many keys, level after
+    level (2^40 entries from 40 levels)."""
+    found: list[_LazyTensor] = []
+    pending, visited = [obj], 0
+    while pending:
+        item = pending.pop()
+        visited += 1
+        if visited > MAX_STATE_ENTRIES:
+            raise ValueError(f"more than {MAX_STATE_ENTRIES} entries, more than a weights file holds")
+        if isinstance(item, _LazyTensor):
+            found.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return found
 
 
 def _check_total(obj: Any) -> None:
