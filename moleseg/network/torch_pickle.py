@@ -71,7 +71,9 @@ class _LazyTensor:
         """Refuse a tensor whose offset, sizes and strides reach outside its storage of ``length`` elements
         (a strided view would read memory beyond it)."""
         numbers = (self.offset, *self.size, *self.stride)
-        if (len(self.size) != len(self.stride) or not all(isinstance(n, int) and n >= 0 for n in numbers)):
+        if not all(isinstance(n, int) and n >= 0 for n in numbers):  # not shown: a nested list's text is huge
+            raise ValueError("a tensor whose offset, sizes or strides are not whole numbers >= 0")
+        if len(self.size) != len(self.stride):
             raise ValueError(f"a tensor with offset {self.offset}, size {self.size} and stride {self.stride}")
         if 0 in self.size:
             return
@@ -80,6 +82,14 @@ class _LazyTensor:
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if last >= length:
             raise ValueError(f"a tensor reaching element {last} of a storage of {length}")
+
+
+def _storage_key(key: Any) -> str:
+    """A storage's key (a name or a number) as text; ValueError for anything else, before it is made text (the
+    text of a list nested by pickle's memo can take exponential time and memory)."""
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise ValueError(f"a storage key that is not a name but a {type(key).__name__}")
+    return str(key)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _LazyTensor:
@@ -126,8 +136,9 @@ class _Unpickler(_ValueUnpickler):
     def persistent_load(self, saved_id: Any) -> _Storage:
         kind, storage_type, key, _location, numel = saved_id[:5]
         if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unexpected persistent id {kind!r}")
-        key = str(key)
+            shown = repr(kind) if isinstance(kind, str) else f"of a {type(kind).__name__}"
+            raise pickle.UnpicklingError(f"unexpected persistent id {shown}"[:200])
+        key = _storage_key(key)
         if key not in self.storages:
             self.storages[key] = _Storage(storage_type.dtype, numel)
         return self.storages[key]
@@ -189,7 +200,9 @@ def _load_legacy(path: Path) -> Any:
     storages: dict[str, _Storage] = {}
     result = _Unpickler(stream, storages).load()
     keys = _ValueUnpickler(stream).load()
-    for key in keys:
+    if not isinstance(keys, list):
+        raise ValueError("the storage keys are not a list")
+    for key in map(_storage_key, keys):
         storage = storages.get(str(key))
         if storage is None:
             raise ValueError(f"storage {key} is listed but no tensor uses it")
