@@ -28,8 +28,8 @@ media request through only when its *owner* was sent that URL by the app:
   leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An upload into a
   session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
   (:data:`SESSION_REFUSED`), and one that would take what the owner's sessions hold in memory past their share
-  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent) with 413
-  (:mod:`moleseg.app.uploads`);
+  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent), counting
+  the owner's uploads still on their way (sent at once, none is held yet), with 413 (:mod:`moleseg.app.uploads`);
 * Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
   function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
   (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody), else 403
@@ -80,7 +80,7 @@ from moleseg.app.streamwire import (
     named_media_ids,
     sent_media,
 )
-from moleseg.app.uploads import UPLOADS_FULL, past_share
+from moleseg.app.uploads import UPLOADS_FULL, past_share, upload_length
 from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS, UPLOAD_BYTES_PER_USER
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
@@ -286,6 +286,7 @@ class MediaGate:
         self.metrics_path = routed_path({"path": self.base_path.rstrip("/") + METRICS_ROUTE})
         self.upload_prefix = routed_path({"path": self.base_path.rstrip("/") + UPLOAD_ROUTE}) + "/"
         self.upload_bytes = UPLOAD_BYTES_PER_USER  # each owner's share of memory for uploaded files
+        self.uploading: dict[str, int] = {}  # each owner's bytes of uploads on their way (upload_length), not held yet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -314,12 +315,26 @@ class MediaGate:
                 status, body = refusal
                 await PlainTextResponse(body, status_code=status)(scope, receive, send)
                 return
+            if owner and scope.get("method") == "PUT" and uploaded_session(scope, self.upload_prefix) is not None:
+                await self._uploading(owner, upload_length(scope), scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _uploading(self, owner: str, length: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass ``owner``'s upload of at most ``length`` bytes on to Streamlit, counted in their share of memory
+        (:meth:`_refusal`) until Streamlit holds it (or refused it, or the browser went away)."""
+        self.uploading[owner] = self.uploading.get(owner, 0) + length
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self.uploading.pop(owner) - length
+            if left > 0:
+                self.uploading[owner] = left
 
     def _refusal(self, scope: Scope, owner: str | None, settings: ServerSettings | None) -> tuple[int, bytes] | None:
         """The status and body refusing an HTTP request of a shared server (None: it passes): a charset hiding a URL
         from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session,
-        or past its owner's share of memory (:mod:`moleseg.app.uploads`)."""
+        or past its owner's share of memory with their uploads on their way (:mod:`moleseg.app.uploads`)."""
         if owner and not readable_charset(Headers(scope=scope)):
             return 400, UNREADABLE_CHARSET
         media_id = requested_media_id(scope, self.media_prefix)
@@ -331,7 +346,7 @@ class MediaGate:
         if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
             return 403, SESSION_REFUSED
         if session_id is not None and scope.get("method") == "PUT" and past_share(
-                scope, self.sent.sessions_given(owner or ""), self.upload_bytes):
+                scope, self.sent.sessions_given(owner or ""), self.upload_bytes, self.uploading.get(owner or "", 0)):
             return 413, UPLOADS_FULL
         return None
 

@@ -5,8 +5,10 @@ Streamlit keeps every file uploaded into a session in memory (its ``MemoryUpload
 removes it or the session ends, under whatever file id the upload's URL names (it checks no page asked for it), each
 up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
 and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
-owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold past
-:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`.
+owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the
+uploads of theirs still on their way (each counted for :func:`upload_length`), past
+:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`: counting the files held alone, a script sending its uploads at
+once had every one of them pass, as none was held yet.
 """
 
 from __future__ import annotations
@@ -38,12 +40,25 @@ def held_upload_bytes(session_ids: Iterable[str]) -> int:
     return held
 
 
-def past_share(scope: Scope, session_ids: Iterable[str], share: int) -> bool:
-    """Whether the upload request ``scope`` would take what ``session_ids`` hold (:func:`held_upload_bytes`) past
-    ``share`` bytes, counting its body by its ``Content-Length`` (none: nothing; Streamlit caps a body at
-    ``server.maxUploadSize`` as it streams in)."""
-    try:
-        length = max(0, int(Headers(scope=scope).get("content-length") or 0))
+def upload_length(scope: Scope) -> int:
+    """The most bytes the upload request ``scope`` can add to what Streamlit holds: its body's ``Content-Length``
+    (the server reads no more of a body than that), or, without a valid one or beside a ``Transfer-Encoding`` (a
+    chunked body), the largest file
+    Streamlit takes (``server.maxUploadSize``, in MB of 2**20 bytes, as Streamlit reads it)."""
+    headers = Headers(scope=scope)
+    try:  # a Transfer-Encoding beside it frames the body instead
+        length = -1 if "transfer-encoding" in headers else int(headers.get("content-length") or "")
     except ValueError:
-        length = 0
-    return held_upload_bytes(session_ids) + length > share
+        length = -1
+    if length >= 0:
+        return length
+    from streamlit import config
+
+    return int(config.get_option("server.maxUploadSize")) * 1024 * 1024
+
+
+def past_share(scope: Scope, session_ids: Iterable[str], share: int, on_the_way: int = 0) -> bool:
+    """Whether the upload request ``scope`` (:func:`upload_length`) would take what ``session_ids`` hold
+    (:func:`held_upload_bytes`) and ``on_the_way`` bytes of their owner's uploads not yet held (their requests'
+    :func:`upload_length`) past ``share`` bytes."""
+    return held_upload_bytes(session_ids) + on_the_way + upload_length(scope) > share
