@@ -22,7 +22,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleseg.core.config import CORRECTIONS_FOLDER_NAME, RUNS_FOLDER_NAME, corrections_dir, runs_dir
+from moleseg.core.config import (CORRECTIONS_FOLDER_NAME, EXAMPLES_CACHE_NAME, OWN_EXAMPLES_FOLDER, RUNS_FOLDER_NAME,
+                                 corrections_dir, data_dir, runs_dir)
 from moleseg.core.devices import DEVICE_PROFILES_FILE
 from moleseg.core.errors import is_text_path, shown_name
 
@@ -117,6 +118,25 @@ def shared_space(data: Path, user_name: str) -> UserSpace:
     for folder in (space.runs.parents[1], space.runs.parent, space.runs, space.dataset):
         _private_folder(folder)
     return space
+
+
+def space_examples_dir(run_dir: str | Path, named: str | None = None, data: Path | None = None) -> Path | None:
+    """Where a training run in ``run_dir`` keeps its resized examples when ``run_dir`` lies in a user's space of the
+    data folder ``data`` (default :func:`~moleseg.core.config.data_dir`), which every training, fine-tune and study
+    run a shared server's app starts does: :data:`~moleseg.core.config.OWN_EXAMPLES_FOLDER` of that space, in a
+    sub-folder of the named cache's name (the last part of ``named``, a folder of the server's cache such as the
+    Train page's "Example cache name"; :data:`~moleseg.core.config.EXAMPLES_CACHE_NAME` without), so that their
+    quota counts them and nobody fills the server's disk with examples counted in no quota. None elsewhere (the
+    command line's and personal mode's runs keep the server's cache)."""
+    users = ((data if data is not None else data_dir()) / USERS_FOLDER_NAME).resolve()
+    try:
+        inside = Path(run_dir).resolve().relative_to(users).parts
+    except ValueError:
+        return None
+    if not inside:
+        return None
+    name = Path(named).name if named else ""
+    return users / inside[0] / OWN_EXAMPLES_FOLDER / (name if name not in ("", ".", "..") else EXAMPLES_CACHE_NAME)
 
 
 def personal_space() -> UserSpace:

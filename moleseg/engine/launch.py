@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moleseg.core.modelinfo import check_keras_file
+from moleseg.core.userspace import space_examples_dir
 from moleseg.engine.childargs import child_command
 from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_config, data_folders, read_job,
                                  read_request)
@@ -244,8 +245,11 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     if problems:
         raise ValueError("\n".join(problems))
     config["name"] = config.get("name") or run_dir.name
-    # an upload's examples stay in its session folder, whatever cache was named (a named one is shared, kept)
-    config["cache_dir"] = training_cache_dir(data_folders(config)) or config.get("cache_dir") or None
+    # an upload's examples stay in its session folder, whatever cache was named (a named one is shared, kept), and
+    # those of a run in a user's space in that space (their quota counts them)
+    named = config.get("cache_dir") or None
+    own = training_cache_dir(data_folders(config)) or space_examples_dir(run_dir, named)
+    config["cache_dir"] = str(own) if own else named
     created = not run_dir.exists()
     while True:
         if wait_for_lock and not cluster_worker:
