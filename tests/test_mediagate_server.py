@@ -379,3 +379,37 @@ def test_uploads_sent_at_once_stay_within_the_users_share(one_mb_uploads_server)
         return [sorted(statuses[:3]), statuses[3], bobs]
 
     assert asyncio.run(_session_run(url, "alice", while_open=meanwhile))[2] == [[204, 204, 413], 413, 204]
+
+
+#: The gate of :data:`SERVE_SMALL_SHARE` remembering two sessions per owner (a real server: 1,000).
+SERVE_FEW_SESSIONS = SERVE_SMALL_SHARE.replace(
+    "        self.upload_bytes = 25_000", "        self.upload_bytes = 25_000\n        self.sent = SentMedia(ids_per_owner=2)"
+).replace("from moleseg.app.mediagate import MediaGate", "from moleseg.app.mediagate import MediaGate, SentMedia")
+
+
+@pytest.fixture
+def few_sessions_server(tmp_path: Path):
+    with _served(tmp_path, SERVE_FEW_SESSIONS) as url:
+        yield url
+
+
+def test_uploads_held_by_a_session_the_gate_forgot_still_count_in_the_share(few_sessions_server):
+    """The share counted the uploads of the sessions the gate remembered as given to the user, at most so many (1,000)
+    of the latest: a script that filled its share in one session, kept that session's websocket open and silent and
+    opened that many more sessions had the first forgotten, and a new share to fill, again and again. A session
+    uploaded into counts for as long as Streamlit holds its files, remembered or not."""
+    url = few_sessions_server
+    picture = b"x" * 10_000
+
+    def in_third(third: str) -> tuple[int, bytes]:  # the first session is no longer remembered as hers
+        return _upload(url, "alice", third, picture)
+
+    def in_second(second: str) -> object:
+        return asyncio.run(_session_run(url, "alice", while_open=in_third))[2]
+
+    def in_first(first: str) -> list[object]:
+        held = [_upload(url, "alice", first, picture), _upload(url, "alice", first, picture)]  # 20 kB of her 25 kB
+        return [*held, asyncio.run(_session_run(url, "alice", while_open=in_second))[2]]
+
+    assert asyncio.run(_session_run(url, "alice", while_open=in_first))[2] == [(204, b""), (204, b""),
+                                                                               (413, UPLOADS_FULL)]

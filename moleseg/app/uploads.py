@@ -5,7 +5,8 @@ Streamlit keeps every file uploaded into a session in memory (its ``MemoryUpload
 removes it or the session ends, under whatever file id the upload's URL names (it checks no page asked for it), each
 up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
 and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
-owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the
+owner and the sessions each owner uploaded into for as long as Streamlit holds their files (:func:`holding_sessions`:
+a session forgotten in the bounds of the first, left open and silent, held its files out of the count), refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the
 uploads of theirs still on their way (each counted for :func:`upload_length`), past
 :data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`: counting the files held alone, a script sending its uploads at
 once had every one of them pass, as none was held yet.
@@ -38,6 +39,17 @@ def held_upload_bytes(session_ids: Iterable[str]) -> int:
         file_ids = list(manager.file_storage.get(session_id, {}))
         held += sum(len(file.data) for file in manager.get_files(session_id, file_ids))
     return held
+
+
+def holding_sessions(session_ids: Iterable[str]) -> set[str]:
+    """Those of ``session_ids`` whose uploaded files Streamlit still holds (none when no Streamlit server runs in
+    this process): a session that ended holds none."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return set()
+    storage = runtime.get_instance().uploaded_file_mgr.file_storage
+    return {session_id for session_id in list(session_ids) if storage.get(session_id)}
 
 
 def upload_length(scope: Scope) -> int:
