@@ -45,7 +45,7 @@ DOTTED = re.compile(r"(?<![\w/.-])moleseg(?:\.[A-Za-z_]\w*)+")
 CHECKOUT_PATH = re.compile(r"(?<![\w/.~$-])((?:moleseg|app_pages|tests|docs|models|studies|\.ci)/[\w./-]*)")
 #: Units of the README's "`NAME` = N unit" and "`NAME` (N unit" values, in those of the constants' names.
 UNITS = {"px": 1, "megapixels": 1_000_000, "bytes": 1, "s": 1, "minutes": 60, "images": 1, "epochs": 1,
-         "files": 1}
+         "files": 1, "folders": 1}
 
 
 def code_blocks(markdown: str) -> tuple[list[tuple[str, str]], str]:

@@ -50,6 +50,10 @@ MAX_BATCH_SIZE: int = 256
 #: Most passes over the training pairs: the shipped models trained 30 and 40; 1000 is the most a study's factor
 #: may ask of a shared machine (many times that is weeks of its CPUs or its one GPU).
 MAX_EPOCHS: int = 1000
+#: Most datasets (folders) one folder list of a training takes (its training, validation or test images, and their
+#: masks): each is resolved, searched and checked for links on every run of the Train page, some 2 ms a line, so a
+#: pasted list of 10,000 lines (30 kB) held the server's CPU for 14 s a run, every user's pages waiting.
+MAX_DATASETS: int = 100
 
 #: A lesion counts as reaching the image's edge where it comes within this share (0..1) of the image's
 #: shorter side of the frame (see :func:`moleseg.core.edgecontact.edge_contact_ratio`).
