@@ -63,6 +63,11 @@ if too_many:
     st.error(too_many)
     files = []  # refused whole: not even the first ones are read
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
+held_too_much = ui.held_analyses_refusal(uploads)  # a shared server: this user's share of its memory
+if held_too_much:
+    st.error(held_too_much)
+    files, uploads, repeats = [], [], []  # refused whole, before any file is decoded
+    st.session_state.pop("analyse_outcomes", None)
 # the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
 # the settings and by every run of the results alone
 dicom_size, dicom_note = dicom_pixel_size(uploads)

@@ -17,10 +17,12 @@ from typing import Any
 import streamlit as st
 
 from moleseg.app import models
-from moleseg.app.analysis import AnalysisStore
+from moleseg.app.analysis import AnalysisStore, Upload
+from moleseg.app.heldmemory import HeldAnalyses, Holding
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec,
-                                 installed_dermoscopy_model)
+from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, analysis_bytes_per_user,
+                                 default_model_spec, installed_dermoscopy_model)
+from moleseg.core.settings import load_settings
 from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
 from moleseg.core.words import capitalised
@@ -145,6 +147,30 @@ def analysis_store() -> AnalysisStore:
     """The server's one cache of predictions, shared by every session and bounded by
     :data:`moleseg.app.analysis.ANALYSIS_CACHE_BYTES` (so a slider change re-runs only the cleanup)."""
     return AnalysisStore()
+
+
+@st.cache_resource(show_spinner=False)
+def held_analyses() -> HeldAnalyses:
+    """The server's record of the analyses each user's open pages hold (:class:`moleseg.app.heldmemory.HeldAnalyses`),
+    each user's share :func:`moleseg.core.config.analysis_bytes_per_user`."""
+    return HeldAnalyses(analysis_bytes_per_user())
+
+
+#: Session-state key of this session's :class:`moleseg.app.heldmemory.Holding`.
+HOLDING_KEY = "_moleseg_held_analyses"
+
+
+def held_analyses_refusal(uploads: Sequence[Upload]) -> str | None:
+    """On a shared server, why this session may not analyse ``uploads`` (:meth:`HeldAnalyses.refusal`: its user's
+    open pages would hold more than their share of the server's memory), else None (also in personal mode, and
+    without a user, whom the page refuses on its own)."""
+    owner = _user_name() if load_settings().shared else None
+    if owner is None:
+        return None
+    holding = st.session_state.get(HOLDING_KEY)
+    if not isinstance(holding, Holding) or holding.owner != owner:
+        holding = st.session_state[HOLDING_KEY] = held_analyses().holding(owner)
+    return held_analyses().refusal(holding, uploads)
 
 
 @st.cache_resource(show_spinner=False)

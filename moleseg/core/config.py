@@ -251,16 +251,38 @@ def runs_dir() -> Path:
     return Path(value) if value else data_dir() / RUNS_FOLDER_NAME
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give (``MemAvailable`` of ``/proc/meminfo``), bytes; None when unknown."""
+def _meminfo_bytes(field: str) -> int | None:
+    """The ``field`` of ``/proc/meminfo`` (e.g. ``MemAvailable``), bytes; None when unknown."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (``MemAvailable`` of ``/proc/meminfo``), bytes; None when unknown."""
+    return _meminfo_bytes("MemAvailable")
+
+
+#: Share of the machine's memory (``MemTotal``) that the analyses one user's open Analyse pages hold may take
+#: together on a shared server (:class:`moleseg.app.heldmemory.HeldAnalyses`): each holds its image, the network's
+#: probabilities, its masks and pictures, some 29 bytes a pixel however small its file (a 12 MP photograph: 350 MB),
+#: so that 200 files of a few kB each, in as many tabs as a script opens, took all of it, and every other user's
+#: images were refused as too large for the memory left.
+ANALYSIS_MEMORY_SHARE: float = 0.25
+#: The analyses' share of one user, in bytes, when the machine's memory cannot be read.
+ANALYSIS_BYTES_UNKNOWN_MEMORY: int = 8 * 1024**3
+
+
+def analysis_bytes_per_user() -> int:
+    """Bytes of analyses one user's open Analyse pages may hold at once on a shared server:
+    :data:`ANALYSIS_MEMORY_SHARE` of the machine's memory, or :data:`ANALYSIS_BYTES_UNKNOWN_MEMORY`."""
+    total = _meminfo_bytes("MemTotal")
+    return ANALYSIS_BYTES_UNKNOWN_MEMORY if total is None else int(total * ANALYSIS_MEMORY_SHARE)
 
 
 def max_image_pixels() -> int:
