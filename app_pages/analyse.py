@@ -63,7 +63,7 @@ if too_many:
     st.error(too_many)
     files = []  # refused whole: not even the first ones are read
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
-held_too_much = ui.held_analyses_refusal(uploads)  # a shared server: this user's share of its memory
+held_too_much = ui.held_analyses_refusal(uploads, "analyse")  # a shared server: this user's share of its memory
 if held_too_much:
     st.error(held_too_much)
     files, uploads, repeats = [], [], []  # refused whole, before any file is decoded

@@ -7,6 +7,7 @@ import json
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
+from moleseg.app.analysis import Upload
 from moleseg.app.device_profiles import pixel_size_input
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
@@ -87,6 +88,12 @@ else:
     after_file = right.file_uploader("After (later visit)", type=kinds, key="compare_after")
     if not (before_file and after_file):
         st.info("Upload the two images of the same lesion to compare them.")
+        st.stop()
+    held_too_much = ui.held_analyses_refusal([Upload(before_file.name, before_file.getvalue()),
+                                              Upload(after_file.name, after_file.getvalue())], "compare")
+    if held_too_much:  # a shared server: this user's share of its memory, before either file is decoded
+        st.error(held_too_much)
+        st.session_state.pop("compare_result", None)
         st.stop()
     try:
         before = read_image(before_file.getvalue(), name=before_file.name)

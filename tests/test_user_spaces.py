@@ -232,6 +232,14 @@ def test_a_users_open_pages_hold_at_most_their_share_of_the_servers_memory(signe
         "hold 456.8 KB of analyses together (304.5 KB in your other tabs): none was analysed; upload fewer or "
         "smaller images, or close another tab."]
     assert "analyse_outcomes" not in second.session_state
+    comparing = app_test(PAGE_FILES["compare"])  # two uploaded visits are two analyses held too
+    comparing.radio(key="compare_source").set_value("two uploaded images").run()
+    comparing.file_uploader(key="compare_before").set_value(("before.png", png_bytes(image), "image/png"))
+    comparing.file_uploader(key="compare_after").set_value(("after.png", png_bytes(image[::-1]), "image/png")).run()
+    assert not comparing.exception and [error.value for error in comparing.error] == [
+        "2 images would hold 609 KB of the server's memory while the page shows them, and your open pages may "
+        "hold 456.8 KB of analyses together (304.5 KB in your other tabs): none was analysed; upload fewer or "
+        "smaller images, or close another tab."]
     bobs = analysing("bob", 20)
     assert not bobs.error and len(bobs.session_state["analyse_outcomes"]) == 1
     del first  # her first tab closed: its session and what it held are gone

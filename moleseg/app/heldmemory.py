@@ -1,4 +1,5 @@
-"""Each user's share of the server's memory for the analyses their open Analyse pages hold (a shared server).
+"""Each user's share of the server's memory for the analyses their open Analyse and Compare pages hold (a shared
+server).
 
 An analysis holds its image, the network's probabilities, its masks and pictures while a page shows it: some
 :data:`HELD_BYTES_PER_PIXEL` bytes a pixel, however small its file (a 12 MP photograph's is 350 MB, from a PNG of a

@@ -156,20 +156,22 @@ def held_analyses() -> HeldAnalyses:
     return HeldAnalyses(analysis_bytes_per_user())
 
 
-#: Session-state key of this session's :class:`moleseg.app.heldmemory.Holding`.
+#: Session-state key of this session's :class:`moleseg.app.heldmemory.Holding` of a page (its name follows).
 HOLDING_KEY = "_moleseg_held_analyses"
 
 
-def held_analyses_refusal(uploads: Sequence[Upload]) -> str | None:
-    """On a shared server, why this session may not analyse ``uploads`` (:meth:`HeldAnalyses.refusal`: its user's
-    open pages would hold more than their share of the server's memory), else None (also in personal mode, and
-    without a user, whom the page refuses on its own)."""
+def held_analyses_refusal(uploads: Sequence[Upload], page: str) -> str | None:
+    """On a shared server, why this session's ``page`` (each page its own holding: the Analyse page's analyses stay
+    in the session while the Compare page shows two visits) may not analyse ``uploads``
+    (:meth:`HeldAnalyses.refusal`: its user's open pages would hold more than their share of the server's memory),
+    else None (also in personal mode, and without a user, whom the page refuses on its own)."""
     owner = _user_name() if load_settings().shared else None
     if owner is None:
         return None
-    holding = st.session_state.get(HOLDING_KEY)
+    key = f"{HOLDING_KEY}_{page}"
+    holding = st.session_state.get(key)
     if not isinstance(holding, Holding) or holding.owner != owner:
-        holding = st.session_state[HOLDING_KEY] = held_analyses().holding(owner)
+        holding = st.session_state[key] = held_analyses().holding(owner)
     return held_analyses().refusal(holding, uploads)
 
 
