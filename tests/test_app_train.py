@@ -326,7 +326,7 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
 
 
 def test_a_named_example_cache_does_not_take_uploaded_data_out_of_its_session_folder(app_folders, fake_training):
-    # the Train page's "Example cache name" is a folder of the shared cache: an uploaded dataset's resized examples
+    # the Train page's "Example cache name" was a folder of the shared cache: an uploaded dataset's resized examples
     # (patient pictures) were written there, outside the session folder, kept after it, counted in no quota
     from moleseg.core.config import example_cache_dir
     from moleseg.engine.session import SessionFolder
@@ -340,36 +340,18 @@ def test_a_named_example_cache_does_not_take_uploaded_data_out_of_its_session_fo
     wait_ended(pid)
 
 
-def test_a_training_in_a_users_space_keeps_its_resized_examples_in_that_space(app_folders, fake_training, tmp_path,
-                                                                             monkeypatch):
-    """On a shared server every training's resized examples (a named example cache too) went to the server's one
-    cache folder, counted in nobody's quota and never removed: a user training on a large dataset of the roots again
-    and again, each time with other target options (border width, input size, scale, colour constancy: each a new
-    copy of every image, uncompressed, at up to the images' own size), filled the server's disk for everyone, and
-    their "My dataset" pictures were kept there after they deleted them. A training run in a user's space (each
-    app training, fine-tune and study run of a shared server) now keeps them in that space, where their quota
-    counts them; a training elsewhere (personal mode, the command line) keeps the shared cache."""
-    from moleseg.app.quota import user_folders
-    from moleseg.core.config import example_cache_dir
-    from moleseg.core.diskusage import usage_bytes
+def test_a_training_in_a_user_s_folder_caches_its_examples_there(app_folders, fake_training):
+    # a shared server's training named a folder of the server's cache folder: the user's pictures, resized, went
+    # out of their folder and into no quota (the cases of launch.example_cache: tests/test_user_spaces.py)
+    from moleseg.core.config import data_dir, example_cache_dir
     from moleseg.core.userspace import shared_space
 
-    monkeypatch.setenv("MOLESEG_DATA_DIR", str(tmp_path / "data"))
-    space = shared_space(tmp_path / "data", "alice")
-    examples = space.runs.parent / "example-cache"
-    dataset = make_dataset(tmp_path / "moles", count=2)  # a dataset of the roots
-    for named, folder in ((None, "examples"), (str(example_cache_dir() / "derm-256"), "derm-256")):
-        run, pid = fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")],
-                                  "masks": [str(dataset / "masks")], "cache_dir": named},
-                                 run_dir=launch.new_run_dir(space.runs, "fake"))
-        assert jobs.read_request(run).config["cache_dir"] == str(examples / folder)
-        launch.request_cancel(run)
-        wait_ended(pid)
-    (examples / "derm-256").mkdir(parents=True, exist_ok=True)
-    (examples / "derm-256" / "entry.npz").write_bytes(b"\0" * 100_000)
-    assert usage_bytes(user_folders(space)) >= 100_000  # in her quota
-    run, pid = fake_training()  # personal mode's runs: the shared cache, as before
-    assert jobs.read_request(run).config["cache_dir"] is None
+    space = shared_space(data_dir(), "anna")
+    dataset = make_dataset(app_folders["runs"] / "moles", count=2)
+    run, pid = fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")],
+                              "masks": [str(dataset / "masks")], "cache_dir": str(example_cache_dir() / "mine")},
+                             run_dir=launch.new_run_dir(space.runs, "fake"))
+    assert jobs.read_request(run).config["cache_dir"] == str(space.example_cache.resolve())
     launch.request_cancel(run)
     wait_ended(pid)
 

@@ -232,11 +232,6 @@ def cache_dir() -> Path:
 #: Sub-folder of :func:`cache_dir` holding the resized training examples; a named cache of the Train page
 #: is a sub-folder of it.
 EXAMPLES_CACHE_NAME: str = "examples"
-#: Folder of a training's resized examples inside the folder they must stay in instead of :func:`cache_dir`: an
-#: uploaded dataset's session folder (:func:`moleseg.engine.session.training_cache_dir`), or, for a training run in
-#: a user's space of a shared server, that space (:func:`moleseg.core.userspace.space_examples_dir`), where their
-#: quota counts them.
-OWN_EXAMPLES_FOLDER: str = "example-cache"
 
 
 def example_cache_dir() -> Path:

@@ -22,8 +22,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleseg.core.config import (CORRECTIONS_FOLDER_NAME, EXAMPLES_CACHE_NAME, OWN_EXAMPLES_FOLDER, RUNS_FOLDER_NAME,
-                                 corrections_dir, data_dir, runs_dir)
+from moleseg.core.config import (CORRECTIONS_FOLDER_NAME, EXAMPLES_CACHE_NAME, RUNS_FOLDER_NAME, corrections_dir,
+                                 data_dir, example_cache_dir, runs_dir)
 from moleseg.core.devices import DEVICE_PROFILES_FILE
 from moleseg.core.errors import is_text_path, shown_name
 
@@ -60,6 +60,14 @@ class UserSpace:
         """The device profiles file (:mod:`moleseg.core.devices`): beside :attr:`dataset` (the user's own
         folder in shared mode, the data folder in personal mode)."""
         return self.dataset.parent / DEVICE_PROFILES_FILE
+
+    @property
+    def example_cache(self) -> Path:
+        """Where the user's trainings keep their resized examples (a named cache is a folder in it). In shared
+        mode :data:`~moleseg.core.config.EXAMPLES_CACHE_NAME` in the user's own folder: made from the pictures
+        they train on ("My dataset" among them), it counts in their quota, reaches no other user and goes with
+        their folder. In personal mode the app's cache folder (:func:`~moleseg.core.config.example_cache_dir`)."""
+        return self.runs.parent / EXAMPLES_CACHE_NAME if self.shared else example_cache_dir()
 
 
 def signed_in_name(text: str) -> str:
@@ -105,6 +113,17 @@ def shared_space_folders(data: Path, user_name: str) -> UserSpace:
     return UserSpace(runs=home / RUNS_FOLDER_NAME, dataset=home / CORRECTIONS_FOLDER_NAME, shared=True)
 
 
+def owning_space(path: str | Path) -> UserSpace | None:
+    """The shared-mode space whose user's own folder (``<data folder>/users/<folder name>/``) holds ``path`` (a
+    run or study folder), creating nothing; None when ``path`` lies in no user's folder."""
+    users = (data_dir() / USERS_FOLDER_NAME).resolve()
+    try:
+        home = users / Path(path).resolve().relative_to(users).parts[0]
+    except (ValueError, IndexError):  # outside, or the users folder itself
+        return None
+    return UserSpace(runs=home / RUNS_FOLDER_NAME, dataset=home / CORRECTIONS_FOLDER_NAME, shared=True)
+
+
 def shared_space(data: Path, user_name: str) -> UserSpace:
     """``user_name``'s space in the data folder ``data`` (:func:`shared_space_folders`), its folders created
     with mode :data:`SPACE_MODE` when missing.
@@ -118,25 +137,6 @@ def shared_space(data: Path, user_name: str) -> UserSpace:
     for folder in (space.runs.parents[1], space.runs.parent, space.runs, space.dataset):
         _private_folder(folder)
     return space
-
-
-def space_examples_dir(run_dir: str | Path, named: str | None = None, data: Path | None = None) -> Path | None:
-    """Where a training run in ``run_dir`` keeps its resized examples when ``run_dir`` lies in a user's space of the
-    data folder ``data`` (default :func:`~moleseg.core.config.data_dir`), which every training, fine-tune and study
-    run a shared server's app starts does: :data:`~moleseg.core.config.OWN_EXAMPLES_FOLDER` of that space, in a
-    sub-folder of the named cache's name (the last part of ``named``, a folder of the server's cache such as the
-    Train page's "Example cache name"; :data:`~moleseg.core.config.EXAMPLES_CACHE_NAME` without), so that their
-    quota counts them and nobody fills the server's disk with examples counted in no quota. None elsewhere (the
-    command line's and personal mode's runs keep the server's cache)."""
-    users = ((data if data is not None else data_dir()) / USERS_FOLDER_NAME).resolve()
-    try:
-        inside = Path(run_dir).resolve().relative_to(users).parts
-    except ValueError:
-        return None
-    if not inside:
-        return None
-    name = Path(named).name if named else ""
-    return users / inside[0] / OWN_EXAMPLES_FOLDER / (name if name not in ("", ".", "..") else EXAMPLES_CACHE_NAME)
 
 
 def personal_space() -> UserSpace:

@@ -35,7 +35,7 @@ from typing import BinaryIO, Callable
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.atomic import process_lock
-from moleseg.core.config import (MAX_DATASETS, MAX_SESSION_DATASETS, OWN_EXAMPLES_FOLDER, SESSION_IDLE_TIMEOUT_S,
+from moleseg.core.config import (MAX_DATASETS, MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S,
                                  SESSION_SWEEP_INTERVAL_S)
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
@@ -196,7 +196,7 @@ def training_cache_dir(folders: list[str]) -> str | None:
     for folder in folders:
         owner = owning_session_folder(folder)
         if owner is not None:
-            return str(owner / OWN_EXAMPLES_FOLDER)
+            return str(owner / "example-cache")
     return None
 
 
