@@ -383,7 +383,8 @@ def test_uploads_sent_at_once_stay_within_the_users_share(one_mb_uploads_server)
 
 #: The gate of :data:`SERVE_SMALL_SHARE` remembering two sessions per owner (a real server: 1,000).
 SERVE_FEW_SESSIONS = SERVE_SMALL_SHARE.replace(
-    "        self.upload_bytes = 25_000", "        self.upload_bytes = 25_000\n        self.sent = SentMedia(ids_per_owner=2)"
+    "        self.upload_bytes = 25_000",
+    "        self.upload_bytes = 25_000\n        self.sent = SentMedia(ids_per_owner=2)",
 ).replace("from moleseg.app.mediagate import MediaGate", "from moleseg.app.mediagate import MediaGate, SentMedia")
 
 

@@ -6,8 +6,9 @@ removes it or the session ends, under whatever file id the upload's URL names (i
 up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
 and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
 owner and the sessions each owner uploaded into for as long as Streamlit holds their files (:func:`holding_sessions`:
-a session forgotten in the bounds of the first, left open and silent, held its files out of the count), refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the
-uploads of theirs still on their way (each counted for :func:`upload_length`), past
+a session forgotten in the bounds of the first, left open and silent, held its files out of the count), refuses
+with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the uploads of
+theirs still on their way (each counted for :func:`upload_length`), past
 :data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`: counting the files held alone, a script sending its uploads at
 once had every one of them pass, as none was held yet.
 """
@@ -55,8 +56,8 @@ def holding_sessions(session_ids: Iterable[str]) -> set[str]:
 def upload_length(scope: Scope) -> int:
     """The most bytes the upload request ``scope`` can add to what Streamlit holds: its body's ``Content-Length``
     (the server reads no more of a body than that), or, without a valid one or beside a ``Transfer-Encoding`` (a
-    chunked body), the largest file
-    Streamlit takes (``server.maxUploadSize``, in MB of 2**20 bytes, as Streamlit reads it)."""
+    chunked body), the largest file Streamlit takes (``server.maxUploadSize``, in MB of 2**20 bytes, as Streamlit
+    reads it)."""
     headers = Headers(scope=scope)
     try:  # a Transfer-Encoding beside it frames the body instead
         length = -1 if "transfer-encoding" in headers else int(headers.get("content-length") or "")
