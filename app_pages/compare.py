@@ -70,11 +70,15 @@ if source == followup.COMPARE_SAVED:
         st.warning(order_note)
     try:
         first_look = st.session_state.get("compare_opened") != (earlier.id, later.id)  # audited once per pair
-        with st.spinner("Aligning..."):
-            comparison = compare_records(records.open(user, earlier.id, audit=first_look),
-                                         records.open(user, later.id, audit=first_look), allow_scale=allow_scale,
-                                         pixel_size_mm=pixel_size or None)
+        saved = records.open(user, earlier.id, audit=first_look), records.open(user, later.id, audit=first_look)
         st.session_state["compare_opened"] = (earlier.id, later.id)
+        held_too_much = ui.held_visits_refusal(saved, "compare")  # a shared server: this user's share of its memory
+        if held_too_much:
+            st.error(held_too_much)
+            st.session_state.pop("compare_result", None)
+            st.stop()
+        with st.spinner("Aligning..."):
+            comparison = compare_records(*saved, allow_scale=allow_scale, pixel_size_mm=pixel_size or None)
     except (KeyError, ValueError) as error:
         st.error(first_line(error))
         st.stop()

@@ -276,3 +276,35 @@ def test_a_users_open_pages_hold_at_most_their_share_of_the_servers_memory(signe
     gc.collect()
     third = analysing("alice", 10)
     assert not third.error and len(third.session_state["analyse_outcomes"]) == 1
+
+
+def test_two_saved_visits_compared_count_in_the_users_share_of_memory(signed_in, monkeypatch):
+    """The Compare page's two saved visits (their pictures opened from the records, aligned and measured) are held
+    by the page as two uploaded ones are: a script comparing saved visits in as many tabs as it opens took the
+    memory the share of Analyse and Compare uploads left. They count in the user's share alike."""
+    from moleseg.app import heldmemory, ui
+    from moleseg.core.measure import measure_lesion
+    from moleseg.engine.records import Records
+
+    monkeypatch.setattr(ui, "load_settings", lambda: SHARED)
+    image, mask = mole_image()
+    for date in ("2026-01-01", "2026-06-01"):
+        Records().save(User("alice"), image, mask, measure_lesion(mask), lesion="arm", visit_date=date)
+    held = 2 * image.shape[0] * image.shape[1] * heldmemory.HELD_BYTES_PER_PIXEL
+    signed_in("alice")
+
+    def comparing():
+        page = app_test(PAGE_FILES["compare"])
+        page.radio(key="compare_source").set_value("two saved visits (History)").run()
+        assert not page.exception
+        return page
+
+    monkeypatch.setattr(ui.held_analyses(), "per_user", int(1.5 * held))  # one pair, not two
+    first = comparing()
+    assert not first.error and first.session_state["compare_result"].comparable
+    second = comparing()
+    assert [error.value for error in second.error] == [
+        "2 images would hold 609 KB of the server's memory while the page shows them, and your open pages may "
+        "hold 913.5 KB of analyses together (609 KB in your other tabs): none was analysed; upload fewer or "
+        "smaller images, or close another tab."]
+    assert "compare_result" not in second.session_state

@@ -76,13 +76,17 @@ class HeldAnalyses:
         ``holding`` now says so), else one sentence with the bytes, the share and what to do (``holding`` then
         holds nothing: the page drops what it showed)."""
         keys = tuple(upload.key for upload in uploads)
-        needed = holding.nbytes if keys == holding.keys else held_bytes(uploads)
+        return self.refusal_of(holding, keys, holding.nbytes if keys == holding.keys else held_bytes(uploads))
+
+    def refusal_of(self, holding: Holding, keys: tuple[str, ...], needed: int) -> str | None:
+        """:meth:`refusal` of the images named by ``keys`` (an upload's digest, a saved visit's id), whose analyses
+        hold ``needed`` bytes."""
         others = self.held(holding.owner, besides=holding)
         if others + needed <= self.per_user:
             holding.nbytes, holding.keys = needed, keys
             return None
         holding.nbytes, holding.keys = 0, ()
-        return (f"{capitalised(count_of(len(uploads), 'image'))} would hold {size_text(needed)} of the server's "
+        return (f"{capitalised(count_of(len(keys), 'image'))} would hold {size_text(needed)} of the server's "
                 f"memory while the page shows them, and your open pages may hold {size_text(self.per_user)} of "
                 f"analyses together ({size_text(others)} in your other tabs): none was analysed; upload fewer or "
                 "smaller images, or close another tab.")

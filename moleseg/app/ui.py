@@ -18,7 +18,7 @@ import streamlit as st
 
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore, Upload
-from moleseg.app.heldmemory import HeldAnalyses, Holding
+from moleseg.app.heldmemory import HELD_BYTES_PER_PIXEL, HeldAnalyses, Holding
 from moleseg.app.models import ModelChoice
 from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, analysis_bytes_per_user,
                                  default_model_spec, installed_dermoscopy_model)
@@ -26,6 +26,7 @@ from moleseg.core.settings import load_settings
 from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
 from moleseg.core.words import capitalised
+from moleseg.engine.recordtypes import SavedAnalysis
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
@@ -165,6 +166,24 @@ def held_analyses_refusal(uploads: Sequence[Upload], page: str) -> str | None:
     in the session while the Compare page shows two visits) may not analyse ``uploads``
     (:meth:`HeldAnalyses.refusal`: its user's open pages would hold more than their share of the server's memory),
     else None (also in personal mode, and without a user, whom the page refuses on its own)."""
+    holding = _page_holding(page)
+    return None if holding is None else held_analyses().refusal(holding, uploads)
+
+
+def held_visits_refusal(saved: Sequence[SavedAnalysis], page: str) -> str | None:
+    """:func:`held_analyses_refusal` of saved visits (their pictures opened from the records, each counted as an
+    analysis of its size)."""
+    holding = _page_holding(page)
+    if holding is None:
+        return None
+    pixels = sum(visit.image.shape[0] * visit.image.shape[1] for visit in saved)
+    return held_analyses().refusal_of(holding, tuple(f"record {visit.record.uid}" for visit in saved),
+                                      pixels * HELD_BYTES_PER_PIXEL)
+
+
+def _page_holding(page: str) -> Holding | None:
+    """This session's :class:`Holding` of ``page`` on a shared server (made on first use); None in personal mode
+    and without a user."""
     owner = _user_name() if load_settings().shared else None
     if owner is None:
         return None
@@ -172,7 +191,7 @@ def held_analyses_refusal(uploads: Sequence[Upload], page: str) -> str | None:
     holding = st.session_state.get(key)
     if not isinstance(holding, Holding) or holding.owner != owner:
         holding = st.session_state[key] = held_analyses().holding(owner)
-    return held_analyses().refusal(holding, uploads)
+    return holding
 
 
 @st.cache_resource(show_spinner=False)
