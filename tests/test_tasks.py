@@ -111,6 +111,10 @@ def test_one_users_tasks_leave_a_worker_to_the_others(registry):
         gate.wait(30)
 
     mine = [registry.submit(("eval", index), anns, owner="ann") for index in range(2)]
+    for _ in range(1000):  # her first has started
+        if started["ann"]:
+            break
+        threading.Event().wait(0.01)
     bobs = registry.submit(("eval", "bob"), lambda progress: "bob's", owner="bob")
     bobs.wait(10)
     assert bobs.result == "bob's" and started["ann"] == 1 and not any(task.finished for task in mine)
