@@ -29,6 +29,40 @@ def test_the_server_settings_keep_the_app_private():
     assert settings["client"]["showErrorDetails"] is False
 
 
+def test_moleseg_serve_started_from_any_folder_runs_streamlit_with_those_settings(monkeypatch, tmp_path):
+    """Streamlit reads ``.streamlit/config.toml`` from its working folder, and ``moleseg serve`` passes only the
+    address, port, hosts, XSRF and CORS on its command line: started from another folder (an installed
+    ``moleseg``, a service file), it still runs Streamlit where the settings above are, with no usage statistics,
+    no error details, the developer menu hidden and the upload limit."""
+    from moleseg.cli import main
+    from moleseg.core.settings import load_settings
+
+    started = {}
+
+    def execv(program: str, args: list[str]) -> None:  # where Streamlit would start, instead of starting it
+        started["folder"], started["args"] = Path.cwd(), args
+        raise SystemExit(0)
+
+    for name in [name for name in os.environ if name.startswith("MOLESEG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(os, "execv", execv)
+    monkeypatch.chdir(tmp_path)
+    load_settings.cache_clear()
+    try:
+        try:
+            main(["serve", "--quiet"])
+        except SystemExit as stop:
+            assert stop.code == 0
+    finally:
+        load_settings.cache_clear()
+    assert started["folder"] != tmp_path and "--server.address=127.0.0.1" in started["args"]
+    served = tomllib.loads((started["folder"] / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert served == tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert (served["browser"]["gatherUsageStats"], served["client"]["showErrorDetails"],
+            served["client"]["toolbarMode"]) == (False, False, "minimal")
+    assert served["server"]["maxUploadSize"] > 0  # its value is the README's (tests/test_docs_claims.py)
+
+
 def _log_calls(path: Path) -> list[str]:
     """``file:line call`` of every logging call and ``print`` in ``path``."""
     found = []
