@@ -81,17 +81,12 @@ if flags:
     st.warning(ui.sentence(flags))
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
-
-def _report() -> bytes:
-    records.log(user, chosen, "exported")
-    return followup.saved_report(saved)
-
-
 one, two = st.columns(2)
 one.download_button("Export this visit (ZIP)", data=lambda: records.export(user, chosen),
                     file_name=f"{record.stem}.zip", mime="application/zip", key="history_export", on_click="ignore")
 two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
-                    file_name=result_file_name(record.stem, "report"), data=_report)
+                    file_name=result_file_name(record.stem, "report"),
+                    data=lambda: followup.exported_report(records, user, chosen, saved))
 with st.expander("Audit trail of this visit"):
     try:
         st.dataframe(followup.audit_rows(records.audit_trail(user, chosen)), hide_index=True, width="stretch")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
 import re
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -485,6 +487,19 @@ def test_history_opens_a_visit_from_its_link_and_shows_its_audit_trail(isolated)
     at.switch_page(PAGE_FILES["history"]).run()
     assert texts(at.error) == ["Cannot open this record: no saved analysis with id 4711."]
     assert not at.get("image")
+
+
+def test_the_history_page_s_pdf_export_is_in_the_audit_trail_as_its_zip_export_is(isolated):
+    """The README: the audit trail records who exported a visit, as a ZIP or as a PDF (the History page's two
+    downloads: :meth:`Records.export` and :func:`followup.exported_report`)."""
+    image, mask = mole_image(seed=4)
+    records = Records()
+    record_id = records.save(USER, image, mask, measure_lesion(mask), lesion="arm")
+    saved = records.open(USER, record_id, audit=False)
+    assert followup.exported_report(records, USER, record_id, saved).startswith(b"%PDF")
+    assert zipfile.is_zipfile(io.BytesIO(records.export(USER, record_id)))
+    assert [(entry.user, entry.action) for entry in records.audit_trail(USER, record_id)] == [
+        (USER.name, "saved"), (USER.name, "exported"), (USER.name, "exported")]
 
 
 def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated, monkeypatch):

@@ -63,6 +63,21 @@ def test_moleseg_serve_started_from_any_folder_runs_streamlit_with_those_setting
     assert served["server"]["maxUploadSize"] > 0  # its value is the README's (tests/test_docs_claims.py)
 
 
+def test_streamlit_s_agent_api_which_the_media_gate_does_not_watch_stays_off():
+    """The README: Streamlit's agent API reads the files by a way the media gate does not watch, off unless the
+    operator turns it on. Off by Streamlit's default (an upgrade that turns it on fails here), not turned on by
+    the served configuration, nor by what ``moleseg serve`` passes."""
+    from streamlit import config as streamlit_config
+    from moleseg.core.settings import read_settings
+
+    option = "server.enableAgentApi"
+    assert streamlit_config.get_config_options()[option].default_val is False
+    served = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert served["server"].get(option.split(".")[1], False) is False
+    flags = read_settings({}).streamlit_flags()
+    assert len(flags) > 3 and not [flag for flag in flags if flag.startswith(f"--{option}")]
+
+
 def _log_calls(path: Path) -> list[str]:
     """``file:line call`` of every logging call and ``print`` in ``path``."""
     found = []

@@ -207,6 +207,13 @@ def saved_report(saved: SavedAnalysis, image_name: str | None = None) -> bytes:
                       notes=saved_notes(saved), n_classes=saved_n_classes(saved))
 
 
+def exported_report(records: Records, user: User, record_id: int, saved: SavedAnalysis) -> bytes:
+    """The History page's PDF export of a saved visit (:func:`saved_report`), written to its audit trail as
+    ``exported`` as the ZIP export (:meth:`moleseg.engine.records.Records.export`) is."""
+    records.log(user, record_id, "exported")
+    return saved_report(saved)
+
+
 def not_comparable_text(comparison: Comparison) -> str:
     """The Compare page's leading warning when the two visits cannot be compared."""
     return (f"{comparison.reason}; no change is reported: the figures would compare different lesions, views or "
