@@ -528,3 +528,11 @@ def test_the_readme_names_every_backbone_and_counts_every_page() -> None:
     (pages,) = [node.value for node in ui.body if isinstance(node, ast.AnnAssign) and node.target.id == "PAGES"]
     words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     assert re.findall(r"`make run` opens (\w+) pages", README) == [words[len(pages.elts) - 1]]
+
+
+def test_the_readme_names_every_file_of_a_run_folder() -> None:
+    from moleseg.engine.runs import RunFiles
+
+    names = {value for key, value in vars(RunFiles).items() if key.isupper() and isinstance(value, str)}
+    paragraph = re.search(r"^A run folder holds (.*?)\n\n", README, flags=re.M | re.S)[1]
+    assert len(names) >= 10 and sorted(names - set(re.findall(r"`([^`]+)`", paragraph))) == []
