@@ -2,11 +2,12 @@
 ``moleseg COMMAND --flag`` against the real parser (and every whole command line of a code block parsed by it),
 every flag of a prose span against what the commands, the developer tools and the tests declare, every
 ``make TARGET VAR=...`` against the Makefile, every ``MOLESEG_*`` variable, every constant given with its value,
-every module path and dotted name, the Python version, the host name the Privacy section's proxy serves; the
-module lists of docs/architecture.md name every module with its line count, and its module map is what the
-files give; the README's settings table is the settings module's, its shipped models' figures are their records
-in ``models/``, its upload limit is the served configuration's, and it names every backbone and counts every
-page; where Debian's ``caddy`` is installed, each Caddyfile of the README is one it accepts.
+every module path and dotted name, the Python version, every pinned version (requirements.txt's), the host name
+the Privacy section's proxy serves; the module lists of docs/architecture.md name every module with its line
+count, and its module map is what the files give; the README's settings table is the settings module's, its
+shipped models' figures are their records in ``models/``, its upload limit is the served configuration's, and it
+names every backbone, every file of a run folder and counts every page; where Debian's ``caddy`` is installed,
+each Caddyfile of the README is one it accepts.
 
 Each check is a function of the Markdown text that returns its problems, one sentence each, so that a probe
 line naming what does not exist shows the check fails. No network, no TensorFlow; about 1 s.
@@ -536,3 +537,28 @@ def test_the_readme_names_every_file_of_a_run_folder() -> None:
     names = {value for key, value in vars(RunFiles).items() if key.isupper() and isinstance(value, str)}
     paragraph = re.search(r"^A run folder holds (.*?)\n\n", README, flags=re.M | re.S)[1]
     assert len(names) >= 10 and sorted(names - set(re.findall(r"`([^`]+)`", paragraph))) == []
+
+
+def pin_problems(text: str) -> list[str]:
+    """Each ``name[extras]==version`` of ``text`` whose package ``requirements.txt`` pins at another version, or
+    which the Makefile installs (``pip install ... name==version``) at another; a package neither pins is not
+    checked."""
+    def pins(source: str) -> dict[str, str]:
+        return {name.lower(): version for name, version
+                in re.findall(r"(?<![\w.-])([A-Za-z0-9][\w.-]*)(?:\[[\w,-]+\])?==(\d[\w.]*)", source)}
+
+    pinned = {**pins((ROOT / "Makefile").read_text(encoding="utf-8")),
+              **pins((ROOT / "requirements.txt").read_text(encoding="utf-8"))}
+    return [f"{name}=={version}: requirements.txt or the Makefile pins {pinned[name]}"
+            for name, version in pins(text).items() if name in pinned and pinned[name] != version]
+
+
+def test_every_pinned_version_the_docs_give_is_the_pin() -> None:
+    named = re.findall(r"==\d", README + (ROOT / "Makefile").read_text(encoding="utf-8"))
+    assert len(named) >= 4
+    assert pin_problems(README) == [] and pin_problems(ARCHITECTURE) == []
+    assert pin_problems((ROOT / "Makefile").read_text(encoding="utf-8")) == []
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    tensorflow = re.search(r"^tensorflow==(\S+)$", requirements, flags=re.M)[1]
+    assert pin_problems("`pip install tensorflow[and-cuda]==2.0.0` or `nosuch==1`") == [
+        f"tensorflow==2.0.0: requirements.txt or the Makefile pins {tensorflow}"]
