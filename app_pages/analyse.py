@@ -13,7 +13,8 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       rule_label, scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
-from moleseg.app.exports import LatestResults, Shown, outline_buttons
+from moleseg.app.deidentify import WITHOUT_NAMES_HELP
+from moleseg.app.exports import LatestResults, Shown, export_stem, outline_buttons, without_names
 from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
                                          dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
@@ -458,8 +459,10 @@ def exports_view() -> None:
     for other in now.outcomes:  # the images not yet in view: the visit their fields would show (today's date)
         if other.ok:
             visits.setdefault(other.key, default_visit())
+    with_names = not st.toggle(
+        "Exports without names", key="analyse_exports_without_names", help=WITHOUT_NAMES_HELP)
     if not now.in_full:  # a batch, its image in view not shown in full: the exports of all images alone
-        all_images_exports(now, visits)
+        all_images_exports(now, visits, with_names)
         return
     save_to_dataset_block(outcome, now.segmenter_name)
 
@@ -505,48 +508,52 @@ def exports_view() -> None:
 
     # ---- downloads: made when clicked, from the latest results ------------------------------------------
     st.markdown("**Export this image**")
+    stem = export_stem(now, with_names)
     one, two, three = st.columns(3)
-    one.download_button("Overlay (PNG)", data=latest.overlay_png, file_name=result_file_name(outcome.stem, "overlay"),
+    one.download_button("Overlay (PNG)", data=latest.overlay_png, file_name=result_file_name(stem, "overlay"),
                         mime="image/png", key="analyse_dl_overlay", on_click="ignore")
-    two.download_button(f"{words['mask']} (PNG)", data=latest.mask_png, file_name=result_file_name(outcome.stem, "mask"),
+    two.download_button(f"{words['mask']} (PNG)", data=latest.mask_png, file_name=result_file_name(stem, "mask"),
                         mime="image/png", key="analyse_dl_mask", on_click="ignore")
-    three.download_button("Report (PDF)", data=partial(latest.pdf, visit), file_name=result_file_name(outcome.stem, "report"),
-                          mime="application/pdf", key="analyse_dl_pdf", on_click="ignore")
+    three.download_button("Report (PDF)", data=partial(latest.pdf, visit, with_names),
+                          file_name=result_file_name(stem, "report"), mime="application/pdf", key="analyse_dl_pdf",
+                          on_click="ignore")
+    dicom_names = use_identifiers and with_names
     st.download_button(
         "Segmentation and report (DICOM, ZIP)", on_click="ignore", key="analyse_dl_dicom", mime="application/zip",
-        data=partial(latest.dicom, visit, use_identifiers),
-        file_name=result_file_name(dicom_export_stem(outcome, use_identifiers), "dicom"),
+        data=partial(latest.dicom, visit, use_identifiers, with_names),
+        file_name=result_file_name(dicom_export_stem(outcome, dicom_names), "dicom"),
         help="The mask as a DICOM Segmentation and the report as an Encapsulated PDF, both referencing the "
              "image: the DICOM file itself, or, for another format, a Secondary Capture of it (included). "
              "Patient and study fields are left empty, and the files and the report are named after the "
-             "image's pixels, not its file name, unless the box above is ticked.")
-    outlines = outline_buttons(outcome)
+             "image's pixels, not its file name, unless the box above is ticked (and exports keep names).")
+    outlines = outline_buttons(outcome if with_names else without_names(now).outcome)
     for column, (label, file_name, mime) in zip(st.columns(max(1, len(outlines))), outlines):
-        column.download_button(label, data=partial(latest.outline, file_name), file_name=file_name, mime=mime,
-                               on_click="ignore", key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
+        column.download_button(label, data=partial(latest.outline, file_name, with_names), file_name=file_name,
+                               mime=mime, on_click="ignore", key=f"analyse_dl_outline_{file_name.rsplit('.', 1)[-1]}",
                                help="The outline as polygons in px of the image: GeoJSON opens in QuPath, the ROI "
                                     "in ImageJ / Fiji, the SVG in any drawing program.")
 
-    all_images_exports(now, visits)
+    all_images_exports(now, visits, with_names)
 
 
-def all_images_exports(now: Shown, visits: dict[str, Visit]) -> None:
-    """The downloads of every image's results (made when clicked, from the latest results) and the disclaimer."""
+def all_images_exports(now: Shown, visits: dict[str, Visit], with_names: bool) -> None:
+    """The downloads of every image's results (made when clicked, from the latest results; without names unless
+    ``with_names``) and the disclaimer."""
     st.markdown("**Export all images**")
     one, two, three, *rest = st.columns(4 if now.has_objects else 3)
-    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits),
+    one.download_button("Measurements of all images (CSV)", data=partial(latest.measurements_csv, visits, with_names),
                         file_name=MEASUREMENTS_CSV, mime="text/csv", key="analyse_dl_csv", on_click="ignore")
-    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits),
+    two.download_button("Settings of the CSV (JSON)", data=partial(latest.sidecar, visits, with_names),
                         file_name=sidecar_name(MEASUREMENTS_CSV), mime="application/json",
                         key="analyse_dl_sidecar", on_click="ignore",
                         help="Model and version, cleanup, lesion threshold, pixel size, corrected by hand, and the "
                              "visit, for each row of the CSV.")
-    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)", data=partial(latest.bundle, visits),
-                          file_name="moleseg_results.zip", mime="application/zip", key="analyse_dl_zip",
-                          on_click="ignore")
+    three.download_button("Everything (ZIP: PNGs, PDF reports, CSV, settings)",
+                          data=partial(latest.bundle, visits, with_names), file_name="moleseg_results.zip",
+                          mime="application/zip", key="analyse_dl_zip", on_click="ignore")
     if now.has_objects:
-        rest[0].download_button("Every cell / nucleus (CSV)", data=latest.objects_csv, file_name=OBJECTS_CSV,
-                                mime="text/csv", key="analyse_dl_objects", on_click="ignore")
+        rest[0].download_button("Every cell / nucleus (CSV)", data=partial(latest.objects_csv, with_names),
+                                file_name=OBJECTS_CSV, mime="text/csv", key="analyse_dl_objects", on_click="ignore")
     st.caption(DISCLAIMER)
 
 

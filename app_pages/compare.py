@@ -7,13 +7,14 @@ import json
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
+from moleseg.app.analysis import Upload
 from moleseg.app.device_profiles import pixel_size_input
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
-from moleseg.core.imageio import ImageReadError, read_image
+from moleseg.core.imageio import ImageReadError
 from moleseg.core.registration import MIN_QUALITY
 from moleseg.core.report import DISCLAIMER
-from moleseg.engine.compare import compare_records, compare_visits
+from moleseg.engine.compare import compare_records
 from moleseg.engine.records import Records
 
 st.title("Compare two visits")
@@ -88,9 +89,10 @@ else:
     if not (before_file and after_file):
         st.info("Upload the two images of the same lesion to compare them.")
         st.stop()
+    before, after = Upload(before_file.name, before_file.getvalue()), Upload(after_file.name, after_file.getvalue())
+    held = st.session_state.get("compare_uploaded")
     try:
-        before = read_image(before_file.getvalue(), name=before_file.name)
-        after = read_image(after_file.getvalue(), name=after_file.name)
+        images = followup.uploaded_images(held, before, after)
     except ImageReadError as error:
         st.error(str(error))
         st.stop()
@@ -108,11 +110,14 @@ else:
         st.stop()
     try:
         with st.spinner("Aligning and segmenting..."):
-            comparison = compare_visits(segmenter, before, after, pixel_size_mm=pixel_size or None,
-                                        allow_scale=allow_scale, noise_passes=int(noise_passes))
+            compared = followup.compare_uploads(held, segmenter, choice.key, before, after, images,
+                                                pixel_size_mm=pixel_size or None, allow_scale=allow_scale,
+                                                noise_passes=int(noise_passes))
     except ValueError as error:
         st.error(first_line(error))
         st.stop()
+    st.session_state["compare_uploaded"] = compared
+    comparison = compared.comparison
     before_name, after_name = before_file.name, after_file.name
 st.session_state["compare_result"] = comparison
 

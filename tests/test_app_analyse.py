@@ -826,3 +826,42 @@ def test_a_model_s_name_from_its_file_draws_no_link_under_the_overlay(app_folder
     assert not test.exception and not test.error
     assert [element.proto.imgs[0].caption for element in test.get("image")] == [
         f"{ui.plain_markdown('[x](www.a.example).png')}: lesion and border ({ui.plain_markdown(named.name)})"]
+
+
+
+def test_exports_without_names_switch_names_every_download_after_the_pixels(at, monkeypatch):
+    """The switch renames every download of the page (its file names recorded as the page draws each button) and
+    hands each export the choice; off again, the file's names are back."""
+    import streamlit as st
+    from streamlit.delta_generator import DeltaGenerator
+
+    from moleseg.core.dicomexport import neutral_name
+
+    drawn: dict[str, tuple[str, tuple]] = {}
+    original = DeltaGenerator.download_button
+
+    def recording(self, label, data, file_name=None, *args, **kwargs):
+        drawn[kwargs["key"]] = (file_name, getattr(data, "args", ()))
+        return original(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
+    on_the_page = st.download_button  # the main area's button: a method of its own DeltaGenerator
+    monkeypatch.setattr(st, "download_button", lambda label, data, file_name=None, *args, **kwargs: recording(
+        on_the_page.__self__, label, data, file_name, *args, **kwargs))
+    outcomes = upload(at, ("Mueller_Anna.png", png_bytes(mole_image()[0]), "image/png"))
+    assert drawn["analyse_dl_pdf"][0] == "Mueller_Anna_report.pdf"
+    assert drawn["analyse_dl_zip"][1][-1] is True  # the ZIP is made with names
+    drawn.clear()
+    at.toggle(key="analyse_exports_without_names").set_value(True).run()
+    stem = neutral_name(outcomes[0].analysis.pixel_sha256)
+    assert {key: name for key, (name, _) in drawn.items() if "outline" not in key} == {
+        "analyse_dl_overlay": f"{stem}_overlay.png", "analyse_dl_mask": f"{stem}_mask.png",
+        "analyse_dl_pdf": f"{stem}_report.pdf", "analyse_dl_dicom": f"{stem}_dicom.zip",
+        "analyse_dl_csv": "measurements.csv", "analyse_dl_sidecar": "measurements.settings.json",
+        "analyse_dl_zip": "moleseg_results.zip"}
+    assert [name for key, (name, _) in drawn.items() if "outline" in key] == [
+        f"{stem}_outline.geojson", f"{stem}_outline.roi", f"{stem}_outline.svg"]
+    assert {key: args[-1] for key, (_, args) in drawn.items() if args} == {  # each export told: without names
+        key: False for key, (_, args) in drawn.items() if args}
+    at.toggle(key="analyse_exports_without_names").set_value(False).run()
+    assert drawn["analyse_dl_overlay"][0] == "Mueller_Anna_overlay.png"

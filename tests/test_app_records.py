@@ -187,6 +187,44 @@ def upload_two_visits(at, lesion_scene):
     at.file_uploader(key="compare_after").set_value(("after.png", png_bytes(after), "image/png")).run()
 
 
+def test_a_compare_rerun_that_changes_nothing_the_network_sees_does_not_segment_again(isolated, lesion_scene,
+                                                                                       monkeypatch):
+    """Every rerun of the Compare page (the view, the swipe, a download, the pixel size) segmented both uploads
+    again; now the session's last comparison is reused, its segmentations for other settings, its lesion noise
+    for the same passes and pixel size."""
+    from moleseg.core.classical import ClassicalSegmenter
+
+    segmented: list[int] = []  # images per network call
+    predict = ClassicalSegmenter.predict_probabilities
+    monkeypatch.setattr(ClassicalSegmenter, "predict_probabilities",
+                        lambda self, images: segmented.append(len(images)) or predict(self, images))
+    at = app_test(PAGE_FILES["compare"])
+    upload_two_visits(at, lesion_scene)
+    assert segmented == [1, 1]
+    first = at.session_state["compare_result"]
+    at.radio(key="compare_view").set_value(followup.VIEW_SWIPE).run()
+    at.slider(key="compare_swipe").set_value(20).run()
+    assert segmented == [1, 1] and at.session_state["compare_result"] is first  # nothing computed again
+    at.number_input(key="compare_pixel_size").set_value(0.02).run()
+    at.checkbox(key="compare_allow_scale").check().run()
+    assert not at.exception and segmented == [1, 1]
+    comparison = at.session_state["compare_result"]
+    assert (comparison.pixel_size_mm, comparison.allow_scale) == (0.02, True)
+    assert comparison.before is first.before and comparison.change("area", "mm2") is not None
+    at.toggle(key="compare_own_noise").set_value(True).run()  # this lesion's noise: 2 x K more images
+    assert segmented == [1, 1, MIN_NOISE_PASSES, MIN_NOISE_PASSES]
+    noise = at.session_state["compare_result"].lesion_noise
+    assert noise and at.session_state["compare_result"].noise_passes == MIN_NOISE_PASSES
+    at.checkbox(key="compare_allow_scale").uncheck().run()  # the noise does not depend on the alignment
+    assert at.session_state["compare_result"].lesion_noise == noise and len(segmented) == 4
+    at.toggle(key="compare_own_noise").set_value(False).run()
+    at.selectbox(key="compare_model").set_value("classical2").run()  # another model: segmented anew
+    assert not at.exception and segmented == [1, 1, MIN_NOISE_PASSES, MIN_NOISE_PASSES, 1, 1]
+    other, _ = lesion_scene(radius_px=66)
+    at.file_uploader(key="compare_after").set_value(("later.png", png_bytes(other), "image/png")).run()
+    assert not at.exception and segmented[6:] == [1, 1]  # another file: the pair segmented anew
+
+
 def test_compare_offers_only_noise_passes_the_engine_accepts(isolated, lesion_scene):
     at = app_test(PAGE_FILES["compare"])
     upload_two_visits(at, lesion_scene)

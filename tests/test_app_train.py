@@ -326,7 +326,7 @@ def test_uploaded_data_stays_in_its_session_folder_while_a_training_reads_it(app
 
 
 def test_a_named_example_cache_does_not_take_uploaded_data_out_of_its_session_folder(app_folders, fake_training):
-    # the Train page's "Example cache name" is a folder of the shared cache: an uploaded dataset's resized examples
+    # the Train page's "Example cache name" was a folder of the shared cache: an uploaded dataset's resized examples
     # (patient pictures) were written there, outside the session folder, kept after it, counted in no quota
     from moleseg.core.config import example_cache_dir
     from moleseg.engine.session import SessionFolder
@@ -336,6 +336,22 @@ def test_a_named_example_cache_does_not_take_uploaded_data_out_of_its_session_fo
     run, pid = fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")],
                               "masks": [str(dataset / "masks")], "cache_dir": str(example_cache_dir() / "mine")})
     assert jobs.read_request(run).config["cache_dir"] == str(session.path / "example-cache")
+    launch.request_cancel(run)
+    wait_ended(pid)
+
+
+def test_a_training_in_a_user_s_folder_caches_its_examples_there(app_folders, fake_training):
+    # a shared server's training named a folder of the server's cache folder: the user's pictures, resized, went
+    # out of their folder and into no quota (the cases of launch.example_cache: tests/test_user_spaces.py)
+    from moleseg.core.config import data_dir, example_cache_dir
+    from moleseg.core.userspace import shared_space
+
+    space = shared_space(data_dir(), "anna")
+    dataset = make_dataset(app_folders["runs"] / "moles", count=2)
+    run, pid = fake_training({**jobs.train_defaults(), "images": [str(dataset / "images")],
+                              "masks": [str(dataset / "masks")], "cache_dir": str(example_cache_dir() / "mine")},
+                             run_dir=launch.new_run_dir(space.runs, "fake"))
+    assert jobs.read_request(run).config["cache_dir"] == str(space.example_cache.resolve())
     launch.request_cancel(run)
     wait_ended(pid)
 

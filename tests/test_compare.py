@@ -52,6 +52,30 @@ def test_grown_lesion_gives_the_known_growth(segmenter, lesion_scene):
                                                     - np.sqrt(4 * true_before.sum() / np.pi)), rel=0.2)
 
 
+def test_an_earlier_comparison_s_segmentations_and_noise_are_taken_as_they_are(lesion_scene):
+    class Counting(ClassicalSegmenter):
+        images = 0
+
+        def predict_probabilities(self, images):
+            Counting.images += len(images)
+            return super().predict_probabilities(images)
+
+    segmenter = Counting()
+    before, _ = lesion_scene(radius_px=60)
+    after, _ = lesion_scene(radius_px=66, angle_deg=5.0)
+    earlier = compare_visits(segmenter, before, after, noise_passes=2)
+    assert Counting.images == 2 + 2 * 2
+    again = compare_visits(segmenter, before, after, pixel_size_mm=0.02, allow_scale=True, earlier=earlier)
+    fresh = compare_visits(ClassicalSegmenter(), before, after, pixel_size_mm=0.02, allow_scale=True)
+    assert Counting.images == 6 and again.before is earlier.before and again.lesion_noise == {}
+    assert again.to_json() == fresh.to_json()
+    kept = compare_visits(segmenter, before, after, allow_scale=True, noise_passes=2, earlier=earlier)
+    assert Counting.images == 6 and kept.lesion_noise == earlier.lesion_noise != {}
+    assert kept.noise_seconds == earlier.noise_seconds  # the time it took when it was measured
+    compare_visits(segmenter, before, after, pixel_size_mm=0.02, noise_passes=2, earlier=earlier)
+    assert Counting.images == 6 + 2 * 2  # measured in mm now: the noise measured anew, not the lesions
+
+
 def test_unrelated_images_warn(segmenter, lesion_scene):
     before, _ = lesion_scene(seed=0)
     other, _ = lesion_scene(seed=7, radius_px=45)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from moleseg.core.measure import measure_lesion
 from moleseg.core.settings import SettingsError, load_settings, masked_url, read_settings
 from moleseg.engine.records import PG_MIGRATIONS, Records, RecordsError
 from moleseg.engine.recordsdb import unusable
-from moleseg.engine.recordspg import VERSION_TABLE
+from moleseg.engine.recordspg import ERASE_LOCK_TIMEOUT_S, VERSION_TABLE
 from moleseg.engine.recordtypes import NO_OWNER, User
 from test_records import sample
 
@@ -167,6 +168,67 @@ def test_a_schema_2_database_keeps_its_trail_and_takes_the_owners_of_a_hand_over
     assert [(entry.user, entry.action, entry.from_owner, entry.to_owner)
             for entry in records.audit_trail(ALICE, 1)] == [("moleseg", "saved", None, None),
                                                             ("root", "adopted", "moleseg", "alice")]
+
+
+def files_holding(url: str, text: bytes) -> tuple[set[str], set[str]]:
+    """After a checkpoint (every change written to the files): the files of ``analyses`` itself, its TOAST
+    table and its indexes (``pg_relation_filepath``) holding ``text``, and every file of the database's folder
+    holding it (a rewritten table's old files included)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CHECKPOINT")
+        data = Path(connection.execute("SHOW data_directory").fetchone()[0])
+        (folder,) = connection.execute("SELECT pg_relation_filepath('analyses')").fetchone()
+        relations = connection.execute(
+            "SELECT pg_relation_filepath(oid) FROM pg_class WHERE oid = 'analyses'::regclass "
+            "OR oid = (SELECT reltoastrelid FROM pg_class WHERE oid = 'analyses'::regclass) "
+            "OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'analyses'::regclass)").fetchall()
+    table = {path for (path,) in relations
+             if any(text in file.read_bytes() for file in data.glob(f"{path}*") if file.is_file())}
+    database = {str(file.relative_to(data)) for file in (data / folder).parent.iterdir()
+                if file.is_file() and text in file.read_bytes()}
+    return table, database
+
+
+def test_a_deleted_visit_s_text_leaves_the_table_s_files(postgres_url, tmp_path):
+    """Deleting a visit erases its lesion identifier and notes from the database's files: PostgreSQL kept the
+    deleted row (a dead tuple, in the table and in its indexes) until autovacuum came by, and every backup of the
+    files taken meanwhile kept it too."""
+    records = Records(tmp_path, database_url=postgres_url)
+    lesion, notes = f"Roe-Jane-{uuid.uuid4().hex}", f"Ms Roe fears melanoma {uuid.uuid4().hex}"
+    kept = records.save(ALICE, *sample(0), [], lesion=f"kept-{uuid.uuid4().hex}")
+    gone = records.save(ALICE, *sample(1), [], lesion=lesion, notes=notes)
+    with psycopg.connect(postgres_url) as connection:
+        (table,) = connection.execute("SELECT pg_relation_filepath('analyses')").fetchone()
+    in_table, in_database = files_holding(postgres_url, lesion.encode())
+    assert table in in_table and len(in_table) == 3 == len(in_database)  # the table and its two lesion indexes
+    assert files_holding(postgres_url, notes.encode()) == ({table}, {table})
+    records.delete(ALICE, gone)
+    assert files_holding(postgres_url, lesion.encode()) == (set(), set())
+    assert files_holding(postgres_url, notes.encode()) == (set(), set())
+    assert len(files_holding(postgres_url, records.record(ALICE, kept).lesion.encode())[0]) == 3
+
+
+def test_a_rewrite_kept_waiting_leaves_the_deletion_done_and_the_next_deletion_erases_both(postgres_url, tmp_path,
+                                                                                           capfd):
+    """Another replica's open transaction holds the table's lock past ERASE_LOCK_TIMEOUT_S: the deletion stands,
+    one line on stderr says the text stays, and the next deletion's rewrite takes it out."""
+    records = Records(tmp_path, database_url=postgres_url)
+    first, second = f"Roe-Jane-{uuid.uuid4().hex}", f"Doe-John-{uuid.uuid4().hex}"
+    first_id = records.save(ALICE, *sample(0), [], lesion=first)
+    second_id = records.save(ALICE, *sample(1), [], lesion=second)
+    with psycopg.connect(postgres_url) as other_replica:  # a transaction reading the table, left open
+        other_replica.execute("SELECT count(*) FROM analyses").fetchone()
+        records.delete(ALICE, first_id)
+        assert [record.id for record in records.records(ALICE)] == [second_id]
+    assert capfd.readouterr().err == (
+        f"moleseg: a deleted visit's text stays in the files of the records database {masked_url(postgres_url)} "
+        f"until the next deletion rewrites its table (VACUUM FULL failed: another transaction held the table's lock "
+        f"for over {ERASE_LOCK_TIMEOUT_S:g} s)\n")
+    assert files_holding(postgres_url, first.encode())[1]
+    records.delete(ALICE, second_id)
+    assert files_holding(postgres_url, first.encode()) == files_holding(postgres_url, second.encode()) == (set(),
+                                                                                                         set())
+    assert capfd.readouterr().err == ""
 
 
 def test_the_history_page_names_an_unusable_database_without_its_password(app_folders, monkeypatch,

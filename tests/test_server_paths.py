@@ -310,8 +310,8 @@ def test_a_dataset_in_the_roots_holding_links_to_files_outside_them_is_refused(t
      "validation_images: {o}/secret/images"),  # another user's dataset read for validation, say
     ({"test_images": ["{o}/secret/images"], "test_masks": ["{o}/secret/masks"]}, "test_images: {o}/secret/images"),
     ({"weights": "{o}/bob.keras"}, "weights: {o}/bob.keras"),  # another user's model to start from
-    ({"cache_dir": "{o}/cache"}, "cache_dir: {o}/cache: a study started here keeps its examples in the app's own "
-                                 "cache folder; leave cache_dir out"),  # written into
+    ({"cache_dir": "{o}/cache"}, "cache_dir: {o}/cache: a study started here keeps its examples in your example "
+                                 "cache; leave cache_dir out"),  # written into
 ])
 def test_a_study_started_from_the_app_names_no_other_server_path_in_its_options(tmp_path, outside, given, refused):
     """A study file is untrusted: its base options (or a factor's setting) named folders and files outside the

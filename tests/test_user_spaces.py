@@ -101,6 +101,36 @@ def test_another_user_s_runs_and_studies_are_not_offered(signed_in):
     assert texts(at.error) == [f"{alice.runs / 'study-alice'} is not inside the data folders this server offers"]
 
 
+def test_a_user_s_example_caches_are_in_their_own_folder_and_count_in_their_quota(signed_in, tmp_path):
+    """The Train page's "Example cache name" named a folder of the server's cache folder, shared by every user, and
+    an unnamed cache was that folder: the resized pictures a user's trainings made ("My dataset" among them) were
+    kept outside their folder, counted in no quota, and stayed when they deleted their pictures."""
+    from moleseg.app import quota
+    from moleseg.core.config import example_cache_dir
+    from moleseg.core.diskusage import BYTES_PER_GB
+    from moleseg.engine.launch import example_cache
+    from moleseg.engine.userquota import UserQuota
+
+    alice, bob = shared_space(data_dir(), "alice"), shared_space(data_dir(), "bob")
+    own = alice.example_cache
+    assert own == alice.runs.parent / "examples" and bob.example_cache != own
+    signed_in("alice")
+    at = app_test(PAGE_FILES["train"])
+    at.text_input(key="train_cache_dir").set_value("mine").run()
+    assert not at.exception and at.session_state["train_config"]["cache_dir"] == str(own / "mine")
+    # what a training in alice's folder uses, whatever its configuration names (a resumed run's, say)
+    run = alice.runs / "r1"
+    assert example_cache(str(own / "mine"), run) == str(own / "mine")
+    assert example_cache(None, run) == example_cache(str(example_cache_dir() / "mine"), run) == str(own)
+    assert example_cache(str(bob.example_cache), run) == str(own)
+    assert example_cache(str(tmp_path / "c"), tmp_path / "runs" / "r1") == str(tmp_path / "c")  # no user's folder
+    assert example_cache(None, bob.runs / "study-s" / "runs" / "base-seed0") == str(bob.example_cache)  # a study's
+    (own / "mine").mkdir(parents=True)
+    (own / "mine" / "0123.npz").write_bytes(b"x" * 5000)
+    refusal = UserQuota(4000 / BYTES_PER_GB, tuple(quota.user_folders(alice)), "delete").refusal()
+    assert refusal == "Your files take 0.00 GB of your 4e-06 GB quota on this server: delete, then try again."
+
+
 def test_another_user_s_model_file_is_refused_like_a_missing_one(signed_in):
     theirs = RunFiles(_run_with_model(shared_space(data_dir(), "alice").runs, "alice-run")).model
     missing = shared_space(data_dir(), "bob").runs / "none" / "model.keras"

@@ -7,12 +7,14 @@ only when what they show changes (:meth:`LatestResults.layout`: another image in
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Mapping, Sequence
 
 from moleseg.app.analysis import ImageOutcome, Upload
+from moleseg.app.deidentify import neutral_outcomes, neutral_visit, neutral_visits
 from moleseg.app.results import (batch_bundle, dicom_bundle, measurements_csv_bytes, measurements_sidecar_bytes,
                                  objects_csv_bytes, outline_downloads, without_dicom_identifiers)
 from moleseg.core.report import Visit
@@ -35,6 +37,19 @@ class Shown:
     def has_objects(self) -> bool:
         """True when some analysed image has objects (cells, nuclei): the objects' CSV is offered."""
         return any(o.analysis is not None and bool(o.analysis.objects) for o in self.outcomes)
+
+
+def without_names(shown: Shown) -> Shown:
+    """``shown`` as an export without names has it (:mod:`moleseg.app.deidentify`): every outcome, the one in view
+    included, named after its pixels."""
+    outcomes = neutral_outcomes(shown.outcomes)
+    in_view = next(outcome for outcome in outcomes if outcome.key == shown.outcome.key)
+    return dataclasses.replace(shown, outcomes=outcomes, outcome=in_view)
+
+
+def export_stem(shown: Shown, with_names: bool) -> str:
+    """The stem of the image in view's own downloads: its file's, or without names its pixels'."""
+    return (shown if with_names else without_names(shown)).outcome.stem
 
 
 def outline_count(outcome: ImageOutcome) -> int:
@@ -95,11 +110,12 @@ class LatestResults:
         with self._lock:
             self._shown, self._layout = shown, layout
 
-    def _now(self) -> Shown:
+    def _now(self, with_names: bool = True) -> Shown:
+        """The latest results, as an export without names has them unless ``with_names``."""
         shown = self.shown
         if shown is None or shown.outcome.analysis is None:
             raise ValueError("no analysed image to export")
-        return shown
+        return shown if with_names else without_names(shown)
 
     def overlay_png(self) -> bytes:
         """The overlay of the image in view, lossless PNG."""
@@ -109,51 +125,62 @@ class LatestResults:
         """The lesion (or cells) mask of the image in view, PNG, 255 inside."""
         return self._now().outcome.analysis.mask_png()
 
-    def pdf(self, visit: Visit) -> bytes:
-        """The one-page PDF report of the image in view with its ``visit``, dated now."""
-        return _report(self._now(), visit, None)
+    def pdf(self, visit: Visit, with_names: bool = True) -> bytes:
+        """The one-page PDF report of the image in view with its ``visit``, dated now; without names
+        (:mod:`moleseg.app.deidentify`) unless ``with_names``."""
+        return _report(self._now(with_names), visit if with_names else neutral_visit(visit), None)
 
-    def dicom(self, visit: Visit, include_identifiers: bool) -> bytes:
+    def dicom(self, visit: Visit, include_identifiers: bool, with_names: bool = True) -> bytes:
         """The DICOM Segmentation and report of the image in view (:func:`moleseg.app.results.dicom_bundle`); the
         report names the image's file only with identifiers, else the export's neutral name, and then prints no
         visit field that holds the DICOM file's own identifiers
-        (:func:`moleseg.app.results.without_dicom_identifiers`)."""
+        (:func:`moleseg.app.results.without_dicom_identifiers`). Without ``with_names``, never with identifiers,
+        and the visit as every export without names prints it (:func:`moleseg.app.deidentify.neutral_visit`)."""
         shown = self._now()
+        include_identifiers = include_identifiers and with_names
         if not include_identifiers:
-            visit = without_dicom_identifiers(visit, shown.upload)
+            visit = without_dicom_identifiers(visit if with_names else neutral_visit(visit), shown.upload)
 
         def report(export_name: str) -> bytes:
             return _report(shown, visit, None if include_identifiers else export_name)
 
         return dicom_bundle(shown.outcome, shown.upload, shown.model_version, report, include_identifiers)
 
-    def outline(self, file_name: str) -> bytes:
-        """The outline file ``file_name`` of the image in view (:func:`moleseg.app.results.outline_downloads`)."""
-        shown = self._now()
+    def outline(self, file_name: str, with_names: bool = True) -> bytes:
+        """The outline file ``file_name`` of the image in view (:func:`moleseg.app.results.outline_downloads`; named
+        after its pixels unless ``with_names``)."""
+        shown = self._now(with_names)
         for _, name, data, _ in outline_downloads(shown.outcome):
             if name == file_name:
                 return data
         raise ValueError(f"{shown.outcome.name}: no outline file {file_name}")
 
-    def measurements_csv(self, visits: Mapping[str, Visit]) -> bytes:
-        """The measurements of every image as CSV."""
-        shown = self._now()
-        return measurements_csv_bytes(shown.outcomes, shown.segmenter_name, visits)
+    def measurements_csv(self, visits: Mapping[str, Visit], with_names: bool = True) -> bytes:
+        """The measurements of every image as CSV (without names unless ``with_names``)."""
+        shown = self._now(with_names)
+        return measurements_csv_bytes(shown.outcomes, shown.segmenter_name, _visits(visits, with_names))
 
-    def sidecar(self, visits: Mapping[str, Visit]) -> bytes:
-        """The JSON settings of the CSV's rows, dated now."""
-        shown = self._now()
-        return measurements_sidecar_bytes(shown.outcomes, shown.model_version, visits, datetime.now().astimezone())
+    def sidecar(self, visits: Mapping[str, Visit], with_names: bool = True) -> bytes:
+        """The JSON settings of the CSV's rows, dated now (without names unless ``with_names``)."""
+        shown = self._now(with_names)
+        return measurements_sidecar_bytes(shown.outcomes, shown.model_version, _visits(visits, with_names),
+                                          datetime.now().astimezone())
 
-    def bundle(self, visits: Mapping[str, Visit]) -> bytes:
-        """The ZIP of everything (:func:`moleseg.app.results.batch_bundle`), dated now."""
-        shown = self._now()
+    def bundle(self, visits: Mapping[str, Visit], with_names: bool = True) -> bytes:
+        """The ZIP of everything (:func:`moleseg.app.results.batch_bundle`), dated now (without names unless
+        ``with_names``)."""
+        shown = self._now(with_names)
         return batch_bundle(shown.outcomes, shown.segmenter_name, shown.model_version, datetime.now().astimezone(),
-                            visits)
+                            _visits(visits, with_names))
 
-    def objects_csv(self) -> bytes:
-        """Every cell / nucleus of every image as CSV."""
-        return objects_csv_bytes(self._now().outcomes)
+    def objects_csv(self, with_names: bool = True) -> bytes:
+        """Every cell / nucleus of every image as CSV (without names unless ``with_names``)."""
+        return objects_csv_bytes(self._now(with_names).outcomes)
+
+
+def _visits(visits: Mapping[str, Visit], with_names: bool) -> Mapping[str, Visit]:
+    """``visits`` as an export has them: as they are, or without names (:func:`moleseg.app.deidentify.neutral_visits`)."""
+    return visits if with_names else neutral_visits(visits)
 
 
 def outline_buttons(outcome: ImageOutcome) -> Sequence[tuple[str, str, str]]:

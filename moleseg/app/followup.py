@@ -4,29 +4,34 @@ of saved visits and of measurements, formatted for people. No Streamlit calls he
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from moleseg.app.analysis import Upload
 from moleseg.app.identity import Refusal
 from moleseg.app.ui import plain_markdown
 from moleseg.core.cleanup import CleanupSettings, border_band
 from moleseg.core.edgecontact import edge_contact_ratio
+from moleseg.core.imageio import read_image
 from moleseg.core.measure import Measurement
 from moleseg.core.render import overlay
 from moleseg.core.pdf_report import pdf_report
 from moleseg.core.report import display_unit
-from moleseg.engine.compare import AFTER_COLOR_NAME, BEFORE_COLOR_NAME, WITHIN_NOISE, Change, Comparison
+from moleseg.engine.compare import (AFTER_COLOR_NAME, BEFORE_COLOR_NAME, WITHIN_NOISE, Change, Comparison,
+                                    compare_visits)
 from moleseg.engine.pipeline import beyond_picture_note
 from moleseg.engine.records import AuditEntry, Records
 from moleseg.engine.recordtypes import MAX_RECORD_ID, NO_OWNER, LesionSummary, Record, SavedAnalysis, User
+from moleseg.engine.segmenter import Segmenter
 
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NOISE_CAPTION", "NO_IDENTIFIER", "PAGE_NOISE_PASSES",
            "SWIPE_HELP", "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_CAPTIONS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE",
-           "WITHIN_NOISE", "area_change_help",
-           "audit_rows", "change_table", "comparable_lesions", "first_compare_source", "in_visit_order",
-           "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label", "saved_n_classes",
-           "saved_notes", "saved_overlay", "saved_report", "settings_caption", "unidentified_visits", "visit_label",
-           "visit_rows"]
+           "WITHIN_NOISE", "ComparedUploads", "area_change_help",
+           "audit_rows", "change_table", "comparable_lesions", "compare_uploads", "first_compare_source",
+           "in_visit_order", "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label",
+           "saved_n_classes", "saved_notes", "saved_overlay", "saved_report", "settings_caption",
+           "unidentified_visits", "uploaded_images", "visit_label", "visit_rows"]
 
 #: Where the Compare page takes its two visits from.
 COMPARE_UPLOADS: str = "two uploaded images"
@@ -246,3 +251,46 @@ def change_table(comparison: Comparison):
     frame = pd.DataFrame(rows[1:], columns=rows[0])
     muted = set(index - 1 for index in comparison.within_noise_rows())
     return frame.style.apply(lambda row: ["color: #9a9a9a" if row.name in muted else "" for _ in row], axis=1)
+
+
+@dataclass(frozen=True)
+class ComparedUploads:
+    """The Compare page's last comparison of two uploaded images, kept in the session (one user's images, as its
+    ``compare_result``): the model's :attr:`~moleseg.app.models.ModelChoice.key`, the uploads' digests
+    (:attr:`moleseg.app.analysis.Upload.key`), the settings it was made with and the result."""
+
+    model_key: str
+    upload_keys: tuple[str, str]
+    settings: tuple[float | None, bool, int]  # pixel size, allow_scale, noise passes
+    comparison: Comparison
+
+
+def uploaded_images(held: ComparedUploads | None, before: Upload, after: Upload):
+    """The two uploads' pixels: those of ``held`` when it compared the very same files (nothing decoded again),
+    else read (:class:`moleseg.core.imageio.ImageReadError` names a file that cannot be)."""
+    if held is not None and held.upload_keys == (before.key, after.key):
+        return held.comparison.before_image, held.comparison.after_image
+    return read_image(before.data, name=before.name), read_image(after.data, name=after.name)
+
+
+def compare_uploads(held: ComparedUploads | None, segmenter: Segmenter, model_key: str, before: Upload,
+                    after: Upload, images, *, pixel_size_mm: float | None, allow_scale: bool,
+                    noise_passes: int) -> ComparedUploads:
+    """The comparison of two uploads (``images``: their pixels, :func:`uploaded_images`): ``held`` itself when
+    it was made from the same model, files and settings (a rerun for the view, the swipe or a download); with
+    the same model and files but other settings its segmentations are taken, and its lesion noise when the
+    passes and pixel size are the same (:func:`moleseg.engine.compare.compare_visits` with ``earlier``), so the
+    network runs again only for another model, another file or noise to measure anew.
+
+    Raises
+    ------
+    ValueError
+        As :func:`moleseg.engine.compare.compare_visits`.
+    """
+    files, settings = (before.key, after.key), (pixel_size_mm, allow_scale, noise_passes)
+    if held is not None and (held.model_key, held.upload_keys, held.settings) == (model_key, files, settings):
+        return held
+    same_pair = held is not None and (held.model_key, held.upload_keys) == (model_key, files)
+    comparison = compare_visits(segmenter, *images, pixel_size_mm=pixel_size_mm, allow_scale=allow_scale,
+                                noise_passes=noise_passes, earlier=held.comparison if same_pair else None)
+    return ComparedUploads(model_key, files, settings, comparison)

@@ -2,7 +2,8 @@
 a user's files: a training, fine-tune or study start (and each run of a study), a save to "My dataset", a save to
 the records and a dataset ZIP unpacked on the Prepare page.
 
-A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles),
+A user's files are their space (:mod:`moleseg.core.userspace`: runs, studies, "My dataset", device profiles and,
+in shared mode, the example cache of their trainings),
 the pictures of the visits they saved (:meth:`moleseg.engine.records.Records.owned_folders`) and their sessions'
 folders (:func:`moleseg.engine.session.owned_session_folders`: the datasets unpacked from their uploads),
 measured by :func:`moleseg.core.diskusage.usage_bytes`. Over the quota, :class:`OverQuota` carries one sentence with the

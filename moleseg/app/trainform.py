@@ -11,8 +11,9 @@ from typing import Any
 import streamlit as st
 
 from moleseg.app import serverpaths
+from moleseg.app.identity import user_space
 from moleseg.core import options
-from moleseg.core.config import class_names, example_cache_dir
+from moleseg.core.config import class_names
 from moleseg.core.options import Option
 from moleseg.core.words import capitalised
 from moleseg.core.roots import OutsideRootsError, resolve_inside_folder, resolve_inside_roots
@@ -131,12 +132,14 @@ def _weights_widget(item: Option, start: str, key: str, found: list[str]) -> str
 
 
 def _cache_widget(place: Any, key: str, found: list[str]) -> str | None:
-    """The example cache: a plain name of a folder in the app's cache folder (empty: the shared cache)."""
-    folder = example_cache_dir()
+    """The example cache: a plain name of a folder in the user's example cache
+    (:attr:`moleseg.core.userspace.UserSpace.example_cache`: their own folder on a shared server, counted in their
+    quota; the app's cache folder in personal mode); empty: that cache itself."""
+    folder = user_space().example_cache
     name = place.text_input("Example cache name (optional)", "", key=key,
-                            help=f"A name for the resized examples cached between trainings, kept in the app's "
-                                 f"cache folder ({folder}); empty: the shared cache there. An uploaded dataset's "
-                                 "examples stay in its session folder.").strip()
+                            help=f"A name for the resized examples cached between trainings, kept in your example "
+                                 f"cache ({folder}); empty: that cache itself. An uploaded dataset's examples stay "
+                                 "in its session folder.").strip()
     if not name:
         return None
     try:

@@ -53,8 +53,8 @@ wins over the file. Lists are TOML arrays in the file; in the environment, ``dat
     Absolute path of the folder of the records' image and mask files (a volume shared by every replica with
     ``database_url``); default ``files`` in ``data_dir``. In shared mode no data root may hold it or lie in it.
 ``user_quota_gb``
-    Most disk space one user's files may take, in GB (10^9 bytes): their space's runs, studies, "My dataset"
-    the pictures of their saved visits and the datasets unpacked from their uploaded ZIPs. A training or study
+    Most disk space one user's files may take, in GB (10^9 bytes): their space's runs, studies, "My dataset",
+    example cache, the pictures of their saved visits and the datasets unpacked from their uploaded ZIPs. A training or study
     start, a save of either kind and a ZIP unpacked is refused once the user holds that much. 0 turns it off;
     default :data:`DEFAULT_USER_QUOTA_GB` of the mode (off in personal mode).
 

@@ -22,7 +22,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from moleseg.core.config import CORRECTIONS_FOLDER_NAME, RUNS_FOLDER_NAME, corrections_dir, runs_dir
+from moleseg.core.config import (CORRECTIONS_FOLDER_NAME, EXAMPLES_CACHE_NAME, RUNS_FOLDER_NAME, corrections_dir,
+                                 data_dir, example_cache_dir, runs_dir)
 from moleseg.core.devices import DEVICE_PROFILES_FILE
 from moleseg.core.errors import is_text_path, shown_name
 
@@ -59,6 +60,14 @@ class UserSpace:
         """The device profiles file (:mod:`moleseg.core.devices`): beside :attr:`dataset` (the user's own
         folder in shared mode, the data folder in personal mode)."""
         return self.dataset.parent / DEVICE_PROFILES_FILE
+
+    @property
+    def example_cache(self) -> Path:
+        """Where the user's trainings keep their resized examples (a named cache is a folder in it). In shared
+        mode :data:`~moleseg.core.config.EXAMPLES_CACHE_NAME` in the user's own folder: made from the pictures
+        they train on ("My dataset" among them), it counts in their quota, reaches no other user and goes with
+        their folder. In personal mode the app's cache folder (:func:`~moleseg.core.config.example_cache_dir`)."""
+        return self.runs.parent / EXAMPLES_CACHE_NAME if self.shared else example_cache_dir()
 
 
 def signed_in_name(text: str) -> str:
@@ -101,6 +110,17 @@ def shared_space_folders(data: Path, user_name: str) -> UserSpace:
     data folder's :data:`~moleseg.core.config.RUNS_FOLDER_NAME` and
     :data:`~moleseg.core.config.CORRECTIONS_FOLDER_NAME`."""
     home = data / USERS_FOLDER_NAME / folder_name(user_name)
+    return UserSpace(runs=home / RUNS_FOLDER_NAME, dataset=home / CORRECTIONS_FOLDER_NAME, shared=True)
+
+
+def owning_space(path: str | Path) -> UserSpace | None:
+    """The shared-mode space whose user's own folder (``<data folder>/users/<folder name>/``) holds ``path`` (a
+    run or study folder), creating nothing; None when ``path`` lies in no user's folder."""
+    users = (data_dir() / USERS_FOLDER_NAME).resolve()
+    try:
+        home = users / Path(path).resolve().relative_to(users).parts[0]
+    except (ValueError, IndexError):  # outside, or the users folder itself
+        return None
     return UserSpace(runs=home / RUNS_FOLDER_NAME, dataset=home / CORRECTIONS_FOLDER_NAME, shared=True)
 
 

@@ -146,6 +146,7 @@ class Comparison:
     incomparable: str = ""
     noise_passes: int = 0
     noise_seconds: float = 0.0
+    lesion_noise: dict[tuple[str, str], float] = field(default_factory=dict)  # measured on this lesion
     lesion_id: str = ""
     before_date: str = ""
     after_date: str = ""
@@ -407,7 +408,7 @@ def per_image_noise(segmenter: Segmenter, visits: Sequence[tuple[np.ndarray, np.
 def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: np.ndarray, *,
                    pixel_size_mm: float | None = None, allow_scale: bool = False,
                    settings: CleanupSettings | None = None, lesion_threshold: Any = MODEL_THRESHOLD,
-                   noise_passes: int = 0) -> Comparison:
+                   noise_passes: int = 0, earlier: Comparison | None = None) -> Comparison:
     """Align two visits, segment both with ``segmenter`` and report every measurement's change and noise.
 
     Parameters
@@ -425,6 +426,11 @@ def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: 
         0, or 2 to :data:`moleseg.core.config.MAX_NOISE_PASSES`: simulated second photographs of each visit
         measured to estimate this lesion's noise (:func:`per_image_noise`; ``2 * noise_passes`` more
         segmentations); the larger of it and the published noise is used.
+    earlier : Comparison, optional
+        An earlier result of these two images by this segmenter with these ``settings`` and
+        ``lesion_threshold`` (the caller's word: a page's last one): its two segmentations are taken and
+        nothing is segmented again, nor is its lesion noise measured again when it was measured with
+        ``noise_passes`` at ``pixel_size_mm``.
 
     Raises
     ------
@@ -439,18 +445,24 @@ def compare_visits(segmenter: Segmenter, before_image: np.ndarray, after_image: 
             check_image_side(np.asarray(image))
         except ValueError as error:
             raise ValueError(f"the {which} image: {error}") from None
-    before = segment(segmenter, before_image, settings, lesion_threshold=lesion_threshold)
-    after = segment(segmenter, after_image, settings, lesion_threshold=lesion_threshold)
-    noise: dict[tuple[str, str], float] = {}
+    if earlier is None:
+        before = segment(segmenter, before_image, settings, lesion_threshold=lesion_threshold)
+        after = segment(segmenter, after_image, settings, lesion_threshold=lesion_threshold)
+    else:
+        before, after = earlier.before, earlier.after
+    noise_known = (earlier is not None and noise_passes > 0
+                   and (earlier.noise_passes, earlier.pixel_size_mm) == (noise_passes, pixel_size_mm))
+    noise: dict[tuple[str, str], float] = dict(earlier.lesion_noise) if noise_known else {}
     started = time.perf_counter()
-    if noise_passes:
+    if noise_passes and not noise_known:
         noise = per_image_noise(segmenter, [(before_image, before.lesion), (after_image, after.lesion)],
                                 noise_passes, settings=settings,
                                 lesion_threshold=lesion_threshold, pixel_size_mm=pixel_size_mm)
     comparison = compare_lesions(before_image, before, after_image, after, pixel_size_mm=pixel_size_mm,
                                  allow_scale=allow_scale, model_name=segmenter.name, per_image=noise)
-    comparison.noise_passes = noise_passes
-    comparison.noise_seconds = time.perf_counter() - started if noise_passes else 0.0
+    comparison.noise_passes, comparison.lesion_noise = noise_passes, noise
+    comparison.noise_seconds = (earlier.noise_seconds if noise_known else
+                                time.perf_counter() - started if noise_passes else 0.0)
     return comparison
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from moleseg.core.modelinfo import check_keras_file
+from moleseg.core.userspace import owning_space
 from moleseg.engine.childargs import child_command
 from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_config, data_folders, read_job,
                                  read_request)
@@ -190,6 +191,18 @@ def _wait_for_lock(say: Callable[[str], None] | None) -> None:
         time.sleep(POLL_S)
 
 
+def example_cache(named: str | None, run_dir: Path) -> str | None:
+    """The example cache of a training in ``run_dir`` whose configuration names ``named``: for a run in a user's
+    own folder (shared mode, :func:`moleseg.core.userspace.owning_space`) their
+    :attr:`~moleseg.core.userspace.UserSpace.example_cache`, or ``named`` when it lies inside it (a named cache),
+    so that what it holds counts in their quota; elsewhere ``named`` (None: the app's cache folder)."""
+    space = owning_space(run_dir)
+    if space is None:
+        return named or None
+    own = space.example_cache.resolve()
+    return named if named and Path(named).resolve().is_relative_to(own) else str(own)
+
+
 def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume: bool = False,
                    wait: bool = False, origin: str = "app", wait_for_lock: bool = False, cluster_worker: bool = False,
                    on_progress: Callable[[JobStatus], None] | None = None,
@@ -244,8 +257,8 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     if problems:
         raise ValueError("\n".join(problems))
     config["name"] = config.get("name") or run_dir.name
-    # an upload's examples stay in its session folder, whatever cache was named (a named one is shared, kept)
-    config["cache_dir"] = training_cache_dir(data_folders(config)) or config.get("cache_dir") or None
+    # an upload's examples stay in its session folder, whatever cache was named; else the user's own cache
+    config["cache_dir"] = training_cache_dir(data_folders(config)) or example_cache(config.get("cache_dir"), run_dir)
     created = not run_dir.exists()
     while True:
         if wait_for_lock and not cluster_worker:

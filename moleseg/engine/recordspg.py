@@ -10,12 +10,15 @@ every row readable), its migrations, and every driver error as one sentence with
   holds the advisory lock :data:`MIGRATION_LOCK` (the others wait for it, then find the schema current).
 * The audit trail is append-only: a trigger function raises on any ``UPDATE``, ``DELETE`` or ``TRUNCATE``
   of its rows.
+* A deletion is followed by ``VACUUM FULL`` of the records table (:meth:`PostgresDatabase.erase_deleted`), so
+  a deleted visit's text leaves the table's files at once rather than lingering in dead rows.
 * A lock waited for longer than :data:`moleseg.engine.recordsdb.BUSY_TIMEOUT_S` fails the statement, so a
   save holds its files folder no longer than with SQLite (the orphan sweep's age relies on it).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +39,12 @@ POOL_SIZE: int = 5
 POOL_OVERFLOW: int = 10
 #: Seconds to wait for the server to accept a connection.
 CONNECT_TIMEOUT_S: int = 10
+#: The tables a deletion removes rows from, rewritten after it (:meth:`PostgresDatabase.erase_deleted`); the
+#: audit trail keeps its rows (ids, uids, user names and actions: no lesion identifier, no notes).
+ERASED_TABLES: tuple[str, ...] = ("analyses",)
+#: Seconds the rewrite after a deletion waits for its table's lock, which every replica's reads of the records
+#: then queue behind; past it the rewrite is left to the next deletion.
+ERASE_LOCK_TIMEOUT_S: float = 2.0
 #: The triggers that keep the audit trail append-only.
 AUDIT_TRIGGERS: frozenset[str] = frozenset({"audit_rows_are_never_changed", "audit_is_never_emptied"})
 #: SQLite's words in :data:`moleseg.engine.recordsdb.MIGRATIONS` and PostgreSQL's for the same columns.
@@ -140,11 +149,16 @@ def _engine(url: str) -> sqlalchemy.Engine:
         return engine
 
 
+def _lock_timeout(seconds: float) -> str:
+    """The statement making a connection wait at most ``seconds`` for a lock."""
+    return f"SET lock_timeout = {int(seconds * 1000)}"
+
+
 def _set_lock_timeout(dbapi_connection, connection_record) -> None:  # noqa: ANN001 (SQLAlchemy's event)
     """Each new connection waits at most :data:`BUSY_TIMEOUT_S` for a lock."""
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
-    dbapi_connection.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    dbapi_connection.execute(_lock_timeout(BUSY_TIMEOUT_S))
     dbapi_connection.autocommit = autocommit
 
 
@@ -161,8 +175,27 @@ class PostgresDatabase:
         return refusal(self.name, cause)
 
     def erase_deleted(self) -> None:
-        """Nothing: PostgreSQL keeps a deleted row's bytes until ``VACUUM`` reuses its space, which is the
-        operator's (README); the server cannot erase them at once."""
+        """Erase what deleted rows left in the files of :data:`ERASED_TABLES`: ``VACUUM FULL`` (outside a
+        transaction) writes each table, its TOAST table and its indexes anew without the dead rows, and the old
+        files are emptied when it commits. A plain ``VACUUM`` (autovacuum's) only marks the space free: the
+        bytes stay in the table's and its indexes' pages until a later row overwrites them. Best effort, never
+        an error (the deletion is done): a lock not granted within :data:`ERASE_LOCK_TIMEOUT_S`, or any other
+        failure, is one line on stderr, and the text stays until the next deletion's rewrite. The write-ahead
+        log (``pg_wal``), its archive, replicas and backups keep what they copied: the operator's."""
+        try:
+            with _engine(self.url).connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql(_lock_timeout(ERASE_LOCK_TIMEOUT_S))
+                try:
+                    for table in ERASED_TABLES:
+                        connection.exec_driver_sql(f"VACUUM FULL {table}")
+                finally:
+                    connection.exec_driver_sql(_lock_timeout(BUSY_TIMEOUT_S))
+        except (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError) as error:
+            cause = getattr(error, "orig", None) or error
+            reason = (f"another transaction held the table's lock for over {ERASE_LOCK_TIMEOUT_S:g} s"
+                      if getattr(cause, "sqlstate", None) == "55P03" else describe_postgres_error(self.url, cause))
+            print(f"moleseg: a deleted visit's text stays in the files of the records database {self.name} until "
+                  f"the next deletion rewrites its table (VACUUM FULL failed: {reason})", file=sys.stderr, flush=True)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

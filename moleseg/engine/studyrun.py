@@ -322,7 +322,8 @@ def check_out_folder(study: Study, out: str | Path) -> None:
 def _check_option_paths(run_config: dict[str, Any], roots: Sequence[Path], config: str | Path) -> None:
     """Refuse a planned configuration of a browser user's study (its base options and one setting of each
     factor) whose options name a server path outside ``roots``: a folder (validation or test images, ...), a
-    model file to start from other than a shipped one, or any example cache folder (the app's own)."""
+    model file to start from other than a shipped one, or any example cache folder (a run in the user's folder
+    keeps its examples in theirs, :func:`moleseg.engine.launch.example_cache`)."""
     named = [(item.name, folder) for item in options.OPTIONS if item.kind == "folders"
              for folder in options.get_value(run_config, item.name) or []]
     weights = options.get_value(run_config, "weights")
@@ -337,8 +338,8 @@ def _check_option_paths(run_config: dict[str, Any], roots: Sequence[Path], confi
             raise StudyError(f"{config}: {name}: {error}") from None
     cache = options.get_value(run_config, "cache_dir")
     if cache:
-        raise StudyError(f"{config}: cache_dir: {cache}: a study started here keeps its examples in the app's own "
-                         "cache folder; leave cache_dir out")
+        raise StudyError(f"{config}: cache_dir: {cache}: a study started here keeps its examples in your example "
+                         "cache; leave cache_dir out")
 
 
 def checked_study(config: str | Path, data_root: str | Path | None = None,
