@@ -116,8 +116,9 @@ def _printed_names(path: Path) -> set[str]:
 
 def test_the_server_code_writes_no_log_lines():
     """The code the server runs (app.py, the pages, moleseg.app and moleseg.engine) logs nothing and prints
-    nothing: file names and results appear in the user's own browser only. The one exception is the server's
-    warm-up (:data:`OPERATOR_LINES`), whose lines for the operator's console carry only counts and times."""
+    nothing: file names and results appear in the user's own browser only. The exceptions are the lines for the
+    operator's console of :data:`OPERATOR_LINES` (the warm-up's counts and times, a database left unerased), which
+    carry no file name and no result."""
     files = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")),
              *sorted((ROOT / "moleseg" / "app").glob("*.py")), *sorted((ROOT / "moleseg" / "engine").glob("*.py"))]
     assert len(files) > 10
@@ -166,9 +167,12 @@ def test_a_bare_streamlit_run_of_serve_app_runs_under_the_server_s_umask(app_fol
     assert int(umask, 8) == SERVER_UMASK
 
 
-#: Server files allowed to print for the operator, and the only names whose values their lines may carry.
+#: Server files allowed to print for the operator, and the only names whose values their lines may carry: the
+#: warm-up's counts and times, and the PostgreSQL records' one line when a deleted visit's text could not be erased
+#: at once (``self.name``, the database's URL with its password masked, and the driver's reason).
 OPERATOR_LINES = {ROOT / "moleseg" / "app" / "server.py": {"LISTEN_TIMEOUT_S", "WARM_UP_WORDS", "len", "loaded",
-                                                           "time", "started"}}
+                                                           "time", "started"},
+                  ROOT / "moleseg" / "engine" / "recordspg.py": {"self", "reason"}}
 
 
 def test_analysing_an_image_puts_neither_its_name_nor_its_pixels_in_a_log(app_folders, caplog, capfd):
