@@ -32,6 +32,7 @@ import pytest
 
 from moleseg.cli import build_parser
 from moleseg.core import config, settings
+from moleseg.tools import doccounts
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -273,64 +274,11 @@ def path_problems(markdown: str) -> list[str]:
     return problems
 
 
-def module_entries(markdown: str) -> dict[str, list[tuple[str, int]]]:
-    """The modules listed under each ``### `FOLDER` ...`` heading of docs/architecture.md, as checkout paths
-    with the line count given (an entry ``- `name` (lines): ...`` is ``FOLDER/name.py``, one ending in ``.py``
-    is its own path)."""
-    lists: dict[str, list[tuple[str, int]]] = {}
-    folder = None
-    for line in markdown.splitlines():
-        heading = re.match(r"#{2,3} (?:`([^`]+)`)?", line)
-        if heading:
-            folder = heading[1] if heading[1] and (ROOT / heading[1]).is_dir() else None
-            if folder:
-                lists.setdefault(folder, [])
-        entry = re.match(r"- `([^`]+)` \((\d+)\):", line)
-        if entry and folder:
-            name = entry[1]
-            lists[folder].append((name if name.endswith(".py") else f"{folder}/{name}.py", int(entry[2])))
-    return lists
-
-
 def module_lists(markdown: str) -> dict[str, list[str]]:
-    """The checkout paths of :func:`module_entries`."""
-    return {folder: [path for path, _ in entries] for folder, entries in module_entries(markdown).items()}
-
-
-def line_count(path: Path) -> int:
-    """The lines of a file as ``wc -l`` counts them."""
-    return path.read_bytes().count(b"\n")
-
-
-def line_count_problems(markdown: str) -> list[str]:
-    """Each module of docs/architecture.md's lists whose line count is not its file's, each row of its module
-    map (``| `LAYER` | files | lines | `largest.py` (lines) |``) that is not what the layer's ``*.py`` files
-    give, and a sentence naming the largest modules of the runtime package (outside ``moleseg/tools``) that
-    names others, in another order, or with other counts, or a module over the 600 lines it promises."""
-    problems = [f"{path}: {count} lines in docs/architecture.md, {line_count(ROOT / path)} in the file"
-                for entries in module_entries(markdown).values() for path, count in entries
-                if (ROOT / path).is_file() and line_count(ROOT / path) != count]
-    for layer, files, lines, largest in re.findall(r"^\| `([^`]+)` \| ([\d,]+) \| ([\d,]+) \| (.*?) \|$", markdown,
-                                                  flags=re.M):
-        paths = sorted((ROOT / layer).glob("*.py")) if (ROOT / layer).is_dir() else [ROOT / layer]
-        top = max(paths, key=line_count)
-        measured = (len(paths), sum(map(line_count, paths)))
-        expected = f"`{top.name}` ({line_count(top)})" if len(paths) > 1 else ""
-        if (int(files.replace(",", "")), int(lines.replace(",", ""))) != measured or largest.strip() != expected:
-            problems.append(f"module map row {layer}: {files} files, {lines} lines, {largest.strip() or 'no largest'}"
-                            f" in docs/architecture.md; the files give {measured[0]}, {measured[1]:,}, "
-                            f"{expected or 'no largest'}")
-    runtime = sorted((path for path in (ROOT / "moleseg").rglob("*.py") if "tools" not in path.parts),
-                     key=line_count, reverse=True)
-    sentence = re.search(r"the largest are\s+((?:`[^`]+` \(\d+\)(?:,\s+|\s+and\s+)?)+)", markdown)
-    if sentence:
-        named = re.findall(r"`([^`]+)` \((\d+)\)", sentence[1])
-        actual = [(str(path.relative_to(ROOT)), str(line_count(path))) for path in runtime[:len(named)]]
-        if named != actual:
-            problems.append(f"the largest modules: {named} in docs/architecture.md, {actual} in the package")
-    problems += [f"{path.relative_to(ROOT)}: {line_count(path)} lines, over the 600 docs/architecture.md promises"
-                 for path in runtime if line_count(path) > 600]
-    return problems
+    """The modules listed under each ``### `FOLDER` ...`` heading of docs/architecture.md, as checkout paths
+    (:func:`moleseg.tools.doccounts.module_entries`: an entry ``- `name` (lines): ...`` is ``FOLDER/name.py``,
+    one ending in ``.py`` is its own path)."""
+    return {folder: [path for path, _ in entries] for folder, entries in doccounts.module_entries(markdown).items()}
 
 
 def module_list_problems(markdown: str) -> list[str]:
@@ -423,17 +371,26 @@ def test_the_architecture_lists_every_module_of_every_layer() -> None:
 
 
 def test_the_architecture_s_line_counts_are_the_files():
-    assert sum(map(len, module_entries(ARCHITECTURE).values())) > 150
-    assert len(re.findall(r"^\| `", ARCHITECTURE, flags=re.M)) == 9
-    assert line_count_problems(ARCHITECTURE) == []
-    words = line_count(ROOT / "moleseg" / "core" / "words.py")
+    """``python -m moleseg.tools.doccounts`` rewrites them."""
+    assert sum(map(len, doccounts.module_entries(ARCHITECTURE).values())) > 150
+    assert [row[0] for row in doccounts.ROW.findall(ARCHITECTURE)] == [
+        "moleseg", "moleseg/cli", "moleseg/core", "moleseg/engine", "moleseg/network", "moleseg/app", "moleseg/tools",
+        "app_pages", "app.py"]
+    assert doccounts.problems(ARCHITECTURE) == []
+    words = doccounts.line_count(ROOT / "moleseg" / "core" / "words.py")
     largest = re.search(r"the largest are\s+`([^`]+)`", ARCHITECTURE)[1]
     probe = (ARCHITECTURE.replace(f"- `words` ({words}):", f"- `words` ({words + 1}):")
-             .replace("| `app_pages` | 7 |", "| `app_pages` | 8 |").replace(f"`{largest}` (", f"`{largest}x` ("))
-    problems = line_count_problems(probe)
-    assert len(problems) == 3
+             .replace("| `app_pages` | 7 |", "| `app_pages` | 8 |").replace(f"`{largest}` (", f"`{largest}x` (")
+             .replace("| `app.py` | 1 |", "| `app.py` | 2 |"))
+    problems = doccounts.problems(probe)
+    assert len(problems) == 4
     assert problems[0] == f"moleseg/core/words.py: {words + 1} lines in docs/architecture.md, {words} in the file"
-    assert problems[1].startswith("module map row app_pages: 8 files") and "largest modules" in problems[2]
+    assert problems[1].startswith("module map row app_pages: 8 files") and problems[2].startswith("module map row "
+                                                                                                   "app.py: 2 files")
+    assert "largest modules" in problems[3]
+    assert doccounts.problems(doccounts.rewritten(probe)) == [] and doccounts.rewritten(ARCHITECTURE) == ARCHITECTURE
+    said: list[str] = []
+    assert doccounts.main(["--check"], say=said.append) == 0 and said == []
 
 
 def test_the_python_version_is_one_fact_and_the_first_screen_has_the_two_commands() -> None:
