@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="copy DICOM inputs' whole header, patient and study identifiers included, into the "
                               "DICOM outputs and name them after the input files (default: only what references "
                               "the image, named after its pixels)")
+    predict.add_argument("--without-names", dest="with_names", action="store_false",
+                         help=f"name every output after its image's pixels ({NEUTRAL_WORD}-<{NEUTRAL_ID_DIGITS} hex "
+                              "digits>, as the DICOM files and the app's exports without names are), not after the "
+                              "input file: the PNGs, the outlines, the CSVs' image and output columns (the source "
+                              "column left out) and the settings; stderr says which input is which, unless --quiet. "
+                              "An input whose pixels give the name of an earlier one's files is not written. Not "
+                              "with --dicom-identifiers or --shard")
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)
