@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
 from moleseg.app.analysis import Upload
+from moleseg.app.deidentify import COMPARE_WITHOUT_NAMES_HELP, WITHOUT_NAMES_LABEL
 from moleseg.app.device_profiles import pixel_size_input
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
@@ -162,10 +161,12 @@ if comparison.comparable:
 else:
     with st.expander("The figures, which must not be read as change", expanded=False):
         st.dataframe(followup.change_table(comparison), hide_index=True, width="stretch")
-summary = {"before": before_name, "after": after_name, **comparison.to_json()}
+with_names = not st.toggle(WITHOUT_NAMES_LABEL, key="compare_exports_without_names",
+                           help=COMPARE_WITHOUT_NAMES_HELP)
+summary, pdf = followup.comparison_downloads(comparison, before_name, after_name, with_names)
 one, two = st.columns(2)
-one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), file_name="comparison.json",
+one.download_button("Comparison (JSON)", data=summary, file_name="comparison.json",
                     mime="application/json", key="compare_json", on_click="ignore")
-two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_name, after_name),
-                    file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
+two.download_button("Comparison (PDF)", data=pdf, file_name="comparison.pdf", mime="application/pdf",
+                    key="compare_pdf", on_click="ignore")
 st.caption(DISCLAIMER)

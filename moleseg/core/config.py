@@ -180,7 +180,8 @@ STUDY_START_WAIT_S: float = 30.0
 #: Seconds a study process waits for its folder's lock: another start's check holds it for an instant.
 STUDY_LOCK_WAIT_S: float = 0.5
 #: What a study's ``--data-root`` option is (the command line's and the background study process's help).
-STUDY_DATA_ROOT_HELP: str = "folder the study's data paths are relative to"
+STUDY_DATA_ROOT_HELP: str = ("folder the study's data paths are relative to (default: the root its data section "
+                             "names, from the file's folder; without one, that folder)")
 #: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
 APP_FILE: Path = _PACKAGE_PARENT / "app.py"
 #: What ``moleseg serve`` runs: ``app.py`` as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate`
