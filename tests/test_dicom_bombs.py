@@ -229,3 +229,41 @@ def test_a_dataset_of_many_elements_within_the_limit_still_reads(syntax, monkeyp
     monkeypatch.setattr(dicomscan, "MAX_DICOM_ELEMENTS", 500)
     data = _crowded(syntax, 420, nested=syntax == ImplicitVRLittleEndian)  # and the photograph's own 40 or so
     assert np.array_equal(read_image(data, name="many.dcm"), PHOTO)
+
+
+def _with_dataset_bytes(meta_syntax: str | None, dataset: bytes) -> bytes:
+    """A DICOM file whose file meta names ``meta_syntax`` (none when None) followed by the raw ``dataset``."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.4"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    if meta_syntax is not None:
+        meta.TransferSyntaxUID = meta_syntax
+    buffer = io.BytesIO()
+    buffer.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    return buffer.getvalue() + dataset
+
+
+def _implicit_elements(count: int) -> bytes:
+    """``count`` private elements in implicit VR, each of a 4-byte value (read with explicit VRs, the value's
+    bytes would be taken for the next header)."""
+    return b"".join(struct.pack("<HHI", 0x0009, 0x1100 + index, 4) + b"\xff\xff\xff\x7f" for index in range(count))
+
+
+def test_implicit_vr_elements_under_an_explicit_syntax_are_counted_as_pydicom_reads_them(monkeypatch):
+    monkeypatch.setattr(dicomscan, "MAX_DICOM_ELEMENTS", 500)  # pydicom reads them as implicit VR, with a warning
+    data = _with_dataset_bytes(ExplicitVRLittleEndian, _implicit_elements(501))
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("pydicom read the dataset"))
+    with pytest.raises(ImageReadError, match=r"^x\.dcm: more than 500 data elements"):
+        read_image(data, name="x.dcm")
+
+
+def test_a_file_naming_no_transfer_syntax_is_refused_before_pydicom_reads_its_dataset(monkeypatch):
+    data = _with_dataset_bytes(None, _implicit_elements(10))
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("pydicom read the dataset"))
+    with pytest.raises(ImageReadError) as caught:
+        read_image(data, name="x.dcm")
+    assert str(caught.value) == "x.dcm: unknown DICOM transfer syntax '(none)'"

@@ -31,7 +31,7 @@ import numpy as np
 
 from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
-from moleseg.core.dicomscan import dataset_problem
+from moleseg.core.dicomscan import dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -162,7 +162,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
         if ends_early:
             raise EOFError(ends_early[0])
         if not syntax.is_transfer_syntax:
-            raise DicomReadError(label, f"unknown DICOM transfer syntax {str(syntax) or '(none)'!r}")
+            raise DicomReadError(label, unknown_syntax(syntax))
         dataset.Rows, dataset.Columns  # noqa: B018 - refuses a file without them
     except DicomReadError:
         raise

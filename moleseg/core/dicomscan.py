@@ -15,7 +15,7 @@ import struct
 import zlib
 from typing import IO
 
-__all__ = ["MAX_DICOM_ELEMENTS", "dataset_problem"]
+__all__ = ["MAX_DICOM_ELEMENTS", "dataset_problem", "unknown_syntax"]
 
 #: Most data elements (items and delimiters included) a DICOM photograph's dataset may hold; real ones hold a
 #: few hundred.
@@ -107,11 +107,19 @@ def _implicit_vr(tag: int) -> bytes | None:
         return None
 
 
+def _looks_explicit(head: bytes) -> bool:
+    """Whether an element header's bytes 4 and 5 are a VR (two capital letters), as pydicom decides whether a
+    dataset, or an item of an explicit VR one, is encoded with explicit or implicit VRs."""
+    return len(head) >= 6 and 0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B
+
+
 def _count(stream: _Raw | _Inflating, implicit: bool, order: str, most: int) -> int:
     """Element headers in ``stream`` up to ``most + 1``: a sequence, an item, an undefined length or a value
     that starts with an item is stepped into, every other value skipped; the fragments of encapsulated pixel
-    data are skipped whole."""
+    data are skipped whole. The encoding of the VRs is taken from the first element, as pydicom takes it, and in
+    an explicit VR dataset an element without a VR is read as implicit (pydicom reads such an item so)."""
     count, fragments = 0, False
+    implicit = not _looks_explicit(stream.peek(6)) if len(stream.peek(6)) == 6 else implicit
     while count <= most:
         head = stream.read(8)
         if len(head) < 8:
@@ -126,7 +134,7 @@ def _count(stream: _Raw | _Inflating, implicit: bool, order: str, most: int) -> 
             elif tag == _ITEM and fragments and length != _UNDEFINED:
                 stream.skip(length)
             continue
-        if implicit:
+        if implicit or not _looks_explicit(head):
             vr, length = _implicit_vr(tag), struct.unpack(order + "I", head[4:])[0]
         else:
             vr = head[4:6]
@@ -139,10 +147,16 @@ def _count(stream: _Raw | _Inflating, implicit: bool, order: str, most: int) -> 
     return count
 
 
+def unknown_syntax(syntax: object) -> str:
+    """The refusal of a file whose transfer syntax is none pydicom knows (or missing)."""
+    return f"unknown DICOM transfer syntax {str(syntax) or '(none)'!r}"
+
+
 def dataset_problem(fp: IO[bytes], inflated_limit: int) -> str | None:
     """Why pydicom should not read the DICOM file ``fp`` (seekable, with the ``DICM`` preamble): more than
-    :data:`MAX_DICOM_ELEMENTS` elements, or a deflated dataset inflating past ``inflated_limit`` bytes; None when
-    neither, or when the file meta cannot be read (pydicom then says why). The position is left anywhere."""
+    :data:`MAX_DICOM_ELEMENTS` elements, a deflated dataset inflating past ``inflated_limit`` bytes, or a transfer
+    syntax that is none (:func:`unknown_syntax`); None when none of these, or when the file meta cannot be read
+    (pydicom then says why). The position is left anywhere."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
     from pydicom.uid import UID
 
@@ -150,9 +164,11 @@ def dataset_problem(fp: IO[bytes], inflated_limit: int) -> str | None:
         fp.seek(0)
         read_preamble(fp, False)
         syntax = UID(str(_read_file_meta_info(fp).get("TransferSyntaxUID", "") or ""))
-        implicit, order = syntax.is_implicit_VR, "<" if syntax.is_little_endian else ">"
     except Exception:  # noqa: BLE001 - pydicom's own reading refuses a malformed file meta with its reason
         return None
+    if not syntax.is_transfer_syntax:  # pydicom would read the whole dataset before it is refused for this
+        return unknown_syntax(syntax)
+    implicit, order = syntax.is_implicit_VR, "<" if syntax.is_little_endian else ">"
     stream = _Inflating(fp, inflated_limit) if syntax.is_deflated else _Raw(fp)
     try:
         if _count(stream, implicit, order, MAX_DICOM_ELEMENTS) > MAX_DICOM_ELEMENTS:
