@@ -5,7 +5,8 @@ Accepted: files with the ``DICM`` preamble whose SOP class is a photograph (:dat
 VL Photographic, Dermoscopic Photography, VL Microscopic, Secondary Capture) or that name no SOP class; RGB,
 ``YBR_FULL``, ``YBR_FULL_422`` (converted to RGB by pydicom) and ``MONOCHROME1/2`` (``MONOCHROME1`` inverted)
 pixels; native and compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE through pydicom's decoders
-and pylibjpeg). A multi-frame file gives its first frame. Samples wider than 8 bits are scaled to 8 bits as
+and pylibjpeg). A multi-frame file gives its first frame; from a file on disk only the dataset and that frame's
+bytes are read (:mod:`moleseg.core.dicomframes`). Samples wider than 8 bits are scaled to 8 bits as
 :func:`moleseg.core.pixels.integer_to_uint8` does for other formats.
 
 DICOM files are untrusted: ``Rows x Columns`` is checked against the image reader's pixel budget before any
@@ -31,6 +32,7 @@ import numpy as np
 
 from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
+from moleseg.core.dicomframes import WHOLE, PixelElement, first_frame, hold_first_frame, pixel_element
 from moleseg.core.dicomscan import dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
@@ -139,19 +141,29 @@ def _check_dataset(fp: IO[bytes], label: str) -> None:
         raise DicomReadError(label, problem)
 
 
-def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
-    """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs."""
+def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) -> tuple[Any, PixelElement | None]:
+    """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs, and with
+    ``deferred`` (and ``pixels``) the header of its Pixel Data element, read without its value
+    (:func:`moleseg.core.dicomframes.pixel_element`; None when there is no such element or the file was read
+    whole)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.uid import UID
 
+    element: PixelElement | str | None = None
     try:
         _check_dataset(fp, label)
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
-            dataset = pydicom.dcmread(fp, stop_before_pixels=not pixels)
-            raw = dataset.get_item(_PIXEL_DATA_TAG) if pixels else None
+            dataset = pydicom.dcmread(fp, stop_before_pixels=not pixels or deferred)
+            if pixels and deferred:
+                syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "") or ""))
+                element = pixel_element(fp, dataset, syntax) if syntax.is_transfer_syntax else None
+                if element == WHOLE:
+                    fp.seek(0)
+                    dataset, element = pydicom.dcmread(fp), None
+            raw = dataset.get_item(_PIXEL_DATA_TAG) if pixels and element is None else None
             declared = getattr(raw, "length", None)
             if declared is not None and declared != _UNDEFINED_LENGTH and len(raw.value or b"") < declared:
                 raise EOFError(f"the pixel data ends after {len(raw.value or b'')} of its {declared} bytes")
@@ -179,7 +191,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
         name = getattr(dataset.SOPClassUID, "name", sop)
         raise DicomReadError(label, f"a DICOM {name} is not a photograph; expected one of "
                                     + ", ".join(PHOTOGRAPHIC_SOP_CLASSES.values()))
-    return dataset
+    return dataset, element if isinstance(element, PixelElement) else None
 
 
 @dataclass(frozen=True)
@@ -214,14 +226,15 @@ def _layout(dataset: Any, label: str) -> _Layout:
     return layout
 
 
-def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
-    """Refuse a missing pixel data element and native pixel data of the wrong length."""
-    if "PixelData" not in dataset:
+def _check_pixel_data(dataset: Any, layout: _Layout, label: str, element: PixelElement | None) -> None:
+    """Refuse a missing pixel data element and native pixel data of the wrong length (the length ``element``
+    declares when the value was not read)."""
+    if element is None and "PixelData" not in dataset:
         raise DicomReadError(label, "a DICOM file without pixel data")
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
         return
     expected = layout.frame_bytes * layout.frames
-    found = len(dataset.PixelData)
+    found = element.length if element is not None else len(dataset.PixelData)
     if found not in (expected, expected + 1):  # one padding byte keeps an element's length even
         raise DicomReadError(
             label,
@@ -231,21 +244,33 @@ def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
         )
 
 
-def _check_first_frame(dataset: Any, layout: _Layout, label: str) -> None:
-    """Refuse compressed pixel data whose first frame declares another size or sample count than ``Rows``,
+def _first_frame(fp: IO[bytes], dataset: Any, layout: _Layout, label: str, element: PixelElement | None) -> bytes:
+    """The first frame's bytes: of the pixel data read (compressed only, else b""), or, when its value was not
+    read (``element``), from the file (:func:`moleseg.core.dicomframes.first_frame`, with the Extended Offset
+    Table as pydicom's decoder takes it)."""
+    from pydicom.encaps import get_frame
+
+    compressed = dataset.file_meta.TransferSyntaxUID.is_compressed
+    try:
+        if element is not None:
+            offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths) if (
+                compressed and "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset) else None
+            return first_frame(fp, element, layout.frame_bytes, layout.frames, offsets)
+        return get_frame(dataset.PixelData, 0, number_of_frames=layout.frames) if compressed else b""
+    except Exception as exc:  # pydicom raises several types on malformed encapsulation
+        raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_first_frame(frame: bytes, dataset: Any, layout: _Layout, label: str) -> None:
+    """Refuse a compressed first ``frame`` that declares another size or sample count than ``Rows``,
     ``Columns`` and ``SamplesPerPixel`` (the decoders would unpack what the frame declares before comparing),
     an RLE frame with a segment that unpacks to more than a ``Rows x Columns`` plane, and a compressed frame of
     no known kind, all before decoding."""
-    from pydicom.encaps import get_frame
     from pydicom.uid import RLELossless
 
     syntax = dataset.file_meta.TransferSyntaxUID
     if not syntax.is_compressed:
         return
-    try:
-        frame = get_frame(dataset.PixelData, 0, number_of_frames=layout.frames)
-    except Exception as exc:  # pydicom raises several types on malformed encapsulation
-        raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
     if syntax == RLELossless:
         overlong = rle_overlong_segment(frame, layout.rows * layout.columns)
         if overlong is not None:
@@ -267,6 +292,9 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
                  check_size: Callable[[int, int, str, int], None]) -> tuple[np.ndarray, None]:
     """Decode the first frame of a DICOM photograph.
 
+    A file in memory (``io.BytesIO``) is read whole by pydicom; from any other file only the dataset and the
+    first frame's bytes are read (:mod:`moleseg.core.dicomframes`).
+
     Parameters
     ----------
     fp : binary file
@@ -286,19 +314,22 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
     """
     from pydicom.pixels import pixel_array
 
-    dataset = _read(fp, label, pixels=True)
+    dataset, element = _read(fp, label, pixels=True, deferred=not isinstance(fp, io.BytesIO))
     layout = _layout(dataset, label)
     check_size(layout.columns, layout.rows, label, max_pixels)
     photometric = str(dataset.get("PhotometricInterpretation", ""))
     if photometric not in _COLOUR + _GREY:
         raise DicomReadError(label, f"unsupported DICOM photometric interpretation {photometric!r}; expected "
                                     + ", ".join(_COLOUR + _GREY))
-    _check_pixel_data(dataset, layout, label)
-    _check_first_frame(dataset, layout, label)
+    _check_pixel_data(dataset, layout, label, element)
+    frame = _first_frame(fp, dataset, layout, label, element)
+    _check_first_frame(frame, dataset, layout, label)
+    if element is not None:
+        hold_first_frame(dataset, element, frame)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = pixel_array(dataset, index=0 if layout.frames > 1 else None)
+            values = pixel_array(dataset, index=0 if layout.frames > 1 and element is None else None)
     except Exception as exc:  # decoders raise many types on corrupt or unsupported data
         text = " ".join(str(exc).split()) or type(exc).__name__  # pydicom's messages span several lines
         if any(cause in text.lower() for cause in _NO_DECODER):
@@ -319,7 +350,7 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
 
 def dicom_header_size(fp: IO[bytes], label: str) -> tuple[int, int]:
     """``(width, height)`` = ``(Columns, Rows)`` of a DICOM photograph, without reading its pixel data."""
-    dataset = _read(fp, label, pixels=False)
+    dataset, _ = _read(fp, label, pixels=False)
     layout = _layout(dataset, label)
     return layout.columns, layout.rows
 
@@ -348,7 +379,7 @@ def read_dataset(source: Source, *, name: str | None = None) -> Any | None:
                      Path(str(getattr(source, "name", "") or "image")).name)
     fp = _open(source, label)
     try:
-        return _read(fp, label, pixels=False) if is_dicom(fp) else None
+        return _read(fp, label, pixels=False)[0] if is_dicom(fp) else None
     finally:
         fp.close()
 

@@ -1,0 +1,152 @@
+"""The first frame of a DICOM file on disk, read without the rest of its pixel data.
+
+pydicom reads a Pixel Data element whole; a multi-frame file in a shared data root can hold gigabytes of frames
+of which the image reader shows one. For a file (not bytes already in memory) :mod:`moleseg.core.dicomio` reads
+the dataset up to the pixel data (``stop_before_pixels``), then :func:`pixel_element` reads the element's header
+where pydicom stopped and checks against the file's size, without reading the value, that the value is all
+there: a native value as long as the element declares, an encapsulated one whose fragment items (8-byte headers,
+values skipped) reach their sequence delimiter before the file ends. :func:`first_frame` reads the first frame's
+bytes only (native: ``Rows x Columns x SamplesPerPixel x BitsAllocated / 8``; encapsulated: pydicom's
+``get_frame`` on the file, which reads the Basic Offset Table and the first frame's fragments), and
+:func:`hold_first_frame` gives pydicom the dataset holding that frame alone, decoded as the whole file would have been.
+
+Layouts read so only: native pixel data of a defined length and encapsulated pixel data of an undefined length
+in a dataset that is not deflated; for any other (malformed or deflated) file :func:`pixel_element` says
+:data:`WHOLE` and the caller reads the file as before.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from typing import IO, Any
+
+__all__ = ["WHOLE", "PixelElement", "first_frame", "hold_first_frame", "pixel_element"]
+
+_PIXEL_DATA, _ITEM, _SEQUENCE_END = 0x7FE00010, 0xFFFEE000, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+#: Explicit VRs a Pixel Data element is read with here (4-byte length after 2 reserved bytes).
+_PIXEL_VRS = ("OB", "OW")
+#: What :func:`pixel_element` returns for a file to be read whole (see the module's text).
+WHOLE = "whole"
+
+
+@dataclass(frozen=True)
+class PixelElement:
+    """A Pixel Data element's header: its ``vr``, declared ``length`` (``0xFFFFFFFF``: encapsulated), the
+    ``offset`` of its value in the file and the file's byte ``order`` (``"<"`` or ``">"``)."""
+
+    vr: str
+    length: int
+    offset: int
+    order: str
+
+    @property
+    def encapsulated(self) -> bool:
+        """Whether the value is encapsulated (fragment items of an undefined length)."""
+        return self.length == _UNDEFINED
+
+
+def _size(fp: IO[bytes]) -> int:
+    position = fp.tell()
+    size = fp.seek(0, os.SEEK_END)
+    fp.seek(position)
+    return size
+
+
+def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> None:
+    """Raise EOFError when the file ends before the encapsulated value's sequence delimiter: the item headers
+    are read (8 bytes each; the dataset scan has bounded their number), their values skipped. An item of an
+    undefined length or an unexpected tag stops the walk: pydicom's ``get_frame`` refuses those."""
+    position = element.offset
+    while True:
+        fp.seek(position)
+        head = fp.read(8)
+        if len(head) < 8:
+            raise EOFError("End of file reached before delimiter (FFFE,E0DD) found")
+        group, number, length = struct.unpack(element.order + "HHI", head)
+        tag = group << 16 | number
+        if tag == _SEQUENCE_END or tag != _ITEM or length == _UNDEFINED:
+            return
+        position += 8 + length
+        if position > size:
+            raise EOFError("End of file reached before delimiter (FFFE,E0DD) found")
+
+
+def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | str | None:
+    """The Pixel Data element whose header starts at ``fp``'s position (where pydicom's ``stop_before_pixels``
+    left it, ``dataset`` read so, ``syntax`` its transfer syntax); None when no Pixel Data element is there,
+    :data:`WHOLE` for a layout this module does not read (see the module's text).
+
+    Raises
+    ------
+    EOFError
+        The file ends before the value does (reading none of it).
+    """
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return WHOLE  # fp holds the deflated bytes, not the dataset pydicom read
+    implicit, little = dataset.original_encoding
+    order = "<" if little else ">"
+    start = fp.tell()
+    head = fp.read(8)
+    if len(head) < 8:
+        return None if not head else WHOLE  # a part of a header: pydicom says what is wrong with it
+    group, number = struct.unpack(order + "HH", head[:4])
+    if group << 16 | number != _PIXEL_DATA:
+        return None  # Float or Double Float Pixel Data: no Pixel Data, as when pydicom reads them
+    if implicit:
+        length = struct.unpack(order + "I", head[4:])[0]
+        vr = "OB" if length == _UNDEFINED else "OW"  # as pydicom gives an implicit VR Pixel Data element
+    else:
+        vr = head[4:6].decode("latin-1")
+        if vr not in _PIXEL_VRS:
+            return WHOLE
+        raw = fp.read(4)
+        if len(raw) < 4:
+            return WHOLE
+        length = struct.unpack(order + "I", raw)[0]
+    element = PixelElement(vr=vr, length=length, offset=fp.tell(), order=order)
+    if element.encapsulated != bool(syntax.is_compressed):
+        return WHOLE  # native data of an undefined length or compressed data of a defined one
+    size = _size(fp)
+    if element.encapsulated:
+        _check_fragments(fp, element, size)
+    elif size - element.offset < length:
+        raise EOFError(f"the pixel data ends after {size - element.offset} of its {length} bytes")
+    fp.seek(start)
+    return element
+
+
+def first_frame(fp: IO[bytes], element: PixelElement, frame_bytes: int, frames: int,
+                extended_offsets: tuple[bytes, bytes] | None = None) -> bytes:
+    """The first frame's bytes: native, the first ``frame_bytes`` of the value; encapsulated, the frame pydicom's
+    decoder takes (``get_frame`` with ``number_of_frames=frames`` and the Extended Offset Table when given).
+
+    Raises
+    ------
+    ValueError, EOFError, struct.error
+        Malformed encapsulation (pydicom's own errors).
+    """
+    from pydicom.encaps import get_frame
+
+    fp.seek(element.offset)
+    if not element.encapsulated:
+        return fp.read(min(frame_bytes, element.length))
+    return get_frame(fp, 0, number_of_frames=frames, extended_offsets=extended_offsets,
+                     endianness=element.order)
+
+
+def hold_first_frame(dataset: Any, element: PixelElement, frame: bytes) -> None:
+    """Make ``dataset`` (the reader's own, read without its pixel data) hold ``frame`` as its pixel data,
+    encapsulated again if it was, as a dataset of one frame without an Extended Offset Table."""
+    from pydicom.encaps import encapsulate
+
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in dataset:
+            delattr(dataset, keyword)
+    if "NumberOfFrames" in dataset:
+        dataset.NumberOfFrames = 1
+    dataset.add_new(_PIXEL_DATA, element.vr, encapsulate([frame]) if element.encapsulated else frame)
