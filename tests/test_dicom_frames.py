@@ -9,7 +9,8 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from PIL import Image
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 from synthetic import dicom_bytes
 
 from moleseg.core import imagefile
@@ -131,3 +132,66 @@ def test_implicit_vr_and_deflated_files_on_disk_give_their_first_frame(tmp_path,
         assert counted() < 2 * FRAME_BYTES < len(data) / 4
     else:  # deflated: the dataset is inflated whole, as from memory (within the inflated budget)
         assert counted() >= len(data)
+
+
+def encapsulated(fragments: list[bytes], offsets: list[int] | None) -> bytes:
+    """``multi_frame``'s RLE file with the encapsulated ``fragments`` and the Basic Offset Table ``offsets``."""
+    dataset = pydicom.dcmread(io.BytesIO(multi_frame(frames(), RLELossless)))
+    table = b"".join(offset.to_bytes(4, "little") for offset in offsets or [])
+    items = [len(table).to_bytes(4, "little") + table] + [len(f).to_bytes(4, "little") + f for f in fragments]
+    dataset.PixelData = b"".join(b"\xfe\xff\x00\xe0" + item for item in items)
+    return _saved(dataset)
+
+
+def _saved(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_a_first_frame_larger_than_twice_its_pixels_and_1_mib_is_refused_before_it_is_read(tmp_path, counted):
+    limit = 2 * FRAME_BYTES + 2**20
+    message = (f"^big\\.dcm: the first compressed frame takes more than {limit:,} bytes \\(twice what {COLUMNS} x "
+               f"{ROWS} px of 3 samples of 8 bits take uncompressed, and 1 MiB\\): refused before decoding$")
+    junk = bytes(2**20)  # 1 MiB fragments: the first frame's, as a Basic Offset Table of two entries says
+    for name, data in (("table", encapsulated([junk] * 4, [0, 3 * (len(junk) + 8)])),  # 3 fragments, 3 MiB
+                       ("one frame", encapsulated([junk] * 3, None))):  # NumberOfFrames 1: every fragment
+        if name == "one frame":
+            dataset = pydicom.dcmread(io.BytesIO(data))
+            dataset.NumberOfFrames = 1
+            data = _saved(dataset)
+        path = tmp_path / "big.dcm"
+        path.write_bytes(data)
+        CountingRaw.taken = 0
+        for source in (path, data):
+            with pytest.raises(ImageReadError, match=message):
+                read_image(source, name="big.dcm")
+        assert counted() < limit + 16 * BUFFER < len(data) / 2, (name, counted())
+
+
+def test_a_first_frame_of_twice_its_pixels_and_1_mib_reads_and_a_byte_more_is_refused(tmp_path):
+    pixels = frames()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[0]).save(buffer, "JPEG", quality=95)
+    jpeg = buffer.getvalue()
+    limit = 2 * FRAME_BYTES + 2**20
+    app = b"\xff\xef" + (65535).to_bytes(2, "big") + bytes(65533)  # APP15 segments a decoder skips
+    count, rest = divmod(limit - len(jpeg), len(app))
+    last = b"\xff\xef" + (rest - 2).to_bytes(2, "big") + bytes(rest - 4)
+    sos = 2  # the padding goes just before the scan, after the frame header that frame_size reads
+    while jpeg[sos:sos + 2] != b"\xff\xda":
+        sos += 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+    frame = jpeg[:sos] + app * count + last + jpeg[sos:]
+    assert len(frame) == limit
+    for extra, refused in ((b"", False), (b"\0\0", True)):  # two bytes after the JPEG's end (items are even)
+        dataset = pydicom.dcmread(io.BytesIO(encapsulated([frame + extra, jpeg], [0, len(frame + extra) + 8])))
+        dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        dataset.PhotometricInterpretation = "YBR_FULL_422"
+        path = tmp_path / "app.dcm"
+        path.write_bytes(_saved(dataset))
+        for source in (path, path.read_bytes()):
+            if refused:
+                with pytest.raises(ImageReadError, match="the first compressed frame takes more than"):
+                    read_image(source)
+            else:
+                assert np.array_equal(read_image(source), read_image(jpeg))

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
-__all__ = ["WHOLE", "PixelElement", "first_frame", "hold_first_frame", "pixel_element"]
+__all__ = ["WHOLE", "FrameTooLarge", "PixelElement", "first_frame", "frame_limit", "hold_first_frame",
+           "pixel_element"]
 
 _PIXEL_DATA, _ITEM, _SEQUENCE_END = 0x7FE00010, 0xFFFEE000, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
@@ -30,17 +31,31 @@ _UNDEFINED = 0xFFFFFFFF
 _PIXEL_VRS = ("OB", "OW")
 #: What :func:`pixel_element` returns for a file to be read whole (see the module's text).
 WHOLE = "whole"
+#: Bytes a compressed frame may take beyond twice its native size (markers, tables, an ICC profile).
+_FRAME_ALLOWANCE = 1 << 20
+
+
+class FrameTooLarge(ValueError):
+    """Reading the first compressed frame took more than :func:`frame_limit` allows."""
+
+
+def frame_limit(frame_bytes: int) -> int:
+    """Most bytes a compressed frame of ``frame_bytes`` native bytes may take: twice as many and 1 MiB (a JPEG
+    of noise at quality 100 without subsampling takes 1.4 times, RLE at most 1.01 times)."""
+    return 2 * frame_bytes + _FRAME_ALLOWANCE
 
 
 @dataclass(frozen=True)
 class PixelElement:
     """A Pixel Data element's header: its ``vr``, declared ``length`` (``0xFFFFFFFF``: encapsulated), the
-    ``offset`` of its value in the file and the file's byte ``order`` (``"<"`` or ``">"``)."""
+    ``offset`` of its value in the file, the file's byte ``order`` (``"<"`` or ``">"``) and, encapsulated, the
+    number of ``items`` (the Basic Offset Table and the fragments)."""
 
     vr: str
     length: int
     offset: int
     order: str
+    items: int = 0
 
     @property
     def encapsulated(self) -> bool:
@@ -55,11 +70,12 @@ def _size(fp: IO[bytes]) -> int:
     return size
 
 
-def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> None:
-    """Raise EOFError when the file ends before the encapsulated value's sequence delimiter: the item headers
-    are read (8 bytes each; the dataset scan has bounded their number), their values skipped. An item of an
-    undefined length or an unexpected tag stops the walk: pydicom's ``get_frame`` refuses those."""
-    position = element.offset
+def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> int:
+    """The number of items of the encapsulated value; EOFError when the file ends before its sequence
+    delimiter: the item headers are read (8 bytes each; the dataset scan has bounded their number), their values
+    skipped. An item of an undefined length or an unexpected tag stops the walk: pydicom's ``get_frame`` refuses
+    those."""
+    position, items = element.offset, 0
     while True:
         fp.seek(position)
         head = fp.read(8)
@@ -68,7 +84,8 @@ def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> None:
         group, number, length = struct.unpack(element.order + "HHI", head)
         tag = group << 16 | number
         if tag == _SEQUENCE_END or tag != _ITEM or length == _UNDEFINED:
-            return
+            return items
+        items += 1
         position += 8 + length
         if position > size:
             raise EOFError("End of file reached before delimiter (FFFE,E0DD) found")
@@ -113,20 +130,45 @@ def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | st
         return WHOLE  # native data of an undefined length or compressed data of a defined one
     size = _size(fp)
     if element.encapsulated:
-        _check_fragments(fp, element, size)
+        element = replace(element, items=_check_fragments(fp, element, size))
     elif size - element.offset < length:
         raise EOFError(f"the pixel data ends after {size - element.offset} of its {length} bytes")
     fp.seek(start)
     return element
 
 
+class _Capped:
+    """``fp`` for pydicom's ``get_frame``: reads that take more than ``limit`` bytes in all raise
+    :class:`FrameTooLarge` before they are made."""
+
+    def __init__(self, fp: IO[bytes], limit: int) -> None:
+        self.fp, self.limit, self.taken = fp, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or self.taken + size > self.limit:
+            raise FrameTooLarge(f"the first frame takes more than {self.limit} bytes to read")
+        data = self.fp.read(size)
+        self.taken += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fp.tell()
+
+
 def first_frame(fp: IO[bytes], element: PixelElement, frame_bytes: int, frames: int,
                 extended_offsets: tuple[bytes, bytes] | None = None) -> bytes:
     """The first frame's bytes: native, the first ``frame_bytes`` of the value; encapsulated, the frame pydicom's
-    decoder takes (``get_frame`` with ``number_of_frames=frames`` and the Extended Offset Table when given).
+    decoder takes (``get_frame`` with ``number_of_frames=frames`` and the Extended Offset Table when given),
+    reading at most :func:`frame_limit` bytes for the frame, 4 for each item of the Basic Offset Table and 8 for
+    each item's header.
 
     Raises
     ------
+    FrameTooLarge
+        The frame (or the offset table) would take more than that.
     ValueError, EOFError, struct.error
         Malformed encapsulation (pydicom's own errors).
     """
@@ -135,7 +177,8 @@ def first_frame(fp: IO[bytes], element: PixelElement, frame_bytes: int, frames: 
     fp.seek(element.offset)
     if not element.encapsulated:
         return fp.read(min(frame_bytes, element.length))
-    return get_frame(fp, 0, number_of_frames=frames, extended_offsets=extended_offsets,
+    capped = _Capped(fp, frame_limit(frame_bytes) + 12 * (element.items + 1))
+    return get_frame(capped, 0, number_of_frames=frames, extended_offsets=extended_offsets,
                      endianness=element.order)
 
 

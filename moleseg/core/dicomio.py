@@ -15,8 +15,9 @@ BitsAllocated / 8`` (per frame) is refused with both lengths. What would unpack 
 refused before it is unpacked: a dataset of more elements than a photograph has or a deflated one inflating past
 :func:`max_inflated_bytes` (:mod:`moleseg.core.dicomscan`), a compressed
 frame whose own header declares another size or sample count than the file (:mod:`moleseg.core.codestreams`),
-an RLE segment longer than its plane. Every refusal is a :class:`DicomReadError`
-``"<file name>: <reason>"``, which the image reader passes on as its own ``ImageReadError``.
+an RLE segment longer than its plane, a compressed frame of more than twice its uncompressed size and 1 MiB.
+Every refusal is a :class:`DicomReadError` ``"<file name>: <reason>"``, which the image reader passes on as its
+own ``ImageReadError``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import numpy as np
 
 from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
-from moleseg.core.dicomframes import WHOLE, PixelElement, first_frame, hold_first_frame, pixel_element
+from moleseg.core.dicomframes import (WHOLE, FrameTooLarge, PixelElement, first_frame, frame_limit, hold_first_frame,
+                                     pixel_element)
 from moleseg.core.dicomscan import dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
@@ -257,12 +259,21 @@ def _first_frame(fp: IO[bytes], dataset: Any, layout: _Layout, label: str, eleme
                 compressed and "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset) else None
             return first_frame(fp, element, layout.frame_bytes, layout.frames, offsets)
         return get_frame(dataset.PixelData, 0, number_of_frames=layout.frames) if compressed else b""
+    except FrameTooLarge:
+        raise DicomReadError(label, _frame_too_large(layout)) from None
     except Exception as exc:  # pydicom raises several types on malformed encapsulation
         raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
 
 
+def _frame_too_large(layout: _Layout) -> str:
+    return (f"the first compressed frame takes more than {frame_limit(layout.frame_bytes):,} bytes (twice what "
+            f"{layout.columns} x {layout.rows} px of {count_of(layout.samples, 'sample')} of {layout.bits} bits "
+            "take uncompressed, and 1 MiB): refused before decoding")
+
+
 def _check_first_frame(frame: bytes, dataset: Any, layout: _Layout, label: str) -> None:
-    """Refuse a compressed first ``frame`` that declares another size or sample count than ``Rows``,
+    """Refuse a compressed first ``frame`` larger than :func:`moleseg.core.dicomframes.frame_limit` (twice its
+    uncompressed size and 1 MiB), one that declares another size or sample count than ``Rows``,
     ``Columns`` and ``SamplesPerPixel`` (the decoders would unpack what the frame declares before comparing),
     an RLE frame with a segment that unpacks to more than a ``Rows x Columns`` plane, and a compressed frame of
     no known kind, all before decoding."""
@@ -271,6 +282,8 @@ def _check_first_frame(frame: bytes, dataset: Any, layout: _Layout, label: str) 
     syntax = dataset.file_meta.TransferSyntaxUID
     if not syntax.is_compressed:
         return
+    if len(frame) > frame_limit(layout.frame_bytes):
+        raise DicomReadError(label, _frame_too_large(layout))
     if syntax == RLELossless:
         overlong = rle_overlong_segment(frame, layout.rows * layout.columns)
         if overlong is not None:
