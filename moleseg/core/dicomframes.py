@@ -11,8 +11,8 @@ bytes only (native: ``Rows x Columns x SamplesPerPixel x BitsAllocated / 8``; en
 :func:`hold_first_frame` gives pydicom the dataset holding that frame alone, decoded as the whole file would have been.
 
 Layouts read so only: native pixel data of a defined length and encapsulated pixel data of an undefined length
-in a dataset that is not deflated; for any other (malformed or deflated) file :func:`pixel_element` says
-:data:`WHOLE` and the caller reads the file as before.
+in a dataset that is not :func:`deflated`; a deflated file is read whole as before, and for any other
+(malformed) layout :func:`pixel_element` says :data:`WHOLE` and the caller reads the file as before.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-__all__ = ["WHOLE", "FrameTooLarge", "PixelElement", "first_frame", "frame_limit", "hold_first_frame",
+__all__ = ["WHOLE", "FrameTooLarge", "PixelElement", "deflated", "first_frame", "frame_limit", "hold_first_frame",
            "pixel_element"]
 
 _PIXEL_DATA, _ITEM, _SEQUENCE_END = 0x7FE00010, 0xFFFEE000, 0xFFFEE0DD
@@ -91,9 +91,26 @@ def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> int:
             raise EOFError("End of file reached before delimiter (FFFE,E0DD) found")
 
 
+def deflated(fp: IO[bytes]) -> bool:
+    """Whether the DICOM file ``fp``'s meta names the deflated transfer syntax (its dataset then is read whole,
+    within :mod:`moleseg.core.dicomscan`'s inflated budget); False when the meta cannot be read (pydicom then
+    says why). The position is left at 0."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        fp.seek(0)
+        read_preamble(fp, False)
+        return str(_read_file_meta_info(fp).get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+    except Exception:  # noqa: BLE001 - pydicom's own reading refuses a malformed file meta with its reason
+        return False
+    finally:
+        fp.seek(0)
+
+
 def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | str | None:
     """The Pixel Data element whose header starts at ``fp``'s position (where pydicom's ``stop_before_pixels``
-    left it, ``dataset`` read so, ``syntax`` its transfer syntax); None when no Pixel Data element is there,
+    left it in a file that is not :func:`deflated`, ``dataset`` read so, ``syntax`` its transfer syntax); None when no Pixel Data element is there,
     :data:`WHOLE` for a layout this module does not read (see the module's text).
 
     Raises
@@ -101,10 +118,6 @@ def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | st
     EOFError
         The file ends before the value does (reading none of it).
     """
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    if syntax == DeflatedExplicitVRLittleEndian:
-        return WHOLE  # fp holds the deflated bytes, not the dataset pydicom read
     implicit, little = dataset.original_encoding
     order = "<" if little else ">"
     start = fp.tell()

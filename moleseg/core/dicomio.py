@@ -33,8 +33,8 @@ import numpy as np
 
 from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
-from moleseg.core.dicomframes import (WHOLE, FrameTooLarge, PixelElement, first_frame, frame_limit, hold_first_frame,
-                                     pixel_element)
+from moleseg.core.dicomframes import (WHOLE, FrameTooLarge, PixelElement, deflated, first_frame, frame_limit,
+                                     hold_first_frame, pixel_element)
 from moleseg.core.dicomscan import dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
@@ -155,11 +155,12 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) ->
     element: PixelElement | str | None = None
     try:
         _check_dataset(fp, label)
+        deferred = pixels and deferred and not deflated(fp)
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
             dataset = pydicom.dcmread(fp, stop_before_pixels=not pixels or deferred)
-            if pixels and deferred:
+            if deferred:
                 syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "") or ""))
                 element = pixel_element(fp, dataset, syntax) if syntax.is_transfer_syntax else None
                 if element == WHOLE:
