@@ -15,8 +15,8 @@ from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.deidentify import WITHOUT_NAMES_HELP
 from moleseg.app.exports import LatestResults, Shown, export_stem, outline_buttons, without_names
-from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
-                                         dataset_save_message, save_to_dataset, with_corrections)
+from moleseg.app.hand_correction import (brush_width_limit, canvas_background, canvas_size, canvas_strokes,
+                                         correction_key, dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.quota import check_session_quota
@@ -214,7 +214,7 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
         width = outcome.analysis.image.shape[1]
         canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
                                                          ui.available_width("analyse_canvas_room"))
-        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+        brush_px = (st.slider("Brush width (px of the image)", 1, brush_width_limit(width), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
                                lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
@@ -223,13 +223,22 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
                           height=canvas_height, width=canvas_width,
                           drawing_mode="polygon" if tool == "polygon" else "freedraw",
                           key=f"analyse_canvas_{generation}_{canvas_width}")
-        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale, brush_width_limit(width))
+        shape = outcome.analysis.image.shape[:2]
+        refusal = edits.refusal(strokes, shape) if strokes else None
+        if refusal:
+            st.warning(refusal)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
-        if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
-            action = edits.push(strokes, add=True)
-        if row.button(f"Remove from the {words['target']}", disabled=not strokes, key="analyse_draw_remove"):
-            action = edits.push(strokes, add=False)
+        add = row.button(f"Add to the {words['target']}", disabled=not strokes or bool(refusal),
+                         key="analyse_draw_add")
+        remove = row.button(f"Remove from the {words['target']}", disabled=not strokes or bool(refusal),
+                            key="analyse_draw_remove")
+        if add or remove:
+            try:
+                action = edits.push(strokes, add=add, shape=shape)
+            except ValueError as error:  # refused above, its buttons disabled: Streamlit drops such a click
+                st.warning(str(error))
         if row.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
             action = edits.undo()
         if row.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, html_table_rows, texts
+from app_helpers import app_test, forged_run, html_table_rows, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
 from moleseg.app.analysis import ANALYSIS_CACHE_BYTES
@@ -371,7 +371,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
     area = outcomes[0].analysis.measurement_row["area_px"]
     (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))  # 200 px in a corner
     at.session_state["analyse_correct_open"] = True  # drawn in the opened block
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
@@ -393,7 +393,7 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path, monkeypatch)
 
     upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
     (edits,) = at.session_state["analyse_corrections"].values()
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))
     at.run()
     monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()
@@ -414,7 +414,7 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
     monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()  # as the model drew it
     (edits,) = at.session_state["analyse_corrections"].values()
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))
     at.run()
     at.button(key="analyse_dataset_save").click().run()  # the corrected border of the same image
     assert not at.exception
@@ -865,3 +865,36 @@ def test_exports_without_names_switch_names_every_download_after_the_pixels(at, 
         key: False for key, (_, args) in drawn.items() if args}
     at.toggle(key="analyse_exports_without_names").set_value(False).run()
     assert drawn["analyse_dl_overlay"][0] == "Mueller_Anna_overlay.png"
+
+
+def test_a_forged_drawing_is_refused_with_a_warning_and_a_forged_brush_is_held_to_the_slider(at, monkeypatch):
+    """What the canvas sends is the browser's (a component value): a polygon of 5 000 corners (filled by testing
+    each pixel against every corner, 24 s for 10 000 of them on 1 Mpx, on every run), a click on the disabled Add
+    button, and a brush 10^12 px wide (a scratch canvas three times the picture each way: 1.9 GB for 2000 px)."""
+    import sys
+
+    from moleseg.app.hand_correction import brush_width_limit
+    from moleseg.engine.correction import MAX_POLYGON_CORNERS
+
+    outcomes = upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    width = outcomes[0].analysis.image.shape[1]
+    at.session_state["analyse_correct_open"] = True
+    at.run()  # the real canvas, its package imported as the page runs
+    canvas = sys.modules["streamlit_drawable_canvas"]
+    drawing = {}
+    monkeypatch.setattr(canvas, "st_canvas", lambda **options: canvas.CanvasResult(
+        json_data=drawing, image_data_url=None, return_image_data=False))
+    corners = [{"x": 10 + i % 7, "y": 10 + i % 5} for i in range(5_000)]
+    drawing["objects"] = [{"type": "polygon", "points": corners}]
+    at.run()
+    assert f"The drawing has a polygon of more than {MAX_POLYGON_CORNERS} corners: draw it with fewer." in texts(
+        at.warning)
+    assert at.button(key="analyse_draw_add").disabled
+    forged_run(at, "analyse_draw_add", trigger_value=True)  # a click on the disabled button: Streamlit drops it
+    assert not at.exception and not at.session_state["analyse_corrections"][
+        next(iter(at.session_state["analyse_corrections"]))].any
+    drawing["objects"] = [{"type": "path", "strokeWidth": 1e12, "path": [["M", 5, 5], ["L", 9, 9]]}]
+    at.run()
+    at.button(key="analyse_draw_add").click().run()
+    (edits,) = at.session_state["analyse_corrections"].values()
+    assert [stroke.width_px for edit in edits.edits for stroke in edit.strokes] == [brush_width_limit(width)]

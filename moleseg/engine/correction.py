@@ -15,10 +15,18 @@ from typing import Sequence
 import cv2
 import numpy as np
 from scipy import ndimage
-from skimage.draw import polygon as draw_polygon
 
 #: Sub-pixel bits of the rasterisation (cv2 ``shift``): vertices are placed to 1/16 px.
 _SHIFT_BITS = 4
+#: Most corners of one polygon (a drawing's polygons are filled row by row: the cost grows with corners x rows).
+MAX_POLYGON_CORNERS: int = 1_000
+#: Most points of one drawing, all its strokes together (a long brush stroke has a few hundred).
+MAX_DRAWING_POINTS: int = 20_000
+#: The strokes of all an image's edits cover at most this many times its pixels, counting the box around each
+#: stroke within the image (its brush width included): every run that shows the image replays them all.
+MAX_CORRECTION_COVER: int = 8
+#: Edge-row crossings filled at once by :func:`_polygon_mask` (bounds its scratch arrays, ~50 bytes each).
+_CROSSINGS_AT_ONCE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,64 @@ def _brush_mask(centres: np.ndarray, radius_px: float, shape: tuple[int, int]) -
     return result
 
 
+def _polygon_mask(centres: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside the polygon through ``centres`` (x, y, pixel-centre coordinates) by the
+    even-odd rule, with skimage's test (``skimage.draw.polygon``: a pixel ``(r, c)`` counts an edge ``i-1 -> i``
+    when ``min(y) <= r < max(y)`` and ``c`` lies left of where the edge crosses row ``r``), computed row by row:
+    each edge's crossings of the rows it spans toggle the pixels left of them."""
+    height, width = shape
+    x, y = centres[:, 0], centres[:, 1]
+    x_prev, y_prev = np.roll(x, 1), np.roll(y, 1)
+    first = np.clip(np.ceil(np.minimum(y, y_prev)), 0, height).astype(np.int64)
+    stop = np.clip(np.ceil(np.maximum(y, y_prev)), 0, height).astype(np.int64)  # rows first..stop-1
+    counts = stop - first
+    toggles = np.zeros((height, width + 1), dtype=np.uint8)  # toggles[r, k]: crossings of row r left of column k
+    ends = np.cumsum(counts)
+    edge = 0
+    with np.errstate(over="ignore", invalid="ignore"):  # the browser's far-off corners: inf, nan (no crossing)
+        while edge < len(counts):
+            start = ends[edge] - counts[edge]  # the first crossing of this part
+            last = max(edge + 1, int(np.searchsorted(ends, start + _CROSSINGS_AT_ONCE, side="right")))
+            part = slice(edge, last)
+            edges = np.repeat(np.arange(edge, last), counts[part])
+            starts = np.repeat(ends[part] - counts[part] - start, counts[part])
+            rows = np.repeat(first[part], counts[part]) + np.arange(len(edges)) - starts
+            crossing = ((x_prev[edges] - x[edges]) * (rows - y[edges]) / (y_prev[edges] - y[edges]) + x[edges])
+            columns = np.where(np.isnan(crossing), 0, np.clip(np.ceil(crossing), 0, width)).astype(np.int64)
+            np.add.at(toggles, (rows, columns), 1)  # a pixel c < crossing toggles
+            edge = last
+    inside = np.bitwise_xor.accumulate(toggles[:, ::-1] & 1, axis=1)[:, ::-1]
+    return inside[:, 1:].astype(bool)
+
+
+def stroke_cover(stroke: Stroke, shape: tuple[int, int]) -> int:
+    """Pixels of the box around ``stroke`` (its brush width included) within an image of ``shape``: the work
+    of drawing it (:data:`MAX_CORRECTION_COVER`)."""
+    if not stroke.points:
+        return 0
+    points = np.asarray(stroke.points, dtype=np.float64)
+    reach = min(stroke.width_px / 2, float(np.hypot(*shape[:2]))) + 1
+    low = np.clip(np.floor(points.min(axis=0) - reach), 0, [shape[1], shape[0]])
+    high = np.clip(np.ceil(points.max(axis=0) + reach), 0, [shape[1], shape[0]])
+    return int(np.prod(np.maximum(high - low, 0)))
+
+
+def drawing_refusal(strokes: Sequence[Stroke], shape: tuple[int, int], drawn_before: int = 0) -> str | None:
+    """Why a drawing of ``strokes`` on an image of ``shape`` is not taken (None: it is): a polygon of more than
+    :data:`MAX_POLYGON_CORNERS` corners, more than :data:`MAX_DRAWING_POINTS` points, or strokes that with those
+    of the image's edits before (``drawn_before``, :func:`stroke_cover`) cover it more than
+    :data:`MAX_CORRECTION_COVER` times. The drawing comes from the browser."""
+    if any(not stroke.width_px and len(stroke.points) > MAX_POLYGON_CORNERS for stroke in strokes):
+        return f"The drawing has a polygon of more than {MAX_POLYGON_CORNERS} corners: draw it with fewer."
+    if sum(len(stroke.points) for stroke in strokes) > MAX_DRAWING_POINTS:
+        return f"The drawing has more than {MAX_DRAWING_POINTS} points: draw it in parts."
+    pixels = shape[0] * shape[1]
+    if drawn_before + sum(stroke_cover(stroke, shape) for stroke in strokes) > MAX_CORRECTION_COVER * pixels:
+        return (f"With this drawing, the hand edits of the image would cover it more than {MAX_CORRECTION_COVER} "
+                "times over (the boxes around their strokes): undo or reset some first.")
+    return None
+
+
 def stroke_mask(stroke: Stroke, shape: tuple[int, int]) -> np.ndarray:
     """The pixels a stroke covers in an image of ``shape`` (rows, cols), ``(H, W)`` bool.
 
@@ -85,8 +151,7 @@ def stroke_mask(stroke: Stroke, shape: tuple[int, int]) -> np.ndarray:
     if stroke.width_px > 0:
         return _brush_mask(centres, stroke.width_px / 2, shape[:2])
     if len(centres) >= 3:
-        rows, cols = draw_polygon(centres[:, 1], centres[:, 0], shape[:2])
-        mask[rows, cols] = True
+        return _polygon_mask(centres, shape[:2])
     return mask
 
 
@@ -122,13 +187,23 @@ class Corrections:
     def any(self) -> bool:
         return bool(self.edits)
 
-    def push(self, strokes: Sequence[Stroke], add: bool) -> bool:
-        """Record a drawing; returns False (nothing recorded) when it has no stroke."""
+    def push(self, strokes: Sequence[Stroke], add: bool, shape: tuple[int, int]) -> bool:
+        """Record a drawing on an image of ``shape`` (rows, cols); returns False (nothing recorded) when it has no
+        stroke. ValueError (nothing recorded) for a drawing beyond the limits (:func:`drawing_refusal`)."""
         strokes = tuple(s for s in strokes if s.points)
         if not strokes:
             return False
+        refusal = self.refusal(strokes, shape)
+        if refusal:
+            raise ValueError(refusal)
         self.edits.append(Edit(strokes, add))
         return True
+
+    def refusal(self, strokes: Sequence[Stroke], shape: tuple[int, int]) -> str | None:
+        """Why a drawing of ``strokes`` on the image (``shape``) is not recorded on top of these edits
+        (:func:`drawing_refusal`); None when it would be."""
+        before = sum(stroke_cover(stroke, shape) for edit in self.edits for stroke in edit.strokes)
+        return drawing_refusal(strokes, shape, before)
 
     def undo(self) -> bool:
         """Drop the last edit; False when there was none."""
