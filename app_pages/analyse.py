@@ -145,9 +145,12 @@ def manual_choice() -> CleanupChoice:
     """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state, so that
     a rerun of the results alone sees a value moved since the settings were drawn)."""
     state = st.session_state
-    settings = CleanupSettings(rule=state.get("analyse_rule", RULES[0]), closing_radius_px=state["analyse_closing"],
+    # a run of the results alone does not draw the rule's and shape's widgets, which put a browser's text that is
+    # none of their options back to the first one (CleanupSettings raised on it)
+    rule, shape = state.get("analyse_rule"), state.get("analyse_shape")
+    settings = CleanupSettings(rule=rule if rule in RULES else RULES[0], closing_radius_px=state["analyse_closing"],
                                fill_holes=state["analyse_fill"], largest_component=state["analyse_largest"],
-                               border_width_px=state["analyse_border"], shape=state["analyse_shape"])
+                               border_width_px=state["analyse_border"], shape=shape if shape in SHAPES else SHAPES[0])
     use_threshold = state.get(f"analyse_use_threshold_{choice.key}") and choice.kind != "classical"
     return CleanupChoice(settings, float(state[f"analyse_threshold_{choice.key}"]) if use_threshold else None)
 
