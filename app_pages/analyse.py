@@ -31,6 +31,7 @@ from moleseg.core.config import DEFAULT_CLASS_COUNT, EARLIEST_VISIT_DATE, IMAGE_
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
+from moleseg.engine.recordtypes import NOTES_MAX_CHARS, VISIT_FIELD_MAX_CHARS
 from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
 from moleseg.core.report import (DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, cleanup_text, sidecar_name,
@@ -496,12 +497,13 @@ def exports_view() -> None:
     st.markdown(f"**Visit of {ui.plain_markdown(outcome.name)}** (optional: printed on its report and in the CSV, "
                 "saved with its record)")
     first, second = st.columns(2)
-    visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion",
+    visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion", max_chars=VISIT_FIELD_MAX_CHARS,
                                     help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
                                          "person unless you mean to store it.")
     visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
-    visit_site = first.text_input(words["site"], key="analyse_save_site") if words["site"] else ""
-    visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
+    visit_site = first.text_input(words["site"], key="analyse_save_site", max_chars=VISIT_FIELD_MAX_CHARS) \
+        if words["site"] else ""
+    visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68, max_chars=NOTES_MAX_CHARS)
     visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
     visits[outcome.key] = visit
 

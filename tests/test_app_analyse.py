@@ -898,3 +898,22 @@ def test_a_forged_drawing_is_refused_with_a_warning_and_a_forged_brush_is_held_t
     at.button(key="analyse_draw_add").click().run()
     (edits,) = at.session_state["analyse_corrections"].values()
     assert [stroke.width_px for edit in edits.edits for stroke in edit.strokes] == [brush_width_limit(width)]
+
+
+def test_the_visit_fields_stop_at_what_a_record_keeps_and_a_longer_forged_text_is_cut_there(at, app_folders):
+    """The records refuse a longer identifier, body site or notes; the fields let one be typed (the save then
+    failed) and a browser's message may hold 25 MB. Each field's max_chars is the records' own limit, and
+    Streamlit cuts a longer value there."""
+    from moleseg.engine.recordtypes import NOTES_MAX_CHARS, VISIT_FIELD_MAX_CHARS
+
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    assert at.text_input(key="analyse_save_lesion").proto.max_chars == VISIT_FIELD_MAX_CHARS
+    assert at.text_area(key="analyse_save_notes").proto.max_chars == NOTES_MAX_CHARS
+    forged_run(at, "analyse_save_notes", string_value="n" * 3_000_000)
+    at.button(key="analyse_save").click().run()
+    assert not at.exception and not at.error
+    from moleseg.app.identity import personal_user
+    from moleseg.engine.records import Records
+
+    (record,) = Records().records(personal_user())
+    assert record.notes == "n" * NOTES_MAX_CHARS
