@@ -917,3 +917,27 @@ def test_the_visit_fields_stop_at_what_a_record_keeps_and_a_longer_forged_text_i
 
     (record,) = Records().records(personal_user())
     assert record.notes == "n" * NOTES_MAX_CHARS
+
+
+@pytest.mark.parametrize(("key", "sent", "kept"), [
+    ("analyse_pixel_size", {"double_value": 1e9}, 0.0), ("analyse_pixel_size", {"double_value": float("nan")}, 0.0),
+    ("analyse_mode", {"string_value": "../../etc"}, "files"),
+    ("analyse_fill_color", {"string_value": "url(javascript:1)"}, None),
+    ("analyse_save_date", {"string_array_value": ["9999-12-31"]}, None),
+    ("analyse_save_date", {"string_array_value": ["0001-01-01"]}, None)])
+def test_a_value_no_widget_offers_is_put_back_where_the_page_allows(at, key, sent, kept):
+    """What Streamlit (pinned) checks itself of a browser's forged widget values, which the page relies on: a
+    number outside its range, a choice that is none of the options, a colour that is none, a date before the
+    earliest visit date or after the widget's last day. An upgrade that stops it fails here."""
+    import datetime
+
+    from moleseg.core.config import EARLIEST_VISIT_DATE
+
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    before = at.session_state[key]
+    forged_run(at, key, **sent)
+    assert not at.exception
+    now = at.session_state[key]
+    assert now == (before if kept is None else kept)
+    if key == "analyse_save_date":
+        assert EARLIEST_VISIT_DATE <= now <= datetime.date.today()
