@@ -13,7 +13,7 @@ from moleseg.app.analysis import (ImageOutcome, Upload, analyse_uploads, automat
 from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider_limits, cleanup_widget_values,
                                       rule_label, scope_caption, shown_image_key)
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
-from moleseg.app.deidentify import WITHOUT_NAMES_HELP
+from moleseg.app.deidentify import WITHOUT_NAMES_HELP, WITHOUT_NAMES_LABEL
 from moleseg.app.exports import LatestResults, Shown, export_stem, outline_buttons, without_names
 from moleseg.app.hand_correction import (brush_width_limit, canvas_background, canvas_size, canvas_strokes,
                                          correction_key, dataset_save_message, save_to_dataset, with_corrections)
@@ -65,6 +65,11 @@ if too_many:
     st.error(too_many)
     files = []  # refused whole: not even the first ones are read
 uploads, repeats = distinct_uploads([Upload(name=f.name, data=f.getvalue()) for f in files or []])
+held_too_much = ui.held_analyses_refusal(uploads, "analyse")  # a shared server: this user's share of its memory
+if held_too_much:
+    st.error(held_too_much)
+    files, uploads, repeats = [], [], []  # refused whole, before any file is decoded
+    st.session_state.pop("analyse_outcomes", None)
 # the DICOM files' pixel size and its caption: read once per whole-page run (the uploads change only then), by
 # the settings and by every run of the results alone
 dicom_size, dicom_note = dicom_pixel_size(uploads)
@@ -472,8 +477,7 @@ def exports_view() -> None:
     for other in now.outcomes:  # the images not yet in view: the visit their fields would show (today's date)
         if other.ok:
             visits.setdefault(other.key, default_visit())
-    with_names = not st.toggle(
-        "Exports without names", key="analyse_exports_without_names", help=WITHOUT_NAMES_HELP)
+    with_names = not st.toggle(WITHOUT_NAMES_LABEL, key="analyse_exports_without_names", help=WITHOUT_NAMES_HELP)
     if not now.in_full:  # a batch, its image in view not shown in full: the exports of all images alone
         all_images_exports(now, visits, with_names)
         return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
 from moleseg.app.analysis import Upload
+from moleseg.app.deidentify import COMPARE_WITHOUT_NAMES_HELP, WITHOUT_NAMES_LABEL
 from moleseg.app.device_profiles import pixel_size_input
 from moleseg.core.config import IMAGE_EXTENSIONS, MIN_NOISE_PASSES
 from moleseg.core.errors import first_line
@@ -70,11 +69,15 @@ if source == followup.COMPARE_SAVED:
         st.warning(order_note)
     try:
         first_look = st.session_state.get("compare_opened") != (earlier.id, later.id)  # audited once per pair
-        with st.spinner("Aligning..."):
-            comparison = compare_records(records.open(user, earlier.id, audit=first_look),
-                                         records.open(user, later.id, audit=first_look), allow_scale=allow_scale,
-                                         pixel_size_mm=pixel_size or None)
+        saved = records.open(user, earlier.id, audit=first_look), records.open(user, later.id, audit=first_look)
         st.session_state["compare_opened"] = (earlier.id, later.id)
+        held_too_much = ui.held_visits_refusal(saved, "compare")  # a shared server: this user's share of its memory
+        if held_too_much:
+            st.error(held_too_much)
+            st.session_state.pop("compare_result", None)
+            st.stop()
+        with st.spinner("Aligning..."):
+            comparison = compare_records(*saved, allow_scale=allow_scale, pixel_size_mm=pixel_size or None)
     except (KeyError, ValueError) as error:
         st.error(first_line(error))
         st.stop()
@@ -90,6 +93,12 @@ else:
         st.info("Upload the two images of the same lesion to compare them.")
         st.stop()
     before, after = Upload(before_file.name, before_file.getvalue()), Upload(after_file.name, after_file.getvalue())
+    held_too_much = ui.held_analyses_refusal([before, after], "compare")
+    if held_too_much:  # a shared server: this user's share of its memory, before either file is decoded
+        st.error(held_too_much)
+        for kept in ("compare_result", "compare_uploaded"):
+            st.session_state.pop(kept, None)
+        st.stop()
     held = st.session_state.get("compare_uploaded")
     try:
         images = followup.uploaded_images(held, before, after)
@@ -152,10 +161,12 @@ if comparison.comparable:
 else:
     with st.expander("The figures, which must not be read as change", expanded=False):
         st.dataframe(followup.change_table(comparison), hide_index=True, width="stretch")
-summary = {"before": before_name, "after": after_name, **comparison.to_json()}
+with_names = not st.toggle(WITHOUT_NAMES_LABEL, key="compare_exports_without_names",
+                           help=COMPARE_WITHOUT_NAMES_HELP)
+summary, pdf = followup.comparison_downloads(comparison, before_name, after_name, with_names)
 one, two = st.columns(2)
-one.download_button("Comparison (JSON)", data=json.dumps(summary, indent=2), file_name="comparison.json",
+one.download_button("Comparison (JSON)", data=summary, file_name="comparison.json",
                     mime="application/json", key="compare_json", on_click="ignore")
-two.download_button("Comparison (PDF)", data=lambda: comparison.pdf(before_name, after_name),
-                    file_name="comparison.pdf", mime="application/pdf", key="compare_pdf", on_click="ignore")
+two.download_button("Comparison (PDF)", data=pdf, file_name="comparison.pdf", mime="application/pdf",
+                    key="compare_pdf", on_click="ignore")
 st.caption(DISCLAIMER)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from moleseg.app import followup, identity, ui
+from moleseg.app.deidentify import HISTORY_WITHOUT_NAMES_HELP, WITHOUT_NAMES_LABEL, exported_visit
 from moleseg.engine.records import Records
 from moleseg.engine.recordtypes import NoSuchRecord
 from moleseg.core.config import result_file_name
@@ -81,17 +82,17 @@ if flags:
     st.warning(ui.sentence(flags))
 st.dataframe(followup.measurement_rows(record.measurements), hide_index=True, width="stretch")
 
-
-def _report() -> bytes:
-    records.log(user, chosen, "exported")
-    return followup.saved_report(saved)
-
+leaving = exported_visit(not st.toggle(WITHOUT_NAMES_LABEL, key="history_exports_without_names",
+                                      help=HISTORY_WITHOUT_NAMES_HELP))
+exported = leaving(saved)
 
 one, two = st.columns(2)
-one.download_button("Export this visit (ZIP)", data=lambda: records.export(user, chosen),
-                    file_name=f"{record.stem}.zip", mime="application/zip", key="history_export", on_click="ignore")
+one.download_button("Export this visit (ZIP)", data=lambda: records.export(user, chosen, leaving),
+                    file_name=f"{exported.stem}.zip", mime="application/zip", key="history_export",
+                    on_click="ignore")
 two.download_button("Report (PDF)", key="history_pdf", on_click="ignore", mime="application/pdf",
-                    file_name=result_file_name(record.stem, "report"), data=_report)
+                    file_name=result_file_name(exported.stem, "report"),
+                    data=lambda: followup.exported_report(records, user, chosen, exported.saved))
 with st.expander("Audit trail of this visit"):
     try:
         st.dataframe(followup.audit_rows(records.audit_trail(user, chosen)), hide_index=True, width="stretch")

@@ -828,6 +828,22 @@ def test_a_model_s_name_from_its_file_draws_no_link_under_the_overlay(app_folder
         f"{ui.plain_markdown('[x](www.a.example).png')}: lesion and border ({ui.plain_markdown(named.name)})"]
 
 
+def test_what_an_analysis_holds_a_pixel_is_what_the_memory_share_counts():
+    """The share of memory of a user's open pages (moleseg.app.heldmemory) counts HELD_BYTES_PER_PIXEL a pixel of
+    each upload, from its header: what an analysis of a three-class model holds (the analysis store's count), for a
+    PNG of 16 kB of a 2000 x 2000 image, 116 MB."""
+    from moleseg.app.analysis import AnalysisStore, Upload, _analysis_bytes, analyse_uploads
+    from moleseg.app.heldmemory import HELD_BYTES_PER_PIXEL, held_bytes
+    from moleseg.core.classical import ClassicalSegmenter
+
+    picture = np.full((2000, 2000, 3), 200, np.uint8)
+    picture[700:1300, 700:1300] = 60
+    data = png_bytes(picture)
+    assert len(data) < 20_000
+    [outcome] = analyse_uploads(AnalysisStore(), ClassicalSegmenter(), "classical", [Upload("big.png", data)])
+    assert _analysis_bytes(outcome.analysis) == HELD_BYTES_PER_PIXEL * 2000 * 2000 == 116_000_000
+    assert held_bytes([Upload("big.png", data), Upload("not.png", b"not an image")]) == 116_000_000
+
 
 def test_exports_without_names_switch_names_every_download_after_the_pixels(at, monkeypatch):
     """The switch renames every download of the page (its file names recorded as the page draws each button) and

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import datetime
+import io
 import ipaddress
 import re
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -525,6 +527,19 @@ def test_history_opens_a_visit_from_its_link_and_shows_its_audit_trail(isolated)
     assert not at.get("image")
 
 
+def test_the_history_page_s_pdf_export_is_in_the_audit_trail_as_its_zip_export_is(isolated):
+    """The README: the audit trail records who exported a visit, as a ZIP or as a PDF (the History page's two
+    downloads: :meth:`Records.export` and :func:`followup.exported_report`)."""
+    image, mask = mole_image(seed=4)
+    records = Records()
+    record_id = records.save(USER, image, mask, measure_lesion(mask), lesion="arm")
+    saved = records.open(USER, record_id, audit=False)
+    assert followup.exported_report(records, USER, record_id, saved).startswith(b"%PDF")
+    assert zipfile.is_zipfile(io.BytesIO(records.export(USER, record_id)))
+    assert [(entry.user, entry.action) for entry in records.audit_trail(USER, record_id)] == [
+        (USER.name, "saved"), (USER.name, "exported"), (USER.name, "exported")]
+
+
 def test_another_user_s_visit_is_neither_listed_nor_opened_by_its_link(isolated, monkeypatch):
     image, mask = mole_image(seed=3)
     theirs = Records().save(User("bob"), image, mask, measure_lesion(mask), lesion="bob leg")
@@ -633,3 +648,64 @@ def test_compare_starts_with_the_saved_visits_once_a_lesion_has_two(isolated):
     assert not at.exception and at.radio(key="compare_source").value == followup.COMPARE_SAVED
     assert at.selectbox(key="compare_lesion").value == "arm"
     assert followup.first_compare_source(NOT_THROUGH_PROXY) == followup.COMPARE_UPLOADS
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """Every download button each page run draws, by key: its file name and its data (a callable for a download
+    made when clicked)."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    drawn: dict[str, tuple[str, object]] = {}
+    original = DeltaGenerator.download_button
+
+    def recording(self, label, data, file_name=None, *args, **kwargs):
+        drawn[kwargs["key"]] = (file_name, data)
+        return original(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
+    return drawn
+
+
+def test_history_exports_a_visit_without_names_and_the_record_keeps_them(isolated, downloads):
+    from test_dicom_names import pdf_words, unzipped
+
+    from moleseg.core.dataset import image_sha256
+    from moleseg.core.dicomexport import neutral_name
+
+    image, mask = mole_image(seed=3)
+    record_id = Records().save(USER, image, mask, measure_lesion(mask, image=image), lesion="MRN 4711",
+                               visit_date="2026-03-14", notes="Dr Schmidt", image_name="Mueller_Anna.png")
+    at = app_test(PAGE_FILES["history"])
+    assert downloads["history_export"][0] == f"record_{record_id}.zip"
+    assert "Mueller_Anna.png" in unzipped(downloads["history_export"][1]())[f"record_{record_id}_measurements.csv"
+                                                                              ].decode()
+    at.toggle(key="history_exports_without_names").set_value(True).run()
+    assert not at.exception
+    stem = neutral_name(image_sha256(image))
+    assert (downloads["history_export"][0], downloads["history_pdf"][0]) == (f"{stem}.zip", f"{stem}_report.pdf")
+    files = unzipped(downloads["history_export"][1]())
+    text = "\n".join([*files, *(data.decode("latin-1") for data in files.values()),
+                      *pdf_words(downloads["history_pdf"][1]())]).lower()
+    assert [secret for secret in ("mueller", "4711", "schmidt", "03-14") if secret in text] == []
+    assert list(at.dataframe[1].value["image"]) == ["Mueller_Anna.png"]  # the page still shows the record's name
+    assert Records().record(USER, record_id).image_name == "Mueller_Anna.png"
+
+
+def test_compare_exports_the_comparison_without_names(isolated, lesion_scene, downloads):
+    from moleseg.core.dataset import image_sha256
+    from moleseg.core.dicomexport import neutral_name
+
+    before, _ = lesion_scene()
+    after, _ = lesion_scene(angle_deg=10.0)
+    at = app_test(PAGE_FILES["compare"])
+    at.selectbox(key="compare_model").set_value("classical").run()
+    at.file_uploader(key="compare_before").set_value(("Mueller_before.png", png_bytes(before), "image/png"))
+    at.file_uploader(key="compare_after").set_value(("Mueller_after.png", png_bytes(after), "image/png")).run()
+    assert '"before": "Mueller_before.png"' in downloads["compare_json"][1]
+    at.toggle(key="compare_exports_without_names").set_value(True).run()
+    assert not at.exception
+    summary = downloads["compare_json"][1]
+    assert "mueller" not in summary.lower() and "mueller" not in downloads["compare_pdf"][1]().decode("latin-1").lower()
+    assert (f'"before": "{neutral_name(image_sha256(before))}"' in summary
+            and f'"after": "{neutral_name(image_sha256(after))}"' in summary)

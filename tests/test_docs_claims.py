@@ -2,9 +2,12 @@
 ``moleseg COMMAND --flag`` against the real parser (and every whole command line of a code block parsed by it),
 every flag of a prose span against what the commands, the developer tools and the tests declare, every
 ``make TARGET VAR=...`` against the Makefile, every ``MOLESEG_*`` variable, every constant given with its value,
-every module path and dotted name, the Python version, the host name the Privacy section's proxy serves; the
-module lists of docs/architecture.md name every module; where Debian's ``caddy`` is installed, each Caddyfile
-of the README is one it accepts.
+every module path and dotted name, the Python version, every pinned version (requirements.txt's), the host name
+the Privacy section's proxy serves; the module lists of docs/architecture.md name every module with its line
+count, and its module map is what the files give; the README's settings table is the settings module's, its
+shipped models' figures are their records in ``models/``, its upload limit is the served configuration's, and it
+names every backbone, every file of a run folder and counts every page; where Debian's ``caddy`` is installed,
+each Caddyfile of the README is one it accepts.
 
 Each check is a function of the Markdown text that returns its problems, one sentence each, so that a probe
 line naming what does not exist shows the check fails. No network, no TensorFlow; about 1 s.
@@ -16,6 +19,7 @@ import ast
 import contextlib
 import functools
 import io
+import json
 import mimetypes
 import re
 import shlex
@@ -28,6 +32,7 @@ import pytest
 
 from moleseg.cli import build_parser
 from moleseg.core import config, settings
+from moleseg.tools import doccounts
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -44,8 +49,8 @@ DOTTED = re.compile(r"(?<![\w/.-])moleseg(?:\.[A-Za-z_]\w*)+")
 #: A path inside the checkout: a file (with a suffix) or a folder (with its trailing slash).
 CHECKOUT_PATH = re.compile(r"(?<![\w/.~$-])((?:moleseg|app_pages|tests|docs|models|studies|\.ci)/[\w./-]*)")
 #: Units of the README's "`NAME` = N unit" and "`NAME` (N unit" values, in those of the constants' names.
-UNITS = {"px": 1, "megapixels": 1_000_000, "bytes": 1, "s": 1, "minutes": 60, "images": 1, "epochs": 1,
-         "files": 1}
+UNITS = {"px": 1, "megapixels": 1_000_000, "bytes": 1, "s": 1, "minutes": 60, "hours": 3600, "images": 1,
+         "epochs": 1, "files": 1, "folders": 1, "GiB": 1024**3, "": 1}
 
 
 def code_blocks(markdown: str) -> tuple[list[tuple[str, str]], str]:
@@ -211,11 +216,14 @@ def variable_problems(markdown: str) -> list[str]:
 
 
 def value_problems(markdown: str) -> list[str]:
-    """Each "`NAME` = N unit" or "`NAME` (N unit" whose constant of :mod:`moleseg.core.config` is missing or has
-    another value."""
+    """Each "`NAME` = N unit", "`NAME` (N unit", "`NAME` (N)" or "N unit (`NAME`)" whose constant of
+    :mod:`moleseg.core.config` is missing or has another value (a unit :data:`UNITS` lacks is a problem too)."""
     problems = []
-    for name, number, unit in re.findall(r"`([A-Z][A-Z0-9_]+)`(?: = |\s+\()([\d.]+) ([a-z]+)", markdown):
-        value = float(number) * UNITS.get(unit, float("nan"))
+    found = re.findall(r"`([A-Z][A-Z0-9_]+)`(?: = |\s+\()([\d.,]*\d)(?: ([A-Za-z]+)|(?=\)))", markdown)
+    found += [(name, number, unit) for number, unit, name
+              in re.findall(r"\b(\d[\d.,]*)\s+([A-Za-z]+)\s+\(`([A-Z][A-Z0-9_]+)`\)", markdown)]
+    for name, number, unit in found:
+        value = float(number.replace(",", "")) * UNITS.get(unit, float("nan"))
         if getattr(config, name, None) != value:
             problems.append(f"`{name}`: {number} {unit} in the docs, moleseg.core.config.{name} is "
                             f"{getattr(config, name, 'missing')}")
@@ -268,20 +276,9 @@ def path_problems(markdown: str) -> list[str]:
 
 def module_lists(markdown: str) -> dict[str, list[str]]:
     """The modules listed under each ``### `FOLDER` ...`` heading of docs/architecture.md, as checkout paths
-    (an entry ``- `name` (lines): ...`` is ``FOLDER/name.py``, one ending in ``.py`` is its own path)."""
-    lists: dict[str, list[str]] = {}
-    folder = None
-    for line in markdown.splitlines():
-        heading = re.match(r"#{2,3} (?:`([^`]+)`)?", line)
-        if heading:
-            folder = heading[1] if heading[1] and (ROOT / heading[1]).is_dir() else None
-            if folder:
-                lists.setdefault(folder, [])
-        entry = re.match(r"- `([^`]+)` \(\d+\):", line)
-        if entry and folder:
-            name = entry[1]
-            lists[folder].append(name if name.endswith(".py") else f"{folder}/{name}.py")
-    return lists
+    (:func:`moleseg.tools.doccounts.module_entries`: an entry ``- `name` (lines): ...`` is ``FOLDER/name.py``,
+    one ending in ``.py`` is its own path)."""
+    return {folder: [path for path, _ in entries] for folder, entries in doccounts.module_entries(markdown).items()}
 
 
 def module_list_problems(markdown: str) -> list[str]:
@@ -349,6 +346,8 @@ def test_every_environment_variable_and_constant_the_readme_names_is_the_codes()
     assert value_problems(README) == []
     assert value_problems("`MIN_IMAGE_SIDE_PX` = 16 px") == ["`MIN_IMAGE_SIDE_PX`: 16 px in the docs, "
                                                              "moleseg.core.config.MIN_IMAGE_SIDE_PX is 32"]
+    assert len(value_problems(README.replace("`MEDIA_OWNERS` (500)", "`MEDIA_OWNERS` (5,000)")
+                              .replace("(2 GiB)", "(3 GiB)").replace("than 12\nhours", "than 24\nhours"))) == 3
 
 
 def test_every_module_path_and_dotted_name_the_docs_name_exists() -> None:
@@ -369,6 +368,29 @@ def test_the_architecture_lists_every_module_of_every_layer() -> None:
     assert module_list_problems(probe) == ["moleseg/core/wordz.py: listed in docs/architecture.md, no such module",
                                            "moleseg/core/words.py: missing from docs/architecture.md's list of "
                                            "moleseg/core"]
+
+
+def test_the_architecture_s_line_counts_are_the_files():
+    """``python -m moleseg.tools.doccounts`` rewrites them."""
+    assert sum(map(len, doccounts.module_entries(ARCHITECTURE).values())) > 150
+    assert [row[0] for row in doccounts.ROW.findall(ARCHITECTURE)] == [
+        "moleseg", "moleseg/cli", "moleseg/core", "moleseg/engine", "moleseg/network", "moleseg/app", "moleseg/tools",
+        "app_pages", "app.py"]
+    assert doccounts.problems(ARCHITECTURE) == []
+    words = doccounts.line_count(ROOT / "moleseg" / "core" / "words.py")
+    largest = re.search(r"the largest are\s+`([^`]+)`", ARCHITECTURE)[1]
+    probe = (ARCHITECTURE.replace(f"- `words` ({words}):", f"- `words` ({words + 1}):")
+             .replace("| `app_pages` | 7 |", "| `app_pages` | 8 |").replace(f"`{largest}` (", f"`{largest}x` (")
+             .replace("| `app.py` | 1 |", "| `app.py` | 2 |"))
+    problems = doccounts.problems(probe)
+    assert len(problems) == 4
+    assert problems[0] == f"moleseg/core/words.py: {words + 1} lines in docs/architecture.md, {words} in the file"
+    assert problems[1].startswith("module map row app_pages: 8 files") and problems[2].startswith("module map row "
+                                                                                                   "app.py: 2 files")
+    assert "largest modules" in problems[3]
+    assert doccounts.problems(doccounts.rewritten(probe)) == [] and doccounts.rewritten(ARCHITECTURE) == ARCHITECTURE
+    said: list[str] = []
+    assert doccounts.main(["--check"], say=said.append) == 0 and said == []
 
 
 def test_the_python_version_is_one_fact_and_the_first_screen_has_the_two_commands() -> None:
@@ -405,3 +427,95 @@ def test_the_privacy_sections_proxy_reaches_the_app_with_the_settings_it_gives()
     assert allowed.mode == "personal" and allowed.address == "127.0.0.1"
     for site in {name for pair in sites for name in pair if name}:
         assert allowed.host_allowed(site) and not settings.read_settings({}).host_allowed(site), site
+
+
+def test_the_shipped_models_figures_are_their_records() -> None:
+    """The README's table of shipped models and its cross-validation sentence quote ``models/<name>.json``."""
+    rows = re.findall(r"^\| `models/(\w+)\.keras` \|.*: ([\d.]+) \(([\d.]+)\) \| \[", README, flags=re.M)
+    assert {name for name, _, _ in rows} == {path.stem for path in (ROOT / "models").glob("*.keras")}
+    records = {name: json.loads((ROOT / "models" / f"{name}.json").read_text(encoding="utf-8")) for name, _, _ in rows}
+    for name, fm, baseline in rows:
+        (evaluation,) = records[name]["evaluation"].values()
+        assert (fm, baseline) == (f"{evaluation['model']['fm']['mean']:.3f}",
+                                  f"{evaluation['classical']['fm']['mean']:.3f}"), name
+    crossval = records["dermoscopy"]["crossval"]
+    sentence = re.search(r"gives\s+([\d.]+) out of fold \(min ([\d.]+); the classical baseline ([\d.]+)", README)
+    assert sentence and sentence.groups() == (f"{crossval['fm']['mean']:.3f}", f"{crossval['fm']['min']:.3f}",
+                                              f"{crossval['baseline_fm']['mean']:.3f}")
+
+
+def test_the_settings_table_is_the_settings_module() -> None:
+    """Every key of the README's settings table, and only those, with the defaults and limits of
+    :mod:`moleseg.core.settings`."""
+    table = {key: (meaning, default) for key, meaning, default
+             in re.findall(r"^\| `([a-z_]+)` \| (.*) \| (.*) \|$", README, flags=re.M)}
+    assert set(table) == set(settings.KEYS)
+    default = settings.ServerSettings()
+    assert table["mode"] == (" or ".join(f"`{mode}`" for mode in settings.MODES), f"`{default.mode}`")
+    assert table["port"][1] == f"`{settings.DEFAULT_PORT}`"
+    assert table["address"][1] == ", ".join(f"`{address}` ({mode})"
+                                            for mode, address in settings.DEFAULT_ADDRESS.items())
+    assert table["user_quota_gb"][1] == ", ".join(f"`{quota:g}` ({mode})"
+                                                  for mode, quota in settings.DEFAULT_USER_QUOTA_GB.items())
+    assert f"`user_quota_gb` ({settings.DEFAULT_USER_QUOTA_GB['shared']:g} GB in shared mode)" in README
+    assert table["user_headers"][1] == ", ".join(f"`{header}`" for header in settings.DEFAULT_USER_HEADERS)
+    assert table["proxy_secret_header"][1] == f"`{settings.DEFAULT_PROXY_SECRET_HEADER}`"
+    assert f"({settings.MIN_PROXY_SECRET_LENGTH} characters or more)" in table["proxy_secret"][0]
+    assert table["identity"][1].startswith(f"`{default.identity}`")
+    assert ", ".join(f"`{source}`" for source in settings.IDENTITY_SOURCES) in table["identity"][0]
+    assert "beside " + ", ".join(f"`{host}`" for host in settings.LOOPBACK_HOSTS) in table["allowed_hosts"][0]
+
+
+def test_the_upload_limit_and_the_hidden_menu_are_the_served_configuration() -> None:
+    """The README's upload limit (the app's and its nginx example's) and its hidden developer menu are those of
+    ``.streamlit/config.toml``."""
+    served = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    megabytes = served["server"]["maxUploadSize"]
+    assert re.findall(r"uploads are limited to (\d+) MB", README) == [str(megabytes)]
+    assert re.findall(r"client_max_body_size (\d+)m;", README) == [str(megabytes)]
+    assert re.findall(r'`client\.toolbarMode = "(\w+)"`', README) == [served["client"]["toolbarMode"]]
+
+
+def test_the_readme_names_every_backbone_and_counts_every_page() -> None:
+    from moleseg.core.backbones import BACKBONES
+
+    network = re.search(r"^2\. \*\*Network\.\*\*(.*?)^3\. ", README, flags=re.M | re.S)[1]
+    squeezed = re.sub(r"[\W_]", "", network.lower())
+    assert [name for name in BACKBONES if re.sub(r"[\W_]", "", name) not in squeezed] == []
+    ui = ast.parse((ROOT / "moleseg" / "app" / "ui.py").read_text(encoding="utf-8"))
+    (pages,) = [node.value for node in ui.body if isinstance(node, ast.AnnAssign) and node.target.id == "PAGES"]
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    assert re.findall(r"`make run` opens (\w+) pages", README) == [words[len(pages.elts) - 1]]
+
+
+def test_the_readme_names_every_file_of_a_run_folder() -> None:
+    from moleseg.engine.runs import RunFiles
+
+    names = {value for key, value in vars(RunFiles).items() if key.isupper() and isinstance(value, str)}
+    paragraph = re.search(r"^A run folder holds (.*?)\n\n", README, flags=re.M | re.S)[1]
+    assert len(names) >= 10 and sorted(names - set(re.findall(r"`([^`]+)`", paragraph))) == []
+
+
+def pin_problems(text: str) -> list[str]:
+    """Each ``name[extras]==version`` of ``text`` whose package ``requirements.txt`` pins at another version, or
+    which the Makefile installs (``pip install ... name==version``) at another; a package neither pins is not
+    checked."""
+    def pins(source: str) -> dict[str, str]:
+        return {name.lower(): version for name, version
+                in re.findall(r"(?<![\w.-])([A-Za-z0-9][\w.-]*)(?:\[[\w,-]+\])?==(\d[\w.]*)", source)}
+
+    pinned = {**pins((ROOT / "Makefile").read_text(encoding="utf-8")),
+              **pins((ROOT / "requirements.txt").read_text(encoding="utf-8"))}
+    return [f"{name}=={version}: requirements.txt or the Makefile pins {pinned[name]}"
+            for name, version in pins(text).items() if name in pinned and pinned[name] != version]
+
+
+def test_every_pinned_version_the_docs_give_is_the_pin() -> None:
+    named = re.findall(r"==\d", README + (ROOT / "Makefile").read_text(encoding="utf-8"))
+    assert len(named) >= 4
+    assert pin_problems(README) == [] and pin_problems(ARCHITECTURE) == []
+    assert pin_problems((ROOT / "Makefile").read_text(encoding="utf-8")) == []
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    tensorflow = re.search(r"^tensorflow==(\S+)$", requirements, flags=re.M)[1]
+    assert pin_problems("`pip install tensorflow[and-cuda]==2.0.0` or `nosuch==1`") == [
+        f"tensorflow==2.0.0: requirements.txt or the Makefile pins {tensorflow}"]

@@ -788,3 +788,17 @@ def test_an_open_page_whose_session_the_bounds_forgot_can_upload_again_after_its
     assert forgotten == [True, True]
     assert _get(gate, route, alice, method="PUT") == (200, b"picture")
     assert _get(gate, route, {"Cookie": f"{BROWSER_KEY_COOKIE}={'B' * 43}"}, method="PUT")[0] == 403
+
+
+def test_an_upload_counts_for_its_content_length_or_else_for_the_largest_file_streamlit_takes():
+    from moleseg.app.uploads import upload_length
+
+    def scope(*headers: tuple[bytes, bytes]) -> dict:
+        return {"type": "http", "method": "PUT", "path": "/_stcore/upload_file/s/f", "headers": list(headers)}
+
+    largest = streamlit.config.get_option("server.maxUploadSize") * 1024 * 1024
+    assert upload_length(scope((b"content-length", b"12345"))) == 12345
+    assert upload_length(scope()) == largest  # a chunked body: any length up to Streamlit's cap
+    assert upload_length(scope((b"content-length", b"12"), (b"transfer-encoding", b"chunked"))) == largest
+    assert upload_length(scope((b"content-length", b"-5"))) == largest
+    assert upload_length(scope((b"content-length", b"lots"))) == largest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import os
 import uuid
 from http.cookies import SimpleCookie
@@ -117,14 +118,15 @@ def _run_page(url: str, user: str, shown: str = "", **client_state: str) -> tupl
 
 
 @contextlib.contextmanager
-def _served(folder: Path, serve: str) -> Iterator[str]:
+def _served(folder: Path, serve: str, **more_env: str) -> Iterator[str]:
     """The URL of :data:`PAGE` served by ``serve`` (the gated app's entry point) from ``folder``, on a shared server
-    behind the proxy of :func:`_through_proxy`."""
+    behind the proxy of :func:`_through_proxy` (``more_env``: more of the server's environment)."""
     (folder / "page.py").write_text(PAGE)
     (folder / "serve.py").write_text(serve)
     env = {**os.environ, "MOLESEG_MODE": "shared", "MOLESEG_ALLOWED_HOSTS": "moles.example.org",
            "MOLESEG_IDENTITY": "proxy-header", "MOLESEG_TRUSTED_PROXIES": "127.0.0.1", "MOLESEG_PROXY_SECRET": SECRET,
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+           **more_env}
     env.pop("MOLESEG_CONFIG", None)
     with streamlit_server(env, "streamlit-mediagate", script=folder / "serve.py") as (url, _):
         yield url
@@ -221,19 +223,24 @@ async def _session_run(url: str, user: str, query_string: str = "", resume: str 
         return session, typed, meanwhile, (await run(""))[1]
 
 
-def _upload(url: str, user: str, session: str, data: bytes = b"not a picture", file_id: str = "",
-            method: str = "PUT") -> tuple[int, bytes]:
-    """``user``'s browser uploads a file of ``data`` into ``session`` (``PUT /_stcore/upload_file/<session>/<file
-    id>``, a new id unless ``file_id`` is given, with the XSRF cookie Streamlit's health check gives the page, and
-    its token, as Streamlit's frontend sends them), or removes it (``method="DELETE"``)."""
+def _upload_form(url: str, user: str, data: bytes) -> tuple[dict[str, str], bytes]:
+    """The headers and multipart body of ``user``'s browser's upload of a file of ``data``, with the XSRF cookie
+    Streamlit's health check gives the page, and its token, as Streamlit's frontend sends them."""
     request = urllib.request.Request(url + "/_stcore/health", headers=_through_proxy(user))
     with urllib.request.urlopen(request, timeout=10) as health:
         token = SimpleCookie(health.headers["Set-Cookie"])["_streamlit_xsrf"].value
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"mole.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    headers = _through_proxy(user, **{"X-Xsrftoken": token, "Cookie": f"_streamlit_xsrf={token}",
-                                      "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return _through_proxy(user, **{"X-Xsrftoken": token, "Cookie": f"_streamlit_xsrf={token}",
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"}), body
+
+
+def _upload(url: str, user: str, session: str, data: bytes = b"not a picture", file_id: str = "",
+            method: str = "PUT") -> tuple[int, bytes]:
+    """``user``'s browser uploads a file of ``data`` into ``session`` (``PUT /_stcore/upload_file/<session>/<file
+    id>``, a new id unless ``file_id`` is given: :func:`_upload_form`), or removes it (``method="DELETE"``)."""
+    headers, body = _upload_form(url, user, data)
     request = urllib.request.Request(f"{url}/_stcore/upload_file/{session}/{file_id or uuid.uuid4()}",
                                      data=body if method == "PUT" else None, headers=headers, method=method)
     try:
@@ -306,3 +313,104 @@ def test_a_users_uploads_held_in_memory_stay_within_their_share(small_share_serv
     results = asyncio.run(_session_run(url, "alice", while_open=meanwhile))[2]
     full = (413, UPLOADS_FULL)
     assert results == [(204, b""), (204, b""), full, full, (204, b""), (204, b""), (204, b"")]
+
+
+def _held_back_upload(url: str, user: str, session: str, data: bytes, *, chunked: bool = False
+                      ) -> tuple[socket.socket, bytes]:
+    """``user``'s upload of ``data`` into ``session`` (as :func:`_upload`) over a socket of its own, sent but for its
+    last bytes, which :func:`_finish_upload` sends: the gate sees the request while its body is still on its way (a
+    large file on a slow line), as it sees each of several uploads a script sends at once. ``chunked``: without a
+    ``Content-Length``, its body in HTTP/1.1 chunks (as a hand-made client may send it)."""
+    headers, body = _upload_form(url, user, data)
+    headers.update(Host="127.0.0.1", Connection="close")
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
+        body = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    else:
+        headers["Content-Length"] = str(len(body))
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    head = f"PUT /_stcore/upload_file/{session}/{uuid.uuid4()} HTTP/1.1\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    connection.sendall(head.encode() + body[:-8])
+    return connection, body[-8:]
+
+
+def _finish_upload(upload: tuple[socket.socket, bytes]) -> int:
+    """The rest of a :func:`_held_back_upload`'s body (its socket and the bytes held back), sent; the status of the
+    answer (a refusal may have come already)."""
+    connection, rest = upload
+    with connection:
+        with contextlib.suppress(OSError):  # a refusal comes before the body is read, and closes the connection
+            connection.sendall(rest)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n" not in answer and (chunk := connection.recv(4096)):
+                answer += chunk
+    return int(answer.split()[1])
+
+
+#: The gate of :data:`SERVE` with a share of 2.5 MB of uploads held in memory per user, before a server taking files of
+#: 1 MB (2**20 bytes) at most.
+SERVE_MB_SHARE = SERVE_SMALL_SHARE.replace("25_000", "2_500_000")
+
+
+@pytest.fixture
+def one_mb_uploads_server(tmp_path: Path):
+    with _served(tmp_path, SERVE_MB_SHARE, STREAMLIT_SERVER_MAX_UPLOAD_SIZE="1") as url:
+        yield url
+
+
+def test_uploads_sent_at_once_stay_within_the_users_share(one_mb_uploads_server):
+    """The share was checked against the files a user's sessions held, not those on their way: a script sending
+    its uploads at once (each up to 200 MB) had every one of them pass, the share many times over; and an upload
+    without a Content-Length counted for nothing. Each upload on its way now counts for its length (one without,
+    for the largest file Streamlit takes: 1 MB here), so of three 1 MB uploads and one without a length sent at once
+    into a 2.5 MB share two pass (three did, had the unsized one counted for nothing); Bob's share is his own."""
+    url = one_mb_uploads_server
+    picture = b"x" * 1_000_000
+
+    def meanwhile(alice: str) -> list[int]:
+        at_once = [_held_back_upload(url, "alice", alice, picture) for _ in range(3)]
+        unsized = _held_back_upload(url, "alice", alice, picture, chunked=True)
+        statuses = [_finish_upload(upload) for upload in (*at_once, unsized)]
+        bobs = asyncio.run(_session_run(url, "bob", while_open=lambda bob: _finish_upload(
+            _held_back_upload(url, "bob", bob, picture, chunked=True))))[2]
+        return [sorted(statuses), bobs]  # in whatever order the server took them: two fit, the unsized counted
+
+    assert asyncio.run(_session_run(url, "alice", while_open=meanwhile))[2] == [[204, 204, 413, 413], 204]
+
+
+#: The gate of :data:`SERVE_SMALL_SHARE` remembering two sessions per owner (a real server: 1,000).
+SERVE_FEW_SESSIONS = SERVE_SMALL_SHARE.replace(
+    "        self.upload_bytes = 25_000",
+    "        self.upload_bytes = 25_000\n        self.sent = SentMedia(ids_per_owner=2)",
+).replace("from moleseg.app.mediagate import MediaGate", "from moleseg.app.mediagate import MediaGate, SentMedia")
+
+
+@pytest.fixture
+def few_sessions_server(tmp_path: Path):
+    with _served(tmp_path, SERVE_FEW_SESSIONS) as url:
+        yield url
+
+
+def test_uploads_held_by_a_session_the_gate_forgot_still_count_in_the_share(few_sessions_server):
+    """The share counted the uploads of the sessions the gate remembered as given to the user, at most so many (1,000)
+    of the latest: a script that filled its share in one session, kept that session's websocket open and silent and
+    opened that many more sessions had the first forgotten, and a new share to fill, again and again. A session
+    uploaded into counts for as long as Streamlit holds its files, remembered or not."""
+    url = few_sessions_server
+    picture = b"x" * 10_000
+
+    def in_third(third: str) -> tuple[int, bytes]:  # the first session is no longer remembered as hers
+        return _upload(url, "alice", third, picture)
+
+    def in_second(second: str) -> object:
+        return asyncio.run(_session_run(url, "alice", while_open=in_third))[2]
+
+    def in_first(first: str) -> list[object]:
+        held = [_upload(url, "alice", first, picture), _upload(url, "alice", first, picture)]  # 20 kB of her 25 kB
+        return [*held, asyncio.run(_session_run(url, "alice", while_open=in_second))[2]]
+
+    assert asyncio.run(_session_run(url, "alice", while_open=in_first))[2] == [(204, b""), (204, b""),
+                                                                               (413, UPLOADS_FULL)]

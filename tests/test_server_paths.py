@@ -367,3 +367,21 @@ def test_a_zip_dataset_of_this_session_is_evaluated_but_not_another_sessions(app
     at.text_input(key="evaluate_folder").set_value(str(other.path / "dataset")).run()
     at.button(key="evaluate_run").click().run()
     assert texts(at.error) == [plain_markdown(refusal(other.path / "dataset"))]
+
+
+def test_a_list_of_datasets_longer_than_the_limit_is_refused_before_any_is_read(tmp_path):
+    """The Train page resolved, searched and checked every line of its dataset lists on every run (some 2 ms a
+    line): a pasted list of 10,000 lines (30 kB) held the server for 14 s a run. More than MAX_DATASETS lines are
+    refused with one sentence, before any is read; the same limit holds for a config.json or a study file."""
+    from moleseg.core import options
+    from moleseg.core.config import MAX_DATASETS
+
+    make_dataset(tmp_path / "derm", count=1, size=64)
+    assert len(session.dataset_list("derm\n" * MAX_DATASETS, [tmp_path])) == MAX_DATASETS
+    text = "derm\n# a comment\n\n" * (MAX_DATASETS + 1)
+    with pytest.raises(ValueError) as refused:
+        session.dataset_list(text, [tmp_path])
+    assert str(refused.value) == f"{MAX_DATASETS + 1} datasets are listed and a list takes at most {MAX_DATASETS}"
+    assert options.option("images").problems(["derm"] * (MAX_DATASETS + 1)) == [
+        f"images lists {MAX_DATASETS + 1} folders and takes at most {MAX_DATASETS}"]
+    assert options.option("images").problems(["derm"] * MAX_DATASETS) == []

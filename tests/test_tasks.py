@@ -97,3 +97,31 @@ def test_the_registry_imports_neither_streamlit_nor_tensorflow():
             "print(sorted(m for m in ('streamlit', 'tensorflow', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_one_users_tasks_leave_a_worker_to_the_others(registry):
+    """A user's tasks took every worker of the server's registry (two workers, two tasks a user): another user's
+    evaluation, dataset scan or model preparation waited for hers to end, hours for an evaluation of a large
+    dataset. A user's tasks now run on one worker less than the registry has (at least one), the others wait
+    their turn, and another user's task starts at once."""
+    gate, started = threading.Event(), {"ann": 0}
+
+    def anns(progress):
+        started["ann"] += 1
+        gate.wait(30)
+
+    mine = [registry.submit(("eval", index), anns, owner="ann") for index in range(2)]
+    for _ in range(1000):  # her first has started
+        if started["ann"]:
+            break
+        threading.Event().wait(0.01)
+    bobs = registry.submit(("eval", "bob"), lambda progress: "bob's", owner="bob")
+    bobs.wait(10)
+    assert bobs.result == "bob's" and started["ann"] == 1 and not any(task.finished for task in mine)
+    server = registry.submit(("prepare", "model"), lambda progress: "the server's")  # the server's own: not held
+    server.wait(10)
+    assert server.result == "the server's" and started["ann"] == 1
+    gate.set()
+    for task in mine:
+        task.wait(30)
+    assert started["ann"] == 2 and all(task.finished and task.error is None for task in mine)

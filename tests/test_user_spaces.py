@@ -8,6 +8,7 @@ import ipaddress
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app_helpers import analysed_mole, app_test, texts
@@ -223,3 +224,87 @@ def test_a_start_refused_by_another_user_s_training_names_none_of_it(app_folders
         assert list(bob.iterdir()) == []
         with pytest.raises(trainlock.TrainingBusy, match="^another training is running in secret-lesion-run "):
             trainstatus.start(config, alice, "hers", own_runs=alice)  # the user's own training is named
+
+
+def test_a_users_open_pages_hold_at_most_their_share_of_the_servers_memory(signed_in, monkeypatch):
+    """An analysis holds some 29 bytes a pixel while its page shows it, however small its file: the uploads' share
+    counted the files, so 200 small PNGs of large images, in as many tabs as a script opens, took the machine's
+    memory and every other user's images were refused as too large for what was left. A user's open pages now
+    hold at most their share; an upload past it is refused whole, before any file is decoded; another user's
+    share is their own, and a closed tab's analyses count no more."""
+    import gc
+
+    from synthetic import png_bytes
+
+    from moleseg.app import heldmemory, ui
+
+    monkeypatch.setattr(ui, "load_settings", lambda: SHARED)
+    image, _ = mole_image()
+    held = image.shape[0] * image.shape[1] * heldmemory.HELD_BYTES_PER_PIXEL
+    assert image.shape[:2] == (96, 112) and held == 311_808
+    monkeypatch.setattr(ui.held_analyses(), "per_user", int(1.5 * held))  # one picture, not two
+
+    def analysing(user: str, brightness: int):
+        signed_in(user)
+        page = app_test(PAGE_FILES["analyse"])
+        page.selectbox(key="analyse_model").set_value("classical").run()
+        page.file_uploader(key="analyse_upload_files").set_value(
+            (f"{user}.png", png_bytes(np.clip(image.astype(int) + brightness, 0, 255).astype(np.uint8)),
+             "image/png")).run()
+        assert not page.exception
+        return page
+
+    first = analysing("alice", 0)
+    assert not first.error and len(first.session_state["analyse_outcomes"]) == 1
+    second = analysing("alice", 10)  # her second tab
+    assert [error.value for error in second.error] == [
+        "1 image would hold 304.5 KB of the server's memory while the page shows them, and your open pages may "
+        "hold 456.8 KB of analyses together (304.5 KB in your other tabs): none was analysed; upload fewer or "
+        "smaller images, or close another tab."]
+    assert "analyse_outcomes" not in second.session_state
+    comparing = app_test(PAGE_FILES["compare"])  # two uploaded visits are two analyses held too
+    comparing.radio(key="compare_source").set_value("two uploaded images").run()
+    comparing.file_uploader(key="compare_before").set_value(("before.png", png_bytes(image), "image/png"))
+    comparing.file_uploader(key="compare_after").set_value(("after.png", png_bytes(image[::-1]), "image/png")).run()
+    assert not comparing.exception and [error.value for error in comparing.error] == [
+        "2 images would hold 609 KB of the server's memory while the page shows them, and your open pages may "
+        "hold 456.8 KB of analyses together (304.5 KB in your other tabs): none was analysed; upload fewer or "
+        "smaller images, or close another tab."]
+    bobs = analysing("bob", 20)
+    assert not bobs.error and len(bobs.session_state["analyse_outcomes"]) == 1
+    del first  # her first tab closed: its session and what it held are gone
+    gc.collect()
+    third = analysing("alice", 10)
+    assert not third.error and len(third.session_state["analyse_outcomes"]) == 1
+
+
+def test_two_saved_visits_compared_count_in_the_users_share_of_memory(signed_in, monkeypatch):
+    """The Compare page's two saved visits (their pictures opened from the records, aligned and measured) are held
+    by the page as two uploaded ones are: a script comparing saved visits in as many tabs as it opens took the
+    memory the share of Analyse and Compare uploads left. They count in the user's share alike."""
+    from moleseg.app import heldmemory, ui
+    from moleseg.core.measure import measure_lesion
+    from moleseg.engine.records import Records
+
+    monkeypatch.setattr(ui, "load_settings", lambda: SHARED)
+    image, mask = mole_image()
+    for date in ("2026-01-01", "2026-06-01"):
+        Records().save(User("alice"), image, mask, measure_lesion(mask), lesion="arm", visit_date=date)
+    held = 2 * image.shape[0] * image.shape[1] * heldmemory.HELD_BYTES_PER_PIXEL
+    signed_in("alice")
+
+    def comparing():
+        page = app_test(PAGE_FILES["compare"])
+        page.radio(key="compare_source").set_value("two saved visits (History)").run()
+        assert not page.exception
+        return page
+
+    monkeypatch.setattr(ui.held_analyses(), "per_user", int(1.5 * held))  # one pair, not two
+    first = comparing()
+    assert not first.error and first.session_state["compare_result"].comparable
+    second = comparing()
+    assert [error.value for error in second.error] == [
+        "2 images would hold 609 KB of the server's memory while the page shows them, and your open pages may "
+        "hold 913.5 KB of analyses together (609 KB in your other tabs): none was analysed; upload fewer or "
+        "smaller images, or close another tab."]
+    assert "compare_result" not in second.session_state

@@ -3,12 +3,15 @@ of saved visits and of measurements, formatted for people. No Streamlit calls he
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from moleseg.app.analysis import Upload
+from moleseg.app.deidentify import neutral_comparison
 from moleseg.app.identity import Refusal
 from moleseg.app.ui import plain_markdown
 from moleseg.core.cleanup import CleanupSettings, border_band
@@ -28,7 +31,7 @@ from moleseg.engine.segmenter import Segmenter
 __all__ = ["COMPARE_SAVED", "COMPARE_UPLOADS", "COMPARE_VIEWS", "NOISE_CAPTION", "NO_IDENTIFIER", "PAGE_NOISE_PASSES",
            "SWIPE_HELP", "UNKNOWN_OWNER", "VIEW_BORDERS", "VIEW_CAPTIONS", "VIEW_SIDE_BY_SIDE", "VIEW_SWIPE",
            "WITHIN_NOISE", "ComparedUploads", "area_change_help",
-           "audit_rows", "change_table", "comparable_lesions", "compare_uploads", "first_compare_source",
+           "audit_rows", "change_table", "comparable_lesions", "comparison_downloads", "compare_uploads", "first_compare_source",
            "in_visit_order", "lesion_label", "lesion_rows", "measurement_rows", "not_comparable_text", "owner_label",
            "saved_n_classes", "saved_notes", "saved_overlay", "saved_report", "settings_caption",
            "unidentified_visits", "uploaded_images", "visit_label", "visit_rows"]
@@ -212,6 +215,13 @@ def saved_report(saved: SavedAnalysis, image_name: str | None = None) -> bytes:
                       notes=saved_notes(saved), n_classes=saved_n_classes(saved))
 
 
+def exported_report(records: Records, user: User, record_id: int, saved: SavedAnalysis) -> bytes:
+    """The History page's PDF export of a saved visit (:func:`saved_report`), written to its audit trail as
+    ``exported`` as the ZIP export (:meth:`moleseg.engine.records.Records.export`) is."""
+    records.log(user, record_id, "exported")
+    return saved_report(saved)
+
+
 def not_comparable_text(comparison: Comparison) -> str:
     """The Compare page's leading warning when the two visits cannot be compared."""
     return (f"{comparison.reason}; no change is reported: the figures would compare different lesions, views or "
@@ -234,6 +244,17 @@ def settings_caption(comparison: Comparison) -> str:
             else "none (lengths in px only)")
     noise = comparison.noise_source("the published repeatability (docs/repeatability.md)")
     return f"Pixel size used: {size}. Model: {plain_markdown(comparison.model_name)}. Noise from {noise}."
+
+
+def comparison_downloads(comparison: Comparison, before_name: str, after_name: str,
+                         with_names: bool) -> tuple[str, Callable[[], bytes]]:
+    """The Compare page's downloads of ``comparison`` of the images named ``before_name`` and ``after_name``: the
+    JSON summary (the two names and :meth:`Comparison.to_json`) and what makes the PDF when clicked; without names
+    (:func:`moleseg.app.deidentify.neutral_comparison`) unless ``with_names``."""
+    if not with_names:
+        comparison, before_name, after_name = neutral_comparison(comparison)
+    summary = {"before": before_name, "after": after_name, **comparison.to_json()}
+    return json.dumps(summary, indent=2), partial(comparison.pdf, before_name, after_name)
 
 
 def change_table(comparison: Comparison):

@@ -28,8 +28,9 @@ media request through only when its *owner* was sent that URL by the app:
   leave a browser whose id the gate forgot, or whose websocket has no owner, reconnecting in vain. An upload into a
   session not sent to its owner, or the removal of one (:data:`UPLOAD_ROUTE`), is refused with 403
   (:data:`SESSION_REFUSED`), and one that would take what the owner's sessions hold in memory past their share
-  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent) with 413
-  (:mod:`moleseg.app.uploads`);
+  (:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`; Streamlit keeps any number of files a session is sent), counting
+  the owner's uploads still on their way (sent at once, none is held yet) and the sessions they uploaded into while
+  those hold files (whether or not the bounds still remember them as given), with 413 (:mod:`moleseg.app.uploads`);
 * Streamlit's metrics (:data:`METRICS_ROUTE`: the number of sessions, their connections and time, each cached
   function's name, size and lookups), which it serves to anyone, go only to an administrator the proxy names
   (``admin_users`` with ``proxy-header``; with another identity the gate cannot tell who asks, so to nobody), else 403
@@ -80,7 +81,7 @@ from moleseg.app.streamwire import (
     named_media_ids,
     sent_media,
 )
-from moleseg.app.uploads import UPLOADS_FULL, past_share
+from moleseg.app.uploads import UPLOADS_FULL, holding_sessions, past_share, upload_length
 from moleseg.core.config import MEDIA_IDS_PER_OWNER, MEDIA_OWNERS, UPLOAD_BYTES_PER_USER
 from moleseg.core.settings import ServerSettings, SettingsError, load_settings
 
@@ -286,6 +287,10 @@ class MediaGate:
         self.metrics_path = routed_path({"path": self.base_path.rstrip("/") + METRICS_ROUTE})
         self.upload_prefix = routed_path({"path": self.base_path.rstrip("/") + UPLOAD_ROUTE}) + "/"
         self.upload_bytes = UPLOAD_BYTES_PER_USER  # each owner's share of memory for uploaded files
+        self.uploading: dict[str, int] = {}  # each owner's bytes of uploads on their way (upload_length), not held yet
+        # the owner of each session an upload went into, while Streamlit holds its files (holding_sessions): counted
+        # in their share even when self.sent, in its bounds, has forgotten that it was given to them
+        self.uploaded_into: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -314,12 +319,38 @@ class MediaGate:
                 status, body = refusal
                 await PlainTextResponse(body, status_code=status)(scope, receive, send)
                 return
+            session_id = uploaded_session(scope, self.upload_prefix)
+            if owner and session_id is not None and scope.get("method") == "PUT":
+                await self._uploading(owner, session_id, scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+    async def _uploading(self, owner: str, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass ``owner``'s upload into ``session_id`` on to Streamlit, counted in their share of memory
+        (:meth:`_refusal`) for its :func:`upload_length` until Streamlit holds it (or refused it, or the browser went
+        away), then by what the session holds (:attr:`uploaded_into`)."""
+        length = upload_length(scope)
+        self.uploading[owner] = self.uploading.get(owner, 0) + length
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.uploaded_into[session_id] = owner
+            left = self.uploading.pop(owner) - length
+            if left > 0:
+                self.uploading[owner] = left
+
+    def _upload_sessions(self, owner: str) -> set[str]:
+        """The sessions whose uploads count in ``owner``'s share: those given to them that the gate remembers, and
+        those they uploaded into that still hold files (the others forgotten here)."""
+        holding = holding_sessions(self.uploaded_into)
+        self.uploaded_into = {session: held_by for session, held_by in self.uploaded_into.items() if session in holding}
+        return {*self.sent.sessions_given(owner), *(session for session, held_by in self.uploaded_into.items()
+                                                    if held_by == owner)}
 
     def _refusal(self, scope: Scope, owner: str | None, settings: ServerSettings | None) -> tuple[int, bytes] | None:
         """The status and body refusing an HTTP request of a shared server (None: it passes): a charset hiding a URL
         from :meth:`_noting`; media not sent to ``owner``; metrics but to an admin; an upload into another's session,
-        or past its owner's share of memory (:mod:`moleseg.app.uploads`)."""
+        or past its owner's share of memory with their uploads on their way (:mod:`moleseg.app.uploads`)."""
         if owner and not readable_charset(Headers(scope=scope)):
             return 400, UNREADABLE_CHARSET
         media_id = requested_media_id(scope, self.media_prefix)
@@ -331,7 +362,7 @@ class MediaGate:
         if session_id is not None and not (owner and self.sent.was_given_session(owner, session_id)):
             return 403, SESSION_REFUSED
         if session_id is not None and scope.get("method") == "PUT" and past_share(
-                scope, self.sent.sessions_given(owner or ""), self.upload_bytes):
+                scope, self._upload_sessions(owner or ""), self.upload_bytes, self.uploading.get(owner or "", 0)):
             return 413, UPLOADS_FULL
         return None
 

@@ -17,13 +17,16 @@ from typing import Any
 import streamlit as st
 
 from moleseg.app import models
-from moleseg.app.analysis import AnalysisStore
+from moleseg.app.analysis import AnalysisStore, Upload
+from moleseg.app.heldmemory import HELD_BYTES_PER_PIXEL, HeldAnalyses, Holding
 from moleseg.app.models import ModelChoice
-from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, default_model_spec,
-                                 installed_dermoscopy_model)
+from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, analysis_bytes_per_user,
+                                 default_model_spec, installed_dermoscopy_model)
+from moleseg.core.settings import load_settings
 from moleseg.core.errors import first_line
 from moleseg.core.markup import plain_markdown
 from moleseg.core.words import capitalised
+from moleseg.engine.recordtypes import SavedAnalysis
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine import launch
 from moleseg.engine.tasks import Task, TaskRegistry, TooManyTasks
@@ -145,6 +148,50 @@ def analysis_store() -> AnalysisStore:
     """The server's one cache of predictions, shared by every session and bounded by
     :data:`moleseg.app.analysis.ANALYSIS_CACHE_BYTES` (so a slider change re-runs only the cleanup)."""
     return AnalysisStore()
+
+
+@st.cache_resource(show_spinner=False)
+def held_analyses() -> HeldAnalyses:
+    """The server's record of the analyses each user's open pages hold (:class:`moleseg.app.heldmemory.HeldAnalyses`),
+    each user's share :func:`moleseg.core.config.analysis_bytes_per_user`."""
+    return HeldAnalyses(analysis_bytes_per_user())
+
+
+#: Session-state key of this session's :class:`moleseg.app.heldmemory.Holding` of a page (its name follows).
+HOLDING_KEY = "_moleseg_held_analyses"
+
+
+def held_analyses_refusal(uploads: Sequence[Upload], page: str) -> str | None:
+    """On a shared server, why this session's ``page`` (each page its own holding: the Analyse page's analyses stay
+    in the session while the Compare page shows two visits) may not analyse ``uploads``
+    (:meth:`HeldAnalyses.refusal`: its user's open pages would hold more than their share of the server's memory),
+    else None (also in personal mode, and without a user, whom the page refuses on its own)."""
+    holding = _page_holding(page)
+    return None if holding is None else held_analyses().refusal(holding, uploads)
+
+
+def held_visits_refusal(saved: Sequence[SavedAnalysis], page: str) -> str | None:
+    """:func:`held_analyses_refusal` of saved visits (their pictures opened from the records, each counted as an
+    analysis of its size)."""
+    holding = _page_holding(page)
+    if holding is None:
+        return None
+    pixels = sum(visit.image.shape[0] * visit.image.shape[1] for visit in saved)
+    return held_analyses().refusal_of(holding, tuple(f"record {visit.record.uid}" for visit in saved),
+                                      pixels * HELD_BYTES_PER_PIXEL)
+
+
+def _page_holding(page: str) -> Holding | None:
+    """This session's :class:`Holding` of ``page`` on a shared server (made on first use); None in personal mode
+    and without a user."""
+    owner = _user_name() if load_settings().shared else None
+    if owner is None:
+        return None
+    key = f"{HOLDING_KEY}_{page}"
+    holding = st.session_state.get(key)
+    if not isinstance(holding, Holding) or holding.owner != owner:
+        holding = st.session_state[key] = held_analyses().holding(owner)
+    return holding
 
 
 @st.cache_resource(show_spinner=False)

@@ -5,8 +5,12 @@ Streamlit keeps every file uploaded into a session in memory (its ``MemoryUpload
 removes it or the session ends, under whatever file id the upload's URL names (it checks no page asked for it), each
 up to ``server.maxUploadSize``: a script uploading file after file into its own sessions filled the server's memory,
 and every user's pages ended with the server. The media gate, which remembers the sessions Streamlit gave each
-owner, refuses with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold past
-:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`.
+owner and the sessions each owner uploaded into for as long as Streamlit holds their files (:func:`holding_sessions`:
+a session forgotten in the bounds of the first, left open and silent, held its files out of the count), refuses
+with 413 (:data:`UPLOADS_FULL`) an upload that would take what that owner's sessions hold, with the uploads of
+theirs still on their way (each counted for :func:`upload_length`), past
+:data:`moleseg.core.config.UPLOAD_BYTES_PER_USER`: counting the files held alone, a script sending its uploads at
+once had every one of them pass, as none was held yet.
 """
 
 from __future__ import annotations
@@ -38,12 +42,36 @@ def held_upload_bytes(session_ids: Iterable[str]) -> int:
     return held
 
 
-def past_share(scope: Scope, session_ids: Iterable[str], share: int) -> bool:
-    """Whether the upload request ``scope`` would take what ``session_ids`` hold (:func:`held_upload_bytes`) past
-    ``share`` bytes, counting its body by its ``Content-Length`` (none: nothing; Streamlit caps a body at
-    ``server.maxUploadSize`` as it streams in)."""
-    try:
-        length = max(0, int(Headers(scope=scope).get("content-length") or 0))
+def holding_sessions(session_ids: Iterable[str]) -> set[str]:
+    """Those of ``session_ids`` whose uploaded files Streamlit still holds (none when no Streamlit server runs in
+    this process): a session that ended holds none."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return set()
+    storage = runtime.get_instance().uploaded_file_mgr.file_storage
+    return {session_id for session_id in list(session_ids) if storage.get(session_id)}
+
+
+def upload_length(scope: Scope) -> int:
+    """The most bytes the upload request ``scope`` can add to what Streamlit holds: its body's ``Content-Length``
+    (the server reads no more of a body than that), or, without a valid one or beside a ``Transfer-Encoding`` (a
+    chunked body), the largest file Streamlit takes (``server.maxUploadSize``, in MB of 2**20 bytes, as Streamlit
+    reads it)."""
+    headers = Headers(scope=scope)
+    try:  # a Transfer-Encoding beside it frames the body instead
+        length = -1 if "transfer-encoding" in headers else int(headers.get("content-length") or "")
     except ValueError:
-        length = 0
-    return held_upload_bytes(session_ids) + length > share
+        length = -1
+    if length >= 0:
+        return length
+    from streamlit import config
+
+    return int(config.get_option("server.maxUploadSize")) * 1024 * 1024
+
+
+def past_share(scope: Scope, session_ids: Iterable[str], share: int, on_the_way: int = 0) -> bool:
+    """Whether the upload request ``scope`` (:func:`upload_length`) would take what ``session_ids`` hold
+    (:func:`held_upload_bytes`) and ``on_the_way`` bytes of their owner's uploads not yet held (their requests'
+    :func:`upload_length`) past ``share`` bytes."""
+    return held_upload_bytes(session_ids) + on_the_way + upload_length(scope) > share

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     at_least_one_image = int_at_least(int(batch_size.low), int(batch_size.high))  # an image or more, within the cap
     model_help = "a .keras file or 'classical' (default: the shipped dermoscopy model)"
     pixel_size_help = "mm per pixel, for physical units"
+    tta_help = "flip test-time augmentation (default: the model's own setting)"
+    batch_help = f"images the network predicts at once (default: {INFERENCE_BATCH_SIZE})"
     parser = argparse.ArgumentParser(prog="moleseg", description="Dermoscopy border analysis and cell segmentation.")
     parser.add_argument("--version", action="version", version=f"moleseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -141,9 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--masks", required=True, metavar="DIR")
     evaluate.add_argument("--json", metavar="FILE")
     evaluate.add_argument("--csv", metavar="FILE")
-    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                          help="flip test-time augmentation (default: the model's own setting)")
-    evaluate.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
+    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=tta_help)
+    evaluate.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE, help=batch_help)
     evaluate.add_argument("--no-baseline", action="store_true", help="skip the classical baseline")
 
     predict = add("predict", "segment images and write overlays, masks and measurements", cmd_predict)
@@ -151,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, metavar="DIR")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     predict.add_argument("--pixel-size-mm", type=parse_pixel_size, help=pixel_size_help)
-    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help=tta_help)
     predict.add_argument("--lesion-threshold", type=parse_threshold, default="model", metavar="P|argmax|model",
                          help="lesion where its probability >= P (0..1); 'argmax': the most likely class; "
                               "default 'model': the model's calibrated choice")
-    predict.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE)
+    predict.add_argument("--batch-size", type=at_least_one_image, default=INFERENCE_BATCH_SIZE, help=batch_help)
     predict.add_argument("--outlines", type=parse_outline_formats, default=(), metavar="FORMATS",
                          help=f"also write the outline as {', '.join(OUTLINE_FORMATS)} (comma-separated): "
                               "GeoJSON for QuPath, an ImageJ .roi for Fiji, an SVG path; x, y in px")
@@ -172,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="copy DICOM inputs' whole header, patient and study identifiers included, into the "
                               "DICOM outputs and name them after the input files (default: only what references "
                               "the image, named after its pixels)")
+    predict.add_argument("--without-names", dest="with_names", action="store_false",
+                         help=f"name every output after its image's pixels ({NEUTRAL_WORD}-<{NEUTRAL_ID_DIGITS} hex "
+                              "digits>, as the DICOM files and the app's exports without names are), not after the "
+                              "input file: the PNGs, the outlines, the CSVs' image and output columns (the source "
+                              "column left out) and the settings; stderr says which input is which, unless --quiet. "
+                              "An input whose pixels give the name of an earlier one's files is not written. Not "
+                              "with --dicom-identifiers or --shard")
 
     merge = add("merge", "join the measurement tables of moleseg predict --shard runs, checking every input "
                          "appears exactly once", cmd_merge)

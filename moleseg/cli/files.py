@@ -91,6 +91,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from moleseg.engine.predictfiles import output_stems, predict_files
     from moleseg.engine.shards import shard_positions, write_manifest
 
+    if not args.with_names and (args.dicom_identifiers or args.shard):
+        raise CommandError("--without-names and " + ("--dicom-identifiers contradict each other: the DICOM files "
+                           "would keep the names" if args.dicom_identifiers else "--shard cannot be used together: a "
+                           "shard's manifest names every input, for moleseg merge"))
     failures: list[tuple[str, str]] = []
     files = _input_files(args.inputs, failures)
     keys, names, positions = [str(file) for file in files], output_stems(files), list(range(len(files)))
@@ -110,19 +114,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                     pixel_size_mm=args.pixel_size_mm, lesion_threshold=args.lesion_threshold,
                                     outlines=args.outlines,
                                     model_version=version,
-                                    progress=bar.update_to, output_names=names,
+                                    progress=bar.update_to, output_names=names, with_names=args.with_names,
                                     note=lambda name, message: say(args, f"{printable(name)}: {message}"))
         finally:
             bar.close()
         rows, stopped, object_rows, settings = outcome.rows, outcome.stopped, outcome.object_rows, outcome.settings
         failures.extend(outcome.failures)
+        if not args.with_names:  # named after the pixels: say which image they are (the table no longer does)
+            for row in rows:
+                say(args, f"{printable(row['source'])}: {row['output']}")
         if args.dicom_seg and not stopped:
             failures.extend(_write_dicom(args, out, rows, segmenter.name, version))
         if rows or (args.shard and not stopped):
             from moleseg.core.atomic import atomic_write
 
             try:
-                write_table(out / csv_name, rows)
+                write_table(out / csv_name, rows if args.with_names else [
+                    {key: value for key, value in row.items() if key != "source"} for row in rows])
                 atomic_write(out / sidecar_name(csv_name), settings_sidecar(csv_name, settings))
                 if object_rows:
                     write_table(out / objects_name, object_rows)
@@ -172,7 +180,7 @@ def _write_dicom(args: argparse.Namespace, out: Path, rows: Sequence[dict], mode
             written.update(dict.fromkeys(files, source.name))
             for name, data in files.items():
                 atomic_write(out / name, data)
-            if not args.dicom_identifiers:  # named after the pixels: say which image they are
+            if not args.dicom_identifiers and args.with_names:  # named after the pixels: say which image they are
                 say(args, f"{printable(source.name)}: {', '.join(files)}")
         except (ValueError, OSError) as error:  # an unreadable image, a mask of another size, a full disk
             failures.append((source.name, f"{source.name}: no DICOM Segmentation written ({error})"))

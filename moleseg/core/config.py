@@ -50,6 +50,10 @@ MAX_BATCH_SIZE: int = 256
 #: Most passes over the training pairs: the shipped models trained 30 and 40; 1000 is the most a study's factor
 #: may ask of a shared machine (many times that is weeks of its CPUs or its one GPU).
 MAX_EPOCHS: int = 1000
+#: Most datasets (folders) one folder list of a training takes (its training, validation or test images, and their
+#: masks): each is resolved, searched and checked for links on every run of the Train page, some 2 ms a line, so a
+#: pasted list of 10,000 lines (30 kB) held the server's CPU for 14 s a run, every user's pages waiting.
+MAX_DATASETS: int = 100
 
 #: A lesion counts as reaching the image's edge where it comes within this share (0..1) of the image's
 #: shorter side of the frame (see :func:`moleseg.core.edgecontact.edge_contact_ratio`).
@@ -176,7 +180,8 @@ STUDY_START_WAIT_S: float = 30.0
 #: Seconds a study process waits for its folder's lock: another start's check holds it for an instant.
 STUDY_LOCK_WAIT_S: float = 0.5
 #: What a study's ``--data-root`` option is (the command line's and the background study process's help).
-STUDY_DATA_ROOT_HELP: str = "folder the study's data paths are relative to"
+STUDY_DATA_ROOT_HELP: str = ("folder the study's data paths are relative to (default: the root its data section "
+                             "names, from the file's folder; without one, that folder)")
 #: The Streamlit app's entry point, ``app.py`` beside the package in a checkout (a wheel does not carry the app).
 APP_FILE: Path = _PACKAGE_PARENT / "app.py"
 #: What ``moleseg serve`` runs: ``app.py`` as Streamlit's ASGI app behind :class:`moleseg.app.mediagate.MediaGate`
@@ -242,16 +247,38 @@ def runs_dir() -> Path:
     return Path(value) if value else data_dir() / RUNS_FOLDER_NAME
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give (``MemAvailable`` of ``/proc/meminfo``), bytes; None when unknown."""
+def _meminfo_bytes(field: str) -> int | None:
+    """The ``field`` of ``/proc/meminfo`` (e.g. ``MemAvailable``), bytes; None when unknown."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (``MemAvailable`` of ``/proc/meminfo``), bytes; None when unknown."""
+    return _meminfo_bytes("MemAvailable")
+
+
+#: Share of the machine's memory (``MemTotal``) that the analyses one user's open Analyse pages hold may take
+#: together on a shared server (:class:`moleseg.app.heldmemory.HeldAnalyses`): each holds its image, the network's
+#: probabilities, its masks and pictures, some 29 bytes a pixel however small its file (a 12 MP photograph: 350 MB),
+#: so that 200 files of a few kB each, in as many tabs as a script opens, took all of it, and every other user's
+#: images were refused as too large for the memory left.
+ANALYSIS_MEMORY_SHARE: float = 0.25
+#: The analyses' share of one user, in bytes, when the machine's memory cannot be read.
+ANALYSIS_BYTES_UNKNOWN_MEMORY: int = 8 * 1024**3
+
+
+def analysis_bytes_per_user() -> int:
+    """Bytes of analyses one user's open Analyse pages may hold at once on a shared server:
+    :data:`ANALYSIS_MEMORY_SHARE` of the machine's memory, or :data:`ANALYSIS_BYTES_UNKNOWN_MEMORY`."""
+    total = _meminfo_bytes("MemTotal")
+    return ANALYSIS_BYTES_UNKNOWN_MEMORY if total is None else int(total * ANALYSIS_MEMORY_SHARE)
 
 
 def max_image_pixels() -> int:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "encapsulated_pdf", "export_stem",
-           "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
+           "neutral_file_name", "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
 
 #: The only attributes of a DICOM source an export keeps unless a user asks for identifiers: what links the
 #: objects and describes the pixels. Anything else (the Patient, Patient Study, Clinical Trial and equipment
@@ -61,6 +61,14 @@ def neutral_name(pixel_sha256: str) -> str:
     """The name an export without identifiers gives an image, ``lesion-1a2b3c4d``, from the hex SHA-256 of its
     pixels (:func:`moleseg.core.dataset.image_sha256`)."""
     return f"{NEUTRAL_WORD}-{pixel_sha256[:NEUTRAL_ID_DIGITS]}"
+
+
+def neutral_file_name(pixel_sha256: str, file_name: str) -> str:
+    """What an export without names calls the image file ``file_name``: :func:`neutral_name` of its pixels with
+    the file's extension in lower case (none when it has none; ``lesion-1a2b3c4d.png``)."""
+    from pathlib import PurePosixPath
+
+    return neutral_name(pixel_sha256) + PurePosixPath(file_name.replace("\\", "/")).suffix.lower()
 
 
 def export_stem(stem: str, pixel_sha256: str, *, include_identifiers: bool) -> str:

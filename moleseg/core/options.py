@@ -22,7 +22,7 @@ import numpy as np
 from moleseg.core.backbones import BACKBONES
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE,
-                                 MAX_BATCH_SIZE, MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
+                                 MAX_BATCH_SIZE, MAX_DATASETS, MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
 from moleseg.core.targets import SHAPES
 
 GROUPS: tuple[str, ...] = ("model", "data", "augmentation", "training", "cleanup", "run")
@@ -212,9 +212,10 @@ class Option:
             return [f"unknown {what} {', '.join(map(str, unknown))}; choose from {', '.join(self.choices)}"] \
                 if unknown else []
         if self.kind == "folders":
-            if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value):
-                return []
-            return [f"{what} must be a list of folder paths, not {value!r}"]
+            if not (isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value)):
+                return [f"{what} must be a list of folder paths, not {value!r}"]
+            return [] if len(value) <= MAX_DATASETS else [
+                f"{what} lists {len(value)} folders and takes at most {MAX_DATASETS}"]
         if self.kind == "text":
             if value is None and self.optional or isinstance(value, str):
                 return []

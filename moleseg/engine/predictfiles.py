@@ -135,7 +135,7 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
                   outlines: Sequence[str] = (), model_version: str = "", workers: int | None = None,
                   progress: Callable[[int], None] | None = None,
                   note: Callable[[str, str], None] | None = None,
-                  output_names: Sequence[str] | None = None) -> PredictOutcome:
+                  output_names: Sequence[str] | None = None, with_names: bool = True) -> PredictOutcome:
     """Segment image files and write ``<stem>_overlay.png``, ``_mask.png``, ``_classes.png`` (and outlines).
 
     The batch pipeline of :func:`moleseg.engine.batches.segment_batches` (a pool of ``workers`` threads,
@@ -158,14 +158,22 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
     output_names
         The output stems of ``files`` (default :func:`output_stems` of them; a shard of an archive passes
         those of the whole archive, so its files are named as in a single run).
+    with_names
+        False: each image's files, its CSV row's ``image`` and ``output`` and its settings are named after its
+        pixels (:func:`moleseg.core.dicomexport.neutral_file_name`, as the app's exports without names and the
+        DICOM export without identifiers are) instead of its file; an image whose pixels give the name of an
+        earlier one's files is not written (a failure naming both): no output replaces another's. The rows'
+        ``source`` is still the input's path, for the caller, which leaves it out of what it writes.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    from moleseg.core.dicomexport import neutral_file_name, neutral_name
     from moleseg.core.dicomio import dicom_pixel_size
     from moleseg.core.imageio import read_image
 
     stems = list(output_stems(files) if output_names is None else output_names)
     file_sizes: dict[int, float | None] = {}  # a DICOM file's own pixel spacing, when no pixel size is given
+    named_for: dict[str, str] = {}  # without names: a stem written (case folded) and the input it was written for
     outcome = PredictOutcome()
 
     def read(index: int) -> np.ndarray:
@@ -175,16 +183,24 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
         return image
 
     def finish(index: int, image: np.ndarray, segmentation: Segmentation) -> Finished:
-        path, stem = files[index], stems[index]
+        path, stem, name = files[index], stems[index], files[index].name
         analysis = measure_and_draw(image, segmentation, segmenter, drawer,
                                     pixel_size_mm=pixel_size_mm or file_sizes.get(index))
-        row = {"image": path.name, "source": str(path), "output": stem,
+        if not with_names:
+            stem, name = neutral_name(analysis.pixel_sha256), neutral_file_name(analysis.pixel_sha256, name)
+        row = {"image": name, "source": str(path), "output": stem,
                **({"note": analysis.notes} if analysis.notes else {}), **analysis.flag_row, **analysis.rounded_row}
         return Finished(row, analysis.object_rows(stem), analysis.settings(model_version), analysis.error,
                         analysis.result_files, stem, analysis.outline_files(stem, outlines) if outlines else {})
 
     def write(path: Path, finished: Finished) -> None:
         """Encode and write one finished image; on a full disk, :attr:`PredictOutcome.stopped` says so."""
+        taken = named_for.get(finished.stem.casefold())
+        if taken is not None:  # without names: the same pixels (or their digest's first digits) as an earlier input's
+            outcome.failures.append((path.name, f"{path.name}: its files would replace those of {taken}, whose pixels "
+                                                 f"give the same name ({finished.stem}); without --without-names they "
+                                                 "are named after the files"))
+            return
         try:
             encoded = {**finished.files.files(finished.stem), **finished.outlines}
         except Exception as error:  # noqa: BLE001 -- this image's files could not be encoded: the others go on
@@ -202,9 +218,11 @@ def predict_files(segmenter: Segmenter, files: Sequence[Path], out: Path, *, bat
             return
         if finished.error and note is not None:
             note(path.name, finished.error)
+        if not with_names:
+            named_for[finished.stem.casefold()] = path.name
         outcome.rows.append(finished.row)
         outcome.object_rows.extend(finished.object_rows)
-        outcome.settings.append((path.name, finished.settings, None))
+        outcome.settings.append((finished.row["image"], finished.settings, None))
 
     def write_batch(first: int, results: list[Finished | Exception]) -> None:
         """The writer thread's work: one batch, in input order, nothing after a full disk."""

@@ -56,10 +56,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import sqlalchemy
@@ -87,6 +87,7 @@ __all__ = [
     "ORPHAN_MIN_AGE_S",
     "PG_MIGRATIONS",
     "AuditEntry",
+    "ExportedVisit",
     "Records",
     "RecordsError",
     "describe_postgres_error",
@@ -434,21 +435,43 @@ class Records:
                 removed += 1
         return removed
 
-    def export(self, user: User, record_id: int) -> bytes:
-        """A ZIP of one saved analysis: image, mask, measurements CSV with its settings sidecar
-        (:func:`moleseg.core.report.settings_sidecar`) and a JSON of the record; 'exported' goes to its trail."""
+    def export(self, user: User, record_id: int,
+               leaving: Callable[[SavedAnalysis], ExportedVisit] | None = None) -> bytes:
+        """A ZIP of one saved analysis (:meth:`ExportedVisit.zip`): as saved, or as ``leaving`` makes it of the
+        saved analysis (e.g. without names, :func:`moleseg.app.deidentify.neutral_export`; the record keeps its
+        own); 'exported' goes to its trail."""
         saved = self.open(user, record_id, audit=False)
         self.log(user, record_id, "exported")
+        return (ExportedVisit.as_saved if leaving is None else leaving)(saved).zip()
+
+
+@dataclass(frozen=True)
+class ExportedVisit:
+    """What leaves in a saved visit's export: the analysis with the record its files print (:attr:`saved`), the
+    stem of its files and the record's fields its JSON holds (:attr:`details`)."""
+
+    saved: SavedAnalysis
+    stem: str
+    details: dict[str, Any]
+
+    @classmethod
+    def as_saved(cls, saved: SavedAnalysis) -> ExportedVisit:
+        """The export of ``saved`` as it was saved: its files named ``record_<id>``, every field but the
+        measurements (which are the CSV) in its JSON."""
         record = saved.record
-        stem = record.stem
-        details = {key: value for key, value in asdict(record).items() if key != "measurements"}
+        return cls(saved, record.stem, {key: value for key, value in asdict(record).items() if key != "measurements"})
+
+    def zip(self) -> bytes:
+        """The ZIP: image, mask, measurements CSV with its settings sidecar
+        (:func:`moleseg.core.report.settings_sidecar`) and a JSON of :attr:`details`."""
+        record, stem = self.saved.record, self.stem
         row = {"image": record.image_name or stem, "lesion": record.lesion, "visit_date": record.visit_date,
                **measurements_row(record.measurements)}
         csv_name = f"{stem}_measurements.csv"
         return zip_bundle({
-            f"{stem}_image.png": encode_png(saved.image),
-            result_file_name(stem, "mask"): encode_png(saved.mask),
+            f"{stem}_image.png": encode_png(self.saved.image),
+            result_file_name(stem, "mask"): encode_png(self.saved.mask),
             csv_name: measurements_csv([row]),
             sidecar_name(csv_name): settings_sidecar(csv_name, [(row["image"], record.settings(), record.visit())]),
-            f"{stem}.json": json.dumps(details, indent=2, default=str).encode(),
+            f"{stem}.json": json.dumps(self.details, indent=2, default=str).encode(),
         })

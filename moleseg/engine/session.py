@@ -35,7 +35,8 @@ from typing import BinaryIO, Callable
 from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.atomic import process_lock
-from moleseg.core.config import MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S, SESSION_SWEEP_INTERVAL_S
+from moleseg.core.config import (MAX_DATASETS, MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S,
+                                 SESSION_SWEEP_INTERVAL_S)
 from moleseg.core.errors import folder_not_found
 from moleseg.core.roots import check_links_inside, resolve_inside_roots
 from moleseg.core.settings import temp_root as settings_temp_root
@@ -559,9 +560,13 @@ def dataset_folders(text: str, roots: Sequence[Path] | None = None) -> tuple[Pat
 
 
 def dataset_list(text: str, roots: Sequence[Path] | None = None) -> list[tuple[Path, Path]]:
-    """One :func:`dataset_folders` per non-empty line (lines starting with ``#`` are comments)."""
-    folders = []
-    for line in text.splitlines():
-        if line.strip() and not line.strip().startswith("#"):
-            folders.append(dataset_folders(line, roots))
-    return folders
+    """One :func:`dataset_folders` per non-empty line (lines starting with ``#`` are comments).
+
+    Raises
+    ------
+    ValueError
+        Also for more than :data:`~moleseg.core.config.MAX_DATASETS` lines (none read)."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if len(lines) > MAX_DATASETS:
+        raise ValueError(f"{len(lines)} datasets are listed and a list takes at most {MAX_DATASETS}")
+    return [dataset_folders(line, roots) for line in lines]

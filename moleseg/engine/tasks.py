@@ -74,15 +74,26 @@ class TaskRegistry:
     """Tasks by key, run by a small thread pool. Submitting a key that is running joins that task;
     a finished one is kept (``FINISHED_TASKS_KEPT`` at most) until it is submitted again with
     ``restart=True``. A task submitted with an ``owner`` is refused while that owner has ``per_owner`` tasks
-    running or waiting."""
+    running or waiting, and an owner's tasks run on :attr:`running_per_owner` workers at most (one less than the
+    pool has, at least one), so that another owner's task starts when a worker is free: the others wait their
+    turn, oldest first (the server's own, without an owner, are never held back)."""
 
     def __init__(self, workers: int = TASK_WORKERS, finished_kept: int = FINISHED_TASKS_KEPT,
                  per_owner: int = MAX_TASKS_PER_USER) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="moleseg-task")
         self._tasks: OrderedDict[Hashable, Task] = OrderedDict()
         self._lock = threading.Lock()
+        self._waiting: list[tuple[Task, Callable[[Progress], Any]]] = []  # submitted, not started, oldest first
+        self._running: dict[str | None, int] = {}  # tasks running, by owner
+        self._closed = False
+        self.workers = workers
         self.finished_kept = finished_kept
         self.per_owner = per_owner
+
+    @property
+    def running_per_owner(self) -> int:
+        """Most workers one owner's tasks take at once: one less than the pool has, at least one."""
+        return max(1, self.workers - 1)
 
     def get(self, key: Hashable) -> Task | None:
         with self._lock:
@@ -110,18 +121,56 @@ class TaskRegistry:
                                    f"dataset scans, model preparations) running or waiting, the most one user may "
                                    f"have at once: start this one when one of them has finished.")
             task = Task(key=key, owner=owner)
-            task.future = self._pool.submit(work, task.report)
+            task.future = Future()
             self._tasks[key] = task
             self._tasks.move_to_end(key)
+            self._waiting.append((task, work))
+            self._start_waiting()
             self._forget_old()
         return task
+
+    def _start_waiting(self) -> None:
+        """Start the oldest waiting tasks a free worker may take (their owner below :attr:`running_per_owner`);
+        with the lock held."""
+        free = self.workers - sum(self._running.values())
+        for entry in list(self._waiting):
+            task, work = entry
+            if free <= 0 or self._closed:
+                return
+            if task.owner is not None and self._running.get(task.owner, 0) >= self.running_per_owner:
+                continue
+            self._waiting = [other for other in self._waiting if other is not entry]
+            self._running[task.owner] = self._running.get(task.owner, 0) + 1
+            free -= 1
+            self._pool.submit(self._run, task, work)
+
+    def _run(self, task: Task, work: Callable[[Progress], Any]) -> None:
+        """Run one started task in a worker, then let the next waiting one take the worker."""
+        task.future.set_running_or_notify_cancel()
+        result, error = None, None
+        try:
+            result = work(task.report)
+        except BaseException as raised:  # kept as the task's error, as the pool's future kept it
+            error = raised
+        with self._lock:
+            self._running[task.owner] -= 1
+            self._start_waiting()
+        if error is None:
+            task.future.set_result(result)
+        else:
+            task.future.set_exception(error)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._tasks)
 
     def shutdown(self) -> None:
-        """Stop taking tasks and wait for the running ones."""
+        """Stop taking tasks and wait for the running ones; those still waiting fail (never started)."""
+        with self._lock:
+            self._closed = True
+            waiting, self._waiting = self._waiting, []
+        for task, _ in waiting:
+            task.future.set_exception(RuntimeError("the server stopped before this task started"))
         self._pool.shutdown(wait=True)
 
     def _forget_old(self) -> None:

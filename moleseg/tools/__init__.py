@@ -1,6 +1,7 @@
 """Developer tools run from a checkout: ``bench`` (``moleseg bench``, ``make bench``), ``shipped`` (``make
 models``, ``make crossval``), ``gpu_check`` (``make gpu-check``), ``candidate``, and the tables the product
-publishes (``repeatability``, ``riskcoverage``, ``edge_calibration``). A face like the CLI: they may import
+publishes (``repeatability``, ``riskcoverage``, ``edge_calibration``), and ``doccounts`` (the line counts of
+docs/architecture.md). A face like the CLI: they may import
 every layer, and nothing in ``core``, ``engine``, ``network`` or ``app`` imports them.
 """
 
