@@ -72,7 +72,7 @@ def test_moleseg_serve_started_from_any_folder_runs_streamlit_with_those_setting
     served = tomllib.loads((started["folder"] / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert served == tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert (served["browser"]["gatherUsageStats"], served["client"]["showErrorDetails"],
-            served["client"]["toolbarMode"]) == (False, False, "minimal")
+            served["client"]["toolbarMode"]) == (False, "none", "minimal")
     assert served["server"]["maxUploadSize"] > 0  # its value is the README's (tests/test_docs_claims.py)
 
 
