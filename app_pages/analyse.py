@@ -227,11 +227,14 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
                               key="analyse_brush_width") if tool == "brush" else 1)
         background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
                                lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
-        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                          height=canvas_height, width=canvas_width,
-                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                          key=f"analyse_canvas_{generation}_{canvas_width}")
+        try:
+            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                              height=canvas_height, width=canvas_width,
+                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                              key=f"analyse_canvas_{generation}_{canvas_width}")
+        except (AttributeError, KeyError, TypeError):  # it reads the browser's value as its own page writes it
+            drawn = None
         strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale, brush_width_limit(width))
         shape = outcome.analysis.image.shape[:2]
         refusal = edits.refusal(strokes, shape) if strokes else None

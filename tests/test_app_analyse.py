@@ -883,37 +883,40 @@ def test_exports_without_names_switch_names_every_download_after_the_pixels(at, 
     assert drawn["analyse_dl_overlay"][0] == "Mueller_Anna_overlay.png"
 
 
-def test_a_forged_drawing_is_refused_with_a_warning_and_a_forged_brush_is_held_to_the_slider(at, monkeypatch):
-    """What the canvas sends is the browser's (a component value): a polygon of 5 000 corners (filled by testing
-    each pixel against every corner, 24 s for 10 000 of them on 1 Mpx, on every run), a click on the disabled Add
-    button, and a brush 10^12 px wide (a scratch canvas three times the picture each way: 1.9 GB for 2000 px)."""
-    import sys
-
+def test_a_forged_drawing_is_refused_with_a_warning_and_a_forged_brush_is_held_to_the_slider(at):
+    """What the canvas sends is the browser's (its component's value): a polygon of 5 000 corners (filled by
+    testing each pixel against every corner, 24 s for 10 000 of them on 1 Mpx, on every run), a click on the
+    disabled Add button, a brush 10^12 px wide (a scratch canvas three times the picture each way: 1.9 GB for
+    2000 px), and values the canvas's own page never writes (its package raised on them)."""
     from moleseg.app.hand_correction import brush_width_limit
     from moleseg.engine.correction import MAX_POLYGON_CORNERS
 
     outcomes = upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
     width = outcomes[0].analysis.image.shape[1]
     at.session_state["analyse_correct_open"] = True
-    at.run()  # the real canvas, its package imported as the page runs
-    canvas = sys.modules["streamlit_drawable_canvas"]
-    drawing = {}
-    monkeypatch.setattr(canvas, "st_canvas", lambda **options: canvas.CanvasResult(
-        json_data=drawing, image_data_url=None, return_image_data=False))
-    corners = [{"x": 10 + i % 7, "y": 10 + i % 5} for i in range(5_000)]
-    drawing["objects"] = [{"type": "polygon", "points": corners}]
     at.run()
+
+    def canvas() -> str:  # a new one after each edit
+        (key,) = [node.key for node in at._tree if str(getattr(node, "key", "")).startswith("analyse_canvas_")
+                  and node.key != "analyse_canvas_room"]
+        return key
+
+    def drawn(*objects):
+        return forged_run(at, canvas(), json_value=json.dumps({"drawing": {"raw": {"objects": list(objects)}}}))
+
+    drawn({"type": "polygon", "points": [{"x": 10 + i % 7, "y": 10 + i % 5} for i in range(5_000)]})
     assert f"The drawing has a polygon of more than {MAX_POLYGON_CORNERS} corners: draw it with fewer." in texts(
         at.warning)
     assert at.button(key="analyse_draw_add").disabled
     forged_run(at, "analyse_draw_add", trigger_value=True)  # a click on the disabled button: Streamlit drops it
-    assert not at.exception and not at.session_state["analyse_corrections"][
-        next(iter(at.session_state["analyse_corrections"]))].any
-    drawing["objects"] = [{"type": "path", "strokeWidth": 1e12, "path": [["M", 5, 5], ["L", 9, 9]]}]
-    at.run()
-    at.button(key="analyse_draw_add").click().run()
     (edits,) = at.session_state["analyse_corrections"].values()
+    assert not at.exception and not edits.any
+    drawn({"type": "path", "strokeWidth": 1e12, "path": [["M", 5, 5], ["L", 9, 9]]})
+    at.button(key="analyse_draw_add").click().run()
     assert [stroke.width_px for edit in edits.edits for stroke in edit.strokes] == [brush_width_limit(width)]
+    for sent in [{"drawing": 5}, {"backgroundFit": {"scaleX": 1}}, [1, 2], {"drawing": {"raw": "x"}}]:
+        forged_run(at, canvas(), json_value=json.dumps(sent))
+        assert not at.exception, sent
 
 
 def test_the_visit_fields_stop_at_what_a_record_keeps_and_a_longer_forged_text_is_cut_there(at, app_folders):
