@@ -211,7 +211,7 @@ class Corrections:
     edits: list[Edit] = field(default_factory=list)
     #: The last :meth:`apply`'s lesion digest and ``fill_holes``, with its edits and result and those before the
     #: last of them (an undo).
-    _applied: tuple[bytes, bool, list[tuple[tuple[Edit, ...], np.ndarray]]] | None = field(
+    _applied: tuple[bytes, bool, list[tuple[tuple[Edit, ...], np.ndarray]]] | None = field(  # (edits, bits)
         default=None, init=False, repr=False, compare=False)
 
     @property
@@ -253,17 +253,21 @@ class Corrections:
         """The corrected lesion (``fill_holes``: each added region's holes filled, :func:`apply_edit`). Every run
         that shows the image asks for it: the last result is kept, and only the edits recorded since are replayed
         on it for the same lesion and ``fill_holes``, and the result before the last edit is kept for an undo
-        (all of them are replayed after a second undo, or for another lesion)."""
+        (all of them are replayed after a second undo, or for another lesion). Both are kept as packed bits: a
+        bit a pixel, beside the 29 bytes the analysis holds (:mod:`moleseg.app.heldmemory`)."""
         base = np.asarray(lesion, dtype=bool)
-        digest = hashlib.blake2b(np.packbits(base).tobytes() + repr(base.shape).encode(), digest_size=16).digest()
+        packed = np.packbits(base)
+        digest = hashlib.blake2b(packed.tobytes() + repr(base.shape).encode(), digest_size=16).digest()
         edits = tuple(self.edits)
         kept = self._applied[2] if self._applied is not None and self._applied[:2] == (digest, fill_holes) else []
-        prefixes = [(done, result) for done, result in kept
+        prefixes = [(done, bits) for done, bits in kept
                     if len(done) <= len(edits) and all(old is new for old, new in zip(done, edits))]
-        done, result = max(prefixes, key=lambda pair: len(pair[0]), default=((), base))
-        before_last = next(((d, r) for d, r in prefixes if len(d) < len(done)), None)
+        done, bits = max(prefixes, key=lambda pair: len(pair[0]), default=((), packed))
+        before_last = next(((d, b) for d, b in prefixes if len(d) < len(done)), None)
+        result = np.unpackbits(bits, count=base.size).reshape(base.shape).view(bool)
         for index in range(len(done), len(edits)):
-            before_last = (edits[:index], result)
+            before_last = (edits[:index], bits)
             result = apply_edit(result, edits[index], fill_holes)
-        self._applied = (digest, fill_holes, [(edits, result)] + ([before_last] if before_last else []))
-        return result.copy()
+            bits = np.packbits(result)
+        self._applied = (digest, fill_holes, [(edits, bits)] + ([before_last] if before_last else []))
+        return result
