@@ -110,8 +110,9 @@ def deflated(fp: IO[bytes]) -> bool:
 
 def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | str | None:
     """The Pixel Data element whose header starts at ``fp``'s position (where pydicom's ``stop_before_pixels``
-    left it in a file that is not :func:`deflated`, ``dataset`` read so, ``syntax`` its transfer syntax); None when no Pixel Data element is there,
-    :data:`WHOLE` for a layout this module does not read (see the module's text).
+    left it in a file that is not :func:`deflated`, ``dataset`` read so, ``syntax`` its transfer syntax); None
+    when no Pixel Data element is there, :data:`WHOLE` for a layout this module does not read (see the module's
+    text).
 
     Raises
     ------
