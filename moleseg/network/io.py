@@ -11,6 +11,7 @@ from moleseg.core.atomic import atomic_output
 from moleseg.core.errors import short_reason
 from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
 from moleseg.network.batchnorm import FusedBatchNormalization
+from moleseg.network.configguard import check_network
 
 
 def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Path:
@@ -27,12 +28,17 @@ def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
     """Load the network of a ``.keras`` file (default for inference: not compiled; ``compile=True`` to
     resume training with the optimizer's state).
 
+    Every load goes through here: the network the file declares is measured before Keras builds any of it
+    (:func:`moleseg.network.configguard.check_network`: an untrusted file's config alone could take gigabytes).
+
     Raises
     ------
     ModelFileError
-        When the file is missing, damaged, not a Keras model, or Keras cannot read it.
+        When the file is missing, damaged, not a Keras model, declares a network moleseg does not build or
+        larger than moleseg's largest, or Keras cannot read it.
     """
     path = check_keras_file(path)
+    check_network(path)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True,
                                        custom_objects={"moleseg>FusedBatchNormalization": FusedBatchNormalization})

@@ -217,8 +217,7 @@ class Trainer:
         can_resume = resume and checkpoint.is_file() and state.epoch > 0
         # The chief reads its checkpoint outside the strategy's scope: variables created in the scope are
         # created together on every worker.
-        saved = (keras.saving.load_model(checkpoint, compile=True)
-                 if self.role.distributed and can_resume else None)
+        saved = load_keras_model(checkpoint, compile=True) if self.role.distributed and can_resume else None
         with self.strategy.scope():
             if self.role.distributed:
                 prepare_workers(self, saved, state)
