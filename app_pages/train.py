@@ -11,12 +11,13 @@ from moleseg.app import charts, serverpaths, trainform, trainstatus, ui
 from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
 from moleseg.app.quota import check_session_quota
-from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import finetune_config, finetune_plan
 from moleseg.engine.runs import RunFiles, read_history
 from moleseg.core import options
 from moleseg.core.errors import first_line
+from moleseg.core.words import capitalised
 
 SPACE = user_space()
 RUNS = SPACE.runs
@@ -24,21 +25,36 @@ OWN_RUNS = RUNS if SPACE.shared else None  # on a shared server, other users' tr
 
 st.title("Train a network")
 st.markdown("Trains DeepLabV3+ on your images and masks in a background process: it goes on when you close "
-            "or refresh the page, and one training runs at a time. Each training writes a run folder in "
+            "or refresh the page, and one training runs at a time: while one runs, yours waits its turn in the "
+            "queue. Each training writes a run folder in "
             f"`{RUNS}`; its best model (by validation FM) appears in the model picker of every page.")
 
 
-def start_training(make_config: Callable[[], dict[str, Any]]) -> None:
-    """Start the training ``make_config()`` gives, once the session is within its quota, and follow it; or say
-    why not."""
+def start_training(make_config: Callable[[], dict[str, Any]], queue: bool = False) -> None:
+    """Start (or, with ``queue``, queue) the training ``make_config()`` gives, once the session is within its
+    quota, and follow it; or say why not."""
     try:
         check_session_quota()
-        run_dir = trainstatus.start(make_config(), RUNS, own_runs=OWN_RUNS)
-    except (trainlock.TrainingBusy, ValueError, OSError) as error:
-        st.error(first_line(error) if isinstance(error, OSError) else str(error))
+        if queue:
+            run_dir = trainstatus.queue(make_config(), RUNS)
+        else:
+            run_dir = trainstatus.start(make_config(), RUNS, own_runs=OWN_RUNS)
+    except (trainlock.TrainingBusy, trainqueue.QueueRefused, ValueError, OSError) as error:
+        message = first_line(error) if isinstance(error, OSError) else str(error)
+        st.error(capitalised(message) if isinstance(error, trainqueue.QueueRefused) else message)
     else:
-        st.session_state["train_run"] = str(run_dir)
+        if not queue:  # a queued one is shown once it runs (it holds the lock)
+            st.session_state["train_run"] = str(run_dir)
         st.rerun()
+
+
+def withdraw() -> None:
+    """Take the user's training out of the queue (a button's callback)."""
+    try:
+        if not trainqueue.withdraw(RUNS):
+            st.session_state["train_withdrawn"] = "Your training had already left the queue (it may have started)."
+    except trainqueue.QueueRefused as error:
+        st.session_state["train_withdrawn"] = capitalised(str(error)) + "."
 
 
 # ---- progress of the running (or last) training ----------------------------------------------------
@@ -150,14 +166,24 @@ if other is not None:
         st.button("Cancel that training", key="train_cancel_other", on_click=launch.request_cancel,
                   args=(other.run_dir,), help="As an admin: stops it after the current step; its best model is kept.")
 elif busy:
-    st.info(f"{busy} Only one training runs at a time: start the next one when it has finished.")
-if st.button("Start training", type="primary", key="train_start", disabled=bool(busy)):
+    st.info(f"{busy} Only one training runs at a time: queue yours, it starts when that one has finished.")
+if note := st.session_state.pop("train_withdrawn", None):
+    st.warning(note)
+queued = trainstatus.queue_sentence(RUNS)
+if queued:
+    st.info(queued)
+    st.button("Withdraw from the queue", key="train_withdraw", on_click=withdraw,
+              help="Takes your training out of the queue; its options stay in the form.")
+start = trainstatus.may_start_now(busy)  # else wait in the queue, oldest first
+if st.button("Start training", type="primary", key="train_start", disabled=not start) or (
+        not start and st.button("Queue training", type="primary", key="train_queue",
+                                help="Waits its turn and starts by itself, even with this page closed.")):
     problems = problems or jobs.check_config(config)
     if problems:
         for problem in problems:
             st.error(problem)
     else:
-        start_training(lambda: config)
+        start_training(lambda: config, queue=not start)
 
 # ---- trained models --------------------------------------------------------------------------------
 st.subheader("Trained models")
