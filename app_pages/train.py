@@ -48,11 +48,12 @@ def start_training(make_config: Callable[[], dict[str, Any]], queue: bool = Fals
         st.rerun()
 
 
-def withdraw() -> None:
-    """Take the user's training out of the queue (a button's callback)."""
+def withdraw(owner: Path | str = RUNS) -> None:
+    """Take the training of ``owner`` (the user's runs; another's for an admin) out of the queue (a button's
+    callback)."""
     try:
-        if not trainqueue.withdraw(RUNS):
-            st.session_state["train_withdrawn"] = "Your training had already left the queue (it may have started)."
+        if not trainqueue.withdraw(owner):
+            st.session_state["train_withdrawn"] = "That training had already left the queue (it may have started)."
     except trainqueue.QueueRefused as error:
         st.session_state["train_withdrawn"] = capitalised(str(error)) + "."
 
@@ -167,6 +168,15 @@ if other is not None:
                   args=(other.run_dir,), help="As an admin: stops it after the current step; its best model is kept.")
 elif busy:
     st.info(f"{busy} Only one training runs at a time: queue yours, it starts when that one has finished.")
+if require_user().admin and SPACE.shared and (waiting := trainstatus.queue_rows()):
+    with st.expander(f"Queued trainings ({len(waiting)})"):
+        st.dataframe([{key: row[key] for key in ("place", "user", "run", "queued")} for row in waiting],
+                     hide_index=True, width="stretch")
+        st.selectbox("Queued training", range(len(waiting)), key="train_queue_pick",
+                     format_func=lambda index: f"{waiting[index]['place']}: {waiting[index]['run']}")
+        st.button("Withdraw it", key="train_withdraw_other", on_click=lambda: withdraw(
+            waiting[st.session_state["train_queue_pick"]]["owner"]),
+            help="As an admin: takes that training out of the queue.")
 if note := st.session_state.pop("train_withdrawn", None):
     st.warning(note)
 queued = trainstatus.queue_sentence(RUNS)

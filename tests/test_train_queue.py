@@ -6,6 +6,7 @@ test_app_train (a real process holding the real training lock until cancelled)."
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -105,7 +106,8 @@ def test_two_users_queued_start_oldest_first(app_folders, tmp_path, fake_trainin
     assert "(place 2 of 2)" in trainstatus.queue_sentence(bob) and "ann" not in trainstatus.queue_sentence(bob)
     finish(holder_of(first))
     eventually(lambda: holder_of(ann_run))
-    assert not (bob_run / jobs.JOB_FILE).exists() and trainqueue.own_ticket(bob)[1] == 1
+    assert eventually(lambda: trainqueue.own_ticket(bob)[1] == 1)  # ann's ticket goes once her training runs
+    assert not (bob_run / jobs.JOB_FILE).exists()
     finish(holder_of(ann_run))
     eventually(lambda: holder_of(bob_run))
     assert eventually(lambda: trainqueue.queued_count() == 0)
@@ -158,6 +160,7 @@ def test_a_withdrawn_request_ends_its_waiter_and_leaves_nothing(app_folders, fak
     assert trainqueue.withdraw(runs) is True
     wait_ended(waiter)
     assert trainqueue.own_ticket(runs) is None and not queued.exists()
+    assert [path.name for path in trainqueue.queue_dir().iterdir()] == ["queue.lock"]
     assert trainqueue.withdraw(runs) is False
     finish(holder_of(first))
     time.sleep(2 * trainqueue.WAITER_STEP_S)
@@ -177,6 +180,23 @@ def test_a_request_whose_waiter_was_killed_does_not_block_the_next(app_folders, 
     eventually(lambda: holder_of(bob_run))
     assert trainqueue.own_ticket(ann) is None and not ann_run.exists()  # dropped with its request
     assert eventually(lambda: [path.name for path in trainqueue.queue_dir().iterdir()] == ["queue.lock"])
+
+
+def test_a_queued_training_whose_data_went_away_meanwhile_shows_as_failed(app_folders, tmp_path,  # noqa: F811
+                                                                          fake_training, queue):
+    runs = app_folders["runs"]
+    first, _ = fake_training()
+    dataset = make_dataset(tmp_path / "going", count=2)
+    config = {**queue.config, "images": [str(dataset / "images")], "masks": [str(dataset / "masks")]}
+    queued = trainstatus.queue(config, runs, "gone", python=str(fake_training.python))
+    waiter = trainqueue.own_ticket(runs)[0].pid
+    shutil.rmtree(dataset)
+    finish(holder_of(first))
+    wait_ended(waiter)
+    status = jobs.read_job(queued)
+    assert status.status == "failed" and status.error.startswith("not started from the queue: ")
+    assert str(dataset) in status.error and jobs.list_jobs(runs)[0] == queued
+    assert trainlock.active_training() is None and trainqueue.queued_count() == 0
 
 
 def test_the_train_page_queues_behind_a_running_training_and_withdraws(  # noqa: F811 (fixtures)
@@ -207,7 +227,7 @@ def test_on_a_shared_server_the_queue_names_no_other_user(signed_in, queue):  # 
     secret = alice / "secret-lesion-run"
     secret.mkdir()
     with trainlock.hold_training_lock(secret, "app"):
-        queue(carol, "carols-lesions")
+        carol_run = queue(carol, "carols-lesions")
         bob_run = queue(bob, "bobs-run")
         signed_in("bob")
         at = app_test(PAGE)
@@ -221,4 +241,11 @@ def test_on_a_shared_server_the_queue_names_no_other_user(signed_in, queue):  # 
         at = app_test(PAGE)
         shown = " ".join(texts(at.markdown) + texts(at.info) + texts(at.caption) + [h.value for h in at.subheader])
         assert "waits in the queue" not in shown and "bob" not in shown and "carol" not in shown
-        assert trainqueue.withdraw(bob) and trainqueue.withdraw(carol)
+        signed_in("boss")  # an admin sees the whole queue, and whose each request is
+        at = app_test(PAGE)
+        assert [(row["place"], row["user"], row["run"]) for row in at.dataframe[0].value.to_dict("records")] == [
+            (1, carol.parent.name, carol_run.name), (2, bob.parent.name, bob_run.name)]
+        at.selectbox(key="train_queue_pick").set_value(1).run()
+        at.button(key="train_withdraw_other").click().run()
+        assert not at.exception and trainqueue.own_ticket(bob) is None and trainqueue.own_ticket(carol)[1] == 1
+        assert trainqueue.withdraw(carol) and not trainqueue.withdraw(bob)

@@ -7,6 +7,7 @@ in widgets.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,13 @@ def queue_sentence(runs: str | Path) -> str:
     where = "next" if place == 1 else f"place {place} of {max(total, place)}"
     return (f"Your training {ticket.run_dir.name} waits in the queue ({where}). It starts by itself when the "
             "training running now has ended (a study lets it in between two of its runs); you may close this page.")
+
+
+def queue_rows() -> list[dict[str, Any]]:
+    """The whole queue, oldest first, for an admin: place, whose (the user's folder), run and when it was queued."""
+    return [{"place": place, "user": ticket.owner.parent.name, "run": ticket.run_dir.name,
+             "queued": time.strftime("%Y-%m-%d %H:%M", time.localtime(ticket.requested)), "owner": str(ticket.owner)}
+            for place, ticket in enumerate(trainqueue.live_tickets(), start=1)]
 
 
 def _remove_if_empty(run_dir: Path) -> None:

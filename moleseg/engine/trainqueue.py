@@ -37,7 +37,7 @@ from moleseg.core.config import data_dir
 from moleseg.core.errors import first_line
 from moleseg.engine import launch, trainlock
 from moleseg.engine.childargs import child_arguments, child_command
-from moleseg.engine.jobs import check_config
+from moleseg.engine.jobs import JobRequest, ProgressWriter, check_config
 from moleseg.engine.runs import Kind, RunLog, RunRecordError, read_fields, write_json
 
 #: Module run as ``python -m WAITER_MODULE RUN_DIR`` for each queued request.
@@ -271,6 +271,7 @@ def _try_start(ticket: Ticket, python: str | None, log: RunLog) -> bool:
     with queue_lock().acquire(timeout=QUEUE_LOCK_WAIT_S):
         if not ticket.path.exists():
             log("withdrawn")
+            _remove(ticket)
             _drop_request(ticket.run_dir)
             return True
         ahead = [other for other in live_tickets() if other.path.name < ticket.path.name]
@@ -281,14 +282,24 @@ def _try_start(ticket: Ticket, python: str | None, log: RunLog) -> bool:
             launch.start_training(request, ticket.run_dir, origin="app", python=python)
         except trainlock.TrainingBusy:
             return False  # another start took the lock a moment ago: wait for it to end
-        except (ValueError, RunRecordError, OSError) as error:
+        except (ValueError, RunRecordError, OSError) as error:  # e.g. its data deleted while it waited
             log(f"not started: {first_line(error)}")
+            _record_failure(ticket.run_dir, f"not started from the queue: {first_line(error)}")
             _remove(ticket)
             return True
         log("started")
         (ticket.run_dir / REQUEST_NAME).unlink(missing_ok=True)
         _remove(ticket)
         return True
+
+
+def _record_failure(run_dir: Path, error: str) -> None:
+    """Make the run of a request that could not start show as failed, with ``error``, among the user's trainings."""
+    try:
+        JobRequest(config={}, origin="app", requested=time.time()).write(run_dir)
+        ProgressWriter(run_dir, fresh=True).write(status="failed", phase="start", message="failed", error=error)
+    except OSError:
+        pass
 
 
 def wait_and_start(ticket: Ticket, python: str | None, log: RunLog) -> None:
