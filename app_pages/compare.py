@@ -79,7 +79,7 @@ if source == followup.COMPARE_SAVED:
         with st.spinner("Aligning..."):
             comparison = compare_records(*saved, allow_scale=allow_scale, pixel_size_mm=pixel_size or None)
     except (KeyError, ValueError) as error:
-        st.error(first_line(error))
+        st.error(ui.plain_markdown(first_line(error)))
         st.stop()
     before_name, after_name = followup.visit_label(earlier), followup.visit_label(later)
 else:
@@ -103,7 +103,7 @@ else:
     try:
         images = followup.uploaded_images(held, before, after)
     except ImageReadError as error:
-        st.error(str(error))
+        st.error(ui.plain_markdown(str(error)))
         st.stop()
     own_noise = st.toggle("Measure this lesion's own noise too", key="compare_own_noise",
                           help="Off: the published repeatability only (docs/repeatability.md). On: each visit is "
@@ -123,7 +123,7 @@ else:
                                                 pixel_size_mm=pixel_size or None, allow_scale=allow_scale,
                                                 noise_passes=int(noise_passes))
     except ValueError as error:
-        st.error(first_line(error))
+        st.error(ui.plain_markdown(first_line(error)))
         st.stop()
     st.session_state["compare_uploaded"] = compared
     comparison = compared.comparison

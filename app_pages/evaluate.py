@@ -63,8 +63,8 @@ def show_evaluation(result: dict) -> None:
         st.warning(ui.sentence(result["training_overlap"]), icon=":material/warning:")
     for name, reason in result["failures"]:
         st.error(ui.plain_markdown(f"{name}: {reason}" if not reason.startswith(name) else reason))
-    for warning in result.get("mask_warnings", []):
-        st.warning(warning, icon=":material/warning:")
+    for warning in result.get("mask_warnings", []):  # they name masks of a shared dataset: anyone's text
+        st.warning(ui.plain_markdown(warning), icon=":material/warning:")
     if not summary.get("n"):
         st.warning("No image could be evaluated.")
         return

@@ -146,10 +146,10 @@ st.dataframe(preview.frequency_rows(), hide_index=True)
 def show_frequencies(scan: dict) -> None:
     st.markdown(f"**Class frequencies of the dataset** ({scan['read']} masks)")
     st.dataframe(scan["rows"], hide_index=True)
-    for error in scan["errors"]:
-        st.error(error)
+    for error in scan["errors"]:  # they name files of a shared dataset: anyone's text
+        st.error(ui.plain_markdown(error))
     for warning in scan.get("warnings", []):
-        st.warning(warning, icon=":material/warning:")
+        st.warning(ui.plain_markdown(warning), icon=":material/warning:")
     st.caption("Training weights each class by the inverse of its frequency (class weighting), as the article does.")
 
 

@@ -52,7 +52,7 @@ with st.expander("Start a study", expanded=False):
             check_session_quota()
             studyrun.start_study(path, out, roots=serverpaths.dataset_roots(), quota=session_quota())
         except (StudyError, OverQuota, OSError) as error:
-            st.error(str(error))
+            st.error(ui.plain_markdown(str(error)))  # quotes the study file, which may be anyone's in a data root
         else:
             st.session_state["study_folder"] = str(out)
             st.success(f"Started: {out}. Progress below; it continues if you close the browser. Its runs train "
@@ -82,7 +82,7 @@ def show(folder_text: str) -> None:
     try:
         shown = studyrun.read_study_folder(folder_text)
     except StudyError as error:
-        st.warning(str(error))
+        st.warning(ui.plain_markdown(str(error)))  # quotes the folder's files
         return
     if shown.results_only:
         st.caption(shown.describe())

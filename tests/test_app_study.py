@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from app_helpers import app_test
+from moleseg.app import ui
 from moleseg.app.ui import PAGE_FILES
 from moleseg.core.settings import load_settings
 from moleseg.engine import runs, studyplan, studyrun, studystats
@@ -62,7 +63,8 @@ def test_a_bad_study_file_is_one_error_on_the_page(app_folders, tmp_path):
     at.text_input(key="study_file_other").input(str(path)).run()
     at.button(key="study_start").click().run()
     assert not at.exception
-    assert [error.value for error in at.error] == [f"{path}: seed must be a whole number >= 0, not a list"]
+    assert [error.value for error in at.error] == [ui.plain_markdown(f"{path}: seed must be a whole number >= 0, not a "
+                                                                     "list")]
     assert not (app_folders["runs"] / "study-s").exists()
 
 

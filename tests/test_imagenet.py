@@ -345,3 +345,66 @@ def test_not_a_weights_file(tmp_path):
         archive.writestr("archive/readme.txt", "nothing")
     with pytest.raises(ValueError, match="nopickle.pth: cannot read"):
         load_state_dict(no_pickle)
+
+
+def test_tensors_together_larger_than_a_weights_file_may_hold_are_refused_before_any_is_made(tmp_path, monkeypatch):
+    from moleseg.core.archive import ZipBudget
+    from moleseg.network import torch_pickle
+
+    torch = _fake_torch(monkeypatch)
+    one = _Storage("0", np.arange(1, dtype="<f4"))
+    path = tmp_path / "spread.pth"
+    state = OrderedDict((f"w{index}", _Tensor(one, 0, (100,), (0,))) for index in range(3))  # 400 bytes each
+    _write_legacy(path, torch, state, [one])
+    monkeypatch.undo()
+    assert path.stat().st_size < 1000
+    monkeypatch.setattr(torch_pickle, "MODEL_BUDGET", ZipBudget(max_members=256, max_bytes=1000))
+    monkeypatch.setattr(torch_pickle._LazyTensor, "to_numpy", lambda self: pytest.fail("a tensor was made"))
+    with pytest.raises(ValueError, match=r"^spread\.pth: cannot read PyTorch weights \(tensors of 1200 bytes "
+                                         r"together, more than a weights file may hold \(1000 bytes\)\)$"):
+        load_state_dict(path)
+
+
+def test_a_state_dict_that_nests_one_dict_under_many_keys_is_refused_at_once(tmp_path):
+    """Pickle memo references let a 200-byte file nest one dict under two keys 40 times over: 2^40 entries to
+    walk and copy (22 levels took 27 s and 2 GB)."""
+    nested: dict = {}
+    for _ in range(40):
+        nested = {"a": nested, "b": nested}
+    path = tmp_path / "nested.pth"
+    stream = io.BytesIO()
+    for value in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}, nested, []):
+        pickle.dump(value, stream, protocol=2)
+    path.write_bytes(stream.getvalue())
+    assert path.stat().st_size < 1000
+    with pytest.raises(ValueError, match=r"^nested\.pth: cannot read PyTorch weights \(more than 100000 entries, "
+                                         r"more than a weights file holds\)$"):
+        load_state_dict(path)
+
+
+def test_a_storage_key_that_is_not_a_name_is_refused_before_it_is_made_text(tmp_path):
+    """A key nested by pickle's memo (a list of two references to the list below, 40 times) took exponential
+    time and memory to become the text of a message (20 levels: 0.6 s, 40: days)."""
+    nested: list = []
+    for _ in range(40):
+        nested = [nested, nested]
+    path = _legacy_file(tmp_path / "keys.pth", keys=[nested])
+    with pytest.raises(ValueError, match=r"^keys\.pth: cannot read PyTorch weights \(a storage key that is not a "
+                                         r"name but a list\)$"):
+        load_state_dict(path)
+    with pytest.raises(ValueError, match=r"\(the storage keys are not a list\)$"):
+        load_state_dict(_legacy_file(tmp_path / "dict.pth", keys={"0": 1}))
+
+
+def test_a_tensor_size_that_is_not_a_number_is_refused_without_its_text(tmp_path, monkeypatch):
+    torch = _fake_torch(monkeypatch)
+    nested: list = []
+    for _ in range(40):
+        nested = [nested, nested]
+    floats = _Storage("0", np.arange(4, dtype="<f4"))
+    path = tmp_path / "size.pth"
+    _write_legacy(path, torch, OrderedDict([("w", _Tensor(floats, 0, (nested,), (1,)))]), [floats])
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"^size\.pth: cannot read PyTorch weights \(a tensor whose offset, sizes or "
+                                         r"strides are not whole numbers >= 0\)$"):
+        load_state_dict(path)

@@ -135,7 +135,7 @@ def test_too_many_members_are_refused(tmp_path, no_member_read):
     count = MODEL_BUDGET.max_members + 1
     path = _zip(tmp_path / "many.keras", {f"assets/{index}": b"" for index in range(count)})
     no_member_read()
-    with pytest.raises(ModelFileError, match=rf"^many\.keras: the archive holds {count} entries; at most "
+    with pytest.raises(ModelFileError, match=rf"^many\.keras: the archive holds more than {count - 1} entries; at most "
                                              rf"{MODEL_BUDGET.max_members} are accepted$"):
         read_model_info(path)
 
@@ -204,7 +204,8 @@ def test_the_totals_are_checked_after_each_member():
 
 
 @pytest.mark.parametrize("field, value", [("class_names", 5), ("class_names", [1, 2, 3]), ("class_names", {"a": 1}),
-                                          ("lesion_threshold", "high"), ("lesion_threshold", [0.5])])
+                                          ("lesion_threshold", "high"), ("lesion_threshold", [0.5]),
+                                          ("lesion_threshold", 5.0), ("confidence_threshold", -0.5)])
 def test_a_moleseg_json_field_of_the_wrong_kind_breaks_no_picker(tmp_path, field, value):
     """A shipped-models folder is read for every user's pickers and home page: a model file whose class names are
     not texts, or whose lesion threshold is not a number, is refused naming the field (read_info), and the pickers
@@ -222,3 +223,10 @@ def test_a_moleseg_json_field_of_the_wrong_kind_breaks_no_picker(tmp_path, field
     assert choice.label == "dermoscopy (shipped, model)"
     rows = {row["property"]: row["value"] for row in models.model_details(choice)}
     assert rows["file"] == str(path) and "classes" not in rows
+
+
+def test_a_moleseg_json_nested_too_deeply_is_corrupt_in_words(tmp_path):
+    path = _zip(tmp_path / "deep.keras", {"moleseg.json": b"[" * 100_000})
+    with pytest.raises(ModelFileError) as caught:
+        read_model_info(path)
+    assert str(caught.value) == "deep.keras: its moleseg.json is corrupt (nested too deeply)"

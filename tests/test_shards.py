@@ -196,3 +196,14 @@ def test_a_shard_folder_that_is_missing_or_a_file_is_named_as_such(tmp_path, cap
         assert main(["merge", "--quiet", str(given)]) == 2
         assert capsys.readouterr().err == f"error: {said}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("[" * 100_000, "nested too deeply"),
+    ('{"count": ' + "9" * 5000 + "}", "a number of more than 4300 digits"),
+], ids=["nested", "digits"])
+def test_a_manifest_json_cannot_parse_says_why_in_words(tmp_path, capsys, text, reason):
+    manifest = tmp_path / "shard-1-of-1.json"
+    manifest.write_text(text)
+    assert main(["merge", str(tmp_path), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {manifest}: not a readable shard manifest ({reason})"

@@ -126,3 +126,10 @@ def test_preparing_a_users_model_reports_every_step(tmp_path: Path) -> None:
     assert task.error is None and task.result == "tensorflow"  # the tests keep the inference cache off: nothing converted
     assert steps == [(index, 4, text) for index, text in enumerate(PREPARE_STEPS)] + [(4, 4, "ready")]
     assert (task.fraction, task.text) == (1.0, "ready")
+
+
+def test_a_record_nested_too_deeply_is_a_reason_not_a_crash(shipped_copy: Path) -> None:
+    (shipped_copy / "dermoscopy.json").write_text("[" * 100_000, encoding="utf-8")  # 100 kB, within the record's size
+    assert compiled.shipped_onnx(shipped_copy / "dermoscopy.keras") == (
+        None, "the shipped ONNX file cannot be checked (dermoscopy.json: nested too deeply)")
+    assert not compiled.any_cached(shipped_copy / "dermoscopy.keras")

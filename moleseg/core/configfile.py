@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from moleseg.core.errors import duplicate_key, parse_failure
 from moleseg.core.options import OPTIONS, unknown_keys, with_size_reference
 from moleseg.core.words import noun_for
 
@@ -38,6 +39,16 @@ def resolve_folders(config: Mapping[str, Any], root: str | Path) -> dict[str, An
     return values
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members as a dict, refusing a key given twice (``json`` keeps the last silently)."""
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in values:
+            raise ValueError(duplicate_key(key))
+        values[key] = value
+    return values
+
+
 def read_config_file(path: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
     """The options of a configuration file (a run's ``config.json`` or a recipe in ``models/``).
 
@@ -48,16 +59,16 @@ def read_config_file(path: str | Path, data_root: str | Path | None = None) -> d
     Raises
     ------
     ValueError
-        When the file is missing, not JSON, not an object, or holds keys that name no option
-        (the message names the file and the keys).
+        When the file is missing, not JSON (nested too deeply, a key given twice or a number of too many digits
+        included), not an object, or holds keys that name no option (the message names the file and the keys).
     """
     path = Path(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise ValueError(f"{path}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON configuration file ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:  # JSON, UTF-8, duplicates, deep nesting, long numbers
+        raise ValueError(f"{path}: not a JSON configuration file ({parse_failure(error)})") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a configuration file holds one JSON object of options")
     unknown = unknown_keys(values, EXTRA_KEYS)

@@ -65,7 +65,7 @@ def read_provenance(folder: str | Path, stem: str) -> dict[str, Any] | None:
     unreadable or not a JSON object."""
     try:
         record = json.loads(pair_paths(folder, stem)[2].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from moleseg.core.atomic import atomic_write, path_lock
 from moleseg.core.config import MAX_PIXEL_SIZE_MM
-from moleseg.core.errors import first_line
+from moleseg.core.errors import first_line, parse_failure
 
 #: Name of the device profiles file in a user's space.
 DEVICE_PROFILES_FILE: str = "devices.json"
@@ -87,8 +87,8 @@ def read_profiles(path: str | Path) -> DeviceProfiles:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return DeviceProfiles()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a device profiles file ({first_line(error)})") from None
+    except (OSError, ValueError, RecursionError) as error:  # not UTF-8 or JSON, nested too deeply, long numbers
+        raise ValueError(f"{path}: not a device profiles file ({parse_failure(error)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("profiles"), list):
         raise ValueError(f"{path}: not a device profiles file (no list of profiles)")
     if len(data["profiles"]) > MAX_PROFILES:

@@ -21,8 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "encapsulated_pdf", "export_stem",
-           "neutral_file_name", "neutral_name", "reference_source", "secondary_capture", "segmentation", "segmentation_files"]
+__all__ = ["NEUTRAL_ID_DIGITS", "NEUTRAL_WORD", "REFERENCE_ATTRIBUTES", "UnreferenceableSource", "encapsulated_pdf",
+           "export_stem", "neutral_file_name", "neutral_name", "reference_source", "secondary_capture", "segmentation",
+           "segmentation_files"]
 
 #: The only attributes of a DICOM source an export keeps unless a user asks for identifiers: what links the
 #: objects and describes the pixels. Anything else (the Patient, Patient Study, Clinical Trial and equipment
@@ -95,6 +96,11 @@ def reference_source(dataset: Any, *, include_identifiers: bool = False) -> Any:
     return source
 
 
+class UnreferenceableSource(ValueError):
+    """A source image whose header a DICOM Segmentation cannot reference (a UID missing, an unknown character set,
+    a value of the wrong kind)."""
+
+
 def secondary_capture(image: np.ndarray, *, pixel_size_mm: float | None = None) -> Any:
     """A new Secondary Capture (highdicom ``SCImage``) of an RGB image, in a new study, without identifiers.
 
@@ -158,7 +164,7 @@ def segmentation(mask: np.ndarray, source: Any, *, software_version: str, model_
             manufacturer_model_name=model_name or _MANUFACTURER, software_versions=software_version or "unknown",
             device_serial_number="0", omit_empty_frames=False)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a source header highdicom cannot use
-        raise ValueError(f"cannot make a DICOM Segmentation referencing this image ({exc})") from exc
+        raise UnreferenceableSource(f"cannot make a DICOM Segmentation referencing this image ({exc})") from exc
     for group in result.get("SharedFunctionalGroupsSequence", []):
         for measures in group.get("PixelMeasuresSequence", []):
             if "SliceThickness" not in measures:  # a photograph has none; empty, the spacing reads back
@@ -220,7 +226,8 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
                        pixel_sha256: str | None = None) -> dict[str, bytes]:
     """The DICOM files of one analysed image: ``<name>_seg.dcm`` (the Segmentation), ``<name>_report.dcm``
     (the PDF report as an Encapsulated PDF, when ``pdf`` is given) and, when the image is not a DICOM file,
-    ``<name>_source.dcm``: the Secondary Capture of its pixels that both reference. ``<name>`` is
+    ``<name>_source.dcm``: the Secondary Capture of its pixels that both reference; so too for a DICOM file whose
+    header cannot be referenced (:class:`UnreferenceableSource`: it was a failed download). ``<name>`` is
     :func:`export_stem`: ``stem`` with identifiers, else :func:`neutral_name` of the image's pixels.
 
     Parameters
@@ -259,14 +266,24 @@ def segmentation_files(image_source: Any, mask: np.ndarray, stem: str, *, softwa
     image = read_image(image_source, name=name) if needs_pixels else None
     digest = "" if include_identifiers else pixel_sha256 or image_sha256(image)
     shown = export_stem(stem, digest, include_identifiers=include_identifiers)
-    if dataset is None:
-        source = secondary_capture(image, pixel_size_mm=pixel_size_mm)
+
+    def captured() -> Any:
+        pixels = image if image is not None else read_image(image_source, name=name)
+        capture = secondary_capture(pixels, pixel_size_mm=pixel_size_mm)
         buffer = io.BytesIO()
-        source.save_as(buffer)
+        capture.save_as(buffer)
         files[f"{shown}_source.dcm"] = buffer.getvalue()
-    else:
-        source = reference_source(dataset, include_identifiers=include_identifiers)
-    files[f"{shown}_seg.dcm"] = segmentation(mask, source, software_version=software_version, model_name=model_name)
+        return capture
+
+    source = captured() if dataset is None else reference_source(dataset, include_identifiers=include_identifiers)
+    try:
+        seg = segmentation(mask, source, software_version=software_version, model_name=model_name)
+    except UnreferenceableSource:
+        if dataset is None:
+            raise
+        source = captured()
+        seg = segmentation(mask, source, software_version=software_version, model_name=model_name)
+    files[f"{shown}_seg.dcm"] = seg
     if pdf is not None:
         files[f"{shown}_report.dcm"] = encapsulated_pdf(pdf(shown), source, title=f"moleseg report: {shown}")
     return files

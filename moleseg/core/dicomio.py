@@ -10,7 +10,11 @@ and pylibjpeg). A multi-frame file gives its first frame. Samples wider than 8 b
 
 DICOM files are untrusted: ``Rows x Columns`` is checked against the image reader's pixel budget before any
 pixel is decoded, and a native pixel data element whose length is not ``Rows x Columns x SamplesPerPixel x
-BitsAllocated / 8`` (per frame) is refused with both lengths. Every refusal is a :class:`DicomReadError`
+BitsAllocated / 8`` (per frame) is refused with both lengths. What would unpack to more than it declares is
+refused before it is unpacked: a dataset of more elements than a photograph has or a deflated one inflating past
+:func:`max_inflated_bytes` (:mod:`moleseg.core.dicomscan`), a compressed
+frame whose own header declares another size or sample count than the file (:mod:`moleseg.core.codestreams`),
+an RLE segment longer than its plane. Every refusal is a :class:`DicomReadError`
 ``"<file name>: <reason>"``, which the image reader passes on as its own ``ImageReadError``.
 """
 
@@ -25,6 +29,9 @@ from typing import IO, Any, Callable, Union
 
 import numpy as np
 
+from moleseg.core.codestreams import frame_size, rle_overlong_segment
+from moleseg.core.config import max_image_pixels
+from moleseg.core.dicomscan import dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -68,6 +75,10 @@ _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 #: Relative difference under which row and column spacing count as square pixels.
 _SQUARE_TOLERANCE = 0.01
+#: Bytes of a DICOM file's attributes beside its pixels that a deflated file may inflate to.
+_METADATA_BYTES = 16 * 1024 * 1024
+#: Largest samples per pixel and bytes per sample of the layouts read (3 samples of 32 bits).
+_WIDEST_PIXEL_BYTES = 3 * 4
 
 
 class DicomReadError(ValueError):
@@ -114,6 +125,20 @@ def is_dicom(fp: IO[bytes]) -> bool:
     return magic == _MAGIC
 
 
+def max_inflated_bytes() -> int:
+    """Most bytes a deflated DICOM file's dataset may inflate to: a native file of the largest image the reader
+    accepts now (:func:`moleseg.core.config.max_image_pixels`, 3 samples of 32 bits) and its attributes."""
+    return max_image_pixels() * _WIDEST_PIXEL_BYTES + _METADATA_BYTES
+
+
+def _check_dataset(fp: IO[bytes], label: str) -> None:
+    """Refuse a file whose dataset would cost pydicom too much to read (:func:`moleseg.core.dicomscan.
+    dataset_problem`: too many elements, or a deflated one inflating past :func:`max_inflated_bytes`)."""
+    problem = dataset_problem(fp, max_inflated_bytes())
+    if problem is not None:
+        raise DicomReadError(label, problem)
+
+
 def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs."""
     import pydicom
@@ -121,6 +146,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
     from pydicom.uid import UID
 
     try:
+        _check_dataset(fp, label)
         fp.seek(0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # pydicom's warnings on malformed values: recorded, not shown
@@ -136,7 +162,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool) -> Any:
         if ends_early:
             raise EOFError(ends_early[0])
         if not syntax.is_transfer_syntax:
-            raise DicomReadError(label, f"unknown DICOM transfer syntax {str(syntax) or '(none)'!r}")
+            raise DicomReadError(label, unknown_syntax(syntax))
         dataset.Rows, dataset.Columns  # noqa: B018 - refuses a file without them
     except DicomReadError:
         raise
@@ -205,6 +231,38 @@ def _check_pixel_data(dataset: Any, layout: _Layout, label: str) -> None:
         )
 
 
+def _check_first_frame(dataset: Any, layout: _Layout, label: str) -> None:
+    """Refuse compressed pixel data whose first frame declares another size or sample count than ``Rows``,
+    ``Columns`` and ``SamplesPerPixel`` (the decoders would unpack what the frame declares before comparing),
+    an RLE frame with a segment that unpacks to more than a ``Rows x Columns`` plane, and a compressed frame of
+    no known kind, all before decoding."""
+    from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
+
+    syntax = dataset.file_meta.TransferSyntaxUID
+    if not syntax.is_compressed:
+        return
+    try:
+        frame = get_frame(dataset.PixelData, 0, number_of_frames=layout.frames)
+    except Exception as exc:  # pydicom raises several types on malformed encapsulation
+        raise DicomReadError(label, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    if syntax == RLELossless:
+        overlong = rle_overlong_segment(frame, layout.rows * layout.columns)
+        if overlong is not None:
+            raise DicomReadError(label, f"corrupt DICOM pixel data: RLE segment {overlong + 1} unpacks to more "
+                                        f"than the {layout.columns} x {layout.rows} px the file declares")
+        return
+    declared = frame_size(frame)
+    if declared is None:
+        raise DicomReadError(label, f"cannot read the size of the compressed frame ({syntax.name})")
+    found = (declared.width, declared.height, declared.components)
+    if found != (layout.columns, layout.rows, layout.samples):
+        raise DicomReadError(
+            label, f"the compressed frame is {declared.width} x {declared.height} px of "
+                   f"{count_of(declared.components, 'sample')}, but the file declares {layout.columns} x "
+                   f"{layout.rows} px of {count_of(layout.samples, 'sample')}: refused before decoding")
+
+
 def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
                  check_size: Callable[[int, int, str, int], None]) -> tuple[np.ndarray, None]:
     """Decode the first frame of a DICOM photograph.
@@ -236,6 +294,7 @@ def decode_dicom(fp: IO[bytes], label: str, max_pixels: int,
         raise DicomReadError(label, f"unsupported DICOM photometric interpretation {photometric!r}; expected "
                                     + ", ".join(_COLOUR + _GREY))
     _check_pixel_data(dataset, layout, label)
+    _check_first_frame(dataset, layout, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -4,16 +4,46 @@ the words every reader uses for a file it cannot open, a folder that is not ther
 from __future__ import annotations
 
 import os
+import sys
 
 #: Why a path whose bytes are not UTF-8 (a name from another system's encoding) is refused or left out: the
 #: results name each image by its path, in UTF-8 tables (measurements.csv, score tables) and in the app's pages.
 NOT_TEXT_PATH = "its path is not UTF-8 text: rename the file (the results name each image by its path)"
 
 
+#: Most characters of a library's reason quoted in a refusal (:func:`short_reason`).
+MAX_REASON_CHARACTERS: int = 300
+
+
 def first_line(error: BaseException) -> str:
     """The first non-blank line of ``str(error)``; the error's class name when the message is empty."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def short_reason(error: BaseException) -> str:
+    """``"<type>: <first line>"`` of a library's error, cut to :data:`MAX_REASON_CHARACTERS` (ending ``...``):
+    some put a whole untrusted file in their message (Keras: a model's configuration, 100 kB and more)."""
+    text = f"{type(error).__name__}: {first_line(error)}"
+    return text if len(text) <= MAX_REASON_CHARACTERS else text[:MAX_REASON_CHARACTERS - 3] + "..."
+
+
+def parse_failure(error: BaseException) -> str:
+    """Why a JSON or YAML document could not be parsed, in one phrase: deep nesting (a RecursionError) and a
+    number of too many digits (Python's ValueError, whose advice is for programmers) told plainly, any other
+    error by its first line."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if isinstance(error, ValueError) and "integer string conversion" in str(error):
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return first_line(error)
+
+
+def duplicate_key(key: object, lines: tuple[int, int] | None = None) -> str:
+    """The refusal of a mapping that gives ``key`` twice (a parser would keep the last silently), with the two
+    lines when known: ``"the key 'epochs' is given twice, on lines 3 and 5"``."""
+    where = f", on lines {lines[0]} and {lines[1]}" if lines else ""
+    return f"the key {str(key)!r} is given twice{where}"
 
 
 def open_failure(error: OSError) -> str:

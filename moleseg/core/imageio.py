@@ -15,7 +15,9 @@ Conversion rules (all documented here once; the tests pin each of them with pixe
 - Formats: JPEG (also MPO and CMYK JPEG), PNG, BMP, TIFF, GIF and WebP, through Pillow; DICOM photographs
   through :mod:`moleseg.core.dicomio`. A TIFF that Pillow
   cannot read (e.g. float RGB, planar layouts) is read with ``tifffile`` when it is installed. Multi-frame
-  files (GIF, APNG, multi-page TIFF, animated WebP) give their first frame.
+  files (GIF, APNG, multi-page TIFF, animated WebP) give their first frame. A TIFF whose tiles are far larger
+  than its image, or (read with tifffile) whose strip or tile unpacks to more than it holds, is refused before
+  it is unpacked.
 - EXIF orientation is applied (``PIL.ImageOps.exif_transpose``): a portrait phone photo stored as a
   landscape bitmap with orientation 6 comes out portrait. A malformed EXIF block is ignored, not fatal.
 - Greyscale (``L``, ``1``) is copied to the three channels; ``1`` is 0 → 0, 1 → 255.
@@ -54,6 +56,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from moleseg.core.codestreams import UNPACKERS, unpacks_past
 from moleseg.core.config import max_image_pixels
 from moleseg.core.imagefile import (
     NOT_AN_IMAGE,
@@ -93,6 +96,11 @@ _MAX_SAMPLES_PER_PIXEL = 4
 _MASK_THRESHOLD = 127
 #: Label values listed in the "not a binary mask" message.
 _LABELS_SHOWN = 8
+#: Pixels a TIFF tile may have whatever the image's size (a 1024 x 1024 px tile over a small image is honest);
+#: beyond, at most the image's size rounded up to whole tiles of 16 px (the TIFF tile unit).
+_FREE_TILE_PIXELS = 1 << 20
+_TILE_UNIT = 16
+_TILE_WIDTH_TAG, _TILE_LENGTH_TAG = 322, 323
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,6 +170,37 @@ def _check_tiff_samples(dtype: Any, label: str) -> None:
         raise ImageReadError(label, f"unsupported TIFF sample type {dtype}")
 
 
+def _check_tiff_tile(width: int, height: int, tile_width: Any, tile_length: Any, label: str) -> None:
+    """Refuse a TIFF whose tiles are far larger than its image (the decoders allocate a whole tile: a 64 x 64 px
+    image in 16384 x 16384 px tiles took 0.77 GB from a 0.78 MB file)."""
+    if not tile_width or not tile_length:
+        return  # not tiled
+    padded = -(-width // _TILE_UNIT) * _TILE_UNIT * (-(-height // _TILE_UNIT) * _TILE_UNIT)
+    if int(tile_width) * int(tile_length) > max(padded, _FREE_TILE_PIXELS):
+        raise ImageReadError(label, f"a TIFF tile of {tile_width} x {tile_length} px for an image of {width} x "
+                                    f"{height} px: refused as a possible decompression bomb")
+
+
+def _check_tiff_segments(fp: IO[bytes], page: Any, label: str) -> None:
+    """Refuse a tifffile page with a compressed strip or tile that unpacks to more than a strip or tile holds
+    (tifffile unpacks each whole before comparing: a 64 x 64 px float TIFF whose one strip of 0.78 MB inflated to
+    0.8 GB took as much memory to refuse)."""
+    compression = int(page.compression)
+    if compression not in UNPACKERS:
+        return  # uncompressed (read as stored), or a kind tifffile does not decode here
+    samples = 1 if int(page.planarconfig) == 2 else int(page.samplesperpixel)  # planar: one sample a segment
+    if page.is_tiled:
+        rows, columns = int(page.tilelength) * max(1, int(page.tiledepth)), int(page.tilewidth)
+    else:
+        rows, columns = min(int(page.rowsperstrip) or page.imagelength, page.imagelength), int(page.imagewidth)
+    limit = rows * ((columns * samples * int(page.bitspersample) + 7) // 8)
+    for offset, count in zip(page.dataoffsets, page.databytecounts):
+        fp.seek(offset)
+        if unpacks_past(fp.read(count), compression, limit):
+            raise ImageReadError(label, f"a TIFF strip or tile unpacks to more than the {limit} bytes it holds: "
+                                        "refused as a possible decompression bomb")
+
+
 def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str) -> _Decoded:
     """Read the first page of a TIFF Pillow refused with ``tifffile``; errors keep ``reason``."""
     tifffile = import_tifffile()
@@ -173,12 +212,14 @@ def _read_tiff_fallback(fp: IO[bytes], label: str, max_pixels: int, reason: str)
             page = tif.pages[0]
             width, height = int(page.imagewidth), int(page.imagelength)
             check_size(width, height, label, max_pixels)
+            _check_tiff_tile(width, height, page.tilewidth, page.tilelength, label)
             elements = int(np.prod(page.shape, dtype=np.int64))
             if elements > _MAX_SAMPLES_PER_PIXEL * width * height:
                 raise ImageReadError(
                     label, f"unsupported TIFF layout (shape {tuple(page.shape)}, axes {page.axes})"
                 )
             _check_tiff_samples(page.dtype, label)
+            _check_tiff_segments(fp, page, label)
             values = page.asarray()
             axes = str(page.axes)
             photometric = int(page.photometric)
@@ -245,6 +286,9 @@ def _decode_open_file(fp: IO[bytes], label: str, max_pixels: int) -> _Decoded:
         except Exception as exc:
             raise ImageReadError(label, f"cannot read the image size ({exc})") from exc
         check_size(width, height, label, max_pixels)
+        if img.format == "TIFF":
+            tags = img.tag_v2
+            _check_tiff_tile(width, height, tags.get(_TILE_WIDTH_TAG), tags.get(_TILE_LENGTH_TAG), label)
         try:
             img.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from moleseg.core import options
-from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget
+from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget, check_directory_entries
 from moleseg.core.atomic import atomic_output
+from moleseg.core.errors import parse_failure
 
 INFO_ENTRY = "moleseg.json"
 
@@ -54,6 +55,10 @@ def _open_archive(path: Path, unreadable: Callable[[Exception], str]) -> zipfile
         ``unreadable(error)`` for a file that is not a readable ZIP archive; an archive declaring more entries,
         bytes or compression than a model file has (a possible zip bomb).
     """
+    try:
+        check_directory_entries(path, MODEL_BUDGET)
+    except ArchiveError as error:
+        raise ModelFileError(f"{path.name}: {error}") from None
     try:
         archive = zipfile.ZipFile(path)
     except (*_ZIP_ERRORS, ValueError) as error:  # malformed directories raise assorted types
@@ -113,7 +118,7 @@ def read_model_info(path: str | Path) -> dict[str, Any]:
     try:
         values = json.loads(payload.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # JSON, UTF-8, a number of too many digits, deep nesting
-        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({error})") from error
+        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt ({parse_failure(error)})") from error
     if not isinstance(values, dict):
         raise ModelFileError(f"{path.name}: its {INFO_ENTRY} is corrupt (a JSON {type(values).__name__}, "
                              "not an object)")
@@ -197,9 +202,12 @@ class ModelInfo:
                           ("tile_scale", float), ("lesion_threshold", float)):
             if key in known:
                 known[key] = _number(key, known[key], kind)
+        for key in ("confidence_threshold", "lesion_threshold"):  # a probability, a border confidence: 0..1
+            if key in known and not 0.0 <= known[key] <= 1.0:
+                raise ModelFileError(f"its {INFO_ENTRY} field {key!r} must be between 0 and 1, not {known[key]!r}")
         # options the network's input and output depend on, by their names in the file and in the schema
         for key, name in (("tile_scale", "tile_scale"), ("colour_constancy", "colour_constancy"),
-                          ("n_classes", "model.n_classes")):
+                          ("n_classes", "model.n_classes"), ("input_size", "model.input_size")):
             problems = options.option(name).problems(known[key]) if key in known else []
             if problems:
                 raise ModelFileError(f"its {INFO_ENTRY}: {problems[0]}")
@@ -284,11 +292,32 @@ def _number(key: str, value: Any, kind: type) -> int | float:
 def read_info(path: str | Path) -> ModelInfo:
     """The :class:`ModelInfo` of a ``.keras`` file (see :func:`read_model_info` for the errors; a field
     that is not a number, or out of its option's range, too)."""
-    values = read_model_info(path)
+    return file_info(path, read_model_info(path))
+
+
+def file_info(path: str | Path, values: Mapping[str, Any]) -> ModelInfo:
+    """The :class:`ModelInfo` of the ``moleseg.json`` ``values`` read from the ``.keras`` file ``path``.
+
+    Raises
+    ------
+    ModelFileError
+        A field that is not a number, or out of its option's range (the message names the file).
+    """
     try:
         return ModelInfo.from_dict(values)
     except ModelFileError as error:
         raise ModelFileError(f"{Path(path).name}: {error}") from None
+
+
+def network_contradiction(path: str | Path, info: ModelInfo, input_size: Any, n_classes: Any) -> None:
+    """Refuse a ``moleseg.json`` whose input size or class count is not that of the network (``input_size``,
+    ``n_classes``: the network's own, None when it does not fix them): each image would be resized to a size
+    the network cannot take, or its classes named wrongly (:class:`ModelFileError` naming the file)."""
+    for said, taken, what in ((info.input_size, input_size, "an input of {} px"),
+                              (info.n_classes, n_classes, "{} classes")):
+        if said is not None and isinstance(taken, int) and said != taken:
+            raise ModelFileError(f"{Path(path).name}: its {INFO_ENTRY} says {what.format(said)}, its network has "
+                                 f"{what.format(taken)}")
 
 
 def write_model_info(path: str | Path, info: dict[str, Any], *, source: str | Path | None = None) -> None:

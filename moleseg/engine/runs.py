@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from moleseg.core.atomic import atomic_write
+from moleseg.core.errors import parse_failure
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def read_json(path: str | Path, default: Any = None) -> Any:
     """The JSON in ``path``, or ``default`` when the file is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return default
 
 
@@ -245,8 +246,8 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
         return None
     except OSError as error:
         raise RunRecordError(f"{path}: cannot be read ({error.strerror or error})") from None
-    except ValueError as error:
-        raise RunRecordError(f"{path}: {NOT_JSON_REASON} ({error})") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
+        raise RunRecordError(f"{path}: {NOT_JSON_REASON} ({parse_failure(error)})") from None
     if not isinstance(value, dict):
         raise RunRecordError(f"{path}: damaged, not a JSON object")
     return value

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
 
-from moleseg.core.archive import DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_member_count
+from moleseg.core.archive import (DATASET_BUDGET, ArchiveError, BudgetTally, ZipBudget, check_directory_entries,
+                                  check_member_count)
 from moleseg.core.archive import shown_name as _shown
 from moleseg.core.atomic import process_lock
 from moleseg.core.config import (MAX_DATASETS, MAX_SESSION_DATASETS, SESSION_IDLE_TIMEOUT_S,
@@ -386,12 +387,14 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
     failure (disk full, ...). The message names the member; no other exception escapes.
     """
     destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    root = destination.resolve()
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream: BinaryIO | str | Path = io.BytesIO(bytes(source))
     else:
         stream = source
+    budget = ZipBudget(max_members, max_bytes, max_ratio)
+    check_directory_entries(stream, budget)  # before anything is made
+    destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
     try:
         archive = zipfile.ZipFile(stream)
     except UnicodeDecodeError as error:
@@ -406,7 +409,7 @@ def extract_zip(source: bytes | str | Path | BinaryIO, destination: str | Path, 
     current = [""]  # the member being checked or written, for the last guard's message
     try:
         with archive:
-            _extract_all(archive, root, result, ZipBudget(max_members, max_bytes, max_ratio), current)
+            _extract_all(archive, root, result, budget, current)
     except ArchiveError:
         raise
     except Exception as error:  # a last guard: every failure is an ArchiveError naming the member

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moleseg.core.atomic import atomic_write
-from moleseg.core.errors import first_line
+from moleseg.core.errors import parse_failure
 from moleseg.core.report import measurements_csv, sidecar_name
 from moleseg.core.words import noun_for
 
@@ -151,7 +151,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:
-        raise ShardError(f"{path}: not a readable settings sidecar ({first_line(error)})") from error
+        raise ShardError(f"{path}: not a readable settings sidecar ({parse_failure(error)})") from error
     if not isinstance(document, dict) or not isinstance(document.get("images", []), list):
         raise ShardError(f"{path}: not a settings sidecar (not a JSON object with a list of images)")
     return document
@@ -206,7 +206,7 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
             try:
                 document = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError) as error:
-                raise ShardError(f"{path}: not a readable shard manifest ({error})") from error
+                raise ShardError(f"{path}: not a readable shard manifest ({parse_failure(error)})") from error
             problem = _manifest_problem(path, document)
             if problem is not None:
                 raise ShardError(f"{path}: not a readable shard manifest ({problem})")

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
-from moleseg.core.errors import first_line
+from moleseg.core.errors import duplicate_key, parse_failure
 from moleseg.core.pairing import Pair, PairingError, pair_folders
 from moleseg.core.words import count_of, noun_for
 
@@ -101,7 +101,8 @@ class Study:
 
 def _yaml_loader() -> type:
     """A ``yaml.SafeLoader`` that refuses aliases (``*name``, ``<<: *name``): a small file cannot expand into a
-    huge document (the "billion laughs" alias bomb)."""
+    huge document (the "billion laughs" alias bomb); and a key given twice in one mapping (YAML keeps the
+    last silently: ``repeats: 1`` further up would not count)."""
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):
@@ -110,6 +111,20 @@ def _yaml_loader() -> type:
                 mark = self.peek_event().start_mark
                 raise yaml.YAMLError(f"aliases (*name) are not allowed in a study file (line {mark.line + 1})")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                self.flatten_mapping(node)
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                    try:
+                        if key in seen:
+                            raise yaml.YAMLError(duplicate_key(key, (seen[key], line)))
+                        seen[key] = line
+                    except TypeError:  # an unhashable key: the base class refuses it
+                        break
+            return super().construct_mapping(node, deep=deep)
 
     return NoAliasLoader
 
@@ -139,8 +154,8 @@ def read_document(path: Path) -> dict[str, Any]:
             loader.dispose()
     except UnicodeDecodeError:
         raise StudyError(f"{path}: not a text file (UTF-8)") from None
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not a valid study file ({first_line(error)})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: a number of too many digits
+        raise StudyError(f"{path}: not a valid study file ({parse_failure(error)})") from None
     if not isinstance(document, dict):
         raise StudyError(f"{path}: a study file is a mapping with data, base and factors")
     return document

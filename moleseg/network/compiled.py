@@ -60,6 +60,7 @@ from typing import Any, Callable
 
 from moleseg.core.atomic import TEMPORARY_PREFIX, atomic_write
 from moleseg.core.config import cache_dir, models_dir
+from moleseg.core.errors import parse_failure
 from moleseg.core.modelinfo import INFO_ENTRY
 
 #: Changes whenever what is cached changes (the folding, the signature): old entries are then ignored.
@@ -258,7 +259,10 @@ def shipped_onnx(path: str | Path) -> tuple[Path | None, str | None]:
     try:
         if not record_path.is_file() or record_path.stat().st_size > MAX_RECORD_BYTES:
             return None, None
-        section = json.loads(record_path.read_text(encoding="utf-8")).get(SHIPPED_ONNX_KEY)
+        try:
+            section = json.loads(record_path.read_text(encoding="utf-8")).get(SHIPPED_ONNX_KEY)
+        except (ValueError, RecursionError) as error:  # not JSON, nested too deeply, a number of too many digits
+            return None, f"the shipped ONNX file cannot be checked ({record_path.name}: {parse_failure(error)})"
         if not isinstance(section, dict):
             return None, None
         file = record_path.parent / Path(str(section.get("file", ""))).name

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,9 +21,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from moleseg.core import options
+from moleseg.core.archive import ZipBudget, check_directory_entries
 from moleseg.core.atomic import atomic_output
 from moleseg.core.constancy import correct_colour
-from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE
+from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE, max_image_pixels
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
 from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
@@ -168,11 +170,56 @@ def prepare_example(pair: Pair, targets: TargetConfig) -> tuple[np.ndarray, np.n
     return image, labels.astype(np.uint8)
 
 
+#: The members of a cached example's ``.npz`` file.
+_CACHED_ARRAYS = ("image", "labels")
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _example_shape_fits(shape: tuple[int, ...], targets: TargetConfig) -> bool:
+    """Whether ``shape`` is that of an image these targets prepare: ``(S, S, 3)`` (resized), or at least ``S``
+    a side and at most the readers' pixel budget at the targets' scale (cropped)."""
+    if len(shape) != 3 or shape[2] != 3:
+        return False
+    height, width, size = shape[0], shape[1], targets.input_size
+    if targets.fit != "crop":
+        return height == width == size
+    budget = max(max_image_pixels() * max(1.0, targets.scale) ** 2, size * size)
+    return height >= size and width >= size and height * width <= budget
+
+
+def _stored_example(path: Path, targets: TargetConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The example stored at ``path`` when it is one ``targets`` prepare, else None: the headers of its arrays
+    (uint8, image ``(H, W, 3)``, labels ``(H, W)``, of a size :func:`_example_shape_fits`) are read first and
+    nothing past a header that declares more (an entry of 1.2 MB declaring a 20 000 px square image took 1.1 GB);
+    labels must name the targets' classes. Raises OSError, EOFError, ValueError (ArchiveError: more members than
+    two), KeyError or BadZipFile for a damaged file."""
+    check_directory_entries(path, ZipBudget(max_members=len(_CACHED_ARRAYS), max_bytes=1))
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in _CACHED_ARRAYS:
+            with archive.open(f"{name}.npy") as member:
+                read_header = _NPY_HEADERS.get(np.lib.format.read_magic(member))
+                if read_header is None:
+                    return None
+                shape, fortran_order, dtype = read_header(member)
+            if fortran_order or dtype != np.uint8:
+                return None
+            shapes[name] = tuple(shape)
+    if not _example_shape_fits(shapes["image"], targets) or shapes["labels"] != shapes["image"][:2]:
+        return None
+    with np.load(path) as stored:
+        image, labels = stored["image"], stored["labels"]
+    if labels.size and int(labels.max()) >= targets.n_classes:
+        return None
+    return image, labels
+
+
 class ExampleCache:
     """Prepared examples stored as ``.npz`` files in a folder, one per (pair, target options).
 
     The key hashes the image and mask paths, sizes and modification times and the target options, so
-    a changed file or option is prepared again. Writes are atomic.
+    a changed file or option is prepared again. Writes are atomic. The folder is untrusted: an entry that is
+    not what the target options make (:func:`_stored_example`) is prepared again.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -191,10 +238,12 @@ class ExampleCache:
         path = self.folder / f"{self._key(pair, targets)}.npz"
         if path.is_file():
             try:
-                with np.load(path) as stored:
-                    return stored["image"], stored["labels"]
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)
+                stored = _stored_example(path, targets)
+            except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):  # ArchiveError is a ValueError
+                stored = None
+            if stored is not None:
+                return stored
+            path.unlink(missing_ok=True)
         image, labels = prepare_example(pair, targets)
         with atomic_output(path) as temporary, temporary.open("xb") as stream:
             np.savez(stream, image=image, labels=labels)

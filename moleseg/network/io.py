@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from moleseg.core.atomic import atomic_output
+from moleseg.core.errors import short_reason
 from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
 from moleseg.network.batchnorm import FusedBatchNormalization
 
@@ -36,7 +37,7 @@ def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
         return keras.saving.load_model(path, compile=compile, safe_mode=True,
                                        custom_objects={"moleseg>FusedBatchNormalization": FusedBatchNormalization})
     except Exception as error:  # Keras raises many types for a corrupt or foreign file
-        raise ModelFileError(f"{path.name}: cannot load this model ({type(error).__name__}: {error})") from error
+        raise ModelFileError(f"{path.name}: cannot load this model ({short_reason(error)})") from error
 
 
 def load_model_and_info(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
-from moleseg.core.modelinfo import ModelInfo, check_keras_file, read_model_info
+from moleseg.core.modelinfo import ModelInfo, check_keras_file, file_info, network_contradiction, read_model_info
 from moleseg.core.resize import network_image, resize_probabilities
 
 if TYPE_CHECKING:  # Keras (and TensorFlow) are imported only when a network must be built or traced
@@ -121,10 +121,11 @@ class KerasSegmenter:
         from moleseg.network.compiled import any_cached
 
         info = read_model_info(check_keras_file(path))
-        record = ModelInfo.from_dict(info)  # copies it
+        record = file_info(path, info)  # copies it
         model, content = None, None
         if not (record.n_classes and record.input_size and any_cached(path)):
             model, content = _load_network(path)
+            network_contradiction(path, record, model.input_shape[1], model.output_shape[-1])
         info.setdefault("name", Path(path).stem)
         info["path"] = str(path)
         segmenter = cls(model, info, source=path, **kwargs)

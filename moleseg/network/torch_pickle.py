@@ -7,7 +7,7 @@ storage) and the legacy format (a sequence of pickles followed by the raw storag
 A weights file is untrusted: every pickle of either format is read by a restricted unpickler that builds
 only plain values, tensors, storages and ``OrderedDict`` (no other global, so no code runs); a ZIP file is
 opened within :data:`moleseg.core.archive.MODEL_BUDGET`, a legacy file only up to its ``max_bytes``; a
-tensor must lie inside its storage.
+tensor must lie inside its storage, and the tensors together within ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from moleseg.core.archive import MODEL_BUDGET, check_budget
+from moleseg.core.archive import MODEL_BUDGET, check_budget, check_directory_entries
 
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
@@ -71,7 +71,9 @@ class _LazyTensor:
         """Refuse a tensor whose offset, sizes and strides reach outside its storage of ``length`` elements
         (a strided view would read memory beyond it)."""
         numbers = (self.offset, *self.size, *self.stride)
-        if (len(self.size) != len(self.stride) or not all(isinstance(n, int) and n >= 0 for n in numbers)):
+        if not all(isinstance(n, int) and n >= 0 for n in numbers):  # not shown: a nested list's text is huge
+            raise ValueError("a tensor whose offset, sizes or strides are not whole numbers >= 0")
+        if len(self.size) != len(self.stride):
             raise ValueError(f"a tensor with offset {self.offset}, size {self.size} and stride {self.stride}")
         if 0 in self.size:
             return
@@ -80,6 +82,14 @@ class _LazyTensor:
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if last >= length:
             raise ValueError(f"a tensor reaching element {last} of a storage of {length}")
+
+
+def _storage_key(key: Any) -> str:
+    """A storage's key (a name or a number) as text; ValueError for anything else, before it is made text (the
+    text of a list nested by pickle's memo can take exponential time and memory)."""
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise ValueError(f"a storage key that is not a name but a {type(key).__name__}")
+    return str(key)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _LazyTensor:
@@ -126,11 +136,47 @@ class _Unpickler(_ValueUnpickler):
     def persistent_load(self, saved_id: Any) -> _Storage:
         kind, storage_type, key, _location, numel = saved_id[:5]
         if kind != "storage" or not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unexpected persistent id {kind!r}")
-        key = str(key)
+            shown = repr(kind) if isinstance(kind, str) else f"of a {type(kind).__name__}"
+            raise pickle.UnpicklingError(f"unexpected persistent id {shown}"[:200])
+        key = _storage_key(key)
         if key not in self.storages:
             self.storages[key] = _Storage(storage_type.dtype, numel)
         return self.storages[key]
+
+
+#: Most entries (tensors, values and nested dicts together) a state dict may hold; torchvision's hold hundreds.
+MAX_STATE_ENTRIES: int = 100_000
+
+
+def _tensors(obj: Any) -> list[_LazyTensor]:
+    """The tensors of a loaded state dict (at the top, or in its nested dicts), walking at most
+    :data:`MAX_STATE_ENTRIES` entries: pickle's memo lets a tiny file nest one dict under many keys, level after
+    level (2^40 entries from 40 levels)."""
+    found: list[_LazyTensor] = []
+    pending, visited = [obj], 0
+    while pending:
+        item = pending.pop()
+        visited += 1
+        if visited > MAX_STATE_ENTRIES:
+            raise ValueError(f"more than {MAX_STATE_ENTRIES} entries, more than a weights file holds")
+        if isinstance(item, _LazyTensor):
+            found.append(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+    return found
+
+
+def _check_total(obj: Any) -> None:
+    """Refuse tensors that would take more than a weights file may hold together, before any is made: each is
+    bounded by itself, but stride-0 tensors of a one-element storage cost nothing in the file (a 365-byte file
+    of three such tensors of 400 MB each took 1.1 GB; a hundred would take 40 GB)."""
+    total = 0
+    for tensor in _tensors(obj):
+        if all(isinstance(n, int) and n >= 0 for n in tensor.size):
+            total += int(np.prod(tensor.size, dtype=object)) * tensor.storage.dtype.itemsize
+    if total > MODEL_BUDGET.max_bytes:
+        raise ValueError(f"tensors of {total} bytes together, more than a weights file may hold "
+                         f"({MODEL_BUDGET.size_text})")
 
 
 def _materialise(obj: Any) -> Any:
@@ -154,7 +200,9 @@ def _load_legacy(path: Path) -> Any:
     storages: dict[str, _Storage] = {}
     result = _Unpickler(stream, storages).load()
     keys = _ValueUnpickler(stream).load()
-    for key in keys:
+    if not isinstance(keys, list):
+        raise ValueError("the storage keys are not a list")
+    for key in map(_storage_key, keys):
         storage = storages.get(str(key))
         if storage is None:
             raise ValueError(f"storage {key} is listed but no tensor uses it")
@@ -167,6 +215,7 @@ def _load_legacy(path: Path) -> Any:
 
 
 def _load_zip(path: Path) -> Any:
+    check_directory_entries(path, MODEL_BUDGET)
     with zipfile.ZipFile(path) as archive:
         check_budget(archive, MODEL_BUDGET)
         names = archive.namelist()
@@ -195,6 +244,7 @@ def load_state_dict(path: str | Path) -> "OrderedDict[str, np.ndarray]":
         result = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
         if isinstance(result, dict) and "state_dict" in result:
             result = result["state_dict"]
+        _check_total(result)
         return _materialise(result)
     except Exception as error:  # noqa: BLE001 -- an untrusted file: every failure is one message naming it
         reason = str(error) or type(error).__name__
