@@ -140,10 +140,12 @@ def finetune_section() -> None:
     epochs = b.number_input(trainform.title(epochs_option), int(epochs_option.low), int(epochs_option.high),
                             FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
-    if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
-                 help=None if plan.ready else plan.sentence()):
+    now = trainstatus.may_start_now(trainstatus.busy_sentence(OWN_RUNS))  # else it waits in the queue
+    if st.button("Fine-tune" if now else "Queue the fine-tune", key="train_finetune_start", disabled=not plan.ready,
+                 help=plan.sentence() if not plan.ready else None if now else "Another training runs: this one "
+                      "waits its turn and starts by itself, even with this page closed."):
         start_training(lambda: finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
-                                               roots=serverpaths.dataset_roots()))
+                                               roots=serverpaths.dataset_roots()), queue=not now)
 
 
 finetune_section()
