@@ -75,7 +75,8 @@ def finish(holder: trainlock.TrainingHolder) -> None:
     wait_ended(holder.pid)
 
 
-def test_a_queued_training_starts_by_itself_when_the_running_one_ends(app_folders, fake_training, queue):  # noqa: F811
+def test_a_queued_training_starts_by_itself_when_the_running_one_ends(app_folders, fake_training, queue,  # noqa: F811
+                                                                      monkeypatch):
     runs = app_folders["runs"]
     first, pid = fake_training()
     queued = queue(runs, "next")
@@ -86,7 +87,11 @@ def test_a_queued_training_starts_by_itself_when_the_running_one_ends(app_folder
                                                        "starts by itself when the training running now has ended")
     with pytest.raises(trainqueue.QueueRefused, match=f"^{trainqueue.ALREADY_QUEUED}$"):
         queue(runs, "second")
-    assert sorted(runs.iterdir()) == sorted([first, queued])  # the refused one's folder is not left behind
+    with monkeypatch.context() as patch:  # two clicks at once both pass the page's look: the waiter refuses one
+        patch.setattr(trainqueue, "own_ticket", lambda owner: None)
+        with pytest.raises(trainqueue.QueueRefused, match=f"^{trainqueue.ALREADY_QUEUED}$"):
+            trainqueue.queue_training(queue.config, runs / "third", runs, python=str(fake_training.python))
+    assert sorted(runs.iterdir()) == sorted([first, queued])  # the refused ones' folders are not left behind
     time.sleep(2 * trainqueue.WAITER_STEP_S)
     assert holder_of(first) is not None  # it waits: nothing is cancelled for it
     finish(holder_of(first))

@@ -302,10 +302,18 @@ def _record_failure(run_dir: Path, error: str) -> None:
         pass
 
 
+def _turn_over(ticket: Ticket, python: str | None, log: RunLog) -> bool:
+    """:func:`_try_start`; False (wait on) while another holds the queue's lock too long."""
+    try:
+        return _try_start(ticket, python, log)
+    except Timeout:
+        return False
+
+
 def wait_and_start(ticket: Ticket, python: str | None, log: RunLog) -> None:
     """The waiter's life: wait for the ticket just ahead to go and for the training lock to be free, then start
     (:func:`_try_start`); ends when the ticket is withdrawn."""
-    while not _try_start(ticket, python, log):
+    while not _turn_over(ticket, python, log):
         ahead = [other for other in live_tickets() if other.path.name < ticket.path.name]
         _wait_for(_ticket_lock(ahead[-1].lock_path) if ahead else trainlock.training_lock())
 
