@@ -5,6 +5,7 @@ test_app_train (a real process holding the real training lock until cancelled)."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -157,6 +158,48 @@ def test_a_study_lets_a_queued_training_in_between_two_of_its_runs(app_folders, 
     assert [status.run_dir for status in ended] == [study_run.resolve()]  # followed to its end
 
 
+def test_a_running_study_lets_queued_trainings_in_between_its_runs(app_folders, tmp_path, fake_training,  # noqa: F811
+                                                                   queue, monkeypatch):
+    from synthetic import write_study
+    from moleseg.engine import studyplan
+
+    make_dataset(tmp_path / "train", count=6, size=48)
+    make_dataset(tmp_path / "test", count=2, size=48)
+    study = studyplan.load_study(write_study(tmp_path / "s.yaml"))  # two runs: sgdm, adam
+    out = tmp_path / "users" / "bob" / "runs" / "study-s"
+    real_start = launch.start_training
+    monkeypatch.setattr(studyrun, "start_training", lambda *args, **kwargs: real_start(
+        *args, **kwargs, python=str(fake_training.python)))
+    lines: list[str] = []
+    first, _ = fake_training()
+    thread = threading.Thread(target=studyrun.run_study, args=(study, out), kwargs={"echo": lines.append})
+    thread.start()
+    try:
+        runs = [out / "runs" / entry.run_id for entry in eventually(lambda: studyrun.read_plan(out)).runs]
+        assert eventually(lambda: studyrun.read_progress(out).waiting == "another training is running")
+        ann_run = queue(tmp_path / "users" / "ann" / "runs", "ann-run")
+        assert eventually(lambda: studyrun.read_progress(out).waiting == "1 queued training goes first")
+        finish(holder_of(first))
+        eventually(lambda: holder_of(ann_run))  # before the study's first run
+        finish(holder_of(ann_run))
+        eventually(lambda: holder_of(runs[0]))
+        carol_run = queue(tmp_path / "users" / "carol" / "runs", "carol-run")  # queued during the study's run
+        finish(holder_of(runs[0]))
+        eventually(lambda: holder_of(carol_run))  # between the study's two runs
+        assert not (runs[1] / jobs.JOB_FILE).exists()
+        shown = eventually(lambda: studyrun.read_progress(out).waiting == "another training is running"
+                           and studyrun.read_progress(out))
+        assert shown.describe().startswith(f"0/2 runs finished (running); next: {runs[1].name}; waiting: another "
+                                           "training is running")
+        finish(holder_of(carol_run))
+        finish(eventually(lambda: holder_of(runs[1])))
+    finally:
+        if (holder := trainlock.active_training()) is not None:
+            finish(holder)
+        thread.join(START_WAIT_S)
+    assert not thread.is_alive() and "waiting: 1 queued training goes first" in lines
+
+
 def test_a_withdrawn_request_ends_its_waiter_and_leaves_nothing(app_folders, fake_training, queue):  # noqa: F811
     runs = app_folders["runs"]
     first, _ = fake_training()
@@ -202,6 +245,24 @@ def test_a_queued_training_whose_data_went_away_meanwhile_shows_as_failed(app_fo
     assert status.status == "failed" and status.error.startswith("not started from the queue: ")
     assert str(dataset) in status.error and jobs.list_jobs(runs)[0] == queued
     assert trainlock.active_training() is None and trainqueue.queued_count() == 0
+
+
+def test_a_ticket_being_written_is_not_taken_for_a_dead_one(app_folders, tmp_path):
+    """A study looks at the queue every half second: it took the temporary file of a ticket's atomic write for a
+    ticket without a waiter and deleted it, so that the waiter, moving it into place, ended."""
+    from moleseg.core.atomic import TEMPORARY_PREFIX
+
+    folder = trainqueue.queue_dir()
+    folder.mkdir(parents=True)
+    writing = folder / f"{TEMPORARY_PREFIX}0a1b.{time.time_ns():020d}-c0ffee00.json"
+    writing.write_text("{")
+    request = tmp_path / "runs" / "r"
+    request.mkdir(parents=True)
+    (request / trainqueue.REQUEST_NAME).write_text("{}")
+    dead = folder / f"{time.time_ns():020d}-deadbeef.json"
+    dead.write_text(json.dumps({"owner": str(tmp_path / "runs"), "run_dir": str(request)}))
+    assert trainqueue.live_tickets() == []
+    assert writing.exists() and not dead.exists() and not request.exists()  # the dead one dropped, its request too
 
 
 def test_the_train_page_queues_behind_a_running_training_and_withdraws(  # noqa: F811 (fixtures)

@@ -46,6 +46,8 @@ WAITER_MODULE = "moleseg.engine.trainqueue"
 QUEUE_FOLDER_NAME = "training-queue"
 #: The request of a queued training in its run folder, and its waiter's log.
 REQUEST_NAME, WAITER_LOG_NAME = "queued.json", "queue.log"
+#: The names of tickets (``<time ns>-<random>.json``), not the temporaries of their atomic writes.
+TICKET_GLOB = "[0-9]*-*.json"
 #: Suffix of a ticket's lock (beside the ticket).
 TICKET_LOCK_SUFFIX = ".lock"
 #: Longest wait for the queue's lock (held for a ticket's registration, withdrawal or a training's start), seconds.
@@ -140,7 +142,7 @@ def live_tickets() -> list[Ticket]:
     if not folder.is_dir():
         return []
     found = []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(folder.glob(TICKET_GLOB)):  # not an atomic write's temporary (a dot file)
         ticket = _read_ticket(path)
         if _owned(path):
             found += [ticket] if ticket is not None else []
@@ -233,13 +235,24 @@ def queue_training(config: dict[str, Any], run_dir: str | Path, owner: str | Pat
         if not answered:
             waiter.kill()
         status = waiter.wait()
+        said = _last_line(run_dir / WAITER_LOG_NAME)
         _drop_request(run_dir)
         raise QueueRefused(ALREADY_QUEUED if status == ALREADY_QUEUED_STATUS else
-                           "the training could not be queued (its waiting process ended at once)")
+                           f"the training could not be queued: its waiting process ended (status {status}"
+                           + (f": {said})" if said else ")"))
     found = own_ticket(owner)
     if found is None:  # it started at once: the lock was free
         return Ticket(Path(), Path(owner).resolve(), run_dir, time.time())
     return found[0]
+
+
+def _last_line(path: Path) -> str:
+    """The last line of the waiter's log ``path`` (``""`` when there is none)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def _register(run_dir: Path, owner: Path) -> tuple[Ticket, FileLock] | None:
