@@ -15,8 +15,8 @@ from moleseg.app.cleanup_plan import (CleanupChoice, CleanupPlan, cleanup_slider
 from moleseg.app.device_profiles import pixel_size_input, pixel_size_value
 from moleseg.app.deidentify import WITHOUT_NAMES_HELP, WITHOUT_NAMES_LABEL
 from moleseg.app.exports import LatestResults, Shown, export_stem, outline_buttons, without_names
-from moleseg.app.hand_correction import (canvas_background, canvas_size, canvas_strokes, correction_key,
-                                         dataset_save_message, save_to_dataset, with_corrections)
+from moleseg.app.hand_correction import (brush_width_limit, canvas_background, canvas_size, canvas_strokes,
+                                         correction_key, dataset_save_message, save_to_dataset, with_corrections)
 from moleseg.app.identity import Refusal, find_user_space
 from moleseg.app.models import model_lesion_threshold, model_version
 from moleseg.app.quota import check_session_quota
@@ -31,6 +31,7 @@ from moleseg.core.config import DEFAULT_CLASS_COUNT, EARLIEST_VISIT_DATE, IMAGE_
 from moleseg.core.errors import first_line
 from moleseg.engine.correction import Corrections
 from moleseg.engine.pipeline import OverlayStyle, subject_words
+from moleseg.engine.recordtypes import NOTES_MAX_CHARS, VISIT_FIELD_MAX_CHARS
 from moleseg.engine.segmenter import Segmenter
 from moleseg.core.render import legend
 from moleseg.core.report import (DISCLAIMER, MEASUREMENTS_CSV, OBJECTS_CSV, Visit, cleanup_text, sidecar_name,
@@ -150,9 +151,12 @@ def manual_choice() -> CleanupChoice:
     """The cleanup the manual widgets of :func:`manual_cleanup_sidebar` set now (read from their state, so that
     a rerun of the results alone sees a value moved since the settings were drawn)."""
     state = st.session_state
-    settings = CleanupSettings(rule=state.get("analyse_rule", RULES[0]), closing_radius_px=state["analyse_closing"],
+    # a run of the results alone does not draw the rule's and shape's widgets, which put a browser's text that is
+    # none of their options back to the first one (CleanupSettings raised on it)
+    rule, shape = state.get("analyse_rule"), state.get("analyse_shape")
+    settings = CleanupSettings(rule=rule if rule in RULES else RULES[0], closing_radius_px=state["analyse_closing"],
                                fill_holes=state["analyse_fill"], largest_component=state["analyse_largest"],
-                               border_width_px=state["analyse_border"], shape=state["analyse_shape"])
+                               border_width_px=state["analyse_border"], shape=shape if shape in SHAPES else SHAPES[0])
     use_threshold = state.get(f"analyse_use_threshold_{choice.key}") and choice.kind != "classical"
     return CleanupChoice(settings, float(state[f"analyse_threshold_{choice.key}"]) if use_threshold else None)
 
@@ -219,22 +223,34 @@ def hand_correction_block(outcome: ImageOutcome, corrections: dict[str, Correcti
         width = outcome.analysis.image.shape[1]
         canvas_width, canvas_height, scale = canvas_size(outcome.analysis.image.shape,
                                                          ui.available_width("analyse_canvas_room"))
-        brush_px = (st.slider("Brush width (px of the image)", 1, max(2, width // 10), max(1, width // 50),
+        brush_px = (st.slider("Brush width (px of the image)", 1, brush_width_limit(width), max(1, width // 50),
                               key="analyse_brush_width") if tool == "brush" else 1)
         background = kept_with(outcome.analysis, f"canvas {canvas_width}x{canvas_height}",
                                lambda: canvas_background(outcome.analysis, canvas_width, canvas_height))
-        drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
-                          stroke_width=max(1, round(brush_px / scale)), background_image=background,
-                          height=canvas_height, width=canvas_width,
-                          drawing_mode="polygon" if tool == "polygon" else "freedraw",
-                          key=f"analyse_canvas_{generation}_{canvas_width}")
-        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale)
+        try:
+            drawn = st_canvas(fill_color="rgba(255, 0, 255, 0.3)", stroke_color="#ff00ff",
+                              stroke_width=max(1, round(brush_px / scale)), background_image=background,
+                              height=canvas_height, width=canvas_width,
+                              drawing_mode="polygon" if tool == "polygon" else "freedraw",
+                              key=f"analyse_canvas_{generation}_{canvas_width}")
+        except (AttributeError, KeyError, TypeError):  # it reads the browser's value as its own page writes it
+            drawn = None
+        strokes = canvas_strokes(drawn.json_data if drawn is not None else None, scale, brush_width_limit(width))
+        shape = outcome.analysis.image.shape[:2]
+        refusal = edits.refusal(strokes, shape) if strokes else None
+        if refusal:
+            st.warning(refusal)
         row = st.container(horizontal=True)  # the buttons wrap onto more lines on a narrow screen
         action = None
-        if row.button(f"Add to the {words['target']}", disabled=not strokes, key="analyse_draw_add"):
-            action = edits.push(strokes, add=True)
-        if row.button(f"Remove from the {words['target']}", disabled=not strokes, key="analyse_draw_remove"):
-            action = edits.push(strokes, add=False)
+        add = row.button(f"Add to the {words['target']}", disabled=not strokes or bool(refusal),
+                         key="analyse_draw_add")
+        remove = row.button(f"Remove from the {words['target']}", disabled=not strokes or bool(refusal),
+                            key="analyse_draw_remove")
+        if add or remove:
+            try:
+                action = edits.push(strokes, add=add, shape=shape)
+            except ValueError as error:  # refused above, its buttons disabled: Streamlit drops such a click
+                st.warning(str(error))
         if row.button("Undo", disabled=not edits.any, key="analyse_draw_undo"):
             action = edits.undo()
         if row.button("Reset to the model's result", disabled=not edits.any, key="analyse_draw_reset"):
@@ -488,12 +504,13 @@ def exports_view() -> None:
     st.markdown(f"**Visit of {ui.plain_markdown(outcome.name)}** (optional: printed on its report and in the CSV, "
                 "saved with its record)")
     first, second = st.columns(2)
-    visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion",
+    visit_lesion = first.text_input(words["identifier"], key="analyse_save_lesion", max_chars=VISIT_FIELD_MAX_CHARS,
                                     help="Free text, e.g. 'left shoulder 1'. Type nothing that identifies a "
                                          "person unless you mean to store it.")
     visit_date = second.date_input("Visit date", key="analyse_save_date", min_value=EARLIEST_VISIT_DATE)
-    visit_site = first.text_input(words["site"], key="analyse_save_site") if words["site"] else ""
-    visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68)
+    visit_site = first.text_input(words["site"], key="analyse_save_site", max_chars=VISIT_FIELD_MAX_CHARS) \
+        if words["site"] else ""
+    visit_notes = second.text_area("Notes", key="analyse_save_notes", height=68, max_chars=NOTES_MAX_CHARS)
     visit = Visit.of(visit_lesion, visit_date, visit_site, visit_notes)
     visits[outcome.key] = visit
 

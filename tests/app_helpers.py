@@ -206,3 +206,23 @@ def html_table_rows(text: str) -> list[dict[str, str]]:
         rows.append({headings[0]: heading[1], **dict(zip(headings[1:], (cell[1] for cell in cells))),
                      "meaning": heading[2]})
     return rows
+
+
+def forged_run(at, key: str, **value: Any):
+    """Run ``at`` again with the widget of user key ``key`` sending ``value`` (one ``WidgetState`` field, e.g.
+    ``trigger_value=True``, ``double_value=1e-300``), whatever the widget allows: what a browser's own message
+    (a ``rerun_script`` BackMsg over the WebSocket) may carry, where AppTest's setters refuse (a disabled button)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    states = at._tree.get_widget_states()
+    (widget_id,) = [node.id for node in at._tree if getattr(node, "key", None) == key and hasattr(node, "id")]
+    kept = [state for state in states.widgets if state.id != widget_id]
+    del states.widgets[:]
+    forged = WidgetState(id=widget_id)
+    ((field, sent),) = value.items()
+    if field.endswith("_array_value"):
+        getattr(forged, field).data.extend(sent)
+    else:
+        setattr(forged, field, sent)
+    states.widgets.extend([*kept, forged])
+    return at._run(states)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import app_test, html_table_rows, texts
+from app_helpers import app_test, forged_run, html_table_rows, texts
 from synthetic import mole_image, png_bytes
 from moleseg.app import ui
 from moleseg.app.analysis import ANALYSIS_CACHE_BYTES
@@ -371,7 +371,7 @@ def test_a_hand_correction_changes_the_area_and_the_exports_say_so(at):
     outcomes = upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
     area = outcomes[0].analysis.measurement_row["area_px"]
     (edits,) = at.session_state["analyse_corrections"].values()  # the image in view's, made by the page
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)  # 200 px in a corner
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))  # 200 px in a corner
     at.session_state["analyse_correct_open"] = True  # drawn in the opened block
     at.run()
     corrected = at.session_state["analyse_outcomes"][0].analysis
@@ -393,7 +393,7 @@ def test_save_to_my_dataset_stores_the_corrected_pair(at, tmp_path, monkeypatch)
 
     upload(at, [("a.png", png_bytes(mole_image(seed=1)[0]), "image/png")])
     (edits,) = at.session_state["analyse_corrections"].values()
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))
     at.run()
     monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()
@@ -414,7 +414,7 @@ def test_saving_the_same_image_again_replaces_its_mask_and_says_so(at, tmp_path,
     monkeypatch.setenv("MOLESEG_CORRECTIONS_DIR", str(tmp_path / "mine"))  # My dataset
     at.button(key="analyse_dataset_save").click().run()  # as the model drew it
     (edits,) = at.session_state["analyse_corrections"].values()
-    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True)
+    edits.push([Stroke.of([[0, 0], [20, 0], [20, 10], [0, 10]])], add=True, shape=(96, 112))
     at.run()
     at.button(key="analyse_dataset_save").click().run()  # the corrected border of the same image
     assert not at.exception
@@ -881,3 +881,82 @@ def test_exports_without_names_switch_names_every_download_after_the_pixels(at, 
         key: False for key, (_, args) in drawn.items() if args}
     at.toggle(key="analyse_exports_without_names").set_value(False).run()
     assert drawn["analyse_dl_overlay"][0] == "Mueller_Anna_overlay.png"
+
+
+def test_a_forged_drawing_is_refused_with_a_warning_and_a_forged_brush_is_held_to_the_slider(at):
+    """What the canvas sends is the browser's (its component's value): a polygon of 5 000 corners (filled by
+    testing each pixel against every corner, 24 s for 10 000 of them on 1 Mpx, on every run), a click on the
+    disabled Add button, a brush 10^12 px wide (a scratch canvas three times the picture each way: 1.9 GB for
+    2000 px), and values the canvas's own page never writes (its package raised on them)."""
+    from moleseg.app.hand_correction import brush_width_limit
+    from moleseg.engine.correction import MAX_POLYGON_CORNERS
+
+    outcomes = upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    width = outcomes[0].analysis.image.shape[1]
+    at.session_state["analyse_correct_open"] = True
+    at.run()
+
+    def canvas() -> str:  # a new one after each edit
+        (key,) = [node.key for node in at._tree if str(getattr(node, "key", "")).startswith("analyse_canvas_")
+                  and node.key != "analyse_canvas_room"]
+        return key
+
+    def drawn(*objects):
+        return forged_run(at, canvas(), json_value=json.dumps({"drawing": {"raw": {"objects": list(objects)}}}))
+
+    drawn({"type": "polygon", "points": [{"x": 10 + i % 7, "y": 10 + i % 5} for i in range(5_000)]})
+    assert f"The drawing has a polygon of more than {MAX_POLYGON_CORNERS} corners: draw it with fewer." in texts(
+        at.warning)
+    assert at.button(key="analyse_draw_add").disabled
+    forged_run(at, "analyse_draw_add", trigger_value=True)  # a click on the disabled button: Streamlit drops it
+    (edits,) = at.session_state["analyse_corrections"].values()
+    assert not at.exception and not edits.any
+    drawn({"type": "path", "strokeWidth": 1e12, "path": [["M", 5, 5], ["L", 9, 9]]})
+    at.button(key="analyse_draw_add").click().run()
+    assert [stroke.width_px for edit in edits.edits for stroke in edit.strokes] == [brush_width_limit(width)]
+    for sent in [{"drawing": 5}, {"backgroundFit": {"scaleX": 1}}, [1, 2], {"drawing": {"raw": "x"}}]:
+        forged_run(at, canvas(), json_value=json.dumps(sent))
+        assert not at.exception, sent
+
+
+def test_the_visit_fields_stop_at_what_a_record_keeps_and_a_longer_forged_text_is_cut_there(at, app_folders):
+    """The records refuse a longer identifier, body site or notes; the fields let one be typed (the save then
+    failed) and a browser's message may hold 25 MB. Each field's max_chars is the records' own limit, and
+    Streamlit cuts a longer value there."""
+    from moleseg.engine.recordtypes import NOTES_MAX_CHARS, VISIT_FIELD_MAX_CHARS
+
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    assert at.text_input(key="analyse_save_lesion").proto.max_chars == VISIT_FIELD_MAX_CHARS
+    assert at.text_area(key="analyse_save_notes").proto.max_chars == NOTES_MAX_CHARS
+    forged_run(at, "analyse_save_notes", string_value="n" * 3_000_000)
+    at.button(key="analyse_save").click().run()
+    assert not at.exception and not at.error
+    from moleseg.app.identity import personal_user
+    from moleseg.engine.records import Records
+
+    (record,) = Records().records(personal_user())
+    assert record.notes == "n" * NOTES_MAX_CHARS
+
+
+@pytest.mark.parametrize(("key", "sent", "kept"), [
+    ("analyse_pixel_size", {"double_value": 1e9}, 0.0), ("analyse_pixel_size", {"double_value": float("nan")}, 0.0),
+    ("analyse_mode", {"string_value": "../../etc"}, "files"),
+    ("analyse_fill_color", {"string_value": "url(javascript:1)"}, None),
+    ("analyse_save_date", {"string_array_value": ["9999-12-31"]}, None),
+    ("analyse_save_date", {"string_array_value": ["0001-01-01"]}, None)])
+def test_a_value_no_widget_offers_is_put_back_where_the_page_allows(at, key, sent, kept):
+    """What Streamlit (pinned) checks itself of a browser's forged widget values, which the page relies on: a
+    number outside its range, a choice that is none of the options, a colour that is none, a date before the
+    earliest visit date or after the widget's last day. An upgrade that stops it fails here."""
+    import datetime
+
+    from moleseg.core.config import EARLIEST_VISIT_DATE
+
+    upload(at, ("mole.png", png_bytes(mole_image()[0]), "image/png"))
+    before = at.session_state[key]
+    forged_run(at, key, **sent)
+    assert not at.exception
+    now = at.session_state[key]
+    assert now == (before if kept is None else kept)
+    if key == "analyse_save_date":
+        assert EARLIEST_VISIT_DATE <= now <= datetime.date.today()

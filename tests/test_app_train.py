@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_helpers import app_test, texts
+from app_helpers import app_test, forged_run, texts
 from synthetic import make_dataset
 from moleseg.app import trainstatus
 from moleseg.app.ui import PAGE_FILES
@@ -117,6 +117,18 @@ def test_a_new_training_fine_tunes_the_shipped_model_when_there_is_one(app_folde
     assert at.session_state["train_config"]["weights"] == str(shipped)
     at.radio(key="train_n_classes").set_value(2).run()  # no shipped cells model: ImageNet
     assert at.session_state["train_config"]["weights"] == "imagenet"
+
+
+@pytest.mark.parametrize("sent", ["/etc", "999999", ""])
+def test_a_class_count_a_browser_forges_is_the_default_one(app_folders, sent):
+    """The form reads the class count before it draws its radio, and Streamlit puts a radio's value back to one of
+    its options only as it draws it: a browser's message holding any other text made int() fail in the page (an
+    error in place of the page) or keyed every widget of the form with it."""
+    at = app_test(PAGE)
+    forged_run(at, "train_n_classes", string_value=sent)
+    assert not at.exception
+    assert at.session_state["train_config"]["model"]["n_classes"] == jobs.MODEL_DEFAULTS["n_classes"]
+    assert at.radio(key="train_n_classes").value == jobs.MODEL_DEFAULTS["n_classes"]
 
 
 def test_bad_options_are_reported_before_anything_starts(app_folders, tmp_path):

@@ -123,12 +123,12 @@ def test_an_added_polygon_fills_the_hole_at_its_join_when_fill_holes_is_on():
     lesion[10:30, 10:20] = True
     c_shape = [(20, 10), (35, 10), (35, 30), (20, 30), (20, 25), (30, 25), (30, 15), (20, 15)]  # x, y
     added = Corrections()
-    added.push([Stroke.of(np.array(c_shape, float))], add=True)
+    added.push([Stroke.of(np.array(c_shape, float))], add=True, shape=lesion.shape)
     assert added.apply(lesion).sum() == 200 + 200
     filled = added.apply(lesion, fill_holes=True)
     assert filled.sum() == 500 and filled[15:25, 20:30].all()
     removed = Corrections(list(added.edits))
-    removed.push([Stroke.of(np.array([(12, 12), (16, 12), (16, 16), (12, 16)], float))], add=False)
+    removed.push([Stroke.of(np.array([(12, 12), (16, 12), (16, 16), (12, 16)], float))], add=False, shape=lesion.shape)
     assert removed.apply(lesion, fill_holes=True).sum() == 500 - 16  # the removed 4 x 4 px stays removed
 
     segmenter = ThreeClassRed()

@@ -95,7 +95,7 @@ def test_an_unsure_analysis_says_check_this_border(tmp_path):
     assert unsure.flag_row == {"confidence": round(unsure.confidence, 4), "check_border": True}  # cells mode
     # corrected by hand: the user has looked at it
     corrections = Corrections()
-    corrections.push([Stroke.of([(20, 20), (30, 20), (30, 30)])], add=True)
+    corrections.push([Stroke.of([(20, 20), (30, 20), (30, 30)])], add=True, shape=unsure.image.shape[:2])
     assert not unsure.corrected(corrections).check_border
     # without a calibrated threshold nothing is marked
     assert not analyse_images(RedChannelSegmenter(), [blurred])[0].check_border

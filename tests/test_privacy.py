@@ -26,7 +26,20 @@ def test_the_server_settings_keep_the_app_private():
     assert settings["server"]["address"] == "127.0.0.1"
     assert settings["server"]["enableXsrfProtection"] is True
     assert settings["browser"]["gatherUsageStats"] is False
-    assert settings["client"]["showErrorDetails"] is False
+    assert settings["client"]["showErrorDetails"] == "none"
+
+
+def test_an_error_a_forged_widget_value_raises_reaches_the_browser_without_its_traceback(app_folders):
+    """A browser's own message may give a widget a value of another type (a text for a number input), which
+    raises inside Streamlit as the page draws the widget. The legacy ``showErrorDetails = false`` is Streamlit's
+    "stacktrace": the browser was sent the exception's type and traceback (paths and source lines)."""
+    from app_helpers import app_test, forged_run
+
+    at = app_test(PAGE_FILES["analyse"])
+    forged_run(at, "analyse_pixel_size", string_value="x")
+    (error,) = at.exception
+    assert list(error.stack_trace) == [] and error.proto.type == ""
+    assert error.message.startswith("This app has encountered an error.")
 
 
 def test_moleseg_serve_started_from_any_folder_runs_streamlit_with_those_settings(monkeypatch, tmp_path):
@@ -59,7 +72,7 @@ def test_moleseg_serve_started_from_any_folder_runs_streamlit_with_those_setting
     served = tomllib.loads((started["folder"] / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert served == tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert (served["browser"]["gatherUsageStats"], served["client"]["showErrorDetails"],
-            served["client"]["toolbarMode"]) == (False, False, "minimal")
+            served["client"]["toolbarMode"]) == (False, "none", "minimal")
     assert served["server"]["maxUploadSize"] > 0  # its value is the README's (tests/test_docs_claims.py)
 
 

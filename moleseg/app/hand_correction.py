@@ -14,7 +14,7 @@ import numpy as np
 
 from moleseg.app.analysis import ImageOutcome
 from moleseg.core.dataset import SavedPair, save_pair
-from moleseg.engine.correction import Corrections, Stroke
+from moleseg.engine.correction import MAX_DRAWING_POINTS, Corrections, Stroke
 from moleseg.engine.pipeline import Analysis
 
 def correction_key(model_key: str, upload_key: str) -> str:
@@ -49,18 +49,25 @@ def _path_points(path: Sequence[Sequence[Any]]) -> list[tuple[float, float]]:
     return points
 
 
-def _stroke(item: Mapping[str, Any], scale: float) -> Stroke | None:
-    """The stroke of one canvas object, None for a kind that draws none; ValueError, TypeError or KeyError for
-    one that is not as the canvas writes it."""
+def brush_width_limit(image_width: int) -> int:
+    """The widest brush, in px of an image ``image_width`` px wide: the brush slider's end, and the most a drawing's
+    stroke width (the browser's) is taken as."""
+    return max(2, image_width // 10)
+
+
+def _stroke(item: Mapping[str, Any], scale: float, widest_px: float, budget: int) -> Stroke | None:
+    """The stroke of one canvas object (at most its first ``budget`` points or path commands), None for a kind that
+    draws none; ValueError, TypeError or KeyError for one that is not as the canvas writes it."""
     kind = str(item.get("type", "")).lower()
     if kind in ("polygon", "polyline") and item.get("points"):
-        points = [(_number(p["x"]), _number(p["y"])) for p in item["points"]]
+        points = [(_number(p["x"]), _number(p["y"])) for p in item["points"][:budget]]
         return Stroke.of(np.array(points) * scale)
     if kind == "path" and item.get("path"):
         if isinstance(item["path"], str):
             raise TypeError("a path is a list of commands")
-        points = _path_points(item["path"])
-        return Stroke.of(np.array(points) * scale, _number(item.get("strokeWidth", 1)) * scale) if points else None
+        points = _path_points(item["path"][:budget])
+        width = min(_number(item.get("strokeWidth", 1)) * scale, widest_px)
+        return Stroke.of(np.array(points) * scale, width) if points else None
     if kind == "rect":
         left, top = _number(item.get("left", 0)), _number(item.get("top", 0))
         width = _number(item.get("width", 0)) * _number(item.get("scaleX", 1))
@@ -70,23 +77,29 @@ def _stroke(item: Mapping[str, Any], scale: float) -> Stroke | None:
     return None
 
 
-def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float) -> list[Stroke]:
+def canvas_strokes(json_data: Mapping[str, Any] | None, scale: float, widest_px: float) -> list[Stroke]:
     """The strokes drawn on a ``streamlit-drawable-canvas`` (its ``json_data``), in image px.
 
     ``scale``: image px per canvas px. Polygons (``points``) become filled polygons; free drawings
-    (``path``) become brush lines of their stroke width; rectangles become polygons. Other objects
-    are ignored, and so is anything the canvas does not write (the browser sends it: wrong kinds,
-    numbers that are not finite).
+    (``path``) become brush lines of their stroke width, at most ``widest_px`` (:func:`brush_width_limit`);
+    rectangles become polygons. Other objects are ignored, and so is anything the canvas does not write (the
+    browser sends it: wrong kinds, numbers that are not finite). Reading stops once the strokes have more than
+    :data:`moleseg.engine.correction.MAX_DRAWING_POINTS` points: such a drawing is refused whole
+    (:meth:`Corrections.refusal`).
     """
     objects = json_data.get("objects", []) if isinstance(json_data, Mapping) else []
     strokes: list[Stroke] = []
+    budget = MAX_DRAWING_POINTS + 1
     for item in objects if isinstance(objects, list) else []:
+        if budget <= 0:
+            break
         try:
-            stroke = _stroke(item, scale) if isinstance(item, Mapping) else None
+            stroke = _stroke(item, scale, widest_px, budget) if isinstance(item, Mapping) else None
         except (TypeError, ValueError, KeyError):
             continue
         if stroke is not None:
             strokes.append(stroke)
+            budget -= len(stroke.points)
     return strokes
 
 

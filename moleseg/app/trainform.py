@@ -219,6 +219,8 @@ def option_form(prepared: str = "") -> tuple[dict[str, Any], list[str]]:
     """
     n_item = options.option("model.n_classes")
     n_classes = st.session_state.get(widget_key(n_item), n_item.default)
+    if n_classes not in n_item.choices:  # read before its radio: a browser's message may hold any text until
+        n_classes = n_item.default  # Streamlit draws the radio, which then puts it back to this default
     start = starting_values(n_classes)
     config = options.defaults()
     found: list[str] = []

@@ -76,9 +76,9 @@ from moleseg.engine.audit import ADOPTED, AUDIT_ACTIONS, AuditEntry, append_audi
 from moleseg.engine.recordsdb import (BUSY_TIMEOUT_S, MIGRATIONS, RecordsDatabase, RecordsError,
                                       describe_sqlite_error)
 from moleseg.engine.recordspg import PG_MIGRATIONS, PostgresDatabase, describe_postgres_error
-from moleseg.engine.recordtypes import (MAX_RECORD_ID, RECORD_COLUMNS, LesionSummary, NoSuchRecord, Record,
-                                        SavedAnalysis, User, clean_text, encode_measurements, record_from_row,
-                                        visit_date_text)
+from moleseg.engine.recordtypes import (MAX_RECORD_ID, NOTES_MAX_CHARS, RECORD_COLUMNS, VISIT_FIELD_MAX_CHARS,
+                                        LesionSummary, NoSuchRecord, Record, SavedAnalysis, User, clean_text,
+                                        encode_measurements, record_from_row, visit_date_text)
 
 __all__ = [
     "AUDIT_ACTIONS",
@@ -329,8 +329,10 @@ class Records:
         uid = uuid.uuid4().hex
         values = {
             "uid": uid, "saved_at": datetime.now().astimezone().isoformat(timespec="seconds"), "owner": user.name,
-            "lesion": clean_text(lesion, "the lesion identifier", 200), "visit_date": visit_date_text(visit_date),
-            "body_site": clean_text(body_site, "the body site", 200), "notes": clean_text(notes, "the notes"),
+            "lesion": clean_text(lesion, "the lesion identifier", VISIT_FIELD_MAX_CHARS),
+            "visit_date": visit_date_text(visit_date),
+            "body_site": clean_text(body_site, "the body site", VISIT_FIELD_MAX_CHARS),
+            "notes": clean_text(notes, "the notes", NOTES_MAX_CHARS),
             "image_name": clean_text(image_name, "the image name", 500),
             "measurements": encode_measurements(list(measurements)),
             "model_name": clean_text(model_name, "the model name", 500),

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FALLBACK_PERSONAL_OWNER",
     "MAX_RECORD_ID",
+    "NOTES_MAX_CHARS",
     "NO_OWNER",
     "RECORD_COLUMNS",
     "LesionSummary",
@@ -35,6 +36,7 @@ __all__ = [
     "Record",
     "SavedAnalysis",
     "User",
+    "VISIT_FIELD_MAX_CHARS",
     "clean_text",
     "encode_measurements",
     "personal_owner",
@@ -173,7 +175,13 @@ def record_from_row(row: sqlalchemy.Row) -> Record:
                      "cleanup": json.loads(values["cleanup"]), "corrected": bool(values["corrected"])})
 
 
-def clean_text(value: Any, name: str, max_length: int = 2000) -> str:
+#: Longest lesion identifier and body site of a visit, in characters (the Analyse page's fields stop there).
+VISIT_FIELD_MAX_CHARS: int = 200
+#: Longest notes of a visit, in characters (the Analyse page's field stops there).
+NOTES_MAX_CHARS: int = 2000
+
+
+def clean_text(value: Any, name: str, max_length: int = NOTES_MAX_CHARS) -> str:
     """``value`` as text without surrounding blanks ('' for None). Raises ValueError naming it as ``name`` when it
     is longer than ``max_length`` characters."""
     text = "" if value is None else str(value).strip()
