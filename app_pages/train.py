@@ -11,12 +11,13 @@ from moleseg.app import charts, serverpaths, trainform, trainstatus, ui
 from moleseg.app.identity import require_user, user_space
 from moleseg.app.models import model_choices
 from moleseg.app.quota import check_session_quota
-from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import finetune_config, finetune_plan
 from moleseg.engine.runs import RunFiles, read_history
 from moleseg.core import options
 from moleseg.core.errors import first_line
+from moleseg.core.words import capitalised
 
 SPACE = user_space()
 RUNS = SPACE.runs
@@ -24,21 +25,37 @@ OWN_RUNS = RUNS if SPACE.shared else None  # on a shared server, other users' tr
 
 st.title("Train a network")
 st.markdown("Trains DeepLabV3+ on your images and masks in a background process: it goes on when you close "
-            "or refresh the page, and one training runs at a time. Each training writes a run folder in "
+            "or refresh the page, and one training runs at a time: while one runs, yours waits its turn in the "
+            "queue. Each training writes a run folder in "
             f"`{RUNS}`; its best model (by validation FM) appears in the model picker of every page.")
 
 
-def start_training(make_config: Callable[[], dict[str, Any]]) -> None:
-    """Start the training ``make_config()`` gives, once the session is within its quota, and follow it; or say
-    why not."""
+def start_training(make_config: Callable[[], dict[str, Any]], queue: bool = False) -> None:
+    """Start (or, with ``queue``, queue) the training ``make_config()`` gives, once the session is within its
+    quota, and follow it; or say why not."""
     try:
         check_session_quota()
-        run_dir = trainstatus.start(make_config(), RUNS, own_runs=OWN_RUNS)
-    except (trainlock.TrainingBusy, ValueError, OSError) as error:
-        st.error(first_line(error) if isinstance(error, OSError) else str(error))
+        if queue:
+            run_dir = trainstatus.queue(make_config(), RUNS)
+        else:
+            run_dir = trainstatus.start(make_config(), RUNS, own_runs=OWN_RUNS)
+    except (trainlock.TrainingBusy, trainqueue.QueueRefused, ValueError, OSError) as error:
+        message = first_line(error) if isinstance(error, OSError) else str(error)
+        st.error(capitalised(message) if isinstance(error, trainqueue.QueueRefused) else message)
     else:
-        st.session_state["train_run"] = str(run_dir)
+        if not queue:  # a queued one is shown once it runs (it holds the lock)
+            st.session_state["train_run"] = str(run_dir)
         st.rerun()
+
+
+def withdraw(owner: Path | str = RUNS) -> None:
+    """Take the training of ``owner`` (the user's runs; another's for an admin) out of the queue (a button's
+    callback)."""
+    try:
+        if not trainqueue.withdraw(owner):
+            st.session_state["train_withdrawn"] = "That training had already left the queue (it may have started)."
+    except trainqueue.QueueRefused as error:
+        st.session_state["train_withdrawn"] = capitalised(str(error)) + "."
 
 
 # ---- progress of the running (or last) training ----------------------------------------------------
@@ -123,10 +140,12 @@ def finetune_section() -> None:
     epochs = b.number_input(trainform.title(epochs_option), int(epochs_option.low), int(epochs_option.high),
                             FINETUNE_EPOCHS, key="train_finetune_epochs")
     st.caption(f"{plan.sentence()} The new model appears in every model picker ({folder}).")
-    if st.button("Fine-tune", key="train_finetune_start", disabled=not plan.ready or bool(trainstatus.running()),
-                 help=None if plan.ready else plan.sentence()):
+    now = trainstatus.may_start_now(trainstatus.busy_sentence(OWN_RUNS))  # else it waits in the queue
+    if st.button("Fine-tune" if now else "Queue the fine-tune", key="train_finetune_start", disabled=not plan.ready,
+                 help=plan.sentence() if not plan.ready else None if now else "Another training runs: this one "
+                      "waits its turn and starts by itself, even with this page closed."):
         start_training(lambda: finetune_config(spec, folder, with_training_data=with_data, epochs=int(epochs),
-                                               roots=serverpaths.dataset_roots()))
+                                               roots=serverpaths.dataset_roots()), queue=not now)
 
 
 finetune_section()
@@ -150,14 +169,33 @@ if other is not None:
         st.button("Cancel that training", key="train_cancel_other", on_click=launch.request_cancel,
                   args=(other.run_dir,), help="As an admin: stops it after the current step; its best model is kept.")
 elif busy:
-    st.info(f"{busy} Only one training runs at a time: start the next one when it has finished.")
-if st.button("Start training", type="primary", key="train_start", disabled=bool(busy)):
+    st.info(f"{busy} Only one training runs at a time: queue yours, it starts when that one has finished.")
+if require_user().admin and SPACE.shared and (waiting := trainstatus.queue_rows()):
+    with st.expander(f"Queued trainings ({len(waiting)})"):
+        st.dataframe([{key: row[key] for key in ("place", "user", "run", "queued")} for row in waiting],
+                     hide_index=True, width="stretch")
+        st.selectbox("Queued training", range(len(waiting)), key="train_queue_pick",
+                     format_func=lambda index: f"{waiting[index]['place']}: {waiting[index]['run']}")
+        st.button("Withdraw it", key="train_withdraw_other", on_click=lambda: withdraw(
+            waiting[st.session_state["train_queue_pick"]]["owner"]),
+            help="As an admin: takes that training out of the queue.")
+if note := st.session_state.pop("train_withdrawn", None):
+    st.warning(note)
+queued = trainstatus.queue_sentence(RUNS)
+if queued:
+    st.info(queued)
+    st.button("Withdraw from the queue", key="train_withdraw", on_click=withdraw,
+              help="Takes your training out of the queue; its options stay in the form.")
+start = trainstatus.may_start_now(busy)  # else wait in the queue, oldest first
+if st.button("Start training", type="primary", key="train_start", disabled=not start) or (
+        not start and st.button("Queue training", type="primary", key="train_queue",
+                                help="Waits its turn and starts by itself, even with this page closed.")):
     problems = problems or jobs.check_config(config)
     if problems:
         for problem in problems:
             st.error(problem)
     else:
-        start_training(lambda: config)
+        start_training(lambda: config, queue=not start)
 
 # ---- trained models --------------------------------------------------------------------------------
 st.subheader("Trained models")

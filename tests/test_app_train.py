@@ -501,6 +501,13 @@ def test_the_train_page_offers_to_fine_tune_a_model_on_the_corrections(app_folde
     at.button(key="train_finetune_start").click().run()
     assert not at.exception and [config["name"] for config in started] == ["dermoscopy-corrections"]
     assert at.session_state["train_run"] == str(app_folders["runs"] / "dermoscopy-corrections-1")
+    queued = []  # while another training runs, the fine-tune waits its turn in the queue
+    monkeypatch.setattr(trainstatus, "queue", lambda config, runs: queued.append(config) or Path(runs) / "q")
+    with trainlock.hold_training_lock(app_folders["runs"] / "terminal-run", "terminal"):
+        at.run()
+        assert at.button(key="train_finetune_start").label == "Queue the fine-tune"
+        at.button(key="train_finetune_start").click().run()
+    assert not at.exception and [config["name"] for config in queued] == ["dermoscopy-corrections"]
 
 
 # -- honest progress: phases, whole-job time, failed runs, no zombies ------------------------------------------

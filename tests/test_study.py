@@ -407,7 +407,7 @@ def test_a_study_stops_once_its_users_files_reach_their_quota(tmp_path, monkeypa
     out = space / "runs" / "study-s"
     trained: list[str] = []
 
-    def train(run, run_dir, parts, echo):  # a run's files, without training: 3,000 bytes of model
+    def train(run, run_dir, parts, echo, give_way=None):  # a run's files, without training: 3,000 bytes of model
         trained.append(run.run_id)
         fake_run(out, run.run_id, {"a.png": 0.9, "b.png": 0.8})
         (run_dir / "model.keras").write_bytes(b"x" * 3000)

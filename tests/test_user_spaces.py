@@ -178,7 +178,8 @@ def test_another_user_s_training_is_shown_by_its_progress_only(signed_in):
         signed_in("bob")
         at = app_test(PAGE_FILES["train"])
         assert not at.exception
-        assert "A training by another user is running (progress 50 %); yours can start when it ends." in texts(at.info)
+        assert ("A training by another user is running (progress 50 %); queue yours: it starts when that one ends."
+                in texts(at.info))
         shown = " ".join(texts(at.markdown) + texts(at.info) + texts(at.caption) + [h.value for h in at.subheader])
         assert "secret-lesion-run" not in shown and "alice" not in shown
         keys = [button.key for button in at.button]
@@ -220,7 +221,8 @@ def test_a_start_refused_by_another_user_s_training_names_none_of_it(app_folders
     with trainlock.hold_training_lock(secret, "app"):
         with pytest.raises(trainlock.TrainingBusy) as refused:
             trainstatus.start(config, bob, "mine", own_runs=bob)
-        assert str(refused.value) == "A training by another user is running; yours can start when it ends."
+        assert str(refused.value) == ("A training by another user is running; queue yours: it starts when that one "
+                                      "ends.")
         assert list(bob.iterdir()) == []
         with pytest.raises(trainlock.TrainingBusy, match="^another training is running in secret-lesion-run "):
             trainstatus.start(config, alice, "hers", own_runs=alice)  # the user's own training is named

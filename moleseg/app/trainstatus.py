@@ -1,18 +1,20 @@
 """The Train page's view of trainings: which one to show (the one holding the training lock, whoever started
 it: the app, a terminal or a study; on a shared server only the user's own, another user's training shown by
-its progress alone), its status and run state as typed records, starting one from the app, and the table of
-the user's runs. No Streamlit here: the page arranges these in widgets.
+its progress alone), its status and run state as typed records, starting one from the app or queueing it
+(:mod:`moleseg.engine.trainqueue`), and the table of the user's runs. No Streamlit here: the page arranges these
+in widgets.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from moleseg.core.trainconfig import training_name
 from moleseg.core.words import capitalised
-from moleseg.engine import jobs, launch, trainlock
+from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.engine.finetune import read_base_comparison
 from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
 
@@ -108,10 +110,10 @@ def other_users_training(own_runs: Path | None) -> trainlock.TrainingHolder | No
 
 def other_users_sentence(holder: trainlock.TrainingHolder) -> str:
     """What another user's training shows: its progress only, never its run, folder or user, e.g. ``"A
-    training by another user is running (progress 40 %); yours can start when it ends."``."""
+    training by another user is running (progress 40 %); queue yours: it starts when that one ends."``."""
     status = jobs.read_job(holder.run_dir) if holder.run_dir is not None else None
     progress = f" (progress {round(100 * status.fraction)} %)" if status is not None and status.active else ""
-    return f"A training by another user is running{progress}; yours can start when it ends."
+    return f"A training by another user is running{progress}; queue yours: it starts when that one ends."
 
 
 def busy_sentence(own_runs: Path | None = None) -> str:
@@ -161,6 +163,53 @@ def start(config: dict[str, Any], runs: str | Path, name: str | None = None, own
     except ValueError:
         _remove_if_empty(run_dir)
         raise
+
+
+def queue(config: dict[str, Any], runs: str | Path, name: str | None = None, python: str | None = None) -> Path:
+    """Queue ``config`` (:mod:`moleseg.engine.trainqueue`) in a new run folder ``<runs>/<name>-<time>`` of the user
+    whose runs are ``runs``; returns the folder. It starts when the trainings ahead of it have ended, oldest first
+    (at once when nothing runs). ``python``: the training's interpreter (default this one).
+
+    Raises
+    ------
+    moleseg.engine.trainqueue.QueueRefused
+        The user already has a training in the queue (one at a time).
+    ValueError
+        Every problem of the configuration, one per line.
+    """
+    run_dir = launch.new_run_dir(runs, name or training_name(config))
+    try:
+        return trainqueue.queue_training(config, run_dir, runs, python=python).run_dir
+    except (trainqueue.QueueRefused, ValueError, OSError):
+        _remove_if_empty(run_dir)
+        raise
+
+
+def may_start_now(busy: str) -> bool:
+    """Whether a new training starts at once (no training runs: ``busy``, :func:`busy_sentence`, is ``""``, and
+    none waits in the queue), rather than being queued behind the others."""
+    return busy == "" and trainqueue.queued_count() == 0
+
+
+def queue_sentence(runs: str | Path) -> str:
+    """What the user's queued training shows (``""`` when they have none), e.g. ``"Your training adam-lr0.001
+    waits in the queue: 2nd of 3. It starts when the trainings ahead of it have ended."``; the others in the queue
+    are counted, never named."""
+    found = trainqueue.own_ticket(runs)
+    if found is None:
+        return ""
+    ticket, place = found
+    total = trainqueue.queued_count()
+    where = "next" if place == 1 else f"place {place} of {max(total, place)}"
+    return (f"Your training {ticket.run_dir.name} waits in the queue ({where}). It starts by itself when the "
+            "training running now has ended (a study lets it in between two of its runs); you may close this page.")
+
+
+def queue_rows() -> list[dict[str, Any]]:
+    """The whole queue, oldest first, for an admin: place, whose (the user's folder), run and when it was queued."""
+    return [{"place": place, "user": ticket.owner.parent.name, "run": ticket.run_dir.name,
+             "queued": time.strftime("%Y-%m-%d %H:%M", time.localtime(ticket.requested)), "owner": str(ticket.owner)}
+            for place, ticket in enumerate(trainqueue.live_tickets(), start=1)]
 
 
 def _remove_if_empty(run_dir: Path) -> None:

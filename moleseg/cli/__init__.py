@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the interrupted run in --out with its own config.json (only --epochs may grow)")
     train.add_argument("--wait", action="store_true",
                        help="when another training runs (the app's, a study's, another terminal's), start once it "
-                            "ends instead of refusing")
+                            "ends instead of refusing, after the trainings queued on the Train page")
     add_option_flags(train)
     add_worker_arguments(train)
 

@@ -102,6 +102,7 @@ def train_config_of(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from moleseg.engine import trainqueue
     from moleseg.engine.launch import run_folder_is_a_file, start_training
     from moleseg.engine.trainlock import TrainingBusy
 
@@ -129,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             status = start_training(config, job_dir, resume=resume, wait=True, origin="terminal",
                                     wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress,
-                                    echo=echo)
+                                    echo=echo, give_way=lambda holder: trainqueue.queued_count() > 0)
         except TrainingBusy as error:
             raise CommandError(f"{error} (or give --wait to start when it ends)") from None
         finally:

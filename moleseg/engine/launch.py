@@ -44,7 +44,7 @@ from moleseg.engine.jobs import (JobRequest, JobStatus, ProgressWriter, check_co
                                  read_request)
 from moleseg.engine.runs import RunFiles, RunRecordError, read_config, read_state
 from moleseg.engine.session import training_cache_dir
-from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, active_training,
+from moleseg.engine.trainlock import (BUSY_EXIT_STATUS, READY_BYTE, TrainingBusy, TrainingHolder, active_training,
                                       lasting_holder)
 
 #: Module run as ``python -m RUNNER_MODULE RUN_DIR`` for each training (it imports TensorFlow).
@@ -122,8 +122,9 @@ def resume_config(run_dir: str | Path, epochs: int | None = None) -> dict[str, A
     return saved
 
 
-def _child_environment() -> dict[str, str]:
-    """The child's environment: this one, unbuffered, importing the same moleseg from any working folder."""
+def child_environment() -> dict[str, str]:
+    """A child's environment (a training's runner, a queued training's waiter): this one, unbuffered, importing
+    the same moleseg from any working folder."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -145,7 +146,7 @@ def _spawn(run_dir: Path, python: str | None, follow: bool) -> tuple[subprocess.
     try:
         with open(RunFiles(run_dir).job_log, "ab") as log:
             command, env = child_command(python, RUNNER_MODULE, [str(run_dir), f"--ready-fd={ready_write}"],
-                                         _child_environment())  # the run's folder kept out of ps
+                                         child_environment())  # the run's folder kept out of ps
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, close_fds=True, pass_fds=(ready_write,),
                                      env=env, preexec_fn=_die_with_parent if follow else None)
@@ -181,11 +182,17 @@ def _forget(run_dir: Path, created: bool) -> None:
             pass
 
 
-def _wait_for_lock(say: Callable[[str], None] | None) -> None:
-    """Return once the training lock is free, saying once who holds it."""
+def _wait_for_lock(say: Callable[[str], None] | None,
+                   give_way: Callable[[TrainingHolder | None], bool] | None = None) -> None:
+    """Return once the training lock is free (and ``give_way``, asked at each look with the holder, says False),
+    saying once who holds it."""
     told = False
-    while (holder := active_training()) is not None:
-        if say and not told:
+    while True:
+        holder = active_training()
+        waits = give_way(holder) if give_way else False
+        if holder is None and not waits:
+            return
+        if say and not told and holder is not None:
             say(f"waiting: {holder.sentence().split(';')[0]}")
             told = True
         time.sleep(POLL_S)
@@ -205,6 +212,7 @@ def example_cache(named: str | None, run_dir: Path) -> str | None:
 
 def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume: bool = False,
                    wait: bool = False, origin: str = "app", wait_for_lock: bool = False, cluster_worker: bool = False,
+                   give_way: Callable[[TrainingHolder | None], bool] | None = None,
                    on_progress: Callable[[JobStatus], None] | None = None,
                    echo: Callable[[str], None] | None = None, python: str | None = None) -> JobStatus:
     """Start a training of ``config`` in ``run_dir`` (or resume the one there) in its own process.
@@ -225,6 +233,9 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         Who starts it (a key of :data:`ORIGINS`), shown to whoever finds the lock taken.
     wait_for_lock
         When another training runs, wait for it to end instead of raising :class:`TrainingBusy`.
+    give_way
+        With ``wait_for_lock``: asked at each look with the lock's holder (None when it is free); True waits on
+        even when the lock is free (a study giving way to the queued trainings, :mod:`moleseg.engine.trainqueue`).
     cluster_worker
         A worker of a multi-worker training other than the chief (``TF_CONFIG``): it joins the chief's training
         and takes no lock (the chief holds it).
@@ -262,7 +273,7 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
     created = not run_dir.exists()
     while True:
         if wait_for_lock and not cluster_worker:
-            _wait_for_lock(echo)
+            _wait_for_lock(echo, give_way)
         elif not cluster_worker and (holder := lasting_holder()) is not None:
             raise TrainingBusy.of(holder)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ the background process the app starts (``python -m moleseg.engine.studyrun``).
 
 Every run is an ordinary run folder ``OUT/runs/<run id>`` trained through
 :func:`moleseg.engine.launch.start_training` (origin ``study``), one at a time: each waits for the training lock,
-so a study, the app and ``moleseg train`` never train at once. A run whose ``evaluation.json`` holds the test
+so a study, the app and ``moleseg train`` never train at once, and gives way to the trainings queued on the Train
+page (:class:`StudyGivingWay`): they go first, between two of its runs. A run whose ``evaluation.json`` holds the test
 FM is skipped and an interrupted one resumes, so an interrupted study continues where it stopped. Results:
 ``study.csv`` and ``verdicts.md`` (:mod:`moleseg.engine.studystats`). The records of a study folder are typed
 (:class:`StudyPlanRecord`, :class:`StudyProgress`, :class:`StudyFolder`) and read and written here only.
@@ -17,7 +18,7 @@ import io
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -31,12 +32,14 @@ from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
 from moleseg.core.words import count_of
 from moleseg.engine.childargs import child_arguments, child_command
+from moleseg.engine import trainqueue
 from moleseg.engine.launch import start_training
 from moleseg.engine.runs import (Kind, Record, RecordFields, RunFiles, RunLog, RunRecordError, read_fields,
                                  write_json)
 from moleseg.engine.studyplan import (PlannedRun, Study, StudyError, check_study, data_folders, load_study, plan,
                                       resolve_data, with_data)
 from moleseg.engine.studystats import RUNS_SUBDIR, STUDY_CSV, VERDICTS_MD, run_finished, write_results
+from moleseg.engine.trainlock import TrainingHolder, held, process_flock
 from moleseg.engine.userquota import UserQuota
 
 #: Module run as ``python -m STUDY_MODULE --config FILE --out DIR`` for a study started by the app.
@@ -114,6 +117,7 @@ class StudyProgress:
     started: float | None = None
     updated: float | None = None
     status: str = "not started"
+    waiting: str = ""
 
     def write(self, out: str | Path) -> Path:
         return write_json(Path(out) / PROGRESS_JSON, asdict(self))
@@ -127,7 +131,9 @@ class StudyProgress:
         """E.g. ``"2/6 runs finished (running); training: base-seed1; failed: solver=sgdm-seed0"``."""
         text = f"{self.done}/{self.runs} runs finished ({self.status})"
         if self.active:
-            text += f"; training: {', '.join(self.active)}"
+            text += f"; {'next' if self.waiting else 'training'}: {', '.join(self.active)}"
+        if self.waiting:
+            text += f"; waiting: {self.waiting}"
         if self.failed:
             text += f"; failed: {', '.join(self.failed)}"
         return text
@@ -135,7 +141,7 @@ class StudyProgress:
 
 #: The fields of a study's ``progress.json`` and their kinds (:class:`StudyProgress` holds them).
 STUDY_PROGRESS_FIELDS: dict[str, Kind] = {"runs": int, "done": int, "active": list, "failed": list,
-                                          "started": float, "updated": float, "status": str}
+                                          "started": float, "updated": float, "status": str, "waiting": str}
 
 
 def read_progress(out: str | Path) -> StudyProgress:
@@ -253,20 +259,12 @@ def list_study_folders(root: str | Path) -> list[Path]:
 def study_lock(out: str | Path) -> FileLock:
     """The lock of a study folder: an ``flock`` on :data:`STUDY_LOCK`, held by its study process while it
     runs and released by the kernel when that process ends, however it ends."""
-    return FileLock(Path(out) / STUDY_LOCK, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+    return process_flock(Path(out) / STUDY_LOCK)
 
 
 def study_running(out: str | Path) -> bool:
     """Whether a study process runs in ``out`` (its lock tried without waiting, let go at once)."""
-    if not (Path(out) / STUDY_LOCK).exists():
-        return False
-    lock = study_lock(out)
-    try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        return True
-    lock.release()
-    return False
+    return (Path(out) / STUDY_LOCK).exists() and held(study_lock(out))
 
 
 def _running_error(out: str | Path) -> StudyError:
@@ -409,10 +407,11 @@ def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = pr
                 status = "stopped at the quota"
                 break
             run_dir = out / RUNS_SUBDIR / run.run_id
-            StudyProgress(runs=len(runs), done=done, active=[run.run_id], failed=failed, started=started,
-                          updated=time.time(), status="running").write(out)
+            progress = StudyProgress(runs=len(runs), done=done, active=[run.run_id], failed=failed,
+                                     started=started, updated=time.time(), status="running")
+            progress.write(out)
             echo(f"{run.run_id}: training")
-            if _train_run(run, run_dir, parts, echo):
+            if _train_run(run, run_dir, parts, echo, give_way=StudyGivingWay(out, progress, echo)):
                 done += 1
                 echo(f"{run.run_id}: done ({done}/{len(runs)})")
             else:
@@ -423,14 +422,38 @@ def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = pr
         return rows
 
 
-def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]],
-               echo: Callable[[str], None]) -> bool:
-    """Train (or resume) one run of a study, waiting for the training lock; True when it finished."""
+class StudyGivingWay:
+    """A study's ``give_way`` (:func:`moleseg.engine.launch.start_training`): before each of its runs it waits
+    while a training is queued (:mod:`moleseg.engine.trainqueue`, oldest first) or another one holds the lock, and
+    its ``progress.json`` says so in neutral words (no other user's name or run: the study's owner reads it)."""
+
+    def __init__(self, out: Path, progress: StudyProgress, echo: Callable[[str], None]) -> None:
+        self.out, self.progress, self.echo, self.said = out, progress, echo, ""
+
+    def __call__(self, holder: TrainingHolder | None) -> bool:
+        queued = trainqueue.queued_count()
+        if queued:
+            words = f"{count_of(queued, 'queued training')} {'goes' if queued == 1 else 'go'} first"
+        else:
+            words = "another training is running" if holder is not None else ""
+        if words != self.said:
+            self.said = words
+            self.progress = replace(self.progress, waiting=words, updated=time.time())
+            self.progress.write(self.out)
+            if words:
+                self.echo(f"waiting: {words}")
+        return bool(queued)
+
+
+def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]], echo: Callable[[str], None],
+               give_way: Callable[[TrainingHolder | None], bool] | None = None) -> bool:
+    """Train (or resume) one run of a study, waiting for the training lock and giving way to queued trainings
+    (``give_way``); True when it finished."""
     resume = RunFiles(run_dir).config.is_file()
     config = {**with_data(run.config, parts), "name": run.run_id}
     try:
         status = start_training(config if not resume else {"epochs": config["epochs"]}, run_dir, resume=resume,
-                                wait=True, origin="study", wait_for_lock=True, echo=None)
+                                wait=True, origin="study", wait_for_lock=True, give_way=give_way, echo=None)
     except ValueError as error:
         echo(f"{run.run_id}: failed: {first_line(error)}")
         return False

@@ -119,24 +119,33 @@ def lock_info_path() -> Path:
     return data_dir() / LOCK_INFO_NAME
 
 
-def training_lock() -> FileLock:
-    """The training lock: an ``flock`` on :func:`lock_path`, released by the kernel when its holder's process
-    ends, however it ends. The lock file itself stays (its content means nothing)."""
-    lock_path().parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(lock_path(), thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
+def process_flock(path: str | Path) -> FileLock:
+    """An ``flock`` on ``path`` (no soft fallback), released by the kernel when its holder's process ends, however
+    it ends; the file itself stays (its content means nothing). The training lock, a study's, a queued request's."""
+    return FileLock(path, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
 
 
-def active_training() -> TrainingHolder | None:
-    """Who holds the training lock, or None when it is free (the lock tried without waiting and let go at once)."""
-    if not lock_path().exists():
-        return None
-    lock = training_lock()
+def held(lock: FileLock) -> bool:
+    """Whether another holds ``lock`` (tried without waiting, let go at once)."""
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        return _read_holder(lock_info_path())
+        return True
     lock.release()
-    return None
+    return False
+
+
+def training_lock() -> FileLock:
+    """The training lock: a :func:`process_flock` on :func:`lock_path`."""
+    lock_path().parent.mkdir(parents=True, exist_ok=True)
+    return process_flock(lock_path())
+
+
+def active_training() -> TrainingHolder | None:
+    """Who holds the training lock, or None when it is free (:func:`held`)."""
+    if not lock_path().exists() or not held(training_lock()):
+        return None
+    return _read_holder(lock_info_path())
 
 
 def holder_ending(holder: TrainingHolder) -> bool:
