@@ -117,6 +117,8 @@ def test_two_users_queued_start_oldest_first(app_folders, tmp_path, fake_trainin
     finish(holder_of(ann_run))
     eventually(lambda: holder_of(bob_run))
     assert eventually(lambda: trainqueue.queued_count() == 0)
+    # bob's waiter waited on the lock of ann's ticket when her waiter removed it: no lock of hers is left behind
+    assert eventually(lambda: [path.name for path in trainqueue.queue_dir().iterdir()] == ["queue.lock"], 5)
 
 
 def test_a_study_lets_a_queued_training_in_between_two_of_its_runs(app_folders, tmp_path, fake_training,  # noqa: F811
