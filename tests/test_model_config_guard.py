@@ -124,8 +124,12 @@ def test_the_same_chain_narrow_passes_with_its_weights_counted(tmp_path):
     (lambda c: _layer(c, "aspp_dropout").update(registered_name="moleseg>FusedBatchNormalization"),
      "its layer 'aspp_dropout' of class 'Dropout' comes from 'keras.layers' ('moleseg>FusedBatchNormalization'), "
      "not from where moleseg's networks take it"),
+    # Keras builds a low-rank adapter beside the kernel of a layer whose config sets lora_rank: this one took
+    # 700,000,016 weights and 6.7 GB on a 16-weight convolution while the guard counted 16
+    (lambda c: _layer(c, "classifier")["config"].update(lora_rank=100_000_000),
+     "its layer 'classifier' declares a LoRA rank (100000000): moleseg's networks have no low-rank adapters"),
 ], ids=["classifier filters", "aspp filters", "build shape", "input shape", "upsampling", "depth multiplier",
-        "layer class", "concat axis", "module", "registered name"])
+        "layer class", "concat axis", "module", "registered name", "lora rank"])
 def test_the_shipped_model_with_one_size_field_changed_is_refused(tmp_path, change, message):
     with pytest.raises(ModelFileError) as caught:
         check_network(_forged(tmp_path, change))

@@ -204,6 +204,9 @@ class _Graph:
             if declared is not None and _plain(declared) != _plain(actual):
                 raise _Refusal(f"its layer {_shown(name)} is built for an input of {_text(declared)}, its graph "
                                f"gives it {_text(actual)}")
+        if config.get("lora_rank"):  # Keras would build an adapter of that rank beside the kernel (uncounted here)
+            raise _Refusal(f"its layer {_shown(name)} declares a LoRA rank ({_shown(config['lora_rank'])}): "
+                           "moleseg's networks have no low-rank adapters")
         if config.get("data_format", "channels_last") != "channels_last":
             raise _Refusal(f"its layer {_shown(name)} is not channels-last, as moleseg's networks are")
         first = inputs[0]
