@@ -244,6 +244,7 @@ def test_a_queued_training_whose_data_went_away_meanwhile_shows_as_failed(app_fo
     status = jobs.read_job(queued)
     assert status.status == "failed" and status.error.startswith("not started from the queue: ")
     assert str(dataset) in status.error and jobs.list_jobs(runs)[0] == queued
+    assert not (queued / trainqueue.REQUEST_NAME).exists()  # no request left behind that nothing will start
     assert trainlock.active_training() is None and trainqueue.queued_count() == 0
 
 

@@ -298,10 +298,9 @@ def _try_start(ticket: Ticket, python: str | None, log: RunLog) -> bool:
         except (ValueError, RunRecordError, OSError) as error:  # e.g. its data deleted while it waited
             log(f"not started: {first_line(error)}")
             _record_failure(ticket.run_dir, f"not started from the queue: {first_line(error)}")
-            _remove(ticket)
-            return True
-        log("started")
-        (ticket.run_dir / REQUEST_NAME).unlink(missing_ok=True)
+        else:
+            log("started")
+        (ticket.run_dir / REQUEST_NAME).unlink(missing_ok=True)  # started or failed: nothing waits on it
         _remove(ticket)
         return True
 
