@@ -327,7 +327,19 @@ def wait_and_start(ticket: Ticket, python: str | None, log: RunLog) -> None:
     (:func:`_try_start`); ends when the ticket is withdrawn."""
     while not _turn_over(ticket, python, log):
         ahead = [other for other in live_tickets() if other.path.name < ticket.path.name]
-        _wait_for(_ticket_lock(ahead[-1].lock_path) if ahead else trainlock.training_lock())
+        if ahead:
+            _wait_behind(ahead[-1])
+        else:
+            _wait_for(trainlock.training_lock())
+
+
+def _wait_behind(ahead: Ticket) -> None:
+    """:func:`_wait_for` the lock of the ticket ``ahead``; when that ticket went meanwhile (its waiter removed it
+    with its lock), the lock file that waiting made again is removed too: no ticket is ever written under it again
+    (a new ticket has a new name), so nothing else waits on it."""
+    _wait_for(_ticket_lock(ahead.lock_path))
+    if not ahead.path.exists():
+        ahead.lock_path.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
