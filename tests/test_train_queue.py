@@ -246,6 +246,7 @@ def test_a_queued_training_whose_data_went_away_meanwhile_shows_as_failed(app_fo
     status = jobs.read_job(queued)
     assert status.status == "failed" and status.error.startswith("not started from the queue: ")
     assert str(dataset) in status.error and jobs.list_jobs(runs)[0] == queued
+    assert not (queued / trainqueue.REQUEST_NAME).exists()  # no request left behind that nothing will start
     assert trainlock.active_training() is None and trainqueue.queued_count() == 0
 
 
@@ -317,3 +318,13 @@ def test_on_a_shared_server_the_queue_names_no_other_user(signed_in, queue):  # 
         at.button(key="train_withdraw_other").click().run()
         assert not at.exception and trainqueue.own_ticket(bob) is None and trainqueue.own_ticket(carol)[1] == 1
         assert trainqueue.withdraw(carol) and not trainqueue.withdraw(bob)
+
+
+def test_waiting_behind_a_ticket_that_went_meanwhile_leaves_no_lock_file(app_folders):  # noqa: F811
+    """The window a waiter may hit: the ticket ahead removed, with its lock, between the waiter's look at the queue
+    and its wait; waiting on the lock makes its file again, which must not stay (a stray lock in the queue)."""
+    trainqueue.queue_dir().mkdir(parents=True, exist_ok=True)
+    gone = trainqueue.Ticket(trainqueue.queue_dir() / "00000000000000000001-deadbeef.json", app_folders["runs"],
+                             app_folders["runs"] / "gone", 0.0, None)
+    trainqueue._wait_behind(gone)
+    assert sorted(path.name for path in trainqueue.queue_dir().iterdir()) == []

@@ -310,3 +310,34 @@ def test_two_saved_visits_compared_count_in_the_users_share_of_memory(signed_in,
         "hold 913.5 KB of analyses together (609 KB in your other tabs): none was analysed; upload fewer or "
         "smaller images, or close another tab."]
     assert "compare_result" not in second.session_state
+
+
+
+def test_two_tabs_of_one_user_asking_at_once_cannot_both_pass_their_share(monkeypatch):
+    """The check of a user's share and the recording of what the tab now holds are one step: a second tab asking
+    between the first's count of the others and its recording (a script opening tabs at once) waits for it, then
+    is refused, rather than both being let through on the same stale total (each 60 % of the share: 120 % held)."""
+    import threading
+
+    from moleseg.app.heldmemory import HeldAnalyses
+
+    held = HeldAnalyses(per_user=1000)
+    first, second = held.holding("ann"), held.holding("ann")
+    answers: dict[str, object] = {}
+    counted = held.held
+
+    def counted_then_second_tab(owner, besides=None):
+        total = counted(owner, besides)
+        if "thread" not in answers:  # the first tab's count: the second tab asks now
+            other = threading.Thread(target=lambda: answers.update(second=held.refusal_of(second, ("b",), 600)))
+            answers["thread"] = other
+            other.start()
+            other.join(timeout=1.0)  # done at once while the check is two steps; else it waits for the first
+        return total
+
+    monkeypatch.setattr(held, "held", counted_then_second_tab)
+    answers["first"] = held.refusal_of(first, ("a",), 600)
+    answers["thread"].join(timeout=5.0)
+    assert answers["first"] is None and first.nbytes == 600
+    assert isinstance(answers["second"], str) and "(600 bytes in your other tabs)" in answers["second"]
+    assert second.nbytes == 0 and counted("ann") == 600

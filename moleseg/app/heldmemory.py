@@ -57,7 +57,7 @@ class HeldAnalyses:
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
         self._holdings: weakref.WeakSet[Holding] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held across a refusal's count and its recording (reentrant: held)
 
     def holding(self, owner: str) -> Holding:
         """A new session's holding of ``owner``'s (nothing yet)."""
@@ -81,11 +81,12 @@ class HeldAnalyses:
     def refusal_of(self, holding: Holding, keys: tuple[str, ...], needed: int) -> str | None:
         """:meth:`refusal` of the images named by ``keys`` (an upload's digest, a saved visit's id), whose analyses
         hold ``needed`` bytes."""
-        others = self.held(holding.owner, besides=holding)
-        if others + needed <= self.per_user:
-            holding.nbytes, holding.keys = needed, keys
-            return None
-        holding.nbytes, holding.keys = 0, ()
+        with self._lock:  # one step: two tabs asking at once must not both pass on the same count
+            others = self.held(holding.owner, besides=holding)
+            if others + needed <= self.per_user:
+                holding.nbytes, holding.keys = needed, keys
+                return None
+            holding.nbytes, holding.keys = 0, ()
         return (f"{capitalised(count_of(len(keys), 'image'))} would hold {size_text(needed)} of the server's "
                 f"memory while the page shows them, and your open pages may hold {size_text(self.per_user)} of "
                 f"analyses together ({size_text(others)} in your other tabs): none was analysed; upload fewer or "

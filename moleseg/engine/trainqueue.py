@@ -20,7 +20,6 @@ ticket (:func:`withdraw`); its waiter sees it gone and ends. At most one ticket 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import select
 import subprocess
@@ -55,8 +54,6 @@ TICKET_LOCK_SUFFIX = ".lock"
 QUEUE_LOCK_WAIT_S: float = 30.0
 #: Longest single wait of a waiter on a lock before it looks whether its ticket was withdrawn, in seconds.
 WAITER_STEP_S: float = 0.5
-#: How often a waiter looks whether the ticket lock it waits on is free, in seconds.
-WAITER_POLL_S: float = 0.05
 #: Exit status of a waiter refused because its user already has a ticket.
 ALREADY_QUEUED_STATUS = 3
 #: What a user sees when they queue a second training.
@@ -301,10 +298,9 @@ def _try_start(ticket: Ticket, python: str | None, log: RunLog) -> bool:
         except (ValueError, RunRecordError, OSError) as error:  # e.g. its data deleted while it waited
             log(f"not started: {first_line(error)}")
             _record_failure(ticket.run_dir, f"not started from the queue: {first_line(error)}")
-            _remove(ticket)
-            return True
-        log("started")
-        (ticket.run_dir / REQUEST_NAME).unlink(missing_ok=True)
+        else:
+            log("started")
+        (ticket.run_dir / REQUEST_NAME).unlink(missing_ok=True)  # started or failed: nothing waits on it
         _remove(ticket)
         return True
 
@@ -326,37 +322,24 @@ def _turn_over(ticket: Ticket, python: str | None, log: RunLog) -> bool:
         return False
 
 
-def _wait_for_ticket(lock_path: Path) -> None:
-    """Wait at most :data:`WAITER_STEP_S` for the waiter holding the ticket lock ``lock_path`` to end. Never
-    creates that file: its waiter removes it on its way out, and a lock taken through its path then (a
-    :class:`FileLock` opens it again when the file it waited on was unlinked) would leave a lock of no ticket."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # its waiter is gone
-        return
-    deadline = time.monotonic() + WAITER_STEP_S
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return  # free: let go at once (closing the file)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return
-                time.sleep(WAITER_POLL_S)
-    finally:
-        os.close(fd)
-
-
 def wait_and_start(ticket: Ticket, python: str | None, log: RunLog) -> None:
     """The waiter's life: wait for the ticket just ahead to go and for the training lock to be free, then start
     (:func:`_try_start`); ends when the ticket is withdrawn."""
     while not _turn_over(ticket, python, log):
         ahead = [other for other in live_tickets() if other.path.name < ticket.path.name]
         if ahead:
-            _wait_for_ticket(ahead[-1].lock_path)
+            _wait_behind(ahead[-1])
         else:
             _wait_for(trainlock.training_lock())
+
+
+def _wait_behind(ahead: Ticket) -> None:
+    """:func:`_wait_for` the lock of the ticket ``ahead``; when that ticket went meanwhile (its waiter removed it
+    with its lock), the lock file that waiting made again is removed too: no ticket is ever written under it again
+    (a new ticket has a new name), so nothing else waits on it."""
+    _wait_for(_ticket_lock(ahead.lock_path))
+    if not ahead.path.exists():
+        ahead.lock_path.unlink(missing_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
