@@ -128,8 +128,18 @@ def test_the_same_chain_narrow_passes_with_its_weights_counted(tmp_path):
     # 700,000,016 weights and 6.7 GB on a 16-weight convolution while the guard counted 16
     (lambda c: _layer(c, "classifier")["config"].update(lora_rank=100_000_000),
      "its layer 'classifier' declares a LoRA rank (100000000): moleseg's networks have no low-rank adapters"),
+    # Keras runs every weight's initializer while it loads: an orthogonal one is a QR decomposition of the whole
+    # kernel (52 s and 3.0 GB for the 8944 x 8944 kernel the weight budget allows)
+    (lambda c: _layer(c, "classifier")["config"].update(kernel_initializer={
+        "module": "keras.initializers", "class_name": "Orthogonal", "config": {"gain": 1.0, "seed": None},
+        "registered_name": None}),
+     "its layer 'classifier' sets its kernel_initializer to 'Orthogonal', an initializer moleseg's networks do not "
+     "use"),
+    (lambda c: _layer(c, "decoder_block1_depthwise")["config"].update(depthwise_initializer="orthogonal"),
+     "its layer 'decoder_block1_depthwise' sets its depthwise_initializer to 'orthogonal', an initializer moleseg's "
+     "networks do not use"),
 ], ids=["classifier filters", "aspp filters", "build shape", "input shape", "upsampling", "depth multiplier",
-        "layer class", "concat axis", "module", "registered name", "lora rank"])
+        "layer class", "concat axis", "module", "registered name", "lora rank", "orthogonal", "orthogonal by name"])
 def test_the_shipped_model_with_one_size_field_changed_is_refused(tmp_path, change, message):
     with pytest.raises(ModelFileError) as caught:
         check_network(_forged(tmp_path, change))

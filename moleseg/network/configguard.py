@@ -207,6 +207,11 @@ class _Graph:
         if config.get("lora_rank"):  # Keras would build an adapter of that rank beside the kernel (uncounted here)
             raise _Refusal(f"its layer {_shown(name)} declares a LoRA rank ({_shown(config['lora_rank'])}): "
                            "moleseg's networks have no low-rank adapters")
+        for key, value in config.items():  # Keras runs them as it loads: an orthogonal one is a QR of the kernel
+            chosen = value.get("class_name") if isinstance(value, dict) else value
+            if key.endswith("_initializer") and isinstance(chosen, str) and "orthogonal" in chosen.lower():
+                raise _Refusal(f"its layer {_shown(name)} sets its {key} to {_shown(chosen)}, an initializer "
+                               "moleseg's networks do not use")
         if config.get("data_format", "channels_last") != "channels_last":
             raise _Refusal(f"its layer {_shown(name)} is not channels-last, as moleseg's networks are")
         first = inputs[0]
