@@ -328,3 +328,21 @@ def test_waiting_behind_a_ticket_that_went_meanwhile_leaves_no_lock_file(app_fol
                              app_folders["runs"] / "gone", 0.0, None)
     trainqueue._wait_behind(gone)
     assert sorted(path.name for path in trainqueue.queue_dir().iterdir()) == []
+
+
+def test_a_look_at_a_lock_that_meets_another_look_finds_no_owner(tmp_path, monkeypatch):
+    """held() holds a lock for a moment: another look meeting it must not report an owner (a study's look every
+    POLL_S made the Train page, and a test, see a training that was not there); an owner holding it is reported."""
+    monkeypatch.setattr(trainlock, "LOOK_GRACE_S", 2.0)  # far above the other look's moment, on a loaded machine too
+    path = tmp_path / "training.lock"
+    other_look = trainlock.process_flock(path)
+    other_look.acquire()
+    threading.Timer(0.05, other_look.release).start()
+    assert trainlock.held(trainlock.process_flock(path)) is False
+    monkeypatch.setattr(trainlock, "LOOK_GRACE_S", 0.05)
+    owner = trainlock.process_flock(path)
+    owner.acquire()
+    try:
+        assert trainlock.held(trainlock.process_flock(path)) is True
+    finally:
+        owner.release()

@@ -125,10 +125,16 @@ def process_flock(path: str | Path) -> FileLock:
     return FileLock(path, thread_local=False, preserve_lock_file=True, fallback_to_soft=False)
 
 
+#: How long :func:`held` tries a lock before it calls it held, in seconds: another look (this function, in another
+#: process or thread) holds a lock for microseconds, its owner for its whole life, so a look that met another look
+#: does not report an owner that is not there.
+LOOK_GRACE_S: float = 0.02
+
+
 def held(lock: FileLock) -> bool:
-    """Whether another holds ``lock`` (tried without waiting, let go at once)."""
+    """Whether another holds ``lock`` (tried for at most :data:`LOOK_GRACE_S`, let go at once)."""
     try:
-        lock.acquire(blocking=False)
+        lock.acquire(timeout=LOOK_GRACE_S, poll_interval=LOOK_GRACE_S / 5)
     except Timeout:
         return True
     lock.release()
