@@ -14,6 +14,7 @@ from moleseg.app.ui import PAGE_FILES
 from moleseg.cli import build_parser
 from moleseg.cli.training import train_config_of
 from moleseg.core import config, options
+from moleseg.core.backbones import backbones_for
 from moleseg.core.configfile import read_config_file
 from moleseg.core.modelinfo import ModelFileError, ModelInfo
 
@@ -351,3 +352,18 @@ def test_a_training_without_a_name_is_named_by_its_network():
     unnamed = options.defaults()
     assert not unnamed["name"] and training_name(unnamed) == "deeplabv3plus-mobilenetv2"
     assert training_name({**unnamed, "name": "moles v2"}) == "moles v2"
+
+
+@pytest.mark.parametrize("architecture, backbone, refused", [
+    ("fpn", "inceptionresnetv2", True), ("unet", "inceptionresnetv2", True), ("linknet", "xception", True),
+    ("unet", "vgg16_hed", False), ("fpn", "vgg16_hed", True), ("deeplabv3plus", "inceptionresnetv2", False),
+    ("linknet", "resnet18", False)])
+def test_an_architecture_is_refused_on_a_backbone_it_is_not_built_on(architecture, backbone, refused):
+    """segmentation-models' Inception-ResNet has Lambda layers, which Keras's safe mode refuses to load: a unet, fpn
+    or linknet on it trained for hours and could never be opened; refused with the choices before anything starts."""
+    found = options.problems({"images": ["i"], "masks": ["m"],
+                              "model": {"architecture": architecture, "backbone": backbone}})
+    expected = [f"model.architecture {architecture} is not built on {backbone}; its backbones: "
+                + ", ".join(backbones_for(architecture))] if refused else []
+    assert found == expected
+    assert "inceptionresnetv2" not in backbones_for("unet") and "vgg16_hed" in backbones_for("unet")

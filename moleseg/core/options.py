@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from moleseg.core.backbones import BACKBONES
+from moleseg.core.backbones import BACKBONES, backbones_for
 from moleseg.core.constancy import COLOUR_CONSTANCY_METHODS, SHADES_OF_GREY_POWER
 from moleseg.core.config import (DEFAULT_BORDER_WIDTH_PX, DEFAULT_CLASS_COUNT, DEFAULT_CLOSING_RADIUS_PX, DEFAULT_SHAPE,
                                  MAX_BATCH_SIZE, MAX_DATASETS, MAX_EPOCHS, MAX_INPUT_SIZE_PX, SIZE_REFERENCE_PX)
@@ -540,7 +540,8 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
     -------
     list of str
         Each option's kind, choices and range (:meth:`Option.problems`), then the rules between options:
-        image and mask folders in pairs, at least one training images folder (with ``data``), the
+        image and mask folders in pairs, at least one training images folder (with ``data``), an architecture on a
+        backbone it is built on (:func:`moleseg.core.backbones.backbones_for`), the
         validation and test shares leaving 10 % for training, a tile scale only with tiles. Empty when
         the configuration is valid.
     """
@@ -557,6 +558,11 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
     if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= MAX_HELD_OUT_SHARE:
         found.append(f"validation_split and test_split must leave at least {1 - MAX_HELD_OUT_SHARE:.0%} of the "
                      "pairs for training")
+    architecture, backbone = (get_value(config, f"model.{key}", default(f"model.{key}")) for key in ("architecture",
+                                                                                                     "backbone"))
+    if architecture in ARCHITECTURES and backbone in BACKBONES and backbone not in backbones_for(architecture):
+        found.append(f"model.architecture {architecture} is not built on {backbone}; its backbones: "
+                     + ", ".join(backbones_for(architecture)))
     scale = get_value(config, "tile_scale", default("tile_scale"))
     inference = get_value(config, "inference", default("inference"))
     if isinstance(scale, numbers.Real) and scale != 1.0 and inference != "tiles":
