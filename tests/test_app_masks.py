@@ -8,7 +8,7 @@ import numpy as np
 from app_helpers import app_test, run_until
 from synthetic import make_dataset
 from moleseg.app import preparation
-from moleseg.app.ui import PAGE_FILES
+from moleseg.app.ui import PAGE_FILES, plain_markdown
 from moleseg.core.imagewrite import write_png
 
 EMPTY = "1 empty mask (no foreground pixel, all black; scored and trained as 'no lesion'): m1.png"
@@ -44,7 +44,7 @@ def test_the_prepare_page_warns_about_the_previewed_mask_and_the_scanned_ones(ap
     at.selectbox(key="prepare_pair").set_value(0).run()
     at.button(key="prepare_all").click().run()
     run_until(at, lambda at: any("Class frequencies of the dataset" in m.value for m in at.markdown))
-    assert warnings_of(at) == [EMPTY, FULL]
+    assert warnings_of(at) == [plain_markdown(EMPTY), plain_markdown(FULL)]  # the file names drawn as text
     assert any("(4 masks)" in m.value for m in at.markdown)  # they are still counted
 
 
@@ -57,4 +57,4 @@ def test_the_evaluate_page_warns_about_empty_and_full_true_masks(app_folders, tm
     run_until(at, lambda at: any(metric.label == "Mean FM" for metric in at.metric))
     assert not at.exception and not at.error
     assert {metric.label: metric.value for metric in at.metric}["Images"] == "4"  # scored, with a warning
-    assert [w for w in warnings_of(at) if " mask (" in w] == [EMPTY, FULL]
+    assert [w for w in warnings_of(at) if " mask (" in w] == [plain_markdown(EMPTY), plain_markdown(FULL)]

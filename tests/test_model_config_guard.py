@@ -16,7 +16,7 @@ import pytest
 
 from moleseg.core.modelinfo import ModelFileError
 from moleseg.network import configguard
-from moleseg.network.configguard import MAX_TENSOR_VALUES, MAX_WEIGHTS, check_network
+from moleseg.network.configguard import MAX_TENSOR_VALUES, MAX_WEIGHTS, WEIGHT_COPIES, check_network
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "dermoscopy.keras"
 
@@ -172,7 +172,7 @@ def test_a_weights_file_declaring_a_dataset_larger_than_any_weight_is_refused_un
         check_network(path)
     assert str(caught.value) == ("forged.keras: its model.weights.h5 holds 'layers/conv2d_43/vars/0' of "
                                  "1,000,000,000 values; its network declares no weight of more than 307,200 (nor "
-                                 f"{4 * 2_191_155 + 1024:,} values in all)")
+                                 f"{WEIGHT_COPIES * 2_191_155 + 1024:,} values in all)")
 
 
 def test_a_weights_file_that_is_not_hdf5_is_refused(tmp_path):

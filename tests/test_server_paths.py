@@ -264,7 +264,8 @@ def test_the_study_folder_is_read_only_inside_the_apps_runs(app_folders, tmp_pat
     assert not at.exception and texts(at.error) == [refusal(outside)]
     (app_folders["runs"] / "study-x").mkdir()
     at.text_input(key="study_folder").set_value(str(app_folders["runs"] / "study-x")).run()
-    assert not at.error and texts(at.warning) == [f"{app_folders['runs'] / 'study-x'}: not a study folder (no plan.json and no study.csv)"]
+    assert not at.error and texts(at.warning) == [plain_markdown(
+        f"{app_folders['runs'] / 'study-x'}: not a study folder (no plan.json and no study.csv)")]
 
 
 def test_a_study_started_from_the_app_reads_data_only_inside_the_roots(tmp_path, outside):

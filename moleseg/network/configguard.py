@@ -36,8 +36,10 @@ MAX_ACTIVATION_VALUES: int = 2**32
 MAX_LAYERS: int = 4_000
 MAX_NESTING: int = 4
 MAX_CONFIG_BYTES: int = 4 * 1024**2
-#: Weights file datasets may hold the optimizer's slots beside the weights (Adam: two per weight) for a resume.
-WEIGHT_COPIES: int = 4
+#: Weights file datasets may hold the optimizer's slots beside the weights for a resume: Adam's two per weight, and
+#: under mixed precision the loss-scale optimizer's own copies besides its inner optimizer's (a mixed-precision
+#: Adam run's file holds over 4 times its weights: tests/test_train.py::test_mixed_precision_on_trains_on_cpu).
+WEIGHT_COPIES: int = 8
 CONFIG_ENTRY, WEIGHTS_ENTRY = "config.json", "model.weights.h5"
 
 Shape = tuple  # (None, height, width, channels): a batch of tensors, each dimension known but the batch
