@@ -21,7 +21,7 @@ from moleseg.app.analysis import Upload
 from moleseg.core.imagefile import image_size
 from moleseg.core.words import capitalised, count_of, size_text
 
-__all__ = ["HELD_BYTES_PER_PIXEL", "HeldAnalyses", "Holding", "held_bytes"]
+__all__ = ["HELD_BYTES_PER_PIXEL", "HeldAnalyses", "Holding", "held_bytes", "pixel_bytes"]
 
 #: Bytes an analysis holds per pixel of its image (:func:`moleseg.app.analysis._analysis_bytes` of a three-class
 #: model's: the image 3, its float32 probabilities 12, its classes, masks, two pictures and result files 14).
@@ -38,6 +38,11 @@ def held_bytes(uploads: Sequence[Upload]) -> int:
         except Exception:  # noqa: BLE001 - any unreadable header: the reader says why later
             continue
         pixels += width * height
+    return pixel_bytes(pixels)
+
+
+def pixel_bytes(pixels: int) -> int:
+    """What the analyses of images of ``pixels`` pixels in all hold: :data:`HELD_BYTES_PER_PIXEL` a pixel."""
     return pixels * HELD_BYTES_PER_PIXEL
 
 

@@ -18,7 +18,7 @@ import streamlit as st
 
 from moleseg.app import models
 from moleseg.app.analysis import AnalysisStore, Upload
-from moleseg.app.heldmemory import HELD_BYTES_PER_PIXEL, HeldAnalyses, Holding
+from moleseg.app.heldmemory import HeldAnalyses, Holding, pixel_bytes
 from moleseg.app.models import ModelChoice
 from moleseg.core.config import (BASELINE_NAME, DERMOSCOPY_MODEL, SESSION_HEARTBEAT_S, analysis_bytes_per_user,
                                  default_model_spec, installed_dermoscopy_model)
@@ -178,7 +178,7 @@ def held_visits_refusal(saved: Sequence[SavedAnalysis], page: str) -> str | None
         return None
     pixels = sum(visit.image.shape[0] * visit.image.shape[1] for visit in saved)
     return held_analyses().refusal_of(holding, tuple(f"record {visit.record.uid}" for visit in saved),
-                                      pixels * HELD_BYTES_PER_PIXEL)
+                                      pixel_bytes(pixels))
 
 
 def _page_holding(page: str) -> Holding | None:

@@ -266,8 +266,8 @@ def available_memory_bytes() -> int | None:
 
 #: Share of the machine's memory (``MemTotal``) that the analyses one user's open Analyse pages hold may take
 #: together on a shared server (:class:`moleseg.app.heldmemory.HeldAnalyses`): each holds its image, the network's
-#: probabilities, its masks and pictures, some 29 bytes a pixel however small its file (a 12 MP photograph: 350 MB),
-#: so that 200 files of a few kB each, in as many tabs as a script opens, took all of it, and every other user's
+#: probabilities, its masks and pictures (``moleseg.app.heldmemory.HELD_BYTES_PER_PIXEL`` a pixel) however small
+#: its file, so that 200 files of a few kB each, in as many tabs as a script opens, took all of it, and every other user's
 #: images were refused as too large for the memory left.
 ANALYSIS_MEMORY_SHARE: float = 0.25
 #: The analyses' share of one user, in bytes, when the machine's memory cannot be read.
