@@ -5,13 +5,14 @@ messages, checked output files and folders, pairing and model loading, and the p
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
-from moleseg.core.errors import shown_name
+from moleseg.core.errors import printable
 from moleseg.core.words import count_of, noun_for
 
 
@@ -31,13 +32,14 @@ class ProgressBar:
     def __init__(self, total: int, description: str, quiet: bool, unit: str = "image") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet or not sys.stderr.isatty(),
-                        dynamic_ncols=True, leave=True)
+        stream = getattr(sys.stderr, "raw", sys.stderr)  # its own carriage returns (TerminalText)
+        self.bar = tqdm(total=total, desc=printable(description), unit=unit, file=stream,
+                        disable=quiet or not stream.isatty(), dynamic_ncols=True, leave=True)
 
     def update_to(self, done: int, postfix: str | None = None) -> None:
         self.bar.update(max(0, done - self.bar.n))
         if postfix:
-            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.set_postfix_str(printable(postfix), refresh=False)
 
     def set_total(self, total: int) -> None:
         self.bar.total = total
@@ -106,13 +108,51 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
                        baseline["fm"] if baseline and baseline.get("n") else None)
 
 
-def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...); a byte of a
-    file name that is not UTF-8 as ``\\xNN`` (:func:`moleseg.core.errors.shown_name`)."""
+#: Characters a line on the operator's terminal keeps as they are (every other one that is not printable is
+#: escaped by :class:`TerminalText`).
+TERMINAL_KEPT: str = "\n\t"
+
+
+def terminal_text(text: str) -> str:
+    """``text`` as the command line writes it: :func:`printable` but for the line ends and tabs of
+    :data:`TERMINAL_KEPT`, so that no file name, study label or shard table cell moves the cursor, clears the
+    screen, retitles the window or writes a line of its own."""
     if text.isprintable():
         return text
-    text = shown_name(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    pieces = re.split(f"([{re.escape(TERMINAL_KEPT)}])", text)
+    return "".join(piece if piece in TERMINAL_KEPT else printable(piece) for piece in pieces if piece)
+
+
+class TerminalText:
+    """``sys.stdout`` or ``sys.stderr`` while a command runs (:func:`moleseg.cli.main`): whatever it writes goes
+    through :func:`terminal_text`, whichever module wrote it (a message, the pairing summary, a study's plan,
+    a training's log line, a warning); everything else (``isatty``, ``fileno``, ``flush``) is the stream's own.
+    The progress bar writes to the stream itself (:attr:`raw`): its carriage returns are its own."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(terminal_text(text))
+        return len(text)
+
+    def writelines(self, lines) -> None:  # noqa: ANN001 (io's signature)
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.raw, name)
+
+
+@contextmanager
+def terminal_streams() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` as :class:`TerminalText` inside the ``with``, restored after it."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalText(sys.stdout), TerminalText(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

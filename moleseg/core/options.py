@@ -234,7 +234,7 @@ class Option:
         what = self.label
         kind = "a whole number" if whole else "a number"
         if (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)
-                or not math.isfinite(value)):
+                or not (isinstance(value, numbers.Integral) or math.isfinite(value))):  # a huge int: no float
             return [f"{what} must be {kind}, not {value!r}"]
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core.atomic import atomic_write, open_for_append
 from moleseg.core.modelinfo import check_keras_file
 from moleseg.core.userspace import owning_space
 from moleseg.engine.childargs import child_command
@@ -144,7 +145,7 @@ def _spawn(run_dir: Path, python: str | None, follow: bool) -> tuple[subprocess.
     """Start the child of ``run_dir`` and wait for its word: returns it and :data:`READY_BYTE` or ``b""``."""
     ready_read, ready_write = os.pipe()
     try:
-        with open(RunFiles(run_dir).job_log, "ab") as log:
+        with open_for_append(RunFiles(run_dir).job_log) as log:
             command, env = child_command(python, RUNNER_MODULE, [str(run_dir), f"--ready-fd={ready_write}"],
                                          child_environment())  # the run's folder kept out of ps
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -335,7 +336,7 @@ def follow(run_dir: Path, child: subprocess.Popen, *, on_progress: Callable[[Job
 def request_cancel(run_dir: str | Path) -> None:
     """Ask the training of ``run_dir`` to stop after its current step, or its current batch of images while
     validating, calibrating or evaluating (it keeps its best model)."""
-    RunFiles(run_dir).cancel.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    atomic_write(RunFiles(run_dir).cancel, time.strftime("%Y-%m-%dT%H:%M:%S\n").encode())  # a link there replaced
 
 
 def folder_in_use(path: str | Path) -> bool:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, open_for_append
 from moleseg.core.errors import parse_failure
 
 
@@ -207,7 +207,7 @@ class RunLog:
     def __call__(self, message: str) -> None:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as stream:
+        with open_for_append(self.path, text=True) as stream:  # never through a link of its name
             stream.write(line + "\n")
         if self.echo:
             self.echo(message)

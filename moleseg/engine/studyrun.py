@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from filelock import FileLock, Timeout
 
 from moleseg.core import options
-from moleseg.core.atomic import path_lock
+from moleseg.core.atomic import open_for_append, path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
@@ -499,7 +499,7 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
             arguments += ["--root", str(root)]
         arguments += quota.arguments() if quota else []
         command, env = child_command(python, STUDY_MODULE, arguments)  # the user and their folders kept out of ps
-        with open(out / STUDY_LOG, "ab") as log:
+        with open_for_append(out / STUDY_LOG) as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True, close_fds=True, env=env)
         deadline = time.monotonic() + STUDY_START_WAIT_S

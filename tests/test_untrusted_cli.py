@@ -1,0 +1,211 @@
+"""The command line against what users write: file names that are terminal escapes, output folders with links
+planted in them, shard folders of another user, study files that take forever. Each test is one hole the
+fourth red team found, with what an attacker did in its comment."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic import lesion_dataset
+
+from moleseg.cli import main
+from moleseg.core.imagewrite import write_png
+
+#: A file name that, printed raw, retitles the terminal window, clears the screen and writes a line of its own.
+ESCAPE_NAME = "e\x1b]0;owned\x07\x1b[2J\nerror: all is well"
+ESCAPED_NAME = "e\\x1b]0;owned\\x07\\x1b[2J\\nerror: all is well"
+
+
+def test_file_names_in_the_pairing_summary_reach_the_terminal_escaped(tmp_path, capsys):
+    # a user named an image in a shared folder like ESCAPE_NAME: moleseg evaluate (and score) printed the pairing
+    # summary's "unpaired image" raw: the operator's terminal ran the escapes and showed a line of the user's
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48)
+    write_png(images / f"{ESCAPE_NAME}.png", np.zeros((48, 48, 3), np.uint8))
+    assert main(["evaluate", "--model", "classical", "--no-baseline", "--images", str(images),
+                 "--masks", str(masks)]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "\x1b" not in said and "\x07" not in said
+    assert f"1 unpaired image: {ESCAPED_NAME}.png\n" in captured.err
+
+
+def test_a_study_files_name_and_labels_reach_the_terminal_escaped(tmp_path, capsys):
+    # a study file in a shared data root named its study with escapes: moleseg study --dry-run printed them raw
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps({"name": "e\x1b]0;owned\x07\x1b[2J", "factors": {"epochs": {"\x1b[31mred": 2}},
+                                 "data": {"images": str(images), "masks": str(masks),
+                                          "split": {"by": "group", "pattern": "^(x|y)", "test": ["x"]}}}))
+    assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert out.splitlines()[0] == "study e\\x1b]0;owned\\x07\\x1b[2J: 2 runs, design one-at-a-time, 1 seed per setting"
+
+
+def test_predict_writes_nothing_through_a_link_planted_in_its_output_folder(tmp_path, capsys):
+    # two input folders with the same image name give outputs a/IMD004_*.png and b/IMD004_*.png; a user who can
+    # write the output folder put a link "a" to the operator's folder there: predict wrote three PNGs into it
+    victim = tmp_path / "operator"
+    victim.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").symlink_to(victim)
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        write_png(tmp_path / "in" / folder / "IMD004.png", np.full((40, 40, 3), 200, np.uint8))
+    code = main(["predict", "--model", "classical", "--quiet", "--out", str(out),
+                 str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b")])
+    assert code == 2
+    assert list(victim.iterdir()) == []
+    assert sorted(p.name for p in (out / "b").iterdir()) == ["IMD004_classes.png", "IMD004_mask.png",
+                                                             "IMD004_overlay.png"]
+    assert f"skipped IMD004.png: cannot write its results ({out / 'a'} is a link, not a folder of this run: " \
+           "nothing is written through it)" in capsys.readouterr().err
+
+
+def test_logs_and_the_cancel_request_are_never_written_through_a_link(tmp_path):
+    # a user who can write a shared run folder put links named like its log and its cancel request there, to a
+    # file of the operator's account (~/.ssh/authorized_keys, ~/.bashrc): the training appended its log lines to
+    # it (file names of the user's data among them), and Cancel replaced it with a time stamp
+    from moleseg.core.atomic import open_for_append
+    from moleseg.engine.launch import request_cancel
+    from moleseg.engine.runs import RunFiles, RunLog
+
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA operator\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("log.txt", "job.log", "cancel"):
+        (run / name).symlink_to(victim)
+    with pytest.raises(OSError) as raised:
+        RunLog(run / "log.txt")("skipped x.png")
+    assert str(raised.value) == f"[Errno {raised.value.errno}] it is a link: nothing is written through it: " \
+                                f"'{run / 'log.txt'}'"
+    with pytest.raises(OSError, match="it is a link"):
+        open_for_append(RunFiles(run).job_log)
+    request_cancel(run)
+    assert victim.read_text() == "ssh-ed25519 AAAA operator\n"
+    assert not (run / "cancel").is_symlink() and RunFiles(run).cancel.read_text().startswith("20")
+    os.mkfifo(run / "pipe.log")  # opened to write, a named pipe without reader blocked the training for good
+    with pytest.raises(OSError) as raised:
+        open_for_append(run / "pipe.log")
+    assert raised.value.errno == errno.ENXIO  # no reader: refused at once
+    RunLog(run / "new.log")("started")
+    assert (run / "new.log").read_text().endswith("  started\n")
+
+
+def _two_shards(folder: Path, second_rows: str, second_cells: str) -> tuple[Path, Path]:
+    """Two finished shards of a cells archive of a.png and b.png, each in its own folder (two users' jobs): the
+    first as moleseg predict wrote it, the second with the tables given."""
+    shards = []
+    for index, rows, cells in ((1, "image,source,output,cells\na.png,a.png,a,2\n", "image,cell,area_px\na,1,10\na,2,12\n"),
+                               (2, second_rows, second_cells)):
+        shard = folder / f"user{index}"
+        shard.mkdir()
+        manifest = {"shard": index, "count": 2, "total": 2, "digest": "d" * 64,
+                    "measurements": f"measurements.shard-{index}-of-2.csv", "objects": f"objects.shard-{index}-of-2.csv",
+                    "inputs": [[index - 1, f"{'ab'[index - 1]}.png"]], "failed": []}
+        (shard / manifest["measurements"]).write_text(rows)
+        (shard / manifest["objects"]).write_text(cells)
+        (shard / f"shard-{index}-of-2.json").write_text(json.dumps(manifest))
+        shards.append(shard)
+    return shards[0], shards[1]
+
+
+@pytest.mark.parametrize(("rows", "cells", "said"), [
+    # the second shard's objects table added a cell to a.png, an image of the first shard (another user's job):
+    # the merged objects.csv gave a.png three cells, its measurements two
+    ("image,source,output,cells\nb.png,b.png,b,1\n", "image,cell,area_px\nb,1,9\na,3,999\n",
+     "shard 2/2's objects table has cells of a, not an image of its own"),
+    # its row for b.png gave the output name of a.png: a.png's cells were listed under both rows
+    ("image,source,output,cells\nb.png,b.png,a,1\n", "image,cell,area_px\na,3,999\n",
+     "b.png (shard 2/2) has the output a of a.png"),
+])
+def test_a_shard_cannot_add_rows_or_cells_to_another_shards_images(tmp_path, capsys, rows, cells, said):
+    first, second = _two_shards(tmp_path, rows, cells)
+    assert main(["merge", str(first), str(second), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err == f"error: the shards do not hold every input exactly once: {said}\n"
+    assert not (tmp_path / "merged").exists()
+
+
+def test_merge_of_two_honest_shards_keeps_each_images_cells(tmp_path, capsys):
+    first, second = _two_shards(tmp_path, "image,source,output,cells\nb.png,b.png,b,1\n", "image,cell,area_px\nb,1,9\n")
+    assert main(["merge", "--quiet", str(first), str(second), "--out", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "objects.csv").read_text().splitlines() == [
+        "image,cell,area_px", "a,1,10", "a,2,12", "b,1,9"]
+
+
+def test_a_manifests_huge_total_is_refused_without_counting_to_it(tmp_path, capsys):
+    # a shard manifest said "total": 10**12 for its one input: merge built the set of every position up to it,
+    # took all the memory of the machine and died with a MemoryError's stack trace
+    (tmp_path / "shard-1-of-1.json").write_text(json.dumps({
+        "shard": 1, "count": 1, "total": 10**12, "digest": "d" * 64, "measurements": "measurements.shard-1-of-1.csv",
+        "objects": None, "inputs": [[0, "a.png"]], "failed": []}))
+    (tmp_path / "measurements.shard-1-of-1.csv").write_text("source,area_px\na.png,1\n")
+    assert main(["merge", str(tmp_path), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err == ("error: the shards do not hold every input exactly once: the shards list 1 of "
+                                       "the 1000000000000 inputs\n")
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    (r"^((a|aa)+)$", "alternatives (|) inside a repetition"),  # 2^(length / 2) ways to fail on a name
+    (r"^(\w+)+_", "a repetition inside a repetition"),
+    (r"\w*\w*\w*\w*_", "4 parts of varying length"),  # its search: the length to the 5th power, 2 minutes a name
+    (r"^(x)\1", "a back-reference"),
+])
+def test_a_split_pattern_that_could_run_for_hours_is_refused_before_any_name_is_searched(tmp_path, capsys, pattern,
+                                                                                        reason):
+    # a study file in a shared data root split its images by ^((a|aa)+)$, beside an image named a * 60 + "!.png":
+    # checking the study (moleseg study, or the Study page in the app's server, where it holds the whole server
+    # up) searched that name for longer than the age of the universe
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["a" * 60 + "!.png", "x0.png"])
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps({"factors": {"epochs": [1, 2]}, "data": {
+        "images": str(images), "masks": str(masks),
+        "split": {"by": "group", "pattern": pattern, "test": ["x"]}}}))
+    assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {study}: data.split.pattern {pattern!r} could take hours on some file names ({reason}); give at "
+        "most 2 parts of varying length (+, *, ?, {m,n}, alternatives |), none inside a repetition, and no "
+        "back-reference\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("linked", ["measurements.shard-2-of-2.csv", "shard-2-of-2.json",
+                                    "measurements.shard-2-of-2.settings.json"])
+def test_a_shard_file_that_is_a_link_is_refused(tmp_path, capsys, linked):
+    # the second shard's user replaced its table by a link to a CSV of the operator's (another study's
+    # measurements): merge, run by the operator, copied its rows into the merged table, written by default into
+    # the first shard's folder; a link for the manifest or the sidecar was read the same way
+    first, second = _two_shards(tmp_path, "image,source,output,cells\nb.png,b.png,b,1\n", "image,cell,area_px\nb,1,9\n")
+    (second / "measurements.shard-2-of-2.settings.json").write_text('{"images": [null]}')
+    private = tmp_path / "operator" / linked
+    private.parent.mkdir()
+    (second / linked).rename(private)
+    (second / linked).symlink_to(private)
+    assert main(["merge", str(first), str(second), "--out", str(tmp_path / "merged")]) == 2
+    what = ("cannot read the shard's table" if linked.endswith(".csv") else
+            "not a readable shard manifest" if linked.startswith("shard") else "not a readable settings sidecar")
+    assert capsys.readouterr().err == (f"error: {second / linked}: {what} (it is a link: a shard's files are read "
+                                       "from its folder only)\n")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_study_value_of_400_digits_is_refused_in_one_line(tmp_path, capsys):
+    # a study file gave learning_rate a whole number of 400 digits (a config.json can too): the check of the option's
+    # value turned it into a float, and the command ended in an OverflowError's stack trace
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
+    huge = 10**400
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps({"factors": {"learning_rate": [huge]}, "data": {
+        "images": str(images), "masks": str(masks), "split": {"by": "group", "pattern": "^(x|y)", "test": ["x"]}}}))
+    assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {study}: {huge} (learning_rate): learning rate must be a number (")
+    assert err.endswith(f"), not {huge}\n") and err.count("\n") == 1
