@@ -345,7 +345,7 @@ class Records:
         files = self.files / uid
         try:
             try:
-                files.mkdir()
+                files.mkdir(mode=SPACE_MODE)  # the server's account only, whatever the files folder's own mode
                 atomic_write(files / IMAGE_FILE, encode_png(picture))
                 atomic_write(files / MASK_FILE, encode_png(lesion_mask))
             except OSError as error:
