@@ -209,3 +209,17 @@ def test_a_study_value_of_400_digits_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {study}: {huge} (learning_rate): learning rate must be a number (")
     assert err.endswith(f"), not {huge}\n") and err.count("\n") == 1
+
+
+def test_a_study_file_of_100_kb_is_refused_before_it_is_parsed(tmp_path, capsys):
+    # a study file of 1 MiB (the limit then) of small YAML values was parsed by PyYAML's pure-Python parser for
+    # about 20 s of the server's CPU, at every click on "Start the study"; the shipped ones are under 2 kB
+    from moleseg.engine.studyplan import MAX_STUDY_FILE_BYTES
+
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps({"factors": {"epochs": [1] * 50_000}, "data": {
+        "images": str(images), "masks": str(masks), "split": {"by": "group", "pattern": "^(x|y)", "test": ["x"]}}}))
+    assert 100_000 < study.stat().st_size
+    assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: {study}: a study file is at most {MAX_STUDY_FILE_BYTES:,} bytes\n"
