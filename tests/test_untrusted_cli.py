@@ -223,3 +223,13 @@ def test_a_study_file_of_100_kb_is_refused_before_it_is_parsed(tmp_path, capsys)
     assert 100_000 < study.stat().st_size
     assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     assert capsys.readouterr().err == f"error: {study}: a study file is at most {MAX_STUDY_FILE_BYTES:,} bytes\n"
+
+
+def test_a_shard_table_with_a_cell_over_csvs_field_limit_is_one_line_naming_it(tmp_path, capsys):
+    # a shard's table had a cell of 200,000 characters: csv's "field larger than field limit" error was not one
+    # merge expected, and the merge ended in a stack trace
+    first, second = _two_shards(tmp_path, f"image,source,output,cells\nb.png,b.png,b,{'9' * 200_000}\n",
+                                "image,cell,area_px\nb,1,9\n")
+    assert main(["merge", str(first), str(second), "--out", str(tmp_path / "merged")]) == 2
+    assert capsys.readouterr().err == (f"error: {second / 'measurements.shard-2-of-2.csv'}: cannot read the shard's "
+                                       "table (field larger than field limit (131072))\n")

@@ -157,11 +157,12 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     """A CSV's rows, without their empty cells (so the merged header comes out as a single run's)."""
     try:
         text = _shard_text(path)
+        rows = list(csv.DictReader(io.StringIO(text)))
     except OSError as error:
         raise ShardError(f"{path}: cannot read the shard's table ({error.strerror or error})") from error
-    except UnicodeDecodeError as error:
+    except (UnicodeDecodeError, csv.Error) as error:  # csv.Error: a cell over csv's field limit (128 KiB)
         raise ShardError(f"{path}: cannot read the shard's table ({error})") from error
-    return [{k: v for k, v in row.items() if v != "" and k is not None} for row in csv.DictReader(io.StringIO(text))]
+    return [{k: v for k, v in row.items() if v != "" and k is not None} for row in rows]
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
