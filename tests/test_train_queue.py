@@ -391,3 +391,8 @@ def test_a_study_waits_only_for_the_trainings_queued_before_it(app_folders, tmp_
     assert trainqueue._try_start(bob_ticket, None, log) is True and started == [bob_run.resolve()]
     bob_held.release()
     assert trainqueue.live_tickets() == []
+    dead = studyrun.StudyGivingWay(out, progress, lines.append)
+    assert dead(None) is False and [ticket.kind for ticket in trainqueue.live_tickets()] == ["study"]
+    dead._held.release()  # the study process killed: the kernel lets go of its ticket's lock
+    assert trainqueue.live_tickets() == [] and out.is_dir()  # its ticket dropped, nothing of the study's
+    assert not dead.ticket.path.exists()

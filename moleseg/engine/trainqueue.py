@@ -296,12 +296,12 @@ class Turn:
 
     def ahead(self) -> int:
         """How many tickets are older than this turn's (taken now when it has none); every live ticket while the
-        queue's lock stays busy (it is taken at a later look)."""
+        queue's lock stays busy or its folder cannot be written (it is tried again at the next look)."""
         if self.ticket is None:
             try:
                 with queue_lock().acquire(timeout=WAITER_STEP_S):
                     self.ticket, self._held = _new_ticket(self.folder, self.folder, self.kind)
-            except Timeout:
+            except (Timeout, OSError):
                 return queued_count()
         return sum(other.path.name < self.ticket.path.name for other in live_tickets())
 
