@@ -233,3 +233,17 @@ def test_a_shard_table_with_a_cell_over_csvs_field_limit_is_one_line_naming_it(t
     assert main(["merge", str(first), str(second), "--out", str(tmp_path / "merged")]) == 2
     assert capsys.readouterr().err == (f"error: {second / 'measurements.shard-2-of-2.csv'}: cannot read the shard's "
                                        "table (field larger than field limit (131072))\n")
+
+
+@pytest.mark.parametrize(("epochs", "said"), [
+    ("1e999", "epochs must be a whole number, not inf"),  # JSON's 1e999 reads as infinity
+    ('"x"', "epochs must be a whole number, not 'x'"),
+])
+def test_resuming_a_run_whose_config_has_a_wrong_epochs_is_one_line_naming_the_file(tmp_path, capsys, epochs, said):
+    # a run folder's config.json (someone else's folder, or a damaged one) said "epochs": 1e999: moleseg train
+    # --resume --epochs 3 ended in an OverflowError's stack trace ("x": int()'s words, naming no file)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(f'{{"epochs": {epochs}}}')
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "3"]) == 2
+    assert capsys.readouterr().err == f"error: {run / 'config.json'}: {said}; the run cannot be resumed\n"

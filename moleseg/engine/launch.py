@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core import options
 from moleseg.core.atomic import atomic_write, open_for_append
 from moleseg.core.modelinfo import check_keras_file
 from moleseg.core.userspace import owning_space
@@ -119,7 +120,11 @@ def resume_config(run_dir: str | Path, epochs: int | None = None) -> dict[str, A
     if state is not None and state.epoch > 0 and files.last.is_file():
         check_keras_file(files.last)
     if epochs:
-        saved["epochs"] = max(int(epochs), int(saved.get("epochs") or 0))
+        before = saved.get("epochs") or 0
+        problems = options.option("epochs").problems(before) if before else []
+        if problems:  # the file's own value, e.g. 1e999 (JSON's infinity), which int() refused with a stack trace
+            raise ValueError(f"{files.config}: {problems[0]}; the run cannot be resumed")
+        saved["epochs"] = max(int(epochs), before)
     return saved
 
 
