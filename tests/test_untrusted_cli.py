@@ -5,6 +5,7 @@ fourth red team found, with what an attacker did in its comment."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -104,12 +105,13 @@ def _two_shards(folder: Path, second_rows: str, second_cells: str) -> tuple[Path
     """Two finished shards of a cells archive of a.png and b.png, each in its own folder (two users' jobs): the
     first as moleseg predict wrote it, the second with the tables given."""
     shards = []
-    for index, rows, cells in ((1, "image,source,output,cells\na.png,a.png,a,2\n", "image,cell,area_px\na,1,10\na,2,12\n"),
-                               (2, second_rows, second_cells)):
+    first_rows, first_cells = "image,source,output,cells\na.png,a.png,a,2\n", "image,cell,area_px\na,1,10\na,2,12\n"
+    for index, rows, cells in ((1, first_rows, first_cells), (2, second_rows, second_cells)):
         shard = folder / f"user{index}"
         shard.mkdir()
         manifest = {"shard": index, "count": 2, "total": 2, "digest": "d" * 64,
-                    "measurements": f"measurements.shard-{index}-of-2.csv", "objects": f"objects.shard-{index}-of-2.csv",
+                    "measurements": f"measurements.shard-{index}-of-2.csv",
+                    "objects": f"objects.shard-{index}-of-2.csv",
                     "inputs": [[index - 1, f"{'ab'[index - 1]}.png"]], "failed": []}
         (shard / manifest["measurements"]).write_text(rows)
         (shard / manifest["objects"]).write_text(cells)
@@ -247,3 +249,18 @@ def test_resuming_a_run_whose_config_has_a_wrong_epochs_is_one_line_naming_the_f
     (run / "config.json").write_text(f'{{"epochs": {epochs}}}')
     assert main(["train", "--resume", "--out", str(run), "--epochs", "3"]) == 2
     assert capsys.readouterr().err == f"error: {run / 'config.json'}: {said}; the run cannot be resumed\n"
+
+
+def test_settings_whose_labels_read_alike_get_run_folders_of_their_own(tmp_path, capsys):
+    # settings "a b", "a-b" and "a/b" (or two long labels alike in their first 60 characters) were given the one run
+    # folder epochs=a-b-seed0: the second run found it finished and was skipped, and the first run's test FM was
+    # reported for all three settings
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
+    study = tmp_path / "study.yaml"
+    study.write_text(json.dumps({"factors": {"epochs": {"a b": 1, "a-b": 2, "A/b": 3}}, "data": {
+        "images": str(images), "masks": str(masks), "split": {"by": "group", "pattern": "^(x|y)", "test": ["x"]}}}))
+    assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    listed = [line.split(":")[0].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    digest = {label: hashlib.sha256(f"epochs={label}".encode()).hexdigest()[:8] for label in ("a-b", "A/b")}
+    assert listed == ["base-seed0", "epochs=a-b-seed0", f"epochs=a-b-{digest['a-b']}-seed0",
+                      f"epochs=A-b-{digest['A/b']}-seed0"]  # A-b: the same folder as a-b where case is not told

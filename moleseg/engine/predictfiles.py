@@ -25,9 +25,9 @@ from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
 def _sub_folder(folder: Path, name: str) -> Path:
-    """The folder of ``folder / name``, made when missing (``folder`` too); OSError when a folder on the way below ``folder`` is a
-    link (planted by whoever else may write the output folder: what is written through it lands wherever it
-    points)."""
+    """The folder of ``folder / name``, made when missing (``folder`` too); OSError when a folder on the way below
+    ``folder`` is a link (planted by whoever else may write the output folder: what is written through it lands
+    wherever it points)."""
     folder.mkdir(parents=True, exist_ok=True)
     parent = folder
     for part in Path(name).parent.parts:

@@ -390,10 +390,17 @@ def base_config(study: Study) -> dict[str, Any]:
     return config
 
 
-def _run_id(label: str, seed: int) -> str:
-    """A run folder name: the setting's label in safe characters (at most 60) and the seed."""
-    text = re.sub(r"[^A-Za-z0-9._=-]+", "-", label).strip("-.")
-    return f"{text[:60]}-seed{seed}"
+def _run_id(label: str, seed: int, taken: set[str]) -> str:
+    """A run folder name: the setting's label in safe characters (at most 60) and the seed; when that names a run
+    already in ``taken`` (compared case-insensitively; labels ``a b`` and ``a-b``, or two long ones alike in their
+    first 60 characters), the label's digest too, so that no run takes another's folder (and its results). The
+    name is added to ``taken``."""
+    text = re.sub(r"[^A-Za-z0-9._=-]+", "-", label).strip("-.")[:60]
+    run_id = f"{text}-seed{seed}"
+    if run_id.casefold() in taken:
+        run_id = f"{text}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}-seed{seed}"
+    taken.add(run_id.casefold())
+    return run_id
 
 
 def plan(study: Study) -> list[PlannedRun]:
@@ -417,6 +424,7 @@ def plan(study: Study) -> list[PlannedRun]:
                 settings.append((name, label, dict(setting_options)))
     runs: list[PlannedRun] = []
     seen: dict[str, str] = {}
+    taken: set[str] = set()  # the run folder names given (case folded)
     for factor, label, overrides in settings:
         config = copy.deepcopy(base)
         for option, value in overrides.items():
@@ -428,8 +436,8 @@ def plan(study: Study) -> list[PlannedRun]:
         for seed in seeds:
             run_config = {**copy.deepcopy(config), "seed": seed}
             name = label if study.design == "grid" or not factor else f"{factor}={label}"
-            runs.append(PlannedRun(run_id=_run_id(name, seed), factor=factor or BASE_LABEL, setting=label, seed=seed,
-                                   config=run_config, overrides=overrides))
+            runs.append(PlannedRun(run_id=_run_id(name, seed, taken), factor=factor or BASE_LABEL, setting=label,
+                                   seed=seed, config=run_config, overrides=overrides))
     return runs
 
 
