@@ -70,7 +70,7 @@ def test_predict_writes_nothing_through_a_link_planted_in_its_output_folder(tmp_
            "nothing is written through it)" in capsys.readouterr().err
 
 
-def test_logs_and_the_cancel_request_are_never_written_through_a_link(tmp_path):
+def test_logs_and_the_cancel_request_are_never_written_through_a_link_and_log_no_escape(tmp_path):
     # a user who can write a shared run folder put links named like its log and its cancel request there, to a
     # file of the operator's account (~/.ssh/authorized_keys, ~/.bashrc): the training appended its log lines to
     # it (file names of the user's data among them), and Cancel replaced it with a time stamp
@@ -97,8 +97,8 @@ def test_logs_and_the_cancel_request_are_never_written_through_a_link(tmp_path):
     with pytest.raises(OSError) as raised:
         open_for_append(run / "pipe.log")
     assert raised.value.errno == errno.ENXIO  # no reader: refused at once
-    RunLog(run / "new.log")("started")
-    assert (run / "new.log").read_text().endswith("  started\n")
+    RunLog(run / "new.log")("skipped e\x1b]0;owned\x07\x1b[2J.png")  # read with tail -f: no escape runs there
+    assert (run / "new.log").read_text().endswith("  skipped e\\x1b]0;owned\\x07\\x1b[2J.png\n")
 
 
 def _two_shards(folder: Path, second_rows: str, second_cells: str) -> tuple[Path, Path]:

@@ -5,14 +5,13 @@ messages, checked output files and folders, pairing and model loading, and the p
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
-from moleseg.core.errors import printable
+from moleseg.core.errors import printable, terminal_text
 from moleseg.core.words import count_of, noun_for
 
 
@@ -106,21 +105,6 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
     print_metric_table(summary["n"], {key: summary[key] for key in keys},
                        baseline["fm"] if baseline and baseline.get("n") else None)
-
-
-#: Characters a line on the operator's terminal keeps as they are (every other one that is not printable is
-#: escaped by :class:`TerminalText`).
-TERMINAL_KEPT: str = "\n\t"
-
-
-def terminal_text(text: str) -> str:
-    """``text`` as the command line writes it: :func:`printable` but for the line ends and tabs of
-    :data:`TERMINAL_KEPT`, so that no file name, study label or shard table cell moves the cursor, clears the
-    screen, retitles the window or writes a line of its own."""
-    if text.isprintable():
-        return text
-    pieces = re.split(f"([{re.escape(TERMINAL_KEPT)}])", text)
-    return "".join(piece if piece in TERMINAL_KEPT else printable(piece) for piece in pieces if piece)
 
 
 class TerminalText:

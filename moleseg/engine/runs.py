@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from moleseg.core.atomic import atomic_write, open_for_append
-from moleseg.core.errors import parse_failure
+from moleseg.core.errors import parse_failure, terminal_text
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class RunLog:
         self.echo = echo
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {terminal_text(message)}"  # read with tail -f
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open_for_append(self.path, text=True) as stream:  # never through a link of its name
             stream.write(line + "\n")
