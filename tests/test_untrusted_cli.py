@@ -97,8 +97,10 @@ def test_logs_and_the_cancel_request_are_never_written_through_a_link_and_log_no
     with pytest.raises(OSError) as raised:
         open_for_append(run / "pipe.log")
     assert raised.value.errno == errno.ENXIO  # no reader: refused at once
-    RunLog(run / "new.log")("skipped e\x1b]0;owned\x07\x1b[2J.png")  # read with tail -f: no escape runs there
+    echoed: list[str] = []  # a training runner's echo goes to job.log
+    RunLog(run / "new.log", echoed.append)("skipped e\x1b]0;owned\x07\x1b[2J.png")  # read with tail -f
     assert (run / "new.log").read_text().endswith("  skipped e\\x1b]0;owned\\x07\\x1b[2J.png\n")
+    assert echoed == ["skipped e\\x1b]0;owned\\x07\\x1b[2J.png"]
 
 
 def _two_shards(folder: Path, second_rows: str, second_cells: str) -> tuple[Path, Path]:

@@ -205,10 +205,10 @@ class RunLog:
         self.echo = echo
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {terminal_text(message)}"  # read with tail -f
+        message = terminal_text(message)  # the log and the echo (a runner's job.log) are read with tail -f
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open_for_append(self.path, text=True) as stream:  # never through a link of its name
-            stream.write(line + "\n")
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
         if self.echo:
             self.echo(message)
 
