@@ -266,3 +266,40 @@ def test_settings_whose_labels_read_alike_get_run_folders_of_their_own(tmp_path,
     digest = {label: hashlib.sha256(f"epochs={label}".encode()).hexdigest()[:8] for label in ("a-b", "A/b")}
     assert listed == ["base-seed0", "epochs=a-b-seed0", f"epochs=a-b-{digest['a-b']}-seed0",
                       f"epochs=A-b-{digest['A/b']}-seed0"]  # A-b: the same folder as a-b where case is not told
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"images": 5, "masks": ["m"]}, "images must be a list of folder paths, not 5"),  # was a TypeError's trace
+    ({"images": ["a\0b"], "masks": ["m"]}, "images must be a list of folder paths, not ['a\\x00b']"),
+    ({"images": ["a"], "masks": ["m"], "weights": "x\0"}, "weights must be text without a NUL character, not 'x\\x00'"),
+])
+def test_a_config_files_folder_of_the_wrong_kind_is_one_line_naming_the_file(tmp_path, capsys, options, said):
+    # a configuration file (a run's config.json, someone's recipe) gave images as 5: resolving its relative
+    # folders iterated over it and moleseg train ended in a TypeError's stack trace; a path with a NUL character
+    # ended in "error: embedded null byte", naming neither the file nor the option
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(options))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {config}: {said}\n"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("base: {images: 5, masks: [m]}", "base (base): images must be a list of folder paths, not 5"),
+    ('data: {images: "a\\0", masks: b, split: {by: group, pattern: "(x)", test: [x]}}',
+     "data.images must be text without a NUL character, not 'a\\x00'"),
+])
+def test_a_browser_users_study_file_with_a_wrong_kind_of_folder_is_refused_in_words(tmp_path, text, said):
+    # a study file in a data root gave base images as 5 (or a folder with a NUL character): checking a browser
+    # user's study looked at its folders before their kinds, and the Study page showed a TypeError's (a
+    # ValueError's) stack trace
+    from moleseg.engine.studyplan import StudyError
+    from moleseg.engine.studyrun import checked_study
+
+    images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
+    study = tmp_path / "study.yaml"
+    data = f'data: {{images: {images}, masks: {masks}, split: {{by: group, pattern: "^(x|y)", test: [x]}}}}\n'
+    study.write_text((text + "\n" if text.startswith("data") else data + text + "\n") + "factors: {epochs: [1, 2]}\n")
+    with pytest.raises(StudyError) as refused:
+        checked_study(study, roots=[tmp_path])
+    assert str(refused.value).startswith(f"{study}: {said}")

@@ -212,14 +212,16 @@ class Option:
             return [f"unknown {what} {', '.join(map(str, unknown))}; choose from {', '.join(self.choices)}"] \
                 if unknown else []
         if self.kind == "folders":
-            if not (isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value)):
-                return [f"{what} must be a list of folder paths, not {value!r}"]
+            if not (isinstance(value, (list, tuple))
+                    and all(isinstance(item, str) and item and "\0" not in item for item in value)):
+                return [f"{what} must be a list of folder paths, not {value!r}"]  # a NUL: no path holds one
             return [] if len(value) <= MAX_DATASETS else [
                 f"{what} lists {len(value)} folders and takes at most {MAX_DATASETS}"]
         if self.kind == "text":
-            if value is None and self.optional or isinstance(value, str):
+            if value is None and self.optional or isinstance(value, str) and "\0" not in value:
                 return []
-            return [f"{what} must be text, not {value!r}"]
+            return [f"{what} must be text{' without a NUL character' if isinstance(value, str) else ''}, "
+                    f"not {value!r}"]
         if self.kind == "ints":
             if not isinstance(value, (list, tuple)) or (self.length and len(value) != self.length):
                 count = f"{self.length} " if self.length else ""
@@ -549,7 +551,8 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
     for item in OPTIONS:
         found.extend(item.problems(get_value(config, item.name, item.default)))
     for images, masks in FOLDER_PAIRS:
-        if len(get_value(config, images, []) or []) != len(get_value(config, masks, []) or []):
+        given = [get_value(config, name, []) or [] for name in (images, masks)]
+        if all(isinstance(folders, (list, tuple)) for folders in given) and len(given[0]) != len(given[1]):
             group = images.replace("images", "").replace("_", " ")
             found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
     if data and not get_value(config, "images", []):

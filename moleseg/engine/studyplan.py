@@ -199,9 +199,10 @@ def _whole(value: Any, what: str, low: int, where: str) -> int:
 
 
 def _text(value: Any, what: str, where: str) -> str:
-    """``value`` when it is text or a number (as text)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise StudyError(f"{where}: {what} must be text, not {_kind(value)}")
+    """``value`` when it is text (without a NUL character, which no path holds) or a number (as text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or "\0" in str(value):
+        raise StudyError(f"{where}: {what} must be text{' without a NUL character' if isinstance(value, str) else ''}, "
+                         f"not {_kind(value)}")
     return str(value)
 
 

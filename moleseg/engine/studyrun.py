@@ -354,6 +354,9 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
         The first problem of the file, or every problem of its configurations (one per ``;``).
     """
     study = load_study(config, data_root)
+    problems = check_study(study)  # first: the paths below are then lists of text, as the options' rules want
+    if problems:
+        raise StudyError(f"{config}: " + "; ".join(problems))
     for folder in data_folders(study) if roots is not None else []:
         try:
             check_links_inside(resolve_inside_roots(folder, roots), roots)
@@ -361,9 +364,6 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
             raise StudyError(f"{config}: data folder {error}") from None
     for run in plan(study) if roots is not None else []:
         _check_option_paths(run.config, roots, config)
-    problems = check_study(study)
-    if problems:
-        raise StudyError(f"{config}: " + "; ".join(problems))
     resolve_data(study, None)
     return study
 
