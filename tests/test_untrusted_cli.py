@@ -201,17 +201,22 @@ def test_a_shard_file_that_is_a_link_is_refused(tmp_path, capsys, linked):
     assert not (tmp_path / "merged").exists()
 
 
-def test_a_study_value_of_400_digits_is_refused_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["learning_rate", "tile_scale", "validation_split"])
+def test_a_study_value_of_400_digits_is_refused_in_one_line(tmp_path, capsys, option):
     # a study file gave learning_rate a whole number of 400 digits (a config.json can too): the check of the option's
-    # value turned it into a float, and the command ended in an OverflowError's stack trace
+    # value turned it into a float, and the command ended in an OverflowError's stack trace; tile_scale and
+    # validation_split passed their own check and then the rules between options (a tile scale needs tiles, the
+    # held-out shares leave 10 %) took them as floats
+    from moleseg.core import options
+
     images, masks = lesion_dataset(tmp_path / "set", n=2, size=48, names=["x0.png", "y0.png"])
     huge = 10**400
     study = tmp_path / "study.yaml"
-    study.write_text(json.dumps({"factors": {"learning_rate": [huge]}, "data": {
+    study.write_text(json.dumps({"factors": {option: [huge]}, "data": {
         "images": str(images), "masks": str(masks), "split": {"by": "group", "pattern": "^(x|y)", "test": ["x"]}}}))
     assert main(["study", "--config", str(study), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {study}: {huge} (learning_rate): learning rate must be a number (")
+    assert err.startswith(f"error: {study}: {huge} ({option}): {options.option(option).label} must be a number (")
     assert err.endswith(f"), not {huge}\n") and err.count("\n") == 1
 
 

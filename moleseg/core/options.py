@@ -548,17 +548,20 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
         the configuration is valid.
     """
     found: list[str] = []
+    wrong: set[str] = set()  # options with a problem of their own: the rules between options skip them
     for item in OPTIONS:
-        found.extend(item.problems(get_value(config, item.name, item.default)))
+        own = item.problems(get_value(config, item.name, item.default))
+        found.extend(own)
+        wrong.update([item.name] if own else [])
     for images, masks in FOLDER_PAIRS:
-        given = [get_value(config, name, []) or [] for name in (images, masks)]
-        if all(isinstance(folders, (list, tuple)) for folders in given) and len(given[0]) != len(given[1]):
+        if not {images, masks} & wrong and len(get_value(config, images, []) or []) != len(
+                get_value(config, masks, []) or []):
             group = images.replace("images", "").replace("_", " ")
             found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
     if data and not get_value(config, "images", []):
         found.append("give at least one training dataset (an images folder and a masks folder)")
     splits = [get_value(config, name, default(name)) for name in ("validation_split", "test_split")]
-    if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= MAX_HELD_OUT_SHARE:
+    if not {"validation_split", "test_split"} & wrong and sum(splits) >= MAX_HELD_OUT_SHARE:
         found.append(f"validation_split and test_split must leave at least {1 - MAX_HELD_OUT_SHARE:.0%} of the "
                      "pairs for training")
     architecture, backbone = (get_value(config, f"model.{key}", default(f"model.{key}")) for key in ("architecture",
@@ -568,7 +571,7 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
                      + ", ".join(backbones_for(architecture)))
     scale = get_value(config, "tile_scale", default("tile_scale"))
     inference = get_value(config, "inference", default("inference"))
-    if isinstance(scale, numbers.Real) and scale != 1.0 and inference != "tiles":
+    if "tile_scale" not in wrong and scale != 1.0 and inference != "tiles":
         found.append(f"tile scale {scale:g} needs inference 'tiles' (with '{inference}' every image is resized "
                      "to the input size)")
     return found
