@@ -308,3 +308,14 @@ def test_a_browser_users_study_file_with_a_wrong_kind_of_folder_is_refused_in_wo
     with pytest.raises(StudyError) as refused:
         checked_study(study, roots=[tmp_path])
     assert str(refused.value).startswith(f"{study}: {said}")
+
+
+def test_an_input_that_is_a_link_loop_is_named_as_such(tmp_path, capsys):
+    # an input folder that was a link to itself (directly or through another link) was reported "not found",
+    # although its name was right there in the folder
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), str(tmp_path / "loop")]) == 2
+    assert capsys.readouterr().err == (
+        f"skipped {tmp_path / 'loop'}: a link that leads to no file or folder (a loop, or its target is missing)\n"
+        f"error: no image files to process (skipped: {tmp_path / 'loop'})\n")
+    assert not (tmp_path / "out").exists()
