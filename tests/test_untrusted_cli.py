@@ -317,5 +317,6 @@ def test_an_input_that_is_a_link_loop_is_named_as_such(tmp_path, capsys):
     assert main(["predict", "--model", "classical", "--out", str(tmp_path / "out"), str(tmp_path / "loop")]) == 2
     assert capsys.readouterr().err == (
         f"skipped {tmp_path / 'loop'}: a link that leads to no file or folder (a loop, or its target is missing)\n"
-        f"error: no image files to process (skipped: {tmp_path / 'loop'})\n")
+        f"error: no image files to process ({tmp_path / 'loop'}: a link that leads to no file or folder (a loop, or "
+        "its target is missing))\n")
     assert not (tmp_path / "out").exists()

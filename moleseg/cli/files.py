@@ -43,8 +43,8 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
     if not files:
         for name, reason in failures:
             print(skipped_line(name, reason), file=sys.stderr)
-        raise CommandError("no image files to process" + (" (skipped: " + ", ".join(
-            printable(name) for name, _ in failures) + ")" if failures else ""))
+        raise CommandError("no image files to process" + (" (" + "; ".join(
+            printable(reason) for _, reason in failures) + ")" if failures else ""))
     return files
 
 
