@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -320,3 +321,16 @@ def test_an_input_that_is_a_link_loop_is_named_as_such(tmp_path, capsys):
         f"error: no image files to process ({tmp_path / 'loop'}: a link that leads to no file or folder (a loop, or "
         "its target is missing))\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_terminal_text_keeps_lines_and_tabs_and_escapes_every_other_control(capsys):
+    from moleseg.core.terminal import TerminalText, terminal_streams
+
+    raw = io.StringIO()
+    stream = TerminalText(raw)
+    assert stream.write("a\tb\nc\rd\x1b[2J\u202ee\udcff\n") == 15  # the characters given
+    assert raw.getvalue() == "a\tb\nc\\rd\\x1b[2J\\u202ee\\xff\n"  # a bidi override and a byte that is not UTF-8
+    assert stream.getvalue() == raw.getvalue()  # the rest is the stream's own
+    with terminal_streams():  # as moleseg's commands and its training runner (job.log) write
+        print("x\x07y")
+    assert capsys.readouterr().out == "x\\x07y\n"

@@ -20,14 +20,14 @@ from typing import Callable, Sequence
 
 from moleseg.cli.adopt import add_adopt_command
 from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
-                                int_at_least, parse_pixel_size, printable, say, show_warning_line, terminal_streams,
-                                write_outputs)
+                                int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
 from moleseg.core.dicomexport import NEUTRAL_ID_DIGITS, NEUTRAL_WORD
 from moleseg.core.errors import first_line
+from moleseg.core.terminal import terminal_streams
 
 
 def _bench_images(args: argparse.Namespace) -> Path | None:
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moleseg`` console script. Warnings (e.g. a rebuilt inference cache entry) are
     printed as one line ``warning: ...`` each (:func:`moleseg.cli.common.show_warning_line`); whatever the command
-    writes on stdout and stderr has its control characters escaped (:class:`moleseg.cli.common.TerminalText`)."""
+    writes on stdout and stderr has its control characters escaped (:class:`moleseg.core.terminal.TerminalText`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)

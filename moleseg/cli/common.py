@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
-from moleseg.core.errors import printable, terminal_text
+from moleseg.core.errors import printable
 from moleseg.core.words import count_of, noun_for
 
 
@@ -105,38 +105,6 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
     print_metric_table(summary["n"], {key: summary[key] for key in keys},
                        baseline["fm"] if baseline and baseline.get("n") else None)
-
-
-class TerminalText:
-    """``sys.stdout`` or ``sys.stderr`` while a command runs (:func:`moleseg.cli.main`): whatever it writes goes
-    through :func:`terminal_text`, whichever module wrote it (a message, the pairing summary, a study's plan,
-    a training's log line, a warning); everything else (``isatty``, ``fileno``, ``flush``) is the stream's own.
-    The progress bar writes to the stream itself (:attr:`raw`): its carriage returns are its own."""
-
-    def __init__(self, raw: TextIO) -> None:
-        self.raw = raw
-
-    def write(self, text: str) -> int:
-        self.raw.write(terminal_text(text))
-        return len(text)
-
-    def writelines(self, lines) -> None:  # noqa: ANN001 (io's signature)
-        for line in lines:
-            self.write(line)
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        return getattr(self.raw, name)
-
-
-@contextmanager
-def terminal_streams() -> Iterator[None]:
-    """``sys.stdout`` and ``sys.stderr`` as :class:`TerminalText` inside the ``with``, restored after it."""
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = TerminalText(sys.stdout), TerminalText(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved
 
 
 def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

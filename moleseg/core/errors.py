@@ -4,7 +4,6 @@ the words every reader uses for a file it cannot open, a folder that is not ther
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 #: Why a path whose bytes are not UTF-8 (a name from another system's encoding) is refused or left out: the
@@ -81,18 +80,3 @@ def printable(text: str) -> str:
         return text
     text = shown_name(text)
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-#: Characters a text for a terminal keeps as they are (:func:`terminal_text`).
-TERMINAL_KEPT: str = "\n\t"
-
-
-def terminal_text(text: str) -> str:
-    """``text`` as the command line writes it (:class:`moleseg.cli.common.TerminalText`) and a log line is written
-    (:class:`moleseg.engine.runs.RunLog`, read with ``tail -f``): :func:`printable` but for the line ends and tabs
-    of :data:`TERMINAL_KEPT`, so that no file name, study label or shard table cell moves the cursor, clears the
-    screen or retitles the window."""
-    if text.isprintable():
-        return text
-    pieces = re.split(f"([{re.escape(TERMINAL_KEPT)}])", text)
-    return "".join(piece if piece in TERMINAL_KEPT else printable(piece) for piece in pieces if piece)

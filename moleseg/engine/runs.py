@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from moleseg.core.atomic import atomic_write, open_for_append
-from moleseg.core.errors import parse_failure, terminal_text
+from moleseg.core.errors import parse_failure
+from moleseg.core.terminal import terminal_text
 
 
 @dataclass(frozen=True)
