@@ -334,3 +334,22 @@ def test_terminal_text_keeps_lines_and_tabs_and_escapes_every_other_control(caps
     with terminal_streams():  # as moleseg's commands and its training runner (job.log) write
         print("x\x07y")
     assert capsys.readouterr().out == "x\\x07y\n"
+
+
+@pytest.mark.skipif(os.uname().sysname == "Darwin", reason="macOS file names are always UTF-8")
+def test_a_shard_with_an_input_whose_name_is_not_utf8_finishes_and_merges(tmp_path, capsys):
+    # a user's folder held a file whose name is not UTF-8 (b"\xffbad.png"): predict --shard skipped it as without
+    # --shard, then could not write its manifest ("'utf-8' codec can't encode character '\udcff'", naming no file):
+    # the shard never finished and merge refused the archive as unfinished
+    images, _ = lesion_dataset(tmp_path / "set", n=1, size=48)
+    os.rename(images / "000.png", os.fsencode(images) + b"/\xffbad.png")
+    lesion_dataset(tmp_path / "set", n=1, size=48, names=["ok.png"])
+    assert main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"), "--shard", "1/1",
+                 str(images)]) == 2
+    assert (tmp_path / "out" / "shard-1-of-1.json").is_file()
+    capsys.readouterr()
+    assert main(["merge", "--quiet", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"skipped {images}/\\xffbad.png: ") and err.endswith("error: 1 file could not be processed\n")
+    assert [line.split(",")[0] for line in (tmp_path / "out" / "measurements.csv").read_text().splitlines()] == [
+        "image", "ok.png"]

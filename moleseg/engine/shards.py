@@ -98,8 +98,9 @@ def shard_positions(keys: Sequence[str], shard: Shard) -> list[int]:
 
 
 def inputs_digest(keys: Sequence[str]) -> str:
-    """SHA-256 of the whole input list (sorted keys, one a line): equal for the shards of one archive."""
-    return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
+    """SHA-256 of the whole input list (sorted keys, one a line, a path's bytes that are not UTF-8 as they are):
+    equal for the shards of one archive."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def write_manifest(folder: Path, shard: Shard, keys: Sequence[str], positions: Sequence[int],
@@ -120,8 +121,8 @@ def write_manifest(folder: Path, shard: Shard, keys: Sequence[str], positions: S
     document = {"shard": shard.index, "count": shard.count, "total": len(keys), "digest": inputs_digest(keys),
                 "measurements": shard.table_name(csv_name), "objects": objects_name,
                 "inputs": [[int(p), keys[p]] for p in positions], "failed": [[k, r] for k, r in failures]}
-    path = folder / shard.manifest_name
-    atomic_write(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    path = folder / shard.manifest_name  # ASCII JSON: a path that is not UTF-8 (\udcff) comes back as it was
+    atomic_write(path, (json.dumps(document, indent=1) + "\n").encode("ascii"))
     return path
 
 
