@@ -160,3 +160,33 @@ def test_a_one_frame_file_of_many_small_fragments_is_refused_from_their_headers(
                             "x 10 px of 3 samples of 8 bits take uncompressed, and 1 MiB): refused before decoding")
     assert counted() < 2 * len(data) + READ_BOUND, counted()  # the element count's walk and the fragments' walk
     assert peak < 256 * 1024, peak
+
+
+def implicit_element(group: int, number: int, value: bytes) -> bytes:
+    """An implicit VR little endian element (a UN value's items are encoded so, PS3.5 6.2.2)."""
+    return struct.pack("<HHI", group, number, len(value)) + value
+
+
+ITEM_END = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+#: An item of implicit VR elements whose second is 16,706 bytes long (0x4142: its length's first bytes are "BA",
+#: two capital letters, as an explicit VR header's VR is).
+_INNER = implicit_element(0x0029, 0x1011, b"abcd") + implicit_element(0x0029, 0x1012, bytes(0x4142))
+VALID_PRIVATE = {
+    "of an undefined length": element(0x0029, 0x1010, "UN", UNDEFINED) + item(UNDEFINED, _INNER) + ITEM_END
+    + DELIMITER,
+    "of a defined length": element(0x0029, 0x1010, "UN", 8 + len(_INNER), item(len(_INNER), _INNER)),
+}
+
+
+@pytest.mark.parametrize("case", list(VALID_PRIVATE))
+def test_a_private_sequence_of_vr_un_whose_implicit_item_holds_a_long_element_is_read(tmp_path, case):
+    """A valid file: its items' encoding is decided at their first element, as pydicom decides it, not again at
+    each element (the second's length read as a VR made the walk refuse the file as truncated)."""
+    data = NATIVE[0] + NATIVE[1] + element(0x0029, 0x0010, "LO", 4, b"TEST") + VALID_PRIVATE[case] + NATIVE[2]
+    private = pydicom.dcmread(io.BytesIO(data))[0x0029, 0x1010]  # pydicom reads it: UN bytes, or a sequence
+    assert (private.VR, len(private.value)) == ("UN", 8 + len(_INNER)) if case == "of a defined length" else (
+        private.VR, len(private.value[0][0x0029, 0x1012].value)) == ("SQ", 0x4142)
+    (tmp_path / "private.dcm").write_bytes(data)
+    assert np.array_equal(read_image(tmp_path / "private.dcm"), PHOTO)
+    assert np.array_equal(read_image(data, name="private.dcm"), PHOTO)
+    assert image_size(tmp_path / "private.dcm") == (12, 10)
