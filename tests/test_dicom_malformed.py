@@ -78,6 +78,10 @@ CASES = {
         JPEG[0] + element(0x0009, 0x1010, "SQ", UNDEFINED) + item(UNDEFINED) + JPEG[1]
         + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)) + DELIMITER,
         f"{ENDS_EARLY} (the sequence (0009,1010) of an undefined length has no delimiter before the file ends)"),
+    "a compressed file's sequence of items of a defined length never closed": (  # the pixel data's delimiter
+        JPEG[0] + element(0x0009, 0x1010, "SQ", UNDEFINED) + item(0) + JPEG[1]  # is not the sequence's
+        + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)) + DELIMITER,
+        f"{ENDS_EARLY} (the sequence (0009,1010) of an undefined length has no delimiter before the file ends)"),
     "native pixel data of an undefined length": (
         NATIVE[0] + NATIVE[1] + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)),
         "native pixel data of an undefined length (only compressed pixel data is encapsulated)"),
@@ -190,3 +194,17 @@ def test_a_private_sequence_of_vr_un_whose_implicit_item_holds_a_long_element_is
     assert np.array_equal(read_image(tmp_path / "private.dcm"), PHOTO)
     assert np.array_equal(read_image(data, name="private.dcm"), PHOTO)
     assert image_size(tmp_path / "private.dcm") == (12, 10)
+
+
+def test_a_compressed_file_with_an_encapsulated_icon_in_a_closed_sequence_is_read(tmp_path):
+    """A valid file: the icon's pixel data delimiter closes its fragments, then the item's and the sequence's
+    delimiters close those (the walk now tells the pixel data's delimiter from a sequence's)."""
+    icon = (element(0x0028, 0x0002, "US", 2, struct.pack("<H", 3)) + element(0x0028, 0x0004, "CS", 12, b"YBR_FULL_422")
+            + element(0x0028, 0x0010, "US", 2, struct.pack("<H", 10))
+            + element(0x0028, 0x0011, "US", 2, struct.pack("<H", 12))
+            + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(len(FRAME), FRAME) + DELIMITER)
+    path = tmp_path / "icon.dcm"
+    path.write_bytes(JPEG[0] + JPEG[1] + element(0x0088, 0x0200, "SQ", UNDEFINED) + item(UNDEFINED, icon)
+                     + ITEM_END + DELIMITER + JPEG[2])
+    assert len(pydicom.dcmread(path).IconImageSequence[0].PixelData) == 16 + len(FRAME)
+    assert np.array_equal(read_image(path), read_image(JPEG_FILE))

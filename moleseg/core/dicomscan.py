@@ -186,8 +186,9 @@ def _count(stream: _Raw | _Inflating, implicit: bool, order: str, most: int, nat
         count += 1
         if group == 0xFFFE:  # an item or a delimiter: a 4-byte length, no VR
             length = struct.unpack(order + "I", head[4:])[0]
-            if tag in (_SEQUENCE_END, _ITEM_END):
-                fragments = False
+            if tag == _SEQUENCE_END and fragments:
+                fragments = False  # the pixel data's own delimiter: it closes no sequence of open_tags
+            elif tag in (_SEQUENCE_END, _ITEM_END):
                 del open_tags[-1:]
                 if tag == _ITEM_END and items and items[-1][0] is None:
                     del items[-1]
