@@ -428,3 +428,21 @@ def test_an_admin_cannot_withdraw_a_study_s_turn_and_is_told_why(signed_in, queu
     finally:
         turn.release()
     assert trainqueue.live_tickets() == []
+
+
+def test_an_admin_s_queue_names_no_user_for_a_turn_outside_the_users_folders(signed_in, tmp_path):  # noqa: F811
+    """``moleseg train --wait --out <anywhere>`` takes a terminal's turn whose folder lies in no user's folder: the
+    admin's table named its parent folder ("elsewhere") as its user."""
+    run = tmp_path / "elsewhere" / "run1"
+    run.mkdir(parents=True)
+    turn = trainqueue.Turn(run, "terminal")
+    study = shared_space(data_dir(), "carol").runs / "study-x"
+    study.mkdir()
+    carol = trainqueue.Turn(study, "study")
+    try:
+        assert turn(None) is False and carol(None) is True  # taken in this order: the terminal's first
+        assert [(row["place"], row["user"], row["run"]) for row in trainstatus.queue_rows()] == [
+            (1, trainstatus.NO_USER, "run1 (terminal)"), (2, study.parent.parent.name, "study-x (study)")]
+    finally:
+        turn.release()
+        carol.release()
