@@ -78,6 +78,10 @@ CASES = {
         JPEG[0] + element(0x0009, 0x1010, "SQ", UNDEFINED) + item(UNDEFINED) + JPEG[1]
         + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)) + DELIMITER,
         f"{ENDS_EARLY} (the sequence (0009,1010) of an undefined length has no delimiter before the file ends)"),
+    "a compressed file's sequence of items of a defined length never closed": (  # the pixel data's delimiter
+        JPEG[0] + element(0x0009, 0x1010, "SQ", UNDEFINED) + item(0) + JPEG[1]  # is not the sequence's
+        + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)) + DELIMITER,
+        f"{ENDS_EARLY} (the sequence (0009,1010) of an undefined length has no delimiter before the file ends)"),
     "native pixel data of an undefined length": (
         NATIVE[0] + NATIVE[1] + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(PART, bytes(PART)),
         "native pixel data of an undefined length (only compressed pixel data is encapsulated)"),
@@ -160,3 +164,47 @@ def test_a_one_frame_file_of_many_small_fragments_is_refused_from_their_headers(
                             "x 10 px of 3 samples of 8 bits take uncompressed, and 1 MiB): refused before decoding")
     assert counted() < 2 * len(data) + READ_BOUND, counted()  # the element count's walk and the fragments' walk
     assert peak < 256 * 1024, peak
+
+
+def implicit_element(group: int, number: int, value: bytes) -> bytes:
+    """An implicit VR little endian element (a UN value's items are encoded so, PS3.5 6.2.2)."""
+    return struct.pack("<HHI", group, number, len(value)) + value
+
+
+ITEM_END = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+#: An item of implicit VR elements whose second is 16,706 bytes long (0x4142: its length's first bytes are "BA",
+#: two capital letters, as an explicit VR header's VR is).
+_INNER = implicit_element(0x0029, 0x1011, b"abcd") + implicit_element(0x0029, 0x1012, bytes(0x4142))
+VALID_PRIVATE = {
+    "of an undefined length": element(0x0029, 0x1010, "UN", UNDEFINED) + item(UNDEFINED, _INNER) + ITEM_END
+    + DELIMITER,
+    "of a defined length": element(0x0029, 0x1010, "UN", 8 + len(_INNER), item(len(_INNER), _INNER)),
+}
+
+
+@pytest.mark.parametrize("case", list(VALID_PRIVATE))
+def test_a_private_sequence_of_vr_un_whose_implicit_item_holds_a_long_element_is_read(tmp_path, case):
+    """A valid file: its items' encoding is decided at their first element, as pydicom decides it, not again at
+    each element (the second's length read as a VR made the walk refuse the file as truncated)."""
+    data = NATIVE[0] + NATIVE[1] + element(0x0029, 0x0010, "LO", 4, b"TEST") + VALID_PRIVATE[case] + NATIVE[2]
+    private = pydicom.dcmread(io.BytesIO(data))[0x0029, 0x1010]  # pydicom reads it: UN bytes, or a sequence
+    assert (private.VR, len(private.value)) == ("UN", 8 + len(_INNER)) if case == "of a defined length" else (
+        private.VR, len(private.value[0][0x0029, 0x1012].value)) == ("SQ", 0x4142)
+    (tmp_path / "private.dcm").write_bytes(data)
+    assert np.array_equal(read_image(tmp_path / "private.dcm"), PHOTO)
+    assert np.array_equal(read_image(data, name="private.dcm"), PHOTO)
+    assert image_size(tmp_path / "private.dcm") == (12, 10)
+
+
+def test_a_compressed_file_with_an_encapsulated_icon_in_a_closed_sequence_is_read(tmp_path):
+    """A valid file: the icon's pixel data delimiter closes its fragments, then the item's and the sequence's
+    delimiters close those (the walk now tells the pixel data's delimiter from a sequence's)."""
+    icon = (element(0x0028, 0x0002, "US", 2, struct.pack("<H", 3)) + element(0x0028, 0x0004, "CS", 12, b"YBR_FULL_422")
+            + element(0x0028, 0x0010, "US", 2, struct.pack("<H", 10))
+            + element(0x0028, 0x0011, "US", 2, struct.pack("<H", 12))
+            + element(0x7FE0, 0x0010, "OB", UNDEFINED) + item(0) + item(len(FRAME), FRAME) + DELIMITER)
+    path = tmp_path / "icon.dcm"
+    path.write_bytes(JPEG[0] + JPEG[1] + element(0x0088, 0x0200, "SQ", UNDEFINED) + item(UNDEFINED, icon)
+                     + ITEM_END + DELIMITER + JPEG[2])
+    assert len(pydicom.dcmread(path).IconImageSequence[0].PixelData) == 16 + len(FRAME)
+    assert np.array_equal(read_image(path), read_image(JPEG_FILE))

@@ -396,3 +396,53 @@ def test_a_study_waits_only_for_the_trainings_queued_before_it(app_folders, tmp_
     dead._held.release()  # the study process killed: the kernel lets go of its ticket's lock
     assert trainqueue.live_tickets() == [] and out.is_dir()  # its ticket dropped, nothing of the study's
     assert not dead.ticket.path.exists()
+
+
+def test_an_admin_cannot_withdraw_a_study_s_turn_and_is_told_why(signed_in, queue):  # noqa: F811 (fixtures)
+    """A study's turn is held by the study's own process until its run starts: withdrawing it did nothing and the
+    admin read that it "had already left the queue", while it stayed first. Now the refusal says what it is."""
+    carol, bob = (shared_space(data_dir(), name).runs for name in ("carol", "bob"))
+    study = carol / "study-x"
+    study.mkdir()
+    progress = studyrun.StudyProgress(runs=2, done=0, active=["base-seed0"], status="running")
+    turn = studyrun.StudyGivingWay(study, progress, lambda line: None)
+    alice_run = shared_space(data_dir(), "alice").runs / "alice-run"
+    alice_run.mkdir()
+    try:
+        with trainlock.hold_training_lock(alice_run, "app"):
+            assert turn(trainlock.active_training()) is False  # first in the queue, waiting for the lock
+            bob_run = queue(bob, "bobs-run")
+            signed_in("boss")
+            at = app_test(PAGE)
+            assert [(row["place"], row["user"], row["run"]) for row in at.dataframe[0].value.to_dict("records")] == [
+                (1, carol.parent.name, "study-x (study)"), (2, bob.parent.name, bob_run.name)]
+            at.selectbox(key="train_queue_pick").set_value(0).run()
+            at.button(key="train_withdraw_other").click().run()
+            assert not at.exception and texts(at.warning) == [
+                "The queue cannot withdraw study-x: it is a study run's turn, held by its own process until its "
+                "training starts (stop the study run instead)."]
+            assert [ticket.kind for ticket in trainqueue.live_tickets()] == ["study", "training"]
+            with pytest.raises(trainqueue.QueueRefused, match="^the queue cannot withdraw study-x: "):
+                trainqueue.withdraw(study)
+            assert trainqueue.withdraw(bob) and not trainqueue.withdraw(bob)  # a training's is withdrawn as before
+    finally:
+        turn.release()
+    assert trainqueue.live_tickets() == []
+
+
+def test_an_admin_s_queue_names_no_user_for_a_turn_outside_the_users_folders(signed_in, tmp_path):  # noqa: F811
+    """``moleseg train --wait --out <anywhere>`` takes a terminal's turn whose folder lies in no user's folder: the
+    admin's table named its parent folder ("elsewhere") as its user."""
+    run = tmp_path / "elsewhere" / "run1"
+    run.mkdir(parents=True)
+    turn = trainqueue.Turn(run, "terminal")
+    study = shared_space(data_dir(), "carol").runs / "study-x"
+    study.mkdir()
+    carol = trainqueue.Turn(study, "study")
+    try:
+        assert turn(None) is False and carol(None) is True  # taken in this order: the terminal's first
+        assert [(row["place"], row["user"], row["run"]) for row in trainstatus.queue_rows()] == [
+            (1, trainstatus.NO_USER, "run1 (terminal)"), (2, study.parent.parent.name, "study-x (study)")]
+    finally:
+        turn.release()
+        carol.release()

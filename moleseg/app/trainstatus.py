@@ -215,10 +215,15 @@ def queue_rows() -> list[dict[str, Any]]:
             for place, ticket in enumerate(trainqueue.live_tickets(), start=1)]
 
 
+#: The "user" of a queue row whose folder lies in no user's folder (``moleseg train --wait --out`` elsewhere).
+NO_USER = "(in no user's folder)"
+
+
 def _user_of(ticket: trainqueue.Ticket) -> str:
-    """The name of the user's folder whose ticket it is (a queued training's runs folder, a study's folder)."""
+    """The name of the user's folder whose ticket it is (a queued training's runs folder, a study's folder), or
+    :data:`NO_USER`."""
     space = owning_space(ticket.owner)
-    return (space.runs if space else ticket.owner).parent.name
+    return space.runs.parent.name if space else NO_USER
 
 
 def _remove_if_empty(run_dir: Path) -> None:

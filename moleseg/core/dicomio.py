@@ -36,7 +36,7 @@ from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
 from moleseg.core.dicomframes import (WHOLE, FrameTooLarge, PixelElement, deflated, first_frame, frame_limit,
                                      hold_first_frame, pixel_element)
-from moleseg.core.dicomscan import dataset_problem, unknown_syntax
+from moleseg.core.dicomscan import ENDS_EARLY, dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -199,7 +199,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) ->
     except InvalidDicomError as exc:
         raise DicomReadError(label, f"not a readable DICOM file ({exc})") from exc
     except (EOFError, OSError) as exc:
-        raise DicomReadError(label, f"truncated DICOM file: the data ends early ({exc})") from exc
+        raise DicomReadError(label, f"{ENDS_EARLY} ({exc})") from exc
     except AttributeError as exc:
         raise DicomReadError(label, f"a DICOM file without an image (no {exc.name or 'Rows/Columns'})") from exc
     except Exception as exc:  # pydicom raises many types on malformed elements

@@ -57,6 +57,9 @@ class _Raw:
         """Bytes from the position to the end of the file."""
         return self.size - self.fp.tell()
 
+    def tell(self) -> int:
+        return self.fp.tell()
+
     def read(self, size: int) -> bytes:
         return self.fp.read(size)
 
@@ -79,7 +82,7 @@ class _Inflating:
     def __init__(self, fp: IO[bytes], limit: int) -> None:
         self.fp, self.limit, self.inflated = fp, limit, 0
         self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        self.buffer, self.position = bytearray(), 0
+        self.buffer, self.position, self.consumed = bytearray(), 0, 0
 
     def _fill(self, size: int) -> None:
         if self.position > _CHUNK:  # drop what was read
@@ -102,6 +105,7 @@ class _Inflating:
     def read(self, size: int) -> bytes:
         data = self.peek(size)
         self.position += len(data)
+        self.consumed += len(data)
         return data
 
     def skip(self, size: int) -> None:
@@ -111,6 +115,7 @@ class _Inflating:
             if step <= 0:
                 return
             self.position += step
+            self.consumed += step
             size -= step
 
     def drain(self) -> None:
@@ -119,6 +124,10 @@ class _Inflating:
     def remaining(self) -> int | None:
         """Unknown before the data is inflated (the inflated budget bounds it)."""
         return None
+
+    def tell(self) -> int:
+        """Inflated bytes read or skipped."""
+        return self.consumed
 
 
 def _implicit_vr(tag: int) -> bytes | None:
@@ -153,14 +162,19 @@ def _count(stream: _Raw | _Inflating, implicit: bool, order: str, most: int, nat
     """Element headers in ``stream`` up to ``most + 1``: a sequence, an item, an undefined length or a value
     that starts with an item is stepped into, every other value skipped; the fragments of encapsulated pixel
     data are skipped whole. The encoding of the VRs is taken from the first element, as pydicom takes it, and in
-    an explicit VR dataset an element without a VR is read as implicit (pydicom reads such an item so); a value of
-a defined length and another VR than SQ or UN (or an unknown one) is skipped as pydicom reads it, as bytes. Raises
+    an explicit VR dataset an element without a VR is read as implicit; an item's, from its first element (as
+    pydicom's ``_is_implicit_vr``: implicit inside an implicit one; a VR UN sequence's items are implicit, PS3.5
+    6.2.2), kept for all its elements (an implicit element's length may look like a VR); a value of
+    a defined length and another VR than SQ or UN (or an unknown one) is skipped as pydicom reads it, as bytes. Raises
     :class:`_Refused` for a defined length past the end of the file (but a fragment's: the pixel data's reader
     refuses those without reading them), a sequence or item of an undefined length left open at the end, and,
     in a ``native`` transfer syntax, pixel data of an undefined length."""
     count, fragments, open_tags = 0, False, []  # the sequences and items of an undefined length not closed yet
+    items: list[tuple[int | None, bool]] = []  # the items stepped into: where each ends (None: at its delimiter)
     implicit = not _looks_explicit(stream.peek(6)) if len(stream.peek(6)) == 6 else implicit
     while count <= most:
+        while items and items[-1][0] is not None and stream.tell() >= items[-1][0]:
+            del items[-1]  # an item of a defined length read to its end
         head = stream.read(8)
         if len(head) < 8:
             if open_tags and count <= most:
@@ -172,16 +186,22 @@ a defined length and another VR than SQ or UN (or an unknown one) is skipped as 
         count += 1
         if group == 0xFFFE:  # an item or a delimiter: a 4-byte length, no VR
             length = struct.unpack(order + "I", head[4:])[0]
-            if tag in (_SEQUENCE_END, _ITEM_END):
-                fragments = False
+            if tag == _SEQUENCE_END and fragments:
+                fragments = False  # the pixel data's own delimiter: it closes no sequence of open_tags
+            elif tag in (_SEQUENCE_END, _ITEM_END):
                 del open_tags[-1:]
+                if tag == _ITEM_END and items and items[-1][0] is None:
+                    del items[-1]
             elif tag == _ITEM and fragments and length != _UNDEFINED:
                 stream.skip(length)
             elif tag == _ITEM:
                 _check_length(stream, tag, length)
                 open_tags += [open_tags[-1] if open_tags else tag] if length == _UNDEFINED else []
+                outer = items[-1][1] if items else implicit
+                items.append((None if length == _UNDEFINED else stream.tell() + length,
+                              outer or not _looks_explicit(stream.peek(6))))
             continue
-        if implicit or not _looks_explicit(head):
+        if items[-1][1] if items else (implicit or not _looks_explicit(head)):
             vr, length = _implicit_vr(tag), struct.unpack(order + "I", head[4:])[0]
         else:
             vr = head[4:6]

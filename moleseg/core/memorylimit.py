@@ -12,6 +12,7 @@ Linux only: elsewhere both say None (unknown).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def _groups(root: Path) -> list[tuple[Path, tuple[str, str, str]]]:
     """The folders of this process's memory control groups, with the names of their files: for each hierarchy
     that holds the memory controller (v2's ``0::PATH``, v1's ``N:...memory...:PATH``), the group's folder and
     every folder above it up to the mount point (in a container the group's path names the host's groups, which
-    the container's mount shows as its own root; such missing folders are left out)."""
+    the container's mount shows as its own root; such missing folders are left out, as are those that cannot be
+    looked at)."""
     try:
         lines = (root / "proc" / "self" / "cgroup").read_text(encoding="ascii").splitlines()
     except (OSError, UnicodeDecodeError):
@@ -93,7 +95,7 @@ def _groups(root: Path) -> list[tuple[Path, tuple[str, str, str]]]:
             continue
         parts = [part for part in path.split("/") if part]
         found += [(mount.joinpath(*parts[:depth]), files) for depth in range(len(parts), -1, -1)]
-    return [(folder, files) for folder, files in found if folder.is_dir()]
+    return [(folder, files) for folder, files in found if os.path.isdir(folder)]  # False on any OSError
 
 
 def cgroup_memory(root: Path = Path("/")) -> CgroupMemory | None:

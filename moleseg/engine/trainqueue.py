@@ -184,12 +184,18 @@ def withdraw(owner: str | Path) -> bool:
     Raises
     ------
     QueueRefused
-        The queue is busy starting a training for longer than :data:`QUEUE_LOCK_WAIT_S`.
+        The queue is busy starting a training for longer than :data:`QUEUE_LOCK_WAIT_S`, or ``owner`` names a
+        :class:`Turn` (a study's, a terminal's), which its own process holds until its training starts.
     """
     try:
         with queue_lock().acquire(timeout=QUEUE_LOCK_WAIT_S):
             found = own_ticket(owner)
             if found is None:
+                turn = next((ticket for ticket in live_tickets() if ticket.owner == Path(owner).resolve()), None)
+                if turn is not None:
+                    raise QueueRefused(f"the queue cannot withdraw {turn.run_dir.name}: it is a {turn.kind} run's "
+                                       f"turn, held by its own process until its training starts (stop the "
+                                       f"{turn.kind} run instead)")
                 return False
             ticket = found[0]
             ticket.path.unlink(missing_ok=True)  # the waiter, seeing it gone, ends and lets go of its lock
