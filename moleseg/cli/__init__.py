@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from moleseg.cli.adopt import add_adopt_command
-from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
-                                int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
+from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_DEFECT, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
+                                int_at_least, parse_pixel_size, printable, report_defect, say, show_warning_line,
+                                write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
@@ -254,7 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the command of ``args``; an error is one line ``error: ...`` on stderr and the exit status."""
+    """Run the command of ``args``; an error is one line ``error: ...`` on stderr and the exit status
+    (:data:`~moleseg.cli.common.EXIT_DEFECT` for an error no command foresaw, whose traceback goes to the file that
+    line names)."""
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -275,4 +278,7 @@ def _run(args: argparse.Namespace) -> int:
             message = first_line(error)
         print(f"error: {printable(message)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as error:  # a defect: one line naming the file that keeps its traceback (report_defect)
+        print(f"error: {printable(report_defect(error))}", file=sys.stderr)
+        return EXIT_DEFECT
 

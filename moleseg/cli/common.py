@@ -5,13 +5,14 @@ messages, checked output files and folders, pairing and model loading, and the p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
-from moleseg.core.errors import printable
+from moleseg.core.errors import first_line, printable
 from moleseg.core.words import count_of, noun_for
 
 
@@ -19,10 +20,33 @@ EXIT_OK, EXIT_ERROR = 0, 2
 #: Exit status when the reader of standard output went away (``moleseg info m.keras | head``): 128 + SIGPIPE,
 #: as a Unix tool killed by it.
 EXIT_BROKEN_PIPE = 141
+#: Exit status of an error moleseg did not foresee (a defect): ``EX_SOFTWARE`` of BSD's ``sysexits.h``.
+EXIT_DEFECT = 70
+#: Name prefix of the private file (0600, in the system's temporary folder) that keeps such an error's traceback.
+DEFECT_FILE_PREFIX = "moleseg-error-"
 
 
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def report_defect(error: BaseException) -> str:
+    """The one line that stands for an error no command foresaw, its traceback written to a new private file
+    (``DEFECT_FILE_PREFIX*.txt``, 0600, in :func:`tempfile.gettempdir`) that the line names: the terminal gets no
+    stack trace, the maintainers get the whole of it in a report. When no such file can be written the line says
+    so."""
+    import tempfile
+    import traceback
+
+    summary = f"{type(error).__name__}: {first_line(error)}"
+    try:
+        handle, name = tempfile.mkstemp(prefix=DEFECT_FILE_PREFIX, suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write("".join(traceback.format_exception(error)))
+    except OSError as failure:
+        return (f"an unexpected error, a defect of moleseg ({summary}); its details could not be kept "
+                f"({failure.strerror or type(failure).__name__})")
+    return f"an unexpected error, a defect of moleseg ({summary}); please report it with {name}"
 
 
 class ProgressBar:
