@@ -353,3 +353,15 @@ def test_a_shard_with_an_input_whose_name_is_not_utf8_finishes_and_merges(tmp_pa
     assert err.startswith(f"skipped {images}/\\xffbad.png: ") and err.endswith("error: 1 file could not be processed\n")
     assert [line.split(",")[0] for line in (tmp_path / "out" / "measurements.csv").read_text().splitlines()] == [
         "image", "ok.png"]
+
+
+def test_file_names_that_argparse_refuses_reach_the_terminal_escaped(tmp_path, capsys):
+    # moleseg info *.keras in a downloaded folder: the second file's name, an unrecognized argument, was printed by
+    # argparse before the streams were wrapped: raw, clearing the screen
+    names = [str(tmp_path / "a.keras"), str(tmp_path / "b\x1b[2J\x1b]0;x\a.keras")]
+    with pytest.raises(SystemExit) as stopped:
+        main(["info", *names])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "\x1b" not in error and "\a" not in error
+    assert error.endswith(f"error: unrecognized arguments: {tmp_path}/b\\x1b[2J\\x1b]0;x\\x07.keras\n")
