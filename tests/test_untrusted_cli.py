@@ -365,3 +365,17 @@ def test_file_names_that_argparse_refuses_reach_the_terminal_escaped(tmp_path, c
     error = capsys.readouterr().err
     assert "\x1b" not in error and "\a" not in error
     assert error.endswith(f"error: unrecognized arguments: {tmp_path}/b\\x1b[2J\\x1b]0;x\\x07.keras\n")
+
+
+def test_file_names_with_unicode_spaces_are_printed_as_they_are(tmp_path, capsys):
+    # a Japanese user's photograph named with an ideographic space (U+3000), a macOS screenshot's narrow no-break
+    # space before AM (U+202F), a no-break space (U+00A0): spaces that move no cursor, printed as \u3000, \u202f,
+    # \xa0, so that the name in a message was not the file's any more; a line separator (U+2028) is still escaped
+    names = ["写真\u3000001.png", "Screenshot 2024-01-01 at 10.00.00\u202fAM.png", "grain\xa0de beauté.png"]
+    assert main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"),
+                 *(str(tmp_path / name) for name in names)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: no image files to process (" + "; ".join(f"{tmp_path / name}: not found" for name in names) + ")\n")
+    from moleseg.core.terminal import terminal_text
+
+    assert terminal_text("a\u2028b\u2029c\u3000d") == "a\\u2028b\\u2029c\u3000d"
