@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
 from moleseg.core.errors import first_line, printable
+from moleseg.core.terminal import terminal_text
 from moleseg.core.words import count_of, noun_for
 
 
@@ -33,8 +34,9 @@ class CommandError(Exception):
 def report_defect(error: BaseException) -> str:
     """The one line that stands for an error no command foresaw, its traceback written to a new private file
     (``DEFECT_FILE_PREFIX*.txt``, 0600, in :func:`tempfile.gettempdir`) that the line names: the terminal gets no
-    stack trace, the maintainers get the whole of it in a report. When no such file can be written the line says
-    so."""
+    stack trace, the maintainers get the whole of it in a report (its control characters escaped as on the
+    terminal, :func:`moleseg.core.terminal.terminal_text`: the file is read with ``cat``). When no such file can be
+    written the line says so."""
     import tempfile
     import traceback
 
@@ -42,7 +44,7 @@ def report_defect(error: BaseException) -> str:
     try:
         handle, name = tempfile.mkstemp(prefix=DEFECT_FILE_PREFIX, suffix=".txt")
         with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
-            file.write("".join(traceback.format_exception(error)))
+            file.write(terminal_text("".join(traceback.format_exception(error))))  # read with cat
     except OSError as failure:
         return (f"an unexpected error, a defect of moleseg ({summary}); its details could not be kept "
                 f"({failure.strerror or type(failure).__name__})")
