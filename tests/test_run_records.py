@@ -95,6 +95,12 @@ def test_a_damaged_study_folder_record_is_named(tmp_path):
     assert shown.plan.runs[0].run_id == "a" and shown.total_runs == 2
     assert shown.progress.describe() == "1/2 runs finished (running); training: a; failed: b"
     assert shown.progress.fraction == 0.5
+    # its verdicts.md (the study folder is the user's) that is not UTF-8 ended the Study page in a stack trace
+    # (UnicodeDecodeError), as its study.csv no longer did
+    (tmp_path / studyrun.VERDICTS_MD).write_bytes(b"# Study \xff\n")
+    with pytest.raises(StudyError) as raised:
+        studyrun.read_study_folder(tmp_path)
+    assert str(raised.value).startswith(f"{tmp_path / studyrun.VERDICTS_MD}: cannot be read ('utf-8' codec can't ")
 
 
 def test_a_history_is_read_back_and_a_damaged_one_is_one_message_naming_it(tmp_path):

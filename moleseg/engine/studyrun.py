@@ -201,15 +201,24 @@ def read_study_folder(out: str | Path) -> StudyFolder:
     rows: list[dict[str, str]] = []
     if (out / STUDY_CSV).is_file():
         try:
-            rows = list(csv.DictReader(io.StringIO((out / STUDY_CSV).read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            rows = list(csv.DictReader(io.StringIO(_study_text(out / STUDY_CSV))))
+        except csv.Error as error:
             raise StudyError(f"{out / STUDY_CSV}: cannot be read ({first_line(error)})") from None
-    verdict_text = (out / VERDICTS_MD).read_text(encoding="utf-8") if (out / VERDICTS_MD).is_file() else ""
+    verdict_text = _study_text(out / VERDICTS_MD) if (out / VERDICTS_MD).is_file() else ""
     if plan_record is None:  # results alone: finished, nothing to follow
         return StudyFolder(path=out, plan=StudyPlanRecord(name=out.name), rows=rows, verdicts=verdict_text,
                            progress=StudyProgress(runs=len(rows), done=len(rows), status="finished"),
                            results_only=True)
     return StudyFolder(path=out, plan=plan_record, progress=read_progress(out), rows=rows, verdicts=verdict_text)
+
+
+def _study_text(path: Path) -> str:
+    """The text of a study folder's file ``path`` (``study.csv``, ``verdicts.md``); StudyError naming it and the
+    reason when it cannot be read or is not UTF-8 (the folder is the user's)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise StudyError(f"{path}: cannot be read ({first_line(error)})") from None
 
 
 #: Results of the studies shipped with a checkout: ``docs/studies/<name>/`` (``study.csv``, ``verdicts.md``).
