@@ -379,3 +379,17 @@ def test_file_names_with_unicode_spaces_are_printed_as_they_are(tmp_path, capsys
     from moleseg.core.terminal import terminal_text
 
     assert terminal_text("a\u2028b\u2029c\u3000d") == "a\\u2028b\\u2029c\u3000d"
+
+
+def test_file_names_with_joiners_are_printed_as_they_are(tmp_path, capsys):
+    # a Persian word's zero-width non-joiner (U+200C, "mole" in a Persian photograph's name), a Malayalam
+    # conjunct's and an emoji's zero-width joiner (U+200D) were printed as \u200c, \u200d; they move no cursor.
+    # Direction marks and overrides (U+200E, U+202E, U+2066) are still escaped.
+    names = ["\u062e\u0627\u0644\u200c\u0647\u0627.png", "\u0d28\u0d4d\u200d.png", "\U0001f469\u200d\u2695\ufe0f.png"]
+    assert main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"),
+                 *(str(tmp_path / name) for name in names)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: no image files to process (" + "; ".join(f"{tmp_path / name}: not found" for name in names) + ")\n")
+    from moleseg.core.terminal import terminal_text
+
+    assert terminal_text("a\u200eb\u202ec\u2066d\u200ce") == "a\\u200eb\\u202ec\\u2066d\u200ce"
