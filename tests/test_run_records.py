@@ -131,3 +131,21 @@ def test_a_history_is_read_back_and_a_damaged_one_is_one_message_naming_it(tmp_p
     assert shown.history == () and shown.state is None
     assert shown.problem == (f"{RunFiles(tmp_path).state}: damaged, not a JSON object\n\n"
                              f"{history}: damaged, larger than a training history may be (4004 KiB)")
+
+
+def test_a_history_whose_epoch_is_not_a_number_is_named_as_damaged(tmp_path):
+    """An epoch cell that is text ('abc') was read back as text: the Train page's curves ended in a stack trace
+    (float('abc') in charts), and a resume in a TypeError naming no file ('<=' between str and int)."""
+    from moleseg.app import charts, trainstatus
+    from moleseg.engine.runs import read_history
+
+    history = RunFiles(tmp_path).history
+    history.write_text("epoch,loss,rule\n1,0.5,largest\nabc,0.4,largest\n")
+    with pytest.raises(RunRecordError) as raised:
+        read_history(history)
+    assert str(raised.value) == f"{history}: damaged, row 2's epoch is 'abc', not a number"
+    assert trainstatus.view(tmp_path).problem == str(raised.value)
+    history.write_text("epoch,loss,rule\n1,0.5,largest\n2,,largest\n")  # text in other columns is the run's own
+    rows = read_history(history)
+    assert rows == [{"epoch": 1.0, "loss": 0.5, "rule": "largest"}, {"epoch": 2.0, "loss": None, "rule": "largest"}]
+    assert len(charts.training_curves(rows).data) == 1  # the training loss
