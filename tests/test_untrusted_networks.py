@@ -20,8 +20,6 @@ from moleseg.core.errors import MAX_REASON_CHARACTERS
 from moleseg.core.modelinfo import ModelFileError, read_model_info, write_model_info
 from tests.synthetic import TINY_MODEL_SIZE, tiny_model_file
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
 #: The tiny network's classifier kernel in its weights file (1 x 1 x 8 decoder channels x 3 classes).
 CLASSIFIER_KERNEL_SHAPE = (1, 1, 8, 3)
 
