@@ -218,6 +218,7 @@ def test_the_shipped_model_saved_with_keras_batchnorm_loads_into_the_builder_s_n
     np.testing.assert_array_equal(built(image, training=False), kerass(image, training=False))
 
 
+@pytest.mark.slow
 def test_a_resumed_training_reads_its_solver_state_through_the_checked_path(tmp_path):
     """A compiled network (its solver's variables created, as a resumed training's) gets the weights and the
     solver state of the file: Adam's step count and moments as they were saved."""

@@ -149,9 +149,9 @@ def load_keras_model(path: str | Path) -> keras.Model:
     return model
 
 
-def load_weights_into(model: keras.Model, path: str | Path) -> None:
+def load_weights_into(model: keras.Model, path: str | Path) -> keras.Model:
     """Read the weights of the ``.keras`` file ``path`` into ``model``, and its solver's state when ``model`` is
-    compiled with its solver's variables created (a resumed training). The file's ``config.json`` and weights file
+    compiled with its solver's variables created (a resumed training); returns ``model``. The file's ``config.json`` and weights file
     are measured first (:func:`moleseg.network.configguard.check_network`: within moleseg's largest network, no
     HDF5 link or storage outside the weights file); the weights read are the bytes checked
     (:func:`moleseg.network.configguard.checked_network`).
@@ -163,6 +163,7 @@ def load_weights_into(model: keras.Model, path: str | Path) -> None:
     """
     path = check_keras_file(path)
     _read_weights(model, path, *checked_network(path))
+    return model
 
 
 def _read_weights(model: keras.Model, path: Path, config: dict, weights: bytes) -> None:

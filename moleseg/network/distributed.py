@@ -22,7 +22,6 @@ from moleseg.network.cluster import (WORKER_DEBUG_ENV, WorkerRole, average_over_
                                      epoch_shard, write_seen)
 from moleseg.network.data import make_dataset
 from moleseg.network.examples import ExampleCache, TargetConfig
-from moleseg.network.io import load_weights_into
 from moleseg.network.trainsetup import TrainingError, augment_config
 
 
@@ -75,15 +74,16 @@ def worker_steps_per_epoch(trainer: Trainer) -> int:
     return math.ceil(each / per_worker)
 
 
-def prepare_workers(trainer: Trainer, checkpoint: Path | None, state: RunState) -> None:
+def prepare_workers(trainer: Trainer, saved: keras.Model | None, state: RunState) -> None:
     """Build the same model on every worker (variables are created in the same order everywhere, as
-    ``MultiWorkerMirroredStrategy`` needs), read the weights and optimizer state of ``checkpoint`` (the
-    chief's last one, when resuming) into it, then give every worker the chief's weights, optimizer state
+    ``MultiWorkerMirroredStrategy`` needs), then give every worker the chief's weights, optimizer state
     and epoch: after a restart, all resume from the chief's last checkpoint."""
     model = trainer.build_compiled()  # its optimizer's variables too
-    resuming = checkpoint is not None
-    if checkpoint is not None:
-        load_weights_into(model, checkpoint)
+    resuming = saved is not None
+    if saved is not None:
+        model.set_weights(saved.get_weights())
+        for variable, value in zip(model.optimizer.variables, saved.optimizer.variables):
+            variable.assign(value)
         trainer.resume_state(state)
     variables = list(model.weights) + list(model.optimizer.variables)
     values = [np.asarray(v.numpy()) for v in variables]

@@ -215,11 +215,13 @@ class Trainer:
         self.initial_epoch = 0
         checkpoint = self.files.last
         can_resume = resume and checkpoint.is_file() and state.epoch > 0
-        # The chief reads its checkpoint outside the strategy's scope: variables created in the scope are
-        # created together on every worker.
+        # The chief reads its checkpoint (into the run's network, built and compiled as at its start) outside the
+        # strategy's scope: variables created in the scope are created together on every worker.
+        saved = (load_weights_into(self.build_compiled(), checkpoint) if self.role.distributed and can_resume
+                 else None)
         with self.strategy.scope():
             if self.role.distributed:
-                prepare_workers(self, checkpoint if can_resume else None, state)
+                prepare_workers(self, saved, state)
             elif can_resume:  # the run's network built and compiled as at its start; its last weights and solver
                 load_weights_into(self.build_compiled(), checkpoint)
                 self.resume_state(state)
