@@ -46,49 +46,54 @@ def _numbered(names: list[str]) -> list[str]:
     return out
 
 
-def _moves(items: list[dict], layers: list, theirs: str = "", ours: str = "") -> dict[str, str]:
-    """The file's group (under ``theirs``) of each layer of ``layers`` (under ``ours``), the layers of a model's
-    ``config.json`` ``items`` paired with them place by place; none when they are not as many, and no layer whose
-    class is neither the file's nor a subclass of it."""
+#: Where a model's layer groups wait while they are given the built network's names.
+_STAGED = "moleseg_staged_layers"
+
+
+def _pairs(items: list[dict], layers: list) -> list[tuple[str, str, list | None]] | None:
+    """The layers of a model's ``config.json`` ``items`` paired with ``layers`` place by place: the file's group
+    name, the built network's, and a nested model's own pairs (None for a layer); None when they are not as many.
+    A layer whose class is neither the file's nor a subclass of it is not paired."""
     if len(items) != len(layers):
-        return {}
+        return None
     their_names = _numbered([keras_name(item["class_name"]) for item in items])
     our_names = _numbered([keras_name(type(layer).__name__) for layer in layers])
-    moves: dict[str, str] = {}
+    pairs: list[tuple[str, str, list | None]] = []
     for item, layer, their_name, our_name in zip(items, layers, their_names, our_names):
-        if item["class_name"] not in {kind.__name__ for kind in type(layer).__mro__}:
-            continue
-        origin, path = f"{theirs}{LAYERS}/{their_name}", f"{ours}{LAYERS}/{our_name}"
-        moves[path] = origin
-        if isinstance(layer, keras.Model):
-            moves.update(_moves(item["config"]["layers"], layer.layers, f"{origin}/", f"{path}/"))
-    return moves
+        if item["class_name"] in {kind.__name__ for kind in type(layer).__mro__}:
+            nested = _pairs(item["config"]["layers"], layer.layers) if isinstance(layer, keras.Model) else None
+            pairs.append((their_name, our_name, nested))
+    return pairs
+
+
+def _moved(pairs: list | None) -> bool:
+    return pairs is not None and any(theirs != ours or _moved(nested) for theirs, ours, nested in pairs)
+
+
+def _rename(group: h5py.Group, pairs: list) -> None:
+    """Give the layer groups of ``group`` the built network's names (links renamed: no value copied); a layer
+    not paired is dropped."""
+    if LAYERS not in group:
+        return
+    group.move(LAYERS, _STAGED)
+    group.create_group(LAYERS)
+    for theirs, ours, nested in pairs:
+        if theirs in group[_STAGED]:
+            group.move(f"{_STAGED}/{theirs}", f"{LAYERS}/{ours}")
+            if nested is not None and isinstance(group[f"{LAYERS}/{ours}"], h5py.Group):
+                _rename(group[f"{LAYERS}/{ours}"], nested)
+    del group[_STAGED]
 
 
 def weights_for(model: keras.Model, config: dict, weights: bytes) -> bytes:
     """``weights`` (a ``model.weights.h5`` whose network the ``config.json`` ``config`` lists, as
     :func:`moleseg.network.configguard.check_network` passed it) with each layer's group where ``model`` reads
-    it (:func:`_moves`): ``weights`` itself when every layer is there already; a layer not paired is left out
+    it (:func:`_pairs`): ``weights`` itself when every layer is there already; a layer not paired is left out
     (Keras then says which weights are missing)."""
-    moves = _moves(config["config"]["layers"], model.layers)
-    if all(origin == path for path, origin in moves.items()):
+    pairs = _pairs(config["config"]["layers"], model.layers)
+    if not _moved(pairs):
         return weights
-    moved = io.BytesIO()
-    with h5py.File(io.BytesIO(weights), "r") as source, h5py.File(moved, "w") as target:
-        for key, value in source.attrs.items():
-            target.attrs[key] = value
-        for name in source:  # the model's own variables, the solver's...: where they are
-            if name != LAYERS:
-                source.copy(source[name], target, name=name)
-        for path, origin in sorted(moves.items(), key=lambda item: item[0].count("/")):
-            if origin not in source:
-                continue
-            target.require_group(path.rsplit("/", 1)[0])
-            group = source[origin]
-            if isinstance(group, h5py.Group) and LAYERS in group:  # a nested model: its layers are moved one by one
-                for name in group:
-                    if name != LAYERS:
-                        source.copy(group[name], target.require_group(path), name=name)
-            else:
-                source.copy(group, target, name=path)
-    return moved.getvalue()
+    buffer = io.BytesIO(weights)
+    with h5py.File(buffer, "r+") as file:
+        _rename(file, pairs)
+    return buffer.getvalue()
