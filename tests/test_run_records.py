@@ -149,3 +149,18 @@ def test_a_history_whose_epoch_is_not_a_number_is_named_as_damaged(tmp_path):
     rows = read_history(history)
     assert rows == [{"epoch": 1.0, "loss": 0.5, "rule": "largest"}, {"epoch": 2.0, "loss": None, "rule": "largest"}]
     assert len(charts.training_curves(rows).data) == 1  # the training loss
+
+
+def test_the_table_of_trainings_reads_no_history(tmp_path, monkeypatch):
+    """The Train page's table of a user's trainings (up to LISTED_RUNS = 50, at each rerun of the page) read and
+    parsed every run's history.csv, which it does not show, since TrainingView carries the curves: up to 50 files
+    of 4 MB, 1.4 s each, that a user's runs folder may hold."""
+    from moleseg.app import trainstatus
+
+    run = tmp_path / "run1"
+    jobs.JobRequest(config={"epochs": 2}, origin="app", requested=5.0).write(run)
+    RunState(epoch=1, best_val_fm=0.5).write(run)
+    RunFiles(run).history.write_text("epoch,loss\n1,0.5\n")
+    monkeypatch.setattr(trainstatus, "read_history", lambda path: pytest.fail(f"{path} was read"))
+    rows = trainstatus.runs_table(tmp_path)
+    assert [(row["run"], row["epochs"], row["best validation FM"]) for row in rows] == [("run1", "1/?", 0.5)]
