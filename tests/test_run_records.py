@@ -164,3 +164,21 @@ def test_the_table_of_trainings_reads_no_history(tmp_path, monkeypatch):
     monkeypatch.setattr(trainstatus, "read_history", lambda path: pytest.fail(f"{path} was read"))
     rows = trainstatus.runs_table(tmp_path)
     assert [(row["run"], row["epochs"], row["best validation FM"]) for row in rows] == [("run1", "1/?", 0.5)]
+
+
+def test_the_study_processs_unforeseen_error_reaches_study_log_escaped_with_one_line(tmp_path, monkeypatch, capsys):
+    """The background study process's output is study.log (read with tail -f): an error it did not foresee left
+    main before its streams were escaped, and Python printed its traceback raw there (a data file's name with
+    terminal escapes), with no line of the log saying the study stopped."""
+    def broken(*args, **kwargs):
+        raise LookupError("e\x1b]0;owned\x07\x1b[2J.png")
+
+    monkeypatch.setattr(studyrun, "checked_study", broken)
+    out = tmp_path / "out"
+    assert studyrun.main(["--config", str(tmp_path / "s.yaml"), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err
+    assert captured.err.startswith("Traceback (most recent call last):")
+    assert captured.err.rstrip().endswith("LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png")
+    assert (out / studyrun.STUDY_LOG).read_text().endswith(
+        "  error: the study stopped on an unexpected error (LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png)\n")
