@@ -182,3 +182,23 @@ def test_the_study_processs_unforeseen_error_reaches_study_log_escaped_with_one_
     assert captured.err.rstrip().endswith("LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png")
     assert (out / studyrun.STUDY_LOG).read_text().endswith(
         "  error: the study stopped on an unexpected error (LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png)\n")
+
+
+def test_the_training_runners_warnings_are_one_line_each(tmp_path, monkeypatch, capsys):
+    """The training runner's output is job.log, whose lines keep their line ends: a warning naming a model file
+    ('m.keras changed while it was loaded') came out in Python's form, its source line and a name with a line end
+    making lines of their own ('error: ...'), where the command line prints one line 'warning: ...' (the first
+    line of its text)."""
+    import warnings
+
+    from moleseg.network import runner
+
+    def warn(run_dir, ready_fd):
+        warnings.warn("m\nerror: the training failed.keras changed while it was loaded", UserWarning)
+        return 0
+
+    monkeypatch.setattr(runner, "run_job", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert runner.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().err == "warning: m\n"  # the first line of its text, as the command line prints it

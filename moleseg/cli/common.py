@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TextIO
+from typing import Callable, Iterator, Mapping, Sequence
 
 from moleseg.core.config import BASELINE_NAME
 from moleseg.core.errors import first_line, printable
-from moleseg.core.terminal import terminal_text
+from moleseg.core.terminal import show_warning_line, terminal_text  # noqa: F401 (show_warning_line: the CLI's)
 from moleseg.core.words import count_of, noun_for
 
 
@@ -131,16 +131,6 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
     print_metric_table(summary["n"], {key: summary[key] for key in keys},
                        baseline["fm"] if baseline and baseline.get("n") else None)
-
-
-def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      file: TextIO | None = None, line: str | None = None) -> None:
-    """Print a warning as one line ``warning: TEXT`` on stderr (or ``file``), without Python's source location
-    and code line: the command line's :func:`warnings.showwarning` (same parameters)."""
-    text = str(message).strip()
-    text = text.splitlines()[0] if text else category.__name__
-    with suppress(OSError):  # nowhere to say it: the command goes on
-        print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)
 
 
 def checked_output(option: str, value: str) -> Path:
