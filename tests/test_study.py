@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from moleseg.cli import main
 from moleseg.core.config import MAX_RUNNING_STUDIES
@@ -25,7 +26,7 @@ from moleseg import studyreport
 from moleseg.engine import runs, studyplan, studyrun, studystats
 from moleseg.engine.runs import write_json
 from moleseg.engine.userquota import UserQuota
-from synthetic import fake_run, write_study
+from synthetic import fake_run, lesion_dataset, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,6 +145,68 @@ def test_split_by_group_keeps_each_sequence_in_one_part(tmp_path):
                                                   "split": {"by": "group", "pattern": "^(x)", "test": ["x"]}})
     with pytest.raises(studyplan.StudyError, match="does not match"):
         studyplan.resolve_data(studyplan.load_study(bad), None)
+
+
+#: Split patterns users write, image names and the groups they give (the worst name for each, of up to 250
+#: characters, takes under 5 ms).
+SENSIBLE_SPLITS = [
+    (r"^(\w+)_(\d+)_(\d+)", {"pA_1_2.png": "pA", "pA_1_3.png": "pA", "pB_2_1.png": "pB"}),
+    (r"(.+)_(\d+)\.(jpg|png)$",
+     {"lesion-a_1.png": "lesion-a", "lesion-a_2.png": "lesion-a", "lesion-b_1.png": "lesion-b"}),
+    (r"(P\d+)(?:_\d+)?\.png", {"P1_1.png": "P1", "P1_2.png": "P1", "P2.png": "P2"}),
+]
+
+
+@pytest.mark.parametrize(("pattern", "groups"), SENSIBLE_SPLITS)
+def test_sensible_split_patterns_are_accepted_and_split_by_their_first_group(tmp_path, pattern, groups):
+    # they were refused as "could take hours on some file names" by the static analysis this replaced
+    images, masks = lesion_dataset(tmp_path / "all", n=3, size=16, names=list(groups))
+    path = write_study(tmp_path / "s.yaml", data={"images": str(images), "masks": str(masks), "split": {
+        "by": "group", "pattern": pattern, "test": [groups[max(groups)]]}})
+    parts = studyplan.resolve_data(studyplan.load_study(path), tmp_path / "out")
+    names = {part: sorted(p.name for p in Path(parts[part]["images"]).iterdir()) for part in parts}
+    assert names == {"train": sorted(name for name in groups if groups[name] != groups[max(groups)]),
+                     "test": [max(groups)]}
+
+
+def test_split_patterns_find_what_pythons_re_finds():
+    # the regex package (its default VERSION0) searches as re does for the shipped studies' patterns and these
+    shipped = {str(yaml.safe_load(path.read_text())["data"]["split"]["pattern"]) for path in studyplan.study_files()}
+    assert shipped == {"^(b_frame_[0-9]+|frame_[0-9]+)_", "^0([0-9])"}
+    names = ["frame_3_000.png", "b_frame_12_004.png", "001.png", "057.png", "ISIC_0000123_001.png", "x_9.jpg",
+             "P12_3.png", "P7.png", "lesion_12.JPG", "a_" * 40 + "1.png", "é_1_2.png", "٣_1_2.png", "0١.png"]
+    for pattern in shipped | {pattern for pattern, _ in SENSIBLE_SPLITS}:
+        compiled = studyplan.split_pattern({"pattern": pattern}, "s.yaml")
+        for name in names:
+            ours, pythons = compiled.search(name), re.search(pattern, name)
+            assert (ours and (ours.span(), ours.groups())) == (pythons and (pythons.span(), pythons.groups()))
+    assert studyplan.split_pattern({"pattern": "^0([0-9])"}, "s.yaml").search("057.png").group(1) == "5"
+
+
+def test_a_search_stopped_by_the_other_threads_cpu_time_is_tried_again(monkeypatch):
+    # the regex package's timeout counts the process's CPU time: with the server's other threads busy, a search
+    # that took this thread 10 ms ran out of a 50 ms budget after 5 ms of its own
+    clock, timeouts = iter([0.0, 0.005, 0.005]), []
+
+    class Pattern:
+        pattern = "(x)"
+
+        def search(self, name, timeout):
+            timeouts.append(timeout)
+            if len(timeouts) == 1:
+                raise TimeoutError("regex timed out")
+            return "match"
+
+    monkeypatch.setattr(studyplan.time, "thread_time", lambda: next(clock))
+    assert studyplan.search_name(Pattern(), "x.png", "s.yaml") == "match"
+    assert timeouts == [0.05, pytest.approx(0.05 * 0.045 / 0.005)]  # the rest of the budget at the clock's pace
+    clock = iter([0.0, 0.05])
+    timeouts.clear()
+    Pattern.search = lambda self, name, timeout: (_ for _ in ()).throw(TimeoutError("regex timed out"))
+    with pytest.raises(studyplan.StudyError) as caught:  # this thread spent the budget itself: refused at once
+        studyplan.search_name(Pattern(), "x\n.png", "s.yaml")
+    assert str(caught.value) == ("s.yaml: data.split.pattern '(x)' took more than 0.05 s on the image name 'x\\n.png': "
+                                 "write it without nested repetition")
 
 
 def test_verdicts_tell_a_real_difference_from_noise(tmp_path):
@@ -340,7 +403,10 @@ HUGE_GRID = {name: list(range(1, 11)) for name in
      "unknown key 'factor' in the study file (known: name, data, base, design, repeats, seed, factors)"),
     ({"data": {"images": "all/images", "masks": "all/masks",
                "split": {"by": "group", "pattern": "(unclosed", "test": ["x"]}}},
-     "data.split.pattern '(unclosed' is not a valid regular expression (missing ), unterminated subpattern"),
+     "data.split.pattern '(unclosed' is not a valid regular expression (missing ) at position 9)"),
+    ({"data": {"images": "all/images", "masks": "all/masks",
+               "split": {"by": "group", "pattern": "(x)" * 67, "test": ["x"]}}},
+     "data.split.pattern is 201 characters, more than 200"),
     ({"data": {"train": {"images": "a", "masks": "b"}, "tests": {"images": "c", "masks": "d"}}},
      "unknown key 'tests' in data (known: root, images, masks, split, train, validation, test)"),
     ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),

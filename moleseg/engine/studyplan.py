@@ -38,9 +38,12 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+import regex
 
 from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
@@ -60,10 +63,13 @@ MAX_PLANNED_RUNS: int = 1000
 #: Largest study file read, in bytes: the shipped ones are under 2 kB; PyYAML's pure-Python parser (the only one
 #: that can refuse aliases) took 2 s of the server's CPU for 100 kB of small values, 21 s for 1 MB.
 MAX_STUDY_FILE_BYTES: int = 64 << 10
-#: Longest split pattern, in characters, and most parts of it that match a varying number of characters (each
-#: multiplies the time of a name's search by up to its length: 2 keep it within milliseconds for any name).
+#: Longest split pattern, in characters.
 MAX_PATTERN_CHARS: int = 200
-MAX_PATTERN_CHOICES: int = 2
+#: Longest time (CPU seconds) the split pattern may take on one image name: the sensible patterns take under
+#: 5 ms on any name of up to 250 characters; one that backtracks without end is stopped there.
+PATTERN_SECONDS: float = 0.05
+#: Most tries of one name's search when the server's other threads ran its clock out (:func:`search_name`).
+PATTERN_TRIES: int = 4
 #: Label of the base setting in tables and verdicts.
 BASE_LABEL = "base"
 #: Sub-folder of a study's output folder holding the split's file links.
@@ -278,59 +284,52 @@ def _check_data(data: dict[str, Any], where: str) -> None:
                 raise StudyError(f"{where}: data.split.{key} must be a list of group names, not {_kind(groups)}")
 
 
-def _choices(items: Any, repeated: bool) -> int:
-    """How many parts of the parsed pattern ``items`` match a varying number of characters (a repetition of
-    varying length, a set of alternatives: the larger of its alternatives' counts, plus one), which is the power
-    of the name's length that its search may take; ValueError when a part could take exponential time (a part of
-    varying length or alternatives inside a repetition, a back-reference). ``repeated``: inside a repetition."""
-    from re import _constants as sre
-
-    count = 0
-    for operation, argument in items:
-        if operation in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
-            low, high, body = argument
-            if repeated and high != low:
-                raise ValueError("a repetition inside a repetition")
-            count += (high != low) + _choices(body, repeated or high > 1)
-        elif operation is sre.BRANCH:
-            if repeated:
-                raise ValueError("alternatives (|) inside a repetition")
-            count += 1 + max(_choices(branch, repeated) for branch in argument[1])
-        elif operation in (sre.SUBPATTERN, sre.ASSERT, sre.ASSERT_NOT, sre.ATOMIC_GROUP):
-            count += _choices(argument if operation is sre.ATOMIC_GROUP else argument[-1], repeated)
-        elif operation in (sre.GROUPREF, sre.GROUPREF_EXISTS):
-            raise ValueError("a back-reference")
-    return count
-
-
-def split_pattern(rule: dict[str, Any], where: str) -> re.Pattern[str]:
-    """The compiled ``pattern`` of a split rule, which runs on every image name of the data (in the app's server
-    too, holding every session up while it runs): refused when it could take more than a moment on some name
-    (:func:`_choices`, at most :data:`MAX_PATTERN_CHOICES` parts of varying length, :data:`MAX_PATTERN_CHARS`).
+def split_pattern(rule: dict[str, Any], where: str) -> regex.Pattern[str]:
+    """The compiled ``pattern`` of a split rule (at most :data:`MAX_PATTERN_CHARS`), compiled by the ``regex``
+    package in Python's ``re`` syntax (its default, VERSION0): that package bounds each search's time
+    (:func:`search_name`), which ``re`` cannot.
 
     Raises
     ------
     StudyError
-        The pattern is not text, not a valid regular expression, or could take hours on some file names.
+        The pattern is not text, too long or not a valid regular expression.
     """
-    from re import _parser
-
     text = _text(rule.get("pattern"), "data.split.pattern", where)
+    if len(text) > MAX_PATTERN_CHARS:
+        raise StudyError(f"{where}: data.split.pattern is {len(text)} characters, more than {MAX_PATTERN_CHARS}")
     try:
-        compiled = re.compile(text)
-    except re.error as error:
+        return regex.compile(text)
+    except regex.error as error:
         raise StudyError(f"{where}: data.split.pattern {text!r} is not a valid regular expression ({error})") from None
-    try:
-        if len(text) > MAX_PATTERN_CHARS:
-            raise ValueError(f"{len(text)} characters, more than {MAX_PATTERN_CHARS}")
-        choices = _choices(_parser.parse(text), False)
-        if choices > MAX_PATTERN_CHOICES:
-            raise ValueError(f"{choices} parts of varying length")
-    except ValueError as error:
-        raise StudyError(f"{where}: data.split.pattern {text!r} could take hours on some file names ({error}); give "
-                         f"at most {MAX_PATTERN_CHOICES} parts of varying length (+, *, ?, {{m,n}}, alternatives |), "
-                         "none inside a repetition, and no back-reference") from None
-    return compiled
+
+
+def search_name(pattern: regex.Pattern[str], name: str, where: str) -> regex.Match[str] | None:
+    """``pattern``'s search of the image name ``name``, which runs in the app's server too (holding every session
+    up while it runs): refused when it takes more than :data:`PATTERN_SECONDS` (a pattern that backtracks
+    without end on some names, such as ``^((a|aa)+)$`` on 60 a's).
+
+    The ``regex`` package's timeout counts the process's CPU time, which the server's other threads (inference,
+    other sessions) advance too: a search stopped before this thread itself spent 90 % of the budget is tried
+    again with the rest of it (at most :data:`PATTERN_TRIES` tries).
+
+    Raises
+    ------
+    StudyError
+        The search took too long, naming the study file, the pattern and the name.
+    """
+    timeout, spent = PATTERN_SECONDS, 0.0
+    for _ in range(PATTERN_TRIES):
+        start = time.thread_time()
+        try:
+            return pattern.search(name, timeout=timeout)
+        except TimeoutError:
+            used = time.thread_time() - start
+            spent += used
+            if spent >= 0.9 * PATTERN_SECONDS or used <= 0:
+                break
+            timeout *= (PATTERN_SECONDS - spent) / used  # the process's clock ran timeout / used times this thread's
+    raise StudyError(f"{where}: data.split.pattern {pattern.pattern!r} took more than {PATTERN_SECONDS} s on the "
+                     f"image name {name!r}: write it without nested repetition")
 
 
 def planned_run_count(factors: dict[str, dict[str, dict[str, Any]]], design: str, repeats: int) -> int:
@@ -498,10 +497,11 @@ def default_study_file(files: Sequence[Path], gpu: bool) -> Path | None:
 # --------------------------------------------------------------------------------------------------
 # the data: folders as given, or a split of one folder by a rule (as links in the output folder)
 
-def _group_of(pair: Pair, pattern: re.Pattern[str], where: str) -> str:
-    match = pattern.search(Path(pair.image).name)
+def _group_of(pair: Pair, pattern: regex.Pattern[str], where: str) -> str:
+    name = Path(pair.image).name
+    match = search_name(pattern, name, where)
     if not match:
-        raise StudyError(f"{where}: split pattern {pattern.pattern!r} does not match {Path(pair.image).name}")
+        raise StudyError(f"{where}: split pattern {pattern.pattern!r} does not match {name!r}")
     return match.group(1) if match.groups() else match.group(0)
 
 
