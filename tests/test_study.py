@@ -407,6 +407,12 @@ HUGE_GRID = {name: list(range(1, 11)) for name in
     ({"data": {"images": "all/images", "masks": "all/masks",
                "split": {"by": "group", "pattern": "(x)" * 67, "test": ["x"]}}},
      "data.split.pattern is 201 characters, more than 200"),
+    ({"data": {"images": "all/images", "masks": "all/masks",
+               "split": {"by": "group", "pattern": "a{4294967294}", "test": ["x"]}}},
+     "data.split.pattern 'a{4294967294}': its counted repetitions written out make 4,294,967,294 characters, more "
+     "than 1,000"),
+    ({"data": {"images": "all/images", "masks": "all/masks", "split": {"by": "group", "pattern": "(?x)a", "test": []}}},
+     "data.split.pattern '(?x)a': the flag x is not for split patterns"),
     ({"data": {"train": {"images": "a", "masks": "b"}, "tests": {"images": "c", "masks": "d"}}},
      "unknown key 'tests' in data (known: root, images, masks, split, train, validation, test)"),
     ({"data": {"train": {"images": ["a"], "masks": "b"}}}, "data.train.images must be text, not a list"),

@@ -49,6 +49,7 @@ from moleseg.core import options
 from moleseg.core.config import STUDIES_DIR
 from moleseg.core.errors import duplicate_key, parse_failure
 from moleseg.core.pairing import Pair, PairingError, pair_folders
+from moleseg.core.patternsize import spelled_out_size
 from moleseg.core.words import count_of, noun_for
 
 #: Designs a study file may ask for.
@@ -63,8 +64,10 @@ MAX_PLANNED_RUNS: int = 1000
 #: Largest study file read, in bytes: the shipped ones are under 2 kB; PyYAML's pure-Python parser (the only one
 #: that can refuse aliases) took 2 s of the server's CPU for 100 kB of small values, 21 s for 1 MB.
 MAX_STUDY_FILE_BYTES: int = 64 << 10
-#: Longest split pattern, in characters.
+#: Longest split pattern, in characters, and once its counted repetitions are written out (``regex`` compiles
+#: ``a{4294967294}`` so, taking all the memory; :func:`moleseg.core.patternsize.spelled_out_size`).
 MAX_PATTERN_CHARS: int = 200
+MAX_PATTERN_SIZE: int = 1000
 #: Longest time (CPU seconds) the split pattern may take on one image name: the sensible patterns take under
 #: 5 ms on any name of up to 250 characters; one that backtracks without end is stopped there.
 PATTERN_SECONDS: float = 0.05
@@ -285,18 +288,25 @@ def _check_data(data: dict[str, Any], where: str) -> None:
 
 
 def split_pattern(rule: dict[str, Any], where: str) -> regex.Pattern[str]:
-    """The compiled ``pattern`` of a split rule (at most :data:`MAX_PATTERN_CHARS`), compiled by the ``regex``
-    package in Python's ``re`` syntax (its default, VERSION0): that package bounds each search's time
-    (:func:`search_name`), which ``re`` cannot.
+    """The compiled ``pattern`` of a split rule (at most :data:`MAX_PATTERN_CHARS`, :data:`MAX_PATTERN_SIZE`
+    written out), compiled by the ``regex`` package in Python's ``re`` syntax (its default, VERSION0): that
+    package bounds each search's time (:func:`search_name`), which ``re`` cannot.
 
     Raises
     ------
     StudyError
-        The pattern is not text, too long or not a valid regular expression.
+        The pattern is not text, too long (as written or written out) or not a valid regular expression.
     """
     text = _text(rule.get("pattern"), "data.split.pattern", where)
     if len(text) > MAX_PATTERN_CHARS:
         raise StudyError(f"{where}: data.split.pattern is {len(text)} characters, more than {MAX_PATTERN_CHARS}")
+    try:
+        size = spelled_out_size(text)
+        if size > MAX_PATTERN_SIZE:
+            raise ValueError(f"its counted repetitions written out make {size:,} characters, more than "
+                             f"{MAX_PATTERN_SIZE:,}")
+    except ValueError as error:
+        raise StudyError(f"{where}: data.split.pattern {text!r}: {error}") from None
     try:
         return regex.compile(text)
     except regex.error as error:
