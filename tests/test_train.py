@@ -611,3 +611,30 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, fini
     overlap = training_overlap(info, [copy, new, test_pairs[1].image])
     assert overlap.images == (copy,) and (overlap.count, overlap.total) == (1, 3)
     assert overlap.warning().startswith("1 of 3 evaluated images were used to train this model")
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_resumes_without_the_model_it_started_from(tmp_path, dataset, eager):
+    """A resumed training reads its network, weights, solver and frozen BatchNorm layers from its own last.keras:
+    the model file it was fine-tuned from (its ``weights`` option) is not read again, so a run resumes after that
+    file is gone (moved, deleted, on a drive no longer mounted), with the layers its start froze still frozen."""
+    import shutil
+
+    from moleseg.network.bnrescue import all_layers
+
+    images, masks = dataset
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=1), tmp_path / "source_run")
+    source = tmp_path / "source.keras"
+    shutil.copyfile(tmp_path / "source_run" / "model.keras", source)
+    run = tmp_path / "run"
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=1, weights=str(source)), run)
+    # 6 training pairs: the 29 BatchNorm layers, each with the source's trained statistics, are frozen
+    assert "29 BatchNorm layers keep the statistics loaded with the weights (frozen)" in (run / "log.txt").read_text()
+    source.unlink()
+    trainer = Trainer(tiny_config(images, masks, tmp_path / "cache", epochs=2, weights=str(source)), run)
+    trainer.prepare(resume=True)
+    batchnorm = [layer for layer in all_layers(trainer.model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batchnorm) == 29 and not any(layer.trainable for layer in batchnorm)
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=2, weights=str(source)), run, resume=True)
+    assert [row["epoch"] for row in read_history(run / "history.csv")] == [1.0, 2.0]
+    assert "resuming after epoch 1" in (run / "log.txt").read_text()
