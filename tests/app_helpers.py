@@ -87,7 +87,7 @@ def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, se
             process = subprocess.Popen(command, cwd=APP.parent, env=server_env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT)
             try:
-                answered = healthy(url, process, timeout, poll_s=0.5)
+                answered = healthy(url, process, timeout)
                 if answered and listens_on(process.pid, port):
                     break
                 stop_server(process)
