@@ -23,6 +23,7 @@ from moleseg.app import trainstatus
 from moleseg.core.config import data_dir
 from moleseg.core.userspace import shared_space
 from moleseg.engine import jobs, launch, studyrun, trainlock, trainqueue
+from moleseg.engine.runs import RunLog, write_json
 
 #: Longest wait for a queued training to start, in seconds (a waiter looks every WAITER_STEP_S).
 START_WAIT_S = 30.0
@@ -84,8 +85,8 @@ def test_a_queued_training_starts_by_itself_when_the_running_one_ends(app_folder
     ticket, place = trainqueue.own_ticket(runs)
     assert (ticket.run_dir, place, ticket.owner) == (queued, 1, runs.resolve())
     assert (queued / trainqueue.REQUEST_NAME).is_file() and not (queued / jobs.JOB_FILE).exists()
-    assert trainstatus.queue_sentence(runs).startswith(f"Your training {queued.name} waits in the queue (next). It "
-                                                       "starts by itself when the training running now has ended")
+    assert trainstatus.queue_sentence(runs).startswith(f"Your training {queued.name} waits in the queue (next). The "
+                                                       "queue is first come, first served")
     with pytest.raises(trainqueue.QueueRefused, match=f"^{trainqueue.ALREADY_QUEUED}$"):
         queue(runs, "second")
     with monkeypatch.context() as patch:  # two clicks at once both pass the page's look: the waiter refuses one
@@ -121,6 +122,10 @@ def test_two_users_queued_start_oldest_first(app_folders, tmp_path, fake_trainin
     assert eventually(lambda: [path.name for path in trainqueue.queue_dir().iterdir()] == ["queue.lock"], 5)
 
 
+#: What a study shows while one training queued before its run goes first.
+FIRST = "1 training queued before this run goes first (first come, first served)"
+
+
 def test_a_study_lets_a_queued_training_in_between_two_of_its_runs(app_folders, tmp_path, fake_training,  # noqa: F811
                                                                    queue):
     first, _ = fake_training()
@@ -138,20 +143,19 @@ def test_a_study_lets_a_queued_training_in_between_two_of_its_runs(app_folders, 
     study.start()
     try:
         shown = eventually(lambda: studyrun.read_progress(out).waiting and studyrun.read_progress(out))
-        assert shown.waiting == "1 queued training goes first"
-        assert shown.describe() == ("1/2 runs finished (running); next: base-seed0; waiting: 1 queued training goes "
-                                    "first")
+        assert shown.waiting == FIRST
+        assert shown.describe() == f"1/2 runs finished (running); next: base-seed0; waiting: {FIRST}"
         with trainqueue.queue_lock():  # the queued training cannot start yet: the lock stays free a while
             finish(holder_of(first))
             time.sleep(4 * launch.POLL_S)
             assert trainlock.active_training() is None and not (study_run / jobs.JOB_FILE).exists()
-            assert studyrun.read_progress(out).waiting == "1 queued training goes first"
+            assert studyrun.read_progress(out).waiting == FIRST
         eventually(lambda: holder_of(ann_run))
         assert eventually(lambda: studyrun.read_progress(out).waiting == "another training is running")
         assert not (study_run / jobs.JOB_FILE).exists()
         finish(holder_of(ann_run))
         assert eventually(lambda: holder_of(study_run)).origin == "study"
-        assert lines == ["waiting: 1 queued training goes first", "waiting: another training is running"]
+        assert lines == [f"waiting: {FIRST}", "waiting: another training is running"]
         finish(holder_of(study_run))
     finally:
         if (holder := trainlock.active_training()) is not None:
@@ -179,15 +183,17 @@ def test_a_running_study_lets_queued_trainings_in_between_its_runs(app_folders, 
     try:
         runs = [out / "runs" / entry.run_id for entry in eventually(lambda: studyrun.read_plan(out)).runs]
         assert eventually(lambda: studyrun.read_progress(out).waiting == "another training is running")
-        ann_run = queue(tmp_path / "users" / "ann" / "runs", "ann-run")
-        assert eventually(lambda: studyrun.read_progress(out).waiting == "1 queued training goes first")
+        ann_run = queue(tmp_path / "users" / "ann" / "runs", "ann-run")  # after the study's first run asked
+        assert trainqueue.own_ticket(tmp_path / "users" / "ann" / "runs")[1] == 2  # behind the study's turn
         finish(holder_of(first))
-        eventually(lambda: holder_of(ann_run))  # before the study's first run
-        finish(holder_of(ann_run))
-        eventually(lambda: holder_of(runs[0]))
+        eventually(lambda: holder_of(runs[0]))  # first come, first served: before ann's training
+        assert not (ann_run / jobs.JOB_FILE).exists()
         carol_run = queue(tmp_path / "users" / "carol" / "runs", "carol-run")  # queued during the study's run
         finish(holder_of(runs[0]))
-        eventually(lambda: holder_of(carol_run))  # between the study's two runs
+        eventually(lambda: holder_of(ann_run))  # both queued before the study's second run asked: they go first
+        assert eventually(lambda: studyrun.read_progress(out).waiting == FIRST)  # carol's
+        finish(holder_of(ann_run))
+        eventually(lambda: holder_of(carol_run))
         assert not (runs[1] / jobs.JOB_FILE).exists()
         shown = eventually(lambda: studyrun.read_progress(out).waiting == "another training is running"
                            and studyrun.read_progress(out))
@@ -199,7 +205,7 @@ def test_a_running_study_lets_queued_trainings_in_between_its_runs(app_folders, 
         if (holder := trainlock.active_training()) is not None:
             finish(holder)
         thread.join(START_WAIT_S)
-    assert not thread.is_alive() and "waiting: 1 queued training goes first" in lines
+    assert not thread.is_alive() and f"waiting: {FIRST}" in lines
 
 
 def test_a_withdrawn_request_ends_its_waiter_and_leaves_nothing(app_folders, fake_training, queue):  # noqa: F811
@@ -346,3 +352,97 @@ def test_a_look_at_a_lock_that_meets_another_look_finds_no_owner(tmp_path, monke
         assert trainlock.held(trainlock.process_flock(path)) is True
     finally:
         owner.release()
+
+
+def test_a_study_waits_only_for_the_trainings_queued_before_it(app_folders, tmp_path, monkeypatch):
+    """First come, first served, a study's next run included: users queueing one training after another no longer
+    hold a study back for ever (it gave way while any ticket was live). Fake tickets held in this process, no
+    training: the waiter's start is recorded."""
+    ann, bob = (tmp_path / "users" / name / "runs" for name in ("ann", "bob"))
+    ann_ticket, ann_held = trainqueue._register(ann / "ann-run", ann)
+    out = tmp_path / "users" / "carol" / "runs" / "study-x"
+    out.mkdir(parents=True)
+    lines: list[str] = []
+    progress = studyrun.StudyProgress(runs=2, done=0, active=["base-seed0"], status="running")
+    giving_way = studyrun.StudyGivingWay(out, progress, lines.append)
+    assert giving_way(None) is True  # ann queued before the study's run asked for its turn
+    words = "1 training queued before this run goes first (first come, first served)"
+    assert studyrun.read_progress(out).waiting == words and lines == [f"waiting: {words}"]
+    bob_run = bob / "bob-run"
+    bob_run.mkdir(parents=True)
+    write_json(bob_run / trainqueue.REQUEST_NAME, {"config": {"epochs": 1}})
+    bob_ticket, bob_held = trainqueue._register(bob_run.resolve(), bob.resolve())  # queued after the study
+    assert [ticket.kind for ticket in trainqueue.live_tickets()] == ["training", "study", "training"]
+    assert trainqueue.own_ticket(out) is None and trainqueue.queued_count() == 3
+    assert trainstatus.queue_sentence(bob) == (
+        "Your training bob-run waits in the queue (place 3 of 3). The queue is first come, first served, a study's "
+        "next run taking its place in it as a training does: yours starts by itself when those ahead of it have "
+        "ended; you may close this page.")
+    ann_held.release()  # ann's waiter ends (her training started): her ticket is dropped
+    assert giving_way(None) is False  # bob's ticket is live, but came after: the study's run goes first
+    assert giving_way(trainlock.TrainingHolder(pid=1, origin="app")) is False  # only the lock is waited for
+    assert studyrun.read_progress(out).waiting == "another training is running"
+    started: list[Path] = []
+    monkeypatch.setattr(launch, "start_training", lambda config, run_dir, **kwargs: started.append(run_dir))
+    log = RunLog(tmp_path / "waiter.log")
+    assert trainqueue._try_start(bob_ticket, None, log) is False and started == []  # behind the study's turn
+    giving_way.release()  # the study's run holds the training lock
+    assert [ticket.kind for ticket in trainqueue.live_tickets()] == ["training"] and out.is_dir()
+    assert trainqueue._try_start(bob_ticket, None, log) is True and started == [bob_run.resolve()]
+    bob_held.release()
+    assert trainqueue.live_tickets() == []
+    dead = studyrun.StudyGivingWay(out, progress, lines.append)
+    assert dead(None) is False and [ticket.kind for ticket in trainqueue.live_tickets()] == ["study"]
+    dead._held.release()  # the study process killed: the kernel lets go of its ticket's lock
+    assert trainqueue.live_tickets() == [] and out.is_dir()  # its ticket dropped, nothing of the study's
+    assert not dead.ticket.path.exists()
+
+
+def test_an_admin_cannot_withdraw_a_study_s_turn_and_is_told_why(signed_in, queue):  # noqa: F811 (fixtures)
+    """A study's turn is held by the study's own process until its run starts: withdrawing it did nothing and the
+    admin read that it "had already left the queue", while it stayed first. Now the refusal says what it is."""
+    carol, bob = (shared_space(data_dir(), name).runs for name in ("carol", "bob"))
+    study = carol / "study-x"
+    study.mkdir()
+    progress = studyrun.StudyProgress(runs=2, done=0, active=["base-seed0"], status="running")
+    turn = studyrun.StudyGivingWay(study, progress, lambda line: None)
+    alice_run = shared_space(data_dir(), "alice").runs / "alice-run"
+    alice_run.mkdir()
+    try:
+        with trainlock.hold_training_lock(alice_run, "app"):
+            assert turn(trainlock.active_training()) is False  # first in the queue, waiting for the lock
+            bob_run = queue(bob, "bobs-run")
+            signed_in("boss")
+            at = app_test(PAGE)
+            assert [(row["place"], row["user"], row["run"]) for row in at.dataframe[0].value.to_dict("records")] == [
+                (1, carol.parent.name, "study-x (study)"), (2, bob.parent.name, bob_run.name)]
+            at.selectbox(key="train_queue_pick").set_value(0).run()
+            at.button(key="train_withdraw_other").click().run()
+            assert not at.exception and texts(at.warning) == [
+                "The queue cannot withdraw study-x: it is a study run's turn, held by its own process until its "
+                "training starts (stop the study run instead)."]
+            assert [ticket.kind for ticket in trainqueue.live_tickets()] == ["study", "training"]
+            with pytest.raises(trainqueue.QueueRefused, match="^the queue cannot withdraw study-x: "):
+                trainqueue.withdraw(study)
+            assert trainqueue.withdraw(bob) and not trainqueue.withdraw(bob)  # a training's is withdrawn as before
+    finally:
+        turn.release()
+    assert trainqueue.live_tickets() == []
+
+
+def test_an_admin_s_queue_names_no_user_for_a_turn_outside_the_users_folders(signed_in, tmp_path):  # noqa: F811
+    """``moleseg train --wait --out <anywhere>`` takes a terminal's turn whose folder lies in no user's folder: the
+    admin's table named its parent folder ("elsewhere") as its user."""
+    run = tmp_path / "elsewhere" / "run1"
+    run.mkdir(parents=True)
+    turn = trainqueue.Turn(run, "terminal")
+    study = shared_space(data_dir(), "carol").runs / "study-x"
+    study.mkdir()
+    carol = trainqueue.Turn(study, "study")
+    try:
+        assert turn(None) is False and carol(None) is True  # taken in this order: the terminal's first
+        assert [(row["place"], row["user"], row["run"]) for row in trainstatus.queue_rows()] == [
+            (1, trainstatus.NO_USER, "run1 (terminal)"), (2, study.parent.parent.name, "study-x (study)")]
+    finally:
+        turn.release()
+        carol.release()

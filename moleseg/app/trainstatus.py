@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from moleseg.core.trainconfig import training_name
+from moleseg.core.userspace import owning_space
 from moleseg.core.words import capitalised
 from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.engine.finetune import read_base_comparison
@@ -201,15 +202,28 @@ def queue_sentence(runs: str | Path) -> str:
     ticket, place = found
     total = trainqueue.queued_count()
     where = "next" if place == 1 else f"place {place} of {max(total, place)}"
-    return (f"Your training {ticket.run_dir.name} waits in the queue ({where}). It starts by itself when the "
-            "training running now has ended (a study lets it in between two of its runs); you may close this page.")
+    return (f"Your training {ticket.run_dir.name} waits in the queue ({where}). The queue is first come, first "
+            "served, a study's next run taking its place in it as a training does: yours starts by itself when "
+            "those ahead of it have ended; you may close this page.")
 
 
 def queue_rows() -> list[dict[str, Any]]:
     """The whole queue, oldest first, for an admin: place, whose (the user's folder), run and when it was queued."""
-    return [{"place": place, "user": ticket.owner.parent.name, "run": ticket.run_dir.name,
+    return [{"place": place, "user": _user_of(ticket), "run": ticket.run_dir.name
+             + ("" if ticket.kind == trainqueue.TRAINING else f" ({ticket.kind})"),
              "queued": time.strftime("%Y-%m-%d %H:%M", time.localtime(ticket.requested)), "owner": str(ticket.owner)}
             for place, ticket in enumerate(trainqueue.live_tickets(), start=1)]
+
+
+#: The "user" of a queue row whose folder lies in no user's folder (``moleseg train --wait --out`` elsewhere).
+NO_USER = "(in no user's folder)"
+
+
+def _user_of(ticket: trainqueue.Ticket) -> str:
+    """The name of the user's folder whose ticket it is (a queued training's runs folder, a study's folder), or
+    :data:`NO_USER`."""
+    space = owning_space(ticket.owner)
+    return space.runs.parent.name if space else NO_USER
 
 
 def _remove_if_empty(run_dir: Path) -> None:

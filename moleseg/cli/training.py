@@ -127,13 +127,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Only the chief writes --out; another worker's request, progress and log live in a temporary folder.
     with nullcontext(None) if chief else tempfile.TemporaryDirectory(prefix="moleseg-worker-") as folder:
         job_dir = run_dir if folder is None else Path(folder) / run_dir.name
+        turn = trainqueue.Turn(job_dir, "terminal")  # first come, first served with the app's queue
         try:
             status = start_training(config, job_dir, resume=resume, wait=True, origin="terminal",
                                     wait_for_lock=args.wait, cluster_worker=not chief, on_progress=progress,
-                                    echo=echo, give_way=lambda holder: trainqueue.queued_count() > 0)
+                                    echo=echo, give_way=turn, on_start=turn.release)
         except TrainingBusy as error:
             raise CommandError(f"{error} (or give --wait to start when it ends)") from None
         finally:
+            turn.release()
             bar.close()
     if status.status != "done":
         log = f" (see {run_dir / 'job.log'})" if chief else ""

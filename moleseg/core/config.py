@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from moleseg.core import settings
+from moleseg.core.memorylimit import available_memory_bytes, memory_limit_bytes
 
 #: Largest image accepted by the reader, in pixels (width x height), checked from the file's header
 #: before decoding (a 6000 x 4000 camera image is 24 MP).
@@ -247,43 +248,29 @@ def runs_dir() -> Path:
     return Path(value) if value else data_dir() / RUNS_FOLDER_NAME
 
 
-def _meminfo_bytes(field: str) -> int | None:
-    """The ``field`` of ``/proc/meminfo`` (e.g. ``MemAvailable``), bytes; None when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give (``MemAvailable`` of ``/proc/meminfo``), bytes; None when unknown."""
-    return _meminfo_bytes("MemAvailable")
-
-
-#: Share of the machine's memory (``MemTotal``) that the analyses one user's open Analyse pages hold may take
+#: Share of the memory the server may use (:func:`moleseg.core.memorylimit.memory_limit_bytes`: the machine's or
+#: its container's limit, whichever is smaller) that the analyses one user's open Analyse pages hold may take
 #: together on a shared server (:class:`moleseg.app.heldmemory.HeldAnalyses`): each holds its image, the network's
 #: probabilities, its masks and pictures (``moleseg.app.heldmemory.HELD_BYTES_PER_PIXEL`` a pixel) however small
 #: its file, so that 200 files of a few kB each, in as many tabs as a script opens, took all of it, and every other user's
 #: images were refused as too large for the memory left.
 ANALYSIS_MEMORY_SHARE: float = 0.25
-#: The analyses' share of one user, in bytes, when the machine's memory cannot be read.
+#: The analyses' share of one user, in bytes, when the memory the server may use cannot be read.
 ANALYSIS_BYTES_UNKNOWN_MEMORY: int = 8 * 1024**3
 
 
-def analysis_bytes_per_user() -> int:
+def analysis_bytes_per_user(root: Path = Path("/")) -> int:
     """Bytes of analyses one user's open Analyse pages may hold at once on a shared server:
-    :data:`ANALYSIS_MEMORY_SHARE` of the machine's memory, or :data:`ANALYSIS_BYTES_UNKNOWN_MEMORY`."""
-    total = _meminfo_bytes("MemTotal")
+    :data:`ANALYSIS_MEMORY_SHARE` of the memory the server may use (``root``: where ``/proc`` and ``/sys`` are
+    read, :func:`moleseg.core.memorylimit.memory_limit_bytes`), or :data:`ANALYSIS_BYTES_UNKNOWN_MEMORY`."""
+    total = memory_limit_bytes(root)
     return ANALYSIS_BYTES_UNKNOWN_MEMORY if total is None else int(total * ANALYSIS_MEMORY_SHARE)
 
 
 def max_image_pixels() -> int:
     """Largest image the readers accept now, in pixels: :data:`DEFAULT_MAX_PIXELS`, lowered to what the
-    available memory can analyse (``available / ANALYSIS_BYTES_PER_PIXEL``) on a machine short of memory."""
+    available memory can analyse (``available / ANALYSIS_BYTES_PER_PIXEL``, the machine's or the container's,
+    :func:`moleseg.core.memorylimit.available_memory_bytes`) on a machine short of memory."""
     available = available_memory_bytes()
     if available is None:
         return DEFAULT_MAX_PIXELS

@@ -10,9 +10,10 @@ bytes only (native: ``Rows x Columns x SamplesPerPixel x BitsAllocated / 8``; en
 ``get_frame`` on the file, which reads the Basic Offset Table and the first frame's fragments), and
 :func:`hold_first_frame` gives pydicom the dataset holding that frame alone, decoded as the whole file would have been.
 
-Layouts read so only: native pixel data of a defined length and encapsulated pixel data of an undefined length
-in a dataset that is not :func:`deflated`; a deflated file is read whole as before, and for any other
-(malformed) layout :func:`pixel_element` says :data:`WHOLE` and the caller reads the file as before.
+Layouts read so only: native pixel data of a defined length (VR OB, OW, or UN read as an implicit VR one) and
+encapsulated pixel data of an undefined length in a dataset that is not :func:`deflated`; a deflated file is read
+whole as before, and for any other (malformed) layout :func:`pixel_element` says :data:`WHOLE` and the caller reads
+the file whole only when no more bytes follow than one frame may take (:func:`frame_limit`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ __all__ = ["WHOLE", "FrameTooLarge", "PixelElement", "deflated", "first_frame", 
 
 _PIXEL_DATA, _ITEM, _SEQUENCE_END = 0x7FE00010, 0xFFFEE000, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-#: Explicit VRs a Pixel Data element is read with here (4-byte length after 2 reserved bytes).
-_PIXEL_VRS = ("OB", "OW")
+#: Explicit VRs a Pixel Data element is read with here (4-byte length after 2 reserved bytes); UN is given as
+#: an implicit VR one is.
+_PIXEL_VRS = ("OB", "OW", "UN")
 #: What :func:`pixel_element` returns for a file to be read whole (see the module's text).
 WHOLE = "whole"
 #: Bytes a compressed frame may take beyond twice its native size (markers, tables, an ICC profile).
@@ -49,13 +51,14 @@ def frame_limit(frame_bytes: int) -> int:
 class PixelElement:
     """A Pixel Data element's header: its ``vr``, declared ``length`` (``0xFFFFFFFF``: encapsulated), the
     ``offset`` of its value in the file, the file's byte ``order`` (``"<"`` or ``">"``) and, encapsulated, the
-    number of ``items`` (the Basic Offset Table and the fragments)."""
+    number of ``items`` (the Basic Offset Table and the fragments) and the bytes of the fragments."""
 
     vr: str
     length: int
     offset: int
     order: str
     items: int = 0
+    fragment_bytes: int = 0
 
     @property
     def encapsulated(self) -> bool:
@@ -70,12 +73,13 @@ def _size(fp: IO[bytes]) -> int:
     return size
 
 
-def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> int:
-    """The number of items of the encapsulated value; EOFError when the file ends before its sequence
+def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> PixelElement:
+    """``element`` with the number of items of the encapsulated value and the bytes of its fragments (the items
+    after the Basic Offset Table); EOFError when the file ends before its sequence
     delimiter: the item headers are read (8 bytes each; the dataset scan has bounded their number), their values
     skipped. An item of an undefined length or an unexpected tag stops the walk: pydicom's ``get_frame`` refuses
     those."""
-    position, items = element.offset, 0
+    position, items, fragment_bytes = element.offset, 0, 0
     while True:
         fp.seek(position)
         head = fp.read(8)
@@ -84,7 +88,8 @@ def _check_fragments(fp: IO[bytes], element: PixelElement, size: int) -> int:
         group, number, length = struct.unpack(element.order + "HHI", head)
         tag = group << 16 | number
         if tag == _SEQUENCE_END or tag != _ITEM or length == _UNDEFINED:
-            return items
+            return replace(element, items=items, fragment_bytes=fragment_bytes)
+        fragment_bytes += length if items else 0
         items += 1
         position += 8 + length
         if position > size:
@@ -130,7 +135,6 @@ def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | st
         return None  # Float or Double Float Pixel Data: no Pixel Data, as when pydicom reads them
     if implicit:
         length = struct.unpack(order + "I", head[4:])[0]
-        vr = "OB" if length == _UNDEFINED else "OW"  # as pydicom gives an implicit VR Pixel Data element
     else:
         vr = head[4:6].decode("latin-1")
         if vr not in _PIXEL_VRS:
@@ -139,12 +143,14 @@ def pixel_element(fp: IO[bytes], dataset: Any, syntax: Any) -> PixelElement | st
         if len(raw) < 4:
             return WHOLE
         length = struct.unpack(order + "I", raw)[0]
+    if implicit or vr == "UN":
+        vr = "OB" if length == _UNDEFINED else "OW"  # as pydicom gives an implicit VR Pixel Data element
     element = PixelElement(vr=vr, length=length, offset=fp.tell(), order=order)
     if element.encapsulated != bool(syntax.is_compressed):
         return WHOLE  # native data of an undefined length or compressed data of a defined one
     size = _size(fp)
     if element.encapsulated:
-        element = replace(element, items=_check_fragments(fp, element, size))
+        element = _check_fragments(fp, element, size)
     elif size - element.offset < length:
         raise EOFError(f"the pixel data ends after {size - element.offset} of its {length} bytes")
     fp.seek(start)
@@ -177,7 +183,7 @@ def first_frame(fp: IO[bytes], element: PixelElement, frame_bytes: int, frames: 
     """The first frame's bytes: native, the first ``frame_bytes`` of the value; encapsulated, the frame pydicom's
     decoder takes (``get_frame`` with ``number_of_frames=frames`` and the Extended Offset Table when given),
     reading at most :func:`frame_limit` bytes for the frame, 4 for each item of the Basic Offset Table and 8 for
-    each item's header.
+    each item's header (nothing when the file has one frame, whose fragments take more than that).
 
     Raises
     ------
@@ -191,6 +197,8 @@ def first_frame(fp: IO[bytes], element: PixelElement, frame_bytes: int, frames: 
     fp.seek(element.offset)
     if not element.encapsulated:
         return fp.read(min(frame_bytes, element.length))
+    if frames == 1 and element.fragment_bytes > frame_limit(frame_bytes):  # every fragment is the frame's
+        raise FrameTooLarge(f"the one frame takes {element.fragment_bytes} bytes")
     capped = _Capped(fp, frame_limit(frame_bytes) + 12 * (element.items + 1))
     return get_frame(capped, 0, number_of_frames=frames, extended_offsets=extended_offsets,
                      endianness=element.order)

@@ -13,7 +13,8 @@ DICOM files are untrusted: ``Rows x Columns`` is checked against the image reade
 pixel is decoded, and a native pixel data element whose length is not ``Rows x Columns x SamplesPerPixel x
 BitsAllocated / 8`` (per frame) is refused with both lengths. What would unpack to more than it declares is
 refused before it is unpacked: a dataset of more elements than a photograph has or a deflated one inflating past
-:func:`max_inflated_bytes` (:mod:`moleseg.core.dicomscan`), a compressed
+:func:`max_inflated_bytes` (:mod:`moleseg.core.dicomscan`, which also refuses from the headers a length past the end
+of the file and a sequence never closed), pixel data in a layout read whole of more bytes than a frame, a compressed
 frame whose own header declares another size or sample count than the file (:mod:`moleseg.core.codestreams`),
 an RLE segment longer than its plane, a compressed frame of more than twice its uncompressed size and 1 MiB.
 Every refusal is a :class:`DicomReadError` ``"<file name>: <reason>"``, which the image reader passes on as its
@@ -35,7 +36,7 @@ from moleseg.core.codestreams import frame_size, rle_overlong_segment
 from moleseg.core.config import max_image_pixels
 from moleseg.core.dicomframes import (WHOLE, FrameTooLarge, PixelElement, deflated, first_frame, frame_limit,
                                      hold_first_frame, pixel_element)
-from moleseg.core.dicomscan import dataset_problem, unknown_syntax
+from moleseg.core.dicomscan import ENDS_EARLY, dataset_problem, unknown_syntax
 from moleseg.core.errors import open_failure
 from moleseg.core.pixels import integer_to_uint8
 from moleseg.core.words import count_of
@@ -143,6 +144,18 @@ def _check_dataset(fp: IO[bytes], label: str) -> None:
         raise DicomReadError(label, problem)
 
 
+def _check_whole(fp: IO[bytes], start: int, dataset: Any, compressed: bool, label: str) -> None:
+    """Refuse pixel data that pydicom would read whole (a layout :func:`moleseg.core.dicomframes.pixel_element`
+    does not read frame by frame; its header at ``start``) when more bytes follow it than one frame may take
+    (:func:`moleseg.core.dicomframes.frame_limit`)."""
+    size, limit = fp.seek(0, os.SEEK_END), frame_limit(_layout(dataset, label).frame_bytes)
+    if size - start > limit:
+        why = ("compressed data of a defined length, where encapsulated data has an undefined one" if compressed
+               else "a VR other than OB, OW or UN")
+        raise DicomReadError(label, f"pixel data of a layout read whole ({why}): {size - start:,} bytes to the end "
+                                    f"of the file, more than one frame may take ({limit:,} bytes)")
+
+
 def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) -> tuple[Any, PixelElement | None]:
     """The dataset of ``fp`` (pydicom), refusing unreadable and truncated files and non-photographs, and with
     ``deferred`` (and ``pixels``) the header of its Pixel Data element, read without its value
@@ -162,8 +175,10 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) ->
             dataset = pydicom.dcmread(fp, stop_before_pixels=not pixels or deferred)
             if deferred:
                 syntax = UID(str(dataset.file_meta.get("TransferSyntaxUID", "") or ""))
+                start = fp.tell()
                 element = pixel_element(fp, dataset, syntax) if syntax.is_transfer_syntax else None
                 if element == WHOLE:
+                    _check_whole(fp, start, dataset, syntax.is_compressed, label)
                     fp.seek(0)
                     dataset, element = pydicom.dcmread(fp), None
             raw = dataset.get_item(_PIXEL_DATA_TAG) if pixels and element is None else None
@@ -184,7 +199,7 @@ def _read(fp: IO[bytes], label: str, *, pixels: bool, deferred: bool = False) ->
     except InvalidDicomError as exc:
         raise DicomReadError(label, f"not a readable DICOM file ({exc})") from exc
     except (EOFError, OSError) as exc:
-        raise DicomReadError(label, f"truncated DICOM file: the data ends early ({exc})") from exc
+        raise DicomReadError(label, f"{ENDS_EARLY} ({exc})") from exc
     except AttributeError as exc:
         raise DicomReadError(label, f"a DICOM file without an image (no {exc.name or 'Rows/Columns'})") from exc
     except Exception as exc:  # pydicom raises many types on malformed elements

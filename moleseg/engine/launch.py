@@ -213,6 +213,7 @@ def example_cache(named: str | None, run_dir: Path) -> str | None:
 def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume: bool = False,
                    wait: bool = False, origin: str = "app", wait_for_lock: bool = False, cluster_worker: bool = False,
                    give_way: Callable[[TrainingHolder | None], bool] | None = None,
+                   on_start: Callable[[], None] | None = None,
                    on_progress: Callable[[JobStatus], None] | None = None,
                    echo: Callable[[str], None] | None = None, python: str | None = None) -> JobStatus:
     """Start a training of ``config`` in ``run_dir`` (or resume the one there) in its own process.
@@ -235,7 +236,9 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         When another training runs, wait for it to end instead of raising :class:`TrainingBusy`.
     give_way
         With ``wait_for_lock``: asked at each look with the lock's holder (None when it is free); True waits on
-        even when the lock is free (a study giving way to the queued trainings, :mod:`moleseg.engine.trainqueue`).
+        even when the lock is free (a study's turn in the queue, :class:`moleseg.engine.trainqueue.Turn`).
+    on_start
+        Called once the training holds the lock, or once its start failed (e.g. a turn in the queue given up).
     cluster_worker
         A worker of a multi-worker training other than the chief (``TF_CONFIG``): it joins the chief's training
         and takes no lock (the chief holds it).
@@ -282,6 +285,8 @@ def start_training(config: dict[str, Any] | None, run_dir: str | Path, *, resume
         ProgressWriter(run_dir, fresh=True).write(status="starting", phase="start", message="starting", pid=None)
         child, answer = _spawn(run_dir, python, follow=wait)
         if answer == READY_BYTE or child.returncode != BUSY_EXIT_STATUS:
+            if on_start:
+                on_start()
             break
         _forget(run_dir, created)  # another start won the race for the lock
         if not wait_for_lock:

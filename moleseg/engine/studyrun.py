@@ -3,8 +3,9 @@ the background process the app starts (``python -m moleseg.engine.studyrun``).
 
 Every run is an ordinary run folder ``OUT/runs/<run id>`` trained through
 :func:`moleseg.engine.launch.start_training` (origin ``study``), one at a time: each waits for the training lock,
-so a study, the app and ``moleseg train`` never train at once, and gives way to the trainings queued on the Train
-page (:class:`StudyGivingWay`): they go first, between two of its runs. A run whose ``evaluation.json`` holds the test
+so a study, the app and ``moleseg train`` never train at once, and takes its turn in the queue of the Train page
+(:class:`StudyGivingWay`, first come, first served): the trainings queued before a run asked for its turn go first,
+those queued later wait for it. A run whose ``evaluation.json`` holds the test
 FM is skipped and an interrupted one resumes, so an interrupted study continues where it stopped. Results:
 ``study.csv`` and ``verdicts.md`` (:mod:`moleseg.engine.studystats`). The records of a study folder are typed
 (:class:`StudyPlanRecord`, :class:`StudyProgress`, :class:`StudyFolder`) and read and written here only.
@@ -422,18 +423,21 @@ def run_study(study: Study, out: str | Path, *, echo: Callable[[str], None] = pr
         return rows
 
 
-class StudyGivingWay:
-    """A study's ``give_way`` (:func:`moleseg.engine.launch.start_training`): before each of its runs it waits
-    while a training is queued (:mod:`moleseg.engine.trainqueue`, oldest first) or another one holds the lock, and
-    its ``progress.json`` says so in neutral words (no other user's name or run: the study's owner reads it)."""
+class StudyGivingWay(trainqueue.Turn):
+    """A study's ``give_way`` (:func:`moleseg.engine.launch.start_training`): its next run's turn in the training
+    queue (:class:`moleseg.engine.trainqueue.Turn`, first come, first served): it waits for the trainings queued
+    before it (those queued later wait for it) and for the lock, and its ``progress.json`` says so in neutral words
+    (no other user's name or run: the study's owner reads it)."""
 
     def __init__(self, out: Path, progress: StudyProgress, echo: Callable[[str], None]) -> None:
+        super().__init__(out, "study")
         self.out, self.progress, self.echo, self.said = out, progress, echo, ""
 
     def __call__(self, holder: TrainingHolder | None) -> bool:
-        queued = trainqueue.queued_count()
-        if queued:
-            words = f"{count_of(queued, 'queued training')} {'goes' if queued == 1 else 'go'} first"
+        ahead = self.ahead()
+        if ahead:
+            words = (f"{count_of(ahead, 'training')} queued before this run {'goes' if ahead == 1 else 'go'} first "
+                     "(first come, first served)")
         else:
             words = "another training is running" if holder is not None else ""
         if words != self.said:
@@ -442,21 +446,25 @@ class StudyGivingWay:
             self.progress.write(self.out)
             if words:
                 self.echo(f"waiting: {words}")
-        return bool(queued)
+        return bool(ahead)
 
 
 def _train_run(run: PlannedRun, run_dir: Path, parts: dict[str, dict[str, str]], echo: Callable[[str], None],
-               give_way: Callable[[TrainingHolder | None], bool] | None = None) -> bool:
-    """Train (or resume) one run of a study, waiting for the training lock and giving way to queued trainings
-    (``give_way``); True when it finished."""
+               give_way: StudyGivingWay | None = None) -> bool:
+    """Train (or resume) one run of a study, waiting for the training lock and for its turn in the queue
+    (``give_way``, given up once the run holds the lock); True when it finished."""
     resume = RunFiles(run_dir).config.is_file()
     config = {**with_data(run.config, parts), "name": run.run_id}
     try:
         status = start_training(config if not resume else {"epochs": config["epochs"]}, run_dir, resume=resume,
-                                wait=True, origin="study", wait_for_lock=True, give_way=give_way, echo=None)
+                                wait=True, origin="study", wait_for_lock=True, give_way=give_way,
+                                on_start=give_way.release if give_way else None, echo=None)
     except ValueError as error:
         echo(f"{run.run_id}: failed: {first_line(error)}")
         return False
+    finally:
+        if give_way:
+            give_way.release()
     if status.status == "done" and run_finished(run_dir):
         return True
     echo(f"{run.run_id}: {status.status}: {status.error or status.message}; see {RunFiles(run_dir).job_log}")

@@ -12,9 +12,14 @@ waiter: it is dropped (:func:`live_tickets`), never waited for.
 The waiter waits for the waiter of the ticket just ahead of its own to end (blocking on that ticket's lock), then
 for the training lock to be free; then, holding the queue's lock (:func:`queue_lock`), it starts the training
 (:func:`moleseg.engine.launch.start_training`, origin ``app``), removes its ticket once the training holds the
-training lock, and exits. Studies give way between two runs while any ticket is live
-(:func:`queued_count`, the ``give_way`` of :func:`~moleseg.engine.launch.start_training`). Withdrawing removes the
-ticket (:func:`withdraw`); its waiter sees it gone and ends. At most one ticket per user (per runs folder).
+training lock, and exits. Withdrawing removes the ticket (:func:`withdraw`); its waiter sees it gone and ends. At
+most one ticket per user (per runs folder).
+
+The queue is first come, first served, for a training whose own process waits for the lock too (a study's next
+run, ``moleseg train --wait``): its :class:`Turn` takes a ticket of its own (kind ``study`` or ``terminal``, held by
+that process) when it starts waiting, waits only for the tickets older than it, and gives its ticket up once its
+training holds the lock; the waiters of later tickets wait behind it as behind any other. A study used to give way
+while any ticket was live: users queueing one training after another held it back for ever.
 """
 
 from __future__ import annotations
@@ -67,13 +72,14 @@ class QueueRefused(RuntimeError):
 @dataclass(frozen=True)
 class Ticket:
     """One queued request: ``path`` (its ticket file), ``owner`` (the user's runs folder), ``run_dir``, when it was
-    queued and its waiter's process id."""
+    queued, its waiter's process id and its ``kind`` (:data:`TRAINING`, or a :class:`Turn`'s)."""
 
     path: Path
     owner: Path
     run_dir: Path
     requested: float = 0.0
     pid: int | None = None
+    kind: str = "training"
 
     @property
     def lock_path(self) -> Path:
@@ -81,7 +87,9 @@ class Ticket:
 
 
 #: The fields of a ticket and their kinds (:class:`Ticket` holds them).
-TICKET_FIELDS: dict[str, Kind] = {"owner": str, "run_dir": str, "requested": float, "pid": int}
+TICKET_FIELDS: dict[str, Kind] = {"owner": str, "run_dir": str, "requested": float, "pid": int, "kind": str}
+#: The kind of a queued request's ticket (its waiter starts it); a :class:`Turn`'s kind is its process's.
+TRAINING = "training"
 
 
 def queue_dir() -> Path:
@@ -107,7 +115,7 @@ def _read_ticket(path: Path) -> Ticket | None:
     if not values or not values.get("owner") or not values.get("run_dir"):
         return None
     return Ticket(path, Path(values["owner"]), Path(values["run_dir"]), values.get("requested", 0.0),
-                  values.get("pid"))
+                  values.get("pid"), values.get("kind") or TRAINING)
 
 
 def _lock_path(ticket_path: Path) -> Path:
@@ -149,13 +157,13 @@ def live_tickets() -> list[Ticket]:
             continue
         path.unlink(missing_ok=True)  # its waiter is gone: drop it
         _lock_path(path).unlink(missing_ok=True)
-        if ticket is not None:
+        if ticket is not None and ticket.kind == TRAINING:  # a turn's process waited itself: nothing to drop
             _drop_request(ticket.run_dir)
     return found
 
 
 def queued_count() -> int:
-    """How many requests wait in the queue."""
+    """How many requests (and :class:`Turn`'s) wait in the queue."""
     return len(live_tickets())
 
 
@@ -163,7 +171,7 @@ def own_ticket(owner: str | Path) -> tuple[Ticket, int] | None:
     """The queued request of the user whose runs folder is ``owner`` and its place in the queue (1: next)."""
     owner = Path(owner).resolve()
     for place, ticket in enumerate(live_tickets(), start=1):
-        if ticket.owner == owner:
+        if ticket.owner == owner and ticket.kind == TRAINING:
             return ticket, place
     return None
 
@@ -175,12 +183,18 @@ def withdraw(owner: str | Path) -> bool:
     Raises
     ------
     QueueRefused
-        The queue is busy starting a training for longer than :data:`QUEUE_LOCK_WAIT_S`.
+        The queue is busy starting a training for longer than :data:`QUEUE_LOCK_WAIT_S`, or ``owner`` names a
+        :class:`Turn` (a study's, a terminal's), which its own process holds until its training starts.
     """
     try:
         with queue_lock().acquire(timeout=QUEUE_LOCK_WAIT_S):
             found = own_ticket(owner)
             if found is None:
+                turn = next((ticket for ticket in live_tickets() if ticket.owner == Path(owner).resolve()), None)
+                if turn is not None:
+                    raise QueueRefused(f"the queue cannot withdraw {turn.run_dir.name}: it is a {turn.kind} run's "
+                                       f"turn, held by its own process until its training starts (stop the "
+                                       f"{turn.kind} run instead)")
                 return False
             ticket = found[0]
             ticket.path.unlink(missing_ok=True)  # the waiter, seeing it gone, ends and lets go of its lock
@@ -258,15 +272,54 @@ def _last_line(path: Path) -> str:
 def _register(run_dir: Path, owner: Path) -> tuple[Ticket, FileLock] | None:
     """Under the queue's lock: take a new ticket's lock and write the ticket; None when ``owner`` has one."""
     with queue_lock().acquire(timeout=QUEUE_LOCK_WAIT_S):
-        if any(ticket.owner == owner for ticket in live_tickets()):
+        if any(ticket.owner == owner and ticket.kind == TRAINING for ticket in live_tickets()):
             return None
-        path = queue_dir() / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        ticket = Ticket(path, owner, run_dir, time.time(), os.getpid())
-        held = _ticket_lock(ticket.lock_path)
-        held.acquire(blocking=False)  # before the ticket exists: a visible ticket is always held or dead
-        write_json(path, {"owner": str(owner), "run_dir": str(run_dir), "requested": ticket.requested,
-                          "pid": ticket.pid})
-        return ticket, held
+        return _new_ticket(owner, run_dir, TRAINING)
+
+
+def _new_ticket(owner: Path, run_dir: Path, kind: str) -> tuple[Ticket, FileLock]:
+    """Under the queue's lock: a new ticket, newest of all, and its lock, held by this process."""
+    path = queue_dir() / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+    ticket = Ticket(path, owner, run_dir, time.time(), os.getpid(), kind)
+    held = _ticket_lock(ticket.lock_path)
+    held.acquire(blocking=False)  # before the ticket exists: a visible ticket is always held or dead
+    write_json(path, {"owner": str(owner), "run_dir": str(run_dir), "requested": ticket.requested,
+                      "pid": ticket.pid, "kind": kind})
+    return ticket, held
+
+
+class Turn:
+    """The place in the queue of a training whose own process waits for the training lock (a study's next run:
+    ``kind`` ``study``, ``folder`` the study's; ``moleseg train --wait``: ``terminal``, the run folder), as a
+    ``give_way`` of :func:`moleseg.engine.launch.start_training` (True: wait on). Its ticket is taken at its first
+    look, so that it waits for the tickets queued before it and those queued later wait for it (first come, first
+    served); :meth:`release` (its ``on_start``, and always once it is over) gives it up."""
+
+    def __init__(self, folder: str | Path, kind: str) -> None:
+        self.folder, self.kind = Path(folder).resolve(), kind
+        self.ticket: Ticket | None = None
+        self._held: FileLock | None = None
+
+    def ahead(self) -> int:
+        """How many tickets are older than this turn's (taken now when it has none); every live ticket while the
+        queue's lock stays busy or its folder cannot be written (it is tried again at the next look)."""
+        if self.ticket is None:
+            try:
+                with queue_lock().acquire(timeout=WAITER_STEP_S):
+                    self.ticket, self._held = _new_ticket(self.folder, self.folder, self.kind)
+            except (Timeout, OSError):
+                return queued_count()
+        return sum(other.path.name < self.ticket.path.name for other in live_tickets())
+
+    def __call__(self, holder: trainlock.TrainingHolder | None) -> bool:
+        return self.ahead() > 0
+
+    def release(self) -> None:
+        """Give the ticket up (nothing when none was taken or it was given up already)."""
+        if self.ticket is not None and self._held is not None:
+            _remove(self.ticket)
+            self._held.release()
+        self.ticket = self._held = None
 
 
 def _wait_for(lock: FileLock) -> None:
