@@ -14,7 +14,7 @@ from moleseg.app.quota import check_session_quota
 from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.core.config import FINETUNE_EPOCHS
 from moleseg.engine.finetune import finetune_config, finetune_plan
-from moleseg.engine.runs import RunFiles, read_history
+from moleseg.engine.runs import RunFiles
 from moleseg.core import options
 from moleseg.core.errors import first_line
 from moleseg.core.words import capitalised
@@ -79,9 +79,8 @@ def progress_panel(run_dir: Path) -> None:
     cells[2].metric("Elapsed", jobs.format_duration(shown.elapsed_seconds),
                     help="Wall time of the whole job: preparation, epochs, validation, calibration and test.")
     cells[3].metric("Time left in this phase", jobs.format_duration(status.eta_seconds) if status.active else "\u2014")
-    history = read_history(RunFiles(run_dir).history)
-    if history:
-        st.plotly_chart(charts.training_curves(history), key=f"train_curves_{run_dir.name}")
+    if shown.history:
+        st.plotly_chart(charts.training_curves(list(shown.history)), key=f"train_curves_{run_dir.name}")
     elif status.active:
         st.caption("The curves appear after the first epoch.")
     if status.active:

@@ -251,7 +251,8 @@ def _tiny_model_bytes(seed: int, size: int, n_classes: int, classifier_bias: tup
         model.get_layer("classifier").bias.assign(np.array(classifier_bias, np.float32))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "tiny.keras"
-        save_model(model, path, {"name": "tiny", "n_classes": n_classes, "input_size": size})
+        save_model(model, path, {"name": "tiny", "n_classes": n_classes, "input_size": size,
+                                 "model": config.to_dict()})
         return path.read_bytes()
 
 

@@ -500,3 +500,34 @@ def test_train_refuses_a_weights_file_that_is_no_model_before_any_run_folder(tmp
         assert code == 2
         assert f"initial weights: {reason}" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_an_unforeseen_error_is_one_line_naming_a_private_file_with_its_traceback(tmp_path, monkeypatch, capsys):
+    """A defect (an exception no command foresaw) prints no stack trace: one line naming a private file that keeps
+    the traceback, exit status 70; a foreseen error keeps its one line and exit status 2."""
+    import tempfile
+
+    import moleseg.cli as cli
+
+    def broken(args):
+        return {"a": 1}["b\x1b[2J"]  # a KeyError, its text holding a terminal escape
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(cli, "cmd_info", broken)
+    assert main(["info", "m.keras"]) == 70
+    err = capsys.readouterr().err
+    kept = list(tmp_path.glob("moleseg-error-*.txt"))
+    assert len(kept) == 1 and (kept[0].stat().st_mode & 0o777) == 0o600
+    assert err.splitlines() == [
+        f"error: an unexpected error, a defect of moleseg (KeyError: 'b\\x1b[2J'); please report it with {kept[0]}"]
+    traceback_text = kept[0].read_text()
+    assert traceback_text.startswith("Traceback (most recent call last):") and "in broken" in traceback_text
+    assert traceback_text.rstrip().endswith("KeyError: 'b\\x1b[2J'")
+
+    def refused(args):
+        raise ValueError("model.keras: not a model file")
+
+    monkeypatch.setattr(cli, "cmd_info", refused)
+    assert main(["info", "m.keras"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: model.keras: not a model file"]
+    assert len(list(tmp_path.glob("moleseg-error-*.txt"))) == 1

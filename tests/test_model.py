@@ -382,13 +382,21 @@ def test_transfer_to_other_class_count_skips_only_the_classifier(saved_model):
 
 
 def test_transfer_with_no_matching_layer_is_a_clear_error(tmp_path):
-    # a model whose layer names share nothing with DeepLabV3+
+    # a moleseg network whose layer names share nothing with DeepLabV3+'s: segmentation-models' LinkNet
+    config = ModelConfig(architecture="linknet", backbone="resnet18", input_size=SIZE)
+    path = save_model(build_model(config, weights="none"), tmp_path / "linknet.keras",
+                      {"name": "linknet", "model": config.to_dict()})
+    with pytest.raises(ValueError, match="^linknet.keras: no layer matches"):
+        build_model(ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16), weights=path)
+
+
+def test_transfer_from_a_network_moleseg_does_not_build_is_refused(tmp_path):
+    """A Keras model of the user's own (no network described in its moleseg.json) is not loaded: moleseg builds only
+    its own networks (tests/test_untrusted_networks.py)."""
     inputs = keras.Input((SIZE, SIZE, 3))
-    outputs = keras.layers.Conv2D(3, 1, name="foreign_conv")(inputs)
-    foreign = keras.Model(inputs, outputs)
-    path = tmp_path / "foreign.keras"
-    save_model(foreign, path, {"name": "foreign"})
-    with pytest.raises(ValueError, match="foreign.keras: no layer matches"):
+    foreign = keras.Model(inputs, keras.layers.Conv2D(3, 1, name="foreign_conv")(inputs))
+    path = save_model(foreign, tmp_path / "foreign.keras", {"name": "foreign"})
+    with pytest.raises(ModelFileError, match="^foreign.keras: its moleseg.json describes no network"):
         build_model(ModelConfig(backbone="resnet18", input_size=SIZE, decoder_width=16), weights=path)
 
 

@@ -262,6 +262,38 @@ def test_the_saved_pictures_and_the_database_are_the_server_account_s_only(tmp_p
     assert modes == {"files": "0o700", RECORDS_DB_NAME: "0o600", f"{RECORDS_DB_NAME}-wal": "0o600",
                      f"{RECORDS_DB_NAME}-shm": "0o600"}
 
+def test_a_visit_s_pictures_are_the_server_account_s_only_in_a_files_folder_others_may_read(tmp_path):
+    """records_files_dir is a volume every replica mounts, made by the operator (0755, as mkdir makes it): each
+    visit's folder in it was 0755 too, so every account of the machine could list it and read the photograph
+    and the mask of every saved visit."""
+    shared = tmp_path / "volume"
+    shared.mkdir(mode=0o755)
+    previous = os.umask(0o022)
+    try:
+        records = Records(tmp_path / "data", files_dir=shared)
+        uid = records.record(ALICE, records.save(ALICE, *sample(0), [], lesion="arm")).uid
+    finally:
+        os.umask(previous)
+    assert oct((shared / uid).stat().st_mode & 0o777) == "0o700"
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"  # the operator's folder is left as it is
+
+
+def test_records_an_older_moleseg_left_open_to_others_are_closed_when_first_opened(tmp_path, monkeypatch):
+    """Databases and visits saved before the records were made the server account's only stayed as they were: the
+    database (lesion identifiers, notes) 0644 and each visit's photograph in a 0755 folder, for every account of the
+    machine to read, however new saves were made."""
+    records = Records(tmp_path / "data")
+    uid = records.record(ALICE, records.save(ALICE, *sample(0), [], lesion="arm")).uid
+    os.chmod(records.path, 0o644)
+    os.chmod(records.files / uid, 0o755)
+    (records.files / ("0" * 32)).symlink_to(tmp_path)  # a link is left alone (chmod would change what it points to)
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(records_module, "_CHECKED", set())  # a new process
+    Records(tmp_path / "data")
+    modes = [oct(path.stat().st_mode & 0o777) for path in (records.path, records.files / uid, tmp_path)]
+    assert modes == ["0o600", "0o700", "0o755"]
+
+
 def test_a_deleted_visit_s_identifier_and_notes_leave_the_database_file(tmp_path, monkeypatch):
     """Deleting a visit erases its text from records.sqlite (and its journal), not only from the table: SQLite
     builds that keep SQLite's own default, secure_delete off (Debian's turns it on), left a deleted

@@ -95,3 +95,33 @@ def test_a_damaged_study_folder_record_is_named(tmp_path):
     assert shown.plan.runs[0].run_id == "a" and shown.total_runs == 2
     assert shown.progress.describe() == "1/2 runs finished (running); training: a; failed: b"
     assert shown.progress.fraction == 0.5
+
+
+def test_a_history_is_read_back_and_a_damaged_one_is_one_message_naming_it(tmp_path):
+    """history.csv lies in the user's run folder: read back as numbers; a file that is not UTF-8, not CSV or larger
+    than a 1000-epoch history may be is one RunRecordError naming it (the Train page shows it beside the run, with
+    no curves), not a stack trace or a whole file read; cells past the header are left out."""
+    from moleseg.app import trainstatus
+    from moleseg.engine.runs import MAX_HISTORY_BYTES, read_history, write_history
+
+    history = RunFiles(tmp_path).history
+    assert read_history(history) == []
+    write_history(history, [{"epoch": 1, "loss": 0.5, "val_fm": ""}, {"epoch": 2, "loss": 0.25, "val_fm": 0.75}])
+    assert [{name: row[name] for name in ("epoch", "loss", "val_fm")} for row in read_history(history)] == [
+        {"epoch": 1.0, "loss": 0.5, "val_fm": None}, {"epoch": 2.0, "loss": 0.25, "val_fm": 0.75}]
+    history.write_text("epoch,loss\n1,0.5,extra,cells\n")
+    assert read_history(history) == [{"epoch": 1.0, "loss": 0.5}]
+    for content, reason in [(b"epoch,loss\n1,\xff\xfe\n", "damaged, not UTF-8 text"),
+                            (b'epoch,loss\n1,"' + b"x" * 200_000 + b'"\n',
+                             "damaged, not a readable CSV file (field larger than field limit (131072))"),
+                            (b"epoch\n" + b"1\n" * (MAX_HISTORY_BYTES // 2 + 1),
+                             "damaged, larger than a training history may be (4004 KiB)")]:
+        history.write_bytes(content)
+        with pytest.raises(RunRecordError) as raised:
+            read_history(history)
+        assert str(raised.value) == f"{history}: {reason}"
+    RunFiles(tmp_path).state.write_text("[1, 2]")
+    shown = trainstatus.view(tmp_path)
+    assert shown.history == () and shown.state is None
+    assert shown.problem == (f"{RunFiles(tmp_path).state}: damaged, not a JSON object\n\n"
+                             f"{history}: damaged, larger than a training history may be (4004 KiB)")

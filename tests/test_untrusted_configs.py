@@ -23,7 +23,7 @@ def _study(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("nested", ["[" * 50_000 + "]" * 50_000, "{a: " * 30_000 + "1" + "}" * 30_000],
+@pytest.mark.parametrize("nested", ["[" * 20_000 + "]" * 20_000, "{a: " * 10_000 + "1" + "}" * 10_000],
                          ids=["lists", "mappings"])
 def test_a_deeply_nested_study_file_is_refused_by_name(tmp_path, nested):
     path = _study(tmp_path, f"base: {nested}\nfactors: {{solver: [adam]}}\n")

@@ -17,7 +17,7 @@ from moleseg.core.userspace import owning_space
 from moleseg.core.words import capitalised
 from moleseg.engine import jobs, launch, trainlock, trainqueue
 from moleseg.engine.finetune import read_base_comparison
-from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_state
+from moleseg.engine.runs import RunFiles, RunRecordError, RunState, read_history, read_state
 
 #: Most of the app's runs listed in the table of trainings.
 LISTED_RUNS: int = 50
@@ -36,13 +36,17 @@ class TrainingView:
     started_by
         Who started it, in words ("the app", "a terminal", "a study"), or ``""`` when not known.
     problem
-        The message of a damaged record, or ``""``.
+        The messages of its damaged records (a paragraph each), or ``""``.
+    history
+        Its ``history.csv`` rows (:func:`moleseg.engine.runs.read_history`; none before the first epoch or when
+        damaged: then ``problem`` says so).
     """
 
     status: jobs.JobStatus
     state: RunState | None
     started_by: str = ""
     problem: str = ""
+    history: tuple[dict[str, float], ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -81,11 +85,19 @@ def view(run_dir: str | Path) -> TrainingView:
     started_by = ""
     if holder is not None and holder.run_dir is not None and holder.run_dir == Path(run_dir).resolve():
         started_by = trainlock.ORIGINS[holder.origin] if holder.origin else ""
+    problems: list[str] = []
     try:
-        state, problem = read_state(run_dir), ""
+        state = read_state(run_dir)
     except RunRecordError as error:
-        state, problem = None, str(error)
-    return TrainingView(status=status, state=state, started_by=started_by, problem=problem)
+        state = None
+        problems.append(str(error))
+    try:
+        history = read_history(RunFiles(run_dir).history)
+    except RunRecordError as error:
+        history = []
+        problems.append(str(error))
+    return TrainingView(status=status, state=state, started_by=started_by, problem="\n\n".join(problems),
+                        history=tuple(history))
 
 
 def running() -> trainlock.TrainingHolder | None:

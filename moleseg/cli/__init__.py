@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from moleseg.cli.adopt import add_adopt_command
-from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
-                                int_at_least, parse_pixel_size, printable, say, show_warning_line, write_outputs)
+from moleseg.cli.common import (EXIT_BROKEN_PIPE, EXIT_DEFECT, EXIT_ERROR, EXIT_OK, CommandError, checked_outputs,
+                                int_at_least, parse_pixel_size, printable, report_defect, say, show_warning_line,
+                                write_outputs)
 from moleseg.cli.files import cmd_merge, cmd_predict, cmd_prepare, parse_outline_formats, parse_shard, parse_threshold
 from moleseg.cli.scoring import cmd_compare, cmd_evaluate, cmd_score
 from moleseg.cli.training import add_option_flags, add_worker_arguments, cmd_study, cmd_train
 from moleseg.core.config import BASELINE_NAME, CLASSICAL_NAMES, default_model_spec
 from moleseg.core.dicomexport import NEUTRAL_ID_DIGITS, NEUTRAL_WORD
 from moleseg.core.errors import first_line
+from moleseg.core.terminal import terminal_streams
 
 
 def _bench_images(args: argparse.Namespace) -> Path | None:
@@ -242,17 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moleseg`` console script. Warnings (e.g. a rebuilt inference cache entry) are
-    printed as one line ``warning: ...`` each (:func:`moleseg.cli.common.show_warning_line`)."""
+    printed as one line ``warning: ...`` each (:func:`moleseg.cli.common.show_warning_line`); whatever the command
+    writes on stdout and stderr has its control characters escaped (:class:`moleseg.core.terminal.TerminalText`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), terminal_streams():  # nothing a file holds reaches the terminal as a control
         warnings.showwarning = show_warning_line
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the command of ``args``; an error is one line ``error: ...`` on stderr and the exit status."""
+    """Run the command of ``args``; an error is one line ``error: ...`` on stderr and the exit status
+    (:data:`~moleseg.cli.common.EXIT_DEFECT` for an error no command foresaw, whose traceback goes to the file that
+    line names)."""
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -273,4 +278,7 @@ def _run(args: argparse.Namespace) -> int:
             message = first_line(error)
         print(f"error: {printable(message)}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as error:  # a defect: one line naming the file that keeps its traceback (report_defect)
+        print(f"error: {printable(report_defect(error))}", file=sys.stderr)
+        return EXIT_DEFECT
 

@@ -5,13 +5,14 @@ messages, checked output files and folders, pairing and model loading, and the p
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence, TextIO
 
 from moleseg.core.config import BASELINE_NAME
-from moleseg.core.errors import shown_name
+from moleseg.core.errors import first_line, printable
 from moleseg.core.words import count_of, noun_for
 
 
@@ -19,10 +20,33 @@ EXIT_OK, EXIT_ERROR = 0, 2
 #: Exit status when the reader of standard output went away (``moleseg info m.keras | head``): 128 + SIGPIPE,
 #: as a Unix tool killed by it.
 EXIT_BROKEN_PIPE = 141
+#: Exit status of an error moleseg did not foresee (a defect): ``EX_SOFTWARE`` of BSD's ``sysexits.h``.
+EXIT_DEFECT = 70
+#: Name prefix of the private file (0600, in the system's temporary folder) that keeps such an error's traceback.
+DEFECT_FILE_PREFIX = "moleseg-error-"
 
 
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def report_defect(error: BaseException) -> str:
+    """The one line that stands for an error no command foresaw, its traceback written to a new private file
+    (``DEFECT_FILE_PREFIX*.txt``, 0600, in :func:`tempfile.gettempdir`) that the line names: the terminal gets no
+    stack trace, the maintainers get the whole of it in a report. When no such file can be written the line says
+    so."""
+    import tempfile
+    import traceback
+
+    summary = f"{type(error).__name__}: {first_line(error)}"
+    try:
+        handle, name = tempfile.mkstemp(prefix=DEFECT_FILE_PREFIX, suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write("".join(traceback.format_exception(error)))
+    except OSError as failure:
+        return (f"an unexpected error, a defect of moleseg ({summary}); its details could not be kept "
+                f"({failure.strerror or type(failure).__name__})")
+    return f"an unexpected error, a defect of moleseg ({summary}); please report it with {name}"
 
 
 class ProgressBar:
@@ -31,13 +55,14 @@ class ProgressBar:
     def __init__(self, total: int, description: str, quiet: bool, unit: str = "image") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=description, unit=unit, disable=quiet or not sys.stderr.isatty(),
-                        dynamic_ncols=True, leave=True)
+        stream = getattr(sys.stderr, "raw", sys.stderr)  # its own carriage returns (TerminalText)
+        self.bar = tqdm(total=total, desc=printable(description), unit=unit, file=stream,
+                        disable=quiet or not stream.isatty(), dynamic_ncols=True, leave=True)
 
     def update_to(self, done: int, postfix: str | None = None) -> None:
         self.bar.update(max(0, done - self.bar.n))
         if postfix:
-            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.set_postfix_str(printable(postfix), refresh=False)
 
     def set_total(self, total: int) -> None:
         self.bar.total = total
@@ -104,15 +129,6 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
     print_metric_table(summary["n"], {key: summary[key] for key in keys},
                        baseline["fm"] if baseline and baseline.get("n") else None)
-
-
-def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...); a byte of a
-    file name that is not UTF-8 as ``\\xNN`` (:func:`moleseg.core.errors.shown_name`)."""
-    if text.isprintable():
-        return text
-    text = shown_name(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,

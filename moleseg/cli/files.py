@@ -33,8 +33,9 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
             files.extend(list_images(path))
         elif path.is_file():
             files.append(path)
-        else:
-            failures.append((item, f"{item}: not found"))
+        else:  # a link that loops, or leads to nothing, is not "not found": the name is there
+            failures.append((item, f"{item}: " + ("a link that leads to no file or folder (a loop, or its target is "
+                                                  "missing)" if path.is_symlink() else "not found")))
     unique: dict[Path, Path] = {}
     for file in files:
         unique.setdefault(file.resolve(), file)
@@ -42,8 +43,8 @@ def _input_files(inputs: Sequence[str], failures: list[tuple[str, str]]) -> list
     if not files:
         for name, reason in failures:
             print(skipped_line(name, reason), file=sys.stderr)
-        raise CommandError("no image files to process" + (" (not found: " + ", ".join(
-            printable(name) for name, _ in failures) + ")" if failures else ""))
+        raise CommandError("no image files to process" + (" (" + "; ".join(
+            printable(reason) for _, reason in failures) + ")" if failures else ""))
     return files
 
 

@@ -12,12 +12,14 @@ a path, which :func:`atomic_output` gives.)
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Hashable, Iterator
+from typing import IO, Any, Hashable, Iterator
 
 #: Start of the name of every temporary file of :func:`atomic_output` (recognisable for cleanup).
 TEMPORARY_PREFIX = ".moleseg-tmp."
@@ -125,6 +127,42 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, sync_folder: bool
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
     return Path(path)
+
+
+def open_own_file(path: str | os.PathLike[str], flags: int, link_refusal: str) -> int:
+    """A descriptor of the regular file ``path`` opened with ``flags`` (``os.O_RDONLY``, or ``os.O_WRONLY |
+    os.O_APPEND | os.O_CREAT``, ...), never through a link: a folder that someone else may write (a shared run,
+    study or shard folder) can hold a link of the file's name to any file of the account that opens it
+    (``job.log -> ~/.ssh/authorized_keys``), or a named pipe that blocks it. Blocking again once open.
+
+    Raises
+    ------
+    OSError
+        ``path`` is a link (``"it is a link: <link_refusal>"``) or not a regular file, its ``filename``
+        ``path``; or it cannot be opened.
+    """
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, f"it is a link: {link_refusal}", os.fspath(path)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file", os.fspath(path))
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def open_for_append(path: str | os.PathLike[str], text: bool = False) -> IO[Any]:
+    """``path`` opened to append to (a log), created when missing; never through a link nor into a named pipe
+    (:func:`open_own_file`: OSError)."""
+    descriptor = open_own_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "nothing is written through it")
+    return os.fdopen(descriptor, "a" if text else "ab")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:

@@ -24,19 +24,27 @@ EXTRA_KEYS: tuple[str, ...] = ("run_dir", "recipe")
 
 def resolve_folders(config: Mapping[str, Any], root: str | Path) -> dict[str, Any]:
     """``config`` with every relative folder (the ``folders`` options, and ``weights`` and ``cache_dir``
-    when they are relative paths that exist under ``root``) made absolute under ``root``."""
+    when they are relative paths that exist under ``root``) made absolute under ``root``. A value of another kind
+    (a number, a path with a NUL character) is left as it is, for :func:`moleseg.core.options.problems` to
+    refuse."""
     root = Path(root)
     values = copy.deepcopy(dict(config))
     for item in OPTIONS:
-        if item.kind == "folders" and item.name in values:
+        folders = values.get(item.name)
+        if item.kind == "folders" and isinstance(folders, list) and all(map(_is_path, folders)):
             values[item.name] = [str(folder) if Path(folder).is_absolute() else str(root / folder)
-                                 for folder in values[item.name] or []]
+                                 for folder in folders]
     for name in ("weights", "cache_dir"):
         value = values.get(name)
-        if isinstance(value, str) and value not in ("none", "imagenet") and not Path(value).is_absolute() \
+        if _is_path(value) and value not in ("none", "imagenet") and not Path(value).is_absolute() \
                 and (root / value).exists():
             values[name] = str(root / value)
     return values
+
+
+def _is_path(value: Any) -> bool:
+    """Whether ``value`` is text that can name a file (no NUL character, which the system refuses)."""
+    return isinstance(value, str) and "\0" not in value
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

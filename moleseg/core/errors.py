@@ -70,3 +70,13 @@ def shown_name(text: str) -> str:
     """``text`` (a file name) with each byte that is not UTF-8 (a lone surrogate U+DC80..U+DCFF, as
     :func:`os.fsdecode` keeps it) written ``\\xNN``: text that can be shown and written as UTF-8."""
     return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...), a byte of a
+    file name that is not UTF-8 as ``\\xNN`` (:func:`shown_name`): one line that moves no cursor, for a name in
+    a message."""
+    if text.isprintable():
+        return text
+    text = shown_name(text)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -21,7 +21,8 @@ from typing import Any, Callable, Mapping
 from moleseg.core import options
 from moleseg.core.archive import MODEL_BUDGET, MODEL_INFO_MAX_BYTES, ArchiveError, check_budget, check_directory_entries
 from moleseg.core.atomic import atomic_output
-from moleseg.core.errors import parse_failure
+from moleseg.core.errors import parse_failure, short_reason
+from moleseg.core.trainconfig import MODEL_SECTION, ModelConfig
 
 INFO_ENTRY = "moleseg.json"
 
@@ -307,6 +308,30 @@ def file_info(path: str | Path, values: Mapping[str, Any]) -> ModelInfo:
         return ModelInfo.from_dict(values)
     except ModelFileError as error:
         raise ModelFileError(f"{Path(path).name}: {error}") from None
+
+
+def described_network(values: Any, path: str | Path) -> ModelConfig:
+    """The network the ``moleseg.json`` ``values`` of the ``.keras`` file ``path`` describes: its ``model``
+    section (architecture, backbone, classes, input size..., each checked as the option it is), which moleseg
+    builds (:func:`moleseg.network.build.load_keras_model`).
+
+    Raises
+    ------
+    ModelFileError
+        Naming the file: no ``model`` section, or one that is not a network moleseg builds.
+    """
+    network = values.get(MODEL_SECTION) if isinstance(values, dict) else None
+    if network is None:
+        raise ModelFileError(f"{Path(path).name}: its {INFO_ENTRY} describes no network (no \"{MODEL_SECTION}\" "
+                             "section): moleseg builds a network only from the architecture, backbone, classes and "
+                             "input size given there")
+    try:
+        if not isinstance(network, dict):
+            raise ValueError(f"its {MODEL_SECTION} section is not a JSON object")
+        return ModelConfig.from_dict(network)
+    except ValueError as error:
+        raise ModelFileError(f"{Path(path).name}: its {INFO_ENTRY} describes no network moleseg builds "
+                             f"({short_reason(error)})") from None
 
 
 def network_contradiction(path: str | Path, info: ModelInfo, input_size: Any, n_classes: Any) -> None:

@@ -212,14 +212,16 @@ class Option:
             return [f"unknown {what} {', '.join(map(str, unknown))}; choose from {', '.join(self.choices)}"] \
                 if unknown else []
         if self.kind == "folders":
-            if not (isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value)):
-                return [f"{what} must be a list of folder paths, not {value!r}"]
+            if not (isinstance(value, (list, tuple))
+                    and all(isinstance(item, str) and item and "\0" not in item for item in value)):
+                return [f"{what} must be a list of folder paths, not {value!r}"]  # a NUL: no path holds one
             return [] if len(value) <= MAX_DATASETS else [
                 f"{what} lists {len(value)} folders and takes at most {MAX_DATASETS}"]
         if self.kind == "text":
-            if value is None and self.optional or isinstance(value, str):
+            if value is None and self.optional or isinstance(value, str) and "\0" not in value:
                 return []
-            return [f"{what} must be text, not {value!r}"]
+            return [f"{what} must be text{' without a NUL character' if isinstance(value, str) else ''}, "
+                    f"not {value!r}"]
         if self.kind == "ints":
             if not isinstance(value, (list, tuple)) or (self.length and len(value) != self.length):
                 count = f"{self.length} " if self.length else ""
@@ -234,7 +236,7 @@ class Option:
         what = self.label
         kind = "a whole number" if whole else "a number"
         if (isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real)
-                or not math.isfinite(value)):
+                or not (isinstance(value, numbers.Integral) or math.isfinite(value))):  # a huge int: no float
             return [f"{what} must be {kind}, not {value!r}"]
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
@@ -546,16 +548,20 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
         the configuration is valid.
     """
     found: list[str] = []
+    wrong: set[str] = set()  # options with a problem of their own: the rules between options skip them
     for item in OPTIONS:
-        found.extend(item.problems(get_value(config, item.name, item.default)))
+        own = item.problems(get_value(config, item.name, item.default))
+        found.extend(own)
+        wrong.update([item.name] if own else [])
     for images, masks in FOLDER_PAIRS:
-        if len(get_value(config, images, []) or []) != len(get_value(config, masks, []) or []):
+        if not {images, masks} & wrong and len(get_value(config, images, []) or []) != len(
+                get_value(config, masks, []) or []):
             group = images.replace("images", "").replace("_", " ")
             found.append(f"give {group}image and mask folders in pairs ({images} and {masks})")
     if data and not get_value(config, "images", []):
         found.append("give at least one training dataset (an images folder and a masks folder)")
     splits = [get_value(config, name, default(name)) for name in ("validation_split", "test_split")]
-    if all(isinstance(s, numbers.Real) for s in splits) and sum(splits) >= MAX_HELD_OUT_SHARE:
+    if not {"validation_split", "test_split"} & wrong and sum(splits) >= MAX_HELD_OUT_SHARE:
         found.append(f"validation_split and test_split must leave at least {1 - MAX_HELD_OUT_SHARE:.0%} of the "
                      "pairs for training")
     architecture, backbone = (get_value(config, f"model.{key}", default(f"model.{key}")) for key in ("architecture",
@@ -565,7 +571,7 @@ def problems(config: Mapping[str, Any], *, data: bool = True) -> list[str]:
                      + ", ".join(backbones_for(architecture)))
     scale = get_value(config, "tile_scale", default("tile_scale"))
     inference = get_value(config, "inference", default("inference"))
-    if isinstance(scale, numbers.Real) and scale != 1.0 and inference != "tiles":
+    if "tile_scale" not in wrong and scale != 1.0 and inference != "tiles":
         found.append(f"tile scale {scale:g} needs inference 'tiles' (with '{inference}' every image is resized "
                      "to the input size)")
     return found

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moleseg.core.config import IMAGE_EXTENSIONS
-from moleseg.core.errors import NOT_TEXT_PATH, folder_not_found, is_text_path, shown_name
+from moleseg.core.errors import NOT_TEXT_PATH, folder_not_found, is_text_path, printable, shown_name
 from moleseg.core.imageio import ImageReadError, image_size
 from moleseg.core.words import count_of
 
@@ -187,7 +187,8 @@ class PairingReport:
         )
 
     def summary(self) -> str:
-        """Human-readable text: counts by rule, then every kind of problem (lists cut at 10 names)."""
+        """Human-readable text: counts by rule, then every kind of problem (lists cut at 10 names), one line each
+        (a name's control characters escaped, :func:`moleseg.core.errors.printable`)."""
         n = len(self.pairs)
         by_rule = ", ".join(f"{count} by {rule}" for rule, count in self.rule_counts.items())
         lines = [count_of(n, "pair") + (f" ({by_rule})" if by_rule else "") + "."]
@@ -196,8 +197,8 @@ class PairingReport:
             lines.append(f"{count_of(len(mismatches), 'size mismatch', 'size mismatches')}:")
             for p in mismatches[:_MAX_LISTED]:
                 lines.append(
-                    f"  image {p.image.name} is {_size_text(p.image_size)}, "
-                    f"mask {p.mask.name} is {_size_text(p.mask_size)}"
+                    f"  image {printable(p.image.name)} is {_size_text(p.image_size)}, "
+                    f"mask {printable(p.mask.name)} is {_size_text(p.mask_size)}"
                 )
             if len(mismatches) > _MAX_LISTED:
                 lines.append(f"  ... and {len(mismatches) - _MAX_LISTED} more")
@@ -209,12 +210,12 @@ class PairingReport:
                 lines.append(f"{count_of(len(files), title)}: {_names(files)}")
         if self.conflicts:
             lines.append(f"{count_of(len(self.conflicts), 'ambiguous name')}:")
-            lines.extend(f"  {c}" for c in self.conflicts[:_MAX_LISTED])
+            lines.extend(f"  {printable(c)}" for c in self.conflicts[:_MAX_LISTED])
             if len(self.conflicts) > _MAX_LISTED:
                 lines.append(f"  ... and {len(self.conflicts) - _MAX_LISTED} more")
         if self.warnings:
             lines.append("Warnings:")
-            lines.extend(f"  {w}" for w in self.warnings)
+            lines.extend(f"  {printable(w)}" for w in self.warnings)
         if len(lines) == 1 and n:
             lines.append("No problems found.")
         return "\n".join(lines)
@@ -225,7 +226,7 @@ def _size_text(size: tuple[int, int] | None) -> str:
 
 
 def _names(files: list[Path]) -> str:
-    shown = ", ".join(f.name for f in files[:_MAX_LISTED])
+    shown = ", ".join(printable(f.name) for f in files[:_MAX_LISTED])
     if len(files) > _MAX_LISTED:
         shown += f", ... and {len(files) - _MAX_LISTED} more"
     return shown

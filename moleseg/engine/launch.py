@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core import options
+from moleseg.core.atomic import atomic_write, open_for_append
 from moleseg.core.modelinfo import check_keras_file
 from moleseg.core.userspace import owning_space
 from moleseg.engine.childargs import child_command
@@ -118,7 +120,11 @@ def resume_config(run_dir: str | Path, epochs: int | None = None) -> dict[str, A
     if state is not None and state.epoch > 0 and files.last.is_file():
         check_keras_file(files.last)
     if epochs:
-        saved["epochs"] = max(int(epochs), int(saved.get("epochs") or 0))
+        before = saved.get("epochs") or 0
+        problems = options.option("epochs").problems(before) if before else []
+        if problems:  # the file's own value, e.g. 1e999 (JSON's infinity), which int() refused with a stack trace
+            raise ValueError(f"{files.config}: {problems[0]}; the run cannot be resumed")
+        saved["epochs"] = max(int(epochs), before)
     return saved
 
 
@@ -144,7 +150,7 @@ def _spawn(run_dir: Path, python: str | None, follow: bool) -> tuple[subprocess.
     """Start the child of ``run_dir`` and wait for its word: returns it and :data:`READY_BYTE` or ``b""``."""
     ready_read, ready_write = os.pipe()
     try:
-        with open(RunFiles(run_dir).job_log, "ab") as log:
+        with open_for_append(RunFiles(run_dir).job_log) as log:
             command, env = child_command(python, RUNNER_MODULE, [str(run_dir), f"--ready-fd={ready_write}"],
                                          child_environment())  # the run's folder kept out of ps
             child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -340,7 +346,7 @@ def follow(run_dir: Path, child: subprocess.Popen, *, on_progress: Callable[[Job
 def request_cancel(run_dir: str | Path) -> None:
     """Ask the training of ``run_dir`` to stop after its current step, or its current batch of images while
     validating, calibrating or evaluating (it keeps its best model)."""
-    RunFiles(run_dir).cancel.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    atomic_write(RunFiles(run_dir).cancel, time.strftime("%Y-%m-%dT%H:%M:%S\n").encode())  # a link there replaced
 
 
 def folder_in_use(path: str | Path) -> bool:

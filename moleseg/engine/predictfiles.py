@@ -6,6 +6,7 @@ here.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections import Counter
@@ -23,16 +24,31 @@ from moleseg.engine.pipeline import ResultFiles, measure_and_draw
 from moleseg.engine.segmenter import MODEL_THRESHOLD, Segmentation, Segmenter
 
 
+def _sub_folder(folder: Path, name: str) -> Path:
+    """The folder of ``folder / name``, made when missing (``folder`` too); OSError when a folder on the way below
+    ``folder`` is a link (planted by whoever else may write the output folder: what is written through it lands
+    wherever it points)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = folder
+    for part in Path(name).parent.parts:
+        parent = parent / part
+        if parent.is_symlink():
+            raise OSError(errno.ELOOP, f"{parent} is a link, not a folder of this run: nothing is written through it",
+                          str(parent))
+        parent.mkdir(exist_ok=True)
+    return parent
+
+
 def write_all_or_nothing(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
-    """Write ``{relative name: content}`` into ``folder`` atomically, creating sub-folders; when one file
-    cannot be written, the ones already written are removed and the error is raised."""
+    """Write ``{relative name: content}`` into ``folder`` atomically, creating sub-folders (never through a
+    link in it: OSError); when one file cannot be written, the ones already written are removed and the error
+    is raised. A file of the same name is replaced (a link of that name too: never what it points to)."""
     from moleseg.core.atomic import atomic_write, fsync_folder
 
     written: list[Path] = []
     try:
         for name, data in files.items():
-            target = Path(folder) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = _sub_folder(Path(folder), name) / Path(name).name
             written.append(atomic_write(target, data, sync_folder=False))
     except BaseException:
         for path in written:

@@ -49,8 +49,10 @@ Safety
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -184,6 +186,7 @@ class Records:
         self.database.create_or_check(integrity=not checked)
         if not checked:
             self.remove_orphans()
+            self._close_to_others()
             with _CHECKED_LOCK:
                 _CHECKED.add(key)
 
@@ -345,7 +348,7 @@ class Records:
         files = self.files / uid
         try:
             try:
-                files.mkdir()
+                files.mkdir(mode=SPACE_MODE)  # the server's account only, whatever the files folder's own mode
                 atomic_write(files / IMAGE_FILE, encode_png(picture))
                 atomic_write(files / MASK_FILE, encode_png(lesion_mask))
             except OSError as error:
@@ -434,6 +437,20 @@ class Records:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+    def _close_to_others(self) -> None:
+        """Make the records' files an older moleseg left readable to every account of the machine (the SQLite
+        database and its journal 0644, each visit's ``files/<uid>`` folder 0755 under the usual umask) the server
+        account's only, as new ones are: once per process, with the first check. Links are left alone; a file
+        that cannot be changed is left as it is."""
+        paths = [] if isinstance(self.database, PostgresDatabase) else [
+            Path(f"{self.path}{suffix}") for suffix in ("", "-wal", "-shm")]
+        paths += [path for path in self.files.iterdir() if _UID.fullmatch(path.name)]
+        for path in paths:
+            with suppress(OSError):
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
     def export(self, user: User, record_id: int,
                leaving: Callable[[SavedAnalysis], ExportedVisit] | None = None) -> bytes:

@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, open_for_append
+from moleseg.core.config import MAX_EPOCHS
 from moleseg.core.errors import parse_failure
+from moleseg.core.terminal import terminal_text
 
 
 @dataclass(frozen=True)
@@ -176,15 +178,33 @@ def _format(value: Any) -> Any:
     return value
 
 
+#: Most bytes of a ``history.csv`` read: a row per epoch, up to :data:`~moleseg.core.config.MAX_EPOCHS`, of at most
+#: 4 KiB each (a run's rows are under 300 bytes); a run folder is the user's, so a larger file is refused, not read.
+MAX_HISTORY_BYTES: int = (MAX_EPOCHS + 1) * 4096
+
+
 def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Rows of ``history.csv`` as floats (empty cells become None)."""
+    """Rows of ``history.csv`` as floats (empty cells become None); none when there is no such file.
+
+    Raises
+    ------
+    RunRecordError
+        The file is larger than :data:`MAX_HISTORY_BYTES`, not UTF-8 or not CSV (naming the file and the reason).
+    """
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    with path.open(newline="") as stream:
-        for row in csv.DictReader(stream):
-            rows.append({key: _parse(value) for key, value in row.items()})
+    with path.open("rb") as raw:
+        data = raw.read(MAX_HISTORY_BYTES + 1)
+    if len(data) > MAX_HISTORY_BYTES:
+        raise RunRecordError(f"{path}: damaged, larger than a training history may be ({MAX_HISTORY_BYTES // 1024} KiB)")
+    try:
+        for row in csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")):
+            rows.append({key: _parse(value) for key, value in row.items() if key is not None})  # not extra cells
+    except (UnicodeDecodeError, csv.Error) as error:
+        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"not a readable CSV file ({error})"
+        raise RunRecordError(f"{path}: damaged, {reason}") from None
     return rows
 
 
@@ -205,10 +225,10 @@ class RunLog:
         self.echo = echo
 
     def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}"
+        message = terminal_text(message)  # the log and the echo (a runner's job.log) are read with tail -f
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as stream:
-            stream.write(line + "\n")
+        with open_for_append(self.path, text=True) as stream:  # never through a link of its name
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
         if self.echo:
             self.echo(message)
 

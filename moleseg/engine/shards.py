@@ -17,13 +17,14 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from moleseg.core.atomic import atomic_write
+from moleseg.core.atomic import atomic_write, open_own_file
 from moleseg.core.errors import parse_failure
 from moleseg.core.report import measurements_csv, sidecar_name
 from moleseg.core.words import noun_for
@@ -97,8 +98,9 @@ def shard_positions(keys: Sequence[str], shard: Shard) -> list[int]:
 
 
 def inputs_digest(keys: Sequence[str]) -> str:
-    """SHA-256 of the whole input list (sorted keys, one a line): equal for the shards of one archive."""
-    return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8")).hexdigest()
+    """SHA-256 of the whole input list (sorted keys, one a line, a path's bytes that are not UTF-8 as they are):
+    equal for the shards of one archive."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def write_manifest(folder: Path, shard: Shard, keys: Sequence[str], positions: Sequence[int],
@@ -119,8 +121,8 @@ def write_manifest(folder: Path, shard: Shard, keys: Sequence[str], positions: S
     document = {"shard": shard.index, "count": shard.count, "total": len(keys), "digest": inputs_digest(keys),
                 "measurements": shard.table_name(csv_name), "objects": objects_name,
                 "inputs": [[int(p), keys[p]] for p in positions], "failed": [[k, r] for k, r in failures]}
-    path = folder / shard.manifest_name
-    atomic_write(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    path = folder / shard.manifest_name  # ASCII JSON: a path that is not UTF-8 (\udcff) comes back as it was
+    atomic_write(path, (json.dumps(document, indent=1) + "\n").encode("ascii"))
     return path
 
 
@@ -134,23 +136,44 @@ class MergeOutcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _shard_text(path: Path) -> str:
+    """The text of the shard's file ``path``, which must be a file of the shard's folder: not a link (to a file
+    of the account that merges, which would be copied into the merged table, written by default into the first
+    shard's folder) and not a named pipe (which blocks the merge).
+
+    Raises
+    ------
+    OSError
+        The file is a link, not a regular file, or cannot be read (its ``strerror`` says which;
+        :func:`moleseg.core.atomic.open_own_file`).
+    UnicodeDecodeError
+        It is not UTF-8.
+    """
+    descriptor = open_own_file(path, os.O_RDONLY, "a shard's files are read from its folder only")
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read().decode("utf-8")
+
+
 def _read_table(path: Path) -> list[dict[str, str]]:
     """A CSV's rows, without their empty cells (so the merged header comes out as a single run's)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _shard_text(path)
+        rows = list(csv.DictReader(io.StringIO(text)))
     except OSError as error:
         raise ShardError(f"{path}: cannot read the shard's table ({error.strerror or error})") from error
-    except UnicodeDecodeError as error:
+    except (UnicodeDecodeError, csv.Error) as error:  # csv.Error: a cell over csv's field limit (128 KiB)
         raise ShardError(f"{path}: cannot read the shard's table ({error})") from error
-    return [{k: v for k, v in row.items() if v != "" and k is not None} for row in csv.DictReader(io.StringIO(text))]
+    return [{k: v for k, v in row.items() if v != "" and k is not None} for row in rows]
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """A shard table's settings sidecar (:func:`moleseg.core.report.settings_sidecar`): a JSON object whose
     ``images`` is a list; ShardError naming the file otherwise."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:
+        document = json.loads(_shard_text(path))
+    except OSError as error:
+        raise ShardError(f"{path}: not a readable settings sidecar ({error.strerror or error})") from error
+    except (ValueError, RecursionError) as error:
         raise ShardError(f"{path}: not a readable settings sidecar ({parse_failure(error)})") from error
     if not isinstance(document, dict) or not isinstance(document.get("images", []), list):
         raise ShardError(f"{path}: not a settings sidecar (not a JSON object with a list of images)")
@@ -204,8 +227,10 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
             if MANIFEST_PATTERN.fullmatch(path.name) is None:
                 continue
             try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError) as error:
+                document = json.loads(_shard_text(path))
+            except OSError as error:
+                raise ShardError(f"{path}: not a readable shard manifest ({error.strerror or error})") from error
+            except (ValueError, RecursionError) as error:
                 raise ShardError(f"{path}: not a readable shard manifest ({parse_failure(error)})") from error
             problem = _manifest_problem(path, document)
             if problem is not None:
@@ -219,7 +244,7 @@ def _manifests(folders: Sequence[Path]) -> dict[int, tuple[Path, dict[str, Any]]
                          + ": run moleseg predict --shard I/N --out there first")
     first = next(iter(found.values()))[1]
     for path, document in found.values():
-        if (document.get("count"), document.get("digest")) != (first.get("count"), first.get("digest")):
+        if any(document[key] != first[key] for key in ("count", "digest", "total")):
             raise ShardError(f"{path}: this shard split another input list or shard count than the others "
                              "(the inputs or N differ): merge the shards of one run only")
     count = first["count"]
@@ -244,7 +269,9 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
     ------
     ShardError
         No manifest, a shard missing or given twice, shards of different runs, an input without a row or
-        with two rows, or a row for an input its shard was not given.
+        with two rows, a row for an input its shard was not given, two rows of one output name, or cells in
+        a shard's objects table of an image that is not among its rows (one shard's folder cannot add rows or
+        cells to another's images).
     """
     found = _manifests(folders)
     total = int(next(iter(found.values()))[1]["total"])
@@ -254,6 +281,7 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
     failures: list[tuple[int, str, str]] = []
     problems: list[str] = []
     seen_positions: set[int] = set()
+    outputs: dict[str, str] = {}  # each merged row's output name: the input it belongs to
     for index in sorted(found):
         path, document = found[index]
         shard = Shard(index, int(document["count"]))
@@ -270,6 +298,7 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
             sidecar = sidecar or part
             entries = (part.get("images", []) + entries)[:len(rows)]
         counts: dict[str, int] = {}
+        own_outputs: set[str] = set()  # the output names of this shard's rows: its objects table may name no other
         for row, entry in zip(rows, entries):
             key = row.get(SOURCE_COLUMN, "")
             counts[key] = counts.get(key, 0) + 1
@@ -277,6 +306,11 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
                 problems.append(f"{key or '(no source)'} is in shard {shard.text}'s table but not among its inputs")
             elif counts[key] == 1:
                 by_position[positions[key]] = (row, entry)
+                output = row.get(OUTPUT_COLUMN, "")
+                if output and output in outputs:
+                    problems.append(f"{key} (shard {shard.text}) has the output {output} of {outputs[output]}")
+                outputs.setdefault(output, key)
+                own_outputs.add(output)
         for key, position in positions.items():
             seen = counts.get(key, 0) + (key in failed)
             if seen == 0:
@@ -286,9 +320,15 @@ def merge_shards(folders: Sequence[Path], out: Path, csv_name: str, objects_name
             elif key in failed:
                 failures.append((position, key, failed[key]))
         if document.get("objects"):
+            foreign: dict[str, None] = {}  # another shard's images (their cells are that shard's) or none
             for row in _read_table(path.parent / document["objects"]):
-                objects.setdefault(row.get("image", ""), []).append(row)
-    if seen_positions != set(range(total)):
+                image = row.get("image", "")
+                if image not in own_outputs:
+                    foreign[image or "(no image)"] = None
+                objects.setdefault(image, []).append(row)
+            problems += [f"shard {shard.text}'s objects table has cells of {image}, not an image of its own"
+                         for image in foreign]
+    if len(seen_positions) != total:  # each within 0..total-1 (_manifest_problem); the total may be huge
         problems.append(f"the shards list {len(seen_positions)} of the {total} inputs")
     if problems:
         shown = "; ".join(problems[:_MESSAGES_SHOWN])

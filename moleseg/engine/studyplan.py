@@ -57,8 +57,13 @@ DATA_KEYS: tuple[str, ...] = ("root", "images", "masks", "split", "train", "vali
 SPLIT_KEYS: tuple[str, ...] = ("by", "pattern", "validation", "test")
 #: Most runs a study may plan (settings times seeds), counted before the plan is made.
 MAX_PLANNED_RUNS: int = 1000
-#: Largest study file read, in bytes.
-MAX_STUDY_FILE_BYTES: int = 1 << 20
+#: Largest study file read, in bytes: the shipped ones are under 2 kB; PyYAML's pure-Python parser (the only one
+#: that can refuse aliases) took 2 s of the server's CPU for 100 kB of small values, 21 s for 1 MB.
+MAX_STUDY_FILE_BYTES: int = 64 << 10
+#: Longest split pattern, in characters, and most parts of it that match a varying number of characters (each
+#: multiplies the time of a name's search by up to its length: 2 keep it within milliseconds for any name).
+MAX_PATTERN_CHARS: int = 200
+MAX_PATTERN_CHOICES: int = 2
 #: Label of the base setting in tables and verdicts.
 BASE_LABEL = "base"
 #: Sub-folder of a study's output folder holding the split's file links.
@@ -194,9 +199,10 @@ def _whole(value: Any, what: str, low: int, where: str) -> int:
 
 
 def _text(value: Any, what: str, where: str) -> str:
-    """``value`` when it is text or a number (as text)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise StudyError(f"{where}: {what} must be text, not {_kind(value)}")
+    """``value`` when it is text (without a NUL character, which no path holds) or a number (as text)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or "\0" in str(value):
+        raise StudyError(f"{where}: {what} must be text{' without a NUL character' if isinstance(value, str) else ''}, "
+                         f"not {_kind(value)}")
     return str(value)
 
 
@@ -272,19 +278,59 @@ def _check_data(data: dict[str, Any], where: str) -> None:
                 raise StudyError(f"{where}: data.split.{key} must be a list of group names, not {_kind(groups)}")
 
 
+def _choices(items: Any, repeated: bool) -> int:
+    """How many parts of the parsed pattern ``items`` match a varying number of characters (a repetition of
+    varying length, a set of alternatives: the larger of its alternatives' counts, plus one), which is the power
+    of the name's length that its search may take; ValueError when a part could take exponential time (a part of
+    varying length or alternatives inside a repetition, a back-reference). ``repeated``: inside a repetition."""
+    from re import _constants as sre
+
+    count = 0
+    for operation, argument in items:
+        if operation in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            low, high, body = argument
+            if repeated and high != low:
+                raise ValueError("a repetition inside a repetition")
+            count += (high != low) + _choices(body, repeated or high > 1)
+        elif operation is sre.BRANCH:
+            if repeated:
+                raise ValueError("alternatives (|) inside a repetition")
+            count += 1 + max(_choices(branch, repeated) for branch in argument[1])
+        elif operation in (sre.SUBPATTERN, sre.ASSERT, sre.ASSERT_NOT, sre.ATOMIC_GROUP):
+            count += _choices(argument if operation is sre.ATOMIC_GROUP else argument[-1], repeated)
+        elif operation in (sre.GROUPREF, sre.GROUPREF_EXISTS):
+            raise ValueError("a back-reference")
+    return count
+
+
 def split_pattern(rule: dict[str, Any], where: str) -> re.Pattern[str]:
-    """The compiled ``pattern`` of a split rule.
+    """The compiled ``pattern`` of a split rule, which runs on every image name of the data (in the app's server
+    too, holding every session up while it runs): refused when it could take more than a moment on some name
+    (:func:`_choices`, at most :data:`MAX_PATTERN_CHOICES` parts of varying length, :data:`MAX_PATTERN_CHARS`).
 
     Raises
     ------
     StudyError
-        The pattern is not text or not a valid regular expression.
+        The pattern is not text, not a valid regular expression, or could take hours on some file names.
     """
+    from re import _parser
+
     text = _text(rule.get("pattern"), "data.split.pattern", where)
     try:
-        return re.compile(text)
+        compiled = re.compile(text)
     except re.error as error:
         raise StudyError(f"{where}: data.split.pattern {text!r} is not a valid regular expression ({error})") from None
+    try:
+        if len(text) > MAX_PATTERN_CHARS:
+            raise ValueError(f"{len(text)} characters, more than {MAX_PATTERN_CHARS}")
+        choices = _choices(_parser.parse(text), False)
+        if choices > MAX_PATTERN_CHOICES:
+            raise ValueError(f"{choices} parts of varying length")
+    except ValueError as error:
+        raise StudyError(f"{where}: data.split.pattern {text!r} could take hours on some file names ({error}); give "
+                         f"at most {MAX_PATTERN_CHOICES} parts of varying length (+, *, ?, {{m,n}}, alternatives |), "
+                         "none inside a repetition, and no back-reference") from None
+    return compiled
 
 
 def planned_run_count(factors: dict[str, dict[str, dict[str, Any]]], design: str, repeats: int) -> int:
@@ -345,10 +391,17 @@ def base_config(study: Study) -> dict[str, Any]:
     return config
 
 
-def _run_id(label: str, seed: int) -> str:
-    """A run folder name: the setting's label in safe characters (at most 60) and the seed."""
-    text = re.sub(r"[^A-Za-z0-9._=-]+", "-", label).strip("-.")
-    return f"{text[:60]}-seed{seed}"
+def _run_id(label: str, seed: int, taken: set[str]) -> str:
+    """A run folder name: the setting's label in safe characters (at most 60) and the seed; when that names a run
+    already in ``taken`` (compared case-insensitively; labels ``a b`` and ``a-b``, or two long ones alike in their
+    first 60 characters), the label's digest too, so that no run takes another's folder (and its results). The
+    name is added to ``taken``."""
+    text = re.sub(r"[^A-Za-z0-9._=-]+", "-", label).strip("-.")[:60]
+    run_id = f"{text}-seed{seed}"
+    if run_id.casefold() in taken:
+        run_id = f"{text}-{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}-seed{seed}"
+    taken.add(run_id.casefold())
+    return run_id
 
 
 def plan(study: Study) -> list[PlannedRun]:
@@ -372,6 +425,7 @@ def plan(study: Study) -> list[PlannedRun]:
                 settings.append((name, label, dict(setting_options)))
     runs: list[PlannedRun] = []
     seen: dict[str, str] = {}
+    taken: set[str] = set()  # the run folder names given (case folded)
     for factor, label, overrides in settings:
         config = copy.deepcopy(base)
         for option, value in overrides.items():
@@ -383,8 +437,8 @@ def plan(study: Study) -> list[PlannedRun]:
         for seed in seeds:
             run_config = {**copy.deepcopy(config), "seed": seed}
             name = label if study.design == "grid" or not factor else f"{factor}={label}"
-            runs.append(PlannedRun(run_id=_run_id(name, seed), factor=factor or BASE_LABEL, setting=label, seed=seed,
-                                   config=run_config, overrides=overrides))
+            runs.append(PlannedRun(run_id=_run_id(name, seed, taken), factor=factor or BASE_LABEL, setting=label,
+                                   seed=seed, config=run_config, overrides=overrides))
     return runs
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 from filelock import FileLock, Timeout
 
 from moleseg.core import options
-from moleseg.core.atomic import path_lock
+from moleseg.core.atomic import open_for_append, path_lock
 from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DIR, STUDY_DATA_ROOT_HELP,
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
@@ -354,6 +354,9 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
         The first problem of the file, or every problem of its configurations (one per ``;``).
     """
     study = load_study(config, data_root)
+    problems = check_study(study)  # first: the paths below are then lists of text, as the options' rules want
+    if problems:
+        raise StudyError(f"{config}: " + "; ".join(problems))
     for folder in data_folders(study) if roots is not None else []:
         try:
             check_links_inside(resolve_inside_roots(folder, roots), roots)
@@ -361,9 +364,6 @@ def checked_study(config: str | Path, data_root: str | Path | None = None,
             raise StudyError(f"{config}: data folder {error}") from None
     for run in plan(study) if roots is not None else []:
         _check_option_paths(run.config, roots, config)
-    problems = check_study(study)
-    if problems:
-        raise StudyError(f"{config}: " + "; ".join(problems))
     resolve_data(study, None)
     return study
 
@@ -507,7 +507,7 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
             arguments += ["--root", str(root)]
         arguments += quota.arguments() if quota else []
         command, env = child_command(python, STUDY_MODULE, arguments)  # the user and their folders kept out of ps
-        with open(out / STUDY_LOG, "ab") as log:
+        with open_for_append(out / STUDY_LOG) as log:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True, close_fds=True, env=env)
         deadline = time.monotonic() + STUDY_START_WAIT_S

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 from filelock import FileLock, Timeout
 
+from moleseg.core.atomic import open_for_append
 from moleseg.core.config import data_dir
 from moleseg.core.errors import first_line
 from moleseg.engine import launch, trainlock
@@ -231,7 +232,7 @@ def queue_training(config: dict[str, Any], run_dir: str | Path, owner: str | Pat
     arguments = [str(run_dir), "--owner", str(Path(owner).resolve()), f"--ready-fd={ready_write}"]
     arguments += ["--runner-python", python] if python else []
     try:
-        with open(run_dir / WAITER_LOG_NAME, "ab") as log:
+        with open_for_append(run_dir / WAITER_LOG_NAME) as log:
             command, env = child_command(None, WAITER_MODULE, arguments, launch.child_environment())
             waiter = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True, close_fds=True, pass_fds=(ready_write,), env=env)

@@ -1,20 +1,26 @@
 """Build, initialise, save and load moleseg segmentation networks.
 
 One entry point, :func:`build_model`, takes a :class:`moleseg.core.trainconfig.ModelConfig` and returns a Keras model mapping
-``(batch, S, S, 3)`` RGB values in 0..255 to per-pixel class probabilities ``(batch, S, S, C)``.
+``(batch, S, S, 3)`` RGB values in 0..255 to per-pixel class probabilities ``(batch, S, S, C)``. A model file is
+loaded by building the network it describes (:func:`load_keras_model`): Keras never deserializes a file's config.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from moleseg.core.backbones import backbone
+from moleseg.core.errors import short_reason
+from moleseg.core.modelinfo import INFO_ENTRY, ModelFileError, check_keras_file, described_network, read_model_info
 from moleseg.core.trainconfig import ModelConfig
 from moleseg.network import backbones, deeplab, mobilenetv2, vgg16_hed
+from moleseg.network.configguard import WEIGHTS_ENTRY, checked_network
+from moleseg.network.weightpaths import weights_for
 
 def build_model(config: ModelConfig, *, weights: str | Path = "none") -> keras.Model:
     """Build the network of ``config`` and initialise its encoder.
@@ -91,14 +97,8 @@ def transfer_weights(target: keras.Model, source_path: str | Path, *, n_classes:
     if not source_path.is_file():
         raise FileNotFoundError(f"{source_path}: weights file not found")
     if source_path.suffix == ".keras":
-        from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info
-        from moleseg.network.io import load_keras_model
-
         check_keras_file(source_path)
-        try:
-            source_classes = read_model_info(source_path).get("n_classes")
-        except ModelFileError:  # a Keras model not written by moleseg: transfer by layer names
-            source_classes = None
+        source_classes = read_model_info(source_path).get("n_classes")  # a moleseg model's (ModelFileError else)
         if n_classes is not None and source_classes is not None and int(source_classes) != n_classes:
             raise ValueError(f"{source_path.name} is a {source_classes}-class model: it cannot start a "
                              f"{n_classes}-class training (use --classes {source_classes}, or --weights "
@@ -118,6 +118,65 @@ def transfer_weights(target: keras.Model, source_path: str | Path, *, n_classes:
             layer.set_weights(values)
             copied += 1
     return copied
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """The network of a moleseg ``.keras`` file, built by :func:`build_model` as its ``moleseg.json`` describes it
+    (:func:`moleseg.core.modelinfo.described_network`), with the file's weights read into it (as
+    :func:`load_weights_into` reads them). Keras never sees the file's
+    ``config.json``: an untrusted file chooses no layer, option or constant, only the values of the weights
+    moleseg's network has.
+
+    Every load goes through here (the app, ``moleseg predict``, evaluation, calibration, fine-tuning from a
+    model, the ONNX conversion) or, for a resumed training, whose network is built as the run's own, through
+    :func:`load_weights_into`.
+
+    Raises
+    ------
+    ModelFileError
+        When the file is missing, damaged, not a moleseg model, describes no network moleseg builds, declares one
+        larger than moleseg's largest, reaches outside itself, or holds weights that do not fit the network.
+    """
+    path = check_keras_file(path)
+    config, weights = checked_network(path)
+    network = described_network(read_model_info(path), path)
+    try:
+        model = build_model(network, weights="none")
+    except ValueError as error:  # a combination of options the builder refuses
+        raise ModelFileError(f"{path.name}: its {INFO_ENTRY} describes a network moleseg cannot build "
+                             f"({short_reason(error)})") from None
+    _read_weights(model, path, config, weights)
+    return model
+
+
+def load_weights_into(model: keras.Model, path: str | Path) -> keras.Model:
+    """Read the weights of the ``.keras`` file ``path`` into ``model``, and its solver's state when ``model`` is
+    compiled with its solver's variables created (a resumed training); returns ``model``. The file's ``config.json`` and weights file
+    are measured first (:func:`moleseg.network.configguard.check_network`: within moleseg's largest network, no
+    HDF5 link or storage outside the weights file); the weights read are the bytes checked
+    (:func:`moleseg.network.configguard.checked_network`).
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`load_keras_model`; weights (or a solver state) that do not fit ``model``.
+    """
+    path = check_keras_file(path)
+    _read_weights(model, path, *checked_network(path))
+    return model
+
+
+def _read_weights(model: keras.Model, path: Path, config: dict, weights: bytes) -> None:
+    """The checked ``weights`` of the file ``path`` (whose ``config.json`` is ``config``) read into ``model``, each
+    layer's found at its place (:func:`moleseg.network.weightpaths.weights_for`)."""
+    with tempfile.TemporaryDirectory(prefix="moleseg-weights-") as folder:
+        file = Path(folder) / WEIGHTS_ENTRY  # Keras reads weights alone from a file of this name
+        try:
+            file.write_bytes(weights_for(model, config, weights))
+            model.load_weights(file)
+        except Exception as error:  # Keras raises many types for weights of another network
+            raise ModelFileError(f"{path.name}: its weights do not fit the network its {INFO_ENTRY} describes "
+                                 f"({short_reason(error)})") from error
 
 
 def count_parameters(model: keras.Model) -> int:

@@ -27,15 +27,15 @@ call), without Keras rebuilding the model. The probabilities are the same comput
 in our runs).
 
 The cache key is a digest of the ``.keras`` archive's entries other than ``moleseg.json`` (their names, sizes
-and SHA-256: :func:`network_content`) and of the TensorFlow version and :data:`CACHE_FORMAT`: re-training the
-model or upgrading TensorFlow misses the cache, re-calibrating it (which only rewrites ``moleseg.json``) does
-not. Not the CRC-32 of the ZIP directory: a shared model file (untrusted) made in a second to carry another
-model's names, CRC-32 and sizes would file its network under that model's key, and every user of it would
-predict with the forged one. The key of an entry is that of the bytes its network was loaded from
-(``content`` of the writers, taken around the load by :class:`moleseg.network.predict.KerasSegmenter`), not of
-the file at the path when the entry is written, which may have been replaced meanwhile. Entries are written to
-a temporary folder and renamed into place, so a killed save leaves no half entry; only the :data:`KEEP_ENTRIES`
-most recently used are kept.
+and SHA-256), of the network ``moleseg.json`` describes (:func:`network_content`) and of the TensorFlow version
+and :data:`CACHE_FORMAT`: re-training the model or upgrading TensorFlow misses the cache, re-calibrating it
+(which rewrites ``moleseg.json`` but not its network) does not. Not the CRC-32 of the ZIP directory: a shared
+model file (untrusted) made in a second to carry another model's names, CRC-32 and sizes would file its network
+under that model's key, and every user of it would predict with the forged one. The key of an entry is that of the
+bytes its network was loaded from (``content`` of the writers, taken around the load by
+:class:`moleseg.network.predict.KerasSegmenter`), not of the file at the path when the entry is written, which may
+have been replaced meanwhile. Entries are written to a temporary folder and renamed into place, so a killed save
+leaves no half entry; only the :data:`KEEP_ENTRIES` most recently used are kept.
 
 The cache folder is untrusted (anything may have changed a file in it): each entry's metadata
 (:data:`COMPLETE_MARKER`) records the SHA-256 of every file of the entry, and :func:`entry_problem` compares
@@ -58,10 +58,11 @@ import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
+from moleseg.core.archive import MODEL_INFO_MAX_BYTES
 from moleseg.core.atomic import TEMPORARY_PREFIX, atomic_write
 from moleseg.core.config import cache_dir, models_dir
 from moleseg.core.errors import parse_failure
-from moleseg.core.modelinfo import INFO_ENTRY
+from moleseg.core.modelinfo import INFO_ENTRY, described_network
 
 #: Changes whenever what is cached changes (the folding, the signature): old entries are then ignored.
 CACHE_FORMAT: str = "folded-savedmodel-3"
@@ -167,8 +168,11 @@ def _file_signature(status: os.stat_result) -> tuple[int, ...]:
 
 def network_content(path: str | Path) -> str:
     """Hex SHA-256 of the network in a ``.keras`` file: the name, size and SHA-256 of every archive entry but
-    ``moleseg.json`` (every byte read: about 40 ms for a 9.6 MB model here). Hashed once per process while
-    the file keeps its device, inode, size and modification and change times (a rewrite changes the last).
+    ``moleseg.json``, and the network ``moleseg.json`` describes (:func:`moleseg.core.modelinfo.described_network`:
+    moleseg builds it and reads the weights into it; the same weights fit networks that compute other things,
+    other ASPP rates say), not its decision (every byte read: about 40 ms for a 9.6 MB model here). Hashed once
+    per process while the file keeps its device, inode, size and modification and change times (a rewrite
+    changes the last).
 
     Raises
     ------
@@ -185,7 +189,11 @@ def network_content(path: str | Path) -> str:
         digest = hashlib.sha256()
         with zipfile.ZipFile(handle) as archive:
             for entry in sorted(archive.infolist(), key=lambda item: item.filename):
-                if entry.filename == INFO_ENTRY:
+                if entry.filename == INFO_ENTRY:  # the network moleseg builds from it, not its decision
+                    if entry.file_size > MODEL_INFO_MAX_BYTES:
+                        raise ValueError(f"{INFO_ENTRY} of {entry.file_size:,} bytes")
+                    network = described_network(json.loads(archive.read(entry)), path).to_dict()
+                    digest.update(f"|{INFO_ENTRY}:{json.dumps(network, sort_keys=True)}".encode())
                     continue
                 with archive.open(entry) as data:
                     entry_digest = hashlib.file_digest(data, "sha256").hexdigest()

@@ -8,7 +8,13 @@ layer's shape, layer by layer, each layer's ``build_config`` shape checked again
 it), refuses any layer class moleseg's builders do not make, and bounds what the graph implies: its weights,
 the values of its largest tensor and of all its tensors together (per image), by the budgets below, derived
 from the largest network moleseg offers. Then every dataset of the weights file is checked against the
-weights the graph declares, from the HDF5 headers (h5py reads shapes without data).
+weights the graph declares, from the HDF5 headers (h5py reads shapes without data), and a weights file that
+reaches outside itself (an HDF5 external or soft link, a dataset stored in another file or mapped onto one) is
+refused, naming the link: h5py would follow it to any file of the server.
+
+``config.json`` is only measured here (and its layers' order and classes say where each layer's weights lie):
+moleseg builds the network its ``moleseg.json`` describes with its own builder and reads into it only the
+weights :func:`checked_network` returns (:func:`moleseg.network.build.load_keras_model`).
 """
 
 from __future__ import annotations
@@ -75,17 +81,35 @@ def check_network(path: str | Path) -> int:
         weights, or larger tensors, than moleseg's largest network has; a weights file holding a dataset no
         declared weight has room for.
     """
+    return _checked(path)[0]
+
+
+def checked_network(path: str | Path) -> tuple[dict, bytes]:
+    """The ``config.json`` (parsed) and the bytes of the ``model.weights.h5`` of the ``.keras`` file ``path`` that
+    passed :func:`check_network`'s checks (read once: the bytes checked are the bytes loaded, whatever happens to
+    the file meanwhile).
+
+    Raises
+    ------
+    ModelFileError
+        As :func:`check_network`; also for a file without a weights file.
+    """
+    _, config, weights = _checked(path)
+    return config, weights
+
+
+def _checked(path: str | Path) -> tuple[int, dict, bytes]:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
             config = _read_config(archive)
             declared = _Graph().model(config, "the network")
-            _check_weights_file(archive, declared)
+            weights = _check_weights_file(archive, declared)
     except _Refusal as refusal:
         raise ModelFileError(f"{path.name}: {refusal}") from None
     except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
         raise ModelFileError(f"{path.name}: damaged model file ({type(error).__name__})") from None
-    return declared.weights
+    return declared.weights, config, weights
 
 
 def _read_config(archive: zipfile.ZipFile) -> dict:
@@ -310,23 +334,23 @@ def _check_origin(item: dict, kind: str, name: str) -> None:
 
 
 # -- the weights file ------------------------------------------------------------------------------------
-def _check_weights_file(archive: zipfile.ZipFile, declared: _Graph) -> None:
+def _check_weights_file(archive: zipfile.ZipFile, declared: _Graph) -> bytes:
     """Every dataset of ``model.weights.h5`` at most the largest weight the graph declares, and all of them at
-    most :data:`WEIGHT_COPIES` times its weights, read from the HDF5 headers (no dataset read)."""
+    most :data:`WEIGHT_COPIES` times its weights, read from the HDF5 headers (no dataset read); every link a
+    hard link and every dataset stored in the file itself (:func:`_outside`). Returns the file's bytes."""
     try:
         entry = archive.getinfo(WEIGHTS_ENTRY)
     except KeyError:
-        return  # Keras names what is missing
-    if entry.file_size == 0:
-        return
+        raise _Refusal(f"no {WEIGHTS_ENTRY} inside: a model file holds its weights") from None
     largest, total_limit, total = max(declared.largest_weight, 1), WEIGHT_COPIES * declared.weights + 1024, 0
     if entry.file_size > 8 * total_limit + 2**20:  # 8 bytes a value at most, and HDF5's headers
         raise _Refusal(f"its {WEIGHTS_ENTRY} declares {entry.file_size:,} bytes, more than the "
                        f"{declared.weights:,} weights of its network take")
     import h5py
 
+    data = archive.read(entry)
     try:
-        with h5py.File(io.BytesIO(archive.read(entry)), "r") as weights:
+        with h5py.File(io.BytesIO(data), "r") as weights:
             for dataset_name, size in _datasets(weights):
                 total += size
                 if size > largest or total > total_limit:
@@ -335,23 +359,72 @@ def _check_weights_file(archive: zipfile.ZipFile, declared: _Graph) -> None:
                                    "values in all)")
     except (OSError, ValueError, KeyError, TypeError) as error:  # h5py raises these for a damaged file
         raise _Refusal(f"its {WEIGHTS_ENTRY} is not a readable HDF5 file ({type(error).__name__})") from None
+    return data
 
 
 def _datasets(weights: Any) -> list[tuple[str, int]]:
     """Name and size (in 4-byte values) of every dataset of the open HDF5 file ``weights``, from its headers
-    (h5py's low-level visit: its object-level one takes 0.15 s for the shipped models' 327 datasets)."""
+    (h5py's low-level visits: its object-level one takes 0.15 s for the shipped models' 327 datasets), after
+    every link is found to be a hard one (:func:`_outside`)."""
     import h5py
 
     found: list[tuple[str, int]] = []
+    outside = ": moleseg reads weights only from the file itself"
 
-    def visit(name: bytes, info: Any) -> None:
-        if info.type == h5py.h5o.TYPE_DATASET:
-            dataset = h5py.h5d.open(weights.id, name)
-            found.append((name.decode("utf-8", "replace"),
-                          math.prod(dataset.shape or ()) * max(1, dataset.get_type().get_size() // 4)))
+    def link(name: bytes, info: Any) -> str | None:
+        if info.type == h5py.h5l.TYPE_HARD:
+            return None
+        return f"its {WEIGHTS_ENTRY} {_outside(weights, name, info.type)}{outside}"
 
-    h5py.h5o.visit(weights.id, visit, info=True)
+    def dataset(name: bytes, info: Any) -> str | None:
+        if info.type != h5py.h5o.TYPE_DATASET:
+            return None
+        opened = h5py.h5d.open(weights.id, name)
+        storage = opened.get_create_plist()
+        if storage.get_layout() == h5py.h5d.VIRTUAL:
+            source = f"{_text_of(storage.get_virtual_filename(0))}:{_text_of(storage.get_virtual_dsetname(0))}"
+            return (f"its {WEIGHTS_ENTRY} maps {_shown(_text_of(name))} onto another dataset "
+                    f"({_shown(source, 200)}){outside}")
+        if storage.get_external_count():
+            return (f"its {WEIGHTS_ENTRY} stores {_shown(_text_of(name))} in another file "
+                    f"({_shown(_text_of(storage.get_external(0)[0]), 200)}){outside}")
+        found.append((_text_of(name), math.prod(opened.shape or ()) * max(1, opened.get_type().get_size() // 4)))
+        return None
+
+    def stopping(check: Any) -> Any:
+        """``check`` as h5py's visits call it: a value stops the visit, and is returned (an exception raised
+        through h5py's C visit would come out as a SystemError)."""
+        def call(name: bytes, info: Any) -> str | None:
+            try:
+                return check(name, info)
+            except Exception as error:  # noqa: BLE001 -- h5py raises assorted types for a damaged file
+                return f"its {WEIGHTS_ENTRY} is not a readable HDF5 file ({type(error).__name__})"
+        return call
+
+    refusal = (weights.id.links.visit(stopping(link), info=True)
+               or h5py.h5o.visit(weights.id, stopping(dataset), info=True))
+    if refusal:
+        raise _Refusal(refusal)
     return found
+
+
+def _outside(weights: Any, name: bytes, kind: int) -> str:
+    """What the link ``name`` of kind ``kind`` (not a hard link) of the open HDF5 file ``weights`` is, for a
+    refusal: an external link reaches another file of the server, a soft link another name (Keras writes
+    neither)."""
+    import h5py
+
+    shown = _shown(_text_of(name))
+    if kind == h5py.h5l.TYPE_EXTERNAL:
+        file, target = weights.id.links.get_val(name)
+        return f"links {shown} to {_shown(f'{_text_of(file)}:{_text_of(target)}', 200)}, another file"
+    if kind == h5py.h5l.TYPE_SOFT:
+        return f"links {shown} to {_shown(_text_of(weights.id.links.get_val(name)))}, a link Keras does not write"
+    return f"links {shown} by a link of type {kind}, a link Keras does not write"
+
+
+def _text_of(name: bytes | str) -> str:
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else name
 
 
 # -- reading the config ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Save and load moleseg models: one ``.keras`` file with the network and its ``moleseg.json``."""
+"""Save and load moleseg models: one ``.keras`` file with the network and its ``moleseg.json`` (loaded by
+:func:`moleseg.network.build.load_keras_model`, the builder's: it builds the network the file describes)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from typing import Any
 import keras
 
 from moleseg.core.atomic import atomic_output
-from moleseg.core.errors import short_reason
-from moleseg.core.modelinfo import ModelFileError, check_keras_file, read_model_info, write_model_info
-from moleseg.network.batchnorm import FusedBatchNormalization
-from moleseg.network.configguard import check_network
+from moleseg.core.modelinfo import read_model_info, write_model_info
+from moleseg.network.build import load_keras_model, load_weights_into
+
+__all__ = ["load_keras_model", "load_model_and_info", "load_weights_into", "save_model"]
 
 
 def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Path:
@@ -22,28 +23,6 @@ def save_model(model: keras.Model, path: str | Path, info: dict[str, Any]) -> Pa
         model.save(str(temporary), zipped=True)
         write_model_info(temporary, info)
     return path
-
-
-def load_keras_model(path: str | Path, *, compile: bool = False) -> keras.Model:
-    """Load the network of a ``.keras`` file (default for inference: not compiled; ``compile=True`` to
-    resume training with the optimizer's state).
-
-    Every load goes through here: the network the file declares is measured before Keras builds any of it
-    (:func:`moleseg.network.configguard.check_network`: an untrusted file's config alone could take gigabytes).
-
-    Raises
-    ------
-    ModelFileError
-        When the file is missing, damaged, not a Keras model, declares a network moleseg does not build or
-        larger than moleseg's largest, or Keras cannot read it.
-    """
-    path = check_keras_file(path)
-    check_network(path)
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True,
-                                       custom_objects={"moleseg>FusedBatchNormalization": FusedBatchNormalization})
-    except Exception as error:  # Keras raises many types for a corrupt or foreign file
-        raise ModelFileError(f"{path.name}: cannot load this model ({short_reason(error)})") from error
 
 
 def load_model_and_info(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:

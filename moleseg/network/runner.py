@@ -21,6 +21,7 @@ from moleseg.engine.childargs import child_arguments
 from moleseg.engine.finetune import BaseComparison
 from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
 from moleseg.core.errors import first_line
+from moleseg.core.terminal import terminal_streams
 from moleseg.engine.runs import RunFiles, RunRecordError
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine.session import release_after_training
@@ -144,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="file descriptor told once the training lock is held")
     args = parser.parse_args(child_arguments(argv))  # from the environment when launch started it
-    return run_job(args.run_dir, args.ready_fd)
+    with terminal_streams():  # its output is job.log, read with tail -f and followed by moleseg train
+        return run_job(args.run_dir, args.ready_fd)
 
 
 if __name__ == "__main__":

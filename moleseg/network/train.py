@@ -23,7 +23,7 @@ from moleseg.core.config import CLASSICAL_MODELS, EXAMPLES_CACHE_NAME, cache_dir
 from moleseg.core.metrics import scores
 from moleseg.core.modelinfo import read_model_info, write_model_info
 from moleseg.core.pairing import Pair
-from moleseg.core.trainconfig import TrainConfig
+from moleseg.core.trainconfig import MODEL_SECTION, TrainConfig
 from moleseg.core.words import count_of
 from moleseg.engine.evaluate import evaluate_pairs, read_pair
 from moleseg.engine.launch import resume_config
@@ -39,7 +39,7 @@ from moleseg.network.data import make_dataset
 from moleseg.network.devices import accelerators, start_training
 from moleseg.network.distributed import choose_strategy, fit_workers, prepare_workers, worker_steps_per_epoch
 from moleseg.network.examples import ExampleCache, class_frequencies_of, crop_counts, inverse_frequency_weights
-from moleseg.network.io import load_keras_model, save_model
+from moleseg.network.io import load_weights_into, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.network.predict import KerasSegmenter, prediction_function
 from moleseg.network.trainsetup import (Progress, ProgressCallback, TrainingCancelled, TrainingError, augment_config,
@@ -215,14 +215,15 @@ class Trainer:
         self.initial_epoch = 0
         checkpoint = self.files.last
         can_resume = resume and checkpoint.is_file() and state.epoch > 0
-        # The chief reads its checkpoint outside the strategy's scope: variables created in the scope are
-        # created together on every worker.
-        saved = load_keras_model(checkpoint, compile=True) if self.role.distributed and can_resume else None
+        # The chief reads its checkpoint (into the run's network, built and compiled as at its start) outside the
+        # strategy's scope: variables created in the scope are created together on every worker.
+        saved = (load_weights_into(self.build_compiled(), checkpoint) if self.role.distributed and can_resume
+                 else None)
         with self.strategy.scope():
             if self.role.distributed:
                 prepare_workers(self, saved, state)
-            elif can_resume:
-                self.model = load_keras_model(self.files.last, compile=True)
+            elif can_resume:  # the run's network built and compiled as at its start; its last weights and solver
+                load_weights_into(self.build_compiled(), checkpoint)
                 self.resume_state(state)
             else:
                 self.build_compiled()
@@ -342,7 +343,8 @@ class Trainer:
                               n_train=len(self.train_pairs), n_validation=len(self.validation_pairs),
                               rule=row["rule"], epoch=epoch, val_fm=val_fm, image_sha256=self.image_sha256)
             save_model(self.model, self.files.model, info)
-        checkpoint = {"epoch": epoch, "checkpoint": True}
+        # the network it holds described, as every moleseg model file's (moleseg.network.build.load_keras_model)
+        checkpoint = {"epoch": epoch, "checkpoint": True, MODEL_SECTION: self.config.model.to_dict()}
         if improved:  # the same network as the best model's file just written: copied, not saved again
             write_model_info(self.files.last, checkpoint, source=self.files.model)
         else:
