@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from moleseg.core.atomic import atomic_write
-from moleseg.engine.runs import RunFiles, read_history
+from moleseg.engine.runs import RunFiles, RunRecordError, read_history
 from moleseg.engine.studyplan import Study
 from moleseg.engine.studystats import RUNS_SUBDIR, collect, cross_validation, groups, setting_means, verdicts
 
@@ -20,7 +20,8 @@ STUDY_HTML = "study.html"
 
 
 def study_figures(study: Study, out: str | Path, rows: Sequence[dict[str, Any]]) -> list[Any]:
-    """Plotly figures: FM distribution per setting, FM per test image per setting, validation FM curves."""
+    """Plotly figures: FM distribution per setting, FM per test image per setting, validation FM curves (a run
+    whose ``history.csv`` cannot be read is left out, its file and reason under the curves' title)."""
     import plotly.graph_objects as go
 
     out = Path(out)
@@ -38,11 +39,19 @@ def study_figures(study: Study, out: str | Path, rows: Sequence[dict[str, Any]])
     per_image.update_layout(title="FM of each test image (mean over seeds)", xaxis_title="test image",
                             yaxis_title="FM")
     curves = go.Figure()
+    unreadable: list[str] = []  # a run's damaged history.csv (the study folder is the user's): its curve left out
     for row in rows:
-        history = read_history(RunFiles(out / RUNS_SUBDIR / row["run"]).history)
+        try:
+            history = read_history(RunFiles(out / RUNS_SUBDIR / row["run"]).history)
+        except RunRecordError as error:
+            unreadable.append(str(error))
+            continue
         curves.add_trace(go.Scatter(x=[h.get("epoch") for h in history], y=[h.get("val_fm") for h in history],
                                     mode="lines", name=row["run"]))
-    curves.update_layout(title="Validation FM per epoch (every run)", xaxis_title="epoch", yaxis_title="FM")
+    title = "Validation FM per epoch (every run)"
+    if unreadable:
+        title += f"<br><sub>not shown: {html.escape('; '.join(unreadable), quote=False)}</sub>"
+    curves.update_layout(title=title, xaxis_title="epoch", yaxis_title="FM")
     return [distribution, per_image, curves]
 
 

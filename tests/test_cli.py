@@ -524,10 +524,20 @@ def test_an_unforeseen_error_is_one_line_naming_a_private_file_with_its_tracebac
     assert traceback_text.startswith("Traceback (most recent call last):") and "in broken" in traceback_text
     assert traceback_text.rstrip().endswith("KeyError: 'b\\x1b[2J'")
 
+    def unforeseen(args):  # an error whose text is a file's, unquoted (a parser's snippet of a line, a name)
+        raise LookupError("e\x1b]0;owned\x07\x1b[2J")
+
+    monkeypatch.setattr(cli, "cmd_info", unforeseen)
+    assert main(["info", "m.keras"]) == 70
+    capsys.readouterr()
+    [newest] = set(tmp_path.glob("moleseg-error-*.txt")) - set(kept)
+    text = newest.read_text()  # a maintainer reads it with cat: its escapes ran there
+    assert "\x1b" not in text and text.rstrip().endswith("LookupError: e\\x1b]0;owned\\x07\\x1b[2J")
+
     def refused(args):
         raise ValueError("model.keras: not a model file")
 
     monkeypatch.setattr(cli, "cmd_info", refused)
     assert main(["info", "m.keras"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: model.keras: not a model file"]
-    assert len(list(tmp_path.glob("moleseg-error-*.txt"))) == 1
+    assert len(list(tmp_path.glob("moleseg-error-*.txt"))) == 2

@@ -209,6 +209,20 @@ def test_class_frequencies_match_hand_counts(counted_pairs, tmp_path):
     np.testing.assert_allclose(class_frequencies_of(counted_pairs, two), [643 / 768, 125 / 768], rtol=1e-12)
 
 
+def test_a_mask_name_in_the_training_log_is_one_line(tmp_path):
+    """An empty training mask is named in the training's log (log.txt and job.log, read with tail -f, whose lines
+    are escaped but for their line ends): a mask named with a line end wrote a line of its own there ('error:
+    ...'), as no message of the command line may."""
+    [pair] = _write_pairs(tmp_path, [np.zeros((16, 16), bool)])
+    named = pair.mask.with_name("m\nerror: the training failed.png")
+    pair.mask.rename(named)
+    warned: list[str] = []
+    class_frequencies_of([_pair(pair.image, named)], TargetConfig(input_size=16, n_classes=3), warn=warned.append)
+    problem = examples.mask_problem(np.zeros((16, 16), bool))
+    assert warned[0] == f"warning: m\\nerror: the training failed.png: {problem}"
+    assert all("\n" not in line for line in warned)
+
+
 def test_the_example_cache_is_the_server_account_s_only(counted_pairs, tmp_path):
     """The cache holds every user's training pictures, resized: a new cache folder gave them to every account of
     the machine (0755 under the usual umask), though each user's own space is 0700."""

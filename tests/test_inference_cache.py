@@ -313,3 +313,20 @@ def test_a_model_file_with_damaged_weights_is_refused_naming_it_not_a_stack_trac
     assert main(["predict", "--model", str(model), "--quiet", "--out", str(tmp_path / "out"), str(image)]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: {model.name}: ")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("changes", "said", "taken"), [
+    ({"input_size": 2 * SIZE}, f"an input of {2 * SIZE} px", f"an input of {SIZE} px"),
+    ({"n_classes": 2}, "2 classes", "3 classes"),
+], ids=["input size", "classes"])
+def test_a_moleseg_json_contradicting_its_cached_network_is_refused_when_opened(cached_model, changes, said, taken):
+    """Its network's input size and classes are those its "model" section describes: a file whose other fields
+    say otherwise is refused naming the file when it is opened, as without a cache entry, not image by image
+    ("Can not cast TensorSpec(shape=(1, 64, 64, 3)...) to TensorSpec(shape=(None, 32, 32, 3)...)")."""
+    from moleseg.core.modelinfo import ModelFileError
+
+    write_model_info(cached_model, {**read_model_info(cached_model), **changes})
+    assert compiled.any_cached(cached_model)  # the same network (its description too): its entry is found
+    with pytest.raises(ModelFileError) as caught:
+        KerasSegmenter.from_file(cached_model)
+    assert str(caught.value) == f"tiny0.keras: its moleseg.json says {said}, its network has {taken}"

@@ -95,6 +95,12 @@ def test_a_damaged_study_folder_record_is_named(tmp_path):
     assert shown.plan.runs[0].run_id == "a" and shown.total_runs == 2
     assert shown.progress.describe() == "1/2 runs finished (running); training: a; failed: b"
     assert shown.progress.fraction == 0.5
+    # its verdicts.md (the study folder is the user's) that is not UTF-8 ended the Study page in a stack trace
+    # (UnicodeDecodeError), as its study.csv no longer did
+    (tmp_path / studyrun.VERDICTS_MD).write_bytes(b"# Study \xff\n")
+    with pytest.raises(StudyError) as raised:
+        studyrun.read_study_folder(tmp_path)
+    assert str(raised.value).startswith(f"{tmp_path / studyrun.VERDICTS_MD}: cannot be read ('utf-8' codec can't ")
 
 
 def test_a_history_is_read_back_and_a_damaged_one_is_one_message_naming_it(tmp_path):
@@ -125,3 +131,74 @@ def test_a_history_is_read_back_and_a_damaged_one_is_one_message_naming_it(tmp_p
     assert shown.history == () and shown.state is None
     assert shown.problem == (f"{RunFiles(tmp_path).state}: damaged, not a JSON object\n\n"
                              f"{history}: damaged, larger than a training history may be (4004 KiB)")
+
+
+def test_a_history_whose_epoch_is_not_a_number_is_named_as_damaged(tmp_path):
+    """An epoch cell that is text ('abc') was read back as text: the Train page's curves ended in a stack trace
+    (float('abc') in charts), and a resume in a TypeError naming no file ('<=' between str and int)."""
+    from moleseg.app import charts, trainstatus
+    from moleseg.engine.runs import read_history
+
+    history = RunFiles(tmp_path).history
+    history.write_text("epoch,loss,rule\n1,0.5,largest\nabc,0.4,largest\n")
+    with pytest.raises(RunRecordError) as raised:
+        read_history(history)
+    assert str(raised.value) == f"{history}: damaged, row 2's epoch is 'abc', not a number"
+    assert trainstatus.view(tmp_path).problem == str(raised.value)
+    history.write_text("epoch,loss,rule\n1,0.5,largest\n2,,largest\n")  # text in other columns is the run's own
+    rows = read_history(history)
+    assert rows == [{"epoch": 1.0, "loss": 0.5, "rule": "largest"}, {"epoch": 2.0, "loss": None, "rule": "largest"}]
+    assert len(charts.training_curves(rows).data) == 1  # the training loss
+
+
+def test_the_table_of_trainings_reads_no_history(tmp_path, monkeypatch):
+    """The Train page's table of a user's trainings (up to LISTED_RUNS = 50, at each rerun of the page) read and
+    parsed every run's history.csv, which it does not show, since TrainingView carries the curves: up to 50 files
+    of 4 MB, 1.4 s each, that a user's runs folder may hold."""
+    from moleseg.app import trainstatus
+
+    run = tmp_path / "run1"
+    jobs.JobRequest(config={"epochs": 2}, origin="app", requested=5.0).write(run)
+    RunState(epoch=1, best_val_fm=0.5).write(run)
+    RunFiles(run).history.write_text("epoch,loss\n1,0.5\n")
+    monkeypatch.setattr(trainstatus, "read_history", lambda path: pytest.fail(f"{path} was read"))
+    rows = trainstatus.runs_table(tmp_path)
+    assert [(row["run"], row["epochs"], row["best validation FM"]) for row in rows] == [("run1", "1/?", 0.5)]
+
+
+def test_the_study_processs_unforeseen_error_reaches_study_log_escaped_with_one_line(tmp_path, monkeypatch, capsys):
+    """The background study process's output is study.log (read with tail -f): an error it did not foresee left
+    main before its streams were escaped, and Python printed its traceback raw there (a data file's name with
+    terminal escapes), with no line of the log saying the study stopped."""
+    def broken(*args, **kwargs):
+        raise LookupError("e\x1b]0;owned\x07\x1b[2J.png")
+
+    monkeypatch.setattr(studyrun, "checked_study", broken)
+    out = tmp_path / "out"
+    assert studyrun.main(["--config", str(tmp_path / "s.yaml"), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err
+    assert captured.err.startswith("Traceback (most recent call last):")
+    assert captured.err.rstrip().endswith("LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png")
+    assert (out / studyrun.STUDY_LOG).read_text().endswith(
+        "  error: the study stopped on an unexpected error (LookupError: e\\x1b]0;owned\\x07\\x1b[2J.png)\n")
+
+
+def test_the_training_runners_warnings_are_one_line_each(tmp_path, monkeypatch, capsys):
+    """The training runner's output is job.log, whose lines keep their line ends: a warning naming a model file
+    ('m.keras changed while it was loaded') came out in Python's form, its source line and a name with a line end
+    making lines of their own ('error: ...'), where the command line prints one line 'warning: ...' (the first
+    line of its text)."""
+    import warnings
+
+    from moleseg.network import runner
+
+    def warn(run_dir, ready_fd):
+        warnings.warn("m\nerror: the training failed.keras changed while it was loaded", UserWarning)
+        return 0
+
+    monkeypatch.setattr(runner, "run_job", warn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert runner.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().err == "warning: m\n"  # the first line of its text, as the command line prints it

@@ -467,3 +467,25 @@ def test_a_study_quota_of_a_user_whose_name_starts_with_a_hyphen_reaches_the_stu
     monkeypatch.setattr(studyrun, "run_study", lambda study, out, echo, quota: given.append(quota) or [])
     assert studyrun.main(["--config", str(path), "--out", str(tmp_path / "out"), *quota.arguments()]) == 0
     assert given == [quota]
+
+
+def test_a_damaged_history_leaves_its_curve_out_of_the_report_naming_the_file(tmp_path):
+    """A run's history.csv (the study folder is the user's) that is not UTF-8 made read_history raise: the Study
+    page's report (studyreport.folder_report) failed with a stack trace and moleseg study ended without study.html,
+    after every run had trained; the Train page shows the same file as a damaged record."""
+    path = write_study(tmp_path / "s.yaml", factors={"solver": ["sgdm", "rmsprop"]})
+    study = studyplan.load_study(path)
+    out = tmp_path / "out"
+    for index, run_id in enumerate(("base-seed0", "solver=sgdm-seed0", "solver=rmsprop-seed0")):
+        fake_run(out, run_id, {f"i{k}.png": 0.6 + 0.02 * k + 0.05 * index for k in range(6)})
+    damaged = out / studystats.RUNS_SUBDIR / "solver=sgdm-seed0" / "history.csv"
+    damaged.write_bytes(b"epoch,val_fm\n1,\xff\n")
+    write_json(out / studyrun.PLAN_JSON, {"runs": []})
+    rows = studystats.write_results(study, out)
+    curves = studyreport.study_figures(study, out, rows)[2]
+    assert [trace.name for trace in curves.data] == ["base-seed0", "solver=rmsprop-seed0"]
+    assert curves.layout.title.text == (f"Validation FM per epoch (every run)<br><sub>not shown: {damaged}: damaged, "
+                                        "not UTF-8 text</sub>")
+    studyreport.write_html(study, out, rows)
+    shown = str(damaged).replace("/", "\\u002f")  # as plotly writes it in the page's script
+    assert f"not shown: {shown}: damaged, not UTF-8 text" in (out / studyreport.STUDY_HTML).read_text()

@@ -611,3 +611,64 @@ def test_model_records_training_hashes_so_a_renamed_copy_is_found(tmp_path, fini
     overlap = training_overlap(info, [copy, new, test_pairs[1].image])
     assert overlap.images == (copy,) and (overlap.count, overlap.total) == (1, 3)
     assert overlap.warning().startswith("1 of 3 evaluated images were used to train this model")
+
+
+@pytest.mark.slow
+def test_a_fine_tuning_resumes_without_the_model_it_started_from(tmp_path, dataset, eager):
+    """A resumed training reads its network, weights, solver and frozen BatchNorm layers from its own last.keras:
+    the model file it was fine-tuned from (its ``weights`` option) is not read again, so a run resumes after that
+    file is gone (moved, deleted, on a drive no longer mounted), with the layers its start froze still frozen."""
+    import shutil
+
+    from moleseg.network.bnrescue import all_layers
+
+    images, masks = dataset
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=1), tmp_path / "source_run")
+    source = tmp_path / "source.keras"
+    shutil.copyfile(tmp_path / "source_run" / "model.keras", source)
+    run = tmp_path / "run"
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=1, weights=str(source)), run)
+    # 6 training pairs: the 29 BatchNorm layers, each with the source's trained statistics, are frozen
+    assert "29 BatchNorm layers keep the statistics loaded with the weights (frozen)" in (run / "log.txt").read_text()
+    source.unlink()
+    trainer = Trainer(tiny_config(images, masks, tmp_path / "cache", epochs=2, weights=str(source)), run)
+    trainer.prepare(resume=True)
+    batchnorm = [layer for layer in all_layers(trainer.model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batchnorm) == 29 and not any(layer.trainable for layer in batchnorm)
+    train(tiny_config(images, masks, tmp_path / "cache", epochs=2, weights=str(source)), run, resume=True)
+    assert [row["epoch"] for row in read_history(run / "history.csv")] == [1.0, 2.0]
+    assert "resuming after epoch 1" in (run / "log.txt").read_text()
+
+
+def test_a_rescue_read_from_the_model_file_keeps_the_frozen_batchnorm_statistics(tmp_path, monkeypatch):
+    """The BatchNorm rescue re-estimates the layers training moved, not those a small dataset's training kept
+    frozen with the statistics it started from: read from the model file (the best epoch was not the last), its
+    network's frozen layers are frozen as saved, as the network in memory's are."""
+    from synthetic import TINY_MODEL_SIZE, tiny_model_file
+
+    from moleseg.network import bnrescue
+    from moleseg.network.io import load_keras_model, save_model
+
+    path = tiny_model_file(tmp_path)
+    model = load_keras_model(path)
+    batchnorm = [layer for layer in bnrescue.all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    encoder = [layer for layer in batchnorm if not layer.name.startswith(("aspp", "decoder"))]
+    for layer in encoder:  # as freeze_loaded_batchnorm leaves them: statistics of their own, frozen
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 0.25, np.float32))
+        layer.trainable = False
+    save_model(model, path, read_model_info(path))
+    checks = iter([True, False])
+
+    def check(model, images, labels, log):  # the first check finds the statistics lagging, the second fine
+        if next(checks):
+            raise TrainingError("lagging")
+
+    monkeypatch.setattr(bnrescue, "check_batchnorm", check)
+    images = np.random.default_rng(1).uniform(0, 255, (2, TINY_MODEL_SIZE, TINY_MODEL_SIZE, 3)).astype(np.float32)
+    said: list[str] = []
+    bnrescue.ensure_batchnorm(path, (images, images), lambda: images, said.append)
+    assert (len(batchnorm), len(encoder)) == (29, 15)
+    assert said == ["BatchNorm moving statistics had not converged: 14 layers re-estimated from 2 training images"]
+    rescued = {layer.name: layer for layer in bnrescue.all_layers(load_keras_model(path))}
+    for layer in encoder:
+        np.testing.assert_array_equal(rescued[layer.name].moving_mean.numpy(), 0.25)

@@ -353,3 +353,36 @@ def test_a_shard_with_an_input_whose_name_is_not_utf8_finishes_and_merges(tmp_pa
     assert err.startswith(f"skipped {images}/\\xffbad.png: ") and err.endswith("error: 1 file could not be processed\n")
     assert [line.split(",")[0] for line in (tmp_path / "out" / "measurements.csv").read_text().splitlines()] == [
         "image", "ok.png"]
+
+
+def test_file_names_that_argparse_refuses_reach_the_terminal_escaped(tmp_path, capsys):
+    # moleseg info *.keras in a downloaded folder: the second file's name, an unrecognized argument, was printed by
+    # argparse before the streams were wrapped: raw, clearing the screen
+    names = [str(tmp_path / "a.keras"), str(tmp_path / "b\x1b[2J\x1b]0;x\a.keras")]
+    with pytest.raises(SystemExit) as stopped:
+        main(["info", *names])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "\x1b" not in error and "\a" not in error
+    assert error.endswith(f"error: unrecognized arguments: {tmp_path}/b\\x1b[2J\\x1b]0;x\\x07.keras\n")
+
+
+@pytest.mark.parametrize(("names", "escaped", "shown"), [
+    # a Japanese user's photograph named with an ideographic space (U+3000), a macOS screenshot's narrow no-break
+    # space before AM (U+202F), a no-break space (U+00A0): spaces that move no cursor, printed as \u3000, \u202f,
+    # \xa0, so that the name in a message was not the file's any more; line separators are still escaped
+    (["写真\u3000001.png", "Screenshot 2024-01-01 at 10.00.00\u202fAM.png", "grain\xa0de beauté.png"],
+     "a\u2028b\u2029c\u3000d", "a\\u2028b\\u2029c\u3000d"),
+    # "moles" in Persian with its zero-width non-joiner (U+200C), a Malayalam conjunct's and an emoji sequence's
+    # zero-width joiner (U+200D), printed as \u200c, \u200d; direction marks and overrides are still escaped
+    (["\u062e\u0627\u0644\u200c\u0647\u0627.png", "\u0d28\u0d4d\u200d.png", "\U0001f469\u200d\u2695\ufe0f.png"],
+     "a\u200eb\u202ec\u2066d\u200ce", "a\\u200eb\\u202ec\\u2066d\u200ce"),
+])
+def test_file_names_in_other_scripts_are_printed_as_they_are(tmp_path, capsys, names, escaped, shown):
+    from moleseg.core.terminal import terminal_text
+
+    assert main(["predict", "--model", "classical", "--quiet", "--out", str(tmp_path / "out"),
+                 *(str(tmp_path / name) for name in names)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "error: no image files to process (" + "; ".join(f"{tmp_path / name}: not found" for name in names) + ")\n")
+    assert terminal_text(escaped) == shown

@@ -78,8 +78,9 @@ class TrainingView:
         return f"Training finished{took}."
 
 
-def view(run_dir: str | Path) -> TrainingView:
-    """The training of ``run_dir`` as the page shows it."""
+def view(run_dir: str | Path, *, curves: bool = True) -> TrainingView:
+    """The training of ``run_dir`` as the page shows it; without its ``history.csv`` (``history`` empty, its damage
+    not told) when not ``curves`` (the table of trainings)."""
     status = jobs.read_job(run_dir)
     holder = trainlock.active_training()
     started_by = ""
@@ -92,7 +93,7 @@ def view(run_dir: str | Path) -> TrainingView:
         state = None
         problems.append(str(error))
     try:
-        history = read_history(RunFiles(run_dir).history)
+        history = read_history(RunFiles(run_dir).history) if curves else []
     except RunRecordError as error:
         history = []
         problems.append(str(error))
@@ -250,7 +251,7 @@ def runs_table(runs: str | Path) -> list[dict[str, Any]]:
     validation FM, time and whether a model was saved."""
     rows = []
     for run in jobs.list_jobs(runs)[:LISTED_RUNS]:
-        shown = view(run)
+        shown = view(run, curves=False)  # up to LISTED_RUNS histories of up to 4 MB each, at each rerun
         state = shown.state or RunState()
         rows.append({"run": run.name, "status": shown.status.status,
                      "epochs": f"{state.epoch}/{shown.status.epochs or '?'}",

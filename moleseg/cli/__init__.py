@@ -248,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     writes on stdout and stderr has its control characters escaped (:class:`moleseg.core.terminal.TerminalText`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
     with warnings.catch_warnings(), terminal_streams():  # nothing a file holds reaches the terminal as a control
+        args = parser.parse_args(argv)  # its errors name arguments, file names of a glob among them
         warnings.showwarning = show_warning_line
         return _run(args)
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TextIO
+from typing import Callable, Iterator, Mapping, Sequence
 
 from moleseg.core.config import BASELINE_NAME
 from moleseg.core.errors import first_line, printable
+from moleseg.core.terminal import show_warning_line, terminal_text  # noqa: F401 (show_warning_line: the CLI's)
 from moleseg.core.words import count_of, noun_for
 
 
@@ -33,8 +34,9 @@ class CommandError(Exception):
 def report_defect(error: BaseException) -> str:
     """The one line that stands for an error no command foresaw, its traceback written to a new private file
     (``DEFECT_FILE_PREFIX*.txt``, 0600, in :func:`tempfile.gettempdir`) that the line names: the terminal gets no
-    stack trace, the maintainers get the whole of it in a report. When no such file can be written the line says
-    so."""
+    stack trace, the maintainers get the whole of it in a report (its control characters escaped as on the
+    terminal, :func:`moleseg.core.terminal.terminal_text`: the file is read with ``cat``). When no such file can be
+    written the line says so."""
     import tempfile
     import traceback
 
@@ -42,7 +44,7 @@ def report_defect(error: BaseException) -> str:
     try:
         handle, name = tempfile.mkstemp(prefix=DEFECT_FILE_PREFIX, suffix=".txt")
         with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace") as file:
-            file.write("".join(traceback.format_exception(error)))
+            file.write(terminal_text("".join(traceback.format_exception(error))))  # read with cat
     except OSError as failure:
         return (f"an unexpected error, a defect of moleseg ({summary}); its details could not be kept "
                 f"({failure.strerror or type(failure).__name__})")
@@ -129,16 +131,6 @@ def print_summary(summary: dict, baseline: dict | None = None) -> None:
     keys = [k for k in ("fm", "cm", "cr", "jaccard", "hd95", "border_fm") if k in summary]
     print_metric_table(summary["n"], {key: summary[key] for key in keys},
                        baseline["fm"] if baseline and baseline.get("n") else None)
-
-
-def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      file: TextIO | None = None, line: str | None = None) -> None:
-    """Print a warning as one line ``warning: TEXT`` on stderr (or ``file``), without Python's source location
-    and code line: the command line's :func:`warnings.showwarning` (same parameters)."""
-    text = str(message).strip()
-    text = text.splitlines()[0] if text else category.__name__
-    with suppress(OSError):  # nowhere to say it: the command goes on
-        print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)
 
 
 def checked_output(option: str, value: str) -> Path:

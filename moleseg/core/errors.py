@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 
 #: Why a path whose bytes are not UTF-8 (a name from another system's encoding) is refused or left out: the
 #: results name each image by its path, in UTF-8 tables (measurements.csv, score tables) and in the app's pages.
@@ -73,10 +74,19 @@ def shown_name(text: str) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ...), a byte of a
-    file name that is not UTF-8 as ``\\xNN`` (:func:`shown_name`): one line that moves no cursor, for a name in
-    a message."""
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, a bidi override
+    ``\\u202e``, a line separator ``\\u2028``, ...), a byte of a file name that is not UTF-8 as ``\\xNN``
+    (:func:`shown_name`): one line that moves no cursor, for a name in a message. Spaces (Unicode's ``Zs``: a
+    no-break space, an ideographic space in a Japanese name, macOS's narrow no-break space before a screenshot's
+    AM) and the joiners of :data:`NAME_JOINERS` are kept: they move no cursor, and the name stays the file's."""
     if text.isprintable():
         return text
     text = shown_name(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() or c in NAME_JOINERS or unicodedata.category(c) == "Zs"
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+#: Format characters that :func:`printable` keeps, for they are letters' business, not the terminal's: the
+#: zero-width non-joiner of Persian words and the zero-width joiner of Indic conjuncts and emoji sequences.
+#: (Direction marks and overrides, the other format characters, are escaped.)
+NAME_JOINERS: str = "\u200c\u200d"

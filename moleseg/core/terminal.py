@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Iterator, TextIO
 
 from moleseg.core.errors import printable
@@ -59,3 +59,14 @@ def terminal_streams() -> Iterator[None]:
         yield
     finally:
         sys.stdout, sys.stderr = saved
+
+
+def show_warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+    """Print a warning as one line ``warning: TEXT`` on stderr (or ``file``), without Python's source location
+    and code line: the :func:`warnings.showwarning` (same parameters) of the command line and of the training
+    runner (whose output is ``job.log``: a name with a line end makes no line of its own)."""
+    text = str(message).strip()
+    text = text.splitlines()[0] if text else category.__name__
+    with suppress(OSError):  # nowhere to say it: the command goes on
+        print(f"warning: {printable(text)}", file=file if file is not None else sys.stderr)

@@ -189,7 +189,8 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     Raises
     ------
     RunRecordError
-        The file is larger than :data:`MAX_HISTORY_BYTES`, not UTF-8 or not CSV (naming the file and the reason).
+        The file is larger than :data:`MAX_HISTORY_BYTES`, not UTF-8 or not CSV, or an epoch is not a number
+        (naming the file and the reason).
     """
     path = Path(path)
     if not path.is_file():
@@ -205,6 +206,9 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     except (UnicodeDecodeError, csv.Error) as error:
         reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"not a readable CSV file ({error})"
         raise RunRecordError(f"{path}: damaged, {reason}") from None
+    for number, row in enumerate(rows, 1):  # the curves and a resume count on it (other columns hold text too)
+        if isinstance(row.get("epoch"), str):
+            raise RunRecordError(f"{path}: damaged, row {number}'s epoch is {row['epoch']!r}, not a number")
     return rows
 
 

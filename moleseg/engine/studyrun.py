@@ -18,6 +18,7 @@ import csv
 import io
 import subprocess
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from moleseg.core.config import (MAX_RUNNING_STUDIES, SHIPPED_MODELS, STUDIES_DI
                                  STUDY_LOCK_WAIT_S, STUDY_START_WAIT_S, models_dir)
 from moleseg.core.errors import first_line
 from moleseg.core.roots import OutsideRootsError, check_links_inside, resolve_inside_roots
+from moleseg.core.terminal import terminal_streams
 from moleseg.core.words import count_of
 from moleseg.engine.childargs import child_arguments, child_command
 from moleseg.engine import trainqueue
@@ -201,15 +203,24 @@ def read_study_folder(out: str | Path) -> StudyFolder:
     rows: list[dict[str, str]] = []
     if (out / STUDY_CSV).is_file():
         try:
-            rows = list(csv.DictReader(io.StringIO((out / STUDY_CSV).read_text(encoding="utf-8"))))
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            rows = list(csv.DictReader(io.StringIO(_study_text(out / STUDY_CSV))))
+        except csv.Error as error:
             raise StudyError(f"{out / STUDY_CSV}: cannot be read ({first_line(error)})") from None
-    verdict_text = (out / VERDICTS_MD).read_text(encoding="utf-8") if (out / VERDICTS_MD).is_file() else ""
+    verdict_text = _study_text(out / VERDICTS_MD) if (out / VERDICTS_MD).is_file() else ""
     if plan_record is None:  # results alone: finished, nothing to follow
         return StudyFolder(path=out, plan=StudyPlanRecord(name=out.name), rows=rows, verdicts=verdict_text,
                            progress=StudyProgress(runs=len(rows), done=len(rows), status="finished"),
                            results_only=True)
     return StudyFolder(path=out, plan=plan_record, progress=read_progress(out), rows=rows, verdicts=verdict_text)
+
+
+def _study_text(path: Path) -> str:
+    """The text of a study folder's file ``path`` (``study.csv``, ``verdicts.md``); StudyError naming it and the
+    reason when it cannot be read or is not UTF-8 (the folder is the user's)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise StudyError(f"{path}: cannot be read ({first_line(error)})") from None
 
 
 #: Results of the studies shipped with a checkout: ``docs/studies/<name>/`` (``study.csv``, ``verdicts.md``).
@@ -518,7 +529,8 @@ def start_study(config: str | Path, out: str | Path, *, data_root: str | Path | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The background study process: run the study, one timestamped line per event in ``OUT/study.log``
-    (:class:`moleseg.engine.runs.RunLog`); a problem is one line, exit 2."""
+    (:class:`moleseg.engine.runs.RunLog`); a problem is one line, exit 2; an error it did not foresee is its
+    traceback and one line, exit 1, all escaped as a terminal gets them (:func:`terminal_streams`)."""
     parser = argparse.ArgumentParser(prog=f"python -m {STUDY_MODULE}", description="Run a study (see moleseg study).")
     parser.add_argument("--config", required=True, help="the study file")
     parser.add_argument("--out", required=True, help="the study folder")
@@ -534,11 +546,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = RunLog(Path(args.out) / STUDY_LOG)
     quota = (UserQuota(args.quota_gb, tuple(args.quota_folder), args.quota_advice, args.quota_owner)
              if args.quota_gb > 0 else None)
-    try:
-        rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log, quota=quota)
-    except (StudyError, OSError) as error:
-        log(f"error: {first_line(error)}")
-        return 2
+    with terminal_streams():  # its output is study.log too: a traceback or a warning escaped, as the runner's
+        try:
+            rows = run_study(checked_study(args.config, args.data_root, args.root), args.out, echo=log, quota=quota)
+        except (StudyError, OSError) as error:
+            log(f"error: {first_line(error)}")
+            return 2
+        except Exception as error:  # a defect: its traceback, and one line saying the study stopped
+            traceback.print_exc()
+            log(f"error: the study stopped on an unexpected error ({type(error).__name__}: {first_line(error)})")
+            return 1
     log(f"{count_of(len(rows), 'run')} finished")
     return 0
 

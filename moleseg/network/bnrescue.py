@@ -13,8 +13,10 @@ import keras
 import numpy as np
 
 from moleseg.core.modelinfo import read_model_info
+from moleseg.network.configguard import checked_network
 from moleseg.network.io import load_keras_model, save_model
 from moleseg.network.trainsetup import TrainingError
+from moleseg.network.weightpaths import freeze_as_saved
 
 
 def check_batchnorm(model: keras.Model, images: np.ndarray, labels: np.ndarray, log: Callable[[str], None]) -> None:
@@ -73,7 +75,9 @@ def ensure_batchnorm(path: Path, check: tuple[np.ndarray, np.ndarray], training_
     TrainingError
         When the model still fails in inference mode, with what to change.
     """
-    model = model if model is not None else load_keras_model(path)
+    if model is None:  # the file's network, its BatchNorm layers frozen as the training froze them (not rescued)
+        model = load_keras_model(path)
+        freeze_as_saved(model, checked_network(path)[0])
     try:
         check_batchnorm(model, *check, log)
     except TrainingError:

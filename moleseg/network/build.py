@@ -8,16 +8,19 @@ loaded by building the network it describes (:func:`load_keras_model`): Keras ne
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from moleseg.core.backbones import backbone
-from moleseg.core.errors import short_reason
+from moleseg.core.errors import MAX_REASON_CHARACTERS, first_line, short_reason
 from moleseg.core.modelinfo import INFO_ENTRY, ModelFileError, check_keras_file, described_network, read_model_info
 from moleseg.core.trainconfig import ModelConfig
+from moleseg.core.words import count_of
 from moleseg.network import backbones, deeplab, mobilenetv2, vgg16_hed
 from moleseg.network.configguard import WEIGHTS_ENTRY, checked_network
 from moleseg.network.weightpaths import weights_for
@@ -171,12 +174,37 @@ def _read_weights(model: keras.Model, path: Path, config: dict, weights: bytes) 
     layer's found at its place (:func:`moleseg.network.weightpaths.weights_for`)."""
     with tempfile.TemporaryDirectory(prefix="moleseg-weights-") as folder:
         file = Path(folder) / WEIGHTS_ENTRY  # Keras reads weights alone from a file of this name
+        told: list[warnings.WarningMessage] = []
         try:
             file.write_bytes(weights_for(model, config, weights))
-            model.load_weights(file)
+            with warnings.catch_warnings(record=True) as told:  # Keras warns for each layer it then refuses
+                warnings.simplefilter("always")
+                model.load_weights(file)
         except Exception as error:  # Keras raises many types for weights of another network
             raise ModelFileError(f"{path.name}: its weights do not fit the network its {INFO_ENTRY} describes "
-                                 f"({short_reason(error)})") from error
+                                 f"({_misfit(error)})") from error
+    for warning in told:  # a load that succeeded: what Keras said, as it said it
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+#: Keras's refusal of weights that do not fit (keras.src.saving.saving_lib): how many layers, the first one's name
+_MISFITS = re.compile(r"A total of (\d+) objects could not be loaded\. Example error message for object "
+                      r"<\w+ name=([\w.-]+)")
+#: ... and its weight's shapes, the network's and the file's
+_SHAPES = re.compile(r"variable\.shape=(\([\d, ]*\)), Received: value\.shape=(\([\d, ]*\))")
+
+
+def _misfit(error: Exception) -> str:
+    """Why weights do not fit, in one line: how many layers, the first one and its shapes, from Keras's message
+    (whose first line ends before the reason); a library's first line when it says otherwise."""
+    text = str(error)
+    counted, shapes = _MISFITS.match(text), _SHAPES.search(text)
+    if counted is None:
+        return short_reason(error)
+    first = f"{count_of(int(counted[1]), 'layer')} do not fit, {counted[2]} among them"
+    if shapes is None:
+        return f"{first}: {first_line(text.partition(':')[2].strip() or text)}"[:MAX_REASON_CHARACTERS]
+    return f"{first}: a weight of shape {shapes[1]} in the network, {shapes[2]} in the file"
 
 
 def count_parameters(model: keras.Model) -> int:

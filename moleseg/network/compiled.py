@@ -18,8 +18,8 @@ Two kinds of entry, one folder each under :func:`inference_cache_root`:
 * a TensorFlow **SavedModel** of the folded prediction function, used when the runtime is TensorFlow or
   the ONNX file cannot be made or used.
 
-Loading a ``.keras`` file rebuilds every Keras layer from its config, and folding its BatchNormalization
-(:func:`moleseg.network.inference.fold_batchnorm`) and tracing the prediction function cost as much again:
+Loading a ``.keras`` file builds its network (:func:`moleseg.network.build.load_keras_model`), and folding its
+BatchNormalization (:func:`moleseg.network.inference.fold_batchnorm`) and tracing the prediction function cost as much again:
 together most of ``moleseg predict``'s start-up after importing TensorFlow (``docs/performance.md``). The first time a network is predicted with, its folded prediction function
 (fixed input signature ``(None, S, S, 3)`` float32) is saved as a TensorFlow SavedModel under
 ``cache_dir() / "inference"``; later processes load that graph directly (then optimise it on the first

@@ -25,6 +25,7 @@ from moleseg.core.archive import ZipBudget, check_directory_entries
 from moleseg.core.atomic import atomic_output
 from moleseg.core.constancy import correct_colour
 from moleseg.core.config import BACK, DEFAULT_BORDER_WIDTH_PX, DEFAULT_SHAPE, max_image_pixels
+from moleseg.core.errors import printable
 from moleseg.core.hardcases import HardCaseLabels, hard_cases
 from moleseg.core.resize import network_image, resize_mask_to
 from moleseg.core.imageio import image_size, mask_problem, read_image, read_mask
@@ -275,7 +276,7 @@ def class_frequencies_of(pairs: Sequence[Pair], targets: TargetConfig, cache: Ex
         if problem is not None:
             degenerate["full" if per_class[BACK] == 0 else "empty"] += 1
             if warn:
-                warn(f"warning: {Path(pair.mask).name}: {problem}")
+                warn(f"warning: {printable(Path(pair.mask).name)}: {problem}")  # one line of the training's log
         if tick:
             tick(done)
     if warn and (degenerate["empty"] or degenerate["full"]):

@@ -20,7 +20,8 @@ import numpy as np
 
 from moleseg.core.cleanup import CleanupSettings
 from moleseg.core.config import class_names
-from moleseg.core.modelinfo import ModelInfo, check_keras_file, file_info, network_contradiction, read_model_info
+from moleseg.core.modelinfo import (ModelInfo, check_keras_file, described_network, file_info, network_contradiction,
+                                   read_model_info)
 from moleseg.core.resize import network_image, resize_probabilities
 
 if TYPE_CHECKING:  # Keras (and TensorFlow) are imported only when a network must be built or traced
@@ -122,10 +123,11 @@ class KerasSegmenter:
 
         info = read_model_info(check_keras_file(path))
         record = file_info(path, info)  # copies it
+        network = described_network(info, path)  # the network built from it, or found in the cache under it
+        network_contradiction(path, record, network.input_size, network.n_classes)
         model, content = None, None
         if not (record.n_classes and record.input_size and any_cached(path)):
             model, content = _load_network(path)
-            network_contradiction(path, record, model.input_shape[1], model.output_shape[-1])
         info.setdefault("name", Path(path).stem)
         info["path"] = str(path)
         segmenter = cls(model, info, source=path, **kwargs)

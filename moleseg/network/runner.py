@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +22,7 @@ from moleseg.engine.childargs import child_arguments
 from moleseg.engine.finetune import BaseComparison
 from moleseg.engine.jobs import JobRequest, JobResult, ProgressWriter, cancel_requested, data_folders, read_request
 from moleseg.core.errors import first_line
-from moleseg.core.terminal import terminal_streams
+from moleseg.core.terminal import show_warning_line, terminal_streams
 from moleseg.engine.runs import RunFiles, RunRecordError
 from moleseg.engine.segmenter import Segmenter
 from moleseg.engine.session import release_after_training
@@ -145,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="file descriptor told once the training lock is held")
     args = parser.parse_args(child_arguments(argv))  # from the environment when launch started it
-    with terminal_streams():  # its output is job.log, read with tail -f and followed by moleseg train
+    with warnings.catch_warnings(), terminal_streams():  # its output is job.log, read with tail -f and followed
+        warnings.showwarning = show_warning_line  # by moleseg train: one line each, as the command line's
         return run_job(args.run_dir, args.ready_fd)
 
 

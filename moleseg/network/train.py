@@ -35,6 +35,7 @@ from moleseg.engine.segmenter import clean, cleanup_for_image
 from moleseg.network.bnrescue import check_batchnorm, ensure_batchnorm, freeze_loaded_batchnorm
 from moleseg.network.build import build_model, count_parameters
 from moleseg.network.cluster import WorkerRole, current_role
+from moleseg.network.configguard import checked_network
 from moleseg.network.data import make_dataset
 from moleseg.network.devices import accelerators, start_training
 from moleseg.network.distributed import choose_strategy, fit_workers, prepare_workers, worker_steps_per_epoch
@@ -42,6 +43,7 @@ from moleseg.network.examples import ExampleCache, class_frequencies_of, crop_co
 from moleseg.network.io import load_weights_into, save_model
 from moleseg.network.losses import SegmentationLoss
 from moleseg.network.predict import KerasSegmenter, prediction_function
+from moleseg.network.weightpaths import freeze_as_saved
 from moleseg.network.trainsetup import (Progress, ProgressCallback, TrainingCancelled, TrainingError, augment_config,
                                         auto_bn_momentum, compile_for_training, model_info, split_of,
                                         target_config)
@@ -217,13 +219,13 @@ class Trainer:
         can_resume = resume and checkpoint.is_file() and state.epoch > 0
         # The chief reads its checkpoint (into the run's network, built and compiled as at its start) outside the
         # strategy's scope: variables created in the scope are created together on every worker.
-        saved = (load_weights_into(self.build_compiled(), checkpoint) if self.role.distributed and can_resume
-                 else None)
+        saved = (load_weights_into(self.build_compiled(checkpoint), checkpoint)
+                 if self.role.distributed and can_resume else None)
         with self.strategy.scope():
             if self.role.distributed:
                 prepare_workers(self, saved, state)
             elif can_resume:  # the run's network built and compiled as at its start; its last weights and solver
-                load_weights_into(self.build_compiled(), checkpoint)
+                load_weights_into(self.build_compiled(checkpoint), checkpoint)
                 self.resume_state(state)
             else:
                 self.build_compiled()
@@ -233,12 +235,16 @@ class Trainer:
                  f"{count_parameters(self.model):,} weights, encoder init {config.weights}")
         write_json(self.files.config, {**config.to_dict(), "run_dir": str(self.run_dir)})
 
-    def build_compiled(self) -> keras.Model:
+    def build_compiled(self, checkpoint: Path | None = None) -> keras.Model:
         """A new model compiled with the training's solver (its variables created), loss and accuracy metric (in the
-        current scope)."""
+        current scope). For the ``checkpoint`` of a resumed run (whose weights are then read into it), its network
+        alone, with the BatchNorm layers the run's start froze frozen again: the file the run started from (its
+        ``weights`` option) is not read again, and need not be there any more."""
         config = self.config
-        self.model = build_model(config.model, weights=config.weights)
-        if config.weights != "none" and len(self.train_pairs) <= SMALL_DATASET_PAIRS:
+        self.model = build_model(config.model, weights=config.weights if checkpoint is None else "none")
+        if checkpoint is not None:
+            freeze_as_saved(self.model, checked_network(checkpoint)[0])
+        elif config.weights != "none" and len(self.train_pairs) <= SMALL_DATASET_PAIRS:
             frozen = freeze_loaded_batchnorm(self.model)
             self.log(f"small dataset ({len(self.train_pairs)} training pairs <= {SMALL_DATASET_PAIRS}): {frozen} "
                      "BatchNorm layers keep the statistics loaded with the weights (frozen)")

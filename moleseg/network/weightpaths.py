@@ -50,6 +50,11 @@ def _numbered(names: list[str]) -> list[str]:
 _STAGED = "moleseg_staged_layers"
 
 
+def _same_kind(item: dict, layer: keras.Layer) -> bool:
+    """Whether the layer ``item`` of a ``config.json`` may be read into ``layer``: its class, or a subclass of it."""
+    return item["class_name"] in {kind.__name__ for kind in type(layer).__mro__}
+
+
 def _pairs(items: list[dict], layers: list) -> list[tuple[str, str, list | None]] | None:
     """The layers of a model's ``config.json`` ``items`` paired with ``layers`` place by place: the file's group
     name, the built network's, and a nested model's own pairs (None for a layer); None when they are not as many.
@@ -60,7 +65,7 @@ def _pairs(items: list[dict], layers: list) -> list[tuple[str, str, list | None]
     our_names = _numbered([keras_name(type(layer).__name__) for layer in layers])
     pairs: list[tuple[str, str, list | None]] = []
     for item, layer, their_name, our_name in zip(items, layers, their_names, our_names):
-        if item["class_name"] in {kind.__name__ for kind in type(layer).__mro__}:
+        if _same_kind(item, layer):
             nested = _pairs(item["config"]["layers"], layer.layers) if isinstance(layer, keras.Model) else None
             pairs.append((their_name, our_name, nested))
     return pairs
@@ -97,3 +102,29 @@ def weights_for(model: keras.Model, config: dict, weights: bytes) -> bytes:
     with h5py.File(buffer, "r+") as file:
         _rename(file, pairs)
     return buffer.getvalue()
+
+
+def _paired_layers(items: list[dict], layers: list) -> list[tuple[dict, keras.Layer]]:
+    """The layers of a model's ``config.json`` ``items`` and ``layers`` paired place by place as :func:`_pairs` pairs
+    them (nested models' layers too); none when they are not as many."""
+    if len(items) != len(layers):
+        return []
+    found: list[tuple[dict, keras.Layer]] = []
+    for item, layer in zip(items, layers):
+        if _same_kind(item, layer):
+            found.append((item, layer))
+            if isinstance(layer, keras.Model):
+                found.extend(_paired_layers(item["config"]["layers"], layer.layers))
+    return found
+
+
+def freeze_as_saved(model: keras.Model, config: dict) -> int:
+    """Freeze each BatchNormalization layer of ``model`` that the file whose ``config.json`` is ``config`` saved
+    frozen (a resumed training's own checkpoint: the layers its start froze, :func:`moleseg.network.bnrescue.
+    freeze_loaded_batchnorm`, before its solver's variables are made for the others). Returns how many."""
+    frozen = 0
+    for item, layer in _paired_layers(config["config"]["layers"], model.layers):
+        if isinstance(layer, keras.layers.BatchNormalization) and item["config"].get("trainable") is False:
+            layer.trainable = False
+            frozen += 1
+    return frozen
