@@ -87,7 +87,7 @@ def streamlit_server(env: dict[str, str], log_name: str, timeout: float = 60, se
             process = subprocess.Popen(command, cwd=APP.parent, env=server_env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT)
             try:
-                answered = healthy(url, process, timeout, poll_s=0.5)
+                answered = healthy(url, process, timeout)
                 if answered and listens_on(process.pid, port):
                     break
                 stop_server(process)
@@ -116,6 +116,30 @@ def scan_components_once() -> None:
         manifest_scanner.scan_component_manifests = functools.cache(scan)
 
 
+def compile_scripts_once() -> None:
+    """Compile each script an AppTest runs (app.py and its pages) once per test process, as a served app's
+    one ``ScriptCache`` does for all of its sessions: every AppTest run makes a new cache, and compiling
+    app.py and the page again was about a seventh of an Analyse page test's run. The code is kept by the
+    script's path and its whole text, so a script written anew is compiled anew."""
+    from streamlit import config
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    compile_script = ScriptCache.get_bytecode
+    if hasattr(compile_script, "compiled"):
+        return
+    compiled: dict[tuple[str, bytes, bool], Any] = {}
+
+    def get_bytecode(self: ScriptCache, script_path: str) -> Any:
+        path = os.path.abspath(script_path)
+        key = (path, Path(path).read_bytes(), bool(config.get_option("runner.magicEnabled")))
+        if key not in compiled:
+            compiled[key] = compile_script(self, script_path)
+        return compiled[key]
+
+    get_bytecode.compiled = compiled  # type: ignore[attr-defined]
+    ScriptCache.get_bytecode = get_bytecode  # type: ignore[method-assign]
+
+
 def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = True):
     """An AppTest of app.py, run once, switched to ``page`` (a ``moleseg.app.ui.PAGE_FILES`` value) and run.
     The server's analysis cache is emptied first unless ``empty_cache`` is false (the tests of one process
@@ -125,6 +149,7 @@ def app_test(page: str | None = None, timeout: float = 60, empty_cache: bool = T
     from moleseg.app import ui
 
     scan_components_once()
+    compile_scripts_once()
     if empty_cache:
         ui.analysis_store().clear()
     at = AppTest.from_file(str(APP), default_timeout=timeout).run()

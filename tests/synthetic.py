@@ -102,6 +102,14 @@ def lesion_scene(*, radius_px: float = 60.0, angle_deg: float = 0.0, shift_px: t
     lesion : (size_px, size_px) bool
         The true lesion.
     """
+    image, lesion = _lesion_scene(float(radius_px), float(angle_deg), tuple(map(float, shift_px)), size_px, seed)
+    return image.copy(), lesion.copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _lesion_scene(radius_px: float, angle_deg: float, shift_px: tuple[float, float], size_px: int, seed: int):
+    """:func:`lesion_scene`, drawn once per test process for the same arguments (the tests draw the same
+    scenes many times; a caller gets its own copies)."""
     import cv2
     import numpy as np
 

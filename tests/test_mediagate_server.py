@@ -132,9 +132,10 @@ def _served(folder: Path, serve: str, **more_env: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def gated_server(tmp_path: Path):
-    with _served(tmp_path, SERVE) as url:
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory: pytest.TempPathFactory):
+    """One server of :data:`SERVE` for the module's tests (each starts its own sessions, as its own users)."""
+    with _served(tmp_path_factory.mktemp("gated"), SERVE) as url:
         yield url
 
 
