@@ -202,3 +202,23 @@ def test_the_training_runners_warnings_are_one_line_each(tmp_path, monkeypatch, 
         warnings.simplefilter("always")
         assert runner.main([str(tmp_path)]) == 0
     assert capsys.readouterr().err == "warning: m\n"  # the first line of its text, as the command line prints it
+
+
+def test_a_training_that_says_done_while_its_status_is_read_is_done_not_died(tmp_path, monkeypatch):
+    """The runner writes its last progress.json, then lets the lock go; a reader that read 'running' before that word
+    and looks at the lock after it must read the word again (the Train page called a finished training 'died', and
+    a fresh-clone CI failed on it); a process that ended without a word is still 'died'."""
+    progress = RunFiles(tmp_path).progress
+    write_json(progress, {"status": "running", "epoch": 1, "epochs": 2})
+
+    def finishes_meanwhile(run_dir):
+        write_json(progress, {"status": "done", "epoch": 2, "epochs": 2})
+        return False
+
+    monkeypatch.setattr(jobs, "_holds_lock", finishes_meanwhile)
+    status = jobs.read_job(tmp_path)
+    assert (status.status, status.epoch, status.error) == ("done", 2, None)
+    write_json(progress, {"status": "running", "epoch": 1, "epochs": 2})
+    monkeypatch.setattr(jobs, "_holds_lock", lambda run_dir: False)
+    status = jobs.read_job(tmp_path)
+    assert status.status == "died" and status.error.startswith("the training process ended without a word")

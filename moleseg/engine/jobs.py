@@ -357,6 +357,15 @@ def read_job(run_dir: str | Path) -> JobStatus:
     status = JobStatus(run_dir=run_dir, **{name: value for name, value in values.items() if value is not None},
                        cancel_requested=cancel_requested(run_dir))
     if status.active and not _holds_lock(run_dir):
+        # its process writes its last word before it lets the lock go: a word written between the first read and
+        # the look at the lock is read now, so that only a process that ended without one is called died
+        try:
+            last = read_fields(RunFiles(run_dir).progress, _progress_of)
+        except RunRecordError as error:
+            return JobStatus(run_dir=run_dir, status="failed", error=str(error), message="failed")
+        if last is not None and last["status"] not in ACTIVE_STATUSES:
+            return JobStatus(run_dir=run_dir, **{name: value for name, value in last.items() if value is not None},
+                             cancel_requested=cancel_requested(run_dir))
         status.status = "died"
         status.error = status.error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
     return status
