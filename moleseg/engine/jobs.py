@@ -354,8 +354,7 @@ def read_job(run_dir: str | Path) -> JobStatus:
         status = state.status if state else ("done" if RunFiles(run_dir).model.is_file() else UNKNOWN_STATUS)
         return JobStatus(run_dir=run_dir, status="done" if status == "running" else status,
                          epoch=state.epoch if state else 0, epochs=state.epochs if state else 0)
-    status = JobStatus(run_dir=run_dir, **{name: value for name, value in values.items() if value is not None},
-                       cancel_requested=cancel_requested(run_dir))
+    status = _status_of(run_dir, values)
     if status.active and not _holds_lock(run_dir):
         # its process writes its last word before it lets the lock go: a word written between the first read and
         # the look at the lock is read now, so that only a process that ended without one is called died
@@ -364,11 +363,16 @@ def read_job(run_dir: str | Path) -> JobStatus:
         except RunRecordError as error:
             return JobStatus(run_dir=run_dir, status="failed", error=str(error), message="failed")
         if last is not None and last["status"] not in ACTIVE_STATUSES:
-            return JobStatus(run_dir=run_dir, **{name: value for name, value in last.items() if value is not None},
-                             cancel_requested=cancel_requested(run_dir))
+            return _status_of(run_dir, last)
         status.status = "died"
         status.error = status.error or f"the training process ended without a word; see {LOG_FILE} in {run_dir}"
     return status
+
+
+def _status_of(run_dir: Path, values: dict[str, Any]) -> JobStatus:
+    """The :class:`JobStatus` of ``run_dir``'s ``progress.json`` fields ``values`` (:func:`_progress_of`)."""
+    return JobStatus(run_dir=run_dir, **{name: value for name, value in values.items() if value is not None},
+                     cancel_requested=cancel_requested(run_dir))
 
 
 def list_jobs(runs: str | Path | None = None) -> list[Path]:
